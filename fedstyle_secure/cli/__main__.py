@@ -1,0 +1,5 @@
+import sys
+
+from fedstyle_secure.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,68 @@
+"""Entry point of the ``fedstyle`` command line.
+
+Each subcommand lives in its own module under ``fedstyle_secure.cli`` exposing
+``register(subparsers) -> None`` (adds its parser and sets ``func``).  Add a new
+command by appending its module name to :data:`COMMAND_MODULES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from fedstyle_secure import __version__
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "demo",
+    "synth",
+    "simulate",
+    "index",
+    "query",
+)
+
+
+class CliError(Exception):
+    """A user-facing error: printed as ``fedstyle: error: <message>``, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedstyle",
+        description=(
+            "Privacy-preserving federated style retrieval: artists train style encoders "
+            "locally (DP-SGD), share only protected style representations, and buyers find "
+            "artists by style."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"fedstyle-secure {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"fedstyle_secure.cli.{name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        print(f"fedstyle: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedstyle: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
