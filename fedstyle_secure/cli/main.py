@@ -14,6 +14,7 @@ import sys
 from typing import Sequence
 
 from fedstyle_secure import __version__
+from fedstyle_secure.errors import FedStyleError
 
 COMMAND_MODULES: tuple[str, ...] = (
     "demo",
@@ -22,10 +23,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "index",
     "query",
 )
-
-
-class CliError(Exception):
-    """A user-facing error: printed as ``fedstyle: error: <message>``, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except CliError as exc:
+    except FedStyleError as exc:
         print(f"fedstyle: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
