@@ -1,0 +1,112 @@
+"""``fedstyle audit PATH...``: verify signed epsilon reports and recompute their epsilon.
+
+Exit status: 0 when every report is clean, 1 when anything is flagged, 2 on usage errors
+(missing paths, no reports found, unreadable manifest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from fedstyle_secure.errors import ConfigError, PrivacyError
+from fedstyle_secure.privacy.audit import DEFAULT_TOLERANCE, AuditResult, LoadedReport, audit_reports
+from fedstyle_secure.privacy.jsonio import read_json
+from fedstyle_secure.privacy.report_store import MANIFEST_NAME, load_manifest, manifest_candidates, report_files
+
+TABLE_COLUMNS = ("artist", "round", "accountant", "claimed eps", "RDP (dp_acc)", "PLD (dp_acc)", "status")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "audit",
+        help="verify signed epsilon reports and recompute their epsilon independently",
+        description=(
+            "Check epsilon reports (files, or directories searched for round-*.json): JSON Schema, Ed25519 "
+            "signature against the artists' keys in manifest.json, budget, Poisson sampling, epsilon never "
+            "decreasing, and each claimed epsilon against an independent recomputation with Google's "
+            "dp_accounting (RDP and PLD). The privacy unit of every report is ONE ARTWORK, not an artist. "
+            "Exit status: 0 clean, 1 findings, 2 usage error."
+        ),
+    )
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="report file or reports directory")
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        help=f"key manifest (default: {MANIFEST_NAME} in the given directories or above the given files)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help="flag a claim below recomputed * (1 - TOLERANCE) (default: %(default)s)",
+    )
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not (0.0 <= args.tolerance < 1.0):
+        raise ConfigError(f"--tolerance must be in [0, 1), got {args.tolerance}")
+    try:
+        files = report_files(args.paths)
+        manifest = _load_manifest(args.manifest, args.paths)
+        reports = [LoadedReport(str(path), _read_report(path)) for path in files]
+    except PrivacyError as exc:
+        raise ConfigError(str(exc)) from exc
+    if not reports:
+        raise ConfigError(f"no report files (round-*.json) found in {', '.join(map(str, args.paths))}")
+    result = audit_reports(reports, manifest, args.tolerance)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_table(result))
+    return 0 if result.clean else 1
+
+
+def _read_report(path: Path) -> Any:
+    try:
+        return read_json(path)
+    except PrivacyError as exc:
+        return {"unreadable": str(exc)}  # surfaces as a schema finding for this file
+
+
+def _load_manifest(explicit: Path | None, paths: Sequence[Path]) -> dict[str, Any] | None:
+    """The explicit manifest, else the merge of those found next to ``paths`` (conflicts: error)."""
+    candidates = [explicit] if explicit is not None else manifest_candidates(paths)
+    if not candidates:
+        return None
+    merged: dict[str, Any] = {"artists": {}}
+    for path in candidates:
+        for artist, entry in load_manifest(path)["artists"].items():
+            if merged["artists"].setdefault(artist, entry) != entry:
+                raise ConfigError(f"manifests disagree on the key of artist {artist!r} ({path})")
+    return merged
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return "inf" if math.isinf(value) else f"{value:.4f}"
+
+
+def format_table(result: AuditResult) -> str:
+    """Fixed-width table, one row per report, followed by every finding."""
+    rows = [
+        (
+            report.artist_id or "?",
+            "-" if report.round_id is None else str(report.round_id),
+            report.accountant or "-",
+            _number(report.claimed_epsilon),
+            _number(report.recomputed_rdp),
+            _number(report.recomputed_pld),
+            report.status,
+        )
+        for report in result.reports
+    ]
+    widths = [max(len(cell) for cell in column) for column in zip(TABLE_COLUMNS, *rows)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [TABLE_COLUMNS, *rows]]
+    findings = [f"{report.source}: [{f.code}] {f.message}" for report in result.reports for f in report.findings]
+    verdict = "clean" if result.clean else f"{len(findings)} finding(s)"
+    footer = f"privacy unit: one artwork (record-level); epsilons at each report's delta; {verdict}"
+    return "\n".join([*lines, "", *findings, *([""] if findings else []), footer])

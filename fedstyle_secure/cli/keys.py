@@ -1,0 +1,138 @@
+"""``fedstyle keys``: create a key set, cut per-machine bundles, validate a bundle."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.secure import keystore, pki
+from fedstyle_secure.secure.ckks import CkksParams
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "keys",
+        help="create and distribute key material (TLS certificates, identity keys, CKKS contexts)",
+        description="Key material for a deployment: a private CA, the server's and each artist's TLS "
+        "certificates (mutual TLS), an Ed25519 identity key per artist, and the CKKS contexts "
+        "(secret one for artists, key-less public one for the server).",
+    )
+    actions = parser.add_subparsers(dest="keys_command", metavar="ACTION")
+    actions.required = True
+    _register_init(actions)
+    _register_bundle(actions)
+    _register_check(actions)
+
+
+def _register_init(actions: argparse._SubParsersAction) -> None:
+    p = actions.add_parser(
+        "init",
+        help="create a complete key set (plus README.md saying which file goes where)",
+        description="Create a key set in --out (secret files mode 0600). Then give each machine its own "
+        "bundle with `fedstyle keys bundle`; the CA key stays with the administrator.",
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (must not hold a key set)")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--artists", metavar="NAMES", help="comma-separated artist ids, e.g. alice,bob")
+    who.add_argument("--count", type=int, metavar="N", help="N artists named artist_00 .. artist_<N-1>")
+    p.add_argument("--buyers", metavar="NAMES", default="", help="comma-separated buyer ids (TLS client certificates)")
+    p.add_argument(
+        "--server-host",
+        action="append",
+        metavar="H",
+        help="host name or IP address the server certificate is valid for; repeatable "
+        f"(default {' '.join(keystore.DEFAULT_SERVER_HOSTS)})",
+    )
+    p.add_argument("--days", type=int, default=pki.LEAF_VALIDITY_DAYS, metavar="D", help="certificate validity in days (default %(default)s)")
+    defaults = CkksParams()
+    p.add_argument("--ckks-degree", type=int, default=defaults.poly_modulus_degree, metavar="N", help="CKKS ring degree (default %(default)s)")
+    p.add_argument(
+        "--ckks-primes",
+        default=",".join(map(str, defaults.coeff_mod_bit_sizes)),
+        metavar="BITS",
+        help="CKKS modulus chain in bits, comma-separated (default %(default)s)",
+    )
+    p.add_argument("--ckks-scale-bits", type=int, default=defaults.scale_bits, metavar="B", help="CKKS scale 2**B (default %(default)s)")
+    p.set_defaults(func=run_init)
+
+
+def _register_bundle(actions: argparse._SubParsersAction) -> None:
+    p = actions.add_parser(
+        "bundle",
+        help="copy exactly what one machine needs into a folder",
+        description="Cut one machine's bundle out of a key set: an artist gets its own TLS and identity keys, "
+        "the CKKS secret context and every artist's identity public key; the server gets its TLS keys, the "
+        "key-less CKKS context and the identity public keys. No bundle contains the CA key.",
+    )
+    p.add_argument("--keys", type=Path, required=True, metavar="DIR", help="key set made by `fedstyle keys init`")
+    _add_machine_arguments(p)
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="bundle folder to create")
+    p.set_defaults(func=run_bundle)
+
+
+def _register_check(actions: argparse._SubParsersAction) -> None:
+    p = actions.add_parser(
+        "check",
+        help="validate a bundle (integrity, certificate chain, expiry, key match)",
+        description="Load a bundle exactly as the server or an artist will, and report any problem.",
+    )
+    p.add_argument("--keys", type=Path, required=True, metavar="DIR", help="bundle or key set folder")
+    _add_machine_arguments(p, required=False)
+    p.set_defaults(func=run_check)
+
+
+def _add_machine_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    machine = parser.add_mutually_exclusive_group(required=required)
+    machine.add_argument("--artist", metavar="NAME", help="an artist's machine")
+    machine.add_argument("--server", action="store_true", help="the server's machine")
+    if required:
+        machine.add_argument("--buyer", metavar="NAME", help="a buyer's machine")
+
+
+def _split_ids(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _artist_ids(args: argparse.Namespace) -> list[str]:
+    if args.count is not None:
+        if args.count < 1:
+            raise ConfigError(f"--count must be >= 1, got {args.count}")
+        return [f"artist_{i:02d}" for i in range(args.count)]
+    return _split_ids(args.artists)
+
+
+def run_init(args: argparse.Namespace) -> int:
+    params = CkksParams(
+        poly_modulus_degree=args.ckks_degree,
+        coeff_mod_bit_sizes=tuple(int(bits) for bits in _split_ids(args.ckks_primes)),
+        scale_bits=args.ckks_scale_bits,
+    )
+    files = keystore.generate_key_files(
+        _artist_ids(args),
+        server_hosts=tuple(args.server_host or keystore.DEFAULT_SERVER_HOSTS),
+        buyers=_split_ids(args.buyers),
+        ckks_params=params,
+        validity_days=args.days,
+    )
+    keystore.write_key_files(args.out, files)
+    print(f"wrote {len(files)} files to {args.out}; see {args.out / keystore.README} for which file goes where")
+    return 0
+
+
+def run_bundle(args: argparse.Namespace) -> int:
+    files = keystore.bundle_files(args.keys, artist=args.artist, server=args.server, buyer=args.buyer)
+    keystore.write_key_files(args.out, files)
+    owner = "server" if args.server else f"artist {args.artist}" if args.artist else f"buyer {args.buyer}"
+    print(f"wrote the {owner}'s bundle ({len(files)} files) to {args.out}")
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    if args.server:
+        server = keystore.load_server_keys(args.keys)
+        print(f"server bundle OK: {len(server.artists)} artists, certificate valid until {server.certificate.not_valid_after_utc:%Y-%m-%d}")
+    else:
+        artist = keystore.load_artist_keys(args.keys, args.artist)
+        print(f"artist bundle OK: {artist.artist_id}, certificate valid until {artist.certificate.not_valid_after_utc:%Y-%m-%d}")
+    return 0

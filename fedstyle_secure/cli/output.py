@@ -1,0 +1,39 @@
+"""Human-readable tables and machine-readable files for command output."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain aligned text table; floats are shown with 3 decimals."""
+
+    def cell(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    text_rows = [[cell(v) for v in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in text_rows)) if text_rows else len(str(h)) for i, h in enumerate(headers)]
+    line = "  ".join(str(h).ljust(w) for h, w in zip(headers, widths))
+    rule = "  ".join("-" * w for w in widths)
+    body = ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in text_rows]
+    return "\n".join([line, rule, *body])
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write JSON atomically (temp file + rename), creating parent folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("artist_accuracy", "artist acc"),
+    ("macro_f1", "macro-F1"),
+    ("map", "mAP"),
+    ("top5_accuracy", "top-5 acc"),
+    ("nn_precision_at_1", "NN P@1"),
+)

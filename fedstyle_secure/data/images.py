@@ -1,0 +1,193 @@
+"""Image folders ``<root>/<artist>/<image>`` -> an in-memory :class:`ArtworkSet`.
+
+Decoding problems never reach torch: an unreadable, corrupt or empty image is skipped with a
+logged warning and counted in :attr:`LoadReport.skipped`; a folder that is missing, holds no
+artist folders, or leaves fewer than two usable artists raises :class:`DataError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from fedstyle_secure.errors import DataError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+DEFAULT_IMAGE_SIZE = 224
+MIN_IMAGES_PER_ARTIST = 2
+
+
+@dataclass(frozen=True)
+class ArtworkSet:
+    """Decoded artworks of several artists.
+
+    ``images``: ``(N, S, S, 3)`` uint8 RGB; ``labels``: ``(N,)`` artist index into ``artists``;
+    ``keys``: a content hash per image (stable cache key); ``sources``: file path or a synthetic id.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    artists: tuple[str, ...]
+    keys: tuple[str, ...]
+    sources: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if not (len(self.labels) == len(self.keys) == len(self.sources) == n):
+            raise ValueError("images, labels, keys and sources must have one entry per artwork")
+
+    def __len__(self) -> int:
+        return int(len(self.images))
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "ArtworkSet":
+        idx = np.asarray(indices, dtype=np.int64)
+        return ArtworkSet(
+            images=self.images[idx],
+            labels=self.labels[idx],
+            artists=self.artists,
+            keys=tuple(self.keys[i] for i in idx),
+            sources=tuple(self.sources[i] for i in idx),
+        )
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_image_folder` read and what it skipped (path, reason)."""
+
+    loaded: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    skipped_artists: list[tuple[str, str]] = field(default_factory=list)
+
+
+def content_key(pixels: np.ndarray) -> str:
+    """A stable hex key for decoded pixels (sha256 of shape and bytes, 16 bytes shown)."""
+    digest = hashlib.sha256(str(pixels.shape).encode() + np.ascontiguousarray(pixels).tobytes())
+    return digest.hexdigest()[:32]
+
+
+def decode_image(path: Path, size: int = DEFAULT_IMAGE_SIZE) -> np.ndarray:
+    """Decode ``path`` to ``(size, size, 3)`` uint8 RGB: shorter side resized to ``size``, centre crop.
+
+    Raises :class:`DataError` naming the file when it cannot be decoded or is empty.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            rgb = img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"cannot decode image {path}: {exc}") from exc
+    width, height = rgb.size
+    if width < 1 or height < 1:
+        raise DataError(f"image {path} is empty ({width}x{height} pixels)")
+    scale = size / min(width, height)
+    resized = rgb.resize((max(size, round(width * scale)), max(size, round(height * scale))), Image.BICUBIC)
+    left = (resized.width - size) // 2
+    top = (resized.height - size) // 2
+    return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def _artist_folders(root: Path) -> list[Path]:
+    if not root.exists():
+        raise DataError(f"data folder {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"data folder {root} is not a directory (expected <root>/<artist>/<image>)")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise DataError(f"data folder {root} has no artist sub-folders (expected <root>/<artist>/<image>)")
+    return folders
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_image_folder(
+    root: Path | str, size: int = DEFAULT_IMAGE_SIZE, min_artists: int = 2
+) -> tuple[ArtworkSet, LoadReport]:
+    """Load every decodable image of ``<root>/<artist>/*.{jpg,jpeg,png,webp}``.
+
+    Artists with fewer than :data:`MIN_IMAGES_PER_ARTIST` usable images are skipped (they
+    cannot be split into training and query images); each skip is logged and reported.
+    """
+    root = Path(root)
+    report = LoadReport()
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    sources: list[str] = []
+    artists: list[str] = []
+    for folder in _artist_folders(root):
+        decoded: list[tuple[np.ndarray, str]] = []
+        for path in _image_files(folder):
+            try:
+                decoded.append((decode_image(path, size), str(path)))
+            except DataError as exc:
+                log.warning("skipping %s", exc)
+                report.skipped.append((str(path), str(exc)))
+        if len(decoded) < MIN_IMAGES_PER_ARTIST:
+            reason = f"only {len(decoded)} usable image(s); need at least {MIN_IMAGES_PER_ARTIST}"
+            log.warning("skipping artist folder %s: %s", folder, reason)
+            report.skipped_artists.append((str(folder), reason))
+            continue
+        for pixels, source in decoded:
+            images.append(pixels)
+            labels.append(len(artists))
+            sources.append(source)
+        artists.append(folder.name)
+    if report.skipped:
+        log.warning("skipped %d unreadable image(s) under %s", len(report.skipped), root)
+    if len(artists) < min_artists:
+        raise DataError(
+            f"data folder {root} has {len(artists)} usable artist folder(s); need at least {min_artists}"
+            + (f" (skipped: {'; '.join(f'{p}: {r}' for p, r in report.skipped_artists)})" if report.skipped_artists else "")
+        )
+    report.loaded = len(images)
+    stacked = np.stack(images)
+    return (
+        ArtworkSet(
+            images=stacked,
+            labels=np.asarray(labels, dtype=np.int64),
+            artists=tuple(artists),
+            keys=tuple(content_key(img) for img in stacked),
+            sources=tuple(sources),
+        ),
+        report,
+    )
+
+
+def artwork_set_from_arrays(
+    images: np.ndarray, labels: Iterable[int], artists: Sequence[str], source_prefix: str
+) -> ArtworkSet:
+    """Wrap in-memory images (e.g. procedurally generated ones) as an :class:`ArtworkSet`."""
+    labels_arr = np.asarray(list(labels), dtype=np.int64)
+    return ArtworkSet(
+        images=images,
+        labels=labels_arr,
+        artists=tuple(artists),
+        keys=tuple(content_key(img) for img in images),
+        sources=tuple(f"{source_prefix}:{i}" for i in range(len(images))),
+    )
+
+
+def load_public_folder(root: Path | str, size: int = DEFAULT_IMAGE_SIZE) -> np.ndarray:
+    """Load a flat or nested folder of public alignment images as ``(M, size, size, 3)`` uint8."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"public alignment folder {root} does not exist or is not a directory")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    decoded = []
+    for path in files:
+        try:
+            decoded.append(decode_image(path, size))
+        except DataError as exc:
+            log.warning("skipping public image: %s", exc)
+    if len(decoded) < 2:
+        raise DataError(f"public alignment folder {root} has {len(decoded)} usable image(s); need at least 2")
+    return np.stack(decoded)

@@ -1,0 +1,44 @@
+"""Pack named arrays into one flat float vector and back (pure NumPy).
+
+Secure summation sums flat vectors; a :class:`Layout` records which slice is which array so
+the sum can be unpacked into the same names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Ordered ``(name, shape)`` pairs of a packed vector."""
+
+    fields: tuple[tuple[str, tuple[int, ...]], ...]
+
+    @property
+    def size(self) -> int:
+        return int(sum(int(np.prod(shape)) for _, shape in self.fields))
+
+
+def pack(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, Layout]:
+    """Concatenate ``arrays`` (in sorted name order) into one float64 vector."""
+    names = sorted(arrays)
+    layout = Layout(tuple((n, tuple(np.shape(arrays[n]))) for n in names))
+    flat = [np.asarray(arrays[n], dtype=np.float64).reshape(-1) for n in names]
+    return (np.concatenate(flat) if flat else np.zeros(0)), layout
+
+
+def unpack(vector: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
+    """Inverse of :func:`pack`; raises ``ValueError`` when the length does not match ``layout``."""
+    if vector.shape != (layout.size,):
+        raise ValueError(f"packed vector has shape {vector.shape}, layout expects ({layout.size},)")
+    out: dict[str, np.ndarray] = {}
+    offset = 0
+    for name, shape in layout.fields:
+        n = int(np.prod(shape))
+        out[name] = vector[offset : offset + n].reshape(shape)
+        offset += n
+    return out

@@ -1,0 +1,132 @@
+"""Server-side math of FedStyle and its baselines, on sums and counts only (pure NumPy).
+
+A strategy says what a client contributes (named arrays the secure summation adds up) and how
+the server turns the *sum* of those contributions into the next broadcast.  No strategy ever
+needs an individual client's contribution -- except artist prototypes, which artists publish
+for retrieval anyway (and, under DP, through a Gaussian mechanism).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.models.embed import normalise_rows
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """What an algorithm shares and optimises.
+
+    ``objective``: local loss (see :mod:`fedstyle_secure.training.local`);
+    ``averages_parameters``: the server keeps a global model, the weighted mean of clients';
+    ``shares_prototypes``: the server broadcasts every artist's published prototype;
+    ``aligns_public``: the server broadcasts the consensus embedding of the public set;
+    ``proximal``: FedProx's proximal term to the global model; ``pooled``: one client holds all data.
+    """
+
+    name: str
+    objective: str
+    averages_parameters: bool = False
+    shares_prototypes: bool = False
+    aligns_public: bool = False
+    proximal: bool = False
+    pooled: bool = False
+    description: str = ""
+
+    @property
+    def has_global_model(self) -> bool:
+        return self.averages_parameters or self.pooled
+
+    @property
+    def needs_classifier(self) -> bool:
+        return self.objective in ("classifier", "fedproto")
+
+
+ALGORITHMS: dict[str, AlgorithmSpec] = {
+    spec.name: spec
+    for spec in (
+        AlgorithmSpec(
+            "fedstyle", "fedstyle", averages_parameters=True, shares_prototypes=True, aligns_public=True,
+            description="prototype-contrastive + instance + public-set alignment; averages parameters",
+        ),
+        AlgorithmSpec("fedavg", "classifier", averages_parameters=True, description="cross-entropy classifier, parameter averaging"),
+        AlgorithmSpec("fedprox", "classifier", averages_parameters=True, proximal=True, description="fedavg + proximal term"),
+        AlgorithmSpec("fedproto", "fedproto", shares_prototypes=True, description="personal models, prototype exchange only"),
+        AlgorithmSpec("local", "local", description="each client alone (personal models, no communication)"),
+        AlgorithmSpec("central", "local", pooled=True, description="pooled data, one model (non-federated upper bound)"),
+    )
+}
+
+
+def algorithm_spec(name: str) -> AlgorithmSpec:
+    try:
+        return ALGORITHMS[name]
+    except KeyError:
+        raise ConfigError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}") from None
+
+
+@dataclass
+class ServerState:
+    """Everything the server broadcasts.  ``prototypes (A, D)`` rows are valid where ``known``."""
+
+    round: int
+    params: np.ndarray | None
+    consensus: np.ndarray | None
+    prototypes: np.ndarray
+    known: np.ndarray
+    retired: dict[str, str] = field(default_factory=dict)
+
+
+def initial_state(n_artists: int, embedding_dim: int, params: np.ndarray | None) -> ServerState:
+    return ServerState(
+        round=0,
+        params=params,
+        consensus=None,
+        prototypes=np.zeros((n_artists, embedding_dim), dtype=np.float32),
+        known=np.zeros(n_artists, dtype=bool),
+    )
+
+
+def client_contribution(
+    spec: AlgorithmSpec, params: np.ndarray | None, weight: float, public_embeddings: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """The named arrays one client adds to the round's secure sum.
+
+    ``weight`` is the client's averaging weight (its number of training artworks); parameters are
+    sent pre-multiplied by it so that the server needs only the sums.
+    """
+    out: dict[str, np.ndarray] = {}
+    if spec.averages_parameters:
+        if params is None:
+            raise ValueError(f"{spec.name} averages parameters but the client sent none")
+        out["weighted_params"] = weight * params.astype(np.float64)
+        out["weight"] = np.array([weight], dtype=np.float64)
+    if spec.aligns_public:
+        if public_embeddings is None:
+            raise ValueError(f"{spec.name} aligns on the public set but the client sent no embeddings")
+        out["public_embeddings"] = public_embeddings.astype(np.float64)
+        out["clients"] = np.array([1.0])
+    return out
+
+
+def aggregate(spec: AlgorithmSpec, state: ServerState, sums: dict[str, np.ndarray]) -> ServerState:
+    """The next server state from the round's summed contributions."""
+    new = replace(state, round=state.round + 1)
+    if spec.averages_parameters:
+        total_weight = float(sums["weight"][0])
+        if total_weight <= 0:
+            raise ValueError("aggregate weight must be positive")
+        new.params = (sums["weighted_params"] / total_weight).astype(np.float32)
+    if spec.aligns_public:
+        n_clients = float(sums["clients"][0])
+        new.consensus = normalise_rows(sums["public_embeddings"] / max(n_clients, 1.0)).astype(np.float32)
+    return new
+
+
+def publish_prototypes(state: ServerState, artist_rows: np.ndarray, prototypes: np.ndarray) -> None:
+    """Store prototypes that artists published (rows ``artist_rows`` of the table)."""
+    state.prototypes[artist_rows] = normalise_rows(prototypes)
+    state.known[artist_rows] = True

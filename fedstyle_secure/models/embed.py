@@ -1,0 +1,39 @@
+"""Embedding and prototype computation with a trained encoder (inference only)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def embed(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """Embeddings ``(N, D)`` of ``inputs`` in eval mode (dropout off); restores the training mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        chunks = [model(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(chunks).cpu().numpy() if chunks else np.zeros((0, 0), dtype=np.float32)
+
+
+def prototype_sums(embeddings: np.ndarray, labels: np.ndarray, n_artists: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-artist sums ``(A, D)`` and counts ``(A,)`` of embeddings (rows of absent artists are 0)."""
+    sums = np.zeros((n_artists, embeddings.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, embeddings)
+    counts = np.bincount(labels, minlength=n_artists).astype(np.float64)
+    return sums, counts
+
+
+def normalise_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero)."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.where(norms > 0, x / np.maximum(norms, 1e-12), 0.0)
+
+
+def prototypes_from(embeddings: np.ndarray, labels: np.ndarray, n_artists: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-norm mean embedding per artist ``(A, D)`` and a mask of artists that have any item."""
+    sums, counts = prototype_sums(embeddings, labels, n_artists)
+    return normalise_rows(sums / np.maximum(counts, 1.0)[:, None]), counts > 0

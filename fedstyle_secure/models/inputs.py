@@ -1,0 +1,166 @@
+"""Model inputs for every artwork and augmented view, built once per data set.
+
+For the default backbone an input is the frozen style-statistics vector of a view (computed
+once and cached on disk by image content, so sweeps and baselines reuse it); for the
+scratch CNN it is the view's pixels at low resolution.  Either way a training step only
+indexes an array, which keeps DP-SGD's per-sample work on the small trainable part.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fedstyle_secure.data.augment import make_views
+from fedstyle_secure.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+BACKBONES: tuple[str, ...] = ("efficientnet-lite0", "scratch")
+DEFAULT_BACKBONE = "efficientnet-lite0"
+DEFAULT_VIEWS = 4  # augmented views per artwork, plus the original
+SCRATCH_RESOLUTION = 64
+_CACHE_VERSION = "v1"
+
+
+def default_cache_dir() -> Path:
+    """``$FEDSTYLE_CACHE`` or ``~/.cache/fedstyle-secure``."""
+    return Path(os.environ.get("FEDSTYLE_CACHE", Path.home() / ".cache" / "fedstyle-secure"))
+
+
+@dataclass(frozen=True)
+class InputBank:
+    """``views[v, i]`` is the model input of view ``v`` (0 = original) of artwork ``i``.
+
+    ``kind`` is ``"features"`` (float32 vectors) or ``"pixels"`` (uint8 ``3xRxR`` images).
+    """
+
+    views: np.ndarray
+    kind: str
+
+    @property
+    def n_views(self) -> int:
+        return int(self.views.shape[0]) - 1
+
+    def __len__(self) -> int:
+        return int(self.views.shape[1])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.views.shape[2:])
+
+    def take(self, view: np.ndarray | int, items: np.ndarray) -> torch.Tensor:
+        """Inputs of (view, item) pairs as a float tensor (pixels scaled to [0, 1])."""
+        x = self.views[view, items]
+        if self.kind == "pixels":
+            return torch.from_numpy(x.astype(np.float32) / 255.0)
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+    def originals(self, items: np.ndarray | None = None) -> torch.Tensor:
+        idx = np.arange(len(self)) if items is None else items
+        return self.take(0, idx)
+
+
+def _views_of(image: np.ndarray, key: str, n_views: int, seed: int) -> list[np.ndarray]:
+    return make_views(image, key, n_views, seed) if n_views else [image]
+
+
+def _pixel_bank(images: np.ndarray, keys: Sequence[str], n_views: int, seed: int, progress: bool) -> InputBank:
+    from PIL import Image
+
+    r = SCRATCH_RESOLUTION
+    out = np.empty((n_views + 1, len(images), 3, r, r), dtype=np.uint8)
+    for i in tqdm(range(len(images)), desc="augmenting", disable=not progress, leave=False):
+        for v, view in enumerate(_views_of(images[i], keys[i], n_views, seed)):
+            small = np.asarray(Image.fromarray(view).resize((r, r), Image.BILINEAR))
+            out[v, i] = small.transpose(2, 0, 1)
+    return InputBank(views=out, kind="pixels")
+
+
+class _FeatureCache:
+    """One ``.npy`` of shape ``(V+1, D)`` per image content key; atomic writes."""
+
+    def __init__(self, root: Path | None, tag: str) -> None:
+        self.dir = None if root is None else root / tag
+
+    def get(self, key: str, n_rows: int) -> np.ndarray | None:
+        if self.dir is None:
+            return None
+        path = self.dir / f"{key}.npy"
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        return arr[:n_rows] if arr.ndim == 2 and arr.shape[0] >= n_rows else None
+
+    def put(self, key: str, rows: np.ndarray) -> None:
+        if self.dir is None:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".{key}.{os.getpid()}.tmp.npy"
+        np.save(tmp, rows)
+        os.replace(tmp, self.dir / f"{key}.npy")
+
+
+def _feature_bank(
+    images: np.ndarray,
+    keys: Sequence[str],
+    n_views: int,
+    seed: int,
+    cache_dir: Path | None,
+    progress: bool,
+    batch_size: int = 32,
+) -> InputBank:
+    from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM, StyleStatistics
+
+    cache = _FeatureCache(cache_dir, f"efficientnet-lite0-style-{_CACHE_VERSION}-s{images.shape[1]}-aug{seed}")
+    out = np.empty((n_views + 1, len(images), STYLE_FEATURE_DIM), dtype=np.float32)
+    missing: list[int] = []
+    for i, key in enumerate(keys):
+        cached = cache.get(key, n_views + 1)
+        if cached is None:
+            missing.append(i)
+        else:
+            out[:, i] = cached
+    if missing:
+        extractor = StyleStatistics()
+        log.info("extracting style statistics of %d artwork(s) x %d view(s)", len(missing), n_views + 1)
+        bar = tqdm(total=len(missing), desc="style features", disable=not progress, leave=False)
+        for start in range(0, len(missing), batch_size):
+            chunk = missing[start : start + batch_size]
+            views = np.stack([np.stack(_views_of(images[i], keys[i], n_views, seed)) for i in chunk], axis=1)
+            v, b = views.shape[:2]
+            pixels = torch.from_numpy(views.reshape(v * b, *views.shape[2:])).permute(0, 3, 1, 2).float() / 255.0
+            feats = extractor(pixels).numpy().reshape(v, b, -1)
+            out[:, chunk] = feats
+            for j, i in enumerate(chunk):
+                cache.put(keys[i], feats[:, j])
+            bar.update(len(chunk))
+        bar.close()
+    return InputBank(views=out, kind="features")
+
+
+def build_input_bank(
+    images: np.ndarray,
+    keys: Sequence[str],
+    backbone: str = DEFAULT_BACKBONE,
+    n_views: int = DEFAULT_VIEWS,
+    seed: int = 0,
+    cache_dir: Path | None = None,
+    progress: bool = False,
+) -> InputBank:
+    """Inputs of the original and ``n_views`` augmented views of every image, for ``backbone``."""
+    if backbone not in BACKBONES:
+        raise ConfigError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    if n_views < 0:
+        raise ConfigError(f"number of augmented views must be >= 0, got {n_views}")
+    if backbone == "scratch":
+        return _pixel_bank(images, keys, n_views, seed, progress)
+    return _feature_bank(images, keys, n_views, seed, cache_dir, progress)

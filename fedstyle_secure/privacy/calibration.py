@@ -1,0 +1,143 @@
+"""Noise calibration and delta policy.
+
+Calibration searches the noise multiplier with the SAME accountant that later enforces
+the budget (:mod:`fedstyle_secure.privacy.accounting`), composed with the history already
+spent, so the calibrated mechanism is guaranteed to fit: ``epsilon <= target`` and, with the
+default relative tolerance, ``epsilon >= 0.99 * target``.
+
+Delta policy: delta bounds the probability of a catastrophic failure per artwork, so it
+must be well below ``1 / n`` for an artist with ``n`` artworks (otherwise "release one
+artwork at random" would satisfy the guarantee). :func:`default_delta` picks
+``min(1e-5, 1 / (10 n))``; :func:`validate_delta` rejects ``delta >= 1 / n``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from fedstyle_secure.errors import PrivacyError
+from fedstyle_secure.privacy.accounting import (
+    DEFAULT_ACCOUNTANT,
+    epsilon_of_groups,
+    require_known_accountant,
+    sampled_gaussians,
+)
+from fedstyle_secure.privacy.mechanisms import Mechanism, SampledGaussian
+
+DEFAULT_DELTA_CAP = 1e-5
+DEFAULT_RELATIVE_TOLERANCE = 0.01
+MAX_NOISE_MULTIPLIER = 1e4
+_MAX_BISECTIONS = 100
+
+
+def default_delta(dataset_size: int) -> float:
+    """The project's delta for an artist with ``dataset_size`` artworks: ``min(1e-5, 1/(10 n))``."""
+    _require_dataset_size(dataset_size)
+    return min(DEFAULT_DELTA_CAP, 1.0 / (10 * dataset_size))
+
+
+def validate_delta(delta: float, dataset_size: int) -> None:
+    """Raise :class:`PrivacyError` unless ``0 < delta < 1 / dataset_size``."""
+    _require_dataset_size(dataset_size)
+    if not (0.0 < delta < 1.0 / dataset_size):
+        raise PrivacyError(
+            f"delta={delta!r} is not below 1/n = 1/{dataset_size} = {1.0 / dataset_size:.3g} for an artist with "
+            f"{dataset_size} artworks: such a delta allows leaking a whole artwork; "
+            f"use delta <= {default_delta(dataset_size):.3g} (min(1e-5, 1/(10 n)))"
+        )
+
+
+def _require_dataset_size(dataset_size: int) -> None:
+    if not isinstance(dataset_size, int) or dataset_size < 1:
+        raise PrivacyError(f"dataset size must be a positive integer number of artworks, got {dataset_size!r}")
+
+
+def calibrate_noise_multiplier(
+    *,
+    target_epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    accountant: str = DEFAULT_ACCOUNTANT,
+    history: Sequence[Mechanism] = (),
+    relative_tolerance: float = DEFAULT_RELATIVE_TOLERANCE,
+) -> float:
+    """Smallest DP-SGD noise multiplier (found to ``relative_tolerance`` in epsilon) such that
+    ``history`` plus ``steps`` Poisson-sampled steps at ``sample_rate`` stays within
+    ``target_epsilon`` at ``delta``."""
+    if not (0.0 < sample_rate <= 1.0) or steps < 1:
+        raise PrivacyError(f"need 0 < sample_rate <= 1 and steps >= 1, got sample_rate={sample_rate!r}, steps={steps!r}")
+    return _calibrate(
+        lambda nm: SampledGaussian(sample_rate, nm, steps), target_epsilon, delta, accountant, history, relative_tolerance
+    )
+
+
+def calibrate_release_sigma(
+    *,
+    epsilon: float,
+    delta: float,
+    sensitivity: float,
+    accountant: str = DEFAULT_ACCOUNTANT,
+    history: Sequence[Mechanism] = (),
+    relative_tolerance: float = DEFAULT_RELATIVE_TOLERANCE,
+) -> float:
+    """Noise std for one Gaussian release of a statistic with L2 ``sensitivity``.
+
+    With an empty ``history`` the release alone is ``(epsilon, delta)``-DP (its epsilon
+    share); with a history, ``epsilon`` is the total the composition may reach.
+    """
+    if not sensitivity > 0:
+        raise PrivacyError(f"sensitivity must be positive, got {sensitivity!r}")
+    multiplier = _calibrate(
+        lambda nm: SampledGaussian(1.0, nm, 1), epsilon, delta, accountant, history, relative_tolerance
+    )
+    return multiplier * sensitivity
+
+
+def _calibrate(
+    planned: Callable[[float], SampledGaussian],
+    target_epsilon: float,
+    delta: float,
+    accountant: str,
+    history: Sequence[Mechanism],
+    relative_tolerance: float,
+) -> float:
+    require_known_accountant(accountant)
+    if not target_epsilon > 0:
+        raise PrivacyError(f"target epsilon must be positive, got {target_epsilon!r}")
+    if not (0.0 < relative_tolerance < 1.0):
+        raise PrivacyError(f"relative tolerance must be in (0, 1), got {relative_tolerance!r}")
+    spent = sampled_gaussians(history)
+    already = epsilon_of_groups(spent, delta, accountant)
+    if already >= target_epsilon:
+        raise PrivacyError(
+            f"the history already spends epsilon={already:.4g} >= target {target_epsilon:.4g} ({accountant}); "
+            "no amount of noise fits"
+        )
+
+    def epsilon_at(noise_multiplier: float) -> float:
+        return epsilon_of_groups([*spent, planned(noise_multiplier)], delta, accountant)
+
+    return _bisect_noise_multiplier(epsilon_at, target_epsilon, relative_tolerance)
+
+
+def _bisect_noise_multiplier(epsilon_at: Callable[[float], float], target: float, relative_tolerance: float) -> float:
+    """Bisection on a decreasing ``epsilon_at``; returns a multiplier with
+    ``(1 - relative_tolerance) * target <= epsilon_at(m) <= target``."""
+    low, high = 0.0, 1.0
+    epsilon_high = epsilon_at(high)
+    while epsilon_high > target:
+        low, high = high, 2.0 * high
+        if high > MAX_NOISE_MULTIPLIER:
+            raise PrivacyError(f"target epsilon {target:.4g} needs a noise multiplier above {MAX_NOISE_MULTIPLIER:g}")
+        epsilon_high = epsilon_at(high)
+    for _ in range(_MAX_BISECTIONS):
+        if epsilon_high >= (1.0 - relative_tolerance) * target or high - low <= 1e-9 * high:
+            break
+        middle = 0.5 * (low + high)
+        epsilon_middle = epsilon_at(middle)
+        if epsilon_middle <= target:
+            high, epsilon_high = middle, epsilon_middle
+        else:
+            low = middle
+    return high

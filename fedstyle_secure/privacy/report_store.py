@@ -1,0 +1,98 @@
+"""Reports directory on disk: ``<dir>/<artist>/round-0003.json`` plus ``<dir>/manifest.json``.
+
+The manifest maps each artist id to its Ed25519 public key (raw, base64) and the key's
+fingerprint. Reports are append-only: rewriting an existing round with different content is
+refused, and so is re-registering an artist with a different key (fail closed -- a key
+change must be a deliberate, visible act, not a side effect). Every write is atomic.
+Single writer per reports directory is assumed (the manifest update is read-modify-write).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from fedstyle_secure.errors import PrivacyError
+from fedstyle_secure.privacy.jsonio import read_json, write_json_atomic
+from fedstyle_secure.privacy.reports import key_fingerprint, public_key_to_text
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "fedstyle-report-keys/1"
+REPORT_GLOB = "round-*.json"
+ARTIST_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _checked_artist_id(artist_id: str) -> str:
+    if not isinstance(artist_id, str) or not ARTIST_ID_PATTERN.fullmatch(artist_id):
+        raise PrivacyError(
+            f"artist id {artist_id!r} is not a safe file name (letters, digits, '.', '_', '-'; max 128)"
+        )
+    return artist_id
+
+
+def report_path(reports_dir: Path, artist_id: str, round_id: int) -> Path:
+    return Path(reports_dir) / _checked_artist_id(artist_id) / f"round-{round_id:04d}.json"
+
+
+def write_report(reports_dir: Path, report: Mapping[str, Any]) -> Path:
+    """Store a (signed) report at its canonical path; refuses to overwrite a different one."""
+    path = report_path(reports_dir, report["artist_id"], report["round"])
+    if path.exists() and read_json(path) != report:
+        raise PrivacyError(f"{path} already holds a different report for this artist and round; reports are append-only")
+    write_json_atomic(path, dict(report))
+    return path
+
+
+def empty_manifest() -> dict[str, Any]:
+    return {"format": MANIFEST_FORMAT, "artists": {}}
+
+
+def load_manifest(path: Path) -> dict[str, Any]:
+    manifest = read_json(Path(path))
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise PrivacyError(f"{path} is not a reports key manifest (format {MANIFEST_FORMAT!r})")
+    if not isinstance(manifest.get("artists"), dict):
+        raise PrivacyError(f"{path}: 'artists' must map artist ids to keys")
+    return manifest
+
+
+def register_public_key(reports_dir: Path, artist_id: str, public_key: Ed25519PublicKey) -> Path:
+    """Add ``artist_id``'s key to ``<reports_dir>/manifest.json`` (idempotent, atomic)."""
+    path = Path(reports_dir) / MANIFEST_NAME
+    manifest = load_manifest(path) if path.exists() else empty_manifest()
+    entry = {"public_key": public_key_to_text(public_key), "fingerprint": key_fingerprint(public_key)}
+    existing = manifest["artists"].get(_checked_artist_id(artist_id))
+    if existing is not None and existing.get("fingerprint") != entry["fingerprint"]:
+        raise PrivacyError(
+            f"artist {artist_id!r} is already registered in {path} with key {existing.get('fingerprint')}; "
+            "refusing to replace it silently"
+        )
+    manifest["artists"][artist_id] = entry
+    write_json_atomic(path, manifest)
+    return path
+
+
+def report_files(paths: Iterable[Path]) -> list[Path]:
+    """Report files named by ``paths``: files as given, directories searched recursively."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.extend(sorted(path.rglob(REPORT_GLOB)))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise PrivacyError(f"{path} does not exist")
+    return list(dict.fromkeys(found))
+
+
+def manifest_candidates(paths: Iterable[Path]) -> list[Path]:
+    """Existing ``manifest.json`` files in the given directories, or up to two levels above
+    the given report files (``<dir>/<artist>/round-0003.json`` -> ``<dir>/manifest.json``)."""
+    candidates: list[Path] = []
+    for path in map(Path, paths):
+        search = [path] if path.is_dir() else [path.parent, path.parent.parent]
+        candidates.extend(d / MANIFEST_NAME for d in search if (d / MANIFEST_NAME).is_file())
+    return list(dict.fromkeys(candidate.resolve() for candidate in candidates))

@@ -1,0 +1,154 @@
+"""Signed epsilon reports: what one artist's artworks have been exposed to, per round.
+
+A report states the privacy unit (ONE ARTWORK, record-level DP -- never the artist), the
+budget, the epsilon spent so far at the report's delta per accountant, the full mechanism
+history it was computed from, the dataset size and the library versions. It is signed
+with the artist's Ed25519 key over its canonical JSON (sorted keys, no whitespace, UTF-8)
+so that any later edit of any field is detectable; anyone holding the artist's public key
+(see the reports manifest) can verify it and recompute its epsilon.
+
+Threat model: the signature authenticates WHO issued a report and that it is unmodified;
+it does not make the numbers correct -- that is what :mod:`~fedstyle_secure.privacy.audit`
+checks by independent recomputation.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import hashlib
+import json
+from importlib import metadata
+from typing import Any, Iterable, Mapping
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from fedstyle_secure.errors import PrivacyError
+from fedstyle_secure.privacy.accounting import compute_epsilon
+from fedstyle_secure.privacy.budget import BudgetLedger, utc_now_iso
+from fedstyle_secure.privacy.mechanisms import history_to_list
+
+REPORT_FORMAT = "fedstyle-epsilon-report/1"
+PRIVACY_UNIT = "one artwork (record-level)"
+PRIVACY_UNIT_NOTE = (
+    "Epsilon bounds what the released models and statistics reveal about the inclusion of any "
+    "single artwork of this artist. It does NOT bound what they reveal about the artist as a whole "
+    "(artist-level privacy), e.g. the artist's participation or overall style."
+)
+NEIGHBOURING_RELATION = "add or remove one artwork"
+SIGNATURE_ALGORITHM = "Ed25519"
+SIGNATURE_FIELD = "signature"
+REPORTED_PACKAGES: tuple[str, ...] = ("torch", "opacus", "dp-accounting", "fedstyle-secure")
+
+
+def software_versions(packages: Iterable[str] = REPORTED_PACKAGES) -> dict[str, str]:
+    """Installed distribution versions (``"not installed"`` if absent), without importing them."""
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def build_report(
+    ledger: BudgetLedger,
+    *,
+    artist_id: str,
+    round_id: int,
+    accountants: Iterable[str] | None = None,
+    issued_at: str | None = None,
+) -> dict[str, Any]:
+    """Unsigned report of ``ledger``'s state after round ``round_id``.
+
+    ``accountants`` lists every accountant whose epsilon is reported; the ledger's own
+    accountant (the one enforcing the budget) always comes first. Default: it plus ``"rdp"``.
+    """
+    delta = ledger.budget.delta
+    names = list(dict.fromkeys([ledger.accountant, *(accountants if accountants is not None else ["rdp"])]))
+    return {
+        "format": REPORT_FORMAT,
+        "artist_id": artist_id,
+        "round": round_id,
+        "privacy_unit": PRIVACY_UNIT,
+        "privacy_unit_note": PRIVACY_UNIT_NOTE,
+        "neighbouring_relation": NEIGHBOURING_RELATION,
+        "dataset_size": ledger.dataset_size,
+        "delta": delta,
+        "accountant": ledger.accountant,
+        "epsilon": {name: compute_epsilon(ledger.history, delta, name) for name in names},
+        "budget": ledger.budget.to_dict(),
+        "mechanisms": history_to_list(ledger.history),
+        "software": software_versions(),
+        "ledger_created_at": ledger.created_at,
+        "issued_at": issued_at or utc_now_iso(),
+    }
+
+
+def canonical_json(data: Any) -> bytes:
+    """Deterministic UTF-8 JSON: sorted keys, no insignificant whitespace, no NaN/Infinity."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def signed_payload(report: Mapping[str, Any]) -> bytes:
+    """The bytes a signature covers: the canonical JSON of every field except ``signature``."""
+    return canonical_json({key: value for key, value in report.items() if key != SIGNATURE_FIELD})
+
+
+def public_key_bytes(public_key: Ed25519PublicKey) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def public_key_to_text(public_key: Ed25519PublicKey) -> str:
+    """Raw 32-byte public key, base64-encoded (the manifest format)."""
+    return base64.b64encode(public_key_bytes(public_key)).decode("ascii")
+
+
+def public_key_from_text(text: str) -> Ed25519PublicKey:
+    """Parse a PEM (SubjectPublicKeyInfo) or raw-base64 Ed25519 public key; fails closed."""
+    try:
+        if text.lstrip().startswith("-----BEGIN"):
+            key = serialization.load_pem_public_key(text.encode("ascii"))
+            if not isinstance(key, Ed25519PublicKey):
+                raise PrivacyError(f"PEM public key is {type(key).__name__}, not Ed25519")
+            return key
+        return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
+    except (ValueError, binascii.Error, UnicodeEncodeError) as exc:
+        raise PrivacyError(f"not an Ed25519 public key (PEM or base64 of 32 raw bytes): {exc}") from exc
+
+
+def key_fingerprint(public_key: Ed25519PublicKey) -> str:
+    """``sha256:<hex>`` of the raw public key bytes."""
+    return "sha256:" + hashlib.sha256(public_key_bytes(public_key)).hexdigest()
+
+
+def sign_report(report: Mapping[str, Any], private_key: Ed25519PrivateKey) -> dict[str, Any]:
+    """Copy of ``report`` with an Ed25519 ``signature`` over :func:`signed_payload`."""
+    signed = copy.deepcopy(dict(report))
+    signed[SIGNATURE_FIELD] = {
+        "algorithm": SIGNATURE_ALGORITHM,
+        "key_fingerprint": key_fingerprint(private_key.public_key()),
+        "value": base64.b64encode(private_key.sign(signed_payload(signed))).decode("ascii"),
+    }
+    return signed
+
+
+def verify_report_signature(report: Mapping[str, Any], public_key: Ed25519PublicKey) -> None:
+    """Raise :class:`PrivacyError` unless ``report`` carries a valid signature by ``public_key``."""
+    signature = report.get(SIGNATURE_FIELD)
+    if not isinstance(signature, Mapping):
+        raise PrivacyError("report is not signed (no 'signature' object)")
+    if signature.get("algorithm") != SIGNATURE_ALGORITHM:
+        raise PrivacyError(f"unsupported signature algorithm {signature.get('algorithm')!r}")
+    expected = key_fingerprint(public_key)
+    if signature.get("key_fingerprint") != expected:
+        raise PrivacyError(f"report was signed by key {signature.get('key_fingerprint')!r}, expected {expected}")
+    try:
+        value = base64.b64decode(str(signature.get("value", "")), validate=True)
+        public_key.verify(value, signed_payload(report))
+    except (ValueError, InvalidSignature) as exc:  # binascii.Error is a ValueError
+        raise PrivacyError("report signature does not match its content (report altered or forged)") from exc

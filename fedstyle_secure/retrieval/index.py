@@ -1,0 +1,107 @@
+"""A style index: an encoder plus every artist's published prototype (and optionally artwork
+embeddings), saved as JSON + npz (no pickle), queried by cosine similarity."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from fedstyle_secure.errors import ModelError
+from fedstyle_secure.models.embed import embed, normalise_rows
+from fedstyle_secure.models.factory import EncoderConfig, load_encoder, save_encoder
+from fedstyle_secure.models.heads import StyleModel
+from fedstyle_secure.models.inputs import build_input_bank
+
+INDEX_FORMAT = "fedstyle-index/1"
+
+
+@dataclass(frozen=True)
+class RankedArtist:
+    artist: str
+    score: float  # cosine similarity in [-1, 1]
+
+
+@dataclass
+class StyleIndex:
+    """``prototypes (A, D)`` unit rows, one per name in ``artists``."""
+
+    artists: tuple[str, ...]
+    prototypes: np.ndarray
+    model: StyleModel
+    config: EncoderConfig
+    artwork_embeddings: np.ndarray | None = None
+    artwork_labels: np.ndarray | None = None
+    artwork_sources: tuple[str, ...] = ()
+
+    def embed_images(self, images: np.ndarray) -> np.ndarray:
+        """Embeddings of ``(N, S, S, 3)`` uint8 images with the index's encoder."""
+        bank = build_input_bank(images, [str(i) for i in range(len(images))], self.config.backbone, n_views=0)
+        return embed(self.model, bank.originals())
+
+    def rank(self, embedding: np.ndarray, top_k: int) -> list[RankedArtist]:
+        scores = normalise_rows(self.prototypes) @ (embedding / max(np.linalg.norm(embedding), 1e-12))
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        return [RankedArtist(self.artists[i], float(scores[i])) for i in order]
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        save_encoder(self.model, self.config, directory)
+        arrays = {"prototypes": self.prototypes.astype(np.float32)}
+        if self.artwork_embeddings is not None:
+            arrays["artwork_embeddings"] = self.artwork_embeddings.astype(np.float32)
+            arrays["artwork_labels"] = np.asarray(self.artwork_labels, dtype=np.int64)
+        np.savez(directory / "index.npz", **arrays)
+        meta = {"format": INDEX_FORMAT, "artists": list(self.artists), "artwork_sources": list(self.artwork_sources)}
+        (directory / "index.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, directory: Path) -> "StyleIndex":
+        meta_path = directory / "index.json"
+        if not meta_path.is_file():
+            raise ModelError(f"{directory} is not a style index (no index.json); build one with `fedstyle index`")
+        try:
+            meta = json.loads(meta_path.read_text())
+            with np.load(directory / "index.npz", allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError, json.JSONDecodeError) as exc:
+            raise ModelError(f"cannot read style index in {directory}: {exc}") from exc
+        if meta.get("format") != INDEX_FORMAT:
+            raise ModelError(f"{meta_path}: unknown format {meta.get('format')!r}")
+        model, config = load_encoder(directory)
+        artists = tuple(meta["artists"])
+        if arrays["prototypes"].shape[0] != len(artists):
+            raise ModelError(f"{directory}: {arrays['prototypes'].shape[0]} prototypes for {len(artists)} artists")
+        return cls(
+            artists=artists,
+            prototypes=arrays["prototypes"],
+            model=model,
+            config=config,
+            artwork_embeddings=arrays.get("artwork_embeddings"),
+            artwork_labels=arrays.get("artwork_labels"),
+            artwork_sources=tuple(meta.get("artwork_sources", ())),
+        )
+
+
+def build_index(
+    model: nn.Module,
+    config: EncoderConfig,
+    artists: tuple[str, ...],
+    prototypes: np.ndarray,
+    artwork_embeddings: np.ndarray | None = None,
+    artwork_labels: np.ndarray | None = None,
+    artwork_sources: tuple[str, ...] = (),
+) -> StyleIndex:
+    encoder_only = StyleModel(model.encoder, None, config.embedding_dim) if isinstance(model, StyleModel) else model
+    return StyleIndex(
+        artists=artists,
+        prototypes=normalise_rows(prototypes),
+        model=encoder_only.eval(),
+        config=config,
+        artwork_embeddings=artwork_embeddings,
+        artwork_labels=artwork_labels,
+        artwork_sources=artwork_sources,
+    )

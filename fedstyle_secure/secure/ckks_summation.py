@@ -1,0 +1,190 @@
+"""``--secure ckks``: in-process driver of the CKKS summation (artists encrypt, server adds, artists decrypt).
+
+The driver plays every role in one process but keeps them honest: the server half only ever
+touches serialised ciphertexts and a :class:`~fedstyle_secure.secure.ckks.CkksAggregator` built
+on the public context (no secret key), and the byte counts reported are the serialised
+message sizes the gRPC transport sends.  See :mod:`fedstyle_secure.secure.ckks` for the threat
+model.
+
+Dropouts (phase names of :class:`~fedstyle_secure.secure.api.DropoutSchedule`):
+``upload`` -- the artist never sends its ciphertext and is not in the sum;
+``download`` -- it sent its ciphertext (counted) but does not receive the aggregate.
+CKKS needs no recovery step: the server simply sums whatever arrived.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from fedstyle_secure.errors import ConfigError, SecureAggregationError
+from fedstyle_secure.secure.api import AggregationResult, DropoutSchedule
+from fedstyle_secure.secure.ckks import CkksAggregator, CkksContext, CkksParams, EncryptedVector, encrypt
+
+CKKS_DROPOUT_PHASES: tuple[str, ...] = ("upload", "download")
+
+
+@dataclass(frozen=True)
+class RoundTimings:
+    """Wall-clock compute of the last round, in seconds, split by role (excludes transport)."""
+
+    artist_seconds: Mapping[str, float] = field(default_factory=dict)
+    server_seconds: float = 0.0
+
+
+def _value_bound(clip_range: tuple[float, float] | None, max_clients: int, params: CkksParams) -> float | None:
+    """Largest |sum| of ``max_clients`` in-range inputs; ConfigError if it exceeds the CKKS headroom."""
+    if clip_range is None:
+        return None
+    low, high = (float(v) for v in clip_range)
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ConfigError(f"clip range must be finite with low < high, got {clip_range}")
+    bound = max(1, max_clients) * max(abs(low), abs(high))
+    if bound > params.max_abs_value:
+        raise ConfigError(
+            f"{max_clients} inputs in {clip_range} can sum to {bound:.4g}, beyond the CKKS headroom "
+            f"{params.max_abs_value:.4g} of {params.to_json()}"
+        )
+    return bound
+
+
+class CkksSummation:
+    """Sum artists' vectors under CKKS; the server half holds only the public context.
+
+    ``secret_context`` is the artists' shared secret context and ``server_context`` the server's
+    public one (both from ``fedstyle keys``); when omitted a fresh key set with ``params`` is made
+    (in-process simulation).  ``weights`` in :meth:`sum` are plaintext multipliers the server
+    applies homomorphically (weighted sums; put a count entry in the vector for weighted means).
+
+    CKKS wraps around silently when a value exceeds the modulus headroom
+    (:attr:`CkksParams.max_abs_value`).  Given ``clip_range`` and ``max_clients``, the constructor
+    checks that ``max_clients`` in-range inputs cannot overflow and :meth:`sum` refuses inputs
+    outside the range (and weights whose total magnitude would overflow).
+    """
+
+    mode = "ckks"
+
+    def __init__(
+        self,
+        artist_ids: Sequence[str] | None = None,
+        *,
+        params: CkksParams | None = None,
+        secret_context: CkksContext | None = None,
+        server_context: CkksContext | None = None,
+        clip_range: tuple[float, float] | None = None,
+        max_clients: int | None = None,
+    ) -> None:
+        self.artist_ids = tuple(artist_ids) if artist_ids is not None else None
+        self._secret = secret_context or CkksContext.generate(params)
+        if not self._secret.has_secret_key:
+            raise SecureAggregationError("the artists' CKKS context has no secret key")
+        if params is not None and params != self._secret.params:
+            raise ConfigError(f"CKKS params {params} differ from the given secret context's {self._secret.params}")
+        self._server = CkksAggregator(server_context or self._secret.public())
+        if self._server.context.fingerprint != self._secret.fingerprint:
+            raise SecureAggregationError("server and artist CKKS contexts come from different key sets")
+        self.value_bound = _value_bound(clip_range, max_clients or len(self.artist_ids or ()), self.params)
+        self.clip_range = clip_range
+        self.last_timings = RoundTimings()
+
+    @property
+    def params(self) -> CkksParams:
+        return self._secret.params
+
+    def sum(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        round_id: int,
+        dropouts: DropoutSchedule | None = None,
+        weights: Mapping[str, float] | None = None,
+    ) -> AggregationResult:
+        drops = self._check_dropouts(dropouts, round_id)
+        uploaders = [a for a in sorted(inputs) if drops.get(a) != "upload"]
+        receivers = [a for a in uploaders if drops.get(a) != "download"]
+        if not uploaders:
+            raise SecureAggregationError(f"round {round_id}: no artist contributed")
+        if not receivers:
+            raise SecureAggregationError(f"round {round_id}: every contributor dropped before receiving the aggregate")
+        self._check_roster(inputs, round_id)
+        self._check_ranges({a: inputs[a] for a in uploaders}, weights, round_id)
+        length = int(np.asarray(inputs[uploaders[0]]).size)
+
+        artist_seconds: dict[str, float] = {}
+        uploads: dict[str, bytes] = {}
+        for artist in uploaders:
+            started = time.perf_counter()
+            uploads[artist] = encrypt(self._secret, inputs[artist]).serialize()
+            artist_seconds[artist] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        aggregate = self._aggregate(uploads, length=length, weights=weights, round_id=round_id)
+        server_seconds = time.perf_counter() - started
+
+        # Every receiver runs this identical decryption; the simulation runs it once and
+        # charges its time to each receiver.
+        started = time.perf_counter()
+        total = EncryptedVector.load(self._secret, aggregate, length=length, what=f"round {round_id} aggregate").decrypt()
+        decrypt_seconds = time.perf_counter() - started
+        for artist in receivers:
+            artist_seconds[artist] += decrypt_seconds
+        self.last_timings = RoundTimings(artist_seconds=artist_seconds, server_seconds=server_seconds)
+        return AggregationResult(
+            total=total,
+            contributors=tuple(uploaders),
+            dropped=tuple(sorted(drops)),
+            bytes_up={a: len(uploads[a]) for a in uploaders},
+            bytes_down={a: len(aggregate) for a in receivers},
+        )
+
+    def _aggregate(
+        self, uploads: Mapping[str, bytes], *, length: int, weights: Mapping[str, float] | None, round_id: int
+    ) -> bytes:
+        """Server half: parse, (weight,) add, serialise -- without the secret key."""
+        artists = sorted(uploads)
+        vectors = [
+            self._server.load(uploads[a], length=length, what=f"round {round_id} ciphertext of {a!r}") for a in artists
+        ]
+        if weights is not None:
+            missing = sorted(set(artists) - set(weights))
+            if missing:
+                raise SecureAggregationError(f"round {round_id}: no weight for {missing}")
+            return self._server.aggregate(vectors, [weights[a] for a in artists]).serialize()
+        return self._server.aggregate(vectors).serialize()
+
+    def _check_dropouts(self, dropouts: DropoutSchedule | None, round_id: int) -> dict[str, str]:
+        drops = dict(dropouts.drops) if dropouts else {}
+        unknown = {phase for phase in drops.values() if phase not in CKKS_DROPOUT_PHASES}
+        if unknown:
+            raise ConfigError(f"round {round_id}: CKKS dropout phases are {CKKS_DROPOUT_PHASES}, got {sorted(unknown)}")
+        return drops
+
+    def _check_ranges(
+        self, inputs: Mapping[str, np.ndarray], weights: Mapping[str, float] | None, round_id: int
+    ) -> None:
+        if self.clip_range is None:
+            return
+        low, high = self.clip_range
+        for artist, vector in inputs.items():
+            values = np.asarray(vector, dtype=np.float64)
+            if values.size and not (values.min() >= low and values.max() <= high):
+                raise SecureAggregationError(
+                    f"round {round_id}: input of {artist!r} leaves the clip range [{low}, {high}] "
+                    f"(min {values.min():.4g}, max {values.max():.4g})"
+                )
+        scale = sum(abs(weights.get(a, 0.0)) for a in inputs) if weights is not None else len(inputs)
+        if scale * max(abs(low), abs(high)) > self.params.max_abs_value:
+            raise SecureAggregationError(
+                f"round {round_id}: a sum of {len(inputs)} inputs in [{low}, {high}] with total weight {scale:.4g} "
+                f"may exceed the CKKS headroom {self.params.max_abs_value:.4g}"
+            )
+
+    def _check_roster(self, inputs: Mapping[str, np.ndarray], round_id: int) -> None:
+        if self.artist_ids is None:
+            return
+        strangers = sorted(set(inputs) - set(self.artist_ids))
+        if strangers:
+            raise SecureAggregationError(f"round {round_id}: artists {strangers} are not in the key set's roster")

@@ -1,0 +1,37 @@
+"""Pairwise-masking secure aggregation (Bonawitz et al. 2017; SecAgg+ of Bell et al. 2020).
+
+Protocol of one round, all messages relayed by the server (phases named as in
+:class:`~fedstyle_secure.secure.masking_config.Phase`):
+
+1. ``advertise``: each artist sends two fresh X25519 public keys (share encryption, masking)
+   signed with its Ed25519 identity key; the server forwards to each artist its neighbours'
+   signed keys, which the artist verifies against identity keys received out of band.
+2. ``share``: each artist Shamir-shares (t-of-m) its mask private key and a fresh self-mask
+   seed among its neighbours and itself, sealing each share with ChaCha20-Poly1305 bound to
+   (round, sender, receiver).
+3. ``masked_input``: each artist sends ``encode(x) + PRG(self seed) + sum_v +-PRG(s_uv)``
+   modulo 2^32, with ``+`` towards higher ids and ``-`` towards lower ids.
+4. ``unmask``: each contributor reveals shares of contributors' self-mask seeds and of the
+   mask keys of neighbours that dropped after sharing -- and refuses if any artist is named
+   in both lists.  The server reconstructs, strips all remaining masks and decodes the sum.
+
+This module gathers the public names; each part lives in its own module.
+"""
+
+from __future__ import annotations
+
+from fedstyle_secure.secure.masking_artist import MaskingArtist, mask_sign
+from fedstyle_secure.secure.masking_config import DROPOUT_PHASES, MASKING_MODES, Phase, RoundConfig, resolve_threshold
+from fedstyle_secure.secure.masking_server import MaskingOutcome, MaskingServer
+
+__all__ = [
+    "DROPOUT_PHASES",
+    "MASKING_MODES",
+    "MaskingArtist",
+    "MaskingOutcome",
+    "MaskingServer",
+    "Phase",
+    "RoundConfig",
+    "mask_sign",
+    "resolve_threshold",
+]

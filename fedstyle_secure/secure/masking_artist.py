@@ -1,0 +1,192 @@
+"""Artist-side state machine of pairwise-masking secure aggregation (Bonawitz et al. 2017).
+
+One :class:`MaskingArtist` lives for one round.  It consumes server messages and returns its
+replies; it does no I/O.  Each method checks round id, receiver, phase and content first and
+raises :class:`SecureAggregationError` *without changing state* if anything is wrong, so a
+replayed or forged message is refused and the genuine one can still be processed.
+
+Threat model: the server is untrusted for privacy (it relays everything, may drop, replay,
+reorder or tamper with messages and lie about who dropped); the identity public keys of all
+artists reach every artist out of band and authenticate the advertised keys.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from fedstyle_secure.errors import SecureAggregationError
+from fedstyle_secure.secure.masking_config import Phase, RoundConfig
+from fedstyle_secure.secure.masking_crypto import (
+    open_sealed,
+    pairwise_mask_seed,
+    private_bytes,
+    public_bytes,
+    seal,
+    share_associated_data,
+    share_ciphers,
+    sign_advertisement,
+    verify_advertisement,
+)
+from fedstyle_secure.secure.masking_messages import (
+    AdvertiseKeys,
+    KeyRoster,
+    MaskedInput,
+    ShareDelivery,
+    ShareKeys,
+    UnmaskRequest,
+    UnmaskResponse,
+    decode_share_plaintext,
+    encode_share_plaintext,
+)
+from fedstyle_secure.secure.prg import SEED_BYTES, MaskGenerator
+from fedstyle_secure.secure.shamir import split_secret
+
+
+def mask_sign(owner: str, peer: str) -> int:
+    """Sign with which ``owner`` adds the mask it shares with ``peer``: + if owner < peer, else -."""
+    return 1 if owner < peer else -1
+
+
+class MaskingArtist:
+    """One artist's view of one masking round."""
+
+    def __init__(
+        self,
+        config: RoundConfig,
+        artist_id: str,
+        identity_key: Ed25519PrivateKey,
+        identity_publics: Mapping[str, Ed25519PublicKey],
+    ) -> None:
+        if artist_id not in config.share_x:
+            raise SecureAggregationError(f"{artist_id!r} is not in the roster of round {config.round_id}")
+        self.config = config
+        self.artist_id = artist_id
+        self.phase = Phase.ADVERTISE
+        self._identity_key = identity_key
+        self._identity_publics = identity_publics
+        self._enc_key = X25519PrivateKey.generate()
+        self._mask_key = X25519PrivateKey.generate()
+        self._self_seed = os.urandom(SEED_BYTES)
+        self._peers: dict[str, AdvertiseKeys] = {}
+        self._held: dict[str, tuple[bytes, bytes]] = {}  # owner -> (key share, seed share) values
+        self._inbound: dict[str, ChaCha20Poly1305] = {}  # peer -> AEAD of shares it sends me
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _fail(self, reason: str) -> SecureAggregationError:
+        return SecureAggregationError(f"artist {self.artist_id!r}, round {self.config.round_id}: {reason}")
+
+    def _check(self, message: KeyRoster | ShareDelivery | UnmaskRequest, expected: type, phase: Phase) -> None:
+        if not isinstance(message, expected):
+            raise self._fail(f"expected {expected.__name__}, got {type(message).__name__}")
+        if message.round_id != self.config.round_id:
+            raise self._fail(f"refusing {expected.__name__} of round {message.round_id} (replayed or misrouted)")
+        if message.receiver != self.artist_id:
+            raise self._fail(f"refusing {expected.__name__} addressed to {message.receiver!r}")
+        if self.phase is not phase:
+            raise self._fail(f"refusing {expected.__name__} in phase {self.phase.value!r} (duplicate or out of order)")
+
+    def _unique(self, ids: list[str], what: str) -> set[str]:
+        if len(set(ids)) != len(ids):
+            raise self._fail(f"duplicate entries in {what}")
+        return set(ids)
+
+    # -- phases ----------------------------------------------------------------------------
+
+    def advertise_keys(self) -> AdvertiseKeys:
+        """Phase "advertise": sign and send the two fresh X25519 public keys."""
+        if self.phase is not Phase.ADVERTISE:
+            raise self._fail("keys were already advertised")
+        enc, mask = public_bytes(self._enc_key), public_bytes(self._mask_key)
+        signature = sign_advertisement(self._identity_key, self.config.round_id, self.artist_id, enc, mask)
+        self.phase = Phase.SHARE
+        return AdvertiseKeys(self.config.round_id, self.artist_id, enc, mask, signature)
+
+    def share_keys(self, roster: KeyRoster) -> ShareKeys:
+        """Phase "share": verify neighbours' signed keys, then seal Shamir shares of both secrets to each."""
+        self._check(roster, KeyRoster, Phase.SHARE)
+        rid = self.config.round_id
+        neighbours = set(self.config.neighbours[self.artist_id])
+        senders = self._unique([a.sender for a in roster.adverts], "key roster")
+        if not senders <= neighbours:
+            raise self._fail(f"key roster lists non-neighbours {sorted(senders - neighbours)}")
+        missing = senders - set(self._identity_publics)
+        if missing:
+            raise self._fail(f"no identity public key for {sorted(missing)}")
+        for advert in roster.adverts:
+            verify_advertisement(
+                self._identity_publics[advert.sender], rid, advert.sender, advert.enc_public, advert.mask_public, advert.signature
+            )
+        holders = sorted(senders | {self.artist_id})
+        if len(holders) < self.config.threshold:
+            raise self._fail(f"only {len(holders)} share holders advertised keys, threshold is {self.config.threshold}")
+        xs = [self.config.share_x[h] for h in holders]
+        key_shares = split_secret(private_bytes(self._mask_key), self.config.threshold, xs)
+        seed_shares = split_secret(self._self_seed, self.config.threshold, xs)
+        peers = {a.sender: a for a in roster.adverts}
+        sealed, inbound = [], {}
+        for holder, key_share, seed_share in zip(holders, key_shares, seed_shares):
+            plaintext = encode_share_plaintext(key_share.value_bytes(), seed_share.value_bytes())
+            if holder == self.artist_id:
+                self._held[holder] = decode_share_plaintext(plaintext)
+                continue
+            outbound, inbound[holder] = share_ciphers(self._enc_key, peers[holder].enc_public, rid, self.artist_id, holder)
+            sealed.append((holder, seal(outbound, plaintext, share_associated_data(rid, self.artist_id, holder))))
+        self._peers, self._inbound = peers, inbound
+        self.phase = Phase.MASKED_INPUT
+        return ShareKeys(rid, self.artist_id, tuple(sealed))
+
+    def masked_input(self, delivery: ShareDelivery, vector: np.ndarray) -> MaskedInput:
+        """Phase "masked_input": open received shares, then send ``encode(vector) + self mask + pairwise masks``."""
+        self._check(delivery, ShareDelivery, Phase.MASKED_INPUT)
+        rid = self.config.round_id
+        senders = self._unique([s for s, _ in delivery.sealed], "share delivery")
+        if not senders <= set(self._peers):
+            raise self._fail(f"shares from artists without advertised keys {sorted(senders - set(self._peers))}")
+        if len(senders) + 1 < self.config.threshold:
+            raise self._fail(f"only {len(senders) + 1} share holders remain, threshold is {self.config.threshold}")
+        x = np.asarray(vector)
+        if x.shape != (self.config.vector_length,):
+            raise self._fail(f"input has shape {x.shape}, expected ({self.config.vector_length},)")
+        words = self.config.codec.encode(x, owner=f"artist {self.artist_id!r}")
+        held = {}
+        for sender, sealed in delivery.sealed:
+            what = f"artist {self.artist_id!r}: share from {sender!r}"
+            plaintext = open_sealed(self._inbound[sender], sealed, share_associated_data(rid, sender, self.artist_id), what)
+            held[sender] = decode_share_plaintext(plaintext)
+        masks = MaskGenerator(self.config.vector_length)
+        masks.add_into(words, self._self_seed, +1)
+        for peer in sorted(senders):
+            seed = pairwise_mask_seed(self._mask_key, self._peers[peer].mask_public, rid, self.artist_id, peer)
+            masks.add_into(words, seed, mask_sign(self.artist_id, peer))
+        self._held.update(held)
+        self.phase = Phase.UNMASK
+        return MaskedInput(rid, self.artist_id, words)
+
+    def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
+        """Phase "unmask": reveal seed shares of survivors and key shares of dropped artists -- never both for one."""
+        self._check(request, UnmaskRequest, Phase.UNMASK)
+        survivors = self._unique(list(request.survivors), "survivor list")
+        dropped = self._unique(list(request.dropped), "dropped list")
+        both = survivors & dropped
+        if both:
+            raise self._fail(f"refusing to unmask: {sorted(both)} listed as both survivor and dropped "
+                             "(revealing both masks would expose their inputs)")
+        if self.artist_id in dropped or self.artist_id not in survivors:
+            raise self._fail("refusing to unmask: the request lists me as dropped, but I sent my masked input")
+        unknown = (survivors | dropped) - set(self._held)
+        if unknown:
+            raise self._fail(f"refusing to unmask: I hold no shares of {sorted(unknown)}")
+        self.phase = Phase.DONE
+        return UnmaskResponse(
+            self.config.round_id,
+            self.artist_id,
+            seed_shares=tuple((a, self._held[a][1]) for a in sorted(survivors)),
+            key_shares=tuple((a, self._held[a][0]) for a in sorted(dropped)),
+        )

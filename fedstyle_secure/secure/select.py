@@ -1,0 +1,19 @@
+"""Choose the secure summation for ``--secure MODE`` (plain, CKKS or masking)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.secure.api import SECURE_MODES, PlainSummation, SecureSummation
+
+
+def summation_for(mode: str, participants: Sequence[str], **options: object) -> SecureSummation:
+    """A :class:`SecureSummation` for ``mode`` over ``participants`` (artist/client ids)."""
+    if mode not in SECURE_MODES:
+        raise ConfigError(f"unknown secure mode {mode!r}; choose one of {', '.join(SECURE_MODES)}")
+    if mode == "none":
+        return PlainSummation()
+    from fedstyle_secure.secure.factory import make_summation
+
+    return make_summation(mode, list(participants), **options)

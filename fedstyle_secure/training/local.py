@@ -1,0 +1,199 @@
+"""One client's local training: the objectives of FedStyle and its baselines (no I/O).
+
+Every private loss is a **sum of per-artwork terms**: an artwork's loss depends only on its
+own views, the broadcast (public) prototypes and consensus, and detached embeddings of the
+public set.  That is what lets DP-SGD clip and noise per artwork without changing the
+objective.  The public-alignment term sees only public images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fedstyle_secure.models.embed import embed, prototypes_from
+from fedstyle_secure.models.inputs import InputBank
+from fedstyle_secure.models.params import trainable_parameters
+from fedstyle_secure.training.losses import alignment_loss, proximal_term
+
+OBJECTIVES: tuple[str, ...] = ("fedstyle", "classifier", "fedproto", "local")
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """Hyper-parameters of local training (``lr`` for Adam; ``tau`` dimensionless)."""
+
+    epochs: int = 2
+    batch_size: int = 32
+    lr: float = 1e-3
+    tau: float = 0.1
+    instance_weight: float = 0.5
+    alignment_weight: float = 1.0
+    proximal_mu: float = 0.01
+    prototype_distance_weight: float = 1.0
+    public_batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class LocalData:
+    """A client's private training artworks: model inputs and global artist indices."""
+
+    bank: InputBank
+    labels: np.ndarray
+
+    @property
+    def artists(self) -> np.ndarray:
+        return np.unique(self.labels)
+
+    def __len__(self) -> int:
+        return int(len(self.labels))
+
+
+@dataclass
+class RoundContext:
+    """What the server broadcast for this round (all public), plus the client's own anchor.
+
+    ``prototypes (A, D)`` with ``known (A,)`` marking artists that published one;
+    ``consensus (M, D)``: the server's mean embedding of each public image;
+    ``public (M, ...)``: the public images' model inputs; ``anchor``: global parameters (FedProx).
+    """
+
+    n_artists: int
+    prototypes: np.ndarray | None = None
+    known: np.ndarray | None = None
+    consensus: np.ndarray | None = None
+    public: torch.Tensor | None = None
+    anchor: list[torch.Tensor] | None = None
+
+
+@dataclass
+class LocalResult:
+    """Mean training loss per epoch and the number of optimiser steps taken."""
+
+    losses: list[float] = field(default_factory=list)
+    steps: int = 0
+
+
+def refreshed_prototypes(model: nn.Module, data: LocalData, ctx: RoundContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """The broadcast prototype table with this client's own artists' rows recomputed locally."""
+    own, own_known = prototypes_from(embed(model, data.bank.originals()), data.labels, ctx.n_artists)
+    table = np.zeros_like(own, dtype=np.float32) if ctx.prototypes is None else ctx.prototypes.astype(np.float32, copy=True)
+    known = np.zeros(ctx.n_artists, dtype=bool) if ctx.known is None else ctx.known.copy()
+    table[own_known] = own[own_known]
+    return torch.from_numpy(table), torch.from_numpy(known | own_known)
+
+
+def _masked_prototype_logits(z: torch.Tensor, protos: torch.Tensor, known: torch.Tensor, tau: float) -> torch.Tensor:
+    logits = z @ F.normalize(protos, dim=1).T / tau
+    return logits.masked_fill(~known, float("-inf"))
+
+
+def _instance_losses(z: torch.Tensor, z_pos: torch.Tensor, negatives: torch.Tensor | None, tau: float) -> torch.Tensor:
+    """Per-artwork InfoNCE: the other view (detached) is the positive, public embeddings the negatives."""
+    pos = (z * z_pos).sum(dim=1, keepdim=True)
+    logits = pos if negatives is None else torch.cat([pos, z @ negatives.T], dim=1)
+    return F.cross_entropy(logits / tau, torch.zeros(len(z), dtype=torch.long), reduction="none")
+
+
+def private_losses(
+    objective: str,
+    model: nn.Module,
+    z: torch.Tensor,
+    z_pos: torch.Tensor,
+    labels: torch.Tensor,
+    protos: torch.Tensor | None,
+    known: torch.Tensor | None,
+    negatives: torch.Tensor | None,
+    cfg: LocalConfig,
+) -> torch.Tensor:
+    """Per-artwork losses ``(B,)`` of ``objective`` (see :data:`OBJECTIVES`)."""
+    if objective in ("fedstyle", "local"):
+        losses = cfg.instance_weight * _instance_losses(z, z_pos, negatives, cfg.tau)
+        assert protos is not None and known is not None
+        if int(known.sum()) > 1:
+            logits = _masked_prototype_logits(z, protos, known, cfg.tau)
+            losses = losses + F.cross_entropy(logits, labels, reduction="none")
+        return losses
+    if objective in ("classifier", "fedproto"):
+        losses = F.cross_entropy(model.classifier(z), labels, reduction="none")
+        if objective == "fedproto" and protos is not None and known is not None:
+            target = F.normalize(protos, dim=1)[labels]
+            weight = known[labels].float()
+            losses = losses + cfg.prototype_distance_weight * weight * (z - target).pow(2).sum(dim=1)
+        return losses
+    raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
+
+
+def _pick_views(n: int, n_views: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    if n_views == 0:
+        zeros = np.zeros(n, dtype=np.int64)
+        return zeros, zeros
+    anchor = rng.integers(1, n_views + 1, size=n)
+    if n_views == 1:
+        return anchor, np.zeros(n, dtype=np.int64)
+    offset = rng.integers(1, n_views, size=n)
+    return anchor, (anchor - 1 + offset) % n_views + 1
+
+
+def public_loss(model: nn.Module, ctx: RoundContext, cfg: LocalConfig, rng: np.random.Generator) -> torch.Tensor | None:
+    """Alignment to the server's consensus on a minibatch of public images (no privacy cost)."""
+    if ctx.consensus is None or ctx.public is None or cfg.alignment_weight == 0:
+        return None
+    idx = rng.choice(len(ctx.public), size=min(cfg.public_batch_size, len(ctx.public)), replace=False)
+    z_pub = model(ctx.public[idx])
+    return cfg.alignment_weight * alignment_loss(z_pub, torch.from_numpy(ctx.consensus[idx]).float())
+
+
+def train_local(
+    model: nn.Module,
+    data: LocalData,
+    ctx: RoundContext,
+    objective: str,
+    cfg: LocalConfig,
+    rng: np.random.Generator,
+) -> LocalResult:
+    """Run ``cfg.epochs`` epochs of Adam on ``objective`` over the client's private artworks."""
+    params = trainable_parameters(model)
+    optimiser = torch.optim.Adam(params, lr=cfg.lr)
+    result = LocalResult()
+    labels_all = torch.from_numpy(data.labels)
+    uses_prototypes = objective in ("fedstyle", "local", "fedproto")
+    model.train()
+    for _ in range(cfg.epochs):
+        protos = known = None
+        if uses_prototypes:
+            if objective == "fedproto":
+                protos = None if ctx.prototypes is None else torch.from_numpy(ctx.prototypes).float()
+                known = None if ctx.known is None else torch.from_numpy(ctx.known)
+            elif objective == "local":
+                protos, known = refreshed_prototypes(model, data, RoundContext(n_artists=ctx.n_artists))
+            else:
+                protos, known = refreshed_prototypes(model, data, ctx)
+        negatives = None
+        if objective in ("fedstyle", "local") and ctx.public is not None:
+            negatives = torch.from_numpy(embed(model, ctx.public))
+        order = rng.permutation(len(data))
+        epoch_losses = []
+        for start in range(0, len(order), cfg.batch_size):
+            items = order[start : start + cfg.batch_size]
+            view, pos_view = _pick_views(len(items), data.bank.n_views, rng)
+            z = model(data.bank.take(view, items))
+            with torch.no_grad():
+                z_pos = model(data.bank.take(pos_view, items))
+            loss = private_losses(objective, model, z, z_pos, labels_all[items], protos, known, negatives, cfg).mean()
+            extra = public_loss(model, ctx, cfg, rng) if objective == "fedstyle" else None
+            if extra is not None:
+                loss = loss + extra
+            if ctx.anchor is not None and cfg.proximal_mu > 0:
+                loss = loss + cfg.proximal_mu * proximal_term(params, ctx.anchor)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            result.steps += 1
+            epoch_losses.append(float(loss.detach()))
+        result.losses.append(float(np.mean(epoch_losses)) if epoch_losses else float("nan"))
+    return result

@@ -1,0 +1,159 @@
+"""Key material: PKI, on-disk layout and bundles, validated loading, and ``fedstyle keys``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import json
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from fedstyle_secure.cli.main import main
+from fedstyle_secure.errors import ConfigError, SecureAggregationError
+from fedstyle_secure.secure import keystore, pki
+
+ARTISTS = ["alice", "bob", "carol"]
+
+
+@pytest.fixture(scope="module")
+def key_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("keyset") / "keys"
+    keystore.write_key_files(out, keystore.generate_key_files(ARTISTS, server_hosts=["fed.example", "10.0.0.7"], buyers=["dana"]))
+    return out
+
+
+@pytest.fixture
+def scratch(key_set: Path, tmp_path: Path) -> Path:
+    """A private copy of the key set that a test may damage."""
+    return Path(shutil.copytree(key_set, tmp_path / "keys"))
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def _rehash(keys_dir: Path, relative: str) -> None:
+    """Update the manifest to the file's current hash (an administrator mixing key sets)."""
+    manifest = json.loads((keys_dir / keystore.MANIFEST).read_text())
+    manifest["files"][relative] = hashlib.sha256((keys_dir / relative).read_bytes()).hexdigest()
+    (keys_dir / keystore.MANIFEST).write_text(json.dumps(manifest))
+
+
+def _replace(keys_dir: Path, relative: str, data: bytes) -> None:
+    (keys_dir / relative).write_bytes(data)
+    _rehash(keys_dir, relative)
+
+
+def test_fedstyle_keys_init_writes_layout_with_private_secrets(tmp_path: Path) -> None:
+    out = tmp_path / "keys"
+    assert main(["keys", "init", "--out", str(out), "--count", "2", "--server-host", "fed.example"]) == 0
+
+    expected = {
+        "manifest.json", "README.md", "ca.crt", "ca.key", "server.crt", "server.key", "ckks-public.ctx",
+        "ckks-secret.ctx", "identity/artist_00.pub", "identity/artist_01.pub",
+    } | {f"artists/artist_0{i}/{name}" for i in range(2) for name in ("client.crt", "client.key", "identity.key")}
+    assert _files(out) == expected
+    for relative in expected:
+        mode = stat.S_IMODE((out / relative).stat().st_mode)
+        assert mode == (0o600 if keystore.is_secret_path(relative) else 0o644), relative
+    assert "ckks-secret.ctx" in (out / "README.md").read_text()
+    assert main(["keys", "init", "--out", str(out), "--count", "2"]) == 2  # never overwrites a key set
+
+
+def test_certificates_carry_hosts_and_artist_identity(key_set: Path) -> None:
+    server = x509.load_pem_x509_certificate((key_set / "server.crt").read_bytes())
+    sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    client = x509.load_pem_x509_certificate((key_set / "artists/bob/client.crt").read_bytes())
+
+    assert sans.get_values_for_type(x509.DNSName) == ["fed.example"]
+    assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("10.0.0.7")]
+    assert pki.client_identity(client) == (pki.Role.ARTIST, "bob")
+    assert client.subject.rfc4514_string() == "CN=bob"
+
+
+def test_bundles_hold_only_what_each_machine_needs(key_set: Path, tmp_path: Path) -> None:
+    assert main(["keys", "bundle", "--keys", str(key_set), "--artist", "bob", "--out", str(tmp_path / "bob")]) == 0
+    assert main(["keys", "bundle", "--keys", str(key_set), "--server", "--out", str(tmp_path / "srv")]) == 0
+    identities = {f"identity/{a}.pub" for a in ARTISTS}
+
+    assert _files(tmp_path / "bob") == {
+        "manifest.json", "ca.crt", "ckks-secret.ctx", "artists/bob/client.crt", "artists/bob/client.key",
+        "artists/bob/identity.key",
+    } | identities
+    assert _files(tmp_path / "srv") == {"manifest.json", "ca.crt", "server.crt", "server.key", "ckks-public.ctx"} | identities
+    artist = keystore.load_artist_keys(tmp_path / "bob")
+    server = keystore.load_server_keys(tmp_path / "srv")
+    assert artist.artist_id == "bob" and artist.ckks.has_secret_key
+    assert not server.ckks.has_secret_key and server.ckks.fingerprint == artist.ckks.fingerprint
+    assert set(server.identity_public_keys) == set(ARTISTS)
+    assert server.identity_public_keys["bob"] == artist.identity_key.public_key()
+    assert main(["keys", "check", "--keys", str(tmp_path / "bob")]) == 0
+
+
+@pytest.mark.parametrize(
+    "relative, donor, error, message",
+    [
+        ("artists/alice/client.key", "ca.crt", ConfigError, "expected a PEM private key"),
+        ("artists/alice/identity.key", "artists/alice/client.key", ConfigError, "Ed25519"),
+        ("ckks-secret.ctx", "ckks-public.ctx", SecureAggregationError, "lacks the CKKS secret key"),
+        ("artists/alice/client.key", "artists/bob/client.key", SecureAggregationError, "does not match"),
+        ("artists/alice/client.crt", "artists/bob/client.crt", SecureAggregationError, "not to artist 'alice'"),
+    ],
+)
+def test_wrong_or_mismatched_file_is_refused_naming_it(
+    scratch: Path, relative: str, donor: str, error: type[Exception], message: str
+) -> None:
+    _replace(scratch, relative, (scratch / donor).read_bytes())
+    with pytest.raises(error, match=message) as caught:
+        keystore.load_artist_keys(scratch, "alice")
+    assert relative in str(caught.value)
+
+
+def test_certificate_of_another_ca_is_refused(scratch: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    keystore.write_key_files(other, keystore.generate_key_files(ARTISTS))
+    _replace(scratch, "server.crt", (other / "server.crt").read_bytes())
+    _replace(scratch, "server.key", (other / "server.key").read_bytes())
+    with pytest.raises(SecureAggregationError, match="server.crt: not signed by this key set's CA"):
+        keystore.load_server_keys(scratch)
+
+
+def test_tampered_file_is_refused(scratch: Path) -> None:
+    (scratch / "identity/carol.pub").write_bytes((scratch / "identity/alice.pub").read_bytes())
+    with pytest.raises(SecureAggregationError, match=r"identity/carol.pub: SHA-256 differs"):
+        keystore.load_server_keys(scratch)
+
+
+def test_identity_key_not_in_manifest_is_refused(scratch: Path) -> None:
+    shutil.copy(scratch / "identity/alice.pub", scratch / "identity/mallory.pub")
+    with pytest.raises(SecureAggregationError, match="mallory.pub: identity key of 'mallory', who is not in the manifest"):
+        keystore.load_server_keys(scratch)
+
+
+def test_expired_certificate_is_refused(tmp_path: Path) -> None:
+    two_years_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=730)
+    keystore.write_key_files(tmp_path / "old", keystore.generate_key_files(["alice"], now=two_years_ago, validity_days=30))
+    with pytest.raises(SecureAggregationError, match=r"artists/alice/client.crt: expired on"):
+        keystore.load_artist_keys(tmp_path / "old", "alice")
+
+
+def test_group_readable_secret_is_refused(scratch: Path) -> None:
+    (scratch / "server.key").chmod(0o644)
+    with pytest.raises(ConfigError, match=r"server.key: secret file is accessible by group/others"):
+        keystore.load_server_keys(scratch)
+
+
+def test_missing_file_and_unknown_artist_are_config_errors(scratch: Path, tmp_path: Path) -> None:
+    (scratch / "ca.crt").unlink()
+    with pytest.raises(ConfigError, match="ca.crt: missing"):
+        keystore.load_server_keys(scratch)
+    with pytest.raises(ConfigError, match="'zoe' is not in this key set"):
+        keystore.bundle_files(scratch, artist="zoe")
+    assert main(["keys", "init", "--out", str(tmp_path / "k"), "--count", "0"]) == 2
+    assert main(["keys", "init", "--out", str(tmp_path / "k"), "--artists", "alice,../evil"]) == 2
+    assert not (tmp_path / "k").exists()

@@ -1,0 +1,187 @@
+"""CKKS aggregation path (real TenSEAL) and the summation factory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedstyle_secure.errors import ConfigError, SecureAggregationError
+from fedstyle_secure.secure.api import DropoutSchedule, PlainSummation
+from fedstyle_secure.secure.ckks import (
+    CkksAggregator,
+    CkksContext,
+    CkksParams,
+    EncryptedVector,
+    chunk_bounds,
+    encrypt,
+)
+from fedstyle_secure.secure.ckks_summation import CkksSummation
+from fedstyle_secure.secure.factory import make_summation
+
+
+@pytest.fixture(scope="module")
+def context() -> CkksContext:
+    return CkksContext.generate()
+
+
+def _unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    rows = rng.standard_normal((n, d))
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_mean_of_100_unit_embeddings_within_1e_minus_5(context: CkksContext) -> None:
+    rng = np.random.default_rng(0)
+    rows = _unit_rows(rng, 100, 128)
+    inputs = {f"artist_{i:02d}": row for i, row in enumerate(rows)}
+    summation = CkksSummation(list(inputs), secret_context=context)
+
+    result = summation.sum(inputs, round_id=1)
+    server_weighted = summation.sum(inputs, round_id=2, weights=dict.fromkeys(inputs, 1 / 100))
+
+    assert np.abs(result.total / 100 - rows.mean(axis=0)).max() <= 1e-5
+    assert np.abs(server_weighted.total - rows.mean(axis=0)).max() <= 1e-5
+    assert result.contributors == tuple(sorted(inputs))
+
+
+@pytest.mark.parametrize("length", [1, 4095, 4096, 4097, 2 * 4096 + 5])
+def test_packing_round_trip_across_chunk_boundaries(context: CkksContext, length: int) -> None:
+    values = np.random.default_rng(length).uniform(-3, 3, size=length)
+    encrypted = encrypt(context, values)
+    restored = EncryptedVector.load(context, encrypted.serialize(), length=length)
+
+    assert len(encrypted.chunks) == -(-length // context.params.slots)
+    assert restored.decrypt().shape == (length,)
+    assert np.abs(restored.decrypt() - values).max() < 1e-6
+
+
+def test_chunk_bounds_cover_the_vector_without_overlap() -> None:
+    bounds = chunk_bounds(10, 4)
+    assert bounds == [(0, 4), (4, 8), (8, 10)]
+    with pytest.raises(SecureAggregationError, match="empty"):
+        chunk_bounds(0, 4)
+
+
+def test_weighted_mean_via_encrypted_sums_and_counts(context: CkksContext) -> None:
+    rng = np.random.default_rng(1)
+    means = rng.normal(size=(5, 16))
+    counts = np.array([3.0, 10.0, 1.0, 7.0, 4.0])
+    expected = np.average(means, axis=0, weights=counts)
+    ids = [f"a{i}" for i in range(5)]
+    summation = CkksSummation(ids, secret_context=context)
+
+    # artists send count-weighted sums plus their count as the last entry
+    sums = summation.sum({a: np.append(c * m, c) for a, c, m in zip(ids, counts, means)}, round_id=1).total
+    # or the server multiplies [mean, 1] by public plaintext weights
+    weighted = summation.sum(
+        {a: np.append(m, 1.0) for a, m in zip(ids, means)}, round_id=2, weights=dict(zip(ids, counts))
+    ).total
+
+    assert np.abs(sums[:-1] / sums[-1] - expected).max() < 1e-7
+    assert np.abs(weighted[:-1] / weighted[-1] - expected).max() < 1e-5
+    assert weighted[-1] == pytest.approx(counts.sum(), abs=1e-4)
+
+
+def test_server_context_holds_no_secret_key(context: CkksContext) -> None:
+    public = CkksContext.load(context.public().serialize())
+    ciphertext = encrypt(context, np.ones(8)).serialize()
+
+    assert context.has_secret_key and not public.has_secret_key
+    assert public.fingerprint == context.fingerprint
+    assert len(public.serialize()) < 1024  # parameters only: no public, Galois or relinearisation keys
+    with pytest.raises(SecureAggregationError, match="secret key"):
+        CkksAggregator(context)
+    with pytest.raises(SecureAggregationError, match="secret"):
+        EncryptedVector.load(public, ciphertext).decrypt()
+    with pytest.raises(SecureAggregationError, match="secret"):
+        encrypt(public, np.ones(8))
+    aggregate = CkksAggregator(public).aggregate([EncryptedVector.load(public, ciphertext)] * 3)
+    assert np.allclose(EncryptedVector.load(context, aggregate.serialize()).decrypt(), 3.0, atol=1e-6)
+
+
+def test_ciphertext_of_other_parameters_or_keys_is_rejected(context: CkksContext) -> None:
+    foreign = CkksContext.generate(CkksParams(8192, (50, 30, 50), 30))
+    other_keys = CkksContext.generate()
+    server = CkksAggregator(context.public())
+    foreign_bytes = encrypt(foreign, np.ones(8)).serialize()
+
+    with pytest.raises(SecureAggregationError, match="fingerprint"):
+        server.load(foreign_bytes, length=8, what="upload")
+    with pytest.raises(SecureAggregationError, match="fingerprint"):
+        server.load(encrypt(other_keys, np.ones(8)).serialize(), length=8, what="upload")
+    # a forged fingerprint does not help: TenSEAL refuses the foreign ciphertext itself
+    forged = foreign_bytes[:5] + context.fingerprint + foreign_bytes[5 + 32 :]
+    with pytest.raises(SecureAggregationError, match="TenSEAL rejected"):
+        server.load(forged, length=8, what="upload")
+
+
+def test_malformed_ciphertexts_are_rejected(context: CkksContext) -> None:
+    server = CkksAggregator(context.public())
+    data = encrypt(context, np.ones(8)).serialize()
+
+    with pytest.raises(SecureAggregationError, match="length 8, expected 9"):
+        server.load(data, length=9, what="upload")
+    with pytest.raises(SecureAggregationError, match="truncated"):
+        server.load(data[:-10], length=8, what="upload")
+    with pytest.raises(SecureAggregationError, match="trailing"):
+        server.load(data + b"\0", length=8, what="upload")
+    with pytest.raises(SecureAggregationError, match="magic"):
+        server.load(b"XXXX" + data[4:], length=8, what="upload")
+
+
+def test_context_serialisation_round_trip_and_tampered_header(context: CkksContext) -> None:
+    data = context.serialize()
+    restored = CkksContext.load(data)
+    lying = data.replace(b'"secret": true', b'"secret":false')  # same length
+
+    assert restored.has_secret_key and restored.fingerprint == context.fingerprint
+    with pytest.raises(SecureAggregationError, match="secret"):
+        CkksContext.load(lying)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (CkksParams(2048, (30, 20, 30), 20), "poly_modulus_degree"),
+        (CkksParams(4096, (60, 40, 60), 40), "128-bit security"),
+        (CkksParams(8192, (60, 60), 40), ">= 3 primes"),
+        (CkksParams(8192, (60, 30, 60), 40), "middle primes"),
+    ],
+)
+def test_invalid_parameters_are_refused(params: CkksParams, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        params.validate()
+
+
+def test_dropouts_clip_range_and_byte_counts(context: CkksContext) -> None:
+    inputs = {a: np.full(10, float(i)) for i, a in enumerate("abcd")}
+    summation = CkksSummation("abcd", secret_context=context, clip_range=(-5.0, 5.0))
+    result = summation.sum(inputs, round_id=3, dropouts=DropoutSchedule({"a": "upload", "b": "download"}))
+
+    assert result.contributors == ("b", "c", "d") and result.dropped == ("a", "b")
+    assert np.allclose(result.total, 1 + 2 + 3, atol=1e-6)
+    assert set(result.bytes_down) == {"c", "d"} and min(result.bytes_up.values()) > 10 * 4
+    with pytest.raises(SecureAggregationError, match="clip range"):
+        summation.sum({"a": np.full(10, 6.0), "b": np.zeros(10)}, round_id=4)
+    with pytest.raises(ConfigError, match="dropout phases"):
+        summation.sum(inputs, round_id=5, dropouts=DropoutSchedule({"a": "unmask"}))
+    with pytest.raises(ConfigError, match="headroom"):
+        CkksSummation("ab", secret_context=context, clip_range=(-1e6, 1e6))
+
+
+def test_factory_builds_each_mode_and_rejects_bad_options(context: CkksContext) -> None:
+    ids = ["a", "b", "c"]
+    inputs = {a: np.linspace(-1, 1, 6) * (i + 1) for i, a in enumerate(ids)}
+    plain = make_summation("none", ids).sum(inputs, round_id=0).total
+
+    assert isinstance(make_summation("none", ids), PlainSummation)
+    ckks = make_summation("ckks", ids, secret_context=context)
+    assert ckks.mode == "ckks" and np.allclose(ckks.sum(inputs, round_id=0).total, plain, atol=1e-6)
+    for mode in ("secagg", "secagg+"):
+        masked = make_summation(mode, ids, clip_range=(-4.0, 4.0), seed=1)
+        assert masked.mode == mode and np.allclose(masked.sum(inputs, round_id=0).total, plain, atol=1e-4)
+    with pytest.raises(ConfigError, match="clip_range"):
+        make_summation("secagg", ids)
+    with pytest.raises(ConfigError, match="does not take"):
+        make_summation("ckks", ids, threshold=2)
+    with pytest.raises(ConfigError, match="unknown secure mode"):
+        make_summation("rot13", ids)
