@@ -95,23 +95,33 @@ def test_bundles_hold_only_what_each_machine_needs(key_set: Path, tmp_path: Path
     assert main(["keys", "check", "--keys", str(tmp_path / "bob")]) == 0
 
 
+KEY = "artists/alice/client.key"
+
+
 @pytest.mark.parametrize(
-    "relative, donor, error, message",
+    "relative, donor, named, error, message",
     [
-        ("artists/alice/client.key", "ca.crt", ConfigError, "expected a PEM private key"),
-        ("artists/alice/identity.key", "artists/alice/client.key", ConfigError, "Ed25519"),
-        ("ckks-secret.ctx", "ckks-public.ctx", SecureAggregationError, "lacks the CKKS secret key"),
-        ("artists/alice/client.key", "artists/bob/client.key", SecureAggregationError, "does not match"),
-        ("artists/alice/client.crt", "artists/bob/client.crt", SecureAggregationError, "not to artist 'alice'"),
+        (KEY, "ca.crt", KEY, ConfigError, "expected a PEM private key, found a PEM 'CERTIFICATE' block"),
+        ("artists/alice/identity.key", KEY, "artists/alice/identity.key", ConfigError, "expected an Ed25519"),
+        ("ckks-secret.ctx", "ckks-public.ctx", "ckks-secret.ctx", SecureAggregationError, "lacks the CKKS secret key"),
+        (KEY, "artists/bob/client.key", KEY, SecureAggregationError, "does not match the certificate"),
+        ("artists/alice/client.crt", "artists/bob/client.crt", KEY, SecureAggregationError, "does not match the certificate"),
     ],
 )
 def test_wrong_or_mismatched_file_is_refused_naming_it(
-    scratch: Path, relative: str, donor: str, error: type[Exception], message: str
+    scratch: Path, relative: str, donor: str, named: str, error: type[Exception], message: str
 ) -> None:
     _replace(scratch, relative, (scratch / donor).read_bytes())
     with pytest.raises(error, match=message) as caught:
         keystore.load_artist_keys(scratch, "alice")
-    assert relative in str(caught.value)
+    assert str(caught.value).startswith(f"{scratch / named}: ")
+
+
+def test_another_artists_certificate_and_key_are_refused(scratch: Path) -> None:
+    for name in ("client.crt", "client.key"):
+        _replace(scratch, f"artists/alice/{name}", (scratch / f"artists/bob/{name}").read_bytes())
+    with pytest.raises(SecureAggregationError, match=r"alice/client.crt: issued to CN=\['bob'\]"):
+        keystore.load_artist_keys(scratch, "alice")
 
 
 def test_certificate_of_another_ca_is_refused(scratch: Path, tmp_path: Path) -> None:

@@ -89,43 +89,49 @@ def test_server_context_holds_no_secret_key(context: CkksContext) -> None:
     assert public.fingerprint == context.fingerprint
     assert len(public.serialize()) < 1024  # parameters only: no public, Galois or relinearisation keys
     with pytest.raises(SecureAggregationError, match="secret key"):
-        CkksAggregator(context)
+        CkksAggregator(context, 8)
     with pytest.raises(SecureAggregationError, match="secret"):
         EncryptedVector.load(public, ciphertext).decrypt()
     with pytest.raises(SecureAggregationError, match="secret"):
         encrypt(public, np.ones(8))
-    aggregate = CkksAggregator(public).aggregate([EncryptedVector.load(public, ciphertext)] * 3)
-    assert np.allclose(EncryptedVector.load(context, aggregate.serialize()).decrypt(), 3.0, atol=1e-6)
+    server = CkksAggregator(public, 8)
+    for artist in "abc":
+        server.add(ciphertext, what=artist)
+    assert server.count == 3
+    assert np.allclose(EncryptedVector.load(context, server.result().serialize()).decrypt(), 3.0, atol=1e-6)
+    with pytest.raises(SecureAggregationError, match="mix weighted"):
+        server.add(ciphertext, what="d", weight=2.0)
 
 
 def test_ciphertext_of_other_parameters_or_keys_is_rejected(context: CkksContext) -> None:
     foreign = CkksContext.generate(CkksParams(8192, (50, 30, 50), 30))
     other_keys = CkksContext.generate()
-    server = CkksAggregator(context.public())
+    server = CkksAggregator(context.public(), 8)
     foreign_bytes = encrypt(foreign, np.ones(8)).serialize()
 
     with pytest.raises(SecureAggregationError, match="fingerprint"):
-        server.load(foreign_bytes, length=8, what="upload")
+        server.add(foreign_bytes, what="upload")
     with pytest.raises(SecureAggregationError, match="fingerprint"):
-        server.load(encrypt(other_keys, np.ones(8)).serialize(), length=8, what="upload")
+        server.add(encrypt(other_keys, np.ones(8)).serialize(), what="upload")
     # a forged fingerprint does not help: TenSEAL refuses the foreign ciphertext itself
     forged = foreign_bytes[:5] + context.fingerprint + foreign_bytes[5 + 32 :]
     with pytest.raises(SecureAggregationError, match="TenSEAL rejected"):
-        server.load(forged, length=8, what="upload")
+        server.add(forged, what="upload")
 
 
 def test_malformed_ciphertexts_are_rejected(context: CkksContext) -> None:
-    server = CkksAggregator(context.public())
+    server = CkksAggregator(context.public(), 8)
     data = encrypt(context, np.ones(8)).serialize()
 
     with pytest.raises(SecureAggregationError, match="length 8, expected 9"):
-        server.load(data, length=9, what="upload")
+        CkksAggregator(context.public(), 9).add(data, what="upload")
     with pytest.raises(SecureAggregationError, match="truncated"):
-        server.load(data[:-10], length=8, what="upload")
+        server.add(data[:-10], what="upload")
     with pytest.raises(SecureAggregationError, match="trailing"):
-        server.load(data + b"\0", length=8, what="upload")
+        server.add(data + b"\0", what="upload")
     with pytest.raises(SecureAggregationError, match="magic"):
-        server.load(b"XXXX" + data[4:], length=8, what="upload")
+        server.add(b"XXXX" + data[4:], what="upload")
+    assert server.count == 0
 
 
 def test_context_serialisation_round_trip_and_tampered_header(context: CkksContext) -> None:

@@ -51,7 +51,9 @@ def quantised_sum(summation: MaskedSummation, inputs: Mapping[str, np.ndarray], 
     return codec.dequantize(sum(codec.quantize(inputs[a]) for a in who))
 
 
-def assert_exact_sum(summation: MaskedSummation, inputs: Mapping[str, np.ndarray], total: np.ndarray, who: Sequence[str]) -> None:
+def assert_exact_sum(
+    summation: MaskedSummation, inputs: Mapping[str, np.ndarray], total: np.ndarray, who: Sequence[str]
+) -> None:
     np.testing.assert_array_equal(total, quantised_sum(summation, inputs, who))
     float_sum = np.sum([inputs[a] for a in who], axis=0)
     assert np.max(np.abs(total - float_sum)) <= summation.codec.sum_error_bound(len(who))
@@ -107,7 +109,8 @@ def rounds(draw: st.DrawFn, mode: str) -> tuple[MaskedSummation, dict[str, np.nd
     ids = artist_ids(n)
     leavers = draw(st.lists(st.sampled_from(ids), unique=True, max_size=holders - threshold + 1))  # <= one too many
     drops = {a: draw(st.sampled_from(DROPOUT_PHASES)) for a in leavers}
-    summation = MaskedSummation(mode, clip_range=CLIP, max_clients=16, threshold=threshold, degree=degree, seed=draw(st.integers(0, 2**32)))
+    seed = draw(st.integers(0, 2**32))
+    summation = MaskedSummation(mode, clip_range=CLIP, max_clients=16, threshold=threshold, degree=degree, seed=seed)
     return summation, random_inputs(n, d, seed=draw(st.integers(0, 2**32))), drops
 
 
@@ -254,7 +257,8 @@ def test_badly_signed_advertisement_is_refused_by_the_server(summation, inputs, 
         if signature == "zero":
             forged = bytes(64)
         else:
-            forged = sign_advertisement(Ed25519PrivateKey.generate(), 7, message.sender, message.enc_public, message.mask_public)
+            impostor = Ed25519PrivateKey.generate()
+            forged = sign_advertisement(impostor, 7, message.sender, message.enc_public, message.mask_public)
         return (dataclasses.replace(message, signature=forged),)
 
     record = run_with(summation, inputs, tamper(AdvertiseKeys, "artist-01", resign))
@@ -291,6 +295,7 @@ def test_duplicate_messages_are_refused_without_harm(summation, inputs) -> None:
     record = run_with(summation, inputs, duplicate)
     assert rejected(record, "server", "duplicate MaskedInput from 'artist-00'")
     assert rejected(record, "artist-00", "refusing KeyRoster in phase 'masked_input'")
+    assert rejected(record, "artist-00", "refusing UnmaskRequest in phase 'done'")  # one answer per round
     assert_completed_without(record, summation, inputs, set())
 
 
@@ -388,6 +393,12 @@ def test_harary_graph_is_regular_symmetric_and_seed_determined(n: int) -> None:
     assert all(a in graph[b] for a in ids for b in graph[a])
     assert graph == harary_graph(ids, default_degree(n), b"seed")
     assert graph != harary_graph(ids, default_degree(n), b"other seed")
+
+
+def test_secagg_plus_threshold_is_relative_to_the_neighbourhood() -> None:
+    plus = MaskedSummation("secagg+", clip_range=CLIP, max_clients=64, threshold=2 / 3, seed=1)
+    server, _ = plus.prepare(artist_ids(50), round_id=1, vector_length=4)
+    assert server.config.threshold == math.ceil(2 / 3 * (12 + 1))
 
 
 def test_secagg_plus_per_artist_cost_grows_with_log_n() -> None:

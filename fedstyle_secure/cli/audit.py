@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from fedstyle_secure.cli.output import render_table
 from fedstyle_secure.errors import ConfigError, PrivacyError
 from fedstyle_secure.privacy.audit import DEFAULT_TOLERANCE, AuditResult, LoadedReport, audit_reports
 from fedstyle_secure.privacy.jsonio import read_json
@@ -91,11 +92,11 @@ def _number(value: float | None) -> str:
 
 
 def format_table(result: AuditResult) -> str:
-    """Fixed-width table, one row per report, followed by every finding."""
+    """One row per report, followed by every finding and a verdict."""
     rows = [
         (
             report.artist_id or "?",
-            "-" if report.round_id is None else str(report.round_id),
+            "-" if report.round_id is None else report.round_id,
             report.accountant or "-",
             _number(report.claimed_epsilon),
             _number(report.recomputed_rdp),
@@ -104,9 +105,7 @@ def format_table(result: AuditResult) -> str:
         )
         for report in result.reports
     ]
-    widths = [max(len(cell) for cell in column) for column in zip(TABLE_COLUMNS, *rows)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [TABLE_COLUMNS, *rows]]
     findings = [f"{report.source}: [{f.code}] {f.message}" for report in result.reports for f in report.findings]
     verdict = "clean" if result.clean else f"{len(findings)} finding(s)"
     footer = f"privacy unit: one artwork (record-level); epsilons at each report's delta; {verdict}"
-    return "\n".join([*lines, "", *findings, *([""] if findings else []), footer])
+    return "\n\n".join(part for part in (render_table(TABLE_COLUMNS, rows), "\n".join(findings), footer) if part)

@@ -103,11 +103,11 @@ def _artist_ids(args: argparse.Namespace) -> list[str]:
 
 
 def run_init(args: argparse.Namespace) -> int:
-    params = CkksParams(
-        poly_modulus_degree=args.ckks_degree,
-        coeff_mod_bit_sizes=tuple(int(bits) for bits in _split_ids(args.ckks_primes)),
-        scale_bits=args.ckks_scale_bits,
-    )
+    try:
+        primes = tuple(int(bits) for bits in _split_ids(args.ckks_primes))
+    except ValueError as exc:
+        raise ConfigError(f"--ckks-primes must be comma-separated bit sizes, got {args.ckks_primes!r}") from exc
+    params = CkksParams(poly_modulus_degree=args.ckks_degree, coeff_mod_bit_sizes=primes, scale_bits=args.ckks_scale_bits)
     files = keystore.generate_key_files(
         _artist_ids(args),
         server_hosts=tuple(args.server_host or keystore.DEFAULT_SERVER_HOSTS),

@@ -162,8 +162,8 @@ class BudgetLedger:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BudgetLedger:
-        if data.get("format") != LEDGER_FORMAT:
-            raise PrivacyError(f"not a privacy ledger: format is {data.get('format')!r}, expected {LEDGER_FORMAT!r}")
+        if not isinstance(data, Mapping) or data.get("format") != LEDGER_FORMAT:
+            raise PrivacyError(f"not a privacy ledger (expected a JSON object with format {LEDGER_FORMAT!r})")
         try:
             return cls(
                 budget=PrivacyBudget.from_dict(data["budget"]),

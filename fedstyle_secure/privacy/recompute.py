@@ -16,18 +16,27 @@ sound upper bounds: RDP (improved conversion, dp_accounting's default orders) an
 from __future__ import annotations
 
 from collections import Counter
+from functools import lru_cache
 from typing import Iterable
 
 import dp_accounting
 from dp_accounting import pld, rdp
 
 from fedstyle_secure.errors import PrivacyError
-from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mechanism, non_poisson_groups
+from fedstyle_secure.privacy.mechanisms import (
+    DpSgdSteps,
+    GaussianRelease,
+    History,
+    Mechanism,
+    non_poisson_groups,
+)
 
 NEIGHBORING_RELATION = dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
 
 #: Privacy-loss discretisation of the PLD accountant (dp_accounting's default; pessimistic rounding).
 PLD_DISCRETIZATION = 1e-4
+
+_CACHE_SIZE = 1024
 
 
 def mechanism_event(mechanism: Mechanism) -> dp_accounting.DpEvent:
@@ -59,7 +68,7 @@ def history_event(history: Iterable[Mechanism]) -> dp_accounting.ComposedDpEvent
     )
 
 
-def _epsilon(accountant: dp_accounting.PrivacyAccountant, history: Iterable[Mechanism], delta: float) -> float:
+def _epsilon(accountant: dp_accounting.PrivacyAccountant, history: History, delta: float) -> float:
     if not (0.0 < delta < 1.0):
         raise PrivacyError(f"delta must be in (0, 1), got {delta!r}")
     accountant.compose(history_event(history))
@@ -68,11 +77,23 @@ def _epsilon(accountant: dp_accounting.PrivacyAccountant, history: Iterable[Mech
 
 def recompute_epsilon_rdp(history: Iterable[Mechanism], delta: float) -> float:
     """Epsilon at ``delta`` from ``dp_accounting.rdp.RdpAccountant`` (sound, looser than PLD)."""
-    return _epsilon(rdp.RdpAccountant(neighboring_relation=NEIGHBORING_RELATION), history, delta)
+    return _rdp_epsilon(tuple(history), delta)
 
 
 def recompute_epsilon_pld(history: Iterable[Mechanism], delta: float) -> float:
     """Epsilon at ``delta`` from ``dp_accounting.pld.PLDAccountant`` (sound, tight)."""
+    return _pld_epsilon(tuple(history), delta)
+
+
+# Pure functions of immutable records: memoised, since an audit of many reports (and repeated
+# audits of one directory) recomputes the same histories; PLD costs ~0.1-0.3 s per event type.
+@lru_cache(maxsize=_CACHE_SIZE)
+def _rdp_epsilon(history: History, delta: float) -> float:
+    return _epsilon(rdp.RdpAccountant(neighboring_relation=NEIGHBORING_RELATION), history, delta)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _pld_epsilon(history: History, delta: float) -> float:
     accountant = pld.PLDAccountant(
         neighboring_relation=NEIGHBORING_RELATION, value_discretization_interval=PLD_DISCRETIZATION
     )

@@ -9,7 +9,6 @@ Single writer per reports directory is assumed (the manifest update is read-modi
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -18,23 +17,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.privacy.jsonio import read_json, write_json_atomic
 from fedstyle_secure.privacy.reports import key_fingerprint, public_key_to_text
+from fedstyle_secure.secure import pki
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "fedstyle-report-keys/1"
 REPORT_GLOB = "round-*.json"
-ARTIST_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def _checked_artist_id(artist_id: str) -> str:
-    if not isinstance(artist_id, str) or not ARTIST_ID_PATTERN.fullmatch(artist_id):
-        raise PrivacyError(
-            f"artist id {artist_id!r} is not a safe file name (letters, digits, '.', '_', '-'; max 128)"
-        )
-    return artist_id
 
 
 def report_path(reports_dir: Path, artist_id: str, round_id: int) -> Path:
-    return Path(reports_dir) / _checked_artist_id(artist_id) / f"round-{round_id:04d}.json"
+    return Path(reports_dir) / pki.validate_subject_id(artist_id) / f"round-{round_id:04d}.json"
 
 
 def write_report(reports_dir: Path, report: Mapping[str, Any]) -> Path:
@@ -64,7 +55,7 @@ def register_public_key(reports_dir: Path, artist_id: str, public_key: Ed25519Pu
     path = Path(reports_dir) / MANIFEST_NAME
     manifest = load_manifest(path) if path.exists() else empty_manifest()
     entry = {"public_key": public_key_to_text(public_key), "fingerprint": key_fingerprint(public_key)}
-    existing = manifest["artists"].get(_checked_artist_id(artist_id))
+    existing = manifest["artists"].get(pki.validate_subject_id(artist_id))
     if existing is not None and existing.get("fingerprint") != entry["fingerprint"]:
         raise PrivacyError(
             f"artist {artist_id!r} is already registered in {path} with key {existing.get('fingerprint')}; "

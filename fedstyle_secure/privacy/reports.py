@@ -15,9 +15,7 @@ checks by independent recomputation.
 from __future__ import annotations
 
 import base64
-import binascii
 import copy
-import hashlib
 import json
 from importlib import metadata
 from typing import Any, Iterable, Mapping
@@ -26,10 +24,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from fedstyle_secure.errors import PrivacyError
+from fedstyle_secure.errors import FedStyleError, PrivacyError
 from fedstyle_secure.privacy.accounting import compute_epsilon
 from fedstyle_secure.privacy.budget import BudgetLedger, utc_now_iso
 from fedstyle_secure.privacy.mechanisms import history_to_list
+from fedstyle_secure.secure import pki
 
 REPORT_FORMAT = "fedstyle-epsilon-report/1"
 PRIVACY_UNIT = "one artwork (record-level)"
@@ -99,31 +98,26 @@ def signed_payload(report: Mapping[str, Any]) -> bytes:
     return canonical_json({key: value for key, value in report.items() if key != SIGNATURE_FIELD})
 
 
-def public_key_bytes(public_key: Ed25519PublicKey) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
 def public_key_to_text(public_key: Ed25519PublicKey) -> str:
-    """Raw 32-byte public key, base64-encoded (the manifest format)."""
-    return base64.b64encode(public_key_bytes(public_key)).decode("ascii")
+    """Raw 32-byte public key, base64-encoded (the reports manifest format)."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode("ascii")
 
 
 def public_key_from_text(text: str) -> Ed25519PublicKey:
-    """Parse a PEM (SubjectPublicKeyInfo) or raw-base64 Ed25519 public key; fails closed."""
+    """Parse a PEM (as in the key set's ``identity/<artist>.pub``) or raw-base64 Ed25519 public
+    key; raises :class:`PrivacyError` on anything else (fail closed)."""
     try:
         if text.lstrip().startswith("-----BEGIN"):
-            key = serialization.load_pem_public_key(text.encode("ascii"))
-            if not isinstance(key, Ed25519PublicKey):
-                raise PrivacyError(f"PEM public key is {type(key).__name__}, not Ed25519")
-            return key
+            return pki.load_identity_public_key_pem(text.encode("ascii"), "report signing key")
         return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
-    except (ValueError, binascii.Error, UnicodeEncodeError) as exc:
+    except (FedStyleError, ValueError, UnicodeEncodeError) as exc:  # binascii.Error is a ValueError
         raise PrivacyError(f"not an Ed25519 public key (PEM or base64 of 32 raw bytes): {exc}") from exc
 
 
 def key_fingerprint(public_key: Ed25519PublicKey) -> str:
-    """``sha256:<hex>`` of the raw public key bytes."""
-    return "sha256:" + hashlib.sha256(public_key_bytes(public_key)).hexdigest()
+    """``sha256:<hex>`` of the raw public key bytes (same digest as the key set's manifest)."""
+    return "sha256:" + pki.identity_fingerprint(public_key)
 
 
 def sign_report(report: Mapping[str, Any], private_key: Ed25519PrivateKey) -> dict[str, Any]:

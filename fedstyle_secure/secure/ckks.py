@@ -32,7 +32,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import tenseal as ts
@@ -49,6 +49,19 @@ FINGERPRINT_BYTES = 32
 #: Largest total coefficient-modulus bit count per ring degree for 128-bit classical security
 #: (homomorphicencryption.org standard table, as enforced by Microsoft SEAL).
 MAX_COEFF_BITS_128: dict[int, int] = {4096: 109, 8192: 218, 16384: 438, 32768: 881}
+
+
+def _open(data: bytes, magic: bytes, what: str) -> ByteReader:
+    """A reader positioned after ``magic``; anything else is not a fedstyle CKKS object."""
+    reader = ByteReader(data, what)
+    if reader.take(len(magic)) != magic:
+        raise SecureAggregationError(f"{what}: not a fedstyle CKKS {magic.decode()} object (bad magic)")
+    return reader
+
+
+def _check_version(version: object, what: str) -> None:
+    if version != FORMAT_VERSION:
+        raise SecureAggregationError(f"{what}: unsupported format version {version}")
 
 
 @dataclass(frozen=True)
@@ -189,9 +202,7 @@ class CkksContext:
     @classmethod
     def load(cls, data: bytes, *, what: str = "CKKS context") -> CkksContext:
         """Parse :meth:`serialize` output; fail closed on any inconsistency."""
-        reader = ByteReader(data, what)
-        if reader.take(len(CONTEXT_MAGIC)) != CONTEXT_MAGIC:
-            raise SecureAggregationError(f"{what}: not a fedstyle CKKS context (bad magic)")
+        reader = _open(data, CONTEXT_MAGIC, what)
         header_size = reader.u32()
         try:
             header = json.loads(reader.take(header_size))
@@ -201,8 +212,7 @@ class CkksContext:
             version = header["version"]
         except (ValueError, KeyError, TypeError, ConfigError) as exc:
             raise SecureAggregationError(f"{what}: malformed header: {exc}") from exc
-        if version != FORMAT_VERSION:
-            raise SecureAggregationError(f"{what}: unsupported format version {version}")
+        _check_version(version, what)
         raw = reader.take(len(data) - len(CONTEXT_MAGIC) - 4 - header_size)
         try:
             context = ts.context_from(raw)
@@ -249,9 +259,12 @@ class EncryptedVector:
         self.chunks = list(chunks)
         self.length = length
 
-    def __add__(self, other: EncryptedVector) -> EncryptedVector:
+    def add_(self, other: EncryptedVector) -> EncryptedVector:
+        """Add ``other`` in place (TenSEAL cannot copy a ciphertext without the secret key); returns self."""
         self.check_compatible(other)
-        return EncryptedVector(self.context, [a + b for a, b in zip(self.chunks, other.chunks)], self.length)
+        for acc, chunk in zip(self.chunks, other.chunks):
+            acc.add_(chunk)
+        return self
 
     def scaled(self, weight: float) -> EncryptedVector:
         """Multiply by a plaintext scalar (consumes one modulus level)."""
@@ -276,12 +289,8 @@ class EncryptedVector:
     @classmethod
     def load(cls, context: CkksContext, data: bytes, *, length: int | None = None, what: str = "ciphertext") -> EncryptedVector:
         """Parse a serialised vector, rejecting other contexts, wrong lengths and corrupt chunks."""
-        reader = ByteReader(data, what)
-        if reader.take(len(VECTOR_MAGIC)) != VECTOR_MAGIC:
-            raise SecureAggregationError(f"{what}: not a fedstyle CKKS ciphertext (bad magic)")
-        version = reader.u8()
-        if version != FORMAT_VERSION:
-            raise SecureAggregationError(f"{what}: unsupported format version {version}")
+        reader = _open(data, VECTOR_MAGIC, what)
+        _check_version(reader.u8(), what)
         if reader.take(FINGERPRINT_BYTES) != context.fingerprint:
             raise SecureAggregationError(
                 f"{what}: made under different CKKS parameters or another key set (context fingerprint mismatch)"
@@ -326,33 +335,39 @@ def encrypt(context: CkksContext, vector: np.ndarray) -> EncryptedVector:
     return EncryptedVector(context, chunks, values.size)
 
 
+def require_public(context: CkksContext) -> CkksContext:
+    """Refuse a server-side context that holds the secret key (fail closed)."""
+    if context.has_secret_key:
+        raise SecureAggregationError("the server's CKKS context holds the secret key; give the server only the public context")
+    return context
+
+
 class CkksAggregator:
-    """Server side: adds (optionally weighted) encrypted vectors while holding no secret key."""
+    """Server side of one summation: absorbs serialised ciphertexts as they arrive, without the secret key.
 
-    def __init__(self, context: CkksContext) -> None:
-        if context.has_secret_key:
-            raise SecureAggregationError(
-                "the server's CKKS context holds the secret key; give the server only the public context"
-            )
-        self.context = context
+    Contributions are either all unweighted or all weighted by a plaintext scalar (a weight
+    consumes a modulus level, and ciphertexts of different levels cannot be added).
+    """
 
-    def load(self, data: bytes, *, length: int, what: str) -> EncryptedVector:
-        return EncryptedVector.load(self.context, data, length=length, what=what)
+    def __init__(self, context: CkksContext, length: int) -> None:
+        self.context = require_public(context)
+        self.length = length
+        self.count = 0
+        self._total: EncryptedVector | None = None
+        self._weighted: bool | None = None
 
-    def aggregate(self, vectors: Iterable[EncryptedVector], weights: Sequence[float] | None = None) -> EncryptedVector:
-        """Sum of the vectors, each first multiplied by its plaintext weight when ``weights`` is given."""
-        items = list(vectors)
-        if not items:
+    def add(self, data: bytes, *, what: str, weight: float | None = None) -> None:
+        """Parse and check one contribution, then add it (times ``weight`` if given) to the running sum."""
+        vector = EncryptedVector.load(self.context, data, length=self.length, what=what)
+        if self._weighted is not None and self._weighted != (weight is not None):
+            raise SecureAggregationError(f"{what}: cannot mix weighted and unweighted contributions")
+        self._weighted = weight is not None
+        if weight is not None:
+            vector = vector.scaled(weight)
+        self._total = vector if self._total is None else self._total.add_(vector)
+        self.count += 1
+
+    def result(self) -> EncryptedVector:
+        if self._total is None:
             raise SecureAggregationError("nothing to aggregate")
-        if weights is not None:
-            if len(weights) != len(items):
-                raise SecureAggregationError(f"{len(weights)} weights for {len(items)} encrypted vectors")
-            items = [vector.scaled(weight) for vector, weight in zip(items, weights)]
-        if len(items) == 1:
-            return items[0]
-        total = items[0] + items[1]  # a fresh object (TenSEAL's copy() needs the secret key)
-        for vector in items[2:]:
-            total.check_compatible(vector)
-            for acc, chunk in zip(total.chunks, vector.chunks):
-                acc.add_(chunk)
-        return total
+        return self._total

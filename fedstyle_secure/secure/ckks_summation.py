@@ -22,7 +22,7 @@ import numpy as np
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.secure.api import AggregationResult, DropoutSchedule
-from fedstyle_secure.secure.ckks import CkksAggregator, CkksContext, CkksParams, EncryptedVector, encrypt
+from fedstyle_secure.secure.ckks import CkksAggregator, CkksContext, CkksParams, EncryptedVector, encrypt, require_public
 
 CKKS_DROPOUT_PHASES: tuple[str, ...] = ("upload", "download")
 
@@ -83,8 +83,8 @@ class CkksSummation:
             raise SecureAggregationError("the artists' CKKS context has no secret key")
         if params is not None and params != self._secret.params:
             raise ConfigError(f"CKKS params {params} differ from the given secret context's {self._secret.params}")
-        self._server = CkksAggregator(server_context or self._secret.public())
-        if self._server.context.fingerprint != self._secret.fingerprint:
+        self._server_context = require_public(server_context or self._secret.public())
+        if self._server_context.fingerprint != self._secret.fingerprint:
             raise SecureAggregationError("server and artist CKKS contexts come from different key sets")
         self.value_bound = _value_bound(clip_range, max_clients or len(self.artist_ids or ()), self.params)
         self.clip_range = clip_range
@@ -113,16 +113,9 @@ class CkksSummation:
         self._check_ranges({a: inputs[a] for a in uploaders}, weights, round_id)
         length = int(np.asarray(inputs[uploaders[0]]).size)
 
-        artist_seconds: dict[str, float] = {}
-        uploads: dict[str, bytes] = {}
-        for artist in uploaders:
-            started = time.perf_counter()
-            uploads[artist] = encrypt(self._secret, inputs[artist]).serialize()
-            artist_seconds[artist] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        aggregate = self._aggregate(uploads, length=length, weights=weights, round_id=round_id)
-        server_seconds = time.perf_counter() - started
+        aggregate, bytes_up, artist_seconds, server_seconds = self._encrypt_and_sum(
+            {a: inputs[a] for a in uploaders}, length, weights, round_id
+        )
 
         # Every receiver runs this identical decryption; the simulation runs it once and
         # charges its time to each receiver.
@@ -136,24 +129,33 @@ class CkksSummation:
             total=total,
             contributors=tuple(uploaders),
             dropped=tuple(sorted(drops)),
-            bytes_up={a: len(uploads[a]) for a in uploaders},
+            bytes_up=bytes_up,
             bytes_down={a: len(aggregate) for a in receivers},
         )
 
-    def _aggregate(
-        self, uploads: Mapping[str, bytes], *, length: int, weights: Mapping[str, float] | None, round_id: int
-    ) -> bytes:
-        """Server half: parse, (weight,) add, serialise -- without the secret key."""
-        artists = sorted(uploads)
-        vectors = [
-            self._server.load(uploads[a], length=length, what=f"round {round_id} ciphertext of {a!r}") for a in artists
-        ]
-        if weights is not None:
-            missing = sorted(set(artists) - set(weights))
-            if missing:
-                raise SecureAggregationError(f"round {round_id}: no weight for {missing}")
-            return self._server.aggregate(vectors, [weights[a] for a in artists]).serialize()
-        return self._server.aggregate(vectors).serialize()
+    def _encrypt_and_sum(
+        self, inputs: Mapping[str, np.ndarray], length: int, weights: Mapping[str, float] | None, round_id: int
+    ) -> tuple[bytes, dict[str, int], dict[str, float], float]:
+        """Artists encrypt, the server adds each upload as it arrives; returns the serialised aggregate,
+        bytes sent per artist, artist seconds and server seconds."""
+        if weights is not None and set(inputs) - set(weights):
+            raise SecureAggregationError(f"round {round_id}: no weight for {sorted(set(inputs) - set(weights))}")
+        server = CkksAggregator(self._server_context, length)
+        artist_seconds: dict[str, float] = {}
+        bytes_up: dict[str, int] = {}
+        server_seconds = 0.0
+        for artist, vector in inputs.items():
+            started = time.perf_counter()
+            upload = encrypt(self._secret, vector).serialize()
+            artist_seconds[artist] = time.perf_counter() - started
+            bytes_up[artist] = len(upload)
+            started = time.perf_counter()
+            weight = None if weights is None else weights[artist]
+            server.add(upload, what=f"round {round_id} ciphertext of {artist!r}", weight=weight)
+            server_seconds += time.perf_counter() - started
+        started = time.perf_counter()
+        aggregate = server.result().serialize()
+        return aggregate, bytes_up, artist_seconds, server_seconds + time.perf_counter() - started
 
     def _check_dropouts(self, dropouts: DropoutSchedule | None, round_id: int) -> dict[str, str]:
         drops = dict(dropouts.drops) if dropouts else {}

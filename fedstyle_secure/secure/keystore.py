@@ -261,32 +261,38 @@ def _load(keys_dir: Path, manifest: Mapping[str, object], relative: str, parse: 
 # --------------------------------------------------------------------------- loading
 
 
-@dataclass(frozen=True)
-class ArtistKeys:
-    """What one artist's machine holds."""
+@dataclass(frozen=True, kw_only=True)
+class MachineKeys:
+    """What every machine of a deployment holds: its TLS identity, the trust anchor, peers' identity keys, CKKS."""
+
+    artists: tuple[str, ...]
+    ca_certificate: x509.Certificate
+    certificate: x509.Certificate
+    private_key: ec.EllipticCurvePrivateKey
+    identity_public_keys: Mapping[str, Ed25519PublicKey]
+    ckks: CkksContext
+    manifest: Mapping[str, object] = field(repr=False)
+
+    def tls_pem(self) -> tuple[bytes, bytes, bytes]:
+        """``(CA certificate, own certificate, own private key)`` as PEM, as gRPC credentials take them."""
+        return (
+            pki.certificate_pem(self.ca_certificate),
+            pki.certificate_pem(self.certificate),
+            pki.private_key_pem(self.private_key),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerKeys(MachineKeys):
+    """The server's machine: its ``ckks`` context holds no secret key; no artist private key is present."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArtistKeys(MachineKeys):
+    """One artist's machine: ``ckks`` is the shared secret context; ``identity_key`` signs its messages."""
 
     artist_id: str
-    artists: tuple[str, ...]
-    ca_certificate: x509.Certificate
-    certificate: x509.Certificate
-    private_key: ec.EllipticCurvePrivateKey
     identity_key: Ed25519PrivateKey
-    identity_public_keys: Mapping[str, Ed25519PublicKey]
-    ckks: CkksContext
-    manifest: Mapping[str, object] = field(repr=False)
-
-
-@dataclass(frozen=True)
-class ServerKeys:
-    """What the server's machine holds (no CKKS secret key, no artist private key)."""
-
-    artists: tuple[str, ...]
-    ca_certificate: x509.Certificate
-    certificate: x509.Certificate
-    private_key: ec.EllipticCurvePrivateKey
-    identity_public_keys: Mapping[str, Ed25519PublicKey]
-    ckks: CkksContext
-    manifest: Mapping[str, object] = field(repr=False)
 
 
 def load_artist_keys(keys_dir: Path, artist_id: str | None = None, *, now: dt.datetime | None = None) -> ArtistKeys:
@@ -296,39 +302,36 @@ def load_artist_keys(keys_dir: Path, artist_id: str | None = None, *, now: dt.da
     artist_id = artist_id or _bundle_owner(manifest, "artist", keys_dir)
     if artist_id not in manifest["artists"]:
         raise ConfigError(f"artist {artist_id!r} is not in {keys_dir / MANIFEST} (artists: {manifest['artists']})")
-    ca = _load_ca(keys_dir, manifest, now)
     cert_path, key_path = client_cert_path(pki.Role.ARTIST, artist_id), client_key_path(pki.Role.ARTIST, artist_id)
-    certificate, private_key = _load_tls_pair(keys_dir, manifest, cert_path, key_path, ca, now)
-    pki.verify_client_identity(certificate, pki.Role.ARTIST, artist_id, str(keys_dir / cert_path))
+    common = _load_machine(keys_dir, manifest, cert_path, key_path, CKKS_SECRET, now)
+    pki.verify_client_identity(common.certificate, pki.Role.ARTIST, artist_id, str(keys_dir / cert_path))
     identity_key = _load(keys_dir, manifest, identity_key_path(artist_id), pki.load_identity_private_key_pem)
     _check_identity(manifest, artist_id, identity_key.public_key(), keys_dir / identity_key_path(artist_id))
-    ckks = _load_ckks(keys_dir, manifest, CKKS_SECRET, secret=True)
-    return ArtistKeys(
-        artist_id=artist_id,
-        artists=tuple(manifest["artists"]),
-        ca_certificate=ca,
-        certificate=certificate,
-        private_key=private_key,
-        identity_key=identity_key,
-        identity_public_keys=_load_identity_publics(keys_dir, manifest),
-        ckks=ckks,
-        manifest=manifest,
-    )
+    return ArtistKeys(**vars(common), artist_id=artist_id, identity_key=identity_key)
 
 
 def load_server_keys(keys_dir: Path, *, now: dt.datetime | None = None) -> ServerKeys:
     """Load and validate a server bundle (or the server's files of a full key set)."""
     keys_dir = Path(keys_dir)
     manifest = load_manifest(keys_dir)
+    return ServerKeys(**vars(_load_machine(keys_dir, manifest, SERVER_CERT, SERVER_KEY, CKKS_PUBLIC, now)))
+
+
+def _load_machine(
+    keys_dir: Path, manifest: Mapping[str, object], cert_path: str, key_path: str, ckks_path: str, now: dt.datetime | None
+) -> MachineKeys:
     ca = _load_ca(keys_dir, manifest, now)
-    certificate, private_key = _load_tls_pair(keys_dir, manifest, SERVER_CERT, SERVER_KEY, ca, now)
-    return ServerKeys(
-        artists=tuple(manifest["artists"]),
+    certificate = _load(keys_dir, manifest, cert_path, pki.load_certificate_pem)
+    private_key = _load(keys_dir, manifest, key_path, pki.load_tls_private_key_pem)
+    pki.verify_certificate(certificate, ca, str(keys_dir / cert_path), now=now)
+    pki.verify_key_matches(certificate, private_key, str(keys_dir / key_path))
+    return MachineKeys(
+        artists=tuple(manifest["artists"]),  # type: ignore[call-overload]
         ca_certificate=ca,
         certificate=certificate,
         private_key=private_key,
         identity_public_keys=_load_identity_publics(keys_dir, manifest),
-        ckks=_load_ckks(keys_dir, manifest, CKKS_PUBLIC, secret=False),
+        ckks=_load_ckks(keys_dir, manifest, ckks_path, secret=ckks_path == CKKS_SECRET),
         manifest=manifest,
     )
 
@@ -346,21 +349,6 @@ def _load_ca(keys_dir: Path, manifest: Mapping[str, object], now: dt.datetime | 
         raise SecureAggregationError(f"{keys_dir / CA_CERT}: not the CA named in {keys_dir / MANIFEST}")
     pki.verify_validity(ca, str(keys_dir / CA_CERT), now=now)
     return ca
-
-
-def _load_tls_pair(
-    keys_dir: Path,
-    manifest: Mapping[str, object],
-    cert_path: str,
-    key_path: str,
-    ca: x509.Certificate,
-    now: dt.datetime | None,
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    certificate = _load(keys_dir, manifest, cert_path, pki.load_certificate_pem)
-    private_key = _load(keys_dir, manifest, key_path, pki.load_tls_private_key_pem)
-    pki.verify_certificate(certificate, ca, str(keys_dir / cert_path), now=now)
-    pki.verify_key_matches(certificate, private_key, str(keys_dir / key_path))
-    return certificate, private_key
 
 
 def _check_identity(manifest: Mapping[str, object], artist_id: str, public_key: Ed25519PublicKey, path: Path) -> None:

@@ -121,7 +121,12 @@ class MaskingArtist:
             raise self._fail(f"no identity public key for {sorted(missing)}")
         for advert in roster.adverts:
             verify_advertisement(
-                self._identity_publics[advert.sender], rid, advert.sender, advert.enc_public, advert.mask_public, advert.signature
+                self._identity_publics[advert.sender],
+                rid,
+                advert.sender,
+                advert.enc_public,
+                advert.mask_public,
+                advert.signature,
             )
         holders = sorted(senders | {self.artist_id})
         if len(holders) < self.config.threshold:
@@ -132,13 +137,15 @@ class MaskingArtist:
         peers = {a.sender: a for a in roster.adverts}
         sealed, inbound = [], {}
         for holder, key_share, seed_share in zip(holders, key_shares, seed_shares):
-            plaintext = encode_share_plaintext(key_share.value_bytes(), seed_share.value_bytes())
             if holder == self.artist_id:
-                self._held[holder] = decode_share_plaintext(plaintext)
+                own = (key_share.value_bytes(), seed_share.value_bytes())
                 continue
-            outbound, inbound[holder] = share_ciphers(self._enc_key, peers[holder].enc_public, rid, self.artist_id, holder)
+            plaintext = encode_share_plaintext(key_share.value_bytes(), seed_share.value_bytes())
+            outbound, inbound[holder] = share_ciphers(
+                self._enc_key, peers[holder].enc_public, rid, self.artist_id, holder
+            )
             sealed.append((holder, seal(outbound, plaintext, share_associated_data(rid, self.artist_id, holder))))
-        self._peers, self._inbound = peers, inbound
+        self._peers, self._inbound, self._held = peers, inbound, {self.artist_id: own}
         self.phase = Phase.MASKED_INPUT
         return ShareKeys(rid, self.artist_id, tuple(sealed))
 
@@ -158,7 +165,8 @@ class MaskingArtist:
         held = {}
         for sender, sealed in delivery.sealed:
             what = f"artist {self.artist_id!r}: share from {sender!r}"
-            plaintext = open_sealed(self._inbound[sender], sealed, share_associated_data(rid, sender, self.artist_id), what)
+            associated = share_associated_data(rid, sender, self.artist_id)
+            plaintext = open_sealed(self._inbound[sender], sealed, associated, what)
             held[sender] = decode_share_plaintext(plaintext)
         masks = MaskGenerator(self.config.vector_length)
         masks.add_into(words, self._self_seed, +1)
@@ -179,7 +187,9 @@ class MaskingArtist:
             raise self._fail(f"refusing to unmask: {sorted(both)} listed as both survivor and dropped "
                              "(revealing both masks would expose their inputs)")
         if self.artist_id in dropped or self.artist_id not in survivors:
-            raise self._fail("refusing to unmask: the request lists me as dropped, but I sent my masked input")
+            raise self._fail(
+                "refusing to unmask: the request does not list me as a survivor, but I sent my masked input"
+            )
         unknown = (survivors | dropped) - set(self._held)
         if unknown:
             raise self._fail(f"refusing to unmask: I hold no shares of {sorted(unknown)}")

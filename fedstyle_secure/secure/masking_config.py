@@ -38,7 +38,9 @@ class Phase(str, enum.Enum):
     ABORTED = "aborted"
 
 
-DROPOUT_PHASES: tuple[str, ...] = tuple(p.value for p in (Phase.ADVERTISE, Phase.SHARE, Phase.MASKED_INPUT, Phase.UNMASK))
+DROPOUT_PHASES: tuple[str, ...] = tuple(
+    p.value for p in (Phase.ADVERTISE, Phase.SHARE, Phase.MASKED_INPUT, Phase.UNMASK)
+)
 
 
 def resolve_threshold(threshold: float | int, holders: int) -> int:
@@ -84,6 +86,8 @@ class RoundConfig:
     _holders: Mapping[str, tuple[str, ...]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if not 0 <= self.round_id < 2**64:
+            raise ConfigError(f"round id must fit in 64 unsigned bits, got {self.round_id}")
         if list(self.roster) != sorted(set(self.roster)):
             raise ConfigError("roster must be sorted and free of duplicates")
         if len(self.roster) > self.codec.max_clients:

@@ -82,7 +82,8 @@ def _hkdf(secret: bytes, info: bytes) -> bytes:
 def pairwise_mask_seed(own_mask_key: X25519PrivateKey, peer_mask_public: bytes, round_id: int, a: str, b: str) -> bytes:
     """The 32-byte seed of the mask shared by artists ``a`` and ``b`` (symmetric in a, b)."""
     low, high = sorted((a, b))
-    return _hkdf(_agree(own_mask_key, peer_mask_public), _MASK_SEED_TAG + pack_u64(round_id) + pack_id(low) + pack_id(high))
+    info = _MASK_SEED_TAG + pack_u64(round_id) + pack_id(low) + pack_id(high)
+    return _hkdf(_agree(own_mask_key, peer_mask_public), info)
 
 
 def share_associated_data(round_id: int, sender: str, receiver: str) -> bytes:

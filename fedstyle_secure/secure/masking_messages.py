@@ -175,23 +175,17 @@ class AdvertiseKeys(_FromArtist):
     mask_public: bytes
     signature: bytes
 
-    def _fields(self) -> bytes:
+    def _body(self) -> bytes:
         return (
             _pack_fixed(self.enc_public, PUBLIC_KEY_BYTES, "encryption public key")
             + _pack_fixed(self.mask_public, PUBLIC_KEY_BYTES, "masking public key")
             + _pack_fixed(self.signature, SIGNATURE_BYTES, "signature")
         )
 
-    def _body(self) -> bytes:
-        return self._fields()
-
-    @classmethod
-    def _read_fields(cls, reader: ByteReader, round_id: int, sender: str) -> "AdvertiseKeys":
-        return cls(round_id, sender, reader.take(PUBLIC_KEY_BYTES), reader.take(PUBLIC_KEY_BYTES), reader.take(SIGNATURE_BYTES))
-
     @classmethod
     def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> "AdvertiseKeys":
-        return cls._read_fields(reader, round_id, artist)
+        enc_public, mask_public = reader.take(PUBLIC_KEY_BYTES), reader.take(PUBLIC_KEY_BYTES)
+        return cls(round_id, artist, enc_public, mask_public, reader.take(SIGNATURE_BYTES))
 
 
 @dataclass(frozen=True)
@@ -204,11 +198,11 @@ class KeyRoster(_ToArtist):
     adverts: tuple[AdvertiseKeys, ...]
 
     def _body(self) -> bytes:
-        return _pack_count(self.adverts) + b"".join(pack_id(a.sender) + a._fields() for a in self.adverts)
+        return _pack_count(self.adverts) + b"".join(pack_id(a.sender) + a._body() for a in self.adverts)
 
     @classmethod
     def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> "KeyRoster":
-        adverts = tuple(AdvertiseKeys._read_fields(reader, round_id, reader.identifier()) for _ in range(reader.u16()))
+        adverts = tuple(AdvertiseKeys._parse_body(reader, round_id, reader.identifier()) for _ in range(reader.u16()))
         return cls(round_id, artist, adverts)
 
 
@@ -307,7 +301,8 @@ class UnmaskResponse(_FromArtist):
 
 Message = Union[AdvertiseKeys, KeyRoster, ShareKeys, ShareDelivery, MaskedInput, UnmaskRequest, UnmaskResponse]
 _BY_KIND: dict[int, type] = {
-    cls.KIND: cls for cls in (AdvertiseKeys, KeyRoster, ShareKeys, ShareDelivery, MaskedInput, UnmaskRequest, UnmaskResponse)
+    cls.KIND: cls
+    for cls in (AdvertiseKeys, KeyRoster, ShareKeys, ShareDelivery, MaskedInput, UnmaskRequest, UnmaskResponse)
 }
 
 

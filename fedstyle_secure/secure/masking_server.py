@@ -112,7 +112,9 @@ class MaskingServer:
             raise self._error(f"unexpected message type {kind}")
         phase, seen, accept = self._accept[type(message)]
         if message.round_id != self.config.round_id:
-            raise self._error(f"refusing {kind} of round {message.round_id} from {message.sender!r} (replayed or misrouted)")
+            raise self._error(
+                f"refusing {kind} of round {message.round_id} from {message.sender!r} (replayed or misrouted)"
+            )
         if message.sender not in self.config.share_x:
             raise self._error(f"refusing {kind} from {message.sender!r}, who is not in the roster")
         if self.phase is not phase:

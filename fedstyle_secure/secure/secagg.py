@@ -20,7 +20,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.secure.api import AggregationResult, DropoutSchedule
 from fedstyle_secure.secure.fixedpoint import FixedPointCodec
-from fedstyle_secure.secure.masking import DROPOUT_PHASES, MASKING_MODES, MaskingArtist, MaskingOutcome, MaskingServer, Phase, RoundConfig
+from fedstyle_secure.secure.masking import (
+    DROPOUT_PHASES,
+    MASKING_MODES,
+    MaskingArtist,
+    MaskingOutcome,
+    MaskingServer,
+    Phase,
+    RoundConfig,
+)
 from fedstyle_secure.secure.masking_messages import Message, parse_message
 
 Intercept = Callable[[Message], Sequence[Message]]
@@ -79,7 +87,11 @@ class InProcessRound:
         steps: list[tuple[Phase, Callable[[], Mapping[str, Message | None]], Callable]] = [
             (Phase.ADVERTISE, lambda: dict.fromkeys(self.alive), lambda artist, _: artist.advertise_keys()),
             (Phase.SHARE, self.server.close_advertise, lambda artist, m: artist.share_keys(m)),
-            (Phase.MASKED_INPUT, self.server.close_shares, lambda artist, m: artist.masked_input(m, inputs[artist.artist_id])),
+            (
+                Phase.MASKED_INPUT,
+                self.server.close_shares,
+                lambda artist, m: artist.masked_input(m, inputs[artist.artist_id]),
+            ),
             (Phase.UNMASK, self.server.close_masked_inputs, lambda artist, m: artist.unmask(m)),
         ]
         for phase, close_previous, respond in steps:

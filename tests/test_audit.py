@@ -1,0 +1,210 @@
+"""`fedstyle audit`: findings of the analytical audit and the command's exit status."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from fedstyle_secure.cli.main import COMMAND_MODULES, main
+from fedstyle_secure.privacy.audit import LoadedReport, audit_reports
+from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
+from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease
+from fedstyle_secure.privacy.recompute import recompute_epsilon_pld
+from fedstyle_secure.privacy.report_store import load_manifest, register_public_key, report_path, write_report
+from fedstyle_secure.privacy.reports import build_report, sign_report
+
+KEYS = {artist: Ed25519PrivateKey.generate() for artist in ("alice", "bob")}
+ROUNDS = 3
+
+
+def round_mechanisms(round_id: int) -> list[DpSgdSteps | GaussianRelease]:
+    return [
+        DpSgdSteps(sample_rate=0.05, noise_multiplier=2.0, steps=60, clip_norm=1.0, round_id=round_id),
+        GaussianRelease(sensitivity=0.5, sigma=3.0, round_id=round_id, what="style-prototype"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def clean_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Reports of two artists over three rounds, each signed with its key in manifest.json."""
+    root = tmp_path_factory.mktemp("reports")
+    for artist, key in KEYS.items():
+        register_public_key(root, artist, key.public_key())
+        ledger = BudgetLedger(PrivacyBudget(epsilon=6.0, delta=1e-5), dataset_size=500)
+        for round_id in range(ROUNDS):
+            ledger.record(round_mechanisms(round_id))
+            write_report(root, sign_report(build_report(ledger, artist_id=artist, round_id=round_id), key))
+    return root
+
+
+@pytest.fixture
+def reports(clean_dir: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(clean_dir, tmp_path / "reports"))
+
+
+def edit(reports: Path, artist: str, round_id: int, change: Callable[[dict], Any], key: Ed25519PrivateKey | None) -> None:
+    """Apply ``change`` to a stored report, re-signing it with ``key`` (None: leave the old signature)."""
+    path = report_path(reports, artist, round_id)
+    report = json.loads(path.read_text())
+    change(report)
+    if key is not None:
+        report = sign_report({k: v for k, v in report.items() if k != "signature"}, key)
+    path.write_text(json.dumps(report))
+
+
+def run_audit(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    status = main(["audit", *args])
+    return status, capsys.readouterr().out
+
+
+def audit_json(reports: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
+    status, out = run_audit(str(reports), "--json", capsys=capsys)
+    return status, json.loads(out)
+
+
+def codes(result: dict, artist: str, round_id: int) -> set[str]:
+    (row,) = [r for r in result["reports"] if r["artist_id"] == artist and r["round"] == round_id]
+    return {finding["code"] for finding in row["findings"]}
+
+
+def test_audit_is_a_registered_command() -> None:
+    assert "audit" in COMMAND_MODULES
+
+
+def test_clean_reports_pass_with_exit_status_0(reports: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out = run_audit(str(reports), capsys=capsys)
+    assert status == 0
+    assert out.splitlines()[0].split()[:3] == ["artist", "round", "accountant"]
+    assert out.count(" ok") == 2 * ROUNDS and "one artwork (record-level)" in out and "clean" in out
+
+
+def test_json_output_parses_and_carries_both_recomputations(reports: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, result = audit_json(reports, capsys)
+    assert status == 0 and result["clean"] is True and len(result["reports"]) == 2 * ROUNDS
+    for row in result["reports"]:
+        assert row["status"] == "ok"
+        assert row["recomputed_pld"] <= row["claimed_epsilon"] < row["recomputed_rdp"]
+
+
+def test_single_report_file_finds_the_manifest_two_levels_up(reports: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out = run_audit(str(report_path(reports, "bob", 1)), capsys=capsys)
+    assert status == 0 and "bob" in out and "alice" not in out
+
+
+def test_tampered_field_is_flagged(reports: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(reports, "alice", 1, lambda r: r["mechanisms"][0].update(noise_multiplier=2.5), key=None)
+    status, out = run_audit(str(reports), capsys=capsys)
+    assert status == 1 and "invalid_signature" in out and "altered or forged" in out
+
+
+def test_claim_below_the_independent_recomputation_is_flagged(reports: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(reports, "bob", 2, lambda r: r["epsilon"].update(prv=r["epsilon"]["prv"] * 0.95), key=KEYS["bob"])
+    status, result = audit_json(reports, capsys)
+    assert status == 1
+    assert codes(result, "bob", 2) == {"claim_below_recomputed"}
+    assert codes(result, "bob", 1) == set()
+
+
+def test_decreasing_epsilon_is_flagged(reports: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(reports, "alice", 1, lambda r: r["epsilon"].update(prv=5.5), key=KEYS["alice"])  # over-claiming is sound
+    status, result = audit_json(reports, capsys)
+    assert status == 1
+    assert codes(result, "alice", 1) == set()
+    assert codes(result, "alice", 2) == {"epsilon_decreasing"}
+
+
+def test_missing_signature_wrong_key_and_unknown_key_are_flagged(reports: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(reports, "alice", 0, lambda r: r.pop("signature"), key=None)
+    edit(reports, "alice", 1, lambda r: None, key=KEYS["bob"])
+    manifest = load_manifest(reports / "manifest.json")
+    del manifest["artists"]["bob"]
+    (reports / "manifest.json").write_text(json.dumps(manifest))
+    status, result = audit_json(reports, capsys)
+    assert status == 1
+    assert codes(result, "alice", 0) == {"missing_signature"}
+    assert codes(result, "alice", 1) == {"invalid_signature"}
+    assert all(codes(result, "bob", r) == {"key_not_in_manifest"} for r in range(ROUNDS))
+
+
+def test_sampler_mismatch_unknown_accountant_and_over_budget_are_flagged(
+    reports: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for round_id in range(ROUNDS):  # a consistent history, so only the sampler is at fault
+        edit(reports, "alice", round_id, lambda r: r["mechanisms"][0].update(sampler="shuffle"), key=KEYS["alice"])
+    edit(reports, "bob", 0, lambda r: r.update(accountant="moments", epsilon={"moments": 0.1}), key=KEYS["bob"])
+    edit(reports, "bob", 2, lambda r: r["budget"].update(epsilon=1.0), key=KEYS["bob"])
+    status, result = audit_json(reports, capsys)
+    assert status == 1
+    assert codes(result, "alice", 0) == {"sampler_mismatch"}
+    assert codes(result, "bob", 0) == {"unknown_accountant"}
+    assert codes(result, "bob", 2) == {"over_budget", "budget_changed"}
+
+
+def test_unreadable_file_is_a_schema_finding(reports: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report_path(reports, "alice", 7).write_text("{not json")
+    status, out = run_audit(str(reports), capsys=capsys)
+    assert status == 1 and "schema_error" in out
+
+
+@pytest.mark.parametrize("args", [["/nonexistent/reports"], ["--tolerance", "1.5", "."]])
+def test_usage_errors_exit_with_status_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", *args]) == 2
+    assert "fedstyle: error:" in capsys.readouterr().err
+
+
+def test_directory_without_reports_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", str(tmp_path)]) == 2
+    assert "no report files" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- pure audit logic
+
+
+@pytest.fixture(scope="module")
+def dp_sgd_report(clean_dir: Path) -> dict:
+    """Signed report whose history is 1000 steps at q=0.01, sigma=1 (PLD 1.83, RDP 2.10, GDP 1.62)."""
+    ledger = BudgetLedger(PrivacyBudget(epsilon=3.0, delta=1e-5), dataset_size=500, accountant="prv")
+    ledger.record([DpSgdSteps(sample_rate=0.01, noise_multiplier=1.0, steps=1000, clip_norm=1.0, round_id=0)])
+    return build_report(ledger, artist_id="alice", round_id=0, accountants=["rdp", "gdp"])
+
+
+def audit_claims(report: dict, tolerance: float = 0.01, **claims: float) -> set[str]:
+    report = copy.deepcopy(report)
+    report["epsilon"].update(claims)
+    manifest = {"artists": {"alice": {"public_key": "unused"}}}
+    (audit,) = audit_reports([LoadedReport("mem", sign_report(report, KEYS["alice"]))], manifest, tolerance).reports
+    return {f.code for f in audit.findings if f.code != "invalid_signature"}
+
+
+def test_each_accountant_is_held_to_its_reference(dp_sgd_report: dict) -> None:
+    pld = recompute_epsilon_pld([DpSgdSteps(0.01, 1.0, 1000, 1.0, 0)], 1e-5)
+    # Honest report: prv >= PLD and rdp == RDP pass; gdp's CLT value underestimates and is flagged.
+    assert audit_claims(dp_sgd_report) == {"claim_below_recomputed"}
+    assert audit_claims(dp_sgd_report, gdp=pld) == set()
+    # An rdp claim must reach RDP, not merely the tighter PLD value.
+    assert audit_claims(dp_sgd_report, gdp=pld, rdp=pld) == {"claim_below_recomputed"}
+
+
+def test_tolerance_bounds_how_far_below_the_reference_a_claim_may_be(dp_sgd_report: dict) -> None:
+    pld = recompute_epsilon_pld([DpSgdSteps(0.01, 1.0, 1000, 1.0, 0)], 1e-5)
+    claims = {"prv": 0.995 * pld, "gdp": pld}
+    assert audit_claims(dp_sgd_report, **claims) == set()
+    assert audit_claims(dp_sgd_report, tolerance=0.0, **claims) == {"claim_below_recomputed"}
+
+
+def test_duplicate_round_and_rewritten_history_are_flagged(clean_dir: Path) -> None:
+    loaded = [LoadedReport(str(p), json.loads(p.read_text())) for p in sorted((clean_dir / "bob").iterdir())]
+    duplicate = LoadedReport("copy", loaded[0].data)
+    rewritten = copy.deepcopy(loaded[2].data)
+    rewritten["mechanisms"][1]["what"] = "renamed"
+    manifest = load_manifest(clean_dir / "manifest.json")
+    result = audit_reports([*loaded[:2], duplicate, LoadedReport("rewritten", rewritten)], manifest)
+    by_source = {audit.source: {f.code for f in audit.findings} for audit in result.reports}
+    assert by_source["copy"] == {"duplicate_round"}
+    assert by_source["rewritten"] == {"invalid_signature", "history_rewritten"}

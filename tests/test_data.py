@@ -1,0 +1,75 @@
+"""Image folders, bad input and the deterministic split."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fedstyle_secure.data.images import decode_image, load_image_folder
+from fedstyle_secure.data.split import split_per_artist
+from fedstyle_secure.data.synth import generate_artworks, write_synthetic_folder
+from fedstyle_secure.errors import ConfigError, DataError
+
+
+def _write_images(folder, n, size=(40, 30), colour=(200, 10, 10)):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.new("RGB", size, colour).save(folder / f"{i}.png")
+
+
+def test_split_is_deterministic_and_per_artist():
+    labels = np.repeat(np.arange(3), 10)
+    artists = ("a", "b", "c")
+    s1 = split_per_artist(labels, artists, 0.4, seed=7)
+    s2 = split_per_artist(labels, artists, 0.4, seed=7)
+    assert np.array_equal(s1.train, s2.train) and np.array_equal(s1.query, s2.query)
+    assert len(s1.query) == 12 and len(set(s1.train) & set(s1.query)) == 0
+    assert np.all(np.bincount(labels[s1.query]) == 4)
+    s3 = split_per_artist(labels, artists, 0.4, seed=8)
+    assert not np.array_equal(s1.query, s3.query)
+    # removing artist "c" does not change a's and b's split
+    s4 = split_per_artist(labels[:20], artists[:2], 0.4, seed=7)
+    assert np.array_equal(s4.query, s1.query[s1.query < 20])
+
+
+def test_split_rejects_bad_fraction():
+    with pytest.raises(ConfigError, match="query-fraction"):
+        split_per_artist(np.zeros(4, dtype=int), ("a",), 1.0)
+
+
+def test_corrupt_and_empty_images_are_skipped_and_counted(tmp_path, caplog):
+    _write_images(tmp_path / "alice", 3)
+    _write_images(tmp_path / "bob", 2, colour=(0, 0, 200))
+    (tmp_path / "bob" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    (tmp_path / "bob" / "empty.png").write_bytes(b"")
+    _write_images(tmp_path / "carol", 1)  # too few to split -> artist skipped
+    (tmp_path / "dave").mkdir()  # empty folder -> artist skipped
+    artworks, report = load_image_folder(tmp_path, size=32)
+    assert artworks.artists == ("alice", "bob")
+    assert len(artworks) == 5 and artworks.images.shape == (5, 32, 32, 3)
+    assert sorted(p.split("/")[-1] for p, _ in report.skipped) == ["broken.jpg", "empty.png"]
+    assert {p.split("/")[-1] for p, _ in report.skipped_artists} == {"carol", "dave"}
+    assert "broken.jpg" in caplog.text
+
+
+def test_unusable_folders_raise_clear_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_image_folder(tmp_path / "missing")
+    with pytest.raises(DataError, match="no artist sub-folders"):
+        load_image_folder(tmp_path)
+    _write_images(tmp_path / "only", 3)
+    with pytest.raises(DataError, match="1 usable artist"):
+        load_image_folder(tmp_path)
+    bad = tmp_path / "x.png"
+    bad.write_bytes(b"\x89PNG garbage")
+    with pytest.raises(DataError, match="cannot decode"):
+        decode_image(bad)
+
+
+def test_synthetic_generation_is_deterministic_and_folder_loads(tmp_path):
+    _, a, la = generate_artworks(3, 2, seed=5, size=64)
+    _, b, lb = generate_artworks(3, 2, seed=5, size=64)
+    _, c, _ = generate_artworks(3, 2, seed=6, size=64)
+    assert np.array_equal(a, b) and np.array_equal(la, lb) and not np.array_equal(a, c)
+    assert write_synthetic_folder(tmp_path, 3, 2, seed=1, size=64) == 6
+    artworks, report = load_image_folder(tmp_path, size=64)
+    assert len(artworks.artists) == 3 and len(artworks) == 6 and not report.skipped
