@@ -37,11 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--manifest",
         type=Path,
+        metavar="FILE",
         help=f"key manifest (default: {MANIFEST_NAME} in the given directories or above the given files)",
     )
     parser.add_argument(
         "--tolerance",
         type=float,
+        metavar="T",
         default=DEFAULT_TOLERANCE,
         help="flag a claim below recomputed * (1 - TOLERANCE) (default: %(default)s)",
     )

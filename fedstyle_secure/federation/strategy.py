@@ -90,13 +90,22 @@ def initial_state(n_artists: int, embedding_dim: int, params: np.ndarray | None)
     )
 
 
+# Every value a client adds to a round sum lies in this range (model parameters, unit-norm
+# embeddings, weights); the masking codec needs a declared range and rejects values outside it.
+CONTRIBUTION_RANGE: tuple[float, float] = (-8.0, 8.0)
+# Per-client feature means and mean squares of the frozen style statistics lie in this range.
+FEATURE_MOMENT_RANGE: tuple[float, float] = (-1024.0, 1024.0)
+
+
 def client_contribution(
     spec: AlgorithmSpec, params: np.ndarray | None, weight: float, public_embeddings: np.ndarray | None
 ) -> dict[str, np.ndarray]:
     """The named arrays one client adds to the round's secure sum.
 
-    ``weight`` is the client's averaging weight (its number of training artworks); parameters are
-    sent pre-multiplied by it so that the server needs only the sums.
+    ``weight`` is the client's averaging weight; parameters are sent pre-multiplied by it so that
+    the server needs only the sums.  The project uses weight 1 for every client: each artist's
+    style counts equally whatever the size of their portfolio, the portfolio size is not
+    disclosed, and every summed value stays inside :data:`CONTRIBUTION_RANGE`.
     """
     out: dict[str, np.ndarray] = {}
     if spec.averages_parameters:
@@ -130,3 +139,19 @@ def publish_prototypes(state: ServerState, artist_rows: np.ndarray, prototypes: 
     """Store prototypes that artists published (rows ``artist_rows`` of the table)."""
     state.prototypes[artist_rows] = normalise_rows(prototypes)
     state.known[artist_rows] = True
+
+
+def feature_moments(features: np.ndarray) -> dict[str, np.ndarray]:
+    """A client's contribution to the federated input standardisation: its per-feature mean
+    and mean square over its private artworks ``(n, F)``, and a client count of 1."""
+    x = features.astype(np.float64)
+    return {"feature_mean": x.mean(axis=0), "feature_sq_mean": (x * x).mean(axis=0), "clients": np.array([1.0])}
+
+
+def standardisation_from_sums(sums: dict[str, np.ndarray], floor: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std ``(F,)`` of the client-weighted mixture of the clients' feature distributions,
+    from the *sums* of :func:`feature_moments` (std floored at ``floor``)."""
+    n = float(sums["clients"][0])
+    mean = sums["feature_mean"] / n
+    var = np.maximum(sums["feature_sq_mean"] / n - mean * mean, 0.0)
+    return mean.astype(np.float32), np.maximum(np.sqrt(var), floor).astype(np.float32)

@@ -26,8 +26,9 @@ class EncoderConfig:
 
 
 def make_model(config: EncoderConfig, bank: InputBank, public: InputBank, n_classes: int | None = None) -> StyleModel:
-    """A freshly initialised model (seed torch first).  Frozen-feature heads are standardised
-    with statistics of the *public* inputs, which are the same for every party and private to none."""
+    """A freshly initialised model (seed torch first).  Frozen-feature heads start standardised
+    with statistics of the *public* inputs; the simulator and the server replace them with the
+    federation's securely aggregated statistics in a set-up round."""
     if config.backbone == "scratch":
         encoder: nn.Module = ScratchStyleCNN(out_dim=config.embedding_dim)
     else:

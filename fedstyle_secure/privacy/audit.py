@@ -26,8 +26,9 @@ of 1 % absorbs discretisation differences between the libraries (measured: < 0.6
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.privacy.accounting import ACCOUNTANTS
@@ -53,6 +54,7 @@ SAMPLER_MISMATCH = "sampler_mismatch"
 DELTA_TOO_LARGE = "delta_too_large"
 OVER_BUDGET = "over_budget"
 CLAIM_BELOW_RECOMPUTED = "claim_below_recomputed"
+RECOMPUTATION_FAILED = "recomputation_failed"
 DUPLICATE_ROUND = "duplicate_round"
 EPSILON_DECREASING = "epsilon_decreasing"
 HISTORY_REWRITTEN = "history_rewritten"
@@ -128,6 +130,9 @@ class AuditResult:
         }
 
 
+_Entry = tuple[ReportAudit, Mapping[str, Any]]
+
+
 def audit_reports(
     reports: Sequence[LoadedReport],
     manifest: Mapping[str, Any] | None,
@@ -138,9 +143,14 @@ def audit_reports(
         raise PrivacyError(f"audit tolerance must be in [0, 1), got {tolerance!r}")
     keys = (manifest or {}).get("artists", {})
     audits = [_audit_one(report, keys, tolerance) for report in reports]
-    valid = [(audit, report.data) for audit, report in zip(audits, reports) if audit.round_id is not None]
-    for artist in sorted({audit.artist_id for audit, _ in valid}):
-        _check_sequence(sorted((pair for pair in valid if pair[0].artist_id == artist), key=lambda p: p[0].round_id))
+    by_artist: dict[str, list[_Entry]] = defaultdict(list)
+    for audit, loaded in zip(audits, reports):
+        if audit.round_id is not None:  # schema-valid, so its fields can be compared
+            by_artist[audit.artist_id].append((audit, loaded.data))
+    for entries in by_artist.values():
+        ordered = sorted(entries, key=lambda entry: entry[0].round_id)
+        for earlier, later in zip(ordered, ordered[1:]):
+            _compare_rounds(earlier, later)
     return AuditResult(tuple(audits), tolerance)
 
 
@@ -205,8 +215,12 @@ def _check_recomputation(audit: ReportAudit, report: Mapping[str, Any], history:
         )
         return
     delta = report["delta"]
-    audit.recomputed_rdp = recompute_epsilon_rdp(history, delta)
-    audit.recomputed_pld = recompute_epsilon_pld(history, delta)
+    try:
+        audit.recomputed_rdp = recompute_epsilon_rdp(history, delta)
+        audit.recomputed_pld = recompute_epsilon_pld(history, delta)
+    except (ValueError, ArithmeticError) as exc:  # dp_accounting on degenerate parameters
+        audit.flag(RECOMPUTATION_FAILED, f"dp_accounting could not recompute epsilon: {exc!r}")
+        return
     references = {"rdp": audit.recomputed_rdp, "pld": audit.recomputed_pld}
     for name, claimed in report["epsilon"].items():
         if name not in REFERENCE_RECOMPUTATION:
@@ -221,18 +235,8 @@ def _check_recomputation(audit: ReportAudit, report: Mapping[str, Any], history:
             )
 
 
-def _check_sequence(rounds: Iterable[tuple[ReportAudit, Mapping[str, Any]]]) -> None:
-    """Cross-round checks for one artist's reports, sorted by round."""
-    previous: tuple[ReportAudit, Mapping[str, Any]] | None = None
-    for audit, report in rounds:
-        if previous is not None:
-            _compare_rounds(previous, (audit, report))
-        previous = (audit, report)
-
-
-def _compare_rounds(
-    earlier: tuple[ReportAudit, Mapping[str, Any]], later: tuple[ReportAudit, Mapping[str, Any]]
-) -> None:
+def _compare_rounds(earlier: _Entry, later: _Entry) -> None:
+    """Checks between consecutive reports of one artist (sorted by round)."""
     (first, old), (audit, new) = earlier, later
     if first.round_id == audit.round_id:
         audit.flag(DUPLICATE_ROUND, f"round {audit.round_id} of {audit.artist_id!r} is also reported by {first.source}")

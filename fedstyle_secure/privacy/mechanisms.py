@@ -40,8 +40,12 @@ def _require(condition: bool, message: str) -> None:
         raise PrivacyError(message)
 
 
-def _positive_finite(value: float) -> bool:
-    return math.isfinite(value) and value > 0
+def _require_positive(what: str, value: float) -> None:
+    _require(math.isfinite(value) and value > 0, f"{what} must be a positive finite number, got {value!r}")
+
+
+def _require_integer(what: str, value: int, minimum: int) -> None:
+    _require(isinstance(value, int) and value >= minimum, f"{what} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -64,13 +68,10 @@ class DpSgdSteps:
 
     def __post_init__(self) -> None:
         _require(0.0 < self.sample_rate <= 1.0, f"DP-SGD sample_rate must be in (0, 1], got {self.sample_rate!r}")
-        _require(
-            _positive_finite(self.noise_multiplier),
-            f"DP-SGD noise_multiplier must be a positive finite number, got {self.noise_multiplier!r}",
-        )
-        _require(isinstance(self.steps, int) and self.steps >= 1, f"DP-SGD steps must be an integer >= 1, got {self.steps!r}")
-        _require(_positive_finite(self.clip_norm), f"DP-SGD clip_norm must be a positive finite number, got {self.clip_norm!r}")
-        _require(isinstance(self.round_id, int) and self.round_id >= 0, f"round_id must be an integer >= 0, got {self.round_id!r}")
+        _require_positive("DP-SGD noise_multiplier", self.noise_multiplier)
+        _require_integer("DP-SGD steps", self.steps, 1)
+        _require_positive("DP-SGD clip_norm", self.clip_norm)
+        _require_integer("round_id", self.round_id, 0)
         _require(bool(self.sampler), "DP-SGD sampler name must not be empty")
 
     def as_sampled_gaussian(self) -> SampledGaussian:
@@ -114,12 +115,9 @@ class GaussianRelease:
     kind: ClassVar[str] = "gaussian_release"
 
     def __post_init__(self) -> None:
-        _require(
-            _positive_finite(self.sensitivity),
-            f"Gaussian release sensitivity must be a positive finite number, got {self.sensitivity!r}",
-        )
-        _require(_positive_finite(self.sigma), f"Gaussian release sigma must be a positive finite number, got {self.sigma!r}")
-        _require(isinstance(self.round_id, int) and self.round_id >= 0, f"round_id must be an integer >= 0, got {self.round_id!r}")
+        _require_positive("Gaussian release sensitivity", self.sensitivity)
+        _require_positive("Gaussian release sigma", self.sigma)
+        _require_integer("round_id", self.round_id, 0)
         _require(bool(self.what), "Gaussian release must name what it releases ('what' is empty)")
 
     @property

@@ -17,3 +17,17 @@ def summation_for(mode: str, participants: Sequence[str], **options: object) -> 
     from fedstyle_secure.secure.factory import make_summation
 
     return make_summation(mode, list(participants), **options)
+
+
+def summation_factory(mode: str, **options: object):
+    """A ``(participants, value_range) -> SecureSummation`` factory for the simulator (``None``
+    for ``mode == "none"``, meaning plain sums)."""
+    if mode not in SECURE_MODES:
+        raise ConfigError(f"unknown secure mode {mode!r}; choose one of {', '.join(SECURE_MODES)}")
+    if mode == "none":
+        return None
+
+    def build(participants: Sequence[str], value_range: tuple[float, float]) -> SecureSummation:
+        return summation_for(mode, participants, clip_range=value_range, **options)
+
+    return build
