@@ -46,31 +46,41 @@ def _palette_family(rng: np.random.Generator) -> tuple[float, ...]:
     return tuple(float((base + off) % 1.0) for off in rng.normal(0.0, 0.08, size=4))
 
 
-def sample_artist_styles(n_artists: int, seed: int, family_size: int = 3) -> list[ArtistStyle]:
-    """Draw ``n_artists`` styles; every ``family_size`` consecutive artists share a palette family."""
+def sample_artist_styles(n_artists: int, seed: int, family_size: int = 4) -> list[ArtistStyle]:
+    """Draw ``n_artists`` styles in families of ``family_size``.
+
+    Family members share palette, ground texture and main stroke direction and differ only in
+    stroke length, width, curvature, spread and density -- the subtle habits that make the
+    task hard for frozen features.
+    """
     if n_artists < 1:
         raise ValueError(f"n_artists must be >= 1, got {n_artists}")
     rng = np.random.default_rng([seed, 0x5E7])
     styles: list[ArtistStyle] = []
-    family: tuple[float, ...] = ()
+    family: dict[str, object] = {}
     for i in range(n_artists):
         if i % family_size == 0:
-            family = _palette_family(rng)
-        hues = tuple(float((h + rng.normal(0, 0.03)) % 1.0) for h in family)
+            family = {
+                "hues": _palette_family(rng),
+                "saturation": float(rng.uniform(0.4, 0.8)),
+                "value": float(rng.uniform(0.5, 0.85)),
+                "angle": float(rng.uniform(0, math.pi)),
+                "texture": int(rng.integers(3, 10)),
+            }
         styles.append(
             ArtistStyle(
                 name=f"artist_{i:02d}",
-                palette_hues=hues,
-                saturation=float(rng.uniform(0.35, 0.85)),
-                value=float(rng.uniform(0.45, 0.9)),
-                stroke_angle=float(rng.uniform(0, math.pi)),
-                angle_spread=float(rng.uniform(0.1, 0.7)),
-                stroke_length=float(rng.uniform(6, 40)),
-                stroke_width=int(rng.integers(1, 6)),
-                stroke_count=int(rng.integers(150, 600)),
-                texture_scale=int(rng.integers(2, 16)),
-                blur=float(rng.uniform(0.0, 1.2)),
-                curvature=float(rng.uniform(0.0, 0.6)),
+                palette_hues=tuple(float((h + rng.normal(0, 0.02)) % 1.0) for h in family["hues"]),  # type: ignore[union-attr]
+                saturation=float(family["saturation"]) + float(rng.normal(0, 0.04)),
+                value=float(family["value"]) + float(rng.normal(0, 0.04)),
+                stroke_angle=float(family["angle"]) + float(rng.normal(0, 0.25)),
+                angle_spread=float(rng.uniform(0.25, 0.5)),
+                stroke_length=float(rng.uniform(14, 24)),
+                stroke_width=int(rng.integers(2, 4)),
+                stroke_count=int(rng.integers(250, 400)),
+                texture_scale=int(family["texture"]),
+                blur=float(rng.uniform(0.0, 0.4)),
+                curvature=float(rng.uniform(0.0, 0.35)),
             )
         )
     return styles
@@ -99,24 +109,37 @@ def _ground(style: ArtistStyle, rng: np.random.Generator, size: int, hue_shift: 
     return np.clip(ground, 0, 255).astype(np.uint8)
 
 
+def _draw_subject(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -> None:
+    """Content shared by no artist: a few large shapes in random colours (what is painted,
+    as opposed to how), which a style encoder has to learn to look past."""
+    for _ in range(int(rng.integers(1, 4))):
+        x0, y0 = rng.uniform(-0.2, 0.8, size=2) * size
+        w, h = rng.uniform(0.15, 0.6, size=2) * size
+        colour = _hsv_to_rgb255(rng.random(), rng.uniform(0.2, 0.9), rng.uniform(0.3, 1.0))
+        box = (float(x0), float(y0), float(x0 + w), float(y0 + h))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+
+
 def render_artwork(style: ArtistStyle, rng: np.random.Generator, size: int = DEFAULT_SIZE) -> np.ndarray:
     """Render one artwork of ``style`` as a ``(size, size, 3)`` uint8 RGB array."""
     scale = size / DEFAULT_SIZE
-    hue_shift = float(rng.normal(0.0, 0.04))
+    hue_shift = float(rng.normal(0.0, 0.06))
     image = Image.fromarray(_ground(style, rng, size, hue_shift))
     draw = ImageDraw.Draw(image)
+    _draw_subject(draw, rng, size)
     # composition: strokes cluster around a few focal points drawn per artwork
     n_focal = int(rng.integers(1, 4))
     focal = rng.uniform(0.15, 0.85, size=(n_focal, 2)) * size
-    angle_jitter = float(rng.normal(0.0, 0.15))
-    n_strokes = int(style.stroke_count * rng.uniform(0.7, 1.3))
+    angle_jitter = float(rng.normal(0.0, 0.3))
+    length_scale = float(rng.uniform(0.75, 1.25))
+    n_strokes = int(style.stroke_count * rng.uniform(0.5, 1.5))
     for _ in range(n_strokes):
         if rng.random() < 0.6:
             cx, cy = focal[int(rng.integers(n_focal))] + rng.normal(0, size * 0.18, size=2)
         else:
             cx, cy = rng.uniform(0, size, size=2)
         angle = style.stroke_angle + angle_jitter + rng.normal(0.0, style.angle_spread)
-        length = max(2.0, rng.normal(style.stroke_length, style.stroke_length * 0.3)) * scale
+        length = max(2.0, rng.normal(style.stroke_length, style.stroke_length * 0.3)) * scale * length_scale
         hue = style.palette_hues[int(rng.integers(len(style.palette_hues)))] + hue_shift
         colour = _hsv_to_rgb255(
             hue + rng.normal(0, 0.02),
@@ -131,8 +154,9 @@ def render_artwork(style: ArtistStyle, rng: np.random.Generator, size: int = DEF
             cy += math.sin(angle) * length / n_seg
             points.append((float(cx), float(cy)))
         draw.line(points, fill=colour, width=max(1, int(round(style.stroke_width * scale))))
-    if style.blur > 0.05:
-        image = image.filter(ImageFilter.GaussianBlur(radius=style.blur * scale))
+    blur = style.blur + float(rng.uniform(0.0, 0.6))
+    if blur > 0.05:
+        image = image.filter(ImageFilter.GaussianBlur(radius=blur * scale))
     return np.asarray(image, dtype=np.uint8)
 
 

@@ -1,7 +1,6 @@
-"""One artist-side federated client: private data, a model, and the two things it does each
-round -- publish its artists' prototypes and fit locally -- with no transport inside.
-
-The in-process simulator and the gRPC artist process both drive this class.
+"""One artist-side federated client: private data, a model, a privacy ledger, and the two
+things it does each round -- publish its artists' prototypes and fit locally -- with no
+transport inside.  The in-process simulator and the gRPC artist process both drive this class.
 """
 
 from __future__ import annotations
@@ -13,9 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.federation.strategy import AlgorithmSpec, client_contribution, feature_moments
-from fedstyle_secure.models.embed import embed, prototypes_from
+from fedstyle_secure.models.embed import embed, normalise_rows, prototype_sums
 from fedstyle_secure.models.params import get_flat_params, set_flat_params, trainable_parameters
+from fedstyle_secure.privacy.budget import BudgetLedger
+from fedstyle_secure.training.dp import DpPlan
 from fedstyle_secure.training.local import LocalConfig, LocalData, LocalResult, RoundContext, train_local
 
 
@@ -39,7 +41,12 @@ class Publication:
 
 
 class StyleClient:
-    """A federated client holding one or more artists' private training artworks."""
+    """A federated client holding one or more artists' private training artworks.
+
+    With a ``dp`` plan and a ``ledger``, every prototype release is a Gaussian mechanism and
+    every local round is DP-SGD, each checked against the ledger's budget *before* it runs and
+    recorded after; a client whose next round would exceed its budget retires.
+    """
 
     def __init__(
         self,
@@ -51,7 +58,11 @@ class StyleClient:
         public_inputs: torch.Tensor,
         n_artists: int,
         rng: np.random.Generator,
+        dp: DpPlan | None = None,
+        ledger: BudgetLedger | None = None,
     ) -> None:
+        if (dp is None) != (ledger is None):
+            raise PrivacyError(f"{client_id}: a DP plan needs a budget ledger and vice versa")
         self.client_id = client_id
         self.data = data
         self.spec = spec
@@ -60,11 +71,19 @@ class StyleClient:
         self.public_inputs = public_inputs
         self.n_artists = n_artists
         self.rng = rng
+        self.dp = dp
+        self.ledger = ledger
         self.last_result: LocalResult | None = None
+        self.own: Publication | None = None
+        self.retired_reason: str | None = None
 
     @property
     def n_train(self) -> int:
         return len(self.data)
+
+    @property
+    def artists(self) -> np.ndarray:
+        return self.data.artists
 
     def feature_moments(self) -> dict[str, np.ndarray]:
         """This client's contribution to the federated input standardisation (see strategy)."""
@@ -73,33 +92,68 @@ class StyleClient:
     def set_standardisation(self, mean: np.ndarray, std: np.ndarray) -> None:
         self.model.encoder.set_standardisation(torch.from_numpy(mean), torch.from_numpy(std))
 
+    def check_round(self, round_id: int) -> bool:
+        """Whether this round's release and training fit the budget; otherwise retire, saying why."""
+        if self.retired_reason is not None:
+            return False
+        if self.ledger is None or self.dp is None:
+            return True
+        decision = self.ledger.check_can_spend(self.dp.round_mechanisms(round_id, release=self.spec.uses_prototypes))
+        if not decision.allowed:
+            self.retired_reason = f"privacy budget: {decision.reason}"
+        return decision.allowed
+
     def _load_global(self, broadcast: Broadcast) -> None:
         if self.spec.averages_parameters and broadcast.params is not None:
             set_flat_params(self.model, broadcast.params)
 
-    def publish(self, broadcast: Broadcast) -> Publication:
-        """Prototypes of this client's artists, embedded with the model it starts the round from."""
+    def publish(self, broadcast: Broadcast, round_id: int | None = None) -> Publication:
+        """Unit prototypes of this client's artists, from the model it starts the round with.
+
+        Released as the direction of each artist's *sum* of unit embeddings (L2 sensitivity 1
+        per artwork), plus Gaussian noise of std ``dp.release_sigma`` under DP.
+        """
         self._load_global(broadcast)
-        protos, known = prototypes_from(embed(self.model, self.data.bank.originals()), self.data.labels, self.n_artists)
-        rows = np.flatnonzero(known)
-        return Publication(artist_rows=rows, prototypes=protos[rows])
+        sums, counts = prototype_sums(embed(self.model, self.data.bank.originals()), self.data.labels, self.n_artists)
+        rows = np.flatnonzero(counts > 0)
+        released = sums[rows]
+        if self.dp is not None and self.dp.release_sigma is not None and self.ledger is not None:
+            mechanism = self.dp.round_mechanisms(broadcast.round if round_id is None else round_id, train=False)
+            self.ledger.record(mechanism)  # raises PrivacyError (fail closed) if over budget
+            released = released + self.rng.normal(0.0, self.dp.release_sigma, size=released.shape)
+        self.own = Publication(artist_rows=rows, prototypes=normalise_rows(released).astype(np.float32))
+        return self.own
 
     def _context(self, broadcast: Broadcast) -> RoundContext:
         shares = self.spec.shares_prototypes and bool(broadcast.known.any())
+        protos = broadcast.prototypes.copy() if shares else np.zeros_like(broadcast.prototypes)
+        known = broadcast.known.copy() if shares else np.zeros(self.n_artists, dtype=bool)
+        if self.own is not None:
+            protos[self.own.artist_rows] = self.own.prototypes
+            known[self.own.artist_rows] = True
         return RoundContext(
             n_artists=self.n_artists,
-            prototypes=broadcast.prototypes if shares else None,
-            known=broadcast.known if shares else None,
+            prototypes=protos if known.any() else None,
+            known=known if known.any() else None,
             consensus=broadcast.consensus if self.spec.aligns_public else None,
             public=self.public_inputs,
             anchor=[p.detach().clone() for p in trainable_parameters(self.model)] if self.spec.proximal else None,
         )
 
-    def fit(self, broadcast: Broadcast) -> dict[str, np.ndarray]:
+    def fit(self, broadcast: Broadcast, round_id: int | None = None) -> dict[str, np.ndarray]:
         """Train locally from the broadcast; return the named arrays this client adds to the secure sum."""
+        round_id = broadcast.round if round_id is None else round_id
         self._load_global(broadcast)
         ctx = self._context(broadcast)
-        self.last_result = train_local(self.model, self.data, ctx, self.spec.objective, self.config, self.rng)
+        if self.ledger is not None and self.dp is not None:
+            planned = self.dp.round_mechanisms(round_id, release=False)
+            decision = self.ledger.check_can_spend(planned)
+            if not decision.allowed:
+                self.retired_reason = f"privacy budget: {decision.reason}"
+                raise PrivacyError(f"{self.client_id} cannot train round {round_id}: {decision.reason}")
+        self.last_result = train_local(self.model, self.data, ctx, self.spec.objective, self.config, self.rng, self.dp)
+        if self.ledger is not None and self.dp is not None:
+            self.ledger.record(self.dp.round_mechanisms(round_id, release=False))
         return client_contribution(
             self.spec,
             get_flat_params(self.model) if self.spec.averages_parameters else None,

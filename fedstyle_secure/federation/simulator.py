@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -28,7 +29,9 @@ from fedstyle_secure.federation.strategy import (
 )
 from fedstyle_secure.models.factory import EncoderConfig, make_model
 from fedstyle_secure.models.inputs import InputBank
+from fedstyle_secure.federation.reporting import ReportWriter
 from fedstyle_secure.models.params import get_flat_params, set_flat_params
+from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.retrieval.evaluate import evaluate_global, evaluate_personal
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics
 from fedstyle_secure.secure.api import PlainSummation, SecureSummation
@@ -39,6 +42,7 @@ SummationFactory = Callable[[Sequence[str], tuple[float, float]], SecureSummatio
 
 def plain_summation(participants: Sequence[str], value_range: tuple[float, float]) -> SecureSummation:
     return PlainSummation()
+from fedstyle_secure.training.dp import DpConfig, plan_dp
 from fedstyle_secure.training.local import LocalConfig, LocalData
 
 
@@ -52,9 +56,12 @@ class SimulationConfig:
     local: LocalConfig = field(default_factory=LocalConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     secure: str = "none"
+    dp: DpConfig | None = None
 
     def validate(self) -> None:
         algorithm_spec(self.algorithm)
+        if self.dp is not None:
+            self.dp.validate()
         if self.rounds < 1:
             raise ConfigError(f"--rounds must be >= 1, got {self.rounds}")
         if self.local.epochs < 1:
@@ -63,11 +70,15 @@ class SimulationConfig:
 
 @dataclass
 class RoundRecord:
+    """One round.  ``metrics`` use exact (un-noised) prototypes of the current model: a
+    simulation-only monitor; the final metrics use what the artists actually published."""
+
     round: int
     mean_loss: float
     metrics: dict[str, float]
     bytes_up_per_client: float
     seconds: float
+    participants: int = 0
 
 
 @dataclass
@@ -79,6 +90,7 @@ class SimulationResult:
     state: ServerState
     global_model: nn.Module | None
     personal_models: list[nn.Module] | None
+    privacy: dict[str, dict] = field(default_factory=dict)
 
     def history_dicts(self) -> list[dict]:
         return [asdict(r) for r in self.history]
@@ -89,19 +101,28 @@ def make_clients(config: SimulationConfig, data: FederationData, model: nn.Modul
     spec = algorithm_spec(config.algorithm)
     groups = [data.split.train] if spec.pooled else [data.client_train_items(c) for c in range(len(data.clients))]
     public = data.public.originals()
-    return [
-        StyleClient(
-            client_id=f"client-{i:03d}",
-            data=LocalData(bank=InputBank(views=data.bank.views[:, items], kind=data.bank.kind), labels=data.labels[items]),
-            spec=spec,
-            model=model,
-            config=config.local,
-            public_inputs=public,
-            n_artists=len(data.artists),
-            rng=rng,
+    releases = (config.rounds if spec.uses_prototypes else 0) + 1  # + the final publication
+    clients = []
+    for i, items in enumerate(groups):
+        plan = ledger = None
+        if config.dp is not None:
+            plan = plan_dp(config.dp, len(items), config.local.batch_size, config.local.epochs, config.rounds, releases)
+            ledger = BudgetLedger(PrivacyBudget(config.dp.epsilon, plan.delta), len(items), config.dp.accountant)
+        clients.append(
+            StyleClient(
+                client_id=f"client-{i:03d}",
+                data=LocalData(bank=InputBank(views=data.bank.views[:, items], kind=data.bank.kind), labels=data.labels[items]),
+                spec=spec,
+                model=model,
+                config=config.local,
+                public_inputs=public,
+                n_artists=len(data.artists),
+                rng=rng,
+                dp=plan,
+                ledger=ledger,
+            )
         )
-        for i, items in enumerate(groups)
-    ]
+    return clients
 
 
 def standardise_inputs(clients: list[StyleClient], template: nn.Module, summation: SecureSummation) -> None:
@@ -126,6 +147,7 @@ def run_simulation(
     summations: SummationFactory = plain_summation,
     progress: bool = False,
     on_round: Callable[[RoundRecord], None] | None = None,
+    reports_dir: Path | None = None,
 ) -> SimulationResult:
     """Train ``config.algorithm`` for ``config.rounds`` rounds and evaluate on the held-out queries."""
     config.validate()
@@ -138,7 +160,8 @@ def run_simulation(
     ids = [c.client_id for c in clients]
     if spec.pooled and summations is not plain_summation:
         raise ConfigError("--secure protects federated sums; 'central' pools all data in one place and has none")
-    if data.bank.kind == "features":
+    reports = _report_writer(reports_dir, clients, data) if config.dp is not None and reports_dir is not None else None
+    if data.bank.kind == "features" and config.dp is None:  # under DP: public-set statistics (free)
         standardise_inputs(clients, template, summations(ids, FEATURE_MOMENT_RANGE))
     summation = summations(ids, CONTRIBUTION_RANGE)
     state = initial_state(n_artists, config.encoder.embedding_dim, get_flat_params(template) if spec.averages_parameters else None)
@@ -147,13 +170,17 @@ def run_simulation(
     bar = tqdm(range(config.rounds), desc=spec.name, disable=not progress, leave=False)
     for r in bar:
         t0 = time.perf_counter()
-        if spec.shares_prototypes:  # every artist publishes with the model it starts the round from
-            for client in clients:
-                pub = client.publish(_broadcast(state))
-                publish_prototypes(state, pub.artist_rows, pub.prototypes)
+        active = _active_clients(clients, state, r)
+        if not active:
+            break
+        if spec.uses_prototypes:  # every artist publishes with the model it starts the round from
+            for client in active:
+                pub = client.publish(_broadcast(state), round_id=r)
+                if spec.shares_prototypes:
+                    publish_prototypes(state, pub.artist_rows, pub.prototypes)
         broadcast = _broadcast(state)
-        packed = {client.client_id: pack(client.fit(broadcast)) for client in clients}
-        losses = [loss for client in clients for loss in client.last_result.losses]
+        packed = {client.client_id: pack(client.fit(broadcast, round_id=r)) for client in active}
+        losses = [loss for client in active for loss in client.last_result.losses]
         bytes_up = 0.0
         if spec.averages_parameters or spec.aligns_public:
             layout = next(iter(packed.values()))[1]
@@ -162,21 +189,27 @@ def run_simulation(
             bytes_up = float(np.mean(list(agg.bytes_up.values()))) if agg.bytes_up else 0.0
         else:
             state.round += 1
+        if reports is not None:
+            reports.write_round(active, r)
         metrics = _evaluate(spec.has_global_model, clients, state, template, data)
-        record = RoundRecord(r + 1, float(np.mean(losses)), metrics.as_dict(), bytes_up, time.perf_counter() - t0)
+        record = RoundRecord(r + 1, float(np.mean(losses)), metrics.as_dict(), bytes_up, time.perf_counter() - t0, len(active))
         history.append(record)
         bar.set_postfix(acc=f"{metrics.artist_accuracy:.3f}", map=f"{metrics.map:.3f}")
         if on_round:
             on_round(record)
+    final = _final_publication(spec, clients, state, template, data, config.rounds)
+    if reports is not None:
+        reports.write_round([c for c in clients if c.ledger is not None], config.rounds)
     global_model = _global_model(spec.averages_parameters, clients, state, template) if spec.has_global_model else None
     return SimulationResult(
         algorithm=spec.name,
-        metrics=RetrievalMetrics(**history[-1].metrics),
+        metrics=final,
         history=history,
         wall_time_s=time.perf_counter() - started,
         state=state,
         global_model=global_model,
         personal_models=None if spec.has_global_model else [c.model for c in clients],
+        privacy=_privacy_summary(clients, data),
     )
 
 
@@ -191,3 +224,70 @@ def _evaluate(has_global: bool, clients, state, template, data) -> RetrievalMetr
     if has_global:
         return evaluate_global(_global_model(state.params is not None, clients, state, template), data)
     return evaluate_personal([c.model for c in clients], data)
+
+
+def _active_clients(clients: list[StyleClient], state: ServerState, round_id: int) -> list[StyleClient]:
+    """Clients whose budget admits this round; the others are marked retired with the reason."""
+    active = []
+    for client in clients:
+        if client.check_round(round_id):
+            active.append(client)
+        else:
+            state.retired.setdefault(client.client_id, client.retired_reason or "retired")
+    return active
+
+
+def _final_publication(spec, clients, state, template, data, round_id: int) -> RetrievalMetrics:
+    """Every artist publishes its prototypes with the final model (a DP release under DP);
+    the held-out queries are scored against exactly what was published."""
+    models = None if spec.has_global_model else [c.model for c in clients]
+    model = None if models else _global_model(spec.averages_parameters, clients, state, template)
+    table = np.zeros_like(state.prototypes)
+    known = np.zeros(len(data.artists), dtype=bool)
+    final = _broadcast(state)
+    for client in clients:
+        if client.ledger is not None and not client.ledger.check_can_spend(client.dp.round_mechanisms(round_id, train=False)).allowed:
+            state.retired.setdefault(client.client_id, "privacy budget exhausted before the final publication")
+            continue
+        if model is not None:
+            client.model.load_state_dict(model.state_dict())
+        pub = client.publish(final, round_id=round_id)
+        table[pub.artist_rows] = pub.prototypes
+        known[pub.artist_rows] = True
+    publish_prototypes(state, np.flatnonzero(known), table[known])
+    if model is not None:
+        return evaluate_global(model, data, prototypes=table)
+    return evaluate_personal(models, data, prototypes=table)
+
+
+def _report_writer(reports_dir: Path, clients: list[StyleClient], data: FederationData) -> "_RoundReports":
+    return _RoundReports(ReportWriter(reports_dir, list(data.artists)), data)
+
+
+class _RoundReports:
+    def __init__(self, writer: ReportWriter, data: FederationData) -> None:
+        self.writer, self.data = writer, data
+
+    def write_round(self, clients: list[StyleClient], round_id: int) -> None:
+        for client in clients:
+            for artist in client.artists:
+                self.writer.write(self.data.artists[artist], client.ledger, round_id)
+
+
+def _privacy_summary(clients: list[StyleClient], data: FederationData) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for client in clients:
+        if client.ledger is None:
+            continue
+        for artist in client.artists:
+            out[data.artists[artist]] = {
+                "epsilon_spent": client.ledger.epsilon_spent,
+                "epsilon_budget": client.ledger.budget.epsilon,
+                "delta": client.ledger.budget.delta,
+                "accountant": client.ledger.accountant,
+                "noise_multiplier": client.dp.noise_multiplier,
+                "prototype_release_sigma": client.dp.release_sigma,
+                "retired": client.retired_reason,
+                "privacy_unit": "one artwork (record-level)",
+            }
+    return out

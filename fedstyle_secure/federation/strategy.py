@@ -42,7 +42,12 @@ class AlgorithmSpec:
 
     @property
     def needs_classifier(self) -> bool:
-        return self.objective in ("classifier", "fedproto")
+        return self.objective in ("classifier", "fedproto", "fedstyle")
+
+    @property
+    def uses_prototypes(self) -> bool:
+        """Artists publish prototypes each round (to the server, or only to themselves)."""
+        return self.objective in ("fedstyle", "fedproto", "local")
 
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
@@ -50,13 +55,13 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
     for spec in (
         AlgorithmSpec(
             "fedstyle", "fedstyle", averages_parameters=True, shares_prototypes=True, aligns_public=True,
-            description="prototype-contrastive + instance + public-set alignment; averages parameters",
+            description="prototype-contrastive + classifier + instance + public-set alignment; averages parameters",
         ),
         AlgorithmSpec("fedavg", "classifier", averages_parameters=True, description="cross-entropy classifier, parameter averaging"),
         AlgorithmSpec("fedprox", "classifier", averages_parameters=True, proximal=True, description="fedavg + proximal term"),
         AlgorithmSpec("fedproto", "fedproto", shares_prototypes=True, description="personal models, prototype exchange only"),
         AlgorithmSpec("local", "local", description="each client alone (personal models, no communication)"),
-        AlgorithmSpec("central", "local", pooled=True, description="pooled data, one model (non-federated upper bound)"),
+        AlgorithmSpec("central", "fedstyle", pooled=True, description="FedStyle's objective on pooled data (non-federated upper bound)"),
     )
 }
 

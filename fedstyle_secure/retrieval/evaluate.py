@@ -19,21 +19,29 @@ from fedstyle_secure.models.embed import embed, prototypes_from
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics, cosine_similarity_matrix, evaluate_retrieval
 
 
-def evaluate_global(model: nn.Module, data: FederationData) -> RetrievalMetrics:
+def evaluate_global(model: nn.Module, data: FederationData, prototypes: np.ndarray | None = None) -> RetrievalMetrics:
+    """Metrics of one shared encoder; ``prototypes (A, D)`` are the published ones (default:
+    exact means of the training artworks, a simulation-only monitor)."""
     n_artists = len(data.artists)
     train, query = data.split.train, data.split.query
-    protos, _ = prototypes_from(embed(model, data.bank.originals(train)), data.labels[train], n_artists)
+    protos = prototypes
+    if protos is None:
+        protos, _ = prototypes_from(embed(model, data.bank.originals(train)), data.labels[train], n_artists)
     q = embed(model, data.bank.originals(query))
     return evaluate_retrieval(q @ protos.T, cosine_similarity_matrix(q), data.labels[query])
 
 
-def evaluate_personal(models: Sequence[nn.Module], data: FederationData) -> RetrievalMetrics:
+def evaluate_personal(models: Sequence[nn.Module], data: FederationData, prototypes: np.ndarray | None = None) -> RetrievalMetrics:
+    """Metrics of per-client models (query fan-out); ``prototypes`` as in :func:`evaluate_global`,
+    row ``a`` in the space of artist ``a``'s own model."""
     n_artists = len(data.artists)
     train, query = data.split.train, data.split.query
     scores = np.zeros((len(query), n_artists))
     similarity = np.zeros((len(query), len(query)))
     for model, artists in zip(models, data.clients):
-        protos, _ = prototypes_from(embed(model, data.bank.originals(train)), data.labels[train], n_artists)
+        protos = prototypes
+        if protos is None:
+            protos, _ = prototypes_from(embed(model, data.bank.originals(train)), data.labels[train], n_artists)
         q = embed(model, data.bank.originals(query))
         scores[:, artists] = (q @ protos.T)[:, artists]
         similarity += cosine_similarity_matrix(q) / len(models)

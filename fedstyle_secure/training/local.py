@@ -1,5 +1,7 @@
 """One client's local training: the objectives of FedStyle and its baselines (no I/O).
 
+The same loop runs with or without DP-SGD (``dp``); see :mod:`fedstyle_secure.training.dp`.
+
 Every private loss is a **sum of per-artwork terms**: an artwork's loss depends only on its
 own views, the broadcast (public) prototypes and consensus, and detached embeddings of the
 public set.  That is what lets DP-SGD clip and noise per artwork without changing the
@@ -15,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedstyle_secure.models.embed import embed, prototypes_from
+from fedstyle_secure.models.embed import embed
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import trainable_parameters
+from fedstyle_secure.training.dp import DpPlan, PrivateTraining, make_private
 from fedstyle_secure.training.losses import alignment_loss, proximal_term
 
 OBJECTIVES: tuple[str, ...] = ("fedstyle", "classifier", "fedproto", "local")
@@ -28,10 +31,12 @@ class LocalConfig:
     """Hyper-parameters of local training (``lr`` for Adam; ``tau`` dimensionless)."""
 
     epochs: int = 2
-    batch_size: int = 32
-    lr: float = 1e-3
-    tau: float = 0.1
-    instance_weight: float = 0.5
+    batch_size: int = 16
+    lr: float = 3e-4
+    tau: float = 0.5
+    margin: float = 0.0
+    classifier_weight: float = 1.0
+    instance_weight: float = 0.1
     alignment_weight: float = 1.0
     proximal_mu: float = 0.01
     prototype_distance_weight: float = 1.0
@@ -57,7 +62,8 @@ class LocalData:
 class RoundContext:
     """What the server broadcast for this round (all public), plus the client's own anchor.
 
-    ``prototypes (A, D)`` with ``known (A,)`` marking artists that published one;
+    ``prototypes (A, D)`` with ``known (A,)`` marking artists that published one (the client's
+    own rows are its own latest publication, so no private statistic enters the loss unreleased);
     ``consensus (M, D)``: the server's mean embedding of each public image;
     ``public (M, ...)``: the public images' model inputs; ``anchor``: global parameters (FedProx).
     """
@@ -78,18 +84,15 @@ class LocalResult:
     steps: int = 0
 
 
-def refreshed_prototypes(model: nn.Module, data: LocalData, ctx: RoundContext) -> tuple[torch.Tensor, torch.Tensor]:
-    """The broadcast prototype table with this client's own artists' rows recomputed locally."""
-    own, own_known = prototypes_from(embed(model, data.bank.originals()), data.labels, ctx.n_artists)
-    table = np.zeros_like(own, dtype=np.float32) if ctx.prototypes is None else ctx.prototypes.astype(np.float32, copy=True)
-    known = np.zeros(ctx.n_artists, dtype=bool) if ctx.known is None else ctx.known.copy()
-    table[own_known] = own[own_known]
-    return torch.from_numpy(table), torch.from_numpy(known | own_known)
-
-
-def _masked_prototype_logits(z: torch.Tensor, protos: torch.Tensor, known: torch.Tensor, tau: float) -> torch.Tensor:
-    logits = z @ F.normalize(protos, dim=1).T / tau
-    return logits.masked_fill(~known, float("-inf"))
+def _masked_prototype_logits(
+    z: torch.Tensor, labels: torch.Tensor, protos: torch.Tensor, known: torch.Tensor, tau: float, margin: float
+) -> torch.Tensor:
+    """Cosine-to-prototype logits over published prototypes, with an additive (CosFace) margin
+    subtracted from each artwork's own-artist cosine."""
+    cosines = z @ F.normalize(protos, dim=1).T
+    if margin:
+        cosines = cosines - margin * F.one_hot(labels, cosines.shape[1]).to(cosines.dtype)
+    return (cosines / tau).masked_fill(~known, float("-inf"))
 
 
 def _instance_losses(z: torch.Tensor, z_pos: torch.Tensor, negatives: torch.Tensor | None, tau: float) -> torch.Tensor:
@@ -115,8 +118,10 @@ def private_losses(
         losses = cfg.instance_weight * _instance_losses(z, z_pos, negatives, cfg.tau)
         assert protos is not None and known is not None
         if int(known.sum()) > 1:
-            logits = _masked_prototype_logits(z, protos, known, cfg.tau)
+            logits = _masked_prototype_logits(z, labels, protos, known, cfg.tau, cfg.margin)
             losses = losses + F.cross_entropy(logits, labels, reduction="none")
+        if cfg.classifier_weight and getattr(model, "classifier", None) is not None:
+            losses = losses + cfg.classifier_weight * F.cross_entropy(model.classifier(z), labels, reduction="none")
         return losses
     if objective in ("classifier", "fedproto"):
         losses = F.cross_entropy(model.classifier(z), labels, reduction="none")
@@ -148,6 +153,40 @@ def public_loss(model: nn.Module, ctx: RoundContext, cfg: LocalConfig, rng: np.r
     return cfg.alignment_weight * alignment_loss(z_pub, torch.from_numpy(ctx.consensus[idx]).float())
 
 
+def non_private_loss(
+    objective: str, model: nn.Module, params: list[torch.Tensor], ctx: RoundContext, cfg: LocalConfig, rng: np.random.Generator
+) -> torch.Tensor | None:
+    """Loss terms that read no private artwork: public alignment (FedStyle) and FedProx's proximal term."""
+    terms = []
+    if objective == "fedstyle":
+        aligned = public_loss(model, ctx, cfg, rng)
+        if aligned is not None:
+            terms.append(aligned)
+    if ctx.anchor is not None and cfg.proximal_mu > 0:
+        terms.append(cfg.proximal_mu * proximal_term(params, ctx.anchor))
+    return sum(terms) if terms else None
+
+
+def _add_non_private_gradient(private: PrivateTraining, params: list[torch.Tensor], extra: torch.Tensor | None) -> None:
+    """Add the gradient of ``extra`` to the already clipped-and-noised private gradient."""
+    if extra is None:
+        return
+    grads = torch.autograd.grad(extra, params, allow_unused=True)
+    for p, g in zip(params, grads):
+        if g is not None:
+            p.grad = g.detach() if p.grad is None else p.grad + g.detach()
+
+
+def _batches(n: int, cfg: LocalConfig, rng: np.random.Generator, private: PrivateTraining | None):
+    if private is not None:
+        for (indices,) in private.loader:  # Poisson sampling: variable, possibly empty batches
+            yield indices.numpy()
+        return
+    order = rng.permutation(n)
+    for start in range(0, n, cfg.batch_size):
+        yield order[start : start + cfg.batch_size]
+
+
 def train_local(
     model: nn.Module,
     data: LocalData,
@@ -155,45 +194,52 @@ def train_local(
     objective: str,
     cfg: LocalConfig,
     rng: np.random.Generator,
+    dp: DpPlan | None = None,
 ) -> LocalResult:
-    """Run ``cfg.epochs`` epochs of Adam on ``objective`` over the client's private artworks."""
+    """Run ``cfg.epochs`` epochs of Adam on ``objective`` over the client's private artworks;
+    with ``dp``, each epoch is one pass of Opacus DP-SGD with Poisson sampling."""
     params = trainable_parameters(model)
     optimiser = torch.optim.Adam(params, lr=cfg.lr)
+    private = make_private(model, optimiser, len(data), dp, int(rng.integers(2**31))) if dp else None
+    net = private.module if private else model
     result = LocalResult()
     labels_all = torch.from_numpy(data.labels)
-    uses_prototypes = objective in ("fedstyle", "local", "fedproto")
+    protos = None if ctx.prototypes is None else torch.from_numpy(ctx.prototypes).float()
+    known = None if ctx.known is None else torch.from_numpy(ctx.known)
     model.train()
-    for _ in range(cfg.epochs):
-        protos = known = None
-        if uses_prototypes:
-            if objective == "fedproto":
-                protos = None if ctx.prototypes is None else torch.from_numpy(ctx.prototypes).float()
-                known = None if ctx.known is None else torch.from_numpy(ctx.known)
-            elif objective == "local":
-                protos, known = refreshed_prototypes(model, data, RoundContext(n_artists=ctx.n_artists))
-            else:
-                protos, known = refreshed_prototypes(model, data, ctx)
-        negatives = None
-        if objective in ("fedstyle", "local") and ctx.public is not None:
-            negatives = torch.from_numpy(embed(model, ctx.public))
-        order = rng.permutation(len(data))
-        epoch_losses = []
-        for start in range(0, len(order), cfg.batch_size):
-            items = order[start : start + cfg.batch_size]
-            view, pos_view = _pick_views(len(items), data.bank.n_views, rng)
-            z = model(data.bank.take(view, items))
-            with torch.no_grad():
-                z_pos = model(data.bank.take(pos_view, items))
-            loss = private_losses(objective, model, z, z_pos, labels_all[items], protos, known, negatives, cfg).mean()
-            extra = public_loss(model, ctx, cfg, rng) if objective == "fedstyle" else None
-            if extra is not None:
-                loss = loss + extra
-            if ctx.anchor is not None and cfg.proximal_mu > 0:
-                loss = loss + cfg.proximal_mu * proximal_term(params, ctx.anchor)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            result.steps += 1
-            epoch_losses.append(float(loss.detach()))
-        result.losses.append(float(np.mean(epoch_losses)) if epoch_losses else float("nan"))
+    try:
+        for _ in range(cfg.epochs):
+            negatives = None
+            if objective in ("fedstyle", "local") and ctx.public is not None:
+                negatives = torch.from_numpy(embed(model, ctx.public))
+            epoch_losses = []
+            for items in _batches(len(data), cfg, rng, private):
+                view, pos_view = _pick_views(len(items), data.bank.n_views, rng)
+                z = net(data.bank.take(view, items))
+                with torch.no_grad():
+                    z_pos = net(data.bank.take(pos_view, items))
+                per_artwork = private_losses(objective, net, z, z_pos, labels_all[items], protos, known, negatives, cfg)
+                loss = per_artwork.sum() / max(len(items), 1)
+                if private is None:
+                    extra = non_private_loss(objective, model, params, ctx, cfg, rng)
+                    total = loss if extra is None else loss + extra
+                    optimiser.zero_grad(set_to_none=True)
+                    total.backward()
+                    optimiser.step()
+                else:
+                    loss.backward()
+                    if private.optimizer.pre_step():  # clip per artwork, add noise, average
+                        private.module.disable_hooks()
+                        try:
+                            _add_non_private_gradient(private, params, non_private_loss(objective, model, params, ctx, cfg, rng))
+                        finally:
+                            private.module.enable_hooks()
+                        private.optimizer.original_optimizer.step()
+                    private.optimizer.zero_grad(set_to_none=True)
+                result.steps += 1
+                epoch_losses.append(float(loss.detach()))
+            result.losses.append(float(np.mean(epoch_losses)) if epoch_losses else float("nan"))
+    finally:
+        if private is not None:
+            private.close()
     return result
