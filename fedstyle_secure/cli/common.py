@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 from fedstyle_secure import __version__
+from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.dataset import (
     DEFAULT_SYNTHETIC_ARTISTS,
     DEFAULT_SYNTHETIC_PER_ARTIST,
@@ -18,6 +20,7 @@ from fedstyle_secure.federation.dataset import (
 from fedstyle_secure.federation.simulator import SimulationConfig, SimulationResult
 from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.inputs import BACKBONES, DEFAULT_BACKBONE
+from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.training.local import LocalConfig
 
 DEFAULT_ROUNDS = 20
@@ -49,6 +52,31 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tau", type=float, default=defaults.tau, help="contrastive temperature (default %(default)s)")
 
 
+def add_privacy_arguments(parser: argparse.ArgumentParser, default_epsilon: float = math.inf) -> None:
+    group = parser.add_argument_group("differential privacy (privacy unit: one artwork)")
+    group.add_argument(
+        "--epsilon", type=float, default=default_epsilon, metavar="E",
+        help="each artist's total epsilon budget over all rounds and releases; inf = no DP (default %(default)s)",
+    )
+    group.add_argument("--delta", type=float, metavar="D", help="delta (default min(1e-5, 1/(10 n)) for n private artworks; must be < 1/n)")
+    group.add_argument("--clip-norm", type=float, default=1.0, metavar="C", help="per-artwork gradient clipping norm (default %(default)s)")
+    group.add_argument("--noise-multiplier", type=float, metavar="S", help="use this DP-SGD noise multiplier instead of calibrating it to --epsilon")
+    group.add_argument("--accountant", choices=("prv", "rdp", "gdp"), default="prv", help="privacy accountant enforcing the budget (default %(default)s)")
+    group.add_argument("--reports-dir", type=Path, metavar="DIR", help="write each artist's signed epsilon report per round here")
+
+
+def dp_config_from_args(args: argparse.Namespace, epsilon: float | None = None) -> DpConfig | None:
+    """The DP configuration of ``args`` (``None`` for epsilon = inf, i.e. non-private)."""
+    eps = args.epsilon if epsilon is None else epsilon
+    if math.isinf(eps) and eps > 0:
+        if getattr(args, "noise_multiplier", None) is not None:
+            raise ConfigError("--noise-multiplier needs a finite --epsilon budget to enforce")
+        return None
+    return DpConfig(
+        epsilon=eps, delta=args.delta, clip_norm=args.clip_norm, accountant=args.accountant, noise_multiplier=args.noise_multiplier
+    )
+
+
 def federation_from_args(args: argparse.Namespace, progress: bool = True) -> FederationData:
     artworks, source = load_artworks(args.data, args.synthetic, args.artists, args.per_artist, args.seed)
     return prepare_federation(
@@ -73,6 +101,7 @@ def simulation_config_from_args(args: argparse.Namespace, algorithm: str) -> Sim
         local=local,
         encoder=EncoderConfig(backbone=args.backbone),
         secure=getattr(args, "secure", "none"),
+        dp=dp_config_from_args(args) if hasattr(args, "epsilon") else None,
     )
 
 
@@ -93,6 +122,8 @@ def result_payload(result: SimulationResult, config: SimulationConfig, data: Fed
             "query_images": int(len(data.split.query)),
         },
         "metrics": result.metrics.as_dict(),
+        "privacy": result.privacy,
+        "retired": dict(result.state.retired),
         "history": result.history_dicts(),
         "wall_time_s": result.wall_time_s,
         **(extra or {}),

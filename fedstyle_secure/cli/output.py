@@ -37,3 +37,13 @@ METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
     ("top5_accuracy", "top-5 acc"),
     ("nn_precision_at_1", "NN P@1"),
 )
+
+
+def print_privacy_table(privacy: dict[str, dict]) -> None:
+    """Each artist's epsilon spent against its budget (privacy unit: one artwork)."""
+    rows = [
+        [artist, info["epsilon_spent"], info["epsilon_budget"], f"{info['delta']:.1e}", info["accountant"], info["retired"] or "-"]
+        for artist, info in sorted(privacy.items())
+    ]
+    print("\nprivacy (record-level DP; the privacy unit is one artwork, not an artist):")
+    print(render_table(["artist", "epsilon spent", "budget", "delta", "accountant", "retired"], rows))

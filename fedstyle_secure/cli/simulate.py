@@ -7,12 +7,13 @@ from pathlib import Path
 
 from fedstyle_secure.cli.common import (
     add_data_arguments,
+    add_privacy_arguments,
     add_training_arguments,
     federation_from_args,
     result_payload,
     simulation_config_from_args,
 )
-from fedstyle_secure.cli.output import METRIC_COLUMNS, render_table, write_json
+from fedstyle_secure.cli.output import METRIC_COLUMNS, print_privacy_table, render_table, write_json
 from fedstyle_secure.federation.publish import index_from_result
 from fedstyle_secure.federation.simulator import run_simulation
 from fedstyle_secure.federation.strategy import ALGORITHMS
@@ -31,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_data_arguments(p)
     add_training_arguments(p)
+    add_privacy_arguments(p)
     p.add_argument("--algorithm", choices=tuple(ALGORITHMS), default="fedstyle", help="training algorithm (default %(default)s)")
     p.add_argument("--secure", choices=SECURE_MODES, default="none", help="protection of aggregated sums (default %(default)s)")
     p.add_argument("--out", type=Path, default=Path("results.json"), metavar="FILE", help="results JSON (default %(default)s)")
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     config = simulation_config_from_args(args, args.algorithm)
     factory = summation_factory(config.secure)
     kwargs = {"summations": factory} if factory else {}
-    result = run_simulation(config, data, progress=not args.no_progress, **kwargs)
+    result = run_simulation(config, data, progress=not args.no_progress, reports_dir=args.reports_dir, **kwargs)
     frozen = evaluate_frozen_features(data) if args.backbone == "efficientnet-lite0" else None
     payload = result_payload(result, config, data, {"frozen_feature_reference": frozen.as_dict() if frozen else None})
     write_json(args.out, payload)
@@ -54,6 +56,13 @@ def run(args: argparse.Namespace) -> int:
     print(render_table(["algorithm", *(label for _, label in METRIC_COLUMNS)], rows))
     print(f"\n{len(data.artists)} artists, {len(data.clients)} clients, {len(data.split.query)} query images; "
           f"{config.rounds} rounds x {config.local.epochs} local epochs in {result.wall_time_s:.1f} s; wrote {args.out}")
+    if result.privacy:
+        print_privacy_table(result.privacy)
+    if result.state.retired:
+        for client, reason in result.state.retired.items():
+            print(f"retired {client}: {reason}")
+    if args.reports_dir and config.dp is not None:
+        print(f"signed epsilon reports in {args.reports_dir} (check them with `fedstyle audit {args.reports_dir}`)")
     if args.index_out:
         index_from_result(result, config, data).save(args.index_out)
         print(f"saved style index to {args.index_out}")

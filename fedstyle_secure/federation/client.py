@@ -117,10 +117,11 @@ class StyleClient:
         sums, counts = prototype_sums(embed(self.model, self.data.bank.originals()), self.data.labels, self.n_artists)
         rows = np.flatnonzero(counts > 0)
         released = sums[rows]
-        if self.dp is not None and self.dp.release_sigma is not None and self.ledger is not None:
-            mechanism = self.dp.round_mechanisms(broadcast.round if round_id is None else round_id, train=False)
-            self.ledger.record(mechanism)  # raises PrivacyError (fail closed) if over budget
-            released = released + self.rng.normal(0.0, self.dp.release_sigma, size=released.shape)
+        round_id = broadcast.round if round_id is None else round_id
+        sigma = None if self.dp is None else self.dp.release_sigma_at(round_id)
+        if sigma is not None and self.ledger is not None and self.dp is not None:
+            self.ledger.record(self.dp.round_mechanisms(round_id, train=False))  # fails closed if over budget
+            released = released + self.rng.normal(0.0, sigma, size=released.shape)
         self.own = Publication(artist_rows=rows, prototypes=normalise_rows(released).astype(np.float32))
         return self.own
 

@@ -101,7 +101,7 @@ def make_clients(config: SimulationConfig, data: FederationData, model: nn.Modul
     spec = algorithm_spec(config.algorithm)
     groups = [data.split.train] if spec.pooled else [data.client_train_items(c) for c in range(len(data.clients))]
     public = data.public.originals()
-    releases = (config.rounds if spec.uses_prototypes else 0) + 1  # + the final publication
+    releases = config.rounds if spec.uses_prototypes else 0  # the final publication comes on top
     clients = []
     for i, items in enumerate(groups):
         plan = ledger = None

@@ -44,7 +44,8 @@ class DpConfig:
 
     ``delta`` defaults to ``min(1e-5, 1 / (10 n))`` for ``n`` private artworks; ``noise_multiplier``
     may be given instead of being calibrated; ``release_fraction`` of epsilon is planned for the
-    prototype releases.  ``epsilon = inf`` means no DP (and is not a DpConfig: pass ``None``).
+    prototype releases, ``final_release_share`` of that for the final publication alone (the one
+    buyers are matched against).  ``epsilon = inf`` means no DP (and is not a DpConfig: pass ``None``).
     """
 
     epsilon: float
@@ -52,7 +53,8 @@ class DpConfig:
     clip_norm: float = 1.0
     accountant: str = "prv"
     noise_multiplier: float | None = None
-    release_fraction: float = 0.1
+    release_fraction: float = 0.3
+    final_release_share: float = 0.5
 
     def validate(self) -> None:
         if not (self.epsilon > 0 and math.isfinite(self.epsilon)):
@@ -63,6 +65,8 @@ class DpConfig:
             raise PrivacyError(f"--accountant must be one of {', '.join(ACCOUNTANTS)}, got {self.accountant!r}")
         if not 0.0 < self.release_fraction < 1.0:
             raise PrivacyError(f"release fraction must be in (0, 1), got {self.release_fraction}")
+        if not 0.0 < self.final_release_share <= 1.0:
+            raise PrivacyError(f"final release share must be in (0, 1], got {self.final_release_share}")
         if self.noise_multiplier is not None and self.noise_multiplier <= 0:
             raise PrivacyError(f"--noise-multiplier must be positive, got {self.noise_multiplier}")
 
@@ -72,7 +76,8 @@ class DpPlan:
     """The calibrated mechanisms of one artist's whole participation.
 
     ``sample_rate`` is Opacus's Poisson rate ``1 / ceil(n / batch_size)``; each round runs
-    ``steps_per_round`` DP-SGD steps and (if ``release_sigma``) one prototype release.
+    ``steps_per_round`` DP-SGD steps and (if ``release_sigma``) one prototype release; the
+    final publication (round ``final_round``) uses ``final_release_sigma``.
     """
 
     delta: float
@@ -82,11 +87,17 @@ class DpPlan:
     noise_multiplier: float
     clip_norm: float
     release_sigma: float | None
+    final_release_sigma: float
+    final_round: int
+
+    def release_sigma_at(self, round_id: int) -> float | None:
+        return self.final_release_sigma if round_id >= self.final_round else self.release_sigma
 
     def round_mechanisms(self, round_id: int, *, train: bool = True, release: bool = True) -> list[Mechanism]:
         out: list[Mechanism] = []
-        if release and self.release_sigma is not None:
-            out.append(GaussianRelease(PROTOTYPE_SENSITIVITY, self.release_sigma, round_id, PROTOTYPE_RELEASE))
+        sigma = self.release_sigma_at(round_id)
+        if release and sigma is not None:
+            out.append(GaussianRelease(PROTOTYPE_SENSITIVITY, sigma, round_id, PROTOTYPE_RELEASE))
         if train:
             out.append(DpSgdSteps(self.sample_rate, self.noise_multiplier, self.steps_per_round, self.clip_norm, round_id))
         return out
@@ -98,28 +109,27 @@ def plan_dp(
     batch_size: int,
     local_epochs: int,
     rounds: int,
-    releases: int,
+    training_releases: int,
 ) -> DpPlan:
-    """Calibrate noise so that ``rounds`` rounds of DP-SGD plus ``releases`` prototype releases
-    spend exactly (to 1 %) the target epsilon at delta under ``config.accountant``."""
+    """Calibrate noise so that ``rounds`` rounds of DP-SGD, ``training_releases`` prototype
+    releases during training and one final publication (round ``rounds``) spend the target
+    epsilon at delta (to 1 %) under ``config.accountant``."""
     config.validate()
     delta = default_delta(dataset_size) if config.delta is None else config.delta
     validate_delta(delta, dataset_size)
     steps_per_epoch = math.ceil(dataset_size / batch_size)
     sample_rate = 1.0 / steps_per_epoch
     steps_per_round = local_epochs * steps_per_epoch
+    release_budget = config.epsilon * config.release_fraction
+    share = config.final_release_share if training_releases else 1.0
+    final_sigma = PROTOTYPE_SENSITIVITY * _gaussian_multiplier(release_budget * share, delta, 1, config.accountant)
+    history: list[Mechanism] = [GaussianRelease(PROTOTYPE_SENSITIVITY, final_sigma, rounds, PROTOTYPE_RELEASE)]
     release_sigma = None
-    history: list[Mechanism] = []
-    if releases:
-        per_release = calibrate_noise_multiplier(
-            target_epsilon=config.epsilon * config.release_fraction,
-            delta=delta,
-            sample_rate=1.0,
-            steps=releases,
-            accountant=config.accountant,
+    if training_releases:
+        release_sigma = PROTOTYPE_SENSITIVITY * _gaussian_multiplier(
+            release_budget * (1.0 - share), delta, training_releases, config.accountant
         )
-        release_sigma = per_release * PROTOTYPE_SENSITIVITY
-        history = [GaussianRelease(PROTOTYPE_SENSITIVITY, release_sigma, r, PROTOTYPE_RELEASE) for r in range(releases)]
+        history += [GaussianRelease(PROTOTYPE_SENSITIVITY, release_sigma, r, PROTOTYPE_RELEASE) for r in range(training_releases)]
     noise = config.noise_multiplier
     if noise is None:
         noise = calibrate_noise_multiplier(
@@ -130,7 +140,12 @@ def plan_dp(
             accountant=config.accountant,
             history=history,
         )
-    return DpPlan(delta, config.accountant, sample_rate, steps_per_round, noise, config.clip_norm, release_sigma)
+    return DpPlan(delta, config.accountant, sample_rate, steps_per_round, noise, config.clip_norm, release_sigma, final_sigma, rounds)
+
+
+def _gaussian_multiplier(epsilon: float, delta: float, releases: int, accountant: str) -> float:
+    """Noise multiplier of ``releases`` full-batch Gaussian releases spending ``epsilon`` together."""
+    return calibrate_noise_multiplier(target_epsilon=epsilon, delta=delta, sample_rate=1.0, steps=releases, accountant=accountant)
 
 
 @dataclass
