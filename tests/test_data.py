@@ -73,3 +73,13 @@ def test_synthetic_generation_is_deterministic_and_folder_loads(tmp_path):
     assert write_synthetic_folder(tmp_path, 3, 2, seed=1, size=64) == 6
     artworks, report = load_image_folder(tmp_path, size=64)
     assert len(artworks.artists) == 3 and len(artworks) == 6 and not report.skipped
+
+
+def test_wikiart_dev_loads_when_present():
+    from tests.conftest import WIKIART_DEV
+
+    if not WIKIART_DEV.is_dir():
+        pytest.skip(f"{WIKIART_DEV} not present")
+    artworks, report = load_image_folder(WIKIART_DEV)
+    assert len(artworks.artists) == 7 and len(artworks) == 560 and not report.skipped
+    assert artworks.images.shape[1:] == (224, 224, 3)

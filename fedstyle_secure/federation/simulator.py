@@ -130,7 +130,7 @@ def standardise_inputs(clients: list[StyleClient], template: nn.Module, summatio
     feature moments, installed in every model (no client's moments are seen alone)."""
     packed = {c.client_id: pack(c.feature_moments()) for c in clients}
     layout = next(iter(packed.values()))[1]
-    total = summation.sum({cid: vec for cid, (vec, _) in packed.items()}, round_id=-1).total
+    total = summation.sum({cid: vec for cid, (vec, _) in packed.items()}, round_id=0).total
     mean, std = standardisation_from_sums(unpack(total, layout))
     for client in clients:
         client.set_standardisation(mean, std)
@@ -184,7 +184,7 @@ def run_simulation(
         bytes_up = 0.0
         if spec.averages_parameters or spec.aligns_public:
             layout = next(iter(packed.values()))[1]
-            agg = summation.sum({cid: vec for cid, (vec, _) in packed.items()}, round_id=r)
+            agg = summation.sum({cid: vec for cid, (vec, _) in packed.items()}, round_id=r + 1)
             state = aggregate(spec, state, unpack(agg.total, layout))
             bytes_up = float(np.mean(list(agg.bytes_up.values()))) if agg.bytes_up else 0.0
         else:

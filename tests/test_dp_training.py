@@ -1,0 +1,61 @@
+"""DP-SGD in the federation: calibration, budget enforcement and retirement, signed reports."""
+
+import math
+
+import numpy as np
+import pytest
+
+from fedstyle_secure.cli.main import main
+from fedstyle_secure.errors import PrivacyError
+from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
+from fedstyle_secure.privacy.accounting import compute_epsilon
+from fedstyle_secure.training.dp import DpConfig, plan_dp
+from fedstyle_secure.training.local import LocalConfig
+
+
+def _all_mechanisms(plan, rounds):
+    out = [*plan.round_mechanisms(rounds, train=False)]
+    for r in range(rounds):
+        out += plan.round_mechanisms(r)
+    return out
+
+
+@pytest.mark.parametrize("epsilon", [1.0, 8.0])
+def test_plan_spends_the_target_epsilon(epsilon):
+    plan = plan_dp(DpConfig(epsilon=epsilon), dataset_size=50, batch_size=16, local_epochs=2, rounds=5, training_releases=5)
+    assert plan.sample_rate == pytest.approx(1 / 4)
+    assert plan.steps_per_round == 8
+    spent = compute_epsilon(_all_mechanisms(plan, 5), plan.delta, "prv")
+    assert 0.97 * epsilon <= spent <= epsilon
+
+
+def test_delta_at_least_one_over_n_is_rejected():
+    with pytest.raises(PrivacyError, match="delta"):
+        plan_dp(DpConfig(epsilon=1.0, delta=0.05), dataset_size=20, batch_size=8, local_epochs=1, rounds=1, training_releases=0)
+
+
+def test_dp_run_stays_within_budget_and_reports_audit_clean(tiny_federation, tmp_path):
+    config = SimulationConfig(algorithm="fedstyle", rounds=2, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0))
+    result = run_simulation(config, tiny_federation, reports_dir=tmp_path)
+    assert set(result.privacy) == set(tiny_federation.artists)
+    for info in result.privacy.values():
+        assert info["epsilon_spent"] <= 4.0 and info["epsilon_spent"] > 3.5
+        assert info["privacy_unit"].startswith("one artwork")
+    # one report per artist per round (0, 1) plus the final publication (round 2), and a manifest
+    files = sorted(p.name for p in (tmp_path / tiny_federation.artists[0]).iterdir())
+    assert files == ["round-0000.json", "round-0001.json", "round-0002.json"]
+    assert (tmp_path / "manifest.json").is_file()
+    assert main(["audit", str(tmp_path)]) == 0
+    assert 0.0 <= result.metrics.artist_accuracy <= 1.0
+
+
+def test_overspending_noise_retires_artists_without_exceeding_budget(tiny_federation):
+    # a fixed, too-small noise multiplier: the ledger must refuse rounds instead of overspending
+    dp = DpConfig(epsilon=2.0, noise_multiplier=0.6)
+    config = SimulationConfig(algorithm="fedavg", rounds=6, local=LocalConfig(epochs=1), dp=dp)
+    result = run_simulation(config, tiny_federation)
+    assert result.state.retired, "some client must retire"
+    assert all("privacy budget" in reason for reason in result.state.retired.values())
+    for info in result.privacy.values():
+        assert info["epsilon_spent"] <= 2.0 + 1e-9
+    assert len(result.history) < 6 or min(h.participants for h in result.history) < len(tiny_federation.clients)
