@@ -9,7 +9,7 @@ from fedstyle_secure.cli.main import main
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
 from fedstyle_secure.privacy.accounting import compute_epsilon
-from fedstyle_secure.training.dp import DpConfig, plan_dp
+from fedstyle_secure.training.dp import DpConfig, make_private, opacus_batch_size, plan_dp
 from fedstyle_secure.training.local import LocalConfig
 
 
@@ -27,6 +27,27 @@ def test_plan_spends_the_target_epsilon(epsilon):
     assert plan.steps_per_round == 8
     spent = compute_epsilon(_all_mechanisms(plan, 5), plan.delta, "prv")
     assert 0.97 * epsilon <= spent <= epsilon
+
+
+def test_loader_batch_size_reproduces_every_planned_sample_rate():
+    # round(q * n) gets n=10, b=3 (q = 1/4) wrong: it gives b=2, i.e. q = 1/5.
+    for n in range(1, 120):
+        for b in range(1, n + 1):
+            steps = math.ceil(n / b)
+            assert math.ceil(n / opacus_batch_size(n, 1.0 / steps)) == steps, (n, b)
+
+
+def test_make_private_accepts_a_rate_that_rounding_would_break():
+    import torch
+
+    plan = plan_dp(DpConfig(epsilon=4.0), dataset_size=10, batch_size=3, local_epochs=1, rounds=1, training_releases=0)
+    model = torch.nn.Linear(4, 2)
+    private = make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), 10, plan, seed=0)
+    try:
+        assert plan.sample_rate == pytest.approx(1 / 4)
+        assert len(private.loader) == 4
+    finally:
+        private.close()
 
 
 def test_delta_at_least_one_over_n_is_rejected():

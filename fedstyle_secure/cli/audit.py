@@ -2,6 +2,12 @@
 
 Exit status: 0 when every report is clean, 1 when anything is flagged, 2 on usage errors
 (missing paths, no reports found, unreadable manifest).
+
+``fedstyle audit --empirical``: a canary membership-inference audit of the DP-SGD training
+itself (one training run per configuration, Steinke-Nasr-Jagielski lower bound on epsilon).
+Exit status: 1 iff some audited configuration's lower bound exceeds its claimed epsilon (so
+``--config honest`` exits 0 for a correct implementation, ``--config no-noise`` and
+``--config all`` are expected to exit 1), 2 on usage errors.
 """
 
 from __future__ import annotations
@@ -15,10 +21,14 @@ from typing import Any, Sequence
 from fedstyle_secure.cli.output import render_table
 from fedstyle_secure.errors import ConfigError, PrivacyError
 from fedstyle_secure.privacy.audit import DEFAULT_TOLERANCE, AuditResult, LoadedReport, audit_reports
+from fedstyle_secure.privacy.canary_audit import CONFIGURATIONS, CanaryAuditConfig, EmpiricalAuditResult, run_canary_audit
 from fedstyle_secure.privacy.jsonio import read_json
 from fedstyle_secure.privacy.report_store import MANIFEST_NAME, load_manifest, manifest_candidates, report_files
 
 TABLE_COLUMNS = ("artist", "round", "accountant", "claimed eps", "RDP (dp_acc)", "PLD (dp_acc)", "status")
+EMPIRICAL_COLUMNS = (
+    "configuration", "claimed eps", "lower bound", "confidence", "canaries", "guesses", "correct", "max bound", "verdict"
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,10 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "signature against the artists' keys in manifest.json, budget, Poisson sampling, epsilon never "
             "decreasing, and each claimed epsilon against an independent recomputation with Google's "
             "dp_accounting (RDP and PLD). The privacy unit of every report is ONE ARTWORK, not an artist. "
-            "Exit status: 0 clean, 1 findings, 2 usage error."
+            "Exit status: 0 clean, 1 findings, 2 usage error. "
+            "With --empirical (no PATH): train the private head once per configuration with canaries and "
+            "report a statistically valid LOWER bound on epsilon (Steinke, Nasr & Jagielski 2023); exit 1 iff "
+            "some configuration's lower bound exceeds its claimed epsilon (the broken configurations no-noise "
+            "and no-clip are meant to)."
         ),
     )
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="report file or reports directory")
+    parser.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="report file or reports directory")
     parser.add_argument(
         "--manifest",
         type=Path,
@@ -48,10 +62,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="flag a claim below recomputed * (1 - TOLERANCE) (default: %(default)s)",
     )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+    _add_empirical_arguments(parser.add_argument_group("empirical audit (--empirical)"))
     parser.set_defaults(func=run)
 
 
+def _add_empirical_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--empirical", action="store_true", help="run the canary membership-inference audit instead of checking reports"
+    )
+    group.add_argument("--epsilon", type=float, default=8.0, metavar="EPS", help="claimed epsilon (default: %(default)s)")
+    group.add_argument("--canaries", type=int, default=1000, metavar="M", help="number of canaries (default: %(default)s)")
+    group.add_argument("--confidence", type=float, default=0.95, metavar="C", help="confidence (default: %(default)s)")
+    group.add_argument(
+        "--config",
+        choices=(*CONFIGURATIONS, "all"),
+        default="honest",
+        help="training to audit: the honest plan, or a deliberately broken one (default: %(default)s)",
+    )
+    group.add_argument(
+        "--train-points",
+        type=int,
+        default=CanaryAuditConfig.train_points,
+        metavar="N",
+        help="non-canary training records (default: %(default)s)",
+    )
+    group.add_argument(
+        "--epochs", type=int, default=CanaryAuditConfig.epochs, metavar="E", help="epochs of the run (default: %(default)s)"
+    )
+    group.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed of data, canary coins and noise (default: %(default)s)"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.empirical:
+        return run_empirical(args)
+    if not args.paths:
+        raise ConfigError("give at least one report file or directory (or --empirical)")
     if not (0.0 <= args.tolerance < 1.0):
         raise ConfigError(f"--tolerance must be in [0, 1), got {args.tolerance}")
     try:
@@ -111,3 +158,45 @@ def format_table(result: AuditResult) -> str:
     verdict = "clean" if result.clean else f"{len(findings)} finding(s)"
     footer = f"privacy unit: one artwork (record-level); epsilons at each report's delta; {verdict}"
     return "\n\n".join(part for part in (render_table(TABLE_COLUMNS, rows), "\n".join(findings), footer) if part)
+
+
+def run_empirical(args: argparse.Namespace) -> int:
+    """One canary-audited training run per selected configuration; exit 1 iff any violation."""
+    if args.paths:
+        raise ConfigError("--empirical takes no PATH arguments")
+    cfg = CanaryAuditConfig(
+        epsilon=args.epsilon,
+        canaries=args.canaries,
+        train_points=args.train_points,
+        confidence=args.confidence,
+        epochs=args.epochs,
+        seed=args.seed,
+    )
+    configurations = CONFIGURATIONS if args.config == "all" else (args.config,)
+    results = [run_canary_audit(name, cfg) for name in configurations]
+    print(json.dumps([r.to_dict() for r in results], indent=2) if args.json else format_empirical_table(results))
+    return 1 if any(r.violation for r in results) else 0
+
+
+def format_empirical_table(results: Sequence[EmpiricalAuditResult]) -> str:
+    """One row per configuration, then what the bound means."""
+    rows = [
+        (
+            r.configuration,
+            _number(r.claimed_epsilon),
+            _number(r.lower_bound),
+            f"{r.confidence:.0%}",
+            r.canaries,
+            r.guesses,
+            r.correct,
+            _number(r.max_lower_bound),
+            r.verdict,
+        )
+        for r in results
+    ]
+    footer = (
+        "lower bound: with the stated confidence the training is NOT epsilon-DP for any epsilon below it "
+        "at the claim's delta (one run, Steinke-Nasr-Jagielski 2023, Cor. 5.4); 'max bound' is the most these guesses can "
+        "ever certify, so claims above it cannot be refuted by this audit"
+    )
+    return "\n\n".join((render_table(EMPIRICAL_COLUMNS, rows), footer))

@@ -24,6 +24,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "query",
     "keys",
     "audit",
+    "sweep",
+    "server",
+    "client",
+    "launch",
 )
 
 
@@ -52,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
+        force=True,
     )
     try:
         return int(args.func(args) or 0)

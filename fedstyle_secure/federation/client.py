@@ -98,7 +98,8 @@ class StyleClient:
             return False
         if self.ledger is None or self.dp is None:
             return True
-        decision = self.ledger.check_can_spend(self.dp.round_mechanisms(round_id, release=self.spec.uses_prototypes))
+        release = self.spec.uses_prototypes and round_id in self.dp.release_rounds
+        decision = self.ledger.check_can_spend(self.dp.round_mechanisms(round_id, release=release))
         if not decision.allowed:
             self.retired_reason = f"privacy budget: {decision.reason}"
         return decision.allowed

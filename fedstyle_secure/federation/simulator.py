@@ -42,7 +42,7 @@ SummationFactory = Callable[[Sequence[str], tuple[float, float]], SecureSummatio
 
 def plain_summation(participants: Sequence[str], value_range: tuple[float, float]) -> SecureSummation:
     return PlainSummation()
-from fedstyle_secure.training.dp import DpConfig, plan_dp
+from fedstyle_secure.training.dp import DpConfig, plan_dp, refresh_rounds
 from fedstyle_secure.training.local import LocalConfig, LocalData
 
 
@@ -101,12 +101,13 @@ def make_clients(config: SimulationConfig, data: FederationData, model: nn.Modul
     spec = algorithm_spec(config.algorithm)
     groups = [data.split.train] if spec.pooled else [data.client_train_items(c) for c in range(len(data.clients))]
     public = data.public.originals()
-    releases = config.rounds if spec.uses_prototypes else 0  # the final publication comes on top
+    refreshes = refresh_rounds(config.rounds, config.dp.prototype_refreshes if config.dp else None)
+    releases = len(refreshes) if spec.uses_prototypes else 0  # the final publication comes on top
     clients = []
     for i, items in enumerate(groups):
         plan = ledger = None
         if config.dp is not None:
-            plan = plan_dp(config.dp, len(items), config.local.batch_size, config.local.epochs, config.rounds, releases)
+            plan = plan_dp(config.dp, len(items), config.local.batch_size, config.local.epochs, config.rounds, releases, refreshes)
             ledger = BudgetLedger(PrivacyBudget(config.dp.epsilon, plan.delta), len(items), config.dp.accountant)
         clients.append(
             StyleClient(
@@ -164,6 +165,7 @@ def run_simulation(
     if data.bank.kind == "features" and config.dp is None:  # under DP: public-set statistics (free)
         standardise_inputs(clients, template, summations(ids, FEATURE_MOMENT_RANGE))
     summation = summations(ids, CONTRIBUTION_RANGE)
+    refreshes = refresh_rounds(config.rounds, config.dp.prototype_refreshes if config.dp else None)
     state = initial_state(n_artists, config.encoder.embedding_dim, get_flat_params(template) if spec.averages_parameters else None)
     history: list[RoundRecord] = []
     started = time.perf_counter()
@@ -173,7 +175,7 @@ def run_simulation(
         active = _active_clients(clients, state, r)
         if not active:
             break
-        if spec.uses_prototypes:  # every artist publishes with the model it starts the round from
+        if spec.uses_prototypes and r in refreshes:  # artists publish with the model they start from
             for client in active:
                 pub = client.publish(_broadcast(state), round_id=r)
                 if spec.shares_prototypes:

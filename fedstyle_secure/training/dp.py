@@ -45,7 +45,10 @@ class DpConfig:
     ``delta`` defaults to ``min(1e-5, 1 / (10 n))`` for ``n`` private artworks; ``noise_multiplier``
     may be given instead of being calibrated; ``release_fraction`` of epsilon is planned for the
     prototype releases, ``final_release_share`` of that for the final publication alone (the one
-    buyers are matched against).  ``epsilon = inf`` means no DP (and is not a DpConfig: pass ``None``).
+    buyers are matched against).  During training, prototypes are re-published at most
+    ``prototype_refreshes`` times (evenly spaced rounds; in between the last publication is reused),
+    because every extra release of a small portfolio's 128-d prototype costs noise.
+    ``epsilon = inf`` means no DP (and is not a DpConfig: pass ``None``).
     """
 
     epsilon: float
@@ -53,8 +56,9 @@ class DpConfig:
     clip_norm: float = 1.0
     accountant: str = "prv"
     noise_multiplier: float | None = None
-    release_fraction: float = 0.3
-    final_release_share: float = 0.5
+    release_fraction: float = 0.5
+    final_release_share: float = 0.6
+    prototype_refreshes: int = 3
 
     def validate(self) -> None:
         if not (self.epsilon > 0 and math.isfinite(self.epsilon)):
@@ -67,8 +71,18 @@ class DpConfig:
             raise PrivacyError(f"release fraction must be in (0, 1), got {self.release_fraction}")
         if not 0.0 < self.final_release_share <= 1.0:
             raise PrivacyError(f"final release share must be in (0, 1], got {self.final_release_share}")
+        if self.prototype_refreshes < 1:
+            raise PrivacyError(f"prototype refreshes must be >= 1, got {self.prototype_refreshes}")
         if self.noise_multiplier is not None and self.noise_multiplier <= 0:
             raise PrivacyError(f"--noise-multiplier must be positive, got {self.noise_multiplier}")
+
+
+def refresh_rounds(rounds: int, max_refreshes: int | None) -> frozenset[int]:
+    """Rounds at which artists re-publish prototypes during training: all of them without a
+    limit, else ``max_refreshes`` evenly spaced rounds starting with round 0."""
+    if max_refreshes is None or max_refreshes >= rounds:
+        return frozenset(range(rounds))
+    return frozenset(int(i * rounds / max_refreshes) for i in range(max_refreshes))
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,7 @@ class DpPlan:
     release_sigma: float | None
     final_release_sigma: float
     final_round: int
+    release_rounds: frozenset[int] = frozenset()
 
     def release_sigma_at(self, round_id: int) -> float | None:
         return self.final_release_sigma if round_id >= self.final_round else self.release_sigma
@@ -110,10 +125,11 @@ def plan_dp(
     local_epochs: int,
     rounds: int,
     training_releases: int,
+    release_rounds: frozenset[int] = frozenset(),
 ) -> DpPlan:
     """Calibrate noise so that ``rounds`` rounds of DP-SGD, ``training_releases`` prototype
-    releases during training and one final publication (round ``rounds``) spend the target
-    epsilon at delta (to 1 %) under ``config.accountant``."""
+    releases during training (at ``release_rounds``) and one final publication (round
+    ``rounds``) spend the target epsilon at delta (to 1 %) under ``config.accountant``."""
     config.validate()
     delta = default_delta(dataset_size) if config.delta is None else config.delta
     validate_delta(delta, dataset_size)
@@ -140,7 +156,10 @@ def plan_dp(
             accountant=config.accountant,
             history=history,
         )
-    return DpPlan(delta, config.accountant, sample_rate, steps_per_round, noise, config.clip_norm, release_sigma, final_sigma, rounds)
+    return DpPlan(
+        delta, config.accountant, sample_rate, steps_per_round, noise, config.clip_norm, release_sigma, final_sigma, rounds,
+        frozenset(release_rounds),
+    )
 
 
 def _gaussian_multiplier(epsilon: float, delta: float, releases: int, accountant: str) -> float:
@@ -161,6 +180,17 @@ class PrivateTraining:
         self.module.remove_hooks()
 
 
+def opacus_batch_size(dataset_size: int, sample_rate: float) -> int:
+    """The loader batch size from which Opacus derives exactly ``sample_rate``.
+
+    Opacus sets the Poisson rate to ``1 / len(loader) = 1 / ceil(n / b)``.  Every planned
+    rate is ``1 / s`` with ``s = ceil(n / b0)`` for some ``b0``, and then ``b = ceil(n / s)``
+    gives ``ceil(n / b) = s`` again, whereas ``round(q * n)`` can miss it (n=10, q=1/4).
+    """
+    steps = max(1, round(1.0 / sample_rate))
+    return max(1, -(-dataset_size // steps))
+
+
 def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, dataset_size: int, plan: DpPlan, seed: int) -> PrivateTraining:
     """Wrap ``model``/``optimizer`` with Opacus's PrivacyEngine: per-artwork clipping to
     ``plan.clip_norm``, noise multiplier ``plan.noise_multiplier``, Poisson sampling."""
@@ -168,7 +198,7 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, dataset_siz
 
     loader = DataLoader(
         TensorDataset(torch.arange(dataset_size)),
-        batch_size=max(1, round(plan.sample_rate * dataset_size)),
+        batch_size=opacus_batch_size(dataset_size, plan.sample_rate),
         generator=torch.Generator().manual_seed(seed),
     )
     engine = PrivacyEngine(accountant="prv")  # the project's own ledger is authoritative

@@ -1,0 +1,30 @@
+"""``fedstyle client --config client.toml``: run one artist's federated client."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fedstyle_secure.cli.server import add_log_format
+from fedstyle_secure.secure.keystore import load_artist_keys
+from fedstyle_secure.transport.artist import run_artist
+from fedstyle_secure.transport.config import load_client_config
+from fedstyle_secure.transport.logs import configure_logging
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "client",
+        help="run one artist's federated client",
+        description="Connect to the server over mutual TLS with this artist's key bundle, train locally on the "
+        "artist's private images each round, and send only protected contributions; reconnects with backoff.",
+    )
+    p.add_argument("--config", type=Path, required=True, metavar="TOML", help="client.toml ([client] table)")
+    add_log_format(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    configure_logging(args.log_format, getattr(args, "verbose", False))
+    config = load_client_config(args.config)
+    return run_artist(config, load_artist_keys(config.keys, config.artist))

@@ -1,0 +1,51 @@
+"""``fedstyle server --config server.toml``: run the federation server (mutual TLS, gRPC)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from fedstyle_secure.secure.keystore import load_server_keys
+from fedstyle_secure.transport.config import load_server_config
+from fedstyle_secure.transport.logs import LOG_FORMATS, configure_logging
+from fedstyle_secure.transport.server import start_server
+
+log = logging.getLogger(__name__)
+
+
+def add_log_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text", help="log as text or one JSON object per line (default %(default)s)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "server",
+        help="run the federation server",
+        description="Serve fedstyle.v1 over mutual TLS: register artists, orchestrate rounds with deadlines "
+        "and a quorum, aggregate only protected sums, persist state after every round (resumes on restart).",
+    )
+    p.add_argument("--config", type=Path, required=True, metavar="TOML", help="server.toml ([server] and [federation] tables)")
+    add_log_format(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    configure_logging(args.log_format, getattr(args, "verbose", False))
+    config = load_server_config(args.config)
+    running = start_server(config, load_server_keys(config.keys))
+    log.info("serving fedstyle.v1", extra={"listen": config.listen, "port": running.port, "roster": list(running.servicer.coordinator.roster)})
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(0.5) and not running.servicer.coordinator.finished:
+        pass
+    failure = running.servicer.coordinator.failed
+    running.stop(grace=2.0)
+    if failure:
+        log.error("run failed: %s", failure)
+        return 1
+    log.info("run finished" if running.servicer.coordinator.finished else "stopped")
+    return 0

@@ -1,0 +1,1 @@
+"""Experiments built on the simulator: privacy-budget sweeps (epsilon against retrieval quality)."""

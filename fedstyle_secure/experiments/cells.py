@@ -1,0 +1,37 @@
+"""The real cell runner of ``fedstyle sweep``: one in-process federated simulation per cell."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from fedstyle_secure.cli.common import dp_config_from_args, federation_from_args, simulation_config_from_args
+from fedstyle_secure.experiments.sweep import CellResult, CellRunner, CellSpec
+from fedstyle_secure.federation.simulator import run_simulation
+from fedstyle_secure.training.dp import DpConfig
+
+
+def _dp_config_for(epsilon: float, args: argparse.Namespace) -> DpConfig | None:
+    """DP-SGD configuration of a cell at total budget ``epsilon`` (``None`` = non-private, epsilon = inf)."""
+    dp = dp_config_from_args(args, epsilon)
+    if dp is not None:
+        dp.validate()
+    return dp
+
+
+def make_cell_runner(args: argparse.Namespace) -> CellRunner:
+    """Build the federation ONCE (split fixed by ``--seed``), then train one simulation per cell.
+
+    DP configurations of every finite epsilon are validated here, before any cell runs.
+    """
+    dp_by_epsilon = {e: _dp_config_for(e, args) for e in args.epsilon_list}
+    data = federation_from_args(args, progress=False)
+
+    def run_cell(spec: CellSpec) -> CellResult:
+        config = replace(simulation_config_from_args(args, spec.algorithm), seed=spec.seed, dp=dp_by_epsilon[spec.epsilon])
+        result = run_simulation(config, data)
+        spent = {a: info.get("epsilon_spent") for a, info in result.privacy.items()}
+        extra = {"wall_time_s": result.wall_time_s, "epsilon_spent": spent, "retired": dict(result.state.retired)}
+        return CellResult(metrics=result.metrics.as_dict(), extra=extra)
+
+    return run_cell

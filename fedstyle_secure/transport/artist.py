@@ -1,0 +1,155 @@
+"""The artist process: one artist's private images, a :class:`StyleClient`, and the round loop
+driven by the server's plans over mutual TLS.  Reconnects with exponential backoff.
+
+Data never leaves this process except as the protected round contribution (plain only with
+``secure_mode = "none"``), the artist's published prototypes and signed epsilon reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+import grpc
+import numpy as np
+import torch
+
+from fedstyle_secure.data.images import content_key, load_image_folder
+from fedstyle_secure.errors import ConfigError, TransportError
+from fedstyle_secure.federation.client import Broadcast, StyleClient
+from fedstyle_secure.federation.dataset import DEFAULT_PUBLIC_IMAGES, load_public_images
+from fedstyle_secure.federation.packing import Layout, pack
+from fedstyle_secure.federation.strategy import algorithm_spec
+from fedstyle_secure.models.factory import EncoderConfig, make_model
+from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, build_input_bank, default_cache_dir
+from fedstyle_secure.secure.ckks import EncryptedVector, encrypt
+from fedstyle_secure.secure.keystore import ArtistKeys
+from fedstyle_secure.training.local import LocalConfig, LocalData
+from fedstyle_secure.transport.channel import ArtistSession, open_channel
+from fedstyle_secure.transport.config import ClientConfig
+from fedstyle_secure.transport.wire import pb
+
+log = logging.getLogger(__name__)
+# UNAUTHENTICATED: the server restarted (sessions are not persisted); ALREADY_EXISTS at
+# registration: our previous connection has not timed out yet.
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.ALREADY_EXISTS}
+SKIPPABLE = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+def build_style_client(config: ClientConfig, artist_id: str, roster: tuple[str, ...], plan: pb.RoundPlan) -> StyleClient:
+    """The artist's StyleClient, built the way :func:`prepare_federation` builds a simulated one."""
+    artworks, _ = load_image_folder(config.data, min_artists=1)
+    expected_public = f"generated:{DEFAULT_PUBLIC_IMAGES}:seed0"
+    if plan.public_set.name != expected_public:
+        raise ConfigError(f"the server aligns on public set {plan.public_set.name!r}; this client has only {expected_public!r}")
+    if len(artworks.artists) != 1:
+        raise ConfigError(f"client.data: {config.data} must hold exactly one artist's folder, found {list(artworks.artists)}")
+    cache = config.cache_dir or default_cache_dir()
+    bank = build_input_bank(artworks.images, artworks.keys, DEFAULT_BACKBONE, DEFAULT_VIEWS, seed=0, cache_dir=cache)
+    public_images = load_public_images(None)
+    public = build_input_bank(public_images, [content_key(p) for p in public_images], DEFAULT_BACKBONE, 0, cache_dir=cache)
+    spec = algorithm_spec(plan.algorithm)
+    torch.manual_seed(plan.seed)  # every artist starts from the same model
+    model = make_model(EncoderConfig(embedding_dim=plan.embedding_dim), bank, public, len(roster) if spec.needs_classifier else None)
+    row = roster.index(artist_id)
+    return StyleClient(
+        client_id=artist_id, data=LocalData(bank=bank, labels=np.full(len(bank), row)), spec=spec, model=model,
+        config=LocalConfig(epochs=config.epochs, batch_size=config.batch_size), public_inputs=public.originals(),
+        n_artists=len(roster), rng=np.random.default_rng([plan.seed, row]),
+    )
+
+
+@dataclass
+class ArtistRunner:
+    """Acts on each plan exactly once; all model work is :class:`StyleClient`'s."""
+
+    config: ClientConfig
+    keys: ArtistKeys
+    client: StyleClient | None = None
+    standardised: bool = False
+    done: tuple[int, str] = (0, "")
+    sent: dict[tuple[int, str], Callable[[ArtistSession], object]] = field(default_factory=dict)
+
+    def act(self, session: ArtistSession, plan: pb.RoundPlan) -> None:
+        """Send this plan's submission; after a reconnect the same (round, phase) resends the
+        cached submission (fresh nonce) instead of training or releasing again."""
+        if self.client is None:
+            self.client = build_style_client(self.config, session.artist_id, session.roster, plan)
+        if session.artist_id not in plan.participants:
+            return
+        key = (plan.round_id, plan.phase)
+        if key not in self.sent:
+            self.sent = {key: self._prepare(session, plan)}  # only the latest is ever resent
+        self.sent[key](session)
+
+    def _prepare(self, session: ArtistSession, plan: pb.RoundPlan) -> Callable[[ArtistSession], object]:
+        """Do the round's local work once; return how to send its result."""
+        client, round_id, r = self.client, plan.round_id, plan.round_id - 1  # r: the simulator's round index
+        assert client is not None
+        if plan.phase == "publish":
+            publication = client.publish(self._broadcast(session, round_id), round_id=r)
+            return lambda s: s.publish(round_id, publication)
+        if plan.phase == "contribute":
+            arrays = client.feature_moments() if plan.kind == pb.ROUND_KIND_SETUP else client.fit(self._broadcast(session, round_id), round_id=r)
+            kind, payload, layout = self._protect(plan.secure_mode, arrays)
+            return lambda s: s.upload(round_id, kind, payload, layout)
+        if plan.phase == "decrypt":
+            total = EncryptedVector.load(self.keys.ckks, session.aggregate(round_id), what=f"round {round_id} aggregate").decrypt()
+            payload = np.asarray(total, dtype="<f8").tobytes()
+            return lambda s: s.upload(round_id, pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE, payload)
+        raise TransportError(f"round {round_id}: unknown phase {plan.phase!r} (is this client older than the server?)")
+
+    def _broadcast(self, session: ArtistSession, round_id: int) -> Broadcast:
+        broadcast, standardisation = session.broadcast(round_id)
+        if standardisation is not None and not self.standardised:
+            self.client.set_standardisation(*standardisation)  # type: ignore[union-attr]
+            self.standardised = True
+        return broadcast
+
+    def _protect(self, secure_mode: str, arrays: dict[str, np.ndarray]) -> tuple[int, bytes, Layout]:
+        vector, layout = pack(arrays)
+        if secure_mode == "ckks":
+            return pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, encrypt(self.keys.ckks, vector).serialize(), layout
+        return pb.PAYLOAD_KIND_PLAIN_VECTOR, np.asarray(vector, dtype="<f8").tobytes(), layout
+
+    def run_session(self, session: ArtistSession, stop: threading.Event) -> pb.RoundPlan:
+        """Follow plans until the run finishes; returns the final plan."""
+        while not stop.is_set():
+            plan = session.plan(self.done[0], self.done[1], wait_seconds=5.0)
+            if plan.finished:
+                return plan
+            if (plan.round_id, plan.phase) == self.done:
+                continue
+            try:
+                self.act(session, plan)
+            except grpc.RpcError as exc:
+                if exc.code() not in SKIPPABLE:
+                    raise
+                log.warning("round %d %s: %s", plan.round_id, plan.phase, exc.details())
+            self.done = (plan.round_id, plan.phase)
+        raise TransportError("stopped before the run finished")
+
+
+def run_artist(config: ClientConfig, keys: ArtistKeys, stop: threading.Event | None = None) -> int:
+    """Connect, register and follow the federation until it finishes; retry with backoff."""
+    stop = stop or threading.Event()
+    runner, delay = ArtistRunner(config, keys), config.reconnect_initial_seconds
+    while not stop.is_set():
+        try:
+            with open_channel(config.server, keys.tls_pem(), server_name=config.server_name, max_message_bytes=config.max_message_bytes) as channel:
+                session = ArtistSession.register(channel, keys)
+                delay, runner.done = config.reconnect_initial_seconds, (0, "")  # re-read the (maybe restarted) server's plan
+                plan = runner.run_session(session, stop)
+            if plan.failure:
+                raise TransportError(f"the server stopped the run: {plan.failure}")
+            log.info("federation finished", extra={"artist": keys.artist_id, "round": plan.round_id})
+            return 0
+        except grpc.RpcError as exc:
+            if exc.code() not in RETRYABLE:
+                raise TransportError(f"{keys.artist_id}: server refused: {exc.code().name}: {exc.details()}") from exc
+            log.warning("connection problem (%s: %s); retrying in %.1f s", exc.code().name, exc.details(), delay)
+        stop.wait(delay)
+        delay = min(delay * 2, config.reconnect_max_seconds)
+    return 1

@@ -1,0 +1,91 @@
+"""Mutual-TLS identities: credentials for both ends and the caller's ``(role, id)`` of a call.
+
+Threat model: the federation CA (offline, ``fedstyle keys init``) is the only trust anchor;
+the TLS layer refuses any client without a certificate it issued.  The servicer then trusts
+only the certificate's ``fedstyle://<role>/<id>`` URI SAN, never ids claimed in messages.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from dataclasses import dataclass
+
+import grpc
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from fedstyle_secure.errors import ConfigError, SecureAggregationError
+from fedstyle_secure.secure import pki
+from fedstyle_secure.secure.keystore import CA_CERT, MachineKeys, client_cert_path, client_key_path
+from fedstyle_secure.transport.rejections import Forbidden, NotAuthenticated
+
+REGISTER_CONTEXT = b"fedstyle.v1/register"
+SESSION_METADATA = "fedstyle-session"
+
+
+def server_credentials(keys: MachineKeys) -> grpc.ServerCredentials:
+    """TLS server credentials that *require* a client certificate issued by the federation CA."""
+    ca, cert, key = keys.tls_pem()
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+
+
+def channel_credentials(tls_pem: tuple[bytes, bytes, bytes]) -> grpc.ChannelCredentials:
+    """TLS client credentials from ``(CA, certificate, key)`` PEM, trusting only the federation CA."""
+    ca, cert, key = tls_pem
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
+def buyer_tls_pem(keys_dir: Path, buyer_id: str) -> tuple[bytes, bytes, bytes]:
+    """A buyer's ``(CA, certificate, key)`` PEM from its bundle or a full key set (checked by the TLS layer)."""
+    paths = (CA_CERT, client_cert_path(pki.Role.BUYER, buyer_id), client_key_path(pki.Role.BUYER, buyer_id))
+    try:
+        return tuple((Path(keys_dir) / p).read_bytes() for p in paths)  # type: ignore[return-value]
+    except OSError as exc:
+        raise ConfigError(f"buyer {buyer_id!r} key files unreadable in {keys_dir}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Caller:
+    role: pki.Role
+    subject_id: str
+
+
+def caller_of(context: grpc.ServicerContext) -> Caller:
+    """The verified peer certificate's identity; raises :class:`NotAuthenticated`."""
+    pems = context.auth_context().get("x509_pem_cert")
+    if not pems:
+        raise NotAuthenticated("no client certificate on this connection (mutual TLS required)")
+    try:
+        role, subject_id = pki.client_identity(x509.load_pem_x509_certificate(pems[0]))
+    except (ValueError, SecureAggregationError) as exc:
+        raise NotAuthenticated(f"client certificate carries no federation identity: {exc}") from exc
+    return Caller(role, subject_id)
+
+
+def require_role(caller: Caller, role: pki.Role, rpc: str) -> None:
+    if caller.role is not role:
+        raise Forbidden(f"{caller.role.value} certificate {caller.subject_id!r} may not call {rpc}")
+
+
+def registration_payload(artist_id: str, nonce: bytes) -> bytes:
+    return REGISTER_CONTEXT + b"\0" + artist_id.encode() + b"\0" + nonce
+
+
+def sign_registration(key: Ed25519PrivateKey, artist_id: str, nonce: bytes) -> bytes:
+    return key.sign(registration_payload(artist_id, nonce))
+
+
+def verify_registration(public: Ed25519PublicKey, artist_id: str, nonce: bytes, signature: bytes) -> None:
+    """The claimed artist holds the roster's identity key; raises :class:`Forbidden`."""
+    if len(nonce) < 16:
+        raise Forbidden("registration nonce must be at least 16 random bytes")
+    try:
+        public.verify(signature, registration_payload(artist_id, nonce))
+    except InvalidSignature as exc:
+        raise Forbidden(f"registration signature does not verify under {artist_id}'s identity key") from exc
+
+
+def new_session_token() -> str:
+    return secrets.token_urlsafe(24)

@@ -1,0 +1,104 @@
+"""Artist- and buyer-side calls of ``fedstyle.v1`` over one mutual-TLS channel (no training here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import grpc
+import numpy as np
+
+from fedstyle_secure.federation.client import Broadcast, Publication
+from fedstyle_secure.federation.packing import Layout
+from fedstyle_secure.secure.keystore import ArtistKeys
+from fedstyle_secure.transport import auth
+from fedstyle_secure.transport.wire import DEFAULT_CHUNK_BYTES, PROTOCOL, chunk_payload, from_tensor, join_chunks, new_nonce, optional_array, pb, pb_grpc, to_tensor
+
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_DOWNLOAD_BYTES = 1 << 31
+
+
+def open_channel(address: str, tls_pem: tuple[bytes, bytes, bytes], *, server_name: str = "localhost", max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.Channel:
+    """A mutual-TLS channel; ``server_name`` must be a host of the server certificate."""
+    options = [
+        ("grpc.ssl_target_name_override", server_name),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+    return grpc.secure_channel(address, auth.channel_credentials(tls_pem), options=options)
+
+
+@dataclass
+class ArtistSession:
+    """A registered artist's calls.  Every method raises :class:`grpc.RpcError` on refusal."""
+
+    stub: pb_grpc.FederationStub
+    artist_id: str
+    token: str
+    roster: tuple[str, ...]
+
+    @classmethod
+    def register(cls, channel: grpc.Channel, keys: ArtistKeys, timeout: float = 10.0) -> "ArtistSession":
+        stub = pb_grpc.FederationStub(channel)
+        nonce = new_nonce() + new_nonce()
+        reply = stub.Register(
+            pb.RegisterRequest(artist_id=keys.artist_id, nonce=nonce, protocol=PROTOCOL,
+                               identity_signature=auth.sign_registration(keys.identity_key, keys.artist_id, nonce)),
+            timeout=timeout,
+        )
+        return cls(stub, keys.artist_id, reply.session, tuple(reply.roster))
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((auth.SESSION_METADATA, self.token),)
+
+    def plan(self, after_round: int = 0, after_phase: str = "", wait_seconds: float = 10.0) -> pb.RoundPlan:
+        request = pb.RoundPlanRequest(after_round=after_round, after_phase=after_phase, wait_seconds=wait_seconds)
+        return self.stub.GetRoundPlan(request, metadata=self.metadata, timeout=wait_seconds + 10)
+
+    def broadcast(self, round_id: int, timeout: float = 60.0) -> tuple[Broadcast, tuple[np.ndarray, np.ndarray] | None]:
+        """The round's broadcast and the feature standardisation (mean, std) if set."""
+        _, payload = join_chunks(self.stub.DownloadBroadcast(pb.BroadcastRequest(round_id=round_id), metadata=self.metadata, timeout=timeout), MAX_DOWNLOAD_BYTES)
+        body = pb.BroadcastBody.FromString(payload)
+        protos = from_tensor(body.prototypes, "prototypes")
+        broadcast = Broadcast(
+            round=round_id - 1, params=optional_array(body, "params", "params"), consensus=optional_array(body, "consensus", "consensus"),
+            prototypes=protos, known=np.asarray(body.known, dtype=bool),
+        )
+        mean, std = optional_array(body, "feature_mean", "feature_mean"), optional_array(body, "feature_std", "feature_std")
+        return broadcast, (None if mean is None else (mean, std))
+
+    def publish(self, round_id: int, publication: Publication, timeout: float = 30.0) -> pb.Ack:
+        return self.stub.PublishPrototypes(
+            pb.PrototypePublication(round_id=round_id, artist_rows=[int(r) for r in publication.artist_rows],
+                                    prototypes=to_tensor(publication.prototypes.astype(np.float32)), nonce=new_nonce()),
+            metadata=self.metadata, timeout=timeout,
+        )
+
+    def upload(
+        self, round_id: int, kind: int, payload: bytes, layout: Layout | None = None, *,
+        nonce: bytes | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES, timeout: float = 120.0,
+    ) -> pb.Ack:
+        """Stream a contribution (plain float64 bytes or a CKKS ciphertext) or a decrypted aggregate."""
+        chunks = chunk_payload(payload, round_id=round_id, kind=kind, nonce=nonce, chunk_bytes=chunk_bytes)
+        return self.stub.UploadContribution(with_layout(chunks, layout), metadata=self.metadata, timeout=timeout)
+
+    def aggregate(self, round_id: int, timeout: float = 120.0) -> bytes:
+        return join_chunks(self.stub.DownloadAggregate(pb.AggregateRequest(round_id=round_id), metadata=self.metadata, timeout=timeout), MAX_DOWNLOAD_BYTES)[1]
+
+    def report(self, round_id: int, signed_json: bytes, timeout: float = 30.0) -> pb.Ack:
+        return self.stub.UploadEpsilonReport(pb.EpsilonReport(round_id=round_id, artist_id=self.artist_id, signed_json=signed_json), metadata=self.metadata, timeout=timeout)
+
+
+def with_layout(chunks: Iterator[pb.Chunk], layout: Layout | None) -> Iterator[pb.Chunk]:
+    for chunk in chunks:
+        if layout is not None and chunk.HasField("header"):
+            chunk.header.layout.extend(pb.LayoutField(name=name, shape=list(shape)) for name, shape in layout.fields)
+        yield chunk
+
+
+def query(address: str, tls_pem: tuple[bytes, bytes, bytes], image: bytes, top_k: int = 5, *, server_name: str = "localhost", timeout: float = 30.0) -> list[tuple[str, float]]:
+    """Buyer: rank artists by style similarity to an encoded image, over mutual TLS."""
+    with open_channel(address, tls_pem, server_name=server_name) as channel:
+        reply = pb_grpc.FederationStub(channel).Query(pb.QueryRequest(image=image, top_k=top_k), timeout=timeout)
+    return [(hit.artist, float(hit.score)) for hit in reply.hits]

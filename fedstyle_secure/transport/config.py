@@ -1,0 +1,148 @@
+"""``server.toml`` / ``client.toml``: parsed with :mod:`tomllib`, validated field by field.
+
+Every error names the file and the offending field (``ConfigError``).  Times in seconds,
+sizes in bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.transport.coordinator import Schedule
+
+T = TypeVar("T")
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The server process.  ``schedule`` is the ``[federation]`` table."""
+
+    keys: Path
+    state_db: Path
+    listen: str = "127.0.0.1:50051"
+    schedule: Schedule = field(default_factory=Schedule)
+    embedding_dim: int = 64
+    max_message_bytes: int = 4 * MiB
+    max_payload_bytes: int = 256 * MiB
+    stream_idle_seconds: float = 10.0
+    session_timeout_seconds: float = 30.0
+    index: Path | None = None
+    reports_dir: Path | None = None
+    cache_dir: Path | None = None
+    dp_epsilon: float = 0.0
+    dp_delta: float = 0.0
+    dp_noise_multiplier: float = 0.0
+    dp_clip_norm: float = 0.0
+    dp_sample_rate: float = 0.0
+
+    @property
+    def announces_dp(self) -> bool:
+        """DP parameters go into every round plan once an epsilon budget is configured (> 0)."""
+        return self.dp_epsilon > 0
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """One artist process."""
+
+    keys: Path
+    data: Path
+    server: str = "127.0.0.1:50051"
+    artist: str | None = None
+    server_name: str = "localhost"
+    cache_dir: Path | None = None
+    epochs: int = 1
+    batch_size: int = 16
+    reconnect_initial_seconds: float = 0.5
+    reconnect_max_seconds: float = 30.0
+    max_message_bytes: int = 4 * MiB
+
+
+_TYPES: dict[str, type] = {"int": int, "str": str, "bool": bool, "float": float, "str | None": str, "Path": Path, "Path | None": Path}
+
+
+def _coerce(value: Any, type_name: str, where: str) -> Any:
+    """A TOML value as the dataclass field's type (annotations are strings here)."""
+    expected = _TYPES.get(type_name)
+    if expected is None:
+        raise ConfigError(f"{where}: cannot be set in a config file")
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    wanted = str if expected is Path else expected
+    if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {wanted.__name__}, got {value!r}")
+    return Path(value) if expected is Path else value
+
+
+def _build(cls: type[T], table: dict[str, Any], where: str, nested: dict[str, Any] | None = None) -> T:
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
+    values = dict(nested or {})
+    for name, value in table.items():
+        if name == "refreshes":
+            if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
+                raise ConfigError(f"{where}.{name}: expected a list of round indices, got {value!r}")
+            values[name] = frozenset(value)
+        else:
+            values[name] = _coerce(value, str(fields[name].type), f"{where}.{name}")
+    missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where}: missing required field(s) {', '.join(missing)}")
+    return cls(**values)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: config file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def _positive(obj: object, names: tuple[str, ...], where: str) -> None:
+    for name in names:
+        if getattr(obj, name) <= 0:
+            raise ConfigError(f"{where}.{name} must be > 0, got {getattr(obj, name)}")
+
+
+def _relative(base: Path, path: Path | None) -> Path | None:
+    return None if path is None else (path if path.is_absolute() else base / path)
+
+
+def load_server_config(path: Path) -> ServerConfig:
+    """``[server]`` (keys, state_db, listen, limits) and ``[federation]`` (the schedule)."""
+    raw = _read(path)
+    unknown = sorted(set(raw) - {"server", "federation"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)} (expected [server], [federation])")
+    schedule = _build(Schedule, dict(raw.get("federation", {})), f"{path}: federation")
+    config = _build(ServerConfig, dict(raw.get("server", {})), f"{path}: server", {"schedule": schedule})
+    _positive(config, ("embedding_dim", "max_message_bytes", "max_payload_bytes", "stream_idle_seconds", "session_timeout_seconds"), f"{path}: server")
+    if config.announces_dp:
+        _positive(config, ("dp_delta", "dp_noise_multiplier", "dp_clip_norm", "dp_sample_rate"), f"{path}: server")
+    base = path.parent
+    return dataclasses.replace(config, keys=_relative(base, config.keys), state_db=_relative(base, config.state_db), index=_relative(base, config.index), reports_dir=_relative(base, config.reports_dir),
+        cache_dir=_relative(base, config.cache_dir),
+    )
+
+
+def load_client_config(path: Path) -> ClientConfig:
+    """``[client]``: keys bundle, data folder (one artist), server address."""
+    raw = _read(path)
+    unknown = sorted(set(raw) - {"client"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)} (expected [client])")
+    config = _build(ClientConfig, dict(raw.get("client", {})), f"{path}: client")
+    _positive(config, ("epochs", "batch_size", "reconnect_initial_seconds", "reconnect_max_seconds", "max_message_bytes"), f"{path}: client")
+    base = path.parent
+    return dataclasses.replace(config, keys=_relative(base, config.keys), data=_relative(base, config.data), cache_dir=_relative(base, config.cache_dir))

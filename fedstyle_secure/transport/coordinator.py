@@ -1,0 +1,347 @@
+"""The server's round state machine: plans, phases, deadlines, quorum, submissions (no I/O).
+
+One :class:`Coordinator` drives a whole run with the *same* pure functions as the in-process
+simulator (:mod:`fedstyle_secure.federation.strategy`, :class:`~fedstyle_secure.secure.api.PlainSummation`,
+:class:`~fedstyle_secure.secure.ckks.CkksAggregator`).  The gRPC servicer only decodes calls,
+forwards them here and maps :mod:`.rejections` to status codes; time is passed in, so every
+deadline path is unit-testable.
+
+Rounds: ``0`` is the set-up round (sum of feature moments -> input standardisation),
+``1..R`` are training rounds (simulator round ``r = id - 1``), ``R + 1`` the final publication.
+Phases of a round: ``publish`` (prototype releases, when the round refreshes them),
+``contribute`` (plain vector or CKKS ciphertext), ``decrypt`` (CKKS only: artists return the
+decrypted aggregate).  A phase closes when every participant answered, or at its deadline
+with at least ``quorum`` answers (stragglers are left out: both modes allow it); with fewer
+the round is aborted and retried, at most ``max_retries`` times, after which the run stops
+with ``failed`` set -- it never waits forever.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from fedstyle_secure.federation.packing import Layout, unpack
+from fedstyle_secure.federation.strategy import (
+    CONTRIBUTION_RANGE,
+    FEATURE_MOMENT_RANGE,
+    ServerState,
+    aggregate,
+    algorithm_spec,
+    publish_prototypes,
+    standardisation_from_sums,
+)
+from fedstyle_secure.errors import ConfigError, SecureAggregationError
+from fedstyle_secure.secure.api import PlainSummation
+from fedstyle_secure.secure.ckks import CkksAggregator, CkksContext
+from fedstyle_secure.transport.rejections import Duplicate, Malformed, PastDeadline, WrongRound
+
+TRANSPORT_SECURE_MODES: tuple[str, ...] = ("none", "ckks")
+DECRYPT_AGREEMENT = 1e-6  # max relative disagreement between artists' decrypted aggregates
+
+
+class Phase(str, enum.Enum):
+    PUBLISH = "publish"
+    CONTRIBUTE = "contribute"
+    DECRYPT = "decrypt"
+    FINISHED = "finished"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What the run does.  Times in seconds."""
+
+    algorithm: str = "fedstyle"
+    rounds: int = 3
+    secure_mode: str = "none"
+    quorum: int = 2
+    phase_seconds: float = 60.0
+    max_retries: int = 2
+    standardise: bool = True
+    refreshes: frozenset[int] = frozenset()  # simulator round indices r that refresh prototypes
+    seed: int = 0
+
+    def validate(self, n_artists: int) -> None:
+        algorithm_spec(self.algorithm)
+        if self.secure_mode not in TRANSPORT_SECURE_MODES:
+            raise ConfigError(f"secure_mode: the gRPC transport supports {TRANSPORT_SECURE_MODES}, got {self.secure_mode!r}")
+        if self.rounds < 1:
+            raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
+        if not 1 <= self.quorum <= n_artists:
+            raise ConfigError(f"quorum must be within 1..{n_artists} (the roster), got {self.quorum}")
+        if self.phase_seconds <= 0:
+            raise ConfigError(f"phase_seconds must be > 0, got {self.phase_seconds}")
+        if algorithm_spec(self.algorithm).pooled:
+            raise ConfigError("algorithm 'central' pools all data in one place; it has no federated transport")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The current round as artists see it."""
+
+    round_id: int
+    kind: str  # "setup" | "train" | "final"
+    phase: Phase
+    phase_deadline: float
+    participants: tuple[str, ...]
+    publish: bool
+    value_range: tuple[float, float]
+    attempt: int
+
+
+@dataclass
+class _Collect:
+    """Submissions of one phase."""
+
+    items: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class Coordinator:
+    schedule: Schedule
+    roster: tuple[str, ...]
+    state: ServerState
+    ckks: CkksContext | None = None
+    standardisation: tuple[np.ndarray, np.ndarray] | None = None
+    reports: dict[str, int] = field(default_factory=dict)
+    failed: str | None = None
+    last_error: str = ""
+    attempt: int = 0
+    _phase: Phase = Phase.CONTRIBUTE
+    _deadline: float = 0.0
+    _round_id: int = 0
+    _collect: _Collect = field(default_factory=_Collect)
+    _layout: Layout | None = None
+    _aggregator: CkksAggregator | None = None
+    _aggregate_bytes: bytes | None = None
+    _nonces: set[bytes] = field(default_factory=set)
+    _last_closed: tuple[int, str, float] = (-1, "", 0.0)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, now: float) -> None:
+        """Open the first round not yet completed (``state.round`` counts completed training rounds)."""
+        self.schedule.validate(len(self.roster))
+        if self.schedule.secure_mode == "ckks" and self.ckks is None:
+            raise SecureAggregationError("secure_mode 'ckks' needs the server's public CKKS context")
+        needs_setup = self.schedule.standardise and self.standardisation is None and self.state.round == 0
+        self._open(0 if needs_setup else self.state.round + 1, now)
+
+    @property
+    def spec(self):
+        return algorithm_spec(self.schedule.algorithm)
+
+    def _kind(self, round_id: int) -> str:
+        if round_id == 0:
+            return "setup"
+        return "final" if round_id > self.schedule.rounds else "train"
+
+    def _publishes(self, round_id: int) -> bool:
+        kind = self._kind(round_id)
+        if kind == "final":
+            return True
+        return kind == "train" and self.spec.uses_prototypes and self.spec.shares_prototypes and (round_id - 1) in self.schedule.refreshes
+
+    def _open(self, round_id: int, now: float) -> None:
+        if round_id > self.schedule.rounds + 1:
+            self._phase = Phase.FINISHED
+            return
+        self._round_id = round_id
+        self._layout, self._aggregator, self._aggregate_bytes = None, None, None
+        self._enter(Phase.PUBLISH if self._publishes(round_id) else Phase.CONTRIBUTE, now)
+
+    def _enter(self, phase: Phase, now: float) -> None:
+        self._phase, self._deadline, self._collect = phase, now + self.schedule.phase_seconds, _Collect()
+
+    @property
+    def participants(self) -> tuple[str, ...]:
+        return tuple(a for a in self.roster if a not in self.state.retired)
+
+    def plan(self) -> Plan:
+        return Plan(
+            round_id=self._round_id,
+            kind=self._kind(self._round_id),
+            phase=self._phase,
+            phase_deadline=self._deadline,
+            participants=self.participants,
+            publish=self._publishes(self._round_id),
+            value_range=FEATURE_MOMENT_RANGE if self._round_id == 0 else CONTRIBUTION_RANGE,
+            attempt=self.attempt,
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self._phase is Phase.FINISHED
+
+    # ------------------------------------------------------------------ submissions
+
+    def _admit(self, artist: str, round_id: int, phase: Phase, nonce: bytes, now: float) -> None:
+        """Common checks of every submission, in the order that gives the most precise refusal."""
+        if len(nonce) < 16:
+            raise Malformed("a submission needs a nonce of at least 16 random bytes")
+        if nonce in self._nonces:
+            raise Duplicate(f"replayed submission: nonce already seen (round {round_id}, {artist})")
+        if self.finished:
+            raise WrongRound("the run is finished")
+        if self._last_closed[:2] == (round_id, phase.value):
+            raise PastDeadline(f"round {round_id} phase {phase.value!r} closed at its deadline {self._last_closed[2]:.3f} without {artist}")
+        if round_id != self._round_id:
+            raise WrongRound(f"round {round_id} is not the current round {self._round_id}")
+        if self._phase is not phase:
+            raise WrongRound(f"round {round_id} is in phase {self._phase.value!r}, not {phase.value!r}")
+        if artist not in self.participants:
+            raise WrongRound(f"{artist} is not a participant of round {round_id}")
+        if now > self._deadline:
+            raise PastDeadline(f"round {round_id} phase {phase.value!r} closed at its deadline {self._deadline:.3f}")
+        if artist in self._collect.items:
+            raise Duplicate(f"{artist} already submitted in round {round_id} phase {phase.value!r}")
+
+    def submit_publication(self, artist: str, round_id: int, rows: np.ndarray, prototypes: np.ndarray, nonce: bytes, now: float) -> None:
+        self._admit(artist, round_id, Phase.PUBLISH, nonce, now)
+        own = self.roster.index(artist)
+        if rows.tolist() != [own]:
+            raise Malformed(f"{artist} may publish only its own artist row {own}, got rows {rows.tolist()}")
+        if prototypes.shape != (1, self.state.prototypes.shape[1]) or not np.all(np.isfinite(prototypes)):
+            raise Malformed(f"prototypes must be finite with shape (1, {self.state.prototypes.shape[1]}), got {prototypes.shape}")
+        self._accept(artist, (rows, prototypes), nonce, now)
+
+    def submit_contribution(self, artist: str, round_id: int, layout: Layout, payload: bytes, nonce: bytes, now: float) -> None:
+        """A packed contribution: float64 bytes (``none``) or a serialised CKKS vector (``ckks``)."""
+        self._admit(artist, round_id, Phase.CONTRIBUTE, nonce, now)
+        names, expected = {name for name, _ in layout.fields}, self._expected_fields(round_id)
+        if names != expected:
+            raise Malformed(f"{artist}: contribution arrays {sorted(names)}, round {round_id} expects {sorted(expected)}")
+        if self._layout is not None and layout != self._layout:
+            raise Malformed(f"{artist}: contribution layout {layout.fields} differs from this round's {self._layout.fields}")
+        what = f"round {round_id} contribution of {artist}"
+        if self.schedule.secure_mode == "ckks":
+            aggregator = self._aggregator or CkksAggregator(self.ckks.public() if self.ckks.has_secret_key else self.ckks, layout.size)  # type: ignore[union-attr]
+            try:
+                aggregator.add(payload, what=what)
+            except SecureAggregationError as exc:
+                raise Malformed(str(exc)) from exc
+            self._aggregator = aggregator
+            value: object = len(payload)
+        else:
+            value = _finite_vector(payload, layout.size, what, self.plan().value_range)
+        self._layout = layout
+        self._accept(artist, value, nonce, now)
+
+    def _expected_fields(self, round_id: int) -> set[str]:
+        """The named arrays of :func:`feature_moments` (set-up) or :func:`client_contribution`."""
+        if round_id == 0:
+            return {"feature_mean", "feature_sq_mean", "clients"}
+        spec = self.spec
+        return ({"weighted_params", "weight"} if spec.averages_parameters else set()) | ({"public_embeddings", "clients"} if spec.aligns_public else set())
+
+    def submit_decrypted(self, artist: str, round_id: int, payload: bytes, nonce: bytes, now: float) -> None:
+        self._admit(artist, round_id, Phase.DECRYPT, nonce, now)
+        assert self._layout is not None
+        self._accept(artist, _finite_vector(payload, self._layout.size, f"round {round_id} decrypted aggregate of {artist}", None), nonce, now)
+
+    def aggregate_ciphertext(self, round_id: int) -> bytes:
+        if round_id != self._round_id or self._aggregate_bytes is None:
+            raise WrongRound(f"no encrypted aggregate for round {round_id} (current round {self._round_id}, phase {self._phase.value})")
+        return self._aggregate_bytes
+
+    def record_report(self, artist: str, round_id: int) -> None:
+        self.reports[artist] = max(round_id, self.reports.get(artist, 0))
+
+    def retire(self, artist: str, reason: str) -> None:
+        self.state.retired.setdefault(artist, reason)
+
+    def _accept(self, artist: str, value: object, nonce: bytes, now: float) -> None:
+        self._nonces.add(nonce)
+        self._collect.items[artist] = value
+        self.tick(now)
+
+    # ------------------------------------------------------------------ closing phases
+
+    def tick(self, now: float) -> bool:
+        """Close the phase if everyone answered, or its deadline passed; True when something changed."""
+        if self.finished:
+            return False
+        got = len(self._collect.items)
+        everyone = set(self.participants) <= set(self._collect.items)
+        if not everyone and now <= self._deadline:
+            return False
+        if got < self._needed():
+            self._abort(f"round {self._round_id} phase {self._phase.value!r}: {got} of {len(self.participants)} answered by the deadline, quorum {self._needed()}", now)
+            return True
+        try:
+            self._close(now)
+        except (ValueError, KeyError, SecureAggregationError) as exc:  # fail closed: rerun the round
+            self._abort(f"round {self._round_id} phase {self._phase.value!r} could not be aggregated: {exc}", now)
+        return True
+
+    def _needed(self) -> int:
+        return 1 if self._phase is Phase.DECRYPT else min(self.schedule.quorum, max(len(self.participants), 1))
+
+    def _abort(self, reason: str, now: float) -> None:
+        self.last_error = reason
+        self.attempt += 1
+        if self.attempt > self.schedule.max_retries:
+            self.failed = f"{reason}; gave up after {self.schedule.max_retries} retries"
+            self._phase = Phase.FINISHED
+            return
+        self._open(self._round_id, now)
+
+    def _close(self, now: float) -> None:
+        items = self._collect.items
+        self._last_closed = (self._round_id, self._phase.value, self._deadline)
+        if self._phase is Phase.PUBLISH:
+            for rows, protos in items.values():  # type: ignore[misc]
+                publish_prototypes(self.state, rows, protos)
+            if self._kind(self._round_id) == "final":
+                return self._complete(now)
+            return self._enter(Phase.CONTRIBUTE, now)
+        if self._phase is Phase.CONTRIBUTE and self.schedule.secure_mode == "ckks":
+            self._aggregate_bytes = self._aggregator.result().serialize()  # type: ignore[union-attr]
+            return self._enter(Phase.DECRYPT, now)
+        if self._phase is Phase.CONTRIBUTE:
+            total = PlainSummation().sum(items, round_id=self._round_id).total  # type: ignore[arg-type]
+        else:
+            total = self._agreed_total(items)  # type: ignore[arg-type]
+        self._apply(unpack(total, self._layout))  # type: ignore[arg-type]
+        self._complete(now)
+
+    def _agreed_total(self, decrypted: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Every artist decrypts the same ciphertext; disagreeing answers mean someone lies."""
+        values = list(decrypted.values())
+        scale = max(1.0, float(np.max(np.abs(values[0]))))
+        for artist, vector in decrypted.items():
+            if np.max(np.abs(vector - values[0])) > DECRYPT_AGREEMENT * scale:
+                raise SecureAggregationError(f"round {self._round_id}: {artist}'s decrypted aggregate disagrees with the others")
+        return values[0]
+
+    def _apply(self, sums: dict[str, np.ndarray]) -> None:
+        if self._round_id == 0:
+            self.standardisation = standardisation_from_sums(sums)
+            return
+        new = aggregate(self.spec, self.state, sums) if (self.spec.averages_parameters or self.spec.aligns_public) else None
+        if new is not None:
+            self.state = new
+        else:
+            self.state.round += 1
+
+    def _complete(self, now: float) -> None:
+        if self._kind(self._round_id) == "final":
+            self.state.round = self.schedule.rounds + 1
+        self.attempt, self.last_error = 0, ""
+        self._open(self._round_id + 1, now)
+
+
+def _finite_vector(payload: bytes, length: int, what: str, value_range: tuple[float, float] | None) -> np.ndarray:
+    if len(payload) != 8 * length:
+        raise Malformed(f"{what}: {len(payload)} bytes, the layout needs {8 * length} (float64 x {length})")
+    vector = np.frombuffer(payload, dtype="<f8").astype(np.float64)
+    if not np.all(np.isfinite(vector)):
+        raise Malformed(f"{what}: contains NaN or infinite values")
+    if value_range is not None and (vector.min(initial=0) < value_range[0] or vector.max(initial=0) > value_range[1]):
+        raise Malformed(f"{what}: values outside the declared range {value_range}")
+    return vector
+
+

@@ -1,0 +1,89 @@
+"""A whole federation on loopback: fresh keys, one server, N artist threads or processes.
+
+Used by ``fedstyle launch``, ``scripts/run_federation.sh`` and the transport tests.  Nothing
+here is needed in a real deployment, where every machine gets only its own key bundle.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from fedstyle_secure.data.images import load_image_folder
+from fedstyle_secure.secure.keystore import generate_key_files, load_artist_keys, load_server_keys, write_key_files
+from fedstyle_secure.transport.artist import run_artist
+from fedstyle_secure.transport.config import ClientConfig, ServerConfig
+from fedstyle_secure.transport.coordinator import Schedule
+from fedstyle_secure.transport.server import RunningServer, start_server
+
+
+def write_fresh_keys(keys_dir: Path, artists: Sequence[str], buyers: Sequence[str] = ()) -> Path:
+    """A complete key set (CA, server, artists, buyers, CKKS) written 0600 into ``keys_dir``."""
+    write_key_files(keys_dir, generate_key_files(list(artists), buyers=list(buyers)))
+    return keys_dir
+
+
+def artist_folders(data_dir: Path, work: Path) -> dict[str, Path]:
+    """One data root per artist of ``<data>/<artist>/`` (a symlink under ``work``), as each artist machine holds."""
+    artworks, _ = load_image_folder(data_dir)
+    roots = {}
+    for artist in artworks.artists:
+        roots[artist] = work / "artist_data" / artist
+        roots[artist].mkdir(parents=True, exist_ok=True)
+        link = roots[artist] / artist
+        if not link.exists():
+            link.symlink_to((data_dir / artist).resolve(), target_is_directory=True)
+    return roots
+
+
+@dataclass
+class LoopbackFederation:
+    """A running server plus one thread per artist; ``results`` holds each artist's exit status or error."""
+
+    server: RunningServer
+    threads: dict[str, threading.Thread]
+    results: dict[str, object] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def join(self, timeout: float) -> bool:
+        finished = self.server.wait_finished(timeout)
+        for thread in self.threads.values():
+            thread.join(timeout=10)
+        return finished
+
+    def close(self) -> None:
+        self.stop.set()
+        self.server.stop(0)
+        for thread in self.threads.values():
+            thread.join(timeout=10)
+
+
+def start_loopback(
+    work: Path, data_dir: Path, schedule: Schedule, *, keys_dir: Path | None = None, cache_dir: Path | None = None,
+    epochs: int = 1, buyers: Sequence[str] = ("buyer",),
+) -> LoopbackFederation:
+    """Fresh keys (unless given), a server on a free loopback port, one artist thread per folder."""
+    folders = artist_folders(data_dir, work)
+    keys_dir = keys_dir or write_fresh_keys(work / "keys", sorted(folders), buyers)
+    config = ServerConfig(
+        keys=keys_dir, state_db=work / "server.sqlite", listen="127.0.0.1:0", schedule=schedule,
+        index=work / "index", reports_dir=work / "reports", cache_dir=cache_dir,
+    )
+    server = start_server(config, load_server_keys(keys_dir))
+    federation = LoopbackFederation(server, {})
+    for artist, folder in folders.items():
+        client = ClientConfig(keys=keys_dir, data=folder, server=f"127.0.0.1:{server.port}", artist=artist, cache_dir=cache_dir, epochs=epochs)
+        federation.threads[artist] = threading.Thread(target=_artist_thread, args=(federation, client), name=f"artist-{artist}", daemon=True)
+        federation.threads[artist].start()
+    return federation
+
+
+def _artist_thread(federation: LoopbackFederation, config: ClientConfig) -> None:
+    try:
+        federation.results[config.artist] = run_artist(config, load_artist_keys(config.keys, config.artist), federation.stop)
+    except Exception as exc:  # reported to the caller, who decides
+        federation.results[config.artist] = exc
+
+

@@ -1,0 +1,371 @@
+"""The gRPC server: decodes ``fedstyle.v1`` calls, authenticates them, forwards them to the
+:class:`~fedstyle_secure.transport.coordinator.Coordinator` and persists state after every round.
+
+Every refusal is a specific status (see :mod:`.rejections`); a refused call never changes state.
+Long polls and streams are bounded by deadlines so the server never blocks forever.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import queue
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from fedstyle_secure.data.images import decode_image
+from fedstyle_secure.errors import DataError, PrivacyError, SecureAggregationError
+from fedstyle_secure.federation.dataset import DEFAULT_PUBLIC_IMAGES
+from fedstyle_secure.federation.packing import Layout
+from fedstyle_secure.federation.strategy import initial_state
+from fedstyle_secure.secure import pki
+from fedstyle_secure.privacy.report_store import write_report
+from fedstyle_secure.privacy.reports import verify_report_signature
+from fedstyle_secure.retrieval.index import StyleIndex
+from fedstyle_secure.secure.keystore import ServerKeys
+from fedstyle_secure.transport import auth
+from fedstyle_secure.transport.config import ServerConfig
+from fedstyle_secure.transport.coordinator import Coordinator
+from fedstyle_secure.transport.publish_index import index_from_run
+from fedstyle_secure.transport.rejections import Duplicate, Forbidden, Malformed, NotAuthenticated, PastDeadline, Rejected, Unsupported, WrongRound
+from fedstyle_secure.transport.store import Snapshot, StateStore
+from fedstyle_secure.transport.wire import PayloadTooLarge, WireError, chunk_payload, from_tensor, join_chunks, optional_tensor, pb, pb_grpc
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = "fedstyle.v1.Federation"
+PUBLIC_SET_NAME = f"generated:{DEFAULT_PUBLIC_IMAGES}:seed0"  # federation.dataset.load_public_images(None)
+MAX_POLL_SECONDS = 30.0
+TICK_SECONDS = 0.1
+_END = object()
+
+
+@dataclass
+class _Session:
+    token: str
+    peer: str
+    last_seen: float
+
+
+def _rpc(method: Callable) -> Callable:
+    """Map :class:`Rejected` (and decode errors) to their gRPC status with the message."""
+
+    def wrapper(self: "FederationServicer", request, context: grpc.ServicerContext):
+        try:
+            return method(self, request, context)
+        except Rejected as exc:
+            log.info("refused %s from %s: %s (%s)", method.__name__, context.peer(), exc, exc.code)
+            context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
+        except PayloadTooLarge as exc:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except (WireError, ValueError) as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except SecureAggregationError as exc:
+            context.abort(grpc.StatusCode.ABORTED, str(exc))
+
+    wrapper.__name__ = method.__name__
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
+@dataclass
+class FederationServicer(pb_grpc.FederationServicer):
+    config: ServerConfig
+    keys: ServerKeys
+    coordinator: Coordinator
+    store: StateStore
+    clock: Callable[[], float] = time.time
+    sessions: dict[str, _Session] = field(default_factory=dict)
+    registered: set[str] = field(default_factory=set)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _saved_round: tuple[int, bool] = (-1, False)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _artist(self, context: grpc.ServicerContext, rpc: str) -> str:
+        """The calling artist: certificate identity + a live session of *this* certificate."""
+        caller = auth.caller_of(context)
+        auth.require_role(caller, pki.Role.ARTIST, rpc)
+        token = dict(context.invocation_metadata()).get(auth.SESSION_METADATA)
+        session = self.sessions.get(caller.subject_id)
+        if session is None or token != session.token:
+            raise NotAuthenticated(f"{caller.subject_id}: no valid session; call Register first (or it was superseded)")
+        session.last_seen = self.clock()
+        return caller.subject_id
+
+    def _changed(self) -> None:
+        """After any state change: persist a completed round, wake long polls."""
+        c = self.coordinator
+        key = (c.state.round, c.standardisation is not None)
+        if key != self._saved_round:
+            self.store.save(Snapshot(c.state, c.standardisation, dict(c.reports), c.roster, c.schedule.algorithm))
+            self._saved_round = key
+            log.info("round state saved", extra={"round": c.state.round, "phase": c.plan().phase.value})
+            if c.finished and c.failed is None and self.config.index is not None:
+                index_from_run(c, self.config.embedding_dim, self.config.cache_dir).save(self.config.index)
+                log.info("style index published", extra={"index": str(self.config.index)})
+        self._cond.notify_all()
+
+    def tick(self) -> None:
+        with self._cond:
+            if self.coordinator.tick(self.clock()):
+                self._changed()
+
+    def _plan_message(self) -> pb.RoundPlan:
+        c = self.coordinator
+        plan = c.plan()
+        kinds = {"setup": pb.ROUND_KIND_SETUP, "train": pb.ROUND_KIND_TRAIN, "final": pb.ROUND_KIND_FINAL}
+        return pb.RoundPlan(
+            round_id=plan.round_id, kind=kinds[plan.kind], algorithm=c.schedule.algorithm, secure_mode=c.schedule.secure_mode,
+            phase_deadline_unix=plan.phase_deadline, round_deadline_unix=plan.phase_deadline + c.schedule.phase_seconds,
+            publish_prototypes=plan.publish, participants=list(plan.participants), total_rounds=c.schedule.rounds,
+            finished=c.finished, value_low=plan.value_range[0], value_high=plan.value_range[1], phase=plan.phase.value,
+            seed=c.schedule.seed, embedding_dim=self.config.embedding_dim, failure=c.failed or "",
+            dp=self._dp_parameters(), public_set=pb.PublicSetReference(name=PUBLIC_SET_NAME, count=DEFAULT_PUBLIC_IMAGES),
+        )
+
+    def _dp_parameters(self) -> pb.DpParameters | None:
+        """Announced only; each artist's own ledger enforces its budget (DP runs artist-side)."""
+        c = self.config
+        if not c.announces_dp:
+            return None
+        return pb.DpParameters(noise_multiplier=c.dp_noise_multiplier, clip_norm=c.dp_clip_norm, sample_rate=c.dp_sample_rate, epsilon_budget=c.dp_epsilon, delta=c.dp_delta)
+
+    def _read_stream(self, requests: Iterator[pb.Chunk], context: grpc.ServicerContext) -> tuple[pb.PayloadHeader, bytes]:
+        """Join a Chunk stream, refusing one that stalls for ``stream_idle_seconds`` between chunks."""
+        inbox: queue.Queue = queue.Queue()
+
+        def pump() -> None:
+            try:
+                for chunk in requests:
+                    inbox.put(chunk)
+            except Exception:  # the RPC was cancelled/aborted: stop quietly
+                pass
+            inbox.put(_END)
+
+        threading.Thread(target=pump, daemon=True, name="stream-pump").start()
+
+        def chunks() -> Iterator[pb.Chunk]:
+            while True:
+                try:
+                    item = inbox.get(timeout=self.config.stream_idle_seconds)
+                except queue.Empty:
+                    raise PastDeadline(f"upload stalled: no chunk for {self.config.stream_idle_seconds:g} s") from None
+                if item is _END:
+                    return
+                yield item
+
+        return join_chunks(chunks(), self.config.max_payload_bytes)
+
+    # ------------------------------------------------------------------ RPCs
+
+    @_rpc
+    def Register(self, request: pb.RegisterRequest, context: grpc.ServicerContext) -> pb.RegisterResponse:
+        caller = auth.caller_of(context)
+        auth.require_role(caller, pki.Role.ARTIST, "Register")
+        if request.artist_id != caller.subject_id:
+            raise Forbidden(f"certificate of {caller.subject_id!r} cannot register as {request.artist_id!r}")
+        public = self.keys.identity_public_keys.get(caller.subject_id)
+        if public is None or caller.subject_id not in self.coordinator.roster:
+            raise Forbidden(f"{caller.subject_id!r} is not in this federation's roster")
+        if request.protocol != "fedstyle.v1":
+            raise Malformed(f"protocol {request.protocol!r} is not fedstyle.v1")
+        auth.verify_registration(public, request.artist_id, bytes(request.nonce), bytes(request.identity_signature))
+        with self._cond:
+            now, old = self.clock(), self.sessions.get(caller.subject_id)
+            if old is not None and old.peer != context.peer() and now - old.last_seen < self.config.session_timeout_seconds:
+                raise Duplicate(f"{caller.subject_id} is already connected from another session (seen {now - old.last_seen:.1f} s ago)")
+            self.sessions[caller.subject_id] = _Session(auth.new_session_token(), context.peer(), now)
+            self.registered.add(caller.subject_id)
+            log.info("artist registered", extra={"artist": caller.subject_id, "peer": context.peer()})
+            return pb.RegisterResponse(session=self.sessions[caller.subject_id].token, current_round=self.coordinator.plan().round_id, roster=list(self.coordinator.roster))
+
+    @_rpc
+    def GetRoundPlan(self, request: pb.RoundPlanRequest, context: grpc.ServicerContext) -> pb.RoundPlan:
+        """Reply once the current (round, phase) differs from the artist's last one (bounded wait)."""
+        self._artist(context, "GetRoundPlan")
+        wait = min(max(request.wait_seconds, 0.0), MAX_POLL_SECONDS)
+        with self._cond:
+            seen = (request.after_round, request.after_phase)
+            current = lambda: (self.coordinator.plan().round_id, self.coordinator.plan().phase.value)  # noqa: E731
+            self._cond.wait_for(lambda: self.coordinator.finished or current() != seen or not context.is_active(), timeout=wait)
+            return self._plan_message()
+
+    @_rpc
+    def DownloadBroadcast(self, request: pb.BroadcastRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
+        self._artist(context, "DownloadBroadcast")
+        with self._cond:
+            plan = self.coordinator.plan()
+            if request.round_id != plan.round_id:
+                raise WrongRound(f"broadcast of round {request.round_id} is not available (round {plan.round_id}, phase {plan.phase.value})")
+            body = self._broadcast_body(plan.round_id).SerializeToString()
+        return chunk_payload(body, round_id=plan.round_id, kind=pb.PAYLOAD_KIND_BROADCAST)
+
+    def _broadcast_body(self, round_id: int) -> pb.BroadcastBody:
+        s, std = self.coordinator.state, self.coordinator.standardisation
+        return pb.BroadcastBody(
+            round_id=round_id, params=optional_tensor(s.params), consensus=optional_tensor(s.consensus),
+            prototypes=optional_tensor(s.prototypes), known=[bool(k) for k in s.known],
+            feature_mean=optional_tensor(None if std is None else std[0]), feature_std=optional_tensor(None if std is None else std[1]),
+        )
+
+    @_rpc
+    def PublishPrototypes(self, request: pb.PrototypePublication, context: grpc.ServicerContext) -> pb.Ack:
+        artist = self._artist(context, "PublishPrototypes")
+        rows = np.asarray(request.artist_rows, dtype=np.int64)
+        protos = from_tensor(request.prototypes, f"prototypes of {artist}").astype(np.float32)
+        with self._cond:
+            self.coordinator.submit_publication(artist, request.round_id, rows, protos, bytes(request.nonce), self.clock())
+            self._changed()
+        return pb.Ack(round_id=request.round_id, accepted_bytes=request.prototypes.ByteSize())
+
+    @_rpc
+    def UploadContribution(self, requests: Iterator[pb.Chunk], context: grpc.ServicerContext) -> pb.Ack:
+        artist = self._artist(context, "UploadContribution")
+        header, payload = self._read_stream(requests, context)
+        expected = pb.PAYLOAD_KIND_CKKS_CIPHERTEXT if self.coordinator.schedule.secure_mode == "ckks" else pb.PAYLOAD_KIND_PLAIN_VECTOR
+        with self._cond:
+            now = self.clock()
+            if header.kind == pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE:
+                self.coordinator.submit_decrypted(artist, header.round_id, payload, bytes(header.nonce), now)
+            elif header.kind == expected:
+                layout = Layout(tuple((f.name, tuple(int(d) for d in f.shape)) for f in header.layout))
+                if not layout.fields:
+                    raise Malformed("a contribution must declare its layout")
+                self.coordinator.submit_contribution(artist, header.round_id, layout, payload, bytes(header.nonce), now)
+            else:
+                raise Malformed(f"payload kind {pb.PayloadKind.Name(header.kind)} is not accepted in secure mode {self.coordinator.schedule.secure_mode!r}")
+            self._changed()
+        return pb.Ack(round_id=header.round_id, accepted_bytes=len(payload))
+
+    @_rpc
+    def DownloadAggregate(self, request: pb.AggregateRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
+        self._artist(context, "DownloadAggregate")
+        with self._cond:
+            data = self.coordinator.aggregate_ciphertext(request.round_id)
+        return chunk_payload(data, round_id=request.round_id, kind=pb.PAYLOAD_KIND_CKKS_AGGREGATE)
+
+    @_rpc
+    def SubmitMasking(self, request: pb.MaskingUpload, context: grpc.ServicerContext) -> pb.Ack:
+        self._artist(context, "SubmitMasking")
+        raise Unsupported("secure modes secagg/secagg+ are not served over gRPC yet; use 'none' or 'ckks'")
+
+    @_rpc
+    def FetchMasking(self, request: pb.MaskingDownloadRequest, context: grpc.ServicerContext) -> pb.MaskingDownload:
+        self._artist(context, "FetchMasking")
+        raise Unsupported("secure modes secagg/secagg+ are not served over gRPC yet; use 'none' or 'ckks'")
+
+    @_rpc
+    def UploadEpsilonReport(self, request: pb.EpsilonReport, context: grpc.ServicerContext) -> pb.Ack:
+        """Accept a signed epsilon report only if the artist's identity key signed it; store it if configured."""
+        artist = self._artist(context, "UploadEpsilonReport")
+        if request.artist_id != artist:
+            raise Forbidden(f"{artist} cannot upload a report for {request.artist_id!r}")
+        try:
+            report = json.loads(request.signed_json)
+        except ValueError as exc:
+            raise Malformed(f"epsilon report is not JSON: {exc}") from exc
+        if not isinstance(report, dict) or report.get("artist_id") != artist or report.get("round") != request.round_id:
+            raise Malformed(f"epsilon report must be a JSON object for artist {artist!r} and round {request.round_id}")
+        try:
+            verify_report_signature(report, self.keys.identity_public_keys[artist])
+        except PrivacyError as exc:
+            raise Forbidden(f"epsilon report of {artist}: {exc}") from exc
+        with self._cond:
+            if self.config.reports_dir is not None:
+                write_report(self.config.reports_dir, report)
+            self.coordinator.record_report(artist, request.round_id)
+            self._saved_round = (-1, False)  # persist the report index
+            self._changed()
+        return pb.Ack(round_id=request.round_id, accepted_bytes=len(request.signed_json))
+
+    @_rpc
+    def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryResponse:
+        auth.require_role(auth.caller_of(context), pki.Role.BUYER, "Query")
+        if self.config.index is None or not (self.config.index / "index.json").exists():
+            raise WrongRound("this server has no published style index yet (it is written after the final round when server.index is set)")
+        try:
+            image = decode_image(io.BytesIO(bytes(request.image)))  # type: ignore[arg-type]
+        except DataError as exc:
+            raise Malformed(f"query image: {exc}") from exc
+        index = StyleIndex.load(self.config.index)
+        ranked = index.rank(index.embed_images(image[None])[0], max(int(request.top_k), 1))
+        return pb.QueryResponse(hits=[pb.QueryHit(artist=r.artist, score=r.score) for r in ranked])
+
+    @_rpc
+    def GetStatus(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.Status:
+        auth.caller_of(context)
+        with self._cond:
+            c = self.coordinator
+            plan = c.plan()
+            return pb.Status(round_id=plan.round_id, phase=plan.phase.value, registered=sorted(self.registered),
+                             retired=dict(c.state.retired), reports=dict(c.reports), last_error=c.failed or c.last_error)
+
+
+def restore_coordinator(config: ServerConfig, keys: ServerKeys, store: StateStore) -> Coordinator:
+    """A coordinator resumed from ``store`` (or fresh), over the key set's roster."""
+    roster = tuple(keys.artists)
+    snapshot = store.load()
+    if snapshot is not None and (snapshot.roster != roster or snapshot.algorithm != config.schedule.algorithm):
+        raise SecureAggregationError(f"{store.path}: saved for roster {snapshot.roster} / {snapshot.algorithm}, not this configuration")
+    state = snapshot.state if snapshot else initial_state(len(roster), config.embedding_dim, None)
+    coordinator = Coordinator(
+        schedule=config.schedule, roster=roster, state=state, ckks=keys.ckks,
+        standardisation=snapshot.standardisation if snapshot else None, reports=dict(snapshot.reports) if snapshot else {},
+    )
+    return coordinator
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    port: int
+    servicer: FederationServicer
+    health: health.HealthServicer
+    _stop: threading.Event
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        self._stop.set()
+        self.server.stop(grace).wait()
+
+    def wait_finished(self, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.servicer.coordinator.finished:
+                return True
+            time.sleep(0.1)
+        return self.servicer.coordinator.finished
+
+
+def start_server(config: ServerConfig, keys: ServerKeys, clock: Callable[[], float] = time.time) -> RunningServer:
+    """Start serving on ``config.listen`` (port 0 picks a free one) with mutual TLS; returns at once."""
+    store = StateStore(config.state_db)
+    coordinator = restore_coordinator(config, keys, store)
+    coordinator.start(clock())
+    servicer = FederationServicer(config=config, keys=keys, coordinator=coordinator, store=store, clock=clock)
+    options = [("grpc.max_receive_message_length", config.max_message_bytes), ("grpc.max_send_message_length", config.max_message_bytes)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8 + 4 * len(coordinator.roster)), options=options)
+    pb_grpc.add_FederationServicer_to_server(servicer, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_secure_port(config.listen, auth.server_credentials(keys))
+    if port == 0:
+        raise Rejected(f"server.listen: cannot bind {config.listen}")
+    server.start()
+    health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    stop = threading.Event()
+
+    def ticker() -> None:
+        while not stop.wait(TICK_SECONDS):
+            servicer.tick()
+
+    threading.Thread(target=ticker, daemon=True, name="round-ticker").start()
+    return RunningServer(server, port, servicer, health_servicer, stop)

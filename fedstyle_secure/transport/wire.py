@@ -1,0 +1,112 @@
+"""Conversions between NumPy arrays / byte payloads and the ``fedstyle.v1`` messages (no pickle).
+
+Importing this module makes sure the generated protobuf code exists (see :mod:`.codegen`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from fedstyle_secure.transport.codegen import ensure_generated
+
+ensure_generated()
+
+from fedstyle_secure.transport._generated.fedstyle.v1 import federation_pb2 as pb  # noqa: E402
+from fedstyle_secure.transport._generated.fedstyle.v1 import federation_pb2_grpc as pb_grpc  # noqa: E402
+
+PROTOCOL = "fedstyle.v1"
+ALLOWED_DTYPES: tuple[str, ...] = ("float32", "float64")
+DEFAULT_CHUNK_BYTES = 256 * 1024
+NONCE_BYTES = 16
+
+
+class WireError(ValueError):
+    """A message that does not decode to what it claims (maps to INVALID_ARGUMENT)."""
+
+
+def to_tensor(array: np.ndarray) -> pb.Tensor:
+    """A float32/float64 array as a :class:`Tensor` (little endian, C order)."""
+    array = np.asarray(array)
+    if array.dtype.name not in ALLOWED_DTYPES:
+        raise WireError(f"only {ALLOWED_DTYPES} travel as tensors, got {array.dtype}")
+    little = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    return pb.Tensor(dtype=array.dtype.name, shape=list(array.shape), data=little.tobytes())
+
+
+def from_tensor(tensor: pb.Tensor, what: str) -> np.ndarray:
+    """The array of a :class:`Tensor`, checking dtype and that the byte length matches the shape."""
+    if tensor.dtype not in ALLOWED_DTYPES:
+        raise WireError(f"{what}: dtype {tensor.dtype!r} is not one of {ALLOWED_DTYPES}")
+    dtype = np.dtype(tensor.dtype).newbyteorder("<")
+    shape = tuple(int(s) for s in tensor.shape)
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if expected != len(tensor.data):
+        raise WireError(f"{what}: shape {shape} of {tensor.dtype} needs {expected} bytes, got {len(tensor.data)}")
+    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def optional_tensor(array: np.ndarray | None) -> pb.Tensor | None:
+    return None if array is None else to_tensor(array)
+
+
+def optional_array(message: object, field: str, what: str) -> np.ndarray | None:
+    return from_tensor(getattr(message, field), what) if message.HasField(field) else None  # type: ignore[attr-defined]
+
+
+def new_nonce() -> bytes:
+    return os.urandom(NONCE_BYTES)
+
+
+def chunk_payload(
+    payload: bytes, *, round_id: int, kind: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES, nonce: bytes | None = None
+) -> Iterator[pb.Chunk]:
+    """Split ``payload`` into Chunks; the first carries the header (size, SHA-256, nonce)."""
+    header = pb.PayloadHeader(
+        round_id=round_id, kind=kind, total_bytes=len(payload),
+        sha256=hashlib.sha256(payload).digest(), nonce=nonce if nonce is not None else new_nonce(),
+    )
+    pieces = [payload[i : i + chunk_bytes] for i in range(0, len(payload), chunk_bytes)] or [b""]
+    yield pb.Chunk(header=header, data=pieces[0])
+    for piece in pieces[1:]:
+        yield pb.Chunk(data=piece)
+
+
+def join_chunks(chunks: Iterable[pb.Chunk], max_bytes: int) -> tuple[pb.PayloadHeader, bytes]:
+    """Reassemble a Chunk stream, enforcing the header, ``max_bytes`` and the SHA-256.
+
+    Raises :class:`WireError` (malformed) or :class:`PayloadTooLarge` (over the limit).
+    """
+    iterator = iter(chunks)
+    first = next(iterator, None)
+    if first is None or not first.HasField("header"):
+        raise WireError("a payload stream must start with a chunk carrying its header")
+    header = first.header
+    if header.total_bytes > max_bytes:
+        raise PayloadTooLarge(f"payload declares {header.total_bytes} bytes; this server accepts at most {max_bytes}")
+    parts, size = [first.data], len(first.data)
+    for chunk in iterator:
+        if chunk.HasField("header"):
+            raise WireError("only the first chunk of a payload may carry a header")
+        size += len(chunk.data)
+        if size > header.total_bytes:
+            raise PayloadTooLarge(f"payload exceeds its declared {header.total_bytes} bytes")
+        parts.append(chunk.data)
+    payload = b"".join(parts)
+    if len(payload) != header.total_bytes:
+        raise WireError(f"payload ended after {len(payload)} of its declared {header.total_bytes} bytes")
+    if hashlib.sha256(payload).digest() != header.sha256:
+        raise WireError("payload SHA-256 differs from its header (corrupted or truncated)")
+    return header, payload
+
+
+class PayloadTooLarge(WireError):
+    """A payload over the configured limit (maps to RESOURCE_EXHAUSTED)."""
+
+
+def vector_bytes(vector: np.ndarray) -> bytes:
+    """A 1-D float64 vector as little-endian bytes."""
+    return np.ascontiguousarray(vector, dtype="<f8").reshape(-1).tobytes()

@@ -1,0 +1,144 @@
+"""``fedstyle sweep``: grid parsing, resumable cell store, aggregation, output files, one real end-to-end run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+
+import pytest
+
+from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.experiments.sweep import (
+    METRICS,
+    CellResult,
+    CellSpec,
+    enumerate_cells,
+    parse_algorithms,
+    parse_epsilons,
+    parse_seeds,
+    summarize,
+)
+from fedstyle_secure.experiments.sweep_outputs import write_outputs
+from fedstyle_secure.experiments.sweep_store import CellStore, cell_key, run_cells
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class FakeCellRunner:
+    """FAKE cell runner for unit tests only: deterministic metrics, counts calls, can interrupt at call k+1."""
+
+    def __init__(self, interrupt_after: int | None = None) -> None:
+        self.calls: list[CellSpec] = []
+        self.interrupt_after = interrupt_after
+
+    def __call__(self, spec: CellSpec) -> CellResult:
+        if self.interrupt_after is not None and len(self.calls) == self.interrupt_after:
+            raise KeyboardInterrupt
+        self.calls.append(spec)
+        eps = 100.0 if math.isinf(spec.epsilon) else spec.epsilon
+        value = eps / (eps + 1) - 0.01 * spec.seed
+        return CellResult({m: value for m in METRICS}, {"wall_time_s": 0.5})
+
+
+def _grid(config=None):
+    return enumerate_cells("synthetic", ["fedstyle", "fedavg"], [1.0, math.inf], [0, 1], config or {"rounds": 2})
+
+
+def test_parse_epsilons_accepts_inf_and_rejects_bad_values_by_name():
+    assert parse_epsilons("0.5,1,2,4,8,inf") == [0.5, 1.0, 2.0, 4.0, 8.0, math.inf]
+    for bad in ("abc", "-1", "0", "nan"):
+        with pytest.raises(ConfigError, match=repr(bad)):
+            parse_epsilons(f"1,{bad}")
+    with pytest.raises(ConfigError, match="twice"):
+        parse_epsilons("1,1.0")
+
+
+def test_parse_seeds_and_algorithms():
+    assert parse_seeds("3") == [0, 1, 2]
+    assert parse_seeds("0,5,7") == [0, 5, 7]
+    with pytest.raises(ConfigError, match="'x'"):
+        parse_seeds("x")
+    assert parse_algorithms("fedstyle,fedavg", ("fedstyle", "fedavg", "local")) == ["fedstyle", "fedavg"]
+    with pytest.raises(ConfigError, match="bogus"):
+        parse_algorithms("fedstyle,bogus", ("fedstyle",))
+
+
+def test_enumerate_cells_covers_the_grid_in_order():
+    cells = _grid()
+    assert len(cells) == 8
+    assert [(c.algorithm, c.epsilon, c.seed) for c in cells[:4]] == [
+        ("fedstyle", 1.0, 0), ("fedstyle", 1.0, 1), ("fedstyle", math.inf, 0), ("fedstyle", math.inf, 1)
+    ]
+    assert len({cell_key(c) for c in cells}) == 8
+
+
+def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
+    cells, k = _grid(), 3
+    first = FakeCellRunner(interrupt_after=k)
+    with pytest.raises(KeyboardInterrupt):
+        run_cells(cells, first, CellStore(tmp_path))
+    assert len(list((tmp_path / "cells").iterdir())) == k  # no partial file of the interrupted cell
+
+    second = FakeCellRunner()
+    resumed = run_cells(cells, second, CellStore(tmp_path))
+    assert second.calls == cells[k:]
+    fresh = run_cells(cells, FakeCellRunner(), CellStore(tmp_path / "fresh"))
+    assert resumed == fresh
+
+
+def test_changed_config_invalidates_cached_cells(tmp_path):
+    run_cells(_grid({"rounds": 2}), FakeCellRunner(), CellStore(tmp_path))
+    runner = FakeCellRunner()
+    run_cells(_grid({"rounds": 3}), runner, CellStore(tmp_path))
+    assert len(runner.calls) == 8
+    again = FakeCellRunner()
+    run_cells(_grid({"rounds": 3}), again, CellStore(tmp_path))
+    assert again.calls == []
+
+
+def test_summary_mean_std_and_kept_fraction_by_hand():
+    spec = lambda eps, seed: CellSpec("synthetic", "fedavg", eps, seed)  # noqa: E731
+    res = lambda acc: CellResult({m: acc for m in METRICS})  # noqa: E731
+    rows = summarize([(spec(1.0, 0), res(0.2)), (spec(1.0, 1), res(0.4)), (spec(math.inf, 0), res(0.6)), (spec(math.inf, 1), res(1.0))])
+    by_eps = {r.epsilon: r for r in rows}
+    assert by_eps[1.0].mean["artist_accuracy"] == pytest.approx(0.3)
+    assert by_eps[1.0].std["artist_accuracy"] == pytest.approx(statistics.stdev([0.2, 0.4]))  # sqrt(0.02)
+    assert by_eps[1.0].std["artist_accuracy"] == pytest.approx(math.sqrt(0.02))
+    assert by_eps[math.inf].mean["map"] == pytest.approx(0.8)
+    assert by_eps[1.0].kept_fraction == pytest.approx(0.3 / 0.8)
+    assert by_eps[math.inf].kept_fraction == pytest.approx(1.0)
+
+
+def _check_outputs(out, n_cells, algorithms):
+    with (out / "sweep.csv").open() as fh:
+        assert len(list(csv.DictReader(fh))) == n_cells
+    doc = json.loads((out / "sweep.json").read_text())
+    assert len(doc["cells"]) == n_cells and {r["algorithm"] for r in doc["summary"]} == set(algorithms)
+    md = (out / "sweep.md").read_text()
+    assert "| algorithm | epsilon |" in md and all(f"| {a} |" in md for a in algorithms)
+    png = (out / "sweep.png").read_bytes()
+    assert png.startswith(PNG_MAGIC) and len(png) > 10_000
+
+
+def test_outputs_written(tmp_path):
+    cells = run_cells(_grid(), FakeCellRunner(), CellStore(tmp_path))
+    paths = write_outputs(tmp_path, cells, summarize(cells))
+    assert all(p.exists() for p in paths)
+    _check_outputs(tmp_path, 8, ["fedstyle", "fedavg"])
+
+
+def test_cli_sweep_end_to_end(tmp_path, feature_cache, capsys):
+    from fedstyle_secure.cli.main import main
+
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--synthetic", "--artists", "3", "--per-artist", "6", "--epsilons", "inf",
+            "--algorithms", "fedstyle,fedavg", "--seeds", "1", "--rounds", "1", "--local-epochs", "1", "--out", str(out)]
+    assert main(argv) == 0
+    _check_outputs(out, 2, ["fedstyle", "fedavg"])
+    assert "artist accuracy" in capsys.readouterr().out
+    cached = sorted(p.read_text() for p in (out / "cells").iterdir())
+    assert main(argv) == 0  # second run loads both cells from the store
+    assert sorted(p.read_text() for p in (out / "cells").iterdir()) == cached
+    assert main([*argv[:-2], "--epsilon", "2", "--out", str(out)]) == 2

@@ -1,0 +1,300 @@
+"""Bad input and abuse over real gRPC + real mutual TLS on loopback: each refusal is a specific
+status with a clear message, and the server keeps serving without losing state."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from fedstyle_secure.federation.packing import pack
+from fedstyle_secure.privacy.reports import sign_report
+from fedstyle_secure.secure.ckks import encrypt
+from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.transport.auth import buyer_tls_pem, sign_registration
+from fedstyle_secure.transport.channel import ArtistSession, open_channel, query, with_layout
+from fedstyle_secure.transport.config import ServerConfig
+from fedstyle_secure.transport.coordinator import Schedule
+from fedstyle_secure.transport.loopback import write_fresh_keys
+from fedstyle_secure.transport.server import SERVICE_NAME, start_server
+from fedstyle_secure.transport.wire import chunk_payload, new_nonce, pb, pb_grpc
+
+ARTISTS = ("artist_a", "artist_b", "artist_c")
+MOMENTS = {"clients": np.array([1.0]), "feature_mean": np.full(4, 0.5), "feature_sq_mean": np.full(4, 0.5)}
+
+
+class Clock:
+    """A settable clock for deadline tests (seconds)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory) -> Path:
+    return write_fresh_keys(tmp_path_factory.mktemp("keys") / "set", ARTISTS, ["buyer_x"])
+
+
+@pytest.fixture(scope="module")
+def foreign_keys(tmp_path_factory) -> Path:
+    return write_fresh_keys(tmp_path_factory.mktemp("foreign") / "set", ARTISTS)
+
+
+def _serve(keys: Path, tmp_path: Path, secure_mode: str = "none"):
+    clock = Clock()
+    config = ServerConfig(
+        keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0", reports_dir=tmp_path / "reports",
+        schedule=Schedule(rounds=1, quorum=2, phase_seconds=60, secure_mode=secure_mode),
+        max_message_bytes=64 * 1024, max_payload_bytes=256 * 1024, stream_idle_seconds=1.0,
+    )
+    return start_server(config, load_server_keys(keys), clock=clock), clock
+
+
+@pytest.fixture
+def served(keys, tmp_path):
+    running, clock = _serve(keys, tmp_path)
+    yield running, clock
+    running.stop(0)
+
+
+def _address(running) -> str:
+    return f"127.0.0.1:{running.port}"
+
+
+def _connect(running, keys: Path, artist: str) -> tuple[grpc.Channel, ArtistSession]:
+    artist_keys = load_artist_keys(keys, artist)
+    channel = open_channel(_address(running), artist_keys.tls_pem())
+    return channel, ArtistSession.register(channel, artist_keys)
+
+
+def _upload(session: ArtistSession, round_id: int = 0, arrays=MOMENTS, **kwargs) -> pb.Ack:
+    vector, layout = pack(arrays)
+    return session.upload(round_id, pb.PAYLOAD_KIND_PLAIN_VECTOR, vector.astype("<f8").tobytes(), layout, **kwargs)
+
+
+def _refused(call, code: grpc.StatusCode, words: str) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    assert info.value.code() == code, info.value.details()
+    assert words in info.value.details()
+
+
+def _still_serving(running, session: ArtistSession, accepted: int) -> None:
+    """The server answers, nothing advanced, and exactly ``accepted`` submissions were kept."""
+    status = session.stub.GetStatus(pb.StatusRequest(), timeout=5)
+    assert (status.round_id, status.phase) == (0, "contribute")
+    assert len(running.servicer.coordinator._collect.items) == accepted
+
+
+def test_health_service_reports_serving(served, keys):
+    running, _ = served
+    with open_channel(_address(running), load_artist_keys(keys, "artist_a").tls_pem()) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_certificate_from_foreign_ca_is_refused_at_handshake(served, keys, foreign_keys):
+    running, _ = served
+    real_ca = load_artist_keys(keys, "artist_a").tls_pem()[0]
+    _, cert, key = load_artist_keys(foreign_keys, "artist_a").tls_pem()
+    with open_channel(_address(running), (real_ca, cert, key)) as channel:
+        _refused(lambda: pb_grpc.FederationStub(channel).GetStatus(pb.StatusRequest(), timeout=5), grpc.StatusCode.UNAVAILABLE, "")
+    assert not running.servicer.registered
+
+
+def test_certificate_cannot_register_as_another_artist(served, keys):
+    running, _ = served
+    artist_keys = load_artist_keys(keys, "artist_a")
+    nonce = new_nonce() * 2
+
+    request = pb.RegisterRequest(artist_id="artist_b", nonce=nonce, protocol="fedstyle.v1",
+                                 identity_signature=sign_registration(artist_keys.identity_key, "artist_b", nonce))
+    with open_channel(_address(running), artist_keys.tls_pem()) as channel:
+        _refused(lambda: pb_grpc.FederationStub(channel).Register(request, timeout=5), grpc.StatusCode.PERMISSION_DENIED, "cannot register as 'artist_b'")
+
+
+def test_registration_needs_the_identity_key(served, keys):
+    running, _ = served
+    a, b = load_artist_keys(keys, "artist_a"), load_artist_keys(keys, "artist_b")
+    nonce = new_nonce() * 2
+
+    request = pb.RegisterRequest(artist_id="artist_a", nonce=nonce, protocol="fedstyle.v1",
+                                 identity_signature=sign_registration(b.identity_key, "artist_a", nonce))
+    with open_channel(_address(running), a.tls_pem()) as channel:
+        _refused(lambda: pb_grpc.FederationStub(channel).Register(request, timeout=5), grpc.StatusCode.PERMISSION_DENIED, "identity key")
+
+
+def test_round_plan_carries_the_schedule(served, keys):
+    running, _ = served
+    channel, session = _connect(running, keys, "artist_a")
+    with channel:
+        plan = session.plan()
+    assert (plan.round_id, plan.kind, plan.phase, plan.secure_mode) == (0, pb.ROUND_KIND_SETUP, "contribute", "none")
+    assert list(plan.participants) == list(ARTISTS) and plan.public_set.name == "generated:128:seed0"
+    assert not plan.HasField("dp") and (plan.value_low, plan.value_high) == (-1024.0, 1024.0)
+    assert plan.phase_deadline_unix == pytest.approx(1_060.0)
+
+
+def test_calls_without_a_session_are_unauthenticated(served, keys):
+    running, _ = served
+    with open_channel(_address(running), load_artist_keys(keys, "artist_a").tls_pem()) as channel:
+        call = lambda: pb_grpc.FederationStub(channel).GetRoundPlan(pb.RoundPlanRequest(), timeout=5)  # noqa: E731
+        _refused(call, grpc.StatusCode.UNAUTHENTICATED, "call Register first")
+
+
+def test_buyer_may_only_query(served, keys):
+    running, _ = served
+    tls = buyer_tls_pem(keys, "buyer_x")
+    with open_channel(_address(running), tls) as channel:
+        request = pb.RegisterRequest(artist_id="buyer_x", protocol="fedstyle.v1")
+        _refused(lambda: pb_grpc.FederationStub(channel).Register(request, timeout=5), grpc.StatusCode.PERMISSION_DENIED, "buyer certificate")
+    _refused(lambda: query(_address(running), tls, b"not an image"), grpc.StatusCode.FAILED_PRECONDITION, "no published style index")
+
+
+def test_artist_may_not_query(served, keys):
+    running, _ = served
+    _refused(lambda: query(_address(running), load_artist_keys(keys, "artist_a").tls_pem(), b""), grpc.StatusCode.PERMISSION_DENIED, "may not call Query")
+
+
+def test_second_connection_claiming_the_same_artist_is_refused(served, keys):
+    running, _ = served
+    first, _ = _connect(running, keys, "artist_a")
+    with first:
+        _refused(lambda: _connect(running, keys, "artist_a"), grpc.StatusCode.ALREADY_EXISTS, "already connected")
+
+
+def test_malformed_contribution(served, keys):
+    running, _ = served
+    channel, session = _connect(running, keys, "artist_a")
+    with channel:
+        vector, layout = pack(MOMENTS)
+        bad = vector[:-1].astype("<f8").tobytes()  # one value short of its layout
+        _refused(lambda: session.upload(0, pb.PAYLOAD_KIND_PLAIN_VECTOR, bad, layout), grpc.StatusCode.INVALID_ARGUMENT, "the layout needs")
+        nan = np.full_like(vector, np.nan).astype("<f8").tobytes()
+        _refused(lambda: session.upload(0, pb.PAYLOAD_KIND_PLAIN_VECTOR, nan, layout), grpc.StatusCode.INVALID_ARGUMENT, "NaN")
+        headless = iter([pb.Chunk(data=b"\0" * 8)])
+        _refused(lambda: session.stub.UploadContribution(headless, metadata=session.metadata, timeout=5), grpc.StatusCode.INVALID_ARGUMENT, "header")
+        _still_serving(running, session, accepted=0)
+        assert _upload(session).accepted_bytes == vector.nbytes
+
+
+def test_oversized_message_and_payload(served, keys):
+    running, _ = served
+    channel, session = _connect(running, keys, "artist_a")
+    with channel:
+        huge = pb.RegisterRequest(artist_id="artist_a", nonce=b"\0" * (128 * 1024))
+        _refused(lambda: session.stub.Register(huge, timeout=5), grpc.StatusCode.RESOURCE_EXHAUSTED, "")
+        big = {**MOMENTS, "feature_mean": np.zeros(40_000)}  # 320 kB > 256 KiB
+        _refused(lambda: _upload(session, arrays=big, chunk_bytes=32 * 1024), grpc.StatusCode.RESOURCE_EXHAUSTED, "at most 262144")
+        _still_serving(running, session, accepted=0)
+
+
+def test_wrong_round_id(served, keys):
+    running, _ = served
+    channel, session = _connect(running, keys, "artist_a")
+    with channel:
+        _refused(lambda: _upload(session, round_id=7), grpc.StatusCode.FAILED_PRECONDITION, "round 7 is not the current round 0")
+        _still_serving(running, session, accepted=0)
+
+
+def test_replayed_and_duplicated_submissions(served, keys):
+    running, _ = served
+    channel, session = _connect(running, keys, "artist_a")
+    with channel:
+        nonce = new_nonce()
+        _upload(session, nonce=nonce)
+        _refused(lambda: _upload(session, nonce=nonce), grpc.StatusCode.ALREADY_EXISTS, "replayed")
+        _refused(lambda: _upload(session), grpc.StatusCode.ALREADY_EXISTS, "already submitted")
+        _still_serving(running, session, accepted=1)
+
+
+def test_submission_after_the_deadline(served, keys):
+    """a and b answer; at the deadline the phase closes without c (quorum 2); c is then too late."""
+    running, clock = served
+    sessions = {a: _connect(running, keys, a) for a in ARTISTS}
+    for artist in ("artist_a", "artist_b"):
+        _upload(sessions[artist][1])
+    clock.now += 61
+    late = sessions["artist_c"][1]
+    assert late.plan(0, "contribute", wait_seconds=5).round_id == 1  # the server moved on without c
+    _refused(lambda: _upload(late), grpc.StatusCode.DEADLINE_EXCEEDED, "closed at its deadline")
+    assert running.servicer.coordinator.standardisation is not None
+    for channel, _ in sessions.values():
+        channel.close()
+
+
+def test_stalled_upload_is_cut_off(served, keys):
+    running, _ = served
+    channel, session = _connect(running, keys, "artist_a")
+    with channel:
+        vector, layout = pack(MOMENTS)
+
+        def stalling():
+            yield from with_layout(chunk_payload(vector.astype("<f8").tobytes()[:8], round_id=0, kind=pb.PAYLOAD_KIND_PLAIN_VECTOR), layout)
+            time.sleep(3)  # never finishes within the server's 1 s idle limit
+
+        started = time.monotonic()
+        _refused(lambda: session.stub.UploadContribution(stalling(), metadata=session.metadata, timeout=10), grpc.StatusCode.DEADLINE_EXCEEDED, "stalled")
+        assert time.monotonic() - started < 5
+        _, other = _connect(running, keys, "artist_b")
+        assert _upload(other).round_id == 0  # others are still served
+
+
+def test_ciphertext_with_foreign_parameters(keys, foreign_keys, tmp_path):
+    running, _ = _serve(keys, tmp_path, secure_mode="ckks")
+    try:
+        channel, session = _connect(running, keys, "artist_a")
+        with channel:
+            vector, layout = pack(MOMENTS)
+            foreign = encrypt(load_artist_keys(foreign_keys, "artist_a").ckks, vector).serialize()
+            _refused(lambda: session.upload(0, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, foreign, layout, chunk_bytes=32 * 1024), grpc.StatusCode.INVALID_ARGUMENT, "fingerprint mismatch")
+            own = encrypt(load_artist_keys(keys, "artist_a").ckks, vector).serialize()
+            assert session.upload(0, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, own, layout, chunk_bytes=32 * 1024).accepted_bytes == len(own)
+    finally:
+        running.stop(0)
+
+
+def test_restart_resumes_from_the_saved_round(keys, tmp_path):
+    """The set-up round completes, the server is stopped; a new server on the same database resumes."""
+    running, _ = _serve(keys, tmp_path)
+    sessions = [_connect(running, keys, a) for a in ARTISTS]
+    for _, session in sessions:
+        _upload(session)
+    mean, std = running.servicer.coordinator.standardisation
+    running.stop(0)
+    for channel, _ in sessions:
+        channel.close()
+    resumed, _ = _serve(keys, tmp_path)
+    try:
+        channel, session = _connect(resumed, keys, "artist_a")
+        with channel:
+            plan = session.plan()
+            assert (plan.round_id, plan.phase) == (1, "contribute")
+            restored_mean, restored_std = resumed.servicer.coordinator.standardisation
+            np.testing.assert_array_equal(restored_mean, mean)
+            np.testing.assert_array_equal(restored_std, std)
+            np.testing.assert_allclose(mean, 0.5, rtol=1e-6)
+    finally:
+        resumed.stop(0)
+
+
+def test_epsilon_reports_must_be_signed_by_the_artist(served, keys, tmp_path):
+    running, _ = served
+    channel, session = _connect(running, keys, "artist_a")
+    with channel:
+        report = {"artist_id": "artist_a", "round": 0, "epsilon_spent": 0.5}
+        signed = sign_report(report, load_artist_keys(keys, "artist_a").identity_key)
+        assert session.report(0, json.dumps(signed).encode()).accepted_bytes > 0
+        assert (tmp_path / "reports" / "artist_a" / "round-0000.json").exists()
+        forged = sign_report(report, load_artist_keys(keys, "artist_b").identity_key)
+        _refused(lambda: session.report(0, json.dumps(forged).encode()), grpc.StatusCode.PERMISSION_DENIED, "signed by key")
+        _refused(lambda: session.report(0, b"{not json"), grpc.StatusCode.INVALID_ARGUMENT, "not JSON")
+        assert dict(session.stub.GetStatus(pb.StatusRequest(), timeout=5).reports) == {"artist_a": 0}

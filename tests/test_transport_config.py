@@ -1,0 +1,63 @@
+"""server.toml / client.toml validation names the file and the bad field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.transport.config import load_client_config, load_server_config
+
+GOOD_SERVER = """
+[server]
+keys = "keys"
+state_db = "state.sqlite"
+listen = "127.0.0.1:0"
+max_payload_bytes = 1048576
+
+[federation]
+rounds = 2
+secure_mode = "ckks"
+quorum = 2
+phase_seconds = 30
+refreshes = [0, 1]
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_good_server_config_resolves_paths_next_to_the_file(tmp_path):
+    config = load_server_config(_write(tmp_path, GOOD_SERVER))
+    assert config.keys == tmp_path / "keys" and config.state_db == tmp_path / "state.sqlite"
+    assert config.schedule.secure_mode == "ckks" and config.schedule.refreshes == frozenset({0, 1})
+    assert config.schedule.phase_seconds == 30.0 and config.max_payload_bytes == 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("quorum = 2", 'quorum = "two"'), "federation.quorum: expected int"),
+        (("max_payload_bytes = 1048576", "max_payload_bytes = 0"), "server.max_payload_bytes must be > 0"),
+        (("rounds = 2", "rounds = 2\nround = 3"), "unknown field(s) round"),
+        (('keys = "keys"\n', ""), "missing required field(s) keys"),
+        (("refreshes = [0, 1]", 'refreshes = "all"'), "federation.refreshes"),
+        (("[federation]", "[federatoin]"), "unknown table(s) federatoin"),
+    ],
+)
+def test_bad_server_config_names_the_field(tmp_path, edit, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_server_config(_write(tmp_path, GOOD_SERVER.replace(*edit)))
+
+
+def test_client_config_and_invalid_toml(tmp_path):
+    config = load_client_config(_write(tmp_path, '[client]\nkeys = "k"\ndata = "d"\nepochs = 2\n'))
+    assert (config.keys, config.data, config.epochs) == (tmp_path / "k", tmp_path / "d", 2)
+    with pytest.raises(ConfigError, match="client.epochs must be > 0"):
+        load_client_config(_write(tmp_path, '[client]\nkeys = "k"\ndata = "d"\nepochs = 0\n'))
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_client_config(_write(tmp_path, "[client\n"))

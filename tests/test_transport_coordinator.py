@@ -1,0 +1,71 @@
+"""The server's round state machine, without a network (time is passed in)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.federation.packing import pack
+from fedstyle_secure.federation.strategy import initial_state
+from fedstyle_secure.transport.coordinator import Coordinator, Phase, Schedule
+from fedstyle_secure.transport.rejections import Malformed
+
+ROSTER = ("a", "b", "c")
+
+
+def _moments(value: float) -> dict[str, np.ndarray]:
+    return {"clients": np.array([1.0]), "feature_mean": np.full(3, value), "feature_sq_mean": np.full(3, value * value)}
+
+
+def _coordinator(**schedule) -> Coordinator:
+    c = Coordinator(schedule=Schedule(**{"rounds": 1, "quorum": 2, "phase_seconds": 10, "max_retries": 1, **schedule}), roster=ROSTER, state=initial_state(3, 4, None))
+    c.start(now=0.0)
+    return c
+
+
+def _submit(c: Coordinator, artist: str, value: float, now: float, nonce: bytes) -> None:
+    vector, layout = pack(_moments(value))
+    c.submit_contribution(artist, 0, layout, vector.astype("<f8").tobytes(), nonce.ljust(16, b"."), now)
+
+
+def test_all_answers_close_the_phase_at_once_with_the_mixture_statistics():
+    c = _coordinator()
+    for i, (artist, value) in enumerate(zip(ROSTER, (1.0, 2.0, 3.0))):
+        _submit(c, artist, value, now=1.0, nonce=bytes([i]))
+    mean, std = c.standardisation
+    np.testing.assert_allclose(mean, 2.0, rtol=1e-6)
+    np.testing.assert_allclose(std, np.sqrt(2 / 3), rtol=1e-5)  # each client's moments are point masses
+    assert (c.plan().round_id, c.plan().phase) == (1, Phase.CONTRIBUTE)
+
+
+def test_quorum_at_the_deadline_proceeds_without_stragglers():
+    c = _coordinator()
+    _submit(c, "a", 1.0, 1.0, b"1")
+    _submit(c, "b", 3.0, 1.0, b"2")
+    assert not c.tick(5.0)  # before the deadline: keep waiting for c
+    assert c.tick(10.5)
+    np.testing.assert_allclose(c.standardisation[0], 2.0, rtol=1e-6)
+
+
+def test_below_quorum_retries_then_gives_up_instead_of_waiting_forever():
+    c = _coordinator()
+    _submit(c, "a", 1.0, 1.0, b"1")
+    assert c.tick(10.5) and c.attempt == 1 and not c.finished and "quorum 2" in c.last_error
+    assert c.plan().round_id == 0 and c.plan().phase_deadline == pytest.approx(20.5)
+    assert c.tick(21.0)
+    assert c.finished and "gave up after 1 retries" in c.failed
+
+
+def test_contribution_with_unexpected_arrays_is_malformed():
+    c = _coordinator()
+    vector, layout = pack({"weighted_params": np.zeros(3)})
+    with pytest.raises(Malformed, match="expects"):
+        c.submit_contribution("a", 0, layout, vector.tobytes(), b"n" * 16, 1.0)
+
+
+def test_schedule_validation_names_the_field():
+    with pytest.raises(ConfigError, match="quorum"):
+        Schedule(quorum=5).validate(3)
+    with pytest.raises(ConfigError, match="secure_mode"):
+        Schedule(secure_mode="secagg").validate(3)
