@@ -61,3 +61,43 @@ def test_client_config_and_invalid_toml(tmp_path):
         load_client_config(_write(tmp_path, '[client]\nkeys = "k"\ndata = "d"\nepochs = 0\n'))
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_client_config(_write(tmp_path, "[client\n"))
+
+
+DP_FEDERATION = GOOD_SERVER.replace('secure_mode = "ckks"', 'secure_mode = "ckks"\nepsilon = 8.0\ndelta = 1e-6\nclip_norm = 0.5\naccountant = "rdp"')
+
+
+def test_dp_plan_comes_from_the_federation_table(tmp_path):
+    config = load_server_config(_write(tmp_path, DP_FEDERATION.replace("refreshes = [0, 1]\n", "")))
+    assert (config.dp.epsilon, config.dp.delta, config.dp.clip_norm, config.dp.accountant) == (8.0, 1e-6, 0.5, "rdp")
+    assert config.dp.noise_multiplier is None  # calibrated by each artist
+    assert config.schedule.standardise is False  # no non-private set-up round under DP
+    assert config.schedule.refreshes == frozenset({0, 1})  # the simulator's refresh_rounds(2, 3)
+    assert load_server_config(_write(tmp_path, GOOD_SERVER)).dp is None
+    assert load_server_config(_write(tmp_path, GOOD_SERVER.replace("rounds = 2", "rounds = 2\nepsilon = inf"))).dp is None
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("delta = 1e-6", "delta = 1.5"), "federation.delta must be in (0, 1)"),
+        (("epsilon = 8.0", "epsilon = -1.0"), "federation.epsilon must be a positive finite number"),
+        (('accountant = "rdp"', 'accountant = "moments"'), "federation.accountant must be one of"),
+        (("clip_norm = 0.5", "clip_norm = 0"), "federation.clip_norm must be a positive number"),
+        (("epsilon = 8.0", "epsilon = inf"), "federation.accountant: only meaningful with a finite federation.epsilon"),
+        (("rounds = 2", "rounds = 2\nstandardise = true"), "federation.standardise"),
+    ],
+)
+def test_bad_dp_plan_names_the_field(tmp_path, edit, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_server_config(_write(tmp_path, DP_FEDERATION.replace(*edit)))
+
+
+def test_client_budget_fields(tmp_path):
+    text = '[client]\nkeys = "k"\ndata = "d"\nbudget_epsilon = 4\nbudget_delta = 1e-6\nstate_dir = "state"\nreports_dir = "reports"\n'
+    config = load_client_config(_write(tmp_path, text))
+    assert (config.budget_epsilon, config.budget_delta) == (4.0, 1e-6)
+    assert (config.state_dir, config.reports_dir) == (tmp_path / "state", tmp_path / "reports")
+    with pytest.raises(ConfigError, match="client.budget_delta must be in"):
+        load_client_config(_write(tmp_path, text.replace("1e-6", "1.0")))
+    with pytest.raises(ConfigError, match="client.budget_epsilon must be a positive finite number"):
+        load_client_config(_write(tmp_path, text.replace("budget_epsilon = 4", "budget_epsilon = inf")))

@@ -68,4 +68,4 @@ def test_schedule_validation_names_the_field():
     with pytest.raises(ConfigError, match="quorum"):
         Schedule(quorum=5).validate(3)
     with pytest.raises(ConfigError, match="secure_mode"):
-        Schedule(secure_mode="secagg").validate(3)
+        Schedule(secure_mode="paillier").validate(3)

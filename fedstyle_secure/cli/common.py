@@ -52,7 +52,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tau", type=float, default=defaults.tau, help="contrastive temperature (default %(default)s)")
 
 
-def add_privacy_arguments(parser: argparse.ArgumentParser, default_epsilon: float = math.inf) -> None:
+def add_privacy_arguments(parser: argparse.ArgumentParser, default_epsilon: float = math.inf, reports_dir: bool = True) -> None:
     group = parser.add_argument_group("differential privacy (privacy unit: one artwork)")
     group.add_argument(
         "--epsilon", type=float, default=default_epsilon, metavar="E",
@@ -62,7 +62,8 @@ def add_privacy_arguments(parser: argparse.ArgumentParser, default_epsilon: floa
     group.add_argument("--clip-norm", type=float, default=1.0, metavar="C", help="per-artwork gradient clipping norm (default %(default)s)")
     group.add_argument("--noise-multiplier", type=float, metavar="S", help="use this DP-SGD noise multiplier instead of calibrating it to --epsilon")
     group.add_argument("--accountant", choices=("prv", "rdp", "gdp"), default="prv", help="privacy accountant enforcing the budget (default %(default)s)")
-    group.add_argument("--reports-dir", type=Path, metavar="DIR", help="write each artist's signed epsilon report per round here")
+    if reports_dir:
+        group.add_argument("--reports-dir", type=Path, metavar="DIR", help="write each artist's signed epsilon report per round here")
 
 
 def dp_config_from_args(args: argparse.Namespace, epsilon: float | None = None) -> DpConfig | None:

@@ -6,11 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
+from fedstyle_secure.cli.common import add_privacy_arguments, dp_config_from_args
 from fedstyle_secure.cli.server import add_log_format
 from fedstyle_secure.errors import ConfigError, TransportError
 from fedstyle_secure.transport.coordinator import TRANSPORT_SECURE_MODES, Schedule
 from fedstyle_secure.transport.logs import configure_logging
-from fedstyle_secure.transport.loopback import start_loopback
+from fedstyle_secure.training.dp import refresh_rounds
+from fedstyle_secure.transport.loopback import artist_dirs, start_loopback
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--secure", choices=TRANSPORT_SECURE_MODES, default="ckks", help="secure summation (default %(default)s)")
     p.add_argument("--phase-seconds", type=float, default=120.0, metavar="S", help="deadline of every phase (default %(default)s)")
     p.add_argument("--timeout", type=float, default=1800.0, metavar="S", help="give up after S seconds (default %(default)s)")
+    add_privacy_arguments(p, reports_dir=False)
+    p.add_argument("--budget", action="append", default=[], metavar="ARTIST=EPS",
+                   help="an artist's own epsilon budget if it differs from --epsilon (repeatable); it retires when a round would exceed it")
     add_log_format(p)
     p.set_defaults(func=run)
 
@@ -35,9 +40,11 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_format, getattr(args, "verbose", False))
     if args.work.exists() and any(args.work.iterdir()):
         raise ConfigError(f"--work {args.work} is not empty; give a new directory")
+    dp = dp_config_from_args(args)
+    refreshes = refresh_rounds(args.rounds, dp.prototype_refreshes if dp else None)  # as `fedstyle simulate`
     schedule = Schedule(algorithm=args.algorithm, rounds=args.rounds, secure_mode=args.secure, quorum=2,
-                        phase_seconds=args.phase_seconds, refreshes=frozenset(range(args.rounds)))
-    federation = start_loopback(args.work, args.data, schedule, cache_dir=None)
+                        phase_seconds=args.phase_seconds, refreshes=refreshes, standardise=dp is None)
+    federation = start_loopback(args.work, args.data, schedule, cache_dir=None, dp=dp, budgets=parse_budgets(args.budget))
     try:
         finished = federation.join(args.timeout)
         coordinator = federation.server.servicer.coordinator
@@ -45,7 +52,40 @@ def run(args: argparse.Namespace) -> int:
         federation.close()
     errors = {a: str(r) for a, r in federation.results.items() if r != 0}
     print(json.dumps({"finished": finished, "round": coordinator.state.round, "failure": coordinator.failed,
-                      "artists": sorted(federation.results), "errors": errors, "state_db": str(args.work / "server.sqlite")}, indent=2))
+                      "artists": sorted(federation.results), "errors": errors, "state_db": str(args.work / "server.sqlite"),
+                      "retired": dict(coordinator.state.retired), "privacy": privacy_summary(args.work, sorted(federation.clients)) if dp else None,
+                      "reports_dir": str(args.work / "reports") if dp else None}, indent=2))
     if not finished or coordinator.failed or errors:
         raise TransportError(f"federation did not complete: {coordinator.failed or errors or 'timed out'}")
     return 0
+
+
+def parse_budgets(items: list[str]) -> dict[str, float]:
+    """``["artist_01=0.5", ...]`` -> ``{"artist_01": 0.5}``; raises ConfigError naming ``--budget``."""
+    budgets = {}
+    for item in items:
+        artist, _, value = item.partition("=")
+        try:
+            budgets[artist.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"--budget expects ARTIST=EPSILON, got {item!r}") from None
+        if not artist.strip() or not budgets[artist.strip()] > 0:
+            raise ConfigError(f"--budget expects ARTIST=EPSILON with a positive epsilon, got {item!r}")
+    return budgets
+
+
+def privacy_summary(work: Path, artists: list[str]) -> dict[str, dict]:
+    """Each artist's epsilon spent / budget from its durable ledger (record-level: one artwork)."""
+    from fedstyle_secure.privacy.budget import BudgetLedger
+    from fedstyle_secure.transport.artist_state import ArtistStateStore
+
+    out: dict[str, dict] = {}
+    for artist in artists:
+        state_dir, reports_dir = artist_dirs(work, artist)
+        snapshot = ArtistStateStore(state_dir).load() if state_dir.exists() else None
+        if snapshot is None or snapshot.ledger is None:
+            continue
+        ledger = BudgetLedger.from_dict(snapshot.ledger)
+        out[artist] = {"epsilon_spent": ledger.epsilon_spent, "epsilon_budget": ledger.budget.epsilon, "delta": ledger.budget.delta,
+                       "accountant": ledger.accountant, "retired": snapshot.retired, "state_dir": str(state_dir), "reports_dir": str(reports_dir)}
+    return out

@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 
 from fedstyle_secure.secure.keystore import load_server_keys
@@ -32,6 +33,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _linger_until_artists_told(servicer, stop: threading.Event, limit_seconds: float) -> None:
+    """Keep serving after the last round until every registered artist has fetched the final
+    plan (else it would retry against a closed port), for at most ``limit_seconds``."""
+    deadline = time.monotonic() + limit_seconds
+    while servicer.coordinator.finished and not servicer.everyone_told_finished() and time.monotonic() < deadline:
+        if stop.wait(0.2):
+            return
+
+
 def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_format, getattr(args, "verbose", False))
     config = load_server_config(args.config)
@@ -42,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     while not stop.wait(0.5) and not running.servicer.coordinator.finished:
         pass
+    _linger_until_artists_told(running.servicer, stop, config.session_timeout_seconds)
+    if config.keep_serving and running.servicer.coordinator.finished and not running.servicer.coordinator.failed:
+        log.info("run finished; answering buyer queries until stopped (server.keep_serving)")
+        stop.wait()
     failure = running.servicer.coordinator.failed
     running.stop(grace=2.0)
     if failure:

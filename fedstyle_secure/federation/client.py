@@ -16,7 +16,7 @@ from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.federation.strategy import AlgorithmSpec, client_contribution, feature_moments
 from fedstyle_secure.models.embed import embed, normalise_rows, prototype_sums
 from fedstyle_secure.models.params import get_flat_params, set_flat_params, trainable_parameters
-from fedstyle_secure.privacy.budget import BudgetLedger
+from fedstyle_secure.privacy.budget import BudgetLedger, SpendDecision
 from fedstyle_secure.training.dp import DpPlan
 from fedstyle_secure.training.local import LocalConfig, LocalData, LocalResult, RoundContext, train_local
 
@@ -103,6 +103,13 @@ class StyleClient:
         if not decision.allowed:
             self.retired_reason = f"privacy budget: {decision.reason}"
         return decision.allowed
+
+    def release_decision(self, round_id: int) -> SpendDecision | None:
+        """Whether a prototype release alone at ``round_id`` (e.g. the final publication) fits the
+        budget; ``None`` without DP.  Does not retire: the caller decides what a refusal means."""
+        if self.ledger is None or self.dp is None:
+            return None
+        return self.ledger.check_can_spend(self.dp.round_mechanisms(round_id, train=False))
 
     def _load_global(self, broadcast: Broadcast) -> None:
         if self.spec.averages_parameters and broadcast.params is not None:

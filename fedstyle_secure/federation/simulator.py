@@ -31,7 +31,7 @@ from fedstyle_secure.models.factory import EncoderConfig, make_model
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.federation.reporting import ReportWriter
 from fedstyle_secure.models.params import get_flat_params, set_flat_params
-from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
+from fedstyle_secure.federation.privacy_plan import new_ledger, plan_participation, training_release_rounds
 from fedstyle_secure.retrieval.evaluate import evaluate_global, evaluate_personal
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics
 from fedstyle_secure.secure.api import PlainSummation, SecureSummation
@@ -42,7 +42,7 @@ SummationFactory = Callable[[Sequence[str], tuple[float, float]], SecureSummatio
 
 def plain_summation(participants: Sequence[str], value_range: tuple[float, float]) -> SecureSummation:
     return PlainSummation()
-from fedstyle_secure.training.dp import DpConfig, plan_dp, refresh_rounds
+from fedstyle_secure.training.dp import DpConfig, refresh_rounds
 from fedstyle_secure.training.local import LocalConfig, LocalData
 
 
@@ -102,13 +102,13 @@ def make_clients(config: SimulationConfig, data: FederationData, model: nn.Modul
     groups = [data.split.train] if spec.pooled else [data.client_train_items(c) for c in range(len(data.clients))]
     public = data.public.originals()
     refreshes = refresh_rounds(config.rounds, config.dp.prototype_refreshes if config.dp else None)
-    releases = len(refreshes) if spec.uses_prototypes else 0  # the final publication comes on top
+    releases = training_release_rounds(spec, refreshes)  # the final publication comes on top
     clients = []
     for i, items in enumerate(groups):
         plan = ledger = None
         if config.dp is not None:
-            plan = plan_dp(config.dp, len(items), config.local.batch_size, config.local.epochs, config.rounds, releases, refreshes)
-            ledger = BudgetLedger(PrivacyBudget(config.dp.epsilon, plan.delta), len(items), config.dp.accountant)
+            plan = plan_participation(config.dp, len(items), config.local, config.rounds, releases)
+            ledger = new_ledger(plan, len(items), config.dp.epsilon)
         clients.append(
             StyleClient(
                 client_id=f"client-{i:03d}",
@@ -248,7 +248,8 @@ def _final_publication(spec, clients, state, template, data, round_id: int) -> R
     known = np.zeros(len(data.artists), dtype=bool)
     final = _broadcast(state)
     for client in clients:
-        if client.ledger is not None and not client.ledger.check_can_spend(client.dp.round_mechanisms(round_id, train=False)).allowed:
+        decision = client.release_decision(round_id)
+        if decision is not None and not decision.allowed:
             state.retired.setdefault(client.client_id, "privacy budget exhausted before the final publication")
             continue
         if model is not None:

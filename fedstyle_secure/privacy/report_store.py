@@ -87,3 +87,14 @@ def manifest_candidates(paths: Iterable[Path]) -> list[Path]:
         search = [path] if path.is_dir() else [path.parent, path.parent.parent]
         candidates.extend(d / MANIFEST_NAME for d in search if (d / MANIFEST_NAME).is_file())
     return list(dict.fromkeys(candidate.resolve() for candidate in candidates))
+
+
+def latest_reports(reports_dir: Path) -> dict[str, dict[str, Any]]:
+    """Each artist's report of its latest round in ``reports_dir`` (unverified: audit first)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for path in report_files([reports_dir]):
+        report = read_json(path)
+        artist = str(report.get("artist_id"))
+        if artist not in latest or int(report.get("round", -1)) > int(latest[artist].get("round", -1)):
+            latest[artist] = report
+    return latest

@@ -14,8 +14,10 @@ from typing import Sequence
 import numpy as np
 from torch import nn
 
+from fedstyle_secure.errors import ModelError
 from fedstyle_secure.federation.dataset import FederationData
 from fedstyle_secure.models.embed import embed, prototypes_from
+from fedstyle_secure.retrieval.index import StyleIndex
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics, cosine_similarity_matrix, evaluate_retrieval
 
 
@@ -58,3 +60,14 @@ def evaluate_frozen_features(data: FederationData) -> RetrievalMetrics:
     protos, _ = prototypes_from(z[train], data.labels[train], len(data.artists))
     zq = z[query] / np.linalg.norm(z[query], axis=1, keepdims=True)
     return evaluate_retrieval(zq @ protos.T, cosine_similarity_matrix(z[query]), data.labels[query])
+
+
+def evaluate_index(index: StyleIndex, images: np.ndarray, artists: Sequence[str]) -> RetrievalMetrics:
+    """Metrics of a published style index (what buyers are served) on held-out ``(N, S, S, 3)``
+    uint8 ``images`` whose true artists are the names ``artists``."""
+    rows = {name: i for i, name in enumerate(index.artists)}
+    unknown = sorted(set(artists) - set(rows))
+    if unknown:
+        raise ModelError(f"the index has no prototype for artist(s) {', '.join(unknown)}")
+    q = index.embed_images(images)
+    return evaluate_retrieval(q @ index.prototypes.T, cosine_similarity_matrix(q), np.array([rows[a] for a in artists]))

@@ -33,6 +33,7 @@ from fedstyle_secure.secure.masking_messages import Message, parse_message
 
 Intercept = Callable[[Message], Sequence[Message]]
 SERVER_PARTY = "server"
+DEFAULT_THRESHOLD = 2 / 3  # shares needed per secret, as a fraction of each artist's share holders
 
 
 def _deliver_unchanged(message: Message) -> Sequence[Message]:
@@ -153,7 +154,7 @@ class MaskedSummation:
         *,
         clip_range: tuple[float, float],
         max_clients: int,
-        threshold: float | int = 2 / 3,
+        threshold: float | int = DEFAULT_THRESHOLD,
         identity_keys: Mapping[str, Ed25519PrivateKey] | None = None,
         degree: int | None = None,
         seed: int | bytes | None = None,
@@ -170,11 +171,10 @@ class MaskedSummation:
             seed = seed.to_bytes(16, "little", signed=True)
         self._session_seed = os.urandom(16) if seed is None else seed
 
-    def prepare(
-        self, roster: Sequence[str], *, round_id: int, vector_length: int
-    ) -> tuple[MaskingServer, dict[str, MaskingArtist]]:
-        """Fresh server and artist state machines for one round."""
-        config = RoundConfig.create(
+    def round_config(self, roster: Sequence[str], *, round_id: int, vector_length: int) -> RoundConfig:
+        """The public parameters of one round (graph, threshold, codec); equal for every party
+        that builds this summation with the same mode, options and seed."""
+        return RoundConfig.create(
             mode=self.mode,
             round_id=round_id,
             roster=roster,
@@ -184,6 +184,12 @@ class MaskedSummation:
             session_seed=self._session_seed,
             degree=self.degree,
         )
+
+    def prepare(
+        self, roster: Sequence[str], *, round_id: int, vector_length: int
+    ) -> tuple[MaskingServer, dict[str, MaskingArtist]]:
+        """Fresh server and artist state machines for one round."""
+        config = self.round_config(roster, round_id=round_id, vector_length=vector_length)
         for artist in config.roster:
             if artist not in self._identity_keys:
                 if not self._generate_missing_keys:

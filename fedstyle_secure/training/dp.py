@@ -22,8 +22,12 @@ clipping or the noise scale.
 
 from __future__ import annotations
 
+import logging
 import math
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -178,6 +182,32 @@ class PrivateTraining:
     def close(self) -> None:
         """Detach Opacus's hooks from the client's model (it is reused next round)."""
         self.module.remove_hooks()
+
+
+log = logging.getLogger(__name__)
+_warned_insecure_rng = False
+
+
+@contextmanager
+def known_opacus_warnings_handled() -> Iterator[None]:
+    """Silence two warnings that fire on every private step, after saying once what they mean.
+
+    * "Secure RNG turned off": the DP noise comes from torch's default generator, not a CSPRNG
+      (Opacus's ``secure_mode`` needs ``torchcsprng``, which has no build for this torch).  The
+      accounting is unaffected; an attacker who can predict the PRNG state could subtract the
+      noise.  Logged once per process instead of once per round.
+    * "Full backward hook is firing ... no inputs require gradients": the head's inputs are
+      cached (frozen) backbone features, so there is no input gradient; per-sample gradients of
+      the head's parameters are still computed (checked by the DP tests).
+    """
+    global _warned_insecure_rng
+    if not _warned_insecure_rng:
+        log.info("DP noise is drawn from torch's default PRNG, not a CSPRNG (Opacus secure_mode unavailable)")
+        _warned_insecure_rng = True
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        yield
 
 
 def opacus_batch_size(dataset_size: int, sample_rate: float) -> int:

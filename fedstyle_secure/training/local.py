@@ -20,7 +20,7 @@ from torch import nn
 from fedstyle_secure.models.embed import embed
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import trainable_parameters
-from fedstyle_secure.training.dp import DpPlan, PrivateTraining, make_private
+from fedstyle_secure.training.dp import DpPlan, PrivateTraining, known_opacus_warnings_handled, make_private
 from fedstyle_secure.training.losses import alignment_loss, proximal_term
 
 OBJECTIVES: tuple[str, ...] = ("fedstyle", "classifier", "fedproto", "local")
@@ -198,6 +198,15 @@ def train_local(
 ) -> LocalResult:
     """Run ``cfg.epochs`` epochs of Adam on ``objective`` over the client's private artworks;
     with ``dp``, each epoch is one pass of Opacus DP-SGD with Poisson sampling."""
+    if dp is None:
+        return _train_epochs(model, data, ctx, objective, cfg, rng, None)
+    with known_opacus_warnings_handled():
+        return _train_epochs(model, data, ctx, objective, cfg, rng, dp)
+
+
+def _train_epochs(
+    model: nn.Module, data: LocalData, ctx: RoundContext, objective: str, cfg: LocalConfig, rng: np.random.Generator, dp: DpPlan | None
+) -> LocalResult:
     params = trainable_parameters(model)
     optimiser = torch.optim.Adam(params, lr=cfg.lr)
     private = make_private(model, optimiser, len(data), dp, int(rng.integers(2**31))) if dp else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -18,7 +19,7 @@ import torch
 
 from fedstyle_secure.data.images import content_key, load_image_folder
 from fedstyle_secure.errors import ConfigError, TransportError
-from fedstyle_secure.federation.client import Broadcast, StyleClient
+from fedstyle_secure.federation.client import Broadcast, Publication, StyleClient
 from fedstyle_secure.federation.dataset import DEFAULT_PUBLIC_IMAGES, load_public_images
 from fedstyle_secure.federation.packing import Layout, pack
 from fedstyle_secure.federation.strategy import algorithm_spec
@@ -27,8 +28,11 @@ from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, build
 from fedstyle_secure.secure.ckks import EncryptedVector, encrypt
 from fedstyle_secure.secure.keystore import ArtistKeys
 from fedstyle_secure.training.local import LocalConfig, LocalData
+from fedstyle_secure.transport.artist_privacy import ArtistPrivacy
 from fedstyle_secure.transport.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.config import ClientConfig
+from fedstyle_secure.transport.masking_client import MaskingClient, masking_step
+from fedstyle_secure.transport.masking_session import MASKING_PHASES
 from fedstyle_secure.transport.wire import pb
 
 log = logging.getLogger(__name__)
@@ -70,16 +74,22 @@ class ArtistRunner:
     client: StyleClient | None = None
     standardised: bool = False
     done: tuple[int, str] = (0, "")
-    sent: dict[tuple[int, str], Callable[[ArtistSession], object]] = field(default_factory=dict)
+    done_attempt: int = 0  # attempt of the plan in ``done`` (a retried phase is acted on again)
+    sent: dict[tuple[int, str, int], Callable[[ArtistSession], object]] = field(default_factory=dict)
+    masking: MaskingClient | None = None
+    privacy: ArtistPrivacy | None = None  # DP budget gate, durable ledger/results, reports (None: no DP)
 
     def act(self, session: ArtistSession, plan: pb.RoundPlan) -> None:
         """Send this plan's submission; after a reconnect the same (round, phase) resends the
         cached submission (fresh nonce) instead of training or releasing again."""
         if self.client is None:
             self.client = build_style_client(self.config, session.artist_id, session.roster, plan)
+            self.privacy = ArtistPrivacy.open(self.config, self.keys, self.client, plan)
         if session.artist_id not in plan.participants:
             return
-        key = (plan.round_id, plan.phase)
+        if self.privacy is not None and not self.privacy.admit(session, plan):
+            return  # retired (the server was told why) or sitting out a phase it must not be charged for
+        key = (plan.round_id, plan.phase, plan.masking.session_id)  # session_id 0 outside masking phases
         if key not in self.sent:
             self.sent = {key: self._prepare(session, plan)}  # only the latest is ever resent
         self.sent[key](session)
@@ -89,17 +99,37 @@ class ArtistRunner:
         client, round_id, r = self.client, plan.round_id, plan.round_id - 1  # r: the simulator's round index
         assert client is not None
         if plan.phase == "publish":
-            publication = client.publish(self._broadcast(session, round_id), round_id=r)
+            publication = self._publication(session, plan)
             return lambda s: s.publish(round_id, publication)
         if plan.phase == "contribute":
-            arrays = client.feature_moments() if plan.kind == pb.ROUND_KIND_SETUP else client.fit(self._broadcast(session, round_id), round_id=r)
-            kind, payload, layout = self._protect(plan.secure_mode, arrays)
+            kind, payload, layout = self._protect(plan.secure_mode, self._local_arrays(session, plan))
             return lambda s: s.upload(round_id, kind, payload, layout)
+        if plan.phase in MASKING_PHASES:  # secagg / secagg+: the contribution is masked, see masking_client
+            if self.masking is None:
+                self.masking = MaskingClient(self.keys.artist_id, self.keys.identity_key, self.keys.identity_public_keys)
+            return masking_step(self.masking, session, plan, lambda: pack(self._local_arrays(session, plan)))
         if plan.phase == "decrypt":
             total = EncryptedVector.load(self.keys.ckks, session.aggregate(round_id), what=f"round {round_id} aggregate").decrypt()
             payload = np.asarray(total, dtype="<f8").tobytes()
             return lambda s: s.upload(round_id, pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE, payload)
         raise TransportError(f"round {round_id}: unknown phase {plan.phase!r} (is this client older than the server?)")
+
+    def _local_arrays(self, session: ArtistSession, plan: pb.RoundPlan) -> dict[str, np.ndarray]:
+        """The round's named arrays to sum: feature moments (set-up round) or a local fit's contribution."""
+        client, round_id = self.client, plan.round_id
+        assert client is not None
+        if plan.kind == pb.ROUND_KIND_SETUP:
+            return client.feature_moments()
+        if self.privacy is not None:  # DP-SGD, charged once; a redone round gets the stored result
+            return self.privacy.contribution(session, plan, lambda: self._broadcast(session, round_id))
+        return client.fit(self._broadcast(session, round_id), round_id=round_id - 1)
+
+    def _publication(self, session: ArtistSession, plan: pb.RoundPlan) -> Publication:
+        """The round's prototype publication; under DP a Gaussian release charged once (see artist_privacy)."""
+        assert self.client is not None
+        if self.privacy is not None:
+            return self.privacy.publication(session, plan, lambda: self._broadcast(session, plan.round_id))
+        return self.client.publish(self._broadcast(session, plan.round_id), round_id=plan.round_id - 1)
 
     def _broadcast(self, session: ArtistSession, round_id: int) -> Broadcast:
         broadcast, standardisation = session.broadcast(round_id)
@@ -117,10 +147,10 @@ class ArtistRunner:
     def run_session(self, session: ArtistSession, stop: threading.Event) -> pb.RoundPlan:
         """Follow plans until the run finishes; returns the final plan."""
         while not stop.is_set():
-            plan = session.plan(self.done[0], self.done[1], wait_seconds=5.0)
+            plan = session.plan(self.done[0], self.done[1], wait_seconds=5.0, after_attempt=self.done_attempt)
             if plan.finished:
                 return plan
-            if (plan.round_id, plan.phase) == self.done:
+            if (plan.round_id, plan.phase) == self.done and plan.attempt == self.done_attempt:
                 continue
             try:
                 self.act(session, plan)
@@ -128,7 +158,7 @@ class ArtistRunner:
                 if exc.code() not in SKIPPABLE:
                     raise
                 log.warning("round %d %s: %s", plan.round_id, plan.phase, exc.details())
-            self.done = (plan.round_id, plan.phase)
+            self.done, self.done_attempt = (plan.round_id, plan.phase), plan.attempt
         raise TransportError("stopped before the run finished")
 
 
@@ -136,11 +166,12 @@ def run_artist(config: ClientConfig, keys: ArtistKeys, stop: threading.Event | N
     """Connect, register and follow the federation until it finishes; retry with backoff."""
     stop = stop or threading.Event()
     runner, delay = ArtistRunner(config, keys), config.reconnect_initial_seconds
+    failing_since: float | None = None
     while not stop.is_set():
         try:
             with open_channel(config.server, keys.tls_pem(), server_name=config.server_name, max_message_bytes=config.max_message_bytes) as channel:
                 session = ArtistSession.register(channel, keys)
-                delay, runner.done = config.reconnect_initial_seconds, (0, "")  # re-read the (maybe restarted) server's plan
+                delay, runner.done, failing_since = config.reconnect_initial_seconds, (0, ""), None  # re-read the (maybe restarted) server's plan
                 plan = runner.run_session(session, stop)
             if plan.failure:
                 raise TransportError(f"the server stopped the run: {plan.failure}")
@@ -149,6 +180,9 @@ def run_artist(config: ClientConfig, keys: ArtistKeys, stop: threading.Event | N
         except grpc.RpcError as exc:
             if exc.code() not in RETRYABLE:
                 raise TransportError(f"{keys.artist_id}: server refused: {exc.code().name}: {exc.details()}") from exc
+            failing_since = failing_since if failing_since is not None else time.monotonic()
+            if time.monotonic() - failing_since > config.give_up_seconds:
+                raise TransportError(f"{keys.artist_id}: server unreachable for {config.give_up_seconds:g} s (client.give_up_seconds); last error {exc.code().name}: {exc.details()}") from exc
             log.warning("connection problem (%s: %s); retrying in %.1f s", exc.code().name, exc.details(), delay)
         stop.wait(delay)
         delay = min(delay * 2, config.reconnect_max_seconds)

@@ -12,7 +12,7 @@ from fedstyle_secure.federation.client import Broadcast, Publication
 from fedstyle_secure.federation.packing import Layout
 from fedstyle_secure.secure.keystore import ArtistKeys
 from fedstyle_secure.transport import auth
-from fedstyle_secure.transport.wire import DEFAULT_CHUNK_BYTES, PROTOCOL, chunk_payload, from_tensor, join_chunks, new_nonce, optional_array, pb, pb_grpc, to_tensor
+from fedstyle_secure.transport.wire import DEFAULT_CHUNK_BYTES, PROTOCOL, chunk_payload, from_tensor, join_chunks, layout_fields, new_nonce, optional_array, pb, pb_grpc, to_tensor
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_DOWNLOAD_BYTES = 1 << 31
@@ -52,8 +52,9 @@ class ArtistSession:
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return ((auth.SESSION_METADATA, self.token),)
 
-    def plan(self, after_round: int = 0, after_phase: str = "", wait_seconds: float = 10.0) -> pb.RoundPlan:
-        request = pb.RoundPlanRequest(after_round=after_round, after_phase=after_phase, wait_seconds=wait_seconds)
+    def plan(self, after_round: int = 0, after_phase: str = "", wait_seconds: float = 10.0, after_attempt: int = 0) -> pb.RoundPlan:
+        """The plan once (round, phase, attempt) differs from the given one (long poll)."""
+        request = pb.RoundPlanRequest(after_round=after_round, after_phase=after_phase, after_attempt=after_attempt, wait_seconds=wait_seconds)
         return self.stub.GetRoundPlan(request, metadata=self.metadata, timeout=wait_seconds + 10)
 
     def broadcast(self, round_id: int, timeout: float = 60.0) -> tuple[Broadcast, tuple[np.ndarray, np.ndarray] | None]:
@@ -85,6 +86,19 @@ class ArtistSession:
 
     def aggregate(self, round_id: int, timeout: float = 120.0) -> bytes:
         return join_chunks(self.stub.DownloadAggregate(pb.AggregateRequest(round_id=round_id), metadata=self.metadata, timeout=timeout), MAX_DOWNLOAD_BYTES)[1]
+
+    def submit_masking(
+        self, round_id: int, phase: str, message: bytes, layout: Layout | None = None, *, nonce: bytes | None = None, timeout: float = 30.0
+    ) -> pb.Ack:
+        """Send one pairwise-masking message (``masking_messages`` bytes) of ``phase``."""
+        request = pb.MaskingUpload(round_id=round_id, phase=phase, message=message, nonce=nonce if nonce is not None else new_nonce(),
+                                   layout=layout_fields(layout) if layout is not None else [])
+        return self.stub.SubmitMasking(request, metadata=self.metadata, timeout=timeout)
+
+    def fetch_masking(self, round_id: int, name: str, timeout: float = 60.0) -> bytes:
+        """The server's masking message ``name`` ("roster", "delivery", "unmask_request") for this artist."""
+        reply = self.stub.FetchMasking(pb.MaskingDownloadRequest(round_id=round_id, phase=name), metadata=self.metadata, timeout=timeout)
+        return bytes(reply.message)
 
     def report(self, round_id: int, signed_json: bytes, timeout: float = 30.0) -> pb.Ack:
         return self.stub.UploadEpsilonReport(pb.EpsilonReport(round_id=round_id, artist_id=self.artist_id, signed_json=signed_json), metadata=self.metadata, timeout=timeout)

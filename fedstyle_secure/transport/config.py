@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.transport.coordinator import Schedule
+from fedstyle_secure.transport.dp_config import dp_schedule, pop_federation_dp, validate_client_budget
 
 T = TypeVar("T")
 MiB = 1024 * 1024
@@ -35,16 +37,8 @@ class ServerConfig:
     index: Path | None = None
     reports_dir: Path | None = None
     cache_dir: Path | None = None
-    dp_epsilon: float = 0.0
-    dp_delta: float = 0.0
-    dp_noise_multiplier: float = 0.0
-    dp_clip_norm: float = 0.0
-    dp_sample_rate: float = 0.0
-
-    @property
-    def announces_dp(self) -> bool:
-        """DP parameters go into every round plan once an epsilon budget is configured (> 0)."""
-        return self.dp_epsilon > 0
+    keep_serving: bool = False  # after the last round, answer buyer queries until SIGTERM/SIGINT
+    dp: DpConfig | None = None  # from [federation] epsilon, delta, clip_norm, accountant, noise_multiplier (see dp_config)
 
 
 @dataclass(frozen=True)
@@ -61,10 +55,15 @@ class ClientConfig:
     batch_size: int = 16
     reconnect_initial_seconds: float = 0.5
     reconnect_max_seconds: float = 30.0
+    give_up_seconds: float = 900.0  # exit with an error once the server was unreachable this long
     max_message_bytes: int = 4 * MiB
+    budget_epsilon: float | None = None  # this artist's own total epsilon (one artwork); None = the federation's
+    budget_delta: float | None = None  # None = the DP plan's delta
+    state_dir: Path | None = None  # durable state (model, ledger, last submission); required under DP
+    reports_dir: Path | None = None  # signed epsilon reports; default <state_dir>/reports
 
 
-_TYPES: dict[str, type] = {"int": int, "str": str, "bool": bool, "float": float, "str | None": str, "Path": Path, "Path | None": Path}
+_TYPES: dict[str, type] = {"int": int, "str": str, "bool": bool, "float": float, "float | None": float, "str | None": str, "Path": Path, "Path | None": Path}
 
 
 def _coerce(value: Any, type_name: str, where: str) -> Any:
@@ -125,11 +124,11 @@ def load_server_config(path: Path) -> ServerConfig:
     unknown = sorted(set(raw) - {"server", "federation"})
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)} (expected [server], [federation])")
-    schedule = _build(Schedule, dict(raw.get("federation", {})), f"{path}: federation")
-    config = _build(ServerConfig, dict(raw.get("server", {})), f"{path}: server", {"schedule": schedule})
+    federation = dict(raw.get("federation", {}))
+    dp = pop_federation_dp(federation, f"{path}: federation")
+    schedule = dp_schedule(_build(Schedule, federation, f"{path}: federation"), dp, federation, f"{path}: federation")
+    config = _build(ServerConfig, dict(raw.get("server", {})), f"{path}: server", {"schedule": schedule, "dp": dp})
     _positive(config, ("embedding_dim", "max_message_bytes", "max_payload_bytes", "stream_idle_seconds", "session_timeout_seconds"), f"{path}: server")
-    if config.announces_dp:
-        _positive(config, ("dp_delta", "dp_noise_multiplier", "dp_clip_norm", "dp_sample_rate"), f"{path}: server")
     base = path.parent
     return dataclasses.replace(config, keys=_relative(base, config.keys), state_db=_relative(base, config.state_db), index=_relative(base, config.index), reports_dir=_relative(base, config.reports_dir),
         cache_dir=_relative(base, config.cache_dir),
@@ -143,6 +142,8 @@ def load_client_config(path: Path) -> ClientConfig:
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)} (expected [client])")
     config = _build(ClientConfig, dict(raw.get("client", {})), f"{path}: client")
-    _positive(config, ("epochs", "batch_size", "reconnect_initial_seconds", "reconnect_max_seconds", "max_message_bytes"), f"{path}: client")
+    _positive(config, ("epochs", "batch_size", "reconnect_initial_seconds", "reconnect_max_seconds", "give_up_seconds", "max_message_bytes"), f"{path}: client")
+    validate_client_budget(config.budget_epsilon, config.budget_delta, f"{path}: client")
     base = path.parent
-    return dataclasses.replace(config, keys=_relative(base, config.keys), data=_relative(base, config.data), cache_dir=_relative(base, config.cache_dir))
+    return dataclasses.replace(config, keys=_relative(base, config.keys), data=_relative(base, config.data), cache_dir=_relative(base, config.cache_dir),
+                               state_dir=_relative(base, config.state_dir), reports_dir=_relative(base, config.reports_dir))

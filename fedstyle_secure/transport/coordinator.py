@@ -10,8 +10,12 @@ Rounds: ``0`` is the set-up round (sum of feature moments -> input standardisati
 ``1..R`` are training rounds (simulator round ``r = id - 1``), ``R + 1`` the final publication.
 Phases of a round: ``publish`` (prototype releases, when the round refreshes them),
 ``contribute`` (plain vector or CKKS ciphertext), ``decrypt`` (CKKS only: artists return the
-decrypted aggregate).  A phase closes when every participant answered, or at its deadline
-with at least ``quorum`` answers (stragglers are left out: both modes allow it); with fewer
+decrypted aggregate).  With ``secagg``/``secagg+`` the contribute step is the four phases of
+pairwise masking, ``advertise`` (local training, then signed keys; deadline ``phase_seconds``),
+``share``, ``masked_input`` and ``unmask`` (deadline ``masking_seconds`` each), driven by
+:class:`~fedstyle_secure.transport.masking_rounds.MaskingRound`; the server learns only the sum.
+A phase closes when every participant answered, or at its deadline
+with at least ``quorum`` answers (stragglers are left out: every mode allows it); with fewer
 the round is aborted and retried, at most ``max_retries`` times, after which the run stops
 with ``failed`` set -- it never waits forever.
 """
@@ -19,10 +23,12 @@ with ``failed`` set -- it never waits forever.
 from __future__ import annotations
 
 import enum
+import os
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedstyle_secure.federation.packing import Layout, unpack
 from fedstyle_secure.federation.strategy import (
@@ -37,9 +43,12 @@ from fedstyle_secure.federation.strategy import (
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.secure.api import PlainSummation
 from fedstyle_secure.secure.ckks import CkksAggregator, CkksContext
+from fedstyle_secure.secure.secagg import DEFAULT_THRESHOLD
+from fedstyle_secure.transport.masking_rounds import MaskingRound
+from fedstyle_secure.transport.masking_session import TAG_BITS, MaskingParams, is_masking_mode, round_config, session_id
 from fedstyle_secure.transport.rejections import Duplicate, Malformed, PastDeadline, WrongRound
 
-TRANSPORT_SECURE_MODES: tuple[str, ...] = ("none", "ckks")
+TRANSPORT_SECURE_MODES: tuple[str, ...] = ("none", "ckks", "secagg", "secagg+")
 DECRYPT_AGREEMENT = 1e-6  # max relative disagreement between artists' decrypted aggregates
 
 
@@ -47,7 +56,14 @@ class Phase(str, enum.Enum):
     PUBLISH = "publish"
     CONTRIBUTE = "contribute"
     DECRYPT = "decrypt"
+    ADVERTISE = "advertise"  # masking phases: see fedstyle_secure.secure.masking_config.Phase
+    SHARE = "share"
+    MASKED_INPUT = "masked_input"
+    UNMASK = "unmask"
     FINISHED = "finished"
+
+
+MASKING_STEPS: tuple[Phase, ...] = (Phase.ADVERTISE, Phase.SHARE, Phase.MASKED_INPUT, Phase.UNMASK)
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,9 @@ class Schedule:
     standardise: bool = True
     refreshes: frozenset[int] = frozenset()  # simulator round indices r that refresh prototypes
     seed: int = 0
+    masking_seconds: float = 30.0  # deadline of each of share, masked_input, unmask (crypto only)
+    masking_threshold: float = DEFAULT_THRESHOLD  # fraction of share holders needed per secret
+    masking_degree: int = 0  # SecAgg+ neighbourhood degree (0: default)
 
     def validate(self, n_artists: int) -> None:
         algorithm_spec(self.algorithm)
@@ -76,6 +95,11 @@ class Schedule:
             raise ConfigError(f"phase_seconds must be > 0, got {self.phase_seconds}")
         if algorithm_spec(self.algorithm).pooled:
             raise ConfigError("algorithm 'central' pools all data in one place; it has no federated transport")
+        if is_masking_mode(self.secure_mode):
+            if self.masking_seconds <= 0:
+                raise ConfigError(f"masking_seconds must be > 0, got {self.masking_seconds}")
+            params = MaskingParams(0, self.masking_threshold, self.masking_degree, self.seed)
+            round_config(self.secure_mode, [f"artist{i}" for i in range(n_artists)], CONTRIBUTION_RANGE, params, 1)  # ConfigError if invalid
 
 
 @dataclass(frozen=True)
@@ -90,6 +114,7 @@ class Plan:
     publish: bool
     value_range: tuple[float, float]
     attempt: int
+    masking: MaskingParams | None = None  # public parameters of the masking session (masking phases)
 
 
 @dataclass
@@ -99,12 +124,29 @@ class _Collect:
     items: dict[str, object] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SecureSum:
+    """The last masked round's outcome as the server learnt it: the decoded sum and who is in it."""
+
+    round_id: int
+    contributors: tuple[str, ...]
+    dropped: tuple[str, ...]
+    total: np.ndarray
+
+
+def random_tag() -> int:
+    """A fresh random masking-session tag (:data:`TAG_BITS` bits)."""
+    return int.from_bytes(os.urandom(TAG_BITS // 8), "little")
+
+
 @dataclass
 class Coordinator:
     schedule: Schedule
     roster: tuple[str, ...]
     state: ServerState
     ckks: CkksContext | None = None
+    identity_publics: Mapping[str, Ed25519PublicKey] = field(default_factory=dict)  # verify masking key advertisements
+    tag_source: Callable[[], int] = random_tag
     standardisation: tuple[np.ndarray, np.ndarray] | None = None
     reports: dict[str, int] = field(default_factory=dict)
     failed: str | None = None
@@ -119,6 +161,8 @@ class Coordinator:
     _aggregate_bytes: bytes | None = None
     _nonces: set[bytes] = field(default_factory=set)
     _last_closed: tuple[int, str, float] = (-1, "", 0.0)
+    _masking: MaskingRound | None = None
+    last_sum: SecureSum | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -127,6 +171,8 @@ class Coordinator:
         self.schedule.validate(len(self.roster))
         if self.schedule.secure_mode == "ckks" and self.ckks is None:
             raise SecureAggregationError("secure_mode 'ckks' needs the server's public CKKS context")
+        if is_masking_mode(self.schedule.secure_mode) and not set(self.roster) <= set(self.identity_publics):
+            raise SecureAggregationError(f"secure_mode {self.schedule.secure_mode!r} needs every artist's identity public key")
         needs_setup = self.schedule.standardise and self.standardisation is None and self.state.round == 0
         self._open(0 if needs_setup else self.state.round + 1, now)
 
@@ -145,20 +191,40 @@ class Coordinator:
             return True
         return kind == "train" and self.spec.uses_prototypes and self.spec.shares_prototypes and (round_id - 1) in self.schedule.refreshes
 
+    def training_release_rounds(self) -> frozenset[int]:
+        """Training rounds ``r = round_id - 1`` with a publish phase: the prototype releases every
+        artist's DP plan counts (the final publication comes on top)."""
+        return frozenset(r for r in range(self.schedule.rounds) if self._publishes(r + 1))
+
     def _open(self, round_id: int, now: float) -> None:
         if round_id > self.schedule.rounds + 1:
             self._phase = Phase.FINISHED
             return
         self._round_id = round_id
-        self._layout, self._aggregator, self._aggregate_bytes = None, None, None
-        self._enter(Phase.PUBLISH if self._publishes(round_id) else Phase.CONTRIBUTE, now)
+        self._layout, self._aggregator, self._aggregate_bytes, self._masking = None, None, None, None
+        self._enter(Phase.PUBLISH if self._publishes(round_id) else self._contribution_phase(), now)
+
+    def _contribution_phase(self) -> Phase:
+        """``contribute``, or with masking a fresh session (new random tag) and its ``advertise`` phase."""
+        if not is_masking_mode(self.schedule.secure_mode):
+            return Phase.CONTRIBUTE
+        s = self.schedule
+        params = MaskingParams(session_id(self._round_id, self.tag_source()), s.masking_threshold, s.masking_degree, s.seed)
+        self._masking = MaskingRound(s.secure_mode, params, self.participants, self._value_range(), self.identity_publics)
+        return Phase.ADVERTISE
 
     def _enter(self, phase: Phase, now: float) -> None:
-        self._phase, self._deadline, self._collect = phase, now + self.schedule.phase_seconds, _Collect()
+        """Open ``phase``; its deadline is ``masking_seconds`` for the crypto-only masking phases, else ``phase_seconds``."""
+        seconds = self.schedule.masking_seconds if phase in MASKING_STEPS[1:] else self.schedule.phase_seconds
+        self._phase, self._deadline, self._collect = phase, now + seconds, _Collect()
 
     @property
     def participants(self) -> tuple[str, ...]:
         return tuple(a for a in self.roster if a not in self.state.retired)
+
+    def _value_range(self) -> tuple[float, float]:
+        """Every entry of this round's packed contribution lies in it (the masking codec's range)."""
+        return FEATURE_MOMENT_RANGE if self._round_id == 0 else CONTRIBUTION_RANGE
 
     def plan(self) -> Plan:
         return Plan(
@@ -168,8 +234,9 @@ class Coordinator:
             phase_deadline=self._deadline,
             participants=self.participants,
             publish=self._publishes(self._round_id),
-            value_range=FEATURE_MOMENT_RANGE if self._round_id == 0 else CONTRIBUTION_RANGE,
+            value_range=self._value_range(),
             attempt=self.attempt,
+            masking=self._masking.params if self._masking is not None and self._phase in MASKING_STEPS else None,
         )
 
     @property
@@ -211,9 +278,7 @@ class Coordinator:
     def submit_contribution(self, artist: str, round_id: int, layout: Layout, payload: bytes, nonce: bytes, now: float) -> None:
         """A packed contribution: float64 bytes (``none``) or a serialised CKKS vector (``ckks``)."""
         self._admit(artist, round_id, Phase.CONTRIBUTE, nonce, now)
-        names, expected = {name for name, _ in layout.fields}, self._expected_fields(round_id)
-        if names != expected:
-            raise Malformed(f"{artist}: contribution arrays {sorted(names)}, round {round_id} expects {sorted(expected)}")
+        self._check_fields(artist, round_id, layout)
         if self._layout is not None and layout != self._layout:
             raise Malformed(f"{artist}: contribution layout {layout.fields} differs from this round's {self._layout.fields}")
         what = f"round {round_id} contribution of {artist}"
@@ -229,6 +294,42 @@ class Coordinator:
             value = _finite_vector(payload, layout.size, what, self.plan().value_range)
         self._layout = layout
         self._accept(artist, value, nonce, now)
+
+    def _check_fields(self, artist: str, round_id: int, layout: Layout) -> None:
+        names, expected = {name for name, _ in layout.fields}, self._expected_fields(round_id)
+        if names != expected:
+            raise Malformed(f"{artist}: contribution arrays {sorted(names)}, round {round_id} expects {sorted(expected)}")
+
+    def submit_masking(self, artist: str, round_id: int, phase: str, message: bytes, layout: Layout | None, nonce: bytes, now: float) -> None:
+        """One pairwise-masking message (``masking_messages`` bytes) of the current masking phase;
+        ``layout`` (advertise only) declares the packed vector the artist will mask."""
+        step = next((p for p in MASKING_STEPS if p.value == phase), None)
+        if step is None:
+            raise Malformed(f"unknown masking phase {phase!r}; expected one of {[p.value for p in MASKING_STEPS]}")
+        self._admit(artist, round_id, step, nonce, now)
+        assert self._masking is not None
+        if step is Phase.ADVERTISE:
+            if layout is not None:
+                self._check_fields(artist, round_id, layout)
+        elif layout is not None:
+            raise Malformed(f"only an 'advertise' upload declares a layout, not {phase!r}")
+        self._masking.receive(artist, phase, message, layout)
+        self._layout = self._masking.layout
+        self._accept(artist, len(message), nonce, now)
+
+    def masking_message(self, artist: str, round_id: int, fetch_name: str) -> bytes | None:
+        """The server's masking message ``fetch_name`` for ``artist``; None while the phase that
+        produces it has not opened yet (the caller may wait), refused once it cannot come."""
+        if self.finished or round_id != self._round_id:
+            raise WrongRound(f"no masking messages for round {round_id} (current round {self._round_id}, phase {self._phase.value})")
+        if self._masking is None:
+            raise WrongRound(f"round {round_id} is in phase {self._phase.value!r}, not a masking phase (secure mode {self.schedule.secure_mode!r})")
+        wanted = {"roster": Phase.SHARE, "delivery": Phase.MASKED_INPUT, "unmask_request": Phase.UNMASK}.get(fetch_name)
+        if wanted is None:
+            raise Malformed(f"unknown masking download {fetch_name!r}; expected 'roster', 'delivery' or 'unmask_request'")
+        if self._phase in MASKING_STEPS and MASKING_STEPS.index(wanted) > MASKING_STEPS.index(self._phase):
+            return None
+        return self._masking.download(artist, fetch_name)
 
     def _expected_fields(self, round_id: int) -> set[str]:
         """The named arrays of :func:`feature_moments` (set-up) or :func:`client_contribution`."""
@@ -265,7 +366,7 @@ class Coordinator:
         if self.finished:
             return False
         got = len(self._collect.items)
-        everyone = set(self.participants) <= set(self._collect.items)
+        everyone = self._expected() <= set(self._collect.items)
         if not everyone and now <= self._deadline:
             return False
         if got < self._needed():
@@ -277,8 +378,18 @@ class Coordinator:
             self._abort(f"round {self._round_id} phase {self._phase.value!r} could not be aggregated: {exc}", now)
         return True
 
+    def _expected(self) -> set[str]:
+        """Who can still answer this phase (masking: only the artists the server sent a message)."""
+        if self._masking is not None and self._phase in MASKING_STEPS:
+            return set(self._masking.expected(self._phase.value))
+        return set(self.participants)
+
     def _needed(self) -> int:
-        return 1 if self._phase is Phase.DECRYPT else min(self.schedule.quorum, max(len(self.participants), 1))
+        """Answers needed to proceed at the deadline: ``quorum`` contributors; one decryption
+        (CKKS) or one unmasking answer (the masking state machine itself checks the threshold)."""
+        if self._phase in (Phase.DECRYPT, Phase.UNMASK):
+            return 1
+        return min(self.schedule.quorum, max(len(self.participants), 1))
 
     def _abort(self, reason: str, now: float) -> None:
         self.last_error = reason
@@ -297,7 +408,15 @@ class Coordinator:
                 publish_prototypes(self.state, rows, protos)
             if self._kind(self._round_id) == "final":
                 return self._complete(now)
-            return self._enter(Phase.CONTRIBUTE, now)
+            return self._enter(self._contribution_phase(), now)
+        if self._phase in MASKING_STEPS[:-1]:
+            self._masking.close(self._phase.value)  # type: ignore[union-attr]
+            return self._enter(MASKING_STEPS[MASKING_STEPS.index(self._phase) + 1], now)
+        if self._phase is Phase.UNMASK:
+            outcome = self._masking.finish()  # type: ignore[union-attr]
+            self.last_sum = SecureSum(self._round_id, outcome.contributors, outcome.dropped, outcome.total)
+            self._apply(unpack(outcome.total, self._layout))  # type: ignore[arg-type]
+            return self._complete(now)
         if self._phase is Phase.CONTRIBUTE and self.schedule.secure_mode == "ckks":
             self._aggregate_bytes = self._aggregator.result().serialize()  # type: ignore[union-attr]
             return self._enter(Phase.DECRYPT, now)

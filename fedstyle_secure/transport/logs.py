@@ -13,6 +13,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "ts": round(record.created, 6),  # seconds since the epoch, for timing from logs
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

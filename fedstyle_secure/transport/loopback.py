@@ -7,11 +7,12 @@ here is needed in a real deployment, where every machine gets only its own key b
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from fedstyle_secure.data.images import load_image_folder
+from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.secure.keystore import generate_key_files, load_artist_keys, load_server_keys, write_key_files
 from fedstyle_secure.transport.artist import run_artist
 from fedstyle_secure.transport.config import ClientConfig, ServerConfig
@@ -46,6 +47,16 @@ class LoopbackFederation:
     threads: dict[str, threading.Thread]
     results: dict[str, object] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
+    clients: dict[str, ClientConfig] = field(default_factory=dict)
+
+    def start_artist(self, artist: str) -> threading.Thread:
+        """(Re)start ``artist``'s client thread from its config, e.g. after it crashed: it resumes
+        from its ``state_dir`` like a restarted artist process."""
+        self.results.pop(artist, None)
+        thread = threading.Thread(target=_artist_thread, args=(self, self.clients[artist]), name=f"artist-{artist}", daemon=True)
+        self.threads[artist] = thread
+        thread.start()
+        return thread
 
     def join(self, timeout: float) -> bool:
         finished = self.server.wait_finished(timeout)
@@ -60,23 +71,41 @@ class LoopbackFederation:
             thread.join(timeout=10)
 
 
+def artist_dirs(work: Path, artist: str) -> tuple[Path, Path]:
+    """``(state_dir, reports_dir)`` of ``artist`` in a loopback run under ``work`` (the server's
+    reports are in ``work/reports``)."""
+    return work / "artist_state" / artist, work / "artist_reports" / artist
+
+
 def start_loopback(
     work: Path, data_dir: Path, schedule: Schedule, *, keys_dir: Path | None = None, cache_dir: Path | None = None,
-    epochs: int = 1, buyers: Sequence[str] = ("buyer",),
+    epochs: int = 1, buyers: Sequence[str] = ("buyer",), dp: DpConfig | None = None,
+    budgets: Mapping[str, float] | None = None, session_timeout_seconds: float = 30.0,
 ) -> LoopbackFederation:
-    """Fresh keys (unless given), a server on a free loopback port, one artist thread per folder."""
+    """Fresh keys (unless given), a server on a free loopback port, one artist thread per folder.
+
+    ``dp`` is the federation's DP plan (``None``: no DP); under DP the set-up round is skipped
+    (``schedule.standardise`` is forced off, as in the simulator).  ``budgets`` maps artist ids
+    to their own epsilon budget (default: the plan's epsilon).  Every artist keeps its durable
+    state and signed reports in :func:`artist_dirs`.
+    """
     folders = artist_folders(data_dir, work)
     keys_dir = keys_dir or write_fresh_keys(work / "keys", sorted(folders), buyers)
+    if dp is not None:
+        schedule = replace(schedule, standardise=False)
     config = ServerConfig(
         keys=keys_dir, state_db=work / "server.sqlite", listen="127.0.0.1:0", schedule=schedule,
-        index=work / "index", reports_dir=work / "reports", cache_dir=cache_dir,
+        index=work / "index", reports_dir=work / "reports", cache_dir=cache_dir, dp=dp, session_timeout_seconds=session_timeout_seconds,
     )
     server = start_server(config, load_server_keys(keys_dir))
     federation = LoopbackFederation(server, {})
     for artist, folder in folders.items():
-        client = ClientConfig(keys=keys_dir, data=folder, server=f"127.0.0.1:{server.port}", artist=artist, cache_dir=cache_dir, epochs=epochs)
-        federation.threads[artist] = threading.Thread(target=_artist_thread, args=(federation, client), name=f"artist-{artist}", daemon=True)
-        federation.threads[artist].start()
+        state_dir, reports_dir = artist_dirs(work, artist)
+        federation.clients[artist] = ClientConfig(
+            keys=keys_dir, data=folder, server=f"127.0.0.1:{server.port}", artist=artist, cache_dir=cache_dir, epochs=epochs,
+            budget_epsilon=(budgets or {}).get(artist), state_dir=state_dir, reports_dir=reports_dir,
+        )
+        federation.start_artist(artist)
     return federation
 
 

@@ -8,7 +8,6 @@ Long polls and streams are bounded by deadlines so the server never blocks forev
 from __future__ import annotations
 
 import io
-import json
 import logging
 import queue
 import threading
@@ -22,22 +21,22 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from fedstyle_secure.data.images import decode_image
-from fedstyle_secure.errors import DataError, PrivacyError, SecureAggregationError
+from fedstyle_secure.errors import DataError, SecureAggregationError
 from fedstyle_secure.federation.dataset import DEFAULT_PUBLIC_IMAGES
-from fedstyle_secure.federation.packing import Layout
 from fedstyle_secure.federation.strategy import initial_state
 from fedstyle_secure.secure import pki
-from fedstyle_secure.privacy.report_store import write_report
-from fedstyle_secure.privacy.reports import verify_report_signature
 from fedstyle_secure.retrieval.index import StyleIndex
 from fedstyle_secure.secure.keystore import ServerKeys
 from fedstyle_secure.transport import auth
 from fedstyle_secure.transport.config import ServerConfig
 from fedstyle_secure.transport.coordinator import Coordinator
+from fedstyle_secure.transport.dp_config import dp_parameters, require_dp_schedule
 from fedstyle_secure.transport.publish_index import index_from_run
-from fedstyle_secure.transport.rejections import Duplicate, Forbidden, Malformed, NotAuthenticated, PastDeadline, Rejected, Unsupported, WrongRound
+from fedstyle_secure.transport.report_intake import accept_report, register_roster_keys, withdrawal_reason
+from fedstyle_secure.transport.rejections import Duplicate, Forbidden, Malformed, NotAuthenticated, PastDeadline, Rejected, WrongRound
 from fedstyle_secure.transport.store import Snapshot, StateStore
-from fedstyle_secure.transport.wire import PayloadTooLarge, WireError, chunk_payload, from_tensor, join_chunks, optional_tensor, pb, pb_grpc
+from fedstyle_secure.transport.metering import ByteMeter
+from fedstyle_secure.transport.wire import PayloadTooLarge, WireError, chunk_payload, from_tensor, join_chunks, layout_from_fields, optional_tensor, pb, pb_grpc
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = "fedstyle.v1.Federation"
@@ -84,8 +83,11 @@ class FederationServicer(pb_grpc.FederationServicer):
     clock: Callable[[], float] = time.time
     sessions: dict[str, _Session] = field(default_factory=dict)
     registered: set[str] = field(default_factory=set)
+    told_finished: set[str] = field(default_factory=set)
+    meter: ByteMeter = field(default_factory=ByteMeter)  # protobuf bytes in/out, logged per saved round
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _saved_round: tuple[int, bool] = (-1, False)
+    _logged_sum: object = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -103,11 +105,15 @@ class FederationServicer(pb_grpc.FederationServicer):
     def _changed(self) -> None:
         """After any state change: persist a completed round, wake long polls."""
         c = self.coordinator
+        if c.last_sum is not None and c.last_sum is not self._logged_sum:  # who is in the sum; never the vector
+            self._logged_sum = c.last_sum
+            log.info("masked sum unmasked", extra={"round": c.last_sum.round_id, "contributors": list(c.last_sum.contributors), "dropped": list(c.last_sum.dropped)})
         key = (c.state.round, c.standardisation is not None)
         if key != self._saved_round:
             self.store.save(Snapshot(c.state, c.standardisation, dict(c.reports), c.roster, c.schedule.algorithm))
             self._saved_round = key
-            log.info("round state saved", extra={"round": c.state.round, "phase": c.plan().phase.value})
+            received, sent = self.meter.totals()
+            log.info("round state saved", extra={"round": c.state.round, "phase": c.plan().phase.value, "bytes_received": received, "bytes_sent": sent})
             if c.finished and c.failed is None and self.config.index is not None:
                 index_from_run(c, self.config.embedding_dim, self.config.cache_dir).save(self.config.index)
                 log.info("style index published", extra={"index": str(self.config.index)})
@@ -117,6 +123,11 @@ class FederationServicer(pb_grpc.FederationServicer):
         with self._cond:
             if self.coordinator.tick(self.clock()):
                 self._changed()
+
+    def _plan_key(self) -> tuple[int, str, int]:
+        """What an artist acts on once: (round id, phase, attempt)."""
+        plan = self.coordinator.plan()
+        return plan.round_id, plan.phase.value, plan.attempt
 
     def _plan_message(self) -> pb.RoundPlan:
         c = self.coordinator
@@ -129,14 +140,14 @@ class FederationServicer(pb_grpc.FederationServicer):
             finished=c.finished, value_low=plan.value_range[0], value_high=plan.value_range[1], phase=plan.phase.value,
             seed=c.schedule.seed, embedding_dim=self.config.embedding_dim, failure=c.failed or "",
             dp=self._dp_parameters(), public_set=pb.PublicSetReference(name=PUBLIC_SET_NAME, count=DEFAULT_PUBLIC_IMAGES),
+            masking=None if plan.masking is None else pb.MaskingParameters(
+                session_id=plan.masking.session_id, threshold=plan.masking.threshold, degree=plan.masking.degree),
+            attempt=plan.attempt,
         )
 
     def _dp_parameters(self) -> pb.DpParameters | None:
-        """Announced only; each artist's own ledger enforces its budget (DP runs artist-side)."""
-        c = self.config
-        if not c.announces_dp:
-            return None
-        return pb.DpParameters(noise_multiplier=c.dp_noise_multiplier, clip_norm=c.dp_clip_norm, sample_rate=c.dp_sample_rate, epsilon_budget=c.dp_epsilon, delta=c.dp_delta)
+        """Announced only; each artist calibrates its own noise and its own ledger enforces its budget."""
+        return dp_parameters(self.config.dp, self.coordinator.training_release_rounds())
 
     def _read_stream(self, requests: Iterator[pb.Chunk], context: grpc.ServicerContext) -> tuple[pb.PayloadHeader, bytes]:
         """Join a Chunk stream, refusing one that stalls for ``stream_idle_seconds`` between chunks."""
@@ -189,14 +200,20 @@ class FederationServicer(pb_grpc.FederationServicer):
 
     @_rpc
     def GetRoundPlan(self, request: pb.RoundPlanRequest, context: grpc.ServicerContext) -> pb.RoundPlan:
-        """Reply once the current (round, phase) differs from the artist's last one (bounded wait)."""
-        self._artist(context, "GetRoundPlan")
+        """Reply once the current (round, phase, attempt) differs from the artist's last one (bounded wait)."""
+        caller = self._artist(context, "GetRoundPlan")
         wait = min(max(request.wait_seconds, 0.0), MAX_POLL_SECONDS)
         with self._cond:
-            seen = (request.after_round, request.after_phase)
-            current = lambda: (self.coordinator.plan().round_id, self.coordinator.plan().phase.value)  # noqa: E731
-            self._cond.wait_for(lambda: self.coordinator.finished or current() != seen or not context.is_active(), timeout=wait)
+            seen = (request.after_round, request.after_phase, request.after_attempt)
+            self._cond.wait_for(lambda: self.coordinator.finished or self._plan_key() != seen or not context.is_active(), timeout=wait)
+            if self.coordinator.finished:
+                self.told_finished.add(caller)
             return self._plan_message()
+
+    def everyone_told_finished(self) -> bool:
+        """Whether every registered artist has received the final plan (the server may exit)."""
+        with self._cond:
+            return self.registered <= self.told_finished
 
     @_rpc
     def DownloadBroadcast(self, request: pb.BroadcastRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
@@ -236,7 +253,7 @@ class FederationServicer(pb_grpc.FederationServicer):
             if header.kind == pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE:
                 self.coordinator.submit_decrypted(artist, header.round_id, payload, bytes(header.nonce), now)
             elif header.kind == expected:
-                layout = Layout(tuple((f.name, tuple(int(d) for d in f.shape)) for f in header.layout))
+                layout = layout_from_fields(header.layout)
                 if not layout.fields:
                     raise Malformed("a contribution must declare its layout")
                 self.coordinator.submit_contribution(artist, header.round_id, layout, payload, bytes(header.nonce), now)
@@ -254,37 +271,54 @@ class FederationServicer(pb_grpc.FederationServicer):
 
     @_rpc
     def SubmitMasking(self, request: pb.MaskingUpload, context: grpc.ServicerContext) -> pb.Ack:
-        self._artist(context, "SubmitMasking")
-        raise Unsupported("secure modes secagg/secagg+ are not served over gRPC yet; use 'none' or 'ckks'")
+        """One pairwise-masking message of the current masking phase (secure modes secagg/secagg+)."""
+        artist = self._artist(context, "SubmitMasking")
+        layout = layout_from_fields(request.layout) if len(request.layout) else None
+        if layout is not None and 4 * layout.size > self.config.max_message_bytes:  # its masked input could never arrive
+            raise PayloadTooLarge(f"layout of {layout.size} entries needs a {4 * layout.size}-byte masked input; max_message_bytes is {self.config.max_message_bytes}")
+        with self._cond:
+            self.coordinator.submit_masking(artist, request.round_id, request.phase, bytes(request.message), layout, bytes(request.nonce), self.clock())
+            self._changed()
+        return pb.Ack(round_id=request.round_id, accepted_bytes=len(request.message))
 
     @_rpc
     def FetchMasking(self, request: pb.MaskingDownloadRequest, context: grpc.ServicerContext) -> pb.MaskingDownload:
-        self._artist(context, "FetchMasking")
-        raise Unsupported("secure modes secagg/secagg+ are not served over gRPC yet; use 'none' or 'ckks'")
+        """The server's masking message of a phase for this artist; waits (bounded) until the phase opens."""
+        artist = self._artist(context, "FetchMasking")
+        end = time.monotonic() + MAX_POLL_SECONDS
+        with self._cond:
+            message = self.coordinator.masking_message(artist, request.round_id, request.phase)
+            while message is None and context.is_active() and time.monotonic() < end:
+                self._cond.wait(timeout=min(1.0, max(end - time.monotonic(), 0.0)))
+                message = self.coordinator.masking_message(artist, request.round_id, request.phase)
+        if message is None:
+            raise WrongRound(f"masking message {request.phase!r} of round {request.round_id} is not available yet")
+        return pb.MaskingDownload(round_id=request.round_id, phase=request.phase, message=message)
 
     @_rpc
     def UploadEpsilonReport(self, request: pb.EpsilonReport, context: grpc.ServicerContext) -> pb.Ack:
         """Accept a signed epsilon report only if the artist's identity key signed it; store it if configured."""
         artist = self._artist(context, "UploadEpsilonReport")
-        if request.artist_id != artist:
-            raise Forbidden(f"{artist} cannot upload a report for {request.artist_id!r}")
-        try:
-            report = json.loads(request.signed_json)
-        except ValueError as exc:
-            raise Malformed(f"epsilon report is not JSON: {exc}") from exc
-        if not isinstance(report, dict) or report.get("artist_id") != artist or report.get("round") != request.round_id:
-            raise Malformed(f"epsilon report must be a JSON object for artist {artist!r} and round {request.round_id}")
-        try:
-            verify_report_signature(report, self.keys.identity_public_keys[artist])
-        except PrivacyError as exc:
-            raise Forbidden(f"epsilon report of {artist}: {exc}") from exc
-        with self._cond:
-            if self.config.reports_dir is not None:
-                write_report(self.config.reports_dir, report)
+        with self._cond:  # one writer of the reports directory
+            accept_report(request, artist, self.keys.identity_public_keys[artist], self.config.reports_dir)
             self.coordinator.record_report(artist, request.round_id)
             self._saved_round = (-1, False)  # persist the report index
             self._changed()
+        log.info("epsilon report of %s for round %d stored", artist, request.round_id, extra={"artist": artist, "round": request.round_id})
         return pb.Ack(round_id=request.round_id, accepted_bytes=len(request.signed_json))
+
+    @_rpc
+    def Withdraw(self, request: pb.Withdrawal, context: grpc.ServicerContext) -> pb.Ack:
+        """The artist retires for good (e.g. privacy budget); the reason is persisted and shown by GetStatus."""
+        artist = self._artist(context, "Withdraw")
+        reason = withdrawal_reason(request)
+        with self._cond:
+            self.coordinator.retire(artist, reason)
+            self.coordinator.tick(self.clock())  # the phase may now be complete without it
+            self._saved_round = (-1, False)  # persist the retirement
+            self._changed()
+        log.warning("%s retired at round %d: %s", artist, request.round_id, reason, extra={"artist": artist, "round": request.round_id, "reason": reason})
+        return pb.Ack(round_id=request.round_id, detail=f"retired: {self.coordinator.state.retired.get(artist, reason)}")
 
     @_rpc
     def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryResponse:
@@ -317,7 +351,7 @@ def restore_coordinator(config: ServerConfig, keys: ServerKeys, store: StateStor
         raise SecureAggregationError(f"{store.path}: saved for roster {snapshot.roster} / {snapshot.algorithm}, not this configuration")
     state = snapshot.state if snapshot else initial_state(len(roster), config.embedding_dim, None)
     coordinator = Coordinator(
-        schedule=config.schedule, roster=roster, state=state, ckks=keys.ckks,
+        schedule=config.schedule, roster=roster, state=state, ckks=keys.ckks, identity_publics=keys.identity_public_keys,
         standardisation=snapshot.standardisation if snapshot else None, reports=dict(snapshot.reports) if snapshot else {},
     )
     return coordinator
@@ -346,12 +380,15 @@ class RunningServer:
 
 def start_server(config: ServerConfig, keys: ServerKeys, clock: Callable[[], float] = time.time) -> RunningServer:
     """Start serving on ``config.listen`` (port 0 picks a free one) with mutual TLS; returns at once."""
+    require_dp_schedule(config.dp, config.schedule.standardise)
+    if config.reports_dir is not None:  # lets `fedstyle audit <reports_dir>` verify every artist's reports
+        register_roster_keys(config.reports_dir, {a: keys.identity_public_keys[a] for a in keys.artists})
     store = StateStore(config.state_db)
     coordinator = restore_coordinator(config, keys, store)
     coordinator.start(clock())
     servicer = FederationServicer(config=config, keys=keys, coordinator=coordinator, store=store, clock=clock)
     options = [("grpc.max_receive_message_length", config.max_message_bytes), ("grpc.max_send_message_length", config.max_message_bytes)]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8 + 4 * len(coordinator.roster)), options=options)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8 + 4 * len(coordinator.roster)), options=options, interceptors=[servicer.meter])
     pb_grpc.add_FederationServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -11,6 +11,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from fedstyle_secure.federation.packing import Layout
 from fedstyle_secure.transport.codegen import ensure_generated
 
 ensure_generated()
@@ -55,6 +56,16 @@ def optional_tensor(array: np.ndarray | None) -> pb.Tensor | None:
 
 def optional_array(message: object, field: str, what: str) -> np.ndarray | None:
     return from_tensor(getattr(message, field), what) if message.HasField(field) else None  # type: ignore[attr-defined]
+
+
+def layout_from_fields(fields: Iterable[pb.LayoutField]) -> Layout:
+    """The :class:`Layout` declared by ``LayoutField`` messages (empty when none were sent)."""
+    return Layout(tuple((f.name, tuple(int(d) for d in f.shape)) for f in fields))
+
+
+def layout_fields(layout: Layout) -> list[pb.LayoutField]:
+    """Inverse of :func:`layout_from_fields`."""
+    return [pb.LayoutField(name=name, shape=list(shape)) for name, shape in layout.fields]
 
 
 def new_nonce() -> bytes:

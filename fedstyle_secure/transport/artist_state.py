@@ -1,0 +1,155 @@
+"""An artist's durable state in ``<state_dir>/artist-state.sqlite`` (SQLite, no pickle).
+
+One :class:`ArtistSnapshot` is replaced as a whole in ONE transaction (``BEGIN IMMEDIATE`` ...
+``COMMIT``, ``synchronous=FULL``), so after a crash the file holds either the previous or the
+new snapshot, never a mix: the privacy ledger, the model parameters and the cached results of
+the round are always consistent with each other.  Arrays are stored as ``.npy`` / ``.npz``
+bytes (``allow_pickle=False``), everything else as JSON.
+
+What is kept (see :mod:`.artist_privacy` for why):
+
+* ``model`` -- the model's ``state_dict`` (parameters and buffers) after the last phase acted in;
+* ``ledger`` -- the :class:`~fedstyle_secure.privacy.budget.BudgetLedger` (budget, every
+  mechanism charged so far);
+* ``results`` -- what the artist computed in the phases of the latest round it acted in
+  (its noised prototype publication, its packed contribution vector), to resend unchanged;
+* ``own`` -- its latest published prototypes (they enter its own training context);
+* ``rng`` -- the NumPy generator state, ``retired`` reason, ``uploaded`` report rounds and the
+  ``plan`` it calibrated (to detect a changed federation plan after a restart).
+
+Threat model: the state directory is as private as the artist's images (it lives on the
+artist's machine); integrity against a local attacker is out of scope.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedstyle_secure.errors import ConfigError
+
+STATE_FILE = "artist-state.sqlite"
+STATE_FORMAT = "fedstyle-artist-state/1"
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS results (round_id INTEGER NOT NULL, phase TEXT NOT NULL, meta TEXT NOT NULL, "
+    "array BLOB NOT NULL, PRIMARY KEY (round_id, phase))",
+)
+
+
+@dataclass(frozen=True)
+class CachedResult:
+    """What the artist computed (and was charged for) in one phase: ``array`` plus JSON ``meta``
+    (e.g. a publication's artist rows, a contribution's layout)."""
+
+    round_id: int
+    phase: str
+    array: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ArtistSnapshot:
+    """Everything an artist process needs to resume (see the module docstring)."""
+
+    artist_id: str
+    model: dict[str, np.ndarray]
+    ledger: dict[str, Any] | None
+    rng: dict[str, Any]
+    plan: dict[str, Any]
+    own: tuple[np.ndarray, np.ndarray] | None = None
+    retired: str | None = None
+    uploaded: list[int] = field(default_factory=list)
+    results: list[CachedResult] = field(default_factory=list)
+
+    def result(self, round_id: int, phase: str) -> CachedResult | None:
+        return next((r for r in self.results if (r.round_id, r.phase) == (round_id, phase)), None)
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _from_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def _npz(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _from_npz(data: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        return {name: archive[name] for name in archive.files}
+
+
+class ArtistStateStore:
+    """``save`` replaces the snapshot atomically; ``load`` returns it, or ``None`` for a new artist."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / STATE_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            for statement in SCHEMA:
+                db.execute(statement)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        return db
+
+    def save(self, snapshot: ArtistSnapshot) -> None:
+        """Write the whole snapshot in one transaction (results of older rounds are dropped)."""
+        meta = {
+            "format": STATE_FORMAT, "artist_id": snapshot.artist_id, "ledger": snapshot.ledger, "rng": snapshot.rng,
+            "plan": snapshot.plan, "retired": snapshot.retired, "uploaded": sorted(set(snapshot.uploaded)),
+            "own_rows": None if snapshot.own is None else [int(r) for r in snapshot.own[0]],
+        }
+        rows = {"meta": json.dumps(meta).encode(), "model": _npz(snapshot.model),
+                "own": b"" if snapshot.own is None else _npy(snapshot.own[1])}
+        results = [(r.round_id, r.phase, json.dumps(r.meta), _npy(r.array)) for r in snapshot.results]
+        db = self._connect()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", list(rows.items()))
+            db.execute("DELETE FROM results")
+            db.executemany("INSERT INTO results (round_id, phase, meta, array) VALUES (?, ?, ?, ?)", results)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+
+    def load(self) -> ArtistSnapshot | None:
+        db = self._connect()
+        try:
+            rows = dict(db.execute("SELECT key, value FROM state").fetchall())
+            results = db.execute("SELECT round_id, phase, meta, array FROM results ORDER BY round_id, phase").fetchall()
+        finally:
+            db.close()
+        if not rows:
+            return None
+        try:
+            meta = json.loads(rows["meta"])
+            if meta.get("format") != STATE_FORMAT:
+                raise ConfigError(f"{self.path}: not a {STATE_FORMAT} database")
+            own = None if meta["own_rows"] is None else (np.asarray(meta["own_rows"], dtype=np.int64), _from_npy(rows["own"]))
+            return ArtistSnapshot(
+                artist_id=str(meta["artist_id"]), model=_from_npz(rows["model"]), ledger=meta["ledger"], rng=meta["rng"],
+                plan=meta["plan"], own=own, retired=meta["retired"], uploaded=[int(r) for r in meta["uploaded"]],
+                results=[CachedResult(int(r), str(p), _from_npy(a), json.loads(m)) for r, p, m, a in results],
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ConfigError(f"{self.path}: unreadable artist state ({exc!r}); refusing to guess what was spent") from exc

@@ -1,0 +1,134 @@
+"""The differential-privacy settings of a networked federation: parsed from ``server.toml`` /
+``client.toml``, announced in every :class:`RoundPlan` as ``DpParameters``, and read back by artists.
+
+Where what is configured (privacy unit: one artwork, record-level):
+
+* ``[federation]`` of ``server.toml`` -- the plan the whole federation runs: target ``epsilon``
+  (absent or ``inf`` = no DP), ``delta`` (absent = per artist ``min(1e-5, 1/(10 n))``),
+  ``clip_norm``, ``accountant`` (``prv`` default, ``rdp``, ``gdp``) and optionally a fixed
+  ``noise_multiplier`` instead of calibrating one.  The server announces it; it never sees
+  an artist's number of artworks ``n``, so ``delta < 1/n`` is checked by each artist.
+* ``[client]`` of ``client.toml`` -- the artist's OWN budget ``budget_epsilon`` (absent = the
+  federation's epsilon) and ``budget_delta`` (absent = the plan's delta), enforced by its own
+  ledger whatever the server announces, plus ``state_dir`` (durable state, required under DP)
+  and ``reports_dir`` (its signed epsilon reports; default ``<state_dir>/reports``).
+
+Threat model: the server is trusted to coordinate, not to protect artists' privacy.  An
+artist never spends beyond its own budget, refuses to send non-private statistics of its data
+in a DP federation, and an artist that set a budget refuses a federation without DP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Iterable
+
+from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.privacy.accounting import ACCOUNTANTS
+from fedstyle_secure.training.dp import DpConfig, refresh_rounds
+from fedstyle_secure.transport.coordinator import Schedule
+from fedstyle_secure.transport.wire import pb
+
+FEDERATION_DP_FIELDS: tuple[str, ...] = ("epsilon", "delta", "clip_norm", "accountant", "noise_multiplier")
+
+
+def _number(table: dict[str, Any], name: str, where: str) -> float | None:
+    value = table.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}.{name}: expected a number, got {value!r}")
+    return float(value)
+
+
+def pop_federation_dp(table: dict[str, Any], where: str) -> DpConfig | None:
+    """Remove the DP fields from a ``[federation]`` table and validate them, naming the field.
+
+    Returns ``None`` when ``epsilon`` is absent or ``inf`` (no DP); the other DP fields are then
+    refused, since nothing would enforce them.
+    """
+    dp = {name: table.pop(name) for name in FEDERATION_DP_FIELDS if name in table}
+    epsilon = _number(dp, "epsilon", where)
+    if epsilon is None or epsilon == math.inf:
+        extra = sorted(set(dp) - {"epsilon"})
+        if extra:
+            raise ConfigError(f"{where}.{extra[0]}: only meaningful with a finite federation.epsilon (DP is off)")
+        return None
+    if not (math.isfinite(epsilon) and epsilon > 0):
+        raise ConfigError(f"{where}.epsilon must be a positive finite number (or inf for no DP), got {epsilon}")
+    delta = _number(dp, "delta", where)
+    if delta is not None and not 0.0 < delta < 1.0:
+        raise ConfigError(f"{where}.delta must be in (0, 1) (and below 1/n for every artist's n artworks), got {delta}")
+    clip_norm = _number(dp, "clip_norm", where)
+    if clip_norm is not None and not (math.isfinite(clip_norm) and clip_norm > 0):
+        raise ConfigError(f"{where}.clip_norm must be a positive number, got {clip_norm}")
+    noise = _number(dp, "noise_multiplier", where)
+    if noise is not None and not (math.isfinite(noise) and noise > 0):
+        raise ConfigError(f"{where}.noise_multiplier must be a positive number, got {noise}")
+    accountant = dp.get("accountant", "prv")
+    if accountant not in ACCOUNTANTS:
+        raise ConfigError(f"{where}.accountant must be one of {', '.join(ACCOUNTANTS)}, got {accountant!r}")
+    return DpConfig(epsilon=epsilon, delta=delta, clip_norm=1.0 if clip_norm is None else clip_norm, accountant=accountant, noise_multiplier=noise)
+
+
+def dp_schedule(schedule: Schedule, dp: DpConfig | None, given: Iterable[str], where: str) -> Schedule:
+    """Under DP, the ``[federation]`` defaults the simulator uses: no set-up round (it would sum
+    private feature moments without noise; the heads keep their public-set standardisation) and,
+    unless ``refreshes`` is ``given``, prototype refreshes at :func:`refresh_rounds`
+    (``DpConfig.prototype_refreshes`` evenly spaced rounds)."""
+    if dp is None:
+        return schedule
+    given = set(given)
+    if "standardise" in given and schedule.standardise:
+        raise ConfigError(f"{where}.standardise: the set-up round sums private feature moments without DP noise; "
+                          "it cannot run in a DP federation (leave it out or set it to false)")
+    refreshes = schedule.refreshes if "refreshes" in given else refresh_rounds(schedule.rounds, dp.prototype_refreshes)
+    return dataclasses.replace(schedule, standardise=False, refreshes=frozenset(refreshes))
+
+
+def require_dp_schedule(dp: DpConfig | None, standardise: bool) -> None:
+    """Refuse to start a DP server whose schedule runs the non-private set-up round."""
+    if dp is not None and standardise:
+        raise ConfigError("federation.standardise: the set-up round sums private feature moments without DP noise; "
+                          "a DP federation (federation.epsilon set) must run without it")
+
+
+def validate_client_budget(budget_epsilon: float | None, budget_delta: float | None, where: str) -> None:
+    """The artist's own budget: a positive finite epsilon, a delta in (0, 1) (``< 1/n`` is
+    checked once the artist's data is loaded)."""
+    if budget_epsilon is not None and not (math.isfinite(budget_epsilon) and budget_epsilon > 0):
+        raise ConfigError(f"{where}.budget_epsilon must be a positive finite number, got {budget_epsilon}")
+    if budget_delta is not None and not 0.0 < budget_delta < 1.0:
+        raise ConfigError(f"{where}.budget_delta must be in (0, 1), got {budget_delta}")
+    if budget_delta is not None and budget_epsilon is None:
+        raise ConfigError(f"{where}.budget_delta needs budget_epsilon")
+
+
+def dp_parameters(dp: DpConfig | None, release_rounds: Iterable[int]) -> pb.DpParameters | None:
+    """The plan's ``DpParameters`` (``None`` without DP); 0 marks values each artist derives itself."""
+    if dp is None:
+        return None
+    return pb.DpParameters(
+        noise_multiplier=dp.noise_multiplier or 0.0, clip_norm=dp.clip_norm, sample_rate=0.0, epsilon_budget=dp.epsilon,
+        delta=dp.delta or 0.0, accountant=dp.accountant, release_rounds=sorted(int(r) for r in release_rounds),
+    )
+
+
+def announced_dp(plan: pb.RoundPlan) -> tuple[DpConfig, frozenset[int]] | None:
+    """An artist's reading of the plan's DP parameters (``None``: the federation runs without DP).
+
+    Raises :class:`ConfigError` naming the announced field when it is unusable.
+    """
+    if not plan.HasField("dp"):
+        return None
+    msg = plan.dp
+    table: dict[str, Any] = {"epsilon": msg.epsilon_budget, "clip_norm": msg.clip_norm, "accountant": msg.accountant or "prv"}
+    if msg.delta:
+        table["delta"] = msg.delta
+    if msg.noise_multiplier:
+        table["noise_multiplier"] = msg.noise_multiplier
+    dp = pop_federation_dp(table, "announced federation")
+    if dp is None:
+        raise ConfigError("announced federation.epsilon: a DP plan needs a finite epsilon")
+    return dp, frozenset(int(r) for r in msg.release_rounds)

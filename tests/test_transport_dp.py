@@ -1,0 +1,239 @@
+"""Differentially private artists over real gRPC + mutual TLS on loopback (real Opacus, real key
+files): budgets, retirement, durable ledgers without double counting, signed epsilon reports."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import grpc
+import pytest
+
+from fedstyle_secure.cli.main import main
+from fedstyle_secure.data.synth import write_synthetic_folder
+from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.federation.privacy_plan import plan_participation
+from fedstyle_secure.privacy.accounting import compute_epsilon
+from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
+from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease
+from fedstyle_secure.privacy.reports import build_report, sign_report
+from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.training.dp import DpConfig
+from fedstyle_secure.training.local import LocalConfig
+from fedstyle_secure.transport.artist_privacy import _budget
+from fedstyle_secure.transport.artist_state import ArtistStateStore
+from fedstyle_secure.transport.auth import buyer_tls_pem
+from fedstyle_secure.transport.channel import ArtistSession, open_channel
+from fedstyle_secure.transport.config import ClientConfig, ServerConfig
+from fedstyle_secure.transport.coordinator import Schedule
+from fedstyle_secure.transport.loopback import artist_dirs, start_loopback, write_fresh_keys
+from fedstyle_secure.transport.server import start_server
+from fedstyle_secure.transport.store import StateStore
+from fedstyle_secure.transport.wire import pb, pb_grpc
+
+ARTISTS = ("artist_00", "artist_01", "artist_02")
+EPSILON = 8.0
+ROUND_REPORTS = ["round-0000.json", "round-0001.json", "round-0002.json"]  # 2 training rounds + the final publication
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """3 artists x 6 images, and one feature cache shared by the module's federations."""
+    root = tmp_path_factory.mktemp("dp-federation")
+    write_synthetic_folder(root / "data", 3, 6, seed=0)
+    return root / "data"
+
+
+def _schedule() -> Schedule:
+    return Schedule(rounds=2, quorum=3, phase_seconds=60, refreshes=frozenset({0, 1}))
+
+
+def _ledger(work, artist) -> BudgetLedger:
+    snapshot = ArtistStateStore(artist_dirs(work, artist)[0]).load()
+    assert snapshot is not None
+    return BudgetLedger.from_dict(snapshot.ledger)
+
+
+def _reports(directory, artist) -> list[str]:
+    return sorted(p.name for p in (directory / artist).glob("round-*.json"))
+
+
+def _status(federation, work) -> pb.Status:
+    with open_channel(f"127.0.0.1:{federation.server.port}", buyer_tls_pem(work / "keys", "buyer")) as channel:
+        return pb_grpc.FederationStub(channel).GetStatus(pb.StatusRequest(), timeout=5)
+
+
+def test_dp_federation_reports_every_round_and_audits_clean(tmp_path, data):
+    work = tmp_path / "run"
+    federation = start_loopback(work, data, _schedule(), cache_dir=data.parent / "cache", dp=DpConfig(epsilon=EPSILON))
+    try:
+        assert federation.join(timeout=150)
+        coordinator = federation.server.servicer.coordinator
+    finally:
+        federation.close()
+    assert federation.results == {a: 0 for a in ARTISTS}
+    assert coordinator.failed is None and coordinator.state.round == 3 and not coordinator.state.retired
+    assert coordinator.standardisation is None  # no non-private set-up round under DP
+    assert coordinator.reports == {a: 2 for a in ARTISTS}
+    assert StateStore(work / "server.sqlite").load().reports == {a: 2 for a in ARTISTS}
+    for artist in ARTISTS:
+        assert _reports(artist_dirs(work, artist)[1], artist) == ROUND_REPORTS
+        assert _reports(work / "reports", artist) == ROUND_REPORTS
+        ledger = _ledger(work, artist)
+        assert 0.9 * EPSILON < ledger.epsilon_spent <= EPSILON
+        final = json.loads((work / "reports" / artist / ROUND_REPORTS[-1]).read_text())
+        assert final["epsilon"]["prv"] == pytest.approx(ledger.epsilon_spent)
+    assert main(["audit", str(work / "reports")]) == 0
+    assert main(["audit", str(artist_dirs(work, ARTISTS[0])[1])]) == 0
+
+
+def test_artist_over_budget_retires_with_the_reason_and_others_finish(tmp_path, data):
+    work = tmp_path / "run"
+    federation = start_loopback(work, data, _schedule(), cache_dir=data.parent / "cache", dp=DpConfig(epsilon=EPSILON),
+                                budgets={"artist_01": 0.5})
+    try:
+        assert federation.join(timeout=150)
+        coordinator = federation.server.servicer.coordinator
+        status = _status(federation, work)
+    finally:
+        federation.close()
+    assert coordinator.failed is None and coordinator.state.round == 3
+    reason = coordinator.state.retired["artist_01"]
+    assert set(coordinator.state.retired) == {"artist_01"}
+    assert reason.startswith("privacy budget") and "would exceed the budget epsilon=0.5" in reason
+    assert dict(status.retired) == {"artist_01": reason}
+    assert StateStore(work / "server.sqlite").load().state.retired == {"artist_01": reason}
+    assert _ledger(work, "artist_01").epsilon_spent == 0.0  # refused before spending anything
+    assert _reports(work / "reports", "artist_01") == []
+    for artist in ("artist_00", "artist_02"):
+        assert _reports(work / "reports", artist) == ROUND_REPORTS
+        assert _ledger(work, artist).epsilon_spent <= EPSILON
+    assert main(["audit", str(work / "reports")]) == 0
+
+
+class SimulatedCrash(RuntimeError):
+    """Stands for the artist process dying (everything in memory is lost)."""
+
+
+def test_artist_crash_after_charging_resends_the_same_contribution(tmp_path, data, monkeypatch):
+    """artist_00 dies after it trained (and was charged for) round 2 but before its upload reached
+    the server; restarted from its state_dir it resends the same noised contribution and ends
+    with exactly the epsilon of an uninterrupted artist."""
+    victim, uploads, crashed = "artist_00", [], threading.Event()
+    real_upload = ArtistSession.upload
+
+    def upload(self, round_id, kind, payload, layout=None, **kwargs):
+        if self.artist_id == victim and round_id == 2 and kind == pb.PAYLOAD_KIND_PLAIN_VECTOR:
+            uploads.append(bytes(payload))
+            if not crashed.is_set():
+                crashed.set()
+                raise SimulatedCrash("killed after round 2 was charged and stored, before its upload")
+        return real_upload(self, round_id, kind, payload, layout, **kwargs)
+
+    monkeypatch.setattr(ArtistSession, "upload", upload)
+    work = tmp_path / "run"
+    federation = start_loopback(work, data, _schedule(), cache_dir=data.parent / "cache", dp=DpConfig(epsilon=EPSILON),
+                                session_timeout_seconds=1.0)
+    try:
+        assert crashed.wait(timeout=120)
+        federation.threads[victim].join(timeout=30)
+        assert isinstance(federation.results[victim], SimulatedCrash)
+        charged = _ledger(work, victim)  # what the dead process had charged and stored
+        assert any(isinstance(m, DpSgdSteps) and m.round_id == 1 for m in charged.history)
+        federation.start_artist(victim)
+        assert federation.join(timeout=150)
+        coordinator = federation.server.servicer.coordinator
+    finally:
+        federation.close()
+    assert federation.results == {a: 0 for a in ARTISTS}
+    assert coordinator.failed is None and coordinator.state.round == 3
+    assert len(uploads) == 2 and uploads[0] == uploads[1]  # the same noised contribution, resent
+    resumed, uninterrupted = _ledger(work, victim), _ledger(work, "artist_01")
+    assert resumed.history == uninterrupted.history  # every mechanism once: no round charged twice
+    assert resumed.epsilon_spent == pytest.approx(uninterrupted.epsilon_spent)
+    assert sum(isinstance(m, DpSgdSteps) and m.round_id == 1 for m in resumed.history) == 1
+    assert _reports(work / "reports", victim) == ROUND_REPORTS
+    assert main(["audit", str(work / "reports")]) == 0
+
+
+def _real_report(artist: str, keys, round_id: int = 0, epsilon_budget: float = 2.0) -> dict:
+    ledger = BudgetLedger(PrivacyBudget(epsilon_budget, 1e-5), 20)
+    ledger.record([GaussianRelease(1.0, 4.0, round_id, "style-prototype-sums")])
+    return sign_report(build_report(ledger, artist_id=artist, round_id=round_id), load_artist_keys(keys, artist).identity_key)
+
+
+def test_tampered_or_unsigned_reports_are_refused_and_the_server_keeps_serving(tmp_path):
+    keys = write_fresh_keys(tmp_path / "keys", ("artist_a", "artist_b"))
+    config = ServerConfig(keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0", reports_dir=tmp_path / "reports",
+                          schedule=Schedule(rounds=1, quorum=2, standardise=False), dp=DpConfig(epsilon=2.0))
+    running = start_server(config, load_server_keys(keys))
+    try:
+        address = f"127.0.0.1:{running.port}"
+        with open_channel(address, load_artist_keys(keys, "artist_a").tls_pem()) as channel:
+            session = ArtistSession.register(channel, load_artist_keys(keys, "artist_a"))
+            report = _real_report("artist_a", keys)
+            tampered = {**report, "epsilon": {name: 0.01 for name in report["epsilon"]}}
+            _refused(lambda: session.report(0, json.dumps(tampered).encode()), grpc.StatusCode.PERMISSION_DENIED, "altered or forged")
+            unsigned = {k: v for k, v in report.items() if k != "signature"}
+            _refused(lambda: session.report(0, json.dumps(unsigned).encode()), grpc.StatusCode.PERMISSION_DENIED, "not signed")
+            foreign = _real_report("artist_a", keys) | {"signature": _real_report("artist_b", keys)["signature"]}
+            _refused(lambda: session.report(0, json.dumps(foreign).encode()), grpc.StatusCode.PERMISSION_DENIED, "signed by key")
+            invalid = sign_report({**{k: v for k, v in report.items() if k != "signature"}, "privacy_unit": "one artist"},
+                                  load_artist_keys(keys, "artist_a").identity_key)
+            _refused(lambda: session.report(0, json.dumps(invalid).encode()), grpc.StatusCode.INVALID_ARGUMENT, "not a valid report")
+            assert not (tmp_path / "reports" / "artist_a").exists()  # nothing refused was stored
+            assert session.report(0, json.dumps(report).encode()).accepted_bytes > 0
+            assert session.report(0, json.dumps(report).encode()).accepted_bytes > 0  # the same report again: fine
+            other = _real_report("artist_a", keys, epsilon_budget=3.0)
+            _refused(lambda: session.report(0, json.dumps(other).encode()), grpc.StatusCode.ALREADY_EXISTS, "append-only")
+        with open_channel(address, load_artist_keys(keys, "artist_b").tls_pem()) as channel:
+            session = ArtistSession.register(channel, load_artist_keys(keys, "artist_b"))
+            assert session.report(0, json.dumps(_real_report("artist_b", keys)).encode()).accepted_bytes > 0
+            assert dict(session.stub.GetStatus(pb.StatusRequest(), timeout=5).reports) == {"artist_a": 0, "artist_b": 0}
+    finally:
+        running.stop(0)
+    assert main(["audit", str(tmp_path / "reports")]) == 0
+
+
+def _refused(call, code: grpc.StatusCode, words: str) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    assert info.value.code() == code, info.value.details()
+    assert words in info.value.details(), info.value.details()
+
+
+def test_client_budget_delta_must_be_below_one_over_n(tmp_path):
+    plan = plan_participation(DpConfig(epsilon=4.0), 6, LocalConfig(epochs=1, batch_size=16), 2, frozenset({0}))
+    config = ClientConfig(keys=tmp_path, data=tmp_path, budget_epsilon=4.0, budget_delta=0.2)
+    with pytest.raises(ConfigError, match="client.budget_delta"):
+        _budget(config, DpConfig(epsilon=4.0), plan, 6)
+    assert _budget(ClientConfig(keys=tmp_path, data=tmp_path), DpConfig(epsilon=4.0), plan, 6) == PrivacyBudget(4.0, plan.delta)
+
+
+def test_plan_matches_the_simulators_calibration():
+    """The networked artist's plan is the simulator's: same mechanisms, same total epsilon."""
+    plan = plan_participation(DpConfig(epsilon=EPSILON), 6, LocalConfig(epochs=1, batch_size=16), 2, frozenset({0, 1}))
+    mechanisms = [*plan.round_mechanisms(2, train=False)] + [m for r in range(2) for m in plan.round_mechanisms(r)]
+    assert 0.97 * EPSILON <= compute_epsilon(mechanisms, plan.delta, "prv") <= EPSILON
+
+
+def _plan_message(dp: pb.DpParameters | None) -> pb.RoundPlan:
+    return pb.RoundPlan(round_id=1, kind=pb.ROUND_KIND_TRAIN, total_rounds=2, phase="publish", dp=dp)
+
+
+def test_artist_refuses_an_announced_delta_above_one_over_n_and_a_federation_without_dp(tmp_path):
+    from types import SimpleNamespace
+
+    from fedstyle_secure.transport.artist_privacy import ArtistPrivacy
+
+    client = SimpleNamespace(n_train=6, config=LocalConfig(epochs=1, batch_size=16))  # the parts open() reads first
+    config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=tmp_path / "state")
+    keys = SimpleNamespace(artist_id="artist_00")
+    announced = pb.DpParameters(epsilon_budget=8.0, delta=0.2, clip_norm=1.0, accountant="prv", release_rounds=[0])
+    privacy = ArtistPrivacy.open(config, keys, client, _plan_message(announced))
+    assert privacy.refusal.startswith("federation.delta (announced by the server)") and "1/n" in privacy.refusal
+    assert ArtistPrivacy.open(config, keys, client, _plan_message(None)) is None  # neither side asks for DP
+    demanding = ClientConfig(keys=tmp_path, data=tmp_path, budget_epsilon=2.0)
+    assert "requires DP" in ArtistPrivacy.open(demanding, keys, client, _plan_message(None)).refusal
+    with pytest.raises(ConfigError, match="client.state_dir"):
+        ArtistPrivacy.open(ClientConfig(keys=tmp_path, data=tmp_path), keys, client, _plan_message(announced))

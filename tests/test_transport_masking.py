@@ -1,0 +1,378 @@
+"""Pairwise-masking secure aggregation (secagg / secagg+) served over gRPC.
+
+* The coordinator alone (time passed in): the masking phases, dropouts at each deadline,
+  aborts below the threshold and retries with a fresh session id.
+* Real gRPC + mutual TLS on loopback with real key files: refusals of malformed, foreign,
+  replayed and misplaced masking messages, after which the round still completes.
+* Whole federations (StyleClient, real features): the server's aggregate is exactly the
+  fixed-point sum of the contributors' packed vectors, also when an artist vanishes in the
+  masked-input phase.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Callable
+
+import grpc
+import numpy as np
+import pytest
+
+from fedstyle_secure.data.synth import write_synthetic_folder
+from fedstyle_secure.errors import SecureAggregationError
+from fedstyle_secure.federation.packing import Layout, pack
+from fedstyle_secure.federation.strategy import initial_state
+from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.secure.masking_messages import AdvertiseKeys, MaskedInput, parse_message
+from fedstyle_secure.transport.channel import ArtistSession, open_channel
+from fedstyle_secure.transport.config import ServerConfig
+from fedstyle_secure.transport.coordinator import Coordinator, Phase, Plan, Schedule
+from fedstyle_secure.transport.loopback import start_loopback, write_fresh_keys
+from fedstyle_secure.transport.masking_client import MaskingClient
+from fedstyle_secure.transport.masking_rounds import MaskingRound
+from fedstyle_secure.transport.masking_session import FETCH_NAMES, round_config
+from fedstyle_secure.transport.rejections import Forbidden, Malformed, PastDeadline, WrongRound
+from fedstyle_secure.transport.server import start_server
+from fedstyle_secure.transport.wire import new_nonce, pb
+
+ARTISTS = ("artist_a", "artist_b", "artist_c")
+
+
+def _moments(value: float, width: int = 4) -> dict[str, np.ndarray]:
+    return {"clients": np.array([1.0]), "feature_mean": np.full(width, value), "feature_sq_mean": np.full(width, value * value)}
+
+
+def _exact_sum(codec, vectors) -> np.ndarray:
+    """The decoded masked sum is exactly the sum of the fixed-point encodings."""
+    return codec.dequantize(sum(codec.quantize(v) for v in vectors))
+
+
+def _as_message(plan: Plan, schedule: Schedule) -> pb.RoundPlan:
+    """What the server would send for ``plan`` (the fields the masking client reads)."""
+    message = pb.RoundPlan(round_id=plan.round_id, secure_mode=schedule.secure_mode, participants=list(plan.participants), phase=plan.phase.value,
+                           value_low=plan.value_range[0], value_high=plan.value_range[1], seed=schedule.seed, attempt=plan.attempt)
+    if plan.masking is not None:
+        message.masking.CopyFrom(pb.MaskingParameters(session_id=plan.masking.session_id, threshold=plan.masking.threshold, degree=plan.masking.degree))
+    return message
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory) -> Path:
+    return write_fresh_keys(tmp_path_factory.mktemp("keys") / "set", ARTISTS + ("artist_d", "artist_e"))
+
+
+# --------------------------------------------------------------------------- coordinator only
+
+
+class _Federation:
+    """A coordinator plus one masking client per artist, exchanging bytes as the servicer does."""
+
+    def __init__(self, keys: Path, roster: tuple[str, ...], **schedule) -> None:
+        server_keys = load_server_keys(keys)
+        self.schedule = Schedule(**{"rounds": 1, "quorum": 2, "phase_seconds": 10, "masking_seconds": 5, "max_retries": 1, "secure_mode": "secagg", **schedule})
+        self.c = Coordinator(schedule=self.schedule, roster=roster, state=initial_state(len(roster), 4, None),
+                             identity_publics={a: server_keys.identity_public_keys[a] for a in roster})
+        self.c.start(now=0.0)
+        self.clients = {a: MaskingClient(a, k.identity_key, k.identity_public_keys) for a in roster for k in [load_artist_keys(keys, a)]}
+        self.vectors: dict[str, np.ndarray] = {}
+
+    def step(self, artists, now: float, values: dict[str, float] | None = None) -> None:
+        """Every artist in ``artists`` does its part of the current masking phase."""
+        plan = self.c.plan()
+        message = _as_message(plan, self.schedule)
+        for artist in artists:
+            client = self.clients[artist]
+            if plan.phase is Phase.ADVERTISE:
+                vector, layout = pack(_moments((values or {}).get(artist, 1.0)))
+                self.vectors[artist] = vector
+                self.c.submit_masking(artist, plan.round_id, "advertise", client.advertise(message, vector), layout, new_nonce(), now)
+            else:
+                incoming = self.c.masking_message(artist, plan.round_id, FETCH_NAMES[plan.phase.value])
+                self.c.submit_masking(artist, plan.round_id, plan.phase.value, client.respond(message, incoming), None, new_nonce(), now)
+
+    def codec(self):
+        return self.c._masking._server.config.codec  # the session's fixed-point codec
+
+
+def test_all_phases_sum_exactly_and_the_plan_names_each_masking_phase(keys):
+    f = _Federation(keys, ARTISTS)
+    values = {"artist_a": 1.0, "artist_b": 2.0, "artist_c": 4.0}
+    seen = []
+    for _ in range(4):
+        seen.append(f.c.plan().phase.value)
+        assert f.c.plan().masking.session_id >> 32 == 0  # round 0
+        if f.c.plan().phase is Phase.UNMASK:
+            codec = f.codec()
+        f.step(ARTISTS, now=1.0, values=values)
+    assert seen == ["advertise", "share", "masked_input", "unmask"]
+    assert f.c.last_sum.contributors == ARTISTS and f.c.last_sum.dropped == ()
+    np.testing.assert_array_equal(f.c.last_sum.total, _exact_sum(codec, f.vectors.values()))
+    np.testing.assert_allclose(f.c.standardisation[0], 7 / 3, rtol=1e-6)
+    next_plan = f.c.plan()
+    assert (next_plan.round_id, next_plan.phase, next_plan.masking.session_id >> 32) == (1, Phase.ADVERTISE, 1)
+
+
+def test_dropout_in_masked_input_proceeds_at_the_deadline_with_the_survivors_sum(keys):
+    f = _Federation(keys, ARTISTS)
+    f.step(ARTISTS, now=1.0)
+    f.step(ARTISTS, now=1.0)
+    f.step(("artist_a", "artist_b"), now=1.0)  # artist_c vanishes before sending its masked input
+    assert f.c.plan().phase is Phase.MASKED_INPUT and not f.c.tick(5.0)
+    assert f.c.tick(6.5)  # masked_input opened at 1.0 with masking_seconds = 5
+    with pytest.raises(PastDeadline, match="closed at its deadline"):  # too late: the phase closed without it
+        f.c.submit_masking("artist_c", 0, "masked_input", b"late", None, new_nonce(), 7.0)
+    with pytest.raises(WrongRound, match="dropped out"):  # and nothing is addressed to it any more
+        f.c.masking_message("artist_c", 0, "unmask_request")
+    codec = f.codec()
+    f.step(("artist_a", "artist_b"), now=7.0)
+    assert f.c.last_sum.contributors == ("artist_a", "artist_b") and f.c.last_sum.dropped == ("artist_c",)
+    np.testing.assert_array_equal(f.c.last_sum.total, _exact_sum(codec, [f.vectors["artist_a"], f.vectors["artist_b"]]))
+
+
+def test_below_threshold_aborts_and_the_retry_is_a_fresh_session(keys):
+    """secagg over 5 artists needs t = 4 shares; 3 masked inputs cannot be unmasked."""
+    roster = ARTISTS + ("artist_d", "artist_e")
+    f = _Federation(keys, roster, quorum=3)
+    first = f.c.plan().masking.session_id
+    f.step(roster, 1.0)
+    f.step(roster, 1.0)
+    f.step(roster[:3], 1.0)
+    assert f.c.tick(7.0)  # masked-input deadline: 3 of 5 contributed, threshold 4
+    assert f.c.attempt == 1 and "threshold is 4" in f.c.last_error and f.c.plan().phase is Phase.ADVERTISE
+    retry = f.c.plan().masking.session_id
+    assert retry != first and retry >> 32 == 0
+    f.step(roster, 8.0)  # every artist takes part in the retry (a fresh session)
+    assert f.c.plan().phase is Phase.SHARE
+    stale = _as_message(f.c.plan(), f.schedule)
+    stale.masking.session_id = first
+    with pytest.raises(SecureAggregationError, match="already used"):  # an artist never reuses a session id
+        f.clients["artist_a"].advertise(stale, np.zeros(9))
+
+
+def test_secagg_plus_sparse_graph_survives_a_dropout(keys):
+    roster = ARTISTS + ("artist_d", "artist_e")
+    f = _Federation(keys, roster, secure_mode="secagg+", masking_degree=2, quorum=3)
+    f.step(roster, 1.0)
+    f.step(roster, 1.0)
+    assert max(len(n) for n in f.c._masking._server.config.neighbours.values()) == 2  # a ring, not complete
+    f.step(roster[1:], 1.0)
+    assert f.c.tick(7.0)
+    codec = f.codec()
+    f.step(roster[1:], 8.0)
+    assert f.c.last_sum.contributors == roster[1:]
+    np.testing.assert_array_equal(f.c.last_sum.total, _exact_sum(codec, [f.vectors[a] for a in roster[1:]]))
+
+
+def test_coordinator_refusals(keys):
+    f = _Federation(keys, ARTISTS)
+    plan = _as_message(f.c.plan(), f.schedule)
+    vector, layout = pack(_moments(1.0))
+    advert = f.clients["artist_b"].advertise(plan, vector)
+    with pytest.raises(Forbidden, match="as 'artist_b'"):
+        f.c.submit_masking("artist_a", 0, "advertise", advert, layout, new_nonce(), 1.0)
+    with pytest.raises(WrongRound, match="not 'share'"):
+        f.c.submit_masking("artist_b", 0, "share", advert, None, new_nonce(), 1.0)
+    with pytest.raises(Malformed, match="must declare the layout"):
+        f.c.submit_masking("artist_b", 0, "advertise", advert, None, new_nonce(), 1.0)
+    with pytest.raises(Malformed, match="expects"):
+        f.c.submit_masking("artist_b", 0, "advertise", advert, pack({"weighted_params": np.zeros(3)})[1], new_nonce(), 1.0)
+    with pytest.raises(Malformed, match="unknown masking phase"):
+        f.c.submit_masking("artist_b", 0, "contribute", advert, None, new_nonce(), 1.0)
+    f.c.submit_masking("artist_b", 0, "advertise", advert, layout, new_nonce(), 1.0)
+    assert f.c.masking_message("artist_b", 0, "roster") is None  # not yet: the caller waits
+
+
+# --------------------------------------------------------------------------- gRPC, loopback, real keys
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _refused(call: Callable, code: grpc.StatusCode, words: str) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    assert info.value.code() == code, info.value.details()
+    assert words in info.value.details(), info.value.details()
+
+
+def test_malformed_and_misplaced_masking_messages_are_refused_and_the_round_completes(keys, tmp_path):
+    clock = Clock()
+    config = ServerConfig(keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0",
+                          schedule=Schedule(rounds=1, quorum=3, phase_seconds=60, secure_mode="secagg"))
+    running = start_server(config, load_server_keys(keys), clock=clock)
+    channels = []
+    try:
+        sessions, clients = {}, {}
+        for artist in ARTISTS + ("artist_d", "artist_e"):
+            artist_keys = load_artist_keys(keys, artist)
+            channels.append(open_channel(f"127.0.0.1:{running.port}", artist_keys.tls_pem()))
+            sessions[artist] = ArtistSession.register(channels[-1], artist_keys)
+            clients[artist] = MaskingClient(artist, artist_keys.identity_key, artist_keys.identity_public_keys)
+        a = sessions["artist_a"]
+        plan = a.plan()
+        assert (plan.phase, plan.masking.session_id >> 32, plan.masking.threshold) == ("advertise", 0, pytest.approx(2 / 3))
+        vectors = {artist: pack(_moments(float(i + 1)))[0] for i, artist in enumerate(sessions)}
+        layout = pack(_moments(1.0))[1]
+        adverts = {artist: clients[artist].advertise(plan, vectors[artist]) for artist in sessions}
+
+        _refused(lambda: a.submit_masking(0, "advertise", b"FSMK\x01garbage", layout), grpc.StatusCode.INVALID_ARGUMENT, "does not decode")
+        _refused(lambda: a.submit_masking(0, "advertise", adverts["artist_a"][:-5], layout), grpc.StatusCode.INVALID_ARGUMENT, "does not decode")
+        forged = parse_message(adverts["artist_a"])
+        bad_signature = AdvertiseKeys(forged.round_id, forged.sender, forged.enc_public, forged.enc_public, forged.signature).to_bytes()
+        _refused(lambda: a.submit_masking(0, "advertise", bad_signature, layout), grpc.StatusCode.INVALID_ARGUMENT, "not signed by its identity key")
+        _refused(lambda: a.submit_masking(0, "advertise", adverts["artist_b"], layout), grpc.StatusCode.PERMISSION_DENIED, "as 'artist_b'")
+        _refused(lambda: a.submit_masking(0, "share", adverts["artist_a"]), grpc.StatusCode.FAILED_PRECONDITION, "not 'share'")
+        huge = Layout((("clients", (1,)), ("feature_mean", (2_000_000,)), ("feature_sq_mean", (4,))))
+        _refused(lambda: a.submit_masking(0, "advertise", adverts["artist_a"], huge), grpc.StatusCode.RESOURCE_EXHAUSTED, "max_message_bytes")
+        _refused(lambda: a.submit_masking(4, "advertise", adverts["artist_a"], layout), grpc.StatusCode.FAILED_PRECONDITION, "not the current round")
+        _refused(lambda: a.fetch_masking(0, "roster", timeout=2), grpc.StatusCode.DEADLINE_EXCEEDED, "")  # long poll: not yet there
+        nonce = new_nonce()
+        a.submit_masking(0, "advertise", adverts["artist_a"], layout, nonce=nonce)
+        _refused(lambda: a.submit_masking(0, "advertise", adverts["artist_a"], layout, nonce=nonce), grpc.StatusCode.ALREADY_EXISTS, "replayed")
+        _refused(lambda: a.submit_masking(0, "advertise", adverts["artist_a"], layout), grpc.StatusCode.ALREADY_EXISTS, "already submitted")
+        for artist in ("artist_b", "artist_c", "artist_d", "artist_e"):
+            sessions[artist].submit_masking(0, "advertise", adverts[artist], layout)
+
+        for phase in ("share", "masked_input", "unmask"):
+            plan = a.plan(0, "advertise" if phase == "share" else prior, wait_seconds=5)
+            assert plan.phase == phase
+            replies = {artist: clients[artist].respond(plan, sessions[artist].fetch_masking(0, FETCH_NAMES[phase])) for artist in sessions}
+            if phase == "masked_input":
+                short = MaskedInput(plan.masking.session_id, "artist_a", np.zeros(3, dtype=np.uint32)).to_bytes()
+                _refused(lambda: a.submit_masking(0, phase, short), grpc.StatusCode.INVALID_ARGUMENT, "vector of length 3")
+                _refused(lambda: a.submit_masking(0, phase, b""), grpc.StatusCode.INVALID_ARGUMENT, "does not decode")
+            for artist, reply in replies.items():
+                sessions[artist].submit_masking(0, phase, reply)
+            prior = phase
+        codec = round_config("secagg", list(sessions), (plan.value_low, plan.value_high), _params(plan), vectors["artist_a"].size).codec
+        last = running.servicer.coordinator.last_sum
+        assert last.round_id == 0 and last.contributors == tuple(sorted(sessions))
+        np.testing.assert_array_equal(last.total, _exact_sum(codec, vectors.values()))
+        assert a.plan(0, "unmask", wait_seconds=5).round_id == 1  # the set-up round completed
+    finally:
+        running.stop(0)
+        for channel in channels:
+            channel.close()
+
+
+def _params(plan: pb.RoundPlan):
+    from fedstyle_secure.transport.masking_client import params_from_plan
+
+    return params_from_plan(plan)
+
+
+# --------------------------------------------------------------------------- whole federations
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """3 artists x 6 images, and one feature cache shared by the module's federations."""
+    root = tmp_path_factory.mktemp("federation")
+    write_synthetic_folder(root / "data", 3, 6, seed=0)
+    return root / "data"
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Record every packed vector an artist masks and every sum the server unmasks."""
+    vectors: dict[tuple[int, str], np.ndarray] = {}
+    sums: dict[int, tuple[tuple[str, ...], np.ndarray, object]] = {}
+    lock = threading.Lock()
+    advertise, finish = MaskingClient.advertise, MaskingRound.finish
+
+    def recording_advertise(self, plan, vector):
+        with lock:
+            vectors[(plan.round_id, self.artist_id)] = np.array(vector)
+        return advertise(self, plan, vector)
+
+    def recording_finish(self):
+        outcome = finish(self)
+        sums[self.params.session_id >> 32] = (outcome.contributors, outcome.total, self._server.config.codec)
+        return outcome
+
+    monkeypatch.setattr(MaskingClient, "advertise", recording_advertise)
+    monkeypatch.setattr(MaskingRound, "finish", recording_finish)
+    return vectors, sums
+
+
+def _check_exact_sums(recorded, rounds: int) -> dict[int, tuple[str, ...]]:
+    vectors, sums = recorded
+    assert sorted(sums) == list(range(rounds + 1))  # set-up + training rounds
+    for round_id, (contributors, total, codec) in sums.items():
+        np.testing.assert_array_equal(total, _exact_sum(codec, [vectors[(round_id, a)] for a in contributors]))
+    return {r: s[0] for r, s in sums.items()}
+
+
+@pytest.mark.parametrize("secure_mode", ["secagg", "secagg+"])
+def test_masked_federation_completes_with_exact_sums(tmp_path, data, recorded, secure_mode):
+    schedule = Schedule(rounds=2, quorum=3, phase_seconds=30, masking_seconds=15, secure_mode=secure_mode, refreshes=frozenset({0, 1}))
+    federation = start_loopback(tmp_path / "run", data, schedule, cache_dir=data.parent / "cache")
+    try:
+        assert federation.join(timeout=120)
+        coordinator = federation.server.servicer.coordinator
+    finally:
+        federation.close()
+    artists = ("artist_00", "artist_01", "artist_02")
+    assert federation.results == {a: 0 for a in artists}
+    assert coordinator.failed is None and coordinator.state.round == 3 and coordinator.state.known.all()
+    assert _check_exact_sums(recorded, rounds=2) == {0: artists, 1: artists, 2: artists}
+    assert np.isfinite(coordinator.state.params).all()
+
+
+class Vanished(RuntimeError):
+    """The artist process stops (as if killed) in the masked-input phase."""
+
+
+def test_artist_vanishing_in_masked_input_leaves_the_survivors_exact_sum(tmp_path, data, recorded, monkeypatch):
+    respond = MaskingClient.respond
+
+    def vanish(self, plan, server_message):
+        if self.artist_id == "artist_02" and plan.round_id == 1 and plan.phase == "masked_input":
+            raise Vanished("artist_02 stops after receiving its shares, before sending its masked input")
+        return respond(self, plan, server_message)
+
+    monkeypatch.setattr(MaskingClient, "respond", vanish)
+    schedule = Schedule(rounds=1, quorum=2, phase_seconds=20, masking_seconds=3, secure_mode="secagg", refreshes=frozenset({0}))
+    federation = start_loopback(tmp_path / "run", data, schedule, cache_dir=data.parent / "cache")
+    try:
+        assert federation.join(timeout=120)
+        coordinator = federation.server.servicer.coordinator
+    finally:
+        federation.close()
+    assert federation.results["artist_00"] == 0 and federation.results["artist_01"] == 0
+    assert isinstance(federation.results["artist_02"], Vanished)
+    assert coordinator.failed is None and coordinator.state.round == 2
+    contributors = _check_exact_sums(recorded, rounds=1)
+    assert contributors == {0: ("artist_00", "artist_01", "artist_02"), 1: ("artist_00", "artist_01")}
+    assert coordinator.last_sum.dropped == ("artist_02",)
+
+
+def test_an_aborted_round_is_announced_as_a_new_attempt_with_a_fresh_session(keys, tmp_path):
+    """Quorum 5 but only one artist advertises: at the deadline the round is retried; the artist
+    that already acted on (round 0, advertise) is woken by the new attempt, not left waiting."""
+    clock = Clock()
+    config = ServerConfig(keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0",
+                          schedule=Schedule(rounds=1, quorum=5, phase_seconds=60, secure_mode="secagg"))
+    running = start_server(config, load_server_keys(keys), clock=clock)
+    try:
+        artist_keys = load_artist_keys(keys, "artist_a")
+        with open_channel(f"127.0.0.1:{running.port}", artist_keys.tls_pem()) as channel:
+            session = ArtistSession.register(channel, artist_keys)
+            client = MaskingClient("artist_a", artist_keys.identity_key, artist_keys.identity_public_keys)
+            first = session.plan()
+            vector, layout = pack(_moments(1.0))
+            session.submit_masking(0, "advertise", client.advertise(first, vector), layout)
+            clock.now += 61  # the advertise deadline passes with 1 of 5 (quorum 5)
+            retry = session.plan(0, "advertise", wait_seconds=10, after_attempt=first.attempt)
+            assert (retry.round_id, retry.phase, retry.attempt) == (0, "advertise", 1)
+            assert retry.masking.session_id != first.masking.session_id and retry.masking.session_id >> 32 == 0
+            assert "quorum 5" in session.stub.GetStatus(pb.StatusRequest(), timeout=5).last_error
+            session.submit_masking(0, "advertise", client.advertise(retry, vector), layout)  # the retry is a new session
+    finally:
+        running.stop(0)
