@@ -153,7 +153,9 @@ def _follow(running: ProcessFederation, total_rounds: int, timeout: float) -> di
     with tqdm(total=total_rounds, desc="federation rounds", unit="round") as bar:
 
         def update() -> None:
-            bar.update(max(0, min(running.completed_rounds(), total_rounds) - bar.n))
+            advanced = min(running.completed_rounds(), total_rounds) - bar.n
+            if advanced > 0:
+                bar.update(advanced)
 
         codes = running.wait(timeout, on_poll=update, server=False)
     codes["server"] = running.server.poll()  # still serving queries: None is expected
