@@ -53,6 +53,14 @@ class DpConfig:
     ``prototype_refreshes`` times (evenly spaced rounds; in between the last publication is reused),
     because every extra release of a small portfolio's 128-d prototype costs noise.
     ``epsilon = inf`` means no DP (and is not a DpConfig: pass ``None``).
+
+    Why 80 % of epsilon goes to prototype releases (and 80 % of that to the final one): with
+    portfolios of tens of artworks, record-level DP-SGD noise swamps the head's gradient (measured:
+    retrieval mAP of the DP-trained encoder stays at its initial value for every epsilon <= 8, on
+    synthetic and on wikiart-dev), while the published prototypes are what buyers are matched
+    against.  Moving budget from training to the final release raised artist accuracy at
+    epsilon = 8 from 0.50 to 0.55 (synthetic, seed 0) and from 0.254 to 0.268 (wikiart-dev); artists
+    with large portfolios may want a smaller ``release_fraction``.
     """
 
     epsilon: float
@@ -60,8 +68,8 @@ class DpConfig:
     clip_norm: float = 1.0
     accountant: str = "prv"
     noise_multiplier: float | None = None
-    release_fraction: float = 0.5
-    final_release_share: float = 0.6
+    release_fraction: float = 0.8
+    final_release_share: float = 0.8
     prototype_refreshes: int = 3
 
     def validate(self) -> None:
