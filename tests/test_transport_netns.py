@@ -188,7 +188,7 @@ def _check_exact_sums(record: Path) -> dict[int, list[str]]:
     return contributors
 
 
-@pytest.mark.slow
+# Not marked slow (~2 min): CI runs as root with `ip netns`, and this is the multi-host acceptance test.
 def test_secagg_and_ckks_federations_across_network_namespaces(hosts, tmp_path):
     write_synthetic_folder(tmp_path / "data", N_ARTISTS, 6, seed=0)
     folders = artist_folders(tmp_path / "data", tmp_path)

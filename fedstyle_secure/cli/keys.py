@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_init(actions)
     _register_bundle(actions)
     _register_check(actions)
+    _register_revoke(actions)
 
 
 def _register_init(actions: argparse._SubParsersAction) -> None:
@@ -82,6 +83,22 @@ def _register_check(actions: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_check)
 
 
+def _register_revoke(actions: argparse._SubParsersAction) -> None:
+    p = actions.add_parser(
+        "revoke",
+        help="revoke an artist's or buyer's TLS certificate (CA-signed CRL for the server)",
+        description="Add the certificate to a certificate revocation list signed by the CA (needs the full key "
+        "set). Copy the CRL to the server and point `server.crl` at it; the server re-reads it when it changes "
+        "and refuses revoked certificates at their next call.",
+    )
+    p.add_argument("--keys", type=Path, required=True, metavar="DIR", help="full key set made by `fedstyle keys init`")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--artist", metavar="NAME", help="the artist whose certificate is revoked")
+    who.add_argument("--buyer", metavar="NAME", help="the buyer whose certificate is revoked")
+    p.add_argument("--crl", type=Path, metavar="FILE", help="CRL to create or extend (default KEYS/crl.pem)")
+    p.set_defaults(func=run_revoke)
+
+
 def _add_machine_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
     machine = parser.add_mutually_exclusive_group(required=required)
     machine.add_argument("--artist", metavar="NAME", help="an artist's machine")
@@ -135,4 +152,12 @@ def run_check(args: argparse.Namespace) -> int:
     else:
         artist = keystore.load_artist_keys(args.keys, args.artist)
         print(f"artist bundle OK: {artist.artist_id}, certificate valid until {artist.certificate.not_valid_after_utc:%Y-%m-%d}")
+    return 0
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    role, subject = (pki.Role.ARTIST, args.artist) if args.artist else (pki.Role.BUYER, args.buyer)
+    crl = args.crl or args.keys / "crl.pem"
+    serials = keystore.revoke(args.keys, role, subject, crl)
+    print(f"revoked {role.value} {subject}; {crl} now lists {len(serials)} certificate(s)")
     return 0

@@ -416,3 +416,23 @@ def render_readme(manifest: Mapping[str, object]) -> str:
     if buyers:
         lines.append(f"Buyers: {', '.join(buyers)}.")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- revocation
+
+
+def revoke(keys_dir: Path, role: pki.Role, subject_id: str, crl_path: Path, *, now: dt.datetime | None = None) -> frozenset[int]:
+    """Add ``subject_id``'s TLS certificate to the CA-signed CRL at ``crl_path`` (created if
+    absent, its earlier entries kept); needs the full key set with the CA key.  Returns the
+    revoked serials.  The server reads the CRL named by ``server.crl``."""
+    keys_dir = Path(keys_dir)
+    manifest = load_manifest(keys_dir)
+    if CA_KEY not in manifest["files"]:  # type: ignore[operator]
+        raise ConfigError(f"{keys_dir} has no CA key: revoke with the administrator's full key set, not a bundle")
+    ca = pki.IssuedCertificate(_load_ca(keys_dir, manifest, now), _load(keys_dir, manifest, CA_KEY, pki.load_tls_private_key_pem))
+    certificate = _load(keys_dir, manifest, client_cert_path(role, subject_id), pki.load_certificate_pem)
+    previous = pki.revoked_serials(_read(crl_path), ca.certificate, str(crl_path), now=now) if crl_path.exists() else frozenset()
+    data = pki.build_crl(ca, [certificate], previous=sorted(previous), now=now)
+    crl_path.parent.mkdir(parents=True, exist_ok=True)
+    crl_path.write_bytes(data)
+    return frozenset({*previous, certificate.serial_number})

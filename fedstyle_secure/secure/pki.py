@@ -325,3 +325,45 @@ def client_identity(certificate: x509.Certificate) -> tuple[Role, str]:
         if match:
             return Role(match.group(1)), validate_subject_id(match.group(2))
     raise SecureAggregationError(f"client certificate has no {URI_SCHEME}:// URI SAN (found {uris})")
+
+
+# --------------------------------------------------------------------------- revocation
+
+
+CRL_VALIDITY_DAYS = 30  # a CRL must be re-issued (``fedstyle keys revoke``) before it goes stale
+
+
+def build_crl(
+    ca: IssuedCertificate, revoked: Sequence[x509.Certificate], *, previous: Sequence[int] = (), now: dt.datetime | None = None,
+    validity_days: int = CRL_VALIDITY_DAYS,
+) -> bytes:
+    """A PEM X.509 CRL signed by ``ca`` listing ``revoked`` certificates plus ``previous`` serials."""
+    moment = _utcnow(now)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.certificate.subject)
+        .last_update(moment)
+        .next_update(moment + dt.timedelta(days=validity_days))
+    )
+    for serial in sorted({*previous, *(c.serial_number for c in revoked)}):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(moment).build()
+        )
+    return builder.sign(ca.private_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def revoked_serials(crl_pem: bytes, ca_certificate: x509.Certificate, what: str, *, now: dt.datetime | None = None) -> frozenset[int]:
+    """Serial numbers a CRL revokes, after checking it is signed by the CA and not stale.
+
+    Fails closed: an unreadable, foreign, tampered or expired CRL raises
+    :class:`SecureAggregationError` rather than revoking nothing.
+    """
+    try:
+        crl = x509.load_pem_x509_crl(crl_pem)
+    except ValueError as exc:
+        raise SecureAggregationError(f"{what}: not a PEM certificate revocation list ({exc})") from exc
+    if crl.issuer != ca_certificate.subject or not crl.is_signature_valid(ca_certificate.public_key()):  # type: ignore[arg-type]
+        raise SecureAggregationError(f"{what}: not signed by this key set's CA (tampered or foreign)")
+    if crl.next_update_utc is not None and _utcnow(now) > crl.next_update_utc:
+        raise SecureAggregationError(f"{what}: stale since {crl.next_update_utc:%Y-%m-%d %H:%M} UTC; re-issue it with `fedstyle keys revoke`")
+    return frozenset(entry.serial_number for entry in crl)

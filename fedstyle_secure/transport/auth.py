@@ -52,15 +52,57 @@ class Caller:
     subject_id: str
 
 
-def caller_of(context: grpc.ServicerContext) -> Caller:
-    """The verified peer certificate's identity; raises :class:`NotAuthenticated`."""
+class Revocations:
+    """The CA-signed certificate revocation list at ``path`` (``fedstyle keys revoke``), re-read
+    whenever the file changes.  Fails closed: while the file is missing, tampered, foreign or
+    stale, every call is refused (a broken CRL must not silently revoke nothing)."""
+
+    def __init__(self, path: Path, ca_certificate: x509.Certificate) -> None:
+        self.path, self.ca_certificate = Path(path), ca_certificate
+        self._stamp: tuple[int, int] | None = None
+        self._serials: frozenset[int] = frozenset()
+        self._error: str | None = None
+        self.serials()  # validate now, so a bad CRL stops the server at start
+
+    def serials(self) -> frozenset[int]:
+        """Revoked serial numbers; raises :class:`SecureAggregationError` if the CRL is unusable."""
+        try:
+            stat = self.path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+        except OSError as exc:
+            raise SecureAggregationError(f"server.crl {self.path}: unreadable: {exc.strerror or exc}") from exc
+        if stamp != self._stamp:
+            self._stamp, self._error = stamp, None
+            try:
+                self._serials = pki.revoked_serials(self.path.read_bytes(), self.ca_certificate, f"server.crl {self.path}")
+            except SecureAggregationError as exc:
+                self._error = str(exc)
+        if self._error is not None:
+            raise SecureAggregationError(self._error)
+        return self._serials
+
+    def check(self, certificate: x509.Certificate, subject_id: str) -> None:
+        try:
+            revoked = certificate.serial_number in self.serials()
+        except SecureAggregationError as exc:
+            raise Forbidden(f"refusing every call until the revocation list is fixed: {exc}") from exc
+        if revoked:
+            raise Forbidden(f"certificate of {subject_id!r} (serial {certificate.serial_number:x}) is revoked")
+
+
+def caller_of(context: grpc.ServicerContext, revocations: Revocations | None = None) -> Caller:
+    """The verified peer certificate's identity, unless revoked; raises :class:`NotAuthenticated`
+    or :class:`Forbidden` (revoked)."""
     pems = context.auth_context().get("x509_pem_cert")
     if not pems:
         raise NotAuthenticated("no client certificate on this connection (mutual TLS required)")
     try:
-        role, subject_id = pki.client_identity(x509.load_pem_x509_certificate(pems[0]))
+        certificate = x509.load_pem_x509_certificate(pems[0])
+        role, subject_id = pki.client_identity(certificate)
     except (ValueError, SecureAggregationError) as exc:
         raise NotAuthenticated(f"client certificate carries no federation identity: {exc}") from exc
+    if revocations is not None:
+        revocations.check(certificate, subject_id)
     return Caller(role, subject_id)
 
 

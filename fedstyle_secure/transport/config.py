@@ -38,6 +38,7 @@ class ServerConfig:
     reports_dir: Path | None = None
     cache_dir: Path | None = None
     keep_serving: bool = False  # after the last round, answer buyer queries until SIGTERM/SIGINT
+    crl: Path | None = None  # CA-signed revocation list (`fedstyle keys revoke`), re-read when it changes
     dp: DpConfig | None = None  # from [federation] epsilon, delta, clip_norm, accountant, noise_multiplier (see dp_config)
 
 
@@ -131,7 +132,7 @@ def load_server_config(path: Path) -> ServerConfig:
     _positive(config, ("embedding_dim", "max_message_bytes", "max_payload_bytes", "stream_idle_seconds", "session_timeout_seconds"), f"{path}: server")
     base = path.parent
     return dataclasses.replace(config, keys=_relative(base, config.keys), state_db=_relative(base, config.state_db), index=_relative(base, config.index), reports_dir=_relative(base, config.reports_dir),
-        cache_dir=_relative(base, config.cache_dir),
+        cache_dir=_relative(base, config.cache_dir), crl=_relative(base, config.crl),
     )
 
 

@@ -85,6 +85,7 @@ class FederationServicer(pb_grpc.FederationServicer):
     registered: set[str] = field(default_factory=set)
     told_finished: set[str] = field(default_factory=set)
     meter: ByteMeter = field(default_factory=ByteMeter)  # protobuf bytes in/out, logged per saved round
+    revocations: auth.Revocations | None = None  # server.crl: revoked certificates refused at every call
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _saved_round: tuple[int, bool] = (-1, False)
     _logged_sum: object = None
@@ -93,7 +94,7 @@ class FederationServicer(pb_grpc.FederationServicer):
 
     def _artist(self, context: grpc.ServicerContext, rpc: str) -> str:
         """The calling artist: certificate identity + a live session of *this* certificate."""
-        caller = auth.caller_of(context)
+        caller = auth.caller_of(context, self.revocations)
         auth.require_role(caller, pki.Role.ARTIST, rpc)
         token = dict(context.invocation_metadata()).get(auth.SESSION_METADATA)
         session = self.sessions.get(caller.subject_id)
@@ -179,7 +180,7 @@ class FederationServicer(pb_grpc.FederationServicer):
 
     @_rpc
     def Register(self, request: pb.RegisterRequest, context: grpc.ServicerContext) -> pb.RegisterResponse:
-        caller = auth.caller_of(context)
+        caller = auth.caller_of(context, self.revocations)
         auth.require_role(caller, pki.Role.ARTIST, "Register")
         if request.artist_id != caller.subject_id:
             raise Forbidden(f"certificate of {caller.subject_id!r} cannot register as {request.artist_id!r}")
@@ -322,7 +323,7 @@ class FederationServicer(pb_grpc.FederationServicer):
 
     @_rpc
     def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryResponse:
-        auth.require_role(auth.caller_of(context), pki.Role.BUYER, "Query")
+        auth.require_role(auth.caller_of(context, self.revocations), pki.Role.BUYER, "Query")
         if self.config.index is None or not (self.config.index / "index.json").exists():
             raise WrongRound("this server has no published style index yet (it is written after the final round when server.index is set)")
         try:
@@ -335,7 +336,7 @@ class FederationServicer(pb_grpc.FederationServicer):
 
     @_rpc
     def GetStatus(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.Status:
-        auth.caller_of(context)
+        auth.caller_of(context, self.revocations)
         with self._cond:
             c = self.coordinator
             plan = c.plan()
@@ -386,7 +387,8 @@ def start_server(config: ServerConfig, keys: ServerKeys, clock: Callable[[], flo
     store = StateStore(config.state_db)
     coordinator = restore_coordinator(config, keys, store)
     coordinator.start(clock())
-    servicer = FederationServicer(config=config, keys=keys, coordinator=coordinator, store=store, clock=clock)
+    revocations = None if config.crl is None else auth.Revocations(config.crl, keys.ca_certificate)
+    servicer = FederationServicer(config=config, keys=keys, coordinator=coordinator, store=store, clock=clock, revocations=revocations)
     options = [("grpc.max_receive_message_length", config.max_message_bytes), ("grpc.max_send_message_length", config.max_message_bytes)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8 + 4 * len(coordinator.roster)), options=options, interceptors=[servicer.meter])
     pb_grpc.add_FederationServicer_to_server(servicer, server)

@@ -1,0 +1,87 @@
+"""Certificate revocation over real gRPC + mutual TLS: a CA-signed CRL (`fedstyle keys revoke`)
+makes the server refuse a revoked artist or buyer at its next call, keep serving the others,
+pick up a changed CRL without a restart, and fail closed on a tampered one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from fedstyle_secure.cli.main import main
+from fedstyle_secure.errors import SecureAggregationError
+from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.transport.auth import buyer_tls_pem
+from fedstyle_secure.transport.channel import ArtistSession, open_channel, query
+from fedstyle_secure.transport.config import ServerConfig
+from fedstyle_secure.transport.coordinator import Schedule
+from fedstyle_secure.transport.loopback import write_fresh_keys
+from fedstyle_secure.transport.server import start_server
+
+ARTISTS = ("artist_a", "artist_b", "artist_c")
+
+
+@pytest.fixture
+def keys(tmp_path) -> Path:
+    return write_fresh_keys(tmp_path / "keys", ARTISTS, ["buyer_x"])
+
+
+def _start(keys: Path, tmp_path: Path, crl: Path):
+    config = ServerConfig(keys=keys, state_db=tmp_path / "state.sqlite", listen="127.0.0.1:0", crl=crl,
+                          schedule=Schedule(rounds=1, quorum=2, phase_seconds=60))
+    return start_server(config, load_server_keys(keys))
+
+
+def _register(port: int, keys: Path, artist: str) -> None:
+    artist_keys = load_artist_keys(keys, artist)
+    with open_channel(f"127.0.0.1:{port}", artist_keys.tls_pem()) as channel:
+        ArtistSession.register(channel, artist_keys)
+
+
+def _status(call) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value.code(), caught.value.details()
+
+
+def test_revoked_artist_and_buyer_are_refused_and_others_served(keys, tmp_path):
+    crl = tmp_path / "crl.pem"
+    assert main(["keys", "revoke", "--keys", str(keys), "--artist", "artist_c", "--crl", str(crl)]) == 0
+    running = _start(keys, tmp_path, crl)
+    try:
+        _register(running.port, keys, "artist_a")  # not revoked: served
+        code, details = _status(lambda: _register(running.port, keys, "artist_c"))
+        assert code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in details
+        # revoking the buyer later: the server re-reads the changed CRL without a restart
+        assert main(["keys", "revoke", "--keys", str(keys), "--buyer", "buyer_x", "--crl", str(crl)]) == 0
+        code, details = _status(lambda: query(f"127.0.0.1:{running.port}", buyer_tls_pem(keys, "buyer_x"), b"x"))
+        assert code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in details
+        code, _ = _status(lambda: _register(running.port, keys, "artist_c"))  # earlier entries kept
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        _register(running.port, keys, "artist_b")  # still serving the others
+    finally:
+        running.stop(0)
+
+
+def test_tampered_or_foreign_crl_fails_closed(keys, tmp_path):
+    crl = tmp_path / "crl.pem"
+    assert main(["keys", "revoke", "--keys", str(keys), "--artist", "artist_c", "--crl", str(crl)]) == 0
+    foreign = write_fresh_keys(tmp_path / "foreign", ARTISTS)
+    foreign_crl = tmp_path / "foreign.pem"
+    assert main(["keys", "revoke", "--keys", str(foreign), "--artist", "artist_a", "--crl", str(foreign_crl)]) == 0
+    with pytest.raises(SecureAggregationError, match="not signed by this key set's CA"):
+        _start(keys, tmp_path, foreign_crl)  # refuses to start
+    running = _start(keys, tmp_path, crl)
+    try:
+        crl.write_bytes(foreign_crl.read_bytes())  # swapped while running: every call refused
+        code, details = _status(lambda: _register(running.port, keys, "artist_a"))
+        assert code == grpc.StatusCode.PERMISSION_DENIED and "revocation list" in details
+    finally:
+        running.stop(0)
+
+
+def test_revoking_needs_the_ca_key(keys, tmp_path):
+    bundle = tmp_path / "server_bundle"
+    assert main(["keys", "bundle", "--keys", str(keys), "--server", "--out", str(bundle)]) == 0
+    assert main(["keys", "revoke", "--keys", str(bundle), "--artist", "artist_a"]) == 2  # clear error, exit 2
