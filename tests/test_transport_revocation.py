@@ -1,4 +1,5 @@
-"""Certificate revocation over real gRPC + mutual TLS: a CA-signed CRL (`fedstyle keys revoke`)
+"""Certificate expiry and revocation over real gRPC + mutual TLS: an expired certificate fails the
+handshake; a CA-signed CRL (`fedstyle keys revoke`)
 makes the server refuse a revoked artist or buyer at its next call, keep serving the others,
 pick up a changed CRL without a restart, and fail closed on a tampered one."""
 
@@ -27,7 +28,7 @@ def keys(tmp_path) -> Path:
     return write_fresh_keys(tmp_path / "keys", ARTISTS, ["buyer_x"])
 
 
-def _start(keys: Path, tmp_path: Path, crl: Path):
+def _start(keys: Path, tmp_path: Path, crl: Path | None):
     config = ServerConfig(keys=keys, state_db=tmp_path / "state.sqlite", listen="127.0.0.1:0", crl=crl,
                           schedule=Schedule(rounds=1, quorum=2, phase_seconds=60))
     return start_server(config, load_server_keys(keys))
@@ -85,3 +86,26 @@ def test_revoking_needs_the_ca_key(keys, tmp_path):
     bundle = tmp_path / "server_bundle"
     assert main(["keys", "bundle", "--keys", str(keys), "--server", "--out", str(bundle)]) == 0
     assert main(["keys", "revoke", "--keys", str(bundle), "--artist", "artist_a"]) == 2  # clear error, exit 2
+
+
+def test_expired_certificate_from_the_right_ca_is_refused_at_handshake(keys, tmp_path):
+    import datetime as dt
+
+    from fedstyle_secure.secure import pki
+    from fedstyle_secure.transport.wire import pb, pb_grpc
+
+    ca = pki.IssuedCertificate(
+        pki.load_certificate_pem((keys / "ca.crt").read_bytes(), "ca"), pki.load_tls_private_key_pem((keys / "ca.key").read_bytes(), "ca key")
+    )
+    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10)
+    expired = pki.issue_client_certificate(ca, "artist_a", now=past, validity_days=1)
+    tls = ((keys / "ca.crt").read_bytes(), pki.certificate_pem(expired.certificate), pki.private_key_pem(expired.private_key))
+    running = _start(keys, tmp_path, crl=None)
+    try:
+        with open_channel(f"127.0.0.1:{running.port}", tls) as channel:
+            code, _ = _status(lambda: pb_grpc.FederationStub(channel).GetStatus(pb.StatusRequest(), timeout=5))
+        assert code == grpc.StatusCode.UNAVAILABLE  # the TLS handshake fails: nothing reaches the servicer
+        assert not running.servicer.registered
+        _register(running.port, keys, "artist_b")  # and the server keeps serving
+    finally:
+        running.stop(0)
