@@ -2,12 +2,12 @@
 # Run a real federation on loopback: one `fedstyle server` process and one `fedstyle client`
 # process per artist, each with only its own key bundle, over gRPC + mutual TLS.
 #
-#   scripts/run_federation.sh [N_ARTISTS] [ROUNDS] [SECURE]     (defaults: 3 2 ckks)
+#   scripts/run_federation.sh [N_ARTISTS] [ROUNDS] [SECURE] [EPSILON]   (defaults: 3 2 secagg 8; EPSILON inf = no DP)
 #
 # Everything goes into a fresh temporary directory (printed); synthetic images, fresh keys.
 set -euo pipefail
 
-N="${1:-3}"; ROUNDS="${2:-2}"; SECURE="${3:-ckks}"
+N="${1:-3}"; ROUNDS="${2:-2}"; SECURE="${3:-secagg}"; EPSILON="${4:-8}"
 FEDSTYLE="${FEDSTYLE:-fedstyle}"
 WORK="$(mktemp -d -t fedstyle-federation.XXXXXX)"
 PORT="${PORT:-$((20000 + RANDOM % 20000))}"
@@ -27,14 +27,20 @@ cat > "$WORK/server/server.toml" <<TOML
 keys = "keys"
 state_db = "state.sqlite"
 listen = "127.0.0.1:$PORT"
+index = "index"
+reports_dir = "reports"
 
 [federation]
 rounds = $ROUNDS
 secure_mode = "$SECURE"
 quorum = $N
 phase_seconds = 120
-refreshes = [$(seq -s, 0 $((ROUNDS - 1)))]
 TOML
+if [ "$EPSILON" != "inf" ]; then
+  echo "epsilon = $EPSILON" >> "$WORK/server/server.toml"   # DP-SGD plan; no set-up round under DP
+else
+  echo "refreshes = [$(seq -s, 0 $((ROUNDS - 1)))]" >> "$WORK/server/server.toml"
+fi
 "$FEDSTYLE" server --config "$WORK/server/server.toml" --log-format json > "$WORK/server/log.jsonl" 2>&1 &
 server_pid=$!; pids+=("$server_pid")
 
@@ -49,6 +55,7 @@ for i in $(seq 0 $((N - 1))); do
 keys = "keys"
 data = "data"
 server = "127.0.0.1:$PORT"
+state_dir = "state"
 TOML
   "$FEDSTYLE" client --config "$dir/client.toml" --log-format json > "$dir/log.jsonl" 2>&1 &
   pids+=("$!")
@@ -58,5 +65,9 @@ status=0
 wait "$server_pid" || status=$?
 for pid in "${pids[@]:1}"; do wait "$pid" || status=$?; done
 echo "server log: $WORK/server/log.jsonl"
+if [ "$EPSILON" != "inf" ]; then
+  "$FEDSTYLE" audit "$WORK/server/reports" || status=$?
+fi
+exit "$status"
 tail -n 3 "$WORK/server/log.jsonl"
 exit "$status"
