@@ -83,3 +83,30 @@ def test_wikiart_dev_loads_when_present():
     artworks, report = load_image_folder(WIKIART_DEV)
     assert len(artworks.artists) == 7 and len(artworks) == 560 and not report.skipped
     assert artworks.images.shape[1:] == (224, 224, 3)
+
+
+def test_feature_cache_survives_concurrent_writers_of_one_key(tmp_path):
+    """Artists on one machine share the cache; threads writing the same key must not collide."""
+    import threading
+
+    from fedstyle_secure.models.inputs import _FeatureCache
+
+    cache = _FeatureCache(tmp_path, "tag")
+    rows = np.arange(12, dtype=np.float32).reshape(3, 4)
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for _ in range(50):
+                cache.put("same-key", rows)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    np.testing.assert_array_equal(cache.get("same-key", 3), rows)
+    assert not list((tmp_path / "tag").glob("*.tmp.npy"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -85,7 +86,8 @@ def _pixel_bank(images: np.ndarray, keys: Sequence[str], n_views: int, seed: int
 
 
 class _FeatureCache:
-    """One ``.npy`` of shape ``(V+1, D)`` per image content key; atomic writes."""
+    """One ``.npy`` of shape ``(V+1, D)`` per image content key; atomic writes, safe when several
+    processes or threads (artists sharing one machine's cache) write the same key at once."""
 
     def __init__(self, root: Path | None, tag: str) -> None:
         self.dir = None if root is None else root / tag
@@ -104,7 +106,7 @@ class _FeatureCache:
         if self.dir is None:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".{key}.{os.getpid()}.tmp.npy"
+        tmp = self.dir / f".{key}.{os.getpid()}.{uuid.uuid4().hex}.tmp.npy"  # unique per writer
         np.save(tmp, rows)
         os.replace(tmp, self.dir / f"{key}.npy")
 
