@@ -22,6 +22,7 @@ from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.inputs import BACKBONES, DEFAULT_BACKBONE
 from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.training.local import LocalConfig
+from fedstyle_secure.training.pretrain import PRETRAIN_STEPS_UNDER_DP
 
 DEFAULT_ROUNDS = 20
 DEFAULT_LOCAL_EPOCHS = 2
@@ -50,6 +51,10 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, default=defaults.batch_size, help="local batch size (default %(default)s)")
     group.add_argument("--lr", type=float, default=defaults.lr, help="local Adam learning rate (default %(default)s)")
     group.add_argument("--tau", type=float, default=defaults.tau, help="contrastive temperature (default %(default)s)")
+    group.add_argument(
+        "--public-pretrain-steps", type=int, default=None, metavar="N",
+        help=f"warm-start steps of the head on the public images, no privacy cost (default {PRETRAIN_STEPS_UNDER_DP} under DP, 0 without)",
+    )
 
 
 def add_privacy_arguments(parser: argparse.ArgumentParser, default_epsilon: float = math.inf, reports_dir: bool = True) -> None:
@@ -103,6 +108,7 @@ def simulation_config_from_args(args: argparse.Namespace, algorithm: str) -> Sim
         encoder=EncoderConfig(backbone=args.backbone),
         secure=getattr(args, "secure", "none"),
         dp=dp_config_from_args(args) if hasattr(args, "epsilon") else None,
+        public_pretrain_steps=getattr(args, "public_pretrain_steps", None),
     )
 
 

@@ -96,6 +96,6 @@ def prepare_federation(
     cache = default_cache_dir() if cache_dir is None else cache_dir
     bank = build_input_bank(artworks.images, artworks.keys, backbone, n_views, seed=0, cache_dir=cache, progress=progress)
     public_images = load_public_images(public_dir)
-    public = build_input_bank(public_images, [content_key(p) for p in public_images], backbone, 0, cache_dir=cache, progress=progress)
+    public = build_input_bank(public_images, [content_key(p) for p in public_images], backbone, n_views, seed=0, cache_dir=cache, progress=progress)
     clients = partition_artists(len(artworks.artists), artists_per_client, seed)
     return FederationData(artworks=artworks, split=split, bank=bank, public=public, clients=clients, source=source)

@@ -27,7 +27,7 @@ from fedstyle_secure.federation.strategy import (
     publish_prototypes,
     standardisation_from_sums,
 )
-from fedstyle_secure.models.factory import EncoderConfig, make_model
+from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.federation.reporting import ReportWriter
 from fedstyle_secure.models.params import get_flat_params, set_flat_params
@@ -44,6 +44,7 @@ def plain_summation(participants: Sequence[str], value_range: tuple[float, float
     return PlainSummation()
 from fedstyle_secure.training.dp import DpConfig, refresh_rounds
 from fedstyle_secure.training.local import LocalConfig, LocalData
+from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,13 @@ class SimulationConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     secure: str = "none"
     dp: DpConfig | None = None
+    public_pretrain_steps: int | None = None  # public warm start; None: on under DP, off without
+
+    @property
+    def pretrain_steps(self) -> int:
+        if self.public_pretrain_steps is None:
+            return default_pretrain_steps(self.dp is not None)
+        return self.public_pretrain_steps
 
     def validate(self) -> None:
         algorithm_spec(self.algorithm)
@@ -64,6 +72,8 @@ class SimulationConfig:
             self.dp.validate()
         if self.rounds < 1:
             raise ConfigError(f"--rounds must be >= 1, got {self.rounds}")
+        if self.public_pretrain_steps is not None and self.public_pretrain_steps < 0:
+            raise ConfigError(f"--public-pretrain-steps must be >= 0, got {self.public_pretrain_steps}")
         if self.local.epochs < 1:
             raise ConfigError(f"--local-epochs must be >= 1, got {self.local.epochs}")
 
@@ -153,10 +163,11 @@ def run_simulation(
     """Train ``config.algorithm`` for ``config.rounds`` rounds and evaluate on the held-out queries."""
     config.validate()
     spec = algorithm_spec(config.algorithm)
-    torch.manual_seed(config.seed)
     rng = np.random.default_rng([config.seed, 0xF5])
     n_artists = len(data.artists)
-    template = make_model(config.encoder, data.bank, data.public, n_artists if spec.needs_classifier else None)
+    template = make_initial_model(
+        config.encoder, data.bank, data.public, n_artists if spec.needs_classifier else None, seed=config.seed, pretrain_steps=config.pretrain_steps
+    )
     clients = make_clients(config, data, template, rng)
     ids = [c.client_id for c in clients]
     if spec.pooled and summations is not plain_summation:

@@ -15,7 +15,6 @@ from typing import Callable
 
 import grpc
 import numpy as np
-import torch
 
 from fedstyle_secure.data.images import content_key, load_image_folder
 from fedstyle_secure.errors import ConfigError, TransportError
@@ -23,11 +22,12 @@ from fedstyle_secure.federation.client import Broadcast, Publication, StyleClien
 from fedstyle_secure.federation.dataset import DEFAULT_PUBLIC_IMAGES, load_public_images
 from fedstyle_secure.federation.packing import Layout, pack
 from fedstyle_secure.federation.strategy import algorithm_spec
-from fedstyle_secure.models.factory import EncoderConfig, make_model
+from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, build_input_bank, default_cache_dir
 from fedstyle_secure.secure.ckks import EncryptedVector, encrypt
 from fedstyle_secure.secure.keystore import ArtistKeys
 from fedstyle_secure.training.local import LocalConfig, LocalData
+from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model
 from fedstyle_secure.transport.artist_privacy import ArtistPrivacy
 from fedstyle_secure.transport.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.config import ClientConfig
@@ -53,10 +53,12 @@ def build_style_client(config: ClientConfig, artist_id: str, roster: tuple[str, 
     cache = config.cache_dir or default_cache_dir()
     bank = build_input_bank(artworks.images, artworks.keys, DEFAULT_BACKBONE, DEFAULT_VIEWS, seed=0, cache_dir=cache)
     public_images = load_public_images(None)
-    public = build_input_bank(public_images, [content_key(p) for p in public_images], DEFAULT_BACKBONE, 0, cache_dir=cache)
+    public = build_input_bank(public_images, [content_key(p) for p in public_images], DEFAULT_BACKBONE, DEFAULT_VIEWS, seed=0, cache_dir=cache)
     spec = algorithm_spec(plan.algorithm)
-    torch.manual_seed(plan.seed)  # every artist starts from the same model
-    model = make_model(EncoderConfig(embedding_dim=plan.embedding_dim), bank, public, len(roster) if spec.needs_classifier else None)
+    model = make_initial_model(  # every artist starts from the same model, as in the simulator
+        EncoderConfig(embedding_dim=plan.embedding_dim), bank, public, len(roster) if spec.needs_classifier else None,
+        seed=plan.seed, pretrain_steps=default_pretrain_steps(plan.HasField("dp")),
+    )
     row = roster.index(artist_id)
     return StyleClient(
         client_id=artist_id, data=LocalData(bank=bank, labels=np.full(len(bank), row)), spec=spec, model=model,

@@ -1,0 +1,34 @@
+"""Public warm start: deterministic, learns, costs no privacy (touches public images only)."""
+
+import numpy as np
+import pytest
+
+from fedstyle_secure.errors import ModelError
+from fedstyle_secure.models.factory import EncoderConfig
+from fedstyle_secure.models.params import get_flat_params
+from fedstyle_secure.training.pretrain import PretrainConfig, default_pretrain_steps, make_initial_model, pretrain_on_public
+
+
+def _model(data, steps, seed=0):
+    return make_initial_model(EncoderConfig(), data.bank, data.public, len(data.artists), seed=seed, pretrain_steps=steps)
+
+
+def test_same_seed_same_warm_start_and_no_steps_is_the_plain_initialisation(tiny_federation):
+    np.testing.assert_array_equal(get_flat_params(_model(tiny_federation, 20)), get_flat_params(_model(tiny_federation, 20)))
+    assert not np.array_equal(get_flat_params(_model(tiny_federation, 20)), get_flat_params(_model(tiny_federation, 0)))
+    np.testing.assert_array_equal(get_flat_params(_model(tiny_federation, 0)), get_flat_params(_model(tiny_federation, 0)))
+
+
+def test_warm_start_lowers_the_public_instance_loss(tiny_federation):
+    model = _model(tiny_federation, 0)
+    losses = pretrain_on_public(model.encoder, tiny_federation.public, PretrainConfig(steps=60, batch_size=32), seed=1)
+    assert np.mean(losses[-10:]) < 0.9 * np.mean(losses[:10])  # measured: 2.79 -> 2.40
+
+
+def test_needs_augmented_views_and_is_on_only_under_dp(tiny_federation):
+    from fedstyle_secure.models.inputs import InputBank
+
+    bare = InputBank(views=tiny_federation.public.views[:1], kind="features")
+    with pytest.raises(ModelError, match="views"):
+        pretrain_on_public(_model(tiny_federation, 0).encoder, bare, PretrainConfig(steps=1), seed=0)
+    assert default_pretrain_steps(private=True) > 0 and default_pretrain_steps(private=False) == 0
