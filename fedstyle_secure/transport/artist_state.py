@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.transport.sqlite_io import connect, npy_array, npy_bytes, transaction
 
 STATE_FILE = "artist-state.sqlite"
 STATE_FORMAT = "fedstyle-artist-state/1"
@@ -72,16 +73,6 @@ class ArtistSnapshot:
         return next((r for r in self.results if (r.round_id, r.phase) == (round_id, phase)), None)
 
 
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(array), allow_pickle=False)
-    return buffer.getvalue()
-
-
-def _from_npy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
-
-
 def _npz(arrays: dict[str, np.ndarray]) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -104,10 +95,7 @@ class ArtistStateStore:
                 db.execute(statement)
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        return db
+        return connect(self.path)
 
     def save(self, snapshot: ArtistSnapshot) -> None:
         """Write the whole snapshot in one transaction (results of older rounds are dropped)."""
@@ -117,20 +105,12 @@ class ArtistStateStore:
             "own_rows": None if snapshot.own is None else [int(r) for r in snapshot.own[0]],
         }
         rows = {"meta": json.dumps(meta).encode(), "model": _npz(snapshot.model),
-                "own": b"" if snapshot.own is None else _npy(snapshot.own[1])}
-        results = [(r.round_id, r.phase, json.dumps(r.meta), _npy(r.array)) for r in snapshot.results]
-        db = self._connect()
-        try:
-            db.execute("BEGIN IMMEDIATE")
+                "own": b"" if snapshot.own is None else npy_bytes(snapshot.own[1])}
+        results = [(r.round_id, r.phase, json.dumps(r.meta), npy_bytes(r.array)) for r in snapshot.results]
+        with transaction(self.path) as db:
             db.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", list(rows.items()))
             db.execute("DELETE FROM results")
             db.executemany("INSERT INTO results (round_id, phase, meta, array) VALUES (?, ?, ?, ?)", results)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        finally:
-            db.close()
 
     def load(self) -> ArtistSnapshot | None:
         db = self._connect()
@@ -145,11 +125,11 @@ class ArtistStateStore:
             meta = json.loads(rows["meta"])
             if meta.get("format") != STATE_FORMAT:
                 raise ConfigError(f"{self.path}: not a {STATE_FORMAT} database")
-            own = None if meta["own_rows"] is None else (np.asarray(meta["own_rows"], dtype=np.int64), _from_npy(rows["own"]))
+            own = None if meta["own_rows"] is None else (np.asarray(meta["own_rows"], dtype=np.int64), npy_array(rows["own"]))
             return ArtistSnapshot(
                 artist_id=str(meta["artist_id"]), model=_from_npz(rows["model"]), ledger=meta["ledger"], rng=meta["rng"],
                 plan=meta["plan"], own=own, retired=meta["retired"], uploaded=[int(r) for r in meta["uploaded"]],
-                results=[CachedResult(int(r), str(p), _from_npy(a), json.loads(m)) for r, p, m, a in results],
+                results=[CachedResult(int(r), str(p), npy_array(a), json.loads(m)) for r, p, m, a in results],
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise ConfigError(f"{self.path}: unreadable artist state ({exc!r}); refusing to guess what was spent") from exc

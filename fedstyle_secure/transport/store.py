@@ -6,7 +6,6 @@ server resumes from the last completed round; a round interrupted mid-way is sim
 
 from __future__ import annotations
 
-import io
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.transport.sqlite_io import connect, npy_array, npy_bytes, transaction
 from fedstyle_secure.federation.strategy import ServerState
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB NOT NULL)"
@@ -33,15 +33,11 @@ class Snapshot:
 
 
 def _npy(array: np.ndarray | None) -> bytes:
-    if array is None:
-        return b""
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(array), allow_pickle=False)
-    return buffer.getvalue()
+    return b"" if array is None else npy_bytes(array)
 
 
 def _array(data: bytes) -> np.ndarray | None:
-    return None if not data else np.load(io.BytesIO(data), allow_pickle=False)
+    return None if not data else npy_array(data)
 
 
 class StateStore:
@@ -54,10 +50,7 @@ class StateStore:
             db.execute(SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        return db
+        return connect(self.path)
 
     def save(self, snapshot: Snapshot) -> None:
         s = snapshot.state
@@ -70,16 +63,8 @@ class StateStore:
             "params": _npy(s.params), "consensus": _npy(s.consensus), "prototypes": _npy(s.prototypes),
             "known": _npy(s.known), "feature_mean": _npy(mean), "feature_std": _npy(std),
         }
-        db = self._connect()
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with transaction(self.path) as db:
             db.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", list(rows.items()))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        finally:
-            db.close()
 
     def load(self) -> Snapshot | None:
         db = self._connect()
