@@ -21,6 +21,7 @@ import torch
 
 from fedstyle_secure.data.images import artwork_set_from_arrays
 from fedstyle_secure.data.synth import generate_artworks, generate_public_images
+from fedstyle_secure.federation.dataset import DEFAULT_PUBLIC_IMAGES
 from fedstyle_secure.federation.strategy import algorithm_spec
 from fedstyle_secure.models.factory import EncoderConfig, make_model
 from fedstyle_secure.models.inputs import build_input_bank
@@ -32,11 +33,14 @@ def _setup(backbone: str, n_images: int, n_artists: int = 4):
     _, images, labels = generate_artworks(n_artists, n_images // n_artists, seed=0)
     artworks = artwork_set_from_arrays(images, labels, [f"a{i}" for i in range(n_artists)], "bench")
     bank = build_input_bank(artworks.images, artworks.keys, backbone, n_views=2, progress=True)
-    public_images = generate_public_images(32, 0)
-    public = build_input_bank(public_images, [f"p{i}" for i in range(32)], backbone, n_views=0)
+    public_images = generate_public_images(DEFAULT_PUBLIC_IMAGES, 0)
+    public = build_input_bank(public_images, [f"p{i}" for i in range(DEFAULT_PUBLIC_IMAGES)], backbone, n_views=0)
     model = make_model(EncoderConfig(backbone=backbone), bank, public, n_artists)
-    protos = np.random.default_rng(0).normal(size=(n_artists, 128)).astype(np.float32)
-    ctx = RoundContext(n_artists=n_artists, prototypes=protos, known=np.ones(n_artists, bool), consensus=None, public=public.originals())
+    rng = np.random.default_rng(0)
+    protos = rng.normal(size=(n_artists, 128)).astype(np.float32)
+    consensus = rng.normal(size=(DEFAULT_PUBLIC_IMAGES, 128)).astype(np.float32)  # a FedStyle round aligns to one
+    consensus /= np.linalg.norm(consensus, axis=1, keepdims=True)
+    ctx = RoundContext(n_artists=n_artists, prototypes=protos, known=np.ones(n_artists, bool), consensus=consensus, public=public.originals())
     return model, LocalData(bank=bank, labels=artworks.labels), ctx
 
 

@@ -89,9 +89,9 @@ def test_feature_cache_survives_concurrent_writers_of_one_key(tmp_path):
     """Artists on one machine share the cache; threads writing the same key must not collide."""
     import threading
 
-    from fedstyle_secure.models.inputs import _FeatureCache
+    from fedstyle_secure.data.array_cache import ArrayCache
 
-    cache = _FeatureCache(tmp_path, "tag")
+    cache = ArrayCache(tmp_path, "tag")
     rows = np.arange(12, dtype=np.float32).reshape(3, 4)
     errors: list[BaseException] = []
 
@@ -108,5 +108,5 @@ def test_feature_cache_survives_concurrent_writers_of_one_key(tmp_path):
     for thread in threads:
         thread.join()
     assert errors == []
-    np.testing.assert_array_equal(cache.get("same-key", 3), rows)
+    np.testing.assert_array_equal(cache.get("same-key"), rows)
     assert not list((tmp_path / "tag").glob("*.tmp.npy"))

@@ -50,6 +50,49 @@ def test_make_private_accepts_a_rate_that_rounding_would_break():
         private.close()
 
 
+def _clipped_mean_gradient(clipping, clip_norm, n=6):
+    """One private step's gradient with the noise switched off: the clipped per-artwork mean."""
+    import torch
+
+    from fedstyle_secure.models.heads import ProjectionHead
+    from fedstyle_secure.training.dp import DpPlan
+
+    torch.manual_seed(0)
+    head = ProjectionHead(8, 16, 4, dropout=0.0)
+    x = torch.randn(n, 8) * torch.arange(1, n + 1).view(-1, 1)  # artworks of very different gradient norms
+    target = torch.nn.functional.normalize(torch.randn(n, 4), dim=1)
+    plan = DpPlan(delta=1e-5, accountant="prv", sample_rate=1.0, steps_per_round=1, noise_multiplier=0.0,
+                  clip_norm=clip_norm, release_sigma=None, final_release_sigma=1.0, final_round=1)
+    private = make_private(head, torch.optim.SGD(head.parameters(), lr=0.1), n, plan, seed=0, clipping=clipping)
+    try:
+        private.backward((private.module(x) - target).pow(2).sum(dim=1) * 10)
+        assert private.optimizer.pre_step()
+        return [p.grad.clone() for p in head.parameters()]
+    finally:
+        private.close()
+
+
+def test_ghost_clipping_gives_the_same_clipped_gradient_as_per_sample_hooks():
+    import torch
+
+    ghost, hooks = _clipped_mean_gradient("ghost", 0.05), _clipped_mean_gradient("hooks", 0.05)
+    unclipped = _clipped_mean_gradient("hooks", 1e6)
+    for g, h in zip(ghost, hooks):
+        torch.testing.assert_close(g, h, rtol=1e-4, atol=1e-6)
+    total = torch.cat([g.flatten() for g in ghost]).norm()
+    assert total <= 0.05 + 1e-6  # a mean of vectors of norm <= 0.05
+    assert total < 0.5 * torch.cat([g.flatten() for g in unclipped]).norm()  # clipping really bit
+
+
+def test_unknown_clipping_mode_is_rejected():
+    import torch
+
+    plan = plan_dp(DpConfig(epsilon=4.0), dataset_size=10, batch_size=5, local_epochs=1, rounds=1, training_releases=0)
+    model = torch.nn.Linear(4, 2)
+    with pytest.raises(PrivacyError, match="clipping"):
+        make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), 10, plan, seed=0, clipping="fast")
+
+
 def test_delta_at_least_one_over_n_is_rejected():
     with pytest.raises(PrivacyError, match="delta"):
         plan_dp(DpConfig(epsilon=1.0, delta=0.05), dataset_size=20, batch_size=8, local_epochs=1, rounds=1, training_releases=0)

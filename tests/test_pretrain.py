@@ -32,3 +32,22 @@ def test_needs_augmented_views_and_is_on_only_under_dp(tiny_federation):
     with pytest.raises(ModelError, match="views"):
         pretrain_on_public(_model(tiny_federation, 0).encoder, bare, PretrainConfig(steps=1), seed=0)
     assert default_pretrain_steps(private=True) > 0 and default_pretrain_steps(private=False) == 0
+
+
+def test_cached_warm_start_is_reused_and_a_damaged_entry_is_recomputed(tiny_federation, tmp_path):
+    from fedstyle_secure.training.pretrain import warm_start_cache
+
+    cache = warm_start_cache(tmp_path)
+    def build():
+        return make_initial_model(EncoderConfig(), tiny_federation.bank, tiny_federation.public, None, seed=0, pretrain_steps=20, cache=cache)
+
+    computed = get_flat_params(build())
+    (entry,) = list(cache.dir.glob("*.npy"))
+    np.testing.assert_array_equal(np.load(entry), get_flat_params(build().encoder))
+    np.save(entry, np.ones(7, dtype=np.float32))  # a stale entry of the wrong shape: recomputed
+    np.testing.assert_array_equal(get_flat_params(build()), computed)
+    entry.write_bytes(b"not an array")  # a damaged entry: recomputed and rewritten
+    np.testing.assert_array_equal(get_flat_params(build()), computed)
+    np.testing.assert_array_equal(np.load(entry), get_flat_params(build().encoder))
+    other = make_initial_model(EncoderConfig(), tiny_federation.bank, tiny_federation.public, None, seed=1, pretrain_steps=20, cache=cache)
+    assert len(list(cache.dir.glob("*.npy"))) == 2 and not np.array_equal(get_flat_params(other), computed)

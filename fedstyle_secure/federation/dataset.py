@@ -31,6 +31,7 @@ class FederationData:
     public: InputBank
     clients: tuple[np.ndarray, ...]  # artist indices held by each client
     source: str
+    cache_dir: Path | None = None  # where model inputs (and the public warm start) are cached
 
     @property
     def artists(self) -> tuple[str, ...]:
@@ -98,4 +99,4 @@ def prepare_federation(
     public_images = load_public_images(public_dir)
     public = build_input_bank(public_images, [content_key(p) for p in public_images], backbone, n_views, seed=0, cache_dir=cache, progress=progress)
     clients = partition_artists(len(artworks.artists), artists_per_client, seed)
-    return FederationData(artworks=artworks, split=split, bank=bank, public=public, clients=clients, source=source)
+    return FederationData(artworks=artworks, split=split, bank=bank, public=public, clients=clients, source=source, cache_dir=cache)

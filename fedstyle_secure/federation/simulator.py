@@ -44,7 +44,7 @@ def plain_summation(participants: Sequence[str], value_range: tuple[float, float
     return PlainSummation()
 from fedstyle_secure.training.dp import DpConfig, refresh_rounds
 from fedstyle_secure.training.local import LocalConfig, LocalData
-from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model
+from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model, warm_start_cache
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,8 @@ def run_simulation(
     rng = np.random.default_rng([config.seed, 0xF5])
     n_artists = len(data.artists)
     template = make_initial_model(
-        config.encoder, data.bank, data.public, n_artists if spec.needs_classifier else None, seed=config.seed, pretrain_steps=config.pretrain_steps
+        config.encoder, data.bank, data.public, n_artists if spec.needs_classifier else None, seed=config.seed,
+        pretrain_steps=config.pretrain_steps, cache=warm_start_cache(data.cache_dir),
     )
     clients = make_clients(config, data, template, rng)
     ids = [c.client_id for c in clients]

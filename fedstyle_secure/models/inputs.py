@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from fedstyle_secure.data.array_cache import ArrayCache
 from fedstyle_secure.data.augment import make_views
 from fedstyle_secure.errors import ConfigError
 
@@ -85,32 +85,6 @@ def _pixel_bank(images: np.ndarray, keys: Sequence[str], n_views: int, seed: int
     return InputBank(views=out, kind="pixels")
 
 
-class _FeatureCache:
-    """One ``.npy`` of shape ``(V+1, D)`` per image content key; atomic writes, safe when several
-    processes or threads (artists sharing one machine's cache) write the same key at once."""
-
-    def __init__(self, root: Path | None, tag: str) -> None:
-        self.dir = None if root is None else root / tag
-
-    def get(self, key: str, n_rows: int) -> np.ndarray | None:
-        if self.dir is None:
-            return None
-        path = self.dir / f"{key}.npy"
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError):
-            return None
-        return arr[:n_rows] if arr.ndim == 2 and arr.shape[0] >= n_rows else None
-
-    def put(self, key: str, rows: np.ndarray) -> None:
-        if self.dir is None:
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".{key}.{os.getpid()}.{uuid.uuid4().hex}.tmp.npy"  # unique per writer
-        np.save(tmp, rows)
-        os.replace(tmp, self.dir / f"{key}.npy")
-
-
 def _feature_bank(
     images: np.ndarray,
     keys: Sequence[str],
@@ -122,15 +96,15 @@ def _feature_bank(
 ) -> InputBank:
     from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM, StyleStatistics
 
-    cache = _FeatureCache(cache_dir, f"efficientnet-lite0-style-{_CACHE_VERSION}-s{images.shape[1]}-aug{seed}")
+    cache = ArrayCache(cache_dir, f"efficientnet-lite0-style-{_CACHE_VERSION}-s{images.shape[1]}-aug{seed}")
     out = np.empty((n_views + 1, len(images), STYLE_FEATURE_DIM), dtype=np.float32)
     missing: list[int] = []
     for i, key in enumerate(keys):
-        cached = cache.get(key, n_views + 1)
-        if cached is None:
+        cached = cache.get(key)
+        if cached is None or cached.ndim != 2 or cached.shape[0] < n_views + 1:
             missing.append(i)
         else:
-            out[:, i] = cached
+            out[:, i] = cached[: n_views + 1]
     if missing:
         extractor = StyleStatistics()
         log.info("extracting style statistics of %d artwork(s) x %d view(s)", len(missing), n_views + 1)

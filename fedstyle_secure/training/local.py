@@ -236,7 +236,7 @@ def _train_epochs(
                     total.backward()
                     optimiser.step()
                 else:
-                    loss.backward()
+                    private.backward(per_artwork)
                     if private.optimizer.pre_step():  # clip per artwork, add noise, average
                         private.module.disable_hooks()
                         try:

@@ -18,20 +18,30 @@ from one model without anything being sent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from fedstyle_secure.data.array_cache import ArrayCache
 from fedstyle_secure.errors import ModelError
 from fedstyle_secure.models.factory import EncoderConfig, make_model
 from fedstyle_secure.models.heads import StyleModel
 from fedstyle_secure.models.inputs import InputBank
-from fedstyle_secure.models.params import trainable_parameters
+from fedstyle_secure.models.params import get_flat_params, set_flat_params, trainable_parameters
 from fedstyle_secure.training.losses import instance_contrastive_loss
 
 PRETRAIN_STEPS_UNDER_DP = 300
+WARM_START_VERSION = "v1"  # bump when pretrain_on_public changes what it computes
+
+
+def warm_start_cache(root: Path | None) -> ArrayCache:
+    """Where warm starts are kept: next to the feature cache in ``root`` (None: not kept)."""
+    return ArrayCache(root, f"warm-start-{WARM_START_VERSION}")
 
 
 @dataclass(frozen=True)
@@ -74,14 +84,40 @@ def pretrain_on_public(encoder: nn.Module, public: InputBank, cfg: PretrainConfi
     return losses
 
 
+def warm_start_key(config: EncoderConfig, input_dim: int, public: InputBank, cfg: PretrainConfig, seed: int) -> str:
+    """Content key of a warm start: everything it is computed from (public inputs, encoder and
+    warm-start settings, seed, torch version), hashed."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([asdict(config), asdict(cfg), input_dim, seed, torch.__version__, WARM_START_VERSION]).encode())
+    digest.update(np.ascontiguousarray(public.views).tobytes())
+    return digest.hexdigest()[:32]
+
+
 def make_initial_model(
-    config: EncoderConfig, bank: InputBank, public: InputBank, n_classes: int | None, *, seed: int, pretrain_steps: int
+    config: EncoderConfig,
+    bank: InputBank,
+    public: InputBank,
+    n_classes: int | None,
+    *,
+    seed: int,
+    pretrain_steps: int,
+    cache: ArrayCache | None = None,
 ) -> StyleModel:
     """The model every party starts from: :func:`make_model` with torch seeded by ``seed``, then
-    ``pretrain_steps`` steps of public warm start (0: none).  Shared by the simulator and the
-    artist process so both start identically."""
+    ``pretrain_steps`` steps of public warm start (0: none), reused from ``cache`` when it was
+    computed before (it depends on public inputs only).  Shared by the simulator and the artist
+    process so both start identically."""
     torch.manual_seed(seed)
     model = make_model(config, bank, public, n_classes)
-    if pretrain_steps > 0:
-        pretrain_on_public(model.encoder, public, PretrainConfig(steps=pretrain_steps), seed)
+    if pretrain_steps <= 0:
+        return model
+    cfg = PretrainConfig(steps=pretrain_steps)
+    key = warm_start_key(config, bank.input_shape[0], public, cfg, seed)
+    cached = cache.get(key) if cache is not None else None
+    if cached is not None and cached.shape == (sum(p.numel() for p in trainable_parameters(model.encoder)),):
+        set_flat_params(model.encoder, cached)
+        return model
+    pretrain_on_public(model.encoder, public, cfg, seed)
+    if cache is not None:
+        cache.put(key, get_flat_params(model.encoder))
     return model

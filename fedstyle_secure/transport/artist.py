@@ -27,7 +27,7 @@ from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, build
 from fedstyle_secure.secure.ckks import EncryptedVector, encrypt
 from fedstyle_secure.secure.keystore import ArtistKeys
 from fedstyle_secure.training.local import LocalConfig, LocalData
-from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model
+from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model, warm_start_cache
 from fedstyle_secure.transport.artist_privacy import ArtistPrivacy
 from fedstyle_secure.transport.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.config import ClientConfig
@@ -57,7 +57,7 @@ def build_style_client(config: ClientConfig, artist_id: str, roster: tuple[str, 
     spec = algorithm_spec(plan.algorithm)
     model = make_initial_model(  # every artist starts from the same model, as in the simulator
         EncoderConfig(embedding_dim=plan.embedding_dim), bank, public, len(roster) if spec.needs_classifier else None,
-        seed=plan.seed, pretrain_steps=default_pretrain_steps(plan.HasField("dp")),
+        seed=plan.seed, pretrain_steps=default_pretrain_steps(plan.HasField("dp")), cache=warm_start_cache(cache),
     )
     row = roster.index(artist_id)
     return StyleClient(
