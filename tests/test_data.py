@@ -110,3 +110,32 @@ def test_feature_cache_survives_concurrent_writers_of_one_key(tmp_path):
     assert errors == []
     np.testing.assert_array_equal(cache.get("same-key"), rows)
     assert not list((tmp_path / "tag").glob("*.tmp.npy"))
+
+
+def test_cache_entry_is_computed_once_by_callers_that_start_together(tmp_path):
+    """Artist processes starting at once must not all recompute the same public warm start."""
+    import threading
+    import time
+
+    from fedstyle_secure.data.array_cache import ArrayCache
+
+    calls: list[int] = []
+
+    def compute() -> np.ndarray:
+        calls.append(1)
+        time.sleep(0.3)
+        return np.arange(5.0)
+
+    results: list[np.ndarray] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(ArrayCache(tmp_path, "tag").get_or_compute("k", compute, lambda a: a.shape == (5,))))
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and len(results) == 4
+    for r in results:
+        np.testing.assert_array_equal(r, np.arange(5.0))
+    assert ArrayCache(None, "tag").get_or_compute("k", compute, lambda a: True).shape == (5,) and len(calls) == 2  # no cache: computed

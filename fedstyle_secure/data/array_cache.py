@@ -3,15 +3,20 @@ expensive to compute but derived only from public or local inputs: style feature
 the public warm start of the encoder.
 
 Writes are atomic (unique temporary name, then ``os.replace``), so several processes or threads
-(artists sharing one machine's cache) may write the same key at once.  A missing, truncated or
+(artists sharing one machine's cache) may write the same key at once; :meth:`ArrayCache.get_or_compute`
+also lets processes that start together compute an entry once (an advisory ``flock``) instead of
+all at the same time.  A missing, truncated or
 unreadable entry is a miss, never an error: the caller recomputes.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -37,3 +42,30 @@ class ArrayCache:
         tmp = self.dir / f".{key}.{os.getpid()}.{uuid.uuid4().hex}.tmp.npy"  # unique per writer
         np.save(tmp, array)
         os.replace(tmp, self.dir / f"{key}.npy")
+
+    def get_or_compute(self, key: str, compute: Callable[[], np.ndarray], valid: Callable[[np.ndarray], bool]) -> np.ndarray:
+        """The cached entry if ``valid``, else ``compute()`` (stored).  Concurrent callers on one
+        machine wait for the first one instead of computing the same entry in parallel."""
+        cached = self.get(key)
+        if cached is not None and valid(cached):
+            return cached
+        with self._locked(key):
+            cached = self.get(key)
+            if cached is not None and valid(cached):
+                return cached
+            value = compute()
+            self.put(key, value)
+            return value
+
+    @contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        if self.dir is None:
+            yield
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / f".{key}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)

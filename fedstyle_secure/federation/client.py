@@ -14,10 +14,10 @@ from torch import nn
 
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.federation.strategy import AlgorithmSpec, client_contribution, feature_moments
-from fedstyle_secure.models.embed import embed, normalise_rows, prototype_sums
+from fedstyle_secure.models.embed import embed, prototype_sums
 from fedstyle_secure.models.params import get_flat_params, set_flat_params, trainable_parameters
 from fedstyle_secure.privacy.budget import BudgetLedger, SpendDecision
-from fedstyle_secure.training.dp import DpPlan
+from fedstyle_secure.training.dp import DpPlan, release_prototype_sums
 from fedstyle_secure.training.local import LocalConfig, LocalData, LocalResult, RoundContext, train_local
 
 
@@ -124,13 +124,12 @@ class StyleClient:
         self._load_global(broadcast)
         sums, counts = prototype_sums(embed(self.model, self.data.bank.originals()), self.data.labels, self.n_artists)
         rows = np.flatnonzero(counts > 0)
-        released = sums[rows]
         round_id = broadcast.round if round_id is None else round_id
-        sigma = None if self.dp is None else self.dp.release_sigma_at(round_id)
+        sigma = None if self.dp is None or self.ledger is None else self.dp.release_sigma_at(round_id)
         if sigma is not None and self.ledger is not None and self.dp is not None:
             self.ledger.record(self.dp.round_mechanisms(round_id, train=False))  # fails closed if over budget
-            released = released + self.rng.normal(0.0, sigma, size=released.shape)
-        self.own = Publication(artist_rows=rows, prototypes=normalise_rows(released).astype(np.float32))
+        released = release_prototype_sums(sums[rows], sigma, self.rng)
+        self.own = Publication(artist_rows=rows, prototypes=released.astype(np.float32))
         return self.own
 
     def _context(self, broadcast: Broadcast) -> RoundContext:

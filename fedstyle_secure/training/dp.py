@@ -29,17 +29,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedstyle_secure.errors import PrivacyError
+from fedstyle_secure.models.embed import normalise_rows
 from fedstyle_secure.privacy.accounting import ACCOUNTANTS
 from fedstyle_secure.privacy.calibration import calibrate_noise_multiplier, default_delta, validate_delta
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mechanism
 
 PROTOTYPE_RELEASE = "style-prototype-sums"
 PROTOTYPE_SENSITIVITY = 1.0  # L2: one artwork adds one unit-norm embedding to its artist's sum
+
+
+def release_prototype_sums(sums: np.ndarray, sigma: float | None, rng: np.random.Generator) -> np.ndarray:
+    """The Gaussian mechanism on per-artist sums of unit embeddings ``(A, D)`` (L2 sensitivity
+    :data:`PROTOTYPE_SENSITIVITY` per artwork): ``sums + N(0, sigma^2)`` per coordinate, returned
+    as unit directions.  ``sigma=None``: no noise (non-private)."""
+    return normalise_rows(sums if sigma is None else sums + rng.normal(0.0, sigma, size=sums.shape))
 
 
 @dataclass(frozen=True)

@@ -112,12 +112,15 @@ def make_initial_model(
     if pretrain_steps <= 0:
         return model
     cfg = PretrainConfig(steps=pretrain_steps)
-    key = warm_start_key(config, bank.input_shape[0], public, cfg, seed)
-    cached = cache.get(key) if cache is not None else None
-    if cached is not None and cached.shape == (sum(p.numel() for p in trainable_parameters(model.encoder)),):
-        set_flat_params(model.encoder, cached)
+    n_params = sum(p.numel() for p in trainable_parameters(model.encoder))
+
+    def warm_start() -> np.ndarray:
+        pretrain_on_public(model.encoder, public, cfg, seed)
+        return get_flat_params(model.encoder)
+
+    if cache is None:
+        warm_start()
         return model
-    pretrain_on_public(model.encoder, public, cfg, seed)
-    if cache is not None:
-        cache.put(key, get_flat_params(model.encoder))
+    flat = cache.get_or_compute(warm_start_key(config, bank.input_shape[0], public, cfg, seed), warm_start, lambda a: a.shape == (n_params,))
+    set_flat_params(model.encoder, flat)
     return model
