@@ -138,3 +138,12 @@ def test_epsilon_never_decreases_when_mechanisms_are_added(history, extra, accou
     after = compute_epsilon([*history, extra], DELTA, accountant)
     assert after >= before
     assert compute_epsilon([extra, *history], DELTA, accountant) == pytest.approx(after)  # order-free
+
+
+def test_absurd_budget_gets_a_clear_error_naming_the_prv_accountant():
+    """Opacus's PRV breaks down numerically for tiny noise; the user must learn why, not see its RuntimeError."""
+    from fedstyle_secure.training.dp import DpConfig, plan_dp
+
+    with pytest.raises(PrivacyError, match="prv accountant cannot evaluate noise multiplier .*--accountant rdp"):
+        plan_dp(DpConfig(epsilon=1e4), dataset_size=50, batch_size=16, local_epochs=2, rounds=5, training_releases=3)
+    assert plan_dp(DpConfig(epsilon=1e4, accountant="rdp"), 50, 16, 2, 5, 3).noise_multiplier > 0

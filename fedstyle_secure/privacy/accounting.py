@@ -103,8 +103,16 @@ def _prv_epsilon(groups: Sequence[SampledGaussian], delta: float) -> float:
     accountant.history = [(g.noise_multiplier, g.sample_rate, g.steps) for g in groups]
     # Sample rate 1.0 (a plain Gaussian release) makes Opacus evaluate log(1 - q) = -inf in a
     # branch it then discards; the result is correct, only the numpy warning is spurious.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return float(accountant.get_epsilon(delta=delta, eps_error=PRV_EPS_ERROR))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        try:
+            return float(accountant.get_epsilon(delta=delta, eps_error=PRV_EPS_ERROR))
+        except (RuntimeError, ValueError, OverflowError) as exc:  # Opacus's PRV domain breaks down
+            smallest = min(groups, key=lambda g: g.noise_multiplier)
+            raise PrivacyError(
+                f"the prv accountant cannot evaluate noise multiplier {smallest.noise_multiplier:.3g} at sample rate "
+                f"{smallest.sample_rate:.3g} (Opacus: {exc}); such a small noise means an epsilon far beyond any "
+                "meaningful budget: use a smaller --epsilon, or --accountant rdp"
+            ) from exc
 
 
 def _rdp_epsilon(groups: Sequence[SampledGaussian], delta: float) -> float:
