@@ -123,3 +123,30 @@ def test_overspending_noise_retires_artists_without_exceeding_budget(tiny_federa
     for info in result.privacy.values():
         assert info["epsilon_spent"] <= 2.0 + 1e-9
     assert len(result.history) < 6 or min(h.participants for h in result.history) < len(tiny_federation.clients)
+
+
+@pytest.mark.parametrize("layers", ["last", "all"])
+def test_private_layers_select_what_dp_sgd_updates(tiny_federation, layers):
+    import dataclasses
+
+    import torch
+
+    from fedstyle_secure.models.factory import EncoderConfig, make_model
+    from fedstyle_secure.training.local import LocalData, RoundContext, train_local
+
+    data = tiny_federation
+    torch.manual_seed(0)
+    model = make_model(EncoderConfig(), data.bank, data.public, len(data.artists))
+    local = LocalData(bank=data.bank, labels=data.labels)
+    plan = dataclasses.replace(plan_dp(DpConfig(epsilon=8.0), len(local), 16, 1, 1, 0), private_layers=layers)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    train_local(model, local, RoundContext(n_artists=len(data.artists)), "classifier", LocalConfig(epochs=1), np.random.default_rng(0), plan)
+    moved = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])}
+    assert {"encoder.fc2.weight", "classifier.weight"} <= moved
+    assert ("encoder.fc1.weight" in moved) == (layers == "all")
+    assert all(p.requires_grad for p in model.parameters())  # frozen only during private training
+
+
+def test_unknown_private_layers_are_rejected():
+    with pytest.raises(PrivacyError, match="private layers"):
+        plan_dp(DpConfig(epsilon=4.0, private_layers="first"), 20, 8, 1, 1, 0)

@@ -20,7 +20,14 @@ from torch import nn
 from fedstyle_secure.models.embed import embed
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import trainable_parameters
-from fedstyle_secure.training.dp import DpPlan, PrivateTraining, known_opacus_warnings_handled, make_private
+from fedstyle_secure.training.dp import (
+    DpPlan,
+    PrivateTraining,
+    known_opacus_warnings_handled,
+    make_private,
+    only_trainable,
+    privately_trained_parameters,
+)
 from fedstyle_secure.training.losses import alignment_loss, proximal_term
 
 OBJECTIVES: tuple[str, ...] = ("fedstyle", "classifier", "fedproto", "local")
@@ -197,10 +204,11 @@ def train_local(
     dp: DpPlan | None = None,
 ) -> LocalResult:
     """Run ``cfg.epochs`` epochs of Adam on ``objective`` over the client's private artworks;
-    with ``dp``, each epoch is one pass of Opacus DP-SGD with Poisson sampling."""
+    with ``dp``, each epoch is one pass of Opacus DP-SGD with Poisson sampling over the
+    parameters ``dp.private_layers`` selects (the others stay as they are)."""
     if dp is None:
         return _train_epochs(model, data, ctx, objective, cfg, rng, None)
-    with known_opacus_warnings_handled():
+    with known_opacus_warnings_handled(), only_trainable(model, privately_trained_parameters(model, dp.private_layers)):
         return _train_epochs(model, data, ctx, objective, cfg, rng, dp)
 
 
