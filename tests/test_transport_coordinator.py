@@ -69,3 +69,18 @@ def test_schedule_validation_names_the_field():
         Schedule(quorum=5).validate(3)
     with pytest.raises(ConfigError, match="secure_mode"):
         Schedule(secure_mode="paillier").validate(3)
+
+
+def test_identical_publication_resend_is_acknowledged_but_a_second_draw_is_refused():
+    """An artist whose answer got lost resends the same publication; swapping in a new DP draw is refused."""
+    from fedstyle_secure.transport.rejections import Duplicate
+
+    c = _coordinator(standardise=False, refreshes=frozenset({0}))
+    plan = c.plan()
+    assert plan.phase is Phase.PUBLISH
+    proto = np.full((1, 4), 0.5)
+    c.submit_publication("a", plan.round_id, np.array([0]), proto, b"n1".ljust(16, b"."), now=1.0)
+    c.submit_publication("a", plan.round_id, np.array([0]), proto.copy(), b"n2".ljust(16, b"."), now=1.5)  # no error
+    with pytest.raises(Duplicate, match="already submitted"):
+        c.submit_publication("a", plan.round_id, np.array([0]), proto + 0.1, b"n3".ljust(16, b"."), now=2.0)
+    assert c.plan().phase is Phase.PUBLISH  # one of three artists so far: still waiting

@@ -267,6 +267,8 @@ class Coordinator:
             raise Duplicate(f"{artist} already submitted in round {round_id} phase {phase.value!r}")
 
     def submit_publication(self, artist: str, round_id: int, rows: np.ndarray, prototypes: np.ndarray, nonce: bytes, now: float) -> None:
+        if self._holds_identical_publication(artist, round_id, rows, prototypes):
+            return  # the artist retried a publication we already hold (its answer was lost): acknowledged, no change
         self._admit(artist, round_id, Phase.PUBLISH, nonce, now)
         own = self.roster.index(artist)
         if rows.tolist() != [own]:
@@ -274,6 +276,16 @@ class Coordinator:
         if prototypes.shape != (1, self.state.prototypes.shape[1]) or not np.all(np.isfinite(prototypes)):
             raise Malformed(f"prototypes must be finite with shape (1, {self.state.prototypes.shape[1]}), got {prototypes.shape}")
         self._accept(artist, (rows, prototypes), nonce, now)
+
+    def _holds_identical_publication(self, artist: str, round_id: int, rows: np.ndarray, prototypes: np.ndarray) -> bool:
+        """True if this phase already holds exactly this publication from ``artist``.  A different
+        one is still refused as a duplicate by :meth:`_admit` (a publication is a DP release: an
+        artist must not swap it for a second draw)."""
+        held = self._collect.items.get(artist) if (round_id, self._phase) == (self._round_id, Phase.PUBLISH) else None
+        if not isinstance(held, tuple):
+            return False
+        held_rows, held_prototypes = held
+        return bool(np.array_equal(held_rows, rows) and np.array_equal(held_prototypes, prototypes))
 
     def submit_contribution(self, artist: str, round_id: int, layout: Layout, payload: bytes, nonce: bytes, now: float) -> None:
         """A packed contribution: float64 bytes (``none``) or a serialised CKKS vector (``ckks``)."""
