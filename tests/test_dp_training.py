@@ -150,3 +150,15 @@ def test_private_layers_select_what_dp_sgd_updates(tiny_federation, layers):
 def test_unknown_private_layers_are_rejected():
     with pytest.raises(PrivacyError, match="private layers"):
         plan_dp(DpConfig(epsilon=4.0, private_layers="first"), 20, 8, 1, 1, 0)
+
+
+def test_no_prototype_refreshes_gives_the_final_release_the_whole_release_budget(tiny_federation):
+    """prototype_refreshes=0: FedStyle trains without any published prototype (no crash) and the
+    final publication gets all of the release share of epsilon (less noise than with refreshes)."""
+    with_refreshes = plan_dp(DpConfig(epsilon=4.0), 30, 16, 1, 3, training_releases=3)
+    without = plan_dp(DpConfig(epsilon=4.0, prototype_refreshes=0), 30, 16, 1, 3, training_releases=0)
+    assert without.release_sigma is None and without.final_release_sigma < with_refreshes.final_release_sigma
+    config = SimulationConfig(algorithm="fedstyle", rounds=1, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0, prototype_refreshes=0),
+                              public_pretrain_steps=0)
+    result = run_simulation(config, tiny_federation)
+    assert 0.0 <= result.metrics.artist_accuracy <= 1.0 and all(p["epsilon_spent"] <= 4.0 for p in result.privacy.values())

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from fedstyle_secure.cli.server import add_log_format
+from fedstyle_secure.cli.toml_command import register_toml_command
 from fedstyle_secure.secure.keystore import load_artist_keys
 from fedstyle_secure.transport.artist import run_artist
 from fedstyle_secure.transport.config import load_client_config
@@ -13,15 +12,15 @@ from fedstyle_secure.transport.logs import configure_logging
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
+    register_toml_command(
+        subparsers,
         "client",
-        help="run one artist's federated client",
+        summary="run one artist's federated client",
         description="Connect to the server over mutual TLS with this artist's key bundle, train locally on the "
         "artist's private images each round, and send only protected contributions; reconnects with backoff.",
+        config_help="client.toml ([client] table)",
+        func=run,
     )
-    p.add_argument("--config", type=Path, required=True, metavar="TOML", help="client.toml ([client] table)")
-    add_log_format(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from fedstyle_secure.cli.common import add_privacy_arguments, dp_config_from_args
-from fedstyle_secure.cli.server import add_log_format
+from fedstyle_secure.cli.toml_command import add_log_format
 from fedstyle_secure.errors import ConfigError, TransportError
 from fedstyle_secure.transport.coordinator import TRANSPORT_SECURE_MODES, Schedule
 from fedstyle_secure.transport.logs import configure_logging

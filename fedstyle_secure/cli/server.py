@@ -7,30 +7,26 @@ import logging
 import signal
 import threading
 import time
-from pathlib import Path
 
+from fedstyle_secure.cli.toml_command import register_toml_command
 from fedstyle_secure.secure.keystore import load_server_keys
 from fedstyle_secure.transport.config import load_server_config
-from fedstyle_secure.transport.logs import LOG_FORMATS, configure_logging
+from fedstyle_secure.transport.logs import configure_logging
 from fedstyle_secure.transport.server import start_server
 
 log = logging.getLogger(__name__)
 
 
-def add_log_format(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text", help="log as text or one JSON object per line (default %(default)s)")
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
+    register_toml_command(
+        subparsers,
         "server",
-        help="run the federation server",
+        summary="run the federation server",
         description="Serve fedstyle.v1 over mutual TLS: register artists, orchestrate rounds with deadlines "
         "and a quorum, aggregate only protected sums, persist state after every round (resumes on restart).",
+        config_help="server.toml ([server] and [federation] tables)",
+        func=run,
     )
-    p.add_argument("--config", type=Path, required=True, metavar="TOML", help="server.toml ([server] and [federation] tables)")
-    add_log_format(p)
-    p.set_defaults(func=run)
 
 
 def _linger_until_artists_told(servicer, stop: threading.Event, limit_seconds: float) -> None:

@@ -69,7 +69,8 @@ class DpConfig:
     may be given instead of being calibrated; ``release_fraction`` of epsilon is planned for the
     prototype releases, ``final_release_share`` of that for the final publication alone (the one
     buyers are matched against).  During training, prototypes are re-published at most
-    ``prototype_refreshes`` times (evenly spaced rounds; in between the last publication is reused),
+    ``prototype_refreshes`` times (evenly spaced rounds; in between the last publication is reused; 0:
+    only the final publication, which then gets the whole release share),
     because every extra release of a small portfolio's 128-d prototype costs noise.
     ``epsilon = inf`` means no DP (and is not a DpConfig: pass ``None``).
 
@@ -103,8 +104,8 @@ class DpConfig:
             raise PrivacyError(f"release fraction must be in (0, 1), got {self.release_fraction}")
         if not 0.0 < self.final_release_share <= 1.0:
             raise PrivacyError(f"final release share must be in (0, 1], got {self.final_release_share}")
-        if self.prototype_refreshes < 1:
-            raise PrivacyError(f"prototype refreshes must be >= 1, got {self.prototype_refreshes}")
+        if self.prototype_refreshes < 0:
+            raise PrivacyError(f"prototype refreshes must be >= 0, got {self.prototype_refreshes}")
         if self.noise_multiplier is not None and self.noise_multiplier <= 0:
             raise PrivacyError(f"--noise-multiplier must be positive, got {self.noise_multiplier}")
         if self.private_layers not in PRIVATE_LAYERS:

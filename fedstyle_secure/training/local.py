@@ -123,8 +123,7 @@ def private_losses(
     """Per-artwork losses ``(B,)`` of ``objective`` (see :data:`OBJECTIVES`)."""
     if objective in ("fedstyle", "local"):
         losses = cfg.instance_weight * _instance_losses(z, z_pos, negatives, cfg.tau)
-        assert protos is not None and known is not None
-        if int(known.sum()) > 1:
+        if protos is not None and known is not None and int(known.sum()) > 1:  # none before any publication
             logits = _masked_prototype_logits(z, labels, protos, known, cfg.tau, cfg.margin)
             losses = losses + F.cross_entropy(logits, labels, reduction="none")
         if cfg.classifier_weight and getattr(model, "classifier", None) is not None:
