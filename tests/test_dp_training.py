@@ -162,3 +162,12 @@ def test_no_prototype_refreshes_gives_the_final_release_the_whole_release_budget
                               public_pretrain_steps=0)
     result = run_simulation(config, tiny_federation)
     assert 0.0 <= result.metrics.artist_accuracy <= 1.0 and all(p["epsilon_spent"] <= 4.0 for p in result.privacy.values())
+
+
+@pytest.mark.parametrize("algorithm", ["fedprox", "fedproto", "local"])
+def test_every_baseline_trains_under_dp(tiny_federation, algorithm):
+    """Each baseline's extra terms (FedProx's anchor, FedProto's prototype distance) must follow the
+    parameters DP-SGD trains (found by a sweep: FedProx's anchor covered the frozen layer too)."""
+    config = SimulationConfig(algorithm=algorithm, rounds=2, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0), public_pretrain_steps=0)
+    result = run_simulation(config, tiny_federation)
+    assert len(result.history) == 2 and all(p["epsilon_spent"] <= 4.0 for p in result.privacy.values())

@@ -10,7 +10,7 @@ objective.  The public-alignment term sees only public images.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -207,7 +207,11 @@ def train_local(
     parameters ``dp.private_layers`` selects (the others stay as they are)."""
     if dp is None:
         return _train_epochs(model, data, ctx, objective, cfg, rng, None)
-    with known_opacus_warnings_handled(), only_trainable(model, privately_trained_parameters(model, dp.private_layers)):
+    private = privately_trained_parameters(model, dp.private_layers)
+    if ctx.anchor is not None:  # FedProx's anchor follows the parameters actually trained
+        kept = {id(p) for p in private}
+        ctx = replace(ctx, anchor=[a for p, a in zip(trainable_parameters(model), ctx.anchor) if id(p) in kept])
+    with known_opacus_warnings_handled(), only_trainable(model, private):
         return _train_epochs(model, data, ctx, objective, cfg, rng, dp)
 
 
