@@ -85,6 +85,7 @@ def test_dp_plan_comes_from_the_federation_table(tmp_path):
         (("clip_norm = 0.5", "clip_norm = 0"), "federation.clip_norm must be a positive number"),
         (("epsilon = 8.0", "epsilon = inf"), "federation.accountant: only meaningful with a finite federation.epsilon"),
         (("rounds = 2", "rounds = 2\nstandardise = true"), "federation.standardise"),
+        (('accountant = "rdp"', 'accountant = "rdp"\nprivate_layers = "first"'), "federation.private_layers must be one of"),
     ],
 )
 def test_bad_dp_plan_names_the_field(tmp_path, edit, message):
@@ -101,3 +102,19 @@ def test_client_budget_fields(tmp_path):
         load_client_config(_write(tmp_path, text.replace("1e-6", "1.0")))
     with pytest.raises(ConfigError, match="client.budget_epsilon must be a positive finite number"):
         load_client_config(_write(tmp_path, text.replace("budget_epsilon = 4", "budget_epsilon = inf")))
+
+
+def test_private_layers_travel_from_server_toml_to_every_artist(tmp_path):
+    """The federation decides what DP-SGD updates; artists read it from the announced plan."""
+    from fedstyle_secure.transport.dp_config import announced_dp, dp_parameters
+    from fedstyle_secure.transport.wire import pb
+
+    config = load_server_config(_write(tmp_path, DP_FEDERATION.replace('accountant = "rdp"', 'accountant = "rdp"\nprivate_layers = "all"')))
+    assert config.dp.private_layers == "all"
+    plan = pb.RoundPlan(dp=dp_parameters(config.dp, [0]))
+    dp, releases = announced_dp(plan)
+    assert (dp.private_layers, dp.accountant, releases) == ("all", "rdp", frozenset({0}))
+    default = load_server_config(_write(tmp_path, DP_FEDERATION)).dp
+    legacy = pb.RoundPlan(dp=dp_parameters(default, []))
+    legacy.dp.ClearField("private_layers")  # a plan from a server that does not announce it
+    assert default.private_layers == "last" and announced_dp(legacy)[0].private_layers == "last"

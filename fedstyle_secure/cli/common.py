@@ -20,7 +20,7 @@ from fedstyle_secure.federation.dataset import (
 from fedstyle_secure.federation.simulator import SimulationConfig, SimulationResult
 from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.inputs import BACKBONES, DEFAULT_BACKBONE
-from fedstyle_secure.training.dp import DpConfig
+from fedstyle_secure.training.dp import PRIVATE_LAYERS, DpConfig
 from fedstyle_secure.training.local import LocalConfig
 from fedstyle_secure.training.pretrain import PRETRAIN_STEPS_UNDER_DP
 
@@ -67,6 +67,10 @@ def add_privacy_arguments(parser: argparse.ArgumentParser, default_epsilon: floa
     group.add_argument("--clip-norm", type=float, default=1.0, metavar="C", help="per-artwork gradient clipping norm (default %(default)s)")
     group.add_argument("--noise-multiplier", type=float, metavar="S", help="use this DP-SGD noise multiplier instead of calibrating it to --epsilon")
     group.add_argument("--accountant", choices=("prv", "rdp", "gdp"), default="prv", help="privacy accountant enforcing the budget (default %(default)s)")
+    group.add_argument(
+        "--private-layers", choices=PRIVATE_LAYERS, default="last",
+        help="what DP-SGD updates: the head's last layer and classifier (earlier layers keep the public warm start), or all (default %(default)s)",
+    )
     if reports_dir:
         group.add_argument("--reports-dir", type=Path, metavar="DIR", help="write each artist's signed epsilon report per round here")
 
@@ -79,7 +83,8 @@ def dp_config_from_args(args: argparse.Namespace, epsilon: float | None = None) 
             raise ConfigError("--noise-multiplier needs a finite --epsilon budget to enforce")
         return None
     return DpConfig(
-        epsilon=eps, delta=args.delta, clip_norm=args.clip_norm, accountant=args.accountant, noise_multiplier=args.noise_multiplier
+        epsilon=eps, delta=args.delta, clip_norm=args.clip_norm, accountant=args.accountant, noise_multiplier=args.noise_multiplier,
+        private_layers=getattr(args, "private_layers", "last"),
     )
 
 

@@ -20,7 +20,7 @@ from fedstyle_secure.federation.strategy import ALGORITHMS
 # Arguments that change what a cell computes; they key the resumable cell cache.
 _CONFIG_KEYS = (
     "artists", "per_artist", "query_fraction", "public", "artists_per_client", "rounds", "local_epochs", "seed",
-    "backbone", "batch_size", "lr", "tau", "delta", "clip_norm", "noise_multiplier", "accountant",
+    "backbone", "batch_size", "lr", "tau", "delta", "clip_norm", "noise_multiplier", "accountant", "private_layers",
 )
 
 

@@ -5,8 +5,9 @@ Where what is configured (privacy unit: one artwork, record-level):
 
 * ``[federation]`` of ``server.toml`` -- the plan the whole federation runs: target ``epsilon``
   (absent or ``inf`` = no DP), ``delta`` (absent = per artist ``min(1e-5, 1/(10 n))``),
-  ``clip_norm``, ``accountant`` (``prv`` default, ``rdp``, ``gdp``) and optionally a fixed
-  ``noise_multiplier`` instead of calibrating one.  The server announces it; it never sees
+  ``clip_norm``, ``accountant`` (``prv`` default, ``rdp``, ``gdp``), ``private_layers``
+  (``last`` default, ``all``: what DP-SGD updates) and optionally a fixed ``noise_multiplier``
+  instead of calibrating one.  The server announces it; it never sees
   an artist's number of artworks ``n``, so ``delta < 1/n`` is checked by each artist.
 * ``[client]`` of ``client.toml`` -- the artist's OWN budget ``budget_epsilon`` (absent = the
   federation's epsilon) and ``budget_delta`` (absent = the plan's delta), enforced by its own
@@ -26,11 +27,11 @@ from typing import Any, Iterable
 
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.privacy.accounting import ACCOUNTANTS
-from fedstyle_secure.training.dp import DpConfig, refresh_rounds
+from fedstyle_secure.training.dp import PRIVATE_LAYERS, DpConfig, refresh_rounds
 from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.wire import pb
 
-FEDERATION_DP_FIELDS: tuple[str, ...] = ("epsilon", "delta", "clip_norm", "accountant", "noise_multiplier")
+FEDERATION_DP_FIELDS: tuple[str, ...] = ("epsilon", "delta", "clip_norm", "accountant", "noise_multiplier", "private_layers")
 
 
 def _number(table: dict[str, Any], name: str, where: str) -> float | None:
@@ -69,7 +70,13 @@ def pop_federation_dp(table: dict[str, Any], where: str) -> DpConfig | None:
     accountant = dp.get("accountant", "prv")
     if accountant not in ACCOUNTANTS:
         raise ConfigError(f"{where}.accountant must be one of {', '.join(ACCOUNTANTS)}, got {accountant!r}")
-    return DpConfig(epsilon=epsilon, delta=delta, clip_norm=1.0 if clip_norm is None else clip_norm, accountant=accountant, noise_multiplier=noise)
+    private_layers = dp.get("private_layers", "last")
+    if private_layers not in PRIVATE_LAYERS:
+        raise ConfigError(f"{where}.private_layers must be one of {', '.join(PRIVATE_LAYERS)}, got {private_layers!r}")
+    return DpConfig(
+        epsilon=epsilon, delta=delta, clip_norm=1.0 if clip_norm is None else clip_norm, accountant=accountant, noise_multiplier=noise,
+        private_layers=private_layers,
+    )
 
 
 def dp_schedule(schedule: Schedule, dp: DpConfig | None, given: Iterable[str], where: str) -> Schedule:
@@ -112,6 +119,7 @@ def dp_parameters(dp: DpConfig | None, release_rounds: Iterable[int]) -> pb.DpPa
     return pb.DpParameters(
         noise_multiplier=dp.noise_multiplier or 0.0, clip_norm=dp.clip_norm, sample_rate=0.0, epsilon_budget=dp.epsilon,
         delta=dp.delta or 0.0, accountant=dp.accountant, release_rounds=sorted(int(r) for r in release_rounds),
+        private_layers=dp.private_layers,
     )
 
 
@@ -128,6 +136,8 @@ def announced_dp(plan: pb.RoundPlan) -> tuple[DpConfig, frozenset[int]] | None:
         table["delta"] = msg.delta
     if msg.noise_multiplier:
         table["noise_multiplier"] = msg.noise_multiplier
+    if msg.private_layers:
+        table["private_layers"] = msg.private_layers
     dp = pop_federation_dp(table, "announced federation")
     if dp is None:
         raise ConfigError("announced federation.epsilon: a DP plan needs a finite epsilon")
