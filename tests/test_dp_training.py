@@ -9,7 +9,8 @@ from fedstyle_secure.cli.main import main
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
 from fedstyle_secure.privacy.accounting import compute_epsilon
-from fedstyle_secure.training.dp import DpConfig, make_private, opacus_batch_size, plan_dp
+from fedstyle_secure.training.dp import DpConfig, plan_dp
+from fedstyle_secure.training.dp_sgd import make_private, opacus_batch_size
 from fedstyle_secure.training.local import LocalConfig
 
 

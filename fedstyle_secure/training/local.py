@@ -1,6 +1,7 @@
 """One client's local training: the objectives of FedStyle and its baselines (no I/O).
 
-The same loop runs with or without DP-SGD (``dp``); see :mod:`fedstyle_secure.training.dp`.
+The same loop runs with or without DP-SGD (``dp``); see :mod:`fedstyle_secure.training.dp` (plan) and
+:mod:`fedstyle_secure.training.dp_sgd` (Opacus).
 
 Every private loss is a **sum of per-artwork terms**: an artwork's loss depends only on its
 own views, the broadcast (public) prototypes and consensus, and detached embeddings of the
@@ -20,8 +21,8 @@ from torch import nn
 from fedstyle_secure.models.embed import embed
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import trainable_parameters
-from fedstyle_secure.training.dp import (
-    DpPlan,
+from fedstyle_secure.training.dp import DpPlan
+from fedstyle_secure.training.dp_sgd import (
     PrivateTraining,
     known_opacus_warnings_handled,
     make_private,

@@ -45,7 +45,7 @@ after a restart the stored file is re-uploaded, never re-signed.
 Threat model: the server coordinates but is not trusted with the artists' privacy -- an
 artist's budget is enforced on the artist's machine; the state directory is as private as the
 artist's images.  The DP noise comes from torch's/NumPy's PRNGs (not a CSPRNG; see
-:func:`fedstyle_secure.training.dp.known_opacus_warnings_handled`).
+:func:`fedstyle_secure.training.dp_sgd.known_opacus_warnings_handled`).
 """
 
 from __future__ import annotations
