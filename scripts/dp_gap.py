@@ -32,6 +32,7 @@ from fedstyle_secure.federation.privacy_plan import plan_participation, training
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
 from fedstyle_secure.federation.strategy import algorithm_spec
 from fedstyle_secure.models.embed import embed, prototype_sums
+from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.retrieval.evaluate import evaluate_global
 from fedstyle_secure.training.dp import DpConfig, refresh_rounds, release_prototype_sums
 from fedstyle_secure.training.local import LocalConfig
@@ -64,7 +65,7 @@ def measure(data: FederationData, seed: int, epsilons: list[float], rounds: int,
     local = LocalConfig(epochs=epochs)
     plain = run_simulation(SimulationConfig(rounds=rounds, seed=seed, local=local), data)
     assert plain.global_model is not None
-    start = make_initial_model(SimulationConfig(seed=seed).encoder, data.bank, data.public, None, seed=seed,
+    start = make_initial_model(EncoderConfig(), data.bank, data.public, None, seed=seed,
                                pretrain_steps=default_pretrain_steps(True), cache=warm_start_cache(data.cache_dir))
     row = {"non-private": plain.metrics.artist_accuracy, "public-only exact": accuracy_with_release(start, data, None, seed)}
     for eps in epsilons:

@@ -44,6 +44,9 @@ def test_cached_warm_start_is_reused_and_a_damaged_entry_is_recomputed(tiny_fede
     computed = get_flat_params(build())
     (entry,) = list(cache.dir.glob("*.npy"))
     np.testing.assert_array_equal(np.load(entry), get_flat_params(build().encoder))
+    planted = np.full_like(np.load(entry), 0.25)
+    np.save(entry, planted)  # a valid entry is used as it is, not recomputed
+    np.testing.assert_array_equal(get_flat_params(build().encoder), planted)
     np.save(entry, np.ones(7, dtype=np.float32))  # a stale entry of the wrong shape: recomputed
     np.testing.assert_array_equal(get_flat_params(build()), computed)
     entry.write_bytes(b"not an array")  # a damaged entry: recomputed and rewritten

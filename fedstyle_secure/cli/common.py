@@ -84,7 +84,7 @@ def dp_config_from_args(args: argparse.Namespace, epsilon: float | None = None) 
         return None
     return DpConfig(
         epsilon=eps, delta=args.delta, clip_norm=args.clip_norm, accountant=args.accountant, noise_multiplier=args.noise_multiplier,
-        private_layers=getattr(args, "private_layers", "last"),
+        private_layers=args.private_layers,
     )
 
 

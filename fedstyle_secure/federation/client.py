@@ -125,9 +125,11 @@ class StyleClient:
         sums, counts = prototype_sums(embed(self.model, self.data.bank.originals()), self.data.labels, self.n_artists)
         rows = np.flatnonzero(counts > 0)
         round_id = broadcast.round if round_id is None else round_id
-        sigma = None if self.dp is None or self.ledger is None else self.dp.release_sigma_at(round_id)
-        if sigma is not None and self.ledger is not None and self.dp is not None:
-            self.ledger.record(self.dp.round_mechanisms(round_id, train=False))  # fails closed if over budget
+        sigma = None
+        if self.dp is not None and self.ledger is not None:
+            sigma = self.dp.release_sigma_at(round_id)
+            if sigma is not None:
+                self.ledger.record(self.dp.round_mechanisms(round_id, train=False))  # fails closed if over budget
         released = release_prototype_sums(sums[rows], sigma, self.rng)
         self.own = Publication(artist_rows=rows, prototypes=released.astype(np.float32))
         return self.own

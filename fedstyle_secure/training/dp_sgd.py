@@ -167,7 +167,12 @@ def make_private(
         grad_sample_mode=clipping,
         criterion=PerArtworkLoss(),
     )
-    private = PrivateTraining(*wrapped[:2], wrapped[-1], wrapped[2] if clipping == "ghost" else None)
+    if clipping == "ghost":  # Opacus also returns the criterion that runs the two backward passes
+        module, dp_optimizer, criterion, dp_loader = wrapped
+        private = PrivateTraining(module, dp_optimizer, dp_loader, criterion)
+    else:
+        module, dp_optimizer, dp_loader = wrapped
+        private = PrivateTraining(module, dp_optimizer, dp_loader)
     expected = 1.0 / len(loader)
     if abs(expected - plan.sample_rate) > 1e-12:
         private.close()

@@ -118,9 +118,7 @@ def make_initial_model(
         pretrain_on_public(model.encoder, public, cfg, seed)
         return get_flat_params(model.encoder)
 
-    if cache is None:
-        warm_start()
-        return model
-    flat = cache.get_or_compute(warm_start_key(config, bank.input_shape[0], public, cfg, seed), warm_start, lambda a: a.shape == (n_params,))
+    store = cache if cache is not None else warm_start_cache(None)  # None: computed, not kept
+    flat = store.get_or_compute(warm_start_key(config, bank.input_shape[0], public, cfg, seed), warm_start, lambda a: a.shape == (n_params,))
     set_flat_params(model.encoder, flat)
     return model
