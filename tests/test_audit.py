@@ -17,10 +17,12 @@ from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease
 from fedstyle_secure.privacy.recompute import recompute_epsilon_pld
 from fedstyle_secure.privacy.report_store import load_manifest, register_public_key, report_path, write_report
+from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE, SEEDED_NOISE_SOURCE
 from fedstyle_secure.privacy.reports import build_report, public_key_to_text, sign_report
 
 KEYS = {artist: Ed25519PrivateKey.generate() for artist in ("alice", "bob")}
 ROUNDS = 3
+FINAL = ROUNDS - 1  # the fixture's last report stands for the run's final publication
 
 
 def round_mechanisms(round_id: int) -> list[DpSgdSteps | GaussianRelease]:
@@ -39,7 +41,9 @@ def clean_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ledger = BudgetLedger(PrivacyBudget(epsilon=6.0, delta=1e-5), dataset_size=500)
         for round_id in range(ROUNDS):
             ledger.record(round_mechanisms(round_id))
-            write_report(root, sign_report(build_report(ledger, artist_id=artist, round_id=round_id), key))
+            report = build_report(ledger, artist_id=artist, round_id=round_id, noise_source=SECURE_NOISE_SOURCE,
+                                  final_round=FINAL)
+            write_report(root, sign_report(report, key))
     return root
 
 
@@ -171,7 +175,8 @@ def dp_sgd_report(clean_dir: Path) -> dict:
     """Signed report whose history is 1000 steps at q=0.01, sigma=1 (PLD 1.83, RDP 2.10, GDP 1.62)."""
     ledger = BudgetLedger(PrivacyBudget(epsilon=3.0, delta=1e-5), dataset_size=500, accountant="prv")
     ledger.record([DpSgdSteps(sample_rate=0.01, noise_multiplier=1.0, steps=1000, clip_norm=1.0, round_id=0)])
-    return build_report(ledger, artist_id="alice", round_id=0, accountants=["rdp", "gdp"])
+    return build_report(ledger, artist_id="alice", round_id=0, accountants=["rdp", "gdp"],
+                        noise_source=SECURE_NOISE_SOURCE)
 
 
 def audit_claims(report: dict, tolerance: float = 0.01, **claims: float) -> set[str]:
@@ -208,3 +213,15 @@ def test_duplicate_round_and_rewritten_history_are_flagged(clean_dir: Path) -> N
     by_source = {audit.source: {f.code for f in audit.findings} for audit in result.reports}
     assert by_source["copy"] == {"duplicate_round"}
     assert by_source["rewritten"] == {"invalid_signature", "history_rewritten"}
+
+
+# --------------------------------------------------------------------------- noise source
+
+
+def test_reports_with_seeded_or_unstated_noise_are_flagged(reports: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(reports, "alice", 1, lambda r: r.update(noise_source=SEEDED_NOISE_SOURCE), key=KEYS["alice"])
+    edit(reports, "bob", 0, lambda r: r.pop("noise_source"), key=KEYS["bob"])  # a report of an older version
+    status, result = audit_json(reports, capsys)
+    assert status == 1
+    assert codes(result, "alice", 1) == {"noise_not_secure"} and codes(result, "bob", 0) == {"noise_not_secure"}
+    assert codes(result, "alice", 0) == codes(result, "bob", 1) == set()

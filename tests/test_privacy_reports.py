@@ -17,6 +17,7 @@ from fedstyle_secure.privacy.accounting import compute_epsilon
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.jsonio import read_json
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, history_from_list
+from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE
 from fedstyle_secure.privacy.report_schema import report_schema, report_schema_errors
 from fedstyle_secure.privacy.report_store import (
     load_manifest,
@@ -50,7 +51,9 @@ def ledger() -> BudgetLedger:
 
 @pytest.fixture(scope="module")
 def signed(ledger: BudgetLedger) -> dict:
-    return sign_report(build_report(ledger, artist_id="alice", round_id=3, issued_at="2026-01-02T03:04:05Z"), KEY)
+    report = build_report(ledger, artist_id="alice", round_id=3, noise_source=SECURE_NOISE_SOURCE, final_round=5,
+                          issued_at="2026-01-02T03:04:05Z")
+    return sign_report(report, KEY)
 
 
 def test_report_states_unit_budget_history_and_epsilon_per_accountant(ledger: BudgetLedger, signed: dict) -> None:
@@ -61,6 +64,7 @@ def test_report_states_unit_budget_history_and_epsilon_per_accountant(ledger: Bu
     assert signed["epsilon"]["rdp"] > signed["epsilon"]["prv"] > 0
     assert signed["budget"] == {"epsilon": 8.0, "delta": 1e-5} and signed["delta"] == 1e-5
     assert signed["dataset_size"] == 400
+    assert signed["noise_source"] == SECURE_NOISE_SOURCE == "os-csprng/chacha20" and signed["final_round"] == 5
     assert history_from_list(signed["mechanisms"]) == ledger.history
     assert set(signed["software"]) == {"torch", "opacus", "dp-accounting", "fedstyle-secure"}
     assert signed["software"]["opacus"][0].isdigit()
@@ -68,7 +72,8 @@ def test_report_states_unit_budget_history_and_epsilon_per_accountant(ledger: Bu
 
 def test_unsigned_and_signed_reports_match_the_published_schema(ledger: BudgetLedger, signed: dict) -> None:
     assert report_schema()["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert report_schema_errors(build_report(ledger, artist_id="alice", round_id=3)) == []
+    unsigned = build_report(ledger, artist_id="alice", round_id=3, noise_source=SECURE_NOISE_SOURCE)
+    assert report_schema_errors(unsigned) == []
     assert report_schema_errors(json.loads(json.dumps(signed))) == []
 
 

@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.mechanisms import GaussianRelease
+from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE
 from fedstyle_secure.privacy.reports import build_report, sign_report
 from fedstyle_secure.secure.ckks import encrypt
 from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
@@ -294,7 +295,7 @@ def test_epsilon_reports_must_be_signed_by_the_artist(served, keys, tmp_path):
     with channel:
         ledger = BudgetLedger(PrivacyBudget(1.0, 1e-5), 20)
         ledger.record([GaussianRelease(1.0, 8.0, 0, "style-prototype-sums")])
-        report = build_report(ledger, artist_id="artist_a", round_id=0)
+        report = build_report(ledger, artist_id="artist_a", round_id=0, noise_source=SECURE_NOISE_SOURCE)
         signed = sign_report(report, load_artist_keys(keys, "artist_a").identity_key)
         assert session.report(0, json.dumps(signed).encode()).accepted_bytes > 0
         assert (tmp_path / "reports" / "artist_a" / "round-0000.json").exists()

@@ -16,6 +16,7 @@ from fedstyle_secure.federation.privacy_plan import plan_participation
 from fedstyle_secure.privacy.accounting import compute_epsilon
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease
+from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE
 from fedstyle_secure.privacy.reports import build_report, sign_report
 from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
 from fedstyle_secure.training.dp import DpConfig
@@ -83,6 +84,7 @@ def test_dp_federation_reports_every_round_and_audits_clean(tmp_path, data):
         assert 0.9 * EPSILON < ledger.epsilon_spent <= EPSILON
         final = json.loads((work / "reports" / artist / ROUND_REPORTS[-1]).read_text())
         assert final["epsilon"]["prv"] == pytest.approx(ledger.epsilon_spent)
+        assert final["noise_source"] == SECURE_NOISE_SOURCE and final["final_round"] == 2
     assert main(["audit", str(work / "reports")]) == 0
     assert main(["audit", str(artist_dirs(work, ARTISTS[0])[1])]) == 0
 
@@ -159,7 +161,8 @@ def test_artist_crash_after_charging_resends_the_same_contribution(tmp_path, dat
 def _real_report(artist: str, keys, round_id: int = 0, epsilon_budget: float = 2.0) -> dict:
     ledger = BudgetLedger(PrivacyBudget(epsilon_budget, 1e-5), 20)
     ledger.record([GaussianRelease(1.0, 4.0, round_id, "style-prototype-sums")])
-    return sign_report(build_report(ledger, artist_id=artist, round_id=round_id), load_artist_keys(keys, artist).identity_key)
+    report = build_report(ledger, artist_id=artist, round_id=round_id, noise_source=SECURE_NOISE_SOURCE)
+    return sign_report(report, load_artist_keys(keys, artist).identity_key)
 
 
 def test_tampered_or_unsigned_reports_are_refused_and_the_server_keeps_serving(tmp_path):

@@ -17,6 +17,7 @@ from fedstyle_secure.federation.strategy import AlgorithmSpec, client_contributi
 from fedstyle_secure.models.embed import embed, prototype_sums
 from fedstyle_secure.models.params import get_flat_params, set_flat_params, trainable_parameters
 from fedstyle_secure.privacy.budget import BudgetLedger, SpendDecision
+from fedstyle_secure.privacy.noise import CsprngNoise, NoiseSource
 from fedstyle_secure.training.dp import DpPlan, release_prototype_sums
 from fedstyle_secure.training.local import LocalConfig, LocalData, LocalResult, RoundContext, train_local
 
@@ -46,6 +47,11 @@ class StyleClient:
     With a ``dp`` plan and a ``ledger``, every prototype release is a Gaussian mechanism and
     every local round is DP-SGD, each checked against the ledger's budget *before* it runs and
     recorded after; a client whose next round would exceed its budget retires.
+
+    Randomness: ``noise`` draws everything DP rests on (release noise, DP-SGD noise, Poisson
+    batches); default a fresh :class:`~fedstyle_secure.privacy.noise.CsprngNoise` keyed by the OS,
+    known to nobody else.  ``rng`` (may be seeded from public values) only picks augmented views and
+    public images, which DP does not rest on.
     """
 
     def __init__(
@@ -60,6 +66,7 @@ class StyleClient:
         rng: np.random.Generator,
         dp: DpPlan | None = None,
         ledger: BudgetLedger | None = None,
+        noise: NoiseSource | None = None,
     ) -> None:
         if (dp is None) != (ledger is None):
             raise PrivacyError(f"{client_id}: a DP plan needs a budget ledger and vice versa")
@@ -71,6 +78,7 @@ class StyleClient:
         self.public_inputs = public_inputs
         self.n_artists = n_artists
         self.rng = rng
+        self.noise = CsprngNoise() if noise is None else noise
         self.dp = dp
         self.ledger = ledger
         self.last_result: LocalResult | None = None
@@ -130,7 +138,7 @@ class StyleClient:
             sigma = self.dp.release_sigma_at(round_id)
             if sigma is not None:
                 self.ledger.record(self.dp.round_mechanisms(round_id, train=False))  # fails closed if over budget
-        released = release_prototype_sums(sums[rows], sigma, self.rng)
+        released = release_prototype_sums(sums[rows], sigma, self.noise)
         self.own = Publication(artist_rows=rows, prototypes=released.astype(np.float32))
         return self.own
 
@@ -161,7 +169,9 @@ class StyleClient:
             if not decision.allowed:
                 self.retired_reason = f"privacy budget: {decision.reason}"
                 raise PrivacyError(f"{self.client_id} cannot train round {round_id}: {decision.reason}")
-        self.last_result = train_local(self.model, self.data, ctx, self.spec.objective, self.config, self.rng, self.dp)
+        self.last_result = train_local(
+            self.model, self.data, ctx, self.spec.objective, self.config, self.rng, self.dp, self.noise
+        )
         if self.ledger is not None and self.dp is not None:
             self.ledger.record(self.dp.round_mechanisms(round_id, release=False))
         return client_contribution(

@@ -32,6 +32,7 @@ from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.federation.reporting import ReportWriter
 from fedstyle_secure.models.params import get_flat_params, set_flat_params
 from fedstyle_secure.federation.privacy_plan import new_ledger, plan_participation, training_release_rounds
+from fedstyle_secure.privacy.noise import CsprngNoise, SeededNoise
 from fedstyle_secure.retrieval.evaluate import evaluate_global, evaluate_personal
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics
 from fedstyle_secure.secure.api import PlainSummation, SecureSummation
@@ -49,7 +50,13 @@ from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initi
 
 @dataclass(frozen=True)
 class SimulationConfig:
-    """One federated run.  ``rounds`` x ``local.epochs`` is every algorithm's training budget."""
+    """One federated run.  ``rounds`` x ``local.epochs`` is every algorithm's training budget.
+
+    ``seed`` fixes everything DP does not rest on (split, initialisation, view choice).  The DP noise
+    and Poisson batches come from a fresh OS-keyed CSPRNG per client, so DP runs are not
+    reproducible, unless ``insecure_seeded_noise``: then they come from a generator seeded by ``seed``
+    and the client's index, for research only -- anyone knowing the seed can strip the noise.
+    """
 
     algorithm: str = "fedstyle"
     rounds: int = 20
@@ -59,6 +66,7 @@ class SimulationConfig:
     secure: str = "none"
     dp: DpConfig | None = None
     public_pretrain_steps: int | None = None  # public warm start; None: on under DP, off without
+    insecure_seeded_noise: bool = False
 
     @property
     def pretrain_steps(self) -> int:
@@ -115,6 +123,7 @@ def make_clients(config: SimulationConfig, data: FederationData, model: nn.Modul
     releases = training_release_rounds(spec, refreshes)  # the final publication comes on top
     clients = []
     for i, items in enumerate(groups):
+        noise = SeededNoise([config.seed, i, 0xD9]) if config.insecure_seeded_noise else CsprngNoise()
         plan = ledger = None
         if config.dp is not None:
             plan = plan_participation(config.dp, len(items), config.local, config.rounds, releases)
@@ -131,6 +140,7 @@ def make_clients(config: SimulationConfig, data: FederationData, model: nn.Modul
                 rng=rng,
                 dp=plan,
                 ledger=ledger,
+                noise=noise,
             )
         )
     return clients
@@ -286,7 +296,8 @@ class _RoundReports:
     def write_round(self, clients: list[StyleClient], round_id: int) -> None:
         for client in clients:
             for artist in client.artists:
-                self.writer.write(self.data.artists[artist], client.ledger, round_id)
+                self.writer.write(self.data.artists[artist], client.ledger, round_id, noise_source=client.noise.name,
+                                  final_round=client.dp.final_round)
 
 
 def _privacy_summary(clients: list[StyleClient], data: FederationData) -> dict[str, dict]:
@@ -302,6 +313,7 @@ def _privacy_summary(clients: list[StyleClient], data: FederationData) -> dict[s
                 "accountant": client.ledger.accountant,
                 "noise_multiplier": client.dp.noise_multiplier,
                 "prototype_release_sigma": client.dp.release_sigma,
+                "noise_source": client.noise.name,
                 "retired": client.retired_reason,
                 "privacy_unit": "one artwork (record-level)",
             }

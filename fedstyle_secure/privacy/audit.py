@@ -1,7 +1,9 @@
 """Analytical audit of signed epsilon reports (pure: loaded JSON in, findings out).
 
 Checks per report: JSON Schema; signature present, made with the artist's key from the
-manifest and matching every field; known accountant; Poisson sampling (the only sampler
+manifest and matching every field; noise from a CSPRNG
+(:data:`~fedstyle_secure.privacy.noise.SECURE_NOISE_SOURCES`; a report that does not say is
+flagged too); known accountant; Poisson sampling (the only sampler
 any accountant here covers); delta below 1/n; claimed epsilon within the budget; and the
 claimed epsilon against an INDEPENDENT recomputation with ``dp_accounting``
 (:mod:`fedstyle_secure.privacy.recompute`). Checks across one artist's reports: one report
@@ -33,6 +35,7 @@ from typing import Any, Mapping, Sequence
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.privacy.accounting import ACCOUNTANTS
 from fedstyle_secure.privacy.mechanisms import History, history_from_list, non_poisson_groups
+from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCES
 from fedstyle_secure.privacy.recompute import recompute_epsilon_pld, recompute_epsilon_rdp
 from fedstyle_secure.privacy.report_schema import report_schema_errors
 from fedstyle_secure.privacy.reports import SIGNATURE_FIELD, public_key_from_text, verify_report_signature
@@ -59,6 +62,7 @@ DUPLICATE_ROUND = "duplicate_round"
 EPSILON_DECREASING = "epsilon_decreasing"
 HISTORY_REWRITTEN = "history_rewritten"
 BUDGET_CHANGED = "budget_changed"
+NOISE_NOT_SECURE = "noise_not_secure"
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,7 @@ def _audit_one(loaded: LoadedReport, keys: Mapping[str, Any], tolerance: float) 
     audit.accountant = report["accountant"]
     audit.claimed_epsilon = report["epsilon"].get(audit.accountant)
     _check_signature(audit, report, keys.get(audit.artist_id))
+    _check_noise_source(audit, report)
     try:
         history = history_from_list(report["mechanisms"])
     except PrivacyError as exc:
@@ -186,6 +191,16 @@ def _check_signature(audit: ReportAudit, report: Mapping[str, Any], key_entry: A
         verify_report_signature(report, public_key_from_text(str(key_entry["public_key"])))
     except PrivacyError as exc:
         audit.flag(INVALID_SIGNATURE, str(exc))
+
+
+def _check_noise_source(audit: ReportAudit, report: Mapping[str, Any]) -> None:
+    source = report.get("noise_source")
+    if source is None:
+        audit.flag(NOISE_NOT_SECURE, "the report does not say where its DP noise came from (an older version drew it "
+                                     "from a generator seeded by the server's plan seed): it may be predictable")
+    elif source not in SECURE_NOISE_SOURCES:
+        audit.flag(NOISE_NOT_SECURE, f"DP noise from {source!r}, not from a CSPRNG: whoever knows its seed can "
+                                     "subtract the noise, so the claimed epsilon does not hold against them")
 
 
 def _check_claims(audit: ReportAudit, report: Mapping[str, Any]) -> None:

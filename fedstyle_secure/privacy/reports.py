@@ -2,10 +2,11 @@
 
 A report states the privacy unit (ONE ARTWORK, record-level DP -- never the artist), the
 budget, the epsilon spent so far at the report's delta per accountant, the full mechanism
-history it was computed from, the dataset size and the library versions. It is signed
+history it was computed from, where its noise came from, the round of the run's final
+publication, the dataset size and the library versions. It is signed
 with the artist's Ed25519 key over its canonical JSON (sorted keys, no whitespace, UTF-8)
 so that any later edit of any field is detectable; anyone holding the artist's public key
-(see the reports manifest) can verify it and recompute its epsilon.
+(from the key set, ``fedstyle audit --keys``) can verify it and recompute its epsilon.
 
 Threat model: the signature authenticates WHO issued a report and that it is unmodified;
 it does not make the numbers correct -- that is what :mod:`~fedstyle_secure.privacy.audit`
@@ -59,16 +60,22 @@ def build_report(
     *,
     artist_id: str,
     round_id: int,
+    noise_source: str,
+    final_round: int | None = None,
     accountants: Iterable[str] | None = None,
     issued_at: str | None = None,
 ) -> dict[str, Any]:
     """Unsigned report of ``ledger``'s state after round ``round_id``.
 
+    ``noise_source`` names where the DP noise and Poisson sampling came from (see
+    :mod:`fedstyle_secure.privacy.noise`; the audit flags any source but a CSPRNG);
+    ``final_round`` is the round of the run's final publication, the last report the audit expects.
     ``accountants`` lists every accountant whose epsilon is reported; the ledger's own
     accountant (the one enforcing the budget) always comes first. Default: it plus ``"rdp"``.
     """
     delta = ledger.budget.delta
     names = list(dict.fromkeys([ledger.accountant, *(accountants if accountants is not None else ["rdp"])]))
+    optional = {} if final_round is None else {"final_round": final_round}
     return {
         "format": REPORT_FORMAT,
         "artist_id": artist_id,
@@ -82,6 +89,8 @@ def build_report(
         "epsilon": {name: compute_epsilon(ledger.history, delta, name) for name in names},
         "budget": ledger.budget.to_dict(),
         "mechanisms": history_to_list(ledger.history),
+        "noise_source": noise_source,
+        **optional,
         "software": software_versions(),
         "ledger_created_at": ledger.created_at,
         "issued_at": issued_at or utc_now_iso(),

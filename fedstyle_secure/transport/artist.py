@@ -24,6 +24,7 @@ from fedstyle_secure.federation.packing import Layout, pack
 from fedstyle_secure.federation.strategy import algorithm_spec
 from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, build_input_bank, default_cache_dir
+from fedstyle_secure.privacy.noise import CsprngNoise
 from fedstyle_secure.secure.ckks import EncryptedVector, encrypt
 from fedstyle_secure.secure.keystore import ArtistKeys
 from fedstyle_secure.training.local import LocalConfig, LocalData
@@ -43,7 +44,11 @@ SKIPPABLE = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED, grpc.
 
 
 def build_style_client(config: ClientConfig, artist_id: str, roster: tuple[str, ...], plan: pb.RoundPlan) -> StyleClient:
-    """The artist's StyleClient, built the way :func:`prepare_federation` builds a simulated one."""
+    """The artist's StyleClient, built the way :func:`prepare_federation` builds a simulated one.
+
+    Its DP draws come from a fresh :class:`CsprngNoise` keyed by this process's OS entropy, never from a
+    seeded source: the server picks the plan seed and roster rows are public.  After a restart the
+    artist gets a new one (the key is never stored): what was released is resent, never recomputed."""
     artworks, _ = load_image_folder(config.data, min_artists=1)
     expected_public = f"generated:{DEFAULT_PUBLIC_IMAGES}:seed0"
     if plan.public_set.name != expected_public:
@@ -60,10 +65,10 @@ def build_style_client(config: ClientConfig, artist_id: str, roster: tuple[str, 
         seed=plan.seed, pretrain_steps=default_pretrain_steps(plan.HasField("dp")), cache=warm_start_cache(cache),
     )
     row = roster.index(artist_id)
-    return StyleClient(
+    return StyleClient(  # rng: view / public-image choice only (public seed is fine); DP draws: the OS-keyed CSPRNG
         client_id=artist_id, data=LocalData(bank=bank, labels=np.full(len(bank), row)), spec=spec, model=model,
         config=LocalConfig(epochs=config.epochs, batch_size=config.batch_size), public_inputs=public.originals(),
-        n_artists=len(roster), rng=np.random.default_rng([plan.seed, row]),
+        n_artists=len(roster), rng=np.random.default_rng([plan.seed, row]), noise=CsprngNoise(),
     )
 
 

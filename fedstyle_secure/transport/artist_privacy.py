@@ -307,7 +307,8 @@ class ArtistPrivacy:
             raise PrivacyError(f"report of round {r} requested after later charges (latest {self._latest_charged_round()})")
         path = report_path(self.writer.dir, self.keys.artist_id, r)
         if not path.exists():
-            self.writer.write(self.keys.artist_id, self.ledger, r)
+            self.writer.write(self.keys.artist_id, self.ledger, r, noise_source=self.client.noise.name,
+                              final_round=self.plan.final_round)
             log.info("%s: epsilon %.4g of %.4g after round %d", self.keys.artist_id, self.ledger.epsilon_spent, self.ledger.budget.epsilon, r)
         self.upload_pending(session)
         return path

@@ -14,8 +14,13 @@ What is kept (see :mod:`.artist_privacy` for why):
 * ``results`` -- what the artist computed in the phases of the latest round it acted in
   (its noised prototype publication, its packed contribution vector), to resend unchanged;
 * ``own`` -- its latest published prototypes (they enter its own training context);
-* ``rng`` -- the NumPy generator state, ``retired`` reason, ``uploaded`` report rounds and the
-  ``plan`` it calibrated (to detect a changed federation plan after a restart).
+* ``rng`` -- the state of the seeded NumPy generator that picks augmented views and public images
+  (not privacy-relevant), ``retired`` reason, ``uploaded`` report rounds and the ``plan`` it
+  calibrated (to detect a changed federation plan after a restart).
+
+The key of the CSPRNG that draws the DP noise is NOT stored: a resumed artist starts a fresh one
+(:class:`~fedstyle_secure.privacy.noise.CsprngNoise`), and never needs the old one, because every
+charged result is stored and resent, never recomputed.
 
 Threat model: the state directory is as private as the artist's images (it lives on the
 artist's machine); integrity against a local attacker is out of scope.
