@@ -101,7 +101,7 @@ def test_dp_run_stays_within_budget_and_reports_audit_clean(tiny_federation, tmp
     files = sorted(p.name for p in (tmp_path / tiny_federation.artists[0]).iterdir())
     assert files == ["round-0000.json", "round-0001.json", "round-0002.json"]
     assert (tmp_path / "manifest.json").is_file()
-    assert main(["audit", str(tmp_path)]) == 0
+    assert main(["audit", str(tmp_path), "--trust-manifest"]) == 0  # a simulation's keys exist only in its manifest
     assert 0.0 <= result.metrics.artist_accuracy <= 1.0
 
 
@@ -177,7 +177,7 @@ def test_seeded_research_noise_reproduces_a_run_and_its_reports_are_flagged(tiny
     assert first.metrics == second.metrics and first.state.params.tolist() == second.state.params.tolist()
     assert {info["noise_source"] for info in first.privacy.values()} == {"seeded-prng (INSECURE, research only)"}
     capsys.readouterr()
-    assert main(["audit", str(tmp_path / "seeded"), "--json"]) == 1
+    assert main(["audit", str(tmp_path / "seeded"), "--trust-manifest", "--json"]) == 1
     rows = json.loads(capsys.readouterr().out)["reports"]
     assert rows and all({f["code"] for f in row["findings"]} == {"noise_not_secure"} for row in rows)
 

@@ -4,6 +4,7 @@ files): budgets, retirement, durable ledgers without double counting, signed eps
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 
 import grpc
@@ -64,7 +65,7 @@ def _status(federation, work) -> pb.Status:
         return pb_grpc.FederationStub(channel).GetStatus(pb.StatusRequest(), timeout=5)
 
 
-def test_dp_federation_reports_every_round_and_audits_clean(tmp_path, data):
+def test_dp_federation_reports_every_round_and_audits_clean(tmp_path, data, capsys):
     work = tmp_path / "run"
     federation = start_loopback(work, data, _schedule(), cache_dir=data.parent / "cache", dp=DpConfig(epsilon=EPSILON))
     try:
@@ -85,11 +86,25 @@ def test_dp_federation_reports_every_round_and_audits_clean(tmp_path, data):
         final = json.loads((work / "reports" / artist / ROUND_REPORTS[-1]).read_text())
         assert final["epsilon"]["prv"] == pytest.approx(ledger.epsilon_spent)
         assert final["noise_source"] == SECURE_NOISE_SOURCE and final["final_round"] == 2
-    assert main(["audit", str(work / "reports")]) == 0
-    assert main(["audit", str(artist_dirs(work, ARTISTS[0])[1])]) == 0
+    assert main(["audit", str(work / "reports"), "--keys", str(work / "keys")]) == 0
+    own = str(artist_dirs(work, ARTISTS[0])[1])  # an artist audits its own copies
+    assert main(["audit", own, "--keys", str(work / "keys"), "--artists", ARTISTS[0]]) == 0
+    # the server deleting reports of this real run is flagged (issue 10, item 7)
+    gaps = shutil.copytree(work / "reports", tmp_path / "gaps")
+    (gaps / ARTISTS[1] / ROUND_REPORTS[1]).unlink()
+    shutil.rmtree(gaps / ARTISTS[2])
+    status, result = _audit(capsys, str(gaps), "--keys", str(work / "keys"))
+    assert status == 1 and {(f["artist"], f["code"]) for f in result["findings"]} == {
+        (ARTISTS[1], "missing_rounds"), (ARTISTS[2], "artist_without_reports")}
 
 
-def test_artist_over_budget_retires_with_the_reason_and_others_finish(tmp_path, data):
+def _audit(capsys, *args: str) -> tuple[int, dict]:
+    capsys.readouterr()
+    status = main(["audit", "--json", *args])
+    return status, json.loads(capsys.readouterr().out)
+
+
+def test_artist_over_budget_retires_with_the_reason_and_others_finish(tmp_path, data, capsys):
     work = tmp_path / "run"
     federation = start_loopback(work, data, _schedule(), cache_dir=data.parent / "cache", dp=DpConfig(epsilon=EPSILON),
                                 budgets={"artist_01": 0.5})
@@ -110,7 +125,12 @@ def test_artist_over_budget_retires_with_the_reason_and_others_finish(tmp_path, 
     for artist in ("artist_00", "artist_02"):
         assert _reports(work / "reports", artist) == ROUND_REPORTS
         assert _ledger(work, artist).epsilon_spent <= EPSILON
-    assert main(["audit", str(work / "reports")]) == 0
+    # artist_01 retired before spending anything, so it has no report: the audit cannot tell that from
+    # deleted reports and flags it; audited as expected without it, the run is clean
+    status, result = _audit(capsys, str(work / "reports"), "--keys", str(work / "keys"))
+    assert status == 1
+    assert [(f["artist"], f["code"]) for f in result["findings"]] == [("artist_01", "artist_without_reports")]
+    assert main(["audit", str(work / "reports"), "--keys", str(work / "keys"), "--artists", "artist_00,artist_02"]) == 0
 
 
 class SimulatedCrash(RuntimeError):
@@ -155,7 +175,7 @@ def test_artist_crash_after_charging_resends_the_same_contribution(tmp_path, dat
     assert resumed.epsilon_spent == pytest.approx(uninterrupted.epsilon_spent)
     assert sum(isinstance(m, DpSgdSteps) and m.round_id == 1 for m in resumed.history) == 1
     assert _reports(work / "reports", victim) == ROUND_REPORTS
-    assert main(["audit", str(work / "reports")]) == 0
+    assert main(["audit", str(work / "reports"), "--keys", str(work / "keys")]) == 0
 
 
 def _real_report(artist: str, keys, round_id: int = 0, epsilon_budget: float = 2.0) -> dict:
@@ -195,7 +215,7 @@ def test_tampered_or_unsigned_reports_are_refused_and_the_server_keeps_serving(t
             assert dict(session.stub.GetStatus(pb.StatusRequest(), timeout=5).reports) == {"artist_a": 0, "artist_b": 0}
     finally:
         running.stop(0)
-    assert main(["audit", str(tmp_path / "reports")]) == 0
+    assert main(["audit", str(tmp_path / "reports"), "--keys", str(keys)]) == 0
 
 
 def _refused(call, code: grpc.StatusCode, words: str) -> None:
