@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.mechanisms import GaussianRelease
-from fedstyle_secure.privacy.reports import build_report, sign_report
+from fedstyle_secure.privacy.reports import build_report, redacted_report, sign_report
 from fedstyle_secure.secure.ckks import encrypt
 from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
 from fedstyle_secure.transport.auth import buyer_tls_pem, sign_registration
@@ -295,10 +295,10 @@ def test_epsilon_reports_must_be_signed_by_the_artist(served, keys, tmp_path):
         ledger = BudgetLedger(PrivacyBudget(1.0, 1e-5), 20)
         ledger.record([GaussianRelease(1.0, 8.0, 0, "style-prototype-sums")])
         report = build_report(ledger, artist_id="artist_a", round_id=0)
-        signed = sign_report(report, load_artist_keys(keys, "artist_a").identity_key)
+        signed = redacted_report(sign_report(report, load_artist_keys(keys, "artist_a").identity_key))
         assert session.report(0, json.dumps(signed).encode()).accepted_bytes > 0
         assert (tmp_path / "reports" / "artist_a" / "round-0000.json").exists()
-        forged = sign_report(report, load_artist_keys(keys, "artist_b").identity_key)
+        forged = redacted_report(sign_report(report, load_artist_keys(keys, "artist_b").identity_key))
         _refused(lambda: session.report(0, json.dumps(forged).encode()), grpc.StatusCode.PERMISSION_DENIED, "signed by key")
         _refused(lambda: session.report(0, b"{not json"), grpc.StatusCode.INVALID_ARGUMENT, "not JSON")
         assert dict(session.stub.GetStatus(pb.StatusRequest(), timeout=5).reports) == {"artist_a": 0}

@@ -16,7 +16,9 @@ from fedstyle_secure.federation.privacy_plan import plan_participation
 from fedstyle_secure.privacy.accounting import compute_epsilon
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease
-from fedstyle_secure.privacy.reports import build_report, sign_report
+from fedstyle_secure.privacy.reports import (
+    DATASET_SIZE_OPENING, build_report, opened_dataset_size, redacted_report, sign_report,
+)
 from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
 from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.training.local import LocalConfig
@@ -83,6 +85,11 @@ def test_dp_federation_reports_every_round_and_audits_clean(tmp_path, data):
         assert 0.9 * EPSILON < ledger.epsilon_spent <= EPSILON
         final = json.loads((work / "reports" / artist / ROUND_REPORTS[-1]).read_text())
         assert final["epsilon"]["prv"] == pytest.approx(ledger.epsilon_spent)
+        own = json.loads((artist_dirs(work, artist)[1] / artist / ROUND_REPORTS[-1]).read_text())
+        assert opened_dataset_size(own) == ledger.dataset_size and redacted_report(own) == final  # n stayed there
+    server_files = [p for p in [*work.glob("server.sqlite*"), *(work / "reports").rglob("*")] if p.is_file()]
+    stored = b"".join(p.read_bytes() for p in server_files)
+    assert b'"dataset_size"' not in stored and DATASET_SIZE_OPENING.encode() not in stored
     assert main(["audit", str(work / "reports")]) == 0
     assert main(["audit", str(artist_dirs(work, ARTISTS[0])[1])]) == 0
 
@@ -159,7 +166,9 @@ def test_artist_crash_after_charging_resends_the_same_contribution(tmp_path, dat
 def _real_report(artist: str, keys, round_id: int = 0, epsilon_budget: float = 2.0) -> dict:
     ledger = BudgetLedger(PrivacyBudget(epsilon_budget, 1e-5), 20)
     ledger.record([GaussianRelease(1.0, 4.0, round_id, "style-prototype-sums")])
-    return sign_report(build_report(ledger, artist_id=artist, round_id=round_id), load_artist_keys(keys, artist).identity_key)
+    key = load_artist_keys(keys, artist).identity_key
+    signed = sign_report(build_report(ledger, artist_id=artist, round_id=round_id), key)
+    return redacted_report(signed)  # what an artist uploads
 
 
 def test_tampered_or_unsigned_reports_are_refused_and_the_server_keeps_serving(tmp_path):

@@ -2,7 +2,10 @@
 
 Checks per report: JSON Schema; signature present, made with the artist's key from the
 manifest and matching every field; known accountant; Poisson sampling (the only sampler
-any accountant here covers); delta below 1/n; claimed epsilon within the budget; and the
+any accountant here covers); delta below 1/n when the report carries the artist's opening of
+its dataset-size commitment (checked against the signed commitment; a server's redacted copy
+has none, so this one check needs the artist's own report); claimed epsilon within the
+budget; and the
 claimed epsilon against an INDEPENDENT recomputation with ``dp_accounting``
 (:mod:`fedstyle_secure.privacy.recompute`). Checks across one artist's reports: one report
 per round, epsilon never decreasing, the mechanism history only ever extended, the budget
@@ -35,7 +38,9 @@ from fedstyle_secure.privacy.accounting import ACCOUNTANTS
 from fedstyle_secure.privacy.mechanisms import History, history_from_list, non_poisson_groups
 from fedstyle_secure.privacy.recompute import recompute_epsilon_pld, recompute_epsilon_rdp
 from fedstyle_secure.privacy.report_schema import report_schema_errors
-from fedstyle_secure.privacy.reports import SIGNATURE_FIELD, public_key_from_text, verify_report_signature
+from fedstyle_secure.privacy.reports import (
+    SIGNATURE_FIELD, opened_dataset_size, public_key_from_text, verify_report_signature,
+)
 
 DEFAULT_TOLERANCE = 0.01
 #: Relative slack for "epsilon decreased between rounds" (numerical noise only).
@@ -52,6 +57,7 @@ UNKNOWN_ACCOUNTANT = "unknown_accountant"
 MISSING_CLAIM = "missing_claim"
 SAMPLER_MISMATCH = "sampler_mismatch"
 DELTA_TOO_LARGE = "delta_too_large"
+DATASET_SIZE_MISMATCH = "dataset_size_mismatch"
 OVER_BUDGET = "over_budget"
 CLAIM_BELOW_RECOMPUTED = "claim_below_recomputed"
 RECOMPUTATION_FAILED = "recomputation_failed"
@@ -194,8 +200,13 @@ def _check_claims(audit: ReportAudit, report: Mapping[str, Any]) -> None:
             audit.flag(UNKNOWN_ACCOUNTANT, f"accountant {name!r} is not one of {list(ACCOUNTANTS)}; claim not verifiable")
     if audit.claimed_epsilon is None:
         audit.flag(MISSING_CLAIM, f"no epsilon claimed for the report's own accountant {audit.accountant!r}")
-    delta, budget, size = report["delta"], report["budget"], report["dataset_size"]
-    if delta >= 1.0 / size:
+    delta, budget = report["delta"], report["budget"]
+    try:
+        size = opened_dataset_size(report)  # None: a redacted copy (n never left the artist)
+    except PrivacyError as exc:
+        audit.flag(DATASET_SIZE_MISMATCH, str(exc))
+        size = None
+    if size is not None and delta >= 1.0 / size:
         audit.flag(DELTA_TOO_LARGE, f"delta={delta:.3g} is not below 1/n = {1.0 / size:.3g} (n={size} artworks)")
     if delta > budget["delta"]:
         audit.flag(OVER_BUDGET, f"report delta {delta:.3g} exceeds the budget delta {budget['delta']:.3g}")
