@@ -387,7 +387,7 @@ def start_server(config: ServerConfig, keys: ServerKeys, clock: Callable[[], flo
     store = StateStore(config.state_db)
     coordinator = restore_coordinator(config, keys, store)
     coordinator.start(clock())
-    revocations = None if config.crl is None else auth.Revocations(config.crl, keys.ca_certificate)
+    revocations = None if config.crl is None else auth.Revocations(config.crl, keys.ca_certificate, clock=clock)
     servicer = FederationServicer(config=config, keys=keys, coordinator=coordinator, store=store, clock=clock, revocations=revocations)
     options = [("grpc.max_receive_message_length", config.max_message_bytes), ("grpc.max_send_message_length", config.max_message_bytes)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8 + 4 * len(coordinator.roster)), options=options, interceptors=[servicer.meter])
