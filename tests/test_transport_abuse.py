@@ -24,6 +24,7 @@ from fedstyle_secure.transport.config import ServerConfig
 from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.loopback import write_fresh_keys
 from fedstyle_secure.transport.server import SERVICE_NAME, start_server
+from fedstyle_secure.transport.upload_limits import expected_layout, payload_limit
 from fedstyle_secure.transport.wire import chunk_payload, new_nonce, pb, pb_grpc
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
@@ -183,7 +184,11 @@ def test_malformed_contribution(served, keys):
         nan = np.full_like(vector, np.nan).astype("<f8").tobytes()
         _refused(lambda: session.upload(0, pb.PAYLOAD_KIND_PLAIN_VECTOR, nan, layout), grpc.StatusCode.INVALID_ARGUMENT, "NaN")
         headless = iter([pb.Chunk(data=b"\0" * 8)])
-        _refused(lambda: session.stub.UploadContribution(headless, metadata=session.metadata, timeout=5), grpc.StatusCode.INVALID_ARGUMENT, "header")
+        upload = session.stub.UploadContribution
+        target = session.submission_metadata(0, "contribute")
+        _refused(lambda: upload(headless, metadata=target, timeout=5), grpc.StatusCode.INVALID_ARGUMENT, "header")
+        _refused(lambda: upload(iter([]), metadata=session.metadata, timeout=5), grpc.StatusCode.INVALID_ARGUMENT,
+                 "must carry 'fedstyle-round'")
         _still_serving(running, session, accepted=0)
         assert _upload(session).accepted_bytes == vector.nbytes
 
@@ -194,8 +199,11 @@ def test_oversized_message_and_payload(served, keys):
     with channel:
         huge = pb.RegisterRequest(artist_id="artist_a", nonce=b"\0" * (128 * 1024))
         _refused(lambda: session.stub.Register(huge, timeout=5), grpc.StatusCode.RESOURCE_EXHAUSTED, "")
-        big = {**MOMENTS, "feature_mean": np.zeros(40_000)}  # 320 kB > 256 KiB
-        _refused(lambda: _upload(session, arrays=big, chunk_bytes=32 * 1024), grpc.StatusCode.RESOURCE_EXHAUSTED, "at most 262144")
+        big = {**MOMENTS, "feature_mean": np.zeros(40_000)}  # 320 kB: over the set-up round's layout, < max_payload
+        limit = payload_limit(expected_layout("fedstyle", 0, len(ARTISTS), 64), "contribute", "none", None)
+        assert limit < 64 * 1024  # from the round's layout (2 x 1536 feature moments + 1), not the 256 KiB ceiling
+        _refused(lambda: _upload(session, arrays=big, chunk_bytes=32 * 1024), grpc.StatusCode.RESOURCE_EXHAUSTED,
+                 f"at most {limit} (the largest legitimate upload of round 0 phase 'contribute'")
         _still_serving(running, session, accepted=0)
 
 
@@ -244,7 +252,9 @@ def test_stalled_upload_is_cut_off(served, keys):
             time.sleep(3)  # never finishes within the server's 1 s idle limit
 
         started = time.monotonic()
-        _refused(lambda: session.stub.UploadContribution(stalling(), metadata=session.metadata, timeout=10), grpc.StatusCode.DEADLINE_EXCEEDED, "stalled")
+        target = session.submission_metadata(0, "contribute")
+        _refused(lambda: session.stub.UploadContribution(stalling(), metadata=target, timeout=10),
+                 grpc.StatusCode.DEADLINE_EXCEEDED, "stalled")
         assert time.monotonic() - started < 5
         _, other = _connect(running, keys, "artist_b")
         assert _upload(other).round_id == 0  # others are still served

@@ -108,7 +108,7 @@ def test_artist_over_budget_retires_with_the_reason_and_others_finish(tmp_path, 
     reason = coordinator.state.retired["artist_01"]
     assert set(coordinator.state.retired) == {"artist_01"}
     assert reason.startswith("privacy budget") and "would exceed the budget epsilon=0.5" in reason
-    assert dict(status.retired) == {"artist_01": reason}
+    assert not status.retired and not status.registered  # a buyer sees no retirement reason (nor who registered)
     assert StateStore(work / "server.sqlite").load().state.retired == {"artist_01": reason}
     assert _ledger(work, "artist_01").epsilon_spent == 0.0  # refused before spending anything
     assert _reports(work / "reports", "artist_01") == []
