@@ -390,7 +390,7 @@ class FederationServicer(pb_grpc.FederationServicer):
 
     @_rpc
     def Withdraw(self, request: pb.Withdrawal, context: grpc.ServicerContext) -> pb.Ack:
-        """The artist retires for good (e.g. privacy budget); the reason is persisted and shown by GetStatus."""
+        """The artist retires for good (e.g. privacy budget); the reason is persisted and logged."""
         artist = self._artist(context, "Withdraw")
         reason = withdrawal_reason(request)
         with self._cond:
