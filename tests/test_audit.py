@@ -5,6 +5,7 @@ last part audits against a key set (``--keys``) and replays the attacks of issue
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import shutil
@@ -22,7 +23,7 @@ from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease
 from fedstyle_secure.privacy.recompute import recompute_epsilon_pld
 from fedstyle_secure.privacy.report_store import load_manifest, register_public_key, report_path, write_report
 from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE, SEEDED_NOISE_SOURCE
-from fedstyle_secure.privacy.reports import build_report, public_key_to_text, sign_report
+from fedstyle_secure.privacy.reports import build_report, dataset_size_commitment, public_key_to_text, sign_report
 from fedstyle_secure.secure.keystore import load_artist_keys
 from fedstyle_secure.transport.loopback import write_fresh_keys
 
@@ -171,6 +172,25 @@ def test_sampler_mismatch_unknown_accountant_and_over_budget_are_flagged(
     assert codes(result, "alice", 0) == {"sampler_mismatch"}
     assert codes(result, "bob", 0) == {"unknown_accountant"}
     assert codes(result, "bob", 2) == {"over_budget", "budget_changed"}
+
+
+def test_delta_is_checked_against_the_opened_dataset_size(reports: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With the artist's opening, n is authenticated by the signed commitment and delta < 1/n is
+    checked; an opening that does not match is flagged; a redacted (server) copy skips only that check."""
+    salt = base64.b64encode(bytes(range(32))).decode()
+
+    def commit_to(n: int) -> Callable[[dict], Any]:
+        return lambda r: r.update(dataset_size_commitment=dataset_size_commitment(n, base64.b64decode(salt)),
+                                  dataset_size_opening={"dataset_size": n, "salt": salt})
+
+    edit(reports, "alice", 0, commit_to(200_000), key=KEYS["alice"])  # signed: delta 1e-5 >= 1/200000
+    edit(reports, "alice", 1, lambda r: r["dataset_size_opening"].update(dataset_size=499), key=None)  # opening swapped
+    edit(reports, "bob", 0, lambda r: r.pop("dataset_size_opening"), key=None)  # what the server stores
+    status, result = audit_json(reports, capsys)
+    assert status == 1
+    assert codes(result, "alice", 0) == {"delta_too_large"}
+    assert codes(result, "alice", 1) == {"dataset_size_mismatch"}
+    assert codes(result, "bob", 0) == set()
 
 
 def test_unreadable_file_is_a_schema_finding(reports: Path, capsys: pytest.CaptureFixture[str]) -> None:

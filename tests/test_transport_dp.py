@@ -18,7 +18,9 @@ from fedstyle_secure.privacy.accounting import compute_epsilon
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease
 from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE
-from fedstyle_secure.privacy.reports import build_report, sign_report
+from fedstyle_secure.privacy.reports import (
+    DATASET_SIZE_OPENING, build_report, opened_dataset_size, redacted_report, sign_report,
+)
 from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
 from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.training.local import LocalConfig
@@ -86,6 +88,11 @@ def test_dp_federation_reports_every_round_and_audits_clean(tmp_path, data, caps
         final = json.loads((work / "reports" / artist / ROUND_REPORTS[-1]).read_text())
         assert final["epsilon"]["prv"] == pytest.approx(ledger.epsilon_spent)
         assert final["noise_source"] == SECURE_NOISE_SOURCE and final["final_round"] == 2
+        own = json.loads((artist_dirs(work, artist)[1] / artist / ROUND_REPORTS[-1]).read_text())
+        assert opened_dataset_size(own) == ledger.dataset_size and redacted_report(own) == final  # n stayed there
+    server_files = [p for p in [*work.glob("server.sqlite*"), *(work / "reports").rglob("*")] if p.is_file()]
+    stored = b"".join(p.read_bytes() for p in server_files)
+    assert b'"dataset_size"' not in stored and DATASET_SIZE_OPENING.encode() not in stored
     assert main(["audit", str(work / "reports"), "--keys", str(work / "keys")]) == 0
     own = str(artist_dirs(work, ARTISTS[0])[1])  # an artist audits its own copies
     assert main(["audit", own, "--keys", str(work / "keys"), "--artists", ARTISTS[0]]) == 0
@@ -118,7 +125,7 @@ def test_artist_over_budget_retires_with_the_reason_and_others_finish(tmp_path, 
     reason = coordinator.state.retired["artist_01"]
     assert set(coordinator.state.retired) == {"artist_01"}
     assert reason.startswith("privacy budget") and "would exceed the budget epsilon=0.5" in reason
-    assert dict(status.retired) == {"artist_01": reason}
+    assert not status.retired and not status.registered  # a buyer sees no retirement reason (nor who registered)
     assert StateStore(work / "server.sqlite").load().state.retired == {"artist_01": reason}
     assert _ledger(work, "artist_01").epsilon_spent == 0.0  # refused before spending anything
     assert _reports(work / "reports", "artist_01") == []
@@ -181,8 +188,9 @@ def test_artist_crash_after_charging_resends_the_same_contribution(tmp_path, dat
 def _real_report(artist: str, keys, round_id: int = 0, epsilon_budget: float = 2.0) -> dict:
     ledger = BudgetLedger(PrivacyBudget(epsilon_budget, 1e-5), 20)
     ledger.record([GaussianRelease(1.0, 4.0, round_id, "style-prototype-sums")])
-    report = build_report(ledger, artist_id=artist, round_id=round_id, noise_source=SECURE_NOISE_SOURCE)
-    return sign_report(report, load_artist_keys(keys, artist).identity_key)
+    key = load_artist_keys(keys, artist).identity_key
+    signed = sign_report(build_report(ledger, artist_id=artist, round_id=round_id, noise_source=SECURE_NOISE_SOURCE), key)
+    return redacted_report(signed)  # what an artist uploads
 
 
 def test_tampered_or_unsigned_reports_are_refused_and_the_server_keeps_serving(tmp_path):
@@ -212,7 +220,8 @@ def test_tampered_or_unsigned_reports_are_refused_and_the_server_keeps_serving(t
         with open_channel(address, load_artist_keys(keys, "artist_b").tls_pem()) as channel:
             session = ArtistSession.register(channel, load_artist_keys(keys, "artist_b"))
             assert session.report(0, json.dumps(_real_report("artist_b", keys)).encode()).accepted_bytes > 0
-            assert dict(session.stub.GetStatus(pb.StatusRequest(), timeout=5).reports) == {"artist_a": 0, "artist_b": 0}
+            assert dict(session.stub.GetStatus(pb.StatusRequest(), timeout=5).reports) == {"artist_b": 0}  # its own only
+            assert running.servicer.coordinator.reports == {"artist_a": 0, "artist_b": 0}
     finally:
         running.stop(0)
     assert main(["audit", str(tmp_path / "reports"), "--keys", str(keys)]) == 0

@@ -3,8 +3,10 @@
 Checks per report: JSON Schema; signature present, made with the artist's TRUSTED key and
 matching every field; noise from a CSPRNG (:data:`~fedstyle_secure.privacy.noise.SECURE_NOISE_SOURCES`;
 a report that does not say is flagged too); known accountant; Poisson sampling (the only
-sampler any accountant here covers); delta below 1/n; claimed epsilon within the budget; and
-the claimed epsilon against an INDEPENDENT recomputation with ``dp_accounting``
+sampler any accountant here covers); delta below 1/n when the report carries the artist's
+opening of its dataset-size commitment (checked against the signed commitment; a server's
+redacted copy has none, so this one check needs the artist's own report); claimed epsilon
+within the budget; and the claimed epsilon against an INDEPENDENT recomputation with ``dp_accounting``
 (:mod:`fedstyle_secure.privacy.recompute`). Checks across one artist's reports: one report
 per round, epsilon never decreasing, the mechanism history only ever extended, the budget
 never changed.
@@ -52,6 +54,7 @@ from fedstyle_secure.privacy.report_schema import report_schema_errors
 from fedstyle_secure.privacy.reports import (
     SIGNATURE_FIELD,
     key_fingerprint,
+    opened_dataset_size,
     public_key_from_text,
     verify_report_signature,
 )
@@ -71,6 +74,7 @@ UNKNOWN_ACCOUNTANT = "unknown_accountant"
 MISSING_CLAIM = "missing_claim"
 SAMPLER_MISMATCH = "sampler_mismatch"
 DELTA_TOO_LARGE = "delta_too_large"
+DATASET_SIZE_MISMATCH = "dataset_size_mismatch"
 OVER_BUDGET = "over_budget"
 CLAIM_BELOW_RECOMPUTED = "claim_below_recomputed"
 RECOMPUTATION_FAILED = "recomputation_failed"
@@ -310,8 +314,13 @@ def _check_claims(audit: ReportAudit, report: Mapping[str, Any]) -> None:
             audit.flag(UNKNOWN_ACCOUNTANT, f"accountant {name!r} is not one of {list(ACCOUNTANTS)}; claim not verifiable")
     if audit.claimed_epsilon is None:
         audit.flag(MISSING_CLAIM, f"no epsilon claimed for the report's own accountant {audit.accountant!r}")
-    delta, budget, size = report["delta"], report["budget"], report["dataset_size"]
-    if delta >= 1.0 / size:
+    delta, budget = report["delta"], report["budget"]
+    try:
+        size = opened_dataset_size(report)  # None: a redacted copy (n never left the artist)
+    except PrivacyError as exc:
+        audit.flag(DATASET_SIZE_MISMATCH, str(exc))
+        size = None
+    if size is not None and delta >= 1.0 / size:
         audit.flag(DELTA_TOO_LARGE, f"delta={delta:.3g} is not below 1/n = {1.0 / size:.3g} (n={size} artworks)")
     if delta > budget["delta"]:
         audit.flag(OVER_BUDGET, f"report delta {delta:.3g} exceeds the budget delta {budget['delta']:.3g}")

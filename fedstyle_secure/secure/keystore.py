@@ -453,7 +453,8 @@ def revoke(keys_dir: Path, role: pki.Role, subject_id: str, crl_path: Path, *, n
         raise ConfigError(f"{keys_dir} has no CA key: revoke with the administrator's full key set, not a bundle")
     ca = pki.IssuedCertificate(_load_ca(keys_dir, manifest, now), _load(keys_dir, manifest, CA_KEY, pki.load_tls_private_key_pem))
     certificate = _load(keys_dir, manifest, client_cert_path(role, subject_id), pki.load_certificate_pem)
-    previous = pki.revoked_serials(_read(crl_path), ca.certificate, str(crl_path), now=now) if crl_path.exists() else frozenset()
+    # a stale but CA-signed list still carries its entries forward: re-issuing is how it gets fresh
+    previous = pki.parse_crl(_read(crl_path), ca.certificate, str(crl_path)).serials if crl_path.exists() else set()
     data = pki.build_crl(ca, [certificate], previous=sorted(previous), now=now)
     crl_path.parent.mkdir(parents=True, exist_ok=True)
     crl_path.write_bytes(data)

@@ -12,7 +12,10 @@ from fedstyle_secure.federation.client import Broadcast, Publication
 from fedstyle_secure.federation.packing import Layout
 from fedstyle_secure.secure.keystore import ArtistKeys
 from fedstyle_secure.transport import auth
-from fedstyle_secure.transport.wire import DEFAULT_CHUNK_BYTES, PROTOCOL, chunk_payload, from_tensor, join_chunks, layout_fields, new_nonce, optional_array, pb, pb_grpc, to_tensor
+from fedstyle_secure.transport.wire import (
+    DEFAULT_CHUNK_BYTES, PROTOCOL, chunk_payload, from_tensor, join_chunks, layout_fields, new_nonce, optional_array,
+    pb, pb_grpc, submission_metadata, to_tensor,
+)
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_DOWNLOAD_BYTES = 1 << 31
@@ -52,6 +55,10 @@ class ArtistSession:
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return ((auth.SESSION_METADATA, self.token),)
 
+    def submission_metadata(self, round_id: int, phase: str) -> tuple[tuple[str, str], ...]:
+        """Session metadata plus the round and phase a submission is for (checked before its body is read)."""
+        return self.metadata + submission_metadata(round_id, phase)
+
     def plan(self, after_round: int = 0, after_phase: str = "", wait_seconds: float = 10.0, after_attempt: int = 0) -> pb.RoundPlan:
         """The plan once (round, phase, attempt) differs from the given one (long poll)."""
         request = pb.RoundPlanRequest(after_round=after_round, after_phase=after_phase, after_attempt=after_attempt, wait_seconds=wait_seconds)
@@ -73,7 +80,7 @@ class ArtistSession:
         return self.stub.PublishPrototypes(
             pb.PrototypePublication(round_id=round_id, artist_rows=[int(r) for r in publication.artist_rows],
                                     prototypes=to_tensor(publication.prototypes.astype(np.float32)), nonce=new_nonce()),
-            metadata=self.metadata, timeout=timeout,
+            metadata=self.submission_metadata(round_id, "publish"), timeout=timeout,
         )
 
     def upload(
@@ -82,7 +89,9 @@ class ArtistSession:
     ) -> pb.Ack:
         """Stream a contribution (plain float64 bytes or a CKKS ciphertext) or a decrypted aggregate."""
         chunks = chunk_payload(payload, round_id=round_id, kind=kind, nonce=nonce, chunk_bytes=chunk_bytes)
-        return self.stub.UploadContribution(with_layout(chunks, layout), metadata=self.metadata, timeout=timeout)
+        phase = "decrypt" if kind == pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE else "contribute"
+        metadata = self.submission_metadata(round_id, phase)
+        return self.stub.UploadContribution(with_layout(chunks, layout), metadata=metadata, timeout=timeout)
 
     def aggregate(self, round_id: int, timeout: float = 120.0) -> bytes:
         return join_chunks(self.stub.DownloadAggregate(pb.AggregateRequest(round_id=round_id), metadata=self.metadata, timeout=timeout), MAX_DOWNLOAD_BYTES)[1]
@@ -93,7 +102,7 @@ class ArtistSession:
         """Send one pairwise-masking message (``masking_messages`` bytes) of ``phase``."""
         request = pb.MaskingUpload(round_id=round_id, phase=phase, message=message, nonce=nonce if nonce is not None else new_nonce(),
                                    layout=layout_fields(layout) if layout is not None else [])
-        return self.stub.SubmitMasking(request, metadata=self.metadata, timeout=timeout)
+        return self.stub.SubmitMasking(request, metadata=self.submission_metadata(round_id, phase), timeout=timeout)
 
     def fetch_masking(self, round_id: int, name: str, timeout: float = 60.0) -> bytes:
         """The server's masking message ``name`` ("roster", "delivery", "unmask_request") for this artist."""

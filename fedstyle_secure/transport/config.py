@@ -30,8 +30,10 @@ class ServerConfig:
     listen: str = "127.0.0.1:50051"
     schedule: Schedule = field(default_factory=Schedule)
     embedding_dim: int = 64
-    max_message_bytes: int = 4 * MiB
-    max_payload_bytes: int = 256 * MiB
+    max_message_bytes: int = 4 * MiB  # any single gRPC message, e.g. a buyer's query image
+    max_payload_bytes: int = 256 * MiB  # ceiling of a streamed upload; the round's layout sets the actual limit
+    max_calls_per_identity: int = 4  # in-flight calls of one artist or buyer certificate (long polls count)
+    max_buyer_calls: int = 8  # in-flight calls of all buyers together
     stream_idle_seconds: float = 10.0
     session_timeout_seconds: float = 30.0
     index: Path | None = None
@@ -129,7 +131,9 @@ def load_server_config(path: Path) -> ServerConfig:
     dp = pop_federation_dp(federation, f"{path}: federation")
     schedule = dp_schedule(_build(Schedule, federation, f"{path}: federation"), dp, federation, f"{path}: federation")
     config = _build(ServerConfig, dict(raw.get("server", {})), f"{path}: server", {"schedule": schedule, "dp": dp})
-    _positive(config, ("embedding_dim", "max_message_bytes", "max_payload_bytes", "stream_idle_seconds", "session_timeout_seconds"), f"{path}: server")
+    positive = ("embedding_dim", "max_message_bytes", "max_payload_bytes", "max_calls_per_identity", "max_buyer_calls",
+                "stream_idle_seconds", "session_timeout_seconds")
+    _positive(config, positive, f"{path}: server")
     base = path.parent
     return dataclasses.replace(config, keys=_relative(base, config.keys), state_db=_relative(base, config.state_db), index=_relative(base, config.index), reports_dir=_relative(base, config.reports_dir),
         cache_dir=_relative(base, config.cache_dir), crl=_relative(base, config.crl),

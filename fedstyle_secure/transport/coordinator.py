@@ -251,6 +251,14 @@ class Coordinator:
             raise Malformed("a submission needs a nonce of at least 16 random bytes")
         if nonce in self._nonces:
             raise Duplicate(f"replayed submission: nonce already seen (round {round_id}, {artist})")
+        self.check_open(artist, round_id, phase, now)
+        if artist in self._collect.items:
+            raise Duplicate(f"{artist} already submitted in round {round_id} phase {phase.value!r}")
+
+    def check_open(self, artist: str, round_id: int, phase_name: str, now: float) -> None:
+        """Raise unless ``artist`` may submit for ``(round_id, phase_name)`` now (the checks a call's
+        metadata allows before its body is read; :meth:`_admit` adds nonce and duplicate checks)."""
+        phase = _submission_phase(phase_name)
         if self.finished:
             raise WrongRound("the run is finished")
         if self._last_closed[:2] == (round_id, phase.value):
@@ -263,8 +271,6 @@ class Coordinator:
             raise WrongRound(f"{artist} is not a participant of round {round_id}")
         if now > self._deadline:
             raise PastDeadline(f"round {round_id} phase {phase.value!r} closed at its deadline {self._deadline:.3f}")
-        if artist in self._collect.items:
-            raise Duplicate(f"{artist} already submitted in round {round_id} phase {phase.value!r}")
 
     def submit_publication(self, artist: str, round_id: int, rows: np.ndarray, prototypes: np.ndarray, nonce: bytes, now: float) -> None:
         if self._holds_identical_publication(artist, round_id, rows, prototypes):
@@ -463,6 +469,18 @@ class Coordinator:
             self.state.round = self.schedule.rounds + 1
         self.attempt, self.last_error = 0, ""
         self._open(self._round_id + 1, now)
+
+
+def _submission_phase(name: str) -> Phase:
+    """The phase called ``name``; raises :class:`Malformed` for an unknown one (or ``finished``)."""
+    try:
+        phase = Phase(name)
+    except ValueError:
+        phase = Phase.FINISHED
+    if phase is Phase.FINISHED:
+        names = [p.value for p in Phase if p is not Phase.FINISHED]
+        raise Malformed(f"unknown phase {name!r}; expected one of {names}")
+    return phase
 
 
 def _finite_vector(payload: bytes, length: int, what: str, value_range: tuple[float, float] | None) -> np.ndarray:

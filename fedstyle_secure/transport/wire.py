@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -20,6 +20,8 @@ from fedstyle_secure.transport._generated.fedstyle.v1 import federation_pb2 as p
 from fedstyle_secure.transport._generated.fedstyle.v1 import federation_pb2_grpc as pb_grpc  # noqa: E402
 
 PROTOCOL = "fedstyle.v1"
+ROUND_METADATA = "fedstyle-round"  # call metadata of a submission: the round id it is for ...
+PHASE_METADATA = "fedstyle-phase"  # ... and the phase; checked before the server reads the body
 ALLOWED_DTYPES: tuple[str, ...] = ("float32", "float64")
 DEFAULT_CHUNK_BYTES = 256 * 1024
 NONCE_BYTES = 16
@@ -66,6 +68,24 @@ def layout_from_fields(fields: Iterable[pb.LayoutField]) -> Layout:
 def layout_fields(layout: Layout) -> list[pb.LayoutField]:
     """Inverse of :func:`layout_from_fields`."""
     return [pb.LayoutField(name=name, shape=list(shape)) for name, shape in layout.fields]
+
+
+def submission_metadata(round_id: int, phase: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata naming the round and phase a submission is for (see :func:`submission_target`)."""
+    return ((ROUND_METADATA, str(int(round_id))), (PHASE_METADATA, phase))
+
+
+def submission_target(metadata: Mapping[str, str]) -> tuple[int, str]:
+    """``(round_id, phase)`` from a submission's call metadata; raises :class:`WireError` naming a
+    missing or malformed key."""
+    round_text, phase = metadata.get(ROUND_METADATA), metadata.get(PHASE_METADATA)
+    if round_text is None or phase is None:
+        raise WireError(
+            f"a submission's call metadata must carry {ROUND_METADATA!r} (round id) and {PHASE_METADATA!r} (phase)"
+        )
+    if not round_text.isdigit() or len(round_text) > 19:
+        raise WireError(f"call metadata {ROUND_METADATA!r} must be a round id (decimal), got {round_text[:40]!r}")
+    return int(round_text), phase
 
 
 def new_nonce() -> bytes:
