@@ -402,6 +402,14 @@ def test_harary_graph_is_regular_symmetric_and_seed_determined(n: int) -> None:
     assert graph != harary_graph(ids, default_degree(n), b"other seed")
 
 
+def test_the_graph_seed_is_no_option_any_more() -> None:
+    """The SecAgg+ graph comes from the artists' signed contributions; a caller-chosen seed is refused."""
+    from fedstyle_secure.secure.factory import make_summation
+
+    with pytest.raises(ConfigError, match=r"does not take option\(s\) \['seed'\]"):
+        make_summation("secagg+", artist_ids(4), clip_range=CLIP, seed=1)
+
+
 def test_secagg_plus_threshold_is_relative_to_the_neighbourhood() -> None:
     plus = MaskedSummation("secagg+", clip_range=CLIP, max_clients=64, threshold=2 / 3)
     server, _ = plus.prepare(artist_ids(50), round_id=1, vector_length=4)
