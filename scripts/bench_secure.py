@@ -117,8 +117,6 @@ def measure(mode: str, n: int, d: int, seed: int) -> Cell:
     ids = [f"artist_{i:03d}" for i in range(n)]
     inputs = {a: rng.uniform(*CLIP_RANGE, size=d).astype(np.float32) for a in ids}
     options: dict[str, Any] = {"clip_range": CLIP_RANGE, "max_clients": n}
-    if mode.startswith("secagg"):
-        options["seed"] = seed
     summation = make_summation(mode, ids, **options)
     started = time.perf_counter()
     if mode.startswith("secagg"):

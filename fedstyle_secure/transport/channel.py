@@ -105,7 +105,7 @@ class ArtistSession:
         return self.stub.SubmitMasking(request, metadata=self.submission_metadata(round_id, phase), timeout=timeout)
 
     def fetch_masking(self, round_id: int, name: str, timeout: float = 60.0) -> bytes:
-        """The server's masking message ``name`` ("roster", "delivery", "unmask_request") for this artist."""
+        """The server's masking message ``name`` ("roster", "delivery", "survivors", "unmask_request")."""
         reply = self.stub.FetchMasking(pb.MaskingDownloadRequest(round_id=round_id, phase=name), metadata=self.metadata, timeout=timeout)
         return bytes(reply.message)
 

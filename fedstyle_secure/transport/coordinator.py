@@ -10,9 +10,10 @@ Rounds: ``0`` is the set-up round (sum of feature moments -> input standardisati
 ``1..R`` are training rounds (simulator round ``r = id - 1``), ``R + 1`` the final publication.
 Phases of a round: ``publish`` (prototype releases, when the round refreshes them),
 ``contribute`` (plain vector or CKKS ciphertext), ``decrypt`` (CKKS only: artists return the
-decrypted aggregate).  With ``secagg``/``secagg+`` the contribute step is the four phases of
+decrypted aggregate).  With ``secagg``/``secagg+`` the contribute step is the five phases of
 pairwise masking, ``advertise`` (local training, then signed keys; deadline ``phase_seconds``),
-``share``, ``masked_input`` and ``unmask`` (deadline ``masking_seconds`` each), driven by
+``share``, ``masked_input``, ``consistency`` (signed survivor sets) and ``unmask`` (deadline
+``masking_seconds`` each), driven by
 :class:`~fedstyle_secure.transport.masking_rounds.MaskingRound`; the server learns only the sum.
 A phase closes when every participant answered, or at its deadline
 with at least ``quorum`` answers (stragglers are left out: every mode allows it); with fewer
@@ -59,11 +60,18 @@ class Phase(str, enum.Enum):
     ADVERTISE = "advertise"  # masking phases: see fedstyle_secure.secure.masking_config.Phase
     SHARE = "share"
     MASKED_INPUT = "masked_input"
+    CONSISTENCY = "consistency"
     UNMASK = "unmask"
     FINISHED = "finished"
 
 
-MASKING_STEPS: tuple[Phase, ...] = (Phase.ADVERTISE, Phase.SHARE, Phase.MASKED_INPUT, Phase.UNMASK)
+MASKING_STEPS: tuple[Phase, ...] = (Phase.ADVERTISE, Phase.SHARE, Phase.MASKED_INPUT, Phase.CONSISTENCY, Phase.UNMASK)
+MASKING_DOWNLOADS: dict[str, Phase] = {  # FetchMasking name -> the phase whose server message it is
+    "roster": Phase.SHARE,
+    "delivery": Phase.MASKED_INPUT,
+    "survivors": Phase.CONSISTENCY,
+    "unmask_request": Phase.UNMASK,
+}
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,7 @@ class Schedule:
     standardise: bool = True
     refreshes: frozenset[int] = frozenset()  # simulator round indices r that refresh prototypes
     seed: int = 0
-    masking_seconds: float = 30.0  # deadline of each of share, masked_input, unmask (crypto only)
+    masking_seconds: float = 30.0  # deadline of each of share, masked_input, consistency, unmask (crypto only)
     masking_threshold: float = DEFAULT_THRESHOLD  # fraction of share holders needed per secret
     masking_degree: int = 0  # SecAgg+ neighbourhood degree (0: default)
 
@@ -98,7 +106,7 @@ class Schedule:
         if is_masking_mode(self.secure_mode):
             if self.masking_seconds <= 0:
                 raise ConfigError(f"masking_seconds must be > 0, got {self.masking_seconds}")
-            params = MaskingParams(0, self.masking_threshold, self.masking_degree, self.seed)
+            params = MaskingParams(0, self.masking_threshold, self.masking_degree)
             round_config(self.secure_mode, [f"artist{i}" for i in range(n_artists)], CONTRIBUTION_RANGE, params, 1)  # ConfigError if invalid
 
 
@@ -209,7 +217,7 @@ class Coordinator:
         if not is_masking_mode(self.schedule.secure_mode):
             return Phase.CONTRIBUTE
         s = self.schedule
-        params = MaskingParams(session_id(self._round_id, self.tag_source()), s.masking_threshold, s.masking_degree, s.seed)
+        params = MaskingParams(session_id(self._round_id, self.tag_source()), s.masking_threshold, s.masking_degree)
         self._masking = MaskingRound(s.secure_mode, params, self.participants, self._value_range(), self.identity_publics)
         return Phase.ADVERTISE
 
@@ -342,9 +350,9 @@ class Coordinator:
             raise WrongRound(f"no masking messages for round {round_id} (current round {self._round_id}, phase {self._phase.value})")
         if self._masking is None:
             raise WrongRound(f"round {round_id} is in phase {self._phase.value!r}, not a masking phase (secure mode {self.schedule.secure_mode!r})")
-        wanted = {"roster": Phase.SHARE, "delivery": Phase.MASKED_INPUT, "unmask_request": Phase.UNMASK}.get(fetch_name)
+        wanted = MASKING_DOWNLOADS.get(fetch_name)
         if wanted is None:
-            raise Malformed(f"unknown masking download {fetch_name!r}; expected 'roster', 'delivery' or 'unmask_request'")
+            raise Malformed(f"unknown masking download {fetch_name!r}; expected one of {sorted(MASKING_DOWNLOADS)}")
         if self._phase in MASKING_STEPS and MASKING_STEPS.index(wanted) > MASKING_STEPS.index(self._phase):
             return None
         return self._masking.download(artist, fetch_name)
@@ -404,8 +412,9 @@ class Coordinator:
 
     def _needed(self) -> int:
         """Answers needed to proceed at the deadline: ``quorum`` contributors; one decryption
-        (CKKS) or one unmasking answer (the masking state machine itself checks the threshold)."""
-        if self._phase in (Phase.DECRYPT, Phase.UNMASK):
+        (CKKS), one survivor-set signature or one unmasking answer (the masking state machine itself
+        checks the threshold)."""
+        if self._phase in (Phase.DECRYPT, Phase.CONSISTENCY, Phase.UNMASK):
             return 1
         return min(self.schedule.quorum, max(len(self.participants), 1))
 

@@ -24,7 +24,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.federation.packing import Layout
 from fedstyle_secure.secure.masking import MaskingOutcome, MaskingServer, Phase
-from fedstyle_secure.secure.masking_messages import AdvertiseKeys, MaskedInput, Message, ShareKeys, UnmaskResponse, parse_message
+from fedstyle_secure.secure.masking_messages import (
+    AdvertiseKeys,
+    MaskedInput,
+    Message,
+    ShareKeys,
+    SurvivorSignature,
+    UnmaskResponse,
+    parse_message,
+)
 from fedstyle_secure.transport.masking_session import FETCH_NAMES, MASKING_PHASES, MaskingParams, round_config
 from fedstyle_secure.transport.rejections import Forbidden, Malformed, WrongRound
 
@@ -32,6 +40,7 @@ _UPLOAD_TYPES: dict[str, type] = {
     Phase.ADVERTISE.value: AdvertiseKeys,
     Phase.SHARE.value: ShareKeys,
     Phase.MASKED_INPUT.value: MaskedInput,
+    Phase.CONSISTENCY.value: SurvivorSignature,
     Phase.UNMASK.value: UnmaskResponse,
 }
 
@@ -108,7 +117,7 @@ class MaskingRound:
     # ------------------------------------------------------------------ closing phases
 
     def close(self, phase: str) -> None:
-        """End ``phase`` (advertise, share or masked_input) and prepare each live artist's next message.
+        """End ``phase`` (advertise, share, masked_input or consistency) and prepare each live artist's next message.
 
         Raises :class:`SecureAggregationError` when the session must abort (fewer than the
         threshold remain, or a needed secret has too few share holders left)."""
@@ -118,6 +127,7 @@ class MaskingRound:
             Phase.ADVERTISE.value: self._server.close_advertise,
             Phase.SHARE.value: self._server.close_shares,
             Phase.MASKED_INPUT.value: self._server.close_masked_inputs,
+            Phase.CONSISTENCY.value: self._server.close_consistency,
         }
         replies = closers[phase]()
         self._outgoing = {artist: message.to_bytes() for artist, message in replies.items()}
