@@ -168,6 +168,9 @@ def test_dropouts_clip_range_and_byte_counts(context: CkksContext) -> None:
     assert result.contributors == ("b", "c", "d") and result.dropped == ("a", "b")
     assert np.allclose(result.total, 1 + 2 + 3, atol=1e-6)
     assert set(result.bytes_down) == {"c", "d"} and min(result.bytes_up.values()) > 10 * 4
+    # the committee (2 members, chosen among c and d) downloads every other contributor's ciphertext
+    everyone = sum(result.bytes_up.values())
+    assert {a: result.bytes_down[a] for a in "cd"} == {a: everyone - result.bytes_up[a] for a in "cd"}
     with pytest.raises(SecureAggregationError, match="clip range"):
         summation.sum({"a": np.full(10, 6.0), "b": np.zeros(10)}, round_id=4)
     with pytest.raises(ConfigError, match="dropout phases"):

@@ -62,6 +62,7 @@ class ClientConfig:
     budget_delta: float | None = None  # None = the DP plan's delta
     state_dir: Path | None = None  # durable state (model, ledger, last submission); required under DP
     reports_dir: Path | None = None  # signed epsilon reports; default <state_dir>/reports
+    min_quorum: int = 2  # CKKS: never decrypt a sum of fewer contributors, whatever quorum the server announces
 
 
 _TYPES: dict[str, type] = {"int": int, "str": str, "bool": bool, "float": float, "float | None": float, "str | None": str, "Path": Path, "Path | None": Path}
@@ -143,7 +144,9 @@ def load_client_config(path: Path) -> ClientConfig:
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)} (expected [client])")
     config = _build(ClientConfig, dict(raw.get("client", {})), f"{path}: client")
-    _positive(config, ("epochs", "batch_size", "reconnect_initial_seconds", "reconnect_max_seconds", "give_up_seconds", "max_message_bytes"), f"{path}: client")
+    positive = ("epochs", "batch_size", "reconnect_initial_seconds", "reconnect_max_seconds", "give_up_seconds",
+                "max_message_bytes", "min_quorum")
+    _positive(config, positive, f"{path}: client")
     validate_client_budget(config.budget_epsilon, config.budget_delta, f"{path}: client")
     base = path.parent
     return dataclasses.replace(config, keys=_relative(base, config.keys), data=_relative(base, config.data), cache_dir=_relative(base, config.cache_dir),
