@@ -11,7 +11,7 @@ attacker here.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -191,15 +191,18 @@ def test_honest_round_committee_decrypts_the_verified_sum(federation):
     assert f.coordinator.plan().round_id == 1 and all(f.refusal(a) == "" for a in ARTISTS)
 
 
-def test_server_serving_one_artists_ciphertext_as_the_set_gets_no_plaintext(federation):
-    """The reproduced oracle: the server hands a committee member another artist's ciphertext alone."""
+@pytest.mark.parametrize("announced_quorum, enforced", [(3, 3), (1, 2)])
+def test_server_serving_one_artists_ciphertext_as_the_set_gets_no_plaintext(federation, announced_quorum, enforced):
+    """The reproduced oracle: the server hands a committee member another artist's ciphertext alone,
+    also after announcing quorum 1 (the artist keeps its own floor, client.min_quorum = 2)."""
     f = federation
     committee = f.contribute()
     other = next(a for a in ARTISTS if a not in committee)
+    f.coordinator.schedule = replace(f.coordinator.schedule, quorum=announced_quorum)
     _serve_listing(f, lambda artist, contributions, sizes: [c for c in contributions if c.artist == other])
     f.act(committee)
     _no_plaintext_reached_the_server(f)
-    assert all("fewer than the quorum 3" in f.refusal(a) for a in committee)
+    assert all(f"1 artists, fewer than the quorum {enforced}" in f.refusal(a) for a in committee)
 
 
 def test_server_serving_fewer_than_quorum_or_leaving_the_decryptor_out_gets_no_plaintext(federation):

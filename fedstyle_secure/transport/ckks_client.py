@@ -27,6 +27,7 @@ from fedstyle_secure.errors import SecureAggregationError
 from fedstyle_secure.federation.packing import Layout
 from fedstyle_secure.secure.ckks import CkksSum, encrypt
 from fedstyle_secure.secure.ckks_decryption import (
+    DEFAULT_MIN_QUORUM,
     Attempt,
     DecryptionGuard,
     SignedContribution,
@@ -45,7 +46,6 @@ from fedstyle_secure.transport.wire import pb
 log = logging.getLogger(__name__)
 Send = Callable[[ArtistSession, pb.RoundPlan], object]
 MAX_COMMIT_POLL_SECONDS = 30.0
-DEFAULT_MIN_QUORUM = 2
 
 
 @dataclass(frozen=True)

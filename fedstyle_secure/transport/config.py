@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.secure.ckks_decryption import DEFAULT_MIN_QUORUM
 from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.dp_config import dp_schedule, pop_federation_dp, validate_client_budget
@@ -62,7 +63,7 @@ class ClientConfig:
     budget_delta: float | None = None  # None = the DP plan's delta
     state_dir: Path | None = None  # durable state (model, ledger, last submission); required under DP
     reports_dir: Path | None = None  # signed epsilon reports; default <state_dir>/reports
-    min_quorum: int = 2  # CKKS: never decrypt a sum of fewer contributors, whatever quorum the server announces
+    min_quorum: int = DEFAULT_MIN_QUORUM  # CKKS: never decrypt a sum of fewer contributors, whatever the server says
 
 
 _TYPES: dict[str, type] = {"int": int, "str": str, "bool": bool, "float": float, "float | None": float, "str | None": str, "Path": Path, "Path | None": Path}
