@@ -144,18 +144,29 @@ def test_commitments_are_complete_only_with_every_members_signature_on_the_same_
     )
 
 
-def test_guard_commits_once_per_attempt_and_decrypts_one_set_of_artists_per_round(context):
+def test_guard_commits_once_per_attempt_and_never_contributes_to_another_attempt_after_committing(context):
     guard = DecryptionGuard()
     first, retry = Attempt(2, 0, context.fingerprint), Attempt(2, 1, context.fingerprint)
-    guard.commit(first, "abc", b"1" * 32)
-    guard.commit(first, "abc", b"1" * 32)  # the same set again (a reconnect): fine
+    guard.may_sign(first)
+    guard.commit(first, b"1" * 32)
+    guard.commit(first, b"1" * 32)  # the same set again (a reconnect): fine
+    guard.may_sign(first)  # resending the same attempt's contribution: fine
     with pytest.raises(SecureAggregationError, match="another set in this attempt"):
-        guard.commit(first, "ab", b"2" * 32)
-    guard.decrypted(first, "abc")
-    guard.commit(retry, "cba", b"3" * 32)  # a retried attempt over the same artists: nothing new to learn
-    with pytest.raises(SecureAggregationError, match="already decrypted the sum of"):
-        guard.commit(Attempt(2, 2, context.fingerprint), "ab", b"4" * 32)
-    guard.commit(Attempt(3, 0, context.fingerprint), "ab", b"5" * 32)  # a new round starts afresh
+        guard.commit(first, b"2" * 32)
+    with pytest.raises(SecureAggregationError, match="not contributing to another attempt"):
+        guard.may_sign(retry)
+    with pytest.raises(SecureAggregationError, match="another set in attempt 0"):
+        guard.commit(retry, b"3" * 32)
+    with pytest.raises(SecureAggregationError, match="attempts only go forward"):
+        guard.may_sign(first)  # the server went back to attempt 0 after showing attempt 1
+    with pytest.raises(SecureAggregationError, match="earlier round"):
+        guard.may_sign(Attempt(1, 5, context.fingerprint))
+    fresh = DecryptionGuard()
+    fresh.may_sign(first)
+    fresh.may_sign(retry)  # no commitment: a retried attempt may be joined
+    with pytest.raises(SecureAggregationError, match="attempts only go forward"):
+        fresh.commit(first, b"4" * 32)
+    guard.may_sign(Attempt(3, 0, context.fingerprint))  # a new round starts afresh
 
 
 def _isolates_one_artist(sets: list[frozenset[int]], n: int) -> bool:
@@ -181,6 +192,41 @@ def test_committees_of_lowest_scores_stop_differencing_within_an_attempt(size, i
         for family in itertools.combinations(sets, count):
             if all(committee[a].isdisjoint(committee[b]) for a, b in itertools.combinations(family, 2)):
                 found = found or _isolates_one_artist(list(family), n)
+    assert found is isolates
+
+
+@pytest.mark.parametrize("guarded, isolates", [(True, False), (False, True)])
+def test_the_guard_stops_differencing_across_two_attempts(guarded, isolates):
+    """Exhaustive over 5 artists and two attempts with different score orders, up to two decrypted
+    sets per attempt: committees are disjoint (one commitment per artist and round); with the guard
+    a committee member of attempt 0 is in no attempt-1 set, and then no combination isolates one
+    artist.  Without that rule (a faked abort, then a rerun without one artist) one does."""
+    n = 5
+    orders = (list(range(n)), [3, 1, 4, 0, 2])  # score order of each attempt
+    sets = [frozenset(c) for k in range(2, n + 1) for c in itertools.combinations(range(n), k)]
+
+    def committee(s: frozenset[int], attempt: int) -> frozenset[int]:
+        return frozenset(sorted(s, key=orders[attempt].index)[:2])
+
+    def families(attempt: int):
+        for count in (1, 2):
+            for family in itertools.combinations(sets, count):
+                committees = [committee(s, attempt) for s in family]
+                if all(a.isdisjoint(b) for a, b in itertools.combinations(committees, 2)):
+                    yield family, frozenset().union(*committees)
+
+    found = False
+    for first, committed_first in families(0):
+        for second, committed_second in families(1):
+            if not committed_first.isdisjoint(committed_second):
+                continue  # an artist commits in one attempt of a round
+            if guarded and any(committed_first & s for s in second):
+                continue  # ... and then contributes to no other attempt
+            if _isolates_one_artist(list(first + second), n):
+                found = True
+                break
+        if found:
+            break
     assert found is isolates
 
 

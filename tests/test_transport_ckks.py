@@ -36,7 +36,7 @@ from fedstyle_secure.transport.artist import ArtistRunner
 from fedstyle_secure.transport.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.ckks_client import CkksClient
 from fedstyle_secure.transport.config import ClientConfig, ServerConfig
-from fedstyle_secure.transport.coordinator import Phase, Schedule
+from fedstyle_secure.transport.coordinator import Coordinator, Phase, Schedule
 from fedstyle_secure.transport.loopback import write_fresh_keys
 from fedstyle_secure.transport.server import start_server
 from fedstyle_secure.transport.wire import pb
@@ -284,6 +284,29 @@ def test_server_showing_the_two_members_different_sets_gets_no_plaintext(keys, t
         assert f.commitments[x][0] != f.commitments[y][0]  # each committed, to its own set, and saw the other's
         _no_plaintext_reached_the_server(f)
         assert all("committed to this set by the deadline" in f.refusal(a) for a in (x, y))
+    finally:
+        f.close()
+
+
+def test_server_faking_an_abort_after_a_decryption_gets_no_second_sum(keys, tmp_path, monkeypatch):
+    """Attempt 0: the committee decrypts the sum of all three; the server keeps the plaintexts and
+    fakes an abort.  Attempt 1 would be the same round without one artist (quorum 2), giving that
+    artist's vector by difference -- but the two members who committed in attempt 0 contribute to
+    no other attempt of the round, so no set of two can be formed again."""
+    f = Federation(keys, tmp_path, quorum=2)
+    try:
+        x, y = f.contribute()
+        f.turn_malicious()
+        monkeypatch.setattr(Coordinator, "decryption_committed", property(lambda c: len(f.commitments) == 2))
+        f.act((x, y))
+        assert set(f.stolen) == {x, y}  # attempt 0's sum of all three (the protocol's output)
+        f.clock.now += 61
+        f.running.servicer.tick()
+        assert f.coordinator.attempt == 1 and f.coordinator.plan().phase is Phase.CONTRIBUTE
+        f.act(ARTISTS)
+        assert f.coordinator.plan().phase is Phase.CONTRIBUTE  # still waiting: one signed contribution, quorum 2
+        assert set(f.coordinator._collect.items) == set(ARTISTS) - {x, y}
+        assert all("not contributing to another attempt" in f.refusal(a) for a in (x, y))
     finally:
         f.close()
 

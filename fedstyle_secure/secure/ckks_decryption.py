@@ -24,9 +24,13 @@ Protocol of attempt ``a`` of round ``r`` (driven by ``transport/coordinator.py``
    ciphertext, checks it against the signed digest and against its own CKKS parameters, sums them
    itself (:class:`~fedstyle_secure.secure.ckks.CkksSum`); waits until EVERY committee member has
    signed a commitment to the same set digest (:func:`commitments_complete`); then decrypts its own
-   sum and returns the plaintext.  :class:`DecryptionGuard` makes it commit to at most one set per
-   attempt, and, once it decrypted a round's sum, to no other set of artists in that round.
+   sum and returns the plaintext.
 4. The server needs every committee member's plaintext and checks that they agree.
+
+Each artist keeps a :class:`DecryptionGuard` per round: attempts only go forward, it commits to at
+most one set per attempt, and once it committed in attempt ``a`` it contributes to and commits in
+no other attempt of the round (it sits later attempts out: a retry after a failed decrypt phase
+runs without the committee's two members, so ``quorum <= n - 2`` keeps such a round alive).
 
 Why the commitments.  Without them a server could show committee member ``X`` the set ``S1`` and
 member ``Y`` the set ``S2 = S1 - {D}`` and read ``D``'s vector from the difference of the two
@@ -39,7 +43,10 @@ other such set (it would be on that set's committee too), so it is the isolated 
 lowest member of the set with the next-lowest committee can likewise only be cancelled by ``Sj``,
 so it lies in ``Sj`` above ``Sj``'s committee: every other committee scores above all of ``Sj``'s.
 Then ``Sj``'s second committee member is in no other set and keeps a non-zero coefficient -- a
-contradiction.
+contradiction.  Across attempts: by the guard, a committee member of a set decrypted in attempt
+``a`` signed nothing for a later attempt (it had seen none when it committed, and signs nothing
+for another attempt afterwards), so it is in no later set; the argument applied to the earliest
+attempt with a non-zero coefficient then covers every sum decrypted in the round.
 
 Threat model (CKKS mode; ``docs/secure_ckks_keys.md`` has the full table):
 
@@ -47,14 +54,13 @@ Threat model (CKKS mode; ``docs/secure_ckks_keys.md`` has the full table):
   ciphertext sizes; nothing about an individual vector.
 * **Malicious server, no colluding artist**: may drop, reorder, substitute, replay or withhold any
   message.  It gets no plaintext except the sum of a set of at least ``quorum`` distinct roster
-  artists' contributions signed for this round and attempt, and, within one attempt, no
-  combination of such sums that isolates one artist.  It can always stall a round (denial of
-  service).  **Not guaranteed across attempts**: a round retried after a decryption gets a fresh
-  committee, so a server that fakes an abort and reruns the round without artist ``D`` can learn
-  ``D``'s vector from the two sums (each artist refuses a second, different set it is asked to
-  decrypt in one round, but the next committee has not decrypted anything).  ``max_retries = 0``
-  removes this at the price of availability.  Across two runs with the same key set and the same
-  round ids a server can replay an old run's signed contributions (use one key set per federation).
+  artists' contributions signed for this round and attempt, and no linear combination of the sums
+  it gets decrypted in a round -- across all its attempts -- isolates one artist.  It can always
+  stall a round (denial of service).  **Not guaranteed**: combinations of two or more artists'
+  vectors (e.g. the sum of the two committee members' vectors, from a faked abort and a retry
+  without them); artists whose process restarted mid-round (the guard lives in memory); and across
+  two runs with the same key set and round ids, a server can replay the first run's signed
+  contributions (use one key set per federation).
 * **Server + one artist**, or **one curious committee member**: every artist holds the secret key,
   and a committee member downloads every contribution of the round to check the sum -- each of them
   decrypts.  With CKKS, individual vectors are confidential only against parties without the key;
@@ -246,34 +252,47 @@ def commitments_complete(
 
 @dataclass
 class DecryptionGuard:
-    """An artist's memory of what it agreed to decrypt (kept for its current round).
+    """An artist's memory of its current round (in memory: a restarted process starts afresh).
 
-    * at most one set digest per (round, attempt): a second, different set in the same attempt is
-      refused, so the committees of two sets decrypted in one attempt are disjoint;
-    * once a round's sum was decrypted, no commitment to another SET OF ARTISTS in that round
-      (re-decrypting the same artists' sum in a retried attempt reveals nothing new).
+    * attempts only go forward: nothing is signed or committed for an attempt older than one seen;
+    * one commitment per attempt: a second, different set in the same attempt is refused;
+    * after committing in attempt ``a``, the artist signs and commits nothing in any other attempt
+      of the round (it sits later attempts out).
+
+    Then a committee member of a set decrypted in attempt ``a`` is in no set of a later attempt,
+    and the lemma of this module extends to every sum decrypted in the round: the earliest attempt
+    with a non-zero coefficient can only be cancelled within itself.
     """
 
-    _commitments: dict[tuple[int, int], bytes] = field(default_factory=dict)
-    _decrypted: dict[int, frozenset[str]] = field(default_factory=dict)
+    _round: int = -1
+    _latest: int = -1
+    _commitment: tuple[int, bytes] | None = None  # (attempt, set digest)
 
-    def commit(self, at: Attempt, artists: Iterable[str], digest: bytes) -> None:
-        """Record the commitment to ``digest`` (idempotent); raise if it contradicts an earlier one."""
-        key, members = (at.round_id, at.attempt), frozenset(artists)
-        held = self._commitments.get(key)
-        if held is not None and held != digest:
-            raise SecureAggregationError(f"{at}: I already committed to decrypting another set in this attempt")
-        done = self._decrypted.get(at.round_id)
-        if done is not None and done != members:
+    def _enter(self, at: Attempt) -> None:
+        if at.round_id < self._round:
+            raise SecureAggregationError(f"{at}: round {self._round} has begun; refusing to act in an earlier round")
+        if at.round_id > self._round:
+            self._round, self._latest, self._commitment = at.round_id, -1, None
+        if at.attempt < self._latest:
+            raise SecureAggregationError(f"{at}: I already acted in attempt {self._latest}; attempts only go forward")
+        self._latest = at.attempt
+
+    def may_sign(self, at: Attempt) -> None:
+        """Raise unless this artist may sign its contribution for ``at``."""
+        self._enter(at)
+        if self._commitment is not None and self._commitment[0] != at.attempt:
             raise SecureAggregationError(
-                f"{at}: I already decrypted the sum of {sorted(done)} in this round; "
-                f"refusing the different set {sorted(members)}"
+                f"{at}: I committed to decrypting a set in attempt {self._commitment[0]} of this round; "
+                "not contributing to another attempt (its sum could be differenced with that one)"
             )
-        self._commitments = {k: v for k, v in self._commitments.items() if k[0] == at.round_id} | {key: digest}
-        self._decrypted = {r: v for r, v in self._decrypted.items() if r == at.round_id}
 
-    def decrypted(self, at: Attempt, artists: Iterable[str]) -> None:
-        self._decrypted[at.round_id] = frozenset(artists)
+    def commit(self, at: Attempt, digest: bytes) -> None:
+        """Record the commitment to the set of ``digest`` (idempotent); raise if it contradicts the rules."""
+        self._enter(at)
+        if self._commitment is not None and self._commitment != (at.attempt, digest):
+            where = "this attempt" if self._commitment[0] == at.attempt else f"attempt {self._commitment[0]}"
+            raise SecureAggregationError(f"{at}: I already committed to decrypting another set in {where} of this round")
+        self._commitment = (at.attempt, digest)
 
 
 @dataclass

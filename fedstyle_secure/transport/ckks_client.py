@@ -87,11 +87,11 @@ class CkksClient:
         return self._own
 
     def signature(self, plan: pb.RoundPlan) -> bytes:
-        """This artist's signature of its round contribution for the plan's attempt."""
-        own = self._contributed(plan.round_id)
-        return sign_contribution(
-            self.keys.identity_key, self._attempt(plan), self.keys.artist_id, own.layout, own.digest
-        )
+        """This artist's signature of its round contribution for the plan's attempt (SecureAggregationError
+        if its guard forbids contributing to that attempt)."""
+        own, at = self._contributed(plan.round_id), self._attempt(plan)
+        self.guard.may_sign(at)
+        return sign_contribution(self.keys.identity_key, at, self.keys.artist_id, own.layout, own.digest)
 
     def decrypt(self, session: ArtistSession, plan: pb.RoundPlan) -> bytes:
         """The plaintext (float64 bytes) of the sum of the set the server lists, once checked,
@@ -115,8 +115,8 @@ class CkksClient:
             publics=publics,
             quorum=max(int(plan.quorum), self.min_quorum),
         )
-        digest, artists = set_digest(at, contributions), [c.artist for c in contributions]
-        self.guard.commit(at, artists, digest)
+        digest = set_digest(at, contributions)
+        self.guard.commit(at, digest)
         signature = sign_commit(self.keys.identity_key, at, digest)
         commits = session.commit_decryption(plan.round_id, plan.attempt, digest, signature)
         total = CkksSum(self.keys.ckks, own.length)
@@ -140,7 +140,6 @@ class CkksClient:
             commits = session.commit_decryption(
                 plan.round_id, plan.attempt, digest, signature, wait_seconds=min(remaining, MAX_COMMIT_POLL_SECONDS)
             )
-        self.guard.decrypted(at, artists)
         return np.asarray(total.result().decrypt(), dtype="<f8").tobytes()
 
 
@@ -150,11 +149,20 @@ def _signatures_on(commits: pb.DecryptionCommits, digest: bytes) -> dict[str, by
 
 
 def contribute_step(client: CkksClient, round_id: int, vector: np.ndarray, layout: Layout) -> Send:
-    """Encrypt the round's contribution once; return how to send it, signed for the plan's attempt."""
+    """Encrypt the round's contribution once; return how to send it, signed for the plan's attempt
+    (or, when the guard forbids contributing to that attempt, log why and send nothing)."""
     payload = client.contribution(round_id, vector, layout)
-    return lambda s, plan: s.upload(
-        round_id, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, payload, layout, signature=client.signature(plan)
-    )
+
+    def send(session: ArtistSession, plan: pb.RoundPlan) -> object:
+        try:
+            signature = client.signature(plan)
+        except SecureAggregationError as exc:
+            client.last_refusal = str(exc)
+            log.warning("round %d attempt %d: sitting this attempt out: %s", plan.round_id, plan.attempt, exc)
+            return None
+        return session.upload(round_id, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, payload, layout, signature=signature)
+
+    return send
 
 
 def decrypt_step(client: CkksClient, session: ArtistSession, plan: pb.RoundPlan) -> Send:
