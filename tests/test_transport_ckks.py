@@ -29,6 +29,7 @@ from fedstyle_secure.secure.ckks_decryption import (
     decryption_committee,
     layout_bytes,
     payload_digest,
+    sign_commit,
     sign_contribution,
 )
 from fedstyle_secure.secure.keystore import ArtistKeys, load_artist_keys, load_server_keys
@@ -189,6 +190,38 @@ def test_honest_round_committee_decrypts_the_verified_sum(federation):
     np.testing.assert_allclose(mean, 7 / 3, rtol=1e-6)
     np.testing.assert_allclose(std, np.sqrt((1 + 4 + 16) / 3 - (7 / 3) ** 2), rtol=1e-5)
     assert f.coordinator.plan().round_id == 1 and all(f.refusal(a) == "" for a in ARTISTS)
+
+
+def test_server_refuses_misplaced_committee_calls_and_the_round_still_completes(federation):
+    """An honest server's own checks of the decrypt phase, against artists that misbehave."""
+    f = federation
+    x, y = f.contribute()
+    outsider = next(a for a in ARTISTS if a not in (x, y))
+    member = f.parties[x]
+    at = Attempt(0, 0, member.keys.ckks.fingerprint)
+    digest = f.coordinator._ckks_round.digest
+
+    def refused(call, code: grpc.StatusCode, words: str) -> None:
+        with pytest.raises(grpc.RpcError) as info:
+            call()
+        assert info.value.code() == code and words in info.value.details(), info.value.details()
+
+    refused(lambda: f.parties[outsider].session.contribution_set(0), grpc.StatusCode.FAILED_PRECONDITION,
+            "not on round 0's decryption committee")
+    refused(lambda: f.parties[outsider].session.contribution(0, x), grpc.StatusCode.FAILED_PRECONDITION,
+            "not on round 0's decryption committee")
+    refused(lambda: member.session.upload(0, pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE, b"\0" * 8 * 9),
+            grpc.StatusCode.FAILED_PRECONDITION, "not every committee member has committed")
+    wrong = b"\1" * 32
+    refused(lambda: member.session.commit_decryption(0, 0, wrong, sign_commit(member.keys.identity_key, at, wrong)),
+            grpc.StatusCode.INVALID_ARGUMENT, "not this attempt's set")
+    refused(lambda: member.session.commit_decryption(0, 0, digest, b"\0" * 64),
+            grpc.StatusCode.INVALID_ARGUMENT, "not its signature on this set")
+    refused(lambda: member.session.commit_decryption(0, 1, digest, sign_commit(member.keys.identity_key, at, digest)),
+            grpc.StatusCode.FAILED_PRECONDITION, "at attempt 0, not 1")
+    assert f.coordinator._ckks_round.commitments == {} and not f.coordinator._collect.items  # nothing kept
+    f.act((x, y))
+    np.testing.assert_allclose(f.coordinator.standardisation[0], 7 / 3, rtol=1e-6)
 
 
 @pytest.mark.parametrize("announced_quorum, enforced", [(3, 3), (1, 2)])
