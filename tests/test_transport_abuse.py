@@ -18,6 +18,7 @@ from fedstyle_secure.privacy.mechanisms import GaussianRelease
 from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE
 from fedstyle_secure.privacy.reports import build_report, redacted_report, sign_report
 from fedstyle_secure.secure.ckks import encrypt
+from fedstyle_secure.secure.ckks_decryption import Attempt, layout_bytes, payload_digest, sign_contribution
 from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
 from fedstyle_secure.transport.auth import buyer_tls_pem, sign_registration
 from fedstyle_secure.transport.channel import ArtistSession, open_channel, query, with_layout
@@ -267,10 +268,18 @@ def test_ciphertext_with_foreign_parameters(keys, foreign_keys, tmp_path):
         channel, session = _connect(running, keys, "artist_a")
         with channel:
             vector, layout = pack(MOMENTS)
+            artist = load_artist_keys(keys, "artist_a")
+            at = Attempt(0, 0, artist.ckks.fingerprint)
+
+            def signed(payload: bytes) -> bytes:  # a valid signature: only the parameters are wrong
+                return sign_contribution(artist.identity_key, at, "artist_a", layout_bytes(layout.fields), payload_digest(payload))
+
             foreign = encrypt(load_artist_keys(foreign_keys, "artist_a").ckks, vector).serialize()
-            _refused(lambda: session.upload(0, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, foreign, layout, chunk_bytes=32 * 1024), grpc.StatusCode.INVALID_ARGUMENT, "fingerprint mismatch")
-            own = encrypt(load_artist_keys(keys, "artist_a").ckks, vector).serialize()
-            assert session.upload(0, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, own, layout, chunk_bytes=32 * 1024).accepted_bytes == len(own)
+            _refused(lambda: session.upload(0, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, foreign, layout, chunk_bytes=32 * 1024,
+                                            signature=signed(foreign)), grpc.StatusCode.INVALID_ARGUMENT, "fingerprint mismatch")
+            own = encrypt(artist.ckks, vector).serialize()
+            ack = session.upload(0, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, own, layout, chunk_bytes=32 * 1024, signature=signed(own))
+            assert ack.accepted_bytes == len(own)
     finally:
         running.stop(0)
 

@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 import grpc
 import numpy as np
@@ -20,17 +19,17 @@ from fedstyle_secure.data.images import content_key, load_image_folder
 from fedstyle_secure.errors import ConfigError, TransportError
 from fedstyle_secure.federation.client import Broadcast, Publication, StyleClient
 from fedstyle_secure.federation.dataset import DEFAULT_PUBLIC_IMAGES, load_public_images
-from fedstyle_secure.federation.packing import Layout, pack
+from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.federation.strategy import algorithm_spec
 from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, build_input_bank, default_cache_dir
 from fedstyle_secure.privacy.noise import CsprngNoise
-from fedstyle_secure.secure.ckks import EncryptedVector, encrypt
 from fedstyle_secure.secure.keystore import ArtistKeys
 from fedstyle_secure.training.local import LocalConfig, LocalData
 from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model, warm_start_cache
 from fedstyle_secure.transport.artist_privacy import ArtistPrivacy
 from fedstyle_secure.transport.channel import ArtistSession, open_channel
+from fedstyle_secure.transport.ckks_client import CkksClient, Send, contribute_step, decrypt_step
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.masking_client import MaskingClient, masking_step
 from fedstyle_secure.transport.masking_session import MASKING_PHASES
@@ -82,13 +81,15 @@ class ArtistRunner:
     standardised: bool = False
     done: tuple[int, str] = (0, "")
     done_attempt: int = 0  # attempt of the plan in ``done`` (a retried phase is acted on again)
-    sent: dict[tuple[int, str, int], Callable[[ArtistSession], object]] = field(default_factory=dict)
+    sent: dict[tuple[int, str, int, int], Send] = field(default_factory=dict)
     masking: MaskingClient | None = None
+    ckks: CkksClient | None = None
     privacy: ArtistPrivacy | None = None  # DP budget gate, durable ledger/results, reports (None: no DP)
 
     def act(self, session: ArtistSession, plan: pb.RoundPlan) -> None:
         """Send this plan's submission; after a reconnect the same (round, phase) resends the
-        cached submission (fresh nonce) instead of training or releasing again."""
+        cached submission (fresh nonce) instead of training or releasing again.  A CKKS decryption
+        is redone for each attempt: every attempt's contribution set is checked anew."""
         if self.client is None:
             self.client = build_style_client(self.config, session.artist_id, session.roster, plan)
             self.privacy = ArtistPrivacy.open(self.config, self.keys, self.client, plan)
@@ -96,29 +97,32 @@ class ArtistRunner:
             return
         if self.privacy is not None and not self.privacy.admit(session, plan):
             return  # retired (the server was told why) or sitting out a phase it must not be charged for
-        key = (plan.round_id, plan.phase, plan.masking.session_id)  # session_id 0 outside masking phases
+        attempt = plan.attempt if plan.phase == "decrypt" else 0
+        key = (plan.round_id, plan.phase, plan.masking.session_id, attempt)  # session_id 0 outside masking phases
         if key not in self.sent:
             self.sent = {key: self._prepare(session, plan)}  # only the latest is ever resent
-        self.sent[key](session)
+        self.sent[key](session, plan)
 
-    def _prepare(self, session: ArtistSession, plan: pb.RoundPlan) -> Callable[[ArtistSession], object]:
+    def _prepare(self, session: ArtistSession, plan: pb.RoundPlan) -> Send:
         """Do the round's local work once; return how to send its result."""
         client, round_id, r = self.client, plan.round_id, plan.round_id - 1  # r: the simulator's round index
         assert client is not None
         if plan.phase == "publish":
             publication = self._publication(session, plan)
-            return lambda s: s.publish(round_id, publication)
+            return lambda s, p: s.publish(round_id, publication)
         if plan.phase == "contribute":
-            kind, payload, layout = self._protect(plan.secure_mode, self._local_arrays(session, plan))
-            return lambda s: s.upload(round_id, kind, payload, layout)
+            vector, layout = pack(self._local_arrays(session, plan))
+            if plan.secure_mode == "ckks":  # encrypted and signed, see ckks_client
+                return contribute_step(self._ckks(), round_id, vector, layout)
+            payload = np.asarray(vector, dtype="<f8").tobytes()
+            return lambda s, p: s.upload(round_id, pb.PAYLOAD_KIND_PLAIN_VECTOR, payload, layout)
         if plan.phase in MASKING_PHASES:  # secagg / secagg+: the contribution is masked, see masking_client
             if self.masking is None:
                 self.masking = MaskingClient(self.keys.artist_id, self.keys.identity_key, self.keys.identity_public_keys)
-            return masking_step(self.masking, session, plan, lambda: pack(self._local_arrays(session, plan)))
-        if plan.phase == "decrypt":
-            total = EncryptedVector.load(self.keys.ckks, session.aggregate(round_id), what=f"round {round_id} aggregate").decrypt()
-            payload = np.asarray(total, dtype="<f8").tobytes()
-            return lambda s: s.upload(round_id, pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE, payload)
+            step = masking_step(self.masking, session, plan, lambda: pack(self._local_arrays(session, plan)))
+            return lambda s, p: step(s)
+        if plan.phase == "decrypt":  # CKKS: only a committee member decrypts, and only a sum it checked
+            return decrypt_step(self._ckks(), session, plan)
         raise TransportError(f"round {round_id}: unknown phase {plan.phase!r} (is this client older than the server?)")
 
     def _local_arrays(self, session: ArtistSession, plan: pb.RoundPlan) -> dict[str, np.ndarray]:
@@ -145,11 +149,10 @@ class ArtistRunner:
             self.standardised = True
         return broadcast
 
-    def _protect(self, secure_mode: str, arrays: dict[str, np.ndarray]) -> tuple[int, bytes, Layout]:
-        vector, layout = pack(arrays)
-        if secure_mode == "ckks":
-            return pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, encrypt(self.keys.ckks, vector).serialize(), layout
-        return pb.PAYLOAD_KIND_PLAIN_VECTOR, np.asarray(vector, dtype="<f8").tobytes(), layout
+    def _ckks(self) -> CkksClient:
+        if self.ckks is None:
+            self.ckks = CkksClient(self.keys, min_quorum=self.config.min_quorum)
+        return self.ckks
 
     def run_session(self, session: ArtistSession, stop: threading.Event) -> pb.RoundPlan:
         """Follow plans until the run finishes; returns the final plan."""

@@ -86,15 +86,35 @@ class ArtistSession:
     def upload(
         self, round_id: int, kind: int, payload: bytes, layout: Layout | None = None, *,
         nonce: bytes | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES, timeout: float = 120.0,
+        signature: bytes = b"",
     ) -> pb.Ack:
-        """Stream a contribution (plain float64 bytes or a CKKS ciphertext) or a decrypted aggregate."""
-        chunks = chunk_payload(payload, round_id=round_id, kind=kind, nonce=nonce, chunk_bytes=chunk_bytes)
+        """Stream a contribution (plain float64 bytes, or a CKKS ciphertext and its signature) or a
+        decrypted aggregate."""
+        chunks = chunk_payload(payload, round_id=round_id, kind=kind, nonce=nonce, chunk_bytes=chunk_bytes,
+                               signature=signature)
         phase = "decrypt" if kind == pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE else "contribute"
         metadata = self.submission_metadata(round_id, phase)
         return self.stub.UploadContribution(with_layout(chunks, layout), metadata=metadata, timeout=timeout)
 
-    def aggregate(self, round_id: int, timeout: float = 120.0) -> bytes:
-        return join_chunks(self.stub.DownloadAggregate(pb.AggregateRequest(round_id=round_id), metadata=self.metadata, timeout=timeout), MAX_DOWNLOAD_BYTES)[1]
+    def contribution_set(self, round_id: int, timeout: float = 30.0) -> pb.ContributionSet:
+        """CKKS committee: the signed contributions of the current attempt (the server's claim, to be checked)."""
+        request = pb.ContributionSetRequest(round_id=round_id)
+        return self.stub.GetContributionSet(request, metadata=self.metadata, timeout=timeout)
+
+    def contribution(self, round_id: int, artist_id: str, timeout: float = 120.0) -> bytes:
+        """CKKS committee: one listed contribution's ciphertext bytes."""
+        request = pb.ContributionRequest(round_id=round_id, artist_id=artist_id)
+        stream = self.stub.DownloadContribution(request, metadata=self.metadata, timeout=timeout)
+        return join_chunks(stream, MAX_DOWNLOAD_BYTES)[1]
+
+    def commit_decryption(
+        self, round_id: int, attempt: int, set_digest: bytes, signature: bytes, wait_seconds: float = 0.0
+    ) -> pb.DecryptionCommits:
+        """CKKS committee: commit to a set (idempotent); the commitments held once all are in or after
+        ``wait_seconds``."""
+        request = pb.DecryptionCommit(round_id=round_id, attempt=attempt, set_digest=set_digest, signature=signature,
+                                      wait_seconds=wait_seconds)
+        return self.stub.CommitDecryption(request, metadata=self.metadata, timeout=wait_seconds + 10)
 
     def submit_masking(
         self, round_id: int, phase: str, message: bytes, layout: Layout | None = None, *, nonce: bytes | None = None, timeout: float = 30.0

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.secure.ckks_decryption import DEFAULT_MIN_QUORUM
 from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.dp_config import dp_schedule, pop_federation_dp, validate_client_budget
@@ -64,6 +65,7 @@ class ClientConfig:
     budget_delta: float | None = None  # None = the DP plan's delta
     state_dir: Path | None = None  # durable state (model, ledger, last submission); required under DP
     reports_dir: Path | None = None  # signed epsilon reports; default <state_dir>/reports
+    min_quorum: int = DEFAULT_MIN_QUORUM  # CKKS: never decrypt a sum of fewer contributors, whatever the server says
 
 
 _TYPES: dict[str, type] = {"int": int, "str": str, "bool": bool, "float": float, "float | None": float, "str | None": str, "Path": Path, "Path | None": Path}
@@ -147,7 +149,9 @@ def load_client_config(path: Path) -> ClientConfig:
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)} (expected [client])")
     config = _build(ClientConfig, dict(raw.get("client", {})), f"{path}: client")
-    _positive(config, ("epochs", "batch_size", "reconnect_initial_seconds", "reconnect_max_seconds", "give_up_seconds", "max_message_bytes"), f"{path}: client")
+    positive = ("epochs", "batch_size", "reconnect_initial_seconds", "reconnect_max_seconds", "give_up_seconds",
+                "max_message_bytes", "min_quorum")
+    _positive(config, positive, f"{path}: client")
     validate_client_budget(config.budget_epsilon, config.budget_delta, f"{path}: client")
     base = path.parent
     return dataclasses.replace(config, keys=_relative(base, config.keys), data=_relative(base, config.data), cache_dir=_relative(base, config.cache_dir),

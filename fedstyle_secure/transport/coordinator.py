@@ -9,11 +9,12 @@ deadline path is unit-testable.
 Rounds: ``0`` is the set-up round (sum of feature moments -> input standardisation),
 ``1..R`` are training rounds (simulator round ``r = id - 1``), ``R + 1`` the final publication.
 Phases of a round: ``publish`` (prototype releases, when the round refreshes them),
-``contribute`` (plain vector or CKKS ciphertext), ``decrypt`` (CKKS only: artists return the
-decrypted aggregate).  With ``secagg``/``secagg+`` the contribute step is the five phases of
-pairwise masking, ``advertise`` (local training, then signed keys; deadline ``phase_seconds``),
-``share``, ``masked_input``, ``consistency`` (signed survivor sets) and ``unmask`` (deadline
-``masking_seconds`` each), driven by
+``contribute`` (plain vector or signed CKKS ciphertext), ``decrypt`` (CKKS only: a committee of
+two contributors checks the signed contributions, sums them itself and returns the plaintext;
+see :mod:`fedstyle_secure.secure.ckks_decryption`).  With ``secagg``/``secagg+`` the contribute
+step is the five phases of pairwise masking, ``advertise`` (local training, then signed keys;
+deadline ``phase_seconds``), ``share``, ``masked_input``, ``consistency`` (signed survivor sets)
+and ``unmask`` (deadline ``masking_seconds`` each), driven by
 :class:`~fedstyle_secure.transport.masking_rounds.MaskingRound`; the server learns only the sum.
 A phase closes when every participant answered, or at its deadline
 with at least ``quorum`` answers (stragglers are left out: every mode allows it); with fewer
@@ -43,7 +44,8 @@ from fedstyle_secure.federation.strategy import (
 )
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.secure.api import PlainSummation
-from fedstyle_secure.secure.ckks import CkksAggregator, CkksContext
+from fedstyle_secure.secure.ckks import CkksContext
+from fedstyle_secure.secure.ckks_decryption import Attempt, ContributionCollector, SignedContribution, layout_bytes
 from fedstyle_secure.secure.secagg import DEFAULT_THRESHOLD
 from fedstyle_secure.transport.masking_rounds import MaskingRound
 from fedstyle_secure.transport.masking_session import TAG_BITS, MaskingParams, is_masking_mode, round_config, session_id
@@ -123,6 +125,7 @@ class Plan:
     value_range: tuple[float, float]
     attempt: int
     masking: MaskingParams | None = None  # public parameters of the masking session (masking phases)
+    decryptors: tuple[str, ...] = ()  # CKKS decrypt phase: the decryption committee
 
 
 @dataclass
@@ -165,8 +168,7 @@ class Coordinator:
     _round_id: int = 0
     _collect: _Collect = field(default_factory=_Collect)
     _layout: Layout | None = None
-    _aggregator: CkksAggregator | None = None
-    _aggregate_bytes: bytes | None = None
+    _ckks_round: ContributionCollector | None = None  # CKKS: this attempt's signed contributions and commitments
     _nonces: set[bytes] = field(default_factory=set)
     _last_closed: tuple[int, str, float] = (-1, "", 0.0)
     _masking: MaskingRound | None = None
@@ -179,7 +181,8 @@ class Coordinator:
         self.schedule.validate(len(self.roster))
         if self.schedule.secure_mode == "ckks" and self.ckks is None:
             raise SecureAggregationError("secure_mode 'ckks' needs the server's public CKKS context")
-        if is_masking_mode(self.schedule.secure_mode) and not set(self.roster) <= set(self.identity_publics):
+        needs_identities = is_masking_mode(self.schedule.secure_mode) or self.schedule.secure_mode == "ckks"
+        if needs_identities and not set(self.roster) <= set(self.identity_publics):
             raise SecureAggregationError(f"secure_mode {self.schedule.secure_mode!r} needs every artist's identity public key")
         needs_setup = self.schedule.standardise and self.standardisation is None and self.state.round == 0
         self._open(0 if needs_setup else self.state.round + 1, now)
@@ -209,7 +212,7 @@ class Coordinator:
             self._phase = Phase.FINISHED
             return
         self._round_id = round_id
-        self._layout, self._aggregator, self._aggregate_bytes, self._masking = None, None, None, None
+        self._layout, self._ckks_round, self._masking = None, None, None
         self._enter(Phase.PUBLISH if self._publishes(round_id) else self._contribution_phase(), now)
 
     def _contribution_phase(self) -> Phase:
@@ -245,6 +248,7 @@ class Coordinator:
             value_range=self._value_range(),
             attempt=self.attempt,
             masking=self._masking.params if self._masking is not None and self._phase in MASKING_STEPS else None,
+            decryptors=self._ckks_round.committee if self.decryption_phase else (),
         )
 
     @property
@@ -301,20 +305,24 @@ class Coordinator:
         held_rows, held_prototypes = held
         return bool(np.array_equal(held_rows, rows) and np.array_equal(held_prototypes, prototypes))
 
-    def submit_contribution(self, artist: str, round_id: int, layout: Layout, payload: bytes, nonce: bytes, now: float) -> None:
-        """A packed contribution: float64 bytes (``none``) or a serialised CKKS vector (``ckks``)."""
+    def submit_contribution(
+        self, artist: str, round_id: int, layout: Layout, payload: bytes, nonce: bytes, now: float,
+        signature: bytes = b"",
+    ) -> None:
+        """A packed contribution: float64 bytes (``none``) or a serialised CKKS vector with the
+        artist's signature (``ckks``; checked, then kept unchanged for the decryption committee)."""
         self._admit(artist, round_id, Phase.CONTRIBUTE, nonce, now)
         self._check_fields(artist, round_id, layout)
         if self._layout is not None and layout != self._layout:
             raise Malformed(f"{artist}: contribution layout {layout.fields} differs from this round's {self._layout.fields}")
         what = f"round {round_id} contribution of {artist}"
         if self.schedule.secure_mode == "ckks":
-            aggregator = self._aggregator or CkksAggregator(self.ckks.public() if self.ckks.has_secret_key else self.ckks, layout.size)  # type: ignore[union-attr]
+            collector = self._ckks_round or self._new_ckks_round(layout)
             try:
-                aggregator.add(payload, what=what)
+                collector.receive(artist, payload, signature)
             except SecureAggregationError as exc:
-                raise Malformed(str(exc)) from exc
-            self._aggregator = aggregator
+                raise Malformed(f"{what} refused: {exc}") from exc
+            self._ckks_round = collector
             value: object = len(payload)
         else:
             value = _finite_vector(payload, layout.size, what, self.plan().value_range)
@@ -364,15 +372,68 @@ class Coordinator:
         spec = self.spec
         return ({"weighted_params", "weight"} if spec.averages_parameters else set()) | ({"public_embeddings", "clients"} if spec.aligns_public else set())
 
-    def submit_decrypted(self, artist: str, round_id: int, payload: bytes, nonce: bytes, now: float) -> None:
-        self._admit(artist, round_id, Phase.DECRYPT, nonce, now)
-        assert self._layout is not None
-        self._accept(artist, _finite_vector(payload, self._layout.size, f"round {round_id} decrypted aggregate of {artist}", None), nonce, now)
+    def _new_ckks_round(self, layout: Layout) -> ContributionCollector:
+        """This attempt's collector; the vector length and signed layout come from ``layout`` (today the
+        round's first upload, see :meth:`submit_contribution`)."""
+        context = self.ckks.public() if self.ckks.has_secret_key else self.ckks  # type: ignore[union-attr]
+        at = Attempt(self._round_id, self.attempt, context.fingerprint)
+        return ContributionCollector(context, at, self.identity_publics, layout.size, layout_bytes(layout.fields))
 
-    def aggregate_ciphertext(self, round_id: int) -> bytes:
-        if round_id != self._round_id or self._aggregate_bytes is None:
-            raise WrongRound(f"no encrypted aggregate for round {round_id} (current round {self._round_id}, phase {self._phase.value})")
-        return self._aggregate_bytes
+    def submit_decrypted(self, artist: str, round_id: int, payload: bytes, nonce: bytes, now: float) -> None:
+        """A committee member's plaintext of the set's sum, once every member committed to the set."""
+        self._admit(artist, round_id, Phase.DECRYPT, nonce, now)
+        collector = self._decrypting(artist, round_id)
+        if not collector.committed:
+            raise WrongRound(f"round {round_id}: not every committee member has committed to the set yet")
+        assert self._layout is not None
+        what = f"round {round_id} decrypted aggregate of {artist}"
+        self._accept(artist, _finite_vector(payload, self._layout.size, what, None), nonce, now)
+
+    def _decrypting(self, artist: str, round_id: int) -> ContributionCollector:
+        """The attempt's collector, for a committee member in this round's decrypt phase."""
+        if self.finished or round_id != self._round_id or self._phase is not Phase.DECRYPT or self._ckks_round is None:
+            raise WrongRound(f"round {round_id} has no CKKS contribution set to decrypt "
+                             f"(current round {self._round_id}, phase {self._phase.value})")
+        if artist not in self._ckks_round.committee:
+            committee = list(self._ckks_round.committee)
+            raise WrongRound(f"{artist} is not on round {round_id}'s decryption committee {committee}")
+        return self._ckks_round
+
+    def contribution_set(self, artist: str, round_id: int) -> tuple[int, list[SignedContribution], dict[str, int]]:
+        """(attempt, the signed contributions, their sizes in bytes) for a committee member."""
+        collector = self._decrypting(artist, round_id)
+        contributions = collector.contributions
+        return self.attempt, contributions, {c.artist: len(collector.payload(c.artist)) for c in contributions}
+
+    def contribution_payload(self, artist: str, round_id: int, contributor: str) -> bytes:
+        try:
+            return self._decrypting(artist, round_id).payload(contributor)
+        except SecureAggregationError as exc:
+            raise Malformed(str(exc)) from exc
+
+    def commit_decryption(self, artist: str, round_id: int, attempt: int, digest: bytes, signature: bytes) -> None:
+        """Keep a committee member's signed commitment to this attempt's set (idempotent)."""
+        collector = self._decrypting(artist, round_id)
+        if attempt != self.attempt:
+            raise WrongRound(f"round {round_id} is at attempt {self.attempt}, not {attempt}")
+        try:
+            collector.commit(artist, digest, signature)
+        except SecureAggregationError as exc:
+            raise Malformed(str(exc)) from exc
+
+    @property
+    def decryption_phase(self) -> bool:
+        """Whether a CKKS decryption committee is at work (its set is fixed)."""
+        return self._phase is Phase.DECRYPT and self._ckks_round is not None
+
+    @property
+    def decryption_committed(self) -> bool:
+        """Whether every member of the current decryption committee has committed to the set."""
+        return self.decryption_phase and self._ckks_round.committed  # type: ignore[union-attr]
+
+    def decryption_commits(self, artist: str, round_id: int) -> tuple[int, dict[str, tuple[bytes, bytes]]]:
+        """(attempt, committee member -> (set digest, signature)) of the commitments held so far."""
+        return self.attempt, self._decrypting(artist, round_id).commitments
 
     def record_report(self, artist: str, round_id: int) -> None:
         self.reports[artist] = max(round_id, self.reports.get(artist, 0))
@@ -396,7 +457,8 @@ class Coordinator:
         if not everyone and now <= self._deadline:
             return False
         if got < self._needed():
-            self._abort(f"round {self._round_id} phase {self._phase.value!r}: {got} of {len(self.participants)} answered by the deadline, quorum {self._needed()}", now)
+            self._abort(f"round {self._round_id} phase {self._phase.value!r}: {got} of {len(self._expected())} "
+                        f"answered by the deadline, quorum {self._needed()}", now)
             return True
         try:
             self._close(now)
@@ -405,16 +467,21 @@ class Coordinator:
         return True
 
     def _expected(self) -> set[str]:
-        """Who can still answer this phase (masking: only the artists the server sent a message)."""
+        """Who can still answer this phase (masking: only the artists the server sent a message;
+        CKKS decrypt: the committee)."""
         if self._masking is not None and self._phase in MASKING_STEPS:
             return set(self._masking.expected(self._phase.value))
+        if self._phase is Phase.DECRYPT and self._ckks_round is not None:
+            return set(self._ckks_round.committee)
         return set(self.participants)
 
     def _needed(self) -> int:
-        """Answers needed to proceed at the deadline: ``quorum`` contributors; one decryption
-        (CKKS), one survivor-set signature or one unmasking answer (the masking state machine itself
-        checks the threshold)."""
-        if self._phase in (Phase.DECRYPT, Phase.CONSISTENCY, Phase.UNMASK):
+        """Answers needed to proceed at the deadline: ``quorum`` contributors; every committee
+        member's decryption (CKKS: they must agree); one survivor-set signature or one unmasking
+        answer (the masking state machine itself checks the threshold)."""
+        if self._phase is Phase.DECRYPT:
+            return len(self._expected())
+        if self._phase in (Phase.CONSISTENCY, Phase.UNMASK):
             return 1
         return min(self.schedule.quorum, max(len(self.participants), 1))
 
@@ -425,6 +492,7 @@ class Coordinator:
             self.failed = f"{reason}; gave up after {self.schedule.max_retries} retries"
             self._phase = Phase.FINISHED
             return
+        self._last_closed = (-1, "", 0.0)  # the retried attempt reopens every phase of the round
         self._open(self._round_id, now)
 
     def _close(self, now: float) -> None:
@@ -445,7 +513,7 @@ class Coordinator:
             self._apply(unpack(outcome.total, self._layout))  # type: ignore[arg-type]
             return self._complete(now)
         if self._phase is Phase.CONTRIBUTE and self.schedule.secure_mode == "ckks":
-            self._aggregate_bytes = self._aggregator.result().serialize()  # type: ignore[union-attr]
+            self._ckks_round.close()  # type: ignore[union-attr]  # fixes the set and its committee
             return self._enter(Phase.DECRYPT, now)
         if self._phase is Phase.CONTRIBUTE:
             total = PlainSummation().sum(items, round_id=self._round_id).total  # type: ignore[arg-type]

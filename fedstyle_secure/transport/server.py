@@ -181,7 +181,7 @@ class FederationServicer(pb_grpc.FederationServicer):
             dp=self._dp_parameters(), public_set=pb.PublicSetReference(name=PUBLIC_SET_NAME, count=DEFAULT_PUBLIC_IMAGES),
             masking=None if plan.masking is None else pb.MaskingParameters(
                 session_id=plan.masking.session_id, threshold=plan.masking.threshold, degree=plan.masking.degree),
-            attempt=plan.attempt,
+            attempt=plan.attempt, quorum=c.schedule.quorum, decryptors=list(plan.decryptors),
         )
 
     def _dp_parameters(self) -> pb.DpParameters | None:
@@ -336,18 +336,50 @@ class FederationServicer(pb_grpc.FederationServicer):
                 layout = layout_from_fields(header.layout)
                 if not layout.fields:
                     raise Malformed("a contribution must declare its layout")
-                self.coordinator.submit_contribution(artist, header.round_id, layout, payload, bytes(header.nonce), now)
+                self.coordinator.submit_contribution(artist, header.round_id, layout, payload, bytes(header.nonce), now,
+                                                     bytes(header.signature))
             else:
                 raise Malformed(f"payload kind {pb.PayloadKind.Name(header.kind)} is not accepted in secure mode {self.coordinator.schedule.secure_mode!r}")
             self._changed()
         return pb.Ack(round_id=header.round_id, accepted_bytes=len(payload))
 
     @_rpc
-    def DownloadAggregate(self, request: pb.AggregateRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
-        self._artist(context, "DownloadAggregate")
+    def GetContributionSet(self, request: pb.ContributionSetRequest, context: grpc.ServicerContext
+                           ) -> pb.ContributionSet:
+        """CKKS decryption committee: the signed contributions of the current attempt."""
+        artist = self._artist(context, "GetContributionSet")
         with self._cond:
-            data = self.coordinator.aggregate_ciphertext(request.round_id)
-        return chunk_payload(data, round_id=request.round_id, kind=pb.PAYLOAD_KIND_CKKS_AGGREGATE)
+            attempt, contributions, sizes = self.coordinator.contribution_set(artist, request.round_id)
+        listed = [pb.SignedContribution(artist_id=c.artist, sha256=c.digest, signature=c.signature,
+                                        size_bytes=sizes[c.artist]) for c in contributions]
+        return pb.ContributionSet(round_id=request.round_id, attempt=attempt, contributions=listed)
+
+    @_rpc
+    def DownloadContribution(self, request: pb.ContributionRequest, context: grpc.ServicerContext
+                             ) -> Iterator[pb.Chunk]:
+        """CKKS decryption committee: one listed contribution's ciphertext."""
+        artist = self._artist(context, "DownloadContribution")
+        with self._cond:
+            data = self.coordinator.contribution_payload(artist, request.round_id, request.artist_id)
+        return chunk_payload(data, round_id=request.round_id, kind=pb.PAYLOAD_KIND_CKKS_CONTRIBUTION)
+
+    @_rpc
+    def CommitDecryption(self, request: pb.DecryptionCommit, context: grpc.ServicerContext) -> pb.DecryptionCommits:
+        """CKKS decryption committee: keep the caller's commitment, then wait (bounded) until every member committed."""
+        artist = self._artist(context, "CommitDecryption")
+        wait = min(max(request.wait_seconds, 0.0), MAX_POLL_SECONDS)
+        with self._cond:
+            c = self.coordinator
+            c.commit_decryption(artist, request.round_id, request.attempt, bytes(request.set_digest),
+                                bytes(request.signature))
+            self._changed()
+            seen = self._plan_key()
+            self._cond.wait_for(lambda: c.decryption_committed or self._plan_key() != seen or not context.is_active(),
+                                timeout=wait)
+            attempt, commits = c.decryption_commits(artist, request.round_id)
+        held = [pb.SignedCommit(artist_id=a, set_digest=digest, signature=signature)
+                for a, (digest, signature) in sorted(commits.items())]
+        return pb.DecryptionCommits(round_id=request.round_id, attempt=attempt, commits=held)
 
     @_rpc
     def SubmitMasking(self, request: pb.MaskingUpload, context: grpc.ServicerContext) -> pb.Ack:

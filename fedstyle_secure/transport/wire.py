@@ -93,12 +93,13 @@ def new_nonce() -> bytes:
 
 
 def chunk_payload(
-    payload: bytes, *, round_id: int, kind: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES, nonce: bytes | None = None
+    payload: bytes, *, round_id: int, kind: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES, nonce: bytes | None = None,
+    signature: bytes = b"",
 ) -> Iterator[pb.Chunk]:
-    """Split ``payload`` into Chunks; the first carries the header (size, SHA-256, nonce)."""
+    """Split ``payload`` into Chunks; the first carries the header (size, SHA-256, nonce, signature)."""
     header = pb.PayloadHeader(
         round_id=round_id, kind=kind, total_bytes=len(payload),
-        sha256=hashlib.sha256(payload).digest(), nonce=nonce if nonce is not None else new_nonce(),
+        sha256=hashlib.sha256(payload).digest(), nonce=nonce if nonce is not None else new_nonce(), signature=signature,
     )
     pieces = [payload[i : i + chunk_bytes] for i in range(0, len(payload), chunk_bytes)] or [b""]
     yield pb.Chunk(header=header, data=pieces[0])
