@@ -16,21 +16,21 @@ from typing import Callable
 import grpc
 import numpy as np
 
-from fedstyle_secure.data.images import content_key, load_image_folder
+from fedstyle_secure.data.images import load_image_folder
 from fedstyle_secure.errors import ConfigError, TransportError
 from fedstyle_secure.federation.client import Broadcast, Publication, StyleClient
-from fedstyle_secure.federation.dataset import DEFAULT_PUBLIC_IMAGES, load_public_images
-from fedstyle_secure.federation.packing import Layout, pack
+from fedstyle_secure.federation.dataset import DEFAULT_PUBLIC_IMAGES
+from fedstyle_secure.federation.packing import Layout, pack_as
+from fedstyle_secure.federation.round_layout import round_layout
 from fedstyle_secure.federation.strategy import algorithm_spec
-from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, build_input_bank, default_cache_dir
 from fedstyle_secure.secure.ckks import EncryptedVector, encrypt
 from fedstyle_secure.secure.keystore import ArtistKeys
 from fedstyle_secure.training.local import LocalConfig, LocalData
-from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model, warm_start_cache
 from fedstyle_secure.transport.artist_privacy import ArtistPrivacy
 from fedstyle_secure.transport.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.config import ClientConfig
+from fedstyle_secure.transport.federation_model import public_bank, starting_model
 from fedstyle_secure.transport.masking_client import MaskingClient, masking_step
 from fedstyle_secure.transport.masking_session import MASKING_PHASES
 from fedstyle_secure.transport.wire import pb
@@ -52,13 +52,10 @@ def build_style_client(config: ClientConfig, artist_id: str, roster: tuple[str, 
         raise ConfigError(f"client.data: {config.data} must hold exactly one artist's folder, found {list(artworks.artists)}")
     cache = config.cache_dir or default_cache_dir()
     bank = build_input_bank(artworks.images, artworks.keys, DEFAULT_BACKBONE, DEFAULT_VIEWS, seed=0, cache_dir=cache)
-    public_images = load_public_images(None)
-    public = build_input_bank(public_images, [content_key(p) for p in public_images], DEFAULT_BACKBONE, DEFAULT_VIEWS, seed=0, cache_dir=cache)
+    public = public_bank(cache)
     spec = algorithm_spec(plan.algorithm)
-    model = make_initial_model(  # every artist starts from the same model, as in the simulator
-        EncoderConfig(embedding_dim=plan.embedding_dim), bank, public, len(roster) if spec.needs_classifier else None,
-        seed=plan.seed, pretrain_steps=default_pretrain_steps(plan.HasField("dp")), cache=warm_start_cache(cache),
-    )
+    # every artist starts from the same model as the server and the simulator
+    model = starting_model(spec, plan.embedding_dim, len(roster), plan.seed, plan.HasField("dp"), bank, public, cache)
     row = roster.index(artist_id)
     return StyleClient(
         client_id=artist_id, data=LocalData(bank=bank, labels=np.full(len(bank), row)), spec=spec, model=model,
@@ -104,17 +101,28 @@ class ArtistRunner:
             publication = self._publication(session, plan)
             return lambda s: s.publish(round_id, publication)
         if plan.phase == "contribute":
-            kind, payload, layout = self._protect(plan.secure_mode, self._local_arrays(session, plan))
+            kind, payload, layout = self._protect(plan.secure_mode, *self._packed(session, plan))
             return lambda s: s.upload(round_id, kind, payload, layout)
         if plan.phase in MASKING_PHASES:  # secagg / secagg+: the contribution is masked, see masking_client
             if self.masking is None:
                 self.masking = MaskingClient(self.keys.artist_id, self.keys.identity_key, self.keys.identity_public_keys)
-            return masking_step(self.masking, session, plan, lambda: pack(self._local_arrays(session, plan)))
+            return masking_step(self.masking, session, plan, lambda: self._packed(session, plan))
         if plan.phase == "decrypt":
             total = EncryptedVector.load(self.keys.ckks, session.aggregate(round_id), what=f"round {round_id} aggregate").decrypt()
             payload = np.asarray(total, dtype="<f8").tobytes()
             return lambda s: s.upload(round_id, pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE, payload)
         raise TransportError(f"round {round_id}: unknown phase {plan.phase!r} (is this client older than the server?)")
+
+    def _packed(self, session: ArtistSession, plan: pb.RoundPlan) -> tuple[np.ndarray, Layout]:
+        """The round's contribution packed in the layout the plan prescribes (the server computes
+        the same layout and refuses any other)."""
+        assert self.client is not None
+        kinds = {pb.ROUND_KIND_SETUP: "setup", pb.ROUND_KIND_TRAIN: "train", pb.ROUND_KIND_FINAL: "final"}
+        layout = round_layout(self.client.spec, self.client.shape(), kinds[plan.kind])
+        if layout is None:
+            raise TransportError(f"round {plan.round_id}: algorithm {plan.algorithm!r} sums nothing, "
+                                 "yet the server asks for a contribution")
+        return pack_as(self._local_arrays(session, plan), layout), layout
 
     def _local_arrays(self, session: ArtistSession, plan: pb.RoundPlan) -> dict[str, np.ndarray]:
         """The round's named arrays to sum: feature moments (set-up round) or a local fit's contribution."""
@@ -140,8 +148,7 @@ class ArtistRunner:
             self.standardised = True
         return broadcast
 
-    def _protect(self, secure_mode: str, arrays: dict[str, np.ndarray]) -> tuple[int, bytes, Layout]:
-        vector, layout = pack(arrays)
+    def _protect(self, secure_mode: str, vector: np.ndarray, layout: Layout) -> tuple[int, bytes, Layout]:
         if secure_mode == "ckks":
             return pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, encrypt(self.keys.ckks, vector).serialize(), layout
         return pb.PAYLOAD_KIND_PLAIN_VECTOR, np.asarray(vector, dtype="<f8").tobytes(), layout
