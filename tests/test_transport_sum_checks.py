@@ -204,3 +204,37 @@ def test_the_store_refuses_nan_and_keeps_the_last_good_snapshot(tmp_path):
     loaded = store.load()
     np.testing.assert_array_equal(loaded.standardisation[1], np.ones(5, np.float32))
     np.testing.assert_array_equal(loaded.state.params, np.zeros(6, np.float32))
+
+
+def test_a_poisoned_database_is_never_resumed_from(tmp_path):
+    """A state written before the store refused NaN (the original attack) stops the server at start."""
+    import sqlite3
+
+    from fedstyle_secure.errors import ConfigError
+    from fedstyle_secure.federation.strategy import initial_state
+    from fedstyle_secure.transport.sqlite_io import npy_bytes
+    from fedstyle_secure.transport.store import Snapshot
+
+    store = StateStore(tmp_path / "server.sqlite")
+    standardisation = (np.zeros(5, np.float32), np.ones(5, np.float32))
+    store.save(Snapshot(initial_state(3, 4, None), standardisation, {}, ARTISTS, "fedstyle"))
+    with sqlite3.connect(store.path) as db:  # what the unguarded store wrote after 'clients = -2'
+        db.execute("UPDATE state SET value = ? WHERE key = 'feature_std'", (npy_bytes(np.full(5, np.inf, np.float32)),))
+    with pytest.raises(ConfigError, match="saved state is unusable: feature_std contains 5 NaN or infinite"):
+        store.load()
+
+
+@pytest.mark.parametrize("served", [("none", 2)], indirect=True)
+def test_state_the_store_refuses_stops_the_run_and_is_never_broadcast(served):
+    """Defence in depth: should non-finite state ever get past the sum checks (simulated here by
+    writing it into the coordinator), the store refuses it, the run stops naming the reason and
+    the broadcast is refused."""
+    with served.running.servicer._cond:
+        served.coordinator.standardisation = (np.full(F, np.nan, np.float32), np.ones(F, np.float32))
+        served.running.servicer._changed()
+    assert served.coordinator.finished
+    assert "state refused by the store: feature_mean contains" in served.coordinator.failed
+    assert StateStore(served.config.state_db).load() is None
+    broadcast = served.sessions["artist_a"].broadcast
+    _refused(lambda: broadcast(0), grpc.StatusCode.ABORTED, "no broadcast: feature_mean contains")
+    assert "state refused by the store" in served.sessions["artist_a"].plan().failure

@@ -99,6 +99,11 @@ class StateStore:
             round=int(meta["round"]), params=_array(rows["params"]), consensus=_array(rows["consensus"]),
             prototypes=_array(rows["prototypes"]), known=_array(rows["known"]), retired=dict(meta["retired"]),
         )
+        try:  # e.g. written by a version without this guard: never resumed from, never broadcast
+            require_finite({"params": state.params, "consensus": state.consensus, "prototypes": state.prototypes,
+                            "feature_mean": mean, "feature_std": std})
+        except NonFiniteState as exc:
+            raise ConfigError(f"{self.path}: the saved state is unusable: {exc}") from exc
         return Snapshot(
             state=state, standardisation=None if mean is None else (mean, std),
             reports={k: int(v) for k, v in meta["reports"].items()},
