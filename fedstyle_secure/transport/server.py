@@ -243,8 +243,9 @@ class FederationServicer(pb_grpc.FederationServicer):
                             "feature_mean": mean, "feature_std": spread})
         except NonFiniteState as exc:
             raise SecureAggregationError(f"no broadcast: {exc}") from exc
+        params = s.params if s.round > 0 else None  # before any training round: the starting model every artist builds
         return pb.BroadcastBody(
-            round_id=round_id, params=optional_tensor(s.params), consensus=optional_tensor(s.consensus),
+            round_id=round_id, params=optional_tensor(params), consensus=optional_tensor(s.consensus),
             prototypes=optional_tensor(s.prototypes), known=[bool(k) for k in s.known],
             feature_mean=optional_tensor(None if std is None else std[0]), feature_std=optional_tensor(None if std is None else std[1]),
         )
