@@ -13,6 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedstyle_secure.federation.packing import pack
+from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.mechanisms import GaussianRelease
 from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE
@@ -30,7 +31,8 @@ from fedstyle_secure.transport.upload_limits import expected_layout, payload_lim
 from fedstyle_secure.transport.wire import chunk_payload, new_nonce, pb, pb_grpc
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
-MOMENTS = {"clients": np.array([1.0]), "feature_mean": np.full(4, 0.5), "feature_sq_mean": np.full(4, 0.5)}
+F = STYLE_FEATURE_DIM  # the set-up round's feature width in the server's plan (from its model)
+MOMENTS = {"clients": np.array([1.0]), "feature_mean": np.full(F, 0.5), "feature_sq_mean": np.full(F, 0.5)}
 
 
 class Clock:

@@ -8,6 +8,7 @@ import shutil
 import threading
 
 import grpc
+import numpy as np
 import pytest
 
 from fedstyle_secure.cli.main import main
@@ -28,7 +29,9 @@ from fedstyle_secure.transport.artist_privacy import _budget
 from fedstyle_secure.transport.artist_state import ArtistStateStore
 from fedstyle_secure.transport.auth import buyer_tls_pem
 from fedstyle_secure.transport.channel import ArtistSession, open_channel
+from fedstyle_secure.models.params import get_flat_params
 from fedstyle_secure.transport.config import ClientConfig, ServerConfig
+from fedstyle_secure.transport.federation_model import server_model
 from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.loopback import artist_dirs, start_loopback, write_fresh_keys
 from fedstyle_secure.transport.server import start_server
@@ -72,12 +75,19 @@ def test_dp_federation_reports_every_round_and_audits_clean(tmp_path, data, caps
     federation = start_loopback(work, data, _schedule(), cache_dir=data.parent / "cache", dp=DpConfig(epsilon=EPSILON))
     try:
         assert federation.join(timeout=150)
-        coordinator = federation.server.servicer.coordinator
+        coordinator, config = federation.server.servicer.coordinator, federation.server.servicer.config
     finally:
         federation.close()
     assert federation.results == {a: 0 for a in ARTISTS}
     assert coordinator.failed is None and coordinator.state.round == 3 and not coordinator.state.retired
     assert coordinator.standardisation is None  # no non-private set-up round under DP
+    # encrypt only what changes: artists sent fc2 + classifier; the rest is still the public warm start
+    start, shape = server_model(config, len(ARTISTS), config.cache_dir)
+    trained = np.zeros(shape.model.param_count, dtype=bool)
+    trained[np.concatenate([np.arange(a, b) for a, b in shape.model.trained])] = True
+    assert shape.model.param_count > 10 * shape.model.trained_count
+    np.testing.assert_array_equal(coordinator.state.params[~trained], get_flat_params(start)[~trained])
+    assert not np.array_equal(coordinator.state.params[trained], get_flat_params(start)[trained])
     assert coordinator.reports == {a: 2 for a in ARTISTS}
     assert StateStore(work / "server.sqlite").load().reports == {a: 2 for a in ARTISTS}
     for artist in ARTISTS:

@@ -34,7 +34,7 @@ ARTISTS = ("artist_a", "artist_b", "artist_c")
 PER_IDENTITY = 4
 MiB = 1024 * 1024
 CHUNK = 256 * 1024
-MOMENTS = {"clients": np.array([1.0]), "feature_mean": np.full(4, 0.5), "feature_sq_mean": np.full(4, 0.5)}
+MOMENTS = {"clients": np.array([1.0]), "feature_mean": np.full(STYLE_FEATURE_DIM, 0.5), "feature_sq_mean": np.full(STYLE_FEATURE_DIM, 0.5)}  # the plan's set-up layout
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,9 @@ import pytest
 from fedstyle_secure.data.synth import write_synthetic_folder
 from fedstyle_secure.errors import SecureAggregationError
 from fedstyle_secure.federation.packing import Layout, pack
+from fedstyle_secure.federation.round_layout import FederationShape, ModelShape
 from fedstyle_secure.federation.strategy import initial_state
+from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
 from fedstyle_secure.secure.masking import MaskingServer
 from fedstyle_secure.secure.masking import Phase as MaskingPhase
@@ -48,6 +50,7 @@ from fedstyle_secure.transport.server import start_server
 from fedstyle_secure.transport.wire import new_nonce, pb
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
+WIRE = STYLE_FEATURE_DIM  # feature width of a real server's set-up round (its plan, from its model)
 
 
 def _moments(value: float, width: int = 4) -> dict[str, np.ndarray]:
@@ -82,7 +85,9 @@ class _Federation:
     def __init__(self, keys: Path, roster: tuple[str, ...], **schedule) -> None:
         server_keys = load_server_keys(keys)
         self.schedule = Schedule(**{"rounds": 1, "quorum": 2, "phase_seconds": 10, "masking_seconds": 5, "max_retries": 1, "secure_mode": "secagg", **schedule})
-        self.c = Coordinator(schedule=self.schedule, roster=roster, state=initial_state(len(roster), 4, None),
+        shape = FederationShape(feature_dim=4, embedding_dim=4, public_count=2, model=ModelShape.everything(5))
+        state = initial_state(len(roster), 4, np.zeros(5, np.float32))
+        self.c = Coordinator(schedule=self.schedule, roster=roster, state=state, shape=shape,
                              identity_publics={a: server_keys.identity_public_keys[a] for a in roster})
         self.c.start(now=0.0)
         self.clients = {a: MaskingClient(a, k.identity_key, k.identity_public_keys) for a in roster for k in [load_artist_keys(keys, a)]}
@@ -230,8 +235,8 @@ def test_malformed_and_misplaced_masking_messages_are_refused_and_the_round_comp
         a = sessions["artist_a"]
         plan = a.plan()
         assert (plan.phase, plan.masking.session_id >> 32, plan.masking.threshold) == ("advertise", 0, pytest.approx(2 / 3))
-        vectors = {artist: pack(_moments(float(i + 1)))[0] for i, artist in enumerate(sessions)}
-        layout = pack(_moments(1.0))[1]
+        vectors = {artist: pack(_moments(float(i + 1), WIRE))[0] for i, artist in enumerate(sessions)}
+        layout = pack(_moments(1.0, WIRE))[1]
         adverts = {artist: clients[artist].advertise(plan, vectors[artist]) for artist in sessions}
 
         _refused(lambda: a.submit_masking(0, "advertise", b"FSMK\x01garbage", layout), grpc.StatusCode.INVALID_ARGUMENT, "does not decode")
@@ -380,7 +385,7 @@ def test_an_aborted_round_is_announced_as_a_new_attempt_with_a_fresh_session(key
             session = ArtistSession.register(channel, artist_keys)
             client = MaskingClient("artist_a", artist_keys.identity_key, artist_keys.identity_public_keys)
             first = session.plan()
-            vector, layout = pack(_moments(1.0))
+            vector, layout = pack(_moments(1.0, WIRE))
             session.submit_masking(0, "advertise", client.advertise(first, vector), layout)
             clock.now += 61  # the advertise deadline passes with 1 of 5 (quorum 5)
             retry = session.plan(0, "advertise", wait_seconds=10, after_attempt=first.attempt)

@@ -14,19 +14,20 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fedstyle_secure.errors import ConfigError
-from fedstyle_secure.federation.client import Broadcast, StyleClient
+from fedstyle_secure.federation.client import Broadcast, StyleClient, federation_shape
 from fedstyle_secure.federation.dataset import FederationData
-from fedstyle_secure.federation.packing import pack, unpack
+from fedstyle_secure.federation.packing import pack_as, unpack
+from fedstyle_secure.federation.round_layout import FederationShape, round_layout
 from fedstyle_secure.federation.strategy import (
     CONTRIBUTION_RANGE,
     FEATURE_MOMENT_RANGE,
+    AlgorithmSpec,
     ServerState,
-    aggregate,
     algorithm_spec,
     initial_state,
     publish_prototypes,
-    standardisation_from_sums,
 )
+from fedstyle_secure.federation.sum_checks import checked_aggregate, checked_standardisation, decode_tolerance
 from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.federation.reporting import ReportWriter
@@ -146,13 +147,19 @@ def make_clients(config: SimulationConfig, data: FederationData, model: nn.Modul
     return clients
 
 
-def standardise_inputs(clients: list[StyleClient], template: nn.Module, summation: SecureSummation) -> None:
+def standardise_inputs(
+    clients: list[StyleClient], template: nn.Module, summation: SecureSummation, spec: AlgorithmSpec,
+    shape: FederationShape,
+) -> None:
     """Set-up round: the frozen features' mean/std from the secure sum of every client's
-    feature moments, installed in every model (no client's moments are seen alone)."""
-    packed = {c.client_id: pack(c.feature_moments()) for c in clients}
-    layout = next(iter(packed.values()))[1]
-    total = summation.sum({cid: vec for cid, (vec, _) in packed.items()}, round_id=0).total
-    mean, std = standardisation_from_sums(unpack(total, layout))
+    feature moments, installed in every model (no client's moments are seen alone).  The
+    layout and the checks of the sum come from the plan (``shape``), as on the gRPC server."""
+    layout = round_layout(spec, shape, "setup")
+    assert layout is not None
+    agg = summation.sum({c.client_id: pack_as(c.feature_moments(), layout) for c in clients}, round_id=0)
+    n = len(agg.contributors)
+    tolerance = decode_tolerance(FEATURE_MOMENT_RANGE, n, len(clients))
+    mean, std = checked_standardisation(spec, shape, unpack(agg.total, layout), n, tolerance)
     for client in clients:
         client.set_standardisation(mean, std)
     template.encoder.set_standardisation(torch.from_numpy(mean), torch.from_numpy(std))
@@ -184,8 +191,12 @@ def run_simulation(
     if spec.pooled and summations is not plain_summation:
         raise ConfigError("--secure protects federated sums; 'central' pools all data in one place and has none")
     reports = _report_writer(reports_dir, clients, data) if config.dp is not None and reports_dir is not None else None
+    private_layers = config.dp.private_layers if config.dp is not None else None
+    feature_dim, embedding_dim = int(np.prod(data.bank.input_shape)), config.encoder.embedding_dim
+    # the plan: what every round sums, computed as the gRPC server computes it
+    shape = federation_shape(spec, template, feature_dim, len(data.public), embedding_dim, private_layers)
     if data.bank.kind == "features" and config.dp is None:  # under DP: public-set statistics (free)
-        standardise_inputs(clients, template, summations(ids, FEATURE_MOMENT_RANGE))
+        standardise_inputs(clients, template, summations(ids, FEATURE_MOMENT_RANGE), spec, shape)
     summation = summations(ids, CONTRIBUTION_RANGE)
     refreshes = refresh_rounds(config.rounds, config.dp.prototype_refreshes if config.dp else None)
     state = initial_state(n_artists, config.encoder.embedding_dim, get_flat_params(template) if spec.averages_parameters else None)
@@ -203,13 +214,15 @@ def run_simulation(
                 if spec.shares_prototypes:
                     publish_prototypes(state, pub.artist_rows, pub.prototypes)
         broadcast = _broadcast(state)
-        packed = {client.client_id: pack(client.fit(broadcast, round_id=r)) for client in active}
+        layout = round_layout(spec, shape, "train")  # the plan's, never a client's
+        contributions = {client.client_id: client.fit(broadcast, round_id=r) for client in active}
         losses = [loss for client in active for loss in client.last_result.losses]
         bytes_up = 0.0
-        if spec.averages_parameters or spec.aligns_public:
-            layout = next(iter(packed.values()))[1]
-            agg = summation.sum({cid: vec for cid, (vec, _) in packed.items()}, round_id=r + 1)
-            state = aggregate(spec, state, unpack(agg.total, layout))
+        if layout is not None:
+            agg = summation.sum({cid: pack_as(arrays, layout) for cid, arrays in contributions.items()}, round_id=r + 1)
+            n = len(agg.contributors)
+            tolerance = decode_tolerance(CONTRIBUTION_RANGE, n, len(ids))
+            state = checked_aggregate(spec, shape, state, unpack(agg.total, layout), n, tolerance)
             bytes_up = float(np.mean(list(agg.bytes_up.values()))) if agg.bytes_up else 0.0
         else:
             state.round += 1

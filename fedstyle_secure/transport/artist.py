@@ -15,22 +15,22 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from fedstyle_secure.data.images import content_key, load_image_folder
+from fedstyle_secure.data.images import load_image_folder
 from fedstyle_secure.errors import ConfigError, TransportError
 from fedstyle_secure.federation.client import Broadcast, Publication, StyleClient
-from fedstyle_secure.federation.dataset import DEFAULT_PUBLIC_IMAGES, load_public_images
-from fedstyle_secure.federation.packing import pack
+from fedstyle_secure.federation.dataset import DEFAULT_PUBLIC_IMAGES
+from fedstyle_secure.federation.packing import Layout, pack_as
+from fedstyle_secure.federation.round_layout import round_layout
 from fedstyle_secure.federation.strategy import algorithm_spec
-from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, build_input_bank, default_cache_dir
 from fedstyle_secure.privacy.noise import CsprngNoise
 from fedstyle_secure.secure.keystore import ArtistKeys
 from fedstyle_secure.training.local import LocalConfig, LocalData
-from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model, warm_start_cache
 from fedstyle_secure.transport.artist_privacy import ArtistPrivacy
 from fedstyle_secure.transport.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.ckks_client import CkksClient, Send, contribute_step, decrypt_step
 from fedstyle_secure.transport.config import ClientConfig
+from fedstyle_secure.transport.federation_model import public_bank, starting_model
 from fedstyle_secure.transport.masking_client import MaskingClient, masking_step
 from fedstyle_secure.transport.masking_session import MASKING_PHASES
 from fedstyle_secure.transport.wire import pb
@@ -56,13 +56,10 @@ def build_style_client(config: ClientConfig, artist_id: str, roster: tuple[str, 
         raise ConfigError(f"client.data: {config.data} must hold exactly one artist's folder, found {list(artworks.artists)}")
     cache = config.cache_dir or default_cache_dir()
     bank = build_input_bank(artworks.images, artworks.keys, DEFAULT_BACKBONE, DEFAULT_VIEWS, seed=0, cache_dir=cache)
-    public_images = load_public_images(None)
-    public = build_input_bank(public_images, [content_key(p) for p in public_images], DEFAULT_BACKBONE, DEFAULT_VIEWS, seed=0, cache_dir=cache)
+    public = public_bank(cache)
     spec = algorithm_spec(plan.algorithm)
-    model = make_initial_model(  # every artist starts from the same model, as in the simulator
-        EncoderConfig(embedding_dim=plan.embedding_dim), bank, public, len(roster) if spec.needs_classifier else None,
-        seed=plan.seed, pretrain_steps=default_pretrain_steps(plan.HasField("dp")), cache=warm_start_cache(cache),
-    )
+    # every artist starts from the same model as the server and the simulator
+    model = starting_model(spec, plan.embedding_dim, len(roster), plan.seed, plan.HasField("dp"), bank, public, cache)
     row = roster.index(artist_id)
     return StyleClient(  # rng: view / public-image choice only (public seed is fine); DP draws: the OS-keyed CSPRNG
         client_id=artist_id, data=LocalData(bank=bank, labels=np.full(len(bank), row)), spec=spec, model=model,
@@ -111,7 +108,7 @@ class ArtistRunner:
             publication = self._publication(session, plan)
             return lambda s, p: s.publish(round_id, publication)
         if plan.phase == "contribute":
-            vector, layout = pack(self._local_arrays(session, plan))
+            vector, layout = self._packed(session, plan)
             if plan.secure_mode == "ckks":  # encrypted and signed, see ckks_client
                 return contribute_step(self._ckks(), round_id, vector, layout)
             payload = np.asarray(vector, dtype="<f8").tobytes()
@@ -119,11 +116,22 @@ class ArtistRunner:
         if plan.phase in MASKING_PHASES:  # secagg / secagg+: the contribution is masked, see masking_client
             if self.masking is None:
                 self.masking = MaskingClient(self.keys.artist_id, self.keys.identity_key, self.keys.identity_public_keys)
-            step = masking_step(self.masking, session, plan, lambda: pack(self._local_arrays(session, plan)))
+            step = masking_step(self.masking, session, plan, lambda: self._packed(session, plan))
             return lambda s, p: step(s)
         if plan.phase == "decrypt":  # CKKS: only a committee member decrypts, and only a sum it checked
             return decrypt_step(self._ckks(), session, plan)
         raise TransportError(f"round {round_id}: unknown phase {plan.phase!r} (is this client older than the server?)")
+
+    def _packed(self, session: ArtistSession, plan: pb.RoundPlan) -> tuple[np.ndarray, Layout]:
+        """The round's contribution packed in the layout the plan prescribes (the server computes
+        the same layout and refuses any other)."""
+        assert self.client is not None
+        kinds = {pb.ROUND_KIND_SETUP: "setup", pb.ROUND_KIND_TRAIN: "train", pb.ROUND_KIND_FINAL: "final"}
+        layout = round_layout(self.client.spec, self.client.shape(), kinds[plan.kind])
+        if layout is None:
+            raise TransportError(f"round {plan.round_id}: algorithm {plan.algorithm!r} sums nothing, "
+                                 "yet the server asks for a contribution")
+        return pack_as(self._local_arrays(session, plan), layout), layout
 
     def _local_arrays(self, session: ArtistSession, plan: pb.RoundPlan) -> dict[str, np.ndarray]:
         """The round's named arrays to sum: feature moments (set-up round) or a local fit's contribution."""

@@ -2,7 +2,7 @@
 
 One :class:`Coordinator` drives a whole run with the *same* pure functions as the in-process
 simulator (:mod:`fedstyle_secure.federation.strategy`, :class:`~fedstyle_secure.secure.api.PlainSummation`,
-:class:`~fedstyle_secure.secure.ckks.CkksAggregator`).  The gRPC servicer only decodes calls,
+:class:`~fedstyle_secure.secure.ckks_decryption.ContributionCollector`).  The gRPC servicer only decodes calls,
 forwards them here and maps :mod:`.rejections` to status codes; time is passed in, so every
 deadline path is unit-testable.
 
@@ -16,6 +16,11 @@ step is the five phases of pairwise masking, ``advertise`` (local training, then
 deadline ``phase_seconds``), ``share``, ``masked_input``, ``consistency`` (signed survivor sets)
 and ``unmask`` (deadline ``masking_seconds`` each), driven by
 :class:`~fedstyle_secure.transport.masking_rounds.MaskingRound`; the server learns only the sum.
+Every round's layout (the names and shapes of the summed arrays) comes from the server's own
+plan (:func:`~fedstyle_secure.federation.round_layout.round_layout` of ``shape``), never from
+an upload; every decoded sum is checked against that plan
+(:mod:`fedstyle_secure.federation.sum_checks`) before any state changes, and a sum that fails
+aborts the round, naming the reason.  With ``none`` each upload is also checked alone.
 A phase closes when every participant answered, or at its deadline
 with at least ``quorum`` answers (stragglers are left out: every mode allows it); with fewer
 the round is aborted and retried, at most ``max_retries`` times, after which the run stops
@@ -33,14 +38,14 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedstyle_secure.federation.packing import Layout, unpack
-from fedstyle_secure.federation.strategy import (
-    CONTRIBUTION_RANGE,
-    FEATURE_MOMENT_RANGE,
-    ServerState,
-    aggregate,
-    algorithm_spec,
-    publish_prototypes,
-    standardisation_from_sums,
+from fedstyle_secure.federation.round_layout import FederationShape, round_kind, round_layout, round_value_range
+from fedstyle_secure.federation.strategy import CONTRIBUTION_RANGE, ServerState, algorithm_spec, publish_prototypes
+from fedstyle_secure.federation.sum_checks import (
+    InvalidSum,
+    check_round_sum,
+    checked_aggregate,
+    checked_standardisation,
+    decode_tolerance,
 )
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.secure.api import PlainSummation
@@ -155,6 +160,7 @@ class Coordinator:
     schedule: Schedule
     roster: tuple[str, ...]
     state: ServerState
+    shape: FederationShape  # what every round sums, computed by the server from its own model and plan
     ckks: CkksContext | None = None
     identity_publics: Mapping[str, Ed25519PublicKey] = field(default_factory=dict)  # verify masking key advertisements
     tag_source: Callable[[], int] = random_tag
@@ -192,9 +198,7 @@ class Coordinator:
         return algorithm_spec(self.schedule.algorithm)
 
     def _kind(self, round_id: int) -> str:
-        if round_id == 0:
-            return "setup"
-        return "final" if round_id > self.schedule.rounds else "train"
+        return round_kind(round_id, self.schedule.rounds)
 
     def _publishes(self, round_id: int) -> bool:
         kind = self._kind(round_id)
@@ -212,7 +216,8 @@ class Coordinator:
             self._phase = Phase.FINISHED
             return
         self._round_id = round_id
-        self._layout, self._ckks_round, self._masking = None, None, None
+        self._ckks_round, self._masking = None, None
+        self._layout = round_layout(self.spec, self.shape, self._kind(round_id))  # the plan's, never an upload's
         self._enter(Phase.PUBLISH if self._publishes(round_id) else self._contribution_phase(), now)
 
     def _contribution_phase(self) -> Phase:
@@ -221,7 +226,10 @@ class Coordinator:
             return Phase.CONTRIBUTE
         s = self.schedule
         params = MaskingParams(session_id(self._round_id, self.tag_source()), s.masking_threshold, s.masking_degree)
-        self._masking = MaskingRound(s.secure_mode, params, self.participants, self._value_range(), self.identity_publics)
+        assert self._layout is not None
+        self._masking = MaskingRound(
+            s.secure_mode, params, self.participants, self._value_range(), self.identity_publics, self._layout
+        )
         return Phase.ADVERTISE
 
     def _enter(self, phase: Phase, now: float) -> None:
@@ -235,7 +243,12 @@ class Coordinator:
 
     def _value_range(self) -> tuple[float, float]:
         """Every entry of this round's packed contribution lies in it (the masking codec's range)."""
-        return FEATURE_MOMENT_RANGE if self._round_id == 0 else CONTRIBUTION_RANGE
+        return round_value_range(self._kind(self._round_id))
+
+    @property
+    def layout(self) -> Layout | None:
+        """The current round's contribution layout, from the plan (None: the round sums nothing)."""
+        return self._layout
 
     def plan(self) -> Plan:
         return Plan(
@@ -312,27 +325,33 @@ class Coordinator:
         """A packed contribution: float64 bytes (``none``) or a serialised CKKS vector with the
         artist's signature (``ckks``; checked, then kept unchanged for the decryption committee)."""
         self._admit(artist, round_id, Phase.CONTRIBUTE, nonce, now)
-        self._check_fields(artist, round_id, layout)
-        if self._layout is not None and layout != self._layout:
-            raise Malformed(f"{artist}: contribution layout {layout.fields} differs from this round's {self._layout.fields}")
+        expected = self._check_layout(artist, round_id, layout)
         what = f"round {round_id} contribution of {artist}"
         if self.schedule.secure_mode == "ckks":
-            collector = self._ckks_round or self._new_ckks_round(layout)
+            collector = self._ckks_round or self._new_ckks_round(expected)
             try:
                 collector.receive(artist, payload, signature)
             except SecureAggregationError as exc:
                 raise Malformed(f"{what} refused: {exc}") from exc
             self._ckks_round = collector
             value: object = len(payload)
-        else:
-            value = _finite_vector(payload, layout.size, what, self.plan().value_range)
-        self._layout = layout
+        else:  # the server sees this vector: check it alone, as a sum of one contribution
+            value_range = self._value_range()
+            value = _finite_vector(payload, expected.size, what, value_range)
+            try:
+                check_round_sum(self.spec, self.shape, self._kind(round_id), unpack(value, expected), 1, value_range)
+            except InvalidSum as exc:
+                raise Malformed(f"{what} refused: {exc}") from exc
         self._accept(artist, value, nonce, now)
 
-    def _check_fields(self, artist: str, round_id: int, layout: Layout) -> None:
-        names, expected = {name for name, _ in layout.fields}, self._expected_fields(round_id)
-        if names != expected:
-            raise Malformed(f"{artist}: contribution arrays {sorted(names)}, round {round_id} expects {sorted(expected)}")
+    def _check_layout(self, artist: str, round_id: int, layout: Layout) -> Layout:
+        """The plan's layout of this round, if ``layout`` (what the artist declares) is exactly it."""
+        if self._layout is None:
+            raise WrongRound(f"round {round_id} sums no contributions (algorithm {self.schedule.algorithm!r})")
+        if layout != self._layout:
+            raise Malformed(f"{artist}: contribution layout {layout.describe()}, round {round_id} expects "
+                            f"{self._layout.describe()} (from the plan)")
+        return self._layout
 
     def submit_masking(self, artist: str, round_id: int, phase: str, message: bytes, layout: Layout | None, nonce: bytes, now: float) -> None:
         """One pairwise-masking message (``masking_messages`` bytes) of the current masking phase;
@@ -344,11 +363,10 @@ class Coordinator:
         assert self._masking is not None
         if step is Phase.ADVERTISE:
             if layout is not None:
-                self._check_fields(artist, round_id, layout)
+                self._check_layout(artist, round_id, layout)
         elif layout is not None:
             raise Malformed(f"only an 'advertise' upload declares a layout, not {phase!r}")
         self._masking.receive(artist, phase, message, layout)
-        self._layout = self._masking.layout
         self._accept(artist, len(message), nonce, now)
 
     def masking_message(self, artist: str, round_id: int, fetch_name: str) -> bytes | None:
@@ -365,16 +383,8 @@ class Coordinator:
             return None
         return self._masking.download(artist, fetch_name)
 
-    def _expected_fields(self, round_id: int) -> set[str]:
-        """The named arrays of :func:`feature_moments` (set-up) or :func:`client_contribution`."""
-        if round_id == 0:
-            return {"feature_mean", "feature_sq_mean", "clients"}
-        spec = self.spec
-        return ({"weighted_params", "weight"} if spec.averages_parameters else set()) | ({"public_embeddings", "clients"} if spec.aligns_public else set())
-
     def _new_ckks_round(self, layout: Layout) -> ContributionCollector:
-        """This attempt's collector; the vector length and signed layout come from ``layout`` (today the
-        round's first upload, see :meth:`submit_contribution`)."""
+        """This attempt's collector; the vector length and signed layout come from the plan's ``layout``."""
         context = self.ckks.public() if self.ckks.has_secret_key else self.ckks  # type: ignore[union-attr]
         at = Attempt(self._round_id, self.attempt, context.fingerprint)
         return ContributionCollector(context, at, self.identity_publics, layout.size, layout_bytes(layout.fields))
@@ -437,6 +447,10 @@ class Coordinator:
 
     def record_report(self, artist: str, round_id: int) -> None:
         self.reports[artist] = max(round_id, self.reports.get(artist, 0))
+
+    def halt(self, reason: str) -> None:
+        """Stop the run for good (``failed`` names ``reason``), e.g. when its state cannot be persisted."""
+        self.failed, self._phase = reason, Phase.FINISHED
 
     def retire(self, artist: str, reason: str) -> None:
         self.state.retired.setdefault(artist, reason)
@@ -510,16 +524,18 @@ class Coordinator:
         if self._phase is Phase.UNMASK:
             outcome = self._masking.finish()  # type: ignore[union-attr]
             self.last_sum = SecureSum(self._round_id, outcome.contributors, outcome.dropped, outcome.total)
-            self._apply(unpack(outcome.total, self._layout))  # type: ignore[arg-type]
+            self._apply(unpack(outcome.total, self._layout), len(outcome.contributors))  # type: ignore[arg-type]
             return self._complete(now)
         if self._phase is Phase.CONTRIBUTE and self.schedule.secure_mode == "ckks":
             self._ckks_round.close()  # type: ignore[union-attr]  # fixes the set and its committee
             return self._enter(Phase.DECRYPT, now)
         if self._phase is Phase.CONTRIBUTE:
-            total = PlainSummation().sum(items, round_id=self._round_id).total  # type: ignore[arg-type]
+            result = PlainSummation().sum(items, round_id=self._round_id)  # type: ignore[arg-type]
+            total, contributors = result.total, len(result.contributors)
         else:
             total = self._agreed_total(items)  # type: ignore[arg-type]
-        self._apply(unpack(total, self._layout))  # type: ignore[arg-type]
+            contributors = len(self._ckks_round.contributions)  # type: ignore[union-attr]
+        self._apply(unpack(total, self._layout), contributors)  # type: ignore[arg-type]
         self._complete(now)
 
     def _agreed_total(self, decrypted: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -531,15 +547,15 @@ class Coordinator:
                 raise SecureAggregationError(f"round {self._round_id}: {artist}'s decrypted aggregate disagrees with the others")
         return values[0]
 
-    def _apply(self, sums: dict[str, np.ndarray]) -> None:
+    def _apply(self, sums: dict[str, np.ndarray], contributors: int) -> None:
+        """The round's new state from its decoded sum of ``contributors`` contributions, checked
+        against the plan first: an impossible sum raises :class:`InvalidSum` (the round aborts
+        naming it) and nothing changes."""
+        tolerance = decode_tolerance(self._value_range(), contributors, len(self.participants))
         if self._round_id == 0:
-            self.standardisation = standardisation_from_sums(sums)
-            return
-        new = aggregate(self.spec, self.state, sums) if (self.spec.averages_parameters or self.spec.aligns_public) else None
-        if new is not None:
-            self.state = new
+            self.standardisation = checked_standardisation(self.spec, self.shape, sums, contributors, tolerance)
         else:
-            self.state.round += 1
+            self.state = checked_aggregate(self.spec, self.shape, self.state, sums, contributors, tolerance)
 
     def _complete(self, now: float) -> None:
         if self._kind(self._round_id) == "final":

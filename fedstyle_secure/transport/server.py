@@ -24,6 +24,8 @@ from fedstyle_secure.data.images import decode_image
 from fedstyle_secure.errors import DataError, SecureAggregationError
 from fedstyle_secure.federation.dataset import DEFAULT_PUBLIC_IMAGES
 from fedstyle_secure.federation.strategy import initial_state
+from fedstyle_secure.models.inputs import default_cache_dir
+from fedstyle_secure.models.params import get_flat_params
 from fedstyle_secure.secure import pki
 from fedstyle_secure.retrieval.index import StyleIndex
 from fedstyle_secure.secure.keystore import ServerKeys
@@ -32,10 +34,11 @@ from fedstyle_secure.transport.admission import CallGate, CallLimits, Concurrenc
 from fedstyle_secure.transport.config import ServerConfig
 from fedstyle_secure.transport.coordinator import MASKING_STEPS, Coordinator
 from fedstyle_secure.transport.dp_config import dp_parameters, require_dp_schedule
+from fedstyle_secure.transport.federation_model import server_model
 from fedstyle_secure.transport.publish_index import index_from_run
 from fedstyle_secure.transport.report_intake import accept_report, register_roster_keys, withdrawal_reason
 from fedstyle_secure.transport.rejections import Duplicate, Forbidden, Malformed, NotAuthenticated, PastDeadline, Rejected, WrongRound
-from fedstyle_secure.transport.store import Snapshot, StateStore
+from fedstyle_secure.transport.store import NonFiniteState, Snapshot, StateStore, require_finite
 from fedstyle_secure.transport.metering import ByteMeter
 from fedstyle_secure.transport.upload_limits import expected_layout, payload_limit
 from fedstyle_secure.transport.wire import (
@@ -149,7 +152,13 @@ class FederationServicer(pb_grpc.FederationServicer):
             log.info("masked sum unmasked", extra={"round": c.last_sum.round_id, "contributors": list(c.last_sum.contributors), "dropped": list(c.last_sum.dropped)})
         key = (c.state.round, c.standardisation is not None)
         if key != self._saved_round:
-            self.store.save(Snapshot(c.state, c.standardisation, dict(c.reports), c.roster, c.schedule.algorithm))
+            try:
+                self.store.save(Snapshot(c.state, c.standardisation, dict(c.reports), c.roster, c.schedule.algorithm))
+            except NonFiniteState as exc:  # unreachable past the coordinator's sum checks: fail closed
+                log.error("refusing to persist or broadcast the state: %s", exc)
+                c.halt(f"state refused by the store: {exc}")
+                self._cond.notify_all()
+                return
             self._saved_round = key
             received, sent = self.meter.totals()
             log.info("round state saved", extra={"round": c.state.round, "phase": c.plan().phase.value, "bytes_received": received, "bytes_sent": sent})
@@ -304,8 +313,15 @@ class FederationServicer(pb_grpc.FederationServicer):
 
     def _broadcast_body(self, round_id: int) -> pb.BroadcastBody:
         s, std = self.coordinator.state, self.coordinator.standardisation
+        try:  # what the store refuses is never broadcast either
+            mean, spread = (None, None) if std is None else std
+            require_finite({"params": s.params, "consensus": s.consensus, "prototypes": s.prototypes,
+                            "feature_mean": mean, "feature_std": spread})
+        except NonFiniteState as exc:
+            raise SecureAggregationError(f"no broadcast: {exc}") from exc
+        params = s.params if s.round > 0 else None  # before any training round: the starting model every artist builds
         return pb.BroadcastBody(
-            round_id=round_id, params=optional_tensor(s.params), consensus=optional_tensor(s.consensus),
+            round_id=round_id, params=optional_tensor(params), consensus=optional_tensor(s.consensus),
             prototypes=optional_tensor(s.prototypes), known=[bool(k) for k in s.known],
             feature_mean=optional_tensor(None if std is None else std[0]), feature_std=optional_tensor(None if std is None else std[1]),
         )
@@ -477,14 +493,21 @@ def _same_round(context: grpc.ServicerContext, round_id: int) -> None:
 
 
 def restore_coordinator(config: ServerConfig, keys: ServerKeys, store: StateStore) -> Coordinator:
-    """A coordinator resumed from ``store`` (or fresh), over the key set's roster."""
+    """A coordinator resumed from ``store`` (or fresh, from the starting model every artist
+    computes too), over the key set's roster; the round layouts come from that model."""
     roster = tuple(keys.artists)
     snapshot = store.load()
     if snapshot is not None and (snapshot.roster != roster or snapshot.algorithm != config.schedule.algorithm):
         raise SecureAggregationError(f"{store.path}: saved for roster {snapshot.roster} / {snapshot.algorithm}, not this configuration")
-    state = snapshot.state if snapshot else initial_state(len(roster), config.embedding_dim, None)
+    model, shape = server_model(config, len(roster), config.cache_dir or default_cache_dir())
+    params = get_flat_params(model) if shape.model is not None else None
+    state = snapshot.state if snapshot else initial_state(len(roster), config.embedding_dim, params)
+    if shape.model is not None and state.params is not None and state.params.shape != (shape.model.param_count,):
+        raise SecureAggregationError(f"{store.path}: saved parameters have shape {state.params.shape}, "
+                                     f"this configuration's model has ({shape.model.param_count},)")
     coordinator = Coordinator(
-        schedule=config.schedule, roster=roster, state=state, ckks=keys.ckks, identity_publics=keys.identity_public_keys,
+        schedule=config.schedule, roster=roster, state=state, shape=shape, ckks=keys.ckks,
+        identity_publics=keys.identity_public_keys,
         standardisation=snapshot.standardisation if snapshot else None, reports=dict(snapshot.reports) if snapshot else {},
     )
     return coordinator
