@@ -4,6 +4,7 @@ embeddings), saved as JSON + npz (no pickle), queried by cosine similarity."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,9 @@ class StyleIndex:
             arrays["artwork_labels"] = np.asarray(self.artwork_labels, dtype=np.int64)
         np.savez(directory / "index.npz", **arrays)
         meta = {"format": INDEX_FORMAT, "artists": list(self.artists), "artwork_sources": list(self.artwork_sources)}
-        (directory / "index.json").write_text(json.dumps(meta, indent=2))
+        staged = directory / "index.json.tmp"  # index.json marks a complete index: written last, atomically
+        staged.write_text(json.dumps(meta, indent=2))
+        os.replace(staged, directory / "index.json")
 
     @classmethod
     def load(cls, directory: Path) -> "StyleIndex":

@@ -41,3 +41,9 @@ class Forbidden(Rejected):
 
 class Unsupported(Rejected):
     code = "UNIMPLEMENTED"
+
+
+class Unavailable(Rejected):
+    """The server cannot answer yet because of its own failure (it retries); the call was fine."""
+
+    code = "UNAVAILABLE"

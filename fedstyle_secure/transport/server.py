@@ -37,7 +37,9 @@ from fedstyle_secure.transport.dp_config import dp_parameters, require_dp_schedu
 from fedstyle_secure.transport.federation_model import server_model
 from fedstyle_secure.transport.publish_index import index_from_run
 from fedstyle_secure.transport.report_intake import accept_report, register_roster_keys, withdrawal_reason
-from fedstyle_secure.transport.rejections import Duplicate, Forbidden, Malformed, NotAuthenticated, PastDeadline, Rejected, WrongRound
+from fedstyle_secure.transport.rejections import (
+    Duplicate, Forbidden, Malformed, NotAuthenticated, PastDeadline, Rejected, Unavailable, WrongRound,
+)
 from fedstyle_secure.transport.store import NonFiniteState, Snapshot, StateStore, require_finite
 from fedstyle_secure.transport.metering import ByteMeter
 from fedstyle_secure.transport.upload_limits import expected_layout, payload_limit
@@ -52,6 +54,7 @@ PUBLIC_SET_NAME = f"generated:{DEFAULT_PUBLIC_IMAGES}:seed0"  # federation.datas
 MAX_POLL_SECONDS = 30.0
 POLL_SLICE_SECONDS = 1.0  # a parked long poll notices within this time that its caller went away
 TICK_SECONDS = 0.1
+INDEX_RETRY_SECONDS = 10.0  # seconds between attempts to write the style index after a failure
 PUMP_AHEAD_CHUNKS = 2  # an upload's chunks received but not yet checked: the one in hand + one queued
 MAX_QUERY_PIXELS = 4096 * 4096  # a buyer's query image is refused above this many pixels (decoded: 3 bytes each)
 # Methods whose body the server reads only once the call's metadata names the current round and phase.
@@ -106,6 +109,8 @@ class FederationServicer(pb_grpc.FederationServicer):
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _saved_round: tuple[int, bool] = (-1, False)
     _logged_sum: object = None
+    _index_error: str = ""  # why the last attempt to publish the style index failed ("" if none)
+    _index_retry_at: float = 0.0  # time.monotonic() of the next attempt after a failure
 
     # ------------------------------------------------------------------ plumbing
 
@@ -162,15 +167,33 @@ class FederationServicer(pb_grpc.FederationServicer):
             self._saved_round = key
             received, sent = self.meter.totals()
             log.info("round state saved", extra={"round": c.state.round, "phase": c.plan().phase.value, "bytes_received": received, "bytes_sent": sent})
-            if c.finished and c.failed is None and self.config.index is not None:
-                index_from_run(c, self.config.embedding_dim, self.config.cache_dir).save(self.config.index)
-                log.info("style index published", extra={"index": str(self.config.index)})
+        self._publish_index_if_due()
         self._cond.notify_all()
+
+    def _publish_index_if_due(self) -> None:
+        """Write the style index once the run finished (``server.index`` set), retrying a failed
+        attempt every :data:`INDEX_RETRY_SECONDS` from the ticker: a failure is the server's, never
+        the caller's whose submission finished the run, and it is logged and shown to buyers."""
+        c, target = self.coordinator, self.config.index
+        if target is None or not c.finished or c.failed is not None or self._index_published():
+            return
+        if self._index_error and time.monotonic() < self._index_retry_at:
+            return
+        try:
+            index_from_run(c, self.config.embedding_dim, self.config.cache_dir).save(target)
+        except Exception as exc:  # noqa: BLE001 -- any failure: keep serving, retry, tell buyers why
+            self._index_error, self._index_retry_at = f"{type(exc).__name__}: {exc}", time.monotonic() + INDEX_RETRY_SECONDS
+            log.exception("writing the style index to %s failed; retrying in %.0f s", target, INDEX_RETRY_SECONDS)
+            return
+        self._index_error = ""
+        log.info("style index published", extra={"index": str(target)})
 
     def tick(self) -> None:
         with self._cond:
             if self.coordinator.tick(self.clock()):
                 self._changed()
+            else:
+                self._publish_index_if_due()
 
     def _plan_key(self) -> tuple[int, str, int]:
         """What an artist acts on once: (round id, phase, attempt)."""
@@ -453,6 +476,8 @@ class FederationServicer(pb_grpc.FederationServicer):
     def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryResponse:
         auth.require_role(auth.caller_of(context, self.revocations), pki.Role.BUYER, "Query")
         if not self._index_published():
+            if self._index_error:
+                raise Unavailable(f"the style index could not be written yet ({self._index_error}); the server retries")
             raise WrongRound("this server has no published style index yet (it is written after the final round when server.index is set)")
         try:  # dimensions checked from the header before anything is decoded (decompression bombs)
             image = decode_image(io.BytesIO(bytes(request.image)), max_pixels=MAX_QUERY_PIXELS, name="(query)")
