@@ -13,9 +13,9 @@ machine (single process; CPU contention from other jobs inflates it), split by r
 
 Bytes are the serialised payloads an artist sends (``up``) and receives (``down``, mean over
 the artists that stay for the result; under ``ckks`` only the two committee members download,
-every other contribution each), shown next to the plain float32 vector (4 d bytes).  Grid cells whose running time, extrapolated
-from the largest measured cell of the same mode, exceeds ``--cell-budget`` are skipped and
-listed with the estimate.
+every other contribution each), shown next to the plain float32 vector (4 d bytes).  Grid cells
+whose running time, extrapolated from the largest measured cell of the same mode, exceeds
+``--cell-budget`` are skipped and listed with the estimate.
 
     python scripts/bench_secure.py --quick --out runs/bench-quick
     python scripts/bench_secure.py --out runs/bench          # d in {2048, 32768, 262144}, n in {10, 50, 200}
@@ -30,9 +30,10 @@ import platform
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -102,7 +103,9 @@ class _Timed:
         return timed
 
 
-def _run_masked(summation: Any, inputs: Mapping[str, np.ndarray]) -> tuple[Counter[str], Mapping[str, int], Mapping[str, int]]:
+def _run_masked(
+    summation: Any, inputs: Mapping[str, np.ndarray]
+) -> tuple[Counter[str], Mapping[str, int], Mapping[str, int]]:
     from fedstyle_secure.secure.secagg import InProcessRound
 
     length = summation.validate_inputs(inputs)
@@ -153,7 +156,8 @@ def run_grid(modes: Sequence[str], dims: Sequence[int], clients: Sequence[int], 
                 if reference is not None:
                     estimate = reference.wall_seconds * WORK[mode](n, d) / WORK[mode](reference.n, reference.d)  # type: ignore[operator]
                     if estimate > budget:
-                        reason = f"estimated {estimate:.0f} s > budget {budget:.0f} s (from n={reference.n}, d={reference.d})"
+                        source = f"n={reference.n}, d={reference.d}"
+                        reason = f"estimated {estimate:.0f} s > budget {budget:.0f} s (from {source})"
                         cells.append(Cell(mode=mode, d=d, n=n, skipped=reason))
                         print(f"skip {mode:8s} d={d:<7d} n={n:<4d} {reason}", file=sys.stderr, flush=True)
                         continue
@@ -176,7 +180,16 @@ CKKS_CANDIDATES: tuple[CkksParams, ...] = (
     CkksParams(8192, (60, 40, 60), 40),
     CkksParams(16384, (60, 40, 60), 40),
 )
-SWEEP_HEADERS = ["N", "primes", "scale bits", "mean err (100x128)", "weighted mean err", "bytes/value", "x float32", "encrypt ms/ct"]
+SWEEP_HEADERS = [
+    "N",
+    "primes",
+    "scale bits",
+    "mean err (100x128)",
+    "weighted mean err",
+    "bytes/value",
+    "x float32",
+    "encrypt ms/ct",
+]
 
 
 def ckks_sweep(seed: int) -> list[list[str]]:
@@ -196,9 +209,14 @@ def ckks_sweep(seed: int) -> list[list[str]]:
         seconds = time.perf_counter() - started
         rows.append(
             [
-                str(params.poly_modulus_degree), str(list(params.coeff_mod_bit_sizes)), str(params.scale_bits),
-                f"{mean_error:.1e}", f"{np.abs(weighted - vectors.mean(0)).max():.1e}", f"{size / params.slots:.1f}",
-                f"{size / params.slots / FLOAT32_BYTES:.1f}", f"{seconds * 1e3:.1f}",
+                str(params.poly_modulus_degree),
+                str(list(params.coeff_mod_bit_sizes)),
+                str(params.scale_bits),
+                f"{mean_error:.1e}",
+                f"{np.abs(weighted - vectors.mean(0)).max():.1e}",
+                f"{size / params.slots:.1f}",
+                f"{size / params.slots / FLOAT32_BYTES:.1f}",
+                f"{seconds * 1e3:.1f}",
             ]
         )
     return rows
@@ -216,8 +234,14 @@ def cost_rows(cells: Sequence[Cell]) -> list[list[str]]:
     for c in sorted(cells, key=lambda c: (c.d, c.n, SECURE_MODES.index(c.mode))):
         rows.append(
             [
-                f"{c.d:,}", str(c.n), c.mode, _fmt(c.artist_seconds, ".4f"), _fmt(c.server_seconds, ".3f"),
-                _fmt(c.bytes_up and c.bytes_up / 1024, ",.1f"), _fmt(c.up_ratio, ".2f"), _fmt(c.down_ratio, ".2f"),
+                f"{c.d:,}",
+                str(c.n),
+                c.mode,
+                _fmt(c.artist_seconds, ".4f"),
+                _fmt(c.server_seconds, ".3f"),
+                _fmt(c.bytes_up and c.bytes_up / 1024, ",.1f"),
+                _fmt(c.up_ratio, ".2f"),
+                _fmt(c.down_ratio, ".2f"),
                 c.skipped or "",
             ]
         )
@@ -240,7 +264,11 @@ def growth_rows(cells: Sequence[Cell]) -> list[list[str]]:
             for c in series:
                 rows.append(
                     [
-                        mode, f"{d:,}", str(c.n), f"{c.n / base.n:.1f}", f"{math.log2(c.n) / math.log2(base.n):.2f}",
+                        mode,
+                        f"{d:,}",
+                        str(c.n),
+                        f"{c.n / base.n:.1f}",
+                        f"{math.log2(c.n) / math.log2(base.n):.2f}",
                         f"{c.artist_seconds / base.artist_seconds:.2f}",  # type: ignore[operator]
                         f"{c.bytes_up / base.bytes_up:.2f}",  # type: ignore[operator]
                     ]
@@ -303,10 +331,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", choices=SECURE_MODES, default=list(SECURE_MODES))
     parser.add_argument("--dims", nargs="+", type=int, help="vector lengths (overrides the grid)")
     parser.add_argument("--clients", nargs="+", type=int, help="artist counts (overrides the grid)")
-    parser.add_argument("--cell-budget", type=float, default=180.0, metavar="S", help="skip cells estimated above S seconds (default %(default)s)")
+    parser.add_argument(
+        "--cell-budget",
+        type=float,
+        default=180.0,
+        metavar="S",
+        help="skip cells estimated above S seconds (default %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, metavar="DIR", help="write bench_secure.json and bench_secure.md here")
-    parser.add_argument("--ckks-sweep", action="store_true", help="only compare CKKS parameter candidates (precision, bytes)")
+    parser.add_argument(
+        "--ckks-sweep", action="store_true", help="only compare CKKS parameter candidates (precision, bytes)"
+    )
     args = parser.parse_args(argv)
     if args.ckks_sweep:
         print(render_table(SWEEP_HEADERS, ckks_sweep(args.seed)))

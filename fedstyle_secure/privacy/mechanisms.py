@@ -19,8 +19,9 @@ a single step with sample rate 1.0 and noise multiplier ``sigma / sensitivity``.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Mapping, NamedTuple, Union
+from typing import Any, ClassVar, NamedTuple
 
 from fedstyle_secure.errors import PrivacyError
 
@@ -147,7 +148,7 @@ class GaussianRelease:
         )
 
 
-Mechanism = Union[DpSgdSteps, GaussianRelease]
+Mechanism = DpSgdSteps | GaussianRelease
 History = tuple[Mechanism, ...]
 
 _KINDS: dict[str, type[DpSgdSteps] | type[GaussianRelease]] = {

@@ -35,8 +35,8 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import tenseal as ts
@@ -111,7 +111,8 @@ class CkksParams:
             raise ConfigError(f"CKKS primes must be 20..60 bits, got {list(chain)}")
         if any(bits != self.scale_bits for bits in chain[1:-1]):
             raise ConfigError(
-                f"CKKS middle primes {list(chain[1:-1])} must equal scale_bits={self.scale_bits} so rescaling keeps the scale"
+                f"CKKS middle primes {list(chain[1:-1])} must equal scale_bits={self.scale_bits} so rescaling keeps "
+                "the scale"
             )
         if chain[0] <= self.scale_bits:
             raise ConfigError(f"CKKS first prime ({chain[0]} bits) must exceed scale_bits={self.scale_bits}")
@@ -206,7 +207,12 @@ class CkksContext:
             },
             sort_keys=True,
         ).encode()
-        return CONTEXT_MAGIC + pack_u32(len(header)) + header + self._serialize_tenseal(with_secret_key=self.has_secret_key)
+        return (
+            CONTEXT_MAGIC
+            + pack_u32(len(header))
+            + header
+            + self._serialize_tenseal(with_secret_key=self.has_secret_key)
+        )
 
     @classmethod
     def load(cls, data: bytes, *, what: str = "CKKS context") -> CkksContext:
@@ -311,7 +317,12 @@ class EncryptedVector:
 
     @classmethod
     def load(
-        cls, context: CkksContext, data: bytes, *, length: int | None = None, what: str = "ciphertext",
+        cls,
+        context: CkksContext,
+        data: bytes,
+        *,
+        length: int | None = None,
+        what: str = "ciphertext",
         fresh: bool = False,
     ) -> EncryptedVector:
         """Parse a serialised vector, rejecting other contexts, wrong lengths and corrupt chunks; with
@@ -328,7 +339,10 @@ class EncryptedVector:
         bounds = chunk_bounds(declared, context.params.slots)
         if reader.u32() != len(bounds):
             raise SecureAggregationError(f"{what}: chunk count does not match length {declared}")
-        chunks = [_load_chunk(context, reader.take(reader.u32()), stop - start, f"{what} chunk {i}") for i, (start, stop) in enumerate(bounds)]
+        chunks = [
+            _load_chunk(context, reader.take(reader.u32()), stop - start, f"{what} chunk {i}")
+            for i, (start, stop) in enumerate(bounds)
+        ]
         reader.finish()
         if fresh:
             top = context.fresh_parms_id
@@ -399,14 +413,19 @@ def encrypt(context: CkksContext, vector: np.ndarray) -> EncryptedVector:
         raise SecureAggregationError(f"CKKS encrypts 1-D vectors, got shape {values.shape}")
     if not np.all(np.isfinite(values)):
         raise SecureAggregationError("CKKS input contains NaN or infinite values")
-    chunks = [ts.ckks_vector(context.tenseal, values[start:stop]) for start, stop in chunk_bounds(values.size, context.params.slots)]
+    chunks = [
+        ts.ckks_vector(context.tenseal, values[start:stop])
+        for start, stop in chunk_bounds(values.size, context.params.slots)
+    ]
     return EncryptedVector(context, chunks, values.size)
 
 
 def require_public(context: CkksContext) -> CkksContext:
     """Refuse a server-side context that holds the secret key (fail closed)."""
     if context.has_secret_key:
-        raise SecureAggregationError("the server's CKKS context holds the secret key; give the server only the public context")
+        raise SecureAggregationError(
+            "the server's CKKS context holds the secret key; give the server only the public context"
+        )
     return context
 
 

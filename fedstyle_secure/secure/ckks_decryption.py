@@ -75,8 +75,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -291,7 +291,9 @@ class DecryptionGuard:
         self._enter(at)
         if self._commitment is not None and self._commitment != (at.attempt, digest):
             where = "this attempt" if self._commitment[0] == at.attempt else f"attempt {self._commitment[0]}"
-            raise SecureAggregationError(f"{at}: I already committed to decrypting another set in {where} of this round")
+            raise SecureAggregationError(
+                f"{at}: I already committed to decrypting another set in {where} of this round"
+            )
         self._commitment = (at.attempt, digest)
 
 

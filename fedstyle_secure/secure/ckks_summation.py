@@ -20,8 +20,8 @@ CKKS needs no recovery step: the sum is over whatever arrived.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 
