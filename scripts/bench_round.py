@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fedstyle_secure.cli.output import render_table
 from fedstyle_secure.data.synth import write_synthetic_folder
-from fedstyle_secure.transport.coordinator import TRANSPORT_SECURE_MODES
+from fedstyle_secure.experiments.output import render_table
+from fedstyle_secure.federation.coordinator import TRANSPORT_SECURE_MODES
 from fedstyle_secure.transport.loopback import artist_folders, write_fresh_keys
 from fedstyle_secure.transport.processes import federation_tables, start_process_federation
 

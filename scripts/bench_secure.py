@@ -37,10 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from fedstyle_secure.cli.output import render_table, write_json
+from fedstyle_secure.experiments.output import render_table, write_json
 from fedstyle_secure.secure.api import SECURE_MODES
-from fedstyle_secure.secure.ckks import CkksContext, CkksParams, encrypt
-from fedstyle_secure.secure.ckks_summation import CkksSummation
+from fedstyle_secure.secure.ckks.primitives import CkksContext, CkksParams, encrypt
+from fedstyle_secure.secure.ckks.summation import CkksSummation
 from fedstyle_secure.secure.factory import make_summation
 
 FULL_DIMS = (2_048, 32_768, 262_144)
@@ -106,7 +106,7 @@ class _Timed:
 def _run_masked(
     summation: Any, inputs: Mapping[str, np.ndarray]
 ) -> tuple[Counter[str], Mapping[str, int], Mapping[str, int]]:
-    from fedstyle_secure.secure.secagg import InProcessRound
+    from fedstyle_secure.secure.masking.summation import InProcessRound
 
     length = summation.validate_inputs(inputs)
     server, artists = summation.prepare(list(inputs), round_id=1, vector_length=length)

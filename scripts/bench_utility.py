@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fedstyle_secure.cli.output import METRIC_COLUMNS, render_table
-from fedstyle_secure.federation.dataset import load_artworks, prepare_federation
+from fedstyle_secure.experiments.output import METRIC_COLUMNS, render_table
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
 from fedstyle_secure.federation.strategy import ALGORITHMS
 from fedstyle_secure.retrieval.evaluate import evaluate_frozen_features
+from fedstyle_secure.training.dataset import load_artworks, prepare_federation
 from fedstyle_secure.training.local import LocalConfig
 
 WIKIART = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "wikiart-dev"

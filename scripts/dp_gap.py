@@ -26,15 +26,14 @@ from pathlib import Path
 
 from torch import nn
 
-from fedstyle_secure.federation.dataset import FederationData, load_artworks, prepare_federation
-from fedstyle_secure.federation.privacy_plan import plan_participation, training_release_rounds
-from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
-from fedstyle_secure.federation.strategy import algorithm_spec
+from fedstyle_secure.federation.privacy_plan import plan_participation
+from fedstyle_secure.federation.simulator import SimulationConfig, round_rules, run_simulation
 from fedstyle_secure.models.embed import embed, prototype_sums
 from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.privacy.noise import SeededNoise
 from fedstyle_secure.retrieval.evaluate import evaluate_global
-from fedstyle_secure.training.dp import DpConfig, refresh_rounds, release_prototype_sums
+from fedstyle_secure.training.dataset import FederationData, load_artworks, prepare_federation
+from fedstyle_secure.training.dp import DpConfig, release_prototype_sums
 from fedstyle_secure.training.local import LocalConfig
 from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model, warm_start_cache
 
@@ -44,8 +43,7 @@ RELEASE_DRAWS = 20  # noise draws averaged per released-prototype measurement
 def final_release_sigma(config: SimulationConfig, data: FederationData) -> float:
     """The noise std of the final prototype publication in a DP run (smallest portfolio's plan)."""
     assert config.dp is not None
-    spec = algorithm_spec(config.algorithm)
-    releases = training_release_rounds(spec, refresh_rounds(config.rounds, config.dp.prototype_refreshes))
+    releases = round_rules(config).release_plan_rounds()
     n_train = min(len(data.client_train_items(c)) for c in range(len(data.clients)))
     return plan_participation(config.dp, n_train, config.local, config.rounds, releases).final_release_sigma
 

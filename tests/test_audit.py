@@ -25,7 +25,7 @@ from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE, SEEDED_NOISE_SOUR
 from fedstyle_secure.privacy.recompute import recompute_epsilon_pld
 from fedstyle_secure.privacy.report_store import load_manifest, register_public_key, report_path, write_report
 from fedstyle_secure.privacy.reports import build_report, dataset_size_commitment, public_key_to_text, sign_report
-from fedstyle_secure.secure.keystore import load_artist_keys
+from fedstyle_secure.secure.keys.keystore import load_artist_keys
 from fedstyle_secure.transport.loopback import write_fresh_keys
 
 KEYS = {artist: Ed25519PrivateKey.generate() for artist in ("alice", "bob")}

@@ -13,7 +13,7 @@ from scipy import stats
 
 from fedstyle_secure.cli.main import main
 from fedstyle_secure.errors import PrivacyError
-from fedstyle_secure.privacy.canary_audit import CanaryAuditConfig, run_canary_audit, score_guesses
+from fedstyle_secure.experiments.canary_audit import CanaryAuditConfig, run_canary_audit, score_guesses
 from fedstyle_secure.privacy.empirical import (
     epsilon_lower_bound,
     guess_p_value,

@@ -15,7 +15,7 @@ from cryptography import x509
 
 from fedstyle_secure.cli.main import main
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
-from fedstyle_secure.secure import keystore, pki
+from fedstyle_secure.secure.keys import keystore, pki
 
 ARTISTS = ["alice", "bob", "carol"]
 

@@ -40,7 +40,7 @@ from fedstyle_secure.privacy.reports import (
     sign_report,
     verify_report_signature,
 )
-from fedstyle_secure.secure import pki
+from fedstyle_secure.secure.keys import pki
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 

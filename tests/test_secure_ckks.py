@@ -8,7 +8,7 @@ import tenseal as ts
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.secure.api import DropoutSchedule, PlainSummation
-from fedstyle_secure.secure.ckks import (
+from fedstyle_secure.secure.ckks.primitives import (
     CkksAggregator,
     CkksContext,
     CkksParams,
@@ -16,7 +16,7 @@ from fedstyle_secure.secure.ckks import (
     chunk_bounds,
     encrypt,
 )
-from fedstyle_secure.secure.ckks_summation import CkksSummation
+from fedstyle_secure.secure.ckks.summation import CkksSummation
 from fedstyle_secure.secure.factory import make_summation
 
 

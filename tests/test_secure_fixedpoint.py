@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
-from fedstyle_secure.secure.fixedpoint import SIGNED_MAX, FixedPointCodec
+from fedstyle_secure.secure.masking.fixedpoint import SIGNED_MAX, FixedPointCodec
 
 
 def test_known_answer_two_complement_words() -> None:

@@ -21,9 +21,9 @@ from scipy.stats import chisquare
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.secure.api import DropoutSchedule, SecureSummation
 from fedstyle_secure.secure.masking import DROPOUT_PHASES, MaskingOutcome, MaskingServer, RoundConfig
-from fedstyle_secure.secure.masking_crypto import sign_advertisement
-from fedstyle_secure.secure.masking_graph import default_degree, harary_graph
-from fedstyle_secure.secure.masking_messages import (
+from fedstyle_secure.secure.masking.crypto import sign_advertisement
+from fedstyle_secure.secure.masking.graph import default_degree, harary_graph
+from fedstyle_secure.secure.masking.messages import (
     AdvertiseKeys,
     KeyRoster,
     MaskedInput,
@@ -33,7 +33,7 @@ from fedstyle_secure.secure.masking_messages import (
     UnmaskResponse,
     parse_message,
 )
-from fedstyle_secure.secure.secagg import InProcessRound, MaskedSummation, RoundRecord
+from fedstyle_secure.secure.masking.summation import InProcessRound, MaskedSummation, RoundRecord
 
 CLIP = (-1.0, 1.0)
 

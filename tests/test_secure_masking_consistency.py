@@ -19,11 +19,11 @@ import pytest
 
 from fedstyle_secure.errors import SecureAggregationError
 from fedstyle_secure.secure.masking import MaskingArtist, MaskingServer, Phase, RoundConfig, mask_sign
-from fedstyle_secure.secure.masking_config import graph_seed
-from fedstyle_secure.secure.masking_consistency import survivor_bitmap
-from fedstyle_secure.secure.masking_crypto import pairwise_mask_seed, transcript_digest, x25519_from_private_bytes
-from fedstyle_secure.secure.masking_graph import harary_graph
-from fedstyle_secure.secure.masking_messages import (
+from fedstyle_secure.secure.masking.config import graph_seed
+from fedstyle_secure.secure.masking.consistency import survivor_bitmap
+from fedstyle_secure.secure.masking.crypto import pairwise_mask_seed, transcript_digest, x25519_from_private_bytes
+from fedstyle_secure.secure.masking.graph import harary_graph
+from fedstyle_secure.secure.masking.messages import (
     AdvertiseKeys,
     KeyRoster,
     MaskedInput,
@@ -32,9 +32,9 @@ from fedstyle_secure.secure.masking_messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from fedstyle_secure.secure.prg import MaskGenerator
-from fedstyle_secure.secure.secagg import MaskedSummation
-from fedstyle_secure.secure.shamir import Share, field_element, reconstruct_secret
+from fedstyle_secure.secure.masking.prg import MaskGenerator
+from fedstyle_secure.secure.masking.shamir import Share, field_element, reconstruct_secret
+from fedstyle_secure.secure.masking.summation import MaskedSummation
 
 CLIP = (-1.0, 1.0)
 D = 32

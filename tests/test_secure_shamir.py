@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedstyle_secure.errors import SecureAggregationError
-from fedstyle_secure.secure.shamir import (
+from fedstyle_secure.secure.masking.shamir import (
     PRIME,
     SHARE_VALUE_BYTES,
     Share,

@@ -150,7 +150,7 @@ def test_shapes_come_from_the_plan_and_no_state_changes_on_refusal():
 
 def test_masking_codec_error_is_tolerated_but_not_a_lie():
     """A sum decoded from fixed-point words passes; shifting the count by one artist does not."""
-    from fedstyle_secure.secure.fixedpoint import FixedPointCodec
+    from fedstyle_secure.secure.masking.fixedpoint import FixedPointCodec
 
     rng = np.random.default_rng(4)
     contributions = [_honest_setup(rng) for _ in range(3)]

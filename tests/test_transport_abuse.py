@@ -12,22 +12,22 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.mechanisms import GaussianRelease
 from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE
 from fedstyle_secure.privacy.reports import build_report, redacted_report, sign_report
-from fedstyle_secure.secure.ckks import encrypt
-from fedstyle_secure.secure.ckks_decryption import Attempt, layout_bytes, payload_digest, sign_contribution
-from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.secure.ckks.decryption import Attempt, layout_bytes, payload_digest, sign_contribution
+from fedstyle_secure.secure.ckks.primitives import encrypt
+from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel, query, with_layout
 from fedstyle_secure.transport.auth import buyer_tls_pem, sign_registration
-from fedstyle_secure.transport.channel import ArtistSession, open_channel, query, with_layout
 from fedstyle_secure.transport.config import ServerConfig
-from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.loopback import write_fresh_keys
-from fedstyle_secure.transport.server import SERVICE_NAME, start_server
-from fedstyle_secure.transport.upload_limits import expected_layout, payload_limit
+from fedstyle_secure.transport.server.servicer import SERVICE_NAME, start_server
+from fedstyle_secure.transport.server.upload_limits import expected_layout, payload_limit
 from fedstyle_secure.transport.wire import chunk_payload, new_nonce, pb, pb_grpc
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")

@@ -21,9 +21,9 @@ import pytest
 import tenseal as ts
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from fedstyle_secure.federation.coordinator import Coordinator, Phase, Schedule
 from fedstyle_secure.federation.packing import pack
-from fedstyle_secure.secure.ckks import CkksContext, CkksParams, EncryptedVector, encrypt
-from fedstyle_secure.secure.ckks_decryption import (
+from fedstyle_secure.secure.ckks.decryption import (
     Attempt,
     SignedContribution,
     decryption_committee,
@@ -32,14 +32,14 @@ from fedstyle_secure.secure.ckks_decryption import (
     sign_commit,
     sign_contribution,
 )
-from fedstyle_secure.secure.keystore import ArtistKeys, load_artist_keys, load_server_keys
-from fedstyle_secure.transport.artist import ArtistRunner
-from fedstyle_secure.transport.channel import ArtistSession, open_channel
-from fedstyle_secure.transport.ckks_client import CkksClient
+from fedstyle_secure.secure.ckks.primitives import CkksContext, CkksParams, EncryptedVector, encrypt
+from fedstyle_secure.secure.keys.keystore import ArtistKeys, load_artist_keys, load_server_keys
+from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
+from fedstyle_secure.transport.artist.ckks import CkksClient
+from fedstyle_secure.transport.artist.runner import ArtistRunner
 from fedstyle_secure.transport.config import ClientConfig, ServerConfig
-from fedstyle_secure.transport.coordinator import Coordinator, Phase, Schedule
 from fedstyle_secure.transport.loopback import write_fresh_keys
-from fedstyle_secure.transport.server import start_server
+from fedstyle_secure.transport.server.servicer import start_server
 from fedstyle_secure.transport.wire import pb
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")

@@ -14,6 +14,7 @@ import pytest
 from fedstyle_secure.cli.main import main
 from fedstyle_secure.data.synth import write_synthetic_folder
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.federation.privacy_plan import plan_participation
 from fedstyle_secure.models.params import get_flat_params
 from fedstyle_secure.privacy.accounting import compute_epsilon
@@ -27,19 +28,18 @@ from fedstyle_secure.privacy.reports import (
     redacted_report,
     sign_report,
 )
-from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
 from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.training.local import LocalConfig
-from fedstyle_secure.transport.artist_privacy import _budget
-from fedstyle_secure.transport.artist_state import ArtistStateStore
+from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
+from fedstyle_secure.transport.artist.privacy import _budget
+from fedstyle_secure.transport.artist.state import ArtistStateStore
 from fedstyle_secure.transport.auth import buyer_tls_pem
-from fedstyle_secure.transport.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.config import ClientConfig, ServerConfig
-from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.federation_model import server_model
 from fedstyle_secure.transport.loopback import artist_dirs, start_loopback, write_fresh_keys
-from fedstyle_secure.transport.server import start_server
-from fedstyle_secure.transport.store import StateStore
+from fedstyle_secure.transport.server.servicer import start_server
+from fedstyle_secure.transport.server.store import StateStore
 from fedstyle_secure.transport.wire import pb, pb_grpc
 
 ARTISTS = ("artist_00", "artist_01", "artist_02")
@@ -316,7 +316,7 @@ def _plan_message(dp: pb.DpParameters | None) -> pb.RoundPlan:
 def test_artist_refuses_an_announced_delta_above_one_over_n_and_a_federation_without_dp(tmp_path):
     from types import SimpleNamespace
 
-    from fedstyle_secure.transport.artist_privacy import ArtistPrivacy
+    from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
 
     client = SimpleNamespace(n_train=6, config=LocalConfig(epochs=1, batch_size=16))  # the parts open() reads first
     config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=tmp_path / "state")

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from fedstyle_secure.data.synth import write_synthetic_folder
-from fedstyle_secure.secure.keystore import load_server_keys
+from fedstyle_secure.federation.coordinator import Schedule
+from fedstyle_secure.secure.keys.keystore import load_server_keys
+from fedstyle_secure.transport.artist.channel import query
 from fedstyle_secure.transport.auth import buyer_tls_pem
-from fedstyle_secure.transport.channel import query
-from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.loopback import start_loopback
-from fedstyle_secure.transport.server import start_server
-from fedstyle_secure.transport.store import StateStore
+from fedstyle_secure.transport.server.servicer import start_server
+from fedstyle_secure.transport.server.store import StateStore
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.heads import ScratchStyleCNN, StyleModel
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
@@ -30,13 +31,12 @@ from fedstyle_secure.privacy.reports import (
     verify_report_signature,
 )
 from fedstyle_secure.retrieval.index import build_index
-from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel, query
 from fedstyle_secure.transport.auth import buyer_tls_pem
-from fedstyle_secure.transport.channel import ArtistSession, open_channel, query
 from fedstyle_secure.transport.config import ServerConfig
-from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.loopback import write_fresh_keys
-from fedstyle_secure.transport.server import MAX_QUERY_PIXELS, start_server
+from fedstyle_secure.transport.server.servicer import MAX_QUERY_PIXELS, start_server
 from fedstyle_secure.transport.wire import new_nonce, pb, pb_grpc
 from tests.crafted import png_bomb
 
@@ -108,7 +108,7 @@ def test_get_status_shows_retirement_reasons_only_to_the_retired_artist(running,
     channels = {}
     for artist in ("artist_a", "artist_b"):
         channels[artist] = _connect(running, keys, artist)
-    with caplog.at_level(logging.WARNING, logger="fedstyle_secure.transport.server"):
+    with caplog.at_level(logging.WARNING, logger="fedstyle_secure.transport.server.servicer"):
         b = channels["artist_b"][1]
         b.stub.Withdraw(pb.Withdrawal(round_id=0, reason=reason, nonce=new_nonce()), metadata=b.metadata, timeout=5)
     assert reason in caplog.text  # the operator's log has it

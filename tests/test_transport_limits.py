@@ -12,22 +12,22 @@ import grpc
 import numpy as np
 import pytest
 
+from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.federation.strategy import algorithm_spec, client_contribution, feature_moments
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.models.factory import EncoderConfig, make_model
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import get_flat_params
-from fedstyle_secure.secure import pki
-from fedstyle_secure.secure.ckks import encrypt
-from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.secure.ckks.primitives import encrypt
+from fedstyle_secure.secure.keys import pki
+from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel, with_layout
 from fedstyle_secure.transport.auth import buyer_tls_pem
-from fedstyle_secure.transport.channel import ArtistSession, open_channel, with_layout
 from fedstyle_secure.transport.config import ServerConfig
-from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.loopback import write_fresh_keys
-from fedstyle_secure.transport.server import PUMP_AHEAD_CHUNKS, start_server
-from fedstyle_secure.transport.upload_limits import ckks_ciphertext_bytes, expected_layout, payload_limit
+from fedstyle_secure.transport.server.servicer import PUMP_AHEAD_CHUNKS, start_server
+from fedstyle_secure.transport.server.upload_limits import ckks_ciphertext_bytes, expected_layout, payload_limit
 from fedstyle_secure.transport.wire import chunk_payload, new_nonce, pb, pb_grpc, to_tensor
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")

@@ -24,30 +24,30 @@ import pytest
 
 from fedstyle_secure.data.synth import write_synthetic_folder
 from fedstyle_secure.errors import SecureAggregationError
+from fedstyle_secure.federation.coordinator import Coordinator, Phase, Plan, Schedule
+from fedstyle_secure.federation.masking_rounds import MaskingRound
+from fedstyle_secure.federation.masking_session import FETCH_NAMES, round_config
 from fedstyle_secure.federation.packing import Layout, pack
+from fedstyle_secure.federation.rejections import Forbidden, Malformed, PastDeadline, WrongRound
 from fedstyle_secure.federation.round_layout import FederationShape, ModelShape
 from fedstyle_secure.federation.strategy import initial_state
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
-from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
 from fedstyle_secure.secure.masking import MaskingServer
 from fedstyle_secure.secure.masking import Phase as MaskingPhase
-from fedstyle_secure.secure.masking_consistency import survivor_bitmap
-from fedstyle_secure.secure.masking_messages import (
+from fedstyle_secure.secure.masking.consistency import survivor_bitmap
+from fedstyle_secure.secure.masking.messages import (
     AdvertiseKeys,
     MaskedInput,
     SurvivorSet,
     UnmaskRequest,
     parse_message,
 )
-from fedstyle_secure.transport.channel import ArtistSession, open_channel
+from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
+from fedstyle_secure.transport.artist.masking import MaskingClient, masking_step
 from fedstyle_secure.transport.config import ServerConfig
-from fedstyle_secure.transport.coordinator import Coordinator, Phase, Plan, Schedule
 from fedstyle_secure.transport.loopback import start_loopback, write_fresh_keys
-from fedstyle_secure.transport.masking_client import MaskingClient, masking_step
-from fedstyle_secure.transport.masking_rounds import MaskingRound
-from fedstyle_secure.transport.masking_session import FETCH_NAMES, round_config
-from fedstyle_secure.transport.rejections import Forbidden, Malformed, PastDeadline, WrongRound
-from fedstyle_secure.transport.server import start_server
+from fedstyle_secure.transport.server.servicer import start_server
 from fedstyle_secure.transport.wire import new_nonce, pb
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
@@ -383,7 +383,7 @@ def test_malformed_and_misplaced_masking_messages_are_refused_and_the_round_comp
 
 
 def _params(plan: pb.RoundPlan):
-    from fedstyle_secure.transport.masking_client import params_from_plan
+    from fedstyle_secure.transport.artist.masking import params_from_plan
 
     return params_from_plan(plan)
 

@@ -28,9 +28,9 @@ import numpy as np
 import pytest
 
 from fedstyle_secure.data.synth import write_synthetic_folder
-from fedstyle_secure.secure.fixedpoint import FixedPointCodec
+from fedstyle_secure.secure.masking.fixedpoint import FixedPointCodec
 from fedstyle_secure.transport.loopback import artist_folders, write_fresh_keys
-from fedstyle_secure.transport.store import StateStore
+from fedstyle_secure.transport.server.store import StateStore
 
 PORT, N_ARTISTS, ROUNDS = 50077, 3, 2
 VICTIM, HANG_AT = "artist_02", "2:masked_input"  # killed in round 2's masked-input phase
@@ -44,8 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fedstyle_secure.transport.masking_client import MaskingClient
-from fedstyle_secure.transport.masking_rounds import MaskingRound
+from fedstyle_secure.transport.artist.masking import MaskingClient
+from fedstyle_secure.federation.masking_rounds import MaskingRound
 
 OUT = Path(os.environ["FEDSTYLE_TEST_RECORD"])
 HANG_AT = os.environ.get("FEDSTYLE_TEST_HANG_AT", "")

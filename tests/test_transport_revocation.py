@@ -16,14 +16,14 @@ import pytest
 
 from fedstyle_secure.cli.main import main
 from fedstyle_secure.errors import SecureAggregationError
-from fedstyle_secure.secure import pki
-from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys, revoke
+from fedstyle_secure.federation.coordinator import Schedule
+from fedstyle_secure.secure.keys import pki
+from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys, revoke
+from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel, query
 from fedstyle_secure.transport.auth import buyer_tls_pem
-from fedstyle_secure.transport.channel import ArtistSession, open_channel, query
 from fedstyle_secure.transport.config import ServerConfig
-from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.loopback import write_fresh_keys
-from fedstyle_secure.transport.server import start_server
+from fedstyle_secure.transport.server.servicer import start_server
 from fedstyle_secure.transport.wire import pb, pb_grpc
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
@@ -102,7 +102,7 @@ def test_revoking_needs_the_ca_key(keys, tmp_path):
 def test_expired_certificate_from_the_right_ca_is_refused_at_handshake(keys, tmp_path):
     import datetime as dt
 
-    from fedstyle_secure.secure import pki
+    from fedstyle_secure.secure.keys import pki
 
     ca = pki.IssuedCertificate(
         pki.load_certificate_pem((keys / "ca.crt").read_bytes(), "ca"),

@@ -17,17 +17,17 @@ import grpc
 import numpy as np
 import pytest
 
+from fedstyle_secure.federation.coordinator import Schedule
+from fedstyle_secure.federation.masking_session import FETCH_NAMES
 from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
-from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
-from fedstyle_secure.transport.channel import ArtistSession, open_channel
+from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
+from fedstyle_secure.transport.artist.masking import MaskingClient
 from fedstyle_secure.transport.config import ServerConfig
-from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.loopback import write_fresh_keys
-from fedstyle_secure.transport.masking_client import MaskingClient
-from fedstyle_secure.transport.masking_session import FETCH_NAMES
-from fedstyle_secure.transport.server import start_server
-from fedstyle_secure.transport.store import StateStore
+from fedstyle_secure.transport.server.servicer import start_server
+from fedstyle_secure.transport.server.store import StateStore
 from fedstyle_secure.transport.wire import pb
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
@@ -195,7 +195,7 @@ def test_clients_minus_two_in_a_masked_setup_round_aborts_it_naming_the_reason_a
 
 def test_the_store_refuses_nan_and_keeps_the_last_good_snapshot(tmp_path):
     from fedstyle_secure.federation.strategy import initial_state
-    from fedstyle_secure.transport.store import Snapshot
+    from fedstyle_secure.transport.server.store import Snapshot
 
     store = StateStore(tmp_path / "server.sqlite")
     standardisation = (np.zeros(5, np.float32), np.ones(5, np.float32))
@@ -219,8 +219,8 @@ def test_a_poisoned_database_is_never_resumed_from(tmp_path):
 
     from fedstyle_secure.errors import ConfigError
     from fedstyle_secure.federation.strategy import initial_state
+    from fedstyle_secure.transport.server.store import Snapshot
     from fedstyle_secure.transport.sqlite_io import npy_bytes
-    from fedstyle_secure.transport.store import Snapshot
 
     store = StateStore(tmp_path / "server.sqlite")
     standardisation = (np.zeros(5, np.float32), np.ones(5, np.float32))

@@ -1,0 +1,1 @@
+"""The ``fedstyle`` command: one module per subcommand (``main`` wires them up)."""

@@ -29,8 +29,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fedstyle_secure.cli.output import render_table
 from fedstyle_secure.errors import ConfigError, PrivacyError, SecureAggregationError
+from fedstyle_secure.experiments.canary_audit import (
+    CONFIGURATIONS,
+    CanaryAuditConfig,
+    EmpiricalAuditResult,
+    run_canary_audit,
+)
+from fedstyle_secure.experiments.output import render_table
 from fedstyle_secure.privacy.audit import (
     DEFAULT_TOLERANCE,
     UNVERIFIED_MESSAGE,
@@ -38,16 +44,10 @@ from fedstyle_secure.privacy.audit import (
     LoadedReport,
     audit_reports,
 )
-from fedstyle_secure.privacy.canary_audit import (
-    CONFIGURATIONS,
-    CanaryAuditConfig,
-    EmpiricalAuditResult,
-    run_canary_audit,
-)
 from fedstyle_secure.privacy.jsonio import read_json
 from fedstyle_secure.privacy.report_store import MANIFEST_NAME, load_manifest, manifest_candidates, report_files
 from fedstyle_secure.privacy.reports import public_key_to_text
-from fedstyle_secure.secure.keystore import load_identity_keys
+from fedstyle_secure.secure.keys.keystore import load_identity_keys
 
 TABLE_COLUMNS = ("artist", "round", "accountant", "claimed eps", "RDP (dp_acc)", "PLD (dp_acc)", "status")
 EMPIRICAL_COLUMNS = (

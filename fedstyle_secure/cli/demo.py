@@ -24,10 +24,10 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from fedstyle_secure.cli.common import federation_from_args, result_payload, simulation_config_from_args
-from fedstyle_secure.cli.output import METRIC_COLUMNS, render_table, write_json
 from fedstyle_secure.errors import TransportError
-from fedstyle_secure.federation.dataset import DEFAULT_SYNTHETIC_ARTISTS, DEFAULT_SYNTHETIC_PER_ARTIST, FederationData
+from fedstyle_secure.experiments.arguments import federation_from_args, result_payload, simulation_config_from_args
+from fedstyle_secure.experiments.output import METRIC_COLUMNS, render_table, write_json
+from fedstyle_secure.federation.coordinator import TRANSPORT_SECURE_MODES
 from fedstyle_secure.federation.simulator import run_simulation
 from fedstyle_secure.federation.strategy import ALGORITHMS
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE
@@ -35,9 +35,9 @@ from fedstyle_secure.privacy.report_store import latest_reports
 from fedstyle_secure.retrieval.evaluate import evaluate_frozen_features, evaluate_index
 from fedstyle_secure.retrieval.index import StyleIndex
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics
-from fedstyle_secure.secure.keystore import bundle_files, write_key_files
+from fedstyle_secure.secure.keys.keystore import bundle_files, write_key_files
+from fedstyle_secure.training.dataset import DEFAULT_SYNTHETIC_ARTISTS, DEFAULT_SYNTHETIC_PER_ARTIST, FederationData
 from fedstyle_secure.training.local import LocalConfig
-from fedstyle_secure.transport.coordinator import TRANSPORT_SECURE_MODES
 from fedstyle_secure.transport.loopback import write_fresh_keys
 from fedstyle_secure.transport.processes import ProcessFederation, federation_tables, start_process_federation
 
@@ -175,8 +175,8 @@ class FederationOutcome:
 
 def run_federation(args: argparse.Namespace, data: FederationData, work: Path) -> FederationOutcome:
     """Start the processes, follow the rounds, query the server, score its index, stop it."""
+    from fedstyle_secure.transport.artist.channel import query
     from fedstyle_secure.transport.auth import buyer_tls_pem
-    from fedstyle_secure.transport.channel import query
 
     folders = write_training_folders(data, work / "data")
     keys = write_fresh_keys(work / "keys", list(data.artists), [BUYER])

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from fedstyle_secure.errors import ConfigError
-from fedstyle_secure.secure import keystore, pki
-from fedstyle_secure.secure.ckks import CkksParams
+from fedstyle_secure.secure.ckks.primitives import CkksParams
+from fedstyle_secure.secure.keys import keystore, pki
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -6,11 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from fedstyle_secure.cli.common import add_privacy_arguments, dp_config_from_args
 from fedstyle_secure.cli.toml_command import add_log_format
 from fedstyle_secure.errors import ConfigError, TransportError
-from fedstyle_secure.training.dp import refresh_rounds
-from fedstyle_secure.transport.coordinator import TRANSPORT_SECURE_MODES, Schedule
+from fedstyle_secure.experiments.arguments import add_privacy_arguments, dp_config_from_args
+from fedstyle_secure.federation.coordinator import TRANSPORT_SECURE_MODES, Schedule
+from fedstyle_secure.federation.rounds import refresh_rounds
 from fedstyle_secure.transport.logs import configure_logging
 from fedstyle_secure.transport.loopback import artist_dirs, start_loopback
 
@@ -118,7 +118,7 @@ def parse_budgets(items: list[str]) -> dict[str, float]:
 def privacy_summary(work: Path, artists: list[str]) -> dict[str, dict]:
     """Each artist's epsilon spent / budget from its durable ledger (record-level: one artwork)."""
     from fedstyle_secure.privacy.budget import BudgetLedger
-    from fedstyle_secure.transport.artist_state import ArtistStateStore
+    from fedstyle_secure.transport.artist.state import ArtistStateStore
 
     out: dict[str, dict] = {}
     for artist in artists:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import grpc
 
-from fedstyle_secure.cli.output import render_table
 from fedstyle_secure.data.images import decode_image
 from fedstyle_secure.errors import ConfigError, TransportError
+from fedstyle_secure.experiments.output import render_table
 from fedstyle_secure.retrieval.index import StyleIndex
 
 
@@ -76,8 +76,8 @@ def _rank_locally(args: argparse.Namespace) -> list[tuple[str, float]]:
 
 def _rank_remotely(args: argparse.Namespace) -> list[tuple[str, float]]:
     """The server embeds the image with its published encoder and ranks the published prototypes."""
+    from fedstyle_secure.transport.artist.channel import query
     from fedstyle_secure.transport.auth import buyer_tls_pem
-    from fedstyle_secure.transport.channel import query
 
     if args.keys is None or args.buyer is None:
         raise ConfigError("--server needs --keys DIR (a buyer bundle) and --buyer NAME")

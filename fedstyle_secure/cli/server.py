@@ -9,10 +9,10 @@ import threading
 import time
 
 from fedstyle_secure.cli.toml_command import register_toml_command
-from fedstyle_secure.secure.keystore import load_server_keys
+from fedstyle_secure.secure.keys.keystore import load_server_keys
 from fedstyle_secure.transport.config import load_server_config
 from fedstyle_secure.transport.logs import configure_logging
-from fedstyle_secure.transport.server import start_server
+from fedstyle_secure.transport.server.servicer import start_server
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fedstyle_secure.cli.common import (
+from fedstyle_secure.experiments.arguments import (
     add_data_arguments,
     add_privacy_arguments,
     add_training_arguments,
@@ -13,7 +13,7 @@ from fedstyle_secure.cli.common import (
     result_payload,
     simulation_config_from_args,
 )
-from fedstyle_secure.cli.output import METRIC_COLUMNS, print_privacy_table, render_table, write_json
+from fedstyle_secure.experiments.output import METRIC_COLUMNS, print_privacy_table, render_table, write_json
 from fedstyle_secure.federation.publish import index_from_result
 from fedstyle_secure.federation.simulator import run_simulation
 from fedstyle_secure.federation.strategy import ALGORITHMS

@@ -9,8 +9,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from fedstyle_secure.cli.common import add_data_arguments, add_privacy_arguments, add_training_arguments
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.experiments.arguments import add_data_arguments, add_privacy_arguments, add_training_arguments
 from fedstyle_secure.experiments.cells import make_cell_runner
 from fedstyle_secure.experiments.sweep import enumerate_cells, parse_algorithms, parse_epsilons, parse_seeds, summarize
 from fedstyle_secure.experiments.sweep_outputs import markdown_table, write_outputs

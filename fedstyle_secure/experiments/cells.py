@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from fedstyle_secure.cli.common import dp_config_from_args, federation_from_args, simulation_config_from_args
+from fedstyle_secure.experiments.arguments import dp_config_from_args, federation_from_args, simulation_config_from_args
 from fedstyle_secure.experiments.sweep import CellResult, CellRunner, CellSpec
 from fedstyle_secure.federation.simulator import run_simulation
 from fedstyle_secure.training.dp import DpConfig

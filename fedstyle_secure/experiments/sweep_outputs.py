@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedstyle_secure.cli.output import write_json
+from fedstyle_secure.experiments.output import write_json
 from fedstyle_secure.experiments.sweep import METRICS, CellResult, CellSpec, SummaryRow, format_epsilon
 
 Cells = Sequence[tuple[CellSpec, CellResult]]

@@ -11,8 +11,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from fedstyle_secure.cli.output import write_json
 from fedstyle_secure.errors import DataError
+from fedstyle_secure.experiments.output import write_json
 from fedstyle_secure.experiments.sweep import CellResult, CellRunner, CellSpec
 
 

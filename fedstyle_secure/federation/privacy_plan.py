@@ -1,7 +1,7 @@
 """One artist's DP plan and budget ledger, built the same way wherever the artist runs.
 
 The in-process simulator (:func:`fedstyle_secure.federation.simulator.make_clients`) and the
-gRPC artist process (:mod:`fedstyle_secure.transport.artist_privacy`) both call these two
+gRPC artist process (:mod:`fedstyle_secure.transport.artist.privacy`) both call these two
 functions, so a networked artist calibrates exactly like a simulated one: DP-SGD noise and
 prototype-release noise from :func:`~fedstyle_secure.training.dp.plan_dp`, over the artist's
 own (private) number of artworks ``n``, its local batch size and epochs, the run's rounds and
@@ -12,16 +12,9 @@ Privacy unit: one artwork (record-level); epsilon and delta are per artwork, nev
 
 from __future__ import annotations
 
-from fedstyle_secure.federation.strategy import AlgorithmSpec
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.training.dp import DpConfig, DpPlan, plan_dp
 from fedstyle_secure.training.local import LocalConfig
-
-
-def training_release_rounds(spec: AlgorithmSpec, refreshes: frozenset[int]) -> frozenset[int]:
-    """Training rounds ``r`` in which the artist releases its prototypes (none if the algorithm
-    never publishes them during training); the final publication (round ``rounds``) comes on top."""
-    return frozenset(refreshes) if spec.uses_prototypes else frozenset()
 
 
 def plan_participation(

@@ -92,13 +92,6 @@ class FederationShape:
     model: ModelShape | None
 
 
-def round_kind(round_id: int, rounds: int) -> str:
-    """``setup`` (round 0), ``train`` (1..rounds) or ``final`` (rounds + 1, publication only)."""
-    if round_id == 0:
-        return "setup"
-    return "final" if round_id > rounds else "train"
-
-
 def round_value_range(kind: str) -> tuple[float, float]:
     """Every entry of one artist's packed contribution of a ``kind`` round lies in this range."""
     return FEATURE_MOMENT_RANGE if kind == "setup" else CONTRIBUTION_RANGE

@@ -15,11 +15,11 @@ from tqdm.auto import tqdm
 
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.client import Broadcast, StyleClient, federation_shape
-from fedstyle_secure.federation.dataset import FederationData
 from fedstyle_secure.federation.packing import pack_as, unpack
-from fedstyle_secure.federation.privacy_plan import new_ledger, plan_participation, training_release_rounds
+from fedstyle_secure.federation.privacy_plan import new_ledger, plan_participation
 from fedstyle_secure.federation.reporting import ReportWriter
 from fedstyle_secure.federation.round_layout import FederationShape, round_layout
+from fedstyle_secure.federation.rounds import RoundRules, plan_round, refresh_rounds
 from fedstyle_secure.federation.strategy import (
     CONTRIBUTION_RANGE,
     FEATURE_MOMENT_RANGE,
@@ -37,7 +37,8 @@ from fedstyle_secure.privacy.noise import CsprngNoise, SeededNoise
 from fedstyle_secure.retrieval.evaluate import evaluate_global, evaluate_personal
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics
 from fedstyle_secure.secure.api import PlainSummation, SecureSummation
-from fedstyle_secure.training.dp import DpConfig, refresh_rounds
+from fedstyle_secure.training.dataset import FederationData
+from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.training.local import LocalConfig, LocalData
 from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model, warm_start_cache
 
@@ -115,6 +116,12 @@ class SimulationResult:
         return [asdict(r) for r in self.history]
 
 
+def round_rules(config: SimulationConfig) -> RoundRules:
+    """The run's round rules, as the server derives them from its schedule."""
+    refreshes = refresh_rounds(config.rounds, config.dp.prototype_refreshes if config.dp else None)
+    return RoundRules(algorithm_spec(config.algorithm), config.rounds, refreshes)
+
+
 def make_clients(
     config: SimulationConfig, data: FederationData, model: nn.Module, rng: np.random.Generator
 ) -> list[StyleClient]:
@@ -122,8 +129,7 @@ def make_clients(
     spec = algorithm_spec(config.algorithm)
     groups = [data.split.train] if spec.pooled else [data.client_train_items(c) for c in range(len(data.clients))]
     public = data.public.originals()
-    refreshes = refresh_rounds(config.rounds, config.dp.prototype_refreshes if config.dp else None)
-    releases = training_release_rounds(spec, refreshes)  # the final publication comes on top
+    releases = round_rules(config).release_plan_rounds()  # the final publication comes on top
     clients = []
     for i, items in enumerate(groups):
         noise = SeededNoise([config.seed, i, 0xD9]) if config.insecure_seeded_noise else CsprngNoise()
@@ -210,22 +216,22 @@ def run_simulation(
     if data.bank.kind == "features" and config.dp is None:  # under DP: public-set statistics (free)
         standardise_inputs(clients, template, summations(ids, FEATURE_MOMENT_RANGE), spec, shape)
     summation = summations(ids, CONTRIBUTION_RANGE)
-    refreshes = refresh_rounds(config.rounds, config.dp.prototype_refreshes if config.dp else None)
+    rules = round_rules(config)
     state = initial_state(
         n_artists, config.encoder.embedding_dim, get_flat_params(template) if spec.averages_parameters else None
     )
     history: list[RoundRecord] = []
     started = time.perf_counter()
-    bar = tqdm(range(config.rounds), desc=spec.name, disable=not progress, leave=False)
-    for r in bar:
-        t0 = time.perf_counter()
+    bar = tqdm(rules.training_round_ids(), desc=spec.name, disable=not progress, leave=False)
+    for round_id in bar:
+        r, t0 = plan_round(round_id), time.perf_counter()
         active = _active_clients(clients, state, r)
         if not active:
             break
-        if spec.uses_prototypes and r in refreshes:  # artists publish with the model they start from
+        if rules.refreshes_prototypes(round_id):  # artists publish with the model they start from
             for client in active:
                 pub = client.publish(_broadcast(state), round_id=r)
-                if spec.shares_prototypes:
+                if rules.sends_prototypes(round_id):
                     publish_prototypes(state, pub.artist_rows, pub.prototypes)
         broadcast = _broadcast(state)
         layout = round_layout(spec, shape, "train")  # the plan's, never a client's
@@ -233,7 +239,8 @@ def run_simulation(
         losses = [loss for client in active for loss in client.last_result.losses]
         bytes_up = 0.0
         if layout is not None:
-            agg = summation.sum({cid: pack_as(arrays, layout) for cid, arrays in contributions.items()}, round_id=r + 1)
+            packed = {cid: pack_as(arrays, layout) for cid, arrays in contributions.items()}
+            agg = summation.sum(packed, round_id=round_id)
             n = len(agg.contributors)
             tolerance = decode_tolerance(CONTRIBUTION_RANGE, n, len(ids))
             state = checked_aggregate(spec, shape, state, unpack(agg.total, layout), n, tolerance)
@@ -244,15 +251,16 @@ def run_simulation(
             reports.write_round(active, r)
         metrics = _evaluate(spec.has_global_model, clients, state, template, data)
         record = RoundRecord(
-            r + 1, float(np.mean(losses)), metrics.as_dict(), bytes_up, time.perf_counter() - t0, len(active)
+            round_id, float(np.mean(losses)), metrics.as_dict(), bytes_up, time.perf_counter() - t0, len(active)
         )
         history.append(record)
         bar.set_postfix(acc=f"{metrics.artist_accuracy:.3f}", map=f"{metrics.map:.3f}")
         if on_round:
             on_round(record)
-    final = _final_publication(spec, clients, state, template, data, config.rounds)
+    final_r = plan_round(rules.final_round_id)
+    final = _final_publication(spec, clients, state, template, data, final_r)
     if reports is not None:
-        reports.write_round([c for c in clients if c.ledger is not None], config.rounds)
+        reports.write_round([c for c in clients if c.ledger is not None], final_r)
     global_model = _global_model(spec.averages_parameters, clients, state, template) if spec.has_global_model else None
     return SimulationResult(
         algorithm=spec.name,

@@ -38,7 +38,7 @@ from fedstyle_secure.federation.strategy import (
     aggregate,
     standardisation_from_sums,
 )
-from fedstyle_secure.secure.fixedpoint import FixedPointCodec
+from fedstyle_secure.secure.masking.fixedpoint import FixedPointCodec
 
 FLOAT_TOLERANCE = 1e-6  # absolute slack on top of the codec's: CKKS decryption error and float rounding
 

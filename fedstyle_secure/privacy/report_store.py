@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.privacy.jsonio import read_json, write_json_atomic
 from fedstyle_secure.privacy.reports import key_fingerprint, public_key_to_text
-from fedstyle_secure.secure import pki
+from fedstyle_secure.secure.keys import pki
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "fedstyle-report-keys/1"

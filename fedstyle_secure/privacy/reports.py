@@ -43,7 +43,7 @@ from fedstyle_secure.errors import FedStyleError, PrivacyError
 from fedstyle_secure.privacy.accounting import compute_epsilon
 from fedstyle_secure.privacy.budget import BudgetLedger, utc_now_iso
 from fedstyle_secure.privacy.mechanisms import history_to_list
-from fedstyle_secure.secure import pki
+from fedstyle_secure.secure.keys import pki
 
 REPORT_FORMAT = "fedstyle-epsilon-report/2"
 PRIVACY_UNIT = "one artwork (record-level)"

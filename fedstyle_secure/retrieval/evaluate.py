@@ -15,10 +15,10 @@ import numpy as np
 from torch import nn
 
 from fedstyle_secure.errors import ModelError
-from fedstyle_secure.federation.dataset import FederationData
 from fedstyle_secure.models.embed import embed, prototypes_from
 from fedstyle_secure.retrieval.index import StyleIndex
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics, cosine_similarity_matrix, evaluate_retrieval
+from fedstyle_secure.training.dataset import FederationData
 
 
 def evaluate_global(model: nn.Module, data: FederationData, prototypes: np.ndarray | None = None) -> RetrievalMetrics:

@@ -102,14 +102,6 @@ class DpConfig:
             )
 
 
-def refresh_rounds(rounds: int, max_refreshes: int | None) -> frozenset[int]:
-    """Rounds at which artists re-publish prototypes during training: all of them without a
-    limit, else ``max_refreshes`` evenly spaced rounds starting with round 0."""
-    if max_refreshes is None or max_refreshes >= rounds:
-        return frozenset(range(rounds))
-    return frozenset(int(i * rounds / max_refreshes) for i in range(max_refreshes))
-
-
 @dataclass(frozen=True)
 class DpPlan:
     """The calibrated mechanisms of one artist's whole participation.

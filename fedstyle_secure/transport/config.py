@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 import tomllib
 
 from fedstyle_secure.errors import ConfigError
-from fedstyle_secure.secure.ckks_decryption import DEFAULT_MIN_QUORUM
+from fedstyle_secure.federation.coordinator import Schedule
+from fedstyle_secure.secure.ckks.decryption import DEFAULT_MIN_QUORUM
 from fedstyle_secure.training.dp import DpConfig
-from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.dp_config import dp_schedule, pop_federation_dp, validate_client_budget
 
 T = TypeVar("T")

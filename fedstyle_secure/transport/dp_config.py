@@ -27,9 +27,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.federation.coordinator import Schedule
+from fedstyle_secure.federation.rounds import refresh_rounds
 from fedstyle_secure.privacy.accounting import ACCOUNTANTS
-from fedstyle_secure.training.dp import PRIVATE_LAYERS, DpConfig, refresh_rounds
-from fedstyle_secure.transport.coordinator import Schedule
+from fedstyle_secure.training.dp import PRIVATE_LAYERS, DpConfig
 from fedstyle_secure.transport.wire import pb
 
 FEDERATION_DP_FIELDS: tuple[str, ...] = (

@@ -15,13 +15,13 @@ import numpy as np
 
 from fedstyle_secure.data.images import content_key
 from fedstyle_secure.federation.client import federation_shape
-from fedstyle_secure.federation.dataset import DEFAULT_PUBLIC_IMAGES, load_public_images
 from fedstyle_secure.federation.round_layout import FederationShape
 from fedstyle_secure.federation.strategy import AlgorithmSpec, algorithm_spec
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.heads import StyleModel
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, InputBank, build_input_bank
+from fedstyle_secure.training.dataset import DEFAULT_PUBLIC_IMAGES, load_public_images
 from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model, warm_start_cache
 from fedstyle_secure.transport.config import ServerConfig
 

@@ -17,6 +17,7 @@ from fedstyle_secure.transport.codegen import ensure_generated
 ensure_generated()
 
 from fedstyle_secure.transport._generated.fedstyle.v1 import federation_pb2 as pb  # noqa: E402
+from fedstyle_secure.transport._generated.fedstyle.v1 import federation_pb2_grpc as pb_grpc  # noqa: E402, F401
 
 PROTOCOL = "fedstyle.v1"
 ROUND_METADATA = "fedstyle-round"  # call metadata of a submission: the round id it is for ...

@@ -1,0 +1,1 @@
+"""Keys: :mod:`.pki` (generation and validation, pure) and :mod:`.keystore` (on-disk key sets and bundles)."""

@@ -1,0 +1,446 @@
+"""A networked artist's differential privacy: budget gate, durable ledger, resend-not-recompute,
+signed epsilon reports.  Used by :class:`~fedstyle_secure.transport.artist.ArtistRunner`.
+
+Calibration is the simulator's (:mod:`fedstyle_secure.federation.privacy_plan`): the artist
+plans DP-SGD (Opacus, Poisson sampling) and its Gaussian prototype releases from the
+federation's announced plan and its own (private) number of artworks ``n``; every mechanism is
+composed in its own :class:`~fedstyle_secure.privacy.budget.BudgetLedger`.  Privacy unit: one
+artwork (record-level DP), never the artist as a whole.
+
+**Budget gate.**  Before any phase that would run a DP mechanism (``publish``: a prototype
+release, plus this round's training as the simulator checks them together; ``contribute``:
+this round's DP-SGD) the planned mechanisms are checked against the ledger.  If they would
+exceed the budget the artist retires: it logs why, tells the server (``Withdraw``; the server
+marks it retired with that reason) and never acts again, also after a restart.  It likewise
+refuses a set-up round (raw feature moments, no DP noise), a publish phase the announced plan
+did not count, a plan whose DP parameters change mid-run, and -- when it set a budget -- a
+federation without DP.
+
+**Durability and no double counting.**  The rule: *a mechanism is charged once per round, and
+what it produced is the only thing ever sent for that round and phase.*  Each charging phase
+runs in this order:
+
+1. compute the release / train (the ledger records the mechanism in memory);
+2. persist ledger + model + the result (noised prototypes or packed contribution vector) in
+   ONE SQLite transaction (:class:`~.artist_state.ArtistStateStore`);
+3. write and upload the signed report when the round's charges are complete;
+4. send the result.
+
+A crash before 2 loses both the charge and the result; the result never left the process, so
+nothing about the artworks was disclosed and redoing the round (with fresh noise) is a first
+and only release.  A crash after 2 (before, during or after 4) restarts with the charge
+*and* the result on disk: when the server asks for that round and phase again (the round was
+interrupted, aborted and retried, or the server restarted), the artist resends the SAME result
+-- re-encrypting it for CKKS with fresh randomness is post-processing, which costs no privacy
+-- and never trains or releases again.  Should the ledger hold a charge for a round and phase
+whose result is gone, the artist sits that phase out rather than charge it twice (fail closed).
+
+**Reports.**  After the charges of round ``r`` (``contribute`` of a training round, the
+final ``publish``), the artist signs a report of its ledger with its identity key (the
+simulator's :class:`~fedstyle_secure.federation.reporting.ReportWriter`), keeps it in its
+``reports_dir`` and uploads it.  Report rounds are the DP plan's: ``r = round_id - 1``, the
+final publication is ``r = total_rounds``, like a simulated run.  Reports are append-only, so
+after a restart the stored file is re-uploaded, never re-signed.  The upload is the redacted
+report: the opening of the dataset-size commitment stays in the artist's copy.
+
+Threat model: the server coordinates but is not trusted with the artists' privacy -- an
+artist's budget is enforced on the artist's machine; the state directory is as private as the
+artist's images.  The DP noise comes from torch's/NumPy's PRNGs (not a CSPRNG; see
+:func:`fedstyle_secure.training.dp_sgd.known_opacus_warnings_handled`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import torch
+
+from fedstyle_secure.errors import ConfigError, PrivacyError
+from fedstyle_secure.federation.client import Broadcast, Publication, StyleClient
+from fedstyle_secure.federation.packing import Layout, pack, unpack
+from fedstyle_secure.federation.privacy_plan import new_ledger, plan_participation
+from fedstyle_secure.federation.reporting import ReportWriter
+from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
+from fedstyle_secure.privacy.calibration import validate_delta
+from fedstyle_secure.privacy.jsonio import read_json
+from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mechanism
+from fedstyle_secure.privacy.report_store import report_path
+from fedstyle_secure.privacy.reports import canonical_json, redacted_report
+from fedstyle_secure.secure.keys.keystore import ArtistKeys
+from fedstyle_secure.training.dp import DpConfig, DpPlan
+from fedstyle_secure.transport.artist.channel import ArtistSession
+from fedstyle_secure.transport.artist.state import STATE_FILE, ArtistSnapshot, ArtistStateStore, CachedResult
+from fedstyle_secure.transport.config import ClientConfig
+from fedstyle_secure.transport.dp_config import announced_dp
+from fedstyle_secure.transport.wire import new_nonce, pb
+
+log = logging.getLogger(__name__)
+
+NON_CHARGING_PHASES: tuple[str, ...] = ("decrypt",)  # works on the aggregate only: post-processing
+# The server refused a report for good (bad report, wrong key, a different one stored): log, don't retry.
+REPORT_REFUSALS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.ALREADY_EXISTS}
+WITHDRAW_TIMEOUT_SECONDS = 30.0
+RELEASE, TRAINING = "publish", "contribute"  # the two charges of a round, keys of the stored results
+
+
+def plan_summary(plan: DpPlan) -> dict[str, Any]:
+    """The calibrated plan as JSON values (kept with the state to notice a changed plan)."""
+    summary = {**dataclasses.asdict(plan), "release_rounds": sorted(plan.release_rounds)}
+    return json.loads(json.dumps(summary))
+
+
+def _model_arrays(client: StyleClient) -> dict[str, np.ndarray]:
+    return {name: tensor.detach().cpu().numpy().copy() for name, tensor in client.model.state_dict().items()}
+
+
+@dataclass
+class ArtistPrivacy:
+    """One artist's DP state during a run; ``refusal`` set = it will not take part (and says why)."""
+
+    keys: ArtistKeys
+    client: StyleClient
+    announced: tuple[DpConfig, frozenset[int]] | None
+    store: ArtistStateStore | None = None
+    writer: ReportWriter | None = None
+    refusal: str | None = None
+    results: list[CachedResult] = field(default_factory=list)
+    uploaded: set[int] = field(default_factory=set)
+
+    # ------------------------------------------------------------------ set-up
+
+    @classmethod
+    def open(
+        cls, config: ClientConfig, keys: ArtistKeys, client: StyleClient, plan: pb.RoundPlan
+    ) -> ArtistPrivacy | None:
+        """The artist's privacy state for this federation, restored from ``config.state_dir``.
+
+        ``None`` when neither the federation nor the artist asks for DP.  Raises
+        :class:`ConfigError` naming the client field that is wrong (missing ``state_dir``,
+        ``budget_delta`` not below ``1/n``, a budget differing from the stored ledger's).
+        """
+        announced = announced_dp(plan)
+        if announced is None:
+            return cls._without_dp(config, keys, client)
+        if config.state_dir is None:
+            raise ConfigError(
+                "client.state_dir: required in a DP federation (the privacy ledger must survive restarts)"
+            )
+        dp, releases = announced
+        n = client.n_train
+        try:
+            dp_plan = plan_participation(dp, n, client.config, plan.total_rounds, releases)
+        except PrivacyError as exc:
+            field_name = "federation.delta" if dp.delta is not None and dp.delta >= 1.0 / n else "federation DP plan"
+            return cls(
+                keys,
+                client,
+                announced,
+                refusal=f"{field_name} (announced by the server) is unusable for this artist's {n} artworks: {exc}",
+            )
+        budget = _budget(config, dp, dp_plan, n)
+        privacy = cls(keys, client, announced, store=ArtistStateStore(config.state_dir))
+        privacy._restore(dp_plan, budget, n)
+        reports_dir = config.reports_dir or config.state_dir / "reports"
+        privacy.writer = ReportWriter(reports_dir, [keys.artist_id], {keys.artist_id: keys.identity_key})
+        if budget.epsilon < dp.epsilon:
+            log.warning(
+                "%s: own budget epsilon=%.4g is below the federation's target %.4g; it will retire once a round "
+                "would exceed it",
+                keys.artist_id,
+                budget.epsilon,
+                dp.epsilon,
+            )
+        return privacy
+
+    @classmethod
+    def _without_dp(cls, config: ClientConfig, keys: ArtistKeys, client: StyleClient) -> ArtistPrivacy | None:
+        if config.budget_epsilon is not None:
+            return cls(
+                keys,
+                client,
+                None,
+                refusal=f"this artist requires DP (client.budget_epsilon = {config.budget_epsilon:g}) "
+                "but the federation runs without DP",
+            )
+        if (
+            config.state_dir is not None
+            and (config.state_dir / STATE_FILE).exists()
+            and ArtistStateStore(config.state_dir).load() is not None
+        ):
+            return cls(
+                keys,
+                client,
+                None,
+                refusal=f"client.state_dir {config.state_dir} holds a DP ledger but the federation runs without DP",
+            )
+        return None
+
+    def _restore(self, dp_plan: DpPlan, budget: PrivacyBudget, n: int) -> None:
+        """Attach plan and ledger to the client; resume model, ledger, results from the store."""
+        assert self.store is not None
+        client, snapshot = self.client, self.store.load()
+        if snapshot is None:
+            ledger = new_ledger(dp_plan, n, budget.epsilon, budget.delta)
+        else:
+            if snapshot.artist_id != self.keys.artist_id:
+                raise ConfigError(
+                    f"client.state_dir holds the state of artist {snapshot.artist_id!r}, not {self.keys.artist_id!r}"
+                )
+            ledger = BudgetLedger.from_dict(snapshot.ledger or {})
+            if ledger.budget != budget or ledger.dataset_size != n:
+                raise ConfigError(
+                    f"client.budget_epsilon/budget_delta: the ledger in client.state_dir enforces {ledger.budget} over "
+                    f"{ledger.dataset_size} artworks, this run asks for {budget} over {n}; a ledger's budget never "
+                    "changes"
+                )
+            if snapshot.plan != plan_summary(dp_plan):
+                log.warning(
+                    "%s: the federation's DP plan differs from the stored one; the ledger still enforces the budget",
+                    self.keys.artist_id,
+                )
+            client.model.load_state_dict({name: torch.from_numpy(array) for name, array in snapshot.model.items()})
+            if snapshot.own is not None:
+                client.own = Publication(artist_rows=snapshot.own[0], prototypes=snapshot.own[1])
+            client.rng.bit_generator.state = snapshot.rng
+            client.retired_reason = snapshot.retired
+            self.results, self.uploaded = list(snapshot.results), set(snapshot.uploaded)
+            log.info(
+                "%s resumed from %s: epsilon spent %.4g of %.4g",
+                self.keys.artist_id,
+                self.store.path,
+                ledger.epsilon_spent,
+                budget.epsilon,
+            )
+        client.dp, client.ledger = dp_plan, ledger
+
+    # ------------------------------------------------------------------ the gate
+
+    @property
+    def ledger(self) -> BudgetLedger:
+        assert self.client.ledger is not None
+        return self.client.ledger
+
+    @property
+    def plan(self) -> DpPlan:
+        assert self.client.dp is not None
+        return self.client.dp
+
+    def admit(self, session: ArtistSession, plan: pb.RoundPlan) -> bool:
+        """Whether to act on ``plan``; if not, the artist has retired (and told the server) or
+        sits this phase out.  Charges nothing."""
+        if self.refusal is not None:
+            return self.retire(session, plan.round_id, self.refusal)
+        if self.client.retired_reason is not None:
+            return self.retire(session, plan.round_id, self.client.retired_reason)
+        if announced_dp(plan) != self.announced:
+            return self.retire(session, plan.round_id, "the server changed the federation's DP plan during the run")
+        if plan.kind == pb.ROUND_KIND_SETUP:
+            return self.retire(
+                session,
+                plan.round_id,
+                "refused the set-up round: it sums feature moments of the private artworks without DP noise",
+            )
+        self.upload_pending(session)
+        if plan.phase in NON_CHARGING_PHASES or self._cached(plan) is not None:
+            return True  # post-processing of what was charged, or a resend: no new privacy cost
+        r = plan.round_id - 1
+        if plan.phase == "publish" and plan.kind == pb.ROUND_KIND_TRAIN and r not in self.plan.release_rounds:
+            log.error(
+                "round %d: the server asks for a prototype release the announced DP plan did not count; sitting it out",
+                plan.round_id,
+            )
+            return False
+        if self._charged(r, _charge(plan.phase)):
+            log.error(
+                "round %d %s: already charged but its result is lost; sitting it out rather than charging it twice",
+                plan.round_id,
+                plan.phase,
+            )
+            return False
+        decision = self.ledger.check_can_spend(self._planned(plan))
+        if not decision.allowed:
+            return self.retire(session, plan.round_id, f"privacy budget: {decision.reason}")
+        return True
+
+    def _planned(self, plan: pb.RoundPlan) -> list[Mechanism]:
+        """What acting on ``plan`` would charge: a release (with this round's training, as the
+        simulator checks them together) or this round's DP-SGD alone."""
+        r = plan.round_id - 1
+        if _charge(plan.phase) == RELEASE:
+            return self.plan.round_mechanisms(r, train=plan.kind == pb.ROUND_KIND_TRAIN)
+        return self.plan.round_mechanisms(r, release=False)
+
+    def _charged(self, r: int, charge: str) -> bool:
+        kind = GaussianRelease if charge == RELEASE else DpSgdSteps
+        return any(isinstance(m, kind) and m.round_id == r for m in self.ledger.history)
+
+    def _cached(self, plan: pb.RoundPlan) -> CachedResult | None:
+        key = (plan.round_id, _charge(plan.phase))
+        return next((c for c in self.results if (c.round_id, c.phase) == key), None)
+
+    def retire(self, session: ArtistSession, round_id: int, reason: str) -> bool:
+        """Stop for good: persist the reason, report what was spent, tell the server.  Returns False."""
+        if self.client.retired_reason is None:
+            self.client.retired_reason = reason
+            log.warning("%s retires at round %d: %s", self.keys.artist_id, round_id, reason)
+            self.save()
+        if self.store is not None:
+            self._report_latest(session)
+        session.stub.Withdraw(
+            pb.Withdrawal(round_id=round_id, reason=reason[:1000], nonce=new_nonce()),
+            metadata=session.metadata,
+            timeout=WITHDRAW_TIMEOUT_SECONDS,
+        )
+        return False
+
+    # ------------------------------------------------------------------ charging phases
+
+    def publication(
+        self, session: ArtistSession, plan: pb.RoundPlan, broadcast: Callable[[], Broadcast]
+    ) -> Publication:
+        """This round's noised prototype release: the stored one if already charged, else released
+        now (charged, persisted, and reported when it is the final publication)."""
+        cached, r = self._cached(plan), plan.round_id - 1
+        if cached is None:
+            self._report_latest(session, before=r)  # the previous round's report precedes any new charge
+            publication = self.client.publish(broadcast(), round_id=r)
+            cached = CachedResult(
+                plan.round_id, RELEASE, publication.prototypes, {"rows": [int(x) for x in publication.artist_rows]}
+            )
+            self._remember(cached)
+        publication = Publication(
+            artist_rows=np.asarray(cached.meta["rows"], dtype=np.int64), prototypes=cached.array.astype(np.float32)
+        )
+        self.client.own = publication
+        if plan.kind == pb.ROUND_KIND_FINAL:
+            self.report(session, r)
+        return publication
+
+    def contribution(
+        self, session: ArtistSession, plan: pb.RoundPlan, broadcast: Callable[[], Broadcast]
+    ) -> dict[str, np.ndarray]:
+        """This round's contribution after DP-SGD: the stored one if already charged, else trained
+        now (charged, persisted, reported)."""
+        cached, r = self._cached(plan), plan.round_id - 1
+        if cached is None:
+            self._report_latest(session, before=r)
+            vector, layout = pack(self.client.fit(broadcast(), round_id=r))
+            cached = CachedResult(
+                plan.round_id, TRAINING, vector, {"layout": [[name, list(shape)] for name, shape in layout.fields]}
+            )
+            self._remember(cached)
+        self.report(session, r)
+        layout = Layout(tuple((str(name), tuple(int(d) for d in shape)) for name, shape in cached.meta["layout"]))
+        return unpack(np.asarray(cached.array, dtype=np.float64), layout)
+
+    def _remember(self, result: CachedResult) -> None:
+        """Keep ``result`` (dropping older rounds') and persist everything in one transaction."""
+        self.results = [c for c in self.results if c.round_id == result.round_id and c.phase != result.phase] + [result]
+        self.save()
+
+    def save(self) -> None:
+        """Persist ledger, model, results, rng, retirement atomically (no-op without a store)."""
+        if self.store is None or self.client.ledger is None or self.client.dp is None:
+            return
+        client = self.client
+        own = None if client.own is None else (np.asarray(client.own.artist_rows), np.asarray(client.own.prototypes))
+        self.store.save(
+            ArtistSnapshot(
+                artist_id=self.keys.artist_id,
+                model=_model_arrays(client),
+                ledger=self.ledger.to_dict(),
+                rng=client.rng.bit_generator.state,
+                plan=plan_summary(self.plan),
+                own=own,
+                retired=client.retired_reason,
+                uploaded=sorted(self.uploaded),
+                results=self.results,
+            )
+        )
+
+    # ------------------------------------------------------------------ reports
+
+    def _latest_charged_round(self) -> int | None:
+        return max((m.round_id for m in self.ledger.history), default=None)
+
+    def _report_latest(self, session: ArtistSession, before: int | None = None) -> None:
+        """Report the latest charged round (if earlier than ``before``) unless already done: its
+        charges are complete because a later round is about to be charged, or the artist retires."""
+        latest = self._latest_charged_round()
+        if latest is not None and (before is None or latest < before):
+            self.report(session, latest)
+
+    def report(self, session: ArtistSession, r: int) -> Path:
+        """Sign and keep the report of round ``r`` (once: reports are append-only), then upload it."""
+        assert self.writer is not None
+        if r != self._latest_charged_round():
+            raise PrivacyError(
+                f"report of round {r} requested after later charges (latest {self._latest_charged_round()})"
+            )
+        path = report_path(self.writer.dir, self.keys.artist_id, r)
+        if not path.exists():
+            self.writer.write(
+                self.keys.artist_id,
+                self.ledger,
+                r,
+                noise_source=self.client.noise.name,
+                final_round=self.plan.final_round,
+            )
+            log.info(
+                "%s: epsilon %.4g of %.4g after round %d",
+                self.keys.artist_id,
+                self.ledger.epsilon_spent,
+                self.ledger.budget.epsilon,
+                r,
+            )
+        self.upload_pending(session)
+        return path
+
+    def upload_pending(self, session: ArtistSession) -> None:
+        """Upload every stored report the server has not acknowledged yet, oldest first."""
+        if self.writer is None:
+            return
+        artist_dir = self.writer.dir / self.keys.artist_id
+        for path in sorted(artist_dir.glob("round-*.json")) if artist_dir.is_dir() else []:
+            r = int(path.stem.split("-")[1])
+            if r in self.uploaded:
+                continue
+            try:
+                session.report(r, canonical_json(redacted_report(read_json(path))))  # n stays here
+            except grpc.RpcError as exc:
+                if exc.code() not in REPORT_REFUSALS:
+                    raise  # connection trouble: the reconnect loop retries
+                log.error(
+                    "%s: the server refused the report of round %d: %s: %s",
+                    self.keys.artist_id,
+                    r,
+                    exc.code().name,
+                    exc.details(),
+                )
+            self.uploaded.add(r)
+            self.save()
+
+
+def _charge(phase: str) -> str:
+    """What a phase charges: the prototype release (``publish``) or the round's DP-SGD (``contribute``,
+    and secagg's masking phases, which mask that same contribution)."""
+    return RELEASE if phase == "publish" else TRAINING
+
+
+def _budget(config: ClientConfig, dp: DpConfig, plan: DpPlan, n: int) -> PrivacyBudget:
+    """The artist's own budget: ``client.budget_*`` or, if absent, the federation's target."""
+    epsilon = dp.epsilon if config.budget_epsilon is None else config.budget_epsilon
+    delta = plan.delta if config.budget_delta is None else config.budget_delta
+    try:
+        validate_delta(delta, n)
+    except PrivacyError as exc:
+        raise ConfigError(f"client.budget_delta: {exc}") from exc
+    return PrivacyBudget(epsilon, delta)

@@ -1,0 +1,246 @@
+"""The artist process: one artist's private images, a :class:`StyleClient`, and the round loop
+driven by the server's plans over mutual TLS.  Reconnects with exponential backoff.
+
+Data never leaves this process except as the protected round contribution (plain only with
+``secure_mode = "none"``), the artist's published prototypes and signed epsilon reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from fedstyle_secure.data.images import load_image_folder
+from fedstyle_secure.errors import ConfigError, TransportError
+from fedstyle_secure.federation.client import Broadcast, Publication, StyleClient
+from fedstyle_secure.federation.masking_session import MASKING_PHASES
+from fedstyle_secure.federation.packing import Layout, pack_as
+from fedstyle_secure.federation.round_layout import round_layout
+from fedstyle_secure.federation.strategy import algorithm_spec
+from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, build_input_bank, default_cache_dir
+from fedstyle_secure.privacy.noise import CsprngNoise
+from fedstyle_secure.secure.keys.keystore import ArtistKeys
+from fedstyle_secure.training.dataset import DEFAULT_PUBLIC_IMAGES
+from fedstyle_secure.training.local import LocalConfig, LocalData
+from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
+from fedstyle_secure.transport.artist.ckks import CkksClient, Send, contribute_step, decrypt_step
+from fedstyle_secure.transport.artist.masking import MaskingClient, masking_step
+from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
+from fedstyle_secure.transport.config import ClientConfig
+from fedstyle_secure.transport.federation_model import public_bank, starting_model
+from fedstyle_secure.transport.wire import pb
+
+log = logging.getLogger(__name__)
+# UNAUTHENTICATED: the server restarted (sessions are not persisted); ALREADY_EXISTS at
+# registration: our previous connection has not timed out yet.
+RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.ALREADY_EXISTS,
+}
+SKIPPABLE = {
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def build_style_client(
+    config: ClientConfig, artist_id: str, roster: tuple[str, ...], plan: pb.RoundPlan
+) -> StyleClient:
+    """The artist's StyleClient, built the way :func:`prepare_federation` builds a simulated one.
+
+    Its DP draws come from a fresh :class:`CsprngNoise` keyed by this process's OS entropy, never from a
+    seeded source: the server picks the plan seed and roster rows are public.  After a restart the
+    artist gets a new one (the key is never stored): what was released is resent, never recomputed."""
+    artworks, _ = load_image_folder(config.data, min_artists=1)
+    expected_public = f"generated:{DEFAULT_PUBLIC_IMAGES}:seed0"
+    if plan.public_set.name != expected_public:
+        raise ConfigError(
+            f"the server aligns on public set {plan.public_set.name!r}; this client has only {expected_public!r}"
+        )
+    if len(artworks.artists) != 1:
+        raise ConfigError(
+            f"client.data: {config.data} must hold exactly one artist's folder, found {list(artworks.artists)}"
+        )
+    cache = config.cache_dir or default_cache_dir()
+    bank = build_input_bank(artworks.images, artworks.keys, DEFAULT_BACKBONE, DEFAULT_VIEWS, seed=0, cache_dir=cache)
+    public = public_bank(cache)
+    spec = algorithm_spec(plan.algorithm)
+    # every artist starts from the same model as the server and the simulator
+    model = starting_model(spec, plan.embedding_dim, len(roster), plan.seed, plan.HasField("dp"), bank, public, cache)
+    row = roster.index(artist_id)
+    return StyleClient(  # rng: view / public-image choice only (public seed is fine); DP draws: the OS-keyed CSPRNG
+        client_id=artist_id,
+        data=LocalData(bank=bank, labels=np.full(len(bank), row)),
+        spec=spec,
+        model=model,
+        config=LocalConfig(epochs=config.epochs, batch_size=config.batch_size),
+        public_inputs=public.originals(),
+        n_artists=len(roster),
+        rng=np.random.default_rng([plan.seed, row]),
+        noise=CsprngNoise(),
+    )
+
+
+@dataclass
+class ArtistRunner:
+    """Acts on each plan exactly once; all model work is :class:`StyleClient`'s."""
+
+    config: ClientConfig
+    keys: ArtistKeys
+    client: StyleClient | None = None
+    standardised: bool = False
+    done: tuple[int, str] = (0, "")
+    done_attempt: int = 0  # attempt of the plan in ``done`` (a retried phase is acted on again)
+    sent: dict[tuple[int, str, int, int], Send] = field(default_factory=dict)
+    masking: MaskingClient | None = None
+    ckks: CkksClient | None = None
+    privacy: ArtistPrivacy | None = None  # DP budget gate, durable ledger/results, reports (None: no DP)
+
+    def act(self, session: ArtistSession, plan: pb.RoundPlan) -> None:
+        """Send this plan's submission; after a reconnect the same (round, phase) resends the
+        cached submission (fresh nonce) instead of training or releasing again.  A CKKS decryption
+        is redone for each attempt: every attempt's contribution set is checked anew."""
+        if self.client is None:
+            self.client = build_style_client(self.config, session.artist_id, session.roster, plan)
+            self.privacy = ArtistPrivacy.open(self.config, self.keys, self.client, plan)
+        if session.artist_id not in plan.participants:
+            return
+        if self.privacy is not None and not self.privacy.admit(session, plan):
+            return  # retired (the server was told why) or sitting out a phase it must not be charged for
+        attempt = plan.attempt if plan.phase == "decrypt" else 0
+        key = (plan.round_id, plan.phase, plan.masking.session_id, attempt)  # session_id 0 outside masking phases
+        if key not in self.sent:
+            self.sent = {key: self._prepare(session, plan)}  # only the latest is ever resent
+        self.sent[key](session, plan)
+
+    def _prepare(self, session: ArtistSession, plan: pb.RoundPlan) -> Send:
+        """Do the round's local work once; return how to send its result."""
+        client, round_id = self.client, plan.round_id
+        assert client is not None
+        if plan.phase == "publish":
+            publication = self._publication(session, plan)
+            return lambda s, p: s.publish(round_id, publication)
+        if plan.phase == "contribute":
+            vector, layout = self._packed(session, plan)
+            if plan.secure_mode == "ckks":  # encrypted and signed, see ckks_client
+                return contribute_step(self._ckks(), round_id, vector, layout)
+            payload = np.asarray(vector, dtype="<f8").tobytes()
+            return lambda s, p: s.upload(round_id, pb.PAYLOAD_KIND_PLAIN_VECTOR, payload, layout)
+        if plan.phase in MASKING_PHASES:  # secagg / secagg+: the contribution is masked, see masking_client
+            if self.masking is None:
+                self.masking = MaskingClient(
+                    self.keys.artist_id, self.keys.identity_key, self.keys.identity_public_keys
+                )
+            step = masking_step(self.masking, session, plan, lambda: self._packed(session, plan))
+            return lambda s, p: step(s)
+        if plan.phase == "decrypt":  # CKKS: only a committee member decrypts, and only a sum it checked
+            return decrypt_step(self._ckks(), session, plan)
+        raise TransportError(f"round {round_id}: unknown phase {plan.phase!r} (is this client older than the server?)")
+
+    def _packed(self, session: ArtistSession, plan: pb.RoundPlan) -> tuple[np.ndarray, Layout]:
+        """The round's contribution packed in the layout the plan prescribes (the server computes
+        the same layout and refuses any other)."""
+        assert self.client is not None
+        kinds = {pb.ROUND_KIND_SETUP: "setup", pb.ROUND_KIND_TRAIN: "train", pb.ROUND_KIND_FINAL: "final"}
+        layout = round_layout(self.client.spec, self.client.shape(), kinds[plan.kind])
+        if layout is None:
+            raise TransportError(
+                f"round {plan.round_id}: algorithm {plan.algorithm!r} sums nothing, "
+                "yet the server asks for a contribution"
+            )
+        return pack_as(self._local_arrays(session, plan), layout), layout
+
+    def _local_arrays(self, session: ArtistSession, plan: pb.RoundPlan) -> dict[str, np.ndarray]:
+        """The round's named arrays to sum: feature moments (set-up round) or a local fit's contribution."""
+        client, round_id = self.client, plan.round_id
+        assert client is not None
+        if plan.kind == pb.ROUND_KIND_SETUP:
+            return client.feature_moments()
+        if self.privacy is not None:  # DP-SGD, charged once; a redone round gets the stored result
+            return self.privacy.contribution(session, plan, lambda: self._broadcast(session, round_id))
+        return client.fit(self._broadcast(session, round_id), round_id=round_id - 1)
+
+    def _publication(self, session: ArtistSession, plan: pb.RoundPlan) -> Publication:
+        """The round's prototype publication; under DP a Gaussian release charged once (see artist_privacy)."""
+        assert self.client is not None
+        if self.privacy is not None:
+            return self.privacy.publication(session, plan, lambda: self._broadcast(session, plan.round_id))
+        return self.client.publish(self._broadcast(session, plan.round_id), round_id=plan.round_id - 1)
+
+    def _broadcast(self, session: ArtistSession, round_id: int) -> Broadcast:
+        broadcast, standardisation = session.broadcast(round_id)
+        if standardisation is not None and not self.standardised:
+            self.client.set_standardisation(*standardisation)  # type: ignore[union-attr]
+            self.standardised = True
+        return broadcast
+
+    def _ckks(self) -> CkksClient:
+        if self.ckks is None:
+            self.ckks = CkksClient(self.keys, min_quorum=self.config.min_quorum)
+        return self.ckks
+
+    def run_session(self, session: ArtistSession, stop: threading.Event) -> pb.RoundPlan:
+        """Follow plans until the run finishes; returns the final plan."""
+        while not stop.is_set():
+            plan = session.plan(self.done[0], self.done[1], wait_seconds=5.0, after_attempt=self.done_attempt)
+            if plan.finished:
+                return plan
+            if (plan.round_id, plan.phase) == self.done and plan.attempt == self.done_attempt:
+                continue
+            try:
+                self.act(session, plan)
+            except grpc.RpcError as exc:
+                if exc.code() not in SKIPPABLE:
+                    raise
+                log.warning("round %d %s: %s", plan.round_id, plan.phase, exc.details())
+            self.done, self.done_attempt = (plan.round_id, plan.phase), plan.attempt
+        raise TransportError("stopped before the run finished")
+
+
+def run_artist(config: ClientConfig, keys: ArtistKeys, stop: threading.Event | None = None) -> int:
+    """Connect, register and follow the federation until it finishes; retry with backoff."""
+    stop = stop or threading.Event()
+    runner, delay = ArtistRunner(config, keys), config.reconnect_initial_seconds
+    failing_since: float | None = None
+    while not stop.is_set():
+        try:
+            with open_channel(
+                config.server,
+                keys.tls_pem(),
+                server_name=config.server_name,
+                max_message_bytes=config.max_message_bytes,
+            ) as channel:
+                session = ArtistSession.register(channel, keys)
+                delay, runner.done, failing_since = (
+                    config.reconnect_initial_seconds,
+                    (0, ""),
+                    None,
+                )  # re-read the (maybe restarted) server's plan
+                plan = runner.run_session(session, stop)
+            if plan.failure:
+                raise TransportError(f"the server stopped the run: {plan.failure}")
+            log.info("federation finished", extra={"artist": keys.artist_id, "round": plan.round_id})
+            return 0
+        except grpc.RpcError as exc:
+            if exc.code() not in RETRYABLE:
+                raise TransportError(f"{keys.artist_id}: server refused: {exc.code().name}: {exc.details()}") from exc
+            failing_since = failing_since if failing_since is not None else time.monotonic()
+            if time.monotonic() - failing_since > config.give_up_seconds:
+                raise TransportError(
+                    f"{keys.artist_id}: server unreachable for {config.give_up_seconds:g} s "
+                    f"(client.give_up_seconds); last error {exc.code().name}: {exc.details()}"
+                ) from exc
+            log.warning("connection problem (%s: %s); retrying in %.1f s", exc.code().name, exc.details(), delay)
+        stop.wait(delay)
+        delay = min(delay * 2, config.reconnect_max_seconds)
+    return 1

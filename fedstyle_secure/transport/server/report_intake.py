@@ -1,0 +1,92 @@
+"""Server side of privacy reporting: signed epsilon reports and withdrawals from artists.
+
+Every accepted report is stored byte-for-byte-equivalent (same JSON object) in the server's
+``reports_dir`` with the same layout as the simulator's (``<dir>/<artist>/round-0003.json``)
+next to a ``manifest.json`` of every roster artist's Ed25519 identity key, so ``fedstyle audit
+<reports_dir>`` verifies the whole federation's reports.
+
+The server never learns an artist's number of artworks: an uploaded report carries only the
+signed commitment to it; one that carries the opening (``dataset_size_opening``) is refused
+and nothing of it is stored (see :mod:`fedstyle_secure.privacy.reports`).
+
+Threat model: an artist (or anyone on its behalf) may send a forged, altered, unsigned or
+malformed report; each is refused with a specific status (see :func:`accept_report`) and
+nothing is stored.  A valid signature proves the artist issued the report unmodified, not that
+its numbers are right: that is what the audit recomputes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from fedstyle_secure.errors import PrivacyError
+from fedstyle_secure.federation.rejections import Duplicate, Forbidden, Malformed
+from fedstyle_secure.privacy.report_schema import report_schema_errors
+from fedstyle_secure.privacy.report_store import register_public_key, write_report
+from fedstyle_secure.privacy.reports import DATASET_SIZE_OPENING, verify_report_signature
+from fedstyle_secure.transport.wire import pb
+
+MAX_REASON_CHARS = 1000
+
+
+def register_roster_keys(reports_dir: Path, identity_keys: Mapping[str, Ed25519PublicKey]) -> Path:
+    """Write every roster artist's identity key into ``<reports_dir>/manifest.json`` (idempotent;
+    refuses to replace a different key already registered there)."""
+    path = Path(reports_dir) / "manifest.json"
+    for artist, key in sorted(identity_keys.items()):
+        path = register_public_key(reports_dir, artist, key)
+    return path
+
+
+def accept_report(
+    request: pb.EpsilonReport, artist: str, public_key: Ed25519PublicKey, reports_dir: Path | None
+) -> dict[str, Any]:
+    """Check one uploaded report of ``artist`` (the caller's certificate identity) and store it.
+
+    Refusals: not JSON, wrong artist/round, or not a schema-valid report -> ``Malformed``
+    (INVALID_ARGUMENT); unsigned, signed by another key, or altered after signing ->
+    ``Forbidden`` (PERMISSION_DENIED); a different report already stored for that artist and
+    round (reports are append-only) -> ``Duplicate`` (ALREADY_EXISTS).  Re-uploading the same
+    report is accepted (an artist resends after a reconnect).
+    """
+    if request.artist_id != artist:
+        raise Forbidden(f"{artist} cannot upload a report for {request.artist_id!r}")
+    try:
+        report = json.loads(request.signed_json)
+    except ValueError as exc:
+        raise Malformed(f"epsilon report is not JSON: {exc}") from exc
+    if not isinstance(report, dict) or report.get("artist_id") != artist or report.get("round") != request.round_id:
+        raise Malformed(f"epsilon report must be a JSON object for artist {artist!r} and round {request.round_id}")
+    if DATASET_SIZE_OPENING in report:
+        raise Malformed(
+            f"epsilon report of {artist} carries {DATASET_SIZE_OPENING}: the server must never learn the "
+            "dataset size; upload the redacted report (privacy.reports.redacted_report)"
+        )
+    try:
+        verify_report_signature(report, public_key)
+    except PrivacyError as exc:
+        raise Forbidden(f"epsilon report of {artist} refused: {exc}") from exc
+    errors = report_schema_errors(report)
+    if errors:
+        raise Malformed(f"epsilon report of {artist} is not a valid report: {'; '.join(errors[:3])}")
+    if reports_dir is not None:
+        try:
+            write_report(reports_dir, report)
+        except PrivacyError as exc:
+            raise Duplicate(str(exc)) from exc
+    return report
+
+
+def withdrawal_reason(request: pb.Withdrawal) -> str:
+    """The stated reason of a withdrawal, refused if empty or longer than :data:`MAX_REASON_CHARS`."""
+    reason = request.reason.strip()
+    if not reason or len(reason) > MAX_REASON_CHARS or not reason.isprintable():
+        raise Malformed(f"a withdrawal needs a printable reason of 1..{MAX_REASON_CHARS} characters")
+    if len(request.nonce) < 16:
+        raise Malformed("a withdrawal needs a nonce of at least 16 random bytes")
+    return reason
