@@ -23,7 +23,7 @@ from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease
 from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE, SEEDED_NOISE_SOURCE
 from fedstyle_secure.privacy.recompute import recompute_epsilon_pld
-from fedstyle_secure.privacy.report_store import load_manifest, register_public_key, report_path, write_report
+from fedstyle_secure.privacy.report_store import load_report_manifest, register_public_key, report_path, write_report
 from fedstyle_secure.privacy.reports import build_report, dataset_size_commitment, public_key_to_text, sign_report
 from fedstyle_secure.secure.keys.keystore import load_artist_keys
 from fedstyle_secure.transport.loopback import write_fresh_keys
@@ -161,7 +161,7 @@ def test_missing_signature_wrong_key_and_unknown_key_are_flagged(
 ) -> None:
     edit(reports, "alice", 0, lambda r: r.pop("signature"), key=None)
     edit(reports, "alice", 1, lambda r: None, key=KEYS["bob"])
-    manifest = load_manifest(reports / "manifest.json")
+    manifest = load_report_manifest(reports / "manifest.json")
     del manifest["artists"]["bob"]
     (reports / "manifest.json").write_text(json.dumps(manifest))
     status, result = audit_json(reports, capsys)
@@ -265,7 +265,7 @@ def test_duplicate_round_and_rewritten_history_are_flagged(clean_dir: Path) -> N
     duplicate = LoadedReport("copy", loaded[0].data)
     rewritten = copy.deepcopy(loaded[2].data)
     rewritten["mechanisms"][1]["what"] = "renamed"
-    manifest = load_manifest(clean_dir / "manifest.json")
+    manifest = load_report_manifest(clean_dir / "manifest.json")
     result = audit_reports([*loaded[:2], duplicate, LoadedReport("rewritten", rewritten)], manifest)
     by_source = {audit.source: {f.code for f in audit.findings} for audit in result.reports}
     assert by_source["copy"] == {"duplicate_round"}
@@ -338,7 +338,7 @@ def test_swapped_manifest_key_with_forged_reports_is_flagged(
     bob's reports by forgeries with sigma = 50 (a tiny epsilon), consistently re-signed."""
     real = json.loads(report_path(team, "bob", TEAM_ROUNDS).read_text())["epsilon"]["prv"]
     mallory = Ed25519PrivateKey.generate()
-    manifest = load_manifest(team / "manifest.json")
+    manifest = load_report_manifest(team / "manifest.json")
     manifest["artists"]["bob"] = {
         "public_key": public_key_to_text(mallory.public_key()),
         "fingerprint": "sha256:" + "0" * 64,

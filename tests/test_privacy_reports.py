@@ -20,7 +20,7 @@ from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, hist
 from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE
 from fedstyle_secure.privacy.report_schema import report_schema, report_schema_errors
 from fedstyle_secure.privacy.report_store import (
-    load_manifest,
+    load_report_manifest,
     register_public_key,
     report_files,
     report_path,
@@ -209,7 +209,7 @@ def test_manifest_registration_is_idempotent_and_refuses_key_replacement(tmp_pat
     register_public_key(tmp_path, "alice", KEY.public_key())
     register_public_key(tmp_path, "alice", KEY.public_key())
     register_public_key(tmp_path, "bob", Ed25519PrivateKey.generate().public_key())
-    manifest = load_manifest(tmp_path / "manifest.json")
+    manifest = load_report_manifest(tmp_path / "manifest.json")
     assert set(manifest["artists"]) == {"alice", "bob"}
     assert manifest["artists"]["alice"]["fingerprint"] == key_fingerprint(KEY.public_key())
     with pytest.raises(PrivacyError, match="refusing to replace"):

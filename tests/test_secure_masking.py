@@ -33,7 +33,7 @@ from fedstyle_secure.secure.masking.messages import (
     UnmaskResponse,
     parse_message,
 )
-from fedstyle_secure.secure.masking.summation import InProcessRound, MaskedSummation, RoundRecord
+from fedstyle_secure.secure.masking.summation import InProcessRound, MaskedSummation, MaskingRecord
 
 CLIP = (-1.0, 1.0)
 
@@ -68,7 +68,7 @@ def run_with(
     round_id: int = 7,
     drops: Mapping[str, str] | None = None,
     server_knows_identities: bool = True,
-) -> RoundRecord:
+) -> MaskingRecord:
     d = summation.validate_inputs(inputs)
     server, artists = summation.prepare(list(inputs), round_id=round_id, vector_length=d)
     if not server_knows_identities:
@@ -194,12 +194,12 @@ def tamper(kind: type, receiver_or_sender: str, change: Callable[[Message], Sequ
     return intercept
 
 
-def assert_completed_without(record: RoundRecord, summation, inputs, missing: set[str]) -> None:
+def assert_completed_without(record: MaskingRecord, summation, inputs, missing: set[str]) -> None:
     assert set(record.outcome.contributors) == set(inputs) - missing
     assert_exact_sum(summation, inputs, record.outcome.total, record.outcome.contributors)
 
 
-def rejected(record: RoundRecord, party: str, pattern: str) -> bool:
+def rejected(record: MaskingRecord, party: str, pattern: str) -> bool:
     return any(r.party == party and re.search(pattern, r.reason) for r in record.rejections)
 
 

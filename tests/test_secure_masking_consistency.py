@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from fedstyle_secure.errors import SecureAggregationError
-from fedstyle_secure.secure.masking import MaskingArtist, MaskingServer, Phase, RoundConfig, mask_sign
+from fedstyle_secure.secure.masking import MaskingArtist, MaskingPhase, MaskingServer, RoundConfig, mask_sign
 from fedstyle_secure.secure.masking.config import graph_seed
 from fedstyle_secure.secure.masking.consistency import survivor_bitmap
 from fedstyle_secure.secure.masking.crypto import pairwise_mask_seed, transcript_digest, x25519_from_private_bytes
@@ -170,7 +170,7 @@ def assert_nothing_revealed(r: Round, responses: Mapping[str, UnmaskResponse], t
     read = strip_target(r, target, responses)
     assert read is None, f"the server read {target}'s input (error {np.max(np.abs(read - r.inputs[target])):.1e})"
     assert responses == {}
-    assert all(artist.phase in (Phase.CONSISTENCY, Phase.UNMASK) for artist in r.artists.values())
+    assert all(artist.phase in (MaskingPhase.CONSISTENCY, MaskingPhase.UNMASK) for artist in r.artists.values())
 
 
 # --------------------------------------------------------------------------- the filer's attack
@@ -233,7 +233,7 @@ def test_forged_signature_is_refused_and_the_genuine_request_still_answered(hone
     forged = tuple((a, os.urandom(64) if a == "a3" else sig) for a, sig in genuine)
     with pytest.raises(SecureAggregationError, match="signature of 'a3' is not valid on the set I signed"):
         r.artists["a1"].unmask(honest_request(r, "a1", forged))
-    assert r.artists["a1"].phase is Phase.UNMASK  # refused without changing state
+    assert r.artists["a1"].phase is MaskingPhase.UNMASK  # refused without changing state
     response = r.artists["a1"].unmask(honest_request(r, "a1", genuine))
     assert [a for a, _ in response.seed_shares] == ids(6) and response.key_shares == ()
 
@@ -246,7 +246,7 @@ def test_duplicated_signatures_do_not_count_twice(honest_signed) -> None:
     too_few = "only 3 share holders of 'a0' signed the survivor set, threshold is 4"
     with pytest.raises(SecureAggregationError, match=too_few):
         r.artists["a1"].unmask(honest_request(r, "a1", few[:2] + few[3:]))
-    assert r.artists["a1"].phase is Phase.UNMASK
+    assert r.artists["a1"].phase is MaskingPhase.UNMASK
 
 
 def test_request_not_implied_by_the_signed_set_is_refused(honest_signed) -> None:
@@ -255,7 +255,7 @@ def test_request_not_implied_by_the_signed_set_is_refused(honest_signed) -> None
     lie = UnmaskRequest(RID, "a1", ("a0", "a1", "a3", "a4", "a5"), ("a2",), genuine)  # a2 signed as survivor
     with pytest.raises(SecureAggregationError, match="is not the one the signed survivor set implies"):
         r.artists["a1"].unmask(lie)
-    assert r.artists["a1"].phase is Phase.UNMASK
+    assert r.artists["a1"].phase is MaskingPhase.UNMASK
 
 
 @pytest.mark.parametrize(
@@ -269,7 +269,7 @@ def test_survivor_set_without_me_or_below_threshold_is_not_signed(shown: set[str
     r = through_masked_input("secagg", 6, 4)
     with pytest.raises(SecureAggregationError, match=reason):
         r.artists["a1"].sign_survivors(r.show("a1", shown))
-    assert r.artists["a1"].phase is Phase.CONSISTENCY  # it may still sign a proper set, once
+    assert r.artists["a1"].phase is MaskingPhase.CONSISTENCY  # it may still sign a proper set, once
     r.artists["a1"].sign_survivors(r.show("a1", set(ids(6))))
     with pytest.raises(SecureAggregationError, match="refusing SurvivorSet in phase 'unmask'"):
         r.artists["a1"].sign_survivors(r.show("a1", set(ids(6)) - {"a5"}))  # one set per session
@@ -360,7 +360,7 @@ def test_secagg_plus_roster_steering_the_graph_is_refused(change: str) -> None:
         reason = "omits or alters my own advertisement"
     with pytest.raises(SecureAggregationError, match=reason):
         artists["a0"].share_keys(dataclasses.replace(roster, adverts=tuple(adverts)))
-    assert artists["a0"].phase is Phase.SHARE and artists["a0"].config.transcript is None
+    assert artists["a0"].phase is MaskingPhase.SHARE and artists["a0"].config.transcript is None
     artists["a0"].share_keys(roster)  # the genuine roster is still accepted
 
 
@@ -390,7 +390,7 @@ def test_artist_shown_other_adverts_cannot_use_the_others_signatures() -> None:
         artists["a1"].unmask(UnmaskRequest(RID, "a1", tuple(ids(5)), (), relayed))
     with pytest.raises(SecureAggregationError, match="signature of 'a1' is not valid on the set I signed"):
         artists["a0"].unmask(UnmaskRequest(RID, "a0", tuple(ids(5)), ("a5",), relayed))
-    assert artists["a1"].phase is Phase.UNMASK and artists["a0"].phase is Phase.UNMASK
+    assert artists["a1"].phase is MaskingPhase.UNMASK and artists["a0"].phase is MaskingPhase.UNMASK
 
 
 # --------------------------------------------------------------------------- participant-list lies
@@ -415,4 +415,4 @@ def test_artist_given_another_participant_list_refuses_every_peer_advert() -> No
     everyone = tuple(adverts[a] for a in ids(6))
     with pytest.raises(SecureAggregationError, match="advertisement of 'a0' is not signed"):
         artists["a1"].share_keys(KeyRoster(RID, "a1", everyone))
-    assert artists["a0"].phase is Phase.SHARE and artists["a1"].phase is Phase.SHARE
+    assert artists["a0"].phase is MaskingPhase.SHARE and artists["a1"].phase is MaskingPhase.SHARE

@@ -33,8 +33,7 @@ from fedstyle_secure.federation.round_layout import FederationShape, ModelShape
 from fedstyle_secure.federation.strategy import initial_state
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
-from fedstyle_secure.secure.masking import MaskingServer
-from fedstyle_secure.secure.masking import Phase as MaskingPhase
+from fedstyle_secure.secure.masking import MaskingPhase, MaskingServer
 from fedstyle_secure.secure.masking.consistency import survivor_bitmap
 from fedstyle_secure.secure.masking.messages import (
     AdvertiseKeys,

@@ -45,7 +45,7 @@ from fedstyle_secure.privacy.audit import (
     audit_reports,
 )
 from fedstyle_secure.privacy.jsonio import read_json
-from fedstyle_secure.privacy.report_store import MANIFEST_NAME, load_manifest, manifest_candidates, report_files
+from fedstyle_secure.privacy.report_store import MANIFEST_NAME, load_report_manifest, manifest_candidates, report_files
 from fedstyle_secure.privacy.reports import public_key_to_text
 from fedstyle_secure.secure.keys.keystore import load_identity_keys
 
@@ -225,7 +225,7 @@ def _load_manifest(explicit: Path | None, paths: Sequence[Path]) -> dict[str, An
         return None
     merged: dict[str, Any] = {"artists": {}}
     for path in candidates:
-        for artist, entry in load_manifest(path)["artists"].items():
+        for artist, entry in load_report_manifest(path)["artists"].items():
             if merged["artists"].setdefault(artist, entry) != entry:
                 raise ConfigError(f"manifests disagree on the key of artist {artist!r} ({path})")
     return merged

@@ -71,7 +71,7 @@ class Phase(str, enum.Enum):
     PUBLISH = "publish"
     CONTRIBUTE = "contribute"
     DECRYPT = "decrypt"
-    ADVERTISE = "advertise"  # masking phases: see fedstyle_secure.secure.masking_config.Phase
+    ADVERTISE = "advertise"  # masking phases: see fedstyle_secure.secure.masking.config.MaskingPhase
     SHARE = "share"
     MASKED_INPUT = "masked_input"
     CONSISTENCY = "consistency"

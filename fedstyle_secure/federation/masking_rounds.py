@@ -25,7 +25,7 @@ from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.federation.masking_session import FETCH_NAMES, MASKING_PHASES, MaskingParams, round_config
 from fedstyle_secure.federation.packing import Layout
 from fedstyle_secure.federation.rejections import Forbidden, Malformed, WrongRound
-from fedstyle_secure.secure.masking import MaskingOutcome, MaskingServer, Phase
+from fedstyle_secure.secure.masking import MaskingOutcome, MaskingPhase, MaskingServer
 from fedstyle_secure.secure.masking.messages import (
     AdvertiseKeys,
     MaskedInput,
@@ -37,11 +37,11 @@ from fedstyle_secure.secure.masking.messages import (
 )
 
 _UPLOAD_TYPES: dict[str, type] = {
-    Phase.ADVERTISE.value: AdvertiseKeys,
-    Phase.SHARE.value: ShareKeys,
-    Phase.MASKED_INPUT.value: MaskedInput,
-    Phase.CONSISTENCY.value: SurvivorSignature,
-    Phase.UNMASK.value: UnmaskResponse,
+    MaskingPhase.ADVERTISE.value: AdvertiseKeys,
+    MaskingPhase.SHARE.value: ShareKeys,
+    MaskingPhase.MASKED_INPUT.value: MaskedInput,
+    MaskingPhase.CONSISTENCY.value: SurvivorSignature,
+    MaskingPhase.UNMASK.value: UnmaskResponse,
 }
 
 
@@ -71,7 +71,7 @@ class MaskingRound:
 
     def expected(self, phase: str) -> frozenset[str]:
         """Artists that can still answer ``phase``: everyone for advertise, else those sent a message."""
-        return frozenset(self.participants) if phase == Phase.ADVERTISE.value else frozenset(self._outgoing)
+        return frozenset(self.participants) if phase == MaskingPhase.ADVERTISE.value else frozenset(self._outgoing)
 
     def receive(self, artist: str, phase: str, data: bytes, layout: Layout | None) -> None:
         """Validate and record ``artist``'s message of the current ``phase`` (checked by the caller)."""
@@ -81,13 +81,13 @@ class MaskingRound:
                 "phase)"
             )
         message = self._parse(artist, phase, data)
-        server = self._server_for(artist, layout) if phase == Phase.ADVERTISE.value else self._server
+        server = self._server_for(artist, layout) if phase == MaskingPhase.ADVERTISE.value else self._server
         assert server is not None
         try:
             server.receive(message)  # type: ignore[arg-type]
         except SecureAggregationError as exc:
             raise Malformed(f"{phase} message of {artist}: {exc}") from exc
-        if phase == Phase.ADVERTISE.value:  # commit only once the message was accepted
+        if phase == MaskingPhase.ADVERTISE.value:  # commit only once the message was accepted
             self._server = server
 
     def _parse(self, artist: str, phase: str, data: bytes) -> Message:
@@ -134,10 +134,10 @@ class MaskingRound:
         if self._server is None:
             raise SecureAggregationError("no artist advertised keys")
         closers = {
-            Phase.ADVERTISE.value: self._server.close_advertise,
-            Phase.SHARE.value: self._server.close_shares,
-            Phase.MASKED_INPUT.value: self._server.close_masked_inputs,
-            Phase.CONSISTENCY.value: self._server.close_consistency,
+            MaskingPhase.ADVERTISE.value: self._server.close_advertise,
+            MaskingPhase.SHARE.value: self._server.close_shares,
+            MaskingPhase.MASKED_INPUT.value: self._server.close_masked_inputs,
+            MaskingPhase.CONSISTENCY.value: self._server.close_consistency,
         }
         replies = closers[phase]()
         self._outgoing = {artist: message.to_bytes() for artist, message in replies.items()}

@@ -1,7 +1,7 @@
 """Public parameters of one pairwise-masking session over gRPC, shared by server and artists.
 
 With ``secure_mode`` ``secagg``/``secagg+`` the ``contribute`` step of a round becomes five
-phases (:data:`MASKING_PHASES`, named as in :class:`~fedstyle_secure.secure.masking_config.Phase`);
+phases (:data:`MASKING_PHASES`, named as in :class:`~fedstyle_secure.secure.masking_config.MaskingPhase`);
 in each the artist fetches the server's message of the phase (:data:`FETCH_NAMES`) and
 uploads its reply.  Both sides build the same
 :class:`~fedstyle_secure.secure.masking_config.RoundConfig` with :func:`round_config`, through
@@ -31,18 +31,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fedstyle_secure.errors import SecureAggregationError
-from fedstyle_secure.secure.masking.config import MASKING_MODES, Phase, RoundConfig
+from fedstyle_secure.secure.masking.config import MASKING_MODES, MaskingPhase, RoundConfig
 from fedstyle_secure.secure.select import summation_for
 
 MASKING_PHASES: tuple[str, ...] = tuple(
-    p.value for p in (Phase.ADVERTISE, Phase.SHARE, Phase.MASKED_INPUT, Phase.CONSISTENCY, Phase.UNMASK)
+    p.value
+    for p in (
+        MaskingPhase.ADVERTISE,
+        MaskingPhase.SHARE,
+        MaskingPhase.MASKED_INPUT,
+        MaskingPhase.CONSISTENCY,
+        MaskingPhase.UNMASK,
+    )
 )
 # The server message an artist fetches at the start of each phase (advertise needs none).
 FETCH_NAMES: dict[str, str] = {
-    Phase.SHARE.value: "roster",
-    Phase.MASKED_INPUT.value: "delivery",
-    Phase.CONSISTENCY.value: "survivors",
-    Phase.UNMASK.value: "unmask_request",
+    MaskingPhase.SHARE.value: "roster",
+    MaskingPhase.MASKED_INPUT.value: "delivery",
+    MaskingPhase.CONSISTENCY.value: "survivors",
+    MaskingPhase.UNMASK.value: "unmask_request",
 }
 TAG_BITS = 32
 

@@ -44,7 +44,7 @@ def empty_manifest() -> dict[str, Any]:
     return {"format": MANIFEST_FORMAT, "artists": {}}
 
 
-def load_manifest(path: Path) -> dict[str, Any]:
+def load_report_manifest(path: Path) -> dict[str, Any]:
     manifest = read_json(Path(path))
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise PrivacyError(f"{path} is not a reports key manifest (format {MANIFEST_FORMAT!r})")
@@ -56,7 +56,7 @@ def load_manifest(path: Path) -> dict[str, Any]:
 def register_public_key(reports_dir: Path, artist_id: str, public_key: Ed25519PublicKey) -> Path:
     """Add ``artist_id``'s key to ``<reports_dir>/manifest.json`` (idempotent, atomic)."""
     path = Path(reports_dir) / MANIFEST_NAME
-    manifest = load_manifest(path) if path.exists() else empty_manifest()
+    manifest = load_report_manifest(path) if path.exists() else empty_manifest()
     entry = {"public_key": public_key_to_text(public_key), "fingerprint": key_fingerprint(public_key)}
     existing = manifest["artists"].get(pki.validate_subject_id(artist_id))
     if existing is not None and existing.get("fingerprint") != entry["fingerprint"]:

@@ -181,7 +181,7 @@ def bundle_files(
     keys_dir: Path, *, artist: str | None = None, server: bool = False, buyer: str | None = None, auditor: bool = False
 ) -> dict[str, bytes]:
     """Read (and integrity-check) the files of one machine's bundle from a full key set."""
-    manifest = load_manifest(keys_dir)
+    manifest = load_key_manifest(keys_dir)
     paths = bundle_paths(manifest, artist=artist, server=server, buyer=buyer, auditor=auditor)
     files: dict[str, bytes] = {}
     for relative in paths:
@@ -224,7 +224,7 @@ def write_key_files(out_dir: Path, files: Mapping[str, bytes]) -> None:
             os.close(descriptor)
 
 
-def load_manifest(keys_dir: Path) -> dict:
+def load_key_manifest(keys_dir: Path) -> dict:
     path = keys_dir / MANIFEST
     try:
         manifest = json.loads(path.read_text())
@@ -319,7 +319,7 @@ class ArtistKeys(MachineKeys):
 def load_artist_keys(keys_dir: Path, artist_id: str | None = None, *, now: dt.datetime | None = None) -> ArtistKeys:
     """Load and validate an artist bundle (or the artist's files of a full key set)."""
     keys_dir = Path(keys_dir)
-    manifest = load_manifest(keys_dir)
+    manifest = load_key_manifest(keys_dir)
     artist_id = artist_id or _bundle_owner(manifest, "artist", keys_dir)
     if artist_id not in manifest["artists"]:
         raise ConfigError(f"artist {artist_id!r} is not in {keys_dir / MANIFEST} (artists: {manifest['artists']})")
@@ -334,7 +334,7 @@ def load_artist_keys(keys_dir: Path, artist_id: str | None = None, *, now: dt.da
 def load_server_keys(keys_dir: Path, *, now: dt.datetime | None = None) -> ServerKeys:
     """Load and validate a server bundle (or the server's files of a full key set)."""
     keys_dir = Path(keys_dir)
-    manifest = load_manifest(keys_dir)
+    manifest = load_key_manifest(keys_dir)
     return ServerKeys(**vars(_load_machine(keys_dir, manifest, SERVER_CERT, SERVER_KEY, CKKS_PUBLIC, now)))
 
 
@@ -390,7 +390,7 @@ def load_identity_keys(keys_dir: Path) -> dict[str, Ed25519PublicKey]:
     bundle (``identity/<id>.pub``), each checked against the manifest's SHA-256 and fingerprint: the
     keys ``fedstyle audit --keys`` verifies report signatures with."""
     keys_dir = Path(keys_dir)
-    return _load_identity_publics(keys_dir, load_manifest(keys_dir))
+    return _load_identity_publics(keys_dir, load_key_manifest(keys_dir))
 
 
 def _load_identity_publics(keys_dir: Path, manifest: Mapping[str, object]) -> dict[str, Ed25519PublicKey]:
@@ -469,7 +469,7 @@ def revoke(
     absent, its earlier entries kept); needs the full key set with the CA key.  Returns the
     revoked serials.  The server reads the CRL named by ``server.crl``."""
     keys_dir = Path(keys_dir)
-    manifest = load_manifest(keys_dir)
+    manifest = load_key_manifest(keys_dir)
     if CA_KEY not in manifest["files"]:  # type: ignore[operator]
         raise ConfigError(f"{keys_dir} has no CA key: revoke with the administrator's full key set, not a bundle")
     ca = pki.IssuedCertificate(

@@ -1,7 +1,7 @@
 """Pairwise-masking secure aggregation (Bonawitz et al. 2017; SecAgg+ of Bell et al. 2020).
 
 Protocol of one round, all messages relayed by the server (phases named as in
-:class:`~fedstyle_secure.secure.masking_config.Phase`):
+:class:`~fedstyle_secure.secure.masking_config.MaskingPhase`):
 
 1. ``advertise``: each artist sends two fresh X25519 public keys (share encryption, masking)
    and a fresh 32-byte random contribution, signed with its Ed25519 identity key over the round
@@ -26,7 +26,13 @@ This module gathers the public names; each part lives in its own module.
 from __future__ import annotations
 
 from fedstyle_secure.secure.masking.artist import MaskingArtist, mask_sign
-from fedstyle_secure.secure.masking.config import DROPOUT_PHASES, MASKING_MODES, Phase, RoundConfig, resolve_threshold
+from fedstyle_secure.secure.masking.config import (
+    DROPOUT_PHASES,
+    MASKING_MODES,
+    MaskingPhase,
+    RoundConfig,
+    resolve_threshold,
+)
 from fedstyle_secure.secure.masking.server import MaskingOutcome, MaskingServer
 
 __all__ = [
@@ -34,8 +40,8 @@ __all__ = [
     "MASKING_MODES",
     "MaskingArtist",
     "MaskingOutcome",
+    "MaskingPhase",
     "MaskingServer",
-    "Phase",
     "RoundConfig",
     "mask_sign",
     "resolve_threshold",

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from fedstyle_secure.errors import SecureAggregationError
-from fedstyle_secure.secure.masking.config import Phase, RoundConfig
+from fedstyle_secure.secure.masking.config import MaskingPhase, RoundConfig
 from fedstyle_secure.secure.masking.consistency import (
     check_survivor_set,
     signer_shortfall,
@@ -82,7 +82,7 @@ class MaskingArtist:
             raise SecureAggregationError(f"{artist_id!r} is not in the roster of round {config.round_id}")
         self.config = config
         self.artist_id = artist_id
-        self.phase = Phase.ADVERTISE
+        self.phase = MaskingPhase.ADVERTISE
         self._identity_key = identity_key
         self._identity_publics = identity_publics
         self._enc_key = X25519PrivateKey.generate()
@@ -102,7 +102,7 @@ class MaskingArtist:
         return SecureAggregationError(f"artist {self.artist_id!r}, round {self.config.round_id}: {reason}")
 
     def _check(
-        self, message: KeyRoster | ShareDelivery | SurvivorSet | UnmaskRequest, expected: type, phase: Phase
+        self, message: KeyRoster | ShareDelivery | SurvivorSet | UnmaskRequest, expected: type, phase: MaskingPhase
     ) -> None:
         if not isinstance(message, expected):
             raise self._fail(f"expected {expected.__name__}, got {type(message).__name__}")
@@ -123,13 +123,13 @@ class MaskingArtist:
     def advertise_keys(self) -> AdvertiseKeys:
         """Phase "advertise": sign and send the two fresh X25519 public keys and a fresh random
         contribution, bound to this round's configuration digest."""
-        if self.phase is not Phase.ADVERTISE:
+        if self.phase is not MaskingPhase.ADVERTISE:
             raise self._fail("keys were already advertised")
         rid, digest = self.config.round_id, self.config.digest
         enc, mask = public_bytes(self._enc_key), public_bytes(self._mask_key)
         signature = sign_advertisement(self._identity_key, rid, digest, self.artist_id, enc, mask, self._contribution)
         self._advert = AdvertiseKeys(rid, self.artist_id, enc, mask, self._contribution, signature)
-        self.phase = Phase.SHARE
+        self.phase = MaskingPhase.SHARE
         return self._advert
 
     def _verified_transcript(self, roster: KeyRoster) -> RoundConfig:
@@ -165,7 +165,7 @@ class MaskingArtist:
     def share_keys(self, roster: KeyRoster) -> ShareKeys:
         """Phase "share": verify every included signed advertisement, fix the graph from their
         transcript, then seal Shamir shares of both secrets to each live neighbour."""
-        self._check(roster, KeyRoster, Phase.SHARE)
+        self._check(roster, KeyRoster, MaskingPhase.SHARE)
         config = self._verified_transcript(roster)
         rid = config.round_id
         included = frozenset(a.sender for a in roster.adverts)
@@ -189,12 +189,12 @@ class MaskingArtist:
             sealed.append((holder, seal(outbound, plaintext, share_associated_data(rid, self.artist_id, holder))))
         self.config, self._included = config, included
         self._peers, self._inbound, self._held = peers, inbound, {self.artist_id: own}
-        self.phase = Phase.MASKED_INPUT
+        self.phase = MaskingPhase.MASKED_INPUT
         return ShareKeys(rid, self.artist_id, tuple(sealed))
 
     def masked_input(self, delivery: ShareDelivery, vector: np.ndarray) -> MaskedInput:
         """Phase "masked_input": open received shares, then send ``encode(vector) + self mask + pairwise masks``."""
-        self._check(delivery, ShareDelivery, Phase.MASKED_INPUT)
+        self._check(delivery, ShareDelivery, MaskingPhase.MASKED_INPUT)
         rid = self.config.round_id
         senders = self._unique([s for s, _ in delivery.sealed], "share delivery")
         if not senders <= set(self._peers):
@@ -217,13 +217,13 @@ class MaskingArtist:
             seed = pairwise_mask_seed(self._mask_key, self._peers[peer].mask_public, rid, self.artist_id, peer)
             masks.add_into(words, seed, mask_sign(self.artist_id, peer))
         self._held.update(held)
-        self.phase = Phase.CONSISTENCY
+        self.phase = MaskingPhase.CONSISTENCY
         return MaskedInput(rid, self.artist_id, words)
 
     def sign_survivors(self, survivors: SurvivorSet) -> SurvivorSignature:
         """Phase "consistency": sign the survivor set shown (once per session) if it is plausible:
         it includes me, has >= t members, and >= t of my share holders (see masking_consistency)."""
-        self._check(survivors, SurvivorSet, Phase.CONSISTENCY)
+        self._check(survivors, SurvivorSet, MaskingPhase.CONSISTENCY)
         members = self._survivors(survivors)
         try:
             check_survivor_set(self.config, self.artist_id, set(self._held), self._included, members)
@@ -235,7 +235,7 @@ class MaskingArtist:
             self._identity_key, self.config.round_id, transcript, survivors.roster_size, survivors.bitmap
         )
         self._signed = survivors
-        self.phase = Phase.UNMASK
+        self.phase = MaskingPhase.UNMASK
         return SurvivorSignature(self.config.round_id, self.artist_id, signature)
 
     def _survivors(self, survivors: SurvivorSet) -> frozenset[str]:
@@ -278,7 +278,7 @@ class MaskingArtist:
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
         """Phase "unmask": after the consistency checks, reveal seed shares of the signed survivors and
         key shares of the held owners outside the signed set -- never both for one artist."""
-        self._check(request, UnmaskRequest, Phase.UNMASK)
+        self._check(request, UnmaskRequest, MaskingPhase.UNMASK)
         survivors = self._unique(list(request.survivors), "survivor list")
         dropped = self._unique(list(request.dropped), "dropped list")
         both = survivors & dropped
@@ -301,7 +301,7 @@ class MaskingArtist:
                 f"not the one the signed survivor set implies (survivors {list(expected_seeds)}, "
                 f"dropped {list(expected_keys)})"
             )
-        self.phase = Phase.DONE
+        self.phase = MaskingPhase.DONE
         return UnmaskResponse(
             self.config.round_id,
             self.artist_id,

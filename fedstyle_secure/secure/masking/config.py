@@ -38,7 +38,7 @@ _CONFIG_TAG = b"fedstyle-secagg/v2/round-config"
 _GRAPH_TAG = b"fedstyle-secagg/v2/graph"
 
 
-class Phase(str, enum.Enum):
+class MaskingPhase(str, enum.Enum):
     """Protocol phases; a :class:`~fedstyle_secure.secure.api.DropoutSchedule` names one of these values.
 
     An artist scheduled to drop at a phase sends nothing from that phase on:
@@ -58,7 +58,14 @@ class Phase(str, enum.Enum):
 
 
 DROPOUT_PHASES: tuple[str, ...] = tuple(
-    p.value for p in (Phase.ADVERTISE, Phase.SHARE, Phase.MASKED_INPUT, Phase.CONSISTENCY, Phase.UNMASK)
+    p.value
+    for p in (
+        MaskingPhase.ADVERTISE,
+        MaskingPhase.SHARE,
+        MaskingPhase.MASKED_INPUT,
+        MaskingPhase.CONSISTENCY,
+        MaskingPhase.UNMASK,
+    )
 )
 
 

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedstyle_secure.errors import SecureAggregationError
 from fedstyle_secure.secure.masking.artist import mask_sign
-from fedstyle_secure.secure.masking.config import Phase, RoundConfig
+from fedstyle_secure.secure.masking.config import MaskingPhase, RoundConfig
 from fedstyle_secure.secure.masking.consistency import signer_shortfall, signers_to_relay, survivor_bitmap, unmask_lists
 from fedstyle_secure.secure.masking.crypto import (
     pairwise_mask_seed,
@@ -63,7 +63,7 @@ class MaskingServer:
 
     def __init__(self, config: RoundConfig, identity_publics: Mapping[str, Ed25519PublicKey] | None = None) -> None:
         self.config = config
-        self.phase = Phase.ADVERTISE
+        self.phase = MaskingPhase.ADVERTISE
         self._identity_publics = identity_publics
         self._adverts: dict[str, AdvertiseKeys] = {}
         self._shares: dict[str, ShareKeys] = {}
@@ -73,12 +73,12 @@ class MaskingServer:
         self._signatures: dict[str, bytes] = {}
         self._requests: dict[str, UnmaskRequest] = {}
         self._responses: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
-        self._accept: dict[type, tuple[Phase, Container[str], Callable]] = {
-            AdvertiseKeys: (Phase.ADVERTISE, self._adverts, self._accept_advert),
-            ShareKeys: (Phase.SHARE, self._shares, self._accept_shares),
-            MaskedInput: (Phase.MASKED_INPUT, self._inputs, self._accept_masked_input),
-            SurvivorSignature: (Phase.CONSISTENCY, self._signatures, self._accept_survivor_signature),
-            UnmaskResponse: (Phase.UNMASK, self._responses, self._accept_unmask_response),
+        self._accept: dict[type, tuple[MaskingPhase, Container[str], Callable]] = {
+            AdvertiseKeys: (MaskingPhase.ADVERTISE, self._adverts, self._accept_advert),
+            ShareKeys: (MaskingPhase.SHARE, self._shares, self._accept_shares),
+            MaskedInput: (MaskingPhase.MASKED_INPUT, self._inputs, self._accept_masked_input),
+            SurvivorSignature: (MaskingPhase.CONSISTENCY, self._signatures, self._accept_survivor_signature),
+            UnmaskResponse: (MaskingPhase.UNMASK, self._responses, self._accept_unmask_response),
         }
 
     # -- helpers ---------------------------------------------------------------------------
@@ -88,7 +88,7 @@ class MaskingServer:
 
     def _abort(self, reason: str) -> SecureAggregationError:
         error = self._error(f"round aborted in phase {self.phase.value!r}: {reason}")
-        self.phase = Phase.ABORTED
+        self.phase = MaskingPhase.ABORTED
         return error
 
     def _require_survivors(self, live: set[str], after: str) -> None:
@@ -204,7 +204,7 @@ class MaskingServer:
     def close_advertise(self) -> dict[str, KeyRoster]:
         """End phase "advertise": fix the transcript (and the SecAgg+ graph) from the received signed
         advertisements and send every live artist all of them."""
-        self._expect_phase(Phase.ADVERTISE)
+        self._expect_phase(MaskingPhase.ADVERTISE)
         live = set(self._adverts)
         self._require_survivors(live, "advertise")
         included = tuple(self._adverts[a] for a in self.config.roster if a in live)
@@ -212,13 +212,13 @@ class MaskingServer:
             self.config.digest, [(a.sender, a.enc_public, a.mask_public, a.contribution) for a in included]
         )
         self.config = self.config.bind(transcript)
-        self.phase = Phase.SHARE
+        self.phase = MaskingPhase.SHARE
         rid = self.config.round_id
         return {a: KeyRoster(rid, a, included) for a in sorted(live)}
 
     def close_shares(self) -> dict[str, ShareDelivery]:
         """End phase "share": deliver each artist that shared the sealed shares addressed to it."""
-        self._expect_phase(Phase.SHARE)
+        self._expect_phase(MaskingPhase.SHARE)
         live = set(self._shares)
         self._require_survivors(live, "share")
         inbox: dict[str, list[tuple[str, bytes]]] = {a: [] for a in live}
@@ -226,23 +226,23 @@ class MaskingServer:
             for receiver, sealed in self._shares[sender].sealed:
                 if receiver in live:
                     inbox[receiver].append((sender, sealed))
-        self.phase = Phase.MASKED_INPUT
+        self.phase = MaskingPhase.MASKED_INPUT
         rid = self.config.round_id
         return {a: ShareDelivery(rid, a, tuple(inbox[a])) for a in sorted(live)}
 
     def close_masked_inputs(self) -> dict[str, SurvivorSet]:
         """End phase "masked_input": show every contributor the survivor set, to sign."""
-        self._expect_phase(Phase.MASKED_INPUT)
+        self._expect_phase(MaskingPhase.MASKED_INPUT)
         self._require_recoverable(self._inputs)
         roster, rid = self.config.roster, self.config.round_id
         bitmap = self._survivor_bitmap = survivor_bitmap(roster, self._inputs)
-        self.phase = Phase.CONSISTENCY
+        self.phase = MaskingPhase.CONSISTENCY
         return {a: SurvivorSet(rid, a, len(roster), bitmap) for a in sorted(self._inputs)}
 
     def close_consistency(self) -> dict[str, UnmaskRequest]:
         """End phase "consistency": ask each signer for the shares the signed set implies, relaying the
         signatures it needs (those of the share holders of every owner whose shares it holds)."""
-        self._expect_phase(Phase.CONSISTENCY)
+        self._expect_phase(MaskingPhase.CONSISTENCY)
         signers = set(self._signatures)
         self._require_recoverable(signers)
         rid = self.config.round_id
@@ -251,19 +251,19 @@ class MaskingServer:
             survivors, dropped = unmask_lists(artist, held, self._inputs)
             relayed = tuple((s, self._signatures[s]) for s in signers_to_relay(self.config, held, signers))
             self._requests[artist] = UnmaskRequest(rid, artist, survivors, dropped, relayed)
-        self.phase = Phase.UNMASK
+        self.phase = MaskingPhase.UNMASK
         return dict(self._requests)
 
     def finish(self) -> MaskingOutcome:
         """End phase "unmask": reconstruct the missing secrets, strip all masks and decode the sum."""
-        self._expect_phase(Phase.UNMASK)
+        self._expect_phase(MaskingPhase.UNMASK)
         self._require_recoverable(set(self._responses))
         survivors, dropped = self._needed_secrets()
         try:
             total = self._unmask(survivors, dropped)
         except SecureAggregationError as exc:
             raise self._abort(str(exc)) from exc
-        self.phase = Phase.DONE
+        self.phase = MaskingPhase.DONE
         contributors = tuple(sorted(survivors))
         return MaskingOutcome(
             total=self.config.codec.decode_sum(total, len(contributors)),
@@ -296,6 +296,6 @@ class MaskingServer:
         ]
         return reconstruct_secret(shares, self.config.threshold)
 
-    def _expect_phase(self, phase: Phase) -> None:
+    def _expect_phase(self, phase: MaskingPhase) -> None:
         if self.phase is not phase:
             raise self._error(f"cannot close phase {phase.value!r} while in phase {self.phase.value!r}")

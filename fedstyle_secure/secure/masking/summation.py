@@ -23,8 +23,8 @@ from fedstyle_secure.secure.masking import (
     MASKING_MODES,
     MaskingArtist,
     MaskingOutcome,
+    MaskingPhase,
     MaskingServer,
-    Phase,
     RoundConfig,
 )
 from fedstyle_secure.secure.masking.fixedpoint import FixedPointCodec
@@ -48,7 +48,7 @@ class Rejection:
 
 
 @dataclass
-class RoundRecord:
+class MaskingRecord:
     """What an in-process round produced: the outcome, wire byte counts and every refusal."""
 
     outcome: MaskingOutcome
@@ -80,26 +80,26 @@ class InProcessRound:
         self.bytes_down: Counter[str] = Counter()
         self.rejections: list[Rejection] = []
 
-    def run(self, inputs: Mapping[str, np.ndarray], drops: Mapping[str, str]) -> RoundRecord:
+    def run(self, inputs: Mapping[str, np.ndarray], drops: Mapping[str, str]) -> MaskingRecord:
         unknown = {p for p in drops.values() if p not in DROPOUT_PHASES}
         if unknown:
             raise ConfigError(f"unknown dropout phases {sorted(unknown)}; use one of {DROPOUT_PHASES}")
-        steps: list[tuple[Phase, Callable[[], Mapping[str, Message | None]], Callable]] = [
-            (Phase.ADVERTISE, lambda: dict.fromkeys(self.alive), lambda artist, _: artist.advertise_keys()),
-            (Phase.SHARE, self.server.close_advertise, lambda artist, m: artist.share_keys(m)),
+        steps: list[tuple[MaskingPhase, Callable[[], Mapping[str, Message | None]], Callable]] = [
+            (MaskingPhase.ADVERTISE, lambda: dict.fromkeys(self.alive), lambda artist, _: artist.advertise_keys()),
+            (MaskingPhase.SHARE, self.server.close_advertise, lambda artist, m: artist.share_keys(m)),
             (
-                Phase.MASKED_INPUT,
+                MaskingPhase.MASKED_INPUT,
                 self.server.close_shares,
                 lambda artist, m: artist.masked_input(m, inputs[artist.artist_id]),
             ),
-            (Phase.CONSISTENCY, self.server.close_masked_inputs, lambda artist, m: artist.sign_survivors(m)),
-            (Phase.UNMASK, self.server.close_consistency, lambda artist, m: artist.unmask(m)),
+            (MaskingPhase.CONSISTENCY, self.server.close_masked_inputs, lambda artist, m: artist.sign_survivors(m)),
+            (MaskingPhase.UNMASK, self.server.close_consistency, lambda artist, m: artist.unmask(m)),
         ]
         for phase, close_previous, respond in steps:
             outgoing = close_previous()
             self.alive -= {a for a, p in drops.items() if p == phase.value}
             self._exchange(outgoing, respond)
-        return RoundRecord(self.server.finish(), dict(self.bytes_up), dict(self.bytes_down), self.rejections)
+        return MaskingRecord(self.server.finish(), dict(self.bytes_up), dict(self.bytes_down), self.rejections)
 
     def _exchange(self, outgoing: Mapping[str, Message | None], respond: Callable) -> None:
         self.alive &= set(outgoing)

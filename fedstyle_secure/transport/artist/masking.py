@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.federation.masking_session import FETCH_NAMES, MaskingParams, check_session_id, round_config
 from fedstyle_secure.federation.packing import Layout
-from fedstyle_secure.secure.masking import MaskingArtist, Phase
+from fedstyle_secure.secure.masking import MaskingArtist, MaskingPhase
 from fedstyle_secure.secure.masking.messages import parse_message
 from fedstyle_secure.transport.artist.channel import ArtistSession
 from fedstyle_secure.transport.wire import pb
@@ -107,13 +107,13 @@ class MaskingClient:
                 f"round {plan.round_id}: I did not advertise keys in masking session {params.session_id:#x}"
             )
         message = parse_message(server_message)
-        if plan.phase == Phase.SHARE.value:
+        if plan.phase == MaskingPhase.SHARE.value:
             return current.machine.share_keys(message).to_bytes()  # type: ignore[arg-type]
-        if plan.phase == Phase.MASKED_INPUT.value:
+        if plan.phase == MaskingPhase.MASKED_INPUT.value:
             return current.machine.masked_input(message, current.vector).to_bytes()  # type: ignore[arg-type]
-        if plan.phase == Phase.CONSISTENCY.value:
+        if plan.phase == MaskingPhase.CONSISTENCY.value:
             return current.machine.sign_survivors(message).to_bytes()  # type: ignore[arg-type]
-        if plan.phase == Phase.UNMASK.value:
+        if plan.phase == MaskingPhase.UNMASK.value:
             reply = current.machine.unmask(message).to_bytes()  # type: ignore[arg-type]
             self._unmasked_rounds.add(plan.round_id)
             self._current = None  # forget the session's secrets
@@ -134,7 +134,7 @@ def masking_step(
     dropped out of the session)."""
     round_id, phase = plan.round_id, plan.phase
     try:
-        if phase == Phase.ADVERTISE.value:
+        if phase == MaskingPhase.ADVERTISE.value:
             vector, layout = client.contribution(round_id, pack_once)
             message = client.advertise(plan, vector)
             return lambda s: s.submit_masking(round_id, phase, message, layout)
