@@ -1,12 +1,13 @@
 # The two commands of the README:
 #   make demo   -- create .venv, install everything (CPU torch from local disk), run `fedstyle demo`
 #   make test   -- create .venv if needed, run the default test suite
+#   make check  -- the gate CI runs first: ruff format --check, ruff check, mypy
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all clean
+.PHONY: setup demo check test test-all clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,6 +21,12 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/fedstyle demo
+
+# The gate before the tests: formatter, linter (import order included) and type checker clean.
+check: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -25,3 +25,14 @@ def tiny_federation(feature_cache):
 
     artworks, source = load_artworks(None, True, 5, 12, seed=3)
     return prepare_federation(artworks, source, seed=3, n_views=2, cache_dir=feature_cache)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """3 synthetic artists x 6 images in ``<tmp>/data/<artist>/``, for loopback federations; their
+    feature cache goes next to it (``data.parent / "cache"``), shared by the module's federations."""
+    from fedstyle_secure.data.synth import write_synthetic_folder
+
+    root = tmp_path_factory.mktemp("federation")
+    write_synthetic_folder(root / "data", 3, 6, seed=0)
+    return root / "data"

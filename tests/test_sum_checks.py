@@ -170,7 +170,7 @@ def test_the_simulator_refuses_an_impossible_sum(tiny_federation, monkeypatch, m
     in-process server refuses the sum, as the gRPC server does, instead of aggregating it."""
     from fedstyle_secure.federation.client import StyleClient
     from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
-    from fedstyle_secure.secure.select import summation_factory
+    from fedstyle_secure.secure.factory import summation_factory
     from fedstyle_secure.training.local import LocalConfig
 
     honest = getattr(StyleClient, method)

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from fedstyle_secure.cli.main import main
-from fedstyle_secure.data.synth import write_synthetic_folder
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.federation.privacy_plan import plan_participation
@@ -45,14 +44,6 @@ from fedstyle_secure.transport.wire import pb, pb_grpc
 ARTISTS = ("artist_00", "artist_01", "artist_02")
 EPSILON = 8.0
 ROUND_REPORTS = ["round-0000.json", "round-0001.json", "round-0002.json"]  # 2 training rounds + the final publication
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """3 artists x 6 images, and one feature cache shared by the module's federations."""
-    root = tmp_path_factory.mktemp("dp-federation")
-    write_synthetic_folder(root / "data", 3, 6, seed=0)
-    return root / "data"
 
 
 def _schedule() -> Schedule:

@@ -9,7 +9,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from fedstyle_secure.data.synth import write_synthetic_folder
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.secure.keys.keystore import load_server_keys
 from fedstyle_secure.transport.artist.channel import query
@@ -17,14 +16,6 @@ from fedstyle_secure.transport.auth import buyer_tls_pem
 from fedstyle_secure.transport.loopback import start_loopback
 from fedstyle_secure.transport.server.servicer import start_server
 from fedstyle_secure.transport.server.store import StateStore
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """3 artists x 6 images, and one feature cache shared by the module's federations."""
-    root = tmp_path_factory.mktemp("federation")
-    write_synthetic_folder(root / "data", 3, 6, seed=0)
-    return root / "data"
 
 
 @pytest.mark.parametrize("secure_mode", ["none", "ckks"])

@@ -22,7 +22,6 @@ import grpc
 import numpy as np
 import pytest
 
-from fedstyle_secure.data.synth import write_synthetic_folder
 from fedstyle_secure.errors import SecureAggregationError
 from fedstyle_secure.federation.coordinator import Coordinator, Phase, Plan, Schedule
 from fedstyle_secure.federation.masking_rounds import MaskingRound
@@ -388,14 +387,6 @@ def _params(plan: pb.RoundPlan):
 
 
 # --------------------------------------------------------------------------- whole federations
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """3 artists x 6 images, and one feature cache shared by the module's federations."""
-    root = tmp_path_factory.mktemp("federation")
-    write_synthetic_folder(root / "data", 3, 6, seed=0)
-    return root / "data"
 
 
 @pytest.fixture

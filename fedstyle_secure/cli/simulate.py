@@ -19,7 +19,6 @@ from fedstyle_secure.federation.simulator import run_simulation
 from fedstyle_secure.federation.strategy import ALGORITHMS
 from fedstyle_secure.retrieval.evaluate import evaluate_frozen_features
 from fedstyle_secure.secure.api import SECURE_MODES
-from fedstyle_secure.secure.select import summation_factory
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,9 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     data = federation_from_args(args, progress=not args.no_progress)
     config = simulation_config_from_args(args, args.algorithm)
-    factory = summation_factory(config.secure)
-    kwargs = {"summations": factory} if factory else {}
-    result = run_simulation(config, data, progress=not args.no_progress, reports_dir=args.reports_dir, **kwargs)
+    result = run_simulation(config, data, progress=not args.no_progress, reports_dir=args.reports_dir)
     frozen = evaluate_frozen_features(data) if args.backbone == "efficientnet-lite0" else None
     payload = result_payload(result, config, data, {"frozen_feature_reference": frozen.as_dict() if frozen else None})
     write_json(args.out, payload)

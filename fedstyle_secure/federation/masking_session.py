@@ -5,7 +5,7 @@ phases (:data:`MASKING_PHASES`, named as in :class:`~fedstyle_secure.secure.mask
 in each the artist fetches the server's message of the phase (:data:`FETCH_NAMES`) and
 uploads its reply.  Both sides build the same
 :class:`~fedstyle_secure.secure.masking_config.RoundConfig` with :func:`round_config`, through
-the simulator's own summation factory (:func:`~fedstyle_secure.secure.select.summation_for`),
+the simulator's own summation factory (:func:`~fedstyle_secure.secure.factory.make_summation`),
 from public data only: the mode, the plan's participants and value range, the
 :class:`MaskingParams` announced in the plan, and the packed vector length.  No I/O here.
 
@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fedstyle_secure.errors import SecureAggregationError
+from fedstyle_secure.secure.factory import make_summation
 from fedstyle_secure.secure.masking.config import MASKING_MODES, MaskingPhase, RoundConfig
-from fedstyle_secure.secure.select import summation_for
 
 MASKING_PHASES: tuple[str, ...] = tuple(
     p.value
@@ -92,5 +92,5 @@ def round_config(
     options: dict[str, object] = {"clip_range": value_range, "threshold": params.threshold}
     if mode == "secagg+" and params.degree:
         options["degree"] = params.degree
-    summation = summation_for(mode, list(participants), **options)
+    summation = make_summation(mode, list(participants), **options)
     return summation.round_config(list(participants), round_id=params.session_id, vector_length=vector_length)  # type: ignore[attr-defined]

@@ -37,6 +37,7 @@ from fedstyle_secure.privacy.noise import CsprngNoise, SeededNoise
 from fedstyle_secure.retrieval.evaluate import evaluate_global, evaluate_personal
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics
 from fedstyle_secure.secure.api import PlainSummation, SecureSummation
+from fedstyle_secure.secure.factory import summation_factory
 from fedstyle_secure.training.dataset import FederationData
 from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.training.local import LocalConfig, LocalData
@@ -185,14 +186,19 @@ def _broadcast(state: ServerState) -> Broadcast:
 def run_simulation(
     config: SimulationConfig,
     data: FederationData,
-    summations: SummationFactory = plain_summation,
+    summations: SummationFactory | None = None,
     progress: bool = False,
     on_round: Callable[[RoundRecord], None] | None = None,
     reports_dir: Path | None = None,
 ) -> SimulationResult:
-    """Train ``config.algorithm`` for ``config.rounds`` rounds and evaluate on the held-out queries."""
+    """Train ``config.algorithm`` for ``config.rounds`` rounds and evaluate on the held-out queries.
+
+    Every sum goes through ``config.secure``'s summation; ``summations`` overrides it (tests and
+    benchmarks that need options, e.g. a dropout schedule)."""
     config.validate()
     spec = algorithm_spec(config.algorithm)
+    if summations is None:
+        summations = summation_factory(config.secure) or plain_summation
     rng = np.random.default_rng([config.seed, 0xF5])
     n_artists = len(data.artists)
     template = make_initial_model(

@@ -60,3 +60,17 @@ def _masked_summation(mode: str, artist_ids: Sequence[str], options: dict[str, A
         )
     options.setdefault("max_clients", len(artist_ids))
     return MaskedSummation(mode, **options)
+
+
+def summation_factory(mode: str, **options: object):
+    """A ``(participants, value_range) -> SecureSummation`` factory for the simulator (``None``
+    for ``mode == "none"``, meaning plain sums)."""
+    if mode not in SECURE_MODES:
+        raise ConfigError(f"unknown secure mode {mode!r}; choose one of {', '.join(SECURE_MODES)}")
+    if mode == "none":
+        return None
+
+    def build(participants: Sequence[str], value_range: tuple[float, float]) -> SecureSummation:
+        return make_summation(mode, list(participants), clip_range=value_range, **options)
+
+    return build
