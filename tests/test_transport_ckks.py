@@ -23,6 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedstyle_secure.federation.coordinator import Coordinator, Phase, Schedule
 from fedstyle_secure.federation.packing import pack
+from fedstyle_secure.federation.round_layout import FederationShape
+from fedstyle_secure.federation.strategy import algorithm_spec
+from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.secure.ckks.decryption import (
     Attempt,
     SignedContribution,
@@ -46,15 +49,24 @@ ARTISTS = ("artist_a", "artist_b", "artist_c")
 VALUES = {"artist_a": 1.0, "artist_b": 2.0, "artist_c": 4.0}
 
 
+F = STYLE_FEATURE_DIM  # the set-up round sums feature moments of this width (the server's plan)
+
+
 def _moments(value: float) -> dict[str, np.ndarray]:
-    return {"clients": np.array([1.0]), "feature_mean": np.full(4, value), "feature_sq_mean": np.full(4, value * value)}
+    return {"clients": np.array([1.0]), "feature_mean": np.full(F, value), "feature_sq_mean": np.full(F, value * value)}
 
 
 class FeatureMomentsOnly:
-    """Stands in for the artist's StyleClient (its model) in the set-up round: fixed feature moments."""
+    """Stands in for the artist's StyleClient (its model) in the set-up round: fixed feature moments,
+    in the set-up layout the server's plan prescribes (the frozen features' width)."""
+
+    spec = algorithm_spec("fedstyle")
 
     def __init__(self, value: float) -> None:
         self.value = value
+
+    def shape(self) -> FederationShape:
+        return FederationShape(feature_dim=F, embedding_dim=0, public_count=0, model=None)
 
     def feature_moments(self) -> dict[str, np.ndarray]:
         return _moments(self.value)
