@@ -10,9 +10,10 @@ import pytest
 WIKIART_DEV = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "wikiart-dev"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def feature_cache(tmp_path_factory) -> Path:
-    """A per-session feature cache (tests never touch the user's cache)."""
+    """One feature and warm-start cache for the whole session (tests never touch the user's cache):
+    the public set's features and the public warm start are computed once, not once per server."""
     path = tmp_path_factory.mktemp("feature-cache")
     os.environ["FEDSTYLE_CACHE"] = str(path)
     return path
@@ -28,11 +29,12 @@ def tiny_federation(feature_cache):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
+def data(tmp_path_factory, feature_cache: Path) -> Path:
     """3 synthetic artists x 6 images in ``<tmp>/data/<artist>/``, for loopback federations; their
-    feature cache goes next to it (``data.parent / "cache"``), shared by the module's federations."""
+    feature cache ``data.parent / "cache"`` is the session's."""
     from fedstyle_secure.data.synth import write_synthetic_folder
 
     root = tmp_path_factory.mktemp("federation")
     write_synthetic_folder(root / "data", 3, 6, seed=0)
+    (root / "cache").symlink_to(feature_cache, target_is_directory=True)
     return root / "data"

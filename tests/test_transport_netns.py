@@ -210,14 +210,14 @@ def _check_exact_sums(record: Path) -> dict[int, list[str]]:
 
 
 # Not marked slow (~2 min): CI runs as root with `ip netns`, and this is the multi-host acceptance test.
-def test_secagg_and_ckks_federations_across_network_namespaces(hosts, tmp_path):
+def test_secagg_and_ckks_federations_across_network_namespaces(hosts, tmp_path, feature_cache):
     write_synthetic_folder(tmp_path / "data", N_ARTISTS, 6, seed=0)
     folders = artist_folders(tmp_path / "data", tmp_path)
     keys = write_fresh_keys(tmp_path / "keys", sorted(folders))
     (tmp_path / "netns_hooks.py").write_text(HOOKS)
     env = {
         **os.environ,
-        "FEDSTYLE_CACHE": str(tmp_path / "cache"),
+        "FEDSTYLE_CACHE": str(feature_cache),  # the session's: public features and warm start computed once
         "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
     }
     artists = sorted(folders)

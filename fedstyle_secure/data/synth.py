@@ -13,6 +13,7 @@ Pure NumPy/PIL, no file I/O (see :func:`write_synthetic_folder` for the on-disk 
 from __future__ import annotations
 
 import colorsys
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,8 +183,14 @@ def generate_public_images(count: int, seed: int, size: int = DEFAULT_SIZE) -> n
     """Public alignment images: each drawn in its own random style (no federation artist's).
 
     They are public by nature (made by this code from a public seed), so embedding them costs
-    no privacy.  Seeds live in a separate stream from :func:`generate_artworks`.
+    no privacy.  Seeds live in a separate stream from :func:`generate_artworks`.  Rendered once
+    per process and arguments (a server and its artists all need the same set); a fresh copy each call.
     """
+    return _generate_public_images(count, seed, size).copy()
+
+
+@functools.lru_cache(maxsize=4)
+def _generate_public_images(count: int, seed: int, size: int) -> np.ndarray:
     styles = sample_artist_styles(count, seed=seed + 1_000_003, family_size=1)
     out = np.empty((count, size, size, 3), dtype=np.uint8)
     for i, style in enumerate(styles):
