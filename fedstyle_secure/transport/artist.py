@@ -31,7 +31,7 @@ from fedstyle_secure.transport.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.ckks_client import CkksClient, Send, contribute_step, decrypt_step
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.federation_model import public_bank, starting_model
-from fedstyle_secure.transport.masking_client import MaskingClient, masking_step
+from fedstyle_secure.transport.masking_client import MaskingClient, masking_client, masking_step
 from fedstyle_secure.transport.masking_session import MASKING_PHASES
 from fedstyle_secure.transport.wire import pb
 
@@ -115,7 +115,7 @@ class ArtistRunner:
             return lambda s, p: s.upload(round_id, pb.PAYLOAD_KIND_PLAIN_VECTOR, payload, layout)
         if plan.phase in MASKING_PHASES:  # secagg / secagg+: the contribution is masked, see masking_client
             if self.masking is None:
-                self.masking = MaskingClient(self.keys.artist_id, self.keys.identity_key, self.keys.identity_public_keys)
+                self.masking = masking_client(self.keys, self.config.state_dir)
             step = masking_step(self.masking, session, plan, lambda: self._packed(session, plan))
             return lambda s, p: step(s)
         if plan.phase == "decrypt":  # CKKS: only a committee member decrypts, and only a sum it checked

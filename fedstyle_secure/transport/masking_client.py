@@ -11,7 +11,10 @@ knows about:
 * A session id is used at most once (:func:`check_session_id`), and an artist that answered
   a round's unmasking request (after which the server could decode that round's sum) never
   joins another session of the same round: otherwise a server could abort after decoding and
-  retry with fewer contributors, learning the difference of the two sums.
+  retry with fewer contributors, learning the difference of the two sums.  With a ``journal``
+  (:class:`~.artist_state.MaskingJournal`, whenever ``client.state_dir`` is set) this holds across
+  restarts too -- a restarted DP artist resends its stored contribution; without one, only for
+  the life of the process.
 * A retried session reuses the vector packed for the round's first attempt: local training
   (and any DP budget it spends) happens once per round.
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
@@ -32,7 +36,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.federation.packing import Layout
 from fedstyle_secure.secure.masking import MaskingArtist, Phase
+from fedstyle_secure.secure.keystore import ArtistKeys
 from fedstyle_secure.secure.masking_messages import parse_message
+from fedstyle_secure.transport.artist_state import MaskingJournal
 from fedstyle_secure.transport.channel import ArtistSession
 from fedstyle_secure.transport.masking_session import FETCH_NAMES, MaskingParams, check_session_id, round_config
 from fedstyle_secure.transport.wire import pb
@@ -58,11 +64,12 @@ class _Session:
 
 @dataclass
 class MaskingClient:
-    """One artist's masking sessions over the life of its process (no I/O)."""
+    """One artist's masking sessions over the life of its process (no I/O but its ``journal``'s)."""
 
     artist_id: str
     identity_key: Ed25519PrivateKey
     identity_publics: Mapping[str, Ed25519PublicKey]
+    journal: MaskingJournal | None = None  # rounds whose unmasking request was answered, across restarts
     _used: set[int] = field(default_factory=set)
     _unmasked_rounds: set[int] = field(default_factory=set)
     _vectors: dict[int, tuple[np.ndarray, Layout]] = field(default_factory=dict)
@@ -77,7 +84,7 @@ class MaskingClient:
     def advertise(self, plan: pb.RoundPlan, vector: np.ndarray) -> bytes:
         """Start the plan's session for ``vector`` (every entry in the plan's value range); the signed keys."""
         params = params_from_plan(plan)
-        if plan.round_id in self._unmasked_rounds:
+        if plan.round_id in self._unmasked_rounds or (self.journal is not None and self.journal.answered(plan.round_id)):
             raise SecureAggregationError(f"round {plan.round_id}: I already answered an unmasking request of this round; not joining another session")
         check_session_id(params.session_id, plan.round_id, self._used)
         value_range = (plan.value_low, plan.value_high)
@@ -104,10 +111,19 @@ class MaskingClient:
             return current.machine.sign_survivors(message).to_bytes()  # type: ignore[arg-type]
         if plan.phase == Phase.UNMASK.value:
             reply = current.machine.unmask(message).to_bytes()  # type: ignore[arg-type]
+            if self.journal is not None:
+                self.journal.record(plan.round_id)  # durable before the answer leaves the process
             self._unmasked_rounds.add(plan.round_id)
             self._current = None  # forget the session's secrets
             return reply
         raise SecureAggregationError(f"round {plan.round_id}: {plan.phase!r} is not a masking phase")
+
+
+def masking_client(keys: ArtistKeys, state_dir: Path | None) -> MaskingClient:
+    """The artist process's masking client; with a ``state_dir``, its journal of answered rounds
+    lives there (so a restart does not forget them)."""
+    journal = None if state_dir is None else MaskingJournal(state_dir)
+    return MaskingClient(keys.artist_id, keys.identity_key, keys.identity_public_keys, journal=journal)
 
 
 def masking_step(client: MaskingClient, session: ArtistSession, plan: pb.RoundPlan, pack_once: Callable[[], tuple[np.ndarray, Layout]]) -> Send:
