@@ -6,7 +6,9 @@ sum the artist checked and computed itself (protocol and threat model:
   signed per attempt (round, attempt, key set, artist, layout, SHA-256 of the ciphertext).
 * In the decrypt phase only a committee member acts.  It checks the listed set, commits to it,
   downloads and checks every other contribution, sums them itself, waits for every committee
-  member's commitment to the same set, and only then decrypts its own sum.  Every check uses the
+  member's commitment to the same set, and only then decrypts its own sum; what it uploads is
+  flooded with noise (:func:`~fedstyle_secure.secure.ckks.released_plaintext`), never the exact
+  decryption, from which the server could solve for the shared secret key.  Every check uses the
   artist's own key bundle -- its roster, the identity keys of ``identity/<id>.pub``, its CKKS
   parameters -- and the quorum is the larger of the plan's and its own ``client.min_quorum``:
   never just what the server says.
@@ -25,7 +27,8 @@ import numpy as np
 
 from fedstyle_secure.errors import SecureAggregationError
 from fedstyle_secure.federation.packing import Layout
-from fedstyle_secure.secure.ckks import CkksSum, encrypt
+from fedstyle_secure.privacy.noise import CsprngNoise, NoiseSource
+from fedstyle_secure.secure.ckks import CkksSum, encrypt, released_plaintext
 from fedstyle_secure.secure.ckks_decryption import (
     DEFAULT_MIN_QUORUM,
     Attempt,
@@ -67,6 +70,7 @@ class CkksClient:
     min_quorum: int = DEFAULT_MIN_QUORUM
     guard: DecryptionGuard = field(default_factory=DecryptionGuard)
     clock: Callable[[], float] = time.time
+    noise: NoiseSource = field(default_factory=CsprngNoise)  # floods every released decryption
     last_refusal: str | None = None
     _own: _Contribution | None = None
 
@@ -140,7 +144,7 @@ class CkksClient:
             commits = session.commit_decryption(
                 plan.round_id, plan.attempt, digest, signature, wait_seconds=min(remaining, MAX_COMMIT_POLL_SECONDS)
             )
-        return np.asarray(total.result().decrypt(), dtype="<f8").tobytes()
+        return np.asarray(released_plaintext(total.result(), self.noise), dtype="<f8").tobytes()
 
 
 def _signatures_on(commits: pb.DecryptionCommits, digest: bytes) -> dict[str, bytes]:
