@@ -459,7 +459,7 @@ def test_lying_server_over_grpc_gets_no_share_from_the_real_artists(three_keys, 
             channels.append(open_channel(f"127.0.0.1:{running.port}", artist_keys.tls_pem()))
             sessions[artist] = ArtistSession.register(channels[-1], artist_keys)
             clients[artist] = MaskingClient(artist, artist_keys.identity_key, artist_keys.identity_public_keys)
-        vectors = {a: _moments(float(i + 1)) for i, a in enumerate(roster)}
+        vectors = {a: _moments(float(i + 1), WIRE) for i, a in enumerate(roster)}
         for phase in ("advertise", "share", "masked_input", "consistency"):
             for artist in roster:
                 plan = _wait_for_phase(sessions[artist], phase)
@@ -514,7 +514,7 @@ def test_server_faking_an_abort_after_unmasking_gets_no_second_session_from_rest
             channels.append(open_channel(f"127.0.0.1:{running.port}", keys[artist].tls_pem()))
             sessions[artist] = ArtistSession.register(channels[-1], keys[artist])
         first = {a: masking_client(keys[a], tmp_path / a) for a in roster}
-        vectors = {a: pack(_moments(float(i + 1), STYLE_FEATURE_DIM)) for i, a in enumerate(roster)}
+        vectors = {a: pack(_moments(float(i + 1), WIRE)) for i, a in enumerate(roster)}
 
         def take_part(clients: dict[str, MaskingClient], phase: str) -> None:
             for artist, client in clients.items():
