@@ -537,3 +537,37 @@ def test_server_faking_an_abort_after_unmasking_gets_no_second_session_from_rest
         running.stop(0)
         for channel in channels:
             channel.close()
+
+
+@pytest.mark.parametrize(
+    ("secure_mode", "lowered", "words"),
+    [("secagg", {"masking_threshold": 0.51}, "masking threshold 0.51 is below my floor 0.6667"),
+     ("secagg+", {"masking_degree": 2}, "SecAgg+ degree 2 is below my floor 4 for 5 participants")],
+)
+def test_server_lowering_the_threshold_or_degree_gets_no_advertisement(keys, tmp_path, secure_mode, lowered, words, caplog):
+    """The server announces the masking threshold and the SecAgg+ degree; lowered below the defaults
+    (t = 3 of 5 instead of 4; neighbourhoods of 3 instead of 5) a round tolerates fewer colluding
+    share holders.  Real artists' masking clients refuse to advertise keys under such a plan (their
+    floors come from their own config); one configured to accept it does, so the plan is otherwise fine."""
+    roster = ARTISTS + ("artist_d", "artist_e")
+    schedule = Schedule(rounds=1, quorum=5, phase_seconds=60, masking_seconds=30, secure_mode=secure_mode, **lowered)
+    config = ServerConfig(keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0", schedule=schedule)
+    running = start_server(config, load_server_keys(keys), clock=Clock())
+    channels = []
+    try:
+        for artist in roster:
+            artist_keys = load_artist_keys(keys, artist)
+            channels.append(open_channel(f"127.0.0.1:{running.port}", artist_keys.tls_pem()))
+            session = ArtistSession.register(channels[-1], artist_keys)
+            permissive = artist == "artist_e"
+            client = masking_client(artist_keys, None, 0.51, 2) if permissive else masking_client(artist_keys, None)
+            plan = _wait_for_phase(session, "advertise")
+            with caplog.at_level("WARNING"):
+                masking_step(client, session, plan, lambda: pack(_moments(1.0, WIRE)))(session)
+            assert (client._current is not None) == permissive
+        assert set(running.servicer.coordinator._collect.items) == {"artist_e"}
+        assert words in caplog.text
+    finally:
+        running.stop(0)
+        for channel in channels:
+            channel.close()

@@ -115,7 +115,8 @@ class ArtistRunner:
             return lambda s, p: s.upload(round_id, pb.PAYLOAD_KIND_PLAIN_VECTOR, payload, layout)
         if plan.phase in MASKING_PHASES:  # secagg / secagg+: the contribution is masked, see masking_client
             if self.masking is None:
-                self.masking = masking_client(self.keys, self.config.state_dir)
+                c = self.config
+                self.masking = masking_client(self.keys, c.state_dir, c.min_masking_threshold, c.min_masking_degree)
             step = masking_step(self.masking, session, plan, lambda: self._packed(session, plan))
             return lambda s, p: step(s)
         if plan.phase == "decrypt":  # CKKS: only a committee member decrypts, and only a sum it checked
