@@ -38,7 +38,7 @@ from fedstyle_secure.secure.ckks_decryption import (
 from fedstyle_secure.secure.keystore import ArtistKeys, load_artist_keys, load_server_keys
 from fedstyle_secure.transport.artist import ArtistRunner
 from fedstyle_secure.transport.channel import ArtistSession, open_channel
-from fedstyle_secure.transport.ckks_client import CkksClient
+from fedstyle_secure.transport.ckks_client import CkksClient, ckks_client
 from fedstyle_secure.transport.config import ClientConfig, ServerConfig
 from fedstyle_secure.transport.coordinator import Coordinator, Phase, Schedule
 from fedstyle_secure.transport.loopback import write_fresh_keys
@@ -349,6 +349,34 @@ def test_server_faking_an_abort_after_a_decryption_gets_no_second_sum(keys, tmp_
         f.clock.now += 61
         f.running.servicer.tick()
         assert f.coordinator.attempt == 1 and f.coordinator.plan().phase is Phase.CONTRIBUTE
+        f.act(ARTISTS)
+        assert f.coordinator.plan().phase is Phase.CONTRIBUTE  # still waiting: one signed contribution, quorum 2
+        assert set(f.coordinator._collect.items) == set(ARTISTS) - {x, y}
+        assert all("not contributing to another attempt" in f.refusal(a) for a in (x, y))
+    finally:
+        f.close()
+
+
+def test_committee_restarted_after_a_decryption_still_joins_no_retry(keys, tmp_path, monkeypatch):
+    """As above, but the two members' processes restart after attempt 0's decryption (same state_dir):
+    their guard comes back from it, so they still sit attempt 1 out and no second sum can be formed."""
+    f = Federation(keys, tmp_path, quorum=2)
+    try:
+        for artist, party in f.parties.items():
+            party.runner.ckks = ckks_client(party.keys, tmp_path / artist, clock=f.clock)
+        x, y = f.contribute()
+        f.turn_malicious()
+        monkeypatch.setattr(Coordinator, "decryption_committed", property(lambda c: len(f.commitments) == 2))
+        f.act((x, y))
+        assert set(f.stolen) == {x, y}  # attempt 0's sum of all three
+        f.clock.now += 61
+        f.running.servicer.tick()
+        assert f.coordinator.attempt == 1 and f.coordinator.plan().phase is Phase.CONTRIBUTE
+        for member in (x, y):  # new processes: nothing in memory, the same state_dir
+            party = f.parties[member]
+            config = ClientConfig(keys=keys, data=tmp_path, artist=member, state_dir=tmp_path / member)
+            party.runner = ArtistRunner(config, party.keys, client=party.runner.client)  # type: ignore[arg-type]
+            party.runner.ckks = ckks_client(party.keys, config.state_dir, clock=f.clock)
         f.act(ARTISTS)
         assert f.coordinator.plan().phase is Phase.CONTRIBUTE  # still waiting: one signed contribution, quorum 2
         assert set(f.coordinator._collect.items) == set(ARTISTS) - {x, y}

@@ -28,7 +28,7 @@ from fedstyle_secure.secure.keystore import ArtistKeys
 from fedstyle_secure.training.local import LocalConfig, LocalData
 from fedstyle_secure.transport.artist_privacy import ArtistPrivacy
 from fedstyle_secure.transport.channel import ArtistSession, open_channel
-from fedstyle_secure.transport.ckks_client import CkksClient, Send, contribute_step, decrypt_step
+from fedstyle_secure.transport.ckks_client import CkksClient, Send, ckks_client, contribute_step, decrypt_step
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.federation_model import public_bank, starting_model
 from fedstyle_secure.transport.masking_client import MaskingClient, masking_client, masking_step
@@ -160,7 +160,7 @@ class ArtistRunner:
 
     def _ckks(self) -> CkksClient:
         if self.ckks is None:
-            self.ckks = CkksClient(self.keys, min_quorum=self.config.min_quorum)
+            self.ckks = ckks_client(self.keys, self.config.state_dir, self.config.min_quorum)
         return self.ckks
 
     def run_session(self, session: ArtistSession, stop: threading.Event) -> pb.RoundPlan:

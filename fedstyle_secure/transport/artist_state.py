@@ -175,3 +175,32 @@ class MaskingJournal:
         """Durably note that an unmasking request of ``round_id`` is being answered."""
         with transaction(self.path) as db:
             db.execute("INSERT OR IGNORE INTO unmasked (round_id) VALUES (?)", (int(round_id),))
+
+
+CKKS_GUARD_FILE = "ckks-guard.sqlite"
+
+
+class CkksGuardJournal:
+    """The artist's CKKS :class:`~fedstyle_secure.secure.ckks_decryption.DecryptionGuard`, kept across
+    restarts in ``<state_dir>/ckks-guard.sqlite`` (0600).  Threat model: a committee member that
+    forgot (by restarting) that it committed in attempt ``a`` would contribute to a later attempt of
+    the round, and a server faking an abort could difference two decrypted sums.  Saved before
+    anything the guard allowed is signed."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / CKKS_GUARD_FILE
+        private_database(self.path)
+        with transaction(self.path) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS guard (id INTEGER PRIMARY KEY CHECK (id = 0), state TEXT NOT NULL)")
+
+    def load(self) -> dict[str, Any] | None:
+        db = connect(self.path)
+        try:
+            row = db.execute("SELECT state FROM guard WHERE id = 0").fetchone()
+        finally:
+            db.close()
+        return None if row is None else json.loads(row[0])
+
+    def save(self, state: dict[str, Any]) -> None:
+        with transaction(self.path) as db:
+            db.execute("INSERT OR REPLACE INTO guard (id, state) VALUES (0, ?)", (json.dumps(state),))
