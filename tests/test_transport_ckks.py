@@ -53,7 +53,9 @@ VALUES = {"artist_a": 1.0, "artist_b": 2.0, "artist_c": 4.0}
 
 def _moments(value: float, width: int = STYLE_FEATURE_DIM) -> dict[str, np.ndarray]:
     return {
-        "clients": np.array([1.0]), "feature_mean": np.full(width, value), "feature_sq_mean": np.full(width, value * value)
+        "clients": np.array([1.0]),
+        "feature_mean": np.full(width, value),
+        "feature_sq_mean": np.full(width, value * value),
     }
 
 

@@ -544,7 +544,9 @@ def test_server_faking_an_abort_after_unmasking_gets_no_second_session_from_rest
     [("secagg", {"masking_threshold": 0.51}, "masking threshold 0.51 is below my floor 0.6667"),
      ("secagg+", {"masking_degree": 2}, "SecAgg+ degree 2 is below my floor 4 for 5 participants")],
 )
-def test_server_lowering_the_threshold_or_degree_gets_no_advertisement(keys, tmp_path, secure_mode, lowered, words, caplog):
+def test_server_lowering_the_threshold_or_degree_gets_no_advertisement(
+    keys, tmp_path, secure_mode, lowered, words, caplog
+):
     """The server announces the masking threshold and the SecAgg+ degree; lowered below the defaults
     (t = 3 of 5 instead of 4; neighbourhoods of 3 instead of 5) a round tolerates fewer colluding
     share holders.  Real artists' masking clients refuse to advertise keys under such a plan (their

@@ -77,7 +77,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -277,10 +277,10 @@ class DecryptionGuard:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> DecryptionGuard:
-        commitment = data.get("commitment")
+        commitment: Any = data.get("commitment")
         try:
-            restored = None if commitment is None else (int(commitment[0]), bytes.fromhex(str(commitment[1])))  # type: ignore[index]
-            return cls(int(data["round"]), int(data["latest"]), restored)  # type: ignore[arg-type]
+            restored = None if commitment is None else (int(commitment[0]), bytes.fromhex(str(commitment[1])))
+            return cls(int(data["round"]), int(data["latest"]), restored)  # type: ignore[call-overload]
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise SecureAggregationError(f"unreadable CKKS decryption guard {data!r}: {exc}") from exc
 

@@ -156,7 +156,8 @@ def load_client_config(path: Path) -> ClientConfig:
                 "max_message_bytes", "min_quorum")
     _positive(config, positive, f"{path}: client")
     if not 0.5 < config.min_masking_threshold <= 1.0 or config.min_masking_degree < 0:
-        raise ConfigError(f"{path}: client.min_masking_threshold must be in (0.5, 1] and client.min_masking_degree >= 0")
+        raise ConfigError(f"{path}: client.min_masking_threshold must be in (0.5, 1], "
+                          "client.min_masking_degree >= 0")
     validate_client_budget(config.budget_epsilon, config.budget_delta, f"{path}: client")
     base = path.parent
     return dataclasses.replace(config, keys=_relative(base, config.keys), data=_relative(base, config.data), cache_dir=_relative(base, config.cache_dir),

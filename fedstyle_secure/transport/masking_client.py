@@ -88,7 +88,8 @@ class MaskingClient:
     def advertise(self, plan: pb.RoundPlan, vector: np.ndarray) -> bytes:
         """Start the plan's session for ``vector`` (every entry in the plan's value range); the signed keys."""
         params = params_from_plan(plan)
-        if plan.round_id in self._unmasked_rounds or (self.journal is not None and self.journal.answered(plan.round_id)):
+        journaled = self.journal is not None and self.journal.answered(plan.round_id)
+        if plan.round_id in self._unmasked_rounds or journaled:
             raise SecureAggregationError(f"round {plan.round_id}: I already answered an unmasking request of this round; not joining another session")
         check_session_id(params.session_id, plan.round_id, self._used)
         self._check_parameters(plan, params)
@@ -106,8 +107,8 @@ class MaskingClient:
         and lowering them shrinks how many colluding share holders the round tolerates (``t > (m + c) / 2``
         with ``m = degree + 1`` holders), so the floors come from the artist's own configuration."""
         if params.threshold < self.min_threshold - 1e-12:
-            raise SecureAggregationError(f"round {plan.round_id}: the plan's masking threshold {params.threshold:.4g} is "
-                                         f"below my floor {self.min_threshold:.4g} (client.min_masking_threshold)")
+            raise SecureAggregationError(f"round {plan.round_id}: the plan's masking threshold {params.threshold:.4g} "
+                                         f"is below my floor {self.min_threshold:.4g} (client.min_masking_threshold)")
         n = len(plan.participants)
         if plan.secure_mode != "secagg+" or self.min_degree is None or n < 2:
             return
