@@ -27,7 +27,16 @@ import numpy as np
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.secure.api import AggregationResult, DropoutSchedule
-from fedstyle_secure.secure.ckks import CkksContext, CkksParams, CkksSum, EncryptedVector, encrypt, require_public
+from fedstyle_secure.privacy.noise import CsprngNoise
+from fedstyle_secure.secure.ckks import (
+    CkksContext,
+    CkksParams,
+    CkksSum,
+    EncryptedVector,
+    encrypt,
+    released_plaintext,
+    require_public,
+)
 from fedstyle_secure.secure.ckks_decryption import Attempt, decryption_committee
 
 CKKS_DROPOUT_PHASES: tuple[str, ...] = ("upload", "download")
@@ -85,6 +94,7 @@ class CkksSummation:
     ) -> None:
         self.artist_ids = tuple(artist_ids) if artist_ids is not None else None
         self._secret = secret_context or CkksContext.generate(params)
+        self._noise = CsprngNoise()  # floods the released decryption, as a committee member's does
         if not self._secret.has_secret_key:
             raise SecureAggregationError("the artists' CKKS context has no secret key")
         if params is not None and params != self._secret.params:
@@ -127,7 +137,7 @@ class CkksSummation:
         # Every committee member sums the same ciphertexts and decrypts; the simulation does it
         # once and charges its time to each member.
         started = time.perf_counter()
-        plaintext = total.result().decrypt()
+        plaintext = released_plaintext(total.result(), self._noise)
         for artist in committee:
             artist_seconds[artist] += sum_seconds + time.perf_counter() - started
         self.last_timings = RoundTimings(artist_seconds=artist_seconds, server_seconds=server_seconds)
