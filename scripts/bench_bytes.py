@@ -43,17 +43,37 @@ def measure(mode: str, args: argparse.Namespace, cache: Path) -> dict[str, float
         keys = write_fresh_keys(work / "keys", sorted(folders))
         dp = None if math.isinf(args.epsilon) else DpConfig(epsilon=args.epsilon)
         refreshes = frozenset(refresh_rounds(args.rounds, dp.prototype_refreshes if dp else None))
-        schedule = Schedule(rounds=args.rounds, quorum=args.artists, phase_seconds=args.phase_seconds, secure_mode=mode,
-                            standardise=dp is None, refreshes=refreshes)
-        config = ServerConfig(keys=keys, state_db=work / "server.sqlite", listen="127.0.0.1:0", schedule=schedule,
-                              embedding_dim=args.embedding_dim, reports_dir=work / "reports", cache_dir=cache, dp=dp)
+        schedule = Schedule(
+            rounds=args.rounds,
+            quorum=args.artists,
+            phase_seconds=args.phase_seconds,
+            secure_mode=mode,
+            standardise=dp is None,
+            refreshes=refreshes,
+        )
+        config = ServerConfig(
+            keys=keys,
+            state_db=work / "server.sqlite",
+            listen="127.0.0.1:0",
+            schedule=schedule,
+            embedding_dim=args.embedding_dim,
+            reports_dir=work / "reports",
+            cache_dir=cache,
+            dp=dp,
+        )
         server = start_server(config, load_server_keys(keys))
         stop, failures = threading.Event(), {}
 
         def artist(name: str, folder: Path) -> None:
-            client = ClientConfig(keys=keys, data=folder, server=f"127.0.0.1:{server.port}", artist=name,
-                                  cache_dir=cache, state_dir=work / "state" / name,
-                                  reports_dir=work / "artist-reports" / name)
+            client = ClientConfig(
+                keys=keys,
+                data=folder,
+                server=f"127.0.0.1:{server.port}",
+                artist=name,
+                cache_dir=cache,
+                state_dir=work / "state" / name,
+                reports_dir=work / "artist-reports" / name,
+            )
             try:
                 run_artist(client, load_artist_keys(keys, name), stop)
             except Exception as exc:  # reported below
@@ -99,8 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         result = measure(mode, args, cache)
         rows.append([mode, *(f"{result[k] / 1e6:.3f}" for k in ("upload", "download", "all_received", "all_sent"))])
     print(render_table(["secure", "upload MB", "download MB", "all received MB", "all sent MB"], rows))
-    print(f"(per artist per training round; {args.artists} artists, {args.rounds} rounds, epsilon {args.epsilon:g}, "
-          f"{args.embedding_dim}-d embeddings)")
+    print(
+        f"(per artist per training round; {args.artists} artists, {args.rounds} rounds, epsilon {args.epsilon:g}, "
+        f"{args.embedding_dim}-d embeddings)"
+    )
     return 0
 
 

@@ -65,9 +65,19 @@ def measure(data: FederationData, seed: int, epsilons: list[float], rounds: int,
     local = LocalConfig(epochs=epochs)
     plain = run_simulation(SimulationConfig(rounds=rounds, seed=seed, local=local), data)
     assert plain.global_model is not None
-    start = make_initial_model(EncoderConfig(), data.bank, data.public, None, seed=seed,
-                               pretrain_steps=default_pretrain_steps(True), cache=warm_start_cache(data.cache_dir))
-    row = {"non-private": plain.metrics.artist_accuracy, "public-only exact": accuracy_with_release(start, data, None, seed)}
+    start = make_initial_model(
+        EncoderConfig(),
+        data.bank,
+        data.public,
+        None,
+        seed=seed,
+        pretrain_steps=default_pretrain_steps(True),
+        cache=warm_start_cache(data.cache_dir),
+    )
+    row = {
+        "non-private": plain.metrics.artist_accuracy,
+        "public-only exact": accuracy_with_release(start, data, None, seed),
+    }
     for eps in epsilons:
         config = SimulationConfig(rounds=rounds, seed=seed, local=local, dp=DpConfig(epsilon=eps))
         sigma = final_release_sigma(config, data)
@@ -89,7 +99,9 @@ def main() -> int:
     rows = []
     for seed in range(args.seeds):
         artworks, source = load_artworks(args.data, args.data is None, 8, 24, seed)
-        rows.append(measure(prepare_federation(artworks, source, seed=seed), seed, epsilons, args.rounds, args.local_epochs))
+        rows.append(
+            measure(prepare_federation(artworks, source, seed=seed), seed, epsilons, args.rounds, args.local_epochs)
+        )
         print(f"seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[-1].items()), file=sys.stderr, flush=True)
     reference = statistics.fmean(r["non-private"] for r in rows)
     print(f"{args.data or 'synthetic'}: artist accuracy, mean of {args.seeds} seed(s), {args.rounds} rounds")

@@ -55,8 +55,14 @@ def ledger() -> BudgetLedger:
 
 @pytest.fixture(scope="module")
 def signed(ledger: BudgetLedger) -> dict:
-    report = build_report(ledger, artist_id="alice", round_id=3, noise_source=SECURE_NOISE_SOURCE, final_round=5,
-                          issued_at="2026-01-02T03:04:05Z")
+    report = build_report(
+        ledger,
+        artist_id="alice",
+        round_id=3,
+        noise_source=SECURE_NOISE_SOURCE,
+        final_round=5,
+        issued_at="2026-01-02T03:04:05Z",
+    )
     return sign_report(report, KEY)
 
 
@@ -141,7 +147,12 @@ def test_dataset_size_is_committed_and_the_redacted_report_still_verifies(ledger
     assert set(signed) - set(redacted) == {DATASET_SIZE_OPENING} and report_schema_errors(redacted) == []
     verify_report_signature(redacted, KEY.public_key())
     assert opened_dataset_size(redacted) is None
-    again = sign_report(build_report(ledger, artist_id="alice", round_id=3, noise_source=SECURE_NOISE_SOURCE, issued_at="2026-01-02T03:04:05Z"), KEY)
+    again = sign_report(
+        build_report(
+            ledger, artist_id="alice", round_id=3, noise_source=SECURE_NOISE_SOURCE, issued_at="2026-01-02T03:04:05Z"
+        ),
+        KEY,
+    )
     assert again[DATASET_SIZE_COMMITMENT] != signed[DATASET_SIZE_COMMITMENT]  # fresh salt: same n, unlinkable
     base = signed[DATASET_SIZE_OPENING]
     for opening in ({**base, "dataset_size": 401}, {**base, "salt": again[DATASET_SIZE_OPENING]["salt"]}):

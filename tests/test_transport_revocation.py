@@ -35,8 +35,13 @@ def keys(tmp_path) -> Path:
 
 
 def _start(keys: Path, tmp_path: Path, crl: Path | None, clock=time.time):
-    config = ServerConfig(keys=keys, state_db=tmp_path / "state.sqlite", listen="127.0.0.1:0", crl=crl,
-                          schedule=Schedule(rounds=1, quorum=2, phase_seconds=60))
+    config = ServerConfig(
+        keys=keys,
+        state_db=tmp_path / "state.sqlite",
+        listen="127.0.0.1:0",
+        crl=crl,
+        schedule=Schedule(rounds=1, quorum=2, phase_seconds=60),
+    )
     return start_server(config, load_server_keys(keys), clock=clock)
 
 
@@ -100,11 +105,16 @@ def test_expired_certificate_from_the_right_ca_is_refused_at_handshake(keys, tmp
     from fedstyle_secure.secure import pki
 
     ca = pki.IssuedCertificate(
-        pki.load_certificate_pem((keys / "ca.crt").read_bytes(), "ca"), pki.load_tls_private_key_pem((keys / "ca.key").read_bytes(), "ca key")
+        pki.load_certificate_pem((keys / "ca.crt").read_bytes(), "ca"),
+        pki.load_tls_private_key_pem((keys / "ca.key").read_bytes(), "ca key"),
     )
     past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10)
     expired = pki.issue_client_certificate(ca, "artist_a", now=past, validity_days=1)
-    tls = ((keys / "ca.crt").read_bytes(), pki.certificate_pem(expired.certificate), pki.private_key_pem(expired.private_key))
+    tls = (
+        (keys / "ca.crt").read_bytes(),
+        pki.certificate_pem(expired.certificate),
+        pki.private_key_pem(expired.private_key),
+    )
     running = _start(keys, tmp_path, crl=None)
     try:
         with open_channel(f"127.0.0.1:{running.port}", tls) as channel:
@@ -137,9 +147,11 @@ def test_crl_going_stale_while_running_fails_closed_until_a_fresh_one_is_install
         _register(running.port, keys, "artist_a")
         clock.now += 31 * 86400
         with caplog.at_level(logging.ERROR, logger="fedstyle_secure.transport.auth"):
-            for call in (lambda: _register(running.port, keys, "artist_b"),
-                         lambda: query(f"127.0.0.1:{running.port}", buyer_tls_pem(keys, "buyer_x"), b"x"),
-                         lambda: _get_status(running.port, keys, "artist_a")):
+            for call in (
+                lambda: _register(running.port, keys, "artist_b"),
+                lambda: query(f"127.0.0.1:{running.port}", buyer_tls_pem(keys, "buyer_x"), b"x"),
+                lambda: _get_status(running.port, keys, "artist_a"),
+            ):
                 code, details = _status(call)
                 assert code == grpc.StatusCode.PERMISSION_DENIED
                 assert "revocation list" in details and "stale since" in details

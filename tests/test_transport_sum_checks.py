@@ -36,8 +36,11 @@ F = STYLE_FEATURE_DIM  # the set-up round's feature width in the server's plan
 
 def _moments(value: float = 0.5, clients: float = 1.0, width: int = F) -> dict[str, np.ndarray]:
     # each artist's features: mean ``value``, std 0.5
-    return {"clients": np.array([clients]), "feature_mean": np.full(width, value),
-            "feature_sq_mean": np.full(F, value * value + 0.25)}
+    return {
+        "clients": np.array([clients]),
+        "feature_mean": np.full(width, value),
+        "feature_sq_mean": np.full(F, value * value + 0.25),
+    }
 
 
 class Clock:
@@ -59,8 +62,9 @@ class Served:
     def __init__(self, keys: Path, tmp_path: Path, secure_mode: str, quorum: int) -> None:
         self.keys, self.clock = keys, Clock()
         schedule = Schedule(rounds=1, quorum=quorum, phase_seconds=60, secure_mode=secure_mode)
-        self.config = ServerConfig(keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0",
-                                   schedule=schedule)
+        self.config = ServerConfig(
+            keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0", schedule=schedule
+        )
         self.running = start_server(self.config, load_server_keys(keys), clock=self.clock)
         self.channels: list[grpc.Channel] = []
         self.sessions = {artist: self._register(artist) for artist in ARTISTS}
@@ -134,8 +138,11 @@ def test_a_short_feature_mean_uploaded_first_is_refused_alone_and_the_honest_art
 @pytest.mark.parametrize("served", [("none", 2)], indirect=True)
 def test_clients_minus_two_in_plain_setup_is_refused_alone_and_nothing_is_stored(served):
     sessions = served.sessions
-    _refused(lambda: _upload(sessions["artist_a"], _moments(clients=-2.0)), grpc.StatusCode.INVALID_ARGUMENT,
-             "'clients' sums to -2, but 1 artist(s) contributed")
+    _refused(
+        lambda: _upload(sessions["artist_a"], _moments(clients=-2.0)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "'clients' sums to -2, but 1 artist(s) contributed",
+    )
     _nothing_persisted_or_broadcast(served)
     served.restart()  # the refused upload left no trace a restart could resume from
     assert (served.coordinator.plan().round_id, served.coordinator.plan().phase.value) == (0, "contribute")

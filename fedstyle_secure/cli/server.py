@@ -42,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_format, getattr(args, "verbose", False))
     config = load_server_config(args.config)
     running = start_server(config, load_server_keys(config.keys))
-    log.info("serving fedstyle.v1", extra={"listen": config.listen, "port": running.port, "roster": list(running.servicer.coordinator.roster)})
+    log.info(
+        "serving fedstyle.v1",
+        extra={"listen": config.listen, "port": running.port, "roster": list(running.servicer.coordinator.roster)},
+    )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -28,7 +28,9 @@ def make_cell_runner(args: argparse.Namespace) -> CellRunner:
     data = federation_from_args(args, progress=False)
 
     def run_cell(spec: CellSpec) -> CellResult:
-        config = replace(simulation_config_from_args(args, spec.algorithm), seed=spec.seed, dp=dp_by_epsilon[spec.epsilon])
+        config = replace(
+            simulation_config_from_args(args, spec.algorithm), seed=spec.seed, dp=dp_by_epsilon[spec.epsilon]
+        )
         result = run_simulation(config, data)
         spent = {a: info.get("epsilon_spent") for a, info in result.privacy.items()}
         extra = {"wall_time_s": result.wall_time_s, "epsilon_spent": spent, "retired": dict(result.state.retired)}

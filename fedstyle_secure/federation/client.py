@@ -35,7 +35,11 @@ def model_shape(model: nn.Module, private_layers: str | None) -> ModelShape:
 
 
 def federation_shape(
-    spec: AlgorithmSpec, model: nn.Module, feature_dim: int, public_count: int, embedding_dim: int,
+    spec: AlgorithmSpec,
+    model: nn.Module,
+    feature_dim: int,
+    public_count: int,
+    embedding_dim: int,
     private_layers: str | None,
 ) -> FederationShape:
     """The round layouts' inputs (see :func:`~.round_layout.round_layout`) for ``model``."""
@@ -118,8 +122,12 @@ class StyleClient:
         """What this client's round contributions look like under the federation's plan (its DP
         plan's ``private_layers`` say which parameters are trained)."""
         return federation_shape(
-            self.spec, self.model, int(np.prod(self.data.bank.input_shape)), len(self.public_inputs),
-            self.model.out_dim, self.dp.private_layers if self.dp is not None else None,
+            self.spec,
+            self.model,
+            int(np.prod(self.data.bank.input_shape)),
+            len(self.public_inputs),
+            self.model.out_dim,
+            self.dp.private_layers if self.dp is not None else None,
         )
 
     def feature_moments(self) -> dict[str, np.ndarray]:

@@ -24,7 +24,9 @@ def training_release_rounds(spec: AlgorithmSpec, refreshes: frozenset[int]) -> f
     return frozenset(refreshes) if spec.uses_prototypes else frozenset()
 
 
-def plan_participation(dp: DpConfig, n_train: int, local: LocalConfig, rounds: int, release_rounds: frozenset[int]) -> DpPlan:
+def plan_participation(
+    dp: DpConfig, n_train: int, local: LocalConfig, rounds: int, release_rounds: frozenset[int]
+) -> DpPlan:
     """The calibrated mechanisms of an artist with ``n_train`` artworks over ``rounds`` rounds:
     DP-SGD every round, a Gaussian prototype release in each of ``release_rounds`` and the final
     publication, together spending ``dp.epsilon`` at the plan's delta.  Raises PrivacyError

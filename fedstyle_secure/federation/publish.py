@@ -18,5 +18,7 @@ def index_from_result(result: SimulationResult, config: SimulationConfig, data: 
             "to build an index with; use fedstyle, fedavg, fedprox or central"
         )
     train = data.split.train
-    protos, _ = prototypes_from(embed(result.global_model, data.bank.originals(train)), data.labels[train], len(data.artists))
+    protos, _ = prototypes_from(
+        embed(result.global_model, data.bank.originals(train)), data.labels[train], len(data.artists)
+    )
     return build_index(result.global_model, config.encoder, data.artists, protos)

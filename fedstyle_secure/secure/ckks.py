@@ -39,8 +39,8 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import tenseal as ts
@@ -211,7 +211,12 @@ class CkksContext:
             },
             sort_keys=True,
         ).encode()
-        return CONTEXT_MAGIC + pack_u32(len(header)) + header + self._serialize_tenseal(with_secret_key=self.has_secret_key)
+        return (
+            CONTEXT_MAGIC
+            + pack_u32(len(header))
+            + header
+            + self._serialize_tenseal(with_secret_key=self.has_secret_key)
+        )
 
     @classmethod
     def load(cls, data: bytes, *, what: str = "CKKS context") -> CkksContext:
@@ -316,7 +321,12 @@ class EncryptedVector:
 
     @classmethod
     def load(
-        cls, context: CkksContext, data: bytes, *, length: int | None = None, what: str = "ciphertext",
+        cls,
+        context: CkksContext,
+        data: bytes,
+        *,
+        length: int | None = None,
+        what: str = "ciphertext",
         fresh: bool = False,
     ) -> EncryptedVector:
         """Parse a serialised vector, rejecting other contexts, wrong lengths and corrupt chunks; with
@@ -333,7 +343,10 @@ class EncryptedVector:
         bounds = chunk_bounds(declared, context.params.slots)
         if reader.u32() != len(bounds):
             raise SecureAggregationError(f"{what}: chunk count does not match length {declared}")
-        chunks = [_load_chunk(context, reader.take(reader.u32()), stop - start, f"{what} chunk {i}") for i, (start, stop) in enumerate(bounds)]
+        chunks = [
+            _load_chunk(context, reader.take(reader.u32()), stop - start, f"{what} chunk {i}")
+            for i, (start, stop) in enumerate(bounds)
+        ]
         reader.finish()
         if fresh:
             top = context.fresh_parms_id
@@ -404,7 +417,10 @@ def encrypt(context: CkksContext, vector: np.ndarray) -> EncryptedVector:
         raise SecureAggregationError(f"CKKS encrypts 1-D vectors, got shape {values.shape}")
     if not np.all(np.isfinite(values)):
         raise SecureAggregationError("CKKS input contains NaN or infinite values")
-    chunks = [ts.ckks_vector(context.tenseal, values[start:stop]) for start, stop in chunk_bounds(values.size, context.params.slots)]
+    chunks = [
+        ts.ckks_vector(context.tenseal, values[start:stop])
+        for start, stop in chunk_bounds(values.size, context.params.slots)
+    ]
     return EncryptedVector(context, chunks, values.size)
 
 
@@ -439,7 +455,9 @@ def released_plaintext(vector: EncryptedVector, noise: NoiseSource) -> np.ndarra
 def require_public(context: CkksContext) -> CkksContext:
     """Refuse a server-side context that holds the secret key (fail closed)."""
     if context.has_secret_key:
-        raise SecureAggregationError("the server's CKKS context holds the secret key; give the server only the public context")
+        raise SecureAggregationError(
+            "the server's CKKS context holds the secret key; give the server only the public context"
+        )
     return context
 
 

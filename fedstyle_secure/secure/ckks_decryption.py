@@ -76,8 +76,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -307,7 +308,9 @@ class DecryptionGuard:
         self._enter(at)
         if self._commitment is not None and self._commitment != (at.attempt, digest):
             where = "this attempt" if self._commitment[0] == at.attempt else f"attempt {self._commitment[0]}"
-            raise SecureAggregationError(f"{at}: I already committed to decrypting another set in {where} of this round")
+            raise SecureAggregationError(
+                f"{at}: I already committed to decrypting another set in {where} of this round"
+            )
         self._commitment = (at.attempt, digest)
 
 

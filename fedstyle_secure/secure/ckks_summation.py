@@ -20,14 +20,14 @@ CKKS needs no recovery step: the sum is over whatever arrived.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
-from fedstyle_secure.secure.api import AggregationResult, DropoutSchedule
 from fedstyle_secure.privacy.noise import CsprngNoise
+from fedstyle_secure.secure.api import AggregationResult, DropoutSchedule
 from fedstyle_secure.secure.ckks import (
     CkksContext,
     CkksParams,

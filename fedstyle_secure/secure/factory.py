@@ -16,7 +16,8 @@ An option that the mode does not understand is an error, never silently ignored.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.secure.api import SECURE_MODES, PlainSummation, SecureSummation

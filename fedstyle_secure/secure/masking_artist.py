@@ -16,7 +16,7 @@ artist reveals no share before the consistency checks of
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -148,8 +148,14 @@ class MaskingArtist:
         for advert in roster.adverts:
             if advert.sender != self.artist_id:
                 verify_advertisement(
-                    self._identity_publics[advert.sender], rid, digest, advert.sender,
-                    advert.enc_public, advert.mask_public, advert.contribution, advert.signature,
+                    self._identity_publics[advert.sender],
+                    rid,
+                    digest,
+                    advert.sender,
+                    advert.enc_public,
+                    advert.mask_public,
+                    advert.contribution,
+                    advert.signature,
                 )
         ordered = sorted(roster.adverts, key=lambda a: self.config.share_x[a.sender])
         entries = [(a.sender, a.enc_public, a.mask_public, a.contribution) for a in ordered]
@@ -277,8 +283,10 @@ class MaskingArtist:
         dropped = self._unique(list(request.dropped), "dropped list")
         both = survivors & dropped
         if both:
-            raise self._fail(f"refusing to unmask: {sorted(both)} listed as both survivor and dropped "
-                             "(revealing both masks would expose their inputs)")
+            raise self._fail(
+                f"refusing to unmask: {sorted(both)} listed as both survivor and dropped "
+                "(revealing both masks would expose their inputs)"
+            )
         if self.artist_id in dropped or self.artist_id not in survivors:
             raise self._fail(
                 "refusing to unmask: the request does not list me as a survivor, but I sent my masked input"

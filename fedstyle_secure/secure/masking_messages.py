@@ -33,8 +33,9 @@ kind, lengths, truncation and trailing bytes with :class:`SecureAggregationError
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Sequence, Union
+from typing import ClassVar, Union
 
 import numpy as np
 
@@ -134,7 +135,7 @@ class _Message:
         raise NotImplementedError
 
     @classmethod
-    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> "Message":
+    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> Message:
         """Build the message from its body; ``artist`` is its artist endpoint (sender or receiver)."""
         raise NotImplementedError
 
@@ -144,7 +145,7 @@ class _Message:
         return header + pack_optional_id(sender) + pack_optional_id(receiver) + self._body()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Message":
+    def from_bytes(cls, data: bytes) -> Message:
         message = parse_message(data)
         if not isinstance(message, cls):
             raise SecureAggregationError(f"expected a {cls.__name__} message, got {type(message).__name__}")
@@ -199,7 +200,7 @@ class AdvertiseKeys(_FromArtist):
         )
 
     @classmethod
-    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> "AdvertiseKeys":
+    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> AdvertiseKeys:
         enc_public, mask_public = reader.take(PUBLIC_KEY_BYTES), reader.take(PUBLIC_KEY_BYTES)
         contribution = reader.take(CONTRIBUTION_BYTES)
         return cls(round_id, artist, enc_public, mask_public, contribution, reader.take(SIGNATURE_BYTES))
@@ -222,7 +223,7 @@ class KeyRoster(_ToArtist):
         return _pack_count(self.adverts) + b"".join(pack_id(a.sender) + a._body() for a in self.adverts)
 
     @classmethod
-    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> "KeyRoster":
+    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> KeyRoster:
         adverts = tuple(AdvertiseKeys._parse_body(reader, round_id, reader.identifier()) for _ in range(reader.u16()))
         return cls(round_id, artist, adverts)
 
@@ -276,7 +277,7 @@ class MaskedInput(_FromArtist):
         return pack_u32(words.size) + words.tobytes()
 
     @classmethod
-    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> "MaskedInput":
+    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> MaskedInput:
         length = reader.u32()
         words = np.frombuffer(reader.take_view(4 * length), dtype="<u4").astype(np.uint32)
         return cls(round_id, artist, words)
@@ -297,7 +298,7 @@ class SurvivorSet(_ToArtist):
         return pack_u16(self.roster_size) + self.bitmap
 
     @classmethod
-    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> "SurvivorSet":
+    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> SurvivorSet:
         size = reader.u16()
         bitmap = reader.take((size + 7) // 8)
         check_bitmap(size, bitmap)
@@ -325,7 +326,7 @@ class SurvivorSignature(_FromArtist):
         return _pack_fixed(self.signature, SIGNATURE_BYTES, "signature")
 
     @classmethod
-    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> "SurvivorSignature":
+    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> SurvivorSignature:
         return cls(round_id, artist, reader.take(SIGNATURE_BYTES))
 
 
@@ -346,7 +347,7 @@ class UnmaskRequest(_ToArtist):
         return _pack_ids(self.survivors) + _pack_ids(self.dropped) + signatures
 
     @classmethod
-    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> "UnmaskRequest":
+    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> UnmaskRequest:
         return cls(round_id, artist, _read_ids(reader), _read_ids(reader), _read_entries(reader, SIGNATURE_BYTES))
 
 
@@ -366,19 +367,33 @@ class UnmaskResponse(_FromArtist):
         )
 
     @classmethod
-    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> "UnmaskResponse":
+    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> UnmaskResponse:
         return cls(round_id, artist, _read_entries(reader, SHARE_VALUE_BYTES), _read_entries(reader, SHARE_VALUE_BYTES))
 
 
 Message = Union[
-    AdvertiseKeys, KeyRoster, ShareKeys, ShareDelivery, MaskedInput, SurvivorSet, SurvivorSignature, UnmaskRequest,
+    AdvertiseKeys,
+    KeyRoster,
+    ShareKeys,
+    ShareDelivery,
+    MaskedInput,
+    SurvivorSet,
+    SurvivorSignature,
+    UnmaskRequest,
     UnmaskResponse,
 ]
 _BY_KIND: dict[int, type] = {
     cls.KIND: cls
     for cls in (
-        AdvertiseKeys, KeyRoster, ShareKeys, ShareDelivery, MaskedInput, SurvivorSet, SurvivorSignature,
-        UnmaskRequest, UnmaskResponse,
+        AdvertiseKeys,
+        KeyRoster,
+        ShareKeys,
+        ShareDelivery,
+        MaskedInput,
+        SurvivorSet,
+        SurvivorSignature,
+        UnmaskRequest,
+        UnmaskResponse,
     )
 }
 

@@ -14,8 +14,8 @@ the round (phase ``aborted``) when too few artists remain to ever unmask the sum
 
 from __future__ import annotations
 
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
-from typing import Callable, Container, Mapping
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -139,8 +139,14 @@ class MaskingServer:
             if message.sender not in self._identity_publics:
                 raise self._error(f"refusing AdvertiseKeys from {message.sender!r}: no identity public key")
             verify_advertisement(
-                self._identity_publics[message.sender], message.round_id, self.config.digest, message.sender,
-                message.enc_public, message.mask_public, message.contribution, message.signature,
+                self._identity_publics[message.sender],
+                message.round_id,
+                self.config.digest,
+                message.sender,
+                message.enc_public,
+                message.mask_public,
+                message.contribution,
+                message.signature,
             )
         self._adverts[message.sender] = message
 

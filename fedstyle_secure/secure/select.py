@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.secure.api import SECURE_MODES, PlainSummation, SecureSummation

@@ -38,11 +38,24 @@ from fedstyle_secure.transport.wire import pb
 log = logging.getLogger(__name__)
 # UNAUTHENTICATED: the server restarted (sessions are not persisted); ALREADY_EXISTS at
 # registration: our previous connection has not timed out yet.
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.ALREADY_EXISTS}
-SKIPPABLE = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.DEADLINE_EXCEEDED}
+RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.ALREADY_EXISTS,
+}
+SKIPPABLE = {
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+}
 
 
-def build_style_client(config: ClientConfig, artist_id: str, roster: tuple[str, ...], plan: pb.RoundPlan) -> StyleClient:
+def build_style_client(
+    config: ClientConfig, artist_id: str, roster: tuple[str, ...], plan: pb.RoundPlan
+) -> StyleClient:
     """The artist's StyleClient, built the way :func:`prepare_federation` builds a simulated one.
 
     Its DP draws come from a fresh :class:`CsprngNoise` keyed by this process's OS entropy, never from a
@@ -51,9 +64,13 @@ def build_style_client(config: ClientConfig, artist_id: str, roster: tuple[str, 
     artworks, _ = load_image_folder(config.data, min_artists=1)
     expected_public = f"generated:{DEFAULT_PUBLIC_IMAGES}:seed0"
     if plan.public_set.name != expected_public:
-        raise ConfigError(f"the server aligns on public set {plan.public_set.name!r}; this client has only {expected_public!r}")
+        raise ConfigError(
+            f"the server aligns on public set {plan.public_set.name!r}; this client has only {expected_public!r}"
+        )
     if len(artworks.artists) != 1:
-        raise ConfigError(f"client.data: {config.data} must hold exactly one artist's folder, found {list(artworks.artists)}")
+        raise ConfigError(
+            f"client.data: {config.data} must hold exactly one artist's folder, found {list(artworks.artists)}"
+        )
     cache = config.cache_dir or default_cache_dir()
     bank = build_input_bank(artworks.images, artworks.keys, DEFAULT_BACKBONE, DEFAULT_VIEWS, seed=0, cache_dir=cache)
     public = public_bank(cache)
@@ -62,9 +79,15 @@ def build_style_client(config: ClientConfig, artist_id: str, roster: tuple[str, 
     model = starting_model(spec, plan.embedding_dim, len(roster), plan.seed, plan.HasField("dp"), bank, public, cache)
     row = roster.index(artist_id)
     return StyleClient(  # rng: view / public-image choice only (public seed is fine); DP draws: the OS-keyed CSPRNG
-        client_id=artist_id, data=LocalData(bank=bank, labels=np.full(len(bank), row)), spec=spec, model=model,
-        config=LocalConfig(epochs=config.epochs, batch_size=config.batch_size), public_inputs=public.originals(),
-        n_artists=len(roster), rng=np.random.default_rng([plan.seed, row]), noise=CsprngNoise(),
+        client_id=artist_id,
+        data=LocalData(bank=bank, labels=np.full(len(bank), row)),
+        spec=spec,
+        model=model,
+        config=LocalConfig(epochs=config.epochs, batch_size=config.batch_size),
+        public_inputs=public.originals(),
+        n_artists=len(roster),
+        rng=np.random.default_rng([plan.seed, row]),
+        noise=CsprngNoise(),
     )
 
 
@@ -130,8 +153,10 @@ class ArtistRunner:
         kinds = {pb.ROUND_KIND_SETUP: "setup", pb.ROUND_KIND_TRAIN: "train", pb.ROUND_KIND_FINAL: "final"}
         layout = round_layout(self.client.spec, self.client.shape(), kinds[plan.kind])
         if layout is None:
-            raise TransportError(f"round {plan.round_id}: algorithm {plan.algorithm!r} sums nothing, "
-                                 "yet the server asks for a contribution")
+            raise TransportError(
+                f"round {plan.round_id}: algorithm {plan.algorithm!r} sums nothing, "
+                "yet the server asks for a contribution"
+            )
         return pack_as(self._local_arrays(session, plan), layout), layout
 
     def _local_arrays(self, session: ArtistSession, plan: pb.RoundPlan) -> dict[str, np.ndarray]:
@@ -188,9 +213,18 @@ def run_artist(config: ClientConfig, keys: ArtistKeys, stop: threading.Event | N
     failing_since: float | None = None
     while not stop.is_set():
         try:
-            with open_channel(config.server, keys.tls_pem(), server_name=config.server_name, max_message_bytes=config.max_message_bytes) as channel:
+            with open_channel(
+                config.server,
+                keys.tls_pem(),
+                server_name=config.server_name,
+                max_message_bytes=config.max_message_bytes,
+            ) as channel:
                 session = ArtistSession.register(channel, keys)
-                delay, runner.done, failing_since = config.reconnect_initial_seconds, (0, ""), None  # re-read the (maybe restarted) server's plan
+                delay, runner.done, failing_since = (
+                    config.reconnect_initial_seconds,
+                    (0, ""),
+                    None,
+                )  # re-read the (maybe restarted) server's plan
                 plan = runner.run_session(session, stop)
             if plan.failure:
                 raise TransportError(f"the server stopped the run: {plan.failure}")
@@ -201,7 +235,9 @@ def run_artist(config: ClientConfig, keys: ArtistKeys, stop: threading.Event | N
                 raise TransportError(f"{keys.artist_id}: server refused: {exc.code().name}: {exc.details()}") from exc
             failing_since = failing_since if failing_since is not None else time.monotonic()
             if time.monotonic() - failing_since > config.give_up_seconds:
-                raise TransportError(f"{keys.artist_id}: server unreachable for {config.give_up_seconds:g} s (client.give_up_seconds); last error {exc.code().name}: {exc.details()}") from exc
+                raise TransportError(
+                    f"{keys.artist_id}: server unreachable for {config.give_up_seconds:g} s (client.give_up_seconds); last error {exc.code().name}: {exc.details()}"
+                ) from exc
             log.warning("connection problem (%s: %s); retrying in %.1f s", exc.code().name, exc.details(), delay)
         stop.wait(delay)
         delay = min(delay * 2, config.reconnect_max_seconds)

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -163,7 +163,9 @@ class CkksClient:
 
 
 def ckks_client(
-    keys: ArtistKeys, state_dir: Path | None, min_quorum: int = DEFAULT_MIN_QUORUM,
+    keys: ArtistKeys,
+    state_dir: Path | None,
+    min_quorum: int = DEFAULT_MIN_QUORUM,
     clock: Callable[[], float] = time.time,
 ) -> CkksClient:
     """The artist process's CKKS client; with a ``state_dir`` its decryption guard survives restarts."""

@@ -34,13 +34,24 @@ def public_bank(cache_dir: Path) -> InputBank:
 
 
 def starting_model(
-    spec: AlgorithmSpec, embedding_dim: int, n_artists: int, seed: int, private: bool,
-    bank: InputBank, public: InputBank, cache_dir: Path,
+    spec: AlgorithmSpec,
+    embedding_dim: int,
+    n_artists: int,
+    seed: int,
+    private: bool,
+    bank: InputBank,
+    public: InputBank,
+    cache_dir: Path,
 ) -> StyleModel:
     """:func:`make_initial_model` as every party of the federation calls it (public warm start under DP)."""
     return make_initial_model(
-        EncoderConfig(embedding_dim=embedding_dim), bank, public, n_artists if spec.needs_classifier else None,
-        seed=seed, pretrain_steps=default_pretrain_steps(private), cache=warm_start_cache(cache_dir),
+        EncoderConfig(embedding_dim=embedding_dim),
+        bank,
+        public,
+        n_artists if spec.needs_classifier else None,
+        seed=seed,
+        pretrain_steps=default_pretrain_steps(private),
+        cache=warm_start_cache(cache_dir),
     )
 
 

@@ -26,20 +26,20 @@ warning, exactly like a dropout; they never crash it, and nothing was revealed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.federation.packing import Layout
+from fedstyle_secure.secure.keystore import ArtistKeys
 from fedstyle_secure.secure.masking import MaskingArtist, Phase
 from fedstyle_secure.secure.masking_graph import default_degree
-from fedstyle_secure.secure.secagg import DEFAULT_THRESHOLD
-from fedstyle_secure.secure.keystore import ArtistKeys
 from fedstyle_secure.secure.masking_messages import parse_message
+from fedstyle_secure.secure.secagg import DEFAULT_THRESHOLD
 from fedstyle_secure.transport.artist_state import MaskingJournal
 from fedstyle_secure.transport.channel import ArtistSession
 from fedstyle_secure.transport.masking_session import FETCH_NAMES, MaskingParams, check_session_id, round_config
@@ -52,7 +52,9 @@ Send = Callable[[ArtistSession], object]
 def params_from_plan(plan: pb.RoundPlan) -> MaskingParams:
     """The masking parameters a plan announces (SecureAggregationError if it announces none)."""
     if not plan.HasField("masking"):
-        raise SecureAggregationError(f"round {plan.round_id} phase {plan.phase!r}: the plan carries no masking parameters")
+        raise SecureAggregationError(
+            f"round {plan.round_id} phase {plan.phase!r}: the plan carries no masking parameters"
+        )
     return MaskingParams(plan.masking.session_id, plan.masking.threshold, plan.masking.degree)
 
 
@@ -79,7 +81,9 @@ class MaskingClient:
     _vectors: dict[int, tuple[np.ndarray, Layout]] = field(default_factory=dict)
     _current: _Session | None = None
 
-    def contribution(self, round_id: int, pack_once: Callable[[], tuple[np.ndarray, Layout]]) -> tuple[np.ndarray, Layout]:
+    def contribution(
+        self, round_id: int, pack_once: Callable[[], tuple[np.ndarray, Layout]]
+    ) -> tuple[np.ndarray, Layout]:
         """The round's packed vector: computed once by ``pack_once``, reused by retried sessions."""
         if round_id not in self._vectors:
             self._vectors = {round_id: pack_once()}  # only the current round's is kept
@@ -90,12 +94,16 @@ class MaskingClient:
         params = params_from_plan(plan)
         journaled = self.journal is not None and self.journal.answered(plan.round_id)
         if plan.round_id in self._unmasked_rounds or journaled:
-            raise SecureAggregationError(f"round {plan.round_id}: I already answered an unmasking request of this round; not joining another session")
+            raise SecureAggregationError(
+                f"round {plan.round_id}: I already answered an unmasking request of this round; not joining another session"
+            )
         check_session_id(params.session_id, plan.round_id, self._used)
         self._check_parameters(plan, params)
         value_range = (plan.value_low, plan.value_high)
         config = round_config(plan.secure_mode, list(plan.participants), value_range, params, int(vector.size))
-        config.codec.check_in_range(np.asarray(vector, dtype=np.float64), owner=f"round {plan.round_id} contribution of {self.artist_id}")
+        config.codec.check_in_range(
+            np.asarray(vector, dtype=np.float64), owner=f"round {plan.round_id} contribution of {self.artist_id}"
+        )
         machine = MaskingArtist(config, self.artist_id, self.identity_key, self.identity_publics)
         message = machine.advertise_keys().to_bytes()
         self._used.add(params.session_id)
@@ -107,23 +115,29 @@ class MaskingClient:
         and lowering them shrinks how many colluding share holders the round tolerates (``t > (m + c) / 2``
         with ``m = degree + 1`` holders), so the floors come from the artist's own configuration."""
         if params.threshold < self.min_threshold - 1e-12:
-            raise SecureAggregationError(f"round {plan.round_id}: the plan's masking threshold {params.threshold:.4g} "
-                                         f"is below my floor {self.min_threshold:.4g} (client.min_masking_threshold)")
+            raise SecureAggregationError(
+                f"round {plan.round_id}: the plan's masking threshold {params.threshold:.4g} "
+                f"is below my floor {self.min_threshold:.4g} (client.min_masking_threshold)"
+            )
         n = len(plan.participants)
         if plan.secure_mode != "secagg+" or self.min_degree is None or n < 2:
             return
         floor = min(self.min_degree or default_degree(n), n - 1)
         degree = min(params.degree or default_degree(n), n - 1)
         if degree < floor:
-            raise SecureAggregationError(f"round {plan.round_id}: the plan's SecAgg+ degree {degree} is below my floor "
-                                         f"{floor} for {n} participants (client.min_masking_degree)")
+            raise SecureAggregationError(
+                f"round {plan.round_id}: the plan's SecAgg+ degree {degree} is below my floor "
+                f"{floor} for {n} participants (client.min_masking_degree)"
+            )
 
     def respond(self, plan: pb.RoundPlan, server_message: bytes) -> bytes:
         """The reply to the server's message of phase share / masked_input / consistency / unmask."""
         current = self._current
         params = params_from_plan(plan)
         if current is None or (current.round_id, current.session_id) != (plan.round_id, params.session_id):
-            raise SecureAggregationError(f"round {plan.round_id}: I did not advertise keys in masking session {params.session_id:#x}")
+            raise SecureAggregationError(
+                f"round {plan.round_id}: I did not advertise keys in masking session {params.session_id:#x}"
+            )
         message = parse_message(server_message)
         if plan.phase == Phase.SHARE.value:
             return current.machine.share_keys(message).to_bytes()  # type: ignore[arg-type]
@@ -148,11 +162,22 @@ def masking_client(
     there (so a restart does not forget them); it refuses plans below its threshold and degree floors
     (``client.min_masking_threshold`` / ``client.min_masking_degree``, 0 = the default degree)."""
     journal = None if state_dir is None else MaskingJournal(state_dir)
-    return MaskingClient(keys.artist_id, keys.identity_key, keys.identity_public_keys, journal=journal,
-                         min_threshold=min_threshold, min_degree=min_degree)
+    return MaskingClient(
+        keys.artist_id,
+        keys.identity_key,
+        keys.identity_public_keys,
+        journal=journal,
+        min_threshold=min_threshold,
+        min_degree=min_degree,
+    )
 
 
-def masking_step(client: MaskingClient, session: ArtistSession, plan: pb.RoundPlan, pack_once: Callable[[], tuple[np.ndarray, Layout]]) -> Send:
+def masking_step(
+    client: MaskingClient,
+    session: ArtistSession,
+    plan: pb.RoundPlan,
+    pack_once: Callable[[], tuple[np.ndarray, Layout]],
+) -> Send:
     """Do this artist's part of the plan's masking phase; return how to send it (resendable).
 
     ``pack_once`` trains locally and packs the round's contribution (called at most once per

@@ -27,8 +27,8 @@ Threat-model notes:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from fedstyle_secure.errors import SecureAggregationError
 from fedstyle_secure.secure.masking_config import MASKING_MODES, Phase, RoundConfig
@@ -63,7 +63,9 @@ def check_session_id(session: int, round_id: int, used: set[int]) -> None:
     if session >> TAG_BITS != round_id:
         raise SecureAggregationError(f"masking session {session:#x} does not belong to round {round_id}")
     if session in used:
-        raise SecureAggregationError(f"masking session {session:#x} was already used; refusing to advertise keys twice under one id")
+        raise SecureAggregationError(
+            f"masking session {session:#x} was already used; refusing to advertise keys twice under one id"
+        )
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,9 @@ class MaskingParams:
     degree: int
 
 
-def round_config(mode: str, participants: Sequence[str], value_range: tuple[float, float], params: MaskingParams, vector_length: int) -> RoundConfig:
+def round_config(
+    mode: str, participants: Sequence[str], value_range: tuple[float, float], params: MaskingParams, vector_length: int
+) -> RoundConfig:
     """The session's :class:`RoundConfig`: codec over ``value_range`` for ``len(participants)``
     inputs, exactly as the simulator's ``summation_factory`` builds it."""
     options: dict[str, object] = {"clip_range": value_range, "threshold": params.threshold}

@@ -25,7 +25,9 @@ def index_from_run(coordinator: Coordinator, embedding_dim: int, cache_dir: Path
     if state.params is None or not spec.averages_parameters:
         raise ConfigError(f"algorithm {spec.name!r} keeps no global model; there is no server-side index to publish")
     images = load_public_images(None)
-    public = build_input_bank(images, [content_key(p) for p in images], DEFAULT_BACKBONE, 0, cache_dir=cache_dir or default_cache_dir())
+    public = build_input_bank(
+        images, [content_key(p) for p in images], DEFAULT_BACKBONE, 0, cache_dir=cache_dir or default_cache_dir()
+    )
     config = EncoderConfig(embedding_dim=embedding_dim)
     model = make_model(config, public, public, len(coordinator.roster) if spec.needs_classifier else None)
     set_flat_params(model, state.params)
