@@ -7,17 +7,22 @@ import pytest
 import tenseal as ts
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
+from fedstyle_secure.privacy.noise import CsprngNoise
 from fedstyle_secure.secure.api import DropoutSchedule, PlainSummation
 from fedstyle_secure.secure.ckks.primitives import (
     CkksAggregator,
     CkksContext,
     CkksParams,
+    CkksSum,
     EncryptedVector,
     chunk_bounds,
+    decryption_flood_std,
     encrypt,
+    released_plaintext,
 )
 from fedstyle_secure.secure.ckks.summation import CkksSummation
 from fedstyle_secure.secure.factory import make_summation
+from tests.ckks_key_recovery import decrypt_first_chunk, recover_key
 
 
 @pytest.fixture(scope="module")
@@ -241,3 +246,34 @@ def test_adding_ciphertexts_of_different_levels_is_refused_before_anything_chang
     with pytest.raises(SecureAggregationError, match="chunk 0: \\(level, scale, polynomials\\)"):
         total.add_(lower)
     assert np.allclose(total.decrypt(), 1.0, atol=1e-6)  # TenSEAL would otherwise have switched it down and added
+
+
+# --------------------------------------------------------------------------- key recovery from a decryption
+
+
+def test_exact_decryption_gives_the_server_the_key_and_the_released_one_does_not(context: CkksContext) -> None:
+    """Li & Micciancio's passive attack: the server adds the two contributions itself (public context)
+    and solves for the shared secret key from the decrypted slots of that sum.  From the exact
+    decryption it then reads the target's own vector; from what a decryptor releases it gets noise."""
+    length = 2 * context.params.slots  # two full ciphertexts of decrypted slots
+    rng = np.random.default_rng(3)
+    target, other = rng.uniform(-8, 8, length), rng.uniform(-8, 8, length)
+    payloads = [encrypt(context, x).serialize() for x in (target, other)]
+    server = CkksAggregator(context.public(), length)
+    for payload in payloads:
+        server.add(payload, what="contribution")
+    total, params = server.result(), context.params
+    target_ciphertext = EncryptedVector.load(context.public(), payloads[0])
+
+    committee = CkksSum(context, length)
+    for payload in payloads:
+        committee.add(payload, what="contribution")
+    exact = committee.result().decrypt()
+    read = decrypt_first_chunk(params, recover_key(params, total, exact), target_ciphertext)
+    np.testing.assert_allclose(read, target[: params.slots], atol=1e-6)  # the attack works on exact slots
+
+    released = released_plaintext(committee.result(), CsprngNoise())
+    np.testing.assert_allclose(released, target + other, atol=1e-6)  # still the sum, to the sum checks' 1e-6
+    assert 1e-9 < decryption_flood_std(params) < 1e-7
+    read = decrypt_first_chunk(params, recover_key(params, total, released), target_ciphertext)
+    assert np.median(np.abs(read - target[: params.slots])) > 1e3  # the recovered "key" decrypts nothing

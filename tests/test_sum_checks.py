@@ -222,3 +222,46 @@ def test_under_dp_only_the_privately_trained_slice_is_contributed(tiny_federatio
     np.testing.assert_array_equal(final[~trained], initial[~trained])  # untouched: the warm start, bit for bit
     assert not np.array_equal(final[trained], initial[trained])
     assert shape.param_count > 10 * shape.trained_count
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open hole: no per-contribution range check inside a secure sum (needs range "
+    "proofs); one artist sets the averaged model wherever [n lo, n hi] / n allows",
+)
+def test_one_artist_out_of_range_inside_a_masked_sum_is_refused():
+    """A malicious artist adds ``delta`` to its masked input words (its own codec would refuse the
+    value; nobody else sees it).  The sum checks bound only the sum, so with n = 3 one artist moves
+    the averaged trained parameter 0 to CONTRIBUTION_RANGE's edge whatever the two honest ones sent:
+    a shift of up to n (hi - lo) on the sum, not (hi - lo) as for an in-range contribution."""
+    from fedstyle_secure.secure.masking.messages import MaskedInput
+    from fedstyle_secure.secure.masking.summation import InProcessRound, MaskedSummation
+
+    rng = np.random.default_rng(5)
+    honest = {a: _honest_train(rng) for a in ("alice", "bob")}
+    mallory = client_contribution(FEDSTYLE, np.zeros(4), CLIENT_WEIGHT, _unit_rows(rng, 4, 3))
+    contributions = {**honest, "mallory": mallory}
+    layout = round_layout(FEDSTYLE, SHAPE, "train")
+    vectors = {a: pack_as(c, layout) for a, c in contributions.items()}
+    summation = MaskedSummation("secagg", clip_range=CONTRIBUTION_RANGE, max_clients=3)
+    server, artists = summation.prepare(sorted(vectors), round_id=1, vector_length=layout.size)
+    hi = CONTRIBUTION_RANGE[1]
+    start = dict((name, i) for i, (name, _) in enumerate(layout.fields))
+    offset = sum(int(np.prod(shape)) for name, shape in layout.fields[: start["weighted_params"]])
+    delta = np.zeros(layout.size)
+    delta[offset] = 3 * hi - sum(c["weighted_params"][0] for c in honest.values())  # mallory's own entry: 0 + delta
+    assert abs(delta[offset]) > CONTRIBUTION_RANGE[1] - CONTRIBUTION_RANGE[0]  # far outside what it may send
+
+    def tamper(message):
+        if isinstance(message, MaskedInput) and message.sender == "mallory":
+            shift = np.rint(delta * summation.codec.scale).astype(np.int64).astype(np.uint32)
+            return (MaskedInput(message.round_id, message.sender, message.words + shift),)
+        return (message,)
+
+    outcome = InProcessRound(server, artists, intercept=tamper).run(vectors, {}).outcome
+    sums = unpack(outcome.total, layout)
+    tolerance = decode_tolerance(CONTRIBUTION_RANGE, 3, 3)
+    state = initial_state(3, 3, np.zeros(SHAPE.model.param_count, dtype=np.float32))
+    with pytest.raises(InvalidSum):
+        new = checked_aggregate(FEDSTYLE, SHAPE, state, sums, 3, tolerance)
+        assert new.params[SHAPE.model.trained[0][0]] == pytest.approx(hi, abs=1e-5)  # mallory's choice, not refused

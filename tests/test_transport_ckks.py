@@ -1,7 +1,7 @@
 """CKKS over real gRPC + mutual TLS on loopback, real TenSEAL, real key files: a server that deviates
 from the protocol gets no plaintext, and a crafted ciphertext is refused without touching the sum.
 
-The artists are the real :class:`~fedstyle_secure.transport.artist.ArtistRunner` (encryption,
+The artists are the real :class:`~fedstyle_secure.transport.artist.runner.ArtistRunner` (encryption,
 signatures, every check of the decrypt phase); only their model is a stand-in
 (:class:`FeatureMomentsOnly`: the set-up round's feature moments are fixed numbers).  The server
 is the real one; an attack replaces one of its coordinator's methods, since the server is the
@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedstyle_secure.federation.coordinator import Coordinator, Phase, Schedule
 from fedstyle_secure.federation.packing import pack
-from fedstyle_secure.federation.round_layout import FederationShape
+from fedstyle_secure.federation.round_layout import FederationShape, round_layout
 from fedstyle_secure.federation.strategy import algorithm_spec
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.secure.ckks.decryption import (
@@ -35,41 +35,44 @@ from fedstyle_secure.secure.ckks.decryption import (
     sign_commit,
     sign_contribution,
 )
-from fedstyle_secure.secure.ckks.primitives import CkksContext, CkksParams, EncryptedVector, encrypt
+from fedstyle_secure.secure.ckks.primitives import CkksAggregator, CkksContext, CkksParams, EncryptedVector, encrypt
 from fedstyle_secure.secure.keys.keystore import ArtistKeys, load_artist_keys, load_server_keys
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
-from fedstyle_secure.transport.artist.ckks import CkksClient
+from fedstyle_secure.transport.artist.ckks import CkksClient, ckks_client
 from fedstyle_secure.transport.artist.runner import ArtistRunner
 from fedstyle_secure.transport.config import ClientConfig, ServerConfig
 from fedstyle_secure.transport.loopback import write_fresh_keys
+from fedstyle_secure.transport.server import servicer as server_module
 from fedstyle_secure.transport.server.servicer import start_server
 from fedstyle_secure.transport.wire import pb
+from tests.ckks_key_recovery import decrypt_first_chunk, recover_key
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
 VALUES = {"artist_a": 1.0, "artist_b": 2.0, "artist_c": 4.0}
 
 
-F = STYLE_FEATURE_DIM  # the set-up round sums feature moments of this width (the server's plan)
-
-
-def _moments(value: float) -> dict[str, np.ndarray]:
-    return {"clients": np.array([1.0]), "feature_mean": np.full(F, value), "feature_sq_mean": np.full(F, value * value)}
+def _moments(value: float, width: int = STYLE_FEATURE_DIM) -> dict[str, np.ndarray]:
+    return {
+        "clients": np.array([1.0]),
+        "feature_mean": np.full(width, value),
+        "feature_sq_mean": np.full(width, value * value),
+    }
 
 
 class FeatureMomentsOnly:
     """Stands in for the artist's StyleClient (its model) in the set-up round: fixed feature moments,
-    in the set-up layout the server's plan prescribes (the frozen features' width)."""
+    packed in the layout of the server's plan (``shape``)."""
 
     spec = algorithm_spec("fedstyle")
 
-    def __init__(self, value: float) -> None:
-        self.value = value
+    def __init__(self, value: float, shape: FederationShape) -> None:
+        self.value, self._shape = value, shape
 
     def shape(self) -> FederationShape:
-        return FederationShape(feature_dim=F, embedding_dim=0, public_count=0, model=None)
+        return self._shape
 
     def feature_moments(self) -> dict[str, np.ndarray]:
-        return _moments(self.value)
+        return _moments(self.value, self._shape.feature_dim)
 
 
 class Clock:
@@ -106,7 +109,7 @@ class Federation:
             runner = ArtistRunner(
                 ClientConfig(keys=keys, data=tmp_path, artist=artist),
                 artist_keys,
-                client=FeatureMomentsOnly(VALUES[artist]),
+                client=FeatureMomentsOnly(VALUES[artist], self.coordinator.shape),
             )  # type: ignore[arg-type]
             runner.ckks = CkksClient(artist_keys, clock=self.clock)
             self.parties[artist] = Party(artist_keys, channel, ArtistSession.register(channel, artist_keys), runner)
@@ -370,6 +373,75 @@ def test_server_faking_an_abort_after_a_decryption_gets_no_second_sum(keys, tmp_
         assert f.coordinator.plan().phase is Phase.CONTRIBUTE  # still waiting: one signed contribution, quorum 2
         assert set(f.coordinator._collect.items) == set(ARTISTS) - {x, y}
         assert all("not contributing to another attempt" in f.refusal(a) for a in (x, y))
+    finally:
+        f.close()
+
+
+def test_committee_restarted_after_a_decryption_still_joins_no_retry(keys, tmp_path, monkeypatch):
+    """As above, but the two members' processes restart after attempt 0's decryption (same state_dir):
+    their guard comes back from it, so they still sit attempt 1 out and no second sum can be formed."""
+    f = Federation(keys, tmp_path, quorum=2)
+    try:
+        for artist, party in f.parties.items():
+            party.runner.ckks = ckks_client(party.keys, tmp_path / artist, clock=f.clock)
+        x, y = f.contribute()
+        f.turn_malicious()
+        monkeypatch.setattr(Coordinator, "decryption_committed", property(lambda c: len(f.commitments) == 2))
+        f.act((x, y))
+        assert set(f.stolen) == {x, y}  # attempt 0's sum of all three
+        f.clock.now += 61
+        f.running.servicer.tick()
+        assert f.coordinator.attempt == 1 and f.coordinator.plan().phase is Phase.CONTRIBUTE
+        for member in (x, y):  # new processes: nothing in memory, the same state_dir
+            party = f.parties[member]
+            config = ClientConfig(keys=keys, data=tmp_path, artist=member, state_dir=tmp_path / member)
+            party.runner = ArtistRunner(config, party.keys, client=party.runner.client)  # type: ignore[arg-type]
+            party.runner.ckks = ckks_client(party.keys, config.state_dir, clock=f.clock)
+        f.act(ARTISTS)
+        assert f.coordinator.plan().phase is Phase.CONTRIBUTE  # still waiting: one signed contribution, quorum 2
+        assert set(f.coordinator._collect.items) == set(ARTISTS) - {x, y}
+        assert all("not contributing to another attempt" in f.refusal(a) for a in (x, y))
+    finally:
+        f.close()
+
+
+def test_server_solving_for_the_key_from_the_committees_plaintext_reads_no_contribution(keys, tmp_path, monkeypatch):
+    """Li & Micciancio's passive attack on what an honest round gives the server: every ciphertext
+    and the committee's decrypted sum.  Exact decrypted slots of two full ciphertexts are linear
+    equations in the shared secret key (see tests/ckks_key_recovery.py, which shows the attack
+    working on an exact decryption); each member's upload is flooded, so the solved "key" decrypts
+    nothing -- here the contribution of the artist that is not on the committee."""
+    f = Federation(keys, tmp_path)
+    try:
+        c, params = f.coordinator, f.coordinator.ckks.params
+        wide = replace(c.shape, feature_dim=params.slots)  # the set-up round spans two full ciphertexts
+        layout = round_layout(c.spec, wide, "setup")
+        c.shape, c._layout = wide, layout
+        monkeypatch.setattr(server_module, "expected_layout", lambda *_: layout)  # upload limits follow
+        for party in f.parties.values():
+            party.runner.client._shape = wide  # type: ignore[union-attr]
+        committee = f.contribute()
+        payloads = {a: c._ckks_round.payload(a) for a in ARTISTS}  # type: ignore[union-attr]
+        released: dict[str, np.ndarray] = {}
+        honest_submit = c.submit_decrypted
+
+        def recorded(artist: str, round_id: int, payload: bytes, nonce: bytes, now: float) -> None:
+            released[artist] = np.frombuffer(payload, dtype="<f8")
+            honest_submit(artist, round_id, payload, nonce, now)
+
+        c.submit_decrypted = recorded  # type: ignore[method-assign]
+        f.act(ARTISTS)
+        assert sorted(released) == sorted(committee) and c.plan().round_id == 1  # an honest, completed round
+        np.testing.assert_allclose(c.standardisation[0], 7 / 3, rtol=1e-6)  # type: ignore[index]
+        total = CkksAggregator(c.ckks, layout.size)  # type: ignore[arg-type]
+        for artist in ARTISTS:
+            total.add(payloads[artist], what=artist)
+        target = next(a for a in ARTISTS if a not in committee)
+        truth = pack(_moments(VALUES[target], params.slots))[0][: params.slots]
+        ciphertext = EncryptedVector.load(c.ckks, payloads[target])  # type: ignore[arg-type]
+        for member, plaintext in released.items():
+            read = decrypt_first_chunk(params, recover_key(params, total.result(), plaintext), ciphertext)
+            assert np.median(np.abs(read - truth)) > 1e3, f"{member}'s upload gave away the key"
     finally:
         f.close()
 

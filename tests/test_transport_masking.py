@@ -42,7 +42,7 @@ from fedstyle_secure.secure.masking.messages import (
     parse_message,
 )
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
-from fedstyle_secure.transport.artist.masking import MaskingClient, masking_step
+from fedstyle_secure.transport.artist.masking import MaskingClient, masking_client, masking_step
 from fedstyle_secure.transport.config import ServerConfig
 from fedstyle_secure.transport.loopback import start_loopback, write_fresh_keys
 from fedstyle_secure.transport.server.servicer import start_server
@@ -562,7 +562,7 @@ def test_lying_server_over_grpc_gets_no_share_from_the_real_artists(three_keys, 
             channels.append(open_channel(f"127.0.0.1:{running.port}", artist_keys.tls_pem()))
             sessions[artist] = ArtistSession.register(channels[-1], artist_keys)
             clients[artist] = MaskingClient(artist, artist_keys.identity_key, artist_keys.identity_public_keys)
-        vectors = {a: _moments(float(i + 1)) for i, a in enumerate(roster)}
+        vectors = {a: _moments(float(i + 1), WIRE) for i, a in enumerate(roster)}
         for phase in ("advertise", "share", "masked_input", "consistency"):
             for artist in roster:
                 plan = _wait_for_phase(sessions[artist], phase)
@@ -586,6 +586,94 @@ def test_lying_server_over_grpc_gets_no_share_from_the_real_artists(three_keys, 
         retry = sessions[target].plan(0, "unmask", wait_seconds=10)
         assert (retry.phase, retry.attempt) == ("advertise", 1)
         assert "unmask" in coordinator.last_error
+    finally:
+        running.stop(0)
+        for channel in channels:
+            channel.close()
+
+
+def test_server_faking_an_abort_after_unmasking_gets_no_second_session_from_restarted_artists(
+    three_keys, tmp_path, monkeypatch
+):
+    """A server decodes round 0's sum, fakes an abort and retries the round: the artists that answered
+    the unmasking request refuse the retry -- and so do the same artists restarted from their
+    state_dir (a restarted DP artist resends its stored contribution, so two sums of one round would
+    give the server one artist's vector).  Real server, real masking clients over mutual TLS."""
+    roster, decoded = ARTISTS, []
+    honest_finish = MaskingRound.finish
+
+    def decode_then_fake_an_abort(self: MaskingRound):
+        decoded.append(honest_finish(self))
+        raise SecureAggregationError("faked abort after decoding")
+
+    monkeypatch.setattr(MaskingRound, "finish", decode_then_fake_an_abort)
+    schedule = Schedule(rounds=1, quorum=2, phase_seconds=60, masking_seconds=30, secure_mode="secagg", max_retries=2)
+    config = ServerConfig(keys=three_keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0", schedule=schedule)
+    running = start_server(config, load_server_keys(three_keys), clock=Clock())
+    channels = []
+    try:
+        sessions, keys = {}, {a: load_artist_keys(three_keys, a) for a in roster}
+        for artist in roster:
+            channels.append(open_channel(f"127.0.0.1:{running.port}", keys[artist].tls_pem()))
+            sessions[artist] = ArtistSession.register(channels[-1], keys[artist])
+        first = {a: masking_client(keys[a], tmp_path / a) for a in roster}
+        vectors = {a: pack(_moments(float(i + 1), WIRE)) for i, a in enumerate(roster)}
+
+        def take_part(clients: dict[str, MaskingClient], phase: str) -> None:
+            for artist, client in clients.items():
+                plan = _wait_for_phase(sessions[artist], phase)
+                masking_step(client, sessions[artist], plan, lambda a=artist: vectors[a])(sessions[artist])
+
+        for phase in ("advertise", "share", "masked_input", "consistency", "unmask"):
+            take_part(first, phase)
+        coordinator = running.servicer.coordinator
+        assert len(decoded) == 1 and decoded[0].contributors == roster  # the server has round 0's sum
+        retry = sessions["artist_a"].plan(0, "unmask", wait_seconds=10)
+        assert (retry.round_id, retry.phase, retry.attempt) == (0, "advertise", 1)
+        take_part(first, "advertise")  # the same processes remember
+        restarted = {a: masking_client(keys[a], tmp_path / a) for a in roster}  # new processes, same state_dir
+        take_part(restarted, "advertise")
+        plan = coordinator.plan()  # the retried session got no advertisement, so it never moved on
+        assert (plan.phase, plan.attempt, coordinator._collect.items) == (Phase.ADVERTISE, 1, {})
+        assert all(c._current is None for c in restarted.values())
+    finally:
+        running.stop(0)
+        for channel in channels:
+            channel.close()
+
+
+@pytest.mark.parametrize(
+    ("secure_mode", "lowered", "words"),
+    [
+        ("secagg", {"masking_threshold": 0.51}, "masking threshold 0.51 is below my floor 0.6667"),
+        ("secagg+", {"masking_degree": 2}, "SecAgg+ degree 2 is below my floor 4 for 5 participants"),
+    ],
+)
+def test_server_lowering_the_threshold_or_degree_gets_no_advertisement(
+    keys, tmp_path, secure_mode, lowered, words, caplog
+):
+    """The server announces the masking threshold and the SecAgg+ degree; lowered below the defaults
+    (t = 3 of 5 instead of 4; neighbourhoods of 3 instead of 5) a round tolerates fewer colluding
+    share holders.  Real artists' masking clients refuse to advertise keys under such a plan (their
+    floors come from their own config); one configured to accept it does, so the plan is otherwise fine."""
+    roster = ARTISTS + ("artist_d", "artist_e")
+    schedule = Schedule(rounds=1, quorum=5, phase_seconds=60, masking_seconds=30, secure_mode=secure_mode, **lowered)
+    config = ServerConfig(keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0", schedule=schedule)
+    running = start_server(config, load_server_keys(keys), clock=Clock())
+    channels = []
+    try:
+        for artist in roster:
+            artist_keys = load_artist_keys(keys, artist)
+            channels.append(open_channel(f"127.0.0.1:{running.port}", artist_keys.tls_pem()))
+            session = ArtistSession.register(channels[-1], artist_keys)
+            permissive = artist == "artist_e"
+            client = masking_client(artist_keys, None, 0.51, 2) if permissive else masking_client(artist_keys, None)
+            plan = _wait_for_phase(session, "advertise")
+            with caplog.at_level("WARNING"):
+                masking_step(client, session, plan, lambda: pack(_moments(1.0, WIRE)))(session)
+            assert (client._current is not None) == permissive
+        assert set(running.servicer.coordinator._collect.items) == {"artist_e"}
+        assert words in caplog.text
     finally:
         running.stop(0)
         for channel in channels:

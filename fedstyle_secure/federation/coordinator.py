@@ -2,7 +2,7 @@
 
 One :class:`Coordinator` drives a whole run with the *same* pure functions as the in-process
 simulator (:mod:`fedstyle_secure.federation.strategy`, :class:`~fedstyle_secure.secure.api.PlainSummation`,
-:class:`~fedstyle_secure.secure.ckks_decryption.ContributionCollector`).  The gRPC servicer only decodes calls,
+:class:`~fedstyle_secure.secure.ckks.decryption.ContributionCollector`).  The gRPC servicer only decodes calls,
 forwards them here and maps :mod:`.rejections` to status codes; time is passed in, so every
 deadline path is unit-testable.
 
@@ -15,7 +15,7 @@ see :mod:`fedstyle_secure.secure.ckks.decryption`).  With ``secagg``/``secagg+``
 step is the five phases of pairwise masking, ``advertise`` (local training, then signed keys;
 deadline ``phase_seconds``), ``share``, ``masked_input``, ``consistency`` (signed survivor sets)
 and ``unmask`` (deadline ``masking_seconds`` each), driven by
-:class:`~fedstyle_secure.transport.masking_rounds.MaskingRound`; the server learns only the sum.
+:class:`~fedstyle_secure.federation.masking_rounds.MaskingRound`; the server learns only the sum.
 Every round's layout (the names and shapes of the summed arrays) comes from the server's own
 plan (:func:`~fedstyle_secure.federation.round_layout.round_layout` of ``shape``), never from
 an upload; every decoded sum is checked against that plan

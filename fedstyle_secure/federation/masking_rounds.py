@@ -1,6 +1,6 @@
 """Server side of one pairwise-masking session over gRPC: wraps :class:`MaskingServer` (no I/O).
 
-The :class:`~fedstyle_secure.transport.coordinator.Coordinator` owns phases, deadlines, quorum,
+The :class:`~fedstyle_secure.federation.coordinator.Coordinator` owns phases, deadlines, quorum,
 nonces and retries; this driver only turns the uploaded bytes into protocol messages, checks
 they come from the authenticated artist and belong to this session, feeds them to the state
 machine, and keeps each artist's encoded server message of the current phase for

@@ -1,10 +1,10 @@
 """Public parameters of one pairwise-masking session over gRPC, shared by server and artists.
 
 With ``secure_mode`` ``secagg``/``secagg+`` the ``contribute`` step of a round becomes five
-phases (:data:`MASKING_PHASES`, named as in :class:`~fedstyle_secure.secure.masking_config.MaskingPhase`);
+phases (:data:`MASKING_PHASES`, named as in :class:`~fedstyle_secure.secure.masking.config.MaskingPhase`);
 in each the artist fetches the server's message of the phase (:data:`FETCH_NAMES`) and
 uploads its reply.  Both sides build the same
-:class:`~fedstyle_secure.secure.masking_config.RoundConfig` with :func:`round_config`, through
+:class:`~fedstyle_secure.secure.masking.config.RoundConfig` with :func:`round_config`, through
 the simulator's own summation factory (:func:`~fedstyle_secure.secure.factory.make_summation`),
 from public data only: the mode, the plan's participants and value range, the
 :class:`MaskingParams` announced in the plan, and the packed vector length.  No I/O here.

@@ -16,9 +16,12 @@ artist's contribution lies in.  What one artist adds:
   mean square is at least its squared mean: its variance is non-negative).
 
 Residual (not detectable from a sum): a malicious artist can still shift the sum anywhere these
-bounds allow -- by up to ``hi - lo`` per parameter entry, a full unit vector per public
-embedding, and any feature moments within ``FEATURE_MOMENT_RANGE`` -- it only cannot make the
-result impossible (a wrong count, a NaN, a negative variance, an infinite standardisation).
+bounds allow.  Under ``ckks``/``secagg``/``secagg+`` nobody sees its own entries, which may lie
+outside ``value_range`` (masked words or a ciphertext can encode any value), so one artist can put
+each summed entry anywhere in ``[n lo, n hi]`` (e.g. choose the averaged parameters outright); with
+``none`` its upload is checked alone and it shifts each entry by at most ``hi - lo``.  It only
+cannot make the result impossible (a wrong count, a NaN, a negative variance, an infinite
+standardisation).
 
 Decoded sums carry encoding error (fixed-point masking: ``n / (2 scale)`` per entry; CKKS: about
 1e-8), so every comparison allows :func:`decode_tolerance`.

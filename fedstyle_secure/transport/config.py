@@ -16,6 +16,7 @@ import tomllib
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.secure.ckks.decryption import DEFAULT_MIN_QUORUM
+from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
 from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.transport.dp_config import dp_schedule, pop_federation_dp, validate_client_budget
 
@@ -69,6 +70,8 @@ class ClientConfig:
     state_dir: Path | None = None  # durable state (model, ledger, last submission); required under DP
     reports_dir: Path | None = None  # signed epsilon reports; default <state_dir>/reports
     min_quorum: int = DEFAULT_MIN_QUORUM  # CKKS: never decrypt a sum of fewer contributors, whatever the server says
+    min_masking_threshold: float = DEFAULT_THRESHOLD  # masking: refuse a plan announcing a lower threshold fraction
+    min_masking_degree: int = 0  # secagg+: refuse a smaller degree than this (0: the default for the participant count)
 
 
 _TYPES: dict[str, type] = {
@@ -188,6 +191,8 @@ def load_client_config(path: Path) -> ClientConfig:
         "min_quorum",
     )
     _positive(config, positive, f"{path}: client")
+    if not 0.5 < config.min_masking_threshold <= 1.0 or config.min_masking_degree < 0:
+        raise ConfigError(f"{path}: client.min_masking_threshold must be in (0.5, 1], client.min_masking_degree >= 0")
     validate_client_budget(config.budget_epsilon, config.budget_delta, f"{path}: client")
     base = path.parent
     return dataclasses.replace(

@@ -22,7 +22,7 @@ Protocol of attempt ``a`` of round ``r`` (driven by ``federation/coordinator.py`
    included unchanged, every signature valid under the identity keys of ITS key bundle, itself on
    the committee); signs a commitment to the set digest (:func:`commit_statement`); downloads every
    ciphertext, checks it against the signed digest and against its own CKKS parameters, sums them
-   itself (:class:`~fedstyle_secure.secure.ckks.CkksSum`); waits until EVERY committee member has
+   itself (:class:`~fedstyle_secure.secure.ckks.primitives.CkksSum`); waits until EVERY committee member has
    signed a commitment to the same set digest (:func:`commitments_complete`); then decrypts its own
    sum and returns the plaintext.
 4. The server needs every committee member's plaintext and checks that they agree.
@@ -58,9 +58,10 @@ Threat model (CKKS mode; ``docs/secure_ckks_keys.md`` has the full table):
   it gets decrypted in a round -- across all its attempts -- isolates one artist.  It can always
   stall a round (denial of service).  **Not guaranteed**: combinations of two or more artists'
   vectors (e.g. the sum of the two committee members' vectors, from a faked abort and a retry
-  without them); artists whose process restarted mid-round (the guard lives in memory); and across
-  two runs with the same key set and round ids, a server can replay the first run's signed
-  contributions (use one key set per federation).
+  without them); artists whose process restarted mid-round without a ``client.state_dir`` (the
+  transport keeps the guard there, ``ckks-guard.sqlite``; otherwise it lives in memory); and
+  across two runs with the same key set and round ids, a server can replay the first run's
+  signed contributions (use one key set per federation).
 * **Server + one artist**, or **one curious committee member**: every artist holds the secret key,
   and a committee member downloads every contribution of the round to check the sum -- each of them
   decrypts.  With CKKS, individual vectors are confidential only against parties without the key;
@@ -77,6 +78,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -122,7 +124,7 @@ class SignedContribution:
 
 
 def payload_digest(payload: bytes) -> bytes:
-    """SHA-256 of a serialised :class:`~fedstyle_secure.secure.ckks.EncryptedVector` (32 bytes)."""
+    """SHA-256 of a serialised :class:`~fedstyle_secure.secure.ckks.primitives.EncryptedVector` (32 bytes)."""
     return hashlib.sha256(payload).digest()
 
 
@@ -252,7 +254,8 @@ def commitments_complete(
 
 @dataclass
 class DecryptionGuard:
-    """An artist's memory of its current round (in memory: a restarted process starts afresh).
+    """An artist's memory of its current round (kept across restarts by the transport's journal when
+    the artist has a ``state_dir``; otherwise in memory only).
 
     * attempts only go forward: nothing is signed or committed for an attempt older than one seen;
     * one commitment per attempt: a second, different set in the same attempt is refused;
@@ -267,6 +270,20 @@ class DecryptionGuard:
     _round: int = -1
     _latest: int = -1
     _commitment: tuple[int, bytes] | None = None  # (attempt, set digest)
+
+    def to_dict(self) -> dict[str, object]:
+        """The guard's memory as JSON-able data (to survive a restart, see ``CkksGuardJournal``)."""
+        commitment = None if self._commitment is None else [self._commitment[0], self._commitment[1].hex()]
+        return {"round": self._round, "latest": self._latest, "commitment": commitment}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> DecryptionGuard:
+        commitment: Any = data.get("commitment")
+        try:
+            restored = None if commitment is None else (int(commitment[0]), bytes.fromhex(str(commitment[1])))
+            return cls(int(data["round"]), int(data["latest"]), restored)  # type: ignore[call-overload]
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise SecureAggregationError(f"unreadable CKKS decryption guard {data!r}: {exc}") from exc
 
     def _enter(self, at: Attempt) -> None:
         if at.round_id < self._round:

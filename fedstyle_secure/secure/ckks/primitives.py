@@ -12,6 +12,10 @@ Roles and keys (threat model):
 * Since all artists share one key, any key holder that sees a ciphertext can decrypt it: a server
   colluding with one artist learns every vector, and so does a curious member of the decryption
   committee.  The masking path (``secagg``/``secagg+``) exists for that threat.
+* A decryption never leaves an artist exact: :func:`released_plaintext` adds flooding noise.  The
+  exact decoded slots of a ciphertext the server also holds give it ``c0 + c1 * s`` exactly, a
+  linear equation in the secret key ``s`` (Li & Micciancio, Eurocrypt 2021); two full ciphertexts'
+  worth of slots recover ``s`` and with it every artist's vector.
 * Whoever receives a ciphertext checks it against its OWN context before using it
   (:func:`check_fresh`: parameters, top level, scale, size) and :class:`CkksSum` adds atomically,
   so a crafted ciphertext is refused whole and never changes a sum.
@@ -42,6 +46,7 @@ import numpy as np
 import tenseal as ts
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
+from fedstyle_secure.privacy.noise import NoiseSource
 from fedstyle_secure.secure.binary import ByteReader, pack_u8, pack_u32
 
 VECTOR_MAGIC = b"FSCV"
@@ -418,6 +423,34 @@ def encrypt(context: CkksContext, vector: np.ndarray) -> EncryptedVector:
         for start, stop in chunk_bounds(values.size, context.params.slots)
     ]
     return EncryptedVector(context, chunks, values.size)
+
+
+#: Std of the flooding noise a decryptor adds, in units of the plaintext polynomial's coefficients
+#: (SEAL's fresh encryption error has std 3.2 per coefficient; a sum of n ciphertexts ~3.2 sqrt(n)).
+DECRYPTION_FLOOD_COEFFICIENT_STD = 2.0**8
+
+
+def decryption_flood_std(params: CkksParams) -> float:
+    """Std of the Gaussian noise added to every released slot value: iid slot noise of std
+    ``sigma`` is coefficient noise of std ``sigma * scale / sqrt(N)``, so this is
+    :data:`DECRYPTION_FLOOD_COEFFICIENT_STD` coefficients (2.1e-8 at the default N = 8192, scale 2^40;
+    the decrypted sum's own error is ~1e-8)."""
+    return DECRYPTION_FLOOD_COEFFICIENT_STD * math.sqrt(params.poly_modulus_degree) / 2.0**params.scale_bits
+
+
+def released_plaintext(vector: EncryptedVector, noise: NoiseSource) -> np.ndarray:
+    """The decryption of ``vector`` as it may leave the decryptor's process: every value plus
+    ``N(0, decryption_flood_std^2)`` noise from ``noise`` (a CSPRNG outside tests).
+
+    Threat model: whoever holds the ciphertext (the server, which relays every contribution and
+    can add them itself) and its exact decoded slots learns ``c0 + c1 * s`` exactly -- a linear
+    equation in the shared secret key per ciphertext (Li & Micciancio 2021, IND-CPA-D); two full
+    chunks' slots solve for ``s``.  The flooding noise, unknown to everyone else and far above the
+    encryption error, turns each release into an RLWE sample instead (heuristic: far below the
+    ``2^(lambda/2)``-times flooding that proofs of IND-CPA-D security ask for, which these
+    parameters' precision cannot afford)."""
+    plain = vector.decrypt()
+    return plain + noise.gaussian(decryption_flood_std(vector.context.params), plain.size)
 
 
 def require_public(context: CkksContext) -> CkksContext:

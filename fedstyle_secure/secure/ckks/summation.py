@@ -4,8 +4,8 @@ keeps the ciphertexts, a committee of two contributors sums them itself and decr
 The driver plays every role in one process but keeps them honest: the server half only ever
 touches serialised ciphertexts, checked against the public context (no secret key); the
 committee is chosen by the transport's public rule
-(:func:`~fedstyle_secure.secure.ckks_decryption.decryption_committee`) and sums with the same
-:class:`~fedstyle_secure.secure.ckks.CkksSum`; the byte counts reported are the serialised
+(:func:`~fedstyle_secure.secure.ckks.decryption.decryption_committee`) and sums with the same
+:class:`~fedstyle_secure.secure.ckks.primitives.CkksSum`; the byte counts reported are the serialised
 message sizes the gRPC transport sends (a committee member downloads every other contributor's
 ciphertext; the others receive nothing from the summation).  In one process nobody can lie, so
 the signatures and commitments of :mod:`~fedstyle_secure.secure.ckks.decryption` are left out.
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
+from fedstyle_secure.privacy.noise import CsprngNoise
 from fedstyle_secure.secure.api import AggregationResult, DropoutSchedule
 from fedstyle_secure.secure.ckks.decryption import Attempt, decryption_committee
 from fedstyle_secure.secure.ckks.primitives import (
@@ -34,6 +35,7 @@ from fedstyle_secure.secure.ckks.primitives import (
     CkksSum,
     EncryptedVector,
     encrypt,
+    released_plaintext,
     require_public,
 )
 
@@ -92,6 +94,7 @@ class CkksSummation:
     ) -> None:
         self.artist_ids = tuple(artist_ids) if artist_ids is not None else None
         self._secret = secret_context or CkksContext.generate(params)
+        self._noise = CsprngNoise()  # floods the released decryption, as a committee member's does
         if not self._secret.has_secret_key:
             raise SecureAggregationError("the artists' CKKS context has no secret key")
         if params is not None and params != self._secret.params:
@@ -134,7 +137,7 @@ class CkksSummation:
         # Every committee member sums the same ciphertexts and decrypts; the simulation does it
         # once and charges its time to each member.
         started = time.perf_counter()
-        plaintext = total.result().decrypt()
+        plaintext = released_plaintext(total.result(), self._noise)
         for artist in committee:
             artist_seconds[artist] += sum_seconds + time.perf_counter() - started
         self.last_timings = RoundTimings(artist_seconds=artist_seconds, server_seconds=server_seconds)

@@ -1,7 +1,7 @@
 """Pairwise-masking secure aggregation (Bonawitz et al. 2017; SecAgg+ of Bell et al. 2020).
 
 Protocol of one round, all messages relayed by the server (phases named as in
-:class:`~fedstyle_secure.secure.masking_config.MaskingPhase`):
+:class:`~fedstyle_secure.secure.masking.config.MaskingPhase`):
 
 1. ``advertise``: each artist sends two fresh X25519 public keys (share encryption, masking)
    and a fresh 32-byte random contribution, signed with its Ed25519 identity key over the round

@@ -6,7 +6,9 @@ sum the artist checked and computed itself (protocol and threat model:
   signed per attempt (round, attempt, key set, artist, layout, SHA-256 of the ciphertext).
 * In the decrypt phase only a committee member acts.  It checks the listed set, commits to it,
   downloads and checks every other contribution, sums them itself, waits for every committee
-  member's commitment to the same set, and only then decrypts its own sum.  Every check uses the
+  member's commitment to the same set, and only then decrypts its own sum; what it uploads is
+  flooded with noise (:func:`~fedstyle_secure.secure.ckks.primitives.released_plaintext`), never the exact
+  decryption, from which the server could solve for the shared secret key.  Every check uses the
   artist's own key bundle -- its roster, the identity keys of ``identity/<id>.pub``, its CKKS
   parameters -- and the quorum is the larger of the plan's and its own ``client.min_quorum``:
   never just what the server says.
@@ -20,11 +22,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from fedstyle_secure.errors import SecureAggregationError
 from fedstyle_secure.federation.packing import Layout
+from fedstyle_secure.privacy.noise import CsprngNoise, NoiseSource
 from fedstyle_secure.secure.ckks.decryption import (
     DEFAULT_MIN_QUORUM,
     Attempt,
@@ -38,9 +42,10 @@ from fedstyle_secure.secure.ckks.decryption import (
     sign_commit,
     sign_contribution,
 )
-from fedstyle_secure.secure.ckks.primitives import CkksSum, encrypt
+from fedstyle_secure.secure.ckks.primitives import CkksSum, encrypt, released_plaintext
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.transport.artist.channel import ArtistSession
+from fedstyle_secure.transport.artist.state import CkksGuardJournal
 from fedstyle_secure.transport.wire import pb
 
 log = logging.getLogger(__name__)
@@ -67,8 +72,20 @@ class CkksClient:
     min_quorum: int = DEFAULT_MIN_QUORUM
     guard: DecryptionGuard = field(default_factory=DecryptionGuard)
     clock: Callable[[], float] = time.time
+    noise: NoiseSource = field(default_factory=CsprngNoise)  # floods every released decryption
+    journal: CkksGuardJournal | None = None  # keeps ``guard`` across restarts (with a state_dir)
     last_refusal: str | None = None
     _own: _Contribution | None = None
+
+    def __post_init__(self) -> None:
+        stored = None if self.journal is None else self.journal.load()
+        if stored is not None:
+            self.guard = DecryptionGuard.from_dict(stored)
+
+    def _keep_guard(self) -> None:
+        """Persist the guard before what it allowed is signed (no-op without a journal)."""
+        if self.journal is not None:
+            self.journal.save(self.guard.to_dict())
 
     def contribution(self, round_id: int, vector: np.ndarray, layout: Layout) -> bytes:
         """Encrypt the round's packed vector (once per round; a retried attempt resends these bytes)."""
@@ -91,6 +108,7 @@ class CkksClient:
         if its guard forbids contributing to that attempt)."""
         own, at = self._contributed(plan.round_id), self._attempt(plan)
         self.guard.may_sign(at)
+        self._keep_guard()
         return sign_contribution(self.keys.identity_key, at, self.keys.artist_id, own.layout, own.digest)
 
     def decrypt(self, session: ArtistSession, plan: pb.RoundPlan) -> bytes:
@@ -117,6 +135,7 @@ class CkksClient:
         )
         digest = set_digest(at, contributions)
         self.guard.commit(at, digest)
+        self._keep_guard()
         signature = sign_commit(self.keys.identity_key, at, digest)
         commits = session.commit_decryption(plan.round_id, plan.attempt, digest, signature)
         total = CkksSum(self.keys.ckks, own.length)
@@ -140,7 +159,18 @@ class CkksClient:
             commits = session.commit_decryption(
                 plan.round_id, plan.attempt, digest, signature, wait_seconds=min(remaining, MAX_COMMIT_POLL_SECONDS)
             )
-        return np.asarray(total.result().decrypt(), dtype="<f8").tobytes()
+        return np.asarray(released_plaintext(total.result(), self.noise), dtype="<f8").tobytes()
+
+
+def ckks_client(
+    keys: ArtistKeys,
+    state_dir: Path | None,
+    min_quorum: int = DEFAULT_MIN_QUORUM,
+    clock: Callable[[], float] = time.time,
+) -> CkksClient:
+    """The artist process's CKKS client; with a ``state_dir`` its decryption guard survives restarts."""
+    journal = None if state_dir is None else CkksGuardJournal(state_dir)
+    return CkksClient(keys, min_quorum=min_quorum, clock=clock, journal=journal)
 
 
 def _signatures_on(commits: pb.DecryptionCommits, digest: bytes) -> dict[str, bytes]:

@@ -11,7 +11,10 @@ knows about:
 * A session id is used at most once (:func:`check_session_id`), and an artist that answered
   a round's unmasking request (after which the server could decode that round's sum) never
   joins another session of the same round: otherwise a server could abort after decoding and
-  retry with fewer contributors, learning the difference of the two sums.
+  retry with fewer contributors, learning the difference of the two sums.  With a ``journal``
+  (:class:`~.artist_state.MaskingJournal`, whenever ``client.state_dir`` is set) this holds across
+  restarts too -- a restarted DP artist resends its stored contribution; without one, only for
+  the life of the process.
 * A retried session reuses the vector packed for the round's first attempt: local training
   (and any DP budget it spends) happens once per round.
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -32,9 +36,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.federation.masking_session import FETCH_NAMES, MaskingParams, check_session_id, round_config
 from fedstyle_secure.federation.packing import Layout
+from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.secure.masking import MaskingArtist, MaskingPhase
+from fedstyle_secure.secure.masking.graph import default_degree
 from fedstyle_secure.secure.masking.messages import parse_message
+from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
 from fedstyle_secure.transport.artist.channel import ArtistSession
+from fedstyle_secure.transport.artist.state import MaskingJournal
 from fedstyle_secure.transport.wire import pb
 
 log = logging.getLogger(__name__)
@@ -60,11 +68,14 @@ class _Session:
 
 @dataclass
 class MaskingClient:
-    """One artist's masking sessions over the life of its process (no I/O)."""
+    """One artist's masking sessions over the life of its process (no I/O but its ``journal``'s)."""
 
     artist_id: str
     identity_key: Ed25519PrivateKey
     identity_publics: Mapping[str, Ed25519PublicKey]
+    journal: MaskingJournal | None = None  # rounds whose unmasking request was answered, across restarts
+    min_threshold: float = 0.0  # refuse a plan announcing a lower threshold fraction (0: any the config allows)
+    min_degree: int | None = None  # secagg+: refuse a smaller degree (0: the default for n; None: any)
     _used: set[int] = field(default_factory=set)
     _unmasked_rounds: set[int] = field(default_factory=set)
     _vectors: dict[int, tuple[np.ndarray, Layout]] = field(default_factory=dict)
@@ -81,12 +92,14 @@ class MaskingClient:
     def advertise(self, plan: pb.RoundPlan, vector: np.ndarray) -> bytes:
         """Start the plan's session for ``vector`` (every entry in the plan's value range); the signed keys."""
         params = params_from_plan(plan)
-        if plan.round_id in self._unmasked_rounds:
+        journaled = self.journal is not None and self.journal.answered(plan.round_id)
+        if plan.round_id in self._unmasked_rounds or journaled:
             raise SecureAggregationError(
                 f"round {plan.round_id}: I already answered an unmasking request of this round; not joining another "
                 "session"
             )
         check_session_id(params.session_id, plan.round_id, self._used)
+        self._check_parameters(plan, params)
         value_range = (plan.value_low, plan.value_high)
         config = round_config(plan.secure_mode, list(plan.participants), value_range, params, int(vector.size))
         config.codec.check_in_range(
@@ -97,6 +110,26 @@ class MaskingClient:
         self._used.add(params.session_id)
         self._current = _Session(plan.round_id, params.session_id, machine, np.asarray(vector, dtype=np.float64))
         return message
+
+    def _check_parameters(self, plan: pb.RoundPlan, params: MaskingParams) -> None:
+        """Refuse a threshold or SecAgg+ degree below this artist's floors: the server announces both,
+        and lowering them shrinks how many colluding share holders the round tolerates (``t > (m + c) / 2``
+        with ``m = degree + 1`` holders), so the floors come from the artist's own configuration."""
+        if params.threshold < self.min_threshold - 1e-12:
+            raise SecureAggregationError(
+                f"round {plan.round_id}: the plan's masking threshold {params.threshold:.4g} "
+                f"is below my floor {self.min_threshold:.4g} (client.min_masking_threshold)"
+            )
+        n = len(plan.participants)
+        if plan.secure_mode != "secagg+" or self.min_degree is None or n < 2:
+            return
+        floor = min(self.min_degree or default_degree(n), n - 1)
+        degree = min(params.degree or default_degree(n), n - 1)
+        if degree < floor:
+            raise SecureAggregationError(
+                f"round {plan.round_id}: the plan's SecAgg+ degree {degree} is below my floor "
+                f"{floor} for {n} participants (client.min_masking_degree)"
+            )
 
     def respond(self, plan: pb.RoundPlan, server_message: bytes) -> bytes:
         """The reply to the server's message of phase share / masked_input / consistency / unmask."""
@@ -115,10 +148,29 @@ class MaskingClient:
             return current.machine.sign_survivors(message).to_bytes()  # type: ignore[arg-type]
         if plan.phase == MaskingPhase.UNMASK.value:
             reply = current.machine.unmask(message).to_bytes()  # type: ignore[arg-type]
+            if self.journal is not None:
+                self.journal.record(plan.round_id)  # durable before the answer leaves the process
             self._unmasked_rounds.add(plan.round_id)
             self._current = None  # forget the session's secrets
             return reply
         raise SecureAggregationError(f"round {plan.round_id}: {plan.phase!r} is not a masking phase")
+
+
+def masking_client(
+    keys: ArtistKeys, state_dir: Path | None, min_threshold: float = DEFAULT_THRESHOLD, min_degree: int = 0
+) -> MaskingClient:
+    """The artist process's masking client: with a ``state_dir``, its journal of answered rounds lives
+    there (so a restart does not forget them); it refuses plans below its threshold and degree floors
+    (``client.min_masking_threshold`` / ``client.min_masking_degree``, 0 = the default degree)."""
+    journal = None if state_dir is None else MaskingJournal(state_dir)
+    return MaskingClient(
+        keys.artist_id,
+        keys.identity_key,
+        keys.identity_public_keys,
+        journal=journal,
+        min_threshold=min_threshold,
+        min_degree=min_degree,
+    )
 
 
 def masking_step(

@@ -1,5 +1,5 @@
 """A networked artist's differential privacy: budget gate, durable ledger, resend-not-recompute,
-signed epsilon reports.  Used by :class:`~fedstyle_secure.transport.artist.ArtistRunner`.
+signed epsilon reports.  Used by :class:`~fedstyle_secure.transport.artist.runner.ArtistRunner`.
 
 Calibration is the simulator's (:mod:`fedstyle_secure.federation.privacy_plan`): the artist
 plans DP-SGD (Opacus, Poisson sampling) and its Gaussian prototype releases from the

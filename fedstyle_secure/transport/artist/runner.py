@@ -28,8 +28,8 @@ from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.training.dataset import DEFAULT_PUBLIC_IMAGES
 from fedstyle_secure.training.local import LocalConfig, LocalData
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
-from fedstyle_secure.transport.artist.ckks import CkksClient, Send, contribute_step, decrypt_step
-from fedstyle_secure.transport.artist.masking import MaskingClient, masking_step
+from fedstyle_secure.transport.artist.ckks import CkksClient, Send, ckks_client, contribute_step, decrypt_step
+from fedstyle_secure.transport.artist.masking import MaskingClient, masking_client, masking_step
 from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.federation_model import public_bank, starting_model
@@ -138,9 +138,8 @@ class ArtistRunner:
             return lambda s, p: s.upload(round_id, pb.PAYLOAD_KIND_PLAIN_VECTOR, payload, layout)
         if plan.phase in MASKING_PHASES:  # secagg / secagg+: the contribution is masked, see masking_client
             if self.masking is None:
-                self.masking = MaskingClient(
-                    self.keys.artist_id, self.keys.identity_key, self.keys.identity_public_keys
-                )
+                c = self.config
+                self.masking = masking_client(self.keys, c.state_dir, c.min_masking_threshold, c.min_masking_degree)
             step = masking_step(self.masking, session, plan, lambda: self._packed(session, plan))
             return lambda s, p: step(s)
         if plan.phase == "decrypt":  # CKKS: only a committee member decrypts, and only a sum it checked
@@ -186,7 +185,7 @@ class ArtistRunner:
 
     def _ckks(self) -> CkksClient:
         if self.ckks is None:
-            self.ckks = CkksClient(self.keys, min_quorum=self.config.min_quorum)
+            self.ckks = ckks_client(self.keys, self.config.state_dir, self.config.min_quorum)
         return self.ckks
 
     def run_session(self, session: ArtistSession, stop: threading.Event) -> pb.RoundPlan:

@@ -161,3 +161,66 @@ class ArtistStateStore:
             raise ConfigError(
                 f"{self.path}: unreadable artist state ({exc!r}); refusing to guess what was spent"
             ) from exc
+
+
+JOURNAL_FILE = "masking-journal.sqlite"
+
+
+class MaskingJournal:
+    """The federation rounds whose masking unmasking request this artist answered, kept across
+    restarts in ``<state_dir>/masking-journal.sqlite`` (0600, beside the artist state).
+
+    Threat model: once an artist answered round ``r``'s unmasking request, the server can decode a
+    sum that contains its vector.  Were the artist to join another masking session of round ``r``
+    with the same vector -- after a restart a DP artist resends its stored contribution, and a
+    non-DP one retrains from the same broadcast -- a server faking an abort could decode a second
+    sum without it and read its vector from the difference.  :meth:`record` commits before the
+    answer leaves the process, so a crash in between errs on the side of refusing."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / JOURNAL_FILE
+        private_database(self.path)
+        with transaction(self.path) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS unmasked (round_id INTEGER PRIMARY KEY)")
+
+    def answered(self, round_id: int) -> bool:
+        """Whether this artist ever answered an unmasking request of federation round ``round_id``."""
+        db = connect(self.path)
+        try:
+            return db.execute("SELECT 1 FROM unmasked WHERE round_id = ?", (int(round_id),)).fetchone() is not None
+        finally:
+            db.close()
+
+    def record(self, round_id: int) -> None:
+        """Durably note that an unmasking request of ``round_id`` is being answered."""
+        with transaction(self.path) as db:
+            db.execute("INSERT OR IGNORE INTO unmasked (round_id) VALUES (?)", (int(round_id),))
+
+
+CKKS_GUARD_FILE = "ckks-guard.sqlite"
+
+
+class CkksGuardJournal:
+    """The artist's CKKS :class:`~fedstyle_secure.secure.ckks.decryption.DecryptionGuard`, kept across
+    restarts in ``<state_dir>/ckks-guard.sqlite`` (0600).  Threat model: a committee member that
+    forgot (by restarting) that it committed in attempt ``a`` would contribute to a later attempt of
+    the round, and a server faking an abort could difference two decrypted sums.  Saved before
+    anything the guard allowed is signed."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / CKKS_GUARD_FILE
+        private_database(self.path)
+        with transaction(self.path) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS guard (id INTEGER PRIMARY KEY CHECK (id = 0), state TEXT NOT NULL)")
+
+    def load(self) -> dict[str, Any] | None:
+        db = connect(self.path)
+        try:
+            row = db.execute("SELECT state FROM guard WHERE id = 0").fetchone()
+        finally:
+            db.close()
+        return None if row is None else json.loads(row[0])
+
+    def save(self, state: dict[str, Any]) -> None:
+        with transaction(self.path) as db:
+            db.execute("INSERT OR REPLACE INTO guard (id, state) VALUES (0, ?)", (json.dumps(state),))

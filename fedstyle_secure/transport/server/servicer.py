@@ -1,5 +1,5 @@
 """The gRPC server: decodes ``fedstyle.v1`` calls, authenticates them, forwards them to the
-:class:`~fedstyle_secure.transport.coordinator.Coordinator` and persists state after every round.
+:class:`~fedstyle_secure.federation.coordinator.Coordinator` and persists state after every round.
 
 Every refusal is a specific status (see :mod:`.rejections`); a refused call never changes state.
 Long polls and streams are bounded by deadlines so the server never blocks forever.
