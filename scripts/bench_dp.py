@@ -8,7 +8,7 @@ DP-SGD over the same parameters the non-private epoch trains).
 
 Each configuration is timed --repeats times, interleaved (non-private, private, non-private, ...)
 so that machine noise hits both alike; the median is reported with the private/non-private ratio.
-DP-SGD draws its noise and Poisson batches from the OS-keyed CSPRNG (``privacy/noise.py``), as the
+DP-SGD draws its noise and Poisson batches from the OS-keyed CSPRNG (``randomness.py``), as the
 artists do; a second table compares that source's Gaussian draws per second with ``torch.normal``
 (torch's default PRNG, what Opacus used before) for one step's worth of noise at both settings.
 
@@ -31,7 +31,7 @@ from fedstyle_secure.data.synth import generate_artworks, generate_public_images
 from fedstyle_secure.federation.strategy import algorithm_spec
 from fedstyle_secure.models.factory import EncoderConfig, make_model
 from fedstyle_secure.models.inputs import build_input_bank
-from fedstyle_secure.privacy.noise import CsprngNoise
+from fedstyle_secure.randomness import CsprngNoise
 from fedstyle_secure.training.dataset import DEFAULT_PUBLIC_IMAGES
 from fedstyle_secure.training.dp import PRIVATE_LAYERS, DpPlan
 from fedstyle_secure.training.dp_sgd import privately_trained_parameters

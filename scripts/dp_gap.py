@@ -30,7 +30,7 @@ from fedstyle_secure.federation.privacy_plan import plan_participation
 from fedstyle_secure.federation.simulator import SimulationConfig, round_rules, run_simulation
 from fedstyle_secure.models.embed import embed, prototype_sums
 from fedstyle_secure.models.factory import EncoderConfig
-from fedstyle_secure.privacy.noise import SeededNoise
+from fedstyle_secure.randomness import SeededNoise
 from fedstyle_secure.retrieval.evaluate import evaluate_global
 from fedstyle_secure.training.dataset import FederationData, load_artworks, prepare_federation
 from fedstyle_secure.training.dp import DpConfig, release_prototype_sums

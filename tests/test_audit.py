@@ -21,10 +21,10 @@ from fedstyle_secure.federation.reporting import ReportWriter
 from fedstyle_secure.privacy.audit import LoadedReport, audit_reports
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease
-from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE, SEEDED_NOISE_SOURCE
 from fedstyle_secure.privacy.recompute import recompute_epsilon_pld
 from fedstyle_secure.privacy.report_store import load_report_manifest, register_public_key, report_path, write_report
 from fedstyle_secure.privacy.reports import build_report, dataset_size_commitment, public_key_to_text, sign_report
+from fedstyle_secure.randomness import SECURE_NOISE_SOURCE, SEEDED_NOISE_SOURCE
 from fedstyle_secure.secure.keys.keystore import load_artist_keys
 from fedstyle_secure.transport.loopback import write_fresh_keys
 

@@ -7,7 +7,7 @@ from fedstyle_secure.cli.main import main
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
 from fedstyle_secure.privacy.accounting import compute_epsilon
-from fedstyle_secure.privacy.noise import CsprngNoise
+from fedstyle_secure.randomness import CsprngNoise
 from fedstyle_secure.training.dp import DpConfig, plan_dp
 from fedstyle_secure.training.dp_sgd import make_private
 from fedstyle_secure.training.local import LocalConfig

@@ -17,7 +17,6 @@ from fedstyle_secure.privacy.accounting import compute_epsilon
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.jsonio import read_json
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, history_from_list
-from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE
 from fedstyle_secure.privacy.report_schema import report_schema, report_schema_errors
 from fedstyle_secure.privacy.report_store import (
     load_report_manifest,
@@ -40,6 +39,7 @@ from fedstyle_secure.privacy.reports import (
     sign_report,
     verify_report_signature,
 )
+from fedstyle_secure.randomness import SECURE_NOISE_SOURCE
 from fedstyle_secure.secure.keys import pki
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))

@@ -7,7 +7,7 @@ import pytest
 import tenseal as ts
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
-from fedstyle_secure.privacy.noise import CsprngNoise
+from fedstyle_secure.randomness import CsprngNoise
 from fedstyle_secure.secure.api import DropoutSchedule, PlainSummation
 from fedstyle_secure.secure.ckks.primitives import (
     CkksAggregator,

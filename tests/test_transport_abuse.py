@@ -17,8 +17,8 @@ from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.mechanisms import GaussianRelease
-from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE
 from fedstyle_secure.privacy.reports import build_report, redacted_report, sign_report
+from fedstyle_secure.randomness import SECURE_NOISE_SOURCE
 from fedstyle_secure.secure.ckks.decryption import Attempt, layout_bytes, payload_digest, sign_contribution
 from fedstyle_secure.secure.ckks.primitives import encrypt
 from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys

@@ -19,7 +19,6 @@ from fedstyle_secure.models.params import get_flat_params
 from fedstyle_secure.privacy.accounting import compute_epsilon
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease
-from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE
 from fedstyle_secure.privacy.reports import (
     DATASET_SIZE_OPENING,
     build_report,
@@ -27,6 +26,7 @@ from fedstyle_secure.privacy.reports import (
     redacted_report,
     sign_report,
 )
+from fedstyle_secure.randomness import SECURE_NOISE_SOURCE
 from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
 from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.training.local import LocalConfig

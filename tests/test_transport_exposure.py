@@ -20,7 +20,6 @@ from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.heads import ScratchStyleCNN, StyleModel
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.mechanisms import GaussianRelease
-from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE
 from fedstyle_secure.privacy.reports import (
     DATASET_SIZE_COMMITMENT,
     DATASET_SIZE_OPENING,
@@ -30,6 +29,7 @@ from fedstyle_secure.privacy.reports import (
     sign_report,
     verify_report_signature,
 )
+from fedstyle_secure.randomness import SECURE_NOISE_SOURCE
 from fedstyle_secure.retrieval.index import build_index
 from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel, query

@@ -33,7 +33,7 @@ from fedstyle_secure.federation.sum_checks import checked_aggregate, checked_sta
 from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import get_flat_params, set_flat_params
-from fedstyle_secure.privacy.noise import CsprngNoise, SeededNoise
+from fedstyle_secure.randomness import CsprngNoise, SeededNoise
 from fedstyle_secure.retrieval.evaluate import evaluate_global, evaluate_personal
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics
 from fedstyle_secure.secure.api import PlainSummation, SecureSummation

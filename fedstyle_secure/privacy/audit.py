@@ -50,7 +50,6 @@ from typing import Any
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.privacy.accounting import ACCOUNTANTS
 from fedstyle_secure.privacy.mechanisms import History, history_from_list, non_poisson_groups
-from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCES
 from fedstyle_secure.privacy.recompute import recompute_epsilon_pld, recompute_epsilon_rdp
 from fedstyle_secure.privacy.report_schema import report_schema_errors
 from fedstyle_secure.privacy.reports import (
@@ -60,6 +59,7 @@ from fedstyle_secure.privacy.reports import (
     public_key_from_text,
     verify_report_signature,
 )
+from fedstyle_secure.randomness import SECURE_NOISE_SOURCES
 
 DEFAULT_TOLERANCE = 0.01
 #: Relative slack for "epsilon decreased between rounds" (numerical noise only).

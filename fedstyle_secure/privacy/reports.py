@@ -87,7 +87,7 @@ def build_report(
     """Unsigned report of ``ledger``'s state after round ``round_id``.
 
     ``noise_source`` names where the DP noise and Poisson sampling came from (see
-    :mod:`fedstyle_secure.privacy.noise`; the audit flags any source but a CSPRNG);
+    :mod:`fedstyle_secure.randomness`; the audit flags any source but a CSPRNG);
     ``final_round`` is the round of the run's final publication, the last report the audit expects.
     ``accountants`` lists every accountant whose epsilon is reported; the ledger's own
     accountant (the one enforcing the budget) always comes first. Default: it plus ``"rdp"``.

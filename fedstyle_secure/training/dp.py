@@ -23,7 +23,7 @@ from fedstyle_secure.models.embed import normalise_rows
 from fedstyle_secure.privacy.accounting import ACCOUNTANTS
 from fedstyle_secure.privacy.calibration import calibrate_noise_multiplier, default_delta, validate_delta
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mechanism
-from fedstyle_secure.privacy.noise import NoiseSource
+from fedstyle_secure.randomness import NoiseSource
 
 PRIVATE_LAYERS: tuple[str, ...] = ("last", "all")
 """What DP-SGD updates.  ``last`` (default): the encoder's final layer ``fc2`` and the artist

@@ -29,7 +29,7 @@ from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processe
 from torch.utils.data import DataLoader, Sampler
 
 from fedstyle_secure.errors import PrivacyError
-from fedstyle_secure.privacy.noise import NoiseSource
+from fedstyle_secure.randomness import NoiseSource
 
 
 class _NoiseFromSource:

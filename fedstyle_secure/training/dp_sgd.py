@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from fedstyle_secure.errors import PrivacyError
-from fedstyle_secure.privacy.noise import NoiseSource
+from fedstyle_secure.randomness import NoiseSource
 from fedstyle_secure.training.dp import PRIVATE_LAYERS, DpPlan
 
 

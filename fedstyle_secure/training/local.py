@@ -21,7 +21,7 @@ from torch import nn
 from fedstyle_secure.models.embed import embed
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import trainable_parameters
-from fedstyle_secure.privacy.noise import CsprngNoise, NoiseSource
+from fedstyle_secure.randomness import CsprngNoise, NoiseSource
 from fedstyle_secure.training.dp import DpPlan
 from fedstyle_secure.training.dp_sgd import (
     PrivateTraining,

@@ -46,7 +46,7 @@ import numpy as np
 import tenseal as ts
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
-from fedstyle_secure.privacy.noise import NoiseSource
+from fedstyle_secure.randomness import NoiseSource
 from fedstyle_secure.secure.binary import ByteReader, pack_u8, pack_u32
 
 VECTOR_MAGIC = b"FSCV"

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
-from fedstyle_secure.privacy.noise import CsprngNoise
+from fedstyle_secure.randomness import CsprngNoise
 from fedstyle_secure.secure.api import AggregationResult, DropoutSchedule
 from fedstyle_secure.secure.ckks.decryption import Attempt, decryption_committee
 from fedstyle_secure.secure.ckks.primitives import (

@@ -28,7 +28,7 @@ import numpy as np
 
 from fedstyle_secure.errors import SecureAggregationError
 from fedstyle_secure.federation.packing import Layout
-from fedstyle_secure.privacy.noise import CsprngNoise, NoiseSource
+from fedstyle_secure.randomness import CsprngNoise, NoiseSource
 from fedstyle_secure.secure.ckks.decryption import (
     DEFAULT_MIN_QUORUM,
     Attempt,

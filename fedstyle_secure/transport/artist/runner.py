@@ -23,7 +23,7 @@ from fedstyle_secure.federation.packing import Layout, pack_as
 from fedstyle_secure.federation.round_layout import round_layout
 from fedstyle_secure.federation.strategy import algorithm_spec
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, build_input_bank, default_cache_dir
-from fedstyle_secure.privacy.noise import CsprngNoise
+from fedstyle_secure.randomness import CsprngNoise
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.training.dataset import DEFAULT_PUBLIC_IMAGES
 from fedstyle_secure.training.local import LocalConfig, LocalData
