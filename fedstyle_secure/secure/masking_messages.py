@@ -35,7 +35,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, Self
 
 import numpy as np
 
@@ -139,6 +139,11 @@ class _Message:
         """Build the message from its body; ``artist`` is its artist endpoint (sender or receiver)."""
         raise NotImplementedError
 
+    @classmethod
+    def _check_endpoints(cls, sender: str, receiver: str) -> None:
+        """Refuse a header whose ``(sender, receiver)`` does not fit the message's direction."""
+        raise NotImplementedError
+
     def to_bytes(self) -> bytes:
         sender, receiver = self.endpoints
         header = MAGIC + pack_u8(VERSION) + pack_u8(self.KIND) + pack_u64(self.round_id)
@@ -233,11 +238,15 @@ class _SealedShares:
 
     sealed: tuple[tuple[str, bytes], ...]
 
+    if TYPE_CHECKING:  # the dataclasses this is mixed into take (round id, artist endpoint, entries)
+
+        def __init__(self, round_id: int, artist: str, sealed: tuple[tuple[str, bytes], ...]) -> None: ...
+
     def _body(self) -> bytes:
         return _pack_entries(self.sealed, SEALED_SHARE_BYTES, "sealed share")
 
     @classmethod
-    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str):
+    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> Self:
         return cls(round_id, artist, _read_entries(reader, SEALED_SHARE_BYTES))
 
 
@@ -382,7 +391,7 @@ Message = (
     | UnmaskRequest
     | UnmaskResponse
 )
-_BY_KIND: dict[int, type] = {
+_BY_KIND: dict[int, type[_Message]] = {
     cls.KIND: cls
     for cls in (
         AdvertiseKeys,
