@@ -108,13 +108,13 @@ class MaskingClient:
             )
         message = parse_message(server_message)
         if plan.phase == Phase.SHARE.value:
-            return current.machine.share_keys(message).to_bytes()  # type: ignore[arg-type]
+            return current.machine.share_keys(message).to_bytes()
         if plan.phase == Phase.MASKED_INPUT.value:
-            return current.machine.masked_input(message, current.vector).to_bytes()  # type: ignore[arg-type]
+            return current.machine.masked_input(message, current.vector).to_bytes()
         if plan.phase == Phase.CONSISTENCY.value:
-            return current.machine.sign_survivors(message).to_bytes()  # type: ignore[arg-type]
+            return current.machine.sign_survivors(message).to_bytes()
         if plan.phase == Phase.UNMASK.value:
-            reply = current.machine.unmask(message).to_bytes()  # type: ignore[arg-type]
+            reply = current.machine.unmask(message).to_bytes()
             self._unmasked_rounds.add(plan.round_id)
             self._current = None  # forget the session's secrets
             return reply

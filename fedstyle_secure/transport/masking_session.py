@@ -30,8 +30,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fedstyle_secure.errors import SecureAggregationError
+from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.secure.masking_config import MASKING_MODES, Phase, RoundConfig
+from fedstyle_secure.secure.secagg import MaskedSummation
 from fedstyle_secure.secure.select import summation_for
 
 MASKING_PHASES: tuple[str, ...] = tuple(
@@ -86,4 +87,6 @@ def round_config(
     if mode == "secagg+" and params.degree:
         options["degree"] = params.degree
     summation = summation_for(mode, list(participants), **options)
-    return summation.round_config(list(participants), round_id=params.session_id, vector_length=vector_length)  # type: ignore[attr-defined]
+    if not isinstance(summation, MaskedSummation):
+        raise ConfigError(f"secure mode {mode!r} has no pairwise-masking session")
+    return summation.round_config(list(participants), round_id=params.session_id, vector_length=vector_length)
