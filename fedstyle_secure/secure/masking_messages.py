@@ -35,7 +35,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -57,6 +57,9 @@ from fedstyle_secure.secure.wire import (
     pack_u32,
     pack_u64,
 )
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11+; annotations are not evaluated at runtime
 
 MAGIC = b"FSMK"
 VERSION = 2
