@@ -172,7 +172,7 @@ class CsprngNoise(NoiseSource):
         nonce = bytes(4) + request.to_bytes(12, "little")  # block counter 0, then a never-repeated 96-bit nonce
         encryptor = Cipher(algorithms.ChaCha20(self._key, nonce), mode=None).encryptor()
         out = np.empty(count, dtype="<u8")
-        keystream = memoryview(out).cast("B")
+        keystream = out.data.cast("B")
         for start in range(0, len(keystream), len(_ZEROS)):  # the keystream is the encryption of zeros
             piece = keystream[start : start + len(_ZEROS)]
             encryptor.update_into(_ZEROS[: len(piece)], piece)

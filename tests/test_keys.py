@@ -206,3 +206,18 @@ def test_missing_file_and_unknown_artist_are_config_errors(scratch: Path, tmp_pa
     assert main(["keys", "init", "--out", str(tmp_path / "k"), "--count", "0"]) == 2
     assert main(["keys", "init", "--out", str(tmp_path / "k"), "--artists", "alice,../evil"]) == 2
     assert not (tmp_path / "k").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [("artists", "alice bob carol", "a JSON list"), ("files", [], "a JSON dict"), ("bundle", "artist", "a JSON dict")],
+)
+def test_manifest_field_of_the_wrong_json_type_is_refused_by_name(
+    scratch: Path, field: str, value: object, expected: str
+) -> None:
+    """A manifest whose roster is a string would otherwise pass ``"alice" in roster`` as a substring test."""
+    manifest = json.loads((scratch / keystore.MANIFEST).read_text())
+    manifest[field] = value
+    (scratch / keystore.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match=f"manifest field '{field}' must be {expected}"):
+        keystore.load_artist_keys(scratch, "alice")

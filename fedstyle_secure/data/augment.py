@@ -32,7 +32,7 @@ def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     h = int(min(size, round(np.sqrt(area / ratio))))
     x0 = int(rng.integers(0, size - w + 1))
     y0 = int(rng.integers(0, size - h + 1))
-    pil = pil.crop((x0, y0, x0 + w, y0 + h)).resize((size, size), Image.BICUBIC)
+    pil = pil.crop((x0, y0, x0 + w, y0 + h)).resize((size, size), Image.Resampling.BICUBIC)
     if rng.random() < 0.5:
         pil = pil.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):

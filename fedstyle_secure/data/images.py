@@ -103,7 +103,7 @@ def decode_image(
         raise DataError(f"cannot decode image {what}: {exc}") from exc
     width, height = rgb.size
     scale = size / min(width, height)
-    resized = rgb.resize((max(size, round(width * scale)), max(size, round(height * scale))), Image.BICUBIC)
+    resized = rgb.resize((max(size, round(width * scale)), max(size, round(height * scale))), Image.Resampling.BICUBIC)
     left = (resized.width - size) // 2
     top = (resized.height - size) // 2
     return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)

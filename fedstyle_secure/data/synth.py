@@ -47,6 +47,17 @@ def _palette_family(rng: np.random.Generator) -> tuple[float, ...]:
     return tuple(float((base + off) % 1.0) for off in rng.normal(0.0, 0.08, size=4))
 
 
+@dataclass(frozen=True)
+class _Family:
+    """What the artists of one family share (each artist jitters it)."""
+
+    hues: tuple[float, ...]
+    saturation: float
+    value: float
+    angle: float  # radians
+    texture: int
+
+
 def sample_artist_styles(n_artists: int, seed: int, family_size: int = 4) -> list[ArtistStyle]:
     """Draw ``n_artists`` styles in families of ``family_size``.
 
@@ -58,28 +69,28 @@ def sample_artist_styles(n_artists: int, seed: int, family_size: int = 4) -> lis
         raise ValueError(f"n_artists must be >= 1, got {n_artists}")
     rng = np.random.default_rng([seed, 0x5E7])
     styles: list[ArtistStyle] = []
-    family: dict[str, object] = {}
+    family: _Family
     for i in range(n_artists):
-        if i % family_size == 0:
-            family = {
-                "hues": _palette_family(rng),
-                "saturation": float(rng.uniform(0.4, 0.8)),
-                "value": float(rng.uniform(0.5, 0.85)),
-                "angle": float(rng.uniform(0, math.pi)),
-                "texture": int(rng.integers(3, 10)),
-            }
+        if i % family_size == 0:  # true for i = 0, so a family is always drawn first
+            family = _Family(
+                hues=_palette_family(rng),
+                saturation=float(rng.uniform(0.4, 0.8)),
+                value=float(rng.uniform(0.5, 0.85)),
+                angle=float(rng.uniform(0, math.pi)),
+                texture=int(rng.integers(3, 10)),
+            )
         styles.append(
             ArtistStyle(
                 name=f"artist_{i:02d}",
-                palette_hues=tuple(float((h + rng.normal(0, 0.02)) % 1.0) for h in family["hues"]),  # type: ignore[union-attr]
-                saturation=float(family["saturation"]) + float(rng.normal(0, 0.04)),
-                value=float(family["value"]) + float(rng.normal(0, 0.04)),
-                stroke_angle=float(family["angle"]) + float(rng.normal(0, 0.25)),
+                palette_hues=tuple(float((h + rng.normal(0, 0.02)) % 1.0) for h in family.hues),
+                saturation=family.saturation + float(rng.normal(0, 0.04)),
+                value=family.value + float(rng.normal(0, 0.04)),
+                stroke_angle=family.angle + float(rng.normal(0, 0.25)),
                 angle_spread=float(rng.uniform(0.25, 0.5)),
                 stroke_length=float(rng.uniform(14, 24)),
                 stroke_width=int(rng.integers(2, 4)),
                 stroke_count=int(rng.integers(250, 400)),
-                texture_scale=int(family["texture"]),
+                texture_scale=family.texture,
                 blur=float(rng.uniform(0.0, 0.4)),
                 curvature=float(rng.uniform(0.0, 0.35)),
             )
@@ -96,7 +107,7 @@ def _ground(style: ArtistStyle, rng: np.random.Generator, size: int, hue_shift: 
     """Low-frequency textured ground: a noise grid of ``texture_scale`` cells, upsampled, over a gradient."""
     cells = max(2, style.texture_scale + int(rng.integers(-1, 2)))
     noise = rng.random((cells, cells)).astype(np.float32)
-    noise_img = Image.fromarray((noise * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
+    noise_img = Image.fromarray((noise * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
     noise = np.asarray(noise_img, dtype=np.float32) / 255.0
     direction = rng.uniform(0, 2 * math.pi)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size

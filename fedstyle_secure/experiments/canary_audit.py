@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.errors import ConfigError, ModelError
 from fedstyle_secure.models.heads import ProjectionHead, StyleModel
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import get_flat_params
@@ -204,6 +204,8 @@ def _new_model(cfg: CanaryAuditConfig) -> StyleModel:
 def _canary_gradients(model: StyleModel, exp: _Experiment) -> np.ndarray:
     """Per-canary loss gradients ``(m, P)`` at the model's current parameters, flattened in the
     order of :func:`~fedstyle_secure.models.params.get_flat_params`."""
+    if model.classifier is None:
+        raise ModelError("the canary audit scores a classifier's loss gradients; the model has no classifier")
     classify = nn.Sequential(model.encoder, model.classifier)  # shares the model's parameters
     params = {name: p.detach() for name, p in classify.named_parameters() if p.requires_grad}
 
@@ -246,7 +248,7 @@ def run_canary_audit(configuration: str, cfg: CanaryAuditConfig) -> EmpiricalAud
     with torch.random.fork_rng():  # initialisation and dropout
         torch.manual_seed(cfg.seed)
         model = _new_model(cfg)
-        exp = _build_experiment(cfg, model.encoder.fc2.weight.detach().numpy(), rng)
+        exp = _build_experiment(cfg, model.get_parameter("encoder.fc2.weight").detach().numpy(), rng)
         honest = _honest_plan(cfg, len(exp.data))
         plan = _trained_plan(configuration, honest)
         claimed = compute_epsilon(honest.round_mechanisms(0, release=False), honest.delta, honest.accountant)

@@ -16,6 +16,7 @@ from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.federation.round_layout import FederationShape, ModelShape
 from fedstyle_secure.federation.strategy import CLIENT_WEIGHT, AlgorithmSpec, client_contribution, feature_moments
 from fedstyle_secure.models.embed import embed, prototype_sums
+from fedstyle_secure.models.heads import StyleModel
 from fedstyle_secure.models.params import flat_ranges, get_flat_params, set_flat_params, trainable_parameters
 from fedstyle_secure.privacy.budget import BudgetLedger, SpendDecision
 from fedstyle_secure.randomness import CsprngNoise, NoiseSource
@@ -84,7 +85,7 @@ class StyleClient:
         client_id: str,
         data: LocalData,
         spec: AlgorithmSpec,
-        model: nn.Module,
+        model: StyleModel,
         config: LocalConfig,
         public_inputs: torch.Tensor,
         n_artists: int,
@@ -135,7 +136,7 @@ class StyleClient:
         return feature_moments(self.data.bank.views[0].reshape(self.n_train, -1))
 
     def set_standardisation(self, mean: np.ndarray, std: np.ndarray) -> None:
-        self.model.encoder.set_standardisation(torch.from_numpy(mean), torch.from_numpy(std))
+        self.model.projection_head().set_standardisation(torch.from_numpy(mean), torch.from_numpy(std))
 
     def check_round(self, round_id: int) -> bool:
         """Whether this round's release and training fit the budget; otherwise retire, saying why."""

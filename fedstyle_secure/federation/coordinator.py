@@ -144,11 +144,30 @@ class Plan:
     decryptors: tuple[str, ...] = ()  # CKKS decrypt phase: the decryption committee
 
 
+Submission = tuple[np.ndarray, np.ndarray] | np.ndarray | int
+"""What the coordinator keeps of one answer: see :class:`_Collect`."""
+
+
 @dataclass
 class _Collect:
-    """Submissions of one phase."""
+    """Submissions of one phase, by artist (one answer each, kept in one of the three)."""
 
-    items: dict[str, object] = field(default_factory=dict)
+    publications: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # (artist rows, prototypes)
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)  # plain contribution or CKKS decryption (float64)
+    sizes: dict[str, int] = field(default_factory=dict)  # bytes of what a collector keeps (CKKS, masking messages)
+
+    @property
+    def items(self) -> dict[str, Submission]:
+        """Every answer of the phase, by artist."""
+        return {**self.publications, **self.vectors, **self.sizes}
+
+    def add(self, artist: str, value: Submission) -> None:
+        if isinstance(value, tuple):
+            self.publications[artist] = value
+        elif isinstance(value, np.ndarray):
+            self.vectors[artist] = value
+        else:
+            self.sizes[artist] = value
 
 
 @dataclass(frozen=True)
@@ -261,6 +280,7 @@ class Coordinator:
         return self._layout
 
     def plan(self) -> Plan:
+        decrypting = self._decryption_round
         return Plan(
             round_id=self._round_id,
             kind=self.rules.kind(self._round_id),
@@ -271,7 +291,7 @@ class Coordinator:
             value_range=self._value_range(),
             attempt=self.attempt,
             masking=self._masking.params if self._masking is not None and self._phase in MASKING_STEPS else None,
-            decryptors=self._ckks_round.committee if self.decryption_phase else (),
+            decryptors=decrypting.committee if decrypting is not None else (),
         )
 
     @property
@@ -331,8 +351,9 @@ class Coordinator:
         """True if this phase already holds exactly this publication from ``artist``.  A different
         one is still refused as a duplicate by :meth:`_admit` (a publication is a DP release: an
         artist must not swap it for a second draw)."""
-        held = self._collect.items.get(artist) if (round_id, self._phase) == (self._round_id, Phase.PUBLISH) else None
-        if not isinstance(held, tuple):
+        publishing = (round_id, self._phase) == (self._round_id, Phase.PUBLISH)
+        held = self._collect.publications.get(artist) if publishing else None
+        if held is None:
             return False
         held_rows, held_prototypes = held
         return bool(np.array_equal(held_rows, rows) and np.array_equal(held_prototypes, prototypes))
@@ -359,7 +380,7 @@ class Coordinator:
             except SecureAggregationError as exc:
                 raise Malformed(f"{what} refused: {exc}") from exc
             self._ckks_round = collector
-            value: object = len(payload)
+            value: np.ndarray | int = len(payload)
         else:  # the server sees this vector: check it alone, as a sum of one contribution
             value_range = self._value_range()
             value = _finite_vector(payload, expected.size, what, value_range)
@@ -421,7 +442,8 @@ class Coordinator:
 
     def _new_ckks_round(self, layout: Layout) -> ContributionCollector:
         """This attempt's collector; the vector length and signed layout come from the plan's ``layout``."""
-        context = self.ckks.public() if self.ckks.has_secret_key else self.ckks  # type: ignore[union-attr]
+        assert self.ckks is not None  # a 'ckks' schedule without a context is refused at construction
+        context = self.ckks.public() if self.ckks.has_secret_key else self.ckks
         at = Attempt(self._round_id, self.attempt, context.fingerprint)
         return ContributionCollector(context, at, self.identity_publics, layout.size, layout_bytes(layout.fields))
 
@@ -470,14 +492,20 @@ class Coordinator:
             raise Malformed(str(exc)) from exc
 
     @property
+    def _decryption_round(self) -> ContributionCollector | None:
+        """The CKKS collector whose decryption committee is at work (its set is fixed), if any."""
+        return self._ckks_round if self._phase is Phase.DECRYPT else None
+
+    @property
     def decryption_phase(self) -> bool:
         """Whether a CKKS decryption committee is at work (its set is fixed)."""
-        return self._phase is Phase.DECRYPT and self._ckks_round is not None
+        return self._decryption_round is not None
 
     @property
     def decryption_committed(self) -> bool:
         """Whether every member of the current decryption committee has committed to the set."""
-        return self.decryption_phase and self._ckks_round.committed  # type: ignore[union-attr]
+        decrypting = self._decryption_round
+        return decrypting is not None and decrypting.committed
 
     def decryption_commits(self, artist: str, round_id: int) -> tuple[int, dict[str, tuple[bytes, bytes]]]:
         """(attempt, committee member -> (set digest, signature)) of the commitments held so far."""
@@ -493,9 +521,9 @@ class Coordinator:
     def retire(self, artist: str, reason: str) -> None:
         self.state.retired.setdefault(artist, reason)
 
-    def _accept(self, artist: str, value: object, nonce: bytes, now: float) -> None:
+    def _accept(self, artist: str, value: Submission, nonce: bytes, now: float) -> None:
         self._nonces.add(nonce)
-        self._collect.items[artist] = value
+        self._collect.add(artist, value)
         self.tick(now)
 
     # ------------------------------------------------------------------ closing phases
@@ -551,32 +579,38 @@ class Coordinator:
         self._open(self._round_id, now)
 
     def _close(self, now: float) -> None:
-        items = self._collect.items
+        collected = self._collect
         self._last_closed = (self._round_id, self._phase.value, self._deadline)
         if self._phase is Phase.PUBLISH:
-            for rows, protos in items.values():  # type: ignore[misc]
+            for rows, protos in collected.publications.values():
                 publish_prototypes(self.state, rows, protos)
             if self.rules.kind(self._round_id) == FINAL:
                 return self._complete(now)
             return self._enter(self._contribution_phase(), now)
+        # the phases below exist only in a round that sums (a layout), each with its protocol's state
+        assert self._layout is not None
         if self._phase in MASKING_STEPS[:-1]:
-            self._masking.close(self._phase.value)  # type: ignore[union-attr]
+            assert self._masking is not None
+            self._masking.close(self._phase.value)
             return self._enter(MASKING_STEPS[MASKING_STEPS.index(self._phase) + 1], now)
         if self._phase is Phase.UNMASK:
-            outcome = self._masking.finish()  # type: ignore[union-attr]
+            assert self._masking is not None
+            outcome = self._masking.finish()
             self.last_sum = SecureSum(self._round_id, outcome.contributors, outcome.dropped, outcome.total)
-            self._apply(unpack(outcome.total, self._layout), len(outcome.contributors))  # type: ignore[arg-type]
+            self._apply(unpack(outcome.total, self._layout), len(outcome.contributors))
             return self._complete(now)
         if self._phase is Phase.CONTRIBUTE and self.schedule.secure_mode == "ckks":
-            self._ckks_round.close()  # type: ignore[union-attr]  # fixes the set and its committee
+            assert self._ckks_round is not None
+            self._ckks_round.close()  # fixes the set and its committee
             return self._enter(Phase.DECRYPT, now)
         if self._phase is Phase.CONTRIBUTE:
-            result = PlainSummation().sum(items, round_id=self._round_id)  # type: ignore[arg-type]
+            result = PlainSummation().sum(collected.vectors, round_id=self._round_id)
             total, contributors = result.total, len(result.contributors)
         else:
-            total = self._agreed_total(items)  # type: ignore[arg-type]
-            contributors = len(self._ckks_round.contributions)  # type: ignore[union-attr]
-        self._apply(unpack(total, self._layout), contributors)  # type: ignore[arg-type]
+            assert self._ckks_round is not None
+            total = self._agreed_total(collected.vectors)
+            contributors = len(self._ckks_round.contributions)
+        self._apply(unpack(total, self._layout), contributors)
         self._complete(now)
 
     def _agreed_total(self, decrypted: Mapping[str, np.ndarray]) -> np.ndarray:

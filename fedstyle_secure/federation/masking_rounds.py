@@ -16,7 +16,7 @@ a single unmasked vector or a share in the clear.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -35,8 +35,9 @@ from fedstyle_secure.secure.masking.messages import (
     UnmaskResponse,
     parse_message,
 )
+from fedstyle_secure.secure.masking.server import ArtistMessage
 
-_UPLOAD_TYPES: dict[str, type] = {
+_UPLOAD_TYPES: dict[str, type[ArtistMessage]] = {
     MaskingPhase.ADVERTISE.value: AdvertiseKeys,
     MaskingPhase.SHARE.value: ShareKeys,
     MaskingPhase.MASKED_INPUT.value: MaskedInput,
@@ -84,7 +85,7 @@ class MaskingRound:
         server = self._server_for(artist, layout) if phase == MaskingPhase.ADVERTISE.value else self._server
         assert server is not None
         try:
-            server.receive(message)  # type: ignore[arg-type]
+            server.receive(message)
         except SecureAggregationError as exc:
             raise Malformed(f"{phase} message of {artist}: {exc}") from exc
         if phase == MaskingPhase.ADVERTISE.value:  # commit only once the message was accepted
@@ -98,8 +99,8 @@ class MaskingRound:
         expected = _UPLOAD_TYPES[phase]
         if not isinstance(message, expected):
             raise Malformed(f"a {phase!r} upload must carry {expected.__name__}, got {type(message).__name__}")
-        if message.sender != artist:  # type: ignore[union-attr]
-            raise Forbidden(f"certificate of {artist!r} cannot send a masking message as {message.sender!r}")  # type: ignore[union-attr]
+        if message.sender != artist:
+            raise Forbidden(f"certificate of {artist!r} cannot send a masking message as {message.sender!r}")
         if message.round_id != self.params.session_id:
             raise WrongRound(
                 f"masking message of session {message.round_id:#x}, the current session is {self.params.session_id:#x}"
@@ -133,7 +134,7 @@ class MaskingRound:
         threshold remain, or a needed secret has too few share holders left)."""
         if self._server is None:
             raise SecureAggregationError("no artist advertised keys")
-        closers = {
+        closers: dict[str, Callable[[], Mapping[str, Message]]] = {
             MaskingPhase.ADVERTISE.value: self._server.close_advertise,
             MaskingPhase.SHARE.value: self._server.close_shares,
             MaskingPhase.MASKED_INPUT.value: self._server.close_masked_inputs,

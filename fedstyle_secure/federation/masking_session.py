@@ -30,9 +30,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fedstyle_secure.errors import SecureAggregationError
+from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.secure.factory import make_summation
 from fedstyle_secure.secure.masking.config import MASKING_MODES, MaskingPhase, RoundConfig
+from fedstyle_secure.secure.masking.summation import MaskedSummation
 
 MASKING_PHASES: tuple[str, ...] = tuple(
     p.value
@@ -93,4 +94,6 @@ def round_config(
     if mode == "secagg+" and params.degree:
         options["degree"] = params.degree
     summation = make_summation(mode, list(participants), **options)
-    return summation.round_config(list(participants), round_id=params.session_id, vector_length=vector_length)  # type: ignore[attr-defined]
+    if not isinstance(summation, MaskedSummation):
+        raise ConfigError(f"secure mode {mode!r} has no pairwise-masking session")
+    return summation.round_config(list(participants), round_id=params.session_id, vector_length=vector_length)

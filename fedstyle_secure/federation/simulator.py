@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.errors import ConfigError, PrivacyError
 from fedstyle_secure.federation.client import Broadcast, StyleClient, federation_shape
 from fedstyle_secure.federation.packing import pack_as, unpack
 from fedstyle_secure.federation.privacy_plan import new_ledger, plan_participation
@@ -31,6 +31,7 @@ from fedstyle_secure.federation.strategy import (
 )
 from fedstyle_secure.federation.sum_checks import checked_aggregate, checked_standardisation, decode_tolerance
 from fedstyle_secure.models.factory import EncoderConfig
+from fedstyle_secure.models.heads import StyleModel
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import get_flat_params, set_flat_params
 from fedstyle_secure.randomness import CsprngNoise, SeededNoise
@@ -109,7 +110,7 @@ class SimulationResult:
     history: list[RoundRecord]
     wall_time_s: float
     state: ServerState
-    global_model: nn.Module | None
+    global_model: StyleModel | None
     personal_models: list[nn.Module] | None
     privacy: dict[str, dict] = field(default_factory=dict)
 
@@ -124,7 +125,7 @@ def round_rules(config: SimulationConfig) -> RoundRules:
 
 
 def make_clients(
-    config: SimulationConfig, data: FederationData, model: nn.Module, rng: np.random.Generator
+    config: SimulationConfig, data: FederationData, model: StyleModel, rng: np.random.Generator
 ) -> list[StyleClient]:
     """One client per artist group, or a single client holding everything for ``central``."""
     spec = algorithm_spec(config.algorithm)
@@ -160,7 +161,7 @@ def make_clients(
 
 def standardise_inputs(
     clients: list[StyleClient],
-    template: nn.Module,
+    template: StyleModel,
     summation: SecureSummation,
     spec: AlgorithmSpec,
     shape: FederationShape,
@@ -176,7 +177,7 @@ def standardise_inputs(
     mean, std = checked_standardisation(spec, shape, unpack(agg.total, layout), n, tolerance)
     for client in clients:
         client.set_standardisation(mean, std)
-    template.encoder.set_standardisation(torch.from_numpy(mean), torch.from_numpy(std))
+    template.projection_head().set_standardisation(torch.from_numpy(mean), torch.from_numpy(std))
 
 
 def _broadcast(state: ServerState) -> Broadcast:
@@ -242,7 +243,7 @@ def run_simulation(
         broadcast = _broadcast(state)
         layout = round_layout(spec, shape, "train")  # the plan's, never a client's
         contributions = {client.client_id: client.fit(broadcast, round_id=r) for client in active}
-        losses = [loss for client in active for loss in client.last_result.losses]
+        losses = _last_losses(active)
         bytes_up = 0.0
         if layout is not None:
             packed = {cid: pack_as(arrays, layout) for cid, arrays in contributions.items()}
@@ -280,8 +281,20 @@ def run_simulation(
     )
 
 
-def _global_model(averages: bool, clients: list[StyleClient], state: ServerState, template: nn.Module) -> nn.Module:
+def _last_losses(clients: list[StyleClient]) -> list[float]:
+    """The per-epoch training losses of every client's last ``fit``."""
+    losses: list[float] = []
+    for client in clients:
+        if client.last_result is None:
+            raise RuntimeError(f"{client.client_id} has no training result: fit it before reading its losses")
+        losses.extend(client.last_result.losses)
+    return losses
+
+
+def _global_model(averages: bool, clients: list[StyleClient], state: ServerState, template: StyleModel) -> StyleModel:
     if averages:
+        if state.params is None:
+            raise ConfigError("the global model averages parameters, but the server state holds none")
         set_flat_params(template, state.params)
         return template
     return clients[0].model  # pooled: the single client's model is the model
@@ -325,6 +338,7 @@ def _final_publication(spec, clients, state, template, data, round_id: int) -> R
     publish_prototypes(state, np.flatnonzero(known), table[known])
     if model is not None:
         return evaluate_global(model, data, prototypes=table)
+    assert models is not None  # no global model only when every client keeps its own
     return evaluate_personal(models, data, prototypes=table)
 
 
@@ -338,6 +352,8 @@ class _RoundReports:
 
     def write_round(self, clients: list[StyleClient], round_id: int) -> None:
         for client in clients:
+            if client.ledger is None or client.dp is None:
+                raise PrivacyError(f"{client.client_id}: an ε report needs the client's DP plan and budget ledger")
             for artist in client.artists:
                 self.writer.write(
                     self.data.artists[artist],
@@ -351,7 +367,7 @@ class _RoundReports:
 def _privacy_summary(clients: list[StyleClient], data: FederationData) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for client in clients:
-        if client.ledger is None:
+        if client.ledger is None or client.dp is None:  # a client has both or neither
             continue
         for artist in client.artists:
             out[data.artists[artist]] = {

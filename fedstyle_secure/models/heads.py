@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedstyle_secure.errors import ModelError
+
 DEFAULT_EMBEDDING_DIM = 128
 DEFAULT_HIDDEN_DIM = 512
 
@@ -17,6 +19,9 @@ class ProjectionHead(nn.Module):
     ``input_mean``/``input_std`` (buffers) standardise the frozen features; they are computed
     from the public alignment set, so they cost no privacy and are identical for every artist.
     """
+
+    input_mean: torch.Tensor
+    input_std: torch.Tensor
 
     def __init__(
         self,
@@ -90,3 +95,10 @@ class StyleModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
+
+    def projection_head(self) -> ProjectionHead:
+        """The encoder, which must be a :class:`ProjectionHead` (frozen-feature backbones: the only
+        ones whose inputs are standardised); raises :class:`~fedstyle_secure.errors.ModelError` otherwise."""
+        if not isinstance(self.encoder, ProjectionHead):
+            raise ModelError(f"input standardisation needs a ProjectionHead encoder, not {type(self.encoder).__name__}")
+        return self.encoder

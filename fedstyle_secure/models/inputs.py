@@ -80,7 +80,7 @@ def _pixel_bank(images: np.ndarray, keys: Sequence[str], n_views: int, seed: int
     out = np.empty((n_views + 1, len(images), 3, r, r), dtype=np.uint8)
     for i in tqdm(range(len(images)), desc="augmenting", disable=not progress, leave=False):
         for v, view in enumerate(_views_of(images[i], keys[i], n_views, seed)):
-            small = np.asarray(Image.fromarray(view).resize((r, r), Image.BILINEAR))
+            small = np.asarray(Image.fromarray(view).resize((r, r), Image.Resampling.BILINEAR))
             out[v, i] = small.transpose(2, 0, 1)
     return InputBank(views=out, kind="pixels")
 

@@ -37,7 +37,8 @@ def set_flat_params(model: nn.Module, flat: np.ndarray) -> None:
 def flat_ranges(model: nn.Module, selected: list[torch.Tensor]) -> tuple[tuple[int, int], ...]:
     """The ``[start, stop)`` ranges of :func:`get_flat_params`'s vector that hold the parameters
     ``selected`` (adjacent ones merged); raises ``ValueError`` if one is not trainable in ``model``."""
-    wanted, ranges, offset = {id(p) for p in selected}, [], 0
+    wanted, offset = {id(p) for p in selected}, 0
+    ranges: list[tuple[int, int]] = []
     for p in trainable_parameters(model):
         if id(p) in wanted:
             wanted.discard(id(p))

@@ -7,9 +7,9 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
-from torch import nn
 
 from fedstyle_secure.errors import ModelError
 from fedstyle_secure.models.embed import embed, normalise_rows
@@ -55,7 +55,7 @@ class StyleIndex:
         if self.artwork_embeddings is not None:
             arrays["artwork_embeddings"] = self.artwork_embeddings.astype(np.float32)
             arrays["artwork_labels"] = np.asarray(self.artwork_labels, dtype=np.int64)
-        np.savez(directory / "index.npz", **arrays)
+        np.savez(directory / "index.npz", **cast(dict[str, Any], arrays))  # keywords name arrays, not options
         meta = {"format": INDEX_FORMAT, "artists": list(self.artists), "artwork_sources": list(self.artwork_sources)}
         staged = directory / "index.json.tmp"  # index.json marks a complete index: written last, atomically
         staged.write_text(json.dumps(meta, indent=2))
@@ -90,7 +90,7 @@ class StyleIndex:
 
 
 def build_index(
-    model: nn.Module,
+    model: StyleModel,
     config: EncoderConfig,
     artists: tuple[str, ...],
     prototypes: np.ndarray,
@@ -98,7 +98,7 @@ def build_index(
     artwork_labels: np.ndarray | None = None,
     artwork_sources: tuple[str, ...] = (),
 ) -> StyleIndex:
-    encoder_only = StyleModel(model.encoder, None, config.embedding_dim) if isinstance(model, StyleModel) else model
+    encoder_only = StyleModel(model.encoder, None, config.embedding_dim)
     return StyleIndex(
         artists=artists,
         prototypes=normalise_rows(prototypes),

@@ -20,22 +20,28 @@ Imported lazily by :func:`fedstyle_secure.training.dp_sgd.make_private` (Opacus 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from opacus import PrivacyEngine
 from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
 from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.randomness import NoiseSource
+
+_SUMMED_GRAD = "summed_grad"  # where Opacus leaves a parameter's clipped per-sample gradient sum
 
 
 class _NoiseFromSource:
     """Mixin for an Opacus ``DPOptimizer``: the noise step draws from ``noise_source``."""
 
     noise_source: NoiseSource
+    # provided by the Opacus DPOptimizer this is mixed into
+    params: list[torch.Tensor]
+    noise_multiplier: float
+    max_grad_norm: float
 
     def __init__(self, *args: Any, noise_source: NoiseSource, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -44,12 +50,12 @@ class _NoiseFromSource:
     def add_noise(self) -> None:
         """Opacus's ``add_noise`` (std ``noise_multiplier * max_grad_norm`` on every coordinate of
         the clipped sum ``p.summed_grad``, result in ``p.grad``), all parameters in one draw."""
-        params: list[torch.Tensor] = self.params  # type: ignore[attr-defined]
-        multiplier = getattr(self, "_adjusted_noise_multiplier", self.noise_multiplier)  # type: ignore[attr-defined]
-        summed = [p.summed_grad for p in params]
+        params = self.params
+        multiplier = getattr(self, "_adjusted_noise_multiplier", self.noise_multiplier)
+        summed: list[torch.Tensor] = [getattr(p, _SUMMED_GRAD) for p in params]
         for grad in summed:
             _check_processed_flag(grad)
-        std = multiplier * self.max_grad_norm  # type: ignore[attr-defined]
+        std = multiplier * self.max_grad_norm
         noise = torch.from_numpy(self.noise_source.gaussian(std, sum(g.numel() for g in summed)))
         for p, grad, z in zip(params, summed, torch.split(noise, [g.numel() for g in summed])):
             p.grad = (grad + z.view_as(grad).to(grad.dtype)).view_as(p)
@@ -93,7 +99,8 @@ def _index_batch(indices: list[int]) -> torch.Tensor:
 def poisson_loader(n: int, rate: float, steps: int, noise: NoiseSource) -> DataLoader:
     """A loader of index batches (``(B,)`` long tensors, B may be 0) over ``range(n)``; Opacus reads
     the sample rate as ``1 / len(loader) = 1 / steps``."""
-    return DataLoader(range(n), batch_sampler=PoissonBatchSampler(n, rate, steps, noise), collate_fn=_index_batch)
+    indices = cast(Dataset[int], range(n))  # a map-style dataset: len() and integer indexing
+    return DataLoader(indices, batch_sampler=PoissonBatchSampler(n, rate, steps, noise), collate_fn=_index_batch)
 
 
 class NoiseSourcePrivacyEngine(PrivacyEngine):
@@ -103,7 +110,7 @@ class NoiseSourcePrivacyEngine(PrivacyEngine):
         super().__init__(accountant=accountant)
         self.noise = noise
 
-    def _prepare_optimizer(  # type: ignore[override]
+    def _prepare_optimizer(
         self,
         *,
         optimizer: torch.optim.Optimizer,
@@ -134,7 +141,7 @@ class NoiseSourcePrivacyEngine(PrivacyEngine):
             **kwargs,
         )
 
-    def _prepare_data_loader(  # type: ignore[override]
+    def _prepare_data_loader(
         self, data_loader: DataLoader, *, poisson_sampling: bool, distributed: bool, **kwargs: Any
     ) -> DataLoader:
         sampler = data_loader.batch_sampler

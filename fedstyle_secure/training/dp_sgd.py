@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -32,6 +33,10 @@ from torch.utils.data import DataLoader
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.randomness import NoiseSource
 from fedstyle_secure.training.dp import PRIVATE_LAYERS, DpPlan
+
+if TYPE_CHECKING:  # Opacus is slow to import; make_private imports it when it is needed
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
 
 
 def privately_trained_parameters(model: nn.Module, private_layers: str) -> list[torch.Tensor]:
@@ -88,8 +93,8 @@ class PerArtworkLoss(nn.Module):
 class PrivateTraining:
     """A model, optimiser and Poisson loader made private by Opacus for one round."""
 
-    module: nn.Module  # GradSampleModule(FastGradientClipping) wrapping the client's model
-    optimizer: torch.optim.Optimizer  # DPOptimizer(FastGradientClipping)
+    module: GradSampleModule  # GradSampleModule(FastGradientClipping) wrapping the client's model
+    optimizer: DPOptimizer  # DPOptimizer(FastGradientClipping)
     loader: DataLoader  # yields (B,) index tensors: Poisson-sampled, variable-size, possibly empty batches
     criterion: nn.Module | None = None  # Opacus's ghost-clipping loss wrapper; None for hooks
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedstyle_secure.errors import ModelError
 from fedstyle_secure.models.embed import embed
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import trainable_parameters
@@ -111,6 +112,12 @@ def _instance_losses(z: torch.Tensor, z_pos: torch.Tensor, negatives: torch.Tens
     return F.cross_entropy(logits / tau, torch.zeros(len(z), dtype=torch.long), reduction="none")
 
 
+def _classifier(model: nn.Module) -> nn.Module | None:
+    """The model's classification layer, ``None`` if it has none."""
+    classifier = getattr(model, "classifier", None)
+    return classifier if isinstance(classifier, nn.Module) else None
+
+
 def private_losses(
     objective: str,
     model: nn.Module,
@@ -128,11 +135,15 @@ def private_losses(
         if protos is not None and known is not None and int(known.sum()) > 1:  # none before any publication
             logits = _masked_prototype_logits(z, labels, protos, known, cfg.tau, cfg.margin)
             losses = losses + F.cross_entropy(logits, labels, reduction="none")
-        if cfg.classifier_weight and getattr(model, "classifier", None) is not None:
-            losses = losses + cfg.classifier_weight * F.cross_entropy(model.classifier(z), labels, reduction="none")
+        classifier = _classifier(model)
+        if cfg.classifier_weight and classifier is not None:
+            losses = losses + cfg.classifier_weight * F.cross_entropy(classifier(z), labels, reduction="none")
         return losses
     if objective in ("classifier", "fedproto"):
-        losses = F.cross_entropy(model.classifier(z), labels, reduction="none")
+        classifier = _classifier(model)
+        if classifier is None:
+            raise ModelError(f"objective {objective!r} needs a classifier; {type(model).__name__} has none")
+        losses = F.cross_entropy(classifier(z), labels, reduction="none")
         if objective == "fedproto" and protos is not None and known is not None:
             target = F.normalize(protos, dim=1)[labels]
             weight = known[labels].float()
@@ -170,14 +181,14 @@ def non_private_loss(
     rng: np.random.Generator,
 ) -> torch.Tensor | None:
     """Loss terms that read no private artwork: public alignment (FedStyle) and FedProx's proximal term."""
-    terms = []
+    terms: list[torch.Tensor] = []
     if objective == "fedstyle":
         aligned = public_loss(model, ctx, cfg, rng)
         if aligned is not None:
             terms.append(aligned)
     if ctx.anchor is not None and cfg.proximal_mu > 0:
         terms.append(cfg.proximal_mu * proximal_term(params, ctx.anchor))
-    return sum(terms) if terms else None
+    return sum(terms[1:], terms[0]) if terms else None
 
 
 def _add_non_private_gradient(private: PrivateTraining, params: list[torch.Tensor], extra: torch.Tensor | None) -> None:

@@ -50,4 +50,4 @@ def prototype_distance_loss(embeddings: torch.Tensor, labels: torch.Tensor, prot
 
 def proximal_term(params: list[torch.Tensor], anchor: list[torch.Tensor]) -> torch.Tensor:
     """FedProx's ``0.5 * ||w - w_global||^2`` summed over parameters (scale by mu outside)."""
-    return 0.5 * sum((p - a).pow(2).sum() for p, a in zip(params, anchor))
+    return 0.5 * sum(((p - a).pow(2).sum() for p, a in zip(params, anchor)), torch.zeros(()))

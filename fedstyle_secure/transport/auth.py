@@ -47,7 +47,8 @@ def buyer_tls_pem(keys_dir: Path, buyer_id: str) -> tuple[bytes, bytes, bytes]:
     """A buyer's ``(CA, certificate, key)`` PEM from its bundle or a full key set (checked by the TLS layer)."""
     paths = (CA_CERT, client_cert_path(pki.Role.BUYER, buyer_id), client_key_path(pki.Role.BUYER, buyer_id))
     try:
-        return tuple((Path(keys_dir) / p).read_bytes() for p in paths)  # type: ignore[return-value]
+        ca, certificate, key = ((Path(keys_dir) / p).read_bytes() for p in paths)
+        return ca, certificate, key
     except OSError as exc:
         raise ConfigError(f"buyer {buyer_id!r} key files unreadable in {keys_dir}: {exc}") from exc
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import tomllib
 
@@ -20,7 +20,10 @@ from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
 from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.transport.dp_config import dp_schedule, pop_federation_dp, validate_client_budget
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 MiB = 1024 * 1024
 
 
@@ -96,11 +99,13 @@ def _coerce(value: Any, type_name: str, where: str) -> Any:
     wanted = str if expected is Path else expected
     if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
         raise ConfigError(f"{where}: expected {wanted.__name__}, got {value!r}")
-    return Path(value) if expected is Path else value
+    if expected is Path and isinstance(value, str):  # checked above: a path is given as a string
+        return Path(value)
+    return value
 
 
 def _build(cls: type[T], table: dict[str, Any], where: str, nested: dict[str, Any] | None = None) -> T:
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(table) - set(fields))
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
@@ -138,6 +143,10 @@ def _positive(obj: object, names: tuple[str, ...], where: str) -> None:
             raise ConfigError(f"{where}.{name} must be > 0, got {getattr(obj, name)}")
 
 
+@overload
+def _relative(base: Path, path: Path) -> Path: ...
+@overload
+def _relative(base: Path, path: Path | None) -> Path | None: ...
 def _relative(base: Path, path: Path | None) -> Path | None:
     return None if path is None else (path if path.is_absolute() else base / path)
 

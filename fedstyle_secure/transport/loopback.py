@@ -54,7 +54,7 @@ class LoopbackFederation:
         from its ``state_dir`` like a restarted artist process."""
         self.results.pop(artist, None)
         thread = threading.Thread(
-            target=_artist_thread, args=(self, self.clients[artist]), name=f"artist-{artist}", daemon=True
+            target=_artist_thread, args=(self, artist, self.clients[artist]), name=f"artist-{artist}", daemon=True
         )
         self.threads[artist] = thread
         thread.start()
@@ -133,10 +133,8 @@ def start_loopback(
     return federation
 
 
-def _artist_thread(federation: LoopbackFederation, config: ClientConfig) -> None:
+def _artist_thread(federation: LoopbackFederation, artist: str, config: ClientConfig) -> None:
     try:
-        federation.results[config.artist] = run_artist(
-            config, load_artist_keys(config.keys, config.artist), federation.stop
-        )
+        federation.results[artist] = run_artist(config, load_artist_keys(config.keys, config.artist), federation.stop)
     except Exception as exc:  # reported to the caller, who decides
-        federation.results[config.artist] = exc
+        federation.results[artist] = exc

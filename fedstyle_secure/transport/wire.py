@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
+from google.protobuf.message import Message as ProtoMessage
 
 from fedstyle_secure.federation.packing import Layout
 from fedstyle_secure.transport.codegen import ensure_generated
@@ -18,6 +19,8 @@ ensure_generated()
 
 from fedstyle_secure.transport._generated.fedstyle.v1 import federation_pb2 as pb  # noqa: E402
 from fedstyle_secure.transport._generated.fedstyle.v1 import federation_pb2_grpc as pb_grpc  # noqa: E402, F401
+
+# re-exported for the server and the channel (F401: not used here)
 
 PROTOCOL = "fedstyle.v1"
 ROUND_METADATA = "fedstyle-round"  # call metadata of a submission: the round id it is for ...
@@ -56,8 +59,8 @@ def optional_tensor(array: np.ndarray | None) -> pb.Tensor | None:
     return None if array is None else to_tensor(array)
 
 
-def optional_array(message: object, field: str, what: str) -> np.ndarray | None:
-    return from_tensor(getattr(message, field), what) if message.HasField(field) else None  # type: ignore[attr-defined]
+def optional_array(message: ProtoMessage, field: str, what: str) -> np.ndarray | None:
+    return from_tensor(getattr(message, field), what) if message.HasField(field) else None
 
 
 def layout_from_fields(fields: Iterable[pb.LayoutField]) -> Layout:
@@ -96,7 +99,7 @@ def chunk_payload(
     payload: bytes,
     *,
     round_id: int,
-    kind: int,
+    kind: pb.PayloadKind,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     nonce: bytes | None = None,
     signature: bytes = b"",

@@ -39,8 +39,9 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypedDict
 
 import numpy as np
 import tenseal as ts
@@ -71,6 +72,14 @@ def _open(data: bytes, magic: bytes, what: str) -> ByteReader:
 def _check_version(version: object, what: str) -> None:
     if version != FORMAT_VERSION:
         raise SecureAggregationError(f"{what}: unsupported format version {version}")
+
+
+class CkksParamsJson(TypedDict):
+    """:meth:`CkksParams.to_json`: what the key manifest and serialised contexts record."""
+
+    poly_modulus_degree: int
+    coeff_mod_bit_sizes: list[int]
+    scale_bits: int
 
 
 @dataclass(frozen=True)
@@ -122,7 +131,7 @@ class CkksParams:
         if chain[0] <= self.scale_bits:
             raise ConfigError(f"CKKS first prime ({chain[0]} bits) must exceed scale_bits={self.scale_bits}")
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> CkksParamsJson:
         return {
             "poly_modulus_degree": self.poly_modulus_degree,
             "coeff_mod_bit_sizes": list(self.coeff_mod_bit_sizes),
@@ -130,12 +139,13 @@ class CkksParams:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> CkksParams:
+    def from_json(cls, data: Mapping[str, Any]) -> CkksParams:
+        """Parse parameters from untrusted JSON (malformed: :class:`ConfigError`; out of range: ``validate``)."""
         try:
             params = cls(
-                poly_modulus_degree=int(data["poly_modulus_degree"]),  # type: ignore[arg-type]
-                coeff_mod_bit_sizes=tuple(int(b) for b in data["coeff_mod_bit_sizes"]),  # type: ignore[union-attr]
-                scale_bits=int(data["scale_bits"]),  # type: ignore[arg-type]
+                poly_modulus_degree=int(data["poly_modulus_degree"]),
+                coeff_mod_bit_sizes=tuple(int(b) for b in data["coeff_mod_bit_sizes"]),
+                scale_bits=int(data["scale_bits"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"malformed CKKS parameters {data!r}: {exc}") from exc

@@ -32,14 +32,14 @@ import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TypedDict, TypeVar, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
-from fedstyle_secure.secure.ckks.primitives import CkksContext, CkksParams
+from fedstyle_secure.secure.ckks.primitives import CkksContext, CkksParams, CkksParamsJson
 from fedstyle_secure.secure.keys import pki
 
 FORMAT = "fedstyle-keys/1"
@@ -55,6 +55,50 @@ IDENTITY_DIR = "identity"
 DEFAULT_SERVER_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1")
 
 T = TypeVar("T")
+
+
+class CkksManifest(TypedDict):
+    """The manifest's CKKS entry: parameters, key id and fingerprint (hex) of the shared context."""
+
+    params: CkksParamsJson
+    key_id: str
+    fingerprint: str
+
+
+class BundleOwner(TypedDict, total=False):
+    """Whose bundle a manifest describes: ``role`` (artist, server, buyer, auditor) and, for artists
+    and buyers, ``id``."""
+
+    role: str
+    id: str
+
+
+class KeyManifest(TypedDict):
+    """``manifest.json`` of a key set or bundle (``bundle`` is ``None`` for the full key set)."""
+
+    format: str
+    created_utc: str
+    artists: list[str]
+    buyers: list[str]
+    server_hosts: list[str]
+    ca_fingerprint: str  # SHA-256 hex of the CA certificate
+    identity_keys: dict[str, str]  # artist id -> identity key fingerprint
+    ckks: CkksManifest
+    bundle: BundleOwner | None
+    files: dict[str, str]  # relative path -> SHA-256 hex
+
+
+# the JSON type of every manifest field the loaders read (a bundle's "bundle" may be absent or null)
+_MANIFEST_FIELDS: dict[str, tuple[type, ...]] = {
+    "artists": (list,),
+    "buyers": (list,),
+    "server_hosts": (list,),
+    "ca_fingerprint": (str,),
+    "identity_keys": (dict,),
+    "ckks": (dict,),
+    "bundle": (dict, type(None)),
+    "files": (dict,),
+}
 
 
 def identity_public_path(artist_id: str) -> str:
@@ -109,7 +153,7 @@ def generate_key_files(
         identity_keys[artist] = pki.identity_fingerprint(identity.public_key())
         files[identity_key_path(artist)] = pki.private_key_pem(identity)
         files[identity_public_path(artist)] = pki.public_key_pem(identity.public_key())
-    manifest = {
+    manifest: KeyManifest = {
         "format": FORMAT,
         "created_utc": (now or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="seconds"),
         "artists": list(artists),
@@ -149,7 +193,7 @@ def _manifest_bytes(manifest: Mapping[str, object]) -> bytes:
 
 
 def bundle_paths(
-    manifest: Mapping[str, object],
+    manifest: KeyManifest,
     *,
     artist: str | None = None,
     server: bool = False,
@@ -160,7 +204,7 @@ def bundle_paths(
     (no secret: the CA certificate and every artist's identity public key, for ``fedstyle audit --keys``)."""
     if sum((artist is not None, server, buyer is not None, auditor)) != 1:
         raise ConfigError("choose exactly one of --artist NAME, --server, --buyer NAME or --auditor")
-    artists = list(manifest["artists"])  # type: ignore[call-overload]
+    artists = list(manifest["artists"])
     identities = [identity_public_path(a) for a in artists]
     if server:
         return [CA_CERT, SERVER_CERT, SERVER_KEY, CKKS_PUBLIC, *identities]
@@ -171,10 +215,10 @@ def bundle_paths(
             raise ConfigError(f"artist {artist!r} is not in this key set (artists: {artists})")
         role_files = [client_cert_path(pki.Role.ARTIST, artist), client_key_path(pki.Role.ARTIST, artist)]
         return [CA_CERT, *role_files, identity_key_path(artist), CKKS_SECRET, *identities]
-    buyers = list(manifest["buyers"])  # type: ignore[call-overload]
-    if buyer not in buyers:
+    buyers = list(manifest["buyers"])
+    if buyer is None or buyer not in buyers:
         raise ConfigError(f"buyer {buyer!r} is not in this key set (buyers: {buyers})")
-    return [CA_CERT, client_cert_path(pki.Role.BUYER, buyer), client_key_path(pki.Role.BUYER, buyer)]  # type: ignore[arg-type]
+    return [CA_CERT, client_cert_path(pki.Role.BUYER, buyer), client_key_path(pki.Role.BUYER, buyer)]
 
 
 def bundle_files(
@@ -224,7 +268,7 @@ def write_key_files(out_dir: Path, files: Mapping[str, bytes]) -> None:
             os.close(descriptor)
 
 
-def load_key_manifest(keys_dir: Path) -> dict:
+def load_key_manifest(keys_dir: Path) -> KeyManifest:
     path = keys_dir / MANIFEST
     try:
         manifest = json.loads(path.read_text())
@@ -234,7 +278,11 @@ def load_key_manifest(keys_dir: Path) -> dict:
         raise ConfigError(f"{path}: unreadable manifest: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ConfigError(f"{path}: not a {FORMAT} manifest")
-    return manifest
+    for name, kinds in _MANIFEST_FIELDS.items():
+        if not isinstance(manifest.get(name), kinds):
+            expected = " or ".join("null" if kind is type(None) else f"a JSON {kind.__name__}" for kind in kinds)
+            raise ConfigError(f"{path}: manifest field {name!r} must be {expected}")
+    return cast(KeyManifest, manifest)
 
 
 def is_secret_path(relative: str) -> bool:
@@ -251,9 +299,9 @@ def _read(path: Path) -> bytes:
         raise ConfigError(f"{path}: unreadable: {exc}") from exc
 
 
-def _check_integrity(keys_dir: Path, manifest: Mapping[str, object], relative: str, data: bytes) -> None:
+def _check_integrity(keys_dir: Path, manifest: KeyManifest, relative: str, data: bytes) -> None:
     """The file must be listed in the manifest with exactly this SHA-256."""
-    expected = manifest["files"].get(relative)  # type: ignore[attr-defined]
+    expected = manifest["files"].get(relative)
     if expected is None:
         raise SecureAggregationError(f"{keys_dir / relative}: not listed in {keys_dir / MANIFEST}")
     if _sha256(data) != expected:
@@ -268,7 +316,7 @@ def _check_private_mode(path: Path) -> None:
         raise ConfigError(f"{path}: secret file is accessible by group/others (mode {mode:04o}); chmod 600 it")
 
 
-def _load(keys_dir: Path, manifest: Mapping[str, object], relative: str, parse: Callable[[bytes, str], T]) -> T:
+def _load(keys_dir: Path, manifest: KeyManifest, relative: str, parse: Callable[[bytes, str], T]) -> T:
     """Parse first (so a wrong kind of file gets a precise message), then check integrity."""
     path = keys_dir / relative
     data = _read(path)
@@ -292,7 +340,7 @@ class MachineKeys:
     private_key: ec.EllipticCurvePrivateKey
     identity_public_keys: Mapping[str, Ed25519PublicKey]
     ckks: CkksContext
-    manifest: Mapping[str, object] = field(repr=False)
+    manifest: KeyManifest = field(repr=False)
 
     def tls_pem(self) -> tuple[bytes, bytes, bytes]:
         """``(CA certificate, own certificate, own private key)`` as PEM, as gRPC credentials take them."""
@@ -340,7 +388,7 @@ def load_server_keys(keys_dir: Path, *, now: dt.datetime | None = None) -> Serve
 
 def _load_machine(
     keys_dir: Path,
-    manifest: Mapping[str, object],
+    manifest: KeyManifest,
     cert_path: str,
     key_path: str,
     ckks_path: str,
@@ -352,7 +400,7 @@ def _load_machine(
     pki.verify_certificate(certificate, ca, str(keys_dir / cert_path), now=now)
     pki.verify_key_matches(certificate, private_key, str(keys_dir / key_path))
     return MachineKeys(
-        artists=tuple(manifest["artists"]),  # type: ignore[call-overload]
+        artists=tuple(manifest["artists"]),
         ca_certificate=ca,
         certificate=certificate,
         private_key=private_key,
@@ -362,14 +410,15 @@ def _load_machine(
     )
 
 
-def _bundle_owner(manifest: Mapping[str, object], role: str, keys_dir: Path) -> str:
-    bundle = manifest.get("bundle") or {}
-    if bundle.get("role") != role:  # type: ignore[union-attr]
+def _bundle_owner(manifest: KeyManifest, role: str, keys_dir: Path) -> str:
+    bundle = manifest.get("bundle") or BundleOwner()
+    owner = bundle.get("id")
+    if bundle.get("role") != role or owner is None:
         raise ConfigError(f"{keys_dir} is not a single {role}'s bundle; name the {role} explicitly")
-    return str(bundle["id"])  # type: ignore[index]
+    return str(owner)
 
 
-def _load_ca(keys_dir: Path, manifest: Mapping[str, object], now: dt.datetime | None) -> x509.Certificate:
+def _load_ca(keys_dir: Path, manifest: KeyManifest, now: dt.datetime | None) -> x509.Certificate:
     ca = _load(keys_dir, manifest, CA_CERT, pki.load_certificate_pem)
     if pki.certificate_fingerprint(ca) != manifest["ca_fingerprint"]:
         raise SecureAggregationError(f"{keys_dir / CA_CERT}: not the CA named in {keys_dir / MANIFEST}")
@@ -377,8 +426,8 @@ def _load_ca(keys_dir: Path, manifest: Mapping[str, object], now: dt.datetime | 
     return ca
 
 
-def _check_identity(manifest: Mapping[str, object], artist_id: str, public_key: Ed25519PublicKey, path: Path) -> None:
-    expected = manifest["identity_keys"].get(artist_id)  # type: ignore[attr-defined]
+def _check_identity(manifest: KeyManifest, artist_id: str, public_key: Ed25519PublicKey, path: Path) -> None:
+    expected = manifest["identity_keys"].get(artist_id)
     if expected is None:
         raise SecureAggregationError(f"{path}: identity key of {artist_id!r}, who is not in the manifest")
     if pki.identity_fingerprint(public_key) != expected:
@@ -393,28 +442,28 @@ def load_identity_keys(keys_dir: Path) -> dict[str, Ed25519PublicKey]:
     return _load_identity_publics(keys_dir, load_key_manifest(keys_dir))
 
 
-def _load_identity_publics(keys_dir: Path, manifest: Mapping[str, object]) -> dict[str, Ed25519PublicKey]:
+def _load_identity_publics(keys_dir: Path, manifest: KeyManifest) -> dict[str, Ed25519PublicKey]:
     """Every artist's identity public key; an extra key for someone not in the manifest is an error."""
     present = sorted(p.stem for p in (keys_dir / IDENTITY_DIR).glob("*.pub"))
-    for stranger in sorted(set(present) - set(manifest["artists"])):  # type: ignore[call-overload]
+    for stranger in sorted(set(present) - set(manifest["artists"])):
         raise SecureAggregationError(
             f"{keys_dir / identity_public_path(stranger)}: identity key of {stranger!r}, who is not in the manifest"
         )
     publics = {}
-    for artist in manifest["artists"]:  # type: ignore[attr-defined]
+    for artist in manifest["artists"]:
         relative = identity_public_path(artist)
         publics[artist] = _load(keys_dir, manifest, relative, pki.load_identity_public_key_pem)
         _check_identity(manifest, artist, publics[artist], keys_dir / relative)
     return publics
 
 
-def _load_ckks(keys_dir: Path, manifest: Mapping[str, object], relative: str, *, secret: bool) -> CkksContext:
+def _load_ckks(keys_dir: Path, manifest: KeyManifest, relative: str, *, secret: bool) -> CkksContext:
     path = keys_dir / relative
     context = _load(keys_dir, manifest, relative, lambda data, what: CkksContext.load(data, what=what))
     if context.has_secret_key != secret:
         state = "holds" if context.has_secret_key else "lacks"
         raise SecureAggregationError(f"{path}: {state} the CKKS secret key, unlike what this file must be")
-    if context.fingerprint.hex() != manifest["ckks"]["fingerprint"]:  # type: ignore[index]
+    if context.fingerprint.hex() != manifest["ckks"].get("fingerprint"):
         raise SecureAggregationError(f"{path}: CKKS parameters/key id differ from {keys_dir / MANIFEST}")
     return context
 
@@ -422,10 +471,10 @@ def _load_ckks(keys_dir: Path, manifest: Mapping[str, object], relative: str, *,
 # --------------------------------------------------------------------------- README
 
 
-def render_readme(manifest: Mapping[str, object]) -> str:
+def render_readme(manifest: KeyManifest) -> str:
     """The README placed next to a generated key set: which file goes to which machine."""
-    artists = list(manifest["artists"])  # type: ignore[call-overload]
-    buyers = list(manifest["buyers"])  # type: ignore[call-overload]
+    artists = list(manifest["artists"])
+    buyers = list(manifest["buyers"])
     lines = [
         "# fedstyle key set",
         "",
@@ -441,7 +490,7 @@ def render_readme(manifest: Mapping[str, object]) -> str:
         f"| `{CA_CERT}` | every machine (trust anchor for mutual TLS) | no |",
         f"| `{CA_KEY}` | nobody: keep offline with the administrator (issues certificates) | **yes** |",
         f"| `{SERVER_CERT}`, `{SERVER_KEY}` | server (TLS, hosts: {', '.join(manifest['server_hosts'])}) | key: "
-        "**yes** |",  # type: ignore[arg-type]
+        "**yes** |",
         f"| `{CKKS_PUBLIC}` | server (CKKS parameters, no key: can add, cannot decrypt) | no |",
         f"| `{CKKS_SECRET}` | every artist (shared CKKS secret key), never the server | **yes** |",
         f"| `{IDENTITY_DIR}/<artist>.pub` | server, every artist and auditors (verify signed key advertisements and "
@@ -470,7 +519,7 @@ def revoke(
     revoked serials.  The server reads the CRL named by ``server.crl``."""
     keys_dir = Path(keys_dir)
     manifest = load_key_manifest(keys_dir)
-    if CA_KEY not in manifest["files"]:  # type: ignore[operator]
+    if CA_KEY not in manifest["files"]:
         raise ConfigError(f"{keys_dir} has no CA key: revoke with the administrator's full key set, not a bundle")
     ca = pki.IssuedCertificate(
         _load_ca(keys_dir, manifest, now), _load(keys_dir, manifest, CA_KEY, pki.load_tls_private_key_pem)

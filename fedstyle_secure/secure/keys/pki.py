@@ -22,6 +22,7 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -303,7 +304,10 @@ def verify_key_matches(certificate: x509.Certificate, private_key: ec.EllipticCu
         raise SecureAggregationError(f"{what}: private key does not match the certificate's public key")
 
 
-def _extension(certificate: x509.Certificate, kind: type[x509.ExtensionType], what: str) -> x509.ExtensionType:
+_Extension = TypeVar("_Extension", bound=x509.ExtensionType)
+
+
+def _extension(certificate: x509.Certificate, kind: type[_Extension], what: str) -> _Extension:
     try:
         return certificate.extensions.get_extension_for_class(kind).value
     except x509.ExtensionNotFound as exc:
@@ -312,7 +316,7 @@ def _extension(certificate: x509.Certificate, kind: type[x509.ExtensionType], wh
 
 def _uri_sans(certificate: x509.Certificate, what: str) -> list[str]:
     sans = _extension(certificate, x509.SubjectAlternativeName, what)
-    return list(sans.get_values_for_type(x509.UniformResourceIdentifier))  # type: ignore[attr-defined]
+    return list(sans.get_values_for_type(x509.UniformResourceIdentifier))
 
 
 def verify_client_identity(certificate: x509.Certificate, role: Role, subject_id: str, what: str) -> None:
@@ -390,7 +394,10 @@ def parse_crl(crl_pem: bytes, ca_certificate: x509.Certificate, what: str) -> Re
         crl = x509.load_pem_x509_crl(crl_pem)
     except ValueError as exc:
         raise SecureAggregationError(f"{what}: not a PEM certificate revocation list ({exc})") from exc
-    if crl.issuer != ca_certificate.subject or not crl.is_signature_valid(ca_certificate.public_key()):  # type: ignore[arg-type]
+    ca_key = ca_certificate.public_key()
+    if not isinstance(ca_key, ec.EllipticCurvePublicKey):  # generate_ca makes ECDSA P-256 CAs only
+        raise SecureAggregationError(f"{what}: the CA's key is a {type(ca_key).__name__}, not an EC key")
+    if crl.issuer != ca_certificate.subject or not crl.is_signature_valid(ca_key):
         raise SecureAggregationError(f"{what}: not signed by this key set's CA (tampered or foreign)")
     if crl.next_update_utc is None:
         raise SecureAggregationError(

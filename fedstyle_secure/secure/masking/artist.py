@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TypeVar
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -50,6 +51,7 @@ from fedstyle_secure.secure.masking.messages import (
     AdvertiseKeys,
     KeyRoster,
     MaskedInput,
+    Message,
     ShareDelivery,
     ShareKeys,
     SurvivorSet,
@@ -61,6 +63,9 @@ from fedstyle_secure.secure.masking.messages import (
 )
 from fedstyle_secure.secure.masking.prg import SEED_BYTES, MaskGenerator
 from fedstyle_secure.secure.masking.shamir import split_secret
+
+# what the server sends an artist (each method checks it got the one its phase expects)
+_Inbound = TypeVar("_Inbound", KeyRoster, ShareDelivery, SurvivorSet, UnmaskRequest)
 
 
 def mask_sign(owner: str, peer: str) -> int:
@@ -101,9 +106,8 @@ class MaskingArtist:
     def _fail(self, reason: str) -> SecureAggregationError:
         return SecureAggregationError(f"artist {self.artist_id!r}, round {self.config.round_id}: {reason}")
 
-    def _check(
-        self, message: KeyRoster | ShareDelivery | SurvivorSet | UnmaskRequest, expected: type, phase: MaskingPhase
-    ) -> None:
+    def _check(self, message: Message, expected: type[_Inbound], phase: MaskingPhase) -> _Inbound:
+        """``message`` if it is an ``expected`` for this artist, this round and ``phase``; raises otherwise."""
         if not isinstance(message, expected):
             raise self._fail(f"expected {expected.__name__}, got {type(message).__name__}")
         if message.round_id != self.config.round_id:
@@ -112,6 +116,7 @@ class MaskingArtist:
             raise self._fail(f"refusing {expected.__name__} addressed to {message.receiver!r}")
         if self.phase is not phase:
             raise self._fail(f"refusing {expected.__name__} in phase {self.phase.value!r} (duplicate or out of order)")
+        return message
 
     def _unique(self, ids: list[str], what: str) -> set[str]:
         if len(set(ids)) != len(ids):
@@ -162,10 +167,10 @@ class MaskingArtist:
         transcript = transcript_digest(digest, entries)
         return self.config.bind(transcript)
 
-    def share_keys(self, roster: KeyRoster) -> ShareKeys:
+    def share_keys(self, roster: Message) -> ShareKeys:
         """Phase "share": verify every included signed advertisement, fix the graph from their
         transcript, then seal Shamir shares of both secrets to each live neighbour."""
-        self._check(roster, KeyRoster, MaskingPhase.SHARE)
+        roster = self._check(roster, KeyRoster, MaskingPhase.SHARE)
         config = self._verified_transcript(roster)
         rid = config.round_id
         included = frozenset(a.sender for a in roster.adverts)
@@ -192,9 +197,9 @@ class MaskingArtist:
         self.phase = MaskingPhase.MASKED_INPUT
         return ShareKeys(rid, self.artist_id, tuple(sealed))
 
-    def masked_input(self, delivery: ShareDelivery, vector: np.ndarray) -> MaskedInput:
+    def masked_input(self, delivery: Message, vector: np.ndarray) -> MaskedInput:
         """Phase "masked_input": open received shares, then send ``encode(vector) + self mask + pairwise masks``."""
-        self._check(delivery, ShareDelivery, MaskingPhase.MASKED_INPUT)
+        delivery = self._check(delivery, ShareDelivery, MaskingPhase.MASKED_INPUT)
         rid = self.config.round_id
         senders = self._unique([s for s, _ in delivery.sealed], "share delivery")
         if not senders <= set(self._peers):
@@ -220,10 +225,10 @@ class MaskingArtist:
         self.phase = MaskingPhase.CONSISTENCY
         return MaskedInput(rid, self.artist_id, words)
 
-    def sign_survivors(self, survivors: SurvivorSet) -> SurvivorSignature:
+    def sign_survivors(self, survivors: Message) -> SurvivorSignature:
         """Phase "consistency": sign the survivor set shown (once per session) if it is plausible:
         it includes me, has >= t members, and >= t of my share holders (see masking_consistency)."""
-        self._check(survivors, SurvivorSet, MaskingPhase.CONSISTENCY)
+        survivors = self._check(survivors, SurvivorSet, MaskingPhase.CONSISTENCY)
         members = self._survivors(survivors)
         try:
             check_survivor_set(self.config, self.artist_id, set(self._held), self._included, members)
@@ -275,10 +280,10 @@ class MaskingArtist:
             return self._identity_key.public_key()
         return self._identity_publics.get(artist)
 
-    def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
+    def unmask(self, request: Message) -> UnmaskResponse:
         """Phase "unmask": after the consistency checks, reveal seed shares of the signed survivors and
         key shares of the held owners outside the signed set -- never both for one artist."""
-        self._check(request, UnmaskRequest, MaskingPhase.UNMASK)
+        request = self._check(request, UnmaskRequest, MaskingPhase.UNMASK)
         survivors = self._unique(list(request.survivors), "survivor list")
         dropped = self._unique(list(request.dropped), "dropped list")
         both = survivors & dropped

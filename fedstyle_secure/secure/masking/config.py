@@ -144,7 +144,8 @@ class RoundConfig:
         if self.mode == "secagg":
             graph = complete_graph(self.roster)
         elif self.transcript is not None:
-            graph = harary_graph(self.roster, self.degree, graph_seed(self.transcript))  # type: ignore[arg-type]
+            assert self.degree is not None  # secagg+ (checked above)
+            graph = harary_graph(self.roster, self.degree, graph_seed(self.transcript))
         object.__setattr__(self, "_graph", graph)
         holders_of = {a: tuple(sorted((*near, a))) for a, near in graph.items()} if graph is not None else {}
         object.__setattr__(self, "_holders", holders_of)

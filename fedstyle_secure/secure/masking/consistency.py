@@ -71,14 +71,14 @@ def check_survivor_set(
     unheld = (survivors & set(config.neighbours[artist])) - held
     if unheld:
         raise SecureAggregationError(f"the survivor set lists neighbours {sorted(unheld)}, whose shares I never got")
-    near = len(survivors.intersection(config.holders(artist)))
+    near = len(survivors & set(config.holders(artist)))
     if near < t:
         raise SecureAggregationError(f"only {near} of my share holders are in the survivor set, threshold is {t}")
 
 
 def signer_shortfall(config: RoundConfig, owners: Iterable[str], signers: AbstractSet[str]) -> dict[str, int]:
     """Owners whose share holders include fewer than ``t`` of ``signers``, with how many they include."""
-    counts = {v: len(signers.intersection(config.holders(v))) for v in owners}
+    counts = {v: len(signers & set(config.holders(v))) for v in owners}
     return {v: have for v, have in sorted(counts.items()) if have < config.threshold}
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -57,6 +57,9 @@ from fedstyle_secure.secure.masking.crypto import (
     SIGNATURE_BYTES,
 )
 from fedstyle_secure.secure.masking.shamir import SHARE_VALUE_BYTES
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11+; annotations are not evaluated at runtime
 
 MAGIC = b"FSMK"
 VERSION = 2
@@ -137,6 +140,11 @@ class _Message:
     @classmethod
     def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> Message:
         """Build the message from its body; ``artist`` is its artist endpoint (sender or receiver)."""
+        raise NotImplementedError
+
+    @classmethod
+    def _check_endpoints(cls, sender: str, receiver: str) -> None:
+        """Refuse a header whose ``(sender, receiver)`` does not fit the message's direction."""
         raise NotImplementedError
 
     def to_bytes(self) -> bytes:
@@ -233,11 +241,15 @@ class _SealedShares:
 
     sealed: tuple[tuple[str, bytes], ...]
 
+    if TYPE_CHECKING:  # the dataclasses this is mixed into take (round id, artist endpoint, entries)
+
+        def __init__(self, round_id: int, artist: str, sealed: tuple[tuple[str, bytes], ...]) -> None: ...
+
     def _body(self) -> bytes:
         return _pack_entries(self.sealed, SEALED_SHARE_BYTES, "sealed share")
 
     @classmethod
-    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str):
+    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> Self:
         return cls(round_id, artist, _read_entries(reader, SEALED_SHARE_BYTES))
 
 
@@ -382,7 +394,7 @@ Message = (
     | UnmaskRequest
     | UnmaskResponse
 )
-_BY_KIND: dict[int, type] = {
+_BY_KIND: dict[int, type[_Message]] = {
     cls.KIND: cls
     for cls in (
         AdvertiseKeys,

@@ -36,6 +36,7 @@ from fedstyle_secure.secure.masking.messages import (
     AdvertiseKeys,
     KeyRoster,
     MaskedInput,
+    Message,
     ShareDelivery,
     ShareKeys,
     SurvivorSet,
@@ -116,10 +117,10 @@ class MaskingServer:
 
     # -- receiving -------------------------------------------------------------------------
 
-    def receive(self, message: ArtistMessage) -> None:
+    def receive(self, message: Message) -> None:
         """Validate and record one artist message; raises (state unchanged) if it is refused."""
         kind = type(message).__name__
-        if type(message) not in self._accept:
+        if not isinstance(message, ArtistMessage) or type(message) not in self._accept:
             raise self._error(f"unexpected message type {kind}")
         phase, seen, accept = self._accept[type(message)]
         if message.round_id != self.config.round_id:

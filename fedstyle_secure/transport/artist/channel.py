@@ -15,6 +15,7 @@ from fedstyle_secure.transport import auth
 from fedstyle_secure.transport.wire import (
     DEFAULT_CHUNK_BYTES,
     PROTOCOL,
+    WireError,
     chunk_payload,
     from_tensor,
     join_chunks,
@@ -109,7 +110,11 @@ class ArtistSession:
             optional_array(body, "feature_mean", "feature_mean"),
             optional_array(body, "feature_std", "feature_std"),
         )
-        return broadcast, (None if mean is None else (mean, std))
+        if mean is None and std is None:
+            return broadcast, None
+        if mean is None or std is None:
+            raise WireError(f"broadcast of round {round_id} carries only one of feature_mean and feature_std")
+        return broadcast, (mean, std)
 
     def publish(self, round_id: int, publication: Publication, timeout: float = 30.0) -> pb.Ack:
         return self.stub.PublishPrototypes(
@@ -126,7 +131,7 @@ class ArtistSession:
     def upload(
         self,
         round_id: int,
-        kind: int,
+        kind: pb.PayloadKind,
         payload: bytes,
         layout: Layout | None = None,
         *,

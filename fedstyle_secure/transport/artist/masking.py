@@ -141,13 +141,13 @@ class MaskingClient:
             )
         message = parse_message(server_message)
         if plan.phase == MaskingPhase.SHARE.value:
-            return current.machine.share_keys(message).to_bytes()  # type: ignore[arg-type]
+            return current.machine.share_keys(message).to_bytes()
         if plan.phase == MaskingPhase.MASKED_INPUT.value:
-            return current.machine.masked_input(message, current.vector).to_bytes()  # type: ignore[arg-type]
+            return current.machine.masked_input(message, current.vector).to_bytes()
         if plan.phase == MaskingPhase.CONSISTENCY.value:
-            return current.machine.sign_survivors(message).to_bytes()  # type: ignore[arg-type]
+            return current.machine.sign_survivors(message).to_bytes()
         if plan.phase == MaskingPhase.UNMASK.value:
-            reply = current.machine.unmask(message).to_bytes()  # type: ignore[arg-type]
+            reply = current.machine.unmask(message).to_bytes()
             if self.journal is not None:
                 self.journal.record(plan.round_id)  # durable before the answer leaves the process
             self._unmasked_rounds.add(plan.round_id)

@@ -357,7 +357,7 @@ class ArtistPrivacy:
                 artist_id=self.keys.artist_id,
                 model=_model_arrays(client),
                 ledger=self.ledger.to_dict(),
-                rng=client.rng.bit_generator.state,
+                rng=dict(client.rng.bit_generator.state),
                 plan=plan_summary(self.plan),
                 own=own,
                 retired=client.retired_reason,

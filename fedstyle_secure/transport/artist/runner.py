@@ -179,7 +179,8 @@ class ArtistRunner:
     def _broadcast(self, session: ArtistSession, round_id: int) -> Broadcast:
         broadcast, standardisation = session.broadcast(round_id)
         if standardisation is not None and not self.standardised:
-            self.client.set_standardisation(*standardisation)  # type: ignore[union-attr]
+            assert self.client is not None  # built on the run's first plan, before any broadcast
+            self.client.set_standardisation(*standardisation)
             self.standardised = True
         return broadcast
 

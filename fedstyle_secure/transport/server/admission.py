@@ -143,6 +143,7 @@ class CallGate(grpc.ServerInterceptor):
                 if release is not None:
                     release()
                 context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
+                raise exc  # not reached: abort() raises
             except BaseException:
                 if release is not None:
                     release()

@@ -32,6 +32,6 @@ def index_from_run(coordinator: Coordinator, embedding_dim: int, cache_dir: Path
     model = make_model(config, public, public, len(coordinator.roster) if spec.needs_classifier else None)
     set_flat_params(model, state.params)
     if coordinator.standardisation is not None:
-        model.encoder.set_standardisation(*(torch.from_numpy(a) for a in coordinator.standardisation))
+        model.projection_head().set_standardisation(*(torch.from_numpy(a) for a in coordinator.standardisation))
     known = state.known
     return build_index(model, config, tuple(a for a, k in zip(coordinator.roster, known) if k), state.prototypes[known])

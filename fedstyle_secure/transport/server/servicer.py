@@ -607,6 +607,7 @@ class FederationServicer(pb_grpc.FederationServicer):
             image = decode_image(io.BytesIO(bytes(request.image)), max_pixels=MAX_QUERY_PIXELS, name="(query)")
         except DataError as exc:
             raise Malformed(f"query image: {exc}") from exc
+        assert self.config.index is not None  # _index_published() checked it
         index = StyleIndex.load(self.config.index)
         ranked = index.rank(index.embed_images(image[None])[0], max(int(request.top_k), 1))
         return pb.QueryResponse(hits=[pb.QueryHit(artist=r.artist, score=r.score) for r in ranked])

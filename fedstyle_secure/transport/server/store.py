@@ -112,12 +112,17 @@ class StateStore:
         if meta.get("format") != FORMAT:
             raise ConfigError(f"{self.path}: not a {FORMAT} database")
         mean, std = _array(rows["feature_mean"]), _array(rows["feature_std"])
+        prototypes, known = _array(rows["prototypes"]), _array(rows["known"])
+        if prototypes is None or known is None:
+            raise ConfigError(f"{self.path}: the saved state has no prototype table")
+        if (mean is None) != (std is None):
+            raise ConfigError(f"{self.path}: the saved state has only one of feature_mean and feature_std")
         state = ServerState(
             round=int(meta["round"]),
             params=_array(rows["params"]),
             consensus=_array(rows["consensus"]),
-            prototypes=_array(rows["prototypes"]),
-            known=_array(rows["known"]),
+            prototypes=prototypes,
+            known=known,
             retired=dict(meta["retired"]),
         )
         try:  # e.g. written by a version without this guard: never resumed from, never broadcast
@@ -134,7 +139,7 @@ class StateStore:
             raise ConfigError(f"{self.path}: the saved state is unusable: {exc}") from exc
         return Snapshot(
             state=state,
-            standardisation=None if mean is None else (mean, std),
+            standardisation=None if mean is None or std is None else (mean, std),
             reports={k: int(v) for k, v in meta["reports"].items()},
             roster=tuple(meta["roster"]),
             algorithm=str(meta["algorithm"]),

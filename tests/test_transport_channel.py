@@ -1,0 +1,45 @@
+"""The artist side of a broadcast download, against a server that lies about the standardisation.
+
+``_FakeBroadcastStub`` is a unit-test fake of the gRPC stub: it serves a crafted broadcast exactly as
+the server streams one (``chunk_payload`` of a ``BroadcastBody``); parsing is the real channel code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from fedstyle_secure.transport.artist.channel import ArtistSession
+from fedstyle_secure.transport.wire import WireError, chunk_payload, pb, to_tensor
+
+
+class _FakeBroadcastStub:
+    def __init__(self, body: pb.BroadcastBody) -> None:
+        self.body = body
+
+    def DownloadBroadcast(self, request: pb.BroadcastRequest, metadata: object, timeout: float) -> Iterator[pb.Chunk]:
+        return chunk_payload(self.body.SerializeToString(), round_id=request.round_id, kind=pb.PAYLOAD_KIND_BROADCAST)
+
+
+def _session(**features: np.ndarray) -> ArtistSession:
+    body = pb.BroadcastBody(prototypes=to_tensor(np.zeros((2, 4), dtype=np.float32)), known=[False, False])
+    for name, array in features.items():
+        getattr(body, name).CopyFrom(to_tensor(array))
+    return ArtistSession(_FakeBroadcastStub(body), "alice", "token", ("alice", "bob"))
+
+
+def test_broadcast_with_mean_and_std_yields_the_standardisation() -> None:
+    mean, std = np.arange(3, dtype=np.float64), np.ones(3)
+    _, standardisation = _session(feature_mean=mean, feature_std=std).broadcast(1)
+    assert standardisation is not None
+    np.testing.assert_array_equal(standardisation[0], mean)
+    np.testing.assert_array_equal(standardisation[1], std)
+    assert _session().broadcast(1)[1] is None
+
+
+@pytest.mark.parametrize("present", ["feature_mean", "feature_std"])
+def test_broadcast_with_only_one_standardisation_half_is_refused(present: str) -> None:
+    with pytest.raises(WireError, match="only one of feature_mean and feature_std"):
+        _session(**{present: np.ones(3)}).broadcast(1)
