@@ -42,7 +42,7 @@ from fedstyle_secure.transport.artist.ckks import CkksClient, ckks_client
 from fedstyle_secure.transport.artist.runner import ArtistRunner
 from fedstyle_secure.transport.config import ClientConfig, ServerConfig
 from fedstyle_secure.transport.loopback import write_fresh_keys
-from fedstyle_secure.transport.server.servicer import servicer as server_module
+from fedstyle_secure.transport.server import servicer as server_module
 from fedstyle_secure.transport.server.servicer import start_server
 from fedstyle_secure.transport.wire import pb
 from tests.ckks_key_recovery import decrypt_first_chunk, recover_key
