@@ -157,7 +157,7 @@ def test_clients_minus_two_in_plain_setup_is_refused_alone_and_nothing_is_stored
 
 
 def _masked_setup_round(served: Served, vectors: dict[str, np.ndarray], layout) -> pb.RoundPlan:
-    """Every artist runs the four masking phases of round 0; returns the plan after ``unmask``."""
+    """Every artist runs the five masking phases of round 0; returns the plan after ``unmask``."""
     sessions = served.sessions
     keys = {a: load_artist_keys(served.keys, a) for a in ARTISTS}
     clients = {a: MaskingClient(a, keys[a].identity_key, keys[a].identity_public_keys) for a in ARTISTS}
@@ -166,7 +166,7 @@ def _masked_setup_round(served: Served, vectors: dict[str, np.ndarray], layout) 
     for artist in ARTISTS:
         sessions[artist].submit_masking(0, "advertise", clients[artist].advertise(plan, vectors[artist]), layout)
     prior = "advertise"
-    for phase in ("share", "masked_input", "unmask"):
+    for phase in ("share", "masked_input", "consistency", "unmask"):
         plan = sessions["artist_a"].plan(0, prior, wait_seconds=10, after_attempt=plan.attempt)
         assert plan.phase == phase
         replies = {a: clients[a].respond(plan, sessions[a].fetch_masking(0, FETCH_NAMES[phase])) for a in ARTISTS}
