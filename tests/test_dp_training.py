@@ -133,6 +133,10 @@ def test_overspending_noise_retires_artists_without_exceeding_budget(tiny_federa
     for info in result.privacy.values():
         assert info["epsilon_spent"] <= 2.0 + 1e-9
     assert len(result.history) < 6 or min(h.participants for h in result.history) < len(tiny_federation.clients)
+    # as over the network, an artist retired during training does not publish at the end
+    retired_during_training = [a for a, why in result.state.retired.items() if "final publication" not in why]
+    rows = [int(r) for c in retired_during_training for r in tiny_federation.clients[int(c.removeprefix("client-"))]]
+    assert rows and not result.state.known[rows].any()
 
 
 @pytest.mark.parametrize("layers", ["last", "all"])

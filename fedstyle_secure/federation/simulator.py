@@ -318,14 +318,17 @@ def _active_clients(clients: list[StyleClient], state: ServerState, round_id: in
 
 
 def _final_publication(spec, clients, state, template, data, round_id: int) -> RetrievalMetrics:
-    """Every artist publishes its prototypes with the final model (a DP release under DP);
-    the held-out queries are scored against exactly what was published."""
+    """Every artist still in the run publishes its prototypes with the final model (a DP release
+    under DP); an artist retired during training does not, as over the network (its budget is
+    spent or it left).  The held-out queries are scored against exactly what was published."""
     models = None if spec.has_global_model else [c.model for c in clients]
     model = None if models else _global_model(spec.averages_parameters, clients, state, template)
     table = np.zeros_like(state.prototypes)
     known = np.zeros(len(data.artists), dtype=bool)
     final = _broadcast(state)
     for client in clients:
+        if client.client_id in state.retired:
+            continue
         decision = client.release_decision(round_id)
         if decision is not None and not decision.allowed:
             state.retired.setdefault(client.client_id, "privacy budget exhausted before the final publication")
