@@ -49,7 +49,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--backbone", choices=BACKBONES, default=DEFAULT_BACKBONE, help="style encoder backbone (default %(default)s)")
     defaults = LocalConfig()
     group.add_argument("--batch-size", type=int, default=defaults.batch_size, help="local batch size (default %(default)s)")
-    group.add_argument("--lr", type=float, default=defaults.lr, help="local Adam learning rate (default %(default)s)")
+    group.add_argument("--lr", type=float, default=defaults.lr, help="local (SGD) learning rate (default %(default)s)")
     group.add_argument("--tau", type=float, default=defaults.tau, help="contrastive temperature (default %(default)s)")
     group.add_argument(
         "--public-pretrain-steps", type=int, default=None, metavar="N",

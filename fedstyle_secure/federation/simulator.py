@@ -20,6 +20,7 @@ from fedstyle_secure.federation.packing import pack, unpack
 from fedstyle_secure.federation.strategy import (
     CONTRIBUTION_RANGE,
     FEATURE_MOMENT_RANGE,
+    ServerOptimizer,
     ServerState,
     aggregate,
     algorithm_spec,
@@ -59,6 +60,8 @@ class SimulationConfig:
     secure: str = "none"
     dp: DpConfig | None = None
     public_pretrain_steps: int | None = None  # public warm start; None: on under DP, off without
+    server: ServerOptimizer = field(default_factory=ServerOptimizer)
+    federated_standardisation: bool = True  # non-private set-up round (off under DP regardless)
 
     @property
     def pretrain_steps(self) -> int:
@@ -68,6 +71,7 @@ class SimulationConfig:
 
     def validate(self) -> None:
         algorithm_spec(self.algorithm)
+        self.server.validate()
         if self.dp is not None:
             self.dp.validate()
         if self.rounds < 1:
@@ -174,7 +178,7 @@ def run_simulation(
     if spec.pooled and summations is not plain_summation:
         raise ConfigError("--secure protects federated sums; 'central' pools all data in one place and has none")
     reports = _report_writer(reports_dir, clients, data) if config.dp is not None and reports_dir is not None else None
-    if data.bank.kind == "features" and config.dp is None:  # under DP: public-set statistics (free)
+    if data.bank.kind == "features" and config.dp is None and config.federated_standardisation:  # under DP: public-set statistics (free)
         standardise_inputs(clients, template, summations(ids, FEATURE_MOMENT_RANGE))
     summation = summations(ids, CONTRIBUTION_RANGE)
     refreshes = refresh_rounds(config.rounds, config.dp.prototype_refreshes if config.dp else None)
@@ -199,7 +203,7 @@ def run_simulation(
         if spec.averages_parameters or spec.aligns_public:
             layout = next(iter(packed.values()))[1]
             agg = summation.sum({cid: vec for cid, (vec, _) in packed.items()}, round_id=r + 1)
-            state = aggregate(spec, state, unpack(agg.total, layout))
+            state = aggregate(spec, state, unpack(agg.total, layout), config.server)
             bytes_up = float(np.mean(list(agg.bytes_up.values()))) if agg.bytes_up else 0.0
         else:
             state.round += 1

@@ -17,9 +17,10 @@ import grpc
 import numpy as np
 
 from fedstyle_secure.data.images import content_key, load_image_folder
-from fedstyle_secure.errors import ConfigError, TransportError
+from fedstyle_secure.errors import ConfigError, DataError, TransportError
 from fedstyle_secure.federation.client import Broadcast, Publication, StyleClient
-from fedstyle_secure.federation.dataset import DEFAULT_PUBLIC_IMAGES, load_public_images
+from fedstyle_secure.data.public import public_set_from_name
+from fedstyle_secure.federation.dataset import load_public_images
 from fedstyle_secure.federation.packing import Layout, pack
 from fedstyle_secure.federation.strategy import algorithm_spec
 from fedstyle_secure.models.factory import EncoderConfig
@@ -45,14 +46,15 @@ SKIPPABLE = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED, grpc.
 def build_style_client(config: ClientConfig, artist_id: str, roster: tuple[str, ...], plan: pb.RoundPlan) -> StyleClient:
     """The artist's StyleClient, built the way :func:`prepare_federation` builds a simulated one."""
     artworks, _ = load_image_folder(config.data, min_artists=1)
-    expected_public = f"generated:{DEFAULT_PUBLIC_IMAGES}:seed0"
-    if plan.public_set.name != expected_public:
-        raise ConfigError(f"the server aligns on public set {plan.public_set.name!r}; this client has only {expected_public!r}")
+    try:
+        public_set = public_set_from_name(plan.public_set.name)
+    except DataError as exc:
+        raise ConfigError(str(exc)) from exc
     if len(artworks.artists) != 1:
         raise ConfigError(f"client.data: {config.data} must hold exactly one artist's folder, found {list(artworks.artists)}")
     cache = config.cache_dir or default_cache_dir()
     bank = build_input_bank(artworks.images, artworks.keys, DEFAULT_BACKBONE, DEFAULT_VIEWS, seed=0, cache_dir=cache)
-    public_images = load_public_images(None)
+    public_images = load_public_images(None, public_set)
     public = build_input_bank(public_images, [content_key(p) for p in public_images], DEFAULT_BACKBONE, DEFAULT_VIEWS, seed=0, cache_dir=cache)
     spec = algorithm_spec(plan.algorithm)
     model = make_initial_model(  # every artist starts from the same model, as in the simulator

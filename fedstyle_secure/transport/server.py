@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from fedstyle_secure.data.images import decode_image
 from fedstyle_secure.errors import DataError, SecureAggregationError
-from fedstyle_secure.federation.dataset import DEFAULT_PUBLIC_IMAGES
+from fedstyle_secure.data.public import default_public_set, public_set_name, public_set_size
 from fedstyle_secure.federation.strategy import initial_state
 from fedstyle_secure.secure import pki
 from fedstyle_secure.retrieval.index import StyleIndex
@@ -40,7 +40,6 @@ from fedstyle_secure.transport.wire import PayloadTooLarge, WireError, chunk_pay
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = "fedstyle.v1.Federation"
-PUBLIC_SET_NAME = f"generated:{DEFAULT_PUBLIC_IMAGES}:seed0"  # federation.dataset.load_public_images(None)
 MAX_POLL_SECONDS = 30.0
 TICK_SECONDS = 0.1
 _END = object()
@@ -89,6 +88,12 @@ class FederationServicer(pb_grpc.FederationServicer):
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _saved_round: tuple[int, bool] = (-1, False)
     _logged_sum: object = None
+
+    @property
+    def _public_set(self) -> pb.PublicSetReference:
+        """The public set every artist embeds and aligns on (data.public.default_public_set)."""
+        name = default_public_set()
+        return pb.PublicSetReference(name=public_set_name(name), count=public_set_size(name))
 
     # ------------------------------------------------------------------ plumbing
 
@@ -140,7 +145,7 @@ class FederationServicer(pb_grpc.FederationServicer):
             publish_prototypes=plan.publish, participants=list(plan.participants), total_rounds=c.schedule.rounds,
             finished=c.finished, value_low=plan.value_range[0], value_high=plan.value_range[1], phase=plan.phase.value,
             seed=c.schedule.seed, embedding_dim=self.config.embedding_dim, failure=c.failed or "",
-            dp=self._dp_parameters(), public_set=pb.PublicSetReference(name=PUBLIC_SET_NAME, count=DEFAULT_PUBLIC_IMAGES),
+            dp=self._dp_parameters(), public_set=self._public_set,
             masking=None if plan.masking is None else pb.MaskingParameters(
                 session_id=plan.masking.session_id, threshold=plan.masking.threshold, degree=plan.masking.degree),
             attempt=plan.attempt,
