@@ -100,7 +100,8 @@ def test_delta_at_least_one_over_n_is_rejected():
 
 
 def test_dp_run_stays_within_budget_and_reports_audit_clean(tiny_federation, tmp_path):
-    config = SimulationConfig(algorithm="fedstyle", rounds=2, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0))
+    # min_training_artworks=1: the tiny portfolios (7 artworks) train with DP-SGD despite the size rule
+    config = SimulationConfig(algorithm="fedstyle", rounds=2, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0, min_training_artworks=1))
     result = run_simulation(config, tiny_federation, reports_dir=tmp_path)
     assert set(result.privacy) == set(tiny_federation.artists)
     for info in result.privacy.values():
@@ -116,7 +117,7 @@ def test_dp_run_stays_within_budget_and_reports_audit_clean(tiny_federation, tmp
 
 def test_overspending_noise_retires_artists_without_exceeding_budget(tiny_federation):
     # a fixed, too-small noise multiplier: the ledger must refuse rounds instead of overspending
-    dp = DpConfig(epsilon=2.0, noise_multiplier=0.6)
+    dp = DpConfig(epsilon=2.0, noise_multiplier=0.6, min_training_artworks=1)
     config = SimulationConfig(algorithm="fedavg", rounds=6, local=LocalConfig(epochs=1), dp=dp)
     result = run_simulation(config, tiny_federation)
     assert result.state.retired, "some client must retire"
@@ -156,11 +157,11 @@ def test_unknown_private_layers_are_rejected():
 def test_no_prototype_refreshes_gives_the_final_release_the_whole_release_budget(tiny_federation):
     """prototype_refreshes=0: FedStyle trains without any published prototype (no crash) and the
     final publication gets all of the release share of epsilon (less noise than with refreshes)."""
-    with_refreshes = plan_dp(DpConfig(epsilon=4.0), 30, 16, 1, 3, training_releases=3)
-    without = plan_dp(DpConfig(epsilon=4.0, prototype_refreshes=0), 30, 16, 1, 3, training_releases=0)
+    with_refreshes = plan_dp(DpConfig(epsilon=4.0, prototype_refreshes=3, min_training_artworks=1), 30, 16, 1, 3, training_releases=3)
+    without = plan_dp(DpConfig(epsilon=4.0, prototype_refreshes=0, min_training_artworks=1), 30, 16, 1, 3, training_releases=0)
     assert without.release_sigma is None and without.final_release_sigma < with_refreshes.final_release_sigma
-    config = SimulationConfig(algorithm="fedstyle", rounds=1, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0, prototype_refreshes=0),
-                              public_pretrain_steps=0)
+    config = SimulationConfig(algorithm="fedstyle", rounds=1, local=LocalConfig(epochs=1),
+                              dp=DpConfig(epsilon=4.0, prototype_refreshes=0, min_training_artworks=1), public_pretrain_steps=0)
     result = run_simulation(config, tiny_federation)
     assert 0.0 <= result.metrics.artist_accuracy <= 1.0 and all(p["epsilon_spent"] <= 4.0 for p in result.privacy.values())
 
@@ -169,6 +170,29 @@ def test_no_prototype_refreshes_gives_the_final_release_the_whole_release_budget
 def test_every_baseline_trains_under_dp(tiny_federation, algorithm):
     """Each baseline's extra terms (FedProx's anchor, FedProto's prototype distance) must follow the
     parameters DP-SGD trains (found by a sweep: FedProx's anchor covered the frozen layer too)."""
-    config = SimulationConfig(algorithm=algorithm, rounds=2, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0), public_pretrain_steps=0)
+    config = SimulationConfig(algorithm=algorithm, rounds=2, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0, min_training_artworks=1),
+                              public_pretrain_steps=0)
     result = run_simulation(config, tiny_federation)
     assert len(result.history) == 2 and all(p["epsilon_spent"] <= 4.0 for p in result.privacy.values())
+
+
+def test_small_portfolios_skip_dp_sgd_and_spend_the_whole_budget_on_the_final_release(tiny_federation, tmp_path):
+    """The portfolio-size rule: below ``min_training_artworks`` no DP-SGD, no release during
+    training, one final release spending the whole epsilon; the model is the shared start."""
+    from fedstyle_secure.federation.client import Broadcast
+    from fedstyle_secure.federation.simulator import make_clients
+    from fedstyle_secure.training.pretrain import make_initial_model
+
+    small = plan_dp(DpConfig(epsilon=4.0, min_training_artworks=8), 7, 16, 2, 3, training_releases=0)
+    assert not small.trains and small.round_mechanisms(0, release=False) == [] and small.release_sigma is None
+    assert compute_epsilon(small.round_mechanisms(3, train=False), small.delta, "prv") == pytest.approx(4.0, rel=0.01)
+    assert plan_dp(DpConfig(epsilon=4.0, min_training_artworks=7), 7, 16, 2, 3, training_releases=0).trains
+    config = SimulationConfig(algorithm="fedstyle", rounds=2, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0), public_pretrain_steps=0)
+    result = run_simulation(config, tiny_federation, reports_dir=tmp_path)
+    assert all(p["epsilon_spent"] == pytest.approx(4.0, rel=0.01) for p in result.privacy.values())
+    assert main(["audit", str(tmp_path)]) == 0
+    template = make_initial_model(config.encoder, tiny_federation.bank, tiny_federation.public, len(tiny_federation.artists),
+                                  seed=0, pretrain_steps=0)
+    client = make_clients(config, tiny_federation, template, np.random.default_rng(0))[0]
+    with pytest.raises(PrivacyError, match="no prototype release"):  # fail closed: never an un-noised release
+        client.publish(Broadcast(0, None, None, np.zeros((5, 128), np.float32), np.zeros(5, bool)), round_id=0)

@@ -192,13 +192,13 @@ def run_simulation(
         if not active:
             break
         if spec.uses_prototypes and r in refreshes:  # artists publish with the model they start from
-            for client in active:
+            for client in (c for c in active if c.publishes_at(r)):
                 pub = client.publish(_broadcast(state), round_id=r)
                 if spec.shares_prototypes:
                     publish_prototypes(state, pub.artist_rows, pub.prototypes)
         broadcast = _broadcast(state)
         packed = {client.client_id: pack(client.fit(broadcast, round_id=r)) for client in active}
-        losses = [loss for client in active for loss in client.last_result.losses]
+        losses = [loss for client in active for loss in client.last_result.losses] or [float("nan")]
         bytes_up = 0.0
         if spec.averages_parameters or spec.aligns_public:
             layout = next(iter(packed.values()))[1]

@@ -268,7 +268,8 @@ class ArtistPrivacy:
             vector, layout = pack(self.client.fit(broadcast(), round_id=r))
             cached = CachedResult(plan.round_id, TRAINING, vector, {"layout": [[name, list(shape)] for name, shape in layout.fields]})
             self._remember(cached)
-        self.report(session, r)
+        if self._charged(r, TRAINING):  # a plan without DP-SGD (portfolio-size rule) charges nothing here
+            self.report(session, r)
         layout = Layout(tuple((str(name), tuple(int(d) for d in shape)) for name, shape in cached.meta["layout"]))
         return unpack(np.asarray(cached.array, dtype=np.float64), layout)
 
