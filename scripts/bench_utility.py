@@ -37,6 +37,7 @@ from fedstyle_secure.cli.output import write_json
 from fedstyle_secure.experiments.sweep import CellResult, CellSpec
 from fedstyle_secure.experiments.sweep_store import CellStore
 from fedstyle_secure.federation.dataset import FederationData, load_artworks, prepare_federation
+from fedstyle_secure.federation.privacy_plan import encoder_config_for
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
 from fedstyle_secure.federation.strategy import ALGORITHMS
 from fedstyle_secure.retrieval.evaluate import evaluate_frozen_features
@@ -78,7 +79,8 @@ def _run(spec: CellSpec, data: FederationData, rounds: int, epochs: int) -> Cell
     if spec.algorithm == DP_REFERENCE:
         return CellResult(_dp_reference(data, spec.epsilon, spec.seed))
     dp = None if np.isinf(spec.epsilon) else DpConfig(epsilon=spec.epsilon)
-    config = SimulationConfig(algorithm=spec.algorithm, rounds=rounds, seed=spec.seed, local=replace(LocalConfig(), epochs=epochs), dp=dp)
+    config = SimulationConfig(algorithm=spec.algorithm, rounds=rounds, seed=spec.seed, local=replace(LocalConfig(), epochs=epochs), dp=dp,
+                              encoder=encoder_config_for(dp))
     result = run_simulation(config, data)
     history = [h.metrics["artist_accuracy"] for h in result.history]
     return CellResult(result.metrics.as_dict(), {"history_accuracy": history, "wall_time_s": time.perf_counter() - started})

@@ -28,11 +28,10 @@ import numpy as np
 from torch import nn
 
 from fedstyle_secure.federation.dataset import FederationData, load_artworks, prepare_federation
-from fedstyle_secure.federation.privacy_plan import plan_participation, training_release_rounds
+from fedstyle_secure.federation.privacy_plan import encoder_config_for, plan_participation, training_release_rounds
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
 from fedstyle_secure.federation.strategy import algorithm_spec
 from fedstyle_secure.models.embed import embed, prototype_sums
-from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.retrieval.evaluate import evaluate_global
 from fedstyle_secure.training.dp import DpConfig, refresh_rounds, release_prototype_sums
 from fedstyle_secure.training.local import LocalConfig
@@ -65,11 +64,11 @@ def measure(data: FederationData, seed: int, epsilons: list[float], rounds: int,
     local = LocalConfig(epochs=epochs)
     plain = run_simulation(SimulationConfig(rounds=rounds, seed=seed, local=local), data)
     assert plain.global_model is not None
-    start = make_initial_model(EncoderConfig(), data.bank, data.public, None, seed=seed,
+    start = make_initial_model(encoder_config_for(DpConfig(epsilon=max(epsilons))), data.bank, data.public, None, seed=seed,
                                pretrain_steps=default_pretrain_steps(True), cache=warm_start_cache(data.cache_dir))
     row = {"non-private": plain.metrics.artist_accuracy, "public-only exact": accuracy_with_release(start, data, None, seed)}
     for eps in epsilons:
-        config = SimulationConfig(rounds=rounds, seed=seed, local=local, dp=DpConfig(epsilon=eps))
+        config = SimulationConfig(rounds=rounds, seed=seed, local=local, dp=DpConfig(epsilon=eps), encoder=encoder_config_for(DpConfig(epsilon=eps)))
         sigma = final_release_sigma(config, data)
         row[f"oracle eps={eps:g}"] = accuracy_with_release(plain.global_model, data, sigma, seed)
         row[f"public-only eps={eps:g}"] = accuracy_with_release(start, data, sigma, seed)

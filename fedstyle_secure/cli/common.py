@@ -17,8 +17,8 @@ from fedstyle_secure.federation.dataset import (
     load_artworks,
     prepare_federation,
 )
+from fedstyle_secure.federation.privacy_plan import encoder_config_for
 from fedstyle_secure.federation.simulator import SimulationConfig, SimulationResult
-from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.inputs import BACKBONES, DEFAULT_BACKBONE
 from fedstyle_secure.training.dp import PRIVATE_LAYERS, DpConfig
 from fedstyle_secure.training.local import LocalConfig
@@ -105,14 +105,15 @@ def federation_from_args(args: argparse.Namespace, progress: bool = True) -> Fed
 
 def simulation_config_from_args(args: argparse.Namespace, algorithm: str) -> SimulationConfig:
     local = LocalConfig(epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, tau=args.tau)
+    dp = dp_config_from_args(args) if hasattr(args, "epsilon") else None
     return SimulationConfig(
         algorithm=algorithm,
         rounds=args.rounds,
         seed=args.seed,
         local=local,
-        encoder=EncoderConfig(backbone=args.backbone),
+        encoder=encoder_config_for(dp, args.backbone),
         secure=getattr(args, "secure", "none"),
-        dp=dp_config_from_args(args) if hasattr(args, "epsilon") else None,
+        dp=dp,
         public_pretrain_steps=getattr(args, "public_pretrain_steps", None),
     )
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from fedstyle_secure.cli.common import dp_config_from_args, federation_from_args, simulation_config_from_args
 from fedstyle_secure.experiments.sweep import CellResult, CellRunner, CellSpec
+from fedstyle_secure.federation.privacy_plan import encoder_config_for
 from fedstyle_secure.federation.simulator import run_simulation
 from fedstyle_secure.retrieval.references import frozen_dp_prototypes
 from fedstyle_secure.training.dp import DpConfig
@@ -44,7 +45,8 @@ def make_cell_runner(args: argparse.Namespace) -> CellRunner:
             eps = None if math.isinf(spec.epsilon) else spec.epsilon
             runs = [frozen_dp_prototypes(data, eps, rng).as_dict() for _ in range(REFERENCE_DRAWS)]
             return CellResult(metrics={k: statistics.fmean(r[k] for r in runs) for k in runs[0]})
-        config = replace(simulation_config_from_args(args, spec.algorithm), seed=spec.seed, dp=dp_by_epsilon[spec.epsilon])
+        dp = dp_by_epsilon[spec.epsilon]
+        config = replace(simulation_config_from_args(args, spec.algorithm), seed=spec.seed, dp=dp, encoder=encoder_config_for(dp, args.backbone))
         result = run_simulation(config, data)
         spent = {a: info.get("epsilon_spent") for a, info in result.privacy.items()}
         extra = {"wall_time_s": result.wall_time_s, "epsilon_spent": spent, "retired": dict(result.state.retired)}

@@ -3,6 +3,8 @@ GroupNorm -- no BatchNorm).  Every encoder returns L2-normalised embeddings."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -88,16 +90,22 @@ def public_whitening(features: np.ndarray, out_dim: int, shrinkage: float = 0.0)
     """PCA whitening of standardised *public* features ``(M, F)`` to ``out_dim`` components, as a
     linear map ``z = W x + b`` with ``W (out_dim, F)``: component ``k`` is divided by
     ``sqrt(lambda_k + shrinkage * mean(lambda))`` (unit variance on the public set, so a public
-    image maps to norm ~``sqrt(out_dim)``, the scale of the residual MLP's hidden layer).
-    Components beyond the public set's rank get zero rows."""
+    image maps to norm ~``sqrt(out_dim)``, the scale of the residual MLP's hidden layer);
+    ``shrinkage = inf`` gives plain PCA (every component divided by the same ``sqrt(mean(lambda))``).
+    Components beyond the public set's rank get zero rows.  Computed from the ``M x M`` Gram matrix."""
     x = features.astype(np.float64)
     mean = x.mean(axis=0)
-    _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
-    variances = s * s / max(len(x) - 1, 1)
-    k = min(out_dim, int(np.sum(variances > 1e-9 * max(variances.max(initial=0.0), 1e-300))))
-    scale = np.sqrt(variances[:k] + shrinkage * float(variances.mean()))
+    centred = x - mean
+    eigvals, eigvecs = np.linalg.eigh(centred @ centred.T)  # ascending; M x M, cheap for M << F
+    order = np.argsort(-eigvals)
+    eigvals, eigvecs = np.maximum(eigvals[order], 0.0), eigvecs[:, order]
+    variances = eigvals / max(len(x) - 1, 1)
+    k = min(out_dim, int(np.sum(eigvals > 1e-9 * max(float(eigvals.max(initial=0.0)), 1e-300))))
+    directions = (centred.T @ eigvecs[:, :k]) / np.sqrt(eigvals[:k])  # (F, k) orthonormal principal axes
+    mean_var = float(variances.mean()) if len(variances) else 1.0
+    scale = np.full(k, np.sqrt(mean_var)) if math.isinf(shrinkage) else np.sqrt(variances[:k] + shrinkage * mean_var)
     weight = np.zeros((out_dim, x.shape[1]))
-    weight[:k] = vt[:k] / scale[:, None]
+    weight[:k] = directions.T / scale[:, None]
     return weight.astype(np.float32), (-weight @ mean).astype(np.float32)
 
 

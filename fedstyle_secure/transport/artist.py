@@ -7,6 +7,7 @@ Data never leaves this process except as the protected round contribution (plain
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -23,7 +24,7 @@ from fedstyle_secure.data.public import public_set_from_name
 from fedstyle_secure.federation.dataset import load_public_images
 from fedstyle_secure.federation.packing import Layout, pack
 from fedstyle_secure.federation.strategy import algorithm_spec
-from fedstyle_secure.models.factory import EncoderConfig
+from fedstyle_secure.federation.privacy_plan import encoder_config_for
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, build_input_bank, default_cache_dir
 from fedstyle_secure.secure.ckks import EncryptedVector, encrypt
 from fedstyle_secure.secure.keystore import ArtistKeys
@@ -32,6 +33,7 @@ from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initi
 from fedstyle_secure.transport.artist_privacy import ArtistPrivacy
 from fedstyle_secure.transport.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.config import ClientConfig
+from fedstyle_secure.transport.dp_config import announced_dp
 from fedstyle_secure.transport.masking_client import MaskingClient, masking_step
 from fedstyle_secure.transport.masking_session import MASKING_PHASES
 from fedstyle_secure.transport.wire import pb
@@ -57,8 +59,10 @@ def build_style_client(config: ClientConfig, artist_id: str, roster: tuple[str, 
     public_images = load_public_images(None, public_set)
     public = build_input_bank(public_images, [content_key(p) for p in public_images], DEFAULT_BACKBONE, DEFAULT_VIEWS, seed=0, cache_dir=cache)
     spec = algorithm_spec(plan.algorithm)
+    announced = announced_dp(plan)
+    encoder = dataclasses.replace(encoder_config_for(None if announced is None else announced[0]), embedding_dim=plan.embedding_dim)
     model = make_initial_model(  # every artist starts from the same model, as in the simulator
-        EncoderConfig(embedding_dim=plan.embedding_dim), bank, public, len(roster) if spec.needs_classifier else None,
+        encoder, bank, public, len(roster) if spec.needs_classifier else None,
         seed=plan.seed, pretrain_steps=default_pretrain_steps(plan.HasField("dp")), cache=warm_start_cache(cache),
     )
     row = roster.index(artist_id)

@@ -121,7 +121,7 @@ class FederationServicer(pb_grpc.FederationServicer):
             received, sent = self.meter.totals()
             log.info("round state saved", extra={"round": c.state.round, "phase": c.plan().phase.value, "bytes_received": received, "bytes_sent": sent})
             if c.finished and c.failed is None and self.config.index is not None:
-                index_from_run(c, self.config.embedding_dim, self.config.cache_dir).save(self.config.index)
+                index_from_run(c, self.config.embedding_dim, self.config.cache_dir, self.config.dp).save(self.config.index)
                 log.info("style index published", extra={"index": str(self.config.index)})
         self._cond.notify_all()
 
