@@ -22,8 +22,6 @@ the accuracy-against-rounds plot of FedStyle, FedAvg and central.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 import time
 from dataclasses import replace
@@ -64,9 +62,7 @@ def _datasets(names: list[str]) -> list[tuple[str, Path | None]]:
 
 
 def _dp_reference(data: FederationData, epsilon: float, seed: int) -> dict[str, float]:
-    rng = np.random.default_rng([seed, 0xD9F])
-    runs = [frozen_dp_prototypes(data, epsilon, rng).as_dict() for _ in range(REFERENCE_DRAWS)]
-    return {k: statistics.fmean(r[k] for r in runs) for k in runs[0]}
+    return frozen_dp_prototypes(data, epsilon, np.random.default_rng([seed, 0xD9F]), draws=REFERENCE_DRAWS).as_dict()
 
 
 def _run(spec: CellSpec, data: FederationData, rounds: int, epochs: int) -> CellResult:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 from dataclasses import replace
 
 import numpy as np
@@ -43,8 +42,7 @@ def make_cell_runner(args: argparse.Namespace) -> CellRunner:
         if spec.algorithm == REFERENCE:
             rng = np.random.default_rng([spec.seed, 0xD9F])
             eps = None if math.isinf(spec.epsilon) else spec.epsilon
-            runs = [frozen_dp_prototypes(data, eps, rng).as_dict() for _ in range(REFERENCE_DRAWS)]
-            return CellResult(metrics={k: statistics.fmean(r[k] for r in runs) for k in runs[0]})
+            return CellResult(metrics=frozen_dp_prototypes(data, eps, rng, draws=REFERENCE_DRAWS).as_dict())
         dp = dp_by_epsilon[spec.epsilon]
         config = replace(simulation_config_from_args(args, spec.algorithm), seed=spec.seed, dp=dp, encoder=encoder_config_for(dp, args.backbone))
         result = run_simulation(config, data)

@@ -11,6 +11,8 @@ Both are scored on the held-out queries like every algorithm (:mod:`.evaluate`).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -34,6 +36,7 @@ def public_pca(public_features: np.ndarray, dims: int) -> tuple[np.ndarray, np.n
     return mean, std, vt[:dims].T
 
 
+@functools.lru_cache(maxsize=256)
 def release_sigma(epsilon: float, n_artworks: int, accountant: str = "prv") -> float:
     """Noise std of ONE Gaussian release of a prototype sum (L2 sensitivity 1) spending ``epsilon``
     at the project's default delta ``min(1e-5, 1/(10 n))``."""
@@ -43,9 +46,10 @@ def release_sigma(epsilon: float, n_artworks: int, accountant: str = "prv") -> f
 
 
 def frozen_dp_prototypes(
-    data: FederationData, epsilon: float | None, rng: np.random.Generator, dims: int = REFERENCE_PCA_DIMS
+    data: FederationData, epsilon: float | None, rng: np.random.Generator, dims: int = REFERENCE_PCA_DIMS, draws: int = 1
 ) -> RetrievalMetrics:
-    """Metrics of the no-training DP reference at ``epsilon`` per artist (``None``: exact prototypes).
+    """Metrics of the no-training DP reference at ``epsilon`` per artist (``None``: exact prototypes),
+    averaged over ``draws`` independent releases.
 
     Each artist releases the sum of its training artworks' unit embeddings once, through
     :func:`release_prototype_sums` at the noise of :func:`release_sigma` for its own ``n``."""
@@ -55,12 +59,16 @@ def frozen_dp_prototypes(
     train, query = data.split.train, data.split.query
     labels = data.labels
     sums, counts = prototype_sums(emb[train], labels[train], len(data.artists))
-    protos = np.zeros_like(sums)
-    for a in np.flatnonzero(counts > 0):
-        sigma = None if epsilon is None else release_sigma(epsilon, int(counts[a]))
-        protos[a] = release_prototype_sums(sums[a : a + 1], sigma, rng)[0]
     q = emb[query]
-    return evaluate_retrieval(q @ protos.T, cosine_similarity_matrix(q), labels[query])
+    similarity = cosine_similarity_matrix(q)
+    runs = []
+    for _ in range(draws if epsilon is not None else 1):
+        protos = np.zeros_like(sums)
+        for a in np.flatnonzero(counts > 0):
+            sigma = None if epsilon is None else release_sigma(epsilon, int(counts[a]))
+            protos[a] = release_prototype_sums(sums[a : a + 1], sigma, rng)[0]
+        runs.append(evaluate_retrieval(q @ protos.T, similarity, labels[query]).as_dict())
+    return RetrievalMetrics(**{k: float(np.mean([r[k] for r in runs])) for k in runs[0]})
 
 
 def central_linear_probe(data: FederationData, weight_decay: float = PROBE_WEIGHT_DECAY, seed: int = 0) -> RetrievalMetrics:
