@@ -41,7 +41,7 @@ def test_loader_batch_size_reproduces_every_planned_sample_rate():
 def test_make_private_accepts_a_rate_that_rounding_would_break():
     import torch
 
-    plan = plan_dp(DpConfig(epsilon=4.0), dataset_size=10, batch_size=3, local_epochs=1, rounds=1, training_releases=0)
+    plan = plan_dp(DpConfig(epsilon=4.0, min_training_artworks=1), dataset_size=10, batch_size=3, local_epochs=1, rounds=1, training_releases=0)
     model = torch.nn.Linear(4, 2)
     private = make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), 10, plan, seed=0)
     try:
@@ -88,7 +88,7 @@ def test_ghost_clipping_gives_the_same_clipped_gradient_as_per_sample_hooks():
 def test_unknown_clipping_mode_is_rejected():
     import torch
 
-    plan = plan_dp(DpConfig(epsilon=4.0), dataset_size=10, batch_size=5, local_epochs=1, rounds=1, training_releases=0)
+    plan = plan_dp(DpConfig(epsilon=4.0, min_training_artworks=1), dataset_size=10, batch_size=5, local_epochs=1, rounds=1, training_releases=0)
     model = torch.nn.Linear(4, 2)
     with pytest.raises(PrivacyError, match="clipping"):
         make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), 10, plan, seed=0, clipping="fast")

@@ -65,7 +65,7 @@ def _status(federation, work) -> pb.Status:
 
 def test_dp_federation_reports_every_round_and_audits_clean(tmp_path, data):
     work = tmp_path / "run"
-    federation = start_loopback(work, data, _schedule(), cache_dir=data.parent / "cache", dp=DpConfig(epsilon=EPSILON))
+    federation = start_loopback(work, data, _schedule(), cache_dir=data.parent / "cache", dp=DpConfig(epsilon=EPSILON, min_training_artworks=1))
     try:
         assert federation.join(timeout=150)
         coordinator = federation.server.servicer.coordinator
@@ -89,7 +89,7 @@ def test_dp_federation_reports_every_round_and_audits_clean(tmp_path, data):
 
 def test_artist_over_budget_retires_with_the_reason_and_others_finish(tmp_path, data):
     work = tmp_path / "run"
-    federation = start_loopback(work, data, _schedule(), cache_dir=data.parent / "cache", dp=DpConfig(epsilon=EPSILON),
+    federation = start_loopback(work, data, _schedule(), cache_dir=data.parent / "cache", dp=DpConfig(epsilon=EPSILON, min_training_artworks=1),
                                 budgets={"artist_01": 0.5})
     try:
         assert federation.join(timeout=150)
@@ -132,7 +132,7 @@ def test_artist_crash_after_charging_resends_the_same_contribution(tmp_path, dat
 
     monkeypatch.setattr(ArtistSession, "upload", upload)
     work = tmp_path / "run"
-    federation = start_loopback(work, data, _schedule(), cache_dir=data.parent / "cache", dp=DpConfig(epsilon=EPSILON),
+    federation = start_loopback(work, data, _schedule(), cache_dir=data.parent / "cache", dp=DpConfig(epsilon=EPSILON, min_training_artworks=1),
                                 session_timeout_seconds=1.0)
     try:
         assert crashed.wait(timeout=120)
@@ -165,7 +165,7 @@ def _real_report(artist: str, keys, round_id: int = 0, epsilon_budget: float = 2
 def test_tampered_or_unsigned_reports_are_refused_and_the_server_keeps_serving(tmp_path):
     keys = write_fresh_keys(tmp_path / "keys", ("artist_a", "artist_b"))
     config = ServerConfig(keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0", reports_dir=tmp_path / "reports",
-                          schedule=Schedule(rounds=1, quorum=2, standardise=False), dp=DpConfig(epsilon=2.0))
+                          schedule=Schedule(rounds=1, quorum=2, standardise=False), dp=DpConfig(epsilon=2.0, min_training_artworks=1))
     running = start_server(config, load_server_keys(keys))
     try:
         address = f"127.0.0.1:{running.port}"

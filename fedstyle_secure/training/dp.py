@@ -171,14 +171,23 @@ def plan_dp(
     """Calibrate noise so that ``rounds`` rounds of DP-SGD, ``training_releases`` prototype
     releases during training (at ``release_rounds``) and one final publication (round
     ``rounds``) spend the target epsilon at delta (to 1 %) under ``config.accountant``.
-    A portfolio below ``config.min_training_artworks`` gets the final publication alone, spending
-    the whole epsilon (no DP-SGD, no release during training)."""
+    A portfolio below ``config.min_training_artworks`` runs no DP-SGD: the releases (by default the
+    final publication alone) spend the whole epsilon."""
     config.validate()
     delta = default_delta(dataset_size) if config.delta is None else config.delta
     validate_delta(delta, dataset_size)
-    if dataset_size < config.min_training_artworks:  # no DP-SGD: the whole epsilon on the final publication
-        final_sigma = PROTOTYPE_SENSITIVITY * _gaussian_multiplier(config.epsilon, delta, 1, config.accountant)
-        return DpPlan(delta, config.accountant, 0.0, 0, 0.0, config.clip_norm, None, final_sigma, rounds, frozenset(), config.private_layers)
+    if dataset_size < config.min_training_artworks:  # no DP-SGD: the whole epsilon on the releases
+        share = config.final_release_share if training_releases else 1.0
+        final_sigma = PROTOTYPE_SENSITIVITY * _gaussian_multiplier(config.epsilon * share, delta, 1, config.accountant)
+        sigma = None
+        if training_releases:  # the federation's announced refreshes (none by default): they take the rest of epsilon
+            final = GaussianRelease(PROTOTYPE_SENSITIVITY, final_sigma, rounds, PROTOTYPE_RELEASE)
+            sigma = PROTOTYPE_SENSITIVITY * calibrate_noise_multiplier(
+                target_epsilon=config.epsilon, delta=delta, sample_rate=1.0, steps=training_releases, accountant=config.accountant,
+                history=[final],
+            )
+        return DpPlan(delta, config.accountant, 0.0, 0, 0.0, config.clip_norm, sigma, final_sigma, rounds, frozenset(release_rounds),
+                      config.private_layers)
     steps_per_epoch = math.ceil(dataset_size / batch_size)
     sample_rate = 1.0 / steps_per_epoch
     steps_per_round = local_epochs * steps_per_epoch

@@ -128,7 +128,8 @@ class ArtistPrivacy:
         dp, releases = announced
         n = client.n_train
         try:
-            dp_plan = plan_participation(dp, n, client.config, plan.total_rounds, releases)
+            own_rule = dataclasses.replace(dp, min_training_artworks=config.min_training_artworks)  # the artist's own choice
+            dp_plan = plan_participation(own_rule, n, client.config, plan.total_rounds, releases)
         except PrivacyError as exc:
             field_name = "federation.delta" if dp.delta is not None and dp.delta >= 1.0 / n else "federation DP plan"
             return cls(keys, client, announced, refusal=f"{field_name} (announced by the server) is unusable for this artist's {n} artworks: {exc}")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fedstyle_secure.errors import ConfigError
-from fedstyle_secure.training.dp import DpConfig
+from fedstyle_secure.training.dp import DEFAULT_MIN_TRAINING_ARTWORKS, DpConfig
 from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.dp_config import dp_schedule, pop_federation_dp, validate_client_budget
 
@@ -62,6 +62,8 @@ class ClientConfig:
     budget_delta: float | None = None  # None = the DP plan's delta
     state_dir: Path | None = None  # durable state (model, ledger, last submission); required under DP
     reports_dir: Path | None = None  # signed epsilon reports; default <state_dir>/reports
+    # the artist's portfolio-size rule (training.dp.DEFAULT_MIN_TRAINING_ARTWORKS): below it, no DP-SGD
+    min_training_artworks: int = DEFAULT_MIN_TRAINING_ARTWORKS
 
 
 _TYPES: dict[str, type] = {"int": int, "str": str, "bool": bool, "float": float, "float | None": float, "str | None": str, "Path": Path, "Path | None": Path}

@@ -104,6 +104,7 @@ def start_loopback(
         federation.clients[artist] = ClientConfig(
             keys=keys_dir, data=folder, server=f"127.0.0.1:{server.port}", artist=artist, cache_dir=cache_dir, epochs=epochs,
             budget_epsilon=(budgets or {}).get(artist), state_dir=state_dir, reports_dir=reports_dir,
+            min_training_artworks=(dp or DpConfig(epsilon=1.0)).min_training_artworks,
         )
         federation.start_artist(artist)
     return federation
