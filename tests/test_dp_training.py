@@ -23,7 +23,7 @@ def _all_mechanisms(plan, rounds):
 
 @pytest.mark.parametrize("epsilon", [1.0, 8.0])
 def test_plan_spends_the_target_epsilon(epsilon):
-    plan = plan_dp(DpConfig(epsilon=epsilon), dataset_size=50, batch_size=16, local_epochs=2, rounds=5, training_releases=5)
+    plan = plan_dp(DpConfig(epsilon=epsilon, min_training_artworks=1), dataset_size=50, batch_size=16, local_epochs=2, rounds=5, training_releases=5)
     assert plan.sample_rate == pytest.approx(1 / 4)
     assert plan.steps_per_round == 8
     spent = compute_epsilon(_all_mechanisms(plan, 5), plan.delta, "prv")
@@ -140,7 +140,7 @@ def test_private_layers_select_what_dp_sgd_updates(tiny_federation, layers):
     torch.manual_seed(0)
     model = make_model(EncoderConfig(), data.bank, data.public, len(data.artists))
     local = LocalData(bank=data.bank, labels=data.labels)
-    plan = dataclasses.replace(plan_dp(DpConfig(epsilon=8.0), len(local), 16, 1, 1, 0), private_layers=layers)
+    plan = dataclasses.replace(plan_dp(DpConfig(epsilon=8.0, min_training_artworks=1), len(local), 16, 1, 1, 0), private_layers=layers)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     train_local(model, local, RoundContext(n_artists=len(data.artists)), "classifier", LocalConfig(epochs=1), np.random.default_rng(0), plan)
     moved = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])}
