@@ -6,13 +6,14 @@ in-process round on uniform random inputs in [-1, 1].  Compute is wall-clock sec
 machine (single process; CPU contention from other jobs inflates it), split by role:
 
 * ``none``: the server's summation; artists compute nothing.
-* ``ckks``: :attr:`CkksSummation.last_timings` (encrypt + serialise per artist, parse + add at
-  the server, decryption charged to every artist).
+* ``ckks``: :attr:`CkksSummation.last_timings` (encrypt + serialise per artist; parse + check
+  at the server; the committee's summation and decryption charged to each of its two members).
 * ``secagg`` / ``secagg+``: the masking state machines are timed per call through proxies;
   message (de)serialisation is counted as transport, in neither role.
 
-Bytes are the serialised payloads an artist sends (``up``) and receives (``down``), shown
-next to the plain float32 vector (4 d bytes).  Grid cells whose running time, extrapolated
+Bytes are the serialised payloads an artist sends (``up``) and receives (``down``, mean over
+the artists that stay for the result; under ``ckks`` only the two committee members download,
+every other contribution each), shown next to the plain float32 vector (4 d bytes).  Grid cells whose running time, extrapolated
 from the largest measured cell of the same mode, exceeds ``--cell-budget`` are skipped and
 listed with the estimate.
 
@@ -117,8 +118,6 @@ def measure(mode: str, n: int, d: int, seed: int) -> Cell:
     ids = [f"artist_{i:03d}" for i in range(n)]
     inputs = {a: rng.uniform(*CLIP_RANGE, size=d).astype(np.float32) for a in ids}
     options: dict[str, Any] = {"clip_range": CLIP_RANGE, "max_clients": n}
-    if mode.startswith("secagg"):
-        options["seed"] = seed
     summation = make_summation(mode, ids, **options)
     started = time.perf_counter()
     if mode.startswith("secagg"):

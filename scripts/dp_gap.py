@@ -24,7 +24,6 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
 from torch import nn
 
 from fedstyle_secure.federation.dataset import FederationData, load_artworks, prepare_federation
@@ -32,6 +31,7 @@ from fedstyle_secure.federation.privacy_plan import encoder_config_for, plan_par
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
 from fedstyle_secure.federation.strategy import algorithm_spec
 from fedstyle_secure.models.embed import embed, prototype_sums
+from fedstyle_secure.privacy.noise import SeededNoise
 from fedstyle_secure.retrieval.evaluate import evaluate_global
 from fedstyle_secure.training.dp import DpConfig, refresh_rounds, release_prototype_sums
 from fedstyle_secure.training.local import LocalConfig
@@ -53,10 +53,10 @@ def accuracy_with_release(model: nn.Module, data: FederationData, sigma: float |
     """Mean artist accuracy of ``model`` with prototypes released at noise ``sigma`` (None: exact)."""
     train = data.split.train
     sums, _ = prototype_sums(embed(model, data.bank.originals(train)), data.labels[train], len(data.artists))
-    rng = np.random.default_rng([seed, 0x6A9])
+    noise = SeededNoise([seed, 0x6A9])  # a measurement, not a deployment: reproducible noise is fine here
     draws = 1 if sigma is None else RELEASE_DRAWS
     return statistics.fmean(
-        evaluate_global(model, data, release_prototype_sums(sums, sigma, rng)).artist_accuracy for _ in range(draws)
+        evaluate_global(model, data, release_prototype_sums(sums, sigma, noise)).artist_accuracy for _ in range(draws)
     )
 
 

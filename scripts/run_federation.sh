@@ -66,7 +66,8 @@ wait "$server_pid" || status=$?
 for pid in "${pids[@]:1}"; do wait "$pid" || status=$?; done
 echo "server log: $WORK/server/log.jsonl"
 if [ "$EPSILON" != "inf" ]; then
-  "$FEDSTYLE" audit "$WORK/server/reports" || status=$?
+  # identities from the key set, not from the manifest in the server's folder
+  "$FEDSTYLE" audit "$WORK/server/reports" --keys "$WORK/keys" || status=$?
 fi
 exit "$status"
 tail -n 3 "$WORK/server/log.jsonl"

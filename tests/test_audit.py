@@ -1,7 +1,11 @@
-"""`fedstyle audit`: findings of the analytical audit and the command's exit status."""
+"""`fedstyle audit`: findings of the analytical audit and the command's exit status.
+
+The first part audits a folder whose keys come from its own manifest (``--trust-manifest``); the
+last part audits against a key set (``--keys``) and replays the attacks of issue 10 item 7."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import shutil
@@ -12,15 +16,20 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedstyle_secure.cli.main import COMMAND_MODULES, main
+from fedstyle_secure.federation.reporting import ReportWriter
 from fedstyle_secure.privacy.audit import LoadedReport, audit_reports
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease
 from fedstyle_secure.privacy.recompute import recompute_epsilon_pld
 from fedstyle_secure.privacy.report_store import load_manifest, register_public_key, report_path, write_report
-from fedstyle_secure.privacy.reports import build_report, public_key_to_text, sign_report
+from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE, SEEDED_NOISE_SOURCE
+from fedstyle_secure.privacy.reports import build_report, dataset_size_commitment, public_key_to_text, sign_report
+from fedstyle_secure.secure.keystore import load_artist_keys
+from fedstyle_secure.transport.loopback import write_fresh_keys
 
 KEYS = {artist: Ed25519PrivateKey.generate() for artist in ("alice", "bob")}
 ROUNDS = 3
+FINAL = ROUNDS - 1  # the fixture's last report stands for the run's final publication
 
 
 def round_mechanisms(round_id: int) -> list[DpSgdSteps | GaussianRelease]:
@@ -39,7 +48,9 @@ def clean_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ledger = BudgetLedger(PrivacyBudget(epsilon=6.0, delta=1e-5), dataset_size=500)
         for round_id in range(ROUNDS):
             ledger.record(round_mechanisms(round_id))
-            write_report(root, sign_report(build_report(ledger, artist_id=artist, round_id=round_id), key))
+            report = build_report(ledger, artist_id=artist, round_id=round_id, noise_source=SECURE_NOISE_SOURCE,
+                                  final_round=FINAL)
+            write_report(root, sign_report(report, key))
     return root
 
 
@@ -63,9 +74,13 @@ def run_audit(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]
     return status, capsys.readouterr().out
 
 
-def audit_json(reports: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
-    status, out = run_audit(str(reports), "--json", capsys=capsys)
+def audit_json(reports: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict]:
+    status, out = run_audit(str(reports), "--json", *(args or ("--trust-manifest",)), capsys=capsys)
     return status, json.loads(out)
+
+
+def run_findings(result: dict) -> set[tuple[str | None, str]]:
+    return {(finding["artist"], finding["code"]) for finding in result["findings"]}
 
 
 def codes(result: dict, artist: str, round_id: int) -> set[str]:
@@ -78,10 +93,19 @@ def test_audit_is_a_registered_command() -> None:
 
 
 def test_clean_reports_pass_with_exit_status_0(reports: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    status, out = run_audit(str(reports), capsys=capsys)
+    status, out = run_audit(str(reports), "--trust-manifest", capsys=capsys)
     assert status == 0
     assert out.splitlines()[0].split()[:3] == ["artist", "round", "accountant"]
     assert out.count(" ok") == 2 * ROUNDS and "one artwork (record-level)" in out and "clean" in out
+    assert "IDENTITIES NOT VERIFIED" in out  # accepted, but said loudly
+
+
+def test_without_keys_or_trust_manifest_unverified_identities_are_a_finding(
+    reports: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out = run_audit(str(reports), capsys=capsys)
+    assert status == 1 and "[identities_unverified]" in out and "--keys DIR" in out
+    assert out.count(" ok") == 2 * ROUNDS  # every report itself is fine
 
 
 def test_json_output_parses_and_carries_both_recomputations(reports: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -93,13 +117,17 @@ def test_json_output_parses_and_carries_both_recomputations(reports: Path, capsy
 
 
 def test_single_report_file_finds_the_manifest_two_levels_up(reports: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    status, out = run_audit(str(report_path(reports, "bob", 1)), capsys=capsys)
-    assert status == 0 and "bob" in out and "alice" not in out
+    status, result = audit_json(report_path(reports, "bob", 1), capsys)
+    assert [(row["artist_id"], row["status"]) for row in result["reports"]] == [("bob", "ok")]  # signature checked
+    # one file is not a complete record: the rest of bob's rounds and alice are missing
+    assert status == 1
+    assert run_findings(result) == {
+        ("bob", "missing_rounds"), ("bob", "reports_end_early"), ("alice", "artist_without_reports")}
 
 
 def test_tampered_field_is_flagged(reports: Path, capsys: pytest.CaptureFixture[str]) -> None:
     edit(reports, "alice", 1, lambda r: r["mechanisms"][0].update(noise_multiplier=2.5), key=None)
-    status, out = run_audit(str(reports), capsys=capsys)
+    status, out = run_audit(str(reports), "--trust-manifest", capsys=capsys)
     assert status == 1 and "invalid_signature" in out and "altered or forged" in out
 
 
@@ -146,9 +174,28 @@ def test_sampler_mismatch_unknown_accountant_and_over_budget_are_flagged(
     assert codes(result, "bob", 2) == {"over_budget", "budget_changed"}
 
 
+def test_delta_is_checked_against_the_opened_dataset_size(reports: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With the artist's opening, n is authenticated by the signed commitment and delta < 1/n is
+    checked; an opening that does not match is flagged; a redacted (server) copy skips only that check."""
+    salt = base64.b64encode(bytes(range(32))).decode()
+
+    def commit_to(n: int) -> Callable[[dict], Any]:
+        return lambda r: r.update(dataset_size_commitment=dataset_size_commitment(n, base64.b64decode(salt)),
+                                  dataset_size_opening={"dataset_size": n, "salt": salt})
+
+    edit(reports, "alice", 0, commit_to(200_000), key=KEYS["alice"])  # signed: delta 1e-5 >= 1/200000
+    edit(reports, "alice", 1, lambda r: r["dataset_size_opening"].update(dataset_size=499), key=None)  # opening swapped
+    edit(reports, "bob", 0, lambda r: r.pop("dataset_size_opening"), key=None)  # what the server stores
+    status, result = audit_json(reports, capsys)
+    assert status == 1
+    assert codes(result, "alice", 0) == {"delta_too_large"}
+    assert codes(result, "alice", 1) == {"dataset_size_mismatch"}
+    assert codes(result, "bob", 0) == set()
+
+
 def test_unreadable_file_is_a_schema_finding(reports: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report_path(reports, "alice", 7).write_text("{not json")
-    status, out = run_audit(str(reports), capsys=capsys)
+    status, out = run_audit(str(reports), "--trust-manifest", capsys=capsys)
     assert status == 1 and "schema_error" in out
 
 
@@ -171,7 +218,8 @@ def dp_sgd_report(clean_dir: Path) -> dict:
     """Signed report whose history is 1000 steps at q=0.01, sigma=1 (PLD 1.83, RDP 2.10, GDP 1.62)."""
     ledger = BudgetLedger(PrivacyBudget(epsilon=3.0, delta=1e-5), dataset_size=500, accountant="prv")
     ledger.record([DpSgdSteps(sample_rate=0.01, noise_multiplier=1.0, steps=1000, clip_norm=1.0, round_id=0)])
-    return build_report(ledger, artist_id="alice", round_id=0, accountants=["rdp", "gdp"])
+    return build_report(ledger, artist_id="alice", round_id=0, accountants=["rdp", "gdp"],
+                        noise_source=SECURE_NOISE_SOURCE)
 
 
 def audit_claims(report: dict, tolerance: float = 0.01, **claims: float) -> set[str]:
@@ -208,3 +256,140 @@ def test_duplicate_round_and_rewritten_history_are_flagged(clean_dir: Path) -> N
     by_source = {audit.source: {f.code for f in audit.findings} for audit in result.reports}
     assert by_source["copy"] == {"duplicate_round"}
     assert by_source["rewritten"] == {"invalid_signature", "history_rewritten"}
+
+
+# --------------------------------------------------------------------------- noise source
+
+
+def test_reports_with_seeded_or_unstated_noise_are_flagged(reports: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit(reports, "alice", 1, lambda r: r.update(noise_source=SEEDED_NOISE_SOURCE), key=KEYS["alice"])
+    edit(reports, "bob", 0, lambda r: r.pop("noise_source"), key=KEYS["bob"])  # a report of an older version
+    status, result = audit_json(reports, capsys)
+    assert status == 1
+    assert codes(result, "alice", 1) == {"noise_not_secure"} and codes(result, "bob", 0) == {"noise_not_secure"}
+    assert codes(result, "alice", 0) == codes(result, "bob", 1) == set()
+
+
+# --------------------------------------------------------------------------- against a key set (issue 10, item 7)
+
+TEAM = ("alice", "bob", "carol")
+TEAM_ROUNDS = 3  # training rounds 0..2, then the final publication (round 3)
+
+
+@pytest.fixture(scope="module")
+def key_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_fresh_keys(tmp_path_factory.mktemp("keyset") / "keys", TEAM)
+
+
+@pytest.fixture(scope="module")
+def team_clean(tmp_path_factory: pytest.TempPathFactory, key_set: Path) -> Path:
+    """A run's reports folder as the server keeps it: each artist's reports of every round, signed
+    by the real ReportWriter with the artist's key-set identity key, plus the folder manifest."""
+    root = tmp_path_factory.mktemp("team") / "reports"
+    writer = ReportWriter(root, TEAM, {a: load_artist_keys(key_set, a).identity_key for a in TEAM})
+    for artist in TEAM:
+        ledger = BudgetLedger(PrivacyBudget(epsilon=6.0, delta=1e-5), dataset_size=500)
+        for round_id in range(TEAM_ROUNDS + 1):
+            final = [GaussianRelease(sensitivity=1.0, sigma=3.0, round_id=round_id, what="style-prototype")]
+            ledger.record(round_mechanisms(round_id) if round_id < TEAM_ROUNDS else final)
+            writer.write(artist, ledger, round_id, noise_source=SECURE_NOISE_SOURCE, final_round=TEAM_ROUNDS)
+    return root
+
+
+@pytest.fixture
+def team(team_clean: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(team_clean, tmp_path / "reports"))
+
+
+def keyed(team: Path, key_set: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict]:
+    return audit_json(team, capsys, "--keys", str(key_set), *args)
+
+
+def row_codes(result: dict) -> dict[tuple[str, int], set[str]]:
+    return {(row["artist_id"], row["round"]): {f["code"] for f in row["findings"]} for row in result["reports"]}
+
+
+def test_a_complete_run_audits_clean_against_its_key_set(
+    team: Path, key_set: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out = run_audit(str(team), "--keys", str(key_set), capsys=capsys)
+    assert status == 0 and "identities verified against the trusted key set; roster: alice, bob, carol" in out
+    assert out.count(" ok") == len(TEAM) * (TEAM_ROUNDS + 1)
+
+
+def test_swapped_manifest_key_with_forged_reports_is_flagged(
+    team: Path, key_set: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The filer's attack: the server puts its own key for bob into the folder's manifest and replaces
+    bob's reports by forgeries with sigma = 50 (a tiny epsilon), consistently re-signed."""
+    real = json.loads(report_path(team, "bob", TEAM_ROUNDS).read_text())["epsilon"]["prv"]
+    mallory = Ed25519PrivateKey.generate()
+    manifest = load_manifest(team / "manifest.json")
+    manifest["artists"]["bob"] = {"public_key": public_key_to_text(mallory.public_key()),
+                                  "fingerprint": "sha256:" + "0" * 64}
+    (team / "manifest.json").write_text(json.dumps(manifest))
+    forged = BudgetLedger(PrivacyBudget(epsilon=6.0, delta=1e-5), dataset_size=500)
+    for round_id in range(TEAM_ROUNDS + 1):
+        forged.record([DpSgdSteps(0.05, 50.0, 60, 1.0, round_id),
+                       GaussianRelease(1.0, 50.0, round_id, "style-prototype")])
+        report = build_report(forged, artist_id="bob", round_id=round_id, noise_source=SECURE_NOISE_SOURCE,
+                              final_round=TEAM_ROUNDS)
+        report_path(team, "bob", round_id).write_text(json.dumps(sign_report(report, mallory)))
+    claimed = forged.epsilon_spent
+    assert claimed < 0.1 * real  # what the forgery would have the auditor believe
+
+    status, result = audit_json(team, capsys, "--trust-manifest")
+    assert status == 0  # trusting the audited folder's own manifest, the forgery passes: hence --keys
+
+    status, out = run_audit(str(team), "--json", capsys=capsys)  # no identity option: not certified
+    assert status == 1 and run_findings(json.loads(out)) == {(None, "identities_unverified")}
+
+    status, result = keyed(team, key_set, capsys)
+    assert status == 1
+    codes_by_report = row_codes(result)
+    assert all(codes_by_report[("bob", r)] == {"invalid_signature"} for r in range(TEAM_ROUNDS + 1))
+    assert all(codes_by_report[(a, r)] == set() for a in ("alice", "carol") for r in range(TEAM_ROUNDS + 1))
+    assert run_findings(result) == {("bob", "manifest_key_mismatch")}
+
+
+def test_deleted_rounds_are_flagged(team: Path, key_set: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report_path(team, "bob", 1).unlink()  # a round in the middle
+    report_path(team, "carol", TEAM_ROUNDS).unlink()  # the last round
+    status, result = keyed(team, key_set, capsys)
+    assert status == 1 and all(not codes for codes in row_codes(result).values())  # what is left is authentic
+    assert run_findings(result) == {("bob", "missing_rounds"), ("carol", "reports_end_early")}
+    assert any("rounds [1]" in f["message"] for f in result["findings"])
+
+
+def test_deleting_the_last_round_of_every_artist_is_flagged(
+    team: Path, key_set: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for artist in TEAM:  # nothing left disagrees with anything else, but every report signs the final round
+        report_path(team, artist, TEAM_ROUNDS).unlink()
+    status, result = keyed(team, key_set, capsys)
+    assert status == 1 and run_findings(result) == {(a, "reports_end_early") for a in TEAM}
+
+
+def test_deleted_artist_is_flagged_and_artists_narrows_the_roster(
+    team: Path, key_set: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.rmtree(team / "carol")
+    status, result = keyed(team, key_set, capsys)
+    assert status == 1 and run_findings(result) == {("carol", "artist_without_reports")}
+    assert result["roster"] == list(TEAM)
+    status, result = keyed(team, key_set, capsys, "--artists", "alice,bob")
+    assert status == 0 and result["roster"] == ["alice", "bob"]
+
+
+def test_bad_key_set_or_roster_is_a_usage_error(
+    team: Path, key_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["audit", str(team), "--keys", str(key_set), "--artists", "zoe"]) == 2
+    assert "--artists" in capsys.readouterr().err
+    tampered = Path(shutil.copytree(key_set, tmp_path / "keys"))
+    (tampered / "identity" / "bob.pub").write_bytes((tampered / "identity" / "alice.pub").read_bytes())
+    assert main(["audit", str(team), "--keys", str(tampered)]) == 2
+    assert "bob.pub" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # argparse: the two identity options exclude each other
+        main(["audit", str(team), "--keys", str(key_set), "--trust-manifest"])
+    assert exited.value.code == 2

@@ -8,6 +8,7 @@ from fedstyle_secure.data.images import decode_image, load_image_folder
 from fedstyle_secure.data.split import split_per_artist
 from fedstyle_secure.data.synth import generate_artworks, write_synthetic_folder
 from fedstyle_secure.errors import ConfigError, DataError
+from tests.crafted import png_bomb
 
 
 def _write_images(folder, n, size=(40, 30), colour=(200, 10, 10)):
@@ -63,6 +64,25 @@ def test_unusable_folders_raise_clear_errors(tmp_path):
     bad.write_bytes(b"\x89PNG garbage")
     with pytest.raises(DataError, match="cannot decode"):
         decode_image(bad)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # PIL warns at open; refused before decoding
+def test_decompression_bombs_in_a_folder_are_skipped_with_a_warning(tmp_path, caplog):
+    """A 12 kB PNG of 10000 x 10000 pixels (over PIL's 89.5 M default) and a 3 x 3000 one (its
+    resize to 224 on the short side would be 224 x 224000) are refused from their headers."""
+    _write_images(tmp_path / "alice", 2)
+    _write_images(tmp_path / "bob", 2, colour=(0, 0, 200))
+    (tmp_path / "bob" / "bomb.png").write_bytes(png_bomb(10_000, 10_000))
+    (tmp_path / "bob" / "sliver.png").write_bytes(png_bomb(3, 3000))
+    artworks, report = load_image_folder(tmp_path, size=32)
+    assert len(artworks) == 4 and artworks.artists == ("alice", "bob")
+    skipped = {p.split("/")[-1]: reason for p, reason in report.skipped}
+    assert set(skipped) == {"bomb.png", "sliver.png"}
+    assert "10000x10000 = 100000000 pixels; at most 89478485 pixels are decoded" in skipped["bomb.png"]
+    assert "aspect ratio over 100:1" in skipped["sliver.png"]
+    assert "decompression-bomb guard" in caplog.text
+    with pytest.raises(DataError, match="at most 1000 pixels"):
+        decode_image(tmp_path / "alice" / "0.png", max_pixels=1000)  # 40 x 30 = 1200 pixels
 
 
 def test_synthetic_generation_is_deterministic_and_folder_loads(tmp_path):

@@ -1,7 +1,5 @@
 """DP-SGD in the federation: calibration, budget enforcement and retirement, signed reports."""
 
-import math
-
 import numpy as np
 import pytest
 
@@ -9,8 +7,9 @@ from fedstyle_secure.cli.main import main
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
 from fedstyle_secure.privacy.accounting import compute_epsilon
+from fedstyle_secure.privacy.noise import CsprngNoise
 from fedstyle_secure.training.dp import DpConfig, plan_dp
-from fedstyle_secure.training.dp_sgd import make_private, opacus_batch_size
+from fedstyle_secure.training.dp_sgd import make_private
 from fedstyle_secure.training.local import LocalConfig
 
 
@@ -30,20 +29,12 @@ def test_plan_spends_the_target_epsilon(epsilon):
     assert 0.97 * epsilon <= spent <= epsilon
 
 
-def test_loader_batch_size_reproduces_every_planned_sample_rate():
-    # round(q * n) gets n=10, b=3 (q = 1/4) wrong: it gives b=2, i.e. q = 1/5.
-    for n in range(1, 120):
-        for b in range(1, n + 1):
-            steps = math.ceil(n / b)
-            assert math.ceil(n / opacus_batch_size(n, 1.0 / steps)) == steps, (n, b)
-
-
 def test_make_private_accepts_a_rate_that_rounding_would_break():
     import torch
 
     plan = plan_dp(DpConfig(epsilon=4.0, min_training_artworks=1), dataset_size=10, batch_size=3, local_epochs=1, rounds=1, training_releases=0)
     model = torch.nn.Linear(4, 2)
-    private = make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), 10, plan, seed=0)
+    private = make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), 10, plan, CsprngNoise())
     try:
         assert plan.sample_rate == pytest.approx(1 / 4)
         assert len(private.loader) == 4
@@ -64,7 +55,7 @@ def _clipped_mean_gradient(clipping, clip_norm, n=6):
     target = torch.nn.functional.normalize(torch.randn(n, 4), dim=1)
     plan = DpPlan(delta=1e-5, accountant="prv", sample_rate=1.0, steps_per_round=1, noise_multiplier=0.0,
                   clip_norm=clip_norm, release_sigma=None, final_release_sigma=1.0, final_round=1)
-    private = make_private(head, torch.optim.SGD(head.parameters(), lr=0.1), n, plan, seed=0, clipping=clipping)
+    private = make_private(head, torch.optim.SGD(head.parameters(), lr=0.1), n, plan, CsprngNoise(), clipping=clipping)
     try:
         private.backward((private.module(x) - target).pow(2).sum(dim=1) * 10)
         assert private.optimizer.pre_step()
@@ -91,7 +82,7 @@ def test_unknown_clipping_mode_is_rejected():
     plan = plan_dp(DpConfig(epsilon=4.0, min_training_artworks=1), dataset_size=10, batch_size=5, local_epochs=1, rounds=1, training_releases=0)
     model = torch.nn.Linear(4, 2)
     with pytest.raises(PrivacyError, match="clipping"):
-        make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), 10, plan, seed=0, clipping="fast")
+        make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), 10, plan, CsprngNoise(), clipping="fast")
 
 
 def test_delta_at_least_one_over_n_is_rejected():
@@ -111,7 +102,7 @@ def test_dp_run_stays_within_budget_and_reports_audit_clean(tiny_federation, tmp
     files = sorted(p.name for p in (tmp_path / tiny_federation.artists[0]).iterdir())
     assert files == ["round-0000.json", "round-0001.json", "round-0002.json"]
     assert (tmp_path / "manifest.json").is_file()
-    assert main(["audit", str(tmp_path)]) == 0
+    assert main(["audit", str(tmp_path), "--trust-manifest"]) == 0  # a simulation's keys exist only in its manifest
     assert 0.0 <= result.metrics.artist_accuracy <= 1.0
 
 
@@ -190,9 +181,32 @@ def test_small_portfolios_skip_dp_sgd_and_spend_the_whole_budget_on_the_final_re
     config = SimulationConfig(algorithm="fedstyle", rounds=2, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0), public_pretrain_steps=0)
     result = run_simulation(config, tiny_federation, reports_dir=tmp_path)
     assert all(p["epsilon_spent"] == pytest.approx(4.0, rel=0.01) for p in result.privacy.values())
-    assert main(["audit", str(tmp_path)]) == 0
+    assert main(["audit", str(tmp_path), "--trust-manifest"]) == 0  # a simulation: keys only in its manifest
     template = make_initial_model(config.encoder, tiny_federation.bank, tiny_federation.public, len(tiny_federation.artists),
                                   seed=0, pretrain_steps=0)
     client = make_clients(config, tiny_federation, template, np.random.default_rng(0))[0]
     with pytest.raises(PrivacyError, match="no prototype release"):  # fail closed: never an un-noised release
         client.publish(Broadcast(0, None, None, np.zeros((5, 128), np.float32), np.zeros(5, bool)), round_id=0)
+
+
+def test_seeded_research_noise_reproduces_a_run_and_its_reports_are_flagged(tiny_federation, tmp_path, capsys):
+    """--insecure-seeded-noise: the same seed gives the same DP run; its reports say so and the audit
+    flags every one of them (noise_not_secure), while the default CSPRNG run audits clean."""
+    import json
+
+    config = SimulationConfig(algorithm="fedavg", rounds=1, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0, min_training_artworks=1),
+                              public_pretrain_steps=0, insecure_seeded_noise=True)
+    first = run_simulation(config, tiny_federation, reports_dir=tmp_path / "seeded")
+    second = run_simulation(config, tiny_federation)
+    assert first.metrics == second.metrics and first.state.params.tolist() == second.state.params.tolist()
+    assert {info["noise_source"] for info in first.privacy.values()} == {"seeded-prng (INSECURE, research only)"}
+    capsys.readouterr()
+    assert main(["audit", str(tmp_path / "seeded"), "--trust-manifest", "--json"]) == 1
+    rows = json.loads(capsys.readouterr().out)["reports"]
+    assert rows and all({f["code"] for f in row["findings"]} == {"noise_not_secure"} for row in rows)
+
+
+def test_simulate_help_says_the_seeded_flag_voids_the_guarantee(capsys):
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    assert "VOIDS THE DP GUARANTEE" in " ".join(capsys.readouterr().out.split())

@@ -95,6 +95,14 @@ def test_bundles_hold_only_what_each_machine_needs(key_set: Path, tmp_path: Path
     assert main(["keys", "check", "--keys", str(tmp_path / "bob")]) == 0
 
 
+def test_auditor_bundle_holds_only_public_identity_keys(key_set: Path, tmp_path: Path) -> None:
+    assert main(["keys", "bundle", "--keys", str(key_set), "--auditor", "--out", str(tmp_path / "audit")]) == 0
+    assert _files(tmp_path / "audit") == {"manifest.json", "ca.crt"} | {f"identity/{a}.pub" for a in ARTISTS}
+    assert json.loads((tmp_path / "audit" / "manifest.json").read_text())["bundle"] == {"role": "auditor"}
+    assert keystore.load_identity_keys(tmp_path / "audit") == keystore.load_identity_keys(key_set)
+    assert list(keystore.load_identity_keys(tmp_path / "audit")) == ARTISTS  # roster order
+
+
 KEY = "artists/alice/client.key"
 
 

@@ -17,6 +17,7 @@ from fedstyle_secure.privacy.accounting import compute_epsilon
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.jsonio import read_json
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, history_from_list
+from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE
 from fedstyle_secure.privacy.report_schema import report_schema, report_schema_errors
 from fedstyle_secure.privacy.report_store import (
     load_manifest,
@@ -26,12 +27,16 @@ from fedstyle_secure.privacy.report_store import (
     write_report,
 )
 from fedstyle_secure.privacy.reports import (
+    DATASET_SIZE_COMMITMENT,
+    DATASET_SIZE_OPENING,
     PRIVACY_UNIT,
     build_report,
     canonical_json,
     key_fingerprint,
+    opened_dataset_size,
     public_key_from_text,
     public_key_to_text,
+    redacted_report,
     sign_report,
     verify_report_signature,
 )
@@ -50,7 +55,9 @@ def ledger() -> BudgetLedger:
 
 @pytest.fixture(scope="module")
 def signed(ledger: BudgetLedger) -> dict:
-    return sign_report(build_report(ledger, artist_id="alice", round_id=3, issued_at="2026-01-02T03:04:05Z"), KEY)
+    report = build_report(ledger, artist_id="alice", round_id=3, noise_source=SECURE_NOISE_SOURCE, final_round=5,
+                          issued_at="2026-01-02T03:04:05Z")
+    return sign_report(report, KEY)
 
 
 def test_report_states_unit_budget_history_and_epsilon_per_accountant(ledger: BudgetLedger, signed: dict) -> None:
@@ -60,7 +67,8 @@ def test_report_states_unit_budget_history_and_epsilon_per_accountant(ledger: Bu
     assert signed["epsilon"]["prv"] == compute_epsilon(ledger.history, 1e-5, "prv")
     assert signed["epsilon"]["rdp"] > signed["epsilon"]["prv"] > 0
     assert signed["budget"] == {"epsilon": 8.0, "delta": 1e-5} and signed["delta"] == 1e-5
-    assert signed["dataset_size"] == 400
+    assert "dataset_size" not in signed and opened_dataset_size(signed) == 400  # n only in the commitment's opening
+    assert signed["noise_source"] == SECURE_NOISE_SOURCE == "os-csprng/chacha20" and signed["final_round"] == 5
     assert history_from_list(signed["mechanisms"]) == ledger.history
     assert set(signed["software"]) == {"torch", "opacus", "dp-accounting", "fedstyle-secure"}
     assert signed["software"]["opacus"][0].isdigit()
@@ -68,7 +76,8 @@ def test_report_states_unit_budget_history_and_epsilon_per_accountant(ledger: Bu
 
 def test_unsigned_and_signed_reports_match_the_published_schema(ledger: BudgetLedger, signed: dict) -> None:
     assert report_schema()["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert report_schema_errors(build_report(ledger, artist_id="alice", round_id=3)) == []
+    unsigned = build_report(ledger, artist_id="alice", round_id=3, noise_source=SECURE_NOISE_SOURCE)
+    assert report_schema_errors(unsigned) == []
     assert report_schema_errors(json.loads(json.dumps(signed))) == []
 
 
@@ -123,6 +132,23 @@ def test_wrong_key_and_missing_signature_fail_closed(signed: dict) -> None:
     unsigned = {key: value for key, value in signed.items() if key != "signature"}
     with pytest.raises(PrivacyError, match="not signed"):
         verify_report_signature(unsigned, KEY.public_key())
+
+
+def test_dataset_size_is_committed_and_the_redacted_report_still_verifies(ledger: BudgetLedger, signed: dict) -> None:
+    """The redacted copy (what the server gets) verifies and hides n behind a salted commitment;
+    the opening binds n: another n or salt, or an opening moved to another report, is refused."""
+    redacted = redacted_report(signed)
+    assert set(signed) - set(redacted) == {DATASET_SIZE_OPENING} and report_schema_errors(redacted) == []
+    verify_report_signature(redacted, KEY.public_key())
+    assert opened_dataset_size(redacted) is None
+    again = sign_report(build_report(ledger, artist_id="alice", round_id=3, noise_source=SECURE_NOISE_SOURCE, issued_at="2026-01-02T03:04:05Z"), KEY)
+    assert again[DATASET_SIZE_COMMITMENT] != signed[DATASET_SIZE_COMMITMENT]  # fresh salt: same n, unlinkable
+    base = signed[DATASET_SIZE_OPENING]
+    for opening in ({**base, "dataset_size": 401}, {**base, "salt": again[DATASET_SIZE_OPENING]["salt"]}):
+        with pytest.raises(PrivacyError, match="does not open the signed dataset_size_commitment"):
+            opened_dataset_size({**signed, DATASET_SIZE_OPENING: opening})
+    with pytest.raises(PrivacyError, match="does not open"):
+        opened_dataset_size({**redacted, DATASET_SIZE_OPENING: again[DATASET_SIZE_OPENING]})
 
 
 def test_public_keys_parse_from_base64_and_pem_and_garbage_is_rejected() -> None:

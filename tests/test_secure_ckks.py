@@ -7,6 +7,8 @@ import pytest
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.secure.api import DropoutSchedule, PlainSummation
+import tenseal as ts
+
 from fedstyle_secure.secure.ckks import (
     CkksAggregator,
     CkksContext,
@@ -166,6 +168,9 @@ def test_dropouts_clip_range_and_byte_counts(context: CkksContext) -> None:
     assert result.contributors == ("b", "c", "d") and result.dropped == ("a", "b")
     assert np.allclose(result.total, 1 + 2 + 3, atol=1e-6)
     assert set(result.bytes_down) == {"c", "d"} and min(result.bytes_up.values()) > 10 * 4
+    # the committee (2 members, chosen among c and d) downloads every other contributor's ciphertext
+    everyone = sum(result.bytes_up.values())
+    assert {a: result.bytes_down[a] for a in "cd"} == {a: everyone - result.bytes_up[a] for a in "cd"}
     with pytest.raises(SecureAggregationError, match="clip range"):
         summation.sum({"a": np.full(10, 6.0), "b": np.zeros(10)}, round_id=4)
     with pytest.raises(ConfigError, match="dropout phases"):
@@ -183,7 +188,7 @@ def test_factory_builds_each_mode_and_rejects_bad_options(context: CkksContext) 
     ckks = make_summation("ckks", ids, secret_context=context)
     assert ckks.mode == "ckks" and np.allclose(ckks.sum(inputs, round_id=0).total, plain, atol=1e-6)
     for mode in ("secagg", "secagg+"):
-        masked = make_summation(mode, ids, clip_range=(-4.0, 4.0), seed=1)
+        masked = make_summation(mode, ids, clip_range=(-4.0, 4.0))
         assert masked.mode == mode and np.allclose(masked.sum(inputs, round_id=0).total, plain, atol=1e-4)
     with pytest.raises(ConfigError, match="clip_range"):
         make_summation("secagg", ids)
@@ -191,3 +196,44 @@ def test_factory_builds_each_mode_and_rejects_bad_options(context: CkksContext) 
         make_summation("ckks", ids, threshold=2)
     with pytest.raises(ConfigError, match="unknown secure mode"):
         make_summation("rot13", ids)
+
+
+def _with_crafted_chunk(context: CkksContext, values: np.ndarray, index: int, how: str) -> bytes:
+    """An honest encryption of ``values`` whose chunk ``index`` a malicious artist replaced."""
+    honest = encrypt(context, values)
+    start, stop = chunk_bounds(values.size, context.params.slots)[index]
+    part = values[start:stop].tolist()
+    crafted = {"scale": lambda: ts.ckks_vector(context.tenseal, part, scale=2.0**30),
+               "level": lambda: ts.ckks_vector(context.tenseal, part) * 1.0}[how]()
+    honest.chunks[index] = crafted
+    return honest.serialize()
+
+
+@pytest.mark.parametrize(
+    "how, words", [("scale", "chunk 1: scale 1.07374e\\+09, expected 2\\*\\*40"), ("level", "chunk 1: at modulus level")]
+)
+def test_a_crafted_chunk_is_refused_whole_and_leaves_the_sum_unchanged(context: CkksContext, how: str, words: str) -> None:
+    """Chunk 0 of the crafted upload is honest: it must not reach the sum either (atomic add)."""
+    length = context.params.slots + 5
+    rng = np.random.default_rng(7)
+    a, b, c = (rng.uniform(-1, 1, length) for _ in range(3))
+    for crafted_first in (False, True):
+        server = CkksAggregator(context.public(), length)
+        if not crafted_first:
+            server.add(encrypt(context, a).serialize(), what="a")
+        with pytest.raises(SecureAggregationError, match=f"ciphertext of mallory {words}"):
+            server.add(_with_crafted_chunk(context, b, 1, how), what="ciphertext of mallory")
+        if crafted_first:
+            server.add(encrypt(context, a).serialize(), what="a")
+        server.add(encrypt(context, c).serialize(), what="c")
+        assert server.count == 2
+        total = EncryptedVector.load(context, server.result().serialize()).decrypt()
+        np.testing.assert_allclose(total, a + c, atol=1e-6)
+
+
+def test_adding_ciphertexts_of_different_levels_is_refused_before_anything_changes(context: CkksContext) -> None:
+    total = encrypt(context, np.ones(8))
+    lower = EncryptedVector(context, [chunk * 1.0 for chunk in encrypt(context, np.ones(8)).chunks], 8)
+    with pytest.raises(SecureAggregationError, match="chunk 0: \\(level, scale, polynomials\\)"):
+        total.add_(lower)
+    assert np.allclose(total.decrypt(), 1.0, atol=1e-6)  # TenSEAL would otherwise have switched it down and added

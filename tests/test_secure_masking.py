@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -19,7 +20,7 @@ from scipy.stats import chisquare
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.secure.api import DropoutSchedule, SecureSummation
-from fedstyle_secure.secure.masking import DROPOUT_PHASES, MaskingServer, RoundConfig
+from fedstyle_secure.secure.masking import DROPOUT_PHASES, MaskingOutcome, MaskingServer, RoundConfig
 from fedstyle_secure.secure.masking_crypto import sign_advertisement
 from fedstyle_secure.secure.masking_graph import default_degree, harary_graph
 from fedstyle_secure.secure.masking_messages import (
@@ -92,7 +93,7 @@ def expected_contributors(config: RoundConfig, drops: Mapping[str, str]) -> set[
     if len(shared) < t:
         return None
     inputs = {a for a in shared - left("masked_input") if len(holders(a) & shared) >= t}
-    answered = inputs - left("unmask")
+    answered = inputs - left("consistency") - left("unmask")
     needed = inputs | {v for v in shared - inputs if set(config.neighbours[v]) & inputs}
     if not inputs or any(len(holders(o) & answered) < t for o in needed):
         return None
@@ -109,24 +110,27 @@ def rounds(draw: st.DrawFn, mode: str) -> tuple[MaskedSummation, dict[str, np.nd
     ids = artist_ids(n)
     leavers = draw(st.lists(st.sampled_from(ids), unique=True, max_size=holders - threshold + 1))  # <= one too many
     drops = {a: draw(st.sampled_from(DROPOUT_PHASES)) for a in leavers}
-    seed = draw(st.integers(0, 2**32))
-    summation = MaskedSummation(mode, clip_range=CLIP, max_clients=16, threshold=threshold, degree=degree, seed=seed)
+    summation = MaskedSummation(mode, clip_range=CLIP, max_clients=16, threshold=threshold, degree=degree)
     return summation, random_inputs(n, d, seed=draw(st.integers(0, 2**32))), drops
 
 
 def check_round(case: tuple[MaskedSummation, dict[str, np.ndarray], dict[str, str]]) -> None:
+    """Run the round; compare with the oracle on the graph the round fixed (SecAgg+: from the adverts)."""
     summation, inputs, drops = case
-    server, _ = summation.prepare(list(inputs), round_id=1, vector_length=len(next(iter(inputs.values()))))
+    server, artists = summation.prepare(list(inputs), round_id=1, vector_length=len(next(iter(inputs.values()))))
+    try:
+        outcome: MaskingOutcome | SecureAggregationError = InProcessRound(server, artists).run(inputs, drops).outcome
+    except SecureAggregationError as exc:
+        outcome = exc
     expected = expected_contributors(server.config, drops)
     event("aborts" if expected is None else f"completes with {len(inputs) - len(expected)} dropped")
     if expected is None:
-        with pytest.raises(SecureAggregationError, match=r"threshold is \d+|no artist"):
-            summation.sum(inputs, round_id=1, dropouts=DropoutSchedule(drops))
+        assert isinstance(outcome, SecureAggregationError) and re.search(r"threshold is \d+|no artist", str(outcome))
         return
-    result = summation.sum(inputs, round_id=1, dropouts=DropoutSchedule(drops))
-    assert set(result.contributors) == expected
-    assert set(result.dropped) == set(inputs) - expected
-    assert_exact_sum(summation, inputs, result.total, result.contributors)
+    assert isinstance(outcome, MaskingOutcome), outcome
+    assert set(outcome.contributors) == expected
+    assert set(outcome.dropped) == set(inputs) - expected
+    assert_exact_sum(summation, inputs, outcome.total, outcome.contributors)
 
 
 @settings(max_examples=60, deadline=None)
@@ -196,8 +200,6 @@ def assert_completed_without(record: RoundRecord, summation, inputs, missing: se
 
 
 def rejected(record: RoundRecord, party: str, pattern: str) -> bool:
-    import re
-
     return any(r.party == party and re.search(pattern, r.reason) for r in record.rejections)
 
 
@@ -240,10 +242,10 @@ def test_share_redirected_to_another_artist_fails_authentication(summation, inpu
 
 
 def test_server_substituted_key_is_detected_by_the_artist(summation, inputs) -> None:
-    attacker = AdvertiseKeys(7, "x", b"\x09" * 32, b"\x09" * 32, bytes(64))
+    attacker = AdvertiseKeys(7, "x", b"\x09" * 32, b"\x09" * 32, bytes(32), bytes(64))
 
     def substitute(message: KeyRoster) -> Sequence[Message]:
-        first = dataclasses.replace(message.adverts[0], mask_public=attacker.mask_public)
+        first = dataclasses.replace(message.adverts[0], mask_public=attacker.mask_public)  # artist-00's
         return (dataclasses.replace(message, adverts=(first,) + message.adverts[1:]),)
 
     record = run_with(summation, inputs, tamper(KeyRoster, "artist-03", substitute))
@@ -258,7 +260,10 @@ def test_badly_signed_advertisement_is_refused_by_the_server(summation, inputs, 
             forged = bytes(64)
         else:
             impostor = Ed25519PrivateKey.generate()
-            forged = sign_advertisement(impostor, 7, message.sender, message.enc_public, message.mask_public)
+            forged = sign_advertisement(
+                impostor, 7, summation.round_config(list(inputs), round_id=7, vector_length=64).digest,
+                message.sender, message.enc_public, message.mask_public, message.contribution,
+            )
         return (dataclasses.replace(message, signature=forged),)
 
     record = run_with(summation, inputs, tamper(AdvertiseKeys, "artist-01", resign))
@@ -270,7 +275,8 @@ def test_forged_advertisement_relayed_by_a_server_is_refused_by_every_peer(summa
     def forge(message: AdvertiseKeys) -> Sequence[Message]:
         return (dataclasses.replace(message, signature=bytes(64)),)
 
-    with pytest.raises(SecureAggregationError, match="only 1 artists remain after share, threshold is 3"):
+    # every artist gets every advertisement, so the forged one (or its own, altered) makes all of them refuse
+    with pytest.raises(SecureAggregationError, match="only 0 artists remain after share, threshold is 3"):
         run_with(summation, inputs, tamper(AdvertiseKeys, "artist-01", forge), server_knows_identities=False)
 
 
@@ -357,7 +363,8 @@ def test_every_message_round_trips_and_rejects_malformed_bytes(summation, inputs
     seen: list[Message] = []
     run_with(summation, inputs, lambda m: (seen.append(m) or m,))
     assert {type(m).__name__ for m in seen} == {
-        "AdvertiseKeys", "KeyRoster", "ShareKeys", "ShareDelivery", "MaskedInput", "UnmaskRequest", "UnmaskResponse"
+        "AdvertiseKeys", "KeyRoster", "ShareKeys", "ShareDelivery", "MaskedInput", "SurvivorSet", "SurvivorSignature",
+        "UnmaskRequest", "UnmaskResponse",
     }
     for message in seen:
         data = message.to_bytes()
@@ -395,26 +402,48 @@ def test_harary_graph_is_regular_symmetric_and_seed_determined(n: int) -> None:
     assert graph != harary_graph(ids, default_degree(n), b"other seed")
 
 
+def test_the_graph_seed_is_no_option_any_more() -> None:
+    """The SecAgg+ graph comes from the artists' signed contributions; a caller-chosen seed is refused."""
+    from fedstyle_secure.secure.factory import make_summation
+
+    with pytest.raises(ConfigError, match=r"does not take option\(s\) \['seed'\]"):
+        make_summation("secagg+", artist_ids(4), clip_range=CLIP, seed=1)
+
+
 def test_secagg_plus_threshold_is_relative_to_the_neighbourhood() -> None:
-    plus = MaskedSummation("secagg+", clip_range=CLIP, max_clients=64, threshold=2 / 3, seed=1)
+    plus = MaskedSummation("secagg+", clip_range=CLIP, max_clients=64, threshold=2 / 3)
     server, _ = plus.prepare(artist_ids(50), round_id=1, vector_length=4)
     assert server.config.threshold == math.ceil(2 / 3 * (12 + 1))
 
 
 def test_secagg_plus_per_artist_cost_grows_with_log_n() -> None:
+    """Uploads, shares and survivor-set signatures are O(k) per artist; the one O(n) download is the
+    key roster (every signed advertisement, so each artist can verify the graph's seed)."""
     n, d = 40, 8
     inputs = random_inputs(n, d)
-    plus = MaskedSummation("secagg+", clip_range=CLIP, max_clients=n, seed=5)
+    rosters: dict[str, int] = {}
+
+    def roster_bytes(message: Message) -> Sequence[Message]:
+        if isinstance(message, KeyRoster):
+            rosters[message.receiver] = len(message.to_bytes())
+        return (message,)
+
+    plus = MaskedSummation("secagg+", clip_range=CLIP, max_clients=n)
     full = MaskedSummation("secagg", clip_range=CLIP, max_clients=n)
-    sparse, dense = plus.sum(inputs, round_id=1), full.sum(inputs, round_id=1)
-    assert_exact_sum(plus, inputs, sparse.total, artist_ids(n))
-    assert max(sparse.bytes_down.values()) * 2 < min(dense.bytes_down.values())
+    sparse = run_with(plus, inputs, roster_bytes, round_id=1)
+    sparse_rosters, rosters = rosters, {}
+    dense = run_with(full, inputs, roster_bytes, round_id=1)
+    assert_exact_sum(plus, inputs, sparse.outcome.total, artist_ids(n))
+    assert max(sparse.bytes_down[a] - sparse_rosters[a] for a in inputs) * 2 < min(
+        dense.bytes_down[a] - rosters[a] for a in inputs
+    )
     assert max(sparse.bytes_up.values()) * 2 < min(dense.bytes_up.values())
+    assert max(sparse_rosters.values()) < n * (161 + 1 + len("artist-00")) + 64  # n adverts + header
 
 
 def test_secagg_plus_recovers_from_dropouts_at_n_30() -> None:
     inputs = random_inputs(30, 16, seed=3)
-    plus = MaskedSummation("secagg+", clip_range=CLIP, max_clients=64, seed=9)
+    plus = MaskedSummation("secagg+", clip_range=CLIP, max_clients=64)
     drops = {"artist-03": "masked_input", "artist-17": "unmask", "artist-22": "share"}
     result = plus.sum(inputs, round_id=4, dropouts=DropoutSchedule(drops))
     assert set(result.dropped) == {"artist-03", "artist-22"}

@@ -14,10 +14,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedstyle_secure.data.public import default_public_set, public_set_name
 from fedstyle_secure.federation.packing import pack
+from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.mechanisms import GaussianRelease
-from fedstyle_secure.privacy.reports import build_report, sign_report
+from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE
+from fedstyle_secure.privacy.reports import build_report, redacted_report, sign_report
 from fedstyle_secure.secure.ckks import encrypt
+from fedstyle_secure.secure.ckks_decryption import Attempt, layout_bytes, payload_digest, sign_contribution
 from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
 from fedstyle_secure.transport.auth import buyer_tls_pem, sign_registration
 from fedstyle_secure.transport.channel import ArtistSession, open_channel, query, with_layout
@@ -25,10 +28,12 @@ from fedstyle_secure.transport.config import ServerConfig
 from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.loopback import write_fresh_keys
 from fedstyle_secure.transport.server import SERVICE_NAME, start_server
+from fedstyle_secure.transport.upload_limits import expected_layout, payload_limit
 from fedstyle_secure.transport.wire import chunk_payload, new_nonce, pb, pb_grpc
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
-MOMENTS = {"clients": np.array([1.0]), "feature_mean": np.full(4, 0.5), "feature_sq_mean": np.full(4, 0.5)}
+F = STYLE_FEATURE_DIM  # the set-up round's feature width in the server's plan (from its model)
+MOMENTS = {"clients": np.array([1.0]), "feature_mean": np.full(F, 0.5), "feature_sq_mean": np.full(F, 0.5)}
 
 
 class Clock:
@@ -184,7 +189,11 @@ def test_malformed_contribution(served, keys):
         nan = np.full_like(vector, np.nan).astype("<f8").tobytes()
         _refused(lambda: session.upload(0, pb.PAYLOAD_KIND_PLAIN_VECTOR, nan, layout), grpc.StatusCode.INVALID_ARGUMENT, "NaN")
         headless = iter([pb.Chunk(data=b"\0" * 8)])
-        _refused(lambda: session.stub.UploadContribution(headless, metadata=session.metadata, timeout=5), grpc.StatusCode.INVALID_ARGUMENT, "header")
+        upload = session.stub.UploadContribution
+        target = session.submission_metadata(0, "contribute")
+        _refused(lambda: upload(headless, metadata=target, timeout=5), grpc.StatusCode.INVALID_ARGUMENT, "header")
+        _refused(lambda: upload(iter([]), metadata=session.metadata, timeout=5), grpc.StatusCode.INVALID_ARGUMENT,
+                 "must carry 'fedstyle-round'")
         _still_serving(running, session, accepted=0)
         assert _upload(session).accepted_bytes == vector.nbytes
 
@@ -195,8 +204,11 @@ def test_oversized_message_and_payload(served, keys):
     with channel:
         huge = pb.RegisterRequest(artist_id="artist_a", nonce=b"\0" * (128 * 1024))
         _refused(lambda: session.stub.Register(huge, timeout=5), grpc.StatusCode.RESOURCE_EXHAUSTED, "")
-        big = {**MOMENTS, "feature_mean": np.zeros(40_000)}  # 320 kB > 256 KiB
-        _refused(lambda: _upload(session, arrays=big, chunk_bytes=32 * 1024), grpc.StatusCode.RESOURCE_EXHAUSTED, "at most 262144")
+        big = {**MOMENTS, "feature_mean": np.zeros(40_000)}  # 320 kB: over the set-up round's layout, < max_payload
+        limit = payload_limit(expected_layout("fedstyle", 0, len(ARTISTS), 64), "contribute", "none", None)
+        assert limit < 64 * 1024  # from the round's layout (2 x 1536 feature moments + 1), not the 256 KiB ceiling
+        _refused(lambda: _upload(session, arrays=big, chunk_bytes=32 * 1024), grpc.StatusCode.RESOURCE_EXHAUSTED,
+                 f"at most {limit} (the largest legitimate upload of round 0 phase 'contribute'")
         _still_serving(running, session, accepted=0)
 
 
@@ -245,7 +257,9 @@ def test_stalled_upload_is_cut_off(served, keys):
             time.sleep(3)  # never finishes within the server's 1 s idle limit
 
         started = time.monotonic()
-        _refused(lambda: session.stub.UploadContribution(stalling(), metadata=session.metadata, timeout=10), grpc.StatusCode.DEADLINE_EXCEEDED, "stalled")
+        target = session.submission_metadata(0, "contribute")
+        _refused(lambda: session.stub.UploadContribution(stalling(), metadata=target, timeout=10),
+                 grpc.StatusCode.DEADLINE_EXCEEDED, "stalled")
         assert time.monotonic() - started < 5
         _, other = _connect(running, keys, "artist_b")
         assert _upload(other).round_id == 0  # others are still served
@@ -257,10 +271,18 @@ def test_ciphertext_with_foreign_parameters(keys, foreign_keys, tmp_path):
         channel, session = _connect(running, keys, "artist_a")
         with channel:
             vector, layout = pack(MOMENTS)
+            artist = load_artist_keys(keys, "artist_a")
+            at = Attempt(0, 0, artist.ckks.fingerprint)
+
+            def signed(payload: bytes) -> bytes:  # a valid signature: only the parameters are wrong
+                return sign_contribution(artist.identity_key, at, "artist_a", layout_bytes(layout.fields), payload_digest(payload))
+
             foreign = encrypt(load_artist_keys(foreign_keys, "artist_a").ckks, vector).serialize()
-            _refused(lambda: session.upload(0, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, foreign, layout, chunk_bytes=32 * 1024), grpc.StatusCode.INVALID_ARGUMENT, "fingerprint mismatch")
-            own = encrypt(load_artist_keys(keys, "artist_a").ckks, vector).serialize()
-            assert session.upload(0, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, own, layout, chunk_bytes=32 * 1024).accepted_bytes == len(own)
+            _refused(lambda: session.upload(0, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, foreign, layout, chunk_bytes=32 * 1024,
+                                            signature=signed(foreign)), grpc.StatusCode.INVALID_ARGUMENT, "fingerprint mismatch")
+            own = encrypt(artist.ckks, vector).serialize()
+            ack = session.upload(0, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, own, layout, chunk_bytes=32 * 1024, signature=signed(own))
+            assert ack.accepted_bytes == len(own)
     finally:
         running.stop(0)
 
@@ -295,11 +317,11 @@ def test_epsilon_reports_must_be_signed_by_the_artist(served, keys, tmp_path):
     with channel:
         ledger = BudgetLedger(PrivacyBudget(1.0, 1e-5), 20)
         ledger.record([GaussianRelease(1.0, 8.0, 0, "style-prototype-sums")])
-        report = build_report(ledger, artist_id="artist_a", round_id=0)
-        signed = sign_report(report, load_artist_keys(keys, "artist_a").identity_key)
+        report = build_report(ledger, artist_id="artist_a", round_id=0, noise_source=SECURE_NOISE_SOURCE)
+        signed = redacted_report(sign_report(report, load_artist_keys(keys, "artist_a").identity_key))
         assert session.report(0, json.dumps(signed).encode()).accepted_bytes > 0
         assert (tmp_path / "reports" / "artist_a" / "round-0000.json").exists()
-        forged = sign_report(report, load_artist_keys(keys, "artist_b").identity_key)
+        forged = redacted_report(sign_report(report, load_artist_keys(keys, "artist_b").identity_key))
         _refused(lambda: session.report(0, json.dumps(forged).encode()), grpc.StatusCode.PERMISSION_DENIED, "signed by key")
         _refused(lambda: session.report(0, b"{not json"), grpc.StatusCode.INVALID_ARGUMENT, "not JSON")
         assert dict(session.stub.GetStatus(pb.StatusRequest(), timeout=5).reports) == {"artist_a": 0}

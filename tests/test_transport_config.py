@@ -61,6 +61,10 @@ def test_client_config_and_invalid_toml(tmp_path):
         load_client_config(_write(tmp_path, '[client]\nkeys = "k"\ndata = "d"\nepochs = 0\n'))
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_client_config(_write(tmp_path, "[client\n"))
+    assert config.min_quorum == 2  # a CKKS decryptor's own floor, whatever quorum a server announces
+    assert load_client_config(_write(tmp_path, '[client]\nkeys = "k"\ndata = "d"\nmin_quorum = 5\n')).min_quorum == 5
+    with pytest.raises(ConfigError, match="client.min_quorum must be > 0"):
+        load_client_config(_write(tmp_path, '[client]\nkeys = "k"\ndata = "d"\nmin_quorum = 0\n'))
 
 
 DP_FEDERATION = GOOD_SERVER.replace('secure_mode = "ckks"', 'secure_mode = "ckks"\nepsilon = 8.0\ndelta = 1e-6\nclip_norm = 0.5\naccountant = "rdp"')

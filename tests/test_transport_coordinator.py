@@ -7,11 +7,13 @@ import pytest
 
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.packing import pack
+from fedstyle_secure.federation.round_layout import FederationShape, ModelShape
 from fedstyle_secure.federation.strategy import initial_state
 from fedstyle_secure.transport.coordinator import Coordinator, Phase, Schedule
 from fedstyle_secure.transport.rejections import Malformed
 
 ROSTER = ("a", "b", "c")
+SHAPE = FederationShape(feature_dim=3, embedding_dim=4, public_count=2, model=ModelShape.everything(5))  # the plan
 
 
 def _moments(value: float) -> dict[str, np.ndarray]:
@@ -19,7 +21,8 @@ def _moments(value: float) -> dict[str, np.ndarray]:
 
 
 def _coordinator(**schedule) -> Coordinator:
-    c = Coordinator(schedule=Schedule(**{"rounds": 1, "quorum": 2, "phase_seconds": 10, "max_retries": 1, **schedule}), roster=ROSTER, state=initial_state(3, 4, None))
+    schedule = Schedule(**{"rounds": 1, "quorum": 2, "phase_seconds": 10, "max_retries": 1, **schedule})
+    c = Coordinator(schedule=schedule, roster=ROSTER, state=initial_state(3, 4, np.zeros(5, np.float32)), shape=SHAPE)
     c.start(now=0.0)
     return c
 

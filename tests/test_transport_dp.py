@@ -4,9 +4,11 @@ files): budgets, retirement, durable ledgers without double counting, signed eps
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 
 import grpc
+import numpy as np
 import pytest
 
 from fedstyle_secure.cli.main import main
@@ -16,7 +18,10 @@ from fedstyle_secure.federation.privacy_plan import plan_participation
 from fedstyle_secure.privacy.accounting import compute_epsilon
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease
-from fedstyle_secure.privacy.reports import build_report, sign_report
+from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE
+from fedstyle_secure.privacy.reports import (
+    DATASET_SIZE_OPENING, build_report, opened_dataset_size, redacted_report, sign_report,
+)
 from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
 from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.training.local import LocalConfig
@@ -24,7 +29,9 @@ from fedstyle_secure.transport.artist_privacy import _budget
 from fedstyle_secure.transport.artist_state import ArtistStateStore
 from fedstyle_secure.transport.auth import buyer_tls_pem
 from fedstyle_secure.transport.channel import ArtistSession, open_channel
+from fedstyle_secure.models.params import get_flat_params
 from fedstyle_secure.transport.config import ClientConfig, ServerConfig
+from fedstyle_secure.transport.federation_model import server_model
 from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.loopback import artist_dirs, start_loopback, write_fresh_keys
 from fedstyle_secure.transport.server import start_server
@@ -63,17 +70,24 @@ def _status(federation, work) -> pb.Status:
         return pb_grpc.FederationStub(channel).GetStatus(pb.StatusRequest(), timeout=5)
 
 
-def test_dp_federation_reports_every_round_and_audits_clean(tmp_path, data):
+def test_dp_federation_reports_every_round_and_audits_clean(tmp_path, data, capsys):
     work = tmp_path / "run"
     federation = start_loopback(work, data, _schedule(), cache_dir=data.parent / "cache", dp=DpConfig(epsilon=EPSILON, min_training_artworks=1))
     try:
         assert federation.join(timeout=150)
-        coordinator = federation.server.servicer.coordinator
+        coordinator, config = federation.server.servicer.coordinator, federation.server.servicer.config
     finally:
         federation.close()
     assert federation.results == {a: 0 for a in ARTISTS}
     assert coordinator.failed is None and coordinator.state.round == 3 and not coordinator.state.retired
     assert coordinator.standardisation is None  # no non-private set-up round under DP
+    # encrypt only what changes: artists sent fc2 + classifier; the rest is still the public warm start
+    start, shape = server_model(config, len(ARTISTS), config.cache_dir)
+    trained = np.zeros(shape.model.param_count, dtype=bool)
+    trained[np.concatenate([np.arange(a, b) for a, b in shape.model.trained])] = True
+    assert shape.model.param_count > 10 * shape.model.trained_count
+    np.testing.assert_array_equal(coordinator.state.params[~trained], get_flat_params(start)[~trained])
+    assert not np.array_equal(coordinator.state.params[trained], get_flat_params(start)[trained])
     assert coordinator.reports == {a: 2 for a in ARTISTS}
     assert StateStore(work / "server.sqlite").load().reports == {a: 2 for a in ARTISTS}
     for artist in ARTISTS:
@@ -83,11 +97,31 @@ def test_dp_federation_reports_every_round_and_audits_clean(tmp_path, data):
         assert 0.9 * EPSILON < ledger.epsilon_spent <= EPSILON
         final = json.loads((work / "reports" / artist / ROUND_REPORTS[-1]).read_text())
         assert final["epsilon"]["prv"] == pytest.approx(ledger.epsilon_spent)
-    assert main(["audit", str(work / "reports")]) == 0
-    assert main(["audit", str(artist_dirs(work, ARTISTS[0])[1])]) == 0
+        assert final["noise_source"] == SECURE_NOISE_SOURCE and final["final_round"] == 2
+        own = json.loads((artist_dirs(work, artist)[1] / artist / ROUND_REPORTS[-1]).read_text())
+        assert opened_dataset_size(own) == ledger.dataset_size and redacted_report(own) == final  # n stayed there
+    server_files = [p for p in [*work.glob("server.sqlite*"), *(work / "reports").rglob("*")] if p.is_file()]
+    stored = b"".join(p.read_bytes() for p in server_files)
+    assert b'"dataset_size"' not in stored and DATASET_SIZE_OPENING.encode() not in stored
+    assert main(["audit", str(work / "reports"), "--keys", str(work / "keys")]) == 0
+    own = str(artist_dirs(work, ARTISTS[0])[1])  # an artist audits its own copies
+    assert main(["audit", own, "--keys", str(work / "keys"), "--artists", ARTISTS[0]]) == 0
+    # the server deleting reports of this real run is flagged (issue 10, item 7)
+    gaps = shutil.copytree(work / "reports", tmp_path / "gaps")
+    (gaps / ARTISTS[1] / ROUND_REPORTS[1]).unlink()
+    shutil.rmtree(gaps / ARTISTS[2])
+    status, result = _audit(capsys, str(gaps), "--keys", str(work / "keys"))
+    assert status == 1 and {(f["artist"], f["code"]) for f in result["findings"]} == {
+        (ARTISTS[1], "missing_rounds"), (ARTISTS[2], "artist_without_reports")}
 
 
-def test_artist_over_budget_retires_with_the_reason_and_others_finish(tmp_path, data):
+def _audit(capsys, *args: str) -> tuple[int, dict]:
+    capsys.readouterr()
+    status = main(["audit", "--json", *args])
+    return status, json.loads(capsys.readouterr().out)
+
+
+def test_artist_over_budget_retires_with_the_reason_and_others_finish(tmp_path, data, capsys):
     work = tmp_path / "run"
     federation = start_loopback(work, data, _schedule(), cache_dir=data.parent / "cache", dp=DpConfig(epsilon=EPSILON, min_training_artworks=1),
                                 budgets={"artist_01": 0.5})
@@ -101,14 +135,19 @@ def test_artist_over_budget_retires_with_the_reason_and_others_finish(tmp_path, 
     reason = coordinator.state.retired["artist_01"]
     assert set(coordinator.state.retired) == {"artist_01"}
     assert reason.startswith("privacy budget") and "would exceed the budget epsilon=0.5" in reason
-    assert dict(status.retired) == {"artist_01": reason}
+    assert not status.retired and not status.registered  # a buyer sees no retirement reason (nor who registered)
     assert StateStore(work / "server.sqlite").load().state.retired == {"artist_01": reason}
     assert _ledger(work, "artist_01").epsilon_spent == 0.0  # refused before spending anything
     assert _reports(work / "reports", "artist_01") == []
     for artist in ("artist_00", "artist_02"):
         assert _reports(work / "reports", artist) == ROUND_REPORTS
         assert _ledger(work, artist).epsilon_spent <= EPSILON
-    assert main(["audit", str(work / "reports")]) == 0
+    # artist_01 retired before spending anything, so it has no report: the audit cannot tell that from
+    # deleted reports and flags it; audited as expected without it, the run is clean
+    status, result = _audit(capsys, str(work / "reports"), "--keys", str(work / "keys"))
+    assert status == 1
+    assert [(f["artist"], f["code"]) for f in result["findings"]] == [("artist_01", "artist_without_reports")]
+    assert main(["audit", str(work / "reports"), "--keys", str(work / "keys"), "--artists", "artist_00,artist_02"]) == 0
 
 
 class SimulatedCrash(RuntimeError):
@@ -153,13 +192,15 @@ def test_artist_crash_after_charging_resends_the_same_contribution(tmp_path, dat
     assert resumed.epsilon_spent == pytest.approx(uninterrupted.epsilon_spent)
     assert sum(isinstance(m, DpSgdSteps) and m.round_id == 1 for m in resumed.history) == 1
     assert _reports(work / "reports", victim) == ROUND_REPORTS
-    assert main(["audit", str(work / "reports")]) == 0
+    assert main(["audit", str(work / "reports"), "--keys", str(work / "keys")]) == 0
 
 
 def _real_report(artist: str, keys, round_id: int = 0, epsilon_budget: float = 2.0) -> dict:
     ledger = BudgetLedger(PrivacyBudget(epsilon_budget, 1e-5), 20)
     ledger.record([GaussianRelease(1.0, 4.0, round_id, "style-prototype-sums")])
-    return sign_report(build_report(ledger, artist_id=artist, round_id=round_id), load_artist_keys(keys, artist).identity_key)
+    key = load_artist_keys(keys, artist).identity_key
+    signed = sign_report(build_report(ledger, artist_id=artist, round_id=round_id, noise_source=SECURE_NOISE_SOURCE), key)
+    return redacted_report(signed)  # what an artist uploads
 
 
 def test_tampered_or_unsigned_reports_are_refused_and_the_server_keeps_serving(tmp_path):
@@ -189,10 +230,11 @@ def test_tampered_or_unsigned_reports_are_refused_and_the_server_keeps_serving(t
         with open_channel(address, load_artist_keys(keys, "artist_b").tls_pem()) as channel:
             session = ArtistSession.register(channel, load_artist_keys(keys, "artist_b"))
             assert session.report(0, json.dumps(_real_report("artist_b", keys)).encode()).accepted_bytes > 0
-            assert dict(session.stub.GetStatus(pb.StatusRequest(), timeout=5).reports) == {"artist_a": 0, "artist_b": 0}
+            assert dict(session.stub.GetStatus(pb.StatusRequest(), timeout=5).reports) == {"artist_b": 0}  # its own only
+            assert running.servicer.coordinator.reports == {"artist_a": 0, "artist_b": 0}
     finally:
         running.stop(0)
-    assert main(["audit", str(tmp_path / "reports")]) == 0
+    assert main(["audit", str(tmp_path / "reports"), "--keys", str(keys)]) == 0
 
 
 def _refused(call, code: grpc.StatusCode, words: str) -> None:

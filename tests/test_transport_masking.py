@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -22,14 +24,25 @@ import pytest
 from fedstyle_secure.data.synth import write_synthetic_folder
 from fedstyle_secure.errors import SecureAggregationError
 from fedstyle_secure.federation.packing import Layout, pack
+from fedstyle_secure.federation.round_layout import FederationShape, ModelShape
 from fedstyle_secure.federation.strategy import initial_state
+from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
-from fedstyle_secure.secure.masking_messages import AdvertiseKeys, MaskedInput, parse_message
+from fedstyle_secure.secure.masking import MaskingServer
+from fedstyle_secure.secure.masking import Phase as MaskingPhase
+from fedstyle_secure.secure.masking_consistency import survivor_bitmap
+from fedstyle_secure.secure.masking_messages import (
+    AdvertiseKeys,
+    MaskedInput,
+    SurvivorSet,
+    UnmaskRequest,
+    parse_message,
+)
 from fedstyle_secure.transport.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.config import ServerConfig
 from fedstyle_secure.transport.coordinator import Coordinator, Phase, Plan, Schedule
 from fedstyle_secure.transport.loopback import start_loopback, write_fresh_keys
-from fedstyle_secure.transport.masking_client import MaskingClient
+from fedstyle_secure.transport.masking_client import MaskingClient, masking_step
 from fedstyle_secure.transport.masking_rounds import MaskingRound
 from fedstyle_secure.transport.masking_session import FETCH_NAMES, round_config
 from fedstyle_secure.transport.rejections import Forbidden, Malformed, PastDeadline, WrongRound
@@ -37,6 +50,7 @@ from fedstyle_secure.transport.server import start_server
 from fedstyle_secure.transport.wire import new_nonce, pb
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
+WIRE = STYLE_FEATURE_DIM  # feature width of a real server's set-up round (its plan, from its model)
 
 
 def _moments(value: float, width: int = 4) -> dict[str, np.ndarray]:
@@ -71,7 +85,9 @@ class _Federation:
     def __init__(self, keys: Path, roster: tuple[str, ...], **schedule) -> None:
         server_keys = load_server_keys(keys)
         self.schedule = Schedule(**{"rounds": 1, "quorum": 2, "phase_seconds": 10, "masking_seconds": 5, "max_retries": 1, "secure_mode": "secagg", **schedule})
-        self.c = Coordinator(schedule=self.schedule, roster=roster, state=initial_state(len(roster), 4, None),
+        shape = FederationShape(feature_dim=4, embedding_dim=4, public_count=2, model=ModelShape.everything(5))
+        state = initial_state(len(roster), 4, np.zeros(5, np.float32))
+        self.c = Coordinator(schedule=self.schedule, roster=roster, state=state, shape=shape,
                              identity_publics={a: server_keys.identity_public_keys[a] for a in roster})
         self.c.start(now=0.0)
         self.clients = {a: MaskingClient(a, k.identity_key, k.identity_public_keys) for a in roster for k in [load_artist_keys(keys, a)]}
@@ -99,13 +115,13 @@ def test_all_phases_sum_exactly_and_the_plan_names_each_masking_phase(keys):
     f = _Federation(keys, ARTISTS)
     values = {"artist_a": 1.0, "artist_b": 2.0, "artist_c": 4.0}
     seen = []
-    for _ in range(4):
+    for _ in range(5):
         seen.append(f.c.plan().phase.value)
         assert f.c.plan().masking.session_id >> 32 == 0  # round 0
         if f.c.plan().phase is Phase.UNMASK:
             codec = f.codec()
         f.step(ARTISTS, now=1.0, values=values)
-    assert seen == ["advertise", "share", "masked_input", "unmask"]
+    assert seen == ["advertise", "share", "masked_input", "consistency", "unmask"]
     assert f.c.last_sum.contributors == ARTISTS and f.c.last_sum.dropped == ()
     np.testing.assert_array_equal(f.c.last_sum.total, _exact_sum(codec, f.vectors.values()))
     np.testing.assert_allclose(f.c.standardisation[0], 7 / 3, rtol=1e-6)
@@ -123,8 +139,9 @@ def test_dropout_in_masked_input_proceeds_at_the_deadline_with_the_survivors_sum
     with pytest.raises(PastDeadline, match="closed at its deadline"):  # too late: the phase closed without it
         f.c.submit_masking("artist_c", 0, "masked_input", b"late", None, new_nonce(), 7.0)
     with pytest.raises(WrongRound, match="dropped out"):  # and nothing is addressed to it any more
-        f.c.masking_message("artist_c", 0, "unmask_request")
+        f.c.masking_message("artist_c", 0, "survivors")
     codec = f.codec()
+    f.step(("artist_a", "artist_b"), now=7.0)  # consistency: both sign the survivor set
     f.step(("artist_a", "artist_b"), now=7.0)
     assert f.c.last_sum.contributors == ("artist_a", "artist_b") and f.c.last_sum.dropped == ("artist_c",)
     np.testing.assert_array_equal(f.c.last_sum.total, _exact_sum(codec, [f.vectors["artist_a"], f.vectors["artist_b"]]))
@@ -159,6 +176,7 @@ def test_secagg_plus_sparse_graph_survives_a_dropout(keys):
     f.step(roster[1:], 1.0)
     assert f.c.tick(7.0)
     codec = f.codec()
+    f.step(roster[1:], 8.0)
     f.step(roster[1:], 8.0)
     assert f.c.last_sum.contributors == roster[1:]
     np.testing.assert_array_equal(f.c.last_sum.total, _exact_sum(codec, [f.vectors[a] for a in roster[1:]]))
@@ -217,14 +235,15 @@ def test_malformed_and_misplaced_masking_messages_are_refused_and_the_round_comp
         a = sessions["artist_a"]
         plan = a.plan()
         assert (plan.phase, plan.masking.session_id >> 32, plan.masking.threshold) == ("advertise", 0, pytest.approx(2 / 3))
-        vectors = {artist: pack(_moments(float(i + 1)))[0] for i, artist in enumerate(sessions)}
-        layout = pack(_moments(1.0))[1]
+        vectors = {artist: pack(_moments(float(i + 1), WIRE))[0] for i, artist in enumerate(sessions)}
+        layout = pack(_moments(1.0, WIRE))[1]
         adverts = {artist: clients[artist].advertise(plan, vectors[artist]) for artist in sessions}
 
         _refused(lambda: a.submit_masking(0, "advertise", b"FSMK\x01garbage", layout), grpc.StatusCode.INVALID_ARGUMENT, "does not decode")
         _refused(lambda: a.submit_masking(0, "advertise", adverts["artist_a"][:-5], layout), grpc.StatusCode.INVALID_ARGUMENT, "does not decode")
         forged = parse_message(adverts["artist_a"])
-        bad_signature = AdvertiseKeys(forged.round_id, forged.sender, forged.enc_public, forged.enc_public, forged.signature).to_bytes()
+        bad_signature = AdvertiseKeys(forged.round_id, forged.sender, forged.enc_public, forged.enc_public,
+                                      forged.contribution, forged.signature).to_bytes()
         _refused(lambda: a.submit_masking(0, "advertise", bad_signature, layout), grpc.StatusCode.INVALID_ARGUMENT, "not signed by its identity key")
         _refused(lambda: a.submit_masking(0, "advertise", adverts["artist_b"], layout), grpc.StatusCode.PERMISSION_DENIED, "as 'artist_b'")
         _refused(lambda: a.submit_masking(0, "share", adverts["artist_a"]), grpc.StatusCode.FAILED_PRECONDITION, "not 'share'")
@@ -239,7 +258,7 @@ def test_malformed_and_misplaced_masking_messages_are_refused_and_the_round_comp
         for artist in ("artist_b", "artist_c", "artist_d", "artist_e"):
             sessions[artist].submit_masking(0, "advertise", adverts[artist], layout)
 
-        for phase in ("share", "masked_input", "unmask"):
+        for phase in ("share", "masked_input", "consistency", "unmask"):
             plan = a.plan(0, "advertise" if phase == "share" else prior, wait_seconds=5)
             assert plan.phase == phase
             replies = {artist: clients[artist].respond(plan, sessions[artist].fetch_masking(0, FETCH_NAMES[phase])) for artist in sessions}
@@ -366,7 +385,7 @@ def test_an_aborted_round_is_announced_as_a_new_attempt_with_a_fresh_session(key
             session = ArtistSession.register(channel, artist_keys)
             client = MaskingClient("artist_a", artist_keys.identity_key, artist_keys.identity_public_keys)
             first = session.plan()
-            vector, layout = pack(_moments(1.0))
+            vector, layout = pack(_moments(1.0, WIRE))
             session.submit_masking(0, "advertise", client.advertise(first, vector), layout)
             clock.now += 61  # the advertise deadline passes with 1 of 5 (quorum 5)
             retry = session.plan(0, "advertise", wait_seconds=10, after_attempt=first.attempt)
@@ -376,3 +395,95 @@ def test_an_aborted_round_is_announced_as_a_new_attempt_with_a_fresh_session(key
             session.submit_masking(0, "advertise", client.advertise(retry, vector), layout)  # the retry is a new session
     finally:
         running.stop(0)
+
+
+# --------------------------------------------------------------------------- a lying server over gRPC
+
+
+def _wait_for_phase(session: ArtistSession, phase: str, timeout: float = 20.0) -> pb.RoundPlan:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        plan = session.plan(0, "", wait_seconds=0.5)
+        if plan.phase == phase:
+            return plan
+    raise AssertionError(f"the server never reached phase {phase!r}")
+
+
+@pytest.fixture(scope="module")
+def three_keys(tmp_path_factory) -> Path:
+    return write_fresh_keys(tmp_path_factory.mktemp("keys3") / "set", ARTISTS)
+
+
+def test_lying_server_over_grpc_gets_no_share_from_the_real_artists(three_keys, tmp_path, monkeypatch):
+    """The filer's attack (n = 3, t = 2) by a server process that deviates: in the consistency phase it
+    shows the target "only you survived" and each other artist "the target and you", then relays
+    every signature it got with the matching lie.  The artists are the real transport code
+    (``masking_step`` over mutual TLS): none reveals a share and their state shows nothing revealed."""
+    target, roster = "artist_a", ARTISTS
+    lying_servers: list[MaskingServer] = []
+
+    def lie_survivors(self: MaskingServer) -> dict[str, SurvivorSet]:
+        lying_servers.append(self)
+        self.phase = MaskingPhase.CONSISTENCY
+        shown = {a: {target} if a == target else {target, a} for a in sorted(self._inputs)}
+        self.shown = shown
+        n, rid = len(self.config.roster), self.config.round_id
+        return {a: SurvivorSet(rid, a, n, survivor_bitmap(self.config.roster, s)) for a, s in shown.items()}
+
+    def keep_any_signature(self: MaskingServer, message) -> None:
+        self._signatures[message.sender] = message.signature
+
+    def lie_unmask(self: MaskingServer) -> dict[str, UnmaskRequest]:
+        forged = tuple((a, os.urandom(64)) for a in roster if a not in self._signatures)  # pad to everyone
+        everyone = tuple(sorted(tuple(self._signatures.items()) + forged))
+        for artist, shown in self.shown.items():
+            dropped = tuple(sorted(set(roster) - shown))
+            self._requests[artist] = UnmaskRequest(self.config.round_id, artist, tuple(sorted(shown)), dropped,
+                                                   everyone)
+        self.phase = MaskingPhase.UNMASK
+        return dict(self._requests)
+
+    monkeypatch.setattr(MaskingServer, "close_masked_inputs", lie_survivors)
+    monkeypatch.setattr(MaskingServer, "_accept_survivor_signature", keep_any_signature)
+    monkeypatch.setattr(MaskingServer, "close_consistency", lie_unmask)
+    clock = Clock()
+    schedule = Schedule(rounds=1, quorum=2, phase_seconds=60, masking_seconds=30, secure_mode="secagg", max_retries=1)
+    keys = three_keys
+    config = ServerConfig(keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0", schedule=schedule)
+    running = start_server(config, load_server_keys(keys), clock=clock)
+    channels = []
+    try:
+        sessions, clients = {}, {}
+        for artist in roster:
+            artist_keys = load_artist_keys(keys, artist)
+            channels.append(open_channel(f"127.0.0.1:{running.port}", artist_keys.tls_pem()))
+            sessions[artist] = ArtistSession.register(channels[-1], artist_keys)
+            clients[artist] = MaskingClient(artist, artist_keys.identity_key, artist_keys.identity_public_keys)
+        vectors = {a: _moments(float(i + 1)) for i, a in enumerate(roster)}
+        for phase in ("advertise", "share", "masked_input", "consistency"):
+            for artist in roster:
+                plan = _wait_for_phase(sessions[artist], phase)
+                send = masking_step(clients[artist], sessions[artist], plan, lambda a=artist: pack(vectors[a]))
+                send(sessions[artist])
+        coordinator = running.servicer.coordinator
+        if coordinator.plan().phase.value == "consistency":
+            clock.now += 31  # the consistency deadline passes without the target: the liar moves to "unmask"
+        for artist in roster:
+            plan = _wait_for_phase(sessions[artist], "unmask")
+            send = masking_step(clients[artist], sessions[artist], plan, lambda a=artist: pack(vectors[a]))
+            send(sessions[artist])
+        assert lying_servers[0]._responses == {} and coordinator._collect.items == {}  # no share reached the server
+        assert set(lying_servers[0]._signatures) == {"artist_b", "artist_c"}  # the target refused to sign {T}
+        for artist, client in clients.items():
+            assert client._unmasked_rounds == set()
+            assert client._current is not None
+            expected = MaskingPhase.CONSISTENCY if artist == target else MaskingPhase.UNMASK
+            assert client._current.machine.phase is expected  # signed at most, revealed nothing
+        clock.now += 31  # nobody answered the unmasking request: the round is aborted and retried
+        retry = sessions[target].plan(0, "unmask", wait_seconds=10)
+        assert (retry.phase, retry.attempt) == ("advertise", 1)
+        assert "unmask" in coordinator.last_error
+    finally:
+        running.stop(0)
+        for channel in channels:
+            channel.close()

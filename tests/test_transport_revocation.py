@@ -1,10 +1,14 @@
 """Certificate expiry and revocation over real gRPC + mutual TLS: an expired certificate fails the
 handshake; a CA-signed CRL (`fedstyle keys revoke`)
 makes the server refuse a revoked artist or buyer at its next call, keep serving the others,
-pick up a changed CRL without a restart, and fail closed on a tampered one."""
+pick up a changed CRL without a restart, and fail closed on a tampered one or one that goes
+stale while the server runs."""
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+import time
 from pathlib import Path
 
 import grpc
@@ -12,13 +16,15 @@ import pytest
 
 from fedstyle_secure.cli.main import main
 from fedstyle_secure.errors import SecureAggregationError
-from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.secure import pki
+from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys, revoke
 from fedstyle_secure.transport.auth import buyer_tls_pem
 from fedstyle_secure.transport.channel import ArtistSession, open_channel, query
 from fedstyle_secure.transport.config import ServerConfig
 from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.loopback import write_fresh_keys
 from fedstyle_secure.transport.server import start_server
+from fedstyle_secure.transport.wire import pb, pb_grpc
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
 
@@ -28,10 +34,10 @@ def keys(tmp_path) -> Path:
     return write_fresh_keys(tmp_path / "keys", ARTISTS, ["buyer_x"])
 
 
-def _start(keys: Path, tmp_path: Path, crl: Path | None):
+def _start(keys: Path, tmp_path: Path, crl: Path | None, clock=time.time):
     config = ServerConfig(keys=keys, state_db=tmp_path / "state.sqlite", listen="127.0.0.1:0", crl=crl,
                           schedule=Schedule(rounds=1, quorum=2, phase_seconds=60))
-    return start_server(config, load_server_keys(keys))
+    return start_server(config, load_server_keys(keys), clock=clock)
 
 
 def _register(port: int, keys: Path, artist: str) -> None:
@@ -92,7 +98,6 @@ def test_expired_certificate_from_the_right_ca_is_refused_at_handshake(keys, tmp
     import datetime as dt
 
     from fedstyle_secure.secure import pki
-    from fedstyle_secure.transport.wire import pb, pb_grpc
 
     ca = pki.IssuedCertificate(
         pki.load_certificate_pem((keys / "ca.crt").read_bytes(), "ca"), pki.load_tls_private_key_pem((keys / "ca.key").read_bytes(), "ca key")
@@ -109,3 +114,46 @@ def test_expired_certificate_from_the_right_ca_is_refused_at_handshake(keys, tmp
         _register(running.port, keys, "artist_b")  # and the server keeps serving
     finally:
         running.stop(0)
+
+
+class Clock:
+    """Settable Unix time (seconds), starting now."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_crl_going_stale_while_running_fails_closed_until_a_fresh_one_is_installed(keys, tmp_path, caplog):
+    """The server's clock passes the CRL's next_update (30 days): every call is refused with the
+    reason (logged once); re-issuing the CRL (`fedstyle keys revoke` keeps earlier entries, even
+    from a stale list) restores service without a restart, and the revocation still holds."""
+    crl, clock = tmp_path / "crl.pem", Clock()
+    revoke(keys, pki.Role.ARTIST, "artist_c", crl)
+    running = _start(keys, tmp_path, crl, clock)
+    try:
+        _register(running.port, keys, "artist_a")
+        clock.now += 31 * 86400
+        with caplog.at_level(logging.ERROR, logger="fedstyle_secure.transport.auth"):
+            for call in (lambda: _register(running.port, keys, "artist_b"),
+                         lambda: query(f"127.0.0.1:{running.port}", buyer_tls_pem(keys, "buyer_x"), b"x"),
+                         lambda: _get_status(running.port, keys, "artist_a")):
+                code, details = _status(call)
+                assert code == grpc.StatusCode.PERMISSION_DENIED
+                assert "revocation list" in details and "stale since" in details
+        assert caplog.text.count("stale since") == 1
+        later = dt.datetime.fromtimestamp(clock.now, dt.timezone.utc)
+        revoke(keys, pki.Role.ARTIST, "artist_c", crl, now=later)  # the administrator re-issues it
+        _register(running.port, keys, "artist_b")
+        assert _get_status(running.port, keys, "artist_a").round_id == 0
+        code, details = _status(lambda: _register(running.port, keys, "artist_c"))
+        assert code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in details
+    finally:
+        running.stop(0)
+
+
+def _get_status(port: int, keys: Path, artist: str) -> pb.Status:
+    with open_channel(f"127.0.0.1:{port}", load_artist_keys(keys, artist).tls_pem()) as channel:
+        return pb_grpc.FederationStub(channel).GetStatus(pb.StatusRequest(), timeout=5)

@@ -1,7 +1,17 @@
-"""``fedstyle audit PATH...``: verify signed epsilon reports and recompute their epsilon.
+"""``fedstyle audit PATH... --keys DIR``: verify signed epsilon reports and recompute their epsilon.
+
+Identities: report signatures are checked against the artists' identity keys of a key set or
+bundle made by ``fedstyle keys`` (``--keys``), never against the ``manifest.json`` of the audited
+folder alone -- whoever writes that folder (the server) could swap a key and forge reports under
+it.  The roster (who must have reported) is the key set's artists, which is also the server's
+roster; ``--artists`` narrows it (e.g. to audit one artist's own ``state/reports``).  Without
+``--keys`` the folder's manifest is used, the output says loudly that identities were NOT
+verified, and that is a finding (exit 1) unless ``--trust-manifest`` accepts it explicitly (for a
+simulation, whose keys exist only in its manifest): an audit that a forged folder passes by
+default would certify nothing.
 
 Exit status: 0 when every report is clean, 1 when anything is flagged, 2 on usage errors
-(missing paths, no reports found, unreadable manifest).
+(missing paths, no reports found, unreadable manifest or key set).
 
 ``fedstyle audit --empirical``: a canary membership-inference audit of the DP-SGD training
 itself (one training run per configuration, Steinke-Nasr-Jagielski lower bound on epsilon).
@@ -19,11 +29,19 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fedstyle_secure.cli.output import render_table
-from fedstyle_secure.errors import ConfigError, PrivacyError
-from fedstyle_secure.privacy.audit import DEFAULT_TOLERANCE, AuditResult, LoadedReport, audit_reports
+from fedstyle_secure.errors import ConfigError, PrivacyError, SecureAggregationError
+from fedstyle_secure.privacy.audit import (
+    DEFAULT_TOLERANCE,
+    UNVERIFIED_MESSAGE,
+    AuditResult,
+    LoadedReport,
+    audit_reports,
+)
 from fedstyle_secure.privacy.canary_audit import CONFIGURATIONS, CanaryAuditConfig, EmpiricalAuditResult, run_canary_audit
 from fedstyle_secure.privacy.jsonio import read_json
 from fedstyle_secure.privacy.report_store import MANIFEST_NAME, load_manifest, manifest_candidates, report_files
+from fedstyle_secure.privacy.reports import public_key_to_text
+from fedstyle_secure.secure.keystore import load_identity_keys
 
 TABLE_COLUMNS = ("artist", "round", "accountant", "claimed eps", "RDP (dp_acc)", "PLD (dp_acc)", "status")
 EMPIRICAL_COLUMNS = (
@@ -37,10 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="verify signed epsilon reports and recompute their epsilon independently",
         description=(
             "Check epsilon reports (files, or directories searched for round-*.json): JSON Schema, Ed25519 "
-            "signature against the artists' keys in manifest.json, budget, Poisson sampling, epsilon never "
-            "decreasing, and each claimed epsilon against an independent recomputation with Google's "
-            "dp_accounting (RDP and PLD). The privacy unit of every report is ONE ARTWORK, not an artist. "
-            "Exit status: 0 clean, 1 findings, 2 usage error. "
+            "signature against the artists' identity keys of the key set given by --keys, noise from a CSPRNG, "
+            "budget, Poisson sampling, epsilon never decreasing, each claimed epsilon against an independent "
+            "recomputation with Google's dp_accounting (RDP and PLD), and completeness: every artist of the roster "
+            "has reported every charged round up to the run's final publication. The privacy unit of every report "
+            "is ONE ARTWORK, not an artist. Exit status: 0 clean, 1 findings, 2 usage error. "
             "With --empirical (no PATH): train the private head once per configuration with canaries and "
             "report a statistically valid LOWER bound on epsilon (Steinke, Nasr & Jagielski 2023); exit 1 iff "
             "some configuration's lower bound exceeds its claimed epsilon (the broken configurations no-noise "
@@ -48,11 +67,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="report file or reports directory")
+    identities = parser.add_mutually_exclusive_group()
+    identities.add_argument(
+        "--keys",
+        type=Path,
+        metavar="DIR",
+        help="key set or artist/server bundle made by `fedstyle keys` (obtained from the administrator, not from the "
+             "party audited): its identity keys verify the signatures and its artists are the roster",
+    )
+    identities.add_argument(
+        "--trust-manifest",
+        action="store_true",
+        help="without --keys, accept the keys of the audited folder's manifest (e.g. a simulation's); identities "
+             "are then NOT verified, which is otherwise a finding",
+    )
+    parser.add_argument(
+        "--artists",
+        metavar="NAMES",
+        help="comma-separated artists expected to report (default: every artist of the key set)",
+    )
     parser.add_argument(
         "--manifest",
         type=Path,
         metavar="FILE",
-        help=f"key manifest (default: {MANIFEST_NAME} in the given directories or above the given files)",
+        help=f"the reports' key manifest (default: {MANIFEST_NAME} in the given directories or above the given files); "
+             "compared with --keys, or trusted with --trust-manifest",
     )
     parser.add_argument(
         "--tolerance",
@@ -90,7 +129,9 @@ def _add_empirical_arguments(group: argparse._ArgumentGroup) -> None:
         "--epochs", type=int, default=CanaryAuditConfig.epochs, metavar="E", help="epochs of the run (default: %(default)s)"
     )
     group.add_argument(
-        "--seed", type=int, default=0, metavar="S", help="seed of data, canary coins and noise (default: %(default)s)"
+        "--seed", type=int, default=0, metavar="S",
+        help="seed of data, canary coins and the DP noise (seeded: a reproducible experiment, not a deployment; "
+        "default: %(default)s)",
     )
 
 
@@ -109,9 +150,40 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from exc
     if not reports:
         raise ConfigError(f"no report files (round-*.json) found in {', '.join(map(str, args.paths))}")
-    result = audit_reports(reports, manifest, args.tolerance)
+    trusted = _key_set_manifest(args.keys) if args.keys is not None else manifest
+    result = audit_reports(
+        reports,
+        trusted,
+        args.tolerance,
+        roster=_roster(args.artists, trusted),
+        identities_verified=args.keys is not None,
+        accept_unverified=args.trust_manifest,
+        folder_manifest=manifest if args.keys is not None else None,
+    )
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_table(result))
     return 0 if result.clean else 1
+
+
+def _key_set_manifest(keys_dir: Path) -> dict[str, Any]:
+    """The identity keys of a key set or bundle, in the reports-manifest format (loading errors: exit 2)."""
+    try:
+        identities = load_identity_keys(keys_dir)
+    except SecureAggregationError as exc:  # tampered / inconsistent key set: a usage error naming the file
+        raise ConfigError(f"--keys: {exc}") from exc
+    return {"artists": {artist: {"public_key": public_key_to_text(key)} for artist, key in identities.items()}}
+
+
+def _roster(names: str | None, trusted: dict[str, Any] | None) -> tuple[str, ...]:
+    known = tuple((trusted or {}).get("artists", {}))
+    if names is None:
+        return known
+    roster = tuple(dict.fromkeys(n.strip() for n in names.split(",") if n.strip()))
+    unknown = sorted(set(roster) - set(known))
+    if not roster or unknown:
+        raise ConfigError(
+            f"--artists: {unknown or names!r} not among the artists with trusted keys ({', '.join(known)})"
+        )
+    return roster
 
 
 def _read_report(path: Path) -> Any:
@@ -155,8 +227,11 @@ def format_table(result: AuditResult) -> str:
         for report in result.reports
     ]
     findings = [f"{report.source}: [{f.code}] {f.message}" for report in result.reports for f in report.findings]
+    findings += [f"run: [{f.code}] {f.message}" for f in result.findings]
     verdict = "clean" if result.clean else f"{len(findings)} finding(s)"
-    footer = f"privacy unit: one artwork (record-level); epsilons at each report's delta; {verdict}"
+    identities = (f"identities verified against the trusted key set; roster: {', '.join(result.roster)}"
+                  if result.identities_verified else f"WARNING: {UNVERIFIED_MESSAGE.upper()}")
+    footer = f"privacy unit: one artwork (record-level); epsilons at each report's delta; {verdict}\n{identities}"
     return "\n\n".join(part for part in (render_table(TABLE_COLUMNS, rows), "\n".join(findings), footer) if part)
 
 

@@ -73,6 +73,13 @@ def add_privacy_arguments(parser: argparse.ArgumentParser, default_epsilon: floa
     )
     if reports_dir:
         group.add_argument("--reports-dir", type=Path, metavar="DIR", help="write each artist's signed epsilon report per round here")
+    group.add_argument(
+        "--insecure-seeded-noise", action="store_true",
+        help="RESEARCH ONLY, VOIDS THE DP GUARANTEE: draw the DP noise and Poisson batches from a generator "
+             "seeded by --seed (reproducible runs); anyone who knows the seed can subtract the noise. Reports "
+             "record it and `fedstyle audit` flags them. Default: a fresh OS-keyed CSPRNG per artist, known to "
+             "nobody else",
+    )
 
 
 def dp_config_from_args(args: argparse.Namespace, epsilon: float | None = None) -> DpConfig | None:
@@ -115,6 +122,7 @@ def simulation_config_from_args(args: argparse.Namespace, algorithm: str) -> Sim
         secure=getattr(args, "secure", "none"),
         dp=dp,
         public_pretrain_steps=getattr(args, "public_pretrain_steps", None),
+        insecure_seeded_noise=getattr(args, "insecure_seeded_noise", False),
     )
 
 

@@ -6,7 +6,8 @@
    ``fedstyle client`` process per artist on loopback, gRPC with mutual TLS; every artist trains
    FedStyle with DP-SGD under its own budget and the server aggregates only secure sums.
 4. A buyer's query answered by the server over TLS; the published index scored on held-out art.
-5. Every artist's signed epsilon reports, audited; a closing summary (table + ``summary.json``).
+5. Every artist's signed epsilon reports, audited against the key set's identity keys (kept as the
+   auditor's bundle ``<out>/audit-keys``, public keys only); a closing summary (table + ``summary.json``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from fedstyle_secure.privacy.report_store import latest_reports
 from fedstyle_secure.retrieval.evaluate import evaluate_frozen_features, evaluate_index
 from fedstyle_secure.retrieval.index import StyleIndex
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics
+from fedstyle_secure.secure.keystore import bundle_files, write_key_files
 from fedstyle_secure.training.local import LocalConfig
 from fedstyle_secure.transport.coordinator import TRANSPORT_SECURE_MODES
 from fedstyle_secure.transport.loopback import write_fresh_keys
@@ -43,6 +45,7 @@ FEDERATION_ROUNDS = 4
 COMPARE_ROUNDS = 20  # as scripts/bench_utility.py measures them
 DEMO_EPSILON = 8.0
 BUYER = "buyer"
+AUDIT_KEYS = "audit-keys"  # under --out: the artists' identity public keys the audit verifies reports with
 DEFAULT_SECURE = "secagg" if "secagg" in TRANSPORT_SECURE_MODES else "ckks"
 
 
@@ -124,6 +127,7 @@ def run_federation(args: argparse.Namespace, data: FederationData, work: Path) -
 
     folders = write_training_folders(data, work / "data")
     keys = write_fresh_keys(work / "keys", list(data.artists), [BUYER])
+    _keep_audit_keys(keys, args.out / AUDIT_KEYS)
     federation, server, client = federation_tables(args.rounds, args.secure, args.epsilon, len(folders), seed=args.seed)
     server["keep_serving"] = True  # answers the buyer's query after the last round
     started = time.perf_counter()
@@ -160,6 +164,13 @@ def _follow(running: ProcessFederation, total_rounds: int, timeout: float) -> di
         codes = running.wait(timeout, on_poll=update, server=False)
     codes["server"] = running.server.poll()  # still serving queries: None is expected
     return {name: (0 if name == "server" and code is None else code) for name, code in codes.items()}
+
+
+def _keep_audit_keys(keys: Path, target: Path) -> None:
+    """The auditor's bundle (every artist's identity public key, no secret), kept for ``fedstyle audit --keys``."""
+    if target.exists():
+        shutil.rmtree(target)
+    write_key_files(target, bundle_files(keys, auditor=True))
 
 
 def _wait_for(condition, seconds: float, what: str) -> None:
@@ -218,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
 
     reports = args.out / "reports"
     print(f"\n[3/3] auditing every artist's signed epsilon reports ({reports}):")
-    audit_status = cli_main(["audit", str(reports)]) if reports.exists() else 1
+    audit_status = cli_main(["audit", str(reports), "--keys", str(args.out / AUDIT_KEYS)]) if reports.exists() else 1
     privacy = _privacy_rows(reports) if reports.exists() else []
     print("\nprivacy (record-level DP; the privacy unit is one artwork, not an artist):")
     print(render_table(["artist", "last report", "epsilon spent", "budget", "delta", "accountant"], privacy))

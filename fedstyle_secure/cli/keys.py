@@ -105,6 +105,8 @@ def _add_machine_arguments(parser: argparse.ArgumentParser, required: bool = Tru
     machine.add_argument("--server", action="store_true", help="the server's machine")
     if required:
         machine.add_argument("--buyer", metavar="NAME", help="a buyer's machine")
+        machine.add_argument("--auditor", action="store_true",
+                             help="an auditor: every artist's identity public key, no secret (`fedstyle audit --keys`)")
 
 
 def _split_ids(text: str) -> list[str]:
@@ -138,9 +140,12 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_bundle(args: argparse.Namespace) -> int:
-    files = keystore.bundle_files(args.keys, artist=args.artist, server=args.server, buyer=args.buyer)
+    files = keystore.bundle_files(
+        args.keys, artist=args.artist, server=args.server, buyer=args.buyer, auditor=args.auditor
+    )
     keystore.write_key_files(args.out, files)
-    owner = "server" if args.server else f"artist {args.artist}" if args.artist else f"buyer {args.buyer}"
+    owner = ("server" if args.server else "auditor" if args.auditor else
+             f"artist {args.artist}" if args.artist else f"buyer {args.buyer}")
     print(f"wrote the {owner}'s bundle ({len(files)} files) to {args.out}")
     return 0
 

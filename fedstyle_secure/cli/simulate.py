@@ -61,8 +61,12 @@ def run(args: argparse.Namespace) -> int:
     if result.state.retired:
         for client, reason in result.state.retired.items():
             print(f"retired {client}: {reason}")
+    if config.dp is not None and config.insecure_seeded_noise:
+        print("WARNING: --insecure-seeded-noise: the DP noise came from a seeded generator; epsilon does NOT hold "
+              "against anyone who knows --seed (research only)")
     if args.reports_dir and config.dp is not None:
-        print(f"signed epsilon reports in {args.reports_dir} (check them with `fedstyle audit {args.reports_dir}`)")
+        print(f"signed epsilon reports in {args.reports_dir} (check them with "
+              f"`fedstyle audit {args.reports_dir} --trust-manifest`: a simulation's keys exist only in its manifest)")
     if args.index_out:
         index_from_result(result, config, data).save(args.index_out)
         print(f"saved style index to {args.index_out}")

@@ -58,7 +58,10 @@ def _reject_single_run_options(args: argparse.Namespace) -> None:
 
 
 def _cell_config(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in ((k, getattr(args, k)) for k in _CONFIG_KEYS)}
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in ((k, getattr(args, k)) for k in _CONFIG_KEYS)}
+    if args.insecure_seeded_noise:  # only when set, so cells finished before the flag existed keep their keys
+        config["insecure_seeded_noise"] = True
+    return config
 
 
 def run(args: argparse.Namespace) -> int:

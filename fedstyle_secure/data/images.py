@@ -1,7 +1,8 @@
 """Image folders ``<root>/<artist>/<image>`` -> an in-memory :class:`ArtworkSet`.
 
-Decoding problems never reach torch: an unreadable, corrupt or empty image is skipped with a
-logged warning and counted in :attr:`LoadReport.skipped`; a folder that is missing, holds no
+Decoding problems never reach torch: an unreadable, corrupt, empty or oversized (decompression
+bomb, see :func:`decode_image`) image is skipped with a logged warning and counted in
+:attr:`LoadReport.skipped`; a folder that is missing, holds no
 artist folders, or leaves fewer than two usable artists raises :class:`DataError`.
 """
 
@@ -11,7 +12,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import BinaryIO, Iterable, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -21,6 +22,9 @@ from fedstyle_secure.errors import DataError
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+DECODED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP")  # PIL format names of IMAGE_SUFFIXES
+DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own Image.MAX_IMAGE_PIXELS default (~ 0.25 GiB as RGB)
+MAX_ASPECT_RATIO = 100
 DEFAULT_IMAGE_SIZE = 224
 MIN_IMAGES_PER_ARTIST = 2
 
@@ -73,25 +77,46 @@ def content_key(pixels: np.ndarray) -> str:
     return digest.hexdigest()[:32]
 
 
-def decode_image(path: Path, size: int = DEFAULT_IMAGE_SIZE) -> np.ndarray:
-    """Decode ``path`` to ``(size, size, 3)`` uint8 RGB: shorter side resized to ``size``, centre crop.
+def decode_image(
+    path: Path | BinaryIO, size: int = DEFAULT_IMAGE_SIZE, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+) -> np.ndarray:
+    """Decode ``path`` (a file, or an open binary stream) to ``(size, size, 3)`` uint8 RGB: shorter
+    side resized to ``size``, centre crop.  ``name`` names it in errors (default: the path).
 
-    Raises :class:`DataError` naming the file when it cannot be decoded or is empty.
+    Decompression bombs are refused from the header, before any pixel is decoded: more than
+    ``max_pixels`` pixels, or an aspect ratio over :data:`MAX_ASPECT_RATIO` (its resize to
+    ``size`` on the short side would be as large).  Only JPEG, PNG and WebP are decoded.
+    Raises :class:`DataError` naming the file when it cannot be decoded, is empty or too large.
     """
+    what = name or str(path)
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=DECODED_FORMATS) as img:
+            check_image_size(img.size, max_pixels, what)  # header only: nothing decoded yet
             img.load()
             rgb = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"cannot decode image {path}: {exc}") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot decode image {what}: {exc}") from exc
     width, height = rgb.size
-    if width < 1 or height < 1:
-        raise DataError(f"image {path} is empty ({width}x{height} pixels)")
     scale = size / min(width, height)
     resized = rgb.resize((max(size, round(width * scale)), max(size, round(height * scale))), Image.BICUBIC)
     left = (resized.width - size) // 2
     top = (resized.height - size) // 2
     return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def check_image_size(dimensions: tuple[int, int], max_pixels: int, what: str) -> None:
+    """Refuse an image of ``(width, height)`` pixels that is empty, has more than ``max_pixels``
+    pixels, or is more than :data:`MAX_ASPECT_RATIO` times longer than wide (:class:`DataError`)."""
+    width, height = dimensions
+    if width < 1 or height < 1:
+        raise DataError(f"image {what} is empty ({width}x{height} pixels)")
+    if width * height > max_pixels:
+        raise DataError(f"image {what} is {width}x{height} = {width * height} pixels; at most {max_pixels} pixels are "
+                        "decoded (decompression-bomb guard)")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise DataError(f"image {what} is {width}x{height} pixels, an aspect ratio over {MAX_ASPECT_RATIO}:1 "
+                        "(decompression-bomb guard: its resize would be as large)")
 
 
 def _artist_folders(root: Path) -> list[Path]:

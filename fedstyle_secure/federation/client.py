@@ -13,12 +13,34 @@ import torch
 from torch import nn
 
 from fedstyle_secure.errors import PrivacyError
-from fedstyle_secure.federation.strategy import AlgorithmSpec, client_contribution, feature_moments
+from fedstyle_secure.federation.round_layout import FederationShape, ModelShape
+from fedstyle_secure.federation.strategy import CLIENT_WEIGHT, AlgorithmSpec, client_contribution, feature_moments
 from fedstyle_secure.models.embed import embed, prototype_sums
-from fedstyle_secure.models.params import get_flat_params, set_flat_params, trainable_parameters
+from fedstyle_secure.models.params import flat_ranges, get_flat_params, set_flat_params, trainable_parameters
 from fedstyle_secure.privacy.budget import BudgetLedger, SpendDecision
+from fedstyle_secure.privacy.noise import CsprngNoise, NoiseSource
 from fedstyle_secure.training.dp import DpPlan, release_prototype_sums
+from fedstyle_secure.training.dp_sgd import privately_trained_parameters
 from fedstyle_secure.training.local import LocalConfig, LocalData, LocalResult, RoundContext, train_local
+
+
+def model_shape(model: nn.Module, private_layers: str | None) -> ModelShape:
+    """The model's flat parameter vector and what a round contributes of it: everything without
+    DP (``private_layers=None``), else only what DP-SGD trains under ``private_layers`` (the rest
+    stays at the start every party computes).  Artists, simulator and server all call this."""
+    count = sum(p.numel() for p in trainable_parameters(model))
+    if private_layers is None:
+        return ModelShape.everything(count)
+    return ModelShape(count, flat_ranges(model, privately_trained_parameters(model, private_layers)))
+
+
+def federation_shape(
+    spec: AlgorithmSpec, model: nn.Module, feature_dim: int, public_count: int, embedding_dim: int,
+    private_layers: str | None,
+) -> FederationShape:
+    """The round layouts' inputs (see :func:`~.round_layout.round_layout`) for ``model``."""
+    shape = model_shape(model, private_layers) if spec.averages_parameters else None
+    return FederationShape(feature_dim=feature_dim, embedding_dim=embedding_dim, public_count=public_count, model=shape)
 
 
 @dataclass(frozen=True)
@@ -46,6 +68,11 @@ class StyleClient:
     With a ``dp`` plan and a ``ledger``, every prototype release is a Gaussian mechanism and
     every local round is DP-SGD, each checked against the ledger's budget *before* it runs and
     recorded after; a client whose next round would exceed its budget retires.
+
+    Randomness: ``noise`` draws everything DP rests on (release noise, DP-SGD noise, Poisson
+    batches); default a fresh :class:`~fedstyle_secure.privacy.noise.CsprngNoise` keyed by the OS,
+    known to nobody else.  ``rng`` (may be seeded from public values) only picks augmented views and
+    public images, which DP does not rest on.
     """
 
     def __init__(
@@ -60,6 +87,7 @@ class StyleClient:
         rng: np.random.Generator,
         dp: DpPlan | None = None,
         ledger: BudgetLedger | None = None,
+        noise: NoiseSource | None = None,
     ) -> None:
         if (dp is None) != (ledger is None):
             raise PrivacyError(f"{client_id}: a DP plan needs a budget ledger and vice versa")
@@ -71,6 +99,7 @@ class StyleClient:
         self.public_inputs = public_inputs
         self.n_artists = n_artists
         self.rng = rng
+        self.noise = CsprngNoise() if noise is None else noise
         self.dp = dp
         self.ledger = ledger
         self.last_result: LocalResult | None = None
@@ -84,6 +113,14 @@ class StyleClient:
     @property
     def artists(self) -> np.ndarray:
         return self.data.artists
+
+    def shape(self) -> FederationShape:
+        """What this client's round contributions look like under the federation's plan (its DP
+        plan's ``private_layers`` say which parameters are trained)."""
+        return federation_shape(
+            self.spec, self.model, int(np.prod(self.data.bank.input_shape)), len(self.public_inputs),
+            self.model.out_dim, self.dp.private_layers if self.dp is not None else None,
+        )
 
     def feature_moments(self) -> dict[str, np.ndarray]:
         """This client's contribution to the federated input standardisation (see strategy)."""
@@ -137,7 +174,7 @@ class StyleClient:
             sigma = self.dp.release_sigma_at(round_id)
             if sigma is not None:
                 self.ledger.record(self.dp.round_mechanisms(round_id, train=False))  # fails closed if over budget
-        released = release_prototype_sums(sums[rows], sigma, self.rng)
+        released = release_prototype_sums(sums[rows], sigma, self.noise)
         self.own = Publication(artist_rows=rows, prototypes=released.astype(np.float32))
         return self.own
 
@@ -169,14 +206,17 @@ class StyleClient:
                 self.retired_reason = f"privacy budget: {decision.reason}"
                 raise PrivacyError(f"{self.client_id} cannot train round {round_id}: {decision.reason}")
         if self.dp is None or self.dp.trains:
-            self.last_result = train_local(self.model, self.data, ctx, self.spec.objective, self.config, self.rng, self.dp)
+            self.last_result = train_local(
+                self.model, self.data, ctx, self.spec.objective, self.config, self.rng, self.dp, self.noise
+            )
         else:  # the plan's portfolio-size rule: no DP-SGD, the model stays the broadcast one
             self.last_result = LocalResult()
         if self.ledger is not None and self.dp is not None:
             self.ledger.record(self.dp.round_mechanisms(round_id, release=False))
+        shape = self.shape().model
         return client_contribution(
             self.spec,
-            get_flat_params(self.model) if self.spec.averages_parameters else None,
-            1.0,
+            shape.select(get_flat_params(self.model)) if shape is not None else None,
+            CLIENT_WEIGHT,
             embed(self.model, self.public_inputs) if self.spec.aligns_public else None,
         )

@@ -22,6 +22,11 @@ class Layout:
     def size(self) -> int:
         return int(sum(int(np.prod(shape)) for _, shape in self.fields))
 
+    def describe(self, limit: int = 6) -> str:
+        """``name(shape)`` of the first ``limit`` fields, for error messages (an upload may declare thousands)."""
+        shown = ", ".join(f"{name}{tuple(shape)}" for name, shape in self.fields[:limit])
+        return f"[{shown}{', ...' if len(self.fields) > limit else ''}]"
+
 
 def pack(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, Layout]:
     """Concatenate ``arrays`` (in sorted name order) into one float64 vector."""
@@ -42,3 +47,12 @@ def unpack(vector: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
         out[name] = vector[offset : offset + n].reshape(shape)
         offset += n
     return out
+
+
+def pack_as(arrays: Mapping[str, np.ndarray], layout: Layout) -> np.ndarray:
+    """:func:`pack` ``arrays`` into the layout the plan prescribes; raises ``ValueError`` naming
+    the difference when they do not have exactly its names and shapes."""
+    vector, actual = pack(arrays)
+    if actual != layout:
+        raise ValueError(f"arrays {list(actual.fields)} do not match the round's layout {list(layout.fields)}")
+    return vector

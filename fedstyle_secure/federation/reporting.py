@@ -25,6 +25,9 @@ class ReportWriter:
         for artist, key in self.keys.items():
             register_public_key(self.dir, artist, key.public_key())
 
-    def write(self, artist: str, ledger: BudgetLedger, round_id: int) -> Path:
-        report = build_report(ledger, artist_id=artist, round_id=round_id)
+    def write(self, artist: str, ledger: BudgetLedger, round_id: int, *, noise_source: str, final_round: int) -> Path:
+        """Sign and store ``artist``'s report after ``round_id`` (see :func:`build_report`)."""
+        report = build_report(
+            ledger, artist_id=artist, round_id=round_id, noise_source=noise_source, final_round=final_round
+        )
         return write_report(self.dir, sign_report(report, self.keys[artist]))

@@ -14,25 +14,27 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fedstyle_secure.errors import ConfigError
-from fedstyle_secure.federation.client import Broadcast, StyleClient
+from fedstyle_secure.federation.client import Broadcast, StyleClient, federation_shape
 from fedstyle_secure.federation.dataset import FederationData
-from fedstyle_secure.federation.packing import pack, unpack
+from fedstyle_secure.federation.packing import pack_as, unpack
+from fedstyle_secure.federation.round_layout import FederationShape, round_layout
 from fedstyle_secure.federation.strategy import (
     CONTRIBUTION_RANGE,
     FEATURE_MOMENT_RANGE,
+    AlgorithmSpec,
     ServerOptimizer,
     ServerState,
-    aggregate,
     algorithm_spec,
     initial_state,
     publish_prototypes,
-    standardisation_from_sums,
 )
+from fedstyle_secure.federation.sum_checks import checked_aggregate, checked_standardisation, decode_tolerance
 from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.federation.reporting import ReportWriter
 from fedstyle_secure.models.params import get_flat_params, set_flat_params
 from fedstyle_secure.federation.privacy_plan import new_ledger, plan_participation, training_release_rounds
+from fedstyle_secure.privacy.noise import CsprngNoise, SeededNoise
 from fedstyle_secure.retrieval.evaluate import evaluate_global, evaluate_personal
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics
 from fedstyle_secure.secure.api import PlainSummation, SecureSummation
@@ -50,7 +52,13 @@ from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initi
 
 @dataclass(frozen=True)
 class SimulationConfig:
-    """One federated run.  ``rounds`` x ``local.epochs`` is every algorithm's training budget."""
+    """One federated run.  ``rounds`` x ``local.epochs`` is every algorithm's training budget.
+
+    ``seed`` fixes everything DP does not rest on (split, initialisation, view choice).  The DP noise
+    and Poisson batches come from a fresh OS-keyed CSPRNG per client, so DP runs are not
+    reproducible, unless ``insecure_seeded_noise``: then they come from a generator seeded by ``seed``
+    and the client's index, for research only -- anyone knowing the seed can strip the noise.
+    """
 
     algorithm: str = "fedstyle"
     rounds: int = 20
@@ -62,6 +70,7 @@ class SimulationConfig:
     public_pretrain_steps: int | None = None  # public warm start; None: on under DP, off without
     server: ServerOptimizer = field(default_factory=ServerOptimizer)
     federated_standardisation: bool = True  # non-private set-up round (off under DP regardless)
+    insecure_seeded_noise: bool = False
 
     @property
     def pretrain_steps(self) -> int:
@@ -119,6 +128,7 @@ def make_clients(config: SimulationConfig, data: FederationData, model: nn.Modul
     releases = training_release_rounds(spec, refreshes)  # the final publication comes on top
     clients = []
     for i, items in enumerate(groups):
+        noise = SeededNoise([config.seed, i, 0xD9]) if config.insecure_seeded_noise else CsprngNoise()
         plan = ledger = None
         if config.dp is not None:
             plan = plan_participation(config.dp, len(items), config.local, config.rounds, releases)
@@ -135,18 +145,25 @@ def make_clients(config: SimulationConfig, data: FederationData, model: nn.Modul
                 rng=rng,
                 dp=plan,
                 ledger=ledger,
+                noise=noise,
             )
         )
     return clients
 
 
-def standardise_inputs(clients: list[StyleClient], template: nn.Module, summation: SecureSummation) -> None:
+def standardise_inputs(
+    clients: list[StyleClient], template: nn.Module, summation: SecureSummation, spec: AlgorithmSpec,
+    shape: FederationShape,
+) -> None:
     """Set-up round: the frozen features' mean/std from the secure sum of every client's
-    feature moments, installed in every model (no client's moments are seen alone)."""
-    packed = {c.client_id: pack(c.feature_moments()) for c in clients}
-    layout = next(iter(packed.values()))[1]
-    total = summation.sum({cid: vec for cid, (vec, _) in packed.items()}, round_id=0).total
-    mean, std = standardisation_from_sums(unpack(total, layout))
+    feature moments, installed in every model (no client's moments are seen alone).  The
+    layout and the checks of the sum come from the plan (``shape``), as on the gRPC server."""
+    layout = round_layout(spec, shape, "setup")
+    assert layout is not None
+    agg = summation.sum({c.client_id: pack_as(c.feature_moments(), layout) for c in clients}, round_id=0)
+    n = len(agg.contributors)
+    tolerance = decode_tolerance(FEATURE_MOMENT_RANGE, n, len(clients))
+    mean, std = checked_standardisation(spec, shape, unpack(agg.total, layout), n, tolerance)
     for client in clients:
         client.set_standardisation(mean, std)
     template.encoder.set_standardisation(torch.from_numpy(mean), torch.from_numpy(std))
@@ -178,8 +195,13 @@ def run_simulation(
     if spec.pooled and summations is not plain_summation:
         raise ConfigError("--secure protects federated sums; 'central' pools all data in one place and has none")
     reports = _report_writer(reports_dir, clients, data) if config.dp is not None and reports_dir is not None else None
-    if data.bank.kind == "features" and config.dp is None and config.federated_standardisation:  # under DP: public-set statistics (free)
-        standardise_inputs(clients, template, summations(ids, FEATURE_MOMENT_RANGE))
+    private_layers = config.dp.private_layers if config.dp is not None else None
+    feature_dim, embedding_dim = int(np.prod(data.bank.input_shape)), config.encoder.embedding_dim
+    # the plan: what every round sums, computed as the gRPC server computes it
+    shape = federation_shape(spec, template, feature_dim, len(data.public), embedding_dim, private_layers)
+    # under DP: public-set statistics (free)
+    if data.bank.kind == "features" and config.dp is None and config.federated_standardisation:
+        standardise_inputs(clients, template, summations(ids, FEATURE_MOMENT_RANGE), spec, shape)
     summation = summations(ids, CONTRIBUTION_RANGE)
     refreshes = refresh_rounds(config.rounds, config.dp.prototype_refreshes if config.dp else None)
     state = initial_state(n_artists, config.encoder.embedding_dim, get_flat_params(template) if spec.averages_parameters else None)
@@ -197,13 +219,15 @@ def run_simulation(
                 if spec.shares_prototypes:
                     publish_prototypes(state, pub.artist_rows, pub.prototypes)
         broadcast = _broadcast(state)
-        packed = {client.client_id: pack(client.fit(broadcast, round_id=r)) for client in active}
+        layout = round_layout(spec, shape, "train")  # the plan's, never a client's
+        contributions = {client.client_id: client.fit(broadcast, round_id=r) for client in active}
         losses = [loss for client in active for loss in client.last_result.losses] or [float("nan")]
         bytes_up = 0.0
-        if spec.averages_parameters or spec.aligns_public:
-            layout = next(iter(packed.values()))[1]
-            agg = summation.sum({cid: vec for cid, (vec, _) in packed.items()}, round_id=r + 1)
-            state = aggregate(spec, state, unpack(agg.total, layout), config.server)
+        if layout is not None:
+            agg = summation.sum({cid: pack_as(arrays, layout) for cid, arrays in contributions.items()}, round_id=r + 1)
+            n = len(agg.contributors)
+            tolerance = decode_tolerance(CONTRIBUTION_RANGE, n, len(ids))
+            state = checked_aggregate(spec, shape, state, unpack(agg.total, layout), n, tolerance, config.server)
             bytes_up = float(np.mean(list(agg.bytes_up.values()))) if agg.bytes_up else 0.0
         else:
             state.round += 1
@@ -290,7 +314,8 @@ class _RoundReports:
     def write_round(self, clients: list[StyleClient], round_id: int) -> None:
         for client in clients:
             for artist in client.artists:
-                self.writer.write(self.data.artists[artist], client.ledger, round_id)
+                self.writer.write(self.data.artists[artist], client.ledger, round_id, noise_source=client.noise.name,
+                                  final_round=client.dp.final_round)
 
 
 def _privacy_summary(clients: list[StyleClient], data: FederationData) -> dict[str, dict]:
@@ -306,6 +331,7 @@ def _privacy_summary(clients: list[StyleClient], data: FederationData) -> dict[s
                 "accountant": client.ledger.accountant,
                 "noise_multiplier": client.dp.noise_multiplier,
                 "prototype_release_sigma": client.dp.release_sigma,
+                "noise_source": client.noise.name,
                 "retired": client.retired_reason,
                 "privacy_unit": "one artwork (record-level)",
             }

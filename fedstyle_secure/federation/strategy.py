@@ -9,11 +9,15 @@ for retrieval anyway (and, under DP, through a Gaussian mechanism).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.models.embed import normalise_rows
+
+if TYPE_CHECKING:
+    from fedstyle_secure.federation.round_layout import ModelShape
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,8 @@ def initial_state(n_artists: int, embedding_dim: int, params: np.ndarray | None)
 CONTRIBUTION_RANGE: tuple[float, float] = (-8.0, 8.0)
 # Per-client feature means and mean squares of the frozen style statistics lie in this range.
 FEATURE_MOMENT_RANGE: tuple[float, float] = (-1024.0, 1024.0)
+# Every client's averaging weight (see client_contribution); the server checks the summed weight against it.
+CLIENT_WEIGHT = 1.0
 
 
 def client_contribution(
@@ -173,15 +179,25 @@ def server_step(
 
 
 def aggregate(
-    spec: AlgorithmSpec, state: ServerState, sums: dict[str, np.ndarray], optimizer: ServerOptimizer = ServerOptimizer()
+    spec: AlgorithmSpec,
+    state: ServerState,
+    sums: dict[str, np.ndarray],
+    model: ModelShape | None = None,
+    optimizer: ServerOptimizer = ServerOptimizer(),
 ) -> ServerState:
-    """The next server state from the round's summed contributions."""
+    """The next server state from the round's summed contributions.  ``model`` says which
+    entries of the parameter vector were contributed (None: all of them); the others keep the
+    values of ``state.params``, the untouched part every party holds.  ``optimizer`` turns the
+    (merged) mean into the next parameters; untouched entries have a zero pseudo-gradient."""
     new = replace(state, round=state.round + 1)
     if spec.averages_parameters:
         total_weight = float(sums["weight"][0])
         if total_weight <= 0:
             raise ValueError("aggregate weight must be positive")
-        new.params, new.moments = server_step(state.params, sums["weighted_params"] / total_weight, state.moments, optimizer)
+        mean = sums["weighted_params"] / total_weight
+        base = None if state.params is None else state.params.astype(np.float64)
+        full_mean = mean if model is None else model.merge(base, mean)
+        new.params, new.moments = server_step(base, full_mean, state.moments, optimizer)
     if spec.aligns_public:
         n_clients = float(sums["clients"][0])
         new.consensus = normalise_rows(sums["public_embeddings"] / max(n_clients, 1.0)).astype(np.float32)

@@ -150,6 +150,7 @@ class StyleModel(nn.Module):
     def __init__(self, encoder: nn.Module, n_classes: int | None = None, out_dim: int = DEFAULT_EMBEDDING_DIM) -> None:
         super().__init__()
         self.encoder = encoder
+        self.out_dim = out_dim  # embedding dimension
         self.classifier = nn.Linear(out_dim, n_classes) if n_classes else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -32,3 +32,20 @@ def set_flat_params(model: nn.Module, flat: np.ndarray) -> None:
             n = p.numel()
             p.copy_(torch.from_numpy(np.asarray(flat[offset : offset + n], dtype=np.float32)).view_as(p))
             offset += n
+
+
+def flat_ranges(model: nn.Module, selected: list[torch.Tensor]) -> tuple[tuple[int, int], ...]:
+    """The ``[start, stop)`` ranges of :func:`get_flat_params`'s vector that hold the parameters
+    ``selected`` (adjacent ones merged); raises ``ValueError`` if one is not trainable in ``model``."""
+    wanted, ranges, offset = {id(p) for p in selected}, [], 0
+    for p in trainable_parameters(model):
+        if id(p) in wanted:
+            wanted.discard(id(p))
+            if ranges and ranges[-1][1] == offset:
+                ranges[-1] = (ranges[-1][0], offset + p.numel())
+            else:
+                ranges.append((offset, offset + p.numel()))
+        offset += p.numel()
+    if wanted:
+        raise ValueError(f"{len(wanted)} selected parameter(s) are not trainable parameters of the model")
+    return tuple(ranges)

@@ -1,12 +1,27 @@
 """Analytical audit of signed epsilon reports (pure: loaded JSON in, findings out).
 
-Checks per report: JSON Schema; signature present, made with the artist's key from the
-manifest and matching every field; known accountant; Poisson sampling (the only sampler
-any accountant here covers); delta below 1/n; claimed epsilon within the budget; and the
-claimed epsilon against an INDEPENDENT recomputation with ``dp_accounting``
+Checks per report: JSON Schema; signature present, made with the artist's TRUSTED key and
+matching every field; noise from a CSPRNG (:data:`~fedstyle_secure.privacy.noise.SECURE_NOISE_SOURCES`;
+a report that does not say is flagged too); known accountant; Poisson sampling (the only
+sampler any accountant here covers); delta below 1/n when the report carries the artist's
+opening of its dataset-size commitment (checked against the signed commitment; a server's
+redacted copy has none, so this one check needs the artist's own report); claimed epsilon
+within the budget; and the claimed epsilon against an INDEPENDENT recomputation with ``dp_accounting``
 (:mod:`fedstyle_secure.privacy.recompute`). Checks across one artist's reports: one report
 per round, epsilon never decreasing, the mechanism history only ever extended, the budget
 never changed.
+
+Checks of the run (completeness), per artist of the roster: it has reports; every round its
+latest report charges a mechanism to has a report; its reports reach the run's final
+publication (``final_round``, which every report signs; for older reports the latest round
+any artist reported).  An artist that retired, left or never joined is flagged as well: from
+the reports alone that cannot be told apart from deleted reports (its own signed copies can).
+
+Threat model: the reports folder is written by the server, which may delete reports or swap
+the keys in its ``manifest.json`` and forge reports under keys of its own.  Signatures are
+therefore checked against keys the auditor trusts (the key set made by ``fedstyle keys``,
+passed as ``trusted``), and a folder manifest disagreeing with them is itself a finding.  When
+the keys come from the audited folder, the result says the identities were NOT verified.
 
 Which recomputation a claim must reach. Every number here is an upper bound on the true
 epsilon, so a claim is certified when it is at least a sound independent upper bound. We
@@ -33,9 +48,16 @@ from typing import Any, Mapping, Sequence
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.privacy.accounting import ACCOUNTANTS
 from fedstyle_secure.privacy.mechanisms import History, history_from_list, non_poisson_groups
+from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCES
 from fedstyle_secure.privacy.recompute import recompute_epsilon_pld, recompute_epsilon_rdp
 from fedstyle_secure.privacy.report_schema import report_schema_errors
-from fedstyle_secure.privacy.reports import SIGNATURE_FIELD, public_key_from_text, verify_report_signature
+from fedstyle_secure.privacy.reports import (
+    SIGNATURE_FIELD,
+    key_fingerprint,
+    opened_dataset_size,
+    public_key_from_text,
+    verify_report_signature,
+)
 
 DEFAULT_TOLERANCE = 0.01
 #: Relative slack for "epsilon decreased between rounds" (numerical noise only).
@@ -52,6 +74,7 @@ UNKNOWN_ACCOUNTANT = "unknown_accountant"
 MISSING_CLAIM = "missing_claim"
 SAMPLER_MISMATCH = "sampler_mismatch"
 DELTA_TOO_LARGE = "delta_too_large"
+DATASET_SIZE_MISMATCH = "dataset_size_mismatch"
 OVER_BUDGET = "over_budget"
 CLAIM_BELOW_RECOMPUTED = "claim_below_recomputed"
 RECOMPUTATION_FAILED = "recomputation_failed"
@@ -59,12 +82,25 @@ DUPLICATE_ROUND = "duplicate_round"
 EPSILON_DECREASING = "epsilon_decreasing"
 HISTORY_REWRITTEN = "history_rewritten"
 BUDGET_CHANGED = "budget_changed"
+NOISE_NOT_SECURE = "noise_not_secure"
+# run-level findings (completeness and identities)
+IDENTITIES_UNVERIFIED = "identities_unverified"
+MANIFEST_KEY_MISMATCH = "manifest_key_mismatch"
+ARTIST_WITHOUT_REPORTS = "artist_without_reports"
+MISSING_ROUNDS = "missing_rounds"
+REPORTS_END_EARLY = "reports_end_early"
+UNVERIFIED_MESSAGE = (
+    "identities NOT verified: the report keys come from the manifest in the audited folder, which whoever wrote "
+    "the folder (e.g. the server) can replace together with the reports; pass --keys DIR (a key set or bundle "
+    "from `fedstyle keys`) to verify them"
+)
 
 
 @dataclass(frozen=True)
 class Finding:
     code: str
     message: str
+    artist: str | None = None  # set on run-level findings about one artist
 
 
 @dataclass(frozen=True)
@@ -115,17 +151,25 @@ class ReportAudit:
 
 @dataclass(frozen=True)
 class AuditResult:
+    """Per-report audits plus run-level ``findings`` (completeness, identities) over ``roster``."""
+
     reports: tuple[ReportAudit, ...]
     tolerance: float
+    findings: tuple[Finding, ...] = ()
+    roster: tuple[str, ...] = ()
+    identities_verified: bool = True
 
     @property
     def clean(self) -> bool:
-        return all(report.ok for report in self.reports)
+        return not self.findings and all(report.ok for report in self.reports)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "clean": self.clean,
             "tolerance": self.tolerance,
+            "identities_verified": self.identities_verified,
+            "roster": list(self.roster),
+            "findings": [{"artist": f.artist, "code": f.code, "message": f.message} for f in self.findings],
             "reports": [report.to_dict() for report in self.reports],
         }
 
@@ -135,23 +179,88 @@ _Entry = tuple[ReportAudit, Mapping[str, Any]]
 
 def audit_reports(
     reports: Sequence[LoadedReport],
-    manifest: Mapping[str, Any] | None,
+    trusted: Mapping[str, Any] | None,
     tolerance: float = DEFAULT_TOLERANCE,
+    *,
+    roster: Sequence[str] | None = None,
+    identities_verified: bool = True,
+    accept_unverified: bool = False,
+    folder_manifest: Mapping[str, Any] | None = None,
 ) -> AuditResult:
-    """Audit ``reports`` against the artists' keys in ``manifest`` (``None``: no keys known)."""
+    """Audit ``reports`` against the artists' keys in ``trusted`` (manifest format
+    ``{"artists": {id: {"public_key": ...}}}``; ``None``: no keys known).
+
+    ``roster``: the artists expected to report (default: those of ``trusted``);
+    ``identities_verified=False`` (the keys came from the audited folder itself) is a finding
+    unless ``accept_unverified``; ``folder_manifest``: the manifest found in the audited folder,
+    flagged where it disagrees with ``trusted``."""
     if not (0.0 <= tolerance < 1.0):
         raise PrivacyError(f"audit tolerance must be in [0, 1), got {tolerance!r}")
-    keys = (manifest or {}).get("artists", {})
+    keys = (trusted or {}).get("artists", {})
     audits = [_audit_one(report, keys, tolerance) for report in reports]
     by_artist: dict[str, list[_Entry]] = defaultdict(list)
     for audit, loaded in zip(audits, reports):
         if audit.round_id is not None:  # schema-valid, so its fields can be compared
-            by_artist[audit.artist_id].append((audit, loaded.data))
+            by_artist[str(audit.artist_id)].append((audit, loaded.data))
     for entries in by_artist.values():
-        ordered = sorted(entries, key=lambda entry: entry[0].round_id)
-        for earlier, later in zip(ordered, ordered[1:]):
+        entries.sort(key=lambda entry: entry[0].round_id or 0)
+        for earlier, later in zip(entries, entries[1:]):
             _compare_rounds(earlier, later)
-    return AuditResult(tuple(audits), tolerance)
+    expected = tuple(keys) if roster is None else tuple(roster)
+    findings = [] if identities_verified or accept_unverified else [Finding(IDENTITIES_UNVERIFIED, UNVERIFIED_MESSAGE)]
+    findings += _manifest_mismatches(folder_manifest, keys) + _completeness(by_artist, expected)
+    return AuditResult(tuple(audits), tolerance, tuple(findings), expected, identities_verified)
+
+
+def _manifest_mismatches(folder_manifest: Mapping[str, Any] | None, trusted: Mapping[str, Any]) -> list[Finding]:
+    """Artists whose key in the audited folder's manifest differs from the trusted one."""
+    findings = []
+    for artist, entry in sorted(((folder_manifest or {}).get("artists") or {}).items()):
+        expected = trusted.get(artist)
+        claimed = entry.get("public_key") if isinstance(entry, Mapping) else None
+        if expected is None:
+            message = f"the folder's manifest lists {artist!r}, who has no trusted key"
+        elif not _same_key(claimed, expected.get("public_key")):
+            message = f"the folder's manifest gives {artist!r} a key that is not its key in the trusted key set"
+        else:
+            continue
+        findings.append(Finding(MANIFEST_KEY_MISMATCH, message, artist))
+    return findings
+
+
+def _same_key(claimed: Any, trusted: Any) -> bool:
+    try:
+        claimed_key, trusted_key = public_key_from_text(str(claimed)), public_key_from_text(str(trusted))
+    except PrivacyError:
+        return False
+    return key_fingerprint(claimed_key) == key_fingerprint(trusted_key)
+
+
+def _completeness(by_artist: Mapping[str, list[_Entry]], roster: Sequence[str]) -> list[Finding]:
+    """Run-level gaps: roster artists without reports, charged rounds without a report, reports
+    stopping before the run's final publication (see the module docstring)."""
+    run_end = max((audit.round_id or 0 for entries in by_artist.values() for audit, _ in entries), default=0)
+    findings = []
+    for artist in sorted(set(roster) | set(by_artist)):
+        entries = by_artist.get(artist, [])
+        if not entries:
+            message = (f"{artist!r} is in the roster but has no report: deleted, or the artist retired before "
+                       "spending anything or never joined")
+            findings.append(Finding(ARTIST_WITHOUT_REPORTS, message, artist))
+            continue
+        rounds = {audit.round_id for audit, _ in entries}
+        last, latest = max(((audit.round_id or 0, data) for audit, data in entries), key=lambda entry: entry[0])
+        charged = {m.get("round_id") for m in latest["mechanisms"] if isinstance(m, Mapping)}
+        missing = sorted(r for r in charged - rounds if isinstance(r, int))
+        if missing:
+            message = f"{artist!r}: rounds {missing} were charged (per its round-{last} report) but have no report"
+            findings.append(Finding(MISSING_ROUNDS, message, artist))
+        end = max((data["final_round"] for _, data in entries if "final_round" in data), default=run_end)
+        if last < end:
+            message = (f"{artist!r}: its last report is round {last}, the run's final publication is round {end}: "
+                       "later reports deleted, or the artist retired or left")
+            findings.append(Finding(REPORTS_END_EARLY, message, artist))
+    return findings
 
 
 def _audit_one(loaded: LoadedReport, keys: Mapping[str, Any], tolerance: float) -> ReportAudit:
@@ -165,6 +274,7 @@ def _audit_one(loaded: LoadedReport, keys: Mapping[str, Any], tolerance: float) 
     audit.accountant = report["accountant"]
     audit.claimed_epsilon = report["epsilon"].get(audit.accountant)
     _check_signature(audit, report, keys.get(audit.artist_id))
+    _check_noise_source(audit, report)
     try:
         history = history_from_list(report["mechanisms"])
     except PrivacyError as exc:
@@ -180,12 +290,22 @@ def _check_signature(audit: ReportAudit, report: Mapping[str, Any], key_entry: A
         audit.flag(MISSING_SIGNATURE, "report is unsigned; its origin and integrity cannot be checked")
         return
     if not isinstance(key_entry, Mapping) or "public_key" not in key_entry:
-        audit.flag(KEY_NOT_IN_MANIFEST, f"no public key for artist {audit.artist_id!r} in the manifest")
+        audit.flag(KEY_NOT_IN_MANIFEST, f"no trusted public key for artist {audit.artist_id!r}")
         return
     try:
         verify_report_signature(report, public_key_from_text(str(key_entry["public_key"])))
     except PrivacyError as exc:
         audit.flag(INVALID_SIGNATURE, str(exc))
+
+
+def _check_noise_source(audit: ReportAudit, report: Mapping[str, Any]) -> None:
+    source = report.get("noise_source")
+    if source is None:
+        audit.flag(NOISE_NOT_SECURE, "the report does not say where its DP noise came from (an older version drew it "
+                                     "from a generator seeded by the server's plan seed): it may be predictable")
+    elif source not in SECURE_NOISE_SOURCES:
+        audit.flag(NOISE_NOT_SECURE, f"DP noise from {source!r}, not from a CSPRNG: whoever knows its seed can "
+                                     "subtract the noise, so the claimed epsilon does not hold against them")
 
 
 def _check_claims(audit: ReportAudit, report: Mapping[str, Any]) -> None:
@@ -194,8 +314,13 @@ def _check_claims(audit: ReportAudit, report: Mapping[str, Any]) -> None:
             audit.flag(UNKNOWN_ACCOUNTANT, f"accountant {name!r} is not one of {list(ACCOUNTANTS)}; claim not verifiable")
     if audit.claimed_epsilon is None:
         audit.flag(MISSING_CLAIM, f"no epsilon claimed for the report's own accountant {audit.accountant!r}")
-    delta, budget, size = report["delta"], report["budget"], report["dataset_size"]
-    if delta >= 1.0 / size:
+    delta, budget = report["delta"], report["budget"]
+    try:
+        size = opened_dataset_size(report)  # None: a redacted copy (n never left the artist)
+    except PrivacyError as exc:
+        audit.flag(DATASET_SIZE_MISMATCH, str(exc))
+        size = None
+    if size is not None and delta >= 1.0 / size:
         audit.flag(DELTA_TOO_LARGE, f"delta={delta:.3g} is not below 1/n = {1.0 / size:.3g} (n={size} artworks)")
     if delta > budget["delta"]:
         audit.flag(OVER_BUDGET, f"report delta {delta:.3g} exceeds the budget delta {budget['delta']:.3g}")

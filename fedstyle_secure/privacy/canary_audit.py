@@ -43,6 +43,7 @@ from fedstyle_secure.models.params import get_flat_params
 from fedstyle_secure.privacy.accounting import compute_epsilon
 from fedstyle_secure.privacy.calibration import calibrate_noise_multiplier, default_delta
 from fedstyle_secure.privacy.empirical import DEFAULT_CONFIDENCE, epsilon_lower_bound, max_lower_bound
+from fedstyle_secure.privacy.noise import SeededNoise
 from fedstyle_secure.training.dp import DpConfig, DpPlan, plan_dp
 from fedstyle_secure.training.local import LocalConfig, LocalData, RoundContext, train_local
 
@@ -240,7 +241,10 @@ def run_canary_audit(configuration: str, cfg: CanaryAuditConfig) -> EmpiricalAud
     cfg.validate()
     started = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
-    with torch.random.fork_rng():  # Opacus draws its noise from torch's global generator
+    # A research experiment: reproducible by --seed, so the DP noise is seeded too (the guessing attacker
+    # is never given the seed); deployments draw it from an OS-keyed CSPRNG instead.
+    noise = SeededNoise([cfg.seed, 0xCA])
+    with torch.random.fork_rng():  # initialisation and dropout
         torch.manual_seed(cfg.seed)
         model = _new_model(cfg)
         exp = _build_experiment(cfg, model.encoder.fc2.weight.detach().numpy(), rng)
@@ -250,7 +254,8 @@ def run_canary_audit(configuration: str, cfg: CanaryAuditConfig) -> EmpiricalAud
         gradients = _canary_gradients(model, exp)
         initial = get_flat_params(model)
         local = LocalConfig(epochs=cfg.epochs, lr=cfg.lr, proximal_mu=0.0)  # DP batches come from the plan
-        result = train_local(model, exp.data, RoundContext(n_artists=cfg.artists), OBJECTIVE, local, rng, dp=plan)
+        context = RoundContext(n_artists=cfg.artists)
+        result = train_local(model, exp.data, context, OBJECTIVE, local, rng, dp=plan, noise=noise)
     scores = update_alignment_scores(gradients, initial - get_flat_params(model))
     guesses, correct = score_guesses(scores, exp.included, cfg.guesses_per_side)
     return EmpiricalAuditResult(

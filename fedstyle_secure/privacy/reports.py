@@ -2,10 +2,22 @@
 
 A report states the privacy unit (ONE ARTWORK, record-level DP -- never the artist), the
 budget, the epsilon spent so far at the report's delta per accountant, the full mechanism
-history it was computed from, the dataset size and the library versions. It is signed
-with the artist's Ed25519 key over its canonical JSON (sorted keys, no whitespace, UTF-8)
-so that any later edit of any field is detectable; anyone holding the artist's public key
-(see the reports manifest) can verify it and recompute its epsilon.
+history it was computed from, where its noise came from, the round of the run's final
+publication, a commitment to the dataset size and the library versions. It is signed with
+the artist's Ed25519 key over its canonical JSON (sorted keys, no whitespace, UTF-8) so that
+any later edit of any field is detectable; anyone holding the artist's public key (from the
+key set, ``fedstyle audit --keys``) can verify it and recompute its epsilon.
+
+**The dataset size n stays with the artist.**  The signed fields carry only
+``dataset_size_commitment = sha256(DOMAIN || n || salt)`` with a fresh 32-byte salt from the
+OS CSPRNG; the artist's own copy adds the opening ``dataset_size_opening = {dataset_size,
+salt}`` OUTSIDE the signature (the commitment binds it).  What the server receives and stores
+is :func:`redacted_report` (no opening): its signature still verifies, and the commitment
+hides n (the salt is unguessable).  An auditor given the artist's full report checks the
+opening against the signed commitment (:func:`opened_dataset_size`), so n is as authenticated
+as every signed field, and then checks ``delta < 1/n``.  Not hidden by this: the mechanism
+history (DP-SGD sample rate and steps follow from ``ceil(n / batch size)``) and a default delta
+of ``1/(10 n)`` when ``n > 10^4``.
 
 Threat model: the signature authenticates WHO issued a report and that it is unmodified;
 it does not make the numbers correct -- that is what :mod:`~fedstyle_secure.privacy.audit`
@@ -16,7 +28,9 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import json
+import os
 from importlib import metadata
 from typing import Any, Iterable, Mapping
 
@@ -30,7 +44,7 @@ from fedstyle_secure.privacy.budget import BudgetLedger, utc_now_iso
 from fedstyle_secure.privacy.mechanisms import history_to_list
 from fedstyle_secure.secure import pki
 
-REPORT_FORMAT = "fedstyle-epsilon-report/1"
+REPORT_FORMAT = "fedstyle-epsilon-report/2"
 PRIVACY_UNIT = "one artwork (record-level)"
 PRIVACY_UNIT_NOTE = (
     "Epsilon bounds what the released models and statistics reveal about the inclusion of any "
@@ -40,6 +54,11 @@ PRIVACY_UNIT_NOTE = (
 NEIGHBOURING_RELATION = "add or remove one artwork"
 SIGNATURE_ALGORITHM = "Ed25519"
 SIGNATURE_FIELD = "signature"
+DATASET_SIZE_COMMITMENT = "dataset_size_commitment"
+DATASET_SIZE_OPENING = "dataset_size_opening"  # the artist's copy only; outside the signature
+UNSIGNED_FIELDS: tuple[str, ...] = (SIGNATURE_FIELD, DATASET_SIZE_OPENING)
+COMMITMENT_DOMAIN = b"fedstyle-epsilon-report/dataset-size/1\0"
+SALT_BYTES = 32
 REPORTED_PACKAGES: tuple[str, ...] = ("torch", "opacus", "dp-accounting", "fedstyle-secure")
 
 
@@ -59,16 +78,23 @@ def build_report(
     *,
     artist_id: str,
     round_id: int,
+    noise_source: str,
+    final_round: int | None = None,
     accountants: Iterable[str] | None = None,
     issued_at: str | None = None,
 ) -> dict[str, Any]:
     """Unsigned report of ``ledger``'s state after round ``round_id``.
 
+    ``noise_source`` names where the DP noise and Poisson sampling came from (see
+    :mod:`fedstyle_secure.privacy.noise`; the audit flags any source but a CSPRNG);
+    ``final_round`` is the round of the run's final publication, the last report the audit expects.
     ``accountants`` lists every accountant whose epsilon is reported; the ledger's own
     accountant (the one enforcing the budget) always comes first. Default: it plus ``"rdp"``.
     """
     delta = ledger.budget.delta
     names = list(dict.fromkeys([ledger.accountant, *(accountants if accountants is not None else ["rdp"])]))
+    optional = {} if final_round is None else {"final_round": final_round}
+    salt = os.urandom(SALT_BYTES)
     return {
         "format": REPORT_FORMAT,
         "artist_id": artist_id,
@@ -76,12 +102,15 @@ def build_report(
         "privacy_unit": PRIVACY_UNIT,
         "privacy_unit_note": PRIVACY_UNIT_NOTE,
         "neighbouring_relation": NEIGHBOURING_RELATION,
-        "dataset_size": ledger.dataset_size,
+        DATASET_SIZE_COMMITMENT: dataset_size_commitment(ledger.dataset_size, salt),
+        DATASET_SIZE_OPENING: {"dataset_size": ledger.dataset_size, "salt": base64.b64encode(salt).decode()},
         "delta": delta,
         "accountant": ledger.accountant,
         "epsilon": {name: compute_epsilon(ledger.history, delta, name) for name in names},
         "budget": ledger.budget.to_dict(),
         "mechanisms": history_to_list(ledger.history),
+        "noise_source": noise_source,
+        **optional,
         "software": software_versions(),
         "ledger_created_at": ledger.created_at,
         "issued_at": issued_at or utc_now_iso(),
@@ -94,8 +123,41 @@ def canonical_json(data: Any) -> bytes:
 
 
 def signed_payload(report: Mapping[str, Any]) -> bytes:
-    """The bytes a signature covers: the canonical JSON of every field except ``signature``."""
-    return canonical_json({key: value for key, value in report.items() if key != SIGNATURE_FIELD})
+    """The bytes a signature covers: the canonical JSON of every field except ``signature`` and
+    ``dataset_size_opening`` (bound by the signed commitment instead)."""
+    return canonical_json({key: value for key, value in report.items() if key not in UNSIGNED_FIELDS})
+
+
+def dataset_size_commitment(dataset_size: int, salt: bytes) -> str:
+    """``sha256:<hex>`` of the domain, the decimal dataset size and the salt (hiding while the
+    32-byte salt is secret, binding by collision resistance)."""
+    if len(salt) != SALT_BYTES:
+        raise PrivacyError(f"a dataset-size commitment needs a {SALT_BYTES}-byte salt, got {len(salt)}")
+    digest = hashlib.sha256(COMMITMENT_DOMAIN + str(int(dataset_size)).encode() + b"\0" + salt)
+    return "sha256:" + digest.hexdigest()
+
+
+def opened_dataset_size(report: Mapping[str, Any]) -> int | None:
+    """The dataset size of a report carrying its opening, after checking the opening against
+    the (signed) commitment; ``None`` for a redacted report.  Raises :class:`PrivacyError` on a
+    mismatch."""
+    opening = report.get(DATASET_SIZE_OPENING)
+    if opening is None:
+        return None
+    try:
+        size, salt = int(opening["dataset_size"]), base64.b64decode(str(opening["salt"]), validate=True)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PrivacyError(f"malformed {DATASET_SIZE_OPENING}: {exc!r}") from exc
+    if dataset_size_commitment(size, salt) != report.get(DATASET_SIZE_COMMITMENT):
+        raise PrivacyError(
+            f"{DATASET_SIZE_OPENING} does not open the signed {DATASET_SIZE_COMMITMENT} (altered dataset size or salt)"
+        )
+    return size
+
+
+def redacted_report(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The report without the dataset-size opening: what leaves the artist's machine."""
+    return {key: value for key, value in report.items() if key != DATASET_SIZE_OPENING}
 
 
 def public_key_to_text(public_key: Ed25519PublicKey) -> str:

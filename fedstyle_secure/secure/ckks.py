@@ -3,14 +3,18 @@
 Roles and keys (threat model):
 
 * Every artist holds the same **secret context** (CKKS secret key; symmetric encryption, so there
-  is no public key at all).  Artists encrypt their vectors and decrypt the aggregate.
+  is no public key at all).  Artists encrypt their vectors; a decryptor decrypts only a sum it
+  checked and computed itself (:mod:`fedstyle_secure.secure.ckks_decryption`: who may decrypt
+  what, and what a curious or malicious server can learn).
 * The server holds a **public context**: the encryption parameters only -- no secret key, no
-  public key, no Galois or relinearisation keys.  It can add ciphertexts and multiply them by
-  plaintext weights, but can neither decrypt nor encrypt.  :class:`CkksAggregator` refuses a
-  context that holds a secret key.
-* Since all artists share one key, confidentiality *between artists* rests on mutual TLS (an
-  artist must never see another's ciphertext), and a server colluding with one artist learns
-  every vector.  The masking path (``secagg``/``secagg+``) exists for that threat.
+  public key, no Galois or relinearisation keys.  It can check, add and weight ciphertexts, but
+  can neither decrypt nor encrypt.  :class:`CkksAggregator` refuses a context that holds a secret key.
+* Since all artists share one key, any key holder that sees a ciphertext can decrypt it: a server
+  colluding with one artist learns every vector, and so does a curious member of the decryption
+  committee.  The masking path (``secagg``/``secagg+``) exists for that threat.
+* Whoever receives a ciphertext checks it against its OWN context before using it
+  (:func:`check_fresh`: parameters, top level, scale, size) and :class:`CkksSum` adds atomically,
+  so a crafted ciphertext is refused whole and never changes a sum.
 
 Wire format of an encrypted vector (little-endian, via :mod:`fedstyle_secure.secure.wire`)::
 
@@ -173,6 +177,11 @@ class CkksContext:
     def tenseal(self) -> ts.Context:
         return self._context
 
+    @property
+    def fresh_parms_id(self) -> tuple[int, ...]:
+        """SEAL's id of the top data level: where every fresh ciphertext of these parameters lives."""
+        return tuple(self._context.seal_context().data.first_parms_id())
+
     def public(self) -> CkksContext:
         """The server's copy: same parameters and key id, no key material at all."""
         stripped = ts.context_from(self._serialize_tenseal(with_secret_key=False))
@@ -260,7 +269,10 @@ class EncryptedVector:
         self.length = length
 
     def add_(self, other: EncryptedVector) -> EncryptedVector:
-        """Add ``other`` in place (TenSEAL cannot copy a ciphertext without the secret key); returns self."""
+        """Add ``other`` in place (TenSEAL cannot copy a ciphertext without the secret key); returns self.
+
+        Every chunk pair is checked (context, length, level, scale, size) before the first one is
+        touched, so a refused ``other`` leaves ``self`` unchanged."""
         self.check_compatible(other)
         for acc, chunk in zip(self.chunks, other.chunks):
             acc.add_(chunk)
@@ -270,13 +282,24 @@ class EncryptedVector:
         """Multiply by a plaintext scalar (consumes one modulus level)."""
         if not math.isfinite(weight):
             raise SecureAggregationError(f"plaintext weight must be finite, got {weight}")
-        return EncryptedVector(self.context, [chunk * float(weight) for chunk in self.chunks], self.length)
+        try:
+            chunks = [chunk * float(weight) for chunk in self.chunks]
+        except Exception as exc:  # TenSEAL: ValueError/RuntimeError (e.g. no level left, scale out of bounds)
+            raise SecureAggregationError(f"cannot multiply by the plaintext weight {weight}: {exc}") from exc
+        return EncryptedVector(self.context, chunks, self.length)
 
     def check_compatible(self, other: EncryptedVector) -> None:
+        """Raise unless ``other`` can be added chunk by chunk without TenSEAL changing or refusing anything
+        (same context and length; per chunk the same level, scale and polynomial count)."""
         if other.context.fingerprint != self.context.fingerprint:
             raise SecureAggregationError("cannot add ciphertexts of different CKKS contexts")
-        if other.length != self.length:
+        if other.length != self.length or len(other.chunks) != len(self.chunks):
             raise SecureAggregationError(f"cannot add encrypted vectors of lengths {self.length} and {other.length}")
+        for index, (mine, theirs) in enumerate(zip(self.chunks, other.chunks)):
+            if _shape(mine) != _shape(theirs):
+                raise SecureAggregationError(
+                    f"chunk {index}: (level, scale, polynomials) {_shape(theirs)} differs from the sum's {_shape(mine)}"
+                )
 
     def serialize(self) -> bytes:
         parts = [VECTOR_MAGIC, pack_u8(FORMAT_VERSION), self.context.fingerprint, pack_u32(self.length)]
@@ -287,8 +310,12 @@ class EncryptedVector:
         return b"".join(parts)
 
     @classmethod
-    def load(cls, context: CkksContext, data: bytes, *, length: int | None = None, what: str = "ciphertext") -> EncryptedVector:
-        """Parse a serialised vector, rejecting other contexts, wrong lengths and corrupt chunks."""
+    def load(
+        cls, context: CkksContext, data: bytes, *, length: int | None = None, what: str = "ciphertext",
+        fresh: bool = False,
+    ) -> EncryptedVector:
+        """Parse a serialised vector, rejecting other contexts, wrong lengths and corrupt chunks; with
+        ``fresh``, also any chunk that is not exactly what :func:`encrypt` makes (see :func:`check_fresh`)."""
         reader = _open(data, VECTOR_MAGIC, what)
         _check_version(reader.u8(), what)
         if reader.take(FINGERPRINT_BYTES) != context.fingerprint:
@@ -303,6 +330,10 @@ class EncryptedVector:
             raise SecureAggregationError(f"{what}: chunk count does not match length {declared}")
         chunks = [_load_chunk(context, reader.take(reader.u32()), stop - start, f"{what} chunk {i}") for i, (start, stop) in enumerate(bounds)]
         reader.finish()
+        if fresh:
+            top = context.fresh_parms_id
+            for index, chunk in enumerate(chunks):
+                check_fresh(context, chunk, f"{what} chunk {index}", top)
         return cls(context, chunks, declared)
 
     def decrypt(self) -> np.ndarray:
@@ -310,6 +341,43 @@ class EncryptedVector:
         if not self.context.has_secret_key:
             raise SecureAggregationError("decryption needs the CKKS secret context; this context has no secret key")
         return np.concatenate([np.asarray(chunk.decrypt(), dtype=np.float64) for chunk in self.chunks])
+
+
+ChunkShape = tuple[tuple[int, ...], float, int]
+
+
+def _ciphertext(chunk: ts.CKKSVector):  # -> the SEAL ciphertext (TenSEAL's sealapi type has no stub)
+    ciphertexts = chunk.ciphertext()
+    if len(ciphertexts) != 1:
+        raise SecureAggregationError(f"a CKKS vector chunk must hold one ciphertext, holds {len(ciphertexts)}")
+    return ciphertexts[0]
+
+
+def _shape(chunk: ts.CKKSVector) -> ChunkShape:
+    """(modulus level as SEAL's parms_id, scale, number of polynomials) of one chunk."""
+    ciphertext = _ciphertext(chunk)
+    return tuple(ciphertext.parms_id()), float(ciphertext.scale), int(ciphertext.size())
+
+
+def check_fresh(context: CkksContext, chunk: ts.CKKSVector, what: str, top: tuple[int, ...] | None = None) -> None:
+    """Raise unless ``chunk`` looks exactly like a fresh :func:`encrypt` output under ``context``'s OWN
+    parameters: the top modulus level, scale ``2**scale_bits``, two polynomials, NTT form, not
+    transparent.  Anything else (another scale, a lower level, an unrelinearised product) cannot be
+    added to honest contributions, or could silently change the sum's precision."""
+    ciphertext = _ciphertext(chunk)
+    top = top or context.fresh_parms_id
+    expected_scale = 2.0**context.params.scale_bits
+    if tuple(ciphertext.parms_id()) != top:
+        level = ciphertext.coeff_modulus_size()
+        raise SecureAggregationError(
+            f"{what}: at modulus level with {level} primes, not the fresh level of {context.params.to_json()}"
+        )
+    if float(ciphertext.scale) != expected_scale:
+        raise SecureAggregationError(f"{what}: scale {ciphertext.scale:.6g}, expected 2**{context.params.scale_bits}")
+    if ciphertext.size() != 2:
+        raise SecureAggregationError(f"{what}: {ciphertext.size()} polynomials, a fresh ciphertext has 2")
+    if not ciphertext.is_ntt_form() or ciphertext.is_transparent():
+        raise SecureAggregationError(f"{what}: not a proper CKKS ciphertext (NTT form, not transparent)")
 
 
 def _load_chunk(context: CkksContext, raw: bytes, size: int, what: str) -> ts.CKKSVector:
@@ -342,32 +410,59 @@ def require_public(context: CkksContext) -> CkksContext:
     return context
 
 
-class CkksAggregator:
-    """Server side of one summation: absorbs serialised ciphertexts as they arrive, without the secret key.
+class CkksSum:
+    """A homomorphic sum of serialised contributions, built atomically.
 
-    Contributions are either all unweighted or all weighted by a plaintext scalar (a weight
-    consumes a modulus level, and ciphertexts of different levels cannot be added).
+    :meth:`add` parses and checks EVERY chunk of a contribution against this object's own context
+    (:func:`check_fresh`: parameters, level, scale, size), applies the weight, and checks the
+    result against the running sum before the first chunk is added; a refused contribution
+    (:class:`SecureAggregationError`, whatever TenSEAL raised) leaves the sum exactly as it was.
+    Should TenSEAL still fail half-way through an add, the sum is marked broken and
+    :meth:`result` refuses it (fail closed).  Contributions are either all unweighted or all
+    weighted by a plaintext scalar (a weight consumes a modulus level).
     """
 
     def __init__(self, context: CkksContext, length: int) -> None:
-        self.context = require_public(context)
+        self.context = context
         self.length = length
         self.count = 0
         self._total: EncryptedVector | None = None
         self._weighted: bool | None = None
+        self._broken: str | None = None
 
     def add(self, data: bytes, *, what: str, weight: float | None = None) -> None:
         """Parse and check one contribution, then add it (times ``weight`` if given) to the running sum."""
-        vector = EncryptedVector.load(self.context, data, length=self.length, what=what)
+        if self._broken is not None:
+            raise SecureAggregationError(f"{what}: refused, the sum is unusable: {self._broken}")
+        vector = EncryptedVector.load(self.context, data, length=self.length, what=what, fresh=True)
         if self._weighted is not None and self._weighted != (weight is not None):
             raise SecureAggregationError(f"{what}: cannot mix weighted and unweighted contributions")
-        self._weighted = weight is not None
         if weight is not None:
             vector = vector.scaled(weight)
-        self._total = vector if self._total is None else self._total.add_(vector)
+        if self._total is None:
+            self._total, self._weighted = vector, weight is not None
+        else:
+            try:
+                self._total.check_compatible(vector)
+            except SecureAggregationError as exc:
+                raise SecureAggregationError(f"{what}: {exc}") from exc
+            try:
+                self._total.add_(vector)
+            except Exception as exc:  # checked above, so TenSEAL should never get here: fail closed
+                self._broken = f"TenSEAL failed while adding {what}: {exc}"
+                raise SecureAggregationError(self._broken) from exc
         self.count += 1
 
     def result(self) -> EncryptedVector:
+        if self._broken is not None:
+            raise SecureAggregationError(f"the sum is unusable: {self._broken}")
         if self._total is None:
             raise SecureAggregationError("nothing to aggregate")
         return self._total
+
+
+class CkksAggregator(CkksSum):
+    """:class:`CkksSum` on the server's side: refuses a context that holds the secret key."""
+
+    def __init__(self, context: CkksContext, length: int) -> None:
+        super().__init__(require_public(context), length)

@@ -1,15 +1,20 @@
-"""``--secure ckks``: in-process driver of the CKKS summation (artists encrypt, server adds, artists decrypt).
+"""``--secure ckks``: in-process driver of the CKKS summation (artists encrypt, the server checks and
+keeps the ciphertexts, a committee of two contributors sums them itself and decrypts).
 
 The driver plays every role in one process but keeps them honest: the server half only ever
-touches serialised ciphertexts and a :class:`~fedstyle_secure.secure.ckks.CkksAggregator` built
-on the public context (no secret key), and the byte counts reported are the serialised
-message sizes the gRPC transport sends.  See :mod:`fedstyle_secure.secure.ckks` for the threat
-model.
+touches serialised ciphertexts, checked against the public context (no secret key); the
+committee is chosen by the transport's public rule
+(:func:`~fedstyle_secure.secure.ckks_decryption.decryption_committee`) and sums with the same
+:class:`~fedstyle_secure.secure.ckks.CkksSum`; the byte counts reported are the serialised
+message sizes the gRPC transport sends (a committee member downloads every other contributor's
+ciphertext; the others receive nothing from the summation).  In one process nobody can lie, so
+the signatures and commitments of :mod:`~fedstyle_secure.secure.ckks_decryption` are left out.
 
 Dropouts (phase names of :class:`~fedstyle_secure.secure.api.DropoutSchedule`):
 ``upload`` -- the artist never sends its ciphertext and is not in the sum;
-``download`` -- it sent its ciphertext (counted) but does not receive the aggregate.
-CKKS needs no recovery step: the server simply sums whatever arrived.
+``download`` -- it sent its ciphertext (counted) but is not available to decrypt (the committee
+is chosen among the others; the transport would retry the attempt if a member vanished).
+CKKS needs no recovery step: the sum is over whatever arrived.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import numpy as np
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.secure.api import AggregationResult, DropoutSchedule
-from fedstyle_secure.secure.ckks import CkksAggregator, CkksContext, CkksParams, EncryptedVector, encrypt, require_public
+from fedstyle_secure.secure.ckks import CkksContext, CkksParams, CkksSum, EncryptedVector, encrypt, require_public
+from fedstyle_secure.secure.ckks_decryption import Attempt, decryption_committee
 
 CKKS_DROPOUT_PHASES: tuple[str, ...] = ("upload", "download")
 
@@ -56,8 +62,8 @@ class CkksSummation:
 
     ``secret_context`` is the artists' shared secret context and ``server_context`` the server's
     public one (both from ``fedstyle keys``); when omitted a fresh key set with ``params`` is made
-    (in-process simulation).  ``weights`` in :meth:`sum` are plaintext multipliers the server
-    applies homomorphically (weighted sums; put a count entry in the vector for weighted means).
+    (in-process simulation).  ``weights`` in :meth:`sum` are public plaintext multipliers the
+    committee applies homomorphically (weighted sums; put a count entry in the vector for weighted means).
 
     CKKS wraps around silently when a value exceeds the modulus headroom
     (:attr:`CkksParams.max_abs_value`).  Given ``clip_range`` and ``max_clients``, the constructor
@@ -112,50 +118,53 @@ class CkksSummation:
         self._check_roster(inputs, round_id)
         self._check_ranges({a: inputs[a] for a in uploaders}, weights, round_id)
         length = int(np.asarray(inputs[uploaders[0]]).size)
+        committee = decryption_committee(Attempt(round_id, 0, self._secret.fingerprint), receivers)
 
-        aggregate, bytes_up, artist_seconds, server_seconds = self._encrypt_and_sum(
+        total, bytes_up, artist_seconds, server_seconds, sum_seconds = self._encrypt_and_sum(
             {a: inputs[a] for a in uploaders}, length, weights, round_id
         )
 
-        # Every receiver runs this identical decryption; the simulation runs it once and
-        # charges its time to each receiver.
+        # Every committee member sums the same ciphertexts and decrypts; the simulation does it
+        # once and charges its time to each member.
         started = time.perf_counter()
-        total = EncryptedVector.load(self._secret, aggregate, length=length, what=f"round {round_id} aggregate").decrypt()
-        decrypt_seconds = time.perf_counter() - started
-        for artist in receivers:
-            artist_seconds[artist] += decrypt_seconds
+        plaintext = total.result().decrypt()
+        for artist in committee:
+            artist_seconds[artist] += sum_seconds + time.perf_counter() - started
         self.last_timings = RoundTimings(artist_seconds=artist_seconds, server_seconds=server_seconds)
+        everyone = sum(bytes_up.values())
         return AggregationResult(
-            total=total,
+            total=plaintext,
             contributors=tuple(uploaders),
             dropped=tuple(sorted(drops)),
             bytes_up=bytes_up,
-            bytes_down={a: len(aggregate) for a in receivers},
+            bytes_down={a: everyone - bytes_up[a] if a in committee else 0 for a in receivers},
         )
 
     def _encrypt_and_sum(
         self, inputs: Mapping[str, np.ndarray], length: int, weights: Mapping[str, float] | None, round_id: int
-    ) -> tuple[bytes, dict[str, int], dict[str, float], float]:
-        """Artists encrypt, the server adds each upload as it arrives; returns the serialised aggregate,
-        bytes sent per artist, artist seconds and server seconds."""
+    ) -> tuple[CkksSum, dict[str, int], dict[str, float], float, float]:
+        """Artists encrypt, the server checks each upload against its public context, the committee
+        adds it to its own sum; returns that sum, bytes sent per artist, artist seconds, server
+        seconds and the committee's summing seconds."""
         if weights is not None and set(inputs) - set(weights):
             raise SecureAggregationError(f"round {round_id}: no weight for {sorted(set(inputs) - set(weights))}")
-        server = CkksAggregator(self._server_context, length)
+        total = CkksSum(self._secret, length)
         artist_seconds: dict[str, float] = {}
         bytes_up: dict[str, int] = {}
-        server_seconds = 0.0
+        server_seconds = sum_seconds = 0.0
         for artist, vector in inputs.items():
             started = time.perf_counter()
             upload = encrypt(self._secret, vector).serialize()
             artist_seconds[artist] = time.perf_counter() - started
             bytes_up[artist] = len(upload)
+            what = f"round {round_id} ciphertext of {artist!r}"
             started = time.perf_counter()
-            weight = None if weights is None else weights[artist]
-            server.add(upload, what=f"round {round_id} ciphertext of {artist!r}", weight=weight)
+            EncryptedVector.load(self._server_context, upload, length=length, what=what, fresh=True)
             server_seconds += time.perf_counter() - started
-        started = time.perf_counter()
-        aggregate = server.result().serialize()
-        return aggregate, bytes_up, artist_seconds, server_seconds + time.perf_counter() - started
+            started = time.perf_counter()
+            total.add(upload, what=what, weight=None if weights is None else weights[artist])
+            sum_seconds += time.perf_counter() - started
+        return total, bytes_up, artist_seconds, server_seconds, sum_seconds
 
     def _check_dropouts(self, dropouts: DropoutSchedule | None, round_id: int) -> dict[str, str]:
         drops = dict(dropouts.drops) if dropouts else {}

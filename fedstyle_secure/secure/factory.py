@@ -7,8 +7,9 @@ ignores them).  Mode-specific options:
 * ``ckks``: ``params`` (:class:`CkksParams`), ``secret_context`` / ``server_context``
   (:class:`CkksContext`, e.g. from a key bundle); fresh keys are generated when omitted.
 * ``secagg`` / ``secagg+``: ``threshold``, ``identity_keys`` (artist id -> Ed25519 private
-  key), ``degree`` (SecAgg+ neighbourhood size) and ``seed`` (public graph seed);
-  ``clip_range`` is required and ``max_clients`` defaults to the number of artists.
+  key) and ``degree`` (SecAgg+ neighbourhood size; the graph itself comes from the artists' signed
+  random contributions, never from a seed); ``clip_range`` is required and ``max_clients``
+  defaults to the number of artists.
 
 An option that the mode does not understand is an error, never silently ignored.
 """
@@ -24,8 +25,8 @@ COMMON_OPTIONS = frozenset({"clip_range", "max_clients"})
 MODE_OPTIONS: dict[str, frozenset[str]] = {
     "none": COMMON_OPTIONS,
     "ckks": COMMON_OPTIONS | {"params", "secret_context", "server_context"},
-    "secagg": COMMON_OPTIONS | {"threshold", "identity_keys", "degree", "seed"},
-    "secagg+": COMMON_OPTIONS | {"threshold", "identity_keys", "degree", "seed"},
+    "secagg": COMMON_OPTIONS | {"threshold", "identity_keys", "degree"},
+    "secagg+": COMMON_OPTIONS | {"threshold", "identity_keys", "degree"},
 }
 
 

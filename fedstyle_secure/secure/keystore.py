@@ -147,14 +147,24 @@ def _manifest_bytes(manifest: Mapping[str, object]) -> bytes:
 # --------------------------------------------------------------------------- bundles
 
 
-def bundle_paths(manifest: Mapping[str, object], *, artist: str | None = None, server: bool = False, buyer: str | None = None) -> list[str]:
-    """Relative paths one machine needs: exactly one of ``artist``, ``server`` or ``buyer``."""
-    if sum((artist is not None, server, buyer is not None)) != 1:
-        raise ConfigError("choose exactly one of --artist NAME, --server or --buyer NAME")
+def bundle_paths(
+    manifest: Mapping[str, object],
+    *,
+    artist: str | None = None,
+    server: bool = False,
+    buyer: str | None = None,
+    auditor: bool = False,
+) -> list[str]:
+    """Relative paths one machine needs: exactly one of ``artist``, ``server``, ``buyer`` or ``auditor``
+    (no secret: the CA certificate and every artist's identity public key, for ``fedstyle audit --keys``)."""
+    if sum((artist is not None, server, buyer is not None, auditor)) != 1:
+        raise ConfigError("choose exactly one of --artist NAME, --server, --buyer NAME or --auditor")
     artists = list(manifest["artists"])  # type: ignore[call-overload]
     identities = [identity_public_path(a) for a in artists]
     if server:
         return [CA_CERT, SERVER_CERT, SERVER_KEY, CKKS_PUBLIC, *identities]
+    if auditor:
+        return [CA_CERT, *identities]
     if artist is not None:
         if artist not in artists:
             raise ConfigError(f"artist {artist!r} is not in this key set (artists: {artists})")
@@ -166,16 +176,19 @@ def bundle_paths(manifest: Mapping[str, object], *, artist: str | None = None, s
     return [CA_CERT, client_cert_path(pki.Role.BUYER, buyer), client_key_path(pki.Role.BUYER, buyer)]  # type: ignore[arg-type]
 
 
-def bundle_files(keys_dir: Path, *, artist: str | None = None, server: bool = False, buyer: str | None = None) -> dict[str, bytes]:
+def bundle_files(
+    keys_dir: Path, *, artist: str | None = None, server: bool = False, buyer: str | None = None, auditor: bool = False
+) -> dict[str, bytes]:
     """Read (and integrity-check) the files of one machine's bundle from a full key set."""
     manifest = load_manifest(keys_dir)
-    paths = bundle_paths(manifest, artist=artist, server=server, buyer=buyer)
+    paths = bundle_paths(manifest, artist=artist, server=server, buyer=buyer, auditor=auditor)
     files: dict[str, bytes] = {}
     for relative in paths:
         data = _read(keys_dir / relative)
         _check_integrity(keys_dir, manifest, relative, data)
         files[relative] = data
-    role = {"role": "server"} if server else {"role": "artist", "id": artist} if artist else {"role": "buyer", "id": buyer}
+    role = ({"role": "server"} if server else {"role": "auditor"} if auditor else
+            {"role": "artist", "id": artist} if artist else {"role": "buyer", "id": buyer})
     bundle_manifest = {**manifest, "bundle": role, "files": {p: manifest["files"][p] for p in sorted(paths)}}
     files[MANIFEST] = _manifest_bytes(bundle_manifest)
     return files
@@ -359,6 +372,14 @@ def _check_identity(manifest: Mapping[str, object], artist_id: str, public_key: 
         raise SecureAggregationError(f"{path}: identity key of {artist_id!r} differs from the manifest's fingerprint")
 
 
+def load_identity_keys(keys_dir: Path) -> dict[str, Ed25519PublicKey]:
+    """Every artist's Ed25519 identity public key, in roster order, from a key set or any artist or server
+    bundle (``identity/<id>.pub``), each checked against the manifest's SHA-256 and fingerprint: the
+    keys ``fedstyle audit --keys`` verifies report signatures with."""
+    keys_dir = Path(keys_dir)
+    return _load_identity_publics(keys_dir, load_manifest(keys_dir))
+
+
 def _load_identity_publics(keys_dir: Path, manifest: Mapping[str, object]) -> dict[str, Ed25519PublicKey]:
     """Every artist's identity public key; an extra key for someone not in the manifest is an error."""
     present = sorted(p.stem for p in (keys_dir / IDENTITY_DIR).glob("*.pub"))
@@ -406,7 +427,8 @@ def render_readme(manifest: Mapping[str, object]) -> str:
         f"| `{SERVER_CERT}`, `{SERVER_KEY}` | server (TLS, hosts: {', '.join(manifest['server_hosts'])}) | key: **yes** |",  # type: ignore[arg-type]
         f"| `{CKKS_PUBLIC}` | server (CKKS parameters, no key: can add, cannot decrypt) | no |",
         f"| `{CKKS_SECRET}` | every artist (shared CKKS secret key), never the server | **yes** |",
-        f"| `{IDENTITY_DIR}/<artist>.pub` | server and every artist (verify signed key advertisements) | no |",
+        f"| `{IDENTITY_DIR}/<artist>.pub` | server, every artist and auditors (verify signed key advertisements and "
+        "epsilon reports: `fedstyle keys bundle --auditor`) | no |",
         "| `artists/<artist>/client.crt`, `client.key` | that artist only (TLS client identity) | key: **yes** |",
         "| `artists/<artist>/identity.key` | that artist only (Ed25519 signing key) | **yes** |",
     ]
@@ -431,7 +453,8 @@ def revoke(keys_dir: Path, role: pki.Role, subject_id: str, crl_path: Path, *, n
         raise ConfigError(f"{keys_dir} has no CA key: revoke with the administrator's full key set, not a bundle")
     ca = pki.IssuedCertificate(_load_ca(keys_dir, manifest, now), _load(keys_dir, manifest, CA_KEY, pki.load_tls_private_key_pem))
     certificate = _load(keys_dir, manifest, client_cert_path(role, subject_id), pki.load_certificate_pem)
-    previous = pki.revoked_serials(_read(crl_path), ca.certificate, str(crl_path), now=now) if crl_path.exists() else frozenset()
+    # a stale but CA-signed list still carries its entries forward: re-issuing is how it gets fresh
+    previous = pki.parse_crl(_read(crl_path), ca.certificate, str(crl_path)).serials if crl_path.exists() else set()
     data = pki.build_crl(ca, [certificate], previous=sorted(previous), now=now)
     crl_path.parent.mkdir(parents=True, exist_ok=True)
     crl_path.write_bytes(data)

@@ -6,8 +6,11 @@ raises :class:`SecureAggregationError` *without changing state* if anything is w
 replayed or forged message is refused and the genuine one can still be processed.
 
 Threat model: the server is untrusted for privacy (it relays everything, may drop, replay,
-reorder or tamper with messages and lie about who dropped); the identity public keys of all
-artists reach every artist out of band and authenticate the advertised keys.
+reorder or tamper with messages, lie about who dropped and show different artists different
+participant lists or advertisement sets); the identity public keys of all artists reach every
+artist out of band and authenticate the advertised keys and the survivor-set signatures.  The
+artist reveals no share before the consistency checks of
+:mod:`~fedstyle_secure.secure.masking_consistency` pass.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from fedstyle_secure.errors import SecureAggregationError
 from fedstyle_secure.secure.masking_config import Phase, RoundConfig
+from fedstyle_secure.secure.masking_consistency import (
+    check_survivor_set,
+    signer_shortfall,
+    survivors_from_bitmap,
+    unmask_lists,
+)
 from fedstyle_secure.secure.masking_crypto import (
+    CONTRIBUTION_BYTES,
     open_sealed,
     pairwise_mask_seed,
     private_bytes,
@@ -31,6 +41,9 @@ from fedstyle_secure.secure.masking_crypto import (
     share_associated_data,
     share_ciphers,
     sign_advertisement,
+    sign_survivors,
+    survivors_signature_valid,
+    transcript_digest,
     verify_advertisement,
 )
 from fedstyle_secure.secure.masking_messages import (
@@ -39,6 +52,8 @@ from fedstyle_secure.secure.masking_messages import (
     MaskedInput,
     ShareDelivery,
     ShareKeys,
+    SurvivorSet,
+    SurvivorSignature,
     UnmaskRequest,
     UnmaskResponse,
     decode_share_plaintext,
@@ -73,16 +88,22 @@ class MaskingArtist:
         self._enc_key = X25519PrivateKey.generate()
         self._mask_key = X25519PrivateKey.generate()
         self._self_seed = os.urandom(SEED_BYTES)
+        self._contribution = os.urandom(CONTRIBUTION_BYTES)
+        self._advert: AdvertiseKeys | None = None
+        self._included: frozenset[str] = frozenset()  # artists whose advertisements the transcript holds
         self._peers: dict[str, AdvertiseKeys] = {}
         self._held: dict[str, tuple[bytes, bytes]] = {}  # owner -> (key share, seed share) values
         self._inbound: dict[str, ChaCha20Poly1305] = {}  # peer -> AEAD of shares it sends me
+        self._signed: SurvivorSet | None = None  # the one survivor set this artist signed
 
     # -- helpers ---------------------------------------------------------------------------
 
     def _fail(self, reason: str) -> SecureAggregationError:
         return SecureAggregationError(f"artist {self.artist_id!r}, round {self.config.round_id}: {reason}")
 
-    def _check(self, message: KeyRoster | ShareDelivery | UnmaskRequest, expected: type, phase: Phase) -> None:
+    def _check(
+        self, message: KeyRoster | ShareDelivery | SurvivorSet | UnmaskRequest, expected: type, phase: Phase
+    ) -> None:
         if not isinstance(message, expected):
             raise self._fail(f"expected {expected.__name__}, got {type(message).__name__}")
         if message.round_id != self.config.round_id:
@@ -100,41 +121,56 @@ class MaskingArtist:
     # -- phases ----------------------------------------------------------------------------
 
     def advertise_keys(self) -> AdvertiseKeys:
-        """Phase "advertise": sign and send the two fresh X25519 public keys."""
+        """Phase "advertise": sign and send the two fresh X25519 public keys and a fresh random
+        contribution, bound to this round's configuration digest."""
         if self.phase is not Phase.ADVERTISE:
             raise self._fail("keys were already advertised")
+        rid, digest = self.config.round_id, self.config.digest
         enc, mask = public_bytes(self._enc_key), public_bytes(self._mask_key)
-        signature = sign_advertisement(self._identity_key, self.config.round_id, self.artist_id, enc, mask)
+        signature = sign_advertisement(self._identity_key, rid, digest, self.artist_id, enc, mask, self._contribution)
+        self._advert = AdvertiseKeys(rid, self.artist_id, enc, mask, self._contribution, signature)
         self.phase = Phase.SHARE
-        return AdvertiseKeys(self.config.round_id, self.artist_id, enc, mask, signature)
+        return self._advert
 
-    def share_keys(self, roster: KeyRoster) -> ShareKeys:
-        """Phase "share": verify neighbours' signed keys, then seal Shamir shares of both secrets to each."""
-        self._check(roster, KeyRoster, Phase.SHARE)
-        rid = self.config.round_id
-        neighbours = set(self.config.neighbours[self.artist_id])
+    def _verified_transcript(self, roster: KeyRoster) -> RoundConfig:
+        """Check the key roster (every included advertisement, mine unchanged, all signed for my config)
+        and return my config bound to its transcript, which fixes the SecAgg+ graph."""
         senders = self._unique([a.sender for a in roster.adverts], "key roster")
-        if not senders <= neighbours:
-            raise self._fail(f"key roster lists non-neighbours {sorted(senders - neighbours)}")
-        missing = senders - set(self._identity_publics)
+        strangers = senders - set(self.config.share_x)
+        if strangers:
+            raise self._fail(f"key roster lists artists outside the roster {sorted(strangers)}")
+        missing = senders - set(self._identity_publics) - {self.artist_id}
         if missing:
             raise self._fail(f"no identity public key for {sorted(missing)}")
+        if self._advert not in roster.adverts:
+            raise self._fail("key roster omits or alters my own advertisement")
+        rid, digest = self.config.round_id, self.config.digest
         for advert in roster.adverts:
-            verify_advertisement(
-                self._identity_publics[advert.sender],
-                rid,
-                advert.sender,
-                advert.enc_public,
-                advert.mask_public,
-                advert.signature,
-            )
+            if advert.sender != self.artist_id:
+                verify_advertisement(
+                    self._identity_publics[advert.sender], rid, digest, advert.sender,
+                    advert.enc_public, advert.mask_public, advert.contribution, advert.signature,
+                )
+        ordered = sorted(roster.adverts, key=lambda a: self.config.share_x[a.sender])
+        entries = [(a.sender, a.enc_public, a.mask_public, a.contribution) for a in ordered]
+        transcript = transcript_digest(digest, entries)
+        return self.config.bind(transcript)
+
+    def share_keys(self, roster: KeyRoster) -> ShareKeys:
+        """Phase "share": verify every included signed advertisement, fix the graph from their
+        transcript, then seal Shamir shares of both secrets to each live neighbour."""
+        self._check(roster, KeyRoster, Phase.SHARE)
+        config = self._verified_transcript(roster)
+        rid = config.round_id
+        included = frozenset(a.sender for a in roster.adverts)
+        senders = set(config.neighbours[self.artist_id]) & included
         holders = sorted(senders | {self.artist_id})
-        if len(holders) < self.config.threshold:
-            raise self._fail(f"only {len(holders)} share holders advertised keys, threshold is {self.config.threshold}")
-        xs = [self.config.share_x[h] for h in holders]
-        key_shares = split_secret(private_bytes(self._mask_key), self.config.threshold, xs)
-        seed_shares = split_secret(self._self_seed, self.config.threshold, xs)
-        peers = {a.sender: a for a in roster.adverts}
+        if len(holders) < config.threshold:
+            raise self._fail(f"only {len(holders)} share holders advertised keys, threshold is {config.threshold}")
+        xs = [config.share_x[h] for h in holders]
+        key_shares = split_secret(private_bytes(self._mask_key), config.threshold, xs)
+        seed_shares = split_secret(self._self_seed, config.threshold, xs)
+        peers = {a.sender: a for a in roster.adverts if a.sender in senders}
         sealed, inbound = [], {}
         for holder, key_share, seed_share in zip(holders, key_shares, seed_shares):
             if holder == self.artist_id:
@@ -145,6 +181,7 @@ class MaskingArtist:
                 self._enc_key, peers[holder].enc_public, rid, self.artist_id, holder
             )
             sealed.append((holder, seal(outbound, plaintext, share_associated_data(rid, self.artist_id, holder))))
+        self.config, self._included = config, included
         self._peers, self._inbound, self._held = peers, inbound, {self.artist_id: own}
         self.phase = Phase.MASKED_INPUT
         return ShareKeys(rid, self.artist_id, tuple(sealed))
@@ -174,11 +211,67 @@ class MaskingArtist:
             seed = pairwise_mask_seed(self._mask_key, self._peers[peer].mask_public, rid, self.artist_id, peer)
             masks.add_into(words, seed, mask_sign(self.artist_id, peer))
         self._held.update(held)
-        self.phase = Phase.UNMASK
+        self.phase = Phase.CONSISTENCY
         return MaskedInput(rid, self.artist_id, words)
 
+    def sign_survivors(self, survivors: SurvivorSet) -> SurvivorSignature:
+        """Phase "consistency": sign the survivor set shown (once per session) if it is plausible:
+        it includes me, has >= t members, and >= t of my share holders (see masking_consistency)."""
+        self._check(survivors, SurvivorSet, Phase.CONSISTENCY)
+        members = self._survivors(survivors)
+        try:
+            check_survivor_set(self.config, self.artist_id, set(self._held), self._included, members)
+        except SecureAggregationError as exc:
+            raise self._fail(f"refusing to sign the survivor set: {exc}") from exc
+        transcript = self.config.transcript
+        assert transcript is not None  # bound in share_keys
+        signature = sign_survivors(
+            self._identity_key, self.config.round_id, transcript, survivors.roster_size, survivors.bitmap
+        )
+        self._signed = survivors
+        self.phase = Phase.UNMASK
+        return SurvivorSignature(self.config.round_id, self.artist_id, signature)
+
+    def _survivors(self, survivors: SurvivorSet) -> frozenset[str]:
+        try:
+            return survivors_from_bitmap(self.config.roster, survivors.roster_size, survivors.bitmap)
+        except SecureAggregationError as exc:
+            raise self._fail(str(exc)) from exc
+
+    def _check_signatures(self, signatures: tuple[tuple[str, bytes], ...], members: frozenset[str]) -> None:
+        """Refuse unless every relayed signature is valid on exactly the set I signed, from distinct
+        members of it, and each owner whose shares I hold has >= t signers among its share holders."""
+        signed, transcript = self._signed, self.config.transcript
+        assert signed is not None and transcript is not None
+        signers = self._unique([a for a, _ in signatures], "survivor-set signatures")
+        outsiders = signers - members
+        if outsiders:
+            raise self._fail(f"refusing to unmask: survivor-set signatures from non-members {sorted(outsiders)}")
+        for signer, signature in signatures:
+            public = self._identity_public(signer)
+            if public is None or not survivors_signature_valid(
+                public, self.config.round_id, transcript, signed.roster_size, signed.bitmap, signature
+            ):
+                raise self._fail(
+                    f"refusing to unmask: the survivor-set signature of {signer!r} is not valid on the set I signed "
+                    "(forged, or made for another set, session or round configuration)"
+                )
+        short = signer_shortfall(self.config, self._held, signers | {self.artist_id})  # I signed it too
+        if short:
+            owner, have = next(iter(short.items()))
+            raise self._fail(
+                f"refusing to unmask: only {have} share holders of {owner!r} signed the survivor set, "
+                f"threshold is {self.config.threshold}"
+            )
+
+    def _identity_public(self, artist: str) -> Ed25519PublicKey | None:
+        if artist == self.artist_id:
+            return self._identity_key.public_key()
+        return self._identity_publics.get(artist)
+
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
-        """Phase "unmask": reveal seed shares of survivors and key shares of dropped artists -- never both for one."""
+        """Phase "unmask": after the consistency checks, reveal seed shares of the signed survivors and
+        key shares of the held owners outside the signed set -- never both for one artist."""
         self._check(request, UnmaskRequest, Phase.UNMASK)
         survivors = self._unique(list(request.survivors), "survivor list")
         dropped = self._unique(list(request.dropped), "dropped list")
@@ -190,13 +283,20 @@ class MaskingArtist:
             raise self._fail(
                 "refusing to unmask: the request does not list me as a survivor, but I sent my masked input"
             )
-        unknown = (survivors | dropped) - set(self._held)
-        if unknown:
-            raise self._fail(f"refusing to unmask: I hold no shares of {sorted(unknown)}")
+        assert self._signed is not None
+        members = self._survivors(self._signed)
+        self._check_signatures(request.signatures, members)
+        expected_seeds, expected_keys = unmask_lists(self.artist_id, set(self._held), members)
+        if (tuple(sorted(survivors)), tuple(sorted(dropped))) != (expected_seeds, expected_keys):
+            raise self._fail(
+                f"refusing to unmask: the request (survivors {sorted(survivors)}, dropped {sorted(dropped)}) is "
+                f"not the one the signed survivor set implies (survivors {list(expected_seeds)}, "
+                f"dropped {list(expected_keys)})"
+            )
         self.phase = Phase.DONE
         return UnmaskResponse(
             self.config.round_id,
             self.artist_id,
-            seed_shares=tuple((a, self._held[a][1]) for a in sorted(survivors)),
-            key_shares=tuple((a, self._held[a][0]) for a in sorted(dropped)),
+            seed_shares=tuple((a, self._held[a][1]) for a in expected_seeds),
+            key_shares=tuple((a, self._held[a][0]) for a in expected_keys),
         )

@@ -1,8 +1,14 @@
 """Cryptographic recipes of the pairwise-masking protocol, layered on ``cryptography`` primitives.
 
-* Advertisement signatures: Ed25519 over ``tag || round_id || artist_id || enc_pk || mask_pk``
-  with the artist's long-term identity key, so a server cannot substitute the ephemeral
-  X25519 keys it relays (the identity public keys reach every peer out of band).
+* Advertisement signatures: Ed25519 over ``tag || round_id || config_digest || artist_id || enc_pk
+  || mask_pk || contribution`` with the artist's long-term identity key, so a server cannot
+  substitute the ephemeral X25519 keys or the 32-byte random contribution it relays (the identity
+  public keys reach every peer out of band), nor pass an advertisement made under one round
+  configuration (participant list, layout, threshold) to an artist holding another.
+* Transcript: SHA-256 over the config digest and every included advertisement (roster order);
+  it seeds the SecAgg+ graph and is bound into survivor-set signatures.
+* Survivor-set signatures (consistency phase): Ed25519 over ``tag || round_id || transcript ||
+  u16 n || survivor bitmap`` -- see :mod:`fedstyle_secure.secure.masking_consistency`.
 * Pairwise mask seeds: ``HKDF-SHA256(X25519(mask_sk_u, mask_pk_v), info = tag || round_id ||
   lower_id || higher_id)`` -- identical at both ends of a pair and fresh per round.
 * Share encryption: ChaCha20-Poly1305 under ``HKDF-SHA256(X25519(enc_sk_u, enc_pk_v), info =
@@ -16,7 +22,9 @@ Every failure (bad signature, invalid public key, AEAD tag mismatch) raises
 
 from __future__ import annotations
 
+import hashlib
 import os
+from typing import Sequence
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -26,46 +34,100 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedstyle_secure.errors import SecureAggregationError
-from fedstyle_secure.secure.wire import pack_id, pack_u64
+from fedstyle_secure.secure.wire import pack_id, pack_u16, pack_u64
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
+CONTRIBUTION_BYTES = 32  # fresh OS randomness in every advertisement (seeds the SecAgg+ graph)
 NONCE_BYTES = 12
 AEAD_TAG_BYTES = 16
 
-_ADVERTISE_TAG = b"fedstyle-secagg/v1/advertise"
+_ADVERTISE_TAG = b"fedstyle-secagg/v2/advertise"
+_TRANSCRIPT_TAG = b"fedstyle-secagg/v2/transcript"
+_SURVIVORS_TAG = b"fedstyle-secagg/v2/survivors"
 _MASK_SEED_TAG = b"fedstyle-secagg/v1/pairwise-mask-seed"
 _SHARE_KEY_TAG = b"fedstyle-secagg/v1/share-encryption-key"
 _SHARE_AD_TAG = b"fedstyle-secagg/v1/share"
 
 
-def advertisement_payload(round_id: int, artist_id: str, enc_public: bytes, mask_public: bytes) -> bytes:
-    """The exact bytes an artist signs when advertising its two X25519 public keys."""
-    return _ADVERTISE_TAG + pack_u64(round_id) + pack_id(artist_id) + enc_public + mask_public
+def advertisement_payload(
+    round_id: int, config_digest: bytes, artist_id: str, enc_public: bytes, mask_public: bytes, contribution: bytes
+) -> bytes:
+    """The exact bytes an artist signs when advertising its two X25519 public keys and its contribution."""
+    head = _ADVERTISE_TAG + pack_u64(round_id) + config_digest + pack_id(artist_id)
+    return head + enc_public + mask_public + contribution
 
 
 def sign_advertisement(
-    identity_key: Ed25519PrivateKey, round_id: int, artist_id: str, enc_public: bytes, mask_public: bytes
+    identity_key: Ed25519PrivateKey,
+    round_id: int,
+    config_digest: bytes,
+    artist_id: str,
+    enc_public: bytes,
+    mask_public: bytes,
+    contribution: bytes,
 ) -> bytes:
-    return identity_key.sign(advertisement_payload(round_id, artist_id, enc_public, mask_public))
+    payload = advertisement_payload(round_id, config_digest, artist_id, enc_public, mask_public, contribution)
+    return identity_key.sign(payload)
 
 
 def verify_advertisement(
     identity_public: Ed25519PublicKey,
     round_id: int,
+    config_digest: bytes,
     artist_id: str,
     enc_public: bytes,
     mask_public: bytes,
+    contribution: bytes,
     signature: bytes,
 ) -> None:
-    """Raise unless ``signature`` is ``artist_id``'s identity-key signature of these keys for this round."""
+    """Raise unless ``signature`` is ``artist_id``'s identity-key signature of these keys for this round
+    and this round configuration."""
     try:
-        identity_public.verify(signature, advertisement_payload(round_id, artist_id, enc_public, mask_public))
+        identity_public.verify(
+            signature, advertisement_payload(round_id, config_digest, artist_id, enc_public, mask_public, contribution)
+        )
     except InvalidSignature as exc:
         raise SecureAggregationError(
-            f"round {round_id}: key advertisement of {artist_id!r} is not signed by its identity key "
-            "(unsigned, forged or substituted keys)"
+            f"round {round_id}: key advertisement of {artist_id!r} is not signed by its identity key for this "
+            "round configuration (forged or substituted keys, or a different participant list / round parameters)"
         ) from exc
+
+
+def transcript_digest(config_digest: bytes, adverts: Sequence[tuple[str, bytes, bytes, bytes]]) -> bytes:
+    """SHA-256 over the config digest and the included ``(artist_id, enc_pk, mask_pk, contribution)``
+    advertisements, in the given (roster) order."""
+    digest = hashlib.sha256(_TRANSCRIPT_TAG + config_digest + pack_u16(len(adverts)))
+    for artist_id, enc_public, mask_public, contribution in adverts:
+        digest.update(pack_id(artist_id) + enc_public + mask_public + contribution)
+    return digest.digest()
+
+
+def survivors_payload(round_id: int, transcript: bytes, roster_size: int, bitmap: bytes) -> bytes:
+    """The exact bytes an artist signs in the consistency phase: the survivor set it was shown."""
+    return _SURVIVORS_TAG + pack_u64(round_id) + transcript + pack_u16(roster_size) + bitmap
+
+
+def sign_survivors(
+    identity_key: Ed25519PrivateKey, round_id: int, transcript: bytes, roster_size: int, bitmap: bytes
+) -> bytes:
+    return identity_key.sign(survivors_payload(round_id, transcript, roster_size, bitmap))
+
+
+def survivors_signature_valid(
+    identity_public: Ed25519PublicKey,
+    round_id: int,
+    transcript: bytes,
+    roster_size: int,
+    bitmap: bytes,
+    signature: bytes,
+) -> bool:
+    """Whether ``signature`` is a valid identity-key signature of this survivor set, round and transcript."""
+    try:
+        identity_public.verify(signature, survivors_payload(round_id, transcript, roster_size, bitmap))
+    except InvalidSignature:
+        return False
+    return True
 
 
 def _agree(own: X25519PrivateKey, peer_public: bytes) -> bytes:

@@ -3,7 +3,7 @@
 Every message starts with the same header (integers little-endian)::
 
     magic  b"FSMK"   4 bytes
-    version u8       currently 1
+    version u8       currently 2
     kind    u8       MessageKind
     round   u64      round id
     sender  id       u8 length + UTF-8; length 0 = the server
@@ -11,12 +11,17 @@ Every message starts with the same header (integers little-endian)::
 
 followed by a kind-specific body (``id`` = u8 length + 1..255 UTF-8 bytes)::
 
-    ADVERTISE_KEYS  artist->server  enc_pk[32] mask_pk[32] signature[64]
-    KEY_ROSTER      server->artist  u16 count, count x (id enc_pk[32] mask_pk[32] signature[64])
+    ADVERTISE_KEYS  artist->server  enc_pk[32] mask_pk[32] contribution[32] signature[64]
+    KEY_ROSTER      server->artist  u16 count, count x (id enc_pk[32] mask_pk[32] contribution[32] signature[64])
+                                    (every included advertisement, the receiver's own too)
     SHARE_KEYS      artist->server  u16 count, count x (receiver id, sealed_share[94])
     SHARE_DELIVERY  server->artist  u16 count, count x (sender id, sealed_share[94])
     MASKED_INPUT    artist->server  u32 d, d x u32 masked words
-    UNMASK_REQUEST  server->artist  u16 count, count x survivor id, u16 count, count x dropped id
+    SURVIVOR_SET    server->artist  u16 n, ceil(n/8) bytes: bit i (LSB first) set = roster[i]'s masked
+                                    input arrived; bits past n are zero
+    SURVIVOR_SIGNATURE artist->server  signature[64] over the survivor set (masking_crypto.survivors_payload)
+    UNMASK_REQUEST  server->artist  u16 count, count x survivor id, u16 count, count x dropped id,
+                                    u16 count, count x (signer id, signature[64])
     UNMASK_RESPONSE artist->server  u16 count, count x (survivor id, seed_share[33]),
                                     u16 count, count x (dropped id, key_share[33])
 
@@ -34,7 +39,13 @@ from typing import ClassVar, Sequence, Union
 import numpy as np
 
 from fedstyle_secure.errors import SecureAggregationError
-from fedstyle_secure.secure.masking_crypto import AEAD_TAG_BYTES, NONCE_BYTES, PUBLIC_KEY_BYTES, SIGNATURE_BYTES
+from fedstyle_secure.secure.masking_crypto import (
+    AEAD_TAG_BYTES,
+    CONTRIBUTION_BYTES,
+    NONCE_BYTES,
+    PUBLIC_KEY_BYTES,
+    SIGNATURE_BYTES,
+)
 from fedstyle_secure.secure.shamir import SHARE_VALUE_BYTES
 from fedstyle_secure.secure.wire import (
     ByteReader,
@@ -47,7 +58,7 @@ from fedstyle_secure.secure.wire import (
 )
 
 MAGIC = b"FSMK"
-VERSION = 1
+VERSION = 2
 SERVER = ""  # the server's endpoint name in headers
 SHARE_PLAINTEXT_BYTES = 2 * SHARE_VALUE_BYTES
 SEALED_SHARE_BYTES = NONCE_BYTES + SHARE_PLAINTEXT_BYTES + AEAD_TAG_BYTES
@@ -62,6 +73,8 @@ class MessageKind(enum.IntEnum):
     MASKED_INPUT = 5
     UNMASK_REQUEST = 6
     UNMASK_RESPONSE = 7
+    SURVIVOR_SET = 8
+    SURVIVOR_SIGNATURE = 9
 
 
 def encode_share_plaintext(key_share: bytes, seed_share: bytes) -> bytes:
@@ -166,31 +179,39 @@ class _ToArtist(_Message):
 
 @dataclass(frozen=True)
 class AdvertiseKeys(_FromArtist):
-    """Phase "advertise": an artist's two ephemeral X25519 public keys, signed by its identity key."""
+    """Phase "advertise": an artist's two ephemeral X25519 public keys and a fresh 32-byte random
+    contribution (seeding the SecAgg+ graph), signed by its identity key over the round config."""
 
     KIND: ClassVar[MessageKind] = MessageKind.ADVERTISE_KEYS
     round_id: int
     sender: str
     enc_public: bytes
     mask_public: bytes
+    contribution: bytes
     signature: bytes
 
     def _body(self) -> bytes:
         return (
             _pack_fixed(self.enc_public, PUBLIC_KEY_BYTES, "encryption public key")
             + _pack_fixed(self.mask_public, PUBLIC_KEY_BYTES, "masking public key")
+            + _pack_fixed(self.contribution, CONTRIBUTION_BYTES, "random contribution")
             + _pack_fixed(self.signature, SIGNATURE_BYTES, "signature")
         )
 
     @classmethod
     def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> "AdvertiseKeys":
         enc_public, mask_public = reader.take(PUBLIC_KEY_BYTES), reader.take(PUBLIC_KEY_BYTES)
-        return cls(round_id, artist, enc_public, mask_public, reader.take(SIGNATURE_BYTES))
+        contribution = reader.take(CONTRIBUTION_BYTES)
+        return cls(round_id, artist, enc_public, mask_public, contribution, reader.take(SIGNATURE_BYTES))
 
 
 @dataclass(frozen=True)
 class KeyRoster(_ToArtist):
-    """Server -> artist: the signed advertisements of the artist's live neighbours."""
+    """Server -> artist: every included signed advertisement (the artist's own too), in roster order.
+
+    All of them, not only the neighbours': the artist recomputes the transcript, hence the SecAgg+
+    graph, and verifies every signature, so the server can neither fabricate contributions nor
+    choose the graph."""
 
     KIND: ClassVar[MessageKind] = MessageKind.KEY_ROSTER
     round_id: int
@@ -262,21 +283,71 @@ class MaskedInput(_FromArtist):
 
 
 @dataclass(frozen=True)
+class SurvivorSet(_ToArtist):
+    """Phase "consistency": the survivor set (artists whose masked input arrived) as a roster bitmap."""
+
+    KIND: ClassVar[MessageKind] = MessageKind.SURVIVOR_SET
+    round_id: int
+    receiver: str
+    roster_size: int
+    bitmap: bytes
+
+    def _body(self) -> bytes:
+        check_bitmap(self.roster_size, self.bitmap)
+        return pack_u16(self.roster_size) + self.bitmap
+
+    @classmethod
+    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> "SurvivorSet":
+        size = reader.u16()
+        bitmap = reader.take((size + 7) // 8)
+        check_bitmap(size, bitmap)
+        return cls(round_id, artist, size, bitmap)
+
+
+def check_bitmap(size: int, bitmap: bytes) -> None:
+    """Reject a bitmap of the wrong length or with bits set past ``size`` (one canonical form per set)."""
+    if not 0 <= size <= _MAX_COUNT or len(bitmap) != (size + 7) // 8:
+        raise SecureAggregationError(f"survivor bitmap of {len(bitmap)} bytes does not fit {size} roster entries")
+    if size % 8 and bitmap[-1] >> (size % 8):
+        raise SecureAggregationError("survivor bitmap has bits set past the end of the roster")
+
+
+@dataclass(frozen=True)
+class SurvivorSignature(_FromArtist):
+    """Artist -> server: its identity-key signature of the survivor set it was shown (one per session)."""
+
+    KIND: ClassVar[MessageKind] = MessageKind.SURVIVOR_SIGNATURE
+    round_id: int
+    sender: str
+    signature: bytes
+
+    def _body(self) -> bytes:
+        return _pack_fixed(self.signature, SIGNATURE_BYTES, "signature")
+
+    @classmethod
+    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> "SurvivorSignature":
+        return cls(round_id, artist, reader.take(SIGNATURE_BYTES))
+
+
+@dataclass(frozen=True)
 class UnmaskRequest(_ToArtist):
-    """Phase "unmask": whose self-mask seeds (survivors) and mask keys (dropped) to reveal shares of."""
+    """Phase "unmask": whose self-mask seeds (survivors) and mask keys (dropped) to reveal shares of,
+    with the survivor-set signatures the receiver needs before it reveals anything."""
 
     KIND: ClassVar[MessageKind] = MessageKind.UNMASK_REQUEST
     round_id: int
     receiver: str
     survivors: tuple[str, ...]
     dropped: tuple[str, ...]
+    signatures: tuple[tuple[str, bytes], ...] = ()
 
     def _body(self) -> bytes:
-        return _pack_ids(self.survivors) + _pack_ids(self.dropped)
+        signatures = _pack_entries(self.signatures, SIGNATURE_BYTES, "signature")
+        return _pack_ids(self.survivors) + _pack_ids(self.dropped) + signatures
 
     @classmethod
     def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> "UnmaskRequest":
-        return cls(round_id, artist, _read_ids(reader), _read_ids(reader))
+        return cls(round_id, artist, _read_ids(reader), _read_ids(reader), _read_entries(reader, SIGNATURE_BYTES))
 
 
 @dataclass(frozen=True)
@@ -299,10 +370,16 @@ class UnmaskResponse(_FromArtist):
         return cls(round_id, artist, _read_entries(reader, SHARE_VALUE_BYTES), _read_entries(reader, SHARE_VALUE_BYTES))
 
 
-Message = Union[AdvertiseKeys, KeyRoster, ShareKeys, ShareDelivery, MaskedInput, UnmaskRequest, UnmaskResponse]
+Message = Union[
+    AdvertiseKeys, KeyRoster, ShareKeys, ShareDelivery, MaskedInput, SurvivorSet, SurvivorSignature, UnmaskRequest,
+    UnmaskResponse,
+]
 _BY_KIND: dict[int, type] = {
     cls.KIND: cls
-    for cls in (AdvertiseKeys, KeyRoster, ShareKeys, ShareDelivery, MaskedInput, UnmaskRequest, UnmaskResponse)
+    for cls in (
+        AdvertiseKeys, KeyRoster, ShareKeys, ShareDelivery, MaskedInput, SurvivorSet, SurvivorSignature,
+        UnmaskRequest, UnmaskResponse,
+    )
 }
 
 

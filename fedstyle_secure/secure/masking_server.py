@@ -1,7 +1,8 @@
 """Server-side state machine of pairwise-masking secure aggregation (Bonawitz et al. 2017).
 
-The server routes keys and sealed shares, sums masked inputs modulo 2^32 as they arrive and,
-in the last phase, reconstructs from ``threshold`` shares each survivor's self-mask seed and
+The server routes keys and sealed shares, sums masked inputs modulo 2^32 as they arrive,
+shows every contributor the survivor set and relays their signatures of it (consistency phase),
+and in the last phase reconstructs from ``threshold`` shares each survivor's self-mask seed and
 each dropped artist's mask key to strip the remaining masks.  It learns only the sum.
 
 :meth:`MaskingServer.receive` raises :class:`SecureAggregationError` for a bad message (wrong
@@ -22,9 +23,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fedstyle_secure.errors import SecureAggregationError
 from fedstyle_secure.secure.masking_artist import mask_sign
 from fedstyle_secure.secure.masking_config import Phase, RoundConfig
+from fedstyle_secure.secure.masking_consistency import signer_shortfall, signers_to_relay, survivor_bitmap, unmask_lists
 from fedstyle_secure.secure.masking_crypto import (
     pairwise_mask_seed,
     public_bytes,
+    survivors_signature_valid,
+    transcript_digest,
     verify_advertisement,
     x25519_from_private_bytes,
 )
@@ -34,13 +38,15 @@ from fedstyle_secure.secure.masking_messages import (
     MaskedInput,
     ShareDelivery,
     ShareKeys,
+    SurvivorSet,
+    SurvivorSignature,
     UnmaskRequest,
     UnmaskResponse,
 )
 from fedstyle_secure.secure.prg import MaskGenerator
 from fedstyle_secure.secure.shamir import Share, field_element, reconstruct_secret
 
-ArtistMessage = AdvertiseKeys | ShareKeys | MaskedInput | UnmaskResponse
+ArtistMessage = AdvertiseKeys | ShareKeys | MaskedInput | SurvivorSignature | UnmaskResponse
 
 
 @dataclass(frozen=True)
@@ -63,12 +69,15 @@ class MaskingServer:
         self._shares: dict[str, ShareKeys] = {}
         self._masked_sum = np.zeros(config.vector_length, dtype=np.uint32)
         self._inputs: set[str] = set()
+        self._survivor_bitmap: bytes | None = None  # the survivor set shown to every contributor
+        self._signatures: dict[str, bytes] = {}
         self._requests: dict[str, UnmaskRequest] = {}
         self._responses: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
         self._accept: dict[type, tuple[Phase, Container[str], Callable]] = {
             AdvertiseKeys: (Phase.ADVERTISE, self._adverts, self._accept_advert),
             ShareKeys: (Phase.SHARE, self._shares, self._accept_shares),
             MaskedInput: (Phase.MASKED_INPUT, self._inputs, self._accept_masked_input),
+            SurvivorSignature: (Phase.CONSISTENCY, self._signatures, self._accept_survivor_signature),
             UnmaskResponse: (Phase.UNMASK, self._responses, self._accept_unmask_response),
         }
 
@@ -96,12 +105,14 @@ class MaskingServer:
         survivors, dropped = self._needed_secrets()
         if not survivors:
             raise self._abort("no artist sent a masked input")
-        for owner in sorted(survivors | dropped):
-            have = len(live.intersection(self.config.holders(owner)))
-            if have < self.config.threshold:
-                raise self._abort(
-                    f"only {have} share holders of {owner!r} remain, threshold is {self.config.threshold}"
-                )
+        short = signer_shortfall(self.config, survivors | dropped, live)
+        if short:
+            owner, have = next(iter(short.items()))
+            raise self._abort(f"only {have} share holders of {owner!r} remain, threshold is {self.config.threshold}")
+
+    def _held_by(self, artist: str) -> set[str]:
+        """Owners whose shares ``artist`` holds: itself and its neighbours that shared while it was live."""
+        return {artist} | (set(self.config.neighbours[artist]) & set(self._shares))
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -128,8 +139,8 @@ class MaskingServer:
             if message.sender not in self._identity_publics:
                 raise self._error(f"refusing AdvertiseKeys from {message.sender!r}: no identity public key")
             verify_advertisement(
-                self._identity_publics[message.sender], message.round_id, message.sender,
-                message.enc_public, message.mask_public, message.signature,
+                self._identity_publics[message.sender], message.round_id, self.config.digest, message.sender,
+                message.enc_public, message.mask_public, message.contribution, message.signature,
             )
         self._adverts[message.sender] = message
 
@@ -156,6 +167,20 @@ class MaskingServer:
         np.add(self._masked_sum, message.words, out=self._masked_sum)
         self._inputs.add(message.sender)
 
+    def _accept_survivor_signature(self, message: SurvivorSignature) -> None:
+        if message.sender not in self._inputs:
+            raise self._error(f"refusing SurvivorSignature from {message.sender!r}, whose masked input did not arrive")
+        bitmap, transcript = self._survivor_bitmap, self.config.transcript
+        assert bitmap is not None and transcript is not None
+        if self._identity_publics is not None:
+            public = self._identity_publics.get(message.sender)
+            rid, size, signature = self.config.round_id, len(self.config.roster), message.signature
+            if public is None or not survivors_signature_valid(public, rid, transcript, size, bitmap, signature):
+                raise self._error(
+                    f"refusing SurvivorSignature from {message.sender!r}: not a valid signature of the survivor set"
+                )
+        self._signatures[message.sender] = message.signature
+
     def _accept_unmask_response(self, message: UnmaskResponse) -> None:
         request = self._requests.get(message.sender)
         if request is None:
@@ -171,16 +196,19 @@ class MaskingServer:
     # -- closing phases --------------------------------------------------------------------
 
     def close_advertise(self) -> dict[str, KeyRoster]:
-        """End phase "advertise": send each live artist the signed keys of its live neighbours."""
+        """End phase "advertise": fix the transcript (and the SecAgg+ graph) from the received signed
+        advertisements and send every live artist all of them."""
         self._expect_phase(Phase.ADVERTISE)
         live = set(self._adverts)
         self._require_survivors(live, "advertise")
+        included = tuple(self._adverts[a] for a in self.config.roster if a in live)
+        transcript = transcript_digest(
+            self.config.digest, [(a.sender, a.enc_public, a.mask_public, a.contribution) for a in included]
+        )
+        self.config = self.config.bind(transcript)
         self.phase = Phase.SHARE
         rid = self.config.round_id
-        return {
-            a: KeyRoster(rid, a, tuple(self._adverts[v] for v in self.config.neighbours[a] if v in live))
-            for a in sorted(live)
-        }
+        return {a: KeyRoster(rid, a, included) for a in sorted(live)}
 
     def close_shares(self) -> dict[str, ShareDelivery]:
         """End phase "share": deliver each artist that shared the sealed shares addressed to it."""
@@ -196,21 +224,27 @@ class MaskingServer:
         rid = self.config.round_id
         return {a: ShareDelivery(rid, a, tuple(inbox[a])) for a in sorted(live)}
 
-    def close_masked_inputs(self) -> dict[str, UnmaskRequest]:
-        """End phase "masked_input": ask each contributor for the shares needed to unmask the sum."""
+    def close_masked_inputs(self) -> dict[str, SurvivorSet]:
+        """End phase "masked_input": show every contributor the survivor set, to sign."""
         self._expect_phase(Phase.MASKED_INPUT)
         self._require_recoverable(self._inputs)
-        gone = set(self._shares) - self._inputs
+        roster, rid = self.config.roster, self.config.round_id
+        bitmap = self._survivor_bitmap = survivor_bitmap(roster, self._inputs)
+        self.phase = Phase.CONSISTENCY
+        return {a: SurvivorSet(rid, a, len(roster), bitmap) for a in sorted(self._inputs)}
+
+    def close_consistency(self) -> dict[str, UnmaskRequest]:
+        """End phase "consistency": ask each signer for the shares the signed set implies, relaying the
+        signatures it needs (those of the share holders of every owner whose shares it holds)."""
+        self._expect_phase(Phase.CONSISTENCY)
+        signers = set(self._signatures)
+        self._require_recoverable(signers)
         rid = self.config.round_id
-        self._requests = {
-            a: UnmaskRequest(
-                rid,
-                a,
-                survivors=tuple(h for h in self.config.holders(a) if h in self._inputs),
-                dropped=tuple(v for v in self.config.neighbours[a] if v in gone),
-            )
-            for a in sorted(self._inputs)
-        }
+        for artist in sorted(signers):
+            held = self._held_by(artist)
+            survivors, dropped = unmask_lists(artist, held, self._inputs)
+            relayed = tuple((s, self._signatures[s]) for s in signers_to_relay(self.config, held, signers))
+            self._requests[artist] = UnmaskRequest(rid, artist, survivors, dropped, relayed)
         self.phase = Phase.UNMASK
         return dict(self._requests)
 

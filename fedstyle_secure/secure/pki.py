@@ -352,18 +352,46 @@ def build_crl(
     return builder.sign(ca.private_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
-def revoked_serials(crl_pem: bytes, ca_certificate: x509.Certificate, what: str, *, now: dt.datetime | None = None) -> frozenset[int]:
-    """Serial numbers a CRL revokes, after checking it is signed by the CA and not stale.
+@dataclass(frozen=True)
+class RevocationList:
+    """A CA-verified CRL: the revoked serial numbers and when the list goes stale (UTC)."""
 
-    Fails closed: an unreadable, foreign, tampered or expired CRL raises
-    :class:`SecureAggregationError` rather than revoking nothing.
-    """
+    serials: frozenset[int]
+    next_update: dt.datetime
+
+    def check_fresh(self, what: str, *, now: dt.datetime | None = None) -> None:
+        """Raise :class:`SecureAggregationError` once ``now`` is past ``next_update`` (fail closed:
+        a stale list may miss recent revocations)."""
+        if _utcnow(now) > self.next_update:
+            raise SecureAggregationError(
+                f"{what}: stale since {self.next_update:%Y-%m-%d %H:%M} UTC; re-issue it with `fedstyle keys revoke`"
+            )
+
+
+def parse_crl(crl_pem: bytes, ca_certificate: x509.Certificate, what: str) -> RevocationList:
+    """A CRL after checking it is signed by the CA and says when it goes stale (freshness is
+    :meth:`RevocationList.check_fresh`, to be checked at every use)."""
     try:
         crl = x509.load_pem_x509_crl(crl_pem)
     except ValueError as exc:
         raise SecureAggregationError(f"{what}: not a PEM certificate revocation list ({exc})") from exc
     if crl.issuer != ca_certificate.subject or not crl.is_signature_valid(ca_certificate.public_key()):  # type: ignore[arg-type]
         raise SecureAggregationError(f"{what}: not signed by this key set's CA (tampered or foreign)")
-    if crl.next_update_utc is not None and _utcnow(now) > crl.next_update_utc:
-        raise SecureAggregationError(f"{what}: stale since {crl.next_update_utc:%Y-%m-%d %H:%M} UTC; re-issue it with `fedstyle keys revoke`")
-    return frozenset(entry.serial_number for entry in crl)
+    if crl.next_update_utc is None:
+        raise SecureAggregationError(
+            f"{what}: has no next update time, so its staleness cannot be told; re-issue it with `fedstyle keys revoke`"
+        )
+    return RevocationList(frozenset(entry.serial_number for entry in crl), crl.next_update_utc)
+
+
+def revoked_serials(
+    crl_pem: bytes, ca_certificate: x509.Certificate, what: str, *, now: dt.datetime | None = None
+) -> frozenset[int]:
+    """Serial numbers a CRL revokes, after checking it is signed by the CA and not stale.
+
+    Fails closed: an unreadable, foreign, tampered or expired CRL raises
+    :class:`SecureAggregationError` rather than revoking nothing.
+    """
+    crl = parse_crl(crl_pem, ca_certificate, what)
+    crl.check_fresh(what, now=now)
+    return crl.serials

@@ -2,14 +2,13 @@
 
 :class:`MaskedSummation` implements :class:`~fedstyle_secure.secure.api.SecureSummation`
 by running one :class:`MaskingServer` and one :class:`MaskingArtist` per input through all
-four phases, serialising every message to bytes and parsing it back (so byte counts are the
+five phases, serialising every message to bytes and parsing it back (so byte counts are the
 real wire sizes).  :class:`InProcessRound` is the reusable loop; tests and simulations can
 pass an ``intercept`` hook that plays a malicious network/server (tamper, replay, drop).
 """
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
@@ -59,7 +58,7 @@ class RoundRecord:
 
 
 class InProcessRound:
-    """Drive one server and its artists through the four phases, honouring a dropout schedule.
+    """Drive one server and its artists through the five phases, honouring a dropout schedule.
 
     An artist that refuses every message of a phase (or whose message the server refused)
     stops participating, exactly like a dropout.  Server aborts propagate as
@@ -93,7 +92,8 @@ class InProcessRound:
                 self.server.close_shares,
                 lambda artist, m: artist.masked_input(m, inputs[artist.artist_id]),
             ),
-            (Phase.UNMASK, self.server.close_masked_inputs, lambda artist, m: artist.unmask(m)),
+            (Phase.CONSISTENCY, self.server.close_masked_inputs, lambda artist, m: artist.sign_survivors(m)),
+            (Phase.UNMASK, self.server.close_consistency, lambda artist, m: artist.unmask(m)),
         ]
         for phase, close_previous, respond in steps:
             outgoing = close_previous()
@@ -144,8 +144,8 @@ class MaskedSummation:
     ``clip_range``/``max_clients``: fixed-point codec (inputs outside the range are refused).
     ``identity_keys``: each artist's long-term Ed25519 key; ephemeral ones are generated (and
     kept for this object's lifetime) for artists without one.  ``degree``: SecAgg+
-    neighbourhood size (default: smallest even k >= 2*ceil(log2 n)).  ``seed``: public seed of
-    the SecAgg+ graph (random if omitted); it never influences secret key material.
+    neighbourhood size (default: smallest even k >= 2*ceil(log2 n)).  The SecAgg+ graph is not a
+    parameter: it is fixed by the artists' signed random contributions (see ``RoundConfig.bind``).
     """
 
     def __init__(
@@ -157,7 +157,6 @@ class MaskedSummation:
         threshold: float | int = DEFAULT_THRESHOLD,
         identity_keys: Mapping[str, Ed25519PrivateKey] | None = None,
         degree: int | None = None,
-        seed: int | bytes | None = None,
     ) -> None:
         if mode not in MASKING_MODES:
             raise ConfigError(f"masking mode must be one of {MASKING_MODES}, got {mode!r}")
@@ -167,13 +166,11 @@ class MaskedSummation:
         self.degree = degree
         self._identity_keys = dict(identity_keys or {})
         self._generate_missing_keys = identity_keys is None
-        if isinstance(seed, int):
-            seed = seed.to_bytes(16, "little", signed=True)
-        self._session_seed = os.urandom(16) if seed is None else seed
 
     def round_config(self, roster: Sequence[str], *, round_id: int, vector_length: int) -> RoundConfig:
-        """The public parameters of one round (graph, threshold, codec); equal for every party
-        that builds this summation with the same mode, options and seed."""
+        """The public parameters of one round (threshold, codec, degree); equal for every party that
+        builds this summation with the same mode and options.  Unbound: the SecAgg+ graph is fixed
+        by the key advertisements (``RoundConfig.bind``)."""
         return RoundConfig.create(
             mode=self.mode,
             round_id=round_id,
@@ -181,7 +178,6 @@ class MaskedSummation:
             vector_length=vector_length,
             codec=self.codec,
             threshold=self.threshold,
-            session_seed=self._session_seed,
             degree=self.degree,
         )
 

@@ -23,6 +23,7 @@ from fedstyle_secure.models.embed import normalise_rows
 from fedstyle_secure.privacy.accounting import ACCOUNTANTS
 from fedstyle_secure.privacy.calibration import calibrate_noise_multiplier, default_delta, validate_delta
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mechanism
+from fedstyle_secure.privacy.noise import NoiseSource
 
 PRIVATE_LAYERS: tuple[str, ...] = ("last", "all")
 """What DP-SGD updates.  ``last`` (default): the encoder's final layer ``fc2`` and the artist
@@ -48,11 +49,14 @@ PROTOTYPE_RELEASE = "style-prototype-sums"
 PROTOTYPE_SENSITIVITY = 1.0  # L2: one artwork adds one unit-norm embedding to its artist's sum
 
 
-def release_prototype_sums(sums: np.ndarray, sigma: float | None, rng: np.random.Generator) -> np.ndarray:
+def release_prototype_sums(sums: np.ndarray, sigma: float | None, noise: NoiseSource) -> np.ndarray:
     """The Gaussian mechanism on per-artist sums of unit embeddings ``(A, D)`` (L2 sensitivity
-    :data:`PROTOTYPE_SENSITIVITY` per artwork): ``sums + N(0, sigma^2)`` per coordinate, returned
+    :data:`PROTOTYPE_SENSITIVITY` per artwork): ``sums + N(0, sigma^2)`` per coordinate, the noise
+    drawn from ``noise`` (privacy-relevant: an OS-keyed CSPRNG outside research runs), returned
     as unit directions.  ``sigma=None``: no noise (non-private)."""
-    return normalise_rows(sums if sigma is None else sums + rng.normal(0.0, sigma, size=sums.shape))
+    if sigma is None:
+        return normalise_rows(sums)
+    return normalise_rows(np.asarray(sums, dtype=np.float64) + noise.gaussian_array(sigma, sums.shape))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,10 @@ FedProx's data-independent proximal gradient) is computed with Opacus's hooks di
 *after* the private gradient has been clipped, noised and averaged.  This is post-processing of
 the DP gradient plus a data-independent term, so it costs no privacy and cannot change the
 clipping or the noise scale.
+
+Randomness: the Gaussian noise of every step and the Poisson batches are drawn from a
+:class:`~fedstyle_secure.privacy.noise.NoiseSource` (:mod:`fedstyle_secure.training.dp_noise`), never
+from torch's generators, which the public plan seed makes predictable.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from typing import Iterator
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from fedstyle_secure.errors import PrivacyError
+from fedstyle_secure.privacy.noise import NoiseSource
 from fedstyle_secure.training.dp import PRIVATE_LAYERS, DpPlan
 
 
@@ -83,7 +88,7 @@ class PrivateTraining:
 
     module: nn.Module  # GradSampleModule(FastGradientClipping) wrapping the client's model
     optimizer: torch.optim.Optimizer  # DPOptimizer(FastGradientClipping)
-    loader: DataLoader  # yields (indices,) with Poisson-sampled, variable-size batches
+    loader: DataLoader  # yields (B,) index tensors: Poisson-sampled, variable-size, possibly empty batches
     criterion: nn.Module | None = None  # Opacus's ghost-clipping loss wrapper; None for hooks
 
     def backward(self, per_artwork: torch.Tensor) -> None:
@@ -105,62 +110,58 @@ class PrivateTraining:
 
 
 log = logging.getLogger(__name__)
-_warned_insecure_rng = False
+_logged_noise_sources: set[str] = set()
 
 
 @contextmanager
-def known_opacus_warnings_handled() -> Iterator[None]:
+def known_opacus_warnings_handled(noise: NoiseSource) -> Iterator[None]:
     """Silence two warnings that fire on every private step, after saying once what they mean.
 
-    * "Secure RNG turned off": the DP noise comes from torch's default generator, not a CSPRNG
-      (Opacus's ``secure_mode`` needs ``torchcsprng``, which has no build for this torch).  The
-      accounting is unaffected; an attacker who can predict the PRNG state could subtract the
-      noise.  Logged once per process instead of once per round.
+    * "Secure RNG turned off": Opacus's own ``secure_mode`` (``torchcsprng``) is off because Opacus
+      draws nothing here: the noise and the Poisson batches come from ``noise``
+      (:mod:`fedstyle_secure.training.dp_noise`), whose name is logged once per process -- as a
+      warning when it is not a CSPRNG (then the DP guarantee does not hold).
     * "Full backward hook is firing ... no inputs require gradients": the head's inputs are
       cached (frozen) backbone features, so there is no input gradient; per-sample gradients of
       the head's parameters are still computed (checked by the DP tests).
     """
-    global _warned_insecure_rng
-    if not _warned_insecure_rng:
-        log.info("DP noise is drawn from torch's default PRNG, not a CSPRNG (Opacus secure_mode unavailable)")
-        _warned_insecure_rng = True
+    if noise.name not in _logged_noise_sources:
+        _logged_noise_sources.add(noise.name)
+        if noise.secure:
+            log.info("DP noise and Poisson sampling draw from %s", noise.name)
+        else:
+            log.warning("DP noise and Poisson sampling draw from %s: predictable, the DP guarantee does NOT hold",
+                        noise.name)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         yield
 
 
-def opacus_batch_size(dataset_size: int, sample_rate: float) -> int:
-    """The loader batch size from which Opacus derives exactly ``sample_rate``.
-
-    Opacus sets the Poisson rate to ``1 / len(loader) = 1 / ceil(n / b)``.  Every planned
-    rate is ``1 / s`` with ``s = ceil(n / b0)`` for some ``b0``, and then ``b = ceil(n / s)``
-    gives ``ceil(n / b) = s`` again, whereas ``round(q * n)`` can miss it (n=10, q=1/4).
-    """
-    steps = max(1, round(1.0 / sample_rate))
-    return max(1, -(-dataset_size // steps))
-
-
 def make_private(
-    model: nn.Module, optimizer: torch.optim.Optimizer, dataset_size: int, plan: DpPlan, seed: int, clipping: str = "ghost"
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    dataset_size: int,
+    plan: DpPlan,
+    noise: NoiseSource,
+    clipping: str = "ghost",
 ) -> PrivateTraining:
-    """Wrap ``model``/``optimizer`` with Opacus's PrivacyEngine: per-artwork clipping to
-    ``plan.clip_norm`` (``clipping``, see :data:`CLIPPING_MODES`), noise multiplier
-    ``plan.noise_multiplier``, Poisson sampling."""
-    from opacus import PrivacyEngine
+    """Wrap ``model``/``optimizer`` with Opacus: per-artwork clipping to ``plan.clip_norm``
+    (``clipping``, see :data:`CLIPPING_MODES`), Gaussian noise of multiplier ``plan.noise_multiplier``
+    and Poisson sampling at ``plan.sample_rate``, both drawn from ``noise`` (privacy-relevant: use a
+    :class:`~fedstyle_secure.privacy.noise.CsprngNoise` outside research runs)."""
+    from fedstyle_secure.training.dp_noise import NoiseSourcePrivacyEngine, poisson_loader
 
     if clipping not in CLIPPING_MODES:
         raise PrivacyError(f"clipping must be one of {', '.join(CLIPPING_MODES)}, got {clipping!r}")
-    loader = DataLoader(
-        TensorDataset(torch.arange(dataset_size)),
-        batch_size=opacus_batch_size(dataset_size, plan.sample_rate),
-        generator=torch.Generator().manual_seed(seed),
-    )
-    engine = PrivacyEngine(accountant="prv")  # the project's own ledger is authoritative
+    steps = max(1, round(1.0 / plan.sample_rate))
+    if abs(1.0 / steps - plan.sample_rate) > 1e-12:  # Opacus reads the rate as 1 / len(loader)
+        raise PrivacyError(f"planned sample rate {plan.sample_rate:.6g} is not 1 / (steps per epoch)")
+    engine = NoiseSourcePrivacyEngine(noise, accountant="prv")  # the project's own ledger is authoritative
     wrapped = engine.make_private(
         module=model,
         optimizer=optimizer,
-        data_loader=loader,
+        data_loader=poisson_loader(dataset_size, plan.sample_rate, steps, noise),
         noise_multiplier=plan.noise_multiplier,
         max_grad_norm=plan.clip_norm,
         poisson_sampling=True,
@@ -169,12 +170,6 @@ def make_private(
     )
     if clipping == "ghost":  # Opacus also returns the criterion that runs the two backward passes
         module, dp_optimizer, criterion, dp_loader = wrapped
-        private = PrivateTraining(module, dp_optimizer, dp_loader, criterion)
-    else:
-        module, dp_optimizer, dp_loader = wrapped
-        private = PrivateTraining(module, dp_optimizer, dp_loader)
-    expected = 1.0 / len(loader)
-    if abs(expected - plan.sample_rate) > 1e-12:
-        private.close()
-        raise PrivacyError(f"Opacus sample rate {expected:.6g} differs from the planned {plan.sample_rate:.6g}")
-    return private
+        return PrivateTraining(module, dp_optimizer, dp_loader, criterion)
+    module, dp_optimizer, dp_loader = wrapped
+    return PrivateTraining(module, dp_optimizer, dp_loader)

@@ -21,6 +21,7 @@ from torch import nn
 from fedstyle_secure.models.embed import embed
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import trainable_parameters
+from fedstyle_secure.privacy.noise import CsprngNoise, NoiseSource
 from fedstyle_secure.training.dp import DpPlan
 from fedstyle_secure.training.dp_sgd import (
     PrivateTraining,
@@ -198,8 +199,10 @@ def _add_non_private_gradient(private: PrivateTraining, params: list[torch.Tenso
 
 
 def _batches(n: int, cfg: LocalConfig, rng: np.random.Generator, private: PrivateTraining | None):
+    """Index batches of one epoch: under DP Poisson-sampled from the noise source (privacy-relevant),
+    otherwise a permutation from the seeded ``rng`` (not privacy-relevant)."""
     if private is not None:
-        for (indices,) in private.loader:  # Poisson sampling: variable, possibly empty batches
+        for indices in private.loader:  # Poisson sampling: variable, possibly empty batches
             yield indices.numpy()
         return
     order = rng.permutation(n)
@@ -215,26 +218,33 @@ def train_local(
     cfg: LocalConfig,
     rng: np.random.Generator,
     dp: DpPlan | None = None,
+    noise: NoiseSource | None = None,
 ) -> LocalResult:
     """Run ``cfg.epochs`` epochs of Adam on ``objective`` over the client's private artworks;
     with ``dp``, each epoch is one pass of Opacus DP-SGD with Poisson sampling over the
-    parameters ``dp.private_layers`` selects (the others stay as they are)."""
+    parameters ``dp.private_layers`` selects (the others stay as they are).
+
+    ``rng`` (seeded) picks augmented views and public images, which DP does not rest on; the DP
+    noise and Poisson batches come from ``noise`` (default: a fresh OS-keyed CSPRNG; a seeded
+    source only for research runs)."""
     if dp is None:
-        return _train_epochs(model, data, ctx, objective, cfg, rng, None)
+        return _train_epochs(model, data, ctx, objective, cfg, rng, None, None)
+    noise = CsprngNoise() if noise is None else noise
     private = privately_trained_parameters(model, dp.private_layers)
     if ctx.anchor is not None:  # FedProx's anchor follows the parameters actually trained
         kept = {id(p) for p in private}
         ctx = replace(ctx, anchor=[a for p, a in zip(trainable_parameters(model), ctx.anchor) if id(p) in kept])
-    with known_opacus_warnings_handled(), only_trainable(model, private):
-        return _train_epochs(model, data, ctx, objective, cfg, rng, dp)
+    with known_opacus_warnings_handled(noise), only_trainable(model, private):
+        return _train_epochs(model, data, ctx, objective, cfg, rng, dp, noise)
 
 
 def _train_epochs(
-    model: nn.Module, data: LocalData, ctx: RoundContext, objective: str, cfg: LocalConfig, rng: np.random.Generator, dp: DpPlan | None
+    model: nn.Module, data: LocalData, ctx: RoundContext, objective: str, cfg: LocalConfig, rng: np.random.Generator,
+    dp: DpPlan | None, noise: NoiseSource | None,
 ) -> LocalResult:
     params = trainable_parameters(model)
     optimiser = torch.optim.SGD(params, lr=cfg.lr) if cfg.optimizer == "sgd" else torch.optim.Adam(params, lr=cfg.lr)
-    private = make_private(model, optimiser, len(data), dp, int(rng.integers(2**31))) if dp else None
+    private = make_private(model, optimiser, len(data), dp, noise) if dp is not None and noise is not None else None
     net = private.module if private else model
     result = LocalResult()
     labels_all = torch.from_numpy(data.labels)

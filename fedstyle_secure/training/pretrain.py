@@ -106,7 +106,8 @@ def make_initial_model(
     """The model every party starts from: :func:`make_model` with torch seeded by ``seed``, then
     ``pretrain_steps`` steps of public warm start (0: none), reused from ``cache`` when it was
     computed before (it depends on public inputs only).  Shared by the simulator and the artist
-    process so both start identically."""
+    process so both start identically.  Seeding torch's global generator with the (public) seed makes
+    initialisation and later dropout public draws; no DP draw uses it (see ``privacy/noise.py``)."""
     torch.manual_seed(seed)
     model = make_model(config, bank, public, n_classes)
     if pretrain_steps <= 0:

@@ -7,33 +7,31 @@ Data never leaves this process except as the protected round contribution (plain
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 import grpc
 import numpy as np
 
-from fedstyle_secure.data.images import content_key, load_image_folder
+from fedstyle_secure.data.images import load_image_folder
+from fedstyle_secure.data.public import public_set_from_name
 from fedstyle_secure.errors import ConfigError, DataError, TransportError
 from fedstyle_secure.federation.client import Broadcast, Publication, StyleClient
-from fedstyle_secure.data.public import public_set_from_name
-from fedstyle_secure.federation.dataset import load_public_images
-from fedstyle_secure.federation.packing import Layout, pack
+from fedstyle_secure.federation.packing import Layout, pack_as
+from fedstyle_secure.federation.round_layout import round_layout
 from fedstyle_secure.federation.strategy import algorithm_spec
-from fedstyle_secure.federation.privacy_plan import encoder_config_for
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, build_input_bank, default_cache_dir
-from fedstyle_secure.secure.ckks import EncryptedVector, encrypt
+from fedstyle_secure.privacy.noise import CsprngNoise
 from fedstyle_secure.secure.keystore import ArtistKeys
 from fedstyle_secure.training.local import LocalConfig, LocalData
-from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model, warm_start_cache
 from fedstyle_secure.transport.artist_privacy import ArtistPrivacy
 from fedstyle_secure.transport.channel import ArtistSession, open_channel
+from fedstyle_secure.transport.ckks_client import CkksClient, Send, contribute_step, decrypt_step
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.dp_config import announced_dp
+from fedstyle_secure.transport.federation_model import public_bank, starting_model
 from fedstyle_secure.transport.masking_client import MaskingClient, masking_step
 from fedstyle_secure.transport.masking_session import MASKING_PHASES
 from fedstyle_secure.transport.wire import pb
@@ -46,7 +44,11 @@ SKIPPABLE = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED, grpc.
 
 
 def build_style_client(config: ClientConfig, artist_id: str, roster: tuple[str, ...], plan: pb.RoundPlan) -> StyleClient:
-    """The artist's StyleClient, built the way :func:`prepare_federation` builds a simulated one."""
+    """The artist's StyleClient, built the way :func:`prepare_federation` builds a simulated one.
+
+    Its DP draws come from a fresh :class:`CsprngNoise` keyed by this process's OS entropy, never from a
+    seeded source: the server picks the plan seed and roster rows are public.  After a restart the
+    artist gets a new one (the key is never stored): what was released is resent, never recomputed."""
     artworks, _ = load_image_folder(config.data, min_artists=1)
     try:
         public_set = public_set_from_name(plan.public_set.name)
@@ -56,20 +58,17 @@ def build_style_client(config: ClientConfig, artist_id: str, roster: tuple[str, 
         raise ConfigError(f"client.data: {config.data} must hold exactly one artist's folder, found {list(artworks.artists)}")
     cache = config.cache_dir or default_cache_dir()
     bank = build_input_bank(artworks.images, artworks.keys, DEFAULT_BACKBONE, DEFAULT_VIEWS, seed=0, cache_dir=cache)
-    public_images = load_public_images(None, public_set)
-    public = build_input_bank(public_images, [content_key(p) for p in public_images], DEFAULT_BACKBONE, DEFAULT_VIEWS, seed=0, cache_dir=cache)
+    public = public_bank(cache, public_set)
     spec = algorithm_spec(plan.algorithm)
     announced = announced_dp(plan)
-    encoder = dataclasses.replace(encoder_config_for(None if announced is None else announced[0]), embedding_dim=plan.embedding_dim)
-    model = make_initial_model(  # every artist starts from the same model, as in the simulator
-        encoder, bank, public, len(roster) if spec.needs_classifier else None,
-        seed=plan.seed, pretrain_steps=default_pretrain_steps(plan.HasField("dp")), cache=warm_start_cache(cache),
-    )
+    # every artist starts from the same model as the server and the simulator (encoder from the announced plan)
+    dp = None if announced is None else announced[0]
+    model = starting_model(spec, plan.embedding_dim, len(roster), plan.seed, dp, bank, public, cache)
     row = roster.index(artist_id)
-    return StyleClient(
+    return StyleClient(  # rng: view / public-image choice only (public seed is fine); DP draws: the OS-keyed CSPRNG
         client_id=artist_id, data=LocalData(bank=bank, labels=np.full(len(bank), row)), spec=spec, model=model,
         config=LocalConfig(epochs=config.epochs, batch_size=config.batch_size), public_inputs=public.originals(),
-        n_artists=len(roster), rng=np.random.default_rng([plan.seed, row]),
+        n_artists=len(roster), rng=np.random.default_rng([plan.seed, row]), noise=CsprngNoise(),
     )
 
 
@@ -83,13 +82,15 @@ class ArtistRunner:
     standardised: bool = False
     done: tuple[int, str] = (0, "")
     done_attempt: int = 0  # attempt of the plan in ``done`` (a retried phase is acted on again)
-    sent: dict[tuple[int, str, int], Callable[[ArtistSession], object]] = field(default_factory=dict)
+    sent: dict[tuple[int, str, int, int], Send] = field(default_factory=dict)
     masking: MaskingClient | None = None
+    ckks: CkksClient | None = None
     privacy: ArtistPrivacy | None = None  # DP budget gate, durable ledger/results, reports (None: no DP)
 
     def act(self, session: ArtistSession, plan: pb.RoundPlan) -> None:
         """Send this plan's submission; after a reconnect the same (round, phase) resends the
-        cached submission (fresh nonce) instead of training or releasing again."""
+        cached submission (fresh nonce) instead of training or releasing again.  A CKKS decryption
+        is redone for each attempt: every attempt's contribution set is checked anew."""
         if self.client is None:
             self.client = build_style_client(self.config, session.artist_id, session.roster, plan)
             self.privacy = ArtistPrivacy.open(self.config, self.keys, self.client, plan)
@@ -97,30 +98,44 @@ class ArtistRunner:
             return
         if self.privacy is not None and not self.privacy.admit(session, plan):
             return  # retired (the server was told why) or sitting out a phase it must not be charged for
-        key = (plan.round_id, plan.phase, plan.masking.session_id)  # session_id 0 outside masking phases
+        attempt = plan.attempt if plan.phase == "decrypt" else 0
+        key = (plan.round_id, plan.phase, plan.masking.session_id, attempt)  # session_id 0 outside masking phases
         if key not in self.sent:
             self.sent = {key: self._prepare(session, plan)}  # only the latest is ever resent
-        self.sent[key](session)
+        self.sent[key](session, plan)
 
-    def _prepare(self, session: ArtistSession, plan: pb.RoundPlan) -> Callable[[ArtistSession], object]:
+    def _prepare(self, session: ArtistSession, plan: pb.RoundPlan) -> Send:
         """Do the round's local work once; return how to send its result."""
         client, round_id, r = self.client, plan.round_id, plan.round_id - 1  # r: the simulator's round index
         assert client is not None
         if plan.phase == "publish":
             publication = self._publication(session, plan)
-            return lambda s: s.publish(round_id, publication)
+            return lambda s, p: s.publish(round_id, publication)
         if plan.phase == "contribute":
-            kind, payload, layout = self._protect(plan.secure_mode, self._local_arrays(session, plan))
-            return lambda s: s.upload(round_id, kind, payload, layout)
+            vector, layout = self._packed(session, plan)
+            if plan.secure_mode == "ckks":  # encrypted and signed, see ckks_client
+                return contribute_step(self._ckks(), round_id, vector, layout)
+            payload = np.asarray(vector, dtype="<f8").tobytes()
+            return lambda s, p: s.upload(round_id, pb.PAYLOAD_KIND_PLAIN_VECTOR, payload, layout)
         if plan.phase in MASKING_PHASES:  # secagg / secagg+: the contribution is masked, see masking_client
             if self.masking is None:
                 self.masking = MaskingClient(self.keys.artist_id, self.keys.identity_key, self.keys.identity_public_keys)
-            return masking_step(self.masking, session, plan, lambda: pack(self._local_arrays(session, plan)))
-        if plan.phase == "decrypt":
-            total = EncryptedVector.load(self.keys.ckks, session.aggregate(round_id), what=f"round {round_id} aggregate").decrypt()
-            payload = np.asarray(total, dtype="<f8").tobytes()
-            return lambda s: s.upload(round_id, pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE, payload)
+            step = masking_step(self.masking, session, plan, lambda: self._packed(session, plan))
+            return lambda s, p: step(s)
+        if plan.phase == "decrypt":  # CKKS: only a committee member decrypts, and only a sum it checked
+            return decrypt_step(self._ckks(), session, plan)
         raise TransportError(f"round {round_id}: unknown phase {plan.phase!r} (is this client older than the server?)")
+
+    def _packed(self, session: ArtistSession, plan: pb.RoundPlan) -> tuple[np.ndarray, Layout]:
+        """The round's contribution packed in the layout the plan prescribes (the server computes
+        the same layout and refuses any other)."""
+        assert self.client is not None
+        kinds = {pb.ROUND_KIND_SETUP: "setup", pb.ROUND_KIND_TRAIN: "train", pb.ROUND_KIND_FINAL: "final"}
+        layout = round_layout(self.client.spec, self.client.shape(), kinds[plan.kind])
+        if layout is None:
+            raise TransportError(f"round {plan.round_id}: algorithm {plan.algorithm!r} sums nothing, "
+                                 "yet the server asks for a contribution")
+        return pack_as(self._local_arrays(session, plan), layout), layout
 
     def _local_arrays(self, session: ArtistSession, plan: pb.RoundPlan) -> dict[str, np.ndarray]:
         """The round's named arrays to sum: feature moments (set-up round) or a local fit's contribution."""
@@ -146,11 +161,10 @@ class ArtistRunner:
             self.standardised = True
         return broadcast
 
-    def _protect(self, secure_mode: str, arrays: dict[str, np.ndarray]) -> tuple[int, bytes, Layout]:
-        vector, layout = pack(arrays)
-        if secure_mode == "ckks":
-            return pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, encrypt(self.keys.ckks, vector).serialize(), layout
-        return pb.PAYLOAD_KIND_PLAIN_VECTOR, np.asarray(vector, dtype="<f8").tobytes(), layout
+    def _ckks(self) -> CkksClient:
+        if self.ckks is None:
+            self.ckks = CkksClient(self.keys, min_quorum=self.config.min_quorum)
+        return self.ckks
 
     def run_session(self, session: ArtistSession, stop: threading.Event) -> pb.RoundPlan:
         """Follow plans until the run finishes; returns the final plan."""

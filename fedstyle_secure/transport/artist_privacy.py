@@ -40,7 +40,8 @@ final ``publish``), the artist signs a report of its ledger with its identity ke
 simulator's :class:`~fedstyle_secure.federation.reporting.ReportWriter`), keeps it in its
 ``reports_dir`` and uploads it.  Report rounds are the DP plan's: ``r = round_id - 1``, the
 final publication is ``r = total_rounds``, like a simulated run.  Reports are append-only, so
-after a restart the stored file is re-uploaded, never re-signed.
+after a restart the stored file is re-uploaded, never re-signed.  The upload is the redacted
+report: the opening of the dataset-size commitment stays in the artist's copy.
 
 Threat model: the server coordinates but is not trusted with the artists' privacy -- an
 artist's budget is enforced on the artist's machine; the state directory is as private as the
@@ -69,7 +70,9 @@ from fedstyle_secure.federation.reporting import ReportWriter
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.calibration import validate_delta
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mechanism
+from fedstyle_secure.privacy.jsonio import read_json
 from fedstyle_secure.privacy.report_store import report_path
+from fedstyle_secure.privacy.reports import canonical_json, redacted_report
 from fedstyle_secure.secure.keystore import ArtistKeys
 from fedstyle_secure.training.dp import DpConfig, DpPlan
 from fedstyle_secure.transport.artist_state import STATE_FILE, ArtistSnapshot, ArtistStateStore, CachedResult
@@ -309,7 +312,8 @@ class ArtistPrivacy:
             raise PrivacyError(f"report of round {r} requested after later charges (latest {self._latest_charged_round()})")
         path = report_path(self.writer.dir, self.keys.artist_id, r)
         if not path.exists():
-            self.writer.write(self.keys.artist_id, self.ledger, r)
+            self.writer.write(self.keys.artist_id, self.ledger, r, noise_source=self.client.noise.name,
+                              final_round=self.plan.final_round)
             log.info("%s: epsilon %.4g of %.4g after round %d", self.keys.artist_id, self.ledger.epsilon_spent, self.ledger.budget.epsilon, r)
         self.upload_pending(session)
         return path
@@ -324,7 +328,7 @@ class ArtistPrivacy:
             if r in self.uploaded:
                 continue
             try:
-                session.report(r, path.read_bytes())
+                session.report(r, canonical_json(redacted_report(read_json(path))))  # n stays here
             except grpc.RpcError as exc:
                 if exc.code() not in REPORT_REFUSALS:
                     raise  # connection trouble: the reconnect loop retries

@@ -14,11 +14,19 @@ What is kept (see :mod:`.artist_privacy` for why):
 * ``results`` -- what the artist computed in the phases of the latest round it acted in
   (its noised prototype publication, its packed contribution vector), to resend unchanged;
 * ``own`` -- its latest published prototypes (they enter its own training context);
-* ``rng`` -- the NumPy generator state, ``retired`` reason, ``uploaded`` report rounds and the
-  ``plan`` it calibrated (to detect a changed federation plan after a restart).
+* ``rng`` -- the state of the seeded NumPy generator that picks augmented views and public images
+  (not privacy-relevant), ``retired`` reason, ``uploaded`` report rounds and the ``plan`` it
+  calibrated (to detect a changed federation plan after a restart).
+
+The key of the CSPRNG that draws the DP noise is NOT stored: a resumed artist starts a fresh one
+(:class:`~fedstyle_secure.privacy.noise.CsprngNoise`), and never needs the old one, because every
+charged result is stored and resent, never recomputed.
 
 Threat model: the state directory is as private as the artist's images (it lives on the
-artist's machine); integrity against a local attacker is out of scope.
+artist's machine; it holds the unmasked contribution): it is kept 0700 and the database with
+its WAL/shared-memory files 0600, tightened with a warning when an existing one is looser
+(refusing would only block the artist's restart; the file is its own); integrity against a
+local attacker is out of scope.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from fedstyle_secure.errors import ConfigError
-from fedstyle_secure.transport.sqlite_io import connect, npy_array, npy_bytes, transaction
+from fedstyle_secure.transport.sqlite_io import connect, npy_array, npy_bytes, private_database, transaction
 
 STATE_FILE = "artist-state.sqlite"
 STATE_FORMAT = "fedstyle-artist-state/1"
@@ -89,7 +97,7 @@ class ArtistStateStore:
 
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / STATE_FILE
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_database(self.path)
         with self._connect() as db:
             for statement in SCHEMA:
                 db.execute(statement)

@@ -7,9 +7,14 @@ only the certificate's ``fedstyle://<role>/<id>`` URI SAN, never ids claimed in 
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import secrets
-from pathlib import Path
+import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import grpc
 from cryptography import x509
@@ -23,6 +28,7 @@ from fedstyle_secure.transport.rejections import Forbidden, NotAuthenticated
 
 REGISTER_CONTEXT = b"fedstyle.v1/register"
 SESSION_METADATA = "fedstyle-session"
+log = logging.getLogger(__name__)
 
 
 def server_credentials(keys: MachineKeys) -> grpc.ServerCredentials:
@@ -54,32 +60,45 @@ class Caller:
 
 class Revocations:
     """The CA-signed certificate revocation list at ``path`` (``fedstyle keys revoke``), re-read
-    whenever the file changes.  Fails closed: while the file is missing, tampered, foreign or
-    stale, every call is refused (a broken CRL must not silently revoke nothing)."""
+    whenever the file changes, its freshness checked at every call against ``clock`` (Unix
+    seconds).  Fails closed: while the file is missing, tampered, foreign or stale -- also when
+    it goes stale while the server runs -- every call is refused (a broken or outdated CRL must
+    not silently revoke nothing), until a fresh CRL is installed."""
 
-    def __init__(self, path: Path, ca_certificate: x509.Certificate) -> None:
-        self.path, self.ca_certificate = Path(path), ca_certificate
+    def __init__(self, path: Path, ca_certificate: x509.Certificate, clock: Callable[[], float] = time.time) -> None:
+        self.path, self.ca_certificate, self.clock = Path(path), ca_certificate, clock
+        self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
-        self._serials: frozenset[int] = frozenset()
+        self._crl: pki.RevocationList | None = None
         self._error: str | None = None
+        self._stale_logged: tuple[int, int] | None = None
         self.serials()  # validate now, so a bad CRL stops the server at start
 
     def serials(self) -> frozenset[int]:
-        """Revoked serial numbers; raises :class:`SecureAggregationError` if the CRL is unusable."""
-        try:
-            stat = self.path.stat()
-            stamp = (stat.st_mtime_ns, stat.st_size)
-        except OSError as exc:
-            raise SecureAggregationError(f"server.crl {self.path}: unreadable: {exc.strerror or exc}") from exc
-        if stamp != self._stamp:
-            self._stamp, self._error = stamp, None
+        """Revoked serial numbers; raises :class:`SecureAggregationError` if the CRL is unusable or stale."""
+        what = f"server.crl {self.path}"
+        with self._lock:
             try:
-                self._serials = pki.revoked_serials(self.path.read_bytes(), self.ca_certificate, f"server.crl {self.path}")
+                stat = self.path.stat()
+                stamp = (stat.st_mtime_ns, stat.st_size)
+            except OSError as exc:
+                raise SecureAggregationError(f"{what}: unreadable: {exc.strerror or exc}") from exc
+            if stamp != self._stamp:
+                self._stamp, self._crl, self._error = stamp, None, None
+                try:
+                    self._crl = pki.parse_crl(self.path.read_bytes(), self.ca_certificate, what)
+                except (OSError, SecureAggregationError) as exc:
+                    self._error = str(exc)
+            if self._crl is None:
+                raise SecureAggregationError(self._error or f"{what}: unreadable")
+            try:
+                self._crl.check_fresh(what, now=dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc))
             except SecureAggregationError as exc:
-                self._error = str(exc)
-        if self._error is not None:
-            raise SecureAggregationError(self._error)
-        return self._serials
+                if self._stale_logged != stamp:  # once per installed file, not per call
+                    self._stale_logged = stamp
+                    log.error("refusing every call: %s", exc)
+                raise
+            return self._crl.serials
 
     def check(self, certificate: x509.Certificate, subject_id: str) -> None:
         try:

@@ -12,7 +12,10 @@ from fedstyle_secure.federation.client import Broadcast, Publication
 from fedstyle_secure.federation.packing import Layout
 from fedstyle_secure.secure.keystore import ArtistKeys
 from fedstyle_secure.transport import auth
-from fedstyle_secure.transport.wire import DEFAULT_CHUNK_BYTES, PROTOCOL, chunk_payload, from_tensor, join_chunks, layout_fields, new_nonce, optional_array, pb, pb_grpc, to_tensor
+from fedstyle_secure.transport.wire import (
+    DEFAULT_CHUNK_BYTES, PROTOCOL, chunk_payload, from_tensor, join_chunks, layout_fields, new_nonce, optional_array,
+    pb, pb_grpc, submission_metadata, to_tensor,
+)
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_DOWNLOAD_BYTES = 1 << 31
@@ -52,6 +55,10 @@ class ArtistSession:
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return ((auth.SESSION_METADATA, self.token),)
 
+    def submission_metadata(self, round_id: int, phase: str) -> tuple[tuple[str, str], ...]:
+        """Session metadata plus the round and phase a submission is for (checked before its body is read)."""
+        return self.metadata + submission_metadata(round_id, phase)
+
     def plan(self, after_round: int = 0, after_phase: str = "", wait_seconds: float = 10.0, after_attempt: int = 0) -> pb.RoundPlan:
         """The plan once (round, phase, attempt) differs from the given one (long poll)."""
         request = pb.RoundPlanRequest(after_round=after_round, after_phase=after_phase, after_attempt=after_attempt, wait_seconds=wait_seconds)
@@ -73,19 +80,41 @@ class ArtistSession:
         return self.stub.PublishPrototypes(
             pb.PrototypePublication(round_id=round_id, artist_rows=[int(r) for r in publication.artist_rows],
                                     prototypes=to_tensor(publication.prototypes.astype(np.float32)), nonce=new_nonce()),
-            metadata=self.metadata, timeout=timeout,
+            metadata=self.submission_metadata(round_id, "publish"), timeout=timeout,
         )
 
     def upload(
         self, round_id: int, kind: int, payload: bytes, layout: Layout | None = None, *,
         nonce: bytes | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES, timeout: float = 120.0,
+        signature: bytes = b"",
     ) -> pb.Ack:
-        """Stream a contribution (plain float64 bytes or a CKKS ciphertext) or a decrypted aggregate."""
-        chunks = chunk_payload(payload, round_id=round_id, kind=kind, nonce=nonce, chunk_bytes=chunk_bytes)
-        return self.stub.UploadContribution(with_layout(chunks, layout), metadata=self.metadata, timeout=timeout)
+        """Stream a contribution (plain float64 bytes, or a CKKS ciphertext and its signature) or a
+        decrypted aggregate."""
+        chunks = chunk_payload(payload, round_id=round_id, kind=kind, nonce=nonce, chunk_bytes=chunk_bytes,
+                               signature=signature)
+        phase = "decrypt" if kind == pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE else "contribute"
+        metadata = self.submission_metadata(round_id, phase)
+        return self.stub.UploadContribution(with_layout(chunks, layout), metadata=metadata, timeout=timeout)
 
-    def aggregate(self, round_id: int, timeout: float = 120.0) -> bytes:
-        return join_chunks(self.stub.DownloadAggregate(pb.AggregateRequest(round_id=round_id), metadata=self.metadata, timeout=timeout), MAX_DOWNLOAD_BYTES)[1]
+    def contribution_set(self, round_id: int, timeout: float = 30.0) -> pb.ContributionSet:
+        """CKKS committee: the signed contributions of the current attempt (the server's claim, to be checked)."""
+        request = pb.ContributionSetRequest(round_id=round_id)
+        return self.stub.GetContributionSet(request, metadata=self.metadata, timeout=timeout)
+
+    def contribution(self, round_id: int, artist_id: str, timeout: float = 120.0) -> bytes:
+        """CKKS committee: one listed contribution's ciphertext bytes."""
+        request = pb.ContributionRequest(round_id=round_id, artist_id=artist_id)
+        stream = self.stub.DownloadContribution(request, metadata=self.metadata, timeout=timeout)
+        return join_chunks(stream, MAX_DOWNLOAD_BYTES)[1]
+
+    def commit_decryption(
+        self, round_id: int, attempt: int, set_digest: bytes, signature: bytes, wait_seconds: float = 0.0
+    ) -> pb.DecryptionCommits:
+        """CKKS committee: commit to a set (idempotent); the commitments held once all are in or after
+        ``wait_seconds``."""
+        request = pb.DecryptionCommit(round_id=round_id, attempt=attempt, set_digest=set_digest, signature=signature,
+                                      wait_seconds=wait_seconds)
+        return self.stub.CommitDecryption(request, metadata=self.metadata, timeout=wait_seconds + 10)
 
     def submit_masking(
         self, round_id: int, phase: str, message: bytes, layout: Layout | None = None, *, nonce: bytes | None = None, timeout: float = 30.0
@@ -93,10 +122,10 @@ class ArtistSession:
         """Send one pairwise-masking message (``masking_messages`` bytes) of ``phase``."""
         request = pb.MaskingUpload(round_id=round_id, phase=phase, message=message, nonce=nonce if nonce is not None else new_nonce(),
                                    layout=layout_fields(layout) if layout is not None else [])
-        return self.stub.SubmitMasking(request, metadata=self.metadata, timeout=timeout)
+        return self.stub.SubmitMasking(request, metadata=self.submission_metadata(round_id, phase), timeout=timeout)
 
     def fetch_masking(self, round_id: int, name: str, timeout: float = 60.0) -> bytes:
-        """The server's masking message ``name`` ("roster", "delivery", "unmask_request") for this artist."""
+        """The server's masking message ``name`` ("roster", "delivery", "survivors", "unmask_request")."""
         reply = self.stub.FetchMasking(pb.MaskingDownloadRequest(round_id=round_id, phase=name), metadata=self.metadata, timeout=timeout)
         return bytes(reply.message)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.secure.ckks_decryption import DEFAULT_MIN_QUORUM
 from fedstyle_secure.training.dp import DEFAULT_MIN_TRAINING_ARTWORKS, DpConfig
 from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.dp_config import dp_schedule, pop_federation_dp, validate_client_budget
@@ -30,8 +31,10 @@ class ServerConfig:
     listen: str = "127.0.0.1:50051"
     schedule: Schedule = field(default_factory=Schedule)
     embedding_dim: int = 64
-    max_message_bytes: int = 4 * MiB
-    max_payload_bytes: int = 256 * MiB
+    max_message_bytes: int = 4 * MiB  # any single gRPC message, e.g. a buyer's query image
+    max_payload_bytes: int = 256 * MiB  # ceiling of a streamed upload; the round's layout sets the actual limit
+    max_calls_per_identity: int = 4  # in-flight calls of one artist or buyer certificate (long polls count)
+    max_buyer_calls: int = 8  # in-flight calls of all buyers together
     stream_idle_seconds: float = 10.0
     session_timeout_seconds: float = 30.0
     index: Path | None = None
@@ -64,6 +67,7 @@ class ClientConfig:
     reports_dir: Path | None = None  # signed epsilon reports; default <state_dir>/reports
     # the artist's portfolio-size rule (training.dp.DEFAULT_MIN_TRAINING_ARTWORKS): below it, no DP-SGD
     min_training_artworks: int = DEFAULT_MIN_TRAINING_ARTWORKS
+    min_quorum: int = DEFAULT_MIN_QUORUM  # CKKS: never decrypt a sum of fewer contributors, whatever the server says
 
 
 _TYPES: dict[str, type] = {"int": int, "str": str, "bool": bool, "float": float, "float | None": float, "str | None": str, "Path": Path, "Path | None": Path}
@@ -131,7 +135,9 @@ def load_server_config(path: Path) -> ServerConfig:
     dp = pop_federation_dp(federation, f"{path}: federation")
     schedule = dp_schedule(_build(Schedule, federation, f"{path}: federation"), dp, federation, f"{path}: federation")
     config = _build(ServerConfig, dict(raw.get("server", {})), f"{path}: server", {"schedule": schedule, "dp": dp})
-    _positive(config, ("embedding_dim", "max_message_bytes", "max_payload_bytes", "stream_idle_seconds", "session_timeout_seconds"), f"{path}: server")
+    positive = ("embedding_dim", "max_message_bytes", "max_payload_bytes", "max_calls_per_identity", "max_buyer_calls",
+                "stream_idle_seconds", "session_timeout_seconds")
+    _positive(config, positive, f"{path}: server")
     base = path.parent
     return dataclasses.replace(config, keys=_relative(base, config.keys), state_db=_relative(base, config.state_db), index=_relative(base, config.index), reports_dir=_relative(base, config.reports_dir),
         cache_dir=_relative(base, config.cache_dir), crl=_relative(base, config.crl),
@@ -145,7 +151,9 @@ def load_client_config(path: Path) -> ClientConfig:
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)} (expected [client])")
     config = _build(ClientConfig, dict(raw.get("client", {})), f"{path}: client")
-    _positive(config, ("epochs", "batch_size", "reconnect_initial_seconds", "reconnect_max_seconds", "give_up_seconds", "max_message_bytes"), f"{path}: client")
+    positive = ("epochs", "batch_size", "reconnect_initial_seconds", "reconnect_max_seconds", "give_up_seconds",
+                "max_message_bytes", "min_quorum")
+    _positive(config, positive, f"{path}: client")
     validate_client_budget(config.budget_epsilon, config.budget_delta, f"{path}: client")
     base = path.parent
     return dataclasses.replace(config, keys=_relative(base, config.keys), data=_relative(base, config.data), cache_dir=_relative(base, config.cache_dir),

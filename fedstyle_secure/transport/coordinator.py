@@ -2,18 +2,25 @@
 
 One :class:`Coordinator` drives a whole run with the *same* pure functions as the in-process
 simulator (:mod:`fedstyle_secure.federation.strategy`, :class:`~fedstyle_secure.secure.api.PlainSummation`,
-:class:`~fedstyle_secure.secure.ckks.CkksAggregator`).  The gRPC servicer only decodes calls,
+:class:`~fedstyle_secure.secure.ckks_decryption.ContributionCollector`).  The gRPC servicer only decodes calls,
 forwards them here and maps :mod:`.rejections` to status codes; time is passed in, so every
 deadline path is unit-testable.
 
 Rounds: ``0`` is the set-up round (sum of feature moments -> input standardisation),
 ``1..R`` are training rounds (simulator round ``r = id - 1``), ``R + 1`` the final publication.
 Phases of a round: ``publish`` (prototype releases, when the round refreshes them),
-``contribute`` (plain vector or CKKS ciphertext), ``decrypt`` (CKKS only: artists return the
-decrypted aggregate).  With ``secagg``/``secagg+`` the contribute step is the four phases of
-pairwise masking, ``advertise`` (local training, then signed keys; deadline ``phase_seconds``),
-``share``, ``masked_input`` and ``unmask`` (deadline ``masking_seconds`` each), driven by
+``contribute`` (plain vector or signed CKKS ciphertext), ``decrypt`` (CKKS only: a committee of
+two contributors checks the signed contributions, sums them itself and returns the plaintext;
+see :mod:`fedstyle_secure.secure.ckks_decryption`).  With ``secagg``/``secagg+`` the contribute
+step is the five phases of pairwise masking, ``advertise`` (local training, then signed keys;
+deadline ``phase_seconds``), ``share``, ``masked_input``, ``consistency`` (signed survivor sets)
+and ``unmask`` (deadline ``masking_seconds`` each), driven by
 :class:`~fedstyle_secure.transport.masking_rounds.MaskingRound`; the server learns only the sum.
+Every round's layout (the names and shapes of the summed arrays) comes from the server's own
+plan (:func:`~fedstyle_secure.federation.round_layout.round_layout` of ``shape``), never from
+an upload; every decoded sum is checked against that plan
+(:mod:`fedstyle_secure.federation.sum_checks`) before any state changes, and a sum that fails
+aborts the round, naming the reason.  With ``none`` each upload is also checked alone.
 A phase closes when every participant answered, or at its deadline
 with at least ``quorum`` answers (stragglers are left out: every mode allows it); with fewer
 the round is aborted and retried, at most ``max_retries`` times, after which the run stops
@@ -31,18 +38,19 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedstyle_secure.federation.packing import Layout, unpack
-from fedstyle_secure.federation.strategy import (
-    CONTRIBUTION_RANGE,
-    FEATURE_MOMENT_RANGE,
-    ServerState,
-    aggregate,
-    algorithm_spec,
-    publish_prototypes,
-    standardisation_from_sums,
+from fedstyle_secure.federation.round_layout import FederationShape, round_kind, round_layout, round_value_range
+from fedstyle_secure.federation.strategy import CONTRIBUTION_RANGE, ServerState, algorithm_spec, publish_prototypes
+from fedstyle_secure.federation.sum_checks import (
+    InvalidSum,
+    check_round_sum,
+    checked_aggregate,
+    checked_standardisation,
+    decode_tolerance,
 )
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.secure.api import PlainSummation
-from fedstyle_secure.secure.ckks import CkksAggregator, CkksContext
+from fedstyle_secure.secure.ckks import CkksContext
+from fedstyle_secure.secure.ckks_decryption import Attempt, ContributionCollector, SignedContribution, layout_bytes
 from fedstyle_secure.secure.secagg import DEFAULT_THRESHOLD
 from fedstyle_secure.transport.masking_rounds import MaskingRound
 from fedstyle_secure.transport.masking_session import TAG_BITS, MaskingParams, is_masking_mode, round_config, session_id
@@ -59,11 +67,18 @@ class Phase(str, enum.Enum):
     ADVERTISE = "advertise"  # masking phases: see fedstyle_secure.secure.masking_config.Phase
     SHARE = "share"
     MASKED_INPUT = "masked_input"
+    CONSISTENCY = "consistency"
     UNMASK = "unmask"
     FINISHED = "finished"
 
 
-MASKING_STEPS: tuple[Phase, ...] = (Phase.ADVERTISE, Phase.SHARE, Phase.MASKED_INPUT, Phase.UNMASK)
+MASKING_STEPS: tuple[Phase, ...] = (Phase.ADVERTISE, Phase.SHARE, Phase.MASKED_INPUT, Phase.CONSISTENCY, Phase.UNMASK)
+MASKING_DOWNLOADS: dict[str, Phase] = {  # FetchMasking name -> the phase whose server message it is
+    "roster": Phase.SHARE,
+    "delivery": Phase.MASKED_INPUT,
+    "survivors": Phase.CONSISTENCY,
+    "unmask_request": Phase.UNMASK,
+}
 
 
 @dataclass(frozen=True)
@@ -79,7 +94,7 @@ class Schedule:
     standardise: bool = True
     refreshes: frozenset[int] = frozenset()  # simulator round indices r that refresh prototypes
     seed: int = 0
-    masking_seconds: float = 30.0  # deadline of each of share, masked_input, unmask (crypto only)
+    masking_seconds: float = 30.0  # deadline of each of share, masked_input, consistency, unmask (crypto only)
     masking_threshold: float = DEFAULT_THRESHOLD  # fraction of share holders needed per secret
     masking_degree: int = 0  # SecAgg+ neighbourhood degree (0: default)
 
@@ -98,7 +113,7 @@ class Schedule:
         if is_masking_mode(self.secure_mode):
             if self.masking_seconds <= 0:
                 raise ConfigError(f"masking_seconds must be > 0, got {self.masking_seconds}")
-            params = MaskingParams(0, self.masking_threshold, self.masking_degree, self.seed)
+            params = MaskingParams(0, self.masking_threshold, self.masking_degree)
             round_config(self.secure_mode, [f"artist{i}" for i in range(n_artists)], CONTRIBUTION_RANGE, params, 1)  # ConfigError if invalid
 
 
@@ -115,6 +130,7 @@ class Plan:
     value_range: tuple[float, float]
     attempt: int
     masking: MaskingParams | None = None  # public parameters of the masking session (masking phases)
+    decryptors: tuple[str, ...] = ()  # CKKS decrypt phase: the decryption committee
 
 
 @dataclass
@@ -144,6 +160,7 @@ class Coordinator:
     schedule: Schedule
     roster: tuple[str, ...]
     state: ServerState
+    shape: FederationShape  # what every round sums, computed by the server from its own model and plan
     ckks: CkksContext | None = None
     identity_publics: Mapping[str, Ed25519PublicKey] = field(default_factory=dict)  # verify masking key advertisements
     tag_source: Callable[[], int] = random_tag
@@ -157,8 +174,7 @@ class Coordinator:
     _round_id: int = 0
     _collect: _Collect = field(default_factory=_Collect)
     _layout: Layout | None = None
-    _aggregator: CkksAggregator | None = None
-    _aggregate_bytes: bytes | None = None
+    _ckks_round: ContributionCollector | None = None  # CKKS: this attempt's signed contributions and commitments
     _nonces: set[bytes] = field(default_factory=set)
     _last_closed: tuple[int, str, float] = (-1, "", 0.0)
     _masking: MaskingRound | None = None
@@ -171,7 +187,8 @@ class Coordinator:
         self.schedule.validate(len(self.roster))
         if self.schedule.secure_mode == "ckks" and self.ckks is None:
             raise SecureAggregationError("secure_mode 'ckks' needs the server's public CKKS context")
-        if is_masking_mode(self.schedule.secure_mode) and not set(self.roster) <= set(self.identity_publics):
+        needs_identities = is_masking_mode(self.schedule.secure_mode) or self.schedule.secure_mode == "ckks"
+        if needs_identities and not set(self.roster) <= set(self.identity_publics):
             raise SecureAggregationError(f"secure_mode {self.schedule.secure_mode!r} needs every artist's identity public key")
         needs_setup = self.schedule.standardise and self.standardisation is None and self.state.round == 0
         self._open(0 if needs_setup else self.state.round + 1, now)
@@ -181,9 +198,7 @@ class Coordinator:
         return algorithm_spec(self.schedule.algorithm)
 
     def _kind(self, round_id: int) -> str:
-        if round_id == 0:
-            return "setup"
-        return "final" if round_id > self.schedule.rounds else "train"
+        return round_kind(round_id, self.schedule.rounds)
 
     def _publishes(self, round_id: int) -> bool:
         kind = self._kind(round_id)
@@ -201,7 +216,8 @@ class Coordinator:
             self._phase = Phase.FINISHED
             return
         self._round_id = round_id
-        self._layout, self._aggregator, self._aggregate_bytes, self._masking = None, None, None, None
+        self._ckks_round, self._masking = None, None
+        self._layout = round_layout(self.spec, self.shape, self._kind(round_id))  # the plan's, never an upload's
         self._enter(Phase.PUBLISH if self._publishes(round_id) else self._contribution_phase(), now)
 
     def _contribution_phase(self) -> Phase:
@@ -209,8 +225,11 @@ class Coordinator:
         if not is_masking_mode(self.schedule.secure_mode):
             return Phase.CONTRIBUTE
         s = self.schedule
-        params = MaskingParams(session_id(self._round_id, self.tag_source()), s.masking_threshold, s.masking_degree, s.seed)
-        self._masking = MaskingRound(s.secure_mode, params, self.participants, self._value_range(), self.identity_publics)
+        params = MaskingParams(session_id(self._round_id, self.tag_source()), s.masking_threshold, s.masking_degree)
+        assert self._layout is not None
+        self._masking = MaskingRound(
+            s.secure_mode, params, self.participants, self._value_range(), self.identity_publics, self._layout
+        )
         return Phase.ADVERTISE
 
     def _enter(self, phase: Phase, now: float) -> None:
@@ -224,7 +243,12 @@ class Coordinator:
 
     def _value_range(self) -> tuple[float, float]:
         """Every entry of this round's packed contribution lies in it (the masking codec's range)."""
-        return FEATURE_MOMENT_RANGE if self._round_id == 0 else CONTRIBUTION_RANGE
+        return round_value_range(self._kind(self._round_id))
+
+    @property
+    def layout(self) -> Layout | None:
+        """The current round's contribution layout, from the plan (None: the round sums nothing)."""
+        return self._layout
 
     def plan(self) -> Plan:
         return Plan(
@@ -237,6 +261,7 @@ class Coordinator:
             value_range=self._value_range(),
             attempt=self.attempt,
             masking=self._masking.params if self._masking is not None and self._phase in MASKING_STEPS else None,
+            decryptors=self._ckks_round.committee if self.decryption_phase else (),
         )
 
     @property
@@ -251,6 +276,14 @@ class Coordinator:
             raise Malformed("a submission needs a nonce of at least 16 random bytes")
         if nonce in self._nonces:
             raise Duplicate(f"replayed submission: nonce already seen (round {round_id}, {artist})")
+        self.check_open(artist, round_id, phase, now)
+        if artist in self._collect.items:
+            raise Duplicate(f"{artist} already submitted in round {round_id} phase {phase.value!r}")
+
+    def check_open(self, artist: str, round_id: int, phase_name: str, now: float) -> None:
+        """Raise unless ``artist`` may submit for ``(round_id, phase_name)`` now (the checks a call's
+        metadata allows before its body is read; :meth:`_admit` adds nonce and duplicate checks)."""
+        phase = _submission_phase(phase_name)
         if self.finished:
             raise WrongRound("the run is finished")
         if self._last_closed[:2] == (round_id, phase.value):
@@ -263,8 +296,6 @@ class Coordinator:
             raise WrongRound(f"{artist} is not a participant of round {round_id}")
         if now > self._deadline:
             raise PastDeadline(f"round {round_id} phase {phase.value!r} closed at its deadline {self._deadline:.3f}")
-        if artist in self._collect.items:
-            raise Duplicate(f"{artist} already submitted in round {round_id} phase {phase.value!r}")
 
     def submit_publication(self, artist: str, round_id: int, rows: np.ndarray, prototypes: np.ndarray, nonce: bytes, now: float) -> None:
         if self._holds_identical_publication(artist, round_id, rows, prototypes):
@@ -287,30 +318,40 @@ class Coordinator:
         held_rows, held_prototypes = held
         return bool(np.array_equal(held_rows, rows) and np.array_equal(held_prototypes, prototypes))
 
-    def submit_contribution(self, artist: str, round_id: int, layout: Layout, payload: bytes, nonce: bytes, now: float) -> None:
-        """A packed contribution: float64 bytes (``none``) or a serialised CKKS vector (``ckks``)."""
+    def submit_contribution(
+        self, artist: str, round_id: int, layout: Layout, payload: bytes, nonce: bytes, now: float,
+        signature: bytes = b"",
+    ) -> None:
+        """A packed contribution: float64 bytes (``none``) or a serialised CKKS vector with the
+        artist's signature (``ckks``; checked, then kept unchanged for the decryption committee)."""
         self._admit(artist, round_id, Phase.CONTRIBUTE, nonce, now)
-        self._check_fields(artist, round_id, layout)
-        if self._layout is not None and layout != self._layout:
-            raise Malformed(f"{artist}: contribution layout {layout.fields} differs from this round's {self._layout.fields}")
+        expected = self._check_layout(artist, round_id, layout)
         what = f"round {round_id} contribution of {artist}"
         if self.schedule.secure_mode == "ckks":
-            aggregator = self._aggregator or CkksAggregator(self.ckks.public() if self.ckks.has_secret_key else self.ckks, layout.size)  # type: ignore[union-attr]
+            collector = self._ckks_round or self._new_ckks_round(expected)
             try:
-                aggregator.add(payload, what=what)
+                collector.receive(artist, payload, signature)
             except SecureAggregationError as exc:
-                raise Malformed(str(exc)) from exc
-            self._aggregator = aggregator
+                raise Malformed(f"{what} refused: {exc}") from exc
+            self._ckks_round = collector
             value: object = len(payload)
-        else:
-            value = _finite_vector(payload, layout.size, what, self.plan().value_range)
-        self._layout = layout
+        else:  # the server sees this vector: check it alone, as a sum of one contribution
+            value_range = self._value_range()
+            value = _finite_vector(payload, expected.size, what, value_range)
+            try:
+                check_round_sum(self.spec, self.shape, self._kind(round_id), unpack(value, expected), 1, value_range)
+            except InvalidSum as exc:
+                raise Malformed(f"{what} refused: {exc}") from exc
         self._accept(artist, value, nonce, now)
 
-    def _check_fields(self, artist: str, round_id: int, layout: Layout) -> None:
-        names, expected = {name for name, _ in layout.fields}, self._expected_fields(round_id)
-        if names != expected:
-            raise Malformed(f"{artist}: contribution arrays {sorted(names)}, round {round_id} expects {sorted(expected)}")
+    def _check_layout(self, artist: str, round_id: int, layout: Layout) -> Layout:
+        """The plan's layout of this round, if ``layout`` (what the artist declares) is exactly it."""
+        if self._layout is None:
+            raise WrongRound(f"round {round_id} sums no contributions (algorithm {self.schedule.algorithm!r})")
+        if layout != self._layout:
+            raise Malformed(f"{artist}: contribution layout {layout.describe()}, round {round_id} expects "
+                            f"{self._layout.describe()} (from the plan)")
+        return self._layout
 
     def submit_masking(self, artist: str, round_id: int, phase: str, message: bytes, layout: Layout | None, nonce: bytes, now: float) -> None:
         """One pairwise-masking message (``masking_messages`` bytes) of the current masking phase;
@@ -322,11 +363,10 @@ class Coordinator:
         assert self._masking is not None
         if step is Phase.ADVERTISE:
             if layout is not None:
-                self._check_fields(artist, round_id, layout)
+                self._check_layout(artist, round_id, layout)
         elif layout is not None:
             raise Malformed(f"only an 'advertise' upload declares a layout, not {phase!r}")
         self._masking.receive(artist, phase, message, layout)
-        self._layout = self._masking.layout
         self._accept(artist, len(message), nonce, now)
 
     def masking_message(self, artist: str, round_id: int, fetch_name: str) -> bytes | None:
@@ -336,32 +376,81 @@ class Coordinator:
             raise WrongRound(f"no masking messages for round {round_id} (current round {self._round_id}, phase {self._phase.value})")
         if self._masking is None:
             raise WrongRound(f"round {round_id} is in phase {self._phase.value!r}, not a masking phase (secure mode {self.schedule.secure_mode!r})")
-        wanted = {"roster": Phase.SHARE, "delivery": Phase.MASKED_INPUT, "unmask_request": Phase.UNMASK}.get(fetch_name)
+        wanted = MASKING_DOWNLOADS.get(fetch_name)
         if wanted is None:
-            raise Malformed(f"unknown masking download {fetch_name!r}; expected 'roster', 'delivery' or 'unmask_request'")
+            raise Malformed(f"unknown masking download {fetch_name!r}; expected one of {sorted(MASKING_DOWNLOADS)}")
         if self._phase in MASKING_STEPS and MASKING_STEPS.index(wanted) > MASKING_STEPS.index(self._phase):
             return None
         return self._masking.download(artist, fetch_name)
 
-    def _expected_fields(self, round_id: int) -> set[str]:
-        """The named arrays of :func:`feature_moments` (set-up) or :func:`client_contribution`."""
-        if round_id == 0:
-            return {"feature_mean", "feature_sq_mean", "clients"}
-        spec = self.spec
-        return ({"weighted_params", "weight"} if spec.averages_parameters else set()) | ({"public_embeddings", "clients"} if spec.aligns_public else set())
+    def _new_ckks_round(self, layout: Layout) -> ContributionCollector:
+        """This attempt's collector; the vector length and signed layout come from the plan's ``layout``."""
+        context = self.ckks.public() if self.ckks.has_secret_key else self.ckks  # type: ignore[union-attr]
+        at = Attempt(self._round_id, self.attempt, context.fingerprint)
+        return ContributionCollector(context, at, self.identity_publics, layout.size, layout_bytes(layout.fields))
 
     def submit_decrypted(self, artist: str, round_id: int, payload: bytes, nonce: bytes, now: float) -> None:
+        """A committee member's plaintext of the set's sum, once every member committed to the set."""
         self._admit(artist, round_id, Phase.DECRYPT, nonce, now)
+        collector = self._decrypting(artist, round_id)
+        if not collector.committed:
+            raise WrongRound(f"round {round_id}: not every committee member has committed to the set yet")
         assert self._layout is not None
-        self._accept(artist, _finite_vector(payload, self._layout.size, f"round {round_id} decrypted aggregate of {artist}", None), nonce, now)
+        what = f"round {round_id} decrypted aggregate of {artist}"
+        self._accept(artist, _finite_vector(payload, self._layout.size, what, None), nonce, now)
 
-    def aggregate_ciphertext(self, round_id: int) -> bytes:
-        if round_id != self._round_id or self._aggregate_bytes is None:
-            raise WrongRound(f"no encrypted aggregate for round {round_id} (current round {self._round_id}, phase {self._phase.value})")
-        return self._aggregate_bytes
+    def _decrypting(self, artist: str, round_id: int) -> ContributionCollector:
+        """The attempt's collector, for a committee member in this round's decrypt phase."""
+        if self.finished or round_id != self._round_id or self._phase is not Phase.DECRYPT or self._ckks_round is None:
+            raise WrongRound(f"round {round_id} has no CKKS contribution set to decrypt "
+                             f"(current round {self._round_id}, phase {self._phase.value})")
+        if artist not in self._ckks_round.committee:
+            committee = list(self._ckks_round.committee)
+            raise WrongRound(f"{artist} is not on round {round_id}'s decryption committee {committee}")
+        return self._ckks_round
+
+    def contribution_set(self, artist: str, round_id: int) -> tuple[int, list[SignedContribution], dict[str, int]]:
+        """(attempt, the signed contributions, their sizes in bytes) for a committee member."""
+        collector = self._decrypting(artist, round_id)
+        contributions = collector.contributions
+        return self.attempt, contributions, {c.artist: len(collector.payload(c.artist)) for c in contributions}
+
+    def contribution_payload(self, artist: str, round_id: int, contributor: str) -> bytes:
+        try:
+            return self._decrypting(artist, round_id).payload(contributor)
+        except SecureAggregationError as exc:
+            raise Malformed(str(exc)) from exc
+
+    def commit_decryption(self, artist: str, round_id: int, attempt: int, digest: bytes, signature: bytes) -> None:
+        """Keep a committee member's signed commitment to this attempt's set (idempotent)."""
+        collector = self._decrypting(artist, round_id)
+        if attempt != self.attempt:
+            raise WrongRound(f"round {round_id} is at attempt {self.attempt}, not {attempt}")
+        try:
+            collector.commit(artist, digest, signature)
+        except SecureAggregationError as exc:
+            raise Malformed(str(exc)) from exc
+
+    @property
+    def decryption_phase(self) -> bool:
+        """Whether a CKKS decryption committee is at work (its set is fixed)."""
+        return self._phase is Phase.DECRYPT and self._ckks_round is not None
+
+    @property
+    def decryption_committed(self) -> bool:
+        """Whether every member of the current decryption committee has committed to the set."""
+        return self.decryption_phase and self._ckks_round.committed  # type: ignore[union-attr]
+
+    def decryption_commits(self, artist: str, round_id: int) -> tuple[int, dict[str, tuple[bytes, bytes]]]:
+        """(attempt, committee member -> (set digest, signature)) of the commitments held so far."""
+        return self.attempt, self._decrypting(artist, round_id).commitments
 
     def record_report(self, artist: str, round_id: int) -> None:
         self.reports[artist] = max(round_id, self.reports.get(artist, 0))
+
+    def halt(self, reason: str) -> None:
+        """Stop the run for good (``failed`` names ``reason``), e.g. when its state cannot be persisted."""
+        self.failed, self._phase = reason, Phase.FINISHED
 
     def retire(self, artist: str, reason: str) -> None:
         self.state.retired.setdefault(artist, reason)
@@ -382,7 +471,8 @@ class Coordinator:
         if not everyone and now <= self._deadline:
             return False
         if got < self._needed():
-            self._abort(f"round {self._round_id} phase {self._phase.value!r}: {got} of {len(self.participants)} answered by the deadline, quorum {self._needed()}", now)
+            self._abort(f"round {self._round_id} phase {self._phase.value!r}: {got} of {len(self._expected())} "
+                        f"answered by the deadline, quorum {self._needed()}", now)
             return True
         try:
             self._close(now)
@@ -391,15 +481,21 @@ class Coordinator:
         return True
 
     def _expected(self) -> set[str]:
-        """Who can still answer this phase (masking: only the artists the server sent a message)."""
+        """Who can still answer this phase (masking: only the artists the server sent a message;
+        CKKS decrypt: the committee)."""
         if self._masking is not None and self._phase in MASKING_STEPS:
             return set(self._masking.expected(self._phase.value))
+        if self._phase is Phase.DECRYPT and self._ckks_round is not None:
+            return set(self._ckks_round.committee)
         return set(self.participants)
 
     def _needed(self) -> int:
-        """Answers needed to proceed at the deadline: ``quorum`` contributors; one decryption
-        (CKKS) or one unmasking answer (the masking state machine itself checks the threshold)."""
-        if self._phase in (Phase.DECRYPT, Phase.UNMASK):
+        """Answers needed to proceed at the deadline: ``quorum`` contributors; every committee
+        member's decryption (CKKS: they must agree); one survivor-set signature or one unmasking
+        answer (the masking state machine itself checks the threshold)."""
+        if self._phase is Phase.DECRYPT:
+            return len(self._expected())
+        if self._phase in (Phase.CONSISTENCY, Phase.UNMASK):
             return 1
         return min(self.schedule.quorum, max(len(self.participants), 1))
 
@@ -410,6 +506,7 @@ class Coordinator:
             self.failed = f"{reason}; gave up after {self.schedule.max_retries} retries"
             self._phase = Phase.FINISHED
             return
+        self._last_closed = (-1, "", 0.0)  # the retried attempt reopens every phase of the round
         self._open(self._round_id, now)
 
     def _close(self, now: float) -> None:
@@ -427,16 +524,18 @@ class Coordinator:
         if self._phase is Phase.UNMASK:
             outcome = self._masking.finish()  # type: ignore[union-attr]
             self.last_sum = SecureSum(self._round_id, outcome.contributors, outcome.dropped, outcome.total)
-            self._apply(unpack(outcome.total, self._layout))  # type: ignore[arg-type]
+            self._apply(unpack(outcome.total, self._layout), len(outcome.contributors))  # type: ignore[arg-type]
             return self._complete(now)
         if self._phase is Phase.CONTRIBUTE and self.schedule.secure_mode == "ckks":
-            self._aggregate_bytes = self._aggregator.result().serialize()  # type: ignore[union-attr]
+            self._ckks_round.close()  # type: ignore[union-attr]  # fixes the set and its committee
             return self._enter(Phase.DECRYPT, now)
         if self._phase is Phase.CONTRIBUTE:
-            total = PlainSummation().sum(items, round_id=self._round_id).total  # type: ignore[arg-type]
+            result = PlainSummation().sum(items, round_id=self._round_id)  # type: ignore[arg-type]
+            total, contributors = result.total, len(result.contributors)
         else:
             total = self._agreed_total(items)  # type: ignore[arg-type]
-        self._apply(unpack(total, self._layout))  # type: ignore[arg-type]
+            contributors = len(self._ckks_round.contributions)  # type: ignore[union-attr]
+        self._apply(unpack(total, self._layout), contributors)  # type: ignore[arg-type]
         self._complete(now)
 
     def _agreed_total(self, decrypted: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -448,21 +547,33 @@ class Coordinator:
                 raise SecureAggregationError(f"round {self._round_id}: {artist}'s decrypted aggregate disagrees with the others")
         return values[0]
 
-    def _apply(self, sums: dict[str, np.ndarray]) -> None:
+    def _apply(self, sums: dict[str, np.ndarray], contributors: int) -> None:
+        """The round's new state from its decoded sum of ``contributors`` contributions, checked
+        against the plan first: an impossible sum raises :class:`InvalidSum` (the round aborts
+        naming it) and nothing changes."""
+        tolerance = decode_tolerance(self._value_range(), contributors, len(self.participants))
         if self._round_id == 0:
-            self.standardisation = standardisation_from_sums(sums)
-            return
-        new = aggregate(self.spec, self.state, sums) if (self.spec.averages_parameters or self.spec.aligns_public) else None
-        if new is not None:
-            self.state = new
+            self.standardisation = checked_standardisation(self.spec, self.shape, sums, contributors, tolerance)
         else:
-            self.state.round += 1
+            self.state = checked_aggregate(self.spec, self.shape, self.state, sums, contributors, tolerance)
 
     def _complete(self, now: float) -> None:
         if self._kind(self._round_id) == "final":
             self.state.round = self.schedule.rounds + 1
         self.attempt, self.last_error = 0, ""
         self._open(self._round_id + 1, now)
+
+
+def _submission_phase(name: str) -> Phase:
+    """The phase called ``name``; raises :class:`Malformed` for an unknown one (or ``finished``)."""
+    try:
+        phase = Phase(name)
+    except ValueError:
+        phase = Phase.FINISHED
+    if phase is Phase.FINISHED:
+        names = [p.value for p in Phase if p is not Phase.FINISHED]
+        raise Malformed(f"unknown phase {name!r}; expected one of {names}")
+    return phase
 
 
 def _finite_vector(payload: bytes, length: int, what: str, value_range: tuple[float, float] | None) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Artist side of pairwise masking over gRPC: drives one :class:`MaskingArtist` per session.
 
-In the four masking phases of a round (see :mod:`.masking_session`) the artist process
+In the five masking phases of a round (see :mod:`.masking_session`) the artist process
 fetches the server's message of the phase, hands it to its state machine and uploads the
 reply.  The state machine does all the checking; this module adds what only the transport
 knows about:
@@ -15,8 +15,9 @@ knows about:
 * A retried session reuses the vector packed for the round's first attempt: local training
   (and any DP budget it spends) happens once per round.
 
-Failures of the protocol (a forged roster, a tampered share, a session id reused) make the
-artist sit the session out with a warning, exactly like a dropout; they never crash it.
+Failures of the protocol (a forged roster, a tampered share, a session id reused, a survivor
+set or signatures that fail the consistency checks) make the artist sit the session out with a
+warning, exactly like a dropout; they never crash it, and nothing was revealed.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def params_from_plan(plan: pb.RoundPlan) -> MaskingParams:
     """The masking parameters a plan announces (SecureAggregationError if it announces none)."""
     if not plan.HasField("masking"):
         raise SecureAggregationError(f"round {plan.round_id} phase {plan.phase!r}: the plan carries no masking parameters")
-    return MaskingParams(plan.masking.session_id, plan.masking.threshold, plan.masking.degree, plan.seed)
+    return MaskingParams(plan.masking.session_id, plan.masking.threshold, plan.masking.degree)
 
 
 @dataclass
@@ -89,7 +90,7 @@ class MaskingClient:
         return message
 
     def respond(self, plan: pb.RoundPlan, server_message: bytes) -> bytes:
-        """The reply to the server's message of phase share / masked_input / unmask."""
+        """The reply to the server's message of phase share / masked_input / consistency / unmask."""
         current = self._current
         params = params_from_plan(plan)
         if current is None or (current.round_id, current.session_id) != (plan.round_id, params.session_id):
@@ -99,6 +100,8 @@ class MaskingClient:
             return current.machine.share_keys(message).to_bytes()  # type: ignore[arg-type]
         if plan.phase == Phase.MASKED_INPUT.value:
             return current.machine.masked_input(message, current.vector).to_bytes()  # type: ignore[arg-type]
+        if plan.phase == Phase.CONSISTENCY.value:
+            return current.machine.sign_survivors(message).to_bytes()  # type: ignore[arg-type]
         if plan.phase == Phase.UNMASK.value:
             reply = current.machine.unmask(message).to_bytes()  # type: ignore[arg-type]
             self._unmasked_rounds.add(plan.round_id)

@@ -24,7 +24,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.federation.packing import Layout
 from fedstyle_secure.secure.masking import MaskingOutcome, MaskingServer, Phase
-from fedstyle_secure.secure.masking_messages import AdvertiseKeys, MaskedInput, Message, ShareKeys, UnmaskResponse, parse_message
+from fedstyle_secure.secure.masking_messages import (
+    AdvertiseKeys,
+    MaskedInput,
+    Message,
+    ShareKeys,
+    SurvivorSignature,
+    UnmaskResponse,
+    parse_message,
+)
 from fedstyle_secure.transport.masking_session import FETCH_NAMES, MASKING_PHASES, MaskingParams, round_config
 from fedstyle_secure.transport.rejections import Forbidden, Malformed, WrongRound
 
@@ -32,6 +40,7 @@ _UPLOAD_TYPES: dict[str, type] = {
     Phase.ADVERTISE.value: AdvertiseKeys,
     Phase.SHARE.value: ShareKeys,
     Phase.MASKED_INPUT.value: MaskedInput,
+    Phase.CONSISTENCY.value: SurvivorSignature,
     Phase.UNMASK.value: UnmaskResponse,
 }
 
@@ -42,7 +51,9 @@ class MaskingRound:
 
     ``value_range`` is the plan's (low, high) for every packed entry; ``identity_publics`` are
     the artists' Ed25519 identity keys from the server bundle (advertisements are verified here
-    too, so a forged one is refused at once instead of poisoning every peer's roster).
+    too, so a forged one is refused at once instead of poisoning every peer's roster);
+    ``layout`` is the round's packed layout from the server's plan: it sizes the session, and
+    an advertisement declaring any other layout is refused alone.
     """
 
     mode: str
@@ -50,7 +61,7 @@ class MaskingRound:
     participants: tuple[str, ...]
     value_range: tuple[float, float]
     identity_publics: Mapping[str, Ed25519PublicKey]
-    layout: Layout | None = None
+    layout: Layout
     outcome: MaskingOutcome | None = None
     _server: MaskingServer | None = None
     _outgoing: dict[str, bytes] = field(default_factory=dict)
@@ -74,7 +85,7 @@ class MaskingRound:
         except SecureAggregationError as exc:
             raise Malformed(f"{phase} message of {artist}: {exc}") from exc
         if phase == Phase.ADVERTISE.value:  # commit only once the message was accepted
-            self._server, self.layout = server, layout
+            self._server = server
 
     def _parse(self, artist: str, phase: str, data: bytes) -> Message:
         try:
@@ -91,24 +102,25 @@ class MaskingRound:
         return message
 
     def _server_for(self, artist: str, layout: Layout | None) -> MaskingServer:
-        """The session's state machine; the first accepted advertisement fixes the vector length
-        (a fresh machine is built for it), later ones must declare the same layout."""
+        """The session's state machine, sized by the plan's layout (built at the first accepted
+        advertisement); every advertisement must declare exactly that layout."""
         if layout is None or not layout.fields:
             raise Malformed(f"{artist}: an 'advertise' upload must declare the layout of the vector it will mask")
-        if self._server is not None and self.layout is not None:
-            if layout != self.layout:
-                raise Malformed(f"{artist}: layout {layout.fields} differs from this session's {self.layout.fields}")
+        if layout != self.layout:
+            raise Malformed(f"{artist}: layout {layout.describe()} differs from this round's "
+                            f"{self.layout.describe()} (from the plan)")
+        if self._server is not None:
             return self._server
         try:
-            config = round_config(self.mode, self.participants, self.value_range, self.params, layout.size)
+            config = round_config(self.mode, self.participants, self.value_range, self.params, self.layout.size)
         except ConfigError as exc:
-            raise Malformed(f"{artist}: layout {layout.fields} cannot be masked: {exc}") from exc
+            raise Malformed(f"the round's layout {self.layout.describe()} cannot be masked: {exc}") from exc
         return MaskingServer(config, self.identity_publics)
 
     # ------------------------------------------------------------------ closing phases
 
     def close(self, phase: str) -> None:
-        """End ``phase`` (advertise, share or masked_input) and prepare each live artist's next message.
+        """End ``phase`` (advertise, share, masked_input or consistency) and prepare each live artist's next message.
 
         Raises :class:`SecureAggregationError` when the session must abort (fewer than the
         threshold remain, or a needed secret has too few share holders left)."""
@@ -118,6 +130,7 @@ class MaskingRound:
             Phase.ADVERTISE.value: self._server.close_advertise,
             Phase.SHARE.value: self._server.close_shares,
             Phase.MASKED_INPUT.value: self._server.close_masked_inputs,
+            Phase.CONSISTENCY.value: self._server.close_consistency,
         }
         replies = closers[phase]()
         self._outgoing = {artist: message.to_bytes() for artist, message in replies.items()}

@@ -1,6 +1,6 @@
 """Public parameters of one pairwise-masking session over gRPC, shared by server and artists.
 
-With ``secure_mode`` ``secagg``/``secagg+`` the ``contribute`` step of a round becomes four
+With ``secure_mode`` ``secagg``/``secagg+`` the ``contribute`` step of a round becomes five
 phases (:data:`MASKING_PHASES`, named as in :class:`~fedstyle_secure.secure.masking_config.Phase`);
 in each the artist fetches the server's message of the phase (:data:`FETCH_NAMES`) and
 uploads its reply.  Both sides build the same
@@ -16,9 +16,13 @@ Threat-model notes:
   so a retried or resumed round never reuses the id, and artists refuse ids they already used
   (:func:`check_session_id`): keys advertised in an aborted attempt (whose mask key the server
   may have reconstructed) can never be replayed into a later one.
-* The SecAgg+ graph is derived from the public federation seed and the session id, both
-  chosen by the server: a server that deviates from the protocol could grind tags for a
-  neighbourhood of its liking.  Against such a server use ``secagg`` (complete graph).
+* The SecAgg+ graph is not derived from anything the server chooses (plan seed, session id):
+  it comes from the transcript of the artists' signed advertisements, each carrying 32 fresh
+  random bytes, which every artist receives and verifies in full.  What the server still
+  chooses -- which advertisements to include -- is discussed in ``docs/secure_masking.md``.
+* Everything an artist signs binds the digest of the round configuration it built from its
+  plan (participants, value range, threshold, degree, vector length): artists shown different
+  participant lists never accept each other's keys or survivor-set signatures.
 """
 
 from __future__ import annotations
@@ -30,9 +34,16 @@ from fedstyle_secure.errors import SecureAggregationError
 from fedstyle_secure.secure.masking_config import MASKING_MODES, Phase, RoundConfig
 from fedstyle_secure.secure.select import summation_for
 
-MASKING_PHASES: tuple[str, ...] = (Phase.ADVERTISE.value, Phase.SHARE.value, Phase.MASKED_INPUT.value, Phase.UNMASK.value)
+MASKING_PHASES: tuple[str, ...] = tuple(
+    p.value for p in (Phase.ADVERTISE, Phase.SHARE, Phase.MASKED_INPUT, Phase.CONSISTENCY, Phase.UNMASK)
+)
 # The server message an artist fetches at the start of each phase (advertise needs none).
-FETCH_NAMES: dict[str, str] = {Phase.SHARE.value: "roster", Phase.MASKED_INPUT.value: "delivery", Phase.UNMASK.value: "unmask_request"}
+FETCH_NAMES: dict[str, str] = {
+    Phase.SHARE.value: "roster",
+    Phase.MASKED_INPUT.value: "delivery",
+    Phase.CONSISTENCY.value: "survivors",
+    Phase.UNMASK.value: "unmask_request",
+}
 TAG_BITS = 32
 
 
@@ -62,13 +73,12 @@ class MaskingParams:
     session_id: int
     threshold: float
     degree: int
-    seed: int  # the public federation seed (SecAgg+ graph only; never secret key material)
 
 
 def round_config(mode: str, participants: Sequence[str], value_range: tuple[float, float], params: MaskingParams, vector_length: int) -> RoundConfig:
     """The session's :class:`RoundConfig`: codec over ``value_range`` for ``len(participants)``
     inputs, exactly as the simulator's ``summation_factory`` builds it."""
-    options: dict[str, object] = {"clip_range": value_range, "threshold": params.threshold, "seed": params.seed}
+    options: dict[str, object] = {"clip_range": value_range, "threshold": params.threshold}
     if mode == "secagg+" and params.degree:
         options["degree"] = params.degree
     summation = summation_for(mode, list(participants), **options)

@@ -5,6 +5,10 @@ Every accepted report is stored byte-for-byte-equivalent (same JSON object) in t
 next to a ``manifest.json`` of every roster artist's Ed25519 identity key, so ``fedstyle audit
 <reports_dir>`` verifies the whole federation's reports.
 
+The server never learns an artist's number of artworks: an uploaded report carries only the
+signed commitment to it; one that carries the opening (``dataset_size_opening``) is refused
+and nothing of it is stored (see :mod:`fedstyle_secure.privacy.reports`).
+
 Threat model: an artist (or anyone on its behalf) may send a forged, altered, unsigned or
 malformed report; each is refused with a specific status (see :func:`accept_report`) and
 nothing is stored.  A valid signature proves the artist issued the report unmodified, not that
@@ -22,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.privacy.report_schema import report_schema_errors
 from fedstyle_secure.privacy.report_store import register_public_key, write_report
-from fedstyle_secure.privacy.reports import verify_report_signature
+from fedstyle_secure.privacy.reports import DATASET_SIZE_OPENING, verify_report_signature
 from fedstyle_secure.transport.rejections import Duplicate, Forbidden, Malformed
 from fedstyle_secure.transport.wire import pb
 
@@ -55,6 +59,9 @@ def accept_report(request: pb.EpsilonReport, artist: str, public_key: Ed25519Pub
         raise Malformed(f"epsilon report is not JSON: {exc}") from exc
     if not isinstance(report, dict) or report.get("artist_id") != artist or report.get("round") != request.round_id:
         raise Malformed(f"epsilon report must be a JSON object for artist {artist!r} and round {request.round_id}")
+    if DATASET_SIZE_OPENING in report:
+        raise Malformed(f"epsilon report of {artist} carries {DATASET_SIZE_OPENING}: the server must never learn the "
+                        "dataset size; upload the redacted report (privacy.reports.redacted_report)")
     try:
         verify_report_signature(report, public_key)
     except PrivacyError as exc:

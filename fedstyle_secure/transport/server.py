@@ -14,7 +14,7 @@ import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import grpc
 import numpy as np
@@ -24,24 +24,41 @@ from fedstyle_secure.data.images import decode_image
 from fedstyle_secure.errors import DataError, SecureAggregationError
 from fedstyle_secure.data.public import default_public_set, public_set_name, public_set_size
 from fedstyle_secure.federation.strategy import initial_state
+from fedstyle_secure.models.inputs import default_cache_dir
+from fedstyle_secure.models.params import get_flat_params
 from fedstyle_secure.secure import pki
 from fedstyle_secure.retrieval.index import StyleIndex
 from fedstyle_secure.secure.keystore import ServerKeys
 from fedstyle_secure.transport import auth
+from fedstyle_secure.transport.admission import CallGate, CallLimits, ConcurrencyLimiter
 from fedstyle_secure.transport.config import ServerConfig
-from fedstyle_secure.transport.coordinator import Coordinator
+from fedstyle_secure.transport.coordinator import MASKING_STEPS, Coordinator
 from fedstyle_secure.transport.dp_config import dp_parameters, require_dp_schedule
+from fedstyle_secure.transport.federation_model import server_model
 from fedstyle_secure.transport.publish_index import index_from_run
 from fedstyle_secure.transport.report_intake import accept_report, register_roster_keys, withdrawal_reason
 from fedstyle_secure.transport.rejections import Duplicate, Forbidden, Malformed, NotAuthenticated, PastDeadline, Rejected, WrongRound
-from fedstyle_secure.transport.store import Snapshot, StateStore
+from fedstyle_secure.transport.store import NonFiniteState, Snapshot, StateStore, require_finite
 from fedstyle_secure.transport.metering import ByteMeter
-from fedstyle_secure.transport.wire import PayloadTooLarge, WireError, chunk_payload, from_tensor, join_chunks, layout_from_fields, optional_tensor, pb, pb_grpc
+from fedstyle_secure.transport.upload_limits import expected_layout, payload_limit
+from fedstyle_secure.transport.wire import (
+    PayloadTooLarge, WireError, chunk_payload, from_tensor, join_chunks, layout_from_fields, optional_tensor, pb,
+    pb_grpc, submission_target,
+)
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = "fedstyle.v1.Federation"
 MAX_POLL_SECONDS = 30.0
+POLL_SLICE_SECONDS = 1.0  # a parked long poll notices within this time that its caller went away
 TICK_SECONDS = 0.1
+PUMP_AHEAD_CHUNKS = 2  # an upload's chunks received but not yet checked: the one in hand + one queued
+MAX_QUERY_PIXELS = 4096 * 4096  # a buyer's query image is refused above this many pixels (decoded: 3 bytes each)
+# Methods whose body the server reads only once the call's metadata names the current round and phase.
+SUBMISSION_PHASES: dict[str, frozenset[str]] = {
+    "UploadContribution": frozenset({"contribute", "decrypt"}),
+    "PublishPrototypes": frozenset({"publish"}),
+    "SubmitMasking": frozenset(p.value for p in MASKING_STEPS),
+}
 _END = object()
 
 
@@ -108,6 +125,30 @@ class FederationServicer(pb_grpc.FederationServicer):
         session.last_seen = self.clock()
         return caller.subject_id
 
+    def identify(self, context: grpc.ServicerContext) -> auth.Caller:
+        """The caller's certificate identity (revocation checked); an artist must be in the roster.
+        Runs for every call before its body is read (:class:`~.admission.CallGate`)."""
+        caller = auth.caller_of(context, self.revocations)
+        if caller.role is pki.Role.ARTIST and caller.subject_id not in self.coordinator.roster:
+            raise Forbidden(f"{caller.subject_id!r} is not in this federation's roster")
+        return caller
+
+    def admit(self, method: str, caller: auth.Caller, metadata: Mapping[str, str]) -> None:
+        """Before a submission's body is read: its metadata must name the current round and an open
+        phase the method submits in (else FAILED_PRECONDITION / DEADLINE_EXCEEDED at once)."""
+        phases = SUBMISSION_PHASES.get(method)
+        if phases is None:
+            return
+        auth.require_role(caller, pki.Role.ARTIST, method)
+        try:
+            round_id, phase = submission_target(metadata)
+        except WireError as exc:
+            raise Malformed(str(exc)) from exc
+        if phase not in phases:
+            raise Malformed(f"{method} submits in phase {' or '.join(sorted(phases))}, not {phase!r} (call metadata)")
+        with self._cond:
+            self.coordinator.check_open(caller.subject_id, round_id, phase, self.clock())
+
     def _changed(self) -> None:
         """After any state change: persist a completed round, wake long polls."""
         c = self.coordinator
@@ -116,7 +157,13 @@ class FederationServicer(pb_grpc.FederationServicer):
             log.info("masked sum unmasked", extra={"round": c.last_sum.round_id, "contributors": list(c.last_sum.contributors), "dropped": list(c.last_sum.dropped)})
         key = (c.state.round, c.standardisation is not None)
         if key != self._saved_round:
-            self.store.save(Snapshot(c.state, c.standardisation, dict(c.reports), c.roster, c.schedule.algorithm))
+            try:
+                self.store.save(Snapshot(c.state, c.standardisation, dict(c.reports), c.roster, c.schedule.algorithm))
+            except NonFiniteState as exc:  # unreachable past the coordinator's sum checks: fail closed
+                log.error("refusing to persist or broadcast the state: %s", exc)
+                c.halt(f"state refused by the store: {exc}")
+                self._cond.notify_all()
+                return
             self._saved_round = key
             received, sent = self.meter.totals()
             log.info("round state saved", extra={"round": c.state.round, "phase": c.plan().phase.value, "bytes_received": received, "bytes_sent": sent})
@@ -148,24 +195,52 @@ class FederationServicer(pb_grpc.FederationServicer):
             dp=self._dp_parameters(), public_set=self._public_set,
             masking=None if plan.masking is None else pb.MaskingParameters(
                 session_id=plan.masking.session_id, threshold=plan.masking.threshold, degree=plan.masking.degree),
-            attempt=plan.attempt,
+            attempt=plan.attempt, quorum=c.schedule.quorum, decryptors=list(plan.decryptors),
         )
 
     def _dp_parameters(self) -> pb.DpParameters | None:
         """Announced only; each artist calibrates its own noise and its own ledger enforces its budget."""
         return dp_parameters(self.config.dp, self.coordinator.training_release_rounds())
 
-    def _read_stream(self, requests: Iterator[pb.Chunk], context: grpc.ServicerContext) -> tuple[pb.PayloadHeader, bytes]:
-        """Join a Chunk stream, refusing one that stalls for ``stream_idle_seconds`` between chunks."""
-        inbox: queue.Queue = queue.Queue()
+    def _upload_limit(self, round_id: int, phase: str) -> tuple[int, str]:
+        """Most bytes an upload for ``(round_id, phase)`` may declare, and where that limit comes from."""
+        c = self.coordinator
+        layout = expected_layout(c.schedule.algorithm, round_id, len(c.roster), self.config.embedding_dim)
+        limit = payload_limit(layout, phase, c.schedule.secure_mode, None if c.ckks is None else c.ckks.params)
+        if limit >= self.config.max_payload_bytes:
+            return self.config.max_payload_bytes, "server.max_payload_bytes"
+        why = f"the largest legitimate upload of round {round_id} phase {phase!r}: {layout.size} values + margin"
+        return limit, why
+
+    def _read_stream(
+        self, requests: Iterator[pb.Chunk], context: grpc.ServicerContext, max_bytes: int, why: str
+    ) -> tuple[pb.PayloadHeader, bytes]:
+        """Join a Chunk stream of at most ``max_bytes`` (refused once its header declares more, or
+        its chunks exceed the declared size), refusing one that stalls for ``stream_idle_seconds``.
+
+        A pump thread receives the chunks so that a stall can be timed; it runs at most
+        :data:`PUMP_AHEAD_CHUNKS` chunks ahead of the check and stops when the check is done, so a
+        refused stream is never read further."""
+        inbox: queue.Queue = queue.Queue(maxsize=PUMP_AHEAD_CHUNKS - 1)
+        done = threading.Event()
+
+        def hand_over(item: object) -> bool:
+            while not done.is_set():
+                try:
+                    inbox.put(item, timeout=TICK_SECONDS)
+                    return True
+                except queue.Full:
+                    continue
+            return False
 
         def pump() -> None:
             try:
                 for chunk in requests:
-                    inbox.put(chunk)
+                    if not hand_over(chunk):
+                        return
             except Exception:  # the RPC was cancelled/aborted: stop quietly
                 pass
-            inbox.put(_END)
+            hand_over(_END)
 
         threading.Thread(target=pump, daemon=True, name="stream-pump").start()
 
@@ -179,7 +254,12 @@ class FederationServicer(pb_grpc.FederationServicer):
                     return
                 yield item
 
-        return join_chunks(chunks(), self.config.max_payload_bytes)
+        try:
+            return join_chunks(chunks(), max_bytes)
+        except PayloadTooLarge as exc:
+            raise PayloadTooLarge(f"{exc} ({why})") from exc
+        finally:
+            done.set()
 
     # ------------------------------------------------------------------ RPCs
 
@@ -208,10 +288,15 @@ class FederationServicer(pb_grpc.FederationServicer):
     def GetRoundPlan(self, request: pb.RoundPlanRequest, context: grpc.ServicerContext) -> pb.RoundPlan:
         """Reply once the current (round, phase, attempt) differs from the artist's last one (bounded wait)."""
         caller = self._artist(context, "GetRoundPlan")
-        wait = min(max(request.wait_seconds, 0.0), MAX_POLL_SECONDS)
+        end = time.monotonic() + min(max(request.wait_seconds, 0.0), MAX_POLL_SECONDS)
+        seen = (request.after_round, request.after_phase, request.after_attempt)
+
+        def answer_now() -> bool:  # called with the lock held
+            return self.coordinator.finished or self._plan_key() != seen or not context.is_active()
+
         with self._cond:
-            seen = (request.after_round, request.after_phase, request.after_attempt)
-            self._cond.wait_for(lambda: self.coordinator.finished or self._plan_key() != seen or not context.is_active(), timeout=wait)
+            while not answer_now() and time.monotonic() < end:
+                self._cond.wait(timeout=min(POLL_SLICE_SECONDS, max(end - time.monotonic(), 0.0)))
             if self.coordinator.finished:
                 self.told_finished.add(caller)
             return self._plan_message()
@@ -233,8 +318,15 @@ class FederationServicer(pb_grpc.FederationServicer):
 
     def _broadcast_body(self, round_id: int) -> pb.BroadcastBody:
         s, std = self.coordinator.state, self.coordinator.standardisation
+        try:  # what the store refuses is never broadcast either
+            mean, spread = (None, None) if std is None else std
+            require_finite({"params": s.params, "consensus": s.consensus, "prototypes": s.prototypes,
+                            "feature_mean": mean, "feature_std": spread})
+        except NonFiniteState as exc:
+            raise SecureAggregationError(f"no broadcast: {exc}") from exc
+        params = s.params if s.round > 0 else None  # before any training round: the starting model every artist builds
         return pb.BroadcastBody(
-            round_id=round_id, params=optional_tensor(s.params), consensus=optional_tensor(s.consensus),
+            round_id=round_id, params=optional_tensor(params), consensus=optional_tensor(s.consensus),
             prototypes=optional_tensor(s.prototypes), known=[bool(k) for k in s.known],
             feature_mean=optional_tensor(None if std is None else std[0]), feature_std=optional_tensor(None if std is None else std[1]),
         )
@@ -242,6 +334,7 @@ class FederationServicer(pb_grpc.FederationServicer):
     @_rpc
     def PublishPrototypes(self, request: pb.PrototypePublication, context: grpc.ServicerContext) -> pb.Ack:
         artist = self._artist(context, "PublishPrototypes")
+        _same_round(context, request.round_id)
         rows = np.asarray(request.artist_rows, dtype=np.int64)
         protos = from_tensor(request.prototypes, f"prototypes of {artist}").astype(np.float32)
         with self._cond:
@@ -252,7 +345,9 @@ class FederationServicer(pb_grpc.FederationServicer):
     @_rpc
     def UploadContribution(self, requests: Iterator[pb.Chunk], context: grpc.ServicerContext) -> pb.Ack:
         artist = self._artist(context, "UploadContribution")
-        header, payload = self._read_stream(requests, context)
+        round_id, phase = submission_target(dict(context.invocation_metadata()))  # admitted before the body was read
+        header, payload = self._read_stream(requests, context, *self._upload_limit(round_id, phase))
+        _same_round(context, header.round_id)
         expected = pb.PAYLOAD_KIND_CKKS_CIPHERTEXT if self.coordinator.schedule.secure_mode == "ckks" else pb.PAYLOAD_KIND_PLAIN_VECTOR
         with self._cond:
             now = self.clock()
@@ -262,23 +357,56 @@ class FederationServicer(pb_grpc.FederationServicer):
                 layout = layout_from_fields(header.layout)
                 if not layout.fields:
                     raise Malformed("a contribution must declare its layout")
-                self.coordinator.submit_contribution(artist, header.round_id, layout, payload, bytes(header.nonce), now)
+                self.coordinator.submit_contribution(artist, header.round_id, layout, payload, bytes(header.nonce), now,
+                                                     bytes(header.signature))
             else:
                 raise Malformed(f"payload kind {pb.PayloadKind.Name(header.kind)} is not accepted in secure mode {self.coordinator.schedule.secure_mode!r}")
             self._changed()
         return pb.Ack(round_id=header.round_id, accepted_bytes=len(payload))
 
     @_rpc
-    def DownloadAggregate(self, request: pb.AggregateRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
-        self._artist(context, "DownloadAggregate")
+    def GetContributionSet(self, request: pb.ContributionSetRequest, context: grpc.ServicerContext
+                           ) -> pb.ContributionSet:
+        """CKKS decryption committee: the signed contributions of the current attempt."""
+        artist = self._artist(context, "GetContributionSet")
         with self._cond:
-            data = self.coordinator.aggregate_ciphertext(request.round_id)
-        return chunk_payload(data, round_id=request.round_id, kind=pb.PAYLOAD_KIND_CKKS_AGGREGATE)
+            attempt, contributions, sizes = self.coordinator.contribution_set(artist, request.round_id)
+        listed = [pb.SignedContribution(artist_id=c.artist, sha256=c.digest, signature=c.signature,
+                                        size_bytes=sizes[c.artist]) for c in contributions]
+        return pb.ContributionSet(round_id=request.round_id, attempt=attempt, contributions=listed)
+
+    @_rpc
+    def DownloadContribution(self, request: pb.ContributionRequest, context: grpc.ServicerContext
+                             ) -> Iterator[pb.Chunk]:
+        """CKKS decryption committee: one listed contribution's ciphertext."""
+        artist = self._artist(context, "DownloadContribution")
+        with self._cond:
+            data = self.coordinator.contribution_payload(artist, request.round_id, request.artist_id)
+        return chunk_payload(data, round_id=request.round_id, kind=pb.PAYLOAD_KIND_CKKS_CONTRIBUTION)
+
+    @_rpc
+    def CommitDecryption(self, request: pb.DecryptionCommit, context: grpc.ServicerContext) -> pb.DecryptionCommits:
+        """CKKS decryption committee: keep the caller's commitment, then wait (bounded) until every member committed."""
+        artist = self._artist(context, "CommitDecryption")
+        wait = min(max(request.wait_seconds, 0.0), MAX_POLL_SECONDS)
+        with self._cond:
+            c = self.coordinator
+            c.commit_decryption(artist, request.round_id, request.attempt, bytes(request.set_digest),
+                                bytes(request.signature))
+            self._changed()
+            seen = self._plan_key()
+            self._cond.wait_for(lambda: c.decryption_committed or self._plan_key() != seen or not context.is_active(),
+                                timeout=wait)
+            attempt, commits = c.decryption_commits(artist, request.round_id)
+        held = [pb.SignedCommit(artist_id=a, set_digest=digest, signature=signature)
+                for a, (digest, signature) in sorted(commits.items())]
+        return pb.DecryptionCommits(round_id=request.round_id, attempt=attempt, commits=held)
 
     @_rpc
     def SubmitMasking(self, request: pb.MaskingUpload, context: grpc.ServicerContext) -> pb.Ack:
         """One pairwise-masking message of the current masking phase (secure modes secagg/secagg+)."""
         artist = self._artist(context, "SubmitMasking")
+        _same_round(context, request.round_id)
         layout = layout_from_fields(request.layout) if len(request.layout) else None
         if layout is not None and 4 * layout.size > self.config.max_message_bytes:  # its masked input could never arrive
             raise PayloadTooLarge(f"layout of {layout.size} entries needs a {4 * layout.size}-byte masked input; max_message_bytes is {self.config.max_message_bytes}")
@@ -295,7 +423,7 @@ class FederationServicer(pb_grpc.FederationServicer):
         with self._cond:
             message = self.coordinator.masking_message(artist, request.round_id, request.phase)
             while message is None and context.is_active() and time.monotonic() < end:
-                self._cond.wait(timeout=min(1.0, max(end - time.monotonic(), 0.0)))
+                self._cond.wait(timeout=min(POLL_SLICE_SECONDS, max(end - time.monotonic(), 0.0)))
                 message = self.coordinator.masking_message(artist, request.round_id, request.phase)
         if message is None:
             raise WrongRound(f"masking message {request.phase!r} of round {request.round_id} is not available yet")
@@ -315,7 +443,7 @@ class FederationServicer(pb_grpc.FederationServicer):
 
     @_rpc
     def Withdraw(self, request: pb.Withdrawal, context: grpc.ServicerContext) -> pb.Ack:
-        """The artist retires for good (e.g. privacy budget); the reason is persisted and shown by GetStatus."""
+        """The artist retires for good (e.g. privacy budget); the reason is persisted and logged."""
         artist = self._artist(context, "Withdraw")
         reason = withdrawal_reason(request)
         with self._cond:
@@ -329,10 +457,10 @@ class FederationServicer(pb_grpc.FederationServicer):
     @_rpc
     def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryResponse:
         auth.require_role(auth.caller_of(context, self.revocations), pki.Role.BUYER, "Query")
-        if self.config.index is None or not (self.config.index / "index.json").exists():
+        if not self._index_published():
             raise WrongRound("this server has no published style index yet (it is written after the final round when server.index is set)")
-        try:
-            image = decode_image(io.BytesIO(bytes(request.image)))  # type: ignore[arg-type]
+        try:  # dimensions checked from the header before anything is decoded (decompression bombs)
+            image = decode_image(io.BytesIO(bytes(request.image)), max_pixels=MAX_QUERY_PIXELS, name="(query)")
         except DataError as exc:
             raise Malformed(f"query image: {exc}") from exc
         index = StyleIndex.load(self.config.index)
@@ -341,23 +469,50 @@ class FederationServicer(pb_grpc.FederationServicer):
 
     @_rpc
     def GetStatus(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.Status:
-        auth.caller_of(context, self.revocations)
+        """Round and phase for everyone; artists also see who registered, the last error and their
+        own retirement reason and report round; other artists' reasons stay in the operator's log."""
+        caller = auth.caller_of(context, self.revocations)
         with self._cond:
             c = self.coordinator
             plan = c.plan()
-            return pb.Status(round_id=plan.round_id, phase=plan.phase.value, registered=sorted(self.registered),
-                             retired=dict(c.state.retired), reports=dict(c.reports), last_error=c.failed or c.last_error)
+            status = pb.Status(round_id=plan.round_id, phase=plan.phase.value, index_published=self._index_published())
+            if caller.role is pki.Role.ARTIST:
+                me = caller.subject_id
+                status.registered.extend(sorted(self.registered))
+                status.last_error = c.failed or c.last_error
+                if me in c.state.retired:
+                    status.retired[me] = c.state.retired[me]
+                if me in c.reports:
+                    status.reports[me] = c.reports[me]
+            return status
+
+    def _index_published(self) -> bool:
+        return self.config.index is not None and (self.config.index / "index.json").exists()
+
+
+def _same_round(context: grpc.ServicerContext, round_id: int) -> None:
+    """A submission's body must be for the round its call metadata named (which was admitted)."""
+    target, _ = submission_target(dict(context.invocation_metadata()))
+    if target != round_id:
+        raise Malformed(f"the message is for round {round_id}, its call metadata for round {target}")
 
 
 def restore_coordinator(config: ServerConfig, keys: ServerKeys, store: StateStore) -> Coordinator:
-    """A coordinator resumed from ``store`` (or fresh), over the key set's roster."""
+    """A coordinator resumed from ``store`` (or fresh, from the starting model every artist
+    computes too), over the key set's roster; the round layouts come from that model."""
     roster = tuple(keys.artists)
     snapshot = store.load()
     if snapshot is not None and (snapshot.roster != roster or snapshot.algorithm != config.schedule.algorithm):
         raise SecureAggregationError(f"{store.path}: saved for roster {snapshot.roster} / {snapshot.algorithm}, not this configuration")
-    state = snapshot.state if snapshot else initial_state(len(roster), config.embedding_dim, None)
+    model, shape = server_model(config, len(roster), config.cache_dir or default_cache_dir())
+    params = get_flat_params(model) if shape.model is not None else None
+    state = snapshot.state if snapshot else initial_state(len(roster), config.embedding_dim, params)
+    if shape.model is not None and state.params is not None and state.params.shape != (shape.model.param_count,):
+        raise SecureAggregationError(f"{store.path}: saved parameters have shape {state.params.shape}, "
+                                     f"this configuration's model has ({shape.model.param_count},)")
     coordinator = Coordinator(
-        schedule=config.schedule, roster=roster, state=state, ckks=keys.ckks, identity_publics=keys.identity_public_keys,
+        schedule=config.schedule, roster=roster, state=state, shape=shape, ckks=keys.ckks,
+        identity_publics=keys.identity_public_keys,
         standardisation=snapshot.standardisation if snapshot else None, reports=dict(snapshot.reports) if snapshot else {},
     )
     return coordinator
@@ -370,6 +525,7 @@ class RunningServer:
     servicer: FederationServicer
     health: health.HealthServicer
     _stop: threading.Event
+    gate: CallGate
 
     def stop(self, grace: float | None = 1.0) -> None:
         self._stop.set()
@@ -392,10 +548,13 @@ def start_server(config: ServerConfig, keys: ServerKeys, clock: Callable[[], flo
     store = StateStore(config.state_db)
     coordinator = restore_coordinator(config, keys, store)
     coordinator.start(clock())
-    revocations = None if config.crl is None else auth.Revocations(config.crl, keys.ca_certificate)
+    revocations = None if config.crl is None else auth.Revocations(config.crl, keys.ca_certificate, clock=clock)
     servicer = FederationServicer(config=config, keys=keys, coordinator=coordinator, store=store, clock=clock, revocations=revocations)
     options = [("grpc.max_receive_message_length", config.max_message_bytes), ("grpc.max_send_message_length", config.max_message_bytes)]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8 + 4 * len(coordinator.roster)), options=options, interceptors=[servicer.meter])
+    limits = CallLimits(config.max_calls_per_identity, config.max_buyer_calls)
+    gate = CallGate(ConcurrencyLimiter(limits), servicer.identify, servicer.admit)
+    workers = futures.ThreadPoolExecutor(limits.workers(len(coordinator.roster)), thread_name_prefix="grpc-worker")
+    server = grpc.server(workers, options=options, interceptors=[servicer.meter, gate])  # metered: what the gate let in
     pb_grpc.add_FederationServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -412,4 +571,4 @@ def start_server(config: ServerConfig, keys: ServerKeys, clock: Callable[[], flo
             servicer.tick()
 
     threading.Thread(target=ticker, daemon=True, name="round-ticker").start()
-    return RunningServer(server, port, servicer, health_servicer, stop)
+    return RunningServer(server, port, servicer, health_servicer, stop, gate)

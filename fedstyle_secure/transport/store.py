@@ -2,6 +2,8 @@
 
 Arrays are stored as ``.npy`` bytes (``allow_pickle=False``), everything else as JSON.  A restarted
 server resumes from the last completed round; a round interrupted mid-way is simply run again.
+A snapshot holding NaN or infinite values is refused as a whole (:class:`NonFiniteState`):
+nothing non-finite is ever written, so nothing non-finite survives a restart.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -30,6 +33,17 @@ class Snapshot:
     reports: dict[str, int]
     roster: tuple[str, ...]
     algorithm: str
+
+
+class NonFiniteState(ValueError):
+    """The server state to persist (or broadcast) contains NaN or infinite values."""
+
+
+def require_finite(arrays: Mapping[str, np.ndarray | None]) -> None:
+    """Raise :class:`NonFiniteState` naming the first array with a NaN or infinite value."""
+    for name, array in arrays.items():
+        if array is not None and not np.all(np.isfinite(array)):
+            raise NonFiniteState(f"{name} contains {int(np.sum(~np.isfinite(array)))} NaN or infinite value(s)")
 
 
 def _npy(array: np.ndarray | None) -> bytes:
@@ -53,8 +67,11 @@ class StateStore:
         return connect(self.path)
 
     def save(self, snapshot: Snapshot) -> None:
+        """Replace the stored snapshot; refuses (:class:`NonFiniteState`, nothing written) one with NaN/inf."""
         s = snapshot.state
         mean, std = snapshot.standardisation or (None, None)
+        require_finite({"params": s.params, "consensus": s.consensus, "prototypes": s.prototypes,
+                        "feature_mean": mean, "feature_std": std})
         rows = {
             "meta": json.dumps({
                 "format": FORMAT, "round": s.round, "retired": s.retired, "reports": snapshot.reports,
@@ -82,6 +99,11 @@ class StateStore:
             round=int(meta["round"]), params=_array(rows["params"]), consensus=_array(rows["consensus"]),
             prototypes=_array(rows["prototypes"]), known=_array(rows["known"]), retired=dict(meta["retired"]),
         )
+        try:  # e.g. written by a version without this guard: never resumed from, never broadcast
+            require_finite({"params": state.params, "consensus": state.consensus, "prototypes": state.prototypes,
+                            "feature_mean": mean, "feature_std": std})
+        except NonFiniteState as exc:
+            raise ConfigError(f"{self.path}: the saved state is unusable: {exc}") from exc
         return Snapshot(
             state=state, standardisation=None if mean is None else (mean, std),
             reports={k: int(v) for k, v in meta["reports"].items()},

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -20,6 +20,8 @@ from fedstyle_secure.transport._generated.fedstyle.v1 import federation_pb2 as p
 from fedstyle_secure.transport._generated.fedstyle.v1 import federation_pb2_grpc as pb_grpc  # noqa: E402
 
 PROTOCOL = "fedstyle.v1"
+ROUND_METADATA = "fedstyle-round"  # call metadata of a submission: the round id it is for ...
+PHASE_METADATA = "fedstyle-phase"  # ... and the phase; checked before the server reads the body
 ALLOWED_DTYPES: tuple[str, ...] = ("float32", "float64")
 DEFAULT_CHUNK_BYTES = 256 * 1024
 NONCE_BYTES = 16
@@ -68,17 +70,36 @@ def layout_fields(layout: Layout) -> list[pb.LayoutField]:
     return [pb.LayoutField(name=name, shape=list(shape)) for name, shape in layout.fields]
 
 
+def submission_metadata(round_id: int, phase: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata naming the round and phase a submission is for (see :func:`submission_target`)."""
+    return ((ROUND_METADATA, str(int(round_id))), (PHASE_METADATA, phase))
+
+
+def submission_target(metadata: Mapping[str, str]) -> tuple[int, str]:
+    """``(round_id, phase)`` from a submission's call metadata; raises :class:`WireError` naming a
+    missing or malformed key."""
+    round_text, phase = metadata.get(ROUND_METADATA), metadata.get(PHASE_METADATA)
+    if round_text is None or phase is None:
+        raise WireError(
+            f"a submission's call metadata must carry {ROUND_METADATA!r} (round id) and {PHASE_METADATA!r} (phase)"
+        )
+    if not round_text.isdigit() or len(round_text) > 19:
+        raise WireError(f"call metadata {ROUND_METADATA!r} must be a round id (decimal), got {round_text[:40]!r}")
+    return int(round_text), phase
+
+
 def new_nonce() -> bytes:
     return os.urandom(NONCE_BYTES)
 
 
 def chunk_payload(
-    payload: bytes, *, round_id: int, kind: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES, nonce: bytes | None = None
+    payload: bytes, *, round_id: int, kind: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES, nonce: bytes | None = None,
+    signature: bytes = b"",
 ) -> Iterator[pb.Chunk]:
-    """Split ``payload`` into Chunks; the first carries the header (size, SHA-256, nonce)."""
+    """Split ``payload`` into Chunks; the first carries the header (size, SHA-256, nonce, signature)."""
     header = pb.PayloadHeader(
         round_id=round_id, kind=kind, total_bytes=len(payload),
-        sha256=hashlib.sha256(payload).digest(), nonce=nonce if nonce is not None else new_nonce(),
+        sha256=hashlib.sha256(payload).digest(), nonce=nonce if nonce is not None else new_nonce(), signature=signature,
     )
     pieces = [payload[i : i + chunk_bytes] for i in range(0, len(payload), chunk_bytes)] or [b""]
     yield pb.Chunk(header=header, data=pieces[0])

@@ -1,0 +1,385 @@
+"""Who may decrypt what under ``--secure ckks``: signed contributions, the decryption committee and
+the checks an artist makes before it decrypts anything (pure: no file or network I/O).
+
+All artists share one CKKS secret key, so an artist that decrypts whatever the server calls "the
+aggregate" is a decryption oracle: the server could hand it one artist's ciphertext and read that
+artist's vector.  Here an artist decrypts only a sum it computed itself from ciphertexts that at
+least ``quorum`` distinct artists of its own roster signed for this very round and attempt.
+
+Protocol of attempt ``a`` of round ``r`` (driven by ``transport/coordinator.py`` on the server and
+``transport/ckks_client.py`` on the artist):
+
+1. **Contribute.**  Artist ``i`` encrypts its packed vector once per round (a retried attempt
+   resends the same ciphertext) and signs with its Ed25519 identity key
+   :func:`contribution_statement` = (domain, ``r``, ``a``, key-set fingerprint, ``i``, layout,
+   SHA-256 of the ciphertext).  The server checks the signature and the ciphertext
+   (:class:`ContributionCollector`) and keeps both; nothing is summed on the server.
+2. **Committee.**  The set ``S`` of accepted contributions is fixed when the phase closes; its
+   committee is the :data:`COMMITTEE_SIZE` members of ``S`` with the lowest
+   :func:`committee_score` -- a public hash of (``r``, ``a``, artist id) that nobody chooses.
+3. **Decrypt.**  A committee member downloads ``S`` as (artist, digest, signature) and checks it
+   (:func:`check_contribution_set`: distinct artists of ITS roster, >= quorum, its own contribution
+   included unchanged, every signature valid under the identity keys of ITS key bundle, itself on
+   the committee); signs a commitment to the set digest (:func:`commit_statement`); downloads every
+   ciphertext, checks it against the signed digest and against its own CKKS parameters, sums them
+   itself (:class:`~fedstyle_secure.secure.ckks.CkksSum`); waits until EVERY committee member has
+   signed a commitment to the same set digest (:func:`commitments_complete`); then decrypts its own
+   sum and returns the plaintext.
+4. The server needs every committee member's plaintext and checks that they agree.
+
+Each artist keeps a :class:`DecryptionGuard` per round: attempts only go forward, it commits to at
+most one set per attempt, and once it committed in attempt ``a`` it contributes to and commits in
+no other attempt of the round (it sits later attempts out: a retry after a failed decrypt phase
+runs without the committee's two members, so ``quorum <= n - 2`` keeps such a round alive).
+
+Why the commitments.  Without them a server could show committee member ``X`` the set ``S1`` and
+member ``Y`` the set ``S2 = S1 - {D}`` and read ``D``'s vector from the difference of the two
+decryptions.  With them, two different sets decrypted in one attempt have disjoint committees
+(each member commits once), and committees are the lowest scores of their sets.  Lemma: then no
+linear combination of the decrypted sums of one attempt equals one artist's vector, as long as
+``COMMITTEE_SIZE >= 2`` and every set has at least two artists.  Sketch: among the sets with a
+non-zero coefficient take ``Sj``, whose committee holds the lowest score; that member can be in no
+other such set (it would be on that set's committee too), so it is the isolated artist.  The
+lowest member of the set with the next-lowest committee can likewise only be cancelled by ``Sj``,
+so it lies in ``Sj`` above ``Sj``'s committee: every other committee scores above all of ``Sj``'s.
+Then ``Sj``'s second committee member is in no other set and keeps a non-zero coefficient -- a
+contradiction.  Across attempts: by the guard, a committee member of a set decrypted in attempt
+``a`` signed nothing for a later attempt (it had seen none when it committed, and signs nothing
+for another attempt afterwards), so it is in no later set; the argument applied to the earliest
+attempt with a non-zero coefficient then covers every sum decrypted in the round.
+
+Threat model (CKKS mode; ``docs/secure_ckks_keys.md`` has the full table):
+
+* **Curious server** (follows the protocol): learns each round's sum, which artists are in it,
+  ciphertext sizes; nothing about an individual vector.
+* **Malicious server, no colluding artist**: may drop, reorder, substitute, replay or withhold any
+  message.  It gets no plaintext except the sum of a set of at least ``quorum`` distinct roster
+  artists' contributions signed for this round and attempt, and no linear combination of the sums
+  it gets decrypted in a round -- across all its attempts -- isolates one artist.  It can always
+  stall a round (denial of service).  **Not guaranteed**: combinations of two or more artists'
+  vectors (e.g. the sum of the two committee members' vectors, from a faked abort and a retry
+  without them); artists whose process restarted mid-round (the guard lives in memory); and across
+  two runs with the same key set and round ids, a server can replay the first run's signed
+  contributions (use one key set per federation).
+* **Server + one artist**, or **one curious committee member**: every artist holds the secret key,
+  and a committee member downloads every contribution of the round to check the sum -- each of them
+  decrypts.  With CKKS, individual vectors are confidential only against parties without the key;
+  the masking modes (``secagg``/``secagg+``) exist for this threat.  Under DP each contribution is
+  itself an (epsilon, delta)-DP release of one artist's artworks.
+* **Malicious artist**: its ciphertext is checked against the server's own parameters (refused,
+  named, the others unaffected); it cannot sign for another artist; on the committee it can refuse
+  to decrypt (the attempt fails) or return a wrong plaintext (the server sees the disagreement).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from fedstyle_secure.errors import SecureAggregationError
+from fedstyle_secure.secure.ckks import CkksContext, EncryptedVector
+from fedstyle_secure.secure.wire import pack_id, pack_u32, pack_u64
+
+COMMITTEE_SIZE = 2  # smallest size for which the lemma above holds; each member downloads every contribution
+DEFAULT_MIN_QUORUM = 2  # a decryptor never accepts a smaller set by default, whatever quorum a server announces
+DIGEST_BYTES = 32
+_CONTRIBUTION = b"fedstyle.v1/ckks-contribution"
+_SET = b"fedstyle.v1/ckks-contribution-set"
+_COMMIT = b"fedstyle.v1/ckks-decryption-commit"
+_SCORE = b"fedstyle.v1/ckks-committee"
+
+LayoutFields = Sequence[tuple[str, Sequence[int]]]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What every CKKS signature is bound to: one attempt of one round under one key set."""
+
+    round_id: int
+    attempt: int
+    fingerprint: bytes  # CkksContext.fingerprint: parameters + key-set id
+
+    def header(self, domain: bytes) -> bytes:
+        """``domain || 0 || u64 round || u32 attempt || 32-byte fingerprint`` (domain-separated)."""
+        return domain + b"\0" + pack_u64(self.round_id) + pack_u32(self.attempt) + self.fingerprint
+
+    def __str__(self) -> str:
+        return f"round {self.round_id} attempt {self.attempt}"
+
+
+@dataclass(frozen=True)
+class SignedContribution:
+    """One accepted contribution as the committee sees it: who, SHA-256 of the ciphertext, signature."""
+
+    artist: str
+    digest: bytes
+    signature: bytes
+
+
+def payload_digest(payload: bytes) -> bytes:
+    """SHA-256 of a serialised :class:`~fedstyle_secure.secure.ckks.EncryptedVector` (32 bytes)."""
+    return hashlib.sha256(payload).digest()
+
+
+def layout_bytes(fields: LayoutFields) -> bytes:
+    """Canonical bytes of a packed vector's layout (names and shapes, in order)."""
+    return json.dumps([[name, [int(d) for d in shape]] for name, shape in fields], separators=(",", ":")).encode()
+
+
+def contribution_statement(at: Attempt, artist: str, layout: bytes, digest: bytes) -> bytes:
+    """The exact bytes artist ``artist`` signs for its ciphertext of SHA-256 ``digest`` in ``at``."""
+    if len(digest) != DIGEST_BYTES:
+        raise SecureAggregationError(f"{at}: a contribution digest is {DIGEST_BYTES} bytes, got {len(digest)}")
+    return at.header(_CONTRIBUTION) + pack_id(artist) + pack_u32(len(layout)) + layout + digest
+
+
+def sign_contribution(key: Ed25519PrivateKey, at: Attempt, artist: str, layout: bytes, digest: bytes) -> bytes:
+    return key.sign(contribution_statement(at, artist, layout, digest))
+
+
+def verify_contribution(
+    public: Ed25519PublicKey, at: Attempt, artist: str, layout: bytes, digest: bytes, signature: bytes
+) -> None:
+    """Raise unless ``signature`` is ``artist``'s identity-key signature of this contribution in ``at``."""
+    try:
+        public.verify(signature, contribution_statement(at, artist, layout, digest))
+    except InvalidSignature:
+        raise SecureAggregationError(
+            f"{at}: the contribution listed for {artist!r} is not signed by {artist!r}'s identity key for this "
+            "round, attempt, layout and ciphertext (forged, substituted or replayed)"
+        ) from None
+
+
+def set_digest(at: Attempt, contributions: Iterable[SignedContribution]) -> bytes:
+    """SHA-256 naming one set of contributions of ``at`` (order-independent)."""
+    entries = sorted(contributions, key=lambda c: c.artist)
+    return hashlib.sha256(at.header(_SET) + b"".join(pack_id(c.artist) + c.digest for c in entries)).digest()
+
+
+def committee_score(at: Attempt, artist: str) -> bytes:
+    """A public pseudo-random rank of ``artist`` in ``at``; nobody chooses it."""
+    return hashlib.sha256(at.header(_SCORE) + pack_id(artist)).digest()
+
+
+def decryption_committee(at: Attempt, artists: Iterable[str], size: int = COMMITTEE_SIZE) -> tuple[str, ...]:
+    """The ``size`` artists of ``artists`` with the lowest :func:`committee_score`, lowest first."""
+    return tuple(sorted(set(artists), key=lambda a: committee_score(at, a))[:size])
+
+
+def commit_statement(at: Attempt, digest: bytes) -> bytes:
+    """The bytes a committee member signs to commit to decrypting the set of ``digest`` in ``at``."""
+    return at.header(_COMMIT) + digest
+
+
+def sign_commit(key: Ed25519PrivateKey, at: Attempt, digest: bytes) -> bytes:
+    return key.sign(commit_statement(at, digest))
+
+
+def verify_commit(public: Ed25519PublicKey, at: Attempt, artist: str, digest: bytes, signature: bytes) -> None:
+    """Raise unless ``signature`` is ``artist``'s commitment to the set of ``digest`` in ``at``."""
+    try:
+        public.verify(signature, commit_statement(at, digest))
+    except InvalidSignature:
+        raise SecureAggregationError(
+            f"{at}: the commitment shown for {artist!r} is not its signature on this set"
+        ) from None
+
+
+def check_contribution_set(
+    contributions: Sequence[SignedContribution],
+    *,
+    at: Attempt,
+    me: str,
+    my_digest: bytes,
+    layout: bytes,
+    publics: Mapping[str, Ed25519PublicKey],
+    quorum: int,
+) -> tuple[str, ...]:
+    """The set's committee, if ``me`` may help decrypt its sum; else raise naming what is wrong.
+
+    ``publics`` are the identity keys of ``me``'s own key bundle (its roster); ``my_digest`` and
+    ``layout`` describe the contribution ``me`` itself sent in this round.  A set without ``me``'s
+    own contribution is refused: the committee rule (lowest scores OF THE SET) only stops a server
+    from choosing its decryptors if every decryptor is in the set it decrypts.
+    """
+    artists = [c.artist for c in contributions]
+    if len(set(artists)) != len(artists):
+        raise SecureAggregationError(f"{at}: the contribution set lists an artist twice: {sorted(artists)}")
+    strangers = sorted(set(artists) - set(publics))
+    if strangers:
+        raise SecureAggregationError(f"{at}: the contribution set names artists outside my roster: {strangers}")
+    if len(artists) < quorum:
+        raise SecureAggregationError(
+            f"{at}: the contribution set has {len(artists)} artists, fewer than the quorum {quorum}"
+        )
+    mine = next((c for c in contributions if c.artist == me), None)
+    if mine is None:
+        raise SecureAggregationError(f"{at}: the contribution set leaves out my own contribution")
+    if mine.digest != my_digest:
+        raise SecureAggregationError(f"{at}: the contribution set lists a ciphertext under my name that I did not send")
+    for contribution in contributions:
+        verify_contribution(
+            publics[contribution.artist], at, contribution.artist, layout, contribution.digest, contribution.signature
+        )
+    committee = decryption_committee(at, artists)
+    if me not in committee:
+        raise SecureAggregationError(f"{at}: by the public rule the committee of this set is {list(committee)}, not me")
+    return committee
+
+
+def commitments_complete(
+    commitments: Mapping[str, bytes],
+    *,
+    at: Attempt,
+    digest: bytes,
+    committee: Sequence[str],
+    publics: Mapping[str, Ed25519PublicKey],
+) -> bool:
+    """True once every committee member's valid signature on ``digest`` is in ``commitments``
+    (artist -> signature); raise if one present does not verify under ``publics``."""
+    for artist in committee:
+        signature = commitments.get(artist)
+        if signature is None:
+            return False
+        verify_commit(publics[artist], at, artist, digest, signature)
+    return True
+
+
+@dataclass
+class DecryptionGuard:
+    """An artist's memory of its current round (in memory: a restarted process starts afresh).
+
+    * attempts only go forward: nothing is signed or committed for an attempt older than one seen;
+    * one commitment per attempt: a second, different set in the same attempt is refused;
+    * after committing in attempt ``a``, the artist signs and commits nothing in any other attempt
+      of the round (it sits later attempts out).
+
+    Then a committee member of a set decrypted in attempt ``a`` is in no set of a later attempt,
+    and the lemma of this module extends to every sum decrypted in the round: the earliest attempt
+    with a non-zero coefficient can only be cancelled within itself.
+    """
+
+    _round: int = -1
+    _latest: int = -1
+    _commitment: tuple[int, bytes] | None = None  # (attempt, set digest)
+
+    def _enter(self, at: Attempt) -> None:
+        if at.round_id < self._round:
+            raise SecureAggregationError(f"{at}: round {self._round} has begun; refusing to act in an earlier round")
+        if at.round_id > self._round:
+            self._round, self._latest, self._commitment = at.round_id, -1, None
+        if at.attempt < self._latest:
+            raise SecureAggregationError(f"{at}: I already acted in attempt {self._latest}; attempts only go forward")
+        self._latest = at.attempt
+
+    def may_sign(self, at: Attempt) -> None:
+        """Raise unless this artist may sign its contribution for ``at``."""
+        self._enter(at)
+        if self._commitment is not None and self._commitment[0] != at.attempt:
+            raise SecureAggregationError(
+                f"{at}: I committed to decrypting a set in attempt {self._commitment[0]} of this round; "
+                "not contributing to another attempt (its sum could be differenced with that one)"
+            )
+
+    def commit(self, at: Attempt, digest: bytes) -> None:
+        """Record the commitment to the set of ``digest`` (idempotent); raise if it contradicts the rules."""
+        self._enter(at)
+        if self._commitment is not None and self._commitment != (at.attempt, digest):
+            where = "this attempt" if self._commitment[0] == at.attempt else f"attempt {self._commitment[0]}"
+            raise SecureAggregationError(f"{at}: I already committed to decrypting another set in {where} of this round")
+        self._commitment = (at.attempt, digest)
+
+
+@dataclass
+class _Held:
+    contribution: SignedContribution
+    payload: bytes
+
+
+class ContributionCollector:
+    """Server side of one attempt: checks and keeps signed contributions, fixes the set and its
+    committee, collects the committee's commitments.  Nothing is summed here."""
+
+    def __init__(
+        self, context: CkksContext, at: Attempt, publics: Mapping[str, Ed25519PublicKey], length: int, layout: bytes
+    ) -> None:
+        if context.fingerprint != at.fingerprint:
+            raise SecureAggregationError(f"{at}: the server's CKKS context is not the key set the attempt is bound to")
+        self.context, self.at, self.publics, self.length, self.layout = context, at, publics, length, layout
+        self._held: dict[str, _Held] = {}
+        self._committee: tuple[str, ...] | None = None
+        self._digest: bytes | None = None
+        self._commitments: dict[str, tuple[bytes, bytes]] = {}  # member -> (set digest, signature)
+
+    def receive(self, artist: str, payload: bytes, signature: bytes) -> None:
+        """Check ``artist``'s signed ciphertext (signature, then every chunk against the server's own
+        context) and keep it; raise :class:`SecureAggregationError` naming the artist otherwise."""
+        if self._committee is not None:
+            raise SecureAggregationError(f"{self.at}: the contribution set is already fixed")
+        public = self.publics.get(artist)
+        if public is None:
+            raise SecureAggregationError(f"{self.at}: no identity key for {artist!r}")
+        digest = payload_digest(payload)
+        verify_contribution(public, self.at, artist, self.layout, digest, signature)
+        EncryptedVector.load(
+            self.context, payload, length=self.length, what=f"{self.at} ciphertext of {artist}", fresh=True
+        )
+        self._held[artist] = _Held(SignedContribution(artist, digest, signature), payload)
+
+    def close(self) -> tuple[str, ...]:
+        """Fix the set of contributions received so far; its committee."""
+        if not self._held:
+            raise SecureAggregationError(f"{self.at}: no contribution to decrypt")
+        self._committee = decryption_committee(self.at, self._held)
+        self._digest = set_digest(self.at, self.contributions)
+        return self._committee
+
+    @property
+    def contributions(self) -> list[SignedContribution]:
+        return [self._held[a].contribution for a in sorted(self._held)]
+
+    @property
+    def committee(self) -> tuple[str, ...]:
+        if self._committee is None:
+            raise SecureAggregationError(f"{self.at}: the contribution set is not fixed yet")
+        return self._committee
+
+    @property
+    def digest(self) -> bytes:
+        """:func:`set_digest` of the fixed set."""
+        if self._digest is None:
+            raise SecureAggregationError(f"{self.at}: the contribution set is not fixed yet")
+        return self._digest
+
+    def payload(self, artist: str) -> bytes:
+        held = self._held.get(artist)
+        if held is None:
+            raise SecureAggregationError(f"{self.at}: no contribution of {artist!r} in the set")
+        return held.payload
+
+    def commit(self, artist: str, digest: bytes, signature: bytes) -> None:
+        """Keep a committee member's commitment to this attempt's set (idempotent)."""
+        if artist not in self.committee:
+            raise SecureAggregationError(
+                f"{self.at}: {artist} is not on the decryption committee {list(self.committee)}"
+            )
+        if digest != self._digest:
+            raise SecureAggregationError(
+                f"{self.at}: {artist} committed to a set digest that is not this attempt's set"
+            )
+        verify_commit(self.publics[artist], self.at, artist, digest, signature)
+        self._commitments[artist] = (digest, signature)
+
+    @property
+    def commitments(self) -> dict[str, tuple[bytes, bytes]]:
+        """Committee member -> (set digest, signature) of its commitment."""
+        return dict(self._commitments)
+
+    @property
+    def committed(self) -> bool:
+        return self._committee is not None and set(self._committee) <= set(self._commitments)

@@ -1,0 +1,183 @@
+"""Artist side of ``--secure ckks`` over gRPC: signed contributions, and decryption of nothing but a
+sum the artist checked and computed itself (protocol and threat model:
+:mod:`fedstyle_secure.secure.ckks_decryption`).
+
+* The round's contribution is encrypted once and resent unchanged in a retried attempt; it is
+  signed per attempt (round, attempt, key set, artist, layout, SHA-256 of the ciphertext).
+* In the decrypt phase only a committee member acts.  It checks the listed set, commits to it,
+  downloads and checks every other contribution, sums them itself, waits for every committee
+  member's commitment to the same set, and only then decrypts its own sum.  Every check uses the
+  artist's own key bundle -- its roster, the identity keys of ``identity/<id>.pub``, its CKKS
+  parameters -- and the quorum is the larger of the plan's and its own ``client.min_quorum``:
+  never just what the server says.
+* A failed check makes the artist refuse with a warning and send nothing for that attempt; it
+  never crashes the artist.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from fedstyle_secure.errors import SecureAggregationError
+from fedstyle_secure.federation.packing import Layout
+from fedstyle_secure.secure.ckks import CkksSum, encrypt
+from fedstyle_secure.secure.ckks_decryption import (
+    DEFAULT_MIN_QUORUM,
+    Attempt,
+    DecryptionGuard,
+    SignedContribution,
+    check_contribution_set,
+    commitments_complete,
+    layout_bytes,
+    payload_digest,
+    set_digest,
+    sign_commit,
+    sign_contribution,
+)
+from fedstyle_secure.secure.keystore import ArtistKeys
+from fedstyle_secure.transport.channel import ArtistSession
+from fedstyle_secure.transport.wire import pb
+
+log = logging.getLogger(__name__)
+Send = Callable[[ArtistSession, pb.RoundPlan], object]
+MAX_COMMIT_POLL_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class _Contribution:
+    """What this artist sent in a round: the ciphertext, its digest, the signed layout and length."""
+
+    round_id: int
+    payload: bytes
+    digest: bytes
+    layout: bytes
+    length: int
+
+
+@dataclass
+class CkksClient:
+    """One artist's CKKS rounds over the life of its process (the network calls go through ``session``)."""
+
+    keys: ArtistKeys
+    min_quorum: int = DEFAULT_MIN_QUORUM
+    guard: DecryptionGuard = field(default_factory=DecryptionGuard)
+    clock: Callable[[], float] = time.time
+    last_refusal: str | None = None
+    _own: _Contribution | None = None
+
+    def contribution(self, round_id: int, vector: np.ndarray, layout: Layout) -> bytes:
+        """Encrypt the round's packed vector (once per round; a retried attempt resends these bytes)."""
+        payload = encrypt(self.keys.ckks, vector).serialize()
+        self._own = _Contribution(
+            round_id, payload, payload_digest(payload), layout_bytes(layout.fields), int(np.asarray(vector).size)
+        )
+        return payload
+
+    def _attempt(self, plan: pb.RoundPlan) -> Attempt:
+        return Attempt(plan.round_id, plan.attempt, self.keys.ckks.fingerprint)
+
+    def _contributed(self, round_id: int) -> _Contribution:
+        if self._own is None or self._own.round_id != round_id:
+            raise SecureAggregationError(f"round {round_id}: I sent no contribution in this round")
+        return self._own
+
+    def signature(self, plan: pb.RoundPlan) -> bytes:
+        """This artist's signature of its round contribution for the plan's attempt (SecureAggregationError
+        if its guard forbids contributing to that attempt)."""
+        own, at = self._contributed(plan.round_id), self._attempt(plan)
+        self.guard.may_sign(at)
+        return sign_contribution(self.keys.identity_key, at, self.keys.artist_id, own.layout, own.digest)
+
+    def decrypt(self, session: ArtistSession, plan: pb.RoundPlan) -> bytes:
+        """The plaintext (float64 bytes) of the sum of the set the server lists, once checked,
+        recomputed here and committed to by the whole committee; raise SecureAggregationError otherwise."""
+        own, at, me = self._contributed(plan.round_id), self._attempt(plan), self.keys.artist_id
+        listed = session.contribution_set(plan.round_id)
+        if (listed.round_id, listed.attempt) != (plan.round_id, plan.attempt):
+            raise SecureAggregationError(
+                f"{at}: the server listed the contributions of round {listed.round_id} attempt {listed.attempt}"
+            )
+        contributions = [
+            SignedContribution(c.artist_id, bytes(c.sha256), bytes(c.signature)) for c in listed.contributions
+        ]
+        publics = self.keys.identity_public_keys
+        committee = check_contribution_set(
+            contributions,
+            at=at,
+            me=me,
+            my_digest=own.digest,
+            layout=own.layout,
+            publics=publics,
+            quorum=max(int(plan.quorum), self.min_quorum),
+        )
+        digest = set_digest(at, contributions)
+        self.guard.commit(at, digest)
+        signature = sign_commit(self.keys.identity_key, at, digest)
+        commits = session.commit_decryption(plan.round_id, plan.attempt, digest, signature)
+        total = CkksSum(self.keys.ckks, own.length)
+        for contribution in contributions:
+            data = (
+                own.payload if contribution.artist == me else session.contribution(plan.round_id, contribution.artist)
+            )
+            if payload_digest(data) != contribution.digest:
+                raise SecureAggregationError(
+                    f"{at}: the ciphertext served for {contribution.artist!r} is not the one it signed"
+                )
+            total.add(data, what=f"{at} contribution of {contribution.artist}")
+        while not commitments_complete(
+            _signatures_on(commits, digest), at=at, digest=digest, committee=committee, publics=publics
+        ):
+            remaining = plan.phase_deadline_unix - self.clock()
+            if remaining <= 0:
+                raise SecureAggregationError(
+                    f"{at}: not every committee member {list(committee)} committed to this set by the deadline"
+                )
+            commits = session.commit_decryption(
+                plan.round_id, plan.attempt, digest, signature, wait_seconds=min(remaining, MAX_COMMIT_POLL_SECONDS)
+            )
+        return np.asarray(total.result().decrypt(), dtype="<f8").tobytes()
+
+
+def _signatures_on(commits: pb.DecryptionCommits, digest: bytes) -> dict[str, bytes]:
+    """Committee member -> signature, for the commitments to ``digest`` (others are not commitments to this set)."""
+    return {c.artist_id: bytes(c.signature) for c in commits.commits if bytes(c.set_digest) == digest}
+
+
+def contribute_step(client: CkksClient, round_id: int, vector: np.ndarray, layout: Layout) -> Send:
+    """Encrypt the round's contribution once; return how to send it, signed for the plan's attempt
+    (or, when the guard forbids contributing to that attempt, log why and send nothing)."""
+    payload = client.contribution(round_id, vector, layout)
+
+    def send(session: ArtistSession, plan: pb.RoundPlan) -> object:
+        try:
+            signature = client.signature(plan)
+        except SecureAggregationError as exc:
+            client.last_refusal = str(exc)
+            log.warning("round %d attempt %d: sitting this attempt out: %s", plan.round_id, plan.attempt, exc)
+            return None
+        return session.upload(round_id, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, payload, layout, signature=signature)
+
+    return send
+
+
+def decrypt_step(client: CkksClient, session: ArtistSession, plan: pb.RoundPlan) -> Send:
+    """A committee member's part of the decrypt phase; return how to send the plaintext (resendable).
+
+    Refusals (the set or a signature does not check out, this artist is not on the set's committee,
+    the committee did not commit) are logged and send nothing; :class:`grpc.RpcError` from the
+    server passes through."""
+    if session.artist_id not in plan.decryptors:
+        return lambda s, p: None  # not asked: the committee decrypts
+    try:
+        payload = client.decrypt(session, plan)
+    except SecureAggregationError as exc:
+        client.last_refusal = str(exc)
+        log.warning("round %d attempt %d: refusing to decrypt: %s", plan.round_id, plan.attempt, exc)
+        return lambda s, p: None
+    round_id = plan.round_id
+    return lambda s, p: s.upload(round_id, pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE, payload)

@@ -1,0 +1,70 @@
+"""The artist's durable state holds its unmasked contribution: owner-only permissions, also for
+SQLite's side files, and an existing looser state is tightened on resume."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedstyle_secure.transport.artist_state import STATE_FILE, ArtistSnapshot, ArtistStateStore, CachedResult
+
+
+@pytest.fixture
+def umask_022():
+    """The common default umask, under which files are created 0644 unless asked otherwise."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _snapshot() -> ArtistSnapshot:
+    contribution = CachedResult(3, "contribute", np.arange(5.0), {"layout": [["weighted_params", [5]]]})
+    return ArtistSnapshot("artist_a", {"w": np.ones(3, np.float32)}, None, {}, {}, results=[contribution])
+
+
+def test_new_state_is_owner_only_including_wal_and_shm(tmp_path, umask_022):
+    store = ArtistStateStore(tmp_path / "state")
+    store.save(_snapshot())
+    reader = sqlite3.connect(store.path)  # an open connection keeps the -wal / -shm files in place
+    try:
+        reader.execute("SELECT count(*) FROM results").fetchone()
+        side_files = [store.path.with_name(STATE_FILE + suffix) for suffix in ("-wal", "-shm")]
+        assert all(p.exists() for p in side_files)
+        files = (store.path, *side_files)
+        assert {p.name: _mode(p) for p in files} == {p.name: 0o600 for p in files}
+        assert _mode(tmp_path / "state") == 0o700
+    finally:
+        reader.close()
+    assert store.load().results[0].array.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_resuming_a_world_readable_state_tightens_it_and_keeps_the_data(tmp_path, umask_022, caplog):
+    """A state written with looser permissions (an older version, a restored backup): tightened
+    with a warning on resume, not refused (the file is the artist's own; refusing would only stop
+    its restart while the exposure remained)."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    os.chmod(state, 0o755)
+    db = sqlite3.connect(state / STATE_FILE)  # created 0644 under umask 022
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE t (x)")
+    db.commit()
+    (state / (STATE_FILE + "-wal")).touch(mode=0o644)
+    assert _mode(state / STATE_FILE) == 0o644
+    with caplog.at_level(logging.WARNING, logger="fedstyle_secure.transport.sqlite_io"):
+        store = ArtistStateStore(state)
+    db.close()
+    assert _mode(state) == 0o700 and _mode(store.path) == 0o600 and _mode(state / (STATE_FILE + "-wal")) == 0o600
+    assert "readable by others" in caplog.text and "644" in caplog.text
+    store.save(_snapshot())
+    assert store.load().artist_id == "artist_a"

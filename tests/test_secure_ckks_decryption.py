@@ -1,0 +1,260 @@
+"""Who may decrypt what under CKKS (pure module, real Ed25519 and TenSEAL): statements, the public
+committee rule, the checks of a contribution set, the decryptor's memory, the server's collector."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from fedstyle_secure.errors import SecureAggregationError
+from fedstyle_secure.secure.ckks import CkksContext, CkksSum, encrypt
+from fedstyle_secure.secure.ckks_decryption import (
+    Attempt,
+    ContributionCollector,
+    DecryptionGuard,
+    SignedContribution,
+    check_contribution_set,
+    commitments_complete,
+    decryption_committee,
+    layout_bytes,
+    payload_digest,
+    set_digest,
+    sign_commit,
+    sign_contribution,
+)
+
+ARTISTS = ("a", "b", "c", "d")
+LAYOUT = layout_bytes([("x", (6,))])
+
+
+@pytest.fixture(scope="module")
+def context() -> CkksContext:
+    return CkksContext.generate()
+
+
+@pytest.fixture(scope="module")
+def identities() -> dict[str, Ed25519PrivateKey]:
+    return {a: Ed25519PrivateKey.generate() for a in ARTISTS}
+
+
+def _publics(identities):
+    return {a: k.public_key() for a, k in identities.items()}
+
+
+def _signed(context, identities, at: Attempt, artists=ARTISTS):
+    """Each artist's ciphertext of a constant vector and its signed listing entry."""
+    payloads = {a: encrypt(context, np.full(6, float(i + 1))).serialize() for i, a in enumerate(artists)}
+    entries = [
+        SignedContribution(a, payload_digest(p), sign_contribution(identities[a], at, a, LAYOUT, payload_digest(p)))
+        for a, p in payloads.items()
+    ]
+    return payloads, entries
+
+
+def _check(entries, at, me, payloads, identities, quorum=3):
+    return check_contribution_set(
+        entries,
+        at=at,
+        me=me,
+        my_digest=payload_digest(payloads[me]),
+        layout=LAYOUT,
+        publics=_publics(identities),
+        quorum=quorum,
+    )
+
+
+def test_committee_is_the_lowest_scores_of_the_set_and_changes_with_the_attempt(context):
+    at = Attempt(3, 0, context.fingerprint)
+    committee = decryption_committee(at, ARTISTS)
+    assert len(committee) == 2 and decryption_committee(at, reversed(ARTISTS)) == committee
+    assert (
+        decryption_committee(at, set(ARTISTS) - {committee[0]})[0] == committee[1]
+    )  # removing a member promotes the next
+    assert {decryption_committee(Attempt(3, k, context.fingerprint), ARTISTS) for k in range(12)} != {committee}
+
+
+def test_a_member_accepts_the_honest_set_and_refuses_every_tampered_one(context, identities):
+    at = Attempt(1, 0, context.fingerprint)
+    payloads, entries = _signed(context, identities, at)
+    me, other = decryption_committee(at, ARTISTS)
+    outsider = next(a for a in ARTISTS if a not in (me, other))
+    assert _check(entries, at, me, payloads, identities) == (me, other)
+
+    def refused(listing, words, quorum=3, who=me):
+        with pytest.raises(SecureAggregationError, match=words):
+            _check(listing, at, who, payloads, identities, quorum)
+
+    refused([e for e in entries if e.artist in (me, other)], "fewer than the quorum 3")
+    refused([e for e in entries if e.artist != me], "leaves out my own contribution")
+    refused(entries + [entries[0]], "lists an artist twice")
+    refused(entries + [SignedContribution("mallory", b"\0" * 32, b"\0" * 64)], "outside my roster")
+    mine = next(e.digest for e in entries if e.artist == me)
+    swapped = [SignedContribution(e.artist, mine if e.artist == outsider else e.digest, e.signature) for e in entries]
+    refused(swapped, f"not signed by '{outsider}'")
+    old_at = Attempt(0, 0, context.fingerprint)
+    replayed = [
+        SignedContribution(
+            outsider, e.digest, sign_contribution(identities[outsider], old_at, outsider, LAYOUT, e.digest)
+        )
+        if e.artist == outsider
+        else e
+        for e in entries
+    ]
+    refused(replayed, f"not signed by '{outsider}'")
+    other_layout = [
+        SignedContribution(e.artist, e.digest, sign_contribution(identities[e.artist], at, e.artist, b"[]", e.digest))
+        for e in entries
+    ]
+    refused(other_layout, "not signed by")
+    not_mine = [
+        SignedContribution(me, next(x.digest for x in entries if x.artist == other), e.signature)
+        if e.artist == me
+        else e
+        for e in entries
+    ]
+    refused(not_mine, "that I did not send")
+    refused(entries, "the committee of this set is", who=outsider)
+
+
+def test_commitments_are_complete_only_with_every_members_signature_on_the_same_set(context, identities):
+    at = Attempt(1, 0, context.fingerprint)
+    _, entries = _signed(context, identities, at)
+    committee = decryption_committee(at, ARTISTS)
+    digest, other = set_digest(at, entries), set_digest(at, entries[:3])
+    publics = _publics(identities)
+    signatures = {a: sign_commit(identities[a], at, digest) for a in committee}
+    assert commitments_complete(signatures, at=at, digest=digest, committee=committee, publics=publics)
+    assert not commitments_complete(
+        {committee[0]: signatures[committee[0]]}, at=at, digest=digest, committee=committee, publics=publics
+    )
+    with pytest.raises(SecureAggregationError, match="not its signature on this set"):
+        commitments_complete(
+            {**signatures, committee[1]: sign_commit(identities[committee[1]], at, other)},
+            at=at,
+            digest=digest,
+            committee=committee,
+            publics=publics,
+        )
+    assert (
+        set_digest(at, reversed(entries)) == digest
+        and set_digest(Attempt(1, 1, context.fingerprint), entries) != digest
+    )
+
+
+def test_guard_commits_once_per_attempt_and_never_contributes_to_another_attempt_after_committing(context):
+    guard = DecryptionGuard()
+    first, retry = Attempt(2, 0, context.fingerprint), Attempt(2, 1, context.fingerprint)
+    guard.may_sign(first)
+    guard.commit(first, b"1" * 32)
+    guard.commit(first, b"1" * 32)  # the same set again (a reconnect): fine
+    guard.may_sign(first)  # resending the same attempt's contribution: fine
+    with pytest.raises(SecureAggregationError, match="another set in this attempt"):
+        guard.commit(first, b"2" * 32)
+    with pytest.raises(SecureAggregationError, match="not contributing to another attempt"):
+        guard.may_sign(retry)
+    with pytest.raises(SecureAggregationError, match="another set in attempt 0"):
+        guard.commit(retry, b"3" * 32)
+    with pytest.raises(SecureAggregationError, match="attempts only go forward"):
+        guard.may_sign(first)  # the server went back to attempt 0 after showing attempt 1
+    with pytest.raises(SecureAggregationError, match="earlier round"):
+        guard.may_sign(Attempt(1, 5, context.fingerprint))
+    fresh = DecryptionGuard()
+    fresh.may_sign(first)
+    fresh.may_sign(retry)  # no commitment: a retried attempt may be joined
+    with pytest.raises(SecureAggregationError, match="attempts only go forward"):
+        fresh.commit(first, b"4" * 32)
+    guard.may_sign(Attempt(3, 0, context.fingerprint))  # a new round starts afresh
+
+
+def _isolates_one_artist(sets: list[frozenset[int]], n: int) -> bool:
+    """Whether some real combination of the sets' indicator vectors is a unit vector."""
+    rows = np.array([[1.0 if i in s else 0.0 for i in range(n)] for s in sets])
+    for target in np.eye(n):
+        solution = np.linalg.lstsq(rows.T, target, rcond=None)[0]
+        if np.allclose(rows.T @ solution, target, atol=1e-9):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("size, isolates", [(1, True), (2, False)])
+def test_committees_of_lowest_scores_stop_differencing_within_an_attempt(size, isolates):
+    """Exhaustive over 6 artists (index = score order): for every family of sets of >= 2 artists whose
+    committees are pairwise disjoint (each member commits to one set), no combination of their sums
+    isolates one artist when committees have 2 members; with 1 member it can (the docstring's lemma)."""
+    n = 6
+    sets = [frozenset(c) for k in range(2, n + 1) for c in itertools.combinations(range(n), k)]
+    committee = {s: frozenset(sorted(s)[:size]) for s in sets}
+    found = False
+    for count in (2, 3):
+        for family in itertools.combinations(sets, count):
+            if all(committee[a].isdisjoint(committee[b]) for a, b in itertools.combinations(family, 2)):
+                found = found or _isolates_one_artist(list(family), n)
+    assert found is isolates
+
+
+@pytest.mark.parametrize("guarded, isolates", [(True, False), (False, True)])
+def test_the_guard_stops_differencing_across_two_attempts(guarded, isolates):
+    """Exhaustive over 5 artists and two attempts with different score orders, up to two decrypted
+    sets per attempt: committees are disjoint (one commitment per artist and round); with the guard
+    a committee member of attempt 0 is in no attempt-1 set, and then no combination isolates one
+    artist.  Without that rule (a faked abort, then a rerun without one artist) one does."""
+    n = 5
+    orders = (list(range(n)), [3, 1, 4, 0, 2])  # score order of each attempt
+    sets = [frozenset(c) for k in range(2, n + 1) for c in itertools.combinations(range(n), k)]
+
+    def committee(s: frozenset[int], attempt: int) -> frozenset[int]:
+        return frozenset(sorted(s, key=orders[attempt].index)[:2])
+
+    def families(attempt: int):
+        for count in (1, 2):
+            for family in itertools.combinations(sets, count):
+                committees = [committee(s, attempt) for s in family]
+                if all(a.isdisjoint(b) for a, b in itertools.combinations(committees, 2)):
+                    yield family, frozenset().union(*committees)
+
+    found = False
+    for first, committed_first in families(0):
+        for second, committed_second in families(1):
+            if not committed_first.isdisjoint(committed_second):
+                continue  # an artist commits in one attempt of a round
+            if guarded and any(committed_first & s for s in second):
+                continue  # ... and then contributes to no other attempt
+            if _isolates_one_artist(list(first + second), n):
+                found = True
+                break
+        if found:
+            break
+    assert found is isolates
+
+
+def test_collector_keeps_checked_contributions_and_only_matching_commitments(context, identities):
+    public = context.public()
+    at = Attempt(1, 0, context.fingerprint)
+    payloads, entries = _signed(context, identities, at, ("a", "b", "c"))
+    collector = ContributionCollector(public, at, _publics(identities), 6, LAYOUT)
+    for entry in entries:
+        collector.receive(entry.artist, payloads[entry.artist], entry.signature)
+    with pytest.raises(SecureAggregationError, match="not signed by 'd'"):
+        collector.receive("d", payloads["a"], entries[0].signature)
+    committee = collector.close()
+    assert collector.contributions == sorted(entries, key=lambda e: e.artist) and committee == decryption_committee(
+        at, "abc"
+    )
+    with pytest.raises(SecureAggregationError, match="already fixed"):
+        collector.receive("d", payloads["a"], entries[0].signature)
+    outsider = next(a for a in "abc" if a not in committee)
+    with pytest.raises(SecureAggregationError, match="not on the decryption committee"):
+        collector.commit(outsider, collector.digest, sign_commit(identities[outsider], at, collector.digest))
+    with pytest.raises(SecureAggregationError, match="not this attempt's set"):
+        collector.commit(committee[0], b"\0" * 32, sign_commit(identities[committee[0]], at, b"\0" * 32))
+    for member in committee:
+        assert not collector.committed
+        collector.commit(member, collector.digest, sign_commit(identities[member], at, collector.digest))
+    assert collector.committed
+    total = CkksSum(context, 6)
+    for entry in collector.contributions:
+        total.add(collector.payload(entry.artist), what=entry.artist)
+    np.testing.assert_allclose(total.result().decrypt(), 6.0, atol=1e-6)

@@ -1,0 +1,394 @@
+"""CKKS over real gRPC + mutual TLS on loopback, real TenSEAL, real key files: a server that deviates
+from the protocol gets no plaintext, and a crafted ciphertext is refused without touching the sum.
+
+The artists are the real :class:`~fedstyle_secure.transport.artist.ArtistRunner` (encryption,
+signatures, every check of the decrypt phase); only their model is a stand-in
+(:class:`FeatureMomentsOnly`: the set-up round's feature moments are fixed numbers).  The server
+is the real one; an attack replaces one of its coordinator's methods, since the server is the
+attacker here.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import grpc
+import numpy as np
+import pytest
+import tenseal as ts
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from fedstyle_secure.federation.packing import pack
+from fedstyle_secure.secure.ckks import CkksContext, CkksParams, EncryptedVector, encrypt
+from fedstyle_secure.secure.ckks_decryption import (
+    Attempt,
+    SignedContribution,
+    decryption_committee,
+    layout_bytes,
+    payload_digest,
+    sign_commit,
+    sign_contribution,
+)
+from fedstyle_secure.secure.keystore import ArtistKeys, load_artist_keys, load_server_keys
+from fedstyle_secure.transport.artist import ArtistRunner
+from fedstyle_secure.transport.channel import ArtistSession, open_channel
+from fedstyle_secure.transport.ckks_client import CkksClient
+from fedstyle_secure.transport.config import ClientConfig, ServerConfig
+from fedstyle_secure.transport.coordinator import Coordinator, Phase, Schedule
+from fedstyle_secure.transport.loopback import write_fresh_keys
+from fedstyle_secure.transport.server import start_server
+from fedstyle_secure.transport.wire import pb
+
+ARTISTS = ("artist_a", "artist_b", "artist_c")
+VALUES = {"artist_a": 1.0, "artist_b": 2.0, "artist_c": 4.0}
+
+
+def _moments(value: float) -> dict[str, np.ndarray]:
+    return {"clients": np.array([1.0]), "feature_mean": np.full(4, value), "feature_sq_mean": np.full(4, value * value)}
+
+
+class FeatureMomentsOnly:
+    """Stands in for the artist's StyleClient (its model) in the set-up round: fixed feature moments."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def feature_moments(self) -> dict[str, np.ndarray]:
+        return _moments(self.value)
+
+
+class Clock:
+    """The server's and the artists' clock (seconds), settable to pass a deadline at once."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Party:
+    keys: ArtistKeys
+    channel: grpc.Channel
+    session: ArtistSession
+    runner: ArtistRunner
+
+
+class Federation:
+    """A real server and three real artist runners, stepped phase by phase by the test."""
+
+    def __init__(self, keys: Path, tmp_path: Path, quorum: int = 3) -> None:
+        self.clock = Clock()
+        schedule = Schedule(rounds=1, quorum=quorum, phase_seconds=60, max_retries=2, secure_mode="ckks")
+        config = ServerConfig(keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0", schedule=schedule)
+        self.running = start_server(config, load_server_keys(keys), clock=self.clock)
+        self.coordinator = self.running.servicer.coordinator
+        self.parties: dict[str, Party] = {}
+        for artist in ARTISTS:
+            artist_keys = load_artist_keys(keys, artist)
+            channel = open_channel(f"127.0.0.1:{self.running.port}", artist_keys.tls_pem())
+            runner = ArtistRunner(
+                ClientConfig(keys=keys, data=tmp_path, artist=artist),
+                artist_keys,
+                client=FeatureMomentsOnly(VALUES[artist]),
+            )  # type: ignore[arg-type]
+            runner.ckks = CkksClient(artist_keys, clock=self.clock)
+            self.parties[artist] = Party(artist_keys, channel, ArtistSession.register(channel, artist_keys), runner)
+
+    def act(self, artists) -> None:
+        """Each artist acts on its current plan, concurrently (committee members wait for each other)."""
+        errors: list[BaseException] = []
+
+        def one(party: Party) -> None:
+            try:
+                party.runner.act(party.session, party.session.plan())
+            except BaseException as exc:  # re-raised in the test thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one, args=(self.parties[a],)) for a in artists]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        if errors:
+            raise errors[0]
+
+    def contribute(self, artists=ARTISTS) -> tuple[str, ...]:
+        """Every artist uploads its signed ciphertext; the decryption committee the server announces."""
+        self.act(artists)
+        plan = self.coordinator.plan()
+        assert plan.phase is Phase.DECRYPT, self.coordinator.last_error
+        return plan.decryptors
+
+    def turn_malicious(self) -> None:
+        """The server drops its own checks of the decrypt phase: it keeps any commitment, shows every
+        member every commitment it holds, and takes (records) any plaintext it is sent."""
+        self.commitments: dict[str, tuple[bytes, bytes]] = {}
+        self.stolen: dict[str, bytes] = {}
+        c = self.coordinator
+
+        def commit(artist: str, round_id: int, attempt: int, digest: bytes, signature: bytes) -> None:
+            self.commitments[artist] = (digest, signature)
+
+        def take(artist: str, round_id: int, payload: bytes, nonce: bytes, now: float) -> None:
+            self.stolen[artist] = payload
+
+        c.commit_decryption = commit  # type: ignore[method-assign]
+        c.decryption_commits = lambda artist, round_id: (c.attempt, dict(self.commitments))  # type: ignore
+        c.submit_decrypted = take  # type: ignore[method-assign]
+
+    def refusal(self, artist: str) -> str:
+        return self.parties[artist].runner.ckks.last_refusal or ""  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        for party in self.parties.values():
+            party.channel.close()
+        self.running.stop(0)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory) -> Path:
+    return write_fresh_keys(tmp_path_factory.mktemp("keys") / "set", ARTISTS)
+
+
+@pytest.fixture
+def federation(keys, tmp_path):
+    running = Federation(keys, tmp_path)
+    yield running
+    running.close()
+
+
+def _no_plaintext_reached_the_server(f: Federation) -> None:
+    assert not f.stolen and not f.coordinator._collect.items and f.coordinator.standardisation is None
+
+
+def _serve_listing(
+    f: Federation, listing: Callable[[str, list[SignedContribution], dict[str, int]], list[SignedContribution]]
+) -> None:
+    """The attacking server (see :meth:`Federation.turn_malicious`) serves the real listing rewritten by ``listing``."""
+    f.turn_malicious()
+    real = f.coordinator.contribution_set
+
+    def lying(artist: str, round_id: int):
+        attempt, contributions, sizes = real(artist, round_id)
+        return attempt, listing(artist, contributions, sizes), sizes
+
+    f.coordinator.contribution_set = lying  # type: ignore[method-assign]
+
+
+def test_honest_round_committee_decrypts_the_verified_sum(federation):
+    f = federation
+    committee = f.contribute()
+    at = Attempt(0, 0, f.coordinator.ckks.fingerprint)
+    assert committee == decryption_committee(at, ARTISTS) and len(committee) == 2
+    f.act(ARTISTS)  # the non-member does nothing; the members check, commit, sum, decrypt
+    mean, std = f.coordinator.standardisation
+    np.testing.assert_allclose(mean, 7 / 3, rtol=1e-6)
+    np.testing.assert_allclose(std, np.sqrt((1 + 4 + 16) / 3 - (7 / 3) ** 2), rtol=1e-5)
+    assert f.coordinator.plan().round_id == 1 and all(f.refusal(a) == "" for a in ARTISTS)
+
+
+def test_server_refuses_misplaced_committee_calls_and_the_round_still_completes(federation):
+    """An honest server's own checks of the decrypt phase, against artists that misbehave."""
+    f = federation
+    x, y = f.contribute()
+    outsider = next(a for a in ARTISTS if a not in (x, y))
+    member = f.parties[x]
+    at = Attempt(0, 0, member.keys.ckks.fingerprint)
+    digest = f.coordinator._ckks_round.digest
+
+    def refused(call, code: grpc.StatusCode, words: str) -> None:
+        with pytest.raises(grpc.RpcError) as info:
+            call()
+        assert info.value.code() == code and words in info.value.details(), info.value.details()
+
+    refused(lambda: f.parties[outsider].session.contribution_set(0), grpc.StatusCode.FAILED_PRECONDITION,
+            "not on round 0's decryption committee")
+    refused(lambda: f.parties[outsider].session.contribution(0, x), grpc.StatusCode.FAILED_PRECONDITION,
+            "not on round 0's decryption committee")
+    refused(lambda: member.session.upload(0, pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE, b"\0" * 8 * 9),
+            grpc.StatusCode.FAILED_PRECONDITION, "not every committee member has committed")
+    wrong = b"\1" * 32
+    refused(lambda: member.session.commit_decryption(0, 0, wrong, sign_commit(member.keys.identity_key, at, wrong)),
+            grpc.StatusCode.INVALID_ARGUMENT, "not this attempt's set")
+    refused(lambda: member.session.commit_decryption(0, 0, digest, b"\0" * 64),
+            grpc.StatusCode.INVALID_ARGUMENT, "not its signature on this set")
+    refused(lambda: member.session.commit_decryption(0, 1, digest, sign_commit(member.keys.identity_key, at, digest)),
+            grpc.StatusCode.FAILED_PRECONDITION, "at attempt 0, not 1")
+    assert f.coordinator._ckks_round.commitments == {} and not f.coordinator._collect.items  # nothing kept
+    f.act((x, y))
+    np.testing.assert_allclose(f.coordinator.standardisation[0], 7 / 3, rtol=1e-6)
+
+
+@pytest.mark.parametrize("announced_quorum, enforced", [(3, 3), (1, 2)])
+def test_server_serving_one_artists_ciphertext_as_the_set_gets_no_plaintext(federation, announced_quorum, enforced):
+    """The reproduced oracle: the server hands a committee member another artist's ciphertext alone,
+    also after announcing quorum 1 (the artist keeps its own floor, client.min_quorum = 2)."""
+    f = federation
+    committee = f.contribute()
+    other = next(a for a in ARTISTS if a not in committee)
+    f.coordinator.schedule = replace(f.coordinator.schedule, quorum=announced_quorum)
+    _serve_listing(f, lambda artist, contributions, sizes: [c for c in contributions if c.artist == other])
+    f.act(committee)
+    _no_plaintext_reached_the_server(f)
+    assert all(f"1 artists, fewer than the quorum {enforced}" in f.refusal(a) for a in committee)
+
+
+def test_server_serving_fewer_than_quorum_or_leaving_the_decryptor_out_gets_no_plaintext(federation):
+    f = federation
+    first, second = f.contribute()
+    other = next(a for a in ARTISTS if a not in (first, second))
+    listings = {first: [first, second], second: [first, other]}  # 2 < quorum 3; a set without `second`
+    _serve_listing(f, lambda artist, contributions, sizes: [c for c in contributions if c.artist in listings[artist]])
+    f.act((first, second))
+    _no_plaintext_reached_the_server(f)
+    assert "fewer than the quorum 3" in f.refusal(first) and "fewer than the quorum 3" in f.refusal(second)
+
+
+def test_server_substituting_a_ciphertext_or_a_signature_gets_no_plaintext(federation):
+    f = federation
+    committee = f.contribute()
+    victim = next(a for a in ARTISTS if a not in committee)
+    forger = Ed25519PrivateKey.generate()  # a key the server holds: it signs as "the victim"
+    real_payload = f.coordinator.contribution_payload
+
+    def substituted(
+        artist: str, round_id: int, contributor: str
+    ) -> bytes:  # the victim's slot serves a member's ciphertext
+        return real_payload(artist, round_id, committee[1] if contributor == victim else contributor)
+
+    def resigned(artist, contributions, sizes):
+        return [
+            SignedContribution(c.artist, c.digest, forger.sign(b"anything"))
+            if c.artist == victim and artist == committee[1]
+            else c
+            for c in contributions
+        ]
+
+    f.coordinator.contribution_payload = substituted  # type: ignore[method-assign]
+    _serve_listing(f, resigned)
+    f.act(committee)
+    _no_plaintext_reached_the_server(f)
+    assert "is not the one it signed" in f.refusal(committee[0])
+    assert f"not signed by '{victim}'" in f.refusal(committee[1])
+
+
+def test_contribution_replayed_from_an_earlier_attempt_gets_no_plaintext(federation):
+    """Attempt 0 aborts at its deadline; in attempt 1 the server lists a contribution signed for attempt 0."""
+    f = federation
+    first_committee = f.contribute()
+    captured = {c.artist: c for c in f.coordinator.contribution_set(first_committee[0], 0)[1]}
+    f.clock.now += 61
+    f.running.servicer.tick()
+    assert f.coordinator.attempt == 1 and f.coordinator.plan().phase is Phase.CONTRIBUTE
+    committee = f.contribute()
+    victim = next(a for a in ARTISTS if a not in committee)
+    _serve_listing(
+        f, lambda artist, contributions, sizes: [captured[victim] if c.artist == victim else c for c in contributions]
+    )
+    # the ciphertext is the same in both attempts (one encryption per round); only the signature is old
+    assert captured[victim].digest == next(
+        c.digest for c in f.coordinator.contribution_set(committee[0], 0)[1] if c.artist == victim
+    )
+    f.act(committee)
+    _no_plaintext_reached_the_server(f)
+    assert all(f"not signed by '{victim}'" in f.refusal(a) and "attempt 1" in f.refusal(a) for a in committee)
+
+
+def test_server_showing_the_two_members_different_sets_gets_no_plaintext(keys, tmp_path):
+    """The differencing attack: member X sums {X, Y, Z}, member Y sums {X, Y}; the two plaintexts
+    would give Z's vector.  Both sets pass quorum 2 and have the same committee, but the members
+    never see each other's commitment to their own set, so neither decrypts."""
+    f = Federation(keys, tmp_path, quorum=2)
+    try:
+        x, y = f.contribute()
+        _serve_listing(
+            f,
+            lambda artist, contributions, sizes: (
+                contributions if artist == x else [c for c in contributions if c.artist in (x, y)]
+            ),
+        )
+        threading.Timer(3.0, lambda: setattr(f.clock, "now", f.clock.now + 61)).start()  # the deadline passes
+        f.act((x, y))
+        assert f.commitments[x][0] != f.commitments[y][0]  # each committed, to its own set, and saw the other's
+        _no_plaintext_reached_the_server(f)
+        assert all("committed to this set by the deadline" in f.refusal(a) for a in (x, y))
+    finally:
+        f.close()
+
+
+def test_server_faking_an_abort_after_a_decryption_gets_no_second_sum(keys, tmp_path, monkeypatch):
+    """Attempt 0: the committee decrypts the sum of all three; the server keeps the plaintexts and
+    fakes an abort.  Attempt 1 would be the same round without one artist (quorum 2), giving that
+    artist's vector by difference -- but the two members who committed in attempt 0 contribute to
+    no other attempt of the round, so no set of two can be formed again."""
+    f = Federation(keys, tmp_path, quorum=2)
+    try:
+        x, y = f.contribute()
+        f.turn_malicious()
+        monkeypatch.setattr(Coordinator, "decryption_committed", property(lambda c: len(f.commitments) == 2))
+        f.act((x, y))
+        assert set(f.stolen) == {x, y}  # attempt 0's sum of all three (the protocol's output)
+        f.clock.now += 61
+        f.running.servicer.tick()
+        assert f.coordinator.attempt == 1 and f.coordinator.plan().phase is Phase.CONTRIBUTE
+        f.act(ARTISTS)
+        assert f.coordinator.plan().phase is Phase.CONTRIBUTE  # still waiting: one signed contribution, quorum 2
+        assert set(f.coordinator._collect.items) == set(ARTISTS) - {x, y}
+        assert all("not contributing to another attempt" in f.refusal(a) for a in (x, y))
+    finally:
+        f.close()
+
+
+# --------------------------------------------------------------------------- crafted ciphertexts (item 5)
+
+
+def _crafted(context: CkksContext, vector: np.ndarray, how: str) -> bytes:
+    """What a malicious artist (holding the shared secret context) could upload instead of encrypt()."""
+    if how == "scale":
+        chunk = ts.ckks_vector(context.tenseal, vector.tolist(), scale=2.0**30)
+    elif how == "level":
+        chunk = ts.ckks_vector(context.tenseal, vector.tolist()) * 1.0  # rescaled: one prime dropped
+    else:  # another parameter set behind this key set's fingerprint
+        other = CkksContext.generate(CkksParams(8192, (50, 30, 50), 30))
+        data = encrypt(other, vector).serialize()
+        return data[:5] + context.fingerprint + data[5 + 32 :]
+    return EncryptedVector(context, [chunk], vector.size).serialize()
+
+
+def test_crafted_first_ciphertexts_are_refused_and_the_honest_sum_is_unchanged(federation):
+    f = federation
+    attacker = f.parties["artist_c"]
+    vector, layout = pack(_moments(VALUES["artist_c"]))
+    at = Attempt(0, 0, attacker.keys.ckks.fingerprint)
+    for how, words in (
+        ("scale", "scale 1.07374e+09, expected 2**40"),
+        ("level", "not the fresh level"),
+        ("params", "TenSEAL rejected"),
+    ):
+        payload = _crafted(attacker.keys.ckks, vector, how)
+        signature = sign_contribution(
+            attacker.keys.identity_key, at, "artist_c", layout_bytes(layout.fields), payload_digest(payload)
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            attacker.session.upload(0, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, payload, layout, signature=signature)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "contribution of artist_c refused" in refused.value.details() and words in refused.value.details()
+        assert not f.coordinator._collect.items  # nothing kept
+    unsigned = encrypt(attacker.keys.ckks, vector).serialize()
+    with pytest.raises(grpc.RpcError) as refused:
+        attacker.session.upload(0, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, unsigned, layout, signature=b"\0" * 64)
+    assert "not signed by 'artist_c'" in refused.value.details()
+    f.act(("artist_a", "artist_b"))  # the honest uploads are accepted as if nothing had happened
+    assert (
+        sorted(f.coordinator._collect.items) == ["artist_a", "artist_b"]
+        and f.coordinator.plan().phase is Phase.CONTRIBUTE
+    )
+    committee = f.contribute(("artist_c",))  # now c behaves: it is refused nothing
+    f.act(committee)
+    np.testing.assert_allclose(f.coordinator.standardisation[0], 7 / 3, rtol=1e-6)  # the honest sum
+    assert f.coordinator.plan().round_id == 1
