@@ -90,13 +90,14 @@ def test_met_public_set_loads_the_packaged_paintings():
 
 
 def test_reference_rows(tiny_federation):
+    from fedstyle_secure.privacy.noise import SeededNoise
     from fedstyle_secure.retrieval.references import central_linear_probe, frozen_dp_prototypes, release_sigma
 
     data = tiny_federation
     chance = 1 / len(data.artists)
     assert release_sigma(8.0, 7) < release_sigma(2.0, 7) < release_sigma(0.5, 7)
-    exact = frozen_dp_prototypes(data, None, np.random.default_rng(0), dims=8)
-    private = [frozen_dp_prototypes(data, 0.05, np.random.default_rng(s), dims=8).artist_accuracy for s in range(5)]
+    exact = frozen_dp_prototypes(data, None, SeededNoise(0), dims=8)
+    private = [frozen_dp_prototypes(data, 0.05, SeededNoise(s), dims=8).artist_accuracy for s in range(5)]
     assert exact.artist_accuracy > 2 * chance
     assert np.mean(private) < exact.artist_accuracy  # epsilon 0.05: the release noise swamps 7 artworks
     assert central_linear_probe(data).artist_accuracy > 2 * chance

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from fedstyle_secure.federation.dataset import FederationData
 from fedstyle_secure.models.embed import normalise_rows, prototype_sums
+from fedstyle_secure.privacy.noise import NoiseSource
 from fedstyle_secure.privacy.calibration import calibrate_noise_multiplier, default_delta
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics, cosine_similarity_matrix, evaluate_retrieval
 from fedstyle_secure.training.dp import PROTOTYPE_SENSITIVITY, release_prototype_sums
@@ -46,10 +47,11 @@ def release_sigma(epsilon: float, n_artworks: int, accountant: str = "prv") -> f
 
 
 def frozen_dp_prototypes(
-    data: FederationData, epsilon: float | None, rng: np.random.Generator, dims: int = REFERENCE_PCA_DIMS, draws: int = 1
+    data: FederationData, epsilon: float | None, noise: NoiseSource, dims: int = REFERENCE_PCA_DIMS, draws: int = 1
 ) -> RetrievalMetrics:
     """Metrics of the no-training DP reference at ``epsilon`` per artist (``None``: exact prototypes),
-    averaged over ``draws`` independent releases.
+    averaged over ``draws`` independent releases whose noise comes from ``noise`` (a measurement:
+    a seeded :class:`~fedstyle_secure.privacy.noise.SeededNoise` keeps it reproducible).
 
     Each artist releases the sum of its training artworks' unit embeddings once, through
     :func:`release_prototype_sums` at the noise of :func:`release_sigma` for its own ``n``."""
@@ -66,7 +68,7 @@ def frozen_dp_prototypes(
         protos = np.zeros_like(sums)
         for a in np.flatnonzero(counts > 0):
             sigma = None if epsilon is None else release_sigma(epsilon, int(counts[a]))
-            protos[a] = release_prototype_sums(sums[a : a + 1], sigma, rng)[0]
+            protos[a] = release_prototype_sums(sums[a : a + 1], sigma, noise)[0]
         runs.append(evaluate_retrieval(q @ protos.T, similarity, labels[query]).as_dict())
     return RetrievalMetrics(**{k: float(np.mean([r[k] for r in runs])) for k in runs[0]})
 
