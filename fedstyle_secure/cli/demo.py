@@ -36,6 +36,7 @@ from fedstyle_secure.retrieval.evaluate import evaluate_frozen_features, evaluat
 from fedstyle_secure.retrieval.index import StyleIndex
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics
 from fedstyle_secure.secure.keystore import bundle_files, write_key_files
+from fedstyle_secure.training.dp import DEFAULT_MIN_TRAINING_ARTWORKS
 from fedstyle_secure.training.local import LocalConfig
 from fedstyle_secure.transport.coordinator import TRANSPORT_SECURE_MODES
 from fedstyle_secure.transport.loopback import write_fresh_keys
@@ -217,7 +218,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n[1/3] the learning harness: every algorithm in-process, {args.compare_rounds} rounds, no DP")
         rows = compare_algorithms(args, data)
         print(render_table(columns, rows))
-    dp_text = "no DP" if math.isinf(args.epsilon) else f"DP-SGD, epsilon budget {args.epsilon:g} per artist"
+    dp_text = "no DP" if math.isinf(args.epsilon) else (
+        f"DP (DP-SGD from {DEFAULT_MIN_TRAINING_ARTWORKS} artworks per artist, below that one final release), "
+        f"epsilon budget {args.epsilon:g} per artist")
     print(f"\n[2/3] the product: 1 server + {len(data.artists)} artist processes on loopback, mutual TLS, "
           f"{args.secure} aggregation, {dp_text}, {args.rounds} rounds")
     with tempfile.TemporaryDirectory(prefix="fedstyle-demo-") as tmp:  # fresh keys; deleted afterwards
