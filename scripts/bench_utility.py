@@ -30,17 +30,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from fedstyle_secure.experiments.arguments import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS
+from fedstyle_secure.experiments.output import write_json
+from fedstyle_secure.randomness import SeededNoise
+from fedstyle_secure.training.dataset import FederationData, load_artworks, prepare_federation
 
-from fedstyle_secure.cli.common import DEFAULT_LOCAL_EPOCHS, DEFAULT_ROUNDS
-from fedstyle_secure.cli.output import write_json
 from fedstyle_secure.experiments.sweep import CellResult, CellSpec
 from fedstyle_secure.experiments.sweep_store import CellStore
-from fedstyle_secure.federation.dataset import FederationData, load_artworks, prepare_federation
 from fedstyle_secure.federation.privacy_plan import encoder_config_for
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
 from fedstyle_secure.federation.strategy import ALGORITHMS
 from fedstyle_secure.retrieval.evaluate import evaluate_frozen_features
-from fedstyle_secure.privacy.noise import SeededNoise
 from fedstyle_secure.retrieval.references import central_linear_probe, frozen_dp_prototypes
 from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.training.local import LocalConfig
@@ -78,11 +78,19 @@ def _run(spec: CellSpec, data: FederationData, rounds: int, epochs: int) -> Cell
     if spec.algorithm == DP_REFERENCE:
         return CellResult(_dp_reference(data, spec.epsilon, spec.seed))
     dp = None if np.isinf(spec.epsilon) else DpConfig(epsilon=spec.epsilon)
-    config = SimulationConfig(algorithm=spec.algorithm, rounds=rounds, seed=spec.seed, local=replace(LocalConfig(), epochs=epochs), dp=dp,
-                              encoder=encoder_config_for(dp))
+    config = SimulationConfig(
+        algorithm=spec.algorithm,
+        rounds=rounds,
+        seed=spec.seed,
+        local=replace(LocalConfig(), epochs=epochs),
+        dp=dp,
+        encoder=encoder_config_for(dp),
+    )
     result = run_simulation(config, data)
     history = [h.metrics["artist_accuracy"] for h in result.history]
-    return CellResult(result.metrics.as_dict(), {"history_accuracy": history, "wall_time_s": time.perf_counter() - started})
+    return CellResult(
+        result.metrics.as_dict(), {"history_accuracy": history, "wall_time_s": time.perf_counter() - started}
+    )
 
 
 def _mean_std(values: list[float]) -> str:
@@ -98,7 +106,11 @@ def _table(name: str, rows: dict[tuple[str, float], list[dict[str, float]]], eps
     mean = {key: {m: float(np.mean([r[m] for r in runs])) for m in runs[0]} for key, runs in rows.items()}
     inf = float("inf")
     frozen, central = mean[(FROZEN, inf)], mean.get(("central", inf))
-    lines = [f"\n**{name}**\n", "| run | artist acc | mAP | macro-F1 | NN P@1 | gap closed (acc / mAP) |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"\n**{name}**\n",
+        "| run | artist acc | mAP | macro-F1 | NN P@1 | gap closed (acc / mAP) |",
+        "|---|---|---|---|---|---|",
+    ]
     for (algorithm, eps), runs in rows.items():
         if not np.isinf(eps):
             continue
@@ -106,19 +118,35 @@ def _table(name: str, rows: dict[tuple[str, float], list[dict[str, float]]], eps
         gap = "-"
         if central is not None and algorithm not in (FROZEN, "central"):
             m = mean[(algorithm, eps)]
-            gap = f"{_share(m['artist_accuracy'], frozen['artist_accuracy'], central['artist_accuracy'])} / " \
-                  f"{_share(m['map'], frozen['map'], central['map'])}"
+            gap = (
+                f"{_share(m['artist_accuracy'], frozen['artist_accuracy'], central['artist_accuracy'])} / "
+                f"{_share(m['map'], frozen['map'], central['map'])}"
+            )
         lines.append(f"| {algorithm} | {' | '.join(cols)} | {gap} |")
     if epsilons:
-        lines += ["", "| under DP | artist acc | mAP | vs reference (acc) | of non-private FedStyle (acc) |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| under DP | artist acc | mAP | vs reference (acc) | of non-private FedStyle (acc) |",
+            "|---|---|---|---|---|",
+        ]
         for eps in epsilons:
             ref = mean.get((DP_REFERENCE, eps))
             for algorithm in sorted({a for a, e in rows if e == eps}, key=lambda a: a == DP_REFERENCE):
                 runs, m = rows[(algorithm, eps)], mean[(algorithm, eps)]
-                diff = f"{m['artist_accuracy'] - ref['artist_accuracy']:+.3f}" if ref and algorithm != DP_REFERENCE else "-"
-                kept = f"{m['artist_accuracy'] / mean[('fedstyle', inf)]['artist_accuracy']:.0%}" if ("fedstyle", inf) in mean else "-"
-                lines.append(f"| {algorithm}, ε = {eps:g} | {_mean_std([r['artist_accuracy'] for r in runs])} | "
-                             f"{_mean_std([r['map'] for r in runs])} | {diff} | {kept} |")
+                diff = (
+                    f"{m['artist_accuracy'] - ref['artist_accuracy']:+.3f}"
+                    if ref and algorithm != DP_REFERENCE
+                    else "-"
+                )
+                kept = (
+                    f"{m['artist_accuracy'] / mean[('fedstyle', inf)]['artist_accuracy']:.0%}"
+                    if ("fedstyle", inf) in mean
+                    else "-"
+                )
+                lines.append(
+                    f"| {algorithm}, ε = {eps:g} | {_mean_std([r['artist_accuracy'] for r in runs])} | "
+                    f"{_mean_std([r['map'] for r in runs])} | {diff} | {kept} |"
+                )
     return lines
 
 
@@ -156,17 +184,23 @@ def main() -> int:
     parser.add_argument("--epsilons", default="8,2", help="DP budgets of FedStyle and the DP reference ('' for none)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_utility"))
     parser.add_argument("--plot", type=Path, default=Path("docs/figures/utility_rounds.png"))
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: on a shared machine more threads than free cores made "
-                             "a 20-round run ~25x slower)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on a shared machine more threads than free cores made "
+        "a 20-round run ~25x slower)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     algorithms = [a for a in args.algorithms.split(",") if a]
     epsilons = [float(e) for e in args.epsilons.split(",") if e]
     store = CellStore(args.out)
     started = time.perf_counter()
-    markdown = [f"Measured by `python scripts/bench_utility.py --seeds {args.seeds} --rounds {args.rounds} "
-                f"--local-epochs {args.local_epochs} --epsilons {args.epsilons}`; mean ± std over {args.seeds} seeds."]
+    markdown = [
+        f"Measured by `python scripts/bench_utility.py --seeds {args.seeds} --rounds {args.rounds} "
+        f"--local-epochs {args.local_epochs} --epsilons {args.epsilons}`; mean ± std over {args.seeds} seeds."
+    ]
     payload: dict[str, Any] = {"config": {k: str(v) for k, v in vars(args).items()}, "results": {}}
     histories: dict[str, dict[str, list[list[float]]]] = {}
     for name, folder in _datasets(args.datasets.split(",")):
@@ -182,8 +216,11 @@ def main() -> int:
                 if result is None:
                     result = _run(spec, data, args.rounds, args.local_epochs)
                     store.save(spec, result)
-                    print(f"{name} seed {seed} {algorithm} eps={eps:g}: acc {result.metrics['artist_accuracy']:.3f} "
-                          f"mAP {result.metrics['map']:.3f}", flush=True)
+                    print(
+                        f"{name} seed {seed} {algorithm} eps={eps:g}: acc {result.metrics['artist_accuracy']:.3f} "
+                        f"mAP {result.metrics['map']:.3f}",
+                        flush=True,
+                    )
                 rows.setdefault((algorithm, eps), []).append(result.metrics)
                 if "history_accuracy" in result.extra and np.isinf(eps):
                     histories.setdefault(name, {}).setdefault(algorithm, []).append(result.extra["history_accuracy"])

@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
+from fedstyle_secure.training.dataset import FederationData, load_artworks, prepare_federation
 
-from fedstyle_secure.federation.dataset import FederationData, load_artworks, prepare_federation
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
 from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.retrieval.evaluate import evaluate_frozen_features
@@ -29,10 +30,21 @@ from fedstyle_secure.retrieval.references import central_linear_probe
 from fedstyle_secure.training.local import LocalConfig
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-ENCODER: dict[str, Callable[[str], Any]] = {"head": str, "whitening_shrinkage": float, "hidden_dim": int, "dropout": float}
+ENCODER: dict[str, Callable[[str], Any]] = {
+    "head": str,
+    "whitening_shrinkage": float,
+    "hidden_dim": int,
+    "dropout": float,
+}
 LOCAL: dict[str, Callable[[str], Any]] = {
-    "lr": float, "tau": float, "optimizer": str, "epochs": int, "instance_weight": float,
-    "classifier_weight": float, "alignment_weight": float, "batch_size": int,
+    "lr": float,
+    "tau": float,
+    "optimizer": str,
+    "epochs": int,
+    "instance_weight": float,
+    "classifier_weight": float,
+    "alignment_weight": float,
+    "batch_size": int,
 }
 
 
@@ -67,12 +79,20 @@ def main() -> int:
                     else:
                         raise SystemExit(f"unknown lever {key!r}")
                 started = time.perf_counter()
-                config = SimulationConfig(algorithm=algorithm, rounds=20, seed=seed, local=replace(LocalConfig(), **local),
-                                          encoder=EncoderConfig(**encoder))
+                config = SimulationConfig(
+                    algorithm=algorithm,
+                    rounds=20,
+                    seed=seed,
+                    local=replace(LocalConfig(), **local),
+                    encoder=EncoderConfig(**encoder),
+                )
                 result = run_simulation(config, data_for(public))
                 metrics = result.metrics.as_dict()
                 history = [round(h.metrics["artist_accuracy"], 3) for h in result.history]
-                row |= {"seconds": round(time.perf_counter() - started), "accuracy_every_4": history[::4] + history[-1:]}
+                row |= {
+                    "seconds": round(time.perf_counter() - started),
+                    "accuracy_every_4": history[::4] + history[-1:],
+                }
             row |= {"accuracy": round(metrics["artist_accuracy"], 3), "map": round(metrics["map"], 3)}
             print(json.dumps(row), flush=True)
     return 0

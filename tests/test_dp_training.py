@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
+from fedstyle_secure.randomness import CsprngNoise
 
 from fedstyle_secure.cli.main import main
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
 from fedstyle_secure.privacy.accounting import compute_epsilon
-from fedstyle_secure.privacy.noise import CsprngNoise
 from fedstyle_secure.training.dp import DpConfig, plan_dp
 from fedstyle_secure.training.dp_sgd import make_private
 from fedstyle_secure.training.local import LocalConfig
@@ -22,7 +22,14 @@ def _all_mechanisms(plan, rounds):
 
 @pytest.mark.parametrize("epsilon", [1.0, 8.0])
 def test_plan_spends_the_target_epsilon(epsilon):
-    plan = plan_dp(DpConfig(epsilon=epsilon, min_training_artworks=1), dataset_size=50, batch_size=16, local_epochs=2, rounds=5, training_releases=5)
+    plan = plan_dp(
+        DpConfig(epsilon=epsilon, min_training_artworks=1),
+        dataset_size=50,
+        batch_size=16,
+        local_epochs=2,
+        rounds=5,
+        training_releases=5,
+    )
     assert plan.sample_rate == pytest.approx(1 / 4)
     assert plan.steps_per_round == 8
     spent = compute_epsilon(_all_mechanisms(plan, 5), plan.delta, "prv")
@@ -32,7 +39,14 @@ def test_plan_spends_the_target_epsilon(epsilon):
 def test_make_private_accepts_a_rate_that_rounding_would_break():
     import torch
 
-    plan = plan_dp(DpConfig(epsilon=4.0, min_training_artworks=1), dataset_size=10, batch_size=3, local_epochs=1, rounds=1, training_releases=0)
+    plan = plan_dp(
+        DpConfig(epsilon=4.0, min_training_artworks=1),
+        dataset_size=10,
+        batch_size=3,
+        local_epochs=1,
+        rounds=1,
+        training_releases=0,
+    )
     model = torch.nn.Linear(4, 2)
     private = make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), 10, plan, CsprngNoise())
     try:
@@ -53,8 +67,17 @@ def _clipped_mean_gradient(clipping, clip_norm, n=6):
     head = ProjectionHead(8, 16, 4, dropout=0.0)
     x = torch.randn(n, 8) * torch.arange(1, n + 1).view(-1, 1)  # artworks of very different gradient norms
     target = torch.nn.functional.normalize(torch.randn(n, 4), dim=1)
-    plan = DpPlan(delta=1e-5, accountant="prv", sample_rate=1.0, steps_per_round=1, noise_multiplier=0.0,
-                  clip_norm=clip_norm, release_sigma=None, final_release_sigma=1.0, final_round=1)
+    plan = DpPlan(
+        delta=1e-5,
+        accountant="prv",
+        sample_rate=1.0,
+        steps_per_round=1,
+        noise_multiplier=0.0,
+        clip_norm=clip_norm,
+        release_sigma=None,
+        final_release_sigma=1.0,
+        final_round=1,
+    )
     private = make_private(head, torch.optim.SGD(head.parameters(), lr=0.1), n, plan, CsprngNoise(), clipping=clipping)
     try:
         private.backward((private.module(x) - target).pow(2).sum(dim=1) * 10)
@@ -79,7 +102,14 @@ def test_ghost_clipping_gives_the_same_clipped_gradient_as_per_sample_hooks():
 def test_unknown_clipping_mode_is_rejected():
     import torch
 
-    plan = plan_dp(DpConfig(epsilon=4.0, min_training_artworks=1), dataset_size=10, batch_size=5, local_epochs=1, rounds=1, training_releases=0)
+    plan = plan_dp(
+        DpConfig(epsilon=4.0, min_training_artworks=1),
+        dataset_size=10,
+        batch_size=5,
+        local_epochs=1,
+        rounds=1,
+        training_releases=0,
+    )
     model = torch.nn.Linear(4, 2)
     with pytest.raises(PrivacyError, match="clipping"):
         make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), 10, plan, CsprngNoise(), clipping="fast")
@@ -87,12 +117,21 @@ def test_unknown_clipping_mode_is_rejected():
 
 def test_delta_at_least_one_over_n_is_rejected():
     with pytest.raises(PrivacyError, match="delta"):
-        plan_dp(DpConfig(epsilon=1.0, delta=0.05), dataset_size=20, batch_size=8, local_epochs=1, rounds=1, training_releases=0)
+        plan_dp(
+            DpConfig(epsilon=1.0, delta=0.05),
+            dataset_size=20,
+            batch_size=8,
+            local_epochs=1,
+            rounds=1,
+            training_releases=0,
+        )
 
 
 def test_dp_run_stays_within_budget_and_reports_audit_clean(tiny_federation, tmp_path):
     # min_training_artworks=1: the tiny portfolios (7 artworks) train with DP-SGD despite the size rule
-    config = SimulationConfig(algorithm="fedstyle", rounds=2, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0, min_training_artworks=1))
+    config = SimulationConfig(
+        algorithm="fedstyle", rounds=2, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0, min_training_artworks=1)
+    )
     result = run_simulation(config, tiny_federation, reports_dir=tmp_path)
     assert set(result.privacy) == set(tiny_federation.artists)
     for info in result.privacy.values():
@@ -131,9 +170,19 @@ def test_private_layers_select_what_dp_sgd_updates(tiny_federation, layers):
     torch.manual_seed(0)
     model = make_model(EncoderConfig(), data.bank, data.public, len(data.artists))
     local = LocalData(bank=data.bank, labels=data.labels)
-    plan = dataclasses.replace(plan_dp(DpConfig(epsilon=8.0, min_training_artworks=1), len(local), 16, 1, 1, 0), private_layers=layers)
+    plan = dataclasses.replace(
+        plan_dp(DpConfig(epsilon=8.0, min_training_artworks=1), len(local), 16, 1, 1, 0), private_layers=layers
+    )
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    train_local(model, local, RoundContext(n_artists=len(data.artists)), "classifier", LocalConfig(epochs=1), np.random.default_rng(0), plan)
+    train_local(
+        model,
+        local,
+        RoundContext(n_artists=len(data.artists)),
+        "classifier",
+        LocalConfig(epochs=1),
+        np.random.default_rng(0),
+        plan,
+    )
     moved = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])}
     assert {"encoder.fc2.weight", "classifier.weight"} <= moved
     assert ("encoder.fc1.weight" in moved) == (layers == "all")
@@ -148,21 +197,37 @@ def test_unknown_private_layers_are_rejected():
 def test_no_prototype_refreshes_gives_the_final_release_the_whole_release_budget(tiny_federation):
     """prototype_refreshes=0: FedStyle trains without any published prototype (no crash) and the
     final publication gets all of the release share of epsilon (less noise than with refreshes)."""
-    with_refreshes = plan_dp(DpConfig(epsilon=4.0, prototype_refreshes=3, min_training_artworks=1), 30, 16, 1, 3, training_releases=3)
-    without = plan_dp(DpConfig(epsilon=4.0, prototype_refreshes=0, min_training_artworks=1), 30, 16, 1, 3, training_releases=0)
+    with_refreshes = plan_dp(
+        DpConfig(epsilon=4.0, prototype_refreshes=3, min_training_artworks=1), 30, 16, 1, 3, training_releases=3
+    )
+    without = plan_dp(
+        DpConfig(epsilon=4.0, prototype_refreshes=0, min_training_artworks=1), 30, 16, 1, 3, training_releases=0
+    )
     assert without.release_sigma is None and without.final_release_sigma < with_refreshes.final_release_sigma
-    config = SimulationConfig(algorithm="fedstyle", rounds=1, local=LocalConfig(epochs=1),
-                              dp=DpConfig(epsilon=4.0, prototype_refreshes=0, min_training_artworks=1), public_pretrain_steps=0)
+    config = SimulationConfig(
+        algorithm="fedstyle",
+        rounds=1,
+        local=LocalConfig(epochs=1),
+        dp=DpConfig(epsilon=4.0, prototype_refreshes=0, min_training_artworks=1),
+        public_pretrain_steps=0,
+    )
     result = run_simulation(config, tiny_federation)
-    assert 0.0 <= result.metrics.artist_accuracy <= 1.0 and all(p["epsilon_spent"] <= 4.0 for p in result.privacy.values())
+    assert 0.0 <= result.metrics.artist_accuracy <= 1.0 and all(
+        p["epsilon_spent"] <= 4.0 for p in result.privacy.values()
+    )
 
 
 @pytest.mark.parametrize("algorithm", ["fedprox", "fedproto", "local"])
 def test_every_baseline_trains_under_dp(tiny_federation, algorithm):
     """Each baseline's extra terms (FedProx's anchor, FedProto's prototype distance) must follow the
     parameters DP-SGD trains (found by a sweep: FedProx's anchor covered the frozen layer too)."""
-    config = SimulationConfig(algorithm=algorithm, rounds=2, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0, min_training_artworks=1),
-                              public_pretrain_steps=0)
+    config = SimulationConfig(
+        algorithm=algorithm,
+        rounds=2,
+        local=LocalConfig(epochs=1),
+        dp=DpConfig(epsilon=4.0, min_training_artworks=1),
+        public_pretrain_steps=0,
+    )
     result = run_simulation(config, tiny_federation)
     assert len(result.history) == 2 and all(p["epsilon_spent"] <= 4.0 for p in result.privacy.values())
 
@@ -178,12 +243,20 @@ def test_small_portfolios_skip_dp_sgd_and_spend_the_whole_budget_on_the_final_re
     assert not small.trains and small.round_mechanisms(0, release=False) == [] and small.release_sigma is None
     assert compute_epsilon(small.round_mechanisms(3, train=False), small.delta, "prv") == pytest.approx(4.0, rel=0.01)
     assert plan_dp(DpConfig(epsilon=4.0, min_training_artworks=7), 7, 16, 2, 3, training_releases=0).trains
-    config = SimulationConfig(algorithm="fedstyle", rounds=2, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0), public_pretrain_steps=0)
+    config = SimulationConfig(
+        algorithm="fedstyle", rounds=2, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0), public_pretrain_steps=0
+    )
     result = run_simulation(config, tiny_federation, reports_dir=tmp_path)
     assert all(p["epsilon_spent"] == pytest.approx(4.0, rel=0.01) for p in result.privacy.values())
     assert main(["audit", str(tmp_path), "--trust-manifest"]) == 0  # a simulation: keys only in its manifest
-    template = make_initial_model(config.encoder, tiny_federation.bank, tiny_federation.public, len(tiny_federation.artists),
-                                  seed=0, pretrain_steps=0)
+    template = make_initial_model(
+        config.encoder,
+        tiny_federation.bank,
+        tiny_federation.public,
+        len(tiny_federation.artists),
+        seed=0,
+        pretrain_steps=0,
+    )
     client = make_clients(config, tiny_federation, template, np.random.default_rng(0))[0]
     with pytest.raises(PrivacyError, match="no prototype release"):  # fail closed: never an un-noised release
         client.publish(Broadcast(0, None, None, np.zeros((5, 128), np.float32), np.zeros(5, bool)), round_id=0)
@@ -194,8 +267,14 @@ def test_seeded_research_noise_reproduces_a_run_and_its_reports_are_flagged(tiny
     flags every one of them (noise_not_secure), while the default CSPRNG run audits clean."""
     import json
 
-    config = SimulationConfig(algorithm="fedavg", rounds=1, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0, min_training_artworks=1),
-                              public_pretrain_steps=0, insecure_seeded_noise=True)
+    config = SimulationConfig(
+        algorithm="fedavg",
+        rounds=1,
+        local=LocalConfig(epochs=1),
+        dp=DpConfig(epsilon=4.0, min_training_artworks=1),
+        public_pretrain_steps=0,
+        insecure_seeded_noise=True,
+    )
     first = run_simulation(config, tiny_federation, reports_dir=tmp_path / "seeded")
     second = run_simulation(config, tiny_federation)
     assert first.metrics == second.metrics and first.state.params.tolist() == second.state.params.tolist()

@@ -23,7 +23,9 @@ KNOWN_ANSWERS = [(0.01, 1.0, 1000, 1.83, 2.10), (0.00427, 1.1, 14062, 2.38, 2.60
 
 
 def sgd(q: float, sigma: float, steps: int, round_id: int = 0, sampler: str = "poisson") -> DpSgdSteps:
-    return DpSgdSteps(sample_rate=q, noise_multiplier=sigma, steps=steps, clip_norm=1.0, round_id=round_id, sampler=sampler)
+    return DpSgdSteps(
+        sample_rate=q, noise_multiplier=sigma, steps=steps, clip_norm=1.0, round_id=round_id, sampler=sampler
+    )
 
 
 @pytest.mark.parametrize(("q", "sigma", "steps", "pld", "rdp"), KNOWN_ANSWERS)
@@ -75,7 +77,9 @@ def test_gaussian_release_is_a_full_batch_step_and_matches_the_analytic_gaussian
     step = sgd(1.0, 3.0, 1)
     exact = analytic_gaussian_epsilon(3.0, DELTA)
     for accountant in ("prv", "rdp", "gdp"):
-        assert compute_epsilon([release], DELTA, accountant) == pytest.approx(compute_epsilon([step], DELTA, accountant))
+        assert compute_epsilon([release], DELTA, accountant) == pytest.approx(
+            compute_epsilon([step], DELTA, accountant)
+        )
     assert recompute_epsilon_pld([release], DELTA) == pytest.approx(exact, rel=0.01)
     assert compute_epsilon([release], DELTA, "prv") == pytest.approx(exact, abs=0.011)  # PRV eps_error 0.01
     assert compute_epsilon([release], DELTA, "gdp") == pytest.approx(exact, rel=1e-6)  # mu-GDP is exact here
@@ -145,5 +149,14 @@ def test_absurd_budget_gets_a_clear_error_naming_the_prv_accountant():
     from fedstyle_secure.training.dp import DpConfig, plan_dp
 
     with pytest.raises(PrivacyError, match="prv accountant cannot evaluate noise multiplier .*--accountant rdp"):
-        plan_dp(DpConfig(epsilon=1e4, min_training_artworks=1), dataset_size=50, batch_size=16, local_epochs=2, rounds=5, training_releases=3)
-    assert plan_dp(DpConfig(epsilon=1e4, accountant="rdp", min_training_artworks=1), 50, 16, 2, 5, 3).noise_multiplier > 0
+        plan_dp(
+            DpConfig(epsilon=1e4, min_training_artworks=1),
+            dataset_size=50,
+            batch_size=16,
+            local_epochs=2,
+            rounds=5,
+            training_releases=3,
+        )
+    assert (
+        plan_dp(DpConfig(epsilon=1e4, accountant="rdp", min_training_artworks=1), 50, 16, 2, 5, 3).noise_multiplier > 0
+    )

@@ -30,7 +30,9 @@ def test_residual_head_starts_exactly_at_the_public_whitening(tiny_federation):
     torch.manual_seed(0)
     model = make_model(EncoderConfig(), data.bank, data.public, len(data.artists)).eval()
     head = model.encoder
-    assert torch.count_nonzero(head.fc2.weight) == 0 and torch.equal(head.base.weight, torch.eye(head.base.weight.shape[0]))
+    assert torch.count_nonzero(head.fc2.weight) == 0 and torch.equal(
+        head.base.weight, torch.eye(head.base.weight.shape[0])
+    )
     x = data.bank.originals()
     pub = data.public.views[0].astype(np.float64)
     mean, std = pub.mean(axis=0), np.maximum(pub.std(axis=0), 1e-3)
@@ -63,7 +65,9 @@ def test_server_optimizers_by_hand():
     assert np.allclose(params, current + 0.5 * (mean - current))
     params2, _ = server_step(params, params + 1.0, moments, opt)  # momentum 0.9 * [1, -1] + [1, 1]
     assert np.allclose(params2, params + 0.5 * np.array([1.9, 0.1]))
-    params, (m, v) = server_step(current, mean, None, ServerOptimizer("adam", lr=0.1, momentum=0.9, beta2=0.99, eps=1e-3))
+    params, (m, v) = server_step(
+        current, mean, None, ServerOptimizer("adam", lr=0.1, momentum=0.9, beta2=0.99, eps=1e-3)
+    )
     delta = mean - current
     expected = current + 0.1 * (0.1 * delta) / (np.sqrt(0.01 * delta**2) + 1e-3)
     assert np.allclose(params, expected) and np.allclose(m, 0.1 * delta) and np.allclose(v, 0.01 * delta**2)
@@ -90,7 +94,8 @@ def test_met_public_set_loads_the_packaged_paintings():
 
 
 def test_reference_rows(tiny_federation):
-    from fedstyle_secure.privacy.noise import SeededNoise
+    from fedstyle_secure.randomness import SeededNoise
+
     from fedstyle_secure.retrieval.references import central_linear_probe, frozen_dp_prototypes, release_sigma
 
     data = tiny_federation

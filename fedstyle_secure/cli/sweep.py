@@ -9,8 +9,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from fedstyle_secure.cli.common import add_data_arguments, add_privacy_arguments, add_training_arguments
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.experiments.arguments import add_data_arguments, add_privacy_arguments, add_training_arguments
 from fedstyle_secure.experiments.cells import REFERENCE, make_cell_runner
 from fedstyle_secure.experiments.sweep import enumerate_cells, parse_algorithms, parse_epsilons, parse_seeds, summarize
 from fedstyle_secure.experiments.sweep_outputs import markdown_table, write_outputs
@@ -19,8 +19,23 @@ from fedstyle_secure.federation.strategy import ALGORITHMS
 
 # Arguments that change what a cell computes; they key the resumable cell cache.
 _CONFIG_KEYS = (
-    "artists", "per_artist", "query_fraction", "public", "artists_per_client", "rounds", "local_epochs", "seed",
-    "backbone", "batch_size", "lr", "tau", "delta", "clip_norm", "noise_multiplier", "accountant", "private_layers",
+    "artists",
+    "per_artist",
+    "query_fraction",
+    "public",
+    "artists_per_client",
+    "rounds",
+    "local_epochs",
+    "seed",
+    "backbone",
+    "batch_size",
+    "lr",
+    "tau",
+    "delta",
+    "clip_norm",
+    "noise_multiplier",
+    "accountant",
+    "private_layers",
 )
 
 
@@ -36,10 +51,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_training_arguments(p)
     add_privacy_arguments(p)
     _hide_single_run_options(p, ("--epsilon", "--reports-dir"))
-    p.add_argument("--epsilons", default="1,4,inf", metavar="LIST", help="comma-separated budgets per artist; inf = no DP (default %(default)s)")
-    p.add_argument("--algorithms", default="fedstyle,fedavg", metavar="LIST", help=f"comma-separated, from {', '.join(ALGORITHMS)} (default %(default)s)")
-    p.add_argument("--seeds", default="3", metavar="N|LIST", help="training seeds: a count N (0..N-1) or a list (default %(default)s)")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (also holds the resumable cell cache)")
+    p.add_argument(
+        "--epsilons",
+        default="1,4,inf",
+        metavar="LIST",
+        help="comma-separated budgets per artist; inf = no DP (default %(default)s)",
+    )
+    p.add_argument(
+        "--algorithms",
+        default="fedstyle,fedavg",
+        metavar="LIST",
+        help=f"comma-separated, from {', '.join(ALGORITHMS)} (default %(default)s)",
+    )
+    p.add_argument(
+        "--seeds",
+        default="3",
+        metavar="N|LIST",
+        help="training seeds: a count N (0..N-1) or a list (default %(default)s)",
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="output folder (also holds the resumable cell cache)"
+    )
     p.set_defaults(func=run)
 
 

@@ -63,8 +63,10 @@ def public_set_from_name(announced: str) -> str:
     for name in PUBLIC_SETS:
         if (name != "met" or met_available()) and public_set_name(name) == announced:
             return name
-    raise DataError(f"the federation aligns on public set {announced!r}, which this machine does not have "
-                    f"(known: {', '.join(public_set_name(n) for n in PUBLIC_SETS if n != 'met' or met_available())})")
+    raise DataError(
+        f"the federation aligns on public set {announced!r}, which this machine does not have "
+        f"(known: {', '.join(public_set_name(n) for n in PUBLIC_SETS if n != 'met' or met_available())})"
+    )
 
 
 def public_set_size(name: str) -> int:

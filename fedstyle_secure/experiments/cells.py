@@ -6,12 +6,11 @@ import argparse
 import math
 from dataclasses import replace
 
-
-from fedstyle_secure.cli.common import dp_config_from_args, federation_from_args, simulation_config_from_args
+from fedstyle_secure.experiments.arguments import dp_config_from_args, federation_from_args, simulation_config_from_args
 from fedstyle_secure.experiments.sweep import CellResult, CellRunner, CellSpec
 from fedstyle_secure.federation.privacy_plan import encoder_config_for
 from fedstyle_secure.federation.simulator import run_simulation
-from fedstyle_secure.privacy.noise import SeededNoise
+from fedstyle_secure.randomness import SeededNoise
 from fedstyle_secure.retrieval.references import frozen_dp_prototypes
 from fedstyle_secure.training.dp import DpConfig
 
@@ -44,7 +43,12 @@ def make_cell_runner(args: argparse.Namespace) -> CellRunner:
             eps = None if math.isinf(spec.epsilon) else spec.epsilon
             return CellResult(metrics=frozen_dp_prototypes(data, eps, noise, draws=REFERENCE_DRAWS).as_dict())
         dp = dp_by_epsilon[spec.epsilon]
-        config = replace(simulation_config_from_args(args, spec.algorithm), seed=spec.seed, dp=dp, encoder=encoder_config_for(dp, args.backbone))
+        config = replace(
+            simulation_config_from_args(args, spec.algorithm),
+            seed=spec.seed,
+            dp=dp,
+            encoder=encoder_config_for(dp, args.backbone),
+        )
         result = run_simulation(config, data)
         spent = {a: info.get("epsilon_spent") for a, info in result.privacy.items()}
         extra = {"wall_time_s": result.wall_time_s, "epsilon_spent": spent, "retired": dict(result.state.retired)}

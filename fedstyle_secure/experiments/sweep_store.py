@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from fedstyle_secure.cli.output import write_json
 from fedstyle_secure.errors import DataError
+from fedstyle_secure.experiments.output import write_json
 from fedstyle_secure.experiments.sweep import CellResult, CellRunner, CellSpec
 
 
@@ -45,7 +45,8 @@ class CellStore:
         write_json(self.path(spec), {"cell": spec.as_dict(), "metrics": result.metrics, "extra": result.extra})
 
 
-def run_cells(cells: list[CellSpec], runner: CellRunner, store: CellStore, on_done: Callable[[CellSpec], None] | None = None
+def run_cells(
+    cells: list[CellSpec], runner: CellRunner, store: CellStore, on_done: Callable[[CellSpec], None] | None = None
 ) -> list[tuple[CellSpec, CellResult]]:
     """Run every cell not already in ``store`` and save it; return all (spec, result) pairs in order."""
     done = []

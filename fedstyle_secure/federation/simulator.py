@@ -4,9 +4,9 @@ real deployment (:class:`StyleClient`, strategy math on sums, a pluggable secure
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -15,8 +15,9 @@ from tqdm.auto import tqdm
 
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.client import Broadcast, StyleClient, federation_shape
-from fedstyle_secure.federation.dataset import FederationData
 from fedstyle_secure.federation.packing import pack_as, unpack
+from fedstyle_secure.federation.privacy_plan import new_ledger, plan_participation, training_release_rounds
+from fedstyle_secure.federation.reporting import ReportWriter
 from fedstyle_secure.federation.round_layout import FederationShape, round_layout
 from fedstyle_secure.federation.strategy import (
     CONTRIBUTION_RANGE,
@@ -31,13 +32,12 @@ from fedstyle_secure.federation.strategy import (
 from fedstyle_secure.federation.sum_checks import checked_aggregate, checked_standardisation, decode_tolerance
 from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.inputs import InputBank
-from fedstyle_secure.federation.reporting import ReportWriter
 from fedstyle_secure.models.params import get_flat_params, set_flat_params
-from fedstyle_secure.federation.privacy_plan import new_ledger, plan_participation, training_release_rounds
-from fedstyle_secure.privacy.noise import CsprngNoise, SeededNoise
+from fedstyle_secure.randomness import CsprngNoise, SeededNoise
 from fedstyle_secure.retrieval.evaluate import evaluate_global, evaluate_personal
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics
 from fedstyle_secure.secure.api import PlainSummation, SecureSummation
+from fedstyle_secure.training.dataset import FederationData
 
 SummationFactory = Callable[[Sequence[str], tuple[float, float]], SecureSummation]
 """Builds the secure summation over the given client ids for inputs within ``(low, high)``."""
@@ -45,6 +45,8 @@ SummationFactory = Callable[[Sequence[str], tuple[float, float]], SecureSummatio
 
 def plain_summation(participants: Sequence[str], value_range: tuple[float, float]) -> SecureSummation:
     return PlainSummation()
+
+
 from fedstyle_secure.training.dp import DpConfig, refresh_rounds
 from fedstyle_secure.training.local import LocalConfig, LocalData
 from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model, warm_start_cache
@@ -119,7 +121,9 @@ class SimulationResult:
         return [asdict(r) for r in self.history]
 
 
-def make_clients(config: SimulationConfig, data: FederationData, model: nn.Module, rng: np.random.Generator) -> list[StyleClient]:
+def make_clients(
+    config: SimulationConfig, data: FederationData, model: nn.Module, rng: np.random.Generator
+) -> list[StyleClient]:
     """One client per artist group, or a single client holding everything for ``central``."""
     spec = algorithm_spec(config.algorithm)
     groups = [data.split.train] if spec.pooled else [data.client_train_items(c) for c in range(len(data.clients))]
@@ -136,7 +140,9 @@ def make_clients(config: SimulationConfig, data: FederationData, model: nn.Modul
         clients.append(
             StyleClient(
                 client_id=f"client-{i:03d}",
-                data=LocalData(bank=InputBank(views=data.bank.views[:, items], kind=data.bank.kind), labels=data.labels[items]),
+                data=LocalData(
+                    bank=InputBank(views=data.bank.views[:, items], kind=data.bank.kind), labels=data.labels[items]
+                ),
                 spec=spec,
                 model=model,
                 config=config.local,
@@ -152,7 +158,10 @@ def make_clients(config: SimulationConfig, data: FederationData, model: nn.Modul
 
 
 def standardise_inputs(
-    clients: list[StyleClient], template: nn.Module, summation: SecureSummation, spec: AlgorithmSpec,
+    clients: list[StyleClient],
+    template: nn.Module,
+    summation: SecureSummation,
+    spec: AlgorithmSpec,
     shape: FederationShape,
 ) -> None:
     """Set-up round: the frozen features' mean/std from the secure sum of every client's
@@ -187,8 +196,13 @@ def run_simulation(
     rng = np.random.default_rng([config.seed, 0xF5])
     n_artists = len(data.artists)
     template = make_initial_model(
-        config.encoder, data.bank, data.public, n_artists if spec.needs_classifier else None, seed=config.seed,
-        pretrain_steps=config.pretrain_steps, cache=warm_start_cache(data.cache_dir),
+        config.encoder,
+        data.bank,
+        data.public,
+        n_artists if spec.needs_classifier else None,
+        seed=config.seed,
+        pretrain_steps=config.pretrain_steps,
+        cache=warm_start_cache(data.cache_dir),
     )
     clients = make_clients(config, data, template, rng)
     ids = [c.client_id for c in clients]
@@ -204,7 +218,9 @@ def run_simulation(
         standardise_inputs(clients, template, summations(ids, FEATURE_MOMENT_RANGE), spec, shape)
     summation = summations(ids, CONTRIBUTION_RANGE)
     refreshes = refresh_rounds(config.rounds, config.dp.prototype_refreshes if config.dp else None)
-    state = initial_state(n_artists, config.encoder.embedding_dim, get_flat_params(template) if spec.averages_parameters else None)
+    state = initial_state(
+        n_artists, config.encoder.embedding_dim, get_flat_params(template) if spec.averages_parameters else None
+    )
     history: list[RoundRecord] = []
     started = time.perf_counter()
     bar = tqdm(range(config.rounds), desc=spec.name, disable=not progress, leave=False)
@@ -234,7 +250,9 @@ def run_simulation(
         if reports is not None:
             reports.write_round(active, r)
         metrics = _evaluate(spec.has_global_model, clients, state, template, data)
-        record = RoundRecord(r + 1, float(np.mean(losses)), metrics.as_dict(), bytes_up, time.perf_counter() - t0, len(active))
+        record = RoundRecord(
+            r + 1, float(np.mean(losses)), metrics.as_dict(), bytes_up, time.perf_counter() - t0, len(active)
+        )
         history.append(record)
         bar.set_postfix(acc=f"{metrics.artist_accuracy:.3f}", map=f"{metrics.map:.3f}")
         if on_round:
@@ -303,7 +321,7 @@ def _final_publication(spec, clients, state, template, data, round_id: int) -> R
     return evaluate_personal(models, data, prototypes=table)
 
 
-def _report_writer(reports_dir: Path, clients: list[StyleClient], data: FederationData) -> "_RoundReports":
+def _report_writer(reports_dir: Path, clients: list[StyleClient], data: FederationData) -> _RoundReports:
     return _RoundReports(ReportWriter(reports_dir, list(data.artists)), data)
 
 
@@ -314,8 +332,13 @@ class _RoundReports:
     def write_round(self, clients: list[StyleClient], round_id: int) -> None:
         for client in clients:
             for artist in client.artists:
-                self.writer.write(self.data.artists[artist], client.ledger, round_id, noise_source=client.noise.name,
-                                  final_round=client.dp.final_round)
+                self.writer.write(
+                    self.data.artists[artist],
+                    client.ledger,
+                    round_id,
+                    noise_source=client.noise.name,
+                    final_round=client.dp.final_round,
+                )
 
 
 def _privacy_summary(clients: list[StyleClient], data: FederationData) -> dict[str, dict]:

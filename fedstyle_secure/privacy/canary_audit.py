@@ -43,7 +43,7 @@ from fedstyle_secure.models.params import get_flat_params
 from fedstyle_secure.privacy.accounting import compute_epsilon
 from fedstyle_secure.privacy.calibration import calibrate_noise_multiplier, default_delta
 from fedstyle_secure.privacy.empirical import DEFAULT_CONFIDENCE, epsilon_lower_bound, max_lower_bound
-from fedstyle_secure.privacy.noise import SeededNoise
+from fedstyle_secure.randomness import SeededNoise
 from fedstyle_secure.training.dp import DpConfig, DpPlan, plan_dp
 from fedstyle_secure.training.local import LocalConfig, LocalData, RoundContext, train_local
 
@@ -180,8 +180,9 @@ def _honest_plan(cfg: CanaryAuditConfig, dataset_size: int) -> DpPlan:
         steps=cfg.epochs * steps_per_epoch,
         accountant=cfg.accountant,
     )
-    config = DpConfig(epsilon=cfg.epsilon, delta=delta, accountant=cfg.accountant, noise_multiplier=noise,
-                      min_training_artworks=1)  # the audit is of DP-SGD itself, whatever the portfolio size
+    config = DpConfig(
+        epsilon=cfg.epsilon, delta=delta, accountant=cfg.accountant, noise_multiplier=noise, min_training_artworks=1
+    )  # the audit is of DP-SGD itself, whatever the portfolio size
     return plan_dp(config, dataset_size, batch_size, cfg.epochs, rounds=1, training_releases=0)
 
 

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedstyle_secure.federation.dataset import FederationData
 from fedstyle_secure.models.embed import normalise_rows, prototype_sums
-from fedstyle_secure.privacy.noise import NoiseSource
 from fedstyle_secure.privacy.calibration import calibrate_noise_multiplier, default_delta
+from fedstyle_secure.randomness import NoiseSource
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics, cosine_similarity_matrix, evaluate_retrieval
+from fedstyle_secure.training.dataset import FederationData
 from fedstyle_secure.training.dp import PROTOTYPE_SENSITIVITY, release_prototype_sums
 
 REFERENCE_PCA_DIMS = 32
@@ -42,7 +42,9 @@ def release_sigma(epsilon: float, n_artworks: int, accountant: str = "prv") -> f
     """Noise std of ONE Gaussian release of a prototype sum (L2 sensitivity 1) spending ``epsilon``
     at the project's default delta ``min(1e-5, 1/(10 n))``."""
     delta = default_delta(n_artworks)
-    multiplier = calibrate_noise_multiplier(target_epsilon=epsilon, delta=delta, sample_rate=1.0, steps=1, accountant=accountant)
+    multiplier = calibrate_noise_multiplier(
+        target_epsilon=epsilon, delta=delta, sample_rate=1.0, steps=1, accountant=accountant
+    )
     return PROTOTYPE_SENSITIVITY * multiplier
 
 
@@ -73,7 +75,9 @@ def frozen_dp_prototypes(
     return RetrievalMetrics(**{k: float(np.mean([r[k] for r in runs])) for k in runs[0]})
 
 
-def central_linear_probe(data: FederationData, weight_decay: float = PROBE_WEIGHT_DECAY, seed: int = 0) -> RetrievalMetrics:
+def central_linear_probe(
+    data: FederationData, weight_decay: float = PROBE_WEIGHT_DECAY, seed: int = 0
+) -> RetrievalMetrics:
     """Metrics of a logistic-regression probe on standardised frozen statistics of ALL training
     artworks (pooled, no privacy): artist = arg-max class; artwork retrieval by cosine between the
     queries' predicted class-probability vectors."""

@@ -12,8 +12,9 @@ transport drives the same state machines over the network.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -91,7 +92,9 @@ class PlainSummation:
         vectors = [np.asarray(inputs[a], dtype=np.float64) for a in survivors]
         dims = {v.shape for v in vectors}
         if len(dims) != 1 or len(next(iter(dims))) != 1:
-            raise SecureAggregationError(f"round {round_id}: inputs must be 1-D vectors of one length, got {sorted(dims)}")
+            raise SecureAggregationError(
+                f"round {round_id}: inputs must be 1-D vectors of one length, got {sorted(dims)}"
+            )
         total = np.sum(vectors, axis=0)
         nbytes = {a: int(np.asarray(inputs[a], dtype=np.float32).nbytes) for a in survivors}
         return AggregationResult(

@@ -23,7 +23,7 @@ from fedstyle_secure.models.embed import normalise_rows
 from fedstyle_secure.privacy.accounting import ACCOUNTANTS
 from fedstyle_secure.privacy.calibration import calibrate_noise_multiplier, default_delta, validate_delta
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mechanism
-from fedstyle_secure.privacy.noise import NoiseSource
+from fedstyle_secure.randomness import NoiseSource
 
 PRIVATE_LAYERS: tuple[str, ...] = ("last", "all")
 """What DP-SGD updates.  ``last`` (default): the encoder's final layer ``fc2`` and the artist
@@ -110,7 +110,9 @@ class DpConfig:
         if self.min_training_artworks < 1:
             raise PrivacyError(f"min training artworks must be >= 1, got {self.min_training_artworks}")
         if self.private_layers not in PRIVATE_LAYERS:
-            raise PrivacyError(f"private layers must be one of {', '.join(PRIVATE_LAYERS)}, got {self.private_layers!r}")
+            raise PrivacyError(
+                f"private layers must be one of {', '.join(PRIVATE_LAYERS)}, got {self.private_layers!r}"
+            )
 
 
 def refresh_rounds(rounds: int, max_refreshes: int | None) -> frozenset[int]:
@@ -160,7 +162,9 @@ class DpPlan:
         if release and sigma is not None:
             out.append(GaussianRelease(PROTOTYPE_SENSITIVITY, sigma, round_id, PROTOTYPE_RELEASE))
         if train and self.trains:
-            out.append(DpSgdSteps(self.sample_rate, self.noise_multiplier, self.steps_per_round, self.clip_norm, round_id))
+            out.append(
+                DpSgdSteps(self.sample_rate, self.noise_multiplier, self.steps_per_round, self.clip_norm, round_id)
+            )
         return out
 
 
@@ -188,11 +192,26 @@ def plan_dp(
         if training_releases:  # the federation's announced refreshes (none by default): they take the rest of epsilon
             final = GaussianRelease(PROTOTYPE_SENSITIVITY, final_sigma, rounds, PROTOTYPE_RELEASE)
             sigma = PROTOTYPE_SENSITIVITY * calibrate_noise_multiplier(
-                target_epsilon=config.epsilon, delta=delta, sample_rate=1.0, steps=training_releases, accountant=config.accountant,
+                target_epsilon=config.epsilon,
+                delta=delta,
+                sample_rate=1.0,
+                steps=training_releases,
+                accountant=config.accountant,
                 history=[final],
             )
-        return DpPlan(delta, config.accountant, 0.0, 0, 0.0, config.clip_norm, sigma, final_sigma, rounds, frozenset(release_rounds),
-                      config.private_layers)
+        return DpPlan(
+            delta,
+            config.accountant,
+            0.0,
+            0,
+            0.0,
+            config.clip_norm,
+            sigma,
+            final_sigma,
+            rounds,
+            frozenset(release_rounds),
+            config.private_layers,
+        )
     steps_per_epoch = math.ceil(dataset_size / batch_size)
     sample_rate = 1.0 / steps_per_epoch
     steps_per_round = local_epochs * steps_per_epoch
@@ -205,7 +224,10 @@ def plan_dp(
         release_sigma = PROTOTYPE_SENSITIVITY * _gaussian_multiplier(
             release_budget * (1.0 - share), delta, training_releases, config.accountant
         )
-        history += [GaussianRelease(PROTOTYPE_SENSITIVITY, release_sigma, r, PROTOTYPE_RELEASE) for r in range(training_releases)]
+        history += [
+            GaussianRelease(PROTOTYPE_SENSITIVITY, release_sigma, r, PROTOTYPE_RELEASE)
+            for r in range(training_releases)
+        ]
     noise = config.noise_multiplier
     if noise is None:
         noise = calibrate_noise_multiplier(
@@ -217,11 +239,22 @@ def plan_dp(
             history=history,
         )
     return DpPlan(
-        delta, config.accountant, sample_rate, steps_per_round, noise, config.clip_norm, release_sigma, final_sigma, rounds,
-        frozenset(release_rounds), config.private_layers,
+        delta,
+        config.accountant,
+        sample_rate,
+        steps_per_round,
+        noise,
+        config.clip_norm,
+        release_sigma,
+        final_sigma,
+        rounds,
+        frozenset(release_rounds),
+        config.private_layers,
     )
 
 
 def _gaussian_multiplier(epsilon: float, delta: float, releases: int, accountant: str) -> float:
     """Noise multiplier of ``releases`` full-batch Gaussian releases spending ``epsilon`` together."""
-    return calibrate_noise_multiplier(target_epsilon=epsilon, delta=delta, sample_rate=1.0, steps=releases, accountant=accountant)
+    return calibrate_noise_multiplier(
+        target_epsilon=epsilon, delta=delta, sample_rate=1.0, steps=releases, accountant=accountant
+    )

@@ -17,13 +17,13 @@ import numpy as np
 from fedstyle_secure.data.images import content_key
 from fedstyle_secure.data.public import default_public_set, public_set_size
 from fedstyle_secure.federation.client import federation_shape
-from fedstyle_secure.federation.dataset import load_public_images
 from fedstyle_secure.federation.privacy_plan import encoder_config_for
 from fedstyle_secure.federation.round_layout import FederationShape
 from fedstyle_secure.federation.strategy import AlgorithmSpec, algorithm_spec
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.models.heads import StyleModel
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, InputBank, build_input_bank
+from fedstyle_secure.training.dataset import load_public_images
 from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model, warm_start_cache
 from fedstyle_secure.transport.config import ServerConfig
@@ -38,15 +38,26 @@ def public_bank(cache_dir: Path, public_set: str | None = None) -> InputBank:
 
 
 def starting_model(
-    spec: AlgorithmSpec, embedding_dim: int, n_artists: int, seed: int, dp: DpConfig | None,
-    bank: InputBank, public: InputBank, cache_dir: Path,
+    spec: AlgorithmSpec,
+    embedding_dim: int,
+    n_artists: int,
+    seed: int,
+    dp: DpConfig | None,
+    bank: InputBank,
+    public: InputBank,
+    cache_dir: Path,
 ) -> StyleModel:
     """:func:`make_initial_model` as every party of the federation calls it: the encoder the
     announced DP plan ``dp`` implies (:func:`encoder_config_for`; public warm start under DP)."""
     encoder = dataclasses.replace(encoder_config_for(dp), embedding_dim=embedding_dim)
     return make_initial_model(
-        encoder, bank, public, n_artists if spec.needs_classifier else None,
-        seed=seed, pretrain_steps=default_pretrain_steps(dp is not None), cache=warm_start_cache(cache_dir),
+        encoder,
+        bank,
+        public,
+        n_artists if spec.needs_classifier else None,
+        seed=seed,
+        pretrain_steps=default_pretrain_steps(dp is not None),
+        cache=warm_start_cache(cache_dir),
     )
 
 

@@ -24,7 +24,7 @@ from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.models.factory import EncoderConfig, make_model
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import get_flat_params
-from fedstyle_secure.secure.ckks import CkksParams, chunk_bounds
+from fedstyle_secure.secure.ckks.primitives import CkksParams, chunk_bounds
 
 MARGIN_FRACTION = 0.125  # legitimate size + 12.5 % ...
 MARGIN_BYTES = 4096  # ... + 4 KiB (serialisation headers)
