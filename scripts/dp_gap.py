@@ -26,10 +26,9 @@ from pathlib import Path
 
 from torch import nn
 
-from fedstyle_secure.federation.privacy_plan import plan_participation
+from fedstyle_secure.federation.privacy_plan import encoder_config_for, plan_participation
 from fedstyle_secure.federation.simulator import SimulationConfig, round_rules, run_simulation
 from fedstyle_secure.models.embed import embed, prototype_sums
-from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.randomness import SeededNoise
 from fedstyle_secure.retrieval.evaluate import evaluate_global
 from fedstyle_secure.training.dataset import FederationData, load_artworks, prepare_federation
@@ -64,7 +63,7 @@ def measure(data: FederationData, seed: int, epsilons: list[float], rounds: int,
     plain = run_simulation(SimulationConfig(rounds=rounds, seed=seed, local=local), data)
     assert plain.global_model is not None
     start = make_initial_model(
-        EncoderConfig(),
+        encoder_config_for(DpConfig(epsilon=max(epsilons))),
         data.bank,
         data.public,
         None,
@@ -77,7 +76,13 @@ def measure(data: FederationData, seed: int, epsilons: list[float], rounds: int,
         "public-only exact": accuracy_with_release(start, data, None, seed),
     }
     for eps in epsilons:
-        config = SimulationConfig(rounds=rounds, seed=seed, local=local, dp=DpConfig(epsilon=eps))
+        config = SimulationConfig(
+            rounds=rounds,
+            seed=seed,
+            local=local,
+            dp=DpConfig(epsilon=eps),
+            encoder=encoder_config_for(DpConfig(epsilon=eps)),
+        )
         sigma = final_release_sigma(config, data)
         row[f"oracle eps={eps:g}"] = accuracy_with_release(plain.global_model, data, sigma, seed)
         row[f"public-only eps={eps:g}"] = accuracy_with_release(start, data, sigma, seed)

@@ -203,7 +203,7 @@ def _train_once(data, seed_torch: int, noise: NoiseSource | None) -> torch.Tenso
     torch.manual_seed(seed_torch)  # what make_initial_model does with the server's plan seed
     model = make_model(EncoderConfig(dropout=0.0), data.bank, data.public, len(data.artists))
     local = LocalData(bank=data.bank, labels=data.labels)
-    plan = plan_dp(DpConfig(epsilon=8.0), len(local), 16, 1, 1, 0)
+    plan = plan_dp(DpConfig(epsilon=8.0, min_training_artworks=1), len(local), 16, 1, 1, 0)
     train_local(
         model,
         local,

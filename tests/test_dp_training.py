@@ -23,7 +23,12 @@ def _all_mechanisms(plan, rounds):
 @pytest.mark.parametrize("epsilon", [1.0, 8.0])
 def test_plan_spends_the_target_epsilon(epsilon):
     plan = plan_dp(
-        DpConfig(epsilon=epsilon), dataset_size=50, batch_size=16, local_epochs=2, rounds=5, training_releases=5
+        DpConfig(epsilon=epsilon, min_training_artworks=1),
+        dataset_size=50,
+        batch_size=16,
+        local_epochs=2,
+        rounds=5,
+        training_releases=5,
     )
     assert plan.sample_rate == pytest.approx(1 / 4)
     assert plan.steps_per_round == 8
@@ -34,7 +39,14 @@ def test_plan_spends_the_target_epsilon(epsilon):
 def test_make_private_accepts_a_rate_that_rounding_would_break():
     import torch
 
-    plan = plan_dp(DpConfig(epsilon=4.0), dataset_size=10, batch_size=3, local_epochs=1, rounds=1, training_releases=0)
+    plan = plan_dp(
+        DpConfig(epsilon=4.0, min_training_artworks=1),
+        dataset_size=10,
+        batch_size=3,
+        local_epochs=1,
+        rounds=1,
+        training_releases=0,
+    )
     model = torch.nn.Linear(4, 2)
     private = make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), 10, plan, CsprngNoise())
     try:
@@ -90,7 +102,14 @@ def test_ghost_clipping_gives_the_same_clipped_gradient_as_per_sample_hooks():
 def test_unknown_clipping_mode_is_rejected():
     import torch
 
-    plan = plan_dp(DpConfig(epsilon=4.0), dataset_size=10, batch_size=5, local_epochs=1, rounds=1, training_releases=0)
+    plan = plan_dp(
+        DpConfig(epsilon=4.0, min_training_artworks=1),
+        dataset_size=10,
+        batch_size=5,
+        local_epochs=1,
+        rounds=1,
+        training_releases=0,
+    )
     model = torch.nn.Linear(4, 2)
     with pytest.raises(PrivacyError, match="clipping"):
         make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), 10, plan, CsprngNoise(), clipping="fast")
@@ -109,7 +128,10 @@ def test_delta_at_least_one_over_n_is_rejected():
 
 
 def test_dp_run_stays_within_budget_and_reports_audit_clean(tiny_federation, tmp_path):
-    config = SimulationConfig(algorithm="fedstyle", rounds=2, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0))
+    # min_training_artworks=1: the tiny portfolios (7 artworks) train with DP-SGD despite the size rule
+    config = SimulationConfig(
+        algorithm="fedstyle", rounds=2, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0, min_training_artworks=1)
+    )
     result = run_simulation(config, tiny_federation, reports_dir=tmp_path)
     assert set(result.privacy) == set(tiny_federation.artists)
     for info in result.privacy.values():
@@ -125,7 +147,7 @@ def test_dp_run_stays_within_budget_and_reports_audit_clean(tiny_federation, tmp
 
 def test_overspending_noise_retires_artists_without_exceeding_budget(tiny_federation):
     # a fixed, too-small noise multiplier: the ledger must refuse rounds instead of overspending
-    dp = DpConfig(epsilon=2.0, noise_multiplier=0.6)
+    dp = DpConfig(epsilon=2.0, noise_multiplier=0.6, min_training_artworks=1)
     config = SimulationConfig(algorithm="fedavg", rounds=6, local=LocalConfig(epochs=1), dp=dp)
     result = run_simulation(config, tiny_federation)
     assert result.state.retired, "some client must retire"
@@ -152,7 +174,9 @@ def test_private_layers_select_what_dp_sgd_updates(tiny_federation, layers):
     torch.manual_seed(0)
     model = make_model(EncoderConfig(), data.bank, data.public, len(data.artists))
     local = LocalData(bank=data.bank, labels=data.labels)
-    plan = dataclasses.replace(plan_dp(DpConfig(epsilon=8.0), len(local), 16, 1, 1, 0), private_layers=layers)
+    plan = dataclasses.replace(
+        plan_dp(DpConfig(epsilon=8.0, min_training_artworks=1), len(local), 16, 1, 1, 0), private_layers=layers
+    )
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     train_local(
         model,
@@ -177,14 +201,18 @@ def test_unknown_private_layers_are_rejected():
 def test_no_prototype_refreshes_gives_the_final_release_the_whole_release_budget(tiny_federation):
     """prototype_refreshes=0: FedStyle trains without any published prototype (no crash) and the
     final publication gets all of the release share of epsilon (less noise than with refreshes)."""
-    with_refreshes = plan_dp(DpConfig(epsilon=4.0), 30, 16, 1, 3, training_releases=3)
-    without = plan_dp(DpConfig(epsilon=4.0, prototype_refreshes=0), 30, 16, 1, 3, training_releases=0)
+    with_refreshes = plan_dp(
+        DpConfig(epsilon=4.0, prototype_refreshes=3, min_training_artworks=1), 30, 16, 1, 3, training_releases=3
+    )
+    without = plan_dp(
+        DpConfig(epsilon=4.0, prototype_refreshes=0, min_training_artworks=1), 30, 16, 1, 3, training_releases=0
+    )
     assert without.release_sigma is None and without.final_release_sigma < with_refreshes.final_release_sigma
     config = SimulationConfig(
         algorithm="fedstyle",
         rounds=1,
         local=LocalConfig(epochs=1),
-        dp=DpConfig(epsilon=4.0, prototype_refreshes=0),
+        dp=DpConfig(epsilon=4.0, prototype_refreshes=0, min_training_artworks=1),
         public_pretrain_steps=0,
     )
     result = run_simulation(config, tiny_federation)
@@ -198,10 +226,44 @@ def test_every_baseline_trains_under_dp(tiny_federation, algorithm):
     """Each baseline's extra terms (FedProx's anchor, FedProto's prototype distance) must follow the
     parameters DP-SGD trains (found by a sweep: FedProx's anchor covered the frozen layer too)."""
     config = SimulationConfig(
-        algorithm=algorithm, rounds=2, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0), public_pretrain_steps=0
+        algorithm=algorithm,
+        rounds=2,
+        local=LocalConfig(epochs=1),
+        dp=DpConfig(epsilon=4.0, min_training_artworks=1),
+        public_pretrain_steps=0,
     )
     result = run_simulation(config, tiny_federation)
     assert len(result.history) == 2 and all(p["epsilon_spent"] <= 4.0 for p in result.privacy.values())
+
+
+def test_small_portfolios_skip_dp_sgd_and_spend_the_whole_budget_on_the_final_release(tiny_federation, tmp_path):
+    """The portfolio-size rule: below ``min_training_artworks`` no DP-SGD, no release during
+    training, one final release spending the whole epsilon; the model is the shared start."""
+    from fedstyle_secure.federation.client import Broadcast
+    from fedstyle_secure.federation.simulator import make_clients
+    from fedstyle_secure.training.pretrain import make_initial_model
+
+    small = plan_dp(DpConfig(epsilon=4.0, min_training_artworks=8), 7, 16, 2, 3, training_releases=0)
+    assert not small.trains and small.round_mechanisms(0, release=False) == [] and small.release_sigma is None
+    assert compute_epsilon(small.round_mechanisms(3, train=False), small.delta, "prv") == pytest.approx(4.0, rel=0.01)
+    assert plan_dp(DpConfig(epsilon=4.0, min_training_artworks=7), 7, 16, 2, 3, training_releases=0).trains
+    config = SimulationConfig(
+        algorithm="fedstyle", rounds=2, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0), public_pretrain_steps=0
+    )
+    result = run_simulation(config, tiny_federation, reports_dir=tmp_path)
+    assert all(p["epsilon_spent"] == pytest.approx(4.0, rel=0.01) for p in result.privacy.values())
+    assert main(["audit", str(tmp_path), "--trust-manifest"]) == 0  # a simulation: keys only in its manifest
+    template = make_initial_model(
+        config.encoder,
+        tiny_federation.bank,
+        tiny_federation.public,
+        len(tiny_federation.artists),
+        seed=0,
+        pretrain_steps=0,
+    )
+    client = make_clients(config, tiny_federation, template, np.random.default_rng(0))[0]
+    with pytest.raises(PrivacyError, match="no prototype release"):  # fail closed: never an un-noised release
+        client.publish(Broadcast(0, None, None, np.zeros((5, 128), np.float32), np.zeros(5, bool)), round_id=0)
 
 
 def test_seeded_research_noise_reproduces_a_run_and_its_reports_are_flagged(tiny_federation, tmp_path, capsys):
@@ -213,7 +275,7 @@ def test_seeded_research_noise_reproduces_a_run_and_its_reports_are_flagged(tiny
         algorithm="fedavg",
         rounds=1,
         local=LocalConfig(epochs=1),
-        dp=DpConfig(epsilon=4.0),
+        dp=DpConfig(epsilon=4.0, min_training_artworks=1),
         public_pretrain_steps=0,
         insecure_seeded_noise=True,
     )

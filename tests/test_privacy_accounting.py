@@ -149,5 +149,14 @@ def test_absurd_budget_gets_a_clear_error_naming_the_prv_accountant():
     from fedstyle_secure.training.dp import DpConfig, plan_dp
 
     with pytest.raises(PrivacyError, match="prv accountant cannot evaluate noise multiplier .*--accountant rdp"):
-        plan_dp(DpConfig(epsilon=1e4), dataset_size=50, batch_size=16, local_epochs=2, rounds=5, training_releases=3)
-    assert plan_dp(DpConfig(epsilon=1e4, accountant="rdp"), 50, 16, 2, 5, 3).noise_multiplier > 0
+        plan_dp(
+            DpConfig(epsilon=1e4, min_training_artworks=1),
+            dataset_size=50,
+            batch_size=16,
+            local_epochs=2,
+            rounds=5,
+            training_releases=3,
+        )
+    assert (
+        plan_dp(DpConfig(epsilon=1e4, accountant="rdp", min_training_artworks=1), 50, 16, 2, 5, 3).noise_multiplier > 0
+    )

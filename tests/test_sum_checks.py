@@ -200,7 +200,7 @@ def test_under_dp_only_the_privately_trained_slice_is_contributed(tiny_federatio
         rounds=1,
         local=LocalConfig(epochs=1),
         public_pretrain_steps=20,
-        dp=DpConfig(epsilon=8.0, private_layers=layers),
+        dp=DpConfig(epsilon=8.0, private_layers=layers, min_training_artworks=1),
     )
     start = make_initial_model(
         config.encoder,

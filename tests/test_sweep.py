@@ -164,7 +164,7 @@ def test_cli_sweep_end_to_end(tmp_path, feature_cache, capsys):
         str(out),
     ]
     assert main(argv) == 0
-    _check_outputs(out, 2, ["fedstyle", "fedavg"])
+    _check_outputs(out, 3, ["fedstyle", "fedavg", "frozen + DP prototypes"])  # the reference row comes with every sweep
     assert "artist accuracy" in capsys.readouterr().out
     cached = sorted(p.read_text() for p in (out / "cells").iterdir())
     assert main(argv) == 0  # second run loads both cells from the store

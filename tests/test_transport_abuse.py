@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from fedstyle_secure.data.public import default_public_set, public_set_name
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
@@ -172,7 +173,7 @@ def test_round_plan_carries_the_schedule(served, keys):
     with channel:
         plan = session.plan()
     assert (plan.round_id, plan.kind, plan.phase, plan.secure_mode) == (0, pb.ROUND_KIND_SETUP, "contribute", "none")
-    assert list(plan.participants) == list(ARTISTS) and plan.public_set.name == "generated:128:seed0"
+    assert list(plan.participants) == list(ARTISTS) and plan.public_set.name == public_set_name(default_public_set())
     assert not plan.HasField("dp") and (plan.value_low, plan.value_high) == (-1024.0, 1024.0)
     assert plan.phase_deadline_unix == pytest.approx(1_060.0)
 

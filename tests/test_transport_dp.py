@@ -67,7 +67,9 @@ def _status(federation, work) -> pb.Status:
 
 def test_dp_federation_reports_every_round_and_audits_clean(tmp_path, data, capsys):
     work = tmp_path / "run"
-    federation = start_loopback(work, data, _schedule(), cache_dir=data.parent / "cache", dp=DpConfig(epsilon=EPSILON))
+    federation = start_loopback(
+        work, data, _schedule(), cache_dir=data.parent / "cache", dp=DpConfig(epsilon=EPSILON, min_training_artworks=1)
+    )
     try:
         assert federation.join(timeout=150)
         coordinator, config = federation.server.servicer.coordinator, federation.server.servicer.config
@@ -125,7 +127,7 @@ def test_artist_over_budget_retires_with_the_reason_and_others_finish(tmp_path, 
         data,
         _schedule(),
         cache_dir=data.parent / "cache",
-        dp=DpConfig(epsilon=EPSILON),
+        dp=DpConfig(epsilon=EPSILON, min_training_artworks=1),
         budgets={"artist_01": 0.5},
     )
     try:
@@ -179,7 +181,7 @@ def test_artist_crash_after_charging_resends_the_same_contribution(tmp_path, dat
         data,
         _schedule(),
         cache_dir=data.parent / "cache",
-        dp=DpConfig(epsilon=EPSILON),
+        dp=DpConfig(epsilon=EPSILON, min_training_artworks=1),
         session_timeout_seconds=1.0,
     )
     try:
@@ -222,7 +224,7 @@ def test_tampered_or_unsigned_reports_are_refused_and_the_server_keeps_serving(t
         listen="127.0.0.1:0",
         reports_dir=tmp_path / "reports",
         schedule=Schedule(rounds=1, quorum=2, standardise=False),
-        dp=DpConfig(epsilon=2.0),
+        dp=DpConfig(epsilon=2.0, min_training_artworks=1),
     )
     running = start_server(config, load_server_keys(keys))
     try:

@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 import pytest
 
+from fedstyle_secure.data.public import default_public_set, public_set_size
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.federation.strategy import algorithm_spec, client_contribution, feature_moments
@@ -228,7 +229,8 @@ def test_layout_limits_bound_what_honest_artists_send(keys):
     assert pack(feature_moments(features))[1] == expected_layout("fedstyle", 0, len(ARTISTS), 64)
     bank = InputBank(np.zeros((1, 2, STYLE_FEATURE_DIM), np.float32), "features")
     model = make_model(EncoderConfig(embedding_dim=64), bank, bank, len(ARTISTS))
-    contribution = client_contribution(algorithm_spec("fedstyle"), get_flat_params(model), 1.0, np.zeros((128, 64)))
+    public = np.zeros((public_set_size(default_public_set()), 64))  # the public set the server announces
+    contribution = client_contribution(algorithm_spec("fedstyle"), get_flat_params(model), 1.0, public)
     vector, layout = pack(contribution)
     assert layout == expected_layout("fedstyle", 1, len(ARTISTS), 64)
     context = load_artist_keys(keys, "artist_a").ckks

@@ -37,6 +37,7 @@ from fedstyle_secure.retrieval.index import StyleIndex
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics
 from fedstyle_secure.secure.keys.keystore import bundle_files, write_key_files
 from fedstyle_secure.training.dataset import DEFAULT_SYNTHETIC_ARTISTS, DEFAULT_SYNTHETIC_PER_ARTIST, FederationData
+from fedstyle_secure.training.dp import DEFAULT_MIN_TRAINING_ARTWORKS
 from fedstyle_secure.training.local import LocalConfig
 from fedstyle_secure.transport.loopback import write_fresh_keys
 from fedstyle_secure.transport.processes import ProcessFederation, federation_tables, start_process_federation
@@ -296,7 +297,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n[1/3] the learning harness: every algorithm in-process, {args.compare_rounds} rounds, no DP")
         rows = compare_algorithms(args, data)
         print(render_table(columns, rows))
-    dp_text = "no DP" if math.isinf(args.epsilon) else f"DP-SGD, epsilon budget {args.epsilon:g} per artist"
+    dp_text = (
+        "no DP"
+        if math.isinf(args.epsilon)
+        else (
+            f"DP (DP-SGD from {DEFAULT_MIN_TRAINING_ARTWORKS} artworks per artist, below that one final release), "
+            f"epsilon budget {args.epsilon:g} per artist"
+        )
+    )
     print(
         f"\n[2/3] the product: 1 server + {len(data.artists)} artist processes on loopback, mutual TLS, "
         f"{args.secure} aggregation, {dp_text}, {args.rounds} rounds"

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.experiments.arguments import add_data_arguments, add_privacy_arguments, add_training_arguments
-from fedstyle_secure.experiments.cells import make_cell_runner
+from fedstyle_secure.experiments.cells import REFERENCE, make_cell_runner
 from fedstyle_secure.experiments.sweep import enumerate_cells, parse_algorithms, parse_epsilons, parse_seeds, summarize
 from fedstyle_secure.experiments.sweep_outputs import markdown_table, write_outputs
 from fedstyle_secure.experiments.sweep_store import CellStore, run_cells
@@ -102,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     algorithms = parse_algorithms(args.algorithms, tuple(ALGORITHMS))
     seeds = parse_seeds(args.seeds)
     source = f"dir:{args.data.resolve()}" if args.data else "synthetic"
-    cells = enumerate_cells(source, algorithms, args.epsilon_list, seeds, _cell_config(args))
+    # every sweep also measures the no-training reference row (see experiments.cells.REFERENCE)
+    cells = enumerate_cells(source, [*algorithms, REFERENCE], args.epsilon_list, seeds, _cell_config(args))
     runner = make_cell_runner(args)
     with tqdm(total=len(cells), desc="sweep cells", unit="cell") as bar:
         results = run_cells(cells, runner, CellStore(args.out), on_done=lambda _spec: bar.update())

@@ -10,8 +10,8 @@ from typing import Any
 
 from fedstyle_secure import __version__
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.federation.privacy_plan import encoder_config_for
 from fedstyle_secure.federation.simulator import SimulationConfig, SimulationResult
-from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.inputs import BACKBONES, DEFAULT_BACKBONE
 from fedstyle_secure.training.dataset import (
     DEFAULT_SYNTHETIC_ARTISTS,
@@ -98,7 +98,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--batch-size", type=int, default=defaults.batch_size, help="local batch size (default %(default)s)"
     )
-    group.add_argument("--lr", type=float, default=defaults.lr, help="local Adam learning rate (default %(default)s)")
+    group.add_argument("--lr", type=float, default=defaults.lr, help="local (SGD) learning rate (default %(default)s)")
     group.add_argument("--tau", type=float, default=defaults.tau, help="contrastive temperature (default %(default)s)")
     group.add_argument(
         "--public-pretrain-steps",
@@ -205,14 +205,15 @@ def federation_from_args(args: argparse.Namespace, progress: bool = True) -> Fed
 
 def simulation_config_from_args(args: argparse.Namespace, algorithm: str) -> SimulationConfig:
     local = LocalConfig(epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, tau=args.tau)
+    dp = dp_config_from_args(args) if hasattr(args, "epsilon") else None
     return SimulationConfig(
         algorithm=algorithm,
         rounds=args.rounds,
         seed=args.seed,
         local=local,
-        encoder=EncoderConfig(backbone=args.backbone),
+        encoder=encoder_config_for(dp, args.backbone),
         secure=getattr(args, "secure", "none"),
-        dp=dp_config_from_args(args) if hasattr(args, "epsilon") else None,
+        dp=dp,
         public_pretrain_steps=getattr(args, "public_pretrain_steps", None),
         insecure_seeded_noise=getattr(args, "insecure_seeded_noise", False),
     )

@@ -180,7 +180,9 @@ def _honest_plan(cfg: CanaryAuditConfig, dataset_size: int) -> DpPlan:
         steps=cfg.epochs * steps_per_epoch,
         accountant=cfg.accountant,
     )
-    config = DpConfig(epsilon=cfg.epsilon, delta=delta, accountant=cfg.accountant, noise_multiplier=noise)
+    config = DpConfig(
+        epsilon=cfg.epsilon, delta=delta, accountant=cfg.accountant, noise_multiplier=noise, min_training_artworks=1
+    )  # the audit is of DP-SGD itself, whatever the portfolio size
     return plan_dp(config, dataset_size, batch_size, cfg.epochs, rounds=1, training_releases=0)
 
 

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import replace
 
 from fedstyle_secure.experiments.arguments import dp_config_from_args, federation_from_args, simulation_config_from_args
 from fedstyle_secure.experiments.sweep import CellResult, CellRunner, CellSpec
+from fedstyle_secure.federation.privacy_plan import encoder_config_for
 from fedstyle_secure.federation.simulator import run_simulation
+from fedstyle_secure.randomness import SeededNoise
+from fedstyle_secure.retrieval.references import frozen_dp_prototypes
 from fedstyle_secure.training.dp import DpConfig
+
+REFERENCE = "frozen + DP prototypes"
+"""The no-training reference row of every sweep: frozen statistics standardised and PCA-projected
+with public images only, one Gaussian release of each artist's prototype sum spending the whole
+epsilon (exact prototypes at epsilon = inf); the mean of :data:`REFERENCE_DRAWS` release draws."""
+REFERENCE_DRAWS = 10
 
 
 def _dp_config_for(epsilon: float, args: argparse.Namespace) -> DpConfig | None:
@@ -28,8 +38,16 @@ def make_cell_runner(args: argparse.Namespace) -> CellRunner:
     data = federation_from_args(args, progress=False)
 
     def run_cell(spec: CellSpec) -> CellResult:
+        if spec.algorithm == REFERENCE:
+            noise = SeededNoise([spec.seed, 0xD9F])  # a measurement, not a deployment: reproducible noise is fine
+            eps = None if math.isinf(spec.epsilon) else spec.epsilon
+            return CellResult(metrics=frozen_dp_prototypes(data, eps, noise, draws=REFERENCE_DRAWS).as_dict())
+        dp = dp_by_epsilon[spec.epsilon]
         config = replace(
-            simulation_config_from_args(args, spec.algorithm), seed=spec.seed, dp=dp_by_epsilon[spec.epsilon]
+            simulation_config_from_args(args, spec.algorithm),
+            seed=spec.seed,
+            dp=dp,
+            encoder=encoder_config_for(dp, args.backbone),
         )
         result = run_simulation(config, data)
         spent = {a: info.get("epsilon_spent") for a, info in result.privacy.items()}

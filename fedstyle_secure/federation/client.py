@@ -161,16 +161,23 @@ class StyleClient:
         if self.spec.averages_parameters and broadcast.params is not None:
             set_flat_params(self.model, broadcast.params)
 
+    def publishes_at(self, round_id: int) -> bool:
+        """Whether this client publishes prototypes at ``round_id`` (always without DP)."""
+        return self.dp is None or self.dp.releases_at(round_id)
+
     def publish(self, broadcast: Broadcast, round_id: int | None = None) -> Publication:
         """Unit prototypes of this client's artists, from the model it starts the round with.
 
         Released as the direction of each artist's *sum* of unit embeddings (L2 sensitivity 1
-        per artwork), plus Gaussian noise of std ``dp.release_sigma`` under DP.
+        per artwork), plus Gaussian noise of std ``dp.release_sigma`` under DP; under DP a round
+        without a planned release raises :class:`PrivacyError` (nothing is published un-noised).
         """
+        round_id = broadcast.round if round_id is None else round_id
+        if self.dp is not None and not self.dp.releases_at(round_id):  # fail closed: never an un-noised release
+            raise PrivacyError(f"{self.client_id}: the DP plan has no prototype release at round {round_id}")
         self._load_global(broadcast)
         sums, counts = prototype_sums(embed(self.model, self.data.bank.originals()), self.data.labels, self.n_artists)
         rows = np.flatnonzero(counts > 0)
-        round_id = broadcast.round if round_id is None else round_id
         sigma = None
         if self.dp is not None and self.ledger is not None:
             sigma = self.dp.release_sigma_at(round_id)
@@ -207,9 +214,12 @@ class StyleClient:
             if not decision.allowed:
                 self.retired_reason = f"privacy budget: {decision.reason}"
                 raise PrivacyError(f"{self.client_id} cannot train round {round_id}: {decision.reason}")
-        self.last_result = train_local(
-            self.model, self.data, ctx, self.spec.objective, self.config, self.rng, self.dp, self.noise
-        )
+        if self.dp is None or self.dp.trains:
+            self.last_result = train_local(
+                self.model, self.data, ctx, self.spec.objective, self.config, self.rng, self.dp, self.noise
+            )
+        else:  # the plan's portfolio-size rule: no DP-SGD, the model stays the broadcast one
+            self.last_result = LocalResult()
         if self.ledger is not None and self.dp is not None:
             self.ledger.record(self.dp.round_mechanisms(round_id, release=False))
         shape = self.shape().model

@@ -24,6 +24,7 @@ from fedstyle_secure.federation.strategy import (
     CONTRIBUTION_RANGE,
     FEATURE_MOMENT_RANGE,
     AlgorithmSpec,
+    ServerOptimizer,
     ServerState,
     algorithm_spec,
     initial_state,
@@ -70,6 +71,8 @@ class SimulationConfig:
     secure: str = "none"
     dp: DpConfig | None = None
     public_pretrain_steps: int | None = None  # public warm start; None: on under DP, off without
+    server: ServerOptimizer = field(default_factory=ServerOptimizer)
+    federated_standardisation: bool = True  # non-private set-up round (off under DP regardless)
     insecure_seeded_noise: bool = False
 
     @property
@@ -80,6 +83,7 @@ class SimulationConfig:
 
     def validate(self) -> None:
         algorithm_spec(self.algorithm)
+        self.server.validate()
         if self.dp is not None:
             self.dp.validate()
         if self.rounds < 1:
@@ -220,7 +224,8 @@ def run_simulation(
     feature_dim, embedding_dim = int(np.prod(data.bank.input_shape)), config.encoder.embedding_dim
     # the plan: what every round sums, computed as the gRPC server computes it
     shape = federation_shape(spec, template, feature_dim, len(data.public), embedding_dim, private_layers)
-    if data.bank.kind == "features" and config.dp is None:  # under DP: public-set statistics (free)
+    # under DP: public-set statistics (free)
+    if data.bank.kind == "features" and config.dp is None and config.federated_standardisation:
         standardise_inputs(clients, template, summations(ids, FEATURE_MOMENT_RANGE), spec, shape)
     summation = summations(ids, CONTRIBUTION_RANGE)
     rules = round_rules(config)
@@ -236,21 +241,21 @@ def run_simulation(
         if not active:
             break
         if rules.refreshes_prototypes(round_id):  # artists publish with the model they start from
-            for client in active:
+            for client in (c for c in active if c.publishes_at(r)):
                 pub = client.publish(_broadcast(state), round_id=r)
                 if rules.sends_prototypes(round_id):
                     publish_prototypes(state, pub.artist_rows, pub.prototypes)
         broadcast = _broadcast(state)
         layout = round_layout(spec, shape, "train")  # the plan's, never a client's
         contributions = {client.client_id: client.fit(broadcast, round_id=r) for client in active}
-        losses = _last_losses(active)
+        losses = _last_losses(active) or [float("nan")]  # no active client: no loss
         bytes_up = 0.0
         if layout is not None:
             packed = {cid: pack_as(arrays, layout) for cid, arrays in contributions.items()}
             agg = summation.sum(packed, round_id=round_id)
             n = len(agg.contributors)
             tolerance = decode_tolerance(CONTRIBUTION_RANGE, n, len(ids))
-            state = checked_aggregate(spec, shape, state, unpack(agg.total, layout), n, tolerance)
+            state = checked_aggregate(spec, shape, state, unpack(agg.total, layout), n, tolerance, config.server)
             bytes_up = float(np.mean(list(agg.bytes_up.values()))) if agg.bytes_up else 0.0
         else:
             state.round += 1

@@ -95,9 +95,35 @@ def algorithm_spec(name: str) -> AlgorithmSpec:
         raise ConfigError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}") from None
 
 
+SERVER_OPTIMIZERS: tuple[str, ...] = ("avg", "avgm", "adam")
+
+
+@dataclass(frozen=True)
+class ServerOptimizer:
+    """How the server turns the clients' mean parameters into the next global model (FedOpt,
+    Reddi et al. 2021): the pseudo-gradient is ``mean - current``; ``avg`` takes the mean (FedAvg),
+    ``avgm`` adds heavy-ball momentum (FedAvgM), ``adam`` an Adam step (FedAdam).  Shared by every
+    parameter-averaging algorithm, so comparisons stay fair; needs only the mean (a secure sum)."""
+
+    kind: str = "avg"
+    lr: float = 1.0
+    momentum: float = 0.9
+    beta2: float = 0.99
+    eps: float = 1e-3
+
+    def validate(self) -> None:
+        if self.kind not in SERVER_OPTIMIZERS:
+            raise ConfigError(f"server optimizer must be one of {', '.join(SERVER_OPTIMIZERS)}, got {self.kind!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"server learning rate must be positive, got {self.lr}")
+        if not (0.0 <= self.momentum < 1.0 and 0.0 <= self.beta2 < 1.0 and self.eps > 0):
+            raise ConfigError("server optimizer needs 0 <= momentum, beta2 < 1 and eps > 0")
+
+
 @dataclass
 class ServerState:
-    """Everything the server broadcasts.  ``prototypes (A, D)`` rows are valid where ``known``."""
+    """Everything the server broadcasts.  ``prototypes (A, D)`` rows are valid where ``known``.
+    ``moments`` is the server optimizer's state (first and second moment), never broadcast."""
 
     round: int
     params: np.ndarray | None
@@ -105,6 +131,7 @@ class ServerState:
     prototypes: np.ndarray
     known: np.ndarray
     retired: dict[str, str] = field(default_factory=dict)
+    moments: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def initial_state(n_artists: int, embedding_dim: int, params: np.ndarray | None) -> ServerState:
@@ -150,12 +177,37 @@ def client_contribution(
     return out
 
 
+def server_step(
+    current: np.ndarray | None, mean: np.ndarray, moments: tuple[np.ndarray, np.ndarray] | None, opt: ServerOptimizer
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """The next global parameters and optimizer moments from the clients' ``mean``.  Without
+    ``current`` (a server that never held the starting model) the mean is taken as is."""
+    if opt.kind == "avg" or current is None:
+        return mean.astype(np.float32), moments
+    delta = mean.astype(np.float64) - current
+    m, v = moments if moments is not None else (np.zeros_like(delta), np.zeros_like(delta))
+    if opt.kind == "avgm":
+        m = opt.momentum * m + delta
+        step = m
+    else:
+        m = opt.momentum * m + (1.0 - opt.momentum) * delta
+        v = opt.beta2 * v + (1.0 - opt.beta2) * delta * delta
+        step = m / (np.sqrt(v) + opt.eps)
+    return (current + opt.lr * step).astype(np.float32), (m, v)
+
+
 def aggregate(
-    spec: AlgorithmSpec, state: ServerState, sums: dict[str, np.ndarray], model: ModelShape | None = None
+    spec: AlgorithmSpec,
+    state: ServerState,
+    sums: dict[str, np.ndarray],
+    model: ModelShape | None = None,
+    optimizer: ServerOptimizer | None = None,
 ) -> ServerState:
     """The next server state from the round's summed contributions.  ``model`` says which
     entries of the parameter vector were contributed (None: all of them); the others keep the
-    values of ``state.params``, the untouched part every party holds."""
+    values of ``state.params``, the untouched part every party holds.  ``optimizer`` turns the
+    (merged) mean into the next parameters; untouched entries have a zero pseudo-gradient."""
+    optimizer = optimizer if optimizer is not None else ServerOptimizer()
     new = replace(state, round=state.round + 1)
     if spec.averages_parameters:
         total_weight = float(sums["weight"][0])
@@ -163,8 +215,8 @@ def aggregate(
             raise ValueError("aggregate weight must be positive")
         mean = sums["weighted_params"] / total_weight
         base = None if state.params is None else state.params.astype(np.float64)
-        params = mean if model is None else model.merge(base, mean)
-        new.params = params.astype(np.float32)
+        full_mean = mean if model is None else model.merge(base, mean)
+        new.params, new.moments = server_step(base, full_mean, state.moments, optimizer)
     if spec.aligns_public:
         n_clients = float(sums["clients"][0])
         new.consensus = normalise_rows(sums["public_embeddings"] / max(n_clients, 1.0)).astype(np.float32)

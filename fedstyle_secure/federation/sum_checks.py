@@ -37,6 +37,7 @@ from fedstyle_secure.federation.round_layout import FederationShape, round_layou
 from fedstyle_secure.federation.strategy import (
     CLIENT_WEIGHT,
     AlgorithmSpec,
+    ServerOptimizer,
     ServerState,
     aggregate,
     standardisation_from_sums,
@@ -155,11 +156,12 @@ def checked_aggregate(
     sums: Mapping[str, np.ndarray],
     contributors: int,
     tolerance: float,
+    optimizer: ServerOptimizer | None = None,
 ) -> ServerState:
     """The next server state from a training round's sum that passed :func:`check_round_sum`
     (raises :class:`InvalidSum` otherwise; ``state`` is never modified)."""
     check_round_sum(spec, shape, "train", sums, contributors, round_value_range("train"), tolerance)
-    new = aggregate(spec, state, dict(sums), shape.model)
+    new = aggregate(spec, state, dict(sums), shape.model, optimizer)
     _require_finite({"parameters": new.params, "consensus": new.consensus})
     return new
 

@@ -17,6 +17,7 @@ from fedstyle_secure.models.heads import (
     ProjectionHead,
     ScratchStyleCNN,
     StyleModel,
+    public_whitening,
 )
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, InputBank
 
@@ -29,6 +30,8 @@ class EncoderConfig:
     embedding_dim: int = DEFAULT_EMBEDDING_DIM
     hidden_dim: int = DEFAULT_HIDDEN_DIM
     dropout: float = 0.1
+    head: str = "residual"  # see models.heads.HEADS
+    whitening_shrinkage: float = 0.0  # of the residual head's public PCA-whitening start
 
 
 def make_model(config: EncoderConfig, bank: InputBank, public: InputBank, n_classes: int | None = None) -> StyleModel:
@@ -38,10 +41,13 @@ def make_model(config: EncoderConfig, bank: InputBank, public: InputBank, n_clas
     if config.backbone == "scratch":
         encoder: nn.Module = ScratchStyleCNN(out_dim=config.embedding_dim)
     else:
-        head = ProjectionHead(bank.input_shape[0], config.hidden_dim, config.embedding_dim, config.dropout)
+        head = ProjectionHead(bank.input_shape[0], config.hidden_dim, config.embedding_dim, config.dropout, config.head)
         pub = public.views[0].astype(np.float64)
-        std = np.maximum(pub.std(axis=0), STANDARDISATION_FLOOR)
-        head.set_standardisation(torch.from_numpy(pub.mean(axis=0)).float(), torch.from_numpy(std).float())
+        mean, std = pub.mean(axis=0), np.maximum(pub.std(axis=0), STANDARDISATION_FLOOR)
+        head.set_standardisation(torch.from_numpy(mean).float(), torch.from_numpy(std).float())
+        if head.base is not None:
+            weight, bias = public_whitening((pub - mean) / std, config.embedding_dim, config.whitening_shrinkage)
+            head.set_projection(torch.from_numpy(weight), torch.from_numpy(bias))
         encoder = head
     return StyleModel(encoder, n_classes, config.embedding_dim)
 
@@ -63,6 +69,7 @@ def load_encoder(directory: Path) -> tuple[StyleModel, EncoderConfig]:
         meta = json.loads(meta_path.read_text())
         if meta.pop("format", None) != "fedstyle-encoder/1":
             raise ModelError(f"{meta_path}: unknown format")
+        meta.setdefault("head", "mlp")  # encoders saved before the residual head existed
         config = EncoderConfig(**meta)
         with np.load(weights_path, allow_pickle=False) as npz:
             state = {k: torch.from_numpy(npz[k]) for k in npz.files}
@@ -71,11 +78,10 @@ def load_encoder(directory: Path) -> tuple[StyleModel, EncoderConfig]:
     if config.backbone == "scratch":
         encoder: nn.Module = ScratchStyleCNN(out_dim=config.embedding_dim)
     else:
-        if "fc1.weight" not in state:
-            raise ModelError(f"{weights_path} lacks fc1.weight")
-        encoder = ProjectionHead(
-            int(state["fc1.weight"].shape[1]), config.hidden_dim, config.embedding_dim, config.dropout
-        )
+        if ("fc1.weight" if config.hidden_dim > 0 else "fc2.weight") not in state:
+            raise ModelError(f"{weights_path} lacks the head's first layer")
+        in_dim = int(state["fc1.weight"].shape[1]) if config.hidden_dim > 0 else int(state["fc2.weight"].shape[1])
+        encoder = ProjectionHead(in_dim, config.hidden_dim, config.embedding_dim, config.dropout, config.head)
     try:
         encoder.load_state_dict(state)
     except RuntimeError as exc:

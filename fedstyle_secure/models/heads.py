@@ -3,6 +3,9 @@ GroupNorm -- no BatchNorm).  Every encoder returns L2-normalised embeddings."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,15 +16,29 @@ DEFAULT_EMBEDDING_DIM = 128
 DEFAULT_HIDDEN_DIM = 512
 
 
+HEADS: tuple[str, ...] = ("residual", "mlp")
+"""Head designs.  ``residual`` (default): a fixed projection of the standardised statistics onto
+the PCA whitening of the *public* images (:func:`public_whitening`; buffers, identical for every
+party), a trainable square ``base`` layer started at the identity, plus a residual MLP on the
+standardised statistics whose output layer starts at zero -- so the untrained head embeds exactly
+the public-whitened frozen statistics and training can only add to them.  ``mlp``: the earlier
+Linear -> GELU -> Linear head from a random start."""
+
+
 class ProjectionHead(nn.Module):
-    """Style statistics -> embedding: standardise, Linear, GELU, Dropout, Linear, L2-normalise.
+    """Style statistics -> embedding: standardise, then ``base(P x) + fc2(GELU(fc1(x)))``
+    (``residual``) or ``fc2(GELU(fc1(x)))`` (``mlp``), L2-normalised.
 
     ``input_mean``/``input_std`` (buffers) standardise the frozen features; they are computed
-    from the public alignment set, so they cost no privacy and are identical for every artist.
+    from the public alignment set (or the federation's securely summed moments), so they cost no
+    privacy and are identical for every artist; so is the public projection ``P``
+    (``projection``, ``projection_bias``).  ``hidden_dim=0`` makes the MLP one Linear layer.
     """
 
     input_mean: torch.Tensor
     input_std: torch.Tensor
+    projection: torch.Tensor  # residual head only: the fixed public projection (buffer)
+    projection_bias: torch.Tensor
 
     def __init__(
         self,
@@ -29,11 +46,22 @@ class ProjectionHead(nn.Module):
         hidden_dim: int = DEFAULT_HIDDEN_DIM,
         out_dim: int = DEFAULT_EMBEDDING_DIM,
         dropout: float = 0.1,
+        head: str = "mlp",
     ) -> None:
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
         self.register_buffer("input_mean", torch.zeros(in_dim))
         self.register_buffer("input_std", torch.ones(in_dim))
         self.drop = nn.Dropout(dropout)
+        self.base: nn.Module | None = None
+        if head == "residual":
+            self.register_buffer("projection", torch.zeros(out_dim, in_dim))
+            self.register_buffer("projection_bias", torch.zeros(out_dim))
+            self.base = nn.Linear(out_dim, out_dim)
+            with torch.no_grad():
+                self.base.weight.copy_(torch.eye(out_dim))
+                self.base.bias.zero_()
         if hidden_dim > 0:
             self.fc1: nn.Module = nn.Linear(in_dim, hidden_dim)
             self.act: nn.Module = nn.GELU()
@@ -41,14 +69,51 @@ class ProjectionHead(nn.Module):
         else:  # a linear projection
             self.fc1, self.act = nn.Identity(), nn.Identity()
             self.fc2 = nn.Linear(in_dim, out_dim)
+        if self.base is not None:  # the residual branch starts silent
+            nn.init.zeros_(self.fc2.weight)
+            nn.init.zeros_(self.fc2.bias)
 
     def set_standardisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.input_mean.copy_(mean)
         self.input_std.copy_(std)
 
+    @torch.no_grad()
+    def set_projection(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Install the fixed public projection ``P``: ``(out, in)`` weight, ``(out,)`` bias (residual head)."""
+        if self.base is None:
+            raise ValueError("this head has no public projection")
+        self.projection.copy_(weight)
+        self.projection_bias.copy_(bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.input_mean) / self.input_std
-        return F.normalize(self.fc2(self.drop(self.act(self.fc1(self.drop(x))))), dim=-1)
+        out = self.fc2(self.drop(self.act(self.fc1(self.drop(x)))))
+        if self.base is not None:
+            out = out + self.base(F.linear(x, self.projection, self.projection_bias))
+        return F.normalize(out, dim=-1)
+
+
+def public_whitening(features: np.ndarray, out_dim: int, shrinkage: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """PCA whitening of standardised *public* features ``(M, F)`` to ``out_dim`` components, as a
+    linear map ``z = W x + b`` with ``W (out_dim, F)``: component ``k`` is divided by
+    ``sqrt(lambda_k + shrinkage * mean(lambda))`` (unit variance on the public set, so a public
+    image maps to norm ~``sqrt(out_dim)``, the scale of the residual MLP's hidden layer);
+    ``shrinkage = inf`` gives plain PCA (every component divided by the same ``sqrt(mean(lambda))``).
+    Components beyond the public set's rank get zero rows.  Computed from the ``M x M`` Gram matrix."""
+    x = features.astype(np.float64)
+    mean = x.mean(axis=0)
+    centred = x - mean
+    eigvals, eigvecs = np.linalg.eigh(centred @ centred.T)  # ascending; M x M, cheap for M << F
+    order = np.argsort(-eigvals)
+    eigvals, eigvecs = np.maximum(eigvals[order], 0.0), eigvecs[:, order]
+    variances = eigvals / max(len(x) - 1, 1)
+    k = min(out_dim, int(np.sum(eigvals > 1e-9 * max(float(eigvals.max(initial=0.0)), 1e-300))))
+    directions = (centred.T @ eigvecs[:, :k]) / np.sqrt(eigvals[:k])  # (F, k) orthonormal principal axes
+    mean_var = float(variances.mean()) if len(variances) else 1.0
+    scale = np.full(k, np.sqrt(mean_var)) if math.isinf(shrinkage) else np.sqrt(variances[:k] + shrinkage * mean_var)
+    weight = np.zeros((out_dim, x.shape[1]))
+    weight[:k] = directions.T / scale[:, None]
+    return weight.astype(np.float32), (-weight @ mean).astype(np.float32)
 
 
 def _style_pool(x: torch.Tensor) -> torch.Tensor:

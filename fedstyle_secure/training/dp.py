@@ -35,6 +35,16 @@ noise draw and the second backward pass of ghost clipping scale with ``d``).  Me
 (``scripts/dp_gap.py``-style runs, 2 seeds, synthetic and wikiart-dev, epsilon 8 and 2): the same
 accuracy as ``all``, because with tens of artworks per artist DP-SGD barely moves a 0.85 M-parameter
 head either way."""
+DEFAULT_MIN_TRAINING_ARTWORKS = 100
+"""The portfolio-size rule: an artist with fewer private artworks than this runs no DP-SGD and no
+release during training, and spends its whole epsilon on the final publication of its prototype
+(what buyers are matched against).  Why: a DP-SGD step's noise has norm ``sigma * C * sqrt(d)``
+against at most ``C`` per artwork, and every share of epsilon taken from the release adds release
+noise.  Measured at epsilon 8, seed 0, 10 rounds: painters-dev (14 artworks per artist) release only
+0.485 against the no-training reference 0.424; wikiart-dev (48 per artist) with DP-SGD (20 % of
+epsilon) 0.290 against 0.354 for the release alone.  Portfolios above 48 were not measured.  The
+rule reads only the portfolio size ``n``, which the plan already uses for the sample rate and delta
+(treated as public, like them); the accounting stays exact because the plan then holds only releases."""
 PROTOTYPE_RELEASE = "style-prototype-sums"
 PROTOTYPE_SENSITIVITY = 1.0  # L2: one artwork adds one unit-norm embedding to its artist's sum
 
@@ -78,8 +88,9 @@ class DpConfig:
     noise_multiplier: float | None = None
     release_fraction: float = 0.8
     final_release_share: float = 0.8
-    prototype_refreshes: int = 3
+    prototype_refreshes: int = 0
     private_layers: str = "last"
+    min_training_artworks: int = DEFAULT_MIN_TRAINING_ARTWORKS
 
     def validate(self) -> None:
         if not (self.epsilon > 0 and math.isfinite(self.epsilon)):
@@ -96,6 +107,8 @@ class DpConfig:
             raise PrivacyError(f"prototype refreshes must be >= 0, got {self.prototype_refreshes}")
         if self.noise_multiplier is not None and self.noise_multiplier <= 0:
             raise PrivacyError(f"--noise-multiplier must be positive, got {self.noise_multiplier}")
+        if self.min_training_artworks < 1:
+            raise PrivacyError(f"min training artworks must be >= 1, got {self.min_training_artworks}")
         if self.private_layers not in PRIVATE_LAYERS:
             raise PrivacyError(
                 f"private layers must be one of {', '.join(PRIVATE_LAYERS)}, got {self.private_layers!r}"
@@ -123,15 +136,24 @@ class DpPlan:
     release_rounds: frozenset[int] = frozenset()
     private_layers: str = "last"
 
+    @property
+    def trains(self) -> bool:
+        """Whether the plan runs DP-SGD at all (see :data:`DEFAULT_MIN_TRAINING_ARTWORKS`)."""
+        return self.steps_per_round > 0
+
     def release_sigma_at(self, round_id: int) -> float | None:
         return self.final_release_sigma if round_id >= self.final_round else self.release_sigma
+
+    def releases_at(self, round_id: int) -> bool:
+        """Whether the plan releases prototypes at ``round_id`` (a training refresh or the final one)."""
+        return round_id >= self.final_round or (round_id in self.release_rounds and self.release_sigma is not None)
 
     def round_mechanisms(self, round_id: int, *, train: bool = True, release: bool = True) -> list[Mechanism]:
         out: list[Mechanism] = []
         sigma = self.release_sigma_at(round_id)
         if release and sigma is not None:
             out.append(GaussianRelease(PROTOTYPE_SENSITIVITY, sigma, round_id, PROTOTYPE_RELEASE))
-        if train:
+        if train and self.trains:
             out.append(
                 DpSgdSteps(self.sample_rate, self.noise_multiplier, self.steps_per_round, self.clip_norm, round_id)
             )
@@ -149,10 +171,39 @@ def plan_dp(
 ) -> DpPlan:
     """Calibrate noise so that ``rounds`` rounds of DP-SGD, ``training_releases`` prototype
     releases during training (at ``release_rounds``) and one final publication (round
-    ``rounds``) spend the target epsilon at delta (to 1 %) under ``config.accountant``."""
+    ``rounds``) spend the target epsilon at delta (to 1 %) under ``config.accountant``.
+    A portfolio below ``config.min_training_artworks`` runs no DP-SGD: the releases (by default the
+    final publication alone) spend the whole epsilon."""
     config.validate()
     delta = default_delta(dataset_size) if config.delta is None else config.delta
     validate_delta(delta, dataset_size)
+    if dataset_size < config.min_training_artworks:  # no DP-SGD: the whole epsilon on the releases
+        share = config.final_release_share if training_releases else 1.0
+        final_sigma = PROTOTYPE_SENSITIVITY * _gaussian_multiplier(config.epsilon * share, delta, 1, config.accountant)
+        sigma = None
+        if training_releases:  # the federation's announced refreshes (none by default): they take the rest of epsilon
+            final = GaussianRelease(PROTOTYPE_SENSITIVITY, final_sigma, rounds, PROTOTYPE_RELEASE)
+            sigma = PROTOTYPE_SENSITIVITY * calibrate_noise_multiplier(
+                target_epsilon=config.epsilon,
+                delta=delta,
+                sample_rate=1.0,
+                steps=training_releases,
+                accountant=config.accountant,
+                history=[final],
+            )
+        return DpPlan(
+            delta,
+            config.accountant,
+            0.0,
+            0,
+            0.0,
+            config.clip_norm,
+            sigma,
+            final_sigma,
+            rounds,
+            frozenset(release_rounds),
+            config.private_layers,
+        )
     steps_per_epoch = math.ceil(dataset_size / batch_size)
     sample_rate = 1.0 / steps_per_epoch
     steps_per_round = local_epochs * steps_per_epoch

@@ -9,26 +9,30 @@ part of the model (the public warm start) that contributions no longer carry.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from fedstyle_secure.data.images import content_key
+from fedstyle_secure.data.public import default_public_set, public_set_size
 from fedstyle_secure.federation.client import federation_shape
+from fedstyle_secure.federation.privacy_plan import encoder_config_for
 from fedstyle_secure.federation.round_layout import FederationShape
 from fedstyle_secure.federation.strategy import AlgorithmSpec, algorithm_spec
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
-from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.heads import StyleModel
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, InputBank, build_input_bank
-from fedstyle_secure.training.dataset import DEFAULT_PUBLIC_IMAGES, load_public_images
+from fedstyle_secure.training.dataset import load_public_images
+from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model, warm_start_cache
 from fedstyle_secure.transport.config import ServerConfig
 
 
-def public_bank(cache_dir: Path) -> InputBank:
-    """The public alignment set's inputs (originals and :data:`DEFAULT_VIEWS` views), cached in ``cache_dir``."""
-    images = load_public_images(None)
+def public_bank(cache_dir: Path, public_set: str | None = None) -> InputBank:
+    """The public alignment set's inputs (originals and :data:`DEFAULT_VIEWS` views), cached in ``cache_dir``:
+    the named set of :mod:`fedstyle_secure.data.public` (default :func:`default_public_set`)."""
+    images = load_public_images(None, public_set)
     keys = [content_key(p) for p in images]
     return build_input_bank(images, keys, DEFAULT_BACKBONE, DEFAULT_VIEWS, seed=0, cache_dir=cache_dir)
 
@@ -38,19 +42,21 @@ def starting_model(
     embedding_dim: int,
     n_artists: int,
     seed: int,
-    private: bool,
+    dp: DpConfig | None,
     bank: InputBank,
     public: InputBank,
     cache_dir: Path,
 ) -> StyleModel:
-    """:func:`make_initial_model` as every party of the federation calls it (public warm start under DP)."""
+    """:func:`make_initial_model` as every party of the federation calls it: the encoder the
+    announced DP plan ``dp`` implies (:func:`encoder_config_for`; public warm start under DP)."""
+    encoder = dataclasses.replace(encoder_config_for(dp), embedding_dim=embedding_dim)
     return make_initial_model(
-        EncoderConfig(embedding_dim=embedding_dim),
+        encoder,
         bank,
         public,
         n_artists if spec.needs_classifier else None,
         seed=seed,
-        pretrain_steps=default_pretrain_steps(private),
+        pretrain_steps=default_pretrain_steps(dp is not None),
         cache=warm_start_cache(cache_dir),
     )
 
@@ -67,7 +73,8 @@ def server_model(config: ServerConfig, n_artists: int, cache_dir: Path) -> tuple
     else:
         public = InputBank(views=np.zeros((1, 1, STYLE_FEATURE_DIM), dtype=np.float32), kind="features")
     dim, seed = config.embedding_dim, config.schedule.seed
-    model = starting_model(spec, dim, n_artists, seed, private, public, public, cache_dir)
+    model = starting_model(spec, dim, n_artists, seed, config.dp, public, public, cache_dir)
     private_layers = config.dp.private_layers if config.dp is not None else None
-    shape = federation_shape(spec, model, STYLE_FEATURE_DIM, DEFAULT_PUBLIC_IMAGES, dim, private_layers)
+    public_count = public_set_size(default_public_set())
+    shape = federation_shape(spec, model, STYLE_FEATURE_DIM, public_count, dim, private_layers)
     return model, shape

@@ -128,6 +128,7 @@ def start_loopback(
             budget_epsilon=(budgets or {}).get(artist),
             state_dir=state_dir,
             reports_dir=reports_dir,
+            min_training_artworks=(dp or DpConfig(epsilon=1.0)).min_training_artworks,
         )
         federation.start_artist(artist)
     return federation

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedstyle_secure.errors import TransportError
+from fedstyle_secure.federation.privacy_plan import encoder_config_for
 from fedstyle_secure.federation.rounds import refresh_rounds
-from fedstyle_secure.models.heads import DEFAULT_EMBEDDING_DIM
 from fedstyle_secure.secure.keys.keystore import bundle_files, write_key_files
 from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.training.local import LocalConfig
@@ -74,7 +74,7 @@ def federation_tables(
         "refreshes": sorted(refresh_rounds(rounds, dp.prototype_refreshes if dp else None)),
         "seed": seed,
     }
-    server: dict[str, TomlValue] = {"embedding_dim": DEFAULT_EMBEDDING_DIM}
+    server: dict[str, TomlValue] = {"embedding_dim": encoder_config_for(dp).embedding_dim}
     client: dict[str, TomlValue] = {"epochs": LocalConfig().epochs, "state_dir": "state", "reports_dir": "reports"}
     if dp is not None:
         federation |= {"epsilon": dp.epsilon, "clip_norm": dp.clip_norm, "accountant": dp.accountant}

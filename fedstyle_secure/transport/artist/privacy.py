@@ -136,7 +136,10 @@ class ArtistPrivacy:
         dp, releases = announced
         n = client.n_train
         try:
-            dp_plan = plan_participation(dp, n, client.config, plan.total_rounds, releases)
+            own_rule = dataclasses.replace(
+                dp, min_training_artworks=config.min_training_artworks
+            )  # the artist's own choice
+            dp_plan = plan_participation(own_rule, n, client.config, plan.total_rounds, releases)
         except PrivacyError as exc:
             field_name = "federation.delta" if dp.delta is not None and dp.delta >= 1.0 / n else "federation DP plan"
             return cls(
@@ -337,7 +340,8 @@ class ArtistPrivacy:
                 plan.round_id, TRAINING, vector, {"layout": [[name, list(shape)] for name, shape in layout.fields]}
             )
             self._remember(cached)
-        self.report(session, r)
+        if self._charged(r, TRAINING):  # a plan without DP-SGD (portfolio-size rule) charges nothing here
+            self.report(session, r)
         layout = Layout(tuple((str(name), tuple(int(d) for d in shape)) for name, shape in cached.meta["layout"]))
         return unpack(np.asarray(cached.array, dtype=np.float64), layout)
 

@@ -16,7 +16,8 @@ import grpc
 import numpy as np
 
 from fedstyle_secure.data.images import load_image_folder
-from fedstyle_secure.errors import ConfigError, TransportError
+from fedstyle_secure.data.public import public_set_from_name
+from fedstyle_secure.errors import ConfigError, DataError, TransportError
 from fedstyle_secure.federation.client import Broadcast, Publication, StyleClient
 from fedstyle_secure.federation.masking_session import MASKING_PHASES
 from fedstyle_secure.federation.packing import Layout, pack_as
@@ -25,13 +26,13 @@ from fedstyle_secure.federation.strategy import algorithm_spec
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, build_input_bank, default_cache_dir
 from fedstyle_secure.randomness import CsprngNoise
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
-from fedstyle_secure.training.dataset import DEFAULT_PUBLIC_IMAGES
 from fedstyle_secure.training.local import LocalConfig, LocalData
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.artist.ckks import CkksClient, Send, ckks_client, contribute_step, decrypt_step
 from fedstyle_secure.transport.artist.masking import MaskingClient, masking_client, masking_step
 from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
 from fedstyle_secure.transport.config import ClientConfig
+from fedstyle_secure.transport.dp_config import announced_dp
 from fedstyle_secure.transport.federation_model import public_bank, starting_model
 from fedstyle_secure.transport.wire import pb
 
@@ -62,21 +63,22 @@ def build_style_client(
     seeded source: the server picks the plan seed and roster rows are public.  After a restart the
     artist gets a new one (the key is never stored): what was released is resent, never recomputed."""
     artworks, _ = load_image_folder(config.data, min_artists=1)
-    expected_public = f"generated:{DEFAULT_PUBLIC_IMAGES}:seed0"
-    if plan.public_set.name != expected_public:
-        raise ConfigError(
-            f"the server aligns on public set {plan.public_set.name!r}; this client has only {expected_public!r}"
-        )
+    try:
+        public_set = public_set_from_name(plan.public_set.name)
+    except DataError as exc:
+        raise ConfigError(str(exc)) from exc
     if len(artworks.artists) != 1:
         raise ConfigError(
             f"client.data: {config.data} must hold exactly one artist's folder, found {list(artworks.artists)}"
         )
     cache = config.cache_dir or default_cache_dir()
     bank = build_input_bank(artworks.images, artworks.keys, DEFAULT_BACKBONE, DEFAULT_VIEWS, seed=0, cache_dir=cache)
-    public = public_bank(cache)
+    public = public_bank(cache, public_set)
     spec = algorithm_spec(plan.algorithm)
-    # every artist starts from the same model as the server and the simulator
-    model = starting_model(spec, plan.embedding_dim, len(roster), plan.seed, plan.HasField("dp"), bank, public, cache)
+    announced = announced_dp(plan)
+    # every artist starts from the same model as the server and the simulator (encoder from the announced plan)
+    dp = None if announced is None else announced[0]
+    model = starting_model(spec, plan.embedding_dim, len(roster), plan.seed, dp, bank, public, cache)
     row = roster.index(artist_id)
     return StyleClient(  # rng: view / public-image choice only (public seed is fine); DP draws: the OS-keyed CSPRNG
         client_id=artist_id,

@@ -5,6 +5,7 @@ federated standardisation, the prototypes the artists published, and the public 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -12,15 +13,20 @@ import torch
 from fedstyle_secure.data.images import content_key
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.coordinator import Coordinator
-from fedstyle_secure.models.factory import EncoderConfig, make_model
+from fedstyle_secure.federation.privacy_plan import encoder_config_for
+from fedstyle_secure.models.factory import make_model
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, build_input_bank, default_cache_dir
 from fedstyle_secure.models.params import set_flat_params
 from fedstyle_secure.retrieval.index import StyleIndex, build_index
 from fedstyle_secure.training.dataset import load_public_images
+from fedstyle_secure.training.dp import DpConfig
 
 
-def index_from_run(coordinator: Coordinator, embedding_dim: int, cache_dir: Path | None = None) -> StyleIndex:
-    """The index of a finished run of a global-model algorithm (same model layout as the artists')."""
+def index_from_run(
+    coordinator: Coordinator, embedding_dim: int, cache_dir: Path | None = None, dp: DpConfig | None = None
+) -> StyleIndex:
+    """The index of a finished run of a global-model algorithm (same model layout as the artists',
+    whose encoder follows the federation's DP plan ``dp``: :func:`encoder_config_for`)."""
     state, spec = coordinator.state, coordinator.spec
     if state.params is None or not spec.averages_parameters:
         raise ConfigError(f"algorithm {spec.name!r} keeps no global model; there is no server-side index to publish")
@@ -28,7 +34,7 @@ def index_from_run(coordinator: Coordinator, embedding_dim: int, cache_dir: Path
     public = build_input_bank(
         images, [content_key(p) for p in images], DEFAULT_BACKBONE, 0, cache_dir=cache_dir or default_cache_dir()
     )
-    config = EncoderConfig(embedding_dim=embedding_dim)
+    config = dataclasses.replace(encoder_config_for(dp), embedding_dim=embedding_dim)
     model = make_model(config, public, public, len(coordinator.roster) if spec.needs_classifier else None)
     set_flat_params(model, state.params)
     if coordinator.standardisation is not None:

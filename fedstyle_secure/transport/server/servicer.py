@@ -21,6 +21,7 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from fedstyle_secure.data.images import decode_image
+from fedstyle_secure.data.public import default_public_set, public_set_name, public_set_size
 from fedstyle_secure.errors import DataError, SecureAggregationError
 from fedstyle_secure.federation.coordinator import MASKING_STEPS, Coordinator
 from fedstyle_secure.federation.rejections import (
@@ -39,7 +40,6 @@ from fedstyle_secure.models.params import get_flat_params
 from fedstyle_secure.retrieval.index import StyleIndex
 from fedstyle_secure.secure.keys import pki
 from fedstyle_secure.secure.keys.keystore import ServerKeys
-from fedstyle_secure.training.dataset import DEFAULT_PUBLIC_IMAGES
 from fedstyle_secure.transport import auth
 from fedstyle_secure.transport.config import ServerConfig
 from fedstyle_secure.transport.dp_config import dp_parameters, require_dp_schedule
@@ -65,7 +65,6 @@ from fedstyle_secure.transport.wire import (
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = "fedstyle.v1.Federation"
-PUBLIC_SET_NAME = f"generated:{DEFAULT_PUBLIC_IMAGES}:seed0"  # federation.dataset.load_public_images(None)
 MAX_POLL_SECONDS = 30.0
 POLL_SLICE_SECONDS = 1.0  # a parked long poll notices within this time that its caller went away
 TICK_SECONDS = 0.1
@@ -126,6 +125,12 @@ class FederationServicer(pb_grpc.FederationServicer):
     _logged_sum: object = None
     _index_error: str = ""  # why the last attempt to publish the style index failed ("" if none)
     _index_retry_at: float = 0.0  # time.monotonic() of the next attempt after a failure
+
+    @property
+    def _public_set(self) -> pb.PublicSetReference:
+        """The public set every artist embeds and aligns on (data.public.default_public_set)."""
+        name = default_public_set()
+        return pb.PublicSetReference(name=public_set_name(name), count=public_set_size(name))
 
     # ------------------------------------------------------------------ plumbing
 
@@ -210,7 +215,7 @@ class FederationServicer(pb_grpc.FederationServicer):
         if self._index_error and time.monotonic() < self._index_retry_at:
             return
         try:
-            index_from_run(c, self.config.embedding_dim, self.config.cache_dir).save(target)
+            index_from_run(c, self.config.embedding_dim, self.config.cache_dir, self.config.dp).save(target)
         except Exception as exc:
             self._index_error, self._index_retry_at = (
                 f"{type(exc).__name__}: {exc}",
@@ -255,7 +260,7 @@ class FederationServicer(pb_grpc.FederationServicer):
             embedding_dim=self.config.embedding_dim,
             failure=c.failed or "",
             dp=self._dp_parameters(),
-            public_set=pb.PublicSetReference(name=PUBLIC_SET_NAME, count=DEFAULT_PUBLIC_IMAGES),
+            public_set=self._public_set,
             masking=None
             if plan.masking is None
             else pb.MaskingParameters(

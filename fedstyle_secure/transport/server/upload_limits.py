@@ -17,6 +17,7 @@ import functools
 
 import numpy as np
 
+from fedstyle_secure.data.public import default_public_set, public_set_size
 from fedstyle_secure.federation.packing import Layout
 from fedstyle_secure.federation.strategy import algorithm_spec
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
@@ -24,7 +25,6 @@ from fedstyle_secure.models.factory import EncoderConfig, make_model
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import get_flat_params
 from fedstyle_secure.secure.ckks.primitives import CkksParams, chunk_bounds
-from fedstyle_secure.training.dataset import DEFAULT_PUBLIC_IMAGES
 
 MARGIN_FRACTION = 0.125  # legitimate size + 12.5 % ...
 MARGIN_BYTES = 4096  # ... + 4 KiB (serialisation headers)
@@ -56,7 +56,7 @@ def expected_layout(algorithm: str, round_id: int, n_artists: int, embedding_dim
     spec = algorithm_spec(algorithm)
     fields: list[tuple[str, tuple[int, ...]]] = []
     if spec.aligns_public:
-        fields += [("clients", (1,)), ("public_embeddings", (DEFAULT_PUBLIC_IMAGES, embedding_dim))]
+        fields += [("clients", (1,)), ("public_embeddings", (public_set_size(default_public_set()), embedding_dim))]
     if spec.averages_parameters:
         fields += [("weight", (1,)), ("weighted_params", (parameter_count(algorithm, n_artists, embedding_dim),))]
     return Layout(tuple(sorted(fields)))

@@ -1,0 +1,107 @@
+"""Reference rows that need no federated training (pure NumPy/torch, no I/O).
+
+* :func:`frozen_dp_prototypes` -- what a platform could ship under DP with no training at all:
+  frozen style statistics standardised and projected (PCA to ``dims``) with *public* images only,
+  and one Gaussian release of each artist's prototype sum spending the artist's whole epsilon.
+* :func:`central_linear_probe` -- the ceiling of a platform holding every portfolio: a multinomial
+  logistic regression on the standardised frozen statistics of all training artworks, pooled.
+
+Both are scored on the held-out queries like every algorithm (:mod:`.evaluate`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fedstyle_secure.models.embed import normalise_rows, prototype_sums
+from fedstyle_secure.privacy.calibration import calibrate_noise_multiplier, default_delta
+from fedstyle_secure.randomness import NoiseSource
+from fedstyle_secure.retrieval.metrics import RetrievalMetrics, cosine_similarity_matrix, evaluate_retrieval
+from fedstyle_secure.training.dataset import FederationData
+from fedstyle_secure.training.dp import PROTOTYPE_SENSITIVITY, release_prototype_sums
+
+REFERENCE_PCA_DIMS = 32
+PROBE_WEIGHT_DECAY = 1e-3  # L2 penalty on the probe's weights (mean cross-entropy + wd * |W|^2)
+
+
+def public_pca(public_features: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Standardisation ``(mean, std)`` and a PCA basis ``(F, dims)`` fitted on public features ``(M, F)``."""
+    x = public_features.astype(np.float64)
+    mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-3)
+    z = (x - mean) / std
+    _, _, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
+    return mean, std, vt[:dims].T
+
+
+@functools.lru_cache(maxsize=256)
+def release_sigma(epsilon: float, n_artworks: int, accountant: str = "prv") -> float:
+    """Noise std of ONE Gaussian release of a prototype sum (L2 sensitivity 1) spending ``epsilon``
+    at the project's default delta ``min(1e-5, 1/(10 n))``."""
+    delta = default_delta(n_artworks)
+    multiplier = calibrate_noise_multiplier(
+        target_epsilon=epsilon, delta=delta, sample_rate=1.0, steps=1, accountant=accountant
+    )
+    return PROTOTYPE_SENSITIVITY * multiplier
+
+
+def frozen_dp_prototypes(
+    data: FederationData, epsilon: float | None, noise: NoiseSource, dims: int = REFERENCE_PCA_DIMS, draws: int = 1
+) -> RetrievalMetrics:
+    """Metrics of the no-training DP reference at ``epsilon`` per artist (``None``: exact prototypes),
+    averaged over ``draws`` independent releases whose noise comes from ``noise`` (a measurement:
+    a seeded :class:`~fedstyle_secure.privacy.noise.SeededNoise` keeps it reproducible).
+
+    Each artist releases the sum of its training artworks' unit embeddings once, through
+    :func:`release_prototype_sums` at the noise of :func:`release_sigma` for its own ``n``."""
+    mean, std, basis = public_pca(data.public.views[0], dims)
+    feats = data.bank.views[0].astype(np.float64)
+    emb = normalise_rows(((feats - mean) / std) @ basis)
+    train, query = data.split.train, data.split.query
+    labels = data.labels
+    sums, counts = prototype_sums(emb[train], labels[train], len(data.artists))
+    q = emb[query]
+    similarity = cosine_similarity_matrix(q)
+    runs = []
+    for _ in range(draws if epsilon is not None else 1):
+        protos = np.zeros_like(sums)
+        for a in np.flatnonzero(counts > 0):
+            sigma = None if epsilon is None else release_sigma(epsilon, int(counts[a]))
+            protos[a] = release_prototype_sums(sums[a : a + 1], sigma, noise)[0]
+        runs.append(evaluate_retrieval(q @ protos.T, similarity, labels[query]).as_dict())
+    return RetrievalMetrics(**{k: float(np.mean([r[k] for r in runs])) for k in runs[0]})
+
+
+def central_linear_probe(
+    data: FederationData, weight_decay: float = PROBE_WEIGHT_DECAY, seed: int = 0
+) -> RetrievalMetrics:
+    """Metrics of a logistic-regression probe on standardised frozen statistics of ALL training
+    artworks (pooled, no privacy): artist = arg-max class; artwork retrieval by cosine between the
+    queries' predicted class-probability vectors."""
+    feats = data.bank.views[0].astype(np.float64)
+    train, query = data.split.train, data.split.query
+    mean, std = feats[train].mean(axis=0), feats[train].std(axis=0) + 1e-6
+    x = torch.from_numpy((feats - mean) / std).float()
+    y = torch.from_numpy(data.labels)
+    n_classes = len(data.artists)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        weight = torch.zeros(x.shape[1], n_classes, requires_grad=True)
+        bias = torch.zeros(n_classes, requires_grad=True)
+        optimiser = torch.optim.LBFGS([weight, bias], max_iter=500, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            optimiser.zero_grad()
+            loss = F.cross_entropy(x[train] @ weight + bias, y[train]) + weight_decay * weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        optimiser.step(closure)
+    with torch.no_grad():
+        logits = (x[query] @ weight + bias).numpy().astype(np.float64)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    return evaluate_retrieval(logits, cosine_similarity_matrix(probs), data.labels[query])

