@@ -3,10 +3,11 @@ real deployment (:class:`StyleClient`, strategy math on sums, a pluggable secure
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, overload
 
 import numpy as np
 import torch
@@ -108,15 +109,76 @@ class SimulationResult:
     wall_time_s: float
     state: ServerState
     global_model: nn.Module | None
-    personal_models: list[nn.Module] | None
+    personal_models: Sequence[nn.Module] | None  # built on access (ClientModels)
     privacy: dict[str, dict] = field(default_factory=dict)
 
     def history_dicts(self) -> list[dict]:
         return [asdict(r) for r in self.history]
 
 
-def make_clients(config: SimulationConfig, data: FederationData, model: nn.Module, rng: np.random.Generator) -> list[StyleClient]:
-    """One client per artist group, or a single client holding everything for ``central``."""
+class TurnTaking:
+    """All clients of a simulation share ONE model object (the workspace) and train in turn.
+
+    Between calls a client keeps only its own trainable parameters as one flat float32 vector, and
+    only where the algorithm needs them across rounds (personal models: ``local``, ``fedproto``, the
+    pooled ``central``); parameter-averaging algorithms keep none, since every round starts from the
+    broadcast.  Memory per artist is then its parameters (or nothing) instead of a model object:
+    the simulator's share of 1,000 artists fits a few GB.  Buffers (the input standardisation) are
+    the same for every client and live in the workspace.
+    """
+
+    def __init__(self, workspace: nn.Module, keeps_own: bool) -> None:
+        self.workspace = workspace
+        self._start = get_flat_params(workspace) if keeps_own else None
+        self._own: dict[str, np.ndarray] = {}
+
+    def load(self, client: StyleClient) -> None:
+        """Put ``client``'s parameters into the workspace (no-op when the broadcast supplies them)."""
+        if self._start is not None:
+            set_flat_params(self.workspace, self._own.get(client.client_id, self._start))
+
+    def save(self, client: StyleClient) -> None:
+        """Keep what ``client`` just trained in the workspace, as its own parameters."""
+        if self._start is not None:
+            self._own[client.client_id] = get_flat_params(self.workspace)
+
+    def kept_bytes(self) -> dict[str, int]:
+        """Bytes of parameters kept per client (empty when the broadcast supplies them)."""
+        return {cid: int(params.nbytes) for cid, params in self._own.items()}
+
+    def model_of(self, client: StyleClient) -> nn.Module:
+        """An independent copy of ``client``'s model (for evaluation and results)."""
+        self.load(client)
+        return copy.deepcopy(self.workspace)
+
+
+class ClientModels(Sequence[nn.Module]):
+    """Each client's model, built on access (``TurnTaking.model_of``): n models never exist at once."""
+
+    def __init__(self, turns: TurnTaking, clients: Sequence[StyleClient]) -> None:
+        self.turns, self.clients = turns, list(clients)
+
+    def __len__(self) -> int:
+        return len(self.clients)
+
+    @overload
+    def __getitem__(self, index: int) -> nn.Module: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[nn.Module]: ...
+
+    def __getitem__(self, index: int | slice) -> nn.Module | Sequence[nn.Module]:
+        if isinstance(index, slice):
+            return ClientModels(self.turns, self.clients[index])
+        return self.turns.model_of(self.clients[index])
+
+
+def make_clients(
+    config: SimulationConfig, data: FederationData, model: nn.Module, rng: np.random.Generator,
+    turns: TurnTaking | None = None,
+) -> list[StyleClient]:
+    """One client per artist group, or a single client holding everything for ``central``.  With
+    ``turns``, every client uses its workspace instead of a copy of ``model`` (see :class:`TurnTaking`)."""
     spec = algorithm_spec(config.algorithm)
     groups = [data.split.train] if spec.pooled else [data.client_train_items(c) for c in range(len(data.clients))]
     public = data.public.originals()
@@ -134,7 +196,7 @@ def make_clients(config: SimulationConfig, data: FederationData, model: nn.Modul
                 client_id=f"client-{i:03d}",
                 data=LocalData(bank=InputBank(views=data.bank.views[:, items], kind=data.bank.kind), labels=data.labels[items]),
                 spec=spec,
-                model=model,
+                model=turns.workspace if turns is not None else model,
                 config=config.local,
                 public_inputs=public,
                 n_artists=len(data.artists),
@@ -142,6 +204,7 @@ def make_clients(config: SimulationConfig, data: FederationData, model: nn.Modul
                 dp=plan,
                 ledger=ledger,
                 noise=noise,
+                share_model=turns is not None,
             )
         )
     return clients
@@ -186,7 +249,8 @@ def run_simulation(
         config.encoder, data.bank, data.public, n_artists if spec.needs_classifier else None, seed=config.seed,
         pretrain_steps=config.pretrain_steps, cache=warm_start_cache(data.cache_dir),
     )
-    clients = make_clients(config, data, template, rng)
+    turns = TurnTaking(copy.deepcopy(template), keeps_own=not spec.averages_parameters)
+    clients = make_clients(config, data, template, rng, turns)
     ids = [c.client_id for c in clients]
     if spec.pooled and summations is not plain_summation:
         raise ConfigError("--secure protects federated sums; 'central' pools all data in one place and has none")
@@ -210,16 +274,22 @@ def run_simulation(
             break
         if spec.uses_prototypes and r in refreshes:  # artists publish with the model they start from
             for client in active:
+                turns.load(client)
                 pub = client.publish(_broadcast(state), round_id=r)
                 if spec.shares_prototypes:
                     publish_prototypes(state, pub.artist_rows, pub.prototypes)
         broadcast = _broadcast(state)
         layout = round_layout(spec, shape, "train")  # the plan's, never a client's
-        contributions = {client.client_id: client.fit(broadcast, round_id=r) for client in active}
+        packed: dict[str, np.ndarray] = {}  # packed contributions only: the named arrays go once packed
+        for client in active:
+            arrays = _fit_in_turn(turns, client, broadcast, r)
+            if layout is not None:
+                packed[client.client_id] = _compact(pack_as(arrays, layout))
         losses = [loss for client in active for loss in client.last_result.losses]
         bytes_up = 0.0
         if layout is not None:
-            agg = summation.sum({cid: pack_as(arrays, layout) for cid, arrays in contributions.items()}, round_id=r + 1)
+            agg = summation.sum(packed, round_id=r + 1)
+            del packed
             n = len(agg.contributors)
             tolerance = decode_tolerance(CONTRIBUTION_RANGE, n, len(ids))
             state = checked_aggregate(spec, shape, state, unpack(agg.total, layout), n, tolerance)
@@ -228,16 +298,18 @@ def run_simulation(
             state.round += 1
         if reports is not None:
             reports.write_round(active, r)
-        metrics = _evaluate(spec.has_global_model, clients, state, template, data)
+        metrics = _evaluate(spec.has_global_model, turns, clients, state, template, data)
         record = RoundRecord(r + 1, float(np.mean(losses)), metrics.as_dict(), bytes_up, time.perf_counter() - t0, len(active))
         history.append(record)
         bar.set_postfix(acc=f"{metrics.artist_accuracy:.3f}", map=f"{metrics.map:.3f}")
         if on_round:
             on_round(record)
-    final = _final_publication(spec, clients, state, template, data, config.rounds)
+    final = _final_publication(spec, turns, clients, state, template, data, config.rounds)
     if reports is not None:
         reports.write_round([c for c in clients if c.ledger is not None], config.rounds)
-    global_model = _global_model(spec.averages_parameters, clients, state, template) if spec.has_global_model else None
+    global_model = None
+    if spec.has_global_model:
+        global_model = _global_model(spec.averages_parameters, turns, clients, state, template)
     return SimulationResult(
         algorithm=spec.name,
         metrics=final,
@@ -245,22 +317,39 @@ def run_simulation(
         wall_time_s=time.perf_counter() - started,
         state=state,
         global_model=global_model,
-        personal_models=None if spec.has_global_model else [c.model for c in clients],
+        personal_models=None if spec.has_global_model else ClientModels(turns, clients),
         privacy=_privacy_summary(clients, data),
     )
 
 
-def _global_model(averages: bool, clients: list[StyleClient], state: ServerState, template: nn.Module) -> nn.Module:
+def _compact(vector: np.ndarray) -> np.ndarray:
+    """``vector`` as float32 when that loses nothing, else unchanged.  A round's contributions come
+    from float32 models with weight 1, so this halves what the simulator holds per artist while the
+    round's sum is formed; every summation reads its inputs as float64, so the sum is the same."""
+    single = vector.astype(np.float32)
+    return single if np.array_equal(single, vector) else vector
+
+
+def _fit_in_turn(turns: TurnTaking, client: StyleClient, broadcast: Broadcast, round_id: int) -> dict[str, np.ndarray]:
+    turns.load(client)
+    contribution = client.fit(broadcast, round_id=round_id)
+    turns.save(client)
+    return contribution
+
+
+def _global_model(
+    averages: bool, turns: TurnTaking, clients: list[StyleClient], state: ServerState, template: nn.Module
+) -> nn.Module:
     if averages:
         set_flat_params(template, state.params)
         return template
-    return clients[0].model  # pooled: the single client's model is the model
+    return turns.model_of(clients[0])  # pooled: the single client's model is the model
 
 
-def _evaluate(has_global: bool, clients, state, template, data) -> RetrievalMetrics:
+def _evaluate(has_global: bool, turns: TurnTaking, clients, state, template, data) -> RetrievalMetrics:
     if has_global:
-        return evaluate_global(_global_model(state.params is not None, clients, state, template), data)
-    return evaluate_personal([c.model for c in clients], data)
+        return evaluate_global(_global_model(state.params is not None, turns, clients, state, template), data)
+    return evaluate_personal(ClientModels(turns, clients), data)
 
 
 def _active_clients(clients: list[StyleClient], state: ServerState, round_id: int) -> list[StyleClient]:
@@ -274,11 +363,11 @@ def _active_clients(clients: list[StyleClient], state: ServerState, round_id: in
     return active
 
 
-def _final_publication(spec, clients, state, template, data, round_id: int) -> RetrievalMetrics:
+def _final_publication(spec, turns: TurnTaking, clients, state, template, data, round_id: int) -> RetrievalMetrics:
     """Every artist publishes its prototypes with the final model (a DP release under DP);
     the held-out queries are scored against exactly what was published."""
-    models = None if spec.has_global_model else [c.model for c in clients]
-    model = None if models else _global_model(spec.averages_parameters, clients, state, template)
+    models = None if spec.has_global_model else ClientModels(turns, clients)
+    model = None if models else _global_model(spec.averages_parameters, turns, clients, state, template)
     table = np.zeros_like(state.prototypes)
     known = np.zeros(len(data.artists), dtype=bool)
     final = _broadcast(state)
@@ -289,6 +378,8 @@ def _final_publication(spec, clients, state, template, data, round_id: int) -> R
             continue
         if model is not None:
             client.model.load_state_dict(model.state_dict())
+        else:
+            turns.load(client)
         pub = client.publish(final, round_id=round_id)
         table[pub.artist_rows] = pub.prototypes
         known[pub.artist_rows] = True
