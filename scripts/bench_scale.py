@@ -17,9 +17,9 @@ part of it in brackets); ``s/round`` = mean seconds per federated round, evaluat
 inputs are built, before the simulator starts; ``MB/artist`` = (peak - data) / artists.  The
 last line fits memory = a + b * artists over the counts run (b: marginal MB per artist).
 
-``--artist-process``: the resident and the private memory of one artist process (``fedstyle client``'s
+``--artist-process``: the resident and the anonymous memory of one artist process (``fedstyle client``'s
 StyleClient, built with a cold feature cache so the backbone runs) after imports, after building,
-and after one local round.  Private memory is what each further artist process on a machine adds.
+and after one local round.  Anonymous memory is what each further artist process on a machine adds.
 """
 
 from __future__ import annotations
@@ -107,14 +107,13 @@ def measure_one(args: argparse.Namespace, n_artists: int) -> dict[str, float]:
 
 
 def private_mb() -> float:
-    """Memory only this process holds (anonymous + private file pages, MB): what another artist
-    process adds; shared library text (torch's .so files) is counted once per machine."""
-    total = 0
+    """Anonymous memory of this process (heap, tensors; MB): what each further artist process adds.
+    Library code (torch's .so files) is file-backed and shared by all processes on a machine."""
     with open("/proc/self/smaps_rollup") as fh:
         for line in fh:
-            if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                total += int(line.split()[1])
-    return total / 1024
+            if line.startswith("Anonymous:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def measure_artist(per_artist: int) -> dict[str, float]:
@@ -140,7 +139,7 @@ def measure_artist(per_artist: int) -> dict[str, float]:
         folder = next((root / "data").iterdir())
         plan = pb.RoundPlan(algorithm="fedstyle", seed=0, embedding_dim=128)
         plan.public_set.name = "generated:128:seed0"
-        config = ClientConfig(keys=root / "unused", data=folder, cache_dir=root / "cache")
+        config = ClientConfig(keys=root / "unused", data=root / "data", cache_dir=root / "cache")
         client = build_style_client(config, folder.name, (folder.name, "other-artist"), plan)
         out["built_rss_mb"], out["build_peak_mb"] = resident_mb()
         out["built_private_mb"] = private_mb()
@@ -172,7 +171,7 @@ def main() -> int:
         return 0
     if args.artist_process:
         m = measure_artist(args.per_artist)
-        print(f"artist process, {args.per_artist} artworks, cold feature cache, 1 thread (MB: resident / private)")
+        print(f"artist process, {args.per_artist} artworks, cold feature cache, 1 thread (MB: resident / anonymous)")
         for stage in ("imports", "built", "trained"):
             print(f"  after {stage:<8} {m[stage + '_rss_mb']:6.0f} / {m[stage + '_private_mb']:6.0f}")
         print(f"  peak while building {m['build_peak_mb']:.0f}, overall peak {m['peak_mb']:.0f}")
