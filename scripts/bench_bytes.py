@@ -19,16 +19,17 @@ import tempfile
 import threading
 from pathlib import Path
 
-from fedstyle_secure.cli.output import render_table
+from fedstyle_secure.experiments.output import render_table
+from fedstyle_secure.federation.coordinator import Schedule
+from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.transport.artist.runner import run_artist
+from fedstyle_secure.transport.server.servicer import start_server
+
 from fedstyle_secure.data.synth import write_synthetic_folder
 from fedstyle_secure.models.heads import DEFAULT_EMBEDDING_DIM
-from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
 from fedstyle_secure.training.dp import DpConfig, refresh_rounds
-from fedstyle_secure.transport.artist import run_artist
 from fedstyle_secure.transport.config import ClientConfig, ServerConfig
-from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.loopback import artist_folders, write_fresh_keys
-from fedstyle_secure.transport.server import start_server
 
 UPLOADS = ("UploadContribution", "SubmitMasking")
 DOWNLOADS = ("DownloadBroadcast", "DownloadAggregate", "FetchMasking")
@@ -43,17 +44,37 @@ def measure(mode: str, args: argparse.Namespace, cache: Path) -> dict[str, float
         keys = write_fresh_keys(work / "keys", sorted(folders))
         dp = None if math.isinf(args.epsilon) else DpConfig(epsilon=args.epsilon)
         refreshes = frozenset(refresh_rounds(args.rounds, dp.prototype_refreshes if dp else None))
-        schedule = Schedule(rounds=args.rounds, quorum=args.artists, phase_seconds=args.phase_seconds, secure_mode=mode,
-                            standardise=dp is None, refreshes=refreshes)
-        config = ServerConfig(keys=keys, state_db=work / "server.sqlite", listen="127.0.0.1:0", schedule=schedule,
-                              embedding_dim=args.embedding_dim, reports_dir=work / "reports", cache_dir=cache, dp=dp)
+        schedule = Schedule(
+            rounds=args.rounds,
+            quorum=args.artists,
+            phase_seconds=args.phase_seconds,
+            secure_mode=mode,
+            standardise=dp is None,
+            refreshes=refreshes,
+        )
+        config = ServerConfig(
+            keys=keys,
+            state_db=work / "server.sqlite",
+            listen="127.0.0.1:0",
+            schedule=schedule,
+            embedding_dim=args.embedding_dim,
+            reports_dir=work / "reports",
+            cache_dir=cache,
+            dp=dp,
+        )
         server = start_server(config, load_server_keys(keys))
         stop, failures = threading.Event(), {}
 
         def artist(name: str, folder: Path) -> None:
-            client = ClientConfig(keys=keys, data=folder, server=f"127.0.0.1:{server.port}", artist=name,
-                                  cache_dir=cache, state_dir=work / "state" / name,
-                                  reports_dir=work / "artist-reports" / name)
+            client = ClientConfig(
+                keys=keys,
+                data=folder,
+                server=f"127.0.0.1:{server.port}",
+                artist=name,
+                cache_dir=cache,
+                state_dir=work / "state" / name,
+                reports_dir=work / "artist-reports" / name,
+            )
             try:
                 run_artist(client, load_artist_keys(keys, name), stop)
             except Exception as exc:  # reported below
@@ -99,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         result = measure(mode, args, cache)
         rows.append([mode, *(f"{result[k] / 1e6:.3f}" for k in ("upload", "download", "all_received", "all_sent"))])
     print(render_table(["secure", "upload MB", "download MB", "all received MB", "all sent MB"], rows))
-    print(f"(per artist per training round; {args.artists} artists, {args.rounds} rounds, epsilon {args.epsilon:g}, "
-          f"{args.embedding_dim}-d embeddings)")
+    print(
+        f"(per artist per training round; {args.artists} artists, {args.rounds} rounds, epsilon {args.epsilon:g}, "
+        f"{args.embedding_dim}-d embeddings)"
+    )
     return 0
 
 

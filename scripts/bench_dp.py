@@ -8,7 +8,7 @@ DP-SGD over the same parameters the non-private epoch trains).
 
 Each configuration is timed --repeats times, interleaved (non-private, private, non-private, ...)
 so that machine noise hits both alike; the median is reported with the private/non-private ratio.
-DP-SGD draws its noise and Poisson batches from the OS-keyed CSPRNG (``privacy/noise.py``), as the
+DP-SGD draws its noise and Poisson batches from the OS-keyed CSPRNG (``randomness.py``), as the
 artists do; a second table compares that source's Gaussian draws per second with ``torch.normal``
 (torch's default PRNG, what Opacus used before) for one step's worth of noise at both settings.
 
@@ -25,14 +25,14 @@ import time
 
 import numpy as np
 import torch
+from fedstyle_secure.randomness import CsprngNoise
+from fedstyle_secure.training.dataset import DEFAULT_PUBLIC_IMAGES
 
 from fedstyle_secure.data.images import artwork_set_from_arrays
 from fedstyle_secure.data.synth import generate_artworks, generate_public_images
-from fedstyle_secure.federation.dataset import DEFAULT_PUBLIC_IMAGES
 from fedstyle_secure.federation.strategy import algorithm_spec
 from fedstyle_secure.models.factory import EncoderConfig, make_model
 from fedstyle_secure.models.inputs import build_input_bank
-from fedstyle_secure.privacy.noise import CsprngNoise
 from fedstyle_secure.training.dp import PRIVATE_LAYERS, DpPlan
 from fedstyle_secure.training.dp_sgd import privately_trained_parameters
 from fedstyle_secure.training.local import LocalConfig, LocalData, RoundContext, train_local
@@ -49,7 +49,13 @@ def _setup(backbone: str, n_images: int, n_artists: int = 4):
     protos = rng.normal(size=(n_artists, 128)).astype(np.float32)
     consensus = rng.normal(size=(DEFAULT_PUBLIC_IMAGES, 128)).astype(np.float32)  # a FedStyle round aligns to one
     consensus /= np.linalg.norm(consensus, axis=1, keepdims=True)
-    ctx = RoundContext(n_artists=n_artists, prototypes=protos, known=np.ones(n_artists, bool), consensus=consensus, public=public.originals())
+    ctx = RoundContext(
+        n_artists=n_artists,
+        prototypes=protos,
+        known=np.ones(n_artists, bool),
+        consensus=consensus,
+        public=public.originals(),
+    )
     return model, LocalData(bank=bank, labels=artworks.labels), ctx
 
 
@@ -72,8 +78,18 @@ def main() -> int:
         model, data, ctx = _setup(backbone, args.images)
         steps = int(np.ceil(len(data) / cfg.batch_size))
         plans = {
-            layers: DpPlan(delta=1e-5, accountant="prv", sample_rate=1 / steps, steps_per_round=steps, noise_multiplier=1.0,
-                           clip_norm=1.0, release_sigma=None, final_release_sigma=1.0, final_round=1, private_layers=layers)
+            layers: DpPlan(
+                delta=1e-5,
+                accountant="prv",
+                sample_rate=1 / steps,
+                steps_per_round=steps,
+                noise_multiplier=1.0,
+                clip_norm=1.0,
+                release_sigma=None,
+                final_release_sigma=1.0,
+                final_round=1,
+                private_layers=layers,
+            )
             for layers in PRIVATE_LAYERS
         }
         _time_epoch(model, data, ctx, cfg, None)  # warm-up
@@ -86,8 +102,10 @@ def main() -> int:
         for layers in plans:
             trained = sum(p.numel() for p in privately_trained_parameters(model, layers))
             rows.append((backbone, layers, trained, median["none"], median[layers]))
-    print(f"one local FedStyle epoch over {args.images} artworks, batch {cfg.batch_size}, median of {args.repeats} "
-          f"interleaved runs, {torch.get_num_threads()} torch threads; non-private always trains the whole head")
+    print(
+        f"one local FedStyle epoch over {args.images} artworks, batch {cfg.batch_size}, median of {args.repeats} "
+        f"interleaved runs, {torch.get_num_threads()} torch threads; non-private always trains the whole head"
+    )
     print(f"{'encoder':20s} {'DP trains':>9s} {'DP params':>10s} {'non-private s':>14s} {'DP-SGD s':>9s} {'ratio':>7s}")
     for backbone, layers, trained, plain, private in rows:
         print(f"{backbone:20s} {layers:>9s} {trained:10,d} {plain:14.3f} {private:9.3f} {private / plain:6.2f}x")
@@ -99,14 +117,18 @@ def _noise_throughput(sizes: list[int], repeats: int) -> None:
     """One DP-SGD step's noise (``size`` values) from the CSPRNG vs ``torch.normal``: median process CPU
     time (ms, all threads; less sensitive than wall time to other processes on a shared machine), draws / s."""
     secure = CsprngNoise()
-    print(f"\nGaussian noise of one step, median CPU time of {repeats}: {secure.name} (sum of 4 normals halved, "
-          "float64) vs torch.normal")
+    print(
+        f"\nGaussian noise of one step, median CPU time of {repeats}: {secure.name} (sum of 4 normals halved, "
+        "float64) vs torch.normal"
+    )
     print(f"{'values':>10s} {'csprng ms':>10s} {'draws/s':>10s} {'torch ms':>9s} {'draws/s':>10s} {'ratio':>7s}")
     for size in sizes:
         times = {"csprng": [], "torch": []}
         for _ in range(repeats):
-            for name, draw in (("csprng", lambda: secure.gaussian(1.0, size)),
-                               ("torch", lambda: torch.normal(0.0, 1.0, size=(size,)))):
+            for name, draw in (
+                ("csprng", lambda: secure.gaussian(1.0, size)),
+                ("torch", lambda: torch.normal(0.0, 1.0, size=(size,))),
+            ):
                 start = time.process_time()
                 draw()
                 times[name].append(time.process_time() - start)

@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from fedstyle_secure.experiments.output import render_table
+from fedstyle_secure.federation.coordinator import TRANSPORT_SECURE_MODES
 
-from fedstyle_secure.cli.output import render_table
 from fedstyle_secure.data.synth import write_synthetic_folder
-from fedstyle_secure.transport.coordinator import TRANSPORT_SECURE_MODES
 from fedstyle_secure.transport.loopback import artist_folders, write_fresh_keys
 from fedstyle_secure.transport.processes import federation_tables, start_process_federation
 
@@ -37,9 +37,19 @@ def measure(n: int, mode: str, args: argparse.Namespace, cache: Path) -> dict:
         write_synthetic_folder(work / "data", n, args.per_artist, seed=0)
         folders = artist_folders(work / "data", work)
         keys = write_fresh_keys(work / "keys", sorted(folders))
-        federation, server, client = federation_tables(args.rounds, mode, args.epsilon, n, quorum=n, phase_seconds=args.phase_seconds)
+        federation, server, client = federation_tables(
+            args.rounds, mode, args.epsilon, n, quorum=n, phase_seconds=args.phase_seconds
+        )
         started = time.perf_counter()
-        running = start_process_federation(work / "machines", keys, folders, federation=federation, server=server, client=client, env={"FEDSTYLE_CACHE": str(cache)})
+        running = start_process_federation(
+            work / "machines",
+            keys,
+            folders,
+            federation=federation,
+            server=server,
+            client=client,
+            env={"FEDSTYLE_CACHE": str(cache)},
+        )
         try:
             codes = running.wait(args.timeout)
             saved = running.server_events("round state saved")
@@ -51,18 +61,41 @@ def measure(n: int, mode: str, args: argparse.Namespace, cache: Path) -> dict:
     by_round = {int(e["round"]): e for e in saved}
     training = [r for r in range(2, args.rounds + 1) if r in by_round and r - 1 in by_round]
     seconds = [by_round[r]["ts"] - by_round[r - 1]["ts"] for r in training]
-    traffic = [(by_round[r]["bytes_received"] + by_round[r]["bytes_sent"]) - (by_round[r - 1]["bytes_received"] + by_round[r - 1]["bytes_sent"]) for r in training]
-    return {"n": n, "mode": mode, "round_seconds": float(np.mean(seconds)), "round_seconds_all": seconds,
-            "bytes_per_round": float(np.mean(traffic)), "total_seconds": time.perf_counter() - started, "rounds_measured": len(training)}
+    traffic = [
+        (by_round[r]["bytes_received"] + by_round[r]["bytes_sent"])
+        - (by_round[r - 1]["bytes_received"] + by_round[r - 1]["bytes_sent"])
+        for r in training
+    ]
+    return {
+        "n": n,
+        "mode": mode,
+        "round_seconds": float(np.mean(seconds)),
+        "round_seconds_all": seconds,
+        "bytes_per_round": float(np.mean(traffic)),
+        "total_seconds": time.perf_counter() - started,
+        "rounds_measured": len(training),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--artists", default="4,16", help="comma-separated numbers of artist processes (default %(default)s)")
-    parser.add_argument("--modes", default="none,ckks,secagg", help=f"secure modes, from {', '.join(TRANSPORT_SECURE_MODES)} (default %(default)s)")
-    parser.add_argument("--rounds", type=int, default=3, help="training rounds per federation, >= 2 (default %(default)s)")
-    parser.add_argument("--per-artist", type=int, default=12, help="synthetic artworks per artist (default %(default)s)")
-    parser.add_argument("--epsilon", type=float, default=8.0, help="each artist's DP budget; inf = no DP (default %(default)s)")
+    parser.add_argument(
+        "--artists", default="4,16", help="comma-separated numbers of artist processes (default %(default)s)"
+    )
+    parser.add_argument(
+        "--modes",
+        default="none,ckks,secagg",
+        help=f"secure modes, from {', '.join(TRANSPORT_SECURE_MODES)} (default %(default)s)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="training rounds per federation, >= 2 (default %(default)s)"
+    )
+    parser.add_argument(
+        "--per-artist", type=int, default=12, help="synthetic artworks per artist (default %(default)s)"
+    )
+    parser.add_argument(
+        "--epsilon", type=float, default=8.0, help="each artist's DP budget; inf = no DP (default %(default)s)"
+    )
     parser.add_argument("--phase-seconds", type=float, default=300.0, help="phase deadline (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="per federation (default %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_round"), help="JSON and Markdown output folder")
@@ -79,16 +112,36 @@ def main(argv: list[str] | None = None) -> int:
         for mode in modes:
             print(f"n={n} {mode} ...", file=sys.stderr, flush=True)
             results.append(measure(n, mode, args, cache))
-            print(f"  {results[-1]['round_seconds']:.2f} s/round, {results[-1]['bytes_per_round'] / 1e6:.2f} MB/round", file=sys.stderr, flush=True)
+            print(
+                f"  {results[-1]['round_seconds']:.2f} s/round, {results[-1]['bytes_per_round'] / 1e6:.2f} MB/round",
+                file=sys.stderr,
+                flush=True,
+            )
     plain = {r["n"]: r for r in results if r["mode"] == "none"}
-    rows = [[r["n"], r["mode"], r["round_seconds"], r["round_seconds"] / plain[r["n"]]["round_seconds"], r["bytes_per_round"] / 1e6,
-             r["bytes_per_round"] / plain[r["n"]]["bytes_per_round"]] for r in results]
+    rows = [
+        [
+            r["n"],
+            r["mode"],
+            r["round_seconds"],
+            r["round_seconds"] / plain[r["n"]]["round_seconds"],
+            r["bytes_per_round"] / 1e6,
+            r["bytes_per_round"] / plain[r["n"]]["bytes_per_round"],
+        ]
+        for r in results
+    ]
     table = render_table(["artists", "secure", "s / round", "time vs none", "MB / round", "bytes vs none"], rows)
     print(table)
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"(largest child process peak RSS {peak_mb:.0f} MB; DP epsilon {args.epsilon:g}; {args.rounds} rounds, rounds 2..{args.rounds} measured)")
+    print(
+        f"(largest child process peak RSS {peak_mb:.0f} MB; DP epsilon {args.epsilon:g}; {args.rounds} rounds, rounds 2..{args.rounds} measured)"
+    )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_round.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results, "peak_child_rss_mb": peak_mb}, indent=2))
+    (args.out / "bench_round.json").write_text(
+        json.dumps(
+            {"args": {k: str(v) for k, v in vars(args).items()}, "results": results, "peak_child_rss_mb": peak_mb},
+            indent=2,
+        )
+    )
     (args.out / "bench_round.md").write_text(table + "\n")
     return 0
 

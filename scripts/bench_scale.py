@@ -48,9 +48,10 @@ def resident_mb() -> tuple[float, float]:
 
 def random_federation(n_artists: int, per_artist: int, seed: int):
     """A federation of ``n_artists`` whose model inputs are random clustered style vectors (no images)."""
+    from fedstyle_secure.training.dataset import DEFAULT_PUBLIC_IMAGES, FederationData, partition_artists
+
     from fedstyle_secure.data.images import ArtworkSet
     from fedstyle_secure.data.split import split_per_artist
-    from fedstyle_secure.federation.dataset import DEFAULT_PUBLIC_IMAGES, FederationData, partition_artists
     from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
     from fedstyle_secure.models.inputs import DEFAULT_VIEWS, InputBank
 
@@ -63,20 +64,27 @@ def random_federation(n_artists: int, per_artist: int, seed: int):
     public = rng.normal(size=(DEFAULT_VIEWS + 1, DEFAULT_PUBLIC_IMAGES, STYLE_FEATURE_DIM)).astype(np.float32)
     artists = tuple(f"artist-{a:04d}" for a in range(n_artists))
     artworks = ArtworkSet(
-        images=np.zeros((n, 1, 1, 3), dtype=np.uint8), labels=labels, artists=artists,
-        keys=tuple(f"random-{i}" for i in range(n)), sources=tuple(f"random:{i}" for i in range(n)),
+        images=np.zeros((n, 1, 1, 3), dtype=np.uint8),
+        labels=labels,
+        artists=artists,
+        keys=tuple(f"random-{i}" for i in range(n)),
+        sources=tuple(f"random:{i}" for i in range(n)),
     )
     return FederationData(
-        artworks=artworks, split=split_per_artist(labels, artists, 0.4, seed), bank=InputBank(views, "features"),
-        public=InputBank(public, "features"), clients=partition_artists(n_artists, 1, seed), source="random",
+        artworks=artworks,
+        split=split_per_artist(labels, artists, 0.4, seed),
+        bank=InputBank(views, "features"),
+        public=InputBank(public, "features"),
+        clients=partition_artists(n_artists, 1, seed),
+        source="random",
     )
 
 
 def measure_one(args: argparse.Namespace, n_artists: int) -> dict[str, float]:
     """Build the federation and run the simulation in this process; return the measurements."""
     import torch
+    from fedstyle_secure.training.dataset import load_artworks, prepare_federation
 
-    from fedstyle_secure.federation.dataset import load_artworks, prepare_federation
     from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
     from fedstyle_secure.training.dp import DpConfig
     from fedstyle_secure.training.local import LocalConfig
@@ -100,9 +108,14 @@ def measure_one(args: argparse.Namespace, n_artists: int) -> dict[str, float]:
     _, peak_mb = resident_mb()
     seconds = [r.seconds for r in result.history]
     return {
-        "artists": n_artists, "setup_s": data_s + setup_sim_s, "setup_sim_s": setup_sim_s,
-        "s_per_round": float(np.mean(seconds)) if seconds else float("nan"), "peak_mb": peak_mb, "data_mb": data_mb,
-        "mb_per_artist": (peak_mb - data_mb) / n_artists, "accuracy": result.metrics.artist_accuracy,
+        "artists": n_artists,
+        "setup_s": data_s + setup_sim_s,
+        "setup_sim_s": setup_sim_s,
+        "s_per_round": float(np.mean(seconds)) if seconds else float("nan"),
+        "peak_mb": peak_mb,
+        "data_mb": data_mb,
+        "mb_per_artist": (peak_mb - data_mb) / n_artists,
+        "accuracy": result.metrics.artist_accuracy,
     }
 
 
@@ -122,10 +135,10 @@ def measure_artist(per_artist: int) -> dict[str, float]:
     import tempfile
 
     import torch
+    from fedstyle_secure.transport.artist.runner import build_style_client
 
     from fedstyle_secure.data.synth import write_synthetic_folder
     from fedstyle_secure.federation.client import Broadcast
-    from fedstyle_secure.transport.artist import build_style_client
     from fedstyle_secure.transport.config import ClientConfig
     from fedstyle_secure.transport.wire import pb
 
@@ -146,8 +159,9 @@ def measure_artist(per_artist: int) -> dict[str, float]:
         n_params = sum(p.numel() for p in client.model.parameters() if p.requires_grad)
         params = np.concatenate([p.detach().reshape(-1).numpy() for p in client.model.parameters() if p.requires_grad])
         assert params.shape == (n_params,)
-        broadcast = Broadcast(0, params, np.zeros((128, 128), np.float32), np.zeros((2, 128), np.float32),
-                              np.zeros(2, dtype=bool))
+        broadcast = Broadcast(
+            0, params, np.zeros((128, 128), np.float32), np.zeros((2, 128), np.float32), np.zeros(2, dtype=bool)
+        )
         client.fit(broadcast, round_id=0)
         out["trained_rss_mb"], out["peak_mb"] = resident_mb()
         out["trained_private_mb"] = private_mb()
@@ -162,8 +176,11 @@ def main() -> int:
     parser.add_argument("--algorithm", default="fedstyle")
     parser.add_argument("--epsilon", default="inf", help="per-artist budget; inf = no DP (default %(default)s)")
     parser.add_argument("--inputs", choices=("random", "synthetic"), default="random")
-    parser.add_argument("--artist-process", action="store_true",
-                        help="measure one artist process's memory instead (imports, client built, one round)")
+    parser.add_argument(
+        "--artist-process",
+        action="store_true",
+        help="measure one artist process's memory instead (imports, client built, one round)",
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one count, print JSON
     args = parser.parse_args()
     if args.one is not None:
@@ -179,18 +196,36 @@ def main() -> int:
 
     rows = []
     for n in (int(a) for a in args.artists.split(",")):
-        argv = [sys.executable, __file__, "--one", str(n), "--per-artist", str(args.per_artist), "--rounds",
-                str(args.rounds), "--algorithm", args.algorithm, "--epsilon", args.epsilon, "--inputs", args.inputs]
+        argv = [
+            sys.executable,
+            __file__,
+            "--one",
+            str(n),
+            "--per-artist",
+            str(args.per_artist),
+            "--rounds",
+            str(args.rounds),
+            "--algorithm",
+            args.algorithm,
+            "--epsilon",
+            args.epsilon,
+            "--inputs",
+            args.inputs,
+        ]
         out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(f"measured {n} artists", file=sys.stderr)
-    print(f"simulator: {args.algorithm}, epsilon {args.epsilon}, {args.per_artist} artworks per artist, "
-          f"{args.rounds} rounds x 1 local epoch, inputs {args.inputs}, 1 compute thread")
+    print(
+        f"simulator: {args.algorithm}, epsilon {args.epsilon}, {args.per_artist} artworks per artist, "
+        f"{args.rounds} rounds x 1 local epoch, inputs {args.inputs}, 1 compute thread"
+    )
     print(f"{'artists':>8} {'setup s':>16} {'s/round':>8} {'peak MB':>8} {'data MB':>8} {'MB/artist':>9} {'acc':>6}")
     for r in rows:
         setup = f"{r['setup_s']:.1f} ({r['setup_sim_s']:.1f})"
-        print(f"{r['artists']:>8} {setup:>16} {r['s_per_round']:>8.2f} {r['peak_mb']:>8.0f} {r['data_mb']:>8.0f} "
-              f"{r['mb_per_artist']:>9.2f} {r['accuracy']:>6.3f}")
+        print(
+            f"{r['artists']:>8} {setup:>16} {r['s_per_round']:>8.2f} {r['peak_mb']:>8.0f} {r['data_mb']:>8.0f} "
+            f"{r['mb_per_artist']:>9.2f} {r['accuracy']:>6.3f}"
+        )
     if len(rows) > 1:
         n = np.array([r["artists"] for r in rows], dtype=float)
         slope, intercept = np.polyfit(n, [r["peak_mb"] for r in rows], 1)

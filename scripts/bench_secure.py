@@ -30,16 +30,17 @@ import platform
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+from fedstyle_secure.experiments.output import render_table, write_json
+from fedstyle_secure.secure.ckks.primitives import CkksContext, CkksParams, encrypt
+from fedstyle_secure.secure.ckks.summation import CkksSummation
 
-from fedstyle_secure.cli.output import render_table, write_json
 from fedstyle_secure.secure.api import SECURE_MODES
-from fedstyle_secure.secure.ckks import CkksContext, CkksParams, encrypt
-from fedstyle_secure.secure.ckks_summation import CkksSummation
 from fedstyle_secure.secure.factory import make_summation
 
 FULL_DIMS = (2_048, 32_768, 262_144)
@@ -102,8 +103,10 @@ class _Timed:
         return timed
 
 
-def _run_masked(summation: Any, inputs: Mapping[str, np.ndarray]) -> tuple[Counter[str], Mapping[str, int], Mapping[str, int]]:
-    from fedstyle_secure.secure.secagg import InProcessRound
+def _run_masked(
+    summation: Any, inputs: Mapping[str, np.ndarray]
+) -> tuple[Counter[str], Mapping[str, int], Mapping[str, int]]:
+    from fedstyle_secure.secure.masking.summation import InProcessRound
 
     length = summation.validate_inputs(inputs)
     server, artists = summation.prepare(list(inputs), round_id=1, vector_length=length)
@@ -176,7 +179,16 @@ CKKS_CANDIDATES: tuple[CkksParams, ...] = (
     CkksParams(8192, (60, 40, 60), 40),
     CkksParams(16384, (60, 40, 60), 40),
 )
-SWEEP_HEADERS = ["N", "primes", "scale bits", "mean err (100x128)", "weighted mean err", "bytes/value", "x float32", "encrypt ms/ct"]
+SWEEP_HEADERS = [
+    "N",
+    "primes",
+    "scale bits",
+    "mean err (100x128)",
+    "weighted mean err",
+    "bytes/value",
+    "x float32",
+    "encrypt ms/ct",
+]
 
 
 def ckks_sweep(seed: int) -> list[list[str]]:
@@ -196,9 +208,14 @@ def ckks_sweep(seed: int) -> list[list[str]]:
         seconds = time.perf_counter() - started
         rows.append(
             [
-                str(params.poly_modulus_degree), str(list(params.coeff_mod_bit_sizes)), str(params.scale_bits),
-                f"{mean_error:.1e}", f"{np.abs(weighted - vectors.mean(0)).max():.1e}", f"{size / params.slots:.1f}",
-                f"{size / params.slots / FLOAT32_BYTES:.1f}", f"{seconds * 1e3:.1f}",
+                str(params.poly_modulus_degree),
+                str(list(params.coeff_mod_bit_sizes)),
+                str(params.scale_bits),
+                f"{mean_error:.1e}",
+                f"{np.abs(weighted - vectors.mean(0)).max():.1e}",
+                f"{size / params.slots:.1f}",
+                f"{size / params.slots / FLOAT32_BYTES:.1f}",
+                f"{seconds * 1e3:.1f}",
             ]
         )
     return rows
@@ -216,8 +233,14 @@ def cost_rows(cells: Sequence[Cell]) -> list[list[str]]:
     for c in sorted(cells, key=lambda c: (c.d, c.n, SECURE_MODES.index(c.mode))):
         rows.append(
             [
-                f"{c.d:,}", str(c.n), c.mode, _fmt(c.artist_seconds, ".4f"), _fmt(c.server_seconds, ".3f"),
-                _fmt(c.bytes_up and c.bytes_up / 1024, ",.1f"), _fmt(c.up_ratio, ".2f"), _fmt(c.down_ratio, ".2f"),
+                f"{c.d:,}",
+                str(c.n),
+                c.mode,
+                _fmt(c.artist_seconds, ".4f"),
+                _fmt(c.server_seconds, ".3f"),
+                _fmt(c.bytes_up and c.bytes_up / 1024, ",.1f"),
+                _fmt(c.up_ratio, ".2f"),
+                _fmt(c.down_ratio, ".2f"),
                 c.skipped or "",
             ]
         )
@@ -240,7 +263,11 @@ def growth_rows(cells: Sequence[Cell]) -> list[list[str]]:
             for c in series:
                 rows.append(
                     [
-                        mode, f"{d:,}", str(c.n), f"{c.n / base.n:.1f}", f"{math.log2(c.n) / math.log2(base.n):.2f}",
+                        mode,
+                        f"{d:,}",
+                        str(c.n),
+                        f"{c.n / base.n:.1f}",
+                        f"{math.log2(c.n) / math.log2(base.n):.2f}",
                         f"{c.artist_seconds / base.artist_seconds:.2f}",  # type: ignore[operator]
                         f"{c.bytes_up / base.bytes_up:.2f}",  # type: ignore[operator]
                     ]
@@ -303,10 +330,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", choices=SECURE_MODES, default=list(SECURE_MODES))
     parser.add_argument("--dims", nargs="+", type=int, help="vector lengths (overrides the grid)")
     parser.add_argument("--clients", nargs="+", type=int, help="artist counts (overrides the grid)")
-    parser.add_argument("--cell-budget", type=float, default=180.0, metavar="S", help="skip cells estimated above S seconds (default %(default)s)")
+    parser.add_argument(
+        "--cell-budget",
+        type=float,
+        default=180.0,
+        metavar="S",
+        help="skip cells estimated above S seconds (default %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, metavar="DIR", help="write bench_secure.json and bench_secure.md here")
-    parser.add_argument("--ckks-sweep", action="store_true", help="only compare CKKS parameter candidates (precision, bytes)")
+    parser.add_argument(
+        "--ckks-sweep", action="store_true", help="only compare CKKS parameter candidates (precision, bytes)"
+    )
     args = parser.parse_args(argv)
     if args.ckks_sweep:
         print(render_table(SWEEP_HEADERS, ckks_sweep(args.seed)))

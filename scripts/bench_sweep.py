@@ -24,10 +24,29 @@ def sweep_argv(
     args: argparse.Namespace, out: Path, workers: int, epsilons: str, algorithms: str, seeds: str
 ) -> list[str]:
     return [
-        sys.executable, "-m", "fedstyle_secure.cli", "sweep", "--synthetic", "--artists", str(args.artists),
-        "--per-artist", str(args.per_artist), "--rounds", str(args.rounds), "--local-epochs", "1",
-        "--epsilons", epsilons, "--algorithms", algorithms, "--seeds", seeds, "--workers", str(workers),
-        "--out", str(out),
+        sys.executable,
+        "-m",
+        "fedstyle_secure.cli",
+        "sweep",
+        "--synthetic",
+        "--artists",
+        str(args.artists),
+        "--per-artist",
+        str(args.per_artist),
+        "--rounds",
+        str(args.rounds),
+        "--local-epochs",
+        "1",
+        "--epsilons",
+        epsilons,
+        "--algorithms",
+        algorithms,
+        "--seeds",
+        seeds,
+        "--workers",
+        str(workers),
+        "--out",
+        str(out),
     ]
 
 
@@ -61,12 +80,16 @@ def main() -> int:
         times = {}
         for w in counts:
             times[w] = timed_sweep(sweep_argv(args, root / f"w{w}", w, args.epsilons, args.algorithms, args.seeds), env)
-    n_cells = len(args.epsilons.split(",")) * len(args.algorithms.split(",")) * (
-        int(args.seeds) if "," not in args.seeds else len(args.seeds.split(","))
+    n_cells = (
+        len(args.epsilons.split(","))
+        * len(args.algorithms.split(","))
+        * (int(args.seeds) if "," not in args.seeds else len(args.seeds.split(",")))
     )
-    print(f"grid: {n_cells} cells ({args.algorithms} x eps {args.epsilons} x seeds {args.seeds}), "
-          f"{args.artists} synthetic artists x {args.per_artist}, {args.rounds} rounds; "
-          f"{os.cpu_count()} CPUs, load average after: {os.getloadavg()[0]:.1f}")
+    print(
+        f"grid: {n_cells} cells ({args.algorithms} x eps {args.epsilons} x seeds {args.seeds}), "
+        f"{args.artists} synthetic artists x {args.per_artist}, {args.rounds} rounds; "
+        f"{os.cpu_count()} CPUs, load average after: {os.getloadavg()[0]:.1f}"
+    )
     print(f"{'workers':>8} {'wall s':>8} {'cells/min':>10} {'speed-up':>9}")
     base = times[counts[0]]
     for w, seconds in times.items():

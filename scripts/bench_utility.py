@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from fedstyle_secure.experiments.output import METRIC_COLUMNS, render_table
+from fedstyle_secure.training.dataset import load_artworks, prepare_federation
 
-from fedstyle_secure.cli.output import METRIC_COLUMNS, render_table
-from fedstyle_secure.federation.dataset import load_artworks, prepare_federation
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
 from fedstyle_secure.federation.strategy import ALGORITHMS
 from fedstyle_secure.retrieval.evaluate import evaluate_frozen_features
@@ -64,23 +64,32 @@ def main() -> int:
             for k, v in frozen.items():
                 per_alg["frozen features"].setdefault(k, []).append(v)
             for algorithm in algorithms:
-                config = SimulationConfig(algorithm=algorithm, rounds=args.rounds, seed=seed, local=LocalConfig(epochs=args.local_epochs))
+                config = SimulationConfig(
+                    algorithm=algorithm, rounds=args.rounds, seed=seed, local=LocalConfig(epochs=args.local_epochs)
+                )
                 metrics = run_simulation(config, data, progress=True).metrics.as_dict()
                 for k, v in metrics.items():
                     per_alg[algorithm].setdefault(k, []).append(v)
-                print(f"{name} seed {seed} {algorithm}: acc {metrics['artist_accuracy']:.3f} mAP {metrics['map']:.3f}", flush=True)
+                print(
+                    f"{name} seed {seed} {algorithm}: acc {metrics['artist_accuracy']:.3f} mAP {metrics['map']:.3f}",
+                    flush=True,
+                )
         results[name] = per_alg
     args.out.mkdir(parents=True, exist_ok=True)
     headers = ["algorithm", *(label for _, label in METRIC_COLUMNS)]
-    markdown = [f"Measured by `python scripts/bench_utility.py --seeds {args.seeds} --rounds {args.rounds} --local-epochs {args.local_epochs}` "
-                f"({time.perf_counter() - started:.0f} s); mean ± std over seeds.\n"]
+    markdown = [
+        f"Measured by `python scripts/bench_utility.py --seeds {args.seeds} --rounds {args.rounds} --local-epochs {args.local_epochs}` "
+        f"({time.perf_counter() - started:.0f} s); mean ± std over seeds.\n"
+    ]
     for name, per_alg in results.items():
         rows = [[a, *(_mean_std(m[k]) for k, _ in METRIC_COLUMNS)] for a, m in per_alg.items()]
         print(f"\n{name}")
         print(render_table(headers, rows))
         markdown.append(f"\n**{name}**\n\n| {' | '.join(headers)} |\n|{'---|' * len(headers)}")
         markdown += [f"| {' | '.join(str(c) for c in r)} |" for r in rows]
-    (args.out / "bench_utility.json").write_text(json.dumps({"config": vars(args) | {"out": str(args.out)}, "results": results}, indent=2))
+    (args.out / "bench_utility.json").write_text(
+        json.dumps({"config": vars(args) | {"out": str(args.out)}, "results": results}, indent=2)
+    )
     (args.out / "bench_utility.md").write_text("\n".join(markdown) + "\n")
     print(f"\nwrote {args.out}/bench_utility.json and .md")
     return 0

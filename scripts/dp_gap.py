@@ -24,15 +24,15 @@ import statistics
 import sys
 from pathlib import Path
 
+from fedstyle_secure.randomness import SeededNoise
+from fedstyle_secure.training.dataset import FederationData, load_artworks, prepare_federation
 from torch import nn
 
-from fedstyle_secure.federation.dataset import FederationData, load_artworks, prepare_federation
 from fedstyle_secure.federation.privacy_plan import plan_participation, training_release_rounds
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
 from fedstyle_secure.federation.strategy import algorithm_spec
 from fedstyle_secure.models.embed import embed, prototype_sums
 from fedstyle_secure.models.factory import EncoderConfig
-from fedstyle_secure.privacy.noise import SeededNoise
 from fedstyle_secure.retrieval.evaluate import evaluate_global
 from fedstyle_secure.training.dp import DpConfig, refresh_rounds, release_prototype_sums
 from fedstyle_secure.training.local import LocalConfig
@@ -65,9 +65,19 @@ def measure(data: FederationData, seed: int, epsilons: list[float], rounds: int,
     local = LocalConfig(epochs=epochs)
     plain = run_simulation(SimulationConfig(rounds=rounds, seed=seed, local=local), data)
     assert plain.global_model is not None
-    start = make_initial_model(EncoderConfig(), data.bank, data.public, None, seed=seed,
-                               pretrain_steps=default_pretrain_steps(True), cache=warm_start_cache(data.cache_dir))
-    row = {"non-private": plain.metrics.artist_accuracy, "public-only exact": accuracy_with_release(start, data, None, seed)}
+    start = make_initial_model(
+        EncoderConfig(),
+        data.bank,
+        data.public,
+        None,
+        seed=seed,
+        pretrain_steps=default_pretrain_steps(True),
+        cache=warm_start_cache(data.cache_dir),
+    )
+    row = {
+        "non-private": plain.metrics.artist_accuracy,
+        "public-only exact": accuracy_with_release(start, data, None, seed),
+    }
     for eps in epsilons:
         config = SimulationConfig(rounds=rounds, seed=seed, local=local, dp=DpConfig(epsilon=eps))
         sigma = final_release_sigma(config, data)
@@ -89,7 +99,9 @@ def main() -> int:
     rows = []
     for seed in range(args.seeds):
         artworks, source = load_artworks(args.data, args.data is None, 8, 24, seed)
-        rows.append(measure(prepare_federation(artworks, source, seed=seed), seed, epsilons, args.rounds, args.local_epochs))
+        rows.append(
+            measure(prepare_federation(artworks, source, seed=seed), seed, epsilons, args.rounds, args.local_epochs)
+        )
         print(f"seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[-1].items()), file=sys.stderr, flush=True)
     reference = statistics.fmean(r["non-private"] for r in rows)
     print(f"{args.data or 'synthetic'}: artist accuracy, mean of {args.seeds} seed(s), {args.rounds} rounds")

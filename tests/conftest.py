@@ -21,7 +21,7 @@ def feature_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_federation(feature_cache):
     """5 synthetic artists x 12 artworks, one client each, 2 augmented views per artwork."""
-    from fedstyle_secure.federation.dataset import load_artworks, prepare_federation
+    from fedstyle_secure.training.dataset import load_artworks, prepare_federation
 
     artworks, source = load_artworks(None, True, 5, 12, seed=3)
     return prepare_federation(artworks, source, seed=3, n_views=2, cache_dir=feature_cache)

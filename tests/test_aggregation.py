@@ -36,5 +36,9 @@ def test_fedstyle_aggregate_weighted_params_and_consensus():
 
 
 def test_plain_summation_respects_dropouts():
-    out = PlainSummation().sum({"a": np.ones(3), "b": 2 * np.ones(3), "c": 5 * np.ones(3)}, round_id=1, dropouts=DropoutSchedule({"c": "masked_input"}))
+    out = PlainSummation().sum(
+        {"a": np.ones(3), "b": 2 * np.ones(3), "c": 5 * np.ones(3)},
+        round_id=1,
+        dropouts=DropoutSchedule({"c": "masked_input"}),
+    )
     assert out.contributors == ("a", "b") and np.allclose(out.total, 3.0)

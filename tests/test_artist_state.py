@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from fedstyle_secure.transport.artist_state import STATE_FILE, ArtistSnapshot, ArtistStateStore, CachedResult
+from fedstyle_secure.transport.artist.state import STATE_FILE, ArtistSnapshot, ArtistStateStore, CachedResult
 
 
 @pytest.fixture

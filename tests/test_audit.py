@@ -9,11 +9,14 @@ import base64
 import copy
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fedstyle_secure.randomness import SECURE_NOISE_SOURCE, SEEDED_NOISE_SOURCE
+from fedstyle_secure.secure.keys.keystore import load_artist_keys
 
 from fedstyle_secure.cli.main import COMMAND_MODULES, main
 from fedstyle_secure.federation.reporting import ReportWriter
@@ -22,9 +25,7 @@ from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease
 from fedstyle_secure.privacy.recompute import recompute_epsilon_pld
 from fedstyle_secure.privacy.report_store import load_manifest, register_public_key, report_path, write_report
-from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE, SEEDED_NOISE_SOURCE
 from fedstyle_secure.privacy.reports import build_report, dataset_size_commitment, public_key_to_text, sign_report
-from fedstyle_secure.secure.keystore import load_artist_keys
 from fedstyle_secure.transport.loopback import write_fresh_keys
 
 KEYS = {artist: Ed25519PrivateKey.generate() for artist in ("alice", "bob")}
@@ -48,8 +49,9 @@ def clean_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ledger = BudgetLedger(PrivacyBudget(epsilon=6.0, delta=1e-5), dataset_size=500)
         for round_id in range(ROUNDS):
             ledger.record(round_mechanisms(round_id))
-            report = build_report(ledger, artist_id=artist, round_id=round_id, noise_source=SECURE_NOISE_SOURCE,
-                                  final_round=FINAL)
+            report = build_report(
+                ledger, artist_id=artist, round_id=round_id, noise_source=SECURE_NOISE_SOURCE, final_round=FINAL
+            )
             write_report(root, sign_report(report, key))
     return root
 
@@ -59,7 +61,9 @@ def reports(clean_dir: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(clean_dir, tmp_path / "reports"))
 
 
-def edit(reports: Path, artist: str, round_id: int, change: Callable[[dict], Any], key: Ed25519PrivateKey | None) -> None:
+def edit(
+    reports: Path, artist: str, round_id: int, change: Callable[[dict], Any], key: Ed25519PrivateKey | None
+) -> None:
     """Apply ``change`` to a stored report, re-signing it with ``key`` (None: leave the old signature)."""
     path = report_path(reports, artist, round_id)
     report = json.loads(path.read_text())
@@ -122,7 +126,10 @@ def test_single_report_file_finds_the_manifest_two_levels_up(reports: Path, caps
     # one file is not a complete record: the rest of bob's rounds and alice are missing
     assert status == 1
     assert run_findings(result) == {
-        ("bob", "missing_rounds"), ("bob", "reports_end_early"), ("alice", "artist_without_reports")}
+        ("bob", "missing_rounds"),
+        ("bob", "reports_end_early"),
+        ("alice", "artist_without_reports"),
+    }
 
 
 def test_tampered_field_is_flagged(reports: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -131,7 +138,9 @@ def test_tampered_field_is_flagged(reports: Path, capsys: pytest.CaptureFixture[
     assert status == 1 and "invalid_signature" in out and "altered or forged" in out
 
 
-def test_claim_below_the_independent_recomputation_is_flagged(reports: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_claim_below_the_independent_recomputation_is_flagged(
+    reports: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     edit(reports, "bob", 2, lambda r: r["epsilon"].update(prv=r["epsilon"]["prv"] * 0.95), key=KEYS["bob"])
     status, result = audit_json(reports, capsys)
     assert status == 1
@@ -147,7 +156,9 @@ def test_decreasing_epsilon_is_flagged(reports: Path, capsys: pytest.CaptureFixt
     assert codes(result, "alice", 2) == {"epsilon_decreasing"}
 
 
-def test_missing_signature_wrong_key_and_unknown_key_are_flagged(reports: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_signature_wrong_key_and_unknown_key_are_flagged(
+    reports: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     edit(reports, "alice", 0, lambda r: r.pop("signature"), key=None)
     edit(reports, "alice", 1, lambda r: None, key=KEYS["bob"])
     manifest = load_manifest(reports / "manifest.json")
@@ -180,8 +191,10 @@ def test_delta_is_checked_against_the_opened_dataset_size(reports: Path, capsys:
     salt = base64.b64encode(bytes(range(32))).decode()
 
     def commit_to(n: int) -> Callable[[dict], Any]:
-        return lambda r: r.update(dataset_size_commitment=dataset_size_commitment(n, base64.b64decode(salt)),
-                                  dataset_size_opening={"dataset_size": n, "salt": salt})
+        return lambda r: r.update(
+            dataset_size_commitment=dataset_size_commitment(n, base64.b64decode(salt)),
+            dataset_size_opening={"dataset_size": n, "salt": salt},
+        )
 
     edit(reports, "alice", 0, commit_to(200_000), key=KEYS["alice"])  # signed: delta 1e-5 >= 1/200000
     edit(reports, "alice", 1, lambda r: r["dataset_size_opening"].update(dataset_size=499), key=None)  # opening swapped
@@ -218,8 +231,9 @@ def dp_sgd_report(clean_dir: Path) -> dict:
     """Signed report whose history is 1000 steps at q=0.01, sigma=1 (PLD 1.83, RDP 2.10, GDP 1.62)."""
     ledger = BudgetLedger(PrivacyBudget(epsilon=3.0, delta=1e-5), dataset_size=500, accountant="prv")
     ledger.record([DpSgdSteps(sample_rate=0.01, noise_multiplier=1.0, steps=1000, clip_norm=1.0, round_id=0)])
-    return build_report(ledger, artist_id="alice", round_id=0, accountants=["rdp", "gdp"],
-                        noise_source=SECURE_NOISE_SOURCE)
+    return build_report(
+        ledger, artist_id="alice", round_id=0, accountants=["rdp", "gdp"], noise_source=SECURE_NOISE_SOURCE
+    )
 
 
 def audit_claims(report: dict, tolerance: float = 0.01, **claims: float) -> set[str]:
@@ -325,15 +339,19 @@ def test_swapped_manifest_key_with_forged_reports_is_flagged(
     real = json.loads(report_path(team, "bob", TEAM_ROUNDS).read_text())["epsilon"]["prv"]
     mallory = Ed25519PrivateKey.generate()
     manifest = load_manifest(team / "manifest.json")
-    manifest["artists"]["bob"] = {"public_key": public_key_to_text(mallory.public_key()),
-                                  "fingerprint": "sha256:" + "0" * 64}
+    manifest["artists"]["bob"] = {
+        "public_key": public_key_to_text(mallory.public_key()),
+        "fingerprint": "sha256:" + "0" * 64,
+    }
     (team / "manifest.json").write_text(json.dumps(manifest))
     forged = BudgetLedger(PrivacyBudget(epsilon=6.0, delta=1e-5), dataset_size=500)
     for round_id in range(TEAM_ROUNDS + 1):
-        forged.record([DpSgdSteps(0.05, 50.0, 60, 1.0, round_id),
-                       GaussianRelease(1.0, 50.0, round_id, "style-prototype")])
-        report = build_report(forged, artist_id="bob", round_id=round_id, noise_source=SECURE_NOISE_SOURCE,
-                              final_round=TEAM_ROUNDS)
+        forged.record(
+            [DpSgdSteps(0.05, 50.0, 60, 1.0, round_id), GaussianRelease(1.0, 50.0, round_id, "style-prototype")]
+        )
+        report = build_report(
+            forged, artist_id="bob", round_id=round_id, noise_source=SECURE_NOISE_SOURCE, final_round=TEAM_ROUNDS
+        )
         report_path(team, "bob", round_id).write_text(json.dumps(sign_report(report, mallory)))
     claimed = forged.epsilon_spent
     assert claimed < 0.1 * real  # what the forgery would have the auditor believe

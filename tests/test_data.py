@@ -119,7 +119,7 @@ def test_feature_cache_survives_concurrent_writers_of_one_key(tmp_path):
         try:
             for _ in range(50):
                 cache.put("same-key", rows)
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=write) for _ in range(4)]
@@ -148,7 +148,11 @@ def test_cache_entry_is_computed_once_by_callers_that_start_together(tmp_path):
 
     results: list[np.ndarray] = []
     threads = [
-        threading.Thread(target=lambda: results.append(ArrayCache(tmp_path, "tag").get_or_compute("k", compute, lambda a: a.shape == (5,))))
+        threading.Thread(
+            target=lambda: results.append(
+                ArrayCache(tmp_path, "tag").get_or_compute("k", compute, lambda a: a.shape == (5,))
+            )
+        )
         for _ in range(4)
     ]
     for thread in threads:
@@ -158,4 +162,6 @@ def test_cache_entry_is_computed_once_by_callers_that_start_together(tmp_path):
     assert len(calls) == 1 and len(results) == 4
     for r in results:
         np.testing.assert_array_equal(r, np.arange(5.0))
-    assert ArrayCache(None, "tag").get_or_compute("k", compute, lambda a: True).shape == (5,) and len(calls) == 2  # no cache: computed
+    assert (
+        ArrayCache(None, "tag").get_or_compute("k", compute, lambda a: True).shape == (5,) and len(calls) == 2
+    )  # no cache: computed

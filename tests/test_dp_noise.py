@@ -14,17 +14,17 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from fedstyle_secure.randomness import SECURE_NOISE_SOURCE, CsprngNoise, NoiseSource, SeededNoise
+from fedstyle_secure.training.dataset import DEFAULT_PUBLIC_IMAGES
+from fedstyle_secure.transport.artist.runner import build_style_client
 from scipy import stats
 
 from fedstyle_secure.data.synth import write_synthetic_folder
 from fedstyle_secure.federation.client import Broadcast, StyleClient
-from fedstyle_secure.federation.dataset import DEFAULT_PUBLIC_IMAGES
 from fedstyle_secure.federation.privacy_plan import new_ledger, plan_participation
 from fedstyle_secure.models.embed import embed, normalise_rows, prototype_sums
-from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE, CsprngNoise, NoiseSource, SeededNoise
 from fedstyle_secure.training.dp import DpConfig, DpPlan, plan_dp
 from fedstyle_secure.training.local import LocalConfig, LocalData, RoundContext, train_local
-from fedstyle_secure.transport.artist import build_style_client
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.wire import pb
 
@@ -98,8 +98,14 @@ def artist_setup(tmp_path_factory: pytest.TempPathFactory, feature_cache):
     (root / "data").mkdir()
     (root / "data" / name).symlink_to(root / "all" / name, target_is_directory=True)
     config = ClientConfig(keys=root / "no-keys", data=root / "data", cache_dir=feature_cache, epochs=1)
-    plan = pb.RoundPlan(round_id=1, algorithm="fedstyle", seed=0, embedding_dim=128, total_rounds=2,
-                        public_set=pb.PublicSetReference(name=f"generated:{DEFAULT_PUBLIC_IMAGES}:seed0"))
+    plan = pb.RoundPlan(
+        round_id=1,
+        algorithm="fedstyle",
+        seed=0,
+        embedding_dim=128,
+        total_rounds=2,
+        public_set=pb.PublicSetReference(name=f"generated:{DEFAULT_PUBLIC_IMAGES}:seed0"),
+    )
     return config, ("artist_00", "artist_01", "artist_02"), plan
 
 
@@ -157,8 +163,17 @@ def _linear_step(noise: NoiseSource, clipping: str, n: int = 5, sigma: float = 2
     from fedstyle_secure.training.dp_sgd import make_private
 
     model = torch.nn.Linear(3, 2)
-    plan = DpPlan(delta=1e-5, accountant="prv", sample_rate=1.0, steps_per_round=1, noise_multiplier=sigma,
-                  clip_norm=1.0, release_sigma=None, final_release_sigma=1.0, final_round=1)
+    plan = DpPlan(
+        delta=1e-5,
+        accountant="prv",
+        sample_rate=1.0,
+        steps_per_round=1,
+        noise_multiplier=sigma,
+        clip_norm=1.0,
+        release_sigma=None,
+        final_release_sigma=1.0,
+        final_round=1,
+    )
     private = make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), n, plan, noise, clipping=clipping)
     try:
         (indices,) = list(private.loader)
@@ -189,8 +204,16 @@ def _train_once(data, seed_torch: int, noise: NoiseSource | None) -> torch.Tenso
     model = make_model(EncoderConfig(dropout=0.0), data.bank, data.public, len(data.artists))
     local = LocalData(bank=data.bank, labels=data.labels)
     plan = plan_dp(DpConfig(epsilon=8.0), len(local), 16, 1, 1, 0)
-    train_local(model, local, RoundContext(n_artists=len(data.artists)), "classifier", LocalConfig(epochs=1),
-                np.random.default_rng(0), plan, noise)
+    train_local(
+        model,
+        local,
+        RoundContext(n_artists=len(data.artists)),
+        "classifier",
+        LocalConfig(epochs=1),
+        np.random.default_rng(0),
+        plan,
+        noise,
+    )
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 

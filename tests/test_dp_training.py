@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
+from fedstyle_secure.randomness import CsprngNoise
 
 from fedstyle_secure.cli.main import main
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
 from fedstyle_secure.privacy.accounting import compute_epsilon
-from fedstyle_secure.privacy.noise import CsprngNoise
 from fedstyle_secure.training.dp import DpConfig, plan_dp
 from fedstyle_secure.training.dp_sgd import make_private
 from fedstyle_secure.training.local import LocalConfig
@@ -22,7 +22,9 @@ def _all_mechanisms(plan, rounds):
 
 @pytest.mark.parametrize("epsilon", [1.0, 8.0])
 def test_plan_spends_the_target_epsilon(epsilon):
-    plan = plan_dp(DpConfig(epsilon=epsilon), dataset_size=50, batch_size=16, local_epochs=2, rounds=5, training_releases=5)
+    plan = plan_dp(
+        DpConfig(epsilon=epsilon), dataset_size=50, batch_size=16, local_epochs=2, rounds=5, training_releases=5
+    )
     assert plan.sample_rate == pytest.approx(1 / 4)
     assert plan.steps_per_round == 8
     spent = compute_epsilon(_all_mechanisms(plan, 5), plan.delta, "prv")
@@ -53,8 +55,17 @@ def _clipped_mean_gradient(clipping, clip_norm, n=6):
     head = ProjectionHead(8, 16, 4, dropout=0.0)
     x = torch.randn(n, 8) * torch.arange(1, n + 1).view(-1, 1)  # artworks of very different gradient norms
     target = torch.nn.functional.normalize(torch.randn(n, 4), dim=1)
-    plan = DpPlan(delta=1e-5, accountant="prv", sample_rate=1.0, steps_per_round=1, noise_multiplier=0.0,
-                  clip_norm=clip_norm, release_sigma=None, final_release_sigma=1.0, final_round=1)
+    plan = DpPlan(
+        delta=1e-5,
+        accountant="prv",
+        sample_rate=1.0,
+        steps_per_round=1,
+        noise_multiplier=0.0,
+        clip_norm=clip_norm,
+        release_sigma=None,
+        final_release_sigma=1.0,
+        final_round=1,
+    )
     private = make_private(head, torch.optim.SGD(head.parameters(), lr=0.1), n, plan, CsprngNoise(), clipping=clipping)
     try:
         private.backward((private.module(x) - target).pow(2).sum(dim=1) * 10)
@@ -87,7 +98,14 @@ def test_unknown_clipping_mode_is_rejected():
 
 def test_delta_at_least_one_over_n_is_rejected():
     with pytest.raises(PrivacyError, match="delta"):
-        plan_dp(DpConfig(epsilon=1.0, delta=0.05), dataset_size=20, batch_size=8, local_epochs=1, rounds=1, training_releases=0)
+        plan_dp(
+            DpConfig(epsilon=1.0, delta=0.05),
+            dataset_size=20,
+            batch_size=8,
+            local_epochs=1,
+            rounds=1,
+            training_releases=0,
+        )
 
 
 def test_dp_run_stays_within_budget_and_reports_audit_clean(tiny_federation, tmp_path):
@@ -132,7 +150,15 @@ def test_private_layers_select_what_dp_sgd_updates(tiny_federation, layers):
     local = LocalData(bank=data.bank, labels=data.labels)
     plan = dataclasses.replace(plan_dp(DpConfig(epsilon=8.0), len(local), 16, 1, 1, 0), private_layers=layers)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    train_local(model, local, RoundContext(n_artists=len(data.artists)), "classifier", LocalConfig(epochs=1), np.random.default_rng(0), plan)
+    train_local(
+        model,
+        local,
+        RoundContext(n_artists=len(data.artists)),
+        "classifier",
+        LocalConfig(epochs=1),
+        np.random.default_rng(0),
+        plan,
+    )
     moved = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])}
     assert {"encoder.fc2.weight", "classifier.weight"} <= moved
     assert ("encoder.fc1.weight" in moved) == (layers == "all")
@@ -150,17 +176,26 @@ def test_no_prototype_refreshes_gives_the_final_release_the_whole_release_budget
     with_refreshes = plan_dp(DpConfig(epsilon=4.0), 30, 16, 1, 3, training_releases=3)
     without = plan_dp(DpConfig(epsilon=4.0, prototype_refreshes=0), 30, 16, 1, 3, training_releases=0)
     assert without.release_sigma is None and without.final_release_sigma < with_refreshes.final_release_sigma
-    config = SimulationConfig(algorithm="fedstyle", rounds=1, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0, prototype_refreshes=0),
-                              public_pretrain_steps=0)
+    config = SimulationConfig(
+        algorithm="fedstyle",
+        rounds=1,
+        local=LocalConfig(epochs=1),
+        dp=DpConfig(epsilon=4.0, prototype_refreshes=0),
+        public_pretrain_steps=0,
+    )
     result = run_simulation(config, tiny_federation)
-    assert 0.0 <= result.metrics.artist_accuracy <= 1.0 and all(p["epsilon_spent"] <= 4.0 for p in result.privacy.values())
+    assert 0.0 <= result.metrics.artist_accuracy <= 1.0 and all(
+        p["epsilon_spent"] <= 4.0 for p in result.privacy.values()
+    )
 
 
 @pytest.mark.parametrize("algorithm", ["fedprox", "fedproto", "local"])
 def test_every_baseline_trains_under_dp(tiny_federation, algorithm):
     """Each baseline's extra terms (FedProx's anchor, FedProto's prototype distance) must follow the
     parameters DP-SGD trains (found by a sweep: FedProx's anchor covered the frozen layer too)."""
-    config = SimulationConfig(algorithm=algorithm, rounds=2, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0), public_pretrain_steps=0)
+    config = SimulationConfig(
+        algorithm=algorithm, rounds=2, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0), public_pretrain_steps=0
+    )
     result = run_simulation(config, tiny_federation)
     assert len(result.history) == 2 and all(p["epsilon_spent"] <= 4.0 for p in result.privacy.values())
 
@@ -170,8 +205,14 @@ def test_seeded_research_noise_reproduces_a_run_and_its_reports_are_flagged(tiny
     flags every one of them (noise_not_secure), while the default CSPRNG run audits clean."""
     import json
 
-    config = SimulationConfig(algorithm="fedavg", rounds=1, local=LocalConfig(epochs=1), dp=DpConfig(epsilon=4.0),
-                              public_pretrain_steps=0, insecure_seeded_noise=True)
+    config = SimulationConfig(
+        algorithm="fedavg",
+        rounds=1,
+        local=LocalConfig(epochs=1),
+        dp=DpConfig(epsilon=4.0),
+        public_pretrain_steps=0,
+        insecure_seeded_noise=True,
+    )
     first = run_simulation(config, tiny_federation, reports_dir=tmp_path / "seeded")
     second = run_simulation(config, tiny_federation)
     assert first.metrics == second.metrics and first.state.params.tolist() == second.state.params.tolist()

@@ -7,13 +7,13 @@ import math
 
 import numpy as np
 import pytest
+from fedstyle_secure.experiments.canary_audit import CanaryAuditConfig, run_canary_audit, score_guesses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
 from fedstyle_secure.cli.main import main
 from fedstyle_secure.errors import PrivacyError
-from fedstyle_secure.privacy.canary_audit import CanaryAuditConfig, run_canary_audit, score_guesses
 from fedstyle_secure.privacy.empirical import (
     epsilon_lower_bound,
     guess_p_value,
@@ -61,9 +61,13 @@ def _appendix_d_p_value(m: int, r: int, v: int, eps: float, delta: float) -> flo
     return min(1.0, tail + alpha * delta * 2 * m)
 
 
-@pytest.mark.parametrize("m, r, v, eps, delta", [(1000, 200, 180, 1.5, 1e-5), (1000, 200, 200, 4.0, 1e-4), (50, 40, 30, 0.3, 1e-3)])
+@pytest.mark.parametrize(
+    "m, r, v, eps, delta", [(1000, 200, 180, 1.5, 1e-5), (1000, 200, 200, 4.0, 1e-4), (50, 40, 30, 0.3, 1e-3)]
+)
 def test_delta_p_value_matches_reference_loop(m: int, r: int, v: int, eps: float, delta: float) -> None:
-    assert guess_p_value(r, v, eps, canaries=m, delta=delta) == pytest.approx(_appendix_d_p_value(m, r, v, eps, delta), rel=1e-9)
+    assert guess_p_value(r, v, eps, canaries=m, delta=delta) == pytest.approx(
+        _appendix_d_p_value(m, r, v, eps, delta), rel=1e-9
+    )
 
 
 def test_delta_makes_the_bound_smaller_and_zero_delta_agrees_with_closed_form() -> None:
@@ -142,7 +146,19 @@ def test_default_size_audit(epsilon: float) -> None:
 
 
 def _cli(*extra: str) -> list[str]:
-    return ["audit", "--empirical", "--epsilon", "1", "--canaries", "400", "--train-points", "100", "--epochs", "4", *extra]
+    return [
+        "audit",
+        "--empirical",
+        "--epsilon",
+        "1",
+        "--canaries",
+        "400",
+        "--train-points",
+        "100",
+        "--epochs",
+        "4",
+        *extra,
+    ]
 
 
 def test_cli_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:

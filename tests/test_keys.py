@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from fedstyle_secure.secure.keys import keystore, pki
 
 from fedstyle_secure.cli.main import main
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
-from fedstyle_secure.secure import keystore, pki
 
 ARTISTS = ["alice", "bob", "carol"]
 
@@ -23,7 +23,9 @@ ARTISTS = ["alice", "bob", "carol"]
 @pytest.fixture(scope="module")
 def key_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("keyset") / "keys"
-    keystore.write_key_files(out, keystore.generate_key_files(ARTISTS, server_hosts=["fed.example", "10.0.0.7"], buyers=["dana"]))
+    keystore.write_key_files(
+        out, keystore.generate_key_files(ARTISTS, server_hosts=["fed.example", "10.0.0.7"], buyers=["dana"])
+    )
     return out
 
 
@@ -54,8 +56,16 @@ def test_fedstyle_keys_init_writes_layout_with_private_secrets(tmp_path: Path) -
     assert main(["keys", "init", "--out", str(out), "--count", "2", "--server-host", "fed.example"]) == 0
 
     expected = {
-        "manifest.json", "README.md", "ca.crt", "ca.key", "server.crt", "server.key", "ckks-public.ctx",
-        "ckks-secret.ctx", "identity/artist_00.pub", "identity/artist_01.pub",
+        "manifest.json",
+        "README.md",
+        "ca.crt",
+        "ca.key",
+        "server.crt",
+        "server.key",
+        "ckks-public.ctx",
+        "ckks-secret.ctx",
+        "identity/artist_00.pub",
+        "identity/artist_01.pub",
     } | {f"artists/artist_0{i}/{name}" for i in range(2) for name in ("client.crt", "client.key", "identity.key")}
     assert _files(out) == expected
     for relative in expected:
@@ -81,11 +91,22 @@ def test_bundles_hold_only_what_each_machine_needs(key_set: Path, tmp_path: Path
     assert main(["keys", "bundle", "--keys", str(key_set), "--server", "--out", str(tmp_path / "srv")]) == 0
     identities = {f"identity/{a}.pub" for a in ARTISTS}
 
-    assert _files(tmp_path / "bob") == {
-        "manifest.json", "ca.crt", "ckks-secret.ctx", "artists/bob/client.crt", "artists/bob/client.key",
-        "artists/bob/identity.key",
-    } | identities
-    assert _files(tmp_path / "srv") == {"manifest.json", "ca.crt", "server.crt", "server.key", "ckks-public.ctx"} | identities
+    assert (
+        _files(tmp_path / "bob")
+        == {
+            "manifest.json",
+            "ca.crt",
+            "ckks-secret.ctx",
+            "artists/bob/client.crt",
+            "artists/bob/client.key",
+            "artists/bob/identity.key",
+        }
+        | identities
+    )
+    assert (
+        _files(tmp_path / "srv")
+        == {"manifest.json", "ca.crt", "server.crt", "server.key", "ckks-public.ctx"} | identities
+    )
     artist = keystore.load_artist_keys(tmp_path / "bob")
     server = keystore.load_server_keys(tmp_path / "srv")
     assert artist.artist_id == "bob" and artist.ckks.has_secret_key
@@ -113,7 +134,13 @@ KEY = "artists/alice/client.key"
         ("artists/alice/identity.key", KEY, "artists/alice/identity.key", ConfigError, "expected an Ed25519"),
         ("ckks-secret.ctx", "ckks-public.ctx", "ckks-secret.ctx", SecureAggregationError, "lacks the CKKS secret key"),
         (KEY, "artists/bob/client.key", KEY, SecureAggregationError, "does not match the certificate"),
-        ("artists/alice/client.crt", "artists/bob/client.crt", KEY, SecureAggregationError, "does not match the certificate"),
+        (
+            "artists/alice/client.crt",
+            "artists/bob/client.crt",
+            KEY,
+            SecureAggregationError,
+            "does not match the certificate",
+        ),
     ],
 )
 def test_wrong_or_mismatched_file_is_refused_naming_it(
@@ -149,13 +176,17 @@ def test_tampered_file_is_refused(scratch: Path) -> None:
 
 def test_identity_key_not_in_manifest_is_refused(scratch: Path) -> None:
     shutil.copy(scratch / "identity/alice.pub", scratch / "identity/mallory.pub")
-    with pytest.raises(SecureAggregationError, match="mallory.pub: identity key of 'mallory', who is not in the manifest"):
+    with pytest.raises(
+        SecureAggregationError, match="mallory.pub: identity key of 'mallory', who is not in the manifest"
+    ):
         keystore.load_server_keys(scratch)
 
 
 def test_expired_certificate_is_refused(tmp_path: Path) -> None:
     two_years_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=730)
-    keystore.write_key_files(tmp_path / "old", keystore.generate_key_files(["alice"], now=two_years_ago, validity_days=30))
+    keystore.write_key_files(
+        tmp_path / "old", keystore.generate_key_files(["alice"], now=two_years_ago, validity_days=30)
+    )
     with pytest.raises(SecureAggregationError, match=r"artists/alice/client.crt: expired on"):
         keystore.load_artist_keys(tmp_path / "old", "alice")
 

@@ -6,17 +6,28 @@ import pytest
 from fedstyle_secure.errors import ModelError
 from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.params import get_flat_params
-from fedstyle_secure.training.pretrain import PretrainConfig, default_pretrain_steps, make_initial_model, pretrain_on_public
+from fedstyle_secure.training.pretrain import (
+    PretrainConfig,
+    default_pretrain_steps,
+    make_initial_model,
+    pretrain_on_public,
+)
 
 
 def _model(data, steps, seed=0):
-    return make_initial_model(EncoderConfig(), data.bank, data.public, len(data.artists), seed=seed, pretrain_steps=steps)
+    return make_initial_model(
+        EncoderConfig(), data.bank, data.public, len(data.artists), seed=seed, pretrain_steps=steps
+    )
 
 
 def test_same_seed_same_warm_start_and_no_steps_is_the_plain_initialisation(tiny_federation):
-    np.testing.assert_array_equal(get_flat_params(_model(tiny_federation, 20)), get_flat_params(_model(tiny_federation, 20)))
+    np.testing.assert_array_equal(
+        get_flat_params(_model(tiny_federation, 20)), get_flat_params(_model(tiny_federation, 20))
+    )
     assert not np.array_equal(get_flat_params(_model(tiny_federation, 20)), get_flat_params(_model(tiny_federation, 0)))
-    np.testing.assert_array_equal(get_flat_params(_model(tiny_federation, 0)), get_flat_params(_model(tiny_federation, 0)))
+    np.testing.assert_array_equal(
+        get_flat_params(_model(tiny_federation, 0)), get_flat_params(_model(tiny_federation, 0))
+    )
 
 
 def test_warm_start_lowers_the_public_instance_loss(tiny_federation):
@@ -38,8 +49,11 @@ def test_cached_warm_start_is_reused_and_a_damaged_entry_is_recomputed(tiny_fede
     from fedstyle_secure.training.pretrain import warm_start_cache
 
     cache = warm_start_cache(tmp_path)
+
     def build():
-        return make_initial_model(EncoderConfig(), tiny_federation.bank, tiny_federation.public, None, seed=0, pretrain_steps=20, cache=cache)
+        return make_initial_model(
+            EncoderConfig(), tiny_federation.bank, tiny_federation.public, None, seed=0, pretrain_steps=20, cache=cache
+        )
 
     computed = get_flat_params(build())
     (entry,) = list(cache.dir.glob("*.npy"))
@@ -52,5 +66,7 @@ def test_cached_warm_start_is_reused_and_a_damaged_entry_is_recomputed(tiny_fede
     entry.write_bytes(b"not an array")  # a damaged entry: recomputed and rewritten
     np.testing.assert_array_equal(get_flat_params(build()), computed)
     np.testing.assert_array_equal(np.load(entry), get_flat_params(build().encoder))
-    other = make_initial_model(EncoderConfig(), tiny_federation.bank, tiny_federation.public, None, seed=1, pretrain_steps=20, cache=cache)
+    other = make_initial_model(
+        EncoderConfig(), tiny_federation.bank, tiny_federation.public, None, seed=1, pretrain_steps=20, cache=cache
+    )
     assert len(list(cache.dir.glob("*.npy"))) == 2 and not np.array_equal(get_flat_params(other), computed)

@@ -23,7 +23,9 @@ KNOWN_ANSWERS = [(0.01, 1.0, 1000, 1.83, 2.10), (0.00427, 1.1, 14062, 2.38, 2.60
 
 
 def sgd(q: float, sigma: float, steps: int, round_id: int = 0, sampler: str = "poisson") -> DpSgdSteps:
-    return DpSgdSteps(sample_rate=q, noise_multiplier=sigma, steps=steps, clip_norm=1.0, round_id=round_id, sampler=sampler)
+    return DpSgdSteps(
+        sample_rate=q, noise_multiplier=sigma, steps=steps, clip_norm=1.0, round_id=round_id, sampler=sampler
+    )
 
 
 @pytest.mark.parametrize(("q", "sigma", "steps", "pld", "rdp"), KNOWN_ANSWERS)
@@ -75,7 +77,9 @@ def test_gaussian_release_is_a_full_batch_step_and_matches_the_analytic_gaussian
     step = sgd(1.0, 3.0, 1)
     exact = analytic_gaussian_epsilon(3.0, DELTA)
     for accountant in ("prv", "rdp", "gdp"):
-        assert compute_epsilon([release], DELTA, accountant) == pytest.approx(compute_epsilon([step], DELTA, accountant))
+        assert compute_epsilon([release], DELTA, accountant) == pytest.approx(
+            compute_epsilon([step], DELTA, accountant)
+        )
     assert recompute_epsilon_pld([release], DELTA) == pytest.approx(exact, rel=0.01)
     assert compute_epsilon([release], DELTA, "prv") == pytest.approx(exact, abs=0.011)  # PRV eps_error 0.01
     assert compute_epsilon([release], DELTA, "gdp") == pytest.approx(exact, rel=1e-6)  # mu-GDP is exact here

@@ -24,7 +24,9 @@ DELTA = 1e-5
 
 
 def sgd(steps: int, round_id: int = 0, q: float = 0.01, sigma: float = 1.0, sampler: str = "poisson") -> DpSgdSteps:
-    return DpSgdSteps(sample_rate=q, noise_multiplier=sigma, steps=steps, clip_norm=1.0, round_id=round_id, sampler=sampler)
+    return DpSgdSteps(
+        sample_rate=q, noise_multiplier=sigma, steps=steps, clip_norm=1.0, round_id=round_id, sampler=sampler
+    )
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fedstyle_secure.randomness import SECURE_NOISE_SOURCE
+from fedstyle_secure.secure.keys import pki
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +19,6 @@ from fedstyle_secure.privacy.accounting import compute_epsilon
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.jsonio import read_json
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, history_from_list
-from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE
 from fedstyle_secure.privacy.report_schema import report_schema, report_schema_errors
 from fedstyle_secure.privacy.report_store import (
     load_manifest,
@@ -40,7 +41,6 @@ from fedstyle_secure.privacy.reports import (
     sign_report,
     verify_report_signature,
 )
-from fedstyle_secure.secure import pki
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 
@@ -55,8 +55,14 @@ def ledger() -> BudgetLedger:
 
 @pytest.fixture(scope="module")
 def signed(ledger: BudgetLedger) -> dict:
-    report = build_report(ledger, artist_id="alice", round_id=3, noise_source=SECURE_NOISE_SOURCE, final_round=5,
-                          issued_at="2026-01-02T03:04:05Z")
+    report = build_report(
+        ledger,
+        artist_id="alice",
+        round_id=3,
+        noise_source=SECURE_NOISE_SOURCE,
+        final_round=5,
+        issued_at="2026-01-02T03:04:05Z",
+    )
     return sign_report(report, KEY)
 
 
@@ -141,7 +147,12 @@ def test_dataset_size_is_committed_and_the_redacted_report_still_verifies(ledger
     assert set(signed) - set(redacted) == {DATASET_SIZE_OPENING} and report_schema_errors(redacted) == []
     verify_report_signature(redacted, KEY.public_key())
     assert opened_dataset_size(redacted) is None
-    again = sign_report(build_report(ledger, artist_id="alice", round_id=3, noise_source=SECURE_NOISE_SOURCE, issued_at="2026-01-02T03:04:05Z"), KEY)
+    again = sign_report(
+        build_report(
+            ledger, artist_id="alice", round_id=3, noise_source=SECURE_NOISE_SOURCE, issued_at="2026-01-02T03:04:05Z"
+        ),
+        KEY,
+    )
     assert again[DATASET_SIZE_COMMITMENT] != signed[DATASET_SIZE_COMMITMENT]  # fresh salt: same n, unlinkable
     base = signed[DATASET_SIZE_OPENING]
     for opening in ({**base, "dataset_size": 401}, {**base, "salt": again[DATASET_SIZE_OPENING]["salt"]}):

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from fedstyle_secure.errors import ConfigError, SecureAggregationError
-from fedstyle_secure.secure.api import DropoutSchedule, PlainSummation
 import tenseal as ts
-
-from fedstyle_secure.secure.ckks import (
+from fedstyle_secure.secure.ckks.primitives import (
     CkksAggregator,
     CkksContext,
     CkksParams,
@@ -17,7 +13,10 @@ from fedstyle_secure.secure.ckks import (
     chunk_bounds,
     encrypt,
 )
-from fedstyle_secure.secure.ckks_summation import CkksSummation
+from fedstyle_secure.secure.ckks.summation import CkksSummation
+
+from fedstyle_secure.errors import ConfigError, SecureAggregationError
+from fedstyle_secure.secure.api import DropoutSchedule, PlainSummation
 from fedstyle_secure.secure.factory import make_summation
 
 
@@ -203,16 +202,21 @@ def _with_crafted_chunk(context: CkksContext, values: np.ndarray, index: int, ho
     honest = encrypt(context, values)
     start, stop = chunk_bounds(values.size, context.params.slots)[index]
     part = values[start:stop].tolist()
-    crafted = {"scale": lambda: ts.ckks_vector(context.tenseal, part, scale=2.0**30),
-               "level": lambda: ts.ckks_vector(context.tenseal, part) * 1.0}[how]()
+    crafted = {
+        "scale": lambda: ts.ckks_vector(context.tenseal, part, scale=2.0**30),
+        "level": lambda: ts.ckks_vector(context.tenseal, part) * 1.0,
+    }[how]()
     honest.chunks[index] = crafted
     return honest.serialize()
 
 
 @pytest.mark.parametrize(
-    "how, words", [("scale", "chunk 1: scale 1.07374e\\+09, expected 2\\*\\*40"), ("level", "chunk 1: at modulus level")]
+    "how, words",
+    [("scale", "chunk 1: scale 1.07374e\\+09, expected 2\\*\\*40"), ("level", "chunk 1: at modulus level")],
 )
-def test_a_crafted_chunk_is_refused_whole_and_leaves_the_sum_unchanged(context: CkksContext, how: str, words: str) -> None:
+def test_a_crafted_chunk_is_refused_whole_and_leaves_the_sum_unchanged(
+    context: CkksContext, how: str, words: str
+) -> None:
     """Chunk 0 of the crafted upload is honest: it must not reach the sum either (atomic add)."""
     length = context.params.slots + 5
     rng = np.random.default_rng(7)

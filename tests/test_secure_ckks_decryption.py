@@ -8,10 +8,7 @@ import itertools
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from fedstyle_secure.errors import SecureAggregationError
-from fedstyle_secure.secure.ckks import CkksContext, CkksSum, encrypt
-from fedstyle_secure.secure.ckks_decryption import (
+from fedstyle_secure.secure.ckks.decryption import (
     Attempt,
     ContributionCollector,
     DecryptionGuard,
@@ -25,6 +22,9 @@ from fedstyle_secure.secure.ckks_decryption import (
     sign_commit,
     sign_contribution,
 )
+from fedstyle_secure.secure.ckks.primitives import CkksContext, CkksSum, encrypt
+
+from fedstyle_secure.errors import SecureAggregationError
 
 ARTISTS = ("a", "b", "c", "d")
 LAYOUT = layout_bytes([("x", (6,))])

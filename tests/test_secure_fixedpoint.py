@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fedstyle_secure.secure.masking.fixedpoint import SIGNED_MAX, FixedPointCodec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
-from fedstyle_secure.secure.fixedpoint import SIGNED_MAX, FixedPointCodec
 
 
 def test_known_answer_two_complement_words() -> None:

@@ -9,21 +9,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import event, given, settings
-from hypothesis import strategies as st
-from scipy.stats import chisquare
-
-from fedstyle_secure.errors import ConfigError, SecureAggregationError
-from fedstyle_secure.secure.api import DropoutSchedule, SecureSummation
-from fedstyle_secure.secure.masking import DROPOUT_PHASES, MaskingOutcome, MaskingServer, RoundConfig
-from fedstyle_secure.secure.masking_crypto import sign_advertisement
-from fedstyle_secure.secure.masking_graph import default_degree, harary_graph
-from fedstyle_secure.secure.masking_messages import (
+from fedstyle_secure.secure.masking.crypto import sign_advertisement
+from fedstyle_secure.secure.masking.graph import default_degree, harary_graph
+from fedstyle_secure.secure.masking.messages import (
     AdvertiseKeys,
     KeyRoster,
     MaskedInput,
@@ -33,7 +26,14 @@ from fedstyle_secure.secure.masking_messages import (
     UnmaskResponse,
     parse_message,
 )
-from fedstyle_secure.secure.secagg import InProcessRound, MaskedSummation, RoundRecord
+from fedstyle_secure.secure.masking.summation import InProcessRound, MaskedSummation, RoundRecord
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+from scipy.stats import chisquare
+
+from fedstyle_secure.errors import ConfigError, SecureAggregationError
+from fedstyle_secure.secure.api import DropoutSchedule, SecureSummation
+from fedstyle_secure.secure.masking import DROPOUT_PHASES, MaskingOutcome, MaskingServer, RoundConfig
 
 CLIP = (-1.0, 1.0)
 
@@ -105,7 +105,7 @@ def rounds(draw: st.DrawFn, mode: str) -> tuple[MaskedSummation, dict[str, np.nd
     n = draw(st.integers(3, 12))
     d = draw(st.integers(1, 40))
     degree = draw(st.sampled_from([k for k in range(2, n - 1, 2)] or [n - 1])) if mode == "secagg+" else None
-    holders = (degree + 1 if degree is not None and degree < n - 1 else n)
+    holders = degree + 1 if degree is not None and degree < n - 1 else n
     threshold = draw(st.integers(holders // 2 + 1, holders))
     ids = artist_ids(n)
     leavers = draw(st.lists(st.sampled_from(ids), unique=True, max_size=holders - threshold + 1))  # <= one too many
@@ -261,8 +261,13 @@ def test_badly_signed_advertisement_is_refused_by_the_server(summation, inputs, 
         else:
             impostor = Ed25519PrivateKey.generate()
             forged = sign_advertisement(
-                impostor, 7, summation.round_config(list(inputs), round_id=7, vector_length=64).digest,
-                message.sender, message.enc_public, message.mask_public, message.contribution,
+                impostor,
+                7,
+                summation.round_config(list(inputs), round_id=7, vector_length=64).digest,
+                message.sender,
+                message.enc_public,
+                message.mask_public,
+                message.contribution,
             )
         return (dataclasses.replace(message, signature=forged),)
 
@@ -363,8 +368,15 @@ def test_every_message_round_trips_and_rejects_malformed_bytes(summation, inputs
     seen: list[Message] = []
     run_with(summation, inputs, lambda m: (seen.append(m) or m,))
     assert {type(m).__name__ for m in seen} == {
-        "AdvertiseKeys", "KeyRoster", "ShareKeys", "ShareDelivery", "MaskedInput", "SurvivorSet", "SurvivorSignature",
-        "UnmaskRequest", "UnmaskResponse",
+        "AdvertiseKeys",
+        "KeyRoster",
+        "ShareKeys",
+        "ShareDelivery",
+        "MaskedInput",
+        "SurvivorSet",
+        "SurvivorSignature",
+        "UnmaskRequest",
+        "UnmaskResponse",
     }
     for message in seen:
         data = message.to_bytes()

@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
-
-from fedstyle_secure.errors import SecureAggregationError
-from fedstyle_secure.secure.masking import MaskingArtist, MaskingServer, Phase, RoundConfig, mask_sign
-from fedstyle_secure.secure.masking_config import graph_seed
-from fedstyle_secure.secure.masking_consistency import survivor_bitmap
-from fedstyle_secure.secure.masking_crypto import pairwise_mask_seed, transcript_digest, x25519_from_private_bytes
-from fedstyle_secure.secure.masking_graph import harary_graph
-from fedstyle_secure.secure.masking_messages import (
+from fedstyle_secure.secure.masking.config import graph_seed
+from fedstyle_secure.secure.masking.consistency import survivor_bitmap
+from fedstyle_secure.secure.masking.crypto import pairwise_mask_seed, transcript_digest, x25519_from_private_bytes
+from fedstyle_secure.secure.masking.graph import harary_graph
+from fedstyle_secure.secure.masking.messages import (
     AdvertiseKeys,
     KeyRoster,
     MaskedInput,
@@ -32,9 +29,12 @@ from fedstyle_secure.secure.masking_messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from fedstyle_secure.secure.prg import MaskGenerator
-from fedstyle_secure.secure.secagg import MaskedSummation
-from fedstyle_secure.secure.shamir import Share, field_element, reconstruct_secret
+from fedstyle_secure.secure.masking.prg import MaskGenerator
+from fedstyle_secure.secure.masking.shamir import Share, field_element, reconstruct_secret
+from fedstyle_secure.secure.masking.summation import MaskedSummation
+
+from fedstyle_secure.errors import SecureAggregationError
+from fedstyle_secure.secure.masking import MaskingArtist, MaskingServer, Phase, RoundConfig, mask_sign
 
 CLIP = (-1.0, 1.0)
 D = 32
@@ -149,8 +149,9 @@ def what_the_lie_needs(r: Round, lie: Lie) -> dict[str, UnmaskResponse]:
     out = {}
     for artist, (survivors, dropped) in lie.items():
         held = r.artists[artist]._held
-        out[artist] = UnmaskResponse(RID, artist, tuple((a, held[a][1]) for a in survivors),
-                                     tuple((a, held[a][0]) for a in dropped))
+        out[artist] = UnmaskResponse(
+            RID, artist, tuple((a, held[a][1]) for a in survivors), tuple((a, held[a][0]) for a in dropped)
+        )
     return out
 
 
@@ -257,10 +258,13 @@ def test_request_not_implied_by_the_signed_set_is_refused(honest_signed) -> None
     assert r.artists["a1"].phase is Phase.UNMASK
 
 
-@pytest.mark.parametrize("shown, reason", [
-    ({"a0", "a2", "a3", "a4", "a5"}, "does not include me"),
-    ({"a1", "a2", "a3"}, "survivor set has 3 members, threshold is 4"),
-])
+@pytest.mark.parametrize(
+    "shown, reason",
+    [
+        ({"a0", "a2", "a3", "a4", "a5"}, "does not include me"),
+        ({"a1", "a2", "a3"}, "survivor set has 3 members, threshold is 4"),
+    ],
+)
 def test_survivor_set_without_me_or_below_threshold_is_not_signed(shown: set[str], reason: str) -> None:
     r = through_masked_input("secagg", 6, 4)
     with pytest.raises(SecureAggregationError, match=reason):
@@ -286,9 +290,16 @@ def test_two_different_sets_to_two_groups_unlock_nobody() -> None:
         requests[artist] = UnmaskRequest(RID, artist, tuple(sorted(members)), tuple(sorted(held - members)), everything)
     responses, refused = ask(r, requests)
     assert set(refused) == set(ids(6))
-    matching = {a: UnmaskRequest(RID, a, requests[a].survivors, requests[a].dropped,
-                                 tuple((s, sig) for s, (m, sig) in sorted(signatures.items()) if m == shown[a]))
-                for a in shown}
+    matching = {
+        a: UnmaskRequest(
+            RID,
+            a,
+            requests[a].survivors,
+            requests[a].dropped,
+            tuple((s, sig) for s, (m, sig) in sorted(signatures.items()) if m == shown[a]),
+        )
+        for a in shown
+    }
     responses_matching, refused_matching = ask(r, matching)
     assert all("signed the survivor set, threshold is 4" in why for why in refused_matching.values())
     assert_nothing_revealed(r, {**responses, **responses_matching}, "a0")
@@ -323,8 +334,10 @@ def test_secagg_plus_graph_comes_from_the_signed_adverts_not_from_the_server() -
     assert first.config.digest == second.config.digest
     assert first.config.neighbours != second.config.neighbours
     for r in (first, second):
-        transcript = transcript_digest(r.config.digest, [(a.sender, a.enc_public, a.mask_public, a.contribution)
-                                                         for a in (r.adverts[x] for x in r.config.roster)])
+        transcript = transcript_digest(
+            r.config.digest,
+            [(a.sender, a.enc_public, a.mask_public, a.contribution) for a in (r.adverts[x] for x in r.config.roster)],
+        )
         expected = harary_graph(r.config.roster, 4, graph_seed(transcript))
         assert dict(r.config.neighbours) == expected
         assert all(dict(artist.config.neighbours) == expected for artist in r.artists.values())

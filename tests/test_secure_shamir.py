@@ -6,11 +6,7 @@ import os
 import random
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from fedstyle_secure.errors import SecureAggregationError
-from fedstyle_secure.secure.shamir import (
+from fedstyle_secure.secure.masking.shamir import (
     PRIME,
     SHARE_VALUE_BYTES,
     Share,
@@ -19,6 +15,10 @@ from fedstyle_secure.secure.shamir import (
     reconstruct_secret,
     split_secret,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedstyle_secure.errors import SecureAggregationError
 
 
 def test_prime_is_the_smallest_above_2_pow_256() -> None:

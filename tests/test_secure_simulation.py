@@ -3,7 +3,7 @@
 import pytest
 
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
-from fedstyle_secure.secure.select import summation_factory
+from fedstyle_secure.secure.factory import summation_factory
 from fedstyle_secure.training.local import LocalConfig
 
 

@@ -28,7 +28,9 @@ def test_same_seed_same_metrics(tiny_federation):
 
 @pytest.mark.parametrize("algorithm", ["fedprox", "fedproto", "local", "central"])
 def test_every_baseline_runs_and_evaluates(tiny_federation, algorithm):
-    result = run_simulation(SimulationConfig(algorithm=algorithm, rounds=2, local=LocalConfig(epochs=1)), tiny_federation)
+    result = run_simulation(
+        SimulationConfig(algorithm=algorithm, rounds=2, local=LocalConfig(epochs=1)), tiny_federation
+    )
     m = result.metrics
     assert 0.0 <= m.artist_accuracy <= 1.0 and 0.0 < m.map <= 1.0
     assert (result.global_model is None) == (algorithm in ("fedproto", "local"))
@@ -39,10 +41,26 @@ def test_cli_simulate_index_query(tmp_path, feature_cache):
     assert main(["synth", "--out", str(data), "--artists", "3", "--per-artist", "6", "--seed", "2"]) == 0
     out = tmp_path / "results.json"
     index = tmp_path / "index"
-    code = main([
-        "simulate", "--data", str(data), "--algorithm", "fedstyle", "--rounds", "2", "--local-epochs", "1",
-        "--seed", "0", "--out", str(out), "--index-out", str(index), "--no-progress",
-    ])
+    code = main(
+        [
+            "simulate",
+            "--data",
+            str(data),
+            "--algorithm",
+            "fedstyle",
+            "--rounds",
+            "2",
+            "--local-epochs",
+            "1",
+            "--seed",
+            "0",
+            "--out",
+            str(out),
+            "--index-out",
+            str(index),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     payload = json.loads(out.read_text())
     assert payload["algorithm"] == "fedstyle"

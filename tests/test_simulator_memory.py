@@ -30,7 +30,11 @@ class OneModelPerClient(TurnTaking):
 
 def _run(data, algorithm: str, dp: DpConfig | None):
     config = SimulationConfig(
-        algorithm=algorithm, rounds=2, local=LocalConfig(epochs=1), dp=dp, public_pretrain_steps=0,
+        algorithm=algorithm,
+        rounds=2,
+        local=LocalConfig(epochs=1),
+        dp=dp,
+        public_pretrain_steps=0,
         insecure_seeded_noise=dp is not None,  # reproducible DP draws, so two runs can be compared
     )
     result = run_simulation(config, data)
@@ -60,7 +64,11 @@ def test_shared_model_gives_the_results_of_one_model_per_client(tiny_federation,
 def test_clients_share_one_model_object_and_averaging_keeps_no_parameters(tiny_federation):
     config = SimulationConfig(algorithm="fedavg", rounds=1)
     template = simulator.make_initial_model(
-        config.encoder, tiny_federation.bank, tiny_federation.public, len(tiny_federation.artists), seed=0,
+        config.encoder,
+        tiny_federation.bank,
+        tiny_federation.public,
+        len(tiny_federation.artists),
+        seed=0,
         pretrain_steps=0,
     )
     turns = TurnTaking(copy.deepcopy(template), keeps_own=False)

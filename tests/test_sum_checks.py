@@ -110,17 +110,20 @@ def _tampered(kind: str, name: str, change) -> dict[str, np.ndarray]:
     return _sum(honest)
 
 
-@pytest.mark.parametrize("kind, name, change, reason", [
-    ("setup", "clients", lambda v: v * 0 - 2.0, "'clients' sums to 0, but 3 artist(s) contributed"),
-    ("train", "clients", lambda v: v + 1.0, "'clients' sums to 4"),
-    ("train", "weight", lambda v: v * 0 + 5.0, "'weight' sums to 7"),
-    ("setup", "feature_mean", lambda v: np.where(np.arange(v.size) == 2, np.nan, v), "NaN or infinite"),
-    ("train", "weighted_params", lambda v: v + np.inf, "NaN or infinite"),
-    ("train", "weighted_params", lambda v: v + 100.0, "outside"),
-    ("train", "public_embeddings", lambda v: v * 5.0, "'public_embeddings' row"),
-    ("setup", "feature_mean", lambda v: v + 10.0, "negative variance"),  # a mean no sq_mean supports
-    ("setup", "feature_sq_mean", lambda v: v * 0 - 50.0, "negative sum"),
-])
+@pytest.mark.parametrize(
+    "kind, name, change, reason",
+    [
+        ("setup", "clients", lambda v: v * 0 - 2.0, "'clients' sums to 0, but 3 artist(s) contributed"),
+        ("train", "clients", lambda v: v + 1.0, "'clients' sums to 4"),
+        ("train", "weight", lambda v: v * 0 + 5.0, "'weight' sums to 7"),
+        ("setup", "feature_mean", lambda v: np.where(np.arange(v.size) == 2, np.nan, v), "NaN or infinite"),
+        ("train", "weighted_params", lambda v: v + np.inf, "NaN or infinite"),
+        ("train", "weighted_params", lambda v: v + 100.0, "outside"),
+        ("train", "public_embeddings", lambda v: v * 5.0, "'public_embeddings' row"),
+        ("setup", "feature_mean", lambda v: v + 10.0, "negative variance"),  # a mean no sq_mean supports
+        ("setup", "feature_sq_mean", lambda v: v * 0 - 50.0, "negative sum"),
+    ],
+)
 def test_impossible_sums_are_refused_naming_the_rule(kind, name, change, reason):
     """One of three artists sends a crafted value; the sum alone gives it away."""
     sums = _tampered(kind, name, change)
@@ -147,7 +150,7 @@ def test_shapes_come_from_the_plan_and_no_state_changes_on_refusal():
 
 def test_masking_codec_error_is_tolerated_but_not_a_lie():
     """A sum decoded from fixed-point words passes; shifting the count by one artist does not."""
-    from fedstyle_secure.secure.fixedpoint import FixedPointCodec
+    from fedstyle_secure.secure.masking.fixedpoint import FixedPointCodec
 
     rng = np.random.default_rng(4)
     contributions = [_honest_setup(rng) for _ in range(3)]
@@ -167,7 +170,7 @@ def test_the_simulator_refuses_an_impossible_sum(tiny_federation, monkeypatch, m
     in-process server refuses the sum, as the gRPC server does, instead of aggregating it."""
     from fedstyle_secure.federation.client import StyleClient
     from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
-    from fedstyle_secure.secure.select import summation_factory
+    from fedstyle_secure.secure.factory import summation_factory
     from fedstyle_secure.training.local import LocalConfig
 
     honest = getattr(StyleClient, method)
@@ -192,10 +195,22 @@ def test_under_dp_only_the_privately_trained_slice_is_contributed(tiny_federatio
     from fedstyle_secure.training.pretrain import make_initial_model, warm_start_cache
 
     data, layers = tiny_federation, "last"
-    config = SimulationConfig(algorithm="fedstyle", rounds=1, local=LocalConfig(epochs=1), public_pretrain_steps=20,
-                              dp=DpConfig(epsilon=8.0, private_layers=layers))
-    start = make_initial_model(config.encoder, data.bank, data.public, len(data.artists), seed=config.seed,
-                               pretrain_steps=20, cache=warm_start_cache(data.cache_dir))
+    config = SimulationConfig(
+        algorithm="fedstyle",
+        rounds=1,
+        local=LocalConfig(epochs=1),
+        public_pretrain_steps=20,
+        dp=DpConfig(epsilon=8.0, private_layers=layers),
+    )
+    start = make_initial_model(
+        config.encoder,
+        data.bank,
+        data.public,
+        len(data.artists),
+        seed=config.seed,
+        pretrain_steps=20,
+        cache=warm_start_cache(data.cache_dir),
+    )
     shape, initial = model_shape(start, layers), get_flat_params(start)
     result = run_simulation(config, data)
     public_values = len(data.public) * config.encoder.embedding_dim

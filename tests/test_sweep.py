@@ -10,6 +10,7 @@ import statistics
 import pytest
 
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.experiments.cell_backends import CellJob, SerialBackend
 from fedstyle_secure.experiments.sweep import (
     METRICS,
     CellResult,
@@ -20,7 +21,6 @@ from fedstyle_secure.experiments.sweep import (
     parse_seeds,
     summarize,
 )
-from fedstyle_secure.experiments.cell_backends import CellJob, SerialBackend
 from fedstyle_secure.experiments.sweep_outputs import write_outputs
 from fedstyle_secure.experiments.sweep_store import CellStore, cell_key, run_cells
 from tests.sweep_fakes import fake_result, grid
@@ -78,7 +78,10 @@ def test_enumerate_cells_covers_the_grid_in_order():
     cells = _grid()
     assert len(cells) == 8
     assert [(c.algorithm, c.epsilon, c.seed) for c in cells[:4]] == [
-        ("fedstyle", 1.0, 0), ("fedstyle", 1.0, 1), ("fedstyle", math.inf, 0), ("fedstyle", math.inf, 1)
+        ("fedstyle", 1.0, 0),
+        ("fedstyle", 1.0, 1),
+        ("fedstyle", math.inf, 0),
+        ("fedstyle", math.inf, 1),
     ]
     assert len({cell_key(c) for c in cells}) == 8
 
@@ -127,9 +130,16 @@ def test_changed_config_invalidates_cached_cells(tmp_path):
 
 
 def test_summary_mean_std_and_kept_fraction_by_hand():
-    spec = lambda eps, seed: CellSpec("synthetic", "fedavg", eps, seed)  # noqa: E731
-    res = lambda acc: CellResult({m: acc for m in METRICS})  # noqa: E731
-    rows = summarize([(spec(1.0, 0), res(0.2)), (spec(1.0, 1), res(0.4)), (spec(math.inf, 0), res(0.6)), (spec(math.inf, 1), res(1.0))])
+    spec = lambda eps, seed: CellSpec("synthetic", "fedavg", eps, seed)
+    res = lambda acc: CellResult({m: acc for m in METRICS})
+    rows = summarize(
+        [
+            (spec(1.0, 0), res(0.2)),
+            (spec(1.0, 1), res(0.4)),
+            (spec(math.inf, 0), res(0.6)),
+            (spec(math.inf, 1), res(1.0)),
+        ]
+    )
     by_eps = {r.epsilon: r for r in rows}
     assert by_eps[1.0].mean["artist_accuracy"] == pytest.approx(0.3)
     assert by_eps[1.0].std["artist_accuracy"] == pytest.approx(statistics.stdev([0.2, 0.4]))  # sqrt(0.02)
@@ -161,8 +171,26 @@ def test_cli_sweep_end_to_end(tmp_path, feature_cache, capsys):
     from fedstyle_secure.cli.main import main
 
     out = tmp_path / "sweep"
-    argv = ["sweep", "--synthetic", "--artists", "3", "--per-artist", "6", "--epsilons", "inf",
-            "--algorithms", "fedstyle,fedavg", "--seeds", "1", "--rounds", "1", "--local-epochs", "1", "--out", str(out)]
+    argv = [
+        "sweep",
+        "--synthetic",
+        "--artists",
+        "3",
+        "--per-artist",
+        "6",
+        "--epsilons",
+        "inf",
+        "--algorithms",
+        "fedstyle,fedavg",
+        "--seeds",
+        "1",
+        "--rounds",
+        "1",
+        "--local-epochs",
+        "1",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     _check_outputs(out, 2, ["fedstyle", "fedavg"])
     assert "artist accuracy" in capsys.readouterr().out
@@ -178,4 +206,3 @@ def test_cli_sweep_end_to_end(tmp_path, feature_cache, capsys):
     for s, p in zip(serial, pooled):
         assert p["metrics"] == pytest.approx(s["metrics"], abs=1e-6)
     assert main([*argv[:-2], "--workers", "2", "--ray", "--out", str(tmp_path / "x")]) == 2  # one or the other
-

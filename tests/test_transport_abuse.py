@@ -10,24 +10,24 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from fedstyle_secure.federation.coordinator import Schedule
+from fedstyle_secure.randomness import SECURE_NOISE_SOURCE
+from fedstyle_secure.secure.ckks.decryption import Attempt, layout_bytes, payload_digest, sign_contribution
+from fedstyle_secure.secure.ckks.primitives import encrypt
+from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel, query, with_layout
+from fedstyle_secure.transport.server.servicer import SERVICE_NAME, start_server
+from fedstyle_secure.transport.server.upload_limits import expected_layout, payload_limit
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.mechanisms import GaussianRelease
-from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE
 from fedstyle_secure.privacy.reports import build_report, redacted_report, sign_report
-from fedstyle_secure.secure.ckks import encrypt
-from fedstyle_secure.secure.ckks_decryption import Attempt, layout_bytes, payload_digest, sign_contribution
-from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
 from fedstyle_secure.transport.auth import buyer_tls_pem, sign_registration
-from fedstyle_secure.transport.channel import ArtistSession, open_channel, query, with_layout
 from fedstyle_secure.transport.config import ServerConfig
-from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.loopback import write_fresh_keys
-from fedstyle_secure.transport.server import SERVICE_NAME, start_server
-from fedstyle_secure.transport.upload_limits import expected_layout, payload_limit
 from fedstyle_secure.transport.wire import chunk_payload, new_nonce, pb, pb_grpc
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
@@ -58,9 +58,14 @@ def foreign_keys(tmp_path_factory) -> Path:
 def _serve(keys: Path, tmp_path: Path, secure_mode: str = "none"):
     clock = Clock()
     config = ServerConfig(
-        keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0", reports_dir=tmp_path / "reports",
+        keys=keys,
+        state_db=tmp_path / "server.sqlite",
+        listen="127.0.0.1:0",
+        reports_dir=tmp_path / "reports",
         schedule=Schedule(rounds=1, quorum=2, phase_seconds=60, secure_mode=secure_mode),
-        max_message_bytes=64 * 1024, max_payload_bytes=256 * 1024, stream_idle_seconds=1.0,
+        max_message_bytes=64 * 1024,
+        max_payload_bytes=256 * 1024,
+        stream_idle_seconds=1.0,
     )
     return start_server(config, load_server_keys(keys), clock=clock), clock
 
@@ -104,7 +109,9 @@ def _still_serving(running, session: ArtistSession, accepted: int) -> None:
 def test_health_service_reports_serving(served, keys):
     running, _ = served
     with open_channel(_address(running), load_artist_keys(keys, "artist_a").tls_pem()) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5)
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5
+        )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -113,7 +120,11 @@ def test_certificate_from_foreign_ca_is_refused_at_handshake(served, keys, forei
     real_ca = load_artist_keys(keys, "artist_a").tls_pem()[0]
     _, cert, key = load_artist_keys(foreign_keys, "artist_a").tls_pem()
     with open_channel(_address(running), (real_ca, cert, key)) as channel:
-        _refused(lambda: pb_grpc.FederationStub(channel).GetStatus(pb.StatusRequest(), timeout=5), grpc.StatusCode.UNAVAILABLE, "")
+        _refused(
+            lambda: pb_grpc.FederationStub(channel).GetStatus(pb.StatusRequest(), timeout=5),
+            grpc.StatusCode.UNAVAILABLE,
+            "",
+        )
     assert not running.servicer.registered
 
 
@@ -122,10 +133,18 @@ def test_certificate_cannot_register_as_another_artist(served, keys):
     artist_keys = load_artist_keys(keys, "artist_a")
     nonce = new_nonce() * 2
 
-    request = pb.RegisterRequest(artist_id="artist_b", nonce=nonce, protocol="fedstyle.v1",
-                                 identity_signature=sign_registration(artist_keys.identity_key, "artist_b", nonce))
+    request = pb.RegisterRequest(
+        artist_id="artist_b",
+        nonce=nonce,
+        protocol="fedstyle.v1",
+        identity_signature=sign_registration(artist_keys.identity_key, "artist_b", nonce),
+    )
     with open_channel(_address(running), artist_keys.tls_pem()) as channel:
-        _refused(lambda: pb_grpc.FederationStub(channel).Register(request, timeout=5), grpc.StatusCode.PERMISSION_DENIED, "cannot register as 'artist_b'")
+        _refused(
+            lambda: pb_grpc.FederationStub(channel).Register(request, timeout=5),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "cannot register as 'artist_b'",
+        )
 
 
 def test_registration_needs_the_identity_key(served, keys):
@@ -133,10 +152,18 @@ def test_registration_needs_the_identity_key(served, keys):
     a, b = load_artist_keys(keys, "artist_a"), load_artist_keys(keys, "artist_b")
     nonce = new_nonce() * 2
 
-    request = pb.RegisterRequest(artist_id="artist_a", nonce=nonce, protocol="fedstyle.v1",
-                                 identity_signature=sign_registration(b.identity_key, "artist_a", nonce))
+    request = pb.RegisterRequest(
+        artist_id="artist_a",
+        nonce=nonce,
+        protocol="fedstyle.v1",
+        identity_signature=sign_registration(b.identity_key, "artist_a", nonce),
+    )
     with open_channel(_address(running), a.tls_pem()) as channel:
-        _refused(lambda: pb_grpc.FederationStub(channel).Register(request, timeout=5), grpc.StatusCode.PERMISSION_DENIED, "identity key")
+        _refused(
+            lambda: pb_grpc.FederationStub(channel).Register(request, timeout=5),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "identity key",
+        )
 
 
 def test_round_plan_carries_the_schedule(served, keys):
@@ -153,7 +180,7 @@ def test_round_plan_carries_the_schedule(served, keys):
 def test_calls_without_a_session_are_unauthenticated(served, keys):
     running, _ = served
     with open_channel(_address(running), load_artist_keys(keys, "artist_a").tls_pem()) as channel:
-        call = lambda: pb_grpc.FederationStub(channel).GetRoundPlan(pb.RoundPlanRequest(), timeout=5)  # noqa: E731
+        call = lambda: pb_grpc.FederationStub(channel).GetRoundPlan(pb.RoundPlanRequest(), timeout=5)
         _refused(call, grpc.StatusCode.UNAUTHENTICATED, "call Register first")
 
 
@@ -162,13 +189,25 @@ def test_buyer_may_only_query(served, keys):
     tls = buyer_tls_pem(keys, "buyer_x")
     with open_channel(_address(running), tls) as channel:
         request = pb.RegisterRequest(artist_id="buyer_x", protocol="fedstyle.v1")
-        _refused(lambda: pb_grpc.FederationStub(channel).Register(request, timeout=5), grpc.StatusCode.PERMISSION_DENIED, "buyer certificate")
-    _refused(lambda: query(_address(running), tls, b"not an image"), grpc.StatusCode.FAILED_PRECONDITION, "no published style index")
+        _refused(
+            lambda: pb_grpc.FederationStub(channel).Register(request, timeout=5),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "buyer certificate",
+        )
+    _refused(
+        lambda: query(_address(running), tls, b"not an image"),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "no published style index",
+    )
 
 
 def test_artist_may_not_query(served, keys):
     running, _ = served
-    _refused(lambda: query(_address(running), load_artist_keys(keys, "artist_a").tls_pem(), b""), grpc.StatusCode.PERMISSION_DENIED, "may not call Query")
+    _refused(
+        lambda: query(_address(running), load_artist_keys(keys, "artist_a").tls_pem(), b""),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "may not call Query",
+    )
 
 
 def test_second_connection_claiming_the_same_artist_is_refused(served, keys):
@@ -184,15 +223,26 @@ def test_malformed_contribution(served, keys):
     with channel:
         vector, layout = pack(MOMENTS)
         bad = vector[:-1].astype("<f8").tobytes()  # one value short of its layout
-        _refused(lambda: session.upload(0, pb.PAYLOAD_KIND_PLAIN_VECTOR, bad, layout), grpc.StatusCode.INVALID_ARGUMENT, "the layout needs")
+        _refused(
+            lambda: session.upload(0, pb.PAYLOAD_KIND_PLAIN_VECTOR, bad, layout),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "the layout needs",
+        )
         nan = np.full_like(vector, np.nan).astype("<f8").tobytes()
-        _refused(lambda: session.upload(0, pb.PAYLOAD_KIND_PLAIN_VECTOR, nan, layout), grpc.StatusCode.INVALID_ARGUMENT, "NaN")
+        _refused(
+            lambda: session.upload(0, pb.PAYLOAD_KIND_PLAIN_VECTOR, nan, layout),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "NaN",
+        )
         headless = iter([pb.Chunk(data=b"\0" * 8)])
         upload = session.stub.UploadContribution
         target = session.submission_metadata(0, "contribute")
         _refused(lambda: upload(headless, metadata=target, timeout=5), grpc.StatusCode.INVALID_ARGUMENT, "header")
-        _refused(lambda: upload(iter([]), metadata=session.metadata, timeout=5), grpc.StatusCode.INVALID_ARGUMENT,
-                 "must carry 'fedstyle-round'")
+        _refused(
+            lambda: upload(iter([]), metadata=session.metadata, timeout=5),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "must carry 'fedstyle-round'",
+        )
         _still_serving(running, session, accepted=0)
         assert _upload(session).accepted_bytes == vector.nbytes
 
@@ -206,8 +256,11 @@ def test_oversized_message_and_payload(served, keys):
         big = {**MOMENTS, "feature_mean": np.zeros(40_000)}  # 320 kB: over the set-up round's layout, < max_payload
         limit = payload_limit(expected_layout("fedstyle", 0, len(ARTISTS), 64), "contribute", "none", None)
         assert limit < 64 * 1024  # from the round's layout (2 x 1536 feature moments + 1), not the 256 KiB ceiling
-        _refused(lambda: _upload(session, arrays=big, chunk_bytes=32 * 1024), grpc.StatusCode.RESOURCE_EXHAUSTED,
-                 f"at most {limit} (the largest legitimate upload of round 0 phase 'contribute'")
+        _refused(
+            lambda: _upload(session, arrays=big, chunk_bytes=32 * 1024),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"at most {limit} (the largest legitimate upload of round 0 phase 'contribute'",
+        )
         _still_serving(running, session, accepted=0)
 
 
@@ -215,7 +268,11 @@ def test_wrong_round_id(served, keys):
     running, _ = served
     channel, session = _connect(running, keys, "artist_a")
     with channel:
-        _refused(lambda: _upload(session, round_id=7), grpc.StatusCode.FAILED_PRECONDITION, "round 7 is not the current round 0")
+        _refused(
+            lambda: _upload(session, round_id=7),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "round 7 is not the current round 0",
+        )
         _still_serving(running, session, accepted=0)
 
 
@@ -252,13 +309,18 @@ def test_stalled_upload_is_cut_off(served, keys):
         vector, layout = pack(MOMENTS)
 
         def stalling():
-            yield from with_layout(chunk_payload(vector.astype("<f8").tobytes()[:8], round_id=0, kind=pb.PAYLOAD_KIND_PLAIN_VECTOR), layout)
+            yield from with_layout(
+                chunk_payload(vector.astype("<f8").tobytes()[:8], round_id=0, kind=pb.PAYLOAD_KIND_PLAIN_VECTOR), layout
+            )
             time.sleep(3)  # never finishes within the server's 1 s idle limit
 
         started = time.monotonic()
         target = session.submission_metadata(0, "contribute")
-        _refused(lambda: session.stub.UploadContribution(stalling(), metadata=target, timeout=10),
-                 grpc.StatusCode.DEADLINE_EXCEEDED, "stalled")
+        _refused(
+            lambda: session.stub.UploadContribution(stalling(), metadata=target, timeout=10),
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "stalled",
+        )
         assert time.monotonic() - started < 5
         _, other = _connect(running, keys, "artist_b")
         assert _upload(other).round_id == 0  # others are still served
@@ -274,13 +336,27 @@ def test_ciphertext_with_foreign_parameters(keys, foreign_keys, tmp_path):
             at = Attempt(0, 0, artist.ckks.fingerprint)
 
             def signed(payload: bytes) -> bytes:  # a valid signature: only the parameters are wrong
-                return sign_contribution(artist.identity_key, at, "artist_a", layout_bytes(layout.fields), payload_digest(payload))
+                return sign_contribution(
+                    artist.identity_key, at, "artist_a", layout_bytes(layout.fields), payload_digest(payload)
+                )
 
             foreign = encrypt(load_artist_keys(foreign_keys, "artist_a").ckks, vector).serialize()
-            _refused(lambda: session.upload(0, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, foreign, layout, chunk_bytes=32 * 1024,
-                                            signature=signed(foreign)), grpc.StatusCode.INVALID_ARGUMENT, "fingerprint mismatch")
+            _refused(
+                lambda: session.upload(
+                    0,
+                    pb.PAYLOAD_KIND_CKKS_CIPHERTEXT,
+                    foreign,
+                    layout,
+                    chunk_bytes=32 * 1024,
+                    signature=signed(foreign),
+                ),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "fingerprint mismatch",
+            )
             own = encrypt(artist.ckks, vector).serialize()
-            ack = session.upload(0, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, own, layout, chunk_bytes=32 * 1024, signature=signed(own))
+            ack = session.upload(
+                0, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, own, layout, chunk_bytes=32 * 1024, signature=signed(own)
+            )
             assert ack.accepted_bytes == len(own)
     finally:
         running.stop(0)
@@ -321,6 +397,8 @@ def test_epsilon_reports_must_be_signed_by_the_artist(served, keys, tmp_path):
         assert session.report(0, json.dumps(signed).encode()).accepted_bytes > 0
         assert (tmp_path / "reports" / "artist_a" / "round-0000.json").exists()
         forged = redacted_report(sign_report(report, load_artist_keys(keys, "artist_b").identity_key))
-        _refused(lambda: session.report(0, json.dumps(forged).encode()), grpc.StatusCode.PERMISSION_DENIED, "signed by key")
+        _refused(
+            lambda: session.report(0, json.dumps(forged).encode()), grpc.StatusCode.PERMISSION_DENIED, "signed by key"
+        )
         _refused(lambda: session.report(0, b"{not json"), grpc.StatusCode.INVALID_ARGUMENT, "not JSON")
         assert dict(session.stub.GetStatus(pb.StatusRequest(), timeout=5).reports) == {"artist_a": 0}

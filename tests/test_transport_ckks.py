@@ -11,19 +11,17 @@ attacker here.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import grpc
 import numpy as np
 import pytest
 import tenseal as ts
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from fedstyle_secure.federation.packing import pack
-from fedstyle_secure.secure.ckks import CkksContext, CkksParams, EncryptedVector, encrypt
-from fedstyle_secure.secure.ckks_decryption import (
+from fedstyle_secure.federation.coordinator import Coordinator, Phase, Schedule
+from fedstyle_secure.secure.ckks.decryption import (
     Attempt,
     SignedContribution,
     decryption_committee,
@@ -32,14 +30,16 @@ from fedstyle_secure.secure.ckks_decryption import (
     sign_commit,
     sign_contribution,
 )
-from fedstyle_secure.secure.keystore import ArtistKeys, load_artist_keys, load_server_keys
-from fedstyle_secure.transport.artist import ArtistRunner
-from fedstyle_secure.transport.channel import ArtistSession, open_channel
-from fedstyle_secure.transport.ckks_client import CkksClient
+from fedstyle_secure.secure.ckks.primitives import CkksContext, CkksParams, EncryptedVector, encrypt
+from fedstyle_secure.secure.keys.keystore import ArtistKeys, load_artist_keys, load_server_keys
+from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
+from fedstyle_secure.transport.artist.ckks import CkksClient
+from fedstyle_secure.transport.artist.runner import ArtistRunner
+from fedstyle_secure.transport.server.servicer import start_server
+
+from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.transport.config import ClientConfig, ServerConfig
-from fedstyle_secure.transport.coordinator import Coordinator, Phase, Schedule
 from fedstyle_secure.transport.loopback import write_fresh_keys
-from fedstyle_secure.transport.server import start_server
 from fedstyle_secure.transport.wire import pb
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
@@ -206,19 +206,37 @@ def test_server_refuses_misplaced_committee_calls_and_the_round_still_completes(
             call()
         assert info.value.code() == code and words in info.value.details(), info.value.details()
 
-    refused(lambda: f.parties[outsider].session.contribution_set(0), grpc.StatusCode.FAILED_PRECONDITION,
-            "not on round 0's decryption committee")
-    refused(lambda: f.parties[outsider].session.contribution(0, x), grpc.StatusCode.FAILED_PRECONDITION,
-            "not on round 0's decryption committee")
-    refused(lambda: member.session.upload(0, pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE, b"\0" * 8 * 9),
-            grpc.StatusCode.FAILED_PRECONDITION, "not every committee member has committed")
+    refused(
+        lambda: f.parties[outsider].session.contribution_set(0),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "not on round 0's decryption committee",
+    )
+    refused(
+        lambda: f.parties[outsider].session.contribution(0, x),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "not on round 0's decryption committee",
+    )
+    refused(
+        lambda: member.session.upload(0, pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE, b"\0" * 8 * 9),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "not every committee member has committed",
+    )
     wrong = b"\1" * 32
-    refused(lambda: member.session.commit_decryption(0, 0, wrong, sign_commit(member.keys.identity_key, at, wrong)),
-            grpc.StatusCode.INVALID_ARGUMENT, "not this attempt's set")
-    refused(lambda: member.session.commit_decryption(0, 0, digest, b"\0" * 64),
-            grpc.StatusCode.INVALID_ARGUMENT, "not its signature on this set")
-    refused(lambda: member.session.commit_decryption(0, 1, digest, sign_commit(member.keys.identity_key, at, digest)),
-            grpc.StatusCode.FAILED_PRECONDITION, "at attempt 0, not 1")
+    refused(
+        lambda: member.session.commit_decryption(0, 0, wrong, sign_commit(member.keys.identity_key, at, wrong)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "not this attempt's set",
+    )
+    refused(
+        lambda: member.session.commit_decryption(0, 0, digest, b"\0" * 64),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "not its signature on this set",
+    )
+    refused(
+        lambda: member.session.commit_decryption(0, 1, digest, sign_commit(member.keys.identity_key, at, digest)),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "at attempt 0, not 1",
+    )
     assert f.coordinator._ckks_round.commitments == {} and not f.coordinator._collect.items  # nothing kept
     f.act((x, y))
     np.testing.assert_allclose(f.coordinator.standardisation[0], 7 / 3, rtol=1e-6)

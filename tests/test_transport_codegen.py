@@ -24,8 +24,14 @@ def test_digest_changes_with_the_proto(tmp_path):
 
 def test_every_message_field_enum_value_and_rpc_is_commented():
     lines = (codegen.PROTO_ROOT / codegen.PROTO_FILES[0]).read_text().splitlines()
-    declaration = re.compile(r"^\s*(message |enum |service |rpc |(repeated |map<[^>]+> )?[\w.]+ \w+ = \d+;|[A-Z_]+ = \d+;)")
-    undocumented = [line.strip() for i, line in enumerate(lines) if declaration.match(line) and not lines[i - 1].strip().startswith("//")]
+    declaration = re.compile(
+        r"^\s*(message |enum |service |rpc |(repeated |map<[^>]+> )?[\w.]+ \w+ = \d+;|[A-Z_]+ = \d+;)"
+    )
+    undocumented = [
+        line.strip()
+        for i, line in enumerate(lines)
+        if declaration.match(line) and not lines[i - 1].strip().startswith("//")
+    ]
     assert undocumented == []
 
 

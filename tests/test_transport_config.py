@@ -67,7 +67,9 @@ def test_client_config_and_invalid_toml(tmp_path):
         load_client_config(_write(tmp_path, '[client]\nkeys = "k"\ndata = "d"\nmin_quorum = 0\n'))
 
 
-DP_FEDERATION = GOOD_SERVER.replace('secure_mode = "ckks"', 'secure_mode = "ckks"\nepsilon = 8.0\ndelta = 1e-6\nclip_norm = 0.5\naccountant = "rdp"')
+DP_FEDERATION = GOOD_SERVER.replace(
+    'secure_mode = "ckks"', 'secure_mode = "ckks"\nepsilon = 8.0\ndelta = 1e-6\nclip_norm = 0.5\naccountant = "rdp"'
+)
 
 
 def test_dp_plan_comes_from_the_federation_table(tmp_path):
@@ -77,7 +79,9 @@ def test_dp_plan_comes_from_the_federation_table(tmp_path):
     assert config.schedule.standardise is False  # no non-private set-up round under DP
     assert config.schedule.refreshes == frozenset({0, 1})  # the simulator's refresh_rounds(2, 3)
     assert load_server_config(_write(tmp_path, GOOD_SERVER)).dp is None
-    assert load_server_config(_write(tmp_path, GOOD_SERVER.replace("rounds = 2", "rounds = 2\nepsilon = inf"))).dp is None
+    assert (
+        load_server_config(_write(tmp_path, GOOD_SERVER.replace("rounds = 2", "rounds = 2\nepsilon = inf"))).dp is None
+    )
 
 
 @pytest.mark.parametrize(
@@ -89,7 +93,10 @@ def test_dp_plan_comes_from_the_federation_table(tmp_path):
         (("clip_norm = 0.5", "clip_norm = 0"), "federation.clip_norm must be a positive number"),
         (("epsilon = 8.0", "epsilon = inf"), "federation.accountant: only meaningful with a finite federation.epsilon"),
         (("rounds = 2", "rounds = 2\nstandardise = true"), "federation.standardise"),
-        (('accountant = "rdp"', 'accountant = "rdp"\nprivate_layers = "first"'), "federation.private_layers must be one of"),
+        (
+            ('accountant = "rdp"', 'accountant = "rdp"\nprivate_layers = "first"'),
+            "federation.private_layers must be one of",
+        ),
     ],
 )
 def test_bad_dp_plan_names_the_field(tmp_path, edit, message):
@@ -113,7 +120,9 @@ def test_private_layers_travel_from_server_toml_to_every_artist(tmp_path):
     from fedstyle_secure.transport.dp_config import announced_dp, dp_parameters
     from fedstyle_secure.transport.wire import pb
 
-    config = load_server_config(_write(tmp_path, DP_FEDERATION.replace('accountant = "rdp"', 'accountant = "rdp"\nprivate_layers = "all"')))
+    config = load_server_config(
+        _write(tmp_path, DP_FEDERATION.replace('accountant = "rdp"', 'accountant = "rdp"\nprivate_layers = "all"'))
+    )
     assert config.dp.private_layers == "all"
     plan = pb.RoundPlan(dp=dp_parameters(config.dp, [0]))
     dp, releases = announced_dp(plan)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fedstyle_secure.federation.coordinator import Coordinator, Phase, Schedule
+from fedstyle_secure.federation.rejections import Malformed
 
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.federation.round_layout import FederationShape, ModelShape
 from fedstyle_secure.federation.strategy import initial_state
-from fedstyle_secure.transport.coordinator import Coordinator, Phase, Schedule
-from fedstyle_secure.transport.rejections import Malformed
 
 ROSTER = ("a", "b", "c")
 SHAPE = FederationShape(feature_dim=3, embedding_dim=4, public_count=2, model=ModelShape.everything(5))  # the plan
@@ -76,7 +76,7 @@ def test_schedule_validation_names_the_field():
 
 def test_identical_publication_resend_is_acknowledged_but_a_second_draw_is_refused():
     """An artist whose answer got lost resends the same publication; swapping in a new DP draw is refused."""
-    from fedstyle_secure.transport.rejections import Duplicate
+    from fedstyle_secure.federation.rejections import Duplicate
 
     c = _coordinator(standardise=False, refreshes=frozenset({0}))
     plan = c.plan()

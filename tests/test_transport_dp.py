@@ -10,32 +10,36 @@ import threading
 import grpc
 import numpy as np
 import pytest
+from fedstyle_secure.federation.coordinator import Schedule
+from fedstyle_secure.randomness import SECURE_NOISE_SOURCE
+from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
+from fedstyle_secure.transport.artist.privacy import _budget
+from fedstyle_secure.transport.artist.state import ArtistStateStore
+from fedstyle_secure.transport.server.servicer import start_server
+from fedstyle_secure.transport.server.store import StateStore
 
 from fedstyle_secure.cli.main import main
 from fedstyle_secure.data.synth import write_synthetic_folder
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.privacy_plan import plan_participation
+from fedstyle_secure.models.params import get_flat_params
 from fedstyle_secure.privacy.accounting import compute_epsilon
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease
-from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE
 from fedstyle_secure.privacy.reports import (
-    DATASET_SIZE_OPENING, build_report, opened_dataset_size, redacted_report, sign_report,
+    DATASET_SIZE_OPENING,
+    build_report,
+    opened_dataset_size,
+    redacted_report,
+    sign_report,
 )
-from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
 from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.training.local import LocalConfig
-from fedstyle_secure.transport.artist_privacy import _budget
-from fedstyle_secure.transport.artist_state import ArtistStateStore
 from fedstyle_secure.transport.auth import buyer_tls_pem
-from fedstyle_secure.transport.channel import ArtistSession, open_channel
-from fedstyle_secure.models.params import get_flat_params
 from fedstyle_secure.transport.config import ClientConfig, ServerConfig
 from fedstyle_secure.transport.federation_model import server_model
-from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.loopback import artist_dirs, start_loopback, write_fresh_keys
-from fedstyle_secure.transport.server import start_server
-from fedstyle_secure.transport.store import StateStore
 from fedstyle_secure.transport.wire import pb, pb_grpc
 
 ARTISTS = ("artist_00", "artist_01", "artist_02")
@@ -112,7 +116,9 @@ def test_dp_federation_reports_every_round_and_audits_clean(tmp_path, data, caps
     shutil.rmtree(gaps / ARTISTS[2])
     status, result = _audit(capsys, str(gaps), "--keys", str(work / "keys"))
     assert status == 1 and {(f["artist"], f["code"]) for f in result["findings"]} == {
-        (ARTISTS[1], "missing_rounds"), (ARTISTS[2], "artist_without_reports")}
+        (ARTISTS[1], "missing_rounds"),
+        (ARTISTS[2], "artist_without_reports"),
+    }
 
 
 def _audit(capsys, *args: str) -> tuple[int, dict]:
@@ -123,8 +129,14 @@ def _audit(capsys, *args: str) -> tuple[int, dict]:
 
 def test_artist_over_budget_retires_with_the_reason_and_others_finish(tmp_path, data, capsys):
     work = tmp_path / "run"
-    federation = start_loopback(work, data, _schedule(), cache_dir=data.parent / "cache", dp=DpConfig(epsilon=EPSILON),
-                                budgets={"artist_01": 0.5})
+    federation = start_loopback(
+        work,
+        data,
+        _schedule(),
+        cache_dir=data.parent / "cache",
+        dp=DpConfig(epsilon=EPSILON),
+        budgets={"artist_01": 0.5},
+    )
     try:
         assert federation.join(timeout=150)
         coordinator = federation.server.servicer.coordinator
@@ -171,8 +183,14 @@ def test_artist_crash_after_charging_resends_the_same_contribution(tmp_path, dat
 
     monkeypatch.setattr(ArtistSession, "upload", upload)
     work = tmp_path / "run"
-    federation = start_loopback(work, data, _schedule(), cache_dir=data.parent / "cache", dp=DpConfig(epsilon=EPSILON),
-                                session_timeout_seconds=1.0)
+    federation = start_loopback(
+        work,
+        data,
+        _schedule(),
+        cache_dir=data.parent / "cache",
+        dp=DpConfig(epsilon=EPSILON),
+        session_timeout_seconds=1.0,
+    )
     try:
         assert crashed.wait(timeout=120)
         federation.threads[victim].join(timeout=30)
@@ -199,14 +217,22 @@ def _real_report(artist: str, keys, round_id: int = 0, epsilon_budget: float = 2
     ledger = BudgetLedger(PrivacyBudget(epsilon_budget, 1e-5), 20)
     ledger.record([GaussianRelease(1.0, 4.0, round_id, "style-prototype-sums")])
     key = load_artist_keys(keys, artist).identity_key
-    signed = sign_report(build_report(ledger, artist_id=artist, round_id=round_id, noise_source=SECURE_NOISE_SOURCE), key)
+    signed = sign_report(
+        build_report(ledger, artist_id=artist, round_id=round_id, noise_source=SECURE_NOISE_SOURCE), key
+    )
     return redacted_report(signed)  # what an artist uploads
 
 
 def test_tampered_or_unsigned_reports_are_refused_and_the_server_keeps_serving(tmp_path):
     keys = write_fresh_keys(tmp_path / "keys", ("artist_a", "artist_b"))
-    config = ServerConfig(keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0", reports_dir=tmp_path / "reports",
-                          schedule=Schedule(rounds=1, quorum=2, standardise=False), dp=DpConfig(epsilon=2.0))
+    config = ServerConfig(
+        keys=keys,
+        state_db=tmp_path / "server.sqlite",
+        listen="127.0.0.1:0",
+        reports_dir=tmp_path / "reports",
+        schedule=Schedule(rounds=1, quorum=2, standardise=False),
+        dp=DpConfig(epsilon=2.0),
+    )
     running = start_server(config, load_server_keys(keys))
     try:
         address = f"127.0.0.1:{running.port}"
@@ -214,23 +240,45 @@ def test_tampered_or_unsigned_reports_are_refused_and_the_server_keeps_serving(t
             session = ArtistSession.register(channel, load_artist_keys(keys, "artist_a"))
             report = _real_report("artist_a", keys)
             tampered = {**report, "epsilon": {name: 0.01 for name in report["epsilon"]}}
-            _refused(lambda: session.report(0, json.dumps(tampered).encode()), grpc.StatusCode.PERMISSION_DENIED, "altered or forged")
+            _refused(
+                lambda: session.report(0, json.dumps(tampered).encode()),
+                grpc.StatusCode.PERMISSION_DENIED,
+                "altered or forged",
+            )
             unsigned = {k: v for k, v in report.items() if k != "signature"}
-            _refused(lambda: session.report(0, json.dumps(unsigned).encode()), grpc.StatusCode.PERMISSION_DENIED, "not signed")
+            _refused(
+                lambda: session.report(0, json.dumps(unsigned).encode()),
+                grpc.StatusCode.PERMISSION_DENIED,
+                "not signed",
+            )
             foreign = _real_report("artist_a", keys) | {"signature": _real_report("artist_b", keys)["signature"]}
-            _refused(lambda: session.report(0, json.dumps(foreign).encode()), grpc.StatusCode.PERMISSION_DENIED, "signed by key")
-            invalid = sign_report({**{k: v for k, v in report.items() if k != "signature"}, "privacy_unit": "one artist"},
-                                  load_artist_keys(keys, "artist_a").identity_key)
-            _refused(lambda: session.report(0, json.dumps(invalid).encode()), grpc.StatusCode.INVALID_ARGUMENT, "not a valid report")
+            _refused(
+                lambda: session.report(0, json.dumps(foreign).encode()),
+                grpc.StatusCode.PERMISSION_DENIED,
+                "signed by key",
+            )
+            invalid = sign_report(
+                {**{k: v for k, v in report.items() if k != "signature"}, "privacy_unit": "one artist"},
+                load_artist_keys(keys, "artist_a").identity_key,
+            )
+            _refused(
+                lambda: session.report(0, json.dumps(invalid).encode()),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "not a valid report",
+            )
             assert not (tmp_path / "reports" / "artist_a").exists()  # nothing refused was stored
             assert session.report(0, json.dumps(report).encode()).accepted_bytes > 0
             assert session.report(0, json.dumps(report).encode()).accepted_bytes > 0  # the same report again: fine
             other = _real_report("artist_a", keys, epsilon_budget=3.0)
-            _refused(lambda: session.report(0, json.dumps(other).encode()), grpc.StatusCode.ALREADY_EXISTS, "append-only")
+            _refused(
+                lambda: session.report(0, json.dumps(other).encode()), grpc.StatusCode.ALREADY_EXISTS, "append-only"
+            )
         with open_channel(address, load_artist_keys(keys, "artist_b").tls_pem()) as channel:
             session = ArtistSession.register(channel, load_artist_keys(keys, "artist_b"))
             assert session.report(0, json.dumps(_real_report("artist_b", keys)).encode()).accepted_bytes > 0
-            assert dict(session.stub.GetStatus(pb.StatusRequest(), timeout=5).reports) == {"artist_b": 0}  # its own only
+            assert dict(session.stub.GetStatus(pb.StatusRequest(), timeout=5).reports) == {
+                "artist_b": 0
+            }  # its own only
             assert running.servicer.coordinator.reports == {"artist_a": 0, "artist_b": 0}
     finally:
         running.stop(0)
@@ -249,7 +297,9 @@ def test_client_budget_delta_must_be_below_one_over_n(tmp_path):
     config = ClientConfig(keys=tmp_path, data=tmp_path, budget_epsilon=4.0, budget_delta=0.2)
     with pytest.raises(ConfigError, match="client.budget_delta"):
         _budget(config, DpConfig(epsilon=4.0), plan, 6)
-    assert _budget(ClientConfig(keys=tmp_path, data=tmp_path), DpConfig(epsilon=4.0), plan, 6) == PrivacyBudget(4.0, plan.delta)
+    assert _budget(ClientConfig(keys=tmp_path, data=tmp_path), DpConfig(epsilon=4.0), plan, 6) == PrivacyBudget(
+        4.0, plan.delta
+    )
 
 
 def test_plan_matches_the_simulators_calibration():
@@ -266,7 +316,7 @@ def _plan_message(dp: pb.DpParameters | None) -> pb.RoundPlan:
 def test_artist_refuses_an_announced_delta_above_one_over_n_and_a_federation_without_dp(tmp_path):
     from types import SimpleNamespace
 
-    from fedstyle_secure.transport.artist_privacy import ArtistPrivacy
+    from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
 
     client = SimpleNamespace(n_train=6, config=LocalConfig(epochs=1, batch_size=16))  # the parts open() reads first
     config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=tmp_path / "state")

@@ -8,15 +8,15 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from fedstyle_secure.federation.coordinator import Schedule
+from fedstyle_secure.secure.keys.keystore import load_server_keys
+from fedstyle_secure.transport.artist.channel import query
+from fedstyle_secure.transport.server.servicer import start_server
+from fedstyle_secure.transport.server.store import StateStore
 
 from fedstyle_secure.data.synth import write_synthetic_folder
 from fedstyle_secure.transport.auth import buyer_tls_pem
-from fedstyle_secure.transport.channel import query
-from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.loopback import start_loopback
-from fedstyle_secure.secure.keystore import load_server_keys
-from fedstyle_secure.transport.server import start_server
-from fedstyle_secure.transport.store import StateStore
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,12 @@ def test_federation_completes_and_persists(tmp_path, data, secure_mode):
         assert federation.join(timeout=120)
         coordinator, port = federation.server.servicer.coordinator, federation.server.port
         if secure_mode == "none":
-            hits = query(f"127.0.0.1:{port}", buyer_tls_pem(tmp_path / "run" / "keys", "buyer"), next((data / "artist_01").iterdir()).read_bytes(), top_k=3)
+            hits = query(
+                f"127.0.0.1:{port}",
+                buyer_tls_pem(tmp_path / "run" / "keys", "buyer"),
+                next((data / "artist_01").iterdir()).read_bytes(),
+                top_k=3,
+            )
     finally:
         federation.close()
     assert federation.results == {a: 0 for a in ("artist_00", "artist_01", "artist_02")}
@@ -45,7 +50,9 @@ def test_federation_completes_and_persists(tmp_path, data, secure_mode):
     assert np.isfinite(coordinator.state.params).all()
     if secure_mode == "none":  # a buyer queried the published index over mutual TLS
         assert sorted(a for a, _ in hits) == ["artist_00", "artist_01", "artist_02"]
-        assert all(-1.0 <= s <= 1.0 for _, s in hits) and [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+        assert all(-1.0 <= s <= 1.0 for _, s in hits) and [s for _, s in hits] == sorted(
+            (s for _, s in hits), reverse=True
+        )
     saved = StateStore(tmp_path / "run" / "server.sqlite").load()
     assert saved.state.round == 3
     np.testing.assert_array_equal(saved.state.params, coordinator.state.params)
@@ -73,7 +80,10 @@ def test_server_restart_mid_run_resumes_and_artists_reconnect(tmp_path, data):
     finally:
         federation.close()
     assert federation.results == {a: 0 for a in ("artist_00", "artist_01", "artist_02")}
-    assert federation.server.servicer.coordinator.state.round == 4 and federation.server.servicer.coordinator.failed is None
+    assert (
+        federation.server.servicer.coordinator.state.round == 4
+        and federation.server.servicer.coordinator.failed is None
+    )
 
 
 def _saved_round(store: StateStore) -> int:

@@ -13,25 +13,30 @@ import grpc
 import numpy as np
 import pytest
 import torch
+from fedstyle_secure.federation.coordinator import Schedule
+from fedstyle_secure.randomness import SECURE_NOISE_SOURCE
+from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel, query
+from fedstyle_secure.transport.server.servicer import MAX_QUERY_PIXELS, start_server
 from PIL import Image
 
 from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.heads import ScratchStyleCNN, StyleModel
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.mechanisms import GaussianRelease
-from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCE
 from fedstyle_secure.privacy.reports import (
-    DATASET_SIZE_COMMITMENT, DATASET_SIZE_OPENING, build_report, opened_dataset_size, redacted_report, sign_report,
+    DATASET_SIZE_COMMITMENT,
+    DATASET_SIZE_OPENING,
+    build_report,
+    opened_dataset_size,
+    redacted_report,
+    sign_report,
     verify_report_signature,
 )
 from fedstyle_secure.retrieval.index import build_index
-from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
 from fedstyle_secure.transport.auth import buyer_tls_pem
-from fedstyle_secure.transport.channel import ArtistSession, open_channel, query
 from fedstyle_secure.transport.config import ServerConfig
-from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.loopback import write_fresh_keys
-from fedstyle_secure.transport.server import MAX_QUERY_PIXELS, start_server
 from fedstyle_secure.transport.wire import new_nonce, pb, pb_grpc
 from tests.crafted import png_bomb
 
@@ -55,9 +60,14 @@ def _scratch_index(directory: Path) -> Path:
 
 @pytest.fixture
 def running(keys, tmp_path):
-    config = ServerConfig(keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0",
-                          reports_dir=tmp_path / "reports", index=_scratch_index(tmp_path / "index"),
-                          schedule=Schedule(rounds=1, quorum=2, phase_seconds=600))
+    config = ServerConfig(
+        keys=keys,
+        state_db=tmp_path / "server.sqlite",
+        listen="127.0.0.1:0",
+        reports_dir=tmp_path / "reports",
+        index=_scratch_index(tmp_path / "index"),
+        schedule=Schedule(rounds=1, quorum=2, phase_seconds=600),
+    )
     server = start_server(config, load_server_keys(keys))
     yield server
     server.stop(0)
@@ -98,7 +108,7 @@ def test_get_status_shows_retirement_reasons_only_to_the_retired_artist(running,
     channels = {}
     for artist in ("artist_a", "artist_b"):
         channels[artist] = _connect(running, keys, artist)
-    with caplog.at_level(logging.WARNING, logger="fedstyle_secure.transport.server"):
+    with caplog.at_level(logging.WARNING, logger="fedstyle_secure.transport.server.servicer"):
         b = channels["artist_b"][1]
         b.stub.Withdraw(pb.Withdrawal(round_id=0, reason=reason, nonce=new_nonce()), metadata=b.metadata, timeout=5)
     assert reason in caplog.text  # the operator's log has it
@@ -124,7 +134,10 @@ def test_uploaded_reports_carry_no_dataset_size(running, keys, tmp_path):
     artist_keys = load_artist_keys(keys, "artist_a")
     ledger = BudgetLedger(PrivacyBudget(1.0, 1e-5), DATASET_SIZE)
     ledger.record([GaussianRelease(1.0, 8.0, 0, "style-prototype-sums")])
-    full = sign_report(build_report(ledger, artist_id="artist_a", round_id=0, noise_source=SECURE_NOISE_SOURCE), artist_keys.identity_key)
+    full = sign_report(
+        build_report(ledger, artist_id="artist_a", round_id=0, noise_source=SECURE_NOISE_SOURCE),
+        artist_keys.identity_key,
+    )
     assert opened_dataset_size(full) == DATASET_SIZE and "dataset_size" not in full
     channel, session = _connect(running, keys, "artist_a")
     with channel:

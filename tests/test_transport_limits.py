@@ -11,6 +11,13 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from fedstyle_secure.federation.coordinator import Schedule
+from fedstyle_secure.secure.ckks.primitives import encrypt
+from fedstyle_secure.secure.keys import pki
+from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel, with_layout
+from fedstyle_secure.transport.server.servicer import PUMP_AHEAD_CHUNKS, start_server
+from fedstyle_secure.transport.server.upload_limits import ckks_ciphertext_bytes, expected_layout, payload_limit
 
 from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.federation.strategy import algorithm_spec, client_contribution, feature_moments
@@ -18,23 +25,20 @@ from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.models.factory import EncoderConfig, make_model
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import get_flat_params
-from fedstyle_secure.secure import pki
-from fedstyle_secure.secure.ckks import encrypt
-from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
 from fedstyle_secure.transport.auth import buyer_tls_pem
-from fedstyle_secure.transport.channel import ArtistSession, open_channel, with_layout
 from fedstyle_secure.transport.config import ServerConfig
-from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.loopback import write_fresh_keys
-from fedstyle_secure.transport.server import PUMP_AHEAD_CHUNKS, start_server
-from fedstyle_secure.transport.upload_limits import ckks_ciphertext_bytes, expected_layout, payload_limit
 from fedstyle_secure.transport.wire import chunk_payload, new_nonce, pb, pb_grpc, to_tensor
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
 PER_IDENTITY = 4
 MiB = 1024 * 1024
 CHUNK = 256 * 1024
-MOMENTS = {"clients": np.array([1.0]), "feature_mean": np.full(STYLE_FEATURE_DIM, 0.5), "feature_sq_mean": np.full(STYLE_FEATURE_DIM, 0.5)}  # the plan's set-up layout
+MOMENTS = {
+    "clients": np.array([1.0]),
+    "feature_mean": np.full(STYLE_FEATURE_DIM, 0.5),
+    "feature_sq_mean": np.full(STYLE_FEATURE_DIM, 0.5),
+}  # the plan's set-up layout
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +49,13 @@ def keys(tmp_path_factory) -> Path:
 @pytest.fixture
 def running(keys, tmp_path):
     """A server with the default size ceilings (256 MiB payloads) and 4 calls per identity."""
-    config = ServerConfig(keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0",
-                          max_calls_per_identity=PER_IDENTITY, schedule=Schedule(rounds=1, quorum=2, phase_seconds=600))
+    config = ServerConfig(
+        keys=keys,
+        state_db=tmp_path / "server.sqlite",
+        listen="127.0.0.1:0",
+        max_calls_per_identity=PER_IDENTITY,
+        schedule=Schedule(rounds=1, quorum=2, phase_seconds=600),
+    )
     server = start_server(config, load_server_keys(keys))
     yield server
     server.stop(0)
@@ -108,8 +117,13 @@ def _plain_stream(round_id: int, total: int, pulled: list[int], declared: int | 
     """A plain-vector upload of ``total`` zero bytes (declaring ``declared``, default ``total``),
     counting the bytes gRPC takes from it."""
     zeros = bytes(CHUNK)
-    header = pb.PayloadHeader(round_id=round_id, kind=pb.PAYLOAD_KIND_PLAIN_VECTOR, total_bytes=declared or total,
-                              sha256=hashlib.sha256(bytes(total)).digest(), nonce=new_nonce())
+    header = pb.PayloadHeader(
+        round_id=round_id,
+        kind=pb.PAYLOAD_KIND_PLAIN_VECTOR,
+        total_bytes=declared or total,
+        sha256=hashlib.sha256(bytes(total)).digest(),
+        nonce=new_nonce(),
+    )
     for offset in range(0, total, CHUNK):
         pulled.append(CHUNK)
         yield pb.Chunk(header=header, data=zeros) if offset == 0 else pb.Chunk(data=zeros)
@@ -140,8 +154,11 @@ def test_upload_for_a_wrong_round_is_refused_before_its_body_is_read(running, ke
     channel, a = _connect(running, keys, "artist_a")
     with channel:
         pulled: list[int] = []
-        _refused(lambda: _upload(a, _plain_stream(7, 48 * MiB, pulled), 7), grpc.StatusCode.FAILED_PRECONDITION,
-                 "round 7 is not the current round 0")
+        _refused(
+            lambda: _upload(a, _plain_stream(7, 48 * MiB, pulled), 7),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "round 7 is not the current round 0",
+        )
         assert _received(running, "UploadContribution") == 0  # no message was received by the server
         assert sum(pulled) <= 8 * MiB, f"{sum(pulled) / MiB:.0f} MiB left the sender"
         _, b = _connect(running, keys, "artist_b")  # the server keeps serving the others
@@ -156,12 +173,18 @@ def test_upload_larger_than_the_rounds_layout_is_refused_after_its_header(runnin
     limit = payload_limit(expected_layout("fedstyle", 0, len(ARTISTS), 64), "contribute", "none", None)
     channel, a = _connect(running, keys, "artist_a")
     with channel:
-        _refused(lambda: _upload(a, _plain_stream(0, 48 * MiB, []), 0), grpc.StatusCode.RESOURCE_EXHAUSTED,
-                 f"payload declares {48 * MiB} bytes; this server accepts at most {limit} (the largest legitimate")
+        _refused(
+            lambda: _upload(a, _plain_stream(0, 48 * MiB, []), 0),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"payload declares {48 * MiB} bytes; this server accepts at most {limit} (the largest legitimate",
+        )
         assert _received(running, "UploadContribution") <= READ_AHEAD
         before = _received(running, "UploadContribution")
-        _refused(lambda: _upload(a, _plain_stream(0, 48 * MiB, [], declared=16), 0), grpc.StatusCode.RESOURCE_EXHAUSTED,
-                 "exceeds its declared 16 bytes")
+        _refused(
+            lambda: _upload(a, _plain_stream(0, 48 * MiB, [], declared=16), 0),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "exceeds its declared 16 bytes",
+        )
         assert _received(running, "UploadContribution") - before <= READ_AHEAD
         assert not running.servicer.coordinator._collect.items
 
@@ -175,16 +198,25 @@ def test_unary_submission_for_a_wrong_phase_is_refused_before_its_body_is_read(r
         protos = to_tensor(np.zeros((1, 700_000), np.float32))
         big = pb.PrototypePublication(round_id=0, artist_rows=[0], prototypes=protos, nonce=new_nonce())
         publish = a.stub.PublishPrototypes
-        _refused(lambda: publish(big, metadata=a.submission_metadata(0, "publish"), timeout=30),
-                 grpc.StatusCode.FAILED_PRECONDITION, "is in phase 'contribute', not 'publish'")
-        _refused(lambda: publish(big, metadata=a.submission_metadata(0, "contribute"), timeout=30),
-                 grpc.StatusCode.INVALID_ARGUMENT, "PublishPrototypes submits in phase publish")
+        _refused(
+            lambda: publish(big, metadata=a.submission_metadata(0, "publish"), timeout=30),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "is in phase 'contribute', not 'publish'",
+        )
+        _refused(
+            lambda: publish(big, metadata=a.submission_metadata(0, "contribute"), timeout=30),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "PublishPrototypes submits in phase publish",
+        )
         assert _received(running, "PublishPrototypes") == 0
 
         vector, layout = pack(MOMENTS)
         chunks = chunk_payload(vector.astype("<f8").tobytes(), round_id=3, kind=pb.PAYLOAD_KIND_PLAIN_VECTOR)
-        _refused(lambda: _upload(a, with_layout(chunks, layout), 0), grpc.StatusCode.INVALID_ARGUMENT,
-                 "for round 3, its call metadata for round 0")
+        _refused(
+            lambda: _upload(a, with_layout(chunks, layout), 0),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "for round 3, its call metadata for round 0",
+        )
         assert not running.servicer.coordinator._collect.items
 
 

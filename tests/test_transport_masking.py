@@ -14,12 +14,28 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import grpc
 import numpy as np
 import pytest
+from fedstyle_secure.federation.coordinator import Coordinator, Phase, Plan, Schedule
+from fedstyle_secure.federation.masking_rounds import MaskingRound
+from fedstyle_secure.federation.masking_session import FETCH_NAMES, round_config
+from fedstyle_secure.federation.rejections import Forbidden, Malformed, PastDeadline, WrongRound
+from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.secure.masking.consistency import survivor_bitmap
+from fedstyle_secure.secure.masking.messages import (
+    AdvertiseKeys,
+    MaskedInput,
+    SurvivorSet,
+    UnmaskRequest,
+    parse_message,
+)
+from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
+from fedstyle_secure.transport.artist.masking import MaskingClient, masking_step
+from fedstyle_secure.transport.server.servicer import start_server
 
 from fedstyle_secure.data.synth import write_synthetic_folder
 from fedstyle_secure.errors import SecureAggregationError
@@ -27,26 +43,10 @@ from fedstyle_secure.federation.packing import Layout, pack
 from fedstyle_secure.federation.round_layout import FederationShape, ModelShape
 from fedstyle_secure.federation.strategy import initial_state
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
-from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
 from fedstyle_secure.secure.masking import MaskingServer
 from fedstyle_secure.secure.masking import Phase as MaskingPhase
-from fedstyle_secure.secure.masking_consistency import survivor_bitmap
-from fedstyle_secure.secure.masking_messages import (
-    AdvertiseKeys,
-    MaskedInput,
-    SurvivorSet,
-    UnmaskRequest,
-    parse_message,
-)
-from fedstyle_secure.transport.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.config import ServerConfig
-from fedstyle_secure.transport.coordinator import Coordinator, Phase, Plan, Schedule
 from fedstyle_secure.transport.loopback import start_loopback, write_fresh_keys
-from fedstyle_secure.transport.masking_client import MaskingClient, masking_step
-from fedstyle_secure.transport.masking_rounds import MaskingRound
-from fedstyle_secure.transport.masking_session import FETCH_NAMES, round_config
-from fedstyle_secure.transport.rejections import Forbidden, Malformed, PastDeadline, WrongRound
-from fedstyle_secure.transport.server import start_server
 from fedstyle_secure.transport.wire import new_nonce, pb
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
@@ -54,7 +54,11 @@ WIRE = STYLE_FEATURE_DIM  # feature width of a real server's set-up round (its p
 
 
 def _moments(value: float, width: int = 4) -> dict[str, np.ndarray]:
-    return {"clients": np.array([1.0]), "feature_mean": np.full(width, value), "feature_sq_mean": np.full(width, value * value)}
+    return {
+        "clients": np.array([1.0]),
+        "feature_mean": np.full(width, value),
+        "feature_sq_mean": np.full(width, value * value),
+    }
 
 
 def _exact_sum(codec, vectors) -> np.ndarray:
@@ -64,10 +68,22 @@ def _exact_sum(codec, vectors) -> np.ndarray:
 
 def _as_message(plan: Plan, schedule: Schedule) -> pb.RoundPlan:
     """What the server would send for ``plan`` (the fields the masking client reads)."""
-    message = pb.RoundPlan(round_id=plan.round_id, secure_mode=schedule.secure_mode, participants=list(plan.participants), phase=plan.phase.value,
-                           value_low=plan.value_range[0], value_high=plan.value_range[1], seed=schedule.seed, attempt=plan.attempt)
+    message = pb.RoundPlan(
+        round_id=plan.round_id,
+        secure_mode=schedule.secure_mode,
+        participants=list(plan.participants),
+        phase=plan.phase.value,
+        value_low=plan.value_range[0],
+        value_high=plan.value_range[1],
+        seed=schedule.seed,
+        attempt=plan.attempt,
+    )
     if plan.masking is not None:
-        message.masking.CopyFrom(pb.MaskingParameters(session_id=plan.masking.session_id, threshold=plan.masking.threshold, degree=plan.masking.degree))
+        message.masking.CopyFrom(
+            pb.MaskingParameters(
+                session_id=plan.masking.session_id, threshold=plan.masking.threshold, degree=plan.masking.degree
+            )
+        )
     return message
 
 
@@ -84,13 +100,32 @@ class _Federation:
 
     def __init__(self, keys: Path, roster: tuple[str, ...], **schedule) -> None:
         server_keys = load_server_keys(keys)
-        self.schedule = Schedule(**{"rounds": 1, "quorum": 2, "phase_seconds": 10, "masking_seconds": 5, "max_retries": 1, "secure_mode": "secagg", **schedule})
+        self.schedule = Schedule(
+            **{
+                "rounds": 1,
+                "quorum": 2,
+                "phase_seconds": 10,
+                "masking_seconds": 5,
+                "max_retries": 1,
+                "secure_mode": "secagg",
+                **schedule,
+            }
+        )
         shape = FederationShape(feature_dim=4, embedding_dim=4, public_count=2, model=ModelShape.everything(5))
         state = initial_state(len(roster), 4, np.zeros(5, np.float32))
-        self.c = Coordinator(schedule=self.schedule, roster=roster, state=state, shape=shape,
-                             identity_publics={a: server_keys.identity_public_keys[a] for a in roster})
+        self.c = Coordinator(
+            schedule=self.schedule,
+            roster=roster,
+            state=state,
+            shape=shape,
+            identity_publics={a: server_keys.identity_public_keys[a] for a in roster},
+        )
         self.c.start(now=0.0)
-        self.clients = {a: MaskingClient(a, k.identity_key, k.identity_public_keys) for a in roster for k in [load_artist_keys(keys, a)]}
+        self.clients = {
+            a: MaskingClient(a, k.identity_key, k.identity_public_keys)
+            for a in roster
+            for k in [load_artist_keys(keys, a)]
+        }
         self.vectors: dict[str, np.ndarray] = {}
 
     def step(self, artists, now: float, values: dict[str, float] | None = None) -> None:
@@ -102,10 +137,14 @@ class _Federation:
             if plan.phase is Phase.ADVERTISE:
                 vector, layout = pack(_moments((values or {}).get(artist, 1.0)))
                 self.vectors[artist] = vector
-                self.c.submit_masking(artist, plan.round_id, "advertise", client.advertise(message, vector), layout, new_nonce(), now)
+                self.c.submit_masking(
+                    artist, plan.round_id, "advertise", client.advertise(message, vector), layout, new_nonce(), now
+                )
             else:
                 incoming = self.c.masking_message(artist, plan.round_id, FETCH_NAMES[plan.phase.value])
-                self.c.submit_masking(artist, plan.round_id, plan.phase.value, client.respond(message, incoming), None, new_nonce(), now)
+                self.c.submit_masking(
+                    artist, plan.round_id, plan.phase.value, client.respond(message, incoming), None, new_nonce(), now
+                )
 
     def codec(self):
         return self.c._masking._server.config.codec  # the session's fixed-point codec
@@ -194,7 +233,9 @@ def test_coordinator_refusals(keys):
     with pytest.raises(Malformed, match="must declare the layout"):
         f.c.submit_masking("artist_b", 0, "advertise", advert, None, new_nonce(), 1.0)
     with pytest.raises(Malformed, match="expects"):
-        f.c.submit_masking("artist_b", 0, "advertise", advert, pack({"weighted_params": np.zeros(3)})[1], new_nonce(), 1.0)
+        f.c.submit_masking(
+            "artist_b", 0, "advertise", advert, pack({"weighted_params": np.zeros(3)})[1], new_nonce(), 1.0
+        )
     with pytest.raises(Malformed, match="unknown masking phase"):
         f.c.submit_masking("artist_b", 0, "contribute", advert, None, new_nonce(), 1.0)
     f.c.submit_masking("artist_b", 0, "advertise", advert, layout, new_nonce(), 1.0)
@@ -221,8 +262,12 @@ def _refused(call: Callable, code: grpc.StatusCode, words: str) -> None:
 
 def test_malformed_and_misplaced_masking_messages_are_refused_and_the_round_completes(keys, tmp_path):
     clock = Clock()
-    config = ServerConfig(keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0",
-                          schedule=Schedule(rounds=1, quorum=3, phase_seconds=60, secure_mode="secagg"))
+    config = ServerConfig(
+        keys=keys,
+        state_db=tmp_path / "server.sqlite",
+        listen="127.0.0.1:0",
+        schedule=Schedule(rounds=1, quorum=3, phase_seconds=60, secure_mode="secagg"),
+    )
     running = start_server(config, load_server_keys(keys), clock=clock)
     channels = []
     try:
@@ -234,42 +279,92 @@ def test_malformed_and_misplaced_masking_messages_are_refused_and_the_round_comp
             clients[artist] = MaskingClient(artist, artist_keys.identity_key, artist_keys.identity_public_keys)
         a = sessions["artist_a"]
         plan = a.plan()
-        assert (plan.phase, plan.masking.session_id >> 32, plan.masking.threshold) == ("advertise", 0, pytest.approx(2 / 3))
+        assert (plan.phase, plan.masking.session_id >> 32, plan.masking.threshold) == (
+            "advertise",
+            0,
+            pytest.approx(2 / 3),
+        )
         vectors = {artist: pack(_moments(float(i + 1), WIRE))[0] for i, artist in enumerate(sessions)}
         layout = pack(_moments(1.0, WIRE))[1]
         adverts = {artist: clients[artist].advertise(plan, vectors[artist]) for artist in sessions}
 
-        _refused(lambda: a.submit_masking(0, "advertise", b"FSMK\x01garbage", layout), grpc.StatusCode.INVALID_ARGUMENT, "does not decode")
-        _refused(lambda: a.submit_masking(0, "advertise", adverts["artist_a"][:-5], layout), grpc.StatusCode.INVALID_ARGUMENT, "does not decode")
+        _refused(
+            lambda: a.submit_masking(0, "advertise", b"FSMK\x01garbage", layout),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "does not decode",
+        )
+        _refused(
+            lambda: a.submit_masking(0, "advertise", adverts["artist_a"][:-5], layout),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "does not decode",
+        )
         forged = parse_message(adverts["artist_a"])
-        bad_signature = AdvertiseKeys(forged.round_id, forged.sender, forged.enc_public, forged.enc_public,
-                                      forged.contribution, forged.signature).to_bytes()
-        _refused(lambda: a.submit_masking(0, "advertise", bad_signature, layout), grpc.StatusCode.INVALID_ARGUMENT, "not signed by its identity key")
-        _refused(lambda: a.submit_masking(0, "advertise", adverts["artist_b"], layout), grpc.StatusCode.PERMISSION_DENIED, "as 'artist_b'")
-        _refused(lambda: a.submit_masking(0, "share", adverts["artist_a"]), grpc.StatusCode.FAILED_PRECONDITION, "not 'share'")
+        bad_signature = AdvertiseKeys(
+            forged.round_id, forged.sender, forged.enc_public, forged.enc_public, forged.contribution, forged.signature
+        ).to_bytes()
+        _refused(
+            lambda: a.submit_masking(0, "advertise", bad_signature, layout),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "not signed by its identity key",
+        )
+        _refused(
+            lambda: a.submit_masking(0, "advertise", adverts["artist_b"], layout),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "as 'artist_b'",
+        )
+        _refused(
+            lambda: a.submit_masking(0, "share", adverts["artist_a"]),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "not 'share'",
+        )
         huge = Layout((("clients", (1,)), ("feature_mean", (2_000_000,)), ("feature_sq_mean", (4,))))
-        _refused(lambda: a.submit_masking(0, "advertise", adverts["artist_a"], huge), grpc.StatusCode.RESOURCE_EXHAUSTED, "max_message_bytes")
-        _refused(lambda: a.submit_masking(4, "advertise", adverts["artist_a"], layout), grpc.StatusCode.FAILED_PRECONDITION, "not the current round")
-        _refused(lambda: a.fetch_masking(0, "roster", timeout=2), grpc.StatusCode.DEADLINE_EXCEEDED, "")  # long poll: not yet there
+        _refused(
+            lambda: a.submit_masking(0, "advertise", adverts["artist_a"], huge),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "max_message_bytes",
+        )
+        _refused(
+            lambda: a.submit_masking(4, "advertise", adverts["artist_a"], layout),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "not the current round",
+        )
+        _refused(
+            lambda: a.fetch_masking(0, "roster", timeout=2), grpc.StatusCode.DEADLINE_EXCEEDED, ""
+        )  # long poll: not yet there
         nonce = new_nonce()
         a.submit_masking(0, "advertise", adverts["artist_a"], layout, nonce=nonce)
-        _refused(lambda: a.submit_masking(0, "advertise", adverts["artist_a"], layout, nonce=nonce), grpc.StatusCode.ALREADY_EXISTS, "replayed")
-        _refused(lambda: a.submit_masking(0, "advertise", adverts["artist_a"], layout), grpc.StatusCode.ALREADY_EXISTS, "already submitted")
+        _refused(
+            lambda: a.submit_masking(0, "advertise", adverts["artist_a"], layout, nonce=nonce),
+            grpc.StatusCode.ALREADY_EXISTS,
+            "replayed",
+        )
+        _refused(
+            lambda: a.submit_masking(0, "advertise", adverts["artist_a"], layout),
+            grpc.StatusCode.ALREADY_EXISTS,
+            "already submitted",
+        )
         for artist in ("artist_b", "artist_c", "artist_d", "artist_e"):
             sessions[artist].submit_masking(0, "advertise", adverts[artist], layout)
 
         for phase in ("share", "masked_input", "consistency", "unmask"):
             plan = a.plan(0, "advertise" if phase == "share" else prior, wait_seconds=5)
             assert plan.phase == phase
-            replies = {artist: clients[artist].respond(plan, sessions[artist].fetch_masking(0, FETCH_NAMES[phase])) for artist in sessions}
+            replies = {
+                artist: clients[artist].respond(plan, sessions[artist].fetch_masking(0, FETCH_NAMES[phase]))
+                for artist in sessions
+            }
             if phase == "masked_input":
                 short = MaskedInput(plan.masking.session_id, "artist_a", np.zeros(3, dtype=np.uint32)).to_bytes()
-                _refused(lambda: a.submit_masking(0, phase, short), grpc.StatusCode.INVALID_ARGUMENT, "vector of length 3")
+                _refused(
+                    lambda: a.submit_masking(0, phase, short), grpc.StatusCode.INVALID_ARGUMENT, "vector of length 3"
+                )
                 _refused(lambda: a.submit_masking(0, phase, b""), grpc.StatusCode.INVALID_ARGUMENT, "does not decode")
             for artist, reply in replies.items():
                 sessions[artist].submit_masking(0, phase, reply)
             prior = phase
-        codec = round_config("secagg", list(sessions), (plan.value_low, plan.value_high), _params(plan), vectors["artist_a"].size).codec
+        codec = round_config(
+            "secagg", list(sessions), (plan.value_low, plan.value_high), _params(plan), vectors["artist_a"].size
+        ).codec
         last = running.servicer.coordinator.last_sum
         assert last.round_id == 0 and last.contributors == tuple(sorted(sessions))
         np.testing.assert_array_equal(last.total, _exact_sum(codec, vectors.values()))
@@ -281,7 +376,7 @@ def test_malformed_and_misplaced_masking_messages_are_refused_and_the_round_comp
 
 
 def _params(plan: pb.RoundPlan):
-    from fedstyle_secure.transport.masking_client import params_from_plan
+    from fedstyle_secure.transport.artist.masking import params_from_plan
 
     return params_from_plan(plan)
 
@@ -330,7 +425,9 @@ def _check_exact_sums(recorded, rounds: int) -> dict[int, tuple[str, ...]]:
 
 @pytest.mark.parametrize("secure_mode", ["secagg", "secagg+"])
 def test_masked_federation_completes_with_exact_sums(tmp_path, data, recorded, secure_mode):
-    schedule = Schedule(rounds=2, quorum=3, phase_seconds=30, masking_seconds=15, secure_mode=secure_mode, refreshes=frozenset({0, 1}))
+    schedule = Schedule(
+        rounds=2, quorum=3, phase_seconds=30, masking_seconds=15, secure_mode=secure_mode, refreshes=frozenset({0, 1})
+    )
     federation = start_loopback(tmp_path / "run", data, schedule, cache_dir=data.parent / "cache")
     try:
         assert federation.join(timeout=120)
@@ -357,7 +454,9 @@ def test_artist_vanishing_in_masked_input_leaves_the_survivors_exact_sum(tmp_pat
         return respond(self, plan, server_message)
 
     monkeypatch.setattr(MaskingClient, "respond", vanish)
-    schedule = Schedule(rounds=1, quorum=2, phase_seconds=20, masking_seconds=3, secure_mode="secagg", refreshes=frozenset({0}))
+    schedule = Schedule(
+        rounds=1, quorum=2, phase_seconds=20, masking_seconds=3, secure_mode="secagg", refreshes=frozenset({0})
+    )
     federation = start_loopback(tmp_path / "run", data, schedule, cache_dir=data.parent / "cache")
     try:
         assert federation.join(timeout=120)
@@ -376,8 +475,12 @@ def test_an_aborted_round_is_announced_as_a_new_attempt_with_a_fresh_session(key
     """Quorum 5 but only one artist advertises: at the deadline the round is retried; the artist
     that already acted on (round 0, advertise) is woken by the new attempt, not left waiting."""
     clock = Clock()
-    config = ServerConfig(keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0",
-                          schedule=Schedule(rounds=1, quorum=5, phase_seconds=60, secure_mode="secagg"))
+    config = ServerConfig(
+        keys=keys,
+        state_db=tmp_path / "server.sqlite",
+        listen="127.0.0.1:0",
+        schedule=Schedule(rounds=1, quorum=5, phase_seconds=60, secure_mode="secagg"),
+    )
     running = start_server(config, load_server_keys(keys), clock=clock)
     try:
         artist_keys = load_artist_keys(keys, "artist_a")
@@ -392,7 +495,9 @@ def test_an_aborted_round_is_announced_as_a_new_attempt_with_a_fresh_session(key
             assert (retry.round_id, retry.phase, retry.attempt) == (0, "advertise", 1)
             assert retry.masking.session_id != first.masking.session_id and retry.masking.session_id >> 32 == 0
             assert "quorum 5" in session.stub.GetStatus(pb.StatusRequest(), timeout=5).last_error
-            session.submit_masking(0, "advertise", client.advertise(retry, vector), layout)  # the retry is a new session
+            session.submit_masking(
+                0, "advertise", client.advertise(retry, vector), layout
+            )  # the retry is a new session
     finally:
         running.stop(0)
 
@@ -438,8 +543,9 @@ def test_lying_server_over_grpc_gets_no_share_from_the_real_artists(three_keys, 
         everyone = tuple(sorted(tuple(self._signatures.items()) + forged))
         for artist, shown in self.shown.items():
             dropped = tuple(sorted(set(roster) - shown))
-            self._requests[artist] = UnmaskRequest(self.config.round_id, artist, tuple(sorted(shown)), dropped,
-                                                   everyone)
+            self._requests[artist] = UnmaskRequest(
+                self.config.round_id, artist, tuple(sorted(shown)), dropped, everyone
+            )
         self.phase = MaskingPhase.UNMASK
         return dict(self._requests)
 

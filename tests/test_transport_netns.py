@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fedstyle_secure.secure.masking.fixedpoint import FixedPointCodec
+from fedstyle_secure.transport.server.store import StateStore
 
 from fedstyle_secure.data.synth import write_synthetic_folder
-from fedstyle_secure.secure.fixedpoint import FixedPointCodec
 from fedstyle_secure.transport.loopback import artist_folders, write_fresh_keys
-from fedstyle_secure.transport.store import StateStore
 
 PORT, N_ARTISTS, ROUNDS = 50077, 3, 2
 VICTIM, HANG_AT = "artist_02", "2:masked_input"  # killed in round 2's masked-input phase
@@ -44,8 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fedstyle_secure.transport.masking_client import MaskingClient
-from fedstyle_secure.transport.masking_rounds import MaskingRound
+from fedstyle_secure.transport.artist.masking import MaskingClient
+from fedstyle_secure.federation.masking_rounds import MaskingRound
 
 OUT = Path(os.environ["FEDSTYLE_TEST_RECORD"])
 HANG_AT = os.environ.get("FEDSTYLE_TEST_HANG_AT", "")
@@ -136,7 +136,15 @@ def _fedstyle(ns: str, hooks: Path, *args: str, log: Path, env: dict[str, str]) 
     return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
 
 
-def _run(hosts, tmp_path: Path, keys: Path, folders: dict[str, Path], env: dict[str, str], secure_mode: str, victim: str | None) -> tuple[dict[str, int | None], Path, Path]:
+def _run(
+    hosts,
+    tmp_path: Path,
+    keys: Path,
+    folders: dict[str, Path],
+    env: dict[str, str],
+    secure_mode: str,
+    victim: str | None,
+) -> tuple[dict[str, int | None], Path, Path]:
     """One federation; kills ``victim`` once it is parked in the masked-input phase.  Returns
     the exit codes, the record directory and the run directory."""
     server_ns, artist_ns = hosts
@@ -150,14 +158,22 @@ def _run(hosts, tmp_path: Path, keys: Path, folders: dict[str, Path], env: dict[
         f"masking_seconds = 5\nrefreshes = [0, 1]\nepsilon = {DP_EPSILON}\n"
     )
     run_env = {**env, "FEDSTYLE_TEST_RECORD": str(record)}
-    processes = {"server": _fedstyle(server_ns, hooks, "server", "--config", str(run / "server.toml"), log=run / "server.log", env=run_env)}
+    processes = {
+        "server": _fedstyle(
+            server_ns, hooks, "server", "--config", str(run / "server.toml"), log=run / "server.log", env=run_env
+        )
+    }
     try:
         for i, (artist, folder) in enumerate(sorted(folders.items())):
             config = run / f"{artist}.toml"
-            config.write_text(f'[client]\nkeys = "{keys}"\ndata = "{folder}"\nartist = "{artist}"\nserver = "{_server_ip(i)}:{PORT}"\n'
-                              f'state_dir = "state/{artist}"\n')
+            config.write_text(
+                f'[client]\nkeys = "{keys}"\ndata = "{folder}"\nartist = "{artist}"\nserver = "{_server_ip(i)}:{PORT}"\n'
+                f'state_dir = "state/{artist}"\n'
+            )
             artist_env = {**run_env, "FEDSTYLE_TEST_HANG_AT": HANG_AT} if artist == victim else run_env
-            processes[artist] = _fedstyle(artist_ns[i], hooks, "client", "--config", str(config), log=run / f"{artist}.log", env=artist_env)
+            processes[artist] = _fedstyle(
+                artist_ns[i], hooks, "client", "--config", str(config), log=run / f"{artist}.log", env=artist_env
+            )
         deadline = time.monotonic() + 400
         while time.monotonic() < deadline and any(p.poll() is None for name, p in processes.items() if name != victim):
             if victim and processes[victim].poll() is None and (record / f"parked-{victim}").exists():
@@ -183,7 +199,9 @@ def _check_exact_sums(record: Path) -> dict[int, list[str]]:
         round_id, info = int(meta.stem.split("-")[1]), json.loads(meta.read_text())
         codec = FixedPointCodec(tuple(info["clip_range"]), info["max_clients"])
         vectors = [np.load(record / f"vector-{round_id}-{artist}.npy") for artist in info["contributors"]]
-        np.testing.assert_array_equal(np.load(record / f"sum-{round_id}.npy"), codec.dequantize(sum(codec.quantize(v) for v in vectors)))
+        np.testing.assert_array_equal(
+            np.load(record / f"sum-{round_id}.npy"), codec.dequantize(sum(codec.quantize(v) for v in vectors))
+        )
         contributors[round_id] = info["contributors"]
     return contributors
 
@@ -194,14 +212,20 @@ def test_secagg_and_ckks_federations_across_network_namespaces(hosts, tmp_path):
     folders = artist_folders(tmp_path / "data", tmp_path)
     keys = write_fresh_keys(tmp_path / "keys", sorted(folders))
     (tmp_path / "netns_hooks.py").write_text(HOOKS)
-    env = {**os.environ, "FEDSTYLE_CACHE": str(tmp_path / "cache"), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    env = {
+        **os.environ,
+        "FEDSTYLE_CACHE": str(tmp_path / "cache"),
+        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+    }
     artists = sorted(folders)
     survivors = [a for a in artists if a != VICTIM]
 
     codes, record, run = _run(hosts, tmp_path, keys, folders, env, "secagg", victim=VICTIM)
     assert codes == {"server": 0, **{a: 0 for a in survivors}, VICTIM: -9}, _logs(run)
     assert _check_exact_sums(record) == {1: artists, 2: survivors}, _logs(run)
-    unmasked = [json.loads(line) for line in (run / "server.log").read_text().splitlines() if '"masked sum unmasked"' in line]
+    unmasked = [
+        json.loads(line) for line in (run / "server.log").read_text().splitlines() if '"masked sum unmasked"' in line
+    ]
     assert [(e["round"], e["contributors"], e["dropped"]) for e in unmasked][-1] == (2, survivors, [VICTIM])
     state = StateStore(run / "state.sqlite").load().state
     assert state.round == ROUNDS + 1 and state.known.all() and not state.retired

@@ -13,17 +13,17 @@ from pathlib import Path
 
 import grpc
 import pytest
+from fedstyle_secure.federation.coordinator import Schedule
+from fedstyle_secure.secure.keys import pki
+from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys, revoke
+from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel, query
+from fedstyle_secure.transport.server.servicer import start_server
 
 from fedstyle_secure.cli.main import main
 from fedstyle_secure.errors import SecureAggregationError
-from fedstyle_secure.secure import pki
-from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys, revoke
 from fedstyle_secure.transport.auth import buyer_tls_pem
-from fedstyle_secure.transport.channel import ArtistSession, open_channel, query
 from fedstyle_secure.transport.config import ServerConfig
-from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.loopback import write_fresh_keys
-from fedstyle_secure.transport.server import start_server
 from fedstyle_secure.transport.wire import pb, pb_grpc
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
@@ -35,8 +35,13 @@ def keys(tmp_path) -> Path:
 
 
 def _start(keys: Path, tmp_path: Path, crl: Path | None, clock=time.time):
-    config = ServerConfig(keys=keys, state_db=tmp_path / "state.sqlite", listen="127.0.0.1:0", crl=crl,
-                          schedule=Schedule(rounds=1, quorum=2, phase_seconds=60))
+    config = ServerConfig(
+        keys=keys,
+        state_db=tmp_path / "state.sqlite",
+        listen="127.0.0.1:0",
+        crl=crl,
+        schedule=Schedule(rounds=1, quorum=2, phase_seconds=60),
+    )
     return start_server(config, load_server_keys(keys), clock=clock)
 
 
@@ -97,14 +102,19 @@ def test_revoking_needs_the_ca_key(keys, tmp_path):
 def test_expired_certificate_from_the_right_ca_is_refused_at_handshake(keys, tmp_path):
     import datetime as dt
 
-    from fedstyle_secure.secure import pki
+    from fedstyle_secure.secure.keys import pki
 
     ca = pki.IssuedCertificate(
-        pki.load_certificate_pem((keys / "ca.crt").read_bytes(), "ca"), pki.load_tls_private_key_pem((keys / "ca.key").read_bytes(), "ca key")
+        pki.load_certificate_pem((keys / "ca.crt").read_bytes(), "ca"),
+        pki.load_tls_private_key_pem((keys / "ca.key").read_bytes(), "ca key"),
     )
     past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10)
     expired = pki.issue_client_certificate(ca, "artist_a", now=past, validity_days=1)
-    tls = ((keys / "ca.crt").read_bytes(), pki.certificate_pem(expired.certificate), pki.private_key_pem(expired.private_key))
+    tls = (
+        (keys / "ca.crt").read_bytes(),
+        pki.certificate_pem(expired.certificate),
+        pki.private_key_pem(expired.private_key),
+    )
     running = _start(keys, tmp_path, crl=None)
     try:
         with open_channel(f"127.0.0.1:{running.port}", tls) as channel:
@@ -137,9 +147,11 @@ def test_crl_going_stale_while_running_fails_closed_until_a_fresh_one_is_install
         _register(running.port, keys, "artist_a")
         clock.now += 31 * 86400
         with caplog.at_level(logging.ERROR, logger="fedstyle_secure.transport.auth"):
-            for call in (lambda: _register(running.port, keys, "artist_b"),
-                         lambda: query(f"127.0.0.1:{running.port}", buyer_tls_pem(keys, "buyer_x"), b"x"),
-                         lambda: _get_status(running.port, keys, "artist_a")):
+            for call in (
+                lambda: _register(running.port, keys, "artist_b"),
+                lambda: query(f"127.0.0.1:{running.port}", buyer_tls_pem(keys, "buyer_x"), b"x"),
+                lambda: _get_status(running.port, keys, "artist_a"),
+            ):
                 code, details = _status(call)
                 assert code == grpc.StatusCode.PERMISSION_DENIED
                 assert "revocation list" in details and "stale since" in details

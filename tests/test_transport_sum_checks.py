@@ -16,18 +16,18 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from fedstyle_secure.federation.coordinator import Schedule
+from fedstyle_secure.federation.masking_session import FETCH_NAMES
+from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
+from fedstyle_secure.transport.artist.masking import MaskingClient
+from fedstyle_secure.transport.server.servicer import start_server
+from fedstyle_secure.transport.server.store import StateStore
 
 from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
-from fedstyle_secure.secure.keystore import load_artist_keys, load_server_keys
-from fedstyle_secure.transport.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.config import ServerConfig
-from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.loopback import write_fresh_keys
-from fedstyle_secure.transport.masking_client import MaskingClient
-from fedstyle_secure.transport.masking_session import FETCH_NAMES
-from fedstyle_secure.transport.server import start_server
-from fedstyle_secure.transport.store import StateStore
 from fedstyle_secure.transport.wire import pb
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
@@ -36,8 +36,11 @@ F = STYLE_FEATURE_DIM  # the set-up round's feature width in the server's plan
 
 def _moments(value: float = 0.5, clients: float = 1.0, width: int = F) -> dict[str, np.ndarray]:
     # each artist's features: mean ``value``, std 0.5
-    return {"clients": np.array([clients]), "feature_mean": np.full(width, value),
-            "feature_sq_mean": np.full(F, value * value + 0.25)}
+    return {
+        "clients": np.array([clients]),
+        "feature_mean": np.full(width, value),
+        "feature_sq_mean": np.full(F, value * value + 0.25),
+    }
 
 
 class Clock:
@@ -59,8 +62,9 @@ class Served:
     def __init__(self, keys: Path, tmp_path: Path, secure_mode: str, quorum: int) -> None:
         self.keys, self.clock = keys, Clock()
         schedule = Schedule(rounds=1, quorum=quorum, phase_seconds=60, secure_mode=secure_mode)
-        self.config = ServerConfig(keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0",
-                                   schedule=schedule)
+        self.config = ServerConfig(
+            keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0", schedule=schedule
+        )
         self.running = start_server(self.config, load_server_keys(keys), clock=self.clock)
         self.channels: list[grpc.Channel] = []
         self.sessions = {artist: self._register(artist) for artist in ARTISTS}
@@ -134,8 +138,11 @@ def test_a_short_feature_mean_uploaded_first_is_refused_alone_and_the_honest_art
 @pytest.mark.parametrize("served", [("none", 2)], indirect=True)
 def test_clients_minus_two_in_plain_setup_is_refused_alone_and_nothing_is_stored(served):
     sessions = served.sessions
-    _refused(lambda: _upload(sessions["artist_a"], _moments(clients=-2.0)), grpc.StatusCode.INVALID_ARGUMENT,
-             "'clients' sums to -2, but 1 artist(s) contributed")
+    _refused(
+        lambda: _upload(sessions["artist_a"], _moments(clients=-2.0)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "'clients' sums to -2, but 1 artist(s) contributed",
+    )
     _nothing_persisted_or_broadcast(served)
     served.restart()  # the refused upload left no trace a restart could resume from
     assert (served.coordinator.plan().round_id, served.coordinator.plan().phase.value) == (0, "contribute")
@@ -187,8 +194,9 @@ def test_clients_minus_two_in_a_masked_setup_round_aborts_it_naming_the_reason_a
 
 
 def test_the_store_refuses_nan_and_keeps_the_last_good_snapshot(tmp_path):
+    from fedstyle_secure.transport.server.store import Snapshot
+
     from fedstyle_secure.federation.strategy import initial_state
-    from fedstyle_secure.transport.store import Snapshot
 
     store = StateStore(tmp_path / "server.sqlite")
     standardisation = (np.zeros(5, np.float32), np.ones(5, np.float32))
@@ -210,10 +218,11 @@ def test_a_poisoned_database_is_never_resumed_from(tmp_path):
     """A state written before the store refused NaN (the original attack) stops the server at start."""
     import sqlite3
 
+    from fedstyle_secure.transport.server.store import Snapshot
+
     from fedstyle_secure.errors import ConfigError
     from fedstyle_secure.federation.strategy import initial_state
     from fedstyle_secure.transport.sqlite_io import npy_bytes
-    from fedstyle_secure.transport.store import Snapshot
 
     store = StateStore(tmp_path / "server.sqlite")
     standardisation = (np.zeros(5, np.float32), np.ones(5, np.float32))

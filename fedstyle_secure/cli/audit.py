@@ -25,11 +25,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from fedstyle_secure.cli.output import render_table
 from fedstyle_secure.errors import ConfigError, PrivacyError, SecureAggregationError
+from fedstyle_secure.experiments.canary_audit import (
+    CONFIGURATIONS,
+    CanaryAuditConfig,
+    EmpiricalAuditResult,
+    run_canary_audit,
+)
+from fedstyle_secure.experiments.output import render_table
 from fedstyle_secure.privacy.audit import (
     DEFAULT_TOLERANCE,
     UNVERIFIED_MESSAGE,
@@ -37,15 +44,22 @@ from fedstyle_secure.privacy.audit import (
     LoadedReport,
     audit_reports,
 )
-from fedstyle_secure.privacy.canary_audit import CONFIGURATIONS, CanaryAuditConfig, EmpiricalAuditResult, run_canary_audit
 from fedstyle_secure.privacy.jsonio import read_json
 from fedstyle_secure.privacy.report_store import MANIFEST_NAME, load_manifest, manifest_candidates, report_files
 from fedstyle_secure.privacy.reports import public_key_to_text
-from fedstyle_secure.secure.keystore import load_identity_keys
+from fedstyle_secure.secure.keys.keystore import load_identity_keys
 
 TABLE_COLUMNS = ("artist", "round", "accountant", "claimed eps", "RDP (dp_acc)", "PLD (dp_acc)", "status")
 EMPIRICAL_COLUMNS = (
-    "configuration", "claimed eps", "lower bound", "confidence", "canaries", "guesses", "correct", "max bound", "verdict"
+    "configuration",
+    "claimed eps",
+    "lower bound",
+    "confidence",
+    "canaries",
+    "guesses",
+    "correct",
+    "max bound",
+    "verdict",
 )
 
 
@@ -73,13 +87,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="DIR",
         help="key set or artist/server bundle made by `fedstyle keys` (obtained from the administrator, not from the "
-             "party audited): its identity keys verify the signatures and its artists are the roster",
+        "party audited): its identity keys verify the signatures and its artists are the roster",
     )
     identities.add_argument(
         "--trust-manifest",
         action="store_true",
         help="without --keys, accept the keys of the audited folder's manifest (e.g. a simulation's); identities "
-             "are then NOT verified, which is otherwise a finding",
+        "are then NOT verified, which is otherwise a finding",
     )
     parser.add_argument(
         "--artists",
@@ -91,7 +105,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="FILE",
         help=f"the reports' key manifest (default: {MANIFEST_NAME} in the given directories or above the given files); "
-             "compared with --keys, or trusted with --trust-manifest",
+        "compared with --keys, or trusted with --trust-manifest",
     )
     parser.add_argument(
         "--tolerance",
@@ -109,8 +123,12 @@ def _add_empirical_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--empirical", action="store_true", help="run the canary membership-inference audit instead of checking reports"
     )
-    group.add_argument("--epsilon", type=float, default=8.0, metavar="EPS", help="claimed epsilon (default: %(default)s)")
-    group.add_argument("--canaries", type=int, default=1000, metavar="M", help="number of canaries (default: %(default)s)")
+    group.add_argument(
+        "--epsilon", type=float, default=8.0, metavar="EPS", help="claimed epsilon (default: %(default)s)"
+    )
+    group.add_argument(
+        "--canaries", type=int, default=1000, metavar="M", help="number of canaries (default: %(default)s)"
+    )
     group.add_argument("--confidence", type=float, default=0.95, metavar="C", help="confidence (default: %(default)s)")
     group.add_argument(
         "--config",
@@ -126,10 +144,17 @@ def _add_empirical_arguments(group: argparse._ArgumentGroup) -> None:
         help="non-canary training records (default: %(default)s)",
     )
     group.add_argument(
-        "--epochs", type=int, default=CanaryAuditConfig.epochs, metavar="E", help="epochs of the run (default: %(default)s)"
+        "--epochs",
+        type=int,
+        default=CanaryAuditConfig.epochs,
+        metavar="E",
+        help="epochs of the run (default: %(default)s)",
     )
     group.add_argument(
-        "--seed", type=int, default=0, metavar="S",
+        "--seed",
+        type=int,
+        default=0,
+        metavar="S",
         help="seed of data, canary coins and the DP noise (seeded: a reproducible experiment, not a deployment; "
         "default: %(default)s)",
     )
@@ -229,8 +254,11 @@ def format_table(result: AuditResult) -> str:
     findings = [f"{report.source}: [{f.code}] {f.message}" for report in result.reports for f in report.findings]
     findings += [f"run: [{f.code}] {f.message}" for f in result.findings]
     verdict = "clean" if result.clean else f"{len(findings)} finding(s)"
-    identities = (f"identities verified against the trusted key set; roster: {', '.join(result.roster)}"
-                  if result.identities_verified else f"WARNING: {UNVERIFIED_MESSAGE.upper()}")
+    identities = (
+        f"identities verified against the trusted key set; roster: {', '.join(result.roster)}"
+        if result.identities_verified
+        else f"WARNING: {UNVERIFIED_MESSAGE.upper()}"
+    )
     footer = f"privacy unit: one artwork (record-level); epsilons at each report's delta; {verdict}\n{identities}"
     return "\n\n".join(part for part in (render_table(TABLE_COLUMNS, rows), "\n".join(findings), footer) if part)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from fedstyle_secure.cli.toml_command import register_toml_command
-from fedstyle_secure.secure.keystore import load_artist_keys
-from fedstyle_secure.transport.artist import run_artist
+from fedstyle_secure.secure.keys.keystore import load_artist_keys
+from fedstyle_secure.transport.artist.runner import run_artist
 from fedstyle_secure.transport.config import load_client_config
 from fedstyle_secure.transport.logs import configure_logging
 

@@ -10,16 +10,16 @@ from typing import Any
 
 from fedstyle_secure import __version__
 from fedstyle_secure.errors import ConfigError
-from fedstyle_secure.federation.dataset import (
+from fedstyle_secure.federation.simulator import SimulationConfig, SimulationResult
+from fedstyle_secure.models.factory import EncoderConfig
+from fedstyle_secure.models.inputs import BACKBONES, DEFAULT_BACKBONE
+from fedstyle_secure.training.dataset import (
     DEFAULT_SYNTHETIC_ARTISTS,
     DEFAULT_SYNTHETIC_PER_ARTIST,
     FederationData,
     load_artworks,
     prepare_federation,
 )
-from fedstyle_secure.federation.simulator import SimulationConfig, SimulationResult
-from fedstyle_secure.models.factory import EncoderConfig
-from fedstyle_secure.models.inputs import BACKBONES, DEFAULT_BACKBONE
 from fedstyle_secure.training.dp import PRIVATE_LAYERS, DpConfig
 from fedstyle_secure.training.local import LocalConfig
 from fedstyle_secure.training.pretrain import PRETRAIN_STEPS_UNDER_DP
@@ -33,52 +33,135 @@ def add_data_arguments(parser: argparse.ArgumentParser, require_source: bool = T
     source = group.add_mutually_exclusive_group(required=require_source)
     source.add_argument("--data", type=Path, metavar="DIR", help="image folder <DIR>/<artist>/<image> (jpg/png/webp)")
     source.add_argument("--synthetic", action="store_true", help="use procedurally generated artists (no download)")
-    group.add_argument("--artists", type=int, default=DEFAULT_SYNTHETIC_ARTISTS, metavar="N", help="synthetic artists (default %(default)s)")
-    group.add_argument("--per-artist", type=int, default=DEFAULT_SYNTHETIC_PER_ARTIST, metavar="M", help="synthetic artworks per artist (default %(default)s)")
-    group.add_argument("--query-fraction", type=float, default=0.4, metavar="F", help="held-out query images per artist (default %(default)s)")
-    group.add_argument("--public", type=Path, metavar="DIR", help="public alignment image folder (default: generated images)")
-    group.add_argument("--artists-per-client", type=int, default=1, metavar="K", help="artists held by one client (default %(default)s)")
-    group.add_argument("--cache-dir", type=Path, metavar="DIR", help="feature cache (default $FEDSTYLE_CACHE or ~/.cache/fedstyle-secure)")
+    group.add_argument(
+        "--artists",
+        type=int,
+        default=DEFAULT_SYNTHETIC_ARTISTS,
+        metavar="N",
+        help="synthetic artists (default %(default)s)",
+    )
+    group.add_argument(
+        "--per-artist",
+        type=int,
+        default=DEFAULT_SYNTHETIC_PER_ARTIST,
+        metavar="M",
+        help="synthetic artworks per artist (default %(default)s)",
+    )
+    group.add_argument(
+        "--query-fraction",
+        type=float,
+        default=0.4,
+        metavar="F",
+        help="held-out query images per artist (default %(default)s)",
+    )
+    group.add_argument(
+        "--public", type=Path, metavar="DIR", help="public alignment image folder (default: generated images)"
+    )
+    group.add_argument(
+        "--artists-per-client",
+        type=int,
+        default=1,
+        metavar="K",
+        help="artists held by one client (default %(default)s)",
+    )
+    group.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="feature cache (default $FEDSTYLE_CACHE or ~/.cache/fedstyle-secure)",
+    )
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training")
-    group.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, metavar="R", help="federated rounds (default %(default)s)")
-    group.add_argument("--local-epochs", type=int, default=DEFAULT_LOCAL_EPOCHS, metavar="E", help="local epochs per round (default %(default)s)")
-    group.add_argument("--seed", type=int, default=0, metavar="S", help="seed of split, initialisation and sampling (default %(default)s)")
-    group.add_argument("--backbone", choices=BACKBONES, default=DEFAULT_BACKBONE, help="style encoder backbone (default %(default)s)")
+    group.add_argument(
+        "--rounds", type=int, default=DEFAULT_ROUNDS, metavar="R", help="federated rounds (default %(default)s)"
+    )
+    group.add_argument(
+        "--local-epochs",
+        type=int,
+        default=DEFAULT_LOCAL_EPOCHS,
+        metavar="E",
+        help="local epochs per round (default %(default)s)",
+    )
+    group.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="S",
+        help="seed of split, initialisation and sampling (default %(default)s)",
+    )
+    group.add_argument(
+        "--backbone", choices=BACKBONES, default=DEFAULT_BACKBONE, help="style encoder backbone (default %(default)s)"
+    )
     defaults = LocalConfig()
-    group.add_argument("--batch-size", type=int, default=defaults.batch_size, help="local batch size (default %(default)s)")
+    group.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help="local batch size (default %(default)s)"
+    )
     group.add_argument("--lr", type=float, default=defaults.lr, help="local Adam learning rate (default %(default)s)")
     group.add_argument("--tau", type=float, default=defaults.tau, help="contrastive temperature (default %(default)s)")
     group.add_argument(
-        "--public-pretrain-steps", type=int, default=None, metavar="N",
+        "--public-pretrain-steps",
+        type=int,
+        default=None,
+        metavar="N",
         help=f"warm-start steps of the head on the public images, no privacy cost (default {PRETRAIN_STEPS_UNDER_DP} under DP, 0 without)",
     )
 
 
-def add_privacy_arguments(parser: argparse.ArgumentParser, default_epsilon: float = math.inf, reports_dir: bool = True) -> None:
+def add_privacy_arguments(
+    parser: argparse.ArgumentParser, default_epsilon: float = math.inf, reports_dir: bool = True
+) -> None:
     group = parser.add_argument_group("differential privacy (privacy unit: one artwork)")
     group.add_argument(
-        "--epsilon", type=float, default=default_epsilon, metavar="E",
+        "--epsilon",
+        type=float,
+        default=default_epsilon,
+        metavar="E",
         help="each artist's total epsilon budget over all rounds and releases; inf = no DP (default %(default)s)",
     )
-    group.add_argument("--delta", type=float, metavar="D", help="delta (default min(1e-5, 1/(10 n)) for n private artworks; must be < 1/n)")
-    group.add_argument("--clip-norm", type=float, default=1.0, metavar="C", help="per-artwork gradient clipping norm (default %(default)s)")
-    group.add_argument("--noise-multiplier", type=float, metavar="S", help="use this DP-SGD noise multiplier instead of calibrating it to --epsilon")
-    group.add_argument("--accountant", choices=("prv", "rdp", "gdp"), default="prv", help="privacy accountant enforcing the budget (default %(default)s)")
     group.add_argument(
-        "--private-layers", choices=PRIVATE_LAYERS, default="last",
+        "--delta",
+        type=float,
+        metavar="D",
+        help="delta (default min(1e-5, 1/(10 n)) for n private artworks; must be < 1/n)",
+    )
+    group.add_argument(
+        "--clip-norm",
+        type=float,
+        default=1.0,
+        metavar="C",
+        help="per-artwork gradient clipping norm (default %(default)s)",
+    )
+    group.add_argument(
+        "--noise-multiplier",
+        type=float,
+        metavar="S",
+        help="use this DP-SGD noise multiplier instead of calibrating it to --epsilon",
+    )
+    group.add_argument(
+        "--accountant",
+        choices=("prv", "rdp", "gdp"),
+        default="prv",
+        help="privacy accountant enforcing the budget (default %(default)s)",
+    )
+    group.add_argument(
+        "--private-layers",
+        choices=PRIVATE_LAYERS,
+        default="last",
         help="what DP-SGD updates: the head's last layer and classifier (earlier layers keep the public warm start), or all (default %(default)s)",
     )
     if reports_dir:
-        group.add_argument("--reports-dir", type=Path, metavar="DIR", help="write each artist's signed epsilon report per round here")
+        group.add_argument(
+            "--reports-dir", type=Path, metavar="DIR", help="write each artist's signed epsilon report per round here"
+        )
     group.add_argument(
-        "--insecure-seeded-noise", action="store_true",
+        "--insecure-seeded-noise",
+        action="store_true",
         help="RESEARCH ONLY, VOIDS THE DP GUARANTEE: draw the DP noise and Poisson batches from a generator "
-             "seeded by --seed (reproducible runs); anyone who knows the seed can subtract the noise. Reports "
-             "record it and `fedstyle audit` flags them. Default: a fresh OS-keyed CSPRNG per artist, known to "
-             "nobody else",
+        "seeded by --seed (reproducible runs); anyone who knows the seed can subtract the noise. Reports "
+        "record it and `fedstyle audit` flags them. Default: a fresh OS-keyed CSPRNG per artist, known to "
+        "nobody else",
     )
 
 
@@ -90,7 +173,11 @@ def dp_config_from_args(args: argparse.Namespace, epsilon: float | None = None) 
             raise ConfigError("--noise-multiplier needs a finite --epsilon budget to enforce")
         return None
     return DpConfig(
-        epsilon=eps, delta=args.delta, clip_norm=args.clip_norm, accountant=args.accountant, noise_multiplier=args.noise_multiplier,
+        epsilon=eps,
+        delta=args.delta,
+        clip_norm=args.clip_norm,
+        accountant=args.accountant,
+        noise_multiplier=args.noise_multiplier,
         private_layers=args.private_layers,
     )
 
@@ -125,7 +212,9 @@ def simulation_config_from_args(args: argparse.Namespace, algorithm: str) -> Sim
     )
 
 
-def result_payload(result: SimulationResult, config: SimulationConfig, data: FederationData, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def result_payload(
+    result: SimulationResult, config: SimulationConfig, data: FederationData, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The results.json document of one simulation."""
     from dataclasses import asdict
 
@@ -138,8 +227,8 @@ def result_payload(result: SimulationResult, config: SimulationConfig, data: Fed
             "source": data.source,
             "artists": list(data.artists),
             "clients": [[data.artists[a] for a in c] for c in data.clients],
-            "train_images": int(len(data.split.train)),
-            "query_images": int(len(data.split.query)),
+            "train_images": len(data.split.train),
+            "query_images": len(data.split.query),
         },
         "metrics": result.metrics.as_dict(),
         "privacy": result.privacy,

@@ -24,10 +24,10 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from fedstyle_secure.cli.common import federation_from_args, result_payload, simulation_config_from_args
-from fedstyle_secure.cli.output import METRIC_COLUMNS, render_table, write_json
 from fedstyle_secure.errors import TransportError
-from fedstyle_secure.federation.dataset import DEFAULT_SYNTHETIC_ARTISTS, DEFAULT_SYNTHETIC_PER_ARTIST, FederationData
+from fedstyle_secure.experiments.arguments import federation_from_args, result_payload, simulation_config_from_args
+from fedstyle_secure.experiments.output import METRIC_COLUMNS, render_table, write_json
+from fedstyle_secure.federation.coordinator import TRANSPORT_SECURE_MODES
 from fedstyle_secure.federation.simulator import run_simulation
 from fedstyle_secure.federation.strategy import ALGORITHMS
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE
@@ -35,9 +35,9 @@ from fedstyle_secure.privacy.report_store import latest_reports
 from fedstyle_secure.retrieval.evaluate import evaluate_frozen_features, evaluate_index
 from fedstyle_secure.retrieval.index import StyleIndex
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics
-from fedstyle_secure.secure.keystore import bundle_files, write_key_files
+from fedstyle_secure.secure.keys.keystore import bundle_files, write_key_files
+from fedstyle_secure.training.dataset import DEFAULT_SYNTHETIC_ARTISTS, DEFAULT_SYNTHETIC_PER_ARTIST, FederationData
 from fedstyle_secure.training.local import LocalConfig
-from fedstyle_secure.transport.coordinator import TRANSPORT_SECURE_MODES
 from fedstyle_secure.transport.loopback import write_fresh_keys
 from fedstyle_secure.transport.processes import ProcessFederation, federation_tables, start_process_federation
 
@@ -58,25 +58,78 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and secure aggregation; answer a buyer query through the server; audit every artist's signed epsilon "
         "reports. Results go to --out.",
     )
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), metavar="DIR", help="results folder (default %(default)s)")
-    p.add_argument("--rounds", type=int, default=FEDERATION_ROUNDS, metavar="R", help="training rounds of the networked federation (default %(default)s)")
-    p.add_argument("--compare-rounds", type=int, default=COMPARE_ROUNDS, metavar="R", help="rounds of the in-process algorithm comparison; 0 skips it (default %(default)s)")
-    p.add_argument("--artists", type=int, default=DEFAULT_SYNTHETIC_ARTISTS, metavar="N", help="synthetic artists = artist processes (default %(default)s)")
-    p.add_argument("--epsilon", type=float, default=DEMO_EPSILON, metavar="E", help="every artist's (epsilon) budget; inf = no DP (default %(default)s)")
-    p.add_argument("--secure", choices=TRANSPORT_SECURE_MODES, default=DEFAULT_SECURE, help="secure aggregation of the federation (default %(default)s)")
+    p.add_argument(
+        "--out", type=Path, default=Path("runs/demo"), metavar="DIR", help="results folder (default %(default)s)"
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=FEDERATION_ROUNDS,
+        metavar="R",
+        help="training rounds of the networked federation (default %(default)s)",
+    )
+    p.add_argument(
+        "--compare-rounds",
+        type=int,
+        default=COMPARE_ROUNDS,
+        metavar="R",
+        help="rounds of the in-process algorithm comparison; 0 skips it (default %(default)s)",
+    )
+    p.add_argument(
+        "--artists",
+        type=int,
+        default=DEFAULT_SYNTHETIC_ARTISTS,
+        metavar="N",
+        help="synthetic artists = artist processes (default %(default)s)",
+    )
+    p.add_argument(
+        "--epsilon",
+        type=float,
+        default=DEMO_EPSILON,
+        metavar="E",
+        help="every artist's (epsilon) budget; inf = no DP (default %(default)s)",
+    )
+    p.add_argument(
+        "--secure",
+        choices=TRANSPORT_SECURE_MODES,
+        default=DEFAULT_SECURE,
+        help="secure aggregation of the federation (default %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=900.0, metavar="S", help="give up on the federation after S seconds (default %(default)s)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        metavar="S",
+        help="give up on the federation after S seconds (default %(default)s)",
+    )
     p.set_defaults(func=run)
 
 
 def _harness_args(args: argparse.Namespace) -> argparse.Namespace:
     defaults = LocalConfig()
     return argparse.Namespace(
-        data=None, synthetic=True, artists=args.artists, per_artist=DEFAULT_SYNTHETIC_PER_ARTIST,
-        query_fraction=0.4, public=None, artists_per_client=1, cache_dir=None, rounds=args.compare_rounds,
-        local_epochs=defaults.epochs, seed=args.seed, backbone=DEFAULT_BACKBONE, batch_size=defaults.batch_size,
-        lr=defaults.lr, tau=defaults.tau, secure="none",
-        epsilon=math.inf, delta=None, clip_norm=1.0, noise_multiplier=None, accountant="prv",
+        data=None,
+        synthetic=True,
+        artists=args.artists,
+        per_artist=DEFAULT_SYNTHETIC_PER_ARTIST,
+        query_fraction=0.4,
+        public=None,
+        artists_per_client=1,
+        cache_dir=None,
+        rounds=args.compare_rounds,
+        local_epochs=defaults.epochs,
+        seed=args.seed,
+        backbone=DEFAULT_BACKBONE,
+        batch_size=defaults.batch_size,
+        lr=defaults.lr,
+        tau=defaults.tau,
+        secure="none",
+        epsilon=math.inf,
+        delta=None,
+        clip_norm=1.0,
+        noise_multiplier=None,
+        accountant="prv",
     )
 
 
@@ -122,8 +175,8 @@ class FederationOutcome:
 
 def run_federation(args: argparse.Namespace, data: FederationData, work: Path) -> FederationOutcome:
     """Start the processes, follow the rounds, query the server, score its index, stop it."""
+    from fedstyle_secure.transport.artist.channel import query
     from fedstyle_secure.transport.auth import buyer_tls_pem
-    from fedstyle_secure.transport.channel import query
 
     folders = write_training_folders(data, work / "data")
     keys = write_fresh_keys(work / "keys", list(data.artists), [BUYER])
@@ -131,12 +184,16 @@ def run_federation(args: argparse.Namespace, data: FederationData, work: Path) -
     federation, server, client = federation_tables(args.rounds, args.secure, args.epsilon, len(folders), seed=args.seed)
     server["keep_serving"] = True  # answers the buyer's query after the last round
     started = time.perf_counter()
-    running = start_process_federation(work / "machines", keys, folders, federation=federation, server=server, client=client)
+    running = start_process_federation(
+        work / "machines", keys, folders, federation=federation, server=server, client=client
+    )
     try:
         codes = _follow(running, args.rounds + 2, args.timeout)
         failed = {name: code for name, code in codes.items() if code != 0}
         if failed:
-            tails = "\n".join(f"--- {name} (exit {code}) ---\n{running.log_tail(name)}" for name, code in failed.items())
+            tails = "\n".join(
+                f"--- {name} (exit {code}) ---\n{running.log_tail(name)}" for name, code in failed.items()
+            )
             raise TransportError(f"federation processes failed or timed out: {failed}\n{tails}")
         index_dir = work / "machines" / "server" / "index"
         _wait_for(lambda: (index_dir / "index.json").exists(), 30.0, "the server's style index")
@@ -145,8 +202,17 @@ def run_federation(args: argparse.Namespace, data: FederationData, work: Path) -
         Image.fromarray(data.artworks.images[q]).save(buffer, format="PNG")
         ranked = query(running.address, buyer_tls_pem(keys, BUYER), buffer.getvalue(), top_k=3)
         held_out = data.split.query
-        metrics = evaluate_index(StyleIndex.load(index_dir), data.artworks.images[held_out], [data.artists[i] for i in data.labels[held_out]])
-        return FederationOutcome(time.perf_counter() - started, running.completed_rounds(), codes, metrics, data.artists[data.labels[q]], ranked)
+        metrics = evaluate_index(
+            StyleIndex.load(index_dir), data.artworks.images[held_out], [data.artists[i] for i in data.labels[held_out]]
+        )
+        return FederationOutcome(
+            time.perf_counter() - started,
+            running.completed_rounds(),
+            codes,
+            metrics,
+            data.artists[data.labels[q]],
+            ranked,
+        )
     finally:
         running.close()
         _keep_outputs(work / "machines", args.out)
@@ -186,7 +252,9 @@ def _keep_outputs(machines: Path, out: Path) -> None:
     for machine in sorted(p for p in machines.iterdir() if p.is_dir()):
         for name in ("log.jsonl", "reports", "index"):
             source = machine / name
-            target = out / ("reports" if name == "reports" and machine.name == "server" else f"machines/{machine.name}/{name}")
+            target = out / (
+                "reports" if name == "reports" and machine.name == "server" else f"machines/{machine.name}/{name}"
+            )
             if not source.exists():
                 continue
             if target.exists():
@@ -199,7 +267,16 @@ def _privacy_rows(reports_dir: Path) -> list[list]:
     rows = []
     for artist, report in sorted(latest_reports(reports_dir).items()):
         spent = report["epsilon"][report["accountant"]]
-        rows.append([artist, report["round"], spent, report["budget"]["epsilon"], f"{report['delta']:.1e}", report["accountant"]])
+        rows.append(
+            [
+                artist,
+                report["round"],
+                spent,
+                report["budget"]["epsilon"],
+                f"{report['delta']:.1e}",
+                report["accountant"],
+            ]
+        )
     return rows
 
 
@@ -209,8 +286,10 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     data = federation_from_args(_harness_args(args))
-    print(f"fedstyle demo: {len(data.artists)} synthetic artists x {DEFAULT_SYNTHETIC_PER_ARTIST} artworks "
-          f"({len(data.split.train)} private training, {len(data.split.query)} held-out queries)")
+    print(
+        f"fedstyle demo: {len(data.artists)} synthetic artists x {DEFAULT_SYNTHETIC_PER_ARTIST} artworks "
+        f"({len(data.split.train)} private training, {len(data.split.query)} held-out queries)"
+    )
     columns = ["run", *(label for _, label in METRIC_COLUMNS), "seconds"]
     rows = []
     if args.compare_rounds > 0:
@@ -218,8 +297,10 @@ def run(args: argparse.Namespace) -> int:
         rows = compare_algorithms(args, data)
         print(render_table(columns, rows))
     dp_text = "no DP" if math.isinf(args.epsilon) else f"DP-SGD, epsilon budget {args.epsilon:g} per artist"
-    print(f"\n[2/3] the product: 1 server + {len(data.artists)} artist processes on loopback, mutual TLS, "
-          f"{args.secure} aggregation, {dp_text}, {args.rounds} rounds")
+    print(
+        f"\n[2/3] the product: 1 server + {len(data.artists)} artist processes on loopback, mutual TLS, "
+        f"{args.secure} aggregation, {dp_text}, {args.rounds} rounds"
+    )
     with tempfile.TemporaryDirectory(prefix="fedstyle-demo-") as tmp:  # fresh keys; deleted afterwards
         outcome = run_federation(args, data, Path(tmp))
     label = f"fedstyle over gRPC ({args.secure}, eps={args.epsilon:g})"
@@ -236,16 +317,30 @@ def run(args: argparse.Namespace) -> int:
 
     print("\nsummary (held-out artworks; chance artist accuracy %.3f):" % (1 / len(data.artists)))
     print(render_table(columns, rows))
-    write_json(args.out / "summary.json", {
-        "table": [dict(zip(columns, row)) for row in rows],
-        "federation": {"secure_mode": args.secure, "epsilon_budget": args.epsilon, "rounds": args.rounds,
-                       "seconds": outcome.seconds, "exit_codes": outcome.exit_codes, "metrics": outcome.metrics.as_dict()},
-        "query": {"true_artist": outcome.query_artist, "ranked": outcome.ranked},
-        "privacy": [dict(zip(["artist", "last_report_round", "epsilon_spent", "budget", "delta", "accountant"], r)) for r in privacy],
-        "audit_exit_status": audit_status,
-        "total_seconds": time.perf_counter() - started,
-    })
+    write_json(
+        args.out / "summary.json",
+        {
+            "table": [dict(zip(columns, row)) for row in rows],
+            "federation": {
+                "secure_mode": args.secure,
+                "epsilon_budget": args.epsilon,
+                "rounds": args.rounds,
+                "seconds": outcome.seconds,
+                "exit_codes": outcome.exit_codes,
+                "metrics": outcome.metrics.as_dict(),
+            },
+            "query": {"true_artist": outcome.query_artist, "ranked": outcome.ranked},
+            "privacy": [
+                dict(zip(["artist", "last_report_round", "epsilon_spent", "budget", "delta", "accountant"], r))
+                for r in privacy
+            ],
+            "audit_exit_status": audit_status,
+            "total_seconds": time.perf_counter() - started,
+        },
+    )
     ok = audit_status == 0 and (math.isinf(args.epsilon) or len(privacy) == len(data.artists))
-    print(f"\n{'OK' if ok else 'PROBLEMS FOUND'}: results, logs, reports and the published index are in {args.out}/ "
-          f"({time.perf_counter() - started:.0f} s)")
+    print(
+        f"\n{'OK' if ok else 'PROBLEMS FOUND'}: results, logs, reports and the published index are in {args.out}/ "
+        f"({time.perf_counter() - started:.0f} s)"
+    )
     return 0 if ok else 1

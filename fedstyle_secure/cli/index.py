@@ -35,7 +35,10 @@ def run(args: argparse.Namespace) -> int:
     embeddings = base.embed_images(artworks.images)
     protos, _ = prototypes_from(embeddings, artworks.labels, len(artworks.artists))
     index = build_index(
-        model, config, artworks.artists, protos,
+        model,
+        config,
+        artworks.artists,
+        protos,
         artwork_embeddings=embeddings if args.with_artworks else None,
         artwork_labels=artworks.labels if args.with_artworks else None,
         artwork_sources=artworks.sources if args.with_artworks else (),

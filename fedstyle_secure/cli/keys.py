@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from fedstyle_secure.errors import ConfigError
-from fedstyle_secure.secure import keystore, pki
-from fedstyle_secure.secure.ckks import CkksParams
+from fedstyle_secure.secure.ckks.primitives import CkksParams
+from fedstyle_secure.secure.keys import keystore, pki
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,16 +45,34 @@ def _register_init(actions: argparse._SubParsersAction) -> None:
         help="host name or IP address the server certificate is valid for; repeatable "
         f"(default {' '.join(keystore.DEFAULT_SERVER_HOSTS)})",
     )
-    p.add_argument("--days", type=int, default=pki.LEAF_VALIDITY_DAYS, metavar="D", help="certificate validity in days (default %(default)s)")
+    p.add_argument(
+        "--days",
+        type=int,
+        default=pki.LEAF_VALIDITY_DAYS,
+        metavar="D",
+        help="certificate validity in days (default %(default)s)",
+    )
     defaults = CkksParams()
-    p.add_argument("--ckks-degree", type=int, default=defaults.poly_modulus_degree, metavar="N", help="CKKS ring degree (default %(default)s)")
+    p.add_argument(
+        "--ckks-degree",
+        type=int,
+        default=defaults.poly_modulus_degree,
+        metavar="N",
+        help="CKKS ring degree (default %(default)s)",
+    )
     p.add_argument(
         "--ckks-primes",
         default=",".join(map(str, defaults.coeff_mod_bit_sizes)),
         metavar="BITS",
         help="CKKS modulus chain in bits, comma-separated (default %(default)s)",
     )
-    p.add_argument("--ckks-scale-bits", type=int, default=defaults.scale_bits, metavar="B", help="CKKS scale 2**B (default %(default)s)")
+    p.add_argument(
+        "--ckks-scale-bits",
+        type=int,
+        default=defaults.scale_bits,
+        metavar="B",
+        help="CKKS scale 2**B (default %(default)s)",
+    )
     p.set_defaults(func=run_init)
 
 
@@ -105,8 +123,11 @@ def _add_machine_arguments(parser: argparse.ArgumentParser, required: bool = Tru
     machine.add_argument("--server", action="store_true", help="the server's machine")
     if required:
         machine.add_argument("--buyer", metavar="NAME", help="a buyer's machine")
-        machine.add_argument("--auditor", action="store_true",
-                             help="an auditor: every artist's identity public key, no secret (`fedstyle audit --keys`)")
+        machine.add_argument(
+            "--auditor",
+            action="store_true",
+            help="an auditor: every artist's identity public key, no secret (`fedstyle audit --keys`)",
+        )
 
 
 def _split_ids(text: str) -> list[str]:
@@ -126,7 +147,9 @@ def run_init(args: argparse.Namespace) -> int:
         primes = tuple(int(bits) for bits in _split_ids(args.ckks_primes))
     except ValueError as exc:
         raise ConfigError(f"--ckks-primes must be comma-separated bit sizes, got {args.ckks_primes!r}") from exc
-    params = CkksParams(poly_modulus_degree=args.ckks_degree, coeff_mod_bit_sizes=primes, scale_bits=args.ckks_scale_bits)
+    params = CkksParams(
+        poly_modulus_degree=args.ckks_degree, coeff_mod_bit_sizes=primes, scale_bits=args.ckks_scale_bits
+    )
     files = keystore.generate_key_files(
         _artist_ids(args),
         server_hosts=tuple(args.server_host or keystore.DEFAULT_SERVER_HOSTS),
@@ -144,8 +167,15 @@ def run_bundle(args: argparse.Namespace) -> int:
         args.keys, artist=args.artist, server=args.server, buyer=args.buyer, auditor=args.auditor
     )
     keystore.write_key_files(args.out, files)
-    owner = ("server" if args.server else "auditor" if args.auditor else
-             f"artist {args.artist}" if args.artist else f"buyer {args.buyer}")
+    owner = (
+        "server"
+        if args.server
+        else "auditor"
+        if args.auditor
+        else f"artist {args.artist}"
+        if args.artist
+        else f"buyer {args.buyer}"
+    )
     print(f"wrote the {owner}'s bundle ({len(files)} files) to {args.out}")
     return 0
 
@@ -153,10 +183,14 @@ def run_bundle(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     if args.server:
         server = keystore.load_server_keys(args.keys)
-        print(f"server bundle OK: {len(server.artists)} artists, certificate valid until {server.certificate.not_valid_after_utc:%Y-%m-%d}")
+        print(
+            f"server bundle OK: {len(server.artists)} artists, certificate valid until {server.certificate.not_valid_after_utc:%Y-%m-%d}"
+        )
     else:
         artist = keystore.load_artist_keys(args.keys, args.artist)
-        print(f"artist bundle OK: {artist.artist_id}, certificate valid until {artist.certificate.not_valid_after_utc:%Y-%m-%d}")
+        print(
+            f"artist bundle OK: {artist.artist_id}, certificate valid until {artist.certificate.not_valid_after_utc:%Y-%m-%d}"
+        )
     return 0
 
 

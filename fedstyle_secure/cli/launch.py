@@ -6,12 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from fedstyle_secure.cli.common import add_privacy_arguments, dp_config_from_args
 from fedstyle_secure.cli.toml_command import add_log_format
 from fedstyle_secure.errors import ConfigError, TransportError
-from fedstyle_secure.transport.coordinator import TRANSPORT_SECURE_MODES, Schedule
-from fedstyle_secure.transport.logs import configure_logging
+from fedstyle_secure.experiments.arguments import add_privacy_arguments, dp_config_from_args
+from fedstyle_secure.federation.coordinator import TRANSPORT_SECURE_MODES, Schedule
 from fedstyle_secure.training.dp import refresh_rounds
+from fedstyle_secure.transport.logs import configure_logging
 from fedstyle_secure.transport.loopback import artist_dirs, start_loopback
 
 
@@ -23,15 +23,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "artist client per <DATA>/<artist>/ folder, and run the federation to the end.",
     )
     p.add_argument("--data", type=Path, required=True, metavar="DIR", help="image folder <DIR>/<artist>/<image>")
-    p.add_argument("--work", type=Path, required=True, metavar="DIR", help="new directory for keys, state database and per-artist data roots")
+    p.add_argument(
+        "--work",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="new directory for keys, state database and per-artist data roots",
+    )
     p.add_argument("--algorithm", default="fedstyle", help="federated algorithm (default %(default)s)")
     p.add_argument("--rounds", type=int, default=3, metavar="R", help="training rounds (default %(default)s)")
-    p.add_argument("--secure", choices=TRANSPORT_SECURE_MODES, default="ckks", help="secure summation (default %(default)s)")
-    p.add_argument("--phase-seconds", type=float, default=120.0, metavar="S", help="deadline of every phase (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=1800.0, metavar="S", help="give up after S seconds (default %(default)s)")
+    p.add_argument(
+        "--secure", choices=TRANSPORT_SECURE_MODES, default="ckks", help="secure summation (default %(default)s)"
+    )
+    p.add_argument(
+        "--phase-seconds", type=float, default=120.0, metavar="S", help="deadline of every phase (default %(default)s)"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=1800.0, metavar="S", help="give up after S seconds (default %(default)s)"
+    )
     add_privacy_arguments(p, reports_dir=False)
-    p.add_argument("--budget", action="append", default=[], metavar="ARTIST=EPS",
-                   help="an artist's own epsilon budget if it differs from --epsilon (repeatable); it retires when a round would exceed it")
+    p.add_argument(
+        "--budget",
+        action="append",
+        default=[],
+        metavar="ARTIST=EPS",
+        help="an artist's own epsilon budget if it differs from --epsilon (repeatable); it retires when a round would exceed it",
+    )
     add_log_format(p)
     p.set_defaults(func=run)
 
@@ -42,19 +59,40 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--work {args.work} is not empty; give a new directory")
     dp = dp_config_from_args(args)
     refreshes = refresh_rounds(args.rounds, dp.prototype_refreshes if dp else None)  # as `fedstyle simulate`
-    schedule = Schedule(algorithm=args.algorithm, rounds=args.rounds, secure_mode=args.secure, quorum=2,
-                        phase_seconds=args.phase_seconds, refreshes=refreshes, standardise=dp is None)
-    federation = start_loopback(args.work, args.data, schedule, cache_dir=None, dp=dp, budgets=parse_budgets(args.budget))
+    schedule = Schedule(
+        algorithm=args.algorithm,
+        rounds=args.rounds,
+        secure_mode=args.secure,
+        quorum=2,
+        phase_seconds=args.phase_seconds,
+        refreshes=refreshes,
+        standardise=dp is None,
+    )
+    federation = start_loopback(
+        args.work, args.data, schedule, cache_dir=None, dp=dp, budgets=parse_budgets(args.budget)
+    )
     try:
         finished = federation.join(args.timeout)
         coordinator = federation.server.servicer.coordinator
     finally:
         federation.close()
     errors = {a: str(r) for a, r in federation.results.items() if r != 0}
-    print(json.dumps({"finished": finished, "round": coordinator.state.round, "failure": coordinator.failed,
-                      "artists": sorted(federation.results), "errors": errors, "state_db": str(args.work / "server.sqlite"),
-                      "retired": dict(coordinator.state.retired), "privacy": privacy_summary(args.work, sorted(federation.clients)) if dp else None,
-                      "reports_dir": str(args.work / "reports") if dp else None}, indent=2))
+    print(
+        json.dumps(
+            {
+                "finished": finished,
+                "round": coordinator.state.round,
+                "failure": coordinator.failed,
+                "artists": sorted(federation.results),
+                "errors": errors,
+                "state_db": str(args.work / "server.sqlite"),
+                "retired": dict(coordinator.state.retired),
+                "privacy": privacy_summary(args.work, sorted(federation.clients)) if dp else None,
+                "reports_dir": str(args.work / "reports") if dp else None,
+            },
+            indent=2,
+        )
+    )
     if not finished or coordinator.failed or errors:
         raise TransportError(f"federation did not complete: {coordinator.failed or errors or 'timed out'}")
     return 0
@@ -77,7 +115,7 @@ def parse_budgets(items: list[str]) -> dict[str, float]:
 def privacy_summary(work: Path, artists: list[str]) -> dict[str, dict]:
     """Each artist's epsilon spent / budget from its durable ledger (record-level: one artwork)."""
     from fedstyle_secure.privacy.budget import BudgetLedger
-    from fedstyle_secure.transport.artist_state import ArtistStateStore
+    from fedstyle_secure.transport.artist.state import ArtistStateStore
 
     out: dict[str, dict] = {}
     for artist in artists:
@@ -86,6 +124,13 @@ def privacy_summary(work: Path, artists: list[str]) -> dict[str, dict]:
         if snapshot is None or snapshot.ledger is None:
             continue
         ledger = BudgetLedger.from_dict(snapshot.ledger)
-        out[artist] = {"epsilon_spent": ledger.epsilon_spent, "epsilon_budget": ledger.budget.epsilon, "delta": ledger.budget.delta,
-                       "accountant": ledger.accountant, "retired": snapshot.retired, "state_dir": str(state_dir), "reports_dir": str(reports_dir)}
+        out[artist] = {
+            "epsilon_spent": ledger.epsilon_spent,
+            "epsilon_budget": ledger.budget.epsilon,
+            "delta": ledger.budget.delta,
+            "accountant": ledger.accountant,
+            "retired": snapshot.retired,
+            "state_dir": str(state_dir),
+            "reports_dir": str(reports_dir),
+        }
     return out

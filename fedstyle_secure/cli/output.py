@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -15,7 +16,9 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         return f"{v:.3f}" if isinstance(v, float) else str(v)
 
     text_rows = [[cell(v) for v in row] for row in rows]
-    widths = [max(len(str(h)), *(len(r[i]) for r in text_rows)) if text_rows else len(str(h)) for i, h in enumerate(headers)]
+    widths = [
+        max(len(str(h)), *(len(r[i]) for r in text_rows)) if text_rows else len(str(h)) for i, h in enumerate(headers)
+    ]
     line = "  ".join(str(h).ljust(w) for h, w in zip(headers, widths))
     rule = "  ".join("-" * w for w in widths)
     body = ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in text_rows]
@@ -42,7 +45,14 @@ METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
 def print_privacy_table(privacy: dict[str, dict]) -> None:
     """Each artist's epsilon spent against its budget (privacy unit: one artwork)."""
     rows = [
-        [artist, info["epsilon_spent"], info["epsilon_budget"], f"{info['delta']:.1e}", info["accountant"], info["retired"] or "-"]
+        [
+            artist,
+            info["epsilon_spent"],
+            info["epsilon_budget"],
+            f"{info['delta']:.1e}",
+            info["accountant"],
+            info["retired"] or "-",
+        ]
         for artist, info in sorted(privacy.items())
     ]
     print("\nprivacy (record-level DP; the privacy unit is one artwork, not an artist):")

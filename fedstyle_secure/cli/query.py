@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-
-import grpc
 from pathlib import Path
 
-from fedstyle_secure.cli.output import render_table
+import grpc
+
 from fedstyle_secure.data.images import decode_image
 from fedstyle_secure.errors import ConfigError, TransportError
+from fedstyle_secure.experiments.output import render_table
 from fedstyle_secure.retrieval.index import StyleIndex
 
 
@@ -25,11 +25,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("image", type=Path, metavar="IMAGE", help="query image (jpg/png/webp)")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--index", type=Path, metavar="DIR", help="style index built by `fedstyle index` or `simulate --index-out`")
-    source.add_argument("--server", metavar="HOST:PORT", help="ask a running `fedstyle server` (needs --keys and --buyer)")
-    p.add_argument("--keys", type=Path, metavar="DIR", help="with --server: buyer bundle (`fedstyle keys bundle --buyer NAME`) or full key set")
+    source.add_argument(
+        "--index", type=Path, metavar="DIR", help="style index built by `fedstyle index` or `simulate --index-out`"
+    )
+    source.add_argument(
+        "--server", metavar="HOST:PORT", help="ask a running `fedstyle server` (needs --keys and --buyer)"
+    )
+    p.add_argument(
+        "--keys",
+        type=Path,
+        metavar="DIR",
+        help="with --server: buyer bundle (`fedstyle keys bundle --buyer NAME`) or full key set",
+    )
     p.add_argument("--buyer", metavar="NAME", help="with --server: the buyer id of the TLS client certificate")
-    p.add_argument("--server-name", default="localhost", metavar="NAME", help="with --server: host name the server certificate is checked against (default %(default)s)")
+    p.add_argument(
+        "--server-name",
+        default="localhost",
+        metavar="NAME",
+        help="with --server: host name the server certificate is checked against (default %(default)s)",
+    )
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="number of artists to show (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
@@ -40,7 +54,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
     ranked = _rank_remotely(args) if args.server else _rank_locally(args)
     if args.json:
-        print(json.dumps({"image": str(args.image), "results": [{"rank": i + 1, "artist": a, "score": s} for i, (a, s) in enumerate(ranked)]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "image": str(args.image),
+                    "results": [{"rank": i + 1, "artist": a, "score": s} for i, (a, s) in enumerate(ranked)],
+                },
+                indent=2,
+            )
+        )
     else:
         print(render_table(["rank", "artist", "cosine"], [[i + 1, a, s] for i, (a, s) in enumerate(ranked)]))
     return 0
@@ -54,13 +76,19 @@ def _rank_locally(args: argparse.Namespace) -> list[tuple[str, float]]:
 
 def _rank_remotely(args: argparse.Namespace) -> list[tuple[str, float]]:
     """The server embeds the image with its published encoder and ranks the published prototypes."""
+    from fedstyle_secure.transport.artist.channel import query
     from fedstyle_secure.transport.auth import buyer_tls_pem
-    from fedstyle_secure.transport.channel import query
 
     if args.keys is None or args.buyer is None:
         raise ConfigError("--server needs --keys DIR (a buyer bundle) and --buyer NAME")
     decode_image(args.image)  # fail here, with the file's name, rather than on the server
     try:
-        return query(args.server, buyer_tls_pem(args.keys, args.buyer), args.image.read_bytes(), args.top_k, server_name=args.server_name)
+        return query(
+            args.server,
+            buyer_tls_pem(args.keys, args.buyer),
+            args.image.read_bytes(),
+            args.top_k,
+            server_name=args.server_name,
+        )
     except grpc.RpcError as exc:
         raise TransportError(f"query to {args.server} failed: {exc.code().name}: {exc.details()}") from exc

@@ -9,10 +9,10 @@ import threading
 import time
 
 from fedstyle_secure.cli.toml_command import register_toml_command
-from fedstyle_secure.secure.keystore import load_server_keys
+from fedstyle_secure.secure.keys.keystore import load_server_keys
 from fedstyle_secure.transport.config import load_server_config
 from fedstyle_secure.transport.logs import configure_logging
-from fedstyle_secure.transport.server import start_server
+from fedstyle_secure.transport.server.servicer import start_server
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_format, getattr(args, "verbose", False))
     config = load_server_config(args.config)
     running = start_server(config, load_server_keys(config.keys))
-    log.info("serving fedstyle.v1", extra={"listen": config.listen, "port": running.port, "roster": list(running.servicer.coordinator.roster)})
+    log.info(
+        "serving fedstyle.v1",
+        extra={"listen": config.listen, "port": running.port, "roster": list(running.servicer.coordinator.roster)},
+    )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fedstyle_secure.cli.common import (
+from fedstyle_secure.experiments.arguments import (
     add_data_arguments,
     add_privacy_arguments,
     add_training_arguments,
@@ -13,13 +13,13 @@ from fedstyle_secure.cli.common import (
     result_payload,
     simulation_config_from_args,
 )
-from fedstyle_secure.cli.output import METRIC_COLUMNS, print_privacy_table, render_table, write_json
+from fedstyle_secure.experiments.output import METRIC_COLUMNS, print_privacy_table, render_table, write_json
 from fedstyle_secure.federation.publish import index_from_result
 from fedstyle_secure.federation.simulator import run_simulation
 from fedstyle_secure.federation.strategy import ALGORITHMS
 from fedstyle_secure.retrieval.evaluate import evaluate_frozen_features
 from fedstyle_secure.secure.api import SECURE_MODES
-from fedstyle_secure.secure.select import summation_factory
+from fedstyle_secure.secure.factory import summation_factory
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,10 +33,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_arguments(p)
     add_training_arguments(p)
     add_privacy_arguments(p)
-    p.add_argument("--algorithm", choices=tuple(ALGORITHMS), default="fedstyle", help="training algorithm (default %(default)s)")
-    p.add_argument("--secure", choices=SECURE_MODES, default="none", help="protection of aggregated sums (default %(default)s)")
-    p.add_argument("--out", type=Path, default=Path("results.json"), metavar="FILE", help="results JSON (default %(default)s)")
-    p.add_argument("--index-out", type=Path, metavar="DIR", help="also save the trained encoder and artist prototypes as a style index")
+    p.add_argument(
+        "--algorithm", choices=tuple(ALGORITHMS), default="fedstyle", help="training algorithm (default %(default)s)"
+    )
+    p.add_argument(
+        "--secure", choices=SECURE_MODES, default="none", help="protection of aggregated sums (default %(default)s)"
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("results.json"), metavar="FILE", help="results JSON (default %(default)s)"
+    )
+    p.add_argument(
+        "--index-out",
+        type=Path,
+        metavar="DIR",
+        help="also save the trained encoder and artist prototypes as a style index",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -54,19 +65,25 @@ def run(args: argparse.Namespace) -> int:
     if frozen:
         rows.append(["frozen features", *(frozen.as_dict()[k] for k, _ in METRIC_COLUMNS)])
     print(render_table(["algorithm", *(label for _, label in METRIC_COLUMNS)], rows))
-    print(f"\n{len(data.artists)} artists, {len(data.clients)} clients, {len(data.split.query)} query images; "
-          f"{config.rounds} rounds x {config.local.epochs} local epochs in {result.wall_time_s:.1f} s; wrote {args.out}")
+    print(
+        f"\n{len(data.artists)} artists, {len(data.clients)} clients, {len(data.split.query)} query images; "
+        f"{config.rounds} rounds x {config.local.epochs} local epochs in {result.wall_time_s:.1f} s; wrote {args.out}"
+    )
     if result.privacy:
         print_privacy_table(result.privacy)
     if result.state.retired:
         for client, reason in result.state.retired.items():
             print(f"retired {client}: {reason}")
     if config.dp is not None and config.insecure_seeded_noise:
-        print("WARNING: --insecure-seeded-noise: the DP noise came from a seeded generator; epsilon does NOT hold "
-              "against anyone who knows --seed (research only)")
+        print(
+            "WARNING: --insecure-seeded-noise: the DP noise came from a seeded generator; epsilon does NOT hold "
+            "against anyone who knows --seed (research only)"
+        )
     if args.reports_dir and config.dp is not None:
-        print(f"signed epsilon reports in {args.reports_dir} (check them with "
-              f"`fedstyle audit {args.reports_dir} --trust-manifest`: a simulation's keys exist only in its manifest)")
+        print(
+            f"signed epsilon reports in {args.reports_dir} (check them with "
+            f"`fedstyle audit {args.reports_dir} --trust-manifest`: a simulation's keys exist only in its manifest)"
+        )
     if args.index_out:
         index_from_result(result, config, data).save(args.index_out)
         print(f"saved style index to {args.index_out}")

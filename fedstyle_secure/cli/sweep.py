@@ -11,8 +11,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from fedstyle_secure.cli.common import add_data_arguments, add_privacy_arguments, add_training_arguments
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.experiments.arguments import add_data_arguments, add_privacy_arguments, add_training_arguments
 from fedstyle_secure.experiments.cell_backends import (
     CellBackend,
     CellJob,
@@ -35,8 +35,23 @@ from fedstyle_secure.federation.strategy import ALGORITHMS
 
 # Arguments that change what a cell computes; they key the resumable cell cache.
 _CONFIG_KEYS = (
-    "artists", "per_artist", "query_fraction", "public", "artists_per_client", "rounds", "local_epochs", "seed",
-    "backbone", "batch_size", "lr", "tau", "delta", "clip_norm", "noise_multiplier", "accountant", "private_layers",
+    "artists",
+    "per_artist",
+    "query_fraction",
+    "public",
+    "artists_per_client",
+    "rounds",
+    "local_epochs",
+    "seed",
+    "backbone",
+    "batch_size",
+    "lr",
+    "tau",
+    "delta",
+    "clip_norm",
+    "noise_multiplier",
+    "accountant",
+    "private_layers",
 )
 
 
@@ -52,22 +67,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_training_arguments(p)
     add_privacy_arguments(p)
     _hide_single_run_options(p, ("--epsilon", "--reports-dir"))
-    p.add_argument("--epsilons", default="1,4,inf", metavar="LIST", help="comma-separated budgets per artist; inf = no DP (default %(default)s)")
-    p.add_argument("--algorithms", default="fedstyle,fedavg", metavar="LIST", help=f"comma-separated, from {', '.join(ALGORITHMS)} (default %(default)s)")
-    p.add_argument("--seeds", default="3", metavar="N|LIST", help="training seeds: a count N (0..N-1) or a list (default %(default)s)")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (also holds the resumable cell cache)")
+    p.add_argument(
+        "--epsilons",
+        default="1,4,inf",
+        metavar="LIST",
+        help="comma-separated budgets per artist; inf = no DP (default %(default)s)",
+    )
+    p.add_argument(
+        "--algorithms",
+        default="fedstyle,fedavg",
+        metavar="LIST",
+        help=f"comma-separated, from {', '.join(ALGORITHMS)} (default %(default)s)",
+    )
+    p.add_argument(
+        "--seeds",
+        default="3",
+        metavar="N|LIST",
+        help="training seeds: a count N (0..N-1) or a list (default %(default)s)",
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="output folder (also holds the resumable cell cache)"
+    )
     where = p.add_argument_group("where cells run (default: one after another in this process)")
     where.add_argument(
-        "--workers", type=int, default=1, metavar="N",
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
         help="run cells in N local worker processes, one compute thread each (default %(default)s: in this process)",
     )
     where.add_argument(
-        "--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
         help="run cells as Ray tasks on the cluster at ADDRESS, or on a local Ray started here when no ADDRESS "
-        "is given (needs the optional extra: pip install -e \".[ray]\")",
+        'is given (needs the optional extra: pip install -e ".[ray]")',
     )
     where.add_argument(
-        "--max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS, metavar="K",
+        "--max-attempts",
+        type=int,
+        default=DEFAULT_MAX_ATTEMPTS,
+        metavar="K",
         help="attempts per cell when its worker process dies (default %(default)s); a cell that raises is not retried",
     )
     p.set_defaults(func=run)
@@ -106,8 +148,10 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=len(cells), desc="sweep cells", unit="cell") as bar:
         sweep = run_cells(cells, store, backend, on_done=lambda _spec: bar.update(), max_attempts=args.max_attempts)
     for failure in sweep.failed:
-        print(f"cell failed after {failure.attempts} attempt(s): {failure.spec.as_dict()}: {failure.reason}",
-              file=sys.stderr)
+        print(
+            f"cell failed after {failure.attempts} attempt(s): {failure.spec.as_dict()}: {failure.reason}",
+            file=sys.stderr,
+        )
     if sweep.done:
         summary = summarize(sweep.done)
         paths = write_outputs(args.out, sweep.done, summary)
@@ -115,8 +159,10 @@ def run(args: argparse.Namespace) -> int:
         written = ", ".join(str(p) for p in paths)
         print(f"\n{len(sweep.done)} of {len(cells)} cells ({sweep.computed} computed now); wrote {written}")
     if sweep.failed:
-        print(f"{len(sweep.failed)} cell(s) failed; rerun the same command to retry them (finished cells are kept)",
-              file=sys.stderr)
+        print(
+            f"{len(sweep.failed)} cell(s) failed; rerun the same command to retry them (finished cells are kept)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -4,14 +4,19 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from fedstyle_secure.transport.logs import LOG_FORMATS
 
 
 def add_log_format(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text", help="log as text or one JSON object per line (default %(default)s)")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="log as text or one JSON object per line (default %(default)s)",
+    )
 
 
 def register_toml_command(

@@ -14,9 +14,9 @@ from __future__ import annotations
 import fcntl
 import os
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -43,7 +43,9 @@ class ArrayCache:
         np.save(tmp, array)
         os.replace(tmp, self.dir / f"{key}.npy")
 
-    def get_or_compute(self, key: str, compute: Callable[[], np.ndarray], valid: Callable[[np.ndarray], bool]) -> np.ndarray:
+    def get_or_compute(
+        self, key: str, compute: Callable[[], np.ndarray], valid: Callable[[np.ndarray], bool]
+    ) -> np.ndarray:
         """The cached entry if ``valid``, else ``compute()`` (stored).  Concurrent callers on one
         machine wait for the first one instead of computing the same entry in parallel."""
         cached = self.get(key)

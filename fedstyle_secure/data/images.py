@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterable, Sequence
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -49,9 +50,9 @@ class ArtworkSet:
             raise ValueError("images, labels, keys and sources must have one entry per artwork")
 
     def __len__(self) -> int:
-        return int(len(self.images))
+        return len(self.images)
 
-    def subset(self, indices: Sequence[int] | np.ndarray) -> "ArtworkSet":
+    def subset(self, indices: Sequence[int] | np.ndarray) -> ArtworkSet:
         idx = np.asarray(indices, dtype=np.int64)
         return ArtworkSet(
             images=self.images[idx],
@@ -78,7 +79,10 @@ def content_key(pixels: np.ndarray) -> str:
 
 
 def decode_image(
-    path: Path | BinaryIO, size: int = DEFAULT_IMAGE_SIZE, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+    path: Path | BinaryIO,
+    size: int = DEFAULT_IMAGE_SIZE,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     name: str | None = None,
 ) -> np.ndarray:
     """Decode ``path`` (a file, or an open binary stream) to ``(size, size, 3)`` uint8 RGB: shorter
@@ -112,11 +116,15 @@ def check_image_size(dimensions: tuple[int, int], max_pixels: int, what: str) ->
     if width < 1 or height < 1:
         raise DataError(f"image {what} is empty ({width}x{height} pixels)")
     if width * height > max_pixels:
-        raise DataError(f"image {what} is {width}x{height} = {width * height} pixels; at most {max_pixels} pixels are "
-                        "decoded (decompression-bomb guard)")
+        raise DataError(
+            f"image {what} is {width}x{height} = {width * height} pixels; at most {max_pixels} pixels are "
+            "decoded (decompression-bomb guard)"
+        )
     if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
-        raise DataError(f"image {what} is {width}x{height} pixels, an aspect ratio over {MAX_ASPECT_RATIO}:1 "
-                        "(decompression-bomb guard: its resize would be as large)")
+        raise DataError(
+            f"image {what} is {width}x{height} pixels, an aspect ratio over {MAX_ASPECT_RATIO}:1 "
+            "(decompression-bomb guard: its resize would be as large)"
+        )
 
 
 def _artist_folders(root: Path) -> list[Path]:
@@ -171,7 +179,11 @@ def load_image_folder(
     if len(artists) < min_artists:
         raise DataError(
             f"data folder {root} has {len(artists)} usable artist folder(s); need at least {min_artists}"
-            + (f" (skipped: {'; '.join(f'{p}: {r}' for p, r in report.skipped_artists)})" if report.skipped_artists else "")
+            + (
+                f" (skipped: {'; '.join(f'{p}: {r}' for p, r in report.skipped_artists)})"
+                if report.skipped_artists
+                else ""
+            )
         )
     report.loaded = len(images)
     stacked = np.stack(images)

@@ -99,7 +99,7 @@ def _ground(style: ArtistStyle, rng: np.random.Generator, size: int, hue_shift: 
     noise = np.asarray(noise_img, dtype=np.float32) / 255.0
     direction = rng.uniform(0, 2 * math.pi)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    gradient = (math.cos(direction) * xx + math.sin(direction) * yy)
+    gradient = math.cos(direction) * xx + math.sin(direction) * yy
     gradient = (gradient - gradient.min()) / max(float(np.ptp(gradient)), 1e-6)
     h0 = style.palette_hues[int(rng.integers(len(style.palette_hues)))] + hue_shift
     c0 = np.array(_hsv_to_rgb255(h0, style.saturation * 0.6, style.value * 0.8), dtype=np.float32)
@@ -198,4 +198,4 @@ def write_synthetic_folder(out: Path, n_artists: int, per_artist: int, seed: int
         folder = out / styles[label].name
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(folder / f"{i % per_artist:03d}.png")
-    return int(len(images))
+    return len(images)

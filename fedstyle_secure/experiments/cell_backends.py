@@ -19,10 +19,11 @@ import os
 import signal
 import traceback
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.experiments.sweep import CellResult, CellRunner, CellSpec

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from fedstyle_secure.cli.common import dp_config_from_args, federation_from_args, simulation_config_from_args
+from fedstyle_secure.experiments.arguments import dp_config_from_args, federation_from_args, simulation_config_from_args
 from fedstyle_secure.experiments.sweep import CellResult, CellRunner, CellSpec
-from fedstyle_secure.federation.dataset import FederationData
 from fedstyle_secure.federation.simulator import run_simulation
+from fedstyle_secure.training.dataset import FederationData
 from fedstyle_secure.training.dp import DpConfig
 
 
@@ -38,7 +38,9 @@ def make_cell_runner(args: argparse.Namespace) -> CellRunner:
     dp_by_epsilon, data = prepare_cells(args)
 
     def run_cell(spec: CellSpec) -> CellResult:
-        config = replace(simulation_config_from_args(args, spec.algorithm), seed=spec.seed, dp=dp_by_epsilon[spec.epsilon])
+        config = replace(
+            simulation_config_from_args(args, spec.algorithm), seed=spec.seed, dp=dp_by_epsilon[spec.epsilon]
+        )
         result = run_simulation(config, data)
         spent = {a: info.get("epsilon_spent") for a, info in result.privacy.items()}
         extra = {"wall_time_s": result.wall_time_s, "epsilon_spent": spent, "retired": dict(result.state.retired)}

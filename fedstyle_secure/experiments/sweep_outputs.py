@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from fedstyle_secure.cli.output import write_json
+from fedstyle_secure.experiments.output import write_json
 from fedstyle_secure.experiments.sweep import METRICS, CellResult, CellSpec, SummaryRow, format_epsilon
 
 Cells = Sequence[tuple[CellSpec, CellResult]]
@@ -25,8 +25,14 @@ def write_csv(path: Path, cells: Cells) -> None:
 
 def summary_dicts(summary: Sequence[SummaryRow]) -> list[dict]:
     return [
-        {"algorithm": r.algorithm, "epsilon": format_epsilon(r.epsilon), "n_seeds": r.n_seeds,
-         "mean": r.mean, "std": r.std, "kept_fraction_vs_inf": r.kept_fraction}
+        {
+            "algorithm": r.algorithm,
+            "epsilon": format_epsilon(r.epsilon),
+            "n_seeds": r.n_seeds,
+            "mean": r.mean,
+            "std": r.std,
+            "kept_fraction_vs_inf": r.kept_fraction,
+        }
         for r in summary
     ]
 
@@ -64,7 +70,14 @@ def write_plot(path: Path, summary: Sequence[SummaryRow]) -> None:
         for algorithm in dict.fromkeys(r.algorithm for r in summary):
             rows = sorted((r for r in summary if r.algorithm == algorithm), key=lambda r: r.epsilon)
             xs = [pos[r.epsilon] for r in rows]
-            ax.errorbar(xs, [r.mean[metric] for r in rows], yerr=[r.std[metric] for r in rows], marker="o", capsize=3, label=algorithm)
+            ax.errorbar(
+                xs,
+                [r.mean[metric] for r in rows],
+                yerr=[r.std[metric] for r in rows],
+                marker="o",
+                capsize=3,
+                label=algorithm,
+            )
         ticks = sorted(pos.items(), key=lambda kv: kv[1])
         ax.set_xscale("log")
         ax.set_xticks([x for _, x in ticks], [format_epsilon(e) for e, _ in ticks])

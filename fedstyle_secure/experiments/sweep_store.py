@@ -11,13 +11,13 @@ import hashlib
 import json
 import logging
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from fedstyle_secure.cli.output import write_json
 from fedstyle_secure.errors import DataError
 from fedstyle_secure.experiments.cell_backends import CellBackend, WorkerDied
+from fedstyle_secure.experiments.output import write_json
 from fedstyle_secure.experiments.sweep import CellResult, CellSpec
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,12 @@ def run_cells(
             spec = specs[key]
             if isinstance(attempt, WorkerDied):
                 if attempts[key] < max_attempts:
-                    log.warning("worker died on a cell (%s); retrying it (attempt %d of %d)",
-                                attempt.reason, attempts[key] + 1, max_attempts)
+                    log.warning(
+                        "worker died on a cell (%s); retrying it (attempt %d of %d)",
+                        attempt.reason,
+                        attempts[key] + 1,
+                        max_attempts,
+                    )
                     queue.append(key)
                     continue
                 failed.append(FailedCell(spec, f"worker died on every attempt; last: {attempt.reason}", attempts[key]))

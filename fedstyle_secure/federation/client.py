@@ -18,7 +18,7 @@ from fedstyle_secure.federation.strategy import CLIENT_WEIGHT, AlgorithmSpec, cl
 from fedstyle_secure.models.embed import embed, prototype_sums
 from fedstyle_secure.models.params import flat_ranges, get_flat_params, set_flat_params, trainable_parameters
 from fedstyle_secure.privacy.budget import BudgetLedger, SpendDecision
-from fedstyle_secure.privacy.noise import CsprngNoise, NoiseSource
+from fedstyle_secure.randomness import CsprngNoise, NoiseSource
 from fedstyle_secure.training.dp import DpPlan, release_prototype_sums
 from fedstyle_secure.training.dp_sgd import privately_trained_parameters
 from fedstyle_secure.training.local import LocalConfig, LocalData, LocalResult, RoundContext, train_local
@@ -35,7 +35,11 @@ def model_shape(model: nn.Module, private_layers: str | None) -> ModelShape:
 
 
 def federation_shape(
-    spec: AlgorithmSpec, model: nn.Module, feature_dim: int, public_count: int, embedding_dim: int,
+    spec: AlgorithmSpec,
+    model: nn.Module,
+    feature_dim: int,
+    public_count: int,
+    embedding_dim: int,
     private_layers: str | None,
 ) -> FederationShape:
     """The round layouts' inputs (see :func:`~.round_layout.round_layout`) for ``model``."""
@@ -123,8 +127,12 @@ class StyleClient:
         """What this client's round contributions look like under the federation's plan (its DP
         plan's ``private_layers`` say which parameters are trained)."""
         return federation_shape(
-            self.spec, self.model, int(np.prod(self.data.bank.input_shape)), len(self.public_inputs),
-            self.model.out_dim, self.dp.private_layers if self.dp is not None else None,
+            self.spec,
+            self.model,
+            int(np.prod(self.data.bank.input_shape)),
+            len(self.public_inputs),
+            self.model.out_dim,
+            self.dp.private_layers if self.dp is not None else None,
         )
 
     def feature_moments(self) -> dict[str, np.ndarray]:

@@ -8,11 +8,23 @@ from pathlib import Path
 
 import numpy as np
 
-from fedstyle_secure.data.images import ArtworkSet, artwork_set_from_arrays, content_key, load_image_folder, load_public_folder
+from fedstyle_secure.data.images import (
+    ArtworkSet,
+    artwork_set_from_arrays,
+    content_key,
+    load_image_folder,
+    load_public_folder,
+)
 from fedstyle_secure.data.split import DEFAULT_QUERY_FRACTION, Split, split_per_artist
 from fedstyle_secure.data.synth import generate_artworks, generate_public_images
 from fedstyle_secure.errors import ConfigError
-from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, InputBank, build_input_bank, default_cache_dir
+from fedstyle_secure.models.inputs import (
+    DEFAULT_BACKBONE,
+    DEFAULT_VIEWS,
+    InputBank,
+    build_input_bank,
+    default_cache_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +64,15 @@ def partition_artists(n_artists: int, artists_per_client: int, seed: int) -> tup
         raise ConfigError(f"--artists-per-client must be >= 1, got {artists_per_client}")
     if artists_per_client > n_artists:
         raise ConfigError(f"--artists-per-client {artists_per_client} exceeds the {n_artists} artists available")
-    order = np.random.default_rng([seed, 0xC11E]).permutation(n_artists) if artists_per_client > 1 else np.arange(n_artists)
+    order = (
+        np.random.default_rng([seed, 0xC11E]).permutation(n_artists) if artists_per_client > 1 else np.arange(n_artists)
+    )
     return tuple(np.sort(order[i : i + artists_per_client]) for i in range(0, n_artists, artists_per_client))
 
 
-def load_artworks(data_dir: Path | None, synthetic: bool, n_artists: int, per_artist: int, seed: int) -> tuple[ArtworkSet, str]:
+def load_artworks(
+    data_dir: Path | None, synthetic: bool, n_artists: int, per_artist: int, seed: int
+) -> tuple[ArtworkSet, str]:
     """Artworks from an image folder, or the procedural default."""
     if (data_dir is None) == (not synthetic):
         raise ConfigError("give exactly one of --data DIR or --synthetic")
@@ -65,13 +81,21 @@ def load_artworks(data_dir: Path | None, synthetic: bool, n_artists: int, per_ar
         if report.skipped or report.skipped_artists:
             log.warning(
                 "loaded %d artworks of %d artists from %s; skipped %d image(s) and %d artist folder(s)",
-                report.loaded, len(artworks.artists), data_dir, len(report.skipped), len(report.skipped_artists),
+                report.loaded,
+                len(artworks.artists),
+                data_dir,
+                len(report.skipped),
+                len(report.skipped_artists),
             )
         return artworks, str(data_dir)
     if n_artists < 2 or per_artist < 2:
-        raise ConfigError(f"a synthetic federation needs >= 2 artists with >= 2 artworks each, got {n_artists} x {per_artist}")
+        raise ConfigError(
+            f"a synthetic federation needs >= 2 artists with >= 2 artworks each, got {n_artists} x {per_artist}"
+        )
     styles, images, labels = generate_artworks(n_artists, per_artist, seed)
-    return artwork_set_from_arrays(images, labels, [s.name for s in styles], "synthetic"), f"synthetic:{n_artists}x{per_artist}:seed{seed}"
+    return artwork_set_from_arrays(
+        images, labels, [s.name for s in styles], "synthetic"
+    ), f"synthetic:{n_artists}x{per_artist}:seed{seed}"
 
 
 def load_public_images(public_dir: Path | None, count: int = DEFAULT_PUBLIC_IMAGES, seed: int = 0) -> np.ndarray:
@@ -95,8 +119,20 @@ def prepare_federation(
     """Split, partition and compute model inputs (cached) for a federation."""
     split = split_per_artist(artworks.labels, artworks.artists, query_fraction, seed)
     cache = default_cache_dir() if cache_dir is None else cache_dir
-    bank = build_input_bank(artworks.images, artworks.keys, backbone, n_views, seed=0, cache_dir=cache, progress=progress)
+    bank = build_input_bank(
+        artworks.images, artworks.keys, backbone, n_views, seed=0, cache_dir=cache, progress=progress
+    )
     public_images = load_public_images(public_dir)
-    public = build_input_bank(public_images, [content_key(p) for p in public_images], backbone, n_views, seed=0, cache_dir=cache, progress=progress)
+    public = build_input_bank(
+        public_images,
+        [content_key(p) for p in public_images],
+        backbone,
+        n_views,
+        seed=0,
+        cache_dir=cache,
+        progress=progress,
+    )
     clients = partition_artists(len(artworks.artists), artists_per_client, seed)
-    return FederationData(artworks=artworks, split=split, bank=bank, public=public, clients=clients, source=source, cache_dir=cache)
+    return FederationData(
+        artworks=artworks, split=split, bank=bank, public=public, clients=clients, source=source, cache_dir=cache
+    )

@@ -1,7 +1,7 @@
 """One artist's DP plan and budget ledger, built the same way wherever the artist runs.
 
 The in-process simulator (:func:`fedstyle_secure.federation.simulator.make_clients`) and the
-gRPC artist process (:mod:`fedstyle_secure.transport.artist_privacy`) both call these two
+gRPC artist process (:mod:`fedstyle_secure.transport.artist.privacy`) both call these two
 functions, so a networked artist calibrates exactly like a simulated one: DP-SGD noise and
 prototype-release noise from :func:`~fedstyle_secure.training.dp.plan_dp`, over the artist's
 own (private) number of artworks ``n``, its local batch size and epochs, the run's rounds and
@@ -24,7 +24,9 @@ def training_release_rounds(spec: AlgorithmSpec, refreshes: frozenset[int]) -> f
     return frozenset(refreshes) if spec.uses_prototypes else frozenset()
 
 
-def plan_participation(dp: DpConfig, n_train: int, local: LocalConfig, rounds: int, release_rounds: frozenset[int]) -> DpPlan:
+def plan_participation(
+    dp: DpConfig, n_train: int, local: LocalConfig, rounds: int, release_rounds: frozenset[int]
+) -> DpPlan:
     """The calibrated mechanisms of an artist with ``n_train`` artworks over ``rounds`` rounds:
     DP-SGD every round, a Gaussian prototype release in each of ``release_rounds`` and the final
     publication, together spending ``dp.epsilon`` at the plan's delta.  Raises PrivacyError

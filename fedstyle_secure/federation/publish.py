@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from fedstyle_secure.errors import ConfigError
-from fedstyle_secure.federation.dataset import FederationData
 from fedstyle_secure.federation.simulator import SimulationConfig, SimulationResult
 from fedstyle_secure.models.embed import embed, prototypes_from
 from fedstyle_secure.retrieval.index import StyleIndex, build_index
+from fedstyle_secure.training.dataset import FederationData
 
 
 def index_from_result(result: SimulationResult, config: SimulationConfig, data: FederationData) -> StyleIndex:
@@ -18,5 +18,7 @@ def index_from_result(result: SimulationResult, config: SimulationConfig, data: 
             "to build an index with; use fedstyle, fedavg, fedprox or central"
         )
     train = data.split.train
-    protos, _ = prototypes_from(embed(result.global_model, data.bank.originals(train)), data.labels[train], len(data.artists))
+    protos, _ = prototypes_from(
+        embed(result.global_model, data.bank.originals(train)), data.labels[train], len(data.artists)
+    )
     return build_index(result.global_model, config.encoder, data.artists, protos)

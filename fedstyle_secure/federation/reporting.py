@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -19,7 +19,9 @@ class ReportWriter:
     one get a fresh key for this run (the simulator's stand-in for each artist's machine).
     """
 
-    def __init__(self, reports_dir: Path, artists: Sequence[str], identity_keys: Mapping[str, Ed25519PrivateKey] | None = None) -> None:
+    def __init__(
+        self, reports_dir: Path, artists: Sequence[str], identity_keys: Mapping[str, Ed25519PrivateKey] | None = None
+    ) -> None:
         self.dir = Path(reports_dir)
         self.keys = {a: (identity_keys or {}).get(a) or Ed25519PrivateKey.generate() for a in artists}
         for artist, key in self.keys.items():

@@ -36,8 +36,10 @@ class ModelShape:
         previous = 0
         for start, stop in self.trained:
             if not previous <= start < stop <= self.param_count:
-                raise ValueError(f"trained ranges {self.trained} must be sorted, disjoint, non-empty "
-                                 f"and within 0..{self.param_count}")
+                raise ValueError(
+                    f"trained ranges {self.trained} must be sorted, disjoint, non-empty "
+                    f"and within 0..{self.param_count}"
+                )
             previous = stop
 
     @classmethod

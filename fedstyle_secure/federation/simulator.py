@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence, overload
+from typing import overload
 
 import numpy as np
 import torch
@@ -16,8 +17,9 @@ from tqdm.auto import tqdm
 
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.client import Broadcast, StyleClient, federation_shape
-from fedstyle_secure.federation.dataset import FederationData
 from fedstyle_secure.federation.packing import pack_as, unpack
+from fedstyle_secure.federation.privacy_plan import new_ledger, plan_participation, training_release_rounds
+from fedstyle_secure.federation.reporting import ReportWriter
 from fedstyle_secure.federation.round_layout import FederationShape, round_layout
 from fedstyle_secure.federation.strategy import (
     CONTRIBUTION_RANGE,
@@ -31,13 +33,12 @@ from fedstyle_secure.federation.strategy import (
 from fedstyle_secure.federation.sum_checks import checked_aggregate, checked_standardisation, decode_tolerance
 from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.inputs import InputBank
-from fedstyle_secure.federation.reporting import ReportWriter
 from fedstyle_secure.models.params import get_flat_params, set_flat_params
-from fedstyle_secure.federation.privacy_plan import new_ledger, plan_participation, training_release_rounds
-from fedstyle_secure.privacy.noise import CsprngNoise, SeededNoise
+from fedstyle_secure.randomness import CsprngNoise, SeededNoise
 from fedstyle_secure.retrieval.evaluate import evaluate_global, evaluate_personal
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics
 from fedstyle_secure.secure.api import PlainSummation, SecureSummation
+from fedstyle_secure.training.dataset import FederationData
 
 SummationFactory = Callable[[Sequence[str], tuple[float, float]], SecureSummation]
 """Builds the secure summation over the given client ids for inputs within ``(low, high)``."""
@@ -45,6 +46,8 @@ SummationFactory = Callable[[Sequence[str], tuple[float, float]], SecureSummatio
 
 def plain_summation(participants: Sequence[str], value_range: tuple[float, float]) -> SecureSummation:
     return PlainSummation()
+
+
 from fedstyle_secure.training.dp import DpConfig, refresh_rounds
 from fedstyle_secure.training.local import LocalConfig, LocalData
 from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model, warm_start_cache
@@ -174,7 +177,10 @@ class ClientModels(Sequence[nn.Module]):
 
 
 def make_clients(
-    config: SimulationConfig, data: FederationData, model: nn.Module, rng: np.random.Generator,
+    config: SimulationConfig,
+    data: FederationData,
+    model: nn.Module,
+    rng: np.random.Generator,
     turns: TurnTaking | None = None,
 ) -> list[StyleClient]:
     """One client per artist group, or a single client holding everything for ``central``.  With
@@ -194,7 +200,9 @@ def make_clients(
         clients.append(
             StyleClient(
                 client_id=f"client-{i:03d}",
-                data=LocalData(bank=InputBank(views=data.bank.views[:, items], kind=data.bank.kind), labels=data.labels[items]),
+                data=LocalData(
+                    bank=InputBank(views=data.bank.views[:, items], kind=data.bank.kind), labels=data.labels[items]
+                ),
                 spec=spec,
                 model=turns.workspace if turns is not None else model,
                 config=config.local,
@@ -211,7 +219,10 @@ def make_clients(
 
 
 def standardise_inputs(
-    clients: list[StyleClient], template: nn.Module, summation: SecureSummation, spec: AlgorithmSpec,
+    clients: list[StyleClient],
+    template: nn.Module,
+    summation: SecureSummation,
+    spec: AlgorithmSpec,
     shape: FederationShape,
 ) -> None:
     """Set-up round: the frozen features' mean/std from the secure sum of every client's
@@ -246,8 +257,13 @@ def run_simulation(
     rng = np.random.default_rng([config.seed, 0xF5])
     n_artists = len(data.artists)
     template = make_initial_model(
-        config.encoder, data.bank, data.public, n_artists if spec.needs_classifier else None, seed=config.seed,
-        pretrain_steps=config.pretrain_steps, cache=warm_start_cache(data.cache_dir),
+        config.encoder,
+        data.bank,
+        data.public,
+        n_artists if spec.needs_classifier else None,
+        seed=config.seed,
+        pretrain_steps=config.pretrain_steps,
+        cache=warm_start_cache(data.cache_dir),
     )
     turns = TurnTaking(copy.deepcopy(template), keeps_own=not spec.averages_parameters)
     clients = make_clients(config, data, template, rng, turns)
@@ -263,7 +279,9 @@ def run_simulation(
         standardise_inputs(clients, template, summations(ids, FEATURE_MOMENT_RANGE), spec, shape)
     summation = summations(ids, CONTRIBUTION_RANGE)
     refreshes = refresh_rounds(config.rounds, config.dp.prototype_refreshes if config.dp else None)
-    state = initial_state(n_artists, config.encoder.embedding_dim, get_flat_params(template) if spec.averages_parameters else None)
+    state = initial_state(
+        n_artists, config.encoder.embedding_dim, get_flat_params(template) if spec.averages_parameters else None
+    )
     history: list[RoundRecord] = []
     started = time.perf_counter()
     bar = tqdm(range(config.rounds), desc=spec.name, disable=not progress, leave=False)
@@ -299,7 +317,9 @@ def run_simulation(
         if reports is not None:
             reports.write_round(active, r)
         metrics = _evaluate(spec.has_global_model, turns, clients, state, template, data)
-        record = RoundRecord(r + 1, float(np.mean(losses)), metrics.as_dict(), bytes_up, time.perf_counter() - t0, len(active))
+        record = RoundRecord(
+            r + 1, float(np.mean(losses)), metrics.as_dict(), bytes_up, time.perf_counter() - t0, len(active)
+        )
         history.append(record)
         bar.set_postfix(acc=f"{metrics.artist_accuracy:.3f}", map=f"{metrics.map:.3f}")
         if on_round:
@@ -389,7 +409,7 @@ def _final_publication(spec, turns: TurnTaking, clients, state, template, data, 
     return evaluate_personal(models, data, prototypes=table)
 
 
-def _report_writer(reports_dir: Path, clients: list[StyleClient], data: FederationData) -> "_RoundReports":
+def _report_writer(reports_dir: Path, clients: list[StyleClient], data: FederationData) -> _RoundReports:
     return _RoundReports(ReportWriter(reports_dir, list(data.artists)), data)
 
 
@@ -400,8 +420,13 @@ class _RoundReports:
     def write_round(self, clients: list[StyleClient], round_id: int) -> None:
         for client in clients:
             for artist in client.artists:
-                self.writer.write(self.data.artists[artist], client.ledger, round_id, noise_source=client.noise.name,
-                                  final_round=client.dp.final_round)
+                self.writer.write(
+                    self.data.artists[artist],
+                    client.ledger,
+                    round_id,
+                    noise_source=client.noise.name,
+                    final_round=client.dp.final_round,
+                )
 
 
 def _privacy_summary(clients: list[StyleClient], data: FederationData) -> dict[str, dict]:

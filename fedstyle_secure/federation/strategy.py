@@ -58,14 +58,32 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
     spec.name: spec
     for spec in (
         AlgorithmSpec(
-            "fedstyle", "fedstyle", averages_parameters=True, shares_prototypes=True, aligns_public=True,
+            "fedstyle",
+            "fedstyle",
+            averages_parameters=True,
+            shares_prototypes=True,
+            aligns_public=True,
             description="prototype-contrastive + classifier + instance + public-set alignment; averages parameters",
         ),
-        AlgorithmSpec("fedavg", "classifier", averages_parameters=True, description="cross-entropy classifier, parameter averaging"),
-        AlgorithmSpec("fedprox", "classifier", averages_parameters=True, proximal=True, description="fedavg + proximal term"),
-        AlgorithmSpec("fedproto", "fedproto", shares_prototypes=True, description="personal models, prototype exchange only"),
+        AlgorithmSpec(
+            "fedavg",
+            "classifier",
+            averages_parameters=True,
+            description="cross-entropy classifier, parameter averaging",
+        ),
+        AlgorithmSpec(
+            "fedprox", "classifier", averages_parameters=True, proximal=True, description="fedavg + proximal term"
+        ),
+        AlgorithmSpec(
+            "fedproto", "fedproto", shares_prototypes=True, description="personal models, prototype exchange only"
+        ),
         AlgorithmSpec("local", "local", description="each client alone (personal models, no communication)"),
-        AlgorithmSpec("central", "fedstyle", pooled=True, description="FedStyle's objective on pooled data (non-federated upper bound)"),
+        AlgorithmSpec(
+            "central",
+            "fedstyle",
+            pooled=True,
+            description="FedStyle's objective on pooled data (non-federated upper bound)",
+        ),
     )
 }
 

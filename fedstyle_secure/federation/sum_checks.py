@@ -26,7 +26,7 @@ Decoded sums carry encoding error (fixed-point masking: ``n / (2 scale)`` per en
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -38,7 +38,7 @@ from fedstyle_secure.federation.strategy import (
     aggregate,
     standardisation_from_sums,
 )
-from fedstyle_secure.secure.fixedpoint import FixedPointCodec
+from fedstyle_secure.secure.masking.fixedpoint import FixedPointCodec
 
 FLOAT_TOLERANCE = 1e-6  # absolute slack on top of the codec's: CKKS decryption error and float rounding
 
@@ -85,8 +85,10 @@ def check_round_sum(
         scale = CLIENT_WEIGHT if name == "weighted_params" else 1.0
         low, high = n * scale * lo - tolerance, n * scale * hi + tolerance
         if value.size and (float(value.min()) < low or float(value.max()) > high):
-            raise InvalidSum(f"{name!r} has entries in [{float(value.min()):.6g}, {float(value.max()):.6g}], outside "
-                             f"[{low:.6g}, {high:.6g}] that {n} contribution(s) within {value_range} allow")
+            raise InvalidSum(
+                f"{name!r} has entries in [{float(value.min()):.6g}, {float(value.max()):.6g}], outside "
+                f"[{low:.6g}, {high:.6g}] that {n} contribution(s) within {value_range} allow"
+            )
     if "public_embeddings" in sums:
         _check_embedding_norms(sums["public_embeddings"], n, tolerance)
     if "feature_sq_mean" in sums:
@@ -98,8 +100,9 @@ def _check_count(sums: Mapping[str, np.ndarray], name: str, n: int, each: float,
         return
     value = float(sums[name][0])
     if abs(value - n * each) > tolerance:
-        raise InvalidSum(f"{name!r} sums to {value:.6g}, but {n} artist(s) contributed "
-                         f"({each:g} each: expected {n * each:g})")
+        raise InvalidSum(
+            f"{name!r} sums to {value:.6g}, but {n} artist(s) contributed ({each:g} each: expected {n * each:g})"
+        )
 
 
 def _check_embedding_norms(embeddings: np.ndarray, n: int, tolerance: float) -> None:
@@ -108,8 +111,10 @@ def _check_embedding_norms(embeddings: np.ndarray, n: int, tolerance: float) -> 
     limit = n + tolerance * np.sqrt(embeddings.shape[1])
     if norms.size and float(norms.max()) > limit:
         row = int(np.argmax(norms))
-        raise InvalidSum(f"'public_embeddings' row {row} has norm {float(norms[row]):.6g} > {limit:.6g}: "
-                         f"{n} unit-norm embedding(s) cannot sum to it")
+        raise InvalidSum(
+            f"'public_embeddings' row {row} has norm {float(norms[row]):.6g} > {limit:.6g}: "
+            f"{n} unit-norm embedding(s) cannot sum to it"
+        )
 
 
 def _check_moments(mean_sum: np.ndarray, sq_sum: np.ndarray, n: int, tolerance: float) -> None:
@@ -123,8 +128,10 @@ def _check_moments(mean_sum: np.ndarray, sq_sum: np.ndarray, n: int, tolerance: 
     if bad.any():
         j = int(np.flatnonzero(bad)[0])
         mean_square, squared_mean = float(sq_sum[j]) / n, (float(mean_sum[j]) / n) ** 2
-        raise InvalidSum(f"feature {j}: mean square {mean_square:.6g} < squared mean {squared_mean:.6g} "
-                         f"(a negative variance) in {int(bad.sum())} feature(s)")
+        raise InvalidSum(
+            f"feature {j}: mean square {mean_square:.6g} < squared mean {squared_mean:.6g} "
+            f"(a negative variance) in {int(bad.sum())} feature(s)"
+        )
 
 
 def checked_standardisation(
@@ -139,7 +146,11 @@ def checked_standardisation(
 
 
 def checked_aggregate(
-    spec: AlgorithmSpec, shape: FederationShape, state: ServerState, sums: Mapping[str, np.ndarray], contributors: int,
+    spec: AlgorithmSpec,
+    shape: FederationShape,
+    state: ServerState,
+    sums: Mapping[str, np.ndarray],
+    contributors: int,
     tolerance: float,
 ) -> ServerState:
     """The next server state from a training round's sum that passed :func:`check_round_sum`

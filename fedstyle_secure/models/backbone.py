@@ -53,7 +53,7 @@ class StyleStatistics(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
-    def train(self, mode: bool = True) -> "StyleStatistics":
+    def train(self, mode: bool = True) -> StyleStatistics:
         return super().train(False)  # frozen: BatchNorm always uses its ImageNet statistics
 
     @torch.no_grad()

@@ -11,7 +11,13 @@ import torch
 from torch import nn
 
 from fedstyle_secure.errors import ModelError
-from fedstyle_secure.models.heads import DEFAULT_EMBEDDING_DIM, DEFAULT_HIDDEN_DIM, ProjectionHead, ScratchStyleCNN, StyleModel
+from fedstyle_secure.models.heads import (
+    DEFAULT_EMBEDDING_DIM,
+    DEFAULT_HIDDEN_DIM,
+    ProjectionHead,
+    ScratchStyleCNN,
+    StyleModel,
+)
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, InputBank
 
 STANDARDISATION_FLOOR = 1e-3  # minimum per-feature std, guards features constant on the public set
@@ -67,7 +73,9 @@ def load_encoder(directory: Path) -> tuple[StyleModel, EncoderConfig]:
     else:
         if "fc1.weight" not in state:
             raise ModelError(f"{weights_path} lacks fc1.weight")
-        encoder = ProjectionHead(int(state["fc1.weight"].shape[1]), config.hidden_dim, config.embedding_dim, config.dropout)
+        encoder = ProjectionHead(
+            int(state["fc1.weight"].shape[1]), config.hidden_dim, config.embedding_dim, config.dropout
+        )
     try:
         encoder.load_state_dict(state)
     except RuntimeError as exc:

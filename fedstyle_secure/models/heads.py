@@ -63,9 +63,7 @@ class ScratchStyleCNN(nn.Module):
         stages = []
         in_ch = 3
         for w in widths:
-            stages.append(
-                nn.Sequential(nn.Conv2d(in_ch, w, 3, stride=2, padding=1), nn.GroupNorm(8, w), nn.GELU())
-            )
+            stages.append(nn.Sequential(nn.Conv2d(in_ch, w, 3, stride=2, padding=1), nn.GroupNorm(8, w), nn.GELU()))
             in_ch = w
         self.stages = nn.ModuleList(stages)
         self.fc1 = nn.Linear(2 * sum(widths), 256)

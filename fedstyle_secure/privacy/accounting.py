@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 from opacus.accountants import PRVAccountant

@@ -42,13 +42,13 @@ of 1 % absorbs discretisation differences between the libraries (measured: < 0.6
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.privacy.accounting import ACCOUNTANTS
 from fedstyle_secure.privacy.mechanisms import History, history_from_list, non_poisson_groups
-from fedstyle_secure.privacy.noise import SECURE_NOISE_SOURCES
 from fedstyle_secure.privacy.recompute import recompute_epsilon_pld, recompute_epsilon_rdp
 from fedstyle_secure.privacy.report_schema import report_schema_errors
 from fedstyle_secure.privacy.reports import (
@@ -58,6 +58,7 @@ from fedstyle_secure.privacy.reports import (
     public_key_from_text,
     verify_report_signature,
 )
+from fedstyle_secure.randomness import SECURE_NOISE_SOURCES
 
 DEFAULT_TOLERANCE = 0.01
 #: Relative slack for "epsilon decreased between rounds" (numerical noise only).
@@ -244,8 +245,10 @@ def _completeness(by_artist: Mapping[str, list[_Entry]], roster: Sequence[str]) 
     for artist in sorted(set(roster) | set(by_artist)):
         entries = by_artist.get(artist, [])
         if not entries:
-            message = (f"{artist!r} is in the roster but has no report: deleted, or the artist retired before "
-                       "spending anything or never joined")
+            message = (
+                f"{artist!r} is in the roster but has no report: deleted, or the artist retired before "
+                "spending anything or never joined"
+            )
             findings.append(Finding(ARTIST_WITHOUT_REPORTS, message, artist))
             continue
         rounds = {audit.round_id for audit, _ in entries}
@@ -257,8 +260,10 @@ def _completeness(by_artist: Mapping[str, list[_Entry]], roster: Sequence[str]) 
             findings.append(Finding(MISSING_ROUNDS, message, artist))
         end = max((data["final_round"] for _, data in entries if "final_round" in data), default=run_end)
         if last < end:
-            message = (f"{artist!r}: its last report is round {last}, the run's final publication is round {end}: "
-                       "later reports deleted, or the artist retired or left")
+            message = (
+                f"{artist!r}: its last report is round {last}, the run's final publication is round {end}: "
+                "later reports deleted, or the artist retired or left"
+            )
             findings.append(Finding(REPORTS_END_EARLY, message, artist))
     return findings
 
@@ -301,17 +306,25 @@ def _check_signature(audit: ReportAudit, report: Mapping[str, Any], key_entry: A
 def _check_noise_source(audit: ReportAudit, report: Mapping[str, Any]) -> None:
     source = report.get("noise_source")
     if source is None:
-        audit.flag(NOISE_NOT_SECURE, "the report does not say where its DP noise came from (an older version drew it "
-                                     "from a generator seeded by the server's plan seed): it may be predictable")
+        audit.flag(
+            NOISE_NOT_SECURE,
+            "the report does not say where its DP noise came from (an older version drew it "
+            "from a generator seeded by the server's plan seed): it may be predictable",
+        )
     elif source not in SECURE_NOISE_SOURCES:
-        audit.flag(NOISE_NOT_SECURE, f"DP noise from {source!r}, not from a CSPRNG: whoever knows its seed can "
-                                     "subtract the noise, so the claimed epsilon does not hold against them")
+        audit.flag(
+            NOISE_NOT_SECURE,
+            f"DP noise from {source!r}, not from a CSPRNG: whoever knows its seed can "
+            "subtract the noise, so the claimed epsilon does not hold against them",
+        )
 
 
 def _check_claims(audit: ReportAudit, report: Mapping[str, Any]) -> None:
     for name in dict.fromkeys([audit.accountant, *report["epsilon"]]):
         if name not in ACCOUNTANTS:
-            audit.flag(UNKNOWN_ACCOUNTANT, f"accountant {name!r} is not one of {list(ACCOUNTANTS)}; claim not verifiable")
+            audit.flag(
+                UNKNOWN_ACCOUNTANT, f"accountant {name!r} is not one of {list(ACCOUNTANTS)}; claim not verifiable"
+            )
     if audit.claimed_epsilon is None:
         audit.flag(MISSING_CLAIM, f"no epsilon claimed for the report's own accountant {audit.accountant!r}")
     delta, budget = report["delta"], report["budget"]
@@ -326,7 +339,8 @@ def _check_claims(audit: ReportAudit, report: Mapping[str, Any]) -> None:
         audit.flag(OVER_BUDGET, f"report delta {delta:.3g} exceeds the budget delta {budget['delta']:.3g}")
     if audit.claimed_epsilon is not None and audit.claimed_epsilon > budget["epsilon"]:
         audit.flag(
-            OVER_BUDGET, f"claimed epsilon {audit.claimed_epsilon:.4g} exceeds the budget epsilon {budget['epsilon']:.4g}"
+            OVER_BUDGET,
+            f"claimed epsilon {audit.claimed_epsilon:.4g} exceeds the budget epsilon {budget['epsilon']:.4g}",
         )
 
 

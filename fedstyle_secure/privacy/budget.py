@@ -13,9 +13,10 @@ Epsilon/delta are per ONE ARTWORK (record-level DP), not per artist.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.privacy.accounting import DEFAULT_ACCOUNTANT, compute_epsilon, require_known_accountant

@@ -13,7 +13,7 @@ artwork at random" would satisfy the guarantee). :func:`default_delta` picks
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.privacy.accounting import (
@@ -66,9 +66,16 @@ def calibrate_noise_multiplier(
     ``history`` plus ``steps`` Poisson-sampled steps at ``sample_rate`` stays within
     ``target_epsilon`` at ``delta``."""
     if not (0.0 < sample_rate <= 1.0) or steps < 1:
-        raise PrivacyError(f"need 0 < sample_rate <= 1 and steps >= 1, got sample_rate={sample_rate!r}, steps={steps!r}")
+        raise PrivacyError(
+            f"need 0 < sample_rate <= 1 and steps >= 1, got sample_rate={sample_rate!r}, steps={steps!r}"
+        )
     return _calibrate(
-        lambda nm: SampledGaussian(sample_rate, nm, steps), target_epsilon, delta, accountant, history, relative_tolerance
+        lambda nm: SampledGaussian(sample_rate, nm, steps),
+        target_epsilon,
+        delta,
+        accountant,
+        history,
+        relative_tolerance,
     )
 
 

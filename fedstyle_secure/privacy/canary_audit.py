@@ -43,7 +43,7 @@ from fedstyle_secure.models.params import get_flat_params
 from fedstyle_secure.privacy.accounting import compute_epsilon
 from fedstyle_secure.privacy.calibration import calibrate_noise_multiplier, default_delta
 from fedstyle_secure.privacy.empirical import DEFAULT_CONFIDENCE, epsilon_lower_bound, max_lower_bound
-from fedstyle_secure.privacy.noise import SeededNoise
+from fedstyle_secure.randomness import SeededNoise
 from fedstyle_secure.training.dp import DpConfig, DpPlan, plan_dp
 from fedstyle_secure.training.local import LocalConfig, LocalData, RoundContext, train_local
 

@@ -109,7 +109,9 @@ def epsilon_lower_bound(
     return low
 
 
-def max_lower_bound(guesses: int, confidence: float = DEFAULT_CONFIDENCE, *, canaries: int = 0, delta: float = 0.0) -> float:
+def max_lower_bound(
+    guesses: int, confidence: float = DEFAULT_CONFIDENCE, *, canaries: int = 0, delta: float = 0.0
+) -> float:
     """The largest bound ``guesses`` guesses can ever certify (all correct); for delta = 0,
     ``logit(beta ** (1 / r))``, roughly ``ln(r / ln(1 / beta))``."""
     return epsilon_lower_bound(guesses, guesses, confidence, canaries=canaries, delta=delta)

@@ -19,8 +19,9 @@ a single step with sample rate 1.0 and noise multiplier ``sigma / sensitivity``.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Mapping, NamedTuple, Union
+from typing import Any, ClassVar, NamedTuple, Union
 
 from fedstyle_secure.errors import PrivacyError
 

@@ -16,8 +16,8 @@ sound upper bounds: RDP (improved conversion, dp_accounting's default orders) an
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Iterable
 
 import dp_accounting
 from dp_accounting import pld, rdp

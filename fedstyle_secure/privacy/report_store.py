@@ -9,15 +9,16 @@ Single writer per reports directory is assumed (the manifest update is read-modi
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.privacy.jsonio import read_json, write_json_atomic
 from fedstyle_secure.privacy.reports import key_fingerprint, public_key_to_text
-from fedstyle_secure.secure import pki
+from fedstyle_secure.secure.keys import pki
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "fedstyle-report-keys/1"
@@ -32,7 +33,9 @@ def write_report(reports_dir: Path, report: Mapping[str, Any]) -> Path:
     """Store a (signed) report at its canonical path; refuses to overwrite a different one."""
     path = report_path(reports_dir, report["artist_id"], report["round"])
     if path.exists() and read_json(path) != report:
-        raise PrivacyError(f"{path} already holds a different report for this artist and round; reports are append-only")
+        raise PrivacyError(
+            f"{path} already holds a different report for this artist and round; reports are append-only"
+        )
     write_json_atomic(path, dict(report))
     return path
 

@@ -31,8 +31,9 @@ import copy
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Mapping
 from importlib import metadata
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -42,7 +43,7 @@ from fedstyle_secure.errors import FedStyleError, PrivacyError
 from fedstyle_secure.privacy.accounting import compute_epsilon
 from fedstyle_secure.privacy.budget import BudgetLedger, utc_now_iso
 from fedstyle_secure.privacy.mechanisms import history_to_list
-from fedstyle_secure.secure import pki
+from fedstyle_secure.secure.keys import pki
 
 REPORT_FORMAT = "fedstyle-epsilon-report/2"
 PRIVACY_UNIT = "one artwork (record-level)"
@@ -86,7 +87,7 @@ def build_report(
     """Unsigned report of ``ledger``'s state after round ``round_id``.
 
     ``noise_source`` names where the DP noise and Poisson sampling came from (see
-    :mod:`fedstyle_secure.privacy.noise`; the audit flags any source but a CSPRNG);
+    :mod:`fedstyle_secure.randomness`; the audit flags any source but a CSPRNG);
     ``final_round`` is the round of the run's final publication, the last report the audit expects.
     ``accountants`` lists every accountant whose epsilon is reported; the ledger's own
     accountant (the one enforcing the budget) always comes first. Default: it plus ``"rdp"``.

@@ -9,16 +9,16 @@ in that model; artwork similarity is the mean over clients' models of the cosine
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from torch import nn
 
 from fedstyle_secure.errors import ModelError
-from fedstyle_secure.federation.dataset import FederationData
 from fedstyle_secure.models.embed import embed, prototypes_from
 from fedstyle_secure.retrieval.index import StyleIndex
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics, cosine_similarity_matrix, evaluate_retrieval
+from fedstyle_secure.training.dataset import FederationData
 
 
 def evaluate_global(model: nn.Module, data: FederationData, prototypes: np.ndarray | None = None) -> RetrievalMetrics:
@@ -33,7 +33,9 @@ def evaluate_global(model: nn.Module, data: FederationData, prototypes: np.ndarr
     return evaluate_retrieval(q @ protos.T, cosine_similarity_matrix(q), data.labels[query])
 
 
-def evaluate_personal(models: Sequence[nn.Module], data: FederationData, prototypes: np.ndarray | None = None) -> RetrievalMetrics:
+def evaluate_personal(
+    models: Sequence[nn.Module], data: FederationData, prototypes: np.ndarray | None = None
+) -> RetrievalMetrics:
     """Metrics of per-client models (query fan-out); ``prototypes`` as in :func:`evaluate_global`,
     row ``a`` in the space of artist ``a``'s own model."""
     n_artists = len(data.artists)

@@ -59,7 +59,7 @@ class StyleIndex:
         (directory / "index.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
-    def load(cls, directory: Path) -> "StyleIndex":
+    def load(cls, directory: Path) -> StyleIndex:
         meta_path = directory / "index.json"
         if not meta_path.is_file():
             raise ModelError(f"{directory} is not a style index (no index.json); build one with `fedstyle index`")

@@ -89,7 +89,9 @@ def cosine_similarity_matrix(a: np.ndarray, b: np.ndarray | None = None) -> np.n
     return a_n @ b_n.T
 
 
-def evaluate_retrieval(artist_scores: np.ndarray, artwork_similarity: np.ndarray, labels: np.ndarray) -> RetrievalMetrics:
+def evaluate_retrieval(
+    artist_scores: np.ndarray, artwork_similarity: np.ndarray, labels: np.ndarray
+) -> RetrievalMetrics:
     """All metrics from the query-by-artist score matrix and the query-by-query similarity matrix."""
     predicted = np.argmax(artist_scores, axis=1)
     return RetrievalMetrics(

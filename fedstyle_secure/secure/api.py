@@ -12,8 +12,9 @@ transport drives the same state machines over the network.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -90,7 +91,9 @@ class PlainSummation:
             raise SecureAggregationError(f"round {round_id}: no artist contributed")
         dims = {np.shape(inputs[a]) for a in survivors}
         if len(dims) != 1 or len(next(iter(dims))) != 1:
-            raise SecureAggregationError(f"round {round_id}: inputs must be 1-D vectors of one length, got {sorted(dims)}")
+            raise SecureAggregationError(
+                f"round {round_id}: inputs must be 1-D vectors of one length, got {sorted(dims)}"
+            )
         total = np.zeros(next(iter(dims)), dtype=np.float64)
         for a in survivors:  # one at a time, in order: no (artists x length) stack in memory
             total += np.asarray(inputs[a], dtype=np.float64)

@@ -4,7 +4,7 @@ Roles and keys (threat model):
 
 * Every artist holds the same **secret context** (CKKS secret key; symmetric encryption, so there
   is no public key at all).  Artists encrypt their vectors; a decryptor decrypts only a sum it
-  checked and computed itself (:mod:`fedstyle_secure.secure.ckks_decryption`: who may decrypt
+  checked and computed itself (:mod:`fedstyle_secure.secure.ckks.decryption`: who may decrypt
   what, and what a curious or malicious server can learn).
 * The server holds a **public context**: the encryption parameters only -- no secret key, no
   public key, no Galois or relinearisation keys.  It can check, add and weight ciphertexts, but
@@ -16,7 +16,7 @@ Roles and keys (threat model):
   (:func:`check_fresh`: parameters, top level, scale, size) and :class:`CkksSum` adds atomically,
   so a crafted ciphertext is refused whole and never changes a sum.
 
-Wire format of an encrypted vector (little-endian, via :mod:`fedstyle_secure.secure.wire`)::
+Wire format of an encrypted vector (little-endian, via :mod:`fedstyle_secure.secure.binary`)::
 
     magic "FSCV" | u8 version | 32-byte context fingerprint | u32 length | u32 chunks
     | chunks x (u32 nbytes | TenSEAL CKKSVector bytes)
@@ -35,14 +35,14 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import tenseal as ts
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
-from fedstyle_secure.secure.wire import ByteReader, pack_u8, pack_u32
+from fedstyle_secure.secure.binary import ByteReader, pack_u8, pack_u32
 
 VECTOR_MAGIC = b"FSCV"
 CONTEXT_MAGIC = b"FSCC"
@@ -206,7 +206,12 @@ class CkksContext:
             },
             sort_keys=True,
         ).encode()
-        return CONTEXT_MAGIC + pack_u32(len(header)) + header + self._serialize_tenseal(with_secret_key=self.has_secret_key)
+        return (
+            CONTEXT_MAGIC
+            + pack_u32(len(header))
+            + header
+            + self._serialize_tenseal(with_secret_key=self.has_secret_key)
+        )
 
     @classmethod
     def load(cls, data: bytes, *, what: str = "CKKS context") -> CkksContext:
@@ -311,7 +316,12 @@ class EncryptedVector:
 
     @classmethod
     def load(
-        cls, context: CkksContext, data: bytes, *, length: int | None = None, what: str = "ciphertext",
+        cls,
+        context: CkksContext,
+        data: bytes,
+        *,
+        length: int | None = None,
+        what: str = "ciphertext",
         fresh: bool = False,
     ) -> EncryptedVector:
         """Parse a serialised vector, rejecting other contexts, wrong lengths and corrupt chunks; with
@@ -328,7 +338,10 @@ class EncryptedVector:
         bounds = chunk_bounds(declared, context.params.slots)
         if reader.u32() != len(bounds):
             raise SecureAggregationError(f"{what}: chunk count does not match length {declared}")
-        chunks = [_load_chunk(context, reader.take(reader.u32()), stop - start, f"{what} chunk {i}") for i, (start, stop) in enumerate(bounds)]
+        chunks = [
+            _load_chunk(context, reader.take(reader.u32()), stop - start, f"{what} chunk {i}")
+            for i, (start, stop) in enumerate(bounds)
+        ]
         reader.finish()
         if fresh:
             top = context.fresh_parms_id
@@ -399,14 +412,19 @@ def encrypt(context: CkksContext, vector: np.ndarray) -> EncryptedVector:
         raise SecureAggregationError(f"CKKS encrypts 1-D vectors, got shape {values.shape}")
     if not np.all(np.isfinite(values)):
         raise SecureAggregationError("CKKS input contains NaN or infinite values")
-    chunks = [ts.ckks_vector(context.tenseal, values[start:stop]) for start, stop in chunk_bounds(values.size, context.params.slots)]
+    chunks = [
+        ts.ckks_vector(context.tenseal, values[start:stop])
+        for start, stop in chunk_bounds(values.size, context.params.slots)
+    ]
     return EncryptedVector(context, chunks, values.size)
 
 
 def require_public(context: CkksContext) -> CkksContext:
     """Refuse a server-side context that holds the secret key (fail closed)."""
     if context.has_secret_key:
-        raise SecureAggregationError("the server's CKKS context holds the secret key; give the server only the public context")
+        raise SecureAggregationError(
+            "the server's CKKS context holds the secret key; give the server only the public context"
+        )
     return context
 
 

@@ -6,8 +6,8 @@ aggregate" is a decryption oracle: the server could hand it one artist's ciphert
 artist's vector.  Here an artist decrypts only a sum it computed itself from ciphertexts that at
 least ``quorum`` distinct artists of its own roster signed for this very round and attempt.
 
-Protocol of attempt ``a`` of round ``r`` (driven by ``transport/coordinator.py`` on the server and
-``transport/ckks_client.py`` on the artist):
+Protocol of attempt ``a`` of round ``r`` (driven by ``federation/coordinator.py`` on the server and
+``transport/artist/ckks.py`` on the artist):
 
 1. **Contribute.**  Artist ``i`` encrypts its packed vector once per round (a retried attempt
    resends the same ciphertext) and signs with its Ed25519 identity key
@@ -75,15 +75,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fedstyle_secure.errors import SecureAggregationError
-from fedstyle_secure.secure.ckks import CkksContext, EncryptedVector
-from fedstyle_secure.secure.wire import pack_id, pack_u32, pack_u64
+from fedstyle_secure.secure.binary import pack_id, pack_u32, pack_u64
+from fedstyle_secure.secure.ckks.primitives import CkksContext, EncryptedVector
 
 COMMITTEE_SIZE = 2  # smallest size for which the lemma above holds; each member downloads every contribution
 DEFAULT_MIN_QUORUM = 2  # a decryptor never accepts a smaller set by default, whatever quorum a server announces
@@ -291,7 +291,9 @@ class DecryptionGuard:
         self._enter(at)
         if self._commitment is not None and self._commitment != (at.attempt, digest):
             where = "this attempt" if self._commitment[0] == at.attempt else f"attempt {self._commitment[0]}"
-            raise SecureAggregationError(f"{at}: I already committed to decrypting another set in {where} of this round")
+            raise SecureAggregationError(
+                f"{at}: I already committed to decrypting another set in {where} of this round"
+            )
         self._commitment = (at.attempt, digest)
 
 

@@ -8,7 +8,7 @@ committee is chosen by the transport's public rule
 :class:`~fedstyle_secure.secure.ckks.CkksSum`; the byte counts reported are the serialised
 message sizes the gRPC transport sends (a committee member downloads every other contributor's
 ciphertext; the others receive nothing from the summation).  In one process nobody can lie, so
-the signatures and commitments of :mod:`~fedstyle_secure.secure.ckks_decryption` are left out.
+the signatures and commitments of :mod:`~fedstyle_secure.secure.ckks.decryption` are left out.
 
 Dropouts (phase names of :class:`~fedstyle_secure.secure.api.DropoutSchedule`):
 ``upload`` -- the artist never sends its ciphertext and is not in the sum;
@@ -20,15 +20,22 @@ CKKS needs no recovery step: the sum is over whatever arrived.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.secure.api import AggregationResult, DropoutSchedule
-from fedstyle_secure.secure.ckks import CkksContext, CkksParams, CkksSum, EncryptedVector, encrypt, require_public
-from fedstyle_secure.secure.ckks_decryption import Attempt, decryption_committee
+from fedstyle_secure.secure.ckks.decryption import Attempt, decryption_committee
+from fedstyle_secure.secure.ckks.primitives import (
+    CkksContext,
+    CkksParams,
+    CkksSum,
+    EncryptedVector,
+    encrypt,
+    require_public,
+)
 
 CKKS_DROPOUT_PHASES: tuple[str, ...] = ("upload", "download")
 

@@ -16,7 +16,8 @@ An option that the mode does not understand is an error, never silently ignored.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.secure.api import SECURE_MODES, PlainSummation, SecureSummation
@@ -42,7 +43,7 @@ def make_summation(mode: str, artist_ids: Sequence[str], **options: Any) -> Secu
     if mode == "none":
         return PlainSummation()
     if mode == "ckks":
-        from fedstyle_secure.secure.ckks_summation import CkksSummation
+        from fedstyle_secure.secure.ckks.summation import CkksSummation
 
         return CkksSummation(artist_ids, **options)
     return _masked_summation(mode, artist_ids, options)
@@ -50,7 +51,7 @@ def make_summation(mode: str, artist_ids: Sequence[str], **options: Any) -> Secu
 
 def _masked_summation(mode: str, artist_ids: Sequence[str], options: dict[str, Any]) -> SecureSummation:
     try:
-        from fedstyle_secure.secure.secagg import MaskedSummation
+        from fedstyle_secure.secure.masking.summation import MaskedSummation
     except ImportError as exc:  # pragma: no cover - only while the masking module is absent
         raise ConfigError(f"--secure {mode} is unavailable: the masking module failed to import ({exc})") from exc
     if "clip_range" not in options:

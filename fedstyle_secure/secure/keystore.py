@@ -29,17 +29,18 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence, TypeVar
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
-from fedstyle_secure.secure import pki
-from fedstyle_secure.secure.ckks import CkksContext, CkksParams
+from fedstyle_secure.secure.ckks.primitives import CkksContext, CkksParams
+from fedstyle_secure.secure.keys import pki
 
 FORMAT = "fedstyle-keys/1"
 MANIFEST = "manifest.json"
@@ -187,8 +188,15 @@ def bundle_files(
         data = _read(keys_dir / relative)
         _check_integrity(keys_dir, manifest, relative, data)
         files[relative] = data
-    role = ({"role": "server"} if server else {"role": "auditor"} if auditor else
-            {"role": "artist", "id": artist} if artist else {"role": "buyer", "id": buyer})
+    role = (
+        {"role": "server"}
+        if server
+        else {"role": "auditor"}
+        if auditor
+        else {"role": "artist", "id": artist}
+        if artist
+        else {"role": "buyer", "id": buyer}
+    )
     bundle_manifest = {**manifest, "bundle": role, "files": {p: manifest["files"][p] for p in sorted(paths)}}
     files[MANIFEST] = _manifest_bytes(bundle_manifest)
     return files
@@ -331,7 +339,12 @@ def load_server_keys(keys_dir: Path, *, now: dt.datetime | None = None) -> Serve
 
 
 def _load_machine(
-    keys_dir: Path, manifest: Mapping[str, object], cert_path: str, key_path: str, ckks_path: str, now: dt.datetime | None
+    keys_dir: Path,
+    manifest: Mapping[str, object],
+    cert_path: str,
+    key_path: str,
+    ckks_path: str,
+    now: dt.datetime | None,
 ) -> MachineKeys:
     ca = _load_ca(keys_dir, manifest, now)
     certificate = _load(keys_dir, manifest, cert_path, pki.load_certificate_pem)
@@ -384,7 +397,9 @@ def _load_identity_publics(keys_dir: Path, manifest: Mapping[str, object]) -> di
     """Every artist's identity public key; an extra key for someone not in the manifest is an error."""
     present = sorted(p.stem for p in (keys_dir / IDENTITY_DIR).glob("*.pub"))
     for stranger in sorted(set(present) - set(manifest["artists"])):  # type: ignore[call-overload]
-        raise SecureAggregationError(f"{keys_dir / identity_public_path(stranger)}: identity key of {stranger!r}, who is not in the manifest")
+        raise SecureAggregationError(
+            f"{keys_dir / identity_public_path(stranger)}: identity key of {stranger!r}, who is not in the manifest"
+        )
     publics = {}
     for artist in manifest["artists"]:  # type: ignore[attr-defined]
         relative = identity_public_path(artist)
@@ -433,7 +448,9 @@ def render_readme(manifest: Mapping[str, object]) -> str:
         "| `artists/<artist>/identity.key` | that artist only (Ed25519 signing key) | **yes** |",
     ]
     if buyers:
-        lines.append("| `buyers/<buyer>/client.crt`, `client.key` | that buyer only (TLS client identity) | key: **yes** |")
+        lines.append(
+            "| `buyers/<buyer>/client.crt`, `client.key` | that buyer only (TLS client identity) | key: **yes** |"
+        )
     lines += ["", f"Artists: {', '.join(artists)}."]
     if buyers:
         lines.append(f"Buyers: {', '.join(buyers)}.")
@@ -443,7 +460,9 @@ def render_readme(manifest: Mapping[str, object]) -> str:
 # --------------------------------------------------------------------------- revocation
 
 
-def revoke(keys_dir: Path, role: pki.Role, subject_id: str, crl_path: Path, *, now: dt.datetime | None = None) -> frozenset[int]:
+def revoke(
+    keys_dir: Path, role: pki.Role, subject_id: str, crl_path: Path, *, now: dt.datetime | None = None
+) -> frozenset[int]:
     """Add ``subject_id``'s TLS certificate to the CA-signed CRL at ``crl_path`` (created if
     absent, its earlier entries kept); needs the full key set with the CA key.  Returns the
     revoked serials.  The server reads the CRL named by ``server.crl``."""
@@ -451,7 +470,9 @@ def revoke(keys_dir: Path, role: pki.Role, subject_id: str, crl_path: Path, *, n
     manifest = load_manifest(keys_dir)
     if CA_KEY not in manifest["files"]:  # type: ignore[operator]
         raise ConfigError(f"{keys_dir} has no CA key: revoke with the administrator's full key set, not a bundle")
-    ca = pki.IssuedCertificate(_load_ca(keys_dir, manifest, now), _load(keys_dir, manifest, CA_KEY, pki.load_tls_private_key_pem))
+    ca = pki.IssuedCertificate(
+        _load_ca(keys_dir, manifest, now), _load(keys_dir, manifest, CA_KEY, pki.load_tls_private_key_pem)
+    )
     certificate = _load(keys_dir, manifest, client_cert_path(role, subject_id), pki.load_certificate_pem)
     # a stale but CA-signed list still carries its entries forward: re-issuing is how it gets fresh
     previous = pki.parse_crl(_read(crl_path), ca.certificate, str(crl_path)).serials if crl_path.exists() else set()

@@ -25,9 +25,9 @@ This module gathers the public names; each part lives in its own module.
 
 from __future__ import annotations
 
-from fedstyle_secure.secure.masking_artist import MaskingArtist, mask_sign
-from fedstyle_secure.secure.masking_config import DROPOUT_PHASES, MASKING_MODES, Phase, RoundConfig, resolve_threshold
-from fedstyle_secure.secure.masking_server import MaskingOutcome, MaskingServer
+from fedstyle_secure.secure.masking.artist import MaskingArtist, mask_sign
+from fedstyle_secure.secure.masking.config import DROPOUT_PHASES, MASKING_MODES, Phase, RoundConfig, resolve_threshold
+from fedstyle_secure.secure.masking.server import MaskingOutcome, MaskingServer
 
 __all__ = [
     "DROPOUT_PHASES",

@@ -10,13 +10,13 @@ reorder or tamper with messages, lie about who dropped and show different artist
 participant lists or advertisement sets); the identity public keys of all artists reach every
 artist out of band and authenticate the advertised keys and the survivor-set signatures.  The
 artist reveals no share before the consistency checks of
-:mod:`~fedstyle_secure.secure.masking_consistency` pass.
+:mod:`~fedstyle_secure.secure.masking.consistency` pass.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -24,14 +24,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from fedstyle_secure.errors import SecureAggregationError
-from fedstyle_secure.secure.masking_config import Phase, RoundConfig
-from fedstyle_secure.secure.masking_consistency import (
+from fedstyle_secure.secure.masking.config import Phase, RoundConfig
+from fedstyle_secure.secure.masking.consistency import (
     check_survivor_set,
     signer_shortfall,
     survivors_from_bitmap,
     unmask_lists,
 )
-from fedstyle_secure.secure.masking_crypto import (
+from fedstyle_secure.secure.masking.crypto import (
     CONTRIBUTION_BYTES,
     open_sealed,
     pairwise_mask_seed,
@@ -46,7 +46,7 @@ from fedstyle_secure.secure.masking_crypto import (
     transcript_digest,
     verify_advertisement,
 )
-from fedstyle_secure.secure.masking_messages import (
+from fedstyle_secure.secure.masking.messages import (
     AdvertiseKeys,
     KeyRoster,
     MaskedInput,
@@ -59,8 +59,8 @@ from fedstyle_secure.secure.masking_messages import (
     decode_share_plaintext,
     encode_share_plaintext,
 )
-from fedstyle_secure.secure.prg import SEED_BYTES, MaskGenerator
-from fedstyle_secure.secure.shamir import split_secret
+from fedstyle_secure.secure.masking.prg import SEED_BYTES, MaskGenerator
+from fedstyle_secure.secure.masking.shamir import split_secret
 
 
 def mask_sign(owner: str, peer: str) -> int:
@@ -148,8 +148,14 @@ class MaskingArtist:
         for advert in roster.adverts:
             if advert.sender != self.artist_id:
                 verify_advertisement(
-                    self._identity_publics[advert.sender], rid, digest, advert.sender,
-                    advert.enc_public, advert.mask_public, advert.contribution, advert.signature,
+                    self._identity_publics[advert.sender],
+                    rid,
+                    digest,
+                    advert.sender,
+                    advert.enc_public,
+                    advert.mask_public,
+                    advert.contribution,
+                    advert.signature,
                 )
         ordered = sorted(roster.adverts, key=lambda a: self.config.share_x[a.sender])
         entries = [(a.sender, a.enc_public, a.mask_public, a.contribution) for a in ordered]
@@ -277,8 +283,10 @@ class MaskingArtist:
         dropped = self._unique(list(request.dropped), "dropped list")
         both = survivors & dropped
         if both:
-            raise self._fail(f"refusing to unmask: {sorted(both)} listed as both survivor and dropped "
-                             "(revealing both masks would expose their inputs)")
+            raise self._fail(
+                f"refusing to unmask: {sorted(both)} listed as both survivor and dropped "
+                "(revealing both masks would expose their inputs)"
+            )
         if self.artist_id in dropped or self.artist_id not in survivors:
             raise self._fail(
                 "refusing to unmask: the request does not list me as a survivor, but I sent my masked input"

@@ -23,14 +23,14 @@ import enum
 import hashlib
 import math
 import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Mapping, Sequence
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
-from fedstyle_secure.secure.fixedpoint import FixedPointCodec
-from fedstyle_secure.secure.masking_graph import complete_graph, default_degree, harary_graph
-from fedstyle_secure.secure.wire import pack_id, pack_u16, pack_u32, pack_u64
+from fedstyle_secure.secure.binary import pack_id, pack_u16, pack_u32, pack_u64
+from fedstyle_secure.secure.masking.fixedpoint import FixedPointCodec
+from fedstyle_secure.secure.masking.graph import complete_graph, default_degree, harary_graph
 
 MASKING_MODES: tuple[str, ...] = ("secagg", "secagg+")
 DIGEST_BYTES = 32
@@ -153,7 +153,7 @@ class RoundConfig:
         codec: FixedPointCodec,
         threshold: float | int,
         degree: int | None = None,
-    ) -> "RoundConfig":
+    ) -> RoundConfig:
         """The unbound config for ``mode`` ("secagg": complete graph; "secagg+": random Harary graph of
         ``degree``, default :func:`default_degree`, fixed later by :meth:`bind`)."""
         artists = tuple(sorted(roster))
@@ -181,13 +181,19 @@ class RoundConfig:
         """SHA-256 of every static parameter: what an artist's key advertisement commits to."""
         low, high = self.codec.clip_range
         data = (
-            _CONFIG_TAG + pack_id(self.mode) + pack_u64(self.round_id) + pack_u16(len(self.roster))
-            + b"".join(pack_id(a) for a in self.roster) + pack_u32(self.vector_length) + pack_u16(self.threshold)
-            + pack_u16(self.degree or 0) + struct.pack("<ddI", low, high, self.codec.max_clients)
+            _CONFIG_TAG
+            + pack_id(self.mode)
+            + pack_u64(self.round_id)
+            + pack_u16(len(self.roster))
+            + b"".join(pack_id(a) for a in self.roster)
+            + pack_u32(self.vector_length)
+            + pack_u16(self.threshold)
+            + pack_u16(self.degree or 0)
+            + struct.pack("<ddI", low, high, self.codec.max_clients)
         )
         return hashlib.sha256(data).digest()
 
-    def bind(self, transcript: bytes) -> "RoundConfig":
+    def bind(self, transcript: bytes) -> RoundConfig:
         """This config with the advertisement transcript fixed (and with it the SecAgg+ graph)."""
         if self.transcript is not None:
             raise SecureAggregationError(f"round {self.round_id}: the advertisement transcript is already fixed")

@@ -30,10 +30,11 @@ what it does not cover are written out in ``docs/secure_masking.md``.  No I/O he
 
 from __future__ import annotations
 
-from typing import AbstractSet, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import AbstractSet
 
 from fedstyle_secure.errors import SecureAggregationError
-from fedstyle_secure.secure.masking_config import RoundConfig
+from fedstyle_secure.secure.masking.config import RoundConfig
 
 
 def survivor_bitmap(roster: Sequence[str], survivors: AbstractSet[str]) -> bytes:

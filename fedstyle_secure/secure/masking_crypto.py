@@ -8,7 +8,7 @@
 * Transcript: SHA-256 over the config digest and every included advertisement (roster order);
   it seeds the SecAgg+ graph and is bound into survivor-set signatures.
 * Survivor-set signatures (consistency phase): Ed25519 over ``tag || round_id || transcript ||
-  u16 n || survivor bitmap`` -- see :mod:`fedstyle_secure.secure.masking_consistency`.
+  u16 n || survivor bitmap`` -- see :mod:`fedstyle_secure.secure.masking.consistency`.
 * Pairwise mask seeds: ``HKDF-SHA256(X25519(mask_sk_u, mask_pk_v), info = tag || round_id ||
   lower_id || higher_id)`` -- identical at both ends of a pair and fresh per round.
 * Share encryption: ChaCha20-Poly1305 under ``HKDF-SHA256(X25519(enc_sk_u, enc_pk_v), info =
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedstyle_secure.errors import SecureAggregationError
-from fedstyle_secure.secure.wire import pack_id, pack_u16, pack_u64
+from fedstyle_secure.secure.binary import pack_id, pack_u16, pack_u64
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64

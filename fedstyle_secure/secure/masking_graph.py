@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from fedstyle_secure.errors import ConfigError
-from fedstyle_secure.secure.wire import pack_id
+from fedstyle_secure.secure.binary import pack_id
 
 Graph = Mapping[str, tuple[str, ...]]
 

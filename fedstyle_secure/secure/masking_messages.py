@@ -26,28 +26,21 @@ followed by a kind-specific body (``id`` = u8 length + 1..255 UTF-8 bytes)::
                                     u16 count, count x (dropped id, key_share[33])
 
 ``sealed_share`` is ``nonce[12] || ChaCha20-Poly1305(key_share[33] || seed_share[33]) || tag[16]``
-(see :mod:`fedstyle_secure.secure.masking_crypto`).  Parsing rejects wrong magic, version,
+(see :mod:`fedstyle_secure.secure.masking.crypto`).  Parsing rejects wrong magic, version,
 kind, lengths, truncation and trailing bytes with :class:`SecureAggregationError`.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Sequence, Union
+from typing import ClassVar, Union
 
 import numpy as np
 
 from fedstyle_secure.errors import SecureAggregationError
-from fedstyle_secure.secure.masking_crypto import (
-    AEAD_TAG_BYTES,
-    CONTRIBUTION_BYTES,
-    NONCE_BYTES,
-    PUBLIC_KEY_BYTES,
-    SIGNATURE_BYTES,
-)
-from fedstyle_secure.secure.shamir import SHARE_VALUE_BYTES
-from fedstyle_secure.secure.wire import (
+from fedstyle_secure.secure.binary import (
     ByteReader,
     pack_id,
     pack_optional_id,
@@ -56,6 +49,14 @@ from fedstyle_secure.secure.wire import (
     pack_u32,
     pack_u64,
 )
+from fedstyle_secure.secure.masking.crypto import (
+    AEAD_TAG_BYTES,
+    CONTRIBUTION_BYTES,
+    NONCE_BYTES,
+    PUBLIC_KEY_BYTES,
+    SIGNATURE_BYTES,
+)
+from fedstyle_secure.secure.masking.shamir import SHARE_VALUE_BYTES
 
 MAGIC = b"FSMK"
 VERSION = 2
@@ -134,7 +135,7 @@ class _Message:
         raise NotImplementedError
 
     @classmethod
-    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> "Message":
+    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> Message:
         """Build the message from its body; ``artist`` is its artist endpoint (sender or receiver)."""
         raise NotImplementedError
 
@@ -144,7 +145,7 @@ class _Message:
         return header + pack_optional_id(sender) + pack_optional_id(receiver) + self._body()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Message":
+    def from_bytes(cls, data: bytes) -> Message:
         message = parse_message(data)
         if not isinstance(message, cls):
             raise SecureAggregationError(f"expected a {cls.__name__} message, got {type(message).__name__}")
@@ -199,7 +200,7 @@ class AdvertiseKeys(_FromArtist):
         )
 
     @classmethod
-    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> "AdvertiseKeys":
+    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> AdvertiseKeys:
         enc_public, mask_public = reader.take(PUBLIC_KEY_BYTES), reader.take(PUBLIC_KEY_BYTES)
         contribution = reader.take(CONTRIBUTION_BYTES)
         return cls(round_id, artist, enc_public, mask_public, contribution, reader.take(SIGNATURE_BYTES))
@@ -222,7 +223,7 @@ class KeyRoster(_ToArtist):
         return _pack_count(self.adverts) + b"".join(pack_id(a.sender) + a._body() for a in self.adverts)
 
     @classmethod
-    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> "KeyRoster":
+    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> KeyRoster:
         adverts = tuple(AdvertiseKeys._parse_body(reader, round_id, reader.identifier()) for _ in range(reader.u16()))
         return cls(round_id, artist, adverts)
 
@@ -276,7 +277,7 @@ class MaskedInput(_FromArtist):
         return pack_u32(words.size) + words.tobytes()
 
     @classmethod
-    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> "MaskedInput":
+    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> MaskedInput:
         length = reader.u32()
         words = np.frombuffer(reader.take_view(4 * length), dtype="<u4").astype(np.uint32)
         return cls(round_id, artist, words)
@@ -297,7 +298,7 @@ class SurvivorSet(_ToArtist):
         return pack_u16(self.roster_size) + self.bitmap
 
     @classmethod
-    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> "SurvivorSet":
+    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> SurvivorSet:
         size = reader.u16()
         bitmap = reader.take((size + 7) // 8)
         check_bitmap(size, bitmap)
@@ -325,7 +326,7 @@ class SurvivorSignature(_FromArtist):
         return _pack_fixed(self.signature, SIGNATURE_BYTES, "signature")
 
     @classmethod
-    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> "SurvivorSignature":
+    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> SurvivorSignature:
         return cls(round_id, artist, reader.take(SIGNATURE_BYTES))
 
 
@@ -346,7 +347,7 @@ class UnmaskRequest(_ToArtist):
         return _pack_ids(self.survivors) + _pack_ids(self.dropped) + signatures
 
     @classmethod
-    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> "UnmaskRequest":
+    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> UnmaskRequest:
         return cls(round_id, artist, _read_ids(reader), _read_ids(reader), _read_entries(reader, SIGNATURE_BYTES))
 
 
@@ -366,19 +367,33 @@ class UnmaskResponse(_FromArtist):
         )
 
     @classmethod
-    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> "UnmaskResponse":
+    def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> UnmaskResponse:
         return cls(round_id, artist, _read_entries(reader, SHARE_VALUE_BYTES), _read_entries(reader, SHARE_VALUE_BYTES))
 
 
 Message = Union[
-    AdvertiseKeys, KeyRoster, ShareKeys, ShareDelivery, MaskedInput, SurvivorSet, SurvivorSignature, UnmaskRequest,
+    AdvertiseKeys,
+    KeyRoster,
+    ShareKeys,
+    ShareDelivery,
+    MaskedInput,
+    SurvivorSet,
+    SurvivorSignature,
+    UnmaskRequest,
     UnmaskResponse,
 ]
 _BY_KIND: dict[int, type] = {
     cls.KIND: cls
     for cls in (
-        AdvertiseKeys, KeyRoster, ShareKeys, ShareDelivery, MaskedInput, SurvivorSet, SurvivorSignature,
-        UnmaskRequest, UnmaskResponse,
+        AdvertiseKeys,
+        KeyRoster,
+        ShareKeys,
+        ShareDelivery,
+        MaskedInput,
+        SurvivorSet,
+        SurvivorSignature,
+        UnmaskRequest,
+        UnmaskResponse,
     )
 }
 

@@ -14,17 +14,17 @@ the round (phase ``aborted``) when too few artists remain to ever unmask the sum
 
 from __future__ import annotations
 
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
-from typing import Callable, Container, Mapping
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedstyle_secure.errors import SecureAggregationError
-from fedstyle_secure.secure.masking_artist import mask_sign
-from fedstyle_secure.secure.masking_config import Phase, RoundConfig
-from fedstyle_secure.secure.masking_consistency import signer_shortfall, signers_to_relay, survivor_bitmap, unmask_lists
-from fedstyle_secure.secure.masking_crypto import (
+from fedstyle_secure.secure.masking.artist import mask_sign
+from fedstyle_secure.secure.masking.config import Phase, RoundConfig
+from fedstyle_secure.secure.masking.consistency import signer_shortfall, signers_to_relay, survivor_bitmap, unmask_lists
+from fedstyle_secure.secure.masking.crypto import (
     pairwise_mask_seed,
     public_bytes,
     survivors_signature_valid,
@@ -32,7 +32,7 @@ from fedstyle_secure.secure.masking_crypto import (
     verify_advertisement,
     x25519_from_private_bytes,
 )
-from fedstyle_secure.secure.masking_messages import (
+from fedstyle_secure.secure.masking.messages import (
     AdvertiseKeys,
     KeyRoster,
     MaskedInput,
@@ -43,8 +43,8 @@ from fedstyle_secure.secure.masking_messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from fedstyle_secure.secure.prg import MaskGenerator
-from fedstyle_secure.secure.shamir import Share, field_element, reconstruct_secret
+from fedstyle_secure.secure.masking.prg import MaskGenerator
+from fedstyle_secure.secure.masking.shamir import Share, field_element, reconstruct_secret
 
 ArtistMessage = AdvertiseKeys | ShareKeys | MaskedInput | SurvivorSignature | UnmaskResponse
 
@@ -139,8 +139,14 @@ class MaskingServer:
             if message.sender not in self._identity_publics:
                 raise self._error(f"refusing AdvertiseKeys from {message.sender!r}: no identity public key")
             verify_advertisement(
-                self._identity_publics[message.sender], message.round_id, self.config.digest, message.sender,
-                message.enc_public, message.mask_public, message.contribution, message.signature,
+                self._identity_publics[message.sender],
+                message.round_id,
+                self.config.digest,
+                message.sender,
+                message.enc_public,
+                message.mask_public,
+                message.contribution,
+                message.signature,
             )
         self._adverts[message.sender] = message
 

@@ -20,8 +20,8 @@ import enum
 import hashlib
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -96,9 +96,15 @@ def _builder(
 def _key_usage(*, signs_certificates: bool) -> x509.KeyUsage:
     """A CA signs certificates and CRLs only; a leaf signs TLS handshakes (ECDHE) only."""
     return x509.KeyUsage(
-        digital_signature=not signs_certificates, content_commitment=False, key_encipherment=False,
-        data_encipherment=False, key_agreement=False, key_cert_sign=signs_certificates,
-        crl_sign=signs_certificates, encipher_only=False, decipher_only=False,
+        digital_signature=not signs_certificates,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=signs_certificates,
+        crl_sign=signs_certificates,
+        encipher_only=False,
+        decipher_only=False,
     )
 
 
@@ -132,9 +138,7 @@ def _issue_leaf(
         .add_extension(_key_usage(signs_certificates=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.private_key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.private_key.public_key()), critical=False)
         .sign(ca.private_key, hashes.SHA256())
     )
     return IssuedCertificate(certificate, key)
@@ -159,7 +163,9 @@ def issue_server_certificate(
     """Server certificate valid for each of ``hosts`` (DNS names and/or IP addresses)."""
     if not hosts:
         raise ConfigError("the server certificate needs at least one host name or IP address")
-    return _issue_leaf(ca, hosts[0], [_host_name(h) for h in hosts], ExtendedKeyUsageOID.SERVER_AUTH, now, validity_days)
+    return _issue_leaf(
+        ca, hosts[0], [_host_name(h) for h in hosts], ExtendedKeyUsageOID.SERVER_AUTH, now, validity_days
+    )
 
 
 def issue_client_certificate(
@@ -204,7 +210,9 @@ def certificate_pem(certificate: x509.Certificate) -> bytes:
 
 def private_key_pem(key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> bytes:
     """Unencrypted PKCS#8 PEM; the file holding it must be mode 0600."""
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def public_key_pem(key: Ed25519PublicKey) -> bytes:
@@ -275,7 +283,9 @@ def verify_certificate(
     try:
         certificate.verify_directly_issued_by(ca_certificate)
     except (ValueError, TypeError, InvalidSignature) as exc:
-        raise SecureAggregationError(f"{what}: not signed by this key set's CA ({str(exc) or 'bad signature'})") from exc
+        raise SecureAggregationError(
+            f"{what}: not signed by this key set's CA ({str(exc) or 'bad signature'})"
+        ) from exc
     verify_validity(certificate, what, now=now)
 
 
@@ -334,7 +344,11 @@ CRL_VALIDITY_DAYS = 30  # a CRL must be re-issued (``fedstyle keys revoke``) bef
 
 
 def build_crl(
-    ca: IssuedCertificate, revoked: Sequence[x509.Certificate], *, previous: Sequence[int] = (), now: dt.datetime | None = None,
+    ca: IssuedCertificate,
+    revoked: Sequence[x509.Certificate],
+    *,
+    previous: Sequence[int] = (),
+    now: dt.datetime | None = None,
     validity_days: int = CRL_VALIDITY_DAYS,
 ) -> bytes:
     """A PEM X.509 CRL signed by ``ca`` listing ``revoked`` certificates plus ``previous`` serials."""

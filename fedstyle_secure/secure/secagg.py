@@ -10,15 +10,14 @@ pass an ``intercept`` hook that plays a malicious network/server (tamper, replay
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.secure.api import AggregationResult, DropoutSchedule
-from fedstyle_secure.secure.fixedpoint import FixedPointCodec
 from fedstyle_secure.secure.masking import (
     DROPOUT_PHASES,
     MASKING_MODES,
@@ -28,7 +27,8 @@ from fedstyle_secure.secure.masking import (
     Phase,
     RoundConfig,
 )
-from fedstyle_secure.secure.masking_messages import Message, parse_message
+from fedstyle_secure.secure.masking.fixedpoint import FixedPointCodec
+from fedstyle_secure.secure.masking.messages import Message, parse_message
 
 Intercept = Callable[[Message], Sequence[Message]]
 SERVER_PARTY = "server"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.secure.api import SECURE_MODES, PlainSummation, SecureSummation
 
 
-def summation_for(mode: str, participants: Sequence[str], **options: object) -> SecureSummation:
+def make_summation(mode: str, participants: Sequence[str], **options: object) -> SecureSummation:
     """A :class:`SecureSummation` for ``mode`` over ``participants`` (artist/client ids)."""
     if mode not in SECURE_MODES:
         raise ConfigError(f"unknown secure mode {mode!r}; choose one of {', '.join(SECURE_MODES)}")
@@ -28,6 +28,6 @@ def summation_factory(mode: str, **options: object):
         return None
 
     def build(participants: Sequence[str], value_range: tuple[float, float]) -> SecureSummation:
-        return summation_for(mode, participants, clip_range=value_range, **options)
+        return make_summation(mode, participants, clip_range=value_range, **options)
 
     return build

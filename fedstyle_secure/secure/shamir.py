@@ -12,9 +12,9 @@ public, distinct and non-zero.  Coefficients come from :mod:`secrets` (the OS CS
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable, Sequence
 
 from fedstyle_secure.errors import SecureAggregationError
 

@@ -98,6 +98,4 @@ class ByteReader:
     def finish(self) -> None:
         """Reject trailing bytes."""
         if self._offset != len(self._data):
-            raise SecureAggregationError(
-                f"{self._what}: {len(self._data) - self._offset} unexpected trailing bytes"
-            )
+            raise SecureAggregationError(f"{self._what}: {len(self._data) - self._offset} unexpected trailing bytes")

@@ -23,7 +23,7 @@ from fedstyle_secure.models.embed import normalise_rows
 from fedstyle_secure.privacy.accounting import ACCOUNTANTS
 from fedstyle_secure.privacy.calibration import calibrate_noise_multiplier, default_delta, validate_delta
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mechanism
-from fedstyle_secure.privacy.noise import NoiseSource
+from fedstyle_secure.randomness import NoiseSource
 
 PRIVATE_LAYERS: tuple[str, ...] = ("last", "all")
 """What DP-SGD updates.  ``last`` (default): the encoder's final layer ``fc2`` and the artist
@@ -97,7 +97,9 @@ class DpConfig:
         if self.noise_multiplier is not None and self.noise_multiplier <= 0:
             raise PrivacyError(f"--noise-multiplier must be positive, got {self.noise_multiplier}")
         if self.private_layers not in PRIVATE_LAYERS:
-            raise PrivacyError(f"private layers must be one of {', '.join(PRIVATE_LAYERS)}, got {self.private_layers!r}")
+            raise PrivacyError(
+                f"private layers must be one of {', '.join(PRIVATE_LAYERS)}, got {self.private_layers!r}"
+            )
 
 
 def refresh_rounds(rounds: int, max_refreshes: int | None) -> frozenset[int]:
@@ -138,7 +140,9 @@ class DpPlan:
         if release and sigma is not None:
             out.append(GaussianRelease(PROTOTYPE_SENSITIVITY, sigma, round_id, PROTOTYPE_RELEASE))
         if train:
-            out.append(DpSgdSteps(self.sample_rate, self.noise_multiplier, self.steps_per_round, self.clip_norm, round_id))
+            out.append(
+                DpSgdSteps(self.sample_rate, self.noise_multiplier, self.steps_per_round, self.clip_norm, round_id)
+            )
         return out
 
 
@@ -169,7 +173,10 @@ def plan_dp(
         release_sigma = PROTOTYPE_SENSITIVITY * _gaussian_multiplier(
             release_budget * (1.0 - share), delta, training_releases, config.accountant
         )
-        history += [GaussianRelease(PROTOTYPE_SENSITIVITY, release_sigma, r, PROTOTYPE_RELEASE) for r in range(training_releases)]
+        history += [
+            GaussianRelease(PROTOTYPE_SENSITIVITY, release_sigma, r, PROTOTYPE_RELEASE)
+            for r in range(training_releases)
+        ]
     noise = config.noise_multiplier
     if noise is None:
         noise = calibrate_noise_multiplier(
@@ -181,11 +188,22 @@ def plan_dp(
             history=history,
         )
     return DpPlan(
-        delta, config.accountant, sample_rate, steps_per_round, noise, config.clip_norm, release_sigma, final_sigma, rounds,
-        frozenset(release_rounds), config.private_layers,
+        delta,
+        config.accountant,
+        sample_rate,
+        steps_per_round,
+        noise,
+        config.clip_norm,
+        release_sigma,
+        final_sigma,
+        rounds,
+        frozenset(release_rounds),
+        config.private_layers,
     )
 
 
 def _gaussian_multiplier(epsilon: float, delta: float, releases: int, accountant: str) -> float:
     """Noise multiplier of ``releases`` full-batch Gaussian releases spending ``epsilon`` together."""
-    return calibrate_noise_multiplier(target_epsilon=epsilon, delta=delta, sample_rate=1.0, steps=releases, accountant=accountant)
+    return calibrate_noise_multiplier(
+        target_epsilon=epsilon, delta=delta, sample_rate=1.0, steps=releases, accountant=accountant
+    )

@@ -19,7 +19,8 @@ Imported lazily by :func:`fedstyle_secure.training.dp_sgd.make_private` (Opacus 
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from opacus import PrivacyEngine
@@ -28,7 +29,7 @@ from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processe
 from torch.utils.data import DataLoader, Sampler
 
 from fedstyle_secure.errors import PrivacyError
-from fedstyle_secure.privacy.noise import NoiseSource
+from fedstyle_secure.randomness import NoiseSource
 
 
 class _NoiseFromSource:
@@ -117,13 +118,20 @@ class NoiseSourcePrivacyEngine(PrivacyEngine):
         **kwargs: Any,
     ) -> DPOptimizer:
         if distributed or clipping != "flat" or noise_generator is not None or grad_sample_mode not in OPTIMIZERS:
-            raise PrivacyError(f"no noise-source optimiser for clipping={clipping!r}, grad_sample_mode="
-                               f"{grad_sample_mode!r}, distributed={distributed}, noise_generator={noise_generator!r}")
+            raise PrivacyError(
+                f"no noise-source optimiser for clipping={clipping!r}, grad_sample_mode="
+                f"{grad_sample_mode!r}, distributed={distributed}, noise_generator={noise_generator!r}"
+            )
         if isinstance(optimizer, DPOptimizer):
             optimizer = optimizer.original_optimizer
         return OPTIMIZERS[grad_sample_mode](
-            optimizer=optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
-            expected_batch_size=expected_batch_size, loss_reduction=loss_reduction, noise_source=self.noise, **kwargs,
+            optimizer=optimizer,
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=max_grad_norm,
+            expected_batch_size=expected_batch_size,
+            loss_reduction=loss_reduction,
+            noise_source=self.noise,
+            **kwargs,
         )
 
     def _prepare_data_loader(  # type: ignore[override]

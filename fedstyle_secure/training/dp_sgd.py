@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from fedstyle_secure.errors import PrivacyError
-from fedstyle_secure.privacy.noise import NoiseSource
+from fedstyle_secure.randomness import NoiseSource
 from fedstyle_secure.training.dp import PRIVATE_LAYERS, DpPlan
 
 
@@ -42,7 +42,9 @@ def privately_trained_parameters(model: nn.Module, private_layers: str) -> list[
         raise PrivacyError(f"private layers must be one of {', '.join(PRIVATE_LAYERS)}, got {private_layers!r}")
     last = getattr(getattr(model, "encoder", model), "fc2", None)
     if not isinstance(last, nn.Module):
-        raise PrivacyError(f"private_layers='last' needs an encoder whose final layer is fc2; {type(model).__name__} has none")
+        raise PrivacyError(
+            f"private_layers='last' needs an encoder whose final layer is fc2; {type(model).__name__} has none"
+        )
     classifier = getattr(model, "classifier", None)
     keep = [*last.parameters(), *(classifier.parameters() if isinstance(classifier, nn.Module) else ())]
     return [p for p in keep if p.requires_grad]
@@ -130,8 +132,9 @@ def known_opacus_warnings_handled(noise: NoiseSource) -> Iterator[None]:
         if noise.secure:
             log.info("DP noise and Poisson sampling draw from %s", noise.name)
         else:
-            log.warning("DP noise and Poisson sampling draw from %s: predictable, the DP guarantee does NOT hold",
-                        noise.name)
+            log.warning(
+                "DP noise and Poisson sampling draw from %s: predictable, the DP guarantee does NOT hold", noise.name
+            )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
         warnings.filterwarnings("ignore", message="Full backward hook is firing")

@@ -21,7 +21,7 @@ from torch import nn
 from fedstyle_secure.models.embed import embed
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import trainable_parameters
-from fedstyle_secure.privacy.noise import CsprngNoise, NoiseSource
+from fedstyle_secure.randomness import CsprngNoise, NoiseSource
 from fedstyle_secure.training.dp import DpPlan
 from fedstyle_secure.training.dp_sgd import (
     PrivateTraining,
@@ -64,7 +64,7 @@ class LocalData:
         return np.unique(self.labels)
 
     def __len__(self) -> int:
-        return int(len(self.labels))
+        return len(self.labels)
 
 
 @dataclass
@@ -162,7 +162,12 @@ def public_loss(model: nn.Module, ctx: RoundContext, cfg: LocalConfig, rng: np.r
 
 
 def non_private_loss(
-    objective: str, model: nn.Module, params: list[torch.Tensor], ctx: RoundContext, cfg: LocalConfig, rng: np.random.Generator
+    objective: str,
+    model: nn.Module,
+    params: list[torch.Tensor],
+    ctx: RoundContext,
+    cfg: LocalConfig,
+    rng: np.random.Generator,
 ) -> torch.Tensor | None:
     """Loss terms that read no private artwork: public alignment (FedStyle) and FedProx's proximal term."""
     terms = []
@@ -226,8 +231,14 @@ def train_local(
 
 
 def _train_epochs(
-    model: nn.Module, data: LocalData, ctx: RoundContext, objective: str, cfg: LocalConfig, rng: np.random.Generator,
-    dp: DpPlan | None, noise: NoiseSource | None,
+    model: nn.Module,
+    data: LocalData,
+    ctx: RoundContext,
+    objective: str,
+    cfg: LocalConfig,
+    rng: np.random.Generator,
+    dp: DpPlan | None,
+    noise: NoiseSource | None,
 ) -> LocalResult:
     params = trainable_parameters(model)
     optimiser = torch.optim.Adam(params, lr=cfg.lr)
@@ -262,7 +273,9 @@ def _train_epochs(
                     if private.optimizer.pre_step():  # clip per artwork, add noise, average
                         private.module.disable_hooks()
                         try:
-                            _add_non_private_gradient(private, params, non_private_loss(objective, model, params, ctx, cfg, rng))
+                            _add_non_private_gradient(
+                                private, params, non_private_loss(objective, model, params, ctx, cfg, rng)
+                            )
                         finally:
                             private.module.enable_hooks()
                         private.optimizer.original_optimizer.step()

@@ -64,7 +64,9 @@ def pretrain_on_public(encoder: nn.Module, public: InputBank, cfg: PretrainConfi
     images of the batch; deterministic for a given ``seed`` (torch's global RNG is left untouched).
     Returns the loss of every step."""
     if public.n_views < 2:
-        raise ModelError(f"public warm start needs >= 2 augmented views per public image, the bank has {public.n_views}")
+        raise ModelError(
+            f"public warm start needs >= 2 augmented views per public image, the bank has {public.n_views}"
+        )
     params = trainable_parameters(encoder)
     optimiser = torch.optim.Adam(params, lr=cfg.lr)
     rng = np.random.default_rng([seed, 0x9E7])
@@ -76,7 +78,9 @@ def pretrain_on_public(encoder: nn.Module, public: InputBank, cfg: PretrainConfi
         for _ in range(cfg.steps):
             items = rng.choice(len(public), batch, replace=False)
             view_a, view_b = rng.choice(public.n_views, 2, replace=False) + 1  # view 0 is the original
-            loss = instance_contrastive_loss(encoder(public.take(int(view_a), items)), encoder(public.take(int(view_b), items)), cfg.tau)
+            loss = instance_contrastive_loss(
+                encoder(public.take(int(view_a), items)), encoder(public.take(int(view_b), items)), cfg.tau
+            )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -88,7 +92,9 @@ def warm_start_key(config: EncoderConfig, input_dim: int, public: InputBank, cfg
     """Content key of a warm start: everything it is computed from (public inputs, encoder and
     warm-start settings, seed, torch version), hashed."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([asdict(config), asdict(cfg), input_dim, seed, torch.__version__, WARM_START_VERSION]).encode())
+    digest.update(
+        json.dumps([asdict(config), asdict(cfg), input_dim, seed, torch.__version__, WARM_START_VERSION]).encode()
+    )
     digest.update(np.ascontiguousarray(public.views).tobytes())
     return digest.hexdigest()[:32]
 
@@ -107,7 +113,7 @@ def make_initial_model(
     ``pretrain_steps`` steps of public warm start (0: none), reused from ``cache`` when it was
     computed before (it depends on public inputs only).  Shared by the simulator and the artist
     process so both start identically.  Seeding torch's global generator with the (public) seed makes
-    initialisation and later dropout public draws; no DP draw uses it (see ``privacy/noise.py``)."""
+    initialisation and later dropout public draws; no DP draw uses it (see ``randomness.py``)."""
     torch.manual_seed(seed)
     model = make_model(config, bank, public, n_classes)
     if pretrain_steps <= 0:
@@ -120,6 +126,8 @@ def make_initial_model(
         return get_flat_params(model.encoder)
 
     store = cache if cache is not None else warm_start_cache(None)  # None: computed, not kept
-    flat = store.get_or_compute(warm_start_key(config, bank.input_shape[0], public, cfg, seed), warm_start, lambda a: a.shape == (n_params,))
+    flat = store.get_or_compute(
+        warm_start_key(config, bank.input_shape[0], public, cfg, seed), warm_start, lambda a: a.shape == (n_params,)
+    )
     set_flat_params(model.encoder, flat)
     return model

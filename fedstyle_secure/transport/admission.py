@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import grpc
 
-from fedstyle_secure.secure import pki
+from fedstyle_secure.federation.rejections import Malformed, Rejected
+from fedstyle_secure.secure.keys import pki
 from fedstyle_secure.transport.auth import Caller
-from fedstyle_secure.transport.rejections import Malformed, Rejected
 
 SPARE_WORKERS = 4  # threads beyond every identity's slots: they serve the calls being refused
 
@@ -76,8 +77,10 @@ class ConcurrencyLimiter:
                 )
             buyers = sum(n for (role, _), n in self._calls.items() if role is pki.Role.BUYER)
             if caller.role is pki.Role.BUYER and buyers >= self.limits.buyers_total:
-                raise TooManyCalls(f"buyers already have {buyers} calls in flight; at most {self.limits.buyers_total} "
-                                   "together (server.max_buyer_calls)")
+                raise TooManyCalls(
+                    f"buyers already have {buyers} calls in flight; at most {self.limits.buyers_total} "
+                    "together (server.max_buyer_calls)"
+                )
             self._calls[key] += 1
         released = threading.Event()
 
@@ -115,13 +118,16 @@ class CallGate(grpc.ServerInterceptor):
         metadata = {k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)}
         stream_in, stream_out = handler.request_streaming, handler.response_streaming
         behaviour = {
-            (False, False): handler.unary_unary, (False, True): handler.unary_stream,
-            (True, False): handler.stream_unary, (True, True): handler.stream_stream,
+            (False, False): handler.unary_unary,
+            (False, True): handler.unary_stream,
+            (True, False): handler.stream_unary,
+            (True, True): handler.stream_stream,
         }[(stream_in, stream_out)]
         gated = self._gated(behaviour, method, metadata, stream_in, stream_out)
         make = grpc.stream_stream_rpc_method_handler if stream_out else grpc.stream_unary_rpc_method_handler
-        return make(gated, request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer)
+        return make(
+            gated, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
 
     def _gated(
         self, behaviour: Callable, method: str, metadata: Mapping[str, str], stream_in: bool, stream_out: bool

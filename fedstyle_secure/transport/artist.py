@@ -18,31 +18,44 @@ import numpy as np
 from fedstyle_secure.data.images import load_image_folder
 from fedstyle_secure.errors import ConfigError, TransportError
 from fedstyle_secure.federation.client import Broadcast, Publication, StyleClient
-from fedstyle_secure.federation.dataset import DEFAULT_PUBLIC_IMAGES
+from fedstyle_secure.federation.masking_session import MASKING_PHASES
 from fedstyle_secure.federation.packing import Layout, pack_as
 from fedstyle_secure.federation.round_layout import round_layout
 from fedstyle_secure.federation.strategy import algorithm_spec
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, build_input_bank, default_cache_dir
-from fedstyle_secure.privacy.noise import CsprngNoise
-from fedstyle_secure.secure.keystore import ArtistKeys
+from fedstyle_secure.randomness import CsprngNoise
+from fedstyle_secure.secure.keys.keystore import ArtistKeys
+from fedstyle_secure.training.dataset import DEFAULT_PUBLIC_IMAGES
 from fedstyle_secure.training.local import LocalConfig, LocalData
-from fedstyle_secure.transport.artist_privacy import ArtistPrivacy
-from fedstyle_secure.transport.channel import ArtistSession, open_channel
-from fedstyle_secure.transport.ckks_client import CkksClient, Send, contribute_step, decrypt_step
+from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
+from fedstyle_secure.transport.artist.ckks import CkksClient, Send, contribute_step, decrypt_step
+from fedstyle_secure.transport.artist.masking import MaskingClient, masking_step
+from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.federation_model import public_bank, starting_model
-from fedstyle_secure.transport.masking_client import MaskingClient, masking_step
-from fedstyle_secure.transport.masking_session import MASKING_PHASES
 from fedstyle_secure.transport.wire import pb
 
 log = logging.getLogger(__name__)
 # UNAUTHENTICATED: the server restarted (sessions are not persisted); ALREADY_EXISTS at
 # registration: our previous connection has not timed out yet.
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.ALREADY_EXISTS}
-SKIPPABLE = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.DEADLINE_EXCEEDED}
+RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.ALREADY_EXISTS,
+}
+SKIPPABLE = {
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+}
 
 
-def build_style_client(config: ClientConfig, artist_id: str, roster: tuple[str, ...], plan: pb.RoundPlan) -> StyleClient:
+def build_style_client(
+    config: ClientConfig, artist_id: str, roster: tuple[str, ...], plan: pb.RoundPlan
+) -> StyleClient:
     """The artist's StyleClient, built the way :func:`prepare_federation` builds a simulated one.
 
     Its DP draws come from a fresh :class:`CsprngNoise` keyed by this process's OS entropy, never from a
@@ -51,9 +64,13 @@ def build_style_client(config: ClientConfig, artist_id: str, roster: tuple[str, 
     artworks, _ = load_image_folder(config.data, min_artists=1)
     expected_public = f"generated:{DEFAULT_PUBLIC_IMAGES}:seed0"
     if plan.public_set.name != expected_public:
-        raise ConfigError(f"the server aligns on public set {plan.public_set.name!r}; this client has only {expected_public!r}")
+        raise ConfigError(
+            f"the server aligns on public set {plan.public_set.name!r}; this client has only {expected_public!r}"
+        )
     if len(artworks.artists) != 1:
-        raise ConfigError(f"client.data: {config.data} must hold exactly one artist's folder, found {list(artworks.artists)}")
+        raise ConfigError(
+            f"client.data: {config.data} must hold exactly one artist's folder, found {list(artworks.artists)}"
+        )
     cache = config.cache_dir or default_cache_dir()
     bank = build_input_bank(artworks.images, artworks.keys, DEFAULT_BACKBONE, DEFAULT_VIEWS, seed=0, cache_dir=cache)
     public = public_bank(cache)
@@ -62,9 +79,15 @@ def build_style_client(config: ClientConfig, artist_id: str, roster: tuple[str, 
     model = starting_model(spec, plan.embedding_dim, len(roster), plan.seed, plan.HasField("dp"), bank, public, cache)
     row = roster.index(artist_id)
     return StyleClient(  # rng: view / public-image choice only (public seed is fine); DP draws: the OS-keyed CSPRNG
-        client_id=artist_id, data=LocalData(bank=bank, labels=np.full(len(bank), row)), spec=spec, model=model,
-        config=LocalConfig(epochs=config.epochs, batch_size=config.batch_size), public_inputs=public.originals(),
-        n_artists=len(roster), rng=np.random.default_rng([plan.seed, row]), noise=CsprngNoise(),
+        client_id=artist_id,
+        data=LocalData(bank=bank, labels=np.full(len(bank), row)),
+        spec=spec,
+        model=model,
+        config=LocalConfig(epochs=config.epochs, batch_size=config.batch_size),
+        public_inputs=public.originals(),
+        n_artists=len(roster),
+        rng=np.random.default_rng([plan.seed, row]),
+        noise=CsprngNoise(),
     )
 
 
@@ -115,7 +138,9 @@ class ArtistRunner:
             return lambda s, p: s.upload(round_id, pb.PAYLOAD_KIND_PLAIN_VECTOR, payload, layout)
         if plan.phase in MASKING_PHASES:  # secagg / secagg+: the contribution is masked, see masking_client
             if self.masking is None:
-                self.masking = MaskingClient(self.keys.artist_id, self.keys.identity_key, self.keys.identity_public_keys)
+                self.masking = MaskingClient(
+                    self.keys.artist_id, self.keys.identity_key, self.keys.identity_public_keys
+                )
             step = masking_step(self.masking, session, plan, lambda: self._packed(session, plan))
             return lambda s, p: step(s)
         if plan.phase == "decrypt":  # CKKS: only a committee member decrypts, and only a sum it checked
@@ -129,8 +154,10 @@ class ArtistRunner:
         kinds = {pb.ROUND_KIND_SETUP: "setup", pb.ROUND_KIND_TRAIN: "train", pb.ROUND_KIND_FINAL: "final"}
         layout = round_layout(self.client.spec, self.client.shape(), kinds[plan.kind])
         if layout is None:
-            raise TransportError(f"round {plan.round_id}: algorithm {plan.algorithm!r} sums nothing, "
-                                 "yet the server asks for a contribution")
+            raise TransportError(
+                f"round {plan.round_id}: algorithm {plan.algorithm!r} sums nothing, "
+                "yet the server asks for a contribution"
+            )
         return pack_as(self._local_arrays(session, plan), layout), layout
 
     def _local_arrays(self, session: ArtistSession, plan: pb.RoundPlan) -> dict[str, np.ndarray]:
@@ -187,9 +214,18 @@ def run_artist(config: ClientConfig, keys: ArtistKeys, stop: threading.Event | N
     failing_since: float | None = None
     while not stop.is_set():
         try:
-            with open_channel(config.server, keys.tls_pem(), server_name=config.server_name, max_message_bytes=config.max_message_bytes) as channel:
+            with open_channel(
+                config.server,
+                keys.tls_pem(),
+                server_name=config.server_name,
+                max_message_bytes=config.max_message_bytes,
+            ) as channel:
                 session = ArtistSession.register(channel, keys)
-                delay, runner.done, failing_since = config.reconnect_initial_seconds, (0, ""), None  # re-read the (maybe restarted) server's plan
+                delay, runner.done, failing_since = (
+                    config.reconnect_initial_seconds,
+                    (0, ""),
+                    None,
+                )  # re-read the (maybe restarted) server's plan
                 plan = runner.run_session(session, stop)
             if plan.failure:
                 raise TransportError(f"the server stopped the run: {plan.failure}")
@@ -200,7 +236,9 @@ def run_artist(config: ClientConfig, keys: ArtistKeys, stop: threading.Event | N
                 raise TransportError(f"{keys.artist_id}: server refused: {exc.code().name}: {exc.details()}") from exc
             failing_since = failing_since if failing_since is not None else time.monotonic()
             if time.monotonic() - failing_since > config.give_up_seconds:
-                raise TransportError(f"{keys.artist_id}: server unreachable for {config.give_up_seconds:g} s (client.give_up_seconds); last error {exc.code().name}: {exc.details()}") from exc
+                raise TransportError(
+                    f"{keys.artist_id}: server unreachable for {config.give_up_seconds:g} s (client.give_up_seconds); last error {exc.code().name}: {exc.details()}"
+                ) from exc
             log.warning("connection problem (%s: %s); retrying in %.1f s", exc.code().name, exc.details(), delay)
         stop.wait(delay)
         delay = min(delay * 2, config.reconnect_max_seconds)

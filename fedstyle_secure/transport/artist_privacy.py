@@ -54,9 +54,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 import numpy as np
@@ -69,14 +70,14 @@ from fedstyle_secure.federation.privacy_plan import new_ledger, plan_participati
 from fedstyle_secure.federation.reporting import ReportWriter
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.calibration import validate_delta
-from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mechanism
 from fedstyle_secure.privacy.jsonio import read_json
+from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mechanism
 from fedstyle_secure.privacy.report_store import report_path
 from fedstyle_secure.privacy.reports import canonical_json, redacted_report
-from fedstyle_secure.secure.keystore import ArtistKeys
+from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.training.dp import DpConfig, DpPlan
-from fedstyle_secure.transport.artist_state import STATE_FILE, ArtistSnapshot, ArtistStateStore, CachedResult
-from fedstyle_secure.transport.channel import ArtistSession
+from fedstyle_secure.transport.artist.channel import ArtistSession
+from fedstyle_secure.transport.artist.state import STATE_FILE, ArtistSnapshot, ArtistStateStore, CachedResult
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.dp_config import announced_dp
 from fedstyle_secure.transport.wire import new_nonce, pb
@@ -116,7 +117,9 @@ class ArtistPrivacy:
     # ------------------------------------------------------------------ set-up
 
     @classmethod
-    def open(cls, config: ClientConfig, keys: ArtistKeys, client: StyleClient, plan: pb.RoundPlan) -> ArtistPrivacy | None:
+    def open(
+        cls, config: ClientConfig, keys: ArtistKeys, client: StyleClient, plan: pb.RoundPlan
+    ) -> ArtistPrivacy | None:
         """The artist's privacy state for this federation, restored from ``config.state_dir``.
 
         ``None`` when neither the federation nor the artist asks for DP.  Raises
@@ -127,31 +130,56 @@ class ArtistPrivacy:
         if announced is None:
             return cls._without_dp(config, keys, client)
         if config.state_dir is None:
-            raise ConfigError("client.state_dir: required in a DP federation (the privacy ledger must survive restarts)")
+            raise ConfigError(
+                "client.state_dir: required in a DP federation (the privacy ledger must survive restarts)"
+            )
         dp, releases = announced
         n = client.n_train
         try:
             dp_plan = plan_participation(dp, n, client.config, plan.total_rounds, releases)
         except PrivacyError as exc:
             field_name = "federation.delta" if dp.delta is not None and dp.delta >= 1.0 / n else "federation DP plan"
-            return cls(keys, client, announced, refusal=f"{field_name} (announced by the server) is unusable for this artist's {n} artworks: {exc}")
+            return cls(
+                keys,
+                client,
+                announced,
+                refusal=f"{field_name} (announced by the server) is unusable for this artist's {n} artworks: {exc}",
+            )
         budget = _budget(config, dp, dp_plan, n)
         privacy = cls(keys, client, announced, store=ArtistStateStore(config.state_dir))
         privacy._restore(dp_plan, budget, n)
         reports_dir = config.reports_dir or config.state_dir / "reports"
         privacy.writer = ReportWriter(reports_dir, [keys.artist_id], {keys.artist_id: keys.identity_key})
         if budget.epsilon < dp.epsilon:
-            log.warning("%s: own budget epsilon=%.4g is below the federation's target %.4g; it will retire once a round would exceed it",
-                        keys.artist_id, budget.epsilon, dp.epsilon)
+            log.warning(
+                "%s: own budget epsilon=%.4g is below the federation's target %.4g; it will retire once a round would exceed it",
+                keys.artist_id,
+                budget.epsilon,
+                dp.epsilon,
+            )
         return privacy
 
     @classmethod
     def _without_dp(cls, config: ClientConfig, keys: ArtistKeys, client: StyleClient) -> ArtistPrivacy | None:
         if config.budget_epsilon is not None:
-            return cls(keys, client, None, refusal=f"this artist requires DP (client.budget_epsilon = {config.budget_epsilon:g}) "
-                                                   "but the federation runs without DP")
-        if config.state_dir is not None and (config.state_dir / STATE_FILE).exists() and ArtistStateStore(config.state_dir).load() is not None:
-            return cls(keys, client, None, refusal=f"client.state_dir {config.state_dir} holds a DP ledger but the federation runs without DP")
+            return cls(
+                keys,
+                client,
+                None,
+                refusal=f"this artist requires DP (client.budget_epsilon = {config.budget_epsilon:g}) "
+                "but the federation runs without DP",
+            )
+        if (
+            config.state_dir is not None
+            and (config.state_dir / STATE_FILE).exists()
+            and ArtistStateStore(config.state_dir).load() is not None
+        ):
+            return cls(
+                keys,
+                client,
+                None,
+                refusal=f"client.state_dir {config.state_dir} holds a DP ledger but the federation runs without DP",
+            )
         return None
 
     def _restore(self, dp_plan: DpPlan, budget: PrivacyBudget, n: int) -> None:
@@ -162,20 +190,33 @@ class ArtistPrivacy:
             ledger = new_ledger(dp_plan, n, budget.epsilon, budget.delta)
         else:
             if snapshot.artist_id != self.keys.artist_id:
-                raise ConfigError(f"client.state_dir holds the state of artist {snapshot.artist_id!r}, not {self.keys.artist_id!r}")
+                raise ConfigError(
+                    f"client.state_dir holds the state of artist {snapshot.artist_id!r}, not {self.keys.artist_id!r}"
+                )
             ledger = BudgetLedger.from_dict(snapshot.ledger or {})
             if ledger.budget != budget or ledger.dataset_size != n:
-                raise ConfigError(f"client.budget_epsilon/budget_delta: the ledger in client.state_dir enforces {ledger.budget} over "
-                                  f"{ledger.dataset_size} artworks, this run asks for {budget} over {n}; a ledger's budget never changes")
+                raise ConfigError(
+                    f"client.budget_epsilon/budget_delta: the ledger in client.state_dir enforces {ledger.budget} over "
+                    f"{ledger.dataset_size} artworks, this run asks for {budget} over {n}; a ledger's budget never changes"
+                )
             if snapshot.plan != plan_summary(dp_plan):
-                log.warning("%s: the federation's DP plan differs from the stored one; the ledger still enforces the budget", self.keys.artist_id)
+                log.warning(
+                    "%s: the federation's DP plan differs from the stored one; the ledger still enforces the budget",
+                    self.keys.artist_id,
+                )
             client.model.load_state_dict({name: torch.from_numpy(array) for name, array in snapshot.model.items()})
             if snapshot.own is not None:
                 client.own = Publication(artist_rows=snapshot.own[0], prototypes=snapshot.own[1])
             client.rng.bit_generator.state = snapshot.rng
             client.retired_reason = snapshot.retired
             self.results, self.uploaded = list(snapshot.results), set(snapshot.uploaded)
-            log.info("%s resumed from %s: epsilon spent %.4g of %.4g", self.keys.artist_id, self.store.path, ledger.epsilon_spent, budget.epsilon)
+            log.info(
+                "%s resumed from %s: epsilon spent %.4g of %.4g",
+                self.keys.artist_id,
+                self.store.path,
+                ledger.epsilon_spent,
+                budget.epsilon,
+            )
         client.dp, client.ledger = dp_plan, ledger
 
     # ------------------------------------------------------------------ the gate
@@ -200,17 +241,27 @@ class ArtistPrivacy:
         if announced_dp(plan) != self.announced:
             return self.retire(session, plan.round_id, "the server changed the federation's DP plan during the run")
         if plan.kind == pb.ROUND_KIND_SETUP:
-            return self.retire(session, plan.round_id, "refused the set-up round: it sums feature moments of the private "
-                                                      "artworks without DP noise")
+            return self.retire(
+                session,
+                plan.round_id,
+                "refused the set-up round: it sums feature moments of the private artworks without DP noise",
+            )
         self.upload_pending(session)
         if plan.phase in NON_CHARGING_PHASES or self._cached(plan) is not None:
             return True  # post-processing of what was charged, or a resend: no new privacy cost
         r = plan.round_id - 1
         if plan.phase == "publish" and plan.kind == pb.ROUND_KIND_TRAIN and r not in self.plan.release_rounds:
-            log.error("round %d: the server asks for a prototype release the announced DP plan did not count; sitting it out", plan.round_id)
+            log.error(
+                "round %d: the server asks for a prototype release the announced DP plan did not count; sitting it out",
+                plan.round_id,
+            )
             return False
         if self._charged(r, _charge(plan.phase)):
-            log.error("round %d %s: already charged but its result is lost; sitting it out rather than charging it twice", plan.round_id, plan.phase)
+            log.error(
+                "round %d %s: already charged but its result is lost; sitting it out rather than charging it twice",
+                plan.round_id,
+                plan.phase,
+            )
             return False
         decision = self.ledger.check_can_spend(self._planned(plan))
         if not decision.allowed:
@@ -241,35 +292,48 @@ class ArtistPrivacy:
             self.save()
         if self.store is not None:
             self._report_latest(session)
-        session.stub.Withdraw(pb.Withdrawal(round_id=round_id, reason=reason[:1000], nonce=new_nonce()),
-                              metadata=session.metadata, timeout=WITHDRAW_TIMEOUT_SECONDS)
+        session.stub.Withdraw(
+            pb.Withdrawal(round_id=round_id, reason=reason[:1000], nonce=new_nonce()),
+            metadata=session.metadata,
+            timeout=WITHDRAW_TIMEOUT_SECONDS,
+        )
         return False
 
     # ------------------------------------------------------------------ charging phases
 
-    def publication(self, session: ArtistSession, plan: pb.RoundPlan, broadcast: Callable[[], Broadcast]) -> Publication:
+    def publication(
+        self, session: ArtistSession, plan: pb.RoundPlan, broadcast: Callable[[], Broadcast]
+    ) -> Publication:
         """This round's noised prototype release: the stored one if already charged, else released
         now (charged, persisted, and reported when it is the final publication)."""
         cached, r = self._cached(plan), plan.round_id - 1
         if cached is None:
             self._report_latest(session, before=r)  # the previous round's report precedes any new charge
             publication = self.client.publish(broadcast(), round_id=r)
-            cached = CachedResult(plan.round_id, RELEASE, publication.prototypes, {"rows": [int(x) for x in publication.artist_rows]})
+            cached = CachedResult(
+                plan.round_id, RELEASE, publication.prototypes, {"rows": [int(x) for x in publication.artist_rows]}
+            )
             self._remember(cached)
-        publication = Publication(artist_rows=np.asarray(cached.meta["rows"], dtype=np.int64), prototypes=cached.array.astype(np.float32))
+        publication = Publication(
+            artist_rows=np.asarray(cached.meta["rows"], dtype=np.int64), prototypes=cached.array.astype(np.float32)
+        )
         self.client.own = publication
         if plan.kind == pb.ROUND_KIND_FINAL:
             self.report(session, r)
         return publication
 
-    def contribution(self, session: ArtistSession, plan: pb.RoundPlan, broadcast: Callable[[], Broadcast]) -> dict[str, np.ndarray]:
+    def contribution(
+        self, session: ArtistSession, plan: pb.RoundPlan, broadcast: Callable[[], Broadcast]
+    ) -> dict[str, np.ndarray]:
         """This round's contribution after DP-SGD: the stored one if already charged, else trained
         now (charged, persisted, reported)."""
         cached, r = self._cached(plan), plan.round_id - 1
         if cached is None:
             self._report_latest(session, before=r)
             vector, layout = pack(self.client.fit(broadcast(), round_id=r))
-            cached = CachedResult(plan.round_id, TRAINING, vector, {"layout": [[name, list(shape)] for name, shape in layout.fields]})
+            cached = CachedResult(
+                plan.round_id, TRAINING, vector, {"layout": [[name, list(shape)] for name, shape in layout.fields]}
+            )
             self._remember(cached)
         self.report(session, r)
         layout = Layout(tuple((str(name), tuple(int(d) for d in shape)) for name, shape in cached.meta["layout"]))
@@ -286,10 +350,19 @@ class ArtistPrivacy:
             return
         client = self.client
         own = None if client.own is None else (np.asarray(client.own.artist_rows), np.asarray(client.own.prototypes))
-        self.store.save(ArtistSnapshot(
-            artist_id=self.keys.artist_id, model=_model_arrays(client), ledger=self.ledger.to_dict(), rng=client.rng.bit_generator.state,
-            plan=plan_summary(self.plan), own=own, retired=client.retired_reason, uploaded=sorted(self.uploaded), results=self.results,
-        ))
+        self.store.save(
+            ArtistSnapshot(
+                artist_id=self.keys.artist_id,
+                model=_model_arrays(client),
+                ledger=self.ledger.to_dict(),
+                rng=client.rng.bit_generator.state,
+                plan=plan_summary(self.plan),
+                own=own,
+                retired=client.retired_reason,
+                uploaded=sorted(self.uploaded),
+                results=self.results,
+            )
+        )
 
     # ------------------------------------------------------------------ reports
 
@@ -307,12 +380,25 @@ class ArtistPrivacy:
         """Sign and keep the report of round ``r`` (once: reports are append-only), then upload it."""
         assert self.writer is not None
         if r != self._latest_charged_round():
-            raise PrivacyError(f"report of round {r} requested after later charges (latest {self._latest_charged_round()})")
+            raise PrivacyError(
+                f"report of round {r} requested after later charges (latest {self._latest_charged_round()})"
+            )
         path = report_path(self.writer.dir, self.keys.artist_id, r)
         if not path.exists():
-            self.writer.write(self.keys.artist_id, self.ledger, r, noise_source=self.client.noise.name,
-                              final_round=self.plan.final_round)
-            log.info("%s: epsilon %.4g of %.4g after round %d", self.keys.artist_id, self.ledger.epsilon_spent, self.ledger.budget.epsilon, r)
+            self.writer.write(
+                self.keys.artist_id,
+                self.ledger,
+                r,
+                noise_source=self.client.noise.name,
+                final_round=self.plan.final_round,
+            )
+            log.info(
+                "%s: epsilon %.4g of %.4g after round %d",
+                self.keys.artist_id,
+                self.ledger.epsilon_spent,
+                self.ledger.budget.epsilon,
+                r,
+            )
         self.upload_pending(session)
         return path
 
@@ -330,7 +416,13 @@ class ArtistPrivacy:
             except grpc.RpcError as exc:
                 if exc.code() not in REPORT_REFUSALS:
                     raise  # connection trouble: the reconnect loop retries
-                log.error("%s: the server refused the report of round %d: %s: %s", self.keys.artist_id, r, exc.code().name, exc.details())
+                log.error(
+                    "%s: the server refused the report of round %d: %s: %s",
+                    self.keys.artist_id,
+                    r,
+                    exc.code().name,
+                    exc.details(),
+                )
             self.uploaded.add(r)
             self.save()
 

@@ -108,12 +108,20 @@ class ArtistStateStore:
     def save(self, snapshot: ArtistSnapshot) -> None:
         """Write the whole snapshot in one transaction (results of older rounds are dropped)."""
         meta = {
-            "format": STATE_FORMAT, "artist_id": snapshot.artist_id, "ledger": snapshot.ledger, "rng": snapshot.rng,
-            "plan": snapshot.plan, "retired": snapshot.retired, "uploaded": sorted(set(snapshot.uploaded)),
+            "format": STATE_FORMAT,
+            "artist_id": snapshot.artist_id,
+            "ledger": snapshot.ledger,
+            "rng": snapshot.rng,
+            "plan": snapshot.plan,
+            "retired": snapshot.retired,
+            "uploaded": sorted(set(snapshot.uploaded)),
             "own_rows": None if snapshot.own is None else [int(r) for r in snapshot.own[0]],
         }
-        rows = {"meta": json.dumps(meta).encode(), "model": _npz(snapshot.model),
-                "own": b"" if snapshot.own is None else npy_bytes(snapshot.own[1])}
+        rows = {
+            "meta": json.dumps(meta).encode(),
+            "model": _npz(snapshot.model),
+            "own": b"" if snapshot.own is None else npy_bytes(snapshot.own[1]),
+        }
         results = [(r.round_id, r.phase, json.dumps(r.meta), npy_bytes(r.array)) for r in snapshot.results]
         with transaction(self.path) as db:
             db.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", list(rows.items()))
@@ -133,11 +141,23 @@ class ArtistStateStore:
             meta = json.loads(rows["meta"])
             if meta.get("format") != STATE_FORMAT:
                 raise ConfigError(f"{self.path}: not a {STATE_FORMAT} database")
-            own = None if meta["own_rows"] is None else (np.asarray(meta["own_rows"], dtype=np.int64), npy_array(rows["own"]))
+            own = (
+                None
+                if meta["own_rows"] is None
+                else (np.asarray(meta["own_rows"], dtype=np.int64), npy_array(rows["own"]))
+            )
             return ArtistSnapshot(
-                artist_id=str(meta["artist_id"]), model=_from_npz(rows["model"]), ledger=meta["ledger"], rng=meta["rng"],
-                plan=meta["plan"], own=own, retired=meta["retired"], uploaded=[int(r) for r in meta["uploaded"]],
+                artist_id=str(meta["artist_id"]),
+                model=_from_npz(rows["model"]),
+                ledger=meta["ledger"],
+                rng=meta["rng"],
+                plan=meta["plan"],
+                own=own,
+                retired=meta["retired"],
+                uploaded=[int(r) for r in meta["uploaded"]],
                 results=[CachedResult(int(r), str(p), npy_array(a), json.loads(m)) for r, p, m, a in results],
             )
         except (KeyError, ValueError, TypeError) as exc:
-            raise ConfigError(f"{self.path}: unreadable artist state ({exc!r}); refusing to guess what was spent") from exc
+            raise ConfigError(
+                f"{self.path}: unreadable artist state ({exc!r}); refusing to guess what was spent"
+            ) from exc

@@ -12,9 +12,9 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import grpc
 from cryptography import x509
@@ -22,9 +22,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
-from fedstyle_secure.secure import pki
-from fedstyle_secure.secure.keystore import CA_CERT, MachineKeys, client_cert_path, client_key_path
-from fedstyle_secure.transport.rejections import Forbidden, NotAuthenticated
+from fedstyle_secure.federation.rejections import Forbidden, NotAuthenticated
+from fedstyle_secure.secure.keys import pki
+from fedstyle_secure.secure.keys.keystore import CA_CERT, MachineKeys, client_cert_path, client_key_path
 
 REGISTER_CONTEXT = b"fedstyle.v1/register"
 SESSION_METADATA = "fedstyle-session"

@@ -2,26 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import grpc
 import numpy as np
 
 from fedstyle_secure.federation.client import Broadcast, Publication
 from fedstyle_secure.federation.packing import Layout
-from fedstyle_secure.secure.keystore import ArtistKeys
+from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.transport import auth
 from fedstyle_secure.transport.wire import (
-    DEFAULT_CHUNK_BYTES, PROTOCOL, chunk_payload, from_tensor, join_chunks, layout_fields, new_nonce, optional_array,
-    pb, pb_grpc, submission_metadata, to_tensor,
+    DEFAULT_CHUNK_BYTES,
+    PROTOCOL,
+    chunk_payload,
+    from_tensor,
+    join_chunks,
+    layout_fields,
+    new_nonce,
+    optional_array,
+    pb,
+    pb_grpc,
+    submission_metadata,
+    to_tensor,
 )
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_DOWNLOAD_BYTES = 1 << 31
 
 
-def open_channel(address: str, tls_pem: tuple[bytes, bytes, bytes], *, server_name: str = "localhost", max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.Channel:
+def open_channel(
+    address: str,
+    tls_pem: tuple[bytes, bytes, bytes],
+    *,
+    server_name: str = "localhost",
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> grpc.Channel:
     """A mutual-TLS channel; ``server_name`` must be a host of the server certificate."""
     options = [
         ("grpc.ssl_target_name_override", server_name),
@@ -41,12 +57,16 @@ class ArtistSession:
     roster: tuple[str, ...]
 
     @classmethod
-    def register(cls, channel: grpc.Channel, keys: ArtistKeys, timeout: float = 10.0) -> "ArtistSession":
+    def register(cls, channel: grpc.Channel, keys: ArtistKeys, timeout: float = 10.0) -> ArtistSession:
         stub = pb_grpc.FederationStub(channel)
         nonce = new_nonce() + new_nonce()
         reply = stub.Register(
-            pb.RegisterRequest(artist_id=keys.artist_id, nonce=nonce, protocol=PROTOCOL,
-                               identity_signature=auth.sign_registration(keys.identity_key, keys.artist_id, nonce)),
+            pb.RegisterRequest(
+                artist_id=keys.artist_id,
+                nonce=nonce,
+                protocol=PROTOCOL,
+                identity_signature=auth.sign_registration(keys.identity_key, keys.artist_id, nonce),
+            ),
             timeout=timeout,
         )
         return cls(stub, keys.artist_id, reply.session, tuple(reply.roster))
@@ -59,39 +79,67 @@ class ArtistSession:
         """Session metadata plus the round and phase a submission is for (checked before its body is read)."""
         return self.metadata + submission_metadata(round_id, phase)
 
-    def plan(self, after_round: int = 0, after_phase: str = "", wait_seconds: float = 10.0, after_attempt: int = 0) -> pb.RoundPlan:
+    def plan(
+        self, after_round: int = 0, after_phase: str = "", wait_seconds: float = 10.0, after_attempt: int = 0
+    ) -> pb.RoundPlan:
         """The plan once (round, phase, attempt) differs from the given one (long poll)."""
-        request = pb.RoundPlanRequest(after_round=after_round, after_phase=after_phase, after_attempt=after_attempt, wait_seconds=wait_seconds)
+        request = pb.RoundPlanRequest(
+            after_round=after_round, after_phase=after_phase, after_attempt=after_attempt, wait_seconds=wait_seconds
+        )
         return self.stub.GetRoundPlan(request, metadata=self.metadata, timeout=wait_seconds + 10)
 
     def broadcast(self, round_id: int, timeout: float = 60.0) -> tuple[Broadcast, tuple[np.ndarray, np.ndarray] | None]:
         """The round's broadcast and the feature standardisation (mean, std) if set."""
-        _, payload = join_chunks(self.stub.DownloadBroadcast(pb.BroadcastRequest(round_id=round_id), metadata=self.metadata, timeout=timeout), MAX_DOWNLOAD_BYTES)
+        _, payload = join_chunks(
+            self.stub.DownloadBroadcast(
+                pb.BroadcastRequest(round_id=round_id), metadata=self.metadata, timeout=timeout
+            ),
+            MAX_DOWNLOAD_BYTES,
+        )
         body = pb.BroadcastBody.FromString(payload)
         protos = from_tensor(body.prototypes, "prototypes")
         broadcast = Broadcast(
-            round=round_id - 1, params=optional_array(body, "params", "params"), consensus=optional_array(body, "consensus", "consensus"),
-            prototypes=protos, known=np.asarray(body.known, dtype=bool),
+            round=round_id - 1,
+            params=optional_array(body, "params", "params"),
+            consensus=optional_array(body, "consensus", "consensus"),
+            prototypes=protos,
+            known=np.asarray(body.known, dtype=bool),
         )
-        mean, std = optional_array(body, "feature_mean", "feature_mean"), optional_array(body, "feature_std", "feature_std")
+        mean, std = (
+            optional_array(body, "feature_mean", "feature_mean"),
+            optional_array(body, "feature_std", "feature_std"),
+        )
         return broadcast, (None if mean is None else (mean, std))
 
     def publish(self, round_id: int, publication: Publication, timeout: float = 30.0) -> pb.Ack:
         return self.stub.PublishPrototypes(
-            pb.PrototypePublication(round_id=round_id, artist_rows=[int(r) for r in publication.artist_rows],
-                                    prototypes=to_tensor(publication.prototypes.astype(np.float32)), nonce=new_nonce()),
-            metadata=self.submission_metadata(round_id, "publish"), timeout=timeout,
+            pb.PrototypePublication(
+                round_id=round_id,
+                artist_rows=[int(r) for r in publication.artist_rows],
+                prototypes=to_tensor(publication.prototypes.astype(np.float32)),
+                nonce=new_nonce(),
+            ),
+            metadata=self.submission_metadata(round_id, "publish"),
+            timeout=timeout,
         )
 
     def upload(
-        self, round_id: int, kind: int, payload: bytes, layout: Layout | None = None, *,
-        nonce: bytes | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES, timeout: float = 120.0,
+        self,
+        round_id: int,
+        kind: int,
+        payload: bytes,
+        layout: Layout | None = None,
+        *,
+        nonce: bytes | None = None,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        timeout: float = 120.0,
         signature: bytes = b"",
     ) -> pb.Ack:
         """Stream a contribution (plain float64 bytes, or a CKKS ciphertext and its signature) or a
         decrypted aggregate."""
-        chunks = chunk_payload(payload, round_id=round_id, kind=kind, nonce=nonce, chunk_bytes=chunk_bytes,
-                               signature=signature)
+        chunks = chunk_payload(
+            payload, round_id=round_id, kind=kind, nonce=nonce, chunk_bytes=chunk_bytes, signature=signature
+        )
         phase = "decrypt" if kind == pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE else "contribute"
         metadata = self.submission_metadata(round_id, phase)
         return self.stub.UploadContribution(with_layout(chunks, layout), metadata=metadata, timeout=timeout)
@@ -112,25 +160,44 @@ class ArtistSession:
     ) -> pb.DecryptionCommits:
         """CKKS committee: commit to a set (idempotent); the commitments held once all are in or after
         ``wait_seconds``."""
-        request = pb.DecryptionCommit(round_id=round_id, attempt=attempt, set_digest=set_digest, signature=signature,
-                                      wait_seconds=wait_seconds)
+        request = pb.DecryptionCommit(
+            round_id=round_id, attempt=attempt, set_digest=set_digest, signature=signature, wait_seconds=wait_seconds
+        )
         return self.stub.CommitDecryption(request, metadata=self.metadata, timeout=wait_seconds + 10)
 
     def submit_masking(
-        self, round_id: int, phase: str, message: bytes, layout: Layout | None = None, *, nonce: bytes | None = None, timeout: float = 30.0
+        self,
+        round_id: int,
+        phase: str,
+        message: bytes,
+        layout: Layout | None = None,
+        *,
+        nonce: bytes | None = None,
+        timeout: float = 30.0,
     ) -> pb.Ack:
         """Send one pairwise-masking message (``masking_messages`` bytes) of ``phase``."""
-        request = pb.MaskingUpload(round_id=round_id, phase=phase, message=message, nonce=nonce if nonce is not None else new_nonce(),
-                                   layout=layout_fields(layout) if layout is not None else [])
+        request = pb.MaskingUpload(
+            round_id=round_id,
+            phase=phase,
+            message=message,
+            nonce=nonce if nonce is not None else new_nonce(),
+            layout=layout_fields(layout) if layout is not None else [],
+        )
         return self.stub.SubmitMasking(request, metadata=self.submission_metadata(round_id, phase), timeout=timeout)
 
     def fetch_masking(self, round_id: int, name: str, timeout: float = 60.0) -> bytes:
         """The server's masking message ``name`` ("roster", "delivery", "survivors", "unmask_request")."""
-        reply = self.stub.FetchMasking(pb.MaskingDownloadRequest(round_id=round_id, phase=name), metadata=self.metadata, timeout=timeout)
+        reply = self.stub.FetchMasking(
+            pb.MaskingDownloadRequest(round_id=round_id, phase=name), metadata=self.metadata, timeout=timeout
+        )
         return bytes(reply.message)
 
     def report(self, round_id: int, signed_json: bytes, timeout: float = 30.0) -> pb.Ack:
-        return self.stub.UploadEpsilonReport(pb.EpsilonReport(round_id=round_id, artist_id=self.artist_id, signed_json=signed_json), metadata=self.metadata, timeout=timeout)
+        return self.stub.UploadEpsilonReport(
+            pb.EpsilonReport(round_id=round_id, artist_id=self.artist_id, signed_json=signed_json),
+            metadata=self.metadata,
+            timeout=timeout,
+        )
 
 
 def with_layout(chunks: Iterator[pb.Chunk], layout: Layout | None) -> Iterator[pb.Chunk]:
@@ -140,7 +207,15 @@ def with_layout(chunks: Iterator[pb.Chunk], layout: Layout | None) -> Iterator[p
         yield chunk
 
 
-def query(address: str, tls_pem: tuple[bytes, bytes, bytes], image: bytes, top_k: int = 5, *, server_name: str = "localhost", timeout: float = 30.0) -> list[tuple[str, float]]:
+def query(
+    address: str,
+    tls_pem: tuple[bytes, bytes, bytes],
+    image: bytes,
+    top_k: int = 5,
+    *,
+    server_name: str = "localhost",
+    timeout: float = 30.0,
+) -> list[tuple[str, float]]:
     """Buyer: rank artists by style similarity to an encoded image, over mutual TLS."""
     with open_channel(address, tls_pem, server_name=server_name) as channel:
         reply = pb_grpc.FederationStub(channel).Query(pb.QueryRequest(image=image, top_k=top_k), timeout=timeout)

@@ -1,6 +1,6 @@
 """Artist side of ``--secure ckks`` over gRPC: signed contributions, and decryption of nothing but a
 sum the artist checked and computed itself (protocol and threat model:
-:mod:`fedstyle_secure.secure.ckks_decryption`).
+:mod:`fedstyle_secure.secure.ckks.decryption`).
 
 * The round's contribution is encrypted once and resent unchanged in a retried attempt; it is
   signed per attempt (round, attempt, key set, artist, layout, SHA-256 of the ciphertext).
@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from fedstyle_secure.errors import SecureAggregationError
 from fedstyle_secure.federation.packing import Layout
-from fedstyle_secure.secure.ckks import CkksSum, encrypt
-from fedstyle_secure.secure.ckks_decryption import (
+from fedstyle_secure.secure.ckks.decryption import (
     DEFAULT_MIN_QUORUM,
     Attempt,
     DecryptionGuard,
@@ -39,8 +38,9 @@ from fedstyle_secure.secure.ckks_decryption import (
     sign_commit,
     sign_contribution,
 )
-from fedstyle_secure.secure.keystore import ArtistKeys
-from fedstyle_secure.transport.channel import ArtistSession
+from fedstyle_secure.secure.ckks.primitives import CkksSum, encrypt
+from fedstyle_secure.secure.keys.keystore import ArtistKeys
+from fedstyle_secure.transport.artist.channel import ArtistSession
 from fedstyle_secure.transport.wire import pb
 
 log = logging.getLogger(__name__)

@@ -55,7 +55,14 @@ def generate() -> Path:
     for package in (out, out / "fedstyle", out / "fedstyle" / "v1"):
         (package / "__init__.py").touch()
     include = importlib.resources.files("grpc_tools") / "_proto"
-    args = ["protoc", f"-I{PROTO_ROOT}", f"-I{include}", f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}"]
+    args = [
+        "protoc",
+        f"-I{PROTO_ROOT}",
+        f"-I{include}",
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        f"--grpc_python_out={out}",
+    ]
     status = protoc.main(args + [str(PROTO_ROOT / p) for p in PROTO_FILES])
     if status != 0:
         raise TransportError(f"protoc failed with status {status} on {', '.join(PROTO_FILES)}")

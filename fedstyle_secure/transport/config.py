@@ -7,15 +7,16 @@ sizes in bytes.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import tomllib
+
 from fedstyle_secure.errors import ConfigError
-from fedstyle_secure.secure.ckks_decryption import DEFAULT_MIN_QUORUM
+from fedstyle_secure.federation.coordinator import Schedule
+from fedstyle_secure.secure.ckks.decryption import DEFAULT_MIN_QUORUM
 from fedstyle_secure.training.dp import DpConfig
-from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.dp_config import dp_schedule, pop_federation_dp, validate_client_budget
 
 T = TypeVar("T")
@@ -42,7 +43,9 @@ class ServerConfig:
     cache_dir: Path | None = None
     keep_serving: bool = False  # after the last round, answer buyer queries until SIGTERM/SIGINT
     crl: Path | None = None  # CA-signed revocation list (`fedstyle keys revoke`), re-read when it changes
-    dp: DpConfig | None = None  # from [federation] epsilon, delta, clip_norm, accountant, noise_multiplier (see dp_config)
+    dp: DpConfig | None = (
+        None  # from [federation] epsilon, delta, clip_norm, accountant, noise_multiplier (see dp_config)
+    )
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,16 @@ class ClientConfig:
     min_quorum: int = DEFAULT_MIN_QUORUM  # CKKS: never decrypt a sum of fewer contributors, whatever the server says
 
 
-_TYPES: dict[str, type] = {"int": int, "str": str, "bool": bool, "float": float, "float | None": float, "str | None": str, "Path": Path, "Path | None": Path}
+_TYPES: dict[str, type] = {
+    "int": int,
+    "str": str,
+    "bool": bool,
+    "float": float,
+    "float | None": float,
+    "str | None": str,
+    "Path": Path,
+    "Path | None": Path,
+}
 
 
 def _coerce(value: Any, type_name: str, where: str) -> Any:
@@ -97,7 +109,11 @@ def _build(cls: type[T], table: dict[str, Any], where: str, nested: dict[str, An
             values[name] = frozenset(value)
         else:
             values[name] = _coerce(value, str(fields[name].type), f"{where}.{name}")
-    missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise ConfigError(f"{where}: missing required field(s) {', '.join(missing)}")
     return cls(**values)
@@ -133,12 +149,25 @@ def load_server_config(path: Path) -> ServerConfig:
     dp = pop_federation_dp(federation, f"{path}: federation")
     schedule = dp_schedule(_build(Schedule, federation, f"{path}: federation"), dp, federation, f"{path}: federation")
     config = _build(ServerConfig, dict(raw.get("server", {})), f"{path}: server", {"schedule": schedule, "dp": dp})
-    positive = ("embedding_dim", "max_message_bytes", "max_payload_bytes", "max_calls_per_identity", "max_buyer_calls",
-                "stream_idle_seconds", "session_timeout_seconds")
+    positive = (
+        "embedding_dim",
+        "max_message_bytes",
+        "max_payload_bytes",
+        "max_calls_per_identity",
+        "max_buyer_calls",
+        "stream_idle_seconds",
+        "session_timeout_seconds",
+    )
     _positive(config, positive, f"{path}: server")
     base = path.parent
-    return dataclasses.replace(config, keys=_relative(base, config.keys), state_db=_relative(base, config.state_db), index=_relative(base, config.index), reports_dir=_relative(base, config.reports_dir),
-        cache_dir=_relative(base, config.cache_dir), crl=_relative(base, config.crl),
+    return dataclasses.replace(
+        config,
+        keys=_relative(base, config.keys),
+        state_db=_relative(base, config.state_db),
+        index=_relative(base, config.index),
+        reports_dir=_relative(base, config.reports_dir),
+        cache_dir=_relative(base, config.cache_dir),
+        crl=_relative(base, config.crl),
     )
 
 
@@ -149,10 +178,23 @@ def load_client_config(path: Path) -> ClientConfig:
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)} (expected [client])")
     config = _build(ClientConfig, dict(raw.get("client", {})), f"{path}: client")
-    positive = ("epochs", "batch_size", "reconnect_initial_seconds", "reconnect_max_seconds", "give_up_seconds",
-                "max_message_bytes", "min_quorum")
+    positive = (
+        "epochs",
+        "batch_size",
+        "reconnect_initial_seconds",
+        "reconnect_max_seconds",
+        "give_up_seconds",
+        "max_message_bytes",
+        "min_quorum",
+    )
     _positive(config, positive, f"{path}: client")
     validate_client_budget(config.budget_epsilon, config.budget_delta, f"{path}: client")
     base = path.parent
-    return dataclasses.replace(config, keys=_relative(base, config.keys), data=_relative(base, config.data), cache_dir=_relative(base, config.cache_dir),
-                               state_dir=_relative(base, config.state_dir), reports_dir=_relative(base, config.reports_dir))
+    return dataclasses.replace(
+        config,
+        keys=_relative(base, config.keys),
+        data=_relative(base, config.data),
+        cache_dir=_relative(base, config.cache_dir),
+        state_dir=_relative(base, config.state_dir),
+        reports_dir=_relative(base, config.reports_dir),
+    )

@@ -11,7 +11,7 @@ Rounds: ``0`` is the set-up round (sum of feature moments -> input standardisati
 Phases of a round: ``publish`` (prototype releases, when the round refreshes them),
 ``contribute`` (plain vector or signed CKKS ciphertext), ``decrypt`` (CKKS only: a committee of
 two contributors checks the signed contributions, sums them itself and returns the plaintext;
-see :mod:`fedstyle_secure.secure.ckks_decryption`).  With ``secagg``/``secagg+`` the contribute
+see :mod:`fedstyle_secure.secure.ckks.decryption`).  With ``secagg``/``secagg+`` the contribute
 step is the five phases of pairwise masking, ``advertise`` (local training, then signed keys;
 deadline ``phase_seconds``), ``share``, ``masked_input``, ``consistency`` (signed survivor sets)
 and ``unmask`` (deadline ``masking_seconds`` each), driven by
@@ -31,13 +31,23 @@ from __future__ import annotations
 
 import enum
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from fedstyle_secure.errors import ConfigError, SecureAggregationError
+from fedstyle_secure.federation.masking_rounds import MaskingRound
+from fedstyle_secure.federation.masking_session import (
+    TAG_BITS,
+    MaskingParams,
+    is_masking_mode,
+    round_config,
+    session_id,
+)
 from fedstyle_secure.federation.packing import Layout, unpack
+from fedstyle_secure.federation.rejections import Duplicate, Malformed, PastDeadline, WrongRound
 from fedstyle_secure.federation.round_layout import FederationShape, round_kind, round_layout, round_value_range
 from fedstyle_secure.federation.strategy import CONTRIBUTION_RANGE, ServerState, algorithm_spec, publish_prototypes
 from fedstyle_secure.federation.sum_checks import (
@@ -47,14 +57,10 @@ from fedstyle_secure.federation.sum_checks import (
     checked_standardisation,
     decode_tolerance,
 )
-from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.secure.api import PlainSummation
-from fedstyle_secure.secure.ckks import CkksContext
-from fedstyle_secure.secure.ckks_decryption import Attempt, ContributionCollector, SignedContribution, layout_bytes
-from fedstyle_secure.secure.secagg import DEFAULT_THRESHOLD
-from fedstyle_secure.transport.masking_rounds import MaskingRound
-from fedstyle_secure.transport.masking_session import TAG_BITS, MaskingParams, is_masking_mode, round_config, session_id
-from fedstyle_secure.transport.rejections import Duplicate, Malformed, PastDeadline, WrongRound
+from fedstyle_secure.secure.ckks.decryption import Attempt, ContributionCollector, SignedContribution, layout_bytes
+from fedstyle_secure.secure.ckks.primitives import CkksContext
+from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
 
 TRANSPORT_SECURE_MODES: tuple[str, ...] = ("none", "ckks", "secagg", "secagg+")
 DECRYPT_AGREEMENT = 1e-6  # max relative disagreement between artists' decrypted aggregates
@@ -101,7 +107,9 @@ class Schedule:
     def validate(self, n_artists: int) -> None:
         algorithm_spec(self.algorithm)
         if self.secure_mode not in TRANSPORT_SECURE_MODES:
-            raise ConfigError(f"secure_mode: the gRPC transport supports {TRANSPORT_SECURE_MODES}, got {self.secure_mode!r}")
+            raise ConfigError(
+                f"secure_mode: the gRPC transport supports {TRANSPORT_SECURE_MODES}, got {self.secure_mode!r}"
+            )
         if self.rounds < 1:
             raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
         if not 1 <= self.quorum <= n_artists:
@@ -114,7 +122,9 @@ class Schedule:
             if self.masking_seconds <= 0:
                 raise ConfigError(f"masking_seconds must be > 0, got {self.masking_seconds}")
             params = MaskingParams(0, self.masking_threshold, self.masking_degree)
-            round_config(self.secure_mode, [f"artist{i}" for i in range(n_artists)], CONTRIBUTION_RANGE, params, 1)  # ConfigError if invalid
+            round_config(
+                self.secure_mode, [f"artist{i}" for i in range(n_artists)], CONTRIBUTION_RANGE, params, 1
+            )  # ConfigError if invalid
 
 
 @dataclass(frozen=True)
@@ -189,7 +199,9 @@ class Coordinator:
             raise SecureAggregationError("secure_mode 'ckks' needs the server's public CKKS context")
         needs_identities = is_masking_mode(self.schedule.secure_mode) or self.schedule.secure_mode == "ckks"
         if needs_identities and not set(self.roster) <= set(self.identity_publics):
-            raise SecureAggregationError(f"secure_mode {self.schedule.secure_mode!r} needs every artist's identity public key")
+            raise SecureAggregationError(
+                f"secure_mode {self.schedule.secure_mode!r} needs every artist's identity public key"
+            )
         needs_setup = self.schedule.standardise and self.standardisation is None and self.state.round == 0
         self._open(0 if needs_setup else self.state.round + 1, now)
 
@@ -204,7 +216,12 @@ class Coordinator:
         kind = self._kind(round_id)
         if kind == "final":
             return True
-        return kind == "train" and self.spec.uses_prototypes and self.spec.shares_prototypes and (round_id - 1) in self.schedule.refreshes
+        return (
+            kind == "train"
+            and self.spec.uses_prototypes
+            and self.spec.shares_prototypes
+            and (round_id - 1) in self.schedule.refreshes
+        )
 
     def training_release_rounds(self) -> frozenset[int]:
         """Training rounds ``r = round_id - 1`` with a publish phase: the prototype releases every
@@ -287,7 +304,9 @@ class Coordinator:
         if self.finished:
             raise WrongRound("the run is finished")
         if self._last_closed[:2] == (round_id, phase.value):
-            raise PastDeadline(f"round {round_id} phase {phase.value!r} closed at its deadline {self._last_closed[2]:.3f} without {artist}")
+            raise PastDeadline(
+                f"round {round_id} phase {phase.value!r} closed at its deadline {self._last_closed[2]:.3f} without {artist}"
+            )
         if round_id != self._round_id:
             raise WrongRound(f"round {round_id} is not the current round {self._round_id}")
         if self._phase is not phase:
@@ -297,7 +316,9 @@ class Coordinator:
         if now > self._deadline:
             raise PastDeadline(f"round {round_id} phase {phase.value!r} closed at its deadline {self._deadline:.3f}")
 
-    def submit_publication(self, artist: str, round_id: int, rows: np.ndarray, prototypes: np.ndarray, nonce: bytes, now: float) -> None:
+    def submit_publication(
+        self, artist: str, round_id: int, rows: np.ndarray, prototypes: np.ndarray, nonce: bytes, now: float
+    ) -> None:
         if self._holds_identical_publication(artist, round_id, rows, prototypes):
             return  # the artist retried a publication we already hold (its answer was lost): acknowledged, no change
         self._admit(artist, round_id, Phase.PUBLISH, nonce, now)
@@ -305,10 +326,14 @@ class Coordinator:
         if rows.tolist() != [own]:
             raise Malformed(f"{artist} may publish only its own artist row {own}, got rows {rows.tolist()}")
         if prototypes.shape != (1, self.state.prototypes.shape[1]) or not np.all(np.isfinite(prototypes)):
-            raise Malformed(f"prototypes must be finite with shape (1, {self.state.prototypes.shape[1]}), got {prototypes.shape}")
+            raise Malformed(
+                f"prototypes must be finite with shape (1, {self.state.prototypes.shape[1]}), got {prototypes.shape}"
+            )
         self._accept(artist, (rows, prototypes), nonce, now)
 
-    def _holds_identical_publication(self, artist: str, round_id: int, rows: np.ndarray, prototypes: np.ndarray) -> bool:
+    def _holds_identical_publication(
+        self, artist: str, round_id: int, rows: np.ndarray, prototypes: np.ndarray
+    ) -> bool:
         """True if this phase already holds exactly this publication from ``artist``.  A different
         one is still refused as a duplicate by :meth:`_admit` (a publication is a DP release: an
         artist must not swap it for a second draw)."""
@@ -319,7 +344,13 @@ class Coordinator:
         return bool(np.array_equal(held_rows, rows) and np.array_equal(held_prototypes, prototypes))
 
     def submit_contribution(
-        self, artist: str, round_id: int, layout: Layout, payload: bytes, nonce: bytes, now: float,
+        self,
+        artist: str,
+        round_id: int,
+        layout: Layout,
+        payload: bytes,
+        nonce: bytes,
+        now: float,
         signature: bytes = b"",
     ) -> None:
         """A packed contribution: float64 bytes (``none``) or a serialised CKKS vector with the
@@ -349,11 +380,15 @@ class Coordinator:
         if self._layout is None:
             raise WrongRound(f"round {round_id} sums no contributions (algorithm {self.schedule.algorithm!r})")
         if layout != self._layout:
-            raise Malformed(f"{artist}: contribution layout {layout.describe()}, round {round_id} expects "
-                            f"{self._layout.describe()} (from the plan)")
+            raise Malformed(
+                f"{artist}: contribution layout {layout.describe()}, round {round_id} expects "
+                f"{self._layout.describe()} (from the plan)"
+            )
         return self._layout
 
-    def submit_masking(self, artist: str, round_id: int, phase: str, message: bytes, layout: Layout | None, nonce: bytes, now: float) -> None:
+    def submit_masking(
+        self, artist: str, round_id: int, phase: str, message: bytes, layout: Layout | None, nonce: bytes, now: float
+    ) -> None:
         """One pairwise-masking message (``masking_messages`` bytes) of the current masking phase;
         ``layout`` (advertise only) declares the packed vector the artist will mask."""
         step = next((p for p in MASKING_STEPS if p.value == phase), None)
@@ -373,9 +408,13 @@ class Coordinator:
         """The server's masking message ``fetch_name`` for ``artist``; None while the phase that
         produces it has not opened yet (the caller may wait), refused once it cannot come."""
         if self.finished or round_id != self._round_id:
-            raise WrongRound(f"no masking messages for round {round_id} (current round {self._round_id}, phase {self._phase.value})")
+            raise WrongRound(
+                f"no masking messages for round {round_id} (current round {self._round_id}, phase {self._phase.value})"
+            )
         if self._masking is None:
-            raise WrongRound(f"round {round_id} is in phase {self._phase.value!r}, not a masking phase (secure mode {self.schedule.secure_mode!r})")
+            raise WrongRound(
+                f"round {round_id} is in phase {self._phase.value!r}, not a masking phase (secure mode {self.schedule.secure_mode!r})"
+            )
         wanted = MASKING_DOWNLOADS.get(fetch_name)
         if wanted is None:
             raise Malformed(f"unknown masking download {fetch_name!r}; expected one of {sorted(MASKING_DOWNLOADS)}")
@@ -402,8 +441,10 @@ class Coordinator:
     def _decrypting(self, artist: str, round_id: int) -> ContributionCollector:
         """The attempt's collector, for a committee member in this round's decrypt phase."""
         if self.finished or round_id != self._round_id or self._phase is not Phase.DECRYPT or self._ckks_round is None:
-            raise WrongRound(f"round {round_id} has no CKKS contribution set to decrypt "
-                             f"(current round {self._round_id}, phase {self._phase.value})")
+            raise WrongRound(
+                f"round {round_id} has no CKKS contribution set to decrypt "
+                f"(current round {self._round_id}, phase {self._phase.value})"
+            )
         if artist not in self._ckks_round.committee:
             committee = list(self._ckks_round.committee)
             raise WrongRound(f"{artist} is not on round {round_id}'s decryption committee {committee}")
@@ -471,8 +512,11 @@ class Coordinator:
         if not everyone and now <= self._deadline:
             return False
         if got < self._needed():
-            self._abort(f"round {self._round_id} phase {self._phase.value!r}: {got} of {len(self._expected())} "
-                        f"answered by the deadline, quorum {self._needed()}", now)
+            self._abort(
+                f"round {self._round_id} phase {self._phase.value!r}: {got} of {len(self._expected())} "
+                f"answered by the deadline, quorum {self._needed()}",
+                now,
+            )
             return True
         try:
             self._close(now)
@@ -544,7 +588,9 @@ class Coordinator:
         scale = max(1.0, float(np.max(np.abs(values[0]))))
         for artist, vector in decrypted.items():
             if np.max(np.abs(vector - values[0])) > DECRYPT_AGREEMENT * scale:
-                raise SecureAggregationError(f"round {self._round_id}: {artist}'s decrypted aggregate disagrees with the others")
+                raise SecureAggregationError(
+                    f"round {self._round_id}: {artist}'s decrypted aggregate disagrees with the others"
+                )
         return values[0]
 
     def _apply(self, sums: dict[str, np.ndarray], contributors: int) -> None:
@@ -585,5 +631,3 @@ def _finite_vector(payload: bytes, length: int, what: str, value_range: tuple[fl
     if value_range is not None and (vector.min(initial=0) < value_range[0] or vector.max(initial=0) > value_range[1]):
         raise Malformed(f"{what}: values outside the declared range {value_range}")
     return vector
-
-

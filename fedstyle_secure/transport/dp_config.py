@@ -23,15 +23,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.privacy.accounting import ACCOUNTANTS
 from fedstyle_secure.training.dp import PRIVATE_LAYERS, DpConfig, refresh_rounds
-from fedstyle_secure.transport.coordinator import Schedule
 from fedstyle_secure.transport.wire import pb
 
-FEDERATION_DP_FIELDS: tuple[str, ...] = ("epsilon", "delta", "clip_norm", "accountant", "noise_multiplier", "private_layers")
+FEDERATION_DP_FIELDS: tuple[str, ...] = (
+    "epsilon",
+    "delta",
+    "clip_norm",
+    "accountant",
+    "noise_multiplier",
+    "private_layers",
+)
 
 
 def _number(table: dict[str, Any], name: str, where: str) -> float | None:
@@ -74,7 +82,11 @@ def pop_federation_dp(table: dict[str, Any], where: str) -> DpConfig | None:
     if private_layers not in PRIVATE_LAYERS:
         raise ConfigError(f"{where}.private_layers must be one of {', '.join(PRIVATE_LAYERS)}, got {private_layers!r}")
     return DpConfig(
-        epsilon=epsilon, delta=delta, clip_norm=1.0 if clip_norm is None else clip_norm, accountant=accountant, noise_multiplier=noise,
+        epsilon=epsilon,
+        delta=delta,
+        clip_norm=1.0 if clip_norm is None else clip_norm,
+        accountant=accountant,
+        noise_multiplier=noise,
         private_layers=private_layers,
     )
 
@@ -88,8 +100,10 @@ def dp_schedule(schedule: Schedule, dp: DpConfig | None, given: Iterable[str], w
         return schedule
     given = set(given)
     if "standardise" in given and schedule.standardise:
-        raise ConfigError(f"{where}.standardise: the set-up round sums private feature moments without DP noise; "
-                          "it cannot run in a DP federation (leave it out or set it to false)")
+        raise ConfigError(
+            f"{where}.standardise: the set-up round sums private feature moments without DP noise; "
+            "it cannot run in a DP federation (leave it out or set it to false)"
+        )
     refreshes = schedule.refreshes if "refreshes" in given else refresh_rounds(schedule.rounds, dp.prototype_refreshes)
     return dataclasses.replace(schedule, standardise=False, refreshes=frozenset(refreshes))
 
@@ -97,8 +111,10 @@ def dp_schedule(schedule: Schedule, dp: DpConfig | None, given: Iterable[str], w
 def require_dp_schedule(dp: DpConfig | None, standardise: bool) -> None:
     """Refuse to start a DP server whose schedule runs the non-private set-up round."""
     if dp is not None and standardise:
-        raise ConfigError("federation.standardise: the set-up round sums private feature moments without DP noise; "
-                          "a DP federation (federation.epsilon set) must run without it")
+        raise ConfigError(
+            "federation.standardise: the set-up round sums private feature moments without DP noise; "
+            "a DP federation (federation.epsilon set) must run without it"
+        )
 
 
 def validate_client_budget(budget_epsilon: float | None, budget_delta: float | None, where: str) -> None:
@@ -117,8 +133,13 @@ def dp_parameters(dp: DpConfig | None, release_rounds: Iterable[int]) -> pb.DpPa
     if dp is None:
         return None
     return pb.DpParameters(
-        noise_multiplier=dp.noise_multiplier or 0.0, clip_norm=dp.clip_norm, sample_rate=0.0, epsilon_budget=dp.epsilon,
-        delta=dp.delta or 0.0, accountant=dp.accountant, release_rounds=sorted(int(r) for r in release_rounds),
+        noise_multiplier=dp.noise_multiplier or 0.0,
+        clip_norm=dp.clip_norm,
+        sample_rate=0.0,
+        epsilon_budget=dp.epsilon,
+        delta=dp.delta or 0.0,
+        accountant=dp.accountant,
+        release_rounds=sorted(int(r) for r in release_rounds),
         private_layers=dp.private_layers,
     )
 
@@ -131,7 +152,11 @@ def announced_dp(plan: pb.RoundPlan) -> tuple[DpConfig, frozenset[int]] | None:
     if not plan.HasField("dp"):
         return None
     msg = plan.dp
-    table: dict[str, Any] = {"epsilon": msg.epsilon_budget, "clip_norm": msg.clip_norm, "accountant": msg.accountant or "prv"}
+    table: dict[str, Any] = {
+        "epsilon": msg.epsilon_budget,
+        "clip_norm": msg.clip_norm,
+        "accountant": msg.accountant or "prv",
+    }
     if msg.delta:
         table["delta"] = msg.delta
     if msg.noise_multiplier:

@@ -15,13 +15,13 @@ import numpy as np
 
 from fedstyle_secure.data.images import content_key
 from fedstyle_secure.federation.client import federation_shape
-from fedstyle_secure.federation.dataset import DEFAULT_PUBLIC_IMAGES, load_public_images
 from fedstyle_secure.federation.round_layout import FederationShape
 from fedstyle_secure.federation.strategy import AlgorithmSpec, algorithm_spec
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.heads import StyleModel
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, InputBank, build_input_bank
+from fedstyle_secure.training.dataset import DEFAULT_PUBLIC_IMAGES, load_public_images
 from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model, warm_start_cache
 from fedstyle_secure.transport.config import ServerConfig
 
@@ -34,13 +34,24 @@ def public_bank(cache_dir: Path) -> InputBank:
 
 
 def starting_model(
-    spec: AlgorithmSpec, embedding_dim: int, n_artists: int, seed: int, private: bool,
-    bank: InputBank, public: InputBank, cache_dir: Path,
+    spec: AlgorithmSpec,
+    embedding_dim: int,
+    n_artists: int,
+    seed: int,
+    private: bool,
+    bank: InputBank,
+    public: InputBank,
+    cache_dir: Path,
 ) -> StyleModel:
     """:func:`make_initial_model` as every party of the federation calls it (public warm start under DP)."""
     return make_initial_model(
-        EncoderConfig(embedding_dim=embedding_dim), bank, public, n_artists if spec.needs_classifier else None,
-        seed=seed, pretrain_steps=default_pretrain_steps(private), cache=warm_start_cache(cache_dir),
+        EncoderConfig(embedding_dim=embedding_dim),
+        bank,
+        public,
+        n_artists if spec.needs_classifier else None,
+        seed=seed,
+        pretrain_steps=default_pretrain_steps(private),
+        cache=warm_start_cache(cache_dir),
     )
 
 

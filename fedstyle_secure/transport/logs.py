@@ -27,5 +27,9 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(log_format: str, verbose: bool = False) -> None:
     """Log INFO (DEBUG if ``verbose``) to stderr as ``log_format``, replacing earlier root handlers."""
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter()
+        if log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)

@@ -7,17 +7,17 @@ here is needed in a real deployment, where every machine gets only its own key b
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from fedstyle_secure.data.images import load_image_folder
+from fedstyle_secure.federation.coordinator import Schedule
+from fedstyle_secure.secure.keys.keystore import generate_key_files, load_artist_keys, load_server_keys, write_key_files
 from fedstyle_secure.training.dp import DpConfig
-from fedstyle_secure.secure.keystore import generate_key_files, load_artist_keys, load_server_keys, write_key_files
-from fedstyle_secure.transport.artist import run_artist
+from fedstyle_secure.transport.artist.runner import run_artist
 from fedstyle_secure.transport.config import ClientConfig, ServerConfig
-from fedstyle_secure.transport.coordinator import Schedule
-from fedstyle_secure.transport.server import RunningServer, start_server
+from fedstyle_secure.transport.server.servicer import RunningServer, start_server
 
 
 def write_fresh_keys(keys_dir: Path, artists: Sequence[str], buyers: Sequence[str] = ()) -> Path:
@@ -53,7 +53,9 @@ class LoopbackFederation:
         """(Re)start ``artist``'s client thread from its config, e.g. after it crashed: it resumes
         from its ``state_dir`` like a restarted artist process."""
         self.results.pop(artist, None)
-        thread = threading.Thread(target=_artist_thread, args=(self, self.clients[artist]), name=f"artist-{artist}", daemon=True)
+        thread = threading.Thread(
+            target=_artist_thread, args=(self, self.clients[artist]), name=f"artist-{artist}", daemon=True
+        )
         self.threads[artist] = thread
         thread.start()
         return thread
@@ -78,9 +80,17 @@ def artist_dirs(work: Path, artist: str) -> tuple[Path, Path]:
 
 
 def start_loopback(
-    work: Path, data_dir: Path, schedule: Schedule, *, keys_dir: Path | None = None, cache_dir: Path | None = None,
-    epochs: int = 1, buyers: Sequence[str] = ("buyer",), dp: DpConfig | None = None,
-    budgets: Mapping[str, float] | None = None, session_timeout_seconds: float = 30.0,
+    work: Path,
+    data_dir: Path,
+    schedule: Schedule,
+    *,
+    keys_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    epochs: int = 1,
+    buyers: Sequence[str] = ("buyer",),
+    dp: DpConfig | None = None,
+    budgets: Mapping[str, float] | None = None,
+    session_timeout_seconds: float = 30.0,
 ) -> LoopbackFederation:
     """Fresh keys (unless given), a server on a free loopback port, one artist thread per folder.
 
@@ -94,16 +104,30 @@ def start_loopback(
     if dp is not None:
         schedule = replace(schedule, standardise=False)
     config = ServerConfig(
-        keys=keys_dir, state_db=work / "server.sqlite", listen="127.0.0.1:0", schedule=schedule,
-        index=work / "index", reports_dir=work / "reports", cache_dir=cache_dir, dp=dp, session_timeout_seconds=session_timeout_seconds,
+        keys=keys_dir,
+        state_db=work / "server.sqlite",
+        listen="127.0.0.1:0",
+        schedule=schedule,
+        index=work / "index",
+        reports_dir=work / "reports",
+        cache_dir=cache_dir,
+        dp=dp,
+        session_timeout_seconds=session_timeout_seconds,
     )
     server = start_server(config, load_server_keys(keys_dir))
     federation = LoopbackFederation(server, {})
     for artist, folder in folders.items():
         state_dir, reports_dir = artist_dirs(work, artist)
         federation.clients[artist] = ClientConfig(
-            keys=keys_dir, data=folder, server=f"127.0.0.1:{server.port}", artist=artist, cache_dir=cache_dir, epochs=epochs,
-            budget_epsilon=(budgets or {}).get(artist), state_dir=state_dir, reports_dir=reports_dir,
+            keys=keys_dir,
+            data=folder,
+            server=f"127.0.0.1:{server.port}",
+            artist=artist,
+            cache_dir=cache_dir,
+            epochs=epochs,
+            budget_epsilon=(budgets or {}).get(artist),
+            state_dir=state_dir,
+            reports_dir=reports_dir,
         )
         federation.start_artist(artist)
     return federation
@@ -111,8 +135,8 @@ def start_loopback(
 
 def _artist_thread(federation: LoopbackFederation, config: ClientConfig) -> None:
     try:
-        federation.results[config.artist] = run_artist(config, load_artist_keys(config.keys, config.artist), federation.stop)
+        federation.results[config.artist] = run_artist(
+            config, load_artist_keys(config.keys, config.artist), federation.stop
+        )
     except Exception as exc:  # reported to the caller, who decides
         federation.results[config.artist] = exc
-
-

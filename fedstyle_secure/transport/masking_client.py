@@ -23,18 +23,18 @@ warning, exactly like a dropout; they never crash it, and nothing was revealed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
+from fedstyle_secure.federation.masking_session import FETCH_NAMES, MaskingParams, check_session_id, round_config
 from fedstyle_secure.federation.packing import Layout
 from fedstyle_secure.secure.masking import MaskingArtist, Phase
-from fedstyle_secure.secure.masking_messages import parse_message
-from fedstyle_secure.transport.channel import ArtistSession
-from fedstyle_secure.transport.masking_session import FETCH_NAMES, MaskingParams, check_session_id, round_config
+from fedstyle_secure.secure.masking.messages import parse_message
+from fedstyle_secure.transport.artist.channel import ArtistSession
 from fedstyle_secure.transport.wire import pb
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,9 @@ Send = Callable[[ArtistSession], object]
 def params_from_plan(plan: pb.RoundPlan) -> MaskingParams:
     """The masking parameters a plan announces (SecureAggregationError if it announces none)."""
     if not plan.HasField("masking"):
-        raise SecureAggregationError(f"round {plan.round_id} phase {plan.phase!r}: the plan carries no masking parameters")
+        raise SecureAggregationError(
+            f"round {plan.round_id} phase {plan.phase!r}: the plan carries no masking parameters"
+        )
     return MaskingParams(plan.masking.session_id, plan.masking.threshold, plan.masking.degree)
 
 
@@ -68,7 +70,9 @@ class MaskingClient:
     _vectors: dict[int, tuple[np.ndarray, Layout]] = field(default_factory=dict)
     _current: _Session | None = None
 
-    def contribution(self, round_id: int, pack_once: Callable[[], tuple[np.ndarray, Layout]]) -> tuple[np.ndarray, Layout]:
+    def contribution(
+        self, round_id: int, pack_once: Callable[[], tuple[np.ndarray, Layout]]
+    ) -> tuple[np.ndarray, Layout]:
         """The round's packed vector: computed once by ``pack_once``, reused by retried sessions."""
         if round_id not in self._vectors:
             self._vectors = {round_id: pack_once()}  # only the current round's is kept
@@ -78,11 +82,15 @@ class MaskingClient:
         """Start the plan's session for ``vector`` (every entry in the plan's value range); the signed keys."""
         params = params_from_plan(plan)
         if plan.round_id in self._unmasked_rounds:
-            raise SecureAggregationError(f"round {plan.round_id}: I already answered an unmasking request of this round; not joining another session")
+            raise SecureAggregationError(
+                f"round {plan.round_id}: I already answered an unmasking request of this round; not joining another session"
+            )
         check_session_id(params.session_id, plan.round_id, self._used)
         value_range = (plan.value_low, plan.value_high)
         config = round_config(plan.secure_mode, list(plan.participants), value_range, params, int(vector.size))
-        config.codec.check_in_range(np.asarray(vector, dtype=np.float64), owner=f"round {plan.round_id} contribution of {self.artist_id}")
+        config.codec.check_in_range(
+            np.asarray(vector, dtype=np.float64), owner=f"round {plan.round_id} contribution of {self.artist_id}"
+        )
         machine = MaskingArtist(config, self.artist_id, self.identity_key, self.identity_publics)
         message = machine.advertise_keys().to_bytes()
         self._used.add(params.session_id)
@@ -94,7 +102,9 @@ class MaskingClient:
         current = self._current
         params = params_from_plan(plan)
         if current is None or (current.round_id, current.session_id) != (plan.round_id, params.session_id):
-            raise SecureAggregationError(f"round {plan.round_id}: I did not advertise keys in masking session {params.session_id:#x}")
+            raise SecureAggregationError(
+                f"round {plan.round_id}: I did not advertise keys in masking session {params.session_id:#x}"
+            )
         message = parse_message(server_message)
         if plan.phase == Phase.SHARE.value:
             return current.machine.share_keys(message).to_bytes()  # type: ignore[arg-type]
@@ -110,7 +120,12 @@ class MaskingClient:
         raise SecureAggregationError(f"round {plan.round_id}: {plan.phase!r} is not a masking phase")
 
 
-def masking_step(client: MaskingClient, session: ArtistSession, plan: pb.RoundPlan, pack_once: Callable[[], tuple[np.ndarray, Layout]]) -> Send:
+def masking_step(
+    client: MaskingClient,
+    session: ArtistSession,
+    plan: pb.RoundPlan,
+    pack_once: Callable[[], tuple[np.ndarray, Layout]],
+) -> Send:
     """Do this artist's part of the plan's masking phase; return how to send it (resendable).
 
     ``pack_once`` trains locally and packs the round's contribution (called at most once per

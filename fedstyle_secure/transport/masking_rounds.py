@@ -16,15 +16,17 @@ a single unmasked vector or a share in the clear.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
+from fedstyle_secure.federation.masking_session import FETCH_NAMES, MASKING_PHASES, MaskingParams, round_config
 from fedstyle_secure.federation.packing import Layout
+from fedstyle_secure.federation.rejections import Forbidden, Malformed, WrongRound
 from fedstyle_secure.secure.masking import MaskingOutcome, MaskingServer, Phase
-from fedstyle_secure.secure.masking_messages import (
+from fedstyle_secure.secure.masking.messages import (
     AdvertiseKeys,
     MaskedInput,
     Message,
@@ -33,8 +35,6 @@ from fedstyle_secure.secure.masking_messages import (
     UnmaskResponse,
     parse_message,
 )
-from fedstyle_secure.transport.masking_session import FETCH_NAMES, MASKING_PHASES, MaskingParams, round_config
-from fedstyle_secure.transport.rejections import Forbidden, Malformed, WrongRound
 
 _UPLOAD_TYPES: dict[str, type] = {
     Phase.ADVERTISE.value: AdvertiseKeys,
@@ -76,7 +76,9 @@ class MaskingRound:
     def receive(self, artist: str, phase: str, data: bytes, layout: Layout | None) -> None:
         """Validate and record ``artist``'s message of the current ``phase`` (checked by the caller)."""
         if artist not in self.expected(phase):
-            raise WrongRound(f"{artist} is no longer part of masking session {self.params.session_id:#x} (it missed an earlier phase)")
+            raise WrongRound(
+                f"{artist} is no longer part of masking session {self.params.session_id:#x} (it missed an earlier phase)"
+            )
         message = self._parse(artist, phase, data)
         server = self._server_for(artist, layout) if phase == Phase.ADVERTISE.value else self._server
         assert server is not None
@@ -98,7 +100,9 @@ class MaskingRound:
         if message.sender != artist:  # type: ignore[union-attr]
             raise Forbidden(f"certificate of {artist!r} cannot send a masking message as {message.sender!r}")  # type: ignore[union-attr]
         if message.round_id != self.params.session_id:
-            raise WrongRound(f"masking message of session {message.round_id:#x}, the current session is {self.params.session_id:#x}")
+            raise WrongRound(
+                f"masking message of session {message.round_id:#x}, the current session is {self.params.session_id:#x}"
+            )
         return message
 
     def _server_for(self, artist: str, layout: Layout | None) -> MaskingServer:
@@ -107,8 +111,10 @@ class MaskingRound:
         if layout is None or not layout.fields:
             raise Malformed(f"{artist}: an 'advertise' upload must declare the layout of the vector it will mask")
         if layout != self.layout:
-            raise Malformed(f"{artist}: layout {layout.describe()} differs from this round's "
-                            f"{self.layout.describe()} (from the plan)")
+            raise Malformed(
+                f"{artist}: layout {layout.describe()} differs from this round's "
+                f"{self.layout.describe()} (from the plan)"
+            )
         if self._server is not None:
             return self._server
         try:
@@ -149,7 +155,11 @@ class MaskingRound:
     def download(self, artist: str, fetch_name: str) -> bytes:
         """The server's message ``fetch_name`` for ``artist`` in the current phase."""
         if fetch_name != self._fetch_name:
-            raise WrongRound(f"masking message {fetch_name!r} is not available now (current: {self._fetch_name or 'none'!r})")
+            raise WrongRound(
+                f"masking message {fetch_name!r} is not available now (current: {self._fetch_name or 'none'!r})"
+            )
         if artist not in self._outgoing:
-            raise WrongRound(f"{artist} dropped out of masking session {self.params.session_id:#x}; no {fetch_name!r} for it")
+            raise WrongRound(
+                f"{artist} dropped out of masking session {self.params.session_id:#x}; no {fetch_name!r} for it"
+            )
         return self._outgoing[artist]

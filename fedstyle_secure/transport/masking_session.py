@@ -27,12 +27,12 @@ Threat-model notes:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from fedstyle_secure.errors import SecureAggregationError
-from fedstyle_secure.secure.masking_config import MASKING_MODES, Phase, RoundConfig
-from fedstyle_secure.secure.select import summation_for
+from fedstyle_secure.secure.factory import make_summation
+from fedstyle_secure.secure.masking.config import MASKING_MODES, Phase, RoundConfig
 
 MASKING_PHASES: tuple[str, ...] = tuple(
     p.value for p in (Phase.ADVERTISE, Phase.SHARE, Phase.MASKED_INPUT, Phase.CONSISTENCY, Phase.UNMASK)
@@ -63,7 +63,9 @@ def check_session_id(session: int, round_id: int, used: set[int]) -> None:
     if session >> TAG_BITS != round_id:
         raise SecureAggregationError(f"masking session {session:#x} does not belong to round {round_id}")
     if session in used:
-        raise SecureAggregationError(f"masking session {session:#x} was already used; refusing to advertise keys twice under one id")
+        raise SecureAggregationError(
+            f"masking session {session:#x} was already used; refusing to advertise keys twice under one id"
+        )
 
 
 @dataclass(frozen=True)
@@ -75,11 +77,13 @@ class MaskingParams:
     degree: int
 
 
-def round_config(mode: str, participants: Sequence[str], value_range: tuple[float, float], params: MaskingParams, vector_length: int) -> RoundConfig:
+def round_config(
+    mode: str, participants: Sequence[str], value_range: tuple[float, float], params: MaskingParams, vector_length: int
+) -> RoundConfig:
     """The session's :class:`RoundConfig`: codec over ``value_range`` for ``len(participants)``
     inputs, exactly as the simulator's ``summation_factory`` builds it."""
     options: dict[str, object] = {"clip_range": value_range, "threshold": params.threshold}
     if mode == "secagg+" and params.degree:
         options["degree"] = params.degree
-    summation = summation_for(mode, list(participants), **options)
+    summation = make_summation(mode, list(participants), **options)
     return summation.round_config(list(participants), round_id=params.session_id, vector_length=vector_length)  # type: ignore[attr-defined]

@@ -16,13 +16,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from fedstyle_secure.errors import TransportError
 from fedstyle_secure.models.heads import DEFAULT_EMBEDDING_DIM
-from fedstyle_secure.secure.keystore import bundle_files, write_key_files
+from fedstyle_secure.secure.keys.keystore import bundle_files, write_key_files
 from fedstyle_secure.training.dp import DpConfig, refresh_rounds
 from fedstyle_secure.training.local import LocalConfig
 
@@ -51,7 +51,13 @@ def _toml_value(value: TomlValue) -> str:
 
 
 def federation_tables(
-    rounds: int, secure_mode: str, epsilon: float, n_artists: int, *, seed: int = 0, quorum: int | None = None,
+    rounds: int,
+    secure_mode: str,
+    epsilon: float,
+    n_artists: int,
+    *,
+    seed: int = 0,
+    quorum: int | None = None,
     phase_seconds: float = 120.0,
 ) -> tuple[dict[str, TomlValue], dict[str, TomlValue], dict[str, TomlValue]]:
     """``[federation]``, ``[server]`` and ``[client]`` tables of a FedStyle run with the library's
@@ -59,8 +65,13 @@ def federation_tables(
     simulator does, quorum ``n - 1`` (one straggler tolerated) unless given."""
     dp = None if math.isinf(epsilon) else DpConfig(epsilon=epsilon)
     federation: dict[str, TomlValue] = {
-        "algorithm": "fedstyle", "rounds": rounds, "secure_mode": secure_mode, "quorum": quorum or max(2, n_artists - 1),
-        "phase_seconds": phase_seconds, "refreshes": sorted(refresh_rounds(rounds, dp.prototype_refreshes if dp else None)), "seed": seed,
+        "algorithm": "fedstyle",
+        "rounds": rounds,
+        "secure_mode": secure_mode,
+        "quorum": quorum or max(2, n_artists - 1),
+        "phase_seconds": phase_seconds,
+        "refreshes": sorted(refresh_rounds(rounds, dp.prototype_refreshes if dp else None)),
+        "seed": seed,
     }
     server: dict[str, TomlValue] = {"embedding_dim": DEFAULT_EMBEDDING_DIM}
     client: dict[str, TomlValue] = {"epochs": LocalConfig().epochs, "state_dir": "state", "reports_dir": "reports"}
@@ -112,7 +123,9 @@ class ProcessFederation:
         self.artists[artist].kill()
         self.artists[artist].wait(timeout=10)
 
-    def wait(self, timeout_seconds: float, on_poll: Callable[[], None] | None = None, *, server: bool = True) -> dict[str, int | None]:
+    def wait(
+        self, timeout_seconds: float, on_poll: Callable[[], None] | None = None, *, server: bool = True
+    ) -> dict[str, int | None]:
         """Wait for every artist (and the server, unless ``server=False``: one that keeps serving
         queries) to exit; return their exit codes (None: still running)."""
         deadline = time.monotonic() + timeout_seconds
@@ -182,14 +195,32 @@ def start_process_federation(
     environment = {**os.environ, **ONE_THREAD_EACH, **(env or {})}
     prefix = prefix or (lambda name: ())
     server_dir = _machine(work / "server", keys_dir, server=True)
-    server_table = {"keys": "keys", "state_db": "state.sqlite", "listen": address, "index": "index", "reports_dir": "reports", **(server or {})}
+    server_table = {
+        "keys": "keys",
+        "state_db": "state.sqlite",
+        "listen": address,
+        "index": "index",
+        "reports_dir": "reports",
+        **(server or {}),
+    }
     (server_dir / "server.toml").write_text(toml_text({"server": server_table, "federation": federation}))
-    running = ProcessFederation(work, address, _spawn("server", server_dir / "server.toml", server_dir, environment, prefix))
+    running = ProcessFederation(
+        work, address, _spawn("server", server_dir / "server.toml", server_dir, environment, prefix)
+    )
     for artist, data in artist_data.items():
         artist_dir = _machine(work / artist, keys_dir, artist=artist)
-        table = {"keys": "keys", "data": str(Path(data).resolve()), "server": address, "artist": artist, "server_name": _server_name(host), **(client or {})}
+        table = {
+            "keys": "keys",
+            "data": str(Path(data).resolve()),
+            "server": address,
+            "artist": artist,
+            "server_name": _server_name(host),
+            **(client or {}),
+        }
         (artist_dir / "client.toml").write_text(toml_text({"client": table}))
-        running.artists[artist] = _spawn("client", artist_dir / "client.toml", artist_dir, environment, prefix, name=artist)
+        running.artists[artist] = _spawn(
+            "client", artist_dir / "client.toml", artist_dir, environment, prefix, name=artist
+        )
     return running
 
 
@@ -207,7 +238,9 @@ def _machine(folder: Path, keys_dir: Path, *, artist: str | None = None, server:
     return folder
 
 
-def _spawn(role: str, config: Path, folder: Path, env: Mapping[str, str], prefix: Prefix, name: str = "server") -> subprocess.Popen:
+def _spawn(
+    role: str, config: Path, folder: Path, env: Mapping[str, str], prefix: Prefix, name: str = "server"
+) -> subprocess.Popen:
     command = fedstyle_command(role, "--config", str(config), "--log-format", "json", prefix=prefix(name))
     with (folder / "log.jsonl").open("w") as log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(env), cwd=folder)

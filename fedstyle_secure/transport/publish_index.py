@@ -11,12 +11,12 @@ import torch
 
 from fedstyle_secure.data.images import content_key
 from fedstyle_secure.errors import ConfigError
-from fedstyle_secure.federation.dataset import load_public_images
+from fedstyle_secure.federation.coordinator import Coordinator
 from fedstyle_secure.models.factory import EncoderConfig, make_model
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, build_input_bank, default_cache_dir
 from fedstyle_secure.models.params import set_flat_params
 from fedstyle_secure.retrieval.index import StyleIndex, build_index
-from fedstyle_secure.transport.coordinator import Coordinator
+from fedstyle_secure.training.dataset import load_public_images
 
 
 def index_from_run(coordinator: Coordinator, embedding_dim: int, cache_dir: Path | None = None) -> StyleIndex:
@@ -25,7 +25,9 @@ def index_from_run(coordinator: Coordinator, embedding_dim: int, cache_dir: Path
     if state.params is None or not spec.averages_parameters:
         raise ConfigError(f"algorithm {spec.name!r} keeps no global model; there is no server-side index to publish")
     images = load_public_images(None)
-    public = build_input_bank(images, [content_key(p) for p in images], DEFAULT_BACKBONE, 0, cache_dir=cache_dir or default_cache_dir())
+    public = build_input_bank(
+        images, [content_key(p) for p in images], DEFAULT_BACKBONE, 0, cache_dir=cache_dir or default_cache_dir()
+    )
     config = EncoderConfig(embedding_dim=embedding_dim)
     model = make_model(config, public, public, len(coordinator.roster) if spec.needs_classifier else None)
     set_flat_params(model, state.params)

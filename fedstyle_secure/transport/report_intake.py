@@ -18,16 +18,17 @@ its numbers are right: that is what the audit recomputes.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedstyle_secure.errors import PrivacyError
+from fedstyle_secure.federation.rejections import Duplicate, Forbidden, Malformed
 from fedstyle_secure.privacy.report_schema import report_schema_errors
 from fedstyle_secure.privacy.report_store import register_public_key, write_report
 from fedstyle_secure.privacy.reports import DATASET_SIZE_OPENING, verify_report_signature
-from fedstyle_secure.transport.rejections import Duplicate, Forbidden, Malformed
 from fedstyle_secure.transport.wire import pb
 
 MAX_REASON_CHARS = 1000
@@ -42,7 +43,9 @@ def register_roster_keys(reports_dir: Path, identity_keys: Mapping[str, Ed25519P
     return path
 
 
-def accept_report(request: pb.EpsilonReport, artist: str, public_key: Ed25519PublicKey, reports_dir: Path | None) -> dict[str, Any]:
+def accept_report(
+    request: pb.EpsilonReport, artist: str, public_key: Ed25519PublicKey, reports_dir: Path | None
+) -> dict[str, Any]:
     """Check one uploaded report of ``artist`` (the caller's certificate identity) and store it.
 
     Refusals: not JSON, wrong artist/round, or not a schema-valid report -> ``Malformed``
@@ -60,8 +63,10 @@ def accept_report(request: pb.EpsilonReport, artist: str, public_key: Ed25519Pub
     if not isinstance(report, dict) or report.get("artist_id") != artist or report.get("round") != request.round_id:
         raise Malformed(f"epsilon report must be a JSON object for artist {artist!r} and round {request.round_id}")
     if DATASET_SIZE_OPENING in report:
-        raise Malformed(f"epsilon report of {artist} carries {DATASET_SIZE_OPENING}: the server must never learn the "
-                        "dataset size; upload the redacted report (privacy.reports.redacted_report)")
+        raise Malformed(
+            f"epsilon report of {artist} carries {DATASET_SIZE_OPENING}: the server must never learn the "
+            "dataset size; upload the redacted report (privacy.reports.redacted_report)"
+        )
     try:
         verify_report_signature(report, public_key)
     except PrivacyError as exc:

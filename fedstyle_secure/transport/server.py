@@ -12,9 +12,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping
 
 import grpc
 import numpy as np
@@ -22,28 +22,44 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from fedstyle_secure.data.images import decode_image
 from fedstyle_secure.errors import DataError, SecureAggregationError
-from fedstyle_secure.federation.dataset import DEFAULT_PUBLIC_IMAGES
+from fedstyle_secure.federation.coordinator import MASKING_STEPS, Coordinator
+from fedstyle_secure.federation.rejections import (
+    Duplicate,
+    Forbidden,
+    Malformed,
+    NotAuthenticated,
+    PastDeadline,
+    Rejected,
+    WrongRound,
+)
 from fedstyle_secure.federation.strategy import initial_state
 from fedstyle_secure.models.inputs import default_cache_dir
 from fedstyle_secure.models.params import get_flat_params
-from fedstyle_secure.secure import pki
 from fedstyle_secure.retrieval.index import StyleIndex
-from fedstyle_secure.secure.keystore import ServerKeys
+from fedstyle_secure.secure.keys import pki
+from fedstyle_secure.secure.keys.keystore import ServerKeys
+from fedstyle_secure.training.dataset import DEFAULT_PUBLIC_IMAGES
 from fedstyle_secure.transport import auth
-from fedstyle_secure.transport.admission import CallGate, CallLimits, ConcurrencyLimiter
 from fedstyle_secure.transport.config import ServerConfig
-from fedstyle_secure.transport.coordinator import MASKING_STEPS, Coordinator
 from fedstyle_secure.transport.dp_config import dp_parameters, require_dp_schedule
 from fedstyle_secure.transport.federation_model import server_model
-from fedstyle_secure.transport.publish_index import index_from_run
-from fedstyle_secure.transport.report_intake import accept_report, register_roster_keys, withdrawal_reason
-from fedstyle_secure.transport.rejections import Duplicate, Forbidden, Malformed, NotAuthenticated, PastDeadline, Rejected, WrongRound
-from fedstyle_secure.transport.store import NonFiniteState, Snapshot, StateStore, require_finite
-from fedstyle_secure.transport.metering import ByteMeter
-from fedstyle_secure.transport.upload_limits import expected_layout, payload_limit
+from fedstyle_secure.transport.server.admission import CallGate, CallLimits, ConcurrencyLimiter
+from fedstyle_secure.transport.server.metering import ByteMeter
+from fedstyle_secure.transport.server.publish_index import index_from_run
+from fedstyle_secure.transport.server.report_intake import accept_report, register_roster_keys, withdrawal_reason
+from fedstyle_secure.transport.server.store import NonFiniteState, Snapshot, StateStore, require_finite
+from fedstyle_secure.transport.server.upload_limits import expected_layout, payload_limit
 from fedstyle_secure.transport.wire import (
-    PayloadTooLarge, WireError, chunk_payload, from_tensor, join_chunks, layout_from_fields, optional_tensor, pb,
-    pb_grpc, submission_target,
+    PayloadTooLarge,
+    WireError,
+    chunk_payload,
+    from_tensor,
+    join_chunks,
+    layout_from_fields,
+    optional_tensor,
+    pb,
+    pb_grpc,
+    submission_target,
 )
 
 log = logging.getLogger(__name__)
@@ -73,7 +89,7 @@ class _Session:
 def _rpc(method: Callable) -> Callable:
     """Map :class:`Rejected` (and decode errors) to their gRPC status with the message."""
 
-    def wrapper(self: "FederationServicer", request, context: grpc.ServicerContext):
+    def wrapper(self: FederationServicer, request, context: grpc.ServicerContext):
         try:
             return method(self, request, context)
         except Rejected as exc:
@@ -149,7 +165,14 @@ class FederationServicer(pb_grpc.FederationServicer):
         c = self.coordinator
         if c.last_sum is not None and c.last_sum is not self._logged_sum:  # who is in the sum; never the vector
             self._logged_sum = c.last_sum
-            log.info("masked sum unmasked", extra={"round": c.last_sum.round_id, "contributors": list(c.last_sum.contributors), "dropped": list(c.last_sum.dropped)})
+            log.info(
+                "masked sum unmasked",
+                extra={
+                    "round": c.last_sum.round_id,
+                    "contributors": list(c.last_sum.contributors),
+                    "dropped": list(c.last_sum.dropped),
+                },
+            )
         key = (c.state.round, c.standardisation is not None)
         if key != self._saved_round:
             try:
@@ -161,7 +184,15 @@ class FederationServicer(pb_grpc.FederationServicer):
                 return
             self._saved_round = key
             received, sent = self.meter.totals()
-            log.info("round state saved", extra={"round": c.state.round, "phase": c.plan().phase.value, "bytes_received": received, "bytes_sent": sent})
+            log.info(
+                "round state saved",
+                extra={
+                    "round": c.state.round,
+                    "phase": c.plan().phase.value,
+                    "bytes_received": received,
+                    "bytes_sent": sent,
+                },
+            )
             if c.finished and c.failed is None and self.config.index is not None:
                 index_from_run(c, self.config.embedding_dim, self.config.cache_dir).save(self.config.index)
                 log.info("style index published", extra={"index": str(self.config.index)})
@@ -182,15 +213,32 @@ class FederationServicer(pb_grpc.FederationServicer):
         plan = c.plan()
         kinds = {"setup": pb.ROUND_KIND_SETUP, "train": pb.ROUND_KIND_TRAIN, "final": pb.ROUND_KIND_FINAL}
         return pb.RoundPlan(
-            round_id=plan.round_id, kind=kinds[plan.kind], algorithm=c.schedule.algorithm, secure_mode=c.schedule.secure_mode,
-            phase_deadline_unix=plan.phase_deadline, round_deadline_unix=plan.phase_deadline + c.schedule.phase_seconds,
-            publish_prototypes=plan.publish, participants=list(plan.participants), total_rounds=c.schedule.rounds,
-            finished=c.finished, value_low=plan.value_range[0], value_high=plan.value_range[1], phase=plan.phase.value,
-            seed=c.schedule.seed, embedding_dim=self.config.embedding_dim, failure=c.failed or "",
-            dp=self._dp_parameters(), public_set=pb.PublicSetReference(name=PUBLIC_SET_NAME, count=DEFAULT_PUBLIC_IMAGES),
-            masking=None if plan.masking is None else pb.MaskingParameters(
-                session_id=plan.masking.session_id, threshold=plan.masking.threshold, degree=plan.masking.degree),
-            attempt=plan.attempt, quorum=c.schedule.quorum, decryptors=list(plan.decryptors),
+            round_id=plan.round_id,
+            kind=kinds[plan.kind],
+            algorithm=c.schedule.algorithm,
+            secure_mode=c.schedule.secure_mode,
+            phase_deadline_unix=plan.phase_deadline,
+            round_deadline_unix=plan.phase_deadline + c.schedule.phase_seconds,
+            publish_prototypes=plan.publish,
+            participants=list(plan.participants),
+            total_rounds=c.schedule.rounds,
+            finished=c.finished,
+            value_low=plan.value_range[0],
+            value_high=plan.value_range[1],
+            phase=plan.phase.value,
+            seed=c.schedule.seed,
+            embedding_dim=self.config.embedding_dim,
+            failure=c.failed or "",
+            dp=self._dp_parameters(),
+            public_set=pb.PublicSetReference(name=PUBLIC_SET_NAME, count=DEFAULT_PUBLIC_IMAGES),
+            masking=None
+            if plan.masking is None
+            else pb.MaskingParameters(
+                session_id=plan.masking.session_id, threshold=plan.masking.threshold, degree=plan.masking.degree
+            ),
+            attempt=plan.attempt,
+            quorum=c.schedule.quorum,
+            decryptors=list(plan.decryptors),
         )
 
     def _dp_parameters(self) -> pb.DpParameters | None:
@@ -272,12 +320,22 @@ class FederationServicer(pb_grpc.FederationServicer):
         auth.verify_registration(public, request.artist_id, bytes(request.nonce), bytes(request.identity_signature))
         with self._cond:
             now, old = self.clock(), self.sessions.get(caller.subject_id)
-            if old is not None and old.peer != context.peer() and now - old.last_seen < self.config.session_timeout_seconds:
-                raise Duplicate(f"{caller.subject_id} is already connected from another session (seen {now - old.last_seen:.1f} s ago)")
+            if (
+                old is not None
+                and old.peer != context.peer()
+                and now - old.last_seen < self.config.session_timeout_seconds
+            ):
+                raise Duplicate(
+                    f"{caller.subject_id} is already connected from another session (seen {now - old.last_seen:.1f} s ago)"
+                )
             self.sessions[caller.subject_id] = _Session(auth.new_session_token(), context.peer(), now)
             self.registered.add(caller.subject_id)
             log.info("artist registered", extra={"artist": caller.subject_id, "peer": context.peer()})
-            return pb.RegisterResponse(session=self.sessions[caller.subject_id].token, current_round=self.coordinator.plan().round_id, roster=list(self.coordinator.roster))
+            return pb.RegisterResponse(
+                session=self.sessions[caller.subject_id].token,
+                current_round=self.coordinator.plan().round_id,
+                roster=list(self.coordinator.roster),
+            )
 
     @_rpc
     def GetRoundPlan(self, request: pb.RoundPlanRequest, context: grpc.ServicerContext) -> pb.RoundPlan:
@@ -307,7 +365,9 @@ class FederationServicer(pb_grpc.FederationServicer):
         with self._cond:
             plan = self.coordinator.plan()
             if request.round_id != plan.round_id:
-                raise WrongRound(f"broadcast of round {request.round_id} is not available (round {plan.round_id}, phase {plan.phase.value})")
+                raise WrongRound(
+                    f"broadcast of round {request.round_id} is not available (round {plan.round_id}, phase {plan.phase.value})"
+                )
             body = self._broadcast_body(plan.round_id).SerializeToString()
         return chunk_payload(body, round_id=plan.round_id, kind=pb.PAYLOAD_KIND_BROADCAST)
 
@@ -315,15 +375,26 @@ class FederationServicer(pb_grpc.FederationServicer):
         s, std = self.coordinator.state, self.coordinator.standardisation
         try:  # what the store refuses is never broadcast either
             mean, spread = (None, None) if std is None else std
-            require_finite({"params": s.params, "consensus": s.consensus, "prototypes": s.prototypes,
-                            "feature_mean": mean, "feature_std": spread})
+            require_finite(
+                {
+                    "params": s.params,
+                    "consensus": s.consensus,
+                    "prototypes": s.prototypes,
+                    "feature_mean": mean,
+                    "feature_std": spread,
+                }
+            )
         except NonFiniteState as exc:
             raise SecureAggregationError(f"no broadcast: {exc}") from exc
         params = s.params if s.round > 0 else None  # before any training round: the starting model every artist builds
         return pb.BroadcastBody(
-            round_id=round_id, params=optional_tensor(params), consensus=optional_tensor(s.consensus),
-            prototypes=optional_tensor(s.prototypes), known=[bool(k) for k in s.known],
-            feature_mean=optional_tensor(None if std is None else std[0]), feature_std=optional_tensor(None if std is None else std[1]),
+            round_id=round_id,
+            params=optional_tensor(params),
+            consensus=optional_tensor(s.consensus),
+            prototypes=optional_tensor(s.prototypes),
+            known=[bool(k) for k in s.known],
+            feature_mean=optional_tensor(None if std is None else std[0]),
+            feature_std=optional_tensor(None if std is None else std[1]),
         )
 
     @_rpc
@@ -333,7 +404,9 @@ class FederationServicer(pb_grpc.FederationServicer):
         rows = np.asarray(request.artist_rows, dtype=np.int64)
         protos = from_tensor(request.prototypes, f"prototypes of {artist}").astype(np.float32)
         with self._cond:
-            self.coordinator.submit_publication(artist, request.round_id, rows, protos, bytes(request.nonce), self.clock())
+            self.coordinator.submit_publication(
+                artist, request.round_id, rows, protos, bytes(request.nonce), self.clock()
+            )
             self._changed()
         return pb.Ack(round_id=request.round_id, accepted_bytes=request.prototypes.ByteSize())
 
@@ -343,7 +416,11 @@ class FederationServicer(pb_grpc.FederationServicer):
         round_id, phase = submission_target(dict(context.invocation_metadata()))  # admitted before the body was read
         header, payload = self._read_stream(requests, context, *self._upload_limit(round_id, phase))
         _same_round(context, header.round_id)
-        expected = pb.PAYLOAD_KIND_CKKS_CIPHERTEXT if self.coordinator.schedule.secure_mode == "ckks" else pb.PAYLOAD_KIND_PLAIN_VECTOR
+        expected = (
+            pb.PAYLOAD_KIND_CKKS_CIPHERTEXT
+            if self.coordinator.schedule.secure_mode == "ckks"
+            else pb.PAYLOAD_KIND_PLAIN_VECTOR
+        )
         with self._cond:
             now = self.clock()
             if header.kind == pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE:
@@ -352,27 +429,36 @@ class FederationServicer(pb_grpc.FederationServicer):
                 layout = layout_from_fields(header.layout)
                 if not layout.fields:
                     raise Malformed("a contribution must declare its layout")
-                self.coordinator.submit_contribution(artist, header.round_id, layout, payload, bytes(header.nonce), now,
-                                                     bytes(header.signature))
+                self.coordinator.submit_contribution(
+                    artist, header.round_id, layout, payload, bytes(header.nonce), now, bytes(header.signature)
+                )
             else:
-                raise Malformed(f"payload kind {pb.PayloadKind.Name(header.kind)} is not accepted in secure mode {self.coordinator.schedule.secure_mode!r}")
+                raise Malformed(
+                    f"payload kind {pb.PayloadKind.Name(header.kind)} is not accepted in secure mode {self.coordinator.schedule.secure_mode!r}"
+                )
             self._changed()
         return pb.Ack(round_id=header.round_id, accepted_bytes=len(payload))
 
     @_rpc
-    def GetContributionSet(self, request: pb.ContributionSetRequest, context: grpc.ServicerContext
-                           ) -> pb.ContributionSet:
+    def GetContributionSet(
+        self, request: pb.ContributionSetRequest, context: grpc.ServicerContext
+    ) -> pb.ContributionSet:
         """CKKS decryption committee: the signed contributions of the current attempt."""
         artist = self._artist(context, "GetContributionSet")
         with self._cond:
             attempt, contributions, sizes = self.coordinator.contribution_set(artist, request.round_id)
-        listed = [pb.SignedContribution(artist_id=c.artist, sha256=c.digest, signature=c.signature,
-                                        size_bytes=sizes[c.artist]) for c in contributions]
+        listed = [
+            pb.SignedContribution(
+                artist_id=c.artist, sha256=c.digest, signature=c.signature, size_bytes=sizes[c.artist]
+            )
+            for c in contributions
+        ]
         return pb.ContributionSet(round_id=request.round_id, attempt=attempt, contributions=listed)
 
     @_rpc
-    def DownloadContribution(self, request: pb.ContributionRequest, context: grpc.ServicerContext
-                             ) -> Iterator[pb.Chunk]:
+    def DownloadContribution(
+        self, request: pb.ContributionRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.Chunk]:
         """CKKS decryption committee: one listed contribution's ciphertext."""
         artist = self._artist(context, "DownloadContribution")
         with self._cond:
@@ -386,15 +472,19 @@ class FederationServicer(pb_grpc.FederationServicer):
         wait = min(max(request.wait_seconds, 0.0), MAX_POLL_SECONDS)
         with self._cond:
             c = self.coordinator
-            c.commit_decryption(artist, request.round_id, request.attempt, bytes(request.set_digest),
-                                bytes(request.signature))
+            c.commit_decryption(
+                artist, request.round_id, request.attempt, bytes(request.set_digest), bytes(request.signature)
+            )
             self._changed()
             seen = self._plan_key()
-            self._cond.wait_for(lambda: c.decryption_committed or self._plan_key() != seen or not context.is_active(),
-                                timeout=wait)
+            self._cond.wait_for(
+                lambda: c.decryption_committed or self._plan_key() != seen or not context.is_active(), timeout=wait
+            )
             attempt, commits = c.decryption_commits(artist, request.round_id)
-        held = [pb.SignedCommit(artist_id=a, set_digest=digest, signature=signature)
-                for a, (digest, signature) in sorted(commits.items())]
+        held = [
+            pb.SignedCommit(artist_id=a, set_digest=digest, signature=signature)
+            for a, (digest, signature) in sorted(commits.items())
+        ]
         return pb.DecryptionCommits(round_id=request.round_id, attempt=attempt, commits=held)
 
     @_rpc
@@ -403,10 +493,22 @@ class FederationServicer(pb_grpc.FederationServicer):
         artist = self._artist(context, "SubmitMasking")
         _same_round(context, request.round_id)
         layout = layout_from_fields(request.layout) if len(request.layout) else None
-        if layout is not None and 4 * layout.size > self.config.max_message_bytes:  # its masked input could never arrive
-            raise PayloadTooLarge(f"layout of {layout.size} entries needs a {4 * layout.size}-byte masked input; max_message_bytes is {self.config.max_message_bytes}")
+        if (
+            layout is not None and 4 * layout.size > self.config.max_message_bytes
+        ):  # its masked input could never arrive
+            raise PayloadTooLarge(
+                f"layout of {layout.size} entries needs a {4 * layout.size}-byte masked input; max_message_bytes is {self.config.max_message_bytes}"
+            )
         with self._cond:
-            self.coordinator.submit_masking(artist, request.round_id, request.phase, bytes(request.message), layout, bytes(request.nonce), self.clock())
+            self.coordinator.submit_masking(
+                artist,
+                request.round_id,
+                request.phase,
+                bytes(request.message),
+                layout,
+                bytes(request.nonce),
+                self.clock(),
+            )
             self._changed()
         return pb.Ack(round_id=request.round_id, accepted_bytes=len(request.message))
 
@@ -433,7 +535,12 @@ class FederationServicer(pb_grpc.FederationServicer):
             self.coordinator.record_report(artist, request.round_id)
             self._saved_round = (-1, False)  # persist the report index
             self._changed()
-        log.info("epsilon report of %s for round %d stored", artist, request.round_id, extra={"artist": artist, "round": request.round_id})
+        log.info(
+            "epsilon report of %s for round %d stored",
+            artist,
+            request.round_id,
+            extra={"artist": artist, "round": request.round_id},
+        )
         return pb.Ack(round_id=request.round_id, accepted_bytes=len(request.signed_json))
 
     @_rpc
@@ -446,14 +553,24 @@ class FederationServicer(pb_grpc.FederationServicer):
             self.coordinator.tick(self.clock())  # the phase may now be complete without it
             self._saved_round = (-1, False)  # persist the retirement
             self._changed()
-        log.warning("%s retired at round %d: %s", artist, request.round_id, reason, extra={"artist": artist, "round": request.round_id, "reason": reason})
-        return pb.Ack(round_id=request.round_id, detail=f"retired: {self.coordinator.state.retired.get(artist, reason)}")
+        log.warning(
+            "%s retired at round %d: %s",
+            artist,
+            request.round_id,
+            reason,
+            extra={"artist": artist, "round": request.round_id, "reason": reason},
+        )
+        return pb.Ack(
+            round_id=request.round_id, detail=f"retired: {self.coordinator.state.retired.get(artist, reason)}"
+        )
 
     @_rpc
     def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryResponse:
         auth.require_role(auth.caller_of(context, self.revocations), pki.Role.BUYER, "Query")
         if not self._index_published():
-            raise WrongRound("this server has no published style index yet (it is written after the final round when server.index is set)")
+            raise WrongRound(
+                "this server has no published style index yet (it is written after the final round when server.index is set)"
+            )
         try:  # dimensions checked from the header before anything is decoded (decompression bombs)
             image = decode_image(io.BytesIO(bytes(request.image)), max_pixels=MAX_QUERY_PIXELS, name="(query)")
         except DataError as exc:
@@ -498,17 +615,26 @@ def restore_coordinator(config: ServerConfig, keys: ServerKeys, store: StateStor
     roster = tuple(keys.artists)
     snapshot = store.load()
     if snapshot is not None and (snapshot.roster != roster or snapshot.algorithm != config.schedule.algorithm):
-        raise SecureAggregationError(f"{store.path}: saved for roster {snapshot.roster} / {snapshot.algorithm}, not this configuration")
+        raise SecureAggregationError(
+            f"{store.path}: saved for roster {snapshot.roster} / {snapshot.algorithm}, not this configuration"
+        )
     model, shape = server_model(config, len(roster), config.cache_dir or default_cache_dir())
     params = get_flat_params(model) if shape.model is not None else None
     state = snapshot.state if snapshot else initial_state(len(roster), config.embedding_dim, params)
     if shape.model is not None and state.params is not None and state.params.shape != (shape.model.param_count,):
-        raise SecureAggregationError(f"{store.path}: saved parameters have shape {state.params.shape}, "
-                                     f"this configuration's model has ({shape.model.param_count},)")
+        raise SecureAggregationError(
+            f"{store.path}: saved parameters have shape {state.params.shape}, "
+            f"this configuration's model has ({shape.model.param_count},)"
+        )
     coordinator = Coordinator(
-        schedule=config.schedule, roster=roster, state=state, shape=shape, ckks=keys.ckks,
+        schedule=config.schedule,
+        roster=roster,
+        state=state,
+        shape=shape,
+        ckks=keys.ckks,
         identity_publics=keys.identity_public_keys,
-        standardisation=snapshot.standardisation if snapshot else None, reports=dict(snapshot.reports) if snapshot else {},
+        standardisation=snapshot.standardisation if snapshot else None,
+        reports=dict(snapshot.reports) if snapshot else {},
     )
     return coordinator
 
@@ -544,8 +670,13 @@ def start_server(config: ServerConfig, keys: ServerKeys, clock: Callable[[], flo
     coordinator = restore_coordinator(config, keys, store)
     coordinator.start(clock())
     revocations = None if config.crl is None else auth.Revocations(config.crl, keys.ca_certificate, clock=clock)
-    servicer = FederationServicer(config=config, keys=keys, coordinator=coordinator, store=store, clock=clock, revocations=revocations)
-    options = [("grpc.max_receive_message_length", config.max_message_bytes), ("grpc.max_send_message_length", config.max_message_bytes)]
+    servicer = FederationServicer(
+        config=config, keys=keys, coordinator=coordinator, store=store, clock=clock, revocations=revocations
+    )
+    options = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+    ]
     limits = CallLimits(config.max_calls_per_identity, config.max_buyer_calls)
     gate = CallGate(ConcurrencyLimiter(limits), servicer.identify, servicer.admit)
     workers = futures.ThreadPoolExecutor(limits.workers(len(coordinator.roster)), thread_name_prefix="grpc-worker")

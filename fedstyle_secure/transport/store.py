@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
 from fedstyle_secure.errors import ConfigError
-from fedstyle_secure.transport.sqlite_io import connect, npy_array, npy_bytes, transaction
 from fedstyle_secure.federation.strategy import ServerState
+from fedstyle_secure.transport.sqlite_io import connect, npy_array, npy_bytes, transaction
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB NOT NULL)"
 FORMAT = "fedstyle-server-state/1"
@@ -70,15 +70,32 @@ class StateStore:
         """Replace the stored snapshot; refuses (:class:`NonFiniteState`, nothing written) one with NaN/inf."""
         s = snapshot.state
         mean, std = snapshot.standardisation or (None, None)
-        require_finite({"params": s.params, "consensus": s.consensus, "prototypes": s.prototypes,
-                        "feature_mean": mean, "feature_std": std})
+        require_finite(
+            {
+                "params": s.params,
+                "consensus": s.consensus,
+                "prototypes": s.prototypes,
+                "feature_mean": mean,
+                "feature_std": std,
+            }
+        )
         rows = {
-            "meta": json.dumps({
-                "format": FORMAT, "round": s.round, "retired": s.retired, "reports": snapshot.reports,
-                "roster": list(snapshot.roster), "algorithm": snapshot.algorithm,
-            }).encode(),
-            "params": _npy(s.params), "consensus": _npy(s.consensus), "prototypes": _npy(s.prototypes),
-            "known": _npy(s.known), "feature_mean": _npy(mean), "feature_std": _npy(std),
+            "meta": json.dumps(
+                {
+                    "format": FORMAT,
+                    "round": s.round,
+                    "retired": s.retired,
+                    "reports": snapshot.reports,
+                    "roster": list(snapshot.roster),
+                    "algorithm": snapshot.algorithm,
+                }
+            ).encode(),
+            "params": _npy(s.params),
+            "consensus": _npy(s.consensus),
+            "prototypes": _npy(s.prototypes),
+            "known": _npy(s.known),
+            "feature_mean": _npy(mean),
+            "feature_std": _npy(std),
         }
         with transaction(self.path) as db:
             db.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", list(rows.items()))
@@ -96,16 +113,29 @@ class StateStore:
             raise ConfigError(f"{self.path}: not a {FORMAT} database")
         mean, std = _array(rows["feature_mean"]), _array(rows["feature_std"])
         state = ServerState(
-            round=int(meta["round"]), params=_array(rows["params"]), consensus=_array(rows["consensus"]),
-            prototypes=_array(rows["prototypes"]), known=_array(rows["known"]), retired=dict(meta["retired"]),
+            round=int(meta["round"]),
+            params=_array(rows["params"]),
+            consensus=_array(rows["consensus"]),
+            prototypes=_array(rows["prototypes"]),
+            known=_array(rows["known"]),
+            retired=dict(meta["retired"]),
         )
         try:  # e.g. written by a version without this guard: never resumed from, never broadcast
-            require_finite({"params": state.params, "consensus": state.consensus, "prototypes": state.prototypes,
-                            "feature_mean": mean, "feature_std": std})
+            require_finite(
+                {
+                    "params": state.params,
+                    "consensus": state.consensus,
+                    "prototypes": state.prototypes,
+                    "feature_mean": mean,
+                    "feature_std": std,
+                }
+            )
         except NonFiniteState as exc:
             raise ConfigError(f"{self.path}: the saved state is unusable: {exc}") from exc
         return Snapshot(
-            state=state, standardisation=None if mean is None else (mean, std),
+            state=state,
+            standardisation=None if mean is None else (mean, std),
             reports={k: int(v) for k, v in meta["reports"].items()},
-            roster=tuple(meta["roster"]), algorithm=str(meta["algorithm"]),
+            roster=tuple(meta["roster"]),
+            algorithm=str(meta["algorithm"]),
         )

@@ -17,14 +17,14 @@ import functools
 
 import numpy as np
 
-from fedstyle_secure.federation.dataset import DEFAULT_PUBLIC_IMAGES
 from fedstyle_secure.federation.packing import Layout
 from fedstyle_secure.federation.strategy import algorithm_spec
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.models.factory import EncoderConfig, make_model
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import get_flat_params
-from fedstyle_secure.secure.ckks import CkksParams, chunk_bounds
+from fedstyle_secure.secure.ckks.primitives import CkksParams, chunk_bounds
+from fedstyle_secure.training.dataset import DEFAULT_PUBLIC_IMAGES
 
 MARGIN_FRACTION = 0.125  # legitimate size + 12.5 % ...
 MARGIN_BYTES = 4096  # ... + 4 KiB (serialisation headers)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -17,7 +17,6 @@ from fedstyle_secure.transport.codegen import ensure_generated
 ensure_generated()
 
 from fedstyle_secure.transport._generated.fedstyle.v1 import federation_pb2 as pb  # noqa: E402
-from fedstyle_secure.transport._generated.fedstyle.v1 import federation_pb2_grpc as pb_grpc  # noqa: E402
 
 PROTOCOL = "fedstyle.v1"
 ROUND_METADATA = "fedstyle-round"  # call metadata of a submission: the round id it is for ...
@@ -93,13 +92,22 @@ def new_nonce() -> bytes:
 
 
 def chunk_payload(
-    payload: bytes, *, round_id: int, kind: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES, nonce: bytes | None = None,
+    payload: bytes,
+    *,
+    round_id: int,
+    kind: int,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    nonce: bytes | None = None,
     signature: bytes = b"",
 ) -> Iterator[pb.Chunk]:
     """Split ``payload`` into Chunks; the first carries the header (size, SHA-256, nonce, signature)."""
     header = pb.PayloadHeader(
-        round_id=round_id, kind=kind, total_bytes=len(payload),
-        sha256=hashlib.sha256(payload).digest(), nonce=nonce if nonce is not None else new_nonce(), signature=signature,
+        round_id=round_id,
+        kind=kind,
+        total_bytes=len(payload),
+        sha256=hashlib.sha256(payload).digest(),
+        nonce=nonce if nonce is not None else new_nonce(),
+        signature=signature,
     )
     pieces = [payload[i : i + chunk_bytes] for i in range(0, len(payload), chunk_bytes)] or [b""]
     yield pb.Chunk(header=header, data=pieces[0])
