@@ -10,6 +10,7 @@ import statistics
 import pytest
 
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.experiments.cell_backends import CellJob, SerialBackend
 from fedstyle_secure.experiments.sweep import (
     METRICS,
     CellResult,
@@ -22,6 +23,7 @@ from fedstyle_secure.experiments.sweep import (
 )
 from fedstyle_secure.experiments.sweep_outputs import write_outputs
 from fedstyle_secure.experiments.sweep_store import CellStore, cell_key, run_cells
+from tests.sweep_fakes import fake_result, grid
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -37,13 +39,20 @@ class FakeCellRunner:
         if self.interrupt_after is not None and len(self.calls) == self.interrupt_after:
             raise KeyboardInterrupt
         self.calls.append(spec)
-        eps = 100.0 if math.isinf(spec.epsilon) else spec.epsilon
-        value = eps / (eps + 1) - 0.01 * spec.seed
-        return CellResult({m: value for m in METRICS}, {"wall_time_s": 0.5})
+        return fake_result(spec)
 
 
 def _grid(config=None):
     return enumerate_cells("synthetic", ["fedstyle", "fedavg"], [1.0, math.inf], [0, 1], config or {"rounds": 2})
+
+
+def _serial(runner):
+    """The serial backend around an in-process runner (no pickling needed)."""
+    return SerialBackend(CellJob(lambda: runner))
+
+
+def test_fake_grid_matches_the_grid_of_these_tests():
+    assert grid() == _grid()
 
 
 def test_parse_epsilons_accepts_inf_and_rejects_bad_values_by_name():
@@ -81,23 +90,42 @@ def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
     cells, k = _grid(), 3
     first = FakeCellRunner(interrupt_after=k)
     with pytest.raises(KeyboardInterrupt):
-        run_cells(cells, first, CellStore(tmp_path))
+        run_cells(cells, CellStore(tmp_path), _serial(first))
     assert len(list((tmp_path / "cells").iterdir())) == k  # no partial file of the interrupted cell
 
     second = FakeCellRunner()
-    resumed = run_cells(cells, second, CellStore(tmp_path))
-    assert second.calls == cells[k:]
-    fresh = run_cells(cells, FakeCellRunner(), CellStore(tmp_path / "fresh"))
-    assert resumed == fresh
+    resumed = run_cells(cells, CellStore(tmp_path), _serial(second))
+    assert second.calls == cells[k:] and resumed.computed == len(cells) - k
+    fresh = run_cells(cells, CellStore(tmp_path / "fresh"), _serial(FakeCellRunner()))
+    assert _metrics(resumed.done) == _metrics(fresh.done) and not resumed.failed
+
+
+def _metrics(done):
+    return [(spec, result.metrics) for spec, result in done]
+
+
+def test_cell_that_raises_is_reported_and_the_others_finish(tmp_path):
+    cells = _grid()
+
+    def runner(spec):
+        if spec == cells[2]:
+            raise ValueError("no such thing")
+        return fake_result(spec)
+
+    sweep = run_cells(cells, CellStore(tmp_path), _serial(runner))
+    assert [f.spec for f in sweep.failed] == [cells[2]] and sweep.failed[0].attempts == 1
+    assert "ValueError: no such thing" in sweep.failed[0].reason
+    assert [spec for spec, _ in sweep.done] == cells[:2] + cells[3:]
+    assert not CellStore(tmp_path).path(cells[2]).exists()  # a failure is never stored as a result
 
 
 def test_changed_config_invalidates_cached_cells(tmp_path):
-    run_cells(_grid({"rounds": 2}), FakeCellRunner(), CellStore(tmp_path))
+    run_cells(_grid({"rounds": 2}), CellStore(tmp_path), _serial(FakeCellRunner()))
     runner = FakeCellRunner()
-    run_cells(_grid({"rounds": 3}), runner, CellStore(tmp_path))
+    run_cells(_grid({"rounds": 3}), CellStore(tmp_path), _serial(runner))
     assert len(runner.calls) == 8
     again = FakeCellRunner()
-    run_cells(_grid({"rounds": 3}), again, CellStore(tmp_path))
+    run_cells(_grid({"rounds": 3}), CellStore(tmp_path), _serial(again))
     assert again.calls == []
 
 
@@ -133,7 +161,7 @@ def _check_outputs(out, n_cells, algorithms):
 
 
 def test_outputs_written(tmp_path):
-    cells = run_cells(_grid(), FakeCellRunner(), CellStore(tmp_path))
+    cells = run_cells(_grid(), CellStore(tmp_path), _serial(FakeCellRunner())).done
     paths = write_outputs(tmp_path, cells, summarize(cells))
     assert all(p.exists() for p in paths)
     _check_outputs(tmp_path, 8, ["fedstyle", "fedavg"])
@@ -170,3 +198,11 @@ def test_cli_sweep_end_to_end(tmp_path, feature_cache, capsys):
     assert main(argv) == 0  # second run loads both cells from the store
     assert sorted(p.read_text() for p in (out / "cells").iterdir()) == cached
     assert main([*argv[:-2], "--epsilon", "2", "--out", str(out)]) == 2
+
+    # the real runner in 2 worker processes (one thread each) gives the serial metrics, cell by cell
+    assert main([*argv[:-2], "--workers", "2", "--out", str(tmp_path / "pool")]) == 0
+    serial, pooled = (json.loads((d / "sweep.json").read_text())["cells"] for d in (out, tmp_path / "pool"))
+    assert [c["algorithm"] for c in pooled] == [c["algorithm"] for c in serial] == ["fedstyle", "fedavg"]
+    for s, p in zip(serial, pooled):
+        assert p["metrics"] == pytest.approx(s["metrics"], abs=1e-6)
+    assert main([*argv[:-2], "--workers", "2", "--ray", "--out", str(tmp_path / "x")]) == 2  # one or the other

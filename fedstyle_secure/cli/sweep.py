@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +13,24 @@ from tqdm import tqdm
 
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.experiments.arguments import add_data_arguments, add_privacy_arguments, add_training_arguments
-from fedstyle_secure.experiments.cells import REFERENCE, make_cell_runner
-from fedstyle_secure.experiments.sweep import enumerate_cells, parse_algorithms, parse_epsilons, parse_seeds, summarize
+from fedstyle_secure.experiments.cell_backends import (
+    CellBackend,
+    CellJob,
+    ProcessPoolBackend,
+    RayBackend,
+    SerialBackend,
+)
+from fedstyle_secure.experiments.cells import REFERENCE, make_cell_runner, prepare_cells
+from fedstyle_secure.experiments.sweep import (
+    CellSpec,
+    enumerate_cells,
+    parse_algorithms,
+    parse_epsilons,
+    parse_seeds,
+    summarize,
+)
 from fedstyle_secure.experiments.sweep_outputs import markdown_table, write_outputs
-from fedstyle_secure.experiments.sweep_store import CellStore, run_cells
+from fedstyle_secure.experiments.sweep_store import DEFAULT_MAX_ATTEMPTS, CellStore, run_cells
 from fedstyle_secure.federation.strategy import ALGORITHMS
 
 # Arguments that change what a cell computes; they key the resumable cell cache.
@@ -72,6 +88,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", type=Path, required=True, metavar="DIR", help="output folder (also holds the resumable cell cache)"
     )
+    where = p.add_argument_group("where cells run (default: one after another in this process)")
+    where.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run cells in N local worker processes, one compute thread each (default %(default)s: in this process)",
+    )
+    where.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run cells as Ray tasks on the cluster at ADDRESS, or on a local Ray started here when no ADDRESS "
+        'is given (needs the optional extra: pip install -e ".[ray]")',
+    )
+    where.add_argument(
+        "--max-attempts",
+        type=int,
+        default=DEFAULT_MAX_ATTEMPTS,
+        metavar="K",
+        help="attempts per cell when its worker process dies (default %(default)s); a cell that raises is not retried",
+    )
     p.set_defaults(func=run)
 
 
@@ -104,11 +144,44 @@ def run(args: argparse.Namespace) -> int:
     source = f"dir:{args.data.resolve()}" if args.data else "synthetic"
     # every sweep also measures the no-training reference row (see experiments.cells.REFERENCE)
     cells = enumerate_cells(source, [*algorithms, REFERENCE], args.epsilon_list, seeds, _cell_config(args))
-    runner = make_cell_runner(args)
+    store = CellStore(args.out)
+    backend = _backend(args, [c for c in cells if store.load(c) is None])
     with tqdm(total=len(cells), desc="sweep cells", unit="cell") as bar:
-        results = run_cells(cells, runner, CellStore(args.out), on_done=lambda _spec: bar.update())
-    summary = summarize(results)
-    paths = write_outputs(args.out, results, summary)
-    print(markdown_table(summary))
-    print(f"\n{len(cells)} cells; wrote {', '.join(str(p) for p in paths)}")
+        sweep = run_cells(cells, store, backend, on_done=lambda _spec: bar.update(), max_attempts=args.max_attempts)
+    for failure in sweep.failed:
+        print(
+            f"cell failed after {failure.attempts} attempt(s): {failure.spec.as_dict()}: {failure.reason}",
+            file=sys.stderr,
+        )
+    if sweep.done:
+        summary = summarize(sweep.done)
+        paths = write_outputs(args.out, sweep.done, summary)
+        print(markdown_table(summary))
+        written = ", ".join(str(p) for p in paths)
+        print(f"\n{len(sweep.done)} of {len(cells)} cells ({sweep.computed} computed now); wrote {written}")
+    if sweep.failed:
+        print(
+            f"{len(sweep.failed)} cell(s) failed; rerun the same command to retry them (finished cells are kept)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _backend(args: argparse.Namespace, pending: list[CellSpec]) -> CellBackend:
+    """Serial, pool or Ray backend for the ``pending`` cells.  Before workers start, the federation is
+    built once here (validating every DP configuration and filling the feature cache that workers load)."""
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if args.max_attempts < 1:
+        raise ConfigError(f"--max-attempts must be >= 1, got {args.max_attempts}")
+    if args.ray is not None and args.workers != 1:
+        raise ConfigError("give --workers N (local processes) or --ray [ADDRESS] (Ray tasks), not both")
+    make_runner = functools.partial(make_cell_runner, args)
+    if not pending or (args.workers == 1 and args.ray is None):
+        return SerialBackend(CellJob(make_runner))
+    prepare_cells(args, progress=True)
+    job = CellJob(make_runner, threads=1)
+    if args.ray is not None:
+        return RayBackend(job, address=args.ray or None)
+    return ProcessPoolBackend(job, workers=min(args.workers, len(pending)))

@@ -12,6 +12,7 @@ from fedstyle_secure.federation.privacy_plan import encoder_config_for
 from fedstyle_secure.federation.simulator import run_simulation
 from fedstyle_secure.randomness import SeededNoise
 from fedstyle_secure.retrieval.references import frozen_dp_prototypes
+from fedstyle_secure.training.dataset import FederationData
 from fedstyle_secure.training.dp import DpConfig
 
 REFERENCE = "frozen + DP prototypes"
@@ -29,13 +30,22 @@ def _dp_config_for(epsilon: float, args: argparse.Namespace) -> DpConfig | None:
     return dp
 
 
-def make_cell_runner(args: argparse.Namespace) -> CellRunner:
-    """Build the federation ONCE (split fixed by ``--seed``), then train one simulation per cell.
-
-    DP configurations of every finite epsilon are validated here, before any cell runs.
-    """
+def prepare_cells(
+    args: argparse.Namespace, progress: bool = False
+) -> tuple[dict[float, DpConfig | None], FederationData]:
+    """Validate the DP configuration of every epsilon of the sweep, then build its federation (split
+    fixed by ``--seed``; style features come from, or go into, the feature cache)."""
     dp_by_epsilon = {e: _dp_config_for(e, args) for e in args.epsilon_list}
-    data = federation_from_args(args, progress=False)
+    return dp_by_epsilon, federation_from_args(args, progress=progress)
+
+
+def make_cell_runner(args: argparse.Namespace) -> CellRunner:
+    """Prepare the sweep ONCE (:func:`prepare_cells`), then train one simulation per cell.
+
+    DP configurations of every finite epsilon are validated here, before any cell runs.  Picklable as
+    ``functools.partial(make_cell_runner, args)``: each pool or Ray worker builds its own runner.
+    """
+    dp_by_epsilon, data = prepare_cells(args)
 
     def run_cell(spec: CellSpec) -> CellResult:
         if spec.algorithm == REFERENCE:

@@ -1,4 +1,5 @@
-"""Resumable on-disk store of finished sweep cells: ``<out>/cells/<hash>.json``, written atomically.
+"""Resumable on-disk store of finished sweep cells, ``<out>/cells/<hash>.json`` written atomically,
+and the sweep driver that fills it from any cell backend (serial, process pool, Ray).
 
 A cell's file name is a SHA-256 of its full configuration, so a changed configuration never
 reuses a stale result; an interrupted cell leaves no file (temp file + ``os.replace``).
@@ -8,12 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedstyle_secure.errors import DataError
+from fedstyle_secure.experiments.cell_backends import CellBackend, WorkerDied
 from fedstyle_secure.experiments.output import write_json
-from fedstyle_secure.experiments.sweep import CellResult, CellRunner, CellSpec
+from fedstyle_secure.experiments.sweep import CellResult, CellSpec
+
+log = logging.getLogger(__name__)
 
 
 def cell_key(spec: CellSpec) -> str:
@@ -45,17 +52,85 @@ class CellStore:
         write_json(self.path(spec), {"cell": spec.as_dict(), "metrics": result.metrics, "extra": result.extra})
 
 
+@dataclass(frozen=True)
+class FailedCell:
+    """A cell that raised, or whose worker died on every allowed attempt; nothing of it is stored."""
+
+    spec: CellSpec
+    reason: str
+    attempts: int
+
+
+@dataclass
+class SweepRun:
+    """Outcome of :func:`run_cells`: finished cells in grid order (loaded or computed), and failures."""
+
+    done: list[tuple[CellSpec, CellResult]] = field(default_factory=list)
+    failed: list[FailedCell] = field(default_factory=list)
+    computed: int = 0  # cells computed by this run (the rest came from the store)
+
+
+DEFAULT_MAX_ATTEMPTS = 3  # per cell, counting worker deaths only (a cell that raises is not retried)
+
+
 def run_cells(
-    cells: list[CellSpec], runner: CellRunner, store: CellStore, on_done: Callable[[CellSpec], None] | None = None
-) -> list[tuple[CellSpec, CellResult]]:
-    """Run every cell not already in ``store`` and save it; return all (spec, result) pairs in order."""
-    done = []
-    for spec in cells:
-        result = store.load(spec)
-        if result is None:
-            result = runner(spec)
-            store.save(spec, result)
-        done.append((spec, result))
-        if on_done is not None:
-            on_done(spec)
-    return done
+    cells: list[CellSpec],
+    store: CellStore,
+    backend: CellBackend,
+    on_done: Callable[[CellSpec], None] | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> SweepRun:
+    """Run every cell not already in ``store`` on ``backend``, saving each as soon as it finishes.
+
+    This process is the only writer of ``store``: a killed sweep keeps every cell saved so far and
+    a rerun computes only the others.  A cell whose worker died is resubmitted, at most
+    ``max_attempts`` attempts in all; a cell that raised, or exhausted its attempts, is reported in
+    ``failed`` with the reason while the others go on.  ``backend`` is closed on return or interrupt.
+    """
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+    specs = {cell_key(spec): spec for spec in cells}
+    finished: dict[str, CellResult] = {}
+    for key, spec in specs.items():
+        loaded = store.load(spec)
+        if loaded is not None:
+            finished[key] = loaded
+            if on_done is not None:
+                on_done(spec)
+    queue = deque(key for key in specs if key not in finished)
+    attempts: Counter[str] = Counter()
+    failed: list[FailedCell] = []
+    in_flight = computed = 0
+    try:
+        while queue or in_flight:
+            while queue and in_flight < backend.capacity:
+                key = queue.popleft()
+                attempts[key] += 1
+                backend.submit(key, specs[key])
+                in_flight += 1
+            key, attempt = backend.wait_one()
+            in_flight -= 1
+            spec = specs[key]
+            if isinstance(attempt, WorkerDied):
+                if attempts[key] < max_attempts:
+                    log.warning(
+                        "worker died on a cell (%s); retrying it (attempt %d of %d)",
+                        attempt.reason,
+                        attempts[key] + 1,
+                        max_attempts,
+                    )
+                    queue.append(key)
+                    continue
+                failed.append(FailedCell(spec, f"worker died on every attempt; last: {attempt.reason}", attempts[key]))
+            elif attempt.result is None:
+                failed.append(FailedCell(spec, attempt.error or "no result", attempts[key]))
+            else:
+                store.save(spec, attempt.result)
+                finished[key] = attempt.result
+                computed += 1
+            if on_done is not None:
+                on_done(spec)
+    finally:
+        backend.close()
+    done = [(spec, finished[key]) for key, spec in specs.items() if key in finished]
+    return SweepRun(done=done, failed=failed, computed=computed)

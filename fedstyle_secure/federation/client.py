@@ -78,6 +78,10 @@ class StyleClient:
     batches); default a fresh :class:`~fedstyle_secure.privacy.noise.CsprngNoise` keyed by the OS,
     known to nobody else.  ``rng`` (may be seeded from public values) only picks augmented views and
     public images, which DP does not rest on.
+
+    ``share_model``: use ``model`` itself instead of a private copy, for clients of one process that
+    train in turn (the in-process simulator); whoever shares it loads a client's parameters before
+    using the client (parameter-averaging algorithms need nothing: every round starts from the broadcast).
     """
 
     def __init__(
@@ -93,13 +97,14 @@ class StyleClient:
         dp: DpPlan | None = None,
         ledger: BudgetLedger | None = None,
         noise: NoiseSource | None = None,
+        share_model: bool = False,
     ) -> None:
         if (dp is None) != (ledger is None):
             raise PrivacyError(f"{client_id}: a DP plan needs a budget ledger and vice versa")
         self.client_id = client_id
         self.data = data
         self.spec = spec
-        self.model = copy.deepcopy(model)
+        self.model = model if share_model else copy.deepcopy(model)
         self.config = config
         self.public_inputs = public_inputs
         self.n_artists = n_artists

@@ -3,14 +3,15 @@ real deployment (:class:`StyleClient`, strategy math on sums, a pluggable secure
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from fedstyle_secure.errors import ConfigError, PrivacyError
@@ -115,7 +116,7 @@ class SimulationResult:
     wall_time_s: float
     state: ServerState
     global_model: StyleModel | None
-    personal_models: list[nn.Module] | None
+    personal_models: Sequence[StyleModel] | None  # built on access (ClientModels)
     privacy: dict[str, dict] = field(default_factory=dict)
 
     def history_dicts(self) -> list[dict]:
@@ -128,10 +129,72 @@ def round_rules(config: SimulationConfig) -> RoundRules:
     return RoundRules(algorithm_spec(config.algorithm), config.rounds, refreshes)
 
 
+class TurnTaking:
+    """All clients of a simulation share ONE model object (the workspace) and train in turn.
+
+    Between calls a client keeps only its own trainable parameters as one flat float32 vector, and
+    only where the algorithm needs them across rounds (personal models: ``local``, ``fedproto``, the
+    pooled ``central``); parameter-averaging algorithms keep none, since every round starts from the
+    broadcast.  Memory per artist is then its parameters (or nothing) instead of a model object:
+    the simulator's share of 1,000 artists fits a few GB.  Buffers (the input standardisation) are
+    the same for every client and live in the workspace.
+    """
+
+    def __init__(self, workspace: StyleModel, keeps_own: bool) -> None:
+        self.workspace = workspace
+        self._start = get_flat_params(workspace) if keeps_own else None
+        self._own: dict[str, np.ndarray] = {}
+
+    def load(self, client: StyleClient) -> None:
+        """Put ``client``'s parameters into the workspace (no-op when the broadcast supplies them)."""
+        if self._start is not None:
+            set_flat_params(self.workspace, self._own.get(client.client_id, self._start))
+
+    def save(self, client: StyleClient) -> None:
+        """Keep what ``client`` just trained in the workspace, as its own parameters."""
+        if self._start is not None:
+            self._own[client.client_id] = get_flat_params(self.workspace)
+
+    def kept_bytes(self) -> dict[str, int]:
+        """Bytes of parameters kept per client (empty when the broadcast supplies them)."""
+        return {cid: int(params.nbytes) for cid, params in self._own.items()}
+
+    def model_of(self, client: StyleClient) -> StyleModel:
+        """An independent copy of ``client``'s model (for evaluation and results)."""
+        self.load(client)
+        return copy.deepcopy(self.workspace)
+
+
+class ClientModels(Sequence[StyleModel]):
+    """Each client's model, built on access (``TurnTaking.model_of``): n models never exist at once."""
+
+    def __init__(self, turns: TurnTaking, clients: Sequence[StyleClient]) -> None:
+        self.turns, self.clients = turns, list(clients)
+
+    def __len__(self) -> int:
+        return len(self.clients)
+
+    @overload
+    def __getitem__(self, index: int) -> StyleModel: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[StyleModel]: ...
+
+    def __getitem__(self, index: int | slice) -> StyleModel | Sequence[StyleModel]:
+        if isinstance(index, slice):
+            return ClientModels(self.turns, self.clients[index])
+        return self.turns.model_of(self.clients[index])
+
+
 def make_clients(
-    config: SimulationConfig, data: FederationData, model: StyleModel, rng: np.random.Generator
+    config: SimulationConfig,
+    data: FederationData,
+    model: StyleModel,
+    rng: np.random.Generator,
+    turns: TurnTaking | None = None,
 ) -> list[StyleClient]:
-    """One client per artist group, or a single client holding everything for ``central``."""
+    """One client per artist group, or a single client holding everything for ``central``.  With
+    ``turns``, every client uses its workspace instead of a copy of ``model`` (see :class:`TurnTaking`)."""
     spec = algorithm_spec(config.algorithm)
     groups = [data.split.train] if spec.pooled else [data.client_train_items(c) for c in range(len(data.clients))]
     public = data.public.originals()
@@ -150,7 +213,7 @@ def make_clients(
                     bank=InputBank(views=data.bank.views[:, items], kind=data.bank.kind), labels=data.labels[items]
                 ),
                 spec=spec,
-                model=model,
+                model=turns.workspace if turns is not None else model,
                 config=config.local,
                 public_inputs=public,
                 n_artists=len(data.artists),
@@ -158,6 +221,7 @@ def make_clients(
                 dp=plan,
                 ledger=ledger,
                 noise=noise,
+                share_model=turns is not None,
             )
         )
     return clients
@@ -215,7 +279,8 @@ def run_simulation(
         pretrain_steps=config.pretrain_steps,
         cache=warm_start_cache(data.cache_dir),
     )
-    clients = make_clients(config, data, template, rng)
+    turns = TurnTaking(copy.deepcopy(template), keeps_own=not spec.averages_parameters)
+    clients = make_clients(config, data, template, rng, turns)
     ids = [c.client_id for c in clients]
     if spec.pooled and summations is not plain_summation:
         raise ConfigError("--secure protects federated sums; 'central' pools all data in one place and has none")
@@ -242,17 +307,22 @@ def run_simulation(
             break
         if rules.refreshes_prototypes(round_id):  # artists publish with the model they start from
             for client in (c for c in active if c.publishes_at(r)):
+                turns.load(client)
                 pub = client.publish(_broadcast(state), round_id=r)
                 if rules.sends_prototypes(round_id):
                     publish_prototypes(state, pub.artist_rows, pub.prototypes)
         broadcast = _broadcast(state)
         layout = round_layout(spec, shape, "train")  # the plan's, never a client's
-        contributions = {client.client_id: client.fit(broadcast, round_id=r) for client in active}
+        packed: dict[str, np.ndarray] = {}  # packed contributions only: the named arrays go once packed
+        for client in active:
+            arrays = _fit_in_turn(turns, client, broadcast, r)
+            if layout is not None:
+                packed[client.client_id] = _compact(pack_as(arrays, layout))
         losses = _last_losses(active) or [float("nan")]  # no active client: no loss
         bytes_up = 0.0
         if layout is not None:
-            packed = {cid: pack_as(arrays, layout) for cid, arrays in contributions.items()}
             agg = summation.sum(packed, round_id=round_id)
+            del packed
             n = len(agg.contributors)
             tolerance = decode_tolerance(CONTRIBUTION_RANGE, n, len(ids))
             state = checked_aggregate(spec, shape, state, unpack(agg.total, layout), n, tolerance, config.server)
@@ -261,7 +331,7 @@ def run_simulation(
             state.round += 1
         if reports is not None:
             reports.write_round(active, r)
-        metrics = _evaluate(spec.has_global_model, clients, state, template, data)
+        metrics = _evaluate(spec.has_global_model, turns, clients, state, template, data)
         record = RoundRecord(
             round_id, float(np.mean(losses)), metrics.as_dict(), bytes_up, time.perf_counter() - t0, len(active)
         )
@@ -270,10 +340,12 @@ def run_simulation(
         if on_round:
             on_round(record)
     final_r = plan_round(rules.final_round_id)
-    final = _final_publication(spec, clients, state, template, data, final_r)
+    final = _final_publication(spec, turns, clients, state, template, data, final_r)
     if reports is not None:
         reports.write_round([c for c in clients if c.ledger is not None], final_r)
-    global_model = _global_model(spec.averages_parameters, clients, state, template) if spec.has_global_model else None
+    global_model = None
+    if spec.has_global_model:
+        global_model = _global_model(spec.averages_parameters, turns, clients, state, template)
     return SimulationResult(
         algorithm=spec.name,
         metrics=final,
@@ -281,7 +353,7 @@ def run_simulation(
         wall_time_s=time.perf_counter() - started,
         state=state,
         global_model=global_model,
-        personal_models=None if spec.has_global_model else [c.model for c in clients],
+        personal_models=None if spec.has_global_model else ClientModels(turns, clients),
         privacy=_privacy_summary(clients, data),
     )
 
@@ -296,19 +368,36 @@ def _last_losses(clients: list[StyleClient]) -> list[float]:
     return losses
 
 
-def _global_model(averages: bool, clients: list[StyleClient], state: ServerState, template: StyleModel) -> StyleModel:
+def _compact(vector: np.ndarray) -> np.ndarray:
+    """``vector`` as float32 when that loses nothing, else unchanged.  A round's contributions come
+    from float32 models with weight 1, so this halves what the simulator holds per artist while the
+    round's sum is formed; every summation reads its inputs as float64, so the sum is the same."""
+    single = vector.astype(np.float32)
+    return single if np.array_equal(single, vector) else vector
+
+
+def _fit_in_turn(turns: TurnTaking, client: StyleClient, broadcast: Broadcast, round_id: int) -> dict[str, np.ndarray]:
+    turns.load(client)
+    contribution = client.fit(broadcast, round_id=round_id)
+    turns.save(client)
+    return contribution
+
+
+def _global_model(
+    averages: bool, turns: TurnTaking, clients: list[StyleClient], state: ServerState, template: StyleModel
+) -> StyleModel:
     if averages:
         if state.params is None:
             raise ConfigError("the global model averages parameters, but the server state holds none")
         set_flat_params(template, state.params)
         return template
-    return clients[0].model  # pooled: the single client's model is the model
+    return turns.model_of(clients[0])  # pooled: the single client's model is the model
 
 
-def _evaluate(has_global: bool, clients, state, template, data) -> RetrievalMetrics:
+def _evaluate(has_global: bool, turns: TurnTaking, clients, state, template, data) -> RetrievalMetrics:
     if has_global:
-        return evaluate_global(_global_model(state.params is not None, clients, state, template), data)
-    return evaluate_personal([c.model for c in clients], data)
+        return evaluate_global(_global_model(state.params is not None, turns, clients, state, template), data)
+    return evaluate_personal(ClientModels(turns, clients), data)
 
 
 def _active_clients(clients: list[StyleClient], state: ServerState, round_id: int) -> list[StyleClient]:
@@ -322,12 +411,12 @@ def _active_clients(clients: list[StyleClient], state: ServerState, round_id: in
     return active
 
 
-def _final_publication(spec, clients, state, template, data, round_id: int) -> RetrievalMetrics:
+def _final_publication(spec, turns: TurnTaking, clients, state, template, data, round_id: int) -> RetrievalMetrics:
     """Every artist still in the run publishes its prototypes with the final model (a DP release
     under DP); an artist retired during training does not, as over the network (its budget is
     spent or it left).  The held-out queries are scored against exactly what was published."""
-    models = None if spec.has_global_model else [c.model for c in clients]
-    model = None if models else _global_model(spec.averages_parameters, clients, state, template)
+    models = None if spec.has_global_model else ClientModels(turns, clients)
+    model = None if models else _global_model(spec.averages_parameters, turns, clients, state, template)
     table = np.zeros_like(state.prototypes)
     known = np.zeros(len(data.artists), dtype=bool)
     final = _broadcast(state)
@@ -340,6 +429,8 @@ def _final_publication(spec, clients, state, template, data, round_id: int) -> R
             continue
         if model is not None:
             client.model.load_state_dict(model.state_dict())
+        else:
+            turns.load(client)
         pub = client.publish(final, round_id=round_id)
         table[pub.artist_rows] = pub.prototypes
         known[pub.artist_rows] = True

@@ -89,13 +89,14 @@ class PlainSummation:
         survivors = [a for a in sorted(inputs) if a not in dropped]
         if not survivors:
             raise SecureAggregationError(f"round {round_id}: no artist contributed")
-        vectors = [np.asarray(inputs[a], dtype=np.float64) for a in survivors]
-        dims = {v.shape for v in vectors}
+        dims = {np.shape(inputs[a]) for a in survivors}
         if len(dims) != 1 or len(next(iter(dims))) != 1:
             raise SecureAggregationError(
                 f"round {round_id}: inputs must be 1-D vectors of one length, got {sorted(dims)}"
             )
-        total = np.sum(vectors, axis=0)
+        total = np.zeros(next(iter(dims)), dtype=np.float64)
+        for a in survivors:  # one at a time, in order: no (artists x length) stack in memory
+            total += np.asarray(inputs[a], dtype=np.float64)
         nbytes = {a: int(np.asarray(inputs[a], dtype=np.float32).nbytes) for a in survivors}
         return AggregationResult(
             total=total,

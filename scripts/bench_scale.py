@@ -1,0 +1,236 @@
+"""How the in-process simulator grows with the number of artists: set-up time, seconds per round,
+peak memory and memory per artist.
+
+Usage: python scripts/bench_scale.py [--artists 16,64,256] [--per-artist 12] [--rounds 2]
+                                     [--algorithm fedstyle] [--epsilon inf] [--inputs random|synthetic]
+       python scripts/bench_scale.py --artist-process [--per-artist 12]
+
+Each artist count runs in a fresh process (so its peak is its own).  ``--inputs random`` (default)
+gives every artist random style-statistics vectors (1,536-d, clustered per artist) instead of
+generating artworks and running the frozen backbone over them: the simulator's cost per artist does
+not depend on what the vectors hold, and feature extraction is a one-off per data set that the
+feature cache keeps (``--inputs synthetic`` measures it too: procedural artworks through the backbone).
+
+Columns: ``setup s`` = building the inputs and the clients up to the first round (the simulator's
+part of it in brackets); ``s/round`` = mean seconds per federated round, evaluation included;
+``peak MB`` = peak resident memory of the process (VmHWM); ``data MB`` = resident memory once the
+inputs are built, before the simulator starts; ``MB/artist`` = (peak - data) / artists.  The
+last line fits memory = a + b * artists over the counts run (b: marginal MB per artist).
+
+``--artist-process``: the resident and the anonymous memory of one artist process (``fedstyle client``'s
+StyleClient, built with a cold feature cache so the backbone runs) after imports, after building,
+and after one local round.  Anonymous memory is what each further artist process on a machine adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def resident_mb() -> tuple[float, float]:
+    """(current, peak) resident memory of this process in MB (VmRSS, VmHWM)."""
+    fields = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                name, value, _unit = line.split()
+                fields[name[:-1]] = int(value) / 1024
+    return fields["VmRSS"], fields["VmHWM"]
+
+
+def random_federation(n_artists: int, per_artist: int, seed: int):
+    """A federation of ``n_artists`` whose model inputs are random clustered style vectors (no images)."""
+    from fedstyle_secure.data.images import ArtworkSet
+    from fedstyle_secure.data.split import split_per_artist
+    from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
+    from fedstyle_secure.models.inputs import DEFAULT_VIEWS, InputBank
+    from fedstyle_secure.training.dataset import DEFAULT_PUBLIC_IMAGES, FederationData, partition_artists
+
+    rng = np.random.default_rng(seed)
+    n = n_artists * per_artist
+    labels = np.repeat(np.arange(n_artists), per_artist)
+    centres = rng.normal(scale=0.15, size=(n_artists, STYLE_FEATURE_DIM)).astype(np.float32)  # not trivially separable
+    noise = rng.normal(size=(DEFAULT_VIEWS + 1, n, STYLE_FEATURE_DIM)).astype(np.float32)
+    views = centres[labels][None] + noise
+    public = rng.normal(size=(DEFAULT_VIEWS + 1, DEFAULT_PUBLIC_IMAGES, STYLE_FEATURE_DIM)).astype(np.float32)
+    artists = tuple(f"artist-{a:04d}" for a in range(n_artists))
+    artworks = ArtworkSet(
+        images=np.zeros((n, 1, 1, 3), dtype=np.uint8),
+        labels=labels,
+        artists=artists,
+        keys=tuple(f"random-{i}" for i in range(n)),
+        sources=tuple(f"random:{i}" for i in range(n)),
+    )
+    return FederationData(
+        artworks=artworks,
+        split=split_per_artist(labels, artists, 0.4, seed),
+        bank=InputBank(views, "features"),
+        public=InputBank(public, "features"),
+        clients=partition_artists(n_artists, 1, seed),
+        source="random",
+    )
+
+
+def measure_one(args: argparse.Namespace, n_artists: int) -> dict[str, float]:
+    """Build the federation and run the simulation in this process; return the measurements."""
+    import torch
+
+    from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
+    from fedstyle_secure.training.dataset import load_artworks, prepare_federation
+    from fedstyle_secure.training.dp import DpConfig
+    from fedstyle_secure.training.local import LocalConfig
+
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    if args.inputs == "random":
+        data = random_federation(n_artists, args.per_artist, seed=0)
+    else:
+        artworks, source = load_artworks(None, True, n_artists, args.per_artist, 0)
+        data = prepare_federation(artworks, source, seed=0)
+    data_s = time.perf_counter() - started
+    data_mb, _ = resident_mb()
+    epsilon = float(args.epsilon)
+    dp = None if math.isinf(epsilon) else DpConfig(epsilon=epsilon)
+    config = SimulationConfig(algorithm=args.algorithm, rounds=args.rounds, local=LocalConfig(epochs=1), dp=dp)
+    first_round: list[float] = []
+    sim_started = time.perf_counter()
+    result = run_simulation(config, data, on_round=lambda rec: first_round.append(time.perf_counter() - rec.seconds))
+    setup_sim_s = (first_round[0] if first_round else time.perf_counter()) - sim_started
+    _, peak_mb = resident_mb()
+    seconds = [r.seconds for r in result.history]
+    return {
+        "artists": n_artists,
+        "setup_s": data_s + setup_sim_s,
+        "setup_sim_s": setup_sim_s,
+        "s_per_round": float(np.mean(seconds)) if seconds else float("nan"),
+        "peak_mb": peak_mb,
+        "data_mb": data_mb,
+        "mb_per_artist": (peak_mb - data_mb) / n_artists,
+        "accuracy": result.metrics.artist_accuracy,
+    }
+
+
+def private_mb() -> float:
+    """Anonymous memory of this process (heap, tensors; MB): what each further artist process adds.
+    Library code (torch's .so files) is file-backed and shared by all processes on a machine."""
+    with open("/proc/self/smaps_rollup") as fh:
+        for line in fh:
+            if line.startswith("Anonymous:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure_artist(per_artist: int) -> dict[str, float]:
+    """An artist process's memory, in this process: imports, then the StyleClient built exactly as
+    ``fedstyle client`` builds it (cold feature cache: the backbone runs), then one local round."""
+    import tempfile
+
+    import torch
+
+    from fedstyle_secure.data.synth import write_synthetic_folder
+    from fedstyle_secure.federation.client import Broadcast
+    from fedstyle_secure.transport.artist.runner import build_style_client
+    from fedstyle_secure.transport.config import ClientConfig
+    from fedstyle_secure.transport.wire import pb
+
+    torch.set_num_threads(1)
+    out: dict[str, float] = {}
+    out["imports_rss_mb"], _ = resident_mb()
+    out["imports_private_mb"] = private_mb()
+    with tempfile.TemporaryDirectory(prefix="bench-artist-") as tmp:
+        root = Path(tmp)
+        write_synthetic_folder(root / "data", 1, per_artist, seed=0)
+        folder = next((root / "data").iterdir())
+        plan = pb.RoundPlan(algorithm="fedstyle", seed=0, embedding_dim=128)
+        plan.public_set.name = "generated:128:seed0"
+        config = ClientConfig(keys=root / "unused", data=root / "data", cache_dir=root / "cache")
+        client = build_style_client(config, folder.name, (folder.name, "other-artist"), plan)
+        out["built_rss_mb"], out["build_peak_mb"] = resident_mb()
+        out["built_private_mb"] = private_mb()
+        n_params = sum(p.numel() for p in client.model.parameters() if p.requires_grad)
+        params = np.concatenate([p.detach().reshape(-1).numpy() for p in client.model.parameters() if p.requires_grad])
+        assert params.shape == (n_params,)
+        broadcast = Broadcast(
+            0, params, np.zeros((128, 128), np.float32), np.zeros((2, 128), np.float32), np.zeros(2, dtype=bool)
+        )
+        client.fit(broadcast, round_id=0)
+        out["trained_rss_mb"], out["peak_mb"] = resident_mb()
+        out["trained_private_mb"] = private_mb()
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--artists", default="16,64,256", help="comma-separated artist counts (default %(default)s)")
+    parser.add_argument("--per-artist", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--algorithm", default="fedstyle")
+    parser.add_argument("--epsilon", default="inf", help="per-artist budget; inf = no DP (default %(default)s)")
+    parser.add_argument("--inputs", choices=("random", "synthetic"), default="random")
+    parser.add_argument(
+        "--artist-process",
+        action="store_true",
+        help="measure one artist process's memory instead (imports, client built, one round)",
+    )
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one count, print JSON
+    args = parser.parse_args()
+    if args.one is not None:
+        print(json.dumps(measure_one(args, args.one)))
+        return 0
+    if args.artist_process:
+        m = measure_artist(args.per_artist)
+        print(f"artist process, {args.per_artist} artworks, cold feature cache, 1 thread (MB: resident / anonymous)")
+        for stage in ("imports", "built", "trained"):
+            print(f"  after {stage:<8} {m[stage + '_rss_mb']:6.0f} / {m[stage + '_private_mb']:6.0f}")
+        print(f"  peak while building {m['build_peak_mb']:.0f}, overall peak {m['peak_mb']:.0f}")
+        return 0
+
+    rows = []
+    for n in (int(a) for a in args.artists.split(",")):
+        argv = [
+            sys.executable,
+            __file__,
+            "--one",
+            str(n),
+            "--per-artist",
+            str(args.per_artist),
+            "--rounds",
+            str(args.rounds),
+            "--algorithm",
+            args.algorithm,
+            "--epsilon",
+            args.epsilon,
+            "--inputs",
+            args.inputs,
+        ]
+        out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+        print(f"measured {n} artists", file=sys.stderr)
+    print(
+        f"simulator: {args.algorithm}, epsilon {args.epsilon}, {args.per_artist} artworks per artist, "
+        f"{args.rounds} rounds x 1 local epoch, inputs {args.inputs}, 1 compute thread"
+    )
+    print(f"{'artists':>8} {'setup s':>16} {'s/round':>8} {'peak MB':>8} {'data MB':>8} {'MB/artist':>9} {'acc':>6}")
+    for r in rows:
+        setup = f"{r['setup_s']:.1f} ({r['setup_sim_s']:.1f})"
+        print(
+            f"{r['artists']:>8} {setup:>16} {r['s_per_round']:>8.2f} {r['peak_mb']:>8.0f} {r['data_mb']:>8.0f} "
+            f"{r['mb_per_artist']:>9.2f} {r['accuracy']:>6.3f}"
+        )
+    if len(rows) > 1:
+        n = np.array([r["artists"] for r in rows], dtype=float)
+        slope, intercept = np.polyfit(n, [r["peak_mb"] for r in rows], 1)
+        print(f"peak MB ~ {intercept:.0f} + {slope:.2f} x artists -> 1,000 artists: {intercept + 1000 * slope:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
