@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.training.dp import refresh_rounds
 from fedstyle_secure.transport.config import load_client_config, load_server_config
 
 GOOD_SERVER = """
@@ -77,7 +78,8 @@ def test_dp_plan_comes_from_the_federation_table(tmp_path):
     assert (config.dp.epsilon, config.dp.delta, config.dp.clip_norm, config.dp.accountant) == (8.0, 1e-6, 0.5, "rdp")
     assert config.dp.noise_multiplier is None  # calibrated by each artist
     assert config.schedule.standardise is False  # no non-private set-up round under DP
-    assert config.schedule.refreshes == frozenset({0, 1})  # the simulator's refresh_rounds(2, 3)
+    # the simulator's refresh_rounds(2, prototype_refreshes): no release during training by default
+    assert config.schedule.refreshes == frozenset(refresh_rounds(2, config.dp.prototype_refreshes)) == frozenset()
     assert load_server_config(_write(tmp_path, GOOD_SERVER)).dp is None
     assert (
         load_server_config(_write(tmp_path, GOOD_SERVER.replace("rounds = 2", "rounds = 2\nepsilon = inf"))).dp is None
