@@ -202,7 +202,8 @@ def test_cli_sweep_end_to_end(tmp_path, feature_cache, capsys):
     # the real runner in 2 worker processes (one thread each) gives the serial metrics, cell by cell
     assert main([*argv[:-2], "--workers", "2", "--out", str(tmp_path / "pool")]) == 0
     serial, pooled = (json.loads((d / "sweep.json").read_text())["cells"] for d in (out, tmp_path / "pool"))
-    assert [c["algorithm"] for c in pooled] == [c["algorithm"] for c in serial] == ["fedstyle", "fedavg"]
+    algorithms = ["fedstyle", "fedavg", "frozen + DP prototypes"]
+    assert [c["algorithm"] for c in pooled] == [c["algorithm"] for c in serial] == algorithms
     for s, p in zip(serial, pooled):
         assert p["metrics"] == pytest.approx(s["metrics"], abs=1e-6)
     assert main([*argv[:-2], "--workers", "2", "--ray", "--out", str(tmp_path / "x")]) == 2  # one or the other

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fedstyle_secure.errors import ConfigError
-from fedstyle_secure.training.dp import refresh_rounds
+from fedstyle_secure.federation.rounds import refresh_rounds
 from fedstyle_secure.transport.config import load_client_config, load_server_config
 
 GOOD_SERVER = """

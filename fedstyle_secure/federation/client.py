@@ -75,7 +75,7 @@ class StyleClient:
     recorded after; a client whose next round would exceed its budget retires.
 
     Randomness: ``noise`` draws everything DP rests on (release noise, DP-SGD noise, Poisson
-    batches); default a fresh :class:`~fedstyle_secure.privacy.noise.CsprngNoise` keyed by the OS,
+    batches); default a fresh :class:`~fedstyle_secure.randomness.CsprngNoise` keyed by the OS,
     known to nobody else.  ``rng`` (may be seeded from public values) only picks augmented views and
     public images, which DP does not rest on.
 

@@ -1,7 +1,7 @@
 """Analytical audit of signed epsilon reports (pure: loaded JSON in, findings out).
 
 Checks per report: JSON Schema; signature present, made with the artist's TRUSTED key and
-matching every field; noise from a CSPRNG (:data:`~fedstyle_secure.privacy.noise.SECURE_NOISE_SOURCES`;
+matching every field; noise from a CSPRNG (:data:`~fedstyle_secure.randomness.SECURE_NOISE_SOURCES`;
 a report that does not say is flagged too); known accountant; Poisson sampling (the only
 sampler any accountant here covers); delta below 1/n when the report carries the artist's
 opening of its dataset-size commitment (checked against the signed commitment; a server's

@@ -53,7 +53,7 @@ def frozen_dp_prototypes(
 ) -> RetrievalMetrics:
     """Metrics of the no-training DP reference at ``epsilon`` per artist (``None``: exact prototypes),
     averaged over ``draws`` independent releases whose noise comes from ``noise`` (a measurement:
-    a seeded :class:`~fedstyle_secure.privacy.noise.SeededNoise` keeps it reproducible).
+    a seeded :class:`~fedstyle_secure.randomness.SeededNoise` keeps it reproducible).
 
     Each artist releases the sum of its training artworks' unit embeddings once, through
     :func:`release_prototype_sums` at the noise of :func:`release_sigma` for its own ``n``."""

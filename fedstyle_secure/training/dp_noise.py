@@ -1,4 +1,4 @@
-"""Opacus with every DP draw taken from a :class:`~fedstyle_secure.privacy.noise.NoiseSource`.
+"""Opacus with every DP draw taken from a :class:`~fedstyle_secure.randomness.NoiseSource`.
 
 Opacus draws its DP-SGD noise from torch's generator (in practice the global one, which
 ``make_initial_model`` seeds with the server's plan seed) and its Poisson batches from another torch

@@ -13,7 +13,7 @@ the DP gradient plus a data-independent term, so it costs no privacy and cannot 
 clipping or the noise scale.
 
 Randomness: the Gaussian noise of every step and the Poisson batches are drawn from a
-:class:`~fedstyle_secure.privacy.noise.NoiseSource` (:mod:`fedstyle_secure.training.dp_noise`), never
+:class:`~fedstyle_secure.randomness.NoiseSource` (:mod:`fedstyle_secure.training.dp_noise`), never
 from torch's generators, which the public plan seed makes predictable.
 """
 
@@ -157,7 +157,7 @@ def make_private(
     """Wrap ``model``/``optimizer`` with Opacus: per-artwork clipping to ``plan.clip_norm``
     (``clipping``, see :data:`CLIPPING_MODES`), Gaussian noise of multiplier ``plan.noise_multiplier``
     and Poisson sampling at ``plan.sample_rate``, both drawn from ``noise`` (privacy-relevant: use a
-    :class:`~fedstyle_secure.privacy.noise.CsprngNoise` outside research runs)."""
+    :class:`~fedstyle_secure.randomness.CsprngNoise` outside research runs)."""
     from fedstyle_secure.training.dp_noise import NoiseSourcePrivacyEngine, poisson_loader
 
     if clipping not in CLIPPING_MODES:

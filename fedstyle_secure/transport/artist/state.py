@@ -19,7 +19,7 @@ What is kept (see :mod:`.artist_privacy` for why):
   calibrated (to detect a changed federation plan after a restart).
 
 The key of the CSPRNG that draws the DP noise is NOT stored: a resumed artist starts a fresh one
-(:class:`~fedstyle_secure.privacy.noise.CsprngNoise`), and never needs the old one, because every
+(:class:`~fedstyle_secure.randomness.CsprngNoise`), and never needs the old one, because every
 charged result is stored and resent, never recomputed.
 
 Threat model: the state directory is as private as the artist's images (it lives on the
