@@ -6,6 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# One compute thread per process: the suite runs servers, in-process artist threads and artist
+# processes side by side on 2 cores, and torch's default (one thread per core in every process)
+# oversubscribes them: a 20-round run measured ~30x slower that way on this machine.
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # artist and server processes the tests start
+torch.set_num_threads(1)
 
 WIKIART_DEV = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "wikiart-dev"
 
