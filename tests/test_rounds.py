@@ -61,4 +61,4 @@ def test_simulator_and_server_derive_the_same_rules() -> None:
     coordinator = Coordinator.__new__(Coordinator)  # unit test: only the rules, no roster or state
     coordinator.schedule = schedule
     assert coordinator.rules == round_rules(config)
-    assert coordinator.training_release_rounds() == round_rules(config).release_plan_rounds() == frozenset({0, 2})
+    assert coordinator.rules.release_plan_rounds() == round_rules(config).release_plan_rounds() == frozenset({0, 2})

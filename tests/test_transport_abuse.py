@@ -30,20 +30,11 @@ from fedstyle_secure.transport.loopback import write_fresh_keys
 from fedstyle_secure.transport.server.servicer import SERVICE_NAME, start_server
 from fedstyle_secure.transport.server.upload_limits import expected_layout, payload_limit
 from fedstyle_secure.transport.wire import chunk_payload, new_nonce, pb, pb_grpc
+from tests.fakes import Clock
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
 F = STYLE_FEATURE_DIM  # the set-up round's feature width in the server's plan (from its model)
 MOMENTS = {"clients": np.array([1.0]), "feature_mean": np.full(F, 0.5), "feature_sq_mean": np.full(F, 0.5)}
-
-
-class Clock:
-    """A settable clock for deadline tests (seconds)."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,7 @@ from fedstyle_secure.transport.server import servicer as server_module
 from fedstyle_secure.transport.server.servicer import start_server
 from fedstyle_secure.transport.wire import pb
 from tests.ckks_key_recovery import decrypt_first_chunk, recover_key
+from tests.fakes import Clock
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
 VALUES = {"artist_a": 1.0, "artist_b": 2.0, "artist_c": 4.0}
@@ -73,16 +74,6 @@ class FeatureMomentsOnly:
 
     def feature_moments(self) -> dict[str, np.ndarray]:
         return _moments(self.value, self._shape.feature_dim)
-
-
-class Clock:
-    """The server's and the artists' clock (seconds), settable to pass a deadline at once."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

@@ -47,6 +47,7 @@ from fedstyle_secure.transport.config import ServerConfig
 from fedstyle_secure.transport.loopback import start_loopback, write_fresh_keys
 from fedstyle_secure.transport.server.servicer import start_server
 from fedstyle_secure.transport.wire import new_nonce, pb
+from tests.fakes import Clock
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
 WIRE = STYLE_FEATURE_DIM  # feature width of a real server's set-up round (its plan, from its model)
@@ -242,14 +243,6 @@ def test_coordinator_refusals(keys):
 
 
 # --------------------------------------------------------------------------- gRPC, loopback, real keys
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _refused(call: Callable, code: grpc.StatusCode, words: str) -> None:

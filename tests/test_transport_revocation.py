@@ -25,6 +25,7 @@ from fedstyle_secure.transport.config import ServerConfig
 from fedstyle_secure.transport.loopback import write_fresh_keys
 from fedstyle_secure.transport.server.servicer import start_server
 from fedstyle_secure.transport.wire import pb, pb_grpc
+from tests.fakes import Clock
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
 
@@ -126,21 +127,11 @@ def test_expired_certificate_from_the_right_ca_is_refused_at_handshake(keys, tmp
         running.stop(0)
 
 
-class Clock:
-    """Settable Unix time (seconds), starting now."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_crl_going_stale_while_running_fails_closed_until_a_fresh_one_is_installed(keys, tmp_path, caplog):
     """The server's clock passes the CRL's next_update (30 days): every call is refused with the
     reason (logged once); re-issuing the CRL (`fedstyle keys revoke` keeps earlier entries, even
     from a stale list) restores service without a restart, and the revocation still holds."""
-    crl, clock = tmp_path / "crl.pem", Clock()
+    crl, clock = tmp_path / "crl.pem", Clock(time.time())
     revoke(keys, pki.Role.ARTIST, "artist_c", crl)
     running = _start(keys, tmp_path, crl, clock)
     try:

@@ -29,6 +29,7 @@ from fedstyle_secure.transport.loopback import write_fresh_keys
 from fedstyle_secure.transport.server.servicer import start_server
 from fedstyle_secure.transport.server.store import StateStore
 from fedstyle_secure.transport.wire import pb
+from tests.fakes import Clock
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
 F = STYLE_FEATURE_DIM  # the set-up round's feature width in the server's plan
@@ -41,14 +42,6 @@ def _moments(value: float = 0.5, clients: float = 1.0, width: int = F) -> dict[s
         "feature_mean": np.full(width, value),
         "feature_sq_mean": np.full(F, value * value + 0.25),
     }
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")

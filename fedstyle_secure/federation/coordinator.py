@@ -234,11 +234,6 @@ class Coordinator:
         """Which round publishes, trains or finishes (:mod:`~fedstyle_secure.federation.rounds`, as the simulator)."""
         return RoundRules(self.spec, self.schedule.rounds, self.schedule.refreshes)
 
-    def training_release_rounds(self) -> frozenset[int]:
-        """Plan rounds ``r`` with a prototype refresh: the releases every artist's DP plan counts
-        (the final publication comes on top)."""
-        return self.rules.release_plan_rounds()
-
     def _open(self, round_id: int, now: float) -> None:
         if round_id > self.schedule.rounds + 1:
             self._phase = Phase.FINISHED

@@ -48,7 +48,7 @@ from fedstyle_secure.transport.server.admission import CallGate, CallLimits, Con
 from fedstyle_secure.transport.server.metering import ByteMeter
 from fedstyle_secure.transport.server.publish_index import index_from_run
 from fedstyle_secure.transport.server.report_intake import accept_report, register_roster_keys, withdrawal_reason
-from fedstyle_secure.transport.server.store import NonFiniteState, Snapshot, StateStore, require_finite
+from fedstyle_secure.transport.server.store import NonFiniteState, Snapshot, StateStore, require_finite_state
 from fedstyle_secure.transport.server.upload_limits import expected_layout, payload_limit
 from fedstyle_secure.transport.wire import (
     PayloadTooLarge,
@@ -273,7 +273,7 @@ class FederationServicer(pb_grpc.FederationServicer):
 
     def _dp_parameters(self) -> pb.DpParameters | None:
         """Announced only; each artist calibrates its own noise and its own ledger enforces its budget."""
-        return dp_parameters(self.config.dp, self.coordinator.training_release_rounds())
+        return dp_parameters(self.config.dp, self.coordinator.rules.release_plan_rounds())
 
     def _upload_limit(self, round_id: int, phase: str) -> tuple[int, str]:
         """Most bytes an upload for ``(round_id, phase)`` may declare, and where that limit comes from."""
@@ -406,16 +406,7 @@ class FederationServicer(pb_grpc.FederationServicer):
     def _broadcast_body(self, round_id: int) -> pb.BroadcastBody:
         s, std = self.coordinator.state, self.coordinator.standardisation
         try:  # what the store refuses is never broadcast either
-            mean, spread = (None, None) if std is None else std
-            require_finite(
-                {
-                    "params": s.params,
-                    "consensus": s.consensus,
-                    "prototypes": s.prototypes,
-                    "feature_mean": mean,
-                    "feature_std": spread,
-                }
-            )
+            require_finite_state(s, std)
         except NonFiniteState as exc:
             raise SecureAggregationError(f"no broadcast: {exc}") from exc
         params = s.params if s.round > 0 else None  # before any training round: the starting model every artist builds

@@ -46,6 +46,20 @@ def require_finite(arrays: Mapping[str, np.ndarray | None]) -> None:
             raise NonFiniteState(f"{name} contains {int(np.sum(~np.isfinite(array)))} NaN or infinite value(s)")
 
 
+def require_finite_state(state: ServerState, standardisation: tuple[np.ndarray, np.ndarray] | None) -> None:
+    """:func:`require_finite` over everything the server persists and broadcasts."""
+    mean, std = standardisation or (None, None)
+    require_finite(
+        {
+            "params": state.params,
+            "consensus": state.consensus,
+            "prototypes": state.prototypes,
+            "feature_mean": mean,
+            "feature_std": std,
+        }
+    )
+
+
 def _npy(array: np.ndarray | None) -> bytes:
     return b"" if array is None else npy_bytes(array)
 
@@ -69,16 +83,8 @@ class StateStore:
     def save(self, snapshot: Snapshot) -> None:
         """Replace the stored snapshot; refuses (:class:`NonFiniteState`, nothing written) one with NaN/inf."""
         s = snapshot.state
+        require_finite_state(s, snapshot.standardisation)
         mean, std = snapshot.standardisation or (None, None)
-        require_finite(
-            {
-                "params": s.params,
-                "consensus": s.consensus,
-                "prototypes": s.prototypes,
-                "feature_mean": mean,
-                "feature_std": std,
-            }
-        )
         rows = {
             "meta": json.dumps(
                 {
@@ -117,6 +123,7 @@ class StateStore:
             raise ConfigError(f"{self.path}: the saved state has no prototype table")
         if (mean is None) != (std is None):
             raise ConfigError(f"{self.path}: the saved state has only one of feature_mean and feature_std")
+        standardisation = None if mean is None or std is None else (mean, std)
         state = ServerState(
             round=int(meta["round"]),
             params=_array(rows["params"]),
@@ -126,20 +133,12 @@ class StateStore:
             retired=dict(meta["retired"]),
         )
         try:  # e.g. written by a version without this guard: never resumed from, never broadcast
-            require_finite(
-                {
-                    "params": state.params,
-                    "consensus": state.consensus,
-                    "prototypes": state.prototypes,
-                    "feature_mean": mean,
-                    "feature_std": std,
-                }
-            )
+            require_finite_state(state, standardisation)
         except NonFiniteState as exc:
             raise ConfigError(f"{self.path}: the saved state is unusable: {exc}") from exc
         return Snapshot(
             state=state,
-            standardisation=None if mean is None or std is None else (mean, std),
+            standardisation=standardisation,
             reports={k: int(v) for k, v in meta["reports"].items()},
             roster=tuple(meta["roster"]),
             algorithm=str(meta["algorithm"]),
