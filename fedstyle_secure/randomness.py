@@ -4,7 +4,7 @@
 
 * the Gaussian noise of every DP-SGD step (the Opacus optimiser, :mod:`fedstyle_secure.training.dp_sgd`);
 * the Poisson sampling of DP-SGD batches (each artwork joins each step's batch with probability ``q``);
-* the Gaussian noise of every prototype release (:func:`fedstyle_secure.training.dp.release_prototype_sums`).
+* the Gaussian noise of every prototype release (:func:`fedstyle_secure.privacy.plan.release_prototype_sums`).
 
 Threat model: the epsilon of a report holds only if nobody but the artist can predict this randomness.
 A server that knows the generator's seed (it chose the plan seed; roster rows are public) recomputes the

@@ -24,8 +24,8 @@ from fedstyle_secure.experiments.output import render_table
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.federation.rounds import refresh_rounds
 from fedstyle_secure.models.heads import DEFAULT_EMBEDDING_DIM
+from fedstyle_secure.privacy.plan import DpConfig
 from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
-from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.transport.artist.runner import run_artist
 from fedstyle_secure.transport.config import ClientConfig, ServerConfig
 from fedstyle_secure.transport.loopback import artist_folders, write_fresh_keys

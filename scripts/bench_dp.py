@@ -31,9 +31,9 @@ from fedstyle_secure.data.synth import generate_artworks, generate_public_images
 from fedstyle_secure.federation.strategy import algorithm_spec
 from fedstyle_secure.models.factory import EncoderConfig, make_model
 from fedstyle_secure.models.inputs import build_input_bank
+from fedstyle_secure.privacy.plan import PRIVATE_LAYERS, DpPlan
 from fedstyle_secure.randomness import CsprngNoise
 from fedstyle_secure.training.dataset import DEFAULT_PUBLIC_IMAGES
-from fedstyle_secure.training.dp import PRIVATE_LAYERS, DpPlan
 from fedstyle_secure.training.dp_sgd import privately_trained_parameters
 from fedstyle_secure.training.local import LocalConfig, LocalData, RoundContext, train_local
 

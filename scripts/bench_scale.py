@@ -84,8 +84,8 @@ def measure_one(args: argparse.Namespace, n_artists: int) -> dict[str, float]:
     import torch
 
     from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
+    from fedstyle_secure.privacy.plan import DpConfig
     from fedstyle_secure.training.dataset import load_artworks, prepare_federation
-    from fedstyle_secure.training.dp import DpConfig
     from fedstyle_secure.training.local import LocalConfig
 
     torch.set_num_threads(1)

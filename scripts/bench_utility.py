@@ -35,14 +35,13 @@ from fedstyle_secure.experiments.arguments import DEFAULT_LOCAL_EPOCHS, DEFAULT_
 from fedstyle_secure.experiments.output import write_json
 from fedstyle_secure.experiments.sweep import CellResult, CellSpec
 from fedstyle_secure.experiments.sweep_store import CellStore
-from fedstyle_secure.federation.privacy_plan import encoder_config_for
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
 from fedstyle_secure.federation.strategy import ALGORITHMS
+from fedstyle_secure.privacy.plan import DpConfig, encoder_config_for
 from fedstyle_secure.randomness import SeededNoise
 from fedstyle_secure.retrieval.evaluate import evaluate_frozen_features
 from fedstyle_secure.retrieval.references import central_linear_probe, frozen_dp_prototypes
 from fedstyle_secure.training.dataset import FederationData, load_artworks, prepare_federation
-from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.training.local import LocalConfig
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"

@@ -26,13 +26,12 @@ from pathlib import Path
 
 from torch import nn
 
-from fedstyle_secure.federation.privacy_plan import encoder_config_for, plan_participation
 from fedstyle_secure.federation.simulator import SimulationConfig, round_rules, run_simulation
 from fedstyle_secure.models.embed import embed, prototype_sums
+from fedstyle_secure.privacy.plan import DpConfig, encoder_config_for, plan_participation, release_prototype_sums
 from fedstyle_secure.randomness import SeededNoise
 from fedstyle_secure.retrieval.evaluate import evaluate_global
 from fedstyle_secure.training.dataset import FederationData, load_artworks, prepare_federation
-from fedstyle_secure.training.dp import DpConfig, release_prototype_sums
 from fedstyle_secure.training.local import LocalConfig
 from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model, warm_start_cache
 

@@ -18,11 +18,10 @@ from scipy import stats
 
 from fedstyle_secure.data.synth import write_synthetic_folder
 from fedstyle_secure.federation.client import Broadcast, StyleClient
-from fedstyle_secure.federation.privacy_plan import new_ledger, plan_participation
 from fedstyle_secure.models.embed import embed, normalise_rows, prototype_sums
+from fedstyle_secure.privacy.plan import DpConfig, DpPlan, new_ledger, plan_dp, plan_participation
 from fedstyle_secure.randomness import SECURE_NOISE_SOURCE, CsprngNoise, NoiseSource, SeededNoise
 from fedstyle_secure.training.dataset import DEFAULT_PUBLIC_IMAGES
-from fedstyle_secure.training.dp import DpConfig, DpPlan, plan_dp
 from fedstyle_secure.training.local import LocalConfig, LocalData, RoundContext, train_local
 from fedstyle_secure.transport.artist.runner import build_style_client
 from fedstyle_secure.transport.config import ClientConfig

@@ -7,8 +7,8 @@ from fedstyle_secure.cli.main import main
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
 from fedstyle_secure.privacy.accounting import compute_epsilon
+from fedstyle_secure.privacy.plan import DpConfig, plan_dp
 from fedstyle_secure.randomness import CsprngNoise
-from fedstyle_secure.training.dp import DpConfig, plan_dp
 from fedstyle_secure.training.dp_sgd import make_private
 from fedstyle_secure.training.local import LocalConfig
 
@@ -61,7 +61,7 @@ def _clipped_mean_gradient(clipping, clip_norm, n=6):
     import torch
 
     from fedstyle_secure.models.heads import ProjectionHead
-    from fedstyle_secure.training.dp import DpPlan
+    from fedstyle_secure.privacy.plan import DpPlan
 
     torch.manual_seed(0)
     head = ProjectionHead(8, 16, 4, dropout=0.0)

@@ -146,7 +146,7 @@ def test_epsilon_never_decreases_when_mechanisms_are_added(history, extra, accou
 
 def test_absurd_budget_gets_a_clear_error_naming_the_prv_accountant():
     """Opacus's PRV breaks down numerically for tiny noise; the user must learn why, not see its RuntimeError."""
-    from fedstyle_secure.training.dp import DpConfig, plan_dp
+    from fedstyle_secure.privacy.plan import DpConfig, plan_dp
 
     with pytest.raises(PrivacyError, match="prv accountant cannot evaluate noise multiplier .*--accountant rdp"):
         plan_dp(

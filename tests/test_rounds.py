@@ -17,7 +17,7 @@ from fedstyle_secure.federation.rounds import (
 )
 from fedstyle_secure.federation.simulator import SimulationConfig, round_rules
 from fedstyle_secure.federation.strategy import algorithm_spec
-from fedstyle_secure.training.dp import DpConfig
+from fedstyle_secure.privacy.plan import DpConfig
 
 
 def test_one_numbering_setup_training_final() -> None:

@@ -11,7 +11,7 @@ import pytest
 from fedstyle_secure.federation import simulator
 from fedstyle_secure.federation.simulator import SimulationConfig, TurnTaking, make_clients, run_simulation
 from fedstyle_secure.models.params import get_flat_params
-from fedstyle_secure.training.dp import DpConfig
+from fedstyle_secure.privacy.plan import DpConfig
 from fedstyle_secure.training.local import LocalConfig
 
 

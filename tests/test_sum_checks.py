@@ -190,7 +190,7 @@ def test_under_dp_only_the_privately_trained_slice_is_contributed(tiny_federatio
     """Encrypt only what changes: with ``private_layers = "last"`` a contribution carries fc2 and the
     classifier; the simulator's server rebuilds the model from the warm start it already holds."""
     from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
-    from fedstyle_secure.training.dp import DpConfig
+    from fedstyle_secure.privacy.plan import DpConfig
     from fedstyle_secure.training.local import LocalConfig
     from fedstyle_secure.training.pretrain import make_initial_model, warm_start_cache
 

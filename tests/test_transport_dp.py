@@ -14,11 +14,11 @@ import pytest
 from fedstyle_secure.cli.main import main
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.coordinator import Schedule
-from fedstyle_secure.federation.privacy_plan import plan_participation
 from fedstyle_secure.models.params import get_flat_params
 from fedstyle_secure.privacy.accounting import compute_epsilon
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease
+from fedstyle_secure.privacy.plan import DpConfig, plan_participation
 from fedstyle_secure.privacy.reports import (
     DATASET_SIZE_OPENING,
     build_report,
@@ -28,7 +28,6 @@ from fedstyle_secure.privacy.reports import (
 )
 from fedstyle_secure.randomness import SECURE_NOISE_SOURCE
 from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
-from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.training.local import LocalConfig
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.artist.privacy import _budget

@@ -31,13 +31,13 @@ from fedstyle_secure.federation.coordinator import TRANSPORT_SECURE_MODES
 from fedstyle_secure.federation.simulator import run_simulation
 from fedstyle_secure.federation.strategy import ALGORITHMS
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE
+from fedstyle_secure.privacy.plan import DEFAULT_MIN_TRAINING_ARTWORKS
 from fedstyle_secure.privacy.report_store import latest_reports
 from fedstyle_secure.retrieval.evaluate import evaluate_frozen_features, evaluate_index
 from fedstyle_secure.retrieval.index import StyleIndex
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics
 from fedstyle_secure.secure.keys.keystore import bundle_files, write_key_files
 from fedstyle_secure.training.dataset import DEFAULT_SYNTHETIC_ARTISTS, DEFAULT_SYNTHETIC_PER_ARTIST, FederationData
-from fedstyle_secure.training.dp import DEFAULT_MIN_TRAINING_ARTWORKS
 from fedstyle_secure.training.local import LocalConfig
 from fedstyle_secure.transport.loopback import write_fresh_keys
 from fedstyle_secure.transport.processes import ProcessFederation, federation_tables, start_process_federation

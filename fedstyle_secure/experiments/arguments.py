@@ -10,9 +10,9 @@ from typing import Any
 
 from fedstyle_secure import __version__
 from fedstyle_secure.errors import ConfigError
-from fedstyle_secure.federation.privacy_plan import encoder_config_for
 from fedstyle_secure.federation.simulator import SimulationConfig, SimulationResult
 from fedstyle_secure.models.inputs import BACKBONES, DEFAULT_BACKBONE
+from fedstyle_secure.privacy.plan import PRIVATE_LAYERS, DpConfig, encoder_config_for
 from fedstyle_secure.training.dataset import (
     DEFAULT_SYNTHETIC_ARTISTS,
     DEFAULT_SYNTHETIC_PER_ARTIST,
@@ -20,7 +20,6 @@ from fedstyle_secure.training.dataset import (
     load_artworks,
     prepare_federation,
 )
-from fedstyle_secure.training.dp import PRIVATE_LAYERS, DpConfig
 from fedstyle_secure.training.local import LocalConfig
 from fedstyle_secure.training.pretrain import PRETRAIN_STEPS_UNDER_DP
 

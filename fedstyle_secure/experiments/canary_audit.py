@@ -7,7 +7,7 @@ In the spirit of Steinke, Nasr & Jagielski 2023 (see :mod:`fedstyle_secure.priva
    head (see :func:`_null_space_directions`), each with a random artist label -- of which each
    is included independently with probability 1/2;
 2. ONE run of the real training path: :func:`~fedstyle_secure.training.local.train_local` with a
-   real :class:`~fedstyle_secure.training.dp.DpPlan` (Opacus DP-SGD, Poisson sampling,
+   real :class:`~fedstyle_secure.privacy.plan.DpPlan` (Opacus DP-SGD, Poisson sampling,
    per-artwork clipping) on a :class:`~fedstyle_secure.models.heads.ProjectionHead` +
    classifier ("classifier" objective);
 3. white-box score per canary: the alignment of its initial loss gradient with the total
@@ -43,8 +43,8 @@ from fedstyle_secure.models.params import get_flat_params
 from fedstyle_secure.privacy.accounting import compute_epsilon
 from fedstyle_secure.privacy.calibration import calibrate_noise_multiplier, default_delta
 from fedstyle_secure.privacy.empirical import DEFAULT_CONFIDENCE, epsilon_lower_bound, max_lower_bound
+from fedstyle_secure.privacy.plan import DpConfig, DpPlan, plan_dp
 from fedstyle_secure.randomness import SeededNoise
-from fedstyle_secure.training.dp import DpConfig, DpPlan, plan_dp
 from fedstyle_secure.training.local import LocalConfig, LocalData, RoundContext, train_local
 
 CONFIGURATIONS: tuple[str, ...] = ("honest", "no-noise", "no-clip")

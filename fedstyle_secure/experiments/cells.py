@@ -8,12 +8,11 @@ from dataclasses import replace
 
 from fedstyle_secure.experiments.arguments import dp_config_from_args, federation_from_args, simulation_config_from_args
 from fedstyle_secure.experiments.sweep import CellResult, CellRunner, CellSpec
-from fedstyle_secure.federation.privacy_plan import encoder_config_for
 from fedstyle_secure.federation.simulator import run_simulation
+from fedstyle_secure.privacy.plan import DpConfig, encoder_config_for
 from fedstyle_secure.randomness import SeededNoise
 from fedstyle_secure.retrieval.references import frozen_dp_prototypes
 from fedstyle_secure.training.dataset import FederationData
-from fedstyle_secure.training.dp import DpConfig
 
 REFERENCE = "frozen + DP prototypes"
 """The no-training reference row of every sweep: frozen statistics standardised and PCA-projected

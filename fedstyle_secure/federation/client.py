@@ -19,8 +19,8 @@ from fedstyle_secure.models.embed import embed, prototype_sums
 from fedstyle_secure.models.heads import StyleModel
 from fedstyle_secure.models.params import flat_ranges, get_flat_params, set_flat_params, trainable_parameters
 from fedstyle_secure.privacy.budget import BudgetLedger, SpendDecision
+from fedstyle_secure.privacy.plan import DpPlan, release_prototype_sums
 from fedstyle_secure.randomness import CsprngNoise, NoiseSource
-from fedstyle_secure.training.dp import DpPlan, release_prototype_sums
 from fedstyle_secure.training.dp_sgd import privately_trained_parameters
 from fedstyle_secure.training.local import LocalConfig, LocalData, LocalResult, RoundContext, train_local
 

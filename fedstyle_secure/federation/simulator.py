@@ -17,7 +17,6 @@ from tqdm.auto import tqdm
 from fedstyle_secure.errors import ConfigError, PrivacyError
 from fedstyle_secure.federation.client import Broadcast, StyleClient, federation_shape
 from fedstyle_secure.federation.packing import pack_as, unpack
-from fedstyle_secure.federation.privacy_plan import new_ledger, plan_participation
 from fedstyle_secure.federation.reporting import ReportWriter
 from fedstyle_secure.federation.round_layout import FederationShape, round_layout
 from fedstyle_secure.federation.rounds import RoundRules, plan_round, refresh_rounds
@@ -36,13 +35,13 @@ from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.heads import StyleModel
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import get_flat_params, set_flat_params
+from fedstyle_secure.privacy.plan import DpConfig, new_ledger, plan_participation
 from fedstyle_secure.randomness import CsprngNoise, SeededNoise
 from fedstyle_secure.retrieval.evaluate import evaluate_global, evaluate_personal
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics
 from fedstyle_secure.secure.api import PlainSummation, SecureSummation
 from fedstyle_secure.secure.factory import summation_factory
 from fedstyle_secure.training.dataset import FederationData
-from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.training.local import LocalConfig, LocalData
 from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model, warm_start_cache
 

@@ -1,8 +1,10 @@
-"""Differential-privacy math and records: accountants, mechanisms, noise calibration, the
-per-artist budget ledger, the CSPRNG noise source, signed epsilon reports and their audit.
+"""Differential-privacy math and records: an artist's privacy plan, accountants, mechanisms, noise
+calibration, the per-artist budget ledger, signed epsilon reports and their audit.  (The CSPRNG
+noise source is :mod:`fedstyle_secure.randomness`.)
 
-Public API: :mod:`.accounting` (``compute_epsilon``), :mod:`.mechanisms` (``DpSgdSteps``,
-``GaussianRelease``), :mod:`.calibration`, :mod:`.budget` (``PrivacyBudget``, ``BudgetLedger``),
-:mod:`.noise` (``CsprngNoise``), :mod:`.reports` (``build_report``, ``sign_report``),
-:mod:`.audit` (``audit_reports``), :mod:`.recompute`, :mod:`.empirical`.
+Public API: :mod:`.plan` (``DpConfig``, ``DpPlan``, ``plan_participation``, ``new_ledger``,
+``encoder_config_for``), :mod:`.accounting` (``compute_epsilon``), :mod:`.mechanisms`
+(``DpSgdSteps``, ``GaussianRelease``), :mod:`.calibration`, :mod:`.budget` (``PrivacyBudget``,
+``BudgetLedger``), :mod:`.reports` (``build_report``, ``sign_report``), :mod:`.audit`
+(``audit_reports``), :mod:`.recompute`, :mod:`.empirical`.
 """

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 
 from fedstyle_secure.models.embed import normalise_rows, prototype_sums
 from fedstyle_secure.privacy.calibration import calibrate_noise_multiplier, default_delta
+from fedstyle_secure.privacy.plan import PROTOTYPE_SENSITIVITY, release_prototype_sums
 from fedstyle_secure.randomness import NoiseSource
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics, cosine_similarity_matrix, evaluate_retrieval
 from fedstyle_secure.training.dataset import FederationData
-from fedstyle_secure.training.dp import PROTOTYPE_SENSITIVITY, release_prototype_sums
 
 REFERENCE_PCA_DIMS = 32
 PROBE_WEIGHT_DECAY = 1e-3  # L2 penalty on the probe's weights (mean cross-entropy + wd * |W|^2)

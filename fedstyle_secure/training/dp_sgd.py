@@ -31,8 +31,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from fedstyle_secure.errors import PrivacyError
+from fedstyle_secure.privacy.plan import PRIVATE_LAYERS, DpPlan
 from fedstyle_secure.randomness import NoiseSource
-from fedstyle_secure.training.dp import PRIVATE_LAYERS, DpPlan
 
 if TYPE_CHECKING:  # Opacus is slow to import; make_private imports it when it is needed
     from opacus import GradSampleModule

@@ -1,6 +1,6 @@
 """One client's local training: the objectives of FedStyle and its baselines (no I/O).
 
-The same loop runs with or without DP-SGD (``dp``); see :mod:`fedstyle_secure.training.dp` (plan) and
+The same loop runs with or without DP-SGD (``dp``); see :mod:`fedstyle_secure.privacy.plan` (plan) and
 :mod:`fedstyle_secure.training.dp_sgd` (Opacus).
 
 Every private loss is a **sum of per-artwork terms**: an artwork's loss depends only on its
@@ -22,8 +22,8 @@ from fedstyle_secure.errors import ModelError
 from fedstyle_secure.models.embed import embed
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import trainable_parameters
+from fedstyle_secure.privacy.plan import DpPlan
 from fedstyle_secure.randomness import CsprngNoise, NoiseSource
-from fedstyle_secure.training.dp import DpPlan
 from fedstyle_secure.training.dp_sgd import (
     PrivateTraining,
     known_opacus_warnings_handled,

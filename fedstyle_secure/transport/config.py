@@ -15,9 +15,9 @@ import tomllib
 
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.coordinator import Schedule
+from fedstyle_secure.privacy.plan import DEFAULT_MIN_TRAINING_ARTWORKS, DpConfig
 from fedstyle_secure.secure.ckks.decryption import DEFAULT_MIN_QUORUM
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
-from fedstyle_secure.training.dp import DEFAULT_MIN_TRAINING_ARTWORKS, DpConfig
 from fedstyle_secure.transport.dp_config import dp_schedule, pop_federation_dp, validate_client_budget
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class ClientConfig:
     budget_delta: float | None = None  # None = the DP plan's delta
     state_dir: Path | None = None  # durable state (model, ledger, last submission); required under DP
     reports_dir: Path | None = None  # signed epsilon reports; default <state_dir>/reports
-    # the artist's portfolio-size rule (training.dp.DEFAULT_MIN_TRAINING_ARTWORKS): below it, no DP-SGD
+    # the artist's portfolio-size rule (privacy.plan.DEFAULT_MIN_TRAINING_ARTWORKS): below it, no DP-SGD
     min_training_artworks: int = DEFAULT_MIN_TRAINING_ARTWORKS
     min_quorum: int = DEFAULT_MIN_QUORUM  # CKKS: never decrypt a sum of fewer contributors, whatever the server says
     min_masking_threshold: float = DEFAULT_THRESHOLD  # masking: refuse a plan announcing a lower threshold fraction

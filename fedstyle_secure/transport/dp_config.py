@@ -30,7 +30,7 @@ from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.federation.rounds import refresh_rounds
 from fedstyle_secure.privacy.accounting import ACCOUNTANTS
-from fedstyle_secure.training.dp import PRIVATE_LAYERS, DpConfig
+from fedstyle_secure.privacy.plan import PRIVATE_LAYERS, DpConfig
 from fedstyle_secure.transport.wire import pb
 
 FEDERATION_DP_FIELDS: tuple[str, ...] = (

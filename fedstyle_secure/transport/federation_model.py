@@ -17,14 +17,13 @@ import numpy as np
 from fedstyle_secure.data.images import content_key
 from fedstyle_secure.data.public import default_public_set, public_set_size
 from fedstyle_secure.federation.client import federation_shape
-from fedstyle_secure.federation.privacy_plan import encoder_config_for
 from fedstyle_secure.federation.round_layout import FederationShape
 from fedstyle_secure.federation.strategy import AlgorithmSpec, algorithm_spec
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.models.heads import StyleModel
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, InputBank, build_input_bank
+from fedstyle_secure.privacy.plan import DpConfig, encoder_config_for
 from fedstyle_secure.training.dataset import load_public_images
-from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model, warm_start_cache
 from fedstyle_secure.transport.config import ServerConfig
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from fedstyle_secure.data.images import load_image_folder
 from fedstyle_secure.federation.coordinator import Schedule
+from fedstyle_secure.privacy.plan import DpConfig
 from fedstyle_secure.secure.keys.keystore import generate_key_files, load_artist_keys, load_server_keys, write_key_files
-from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.transport.artist.runner import run_artist
 from fedstyle_secure.transport.config import ClientConfig, ServerConfig
 from fedstyle_secure.transport.server.servicer import RunningServer, start_server

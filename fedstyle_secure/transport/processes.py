@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedstyle_secure.errors import TransportError
-from fedstyle_secure.federation.privacy_plan import encoder_config_for
 from fedstyle_secure.federation.rounds import refresh_rounds
+from fedstyle_secure.privacy.plan import DpConfig, encoder_config_for
 from fedstyle_secure.secure.keys.keystore import bundle_files, write_key_files
-from fedstyle_secure.training.dp import DpConfig
 from fedstyle_secure.training.local import LocalConfig
 
 TomlValue = str | int | float | bool | Sequence[int] | Path

@@ -1,7 +1,7 @@
 """A networked artist's differential privacy: budget gate, durable ledger, resend-not-recompute,
 signed epsilon reports.  Used by :class:`~fedstyle_secure.transport.artist.runner.ArtistRunner`.
 
-Calibration is the simulator's (:mod:`fedstyle_secure.federation.privacy_plan`): the artist
+Calibration is the simulator's (:mod:`fedstyle_secure.privacy.plan`): the artist
 plans DP-SGD (Opacus, Poisson sampling) and its Gaussian prototype releases from the
 federation's announced plan and its own (private) number of artworks ``n``; every mechanism is
 composed in its own :class:`~fedstyle_secure.privacy.budget.BudgetLedger`.  Privacy unit: one
@@ -66,16 +66,15 @@ import torch
 from fedstyle_secure.errors import ConfigError, PrivacyError
 from fedstyle_secure.federation.client import Broadcast, Publication, StyleClient
 from fedstyle_secure.federation.packing import Layout, pack, unpack
-from fedstyle_secure.federation.privacy_plan import new_ledger, plan_participation
 from fedstyle_secure.federation.reporting import ReportWriter
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.calibration import validate_delta
 from fedstyle_secure.privacy.jsonio import read_json
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mechanism
+from fedstyle_secure.privacy.plan import DpConfig, DpPlan, new_ledger, plan_participation
 from fedstyle_secure.privacy.report_store import report_path
 from fedstyle_secure.privacy.reports import canonical_json, redacted_report
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
-from fedstyle_secure.training.dp import DpConfig, DpPlan
 from fedstyle_secure.transport.artist.channel import ArtistSession
 from fedstyle_secure.transport.artist.state import STATE_FILE, ArtistSnapshot, ArtistStateStore, CachedResult
 from fedstyle_secure.transport.config import ClientConfig

@@ -13,13 +13,12 @@ import torch
 from fedstyle_secure.data.images import content_key
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.coordinator import Coordinator
-from fedstyle_secure.federation.privacy_plan import encoder_config_for
 from fedstyle_secure.models.factory import make_model
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, build_input_bank, default_cache_dir
 from fedstyle_secure.models.params import set_flat_params
+from fedstyle_secure.privacy.plan import DpConfig, encoder_config_for
 from fedstyle_secure.retrieval.index import StyleIndex, build_index
 from fedstyle_secure.training.dataset import load_public_images
-from fedstyle_secure.training.dp import DpConfig
 
 
 def index_from_run(
