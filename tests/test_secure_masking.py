@@ -20,7 +20,7 @@ from scipy.stats import chisquare
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.secure.api import DropoutSchedule, SecureSummation
-from fedstyle_secure.secure.masking import DROPOUT_PHASES, MaskingOutcome, MaskingServer, RoundConfig
+from fedstyle_secure.secure.masking import MASKING_PHASES, MaskingOutcome, MaskingServer, RoundConfig
 from fedstyle_secure.secure.masking.crypto import sign_advertisement
 from fedstyle_secure.secure.masking.graph import default_degree, harary_graph
 from fedstyle_secure.secure.masking.messages import (
@@ -109,7 +109,7 @@ def rounds(draw: st.DrawFn, mode: str) -> tuple[MaskedSummation, dict[str, np.nd
     threshold = draw(st.integers(holders // 2 + 1, holders))
     ids = artist_ids(n)
     leavers = draw(st.lists(st.sampled_from(ids), unique=True, max_size=holders - threshold + 1))  # <= one too many
-    drops = {a: draw(st.sampled_from(DROPOUT_PHASES)) for a in leavers}
+    drops = {a: draw(st.sampled_from(MASKING_PHASES)) for a in leavers}
     summation = MaskedSummation(mode, clip_range=CLIP, max_clients=16, threshold=threshold, degree=degree)
     return summation, random_inputs(n, d, seed=draw(st.integers(0, 2**32))), drops
 

@@ -42,12 +42,21 @@ def test_good_server_config_resolves_paths_next_to_the_file(tmp_path):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (("quorum = 2", 'quorum = "two"'), "federation.quorum: expected int"),
-        (("max_payload_bytes = 1048576", "max_payload_bytes = 0"), "server.max_payload_bytes must be > 0"),
-        (("rounds = 2", "rounds = 2\nround = 3"), "unknown field(s) round"),
-        (('keys = "keys"\n', ""), "missing required field(s) keys"),
+        (("quorum = 2", 'quorum = "two"'), "federation.quorum: must be a valid integer, got 'two'"),
+        (
+            ("max_payload_bytes = 1048576", "max_payload_bytes = 0"),
+            "server.max_payload_bytes: must be greater than 0, got 0",
+        ),
+        (("rounds = 2", "rounds = 2\nround = 3"), "federation.round: unknown field (known: "),
+        (('keys = "keys"\n', ""), "server.keys: missing required field"),
         (("refreshes = [0, 1]", 'refreshes = "all"'), "federation.refreshes"),
         (("[federation]", "[federatoin]"), "unknown table(s) federatoin"),
+        (
+            ("max_payload_bytes = 1048576", "max_payload_bytes = true"),
+            "server.max_payload_bytes: must be a valid integer",
+        ),
+        (("phase_seconds = 30", 'phase_seconds = "30"'), "federation.phase_seconds: must be a valid number"),
+        (('keys = "keys"', "keys = 3"), "server.keys:"),
     ],
 )
 def test_bad_server_config_names_the_field(tmp_path, edit, message):
@@ -58,13 +67,13 @@ def test_bad_server_config_names_the_field(tmp_path, edit, message):
 def test_client_config_and_invalid_toml(tmp_path):
     config = load_client_config(_write(tmp_path, '[client]\nkeys = "k"\ndata = "d"\nepochs = 2\n'))
     assert (config.keys, config.data, config.epochs) == (tmp_path / "k", tmp_path / "d", 2)
-    with pytest.raises(ConfigError, match="client.epochs must be > 0"):
+    with pytest.raises(ConfigError, match="client.epochs: must be greater than 0, got 0"):
         load_client_config(_write(tmp_path, '[client]\nkeys = "k"\ndata = "d"\nepochs = 0\n'))
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_client_config(_write(tmp_path, "[client\n"))
     assert config.min_quorum == 2  # a CKKS decryptor's own floor, whatever quorum a server announces
     assert load_client_config(_write(tmp_path, '[client]\nkeys = "k"\ndata = "d"\nmin_quorum = 5\n')).min_quorum == 5
-    with pytest.raises(ConfigError, match="client.min_quorum must be > 0"):
+    with pytest.raises(ConfigError, match="client.min_quorum: must be greater than 0"):
         load_client_config(_write(tmp_path, '[client]\nkeys = "k"\ndata = "d"\nmin_quorum = 0\n'))
 
 
@@ -89,15 +98,18 @@ def test_dp_plan_comes_from_the_federation_table(tmp_path):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (("delta = 1e-6", "delta = 1.5"), "federation.delta must be in (0, 1)"),
-        (("epsilon = 8.0", "epsilon = -1.0"), "federation.epsilon must be a positive finite number"),
-        (('accountant = "rdp"', 'accountant = "moments"'), "federation.accountant must be one of"),
-        (("clip_norm = 0.5", "clip_norm = 0"), "federation.clip_norm must be a positive number"),
+        (("delta = 1e-6", "delta = 1.5"), "federation.delta: must be less than 1, got 1.5"),
+        (("epsilon = 8.0", "epsilon = -1.0"), "federation.epsilon: must be greater than 0, got -1.0"),
+        (
+            ('accountant = "rdp"', 'accountant = "moments"'),
+            "federation.accountant: must be one of prv, rdp, gdp, got 'moments'",
+        ),
+        (("clip_norm = 0.5", "clip_norm = 0"), "federation.clip_norm: must be greater than 0, got 0"),
         (("epsilon = 8.0", "epsilon = inf"), "federation.accountant: only meaningful with a finite federation.epsilon"),
         (("rounds = 2", "rounds = 2\nstandardise = true"), "federation.standardise"),
         (
             ('accountant = "rdp"', 'accountant = "rdp"\nprivate_layers = "first"'),
-            "federation.private_layers must be one of",
+            "federation.private_layers: must be one of last, all",
         ),
     ],
 )
@@ -114,10 +126,21 @@ def test_client_budget_fields(tmp_path):
     config = load_client_config(_write(tmp_path, text))
     assert (config.budget_epsilon, config.budget_delta) == (4.0, 1e-6)
     assert (config.state_dir, config.reports_dir) == (tmp_path / "state", tmp_path / "reports")
-    with pytest.raises(ConfigError, match="client.budget_delta must be in"):
+    with pytest.raises(ConfigError, match="client.budget_delta: must be less than 1"):
         load_client_config(_write(tmp_path, text.replace("1e-6", "1.0")))
-    with pytest.raises(ConfigError, match="client.budget_epsilon must be a positive finite number"):
+    with pytest.raises(ConfigError, match="client.budget_epsilon: must be a finite number"):
         load_client_config(_write(tmp_path, text.replace("budget_epsilon = 4", "budget_epsilon = inf")))
+    with pytest.raises(ConfigError, match="client: budget_delta needs budget_epsilon"):
+        load_client_config(_write(tmp_path, text.replace("budget_epsilon = 4\n", "")))
+    with pytest.raises(ConfigError, match="client.min_masking_threshold: must be greater than 0.5"):
+        load_client_config(_write(tmp_path, text + "min_masking_threshold = 0.5\n"))
+
+
+def test_a_config_built_in_code_is_validated_too(tmp_path):
+    from fedstyle_secure.transport.config import ClientConfig
+
+    with pytest.raises(ValueError, match="epochs"):
+        ClientConfig(keys=tmp_path, data=tmp_path, epochs=0)
 
 
 def test_private_layers_travel_from_server_toml_to_every_artist(tmp_path):

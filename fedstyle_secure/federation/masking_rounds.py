@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
-from fedstyle_secure.federation.masking_session import FETCH_NAMES, MASKING_PHASES, MaskingParams, round_config
+from fedstyle_secure.federation.masking_session import FETCH_NAMES, MaskingParams, round_config
 from fedstyle_secure.federation.packing import Layout
 from fedstyle_secure.federation.rejections import Forbidden, Malformed, WrongRound
 from fedstyle_secure.secure.masking import MaskingOutcome, MaskingPhase, MaskingServer
+from fedstyle_secure.secure.masking.config import MASKING_PHASES
 from fedstyle_secure.secure.masking.messages import (
     AdvertiseKeys,
     MaskedInput,

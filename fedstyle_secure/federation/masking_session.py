@@ -32,10 +32,9 @@ from dataclasses import dataclass
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.secure.factory import make_summation
-from fedstyle_secure.secure.masking.config import DROPOUT_PHASES, MASKING_MODES, MaskingPhase, RoundConfig
+from fedstyle_secure.secure.masking.config import MASKING_MODES, MaskingPhase, RoundConfig
 from fedstyle_secure.secure.masking.summation import MaskedSummation
 
-MASKING_PHASES: tuple[str, ...] = DROPOUT_PHASES  # the five protocol phases, in order (one definition)
 # The server message an artist fetches at the start of each phase (advertise needs none).
 FETCH_NAMES: dict[str, str] = {
     MaskingPhase.SHARE.value: "roster",

@@ -38,6 +38,7 @@ from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mech
 from fedstyle_secure.randomness import NoiseSource
 
 PRIVATE_LAYERS: tuple[str, ...] = ("last", "all")
+DEFAULT_PRIVATE_LAYERS = "last"
 """What DP-SGD updates.  ``last`` (default): the encoder's final layer ``fc2`` and the artist
 classifier; earlier layers keep the weights every party starts from (the public warm start).
 ``all``: every trainable parameter.  Why ``last``: the Gaussian noise added to a step has norm
@@ -101,7 +102,7 @@ class DpConfig:
     release_fraction: float = 0.8
     final_release_share: float = 0.8
     prototype_refreshes: int = 0
-    private_layers: str = "last"
+    private_layers: str = DEFAULT_PRIVATE_LAYERS
     min_training_artworks: int = DEFAULT_MIN_TRAINING_ARTWORKS
 
     def validate(self) -> None:
@@ -146,7 +147,7 @@ class DpPlan:
     final_release_sigma: float
     final_round: int
     release_rounds: frozenset[int] = frozenset()
-    private_layers: str = "last"
+    private_layers: str = DEFAULT_PRIVATE_LAYERS
 
     @property
     def trains(self) -> bool:

@@ -1,132 +1,92 @@
-"""``server.toml`` / ``client.toml``: parsed with :mod:`tomllib`, validated field by field.
+"""``server.toml`` / ``client.toml``: parsed with :mod:`tomllib`, validated by pydantic.
 
-Every error names the file and the offending field (``ConfigError``).  Times in seconds,
-sizes in bytes.
+Every error names the file and the offending field (``ConfigError``, see
+:mod:`fedstyle_secure.transport.validation`).  Times in seconds, sizes in bytes.  The two
+configs are pydantic dataclasses, so a config built in code is validated the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Annotated, Any, overload
 
 import tomllib
+from pydantic import Field, model_validator
+from pydantic.dataclasses import dataclass
 
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.privacy.plan import DEFAULT_MIN_TRAINING_ARTWORKS, DpConfig
 from fedstyle_secure.secure.ckks.decryption import DEFAULT_MIN_QUORUM
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
-from fedstyle_secure.transport.dp_config import dp_schedule, pop_federation_dp, validate_client_budget
+from fedstyle_secure.transport.dp_config import dp_schedule, pop_federation_dp
+from fedstyle_secure.transport.validation import STRICT, ConfigPath, Positive, PositiveFinite, Probability, from_table
 
-if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
-
-T = TypeVar("T", bound="DataclassInstance")
 MiB = 1024 * 1024
+MaskingThreshold = Annotated[float, Field(gt=0.5, le=1.0)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class ServerConfig:
     """The server process.  ``schedule`` is the ``[federation]`` table."""
 
-    keys: Path
-    state_db: Path
+    keys: ConfigPath
+    state_db: ConfigPath
     listen: str = "127.0.0.1:50051"
     schedule: Schedule = field(default_factory=Schedule)
-    embedding_dim: int = 64
-    max_message_bytes: int = 4 * MiB  # any single gRPC message, e.g. a buyer's query image
-    max_payload_bytes: int = 256 * MiB  # ceiling of a streamed upload; the round's layout sets the actual limit
-    max_calls_per_identity: int = 4  # in-flight calls of one artist or buyer certificate (long polls count)
-    max_buyer_calls: int = 8  # in-flight calls of all buyers together
-    stream_idle_seconds: float = 10.0
-    session_timeout_seconds: float = 30.0
-    index: Path | None = None
-    reports_dir: Path | None = None
-    cache_dir: Path | None = None
+    embedding_dim: Positive = 64
+    max_message_bytes: Positive = 4 * MiB  # any single gRPC message, e.g. a buyer's query image
+    max_payload_bytes: Positive = 256 * MiB  # ceiling of a streamed upload; the round's layout sets the actual limit
+    max_calls_per_identity: Positive = 4  # in-flight calls of one artist or buyer certificate (long polls count)
+    max_buyer_calls: Positive = 8  # in-flight calls of all buyers together
+    stream_idle_seconds: PositiveFinite = 10.0
+    session_timeout_seconds: PositiveFinite = 30.0
+    index: ConfigPath | None = None
+    reports_dir: ConfigPath | None = None
+    cache_dir: ConfigPath | None = None
     keep_serving: bool = False  # after the last round, answer buyer queries until SIGTERM/SIGINT
-    crl: Path | None = None  # CA-signed revocation list (`fedstyle keys revoke`), re-read when it changes
-    dp: DpConfig | None = (
-        None  # from [federation] epsilon, delta, clip_norm, accountant, noise_multiplier (see dp_config)
-    )
+    crl: ConfigPath | None = None  # CA-signed revocation list (`fedstyle keys revoke`), re-read when it changes
+    # from [federation] epsilon, delta, clip_norm, accountant, noise_multiplier (see dp_config)
+    dp: DpConfig | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class ClientConfig:
     """One artist process."""
 
-    keys: Path
-    data: Path
+    keys: ConfigPath
+    data: ConfigPath
     server: str = "127.0.0.1:50051"
     artist: str | None = None
     server_name: str = "localhost"
-    cache_dir: Path | None = None
-    epochs: int = 1
-    batch_size: int = 16
-    reconnect_initial_seconds: float = 0.5
-    reconnect_max_seconds: float = 30.0
-    give_up_seconds: float = 900.0  # exit with an error once the server was unreachable this long
-    max_message_bytes: int = 4 * MiB
-    budget_epsilon: float | None = None  # this artist's own total epsilon (one artwork); None = the federation's
-    budget_delta: float | None = None  # None = the DP plan's delta
-    state_dir: Path | None = None  # durable state (model, ledger, last submission); required under DP
-    reports_dir: Path | None = None  # signed epsilon reports; default <state_dir>/reports
+    cache_dir: ConfigPath | None = None
+    epochs: Positive = 1
+    batch_size: Positive = 16
+    reconnect_initial_seconds: PositiveFinite = 0.5
+    reconnect_max_seconds: PositiveFinite = 30.0
+    give_up_seconds: PositiveFinite = 900.0  # exit with an error once the server was unreachable this long
+    max_message_bytes: Positive = 4 * MiB
+    # this artist's own total epsilon (one artwork); None = the federation's
+    budget_epsilon: PositiveFinite | None = None
+    budget_delta: Probability | None = None  # None = the DP plan's delta
+    state_dir: ConfigPath | None = None  # durable state (model, ledger, last submission); required under DP
+    reports_dir: ConfigPath | None = None  # signed epsilon reports; default <state_dir>/reports
     # the artist's portfolio-size rule (privacy.plan.DEFAULT_MIN_TRAINING_ARTWORKS): below it, no DP-SGD
-    min_training_artworks: int = DEFAULT_MIN_TRAINING_ARTWORKS
-    min_quorum: int = DEFAULT_MIN_QUORUM  # CKKS: never decrypt a sum of fewer contributors, whatever the server says
-    min_masking_threshold: float = DEFAULT_THRESHOLD  # masking: refuse a plan announcing a lower threshold fraction
-    min_masking_degree: int = 0  # secagg+: refuse a smaller degree than this (0: the default for the participant count)
+    min_training_artworks: Positive = DEFAULT_MIN_TRAINING_ARTWORKS
+    # CKKS: never decrypt a sum of fewer contributors, whatever the server says
+    min_quorum: Positive = DEFAULT_MIN_QUORUM
+    # masking: refuse a plan announcing a lower threshold fraction
+    min_masking_threshold: MaskingThreshold = DEFAULT_THRESHOLD
+    # secagg+: refuse a smaller degree than this (0: the default for the participant count)
+    min_masking_degree: Annotated[int, Field(ge=0)] = 0
 
-
-_TYPES: dict[str, type] = {
-    "int": int,
-    "str": str,
-    "bool": bool,
-    "float": float,
-    "float | None": float,
-    "str | None": str,
-    "Path": Path,
-    "Path | None": Path,
-}
-
-
-def _coerce(value: Any, type_name: str, where: str) -> Any:
-    """A TOML value as the dataclass field's type (annotations are strings here)."""
-    expected = _TYPES.get(type_name)
-    if expected is None:
-        raise ConfigError(f"{where}: cannot be set in a config file")
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    wanted = str if expected is Path else expected
-    if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
-        raise ConfigError(f"{where}: expected {wanted.__name__}, got {value!r}")
-    if expected is Path and isinstance(value, str):  # checked above: a path is given as a string
-        return Path(value)
-    return value
-
-
-def _build(cls: type[T], table: dict[str, Any], where: str, nested: dict[str, Any] | None = None) -> T:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(table) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
-    values = dict(nested or {})
-    for name, value in table.items():
-        if name == "refreshes":
-            if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
-                raise ConfigError(f"{where}.{name}: expected a list of round indices, got {value!r}")
-            values[name] = frozenset(value)
-        else:
-            values[name] = _coerce(value, str(fields[name].type), f"{where}.{name}")
-    missing = [
-        n
-        for n, f in fields.items()
-        if n not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ConfigError(f"{where}: missing required field(s) {', '.join(missing)}")
-    return cls(**values)
+    @model_validator(mode="after")
+    def _delta_needs_epsilon(self) -> ClientConfig:
+        if self.budget_delta is not None and self.budget_epsilon is None:
+            raise ValueError("budget_delta needs budget_epsilon")
+        return self
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -137,12 +97,6 @@ def _read(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-
-
-def _positive(obj: object, names: tuple[str, ...], where: str) -> None:
-    for name in names:
-        if getattr(obj, name) <= 0:
-            raise ConfigError(f"{where}.{name} must be > 0, got {getattr(obj, name)}")
 
 
 @overload
@@ -160,19 +114,13 @@ def load_server_config(path: Path) -> ServerConfig:
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)} (expected [server], [federation])")
     federation = dict(raw.get("federation", {}))
-    dp = pop_federation_dp(federation, f"{path}: federation")
-    schedule = dp_schedule(_build(Schedule, federation, f"{path}: federation"), dp, federation, f"{path}: federation")
-    config = _build(ServerConfig, dict(raw.get("server", {})), f"{path}: server", {"schedule": schedule, "dp": dp})
-    positive = (
-        "embedding_dim",
-        "max_message_bytes",
-        "max_payload_bytes",
-        "max_calls_per_identity",
-        "max_buyer_calls",
-        "stream_idle_seconds",
-        "session_timeout_seconds",
-    )
-    _positive(config, positive, f"{path}: server")
+    where = f"{path}: federation"
+    dp = pop_federation_dp(federation, where)
+    if isinstance(federation.get("refreshes"), list):  # a TOML array of round indices
+        federation["refreshes"] = frozenset(federation["refreshes"])
+    schedule = dp_schedule(from_table(Schedule, federation, where), dp, federation, where)
+    server = {**raw.get("server", {}), "schedule": schedule, "dp": dp}
+    config = from_table(ServerConfig, server, f"{path}: server")
     base = path.parent
     return dataclasses.replace(
         config,
@@ -191,20 +139,7 @@ def load_client_config(path: Path) -> ClientConfig:
     unknown = sorted(set(raw) - {"client"})
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)} (expected [client])")
-    config = _build(ClientConfig, dict(raw.get("client", {})), f"{path}: client")
-    positive = (
-        "epochs",
-        "batch_size",
-        "reconnect_initial_seconds",
-        "reconnect_max_seconds",
-        "give_up_seconds",
-        "max_message_bytes",
-        "min_quorum",
-    )
-    _positive(config, positive, f"{path}: client")
-    if not 0.5 < config.min_masking_threshold <= 1.0 or config.min_masking_degree < 0:
-        raise ConfigError(f"{path}: client.min_masking_threshold must be in (0.5, 1], client.min_masking_degree >= 0")
-    validate_client_budget(config.budget_epsilon, config.budget_delta, f"{path}: client")
+    config = from_table(ClientConfig, raw.get("client", {}), f"{path}: client")
     base = path.parent
     return dataclasses.replace(
         config,

@@ -24,32 +24,34 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field
+from pydantic.dataclasses import dataclass
 
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.federation.rounds import refresh_rounds
-from fedstyle_secure.privacy.accounting import ACCOUNTANTS
-from fedstyle_secure.privacy.plan import PRIVATE_LAYERS, DpConfig
+from fedstyle_secure.privacy.accounting import ACCOUNTANTS, DEFAULT_ACCOUNTANT
+from fedstyle_secure.privacy.plan import DEFAULT_PRIVATE_LAYERS, PRIVATE_LAYERS, DpConfig
+from fedstyle_secure.transport.validation import STRICT, PositiveFinite, Probability, finite_or_inf, from_table, one_of
 from fedstyle_secure.transport.wire import pb
 
-FEDERATION_DP_FIELDS: tuple[str, ...] = (
-    "epsilon",
-    "delta",
-    "clip_norm",
-    "accountant",
-    "noise_multiplier",
-    "private_layers",
-)
+
+@dataclass(frozen=True, config=STRICT)
+class FederationDpTable:
+    """The DP fields of ``[federation]`` (and of an announced plan), validated field by field.
+    ``epsilon`` absent or ``inf``: no DP."""
+
+    epsilon: Annotated[float, AfterValidator(finite_or_inf), Field(gt=0)] | None = None
+    delta: Probability | None = None  # and below 1/n for every artist's n artworks (checked by each artist)
+    clip_norm: PositiveFinite | None = None
+    accountant: Annotated[str, one_of(ACCOUNTANTS)] | None = None
+    noise_multiplier: PositiveFinite | None = None
+    private_layers: Annotated[str, one_of(PRIVATE_LAYERS)] | None = None
 
 
-def _number(table: dict[str, Any], name: str, where: str) -> float | None:
-    value = table.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{where}.{name}: expected a number, got {value!r}")
-    return float(value)
+FEDERATION_DP_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(FederationDpTable))
 
 
 def pop_federation_dp(table: dict[str, Any], where: str) -> DpConfig | None:
@@ -58,37 +60,20 @@ def pop_federation_dp(table: dict[str, Any], where: str) -> DpConfig | None:
     Returns ``None`` when ``epsilon`` is absent or ``inf`` (no DP); the other DP fields are then
     refused, since nothing would enforce them.
     """
-    dp = {name: table.pop(name) for name in FEDERATION_DP_FIELDS if name in table}
-    epsilon = _number(dp, "epsilon", where)
-    if epsilon is None or epsilon == math.inf:
-        extra = sorted(set(dp) - {"epsilon"})
+    given = {name: table.pop(name) for name in FEDERATION_DP_FIELDS if name in table}
+    dp = from_table(FederationDpTable, given, where)
+    if dp.epsilon is None or dp.epsilon == math.inf:
+        extra = sorted(set(given) - {"epsilon"})
         if extra:
             raise ConfigError(f"{where}.{extra[0]}: only meaningful with a finite federation.epsilon (DP is off)")
         return None
-    if not (math.isfinite(epsilon) and epsilon > 0):
-        raise ConfigError(f"{where}.epsilon must be a positive finite number (or inf for no DP), got {epsilon}")
-    delta = _number(dp, "delta", where)
-    if delta is not None and not 0.0 < delta < 1.0:
-        raise ConfigError(f"{where}.delta must be in (0, 1) (and below 1/n for every artist's n artworks), got {delta}")
-    clip_norm = _number(dp, "clip_norm", where)
-    if clip_norm is not None and not (math.isfinite(clip_norm) and clip_norm > 0):
-        raise ConfigError(f"{where}.clip_norm must be a positive number, got {clip_norm}")
-    noise = _number(dp, "noise_multiplier", where)
-    if noise is not None and not (math.isfinite(noise) and noise > 0):
-        raise ConfigError(f"{where}.noise_multiplier must be a positive number, got {noise}")
-    accountant = dp.get("accountant", "prv")
-    if accountant not in ACCOUNTANTS:
-        raise ConfigError(f"{where}.accountant must be one of {', '.join(ACCOUNTANTS)}, got {accountant!r}")
-    private_layers = dp.get("private_layers", "last")
-    if private_layers not in PRIVATE_LAYERS:
-        raise ConfigError(f"{where}.private_layers must be one of {', '.join(PRIVATE_LAYERS)}, got {private_layers!r}")
     return DpConfig(
-        epsilon=epsilon,
-        delta=delta,
-        clip_norm=1.0 if clip_norm is None else clip_norm,
-        accountant=accountant,
-        noise_multiplier=noise,
-        private_layers=private_layers,
+        epsilon=dp.epsilon,
+        delta=dp.delta,
+        clip_norm=1.0 if dp.clip_norm is None else dp.clip_norm,
+        accountant=dp.accountant or DEFAULT_ACCOUNTANT,
+        noise_multiplier=dp.noise_multiplier,
+        private_layers=dp.private_layers or DEFAULT_PRIVATE_LAYERS,
     )
 
 
@@ -116,17 +101,6 @@ def require_dp_schedule(dp: DpConfig | None, standardise: bool) -> None:
             "federation.standardise: the set-up round sums private feature moments without DP noise; "
             "a DP federation (federation.epsilon set) must run without it"
         )
-
-
-def validate_client_budget(budget_epsilon: float | None, budget_delta: float | None, where: str) -> None:
-    """The artist's own budget: a positive finite epsilon, a delta in (0, 1) (``< 1/n`` is
-    checked once the artist's data is loaded)."""
-    if budget_epsilon is not None and not (math.isfinite(budget_epsilon) and budget_epsilon > 0):
-        raise ConfigError(f"{where}.budget_epsilon must be a positive finite number, got {budget_epsilon}")
-    if budget_delta is not None and not 0.0 < budget_delta < 1.0:
-        raise ConfigError(f"{where}.budget_delta must be in (0, 1), got {budget_delta}")
-    if budget_delta is not None and budget_epsilon is None:
-        raise ConfigError(f"{where}.budget_delta needs budget_epsilon")
 
 
 def dp_parameters(dp: DpConfig | None, release_rounds: Iterable[int]) -> pb.DpParameters | None:

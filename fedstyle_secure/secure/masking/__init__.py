@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from fedstyle_secure.secure.masking.artist import MaskingArtist, mask_sign
 from fedstyle_secure.secure.masking.config import (
-    DROPOUT_PHASES,
     MASKING_MODES,
+    MASKING_PHASES,
     MaskingPhase,
     RoundConfig,
     resolve_threshold,
@@ -36,8 +36,8 @@ from fedstyle_secure.secure.masking.config import (
 from fedstyle_secure.secure.masking.server import MaskingOutcome, MaskingServer
 
 __all__ = [
-    "DROPOUT_PHASES",
     "MASKING_MODES",
+    "MASKING_PHASES",
     "MaskingArtist",
     "MaskingOutcome",
     "MaskingPhase",

@@ -57,7 +57,7 @@ class MaskingPhase(str, enum.Enum):
     ABORTED = "aborted"
 
 
-DROPOUT_PHASES: tuple[str, ...] = tuple(
+MASKING_PHASES: tuple[str, ...] = tuple(
     p.value
     for p in (
         MaskingPhase.ADVERTISE,
@@ -67,6 +67,7 @@ DROPOUT_PHASES: tuple[str, ...] = tuple(
         MaskingPhase.UNMASK,
     )
 )
+"""The five protocol phases, in the order a round runs them; also what a dropout schedule names."""
 
 
 def resolve_threshold(threshold: float | int, holders: int) -> int:

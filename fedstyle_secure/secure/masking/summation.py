@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.secure.api import AggregationResult, DropoutSchedule
 from fedstyle_secure.secure.masking import (
-    DROPOUT_PHASES,
     MASKING_MODES,
+    MASKING_PHASES,
     MaskingArtist,
     MaskingOutcome,
     MaskingPhase,
@@ -81,9 +81,9 @@ class InProcessRound:
         self.rejections: list[Rejection] = []
 
     def run(self, inputs: Mapping[str, np.ndarray], drops: Mapping[str, str]) -> MaskingRecord:
-        unknown = {p for p in drops.values() if p not in DROPOUT_PHASES}
+        unknown = {p for p in drops.values() if p not in MASKING_PHASES}
         if unknown:
-            raise ConfigError(f"unknown dropout phases {sorted(unknown)}; use one of {DROPOUT_PHASES}")
+            raise ConfigError(f"unknown dropout phases {sorted(unknown)}; use one of {MASKING_PHASES}")
         steps: list[tuple[MaskingPhase, Callable[[], Mapping[str, Message | None]], Callable]] = [
             (MaskingPhase.ADVERTISE, lambda: dict.fromkeys(self.alive), lambda artist, _: artist.advertise_keys()),
             (MaskingPhase.SHARE, self.server.close_advertise, lambda artist, m: artist.share_keys(m)),

@@ -14,18 +14,19 @@ from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
+from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from fedstyle_secure.data.images import load_image_folder
 from fedstyle_secure.data.public import public_set_from_name
 from fedstyle_secure.errors import ConfigError, DataError, TransportError
 from fedstyle_secure.federation.client import Broadcast, Publication, StyleClient
-from fedstyle_secure.federation.masking_session import MASKING_PHASES
 from fedstyle_secure.federation.packing import Layout, pack_as
 from fedstyle_secure.federation.round_layout import round_layout
 from fedstyle_secure.federation.strategy import algorithm_spec
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, build_input_bank, default_cache_dir
 from fedstyle_secure.randomness import CsprngNoise
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
+from fedstyle_secure.secure.masking.config import MASKING_PHASES
 from fedstyle_secure.training.local import LocalConfig, LocalData
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.artist.ckks import CkksClient, Send, ckks_client, contribute_step, decrypt_step
@@ -209,40 +210,84 @@ class ArtistRunner:
         raise TransportError("stopped before the run finished")
 
 
-def run_artist(config: ClientConfig, keys: ArtistKeys, stop: threading.Event | None = None) -> int:
-    """Connect, register and follow the federation until it finishes; retry with backoff."""
-    stop = stop or threading.Event()
-    runner, delay = ArtistRunner(config, keys), config.reconnect_initial_seconds
+@dataclass
+class Reachability:
+    """How long the server has been unreachable and how long to wait before the next attempt.
+
+    Exponential backoff from ``initial_seconds`` doubling to ``max_seconds``; both reset whenever
+    the artist reaches the server (registers), so a restart late in a long run gets the full
+    ``give_up_seconds`` again.  Time is passed in (seconds, monotonic)."""
+
+    initial_seconds: float
+    max_seconds: float
+    give_up_seconds: float
     failing_since: float | None = None
-    while not stop.is_set():
-        try:
-            with open_channel(
-                config.server,
-                keys.tls_pem(),
-                server_name=config.server_name,
-                max_message_bytes=config.max_message_bytes,
-            ) as channel:
-                session = ArtistSession.register(channel, keys)
-                delay, runner.done, failing_since = (
-                    config.reconnect_initial_seconds,
-                    (0, ""),
-                    None,
-                )  # re-read the (maybe restarted) server's plan
-                plan = runner.run_session(session, stop)
-            if plan.failure:
-                raise TransportError(f"the server stopped the run: {plan.failure}")
-            log.info("federation finished", extra={"artist": keys.artist_id, "round": plan.round_id})
-            return 0
-        except grpc.RpcError as exc:
-            if exc.code() not in RETRYABLE:
-                raise TransportError(f"{keys.artist_id}: server refused: {exc.code().name}: {exc.details()}") from exc
-            failing_since = failing_since if failing_since is not None else time.monotonic()
-            if time.monotonic() - failing_since > config.give_up_seconds:
-                raise TransportError(
-                    f"{keys.artist_id}: server unreachable for {config.give_up_seconds:g} s "
-                    f"(client.give_up_seconds); last error {exc.code().name}: {exc.details()}"
-                ) from exc
-            log.warning("connection problem (%s: %s); retrying in %.1f s", exc.code().name, exc.details(), delay)
-        stop.wait(delay)
-        delay = min(delay * 2, config.reconnect_max_seconds)
-    return 1
+    delay: float = 0.0
+
+    def reached(self) -> None:
+        self.failing_since, self.delay = None, 0.0
+
+    def failed(self, now: float) -> float:
+        """Record a failure at ``now``; return the seconds to wait before the next attempt."""
+        if self.failing_since is None:
+            self.failing_since = now
+        self.delay = self.initial_seconds if self.delay == 0.0 else min(self.delay * 2, self.max_seconds)
+        return self.delay
+
+    def given_up(self, now: float) -> bool:
+        return self.failing_since is not None and now - self.failing_since > self.give_up_seconds
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, grpc.RpcError) and exc.code() in RETRYABLE
+
+
+def run_artist(config: ClientConfig, keys: ArtistKeys, stop: threading.Event | None = None) -> int:
+    """Connect, register and follow the federation until it finishes (0), or until ``stop`` is set
+    (1).  A connection problem (:data:`RETRYABLE`) reconnects with exponential backoff (tenacity);
+    the artist gives up with :class:`TransportError` once the server has been unreachable for
+    ``client.give_up_seconds``; any other refusal ends it at once."""
+    stop = stop or threading.Event()
+    runner = ArtistRunner(config, keys)
+    reach = Reachability(config.reconnect_initial_seconds, config.reconnect_max_seconds, config.give_up_seconds)
+
+    def follow() -> int:
+        with open_channel(
+            config.server, keys.tls_pem(), server_name=config.server_name, max_message_bytes=config.max_message_bytes
+        ) as channel:
+            session = ArtistSession.register(channel, keys)
+            reach.reached()
+            runner.done = (0, "")  # re-read the (maybe restarted) server's plan
+            plan = runner.run_session(session, stop)
+        if plan.failure:
+            raise TransportError(f"the server stopped the run: {plan.failure}")
+        log.info("federation finished", extra={"artist": keys.artist_id, "round": plan.round_id})
+        return 0
+
+    def log_retry(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, grpc.RpcError):
+            log.warning("connection problem (%s: %s); retrying in %.1f s", exc.code().name, exc.details(), reach.delay)
+
+    def pause(seconds: float) -> None:
+        stop.wait(seconds)  # a set ``stop`` ends the wait early
+
+    retrying = Retrying(
+        retry=retry_if_exception(_retryable),
+        wait=lambda state: reach.failed(time.monotonic()),
+        stop=lambda state: stop.is_set() or reach.given_up(time.monotonic()),
+        sleep=pause,
+        before_sleep=log_retry,
+        reraise=True,
+    )
+    try:
+        return retrying(follow)
+    except grpc.RpcError as exc:
+        if stop.is_set():
+            return 1
+        if exc.code() not in RETRYABLE:
+            raise TransportError(f"{keys.artist_id}: server refused: {exc.code().name}: {exc.details()}") from exc
+        raise TransportError(
+            f"{keys.artist_id}: server unreachable for {config.give_up_seconds:g} s "
+            f"(client.give_up_seconds); last error {exc.code().name}: {exc.details()}"
+        ) from exc

@@ -1,0 +1,60 @@
+"""The artist's reconnect policy: exponential backoff that resets on contact, a give-up deadline,
+and a stop that ends the wait (``transport/artist/runner.py``, tenacity over real gRPC + TLS)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fedstyle_secure.errors import TransportError
+from fedstyle_secure.secure.keys.keystore import load_artist_keys
+from fedstyle_secure.transport.artist.runner import Reachability, run_artist
+from fedstyle_secure.transport.config import ClientConfig
+from fedstyle_secure.transport.loopback import write_fresh_keys
+
+
+def test_backoff_doubles_to_its_cap_and_resets_when_the_server_is_reached() -> None:
+    reach = Reachability(initial_seconds=0.5, max_seconds=3.0, give_up_seconds=10.0)
+    assert [reach.failed(now) for now in (100.0, 101.0, 102.0, 103.0, 104.0)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert not reach.given_up(110.0) and reach.given_up(110.5)  # unreachable for more than 10 s since 100
+    reach.reached()
+    assert reach.failed(500.0) == 0.5 and not reach.given_up(509.0)  # a new outage gets the full deadline
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def alice(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("reconnect")
+    return write_fresh_keys(root / "keys", ["alice", "bob"], []), root
+
+
+def _config(alice: tuple[Path, Path], **overrides: float) -> ClientConfig:
+    keys, root = alice
+    return ClientConfig(keys=keys, data=root, server=f"127.0.0.1:{_closed_port()}", artist="alice", **overrides)
+
+
+def test_an_unreachable_server_is_given_up_after_give_up_seconds(alice: tuple[Path, Path]) -> None:
+    config = _config(alice, reconnect_initial_seconds=0.05, reconnect_max_seconds=0.2, give_up_seconds=0.5)
+    started = time.monotonic()
+    with pytest.raises(TransportError, match=r"server unreachable for 0.5 s \(client.give_up_seconds\); last error"):
+        run_artist(config, load_artist_keys(config.keys, "alice"))
+    assert time.monotonic() - started >= 0.5  # it kept retrying until the deadline
+
+
+def test_stop_ends_the_backoff_wait(alice: tuple[Path, Path]) -> None:
+    config = _config(alice, reconnect_initial_seconds=60.0, reconnect_max_seconds=60.0, give_up_seconds=600.0)
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    started = time.monotonic()
+    assert run_artist(config, load_artist_keys(config.keys, "alice"), stop) == 1
+    assert time.monotonic() - started < 30.0  # not the 60 s backoff
