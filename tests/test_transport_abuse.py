@@ -54,7 +54,7 @@ def _serve(keys: Path, tmp_path: Path, secure_mode: str = "none"):
         state_db=tmp_path / "server.sqlite",
         listen="127.0.0.1:0",
         reports_dir=tmp_path / "reports",
-        schedule=Schedule(rounds=1, quorum=2, phase_seconds=60, secure_mode=secure_mode),
+        schedule=Schedule(rounds=1, quorum=2, phase_seconds=60, startup_seconds=0, secure_mode=secure_mode),
         max_message_bytes=64 * 1024,
         max_payload_bytes=256 * 1024,
         stream_idle_seconds=1.0,

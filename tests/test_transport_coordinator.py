@@ -21,7 +21,8 @@ def _moments(value: float) -> dict[str, np.ndarray]:
 
 
 def _coordinator(**schedule) -> Coordinator:
-    schedule = Schedule(**{"rounds": 1, "quorum": 2, "phase_seconds": 10, "max_retries": 1, **schedule})
+    defaults = {"rounds": 1, "quorum": 2, "phase_seconds": 10, "max_retries": 1, "startup_seconds": 0}
+    schedule = Schedule(**{**defaults, **schedule})
     c = Coordinator(schedule=schedule, roster=ROSTER, state=initial_state(3, 4, np.zeros(5, np.float32)), shape=SHAPE)
     c.start(now=0.0)
     return c
@@ -58,6 +59,19 @@ def test_below_quorum_retries_then_gives_up_instead_of_waiting_forever():
     assert c.plan().round_id == 0 and c.plan().phase_deadline == pytest.approx(20.5)
     assert c.tick(21.0)
     assert c.finished and "gave up after 1 retries" in c.failed
+
+
+def test_the_first_phase_after_a_start_waits_for_artists_to_set_up():
+    """Artists extract features and build the starting model before their first submission: the
+    first phase's deadline adds ``startup_seconds``, later ones (and retries) get ``phase_seconds``."""
+    c = _coordinator(startup_seconds=100)
+    assert c.plan().phase_deadline == pytest.approx(110.0)
+    _submit(c, "a", 1.0, 1.0, b"1")
+    assert not c.tick(50.0)  # past phase_seconds, inside the start-up grace: keep waiting
+    assert c.tick(110.5) and c.attempt == 1 and "quorum 2" in c.last_error
+    assert c.plan().phase_deadline == pytest.approx(120.5)  # a retry gets phase_seconds only
+    with pytest.raises(ConfigError, match="startup_seconds"):
+        Schedule(startup_seconds=-1).validate(3)
 
 
 def test_contribution_with_unexpected_arrays_is_malformed():

@@ -25,6 +25,7 @@ def test_federation_completes_and_persists(tmp_path, data, secure_mode):
     try:
         assert federation.join(timeout=120)
         coordinator, port = federation.server.servicer.coordinator, federation.server.port
+        assert coordinator.failed is None, coordinator.failed
         if secure_mode == "none":
             hits = query(
                 f"127.0.0.1:{port}",

@@ -54,7 +54,7 @@ class Served:
 
     def __init__(self, keys: Path, tmp_path: Path, secure_mode: str, quorum: int) -> None:
         self.keys, self.clock = keys, Clock()
-        schedule = Schedule(rounds=1, quorum=quorum, phase_seconds=60, secure_mode=secure_mode)
+        schedule = Schedule(rounds=1, quorum=quorum, phase_seconds=60, startup_seconds=0, secure_mode=secure_mode)
         self.config = ServerConfig(
             keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0", schedule=schedule
         )

@@ -104,6 +104,10 @@ class Schedule:
     masking_seconds: float = 30.0  # deadline of each of share, masked_input, consistency, unmask (crypto only)
     masking_threshold: float = DEFAULT_THRESHOLD  # fraction of share holders needed per secret
     masking_degree: int = 0  # SecAgg+ neighbourhood degree (0: default)
+    # extra seconds for the first phase after the server starts or restarts: before its first submission an
+    # artist loads its portfolio, extracts style statistics and builds the starting model (minutes on a slow
+    # or busy machine); the phase still closes as soon as everyone answered
+    startup_seconds: float = 300.0
 
     def validate(self, n_artists: int) -> None:
         algorithm_spec(self.algorithm)
@@ -117,6 +121,8 @@ class Schedule:
             raise ConfigError(f"quorum must be within 1..{n_artists} (the roster), got {self.quorum}")
         if self.phase_seconds <= 0:
             raise ConfigError(f"phase_seconds must be > 0, got {self.phase_seconds}")
+        if self.startup_seconds < 0:
+            raise ConfigError(f"startup_seconds must be >= 0, got {self.startup_seconds}")
         if algorithm_spec(self.algorithm).pooled:
             raise ConfigError("algorithm 'central' pools all data in one place; it has no federated transport")
         if is_masking_mode(self.secure_mode):
@@ -224,6 +230,7 @@ class Coordinator:
             )
         needs_setup = self.schedule.standardise and self.standardisation is None and self.state.round == 0
         self._open(0 if needs_setup else self.state.round + 1, now)
+        self._deadline += self.schedule.startup_seconds  # artists set up before their first submission
 
     @property
     def spec(self):

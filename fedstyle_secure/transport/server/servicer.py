@@ -595,6 +595,8 @@ class FederationServicer(pb_grpc.FederationServicer):
         if not self._index_published():
             if self._index_error:
                 raise Unavailable(f"the style index could not be written yet ({self._index_error}); the server retries")
+            if self._index_due():
+                raise Unavailable("the run finished and its style index is being written; retry in a few seconds")
             raise WrongRound(
                 "this server has no published style index yet (it is written after the final round when server.index "
                 "is set)"
@@ -629,6 +631,19 @@ class FederationServicer(pb_grpc.FederationServicer):
 
     def _index_published(self) -> bool:
         return self.config.index is not None and (self.config.index / "index.json").exists()
+
+    def _index_due(self) -> bool:
+        """The run finished and a style index is configured, so one is (being) written."""
+        c = self.coordinator
+        return self.config.index is not None and c.finished and c.failed is None
+
+    def outputs_settled(self) -> bool:
+        """The run finished and its outputs are final: the index is published (or its failure
+        recorded, retried by the ticker).  Read under the lock, so never halfway through a write."""
+        with self._cond:
+            if not self.coordinator.finished:
+                return False
+            return not self._index_due() or self._index_published() or bool(self._index_error)
 
 
 def _same_round(context: grpc.ServicerContext, round_id: int) -> None:
@@ -682,12 +697,14 @@ class RunningServer:
         self.server.stop(grace).wait()
 
     def wait_finished(self, timeout: float) -> bool:
+        """Whether the run finished with its outputs settled (:meth:`outputs_settled`) within
+        ``timeout`` seconds."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if self.servicer.coordinator.finished:
+            if self.servicer.outputs_settled():
                 return True
             time.sleep(0.1)
-        return self.servicer.coordinator.finished
+        return self.servicer.outputs_settled()
 
 
 def start_server(config: ServerConfig, keys: ServerKeys, clock: Callable[[], float] = time.time) -> RunningServer:
