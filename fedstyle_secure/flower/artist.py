@@ -43,12 +43,15 @@ from fedstyle_secure.transport.artist.channel import (
     publication_message,
     with_layout,
 )
+from fedstyle_secure.transport.artist.ckks import SentContribution, ckks_client
 from fedstyle_secure.transport.artist.runner import ArtistRunner
 from fedstyle_secure.transport.config import ClientConfig, load_client_config
 from fedstyle_secure.transport.dp_config import announced_dp
+from fedstyle_secure.transport.sqlite_io import connect, private_database, transaction
 from fedstyle_secure.transport.wire import DEFAULT_CHUNK_BYTES, chunk_payload, join_chunks, pb, pb_grpc
 
 MAX_PAYLOAD_BYTES = 1 << 31
+CKKS_SENT_FILE = "flower-ckks-sent.sqlite"
 
 
 class AwaitingCommitments(Exception):
@@ -151,6 +154,40 @@ def register(keys: ArtistKeys, content: RecordDict) -> RecordDict:
     return registration_reply(keys.artist_id, auth.sign_registration(keys.identity_key, keys.artist_id, nonce))
 
 
+class SentCkksJournal:
+    """The artist's CKKS contribution of the current round as sent, in ``<state_dir>/flower-ckks-sent.sqlite``
+    (0600): the decrypt phase comes in a later message, i.e. a later process, which must check the
+    listed set against the very ciphertext (digest) this artist signed and add it to the sum."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / CKKS_SENT_FILE
+        private_database(self.path)
+        with transaction(self.path) as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS sent (id INTEGER PRIMARY KEY CHECK (id = 0), round_id INTEGER NOT NULL, "
+                "payload BLOB NOT NULL, digest BLOB NOT NULL, layout BLOB NOT NULL, length INTEGER NOT NULL)"
+            )
+
+    def load(self) -> SentContribution | None:
+        db = connect(self.path)
+        try:
+            row = db.execute("SELECT round_id, payload, digest, layout, length FROM sent WHERE id = 0").fetchone()
+        finally:
+            db.close()
+        return (
+            None
+            if row is None
+            else SentContribution(int(row[0]), bytes(row[1]), bytes(row[2]), bytes(row[3]), int(row[4]))
+        )
+
+    def save(self, sent: SentContribution) -> None:
+        with transaction(self.path) as db:
+            db.execute(
+                "INSERT OR REPLACE INTO sent (id, round_id, payload, digest, layout, length) VALUES (0, ?, ?, ?, ?, ?)",
+                (sent.round_id, sent.payload, sent.digest, sent.layout, sent.length),
+            )
+
+
 def act_on_phase(config: ClientConfig, keys: ArtistKeys, content: RecordDict) -> RecordDict:
     """Do this artist's part of the message's phase (resumed from ``config.state_dir``); the reply."""
     inbox = ServerMessage.from_record(content)
@@ -159,10 +196,20 @@ def act_on_phase(config: ClientConfig, keys: ArtistKeys, content: RecordDict) ->
             "the Flower artist needs a DP federation: between Flower messages it resumes from its durable DP state "
             "(model, ledger, releases); run this federation with `fedstyle server/client` instead"
         )
+    assert config.state_dir is not None  # artist_from_config requires it
     session = FlowerSession.for_message(keys, inbox)
     runner = ArtistRunner(config, keys)
+    journal = None
+    if inbox.plan.secure_mode == "ckks":  # its decryption guard is journaled by ckks_client itself
+        journal = SentCkksJournal(config.state_dir)
+        runner.ckks = ckks_client(keys, config.state_dir, config.min_quorum)
+        sent = journal.load()
+        if sent is not None:
+            runner.ckks.resume(sent)
     with contextlib.suppress(AwaitingCommitments):  # committed: the reply carries the commitment
         runner.act(session, inbox.plan)
+    if journal is not None and runner.ckks is not None and runner.ckks.sent is not None:
+        journal.save(runner.ckks.sent)  # before the reply (the contribution) leaves this process
     return session.reply.to_record()
 
 

@@ -50,10 +50,9 @@ from fedstyle_secure.transport.server.servicer import FederationServicer, new_se
 from fedstyle_secure.transport.wire import WireError, pb
 
 log = logging.getLogger(__name__)
-# ckks: the two-message decrypt phase below is written, but not enabled: an artist's encrypted
-# contribution (its signed digest) is not yet kept in its state folder between ClientApp processes.
-# secagg/secagg+: the masking state machine's secrets are not persisted yet either.  Both run over gRPC.
-FLOWER_SECURE_MODES: tuple[str, ...] = ("none",)
+# secagg/secagg+ are not carried yet: the masking state machine's secrets would have to be persisted
+# between ClientApp processes (run them with `fedstyle server/client`).
+FLOWER_SECURE_MODES: tuple[str, ...] = ("none", "ckks")
 NONCE_BYTES = 32
 NODE_POLL_SECONDS = 1.0
 CLOSE_AFTER_DEADLINE = 1e-3  # seconds past a phase's deadline at which it is closed
@@ -116,16 +115,15 @@ def apply_reply(servicer: FederationServicer, artist: str, reply: ArtistReply) -
     them (each refused on its own, nothing changed by a refused one); the refusals."""
     if reply.artist != artist:
         return [f"the node bound to {artist} sent a reply claiming to be {reply.artist!r}; refused whole"]
-    calls: list[Callable[[], object]] = []
-    if reply.withdrawal is not None:
+    calls: list[Callable[[], object]] = [partial(servicer.store_report, artist, r) for r in reply.reports]
+    if reply.withdrawal is not None:  # after its reports, as ArtistPrivacy.retire sends them
         calls.append(partial(servicer.withdraw, artist, reply.withdrawal))
-    calls += [partial(servicer.store_report, artist, report) for report in reply.reports]
+    if reply.commit is not None:  # a committee member commits before it uploads its decryption
+        calls.append(partial(_commit, servicer, artist, reply.commit))
     if reply.publication is not None:
         calls.append(partial(servicer.submit_publication, artist, reply.publication))
     if reply.upload is not None:
         calls.append(partial(servicer.submit_upload, artist, *reply.upload))
-    if reply.commit is not None:
-        calls.append(partial(_commit, servicer, artist, reply.commit))
     refusals = []
     with servicer._cond:
         for call in calls:
