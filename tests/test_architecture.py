@@ -103,3 +103,18 @@ def test_only_the_flower_package_imports_flwr() -> None:
         or (module.startswith("fedstyle_secure.flower") and _layer_of(path) != "flower")
     ]
     assert offending == []
+
+
+def test_the_base_install_runs_without_flwr() -> None:
+    """Every module outside the Flower package imports with flwr made unimportable."""
+    import subprocess
+    import sys
+
+    modules = sorted(
+        ".".join(("fedstyle_secure", *p.relative_to(PACKAGE).with_suffix("").parts))
+        for p in _modules()
+        if _layer_of(p) not in ("flower", "__init__") and p.name != "__main__.py"
+    )
+    code = "import importlib, sys\nsys.modules['flwr'] = None\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n"
+    done = subprocess.run([sys.executable, "-c", code, *modules], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("flwr", reason="the Flower app needs the optional extra: pip install -e '.[flower]'")
@@ -18,16 +19,20 @@ from flwr.clientapp import ClientApp
 from flwr.simulation import run_simulation
 
 from fedstyle_secure.cli.main import main
+from fedstyle_secure.federation.client import Publication
 from fedstyle_secure.federation.rejections import Duplicate, Forbidden
 from fedstyle_secure.flower.apps import client_app, server_app
 from fedstyle_secure.flower.artist import SentCkksJournal, artist_from_config
-from fedstyle_secure.flower.records import PHASE_ACTIONS, registration_nonce, registration_reply
-from fedstyle_secure.flower.server import FlowerFederation, verified_artist
+from fedstyle_secure.flower.records import PHASE_ACTIONS, ArtistReply, registration_nonce, registration_reply
+from fedstyle_secure.flower.server import FlowerFederation, apply_reply, verified_artist
 from fedstyle_secure.retrieval.index import StyleIndex
 from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.transport.artist.channel import publication_message
 from fedstyle_secure.transport.auth import sign_registration
+from fedstyle_secure.transport.config import load_server_config
 from fedstyle_secure.transport.loopback import artist_folders, write_fresh_keys
 from fedstyle_secure.transport.processes import MachineConfigs, federation_tables, write_machine_configs
+from fedstyle_secure.transport.server.servicer import new_servicer
 
 ARTISTS = ("artist_00", "artist_01", "artist_02")
 ROUNDS, EPSILON = 1, 8.0  # few messages: each one rebuilds the artist from its state folder
@@ -148,3 +153,22 @@ def test_registration_binds_only_a_proven_unbound_roster_artist(tmp_path):
         verified_artist(server.identity_public_keys, {}, "mallory", nonce, good)
     with pytest.raises(Duplicate, match="already bound"):
         verified_artist(server.identity_public_keys, {7: ARTISTS[1]}, ARTISTS[1], nonce, good)
+
+
+def test_a_reply_claiming_another_artist_is_refused_and_changes_nothing(tmp_path, data):
+    """The ServerApp's own servicer (no Flower): artist_01's node replies with a publication that
+    claims to be artist_00's; refused whole, the round holds nothing; the same publication from
+    artist_00's node is accepted (control)."""
+    configs = machines(tmp_path / "run", data, refreshes=[0])  # round 1 opens with a prototype release
+    config = load_server_config(configs.server)
+    servicer = new_servicer(config, load_server_keys(config.keys))
+    plan = servicer.coordinator.plan()
+    assert (plan.round_id, plan.phase.value) == (1, "publish")
+    width = servicer.coordinator.state.prototypes.shape[1]
+    prototype = np.full((1, width), 1 / np.sqrt(width), dtype=np.float32)
+    forged = ArtistReply(ARTISTS[0], publication=publication_message(1, Publication(np.array([0]), prototype)))
+    refusals = apply_reply(servicer, ARTISTS[1], forged)
+    assert len(refusals) == 1 and "claiming to be 'artist_00'" in refusals[0]
+    assert servicer.coordinator._collect.items == {}
+    assert apply_reply(servicer, ARTISTS[0], forged) == []
+    assert set(servicer.coordinator._collect.items) == {ARTISTS[0]}
