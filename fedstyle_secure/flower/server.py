@@ -33,7 +33,7 @@ from flwr.serverapp import Grid
 from google.protobuf.message import DecodeError
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
-from fedstyle_secure.federation.coordinator import Phase, Plan
+from fedstyle_secure.federation.coordinator import Coordinator, Phase, Plan
 from fedstyle_secure.federation.rejections import Duplicate, Forbidden, Rejected
 from fedstyle_secure.flower.records import (
     PHASE_ACTIONS,
@@ -151,7 +151,7 @@ class FlowerFederation:
     refusals: list[str] = field(default_factory=list)  # every refused reply, for the operator and tests
 
     @property
-    def coordinator(self):
+    def coordinator(self) -> Coordinator:
         return self.servicer.coordinator
 
     def run(self) -> None:
@@ -161,6 +161,9 @@ class FlowerFederation:
         self.servicer.tick()
 
     def run_phase(self) -> None:
+        """One phase of the coordinator's plan: a message to each expected node, its replies, then
+        the phase closed at its deadline if the replies did not close it (Flower's reply timeout is
+        the deadline: a node that has not answered by then, or is bound to no artist, never will)."""
         servicer, c = self.servicer, self.coordinator
         with servicer._cond:
             plan, wire = c.plan(), servicer._plan_message()
@@ -187,20 +190,12 @@ class FlowerFederation:
     def _nodes_of(self, artists: tuple[str, ...]) -> dict[int, str]:
         return {node: a for node, a in self.binding.artists.items() if a in artists}
 
-    def _decrypt(self, plan: Plan, wire) -> None:
+    def _decrypt(self, plan: Plan, wire: pb.RoundPlan) -> None:
         """The committee commits to the signed set, then decrypts once every member committed."""
         servicer, round_id = self.servicer, plan.round_id
         committee = self._nodes_of(plan.decryptors)
         with servicer._cond:
-            listed = {n: servicer.contribution_set_message(a, round_id) for n, a in committee.items()}
-            payloads = {
-                n: {
-                    c.artist_id: servicer.coordinator.contribution_payload(a, round_id, c.artist_id)
-                    for c in s.contributions
-                }
-                for (n, a), s in zip(committee.items(), listed.values())
-            }
-        sets = {n: ServerMessage(wire, contribution_set=listed[n], contributions=payloads[n]) for n in committee}
+            sets = {node: self._contribution_set(wire, artist, round_id) for node, artist in committee.items()}
         self._exchange(plan, PHASE_ACTIONS["decrypt"], sets)
         with servicer._cond:
             if not servicer.coordinator.decryption_committed:
@@ -208,6 +203,15 @@ class FlowerFederation:
             for node, artist in committee.items():
                 sets[node].commits = servicer.decryption_commits_message(artist, round_id)
         self._exchange(plan, PHASE_ACTIONS["decrypt"], sets)
+
+    def _contribution_set(self, wire: pb.RoundPlan, artist: str, round_id: int) -> ServerMessage:
+        """What a committee member checks and sums: the signed list and every listed ciphertext."""
+        listed = self.servicer.contribution_set_message(artist, round_id)
+        payloads = {
+            c.artist_id: self.servicer.coordinator.contribution_payload(artist, round_id, c.artist_id)
+            for c in listed.contributions
+        }
+        return ServerMessage(wire, contribution_set=listed, contributions=payloads)
 
     def _exchange(self, plan: Plan, action: str, messages: Mapping[int, ServerMessage]) -> None:
         """Send each node its message; hand every reply that arrives by the phase's deadline to the servicer."""
