@@ -21,12 +21,15 @@ LAYERS: tuple[str, ...] = (
     "retrieval",
     "federation",
     "transport",
+    "flower",  # the optional Flower app (extra `flower`): the only package that may import flwr
     "experiments",
     "cli",
 )
 #: Pure code: reusable by the simulator and the server alike, so no wire and no database.
 PURE: tuple[str, ...] = ("randomness", "data", "models", "secure", "privacy", "training", "retrieval", "federation")
 WIRE_MODULES: tuple[str, ...] = ("grpc", "grpc_health", "sqlite3")
+#: Optional extras: only their own package imports them, so the base install runs without them.
+EXTRA_ONLY: dict[str, str] = {"flwr": "flower"}
 
 
 def _modules() -> list[Path]:
@@ -87,3 +90,31 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     module.write_text("from fedstyle_secure.transport.server.servicer import start_server\nimport grpc\n")
     assert (1, "fedstyle_secure.transport.server.servicer") in _imports(module)
     assert (2, "grpc") in _imports(module)
+
+
+def test_only_the_flower_package_imports_flwr() -> None:
+    """The base install stays free of flwr (an optional extra that pins protobuf < 7): no module
+    outside ``fedstyle_secure/flower/`` imports it, and nothing below imports that package."""
+    offending = [
+        f"{path.relative_to(PACKAGE)}:{line} imports {module}"
+        for path in _modules()
+        for line, module in _imports(path)
+        if EXTRA_ONLY.get(module.split(".")[0], _layer_of(path)) != _layer_of(path)
+        or (module.startswith("fedstyle_secure.flower") and _layer_of(path) != "flower")
+    ]
+    assert offending == []
+
+
+def test_the_base_install_runs_without_flwr() -> None:
+    """Every module outside the Flower package imports with flwr made unimportable."""
+    import subprocess
+    import sys
+
+    modules = sorted(
+        ".".join(("fedstyle_secure", *p.relative_to(PACKAGE).with_suffix("").parts))
+        for p in _modules()
+        if _layer_of(p) not in ("flower", "__init__") and p.name != "__main__.py"
+    )
+    code = "import importlib, sys\nsys.modules['flwr'] = None\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n"
+    done = subprocess.run([sys.executable, "-c", code, *modules], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]

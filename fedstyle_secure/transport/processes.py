@@ -170,6 +170,57 @@ def _read_json_lines(path: Path) -> list[dict]:
     return entries
 
 
+@dataclass(frozen=True)
+class MachineConfigs:
+    """One folder per machine under ``work``: the server's ``server.toml`` and each artist's ``client.toml``."""
+
+    address: str
+    server: Path
+    artists: dict[str, Path]
+
+
+def write_machine_configs(
+    work: Path,
+    keys_dir: Path,
+    artist_data: Mapping[str, Path],
+    *,
+    federation: Mapping[str, TomlValue],
+    server: Mapping[str, TomlValue] | None = None,
+    client: Mapping[str, TomlValue] | None = None,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+) -> MachineConfigs:
+    """Each machine's folder under ``work`` holding its config and only its own key bundle (cut
+    from the full key set ``keys_dir``); ``artist_data[artist]`` is a folder holding that artist's
+    ``<artist>/`` image folder.  ``server``/``client``/``federation`` add fields to the
+    ``[server]``, ``[client]`` and ``[federation]`` tables."""
+    address = f"{host}:{port or free_port(host)}"
+    server_dir = _machine(work / "server", keys_dir, server=True)
+    server_table = {
+        "keys": "keys",
+        "state_db": "state.sqlite",
+        "listen": address,
+        "index": "index",
+        "reports_dir": "reports",
+        **(server or {}),
+    }
+    (server_dir / "server.toml").write_text(toml_text({"server": server_table, "federation": federation}))
+    artists = {}
+    for artist, data in artist_data.items():
+        artist_dir = _machine(work / artist, keys_dir, artist=artist)
+        table = {
+            "keys": "keys",
+            "data": str(Path(data).resolve()),
+            "server": address,
+            "artist": artist,
+            "server_name": _server_name(host),
+            **(client or {}),
+        }
+        artists[artist] = artist_dir / "client.toml"
+        artists[artist].write_text(toml_text({"client": table}))
+    return MachineConfigs(address, server_dir / "server.toml", artists)
+
+
 def start_process_federation(
     work: Path,
     keys_dir: Path,
@@ -183,44 +234,18 @@ def start_process_federation(
     env: Mapping[str, str] | None = None,
     prefix: Prefix | None = None,
 ) -> ProcessFederation:
-    """Start ``fedstyle server`` and one ``fedstyle client`` per artist.
-
-    Each process gets its own folder under ``work`` holding its config and only its own key
-    bundle (cut from the full key set ``keys_dir``); ``artist_data[artist]`` is a folder holding
-    that artist's ``<artist>/`` image folder.  ``server``/``client``/``federation`` add fields
-    to the ``[server]``, ``[client]`` and ``[federation]`` tables.
-    """
-    port = port or free_port(host)
-    address = f"{host}:{port}"
+    """Start ``fedstyle server`` and one ``fedstyle client`` per artist, each in its machine's
+    folder (:func:`write_machine_configs`)."""
+    configs = write_machine_configs(
+        work, keys_dir, artist_data, federation=federation, server=server, client=client, host=host, port=port
+    )
     environment = {**os.environ, **ONE_THREAD_EACH, **(env or {})}
     prefix = prefix or (lambda name: ())
-    server_dir = _machine(work / "server", keys_dir, server=True)
-    server_table = {
-        "keys": "keys",
-        "state_db": "state.sqlite",
-        "listen": address,
-        "index": "index",
-        "reports_dir": "reports",
-        **(server or {}),
-    }
-    (server_dir / "server.toml").write_text(toml_text({"server": server_table, "federation": federation}))
     running = ProcessFederation(
-        work, address, _spawn("server", server_dir / "server.toml", server_dir, environment, prefix)
+        work, configs.address, _spawn("server", configs.server, configs.server.parent, environment, prefix)
     )
-    for artist, data in artist_data.items():
-        artist_dir = _machine(work / artist, keys_dir, artist=artist)
-        table = {
-            "keys": "keys",
-            "data": str(Path(data).resolve()),
-            "server": address,
-            "artist": artist,
-            "server_name": _server_name(host),
-            **(client or {}),
-        }
-        (artist_dir / "client.toml").write_text(toml_text({"client": table}))
-        running.artists[artist] = _spawn(
-            "client", artist_dir / "client.toml", artist_dir, environment, prefix, name=artist
-        )
+    for artist, config in configs.artists.items():
+        running.artists[artist] = _spawn("client", config, config.parent, environment, prefix, name=artist)
     return running
 
 

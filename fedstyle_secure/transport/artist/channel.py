@@ -97,33 +97,11 @@ class ArtistSession:
             ),
             MAX_DOWNLOAD_BYTES,
         )
-        body = pb.BroadcastBody.FromString(payload)
-        protos = from_tensor(body.prototypes, "prototypes")
-        broadcast = Broadcast(
-            round=round_id - 1,
-            params=optional_array(body, "params", "params"),
-            consensus=optional_array(body, "consensus", "consensus"),
-            prototypes=protos,
-            known=np.asarray(body.known, dtype=bool),
-        )
-        mean, std = (
-            optional_array(body, "feature_mean", "feature_mean"),
-            optional_array(body, "feature_std", "feature_std"),
-        )
-        if mean is None and std is None:
-            return broadcast, None
-        if mean is None or std is None:
-            raise WireError(f"broadcast of round {round_id} carries only one of feature_mean and feature_std")
-        return broadcast, (mean, std)
+        return broadcast_from_body(pb.BroadcastBody.FromString(payload), round_id)
 
     def publish(self, round_id: int, publication: Publication, timeout: float = 30.0) -> pb.Ack:
         return self.stub.PublishPrototypes(
-            pb.PrototypePublication(
-                round_id=round_id,
-                artist_rows=[int(r) for r in publication.artist_rows],
-                prototypes=to_tensor(publication.prototypes.astype(np.float32)),
-                nonce=new_nonce(),
-            ),
+            publication_message(round_id, publication),
             metadata=self.submission_metadata(round_id, "publish"),
             timeout=timeout,
         )
@@ -203,6 +181,38 @@ class ArtistSession:
             metadata=self.metadata,
             timeout=timeout,
         )
+
+
+def broadcast_from_body(
+    body: pb.BroadcastBody, round_id: int
+) -> tuple[Broadcast, tuple[np.ndarray, np.ndarray] | None]:
+    """The round's broadcast and the feature standardisation (mean, std) if set, from its wire body."""
+    broadcast = Broadcast(
+        round=round_id - 1,
+        params=optional_array(body, "params", "params"),
+        consensus=optional_array(body, "consensus", "consensus"),
+        prototypes=from_tensor(body.prototypes, "prototypes"),
+        known=np.asarray(body.known, dtype=bool),
+    )
+    mean, std = (
+        optional_array(body, "feature_mean", "feature_mean"),
+        optional_array(body, "feature_std", "feature_std"),
+    )
+    if mean is None and std is None:
+        return broadcast, None
+    if mean is None or std is None:
+        raise WireError(f"broadcast of round {round_id} carries only one of feature_mean and feature_std")
+    return broadcast, (mean, std)
+
+
+def publication_message(round_id: int, publication: Publication) -> pb.PrototypePublication:
+    """A prototype publication on the wire (fresh nonce)."""
+    return pb.PrototypePublication(
+        round_id=round_id,
+        artist_rows=[int(r) for r in publication.artist_rows],
+        prototypes=to_tensor(publication.prototypes.astype(np.float32)),
+        nonce=new_nonce(),
+    )
 
 
 def with_layout(chunks: Iterator[pb.Chunk], layout: Layout | None) -> Iterator[pb.Chunk]:

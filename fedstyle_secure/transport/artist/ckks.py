@@ -54,7 +54,7 @@ MAX_COMMIT_POLL_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
-class _Contribution:
+class SentContribution:
     """What this artist sent in a round: the ciphertext, its digest, the signed layout and length."""
 
     round_id: int
@@ -75,7 +75,7 @@ class CkksClient:
     noise: NoiseSource = field(default_factory=CsprngNoise)  # floods every released decryption
     journal: CkksGuardJournal | None = None  # keeps ``guard`` across restarts (with a state_dir)
     last_refusal: str | None = None
-    _own: _Contribution | None = None
+    _own: SentContribution | None = None
 
     def __post_init__(self) -> None:
         stored = None if self.journal is None else self.journal.load()
@@ -90,15 +90,24 @@ class CkksClient:
     def contribution(self, round_id: int, vector: np.ndarray, layout: Layout) -> bytes:
         """Encrypt the round's packed vector (once per round; a retried attempt resends these bytes)."""
         payload = encrypt(self.keys.ckks, vector).serialize()
-        self._own = _Contribution(
+        self._own = SentContribution(
             round_id, payload, payload_digest(payload), layout_bytes(layout.fields), int(np.asarray(vector).size)
         )
         return payload
 
+    @property
+    def sent(self) -> SentContribution | None:
+        """The round's encrypted contribution as sent (a process that resumes the artist keeps it)."""
+        return self._own
+
+    def resume(self, sent: SentContribution) -> None:
+        """Continue a round whose contribution an earlier process of this artist encrypted and sent."""
+        self._own = sent
+
     def _attempt(self, plan: pb.RoundPlan) -> Attempt:
         return Attempt(plan.round_id, plan.attempt, self.keys.ckks.fingerprint)
 
-    def _contributed(self, round_id: int) -> _Contribution:
+    def _contributed(self, round_id: int) -> SentContribution:
         if self._own is None or self._own.round_id != round_id:
             raise SecureAggregationError(f"round {round_id}: I sent no contribution in this round")
         return self._own

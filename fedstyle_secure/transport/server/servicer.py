@@ -424,14 +424,17 @@ class FederationServicer(pb_grpc.FederationServicer):
     def PublishPrototypes(self, request: pb.PrototypePublication, context: grpc.ServicerContext) -> pb.Ack:
         artist = self._artist(context, "PublishPrototypes")
         _same_round(context, request.round_id)
+        with self._cond:
+            self.submit_publication(artist, request)
+        return pb.Ack(round_id=request.round_id, accepted_bytes=request.prototypes.ByteSize())
+
+    def submit_publication(self, artist: str, request: pb.PrototypePublication) -> None:
+        """``artist``'s prototype publication to the coordinator (call with ``_cond`` held); any
+        transport whose caller was authenticated as ``artist`` (gRPC, Flower) submits here."""
         rows = np.asarray(request.artist_rows, dtype=np.int64)
         protos = from_tensor(request.prototypes, f"prototypes of {artist}").astype(np.float32)
-        with self._cond:
-            self.coordinator.submit_publication(
-                artist, request.round_id, rows, protos, bytes(request.nonce), self.clock()
-            )
-            self._changed()
-        return pb.Ack(round_id=request.round_id, accepted_bytes=request.prototypes.ByteSize())
+        self.coordinator.submit_publication(artist, request.round_id, rows, protos, bytes(request.nonce), self.clock())
+        self._changed()
 
     @_rpc
     def UploadContribution(self, requests: Iterator[pb.Chunk], context: grpc.ServicerContext) -> pb.Ack:
@@ -439,29 +442,33 @@ class FederationServicer(pb_grpc.FederationServicer):
         round_id, phase = submission_target(dict(context.invocation_metadata()))  # admitted before the body was read
         header, payload = self._read_stream(requests, context, *self._upload_limit(round_id, phase))
         _same_round(context, header.round_id)
+        with self._cond:
+            self.submit_upload(artist, header, payload)
+        return pb.Ack(round_id=header.round_id, accepted_bytes=len(payload))
+
+    def submit_upload(self, artist: str, header: pb.PayloadHeader, payload: bytes) -> None:
+        """``artist``'s contribution or decrypted aggregate to the coordinator (call with ``_cond`` held)."""
         expected = (
             pb.PAYLOAD_KIND_CKKS_CIPHERTEXT
             if self.coordinator.schedule.secure_mode == "ckks"
             else pb.PAYLOAD_KIND_PLAIN_VECTOR
         )
-        with self._cond:
-            now = self.clock()
-            if header.kind == pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE:
-                self.coordinator.submit_decrypted(artist, header.round_id, payload, bytes(header.nonce), now)
-            elif header.kind == expected:
-                layout = layout_from_fields(header.layout)
-                if not layout.fields:
-                    raise Malformed("a contribution must declare its layout")
-                self.coordinator.submit_contribution(
-                    artist, header.round_id, layout, payload, bytes(header.nonce), now, bytes(header.signature)
-                )
-            else:
-                raise Malformed(
-                    f"payload kind {pb.PayloadKind.Name(header.kind)} is not accepted in secure mode "
-                    f"{self.coordinator.schedule.secure_mode!r}"
-                )
-            self._changed()
-        return pb.Ack(round_id=header.round_id, accepted_bytes=len(payload))
+        now = self.clock()
+        if header.kind == pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE:
+            self.coordinator.submit_decrypted(artist, header.round_id, payload, bytes(header.nonce), now)
+        elif header.kind == expected:
+            layout = layout_from_fields(header.layout)
+            if not layout.fields:
+                raise Malformed("a contribution must declare its layout")
+            self.coordinator.submit_contribution(
+                artist, header.round_id, layout, payload, bytes(header.nonce), now, bytes(header.signature)
+            )
+        else:
+            raise Malformed(
+                f"payload kind {pb.PayloadKind.Name(header.kind)} is not accepted in secure mode "
+                f"{self.coordinator.schedule.secure_mode!r}"
+            )
+        self._changed()
 
     @_rpc
     def GetContributionSet(
@@ -470,14 +477,18 @@ class FederationServicer(pb_grpc.FederationServicer):
         """CKKS decryption committee: the signed contributions of the current attempt."""
         artist = self._artist(context, "GetContributionSet")
         with self._cond:
-            attempt, contributions, sizes = self.coordinator.contribution_set(artist, request.round_id)
+            return self.contribution_set_message(artist, request.round_id)
+
+    def contribution_set_message(self, artist: str, round_id: int) -> pb.ContributionSet:
+        """The signed contributions of the current attempt, for committee member ``artist``."""
+        attempt, contributions, sizes = self.coordinator.contribution_set(artist, round_id)
         listed = [
             pb.SignedContribution(
                 artist_id=c.artist, sha256=c.digest, signature=c.signature, size_bytes=sizes[c.artist]
             )
             for c in contributions
         ]
-        return pb.ContributionSet(round_id=request.round_id, attempt=attempt, contributions=listed)
+        return pb.ContributionSet(round_id=round_id, attempt=attempt, contributions=listed)
 
     @_rpc
     def DownloadContribution(
@@ -504,12 +515,16 @@ class FederationServicer(pb_grpc.FederationServicer):
             self._cond.wait_for(
                 lambda: c.decryption_committed or self._plan_key() != seen or not context.is_active(), timeout=wait
             )
-            attempt, commits = c.decryption_commits(artist, request.round_id)
+            return self.decryption_commits_message(artist, request.round_id)
+
+    def decryption_commits_message(self, artist: str, round_id: int) -> pb.DecryptionCommits:
+        """The committee's commitments held so far, for committee member ``artist``."""
+        attempt, commits = self.coordinator.decryption_commits(artist, round_id)
         held = [
             pb.SignedCommit(artist_id=a, set_digest=digest, signature=signature)
             for a, (digest, signature) in sorted(commits.items())
         ]
-        return pb.DecryptionCommits(round_id=request.round_id, attempt=attempt, commits=held)
+        return pb.DecryptionCommits(round_id=round_id, attempt=attempt, commits=held)
 
     @_rpc
     def SubmitMasking(self, request: pb.MaskingUpload, context: grpc.ServicerContext) -> pb.Ack:
@@ -556,28 +571,38 @@ class FederationServicer(pb_grpc.FederationServicer):
         """Accept a signed epsilon report only if the artist's identity key signed it; store it if configured."""
         artist = self._artist(context, "UploadEpsilonReport")
         with self._cond:  # one writer of the reports directory
-            accept_report(request, artist, self.keys.identity_public_keys[artist], self.config.reports_dir)
-            self.coordinator.record_report(artist, request.round_id)
-            self._saved_round = (-1, False)  # persist the report index
-            self._changed()
+            self.store_report(artist, request)
+        return pb.Ack(round_id=request.round_id, accepted_bytes=len(request.signed_json))
+
+    def store_report(self, artist: str, request: pb.EpsilonReport) -> None:
+        """Accept ``artist``'s report only if its identity key signed it; store it if configured
+        (call with ``_cond`` held)."""
+        accept_report(request, artist, self.keys.identity_public_keys[artist], self.config.reports_dir)
+        self.coordinator.record_report(artist, request.round_id)
+        self._saved_round = (-1, False)  # persist the report index
+        self._changed()
         log.info(
             "epsilon report of %s for round %d stored",
             artist,
             request.round_id,
             extra={"artist": artist, "round": request.round_id},
         )
-        return pb.Ack(round_id=request.round_id, accepted_bytes=len(request.signed_json))
 
     @_rpc
     def Withdraw(self, request: pb.Withdrawal, context: grpc.ServicerContext) -> pb.Ack:
         """The artist retires for good (e.g. privacy budget); the reason is persisted and logged."""
         artist = self._artist(context, "Withdraw")
-        reason = withdrawal_reason(request)
         with self._cond:
-            self.coordinator.retire(artist, reason)
-            self.coordinator.tick(self.clock())  # the phase may now be complete without it
-            self._saved_round = (-1, False)  # persist the retirement
-            self._changed()
+            reason = self.withdraw(artist, request)
+        return pb.Ack(round_id=request.round_id, detail=f"retired: {reason}")
+
+    def withdraw(self, artist: str, request: pb.Withdrawal) -> str:
+        """Retire ``artist`` for good (call with ``_cond`` held); returns the reason kept."""
+        reason = withdrawal_reason(request)
+        self.coordinator.retire(artist, reason)
+        self.coordinator.tick(self.clock())  # the phase may now be complete without it
+        self._saved_round = (-1, False)  # persist the retirement
+        self._changed()
         log.warning(
             "%s retired at round %d: %s",
             artist,
@@ -585,9 +610,7 @@ class FederationServicer(pb_grpc.FederationServicer):
             reason,
             extra={"artist": artist, "round": request.round_id, "reason": reason},
         )
-        return pb.Ack(
-            round_id=request.round_id, detail=f"retired: {self.coordinator.state.retired.get(artist, reason)}"
-        )
+        return self.coordinator.state.retired.get(artist, reason)
 
     @_rpc
     def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryResponse:
@@ -707,8 +730,9 @@ class RunningServer:
         return self.servicer.outputs_settled()
 
 
-def start_server(config: ServerConfig, keys: ServerKeys, clock: Callable[[], float] = time.time) -> RunningServer:
-    """Start serving on ``config.listen`` (port 0 picks a free one) with mutual TLS; returns at once."""
+def new_servicer(config: ServerConfig, keys: ServerKeys, clock: Callable[[], float] = time.time) -> FederationServicer:
+    """The server's state, its first round open: coordinator (resumed from ``config.state_db``),
+    store, reports directory and revocations; any transport (gRPC here, Flower) drives it."""
     require_dp_schedule(config.dp, config.schedule.standardise)
     if config.reports_dir is not None:  # lets `fedstyle audit <reports_dir>` verify every artist's reports
         register_roster_keys(config.reports_dir, {a: keys.identity_public_keys[a] for a in keys.artists})
@@ -716,9 +740,15 @@ def start_server(config: ServerConfig, keys: ServerKeys, clock: Callable[[], flo
     coordinator = restore_coordinator(config, keys, store)
     coordinator.start(clock())
     revocations = None if config.crl is None else auth.Revocations(config.crl, keys.ca_certificate, clock=clock)
-    servicer = FederationServicer(
+    return FederationServicer(
         config=config, keys=keys, coordinator=coordinator, store=store, clock=clock, revocations=revocations
     )
+
+
+def start_server(config: ServerConfig, keys: ServerKeys, clock: Callable[[], float] = time.time) -> RunningServer:
+    """Start serving on ``config.listen`` (port 0 picks a free one) with mutual TLS; returns at once."""
+    servicer = new_servicer(config, keys, clock)
+    coordinator = servicer.coordinator
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),

@@ -1,0 +1,162 @@
+"""The project's ``fedstyle.v1`` protobuf messages carried in Flower ``RecordDict`` s.
+
+One Flower message type per round phase (``train.publish``, ``train.contribute``, ``query.decrypt``,
+...) plus ``query.register``; its content is one ``ConfigRecord`` of protobuf bytes, so every
+field keeps the meaning (and the checks) it has over gRPC.  Server -> artist: the round plan, the
+broadcast, the CKKS contribution set and commitments.  Artist -> server: what the gRPC artist would
+have called, in order (a publication, a contribution or decryption, epsilon reports, a withdrawal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from flwr.app import ConfigRecord, ConfigRecordValues, RecordDict
+from google.protobuf.message import Message as ProtoMessage
+
+from fedstyle_secure.transport.wire import pb
+
+RECORD = "fedstyle"
+REGISTER = "query.register"
+PHASE_ACTIONS: dict[str, str] = {  # coordinator phase -> Flower message type (train: the artist trains)
+    "publish": "train.publish",
+    "contribute": "train.contribute",
+    "decrypt": "query.decrypt",
+}
+# keys of the artist's reply
+CLAIM, NONCE, SIGNATURE = "artist", "nonce", "signature"
+PUBLISH, UPLOAD_HEADER, UPLOAD_PAYLOAD, REPORTS, WITHDRAW, COMMIT = (
+    "publish",
+    "upload_header",
+    "upload_payload",
+    "reports",
+    "withdraw",
+    "commit",
+)
+M = TypeVar("M", bound=ProtoMessage)
+# keys of the server's message
+PLAN, BROADCAST, CONTRIBUTION_SET, CONTRIBUTIONS, COMMITS = "plan", "broadcast", "set", "contributions", "commits"
+
+
+@dataclass
+class ServerMessage:
+    """What the server sends an artist for one phase (absent parts are ``None``)."""
+
+    plan: pb.RoundPlan
+    broadcast: pb.BroadcastBody | None = None
+    contribution_set: pb.ContributionSet | None = None
+    contributions: dict[str, bytes] = field(default_factory=dict)  # CKKS committee: artist -> ciphertext
+    commits: pb.DecryptionCommits | None = None
+
+    def to_record(self) -> RecordDict:
+        values: dict[str, ConfigRecordValues] = {PLAN: self.plan.SerializeToString()}
+        if self.broadcast is not None:
+            values[BROADCAST] = self.broadcast.SerializeToString()
+        if self.contribution_set is not None:
+            values[CONTRIBUTION_SET] = self.contribution_set.SerializeToString()
+            values[CONTRIBUTIONS + ".artists"] = list(self.contributions)
+            values[CONTRIBUTIONS + ".payloads"] = list(self.contributions.values())
+        if self.commits is not None:
+            values[COMMITS] = self.commits.SerializeToString()
+        return RecordDict({RECORD: ConfigRecord(values)})
+
+    @classmethod
+    def from_record(cls, content: RecordDict) -> ServerMessage:
+        values = _values(content)
+        artists = [str(a) for a in _list(values, CONTRIBUTIONS + ".artists")]
+        payloads = [bytes(p) for p in _list(values, CONTRIBUTIONS + ".payloads")]
+        return cls(
+            plan=pb.RoundPlan.FromString(_bytes(values, PLAN)),
+            broadcast=_optional(values, BROADCAST, pb.BroadcastBody),
+            contribution_set=_optional(values, CONTRIBUTION_SET, pb.ContributionSet),
+            contributions=dict(zip(artists, payloads)),
+            commits=_optional(values, COMMITS, pb.DecryptionCommits),
+        )
+
+
+@dataclass
+class ArtistReply:
+    """What an artist answers to one phase: the calls the gRPC artist would have made."""
+
+    artist: str
+    publication: pb.PrototypePublication | None = None
+    upload: tuple[pb.PayloadHeader, bytes] | None = None
+    reports: list[pb.EpsilonReport] = field(default_factory=list)
+    withdrawal: pb.Withdrawal | None = None
+    commit: pb.DecryptionCommit | None = None
+
+    def to_record(self) -> RecordDict:
+        values: dict[str, ConfigRecordValues] = {CLAIM: self.artist}
+        if self.publication is not None:
+            values[PUBLISH] = self.publication.SerializeToString()
+        if self.upload is not None:
+            values[UPLOAD_HEADER], values[UPLOAD_PAYLOAD] = self.upload[0].SerializeToString(), self.upload[1]
+        if self.reports:
+            values[REPORTS] = [r.SerializeToString() for r in self.reports]
+        if self.withdrawal is not None:
+            values[WITHDRAW] = self.withdrawal.SerializeToString()
+        if self.commit is not None:
+            values[COMMIT] = self.commit.SerializeToString()
+        return RecordDict({RECORD: ConfigRecord(values)})
+
+    @classmethod
+    def from_record(cls, content: RecordDict) -> ArtistReply:
+        values = _values(content)
+        header = _optional(values, UPLOAD_HEADER, pb.PayloadHeader)
+        return cls(
+            artist=str(values.get(CLAIM, "")),
+            publication=_optional(values, PUBLISH, pb.PrototypePublication),
+            upload=None if header is None else (header, _bytes(values, UPLOAD_PAYLOAD)),
+            reports=[pb.EpsilonReport.FromString(bytes(r)) for r in _list(values, REPORTS)],
+            withdrawal=_optional(values, WITHDRAW, pb.Withdrawal),
+            commit=_optional(values, COMMIT, pb.DecryptionCommit),
+        )
+
+
+def registration_request(nonce: bytes) -> RecordDict:
+    return RecordDict({RECORD: ConfigRecord({NONCE: nonce})})
+
+
+def registration_nonce(content: RecordDict) -> bytes:
+    return _bytes(_values(content), NONCE)
+
+
+def registration_reply(artist: str, signature: bytes) -> RecordDict:
+    return RecordDict({RECORD: ConfigRecord({CLAIM: artist, SIGNATURE: signature})})
+
+
+def registration_claim(content: RecordDict) -> tuple[str, bytes]:
+    """(claimed artist id, its signature of the server's nonce) of a registration reply."""
+    values = _values(content)
+    return str(values.get(CLAIM, "")), _bytes(values, SIGNATURE)
+
+
+def _values(content: RecordDict) -> ConfigRecord:
+    record = content.config_records.get(RECORD)
+    if record is None:
+        raise ValueError(f"the message carries no {RECORD!r} record")
+    return record
+
+
+def _bytes(values: ConfigRecord, key: str) -> bytes:
+    value = values.get(key)
+    if not isinstance(value, bytes):
+        raise ValueError(f"the message's {key!r} is missing or not bytes")
+    return value
+
+
+def _list(values: ConfigRecord, key: str) -> list:
+    value = values.get(key, [])
+    if not isinstance(value, list):
+        raise ValueError(f"the message's {key!r} is not a list")
+    return value
+
+
+def _optional(values: ConfigRecord, key: str, message_type: type[M]) -> M | None:
+    """The protobuf message ``key`` if present (``DecodeError`` if it is not one)."""
+    if key not in values:
+        return None
+    message = message_type()
+    message.ParseFromString(_bytes(values, key))
+    return message
