@@ -595,6 +595,8 @@ class FederationServicer(pb_grpc.FederationServicer):
         if not self._index_published():
             if self._index_error:
                 raise Unavailable(f"the style index could not be written yet ({self._index_error}); the server retries")
+            if self.coordinator.failed is not None:
+                raise WrongRound(f"this server's run failed, so it publishes no style index: {self.coordinator.failed}")
             raise WrongRound(
                 "this server has no published style index yet (it is written after the final round when server.index "
                 "is set)"
