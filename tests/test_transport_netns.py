@@ -36,6 +36,9 @@ PORT, N_ARTISTS, ROUNDS, CKKS_ROUNDS = 50077, 3, 2, 1
 # feature and warm-start caches are filled before the processes start (the ``data`` fixture, the first
 # DP server), so a phase is only the artists' start-up and one round of DP-SGD on 6 artworks.
 PHASE_SECONDS = 30
+# After the last round the server lingers this long for a registered artist that never fetches the
+# final plan (the killed one); default 30 s.
+SESSION_TIMEOUT_SECONDS = 5
 VICTIM, HANG_AT = "artist_02", "2:masked_input"  # killed in round 2's masked-input phase
 # Artists run DP-SGD (record-level epsilon over the whole run, see transport/dp_config.py); under
 # DP the unnoised set-up round is off, so the masked sums are those of rounds 1..ROUNDS.
@@ -159,7 +162,8 @@ def _run(
     record.mkdir(parents=True)
     hooks = tmp_path / "netns_hooks.py"
     (run / "server.toml").write_text(
-        f'[server]\nkeys = "{keys}"\nstate_db = "state.sqlite"\nlisten = "0.0.0.0:{PORT}"\n\n'
+        f'[server]\nkeys = "{keys}"\nstate_db = "state.sqlite"\nlisten = "0.0.0.0:{PORT}"\n'
+        f"session_timeout_seconds = {SESSION_TIMEOUT_SECONDS}\n\n"
         f'[federation]\nrounds = {rounds}\nsecure_mode = "{secure_mode}"\nquorum = 2\n'
         f"phase_seconds = {PHASE_SECONDS}\nmasking_seconds = 5\nrefreshes = {list(range(rounds))}\n"
         f"epsilon = {DP_EPSILON}\n"
