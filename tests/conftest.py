@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+
+from fedstyle_secure.data.public import PUBLIC_SET_VARIABLE, met_available
 
 # One compute thread per process: the suite runs servers, in-process artist threads and artist
 # processes side by side on 2 cores, and torch's default (one thread per core in every process)
 # oversubscribes them: a 20-round run measured ~30x slower that way on this machine.
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # artist and server processes the tests start
 torch.set_num_threads(1)
+# The public alignment set of every federation the suite runs (simulated, loopback, the netns test's
+# processes): the first 48 Met paintings, announced as ``met:48``, not all 174.  Its style features
+# (48 images x 5 views through EfficientNet-Lite0) are the session's largest one-off cost; 48 keeps
+# the public whitening's rank near the 64-dim embeddings the servers use.
+os.environ.setdefault(PUBLIC_SET_VARIABLE, "met:48" if met_available() else "generated:48")
 
 WIKIART_DEV = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "wikiart-dev"
 
@@ -38,10 +48,44 @@ def tiny_federation(feature_cache):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, feature_cache: Path) -> Path:
     """3 synthetic artists x 6 images in ``<tmp>/data/<artist>/``, for loopback federations; their
-    feature cache ``data.parent / "cache"`` is the session's."""
+    feature cache ``data.parent / "cache"`` is the session's, holding the style features of these
+    artworks and of the public set before any federation starts: a party's one-off feature extraction
+    must not race a test's phase deadlines (on a loaded machine it took longer than them)."""
+    from fedstyle_secure.data.images import load_image_folder
     from fedstyle_secure.data.synth import write_synthetic_folder
+    from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, build_input_bank
+    from fedstyle_secure.transport.federation_model import public_bank
 
     root = tmp_path_factory.mktemp("federation")
     write_synthetic_folder(root / "data", 3, 6, seed=0)
     (root / "cache").symlink_to(feature_cache, target_is_directory=True)
+    artworks, _ = load_image_folder(root / "data")
+    build_input_bank(artworks.images, artworks.keys, DEFAULT_BACKBONE, DEFAULT_VIEWS, seed=0, cache_dir=feature_cache)
+    public_bank(feature_cache)
     return root / "data"
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory) -> Path:
+    """Fresh key files (CA, server, CKKS) for :data:`tests.servers.ARTISTS` and one buyer, per test module."""
+    from fedstyle_secure.transport.loopback import write_fresh_keys
+    from tests.servers import ARTISTS, BUYER
+
+    return write_fresh_keys(tmp_path_factory.mktemp("keys") / "set", ARTISTS, [BUYER])
+
+
+@pytest.fixture
+def serve(tmp_path) -> Iterator[Callable[..., Any]]:
+    """Start real loopback servers (:func:`tests.servers.start`, database in ``tmp_path``): ``serve(keys,
+    schedule=None, clock=time.time, **server_config_fields)``; every one is stopped at teardown."""
+    from tests.servers import start
+
+    started: list[Any] = []
+
+    def serving(keys: Path, schedule: Any = None, clock: Callable[[], float] = time.time, **fields: Any) -> Any:
+        started.append(start(keys, tmp_path, schedule, clock, **fields))
+        return started[-1]
+
+    yield serving
+    for server in started:
+        server.stop(0)

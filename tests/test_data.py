@@ -165,3 +165,46 @@ def test_cache_entry_is_computed_once_by_callers_that_start_together(tmp_path):
     assert (
         ArrayCache(None, "tag").get_or_compute("k", compute, lambda a: True).shape == (5,) and len(calls) == 2
     )  # no cache: computed
+
+
+def test_feature_cache_extends_entries_with_missing_views_and_concurrent_parties_extract_once(tmp_path, monkeypatch):
+    """A bank with more views than cached computes only the missing views (views are prefix-stable),
+    and parties building the same bank at once extract it once (the others read the cache)."""
+    import threading
+
+    from fedstyle_secure.data.synth import generate_public_images
+    from fedstyle_secure.models import backbone
+    from fedstyle_secure.models.inputs import build_input_bank
+
+    images = generate_public_images(3, 7, 96)
+    keys = [f"img{i}" for i in range(3)]
+    extracted: list[int] = []  # images through the real extractor, per call (a counting wrapper)
+    real_forward = backbone.StyleStatistics.forward
+
+    def counting_forward(self, pixels):
+        extracted.append(len(pixels))
+        return real_forward(self, pixels)
+
+    monkeypatch.setattr(backbone.StyleStatistics, "forward", counting_forward)
+    build_input_bank(images, keys, n_views=1, cache_dir=tmp_path)
+    assert sum(extracted) == 3 * 2
+    extended = build_input_bank(images, keys, n_views=3, cache_dir=tmp_path)
+    assert sum(extracted) == 3 * 2 + 3 * 2  # views 2 and 3 only
+    fresh = build_input_bank(images, keys, n_views=3, cache_dir=None)
+    np.testing.assert_allclose(extended.views, fresh.views, rtol=1e-4, atol=1e-5)
+
+    extracted.clear()
+    banks = []
+    threads = [
+        threading.Thread(
+            target=lambda: banks.append(build_input_bank(images, keys, n_views=2, cache_dir=tmp_path / "b"))
+        )
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(extracted) == 3 * 3 and len(banks) == 3
+    for bank in banks:
+        np.testing.assert_array_equal(bank.views, banks[0].views)

@@ -16,12 +16,12 @@ import pytest
 import torch
 from scipy import stats
 
+from fedstyle_secure.data.public import default_public_set, public_set_name
 from fedstyle_secure.data.synth import write_synthetic_folder
 from fedstyle_secure.federation.client import Broadcast, StyleClient
 from fedstyle_secure.models.embed import embed, normalise_rows, prototype_sums
 from fedstyle_secure.privacy.plan import DpConfig, DpPlan, new_ledger, plan_dp, plan_participation
 from fedstyle_secure.randomness import SECURE_NOISE_SOURCE, CsprngNoise, NoiseSource, SeededNoise
-from fedstyle_secure.training.dataset import DEFAULT_PUBLIC_IMAGES
 from fedstyle_secure.training.local import LocalConfig, LocalData, RoundContext, train_local
 from fedstyle_secure.transport.artist.runner import build_style_client
 from fedstyle_secure.transport.config import ClientConfig
@@ -103,7 +103,7 @@ def artist_setup(tmp_path_factory: pytest.TempPathFactory, feature_cache):
         seed=0,
         embedding_dim=128,
         total_rounds=2,
-        public_set=pb.PublicSetReference(name=f"generated:{DEFAULT_PUBLIC_IMAGES}:seed0"),
+        public_set=pb.PublicSetReference(name=public_set_name(default_public_set())),  # the session's
     )
     return config, ("artist_00", "artist_01", "artist_02"), plan
 

@@ -33,9 +33,11 @@ def test_same_seed_same_warm_start_and_no_steps_is_the_plain_initialisation(tiny
 def test_warm_start_lowers_the_public_instance_loss(tiny_federation):
     model = _model(tiny_federation, 0)
     losses = pretrain_on_public(model.encoder, tiny_federation.public, PretrainConfig(steps=60, batch_size=32), seed=1)
-    # measured: 2.57 -> 2.33 (the residual head starts at the public PCA whitening, already a
-    # reasonable instance embedding; 2.79 -> 2.40 from the old random start)
-    assert np.mean(losses[-10:]) < 0.95 * np.mean(losses[:10])
+    # measured on the suite's public set (met:48): 2.32 -> 2.22, every one of the last 10 batches below
+    # every one of the first 10 (the residual head starts at the public PCA whitening, which on 48 images
+    # is already a near-perfect instance embedding; on all 174 Met paintings 2.57 -> 2.33)
+    assert np.mean(losses[-10:]) < 0.97 * np.mean(losses[:10])
+    assert max(losses[-10:]) < min(losses[:10])
 
 
 def test_needs_augmented_views_and_is_on_only_under_dp(tiny_federation):

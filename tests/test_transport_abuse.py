@@ -22,24 +22,18 @@ from fedstyle_secure.privacy.reports import build_report, redacted_report, sign_
 from fedstyle_secure.randomness import SECURE_NOISE_SOURCE
 from fedstyle_secure.secure.ckks.decryption import Attempt, layout_bytes, payload_digest, sign_contribution
 from fedstyle_secure.secure.ckks.primitives import encrypt
-from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.secure.keys.keystore import load_artist_keys
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel, query, with_layout
 from fedstyle_secure.transport.auth import buyer_tls_pem, sign_registration
-from fedstyle_secure.transport.config import ServerConfig
 from fedstyle_secure.transport.loopback import write_fresh_keys
-from fedstyle_secure.transport.server.servicer import SERVICE_NAME, start_server
+from fedstyle_secure.transport.server.servicer import SERVICE_NAME
 from fedstyle_secure.transport.server.upload_limits import expected_layout, payload_limit
 from fedstyle_secure.transport.wire import chunk_payload, new_nonce, pb, pb_grpc
 from tests.fakes import Clock
+from tests.servers import ARTISTS, address, connect, refused
 
-ARTISTS = ("artist_a", "artist_b", "artist_c")
 F = STYLE_FEATURE_DIM  # the set-up round's feature width in the server's plan (from its model)
 MOMENTS = {"clients": np.array([1.0]), "feature_mean": np.full(F, 0.5), "feature_sq_mean": np.full(F, 0.5)}
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory) -> Path:
-    return write_fresh_keys(tmp_path_factory.mktemp("keys") / "set", ARTISTS, ["buyer_x"])
 
 
 @pytest.fixture(scope="module")
@@ -47,48 +41,28 @@ def foreign_keys(tmp_path_factory) -> Path:
     return write_fresh_keys(tmp_path_factory.mktemp("foreign") / "set", ARTISTS)
 
 
-def _serve(keys: Path, tmp_path: Path, secure_mode: str = "none"):
+def _serve(serve, keys: Path, tmp_path: Path, secure_mode: str = "none"):
     clock = Clock()
-    config = ServerConfig(
-        keys=keys,
-        state_db=tmp_path / "server.sqlite",
-        listen="127.0.0.1:0",
+    running = serve(
+        keys,
+        Schedule(rounds=1, quorum=2, phase_seconds=60, startup_seconds=0, secure_mode=secure_mode),
+        clock,
         reports_dir=tmp_path / "reports",
-        schedule=Schedule(rounds=1, quorum=2, phase_seconds=60, startup_seconds=0, secure_mode=secure_mode),
         max_message_bytes=64 * 1024,
         max_payload_bytes=256 * 1024,
         stream_idle_seconds=1.0,
     )
-    return start_server(config, load_server_keys(keys), clock=clock), clock
+    return running, clock
 
 
 @pytest.fixture
-def served(keys, tmp_path):
-    running, clock = _serve(keys, tmp_path)
-    yield running, clock
-    running.stop(0)
-
-
-def _address(running) -> str:
-    return f"127.0.0.1:{running.port}"
-
-
-def _connect(running, keys: Path, artist: str) -> tuple[grpc.Channel, ArtistSession]:
-    artist_keys = load_artist_keys(keys, artist)
-    channel = open_channel(_address(running), artist_keys.tls_pem())
-    return channel, ArtistSession.register(channel, artist_keys)
+def served(serve, keys, tmp_path):
+    return _serve(serve, keys, tmp_path)
 
 
 def _upload(session: ArtistSession, round_id: int = 0, arrays=MOMENTS, **kwargs) -> pb.Ack:
     vector, layout = pack(arrays)
     return session.upload(round_id, pb.PAYLOAD_KIND_PLAIN_VECTOR, vector.astype("<f8").tobytes(), layout, **kwargs)
-
-
-def _refused(call, code: grpc.StatusCode, words: str) -> None:
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    assert info.value.code() == code, info.value.details()
-    assert words in info.value.details()
 
 
 def _still_serving(running, session: ArtistSession, accepted: int) -> None:
@@ -100,7 +74,7 @@ def _still_serving(running, session: ArtistSession, accepted: int) -> None:
 
 def test_health_service_reports_serving(served, keys):
     running, _ = served
-    with open_channel(_address(running), load_artist_keys(keys, "artist_a").tls_pem()) as channel:
+    with open_channel(address(running), load_artist_keys(keys, "artist_a").tls_pem()) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5
         )
@@ -111,8 +85,8 @@ def test_certificate_from_foreign_ca_is_refused_at_handshake(served, keys, forei
     running, _ = served
     real_ca = load_artist_keys(keys, "artist_a").tls_pem()[0]
     _, cert, key = load_artist_keys(foreign_keys, "artist_a").tls_pem()
-    with open_channel(_address(running), (real_ca, cert, key)) as channel:
-        _refused(
+    with open_channel(address(running), (real_ca, cert, key)) as channel:
+        refused(
             lambda: pb_grpc.FederationStub(channel).GetStatus(pb.StatusRequest(), timeout=5),
             grpc.StatusCode.UNAVAILABLE,
             "",
@@ -131,8 +105,8 @@ def test_certificate_cannot_register_as_another_artist(served, keys):
         protocol="fedstyle.v1",
         identity_signature=sign_registration(artist_keys.identity_key, "artist_b", nonce),
     )
-    with open_channel(_address(running), artist_keys.tls_pem()) as channel:
-        _refused(
+    with open_channel(address(running), artist_keys.tls_pem()) as channel:
+        refused(
             lambda: pb_grpc.FederationStub(channel).Register(request, timeout=5),
             grpc.StatusCode.PERMISSION_DENIED,
             "cannot register as 'artist_b'",
@@ -150,8 +124,8 @@ def test_registration_needs_the_identity_key(served, keys):
         protocol="fedstyle.v1",
         identity_signature=sign_registration(b.identity_key, "artist_a", nonce),
     )
-    with open_channel(_address(running), a.tls_pem()) as channel:
-        _refused(
+    with open_channel(address(running), a.tls_pem()) as channel:
+        refused(
             lambda: pb_grpc.FederationStub(channel).Register(request, timeout=5),
             grpc.StatusCode.PERMISSION_DENIED,
             "identity key",
@@ -160,7 +134,7 @@ def test_registration_needs_the_identity_key(served, keys):
 
 def test_round_plan_carries_the_schedule(served, keys):
     running, _ = served
-    channel, session = _connect(running, keys, "artist_a")
+    channel, session = connect(running, keys, "artist_a")
     with channel:
         plan = session.plan()
     assert (plan.round_id, plan.kind, plan.phase, plan.secure_mode) == (0, pb.ROUND_KIND_SETUP, "contribute", "none")
@@ -171,23 +145,23 @@ def test_round_plan_carries_the_schedule(served, keys):
 
 def test_calls_without_a_session_are_unauthenticated(served, keys):
     running, _ = served
-    with open_channel(_address(running), load_artist_keys(keys, "artist_a").tls_pem()) as channel:
+    with open_channel(address(running), load_artist_keys(keys, "artist_a").tls_pem()) as channel:
         call = lambda: pb_grpc.FederationStub(channel).GetRoundPlan(pb.RoundPlanRequest(), timeout=5)
-        _refused(call, grpc.StatusCode.UNAUTHENTICATED, "call Register first")
+        refused(call, grpc.StatusCode.UNAUTHENTICATED, "call Register first")
 
 
 def test_buyer_may_only_query(served, keys):
     running, _ = served
     tls = buyer_tls_pem(keys, "buyer_x")
-    with open_channel(_address(running), tls) as channel:
+    with open_channel(address(running), tls) as channel:
         request = pb.RegisterRequest(artist_id="buyer_x", protocol="fedstyle.v1")
-        _refused(
+        refused(
             lambda: pb_grpc.FederationStub(channel).Register(request, timeout=5),
             grpc.StatusCode.PERMISSION_DENIED,
             "buyer certificate",
         )
-    _refused(
-        lambda: query(_address(running), tls, b"not an image"),
+    refused(
+        lambda: query(address(running), tls, b"not an image"),
         grpc.StatusCode.FAILED_PRECONDITION,
         "no published style index",
     )
@@ -195,33 +169,33 @@ def test_buyer_may_only_query(served, keys):
 
 def test_artist_may_not_query(served, keys):
     running, _ = served
-    _refused(
-        lambda: query(_address(running), load_artist_keys(keys, "artist_a").tls_pem(), b""),
+    refused(
+        lambda: query(address(running), load_artist_keys(keys, "artist_a").tls_pem(), b""),
         grpc.StatusCode.PERMISSION_DENIED,
         "may not call Query",
     )
 
 
-def test_second_connection_claiming_the_same_artist_is_refused(served, keys):
+def test_second_connection_claiming_the_same_artist_isrefused(served, keys):
     running, _ = served
-    first, _ = _connect(running, keys, "artist_a")
+    first, _ = connect(running, keys, "artist_a")
     with first:
-        _refused(lambda: _connect(running, keys, "artist_a"), grpc.StatusCode.ALREADY_EXISTS, "already connected")
+        refused(lambda: connect(running, keys, "artist_a"), grpc.StatusCode.ALREADY_EXISTS, "already connected")
 
 
 def test_malformed_contribution(served, keys):
     running, _ = served
-    channel, session = _connect(running, keys, "artist_a")
+    channel, session = connect(running, keys, "artist_a")
     with channel:
         vector, layout = pack(MOMENTS)
         bad = vector[:-1].astype("<f8").tobytes()  # one value short of its layout
-        _refused(
+        refused(
             lambda: session.upload(0, pb.PAYLOAD_KIND_PLAIN_VECTOR, bad, layout),
             grpc.StatusCode.INVALID_ARGUMENT,
             "the layout needs",
         )
         nan = np.full_like(vector, np.nan).astype("<f8").tobytes()
-        _refused(
+        refused(
             lambda: session.upload(0, pb.PAYLOAD_KIND_PLAIN_VECTOR, nan, layout),
             grpc.StatusCode.INVALID_ARGUMENT,
             "NaN",
@@ -229,8 +203,8 @@ def test_malformed_contribution(served, keys):
         headless = iter([pb.Chunk(data=b"\0" * 8)])
         upload = session.stub.UploadContribution
         target = session.submission_metadata(0, "contribute")
-        _refused(lambda: upload(headless, metadata=target, timeout=5), grpc.StatusCode.INVALID_ARGUMENT, "header")
-        _refused(
+        refused(lambda: upload(headless, metadata=target, timeout=5), grpc.StatusCode.INVALID_ARGUMENT, "header")
+        refused(
             lambda: upload(iter([]), metadata=session.metadata, timeout=5),
             grpc.StatusCode.INVALID_ARGUMENT,
             "must carry 'fedstyle-round'",
@@ -241,14 +215,14 @@ def test_malformed_contribution(served, keys):
 
 def test_oversized_message_and_payload(served, keys):
     running, _ = served
-    channel, session = _connect(running, keys, "artist_a")
+    channel, session = connect(running, keys, "artist_a")
     with channel:
         huge = pb.RegisterRequest(artist_id="artist_a", nonce=b"\0" * (128 * 1024))
-        _refused(lambda: session.stub.Register(huge, timeout=5), grpc.StatusCode.RESOURCE_EXHAUSTED, "")
+        refused(lambda: session.stub.Register(huge, timeout=5), grpc.StatusCode.RESOURCE_EXHAUSTED, "")
         big = {**MOMENTS, "feature_mean": np.zeros(40_000)}  # 320 kB: over the set-up round's layout, < max_payload
         limit = payload_limit(expected_layout("fedstyle", 0, len(ARTISTS), 64), "contribute", "none", None)
         assert limit < 64 * 1024  # from the round's layout (2 x 1536 feature moments + 1), not the 256 KiB ceiling
-        _refused(
+        refused(
             lambda: _upload(session, arrays=big, chunk_bytes=32 * 1024),
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             f"at most {limit} (the largest legitimate upload of round 0 phase 'contribute'",
@@ -258,9 +232,9 @@ def test_oversized_message_and_payload(served, keys):
 
 def test_wrong_round_id(served, keys):
     running, _ = served
-    channel, session = _connect(running, keys, "artist_a")
+    channel, session = connect(running, keys, "artist_a")
     with channel:
-        _refused(
+        refused(
             lambda: _upload(session, round_id=7),
             grpc.StatusCode.FAILED_PRECONDITION,
             "round 7 is not the current round 0",
@@ -270,25 +244,25 @@ def test_wrong_round_id(served, keys):
 
 def test_replayed_and_duplicated_submissions(served, keys):
     running, _ = served
-    channel, session = _connect(running, keys, "artist_a")
+    channel, session = connect(running, keys, "artist_a")
     with channel:
         nonce = new_nonce()
         _upload(session, nonce=nonce)
-        _refused(lambda: _upload(session, nonce=nonce), grpc.StatusCode.ALREADY_EXISTS, "replayed")
-        _refused(lambda: _upload(session), grpc.StatusCode.ALREADY_EXISTS, "already submitted")
+        refused(lambda: _upload(session, nonce=nonce), grpc.StatusCode.ALREADY_EXISTS, "replayed")
+        refused(lambda: _upload(session), grpc.StatusCode.ALREADY_EXISTS, "already submitted")
         _still_serving(running, session, accepted=1)
 
 
 def test_submission_after_the_deadline(served, keys):
     """a and b answer; at the deadline the phase closes without c (quorum 2); c is then too late."""
     running, clock = served
-    sessions = {a: _connect(running, keys, a) for a in ARTISTS}
+    sessions = {a: connect(running, keys, a) for a in ARTISTS}
     for artist in ("artist_a", "artist_b"):
         _upload(sessions[artist][1])
     clock.now += 61
     late = sessions["artist_c"][1]
     assert late.plan(0, "contribute", wait_seconds=5).round_id == 1  # the server moved on without c
-    _refused(lambda: _upload(late), grpc.StatusCode.DEADLINE_EXCEEDED, "closed at its deadline")
+    refused(lambda: _upload(late), grpc.StatusCode.DEADLINE_EXCEEDED, "closed at its deadline")
     assert running.servicer.coordinator.standardisation is not None
     for channel, _ in sessions.values():
         channel.close()
@@ -296,7 +270,7 @@ def test_submission_after_the_deadline(served, keys):
 
 def test_stalled_upload_is_cut_off(served, keys):
     running, _ = served
-    channel, session = _connect(running, keys, "artist_a")
+    channel, session = connect(running, keys, "artist_a")
     with channel:
         vector, layout = pack(MOMENTS)
 
@@ -308,79 +282,73 @@ def test_stalled_upload_is_cut_off(served, keys):
 
         started = time.monotonic()
         target = session.submission_metadata(0, "contribute")
-        _refused(
+        refused(
             lambda: session.stub.UploadContribution(stalling(), metadata=target, timeout=10),
             grpc.StatusCode.DEADLINE_EXCEEDED,
             "stalled",
         )
         assert time.monotonic() - started < 5
-        _, other = _connect(running, keys, "artist_b")
+        _, other = connect(running, keys, "artist_b")
         assert _upload(other).round_id == 0  # others are still served
 
 
-def test_ciphertext_with_foreign_parameters(keys, foreign_keys, tmp_path):
-    running, _ = _serve(keys, tmp_path, secure_mode="ckks")
-    try:
-        channel, session = _connect(running, keys, "artist_a")
-        with channel:
-            vector, layout = pack(MOMENTS)
-            artist = load_artist_keys(keys, "artist_a")
-            at = Attempt(0, 0, artist.ckks.fingerprint)
+def test_ciphertext_with_foreign_parameters(serve, keys, foreign_keys, tmp_path):
+    running, _ = _serve(serve, keys, tmp_path, secure_mode="ckks")
+    channel, session = connect(running, keys, "artist_a")
+    with channel:
+        vector, layout = pack(MOMENTS)
+        artist = load_artist_keys(keys, "artist_a")
+        at = Attempt(0, 0, artist.ckks.fingerprint)
 
-            def signed(payload: bytes) -> bytes:  # a valid signature: only the parameters are wrong
-                return sign_contribution(
-                    artist.identity_key, at, "artist_a", layout_bytes(layout.fields), payload_digest(payload)
-                )
-
-            foreign = encrypt(load_artist_keys(foreign_keys, "artist_a").ckks, vector).serialize()
-            _refused(
-                lambda: session.upload(
-                    0,
-                    pb.PAYLOAD_KIND_CKKS_CIPHERTEXT,
-                    foreign,
-                    layout,
-                    chunk_bytes=32 * 1024,
-                    signature=signed(foreign),
-                ),
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "fingerprint mismatch",
+        def signed(payload: bytes) -> bytes:  # a valid signature: only the parameters are wrong
+            return sign_contribution(
+                artist.identity_key, at, "artist_a", layout_bytes(layout.fields), payload_digest(payload)
             )
-            own = encrypt(artist.ckks, vector).serialize()
-            ack = session.upload(
-                0, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, own, layout, chunk_bytes=32 * 1024, signature=signed(own)
-            )
-            assert ack.accepted_bytes == len(own)
-    finally:
-        running.stop(0)
+
+        foreign = encrypt(load_artist_keys(foreign_keys, "artist_a").ckks, vector).serialize()
+        refused(
+            lambda: session.upload(
+                0,
+                pb.PAYLOAD_KIND_CKKS_CIPHERTEXT,
+                foreign,
+                layout,
+                chunk_bytes=32 * 1024,
+                signature=signed(foreign),
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "fingerprint mismatch",
+        )
+        own = encrypt(artist.ckks, vector).serialize()
+        ack = session.upload(
+            0, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, own, layout, chunk_bytes=32 * 1024, signature=signed(own)
+        )
+        assert ack.accepted_bytes == len(own)
 
 
-def test_restart_resumes_from_the_saved_round(keys, tmp_path):
+def test_restart_resumes_from_the_saved_round(serve, keys, tmp_path):
     """The set-up round completes, the server is stopped; a new server on the same database resumes."""
-    running, _ = _serve(keys, tmp_path)
-    sessions = [_connect(running, keys, a) for a in ARTISTS]
+    running, _ = _serve(serve, keys, tmp_path)
+    sessions = [connect(running, keys, a) for a in ARTISTS]
     for _, session in sessions:
         _upload(session)
     mean, std = running.servicer.coordinator.standardisation
     running.stop(0)
     for channel, _ in sessions:
         channel.close()
-    resumed, _ = _serve(keys, tmp_path)
-    try:
-        channel, session = _connect(resumed, keys, "artist_a")
-        with channel:
-            plan = session.plan()
-            assert (plan.round_id, plan.phase) == (1, "contribute")
-            restored_mean, restored_std = resumed.servicer.coordinator.standardisation
-            np.testing.assert_array_equal(restored_mean, mean)
-            np.testing.assert_array_equal(restored_std, std)
-            np.testing.assert_allclose(mean, 0.5, rtol=1e-6)
-    finally:
-        resumed.stop(0)
+    resumed, _ = _serve(serve, keys, tmp_path)
+    channel, session = connect(resumed, keys, "artist_a")
+    with channel:
+        plan = session.plan()
+        assert (plan.round_id, plan.phase) == (1, "contribute")
+        restored_mean, restored_std = resumed.servicer.coordinator.standardisation
+        np.testing.assert_array_equal(restored_mean, mean)
+        np.testing.assert_array_equal(restored_std, std)
+        np.testing.assert_allclose(mean, 0.5, rtol=1e-6)
 
 
 def test_epsilon_reports_must_be_signed_by_the_artist(served, keys, tmp_path):
     running, _ = served
-    channel, session = _connect(running, keys, "artist_a")
+    channel, session = connect(running, keys, "artist_a")
     with channel:
         ledger = BudgetLedger(PrivacyBudget(1.0, 1e-5), 20)
         ledger.record([GaussianRelease(1.0, 8.0, 0, "style-prototype-sums")])
@@ -389,8 +357,24 @@ def test_epsilon_reports_must_be_signed_by_the_artist(served, keys, tmp_path):
         assert session.report(0, json.dumps(signed).encode()).accepted_bytes > 0
         assert (tmp_path / "reports" / "artist_a" / "round-0000.json").exists()
         forged = redacted_report(sign_report(report, load_artist_keys(keys, "artist_b").identity_key))
-        _refused(
+        refused(
             lambda: session.report(0, json.dumps(forged).encode()), grpc.StatusCode.PERMISSION_DENIED, "signed by key"
         )
-        _refused(lambda: session.report(0, b"{not json"), grpc.StatusCode.INVALID_ARGUMENT, "not JSON")
+        refused(lambda: session.report(0, b"{not json"), grpc.StatusCode.INVALID_ARGUMENT, "not JSON")
         assert dict(session.stub.GetStatus(pb.StatusRequest(), timeout=5).reports) == {"artist_a": 0}
+
+
+def test_query_after_a_run_that_gave_up_names_the_failure(served, keys):
+    """No artist answers: the set-up round is retried, then the run gives up.  A buyer is told the run
+    failed and why (not that the index is merely not written yet), and the server keeps answering."""
+    running, clock = served
+    deadline = time.monotonic() + 30
+    while running.servicer.coordinator.failed is None and time.monotonic() < deadline:
+        clock.now += 61  # a phase deadline passes; the ticker retries the round or gives up
+        time.sleep(0.3)
+    assert "gave up after 2 retries" in (running.servicer.coordinator.failed or "")
+    refused(
+        lambda: query(address(running), buyer_tls_pem(keys, "buyer_x"), b"not an image"),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "run failed, so it publishes no style index: round 0 phase 'contribute': 0 of 3 answered",
+    )

@@ -36,19 +36,17 @@ from fedstyle_secure.secure.ckks.decryption import (
     sign_contribution,
 )
 from fedstyle_secure.secure.ckks.primitives import CkksAggregator, CkksContext, CkksParams, EncryptedVector, encrypt
-from fedstyle_secure.secure.keys.keystore import ArtistKeys, load_artist_keys, load_server_keys
+from fedstyle_secure.secure.keys.keystore import ArtistKeys, load_artist_keys
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.artist.ckks import CkksClient, ckks_client
 from fedstyle_secure.transport.artist.runner import ArtistRunner
-from fedstyle_secure.transport.config import ClientConfig, ServerConfig
-from fedstyle_secure.transport.loopback import write_fresh_keys
+from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.server import servicer as server_module
-from fedstyle_secure.transport.server.servicer import start_server
 from fedstyle_secure.transport.wire import pb
 from tests.ckks_key_recovery import decrypt_first_chunk, recover_key
 from tests.fakes import Clock
+from tests.servers import ARTISTS, address, refused, start
 
-ARTISTS = ("artist_a", "artist_b", "artist_c")
 VALUES = {"artist_a": 1.0, "artist_b": 2.0, "artist_c": 4.0}
 
 
@@ -90,13 +88,12 @@ class Federation:
     def __init__(self, keys: Path, tmp_path: Path, quorum: int = 3) -> None:
         self.clock = Clock()
         schedule = Schedule(rounds=1, quorum=quorum, phase_seconds=60, max_retries=2, secure_mode="ckks")
-        config = ServerConfig(keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0", schedule=schedule)
-        self.running = start_server(config, load_server_keys(keys), clock=self.clock)
+        self.running = start(keys, tmp_path, schedule, self.clock)
         self.coordinator = self.running.servicer.coordinator
         self.parties: dict[str, Party] = {}
         for artist in ARTISTS:
             artist_keys = load_artist_keys(keys, artist)
-            channel = open_channel(f"127.0.0.1:{self.running.port}", artist_keys.tls_pem())
+            channel = open_channel(address(self.running), artist_keys.tls_pem())
             runner = ArtistRunner(
                 ClientConfig(keys=keys, data=tmp_path, artist=artist),
                 artist_keys,
@@ -156,11 +153,6 @@ class Federation:
         self.running.stop(0)
 
 
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory) -> Path:
-    return write_fresh_keys(tmp_path_factory.mktemp("keys") / "set", ARTISTS)
-
-
 @pytest.fixture
 def federation(keys, tmp_path):
     running = Federation(keys, tmp_path)
@@ -206,11 +198,6 @@ def test_server_refuses_misplaced_committee_calls_and_the_round_still_completes(
     member = f.parties[x]
     at = Attempt(0, 0, member.keys.ckks.fingerprint)
     digest = f.coordinator._ckks_round.digest
-
-    def refused(call, code: grpc.StatusCode, words: str) -> None:
-        with pytest.raises(grpc.RpcError) as info:
-            call()
-        assert info.value.code() == code and words in info.value.details(), info.value.details()
 
     refused(
         lambda: f.parties[outsider].session.contribution_set(0),

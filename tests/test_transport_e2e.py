@@ -6,16 +6,21 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+import grpc
 import numpy as np
 import pytest
 
 from fedstyle_secure.federation.coordinator import Schedule
+from fedstyle_secure.retrieval.index import StyleIndex
 from fedstyle_secure.secure.keys.keystore import load_server_keys
-from fedstyle_secure.transport.artist.channel import query
+from fedstyle_secure.transport.artist.channel import open_channel, query
 from fedstyle_secure.transport.auth import buyer_tls_pem
 from fedstyle_secure.transport.loopback import start_loopback
+from fedstyle_secure.transport.server import servicer as servicer_module
 from fedstyle_secure.transport.server.servicer import start_server
 from fedstyle_secure.transport.server.store import StateStore
+from fedstyle_secure.transport.wire import pb, pb_grpc
+from tests.servers import address, refused
 
 
 @pytest.mark.parametrize("secure_mode", ["none", "ckks"])
@@ -76,6 +81,53 @@ def test_server_restart_mid_run_resumes_and_artists_reconnect(tmp_path, data):
         federation.server.servicer.coordinator.state.round == 4
         and federation.server.servicer.coordinator.failed is None
     )
+
+
+def test_failed_index_publication_answers_unavailable_and_the_retry_publishes_the_final_state(
+    tmp_path, data, monkeypatch
+):
+    """The style index is written after the final round as a step of its own.  Its first attempt
+    fails for real (the index path is occupied by a file): buyers get UNAVAILABLE naming the cause,
+    the finished run is kept; once the path is freed the server's retry publishes the index of that
+    same final state."""
+    monkeypatch.setattr(servicer_module, "INDEX_RETRY_SECONDS", 0.2)  # product: 10 s between attempts
+    work = tmp_path / "run"
+    work.mkdir()
+    (work / "index").write_text("an operator's file where the index goes")
+    schedule = Schedule(rounds=1, quorum=3, phase_seconds=30, refreshes=frozenset({0}))
+    federation = start_loopback(work, data, schedule, cache_dir=data.parent / "cache")
+    try:
+        assert federation.join(timeout=100)
+        server, coordinator = federation.server, federation.server.servicer.coordinator
+        tls, image = buyer_tls_pem(work / "keys", "buyer"), next((data / "artist_01").iterdir()).read_bytes()
+        failed = refused(
+            lambda: query(address(server), tls, image), grpc.StatusCode.UNAVAILABLE, "could not be written yet"
+        )
+        assert "FileExistsError" in failed.details() and "the server retries" in failed.details()
+        assert not _status(server, tls).index_published
+        time.sleep(0.5)  # retries keep failing while the path is occupied
+        assert server.servicer._index_error and not (work / "index").is_dir()
+        (work / "index").unlink()  # the operator frees the path; the ticker's next attempt succeeds
+        deadline = time.monotonic() + 30
+        while not _status(server, tls).index_published and time.monotonic() < deadline:
+            time.sleep(0.05)
+        hits = query(address(server), tls, image, top_k=3)
+    finally:
+        federation.close()
+    assert federation.results == {a: 0 for a in ("artist_00", "artist_01", "artist_02")}
+    assert coordinator.failed is None and coordinator.state.round == 2 and coordinator.state.known.all()
+    assert sorted(a for a, _ in hits) == ["artist_00", "artist_01", "artist_02"]
+    index = StyleIndex.load(work / "index")  # the final state's prototypes, nothing lost or stale
+    assert tuple(index.artists) == coordinator.roster
+    np.testing.assert_allclose(index.prototypes, coordinator.state.prototypes, rtol=1e-5, atol=1e-6)
+    saved = StateStore(work / "server.sqlite").load()
+    assert saved.state.round == 2
+    np.testing.assert_array_equal(saved.state.prototypes, coordinator.state.prototypes)
+
+
+def _status(server, tls) -> pb.Status:
+    with open_channel(address(server), tls) as channel:
+        return pb_grpc.FederationStub(channel).GetStatus(pb.StatusRequest(), timeout=5)
 
 
 def _saved_round(store: StateStore) -> int:

@@ -31,22 +31,15 @@ from fedstyle_secure.privacy.reports import (
 )
 from fedstyle_secure.randomness import SECURE_NOISE_SOURCE
 from fedstyle_secure.retrieval.index import build_index
-from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
-from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel, query
+from fedstyle_secure.secure.keys.keystore import load_artist_keys
+from fedstyle_secure.transport.artist.channel import open_channel, query
 from fedstyle_secure.transport.auth import buyer_tls_pem
-from fedstyle_secure.transport.config import ServerConfig
-from fedstyle_secure.transport.loopback import write_fresh_keys
-from fedstyle_secure.transport.server.servicer import MAX_QUERY_PIXELS, start_server
+from fedstyle_secure.transport.server.servicer import MAX_QUERY_PIXELS
 from fedstyle_secure.transport.wire import new_nonce, pb, pb_grpc
 from tests.crafted import png_bomb
+from tests.servers import ARTISTS, address, connect
 
-ARTISTS = ("artist_a", "artist_b", "artist_c")
 DATASET_SIZE = 437  # a distinctive number of artworks
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory) -> Path:
-    return write_fresh_keys(tmp_path_factory.mktemp("keys") / "set", ARTISTS, ["buyer_x"])
 
 
 def _scratch_index(directory: Path) -> Path:
@@ -59,22 +52,13 @@ def _scratch_index(directory: Path) -> Path:
 
 
 @pytest.fixture
-def running(keys, tmp_path):
-    config = ServerConfig(
-        keys=keys,
-        state_db=tmp_path / "server.sqlite",
-        listen="127.0.0.1:0",
+def running(serve, keys, tmp_path):
+    return serve(
+        keys,
+        Schedule(rounds=1, quorum=2, phase_seconds=600),
         reports_dir=tmp_path / "reports",
         index=_scratch_index(tmp_path / "index"),
-        schedule=Schedule(rounds=1, quorum=2, phase_seconds=600),
     )
-    server = start_server(config, load_server_keys(keys))
-    yield server
-    server.stop(0)
-
-
-def _address(server) -> str:
-    return f"127.0.0.1:{server.port}"
 
 
 def _png(width: int, height: int) -> bytes:
@@ -83,36 +67,30 @@ def _png(width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
-def _connect(server, keys: Path, artist: str) -> tuple[grpc.Channel, ArtistSession]:
-    artist_keys = load_artist_keys(keys, artist)
-    channel = open_channel(_address(server), artist_keys.tls_pem())
-    return channel, ArtistSession.register(channel, artist_keys)
-
-
 def test_query_decompression_bomb_is_refused_from_its_header(running, keys):
     """A 10 kB PNG of 9000 x 9000 pixels (81 M: under PIL's own limit, ~0.3 GB decoded as RGB)
     is refused naming the server's limit; an ordinary image is ranked, before and after."""
     tls = buyer_tls_pem(keys, "buyer_x")
-    assert sorted(a for a, _ in query(_address(running), tls, _png(300, 200), top_k=3)) == sorted(ARTISTS)
+    assert sorted(a for a, _ in query(address(running), tls, _png(300, 200), top_k=3)) == sorted(ARTISTS)
     bomb = png_bomb(9000, 9000)
     assert len(bomb) < 16 * 1024
     with pytest.raises(grpc.RpcError) as info:
-        query(_address(running), tls, bomb, top_k=3)
+        query(address(running), tls, bomb, top_k=3)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert f"9000x9000 = 81000000 pixels; at most {MAX_QUERY_PIXELS} pixels are decoded" in info.value.details()
-    assert len(query(_address(running), tls, _png(64, 64), top_k=2)) == 2  # the server keeps serving
+    assert len(query(address(running), tls, _png(64, 64), top_k=2)) == 2  # the server keeps serving
 
 
 def test_get_status_shows_retirement_reasons_only_to_the_retired_artist(running, keys, caplog):
     reason = "privacy budget: planned spend 9.1 would exceed the budget epsilon=0.5"
     channels = {}
     for artist in ("artist_a", "artist_b"):
-        channels[artist] = _connect(running, keys, artist)
+        channels[artist] = connect(running, keys, artist)
     with caplog.at_level(logging.WARNING, logger="fedstyle_secure.transport.server.servicer"):
         b = channels["artist_b"][1]
         b.stub.Withdraw(pb.Withdrawal(round_id=0, reason=reason, nonce=new_nonce()), metadata=b.metadata, timeout=5)
     assert reason in caplog.text  # the operator's log has it
-    with open_channel(_address(running), buyer_tls_pem(keys, "buyer_x")) as buyer:
+    with open_channel(address(running), buyer_tls_pem(keys, "buyer_x")) as buyer:
         seen_by_buyer = pb_grpc.FederationStub(buyer).GetStatus(pb.StatusRequest(), timeout=5)
     assert (seen_by_buyer.round_id, seen_by_buyer.phase, seen_by_buyer.index_published) == (0, "contribute", True)
     assert not seen_by_buyer.retired and not seen_by_buyer.registered and not seen_by_buyer.reports
@@ -139,7 +117,7 @@ def test_uploaded_reports_carry_no_dataset_size(running, keys, tmp_path):
         artist_keys.identity_key,
     )
     assert opened_dataset_size(full) == DATASET_SIZE and "dataset_size" not in full
-    channel, session = _connect(running, keys, "artist_a")
+    channel, session = connect(running, keys, "artist_a")
     with channel:
         with pytest.raises(grpc.RpcError) as info:
             session.report(0, json.dumps(full).encode())

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -22,16 +21,14 @@ from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import get_flat_params
 from fedstyle_secure.secure.ckks.primitives import encrypt
 from fedstyle_secure.secure.keys import pki
-from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.secure.keys.keystore import load_artist_keys
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel, with_layout
 from fedstyle_secure.transport.auth import buyer_tls_pem
-from fedstyle_secure.transport.config import ServerConfig
-from fedstyle_secure.transport.loopback import write_fresh_keys
-from fedstyle_secure.transport.server.servicer import PUMP_AHEAD_CHUNKS, start_server
+from fedstyle_secure.transport.server.servicer import PUMP_AHEAD_CHUNKS
 from fedstyle_secure.transport.server.upload_limits import ckks_ciphertext_bytes, expected_layout, payload_limit
 from fedstyle_secure.transport.wire import chunk_payload, new_nonce, pb, pb_grpc, to_tensor
+from tests.servers import ARTISTS, address, connect, refused
 
-ARTISTS = ("artist_a", "artist_b", "artist_c")
 PER_IDENTITY = 4
 MiB = 1024 * 1024
 CHUNK = 256 * 1024
@@ -42,30 +39,10 @@ MOMENTS = {
 }  # the plan's set-up layout
 
 
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory) -> Path:
-    return write_fresh_keys(tmp_path_factory.mktemp("keys") / "set", ARTISTS, ["buyer_x"])
-
-
 @pytest.fixture
-def running(keys, tmp_path):
+def running(serve, keys):
     """A server with the default size ceilings (256 MiB payloads) and 4 calls per identity."""
-    config = ServerConfig(
-        keys=keys,
-        state_db=tmp_path / "server.sqlite",
-        listen="127.0.0.1:0",
-        max_calls_per_identity=PER_IDENTITY,
-        schedule=Schedule(rounds=1, quorum=2, phase_seconds=600),
-    )
-    server = start_server(config, load_server_keys(keys))
-    yield server
-    server.stop(0)
-
-
-def _connect(server, keys: Path, artist: str) -> tuple[grpc.Channel, ArtistSession]:
-    artist_keys = load_artist_keys(keys, artist)
-    channel = open_channel(f"127.0.0.1:{server.port}", artist_keys.tls_pem())
-    return channel, ArtistSession.register(channel, artist_keys)
+    return serve(keys, Schedule(rounds=1, quorum=2, phase_seconds=600), max_calls_per_identity=PER_IDENTITY)
 
 
 def _wait(condition, seconds: float) -> bool:
@@ -86,8 +63,8 @@ def _refusal(call) -> grpc.RpcError:
 def test_parked_long_polls_of_one_artist_do_not_delay_another(running, keys):
     """artist_a parks 20 long polls: 4 are held, 16 refused at once; artist_b and a buyer are
     answered at once; once artist_a's polls end, its slots are free again."""
-    (channel_a, a), (channel_b, b) = _connect(running, keys, "artist_a"), _connect(running, keys, "artist_b")
-    with channel_a, channel_b, open_channel(f"127.0.0.1:{running.port}", buyer_tls_pem(keys, "buyer_x")) as buyer:
+    (channel_a, a), (channel_b, b) = connect(running, keys, "artist_a"), connect(running, keys, "artist_b")
+    with channel_a, channel_b, open_channel(address(running), buyer_tls_pem(keys, "buyer_x")) as buyer:
         b.stub.GetStatus(pb.StatusRequest(), timeout=5)  # B's channel is connected before the attack
         current = pb.RoundPlanRequest(after_round=0, after_phase="contribute", after_attempt=0, wait_seconds=25)
         polls = [a.stub.GetRoundPlan.future(current, metadata=a.metadata, timeout=40) for _ in range(20)]
@@ -130,12 +107,6 @@ def _plain_stream(round_id: int, total: int, pulled: list[int], declared: int | 
         yield pb.Chunk(header=header, data=zeros) if offset == 0 else pb.Chunk(data=zeros)
 
 
-def _refused(call, code: grpc.StatusCode, words: str) -> None:
-    error = _refusal(call)
-    assert error.code() == code, error.details()
-    assert words in error.details(), error.details()
-
-
 def _upload(session: ArtistSession, chunks, round_id: int) -> pb.Ack:
     metadata = session.submission_metadata(round_id, "contribute")
     return session.stub.UploadContribution(chunks, metadata=metadata, timeout=60)
@@ -156,17 +127,17 @@ READ_AHEAD = (2 + PUMP_AHEAD_CHUNKS) * (CHUNK + 1024)
 def test_upload_for_a_wrong_round_is_refused_before_its_body_is_read(running, keys):
     """48 MiB for round 7: refused from the call metadata; the server receives none of it and
     gRPC takes at most the transport's flow-control window from the sender."""
-    channel, a = _connect(running, keys, "artist_a")
+    channel, a = connect(running, keys, "artist_a")
     with channel:
         pulled: list[int] = []
-        _refused(
+        refused(
             lambda: _upload(a, _plain_stream(7, 48 * MiB, pulled), 7),
             grpc.StatusCode.FAILED_PRECONDITION,
             "round 7 is not the current round 0",
         )
         assert _received(running, "UploadContribution") == 0  # no message was received by the server
         assert sum(pulled) <= 8 * MiB, f"{sum(pulled) / MiB:.0f} MiB left the sender"
-        _, b = _connect(running, keys, "artist_b")  # the server keeps serving the others
+        _, b = connect(running, keys, "artist_b")  # the server keeps serving the others
         vector, layout = pack(MOMENTS)
         ack = b.upload(0, pb.PAYLOAD_KIND_PLAIN_VECTOR, vector.astype("<f8").tobytes(), layout)
         assert ack.accepted_bytes == vector.nbytes and len(running.servicer.coordinator._collect.items) == 1
@@ -176,16 +147,16 @@ def test_upload_larger_than_the_rounds_layout_is_refused_after_its_header(runnin
     """For the current round: a declared size over the layout's limit is refused on the first
     chunk; a sender exceeding its declared size is cut off at the first chunk over it."""
     limit = payload_limit(expected_layout("fedstyle", 0, len(ARTISTS), 64), "contribute", "none", None)
-    channel, a = _connect(running, keys, "artist_a")
+    channel, a = connect(running, keys, "artist_a")
     with channel:
-        _refused(
+        refused(
             lambda: _upload(a, _plain_stream(0, 48 * MiB, []), 0),
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             f"payload declares {48 * MiB} bytes; this server accepts at most {limit} (the largest legitimate",
         )
         assert _received(running, "UploadContribution") <= READ_AHEAD
         before = _received(running, "UploadContribution")
-        _refused(
+        refused(
             lambda: _upload(a, _plain_stream(0, 48 * MiB, [], declared=16), 0),
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             "exceeds its declared 16 bytes",
@@ -198,17 +169,17 @@ def test_unary_submission_for_a_wrong_phase_is_refused_before_its_body_is_read(r
     """A 2.8 MB prototype publication while the round is in 'contribute': refused from the
     metadata; nothing received.  A submission whose body names another round than its metadata
     is refused too."""
-    channel, a = _connect(running, keys, "artist_a")
+    channel, a = connect(running, keys, "artist_a")
     with channel:
         protos = to_tensor(np.zeros((1, 700_000), np.float32))
         big = pb.PrototypePublication(round_id=0, artist_rows=[0], prototypes=protos, nonce=new_nonce())
         publish = a.stub.PublishPrototypes
-        _refused(
+        refused(
             lambda: publish(big, metadata=a.submission_metadata(0, "publish"), timeout=30),
             grpc.StatusCode.FAILED_PRECONDITION,
             "is in phase 'contribute', not 'publish'",
         )
-        _refused(
+        refused(
             lambda: publish(big, metadata=a.submission_metadata(0, "contribute"), timeout=30),
             grpc.StatusCode.INVALID_ARGUMENT,
             "PublishPrototypes submits in phase publish",
@@ -217,7 +188,7 @@ def test_unary_submission_for_a_wrong_phase_is_refused_before_its_body_is_read(r
 
         vector, layout = pack(MOMENTS)
         chunks = chunk_payload(vector.astype("<f8").tobytes(), round_id=3, kind=pb.PAYLOAD_KIND_PLAIN_VECTOR)
-        _refused(
+        refused(
             lambda: _upload(a, with_layout(chunks, layout), 0),
             grpc.StatusCode.INVALID_ARGUMENT,
             "for round 3, its call metadata for round 0",

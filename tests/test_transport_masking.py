@@ -15,7 +15,6 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -43,11 +42,10 @@ from fedstyle_secure.secure.masking.messages import (
 )
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.artist.masking import MaskingClient, masking_client, masking_step
-from fedstyle_secure.transport.config import ServerConfig
 from fedstyle_secure.transport.loopback import start_loopback, write_fresh_keys
-from fedstyle_secure.transport.server.servicer import start_server
 from fedstyle_secure.transport.wire import new_nonce, pb
 from tests.fakes import Clock
+from tests.servers import address, refused, start
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
 WIRE = STYLE_FEATURE_DIM  # feature width of a real server's set-up round (its plan, from its model)
@@ -246,28 +244,15 @@ def test_coordinator_refusals(keys):
 # --------------------------------------------------------------------------- gRPC, loopback, real keys
 
 
-def _refused(call: Callable, code: grpc.StatusCode, words: str) -> None:
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    assert info.value.code() == code, info.value.details()
-    assert words in info.value.details(), info.value.details()
-
-
 def test_malformed_and_misplaced_masking_messages_are_refused_and_the_round_completes(keys, tmp_path):
     clock = Clock()
-    config = ServerConfig(
-        keys=keys,
-        state_db=tmp_path / "server.sqlite",
-        listen="127.0.0.1:0",
-        schedule=Schedule(rounds=1, quorum=3, phase_seconds=60, secure_mode="secagg"),
-    )
-    running = start_server(config, load_server_keys(keys), clock=clock)
+    running = start(keys, tmp_path, Schedule(rounds=1, quorum=3, phase_seconds=60, secure_mode="secagg"), clock)
     channels = []
     try:
         sessions, clients = {}, {}
         for artist in ARTISTS + ("artist_d", "artist_e"):
             artist_keys = load_artist_keys(keys, artist)
-            channels.append(open_channel(f"127.0.0.1:{running.port}", artist_keys.tls_pem()))
+            channels.append(open_channel(address(running), artist_keys.tls_pem()))
             sessions[artist] = ArtistSession.register(channels[-1], artist_keys)
             clients[artist] = MaskingClient(artist, artist_keys.identity_key, artist_keys.identity_public_keys)
         a = sessions["artist_a"]
@@ -281,12 +266,12 @@ def test_malformed_and_misplaced_masking_messages_are_refused_and_the_round_comp
         layout = pack(_moments(1.0, WIRE))[1]
         adverts = {artist: clients[artist].advertise(plan, vectors[artist]) for artist in sessions}
 
-        _refused(
+        refused(
             lambda: a.submit_masking(0, "advertise", b"FSMK\x01garbage", layout),
             grpc.StatusCode.INVALID_ARGUMENT,
             "does not decode",
         )
-        _refused(
+        refused(
             lambda: a.submit_masking(0, "advertise", adverts["artist_a"][:-5], layout),
             grpc.StatusCode.INVALID_ARGUMENT,
             "does not decode",
@@ -295,43 +280,43 @@ def test_malformed_and_misplaced_masking_messages_are_refused_and_the_round_comp
         bad_signature = AdvertiseKeys(
             forged.round_id, forged.sender, forged.enc_public, forged.enc_public, forged.contribution, forged.signature
         ).to_bytes()
-        _refused(
+        refused(
             lambda: a.submit_masking(0, "advertise", bad_signature, layout),
             grpc.StatusCode.INVALID_ARGUMENT,
             "not signed by its identity key",
         )
-        _refused(
+        refused(
             lambda: a.submit_masking(0, "advertise", adverts["artist_b"], layout),
             grpc.StatusCode.PERMISSION_DENIED,
             "as 'artist_b'",
         )
-        _refused(
+        refused(
             lambda: a.submit_masking(0, "share", adverts["artist_a"]),
             grpc.StatusCode.FAILED_PRECONDITION,
             "not 'share'",
         )
         huge = Layout((("clients", (1,)), ("feature_mean", (2_000_000,)), ("feature_sq_mean", (4,))))
-        _refused(
+        refused(
             lambda: a.submit_masking(0, "advertise", adverts["artist_a"], huge),
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             "max_message_bytes",
         )
-        _refused(
+        refused(
             lambda: a.submit_masking(4, "advertise", adverts["artist_a"], layout),
             grpc.StatusCode.FAILED_PRECONDITION,
             "not the current round",
         )
-        _refused(
+        refused(
             lambda: a.fetch_masking(0, "roster", timeout=2), grpc.StatusCode.DEADLINE_EXCEEDED, ""
         )  # long poll: not yet there
         nonce = new_nonce()
         a.submit_masking(0, "advertise", adverts["artist_a"], layout, nonce=nonce)
-        _refused(
+        refused(
             lambda: a.submit_masking(0, "advertise", adverts["artist_a"], layout, nonce=nonce),
             grpc.StatusCode.ALREADY_EXISTS,
             "replayed",
         )
-        _refused(
+        refused(
             lambda: a.submit_masking(0, "advertise", adverts["artist_a"], layout),
             grpc.StatusCode.ALREADY_EXISTS,
             "already submitted",
@@ -349,12 +334,12 @@ def test_malformed_and_misplaced_masking_messages_are_refused_and_the_round_comp
             }
             if phase == "masked_input":
                 short = MaskedInput(plan.masking.session_id, "artist_a", np.zeros(3, dtype=np.uint32)).to_bytes()
-                _refused(
+                refused(
                     lambda short=short: a.submit_masking(0, "masked_input", short),
                     grpc.StatusCode.INVALID_ARGUMENT,
                     "vector of length 3",
                 )
-                _refused(
+                refused(
                     lambda: a.submit_masking(0, "masked_input", b""),
                     grpc.StatusCode.INVALID_ARGUMENT,
                     "does not decode",
@@ -466,16 +451,12 @@ def test_an_aborted_round_is_announced_as_a_new_attempt_with_a_fresh_session(key
     """Quorum 5 but only one artist advertises: at the deadline the round is retried; the artist
     that already acted on (round 0, advertise) is woken by the new attempt, not left waiting."""
     clock = Clock()
-    config = ServerConfig(
-        keys=keys,
-        state_db=tmp_path / "server.sqlite",
-        listen="127.0.0.1:0",
-        schedule=Schedule(rounds=1, quorum=5, phase_seconds=60, startup_seconds=0, secure_mode="secagg"),
+    running = start(
+        keys, tmp_path, Schedule(rounds=1, quorum=5, phase_seconds=60, startup_seconds=0, secure_mode="secagg"), clock
     )
-    running = start_server(config, load_server_keys(keys), clock=clock)
     try:
         artist_keys = load_artist_keys(keys, "artist_a")
-        with open_channel(f"127.0.0.1:{running.port}", artist_keys.tls_pem()) as channel:
+        with open_channel(address(running), artist_keys.tls_pem()) as channel:
             session = ArtistSession.register(channel, artist_keys)
             client = MaskingClient("artist_a", artist_keys.identity_key, artist_keys.identity_public_keys)
             first = session.plan()
@@ -546,14 +527,13 @@ def test_lying_server_over_grpc_gets_no_share_from_the_real_artists(three_keys, 
     clock = Clock()
     schedule = Schedule(rounds=1, quorum=2, phase_seconds=60, masking_seconds=30, secure_mode="secagg", max_retries=1)
     keys = three_keys
-    config = ServerConfig(keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0", schedule=schedule)
-    running = start_server(config, load_server_keys(keys), clock=clock)
+    running = start(keys, tmp_path, schedule, clock)
     channels = []
     try:
         sessions, clients = {}, {}
         for artist in roster:
             artist_keys = load_artist_keys(keys, artist)
-            channels.append(open_channel(f"127.0.0.1:{running.port}", artist_keys.tls_pem()))
+            channels.append(open_channel(address(running), artist_keys.tls_pem()))
             sessions[artist] = ArtistSession.register(channels[-1], artist_keys)
             clients[artist] = MaskingClient(artist, artist_keys.identity_key, artist_keys.identity_public_keys)
         vectors = {a: _moments(float(i + 1), WIRE) for i, a in enumerate(roster)}
@@ -602,13 +582,12 @@ def test_server_faking_an_abort_after_unmasking_gets_no_second_session_from_rest
 
     monkeypatch.setattr(MaskingRound, "finish", decode_then_fake_an_abort)
     schedule = Schedule(rounds=1, quorum=2, phase_seconds=60, masking_seconds=30, secure_mode="secagg", max_retries=2)
-    config = ServerConfig(keys=three_keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0", schedule=schedule)
-    running = start_server(config, load_server_keys(three_keys), clock=Clock())
+    running = start(three_keys, tmp_path, schedule, Clock())
     channels = []
     try:
         sessions, keys = {}, {a: load_artist_keys(three_keys, a) for a in roster}
         for artist in roster:
-            channels.append(open_channel(f"127.0.0.1:{running.port}", keys[artist].tls_pem()))
+            channels.append(open_channel(address(running), keys[artist].tls_pem()))
             sessions[artist] = ArtistSession.register(channels[-1], keys[artist])
         first = {a: masking_client(keys[a], tmp_path / a) for a in roster}
         vectors = {a: pack(_moments(float(i + 1), WIRE)) for i, a in enumerate(roster)}
@@ -652,13 +631,12 @@ def test_server_lowering_the_threshold_or_degree_gets_no_advertisement(
     floors come from their own config); one configured to accept it does, so the plan is otherwise fine."""
     roster = ARTISTS + ("artist_d", "artist_e")
     schedule = Schedule(rounds=1, quorum=5, phase_seconds=60, masking_seconds=30, secure_mode=secure_mode, **lowered)
-    config = ServerConfig(keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0", schedule=schedule)
-    running = start_server(config, load_server_keys(keys), clock=Clock())
+    running = start(keys, tmp_path, schedule, Clock())
     channels = []
     try:
         for artist in roster:
             artist_keys = load_artist_keys(keys, artist)
-            channels.append(open_channel(f"127.0.0.1:{running.port}", artist_keys.tls_pem()))
+            channels.append(open_channel(address(running), artist_keys.tls_pem()))
             session = ArtistSession.register(channels[-1], artist_keys)
             permissive = artist == "artist_e"
             client = masking_client(artist_keys, None, 0.51, 2) if permissive else masking_client(artist_keys, None)

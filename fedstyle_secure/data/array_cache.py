@@ -60,6 +60,12 @@ class ArrayCache:
             return value
 
     @contextmanager
+    def locked(self, key: str) -> Iterator[None]:
+        """Hold the machine-wide advisory lock ``key`` of this cache (threads and processes)."""
+        with self._locked(key):
+            yield
+
+    @contextmanager
     def _locked(self, key: str) -> Iterator[None]:
         if self.dir is None:
             yield

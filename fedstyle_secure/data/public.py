@@ -9,11 +9,17 @@
   code from a public seed; see :func:`fedstyle_secure.data.synth.generate_public_images`).  They
   resemble the synthetic artists, not real art: kept for runs without the ``met`` package.
 
-``--public DIR`` replaces either with any image folder.
+Either set may be cut to its first ``N`` images: ``met:N`` (Met paintings in file-name order) or
+``generated:N``.  The server announces the set it uses (:func:`public_set_name`) and every artist
+loads exactly that set (:func:`public_set_from_name`); ``$FEDSTYLE_PUBLIC_SET`` picks the default
+(:func:`default_public_set`), e.g. the test suite's ``met:48``.  ``--public DIR`` replaces any of them
+with an image folder.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +29,10 @@ from fedstyle_secure.data.synth import generate_public_images
 from fedstyle_secure.errors import DataError
 
 PUBLIC_SETS: tuple[str, ...] = ("met", "generated")
+PUBLIC_SET_VARIABLE = "FEDSTYLE_PUBLIC_SET"  # environment variable naming the default public set
 GENERATED_PUBLIC_IMAGES = 128
 GENERATED_PUBLIC_SEED = 0
+MIN_PUBLIC_IMAGES = 2
 
 
 def met_folder() -> Path:
@@ -43,41 +51,82 @@ def met_available() -> bool:
         return False
 
 
+def _full_size(base: str) -> int:
+    return GENERATED_PUBLIC_IMAGES if base == "generated" else len(list(met_folder().glob("*.jpg")))
+
+
+def parse_public_set(spec: str) -> tuple[str, int]:
+    """``(base set, number of images)`` of ``met``, ``met:N``, ``generated`` or ``generated:N``;
+    raises :class:`DataError` naming what is wrong."""
+    base, _, count = spec.partition(":")
+    if base not in PUBLIC_SETS:
+        raise DataError(f"unknown public set {spec!r}; choose one of {', '.join(PUBLIC_SETS)} (optionally ':N')")
+    full = _full_size(base)
+    if not count:
+        return base, full
+    if not count.isdigit() or not MIN_PUBLIC_IMAGES <= int(count) <= full:
+        raise DataError(f"public set {spec!r}: N must be an integer from {MIN_PUBLIC_IMAGES} to {full}")
+    return base, int(count)
+
+
 def default_public_set() -> str:
-    """``met`` when its package is installed (it is a dependency), else ``generated``."""
+    """``$FEDSTYLE_PUBLIC_SET`` if set (validated), else ``met`` when its package is installed (it is
+    a dependency), else ``generated``."""
+    chosen = os.environ.get(PUBLIC_SET_VARIABLE)
+    if chosen:
+        try:
+            parse_public_set(chosen)
+        except DataError as exc:
+            raise DataError(f"${PUBLIC_SET_VARIABLE}: {exc}") from exc
+        return chosen
     return "met" if met_available() else "generated"
 
 
 def public_set_name(name: str) -> str:
     """The name announced to the federation, e.g. ``met:174`` or ``generated:128:seed0``."""
-    if name == "generated":
-        return f"generated:{GENERATED_PUBLIC_IMAGES}:seed{GENERATED_PUBLIC_SEED}"
-    if name == "met":
-        return f"met:{len(list(met_folder().glob('*.jpg')))}"
-    raise DataError(f"unknown public set {name!r}; choose one of {', '.join(PUBLIC_SETS)}")
+    base, count = parse_public_set(name)
+    return f"generated:{count}:seed{GENERATED_PUBLIC_SEED}" if base == "generated" else f"met:{count}"
 
 
 def public_set_from_name(announced: str) -> str:
     """The public set behind an announced name (see :func:`public_set_name`); raises
     :class:`DataError` when it is unknown or this machine does not have it."""
-    for name in PUBLIC_SETS:
-        if (name != "met" or met_available()) and public_set_name(name) == announced:
-            return name
+    known = [n for n in PUBLIC_SETS if n != "met" or met_available()]
+    base, _, rest = announced.partition(":")
+    if base in known:
+        count = rest.split(":")[0]
+        spec = base if count == str(_full_size(base)) else f"{base}:{count}"
+        try:
+            if public_set_name(spec) == announced:
+                return spec
+        except DataError:
+            pass  # refused below, naming what this machine has
     raise DataError(
         f"the federation aligns on public set {announced!r}, which this machine does not have "
-        f"(known: {', '.join(public_set_name(n) for n in PUBLIC_SETS if n != 'met' or met_available())})"
+        f"(known: {', '.join(public_set_name(n) for n in known)}, or the first N images of one)"
     )
 
 
 def public_set_size(name: str) -> int:
     """Number of images of a named public set."""
-    return GENERATED_PUBLIC_IMAGES if name == "generated" else len(list(met_folder().glob("*.jpg")))
+    return parse_public_set(name)[1]
 
 
 def load_public_set(name: str, size: int = DEFAULT_IMAGE_SIZE) -> np.ndarray:
-    """The images ``(M, size, size, 3)`` uint8 of a named public set (see the module docstring)."""
-    if name == "generated":
-        return generate_public_images(GENERATED_PUBLIC_IMAGES, GENERATED_PUBLIC_SEED, size)
-    if name == "met":
-        return load_public_folder(met_folder(), size)
-    raise DataError(f"unknown public set {name!r}; choose one of {', '.join(PUBLIC_SETS)}")
+    """The images ``(M, size, size, 3)`` uint8 of a named public set (see the module docstring);
+    read-only, decoded once per process and size."""
+    base, count = parse_public_set(name)
+    return _load_full(base, size)[:count]
+
+
+@functools.lru_cache(maxsize=4)
+def _load_full(base: str, size: int) -> np.ndarray:
+    """A whole public set, decoded once per process (every loopback party and the server's index
+    read the same images; 174 x 224 x 224 x 3 bytes = 26 MB for ``met``)."""
+    images = (
+        generate_public_images(GENERATED_PUBLIC_IMAGES, GENERATED_PUBLIC_SEED, size)
+        if base == "generated"
+        else load_public_folder(met_folder(), size)
+    )
+    images.setflags(write=False)
+    return images

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -108,35 +109,68 @@ def _feature_bank(
     progress: bool,
     batch_size: int = 8,  # artworks per forward pass (x views): 32 peaked at 2.5 GB, 8 at 1.1 GB
 ) -> InputBank:
-    from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM, StyleStatistics
+    from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 
     cache = ArrayCache(cache_dir, f"efficientnet-lite0-style-{_CACHE_VERSION}-s{images.shape[1]}-aug{seed}")
     out = np.empty((n_views + 1, len(images), STYLE_FEATURE_DIM), dtype=np.float32)
-    missing: list[int] = []
-    for i, key in enumerate(keys):
-        cached = cache.get(key)
-        if cached is None or cached.ndim != 2 or cached.shape[0] < n_views + 1:
-            missing.append(i)
-        else:
-            out[:, i] = cached[: n_views + 1]
-    if missing:
-        extractor = StyleStatistics()
-        log.info("extracting style statistics of %d artwork(s) x %d view(s)", len(missing), n_views + 1)
-        bar = tqdm(total=len(missing), desc="style features", disable=not progress, leave=False)
-        for start in range(0, len(missing), batch_size):
-            chunk = missing[start : start + batch_size]
-            views = np.stack([np.stack(_views_of(images[i], keys[i], n_views, seed)) for i in chunk], axis=1)
-            v, b = views.shape[:2]
-            pixels = torch.from_numpy(views.reshape(v * b, *views.shape[2:])).permute(0, 3, 1, 2).float() / 255.0
-            feats = extractor(pixels).numpy().reshape(v, b, -1)
-            out[:, chunk] = feats
-            for j, i in enumerate(chunk):
-                cache.put(keys[i], feats[:, j])
-            bar.update(len(chunk))
-        bar.close()
-        del extractor  # the backbone lives only while features are extracted
-        return_freed_memory()
+    # Views are a prefix-stable sequence (view v depends only on the image, v and the seed), so a
+    # cached entry with fewer views is kept and only the missing views are computed.
+    have: dict[int, np.ndarray] = {}
+
+    def read_cache() -> list[int]:
+        for i, key in enumerate(keys):
+            cached = None if len(have.get(i, ())) >= n_views + 1 else cache.get(key)
+            if cached is None or cached.ndim != 2 or cached.shape[1] != STYLE_FEATURE_DIM:
+                continue
+            if cached.shape[0] >= n_views + 1:
+                out[:, i] = cached[: n_views + 1]
+            have[i] = cached
+        return [i for i in range(len(keys)) if len(have.get(i, ())) < n_views + 1]
+
+    missing = read_cache()
+    if missing:  # parties extracting the same images into this cache (e.g. the public set) do it once
+        with cache.locked("extracting-" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]):
+            missing = read_cache()
+            if missing:
+                _extract(images, keys, n_views, seed, missing, have, out, cache, progress, batch_size)
     return InputBank(views=out, kind="features")
+
+
+def _extract(
+    images: np.ndarray,
+    keys: Sequence[str],
+    n_views: int,
+    seed: int,
+    missing: list[int],
+    have: dict[int, np.ndarray],
+    out: np.ndarray,
+    cache: ArrayCache,
+    progress: bool,
+    batch_size: int,
+) -> None:
+    """Style statistics of the ``missing`` images' views not in ``have`` (their cached views) into
+    ``out`` and the cache."""
+    from fedstyle_secure.models.backbone import StyleStatistics
+
+    extractor = StyleStatistics()
+    log.info("extracting style statistics of %d artwork(s) x up to %d view(s)", len(missing), n_views + 1)
+    bar = tqdm(total=len(missing), desc="style features", disable=not progress, leave=False)
+    for start in range(0, len(missing), batch_size):
+        chunk = missing[start : start + batch_size]
+        first = min(len(have[i]) if i in have else 0 for i in chunk)  # views 0..first-1 cached for all
+        views = np.stack([np.stack(_views_of(images[i], keys[i], n_views, seed)[first:]) for i in chunk], axis=1)
+        v, b = views.shape[:2]
+        pixels = torch.from_numpy(views.reshape(v * b, *views.shape[2:])).permute(0, 3, 1, 2).float() / 255.0
+        feats = extractor(pixels).numpy().reshape(v, b, -1)
+        for j, i in enumerate(chunk):
+            out[first:, i] = feats[:, j]
+            if first:
+                out[:first, i] = have[i][:first]
+            cache.put(keys[i], out[:, i])
+        bar.update(len(chunk))
+    bar.close()
+    del extractor  # the backbone lives only while features are extracted
+    return_freed_memory()
 
 
 def build_input_bank(

@@ -618,6 +618,8 @@ class FederationServicer(pb_grpc.FederationServicer):
         if not self._index_published():
             if self._index_error:
                 raise Unavailable(f"the style index could not be written yet ({self._index_error}); the server retries")
+            if self.coordinator.failed is not None:
+                raise WrongRound(f"this server's run failed, so it publishes no style index: {self.coordinator.failed}")
             if self._index_due():
                 raise Unavailable("the run finished and its style index is being written; retry in a few seconds")
             raise WrongRound(
