@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,23 @@ from fedstyle_secure.transport.processes import MachineConfigs, federation_table
 from fedstyle_secure.transport.server.servicer import new_servicer
 
 ARTISTS = ("artist_00", "artist_01", "artist_02")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_runtime():
+    """Ray started while this process is quiet, before any simulation.  Left to Flower, ``ray.init``
+    forks its helper processes (with a ``preexec_fn``) from the main thread while the ServerApp's
+    thread is already computing the starting model in torch; a fork taken while that thread holds
+    a lock hung the whole run (seen once: the main thread stuck in ``Popen._execute_child``, no CPU,
+    and pytest-timeout never fired).  Flower's backend skips ``ray.init`` when Ray is running."""
+    import ray
+
+    pythonpath = os.pathsep.join([*sys.path, *filter(None, [os.environ.get("PYTHONPATH")])])
+    ray.init(num_cpus=1, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+    yield
+    ray.shutdown()
+
+
 ROUNDS, EPSILON = 1, 8.0  # few messages: each one rebuilds the artist from its state folder
 REPORTS = ["round-0000.json", "round-0001.json"]  # 1 training round + the final publication
 
@@ -47,7 +65,7 @@ def machines(work: Path, data: Path, secure: str = "none", **federation: object)
         work,
         keys,
         artist_folders(data, work),
-        federation={**tables, "phase_seconds": 240, **federation},
+        federation={**tables, "phase_seconds": 240, "startup_seconds": 0, **federation},
         server={**server, "cache_dir": str(data.parent / "cache")},
         client={**client, "cache_dir": str(data.parent / "cache"), "min_training_artworks": 1},
     )
