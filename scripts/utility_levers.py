@@ -2,8 +2,12 @@
 """One-off lever study: FedStyle (or any algorithm) on one data set with overridden defaults.
 
 Each variant is ``key=value`` pairs joined by ``+`` (encoder: head, whitening_shrinkage, hidden_dim,
-dropout; local: lr, tau, optimizer, epochs, instance_weight, classifier_weight, alignment_weight,
-batch_size; ``pub=met|generated``; ``alg=NAME``); ``frozen`` and ``probe`` print the reference rows.
+dropout, embedding_dim; local: lr, tau, optimizer, epochs, instance_weight, classifier_weight,
+alignment_weight, batch_size; server optimiser: srv=avg|avgm|adam, slr, smom; ``rounds=N``;
+``pretrain=N`` public warm-start steps; ``pub=met|generated``; ``alg=NAME``; ``eps=E``: under DP at E
+with the default plan and encoder, seeded noise, encoder keys override; ``mintrain=N``: the plan's
+DP-SGD portfolio threshold).  ``frozen``, ``probe`` and ``dpref=E`` (frozen + DP prototypes) print
+the reference rows.
 Prints one JSON line per (seed, variant): final artist accuracy, mAP, seconds and the accuracy
 every 4 rounds.
 
@@ -23,9 +27,11 @@ from typing import Any
 import torch
 
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
-from fedstyle_secure.models.factory import EncoderConfig
+from fedstyle_secure.federation.strategy import ServerOptimizer
+from fedstyle_secure.privacy.plan import DpConfig, encoder_config_for
+from fedstyle_secure.randomness import SeededNoise
 from fedstyle_secure.retrieval.evaluate import evaluate_frozen_features
-from fedstyle_secure.retrieval.references import central_linear_probe
+from fedstyle_secure.retrieval.references import central_linear_probe, frozen_dp_prototypes
 from fedstyle_secure.training.dataset import FederationData, load_artworks, prepare_federation
 from fedstyle_secure.training.local import LocalConfig
 
@@ -35,6 +41,7 @@ ENCODER: dict[str, Callable[[str], Any]] = {
     "whitening_shrinkage": float,
     "hidden_dim": int,
     "dropout": float,
+    "embedding_dim": int,
 }
 LOCAL: dict[str, Callable[[str], Any]] = {
     "lr": float,
@@ -45,6 +52,11 @@ LOCAL: dict[str, Callable[[str], Any]] = {
     "classifier_weight": float,
     "alignment_weight": float,
     "batch_size": int,
+}
+SERVER: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "srv": ("kind", str),
+    "slr": ("lr", float),
+    "smom": ("momentum", float),
 }
 
 
@@ -63,28 +75,49 @@ def main() -> int:
 
         for variant in variants:
             row: dict[str, Any] = {"data": name, "seed": seed, "variant": variant}
-            if variant in ("frozen", "probe"):
+            if variant.startswith("dpref="):
+                noise = SeededNoise([seed, 0xD9F])
+                metrics = frozen_dp_prototypes(data_for("met"), float(variant[6:]), noise, draws=10).as_dict()
+            elif variant in ("frozen", "probe"):
                 reference = evaluate_frozen_features if variant == "frozen" else central_linear_probe
                 metrics = reference(data_for("met")).as_dict()
             else:
-                encoder, local, public, algorithm = {}, {}, "met", "fedstyle"
+                encoder, local, server, public, algorithm, rounds = {}, {}, {}, "met", "fedstyle", 20
+                dp: DpConfig | None = None
+                min_training = pretrain = None
                 for pair in filter(None, variant.split("+")):
                     key, value = pair.split("=")
                     if key in ENCODER:
                         encoder[key] = ENCODER[key](value)
                     elif key in LOCAL:
                         local[key] = LOCAL[key](value)
+                    elif key == "eps":
+                        dp = DpConfig(epsilon=float(value))
+                    elif key == "pretrain":
+                        pretrain = int(value)
+                    elif key == "mintrain":
+                        min_training = int(value)
+                    elif key == "rounds":
+                        rounds = int(value)
+                    elif key in SERVER:
+                        server[SERVER[key][0]] = SERVER[key][1](value)
                     elif key in ("pub", "alg"):
                         public, algorithm = (value, algorithm) if key == "pub" else (public, value)
                     else:
                         raise SystemExit(f"unknown lever {key!r}")
+                if dp is not None and min_training is not None:
+                    dp = replace(dp, min_training_artworks=min_training)
                 started = time.perf_counter()
                 config = SimulationConfig(
                     algorithm=algorithm,
-                    rounds=20,
+                    rounds=rounds,
                     seed=seed,
                     local=replace(LocalConfig(), **local),
-                    encoder=EncoderConfig(**encoder),
+                    encoder=replace(encoder_config_for(dp), **encoder),
+                    dp=dp,
+                    public_pretrain_steps=pretrain,
+                    insecure_seeded_noise=dp is not None,  # a measurement: reproducible noise
+                    server=ServerOptimizer(**server),
                 )
                 result = run_simulation(config, data_for(public))
                 metrics = result.metrics.as_dict()

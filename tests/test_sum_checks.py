@@ -18,6 +18,7 @@ from fedstyle_secure.federation.strategy import (
     CLIENT_WEIGHT,
     CONTRIBUTION_RANGE,
     FEATURE_MOMENT_RANGE,
+    ServerOptimizer,
     client_contribution,
     feature_moments,
     initial_state,
@@ -91,9 +92,13 @@ def test_honest_sums_pass_and_give_the_aggregate():
     train = _sum([_honest_train(rng) for _ in range(3)])
     check_round_sum(FEDSTYLE, SHAPE, "train", train, 3, CONTRIBUTION_RANGE, tolerance)
     state = initial_state(2, 3, np.arange(10, dtype=np.float32))
-    new = checked_aggregate(FEDSTYLE, SHAPE, state, train, 3, tolerance)
+    new = checked_aggregate(FEDSTYLE, SHAPE, state, train, 3, tolerance, ServerOptimizer("avg"))
     np.testing.assert_array_equal(new.params[:6], state.params[:6])
     np.testing.assert_allclose(new.params[6:], train["weighted_params"] / 3, rtol=1e-6)
+    stepped = checked_aggregate(FEDSTYLE, SHAPE, state, train, 3, tolerance)  # default FedAdam: a step towards it
+    np.testing.assert_array_equal(stepped.params[:6], state.params[:6])
+    towards = np.sign(train["weighted_params"] / 3 - state.params[6:])
+    np.testing.assert_array_equal(np.sign(stepped.params[6:] - state.params[6:]), towards)
     setup = _sum([_honest_setup(rng) for _ in range(3)])
     mean, std = checked_standardisation(FEDSTYLE, SHAPE, setup, 3, decode_tolerance(FEATURE_MOMENT_RANGE, 3, 3))
     assert np.isfinite(mean).all() and (std > 0).all()

@@ -189,6 +189,27 @@ def test_the_store_refuses_nan_and_keeps_the_last_good_snapshot(tmp_path):
     np.testing.assert_array_equal(loaded.state.params, np.zeros(6, np.float32))
 
 
+def test_the_store_resumes_the_server_optimizer_and_refuses_non_finite_moments(tmp_path):
+    """FedAdam's moments survive a restart (a resumed server steps as an uninterrupted one would);
+    a NaN moment is refused like any other state, and the last good snapshot stays."""
+    from fedstyle_secure.federation.strategy import ServerOptimizer, initial_state, server_step
+    from fedstyle_secure.transport.server.store import Snapshot
+
+    store = StateStore(tmp_path / "server.sqlite")
+    state = initial_state(3, 4, np.zeros(6, np.float32))
+    assert state.params is not None
+    state.params, state.moments = server_step(state.params, np.ones(6), None, ServerOptimizer("adam", lr=0.1))
+    store.save(Snapshot(state, None, {}, ARTISTS, "fedstyle"))
+    loaded = store.load()
+    assert loaded is not None and loaded.state.moments is not None
+    for saved, kept in zip(state.moments, loaded.state.moments):
+        np.testing.assert_array_equal(saved, kept)
+    state.moments = (state.moments[0], np.full(6, np.nan))
+    with pytest.raises(ValueError, match="optimizer_second_moment contains 6 NaN or infinite value"):
+        store.save(Snapshot(state, None, {}, ARTISTS, "fedstyle"))
+    assert np.all(np.isfinite(store.load().state.moments[1]))
+
+
 def test_a_poisoned_database_is_never_resumed_from(tmp_path):
     """A state written before the store refused NaN (the original attack) stops the server at start."""
     import sqlite3

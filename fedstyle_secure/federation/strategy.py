@@ -103,10 +103,18 @@ class ServerOptimizer:
     """How the server turns the clients' mean parameters into the next global model (FedOpt,
     Reddi et al. 2021): the pseudo-gradient is ``mean - current``; ``avg`` takes the mean (FedAvg),
     ``avgm`` adds heavy-ball momentum (FedAvgM), ``adam`` an Adam step (FedAdam).  Shared by every
-    parameter-averaging algorithm, so comparisons stay fair; needs only the mean (a secure sum)."""
+    parameter-averaging algorithm, so comparisons stay fair; needs only the mean (a secure sum).
 
-    kind: str = "avg"
-    lr: float = 1.0
+    Default FedAdam, server lr 0.01 (each parameter moves about 0.01-0.02 a round): with a dozen
+    artworks a client takes one SGD step per local epoch, so plain averaging makes ~2 full-batch
+    steps a round, 40 in 20 rounds against the ~700 minibatch steps of pooled training; the
+    per-parameter normalised step keeps going where the clients agree round after round.  Measured
+    (README lever study, 3 seeds): it lifts painters-dev and synthetic mAP and holds wikiart-dev,
+    whose larger portfolios already take several local steps.  FedAvgM (momentum 0.9, lr 1) cost
+    wikiart-dev; Adam at lr 0.02 cost synthetic accuracy."""
+
+    kind: str = "adam"
+    lr: float = 0.01
     momentum: float = 0.9
     beta2: float = 0.99
     eps: float = 1e-3

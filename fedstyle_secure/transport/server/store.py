@@ -49,6 +49,7 @@ def require_finite(arrays: Mapping[str, np.ndarray | None]) -> None:
 def require_finite_state(state: ServerState, standardisation: tuple[np.ndarray, np.ndarray] | None) -> None:
     """:func:`require_finite` over everything the server persists and broadcasts."""
     mean, std = standardisation or (None, None)
+    first, second = state.moments or (None, None)
     require_finite(
         {
             "params": state.params,
@@ -56,6 +57,8 @@ def require_finite_state(state: ServerState, standardisation: tuple[np.ndarray, 
             "prototypes": state.prototypes,
             "feature_mean": mean,
             "feature_std": std,
+            "optimizer_first_moment": first,
+            "optimizer_second_moment": second,
         }
     )
 
@@ -85,6 +88,7 @@ class StateStore:
         s = snapshot.state
         require_finite_state(s, snapshot.standardisation)
         mean, std = snapshot.standardisation or (None, None)
+        first, second = s.moments or (None, None)
         rows = {
             "meta": json.dumps(
                 {
@@ -102,6 +106,8 @@ class StateStore:
             "known": _npy(s.known),
             "feature_mean": _npy(mean),
             "feature_std": _npy(std),
+            "optimizer_first_moment": _npy(first),  # the server optimizer's state: a restart resumes it
+            "optimizer_second_moment": _npy(second),
         }
         with transaction(self.path) as db:
             db.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", list(rows.items()))
@@ -124,6 +130,10 @@ class StateStore:
         if (mean is None) != (std is None):
             raise ConfigError(f"{self.path}: the saved state has only one of feature_mean and feature_std")
         standardisation = None if mean is None or std is None else (mean, std)
+        first = _array(rows.get("optimizer_first_moment", b""))  # absent: saved by plain averaging
+        second = _array(rows.get("optimizer_second_moment", b""))
+        if (first is None) != (second is None):
+            raise ConfigError(f"{self.path}: the saved state has only one of the server optimizer's moments")
         state = ServerState(
             round=int(meta["round"]),
             params=_array(rows["params"]),
@@ -131,6 +141,7 @@ class StateStore:
             prototypes=prototypes,
             known=known,
             retired=dict(meta["retired"]),
+            moments=None if first is None or second is None else (first, second),
         )
         try:  # e.g. written by a version without this guard: never resumed from, never broadcast
             require_finite_state(state, standardisation)
