@@ -38,19 +38,22 @@ from fedstyle_secure.transport.server.servicer import new_servicer
 ARTISTS = ("artist_00", "artist_01", "artist_02")
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(autouse=True)
 def ray_runtime():
-    """Ray started while this process is quiet, before any simulation.  Left to Flower, ``ray.init``
-    forks its helper processes (with a ``preexec_fn``) from the main thread while the ServerApp's
-    thread is already computing the starting model in torch; a fork taken while that thread holds
-    a lock hung the whole run (seen once: the main thread stuck in ``Popen._execute_child``, no CPU,
-    and pytest-timeout never fired).  Flower's backend skips ``ray.init`` when Ray is running."""
+    """Ray started while this process is quiet, before each simulation (Flower shuts it down at the
+    end of every simulation).  Left to Flower, ``ray.init`` forks its helper processes (with a
+    ``preexec_fn``) from the main thread while the ServerApp's thread is already computing the
+    starting model in torch; a fork taken while that thread holds a lock hung the whole suite (twice:
+    the main thread stuck in ``Popen._execute_child``, no CPU, and pytest-timeout never fired).
+    Flower's backend skips ``ray.init`` when Ray is already running."""
     import ray
 
-    pythonpath = os.pathsep.join([*sys.path, *filter(None, [os.environ.get("PYTHONPATH")])])
-    ray.init(num_cpus=1, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+    if not ray.is_initialized():
+        pythonpath = os.pathsep.join([*sys.path, *filter(None, [os.environ.get("PYTHONPATH")])])
+        ray.init(num_cpus=1, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
     yield
-    ray.shutdown()
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 ROUNDS, EPSILON = 1, 8.0  # few messages: each one rebuilds the artist from its state folder
