@@ -31,7 +31,11 @@ WIKIART_DEV = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 def feature_cache(tmp_path_factory) -> Path:
     """One feature and warm-start cache for the whole session (tests never touch the user's cache):
     the public set's features and the public warm start are computed once, not once per server."""
-    path = tmp_path_factory.mktemp("feature-cache")
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest-xdist: one cache for all workers (extraction is locked)
+        path = tmp_path_factory.getbasetemp().parent / "feature-cache"
+        path.mkdir(exist_ok=True)
+    else:
+        path = tmp_path_factory.mktemp("feature-cache")
     os.environ["FEDSTYLE_CACHE"] = str(path)
     return path
 
