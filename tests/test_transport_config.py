@@ -100,6 +100,7 @@ def test_dp_plan_comes_from_the_federation_table(tmp_path):
     [
         (("delta = 1e-6", "delta = 1.5"), "federation.delta: must be less than 1, got 1.5"),
         (("epsilon = 8.0", "epsilon = -1.0"), "federation.epsilon: must be greater than 0, got -1.0"),
+        (("epsilon = 8.0", "epsilon = nan"), "federation.epsilon: must be greater than 0, got nan"),
         (
             ('accountant = "rdp"', 'accountant = "moments"'),
             "federation.accountant: must be one of prv, rdp, gdp, got 'moments'",

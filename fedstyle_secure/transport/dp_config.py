@@ -26,7 +26,7 @@ import math
 from collections.abc import Iterable
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from fedstyle_secure.errors import ConfigError
@@ -34,7 +34,7 @@ from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.federation.rounds import refresh_rounds
 from fedstyle_secure.privacy.accounting import ACCOUNTANTS, DEFAULT_ACCOUNTANT
 from fedstyle_secure.privacy.plan import DEFAULT_PRIVATE_LAYERS, PRIVATE_LAYERS, DpConfig
-from fedstyle_secure.transport.validation import STRICT, PositiveFinite, Probability, finite_or_inf, from_table, one_of
+from fedstyle_secure.transport.validation import STRICT, PositiveFinite, Probability, from_table, one_of
 from fedstyle_secure.transport.wire import pb
 
 
@@ -43,7 +43,7 @@ class FederationDpTable:
     """The DP fields of ``[federation]`` (and of an announced plan), validated field by field.
     ``epsilon`` absent or ``inf``: no DP."""
 
-    epsilon: Annotated[float, AfterValidator(finite_or_inf), Field(gt=0)] | None = None
+    epsilon: Annotated[float, Field(gt=0)] | None = None  # NaN fails gt; inf means no DP
     delta: Probability | None = None  # and below 1/n for every artist's n artworks (checked by each artist)
     clip_norm: PositiveFinite | None = None
     accountant: Annotated[str, one_of(ACCOUNTANTS)] | None = None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -46,13 +45,6 @@ def one_of(choices: Iterable[str]) -> AfterValidator:
         return value
 
     return AfterValidator(check)
-
-
-def finite_or_inf(value: float) -> float:
-    """NaN is never a setting; ``inf`` may be (no DP)."""
-    if math.isnan(value):
-        raise ValueError("must be a number, not NaN")
-    return value
 
 
 def describe(error: ValidationError, where: str, known: Iterable[str] = ()) -> str:

@@ -283,10 +283,10 @@ def run_artist(config: ClientConfig, keys: ArtistKeys, stop: threading.Event | N
     try:
         return retrying(follow)
     except grpc.RpcError as exc:
-        if stop.is_set():
-            return 1
         if exc.code() not in RETRYABLE:
             raise TransportError(f"{keys.artist_id}: server refused: {exc.code().name}: {exc.details()}") from exc
+        if stop.is_set():
+            return 1
         raise TransportError(
             f"{keys.artist_id}: server unreachable for {config.give_up_seconds:g} s "
             f"(client.give_up_seconds); last error {exc.code().name}: {exc.details()}"
