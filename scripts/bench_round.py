@@ -5,8 +5,9 @@ For every n in --artists and every secure mode in --modes, one `fedstyle server`
 `fedstyle client` processes (synthetic artists, DP-SGD on unless --epsilon inf) run --rounds
 training rounds.  Per round: seconds between the server's consecutive "round state saved" log
 entries (training rounds 2..R; round 1 also pays process warm-up) and protobuf bytes the server
-received + sent in that time (gRPC/TLS framing excluded).  The secure/none ratios are printed
-side by side from the same run, since the machine is noisy.
+received + sent in that time (gRPC/TLS framing excluded).  Per process: the peak resident memory
+each artist and the server log when they finish (VmHWM; shared library pages count in every one).
+The secure/none ratios are printed side by side from the same run, since the machine is noisy.
 
     python scripts/bench_round.py --artists 4,16 --modes none,ckks,secagg --rounds 3
 """
@@ -53,6 +54,8 @@ def measure(n: int, mode: str, args: argparse.Namespace, cache: Path) -> dict:
         try:
             codes = running.wait(args.timeout)
             saved = running.server_events("round state saved")
+            peaks = [e["peak_resident_mb"] for a in folders for e in running.events(a, "federation finished")]
+            server_peak = [e["peak_resident_mb"] for e in running.server_events("run finished")]
         finally:
             running.close()
         if any(code != 0 for code in codes.values()):
@@ -74,6 +77,9 @@ def measure(n: int, mode: str, args: argparse.Namespace, cache: Path) -> dict:
         "bytes_per_round": float(np.mean(traffic)),
         "total_seconds": time.perf_counter() - started,
         "rounds_measured": len(training),
+        "artist_peak_mb_mean": float(np.mean(peaks)) if peaks else float("nan"),
+        "artist_peak_mb_max": float(np.max(peaks)) if peaks else float("nan"),
+        "server_peak_mb": float(server_peak[-1]) if server_peak else float("nan"),
     }
 
 
@@ -126,10 +132,15 @@ def main(argv: list[str] | None = None) -> int:
             r["round_seconds"] / plain[r["n"]]["round_seconds"],
             r["bytes_per_round"] / 1e6,
             r["bytes_per_round"] / plain[r["n"]]["bytes_per_round"],
+            r["artist_peak_mb_mean"],
+            r["artist_peak_mb_max"],
+            r["server_peak_mb"],
         ]
         for r in results
     ]
-    table = render_table(["artists", "secure", "s / round", "time vs none", "MB / round", "bytes vs none"], rows)
+    headers = ["artists", "secure", "s / round", "time vs none", "MB / round", "bytes vs none"]
+    headers += ["artist peak RSS MB (mean)", "(max)", "server peak RSS MB"]
+    table = render_table(headers, rows)
     print(table)
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(

@@ -118,3 +118,24 @@ def test_the_base_install_runs_without_flwr() -> None:
     code = "import importlib, sys\nsys.modules['flwr'] = None\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n"
     done = subprocess.run([sys.executable, "-c", code, *modules], capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_command_imports_only_its_own_cli_module() -> None:
+    """``fedstyle client`` (every artist process) must not pay for the audit's, the sweep's or the
+    demo's imports; ``--help`` and unknown commands still get the whole parser."""
+    import subprocess
+    import sys
+
+    from fedstyle_secure.cli.main import command_named
+
+    assert command_named(["-v", "client", "--config", "c.toml"]) == "client"
+    assert command_named(["--help"]) is None and command_named(["clint"]) is None and command_named([]) is None
+    code = (
+        "import sys\nfrom fedstyle_secure.cli.main import main\n"
+        "try:\n    main(['client', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('fedstyle_secure.cli.')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = done.stdout.strip().splitlines()[-1]
+    assert loaded == "['fedstyle_secure.cli.client', 'fedstyle_secure.cli.main', 'fedstyle_secure.cli.toml_command']"

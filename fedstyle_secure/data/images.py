@@ -213,14 +213,17 @@ def artwork_set_from_arrays(
     )
 
 
-def load_public_folder(root: Path | str, size: int = DEFAULT_IMAGE_SIZE) -> np.ndarray:
-    """Load a flat or nested folder of public alignment images as ``(M, size, size, 3)`` uint8."""
+def load_public_folder(root: Path | str, size: int = DEFAULT_IMAGE_SIZE, limit: int | None = None) -> np.ndarray:
+    """Load a flat or nested folder of public alignment images as ``(M, size, size, 3)`` uint8: the
+    first ``limit`` usable ones in path order (``None``: all)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"public alignment folder {root} does not exist or is not a directory")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    decoded = []
+    decoded: list[np.ndarray] = []
     for path in files:
+        if limit is not None and len(decoded) >= limit:
+            break
         try:
             decoded.append(decode_image(path, size))
         except DataError as exc:

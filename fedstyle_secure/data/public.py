@@ -116,17 +116,18 @@ def load_public_set(name: str, size: int = DEFAULT_IMAGE_SIZE) -> np.ndarray:
     """The images ``(M, size, size, 3)`` uint8 of a named public set (see the module docstring);
     read-only, decoded once per process and size."""
     base, count = parse_public_set(name)
-    return _load_full(base, size)[:count]
+    return _load_first(base, size, count)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_full(base: str, size: int) -> np.ndarray:
-    """A whole public set, decoded once per process (every loopback party and the server's index
-    read the same images; 174 x 224 x 224 x 3 bytes = 26 MB for ``met``)."""
+def _load_first(base: str, size: int, count: int) -> np.ndarray:
+    """The first ``count`` images of a public set, decoded once per process (every loopback party and
+    the server's index read the same images; 174 x 224 x 224 x 3 bytes = 26 MB for ``met``).  Only
+    those are decoded: ``met:48`` took a quarter of the time of decoding all 174 and slicing."""
     images = (
-        generate_public_images(GENERATED_PUBLIC_IMAGES, GENERATED_PUBLIC_SEED, size)
+        generate_public_images(GENERATED_PUBLIC_IMAGES, GENERATED_PUBLIC_SEED, size)[:count].copy()
         if base == "generated"
-        else load_public_folder(met_folder(), size)
+        else load_public_folder(met_folder(), size, limit=count)
     )
     images.setflags(write=False)
     return images

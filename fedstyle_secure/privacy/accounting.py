@@ -21,6 +21,7 @@ neighbouring datasets):
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections import Counter
@@ -101,6 +102,13 @@ def compute_epsilon(history: Iterable[Mechanism], delta: float, accountant: str 
 
 
 def _prv_epsilon(groups: Sequence[SampledGaussian], delta: float) -> float:
+    return _prv_epsilon_of(tuple(groups), delta)
+
+
+@functools.lru_cache(maxsize=4096)
+def _prv_epsilon_of(groups: tuple[SampledGaussian, ...], delta: float) -> float:
+    """PRV composition, remembered: a pure function of its arguments, and the costliest step of
+    calibration (0.1-0.5 s), which plans with the same portfolio size repeat."""
     from opacus.accountants import PRVAccountant
 
     accountant = PRVAccountant()

@@ -13,6 +13,7 @@ artwork at random" would satisfy the guarantee). :func:`default_delta` picks
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 from fedstyle_secure.errors import PrivacyError
@@ -125,26 +126,45 @@ def _calibrate(
     def epsilon_at(noise_multiplier: float) -> float:
         return epsilon_of_groups([*spent, planned(noise_multiplier)], delta, accountant)
 
-    return _bisect_noise_multiplier(epsilon_at, target_epsilon, relative_tolerance)
+    return _search_noise_multiplier(epsilon_at, target_epsilon, relative_tolerance)
 
 
-def _bisect_noise_multiplier(epsilon_at: Callable[[float], float], target: float, relative_tolerance: float) -> float:
-    """Bisection on a decreasing ``epsilon_at``; returns a multiplier with
-    ``(1 - relative_tolerance) * target <= epsilon_at(m) <= target``."""
+def _search_noise_multiplier(epsilon_at: Callable[[float], float], target: float, relative_tolerance: float) -> float:
+    """A multiplier ``m`` with ``(1 - relative_tolerance) * target <= epsilon_at(m) <= target`` for a
+    decreasing ``epsilon_at``; only a multiplier whose evaluated epsilon fits is ever returned.
+
+    The bracket is found by doubling from 1; inside it the search is regula falsi (Illinois) on
+    ``log epsilon`` against ``log m``, where DP-SGD's epsilon is close to a power law: about 3-5
+    accountant evaluations instead of bisection's 7-10 (each a PRV composition, 0.1-0.5 s)."""
+    lowest = (1.0 - relative_tolerance) * target
     low, high = 0.0, 1.0
-    epsilon_high = epsilon_at(high)
+    epsilon_low, epsilon_high = math.inf, epsilon_at(high)
     while epsilon_high > target:
-        low, high = high, 2.0 * high
+        low, epsilon_low, high = high, epsilon_high, 2.0 * high
         if high > MAX_NOISE_MULTIPLIER:
             raise PrivacyError(f"target epsilon {target:.4g} needs a noise multiplier above {MAX_NOISE_MULTIPLIER:g}")
         epsilon_high = epsilon_at(high)
+    aim = math.log(target * (1.0 - relative_tolerance / 2))  # the middle of the accepted band, in log epsilon
+    weight_low = weight_high = 1.0  # Illinois: halve the weight of an end that stays put twice
+    stuck = ""
     for _ in range(_MAX_BISECTIONS):
-        if epsilon_high >= (1.0 - relative_tolerance) * target or high - low <= 1e-9 * high:
+        if epsilon_high >= lowest or high - low <= 1e-9 * high:
             break
-        middle = 0.5 * (low + high)
+        if low == 0.0 or math.isinf(epsilon_low):
+            middle = 0.5 * (low + high)
+        else:
+            x_low, x_high = math.log(low), math.log(high)
+            g_low = weight_low * (math.log(epsilon_low) - aim)
+            g_high = weight_high * (math.log(epsilon_high) - aim)
+            middle = math.exp(x_high - g_high * (x_high - x_low) / (g_high - g_low))
+            middle = min(max(middle, low + 1e-6 * (high - low)), high - 1e-6 * (high - low))
         epsilon_middle = epsilon_at(middle)
         if epsilon_middle <= target:
             high, epsilon_high = middle, epsilon_middle
+            weight_low, weight_high = (0.5 * weight_low if stuck == "low" else 1.0), 1.0
+            stuck = "low"
         else:
-            low = middle
+            low, epsilon_low = middle, epsilon_middle
+            weight_high, weight_low = (0.5 * weight_high if stuck == "high" else 1.0), 1.0
+            stuck = "high"
     return high

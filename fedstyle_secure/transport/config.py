@@ -21,6 +21,7 @@ from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.privacy.plan import DEFAULT_MIN_TRAINING_ARTWORKS, DpConfig
 from fedstyle_secure.secure.ckks.decryption import DEFAULT_MIN_QUORUM
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
+from fedstyle_secure.training.pretrain import MAX_PUBLIC_PRETRAIN_STEPS, default_pretrain_steps
 from fedstyle_secure.transport.dp_config import dp_schedule, pop_federation_dp
 from fedstyle_secure.transport.validation import STRICT, ConfigPath, Positive, PositiveFinite, Probability, from_table
 
@@ -37,6 +38,8 @@ class ServerConfig:
     listen: str = "127.0.0.1:50051"
     schedule: Schedule = field(default_factory=Schedule)
     embedding_dim: Positive = 64
+    # public warm-start steps every party runs before round 0 (announced); None: 300 under DP, 0 without
+    public_pretrain_steps: Annotated[int, Field(ge=0, le=MAX_PUBLIC_PRETRAIN_STEPS)] | None = None
     max_message_bytes: Positive = 4 * MiB  # any single gRPC message, e.g. a buyer's query image
     max_payload_bytes: Positive = 256 * MiB  # ceiling of a streamed upload; the round's layout sets the actual limit
     max_calls_per_identity: Positive = 4  # in-flight calls of one artist or buyer certificate (long polls count)
@@ -50,6 +53,13 @@ class ServerConfig:
     crl: ConfigPath | None = None  # CA-signed revocation list (`fedstyle keys revoke`), re-read when it changes
     # from [federation] epsilon, delta, clip_norm, accountant, noise_multiplier (see dp_config)
     dp: DpConfig | None = None
+
+    @property
+    def pretrain_steps(self) -> int:
+        """The public warm-start steps of this federation (announced in every plan)."""
+        if self.public_pretrain_steps is None:
+            return default_pretrain_steps(self.dp is not None)
+        return self.public_pretrain_steps
 
 
 @dataclass(frozen=True, config=STRICT)

@@ -24,7 +24,7 @@ from fedstyle_secure.models.heads import StyleModel
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, InputBank, build_input_bank
 from fedstyle_secure.privacy.plan import DpConfig, encoder_config_for
 from fedstyle_secure.training.dataset import load_public_images
-from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model, warm_start_cache
+from fedstyle_secure.training.pretrain import make_initial_model, warm_start_cache
 from fedstyle_secure.transport.config import ServerConfig
 
 
@@ -45,9 +45,11 @@ def starting_model(
     bank: InputBank,
     public: InputBank,
     cache_dir: Path,
+    pretrain_steps: int,
 ) -> StyleModel:
     """:func:`make_initial_model` as every party of the federation calls it: the encoder the
-    announced DP plan ``dp`` implies (:func:`encoder_config_for`; public warm start under DP)."""
+    announced DP plan ``dp`` implies (:func:`encoder_config_for`) after the announced
+    ``pretrain_steps`` of public warm start."""
     encoder = dataclasses.replace(encoder_config_for(dp), embedding_dim=embedding_dim)
     return make_initial_model(
         encoder,
@@ -55,7 +57,7 @@ def starting_model(
         public,
         n_artists if spec.needs_classifier else None,
         seed=seed,
-        pretrain_steps=default_pretrain_steps(dp is not None),
+        pretrain_steps=pretrain_steps,
         cache=warm_start_cache(cache_dir),
     )
 
@@ -63,16 +65,16 @@ def starting_model(
 def server_model(config: ServerConfig, n_artists: int, cache_dir: Path) -> tuple[StyleModel, FederationShape]:
     """The server's copy of the starting model and the federation's shape (what each round sums).
 
-    Without DP there is no warm start and the parameters depend only on the seed and the
-    architecture, so the public set is not loaded (a placeholder of the right width sizes the
-    model; the public-set standardisation buffers it would set are never aggregated)."""
+    Without DP and warm start the parameters depend only on the seed and the architecture, so the
+    public set is not loaded (a placeholder of the right width sizes the model; the public-set
+    standardisation buffers it would set are never aggregated)."""
     spec, private = algorithm_spec(config.schedule.algorithm), config.dp is not None
-    if private:
+    if private or config.pretrain_steps:
         public = public_bank(cache_dir)
     else:
         public = InputBank(views=np.zeros((1, 1, STYLE_FEATURE_DIM), dtype=np.float32), kind="features")
     dim, seed = config.embedding_dim, config.schedule.seed
-    model = starting_model(spec, dim, n_artists, seed, config.dp, public, public, cache_dir)
+    model = starting_model(spec, dim, n_artists, seed, config.dp, public, public, cache_dir, config.pretrain_steps)
     private_layers = config.dp.private_layers if config.dp is not None else None
     public_count = public_set_size(default_public_set())
     shape = federation_shape(spec, model, STYLE_FEATURE_DIM, public_count, dim, private_layers)

@@ -24,6 +24,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def peak_resident_mb() -> float | None:
+    """This process's peak resident memory in MB (``VmHWM`` of ``/proc/self/status``; None off Linux),
+    logged when a process finishes so a deployment can size its machines."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
 def configure_logging(log_format: str, verbose: bool = False) -> None:
     """Log INFO (DEBUG if ``verbose``) to stderr as ``log_format``, replacing earlier root handlers."""
     handler = logging.StreamHandler()

@@ -91,13 +91,15 @@ def start_loopback(
     dp: DpConfig | None = None,
     budgets: Mapping[str, float] | None = None,
     session_timeout_seconds: float = 30.0,
+    public_pretrain_steps: int | None = None,
 ) -> LoopbackFederation:
     """Fresh keys (unless given), a server on a free loopback port, one artist thread per folder.
 
     ``dp`` is the federation's DP plan (``None``: no DP); under DP the set-up round is skipped
     (``schedule.standardise`` is forced off, as in the simulator).  ``budgets`` maps artist ids
-    to their own epsilon budget (default: the plan's epsilon).  Every artist keeps its durable
-    state and signed reports in :func:`artist_dirs`.
+    to their own epsilon budget (default: the plan's epsilon).  ``public_pretrain_steps`` is the
+    server's announced warm start (``None``: the default).  Every artist keeps its durable state and
+    signed reports in :func:`artist_dirs`.
     """
     folders = artist_folders(data_dir, work)
     keys_dir = keys_dir or write_fresh_keys(work / "keys", sorted(folders), buyers)
@@ -113,6 +115,7 @@ def start_loopback(
         cache_dir=cache_dir,
         dp=dp,
         session_timeout_seconds=session_timeout_seconds,
+        public_pretrain_steps=public_pretrain_steps,
     )
     server = start_server(config, load_server_keys(keys_dir))
     federation = LoopbackFederation(server, {})

@@ -110,9 +110,13 @@ class ProcessFederation:
     def log_path(self, name: str) -> Path:
         return self.work / name / "log.jsonl"
 
+    def events(self, name: str, message: str) -> list[dict]:
+        """The JSON log entries of process ``name`` (``"server"`` or an artist) whose message is ``message``."""
+        return [e for e in _read_json_lines(self.log_path(name)) if e.get("message") == message]
+
     def server_events(self, message: str) -> list[dict]:
         """The server's JSON log entries whose message is ``message`` (so far)."""
-        return [e for e in _read_json_lines(self.log_path("server")) if e.get("message") == message]
+        return self.events("server", message)
 
     def completed_rounds(self) -> int:
         """Rounds the server has saved (0 before the first one)."""

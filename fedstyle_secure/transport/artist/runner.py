@@ -28,6 +28,7 @@ from fedstyle_secure.randomness import CsprngNoise
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.secure.masking.config import MASKING_PHASES
 from fedstyle_secure.training.local import LocalConfig, LocalData
+from fedstyle_secure.training.pretrain import MAX_PUBLIC_PRETRAIN_STEPS
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.artist.ckks import CkksClient, Send, ckks_client, contribute_step, decrypt_step
 from fedstyle_secure.transport.artist.masking import MaskingClient, masking_client, masking_step
@@ -35,6 +36,7 @@ from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.dp_config import announced_dp
 from fedstyle_secure.transport.federation_model import public_bank, starting_model
+from fedstyle_secure.transport.logs import peak_resident_mb
 from fedstyle_secure.transport.wire import pb
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,12 @@ def build_style_client(
     announced = announced_dp(plan)
     # every artist starts from the same model as the server and the simulator (encoder from the announced plan)
     dp = None if announced is None else announced[0]
-    model = starting_model(spec, plan.embedding_dim, len(roster), plan.seed, dp, bank, public, cache)
+    steps = plan.public_pretrain_steps
+    if steps > MAX_PUBLIC_PRETRAIN_STEPS:
+        raise ConfigError(
+            f"the plan announces public_pretrain_steps = {steps}, above the {MAX_PUBLIC_PRETRAIN_STEPS} an artist runs"
+        )
+    model = starting_model(spec, plan.embedding_dim, len(roster), plan.seed, dp, bank, public, cache, steps)
     row = roster.index(artist_id)
     return StyleClient(  # rng: view / public-image choice only (public seed is fine); DP draws: the OS-keyed CSPRNG
         client_id=artist_id,
@@ -261,7 +268,10 @@ def run_artist(config: ClientConfig, keys: ArtistKeys, stop: threading.Event | N
             plan = runner.run_session(session, stop)
         if plan.failure:
             raise TransportError(f"the server stopped the run: {plan.failure}")
-        log.info("federation finished", extra={"artist": keys.artist_id, "round": plan.round_id})
+        log.info(
+            "federation finished",
+            extra={"artist": keys.artist_id, "round": plan.round_id, "peak_resident_mb": peak_resident_mb()},
+        )
         return 0
 
     def log_retry(state: RetryCallState) -> None:

@@ -258,6 +258,7 @@ class FederationServicer(pb_grpc.FederationServicer):
             phase=plan.phase.value,
             seed=c.schedule.seed,
             embedding_dim=self.config.embedding_dim,
+            public_pretrain_steps=self.config.pretrain_steps,
             failure=c.failed or "",
             dp=self._dp_parameters(),
             public_set=self._public_set,
