@@ -167,6 +167,36 @@ def test_cache_entry_is_computed_once_by_callers_that_start_together(tmp_path):
     )  # no cache: computed
 
 
+@pytest.mark.parametrize("slots", [1, 2])
+def test_at_most_slots_holders_of_a_machine_wide_semaphore(tmp_path, slots):
+    """``ArrayCache.one_of``: 4 threads (separate lock files handles, as separate processes would have)
+    never hold more than ``slots`` at once, and every one gets its turn."""
+    import threading
+    import time
+
+    from fedstyle_secure.data.array_cache import ArrayCache
+
+    holding, most, done = [0], [0], []
+    guard = threading.Lock()
+
+    def hold(i: int) -> None:
+        with ArrayCache(tmp_path, "tag").one_of("slot", slots, poll_seconds=0.01):
+            with guard:
+                holding[0] += 1
+                most[0] = max(most[0], holding[0])
+            time.sleep(0.5)  # long enough for the other threads, started at once, to try
+            with guard:
+                holding[0] -= 1
+        done.append(i)
+
+    threads = [threading.Thread(target=hold, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(done) == [0, 1, 2, 3] and most[0] == slots
+
+
 def test_feature_cache_extends_entries_with_missing_views_and_concurrent_parties_extract_once(tmp_path, monkeypatch):
     """A bank with more views than cached computes only the missing views (views are prefix-stable),
     and parties building the same bank at once extract it once (the others read the cache)."""

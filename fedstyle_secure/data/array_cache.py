@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -77,3 +78,25 @@ class ArrayCache:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextmanager
+    def one_of(self, name: str, slots: int, poll_seconds: float = 0.1) -> Iterator[None]:
+        """Hold one of ``slots`` machine-wide locks ``name-<i>`` of this cache: a counting semaphore
+        across threads and processes (e.g. at most one memory-hungry extraction per core)."""
+        if self.dir is None:
+            yield
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            for slot in range(max(slots, 1)):
+                with open(self.dir / f".{name}-{slot}.lock", "a") as handle:
+                    try:
+                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue
+                    try:
+                        yield
+                    finally:
+                        fcntl.flock(handle, fcntl.LOCK_UN)
+                    return
+            time.sleep(poll_seconds)

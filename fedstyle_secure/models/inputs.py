@@ -107,7 +107,10 @@ def _feature_bank(
     seed: int,
     cache_dir: Path | None,
     progress: bool,
-    batch_size: int = 8,  # artworks per forward pass (x views): 32 peaked at 2.5 GB, 8 at 1.1 GB
+    # artworks per forward pass (x views).  Peak resident memory of an artist process building its inputs
+    # (scripts/bench_scale.py --artist-process, 12 artworks, cold cache): 32 -> 2.5 GB, 8 -> 1.06 GB, 2 -> 0.56 GB;
+    # 2 was also faster on one core (3.7 s against 4.8-5.4 s of CPU for 12 artworks x 5 views).
+    batch_size: int = 2,
 ) -> InputBank:
     from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 
@@ -131,8 +134,9 @@ def _feature_bank(
     if missing:  # parties extracting the same images into this cache (e.g. the public set) do it once
         with cache.locked("extracting-" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]):
             missing = read_cache()
-            if missing:
-                _extract(images, keys, n_views, seed, missing, have, out, cache, progress, batch_size)
+            if missing:  # at most one extraction per core on a machine sharing the cache: each peaks at ~0.5 GB
+                with cache.one_of("extraction-slot", os.cpu_count() or 1):
+                    _extract(images, keys, n_views, seed, missing, have, out, cache, progress, batch_size)
     return InputBank(views=out, kind="features")
 
 
