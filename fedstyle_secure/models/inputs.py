@@ -73,10 +73,10 @@ class InputBank:
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
 
     def test_time_inputs(self, views: int = TEST_TIME_VIEWS) -> np.ndarray:
-        """Inputs ``(V, N, F)`` (float64, flattened) of the original and the first ``views`` augmented
-        views of every artwork (fewer if the bank holds fewer): what test-time view averaging reads."""
+        """Inputs ``(V, N, F)`` (flattened, not copied) of the original and the first ``views``
+        augmented views of every artwork (fewer if the bank holds fewer): what test-time view averaging reads."""
         stack = self.views[: max(0, min(views, self.n_views)) + 1]
-        return stack.reshape(len(stack), len(self), -1).astype(np.float64)
+        return stack.reshape(len(stack), len(self), -1)
 
     def originals(self, items: np.ndarray | None = None) -> torch.Tensor:
         idx = np.arange(len(self)) if items is None else items

@@ -62,9 +62,10 @@ def evaluate_frozen_features(data: FederationData) -> RetrievalMetrics:
     (the wikiart-dev README protocol) and averaged over the test-time views like every embedding,
     nearest prototype and cosine retrieval, no training."""
     train, query = data.split.train, data.split.query
-    feats = data.bank.test_time_inputs()
-    mu, sd = feats[0][train].mean(axis=0), feats[0][train].std(axis=0) + 1e-6
-    z = ((feats - mu) / sd).mean(axis=0)
+    views = data.bank.test_time_inputs()
+    originals = views[0].astype(np.float64)
+    mu, sd = originals[train].mean(axis=0), originals[train].std(axis=0) + 1e-6
+    z = (views.mean(axis=0, dtype=np.float64) - mu) / sd  # = the mean of the standardised views
     protos, _ = prototypes_from(z[train], data.labels[train], len(data.artists))
     zq = normalise_rows(z[query])
     return evaluate_retrieval(zq @ protos.T, cosine_similarity_matrix(z[query]), data.labels[query])

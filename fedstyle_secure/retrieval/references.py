@@ -59,7 +59,7 @@ def frozen_dp_prototypes(
     Each artist releases the sum of its training artworks' unit embeddings once, through
     :func:`release_prototype_sums` at the noise of :func:`release_sigma` for its own ``n``."""
     mean, std, basis = public_pca(data.public.views[0], dims)
-    emb = mean_direction(((data.bank.test_time_inputs() - mean) / std) @ basis)
+    emb = mean_direction(np.stack([((v - mean) / std) @ basis for v in data.bank.test_time_inputs()]))
     counts = np.bincount(data.labels[data.split.train], minlength=len(data.artists))
     sigmas = None if epsilon is None else np.array([release_sigma(epsilon, max(int(n), 1)) for n in counts])
     return release_draw_metrics(emb, data, sigmas, noise, draws)
@@ -93,9 +93,10 @@ def central_linear_probe(
     artworks (pooled, no privacy, fitted on the originals): artist = arg-max of the logits averaged
     over the test-time views; artwork retrieval by cosine between the queries' class-probability vectors."""
     views = data.bank.test_time_inputs()
+    feats = views[0].astype(np.float64)
     train, query = data.split.train, data.split.query
-    mean, std = views[0][train].mean(axis=0), views[0][train].std(axis=0) + 1e-6
-    x = torch.from_numpy((views[0] - mean) / std).float()
+    mean, std = feats[train].mean(axis=0), feats[train].std(axis=0) + 1e-6
+    x = torch.from_numpy((feats - mean) / std).float()
     y = torch.from_numpy(data.labels)
     n_classes = len(data.artists)
     with torch.random.fork_rng():
@@ -112,8 +113,8 @@ def central_linear_probe(
 
         optimiser.step(closure)
     with torch.no_grad():
-        queries = torch.from_numpy((views[:, query] - mean) / std).float()
-        logits = (queries @ weight + bias).mean(dim=0).numpy().astype(np.float64)
+        queries = torch.from_numpy((views[:, query].mean(axis=0, dtype=np.float64) - mean) / std).float()
+        logits = (queries @ weight + bias).numpy().astype(np.float64)  # linear: the mean of the views' logits
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
     return evaluate_retrieval(logits, cosine_similarity_matrix(probs), data.labels[query])
