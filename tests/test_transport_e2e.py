@@ -10,13 +10,17 @@ import grpc
 import numpy as np
 import pytest
 
+from fedstyle_secure.data.images import load_image_folder
 from fedstyle_secure.federation.coordinator import Schedule
+from fedstyle_secure.models.embed import embed_views, normalise_rows, prototype_sums
+from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, build_input_bank
 from fedstyle_secure.retrieval.index import StyleIndex
 from fedstyle_secure.secure.keys.keystore import load_server_keys
 from fedstyle_secure.transport.artist.channel import open_channel, query
 from fedstyle_secure.transport.auth import buyer_tls_pem
 from fedstyle_secure.transport.loopback import start_loopback
 from fedstyle_secure.transport.server import servicer as servicer_module
+from fedstyle_secure.transport.server.publish_index import index_from_run
 from fedstyle_secure.transport.server.servicer import start_server
 from fedstyle_secure.transport.server.store import StateStore
 from fedstyle_secure.transport.wire import pb, pb_grpc
@@ -54,6 +58,15 @@ def test_federation_completes_and_persists(tmp_path, data, secure_mode):
     assert saved.state.round == 3
     np.testing.assert_array_equal(saved.state.params, coordinator.state.params)
     np.testing.assert_array_equal(saved.state.prototypes, coordinator.state.prototypes)
+    # every artist's final publication over the wire is view-averaged, as the index embeds buyers' images
+    model = index_from_run(coordinator, federation.server.servicer.config.embedding_dim, data.parent / "cache").model
+    artworks, _ = load_image_folder(data)
+    assert artworks.artists == coordinator.roster
+    bank = build_input_bank(
+        artworks.images, artworks.keys, DEFAULT_BACKBONE, DEFAULT_VIEWS, cache_dir=data.parent / "cache"
+    )
+    sums, _ = prototype_sums(embed_views(model, bank), artworks.labels, len(artworks.artists))
+    np.testing.assert_allclose(coordinator.state.prototypes, normalise_rows(sums), atol=1e-4)
 
 
 def test_server_restart_mid_run_resumes_and_artists_reconnect(tmp_path, data):

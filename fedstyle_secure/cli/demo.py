@@ -204,7 +204,10 @@ def run_federation(args: argparse.Namespace, data: FederationData, work: Path) -
         ranked = query(running.address, buyer_tls_pem(keys, BUYER), buffer.getvalue(), top_k=3)
         held_out = data.split.query
         metrics = evaluate_index(
-            StyleIndex.load(index_dir), data.artworks.images[held_out], [data.artists[i] for i in data.labels[held_out]]
+            StyleIndex.load(index_dir),
+            data.artworks.images[held_out],
+            [data.artists[i] for i in data.labels[held_out]],
+            data.cache_dir,  # the demo's own artworks: their views are cached already
         )
         return FederationOutcome(
             time.perf_counter() - started,

@@ -9,6 +9,7 @@ import numpy as np
 
 from fedstyle_secure.data.images import load_image_folder
 from fedstyle_secure.models.embed import prototypes_from
+from fedstyle_secure.models.inputs import default_cache_dir
 from fedstyle_secure.retrieval.index import StyleIndex, build_index
 
 
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     model, config = load_encoder(args.model)
     artworks, report = load_image_folder(args.data, min_artists=1)
     base = StyleIndex(artists=artworks.artists, prototypes=np.zeros((1, 1)), model=model, config=config)
-    embeddings = base.embed_images(artworks.images)
+    embeddings = base.embed_images(artworks.images, default_cache_dir())  # the artists' own artworks
     protos, _ = prototypes_from(embeddings, artworks.labels, len(artworks.artists))
     index = build_index(
         model,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.simulator import SimulationConfig, SimulationResult
-from fedstyle_secure.models.embed import embed, prototypes_from
+from fedstyle_secure.models.embed import embed_views, prototypes_from
 from fedstyle_secure.retrieval.index import StyleIndex, build_index
 from fedstyle_secure.training.dataset import FederationData
 
@@ -19,6 +19,6 @@ def index_from_result(result: SimulationResult, config: SimulationConfig, data: 
         )
     train = data.split.train
     protos, _ = prototypes_from(
-        embed(result.global_model, data.bank.originals(train)), data.labels[train], len(data.artists)
+        embed_views(result.global_model, data.bank, train), data.labels[train], len(data.artists)
     )
     return build_index(result.global_model, config.encoder, data.artists, protos)

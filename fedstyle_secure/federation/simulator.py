@@ -430,7 +430,7 @@ def _final_publication(spec, turns: TurnTaking, clients, state, template, data, 
             client.model.load_state_dict(model.state_dict())
         else:
             turns.load(client)
-        pub = client.publish(final, round_id=round_id)
+        pub = client.publish(final, round_id=round_id, final=True)
         table[pub.artist_rows] = pub.prototypes
         known[pub.artist_rows] = True
     publish_prototypes(state, np.flatnonzero(known), table[known])
@@ -475,6 +475,7 @@ def _privacy_summary(clients: list[StyleClient], data: FederationData) -> dict[s
                 "accountant": client.ledger.accountant,
                 "noise_multiplier": client.dp.noise_multiplier,
                 "prototype_release_sigma": client.dp.release_sigma,
+                "final_release_sigma": client.dp.final_release_sigma,
                 "noise_source": client.noise.name,
                 "retired": client.retired_reason,
                 "privacy_unit": "one artwork (record-level)",

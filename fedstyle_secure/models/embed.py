@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedstyle_secure.models.inputs import TEST_TIME_VIEWS, InputBank
+
 
 @torch.no_grad()
 def embed(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> np.ndarray:
@@ -17,6 +19,25 @@ def embed(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> np.n
     finally:
         model.train(was_training)
     return torch.cat(chunks).cpu().numpy() if chunks else np.zeros((0, 0), dtype=np.float32)
+
+
+def mean_direction(per_view: np.ndarray) -> np.ndarray:
+    """Test-time view averaging: embeddings ``(V, N, D)`` of ``V`` views of ``N`` artworks -> ``(N, D)``,
+    the direction of the mean of the unit-normalised views.  Every row has unit norm (zero only if
+    the views cancel), so an artist's sum of rows keeps L2 sensitivity 1 per artwork, as the
+    prototype release assumes."""
+    return normalise_rows(np.mean([normalise_rows(v) for v in per_view], axis=0))
+
+
+def embed_views(
+    model: nn.Module, bank: InputBank, items: np.ndarray | None = None, views: int = TEST_TIME_VIEWS
+) -> np.ndarray:
+    """Embeddings ``(N, D)`` of ``items`` (default: every artwork of ``bank``) averaged over the
+    original and the first ``views`` augmented views (fewer if the bank holds fewer), by
+    :func:`mean_direction`.  ``views=0``: the original's embedding."""
+    idx = np.arange(len(bank)) if items is None else np.asarray(items)
+    n = max(0, min(views, bank.n_views))
+    return mean_direction(np.stack([embed(model, bank.take(v, idx)) for v in range(n + 1)]))
 
 
 def prototype_sums(embeddings: np.ndarray, labels: np.ndarray, n_artists: int) -> tuple[np.ndarray, np.ndarray]:

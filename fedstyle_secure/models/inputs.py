@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 BACKBONES: tuple[str, ...] = ("efficientnet-lite0", "scratch")
 DEFAULT_BACKBONE = "efficientnet-lite0"
 DEFAULT_VIEWS = 4  # augmented views per artwork, plus the original
+TEST_TIME_VIEWS = DEFAULT_VIEWS
+"""Augmented views averaged with the original wherever an artwork is embedded to be published or
+scored (prototypes, queries, index): test-time view averaging (:func:`~.embed.embed_views`).
+0 embeds the original alone."""
 SCRATCH_RESOLUTION = 64
 _CACHE_VERSION = "v1"
 
@@ -67,6 +71,12 @@ class InputBank:
         if self.kind == "pixels":
             return torch.from_numpy(x.astype(np.float32) / 255.0)
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+    def test_time_inputs(self, views: int = TEST_TIME_VIEWS) -> np.ndarray:
+        """Inputs ``(V, N, F)`` (flattened, not copied) of the original and the first ``views``
+        augmented views of every artwork (fewer if the bank holds fewer): what test-time view averaging reads."""
+        stack = self.views[: max(0, min(views, self.n_views)) + 1]
+        return stack.reshape(len(stack), len(self), -1)
 
     def originals(self, items: np.ndarray | None = None) -> torch.Tensor:
         idx = np.arange(len(self)) if items is None else items

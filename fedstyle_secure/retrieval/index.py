@@ -11,13 +11,15 @@ from typing import Any, cast
 
 import numpy as np
 
+from fedstyle_secure.data.images import content_key
 from fedstyle_secure.errors import ModelError
-from fedstyle_secure.models.embed import embed, normalise_rows
+from fedstyle_secure.models.embed import embed_views, normalise_rows
 from fedstyle_secure.models.factory import EncoderConfig, load_encoder, save_encoder
 from fedstyle_secure.models.heads import StyleModel
-from fedstyle_secure.models.inputs import build_input_bank
+from fedstyle_secure.models.inputs import TEST_TIME_VIEWS, build_input_bank
 
 INDEX_FORMAT = "fedstyle-index/1"
+MAX_TEST_TIME_VIEWS = 16  # a loaded index may not ask for more views per query image
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,9 @@ class RankedArtist:
 
 @dataclass
 class StyleIndex:
-    """``prototypes (A, D)`` unit rows, one per name in ``artists``."""
+    """``prototypes (A, D)`` unit rows, one per name in ``artists``.  ``test_time_views``: augmented views
+    averaged with each image's original when it is embedded (:func:`embed_views`); the prototypes were
+    computed the same way (0 in an index saved before view averaging)."""
 
     artists: tuple[str, ...]
     prototypes: np.ndarray
@@ -37,11 +41,16 @@ class StyleIndex:
     artwork_embeddings: np.ndarray | None = None
     artwork_labels: np.ndarray | None = None
     artwork_sources: tuple[str, ...] = ()
+    test_time_views: int = TEST_TIME_VIEWS
 
-    def embed_images(self, images: np.ndarray) -> np.ndarray:
-        """Embeddings of ``(N, S, S, 3)`` uint8 images with the index's encoder."""
-        bank = build_input_bank(images, [str(i) for i in range(len(images))], self.config.backbone, n_views=0)
-        return embed(self.model, bank.originals())
+    def embed_images(self, images: np.ndarray, cache_dir: Path | None = None) -> np.ndarray:
+        """Embeddings of ``(N, S, S, 3)`` uint8 images with the index's encoder, averaged over the
+        original and ``test_time_views`` augmented views (each a pure function of the image's content).
+        ``cache_dir``: a feature cache to read and fill (artworks the platform already holds; never
+        for buyers' images, which nothing stores)."""
+        keys = [content_key(image) for image in images]
+        bank = build_input_bank(images, keys, self.config.backbone, self.test_time_views, cache_dir=cache_dir)
+        return embed_views(self.model, bank, views=self.test_time_views)
 
     def rank(self, embedding: np.ndarray, top_k: int) -> list[RankedArtist]:
         scores = normalise_rows(self.prototypes) @ (embedding / max(np.linalg.norm(embedding), 1e-12))
@@ -56,7 +65,12 @@ class StyleIndex:
             arrays["artwork_embeddings"] = self.artwork_embeddings.astype(np.float32)
             arrays["artwork_labels"] = np.asarray(self.artwork_labels, dtype=np.int64)
         np.savez(directory / "index.npz", **cast(dict[str, Any], arrays))  # keywords name arrays, not options
-        meta = {"format": INDEX_FORMAT, "artists": list(self.artists), "artwork_sources": list(self.artwork_sources)}
+        meta = {
+            "format": INDEX_FORMAT,
+            "artists": list(self.artists),
+            "artwork_sources": list(self.artwork_sources),
+            "test_time_views": self.test_time_views,
+        }
         staged = directory / "index.json.tmp"  # index.json marks a complete index: written last, atomically
         staged.write_text(json.dumps(meta, indent=2))
         os.replace(staged, directory / "index.json")
@@ -74,6 +88,11 @@ class StyleIndex:
             raise ModelError(f"cannot read style index in {directory}: {exc}") from exc
         if meta.get("format") != INDEX_FORMAT:
             raise ModelError(f"{meta_path}: unknown format {meta.get('format')!r}")
+        views = meta.get("test_time_views", 0)
+        if not isinstance(views, int) or isinstance(views, bool) or not 0 <= views <= MAX_TEST_TIME_VIEWS:
+            raise ModelError(
+                f"{meta_path}: test_time_views must be an integer in [0, {MAX_TEST_TIME_VIEWS}], got {views!r}"
+            )
         model, config = load_encoder(directory)
         artists = tuple(meta["artists"])
         if arrays["prototypes"].shape[0] != len(artists):
@@ -86,6 +105,7 @@ class StyleIndex:
             artwork_embeddings=arrays.get("artwork_embeddings"),
             artwork_labels=arrays.get("artwork_labels"),
             artwork_sources=tuple(meta.get("artwork_sources", ())),
+            test_time_views=views,
         )
 
 

@@ -6,7 +6,8 @@
 * :func:`central_linear_probe` -- the ceiling of a platform holding every portfolio: a multinomial
   logistic regression on the standardised frozen statistics of all training artworks, pooled.
 
-Both are scored on the held-out queries like every algorithm (:mod:`.evaluate`).
+Both are scored on the held-out queries like every algorithm (:mod:`.evaluate`), test-time view
+averaging included.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedstyle_secure.models.embed import normalise_rows, prototype_sums
+from fedstyle_secure.models.embed import mean_direction, prototype_sums
 from fedstyle_secure.privacy.calibration import calibrate_noise_multiplier, default_delta
 from fedstyle_secure.privacy.plan import PROTOTYPE_SENSITIVITY, release_prototype_sums
 from fedstyle_secure.randomness import NoiseSource
@@ -58,18 +59,28 @@ def frozen_dp_prototypes(
     Each artist releases the sum of its training artworks' unit embeddings once, through
     :func:`release_prototype_sums` at the noise of :func:`release_sigma` for its own ``n``."""
     mean, std, basis = public_pca(data.public.views[0], dims)
-    feats = data.bank.views[0].astype(np.float64)
-    emb = normalise_rows(((feats - mean) / std) @ basis)
-    train, query = data.split.train, data.split.query
-    labels = data.labels
-    sums, counts = prototype_sums(emb[train], labels[train], len(data.artists))
-    q = emb[query]
+    emb = mean_direction(np.stack([((v - mean) / std) @ basis for v in data.bank.test_time_inputs()]))
+    counts = np.bincount(data.labels[data.split.train], minlength=len(data.artists))
+    sigmas = None if epsilon is None else np.array([release_sigma(epsilon, max(int(n), 1)) for n in counts])
+    return release_draw_metrics(emb, data, sigmas, noise, draws)
+
+
+def release_draw_metrics(
+    embeddings: np.ndarray, data: FederationData, sigmas: np.ndarray | None, noise: NoiseSource, draws: int = 1
+) -> RetrievalMetrics:
+    """Metrics of the held-out queries against prototypes released from ``embeddings`` ``(N, D)``
+    (unit rows of every artwork), averaged over ``draws`` independent Gaussian releases of each
+    artist's training sum at noise std ``sigmas[a]`` (``None``: one exact release).  A measurement of
+    the expected quality of one DP release, as the published one is a single draw."""
+    train, query, labels = data.split.train, data.split.query, data.labels
+    sums, counts = prototype_sums(embeddings[train], labels[train], len(data.artists))
+    q = embeddings[query]
     similarity = cosine_similarity_matrix(q)
     runs = []
-    for _ in range(draws if epsilon is not None else 1):
+    for _ in range(draws if sigmas is not None else 1):
         protos = np.zeros_like(sums)
         for a in np.flatnonzero(counts > 0):
-            sigma = None if epsilon is None else release_sigma(epsilon, int(counts[a]))
+            sigma = None if sigmas is None else float(sigmas[a])
             protos[a] = release_prototype_sums(sums[a : a + 1], sigma, noise)[0]
         runs.append(evaluate_retrieval(q @ protos.T, similarity, labels[query]).as_dict())
     return RetrievalMetrics(**{k: float(np.mean([r[k] for r in runs])) for k in runs[0]})
@@ -79,9 +90,10 @@ def central_linear_probe(
     data: FederationData, weight_decay: float = PROBE_WEIGHT_DECAY, seed: int = 0
 ) -> RetrievalMetrics:
     """Metrics of a logistic-regression probe on standardised frozen statistics of ALL training
-    artworks (pooled, no privacy): artist = arg-max class; artwork retrieval by cosine between the
-    queries' predicted class-probability vectors."""
-    feats = data.bank.views[0].astype(np.float64)
+    artworks (pooled, no privacy, fitted on the originals): artist = arg-max of the logits averaged
+    over the test-time views; artwork retrieval by cosine between the queries' class-probability vectors."""
+    views = data.bank.test_time_inputs()
+    feats = views[0].astype(np.float64)
     train, query = data.split.train, data.split.query
     mean, std = feats[train].mean(axis=0), feats[train].std(axis=0) + 1e-6
     x = torch.from_numpy((feats - mean) / std).float()
@@ -101,7 +113,8 @@ def central_linear_probe(
 
         optimiser.step(closure)
     with torch.no_grad():
-        logits = (x[query] @ weight + bias).numpy().astype(np.float64)
+        queries = torch.from_numpy((views[:, query].mean(axis=0, dtype=np.float64) - mean) / std).float()
+        logits = (queries @ weight + bias).numpy().astype(np.float64)  # linear: the mean of the views' logits
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
     return evaluate_retrieval(logits, cosine_similarity_matrix(probs), data.labels[query])

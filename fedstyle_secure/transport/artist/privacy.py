@@ -313,7 +313,7 @@ class ArtistPrivacy:
         cached, r = self._cached(plan), plan.round_id - 1
         if cached is None:
             self._report_latest(session, before=r)  # the previous round's report precedes any new charge
-            publication = self.client.publish(broadcast(), round_id=r)
+            publication = self.client.publish(broadcast(), round_id=r, final=plan.kind == pb.ROUND_KIND_FINAL)
             cached = CachedResult(
                 plan.round_id, RELEASE, publication.prototypes, {"rows": [int(x) for x in publication.artist_rows]}
             )

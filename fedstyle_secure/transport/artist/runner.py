@@ -184,7 +184,8 @@ class ArtistRunner:
         assert self.client is not None
         if self.privacy is not None:
             return self.privacy.publication(session, plan, lambda: self._broadcast(session, plan.round_id))
-        return self.client.publish(self._broadcast(session, plan.round_id), round_id=plan.round_id - 1)
+        broadcast = self._broadcast(session, plan.round_id)
+        return self.client.publish(broadcast, round_id=plan.round_id - 1, final=plan.kind == pb.ROUND_KIND_FINAL)
 
     def _broadcast(self, session: ArtistSession, round_id: int) -> Broadcast:
         broadcast, standardisation = session.broadcast(round_id)
