@@ -111,11 +111,6 @@ class MaskingClient:
             self._save()
         return self._vectors[round_id]
 
-    @property
-    def phase(self) -> str | None:
-        """The current session's phase (``None``: no session open)."""
-        return None if self._current is None else self._current.machine.phase.value
-
     def end_rounds_before(self, round_id: int) -> None:
         """Forget sessions and vectors of rounds before ``round_id`` (their secrets too, on disk): a
         session that never reached its unmasking request is over once a later round began."""
@@ -132,7 +127,7 @@ class MaskingClient:
             return
         meta: dict[str, object] = {"used": sorted(self._used), "vectors": {}, "session": None}
         values: dict[str, bytes] = {}
-        for r, (vector, layout) in self._vectors.items():
+        for r, (vector, layout) in self._vectors.items():  # at most the current round's
             meta["vectors"] = {str(r): [[name, list(shape)] for name, shape in layout.fields]}
             values["vector"] = npy_bytes(vector)
         current = self._current
@@ -236,6 +231,7 @@ class MaskingClient:
                 self.journal.record(plan.round_id)  # durable before the answer leaves the process
             self._unmasked_rounds.add(plan.round_id)
             self._current = None  # forget the session's secrets
+            self._vectors.pop(plan.round_id, None)  # and the vector: no other session of this round is joined
         else:
             raise SecureAggregationError(f"round {plan.round_id}: {plan.phase!r} is not a masking phase")
         self._save()  # the phase this reply moved to, before the reply leaves the process
