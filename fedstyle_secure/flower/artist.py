@@ -5,7 +5,9 @@ between messages: each message builds the gRPC artist's
 :class:`~fedstyle_secure.transport.artist.runner.ArtistRunner` afresh, which restores the model,
 the DP ledger, the round's charged results and the retirement from ``client.state_dir``
 (:class:`~fedstyle_secure.transport.artist.state.ArtistStateStore`), exactly as a restarted
-``fedstyle client`` does, and acts on the message's plan once.  Its calls to the server go to a
+``fedstyle client`` does, and acts on the message's plan once.  The crypto-only masking phases
+(``share`` to ``unmask``) need no model: they run the masking client alone on its stored session,
+so a ClientApp start fits their short deadline (``federation.masking_seconds``).  Its calls to the server go to a
 :class:`FlowerSession`, which answers downloads from the message and collects uploads into the
 reply.  A non-DP artist keeps its model, published prototypes and view generator in the same
 state store (:class:`~fedstyle_secure.transport.artist.privacy.DurableClient`, no ledger); a
@@ -53,7 +55,7 @@ from fedstyle_secure.transport.artist.channel import (
     with_layout,
 )
 from fedstyle_secure.transport.artist.ckks import SentContribution, ckks_client
-from fedstyle_secure.transport.artist.masking import masking_client
+from fedstyle_secure.transport.artist.masking import masking_client, masking_step
 from fedstyle_secure.transport.artist.privacy import ArtistPrivacy, DurableClient
 from fedstyle_secure.transport.artist.runner import ArtistRunner, build_style_client
 from fedstyle_secure.transport.artist.state import ArtistStateStore
@@ -265,7 +267,17 @@ def _act_on_phase(config: ClientConfig, keys: ArtistKeys, inbox: ServerMessage) 
     assert config.state_dir is not None
     plan = inbox.plan
     session = FlowerSession.for_message(keys, inbox)
-    runner = ArtistRunner(config, keys)
+    masking = None
+    if is_masking_mode(plan.secure_mode):
+        masking = masking_client(
+            keys, config.state_dir, config.min_masking_threshold, config.min_masking_degree, resume=True
+        )
+        masking.end_rounds_before(plan.round_id)  # an unfinished earlier session's secrets go now
+        if plan.phase in FETCH_NAMES:  # share .. unmask: crypto on the stored session only, no model to rebuild
+            if keys.artist_id in plan.participants:
+                masking_step(masking, session, plan, _packed_at_advertise)(session)
+            return session.reply.to_record()
+    runner = ArtistRunner(config, keys, masking=masking)
     runner.client = build_style_client(config, keys.artist_id, session.roster, plan)
     runner.privacy = ArtistPrivacy.open(config, keys, runner.client, plan)  # restores a DP artist
     durable = None
@@ -279,12 +291,6 @@ def _act_on_phase(config: ClientConfig, keys: ArtistKeys, inbox: ServerMessage) 
         sent = journal.load()
         if sent is not None:
             runner.ckks.resume(sent)
-    elif is_masking_mode(plan.secure_mode):
-        masking = masking_client(
-            keys, config.state_dir, config.min_masking_threshold, config.min_masking_degree, resume=True
-        )
-        masking.end_rounds_before(plan.round_id)  # an unfinished earlier session's secrets go now
-        runner.masking = masking
     with contextlib.suppress(AwaitingCommitments):  # committed: the reply carries the commitment
         runner.act(session, plan)
     if journal is not None and runner.ckks is not None and runner.ckks.sent is not None:
@@ -292,6 +298,12 @@ def _act_on_phase(config: ClientConfig, keys: ArtistKeys, inbox: ServerMessage) 
     if durable is not None:
         durable.save(runner.client)
     return session.reply.to_record()
+
+
+def _packed_at_advertise() -> tuple[np.ndarray, Layout]:
+    """``masking_step``'s ``pack_once`` after the advertise phase, which never calls it (the stored session
+    holds the round's vector)."""
+    raise TransportError("the round's vector is packed when the artist advertises its keys")
 
 
 def artist_from_config(path: Path) -> tuple[ClientConfig, ArtistKeys]:
