@@ -4,13 +4,15 @@
 # SuperNode key, registered with `flwr supernode register`, and its own `client.toml` + key
 # bundle), then `flwr run` of the app with the server's `server.toml`.  Needs `pip install -e ".[flower]"`.
 #
-#   scripts/run_flower_federation.sh [N_ARTISTS] [ROUNDS] [EPSILON]   (defaults: 3 2 8; DP is required)
+#   scripts/run_flower_federation.sh [N_ARTISTS] [ROUNDS] [EPSILON] [SECURE_MODE]
+#   (defaults: 3 2 8 none; SECURE_MODE one of none, ckks, secagg, secagg+; a finite EPSILON: the walk-through
+#   ends with the audit of the epsilon reports)
 #
 # Everything goes into a fresh temporary directory (printed; or $WORK): synthetic images, fresh keys.
 # It ends with `fedstyle audit` of the signed epsilon reports the ServerApp stored.
 set -euo pipefail
 
-N="${1:-3}"; ROUNDS="${2:-2}"; EPSILON="${3:-8}"
+N="${1:-3}"; ROUNDS="${2:-2}"; EPSILON="${3:-8}"; SECURE="${4:-none}"
 BIN="${BIN:-$(dirname "$(command -v fedstyle)")}"
 WORK="${WORK:-$(mktemp -d -t fedstyle-flower.XXXXXX)}"
 PORT="${PORT:-$((20000 + RANDOM % 20000))}"
@@ -25,14 +27,15 @@ trap cleanup EXIT
 # 1. the federation's machines, as for `fedstyle server/client`: keys, server.toml, one client.toml per artist
 "$BIN/fedstyle" synth --out "$WORK/data" --artists "$N" --per-artist 6 >/dev/null
 "$BIN/fedstyle" keys init --out "$WORK/keys" --count "$N" >/dev/null
-"$BIN/python" - "$WORK" "$ROUNDS" "$EPSILON" "$N" <<'PY'
+"$BIN/python" - "$WORK" "$ROUNDS" "$EPSILON" "$N" "$SECURE" <<'PY'
 import sys
 from pathlib import Path
 from fedstyle_secure.transport.loopback import artist_folders
 from fedstyle_secure.transport.processes import federation_tables, write_machine_configs
 
 work, rounds, epsilon, n = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-federation, server, client = federation_tables(rounds, "none", epsilon, n, quorum=n, phase_seconds=300)
+secure = sys.argv[5]
+federation, server, client = federation_tables(rounds, secure, epsilon, n, quorum=n, phase_seconds=300)
 write_machine_configs(
     work, work / "keys", artist_folders(work / "data", work), federation=federation, server=server,
     client={**client, "min_training_artworks": 1},

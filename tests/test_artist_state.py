@@ -68,3 +68,19 @@ def test_resuming_a_world_readable_state_tightens_it_and_keeps_the_data(tmp_path
     assert "readable by others" in caplog.text and "644" in caplog.text
     store.save(_snapshot())
     assert store.load().artist_id == "artist_a"
+
+
+def test_the_masking_session_store_leaves_no_dropped_secret_on_disk(tmp_path, umask_022):
+    """The Flower artist's masking session (its round's key material) is owner-only, and once replaced
+    (the session ended) its bytes are gone from the database file and its WAL, not only unlinked from
+    the table (SQLite would otherwise keep them in free pages until reused)."""
+    from fedstyle_secure.transport.artist.state import MASKING_SESSION_FILE, MaskingSessionStore
+
+    store = MaskingSessionStore(tmp_path / "state")
+    secret = os.urandom(32).hex().encode() * 8  # stands in for a stored private key
+    store.save({"meta": b"{}", "session": secret})
+    assert store.load()["session"] == secret and _mode(tmp_path / "state" / MASKING_SESSION_FILE) == 0o600
+    store.save({"meta": b"{}"})
+    assert store.load() == {"meta": b"{}"}
+    files = [p for p in (tmp_path / "state").iterdir() if p.name.startswith(MASKING_SESSION_FILE)]
+    assert all(secret[:64] not in p.read_bytes() for p in files)

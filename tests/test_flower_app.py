@@ -5,9 +5,13 @@ Skipped with a reason when flwr is not installed (`pip install -e ".[flower]"`).
 from __future__ import annotations
 
 import json
+import math
 import os
+import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +19,7 @@ import pytest
 pytest.importorskip("flwr", reason="the Flower app needs the optional extra: pip install -e '.[flower]'")
 pytest.importorskip("ray", reason="Flower's simulation runtime needs ray (flwr[simulation])")
 
-from flwr.app import Context, Message
+from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.simulation import run_simulation
 
@@ -24,11 +28,19 @@ from fedstyle_secure.federation.client import Publication
 from fedstyle_secure.federation.rejections import Duplicate, Forbidden
 from fedstyle_secure.flower.apps import client_app, server_app
 from fedstyle_secure.flower.artist import SentCkksJournal, artist_from_config
-from fedstyle_secure.flower.records import PHASE_ACTIONS, ArtistReply, registration_nonce, registration_reply
-from fedstyle_secure.flower.server import FlowerFederation, apply_reply, verified_artist
+from fedstyle_secure.flower.records import (
+    PHASE_ACTIONS,
+    ArtistReply,
+    ServerMessage,
+    registration_nonce,
+    registration_reply,
+)
+from fedstyle_secure.flower.server import FlowerFederation, apply_reply, bind_nodes, verified_artist
 from fedstyle_secure.retrieval.index import StyleIndex
 from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.secure.masking.messages import SurvivorSet, UnmaskRequest, UnmaskResponse, parse_message
 from fedstyle_secure.transport.artist.channel import publication_message
+from fedstyle_secure.transport.artist.state import MASKING_SESSION_FILE, MaskingJournal, MaskingSessionStore
 from fedstyle_secure.transport.auth import sign_registration
 from fedstyle_secure.transport.config import load_server_config
 from fedstyle_secure.transport.loopback import artist_folders, write_fresh_keys
@@ -60,10 +72,13 @@ ROUNDS, EPSILON = 1, 8.0  # few messages: each one rebuilds the artist from its 
 REPORTS = ["round-0000.json", "round-0001.json"]  # 1 training round + the final publication
 
 
-def machines(work: Path, data: Path, secure: str = "none", **federation: object) -> MachineConfigs:
-    """A server folder and one folder per artist, each with its own key bundle and TOML config."""
+def machines(
+    work: Path, data: Path, secure: str = "none", epsilon: float = EPSILON, **federation: object
+) -> MachineConfigs:
+    """A server folder and one folder per artist, each with its own key bundle and TOML config
+    (``epsilon`` inf: a federation without DP)."""
     keys = write_fresh_keys(work / "keys", ARTISTS)
-    tables, server, client = federation_tables(ROUNDS, secure, EPSILON, len(ARTISTS), quorum=len(ARTISTS))
+    tables, server, client = federation_tables(ROUNDS, secure, epsilon, len(ARTISTS), quorum=len(ARTISTS))
     return write_machine_configs(
         work,
         keys,
@@ -193,3 +208,219 @@ def test_a_reply_claiming_another_artist_is_refused_and_changes_nothing(tmp_path
     assert servicer.coordinator._collect.items == {}
     assert apply_reply(servicer, ARTISTS[0], forged) == []
     assert set(servicer.coordinator._collect.items) == {ARTISTS[0]}
+
+
+# ---------------------------------------------------------------- secagg / secagg+ and non-DP over Flower
+
+DROPPED = ARTISTS[2]
+
+
+def dropout_client_app(client_configs: list[Path], vectors: Path) -> ClientApp:
+    """Honest ClientApps that copy each artist's packed round vector (from its masking store, right
+    after it advertised keys) to ``vectors/<artist>.npy`` for the test, except that artist_02's
+    ClientApp fails on its ``masked_input`` message (a node lost mid-protocol: keys and shares sent,
+    no masked input)."""
+    honest = client_app(client_configs)
+    app = ClientApp()
+
+    def handler(message: Message, context: Context) -> Message:
+        partition = int(context.node_config["partition-id"])
+        if partition == 2 and message.metadata.message_type == PHASE_ACTIONS["masked_input"]:
+            raise RuntimeError("artist_02's node went away")
+        reply = honest(message, context)
+        if message.metadata.message_type == PHASE_ACTIONS["advertise"]:
+            state = client_configs[partition].parent / "state"
+            vectors.mkdir(exist_ok=True)
+            (vectors / f"{ARTISTS[partition]}.npy").write_bytes(MaskingSessionStore(state).load()["vector"])
+        return reply
+
+    for message_type in [*PHASE_ACTIONS.values()]:
+        category, action = message_type.split(".")
+        (app.train(action) if category == "train" else app.query(action))(handler)
+    app.query("register")(handler)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("secure", "epsilon"), [("secagg", math.inf), pytest.param("secagg+", EPSILON, marks=pytest.mark.slow)]
+)
+def test_flower_simulation_masks_the_round_and_survives_a_dropout(tmp_path, data, secure, epsilon):
+    """Five Flower messages per masked round, the artists' masking sessions kept on disk between
+    ClientApp processes; artist_02's node fails at ``masked_input``: the sum is the two survivors'
+    vectors (artist_02's pairwise masks removed through its reconstructed key), the index and reports
+    are published, and afterwards no artist's state folder holds a masking secret."""
+    work = tmp_path / "run"
+    configs = machines(work, data, secure, epsilon, quorum=2)
+    client_configs = [configs.artists[a] for a in ARTISTS]
+    finished: list[FlowerFederation] = []
+    run_simulation(
+        server_app=server_app(configs.server, done=finished.append),
+        client_app=dropout_client_app(client_configs, tmp_path / "vectors"),
+        num_supernodes=3,
+        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": 1}},
+    )
+    (federation,) = finished
+    coordinator = federation.coordinator
+    assert coordinator.failed is None and coordinator.state.round == ROUNDS + 1
+    masked_rounds = [0, ROUNDS] if epsilon == math.inf else [ROUNDS]  # without DP the set-up round is masked too
+    assert [r.split(": the ClientApp failed")[0] for r in federation.refusals] == [
+        f"round {r} masked_input: {DROPPED}" for r in masked_rounds
+    ]
+    summed = coordinator.last_sum
+    assert summed is not None and summed.round_id == ROUNDS
+    assert (sorted(summed.contributors), list(summed.dropped)) == (list(ARTISTS[:2]), [DROPPED])
+    vectors = {a: np.load(tmp_path / "vectors" / f"{a}.npy") for a in ARTISTS}
+    expected = vectors[ARTISTS[0]] + vectors[ARTISTS[1]]  # what the two survivors masked, nothing of artist_02
+    assert np.allclose(summed.total, expected, atol=1e-3) and not np.allclose(summed.total, expected + vectors[DROPPED])
+    server_dir = configs.server.parent
+    assert sorted(StyleIndex.load(server_dir / "index").artists) == list(ARTISTS)
+    if epsilon < math.inf:
+        assert coordinator.reports == {a: ROUNDS for a in ARTISTS}
+        assert main(["audit", str(server_dir / "reports"), "--keys", str(work / "keys")]) == 0
+    else:
+        assert coordinator.reports == {} and not list((server_dir / "reports").rglob("round-*.json"))
+    for artist in ARTISTS:  # the round is over: the masking secrets are gone, the journal remembers
+        state = configs.artists[artist].parent / "state"
+        stored = MaskingSessionStore(state).load()
+        assert json.loads(stored["meta"])["session"] is None and set(stored) == {"meta"}
+        assert stat.S_IMODE((state / MASKING_SESSION_FILE).stat().st_mode) == 0o600
+        assert MaskingJournal(state).answered(ROUNDS) is (artist != DROPPED)
+
+
+class InProcessGrid:
+    """FAKE of Flower's ``Grid`` for the attack test: delivers each message to the real ClientApp in
+    this process (node ``i + 1`` is partition ``i``), and remembers every message and reply."""
+
+    def __init__(self, app: ClientApp, nodes: int) -> None:
+        self.app, self.nodes = app, nodes
+        self.exchanged: list[tuple[Message, Message]] = []
+
+    def get_node_ids(self) -> list[int]:
+        return list(range(1, self.nodes + 1))
+
+    def send_and_receive(self, messages: list[Message], timeout: float | None = None) -> list[Message]:
+        replies = [self._deliver(message) for message in messages]
+        self.exchanged.extend(zip(messages, replies))
+        return replies
+
+    def _deliver(self, message: Message) -> Message:
+        node = message.metadata.dst_node_id
+        context = Context(
+            run_id=1, node_id=node, node_config={"partition-id": node - 1}, state=RecordDict(), run_config={}
+        )
+        return self.app(message, context)
+
+    def sent(self, action: str, node: int) -> tuple[ServerMessage, ArtistReply]:
+        """The federation's last message of type ``action`` to ``node`` and the artist's reply."""
+        message, reply = next(
+            (m, r)
+            for m, r in reversed(self.exchanged)
+            if m.metadata.message_type == action and m.metadata.dst_node_id == node
+        )
+        return ServerMessage.from_record(message.content), ArtistReply.from_record(reply.content)
+
+    def replay(self, node: int, action: str, inbox: ServerMessage) -> ArtistReply:
+        """Deliver ``inbox`` to ``node`` as a message of type ``action`` (not remembered)."""
+        reply = self._deliver(Message(inbox.to_record(), dst_node_id=node, message_type=action))
+        return ArtistReply.from_record(reply.content)
+
+
+def revealed(reply: ArtistReply) -> tuple[set[str], set[str]]:
+    """(owners of revealed self-mask seed shares, owners of revealed mask-key shares) of an unmask answer."""
+    if reply.masking is None:
+        return set(), set()
+    response = parse_message(reply.masking.message)
+    assert isinstance(response, UnmaskResponse)
+    return {a for a, _ in response.seed_shares}, {a for a, _ in response.key_shares}
+
+
+def test_replayed_masking_messages_cannot_make_an_artist_reveal_both_shares_of_a_peer(tmp_path, data, monkeypatch):
+    """A server replaying earlier phases' messages to the Flower artist, whose every message is a new
+    start from its state folder, during and after a real secagg round over Flower messages (real
+    servicer, real ClientApp, no DP).  Once artist_00 and artist_01 signed the survivor set, the
+    server resends them the consistency message with a set without artist_02 (to get a second set
+    signed); after the real unmask phase (where they revealed shares of artist_02's self-mask seed) it
+    sends an unmask request listing artist_02 as dropped (for shares of its mask key: with both,
+    artist_02's input would be exposed), the genuine unmask request again, and the earlier share and
+    masked-input messages.  Every replay is refused (no masking message in the reply), the stored
+    masking state does not change, and no artist ever revealed both shares of one peer."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)  # Flower Messages outside a runtime need a run id
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 0)
+    configs = machines(tmp_path / "run", data, "secagg", math.inf)
+    config = load_server_config(configs.server)
+    keys = load_server_keys(config.keys)
+    grid = InProcessGrid(client_app([configs.artists[a] for a in ARTISTS]), len(ARTISTS))
+    federation = FlowerFederation(grid, new_servicer(config, keys), bind_nodes(grid, keys, 10.0))
+    coordinator, nodes = federation.coordinator, {a: n for n, a in federation.binding.artists.items()}
+    for _ in range(10):  # the real round 1 up to its unmask phase (all three survive)
+        if coordinator.plan().phase.value == "unmask":
+            break
+        federation.run_phase()
+    assert coordinator.plan().phase.value == "unmask" and federation.refusals == []
+    stores = {a: MaskingSessionStore(configs.artists[a].parent / "state") for a in ARTISTS}
+
+    def replay(artist: str, phase: str, change: Callable[[Any], Any] | None = None) -> ArtistReply:
+        """Resend ``artist`` the server's last message of ``phase``, its masking message changed by ``change``."""
+        inbox, _ = grid.sent(PHASE_ACTIONS[phase], nodes[artist])
+        assert inbox.masking is not None
+        if change is not None:
+            inbox.masking.message = change(parse_message(inbox.masking.message)).to_bytes()
+        return grid.replay(nodes[artist], PHASE_ACTIONS[phase], inbox)
+
+    def without_dropped(shown: SurvivorSet) -> SurvivorSet:
+        bitmap = bytes([shown.bitmap[0] & ~(1 << ARTISTS.index(DROPPED))])  # bit i: the i-th of the sorted roster
+        return SurvivorSet(shown.round_id, shown.receiver, shown.roster_size, bitmap)
+
+    before = {a: s.load() for a, s in stores.items()}
+    for artist in ARTISTS[:2]:  # mid-session: a second survivor set to sign
+        assert replay(artist, "consistency", without_dropped).masking is None, f"{artist} signed a second set"
+    assert {a: s.load() for a, s in stores.items()} == before
+    federation.run_phase()  # the real unmask phase
+    assert coordinator.last_sum is not None and sorted(coordinator.last_sum.contributors) == list(ARTISTS)
+    revealed_by = {a: revealed(grid.sent(PHASE_ACTIONS["unmask"], nodes[a])[1]) for a in ARTISTS}
+    assert all(seeds == set(ARTISTS) and not keys_ for seeds, keys_ in revealed_by.values())
+
+    before = {a: s.load() for a, s in stores.items()}
+    for artist in ARTISTS[:2]:  # after the session: unmask requests again, then the earlier phases
+
+        def dropped(asked: UnmaskRequest) -> UnmaskRequest:
+            return UnmaskRequest(asked.round_id, asked.receiver, tuple(ARTISTS[:2]), (DROPPED,), asked.signatures)
+
+        for change in (dropped, None):
+            reply = replay(artist, "unmask", change)
+            seeds, keys_ = revealed(reply)
+            revealed_by[artist] = (revealed_by[artist][0] | seeds, revealed_by[artist][1] | keys_)
+            assert reply.masking is None, f"{artist} answered a second unmask request"
+        for phase in ("consistency", "masked_input", "share"):
+            assert replay(artist, phase).masking is None, f"{artist} answered a replayed {phase} message"
+    assert all(not (seeds & keys_) for seeds, keys_ in revealed_by.values())
+    assert {a: s.load() for a, s in stores.items()} == before  # the replays changed nothing
+    federation.run()  # and the honest run still finishes
+    assert coordinator.failed is None and coordinator.finished
+    assert sorted(StyleIndex.load(configs.server.parent / "index").artists) == list(ARTISTS)
+
+
+def test_an_artists_messages_are_handled_one_at_a_time(tmp_path):
+    """Two ClientApp processes of one artist never act on its state at once (each would act on the
+    same stored masking phase): while one holds the state folder's lock, another cannot take it."""
+    import fcntl
+
+    from fedstyle_secure.flower.artist import LOCK_FILE, one_message_at_a_time
+
+    def free() -> bool:
+        fd = os.open(tmp_path / "state" / LOCK_FILE, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
+
+    with one_message_at_a_time(tmp_path / "state"):
+        assert not free()
+        assert stat.S_IMODE((tmp_path / "state" / LOCK_FILE).stat().st_mode) == 0o600
+    assert free()

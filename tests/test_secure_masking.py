@@ -7,6 +7,7 @@ rejection path of the artist and server state machines, the wire format and SecA
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -20,7 +21,15 @@ from scipy.stats import chisquare
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.secure.api import DropoutSchedule, SecureSummation
-from fedstyle_secure.secure.masking import MASKING_PHASES, MaskingOutcome, MaskingServer, RoundConfig
+from fedstyle_secure.secure.masking import (
+    MASKING_PHASES,
+    MaskingArtist,
+    MaskingArtistState,
+    MaskingOutcome,
+    MaskingPhase,
+    MaskingServer,
+    RoundConfig,
+)
 from fedstyle_secure.secure.masking.crypto import sign_advertisement
 from fedstyle_secure.secure.masking.graph import default_degree, harary_graph
 from fedstyle_secure.secure.masking.messages import (
@@ -460,3 +469,36 @@ def test_secagg_plus_recovers_from_dropouts_at_n_30() -> None:
     result = plus.sum(inputs, round_id=4, dropouts=DropoutSchedule(drops))
     assert set(result.dropped) == {"artist-03", "artist-22"}
     assert_exact_sum(plus, inputs, result.total, result.contributors)
+
+
+class ResumedEveryPhase(dict):
+    """The round's artists, each rebuilt before every phase from its exported state after a JSON round
+    trip: how a Flower artist (one process per message) resumes its session from its state folder."""
+
+    def __init__(self, artists: Mapping[str, MaskingArtist]) -> None:
+        super().__init__(artists)
+        self.unbound = {a: artist.config for a, artist in artists.items()}
+
+    def __getitem__(self, artist_id: str) -> MaskingArtist:
+        artist = super().__getitem__(artist_id)
+        state = MaskingArtistState.from_dict(json.loads(json.dumps(artist.export_state().to_dict())))
+        resumed = MaskingArtist.resume(
+            self.unbound[artist_id], artist_id, artist._identity_key, artist._identity_publics, state
+        )
+        self[artist_id] = resumed
+        return resumed
+
+
+@pytest.mark.parametrize("mode", ["secagg", "secagg+"])
+def test_an_artist_resumed_from_its_exported_state_before_every_phase_completes_the_round(mode) -> None:
+    """The exported state is the whole session: artists rebuilt from it before every phase sum exactly
+    the survivors, with a dropout at masked_input (its mask key reconstructed from resumed artists' shares)."""
+    summation = MaskedSummation(mode, clip_range=CLIP, max_clients=8, degree=2 if mode == "secagg+" else None)
+    inputs = random_inputs(6, 5)
+    server, artists = summation.prepare(list(inputs), round_id=7, vector_length=5)
+    resumed = ResumedEveryPhase(artists)
+    record = InProcessRound(server, resumed, intercept=lambda m: [m]).run(inputs, {"artist-03": "masked_input"})
+    survivors = [a for a in inputs if a != "artist-03"]
+    assert record.outcome.contributors == tuple(survivors) and record.outcome.dropped == ("artist-03",)
+    assert_exact_sum(summation, inputs, record.outcome.total, survivors)
+    assert all(artist.phase is MaskingPhase.DONE for a, artist in resumed.items() if a != "artist-03")

@@ -3,6 +3,7 @@ files): budgets, retirement, durable ledgers without double counting, signed eps
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import threading
@@ -374,3 +375,25 @@ def test_artists_start_from_the_announced_warm_start_and_refuse_an_absurd_one(tm
     toml.write_text(f'[server]\nkeys = "k"\nstate_db = "s"\npublic_pretrain_steps = {MAX_PUBLIC_PRETRAIN_STEPS + 1}\n')
     with pytest.raises(ConfigError, match="server.public_pretrain_steps: must be less than or equal to 10000"):
         load_server_config(toml)
+
+
+def test_a_state_folder_of_a_run_without_dp_is_refused_by_a_dp_federation_and_vice_versa(tmp_path):
+    """A non-DP artist (the Flower artist keeps its model between messages) stores its model without
+    a ledger: a DP federation must not continue from that model, trained without DP noise; a DP
+    artist's folder is still refused by a federation without DP."""
+    from types import SimpleNamespace
+
+    from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
+    from fedstyle_secure.transport.artist.state import ArtistSnapshot, ArtistStateStore
+
+    client = SimpleNamespace(n_train=6, config=LocalConfig(epochs=1, batch_size=16))
+    config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=tmp_path / "state")
+    keys = SimpleNamespace(artist_id="artist_00")
+    without_dp = ArtistSnapshot("artist_00", {"w": np.zeros(2)}, ledger=None, rng={}, plan={})
+    ArtistStateStore(tmp_path / "state").save(without_dp)
+    assert ArtistPrivacy.open(config, keys, client, _plan_message(None)) is None  # a run without DP continues
+    announced = pb.DpParameters(epsilon_budget=8.0, delta=1e-3, clip_norm=1.0, accountant="prv", release_rounds=[0])
+    with pytest.raises(ConfigError, match="state of a federation without DP"):
+        ArtistPrivacy.open(config, keys, client, _plan_message(announced))
+    ArtistStateStore(tmp_path / "state").save(dataclasses.replace(without_dp, ledger={"budget": {}}))
+    assert "holds a DP ledger" in ArtistPrivacy.open(config, keys, client, _plan_message(None)).refusal

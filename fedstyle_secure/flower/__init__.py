@@ -8,7 +8,8 @@ that ``fedstyle server`` / ``fedstyle client`` run:
   rules of :mod:`fedstyle_secure.federation.rounds`, strategies, sum checks), persists and publishes
   the style index through the gRPC server's own servicer, and stores signed epsilon reports;
 * :mod:`.artist` runs the gRPC artist's :class:`~fedstyle_secure.transport.artist.runner.ArtistRunner`
-  (DP-SGD, the per-artist ledger, signed reports, CKKS contributions) on one Flower message;
+  (DP-SGD, the per-artist ledger, signed reports, CKKS contributions, the masking session resumed
+  from its state folder) on one Flower message;
 * :mod:`.records` encodes the project's protobuf messages in Flower ``RecordDict`` s;
 * :mod:`.apps` builds the ``ServerApp`` and ``ClientApp``.
 """

@@ -5,20 +5,30 @@ between messages: each message builds the gRPC artist's
 :class:`~fedstyle_secure.transport.artist.runner.ArtistRunner` afresh, which restores the model,
 the DP ledger, the round's charged results and the retirement from ``client.state_dir``
 (:class:`~fedstyle_secure.transport.artist.state.ArtistStateStore`), exactly as a restarted
-``fedstyle client`` does, and acts on the message's plan once.  Its calls to the server go to a
+``fedstyle client`` does, and acts on the message's plan once.  The crypto-only masking phases
+(``share`` to ``unmask``) need no model: they run the masking client alone on its stored session,
+so a ClientApp start fits their short deadline (``federation.masking_seconds``).  Its calls to the server go to a
 :class:`FlowerSession`, which answers downloads from the message and collects uploads into the
-reply.  What only a DP artist persists (model, published prototypes, the view generator) is what
-a new process needs, so the Flower artist requires a DP federation and refuses others.
+reply.  A non-DP artist keeps its model, published prototypes and view generator in the same
+state store (:class:`~fedstyle_secure.transport.artist.privacy.DurableClient`, no ledger); a
+secagg/secagg+ artist keeps its masking session (ephemeral keys, self-mask seed, held shares, phase)
+in ``masking-session.sqlite``, saved before each reply leaves and dropped when the session ends.
 
 Threat model: the ServerApp is as untrusted as the gRPC server; every check of the gRPC artist
 (DP budget gate, CKKS set and commitment checks against the artist's own key bundle) runs
-unchanged.  The artist's identity is proven by signing the server's registration nonce with its
-identity key (:func:`register`); the node id Flower authenticates is then bound to it.
+unchanged, and so do the masking state machine's: a replayed or reordered phase message meets the
+phase of the artist's latest reply, restored from disk, so it answers each phase once and signs one
+survivor set per session across processes too.  The artist's identity is proven by signing the
+server's registration nonce with its identity key (:func:`register`); the node id Flower
+authenticates is then bound to it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -28,6 +38,7 @@ from flwr.app import RecordDict
 
 from fedstyle_secure.errors import ConfigError, TransportError
 from fedstyle_secure.federation.client import Broadcast, Publication
+from fedstyle_secure.federation.masking_session import FETCH_NAMES, is_masking_mode
 from fedstyle_secure.federation.packing import Layout
 from fedstyle_secure.flower.records import (
     ArtistReply,
@@ -44,14 +55,25 @@ from fedstyle_secure.transport.artist.channel import (
     with_layout,
 )
 from fedstyle_secure.transport.artist.ckks import SentContribution, ckks_client
-from fedstyle_secure.transport.artist.runner import ArtistRunner
+from fedstyle_secure.transport.artist.masking import masking_client, masking_step
+from fedstyle_secure.transport.artist.privacy import ArtistPrivacy, DurableClient
+from fedstyle_secure.transport.artist.runner import ArtistRunner, build_style_client
+from fedstyle_secure.transport.artist.state import ArtistStateStore
 from fedstyle_secure.transport.config import ClientConfig, load_client_config
-from fedstyle_secure.transport.dp_config import announced_dp
 from fedstyle_secure.transport.sqlite_io import connect, private_database, transaction
-from fedstyle_secure.transport.wire import DEFAULT_CHUNK_BYTES, chunk_payload, join_chunks, pb, pb_grpc
+from fedstyle_secure.transport.wire import (
+    DEFAULT_CHUNK_BYTES,
+    chunk_payload,
+    join_chunks,
+    layout_fields,
+    new_nonce,
+    pb,
+    pb_grpc,
+)
 
 MAX_PAYLOAD_BYTES = 1 << 31
 CKKS_SENT_FILE = "flower-ckks-sent.sqlite"
+LOCK_FILE = "flower-artist.lock"
 
 
 class AwaitingCommitments(Exception):
@@ -140,6 +162,33 @@ class FlowerSession(ArtistSession):
             raise AwaitingCommitments(f"round {round_id} attempt {attempt}")
         return commits
 
+    def fetch_masking(self, round_id: int, name: str, timeout: float = 60.0) -> bytes:
+        """The server's masking message of the phase, from the message (it must be the one asked for)."""
+        download = self._inbox().masking
+        phase = self._inbox().plan.phase
+        if download is None or (download.round_id, download.phase) != (round_id, phase) or FETCH_NAMES[phase] != name:
+            raise TransportError(f"round {round_id}: the server's message carries no masking message {name!r}")
+        return bytes(download.message)
+
+    def submit_masking(
+        self,
+        round_id: int,
+        phase: str,
+        message: bytes,
+        layout: Layout | None = None,
+        *,
+        nonce: bytes | None = None,
+        timeout: float = 30.0,
+    ) -> pb.Ack:
+        self.reply.masking = pb.MaskingUpload(
+            round_id=round_id,
+            phase=phase,
+            message=message,
+            nonce=nonce if nonce is not None else new_nonce(),
+            layout=layout_fields(layout) if layout is not None else [],
+        )
+        return pb.Ack(round_id=round_id, accepted_bytes=len(message))
+
     def report(self, round_id: int, signed_json: bytes, timeout: float = 30.0) -> pb.Ack:
         self.reply.reports.append(
             pb.EpsilonReport(round_id=round_id, artist_id=self.artist_id, signed_json=signed_json)
@@ -188,29 +237,73 @@ class SentCkksJournal:
             )
 
 
+@contextlib.contextmanager
+def one_message_at_a_time(state_dir: Path) -> Iterator[None]:
+    """Hold ``<state_dir>/flower-artist.lock`` exclusively (blocking): a SuperNode may start several
+    ClientApp processes for one artist at once, and each reads the state, acts and writes it back; two
+    interleaved would both act on the same stored phase (e.g. both sign a survivor set)."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def act_on_phase(config: ClientConfig, keys: ArtistKeys, content: RecordDict) -> RecordDict:
-    """Do this artist's part of the message's phase (resumed from ``config.state_dir``); the reply."""
-    inbox = ServerMessage.from_record(content)
-    if announced_dp(inbox.plan) is None:
-        raise ConfigError(
-            "the Flower artist needs a DP federation: between Flower messages it resumes from its durable DP state "
-            "(model, ledger, releases); run this federation with `fedstyle server/client` instead"
-        )
+    """Do this artist's part of the message's phase (resumed from ``config.state_dir``); the reply.
+
+    Every state the phase changes is saved before the reply leaves this process: the DP ledger and
+    results (:class:`ArtistPrivacy`), a non-DP artist's model (:class:`DurableClient`), the CKKS
+    contribution as sent (:class:`SentCkksJournal`) and the masking session (the masking client's
+    own store, written before it returns each masking message)."""
     assert config.state_dir is not None  # artist_from_config requires it
+    with one_message_at_a_time(config.state_dir):
+        return _act_on_phase(config, keys, ServerMessage.from_record(content))
+
+
+def _act_on_phase(config: ClientConfig, keys: ArtistKeys, inbox: ServerMessage) -> RecordDict:
+    assert config.state_dir is not None
+    plan = inbox.plan
     session = FlowerSession.for_message(keys, inbox)
-    runner = ArtistRunner(config, keys)
+    masking = None
+    if is_masking_mode(plan.secure_mode):
+        masking = masking_client(
+            keys, config.state_dir, config.min_masking_threshold, config.min_masking_degree, resume=True
+        )
+        masking.end_rounds_before(plan.round_id)  # an unfinished earlier session's secrets go now
+        if plan.phase in FETCH_NAMES:  # share .. unmask: crypto on the stored session only, no model to rebuild
+            if keys.artist_id in plan.participants:
+                masking_step(masking, session, plan, _packed_at_advertise)(session)
+            return session.reply.to_record()
+    runner = ArtistRunner(config, keys, masking=masking)
+    runner.client = build_style_client(config, keys.artist_id, session.roster, plan)
+    runner.privacy = ArtistPrivacy.open(config, keys, runner.client, plan)  # restores a DP artist
+    durable = None
+    if runner.privacy is None:  # no DP: the model (and prototypes, view generator) from the last message
+        durable = DurableClient(ArtistStateStore(config.state_dir), keys.artist_id)
+        durable.restore(runner.client)
     journal = None
-    if inbox.plan.secure_mode == "ckks":  # its decryption guard is journaled by ckks_client itself
+    if plan.secure_mode == "ckks":  # its decryption guard is journaled by ckks_client itself
         journal = SentCkksJournal(config.state_dir)
         runner.ckks = ckks_client(keys, config.state_dir, config.min_quorum)
         sent = journal.load()
         if sent is not None:
             runner.ckks.resume(sent)
     with contextlib.suppress(AwaitingCommitments):  # committed: the reply carries the commitment
-        runner.act(session, inbox.plan)
+        runner.act(session, plan)
     if journal is not None and runner.ckks is not None and runner.ckks.sent is not None:
         journal.save(runner.ckks.sent)  # before the reply (the contribution) leaves this process
+    if durable is not None:
+        durable.save(runner.client)
     return session.reply.to_record()
+
+
+def _packed_at_advertise() -> tuple[np.ndarray, Layout]:
+    """``masking_step``'s ``pack_once`` after the advertise phase, which never calls it (the stored session
+    holds the round's vector)."""
+    raise TransportError("the round's vector is packed when the artist advertises its keys")
 
 
 def artist_from_config(path: Path) -> tuple[ClientConfig, ArtistKeys]:

@@ -3,8 +3,9 @@
 One Flower message type per round phase (``train.publish``, ``train.contribute``, ``query.decrypt``,
 ...) plus ``query.register``; its content is one ``ConfigRecord`` of protobuf bytes, so every
 field keeps the meaning (and the checks) it has over gRPC.  Server -> artist: the round plan, the
-broadcast, the CKKS contribution set and commitments.  Artist -> server: what the gRPC artist would
-have called, in order (a publication, a contribution or decryption, epsilon reports, a withdrawal).
+broadcast, the CKKS contribution set and commitments, a masking phase's message.  Artist -> server:
+what the gRPC artist would have called, in order (a publication, a contribution, decryption or
+masking message, epsilon reports, a withdrawal).
 """
 
 from __future__ import annotations
@@ -23,20 +24,28 @@ PHASE_ACTIONS: dict[str, str] = {  # coordinator phase -> Flower message type (t
     "publish": "train.publish",
     "contribute": "train.contribute",
     "decrypt": "query.decrypt",
+    # secagg / secagg+: one message type per masking phase (the artist trains when it advertises)
+    "advertise": "train.advertise",
+    "share": "query.share",
+    "masked_input": "query.masked_input",
+    "consistency": "query.consistency",
+    "unmask": "query.unmask",
 }
 # keys of the artist's reply
 CLAIM, NONCE, SIGNATURE = "artist", "nonce", "signature"
-PUBLISH, UPLOAD_HEADER, UPLOAD_PAYLOAD, REPORTS, WITHDRAW, COMMIT = (
+PUBLISH, UPLOAD_HEADER, UPLOAD_PAYLOAD, REPORTS, WITHDRAW, COMMIT, MASKING_UPLOAD = (
     "publish",
     "upload_header",
     "upload_payload",
     "reports",
     "withdraw",
     "commit",
+    "masking_upload",
 )
 M = TypeVar("M", bound=ProtoMessage)
 # keys of the server's message
 PLAN, BROADCAST, CONTRIBUTION_SET, CONTRIBUTIONS, COMMITS = "plan", "broadcast", "set", "contributions", "commits"
+MASKING_DOWNLOAD = "masking_download"
 
 
 @dataclass
@@ -48,9 +57,12 @@ class ServerMessage:
     contribution_set: pb.ContributionSet | None = None
     contributions: dict[str, bytes] = field(default_factory=dict)  # CKKS committee: artist -> ciphertext
     commits: pb.DecryptionCommits | None = None
+    masking: pb.MaskingDownload | None = None  # the server's masking message of the phase for this artist
 
     def to_record(self) -> RecordDict:
         values: dict[str, ConfigRecordValues] = {PLAN: self.plan.SerializeToString()}
+        if self.masking is not None:
+            values[MASKING_DOWNLOAD] = self.masking.SerializeToString()
         if self.broadcast is not None:
             values[BROADCAST] = self.broadcast.SerializeToString()
         if self.contribution_set is not None:
@@ -72,6 +84,7 @@ class ServerMessage:
             contribution_set=_optional(values, CONTRIBUTION_SET, pb.ContributionSet),
             contributions=dict(zip(artists, payloads)),
             commits=_optional(values, COMMITS, pb.DecryptionCommits),
+            masking=_optional(values, MASKING_DOWNLOAD, pb.MaskingDownload),
         )
 
 
@@ -85,9 +98,12 @@ class ArtistReply:
     reports: list[pb.EpsilonReport] = field(default_factory=list)
     withdrawal: pb.Withdrawal | None = None
     commit: pb.DecryptionCommit | None = None
+    masking: pb.MaskingUpload | None = None
 
     def to_record(self) -> RecordDict:
         values: dict[str, ConfigRecordValues] = {CLAIM: self.artist}
+        if self.masking is not None:
+            values[MASKING_UPLOAD] = self.masking.SerializeToString()
         if self.publication is not None:
             values[PUBLISH] = self.publication.SerializeToString()
         if self.upload is not None:
@@ -111,6 +127,7 @@ class ArtistReply:
             reports=[pb.EpsilonReport.FromString(bytes(r)) for r in _list(values, REPORTS)],
             withdrawal=_optional(values, WITHDRAW, pb.Withdrawal),
             commit=_optional(values, COMMIT, pb.DecryptionCommit),
+            masking=_optional(values, MASKING_UPLOAD, pb.MaskingUpload),
         )
 
 

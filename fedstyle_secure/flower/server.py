@@ -8,7 +8,9 @@ the coordinator's plan is one Flower message to each participant's node (one mes
 phase, :data:`~.records.PHASE_ACTIONS`); the replies are handed to the same servicer methods the
 gRPC calls use; the phase closes when everyone answered or, at its deadline (Flower's reply
 timeout), with the coordinator's quorum.  A CKKS decrypt phase takes two messages per committee
-member: the signed set to commit to, then every member's commitment.
+member: the signed set to commit to, then every member's commitment.  A secagg/secagg+ round is
+five messages, one per masking phase, each carrying the coordinator's masking message of that phase
+for the artist (what ``FetchMasking`` serves); the replies go to ``SubmitMasking``'s checks.
 
 Node ids and artists: Flower's node ids say nothing about artists.  Before the first round the
 server sends every node a fresh random nonce; a node becomes artist ``a`` only by returning ``a``'s
@@ -33,7 +35,8 @@ from flwr.serverapp import Grid
 from google.protobuf.message import DecodeError
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
-from fedstyle_secure.federation.coordinator import Coordinator, Phase, Plan
+from fedstyle_secure.federation.coordinator import MASKING_STEPS, Coordinator, Phase, Plan
+from fedstyle_secure.federation.masking_session import FETCH_NAMES
 from fedstyle_secure.federation.rejections import Duplicate, Forbidden, Rejected
 from fedstyle_secure.flower.records import (
     PHASE_ACTIONS,
@@ -44,15 +47,15 @@ from fedstyle_secure.flower.records import (
     registration_request,
 )
 from fedstyle_secure.secure.keys.keystore import ServerKeys
+from fedstyle_secure.secure.masking.config import MASKING_MODES
 from fedstyle_secure.transport import auth
 from fedstyle_secure.transport.config import ServerConfig
 from fedstyle_secure.transport.server.servicer import FederationServicer, new_servicer
 from fedstyle_secure.transport.wire import WireError, pb
 
 log = logging.getLogger(__name__)
-# secagg/secagg+ are not carried yet: the masking state machine's secrets would have to be persisted
-# between ClientApp processes (run them with `fedstyle server/client`).
-FLOWER_SECURE_MODES: tuple[str, ...] = ("none", "ckks")
+# every secure mode of `fedstyle server`: secagg/secagg+ artists keep their masking session on disk
+FLOWER_SECURE_MODES: tuple[str, ...] = ("none", "ckks", *MASKING_MODES)
 NONCE_BYTES = 32
 NODE_POLL_SECONDS = 1.0
 CLOSE_AFTER_DEADLINE = 1e-3  # seconds past a phase's deadline at which it is closed
@@ -120,6 +123,8 @@ def apply_reply(servicer: FederationServicer, artist: str, reply: ArtistReply) -
         calls.append(partial(servicer.withdraw, artist, reply.withdrawal))
     if reply.commit is not None:  # a committee member commits before it uploads its decryption
         calls.append(partial(_commit, servicer, artist, reply.commit))
+    if reply.masking is not None:
+        calls.append(partial(servicer.submit_masking, artist, reply.masking))
     if reply.publication is not None:
         calls.append(partial(servicer.submit_publication, artist, reply.publication))
     if reply.upload is not None:
@@ -167,9 +172,8 @@ class FlowerFederation:
         servicer, c = self.servicer, self.coordinator
         with servicer._cond:
             plan, wire = c.plan(), servicer._plan_message()
-            broadcast = (
-                servicer._broadcast_body(plan.round_id) if plan.phase in (Phase.PUBLISH, Phase.CONTRIBUTE) else None
-            )
+            trains = (Phase.PUBLISH, Phase.CONTRIBUTE, Phase.ADVERTISE)
+            broadcast = servicer._broadcast_body(plan.round_id) if plan.phase in trains else None
         key = (plan.round_id, plan.phase, plan.attempt)
         if plan.phase is Phase.DECRYPT:
             self._decrypt(plan, wire)
@@ -180,12 +184,32 @@ class FlowerFederation:
                     f"phase {plan.phase.value!r} is not carried over Flower (secure modes {FLOWER_SECURE_MODES})"
                 )
             targets = self._nodes_of(plan.participants)
-            self._exchange(plan, action, {n: ServerMessage(wire, broadcast) for n in targets})
+            if plan.phase in MASKING_STEPS and plan.phase is not Phase.ADVERTISE:
+                with servicer._cond:
+                    messages = self._masking_messages(plan, wire, targets)
+            else:
+                messages = {n: ServerMessage(wire, broadcast) for n in targets}
+            self._exchange(plan, action, messages)
         with servicer._cond:
             now = plan.phase_deadline + CLOSE_AFTER_DEADLINE
             current = c.plan()
             if (current.round_id, current.phase, current.attempt) == key and c.tick(max(servicer.clock(), now)):
                 servicer._changed()
+
+    def _masking_messages(self, plan: Plan, wire: pb.RoundPlan, targets: Mapping[int, str]) -> dict[int, ServerMessage]:
+        """Each target's masking message of the phase, as the servicer's ``FetchMasking`` serves it
+        (an artist the session dropped gets none: the coordinator refuses it, logged)."""
+        name, messages = FETCH_NAMES[plan.phase.value], {}
+        for node, artist in targets.items():
+            try:
+                body = self.coordinator.masking_message(artist, plan.round_id, name)
+            except REFUSED as exc:
+                log.info("round %d %s: no masking message for %s: %s", plan.round_id, plan.phase.value, artist, exc)
+                continue
+            if body is not None:
+                download = pb.MaskingDownload(round_id=plan.round_id, phase=plan.phase.value, message=body)
+                messages[node] = ServerMessage(wire, masking=download)
+        return messages
 
     def _nodes_of(self, artists: tuple[str, ...]) -> dict[int, str]:
         return {node: a for node, a in self.binding.artists.items() if a in artists}
@@ -248,8 +272,6 @@ def run_federation(
             f"schedule.secure_mode {config.schedule.secure_mode!r}: the Flower app carries {FLOWER_SECURE_MODES}; "
             "run the others with `fedstyle server/client`"
         )
-    if config.dp is None:
-        raise ConfigError("the Flower app runs DP federations only (artists resume from their durable DP state)")
     servicer = new_servicer(config, keys, clock)
     federation = FlowerFederation(grid, servicer, bind_nodes(grid, keys, config.schedule.phase_seconds))
     federation.run()

@@ -25,7 +25,7 @@ This module gathers the public names; each part lives in its own module.
 
 from __future__ import annotations
 
-from fedstyle_secure.secure.masking.artist import MaskingArtist, mask_sign
+from fedstyle_secure.secure.masking.artist import MaskingArtist, MaskingArtistState, mask_sign
 from fedstyle_secure.secure.masking.config import (
     MASKING_MODES,
     MASKING_PHASES,
@@ -39,6 +39,7 @@ __all__ = [
     "MASKING_MODES",
     "MASKING_PHASES",
     "MaskingArtist",
+    "MaskingArtistState",
     "MaskingOutcome",
     "MaskingPhase",
     "MaskingServer",

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -46,6 +47,7 @@ from fedstyle_secure.secure.masking.crypto import (
     survivors_signature_valid,
     transcript_digest,
     verify_advertisement,
+    x25519_from_private_bytes,
 )
 from fedstyle_secure.secure.masking.messages import (
     AdvertiseKeys,
@@ -60,6 +62,7 @@ from fedstyle_secure.secure.masking.messages import (
     UnmaskResponse,
     decode_share_plaintext,
     encode_share_plaintext,
+    parse_message,
 )
 from fedstyle_secure.secure.masking.prg import SEED_BYTES, MaskGenerator
 from fedstyle_secure.secure.masking.shamir import split_secret
@@ -68,9 +71,80 @@ from fedstyle_secure.secure.masking.shamir import split_secret
 _Inbound = TypeVar("_Inbound", KeyRoster, ShareDelivery, SurvivorSet, UnmaskRequest)
 
 
+@dataclass(frozen=True)
+class MaskingArtistState:
+    """Everything a :class:`MaskingArtist` knows after a phase, for an artist process that must resume
+    the round in another process (a Flower ClientApp runs one process per message).  No I/O here.
+
+    Threat model: this IS the artist's secret key material of the round (its two X25519 private keys,
+    its self-mask seed, the Shamir shares it holds of its peers' secrets) and its phase, the guard
+    that it answers each phase once: the caller keeps it as private as the artist's identity key,
+    stores each new state before the reply that produced it leaves the process, and deletes it when
+    the round ends.  A resumed artist must be given the state of its latest reply, never an older
+    one: an older phase would let a server replaying earlier messages get a second survivor set
+    signed and so collect both shares of one peer."""
+
+    phase: str
+    enc_key: bytes
+    mask_key: bytes
+    self_seed: bytes
+    contribution: bytes
+    transcript: bytes = b""  # empty before the key roster is verified
+    advert: bytes = b""  # my AdvertiseKeys message
+    included: tuple[str, ...] = ()
+    peers: tuple[bytes, ...] = ()  # AdvertiseKeys messages of my live neighbours
+    held: tuple[tuple[str, bytes, bytes], ...] = ()  # (owner, key share, seed share)
+    signed: bytes = b""  # the SurvivorSet message I signed
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON values (bytes as hex)."""
+        return {
+            "phase": self.phase,
+            "enc_key": self.enc_key.hex(),
+            "mask_key": self.mask_key.hex(),
+            "self_seed": self.self_seed.hex(),
+            "contribution": self.contribution.hex(),
+            "transcript": self.transcript.hex(),
+            "advert": self.advert.hex(),
+            "included": list(self.included),
+            "peers": [p.hex() for p in self.peers],
+            "held": [[owner, key.hex(), seed.hex()] for owner, key, seed in self.held],
+            "signed": self.signed.hex(),
+        }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> MaskingArtistState:
+        """The inverse of :meth:`to_dict` (``KeyError`` / ``ValueError`` / ``TypeError`` on bad values)."""
+        return cls(
+            phase=str(values["phase"]),
+            enc_key=bytes.fromhex(values["enc_key"]),
+            mask_key=bytes.fromhex(values["mask_key"]),
+            self_seed=bytes.fromhex(values["self_seed"]),
+            contribution=bytes.fromhex(values["contribution"]),
+            transcript=bytes.fromhex(values["transcript"]),
+            advert=bytes.fromhex(values["advert"]),
+            included=tuple(str(a) for a in values["included"]),
+            peers=tuple(bytes.fromhex(p) for p in values["peers"]),
+            held=tuple((str(o), bytes.fromhex(k), bytes.fromhex(s)) for o, k, s in values["held"]),
+            signed=bytes.fromhex(values["signed"]),
+        )
+
+
 def mask_sign(owner: str, peer: str) -> int:
     """Sign with which ``owner`` adds the mask it shares with ``peer``: + if owner < peer, else -."""
     return 1 if owner < peer else -1
+
+
+_Stored = TypeVar("_Stored", AdvertiseKeys, SurvivorSet)
+
+
+def _parsed(data: bytes, expected: type[_Stored]) -> _Stored:
+    message = parse_message(data)
+    if not isinstance(message, expected):
+        raise SecureAggregationError(
+            f"stored masking state: expected {expected.__name__}, got {type(message).__name__}"
+        )
+    return message
 
 
 class MaskingArtist:
@@ -100,6 +174,54 @@ class MaskingArtist:
         self._held: dict[str, tuple[bytes, bytes]] = {}  # owner -> (key share, seed share) values
         self._inbound: dict[str, ChaCha20Poly1305] = {}  # peer -> AEAD of shares it sends me
         self._signed: SurvivorSet | None = None  # the one survivor set this artist signed
+
+    # -- resuming in another process ---------------------------------------------------------
+
+    def export_state(self) -> MaskingArtistState:
+        """This artist's secrets and phase (see :class:`MaskingArtistState` for how to keep them)."""
+        return MaskingArtistState(
+            phase=self.phase.value,
+            enc_key=private_bytes(self._enc_key),
+            mask_key=private_bytes(self._mask_key),
+            self_seed=self._self_seed,
+            contribution=self._contribution,
+            transcript=self.config.transcript or b"",
+            advert=b"" if self._advert is None else self._advert.to_bytes(),
+            included=tuple(sorted(self._included)),
+            peers=tuple(self._peers[p].to_bytes() for p in sorted(self._peers)),
+            held=tuple((owner, key, seed) for owner, (key, seed) in sorted(self._held.items())),
+            signed=b"" if self._signed is None else self._signed.to_bytes(),
+        )
+
+    @classmethod
+    def resume(
+        cls,
+        config: RoundConfig,
+        artist_id: str,
+        identity_key: Ed25519PrivateKey,
+        identity_publics: Mapping[str, Ed25519PublicKey],
+        state: MaskingArtistState,
+    ) -> MaskingArtist:
+        """The artist of ``state`` for the unbound ``config`` it advertised under (bound here to the
+        stored transcript); the share AEADs are derived again from the stored keys."""
+        artist = cls(config, artist_id, identity_key, identity_publics)
+        if state.transcript:
+            artist.config = config.bind(state.transcript)
+        artist.phase = MaskingPhase(state.phase)
+        artist._enc_key = x25519_from_private_bytes(state.enc_key)
+        artist._mask_key = x25519_from_private_bytes(state.mask_key)
+        artist._self_seed, artist._contribution = state.self_seed, state.contribution
+        artist._advert = _parsed(state.advert, AdvertiseKeys) if state.advert else None
+        artist._included = frozenset(state.included)
+        adverts = [_parsed(p, AdvertiseKeys) for p in state.peers]
+        artist._peers = {a.sender: a for a in adverts}
+        artist._inbound = {
+            a.sender: share_ciphers(artist._enc_key, a.enc_public, config.round_id, artist_id, a.sender)[1]
+            for a in adverts
+        }
+        artist._held = {owner: (key, seed) for owner, key, seed in state.held}
+        artist._signed = _parsed(state.signed, SurvivorSet) if state.signed else None
+        return artist
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -17,6 +17,12 @@ knows about:
   the life of the process.
 * A retried session reuses the vector packed for the round's first attempt: local training
   (and any DP budget it spends) happens once per round.
+* With a ``store`` (:class:`~.state.MaskingSessionStore`; the Flower artist, whose every message
+  is a new process) the client's whole state -- used session ids, the round's vector, the current
+  session's secrets and phase -- is saved before each reply leaves the process and restored by the
+  next one, so the state machine's guards (each phase answered once, one survivor set signed) hold
+  across processes exactly as within one; the secrets are dropped once the unmasking request is
+  answered or a later round begins (:meth:`MaskingClient.end_rounds_before`).
 
 Failures of the protocol (a forged roster, a tampered share, a session id reused, a survivor
 set or signatures that fail the consistency checks) make the artist sit the session out with a
@@ -25,6 +31,7 @@ warning, exactly like a dropout; they never crash it, and nothing was revealed.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,12 +44,14 @@ from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.federation.masking_session import FETCH_NAMES, MaskingParams, check_session_id, round_config
 from fedstyle_secure.federation.packing import Layout
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
-from fedstyle_secure.secure.masking import MaskingArtist, MaskingPhase
+from fedstyle_secure.secure.masking import MaskingArtist, MaskingArtistState, MaskingPhase
+from fedstyle_secure.secure.masking.config import RoundConfig
 from fedstyle_secure.secure.masking.graph import default_degree
 from fedstyle_secure.secure.masking.messages import parse_message
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
 from fedstyle_secure.transport.artist.channel import ArtistSession
-from fedstyle_secure.transport.artist.state import MaskingJournal
+from fedstyle_secure.transport.artist.state import MaskingJournal, MaskingSessionStore
+from fedstyle_secure.transport.sqlite_io import npy_array, npy_bytes
 from fedstyle_secure.transport.wire import pb
 
 log = logging.getLogger(__name__)
@@ -58,12 +67,19 @@ def params_from_plan(plan: pb.RoundPlan) -> MaskingParams:
     return MaskingParams(plan.masking.session_id, plan.masking.threshold, plan.masking.degree)
 
 
+def session_config(plan: pb.RoundPlan, vector_length: int) -> RoundConfig:
+    """The (unbound) round configuration of the masking session the plan announces."""
+    params, value_range = params_from_plan(plan), (plan.value_low, plan.value_high)
+    return round_config(plan.secure_mode, list(plan.participants), value_range, params, vector_length)
+
+
 @dataclass
 class _Session:
     round_id: int
     session_id: int
     machine: MaskingArtist
     vector: np.ndarray
+    plan: pb.RoundPlan  # the plan the keys were advertised under (fixes the session's configuration)
 
 
 @dataclass
@@ -76,10 +92,15 @@ class MaskingClient:
     journal: MaskingJournal | None = None  # rounds whose unmasking request was answered, across restarts
     min_threshold: float = 0.0  # refuse a plan announcing a lower threshold fraction (0: any the config allows)
     min_degree: int | None = None  # secagg+: refuse a smaller degree (0: the default for n; None: any)
+    store: MaskingSessionStore | None = None  # this state across processes (restored at construction)
     _used: set[int] = field(default_factory=set)
     _unmasked_rounds: set[int] = field(default_factory=set)
     _vectors: dict[int, tuple[np.ndarray, Layout]] = field(default_factory=dict)
     _current: _Session | None = None
+
+    def __post_init__(self) -> None:
+        if self.store is not None:
+            self._restore(self.store.load())
 
     def contribution(
         self, round_id: int, pack_once: Callable[[], tuple[np.ndarray, Layout]]
@@ -87,7 +108,65 @@ class MaskingClient:
         """The round's packed vector: computed once by ``pack_once``, reused by retried sessions."""
         if round_id not in self._vectors:
             self._vectors = {round_id: pack_once()}  # only the current round's is kept
+            self._save()
         return self._vectors[round_id]
+
+    def end_rounds_before(self, round_id: int) -> None:
+        """Forget sessions and vectors of rounds before ``round_id`` (their secrets too, on disk): a
+        session that never reached its unmasking request is over once a later round began."""
+        current_done = self._current is not None and self._current.round_id < round_id
+        stale = [r for r in self._vectors if r < round_id]
+        if current_done or stale:
+            self._current = None if current_done else self._current
+            self._vectors = {r: v for r, v in self._vectors.items() if r >= round_id}
+            self._save()
+
+    def _save(self) -> None:
+        """Write the whole state to the store (no-op without one); call before the reply leaves."""
+        if self.store is None:
+            return
+        meta: dict[str, object] = {"used": sorted(self._used), "vectors": {}, "session": None}
+        values: dict[str, bytes] = {}
+        for r, (vector, layout) in self._vectors.items():  # at most the current round's
+            meta["vectors"] = {str(r): [[name, list(shape)] for name, shape in layout.fields]}
+            values["vector"] = npy_bytes(vector)
+        current = self._current
+        if current is not None:
+            state = current.machine.export_state().to_dict()
+            meta["session"] = {"round_id": current.round_id, "session_id": current.session_id, "machine": state}
+            values["session_vector"], values["session_plan"] = (
+                npy_bytes(current.vector),
+                current.plan.SerializeToString(),
+            )
+        values["meta"] = json.dumps(meta).encode()
+        self.store.save(values)
+
+    def _restore(self, values: dict[str, bytes]) -> None:
+        if not values:
+            return
+        assert self.store is not None
+        try:
+            meta = json.loads(values["meta"])
+            self._used = {int(s) for s in meta["used"]}
+            self._vectors = {
+                int(r): (npy_array(values["vector"]), Layout(tuple((str(n), tuple(shape)) for n, shape in fields)))
+                for r, fields in meta["vectors"].items()
+            }
+            session = meta["session"]
+            if session is not None:
+                plan = pb.RoundPlan.FromString(values["session_plan"])
+                vector = npy_array(values["session_vector"])
+                state = MaskingArtistState.from_dict(session["machine"])
+                machine = MaskingArtist.resume(
+                    session_config(plan, int(vector.size)),
+                    self.artist_id,
+                    self.identity_key,
+                    self.identity_publics,
+                    state,
+                )
+                self._current = _Session(int(session["round_id"]), int(session["session_id"]), machine, vector, plan)
+        except (KeyError, ValueError, TypeError, SecureAggregationError, ConfigError) as exc:
+            raise ConfigError(f"{self.store.path}: unreadable masking state ({exc!r})") from exc
 
     def advertise(self, plan: pb.RoundPlan, vector: np.ndarray) -> bytes:
         """Start the plan's session for ``vector`` (every entry in the plan's value range); the signed keys."""
@@ -100,15 +179,15 @@ class MaskingClient:
             )
         check_session_id(params.session_id, plan.round_id, self._used)
         self._check_parameters(plan, params)
-        value_range = (plan.value_low, plan.value_high)
-        config = round_config(plan.secure_mode, list(plan.participants), value_range, params, int(vector.size))
+        config = session_config(plan, int(vector.size))
         config.codec.check_in_range(
             np.asarray(vector, dtype=np.float64), owner=f"round {plan.round_id} contribution of {self.artist_id}"
         )
         machine = MaskingArtist(config, self.artist_id, self.identity_key, self.identity_publics)
         message = machine.advertise_keys().to_bytes()
         self._used.add(params.session_id)
-        self._current = _Session(plan.round_id, params.session_id, machine, np.asarray(vector, dtype=np.float64))
+        self._current = _Session(plan.round_id, params.session_id, machine, np.asarray(vector, dtype=np.float64), plan)
+        self._save()  # before the keys leave the process
         return message
 
     def _check_parameters(self, plan: pb.RoundPlan, params: MaskingParams) -> None:
@@ -141,28 +220,41 @@ class MaskingClient:
             )
         message = parse_message(server_message)
         if plan.phase == MaskingPhase.SHARE.value:
-            return current.machine.share_keys(message).to_bytes()
-        if plan.phase == MaskingPhase.MASKED_INPUT.value:
-            return current.machine.masked_input(message, current.vector).to_bytes()
-        if plan.phase == MaskingPhase.CONSISTENCY.value:
-            return current.machine.sign_survivors(message).to_bytes()
-        if plan.phase == MaskingPhase.UNMASK.value:
+            reply = current.machine.share_keys(message).to_bytes()
+        elif plan.phase == MaskingPhase.MASKED_INPUT.value:
+            reply = current.machine.masked_input(message, current.vector).to_bytes()
+        elif plan.phase == MaskingPhase.CONSISTENCY.value:
+            reply = current.machine.sign_survivors(message).to_bytes()
+        elif plan.phase == MaskingPhase.UNMASK.value:
             reply = current.machine.unmask(message).to_bytes()
             if self.journal is not None:
                 self.journal.record(plan.round_id)  # durable before the answer leaves the process
             self._unmasked_rounds.add(plan.round_id)
             self._current = None  # forget the session's secrets
-            return reply
-        raise SecureAggregationError(f"round {plan.round_id}: {plan.phase!r} is not a masking phase")
+            self._vectors.pop(plan.round_id, None)  # and the vector: no other session of this round is joined
+        else:
+            raise SecureAggregationError(f"round {plan.round_id}: {plan.phase!r} is not a masking phase")
+        self._save()  # the phase this reply moved to, before the reply leaves the process
+        return reply
 
 
 def masking_client(
-    keys: ArtistKeys, state_dir: Path | None, min_threshold: float = DEFAULT_THRESHOLD, min_degree: int = 0
+    keys: ArtistKeys,
+    state_dir: Path | None,
+    min_threshold: float = DEFAULT_THRESHOLD,
+    min_degree: int = 0,
+    *,
+    resume: bool = False,
 ) -> MaskingClient:
     """The artist process's masking client: with a ``state_dir``, its journal of answered rounds lives
     there (so a restart does not forget them); it refuses plans below its threshold and degree floors
-    (``client.min_masking_threshold`` / ``client.min_masking_degree``, 0 = the default degree)."""
+    (``client.min_masking_threshold`` / ``client.min_masking_degree``, 0 = the default degree).  With
+    ``resume`` (a ``state_dir`` is then required) the whole session state is kept there too and
+    restored here: a process per message continues the previous process's session."""
     journal = None if state_dir is None else MaskingJournal(state_dir)
+    if resume and state_dir is None:
+        raise ConfigError("client.state_dir is required to resume masking sessions across processes")
+    store = MaskingSessionStore(state_dir) if resume and state_dir is not None else None
     return MaskingClient(
         keys.artist_id,
         keys.identity_key,
@@ -170,6 +262,7 @@ def masking_client(
         journal=journal,
         min_threshold=min_threshold,
         min_degree=min_degree,
+        store=store,
     )
 
 

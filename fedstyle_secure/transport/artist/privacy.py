@@ -100,6 +100,53 @@ def _model_arrays(client: StyleClient) -> dict[str, np.ndarray]:
     return {name: tensor.detach().cpu().numpy().copy() for name, tensor in client.model.state_dict().items()}
 
 
+def client_snapshot(artist_id: str, client: StyleClient) -> ArtistSnapshot:
+    """What any artist needs to resume in a new process: model, published prototypes, view generator,
+    retirement (no ledger: :meth:`ArtistPrivacy.save` adds its own)."""
+    own = None if client.own is None else (np.asarray(client.own.artist_rows), np.asarray(client.own.prototypes))
+    return ArtistSnapshot(
+        artist_id=artist_id,
+        model=_model_arrays(client),
+        ledger=None,
+        rng=dict(client.rng.bit_generator.state),
+        plan={},
+        own=own,
+        retired=client.retired_reason,
+    )
+
+
+def restore_client(client: StyleClient, snapshot: ArtistSnapshot) -> None:
+    """Put a stored :func:`client_snapshot` back into a freshly built ``client``."""
+    client.model.load_state_dict({name: torch.from_numpy(array) for name, array in snapshot.model.items()})
+    if snapshot.own is not None:
+        client.own = Publication(artist_rows=snapshot.own[0], prototypes=snapshot.own[1])
+    client.rng.bit_generator.state = snapshot.rng
+    client.retired_reason = snapshot.retired
+
+
+@dataclass
+class DurableClient:
+    """A non-DP artist's model state kept in ``<state_dir>/artist-state.sqlite`` between processes (a
+    Flower ClientApp runs one process per message; the gRPC artist keeps it in memory instead).  The
+    same store and snapshot as a DP artist's, without a ledger; a DP federation refuses such a folder."""
+
+    store: ArtistStateStore
+    artist_id: str
+
+    def restore(self, client: StyleClient) -> None:
+        snapshot = self.store.load()
+        if snapshot is None:
+            return
+        if snapshot.artist_id != self.artist_id:
+            raise ConfigError(
+                f"client.state_dir holds the state of artist {snapshot.artist_id!r}, not {self.artist_id!r}"
+            )
+        restore_client(client, snapshot)
+
+    def save(self, client: StyleClient) -> None:
+        self.store.save(client_snapshot(self.artist_id, client))
+
+
 @dataclass
 class ArtistPrivacy:
     """One artist's DP state during a run; ``refusal`` set = it will not take part (and says why)."""
@@ -172,11 +219,12 @@ class ArtistPrivacy:
                 refusal=f"this artist requires DP (client.budget_epsilon = {config.budget_epsilon:g}) "
                 "but the federation runs without DP",
             )
-        if (
-            config.state_dir is not None
-            and (config.state_dir / STATE_FILE).exists()
-            and ArtistStateStore(config.state_dir).load() is not None
-        ):
+        stored = (
+            ArtistStateStore(config.state_dir).load()
+            if config.state_dir is not None and (config.state_dir / STATE_FILE).exists()
+            else None
+        )
+        if stored is not None and stored.ledger is not None:
             return cls(
                 keys,
                 client,
@@ -196,7 +244,12 @@ class ArtistPrivacy:
                 raise ConfigError(
                     f"client.state_dir holds the state of artist {snapshot.artist_id!r}, not {self.keys.artist_id!r}"
                 )
-            ledger = BudgetLedger.from_dict(snapshot.ledger or {})
+            if snapshot.ledger is None:
+                raise ConfigError(
+                    f"client.state_dir holds the state of a federation without DP; a DP federation needs a fresh "
+                    f"state_dir (its model was trained without DP) ({self.store.path})"
+                )
+            ledger = BudgetLedger.from_dict(snapshot.ledger)
             if ledger.budget != budget or ledger.dataset_size != n:
                 raise ConfigError(
                     f"client.budget_epsilon/budget_delta: the ledger in client.state_dir enforces {ledger.budget} over "
@@ -208,11 +261,7 @@ class ArtistPrivacy:
                     "%s: the federation's DP plan differs from the stored one; the ledger still enforces the budget",
                     self.keys.artist_id,
                 )
-            client.model.load_state_dict({name: torch.from_numpy(array) for name, array in snapshot.model.items()})
-            if snapshot.own is not None:
-                client.own = Publication(artist_rows=snapshot.own[0], prototypes=snapshot.own[1])
-            client.rng.bit_generator.state = snapshot.rng
-            client.retired_reason = snapshot.retired
+            restore_client(client, snapshot)
             self.results, self.uploaded = list(snapshot.results), set(snapshot.uploaded)
             log.info(
                 "%s resumed from %s: epsilon spent %.4g of %.4g",
@@ -353,21 +402,10 @@ class ArtistPrivacy:
         """Persist ledger, model, results, rng, retirement atomically (no-op without a store)."""
         if self.store is None or self.client.ledger is None or self.client.dp is None:
             return
-        client = self.client
-        own = None if client.own is None else (np.asarray(client.own.artist_rows), np.asarray(client.own.prototypes))
-        self.store.save(
-            ArtistSnapshot(
-                artist_id=self.keys.artist_id,
-                model=_model_arrays(client),
-                ledger=self.ledger.to_dict(),
-                rng=dict(client.rng.bit_generator.state),
-                plan=plan_summary(self.plan),
-                own=own,
-                retired=client.retired_reason,
-                uploaded=sorted(self.uploaded),
-                results=self.results,
-            )
-        )
+        snapshot = client_snapshot(self.keys.artist_id, self.client)
+        snapshot.ledger, snapshot.plan = self.ledger.to_dict(), plan_summary(self.plan)
+        snapshot.uploaded, snapshot.results = sorted(self.uploaded), self.results
+        self.store.save(snapshot)
 
     # ------------------------------------------------------------------ reports
 

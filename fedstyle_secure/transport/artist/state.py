@@ -224,3 +224,45 @@ class CkksGuardJournal:
     def save(self, state: dict[str, Any]) -> None:
         with transaction(self.path) as db:
             db.execute("INSERT OR REPLACE INTO guard (id, state) VALUES (0, ?)", (json.dumps(state),))
+
+
+MASKING_SESSION_FILE = "masking-session.sqlite"
+
+
+class MaskingSessionStore:
+    """An artist's masking state between processes (a Flower ClientApp runs one process per message),
+    in ``<state_dir>/masking-session.sqlite`` (0600): the masking session ids it used, the round's
+    packed vector, and the current session's :class:`~fedstyle_secure.secure.masking.MaskingArtistState`
+    (its ephemeral private keys, self-mask seed, the shares it holds, its phase).
+
+    Threat model: this is the artist's key material of the round; it never leaves the machine.  The
+    caller saves every new state before the reply it produced leaves the process, so a server that
+    replays or reorders messages meets the phase of the artist's latest reply.  Secrets are dropped
+    when the session ends (``secure_delete`` zeroes the freed pages, a ``TRUNCATE`` checkpoint empties
+    the WAL); a forensic local attacker is out of scope, as for the rest of the state folder."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / MASKING_SESSION_FILE
+        private_database(self.path)
+        with transaction(self.path) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS masking (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+
+    def load(self) -> dict[str, bytes]:
+        """The stored values by key (empty for an artist that never masked)."""
+        db = connect(self.path)
+        try:
+            return {str(k): bytes(v) for k, v in db.execute("SELECT key, value FROM masking").fetchall()}
+        finally:
+            db.close()
+
+    def save(self, values: dict[str, bytes]) -> None:
+        """Replace everything stored by ``values`` in one transaction; old secrets are zeroed on disk."""
+        with transaction(self.path) as db:
+            db.execute("PRAGMA secure_delete=ON")
+            db.execute("DELETE FROM masking")
+            db.executemany("INSERT INTO masking (key, value) VALUES (?, ?)", list(values.items()))
+        db = connect(self.path)
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            db.close()

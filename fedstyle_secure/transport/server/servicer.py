@@ -532,6 +532,13 @@ class FederationServicer(pb_grpc.FederationServicer):
         """One pairwise-masking message of the current masking phase (secure modes secagg/secagg+)."""
         artist = self._artist(context, "SubmitMasking")
         _same_round(context, request.round_id)
+        with self._cond:
+            self.submit_masking(artist, request)
+        return pb.Ack(round_id=request.round_id, accepted_bytes=len(request.message))
+
+    def submit_masking(self, artist: str, request: pb.MaskingUpload) -> None:
+        """``artist``'s pairwise-masking message to the coordinator (call with ``_cond`` held); any
+        transport whose caller was authenticated as ``artist`` (gRPC, Flower) submits here."""
         layout = layout_from_fields(request.layout) if len(request.layout) else None
         if (
             layout is not None and 4 * layout.size > self.config.max_message_bytes
@@ -540,18 +547,10 @@ class FederationServicer(pb_grpc.FederationServicer):
                 f"layout of {layout.size} entries needs a {4 * layout.size}-byte masked input; max_message_bytes is "
                 f"{self.config.max_message_bytes}"
             )
-        with self._cond:
-            self.coordinator.submit_masking(
-                artist,
-                request.round_id,
-                request.phase,
-                bytes(request.message),
-                layout,
-                bytes(request.nonce),
-                self.clock(),
-            )
-            self._changed()
-        return pb.Ack(round_id=request.round_id, accepted_bytes=len(request.message))
+        self.coordinator.submit_masking(
+            artist, request.round_id, request.phase, bytes(request.message), layout, bytes(request.nonce), self.clock()
+        )
+        self._changed()
 
     @_rpc
     def FetchMasking(self, request: pb.MaskingDownloadRequest, context: grpc.ServicerContext) -> pb.MaskingDownload:
