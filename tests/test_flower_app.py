@@ -148,22 +148,30 @@ def impostor_client_app(client_configs: list[Path], impostor: int, victim: str) 
     return app
 
 
-@pytest.mark.usefixtures("ray_runtime")
+@pytest.fixture
+def outside_runtime(monkeypatch):
+    """Flower Messages built outside a Flower runtime (the in-process FAKE grid) need a task identity."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 0)
+
+
+@pytest.mark.usefixtures("outside_runtime")
 def test_a_node_claiming_another_artists_identity_is_refused(tmp_path, data):
     """Node 2 holds artist_02's keys and claims artist_00: it is bound to no artist, the real
     artist_00 keeps its node, and the federation finishes with the two honest artists (quorum 2).
-    Without DP: the binding does not depend on it, and each message's ClientApp starts faster."""
+    The attack is on the registration, not on the runtime, so it runs over the in-process FAKE grid
+    (the real ServerApp federation and ClientApps, no Ray) and without DP."""
     work = tmp_path / "run"
     configs = machines(work, data, epsilon=math.inf, quorum=2)
     client_configs = [configs.artists[a] for a in ARTISTS]
-    finished: list[FlowerFederation] = []
-    run_simulation(
-        server_app=server_app(configs.server, done=finished.append),
-        client_app=impostor_client_app(client_configs, impostor=2, victim=ARTISTS[0]),
-        num_supernodes=3,
-        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": 1}},
-    )
-    (federation,) = finished
+    config = load_server_config(configs.server)
+    keys = load_server_keys(config.keys)
+    grid = InProcessGrid(impostor_client_app(client_configs, impostor=2, victim=ARTISTS[0]), len(ARTISTS))
+    federation = FlowerFederation(grid, new_servicer(config, keys), bind_nodes(grid, keys, 10.0))
+    federation.run()
     binding = federation.binding
     assert sorted(binding.artists.values()) == list(ARTISTS[:2])
     (refused,) = binding.refusals.values()
@@ -339,7 +347,8 @@ def revealed(reply: ArtistReply) -> tuple[set[str], set[str]]:
     return {a for a, _ in response.seed_shares}, {a for a, _ in response.key_shares}
 
 
-def test_replayed_masking_messages_cannot_make_an_artist_reveal_both_shares_of_a_peer(tmp_path, data, monkeypatch):
+@pytest.mark.usefixtures("outside_runtime")
+def test_replayed_masking_messages_cannot_make_an_artist_reveal_both_shares_of_a_peer(tmp_path, data):
     """A server replaying earlier phases' messages to the Flower artist, whose every message is a new
     start from its state folder, during and after a real secagg round over Flower messages (real
     servicer, real ClientApp, no DP).  Once artist_00 and artist_01 signed the survivor set, the
@@ -349,11 +358,6 @@ def test_replayed_masking_messages_cannot_make_an_artist_reveal_both_shares_of_a
     artist_02's input would be exposed), the genuine unmask request again, and the earlier share and
     masked-input messages.  Every replay is refused (no masking message in the reply), the stored
     masking state does not change, and no artist ever revealed both shares of one peer."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)  # Flower Messages outside a runtime need a run id
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 0)
     configs = machines(tmp_path / "run", data, "secagg", math.inf)
     config = load_server_config(configs.server)
     keys = load_server_keys(config.keys)
