@@ -51,6 +51,7 @@ from fedstyle_secure.transport import auth
 from fedstyle_secure.transport.artist.channel import (
     ArtistSession,
     broadcast_from_body,
+    masking_upload,
     publication_message,
     with_layout,
 )
@@ -65,8 +66,6 @@ from fedstyle_secure.transport.wire import (
     DEFAULT_CHUNK_BYTES,
     chunk_payload,
     join_chunks,
-    layout_fields,
-    new_nonce,
     pb,
     pb_grpc,
 )
@@ -180,13 +179,7 @@ class FlowerSession(ArtistSession):
         nonce: bytes | None = None,
         timeout: float = 30.0,
     ) -> pb.Ack:
-        self.reply.masking = pb.MaskingUpload(
-            round_id=round_id,
-            phase=phase,
-            message=message,
-            nonce=nonce if nonce is not None else new_nonce(),
-            layout=layout_fields(layout) if layout is not None else [],
-        )
+        self.reply.masking = masking_upload(round_id, phase, message, layout, nonce)
         return pb.Ack(round_id=round_id, accepted_bytes=len(message))
 
     def report(self, round_id: int, signed_json: bytes, timeout: float = 30.0) -> pb.Ack:

@@ -159,13 +159,7 @@ class ArtistSession:
         timeout: float = 30.0,
     ) -> pb.Ack:
         """Send one pairwise-masking message (``masking_messages`` bytes) of ``phase``."""
-        request = pb.MaskingUpload(
-            round_id=round_id,
-            phase=phase,
-            message=message,
-            nonce=nonce if nonce is not None else new_nonce(),
-            layout=layout_fields(layout) if layout is not None else [],
-        )
+        request = masking_upload(round_id, phase, message, layout, nonce)
         return self.stub.SubmitMasking(request, metadata=self.submission_metadata(round_id, phase), timeout=timeout)
 
     def fetch_masking(self, round_id: int, name: str, timeout: float = 60.0) -> bytes:
@@ -212,6 +206,19 @@ def publication_message(round_id: int, publication: Publication) -> pb.Prototype
         artist_rows=[int(r) for r in publication.artist_rows],
         prototypes=to_tensor(publication.prototypes.astype(np.float32)),
         nonce=new_nonce(),
+    )
+
+
+def masking_upload(
+    round_id: int, phase: str, message: bytes, layout: Layout | None, nonce: bytes | None
+) -> pb.MaskingUpload:
+    """One pairwise-masking message of ``phase`` on the wire (a fresh nonce unless ``nonce`` is given)."""
+    return pb.MaskingUpload(
+        round_id=round_id,
+        phase=phase,
+        message=message,
+        nonce=nonce if nonce is not None else new_nonce(),
+        layout=layout_fields(layout) if layout is not None else [],
     )
 
 
