@@ -22,7 +22,9 @@ knows about:
   session's secrets and phase -- is saved before each reply leaves the process and restored by the
   next one, so the state machine's guards (each phase answered once, one survivor set signed) hold
   across processes exactly as within one; the secrets are dropped once the unmasking request is
-  answered or a later round begins (:meth:`MaskingClient.end_rounds_before`).
+  answered or a later round begins (:meth:`MaskingClient.end_rounds_before`).  Once a plan of round
+  ``r`` was seen, no session of an earlier round is joined: its vector and secrets are gone, and a
+  server going back would have the round trained again and masked under a second key set.
 
 Failures of the protocol (a forged roster, a tampered share, a session id reused, a survivor
 set or signatures that fail the consistency checks) make the artist sit the session out with a
@@ -97,6 +99,7 @@ class MaskingClient:
     _unmasked_rounds: set[int] = field(default_factory=set)
     _vectors: dict[int, tuple[np.ndarray, Layout]] = field(default_factory=dict)
     _current: _Session | None = None
+    _latest_round: int = 0  # the latest round a plan showed this artist: it never advertises in an earlier one
 
     def __post_init__(self) -> None:
         if self.store is not None:
@@ -106,17 +109,27 @@ class MaskingClient:
         self, round_id: int, pack_once: Callable[[], tuple[np.ndarray, Layout]]
     ) -> tuple[np.ndarray, Layout]:
         """The round's packed vector: computed once by ``pack_once``, reused by retried sessions."""
+        self._check_not_earlier(round_id)
         if round_id not in self._vectors:
             self._vectors = {round_id: pack_once()}  # only the current round's is kept
             self._save()
         return self._vectors[round_id]
+
+    def _check_not_earlier(self, round_id: int) -> None:
+        """Refuse a round before the latest one shown: its vector and session are gone, and joining would
+        train again and mask the round under a second key set (a server alternating rounds burns CPU)."""
+        if round_id < self._latest_round:
+            raise SecureAggregationError(
+                f"round {round_id}: round {self._latest_round} has begun; not joining a session of an earlier round"
+            )
 
     def end_rounds_before(self, round_id: int) -> None:
         """Forget sessions and vectors of rounds before ``round_id`` (their secrets too, on disk): a
         session that never reached its unmasking request is over once a later round began."""
         current_done = self._current is not None and self._current.round_id < round_id
         stale = [r for r in self._vectors if r < round_id]
-        if current_done or stale:
+        if current_done or stale or round_id > self._latest_round:
+            self._latest_round = max(self._latest_round, round_id)
             self._current = None if current_done else self._current
             self._vectors = {r: v for r, v in self._vectors.items() if r >= round_id}
             self._save()
@@ -125,7 +138,12 @@ class MaskingClient:
         """Write the whole state to the store (no-op without one); call before the reply leaves."""
         if self.store is None:
             return
-        meta: dict[str, object] = {"used": sorted(self._used), "vectors": {}, "session": None}
+        meta: dict[str, object] = {
+            "used": sorted(self._used),
+            "latest_round": self._latest_round,
+            "vectors": {},
+            "session": None,
+        }
         values: dict[str, bytes] = {}
         for r, (vector, layout) in self._vectors.items():  # at most the current round's
             meta["vectors"] = {str(r): [[name, list(shape)] for name, shape in layout.fields]}
@@ -148,6 +166,7 @@ class MaskingClient:
         try:
             meta = json.loads(values["meta"])
             self._used = {int(s) for s in meta["used"]}
+            self._latest_round = int(meta["latest_round"])
             self._vectors = {
                 int(r): (npy_array(values["vector"]), Layout(tuple((str(n), tuple(shape)) for n, shape in fields)))
                 for r, fields in meta["vectors"].items()
@@ -177,6 +196,7 @@ class MaskingClient:
                 f"round {plan.round_id}: I already answered an unmasking request of this round; not joining another "
                 "session"
             )
+        self._check_not_earlier(plan.round_id)
         check_session_id(params.session_id, plan.round_id, self._used)
         self._check_parameters(plan, params)
         config = session_config(plan, int(vector.size))
@@ -186,6 +206,7 @@ class MaskingClient:
         machine = MaskingArtist(config, self.artist_id, self.identity_key, self.identity_publics)
         message = machine.advertise_keys().to_bytes()
         self._used.add(params.session_id)
+        self._latest_round = max(self._latest_round, plan.round_id)
         self._current = _Session(plan.round_id, params.session_id, machine, np.asarray(vector, dtype=np.float64), plan)
         self._save()  # before the keys leave the process
         return message
