@@ -178,17 +178,11 @@ def test_a_corrupt_stored_session_fails_closed(tmp_path, data, damage):
 
 
 @pytest.mark.usefixtures("outside_runtime")
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE: a Flower artist rebuilds its starting model from every train message's plan "
-    "(seed, public_pretrain_steps); nothing pins the first plan's, so a server varying the seed per message "
-    "makes it run a fresh warm start (up to MAX_PUBLIC_PRETRAIN_STEPS) on every message, and can start "
-    "different artists from different models",
-)
 def test_a_server_cannot_make_an_artist_warm_start_again_by_changing_the_plan(tmp_path, data, monkeypatch):
     """After round 0's advertise phase, the server resends the target its advertise message with a small
     announced warm start and a new seed each time.  The artist must not run a second warm start in the
-    run (a spy counts the real :func:`pretrain_on_public` calls)."""
+    run (a spy counts the real :func:`pretrain_on_public` calls): the first plan's starting model is
+    pinned in its state folder, and a plan announcing another is refused, naming what changed."""
     from fedstyle_secure.training import pretrain
 
     run = Run(tmp_path / "run", data)
@@ -205,5 +199,10 @@ def test_a_server_cannot_make_an_artist_warm_start_again_by_changing_the_plan(tm
     for seed in (101, 102):
         crafted = copied(advertise)
         crafted.plan.seed, crafted.plan.public_pretrain_steps = seed, 2
-        run.deliver(TARGET, "advertise", crafted)
+        with pytest.raises(ConfigError, match="another starting model than this run's first plan.*seed 0 -> "):
+            run.deliver(TARGET, "advertise", crafted)
     assert len(calls) <= 1, f"{len(calls)} warm starts for one artist in one run"
+    run.until("share")  # the genuine plan still goes on: the run finishes with everyone
+    while not run.federation.coordinator.finished:
+        run.federation.run_phase()
+    assert run.federation.coordinator.failed is None and run.federation.refusals == []

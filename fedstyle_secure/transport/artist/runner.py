@@ -33,6 +33,7 @@ from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.artist.ckks import CkksClient, Send, ckks_client, contribute_step, decrypt_step
 from fedstyle_secure.transport.artist.masking import MaskingClient, masking_client, masking_step
 from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
+from fedstyle_secure.transport.artist.state import StartingModelPin
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.dp_config import announced_dp
 from fedstyle_secure.transport.federation_model import public_bank, starting_model
@@ -82,6 +83,17 @@ def build_style_client(
     # every artist starts from the same model as the server and the simulator (encoder from the announced plan)
     dp = None if announced is None else announced[0]
     steps = plan.public_pretrain_steps
+    if config.state_dir is not None:  # the first plan's starting model, for the whole run
+        StartingModelPin(config.state_dir).check(
+            {
+                "algorithm": plan.algorithm,
+                "seed": int(plan.seed),
+                "embedding_dim": int(plan.embedding_dim),
+                "public_pretrain_steps": int(steps),
+                "public_set": plan.public_set.name,
+                "private_layers": None if dp is None else dp.private_layers,
+            }
+        )
     if steps > MAX_PUBLIC_PRETRAIN_STEPS:
         raise ConfigError(
             f"the plan announces public_pretrain_steps = {steps}, above the {MAX_PUBLIC_PRETRAIN_STEPS} an artist runs"

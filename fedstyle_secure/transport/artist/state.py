@@ -266,3 +266,36 @@ class MaskingSessionStore:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             db.close()
+
+
+class StartingModelPin:
+    """The public parameters of the run's starting model as the first plan announced them (algorithm,
+    seed, embedding size, public warm-start steps, public set, privately trained layers), in
+    ``<state_dir>/starting-model.sqlite`` (0600).  A later plan announcing others is refused: a server
+    could otherwise make an artist redo the public warm start on every message (Flower starts a process
+    per message) and start artists from models that differ without their noticing."""
+
+    FILE = "starting-model.sqlite"
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / self.FILE
+        private_database(self.path)
+        with transaction(self.path) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS pin (id INTEGER PRIMARY KEY CHECK (id = 0), params TEXT NOT NULL)")
+
+    def check(self, announced: dict[str, Any]) -> None:
+        """Pin ``announced`` at the first call; afterwards raise :class:`ConfigError` naming what changed."""
+        text = json.dumps(announced, sort_keys=True)
+        with transaction(self.path) as db:
+            row = db.execute("SELECT params FROM pin WHERE id = 0").fetchone()
+            if row is None:
+                db.execute("INSERT INTO pin (id, params) VALUES (0, ?)", (text,))
+                return
+        pinned = json.loads(row[0])
+        changed = sorted(k for k in set(pinned) | set(announced) if pinned.get(k) != announced.get(k))
+        if changed:
+            details = ", ".join(f"{k} {pinned.get(k)!r} -> {announced.get(k)!r}" for k in changed)
+            raise ConfigError(
+                f"the plan announces another starting model than this run's first plan ({details}); refused "
+                f"(pinned in {self.path}; a new federation needs a fresh client.state_dir)"
+            )
