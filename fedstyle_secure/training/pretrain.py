@@ -36,7 +36,7 @@ from fedstyle_secure.models.params import get_flat_params, set_flat_params, trai
 from fedstyle_secure.training.losses import instance_contrastive_loss
 
 PRETRAIN_STEPS_UNDER_DP = 300
-# Most warm-start steps a networked artist runs when a plan announces them (~10 ms a step on one core):
+# Most warm-start steps a networked artist runs when a plan announces them (14-18 ms a step on one core):
 # a server announcing more would only make every artist burn CPU before round 0.
 MAX_PUBLIC_PRETRAIN_STEPS = 10_000
 WARM_START_VERSION = "v1"  # bump when pretrain_on_public changes what it computes

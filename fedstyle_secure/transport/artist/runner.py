@@ -75,14 +75,15 @@ def build_style_client(
         raise ConfigError(
             f"client.data: {config.data} must hold exactly one artist's folder, found {list(artworks.artists)}"
         )
-    cache = config.cache_dir or default_cache_dir()
-    bank = build_input_bank(artworks.images, artworks.keys, DEFAULT_BACKBONE, DEFAULT_VIEWS, seed=0, cache_dir=cache)
-    public = public_bank(cache, public_set)
     spec = algorithm_spec(plan.algorithm)
     announced = announced_dp(plan)
     # every artist starts from the same model as the server and the simulator (encoder from the announced plan)
     dp = None if announced is None else announced[0]
     steps = plan.public_pretrain_steps
+    if steps > MAX_PUBLIC_PRETRAIN_STEPS:  # refused before anything is pinned or computed
+        raise ConfigError(
+            f"the plan announces public_pretrain_steps = {steps}, above the {MAX_PUBLIC_PRETRAIN_STEPS} an artist runs"
+        )
     if config.state_dir is not None:  # the first plan's starting model, for the whole run
         StartingModelPin(config.state_dir).check(
             {
@@ -94,10 +95,9 @@ def build_style_client(
                 "private_layers": None if dp is None else dp.private_layers,
             }
         )
-    if steps > MAX_PUBLIC_PRETRAIN_STEPS:
-        raise ConfigError(
-            f"the plan announces public_pretrain_steps = {steps}, above the {MAX_PUBLIC_PRETRAIN_STEPS} an artist runs"
-        )
+    cache = config.cache_dir or default_cache_dir()
+    bank = build_input_bank(artworks.images, artworks.keys, DEFAULT_BACKBONE, DEFAULT_VIEWS, seed=0, cache_dir=cache)
+    public = public_bank(cache, public_set)
     model = starting_model(spec, plan.embedding_dim, len(roster), plan.seed, dp, bank, public, cache, steps)
     row = roster.index(artist_id)
     return StyleClient(  # rng: view / public-image choice only (public seed is fine); DP draws: the OS-keyed CSPRNG
