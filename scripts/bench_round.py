@@ -6,7 +6,9 @@ For every n in --artists and every secure mode in --modes, one `fedstyle server`
 training rounds.  Per round: seconds between the server's consecutive "round state saved" log
 entries (training rounds 2..R; round 1 also pays process warm-up) and protobuf bytes the server
 received + sent in that time (gRPC/TLS framing excluded).  Per process: the peak resident memory
-each artist and the server log when they finish (VmHWM; shared library pages count in every one).
+each artist and the server log when they finish (VmHWM; shared library pages count in every one),
+and each artist's resident and anonymous memory at the end (anonymous: what each further artist
+process adds to a machine).
 The secure/none ratios are printed side by side from the same run, since the machine is noisy.
 
     python scripts/bench_round.py --artists 4,16 --modes none,ckks,secagg --rounds 3
@@ -54,7 +56,7 @@ def measure(n: int, mode: str, args: argparse.Namespace, cache: Path) -> dict:
         try:
             codes = running.wait(args.timeout)
             saved = running.server_events("round state saved")
-            peaks = [e["peak_resident_mb"] for a in folders for e in running.events(a, "federation finished")]
+            finished = [e for a in folders for e in running.events(a, "federation finished")]
             server_peak = [e["peak_resident_mb"] for e in running.server_events("run finished")]
         finally:
             running.close()
@@ -77,10 +79,17 @@ def measure(n: int, mode: str, args: argparse.Namespace, cache: Path) -> dict:
         "bytes_per_round": float(np.mean(traffic)),
         "total_seconds": time.perf_counter() - started,
         "rounds_measured": len(training),
-        "artist_peak_mb_mean": float(np.mean(peaks)) if peaks else float("nan"),
-        "artist_peak_mb_max": float(np.max(peaks)) if peaks else float("nan"),
+        "artist_peak_mb_mean": _mean_of(finished, "peak_resident_mb"),
+        "artist_peak_mb_max": max((e["peak_resident_mb"] for e in finished), default=float("nan")),
+        "artist_resident_mb_mean": _mean_of(finished, "resident_mb"),
+        "artist_anonymous_mb_mean": _mean_of(finished, "anonymous_mb"),
         "server_peak_mb": float(server_peak[-1]) if server_peak else float("nan"),
     }
+
+
+def _mean_of(events: list[dict], field: str) -> float:
+    values = [e[field] for e in events if field in e]
+    return float(np.mean(values)) if values else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,12 +143,15 @@ def main(argv: list[str] | None = None) -> int:
             r["bytes_per_round"] / plain[r["n"]]["bytes_per_round"],
             r["artist_peak_mb_mean"],
             r["artist_peak_mb_max"],
+            r["artist_resident_mb_mean"],
+            r["artist_anonymous_mb_mean"],
             r["server_peak_mb"],
         ]
         for r in results
     ]
     headers = ["artists", "secure", "s / round", "time vs none", "MB / round", "bytes vs none"]
-    headers += ["artist peak RSS MB (mean)", "(max)", "server peak RSS MB"]
+    headers += ["artist peak RSS MB (mean)", "(max)", "artist RSS at end MB (mean)", "(anonymous)"]
+    headers += ["server peak RSS MB"]
     table = render_table(headers, rows)
     print(table)
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

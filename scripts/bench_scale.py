@@ -137,10 +137,12 @@ def measure_artist(per_artist: int) -> dict[str, float]:
 
     from fedstyle_secure.data.synth import write_synthetic_folder
     from fedstyle_secure.federation.client import Broadcast
+    from fedstyle_secure.memory import keep_large_allocations_returnable
     from fedstyle_secure.transport.artist.runner import build_style_client
     from fedstyle_secure.transport.config import ClientConfig
     from fedstyle_secure.transport.wire import pb
 
+    keep_large_allocations_returnable()  # as `fedstyle client` does
     torch.set_num_threads(1)
     out: dict[str, float] = {}
     out["imports_rss_mb"], _ = resident_mb()

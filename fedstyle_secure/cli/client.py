@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from fedstyle_secure.cli.toml_command import register_toml_command
+from fedstyle_secure.memory import keep_large_allocations_returnable
 from fedstyle_secure.secure.keys.keystore import load_artist_keys
 from fedstyle_secure.transport.artist.runner import run_artist
 from fedstyle_secure.transport.config import load_client_config
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    keep_large_allocations_returnable()  # a long-running process: see fedstyle_secure.memory
     configure_logging(args.log_format, getattr(args, "verbose", False))
     config = load_client_config(args.config)
     return run_artist(config, load_artist_keys(config.keys, config.artist))

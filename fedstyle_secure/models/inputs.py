@@ -8,9 +8,6 @@ indexes an array, which keeps DP-SGD's per-sample work on the small trainable pa
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import gc
 import hashlib
 import logging
 import os
@@ -25,6 +22,7 @@ from tqdm.auto import tqdm
 from fedstyle_secure.data.array_cache import ArrayCache
 from fedstyle_secure.data.augment import make_views
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.memory import return_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -97,17 +95,6 @@ def _pixel_bank(images: np.ndarray, keys: Sequence[str], n_views: int, seed: int
             small = np.asarray(Image.fromarray(view).resize((r, r), Image.Resampling.BILINEAR))
             out[v, i] = small.transpose(2, 0, 1)
     return InputBank(views=out, kind="pixels")
-
-
-def return_freed_memory() -> None:
-    """Collect garbage and ask glibc to hand freed heap pages back to the OS (a no-op elsewhere).
-
-    Without it a process keeps most of the high-water mark of what it ever held: an artist process
-    stayed at 627 MB resident after feature extraction instead of 458 MB (``bench_scale.py
-    --artist-process``, with the smaller extraction batch too)."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _feature_bank(

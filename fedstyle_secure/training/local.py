@@ -32,6 +32,7 @@ from fedstyle_secure.training.dp_sgd import (
     privately_trained_parameters,
 )
 from fedstyle_secure.training.losses import alignment_loss, proximal_term
+from fedstyle_secure.training.optimisers import plain_optimiser
 
 OBJECTIVES: tuple[str, ...] = ("fedstyle", "classifier", "fedproto", "local")
 
@@ -267,8 +268,11 @@ def _train_epochs(
     noise: NoiseSource | None,
 ) -> LocalResult:
     params = trainable_parameters(model)
-    optimiser = torch.optim.SGD(params, lr=cfg.lr) if cfg.optimizer == "sgd" else torch.optim.Adam(params, lr=cfg.lr)
-    private = make_private(model, optimiser, len(data), dp, noise) if dp is not None and noise is not None else None
+    private = None
+    if dp is not None and noise is not None:  # DP-SGD: Opacus wraps a torch.optim optimiser
+        inner = torch.optim.SGD(params, lr=cfg.lr) if cfg.optimizer == "sgd" else torch.optim.Adam(params, lr=cfg.lr)
+        private = make_private(model, inner, len(data), dp, noise)
+    optimiser = plain_optimiser(cfg.optimizer, params, cfg.lr)  # steps only when there is no DP-SGD
     net = private.module if private else model
     result = LocalResult()
     labels_all = torch.from_numpy(data.labels)
@@ -291,7 +295,7 @@ def _train_epochs(
                 if private is None:
                     extra = non_private_loss(objective, model, params, ctx, cfg, rng)
                     total = loss if extra is None else loss + extra
-                    optimiser.zero_grad(set_to_none=True)
+                    optimiser.zero_grad()
                     total.backward()
                     optimiser.step()
                 else:

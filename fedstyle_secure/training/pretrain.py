@@ -34,12 +34,13 @@ from fedstyle_secure.models.heads import StyleModel
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import get_flat_params, set_flat_params, trainable_parameters
 from fedstyle_secure.training.losses import instance_contrastive_loss
+from fedstyle_secure.training.optimisers import Adam
 
 PRETRAIN_STEPS_UNDER_DP = 300
 # Most warm-start steps a networked artist runs when a plan announces them (14-18 ms a step on one core):
 # a server announcing more would only make every artist burn CPU before round 0.
 MAX_PUBLIC_PRETRAIN_STEPS = 10_000
-WARM_START_VERSION = "v1"  # bump when pretrain_on_public changes what it computes
+WARM_START_VERSION = "v2"  # bump when pretrain_on_public changes what it computes
 
 
 def warm_start_cache(root: Path | None) -> ArrayCache:
@@ -71,7 +72,7 @@ def pretrain_on_public(encoder: nn.Module, public: InputBank, cfg: PretrainConfi
             f"public warm start needs >= 2 augmented views per public image, the bank has {public.n_views}"
         )
     params = trainable_parameters(encoder)
-    optimiser = torch.optim.Adam(params, lr=cfg.lr)
+    optimiser = Adam(params, lr=cfg.lr)
     rng = np.random.default_rng([seed, 0x9E7])
     batch = min(cfg.batch_size, len(public))
     losses = []
@@ -84,7 +85,7 @@ def pretrain_on_public(encoder: nn.Module, public: InputBank, cfg: PretrainConfi
             loss = instance_contrastive_loss(
                 encoder(public.take(int(view_a), items)), encoder(public.take(int(view_b), items)), cfg.tau
             )
-            optimiser.zero_grad(set_to_none=True)
+            optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             losses.append(float(loss.detach()))

@@ -37,7 +37,7 @@ from fedstyle_secure.transport.artist.state import StartingModelPin
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.dp_config import announced_dp
 from fedstyle_secure.transport.federation_model import public_bank, starting_model
-from fedstyle_secure.transport.logs import peak_resident_mb
+from fedstyle_secure.transport.logs import memory_use_mb
 from fedstyle_secure.transport.wire import pb
 
 log = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ def run_artist(config: ClientConfig, keys: ArtistKeys, stop: threading.Event | N
             raise TransportError(f"the server stopped the run: {plan.failure}")
         log.info(
             "federation finished",
-            extra={"artist": keys.artist_id, "round": plan.round_id, "peak_resident_mb": peak_resident_mb()},
+            extra={"artist": keys.artist_id, "round": plan.round_id, **memory_use_mb()},
         )
         return 0
 
