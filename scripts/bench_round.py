@@ -92,7 +92,8 @@ def _mean_of(events: list[dict], field: str) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (also used by ``bench_scale.py --loopback``)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--artists", default="4,16", help="comma-separated numbers of artist processes (default %(default)s)"
@@ -117,10 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 2:
         parser.error("--rounds must be >= 2 (round 1 includes warm-up and is not measured)")
+    if "none" not in args.modes.split(","):
+        parser.error("--modes must include none (the baseline of the ratios)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
     sizes = [int(v) for v in args.artists.split(",")]
     modes = args.modes.split(",")
-    if "none" not in modes:
-        parser.error("--modes must include none (the baseline of the ratios)")
     cache = Path(tempfile.mkdtemp(prefix="bench-round-cache-"))
     results = []
     for n in sizes:

@@ -4,6 +4,7 @@ peak memory and memory per artist.
 Usage: python scripts/bench_scale.py [--artists 16,64,256] [--per-artist 12] [--rounds 2]
                                      [--algorithm fedstyle] [--epsilon inf] [--inputs random|synthetic]
        python scripts/bench_scale.py --artist-process [--per-artist 12]
+       python scripts/bench_scale.py --loopback 4,16,64 [--per-artist 12] [--rounds 2]
 
 Each artist count runs in a fresh process (so its peak is its own).  ``--inputs random`` (default)
 gives every artist random style-statistics vectors (1,536-d, clustered per artist) instead of
@@ -16,6 +17,12 @@ part of it in brackets); ``s/round`` = mean seconds per federated round, evaluat
 ``peak MB`` = peak resident memory of the process (VmHWM); ``data MB`` = resident memory once the
 inputs are built, before the simulator starts; ``MB/artist`` = (peak - data) / artists.  The
 last line fits memory = a + b * artists over the counts run (b: marginal MB per artist).
+
+``--loopback``: the loopback federation instead, real processes (one ``fedstyle server``, one
+``fedstyle client`` per artist, mutual TLS; ``scripts/bench_round.py``'s measurement, without DP),
+plain and ``secagg+`` side by side per count: seconds per round, protobuf bytes per artist per round,
+each artist's anonymous and resident memory at the end, and how per-artist bytes grow with n
+(SecAgg+ talks to ~log n neighbours, so its per-artist bytes should grow like log n, not n).
 
 ``--artist-process``: the resident and the anonymous memory of one artist process (``fedstyle client``'s
 StyleClient, built with a cold feature cache so the backbone runs) after imports, after building,
@@ -169,6 +176,44 @@ def measure_artist(per_artist: int) -> dict[str, float]:
     return out
 
 
+def measure_loopback(counts: list[int], args: argparse.Namespace) -> int:
+    """The loopback federation at each count, plain and secagg+ (bench_round's measurement)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_round
+
+    options = bench_round.parse_arguments(
+        ["--per-artist", str(args.per_artist), "--rounds", str(max(args.rounds, 2)), "--epsilon", "inf"]
+    )
+    from fedstyle_secure.models.inputs import default_cache_dir
+
+    cache = default_cache_dir()  # the machine's feature cache: set-up is not what this measures
+    rows = []
+    for n in counts:
+        for mode in ("none", "secagg+"):
+            print(f"loopback: {n} artists, {mode} ...", file=sys.stderr, flush=True)
+            rows.append(bench_round.measure(n, mode, options, cache))
+    print(f"loopback federation, no DP, {args.per_artist} artworks per artist, rounds 2..{options.rounds} measured")
+    print(
+        f"{'artists':>8} {'secure':>8} {'s/round':>8} {'KB/artist/round':>16} {'anon MB/artist':>15} "
+        f"{'RSS MB/artist':>14} {'server peak MB':>15}"
+    )
+    for r in rows:
+        print(
+            f"{r['n']:>8} {r['mode']:>8} {r['round_seconds']:>8.2f} {r['bytes_per_round'] / r['n'] / 1e3:>16.1f} "
+            f"{r['artist_anonymous_mb_mean']:>15.0f} {r['artist_resident_mb_mean']:>14.0f} {r['server_peak_mb']:>15.0f}"
+        )
+    small, large = min(counts), max(counts)
+    if small >= 2 and large > small:
+        for mode in ("none", "secagg+"):
+            per_artist = {r["n"]: r["bytes_per_round"] / r["n"] for r in rows if r["mode"] == mode}
+            growth = per_artist[large] / per_artist[small]
+            print(
+                f"{mode}: per-artist bytes x{growth:.2f} from {small} to {large} artists "
+                f"(n grew x{large / small:.0f}, log2 n x{math.log2(large) / math.log2(small):.2f})"
+            )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--artists", default="16,64,256", help="comma-separated artist counts (default %(default)s)")
@@ -182,6 +227,11 @@ def main() -> int:
         action="store_true",
         help="measure one artist process's memory instead (imports, client built, one round)",
     )
+    parser.add_argument(
+        "--loopback",
+        metavar="COUNTS",
+        help="measure the loopback federation (real processes) at these comma-separated artist counts instead",
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one count, print JSON
     args = parser.parse_args()
     if args.one is not None:
@@ -194,6 +244,9 @@ def main() -> int:
             print(f"  after {stage:<8} {m[stage + '_rss_mb']:6.0f} / {m[stage + '_private_mb']:6.0f}")
         print(f"  peak while building {m['build_peak_mb']:.0f}, overall peak {m['peak_mb']:.0f}")
         return 0
+
+    if args.loopback:
+        return measure_loopback([int(a) for a in args.loopback.split(",")], args)
 
     rows = []
     for n in (int(a) for a in args.artists.split(",")):
