@@ -17,6 +17,8 @@ scores its DP rows:
 * ``pubc_*``      every artwork's and query's embedding centred on the public alignment set's mean
                   embedding and re-normalised before the release (exact, released, and mAP):
                   the shared component then no longer takes part of each artwork's unit norm;
+* ``nuis_*``      every embedding multiplied by the inverse square root of the public images'
+                  augmentation covariance (regularised) and re-normalised before the release;
 * ``wiener``      post-processing of the released ``(A, D)`` matrix (free under DP): each singular
                   direction of the centred releases shrunk by ``(s^2 - (A - 1) sigma^2) / s^2``.
 
@@ -77,6 +79,17 @@ def wiener_release(sums: np.ndarray, sigmas: np.ndarray, noise: SeededNoise) -> 
     return mean + (u * (s * keep)) @ vt
 
 
+def nuisance_whitening(model: torch.nn.Module, data: FederationData, shrinkage: float = 1.0) -> np.ndarray:
+    """``(D, D)`` inverse square root of the public images' augmentation covariance (spread of each
+    image's unit view embeddings around their mean), regularised by ``shrinkage`` x its mean
+    eigenvalue: a public-only transform that damps directions augmentations move (LDA-like)."""
+    public, items = data.public, np.arange(len(data.public))
+    views = np.stack([normalise_rows(embed(model, public.take(v, items))) for v in range(public.n_views + 1)])
+    spread = (views - views.mean(axis=0)).reshape(-1, views.shape[2])
+    eigenvalues, vectors = np.linalg.eigh(spread.T @ spread / len(spread))
+    return np.asarray((vectors * (eigenvalues + shrinkage * eigenvalues.mean()) ** -0.5) @ vectors.T)
+
+
 def accuracy(
     emb: np.ndarray, data: FederationData, sigmas: np.ndarray | None, release: Release, draws: int, seed: int
 ) -> float:
@@ -114,8 +127,11 @@ def measure(
     pub_centred = normalise_rows(emb - embed_views(result.global_model, data.public).mean(axis=0))
     row["pubc_exact"] = accuracy(pub_centred, data, None, projected_release(None), draws, seed)
     row["pubc_full"] = accuracy(pub_centred, data, sigmas, projected_release(None), draws, seed)
+    nuisance = normalise_rows(emb @ nuisance_whitening(result.global_model, data))
+    row["nuis_exact"] = accuracy(nuisance, data, None, projected_release(None), draws, seed)
+    row["nuis_full"] = accuracy(nuisance, data, sigmas, projected_release(None), draws, seed)
     q = data.split.query
-    for key, e in (("map", emb), ("pubc_map", pub_centred)):
+    for key, e in (("map", emb), ("pubc_map", pub_centred), ("nuis_map", nuisance)):
         row[key] = evaluate_retrieval(e[q], cosine_similarity_matrix(e[q]), data.labels[q]).map
     return row
 
