@@ -3,7 +3,7 @@
 
 Each variant is ``key=value`` pairs joined by ``+`` (encoder: head, whitening_shrinkage, hidden_dim,
 dropout, embedding_dim; local: lr, tau, optimizer, epochs, instance_weight, classifier_weight,
-alignment_weight, batch_size; server optimiser: srv=avg|avgm|adam, slr, smom; ``rounds=N``;
+alignment_weight, batch_size, margin; server optimiser: srv=avg|avgm|adam, slr, smom; ``rounds=N``;
 ``pretrain=N`` public warm-start steps; ``pub=met|generated``; ``alg=NAME``; ``eps=E``: under DP at E
 with the default plan and encoder, seeded noise, encoder keys override; ``mintrain=N``: the plan's
 DP-SGD portfolio threshold).  ``frozen``, ``probe`` and ``dpref=E`` (frozen + DP prototypes) print
@@ -52,6 +52,7 @@ LOCAL: dict[str, Callable[[str], Any]] = {
     "classifier_weight": float,
     "alignment_weight": float,
     "batch_size": int,
+    "margin": float,
 }
 SERVER: dict[str, tuple[str, Callable[[str], Any]]] = {
     "srv": ("kind", str),
