@@ -212,14 +212,14 @@ class FederationServicer(pb_grpc.FederationServicer):
         c, target = self.coordinator, self.config.index
         if target is None or not c.finished or c.failed is not None or self._index_published():
             return
-        if self._index_error and time.monotonic() < self._index_retry_at:
+        if self._index_error and self.clock() < self._index_retry_at:
             return
         try:
             index_from_run(c, self.config.embedding_dim, self.config.cache_dir, self.config.dp).save(target)
         except Exception as exc:
             self._index_error, self._index_retry_at = (
                 f"{type(exc).__name__}: {exc}",
-                time.monotonic() + INDEX_RETRY_SECONDS,
+                self.clock() + INDEX_RETRY_SECONDS,
             )
             log.exception("writing the style index to %s failed; retrying in %.0f s", target, INDEX_RETRY_SECONDS)
             return
