@@ -142,9 +142,10 @@ def measure_artist(per_artist: int) -> dict[str, float]:
 
     import torch
 
+    from fedstyle_secure.data.public import forget_decoded_public_sets
     from fedstyle_secure.data.synth import write_synthetic_folder
     from fedstyle_secure.federation.client import Broadcast
-    from fedstyle_secure.memory import keep_large_allocations_returnable
+    from fedstyle_secure.memory import keep_large_allocations_returnable, return_freed_memory
     from fedstyle_secure.transport.artist.runner import build_style_client
     from fedstyle_secure.transport.config import ClientConfig
     from fedstyle_secure.transport.wire import pb
@@ -162,6 +163,8 @@ def measure_artist(per_artist: int) -> dict[str, float]:
         plan.public_set.name = "generated:128:seed0"
         config = ClientConfig(keys=root / "unused", data=root / "data", cache_dir=root / "cache")
         client = build_style_client(config, folder.name, (folder.name, "other-artist"), plan)
+        forget_decoded_public_sets()  # as ArtistRunner.act does after building
+        return_freed_memory()
         out["built_rss_mb"], out["build_peak_mb"] = resident_mb()
         out["built_private_mb"] = private_mb()
         n_params = sum(p.numel() for p in client.model.parameters() if p.requires_grad)

@@ -26,8 +26,8 @@ os.environ.setdefault(PUBLIC_SET_VARIABLE, "met:48" if met_available() else "gen
 
 WIKIART_DEV = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "wikiart-dev"
 
-# Test files by cost, the longest first (``--durations=0`` under two xdist workers, 2026-11-29; seconds
-# of wall time per file at load average ~4).  With ``--dist loadfile`` a worker takes the next file in
+# Test files by cost, the longest first (``--durations=0`` under two xdist workers, 2026-11-30; seconds
+# of wall time per file, idle machine).  With ``--dist loadfile`` a worker takes the next file in
 # collection order when it runs dry; pytest-xdist's own order is by number of tests, which queued the
 # two-test netns file (75 s + 48 s, much of it waiting on phase deadlines) last, so one worker ran it
 # alone at the end.  Longest first keeps both workers busy until the end, with one exception: the netns
@@ -36,25 +36,26 @@ WIKIART_DEV = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 # own 120 s timeout and hit it at load average 8.  Unlisted files follow, in their usual order.
 # Re-measure when a file's cost changes much.
 HEAVIEST_FIRST = (
-    "test_dp_training.py",  # 221
-    "test_flower_app.py",  # 178
-    "test_transport_netns.py",  # 125
-    "test_sum_checks.py",  # 85
-    "test_sweep_parallel.py",  # 80
-    "test_transport_dp.py",  # 80
-    "test_transport_masking.py",  # 79
-    "test_simulator_memory.py",  # 41
-    "test_dp_noise.py",  # 38
-    "test_empirical_audit.py",  # 36
-    "test_secure_simulation.py",  # 34
-    "test_audit.py",  # 34
-    "test_simulate_e2e.py",  # 33
-    "test_transport_e2e.py",  # 28
-    "test_architecture.py",  # 24
-    "test_secure_masking.py",  # 22
-    "test_privacy_accounting.py",  # 21
-    "test_sweep.py",  # 18
-    "test_privacy_budget.py",  # 15
+    "test_flower_app.py",  # 120
+    "test_dp_training.py",  # 51
+    "test_transport_netns.py",  # 66
+    "test_transport_dp.py",  # 46
+    "test_sweep_parallel.py",  # 41
+    "test_transport_e2e.py",  # 35
+    "test_transport_masking.py",  # 31
+    "test_flower_masking_attacks.py",  # 31
+    "test_secure_simulation.py",  # 15
+    "test_architecture.py",  # 14
+    "test_privacy_accounting.py",  # 12
+    "test_simulate_e2e.py",  # 12
+    "test_sweep.py",  # 10
+    "test_data.py",  # 8
+    "test_empirical_audit.py",  # 8
+    "test_audit.py",  # 7
+    "test_secure_masking.py",  # 7
+    "test_transport_ckks.py",  # 7
+    "test_optimisers.py",  # 7
+    "test_simulator_memory.py",  # 6
 )
 
 

@@ -9,7 +9,6 @@ import threading
 import time
 
 from fedstyle_secure.cli.toml_command import register_toml_command
-from fedstyle_secure.memory import keep_large_allocations_returnable
 from fedstyle_secure.secure.keys.keystore import load_server_keys
 from fedstyle_secure.transport.config import load_server_config
 from fedstyle_secure.transport.logs import configure_logging, memory_use_mb
@@ -40,7 +39,6 @@ def _linger_until_artists_told(servicer, stop: threading.Event, limit_seconds: f
 
 
 def run(args: argparse.Namespace) -> int:
-    keep_large_allocations_returnable()  # a long-running process: see fedstyle_secure.memory
     configure_logging(args.log_format, getattr(args, "verbose", False))
     config = load_server_config(args.config)
     running = start_server(config, load_server_keys(config.keys))

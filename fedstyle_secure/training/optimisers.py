@@ -76,7 +76,7 @@ class Adam(PlainOptimiser):
         m.lerp_(grad, 1 - beta1)
         v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         step_size = self.lr / (1 - beta1**self.steps)
-        denominator = (v.sqrt() / math.sqrt(1 - beta2**self.steps)).add_(ADAM_EPS)
+        denominator = v.sqrt().div_(math.sqrt(1 - beta2**self.steps)).add_(ADAM_EPS)
         param.addcdiv_(m, denominator, value=-step_size)
 
 

@@ -17,12 +17,13 @@ import numpy as np
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from fedstyle_secure.data.images import load_image_folder
-from fedstyle_secure.data.public import public_set_from_name
+from fedstyle_secure.data.public import forget_decoded_public_sets, public_set_from_name
 from fedstyle_secure.errors import ConfigError, DataError, TransportError
 from fedstyle_secure.federation.client import Broadcast, Publication, StyleClient
 from fedstyle_secure.federation.packing import Layout, pack_as
 from fedstyle_secure.federation.round_layout import round_layout
 from fedstyle_secure.federation.strategy import algorithm_spec
+from fedstyle_secure.memory import return_freed_memory
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, build_input_bank, default_cache_dir
 from fedstyle_secure.randomness import CsprngNoise
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
@@ -134,6 +135,8 @@ class ArtistRunner:
         is redone for each attempt: every attempt's contribution set is checked anew."""
         if self.client is None:
             self.client = build_style_client(self.config, session.artist_id, session.roster, plan)
+            forget_decoded_public_sets()  # the public pixels are not needed again (26 MB for met)
+            return_freed_memory()
             self.privacy = ArtistPrivacy.open(self.config, self.keys, self.client, plan)
         if session.artist_id not in plan.participants:
             return
