@@ -4,8 +4,8 @@ glibc keeps freed heap for reuse, so without these a process stays near the high
 it ever held (feature extraction's backbone and image batches, a round's autograd buffers).
 Measured with ``scripts/bench_scale.py --artist-process`` (12 artworks, cold feature cache): 627 MB
 resident after extraction without :func:`return_freed_memory`, 458 MB with it; with
-:func:`keep_large_allocations_returnable` too, 317 MB after building and 330 MB after a round
-(337 / 372 MB without it).  No-ops where there is no glibc.
+:func:`keep_large_allocations_returnable` too (opt-in), 317 MB after building and 330 MB after a
+round (334 / 367 MB without it).  No-ops where there is no glibc.
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ def keep_large_allocations_returnable() -> None:
     which tensors of a few MB come from the heap, fragment it and are never returned.  Call once,
     early, in a process that keeps running after a memory-heavy phase and whose memory matters more
     than its allocation speed: every large tensor is then a fresh mapping (a local round's fit on one
-    core took 58 ms instead of 39 ms, for 302 MB resident instead of 334 MB), so artist processes
-    call it (many per machine in a benchmark) and the server does not."""
+    core took 58 ms instead of 39 ms, for 302 MB resident instead of 334 MB; the demo's networked
+    federation of 8 artists 52.6 s instead of 42.6 s).  So it is opt-in, ``[client] compact_memory``,
+    for many artists on one machine (the benchmarks set it)."""
     libc = _libc()
     with contextlib.suppress(AttributeError):
         if libc is not None:

@@ -43,6 +43,7 @@ def measure(n: int, mode: str, args: argparse.Namespace, cache: Path) -> dict:
         federation, server, client = federation_tables(
             args.rounds, mode, args.epsilon, n, quorum=n, phase_seconds=args.phase_seconds
         )
+        client["compact_memory"] = True  # many artist processes on one machine
         started = time.perf_counter()
         running = start_process_federation(
             work / "machines",

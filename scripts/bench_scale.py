@@ -150,7 +150,7 @@ def measure_artist(per_artist: int) -> dict[str, float]:
     from fedstyle_secure.transport.config import ClientConfig
     from fedstyle_secure.transport.wire import pb
 
-    keep_large_allocations_returnable()  # as `fedstyle client` does
+    keep_large_allocations_returnable()  # as `fedstyle client` does with [client] compact_memory = true
     torch.set_num_threads(1)
     out: dict[str, float] = {}
     out["imports_rss_mb"], _ = resident_mb()

@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    keep_large_allocations_returnable()  # one long-running artist per process: see fedstyle_secure.memory
     configure_logging(args.log_format, getattr(args, "verbose", False))
     config = load_client_config(args.config)
+    if config.compact_memory:
+        keep_large_allocations_returnable()
     return run_artist(config, load_artist_keys(config.keys, config.artist))

@@ -91,6 +91,9 @@ class ClientConfig:
     min_masking_threshold: MaskingThreshold = DEFAULT_THRESHOLD
     # secagg+: refuse a smaller degree than this (0: the default for the participant count)
     min_masking_degree: Annotated[int, Field(ge=0)] = 0
+    # hand freed memory back eagerly (fedstyle_secure.memory): ~30 MB less resident, slower local rounds;
+    # for many artists on one machine
+    compact_memory: bool = False
 
     @model_validator(mode="after")
     def _delta_needs_epsilon(self) -> ClientConfig:
