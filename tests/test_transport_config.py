@@ -75,6 +75,11 @@ def test_client_config_and_invalid_toml(tmp_path):
     assert load_client_config(_write(tmp_path, '[client]\nkeys = "k"\ndata = "d"\nmin_quorum = 5\n')).min_quorum == 5
     with pytest.raises(ConfigError, match="client.min_quorum: must be greater than 0"):
         load_client_config(_write(tmp_path, '[client]\nkeys = "k"\ndata = "d"\nmin_quorum = 0\n'))
+    assert config.compact_memory is False  # opt-in: it costs CPU (fedstyle_secure.memory)
+    compact = load_client_config(_write(tmp_path, '[client]\nkeys = "k"\ndata = "d"\ncompact_memory = true\n'))
+    assert compact.compact_memory is True
+    with pytest.raises(ConfigError, match="client.compact_memory"):
+        load_client_config(_write(tmp_path, '[client]\nkeys = "k"\ndata = "d"\ncompact_memory = "yes"\n'))
 
 
 DP_FEDERATION = GOOD_SERVER.replace(
