@@ -26,7 +26,9 @@ each artist's anonymous and resident memory at the end, and how per-artist bytes
 
 ``--artist-process``: the resident and the anonymous memory of one artist process (``fedstyle client``'s
 StyleClient, built with a cold feature cache so the backbone runs) after imports, after building,
-and after one local round.  Anonymous memory is what each further artist process on a machine adds.
+and after one local round, then the CPU time of a further local round; with ``[client]
+compact_memory`` as the benchmarks run artists, or glibc's defaults (``--default-malloc``).
+Anonymous memory is what each further artist process on a machine adds.
 """
 
 from __future__ import annotations
@@ -41,16 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def resident_mb() -> tuple[float, float]:
-    """(current, peak) resident memory of this process in MB (VmRSS, VmHWM)."""
-    fields = {}
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                name, value, _unit = line.split()
-                fields[name[:-1]] = int(value) / 1024
-    return fields["VmRSS"], fields["VmHWM"]
+from fedstyle_secure.memory import memory_use_mb
 
 
 def random_federation(n_artists: int, per_artist: int, seed: int):
@@ -103,7 +96,7 @@ def measure_one(args: argparse.Namespace, n_artists: int) -> dict[str, float]:
         artworks, source = load_artworks(None, True, n_artists, args.per_artist, 0)
         data = prepare_federation(artworks, source, seed=0)
     data_s = time.perf_counter() - started
-    data_mb, _ = resident_mb()
+    data_mb = memory_use_mb()["resident_mb"]
     epsilon = float(args.epsilon)
     dp = None if math.isinf(epsilon) else DpConfig(epsilon=epsilon)
     config = SimulationConfig(algorithm=args.algorithm, rounds=args.rounds, local=LocalConfig(epochs=1), dp=dp)
@@ -111,7 +104,7 @@ def measure_one(args: argparse.Namespace, n_artists: int) -> dict[str, float]:
     sim_started = time.perf_counter()
     result = run_simulation(config, data, on_round=lambda rec: first_round.append(time.perf_counter() - rec.seconds))
     setup_sim_s = (first_round[0] if first_round else time.perf_counter()) - sim_started
-    _, peak_mb = resident_mb()
+    peak_mb = memory_use_mb()["peak_resident_mb"]
     seconds = [r.seconds for r in result.history]
     return {
         "artists": n_artists,
@@ -125,19 +118,10 @@ def measure_one(args: argparse.Namespace, n_artists: int) -> dict[str, float]:
     }
 
 
-def private_mb() -> float:
-    """Anonymous memory of this process (heap, tensors; MB): what each further artist process adds.
-    Library code (torch's .so files) is file-backed and shared by all processes on a machine."""
-    with open("/proc/self/smaps_rollup") as fh:
-        for line in fh:
-            if line.startswith("Anonymous:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def measure_artist(per_artist: int) -> dict[str, float]:
+def measure_artist(per_artist: int, compact_memory: bool, timed_rounds: int = 5) -> dict[str, float]:
     """An artist process's memory, in this process: imports, then the StyleClient built exactly as
-    ``fedstyle client`` builds it (cold feature cache: the backbone runs), then one local round."""
+    ``fedstyle client`` builds it (cold feature cache: the backbone runs), then one local round;
+    then the CPU time of ``timed_rounds`` more local rounds."""
     import tempfile
 
     import torch
@@ -150,11 +134,20 @@ def measure_artist(per_artist: int) -> dict[str, float]:
     from fedstyle_secure.transport.config import ClientConfig
     from fedstyle_secure.transport.wire import pb
 
-    keep_large_allocations_returnable()  # as `fedstyle client` does with [client] compact_memory = true
+    if compact_memory:
+        keep_large_allocations_returnable()  # as `fedstyle client` does with [client] compact_memory = true
     torch.set_num_threads(1)
     out: dict[str, float] = {}
-    out["imports_rss_mb"], _ = resident_mb()
-    out["imports_private_mb"] = private_mb()
+
+    def record(stage: str) -> None:
+        use = memory_use_mb()
+        out[f"{stage}_rss_mb"], out[f"{stage}_anonymous_mb"], out["peak_mb"] = (
+            use["resident_mb"],
+            use["anonymous_mb"],
+            use["peak_resident_mb"],
+        )
+
+    record("imports")
     with tempfile.TemporaryDirectory(prefix="bench-artist-") as tmp:
         root = Path(tmp)
         write_synthetic_folder(root / "data", 1, per_artist, seed=0)
@@ -165,17 +158,18 @@ def measure_artist(per_artist: int) -> dict[str, float]:
         client = build_style_client(config, folder.name, (folder.name, "other-artist"), plan)
         forget_decoded_public_sets()  # as ArtistRunner.act does after building
         return_freed_memory()
-        out["built_rss_mb"], out["build_peak_mb"] = resident_mb()
-        out["built_private_mb"] = private_mb()
-        n_params = sum(p.numel() for p in client.model.parameters() if p.requires_grad)
+        record("built")
+        out["build_peak_mb"] = out["peak_mb"]
         params = np.concatenate([p.detach().reshape(-1).numpy() for p in client.model.parameters() if p.requires_grad])
-        assert params.shape == (n_params,)
         broadcast = Broadcast(
             0, params, np.zeros((128, 128), np.float32), np.zeros((2, 128), np.float32), np.zeros(2, dtype=bool)
         )
         client.fit(broadcast, round_id=0)
-        out["trained_rss_mb"], out["peak_mb"] = resident_mb()
-        out["trained_private_mb"] = private_mb()
+        record("trained")
+        started = time.process_time()
+        for round_id in range(1, timed_rounds + 1):
+            client.fit(broadcast, round_id=round_id)
+        out["round_cpu_ms"] = (time.process_time() - started) / timed_rounds * 1000
     return out
 
 
@@ -231,6 +225,11 @@ def main() -> int:
         help="measure one artist process's memory instead (imports, client built, one round)",
     )
     parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="with --artist-process: glibc's default allocator settings instead of [client] compact_memory",
+    )
+    parser.add_argument(
         "--loopback",
         metavar="COUNTS",
         help="measure the loopback federation (real processes) at these comma-separated artist counts instead",
@@ -241,11 +240,16 @@ def main() -> int:
         print(json.dumps(measure_one(args, args.one)))
         return 0
     if args.artist_process:
-        m = measure_artist(args.per_artist)
-        print(f"artist process, {args.per_artist} artworks, cold feature cache, 1 thread (MB: resident / anonymous)")
+        m = measure_artist(args.per_artist, compact_memory=not args.default_malloc)
+        malloc = "glibc defaults" if args.default_malloc else "compact_memory"
+        print(
+            f"artist process, {args.per_artist} artworks, cold feature cache, 1 thread, {malloc} "
+            "(MB: resident / anonymous)"
+        )
         for stage in ("imports", "built", "trained"):
-            print(f"  after {stage:<8} {m[stage + '_rss_mb']:6.0f} / {m[stage + '_private_mb']:6.0f}")
+            print(f"  after {stage:<8} {m[stage + '_rss_mb']:6.0f} / {m[stage + '_anonymous_mb']:6.0f}")
         print(f"  peak while building {m['build_peak_mb']:.0f}, overall peak {m['peak_mb']:.0f}")
+        print(f"  a further local round: {m['round_cpu_ms']:.0f} ms of CPU (mean of 5)")
         return 0
 
     if args.loopback:

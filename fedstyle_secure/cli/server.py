@@ -9,9 +9,10 @@ import threading
 import time
 
 from fedstyle_secure.cli.toml_command import register_toml_command
+from fedstyle_secure.memory import memory_use_mb
 from fedstyle_secure.secure.keys.keystore import load_server_keys
 from fedstyle_secure.transport.config import load_server_config
-from fedstyle_secure.transport.logs import configure_logging, memory_use_mb
+from fedstyle_secure.transport.logs import configure_logging
 from fedstyle_secure.transport.server.servicer import start_server
 
 log = logging.getLogger(__name__)

@@ -272,7 +272,7 @@ def _train_epochs(
     if dp is not None and noise is not None:  # DP-SGD: Opacus wraps a torch.optim optimiser
         inner = torch.optim.SGD(params, lr=cfg.lr) if cfg.optimizer == "sgd" else torch.optim.Adam(params, lr=cfg.lr)
         private = make_private(model, inner, len(data), dp, noise)
-    optimiser = plain_optimiser(cfg.optimizer, params, cfg.lr)  # steps only when there is no DP-SGD
+    optimiser = None if private is not None else plain_optimiser(cfg.optimizer, params, cfg.lr)
     net = private.module if private else model
     result = LocalResult()
     labels_all = torch.from_numpy(data.labels)
@@ -292,13 +292,13 @@ def _train_epochs(
                     z_pos = net(data.bank.take(pos_view, items))
                 per_artwork = private_losses(objective, net, z, z_pos, labels_all[items], protos, known, negatives, cfg)
                 loss = per_artwork.sum() / max(len(items), 1)
-                if private is None:
+                if optimiser is not None:
                     extra = non_private_loss(objective, model, params, ctx, cfg, rng)
                     total = loss if extra is None else loss + extra
                     optimiser.zero_grad()
                     total.backward()
                     optimiser.step()
-                else:
+                elif private is not None:  # DP-SGD
                     private.backward(per_artwork)
                     if private.optimizer.pre_step():  # clip per artwork, add noise, average
                         private.module.disable_hooks()

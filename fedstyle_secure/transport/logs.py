@@ -24,24 +24,6 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def memory_use_mb() -> dict[str, float]:
-    """This process's memory in MB (``/proc/self/status``; empty off Linux), logged when a process
-    finishes so a deployment can size its machines: ``peak_resident_mb`` (VmHWM), ``resident_mb``
-    (VmRSS) and ``anonymous_mb`` (RssAnon: heap and tensors, what each further process on a machine
-    adds; shared library pages count in every process's resident figure but are held once)."""
-    fields = {"VmHWM": "peak_resident_mb", "VmRSS": "resident_mb", "RssAnon": "anonymous_mb"}
-    out: dict[str, float] = {}
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                name, _, rest = line.partition(":")
-                if name in fields:
-                    out[fields[name]] = round(int(rest.split()[0]) / 1024, 1)
-    except OSError:
-        return {}
-    return out
-
-
 def configure_logging(log_format: str, verbose: bool = False) -> None:
     """Log INFO (DEBUG if ``verbose``) to stderr as ``log_format``, replacing earlier root handlers."""
     handler = logging.StreamHandler()

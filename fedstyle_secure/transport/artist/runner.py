@@ -23,7 +23,7 @@ from fedstyle_secure.federation.client import Broadcast, Publication, StyleClien
 from fedstyle_secure.federation.packing import Layout, pack_as
 from fedstyle_secure.federation.round_layout import round_layout
 from fedstyle_secure.federation.strategy import algorithm_spec
-from fedstyle_secure.memory import return_freed_memory
+from fedstyle_secure.memory import memory_use_mb, return_freed_memory
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, build_input_bank, default_cache_dir
 from fedstyle_secure.randomness import CsprngNoise
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
@@ -38,7 +38,6 @@ from fedstyle_secure.transport.artist.state import StartingModelPin
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.dp_config import announced_dp
 from fedstyle_secure.transport.federation_model import public_bank, starting_model
-from fedstyle_secure.transport.logs import memory_use_mb
 from fedstyle_secure.transport.wire import pb
 
 log = logging.getLogger(__name__)
