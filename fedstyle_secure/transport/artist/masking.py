@@ -12,9 +12,11 @@ knows about:
   a round's unmasking request (after which the server could decode that round's sum) never
   joins another session of the same round: otherwise a server could abort after decoding and
   retry with fewer contributors, learning the difference of the two sums.  With a ``journal``
-  (:class:`~.artist_state.MaskingJournal`, whenever ``client.state_dir`` is set) this holds across
-  restarts too -- a restarted DP artist resends its stored contribution; without one, only for
-  the life of the process.
+  (:class:`~.artist_state.MaskingJournal`, whenever ``client.state_dir`` is set) both hold across
+  restarts too, as does the refusal of rounds before the latest one advertised in -- a restarted
+  DP artist resends its stored contribution; without one, only for the life of the process (a
+  replayed session id then meets fresh keys: every session's keys and self-mask seed come from
+  the OS, so no mask is ever reused).
 * A retried session reuses the vector packed for the round's first attempt: local training
   (and any DP budget it spends) happens once per round.
 * With a ``store`` (:class:`~.state.MaskingSessionStore`; the Flower artist, whose every message
@@ -104,6 +106,10 @@ class MaskingClient:
     def __post_init__(self) -> None:
         if self.store is not None:
             self._restore(self.store.load())
+        if self.journal is not None:  # the guards on session ids and rounds hold across restarts
+            used, latest = self.journal.advertised()
+            self._used |= used
+            self._latest_round = max(self._latest_round, latest)
 
     def contribution(
         self, round_id: int, pack_once: Callable[[], tuple[np.ndarray, Layout]]
@@ -187,8 +193,10 @@ class MaskingClient:
         except (KeyError, ValueError, TypeError, SecureAggregationError, ConfigError) as exc:
             raise ConfigError(f"{self.store.path}: unreadable masking state ({exc!r})") from exc
 
-    def advertise(self, plan: pb.RoundPlan, vector: np.ndarray) -> bytes:
-        """Start the plan's session for ``vector`` (every entry in the plan's value range); the signed keys."""
+    def check_can_advertise(self, plan: pb.RoundPlan) -> MaskingParams:
+        """The plan's masking parameters if this artist may advertise keys in its session; raises
+        :class:`SecureAggregationError` otherwise.  Call it before packing the round's vector, so a
+        refused plan costs no local training (nor, under DP, any budget)."""
         params = params_from_plan(plan)
         journaled = self.journal is not None and self.journal.answered(plan.round_id)
         if plan.round_id in self._unmasked_rounds or journaled:
@@ -199,12 +207,19 @@ class MaskingClient:
         self._check_not_earlier(plan.round_id)
         check_session_id(params.session_id, plan.round_id, self._used)
         self._check_parameters(plan, params)
+        return params
+
+    def advertise(self, plan: pb.RoundPlan, vector: np.ndarray) -> bytes:
+        """Start the plan's session for ``vector`` (every entry in the plan's value range); the signed keys."""
+        params = self.check_can_advertise(plan)
         config = session_config(plan, int(vector.size))
         config.codec.check_in_range(
             np.asarray(vector, dtype=np.float64), owner=f"round {plan.round_id} contribution of {self.artist_id}"
         )
         machine = MaskingArtist(config, self.artist_id, self.identity_key, self.identity_publics)
         message = machine.advertise_keys().to_bytes()
+        if self.journal is not None:
+            self.journal.record_advertised(params.session_id, plan.round_id)  # durable before the keys leave
         self._used.add(params.session_id)
         self._latest_round = max(self._latest_round, plan.round_id)
         self._current = _Session(plan.round_id, params.session_id, machine, np.asarray(vector, dtype=np.float64), plan)
@@ -301,6 +316,7 @@ def masking_step(
     round_id, phase = plan.round_id, plan.phase
     try:
         if phase == MaskingPhase.ADVERTISE.value:
+            client.check_can_advertise(plan)  # before any local training for a plan it would refuse
             vector, layout = client.contribution(round_id, pack_once)
             message = client.advertise(plan, vector)
             return lambda s: s.submit_masking(round_id, phase, message, layout)

@@ -167,21 +167,45 @@ JOURNAL_FILE = "masking-journal.sqlite"
 
 
 class MaskingJournal:
-    """The federation rounds whose masking unmasking request this artist answered, kept across
-    restarts in ``<state_dir>/masking-journal.sqlite`` (0600, beside the artist state).
+    """The federation rounds whose masking unmasking request this artist answered, and the masking
+    sessions it advertised keys in, kept across restarts in ``<state_dir>/masking-journal.sqlite``
+    (0600, beside the artist state).
 
     Threat model: once an artist answered round ``r``'s unmasking request, the server can decode a
     sum that contains its vector.  Were the artist to join another masking session of round ``r``
     with the same vector -- after a restart a DP artist resends its stored contribution, and a
     non-DP one retrains from the same broadcast -- a server faking an abort could decode a second
     sum without it and read its vector from the difference.  :meth:`record` commits before the
-    answer leaves the process, so a crash in between errs on the side of refusing."""
+    answer leaves the process, so a crash in between errs on the side of refusing.  Likewise
+    :meth:`record_advertised` commits before an advertisement leaves, so a restarted artist still
+    advertises at most once per session id and never in a round before the latest it advertised in
+    (a replayed session gets nothing; its fresh keys would protect the vector, but the artist would
+    retrain and sign a second key set under one session id)."""
 
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / JOURNAL_FILE
         private_database(self.path)
         with transaction(self.path) as db:
             db.execute("CREATE TABLE IF NOT EXISTS unmasked (round_id INTEGER PRIMARY KEY)")
+            # session ids are 64-bit unsigned: kept as decimal text (SQLite integers are signed)
+            db.execute("CREATE TABLE IF NOT EXISTS advertised (session_id TEXT PRIMARY KEY, round_id INTEGER NOT NULL)")
+
+    def advertised(self) -> tuple[set[int], int]:
+        """(The session ids this artist advertised keys in, the latest round among them; 0 if none.)"""
+        db = connect(self.path)
+        try:
+            rows = db.execute("SELECT session_id, round_id FROM advertised").fetchall()
+        finally:
+            db.close()
+        return {int(s) for s, _ in rows}, max((int(r) for _, r in rows), default=0)
+
+    def record_advertised(self, session_id: int, round_id: int) -> None:
+        """Durably note that keys are being advertised in masking session ``session_id`` of ``round_id``."""
+        with transaction(self.path) as db:
+            db.execute(
+                "INSERT OR IGNORE INTO advertised (session_id, round_id) VALUES (?, ?)",
+                (str(session_id), int(round_id)),
+            )
 
     def answered(self, round_id: int) -> bool:
         """Whether this artist ever answered an unmasking request of federation round ``round_id``."""
