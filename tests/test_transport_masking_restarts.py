@@ -24,11 +24,16 @@ from typing import cast
 import numpy as np
 import pytest
 
+from fedstyle_secure.data.public import default_public_set, public_set_name
+from fedstyle_secure.federation.client import Broadcast, StyleClient
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.federation.masking_rounds import MaskingRound
 from fedstyle_secure.federation.masking_session import FETCH_NAMES, MaskingParams, session_id
 from fedstyle_secure.federation.packing import Layout, pack
+from fedstyle_secure.federation.strategy import CONTRIBUTION_RANGE
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
+from fedstyle_secure.privacy.budget import BudgetLedger
+from fedstyle_secure.privacy.plan import DpConfig
 from fedstyle_secure.secure.keys.keystore import ArtistKeys, load_artist_keys, load_server_keys
 from fedstyle_secure.secure.masking import MaskingPhase
 from fedstyle_secure.secure.masking.fixedpoint import FixedPointCodec
@@ -44,8 +49,11 @@ from fedstyle_secure.secure.masking.messages import (
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.artist.masking import MaskingClient, masking_client, masking_step
-from fedstyle_secure.transport.artist.state import MASKING_SESSION_FILE, MaskingJournal
-from fedstyle_secure.transport.loopback import write_fresh_keys
+from fedstyle_secure.transport.artist.runner import ArtistRunner
+from fedstyle_secure.transport.artist.state import MASKING_SESSION_FILE, ArtistStateStore, MaskingJournal
+from fedstyle_secure.transport.config import ClientConfig, ServerConfig
+from fedstyle_secure.transport.dp_config import dp_parameters
+from fedstyle_secure.transport.loopback import artist_folders, write_fresh_keys
 from fedstyle_secure.transport.wire import pb
 from tests.fakes import Clock
 from tests.servers import address, start
@@ -350,3 +358,133 @@ def test_artist_restarted_after_signing_answers_nothing_and_the_round_keeps_its_
         assert TARGET in seeds and key_shares == {}  # its self-mask seed recovered, its mask key revealed by no one
     assert not MaskingJournal(tmp_path / TARGET).answered(0) and clients[TARGET]._current is None
     assert all(MaskingJournal(tmp_path / a).answered(0) for a in ARTISTS if a != TARGET)
+
+
+# --------------------------------------------------------------------------- attack 3: roll the round back
+
+
+def test_a_restarted_artist_refuses_a_round_before_the_latest_it_advertised_in_before_packing(keys, tmp_path, caplog):
+    """The target advertised in round 2, then restarts; the server goes back to round 1, whose
+    unmasking request the target never answered (so the answered-rounds journal does not stop it).
+    It refuses before packing anything: an artist without DP would otherwise retrain the old round
+    from its current model and mask it under a second key set."""
+    artist_keys, (vector, layout) = _artist_keys(keys), _vector(1.0)
+    client = masking_client(artist_keys[TARGET], tmp_path / TARGET)
+    assert _act(client, _plan(session_id(2, 0x2), "advertise", round_id=2), vector, layout, _nothing) is not None
+    restarted = masking_client(artist_keys[TARGET], tmp_path / TARGET)  # new process, same state_dir
+    with caplog.at_level("WARNING"):
+        assert _act(restarted, _plan(session_id(1, 0x1), "advertise", round_id=1), vector, layout, _nothing) is None
+    assert "round 2 has begun; not joining a session of an earlier round" in caplog.text
+    assert restarted._vectors == {} and restarted._current is None  # nothing packed, no key set
+
+
+DP_ARTISTS = ("artist_00", "artist_01", "artist_02")  # the ``data`` fixture's artists
+DP_TARGET = "artist_01"
+
+
+@dataclasses.dataclass
+class FakeDpServer:
+    """Fake :class:`ArtistSession` for a DP artist driven by crafted plans (named as such): broadcasts
+    the server's starting state (what a lying server may always send), records every submission and
+    report, and fails the test on a withdrawal or a masking download."""
+
+    artist_id: str
+    roster: tuple[str, ...]
+    submitted: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    reports: list[int] = dataclasses.field(default_factory=list)
+    embedding_dim: int = 0
+
+    def broadcast(self, round_id: int) -> tuple[Broadcast, None]:
+        n = len(self.roster)
+        zeros = np.zeros((n, self.embedding_dim), dtype=np.float32)
+        return Broadcast(
+            round=round_id - 1, params=None, consensus=None, prototypes=zeros, known=np.zeros(n, bool)
+        ), None
+
+    def report(self, round_id: int, signed_json: bytes) -> None:
+        self.reports.append(round_id)
+
+    def publish(self, round_id: int, publication: object) -> None:
+        self.submitted.append((round_id, "publish"))
+
+    def submit_masking(self, round_id: int, phase: str, message: bytes, layout: Layout | None = None) -> None:
+        self.submitted.append((round_id, phase))
+
+    def fetch_masking(self, round_id: int, name: str) -> bytes:
+        raise AssertionError(f"round {round_id}: unexpected masking download {name!r}")
+
+
+def _dp_plan(round_id: int, phase: str, tag: int, embedding_dim: int) -> pb.RoundPlan:
+    """A secagg training round's plan under DP (refreshes at rounds 0 and 1), as the server announces it."""
+    plan = pb.RoundPlan(
+        round_id=round_id,
+        phase=phase,
+        kind=pb.ROUND_KIND_TRAIN,
+        algorithm=Schedule().algorithm,
+        seed=Schedule().seed,
+        embedding_dim=embedding_dim,
+        total_rounds=3,
+        participants=list(DP_ARTISTS),
+        secure_mode="secagg",
+        value_low=CONTRIBUTION_RANGE[0],
+        value_high=CONTRIBUTION_RANGE[1],
+        public_set=pb.PublicSetReference(name=public_set_name(default_public_set())),
+        dp=dp_parameters(DpConfig(epsilon=8.0, min_training_artworks=1), (0, 1)),
+        public_pretrain_steps=0,
+    )
+    plan.masking.CopyFrom(
+        pb.MaskingParameters(session_id=session_id(round_id, tag), threshold=DEFAULT_THRESHOLD, degree=0)
+    )
+    return plan
+
+
+def test_a_restarted_dp_artist_gives_a_rolled_back_round_nothing_and_is_charged_nothing(
+    tmp_path, data, caplog, monkeypatch
+):
+    """A DP artist publishes and trains in rounds 1 and 2 (real Opacus; each charged, stored, reported),
+    then restarts.  The server rolls back to round 1 -- its publication and its masked contribution,
+    under a fresh session id.  The restarted artist resends nothing and computes nothing: both were
+    charged (the ledger says so) and round 1's results are no longer stored, so it sits both phases
+    out; its ledger, stored results and reports are exactly those of before the restart."""
+    dp_keys = write_fresh_keys(tmp_path / "keys", DP_ARTISTS)
+    artist_keys = load_artist_keys(dp_keys, DP_TARGET)
+    state = tmp_path / "state"
+    config = ClientConfig(
+        keys=dp_keys,
+        data=artist_folders(data, tmp_path)[DP_TARGET],
+        cache_dir=data.parent / "cache",
+        state_dir=state,
+        min_training_artworks=1,
+    )
+    dim = ServerConfig(keys=dp_keys, state_db=tmp_path / "s.sqlite").embedding_dim
+    server = FakeDpServer(DP_TARGET, DP_ARTISTS, embedding_dim=dim)
+    first = ArtistRunner(config, artist_keys)
+    fake = cast(ArtistSession, server)
+    for round_id in (1, 2):
+        for phase in ("publish", "advertise"):
+            first.act(fake, _dp_plan(round_id, phase, 0x10 + round_id, dim))
+    assert server.submitted == [(1, "publish"), (1, "advertise"), (2, "publish"), (2, "advertise")]
+    before = ArtistStateStore(state).load()
+    assert before is not None and before.ledger is not None
+    charged = [(type(m).__name__, m.round_id) for m in BudgetLedger.from_dict(before.ledger).history]
+    assert sorted(charged) == [("DpSgdSteps", 0), ("DpSgdSteps", 1), ("GaussianRelease", 0), ("GaussianRelease", 1)]
+    assert {r.round_id for r in before.results} == {2}  # only the latest round's results are kept
+
+    computed: list[str] = []  # every training or release the restarted artist runs
+    for name in ("fit", "publish"):
+        real = getattr(StyleClient, name)
+        monkeypatch.setattr(
+            StyleClient, name, lambda self, *a, _n=name, _f=real, **k: computed.append(_n) or _f(self, *a, **k)
+        )
+    restarted = ArtistRunner(config, artist_keys)  # new process, same state_dir
+    server.submitted.clear()
+    with caplog.at_level("WARNING"):
+        for phase in ("publish", "advertise"):
+            restarted.act(fake, _dp_plan(1, phase, 0x99, dim))
+    assert restarted.client is not None and restarted.client.ledger is not None
+    assert server.submitted == []  # nothing sent for the rolled-back round
+    after = ArtistStateStore(state).load()
+    assert after is not None and after.ledger == before.ledger  # no new charge
+    assert [(r.round_id, r.phase) for r in after.results] == [(r.round_id, r.phase) for r in before.results]
+    assert caplog.text.count("already charged but its result is lost; sitting it out") == 2
+    assert computed == []  # no training, no release
