@@ -438,6 +438,39 @@ def _dp_plan(round_id: int, phase: str, tag: int, embedding_dim: int) -> pb.Roun
     return plan
 
 
+def _dp_artist(tmp_path: Path, data: Path) -> tuple[ClientConfig, ArtistKeys, FakeDpServer, int]:
+    """A DP artist's config (state in ``tmp_path/state``), keys, a fake server and the embedding width."""
+    dp_keys = write_fresh_keys(tmp_path / "keys", DP_ARTISTS)
+    config = ClientConfig(
+        keys=dp_keys,
+        data=artist_folders(data, tmp_path)[DP_TARGET],
+        cache_dir=data.parent / "cache",
+        state_dir=tmp_path / "state",
+        min_training_artworks=1,
+    )
+    dim = ServerConfig(keys=dp_keys, state_db=tmp_path / "s.sqlite").embedding_dim
+    return config, load_artist_keys(dp_keys, DP_TARGET), FakeDpServer(DP_TARGET, DP_ARTISTS, embedding_dim=dim), dim
+
+
+def test_a_dp_artist_refuses_a_lowered_threshold_before_training_so_it_is_charged_nothing(tmp_path, data, caplog):
+    """The server announces a masking threshold below the artist's floor.  The artist refuses to
+    advertise -- and does so before packing its contribution: the round's DP-SGD is neither run nor
+    charged for a session it will not join (before, it trained, was charged, then refused)."""
+    config, artist_keys, server, dim = _dp_artist(tmp_path, data)
+    plan = _dp_plan(1, "advertise", 0x1, dim)
+    plan.masking.threshold = 0.51
+    runner = ArtistRunner(config, artist_keys)
+    with caplog.at_level("WARNING"):
+        runner.act(cast(ArtistSession, server), plan)
+    assert "masking threshold 0.51 is below my floor 0.6667" in caplog.text
+    assert server.submitted == [] and runner.client is not None and runner.client.ledger is not None
+    assert len(runner.client.ledger.history) == 0  # nothing charged
+    stored = ArtistStateStore(tmp_path / "state").load()
+    if stored is not None:  # nothing stored as spent either
+        assert stored.results == [] and stored.ledger is not None
+        assert len(BudgetLedger.from_dict(stored.ledger).history) == 0
+
+
 def test_a_restarted_dp_artist_gives_a_rolled_back_round_nothing_and_is_charged_nothing(
     tmp_path, data, caplog, monkeypatch
 ):
@@ -446,20 +479,9 @@ def test_a_restarted_dp_artist_gives_a_rolled_back_round_nothing_and_is_charged_
     under a fresh session id.  The restarted artist resends nothing and computes nothing: both were
     charged (the ledger says so) and round 1's results are no longer stored, so it sits both phases
     out; its ledger, stored results and reports are exactly those of before the restart."""
-    dp_keys = write_fresh_keys(tmp_path / "keys", DP_ARTISTS)
-    artist_keys = load_artist_keys(dp_keys, DP_TARGET)
-    state = tmp_path / "state"
-    config = ClientConfig(
-        keys=dp_keys,
-        data=artist_folders(data, tmp_path)[DP_TARGET],
-        cache_dir=data.parent / "cache",
-        state_dir=state,
-        min_training_artworks=1,
-    )
-    dim = ServerConfig(keys=dp_keys, state_db=tmp_path / "s.sqlite").embedding_dim
-    server = FakeDpServer(DP_TARGET, DP_ARTISTS, embedding_dim=dim)
+    config, artist_keys, server, dim = _dp_artist(tmp_path, data)
+    state, fake = tmp_path / "state", cast(ArtistSession, server)
     first = ArtistRunner(config, artist_keys)
-    fake = cast(ArtistSession, server)
     for round_id in (1, 2):
         for phase in ("publish", "advertise"):
             first.act(fake, _dp_plan(round_id, phase, 0x10 + round_id, dim))
