@@ -500,6 +500,8 @@ def test_a_restarted_dp_artist_gives_a_rolled_back_round_nothing_and_is_charged_
         )
     restarted = ArtistRunner(config, artist_keys)  # new process, same state_dir
     server.submitted.clear()
+    reports = list(server.reports)
+    assert reports == [0, 1]  # each charged round reported once
     with caplog.at_level("WARNING"):
         for phase in ("publish", "advertise"):
             restarted.act(fake, _dp_plan(1, phase, 0x99, dim))
@@ -510,3 +512,4 @@ def test_a_restarted_dp_artist_gives_a_rolled_back_round_nothing_and_is_charged_
     assert [(r.round_id, r.phase) for r in after.results] == [(r.round_id, r.phase) for r in before.results]
     assert caplog.text.count("already charged but its result is lost; sitting it out") == 2
     assert computed == []  # no training, no release
+    assert server.reports == reports  # no new report either
