@@ -13,6 +13,14 @@ from __future__ import annotations
 import ctypes
 import functools
 import gc
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 #: Allocations at least this large (bytes) are mmap'ed and unmapped on free (glibc's initial value).
 MMAP_THRESHOLD_BYTES = 128 * 1024
@@ -53,19 +61,75 @@ def keep_large_allocations_returnable() -> None:
 
 
 def memory_use_mb() -> dict[str, float]:
-    """This process's memory in MB (``/proc/self/status``; empty off Linux): ``peak_resident_mb``
-    (VmHWM), ``resident_mb`` (VmRSS) and ``anonymous_mb`` (RssAnon: heap and tensors, what each
-    further process on a machine adds; shared library pages count in every process's resident
-    figure but are held once).  Artists and the server log it when they finish, so a deployment can
-    size its machines."""
-    fields = {"VmHWM": "peak_resident_mb", "VmRSS": "resident_mb", "RssAnon": "anonymous_mb"}
+    """This process's memory in MB (``/proc/self``; empty off Linux): ``peak_resident_mb`` (VmHWM),
+    ``resident_mb`` (VmRSS), ``anonymous_mb`` (RssAnon: heap and tensors, what each further process
+    on a machine adds) and ``proportional_mb`` (Pss: resident pages, each shared page divided among
+    the processes mapping it).  Shared library pages (torch's code: ~100 MB) count fully in every
+    process's resident figure but are held once, so ``proportional_mb`` is what a process costs a
+    machine running many like it.  Artists and the server log these when they finish."""
+    fields = {"VmHWM": "peak_resident_mb", "VmRSS": "resident_mb", "RssAnon": "anonymous_mb", "Pss": "proportional_mb"}
     out: dict[str, float] = {}
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                name, _, rest = line.partition(":")
-                if name in fields:
-                    out[fields[name]] = round(int(rest.split()[0]) / 1024, 1)
-    except OSError:
-        return {}
+    for source in ("/proc/self/status", "/proc/self/smaps_rollup"):
+        try:
+            with open(source) as lines:
+                for line in lines:
+                    name, _, rest = line.partition(":")
+                    if name in fields:
+                        out[fields[name]] = round(int(rest.split()[0]) / 1024, 1)
+        except OSError:
+            continue
     return out
+
+
+def call_in_fresh_process(fn: Callable[..., T], *args: object) -> T:
+    """``fn(*args)`` in a fresh Python process that exits afterwards, so everything the call touched
+    (imports, heap, the pages of library code it ran) goes back to the OS with it.
+
+    For a long-running process that needs only the result of a memory-heavy step (an artist process
+    building its inputs: the backbone, decoded images).  ``fn`` must be importable by name and its
+    arguments and result must pickle; the child inherits the environment, not the caller's memory,
+    so nothing secret is handed over unless passed.  An exception ``fn`` raises is raised here; a
+    child that dies without answering (killed, out of memory) raises :class:`ChildProcessError`.
+    Costs a fresh interpreter's imports (~2.5 s of CPU with torch)."""
+    request = pickle.dumps((fn, args))
+    read_end, write_end = os.pipe()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", f"import {__name__} as m; m._answer_call({write_end})"],
+            stdin=subprocess.PIPE,
+            pass_fds=(write_end,),
+        )
+    finally:
+        os.close(write_end)
+    with os.fdopen(read_end, "rb") as answer:
+        assert child.stdin is not None
+        try:
+            child.stdin.write(request)
+            child.stdin.close()
+        except BrokenPipeError:
+            pass  # the child died early; reported below
+        reply = answer.read()
+    status = child.wait()
+    if not reply:
+        raise ChildProcessError(
+            f"{fn.__qualname__} died in its child process (exit status {status}: killed or out of memory?)"
+        )
+    ok, value = pickle.loads(reply)  # our own child's answer
+    if not ok:
+        raise value
+    return value
+
+
+def _answer_call(answer_fd: int) -> None:
+    """The child of :func:`call_in_fresh_process`: read ``(fn, args)`` from stdin, write
+    ``(True, result)`` or ``(False, exception)`` to ``answer_fd``."""
+    fn, args = pickle.load(sys.stdin.buffer)
+    try:
+        reply = pickle.dumps((True, fn(*args)))
+    except Exception as exc:  # handed to the caller, which raises it
+        try:
+            reply = pickle.dumps((False, exc))
+        except Exception:  # one that does not pickle
+            reply = pickle.dumps((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
+    with os.fdopen(answer_fd, "wb") as answer:
+        answer.write(reply)

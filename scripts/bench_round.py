@@ -7,8 +7,9 @@ training rounds.  Per round: seconds between the server's consecutive "round sta
 entries (training rounds 2..R; round 1 also pays process warm-up) and protobuf bytes the server
 received + sent in that time (gRPC/TLS framing excluded).  Per process: the peak resident memory
 each artist and the server log when they finish (VmHWM; shared library pages count in every one),
-and each artist's resident and anonymous memory at the end (anonymous: what each further artist
-process adds to a machine).
+and each artist's resident, anonymous and proportional (PSS) memory at the end (anonymous: what each
+further artist process adds to a machine; PSS: shared library pages divided among the processes
+mapping them, read as each artist finishes, so it shares among those still running).
 The secure/none ratios are printed side by side from the same run, since the machine is noisy.
 
     python scripts/bench_round.py --artists 4,16 --modes none,ckks,secagg --rounds 3
@@ -84,6 +85,7 @@ def measure(n: int, mode: str, args: argparse.Namespace, cache: Path) -> dict:
         "artist_peak_mb_max": max((e["peak_resident_mb"] for e in finished), default=float("nan")),
         "artist_resident_mb_mean": _mean_of(finished, "resident_mb"),
         "artist_anonymous_mb_mean": _mean_of(finished, "anonymous_mb"),
+        "artist_proportional_mb_mean": _mean_of(finished, "proportional_mb"),
         "server_peak_mb": float(server_peak[-1]) if server_peak else float("nan"),
     }
 
@@ -152,12 +154,13 @@ def main(argv: list[str] | None = None) -> int:
             r["artist_peak_mb_max"],
             r["artist_resident_mb_mean"],
             r["artist_anonymous_mb_mean"],
+            r["artist_proportional_mb_mean"],
             r["server_peak_mb"],
         ]
         for r in results
     ]
     headers = ["artists", "secure", "s / round", "time vs none", "MB / round", "bytes vs none"]
-    headers += ["artist peak RSS MB (mean)", "(max)", "artist RSS at end MB (mean)", "(anonymous)"]
+    headers += ["artist peak RSS MB (mean)", "(max)", "artist RSS at end MB (mean)", "(anonymous)", "(PSS)"]
     headers += ["server peak RSS MB"]
     table = render_table(headers, rows)
     print(table)

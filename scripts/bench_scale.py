@@ -154,7 +154,9 @@ def measure_artist(per_artist: int, compact_memory: bool, timed_rounds: int = 5)
         folder = next((root / "data").iterdir())
         plan = pb.RoundPlan(algorithm="fedstyle", seed=0, embedding_dim=128)
         plan.public_set.name = "generated:128:seed0"
-        config = ClientConfig(keys=root / "unused", data=root / "data", cache_dir=root / "cache")
+        config = ClientConfig(
+            keys=root / "unused", data=root / "data", cache_dir=root / "cache", compact_memory=compact_memory
+        )
         client = build_style_client(config, folder.name, (folder.name, "other-artist"), plan)
         forget_decoded_public_sets()  # as ArtistRunner.act does after building
         return_freed_memory()
@@ -192,12 +194,13 @@ def measure_loopback(counts: list[int], args: argparse.Namespace) -> int:
     print(f"loopback federation, no DP, {args.per_artist} artworks per artist, rounds 2..{options.rounds} measured")
     print(
         f"{'artists':>8} {'secure':>8} {'s/round':>8} {'KB/artist/round':>16} {'anon MB/artist':>15} "
-        f"{'RSS MB/artist':>14} {'server peak MB':>15}"
+        f"{'RSS MB/artist':>14} {'PSS MB/artist':>14} {'server peak MB':>15}"
     )
     for r in rows:
         print(
             f"{r['n']:>8} {r['mode']:>8} {r['round_seconds']:>8.2f} {r['bytes_per_round'] / r['n'] / 1e3:>16.1f} "
-            f"{r['artist_anonymous_mb_mean']:>15.0f} {r['artist_resident_mb_mean']:>14.0f} {r['server_peak_mb']:>15.0f}"
+            f"{r['artist_anonymous_mb_mean']:>15.0f} {r['artist_resident_mb_mean']:>14.0f} "
+            f"{r['artist_proportional_mb_mean']:>14.0f} {r['server_peak_mb']:>15.0f}"
         )
     small, large = min(counts), max(counts)
     if small >= 2 and large > small:

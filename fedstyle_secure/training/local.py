@@ -316,4 +316,6 @@ def _train_epochs(
     finally:
         if private is not None:
             private.close()
+        for p in params:  # the last step's gradients are not needed between rounds (the model's size)
+            p.grad = None
     return result

@@ -8,14 +8,17 @@ Data never leaves this process except as the protected round contribution (plain
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
+import torch
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
+from fedstyle_secure.data.array_cache import ArrayCache
 from fedstyle_secure.data.images import load_image_folder
 from fedstyle_secure.data.public import forget_decoded_public_sets, public_set_from_name
 from fedstyle_secure.errors import ConfigError, DataError, TransportError
@@ -23,8 +26,15 @@ from fedstyle_secure.federation.client import Broadcast, Publication, StyleClien
 from fedstyle_secure.federation.packing import Layout, pack_as
 from fedstyle_secure.federation.round_layout import round_layout
 from fedstyle_secure.federation.strategy import algorithm_spec
-from fedstyle_secure.memory import memory_use_mb, return_freed_memory
-from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, build_input_bank, default_cache_dir
+from fedstyle_secure.memory import call_in_fresh_process, memory_use_mb, return_freed_memory
+from fedstyle_secure.models.factory import StyleModel
+from fedstyle_secure.models.inputs import (
+    DEFAULT_BACKBONE,
+    DEFAULT_VIEWS,
+    InputBank,
+    build_input_bank,
+    default_cache_dir,
+)
 from fedstyle_secure.randomness import CsprngNoise
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.secure.masking.config import MASKING_PHASES
@@ -58,32 +68,79 @@ SKIPPABLE = {
 }
 
 
-def build_style_client(
-    config: ClientConfig, artist_id: str, roster: tuple[str, ...], plan: pb.RoundPlan
-) -> StyleClient:
-    """The artist's StyleClient, built the way :func:`prepare_federation` builds a simulated one.
+@dataclass(frozen=True)
+class ArtistInputs:
+    """What an artist derives from its artworks and the public set before its first round: the
+    style-feature banks and the starting model (no secret: no key, no noise source)."""
 
-    Its DP draws come from a fresh :class:`CsprngNoise` keyed by this process's OS entropy, never from a
-    seeded source: the server picks the plan seed and roster rows are public.  After a restart the
-    artist gets a new one (the key is never stored): what was released is resent, never recomputed."""
-    artworks, _ = load_image_folder(config.data, min_artists=1)
+    bank: InputBank
+    public: InputBank
+    model: StyleModel
+
+
+def announced_public_set(plan: pb.RoundPlan) -> str:
+    """The public set the plan announces, as this machine names it; :class:`ConfigError` if unknown here."""
     try:
-        public_set = public_set_from_name(plan.public_set.name)
+        return public_set_from_name(plan.public_set.name)
     except DataError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def build_artist_inputs(config: ClientConfig, n_artists: int, plan: pb.RoundPlan) -> ArtistInputs:
+    """Feature banks (own artworks, public set) and the starting model as :func:`prepare_federation`
+    builds a simulated artist's.  Runs the backbone on a cold feature cache and the announced public
+    warm start on a cold warm-start cache.  Raises :class:`ConfigError` naming what is wrong."""
+    artworks, _ = load_image_folder(config.data, min_artists=1)
+    public_set = announced_public_set(plan)
     if len(artworks.artists) != 1:
         raise ConfigError(
             f"client.data: {config.data} must hold exactly one artist's folder, found {list(artworks.artists)}"
         )
-    spec = algorithm_spec(plan.algorithm)
     announced = announced_dp(plan)
     # every artist starts from the same model as the server and the simulator (encoder from the announced plan)
     dp = None if announced is None else announced[0]
+    cache = config.cache_dir or default_cache_dir()
+    bank = build_input_bank(artworks.images, artworks.keys, DEFAULT_BACKBONE, DEFAULT_VIEWS, seed=0, cache_dir=cache)
+    public = public_bank(cache, public_set)
+    spec = algorithm_spec(plan.algorithm)
+    model = starting_model(
+        spec, plan.embedding_dim, n_artists, plan.seed, dp, bank, public, cache, plan.public_pretrain_steps
+    )
+    return ArtistInputs(bank, public, model)
+
+
+def build_artist_inputs_apart(config: ClientConfig, n_artists: int, plan: pb.RoundPlan) -> ArtistInputs:
+    """:func:`build_artist_inputs` in a child process ([client] compact_memory): the backbone, the
+    decoded images and the warm start's buffers never enter this long-running process.  At most one
+    such child per core runs at a time on a machine sharing the cache: artists started together
+    would otherwise each hold a second interpreter with torch (measured: 64 artists left 3 GB free)."""
+    threads = torch.get_num_threads()
+    slots = ArrayCache(config.cache_dir or default_cache_dir(), "artist-inputs")
+    with slots.one_of("build-slot", os.cpu_count() or 1):
+        return call_in_fresh_process(_build_in_child, threads, config, n_artists, plan.SerializeToString())
+
+
+def _build_in_child(threads: int, config: ClientConfig, n_artists: int, plan: bytes) -> ArtistInputs:
+    torch.set_num_threads(threads)  # as many as the artist process computes with
+    return build_artist_inputs(config, n_artists, pb.RoundPlan.FromString(plan))
+
+
+def build_style_client(
+    config: ClientConfig, artist_id: str, roster: tuple[str, ...], plan: pb.RoundPlan
+) -> StyleClient:
+    """The artist's StyleClient, built the way :func:`prepare_federation` builds a simulated one;
+    its inputs in a child process when ``config.compact_memory``.
+
+    Its DP draws come from a fresh :class:`CsprngNoise` keyed by this process's OS entropy, never from a
+    seeded source: the server picks the plan seed and roster rows are public.  After a restart the
+    artist gets a new one (the key is never stored): what was released is resent, never recomputed."""
+    announced_public_set(plan)  # refused before anything is pinned or computed
     steps = plan.public_pretrain_steps
-    if steps > MAX_PUBLIC_PRETRAIN_STEPS:  # refused before anything is pinned or computed
+    if steps > MAX_PUBLIC_PRETRAIN_STEPS:
         raise ConfigError(
             f"the plan announces public_pretrain_steps = {steps}, above the {MAX_PUBLIC_PRETRAIN_STEPS} an artist runs"
         )
+    announced = announced_dp(plan)
     if config.state_dir is not None:  # the first plan's starting model, for the whole run
         StartingModelPin(config.state_dir).check(
             {
@@ -92,21 +149,19 @@ def build_style_client(
                 "embedding_dim": int(plan.embedding_dim),
                 "public_pretrain_steps": int(steps),
                 "public_set": plan.public_set.name,
-                "private_layers": None if dp is None else dp.private_layers,
+                "private_layers": None if announced is None else announced[0].private_layers,
             }
         )
-    cache = config.cache_dir or default_cache_dir()
-    bank = build_input_bank(artworks.images, artworks.keys, DEFAULT_BACKBONE, DEFAULT_VIEWS, seed=0, cache_dir=cache)
-    public = public_bank(cache, public_set)
-    model = starting_model(spec, plan.embedding_dim, len(roster), plan.seed, dp, bank, public, cache, steps)
+    build = build_artist_inputs_apart if config.compact_memory else build_artist_inputs
+    inputs = build(config, len(roster), plan)
     row = roster.index(artist_id)
     return StyleClient(  # rng: view / public-image choice only (public seed is fine); DP draws: the OS-keyed CSPRNG
         client_id=artist_id,
-        data=LocalData(bank=bank, labels=np.full(len(bank), row)),
-        spec=spec,
-        model=model,
+        data=LocalData(bank=inputs.bank, labels=np.full(len(inputs.bank), row)),
+        spec=algorithm_spec(plan.algorithm),
+        model=inputs.model,
         config=LocalConfig(epochs=config.epochs, batch_size=config.batch_size),
-        public_inputs=public.originals(),
+        public_inputs=inputs.public.originals(),
         n_artists=len(roster),
         rng=np.random.default_rng([plan.seed, row]),
         noise=CsprngNoise(),
