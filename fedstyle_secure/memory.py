@@ -1,11 +1,14 @@
-"""Resident memory of long-running processes (artists, server): measure it, hand freed heap back to the OS.
+"""Resident memory of long-running processes (artists, server): measure it, hand freed heap back to
+the OS, or keep a memory-heavy step out of the process altogether.
 
 glibc keeps freed heap for reuse, so without these a process stays near the high-water mark of what
 it ever held (feature extraction's backbone and image batches, a round's autograd buffers).
 Measured with ``scripts/bench_scale.py --artist-process`` (12 artworks, cold feature cache): 627 MB
-resident after extraction without :func:`return_freed_memory`, 458 MB with it; with
-:func:`keep_large_allocations_returnable` too (opt-in), 315 MB after building and 331 MB after a
-round, against 317 / 357 MB without it (``--default-malloc``).  No-ops where there is no glibc.
+resident after extraction without :func:`return_freed_memory`, 458 MB with it.  With ``[client]
+compact_memory`` (the inputs built by :func:`call_in_fresh_process`, and
+:func:`keep_large_allocations_returnable`): 271 MB after building, 292 MB after a round, peak
+308 MB; without (``--default-malloc``): 298 / 338 MB, peak 545 MB.  The glibc calls are no-ops
+where there is no glibc.
 """
 
 from __future__ import annotations
@@ -53,8 +56,8 @@ def keep_large_allocations_returnable() -> None:
     early, in a process that keeps running after a memory-heavy phase and whose memory matters more
     than its allocation speed: every large tensor is then a fresh mapping, so local rounds cost more
     CPU (``scripts/bench_scale.py --artist-process`` with and without ``--default-malloc`` prints
-    both).  So it is opt-in, ``[client] compact_memory``, for many artists on one machine (the
-    benchmarks set it)."""
+    both: 56 against 24 ms a further local round).  So it is opt-in, ``[client] compact_memory``,
+    for many artists on one machine (the benchmarks set it)."""
     libc = _libc()
     if libc is not None:
         libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
@@ -98,6 +101,7 @@ def call_in_fresh_process(fn: Callable[..., T], *args: object) -> T:
             [sys.executable, "-c", f"import {__name__} as m; m._answer_call({write_end})"],
             stdin=subprocess.PIPE,
             pass_fds=(write_end,),
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},  # finds what we find
         )
     finally:
         os.close(write_end)

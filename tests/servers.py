@@ -16,6 +16,7 @@ from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_k
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.config import ServerConfig
 from fedstyle_secure.transport.server.servicer import RunningServer, start_server
+from fedstyle_secure.transport.wire import pb
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")  # the roster of the shared ``keys`` fixture
 BUYER = "buyer_x"
@@ -59,3 +60,13 @@ def refused(call: Callable[[], object], code: grpc.StatusCode, words: str) -> gr
     assert info.value.code() == code, info.value.details()
     assert words in info.value.details(), info.value.details()
     return info.value
+
+
+def wait_for_phase(session: ArtistSession, phase: str, timeout: float = 20.0) -> pb.RoundPlan:
+    """The artist's next plan in ``phase`` (round 0 polls), or AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        plan = session.plan(0, "", wait_seconds=0.5)
+        if plan.phase == phase:
+            return plan
+    raise AssertionError(f"the server never reached phase {phase!r}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -45,7 +44,7 @@ from fedstyle_secure.transport.artist.masking import MaskingClient, masking_clie
 from fedstyle_secure.transport.loopback import start_loopback, write_fresh_keys
 from fedstyle_secure.transport.wire import new_nonce, pb
 from tests.fakes import Clock
-from tests.servers import address, refused, start
+from tests.servers import address, refused, start, wait_for_phase
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
 WIRE = STYLE_FEATURE_DIM  # feature width of a real server's set-up round (its plan, from its model)
@@ -477,15 +476,6 @@ def test_an_aborted_round_is_announced_as_a_new_attempt_with_a_fresh_session(key
 # --------------------------------------------------------------------------- a lying server over gRPC
 
 
-def _wait_for_phase(session: ArtistSession, phase: str, timeout: float = 20.0) -> pb.RoundPlan:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        plan = session.plan(0, "", wait_seconds=0.5)
-        if plan.phase == phase:
-            return plan
-    raise AssertionError(f"the server never reached phase {phase!r}")
-
-
 @pytest.fixture(scope="module")
 def three_keys(tmp_path_factory) -> Path:
     return write_fresh_keys(tmp_path_factory.mktemp("keys3") / "set", ARTISTS)
@@ -539,14 +529,14 @@ def test_lying_server_over_grpc_gets_no_share_from_the_real_artists(three_keys, 
         vectors = {a: _moments(float(i + 1), WIRE) for i, a in enumerate(roster)}
         for phase in ("advertise", "share", "masked_input", "consistency"):
             for artist in roster:
-                plan = _wait_for_phase(sessions[artist], phase)
+                plan = wait_for_phase(sessions[artist], phase)
                 send = masking_step(clients[artist], sessions[artist], plan, lambda a=artist: pack(vectors[a]))
                 send(sessions[artist])
         coordinator = running.servicer.coordinator
         if coordinator.plan().phase.value == "consistency":
             clock.now += 31  # the consistency deadline passes without the target: the liar moves to "unmask"
         for artist in roster:
-            plan = _wait_for_phase(sessions[artist], "unmask")
+            plan = wait_for_phase(sessions[artist], "unmask")
             send = masking_step(clients[artist], sessions[artist], plan, lambda a=artist: pack(vectors[a]))
             send(sessions[artist])
         assert lying_servers[0]._responses == {} and coordinator._collect.items == {}  # no share reached the server
@@ -594,7 +584,7 @@ def test_server_faking_an_abort_after_unmasking_gets_no_second_session_from_rest
 
         def take_part(clients: dict[str, MaskingClient], phase: str) -> None:
             for artist, client in clients.items():
-                plan = _wait_for_phase(sessions[artist], phase)
+                plan = wait_for_phase(sessions[artist], phase)
                 masking_step(client, sessions[artist], plan, lambda a=artist: vectors[a])(sessions[artist])
 
         for phase in ("advertise", "share", "masked_input", "consistency", "unmask"):
@@ -640,7 +630,7 @@ def test_server_lowering_the_threshold_or_degree_gets_no_advertisement(
             session = ArtistSession.register(channels[-1], artist_keys)
             permissive = artist == "artist_e"
             client = masking_client(artist_keys, None, 0.51, 2) if permissive else masking_client(artist_keys, None)
-            plan = _wait_for_phase(session, "advertise")
+            plan = wait_for_phase(session, "advertise")
             with caplog.at_level("WARNING"):
                 masking_step(client, session, plan, lambda: pack(_moments(1.0, WIRE)))(session)
             assert (client._current is not None) == permissive

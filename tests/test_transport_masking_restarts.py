@@ -56,7 +56,7 @@ from fedstyle_secure.transport.dp_config import dp_parameters
 from fedstyle_secure.transport.loopback import artist_folders, write_fresh_keys
 from fedstyle_secure.transport.wire import pb
 from tests.fakes import Clock
-from tests.servers import address, start
+from tests.servers import address, start, wait_for_phase
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")  # secagg, n = 3: threshold 2
 TARGET = "artist_a"
@@ -291,15 +291,6 @@ def _moments(value: float) -> tuple[np.ndarray, Layout]:
     )
 
 
-def _wait_for_phase(session: ArtistSession, phase: str, timeout: float = 20.0) -> pb.RoundPlan:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        plan = session.plan(0, "", wait_seconds=0.5)
-        if plan.phase == phase:
-            return plan
-    raise AssertionError(f"the server never reached phase {phase!r}")
-
-
 def test_artist_restarted_after_signing_answers_nothing_and_the_round_keeps_its_exact_sum(
     keys, tmp_path, monkeypatch, caplog
 ):
@@ -329,7 +320,7 @@ def test_artist_restarted_after_signing_answers_nothing_and_the_round_keeps_its_
         clients = {a: masking_client(artist_keys[a], tmp_path / a) for a in ARTISTS}
         for phase in ("advertise", "share", "masked_input", "consistency"):
             for artist in ARTISTS:
-                plan = _wait_for_phase(sessions[artist], phase)
+                plan = wait_for_phase(sessions[artist], phase)
                 masking_step(clients[artist], sessions[artist], plan, lambda a=artist: vectors[a])(sessions[artist])
         channels[TARGET].close()  # the target's process dies after signing
         clock.now += 2  # its old connection times out (the unmasking deadline is 30 s away)
@@ -338,7 +329,7 @@ def test_artist_restarted_after_signing_answers_nothing_and_the_round_keeps_its_
         clients[TARGET] = masking_client(artist_keys[TARGET], tmp_path / TARGET)
         with caplog.at_level("WARNING"):
             for artist in ARTISTS:
-                plan = _wait_for_phase(sessions[artist], "unmask")
+                plan = wait_for_phase(sessions[artist], "unmask")
                 masking_step(clients[artist], sessions[artist], plan, lambda a=artist: vectors[a])(sessions[artist])
         assert "sitting this masking session out" in caplog.text and "did not advertise keys" in caplog.text
         clock.now += 31  # the unmasking deadline passes without the target
