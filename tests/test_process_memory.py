@@ -95,3 +95,55 @@ def test_compact_memory_builds_the_same_inputs_without_the_backbone_in_the_artis
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert not result["backbone"], "the backbone ran in the artist process"
     assert result == {**result, "same_bank": True, "same_public": True, "same_model": True, "artworks": 4}
+
+
+_COMPACT_DP_PLAN = """
+import json, sys
+from fedstyle_secure.privacy.accounting import compute_epsilon, known_epsilons, sampled_gaussians
+from fedstyle_secure.privacy.plan import DpConfig
+from fedstyle_secure.privacy.reports import reported_accountants
+from fedstyle_secure.training.local import LocalConfig
+from fedstyle_secure.transport.artist.privacy import plan_apart
+
+plan = plan_apart(DpConfig(epsilon=8.0), 12, LocalConfig(), 5, frozenset({1, 2}))
+refreshes = plan.round_mechanisms(1) + plan.round_mechanisms(2)  # no DP-SGD below the threshold
+final = plan.round_mechanisms(5)
+reachable = [refreshes[:k] + tail for k in range(3) for tail in ([], final) if refreshes[:k] + tail]
+known = known_epsilons()
+all_known = all(  # under the ledger's accountant and the others its reports state
+    (accountant, tuple(sampled_gaussians(h)), plan.delta) in known
+    for h in reachable
+    for accountant in reported_accountants(plan.accountant)
+)
+charged = [compute_epsilon(h, plan.delta, plan.accountant) for h in reachable]
+loaded_after_charges = "opacus" in sys.modules
+unplanned = compute_epsilon(final + final, plan.delta, plan.accountant)  # not known: a child computes it
+print(json.dumps({
+    "all_known": all_known, "charged": charged, "unplanned": unplanned,
+    "opacus": loaded_after_charges or "opacus" in sys.modules,
+}))
+"""
+
+
+def test_a_compact_memory_dp_artist_computes_its_epsilons_without_opacus_and_exactly(tmp_path: Path) -> None:
+    """A DP artist below the DP-SGD threshold with ``compact_memory`` (a fresh interpreter): the plan
+    is calibrated in a child, which also evaluates every ledger the artist can reach (any number of
+    its planned releases); an epsilon nobody computed yet comes from another child; Opacus never
+    enters the artist process, and every value equals this process's own computation with Opacus."""
+    from fedstyle_secure.privacy.accounting import compute_epsilon
+    from fedstyle_secure.privacy.plan import DpConfig, plan_participation
+    from fedstyle_secure.training.local import LocalConfig
+
+    out = subprocess.run(
+        [sys.executable, "-c", _COMPACT_DP_PLAN], capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    apart = json.loads(out.stdout.strip().splitlines()[-1])
+    assert apart["opacus"] is False, "the artist process imported Opacus"
+    assert apart["all_known"], "a charge the artist can reach was not evaluated with the plan"
+    here = plan_participation(DpConfig(epsilon=8.0), 12, LocalConfig(), 5, frozenset({1, 2}))
+    refreshes, final = here.round_mechanisms(1) + here.round_mechanisms(2), here.round_mechanisms(5)
+    reachable = [refreshes[:k] + tail for k in range(3) for tail in ([], final) if refreshes[:k] + tail]
+    assert apart["charged"] == [compute_epsilon(h, here.delta, here.accountant) for h in reachable]
+    assert max(apart["charged"]) <= 8.0
+    assert apart["unplanned"] == compute_epsilon(final + final, here.delta, here.accountant) > 8.0

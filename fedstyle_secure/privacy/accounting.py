@@ -21,7 +21,6 @@ neighbouring datasets):
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from collections import Counter
@@ -79,16 +78,59 @@ def sampled_gaussians(history: Iterable[Mechanism]) -> list[SampledGaussian]:
 
 
 def epsilon_of_groups(groups: Sequence[SampledGaussian], delta: float, accountant: str = DEFAULT_ACCOUNTANT) -> float:
-    """Epsilon (at ``delta``) of composing ``groups`` under ``accountant``; 0.0 for no groups."""
+    """Epsilon (at ``delta``) of composing ``groups`` under ``accountant``; 0.0 for no groups.
+
+    A pure function of its arguments, so each value is computed once per process (the costliest
+    step of calibration: 0.1-0.5 s per PRV composition) and may be handed in from another process
+    running this code (:func:`remember_epsilons`)."""
     require_known_accountant(accountant)
     require_valid_delta(delta)
     if not groups:
         return 0.0
+    key: EpsilonKey = (accountant, tuple(groups), float(delta))
+    known = _KNOWN_EPSILONS.get(key)
+    if known is None:
+        if len(_KNOWN_EPSILONS) >= _MAX_KNOWN_EPSILONS:
+            _KNOWN_EPSILONS.clear()
+        known = _KNOWN_EPSILONS[key] = _evaluator(*key)
+    return known
+
+
+#: (accountant, groups, delta): the arguments of one epsilon evaluation.
+EpsilonKey = tuple[str, tuple[SampledGaussian, ...], float]
+EpsilonEvaluator = Callable[[str, tuple[SampledGaussian, ...], float], float]
+_KNOWN_EPSILONS: dict[EpsilonKey, float] = {}
+_MAX_KNOWN_EPSILONS = 65_536  # a long sweep's calibrations stay bounded
+
+
+def evaluate_epsilon(accountant: str, groups: tuple[SampledGaussian, ...], delta: float) -> float:
+    """Epsilon of ``groups`` at ``delta`` under ``accountant``, computed here with Opacus (unremembered)."""
     with warnings.catch_warnings():
         # Opacus's RDP analysis (also used by PRV to size its domain) warns "Optimal order is
         # the smallest/largest alpha": the bound is still valid, only possibly looser.
         warnings.filterwarnings("ignore", message="Optimal order is the")
         return _EPSILON_FUNCTIONS[accountant](groups, delta)
+
+
+_evaluator: EpsilonEvaluator = evaluate_epsilon
+
+
+def evaluate_epsilons_with(evaluator: EpsilonEvaluator) -> None:
+    """Compute this process's epsilon values not yet known with ``evaluator`` (e.g.
+    :func:`evaluate_epsilon` in a child process, so this one never imports Opacus); it must return
+    exactly what :func:`evaluate_epsilon` returns."""
+    global _evaluator
+    _evaluator = evaluator
+
+
+def known_epsilons() -> dict[EpsilonKey, float]:
+    """The epsilon values this process has computed (or been handed), by evaluation arguments."""
+    return dict(_KNOWN_EPSILONS)
+
+
+def remember_epsilons(values: dict[EpsilonKey, float]) -> None:
+    """Take epsilon values computed by :func:`evaluate_epsilon` in another process of this code."""
+    _KNOWN_EPSILONS.update(values)
 
 
 def compute_epsilon(history: Iterable[Mechanism], delta: float, accountant: str = DEFAULT_ACCOUNTANT) -> float:
@@ -102,13 +144,6 @@ def compute_epsilon(history: Iterable[Mechanism], delta: float, accountant: str 
 
 
 def _prv_epsilon(groups: Sequence[SampledGaussian], delta: float) -> float:
-    return _prv_epsilon_of(tuple(groups), delta)
-
-
-@functools.lru_cache(maxsize=4096)
-def _prv_epsilon_of(groups: tuple[SampledGaussian, ...], delta: float) -> float:
-    """PRV composition, remembered: a pure function of its arguments, and the costliest step of
-    calibration (0.1-0.5 s), which plans with the same portfolio size repeat."""
     from opacus.accountants import PRVAccountant
 
     accountant = PRVAccountant()

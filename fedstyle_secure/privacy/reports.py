@@ -74,6 +74,17 @@ def software_versions(packages: Iterable[str] = REPORTED_PACKAGES) -> dict[str, 
     return versions
 
 
+#: Accountants a report states beside the ledger's own (which enforces the budget), by default.
+DEFAULT_REPORTED_ACCOUNTANTS: tuple[str, ...] = ("rdp",)
+
+
+def reported_accountants(ledger_accountant: str, accountants: Iterable[str] | None = None) -> list[str]:
+    """The accountants whose epsilon a report states: the ledger's own first, then ``accountants``
+    (default :data:`DEFAULT_REPORTED_ACCOUNTANTS`)."""
+    extra = DEFAULT_REPORTED_ACCOUNTANTS if accountants is None else tuple(accountants)
+    return list(dict.fromkeys([ledger_accountant, *extra]))
+
+
 def build_report(
     ledger: BudgetLedger,
     *,
@@ -93,7 +104,7 @@ def build_report(
     accountant (the one enforcing the budget) always comes first. Default: it plus ``"rdp"``.
     """
     delta = ledger.budget.delta
-    names = list(dict.fromkeys([ledger.accountant, *(accountants if accountants is not None else ["rdp"])]))
+    names = reported_accountants(ledger.accountant, accountants)
     optional = {} if final_round is None else {"final_round": final_round}
     salt = os.urandom(SALT_BYTES)
     return {

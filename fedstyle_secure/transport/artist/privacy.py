@@ -54,6 +54,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,14 +68,24 @@ from fedstyle_secure.errors import ConfigError, PrivacyError
 from fedstyle_secure.federation.client import Broadcast, Publication, StyleClient
 from fedstyle_secure.federation.packing import Layout, pack, unpack
 from fedstyle_secure.federation.reporting import ReportWriter
+from fedstyle_secure.memory import call_in_fresh_process
+from fedstyle_secure.privacy.accounting import (
+    EpsilonKey,
+    compute_epsilon,
+    evaluate_epsilon,
+    evaluate_epsilons_with,
+    known_epsilons,
+    remember_epsilons,
+)
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.calibration import validate_delta
 from fedstyle_secure.privacy.jsonio import read_json
-from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mechanism
+from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mechanism, SampledGaussian
 from fedstyle_secure.privacy.plan import DpConfig, DpPlan, new_ledger, plan_participation
 from fedstyle_secure.privacy.report_store import report_path
-from fedstyle_secure.privacy.reports import canonical_json, redacted_report
+from fedstyle_secure.privacy.reports import canonical_json, redacted_report, reported_accountants
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
+from fedstyle_secure.training.local import LocalConfig
 from fedstyle_secure.transport.artist.channel import ArtistSession
 from fedstyle_secure.transport.artist.state import STATE_FILE, ArtistSnapshot, ArtistStateStore, CachedResult
 from fedstyle_secure.transport.config import ClientConfig
@@ -88,6 +99,39 @@ NON_CHARGING_PHASES: tuple[str, ...] = ("decrypt",)  # works on the aggregate on
 REPORT_REFUSALS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.ALREADY_EXISTS}
 WITHDRAW_TIMEOUT_SECONDS = 30.0
 RELEASE, TRAINING = "publish", "contribute"  # the two charges of a round, keys of the stored results
+
+
+def plan_apart(rule: DpConfig, n_train: int, local: LocalConfig, rounds: int, releases: frozenset[int]) -> DpPlan:
+    """:func:`plan_participation` in a child process ([client] compact_memory), whose epsilon values
+    are remembered here, with those of every ledger an artist without DP-SGD can reach (any number of
+    its planned releases); any other value this process needs is computed in a child process too
+    until Opacus is imported anyway (DP-SGD).  So an artist below the DP-SGD threshold never holds
+    Opacus and scipy (~105 MB).  Exact: the values
+    come from the same accountant code (:func:`evaluate_epsilon`)."""
+    dp_plan, values = call_in_fresh_process(_plan_with_epsilons, rule, n_train, local, rounds, releases)
+    remember_epsilons(values)
+    evaluate_epsilons_with(_evaluate_apart_until_opacus_is_loaded)
+    return dp_plan
+
+
+def _plan_with_epsilons(
+    rule: DpConfig, n_train: int, local: LocalConfig, rounds: int, releases: frozenset[int]
+) -> tuple[DpPlan, dict[EpsilonKey, float]]:
+    plan = plan_participation(rule, n_train, local, rounds, releases)
+    if not plan.trains:  # every charge is a release: each reachable ledger (any number of them) is known now
+        refreshes = [m for r in sorted(plan.release_rounds) for m in plan.round_mechanisms(r, train=False)]
+        final = plan.round_mechanisms(plan.final_round, train=False)
+        for count in range(len(refreshes) + 1):  # under the ledger's accountant and those its reports state
+            for accountant in reported_accountants(plan.accountant):
+                compute_epsilon(refreshes[:count], plan.delta, accountant)
+                compute_epsilon(refreshes[:count] + final, plan.delta, accountant)
+    return plan, known_epsilons()
+
+
+def _evaluate_apart_until_opacus_is_loaded(accountant: str, groups: tuple[SampledGaussian, ...], delta: float) -> float:
+    if "opacus" in sys.modules:  # DP-SGD loaded it: nothing left to save
+        return evaluate_epsilon(accountant, groups, delta)
+    return call_in_fresh_process(evaluate_epsilon, accountant, groups, delta)
 
 
 def plan_summary(plan: DpPlan) -> dict[str, Any]:
@@ -185,7 +229,8 @@ class ArtistPrivacy:
             own_rule = dataclasses.replace(
                 dp, min_training_artworks=config.min_training_artworks
             )  # the artist's own choice
-            dp_plan = plan_participation(own_rule, n, client.config, plan.total_rounds, releases)
+            plan_dp = plan_apart if config.compact_memory else plan_participation
+            dp_plan = plan_dp(own_rule, n, client.config, plan.total_rounds, releases)
         except PrivacyError as exc:
             field_name = "federation.delta" if dp.delta is not None and dp.delta >= 1.0 / n else "federation DP plan"
             return cls(
