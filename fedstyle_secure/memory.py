@@ -114,11 +114,15 @@ def call_in_fresh_process(fn: Callable[..., T], *args: object) -> T:
             pass  # the child died early; reported below
         reply = answer.read()
     status = child.wait()
+    died = ChildProcessError(
+        f"{fn.__qualname__} died in its child process (exit status {status}: killed or out of memory?)"
+    )
     if not reply:
-        raise ChildProcessError(
-            f"{fn.__qualname__} died in its child process (exit status {status}: killed or out of memory?)"
-        )
-    ok, value = pickle.loads(reply)  # our own child's answer
+        raise died
+    try:
+        ok, value = pickle.loads(reply)  # our own child's answer
+    except (pickle.UnpicklingError, EOFError, ValueError) as exc:  # cut short as it died
+        raise died from exc
     if not ok:
         raise value
     return value

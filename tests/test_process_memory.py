@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,32 @@ def test_a_compact_memory_dp_artist_computes_its_epsilons_without_opacus_and_exa
     assert apart["charged"] == [compute_epsilon(h, here.delta, here.accountant) for h in reachable]
     assert max(apart["charged"]) <= 8.0
     assert apart["unplanned"] == compute_epsilon(final + final, here.delta, here.accountant) > 8.0
+
+
+def test_a_child_that_dies_while_answering_fails_closed() -> None:
+    with pytest.raises(ChildProcessError, match="exit status 4"):
+        call_in_fresh_process(_answer_half_and_die)
+
+
+def _answer_half_and_die() -> None:
+    """Write the first bytes of an answer to the parent's pipe (the fd the child was given), then die."""
+    import pickle
+
+    os.write(_answer_fd(), pickle.dumps((True, list(range(1000))))[:20])
+    os._exit(4)
+
+
+def _answer_fd() -> int:
+    """The pipe :func:`call_in_fresh_process` passed this child: its only pipe above stderr."""
+    import stat
+
+    pipes = [int(fd) for fd in os.listdir("/proc/self/fd") if int(fd) > 2 and _is_pipe(int(fd), stat.S_ISFIFO)]
+    assert len(pipes) == 1, pipes
+    return pipes[0]
+
+
+def _is_pipe(fd: int, is_fifo: Callable[[int], bool]) -> bool:
+    try:
+        return is_fifo(os.fstat(fd).st_mode)
+    except OSError:
+        return False
