@@ -40,8 +40,10 @@ HEAVIEST_FIRST = (
     "test_dp_training.py",  # 51
     "test_transport_netns.py",  # 66
     "test_transport_dp.py",  # 46
+    "test_process_memory.py",  # 49 (fresh interpreters and their children)
     "test_sweep_parallel.py",  # 41
     "test_transport_e2e.py",  # 35
+    "test_transport_masking_restarts.py",  # 27
     "test_transport_masking.py",  # 31
     "test_flower_masking_attacks.py",  # 31
     "test_secure_simulation.py",  # 15
