@@ -36,7 +36,11 @@ def test_a_child_that_dies_without_answering_fails_closed() -> None:
         call_in_fresh_process(os._exit, 3)
 
 
-def test_arguments_that_do_not_pickle_are_refused_before_any_child_starts() -> None:
+def test_arguments_that_do_not_pickle_are_refused_before_any_child_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_child(*args: object, **kwargs: object) -> None:  # FAKE Popen: starting a child fails the test
+        raise AssertionError("a child was started for a call that cannot be sent to it")
+
+    monkeypatch.setattr(subprocess, "Popen", no_child)
     with pytest.raises((AttributeError, TypeError)):  # a local function does not pickle
         call_in_fresh_process(lambda: 1)
 
@@ -49,7 +53,7 @@ _COMPACT_BUILD = """
 import json, sys
 from pathlib import Path
 import numpy as np, torch
-from fedstyle_secure.transport.artist.runner import build_artist_inputs, build_style_client
+from fedstyle_secure.transport.artist.runner import announced_public_set, build_artist_inputs, build_style_client
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.wire import pb
 
@@ -60,7 +64,7 @@ config = ClientConfig(keys=root / "no-keys", data=root / "data", cache_dir=cache
 roster = ("artist_00", "artist_01")
 client = build_style_client(config, "artist_01", roster, plan)
 backbone_loaded = any(m.startswith("efficientnet") for m in sys.modules)  # imported to build the backbone
-inputs = build_artist_inputs(config, len(roster), plan)  # in this process: the cache is warm now
+inputs = build_artist_inputs(config, len(roster), plan, announced_public_set(plan))  # here: the cache is warm now
 same_model = all(
     torch.equal(a, b) for a, b in zip(client.model.state_dict().values(), inputs.model.state_dict().values())
 )

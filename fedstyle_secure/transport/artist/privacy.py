@@ -106,8 +106,8 @@ def plan_apart(rule: DpConfig, n_train: int, local: LocalConfig, rounds: int, re
     are remembered here, with those of every ledger an artist without DP-SGD can reach (any number of
     its planned releases); any other value this process needs is computed in a child process too
     until Opacus is imported anyway (DP-SGD).  So an artist below the DP-SGD threshold never holds
-    Opacus and scipy (~105 MB).  Exact: the values
-    come from the same accountant code (:func:`evaluate_epsilon`)."""
+    Opacus and scipy (~105 MB).  Exact: the values come from the same accountant code
+    (:func:`evaluate_epsilon`)."""
     dp_plan, values = call_in_fresh_process(_plan_with_epsilons, rule, n_train, local, rounds, releases)
     remember_epsilons(values)
     evaluate_epsilons_with(_evaluate_apart_until_opacus_is_loaded)

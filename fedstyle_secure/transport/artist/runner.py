@@ -86,12 +86,12 @@ def announced_public_set(plan: pb.RoundPlan) -> str:
         raise ConfigError(str(exc)) from exc
 
 
-def build_artist_inputs(config: ClientConfig, n_artists: int, plan: pb.RoundPlan) -> ArtistInputs:
-    """Feature banks (own artworks, public set) and the starting model as :func:`prepare_federation`
-    builds a simulated artist's.  Runs the backbone on a cold feature cache and the announced public
-    warm start on a cold warm-start cache.  Raises :class:`ConfigError` naming what is wrong."""
+def build_artist_inputs(config: ClientConfig, n_artists: int, plan: pb.RoundPlan, public_set: str) -> ArtistInputs:
+    """Feature banks (own artworks, ``public_set`` as :func:`announced_public_set` names the plan's)
+    and the starting model as :func:`prepare_federation` builds a simulated artist's.  Runs the
+    backbone on a cold feature cache and the announced public warm start on a cold warm-start cache.
+    Raises :class:`ConfigError` naming what is wrong."""
     artworks, _ = load_image_folder(config.data, min_artists=1)
-    public_set = announced_public_set(plan)
     if len(artworks.artists) != 1:
         raise ConfigError(
             f"client.data: {config.data} must hold exactly one artist's folder, found {list(artworks.artists)}"
@@ -109,7 +109,9 @@ def build_artist_inputs(config: ClientConfig, n_artists: int, plan: pb.RoundPlan
     return ArtistInputs(bank, public, model)
 
 
-def build_artist_inputs_apart(config: ClientConfig, n_artists: int, plan: pb.RoundPlan) -> ArtistInputs:
+def build_artist_inputs_apart(
+    config: ClientConfig, n_artists: int, plan: pb.RoundPlan, public_set: str
+) -> ArtistInputs:
     """:func:`build_artist_inputs` in a child process ([client] compact_memory): the backbone, the
     decoded images and the warm start's buffers never enter this long-running process.  At most one
     such child per core runs at a time on a machine sharing the cache: artists started together
@@ -117,12 +119,12 @@ def build_artist_inputs_apart(config: ClientConfig, n_artists: int, plan: pb.Rou
     threads = torch.get_num_threads()
     slots = ArrayCache(config.cache_dir or default_cache_dir(), "artist-inputs")
     with slots.one_of("build-slot", os.cpu_count() or 1):
-        return call_in_fresh_process(_build_in_child, threads, config, n_artists, plan.SerializeToString())
+        return call_in_fresh_process(_build_in_child, threads, config, n_artists, plan.SerializeToString(), public_set)
 
 
-def _build_in_child(threads: int, config: ClientConfig, n_artists: int, plan: bytes) -> ArtistInputs:
+def _build_in_child(threads: int, config: ClientConfig, n_artists: int, plan: bytes, public_set: str) -> ArtistInputs:
     torch.set_num_threads(threads)  # as many as the artist process computes with
-    return build_artist_inputs(config, n_artists, pb.RoundPlan.FromString(plan))
+    return build_artist_inputs(config, n_artists, pb.RoundPlan.FromString(plan), public_set)
 
 
 def build_style_client(
@@ -134,7 +136,7 @@ def build_style_client(
     Its DP draws come from a fresh :class:`CsprngNoise` keyed by this process's OS entropy, never from a
     seeded source: the server picks the plan seed and roster rows are public.  After a restart the
     artist gets a new one (the key is never stored): what was released is resent, never recomputed."""
-    announced_public_set(plan)  # refused before anything is pinned or computed
+    public_set = announced_public_set(plan)  # refused before anything is pinned or computed
     steps = plan.public_pretrain_steps
     if steps > MAX_PUBLIC_PRETRAIN_STEPS:
         raise ConfigError(
@@ -153,7 +155,7 @@ def build_style_client(
             }
         )
     build = build_artist_inputs_apart if config.compact_memory else build_artist_inputs
-    inputs = build(config, len(roster), plan)
+    inputs = build(config, len(roster), plan, public_set)
     row = roster.index(artist_id)
     return StyleClient(  # rng: view / public-image choice only (public seed is fine); DP draws: the OS-keyed CSPRNG
         client_id=artist_id,
