@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from fedstyle_secure.experiments.output import write_json
 from fedstyle_secure.experiments.sweep import CellResult, CellSpec
 from fedstyle_secure.experiments.sweep_store import CellStore
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
-from fedstyle_secure.federation.strategy import ALGORITHMS
+from fedstyle_secure.federation.strategy import ALGORITHMS, ServerOptimizer
 from fedstyle_secure.models.embed import embed_views
 from fedstyle_secure.privacy.plan import DpConfig, encoder_config_for
 from fedstyle_secure.randomness import SeededNoise
@@ -214,6 +214,13 @@ def main() -> int:
     ]
     payload: dict[str, Any] = {"config": {k: str(v) for k, v in vars(args).items()}, "results": {}}
     histories: dict[str, dict[str, list[list[float]]]] = {}
+    # Every default a cell depends on is part of its key: a changed default must not reuse an old cell.
+    settings = {
+        "rounds": args.rounds,
+        "local_epochs": args.local_epochs,
+        "local": asdict(LocalConfig()),
+        "server": asdict(ServerOptimizer()),
+    }
     for name, folder in _datasets(args.datasets.split(",")):
         rows: dict[tuple[str, float], list[dict[str, float]]] = {}
         for seed in range(args.seeds):
@@ -222,7 +229,7 @@ def main() -> int:
             cells = [(a, float("inf")) for a in [*algorithms, FROZEN, PROBE]]
             cells += [(a, e) for e in epsilons for a in ("fedstyle", DP_REFERENCE)]
             for algorithm, eps in cells:
-                spec = CellSpec(name, algorithm, eps, seed, {"rounds": args.rounds, "local_epochs": args.local_epochs})
+                spec = CellSpec(name, algorithm, eps, seed, settings)
                 result = store.load(spec)
                 if result is None:
                     result = _run(spec, data, args.rounds, args.local_epochs)
