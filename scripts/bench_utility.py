@@ -20,6 +20,7 @@ cells are kept under ``--out/cells`` (a rerun resumes); writes ``bench_utility.m
 the accuracy-against-rounds plot of FedStyle, FedAvg and central.
 
     python scripts/bench_utility.py --seeds 3 --rounds 20 --out runs/bench_utility
+    python scripts/bench_utility.py --datasets painters-dev --max-per-artist 14   # smaller portfolios
 """
 
 from __future__ import annotations
@@ -193,6 +194,11 @@ def main() -> int:
     parser.add_argument("--algorithms", default=",".join(ALGORITHMS))
     parser.add_argument("--datasets", default="synthetic,wikiart-dev,painters-dev")
     parser.add_argument("--epsilons", default="8,2", help="DP budgets of FedStyle and the DP reference ('' for none)")
+    parser.add_argument(
+        "--max-per-artist",
+        type=int,
+        help="keep only each artist's first N artworks (file-name order): the same artists with smaller portfolios",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench_utility"))
     parser.add_argument("--plot", type=Path, default=Path("docs/figures/utility_rounds.png"))
     parser.add_argument(
@@ -221,10 +227,13 @@ def main() -> int:
         "local": asdict(LocalConfig()),
         "server": asdict(ServerOptimizer()),
     }
-    for name, folder in _datasets(args.datasets.split(",")):
+    for data_set, folder in _datasets(args.datasets.split(",")):
+        name = data_set if args.max_per_artist is None else f"{data_set}, first {args.max_per_artist} per artist"
         rows: dict[tuple[str, float], list[dict[str, float]]] = {}
         for seed in range(args.seeds):
             artworks, source = load_artworks(folder, folder is None, 8, 24, seed)
+            if args.max_per_artist is not None:
+                artworks = artworks.first_per_artist(args.max_per_artist)
             data = prepare_federation(artworks, source, seed=seed)
             cells = [(a, float("inf")) for a in [*algorithms, FROZEN, PROBE]]
             cells += [(a, e) for e in epsilons for a in ("fedstyle", DP_REFERENCE)]

@@ -95,6 +95,18 @@ def test_synthetic_generation_is_deterministic_and_folder_loads(tmp_path):
     assert len(artworks.artists) == 3 and len(artworks) == 6 and not report.skipped
 
 
+def test_first_per_artist_keeps_each_artists_first_files(tmp_path):
+    _write_images(tmp_path / "anna", 5, colour=(200, 10, 10))
+    _write_images(tmp_path / "ben", 3, colour=(10, 200, 10))
+    artworks, _ = load_image_folder(tmp_path, size=32)
+    capped = artworks.first_per_artist(4)
+    names = [src.rsplit("/", 2)[-2:] for src in capped.sources]
+    assert names == [["anna", f"{i}.png"] for i in range(4)] + [["ben", f"{i}.png"] for i in range(3)]
+    assert capped.artists == artworks.artists and capped.labels.tolist() == [0] * 4 + [1] * 3
+    with pytest.raises(ValueError, match="per artist"):
+        artworks.first_per_artist(0)
+
+
 def test_wikiart_dev_loads_when_present():
     from tests.conftest import WIKIART_DEV
 

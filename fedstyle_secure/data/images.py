@@ -62,6 +62,19 @@ class ArtworkSet:
             sources=tuple(self.sources[i] for i in idx),
         )
 
+    def first_per_artist(self, n: int) -> ArtworkSet:
+        """The first ``n`` artworks of every artist in load order (file-name order for a folder);
+        an artist with fewer keeps all of them.  For measuring smaller portfolios of the same artists."""
+        if n < 1:
+            raise ValueError(f"artworks per artist must be >= 1, got {n}")
+        seen: dict[int, int] = {}
+        keep = []
+        for i, label in enumerate(self.labels.tolist()):
+            seen[label] = seen.get(label, 0) + 1
+            if seen[label] <= n:
+                keep.append(i)
+        return self.subset(keep)
+
 
 @dataclass
 class LoadReport:
