@@ -72,7 +72,7 @@ def _dp_reference(data: FederationData, epsilon: float, seed: int) -> dict[str, 
     return frozen_dp_prototypes(data, epsilon, noise, draws=REFERENCE_DRAWS).as_dict()
 
 
-def _run(spec: CellSpec, data: FederationData, rounds: int, epochs: int) -> CellResult:
+def _run(spec: CellSpec, data: FederationData, rounds: int, local: LocalConfig) -> CellResult:
     """One cell: an algorithm (non-private or at ``spec.epsilon``) or a reference row."""
     started = time.perf_counter()
     if spec.algorithm == FROZEN:
@@ -86,7 +86,7 @@ def _run(spec: CellSpec, data: FederationData, rounds: int, epochs: int) -> Cell
         algorithm=spec.algorithm,
         rounds=rounds,
         seed=spec.seed,
-        local=replace(LocalConfig(), epochs=epochs),
+        local=local,
         dp=dp,
         encoder=encoder_config_for(dp),
     )
@@ -221,12 +221,8 @@ def main() -> int:
     payload: dict[str, Any] = {"config": {k: str(v) for k, v in vars(args).items()}, "results": {}}
     histories: dict[str, dict[str, list[list[float]]]] = {}
     # Every default a cell depends on is part of its key: a changed default must not reuse an old cell.
-    settings = {
-        "rounds": args.rounds,
-        "local_epochs": args.local_epochs,
-        "local": asdict(LocalConfig()),
-        "server": asdict(ServerOptimizer()),
-    }
+    local = replace(LocalConfig(), epochs=args.local_epochs)
+    settings = {"rounds": args.rounds, "local": asdict(local), "server": asdict(ServerOptimizer())}
     for data_set, folder in _datasets(args.datasets.split(",")):
         name = data_set if args.max_per_artist is None else f"{data_set}, first {args.max_per_artist} per artist"
         rows: dict[tuple[str, float], list[dict[str, float]]] = {}
@@ -241,7 +237,7 @@ def main() -> int:
                 spec = CellSpec(name, algorithm, eps, seed, settings)
                 result = store.load(spec)
                 if result is None:
-                    result = _run(spec, data, args.rounds, args.local_epochs)
+                    result = _run(spec, data, args.rounds, local)
                     store.save(spec, result)
                     print(
                         f"{name} seed {seed} {algorithm} eps={eps:g}: acc {result.metrics['artist_accuracy']:.3f} "

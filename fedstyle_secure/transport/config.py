@@ -93,7 +93,7 @@ class ClientConfig:
     min_masking_degree: Annotated[int, Field(ge=0)] = 0
     # for many artists on one machine: build the inputs (backbone, warm start) in a child process and
     # hand freed memory back eagerly (fedstyle_secure.memory); ~45 MB less resident, ~2.5 s more at
-    # start-up, local rounds ~1.6x the CPU
+    # start-up, local rounds ~2x the CPU (scripts/bench_scale.py --artist-process: 56 against 24 ms)
     compact_memory: bool = False
 
     @model_validator(mode="after")
