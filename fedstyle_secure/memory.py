@@ -6,9 +6,9 @@ it ever held (feature extraction's backbone and image batches, a round's autogra
 Measured with ``scripts/bench_scale.py --artist-process`` (12 artworks, cold feature cache): 627 MB
 resident after extraction without :func:`return_freed_memory`, 458 MB with it.  With ``[client]
 compact_memory`` (the inputs built by :func:`call_in_fresh_process`, and
-:func:`keep_large_allocations_returnable`): 271 MB after building, 292 MB after a round, peak
-308 MB; without (``--default-malloc``): 298 / 338 MB, peak 545 MB.  The glibc calls are no-ops
-where there is no glibc.
+:func:`compact_this_process`): 271 MB after building, 288 MB after a round, peak 298 MB; without
+(``--no-compact-memory``): 299 / 330 MB, peak 529 MB.  The glibc calls are no-ops where there is
+no glibc.
 """
 
 from __future__ import annotations
@@ -48,6 +48,19 @@ def return_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
+def compact_this_process() -> None:
+    """Everything ``[client] compact_memory`` sets for a whole process; call once, early.
+
+    :func:`keep_large_allocations_returnable`, and PyTorch's oneDNN kernels off: a local round
+    then runs torch's native kernels and touches less of ``libtorch_cpu.so``'s code (3.6 MB less
+    resident at the end of a loopback run, ``scripts/bench_round.py``), at 10-25 % more CPU per
+    local round (42-47 against 38 ms with oneDNN, 12 artworks)."""
+    import torch  # here: this module is imported by processes that never load torch
+
+    keep_large_allocations_returnable()
+    torch.backends.mkldnn.set_flags(False)
+
+
 def keep_large_allocations_returnable() -> None:
     """Fix glibc's mmap threshold at :data:`MMAP_THRESHOLD_BYTES` for this process.
 
@@ -55,9 +68,10 @@ def keep_large_allocations_returnable() -> None:
     which tensors of a few MB come from the heap, fragment it and are never returned.  Call once,
     early, in a process that keeps running after a memory-heavy phase and whose memory matters more
     than its allocation speed: every large tensor is then a fresh mapping, so local rounds cost more
-    CPU (``scripts/bench_scale.py --artist-process`` with and without ``--default-malloc`` prints
-    both: 56 against 24 ms a further local round).  So it is opt-in, ``[client] compact_memory``,
-    for many artists on one machine (the benchmarks set it)."""
+    CPU (``scripts/bench_scale.py --artist-process`` with and without ``--no-compact-memory`` prints
+    both: 45 against 26 ms a further local round, :func:`compact_this_process`'s oneDNN switch
+    included).  So it is opt-in, ``[client] compact_memory``, for many artists on one machine (the
+    benchmarks set it)."""
     libc = _libc()
     if libc is not None:
         libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)

@@ -27,7 +27,8 @@ each artist's anonymous and resident memory at the end, and how per-artist bytes
 ``--artist-process``: the resident and the anonymous memory of one artist process (``fedstyle client``'s
 StyleClient, built with a cold feature cache so the backbone runs) after imports, after building,
 and after one local round, then the CPU time of a further local round; with ``[client]
-compact_memory`` as the benchmarks run artists, or glibc's defaults (``--default-malloc``).
+compact_memory`` as the benchmarks run artists, or without it (``--no-compact-memory``: inputs built in
+process, glibc's allocator defaults, oneDNN on).
 Anonymous memory is what each further artist process on a machine adds.
 """
 
@@ -129,13 +130,13 @@ def measure_artist(per_artist: int, compact_memory: bool, timed_rounds: int = 5)
     from fedstyle_secure.data.public import forget_decoded_public_sets
     from fedstyle_secure.data.synth import write_synthetic_folder
     from fedstyle_secure.federation.client import Broadcast
-    from fedstyle_secure.memory import keep_large_allocations_returnable, return_freed_memory
+    from fedstyle_secure.memory import compact_this_process, return_freed_memory
     from fedstyle_secure.transport.artist.runner import build_style_client
     from fedstyle_secure.transport.config import ClientConfig
     from fedstyle_secure.transport.wire import pb
 
     if compact_memory:
-        keep_large_allocations_returnable()  # as `fedstyle client` does with [client] compact_memory = true
+        compact_this_process()  # as `fedstyle client` does with [client] compact_memory = true
     torch.set_num_threads(1)
     out: dict[str, float] = {}
 
@@ -228,9 +229,10 @@ def main() -> int:
         help="measure one artist process's memory instead (imports, client built, one round)",
     )
     parser.add_argument(
-        "--default-malloc",
+        "--no-compact-memory",
         action="store_true",
-        help="with --artist-process: glibc's default allocator settings instead of [client] compact_memory",
+        help="with --artist-process: the process defaults (inputs built in process, glibc's allocator, oneDNN) "
+        "instead of [client] compact_memory",
     )
     parser.add_argument(
         "--loopback",
@@ -243,10 +245,10 @@ def main() -> int:
         print(json.dumps(measure_one(args, args.one)))
         return 0
     if args.artist_process:
-        m = measure_artist(args.per_artist, compact_memory=not args.default_malloc)
-        malloc = "glibc defaults" if args.default_malloc else "compact_memory"
+        m = measure_artist(args.per_artist, compact_memory=not args.no_compact_memory)
+        mode = "process defaults" if args.no_compact_memory else "compact_memory"
         print(
-            f"artist process, {args.per_artist} artworks, cold feature cache, 1 thread, {malloc} "
+            f"artist process, {args.per_artist} artworks, cold feature cache, 1 thread, {mode} "
             "(MB: resident / anonymous)"
         )
         for stage in ("imports", "built", "trained"):

@@ -64,12 +64,14 @@ config = ClientConfig(keys=root / "no-keys", data=root / "data", cache_dir=cache
 roster = ("artist_00", "artist_01")
 client = build_style_client(config, "artist_01", roster, plan)
 backbone_loaded = any(m.startswith("efficientnet") for m in sys.modules)  # imported to build the backbone
+pillow_loaded = "PIL" in sys.modules  # imported to decode or draw pixels, which only the child does
 inputs = build_artist_inputs(config, len(roster), plan, announced_public_set(plan))  # here: the cache is warm now
 same_model = all(
     torch.equal(a, b) for a, b in zip(client.model.state_dict().values(), inputs.model.state_dict().values())
 )
 print(json.dumps({
     "backbone": backbone_loaded,
+    "pillow": pillow_loaded,
     "same_bank": bool(np.array_equal(client.data.bank.views, inputs.bank.views)),
     "same_public": bool(torch.equal(client.public_inputs, inputs.public.originals())),
     "same_model": same_model,
@@ -82,8 +84,8 @@ def test_compact_memory_builds_the_same_inputs_without_the_backbone_in_the_artis
     tmp_path: Path, feature_cache: Path
 ) -> None:
     """With ``compact_memory`` the artist process (a fresh interpreter; artworks no other test uses, so
-    their features are not cached) never loads the backbone: its child extracts, and the inputs
-    equal an in-process build's."""
+    their features are not cached) never loads the backbone nor Pillow (2 MB): its child decodes and
+    extracts, and the inputs equal an in-process build's."""
     write_synthetic_folder(tmp_path / "all", 2, 4, seed=913)
     (tmp_path / "data").mkdir()
     name = sorted(p.name for p in (tmp_path / "all").iterdir())[1]
@@ -99,6 +101,7 @@ def test_compact_memory_builds_the_same_inputs_without_the_backbone_in_the_artis
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert not result["backbone"], "the backbone ran in the artist process"
+    assert not result["pillow"], "the artist process imported Pillow"
     assert result == {**result, "same_bank": True, "same_public": True, "same_model": True, "artworks": 4}
 
 

@@ -86,6 +86,17 @@ def test_model_shape_contributes_only_what_dp_sgd_trains():
         last.merge(None, np.zeros(26))
 
 
+def test_model_shape_selects_and_merges_several_ranges_in_order():
+    shape = ModelShape(10, ((1, 3), (6, 9)))
+    flat = np.arange(10, dtype=np.float32)
+    np.testing.assert_array_equal(shape.select(flat), [1, 2, 6, 7, 8])
+    merged = shape.merge(np.full(10, -1.0), np.array([10.0, 20.0, 60.0, 70.0, 80.0]))
+    np.testing.assert_array_equal(merged, [-1, 10, 20, -1, -1, -1, 60, 70, 80, -1])
+    assert ModelShape(10, ()).select(flat).shape == (0,)
+    with pytest.raises(ValueError, match="plan trains"):
+        shape.merge(np.zeros(10), np.zeros(4))
+
+
 def test_honest_sums_pass_and_give_the_aggregate():
     rng = np.random.default_rng(1)
     tolerance = decode_tolerance(CONTRIBUTION_RANGE, 3, 3)

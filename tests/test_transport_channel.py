@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fedstyle_secure.transport.artist.channel import ArtistSession
-from fedstyle_secure.transport.wire import WireError, chunk_payload, pb, to_tensor
+from fedstyle_secure.transport.wire import WireError, chunk_payload, join_chunks, pb, to_tensor
 
 
 class _FakeBroadcastStub:
@@ -43,3 +43,15 @@ def test_broadcast_with_mean_and_std_yields_the_standardisation() -> None:
 def test_broadcast_with_only_one_standardisation_half_is_refused(present: str) -> None:
     with pytest.raises(WireError, match="only one of feature_mean and feature_std"):
         _session(**{present: np.ones(3)}).broadcast(1)
+
+
+@pytest.mark.parametrize("size", [0, 1, 4, 5, 9])
+def test_chunked_payloads_reassemble_exactly(size: int) -> None:
+    """Chunks are cut as they are sent (no list of pieces): every size, including an empty payload
+    and exact multiples of the chunk size, comes back byte for byte, the header on the first only."""
+    payload = bytes(range(size))
+    chunks = list(chunk_payload(payload, round_id=2, kind=pb.PAYLOAD_KIND_PLAIN_VECTOR, chunk_bytes=4))
+    assert len(chunks) == max(1, -(-size // 4))
+    assert [c.HasField("header") for c in chunks] == [True] + [False] * (len(chunks) - 1)
+    header, joined = join_chunks(chunks, max_bytes=16)
+    assert joined == payload and header.total_bytes == size and header.round_id == 2

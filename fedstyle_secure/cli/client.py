@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from fedstyle_secure.cli.toml_command import register_toml_command
-from fedstyle_secure.memory import keep_large_allocations_returnable
+from fedstyle_secure.memory import compact_this_process
 from fedstyle_secure.secure.keys.keystore import load_artist_keys
 from fedstyle_secure.transport.artist.runner import run_artist
 from fedstyle_secure.transport.config import load_client_config
@@ -28,5 +28,5 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_format, getattr(args, "verbose", False))
     config = load_client_config(args.config)
     if config.compact_memory:
-        keep_large_allocations_returnable()
+        compact_this_process()
     return run_artist(config, load_artist_keys(config.keys, config.artist))

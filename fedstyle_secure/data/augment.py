@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-from PIL import Image, ImageEnhance
 
 CROP_SCALE = (0.35, 1.0)  # fraction of the image area a crop keeps
 CROP_RATIO = (3 / 4, 4 / 3)
@@ -24,6 +23,8 @@ def view_seed(image_key: str, view: int, seed: int) -> int:
 
 def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One random style-preserving view of a ``(S, S, 3)`` uint8 image, same shape."""
+    from PIL import Image, ImageEnhance  # here, not at import: an artist process handles no pixels (2 MB)
+
     size = image.shape[0]
     pil = Image.fromarray(image)
     area = size * size * rng.uniform(*CROP_SCALE)

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from fedstyle_secure.errors import DataError
 
@@ -106,6 +105,8 @@ def decode_image(
     ``size`` on the short side would be as large).  Only JPEG, PNG and WebP are decoded.
     Raises :class:`DataError` naming the file when it cannot be decoded, is empty or too large.
     """
+    from PIL import Image, UnidentifiedImageError  # here, not at import: an artist process never decodes (2 MB)
+
     what = name or str(path)
     try:
         with Image.open(path, formats=DECODED_FORMATS) as img:

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 from fedstyle_secure.data.images import DEFAULT_IMAGE_SIZE, load_public_folder
-from fedstyle_secure.data.synth import forget_generated_public_images, generate_public_images
 from fedstyle_secure.errors import DataError
 
 PUBLIC_SETS: tuple[str, ...] = ("met", "generated")
@@ -121,10 +120,9 @@ def load_public_set(name: str, size: int = DEFAULT_IMAGE_SIZE) -> np.ndarray:
 
 def forget_decoded_public_sets() -> None:
     """Drop the images :func:`load_public_set` keeps decoded (26 MB for ``met``, 18 MB for
-    ``generated``, which its renderer keeps too), for a process that has built its public inputs and
-    needs the pixels no more (an artist process)."""
+    ``generated``), for a process that has built its public inputs and needs the pixels no more
+    (an artist process)."""
     _load_first.cache_clear()
-    forget_generated_public_images()
 
 
 @functools.lru_cache(maxsize=4)
@@ -132,6 +130,8 @@ def _load_first(base: str, size: int, count: int) -> np.ndarray:
     """The first ``count`` images of a public set, decoded once per process (every loopback party and
     the server's index read the same images; 174 x 224 x 224 x 3 bytes = 26 MB for ``met``).  Only
     those are decoded: ``met:48`` took a quarter of the time of decoding all 174 and slicing."""
+    from fedstyle_secure.data.synth import generate_public_images  # Pillow: only in a process that renders
+
     images = (
         generate_public_images(GENERATED_PUBLIC_IMAGES, GENERATED_PUBLIC_SEED, size)[:count].copy()
         if base == "generated"

@@ -13,13 +13,15 @@ Pure NumPy/PIL, no file I/O (see :func:`write_synthetic_folder` for the on-disk 
 from __future__ import annotations
 
 import colorsys
-import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+
+if TYPE_CHECKING:
+    from PIL import ImageDraw
 
 DEFAULT_SIZE = 224
 
@@ -105,6 +107,8 @@ def _hsv_to_rgb255(h: float, s: float, v: float) -> tuple[int, int, int]:
 
 def _ground(style: ArtistStyle, rng: np.random.Generator, size: int, hue_shift: float) -> np.ndarray:
     """Low-frequency textured ground: a noise grid of ``texture_scale`` cells, upsampled, over a gradient."""
+    from PIL import Image  # Pillow is imported where pixels are drawn, not by every importer (2 MB)
+
     cells = max(2, style.texture_scale + int(rng.integers(-1, 2)))
     noise = rng.random((cells, cells)).astype(np.float32)
     noise_img = Image.fromarray((noise * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
@@ -134,6 +138,8 @@ def _draw_subject(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int
 
 def render_artwork(style: ArtistStyle, rng: np.random.Generator, size: int = DEFAULT_SIZE) -> np.ndarray:
     """Render one artwork of ``style`` as a ``(size, size, 3)`` uint8 RGB array."""
+    from PIL import Image, ImageDraw, ImageFilter
+
     scale = size / DEFAULT_SIZE
     hue_shift = float(rng.normal(0.0, 0.06))
     image = Image.fromarray(_ground(style, rng, size, hue_shift))
@@ -194,19 +200,10 @@ def generate_public_images(count: int, seed: int, size: int = DEFAULT_SIZE) -> n
     """Public alignment images: each drawn in its own random style (no federation artist's).
 
     They are public by nature (made by this code from a public seed), so embedding them costs
-    no privacy.  Seeds live in a separate stream from :func:`generate_artworks`.  Rendered once
-    per process and arguments (a server and its artists all need the same set); a fresh copy each call.
+    no privacy.  Seeds live in a separate stream from :func:`generate_artworks`.  Rendered anew on
+    every call (:func:`fedstyle_secure.data.public.load_public_set` keeps the ``generated`` set
+    decoded once per process).
     """
-    return _generate_public_images(count, seed, size).copy()
-
-
-def forget_generated_public_images() -> None:
-    """Drop the public images :func:`generate_public_images` keeps rendered (18 MB for 128 images)."""
-    _generate_public_images.cache_clear()
-
-
-@functools.lru_cache(maxsize=4)
-def _generate_public_images(count: int, seed: int, size: int) -> np.ndarray:
     styles = sample_artist_styles(count, seed=seed + 1_000_003, family_size=1)
     out = np.empty((count, size, size, 3), dtype=np.uint8)
     for i, style in enumerate(styles):
@@ -216,6 +213,8 @@ def _generate_public_images(count: int, seed: int, size: int) -> np.ndarray:
 
 def write_synthetic_folder(out: Path, n_artists: int, per_artist: int, seed: int, size: int = DEFAULT_SIZE) -> int:
     """Write ``<out>/<artist>/<nnn>.png`` for a synthetic federation; returns the number of files."""
+    from PIL import Image
+
     styles, images, labels = generate_artworks(n_artists, per_artist, seed, size)
     for i, (image, label) in enumerate(zip(images, labels)):
         folder = out / styles[label].name

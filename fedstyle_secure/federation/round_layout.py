@@ -50,16 +50,16 @@ class ModelShape:
     def trained_count(self) -> int:
         return sum(stop - start for start, stop in self.trained)
 
-    def _index(self) -> np.ndarray:
-        if not self.trained:
-            return np.zeros(0, dtype=np.int64)
-        return np.concatenate([np.arange(start, stop) for start, stop in self.trained])
-
     def select(self, flat: np.ndarray) -> np.ndarray:
-        """The contributed entries of a full parameter vector ``(param_count,)``."""
+        """The contributed entries of a full parameter vector ``(param_count,)``: a view of
+        ``flat`` when they are one range (all of it without DP), else a copy; never an index
+        array, which would take twice the model's size."""
         if flat.shape != (self.param_count,):
             raise ValueError(f"parameter vector has shape {flat.shape}, the model has ({self.param_count},)")
-        return flat[self._index()]
+        pieces = [flat[start:stop] for start, stop in self.trained]
+        if len(pieces) == 1:
+            return pieces[0]
+        return np.concatenate(pieces) if pieces else flat[:0].copy()
 
     def merge(self, base: np.ndarray | None, trained: np.ndarray) -> np.ndarray:
         """The full vector: ``base`` (the untouched part the server holds) with the trained
@@ -74,7 +74,10 @@ class ModelShape:
         if base.shape != (self.param_count,):
             raise ValueError(f"the server's parameters have shape {base.shape}, the model has ({self.param_count},)")
         full = np.array(base, copy=True)
-        full[self._index()] = trained
+        offset = 0
+        for start, stop in self.trained:
+            full[start:stop] = trained[offset : offset + stop - start]
+            offset += stop - start
         return full
 
 

@@ -175,7 +175,9 @@ def client_contribution(
     if spec.averages_parameters:
         if params is None:
             raise ValueError(f"{spec.name} averages parameters but the client sent none")
-        out["weighted_params"] = weight * params.astype(np.float64)
+        weighted = params.astype(np.float64)
+        weighted *= weight  # in place: the model's size in float64 is held once, not twice
+        out["weighted_params"] = weighted
         out["weight"] = np.array([weight], dtype=np.float64)
     if spec.aligns_public:
         if public_embeddings is None:

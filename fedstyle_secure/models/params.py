@@ -17,7 +17,8 @@ def trainable_parameters(model: nn.Module) -> list[torch.Tensor]:
 
 def get_flat_params(model: nn.Module) -> np.ndarray:
     """All trainable parameters, concatenated in ``model.parameters()`` order, as float32."""
-    return torch.cat([p.detach().reshape(-1) for p in trainable_parameters(model)]).cpu().numpy().astype(np.float32)
+    flat = torch.cat([p.detach().reshape(-1).to(torch.float32) for p in trainable_parameters(model)])
+    return flat.cpu().numpy()  # a fresh tensor's memory, no second copy
 
 
 def set_flat_params(model: nn.Module, flat: np.ndarray) -> None:

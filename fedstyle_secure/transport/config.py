@@ -91,9 +91,10 @@ class ClientConfig:
     min_masking_threshold: MaskingThreshold = DEFAULT_THRESHOLD
     # secagg+: refuse a smaller degree than this (0: the default for the participant count)
     min_masking_degree: Annotated[int, Field(ge=0)] = 0
-    # for many artists on one machine: build the inputs (backbone, warm start) in a child process and
-    # hand freed memory back eagerly (fedstyle_secure.memory); ~45 MB less resident, ~2.5 s more at
-    # start-up, local rounds ~2x the CPU (scripts/bench_scale.py --artist-process: 56 against 24 ms)
+    # for many artists on one machine: build the inputs (backbone, warm start) in a child process, hand
+    # freed memory back eagerly, oneDNN off (fedstyle_secure.memory); ~42 MB less resident after a round,
+    # ~2.5 s more at start-up, local rounds ~1.7x the CPU (scripts/bench_scale.py --artist-process: 45
+    # against 26 ms)
     compact_memory: bool = False
 
     @model_validator(mode="after")

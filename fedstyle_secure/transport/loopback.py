@@ -6,6 +6,7 @@ here is needed in a real deployment, where every machine gets only its own key b
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,8 @@ from fedstyle_secure.secure.keys.keystore import generate_key_files, load_artist
 from fedstyle_secure.transport.artist.runner import run_artist
 from fedstyle_secure.transport.config import ClientConfig, ServerConfig
 from fedstyle_secure.transport.server.servicer import RunningServer, start_server
+
+log = logging.getLogger(__name__)
 
 
 def write_fresh_keys(keys_dir: Path, artists: Sequence[str], buyers: Sequence[str] = ()) -> Path:
@@ -140,5 +143,6 @@ def start_loopback(
 def _artist_thread(federation: LoopbackFederation, artist: str, config: ClientConfig) -> None:
     try:
         federation.results[artist] = run_artist(config, load_artist_keys(config.keys, config.artist), federation.stop)
-    except Exception as exc:  # reported to the caller, who decides
+    except Exception as exc:  # reported to the caller, who decides; logged, so a hung run shows why
+        log.exception("artist %s stopped with an error", artist)
         federation.results[artist] = exc

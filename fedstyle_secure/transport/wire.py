@@ -50,9 +50,10 @@ def from_tensor(tensor: pb.Tensor, what: str) -> np.ndarray:
     dtype = np.dtype(tensor.dtype).newbyteorder("<")
     shape = tuple(int(s) for s in tensor.shape)
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if expected != len(tensor.data):
-        raise WireError(f"{what}: shape {shape} of {tensor.dtype} needs {expected} bytes, got {len(tensor.data)}")
-    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    data = tensor.data  # every read of a bytes field copies it out of the message: read it once
+    if expected != len(data):
+        raise WireError(f"{what}: shape {shape} of {tensor.dtype} needs {expected} bytes, got {len(data)}")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def optional_tensor(array: np.ndarray | None) -> pb.Tensor | None:
@@ -113,10 +114,9 @@ def chunk_payload(
         nonce=nonce if nonce is not None else new_nonce(),
         signature=signature,
     )
-    pieces = [payload[i : i + chunk_bytes] for i in range(0, len(payload), chunk_bytes)] or [b""]
-    yield pb.Chunk(header=header, data=pieces[0])
-    for piece in pieces[1:]:
-        yield pb.Chunk(data=piece)
+    yield pb.Chunk(header=header, data=payload[:chunk_bytes])
+    for start in range(chunk_bytes, len(payload), chunk_bytes):  # sliced as sent: no second copy of the payload
+        yield pb.Chunk(data=payload[start : start + chunk_bytes])
 
 
 def join_chunks(chunks: Iterable[pb.Chunk], max_bytes: int) -> tuple[pb.PayloadHeader, bytes]:

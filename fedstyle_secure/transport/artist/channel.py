@@ -97,7 +97,9 @@ class ArtistSession:
             ),
             MAX_DOWNLOAD_BYTES,
         )
-        return broadcast_from_body(pb.BroadcastBody.FromString(payload), round_id)
+        body = pb.BroadcastBody.FromString(payload)
+        del payload  # the parsed body holds its own copy; the model is a few MB
+        return broadcast_from_body(body, round_id)
 
     def publish(self, round_id: int, publication: Publication, timeout: float = 30.0) -> pb.Ack:
         return self.stub.PublishPrototypes(
