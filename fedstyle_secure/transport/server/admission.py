@@ -23,6 +23,7 @@ thread); network-level flooding is for the operator's firewall / rate limiter.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -34,6 +35,8 @@ import grpc
 from fedstyle_secure.federation.rejections import Malformed, Rejected
 from fedstyle_secure.secure.keys import pki
 from fedstyle_secure.transport.auth import Caller
+
+log = logging.getLogger(__name__)
 
 SPARE_WORKERS = 4  # threads beyond every identity's slots: they serve the calls being refused
 
@@ -142,6 +145,7 @@ class CallGate(grpc.ServerInterceptor):
             except Rejected as exc:
                 if release is not None:
                     release()
+                log.info("refused %s before admission: %s (%s)", method, exc, exc.code)
                 context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
                 raise exc  # not reached: abort() raises
             except BaseException:

@@ -88,20 +88,24 @@ class _Session:
 
 
 def _rpc(method: Callable) -> Callable:
-    """Map :class:`Rejected` (and decode errors) to their gRPC status with the message."""
+    """Map :class:`Rejected` (and decode errors) to their gRPC status with the message; every
+    refusal is logged (INFO), so a run that stalls shows who was refused and why."""
+
+    def refuse(context: grpc.ServicerContext, code: grpc.StatusCode, exc: Exception) -> None:
+        log.info("refused %s from %s: %s (%s)", method.__name__, context.peer(), exc, code.name)
+        context.abort(code, str(exc))
 
     def wrapper(self: FederationServicer, request, context: grpc.ServicerContext):
         try:
             return method(self, request, context)
         except Rejected as exc:
-            log.info("refused %s from %s: %s (%s)", method.__name__, context.peer(), exc, exc.code)
-            context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
+            refuse(context, getattr(grpc.StatusCode, exc.code), exc)
         except PayloadTooLarge as exc:
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED, exc)
         except (WireError, ValueError) as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            refuse(context, grpc.StatusCode.INVALID_ARGUMENT, exc)
         except SecureAggregationError as exc:
-            context.abort(grpc.StatusCode.ABORTED, str(exc))
+            refuse(context, grpc.StatusCode.ABORTED, exc)
 
     wrapper.__name__ = method.__name__
     wrapper.__doc__ = method.__doc__
