@@ -28,7 +28,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -39,6 +39,14 @@ from fedstyle_secure.transport.auth import Caller
 log = logging.getLogger(__name__)
 
 SPARE_WORKERS = 4  # threads beyond every identity's slots: they serve the calls being refused
+
+
+def refuse(context: grpc.ServicerContext, method: str, code: grpc.StatusCode, exc: Exception) -> NoReturn:
+    """End the call with ``code`` and ``exc``'s message, logged (INFO) first, so a run that stalls
+    shows who was refused and why.  Every refusal of the server goes through here."""
+    log.info("refused %s from %s: %s (%s)", method, context.peer(), exc, code.name)
+    context.abort(code, str(exc))
+    raise exc  # not reached: abort() raises
 
 
 class TooManyCalls(Rejected):
@@ -145,9 +153,7 @@ class CallGate(grpc.ServerInterceptor):
             except Rejected as exc:
                 if release is not None:
                     release()
-                log.info("refused %s before admission: %s (%s)", method, exc, exc.code)
-                context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
-                raise exc  # not reached: abort() raises
+                refuse(context, method, getattr(grpc.StatusCode, exc.code), exc)
             except BaseException:
                 if release is not None:
                     release()

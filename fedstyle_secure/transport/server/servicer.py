@@ -44,7 +44,7 @@ from fedstyle_secure.transport import auth
 from fedstyle_secure.transport.config import ServerConfig
 from fedstyle_secure.transport.dp_config import dp_parameters, require_dp_schedule
 from fedstyle_secure.transport.federation_model import server_model
-from fedstyle_secure.transport.server.admission import CallGate, CallLimits, ConcurrencyLimiter
+from fedstyle_secure.transport.server.admission import CallGate, CallLimits, ConcurrencyLimiter, refuse
 from fedstyle_secure.transport.server.metering import ByteMeter
 from fedstyle_secure.transport.server.publish_index import index_from_run
 from fedstyle_secure.transport.server.report_intake import accept_report, register_roster_keys, withdrawal_reason
@@ -89,23 +89,20 @@ class _Session:
 
 def _rpc(method: Callable) -> Callable:
     """Map :class:`Rejected` (and decode errors) to their gRPC status with the message; every
-    refusal is logged (INFO), so a run that stalls shows who was refused and why."""
-
-    def refuse(context: grpc.ServicerContext, code: grpc.StatusCode, exc: Exception) -> None:
-        log.info("refused %s from %s: %s (%s)", method.__name__, context.peer(), exc, code.name)
-        context.abort(code, str(exc))
+    refusal is logged (:func:`~.admission.refuse`)."""
+    name = method.__name__
 
     def wrapper(self: FederationServicer, request, context: grpc.ServicerContext):
         try:
             return method(self, request, context)
         except Rejected as exc:
-            refuse(context, getattr(grpc.StatusCode, exc.code), exc)
+            refuse(context, name, getattr(grpc.StatusCode, exc.code), exc)
         except PayloadTooLarge as exc:
-            refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED, exc)
+            refuse(context, name, grpc.StatusCode.RESOURCE_EXHAUSTED, exc)
         except (WireError, ValueError) as exc:
-            refuse(context, grpc.StatusCode.INVALID_ARGUMENT, exc)
+            refuse(context, name, grpc.StatusCode.INVALID_ARGUMENT, exc)
         except SecureAggregationError as exc:
-            refuse(context, grpc.StatusCode.ABORTED, exc)
+            refuse(context, name, grpc.StatusCode.ABORTED, exc)
 
     wrapper.__name__ = method.__name__
     wrapper.__doc__ = method.__doc__
