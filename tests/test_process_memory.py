@@ -16,7 +16,7 @@ import pytest
 from fedstyle_secure.data.public import default_public_set, public_set_name
 from fedstyle_secure.data.synth import write_synthetic_folder
 from fedstyle_secure.errors import ConfigError
-from fedstyle_secure.memory import call_in_fresh_process
+from fedstyle_secure.memory import MALLOC_ARENAS, call_in_fresh_process
 
 
 def test_a_fresh_process_returns_the_result_from_another_process() -> None:
@@ -59,6 +59,67 @@ def test_compact_memory_turns_onednn_off_for_the_whole_process() -> None:
     """``[client] compact_memory`` runs torch's native kernels (oneDNN's touch 3.6 MB more of
     libtorch); checked in a fresh process, since the switch is process-wide."""
     assert call_in_fresh_process(_onednn_after_compacting) == (True, False)
+
+
+_ARTIST_IMPORTS = """
+import json, sys
+from fedstyle_secure.cli.main import main
+from fedstyle_secure.secure.keys.keystore import load_artist_keys
+keys = load_artist_keys(sys.argv[1], "artist_a")
+print(json.dumps({"tenseal": "tenseal" in sys.modules, "secret": keys.ckks.has_secret_key}))
+"""
+
+
+def test_an_artist_that_runs_no_ckks_round_never_loads_tenseal(keys: Path) -> None:
+    """The command line and an artist's key store leave TenSEAL unloaded (its import and the parsed
+    secret context: ~10 MB resident) until a CKKS round uses the context; checked in a fresh process."""
+    out = subprocess.run(
+        [sys.executable, "-c", _ARTIST_IMPORTS, str(keys)], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"tenseal": False, "secret": True}
+
+
+_ARENAS = """
+import ctypes, sys, tempfile, threading
+from fedstyle_secure.memory import limit_malloc_arenas
+if sys.argv[1] == "limit":
+    limit_malloc_arenas()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+libc.fopen.restype, libc.fclose.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+together = threading.Barrier(8)
+def allocate():
+    together.wait()  # all eight threads allocate at once
+    blocks = [libc.malloc(4096) for _ in range(64)]
+    together.wait()
+    for block in blocks:
+        libc.free(block)
+threads = [threading.Thread(target=allocate) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+with tempfile.NamedTemporaryFile(suffix=".xml") as out:
+    stream = libc.fopen(out.name.encode(), b"w")
+    libc.malloc_info(0, stream)
+    libc.fclose(stream)
+    print(open(out.name).read().count("<heap nr="))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_limit_malloc_arenas_caps_the_arenas_threads_create() -> None:
+    """Eight threads allocating at once get arenas of their own by default, at most
+    :data:`MALLOC_ARENAS` after :func:`limit_malloc_arenas` (what the server and a compact-memory
+    artist call); in fresh processes, since the setting is process-wide."""
+    counts = {}
+    for mode in ("default", "limit"):
+        out = subprocess.run([sys.executable, "-c", _ARENAS, mode], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-3000:]
+        counts[mode] = int(out.stdout.split()[-1])
+    assert counts["limit"] <= MALLOC_ARENAS < counts["default"]
 
 
 def _raise_config_error() -> None:

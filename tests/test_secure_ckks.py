@@ -150,6 +150,27 @@ def test_context_serialisation_round_trip_and_tampered_header(context: CkksConte
         CkksContext.load(lying)
 
 
+def test_a_deferred_context_checks_its_key_material_on_first_use_and_fails_closed(context: CkksContext) -> None:
+    """A machine loads its CKKS context deferred (the key store): the header is checked at once; the
+    TenSEAL part, parsed on first use, is checked as :meth:`CkksContext.load` checks it, and a bad one
+    is refused on every use, never used."""
+    data = context.serialize()
+    lying = CkksContext.load_deferred(data.replace(b'"secret": true', b'"secret":false'))
+    corrupt = CkksContext.load_deferred(data[:-64] + bytes(64))
+
+    assert not lying.has_secret_key  # the header's claim, until parsed
+    with pytest.raises(SecureAggregationError, match="key material disagrees"):
+        lying.check_key_material()
+    for _ in range(2):
+        with pytest.raises(SecureAggregationError, match="TenSEAL cannot parse"):
+            encrypt(corrupt, np.ones(4))
+    with pytest.raises(SecureAggregationError, match="magic"):
+        CkksContext.load_deferred(b"XXXX" + data[4:])
+    deferred = CkksContext.load_deferred(data)
+    assert deferred.fingerprint == context.fingerprint
+    assert np.allclose(encrypt(deferred, np.arange(4.0)).decrypt(), np.arange(4.0), atol=1e-3)
+
+
 @pytest.mark.parametrize(
     "params, message",
     [

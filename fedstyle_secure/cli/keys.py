@@ -183,12 +183,14 @@ def run_bundle(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     if args.server:
         server = keystore.load_server_keys(args.keys)
+        server.ckks.check_key_material()  # machines parse it on their first CKKS round; a check parses it now
         print(
             f"server bundle OK: {len(server.artists)} artists, certificate valid until "
             f"{server.certificate.not_valid_after_utc:%Y-%m-%d}"
         )
     else:
         artist = keystore.load_artist_keys(args.keys, args.artist)
+        artist.ckks.check_key_material()
         print(
             f"artist bundle OK: {artist.artist_id}, certificate valid until "
             f"{artist.certificate.not_valid_after_utc:%Y-%m-%d}"

@@ -9,7 +9,7 @@ import threading
 import time
 
 from fedstyle_secure.cli.toml_command import register_toml_command
-from fedstyle_secure.memory import memory_use_mb
+from fedstyle_secure.memory import limit_malloc_arenas, memory_use_mb
 from fedstyle_secure.secure.keys.keystore import load_server_keys
 from fedstyle_secure.transport.config import load_server_config
 from fedstyle_secure.transport.logs import configure_logging
@@ -41,6 +41,7 @@ def _linger_until_artists_told(servicer, stop: threading.Event, limit_seconds: f
 
 def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_format, getattr(args, "verbose", False))
+    limit_malloc_arenas()  # before the gRPC threads: each would otherwise keep an arena of freed payloads
     config = load_server_config(args.config)
     running = start_server(config, load_server_keys(config.keys))
     log.info(

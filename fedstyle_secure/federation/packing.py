@@ -32,8 +32,13 @@ def pack(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, Layout]:
     """Concatenate ``arrays`` (in sorted name order) into one float64 vector."""
     names = sorted(arrays)
     layout = Layout(tuple((n, tuple(np.shape(arrays[n]))) for n in names))
-    flat = [np.asarray(arrays[n], dtype=np.float64).reshape(-1) for n in names]
-    return (np.concatenate(flat) if flat else np.zeros(0)), layout
+    vector = np.empty(layout.size, dtype=np.float64)
+    offset = 0
+    for name in names:  # converted into place: no float64 copy of each array before the concatenation
+        values = np.asarray(arrays[name]).reshape(-1)
+        vector[offset : offset + values.size] = values
+        offset += values.size
+    return vector, layout
 
 
 def unpack(vector: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:

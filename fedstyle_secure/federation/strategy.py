@@ -175,9 +175,8 @@ def client_contribution(
     if spec.averages_parameters:
         if params is None:
             raise ValueError(f"{spec.name} averages parameters but the client sent none")
-        weighted = params.astype(np.float64)
-        weighted *= weight  # in place: the model's size in float64 is held once, not twice
-        out["weighted_params"] = weighted
+        # weight 1 (the project's): the parameters as they are, packed into float64 later (no copy here)
+        out["weighted_params"] = params if weight == 1.0 else params.astype(np.float64) * weight
         out["weight"] = np.array([weight], dtype=np.float64)
     if spec.aligns_public:
         if public_embeddings is None:

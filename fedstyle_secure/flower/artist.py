@@ -124,7 +124,7 @@ class FlowerSession(ArtistSession):
         self,
         round_id: int,
         kind: pb.PayloadKind,
-        payload: bytes,
+        payload: bytes | memoryview,
         layout: Layout | None = None,
         *,
         nonce: bytes | None = None,
@@ -134,7 +134,7 @@ class FlowerSession(ArtistSession):
     ) -> pb.Ack:
         chunks = chunk_payload(payload, round_id=round_id, kind=kind, nonce=nonce, signature=signature)
         self.reply.upload = join_chunks(with_layout(chunks, layout), MAX_PAYLOAD_BYTES)
-        return pb.Ack(round_id=round_id, accepted_bytes=len(payload))
+        return pb.Ack(round_id=round_id, accepted_bytes=memoryview(payload).nbytes)
 
     def contribution_set(self, round_id: int, timeout: float = 30.0) -> pb.ContributionSet:
         listed = self._inbox().contribution_set

@@ -97,7 +97,7 @@ def new_nonce() -> bytes:
 
 
 def chunk_payload(
-    payload: bytes,
+    payload: bytes | memoryview,
     *,
     round_id: int,
     kind: pb.PayloadKind,
@@ -105,18 +105,20 @@ def chunk_payload(
     nonce: bytes | None = None,
     signature: bytes = b"",
 ) -> Iterator[pb.Chunk]:
-    """Split ``payload`` into Chunks; the first carries the header (size, SHA-256, nonce, signature)."""
+    """Split ``payload`` (bytes, or a view of any contiguous buffer such as a float64 vector's) into
+    Chunks; the first carries the header (size, SHA-256, nonce, signature)."""
+    data = memoryview(payload).cast("B")  # a byte view: no copy of the payload
     header = pb.PayloadHeader(
         round_id=round_id,
         kind=kind,
-        total_bytes=len(payload),
-        sha256=hashlib.sha256(payload).digest(),
+        total_bytes=len(data),
+        sha256=hashlib.sha256(data).digest(),
         nonce=nonce if nonce is not None else new_nonce(),
         signature=signature,
     )
-    yield pb.Chunk(header=header, data=payload[:chunk_bytes])
-    for start in range(chunk_bytes, len(payload), chunk_bytes):  # sliced as sent: no second copy of the payload
-        yield pb.Chunk(data=payload[start : start + chunk_bytes])
+    yield pb.Chunk(header=header, data=bytes(data[:chunk_bytes]))
+    for start in range(chunk_bytes, len(data), chunk_bytes):  # sliced as sent: no second copy of the payload
+        yield pb.Chunk(data=bytes(data[start : start + chunk_bytes]))
 
 
 def join_chunks(chunks: Iterable[pb.Chunk], max_bytes: int) -> tuple[pb.PayloadHeader, bytes]:

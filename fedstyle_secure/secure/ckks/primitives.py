@@ -41,14 +41,16 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
-import tenseal as ts
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.randomness import NoiseSource
 from fedstyle_secure.secure.binary import ByteReader, pack_u8, pack_u32
+
+if TYPE_CHECKING:  # imported where used: a process that never runs a CKKS round never loads TenSEAL
+    import tenseal as ts
 
 VECTOR_MAGIC = b"FSCV"
 CONTEXT_MAGIC = b"FSCC"
@@ -154,18 +156,25 @@ class CkksParams:
 
 
 class CkksContext:
-    """A TenSEAL CKKS context plus the key-set identity (``key_id``) that ciphertexts are bound to."""
+    """A TenSEAL CKKS context plus the key-set identity (``key_id``) that ciphertexts are bound to.
 
-    def __init__(self, params: CkksParams, key_id: bytes, context: ts.Context) -> None:
+    :meth:`load_deferred` checks a serialised context's header at once and parses its TenSEAL part
+    (with every check of :meth:`load`) on first use: a machine that never runs a CKKS round then
+    never imports TenSEAL nor holds a parsed context (~10 MB resident, ``scripts/bench_round.py``)."""
+
+    def __init__(self, params: CkksParams, key_id: bytes, context: ts.Context | None) -> None:
         if len(key_id) != KEY_ID_BYTES:
             raise SecureAggregationError(f"CKKS key id must be {KEY_ID_BYTES} bytes, got {len(key_id)}")
         self.params = params
         self.key_id = key_id
         self._context = context
+        self._pending: tuple[bytes, bool, str] | None = None  # (TenSEAL bytes, claimed secret, what) until parsed
 
     @classmethod
     def generate(cls, params: CkksParams | None = None, *, n_threads: int | None = None) -> CkksContext:
         """Fresh secret context (symmetric CKKS: secret key only; no public, Galois or relin keys used)."""
+        import tenseal as ts
+
         params = params or CkksParams()
         params.validate()
         kwargs = {"n_threads": n_threads} if n_threads else {}
@@ -181,7 +190,11 @@ class CkksContext:
 
     @property
     def has_secret_key(self) -> bool:
-        return bool(self._context.has_secret_key())
+        """Whether the key material holds the secret key (before parsing: the header's claim, which
+        parsing checks)."""
+        if self._context is None and self._pending is not None:
+            return self._pending[1]
+        return bool(self.tenseal.has_secret_key())
 
     @property
     def fingerprint(self) -> bytes:
@@ -191,20 +204,33 @@ class CkksContext:
 
     @property
     def tenseal(self) -> ts.Context:
+        """The TenSEAL context; a deferred one is parsed and checked here, failing closed every time."""
+        if self._context is None:
+            if self._pending is None:
+                raise SecureAggregationError("CKKS context without TenSEAL key material")
+            raw, claims_secret, what = self._pending
+            self._context = _parse_tenseal(raw, self.params, claims_secret, what)
+            self._pending = None
         return self._context
+
+    def check_key_material(self) -> None:
+        """Parse and check a deferred context's TenSEAL part now (raises :class:`SecureAggregationError`)."""
+        _ = self.tenseal
 
     @property
     def fresh_parms_id(self) -> tuple[int, ...]:
         """SEAL's id of the top data level: where every fresh ciphertext of these parameters lives."""
-        return tuple(self._context.seal_context().data.first_parms_id())
+        return tuple(self.tenseal.seal_context().data.first_parms_id())
 
     def public(self) -> CkksContext:
         """The server's copy: same parameters and key id, no key material at all."""
+        import tenseal as ts
+
         stripped = ts.context_from(self._serialize_tenseal(with_secret_key=False))
         return CkksContext(self.params, self.key_id, stripped)
 
     def _serialize_tenseal(self, *, with_secret_key: bool) -> bytes:
-        return self._context.serialize(
+        return self.tenseal.serialize(
             save_public_key=False,
             save_secret_key=with_secret_key,
             save_galois_keys=False,
@@ -232,6 +258,14 @@ class CkksContext:
     @classmethod
     def load(cls, data: bytes, *, what: str = "CKKS context") -> CkksContext:
         """Parse :meth:`serialize` output; fail closed on any inconsistency."""
+        loaded = cls.load_deferred(data, what=what)
+        loaded.check_key_material()
+        return loaded
+
+    @classmethod
+    def load_deferred(cls, data: bytes, *, what: str = "CKKS context") -> CkksContext:
+        """:meth:`load` with the header (format, parameters, key id, secret claim) checked now and
+        the TenSEAL part parsed and checked on first use (:attr:`tenseal`)."""
         reader = _open(data, CONTEXT_MAGIC, what)
         header_size = reader.u32()
         try:
@@ -244,33 +278,41 @@ class CkksContext:
             raise SecureAggregationError(f"{what}: malformed header: {exc}") from exc
         _check_version(version, what)
         raw = reader.take(len(data) - len(CONTEXT_MAGIC) - 4 - header_size)
-        try:
-            context = ts.context_from(raw)
-        except Exception as exc:  # TenSEAL raises ValueError/RuntimeError on corrupt streams
-            raise SecureAggregationError(f"{what}: TenSEAL cannot parse the context: {exc}") from exc
-        loaded = cls(params, key_id, context)
-        if loaded.has_secret_key != claims_secret:
-            raise SecureAggregationError(f"{what}: header says secret={claims_secret} but the key material disagrees")
-        _check_tenseal_params(loaded, what)
+        loaded = cls(params, key_id, None)
+        loaded._pending = (raw, claims_secret, what)
         return loaded
 
 
-def _check_tenseal_params(context: CkksContext, what: str) -> None:
+def _parse_tenseal(raw: bytes, params: CkksParams, claims_secret: bool, what: str) -> ts.Context:
+    """The TenSEAL context in ``raw``, checked against the header's secret claim and parameters."""
+    import tenseal as ts
+
+    try:
+        context = ts.context_from(raw)
+    except Exception as exc:  # TenSEAL raises ValueError/RuntimeError on corrupt streams
+        raise SecureAggregationError(f"{what}: TenSEAL cannot parse the context: {exc}") from exc
+    if bool(context.has_secret_key()) != claims_secret:
+        raise SecureAggregationError(f"{what}: header says secret={claims_secret} but the key material disagrees")
+    _check_tenseal_params(params, context, what)
+    return context
+
+
+def _check_tenseal_params(params: CkksParams, context: ts.Context, what: str) -> None:
     """The TenSEAL context must really use the declared parameters."""
-    declared = 2.0**context.params.scale_bits
-    if context.tenseal.global_scale != declared:
+    declared = 2.0**params.scale_bits
+    if context.global_scale != declared:
         raise SecureAggregationError(
-            f"{what}: TenSEAL scale {context.tenseal.global_scale} differs from declared 2**{context.params.scale_bits}"
+            f"{what}: TenSEAL scale {context.global_scale} differs from declared 2**{params.scale_bits}"
         )
-    key_level = context.tenseal.seal_context().data.key_context_data()
+    key_level = context.seal_context().data.key_context_data()
     degree = key_level.parms().poly_modulus_degree()
     total_bits = key_level.total_coeff_modulus_bit_count()
     primes = key_level.chain_index() + 1
-    chain = context.params.coeff_mod_bit_sizes
-    if (degree, total_bits, primes) != (context.params.poly_modulus_degree, sum(chain), len(chain)):
+    chain = params.coeff_mod_bit_sizes
+    if (degree, total_bits, primes) != (params.poly_modulus_degree, sum(chain), len(chain)):
         raise SecureAggregationError(
             f"{what}: TenSEAL parameters (N={degree}, {primes} primes, {total_bits} bits) differ from the "
-            f"declared {context.params.to_json()}"
+            f"declared {params.to_json()}"
         )
 
 
@@ -410,6 +452,8 @@ def check_fresh(context: CkksContext, chunk: ts.CKKSVector, what: str, top: tupl
 
 
 def _load_chunk(context: CkksContext, raw: bytes, size: int, what: str) -> ts.CKKSVector:
+    import tenseal as ts
+
     try:
         chunk = ts.ckks_vector_from(context.tenseal, raw)
     except Exception as exc:  # TenSEAL: ValueError (parse) / RuntimeError (parameter mismatch)
@@ -421,6 +465,8 @@ def _load_chunk(context: CkksContext, raw: bytes, size: int, what: str) -> ts.CK
 
 def encrypt(context: CkksContext, vector: np.ndarray) -> EncryptedVector:
     """Encrypt a finite 1-D vector, packed into as few ciphertexts as the slot count allows."""
+    import tenseal as ts
+
     if not context.has_secret_key:
         raise SecureAggregationError("encryption needs the CKKS secret context; this context has no secret key")
     values = np.asarray(vector, dtype=np.float64)

@@ -459,7 +459,8 @@ def _load_identity_publics(keys_dir: Path, manifest: KeyManifest) -> dict[str, E
 
 def _load_ckks(keys_dir: Path, manifest: KeyManifest, relative: str, *, secret: bool) -> CkksContext:
     path = keys_dir / relative
-    context = _load(keys_dir, manifest, relative, lambda data, what: CkksContext.load(data, what=what))
+    # TenSEAL parses the key material on first use (a CKKS round): the header and the file's SHA-256 are checked here
+    context = _load(keys_dir, manifest, relative, lambda data, what: CkksContext.load_deferred(data, what=what))
     if context.has_secret_key != secret:
         state = "holds" if context.has_secret_key else "lacks"
         raise SecureAggregationError(f"{path}: {state} the CKKS secret key, unlike what this file must be")

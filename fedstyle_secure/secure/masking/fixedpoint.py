@@ -25,6 +25,8 @@ from fedstyle_secure.errors import ConfigError, SecureAggregationError
 
 MODULUS_BITS = 32
 SIGNED_MAX = 2 ** (MODULUS_BITS - 1) - 1
+#: :meth:`FixedPointCodec.encode` converts this many values at a time (its float64 scratch: 2 MB).
+ENCODE_BLOCK_VALUES = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -72,11 +74,21 @@ class FixedPointCodec:
         """Signed integer levels (int64) of a 1-D float vector; rejects out-of-range values."""
         x = np.asarray(values, dtype=np.float64)
         self.check_in_range(x, owner=owner)
+        return self._levels(x)
+
+    def _levels(self, x: np.ndarray) -> np.ndarray:
         return np.rint(x * self.scale).astype(np.int64)
 
     def encode(self, values: np.ndarray, *, owner: str = "input") -> np.ndarray:
-        """uint32 words ``quantize(values) mod 2^32``."""
-        return self.quantize(values, owner=owner).astype(np.uint32)
+        """uint32 words ``quantize(values) mod 2^32``, converted :data:`ENCODE_BLOCK_VALUES` at a time
+        (an artist's model update is millions of values: no full-length float64 and int64 copies)."""
+        x = np.asarray(values, dtype=np.float64)
+        self.check_in_range(x, owner=owner)
+        words = np.empty(x.shape, dtype=np.uint32)
+        for start in range(0, x.size, ENCODE_BLOCK_VALUES):
+            block = slice(start, start + ENCODE_BLOCK_VALUES)
+            words[block] = self._levels(x[block]).astype(np.uint32)
+        return words
 
     def dequantize(self, levels: np.ndarray) -> np.ndarray:
         """Float64 values of signed integer levels."""

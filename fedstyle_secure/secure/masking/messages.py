@@ -150,7 +150,11 @@ class _Message:
     def to_bytes(self) -> bytes:
         sender, receiver = self.endpoints
         header = MAGIC + pack_u8(VERSION) + pack_u8(self.KIND) + pack_u64(self.round_id)
-        return header + pack_optional_id(sender) + pack_optional_id(receiver) + self._body()
+        return b"".join((header, pack_optional_id(sender), pack_optional_id(receiver), *self._body_parts()))
+
+    def _body_parts(self) -> tuple[bytes | memoryview, ...]:
+        """The body as buffers :meth:`to_bytes` joins (a long vector as a view: copied once, there)."""
+        return (self._body(),)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Message:
@@ -282,11 +286,11 @@ class MaskedInput(_FromArtist):
     sender: str
     words: np.ndarray
 
-    def _body(self) -> bytes:
+    def _body_parts(self) -> tuple[bytes | memoryview, ...]:
         words = np.ascontiguousarray(self.words, dtype="<u4")
         if words.ndim != 1:
             raise SecureAggregationError(f"masked input must be a 1-D vector, got shape {words.shape}")
-        return pack_u32(words.size) + words.tobytes()
+        return pack_u32(words.size), words.data.cast("B")
 
     @classmethod
     def _parse_body(cls, reader: ByteReader, round_id: int, artist: str) -> MaskedInput:

@@ -112,7 +112,7 @@ class ArtistSession:
         self,
         round_id: int,
         kind: pb.PayloadKind,
-        payload: bytes,
+        payload: bytes | memoryview,
         layout: Layout | None = None,
         *,
         nonce: bytes | None = None,

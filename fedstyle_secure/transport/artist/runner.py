@@ -201,7 +201,8 @@ class ArtistRunner:
         attempt = plan.attempt if plan.phase == "decrypt" else 0
         key = (plan.round_id, plan.phase, plan.masking.session_id, attempt)  # session_id 0 outside masking phases
         if key not in self.sent:
-            self.sent = {key: self._prepare(session, plan)}  # only the latest is ever resent
+            self.sent = {}  # only the latest is ever resent: drop the previous before preparing this one
+            self.sent = {key: self._prepare(session, plan)}
         self.sent[key](session, plan)
 
     def _prepare(self, session: ArtistSession, plan: pb.RoundPlan) -> Send:
@@ -215,7 +216,7 @@ class ArtistRunner:
             vector, layout = self._packed(session, plan)
             if plan.secure_mode == "ckks":  # encrypted and signed, see ckks_client
                 return contribute_step(self._ckks(), round_id, vector, layout)
-            payload = np.asarray(vector, dtype="<f8").tobytes()
+            payload = np.ascontiguousarray(vector, dtype="<f8").data  # sent from the vector: no bytes copy
             return lambda s, p: s.upload(round_id, pb.PAYLOAD_KIND_PLAIN_VECTOR, payload, layout)
         if plan.phase in MASKING_PHASES:  # secagg / secagg+: the contribution is masked, see masking_client
             if self.masking is None:

@@ -1,0 +1,49 @@
+"""The masks' pseudorandom generator and the fixed-point encoding, both computed block by block:
+every length gives exactly the one-shot AES-256-CTR keystream and the one-shot encoding."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from fedstyle_secure.errors import SecureAggregationError
+from fedstyle_secure.secure.masking import fixedpoint, prg
+from fedstyle_secure.secure.masking.fixedpoint import FixedPointCodec
+from fedstyle_secure.secure.masking.prg import MaskGenerator
+
+BLOCK = 8  # words (two AES blocks): small blocks put many boundaries into short masks
+
+
+def _keystream_words(seed: bytes, length: int) -> np.ndarray:
+    encryptor = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
+    return np.frombuffer(encryptor.update(bytes(4 * length)), dtype="<u4").astype(np.uint32)
+
+
+@pytest.mark.parametrize("length", [1, 3, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 5])
+def test_masks_made_block_by_block_are_the_one_shot_keystream(monkeypatch: pytest.MonkeyPatch, length: int) -> None:
+    monkeypatch.setattr(prg, "BLOCK_WORDS", BLOCK)
+    seed, start = os.urandom(prg.SEED_BYTES), np.arange(length, dtype=np.uint32)
+    masks, expected = MaskGenerator(length), _keystream_words(seed, length)
+    added, subtracted = start.copy(), start.copy()
+
+    masks.add_into(added, seed, +1)
+    masks.add_into(subtracted, seed, -1)
+
+    assert np.array_equal(masks.words(seed), expected)
+    assert np.array_equal(added, start + expected) and np.array_equal(subtracted, start - expected)
+    with pytest.raises(SecureAggregationError, match="sign"):
+        masks.add_into(added, seed, 2)
+
+
+@pytest.mark.parametrize("length", [1, BLOCK, 3 * BLOCK + 5])
+def test_encoding_block_by_block_equals_the_levels_modulo_2_32(monkeypatch: pytest.MonkeyPatch, length: int) -> None:
+    monkeypatch.setattr(fixedpoint, "ENCODE_BLOCK_VALUES", BLOCK)
+    codec = FixedPointCodec((-8.0, 8.0), max_clients=64)
+    values = np.random.default_rng(length).uniform(-8.0, 8.0, length)
+
+    assert np.array_equal(codec.encode(values), codec.quantize(values).astype(np.uint32))
+    with pytest.raises(SecureAggregationError, match=f"index {length - 1}"):
+        codec.encode(np.append(values[:-1], 9.0))
