@@ -1,5 +1,6 @@
-"""The masks' pseudorandom generator and the fixed-point encoding, both computed block by block:
-every length gives exactly the one-shot AES-256-CTR keystream and the one-shot encoding."""
+"""The masks' pseudorandom generator and the fixed-point encoding and range check, all computed block
+by block: every length gives exactly the one-shot AES-256-CTR keystream, the one-shot encoding and
+the one-shot check's error."""
 
 from __future__ import annotations
 
@@ -45,5 +46,20 @@ def test_encoding_block_by_block_equals_the_levels_modulo_2_32(monkeypatch: pyte
     values = np.random.default_rng(length).uniform(-8.0, 8.0, length)
 
     assert np.array_equal(codec.encode(values), codec.quantize(values).astype(np.uint32))
+    assert np.array_equal(
+        codec.encode(values.astype(np.float32)), codec.encode(values.astype(np.float32).astype(float))
+    )
     with pytest.raises(SecureAggregationError, match=f"index {length - 1}"):
         codec.encode(np.append(values[:-1], 9.0))
+
+
+def test_the_range_check_names_the_first_offender_and_counts_every_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A float32 vector (what an artist keeps of its contribution when that is lossless) is checked
+    in float64 block by block; the error still names the first offending index and the total count."""
+    monkeypatch.setattr(fixedpoint, "ENCODE_BLOCK_VALUES", BLOCK)
+    codec = FixedPointCodec((-8.0, 8.0), max_clients=64)
+    values = np.zeros(4 * BLOCK, dtype=np.float32)
+    values[[BLOCK + 3, 2 * BLOCK, 4 * BLOCK - 1]] = [np.inf, -9.0, 8.5]
+
+    with pytest.raises(SecureAggregationError, match=rf"inf at index {BLOCK + 3} .*\(3 offending entries\)"):
+        codec.check_in_range(values, owner="artist")

@@ -61,3 +61,12 @@ def pack_as(arrays: Mapping[str, np.ndarray], layout: Layout) -> np.ndarray:
     if actual != layout:
         raise ValueError(f"arrays {list(actual.fields)} do not match the round's layout {list(layout.fields)}")
     return vector
+
+
+def compact_lossless(vector: np.ndarray) -> np.ndarray:
+    """``vector`` as float32 when that loses nothing, else unchanged.  A round's contributions come
+    from float32 models with weight 1, so this halves what is held of a packed contribution (the
+    simulator's per artist while a round's sum forms, an artist's between masking phases); every
+    summation reads its inputs as float64, so the sum is the same."""
+    single = vector.astype(np.float32)
+    return single if np.array_equal(single, vector) else vector

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from fedstyle_secure.errors import ConfigError, PrivacyError
 from fedstyle_secure.federation.client import Broadcast, StyleClient, federation_shape
-from fedstyle_secure.federation.packing import pack_as, unpack
+from fedstyle_secure.federation.packing import compact_lossless, pack_as, unpack
 from fedstyle_secure.federation.reporting import ReportWriter
 from fedstyle_secure.federation.round_layout import FederationShape, round_layout
 from fedstyle_secure.federation.rounds import RoundRules, plan_round, refresh_rounds
@@ -316,7 +316,7 @@ def run_simulation(
         for client in active:
             arrays = _fit_in_turn(turns, client, broadcast, r)
             if layout is not None:
-                packed[client.client_id] = _compact(pack_as(arrays, layout))
+                packed[client.client_id] = compact_lossless(pack_as(arrays, layout))
         losses = _last_losses(active) or [float("nan")]  # no active client: no loss
         bytes_up = 0.0
         if layout is not None:
@@ -365,14 +365,6 @@ def _last_losses(clients: list[StyleClient]) -> list[float]:
             raise RuntimeError(f"{client.client_id} has no training result: fit it before reading its losses")
         losses.extend(client.last_result.losses)
     return losses
-
-
-def _compact(vector: np.ndarray) -> np.ndarray:
-    """``vector`` as float32 when that loses nothing, else unchanged.  A round's contributions come
-    from float32 models with weight 1, so this halves what the simulator holds per artist while the
-    round's sum is formed; every summation reads its inputs as float64, so the sum is the same."""
-    single = vector.astype(np.float32)
-    return single if np.array_equal(single, vector) else vector
 
 
 def _fit_in_turn(turns: TurnTaking, client: StyleClient, broadcast: Broadcast, round_id: int) -> dict[str, np.ndarray]:

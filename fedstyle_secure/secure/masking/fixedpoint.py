@@ -60,15 +60,28 @@ class FixedPointCodec:
         return count * 0.5 * self.resolution
 
     def check_in_range(self, values: np.ndarray, *, owner: str) -> None:
-        """Raise naming ``owner``, the first offending index and value if any entry is non-finite or out of range."""
+        """Raise naming ``owner``, the first offending index and value if any entry is non-finite or
+        out of range; checked in float64, :data:`ENCODE_BLOCK_VALUES` at a time (no full-length copy
+        of a float32 vector)."""
+        flat = np.asarray(values).reshape(-1)
+        for start in range(0, flat.size, ENCODE_BLOCK_VALUES):
+            bad = self._out_of_range(flat[start : start + ENCODE_BLOCK_VALUES])
+            if bad.any():
+                index = start + int(np.flatnonzero(bad)[0])
+                count = sum(
+                    int(self._out_of_range(flat[s : s + ENCODE_BLOCK_VALUES]).sum())
+                    for s in range(start, flat.size, ENCODE_BLOCK_VALUES)
+                )
+                low, high = self.clip_range
+                raise SecureAggregationError(
+                    f"{owner}: value {float(flat[index])!r} at index {index} is outside the clipping range "
+                    f"[{low}, {high}] ({count} offending entries); clip it before aggregation"
+                )
+
+    def _out_of_range(self, block: np.ndarray) -> np.ndarray:
+        x = np.asarray(block, dtype=np.float64)
         low, high = self.clip_range
-        bad = ~(np.isfinite(values) & (values >= low) & (values <= high))
-        if bad.any():
-            index = int(np.flatnonzero(bad)[0])
-            raise SecureAggregationError(
-                f"{owner}: value {float(values[index])!r} at index {index} is outside the clipping range "
-                f"[{low}, {high}] ({int(bad.sum())} offending entries); clip it before aggregation"
-            )
+        return ~(np.isfinite(x) & (x >= low) & (x <= high))
 
     def quantize(self, values: np.ndarray, *, owner: str = "input") -> np.ndarray:
         """Signed integer levels (int64) of a 1-D float vector; rejects out-of-range values."""
@@ -77,12 +90,12 @@ class FixedPointCodec:
         return self._levels(x)
 
     def _levels(self, x: np.ndarray) -> np.ndarray:
-        return np.rint(x * self.scale).astype(np.int64)
+        return np.rint(np.asarray(x, dtype=np.float64) * self.scale).astype(np.int64)
 
     def encode(self, values: np.ndarray, *, owner: str = "input") -> np.ndarray:
         """uint32 words ``quantize(values) mod 2^32``, converted :data:`ENCODE_BLOCK_VALUES` at a time
         (an artist's model update is millions of values: no full-length float64 and int64 copies)."""
-        x = np.asarray(values, dtype=np.float64)
+        x = np.asarray(values)
         self.check_in_range(x, owner=owner)
         words = np.empty(x.shape, dtype=np.uint32)
         for start in range(0, x.size, ENCODE_BLOCK_VALUES):

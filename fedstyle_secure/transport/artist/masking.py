@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.federation.masking_session import FETCH_NAMES, MaskingParams, check_session_id, round_config
-from fedstyle_secure.federation.packing import Layout
+from fedstyle_secure.federation.packing import Layout, compact_lossless
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.secure.masking import MaskingArtist, MaskingArtistState, MaskingPhase
 from fedstyle_secure.secure.masking.config import RoundConfig
@@ -117,7 +117,8 @@ class MaskingClient:
         """The round's packed vector: computed once by ``pack_once``, reused by retried sessions."""
         self._check_not_earlier(round_id)
         if round_id not in self._vectors:
-            self._vectors = {round_id: pack_once()}  # only the current round's is kept
+            vector, layout = pack_once()
+            self._vectors = {round_id: (compact_lossless(vector), layout)}  # only the current round's is kept
             self._save()
         return self._vectors[round_id]
 
@@ -213,16 +214,14 @@ class MaskingClient:
         """Start the plan's session for ``vector`` (every entry in the plan's value range); the signed keys."""
         params = self.check_can_advertise(plan)
         config = session_config(plan, int(vector.size))
-        config.codec.check_in_range(
-            np.asarray(vector, dtype=np.float64), owner=f"round {plan.round_id} contribution of {self.artist_id}"
-        )
+        config.codec.check_in_range(vector, owner=f"round {plan.round_id} contribution of {self.artist_id}")
         machine = MaskingArtist(config, self.artist_id, self.identity_key, self.identity_publics)
         message = machine.advertise_keys().to_bytes()
         if self.journal is not None:
             self.journal.record_advertised(params.session_id, plan.round_id)  # durable before the keys leave
         self._used.add(params.session_id)
         self._latest_round = max(self._latest_round, plan.round_id)
-        self._current = _Session(plan.round_id, params.session_id, machine, np.asarray(vector, dtype=np.float64), plan)
+        self._current = _Session(plan.round_id, params.session_id, machine, vector, plan)
         self._save()  # before the keys leave the process
         return message
 
