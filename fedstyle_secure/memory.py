@@ -6,8 +6,8 @@ it ever held (feature extraction's backbone and image batches, a round's autogra
 Measured with ``scripts/bench_scale.py --artist-process`` (12 artworks, cold feature cache): 627 MB
 resident after extraction without :func:`return_freed_memory`, 458 MB with it.  With ``[client]
 compact_memory`` (the inputs built by :func:`call_in_fresh_process`, and
-:func:`compact_this_process`): 271 MB after building, 288 MB after a round, peak 298 MB; without
-(``--no-compact-memory``): 299 / 330 MB, peak 529 MB.  The glibc calls are no-ops where there is
+:func:`compact_this_process`): 268 MB after building, 284 MB after a round, peak 294 MB; without
+(``--no-compact-memory``, an earlier run): 299 / 330 MB, peak 529 MB.  The glibc calls are no-ops where there is
 no glibc.
 """
 
