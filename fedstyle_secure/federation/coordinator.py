@@ -46,7 +46,7 @@ from fedstyle_secure.federation.masking_session import (
     round_config,
     session_id,
 )
-from fedstyle_secure.federation.packing import Layout, unpack
+from fedstyle_secure.federation.packing import Layout, compact_lossless, unpack
 from fedstyle_secure.federation.rejections import Duplicate, Malformed, PastDeadline, WrongRound
 from fedstyle_secure.federation.round_layout import FederationShape, round_layout, round_value_range
 from fedstyle_secure.federation.rounds import FINAL, RoundRules
@@ -392,6 +392,7 @@ class Coordinator:
                 )
             except InvalidSum as exc:
                 raise Malformed(f"{what} refused: {exc}") from exc
+            value = compact_lossless(value)  # kept until the phase closes: float32 halves it where exact
         self._accept(artist, value, nonce, now)
 
     def _check_layout(self, artist: str, round_id: int, layout: Layout) -> Layout:
