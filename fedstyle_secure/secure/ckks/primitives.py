@@ -168,7 +168,7 @@ class CkksContext:
         self.params = params
         self.key_id = key_id
         self._context = context
-        self._pending: tuple[bytes, bool, str] | None = None  # (TenSEAL bytes, claimed secret, what) until parsed
+        self._pending: tuple[bytes, bool, str] | None = None  # a deferred load's (TenSEAL bytes, claimed secret, what)
 
     @classmethod
     def generate(cls, params: CkksParams | None = None, *, n_threads: int | None = None) -> CkksContext:
@@ -192,7 +192,7 @@ class CkksContext:
     def has_secret_key(self) -> bool:
         """Whether the key material holds the secret key (before parsing: the header's claim, which
         parsing checks)."""
-        if self._context is None and self._pending is not None:
+        if self._context is None and self._pending is not None:  # not parsed yet
             return self._pending[1]
         return bool(self.tenseal.has_secret_key())
 
@@ -204,14 +204,15 @@ class CkksContext:
 
     @property
     def tenseal(self) -> ts.Context:
-        """The TenSEAL context; a deferred one is parsed and checked here, failing closed every time."""
-        if self._context is None:
+        """The TenSEAL context; a deferred one is parsed and checked here, failing closed every time.
+        Server threads may ask at once: each may parse (the same bytes), none sees a half-set state."""
+        context = self._context
+        if context is None:
             if self._pending is None:
                 raise SecureAggregationError("CKKS context without TenSEAL key material")
-            raw, claims_secret, what = self._pending
-            self._context = _parse_tenseal(raw, self.params, claims_secret, what)
-            self._pending = None
-        return self._context
+            raw, claims_secret, what = self._pending  # kept: clearing it would race with a second caller
+            context = self._context = _parse_tenseal(raw, self.params, claims_secret, what)
+        return context
 
     def check_key_material(self) -> None:
         """Parse and check a deferred context's TenSEAL part now (raises :class:`SecureAggregationError`)."""
