@@ -90,8 +90,8 @@ def limit_malloc_arenas() -> None:
     keeps its freed blocks: a gRPC process whose calls run on a pool of threads holds the high-water
     mark of every thread's payloads.  Measured with ``scripts/bench_scale.py --loopback 16``
     (``MALLOC_ARENA_MAX=2`` for every process): the server's peak 774 -> 663 MB plain and 620 -> 513 MB
-    with secagg+, an artist 2 MB less at the end; seconds per round within the run-to-run spread.
-    Python holds the GIL while it allocates, so the threads hardly ever contend for an arena."""
+    with secagg+, an artist 2 MB less at the end; seconds per round within the run-to-run spread
+    (threads then share arenas: no contention showed in those figures)."""
     libc = _libc()
     if libc is not None:
         libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
