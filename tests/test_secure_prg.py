@@ -37,6 +37,8 @@ def test_masks_made_block_by_block_are_the_one_shot_keystream(monkeypatch: pytes
     assert np.array_equal(added, start + expected) and np.array_equal(subtracted, start - expected)
     with pytest.raises(SecureAggregationError, match="sign"):
         masks.add_into(added, seed, 2)
+    with pytest.raises(SecureAggregationError, match="accumulator of shape"):  # never a masked prefix only
+        masks.add_into(np.zeros(length + 1, dtype=np.uint32), seed, +1)
 
 
 @pytest.mark.parametrize("length", [1, BLOCK, 3 * BLOCK + 5])

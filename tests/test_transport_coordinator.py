@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.federation.coordinator import Coordinator, Phase, Schedule
 from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.federation.rejections import Malformed
 from fedstyle_secure.federation.round_layout import FederationShape, ModelShape
 from fedstyle_secure.federation.strategy import initial_state
+from fedstyle_secure.secure.ckks.primitives import CkksContext
 
 ROSTER = ("a", "b", "c")
 SHAPE = FederationShape(feature_dim=3, embedding_dim=4, public_count=2, model=ModelShape.everything(5))  # the plan
@@ -54,6 +55,19 @@ def test_plain_contributions_are_held_in_float32_only_where_that_is_exact():
     assert held["a"].dtype == np.float32 and held["b"].dtype == np.float64
     _submit(c, "c", 1.0, 1.0, b"3")
     np.testing.assert_allclose(c.standardisation[0], (0.5 + 0.1 + 1.0) / 3, rtol=1e-6)  # stored as float32
+
+
+def test_a_ckks_server_with_a_bad_key_file_refuses_to_start_instead_of_failing_every_round():
+    """The key store defers TenSEAL's parse of the server's context; a 'ckks' coordinator parses and
+    checks it when it starts, so a damaged file stops the server at once (every artist's contribution
+    would otherwise be refused at the first CKKS round, blaming the artists)."""
+    data = CkksContext.generate().public().serialize()
+    damaged = CkksContext.load_deferred(data[:-64] + bytes(64))
+    schedule = Schedule(rounds=1, quorum=2, phase_seconds=10, max_retries=1, startup_seconds=0, secure_mode="ckks")
+    c = Coordinator(schedule=schedule, roster=ROSTER, state=initial_state(3, 4, None), shape=SHAPE, ckks=damaged)
+
+    with pytest.raises(SecureAggregationError, match="TenSEAL cannot parse"):
+        c.start(now=0.0)
 
 
 def test_quorum_at_the_deadline_proceeds_without_stragglers():

@@ -221,8 +221,10 @@ class Coordinator:
     def start(self, now: float) -> None:
         """Open the first round not yet completed (``state.round`` counts completed training rounds)."""
         self.schedule.validate(len(self.roster))
-        if self.schedule.secure_mode == "ckks" and self.ckks is None:
-            raise SecureAggregationError("secure_mode 'ckks' needs the server's public CKKS context")
+        if self.schedule.secure_mode == "ckks":
+            if self.ckks is None:
+                raise SecureAggregationError("secure_mode 'ckks' needs the server's public CKKS context")
+            self.ckks.check_key_material()  # a bad key file stops the server here, not every artist's round
         needs_identities = is_masking_mode(self.schedule.secure_mode) or self.schedule.secure_mode == "ckks"
         if needs_identities and not set(self.roster) <= set(self.identity_publics):
             raise SecureAggregationError(

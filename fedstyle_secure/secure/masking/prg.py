@@ -55,6 +55,8 @@ class MaskGenerator:
         """``accumulator += sign * PRG(seed)`` in place, modulo 2^32 (``sign`` is +1 or -1)."""
         if sign not in (1, -1):
             raise SecureAggregationError(f"mask sign must be +1 or -1, got {sign}")
+        if accumulator.shape != (self.length,):  # masking only a prefix would leave the rest in clear
+            raise SecureAggregationError(f"mask of {self.length} words for an accumulator of shape {accumulator.shape}")
         combine = np.add if sign == 1 else np.subtract
         for positions, words in self._blocks(seed):
             part = accumulator[positions]
