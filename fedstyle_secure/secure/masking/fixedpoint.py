@@ -90,17 +90,20 @@ class FixedPointCodec:
         return self._levels(x)
 
     def _levels(self, x: np.ndarray) -> np.ndarray:
-        return np.rint(np.asarray(x, dtype=np.float64) * self.scale).astype(np.int64)
+        """Integer levels of float64 values ``x`` (checked in range)."""
+        return np.rint(x * self.scale).astype(np.int64)
 
     def encode(self, values: np.ndarray, *, owner: str = "input") -> np.ndarray:
         """uint32 words ``quantize(values) mod 2^32``, converted :data:`ENCODE_BLOCK_VALUES` at a time
         (an artist's model update is millions of values: no full-length float64 and int64 copies)."""
         x = np.asarray(values)
-        self.check_in_range(x, owner=owner)
         words = np.empty(x.shape, dtype=np.uint32)
-        for start in range(0, x.size, ENCODE_BLOCK_VALUES):
-            block = slice(start, start + ENCODE_BLOCK_VALUES)
-            words[block] = self._levels(x[block]).astype(np.uint32)
+        flat, out = x.reshape(-1), words.reshape(-1)
+        for start in range(0, flat.size, ENCODE_BLOCK_VALUES):  # each block converted to float64 once
+            block = np.asarray(flat[start : start + ENCODE_BLOCK_VALUES], dtype=np.float64)
+            if self._out_of_range(block).any():
+                self.check_in_range(x, owner=owner)  # raises, naming the first offender and the count
+            out[start : start + block.size] = self._levels(block).astype(np.uint32)
         return words
 
     def dequantize(self, levels: np.ndarray) -> np.ndarray:
