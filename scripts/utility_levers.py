@@ -3,11 +3,11 @@
 
 Each variant is ``key=value`` pairs joined by ``+`` (encoder: head, whitening_shrinkage, hidden_dim,
 dropout, embedding_dim; local: lr, tau, optimizer, epochs, instance_weight, classifier_weight,
-alignment_weight, batch_size, margin; server optimiser: srv=avg|avgm|adam, slr, smom; ``rounds=N``;
-``pretrain=N`` public warm-start steps; ``pub=met|generated``; ``alg=NAME``; ``eps=E``: under DP at E
-with the default plan and encoder, seeded noise, encoder keys override; ``mintrain=N``: the plan's
-DP-SGD portfolio threshold).  ``frozen``, ``probe`` and ``dpref=E`` (frozen + DP prototypes) print
-the reference rows.
+alignment_weight, batch_size, margin; server optimiser: srv=avg|avgm|adam, slr, smom, sb2 (Adam
+beta2), seps (Adam eps); ``rounds=N``; ``pretrain=N`` public warm-start steps;
+``pub=met|generated``; ``alg=NAME``; ``eps=E``: under DP at E with the default plan and encoder,
+seeded noise, encoder keys override; ``mintrain=N``: the plan's DP-SGD portfolio threshold).
+``frozen``, ``probe`` and ``dpref=E`` (frozen + DP prototypes) print the reference rows.
 Prints one JSON line per (seed, variant): final artist accuracy, mAP, seconds and the accuracy
 every 4 rounds.
 
@@ -58,6 +58,8 @@ SERVER: dict[str, tuple[str, Callable[[str], Any]]] = {
     "srv": ("kind", str),
     "slr": ("lr", float),
     "smom": ("momentum", float),
+    "sb2": ("beta2", float),
+    "seps": ("eps", float),
 }
 
 

@@ -171,6 +171,24 @@ def test_a_deferred_context_checks_its_key_material_on_first_use_and_fails_close
     assert np.allclose(encrypt(deferred, np.arange(4.0)).decrypt(), np.arange(4.0), atol=1e-3)
 
 
+def test_a_context_whose_primes_are_reordered_is_refused(context: CkksContext) -> None:
+    """Attack: a crafted key file declares the default chain (60, 40, 60) but holds a TenSEAL context
+    of (40, 60, 60): same ring, prime count and total bits, yet the first prime no longer exceeds the
+    scale, so sums would wrap around silently.  Only the order of the primes tells them apart."""
+    import tenseal as ts
+
+    declared = CkksParams()
+    crafted = ts.context(
+        ts.SCHEME_TYPE.CKKS, 8192, coeff_mod_bit_sizes=[40, 60, 60], encryption_type=ts.ENCRYPTION_TYPE.SYMMETRIC
+    )
+    crafted.global_scale = 2.0**declared.scale_bits
+    forged = CkksContext(declared, context.key_id, crafted).serialize()
+
+    with pytest.raises(SecureAggregationError, match=r"primes of \[40, 60, 60\] bits"):
+        CkksContext.load(forged)
+    assert CkksContext.load(context.serialize()).params == declared
+
+
 @pytest.mark.parametrize(
     "params, message",
     [

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fedstyle_secure.transport.artist.channel import ArtistSession
-from fedstyle_secure.transport.wire import WireError, chunk_payload, join_chunks, pb, to_tensor
+from fedstyle_secure.transport.wire import WireError, chunk_payload, join_chunks, pb, to_tensor, vector_payload
 
 
 class _FakeBroadcastStub:
@@ -55,3 +55,16 @@ def test_chunked_payloads_reassemble_exactly(size: int) -> None:
     assert [c.HasField("header") for c in chunks] == [True] + [False] * (len(chunks) - 1)
     header, joined = join_chunks(chunks, max_bytes=16)
     assert joined == payload and header.total_bytes == size and header.round_id == 2
+
+
+@pytest.mark.parametrize("dtype", ["<f8", ">f8", "<f4", ">f4"])
+def test_a_vector_goes_on_the_wire_as_little_endian_float64_whatever_its_dtype(dtype: str) -> None:
+    """``vector_payload`` is the one encoding of plain vectors: a float32 or big-endian vector is
+    converted, never sent as its raw bytes (which the server would read as other values); a vector
+    already in the wire form is sent from its own memory."""
+    vector = np.linspace(-2.5, 3.0, 11).astype(dtype)
+    chunks = chunk_payload(vector_payload(vector), round_id=1, kind=pb.PAYLOAD_KIND_PLAIN_VECTOR, chunk_bytes=16)
+    _, joined = join_chunks(chunks, max_bytes=1024)
+
+    np.testing.assert_array_equal(np.frombuffer(joined, dtype="<f8"), vector.astype(np.float64))
+    assert np.shares_memory(np.frombuffer(vector_payload(vector), dtype="<f8"), vector) == (dtype == "<f8")

@@ -153,6 +153,8 @@ class PayloadTooLarge(WireError):
     """A payload over the configured limit (maps to RESOURCE_EXHAUSTED)."""
 
 
-def vector_bytes(vector: np.ndarray) -> bytes:
-    """A 1-D float64 vector as little-endian bytes."""
-    return np.ascontiguousarray(vector, dtype="<f8").reshape(-1).tobytes()
+def vector_payload(vector: np.ndarray) -> memoryview:
+    """A vector's wire form: its values as little-endian float64, flattened (a view of ``vector``'s
+    memory when it already is that, else of one converted copy).  The only encoding of plain
+    vectors on the wire; :func:`chunk_payload` sends whatever buffer it is given as is."""
+    return np.ascontiguousarray(vector, dtype="<f8").reshape(-1).data.cast("B")

@@ -36,6 +36,7 @@ This module is pure: no file or network I/O.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -307,14 +308,27 @@ def _check_tenseal_params(params: CkksParams, context: ts.Context, what: str) ->
         )
     key_level = context.seal_context().data.key_context_data()
     degree = key_level.parms().poly_modulus_degree()
-    total_bits = key_level.total_coeff_modulus_bit_count()
-    primes = key_level.chain_index() + 1
-    chain = params.coeff_mod_bit_sizes
-    if (degree, total_bits, primes) != (params.poly_modulus_degree, sum(chain), len(chain)):
+    chain = _coeff_modulus_bit_sizes(key_level)
+    if (degree, chain) != (params.poly_modulus_degree, list(params.coeff_mod_bit_sizes)):
         raise SecureAggregationError(
-            f"{what}: TenSEAL parameters (N={degree}, {primes} primes, {total_bits} bits) differ from the "
+            f"{what}: TenSEAL parameters (N={degree}, primes of {chain} bits) differ from the "
             f"declared {params.to_json()}"
         )
+
+
+def _coeff_modulus_bit_sizes(key_level: Any) -> list[int]:
+    """The bit size of every prime of the coefficient modulus, in order.
+
+    TenSEAL's bindings cannot return SEAL's ``Modulus`` objects, but every level of the modulus chain
+    drops the last prime of the level above, so the drop in total bits from one level to the next is
+    that prime's size (the key level holds them all; the last level keeps only the first)."""
+    totals = []
+    level = key_level
+    while level is not None:
+        totals.append(int(level.total_coeff_modulus_bit_count()))
+        level = level.next_context_data()
+    dropped = [above - below for above, below in itertools.pairwise(totals)]
+    return [totals[-1], *reversed(dropped)]
 
 
 def chunk_bounds(length: int, slots: int) -> list[tuple[int, int]]:

@@ -46,7 +46,7 @@ from fedstyle_secure.secure.ckks.primitives import CkksSum, encrypt, released_pl
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.transport.artist.channel import ArtistSession
 from fedstyle_secure.transport.artist.state import CkksGuardJournal
-from fedstyle_secure.transport.wire import pb
+from fedstyle_secure.transport.wire import pb, vector_payload
 
 log = logging.getLogger(__name__)
 Send = Callable[[ArtistSession, pb.RoundPlan], object]
@@ -168,7 +168,7 @@ class CkksClient:
             commits = session.commit_decryption(
                 plan.round_id, plan.attempt, digest, signature, wait_seconds=min(remaining, MAX_COMMIT_POLL_SECONDS)
             )
-        return np.asarray(released_plaintext(total.result(), self.noise), dtype="<f8").tobytes()
+        return bytes(vector_payload(released_plaintext(total.result(), self.noise)))
 
 
 def ckks_client(

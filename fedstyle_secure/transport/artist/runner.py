@@ -48,7 +48,7 @@ from fedstyle_secure.transport.artist.state import StartingModelPin
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.dp_config import announced_dp
 from fedstyle_secure.transport.federation_model import public_bank, starting_model
-from fedstyle_secure.transport.wire import pb
+from fedstyle_secure.transport.wire import pb, vector_payload
 
 log = logging.getLogger(__name__)
 # UNAUTHENTICATED: the server restarted (sessions are not persisted); ALREADY_EXISTS at
@@ -216,7 +216,7 @@ class ArtistRunner:
             vector, layout = self._packed(session, plan)
             if plan.secure_mode == "ckks":  # encrypted and signed, see ckks_client
                 return contribute_step(self._ckks(), round_id, vector, layout)
-            payload = np.ascontiguousarray(vector, dtype="<f8").data  # sent from the vector: no bytes copy
+            payload = vector_payload(vector)  # sent from the vector's memory: no bytes copy
             return lambda s, p: s.upload(round_id, pb.PAYLOAD_KIND_PLAIN_VECTOR, payload, layout)
         if plan.phase in MASKING_PHASES:  # secagg / secagg+: the contribution is masked, see masking_client
             if self.masking is None:
