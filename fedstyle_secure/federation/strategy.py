@@ -109,7 +109,7 @@ class ServerOptimizer:
     artworks a client takes one SGD step per local epoch, so plain averaging makes ~2 full-batch
     steps a round, 40 in 20 rounds against the ~700 minibatch steps of pooled training; the
     per-parameter normalised step keeps going where the clients agree round after round.  Measured
-    (README lever study, 3 seeds): it lifts painters-dev and synthetic mAP and holds wikiart-dev,
+    (docs/utility_levers.md, 3 seeds): it lifts painters-dev and synthetic mAP and holds wikiart-dev,
     whose larger portfolios already take several local steps.  FedAvgM (momentum 0.9, lr 1) cost
     wikiart-dev; Adam at lr 0.02 cost synthetic accuracy."""
 

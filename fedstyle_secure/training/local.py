@@ -49,8 +49,8 @@ class LocalConfig:
     SGD keeps FedAvg the sum of the clients' gradients.  ``tau = 0.1`` sharpened the prototype
     softmax (0.525 -> 0.59 with Adam).  ``lr = 0.5`` (was 0.3): under the server's FedAdam step the
     local lr sets the direction of each round's update more than its size; 0.5 lifted every
-    parameter-averaging algorithm on painters-dev, wikiart-dev and synthetic (3 seeds, README lever
-    study); 0.8 cost wikiart-dev accuracy."""
+    parameter-averaging algorithm on painters-dev, wikiart-dev and synthetic (3 seeds,
+    docs/utility_levers.md); 0.8 cost wikiart-dev accuracy."""
 
     epochs: int = 2
     batch_size: int = 16
