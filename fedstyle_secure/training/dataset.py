@@ -15,7 +15,7 @@ from fedstyle_secure.data.images import (
     load_image_folder,
     load_public_folder,
 )
-from fedstyle_secure.data.public import GENERATED_PUBLIC_IMAGES, default_public_set, load_public_set
+from fedstyle_secure.data.public import default_public_set, load_public_set
 from fedstyle_secure.data.split import DEFAULT_QUERY_FRACTION, Split, split_per_artist
 from fedstyle_secure.data.synth import generate_artworks
 from fedstyle_secure.errors import ConfigError
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SYNTHETIC_ARTISTS = 8
 DEFAULT_SYNTHETIC_PER_ARTIST = 24
-DEFAULT_PUBLIC_IMAGES = GENERATED_PUBLIC_IMAGES
 
 
 @dataclass(frozen=True)
