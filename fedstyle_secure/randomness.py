@@ -153,13 +153,21 @@ class NoiseSource(ABC):
 
 
 class CsprngNoise(NoiseSource):
-    """ChaCha20 keystream under a key from ``os.urandom``: unpredictable to everyone else (thread-safe)."""
+    """ChaCha20 keystream under a key from ``os.urandom``: unpredictable to everyone else (thread-safe).
+
+    ``key``: a secret 256-bit key drawn from ``os.urandom`` earlier and kept by the artist alone; a
+    source made again from the same key repeats the same draws.  For a release that must come out
+    bit for bit the same when it is asked for again after a restart (a CKKS decryption, see
+    :class:`~fedstyle_secure.secure.ckks.decryption.DecryptionGuard`): fresh noise per request
+    would let whoever asks average it away."""
 
     name = SECURE_NOISE_SOURCE
     secure = True
 
-    def __init__(self) -> None:
-        self._key = os.urandom(KEY_BYTES)
+    def __init__(self, key: bytes | None = None) -> None:
+        if key is not None and len(key) != KEY_BYTES:
+            raise PrivacyError(f"a noise key must be {KEY_BYTES} bytes, got {len(key)}")
+        self._key = os.urandom(KEY_BYTES) if key is None else bytes(key)
         self._requests = 0
         self._lock = threading.Lock()
 

@@ -154,7 +154,7 @@ def run_grid(modes: Sequence[str], dims: Sequence[int], clients: Sequence[int], 
         for d in sorted(dims):
             for n in sorted(clients):
                 if reference is not None:
-                    estimate = reference.wall_seconds * WORK[mode](n, d) / WORK[mode](reference.n, reference.d)  # type: ignore[operator]
+                    estimate = reference.wall_seconds * WORK[mode](n, d) / WORK[mode](reference.n, reference.d)
                     if estimate > budget:
                         source = f"n={reference.n}, d={reference.d}"
                         reason = f"estimated {estimate:.0f} s > budget {budget:.0f} s (from {source})"
@@ -269,8 +269,8 @@ def growth_rows(cells: Sequence[Cell]) -> list[list[str]]:
                         str(c.n),
                         f"{c.n / base.n:.1f}",
                         f"{math.log2(c.n) / math.log2(base.n):.2f}",
-                        f"{c.artist_seconds / base.artist_seconds:.2f}",  # type: ignore[operator]
-                        f"{c.bytes_up / base.bytes_up:.2f}",  # type: ignore[operator]
+                        f"{c.artist_seconds / base.artist_seconds:.2f}",
+                        f"{c.bytes_up / base.bytes_up:.2f}",
                     ]
                 )
     return rows
@@ -292,17 +292,17 @@ def target_lines(cells: Sequence[Cell]) -> list[str]:
     secagg = _find(cells, "secagg", 262_144, 50)
     lines.append(
         "secagg bytes up <= 1.5x plain float32 at d=262,144, n=50: "
-        + (f"{secagg.up_ratio:.3f}x -> {verdict(secagg.up_ratio <= 1.5)}" if secagg else "not measured")  # type: ignore[operator]
+        + (f"{secagg.up_ratio:.3f}x -> {verdict(secagg.up_ratio <= 1.5)}" if secagg else "not measured")
     )
     ckks = _find(cells, "ckks", 262_144)
     lines.append(
         "ckks bytes up <= 20x plain float32 at d=262,144: "
-        + (f"{ckks.up_ratio:.2f}x (n={ckks.n}) -> {verdict(ckks.up_ratio <= 20)}" if ckks else "not measured")  # type: ignore[operator]
+        + (f"{ckks.up_ratio:.2f}x (n={ckks.n}) -> {verdict(ckks.up_ratio <= 20)}" if ckks else "not measured")
     )
     server = _find(cells, "ckks", 32_768, 200)
     lines.append(
         "ckks server aggregation n=200, d=32,768 within a few (<= 5) seconds: "
-        + (f"{server.server_seconds:.2f} s -> {verdict(server.server_seconds <= 5)}" if server else "not measured")  # type: ignore[operator]
+        + (f"{server.server_seconds:.2f} s -> {verdict(server.server_seconds <= 5)}" if server else "not measured")
     )
     return lines
 

@@ -32,10 +32,11 @@ TARGET = ARTISTS[0]
 
 
 class Run:
-    """A secagg run of the 3 non-DP artists over the FAKE grid, driven phase by phase."""
+    """A run of the 3 non-DP artists over the FAKE grid (secagg unless ``secure`` says otherwise),
+    driven phase by phase."""
 
-    def __init__(self, work: Path, data: Path) -> None:
-        self.configs = machines(work, data, "secagg", math.inf)
+    def __init__(self, work: Path, data: Path, secure: str = "secagg") -> None:
+        self.configs = machines(work, data, secure, math.inf)
         config = load_server_config(self.configs.server)
         keys = load_server_keys(config.keys)
         self.grid = InProcessGrid(client_app([self.configs.artists[a] for a in ARTISTS]), len(ARTISTS))
@@ -43,10 +44,11 @@ class Run:
         self.nodes = {a: n for n, a in self.federation.binding.artists.items()}
         self.state = {a: self.configs.artists[a].parent / "state" for a in ARTISTS}
 
-    def until(self, phase: str) -> None:
-        """Run the real phases until the coordinator's plan is ``phase`` (not yet sent)."""
+    def until(self, phase: str, round_id: int | None = None) -> None:
+        """Run the real phases until the coordinator's plan is ``phase`` (of ``round_id`` if given; not yet sent)."""
         for _ in range(12):
-            if self.federation.coordinator.plan().phase.value == phase:
+            plan = self.federation.coordinator.plan()
+            if plan.phase.value == phase and round_id in (None, plan.round_id):
                 assert self.federation.refusals == []
                 return
             self.federation.run_phase()
@@ -199,7 +201,7 @@ def test_a_server_cannot_make_an_artist_warm_start_again_by_changing_the_plan(tm
     for seed in (101, 102):
         crafted = copied(advertise)
         crafted.plan.seed, crafted.plan.public_pretrain_steps = seed, 2
-        with pytest.raises(ConfigError, match="another starting model than this run's first plan.*seed 0 -> "):
+        with pytest.raises(ConfigError, match="other run parameters than this run's first plan.*seed 0 -> "):
             run.deliver(TARGET, "advertise", crafted)
     assert len(calls) <= 1, f"{len(calls)} warm starts for one artist in one run"
     run.until("share")  # the genuine plan still goes on: the run finishes with everyone

@@ -4,6 +4,7 @@ committee rule, the checks of a contribution set, the decryptor's memory, the se
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -167,6 +168,31 @@ def test_guard_commits_once_per_attempt_and_never_contributes_to_another_attempt
     with pytest.raises(SecureAggregationError, match="attempts only go forward"):
         fresh.commit(first, b"4" * 32)
     guard.may_sign(Attempt(3, 0, context.fingerprint))  # a new round starts afresh
+
+
+def test_the_release_noise_of_a_commitment_repeats_across_restarts_and_is_fresh_for_the_next(context):
+    """One release per commitment: the flooding noise of a committed set's decryption is the same draw
+    from the same guard and from the guard restored from its journal (a restarted process), so a
+    replayed decrypt message cannot collect fresh noise to average; another round's commitment gets
+    another key, and a set not committed to gets none."""
+    guard = DecryptionGuard()
+    at, digest = Attempt(2, 0, context.fingerprint), b"1" * 32
+    with pytest.raises(SecureAggregationError, match="did not commit"):
+        guard.release_noise(at, digest)
+    guard.commit(at, digest)
+    first = guard.release_noise(at, digest).gaussian(1.0, 64)
+    restored = DecryptionGuard.from_dict(json.loads(json.dumps(guard.to_dict())))
+
+    np.testing.assert_array_equal(guard.release_noise(at, digest).gaussian(1.0, 64), first)
+    np.testing.assert_array_equal(restored.release_noise(at, digest).gaussian(1.0, 64), first)
+    with pytest.raises(SecureAggregationError, match="did not commit"):
+        restored.release_noise(at, b"2" * 32)
+    later = Attempt(3, 0, context.fingerprint)
+    restored.commit(later, digest)
+    assert not np.array_equal(restored.release_noise(later, digest).gaussian(1.0, 64), first)
+    without_key = {**guard.to_dict(), "release_key": None}
+    with pytest.raises(SecureAggregationError, match="needs its release key"):
+        DecryptionGuard.from_dict(without_key)
 
 
 def _isolates_one_artist(sets: list[frozenset[int]], n: int) -> bool:

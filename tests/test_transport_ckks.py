@@ -98,7 +98,7 @@ class Federation:
                 ClientConfig(keys=keys, data=tmp_path, artist=artist),
                 artist_keys,
                 client=FeatureMomentsOnly(VALUES[artist], self.coordinator.shape),
-            )  # type: ignore[arg-type]
+            )
             runner.ckks = CkksClient(artist_keys, clock=self.clock)
             self.parties[artist] = Party(artist_keys, channel, ArtistSession.register(channel, artist_keys), runner)
 
@@ -140,12 +140,12 @@ class Federation:
         def take(artist: str, round_id: int, payload: bytes, nonce: bytes, now: float) -> None:
             self.stolen[artist] = payload
 
-        c.commit_decryption = commit  # type: ignore[method-assign]
-        c.decryption_commits = lambda artist, round_id: (c.attempt, dict(self.commitments))  # type: ignore
-        c.submit_decrypted = take  # type: ignore[method-assign]
+        c.commit_decryption = commit
+        c.decryption_commits = lambda artist, round_id: (c.attempt, dict(self.commitments))
+        c.submit_decrypted = take
 
     def refusal(self, artist: str) -> str:
-        return self.parties[artist].runner.ckks.last_refusal or ""  # type: ignore[union-attr]
+        return self.parties[artist].runner.ckks.last_refusal or ""
 
     def close(self) -> None:
         for party in self.parties.values():
@@ -175,7 +175,7 @@ def _serve_listing(
         attempt, contributions, sizes = real(artist, round_id)
         return attempt, listing(artist, contributions, sizes), sizes
 
-    f.coordinator.contribution_set = lying  # type: ignore[method-assign]
+    f.coordinator.contribution_set = lying
 
 
 def test_honest_round_committee_decrypts_the_verified_sum(federation):
@@ -280,7 +280,7 @@ def test_server_substituting_a_ciphertext_or_a_signature_gets_no_plaintext(feder
             for c in contributions
         ]
 
-    f.coordinator.contribution_payload = substituted  # type: ignore[method-assign]
+    f.coordinator.contribution_payload = substituted
     _serve_listing(f, resigned)
     f.act(committee)
     _no_plaintext_reached_the_server(f)
@@ -332,6 +332,41 @@ def test_server_showing_the_two_members_different_sets_gets_no_plaintext(keys, t
         f.close()
 
 
+def test_server_answering_every_commit_poll_at_once_gets_no_busy_wait_and_no_plaintext(keys, tmp_path, monkeypatch):
+    """The server says the committee has committed (its long poll returns at once) but shows each
+    member only its own commitment, with a deadline of its choosing.  A member must neither decrypt
+    nor spin: between polls that bring nothing new it pauses (here a fake sleep that advances the
+    fake clock), so it polls about once a second until the deadline and then refuses.  Without the
+    pause it polls as fast as the server answers (stopped here after 500 polls)."""
+    f = Federation(keys, tmp_path)
+    try:
+        x, y = f.contribute()
+        f.turn_malicious()
+        monkeypatch.setattr(Coordinator, "decryption_committed", property(lambda c: True))
+        polls = {x: 0, y: 0}
+
+        def only_own(artist: str, round_id: int):
+            polls[artist] += 1
+            if polls[artist] > 500:  # the busy loop: end it at the deadline
+                f.clock.now = f.coordinator.plan().phase_deadline + 1
+            return f.coordinator.attempt, {artist: f.commitments[artist]} if artist in f.commitments else {}
+
+        f.coordinator.decryption_commits = only_own
+
+        def fake_sleep(seconds: float) -> None:
+            f.clock.now += seconds
+
+        for member in (x, y):
+            f.parties[member].runner.ckks.sleep = fake_sleep
+        f.act((x, y))
+
+        _no_plaintext_reached_the_server(f)
+        assert all("by the deadline" in f.refusal(a) for a in (x, y))
+        assert all(polls[a] <= 2 * 60 + 2 for a in (x, y)), polls  # the phase lasts 60 s: about a poll a second
+    finally:
+        f.close()
+
+
 def test_server_faking_an_abort_after_a_decryption_gets_no_second_sum(keys, tmp_path, monkeypatch):
     """Attempt 0: the committee decrypts the sum of all three; the server keeps the plaintexts and
     fakes an abort.  Attempt 1 would be the same round without one artist (quorum 2), giving that
@@ -373,7 +408,7 @@ def test_committee_restarted_after_a_decryption_still_joins_no_retry(keys, tmp_p
         for member in (x, y):  # new processes: nothing in memory, the same state_dir
             party = f.parties[member]
             config = ClientConfig(keys=keys, data=tmp_path, artist=member, state_dir=tmp_path / member)
-            party.runner = ArtistRunner(config, party.keys, client=party.runner.client)  # type: ignore[arg-type]
+            party.runner = ArtistRunner(config, party.keys, client=party.runner.client)
             party.runner.ckks = ckks_client(party.keys, config.state_dir, clock=f.clock)
         f.act(ARTISTS)
         assert f.coordinator.plan().phase is Phase.CONTRIBUTE  # still waiting: one signed contribution, quorum 2
@@ -397,9 +432,9 @@ def test_server_solving_for_the_key_from_the_committees_plaintext_reads_no_contr
         c.shape, c._layout = wide, layout
         monkeypatch.setattr(server_module, "expected_layout", lambda *_: layout)  # upload limits follow
         for party in f.parties.values():
-            party.runner.client._shape = wide  # type: ignore[union-attr]
+            party.runner.client._shape = wide
         committee = f.contribute()
-        payloads = {a: c._ckks_round.payload(a) for a in ARTISTS}  # type: ignore[union-attr]
+        payloads = {a: c._ckks_round.payload(a) for a in ARTISTS}
         released: dict[str, np.ndarray] = {}
         honest_submit = c.submit_decrypted
 
@@ -407,16 +442,16 @@ def test_server_solving_for_the_key_from_the_committees_plaintext_reads_no_contr
             released[artist] = np.frombuffer(payload, dtype="<f8")
             honest_submit(artist, round_id, payload, nonce, now)
 
-        c.submit_decrypted = recorded  # type: ignore[method-assign]
+        c.submit_decrypted = recorded
         f.act(ARTISTS)
         assert sorted(released) == sorted(committee) and c.plan().round_id == 1  # an honest, completed round
-        np.testing.assert_allclose(c.standardisation[0], 7 / 3, rtol=1e-6)  # type: ignore[index]
-        total = CkksAggregator(c.ckks, layout.size)  # type: ignore[arg-type]
+        np.testing.assert_allclose(c.standardisation[0], 7 / 3, rtol=1e-6)
+        total = CkksAggregator(c.ckks, layout.size)
         for artist in ARTISTS:
             total.add(payloads[artist], what=artist)
         target = next(a for a in ARTISTS if a not in committee)
         truth = pack(_moments(VALUES[target], params.slots))[0][: params.slots]
-        ciphertext = EncryptedVector.load(c.ckks, payloads[target])  # type: ignore[arg-type]
+        ciphertext = EncryptedVector.load(c.ckks, payloads[target])
         for member, plaintext in released.items():
             read = decrypt_first_chunk(params, recover_key(params, total.result(), plaintext), ciphertext)
             assert np.median(np.abs(read - truth)) > 1e3, f"{member}'s upload gave away the key"

@@ -165,3 +165,27 @@ def test_private_layers_travel_from_server_toml_to_every_artist(tmp_path):
     legacy = pb.RoundPlan(dp=dp_parameters(default, []))
     legacy.dp.ClearField("private_layers")  # a plan from a server that does not announce it
     assert default.private_layers == "last" and announced_dp(legacy)[0].private_layers == "last"
+
+
+def test_an_artist_takes_part_only_in_its_secure_mode_and_never_in_a_switched_one(tmp_path):
+    """``client.secure_mode`` names the only mode the artist takes part in; without it the run's first
+    plan's mode is pinned, and a later plan of another mode (a server switching a masked federation
+    to ``none`` to read an artist's own contribution) is refused (unit test of the rule; the attack
+    through the Flower ClientApp is in tests/test_flower_attacks.py)."""
+    from fedstyle_secure.transport.artist.runner import check_secure_mode
+    from fedstyle_secure.transport.wire import pb
+
+    base = '[client]\nkeys = "k"\ndata = "d"\n'
+    free = load_client_config(_write(tmp_path, base))
+    strict = load_client_config(_write(tmp_path, base + 'secure_mode = "secagg+"\n'))
+    with pytest.raises(ConfigError, match="client.secure_mode: must be one of none, ckks, secagg, secagg\\+"):
+        load_client_config(_write(tmp_path, base + 'secure_mode = "masked"\n'))
+    masked, plain = pb.RoundPlan(round_id=3, secure_mode="secagg+"), pb.RoundPlan(round_id=3, secure_mode="none")
+
+    assert check_secure_mode(free, plain, None) == "none"  # the first plan sets the run's mode
+    assert check_secure_mode(free, masked, "secagg+") == "secagg+"
+    with pytest.raises(ConfigError, match="round 3: the plan announces secure_mode 'none', but this run began"):
+        check_secure_mode(free, plain, "secagg+")
+    assert check_secure_mode(strict, masked, None) == "secagg+"
+    with pytest.raises(ConfigError, match="takes part only with 'secagg\\+' \\(client.secure_mode\\)"):
+        check_secure_mode(strict, plain, None)

@@ -36,7 +36,7 @@ from typing import Any, cast
 import numpy as np
 from flwr.app import RecordDict
 
-from fedstyle_secure.errors import ConfigError, TransportError
+from fedstyle_secure.errors import ConfigError, SecureAggregationError, TransportError
 from fedstyle_secure.federation.client import Broadcast, Publication
 from fedstyle_secure.federation.masking_session import FETCH_NAMES, is_masking_mode
 from fedstyle_secure.federation.packing import Layout
@@ -97,6 +97,7 @@ class FlowerSession(ArtistSession):
 
     inbox: ServerMessage | None = None
     reply: ArtistReply = field(default_factory=lambda: ArtistReply(""))
+    commits_read: bool = False  # the message's commitments were handed out (nothing more arrives)
 
     @classmethod
     def for_message(cls, keys: ArtistKeys, inbox: ServerMessage) -> FlowerSession:
@@ -152,13 +153,23 @@ class FlowerSession(ArtistSession):
         self, round_id: int, attempt: int, set_digest: bytes, signature: bytes, wait_seconds: float = 0.0
     ) -> pb.DecryptionCommits:
         """Send the commitment; the committee's commitments if the message carries them, else the
-        artist stops here and decrypts on the next message (:class:`AwaitingCommitments`)."""
+        artist stops here and decrypts on the next message (:class:`AwaitingCommitments`).
+
+        Asked again within one message (the committee's commitments were incomplete), it refuses:
+        no more can arrive before the next message, and waiting would spin until a deadline the
+        server chose."""
+        if self.commits_read:
+            raise SecureAggregationError(
+                f"round {round_id} attempt {attempt}: the server's message carries an incomplete set of "
+                "commitments; not decrypting on this message"
+            )
         self.reply.commit = pb.DecryptionCommit(
             round_id=round_id, attempt=attempt, set_digest=set_digest, signature=signature
         )
         commits = self._inbox().commits
         if commits is None:
             raise AwaitingCommitments(f"round {round_id} attempt {attempt}")
+        self.commits_read = True
         return commits
 
     def fetch_masking(self, round_id: int, name: str, timeout: float = 60.0) -> bytes:

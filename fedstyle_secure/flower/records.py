@@ -43,6 +43,8 @@ PUBLISH, UPLOAD_HEADER, UPLOAD_PAYLOAD, REPORTS, WITHDRAW, COMMIT, MASKING_UPLOA
     "masking_upload",
 )
 M = TypeVar("M", bound=ProtoMessage)
+T = TypeVar("T")
+MAX_LIST_ITEMS = 100_000  # items of one list in a record (contributions: one per listed artist)
 # keys of the server's message
 PLAN, BROADCAST, CONTRIBUTION_SET, CONTRIBUTIONS, COMMITS = "plan", "broadcast", "set", "contributions", "commits"
 MASKING_DOWNLOAD = "masking_download"
@@ -76,8 +78,8 @@ class ServerMessage:
     @classmethod
     def from_record(cls, content: RecordDict) -> ServerMessage:
         values = _values(content)
-        artists = [str(a) for a in _list(values, CONTRIBUTIONS + ".artists")]
-        payloads = [bytes(p) for p in _list(values, CONTRIBUTIONS + ".payloads")]
+        artists = _list(values, CONTRIBUTIONS + ".artists", str)
+        payloads = _list(values, CONTRIBUTIONS + ".payloads", bytes)
         return cls(
             plan=pb.RoundPlan.FromString(_bytes(values, PLAN)),
             broadcast=_optional(values, BROADCAST, pb.BroadcastBody),
@@ -121,10 +123,10 @@ class ArtistReply:
         values = _values(content)
         header = _optional(values, UPLOAD_HEADER, pb.PayloadHeader)
         return cls(
-            artist=str(values.get(CLAIM, "")),
+            artist=_str(values, CLAIM),
             publication=_optional(values, PUBLISH, pb.PrototypePublication),
             upload=None if header is None else (header, _bytes(values, UPLOAD_PAYLOAD)),
-            reports=[pb.EpsilonReport.FromString(bytes(r)) for r in _list(values, REPORTS)],
+            reports=[pb.EpsilonReport.FromString(r) for r in _list(values, REPORTS, bytes)],
             withdrawal=_optional(values, WITHDRAW, pb.Withdrawal),
             commit=_optional(values, COMMIT, pb.DecryptionCommit),
             masking=_optional(values, MASKING_UPLOAD, pb.MaskingUpload),
@@ -146,7 +148,7 @@ def registration_reply(artist: str, signature: bytes) -> RecordDict:
 def registration_claim(content: RecordDict) -> tuple[str, bytes]:
     """(claimed artist id, its signature of the server's nonce) of a registration reply."""
     values = _values(content)
-    return str(values.get(CLAIM, "")), _bytes(values, SIGNATURE)
+    return _str(values, CLAIM), _bytes(values, SIGNATURE)
 
 
 def _values(content: RecordDict) -> ConfigRecord:
@@ -163,10 +165,25 @@ def _bytes(values: ConfigRecord, key: str) -> bytes:
     return value
 
 
-def _list(values: ConfigRecord, key: str) -> list:
+def _list(values: ConfigRecord, key: str, item_type: type[T]) -> list[T]:
+    """The list ``key`` (empty if absent), every item of ``item_type``: a record may carry lists of
+    ints, floats, strings or bytes, and a peer's list is checked before any item is used (``bytes(n)``
+    of an int would allocate ``n`` bytes)."""
     value = values.get(key, [])
     if not isinstance(value, list):
         raise ValueError(f"the message's {key!r} is not a list")
+    if len(value) > MAX_LIST_ITEMS:
+        raise ValueError(f"the message's {key!r} has {len(value)} items, more than {MAX_LIST_ITEMS}")
+    items: list[T] = [item for item in value if isinstance(item, item_type)]
+    if len(items) != len(value):
+        raise ValueError(f"the message's {key!r} holds an item that is not {item_type.__name__}")
+    return items
+
+
+def _str(values: ConfigRecord, key: str) -> str:
+    value = values.get(key, "")
+    if not isinstance(value, str):
+        raise ValueError(f"the message's {key!r} is not a string")
     return value
 
 

@@ -261,6 +261,9 @@ class FlowerFederation:
             return apply_reply(self.servicer, artist, ArtistReply.from_record(reply.content))
         except REFUSED as exc:
             return [f"{artist}: unreadable reply: {exc}"]
+        except Exception as exc:  # one artist's reply never stops the run (the gRPC server answers INTERNAL)
+            log.exception("%s: reply could not be handled", artist)
+            return [f"{artist}: reply could not be handled: {type(exc).__name__}: {exc}"]
 
 
 def run_federation(

@@ -17,13 +17,21 @@ from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
 from fedstyle_secure.errors import ConfigError
-from fedstyle_secure.federation.coordinator import Schedule
+from fedstyle_secure.federation.coordinator import TRANSPORT_SECURE_MODES, Schedule
 from fedstyle_secure.privacy.plan import DEFAULT_MIN_TRAINING_ARTWORKS, DpConfig
 from fedstyle_secure.secure.ckks.decryption import DEFAULT_MIN_QUORUM
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
 from fedstyle_secure.training.pretrain import MAX_PUBLIC_PRETRAIN_STEPS, default_pretrain_steps
 from fedstyle_secure.transport.dp_config import dp_schedule, pop_federation_dp
-from fedstyle_secure.transport.validation import STRICT, ConfigPath, Positive, PositiveFinite, Probability, from_table
+from fedstyle_secure.transport.validation import (
+    STRICT,
+    ConfigPath,
+    Positive,
+    PositiveFinite,
+    Probability,
+    from_table,
+    one_of,
+)
 
 MiB = 1024 * 1024
 MaskingThreshold = Annotated[float, Field(gt=0.5, le=1.0)]
@@ -91,6 +99,8 @@ class ClientConfig:
     min_masking_threshold: MaskingThreshold = DEFAULT_THRESHOLD
     # secagg+: refuse a smaller degree than this (0: the default for the participant count)
     min_masking_degree: Annotated[int, Field(ge=0)] = 0
+    # the only secure mode this artist takes part in (None: the run's first plan's, pinned for the run)
+    secure_mode: Annotated[str, one_of(TRANSPORT_SECURE_MODES)] | None = None
     # for many artists on one machine: build the inputs (backbone, warm start) in a child process, hand
     # freed memory back eagerly, oneDNN off (fedstyle_secure.memory); ~42 MB less resident after a round,
     # ~2.5 s more at start-up, local rounds ~1.7x the CPU (scripts/bench_scale.py --artist-process: 45

@@ -28,7 +28,6 @@ import numpy as np
 
 from fedstyle_secure.errors import SecureAggregationError
 from fedstyle_secure.federation.packing import Layout
-from fedstyle_secure.randomness import CsprngNoise, NoiseSource
 from fedstyle_secure.secure.ckks.decryption import (
     DEFAULT_MIN_QUORUM,
     Attempt,
@@ -51,6 +50,7 @@ from fedstyle_secure.transport.wire import pb, vector_payload
 log = logging.getLogger(__name__)
 Send = Callable[[ArtistSession, pb.RoundPlan], object]
 MAX_COMMIT_POLL_SECONDS = 30.0
+COMMIT_POLL_PAUSE_SECONDS = 1.0  # between polls that brought no new commitment (the server answered early)
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class CkksClient:
     min_quorum: int = DEFAULT_MIN_QUORUM
     guard: DecryptionGuard = field(default_factory=DecryptionGuard)
     clock: Callable[[], float] = time.time
-    noise: NoiseSource = field(default_factory=CsprngNoise)  # floods every released decryption
+    sleep: Callable[[float], None] = time.sleep
     journal: CkksGuardJournal | None = None  # keeps ``guard`` across restarts (with a state_dir)
     last_refusal: str | None = None
     _own: SentContribution | None = None
@@ -157,9 +157,8 @@ class CkksClient:
                     f"{at}: the ciphertext served for {contribution.artist!r} is not the one it signed"
                 )
             total.add(data, what=f"{at} contribution of {contribution.artist}")
-        while not commitments_complete(
-            _signatures_on(commits, digest), at=at, digest=digest, committee=committee, publics=publics
-        ):
+        seen = _signatures_on(commits, digest)
+        while not commitments_complete(seen, at=at, digest=digest, committee=committee, publics=publics):
             remaining = plan.phase_deadline_unix - self.clock()
             if remaining <= 0:
                 raise SecureAggregationError(
@@ -168,7 +167,10 @@ class CkksClient:
             commits = session.commit_decryption(
                 plan.round_id, plan.attempt, digest, signature, wait_seconds=min(remaining, MAX_COMMIT_POLL_SECONDS)
             )
-        return bytes(vector_payload(released_plaintext(total.result(), self.noise)))
+            polled, seen = seen, _signatures_on(commits, digest)
+            if seen == polled:  # a long poll that came back with nothing new: never a busy loop
+                self.sleep(min(COMMIT_POLL_PAUSE_SECONDS, max(remaining, 0.0)))
+        return bytes(vector_payload(released_plaintext(total.result(), self.guard.release_noise(at, digest))))
 
 
 def ckks_client(

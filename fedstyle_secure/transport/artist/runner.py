@@ -44,7 +44,7 @@ from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.artist.ckks import CkksClient, Send, ckks_client, contribute_step, decrypt_step
 from fedstyle_secure.transport.artist.masking import MaskingClient, masking_client, masking_step
 from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
-from fedstyle_secure.transport.artist.state import StartingModelPin
+from fedstyle_secure.transport.artist.state import FirstPlanPin
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.dp_config import announced_dp
 from fedstyle_secure.transport.federation_model import public_bank, starting_model
@@ -143,8 +143,8 @@ def build_style_client(
             f"the plan announces public_pretrain_steps = {steps}, above the {MAX_PUBLIC_PRETRAIN_STEPS} an artist runs"
         )
     announced = announced_dp(plan)
-    if config.state_dir is not None:  # the first plan's starting model, for the whole run
-        StartingModelPin(config.state_dir).check(
+    if config.state_dir is not None:  # the first plan's starting model and secure mode, for the whole run
+        FirstPlanPin(config.state_dir).check(
             {
                 "algorithm": plan.algorithm,
                 "seed": int(plan.seed),
@@ -152,6 +152,7 @@ def build_style_client(
                 "public_pretrain_steps": int(steps),
                 "public_set": plan.public_set.name,
                 "private_layers": None if announced is None else announced[0].private_layers,
+                "secure_mode": plan.secure_mode,
             }
         )
     build = build_artist_inputs_apart if config.compact_memory else build_artist_inputs
@@ -170,6 +171,28 @@ def build_style_client(
     )
 
 
+def check_secure_mode(config: ClientConfig, plan: pb.RoundPlan, pinned: str | None) -> str:
+    """The plan's secure mode, if this artist takes part in it; raise :class:`ConfigError` otherwise.
+
+    Threat model: the server announces the secure mode in every plan, and a plan of mode ``none``
+    asks for the artist's contribution in the clear.  So the artist takes part only in
+    ``client.secure_mode`` when set, and never in another mode than ``pinned`` (the run's first
+    plan's): a server switching a masked or encrypted federation to ``none`` mid-run would otherwise
+    read an artist's own update instead of the sum."""
+    mode = plan.secure_mode
+    if config.secure_mode is not None and mode != config.secure_mode:
+        raise ConfigError(
+            f"round {plan.round_id}: the plan announces secure_mode {mode!r}; this artist takes part only "
+            f"with {config.secure_mode!r} (client.secure_mode)"
+        )
+    if pinned is not None and mode != pinned:
+        raise ConfigError(
+            f"round {plan.round_id}: the plan announces secure_mode {mode!r}, but this run began with "
+            f"{pinned!r}; refused (a server switching modes mid-run could read this artist's contribution)"
+        )
+    return mode
+
+
 @dataclass
 class ArtistRunner:
     """Acts on each plan exactly once; all model work is :class:`StyleClient`'s."""
@@ -184,11 +207,14 @@ class ArtistRunner:
     masking: MaskingClient | None = None
     ckks: CkksClient | None = None
     privacy: ArtistPrivacy | None = None  # DP budget gate, durable ledger/results, reports (None: no DP)
+    secure_mode: str | None = None  # the run's secure mode, pinned at its first plan (check_secure_mode)
 
     def act(self, session: ArtistSession, plan: pb.RoundPlan) -> None:
         """Send this plan's submission; after a reconnect the same (round, phase) resends the
         cached submission (fresh nonce) instead of training or releasing again.  A CKKS decryption
-        is redone for each attempt: every attempt's contribution set is checked anew."""
+        is redone for each attempt: every attempt's contribution set is checked anew.  A plan of
+        another secure mode than the run's first is refused (:func:`check_secure_mode`)."""
+        self.secure_mode = check_secure_mode(self.config, plan, self.secure_mode)
         if self.client is None:
             self.client = build_style_client(self.config, session.artist_id, session.roster, plan)
             forget_decoded_public_sets()  # the public pixels are not needed again (26 MB for met)

@@ -292,14 +292,17 @@ class MaskingSessionStore:
             db.close()
 
 
-class StartingModelPin:
-    """The public parameters of the run's starting model as the first plan announced them (algorithm,
-    seed, embedding size, public warm-start steps, public set, privately trained layers), in
-    ``<state_dir>/starting-model.sqlite`` (0600).  A later plan announcing others is refused: a server
-    could otherwise make an artist redo the public warm start on every message (Flower starts a process
-    per message) and start artists from models that differ without their noticing."""
+class FirstPlanPin:
+    """The public parameters of the run as its first plan announced them -- the starting model's
+    (algorithm, seed, embedding size, public warm-start steps, public set, privately trained layers)
+    and the secure mode -- in ``<state_dir>/first-plan.sqlite`` (0600).  A later plan announcing
+    others is refused: a server could otherwise make an artist redo the public warm start on every
+    message (Flower starts a process per message), start artists from models that differ without
+    their noticing, or switch a masked or encrypted federation to ``none`` to read an artist's own
+    contribution (see :func:`~fedstyle_secure.transport.artist.runner.check_secure_mode`, the same
+    rule in memory)."""
 
-    FILE = "starting-model.sqlite"
+    FILE = "first-plan.sqlite"
 
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / self.FILE
@@ -320,6 +323,6 @@ class StartingModelPin:
         if changed:
             details = ", ".join(f"{k} {pinned.get(k)!r} -> {announced.get(k)!r}" for k in changed)
             raise ConfigError(
-                f"the plan announces another starting model than this run's first plan ({details}); refused "
+                f"the plan announces other run parameters than this run's first plan ({details}); refused "
                 f"(pinned in {self.path}; a new federation needs a fresh client.state_dir)"
             )

@@ -1,0 +1,111 @@
+"""A dishonest server and a malicious artist against the Flower app, beyond the masking session
+(:mod:`tests.test_flower_masking_attacks`): a CKKS decryption asked for again, a plan switching the
+secure mode mid-run, a decrypt message with incomplete commitments, and an artist's reply holding
+values of the wrong type.  Real servicer, real ClientApp (a new one per message, from the artist's
+state folder), real crypto, over the in-process FAKE grid of :mod:`tests.test_flower_app`."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+pytest.importorskip("flwr", reason="the Flower app needs the optional extra: pip install -e '.[flower]'")
+
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.flower.apps import client_app
+from fedstyle_secure.flower.records import CLAIM, PHASE_ACTIONS, RECORD, REPORTS
+from fedstyle_secure.flower.server import FlowerFederation, bind_nodes
+from fedstyle_secure.secure.keys.keystore import load_server_keys
+from fedstyle_secure.transport.config import load_server_config
+from fedstyle_secure.transport.server.servicer import new_servicer
+from fedstyle_secure.transport.wire import pb
+from tests.test_flower_app import ARTISTS, InProcessGrid, machines, outside_runtime  # noqa: F401 (fixture)
+from tests.test_flower_masking_attacks import Run, copied
+
+
+@pytest.mark.usefixtures("outside_runtime")
+def test_a_decryption_asked_for_again_is_the_same_bytes_and_incomplete_commitments_get_none(tmp_path, data):
+    """The flooding noise of a committee member's decryption is all that keeps the server from
+    solving for the shared CKKS key; N fresh draws of one sum would let it average that noise down by
+    sqrt(N).  The server replays a member's second decrypt message (its commitments complete) to new
+    ClientApp processes: every answer is the first answer, byte for byte (fails with fresh noise per
+    message).  A copy with another member's commitment withheld gets no decryption, at once, instead
+    of a wait spinning until a deadline the server chose."""
+    run = Run(tmp_path / "run", data, "ckks")
+    run.until("decrypt")
+    member = run.federation.coordinator.plan().decryptors[0]
+    run.federation.run_phase()  # the real decrypt phase: the commit message, then the decrypt message
+    assert run.federation.refusals == []
+    inbox, genuine = run.grid.sent(PHASE_ACTIONS["decrypt"], run.nodes[member])
+    assert genuine.upload is not None and genuine.upload[0].kind == pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE
+
+    for _ in range(2):
+        again = run.deliver(member, "decrypt", copied(inbox))
+        assert again.upload is not None and again.upload[1] == genuine.upload[1]
+
+    incomplete = copied(inbox)
+    assert incomplete.commits is not None
+    own = [c for c in incomplete.commits.commits if c.artist_id == member]
+    del incomplete.commits.commits[:]
+    incomplete.commits.commits.extend(own)
+    incomplete.plan.phase_deadline_unix = time.time() + 60
+    started = time.monotonic()
+    assert run.deliver(member, "decrypt", incomplete).upload is None
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.usefixtures("outside_runtime")
+def test_a_plan_switching_the_secure_mode_mid_run_is_refused(tmp_path, data):
+    """After the target masked its round-1 input, the server sends it a round-1 contribute message
+    whose plan says ``secure_mode = "none"``: uploading would hand the server the very vector the
+    artist masked (or, without DP, its raw update).  The run's first plan pinned ``secagg``; the plan
+    is refused and nothing is uploaded (fails without the pin)."""
+    run = Run(tmp_path / "run", data)
+    run.until("consistency", round_id=1)  # the target's masked input of round 1 went out
+    advertise, _ = run.grid.sent(PHASE_ACTIONS["advertise"], run.nodes[ARTISTS[0]])
+    crafted = copied(advertise)
+    crafted.plan.phase, crafted.plan.secure_mode = "contribute", "none"
+    crafted.plan.ClearField("masking")
+
+    with pytest.raises(ConfigError, match="secure_mode 'secagg' -> 'none'"):
+        run.deliver(ARTISTS[0], "contribute", crafted)
+
+
+def _replying_badly(honest: ClientApp, bad: list) -> ClientApp:
+    """Artist 1's ClientApp answers its contribute message with ``reports`` holding ``bad`` items
+    (a ConfigRecord may hold lists of str, int, float or bytes)."""
+    app = ClientApp()
+
+    def handler(message: Message, context: Context) -> Message:
+        contribute = message.metadata.message_type == PHASE_ACTIONS["contribute"]
+        if contribute and int(context.node_config["partition-id"]) == 1:
+            return Message(RecordDict({RECORD: ConfigRecord({CLAIM: ARTISTS[1], REPORTS: bad})}), reply_to=message)
+        return honest(message, context)
+
+    for message_type in [*PHASE_ACTIONS.values(), "query.register"]:
+        category, action = message_type.split(".")
+        (app.train(action) if category == "train" else app.query(action))(handler)
+    return app
+
+
+@pytest.mark.usefixtures("outside_runtime")
+@pytest.mark.parametrize("bad", [["a string"], [2**40]])
+def test_an_artist_reply_of_the_wrong_item_type_is_refused_and_the_run_finishes(tmp_path, data, bad):
+    """A report list of strings made the server raise a TypeError out of its phase loop (the run
+    died); an int ``2**40`` made it try to allocate a TiB (``bytes(n)``).  Both are refused as one
+    artist's unreadable reply and the two honest artists finish the run (quorum 2)."""
+    configs = machines(tmp_path / "run", data, "none", math.inf, quorum=2)
+    config = load_server_config(configs.server)
+    keys = load_server_keys(config.keys)
+    grid = InProcessGrid(_replying_badly(client_app([configs.artists[a] for a in ARTISTS]), bad), len(ARTISTS))
+    federation = FlowerFederation(grid, new_servicer(config, keys), bind_nodes(grid, keys, 10.0))
+
+    federation.run()
+
+    assert federation.coordinator.finished and not federation.coordinator.failed
+    assert any(f"{ARTISTS[1]}: unreadable reply" in r and "not bytes" in r for r in federation.refusals)
