@@ -76,6 +76,27 @@ def test_a_plan_switching_the_secure_mode_mid_run_is_refused(tmp_path, data):
         run.deliver(ARTISTS[0], "contribute", crafted)
 
 
+@pytest.mark.usefixtures("outside_runtime")
+def test_a_dp_plan_changed_between_messages_retires_the_artist(tmp_path, data):
+    """The server changes the announced DP parameters (a smaller noise multiplier) from one message to
+    the next.  A gRPC artist compares plans within its process and retires; a Flower artist is a new
+    process per message, so it compares the plan with the one stored with its ledger: it retires,
+    saying why, and uploads nothing (fails when the stored plan's difference only logged a warning)."""
+    run = Run(tmp_path / "run", data, "none", 8.0)
+    run.until("contribute", round_id=1)
+    run.federation.run_phase()
+    contribute, genuine = run.grid.sent(PHASE_ACTIONS["contribute"], run.nodes[ARTISTS[0]])
+    assert genuine.upload is not None and genuine.withdrawal is None
+    changed = copied(contribute)
+    changed.plan.round_id = changed.broadcast.round_id = 2
+    changed.plan.dp.noise_multiplier = 0.3
+
+    reply = run.deliver(ARTISTS[0], "contribute", changed)
+
+    assert reply.upload is None and reply.withdrawal is not None
+    assert "changed the federation's DP plan" in reply.withdrawal.reason
+
+
 def _replying_badly(honest: ClientApp, bad: list) -> ClientApp:
     """Artist 1's ClientApp answers its contribute message with ``reports`` holding ``bad`` items
     (a ConfigRecord may hold lists of str, int, float or bytes)."""

@@ -32,11 +32,11 @@ TARGET = ARTISTS[0]
 
 
 class Run:
-    """A run of the 3 non-DP artists over the FAKE grid (secagg unless ``secure`` says otherwise),
-    driven phase by phase."""
+    """A run of the 3 artists over the FAKE grid (secagg without DP unless ``secure`` and ``epsilon``
+    say otherwise), driven phase by phase."""
 
-    def __init__(self, work: Path, data: Path, secure: str = "secagg") -> None:
-        self.configs = machines(work, data, secure, math.inf)
+    def __init__(self, work: Path, data: Path, secure: str = "secagg", epsilon: float = math.inf) -> None:
+        self.configs = machines(work, data, secure, epsilon)
         config = load_server_config(self.configs.server)
         keys = load_server_keys(config.keys)
         self.grid = InProcessGrid(client_app([self.configs.artists[a] for a in ARTISTS]), len(ARTISTS))

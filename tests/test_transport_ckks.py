@@ -21,6 +21,7 @@ import pytest
 import tenseal as ts
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.coordinator import Coordinator, Phase, Schedule
 from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.federation.round_layout import FederationShape, round_layout
@@ -330,6 +331,23 @@ def test_server_showing_the_two_members_different_sets_gets_no_plaintext(keys, t
         assert all("committed to this set by the deadline" in f.refusal(a) for a in (x, y))
     finally:
         f.close()
+
+
+def test_a_plan_switching_the_run_to_no_secure_mode_is_refused_by_the_artist(federation):
+    """After the artists sent their encrypted contributions, the server hands one of them a plan of
+    the same round with ``secure_mode = "none"``, asking for the contribution in the clear.  The
+    artist's runner pinned ``ckks`` at the run's first plan (in memory: no state_dir here) and refuses;
+    nothing reaches the server (fails without the pin: the artist uploads its vector)."""
+    f = federation
+    f.contribute()
+    party = f.parties["artist_a"]
+    crafted = party.session.plan()
+    crafted.phase, crafted.secure_mode = "contribute", "none"
+    crafted.ClearField("decryptors")
+
+    with pytest.raises(ConfigError, match="secure_mode 'none', but this run began with 'ckks'"):
+        party.runner.act(party.session, crafted)
+    assert f.coordinator.plan().phase is Phase.DECRYPT and not f.coordinator._collect.items
 
 
 def test_server_answering_every_commit_poll_at_once_gets_no_busy_wait_and_no_plaintext(keys, tmp_path, monkeypatch):

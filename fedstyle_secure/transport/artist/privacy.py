@@ -301,11 +301,8 @@ class ArtistPrivacy:
                     f"{ledger.dataset_size} artworks, this run asks for {budget} over {n}; a ledger's budget never "
                     "changes"
                 )
-            if snapshot.plan != plan_summary(dp_plan):
-                log.warning(
-                    "%s: the federation's DP plan differs from the stored one; the ledger still enforces the budget",
-                    self.keys.artist_id,
-                )
+            if snapshot.plan != plan_summary(dp_plan):  # as admit() compares plans within one process
+                self.refusal = "the server changed the federation's DP plan during the run (not the stored one)"
             restore_client(client, snapshot)
             self.results, self.uploaded = list(snapshot.results), set(snapshot.uploaded)
             log.info(
