@@ -193,6 +193,10 @@ def test_the_release_noise_of_a_commitment_repeats_across_restarts_and_is_fresh_
     without_key = {**guard.to_dict(), "release_key": None}
     with pytest.raises(SecureAggregationError, match="needs its release key"):
         DecryptionGuard.from_dict(without_key)
+    secret = str(guard.to_dict()["release_key"])
+    with pytest.raises(SecureAggregationError, match="unreadable") as refused:  # a damaged journal
+        DecryptionGuard.from_dict({**guard.to_dict(), "latest": "x", "release_key": secret[:-1] + "z"})
+    assert secret[:16] not in str(refused.value)  # the error never carries the key
 
 
 def _isolates_one_artist(sets: list[frozenset[int]], n: int) -> bool:

@@ -295,7 +295,7 @@ class DecryptionGuard:
             release_key = None if key is None else bytes.fromhex(str(key))
             guard = cls(int(str(data["round"])), int(str(data["latest"])), restored, release_key)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise SecureAggregationError(f"unreadable CKKS decryption guard {data!r}: {exc}") from exc
+            raise SecureAggregationError(f"unreadable CKKS decryption guard: {exc}") from None  # never the key
         if (restored is None) != (release_key is None) or (release_key is not None and len(release_key) != KEY_BYTES):
             raise SecureAggregationError("unreadable CKKS decryption guard: a commitment needs its release key")
         return guard
