@@ -155,11 +155,11 @@ class NoiseSource(ABC):
 class CsprngNoise(NoiseSource):
     """ChaCha20 keystream under a key from ``os.urandom``: unpredictable to everyone else (thread-safe).
 
-    ``key``: a secret 256-bit key drawn from ``os.urandom`` earlier and kept by the artist alone; a
-    source made again from the same key repeats the same draws.  For a release that must come out
-    bit for bit the same when it is asked for again after a restart (a CKKS decryption, see
-    :class:`~fedstyle_secure.secure.ckks.decryption.DecryptionGuard`): fresh noise per request
-    would let whoever asks average it away."""
+    ``key``: a secret 256-bit key instead of a fresh one; a source made again from the same key
+    repeats the same draws.  Only for a release that must come out bit for bit the same whenever it
+    is asked for (a CKKS decryption, keyed by a PRF of the key set's secret key, see
+    :func:`~fedstyle_secure.secure.ckks.decryption.release_noise`): fresh noise per request would
+    let whoever asks average it away.  DP noise is always keyed fresh from the OS."""
 
     name = SECURE_NOISE_SOURCE
     secure = True

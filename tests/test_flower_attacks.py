@@ -31,18 +31,21 @@ from tests.test_flower_masking_attacks import Run, copied
 @pytest.mark.usefixtures("outside_runtime")
 def test_a_decryption_asked_for_again_is_the_same_bytes_and_incomplete_commitments_get_none(tmp_path, data):
     """The flooding noise of a committee member's decryption is all that keeps the server from
-    solving for the shared CKKS key; N fresh draws of one sum would let it average that noise down by
-    sqrt(N).  The server replays a member's second decrypt message (its commitments complete) to new
-    ClientApp processes: every answer is the first answer, byte for byte (fails with fresh noise per
-    message).  A copy with another member's commitment withheld gets no decryption, at once, instead
-    of a wait spinning until a deadline the server chose."""
+    solving for the shared CKKS key; N independent draws of one sum would let it average that noise
+    down by sqrt(N).  Both members' releases are the same bytes, and so is every answer when the
+    server replays a member's second decrypt message (its commitments complete) to new ClientApp
+    processes (fails with fresh noise per release).  A copy with another member's commitment
+    withheld gets no decryption, at once, instead of a wait spinning until a deadline the server
+    chose."""
     run = Run(tmp_path / "run", data, "ckks")
     run.until("decrypt")
-    member = run.federation.coordinator.plan().decryptors[0]
+    member, other = run.federation.coordinator.plan().decryptors
     run.federation.run_phase()  # the real decrypt phase: the commit message, then the decrypt message
     assert run.federation.refusals == []
     inbox, genuine = run.grid.sent(PHASE_ACTIONS["decrypt"], run.nodes[member])
     assert genuine.upload is not None and genuine.upload[0].kind == pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE
+    other_upload = run.grid.sent(PHASE_ACTIONS["decrypt"], run.nodes[other])[1].upload
+    assert other_upload is not None and other_upload[1] == genuine.upload[1]
 
     for _ in range(2):
         again = run.deliver(member, "decrypt", copied(inbox))
@@ -64,7 +67,9 @@ def test_a_plan_switching_the_secure_mode_mid_run_is_refused(tmp_path, data):
     """After the target masked its round-1 input, the server sends it a round-1 contribute message
     whose plan says ``secure_mode = "none"``: uploading would hand the server the very vector the
     artist masked (or, without DP, its raw update).  The run's first plan pinned ``secagg``; the plan
-    is refused and nothing is uploaded (fails without the pin)."""
+    is refused and nothing is uploaded (fails without the pin).  Nor does keeping the mode's name
+    help: a ``contribute`` plan under ``secagg`` is a phase that mode does not have (a second
+    helper's attack; it uploaded in the clear before the check)."""
     run = Run(tmp_path / "run", data)
     run.until("consistency", round_id=1)  # the target's masked input of round 1 went out
     advertise, _ = run.grid.sent(PHASE_ACTIONS["advertise"], run.nodes[ARTISTS[0]])
@@ -73,6 +78,9 @@ def test_a_plan_switching_the_secure_mode_mid_run_is_refused(tmp_path, data):
     crafted.plan.ClearField("masking")
 
     with pytest.raises(ConfigError, match="secure_mode 'secagg' -> 'none'"):
+        run.deliver(ARTISTS[0], "contribute", crafted)
+    crafted.plan.secure_mode = "secagg"  # the pinned mode, with a phase it does not have
+    with pytest.raises(ConfigError, match="phase 'contribute' under secure_mode 'secagg'"):
         run.deliver(ARTISTS[0], "contribute", crafted)
 
 

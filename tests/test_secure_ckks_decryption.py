@@ -4,7 +4,6 @@ committee rule, the checks of a contribution set, the decryptor's memory, the se
 from __future__ import annotations
 
 import itertools
-import json
 
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from fedstyle_secure.secure.ckks.decryption import (
     decryption_committee,
     layout_bytes,
     payload_digest,
+    release_noise,
     set_digest,
     sign_commit,
     sign_contribution,
@@ -170,33 +170,22 @@ def test_guard_commits_once_per_attempt_and_never_contributes_to_another_attempt
     guard.may_sign(Attempt(3, 0, context.fingerprint))  # a new round starts afresh
 
 
-def test_the_release_noise_of_a_commitment_repeats_across_restarts_and_is_fresh_for_the_next(context):
-    """One release per commitment: the flooding noise of a committed set's decryption is the same draw
-    from the same guard and from the guard restored from its journal (a restarted process), so a
-    replayed decrypt message cannot collect fresh noise to average; another round's commitment gets
-    another key, and a set not committed to gets none."""
-    guard = DecryptionGuard()
+def test_a_sets_release_noise_is_one_draw_for_every_member_and_replay_and_unknown_without_the_secret(context):
+    """The flooding noise of a set's decryption is a PRF of the key set's secret key and of (round,
+    attempt, set): both committee members, a replayed message and a restarted process (here: the key
+    file loaded again) draw the same noise, so the server never gets two independent draws of one sum
+    to average; another set or attempt gets other noise; the public context cannot derive it."""
     at, digest = Attempt(2, 0, context.fingerprint), b"1" * 32
-    with pytest.raises(SecureAggregationError, match="did not commit"):
-        guard.release_noise(at, digest)
-    guard.commit(at, digest)
-    first = guard.release_noise(at, digest).gaussian(1.0, 64)
-    restored = DecryptionGuard.from_dict(json.loads(json.dumps(guard.to_dict())))
+    first = release_noise(context, at, digest).gaussian(1.0, 64)
+    member_two = CkksContext.load(context.serialize())  # another member's (or a restarted) process
 
-    np.testing.assert_array_equal(guard.release_noise(at, digest).gaussian(1.0, 64), first)
-    np.testing.assert_array_equal(restored.release_noise(at, digest).gaussian(1.0, 64), first)
-    with pytest.raises(SecureAggregationError, match="did not commit"):
-        restored.release_noise(at, b"2" * 32)
-    later = Attempt(3, 0, context.fingerprint)
-    restored.commit(later, digest)
-    assert not np.array_equal(restored.release_noise(later, digest).gaussian(1.0, 64), first)
-    without_key = {**guard.to_dict(), "release_key": None}
-    with pytest.raises(SecureAggregationError, match="needs its release key"):
-        DecryptionGuard.from_dict(without_key)
-    secret = str(guard.to_dict()["release_key"])
-    with pytest.raises(SecureAggregationError, match="unreadable") as refused:  # a damaged journal
-        DecryptionGuard.from_dict({**guard.to_dict(), "latest": "x", "release_key": secret[:-1] + "z"})
-    assert secret[:16] not in str(refused.value)  # the error never carries the key
+    np.testing.assert_array_equal(release_noise(context, at, digest).gaussian(1.0, 64), first)
+    np.testing.assert_array_equal(release_noise(member_two, at, digest).gaussian(1.0, 64), first)
+    for other_at, other_digest in ((at, b"2" * 32), (Attempt(2, 1, context.fingerprint), digest)):
+        assert not np.array_equal(release_noise(context, other_at, other_digest).gaussian(1.0, 64), first)
+    assert not np.array_equal(release_noise(CkksContext.generate(), at, digest).gaussian(1.0, 64), first)
+    with pytest.raises(SecureAggregationError, match="secret key"):
+        release_noise(context.public(), at, digest)
 
 
 def _isolates_one_artist(sets: list[frozenset[int]], n: int) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -170,8 +171,9 @@ def test_private_layers_travel_from_server_toml_to_every_artist(tmp_path):
 def test_an_artist_takes_part_only_in_its_secure_mode_and_never_in_a_switched_one(tmp_path):
     """``client.secure_mode`` names the only mode the artist takes part in; without it the run's first
     plan's mode is pinned, and a later plan of another mode (a server switching a masked federation
-    to ``none`` to read an artist's own contribution) is refused (unit test of the rule; the attack
-    through the Flower ClientApp is in tests/test_flower_attacks.py)."""
+    to ``none`` to read an artist's own contribution), or of a phase its mode does not have, is
+    refused (unit test of the rule; the attacks through the Flower ClientApp are in
+    tests/test_flower_attacks.py)."""
     from fedstyle_secure.transport.artist.runner import check_secure_mode
     from fedstyle_secure.transport.wire import pb
 
@@ -180,7 +182,8 @@ def test_an_artist_takes_part_only_in_its_secure_mode_and_never_in_a_switched_on
     strict = load_client_config(_write(tmp_path, base + 'secure_mode = "secagg+"\n'))
     with pytest.raises(ConfigError, match="client.secure_mode: must be one of none, ckks, secagg, secagg\\+"):
         load_client_config(_write(tmp_path, base + 'secure_mode = "masked"\n'))
-    masked, plain = pb.RoundPlan(round_id=3, secure_mode="secagg+"), pb.RoundPlan(round_id=3, secure_mode="none")
+    masked = pb.RoundPlan(round_id=3, phase="advertise", secure_mode="secagg+")
+    plain = pb.RoundPlan(round_id=3, phase="contribute", secure_mode="none")
 
     assert check_secure_mode(free, plain, None) == "none"  # the first plan sets the run's mode
     assert check_secure_mode(free, masked, "secagg+") == "secagg+"
@@ -189,3 +192,7 @@ def test_an_artist_takes_part_only_in_its_secure_mode_and_never_in_a_switched_on
     assert check_secure_mode(strict, masked, None) == "secagg+"
     with pytest.raises(ConfigError, match="takes part only with 'secagg\\+' \\(client.secure_mode\\)"):
         check_secure_mode(strict, plain, None)
+    # a phase the mode does not have: contribute (in the clear) under a masking mode, decrypt without CKKS
+    for phase, mode in (("contribute", "secagg+"), ("decrypt", "none"), ("advertise", "ckks")):
+        with pytest.raises(ConfigError, match=re.escape(f"phase '{phase}' under secure_mode '{mode}', which has no")):
+            check_secure_mode(free, pb.RoundPlan(round_id=3, phase=phase, secure_mode=mode), mode)

@@ -80,6 +80,20 @@ class Phase(str, enum.Enum):
 
 
 MASKING_STEPS: tuple[Phase, ...] = (Phase.ADVERTISE, Phase.SHARE, Phase.MASKED_INPUT, Phase.CONSISTENCY, Phase.UNMASK)
+
+
+def phases_of_mode(secure_mode: str) -> frozenset[str]:
+    """The phases a round of ``secure_mode`` has (the coordinator enters no other): ``contribute`` only
+    where contributions are sent in the clear (``none``) or encrypted (``ckks``, then ``decrypt``),
+    the masking phases only in ``secagg`` / ``secagg+``.  An artist refuses a plan whose phase is
+    not its mode's (a ``contribute`` plan under ``secagg`` would ask for the vector in the clear)."""
+    if is_masking_mode(secure_mode):
+        steps = MASKING_STEPS
+    else:
+        steps = (Phase.CONTRIBUTE, Phase.DECRYPT) if secure_mode == "ckks" else (Phase.CONTRIBUTE,)
+    return frozenset(p.value for p in (Phase.PUBLISH, *steps))
+
+
 MASKING_DOWNLOADS: dict[str, Phase] = {  # FetchMasking name -> the phase whose server message it is
     "roster": Phase.SHARE,
     "delivery": Phase.MASKED_INPUT,

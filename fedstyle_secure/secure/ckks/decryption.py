@@ -76,7 +76,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,7 +84,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fedstyle_secure.errors import SecureAggregationError
-from fedstyle_secure.randomness import KEY_BYTES, CsprngNoise, NoiseSource
+from fedstyle_secure.randomness import CsprngNoise, NoiseSource
 from fedstyle_secure.secure.binary import pack_id, pack_u32, pack_u64
 from fedstyle_secure.secure.ckks.primitives import CkksContext, EncryptedVector
 
@@ -268,43 +267,31 @@ class DecryptionGuard:
     and the lemma of this module extends to every sum decrypted in the round: the earliest attempt
     with a non-zero coefficient can only be cancelled within itself.
 
-    * one release per commitment: the flooding noise of the decryption of the committed set is
-      drawn under a key made (``os.urandom``) when the artist commits and kept with the commitment
-      (:meth:`release_noise`), so a decryption asked for again -- a replayed message, a restarted
-      process -- is the same bytes, never a fresh draw the server could average with the first.
     """
 
     _round: int = -1
     _latest: int = -1
     _commitment: tuple[int, bytes] | None = None  # (attempt, set digest)
-    _release_key: bytes | None = None  # the commitment's flooding-noise key (secret, with the commitment)
 
     def to_dict(self) -> dict[str, object]:
-        """The guard's memory as JSON-able data (to survive a restart, see ``CkksGuardJournal``); it
-        holds the release key, a secret of this artist."""
+        """The guard's memory as JSON-able data (to survive a restart, see ``CkksGuardJournal``)."""
         commitment = None if self._commitment is None else [self._commitment[0], self._commitment[1].hex()]
-        key = None if self._release_key is None else self._release_key.hex()
-        return {"round": self._round, "latest": self._latest, "commitment": commitment, "release_key": key}
+        return {"round": self._round, "latest": self._latest, "commitment": commitment}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> DecryptionGuard:
         commitment: Any = data.get("commitment")
-        key: Any = data.get("release_key")
         try:
             restored = None if commitment is None else (int(commitment[0]), bytes.fromhex(str(commitment[1])))
-            release_key = None if key is None else bytes.fromhex(str(key))
-            guard = cls(int(str(data["round"])), int(str(data["latest"])), restored, release_key)
+            return cls(int(str(data["round"])), int(str(data["latest"])), restored)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise SecureAggregationError(f"unreadable CKKS decryption guard: {exc}") from None  # never the key
-        if (restored is None) != (release_key is None) or (release_key is not None and len(release_key) != KEY_BYTES):
-            raise SecureAggregationError("unreadable CKKS decryption guard: a commitment needs its release key")
-        return guard
+            raise SecureAggregationError(f"unreadable CKKS decryption guard {data!r}: {exc}") from exc
 
     def _enter(self, at: Attempt) -> None:
         if at.round_id < self._round:
             raise SecureAggregationError(f"{at}: round {self._round} has begun; refusing to act in an earlier round")
         if at.round_id > self._round:
-            self._round, self._latest, self._commitment, self._release_key = at.round_id, -1, None, None
+            self._round, self._latest, self._commitment = at.round_id, -1, None
         if at.attempt < self._latest:
             raise SecureAggregationError(f"{at}: I already acted in attempt {self._latest}; attempts only go forward")
         self._latest = at.attempt
@@ -326,15 +313,22 @@ class DecryptionGuard:
             raise SecureAggregationError(
                 f"{at}: I already committed to decrypting another set in {where} of this round"
             )
-        if self._commitment is None:
-            self._commitment, self._release_key = (at.attempt, digest), os.urandom(KEY_BYTES)
+        self._commitment = (at.attempt, digest)
 
-    def release_noise(self, at: Attempt, digest: bytes) -> NoiseSource:
-        """The flooding noise of the decryption of the set ``digest`` committed to in ``at``: the same
-        draws every time it is asked for (see the class docstring); raise unless committed to it."""
-        if (at.round_id, self._commitment) != (self._round, (at.attempt, digest)) or self._release_key is None:
-            raise SecureAggregationError(f"{at}: I did not commit to decrypting this set")
-        return CsprngNoise(self._release_key)
+
+def release_noise(context: CkksContext, at: Attempt, digest: bytes) -> NoiseSource:
+    """The flooding noise of a committee member's decryption of the set ``digest`` in ``at``: a
+    ChaCha20 stream keyed by a PRF of the key set's secret key (:meth:`CkksContext.release_key`) and
+    of the round, attempt and set.
+
+    Threat model: the noise keeps the server (which relays every ciphertext) from solving the exact
+    decryption for the secret key (:func:`released_plaintext`).  Independent draws of one sum would
+    let it average the noise away: N releases divide it by sqrt(N).  Keyed like this, every release
+    of one set -- both committee members', a replayed message's, a restarted process's -- is the same
+    bytes.  The key is unknown to the server; the artists know it, but they hold the secret key itself
+    (a colluding artist can hand the server everything; not defended, see the threat table)."""
+    label = at.header(b"fedstyle-ckks-release/v1") + digest
+    return CsprngNoise(context.release_key(label))
 
 
 @dataclass

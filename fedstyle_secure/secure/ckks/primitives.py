@@ -36,6 +36,7 @@ This module is pure: no file or network I/O.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import itertools
 import json
 import math
@@ -202,6 +203,17 @@ class CkksContext:
         """SHA-256 over the canonical parameters and the key id (32 bytes)."""
         canonical = json.dumps(self.params.to_json(), sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(b"fedstyle-ckks/v1\x00" + canonical + self.key_id).digest()
+
+    def release_key(self, label: bytes) -> bytes:
+        """HMAC-SHA256 of ``label`` under a digest of this key set's secret key material: 32 bytes that
+        every holder of the secret key derives alike and nobody else can (the server holds only the
+        public context).  Raises unless this context holds the secret key."""
+        if not self.has_secret_key:
+            raise SecureAggregationError("only a context holding the secret key derives release keys")
+        key = self.tenseal.secret_key().data.data()  # SEAL's secret key: a polynomial, as a Plaintext
+        coefficients = np.fromiter((key.data(i) for i in range(key.coeff_count())), dtype="<u8")
+        digest = hashlib.sha256(b"fedstyle-ckks-secret/v1\x00" + coefficients.tobytes()).digest()
+        return hmac.new(digest, label, hashlib.sha256).digest()
 
     @property
     def tenseal(self) -> ts.Context:

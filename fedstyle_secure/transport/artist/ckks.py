@@ -37,6 +37,7 @@ from fedstyle_secure.secure.ckks.decryption import (
     commitments_complete,
     layout_bytes,
     payload_digest,
+    release_noise,
     set_digest,
     sign_commit,
     sign_contribution,
@@ -170,7 +171,7 @@ class CkksClient:
             polled, seen = seen, _signatures_on(commits, digest)
             if seen == polled:  # a long poll that came back with nothing new: never a busy loop
                 self.sleep(min(COMMIT_POLL_PAUSE_SECONDS, max(remaining, 0.0)))
-        return bytes(vector_payload(released_plaintext(total.result(), self.guard.release_noise(at, digest))))
+        return bytes(vector_payload(released_plaintext(total.result(), release_noise(self.keys.ckks, at, digest))))
 
 
 def ckks_client(

@@ -23,6 +23,7 @@ from fedstyle_secure.data.images import load_image_folder
 from fedstyle_secure.data.public import forget_decoded_public_sets, public_set_from_name
 from fedstyle_secure.errors import ConfigError, DataError, TransportError
 from fedstyle_secure.federation.client import Broadcast, Publication, StyleClient
+from fedstyle_secure.federation.coordinator import phases_of_mode
 from fedstyle_secure.federation.packing import Layout, pack_as
 from fedstyle_secure.federation.round_layout import round_layout
 from fedstyle_secure.federation.strategy import algorithm_spec
@@ -51,6 +52,8 @@ from fedstyle_secure.transport.federation_model import public_bank, starting_mod
 from fedstyle_secure.transport.wire import pb, vector_payload
 
 log = logging.getLogger(__name__)
+PLAN_WAIT_SECONDS = 5.0  # long poll for the next plan
+PLAN_REPOLL_PAUSE_SECONDS = 1.0  # after a poll answered early with nothing new
 # UNAUTHENTICATED: the server restarted (sessions are not persisted); ALREADY_EXISTS at
 # registration: our previous connection has not timed out yet.
 RETRYABLE = {
@@ -174,12 +177,19 @@ def build_style_client(
 def check_secure_mode(config: ClientConfig, plan: pb.RoundPlan, pinned: str | None) -> str:
     """The plan's secure mode, if this artist takes part in it; raise :class:`ConfigError` otherwise.
 
-    Threat model: the server announces the secure mode in every plan, and a plan of mode ``none``
-    asks for the artist's contribution in the clear.  So the artist takes part only in
-    ``client.secure_mode`` when set, and never in another mode than ``pinned`` (the run's first
-    plan's): a server switching a masked or encrypted federation to ``none`` mid-run would otherwise
-    read an artist's own update instead of the sum."""
+    Threat model: the server announces the secure mode and the phase in every plan, and a
+    ``contribute`` plan of mode ``none`` asks for the artist's contribution in the clear.  So the
+    artist takes part only in ``client.secure_mode`` when set, never in another mode than ``pinned``
+    (the run's first plan's), and never in a phase its mode does not have
+    (:func:`~fedstyle_secure.federation.coordinator.phases_of_mode`): a server switching a masked or
+    encrypted federation to ``none`` mid-run, or announcing ``contribute`` under ``secagg``, would
+    otherwise read an artist's own update instead of the sum."""
     mode = plan.secure_mode
+    if plan.phase not in phases_of_mode(mode):
+        raise ConfigError(
+            f"round {plan.round_id}: the plan announces phase {plan.phase!r} under secure_mode {mode!r}, "
+            "which has no such phase; refused"
+        )
     if config.secure_mode is not None and mode != config.secure_mode:
         raise ConfigError(
             f"round {plan.round_id}: the plan announces secure_mode {mode!r}; this artist takes part only "
@@ -242,6 +252,8 @@ class ArtistRunner:
             vector, layout = self._packed(session, plan)
             if plan.secure_mode == "ckks":  # encrypted and signed, see ckks_client
                 return contribute_step(self._ckks(), round_id, vector, layout)
+            if plan.secure_mode != "none":  # never in the clear under another mode (check_secure_mode)
+                raise TransportError(f"round {round_id}: no contribute phase under secure_mode {plan.secure_mode!r}")
             payload = vector_payload(vector)  # sent from the vector's memory: no bytes copy
             return lambda s, p: s.upload(round_id, pb.PAYLOAD_KIND_PLAIN_VECTOR, payload, layout)
         if plan.phase in MASKING_PHASES:  # secagg / secagg+: the contribution is masked, see masking_client
@@ -299,12 +311,19 @@ class ArtistRunner:
         return self.ckks
 
     def run_session(self, session: ArtistSession, stop: threading.Event) -> pb.RoundPlan:
-        """Follow plans until the run finishes; returns the final plan."""
+        """Follow plans until the run finishes; returns the final plan.  A long poll that comes back
+        early with the plan already acted on is followed by a pause, never by a busy loop (an honest
+        server answers when the plan changes or after the wait)."""
         while not stop.is_set():
-            plan = session.plan(self.done[0], self.done[1], wait_seconds=5.0, after_attempt=self.done_attempt)
+            asked = time.monotonic()
+            plan = session.plan(
+                self.done[0], self.done[1], wait_seconds=PLAN_WAIT_SECONDS, after_attempt=self.done_attempt
+            )
             if plan.finished:
                 return plan
             if (plan.round_id, plan.phase) == self.done and plan.attempt == self.done_attempt:
+                if time.monotonic() - asked < PLAN_WAIT_SECONDS / 2:
+                    stop.wait(PLAN_REPOLL_PAUSE_SECONDS)
                 continue
             try:
                 self.act(session, plan)

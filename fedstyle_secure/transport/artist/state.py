@@ -295,14 +295,16 @@ class MaskingSessionStore:
 class FirstPlanPin:
     """The public parameters of the run as its first plan announced them -- the starting model's
     (algorithm, seed, embedding size, public warm-start steps, public set, privately trained layers)
-    and the secure mode -- in ``<state_dir>/first-plan.sqlite`` (0600).  A later plan announcing
+    and the secure mode -- in ``<state_dir>/starting-model.sqlite`` (0600; the file's name from
+    before it held the mode too, so an artist upgraded mid-run still reads its pin: one without the
+    mode refuses every plan, fail closed, until a fresh state_dir).  A later plan announcing
     others is refused: a server could otherwise make an artist redo the public warm start on every
     message (Flower starts a process per message), start artists from models that differ without
     their noticing, or switch a masked or encrypted federation to ``none`` to read an artist's own
     contribution (see :func:`~fedstyle_secure.transport.artist.runner.check_secure_mode`, the same
     rule in memory)."""
 
-    FILE = "first-plan.sqlite"
+    FILE = "starting-model.sqlite"
 
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / self.FILE
