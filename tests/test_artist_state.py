@@ -84,3 +84,19 @@ def test_the_masking_session_store_leaves_no_dropped_secret_on_disk(tmp_path, um
     assert store.load() == {"meta": b"{}"}
     files = [p for p in (tmp_path / "state").iterdir() if p.name.startswith(MASKING_SESSION_FILE)]
     assert all(secret[:64] not in p.read_bytes() for p in files)
+
+
+def test_a_pin_written_before_it_held_the_secure_mode_refuses_every_plan(tmp_path):
+    """An artist upgraded mid-run finds its pin in the same file (``starting-model.sqlite``) without a
+    secure mode: every plan is refused until a fresh state_dir, never re-pinned by whatever mode the
+    server announces next (a second helper's attack: a renamed file let a server pin ``none``)."""
+    from fedstyle_secure.errors import ConfigError
+    from fedstyle_secure.transport.artist.state import FirstPlanPin
+
+    old = {"algorithm": "fedstyle", "seed": 0, "embedding_dim": 128}
+    FirstPlanPin(tmp_path).check(old)  # the previous version's pin: no secure_mode
+    assert (tmp_path / "starting-model.sqlite").is_file()
+
+    for mode in ("secagg", "none"):
+        with pytest.raises(ConfigError, match=f"secure_mode None -> '{mode}'"):
+            FirstPlanPin(tmp_path).check({**old, "secure_mode": mode})

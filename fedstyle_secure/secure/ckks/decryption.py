@@ -266,7 +266,6 @@ class DecryptionGuard:
     Then a committee member of a set decrypted in attempt ``a`` is in no set of a later attempt,
     and the lemma of this module extends to every sum decrypted in the round: the earliest attempt
     with a non-zero coefficient can only be cancelled within itself.
-
     """
 
     _round: int = -1
