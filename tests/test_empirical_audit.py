@@ -129,9 +129,11 @@ def test_honest_run_consistent_and_broken_runs_caught_fast() -> None:
         assert result.verdict == "VIOLATION"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("epsilon", [2.0, 8.0])
+@pytest.mark.parametrize("epsilon", [2.0, pytest.param(8.0, marks=pytest.mark.slow)])
 def test_default_size_audit(epsilon: float) -> None:
+    """The audit at its default size (about 6 s at epsilon 2, so CI runs it: when federated rounds'
+    default optimiser became SGD the audit's no-noise run fell to 164 of 200 right guesses, and only
+    this test, then all slow, could see it)."""
     cfg = CanaryAuditConfig(epsilon=epsilon)
     honest = run_canary_audit("honest", cfg)
     assert honest.lower_bound <= honest.claimed_epsilon

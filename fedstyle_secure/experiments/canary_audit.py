@@ -256,7 +256,10 @@ def run_canary_audit(configuration: str, cfg: CanaryAuditConfig) -> EmpiricalAud
         claimed = compute_epsilon(honest.round_mechanisms(0, release=False), honest.delta, honest.accountant)
         gradients = _canary_gradients(model, exp)
         initial = get_flat_params(model)
-        local = LocalConfig(epochs=cfg.epochs, lr=cfg.lr, proximal_mu=0.0)  # DP batches come from the plan
+        # Adam, pinned: the audit's lr and its power are Adam's, whatever optimiser federated rounds
+        # default to (when LocalConfig's default became SGD, a no-noise run went from 198 to 164 right
+        # guesses of 200 and the slow default-size test failed unnoticed); DP holds for any optimiser
+        local = LocalConfig(epochs=cfg.epochs, lr=cfg.lr, optimizer="adam", proximal_mu=0.0)
         context = RoundContext(n_artists=cfg.artists)
         result = train_local(model, exp.data, context, OBJECTIVE, local, rng, dp=plan, noise=noise)
     scores = update_alignment_scores(gradients, initial - get_flat_params(model))
