@@ -40,6 +40,12 @@ def test_a_decryption_asked_for_again_is_the_same_bytes_and_incomplete_commitmen
     run = Run(tmp_path / "run", data, "ckks")
     run.until("decrypt")
     member, other = run.federation.coordinator.plan().decryptors
+    # the contribute message replayed to a new process: the same ciphertext, never a second one
+    # trained and encrypted again for the round (a third helper's attack; it was, each time)
+    contribute, sent = run.grid.sent(PHASE_ACTIONS["contribute"], run.nodes[member])
+    assert sent.upload is not None
+    again = run.deliver(member, "contribute", copied(contribute)).upload
+    assert again is not None and again[1] == sent.upload[1] and again[0].sha256 == sent.upload[0].sha256
     run.federation.run_phase()  # the real decrypt phase: the commit message, then the decrypt message
     assert run.federation.refusals == []
     inbox, genuine = run.grid.sent(PHASE_ACTIONS["decrypt"], run.nodes[member])

@@ -10,6 +10,7 @@ attacker here.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -352,10 +353,11 @@ def test_a_plan_switching_the_run_to_no_secure_mode_is_refused_by_the_artist(fed
 
 def test_server_answering_every_commit_poll_at_once_gets_no_busy_wait_and_no_plaintext(keys, tmp_path, monkeypatch):
     """The server says the committee has committed (its long poll returns at once) but shows each
-    member only its own commitment, with a deadline of its choosing.  A member must neither decrypt
-    nor spin: between polls that bring nothing new it pauses (here a fake sleep that advances the
-    fake clock), so it polls about once a second until the deadline and then refuses.  Without the
-    pause it polls as fast as the server answers (stopped here after 500 polls)."""
+    member only its own commitment -- plus, on every poll, a fresh "commitment" credited to the artist
+    outside the committee, so that no two answers look alike -- with a deadline of its choosing.  A
+    member must neither decrypt nor spin: it polls at most about once a second, whatever a poll
+    brings (here a fake sleep advances the fake clock), until the deadline, and then refuses.
+    Without the pause it polls as fast as the server answers (stopped here after 500 polls)."""
     f = Federation(keys, tmp_path)
     try:
         x, y = f.contribute()
@@ -363,11 +365,15 @@ def test_server_answering_every_commit_poll_at_once_gets_no_busy_wait_and_no_pla
         monkeypatch.setattr(Coordinator, "decryption_committed", property(lambda c: True))
         polls = {x: 0, y: 0}
 
+        outsider = next(a for a in ARTISTS if a not in (x, y))
+
         def only_own(artist: str, round_id: int):
             polls[artist] += 1
             if polls[artist] > 500:  # the busy loop: end it at the deadline
                 f.clock.now = f.coordinator.plan().phase_deadline + 1
-            return f.coordinator.attempt, {artist: f.commitments[artist]} if artist in f.commitments else {}
+            own = {artist: f.commitments[artist]} if artist in f.commitments else {}
+            junk = {outsider: (f.commitments[artist][0], os.urandom(64))} if own else {}  # new on every poll
+            return f.coordinator.attempt, {**own, **junk}
 
         f.coordinator.decryption_commits = only_own
 

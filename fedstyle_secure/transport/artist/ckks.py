@@ -18,9 +18,10 @@ sum the artist checked and computed itself (protocol and threat model:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +52,8 @@ from fedstyle_secure.transport.wire import pb, vector_payload
 log = logging.getLogger(__name__)
 Send = Callable[[ArtistSession, pb.RoundPlan], object]
 MAX_COMMIT_POLL_SECONDS = 30.0
-COMMIT_POLL_PAUSE_SECONDS = 1.0  # between polls that brought no new commitment (the server answered early)
+COMMIT_POLL_PAUSE_SECONDS = 1.0  # polls come at most about this often, whatever the server answers
+MAX_COMMIT_WAIT_SECONDS = 600.0  # the artist's own cap on the wait for the committee, whatever deadline is announced
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,11 @@ class SentContribution:
     digest: bytes
     layout: bytes
     length: int
+
+    def packed_layout(self) -> Layout:
+        """The layout it was packed in (``layout`` holds its canonical bytes, :func:`layout_bytes`)."""
+        fields = json.loads(self.layout)
+        return Layout(tuple((str(name), tuple(int(d) for d in shape)) for name, shape in fields))
 
 
 @dataclass
@@ -88,13 +95,24 @@ class CkksClient:
         if self.journal is not None:
             self.journal.save(self.guard.to_dict())
 
-    def contribution(self, round_id: int, vector: np.ndarray, layout: Layout) -> bytes:
-        """Encrypt the round's packed vector (once per round; a retried attempt resends these bytes)."""
-        payload = encrypt(self.keys.ckks, vector).serialize()
-        self._own = SentContribution(
-            round_id, payload, payload_digest(payload), layout_bytes(layout.fields), int(np.asarray(vector).size)
-        )
-        return payload
+    def contribution(self, round_id: int, pack_once: Callable[[], tuple[np.ndarray, Layout]]) -> SentContribution:
+        """The round's ciphertext: packed (trained) by ``pack_once`` and encrypted once per round; a
+        retried attempt, a replayed message and a resumed process (Flower: one per message) send these
+        same bytes.  An earlier round than the one sent is refused: re-training and re-encrypting for
+        it would give the server a second signed ciphertext of this artist to combine."""
+        own = self._own
+        if own is not None and round_id < own.round_id:
+            raise SecureAggregationError(
+                f"round {round_id}: my contribution of round {own.round_id} was sent; refusing an earlier round"
+            )
+        if own is None or own.round_id != round_id:
+            vector, layout = pack_once()
+            payload = encrypt(self.keys.ckks, vector).serialize()
+            own = SentContribution(
+                round_id, payload, payload_digest(payload), layout_bytes(layout.fields), int(np.asarray(vector).size)
+            )
+            self._own = own
+        return own
 
     @property
     def sent(self) -> SentContribution | None:
@@ -158,19 +176,26 @@ class CkksClient:
                     f"{at}: the ciphertext served for {contribution.artist!r} is not the one it signed"
                 )
             total.add(data, what=f"{at} contribution of {contribution.artist}")
-        seen = _signatures_on(commits, digest)
+        # the server's deadline, but never longer than this artist's own cap; at most about a poll a
+        # second, whatever a poll brings (a server answering at once must not make the artist spin)
+        give_up = min(plan.phase_deadline_unix, self.clock() + MAX_COMMIT_WAIT_SECONDS)
+        seen = _signatures_on(commits, digest, committee)
         while not commitments_complete(seen, at=at, digest=digest, committee=committee, publics=publics):
-            remaining = plan.phase_deadline_unix - self.clock()
+            remaining = give_up - self.clock()
             if remaining <= 0:
                 raise SecureAggregationError(
                     f"{at}: not every committee member {list(committee)} committed to this set by the deadline"
                 )
+            asked = self.clock()
             commits = session.commit_decryption(
                 plan.round_id, plan.attempt, digest, signature, wait_seconds=min(remaining, MAX_COMMIT_POLL_SECONDS)
             )
-            polled, seen = seen, _signatures_on(commits, digest)
-            if seen == polled:  # a long poll that came back with nothing new: never a busy loop
-                self.sleep(min(COMMIT_POLL_PAUSE_SECONDS, max(remaining, 0.0)))
+            seen = _signatures_on(commits, digest, committee)
+            answered = self.clock() - asked
+            if answered < COMMIT_POLL_PAUSE_SECONDS and not commitments_complete(
+                seen, at=at, digest=digest, committee=committee, publics=publics
+            ):
+                self.sleep(min(COMMIT_POLL_PAUSE_SECONDS - answered, remaining))
         return bytes(vector_payload(released_plaintext(total.result(), release_noise(self.keys.ckks, at, digest))))
 
 
@@ -185,15 +210,22 @@ def ckks_client(
     return CkksClient(keys, min_quorum=min_quorum, clock=clock, journal=journal)
 
 
-def _signatures_on(commits: pb.DecryptionCommits, digest: bytes) -> dict[str, bytes]:
-    """Committee member -> signature, for the commitments to ``digest`` (others are not commitments to this set)."""
-    return {c.artist_id: bytes(c.signature) for c in commits.commits if bytes(c.set_digest) == digest}
+def _signatures_on(commits: pb.DecryptionCommits, digest: bytes, committee: Sequence[str]) -> dict[str, bytes]:
+    """Committee member -> signature, for the members' commitments to ``digest`` (anything else the
+    server shows is not a commitment to this set)."""
+    return {
+        c.artist_id: bytes(c.signature)
+        for c in commits.commits
+        if bytes(c.set_digest) == digest and c.artist_id in committee
+    }
 
 
-def contribute_step(client: CkksClient, round_id: int, vector: np.ndarray, layout: Layout) -> Send:
-    """Encrypt the round's contribution once; return how to send it, signed for the plan's attempt
-    (or, when the guard forbids contributing to that attempt, log why and send nothing)."""
-    payload = client.contribution(round_id, vector, layout)
+def contribute_step(client: CkksClient, round_id: int, pack_once: Callable[[], tuple[np.ndarray, Layout]]) -> Send:
+    """The round's contribution, encrypted once (:meth:`CkksClient.contribution`); return how to send
+    it, signed for the plan's attempt (or, when the guard forbids contributing to that attempt, log
+    why and send nothing)."""
+    own = client.contribution(round_id, pack_once)
+    payload, layout = own.payload, own.packed_layout()
 
     def send(session: ArtistSession, plan: pb.RoundPlan) -> object:
         try:

@@ -54,6 +54,7 @@ from fedstyle_secure.transport.wire import pb, vector_payload
 log = logging.getLogger(__name__)
 PLAN_WAIT_SECONDS = 5.0  # long poll for the next plan
 PLAN_REPOLL_PAUSE_SECONDS = 1.0  # after a poll answered early with nothing new
+PLAN_MIN_INTERVAL_SECONDS = 0.2  # between polls that each brought a new plan (honest phases: rarely this fast)
 # UNAUTHENTICATED: the server restarted (sessions are not persisted); ALREADY_EXISTS at
 # registration: our previous connection has not timed out yet.
 RETRYABLE = {
@@ -249,11 +250,11 @@ class ArtistRunner:
             publication = self._publication(session, plan)
             return lambda s, p: s.publish(round_id, publication)
         if plan.phase == "contribute":
-            vector, layout = self._packed(session, plan)
-            if plan.secure_mode == "ckks":  # encrypted and signed, see ckks_client
-                return contribute_step(self._ckks(), round_id, vector, layout)
+            if plan.secure_mode == "ckks":  # packed and encrypted once per round, signed per attempt: see ckks_client
+                return contribute_step(self._ckks(), round_id, lambda: self._packed(session, plan))
             if plan.secure_mode != "none":  # never in the clear under another mode (check_secure_mode)
                 raise TransportError(f"round {round_id}: no contribute phase under secure_mode {plan.secure_mode!r}")
+            vector, layout = self._packed(session, plan)
             payload = vector_payload(vector)  # sent from the vector's memory: no bytes copy
             return lambda s, p: s.upload(round_id, pb.PAYLOAD_KIND_PLAIN_VECTOR, payload, layout)
         if plan.phase in MASKING_PHASES:  # secagg / secagg+: the contribution is masked, see masking_client
@@ -332,6 +333,8 @@ class ArtistRunner:
                     raise
                 log.warning("round %d %s: %s", plan.round_id, plan.phase, exc.details())
             self.done, self.done_attempt = (plan.round_id, plan.phase), plan.attempt
+            # plans that change at once (a server alternating attempts or phases) get at most a few polls a second
+            stop.wait(max(0.0, PLAN_MIN_INTERVAL_SECONDS - (time.monotonic() - asked)))
         raise TransportError("stopped before the run finished")
 
 
