@@ -364,6 +364,36 @@ def test_epsilon_reports_must_be_signed_by_the_artist(served, keys, tmp_path):
         assert dict(session.stub.GetStatus(pb.StatusRequest(), timeout=5).reports) == {"artist_a": 0}
 
 
+def test_epsilon_reports_for_rounds_that_have_not_happened_are_refused_and_written_nowhere(served, keys, tmp_path):
+    """A malicious but enrolled artist signs reports for rounds that do not exist (a helper's attack:
+    205 accepted, 205 files written, a full state save each, and the status showing round 2**40).
+    Only rounds that have happened are taken, and resending a stored one saves nothing again."""
+    running, _ = served
+    channel, session = connect(running, keys, "artist_a")
+    identity = load_artist_keys(keys, "artist_a").identity_key
+    saves: list[int] = []
+    save = running.servicer.store.save
+    running.servicer.store.save = lambda snapshot: (saves.append(1), save(snapshot))[1]
+
+    def signed(round_id: int) -> bytes:
+        ledger = BudgetLedger(PrivacyBudget(1.0, 1e-5), 20)
+        ledger.record([GaussianRelease(1.0, 8.0, min(round_id, 10**6), "style-prototype-sums")])
+        report = build_report(ledger, artist_id="artist_a", round_id=round_id, noise_source=SECURE_NOISE_SOURCE)
+        return json.dumps(redacted_report(sign_report(report, identity))).encode()
+
+    with channel:
+        for round_id in (1, 5, 2**40):  # the run is in round 0, of 1
+            report = signed(round_id)
+            refused(lambda r=round_id, b=report: session.report(r, b), grpc.StatusCode.INVALID_ARGUMENT, "happened")
+        report = signed(0)
+        session.report(0, report)
+        stored = len(saves)
+        session.report(0, report)  # resent after a reconnect: accepted, nothing new to save
+        assert len(saves) == stored
+        assert dict(session.stub.GetStatus(pb.StatusRequest(), timeout=5).reports) == {"artist_a": 0}
+    assert [p.name for p in (tmp_path / "reports" / "artist_a").glob("round-*.json")] == ["round-0000.json"]
+
+
 def test_query_after_a_run_that_gave_up_names_the_failure(served, keys):
     """No artist answers: the set-up round is retried, then the run gives up.  A buyer is told the run
     failed and why (not that the index is merely not written yet), and the server keeps answering."""

@@ -68,3 +68,22 @@ def test_a_vector_goes_on_the_wire_as_little_endian_float64_whatever_its_dtype(d
 
     np.testing.assert_array_equal(np.frombuffer(joined, dtype="<f8"), vector.astype(np.float64))
     assert np.shares_memory(np.frombuffer(vector_payload(vector), dtype="<f8"), vector) == (dtype == "<f8")
+
+
+def test_a_broadcast_larger_than_the_federation_can_need_is_refused_before_it_is_read() -> None:
+    """A server streaming a broadcast body far larger than the federation's model, public set,
+    prototype table and standardisation (a helper's attack: a 400 MB body cost the artist 1.2 GB of
+    peak memory before any shape check) is refused from the header's declared size; an honest one
+    of the same federation is read."""
+    from fedstyle_secure.federation.round_layout import FederationShape, ModelShape
+    from fedstyle_secure.transport.artist.channel import broadcast_limit
+    from fedstyle_secure.transport.wire import PayloadTooLarge
+
+    shape = FederationShape(feature_dim=8, embedding_dim=4, public_count=3, model=ModelShape(1000, ((0, 1000),)))
+    limit = broadcast_limit(shape, n_artists=2)
+    honest = _session(params=np.zeros(1000, dtype=np.float32))
+    crafted = _session(params=np.zeros(limit // 4 + 1, dtype=np.float32))  # more values than any model of the shape
+
+    assert honest.broadcast(1, max_bytes=limit)[0].params is not None
+    with pytest.raises(PayloadTooLarge, match="declares"):
+        crafted.broadcast(1, max_bytes=limit)

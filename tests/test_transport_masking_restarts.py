@@ -385,7 +385,7 @@ class FakeDpServer:
     reports: list[int] = dataclasses.field(default_factory=list)
     embedding_dim: int = 0
 
-    def broadcast(self, round_id: int) -> tuple[Broadcast, None]:
+    def broadcast(self, round_id: int, max_bytes: int = 0) -> tuple[Broadcast, None]:
         n = len(self.roster)
         zeros = np.zeros((n, self.embedding_dim), dtype=np.float32)
         return Broadcast(

@@ -530,8 +530,21 @@ class Coordinator:
         """(attempt, committee member -> (set digest, signature)) of the commitments held so far."""
         return self.attempt, self._decrypting(artist, round_id).commitments
 
-    def record_report(self, artist: str, round_id: int) -> None:
-        self.reports[artist] = max(round_id, self.reports.get(artist, 0))
+    def check_report_round(self, round_id: int) -> None:
+        """Refuse (``Malformed``) an ε report for a plan round that has not happened: plan round ``r``
+        is training round ``r + 1`` (``R``: the final publication), so a report's round is at most the
+        current round id and the schedule's rounds.  Threat model: an enrolled artist uploading signed
+        reports for any round would fill the reports folder and show a false reporting progress."""
+        last = min(self.schedule.rounds, self._round_id)
+        if not 0 <= round_id <= last:
+            raise Malformed(f"an epsilon report for plan round {round_id}; rounds 0..{last} have happened")
+
+    def record_report(self, artist: str, round_id: int) -> bool:
+        """Note ``artist``'s latest reported plan round; whether that changed it."""
+        latest = max(round_id, self.reports.get(artist, 0))
+        changed = self.reports.get(artist) != latest
+        self.reports[artist] = latest
+        return changed
 
     def halt(self, reason: str) -> None:
         """Stop the run for good (``failed`` names ``reason``), e.g. when its state cannot be persisted."""

@@ -49,6 +49,7 @@ from fedstyle_secure.flower.records import (
 from fedstyle_secure.secure.keys.keystore import ArtistKeys, load_artist_keys
 from fedstyle_secure.transport import auth
 from fedstyle_secure.transport.artist.channel import (
+    MAX_DOWNLOAD_BYTES,
     ArtistSession,
     broadcast_from_body,
     masking_upload,
@@ -111,7 +112,9 @@ class FlowerSession(ArtistSession):
         assert self.inbox is not None
         return self.inbox
 
-    def broadcast(self, round_id: int, timeout: float = 60.0) -> tuple[Broadcast, tuple[np.ndarray, np.ndarray] | None]:
+    def broadcast(
+        self, round_id: int, timeout: float = 60.0, max_bytes: int = MAX_DOWNLOAD_BYTES
+    ) -> tuple[Broadcast, tuple[np.ndarray, np.ndarray] | None]:
         body = self._inbox().broadcast
         if body is None or body.round_id != round_id:
             raise TransportError(f"round {round_id}: the server's message carries no broadcast of this round")
@@ -143,7 +146,9 @@ class FlowerSession(ArtistSession):
             raise TransportError(f"round {round_id}: the server's message carries no contribution set")
         return listed
 
-    def contribution(self, round_id: int, artist_id: str, timeout: float = 120.0) -> bytes:
+    def contribution(
+        self, round_id: int, artist_id: str, timeout: float = 120.0, max_bytes: int = MAX_DOWNLOAD_BYTES
+    ) -> bytes:
         payloads = self._inbox().contributions
         if artist_id not in payloads:
             raise TransportError(f"round {round_id}: the server's message carries no contribution of {artist_id!r}")

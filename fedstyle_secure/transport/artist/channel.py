@@ -10,6 +10,7 @@ import numpy as np
 
 from fedstyle_secure.federation.client import Broadcast, Publication
 from fedstyle_secure.federation.packing import Layout
+from fedstyle_secure.federation.round_layout import FederationShape
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.transport import auth
 from fedstyle_secure.transport.wire import (
@@ -30,6 +31,17 @@ from fedstyle_secure.transport.wire import (
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_DOWNLOAD_BYTES = 1 << 31
+DOWNLOAD_SLACK_BYTES = 1 << 20  # protobuf framing and headers on top of a download's expected values
+
+
+def broadcast_limit(shape: FederationShape, n_artists: int) -> int:
+    """The most bytes a broadcast of a federation of ``shape`` and ``n_artists`` can need (bytes): the
+    model, the public set's consensus, the prototype table and the standardisation, at 8 bytes a value
+    (the wire's float32 is 4), plus slack.  Threat model: a server streaming a larger body would make
+    the artist join, parse and convert it (three copies) before any shape check."""
+    values = (shape.model.param_count if shape.model is not None else 0) + 2 * shape.feature_dim
+    values += (shape.public_count + n_artists) * shape.embedding_dim
+    return 8 * values + n_artists + DOWNLOAD_SLACK_BYTES
 
 
 def open_channel(
@@ -89,13 +101,16 @@ class ArtistSession:
         )
         return self.stub.GetRoundPlan(request, metadata=self.metadata, timeout=wait_seconds + 10)
 
-    def broadcast(self, round_id: int, timeout: float = 60.0) -> tuple[Broadcast, tuple[np.ndarray, np.ndarray] | None]:
-        """The round's broadcast and the feature standardisation (mean, std) if set."""
+    def broadcast(
+        self, round_id: int, timeout: float = 60.0, max_bytes: int = MAX_DOWNLOAD_BYTES
+    ) -> tuple[Broadcast, tuple[np.ndarray, np.ndarray] | None]:
+        """The round's broadcast and the feature standardisation (mean, std) if set; a body declaring
+        more than ``max_bytes`` (:func:`broadcast_limit`) is refused before it is read."""
         _, payload = join_chunks(
             self.stub.DownloadBroadcast(
                 pb.BroadcastRequest(round_id=round_id), metadata=self.metadata, timeout=timeout
             ),
-            MAX_DOWNLOAD_BYTES,
+            max_bytes,
         )
         body = pb.BroadcastBody.FromString(payload)
         del payload  # the parsed body holds its own copy; the model is a few MB
@@ -134,11 +149,13 @@ class ArtistSession:
         request = pb.ContributionSetRequest(round_id=round_id)
         return self.stub.GetContributionSet(request, metadata=self.metadata, timeout=timeout)
 
-    def contribution(self, round_id: int, artist_id: str, timeout: float = 120.0) -> bytes:
-        """CKKS committee: one listed contribution's ciphertext bytes."""
+    def contribution(
+        self, round_id: int, artist_id: str, timeout: float = 120.0, max_bytes: int = MAX_DOWNLOAD_BYTES
+    ) -> bytes:
+        """CKKS committee: one listed contribution's ciphertext bytes (at most ``max_bytes``)."""
         request = pb.ContributionRequest(round_id=round_id, artist_id=artist_id)
         stream = self.stub.DownloadContribution(request, metadata=self.metadata, timeout=timeout)
-        return join_chunks(stream, MAX_DOWNLOAD_BYTES)[1]
+        return join_chunks(stream, max_bytes)[1]
 
     def commit_decryption(
         self, round_id: int, attempt: int, set_digest: bytes, signature: bytes, wait_seconds: float = 0.0

@@ -45,7 +45,7 @@ from fedstyle_secure.secure.ckks.decryption import (
 )
 from fedstyle_secure.secure.ckks.primitives import CkksSum, encrypt, released_plaintext
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
-from fedstyle_secure.transport.artist.channel import ArtistSession
+from fedstyle_secure.transport.artist.channel import DOWNLOAD_SLACK_BYTES, ArtistSession
 from fedstyle_secure.transport.artist.state import CkksGuardJournal
 from fedstyle_secure.transport.wire import pb, vector_payload
 
@@ -169,7 +169,9 @@ class CkksClient:
         total = CkksSum(self.keys.ckks, own.length)
         for contribution in contributions:
             data = (
-                own.payload if contribution.artist == me else session.contribution(plan.round_id, contribution.artist)
+                own.payload
+                if contribution.artist == me
+                else session.contribution(plan.round_id, contribution.artist, max_bytes=_contribution_limit(own))
             )
             if payload_digest(data) != contribution.digest:
                 raise SecureAggregationError(
@@ -197,6 +199,12 @@ class CkksClient:
             ):
                 self.sleep(min(COMMIT_POLL_PAUSE_SECONDS - answered, remaining))
         return bytes(vector_payload(released_plaintext(total.result(), release_noise(self.keys.ckks, at, digest))))
+
+
+def _contribution_limit(own: SentContribution) -> int:
+    """The most bytes another artist's ciphertext of this round may have: every contribution encrypts
+    a vector of the same layout, so about as many bytes as this artist's own (twice, plus slack)."""
+    return 2 * len(own.payload) + DOWNLOAD_SLACK_BYTES
 
 
 def ckks_client(

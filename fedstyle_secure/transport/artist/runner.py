@@ -41,7 +41,7 @@ from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.secure.masking.config import MASKING_PHASES
 from fedstyle_secure.training.local import LocalConfig, LocalData
 from fedstyle_secure.training.pretrain import MAX_PUBLIC_PRETRAIN_STEPS
-from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
+from fedstyle_secure.transport.artist.channel import ArtistSession, broadcast_limit, open_channel
 from fedstyle_secure.transport.artist.ckks import CkksClient, Send, ckks_client, contribute_step, decrypt_step
 from fedstyle_secure.transport.artist.masking import MaskingClient, masking_client, masking_step
 from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
@@ -299,7 +299,9 @@ class ArtistRunner:
         return self.client.publish(broadcast, round_id=plan.round_id - 1, final=plan.kind == pb.ROUND_KIND_FINAL)
 
     def _broadcast(self, session: ArtistSession, round_id: int) -> Broadcast:
-        broadcast, standardisation = session.broadcast(round_id)
+        assert self.client is not None  # built on the run's first plan, before any broadcast
+        limit = broadcast_limit(self.client.shape(), len(session.roster))
+        broadcast, standardisation = session.broadcast(round_id, max_bytes=limit)
         if standardisation is not None and not self.standardised:
             assert self.client is not None  # built on the run's first plan, before any broadcast
             self.client.set_standardisation(*standardisation)

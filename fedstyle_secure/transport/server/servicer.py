@@ -578,10 +578,11 @@ class FederationServicer(pb_grpc.FederationServicer):
     def store_report(self, artist: str, request: pb.EpsilonReport) -> None:
         """Accept ``artist``'s report only if its identity key signed it; store it if configured
         (call with ``_cond`` held)."""
+        self.coordinator.check_report_round(request.round_id)  # before anything is written
         accept_report(request, artist, self.keys.identity_public_keys[artist], self.config.reports_dir)
-        self.coordinator.record_report(artist, request.round_id)
-        self._saved_round = (-1, False)  # persist the report index
-        self._changed()
+        if self.coordinator.record_report(artist, request.round_id):
+            self._saved_round = (-1, False)  # persist the report index (a resent report changes nothing)
+            self._changed()
         log.info(
             "epsilon report of %s for round %d stored",
             artist,
