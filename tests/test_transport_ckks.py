@@ -40,7 +40,7 @@ from fedstyle_secure.secure.ckks.decryption import (
 from fedstyle_secure.secure.ckks.primitives import CkksAggregator, CkksContext, CkksParams, EncryptedVector, encrypt
 from fedstyle_secure.secure.keys.keystore import ArtistKeys, load_artist_keys
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
-from fedstyle_secure.transport.artist.ckks import CkksClient, ckks_client
+from fedstyle_secure.transport.artist.ckks import CkksClient, ckks_client, contribute_step
 from fedstyle_secure.transport.artist.runner import ArtistRunner
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.server import servicer as server_module
@@ -531,3 +531,24 @@ def test_crafted_first_ciphertexts_are_refused_and_the_honest_sum_is_unchanged(f
     f.act(committee)
     np.testing.assert_allclose(f.coordinator.standardisation[0], 7 / 3, rtol=1e-6)  # the honest sum
     assert f.coordinator.plan().round_id == 1
+
+
+def test_a_contribute_plan_for_an_earlier_round_gets_no_second_ciphertext(keys):
+    """After sending round 2's contribution, a plan asking for round 1's would make the artist train
+    and encrypt again: a second signed ciphertext of this artist for the server to combine.  It is
+    refused (nothing packed, nothing sent); the round already sent is resent as is, not re-encrypted."""
+    client = CkksClient(load_artist_keys(keys, "artist_a"))
+    vector = np.arange(4.0)
+    layout = pack({"v": vector})[1]
+    packs: list[int] = []
+
+    def pack_once():
+        packs.append(1)
+        return vector, layout
+
+    client.contribution(2, pack_once)
+    sent = client.sent
+    send = contribute_step(client, 1, pack_once)
+
+    assert send(None, None) is None and "refusing an earlier round" in (client.last_refusal or "")
+    assert client.contribution(2, pack_once) is sent and len(packs) == 1

@@ -134,6 +134,11 @@ def layout_bytes(fields: LayoutFields) -> bytes:
     return json.dumps([[name, [int(d) for d in shape]] for name, shape in fields], separators=(",", ":")).encode()
 
 
+def layout_from_bytes(data: bytes) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """The layout fields :func:`layout_bytes` encoded."""
+    return tuple((str(name), tuple(int(d) for d in shape)) for name, shape in json.loads(data))
+
+
 def contribution_statement(at: Attempt, artist: str, layout: bytes, digest: bytes) -> bytes:
     """The exact bytes artist ``artist`` signs for its ciphertext of SHA-256 ``digest`` in ``at``."""
     if len(digest) != DIGEST_BYTES:

@@ -18,7 +18,6 @@ sum the artist checked and computed itself (protocol and threat model:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +36,7 @@ from fedstyle_secure.secure.ckks.decryption import (
     check_contribution_set,
     commitments_complete,
     layout_bytes,
+    layout_from_bytes,
     payload_digest,
     release_noise,
     set_digest,
@@ -68,8 +68,7 @@ class SentContribution:
 
     def packed_layout(self) -> Layout:
         """The layout it was packed in (``layout`` holds its canonical bytes, :func:`layout_bytes`)."""
-        fields = json.loads(self.layout)
-        return Layout(tuple((str(name), tuple(int(d) for d in shape)) for name, shape in fields))
+        return Layout(layout_from_bytes(self.layout))
 
 
 @dataclass
@@ -230,9 +229,14 @@ def _signatures_on(commits: pb.DecryptionCommits, digest: bytes, committee: Sequ
 
 def contribute_step(client: CkksClient, round_id: int, pack_once: Callable[[], tuple[np.ndarray, Layout]]) -> Send:
     """The round's contribution, encrypted once (:meth:`CkksClient.contribution`); return how to send
-    it, signed for the plan's attempt (or, when the guard forbids contributing to that attempt, log
-    why and send nothing)."""
-    own = client.contribution(round_id, pack_once)
+    it, signed for the plan's attempt (or, when the guard forbids contributing to that attempt or
+    the round is earlier than the one sent, log why and send nothing)."""
+    try:
+        own = client.contribution(round_id, pack_once)
+    except SecureAggregationError as exc:  # an earlier round than the one sent: nothing to send
+        client.last_refusal = str(exc)
+        log.warning("round %d: not contributing: %s", round_id, exc)
+        return lambda s, p: None
     payload, layout = own.payload, own.packed_layout()
 
     def send(session: ArtistSession, plan: pb.RoundPlan) -> object:

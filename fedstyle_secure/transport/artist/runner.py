@@ -303,7 +303,6 @@ class ArtistRunner:
         limit = broadcast_limit(self.client.shape(), len(session.roster))
         broadcast, standardisation = session.broadcast(round_id, max_bytes=limit)
         if standardisation is not None and not self.standardised:
-            assert self.client is not None  # built on the run's first plan, before any broadcast
             self.client.set_standardisation(*standardisation)
             self.standardised = True
         return broadcast
