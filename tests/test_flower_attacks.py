@@ -17,6 +17,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.federation.masking_session import TAG_BITS
 from fedstyle_secure.flower.apps import client_app
 from fedstyle_secure.flower.records import CLAIM, PHASE_ACTIONS, RECORD, REPORTS
 from fedstyle_secure.flower.server import FlowerFederation, bind_nodes
@@ -144,3 +145,29 @@ def test_an_artist_reply_of_the_wrong_item_type_is_refused_and_the_run_finishes(
 
     assert federation.coordinator.finished and not federation.coordinator.failed
     assert any(f"{ARTISTS[1]}: unreadable reply" in r and "not bytes" in r for r in federation.refusals)
+
+
+@pytest.mark.usefixtures("outside_runtime")
+def test_a_two_participant_masking_session_gets_no_keys_from_an_artist_with_a_floor(tmp_path, data, caplog):
+    """The server starts a second masking session of round 1 with two participants (it may claim the
+    third retired), so the sum it decodes, and broadcasts, is the target's input plus one other's.  A
+    target whose ``client.min_quorum`` is 3 advertises no keys and trains nothing for it (fails
+    without the floor); the other artist, at the default floor 2, takes the same crafted plan, so
+    nothing else about it is refused."""
+    run = Run(tmp_path / "run", data)
+    run.until("advertise", round_id=1)
+    run.federation.run_phase()  # the genuine session of three: everyone advertised
+    target, other = ARTISTS[0], ARTISTS[1]
+    config = run.configs.artists[target]
+    config.write_text(config.read_text().replace("[client]\n", "[client]\nmin_quorum = 3\n", 1))
+    replies = {}
+    for artist in (target, other):
+        crafted = copied(run.grid.sent(PHASE_ACTIONS["advertise"], run.nodes[artist])[0])
+        crafted.plan.masking.session_id = (1 << TAG_BITS) | 0xBEEF  # a second session of round 1
+        del crafted.plan.participants[:]
+        crafted.plan.participants.extend([target, other])
+        with caplog.at_level("WARNING"):
+            replies[artist] = run.deliver(artist, "advertise", crafted)
+    assert replies[target].masking is None
+    assert replies[other].masking is not None
+    assert "can reveal a sum of only 2 inputs, below my floor 3 (client.min_quorum)" in caplog.text

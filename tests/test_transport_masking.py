@@ -23,7 +23,7 @@ import pytest
 from fedstyle_secure.errors import SecureAggregationError
 from fedstyle_secure.federation.coordinator import Coordinator, Phase, Plan, Schedule
 from fedstyle_secure.federation.masking_rounds import MaskingRound
-from fedstyle_secure.federation.masking_session import FETCH_NAMES, round_config
+from fedstyle_secure.federation.masking_session import FETCH_NAMES, TAG_BITS, round_config
 from fedstyle_secure.federation.packing import Layout, pack
 from fedstyle_secure.federation.rejections import Forbidden, Malformed, PastDeadline, WrongRound
 from fedstyle_secure.federation.round_layout import FederationShape, ModelShape
@@ -640,3 +640,67 @@ def test_server_lowering_the_threshold_or_degree_gets_no_advertisement(
         running.stop(0)
         for channel in channels:
             channel.close()
+
+
+def test_server_announcing_a_two_participant_session_gets_no_advertisement_below_the_floor(
+    keys, tmp_path, caplog, monkeypatch
+):
+    """Attack: a server deviating from the protocol treats all but two of its five roster artists as
+    retired, so the masking session has two participants and the sum it decodes -- and broadcasts as
+    the next model -- is two inputs, one of which the other participant knows.  An artist whose
+    ``client.min_quorum`` is 3 refuses to advertise keys in it, before any local training; one at the
+    default floor 2 joins, so the plan is otherwise fine."""
+    monkeypatch.setattr(Coordinator, "participants", property(lambda self: ("artist_a", "artist_b")))
+    schedule = Schedule(rounds=1, quorum=2, phase_seconds=60, masking_seconds=30, secure_mode="secagg")
+    running = start(keys, tmp_path, schedule, Clock())
+    channels, clients = [], {}
+    try:
+        for artist, floor in (("artist_a", 3), ("artist_b", 2)):
+            artist_keys = load_artist_keys(keys, artist)
+            channels.append(open_channel(address(running), artist_keys.tls_pem()))
+            session = ArtistSession.register(channels[-1], artist_keys)
+            clients[artist] = (session, masking_client(artist_keys, None, min_quorum=floor))
+        packed = []
+        for artist, (session, client) in clients.items():
+            plan = wait_for_phase(session, "advertise")
+            assert sorted(plan.participants) == ["artist_a", "artist_b"]
+            with caplog.at_level("WARNING"):
+                masking_step(client, session, plan, lambda a=artist: packed.append(a) or pack(_moments(1.0, WIRE)))(
+                    session
+                )
+        assert clients["artist_a"][1]._current is None and clients["artist_b"][1]._current is not None
+        assert packed == ["artist_b"]  # the refusing artist never packed (nor trained) for the round
+        assert set(running.servicer.coordinator._collect.items) == {"artist_b"}
+        assert "can reveal a sum of only 2 inputs, below my floor 3 (client.min_quorum)" in caplog.text
+    finally:
+        running.stop(0)
+        for channel in channels:
+            channel.close()
+
+
+@pytest.mark.parametrize(
+    ("participants", "threshold", "floor", "joins"),
+    [
+        (3, 2 / 3, 3, False),  # t = 2: a survivor set of two can be decoded
+        (3, 1.0, 3, True),  # t = 3: every participant's input is in any decodable sum
+        (4, 2 / 3, 3, True),  # t = 3
+        (4, 2 / 3, 4, False),
+        (2, 1.0, 2, True),  # the default floor admits a two-artist federation
+    ],
+)
+def test_the_floor_is_on_the_smallest_sum_a_session_can_reveal(keys, participants, threshold, floor, joins):
+    """No share is revealed before t share holders signed one survivor set, and only members sign,
+    so the smallest decodable sum holds t inputs: the floor is checked against t, not against the
+    participant count (three participants at threshold 2/3 can still reveal a sum of two)."""
+    roster = (ARTISTS + ("artist_d", "artist_e"))[:participants]
+    artist_keys = load_artist_keys(keys, "artist_a")
+    client = masking_client(artist_keys, None, min_threshold=0.5, min_quorum=floor)
+    plan = pb.RoundPlan(
+        round_id=1, secure_mode="secagg", participants=list(roster), phase="advertise", value_low=-1.0, value_high=1.0
+    )
+    plan.masking.CopyFrom(pb.MaskingParameters(session_id=(1 << TAG_BITS) | 7, threshold=threshold))
+    if joins:
+        client.check_can_advertise(plan)
+    else:
+        with pytest.raises(SecureAggregationError, match=f"below my floor {floor} \\(client.min_quorum\\)"):
+            client.check_can_advertise(plan)

@@ -279,7 +279,12 @@ def _act_on_phase(config: ClientConfig, keys: ArtistKeys, inbox: ServerMessage) 
     masking = None
     if is_masking_mode(plan.secure_mode):
         masking = masking_client(
-            keys, config.state_dir, config.min_masking_threshold, config.min_masking_degree, resume=True
+            keys,
+            config.state_dir,
+            config.min_masking_threshold,
+            config.min_masking_degree,
+            min_quorum=config.min_quorum,
+            resume=True,
         )
         masking.end_rounds_before(plan.round_id)  # an unfinished earlier session's secrets go now
         if plan.phase in FETCH_NAMES:  # share .. unmask: crypto on the stored session only, no model to rebuild

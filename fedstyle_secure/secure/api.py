@@ -21,6 +21,12 @@ import numpy as np
 from fedstyle_secure.errors import SecureAggregationError
 
 SECURE_MODES: tuple[str, ...] = ("none", "ckks", "secagg", "secagg+")
+DEFAULT_MIN_QUORUM = 2
+"""An artist's default floor (``client.min_quorum``) on the inputs of any sum it helps reveal, in every
+secure mode, whatever quorum or participant list a server announces: a CKKS decryptor decrypts no
+smaller set, a masking artist joins no session that could reveal a smaller sum.  2 keeps every single
+input from the server; 3 also keeps it from the one other artist of a two-input sum (who learns the
+sum from the next broadcast)."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pydantic.dataclasses import dataclass
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.coordinator import TRANSPORT_SECURE_MODES, Schedule
 from fedstyle_secure.privacy.plan import DEFAULT_MIN_TRAINING_ARTWORKS, DpConfig
-from fedstyle_secure.secure.ckks.decryption import DEFAULT_MIN_QUORUM
+from fedstyle_secure.secure.api import DEFAULT_MIN_QUORUM
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
 from fedstyle_secure.training.pretrain import MAX_PUBLIC_PRETRAIN_STEPS, default_pretrain_steps
 from fedstyle_secure.transport.dp_config import dp_schedule, pop_federation_dp
@@ -93,7 +93,7 @@ class ClientConfig:
     reports_dir: ConfigPath | None = None  # signed epsilon reports; default <state_dir>/reports
     # the artist's portfolio-size rule (privacy.plan.DEFAULT_MIN_TRAINING_ARTWORKS): below it, no DP-SGD
     min_training_artworks: Positive = DEFAULT_MIN_TRAINING_ARTWORKS
-    # CKKS: never decrypt a sum of fewer contributors, whatever the server says
+    # never help reveal a sum of fewer inputs, whatever the server announces (CKKS: decrypt; masking: join a session)
     min_quorum: Positive = DEFAULT_MIN_QUORUM
     # masking: refuse a plan announcing a lower threshold fraction
     min_masking_threshold: MaskingThreshold = DEFAULT_THRESHOLD

@@ -89,7 +89,6 @@ from fedstyle_secure.secure.binary import pack_id, pack_u32, pack_u64
 from fedstyle_secure.secure.ckks.primitives import CkksContext, EncryptedVector
 
 COMMITTEE_SIZE = 2  # smallest size for which the lemma above holds; each member downloads every contribution
-DEFAULT_MIN_QUORUM = 2  # a decryptor never accepts a smaller set by default, whatever quorum a server announces
 DIGEST_BYTES = 32
 _CONTRIBUTION = b"fedstyle.v1/ckks-contribution"
 _SET = b"fedstyle.v1/ckks-contribution-set"

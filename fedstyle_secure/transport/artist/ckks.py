@@ -28,8 +28,8 @@ import numpy as np
 
 from fedstyle_secure.errors import SecureAggregationError
 from fedstyle_secure.federation.packing import Layout
+from fedstyle_secure.secure.api import DEFAULT_MIN_QUORUM
 from fedstyle_secure.secure.ckks.decryption import (
-    DEFAULT_MIN_QUORUM,
     Attempt,
     DecryptionGuard,
     SignedContribution,

@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.federation.masking_session import FETCH_NAMES, MaskingParams, check_session_id, round_config
 from fedstyle_secure.federation.packing import Layout, compact_lossless
+from fedstyle_secure.secure.api import DEFAULT_MIN_QUORUM
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.secure.masking import MaskingArtist, MaskingArtistState, MaskingPhase
 from fedstyle_secure.secure.masking.config import RoundConfig
@@ -96,6 +97,7 @@ class MaskingClient:
     journal: MaskingJournal | None = None  # rounds whose unmasking request was answered, across restarts
     min_threshold: float = 0.0  # refuse a plan announcing a lower threshold fraction (0: any the config allows)
     min_degree: int | None = None  # secagg+: refuse a smaller degree (0: the default for n; None: any)
+    min_quorum: int = DEFAULT_MIN_QUORUM  # refuse a session whose smallest revealable sum has fewer inputs
     store: MaskingSessionStore | None = None  # this state across processes (restored at construction)
     _used: set[int] = field(default_factory=set)
     _unmasked_rounds: set[int] = field(default_factory=set)
@@ -228,7 +230,10 @@ class MaskingClient:
     def _check_parameters(self, plan: pb.RoundPlan, params: MaskingParams) -> None:
         """Refuse a threshold or SecAgg+ degree below this artist's floors: the server announces both,
         and lowering them shrinks how many colluding share holders the round tolerates (``t > (m + c) / 2``
-        with ``m = degree + 1`` holders), so the floors come from the artist's own configuration."""
+        with ``m = degree + 1`` holders), so the floors come from the artist's own configuration.  Also
+        refuse a session that could reveal a sum of fewer than ``min_quorum`` inputs (see
+        :meth:`_check_smallest_sum`)."""
+        self._check_smallest_sum(plan, params)
         if params.threshold < self.min_threshold - 1e-12:
             raise SecureAggregationError(
                 f"round {plan.round_id}: the plan's masking threshold {params.threshold:.4g} "
@@ -243,6 +248,21 @@ class MaskingClient:
             raise SecureAggregationError(
                 f"round {plan.round_id}: the plan's SecAgg+ degree {degree} is below my floor "
                 f"{floor} for {n} participants (client.min_masking_degree)"
+            )
+
+    def _check_smallest_sum(self, plan: pb.RoundPlan, params: MaskingParams) -> None:
+        """Refuse a session in which the server could decode a sum of fewer than ``min_quorum`` inputs.
+
+        No share is revealed before >= t share holders signed one survivor set, and only members of a
+        set sign it, so the smallest sum a session can reveal holds t inputs, the threshold count that
+        the participant list and the announced threshold give.  A server announcing a session of two
+        participants (t = 2) would otherwise learn, and broadcast to the other, a sum that a colluding
+        or merely curious second participant turns into this artist's input."""
+        smallest = session_config(plan, 1).threshold  # the count does not depend on the vector length
+        if smallest < self.min_quorum:
+            raise SecureAggregationError(
+                f"round {plan.round_id}: the masking session of {len(plan.participants)} participants can reveal "
+                f"a sum of only {smallest} inputs, below my floor {self.min_quorum} (client.min_quorum)"
             )
 
     def respond(self, plan: pb.RoundPlan, server_message: bytes) -> bytes:
@@ -279,11 +299,13 @@ def masking_client(
     min_threshold: float = DEFAULT_THRESHOLD,
     min_degree: int = 0,
     *,
+    min_quorum: int = DEFAULT_MIN_QUORUM,
     resume: bool = False,
 ) -> MaskingClient:
     """The artist process's masking client: with a ``state_dir``, its journal of answered rounds lives
     there (so a restart does not forget them); it refuses plans below its threshold and degree floors
-    (``client.min_masking_threshold`` / ``client.min_masking_degree``, 0 = the default degree).  With
+    (``client.min_masking_threshold`` / ``client.min_masking_degree``, 0 = the default degree) and
+    sessions that could reveal a sum of fewer than ``min_quorum`` inputs (``client.min_quorum``).  With
     ``resume`` (a ``state_dir`` is then required) the whole session state is kept there too and
     restored here: a process per message continues the previous process's session."""
     journal = None if state_dir is None else MaskingJournal(state_dir)
@@ -297,6 +319,7 @@ def masking_client(
         journal=journal,
         min_threshold=min_threshold,
         min_degree=min_degree,
+        min_quorum=min_quorum,
         store=store,
     )
 

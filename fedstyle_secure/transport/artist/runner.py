@@ -260,7 +260,9 @@ class ArtistRunner:
         if plan.phase in MASKING_PHASES:  # secagg / secagg+: the contribution is masked, see masking_client
             if self.masking is None:
                 c = self.config
-                self.masking = masking_client(self.keys, c.state_dir, c.min_masking_threshold, c.min_masking_degree)
+                self.masking = masking_client(
+                    self.keys, c.state_dir, c.min_masking_threshold, c.min_masking_degree, min_quorum=c.min_quorum
+                )
             step = masking_step(self.masking, session, plan, lambda: self._packed(session, plan))
             return lambda s, p: step(s)
         if plan.phase == "decrypt":  # CKKS: only a committee member decrypts, and only a sum it checked
