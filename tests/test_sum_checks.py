@@ -22,6 +22,8 @@ from fedstyle_secure.federation.strategy import (
     client_contribution,
     feature_moments,
     initial_state,
+    largest_server_step,
+    server_step,
 )
 from fedstyle_secure.federation.sum_checks import (
     InvalidSum,
@@ -246,38 +248,91 @@ def test_under_dp_only_the_privately_trained_slice_is_contributed(tiny_federatio
     "proofs); one artist sets the averaged model wherever [n lo, n hi] / n allows",
 )
 def test_one_artist_out_of_range_inside_a_masked_sum_is_refused():
-    """A malicious artist adds ``delta`` to its masked input words (its own codec would refuse the
+    """A malicious artist adds ``shift`` to its masked input words (its own codec would refuse the
     value; nobody else sees it).  The sum checks bound only the sum, so with n = 3 one artist moves
     the averaged trained parameter 0 to CONTRIBUTION_RANGE's edge whatever the two honest ones sent:
     a shift of up to n (hi - lo) on the sum, not (hi - lo) as for an in-range contribution."""
-    from fedstyle_secure.secure.masking.messages import MaskedInput
-    from fedstyle_secure.secure.masking.summation import InProcessRound, MaskedSummation
-
     rng = np.random.default_rng(5)
     honest = {a: _honest_train(rng) for a in ("alice", "bob")}
     mallory = client_contribution(FEDSTYLE, np.zeros(4), CLIENT_WEIGHT, _unit_rows(rng, 4, 3))
-    contributions = {**honest, "mallory": mallory}
+    hi = CONTRIBUTION_RANGE[1]
+    shift = 3 * hi - sum(c["weighted_params"][0] for c in honest.values())  # mallory's own entry: 0 + shift
+    assert abs(shift) > CONTRIBUTION_RANGE[1] - CONTRIBUTION_RANGE[0]  # far outside what it may send
+    sums = _masked_sum_with_a_shift({**honest, "mallory": mallory}, shift)
+    tolerance = decode_tolerance(CONTRIBUTION_RANGE, 3, 3)
+    state = initial_state(3, 3, np.zeros(SHAPE.model.param_count, dtype=np.float32))
+    with pytest.raises(InvalidSum):  # under plain averaging; the default FedAdam step bounds it (next test)
+        new = checked_aggregate(FEDSTYLE, SHAPE, state, sums, 3, tolerance, ServerOptimizer(kind="avg"))
+        assert new.params[SHAPE.model.trained[0][0]] == pytest.approx(hi, abs=1e-5)  # mallory's choice, not refused
+
+
+def _masked_sum_with_a_shift(contributions: dict[str, dict[str, np.ndarray]], shift: float) -> dict[str, np.ndarray]:
+    """The masked sum of a training round in which ``mallory`` added ``shift`` to its first trained
+    parameter's words after encoding (its own codec would refuse the value; nobody else sees it)."""
+    from fedstyle_secure.secure.masking.messages import MaskedInput
+    from fedstyle_secure.secure.masking.summation import InProcessRound, MaskedSummation
+
     layout = round_layout(FEDSTYLE, SHAPE, "train")
     vectors = {a: pack_as(c, layout) for a, c in contributions.items()}
-    summation = MaskedSummation("secagg", clip_range=CONTRIBUTION_RANGE, max_clients=3)
+    summation = MaskedSummation("secagg", clip_range=CONTRIBUTION_RANGE, max_clients=len(vectors))
     server, artists = summation.prepare(sorted(vectors), round_id=1, vector_length=layout.size)
-    hi = CONTRIBUTION_RANGE[1]
-    start = dict((name, i) for i, (name, _) in enumerate(layout.fields))
-    offset = sum(int(np.prod(shape)) for name, shape in layout.fields[: start["weighted_params"]])
-    delta = np.zeros(layout.size)
-    delta[offset] = 3 * hi - sum(c["weighted_params"][0] for c in honest.values())  # mallory's own entry: 0 + delta
-    assert abs(delta[offset]) > CONTRIBUTION_RANGE[1] - CONTRIBUTION_RANGE[0]  # far outside what it may send
+    names = [name for name, _ in layout.fields]
+    offset = sum(int(np.prod(shape)) for _, shape in layout.fields[: names.index("weighted_params")])
+    words = np.zeros(layout.size, dtype=np.uint32)
+    words[offset] = np.uint32(np.int64(np.rint(shift * summation.codec.scale)) % 2**32)
 
     def tamper(message):
         if isinstance(message, MaskedInput) and message.sender == "mallory":
-            shift = np.rint(delta * summation.codec.scale).astype(np.int64).astype(np.uint32)
-            return (MaskedInput(message.round_id, message.sender, message.words + shift),)
+            return (MaskedInput(message.round_id, message.sender, message.words + words),)
         return (message,)
 
     outcome = InProcessRound(server, artists, intercept=tamper).run(vectors, {}).outcome
-    sums = unpack(outcome.total, layout)
+    return unpack(outcome.total, layout)
+
+
+def test_under_the_default_server_step_a_crafted_contribution_moves_the_model_by_a_bounded_drift():
+    """The hole above (no range check inside a secure sum) played through the real masking code for
+    several rounds: under plain averaging one artist puts the first trained parameter at the value
+    range's edge in one round; under the default FedAdam step it moves at most
+    ``largest_server_step`` a round, however large the shift (fails with ``avg`` as the default)."""
+    rng = np.random.default_rng(11)
+    hi = CONTRIBUTION_RANGE[1]
+    first = SHAPE.model.trained[0][0]
     tolerance = decode_tolerance(CONTRIBUTION_RANGE, 3, 3)
+    bound = largest_server_step(ServerOptimizer())
+    assert bound is not None and bound == pytest.approx(2.345 * ServerOptimizer().lr, rel=1e-3)
     state = initial_state(3, 3, np.zeros(SHAPE.model.param_count, dtype=np.float32))
-    with pytest.raises(InvalidSum):
-        new = checked_aggregate(FEDSTYLE, SHAPE, state, sums, 3, tolerance)
-        assert new.params[SHAPE.model.trained[0][0]] == pytest.approx(hi, abs=1e-5)  # mallory's choice, not refused
+    for _ in range(4):
+        contributions = {a: _honest_train(rng) for a in ("alice", "bob", "mallory")}
+        sums = _masked_sum_with_a_shift(contributions, 2.5 * hi)  # the sum stays inside what the checks allow
+        new = checked_aggregate(FEDSTYLE, SHAPE, state, sums, 3, tolerance)  # the default optimiser
+        moved = np.abs(new.params.astype(np.float64) - state.params.astype(np.float64))
+        assert moved.max() <= bound + 1e-6 and moved[first] > 0.5 * ServerOptimizer().lr  # a bounded drift
+        state = new
+    averaged = checked_aggregate(FEDSTYLE, SHAPE, state, sums, 3, tolerance, ServerOptimizer(kind="avg"))
+    assert averaged.params[first] > 0.5 * hi  # plain averaging: one round takes it most of the way
+
+
+def test_the_largest_server_step_holds_for_any_sequence_of_means():
+    """Pure check of the bound: adversarial pseudo-gradient sequences (one spike, alternating signs,
+    growing, constant, random heavy-tailed) never move a parameter further in a round."""
+    opt = ServerOptimizer()
+    bound = largest_server_step(opt)
+    assert bound is not None
+    rng = np.random.default_rng(3)
+    sequences = [
+        np.r_[np.zeros(5), 1e6, np.zeros(10)],
+        np.array([(-1.0) ** k * 1e3 for k in range(30)]),
+        np.geomspace(1e-3, 1e6, 30),
+        np.full(30, 7.0),
+        rng.standard_cauchy(200),
+    ]
+    for deltas in sequences:
+        current, moments, largest = np.zeros(1), None, 0.0
+        for delta in deltas:
+            new, moments = server_step(current, current + delta, moments, opt)
+            largest = max(largest, float(abs(new[0] - current[0])))
+            current = new.astype(np.float64)
+        assert largest <= bound * (1 + 1e-6)
+    assert largest_server_step(ServerOptimizer(kind="avg")) is None
+    assert largest_server_step(ServerOptimizer(kind="avgm")) is None

@@ -8,6 +8,8 @@ for retrieval anyway (and, under DP, through a Gaussian mechanism).
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -203,6 +205,22 @@ def server_step(
         v = opt.beta2 * v + (1.0 - opt.beta2) * delta * delta
         step = m / (np.sqrt(v) + opt.eps)
     return (current + opt.lr * step).astype(np.float32), (m, v)
+
+
+def largest_server_step(opt: ServerOptimizer) -> float | None:
+    """The most any parameter can move in one round under ``opt``, whatever the clients' mean was
+    (``None``: no bound, ``avg`` and ``avgm`` take the mean's size as it comes).
+
+    Adam without bias correction after any sequence of pseudo-gradients: by Cauchy-Schwarz over the
+    two moment sums, ``|m| / sqrt(v) <= (1 - b1) / sqrt(1 - b2) / sqrt(1 - b1**2 / b2)`` when
+    ``b1**2 < b2`` (2.35 at the defaults), times ``lr``.  This is what bounds a crafted contribution
+    inside a secure sum, where no per-contribution range check is possible: one artist can move the
+    shared model by at most this much per parameter and round -- a drift the others' updates pull
+    against, not a jump to the edge of the value range as under plain averaging."""
+    if opt.kind != "adam" or opt.momentum**2 >= opt.beta2:
+        return None
+    ratio = (1.0 - opt.momentum) / math.sqrt(1.0 - opt.beta2) / math.sqrt(1.0 - opt.momentum**2 / opt.beta2)
+    return opt.lr * ratio
 
 
 def aggregate(
