@@ -9,7 +9,6 @@ for retrieval anyway (and, under DP, through a Gaussian mechanism).
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
