@@ -123,7 +123,7 @@ def _noise_throughput(sizes: list[int], repeats: int) -> None:
     )
     print(f"{'values':>10s} {'csprng ms':>10s} {'draws/s':>10s} {'torch ms':>9s} {'draws/s':>10s} {'ratio':>7s}")
     for size in sizes:
-        times = {"csprng": [], "torch": []}
+        times: dict[str, list[float]] = {"csprng": [], "torch": []}
         for _ in range(repeats):
             for name, draw in (
                 ("csprng", lambda size=size: secure.gaussian(1.0, size)),

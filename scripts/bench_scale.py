@@ -294,8 +294,8 @@ def main() -> int:
             f"{r['mb_per_artist']:>9.2f} {r['accuracy']:>6.3f}"
         )
     if len(rows) > 1:
-        n = np.array([r["artists"] for r in rows], dtype=float)
-        slope, intercept = np.polyfit(n, [r["peak_mb"] for r in rows], 1)
+        artists = np.array([r["artists"] for r in rows], dtype=float)
+        slope, intercept = np.polyfit(artists, [r["peak_mb"] for r in rows], 1)
         print(f"peak MB ~ {intercept:.0f} + {slope:.2f} x artists -> 1,000 artists: {intercept + 1000 * slope:.0f} MB")
     return 0
 

@@ -29,11 +29,11 @@ import os
 import platform
 import sys
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -49,6 +49,7 @@ QUICK_DIMS = (2_048, 16_384)
 QUICK_CLIENTS = (5, 10, 20)
 CLIP_RANGE = (-1.0, 1.0)
 FLOAT32_BYTES = 4
+T = TypeVar("T")
 
 #: Relative work of one round, used only to extrapolate the running time of skipped cells.
 WORK: dict[str, Callable[[int, int], float]] = {
@@ -82,10 +83,16 @@ class Cell:
         return None if self.bytes_down is None else self.bytes_down / (FLOAT32_BYTES * self.d)
 
 
+def _measured(value: float | None) -> float:
+    """A measured cell's value (only a skipped cell has none)."""
+    assert value is not None
+    return value
+
+
 class _Timed:
     """Proxy adding the wall time of every method call on ``target`` to ``clock[key]``."""
 
-    def __init__(self, target: Any, clock: Counter[str], key: str) -> None:
+    def __init__(self, target: Any, clock: defaultdict[str, float], key: str) -> None:
         self._target, self._clock, self._key = target, clock, key
 
     def __getattr__(self, name: str) -> Any:
@@ -103,16 +110,21 @@ class _Timed:
         return timed
 
 
+def _timed(target: T, clock: defaultdict[str, float], key: str) -> T:
+    """``target`` behind a :class:`_Timed` proxy, typed as ``target`` (the proxy forwards every attribute)."""
+    return cast(T, _Timed(target, clock, key))
+
+
 def _run_masked(
     summation: Any, inputs: Mapping[str, np.ndarray]
-) -> tuple[Counter[str], Mapping[str, int], Mapping[str, int]]:
+) -> tuple[defaultdict[str, float], Mapping[str, int], Mapping[str, int]]:
     from fedstyle_secure.secure.masking.summation import InProcessRound
 
     length = summation.validate_inputs(inputs)
     server, artists = summation.prepare(list(inputs), round_id=1, vector_length=length)
-    clock: Counter[str] = Counter()
-    timed_artists = {a: _Timed(artist, clock, a) for a, artist in artists.items()}
-    record = InProcessRound(_Timed(server, clock, "server"), timed_artists).run(inputs, {})
+    clock: defaultdict[str, float] = defaultdict(float)
+    timed_artists = {a: _timed(artist, clock, a) for a, artist in artists.items()}
+    record = InProcessRound(_timed(server, clock, "server"), timed_artists).run(inputs, {})
     return clock, record.bytes_up, record.bytes_down
 
 
@@ -154,7 +166,9 @@ def run_grid(modes: Sequence[str], dims: Sequence[int], clients: Sequence[int], 
         for d in sorted(dims):
             for n in sorted(clients):
                 if reference is not None:
-                    estimate = reference.wall_seconds * WORK[mode](n, d) / WORK[mode](reference.n, reference.d)
+                    estimate = (
+                        _measured(reference.wall_seconds) * WORK[mode](n, d) / WORK[mode](reference.n, reference.d)
+                    )
                     if estimate > budget:
                         source = f"n={reference.n}, d={reference.d}"
                         reason = f"estimated {estimate:.0f} s > budget {budget:.0f} s (from {source})"
@@ -269,8 +283,8 @@ def growth_rows(cells: Sequence[Cell]) -> list[list[str]]:
                         str(c.n),
                         f"{c.n / base.n:.1f}",
                         f"{math.log2(c.n) / math.log2(base.n):.2f}",
-                        f"{c.artist_seconds / base.artist_seconds:.2f}",
-                        f"{c.bytes_up / base.bytes_up:.2f}",
+                        f"{_measured(c.artist_seconds) / _measured(base.artist_seconds):.2f}",
+                        f"{_measured(c.bytes_up) / _measured(base.bytes_up):.2f}",
                     ]
                 )
     return rows
@@ -292,17 +306,25 @@ def target_lines(cells: Sequence[Cell]) -> list[str]:
     secagg = _find(cells, "secagg", 262_144, 50)
     lines.append(
         "secagg bytes up <= 1.5x plain float32 at d=262,144, n=50: "
-        + (f"{secagg.up_ratio:.3f}x -> {verdict(secagg.up_ratio <= 1.5)}" if secagg else "not measured")
+        + (f"{secagg.up_ratio:.3f}x -> {verdict(_measured(secagg.up_ratio) <= 1.5)}" if secagg else "not measured")
     )
     ckks = _find(cells, "ckks", 262_144)
     lines.append(
         "ckks bytes up <= 20x plain float32 at d=262,144: "
-        + (f"{ckks.up_ratio:.2f}x (n={ckks.n}) -> {verdict(ckks.up_ratio <= 20)}" if ckks else "not measured")
+        + (
+            f"{ckks.up_ratio:.2f}x (n={ckks.n}) -> {verdict(_measured(ckks.up_ratio) <= 20)}"
+            if ckks
+            else "not measured"
+        )
     )
     server = _find(cells, "ckks", 32_768, 200)
     lines.append(
         "ckks server aggregation n=200, d=32,768 within a few (<= 5) seconds: "
-        + (f"{server.server_seconds:.2f} s -> {verdict(server.server_seconds <= 5)}" if server else "not measured")
+        + (
+            f"{server.server_seconds:.2f} s -> {verdict(_measured(server.server_seconds) <= 5)}"
+            if server
+            else "not measured"
+        )
     )
     return lines
 
@@ -363,7 +385,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(targets))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        payload = {"environment": env, "grid": {"dims": list(dims), "clients": list(clients)}, "targets": targets}
+        payload: dict[str, Any] = {
+            "environment": env,
+            "grid": {"dims": list(dims), "clients": list(clients)},
+            "targets": targets,
+        }
         payload["cells"] = [{**asdict(c), "up_ratio": c.up_ratio, "down_ratio": c.down_ratio} for c in cells]
         write_json(args.out / "bench_secure.json", payload)
         markdown = [

@@ -100,8 +100,7 @@ def _run(spec: CellSpec, data: FederationData, rounds: int, local: LocalConfig) 
         extra["single_release"] = metrics
         metrics = release_draw_metrics(
             embed_views(result.global_model, data.bank), data, sigmas, noise, REFERENCE_DRAWS
-        )
-        metrics = metrics.as_dict()
+        ).as_dict()
     return CellResult(metrics, extra)
 
 

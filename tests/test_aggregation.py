@@ -36,6 +36,7 @@ def test_fedstyle_aggregate_weighted_params_and_consensus():
     summed = PlainSummation().sum({"a": v1, "b": v2}, round_id=0)
     plain = ServerOptimizer("avg")  # the weighted mean itself (FedAvg); the default FedAdam steps along it
     state = aggregate(spec, initial_state(3, 2, np.zeros(2)), unpack(summed.total, layout), optimizer=plain)
+    assert state.params is not None and state.consensus is not None
     assert np.allclose(state.params, [(1 * 1 + 3 * 0) / 4, (1 * 0 + 3 * 4) / 4])
     # consensus: mean then re-normalised rows: row0 = [1,0]; row1 = [0.5,0.5]/|.|
     assert np.allclose(state.consensus, [[1.0, 0.0], [np.sqrt(0.5), np.sqrt(0.5)]], atol=1e-6)

@@ -7,11 +7,13 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from fedstyle_secure.errors import TransportError
-from fedstyle_secure.secure.keys.keystore import load_artist_keys
+from fedstyle_secure.secure.keys.keystore import ArtistKeys, load_artist_keys
+from fedstyle_secure.transport.artist.channel import ArtistSession
 from fedstyle_secure.transport.artist.runner import ArtistRunner, Reachability, run_artist
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.loopback import write_fresh_keys
@@ -39,9 +41,19 @@ def alice(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return write_fresh_keys(root / "keys", ["alice", "bob"], []), root
 
 
-def _config(alice: tuple[Path, Path], **overrides: float) -> ClientConfig:
+def _config(
+    alice: tuple[Path, Path], *, reconnect_initial_seconds: float, reconnect_max_seconds: float, give_up_seconds: float
+) -> ClientConfig:
     keys, root = alice
-    return ClientConfig(keys=keys, data=root, server=f"127.0.0.1:{_closed_port()}", artist="alice", **overrides)
+    return ClientConfig(
+        keys=keys,
+        data=root,
+        server=f"127.0.0.1:{_closed_port()}",
+        artist="alice",
+        reconnect_initial_seconds=reconnect_initial_seconds,
+        reconnect_max_seconds=reconnect_max_seconds,
+        give_up_seconds=give_up_seconds,
+    )
 
 
 def test_an_unreachable_server_is_given_up_after_give_up_seconds(alice: tuple[Path, Path]) -> None:
@@ -61,11 +73,11 @@ def test_stop_ends_the_backoff_wait(alice: tuple[Path, Path]) -> None:
     assert time.monotonic() - started < 30.0  # not the 60 s backoff
 
 
-class _EagerSessionFake:
+class _EagerSessionFake(ArtistSession):
     """Unit-test fake of the artist's session: a server answering every plan poll at once with the
     plan the artist already acted on (an honest one holds the poll until the plan changes)."""
 
-    def __init__(self) -> None:
+    def __init__(self) -> None:  # no stub, no registration: only plan() is called
         self.polls = 0
 
     def plan(self, *_: object, **__: object) -> pb.RoundPlan:
@@ -76,7 +88,8 @@ class _EagerSessionFake:
 def test_a_server_answering_plan_polls_at_once_gets_a_poll_a_second_not_a_busy_loop(tmp_path: Path) -> None:
     """Without the pause the artist polled 1,547 times in 3 s (a helper's measurement), with no
     deadline at all; with it, about once a second until stopped."""
-    runner = ArtistRunner(ClientConfig(keys=tmp_path, data=tmp_path), keys=None)  # type-unchecked test double
+    # test double: run_session never reads the keys
+    runner = ArtistRunner(ClientConfig(keys=tmp_path, data=tmp_path), keys=cast(ArtistKeys, None))
     runner.done, runner.done_attempt = (1, "contribute"), 0
     session, stop, ended = _EagerSessionFake(), threading.Event(), []
 
@@ -116,7 +129,8 @@ class _CountingRunnerFake(ArtistRunner):
 def test_a_server_alternating_plans_at_once_gets_a_few_polls_a_second_not_a_busy_loop(tmp_path: Path) -> None:
     """Every answer differs from the last, so the artist acts on each and polls again: without a
     minimum interval between polls 2,788 polls in 5 s (a helper's measurement); with it, a few a second."""
-    runner = _CountingRunnerFake(ClientConfig(keys=tmp_path, data=tmp_path), keys=None)  # type-unchecked test double
+    # test double: run_session never reads the keys
+    runner = _CountingRunnerFake(ClientConfig(keys=tmp_path, data=tmp_path), keys=cast(ArtistKeys, None))
     session, stop = _AlternatingSessionFake(), threading.Event()
     follower = threading.Thread(target=lambda: _stopped(runner, session, stop))
     follower.start()
@@ -127,6 +141,6 @@ def test_a_server_alternating_plans_at_once_gets_a_few_polls_a_second_not_a_busy
     assert not follower.is_alive() and 2 <= session.polls <= 15 and runner.acted == session.polls
 
 
-def _stopped(runner: ArtistRunner, session: object, stop: threading.Event) -> None:
+def _stopped(runner: ArtistRunner, session: ArtistSession, stop: threading.Event) -> None:
     with pytest.raises(TransportError, match="stopped before the run finished"):
         runner.run_session(session, stop)

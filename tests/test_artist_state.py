@@ -45,7 +45,8 @@ def test_new_state_is_owner_only_including_wal_and_shm(tmp_path, umask_022):
         assert _mode(tmp_path / "state") == 0o700
     finally:
         reader.close()
-    assert store.load().results[0].array.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    loaded = store.load()
+    assert loaded is not None and loaded.results[0].array.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
 def test_resuming_a_world_readable_state_tightens_it_and_keeps_the_data(tmp_path, umask_022, caplog):
@@ -67,7 +68,8 @@ def test_resuming_a_world_readable_state_tightens_it_and_keeps_the_data(tmp_path
     assert _mode(state) == 0o700 and _mode(store.path) == 0o600 and _mode(state / (STATE_FILE + "-wal")) == 0o600
     assert "readable by others" in caplog.text and "644" in caplog.text
     store.save(_snapshot())
-    assert store.load().artist_id == "artist_a"
+    loaded = store.load()
+    assert loaded is not None and loaded.artist_id == "artist_a"
 
 
 def test_the_masking_session_store_leaves_no_dropped_secret_on_disk(tmp_path, umask_022):

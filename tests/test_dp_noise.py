@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import pickle
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ from fedstyle_secure.transport.artist.runner import build_style_client
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.wire import pb
 
-SOURCES = {"csprng": CsprngNoise, "seeded": lambda: SeededNoise(12345)}
+SOURCES: dict[str, Callable[[], NoiseSource]] = {"csprng": CsprngNoise, "seeded": lambda: SeededNoise(12345)}
 Z = 6.0  # two-sided z threshold: P(|N(0,1)| > 6) = 2.0e-9 per moment check
 KS_ALPHA = 1e-9  # KS false-failure probability for a correct sampler
 
@@ -179,7 +180,11 @@ def _linear_step(noise: NoiseSource, clipping: str, n: int = 5, sigma: float = 2
         assert indices.tolist() == list(range(n))  # rate 1: everyone
         private.backward((private.module(torch.zeros(n, 3)) * 0.0).sum(dim=1))
         assert private.optimizer.pre_step()
-        return torch.cat([p.grad.flatten() for p in model.parameters()]) * n  # undo Opacus's mean over B = n
+        grads: list[torch.Tensor] = []
+        for p in model.parameters():
+            assert p.grad is not None  # every parameter took part in the backward pass
+            grads.append(p.grad.flatten())
+        return torch.cat(grads) * n  # undo Opacus's mean over B = n
     finally:
         private.close()
 

@@ -82,7 +82,11 @@ def _clipped_mean_gradient(clipping, clip_norm, n=6):
     try:
         private.backward((private.module(x) - target).pow(2).sum(dim=1) * 10)
         assert private.optimizer.pre_step()
-        return [p.grad.clone() for p in head.parameters()]
+        grads: list[torch.Tensor] = []
+        for p in head.parameters():
+            assert p.grad is not None  # every parameter took part in the backward pass
+            grads.append(p.grad.clone())
+        return grads
     finally:
         private.close()
 
@@ -281,6 +285,7 @@ def test_seeded_research_noise_reproduces_a_run_and_its_reports_are_flagged(tiny
     )
     first = run_simulation(config, tiny_federation, reports_dir=tmp_path / "seeded")
     second = run_simulation(config, tiny_federation)
+    assert first.state.params is not None and second.state.params is not None
     assert first.metrics == second.metrics and first.state.params.tolist() == second.state.params.tolist()
     assert {info["noise_source"] for info in first.privacy.values()} == {"seeded-prng (INSECURE, research only)"}
     capsys.readouterr()

@@ -9,9 +9,9 @@ import math
 import os
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -21,6 +21,7 @@ pytest.importorskip("ray", reason="Flower's simulation runtime needs ray (flwr[s
 
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid
 from flwr.simulation import run_simulation
 
 from fedstyle_secure.cli.main import main
@@ -44,8 +45,11 @@ from fedstyle_secure.transport.artist.state import MASKING_SESSION_FILE, Masking
 from fedstyle_secure.transport.auth import sign_registration
 from fedstyle_secure.transport.config import load_server_config
 from fedstyle_secure.transport.loopback import artist_folders, write_fresh_keys
-from fedstyle_secure.transport.processes import MachineConfigs, federation_tables, write_machine_configs
+from fedstyle_secure.transport.processes import MachineConfigs, TomlValue, federation_tables, write_machine_configs
 from fedstyle_secure.transport.server.servicer import new_servicer
+
+if TYPE_CHECKING:
+    from flwr.supercore.run import Run
 
 ARTISTS = ("artist_00", "artist_01", "artist_02")
 
@@ -74,7 +78,7 @@ REPORTS = ["round-0000.json", "round-0001.json"]  # 1 training round + the final
 
 
 def machines(
-    work: Path, data: Path, secure: str = "none", epsilon: float = EPSILON, **federation: object
+    work: Path, data: Path, secure: str = "none", epsilon: float = EPSILON, **federation: TomlValue
 ) -> MachineConfigs:
     """A server folder and one folder per artist, each with its own key bundle and TOML config
     (``epsilon`` inf: a federation without DP)."""
@@ -300,18 +304,38 @@ def test_flower_simulation_masks_the_round_and_survives_a_dropout(tmp_path, data
         assert MaskingJournal(state).answered(ROUNDS) is (artist != DROPPED)
 
 
-class InProcessGrid:
+class InProcessGrid(Grid):
     """FAKE of Flower's ``Grid`` for the attack test: delivers each message to the real ClientApp in
-    this process (node ``i + 1`` is partition ``i``), and remembers every message and reply."""
+    this process (node ``i + 1`` is partition ``i``), and remembers every message and reply.  Only
+    ``get_node_ids`` and ``send_and_receive`` are used by the federation; the rest of Grid is refused."""
 
     def __init__(self, app: ClientApp, nodes: int) -> None:
         self.app, self.nodes = app, nodes
         self.exchanged: list[tuple[Message, Message]] = []
 
+    def set_run(self, run: Run) -> None:
+        raise NotImplementedError("the in-process grid has no run")
+
+    @property
+    def run(self) -> Run:
+        raise NotImplementedError("the in-process grid has no run")
+
+    def create_message(
+        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
+    ) -> Message:
+        raise NotImplementedError("the federation builds its messages itself")
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        raise NotImplementedError("the in-process grid only sends and receives")
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        raise NotImplementedError("the in-process grid only sends and receives")
+
     def get_node_ids(self) -> list[int]:
         return list(range(1, self.nodes + 1))
 
-    def send_and_receive(self, messages: list[Message], timeout: float | None = None) -> list[Message]:
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        messages = list(messages)
         replies = [self._deliver(message) for message in messages]
         self.exchanged.extend(zip(messages, replies))
         return replies

@@ -55,8 +55,8 @@ def test_a_decryption_asked_for_again_is_the_same_bytes_and_incomplete_commitmen
     assert other_upload is not None and other_upload[1] == genuine.upload[1]
 
     for _ in range(2):
-        again = run.deliver(member, "decrypt", copied(inbox))
-        assert again.upload is not None and again.upload[1] == genuine.upload[1]
+        replayed = run.deliver(member, "decrypt", copied(inbox))
+        assert replayed.upload is not None and replayed.upload[1] == genuine.upload[1]
 
     incomplete = copied(inbox)
     assert incomplete.commits is not None
@@ -103,6 +103,7 @@ def test_a_dp_plan_changed_between_messages_retires_the_artist(tmp_path, data):
     contribute, genuine = run.grid.sent(PHASE_ACTIONS["contribute"], run.nodes[ARTISTS[0]])
     assert genuine.upload is not None and genuine.withdrawal is None
     changed = copied(contribute)
+    assert changed.broadcast is not None  # a contribute message carries the round's broadcast
     changed.plan.round_id = changed.broadcast.round_id = 2
     changed.plan.dp.noise_multiplier = 0.3
 

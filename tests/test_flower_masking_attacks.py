@@ -26,6 +26,7 @@ from fedstyle_secure.secure.masking.messages import ShareDelivery, SurvivorSet, 
 from fedstyle_secure.transport.artist.state import MASKING_SESSION_FILE, MaskingSessionStore
 from fedstyle_secure.transport.config import load_server_config
 from fedstyle_secure.transport.server.servicer import new_servicer
+from fedstyle_secure.transport.wire import pb
 from tests.test_flower_app import ARTISTS, InProcessGrid, machines, outside_runtime  # noqa: F401 (fixture)
 
 TARGET = ARTISTS[0]
@@ -73,6 +74,12 @@ def copied(inbox: ServerMessage) -> ServerMessage:
     return ServerMessage.from_record(inbox.to_record())
 
 
+def masking(inbox: ServerMessage) -> pb.MaskingDownload:
+    """The server's masking message in ``inbox`` (a masking phase's message always carries one)."""
+    assert inbox.masking is not None
+    return inbox.masking
+
+
 @pytest.mark.usefixtures("outside_runtime")
 def test_forged_reordered_and_misaddressed_masking_messages_are_refused_and_change_nothing(tmp_path, data):
     """Mid-round (the artists hold their session on disk), the server sends the target: another artist's
@@ -88,7 +95,7 @@ def test_forged_reordered_and_misaddressed_masking_messages_are_refused_and_chan
     assert set(before) >= {"meta", "session_vector", "session_plan"}
 
     other = genuine[ARTISTS[1]]  # the delivery of another artist's shares
-    assert isinstance(parse_message(other.masking.message), ShareDelivery)
+    assert isinstance(parse_message(masking(other).message), ShareDelivery)
     assert run.deliver(TARGET, "masked_input", copied(other)).masking is None
     other_session = copied(genuine[TARGET])
     other_session.plan.masking.session_id += 1
@@ -99,17 +106,17 @@ def test_forged_reordered_and_misaddressed_masking_messages_are_refused_and_chan
     assert run.federation.refusals == [] and run.federation.coordinator.plan().phase.value == "consistency"
     shown = run.pending()
     before = run.stored(TARGET)
-    survivors = parse_message(shown[TARGET].masking.message)
+    survivors = parse_message(masking(shown[TARGET]).message)
     assert isinstance(survivors, SurvivorSet)
 
     def with_set(change: int | None = None, receiver: str | None = None, phase: str | None = None) -> ServerMessage:
         inbox = copied(shown[TARGET])
         bitmap = survivors.bitmap if change is None else bytes([survivors.bitmap[0] & ~(1 << change)])
-        inbox.masking.message = SurvivorSet(
+        masking(inbox).message = SurvivorSet(
             survivors.round_id, receiver or TARGET, survivors.roster_size, bitmap
         ).to_bytes()
         if phase is not None:
-            inbox.plan.phase = inbox.masking.phase = phase
+            inbox.plan.phase = masking(inbox).phase = phase
         return inbox
 
     assert run.deliver(TARGET, "consistency", with_set(change=ARTISTS.index(TARGET))).masking is None
@@ -137,7 +144,7 @@ def test_a_later_rounds_message_does_not_make_an_artist_mask_an_earlier_round_ag
     advertise, _ = run.grid.sent(PHASE_ACTIONS["advertise"], run.nodes[TARGET])
     r = advertise.plan.round_id
     later = copied(run.pending()[TARGET])
-    later.plan.round_id = later.masking.round_id = r + 1
+    later.plan.round_id = masking(later).round_id = r + 1
     later.plan.masking.session_id = session_id(r + 1, 7)
     assert run.deliver(TARGET, "consistency", later).masking is None  # no session of round r + 1
     left = run.stored(TARGET)

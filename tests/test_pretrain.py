@@ -60,6 +60,7 @@ def test_cached_warm_start_is_reused_and_a_damaged_entry_is_recomputed(tiny_fede
         )
 
     computed = get_flat_params(build())
+    assert cache.dir is not None
     (entry,) = list(cache.dir.glob("*.npy"))
     np.testing.assert_array_equal(np.load(entry), get_flat_params(build().encoder))
     planted = np.full_like(np.load(entry), 0.25)

@@ -14,7 +14,13 @@ from scipy.stats import norm
 
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.privacy.accounting import RDP_ORDERS, compute_epsilon
-from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, history_from_list, history_to_list
+from fedstyle_secure.privacy.mechanisms import (
+    DpSgdSteps,
+    GaussianRelease,
+    Mechanism,
+    history_from_list,
+    history_to_list,
+)
 from fedstyle_secure.privacy.recompute import recompute_epsilon_pld, recompute_epsilon_rdp
 
 DELTA = 1e-5
@@ -40,7 +46,10 @@ def test_known_answers_of_both_libraries(q: float, sigma: float, steps: int, pld
 @pytest.mark.parametrize(("q", "sigma", "steps"), [(0.01, 1.0, 1000), (0.2, 3.0, 7), (0.05, 1.5, 3000)])
 def test_project_rdp_matches_dp_accounting_rdp(q: float, sigma: float, steps: int) -> None:
     """Same orders and the same improved conversion: agreement to 1e-4, not just 1 %."""
-    history = [sgd(q, sigma, steps), GaussianRelease(sensitivity=1.0, sigma=40.0, round_id=0, what="prototype")]
+    history: list[Mechanism] = [
+        sgd(q, sigma, steps),
+        GaussianRelease(sensitivity=1.0, sigma=40.0, round_id=0, what="prototype"),
+    ]
     assert compute_epsilon(history, DELTA, "rdp") == pytest.approx(recompute_epsilon_rdp(history, DELTA), rel=1e-4)
 
 

@@ -50,9 +50,9 @@ def _onednn_after_compacting() -> tuple[bool, bool]:
 
     from fedstyle_secure.memory import compact_this_process
 
-    before = torch.backends.mkldnn.enabled
+    before = bool(torch.backends.mkldnn.enabled)  # a bool at run time (a ContextProp to the type checker)
     compact_this_process()
-    return before, torch.backends.mkldnn.enabled
+    return before, bool(torch.backends.mkldnn.enabled)
 
 
 def test_compact_memory_turns_onednn_off_for_the_whole_process() -> None:

@@ -11,6 +11,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -45,6 +46,7 @@ from fedstyle_secure.secure.masking.messages import (
 from fedstyle_secure.secure.masking.summation import InProcessRound, MaskedSummation, MaskingRecord
 
 CLIP = (-1.0, 1.0)
+M = TypeVar("M", bound=Message)
 
 
 def artist_ids(n: int) -> list[str]:
@@ -58,7 +60,9 @@ def random_inputs(n: int, d: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 def quantised_sum(summation: MaskedSummation, inputs: Mapping[str, np.ndarray], who: Sequence[str]) -> np.ndarray:
     codec = summation.codec
-    return codec.dequantize(sum(codec.quantize(inputs[a]) for a in who))
+    words = sum(codec.quantize(inputs[a]) for a in who)
+    assert isinstance(words, np.ndarray)  # a sum over at least one artist
+    return codec.dequantize(words)
 
 
 def assert_exact_sum(
@@ -192,7 +196,9 @@ def test_masked_input_is_uniform_over_z_2_32() -> None:
 # -- rejection paths: each is refused with a clear error, honest artists still finish ----------
 
 
-def tamper(kind: type, receiver_or_sender: str, change: Callable[[Message], Sequence[Message]]):
+def tamper(
+    kind: type[M], receiver_or_sender: str, change: Callable[[M], Sequence[Message]]
+) -> Callable[[Message], Sequence[Message]]:
     """Intercept applying ``change`` to the one message of ``kind`` to/from the given artist."""
 
     def intercept(message: Message) -> Sequence[Message]:
@@ -375,7 +381,12 @@ def test_threshold_must_be_a_strict_majority() -> None:
 
 def test_every_message_round_trips_and_rejects_malformed_bytes(summation, inputs) -> None:
     seen: list[Message] = []
-    run_with(summation, inputs, lambda m: (seen.append(m) or m,))
+
+    def record(m: Message) -> Sequence[Message]:
+        seen.append(m)
+        return (m,)
+
+    run_with(summation, inputs, record)
     assert {type(m).__name__ for m in seen} == {
         "AdvertiseKeys",
         "KeyRoster",

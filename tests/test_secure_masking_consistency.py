@@ -81,8 +81,8 @@ def through_masked_input(mode: str, n: int, threshold: float | int, degree: int 
         server.receive(artists[a].share_keys(roster))
     deliveries = server.close_shares()
     masked = {a: artists[a].masked_input(deliveries[a], inputs[a]) for a in artists}
-    for message in masked.values():
-        server.receive(message)
+    for masked_message in masked.values():
+        server.receive(masked_message)
     return Round(server, artists, adverts, masked, inputs)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fedstyle_secure.federation.client import model_shape
-from fedstyle_secure.federation.packing import pack, pack_as, unpack
+from fedstyle_secure.federation.packing import Layout, pack, pack_as, unpack
 from fedstyle_secure.federation.round_layout import FederationShape, ModelShape, round_layout
 from fedstyle_secure.federation.strategy import (
     ALGORITHMS,
@@ -37,7 +37,15 @@ from fedstyle_secure.models.params import get_flat_params
 from fedstyle_secure.training.dp_sgd import privately_trained_parameters
 
 FEDSTYLE = ALGORITHMS["fedstyle"]
-SHAPE = FederationShape(feature_dim=5, embedding_dim=3, public_count=4, model=ModelShape(10, ((6, 10),)))
+MODEL = ModelShape(10, ((6, 10),))
+SHAPE = FederationShape(feature_dim=5, embedding_dim=3, public_count=4, model=MODEL)
+
+
+def _layout(kind: str) -> Layout:
+    """FedStyle's plan layout of a ``kind`` round that sums something (set-up or training)."""
+    layout = round_layout(FEDSTYLE, SHAPE, kind)
+    assert layout is not None
+    return layout
 
 
 def _unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -46,8 +54,8 @@ def _unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
 
 
 def _honest_train(rng: np.random.Generator) -> dict[str, np.ndarray]:
-    params = rng.uniform(-1, 1, size=SHAPE.model.param_count)
-    return client_contribution(FEDSTYLE, SHAPE.model.select(params), CLIENT_WEIGHT, _unit_rows(rng, 4, 3))
+    params = rng.uniform(-1, 1, size=MODEL.param_count)
+    return client_contribution(FEDSTYLE, MODEL.select(params), CLIENT_WEIGHT, _unit_rows(rng, 4, 3))
 
 
 def _honest_setup(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -62,13 +70,14 @@ def test_the_plan_layout_is_what_honest_artists_pack():
     rng = np.random.default_rng(0)
     assert pack(_honest_setup(rng))[1] == round_layout(FEDSTYLE, SHAPE, "setup")
     assert pack(_honest_train(rng))[1] == round_layout(FEDSTYLE, SHAPE, "train")
-    assert dict(round_layout(FEDSTYLE, SHAPE, "train").fields)["weighted_params"] == (4,)  # the trained slice only
-    assert round_layout(ALGORITHMS["fedavg"], SHAPE, "train").fields == (("weight", (1,)), ("weighted_params", (4,)))
+    assert dict(_layout("train").fields)["weighted_params"] == (4,)  # the trained slice only
+    fedavg = round_layout(ALGORITHMS["fedavg"], SHAPE, "train")
+    assert fedavg is not None and fedavg.fields == (("weight", (1,)), ("weighted_params", (4,)))
     assert round_layout(ALGORITHMS["fedproto"], SHAPE, "train") is None
     assert round_layout(FEDSTYLE, SHAPE, "final") is None
     short = {**_honest_setup(rng), "feature_mean": np.zeros(4)}
     with pytest.raises(ValueError, match="do not match the round's layout"):
-        pack_as(short, round_layout(FEDSTYLE, SHAPE, "setup"))
+        pack_as(short, _layout("setup"))
 
 
 def test_model_shape_contributes_only_what_dp_sgd_trains():
@@ -106,9 +115,11 @@ def test_honest_sums_pass_and_give_the_aggregate():
     check_round_sum(FEDSTYLE, SHAPE, "train", train, 3, CONTRIBUTION_RANGE, tolerance)
     state = initial_state(2, 3, np.arange(10, dtype=np.float32))
     new = checked_aggregate(FEDSTYLE, SHAPE, state, train, 3, tolerance, ServerOptimizer("avg"))
+    assert new.params is not None and state.params is not None
     np.testing.assert_array_equal(new.params[:6], state.params[:6])
     np.testing.assert_allclose(new.params[6:], train["weighted_params"] / 3, rtol=1e-6)
     stepped = checked_aggregate(FEDSTYLE, SHAPE, state, train, 3, tolerance)  # default FedAdam: a step towards it
+    assert stepped.params is not None
     np.testing.assert_array_equal(stepped.params[:6], state.params[:6])
     towards = np.sign(train["weighted_params"] / 3 - state.params[6:])
     np.testing.assert_array_equal(np.sign(stepped.params[6:] - state.params[6:]), towards)
@@ -173,8 +184,10 @@ def test_masking_codec_error_is_tolerated_but_not_a_lie():
     rng = np.random.default_rng(4)
     contributions = [_honest_setup(rng) for _ in range(3)]
     codec = FixedPointCodec(FEATURE_MOMENT_RANGE, 3)
-    layout = round_layout(FEDSTYLE, SHAPE, "setup")
-    decoded = codec.dequantize(sum(codec.quantize(pack_as(c, layout)) for c in contributions))
+    layout = _layout("setup")
+    words = sum(codec.quantize(pack_as(c, layout)) for c in contributions)
+    assert isinstance(words, np.ndarray)
+    decoded = codec.dequantize(words)
     tolerance = decode_tolerance(FEATURE_MOMENT_RANGE, 3, 3)
     check_round_sum(FEDSTYLE, SHAPE, "setup", unpack(decoded, layout), 3, FEATURE_MOMENT_RANGE, tolerance)
     with pytest.raises(InvalidSum, match="'clients'"):
@@ -234,6 +247,7 @@ def test_under_dp_only_the_privately_trained_slice_is_contributed(tiny_federatio
     public_values = len(data.public) * config.encoder.embedding_dim
     # float32 bytes of the plain sum: the trained slice, the public embeddings, weight and clients
     assert result.history[0].bytes_up_per_client == 4 * (shape.trained_count + public_values + 2)
+    assert result.global_model is not None
     final = get_flat_params(result.global_model)
     trained = np.zeros(shape.param_count, dtype=bool)
     trained[np.concatenate([np.arange(a, b) for a, b in shape.trained])] = True
@@ -260,10 +274,11 @@ def test_one_artist_out_of_range_inside_a_masked_sum_is_refused():
     assert abs(shift) > CONTRIBUTION_RANGE[1] - CONTRIBUTION_RANGE[0]  # far outside what it may send
     sums = _masked_sum_with_a_shift({**honest, "mallory": mallory}, shift)
     tolerance = decode_tolerance(CONTRIBUTION_RANGE, 3, 3)
-    state = initial_state(3, 3, np.zeros(SHAPE.model.param_count, dtype=np.float32))
+    state = initial_state(3, 3, np.zeros(MODEL.param_count, dtype=np.float32))
     with pytest.raises(InvalidSum):  # under plain averaging; the default FedAdam step bounds it (next test)
         new = checked_aggregate(FEDSTYLE, SHAPE, state, sums, 3, tolerance, ServerOptimizer(kind="avg"))
-        assert new.params[SHAPE.model.trained[0][0]] == pytest.approx(hi, abs=1e-5)  # mallory's choice, not refused
+        assert new.params is not None
+        assert new.params[MODEL.trained[0][0]] == pytest.approx(hi, abs=1e-5)  # mallory's choice, not refused
 
 
 def _masked_sum_with_a_shift(contributions: dict[str, dict[str, np.ndarray]], shift: float) -> dict[str, np.ndarray]:
@@ -272,7 +287,7 @@ def _masked_sum_with_a_shift(contributions: dict[str, dict[str, np.ndarray]], sh
     from fedstyle_secure.secure.masking.messages import MaskedInput
     from fedstyle_secure.secure.masking.summation import InProcessRound, MaskedSummation
 
-    layout = round_layout(FEDSTYLE, SHAPE, "train")
+    layout = _layout("train")
     vectors = {a: pack_as(c, layout) for a, c in contributions.items()}
     summation = MaskedSummation("secagg", clip_range=CONTRIBUTION_RANGE, max_clients=len(vectors))
     server, artists = summation.prepare(sorted(vectors), round_id=1, vector_length=layout.size)
@@ -297,20 +312,23 @@ def test_under_the_default_server_step_a_crafted_contribution_moves_the_model_by
     ``largest_server_step`` a round, however large the shift (fails with ``avg`` as the default)."""
     rng = np.random.default_rng(11)
     hi = CONTRIBUTION_RANGE[1]
-    first = SHAPE.model.trained[0][0]
+    first = MODEL.trained[0][0]
     tolerance = decode_tolerance(CONTRIBUTION_RANGE, 3, 3)
     bound = largest_server_step(ServerOptimizer())
     assert bound is not None and bound == pytest.approx(2.345 * ServerOptimizer().lr, rel=1e-3)
-    state = initial_state(3, 3, np.zeros(SHAPE.model.param_count, dtype=np.float32))
+    state = initial_state(3, 3, np.zeros(MODEL.param_count, dtype=np.float32))
     for _ in range(4):
         contributions = {a: _honest_train(rng) for a in ("alice", "bob", "mallory")}
         sums = _masked_sum_with_a_shift(contributions, 2.5 * hi)  # the sum stays inside what the checks allow
         new = checked_aggregate(FEDSTYLE, SHAPE, state, sums, 3, tolerance)  # the default optimiser
+        assert new.params is not None and state.params is not None
         moved = np.abs(new.params.astype(np.float64) - state.params.astype(np.float64))
         assert moved.max() <= bound + 1e-6 and moved[first] > 0.5 * ServerOptimizer().lr  # a bounded drift
         state = new
     averaged = checked_aggregate(FEDSTYLE, SHAPE, state, sums, 3, tolerance, ServerOptimizer(kind="avg"))
-    assert averaged.params[first] > 0.5 * hi  # plain averaging: one round takes it most of the way
+    assert (
+        averaged.params is not None and averaged.params[first] > 0.5 * hi
+    )  # plain averaging: one round takes it most of the way
 
 
 def test_the_largest_server_step_holds_for_any_sequence_of_means():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -27,6 +28,7 @@ from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.auth import buyer_tls_pem, sign_registration
 from fedstyle_secure.transport.loopback import write_fresh_keys
 from fedstyle_secure.transport.server.servicer import SERVICE_NAME
+from fedstyle_secure.transport.server.store import Snapshot
 from fedstyle_secure.transport.server.upload_limits import expected_layout, payload_limit
 from fedstyle_secure.transport.wire import chunk_payload, new_nonce, pb, pb_grpc
 from tests.fakes import Clock
@@ -373,7 +375,12 @@ def test_epsilon_reports_for_rounds_that_have_not_happened_are_refused_and_writt
     identity = load_artist_keys(keys, "artist_a").identity_key
     saves: list[int] = []
     save = running.servicer.store.save
-    running.servicer.store.save = lambda snapshot: (saves.append(1), save(snapshot))[1]
+
+    def counted_save(snapshot: Snapshot) -> None:
+        saves.append(1)
+        save(snapshot)
+
+    running.servicer.store.save = counted_save
 
     def signed(round_id: int) -> bytes:
         ledger = BudgetLedger(PrivacyBudget(1.0, 1e-5), 20)
@@ -384,7 +391,7 @@ def test_epsilon_reports_for_rounds_that_have_not_happened_are_refused_and_writt
     with channel:
         for round_id in (1, 5, 2**40):  # the run is in round 0, of 1
             report = signed(round_id)
-            refused(lambda r=round_id, b=report: session.report(r, b), grpc.StatusCode.INVALID_ARGUMENT, "happened")
+            refused(partial(session.report, round_id, report), grpc.StatusCode.INVALID_ARGUMENT, "happened")
         report = signed(0)
         session.report(0, report)
         stored = len(saves)

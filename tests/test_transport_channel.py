@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from fedstyle_secure.transport.artist.channel import ArtistSession
-from fedstyle_secure.transport.wire import WireError, chunk_payload, join_chunks, pb, to_tensor, vector_payload
+from fedstyle_secure.transport.wire import WireError, chunk_payload, join_chunks, pb, pb_grpc, to_tensor, vector_payload
 
 
-class _FakeBroadcastStub:
-    def __init__(self, body: pb.BroadcastBody) -> None:
+class _FakeBroadcastStub(pb_grpc.FederationStub):
+    def __init__(self, body: pb.BroadcastBody) -> None:  # no channel: only DownloadBroadcast is called
         self.body = body
 
     def DownloadBroadcast(self, request: pb.BroadcastRequest, metadata: object, timeout: float) -> Iterator[pb.Chunk]:

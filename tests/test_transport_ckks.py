@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import cast
 
 import grpc
 import numpy as np
@@ -23,6 +24,7 @@ import tenseal as ts
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.federation.client import StyleClient
 from fedstyle_secure.federation.coordinator import Coordinator, Phase, Schedule
 from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.federation.round_layout import FederationShape, round_layout
@@ -89,6 +91,7 @@ class Federation:
 
     def __init__(self, keys: Path, tmp_path: Path, quorum: int = 3) -> None:
         self.clock = Clock()
+        self.patches = pytest.MonkeyPatch()  # the attacks replace coordinator methods; undone by close()
         schedule = Schedule(rounds=1, quorum=quorum, phase_seconds=60, max_retries=2, secure_mode="ckks")
         self.running = start(keys, tmp_path, schedule, self.clock)
         self.coordinator = self.running.servicer.coordinator
@@ -99,7 +102,7 @@ class Federation:
             runner = ArtistRunner(
                 ClientConfig(keys=keys, data=tmp_path, artist=artist),
                 artist_keys,
-                client=FeatureMomentsOnly(VALUES[artist], self.coordinator.shape),
+                client=cast(StyleClient, FeatureMomentsOnly(VALUES[artist], self.coordinator.shape)),  # test fake
             )
             runner.ckks = CkksClient(artist_keys, clock=self.clock)
             self.parties[artist] = Party(artist_keys, channel, ArtistSession.register(channel, artist_keys), runner)
@@ -142,17 +145,24 @@ class Federation:
         def take(artist: str, round_id: int, payload: bytes, nonce: bytes, now: float) -> None:
             self.stolen[artist] = payload
 
-        c.commit_decryption = commit
-        c.decryption_commits = lambda artist, round_id: (c.attempt, dict(self.commitments))
-        c.submit_decrypted = take
+        self.patches.setattr(c, "commit_decryption", commit)
+        self.patches.setattr(c, "decryption_commits", lambda artist, round_id: (c.attempt, dict(self.commitments)))
+        self.patches.setattr(c, "submit_decrypted", take)
+
+    def ckks(self, artist: str) -> CkksClient:
+        """The artist runner's CKKS client (every runner here has one)."""
+        ckks = self.parties[artist].runner.ckks
+        assert ckks is not None
+        return ckks
 
     def refusal(self, artist: str) -> str:
-        return self.parties[artist].runner.ckks.last_refusal or ""
+        return self.ckks(artist).last_refusal or ""
 
     def close(self) -> None:
         for party in self.parties.values():
             party.channel.close()
         self.running.stop(0)
+        self.patches.undo()
 
 
 @pytest.fixture
@@ -177,7 +187,7 @@ def _serve_listing(
         attempt, contributions, sizes = real(artist, round_id)
         return attempt, listing(artist, contributions, sizes), sizes
 
-    f.coordinator.contribution_set = lying
+    f.patches.setattr(f.coordinator, "contribution_set", lying)
 
 
 def test_honest_round_committee_decrypts_the_verified_sum(federation):
@@ -375,13 +385,13 @@ def test_server_answering_every_commit_poll_at_once_gets_no_busy_wait_and_no_pla
             junk = {outsider: (f.commitments[artist][0], os.urandom(64))} if own else {}  # new on every poll
             return f.coordinator.attempt, {**own, **junk}
 
-        f.coordinator.decryption_commits = only_own
+        monkeypatch.setattr(f.coordinator, "decryption_commits", only_own)
 
         def fake_sleep(seconds: float) -> None:
             f.clock.now += seconds
 
         for member in (x, y):
-            f.parties[member].runner.ckks.sleep = fake_sleep
+            f.ckks(member).sleep = fake_sleep
         f.act((x, y))
 
         _no_plaintext_reached_the_server(f)
@@ -450,15 +460,21 @@ def test_server_solving_for_the_key_from_the_committees_plaintext_reads_no_contr
     nothing -- here the contribution of the artist that is not on the committee."""
     f = Federation(keys, tmp_path)
     try:
-        c, params = f.coordinator, f.coordinator.ckks.params
+        c, context = f.coordinator, f.coordinator.ckks
+        assert context is not None  # a CKKS run: the server holds the public context
+        params = context.params
         wide = replace(c.shape, feature_dim=params.slots)  # the set-up round spans two full ciphertexts
         layout = round_layout(c.spec, wide, "setup")
+        assert layout is not None
         c.shape, c._layout = wide, layout
         monkeypatch.setattr(server_module, "expected_layout", lambda *_: layout)  # upload limits follow
         for party in f.parties.values():
+            assert isinstance(party.runner.client, FeatureMomentsOnly)
             party.runner.client._shape = wide
         committee = f.contribute()
-        payloads = {a: c._ckks_round.payload(a) for a in ARTISTS}
+        collector = c._ckks_round
+        assert collector is not None
+        payloads = {a: collector.payload(a) for a in ARTISTS}
         released: dict[str, np.ndarray] = {}
         honest_submit = c.submit_decrypted
 
@@ -466,16 +482,17 @@ def test_server_solving_for_the_key_from_the_committees_plaintext_reads_no_contr
             released[artist] = np.frombuffer(payload, dtype="<f8")
             honest_submit(artist, round_id, payload, nonce, now)
 
-        c.submit_decrypted = recorded
+        monkeypatch.setattr(c, "submit_decrypted", recorded)
         f.act(ARTISTS)
         assert sorted(released) == sorted(committee) and c.plan().round_id == 1  # an honest, completed round
+        assert c.standardisation is not None
         np.testing.assert_allclose(c.standardisation[0], 7 / 3, rtol=1e-6)
-        total = CkksAggregator(c.ckks, layout.size)
+        total = CkksAggregator(context, layout.size)
         for artist in ARTISTS:
             total.add(payloads[artist], what=artist)
         target = next(a for a in ARTISTS if a not in committee)
         truth = pack(_moments(VALUES[target], params.slots))[0][: params.slots]
-        ciphertext = EncryptedVector.load(c.ckks, payloads[target])
+        ciphertext = EncryptedVector.load(context, payloads[target])
         for member, plaintext in released.items():
             read = decrypt_first_chunk(params, recover_key(params, total.result(), plaintext), ciphertext)
             assert np.median(np.abs(read - truth)) > 1e3, f"{member}'s upload gave away the key"
@@ -550,5 +567,7 @@ def test_a_contribute_plan_for_an_earlier_round_gets_no_second_ciphertext(keys):
     sent = client.sent
     send = contribute_step(client, 1, pack_once)
 
-    assert send(None, None) is None and "refusing an earlier round" in (client.last_refusal or "")
+    # the refused send may touch neither the session nor the plan: None fails loudly if it does
+    no_session, no_plan = cast(ArtistSession, None), cast(pb.RoundPlan, None)
+    assert send(no_session, no_plan) is None and "refusing an earlier round" in (client.last_refusal or "")
     assert client.contribution(2, pack_once) is sent and len(packs) == 1

@@ -90,6 +90,7 @@ DP_FEDERATION = GOOD_SERVER.replace(
 
 def test_dp_plan_comes_from_the_federation_table(tmp_path):
     config = load_server_config(_write(tmp_path, DP_FEDERATION.replace("refreshes = [0, 1]\n", "")))
+    assert config.dp is not None
     assert (config.dp.epsilon, config.dp.delta, config.dp.clip_norm, config.dp.accountant) == (8.0, 1e-6, 0.5, "rdp")
     assert config.dp.noise_multiplier is None  # calibrated by each artist
     assert config.schedule.standardise is False  # no non-private set-up round under DP
@@ -158,14 +159,18 @@ def test_private_layers_travel_from_server_toml_to_every_artist(tmp_path):
     config = load_server_config(
         _write(tmp_path, DP_FEDERATION.replace('accountant = "rdp"', 'accountant = "rdp"\nprivate_layers = "all"'))
     )
-    assert config.dp.private_layers == "all"
+    assert config.dp is not None and config.dp.private_layers == "all"
     plan = pb.RoundPlan(dp=dp_parameters(config.dp, [0]))
-    dp, releases = announced_dp(plan)
+    announced = announced_dp(plan)
+    assert announced is not None
+    dp, releases = announced
     assert (dp.private_layers, dp.accountant, releases) == ("all", "rdp", frozenset({0}))
     default = load_server_config(_write(tmp_path, DP_FEDERATION)).dp
     legacy = pb.RoundPlan(dp=dp_parameters(default, []))
     legacy.dp.ClearField("private_layers")  # a plan from a server that does not announce it
-    assert default.private_layers == "last" and announced_dp(legacy)[0].private_layers == "last"
+    announced_legacy = announced_dp(legacy)
+    assert default is not None and announced_legacy is not None
+    assert default.private_layers == "last" and announced_legacy[0].private_layers == "last"
 
 
 def test_an_artist_takes_part_only_in_its_secure_mode_and_never_in_a_switched_one(tmp_path):

@@ -23,8 +23,8 @@ def _moments(value: float) -> dict[str, np.ndarray]:
 
 def _coordinator(**schedule) -> Coordinator:
     defaults = {"rounds": 1, "quorum": 2, "phase_seconds": 10, "max_retries": 1, "startup_seconds": 0}
-    schedule = Schedule(**{**defaults, **schedule})
-    c = Coordinator(schedule=schedule, roster=ROSTER, state=initial_state(3, 4, np.zeros(5, np.float32)), shape=SHAPE)
+    timing = Schedule(**{**defaults, **schedule})
+    c = Coordinator(schedule=timing, roster=ROSTER, state=initial_state(3, 4, np.zeros(5, np.float32)), shape=SHAPE)
     c.start(now=0.0)
     return c
 
@@ -38,6 +38,7 @@ def test_all_answers_close_the_phase_at_once_with_the_mixture_statistics():
     c = _coordinator()
     for i, (artist, value) in enumerate(zip(ROSTER, (1.0, 2.0, 3.0))):
         _submit(c, artist, value, now=1.0, nonce=bytes([i]))
+    assert c.standardisation is not None
     mean, std = c.standardisation
     np.testing.assert_allclose(mean, 2.0, rtol=1e-6)
     np.testing.assert_allclose(std, np.sqrt(2 / 3), rtol=1e-5)  # each client's moments are point masses
@@ -54,6 +55,7 @@ def test_plain_contributions_are_held_in_float32_only_where_that_is_exact():
     held = c._collect.vectors
     assert held["a"].dtype == np.float32 and held["b"].dtype == np.float64
     _submit(c, "c", 1.0, 1.0, b"3")
+    assert c.standardisation is not None
     np.testing.assert_allclose(c.standardisation[0], (0.5 + 0.1 + 1.0) / 3, rtol=1e-6)  # stored as float32
 
 
@@ -76,6 +78,7 @@ def test_quorum_at_the_deadline_proceeds_without_stragglers():
     _submit(c, "b", 3.0, 1.0, b"2")
     assert not c.tick(5.0)  # before the deadline: keep waiting for c
     assert c.tick(10.5)
+    assert c.standardisation is not None
     np.testing.assert_allclose(c.standardisation[0], 2.0, rtol=1e-6)
 
 

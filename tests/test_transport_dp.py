@@ -7,6 +7,7 @@ import dataclasses
 import json
 import shutil
 import threading
+from typing import cast
 
 import grpc
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 from fedstyle_secure.cli.main import main
 from fedstyle_secure.data.public import default_public_set, public_set_name
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.federation.client import StyleClient
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.models.params import get_flat_params
 from fedstyle_secure.privacy.accounting import compute_epsilon
@@ -29,11 +31,11 @@ from fedstyle_secure.privacy.reports import (
     sign_report,
 )
 from fedstyle_secure.randomness import SECURE_NOISE_SOURCE
-from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
+from fedstyle_secure.secure.keys.keystore import ArtistKeys, load_artist_keys, load_server_keys
 from fedstyle_secure.training.local import LocalConfig
 from fedstyle_secure.training.pretrain import MAX_PUBLIC_PRETRAIN_STEPS
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
-from fedstyle_secure.transport.artist.privacy import _budget
+from fedstyle_secure.transport.artist.privacy import ArtistPrivacy, _budget
 from fedstyle_secure.transport.artist.runner import build_style_client
 from fedstyle_secure.transport.artist.state import ArtistStateStore
 from fedstyle_secure.transport.auth import buyer_tls_pem
@@ -57,7 +59,7 @@ def _schedule() -> Schedule:
 
 def _ledger(work, artist) -> BudgetLedger:
     snapshot = ArtistStateStore(artist_dirs(work, artist)[0]).load()
-    assert snapshot is not None
+    assert snapshot is not None and snapshot.ledger is not None
     return BudgetLedger.from_dict(snapshot.ledger)
 
 
@@ -89,14 +91,17 @@ def test_dp_federation_reports_every_round_and_audits_clean(tmp_path, data, caps
     assert coordinator.failed is None and coordinator.state.round == 3 and not coordinator.state.retired
     assert coordinator.standardisation is None  # no non-private set-up round under DP
     # encrypt only what changes: artists sent fc2 + classifier; the rest is still the public warm start
+    assert config.cache_dir is not None and coordinator.state.params is not None
     start, shape = server_model(config, len(ARTISTS), config.cache_dir)
+    assert shape.model is not None  # FedStyle keeps a global model
     trained = np.zeros(shape.model.param_count, dtype=bool)
     trained[np.concatenate([np.arange(a, b) for a, b in shape.model.trained])] = True
     assert shape.model.param_count > 10 * shape.model.trained_count
     np.testing.assert_array_equal(coordinator.state.params[~trained], get_flat_params(start)[~trained])
     assert not np.array_equal(coordinator.state.params[trained], get_flat_params(start)[trained])
     assert coordinator.reports == {a: 2 for a in ARTISTS}
-    assert StateStore(work / "server.sqlite").load().reports == {a: 2 for a in ARTISTS}
+    stored_state = StateStore(work / "server.sqlite").load()
+    assert stored_state is not None and stored_state.reports == {a: 2 for a in ARTISTS}
     for artist in ARTISTS:
         assert _reports(artist_dirs(work, artist)[1], artist) == ROUND_REPORTS
         assert _reports(work / "reports", artist) == ROUND_REPORTS
@@ -152,7 +157,8 @@ def test_artist_over_budget_retires_with_the_reason_and_others_finish(tmp_path, 
     assert set(coordinator.state.retired) == {"artist_01"}
     assert reason.startswith("privacy budget") and "would exceed the budget epsilon=0.5" in reason
     assert not status.retired and not status.registered  # a buyer sees no retirement reason (nor who registered)
-    assert StateStore(work / "server.sqlite").load().state.retired == {"artist_01": reason}
+    stored_state = StateStore(work / "server.sqlite").load()
+    assert stored_state is not None and stored_state.state.retired == {"artist_01": reason}
     assert _ledger(work, "artist_01").epsilon_spent == 0.0  # refused before spending anything
     assert _reports(work / "reports", "artist_01") == []
     for artist in ("artist_00", "artist_02"):
@@ -160,8 +166,8 @@ def test_artist_over_budget_retires_with_the_reason_and_others_finish(tmp_path, 
         assert _ledger(work, artist).epsilon_spent <= EPSILON
     # artist_01 retired before spending anything, so it has no report: the audit cannot tell that from
     # deleted reports and flags it; audited as expected without it, the run is clean
-    status, result = _audit(capsys, str(work / "reports"), "--keys", str(work / "keys"))
-    assert status == 1
+    audit_status, result = _audit(capsys, str(work / "reports"), "--keys", str(work / "keys"))
+    assert audit_status == 1
     assert [(f["artist"], f["code"]) for f in result["findings"]] == [("artist_01", "artist_without_reports")]
     assert main(["audit", str(work / "reports"), "--keys", str(work / "keys"), "--artists", "artist_00,artist_02"]) == 0
 
@@ -318,20 +324,25 @@ def _plan_message(dp: pb.DpParameters | None) -> pb.RoundPlan:
     return pb.RoundPlan(round_id=1, kind=pb.ROUND_KIND_TRAIN, total_rounds=2, phase="publish", dp=dp)
 
 
+def _refusal(privacy: ArtistPrivacy | None) -> str:
+    """Why an artist's privacy state refuses the federation (the caller expects a refusal)."""
+    assert privacy is not None and privacy.refusal is not None
+    return privacy.refusal
+
+
 def test_artist_refuses_an_announced_delta_above_one_over_n_and_a_federation_without_dp(tmp_path):
     from types import SimpleNamespace
 
-    from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
-
-    client = SimpleNamespace(n_train=6, config=LocalConfig(epochs=1, batch_size=16))  # the parts open() reads first
+    # test fakes: only the parts open() reads first
+    client = cast(StyleClient, SimpleNamespace(n_train=6, config=LocalConfig(epochs=1, batch_size=16)))
     config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=tmp_path / "state")
-    keys = SimpleNamespace(artist_id="artist_00")
+    keys = cast(ArtistKeys, SimpleNamespace(artist_id="artist_00"))
     announced = pb.DpParameters(epsilon_budget=8.0, delta=0.2, clip_norm=1.0, accountant="prv", release_rounds=[0])
-    privacy = ArtistPrivacy.open(config, keys, client, _plan_message(announced))
-    assert privacy.refusal.startswith("federation.delta (announced by the server)") and "1/n" in privacy.refusal
+    refusal = _refusal(ArtistPrivacy.open(config, keys, client, _plan_message(announced)))
+    assert refusal.startswith("federation.delta (announced by the server)") and "1/n" in refusal
     assert ArtistPrivacy.open(config, keys, client, _plan_message(None)) is None  # neither side asks for DP
     demanding = ClientConfig(keys=tmp_path, data=tmp_path, budget_epsilon=2.0)
-    assert "requires DP" in ArtistPrivacy.open(demanding, keys, client, _plan_message(None)).refusal
+    assert "requires DP" in _refusal(ArtistPrivacy.open(demanding, keys, client, _plan_message(None)))
     with pytest.raises(ConfigError, match="client.state_dir"):
         ArtistPrivacy.open(ClientConfig(keys=tmp_path, data=tmp_path), keys, client, _plan_message(announced))
 
@@ -383,12 +394,12 @@ def test_a_state_folder_of_a_run_without_dp_is_refused_by_a_dp_federation_and_vi
     artist's folder is still refused by a federation without DP."""
     from types import SimpleNamespace
 
-    from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
     from fedstyle_secure.transport.artist.state import ArtistSnapshot, ArtistStateStore
 
-    client = SimpleNamespace(n_train=6, config=LocalConfig(epochs=1, batch_size=16))
+    # test fakes: only the parts open() reads
+    client = cast(StyleClient, SimpleNamespace(n_train=6, config=LocalConfig(epochs=1, batch_size=16)))
     config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=tmp_path / "state")
-    keys = SimpleNamespace(artist_id="artist_00")
+    keys = cast(ArtistKeys, SimpleNamespace(artist_id="artist_00"))
     without_dp = ArtistSnapshot("artist_00", {"w": np.zeros(2)}, ledger=None, rng={}, plan={})
     ArtistStateStore(tmp_path / "state").save(without_dp)
     assert ArtistPrivacy.open(config, keys, client, _plan_message(None)) is None  # a run without DP continues
@@ -396,4 +407,4 @@ def test_a_state_folder_of_a_run_without_dp_is_refused_by_a_dp_federation_and_vi
     with pytest.raises(ConfigError, match="state of a federation without DP"):
         ArtistPrivacy.open(config, keys, client, _plan_message(announced))
     ArtistStateStore(tmp_path / "state").save(dataclasses.replace(without_dp, ledger={"budget": {}}))
-    assert "holds a DP ledger" in ArtistPrivacy.open(config, keys, client, _plan_message(None)).refusal
+    assert "holds a DP ledger" in _refusal(ArtistPrivacy.open(config, keys, client, _plan_message(None)))

@@ -48,14 +48,14 @@ def test_federation_completes_and_persists(tmp_path, data, secure_mode):
     assert coordinator.failed is None and coordinator.state.round == 3
     assert coordinator.state.known.all()
     np.testing.assert_allclose(np.linalg.norm(coordinator.state.prototypes, axis=1), 1.0, rtol=1e-5)
-    assert np.isfinite(coordinator.state.params).all()
+    assert coordinator.state.params is not None and np.isfinite(coordinator.state.params).all()
     if secure_mode == "none":  # a buyer queried the published index over mutual TLS
         assert sorted(a for a, _ in hits) == ["artist_00", "artist_01", "artist_02"]
         assert all(-1.0 <= s <= 1.0 for _, s in hits) and [s for _, s in hits] == sorted(
             (s for _, s in hits), reverse=True
         )
     saved = StateStore(tmp_path / "run" / "server.sqlite").load()
-    assert saved.state.round == 3
+    assert saved is not None and saved.state.round == 3
     np.testing.assert_array_equal(saved.state.params, coordinator.state.params)
     np.testing.assert_array_equal(saved.state.prototypes, coordinator.state.prototypes)
     # every artist's final publication over the wire is view-averaged, as the index embeds buyers' images
@@ -134,7 +134,7 @@ def test_failed_index_publication_answers_unavailable_and_the_retry_publishes_th
     assert tuple(index.artists) == coordinator.roster
     np.testing.assert_allclose(index.prototypes, coordinator.state.prototypes, rtol=1e-5, atol=1e-6)
     saved = StateStore(work / "server.sqlite").load()
-    assert saved.state.round == 2
+    assert saved is not None and saved.state.round == 2
     np.testing.assert_array_equal(saved.state.prototypes, coordinator.state.prototypes)
 
 

@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import threading
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -21,7 +23,7 @@ import numpy as np
 import pytest
 
 from fedstyle_secure.errors import SecureAggregationError
-from fedstyle_secure.federation.coordinator import Coordinator, Phase, Plan, Schedule
+from fedstyle_secure.federation.coordinator import Coordinator, Phase, Plan, Schedule, SecureSum
 from fedstyle_secure.federation.masking_rounds import MaskingRound
 from fedstyle_secure.federation.masking_session import FETCH_NAMES, TAG_BITS, round_config
 from fedstyle_secure.federation.packing import Layout, pack
@@ -32,6 +34,7 @@ from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
 from fedstyle_secure.secure.masking import MaskingPhase, MaskingServer
 from fedstyle_secure.secure.masking.consistency import survivor_bitmap
+from fedstyle_secure.secure.masking.fixedpoint import FixedPointCodec
 from fedstyle_secure.secure.masking.messages import (
     AdvertiseKeys,
     MaskedInput,
@@ -61,6 +64,18 @@ def _moments(value: float, width: int = 4) -> dict[str, np.ndarray]:
 def _exact_sum(codec, vectors) -> np.ndarray:
     """The decoded masked sum is exactly the sum of the fixed-point encodings."""
     return codec.dequantize(sum(codec.quantize(v) for v in vectors))
+
+
+def _session_id(plan: Plan) -> int:
+    """The masking session id of a masking phase's plan."""
+    assert plan.masking is not None  # a masking phase's plan always carries its session's parameters
+    return plan.masking.session_id
+
+
+def _last_sum(coordinator: Coordinator) -> SecureSum:
+    """The coordinator's last decoded masked sum (the caller has just completed a masked round)."""
+    assert coordinator.last_sum is not None
+    return coordinator.last_sum
 
 
 def _as_message(plan: Plan, schedule: Schedule) -> pb.RoundPlan:
@@ -140,12 +155,15 @@ class _Federation:
                 )
             else:
                 incoming = self.c.masking_message(artist, plan.round_id, FETCH_NAMES[plan.phase.value])
+                assert incoming is not None  # every artist stepped through the phase before: its message is there
                 self.c.submit_masking(
                     artist, plan.round_id, plan.phase.value, client.respond(message, incoming), None, new_nonce(), now
                 )
 
-    def codec(self):
-        return self.c._masking._server.config.codec  # the session's fixed-point codec
+    def codec(self) -> FixedPointCodec:
+        masking = self.c._masking
+        assert masking is not None and masking._server is not None  # a masking session is under way
+        return masking._server.config.codec  # the session's fixed-point codec
 
 
 def test_all_phases_sum_exactly_and_the_plan_names_each_masking_phase(keys):
@@ -154,16 +172,17 @@ def test_all_phases_sum_exactly_and_the_plan_names_each_masking_phase(keys):
     seen = []
     for _ in range(5):
         seen.append(f.c.plan().phase.value)
-        assert f.c.plan().masking.session_id >> 32 == 0  # round 0
+        assert _session_id(f.c.plan()) >> 32 == 0  # round 0
         if f.c.plan().phase is Phase.UNMASK:
             codec = f.codec()
         f.step(ARTISTS, now=1.0, values=values)
     assert seen == ["advertise", "share", "masked_input", "consistency", "unmask"]
-    assert f.c.last_sum.contributors == ARTISTS and f.c.last_sum.dropped == ()
-    np.testing.assert_array_equal(f.c.last_sum.total, _exact_sum(codec, f.vectors.values()))
+    assert _last_sum(f.c).contributors == ARTISTS and _last_sum(f.c).dropped == ()
+    np.testing.assert_array_equal(_last_sum(f.c).total, _exact_sum(codec, f.vectors.values()))
+    assert f.c.standardisation is not None
     np.testing.assert_allclose(f.c.standardisation[0], 7 / 3, rtol=1e-6)
     next_plan = f.c.plan()
-    assert (next_plan.round_id, next_plan.phase, next_plan.masking.session_id >> 32) == (1, Phase.ADVERTISE, 1)
+    assert (next_plan.round_id, next_plan.phase, _session_id(next_plan) >> 32) == (1, Phase.ADVERTISE, 1)
 
 
 def test_dropout_in_masked_input_proceeds_at_the_deadline_with_the_survivors_sum(keys):
@@ -180,21 +199,23 @@ def test_dropout_in_masked_input_proceeds_at_the_deadline_with_the_survivors_sum
     codec = f.codec()
     f.step(("artist_a", "artist_b"), now=7.0)  # consistency: both sign the survivor set
     f.step(("artist_a", "artist_b"), now=7.0)
-    assert f.c.last_sum.contributors == ("artist_a", "artist_b") and f.c.last_sum.dropped == ("artist_c",)
-    np.testing.assert_array_equal(f.c.last_sum.total, _exact_sum(codec, [f.vectors["artist_a"], f.vectors["artist_b"]]))
+    assert _last_sum(f.c).contributors == ("artist_a", "artist_b") and _last_sum(f.c).dropped == ("artist_c",)
+    np.testing.assert_array_equal(
+        _last_sum(f.c).total, _exact_sum(codec, [f.vectors["artist_a"], f.vectors["artist_b"]])
+    )
 
 
 def test_below_threshold_aborts_and_the_retry_is_a_fresh_session(keys):
     """secagg over 5 artists needs t = 4 shares; 3 masked inputs cannot be unmasked."""
     roster = ARTISTS + ("artist_d", "artist_e")
     f = _Federation(keys, roster, quorum=3)
-    first = f.c.plan().masking.session_id
+    first = _session_id(f.c.plan())
     f.step(roster, 1.0)
     f.step(roster, 1.0)
     f.step(roster[:3], 1.0)
     assert f.c.tick(7.0)  # masked-input deadline: 3 of 5 contributed, threshold 4
     assert f.c.attempt == 1 and "threshold is 4" in f.c.last_error and f.c.plan().phase is Phase.ADVERTISE
-    retry = f.c.plan().masking.session_id
+    retry = _session_id(f.c.plan())
     assert retry != first and retry >> 32 == 0
     f.step(roster, 8.0)  # every artist takes part in the retry (a fresh session)
     assert f.c.plan().phase is Phase.SHARE
@@ -209,14 +230,15 @@ def test_secagg_plus_sparse_graph_survives_a_dropout(keys):
     f = _Federation(keys, roster, secure_mode="secagg+", masking_degree=2, quorum=3)
     f.step(roster, 1.0)
     f.step(roster, 1.0)
+    assert f.c._masking is not None and f.c._masking._server is not None
     assert max(len(n) for n in f.c._masking._server.config.neighbours.values()) == 2  # a ring, not complete
     f.step(roster[1:], 1.0)
     assert f.c.tick(7.0)
     codec = f.codec()
     f.step(roster[1:], 8.0)
     f.step(roster[1:], 8.0)
-    assert f.c.last_sum.contributors == roster[1:]
-    np.testing.assert_array_equal(f.c.last_sum.total, _exact_sum(codec, [f.vectors[a] for a in roster[1:]]))
+    assert _last_sum(f.c).contributors == roster[1:]
+    np.testing.assert_array_equal(_last_sum(f.c).total, _exact_sum(codec, [f.vectors[a] for a in roster[1:]]))
 
 
 def test_coordinator_refusals(keys):
@@ -276,6 +298,7 @@ def test_malformed_and_misplaced_masking_messages_are_refused_and_the_round_comp
             "does not decode",
         )
         forged = parse_message(adverts["artist_a"])
+        assert isinstance(forged, AdvertiseKeys)
         bad_signature = AdvertiseKeys(
             forged.round_id, forged.sender, forged.enc_public, forged.enc_public, forged.contribution, forged.signature
         ).to_bytes()
@@ -334,7 +357,7 @@ def test_malformed_and_misplaced_masking_messages_are_refused_and_the_round_comp
             if phase == "masked_input":
                 short = MaskedInput(plan.masking.session_id, "artist_a", np.zeros(3, dtype=np.uint32)).to_bytes()
                 refused(
-                    lambda short=short: a.submit_masking(0, "masked_input", short),
+                    partial(a.submit_masking, 0, "masked_input", short),
                     grpc.StatusCode.INVALID_ARGUMENT,
                     "vector of length 3",
                 )
@@ -348,7 +371,7 @@ def test_malformed_and_misplaced_masking_messages_are_refused_and_the_round_comp
         codec = round_config(
             "secagg", list(sessions), (plan.value_low, plan.value_high), _params(plan), vectors["artist_a"].size
         ).codec
-        last = running.servicer.coordinator.last_sum
+        last = _last_sum(running.servicer.coordinator)
         assert last.round_id == 0 and last.contributors == tuple(sorted(sessions))
         np.testing.assert_array_equal(last.total, _exact_sum(codec, vectors.values()))
         assert a.plan(0, "unmask", wait_seconds=5).round_id == 1  # the set-up round completed
@@ -413,7 +436,7 @@ def test_masked_federation_completes_with_exact_sums(tmp_path, data, recorded, s
     assert federation.results == {a: 0 for a in artists}
     assert coordinator.failed is None and coordinator.state.round == 3 and coordinator.state.known.all()
     assert _check_exact_sums(recorded, rounds=2) == {0: artists, 1: artists, 2: artists}
-    assert np.isfinite(coordinator.state.params).all()
+    assert coordinator.state.params is not None and np.isfinite(coordinator.state.params).all()
 
 
 class Vanished(RuntimeError):
@@ -443,7 +466,7 @@ def test_artist_vanishing_in_masked_input_leaves_the_survivors_exact_sum(tmp_pat
     assert coordinator.failed is None and coordinator.state.round == 2
     contributors = _check_exact_sums(recorded, rounds=1)
     assert contributors == {0: ("artist_00", "artist_01", "artist_02"), 1: ("artist_00", "artist_01")}
-    assert coordinator.last_sum.dropped == ("artist_02",)
+    assert _last_sum(coordinator).dropped == ("artist_02",)
 
 
 def test_an_aborted_round_is_announced_as_a_new_attempt_with_a_fresh_session(keys, tmp_path):
@@ -488,12 +511,13 @@ def test_lying_server_over_grpc_gets_no_share_from_the_real_artists(three_keys, 
     (``masking_step`` over mutual TLS): none reveals a share and their state shows nothing revealed."""
     target, roster = "artist_a", ARTISTS
     lying_servers: list[MaskingServer] = []
+    shown_by_server: dict[int, dict[str, set[str]]] = {}  # id(lying server) -> the survivor set it showed each artist
 
     def lie_survivors(self: MaskingServer) -> dict[str, SurvivorSet]:
         lying_servers.append(self)
         self.phase = MaskingPhase.CONSISTENCY
         shown = {a: {target} if a == target else {target, a} for a in sorted(self._inputs)}
-        self.shown = shown
+        shown_by_server[id(self)] = shown
         n, rid = len(self.config.roster), self.config.round_id
         return {a: SurvivorSet(rid, a, n, survivor_bitmap(self.config.roster, s)) for a, s in shown.items()}
 
@@ -503,7 +527,7 @@ def test_lying_server_over_grpc_gets_no_share_from_the_real_artists(three_keys, 
     def lie_unmask(self: MaskingServer) -> dict[str, UnmaskRequest]:
         forged = tuple((a, os.urandom(64)) for a in roster if a not in self._signatures)  # pad to everyone
         everyone = tuple(sorted(tuple(self._signatures.items()) + forged))
-        for artist, shown in self.shown.items():
+        for artist, shown in shown_by_server[id(self)].items():
             dropped = tuple(sorted(set(roster) - shown))
             self._requests[artist] = UnmaskRequest(
                 self.config.round_id, artist, tuple(sorted(shown)), dropped, everyone
@@ -530,14 +554,14 @@ def test_lying_server_over_grpc_gets_no_share_from_the_real_artists(three_keys, 
         for phase in ("advertise", "share", "masked_input", "consistency"):
             for artist in roster:
                 plan = wait_for_phase(sessions[artist], phase)
-                send = masking_step(clients[artist], sessions[artist], plan, lambda a=artist: pack(vectors[a]))
+                send = masking_step(clients[artist], sessions[artist], plan, partial(pack, vectors[artist]))
                 send(sessions[artist])
         coordinator = running.servicer.coordinator
         if coordinator.plan().phase.value == "consistency":
             clock.now += 31  # the consistency deadline passes without the target: the liar moves to "unmask"
         for artist in roster:
             plan = wait_for_phase(sessions[artist], "unmask")
-            send = masking_step(clients[artist], sessions[artist], plan, lambda a=artist: pack(vectors[a]))
+            send = masking_step(clients[artist], sessions[artist], plan, partial(pack, vectors[artist]))
             send(sessions[artist])
         assert lying_servers[0]._responses == {} and coordinator._collect.items == {}  # no share reached the server
         assert set(lying_servers[0]._signatures) == {"artist_b", "artist_c"}  # the target refused to sign {T}
@@ -585,7 +609,7 @@ def test_server_faking_an_abort_after_unmasking_gets_no_second_session_from_rest
         def take_part(clients: dict[str, MaskingClient], phase: str) -> None:
             for artist, client in clients.items():
                 plan = wait_for_phase(sessions[artist], phase)
-                masking_step(client, sessions[artist], plan, lambda a=artist: vectors[a])(sessions[artist])
+                masking_step(client, sessions[artist], plan, partial(vectors.__getitem__, artist))(sessions[artist])
 
         for phase in ("advertise", "share", "masked_input", "consistency", "unmask"):
             take_part(first, phase)
@@ -660,14 +684,17 @@ def test_server_announcing_a_two_participant_session_gets_no_advertisement_below
             channels.append(open_channel(address(running), artist_keys.tls_pem()))
             session = ArtistSession.register(channels[-1], artist_keys)
             clients[artist] = (session, masking_client(artist_keys, None, min_quorum=floor))
-        packed = []
+        packed: list[str] = []
+
+        def pack_once(artist: str) -> tuple[np.ndarray, Layout]:
+            packed.append(artist)
+            return pack(_moments(1.0, WIRE))
+
         for artist, (session, client) in clients.items():
             plan = wait_for_phase(session, "advertise")
             assert sorted(plan.participants) == ["artist_a", "artist_b"]
             with caplog.at_level("WARNING"):
-                masking_step(client, session, plan, lambda a=artist: packed.append(a) or pack(_moments(1.0, WIRE)))(
-                    session
-                )
+                masking_step(client, session, plan, functools.partial(pack_once, artist))(session)
         assert clients["artist_a"][1]._current is None and clients["artist_b"][1]._current is not None
         assert packed == ["artist_b"]  # the refusing artist never packed (nor trained) for the round
         assert set(running.servicer.coordinator._collect.items) == {"artist_b"}

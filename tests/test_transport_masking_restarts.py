@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import cast
 
@@ -124,6 +125,11 @@ def _nothing(name: str) -> bytes:
     raise AssertionError(f"the advertise phase fetches nothing, asked for {name!r}")
 
 
+def _serving(message: bytes) -> Callable[[str], bytes]:
+    """A lying server's downloads: ``message``, whatever the artist fetches."""
+    return lambda _: message
+
+
 class HonestSession:
     """The server's real session state machine (:class:`MaskingRound`) driven as the servicer does."""
 
@@ -205,7 +211,9 @@ def test_a_replayed_session_gets_fresh_masks_so_two_masked_inputs_never_share_a_
     replay.phase(replay_clients, "unmask", second)
     outcome = replay.round.finish()  # the replay is an ordinary fresh session: its own sum, exactly
     assert outcome.contributors == ARTISTS
-    exact = codec.dequantize(sum(codec.quantize(second[a]) for a in ARTISTS))
+    words_sum = sum(codec.quantize(second[a]) for a in ARTISTS)
+    assert isinstance(words_sum, np.ndarray)
+    exact = codec.dequantize(words_sum)
     np.testing.assert_array_equal(outcome.total, exact)
 
 
@@ -230,13 +238,11 @@ def test_a_restarted_artist_shown_the_old_peers_of_a_replayed_session_masks_noth
         new_advert = parse_message(_act(restarted, _plan(s, "advertise"), _vector(0.5)[0], layout, _nothing) or b"")
         assert isinstance(new_advert, AdvertiseKeys)
         roster = KeyRoster(s, TARGET, (new_advert, *cast(tuple[AdvertiseKeys, ...], old_peers)))
-        shares = _act(restarted, _plan(s, "share"), _vector(0.5)[0], layout, lambda _, r=roster: r.to_bytes())
+        shares = _act(restarted, _plan(s, "share"), _vector(0.5)[0], layout, _serving(roster.to_bytes()))
         assert shares is not None  # the old peers' signatures are valid for S: the roster is accepted
         delivery = ShareDelivery(s, TARGET, tuple(delivered))
         with caplog.at_level("WARNING"):
-            masked = _act(
-                restarted, _plan(s, "masked_input"), _vector(0.5)[0], layout, lambda _, d=delivery: d.to_bytes()
-            )
+            masked = _act(restarted, _plan(s, "masked_input"), _vector(0.5)[0], layout, _serving(delivery.to_bytes()))
         assert masked is None  # no masked input of the new vector left the artist
         assert restarted._current is not None and restarted._current.machine.phase is MaskingPhase.MASKED_INPUT
     assert "sitting this masking session out" in caplog.text
@@ -321,7 +327,8 @@ def test_artist_restarted_after_signing_answers_nothing_and_the_round_keeps_its_
         for phase in ("advertise", "share", "masked_input", "consistency"):
             for artist in ARTISTS:
                 plan = wait_for_phase(sessions[artist], phase)
-                masking_step(clients[artist], sessions[artist], plan, lambda a=artist: vectors[a])(sessions[artist])
+                pack_once = partial(vectors.__getitem__, artist)  # the artist's packed contribution
+                masking_step(clients[artist], sessions[artist], plan, pack_once)(sessions[artist])
         channels[TARGET].close()  # the target's process dies after signing
         clock.now += 2  # its old connection times out (the unmasking deadline is 30 s away)
         channels[TARGET] = open_channel(address(running), artist_keys[TARGET].tls_pem())
@@ -330,7 +337,8 @@ def test_artist_restarted_after_signing_answers_nothing_and_the_round_keeps_its_
         with caplog.at_level("WARNING"):
             for artist in ARTISTS:
                 plan = wait_for_phase(sessions[artist], "unmask")
-                masking_step(clients[artist], sessions[artist], plan, lambda a=artist: vectors[a])(sessions[artist])
+                pack_once = partial(vectors.__getitem__, artist)  # the artist's packed contribution
+                masking_step(clients[artist], sessions[artist], plan, pack_once)(sessions[artist])
         assert "sitting this masking session out" in caplog.text and "did not advertise keys" in caplog.text
         clock.now += 31  # the unmasking deadline passes without the target
         deadline = time.monotonic() + 20
@@ -343,7 +351,9 @@ def test_artist_restarted_after_signing_answers_nothing_and_the_round_keeps_its_
     assert len(decoded) == 1
     contributors, total, codec, responses = decoded[0]
     assert contributors == ARTISTS and TARGET not in responses  # the target's vector counted; it answered nothing
-    exact = codec.dequantize(sum(codec.quantize(vectors[a][0]) for a in ARTISTS))
+    words_sum = sum(codec.quantize(vectors[a][0]) for a in ARTISTS)
+    assert isinstance(words_sum, np.ndarray)
+    exact = codec.dequantize(words_sum)
     np.testing.assert_array_equal(total, exact)
     for seeds, key_shares in responses.values():
         assert TARGET in seeds and key_shares == {}  # its self-mask seed recovered, its mask key revealed by no one
@@ -486,9 +496,12 @@ def test_a_restarted_dp_artist_gives_a_rolled_back_round_nothing_and_is_charged_
     computed: list[str] = []  # every training or release the restarted artist runs
     for name in ("fit", "publish"):
         real = getattr(StyleClient, name)
-        monkeypatch.setattr(
-            StyleClient, name, lambda self, *a, _n=name, _f=real, **k: computed.append(_n) or _f(self, *a, **k)
-        )
+
+        def counted(self, *a, _n=name, _f=real, **k):
+            computed.append(_n)
+            return _f(self, *a, **k)
+
+        monkeypatch.setattr(StyleClient, name, counted)
     restarted = ArtistRunner(config, artist_keys)  # new process, same state_dir
     server.submitted.clear()
     reports = list(server.reports)

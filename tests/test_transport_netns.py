@@ -214,9 +214,9 @@ def _check_exact_sums(record: Path) -> dict[int, list[str]]:
         round_id, info = int(meta.stem.split("-")[1]), json.loads(meta.read_text())
         codec = FixedPointCodec(tuple(info["clip_range"]), info["max_clients"])
         vectors = [np.load(record / f"vector-{round_id}-{artist}.npy") for artist in info["contributors"]]
-        np.testing.assert_array_equal(
-            np.load(record / f"sum-{round_id}.npy"), codec.dequantize(sum(codec.quantize(v) for v in vectors))
-        )
+        words = sum(codec.quantize(v) for v in vectors)
+        assert isinstance(words, np.ndarray)  # every recorded sum has contributors
+        np.testing.assert_array_equal(np.load(record / f"sum-{round_id}.npy"), codec.dequantize(words))
         contributors[round_id] = info["contributors"]
     return contributors
 
@@ -250,7 +250,9 @@ def test_secagg_federation_across_network_namespaces_survives_a_killed_artist(ho
         json.loads(line) for line in (run / "server.log").read_text().splitlines() if '"masked sum unmasked"' in line
     ]
     assert [(e["round"], e["contributors"], e["dropped"]) for e in unmasked][-1] == (2, survivors, [VICTIM])
-    state = StateStore(run / "state.sqlite").load().state
+    saved = StateStore(run / "state.sqlite").load()
+    assert saved is not None
+    state = saved.state
     assert state.round == ROUNDS + 1 and state.known.all() and not state.retired
     for artist in survivors:  # each survivor signed one epsilon report per training round + the final publication
         assert len(list((run / "state" / artist / "reports").rglob("round-*.json"))) == ROUNDS + 1, _logs(run)
@@ -260,5 +262,7 @@ def test_ckks_federation_across_network_namespaces(hosts_and_parties):
     hosts, work, keys, folders, env = hosts_and_parties
     codes, _, run = _run(hosts, work, keys, folders, env, "ckks", victim=None, rounds=CKKS_ROUNDS)
     assert codes == {"server": 0, **{a: 0 for a in sorted(folders)}}, _logs(run)
-    state = StateStore(run / "state.sqlite").load().state
+    saved = StateStore(run / "state.sqlite").load()
+    assert saved is not None
+    state = saved.state
     assert state.round == CKKS_ROUNDS + 1 and state.known.all()

@@ -108,7 +108,8 @@ def test_a_short_feature_mean_uploaded_first_is_refused_alone_and_the_honest_art
     mean, std = served.coordinator.standardisation
     np.testing.assert_allclose(mean, 0.5, rtol=1e-6)
     np.testing.assert_allclose(std, 0.5, rtol=1e-5)
-    assert StateStore(served.config.state_db).load().standardisation is not None
+    stored = StateStore(served.config.state_db).load()
+    assert stored is not None and stored.standardisation is not None
 
 
 @pytest.mark.parametrize("served", [("none", 2)], indirect=True)
@@ -127,7 +128,9 @@ def test_clients_minus_two_in_plain_setup_is_refused_alone_and_nothing_is_stored
         _upload(served.sessions[artist], _moments())
     served.clock.now += 61
     assert served.sessions["artist_b"].plan(0, "contribute", wait_seconds=5).round_id == 1
-    mean, std = StateStore(served.config.state_db).load().standardisation
+    stored = StateStore(served.config.state_db).load()
+    assert stored is not None and stored.standardisation is not None
+    mean, std = stored.standardisation
     assert np.isfinite(mean).all() and np.isfinite(std).all()
     np.testing.assert_allclose(mean, 0.5, rtol=1e-6)
 
@@ -185,6 +188,7 @@ def test_the_store_refuses_nan_and_keeps_the_last_good_snapshot(tmp_path):
     with pytest.raises(ValueError, match="params contains 1 NaN or infinite value"):
         store.save(Snapshot(bad_params, None, {}, ARTISTS, "fedstyle"))
     loaded = store.load()
+    assert loaded is not None and loaded.standardisation is not None and loaded.state.params is not None
     np.testing.assert_array_equal(loaded.standardisation[1], np.ones(5, np.float32))
     np.testing.assert_array_equal(loaded.state.params, np.zeros(6, np.float32))
 
@@ -201,13 +205,15 @@ def test_the_store_resumes_the_server_optimizer_and_refuses_non_finite_moments(t
     state.params, state.moments = server_step(state.params, np.ones(6), None, ServerOptimizer("adam", lr=0.1))
     store.save(Snapshot(state, None, {}, ARTISTS, "fedstyle"))
     loaded = store.load()
-    assert loaded is not None and loaded.state.moments is not None
+    assert loaded is not None and loaded.state.moments is not None and state.moments is not None
     for saved, kept in zip(state.moments, loaded.state.moments):
         np.testing.assert_array_equal(saved, kept)
     state.moments = (state.moments[0], np.full(6, np.nan))
     with pytest.raises(ValueError, match="optimizer_second_moment contains 6 NaN or infinite value"):
         store.save(Snapshot(state, None, {}, ARTISTS, "fedstyle"))
-    assert np.all(np.isfinite(store.load().state.moments[1]))
+    last_good = store.load()
+    assert last_good is not None and last_good.state.moments is not None
+    assert np.all(np.isfinite(last_good.state.moments[1]))
 
 
 def test_a_poisoned_database_is_never_resumed_from(tmp_path):

@@ -20,7 +20,7 @@ from fedstyle_secure.data.public import (
 from fedstyle_secure.errors import ConfigError, DataError
 from fedstyle_secure.federation.strategy import ServerOptimizer, server_step
 from fedstyle_secure.models.factory import EncoderConfig, load_encoder, make_model, save_encoder
-from fedstyle_secure.models.heads import public_whitening
+from fedstyle_secure.models.heads import ProjectionHead, public_whitening
 
 
 def test_public_whitening_decorrelates_the_public_set_to_unit_variance():
@@ -39,6 +39,7 @@ def test_residual_head_starts_exactly_at_the_public_whitening(tiny_federation):
     torch.manual_seed(0)
     model = make_model(EncoderConfig(), data.bank, data.public, len(data.artists)).eval()
     head = model.encoder
+    assert isinstance(head, ProjectionHead) and isinstance(head.base, torch.nn.Linear)  # the residual head
     assert torch.count_nonzero(head.fc2.weight) == 0 and torch.equal(
         head.base.weight, torch.eye(head.base.weight.shape[0])
     )
@@ -54,6 +55,7 @@ def test_residual_encoder_round_trips_through_save_and_load(tiny_federation, tmp
     data = tiny_federation
     torch.manual_seed(1)
     model = make_model(EncoderConfig(), data.bank, data.public, None).eval()
+    assert isinstance(model.encoder, ProjectionHead)
     with torch.no_grad():
         model.encoder.fc2.weight.normal_()  # a trained-looking residual branch
     save_encoder(model, EncoderConfig(), tmp_path)
@@ -74,9 +76,11 @@ def test_server_optimizers_by_hand():
     assert np.allclose(params, current + 0.5 * (mean - current))
     params2, _ = server_step(params, params + 1.0, moments, opt)  # momentum 0.9 * [1, -1] + [1, 1]
     assert np.allclose(params2, params + 0.5 * np.array([1.9, 0.1]))
-    params, (m, v) = server_step(
+    params, moments = server_step(
         current, mean, None, ServerOptimizer("adam", lr=0.1, momentum=0.9, beta2=0.99, eps=1e-3)
     )
+    assert moments is not None
+    m, v = moments
     delta = mean - current
     expected = current + 0.1 * (0.1 * delta) / (np.sqrt(0.01 * delta**2) + 1e-3)
     assert np.allclose(params, expected) and np.allclose(m, 0.1 * delta) and np.allclose(v, 0.01 * delta**2)

@@ -34,6 +34,7 @@ def test_mean_direction_is_one_unit_vector_per_artwork():
     assert np.linalg.norm(sums - sums_without) == pytest.approx(1.0)
     np.testing.assert_allclose(mean_direction(views[:1]), normalise_rows(views[0]))  # one view: its direction
     by_hand = sum(normalise_rows(v) for v in views)
+    assert isinstance(by_hand, np.ndarray)
     np.testing.assert_allclose(out, normalise_rows(by_hand))
 
 
