@@ -272,6 +272,41 @@ def test_duplicate_round_and_rewritten_history_are_flagged(clean_dir: Path) -> N
     assert by_source["rewritten"] == {"invalid_signature", "history_rewritten"}
 
 
+def _signed_run(charges: list[tuple[int, list[int]]], final_round: int) -> list[LoadedReport]:
+    """Alice's signed reports, one per ``(report round, rounds charged since the last report)``."""
+    ledger = BudgetLedger(PrivacyBudget(epsilon=60.0, delta=1e-5), dataset_size=500)
+    loaded = []
+    for report_round, rounds in charges:
+        for r in rounds:
+            ledger.record([GaussianRelease(sensitivity=1.0, sigma=3.0, round_id=r, what="style-prototype")])
+        report = build_report(
+            ledger, artist_id="alice", round_id=report_round, noise_source=SECURE_NOISE_SOURCE, final_round=final_round
+        )
+        loaded.append(LoadedReport(f"round-{report_round}", sign_report(report, KEYS["alice"])))
+    return loaded
+
+
+@pytest.mark.parametrize(
+    ("charges", "flagged"),
+    [
+        ([(0, [0]), (1, [1]), (2, [2])], set()),  # an honest run: each charge in its own round's report
+        # the final publication (round 2) first, then the round-0 refresh: the late charge shows only in
+        # the report of a round after 2 (its own round was reported long before)
+        ([(0, [0]), (2, [2]), (3, [0])], {"round-3"}),
+        ([(0, [0]), (2, [2, 3])], {"round-2"}),  # a release past the signed final round
+    ],
+)
+def test_charges_out_of_round_order_or_past_the_final_round_are_flagged(charges, flagged) -> None:
+    """Defence in depth behind the artist's own refusal (``DpPlan.charge_refusal``): reports signed
+    by an artist that let a dishonest server reorder its charges show it."""
+    manifest = {"artists": {"alice": {"public_key": public_key_to_text(KEYS["alice"].public_key())}}}
+    result = audit_reports(_signed_run(charges, final_round=2), manifest, roster=["alice"])
+    out_of_order = {
+        audit.source for audit in result.reports if any(f.code == "charged_out_of_order" for f in audit.findings)
+    }
+    assert out_of_order == flagged
+
+
 # --------------------------------------------------------------------------- noise source
 
 

@@ -169,3 +169,29 @@ def test_absurd_budget_gets_a_clear_error_naming_the_prv_accountant():
     assert (
         plan_dp(DpConfig(epsilon=1e4, accountant="rdp", min_training_artworks=1), 50, 16, 2, 5, 3).noise_multiplier > 0
     )
+
+
+@pytest.mark.parametrize(
+    ("round_id", "release", "final", "latest", "words"),
+    [
+        (0, False, False, None, None),  # DP-SGD of round 0
+        (1, True, False, 0, None),  # the announced refresh of round 1, after round 0's charges
+        (3, True, True, 2, None),  # the final publication at the final round
+        (1, True, False, 1, None),  # a release in the round that was just trained
+        (0, True, False, 3, "round 0 comes after round 3 was charged"),  # a refresh after the final one
+        (4, True, True, 3, "round 4 is past the plan's final round 3"),  # a second final publication
+        (3, False, False, 2, "no DP-SGD in the final round 3"),
+        (1, True, True, 0, "the final publication at round 1"),
+        (3, True, False, 2, "a training-time release at round 3"),
+        (2, True, False, 1, "a prototype release at round 2 that the announced plan did not count"),
+    ],
+)
+def test_a_charge_outside_the_plans_schedule_is_refused(round_id, release, final, latest, words):
+    """Pure rule of ``DpPlan.charge_refusal`` (3 training rounds, refreshes at 0 and 1, the final
+    publication at round 3): charges come in round order and end with the final publication."""
+    from fedstyle_secure.privacy.plan import DpConfig, plan_dp
+
+    plan = plan_dp(DpConfig(epsilon=8.0, min_training_artworks=1), 50, 16, 2, 3, 2, frozenset({0, 1}))
+    assert plan.final_round == 3
+    refusal = plan.charge_refusal(round_id, release=release, final=final, latest_charged=latest)
+    assert refusal is None if words is None else words in (refusal or "")

@@ -517,3 +517,42 @@ def test_a_restarted_dp_artist_gives_a_rolled_back_round_nothing_and_is_charged_
     assert caplog.text.count("already charged but its result is lost; sitting it out") == 2
     assert computed == []  # no training, no release
     assert server.reports == reports  # no new report either
+
+
+def test_a_dp_artist_charges_rounds_in_order_and_nothing_past_the_final_publication(tmp_path, data, caplog):
+    """A dishonest server asks for the final publication first (charged, reported as the final round),
+    then for the announced round-0 refresh: charged at an earlier round whose report can no longer be
+    written, the release would be in no signed report, and the audit would certify less than was
+    spent.  Then it asks for final publications at later rounds (fresh draws of the final prototype,
+    within a budget the artist set above the federation's) and a final publication at a training
+    round.  The artist sits every one out: nothing charged, released or reported beyond the final
+    publication (fails without ``DpPlan.charge_refusal`` in ``ArtistPrivacy.admit``)."""
+    config, artist_keys, server, dim = _dp_artist(tmp_path, data)
+    config = dataclasses.replace(config, budget_epsilon=64.0)  # the artist's own budget admits more releases
+    runner = ArtistRunner(config, artist_keys)
+    fake = cast(ArtistSession, server)
+
+    def plan(round_id: int, kind: pb.RoundKind) -> pb.RoundPlan:
+        crafted = _dp_plan(round_id, "publish", 0x30 + round_id, dim)
+        crafted.kind = kind
+        return crafted
+
+    final_round = _dp_plan(1, "publish", 0, dim).total_rounds  # the plan's final publication: round T
+    with caplog.at_level("ERROR"):
+        runner.act(fake, plan(2, pb.ROUND_KIND_FINAL))  # a final publication at a training round
+    assert server.submitted == [] and server.reports == []
+    runner.act(fake, plan(final_round + 1, pb.ROUND_KIND_FINAL))
+    assert server.submitted == [(final_round + 1, "publish")] and server.reports == [final_round]
+    with caplog.at_level("ERROR"):
+        runner.act(fake, plan(1, pb.ROUND_KIND_TRAIN))  # the announced round-0 refresh, after the final one
+        runner.act(fake, plan(final_round + 2, pb.ROUND_KIND_FINAL))  # a second final publication
+    assert server.submitted == [(final_round + 1, "publish")] and server.reports == [final_round]
+    stored = ArtistStateStore(tmp_path / "state").load()
+    assert stored is not None and stored.ledger is not None
+    history = BudgetLedger.from_dict(stored.ledger).history
+    assert [(type(m).__name__, m.round_id) for m in history] == [("GaussianRelease", final_round)]
+    assert f"the final publication at round 1, but the plan's final publication is at round {final_round}" in (
+        caplog.text
+    )
+    assert f"round 0 comes after round {final_round} was charged (and reported)" in caplog.text
+    assert f"round {final_round + 1} is past the plan's final round {final_round}" in caplog.text

@@ -9,7 +9,9 @@ redacted copy has none, so this one check needs the artist's own report); claime
 within the budget; and the claimed epsilon against an INDEPENDENT recomputation with ``dp_accounting``
 (:mod:`fedstyle_secure.privacy.recompute`). Checks across one artist's reports: one report
 per round, epsilon never decreasing, the mechanism history only ever extended, the budget
-never changed.
+never changed, and every charge first reported in its own round's report (a charge of an
+earlier round, made after that round was reported, was in no report in time); per report, no
+round past the signed ``final_round``.
 
 Checks of the run (completeness), per artist of the roster: it has reports; every round its
 latest report charges a mechanism to has a report; its reports reach the run's final
@@ -91,6 +93,7 @@ MANIFEST_KEY_MISMATCH = "manifest_key_mismatch"
 ARTIST_WITHOUT_REPORTS = "artist_without_reports"
 MISSING_ROUNDS = "missing_rounds"
 REPORTS_END_EARLY = "reports_end_early"
+CHARGED_OUT_OF_ORDER = "charged_out_of_order"
 UNVERIFIED_MESSAGE = (
     "identities NOT verified: the report keys come from the manifest in the audited folder, which whoever wrote "
     "the folder (e.g. the server) can replace together with the reports; pass --keys DIR (a key set or bundle "
@@ -287,8 +290,24 @@ def _audit_one(loaded: LoadedReport, keys: Mapping[str, Any], tolerance: float) 
         audit.flag(MALFORMED_HISTORY, str(exc))
         return audit
     _check_claims(audit, report)
+    _check_schedule(audit, report)
     _check_recomputation(audit, report, history, tolerance)
     return audit
+
+
+def _check_schedule(audit: ReportAudit, report: Mapping[str, Any]) -> None:
+    """A report or charge past the signed final round: the run's plan ends with the final publication
+    (a further release would be a fresh draw of the final prototype)."""
+    final = report.get("final_round")
+    if not isinstance(final, int):
+        return
+    late = sorted(
+        {m["round_id"] for m in report["mechanisms"] if isinstance(m, Mapping) and isinstance(m.get("round_id"), int)}
+        | {audit.round_id or 0}
+    )
+    past = [r for r in late if r > final]
+    if past:
+        audit.flag(CHARGED_OUT_OF_ORDER, f"rounds {past} are past the run's final round {final} (signed)")
 
 
 def _check_signature(audit: ReportAudit, report: Mapping[str, Any], key_entry: Any) -> None:
@@ -391,5 +410,16 @@ def _compare_rounds(earlier: _Entry, later: _Entry) -> None:
             )
     if new["mechanisms"][: len(old["mechanisms"])] != old["mechanisms"]:
         audit.flag(HISTORY_REWRITTEN, f"mechanism history of round {first.round_id} is not a prefix of this round's")
+    late = sorted(
+        {m.get("round_id") for m in new["mechanisms"][len(old["mechanisms"]) :] if isinstance(m, Mapping)}
+        - {r for r in range((first.round_id or 0) + 1, (audit.round_id or 0) + 1)},
+        key=str,
+    )
+    if late:
+        audit.flag(
+            CHARGED_OUT_OF_ORDER,
+            f"charges of rounds {late} first appear in round {audit.round_id}'s report, not in rounds after "
+            f"{first.round_id} (reported before): charged out of round order, so no report covered them in time",
+        )
     if new["budget"] != old["budget"] or new["delta"] != old["delta"]:
         audit.flag(BUDGET_CHANGED, f"budget or delta differs from round {first.round_id}")

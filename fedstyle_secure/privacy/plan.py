@@ -161,6 +161,28 @@ class DpPlan:
         """Whether the plan releases prototypes at ``round_id`` (a training refresh or the final one)."""
         return round_id >= self.final_round or (round_id in self.release_rounds and self.release_sigma is not None)
 
+    def charge_refusal(self, round_id: int, *, release: bool, final: bool, latest_charged: int | None) -> str | None:
+        """Why charging ``round_id`` now falls outside this plan's schedule (``None``: it does not).
+
+        The plan charges DP-SGD in rounds ``0 .. final_round - 1``, training-time releases only in
+        ``release_rounds``, and one final publication at ``final_round``; rounds are charged in order,
+        and each round's report is signed once a later round is charged.  A server deviating from
+        the protocol could otherwise have a release charged at an earlier round after that round's
+        report (or after the final one) was signed, so that no report holds it, or final releases
+        past ``final_round``, each a fresh draw of the final prototype."""
+        if latest_charged is not None and round_id < latest_charged:
+            return f"round {round_id} comes after round {latest_charged} was charged (and reported)"
+        if round_id > self.final_round:
+            return f"round {round_id} is past the plan's final round {self.final_round}"
+        if not release:
+            return f"no DP-SGD in the final round {self.final_round}" if round_id == self.final_round else None
+        if final != (round_id == self.final_round):
+            kind = "the final publication" if final else "a training-time release"
+            return f"{kind} at round {round_id}, but the plan's final publication is at round {self.final_round}"
+        if not final and (round_id not in self.release_rounds or self.release_sigma is None):
+            return f"a prototype release at round {round_id} that the announced plan did not count"
+        return None
+
     def round_mechanisms(self, round_id: int, *, train: bool = True, release: bool = True) -> list[Mechanism]:
         out: list[Mechanism] = []
         sigma = self.release_sigma_at(round_id)

@@ -345,18 +345,21 @@ class ArtistPrivacy:
         if plan.phase in NON_CHARGING_PHASES or self._cached(plan) is not None:
             return True  # post-processing of what was charged, or a resend: no new privacy cost
         r = plan.round_id - 1
-        if plan.phase == "publish" and plan.kind == pb.ROUND_KIND_TRAIN and r not in self.plan.release_rounds:
-            log.error(
-                "round %d: the server asks for a prototype release the announced DP plan did not count; sitting it out",
-                plan.round_id,
-            )
-            return False
         if self._charged(r, _charge(plan.phase)):
             log.error(
                 "round %d %s: already charged but its result is lost; sitting it out rather than charging it twice",
                 plan.round_id,
                 plan.phase,
             )
+            return False
+        refusal = self.plan.charge_refusal(
+            r,
+            release=_charge(plan.phase) == RELEASE,
+            final=plan.kind == pb.ROUND_KIND_FINAL,
+            latest_charged=self._latest_charged_round(),
+        )
+        if refusal is not None:
+            log.error("round %d %s: not charged, sitting it out: %s", plan.round_id, plan.phase, refusal)
             return False
         decision = self.ledger.check_can_spend(self._planned(plan))
         if not decision.allowed:
