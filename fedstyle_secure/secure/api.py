@@ -22,11 +22,14 @@ from fedstyle_secure.errors import SecureAggregationError
 
 SECURE_MODES: tuple[str, ...] = ("none", "ckks", "secagg", "secagg+")
 DEFAULT_MIN_QUORUM = 2
-"""An artist's default floor (``client.min_quorum``) on the inputs of any sum it helps reveal, in every
-secure mode, whatever quorum or participant list a server announces: a CKKS decryptor decrypts no
-smaller set, a masking artist joins no session that could reveal a smaller sum.  2 keeps every single
-input from the server; 3 also keeps it from the one other artist of a two-input sum (who learns the
-sum from the next broadcast)."""
+"""An artist's default floor (``client.min_quorum``) on the inputs of a sum it helps reveal, whatever
+quorum or participant list a server announces: a masking artist joins no session that could reveal a
+smaller sum that holds its input; a CKKS committee member decrypts no smaller set.  Under CKKS the
+floor does NOT cover an artist's own ciphertext when others decrypt: the set holding it is checked
+against the decrypting members' floors (and the server's quorum), not its own -- the CKKS threat
+model already gives a curious member every contribution.  2 keeps every single input from the
+server; 3 also keeps it from the one other artist of a two-input sum (who learns the sum from the
+next broadcast)."""
 
 
 @dataclass(frozen=True)
