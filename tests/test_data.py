@@ -265,11 +265,11 @@ def test_concurrent_backbone_loads_leave_the_process_stdout_alone(capsys):
     for _ in range(3):  # without the lock, one attempt of four threads left the StringIO 2 times in 3
         start = threading.Barrier(4)
 
-        def load() -> None:
-            start.wait()
+        def load(barrier: threading.Barrier) -> None:
+            barrier.wait()
             load_efficientnet_lite0()
 
-        threads = [threading.Thread(target=load) for _ in range(4)]
+        threads = [threading.Thread(target=load, args=(start,)) for _ in range(4)]
         for thread in threads:
             thread.start()
         for thread in threads:
