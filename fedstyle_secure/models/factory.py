@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,17 +12,23 @@ import torch
 from torch import nn
 
 from fedstyle_secure.errors import ModelError
+from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.models.heads import (
     DEFAULT_EMBEDDING_DIM,
     DEFAULT_HIDDEN_DIM,
+    HEADS,
     ProjectionHead,
     ScratchStyleCNN,
     StyleModel,
     public_whitening,
 )
-from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, InputBank
+from fedstyle_secure.models.inputs import BACKBONES, DEFAULT_BACKBONE, InputBank
+from fedstyle_secure.models.npz import read_npz, require_finite
 
 STANDARDISATION_FLOOR = 1e-3  # minimum per-feature std, guards features constant on the public set
+ENCODER_FORMAT = "fedstyle-encoder/1"
+MAX_LAYER_WIDTH = 8192  # a saved encoder's embedding or hidden width may not exceed it (the default is 512)
+MAX_ENCODER_BYTES = 256 * 1024 * 1024  # a saved encoder's arrays, loaded (the default head: ~3.5 MB)
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,32 @@ def save_encoder(model: StyleModel, config: EncoderConfig, directory: Path) -> N
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().numpy() for k, v in model.encoder.state_dict().items()}
     np.savez(directory / "encoder.npz", **state)
-    (directory / "encoder.json").write_text(json.dumps({"format": "fedstyle-encoder/1", **asdict(config)}, indent=2))
+    (directory / "encoder.json").write_text(json.dumps({"format": ENCODER_FORMAT, **asdict(config)}, indent=2))
+
+
+def _checked_config(meta: object, meta_path: Path) -> EncoderConfig:
+    """The :class:`EncoderConfig` of a saved ``encoder.json``, every field type- and range-checked
+    before any layer is allocated (a crafted file could otherwise ask for tens of GB)."""
+    if not isinstance(meta, dict) or meta.get("format") != ENCODER_FORMAT:
+        raise ModelError(f"{meta_path}: not a {ENCODER_FORMAT} file")
+    fields = {k: v for k, v in meta.items() if k != "format"}
+    fields.setdefault("head", "mlp")  # encoders saved before the residual head existed
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(EncoderConfig)})
+    if unknown:
+        raise ModelError(f"{meta_path}: unknown field(s) {', '.join(unknown)}")
+    for name, choices in (("backbone", BACKBONES), ("head", HEADS)):
+        value = fields.get(name, getattr(EncoderConfig, name))
+        if not isinstance(value, str) or value not in choices:
+            raise ModelError(f"{meta_path}: {name} must be one of {', '.join(choices)}, got {value!r}")
+    for name, low in (("embedding_dim", 1), ("hidden_dim", 0)):
+        value = fields.get(name, getattr(EncoderConfig, name))
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= MAX_LAYER_WIDTH:
+            raise ModelError(f"{meta_path}: {name} must be an integer in [{low}, {MAX_LAYER_WIDTH}], got {value!r}")
+    for name in ("dropout", "whitening_shrinkage"):
+        value = fields.get(name, getattr(EncoderConfig, name))
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+            raise ModelError(f"{meta_path}: {name} must be a number in [0, 1], got {value!r}")
+    return EncoderConfig(**fields)
 
 
 def load_encoder(directory: Path) -> tuple[StyleModel, EncoderConfig]:
@@ -67,20 +99,24 @@ def load_encoder(directory: Path) -> tuple[StyleModel, EncoderConfig]:
         raise ModelError(f"{directory} is not a saved encoder (needs encoder.json and encoder.npz)")
     try:
         meta = json.loads(meta_path.read_text())
-        if meta.pop("format", None) != "fedstyle-encoder/1":
-            raise ModelError(f"{meta_path}: unknown format")
-        meta.setdefault("head", "mlp")  # encoders saved before the residual head existed
-        config = EncoderConfig(**meta)
-        with np.load(weights_path, allow_pickle=False) as npz:
-            state = {k: torch.from_numpy(npz[k]) for k in npz.files}
-    except (ValueError, TypeError, OSError, json.JSONDecodeError) as exc:
+    except (ValueError, OSError) as exc:
         raise ModelError(f"cannot read encoder in {directory}: {exc}") from exc
+    config = _checked_config(meta, meta_path)
+    arrays = read_npz(weights_path, MAX_ENCODER_BYTES)
+    for name, array in arrays.items():
+        require_finite(array, f"{weights_path}: {name}")
+    state = {name: torch.from_numpy(array) for name, array in arrays.items()}
     if config.backbone == "scratch":
         encoder: nn.Module = ScratchStyleCNN(out_dim=config.embedding_dim)
     else:
-        if ("fc1.weight" if config.hidden_dim > 0 else "fc2.weight") not in state:
-            raise ModelError(f"{weights_path} lacks the head's first layer")
-        in_dim = int(state["fc1.weight"].shape[1]) if config.hidden_dim > 0 else int(state["fc2.weight"].shape[1])
+        first = "fc1.weight" if config.hidden_dim > 0 else "fc2.weight"
+        if first not in state or state[first].ndim != 2:
+            raise ModelError(f"{weights_path} lacks the head's first layer (a 2-D {first})")
+        in_dim = int(state[first].shape[1])
+        if in_dim != STYLE_FEATURE_DIM:
+            raise ModelError(
+                f"{weights_path}: the head reads {in_dim} features, the backbone gives {STYLE_FEATURE_DIM}"
+            )
         encoder = ProjectionHead(in_dim, config.hidden_dim, config.embedding_dim, config.dropout, config.head)
     try:
         encoder.load_state_dict(state)

@@ -17,9 +17,11 @@ from fedstyle_secure.models.embed import embed_views, normalise_rows
 from fedstyle_secure.models.factory import EncoderConfig, load_encoder, save_encoder
 from fedstyle_secure.models.heads import StyleModel
 from fedstyle_secure.models.inputs import TEST_TIME_VIEWS, build_input_bank
+from fedstyle_secure.models.npz import read_npz, require_finite
 
 INDEX_FORMAT = "fedstyle-index/1"
 MAX_TEST_TIME_VIEWS = 16  # a loaded index may not ask for more views per query image
+MAX_INDEX_BYTES = 1024 * 1024 * 1024  # an index's arrays, loaded (1 M artworks of 128 floats: 0.5 GB)
 
 
 @dataclass(frozen=True)
@@ -77,36 +79,70 @@ class StyleIndex:
 
     @classmethod
     def load(cls, directory: Path) -> StyleIndex:
+        """The index saved in ``directory``; :class:`ModelError` naming the file and field when anything
+        is missing, malformed, non-finite, inconsistent or too large (an index may come from elsewhere)."""
         meta_path = directory / "index.json"
         if not meta_path.is_file():
             raise ModelError(f"{directory} is not a style index (no index.json); build one with `fedstyle index`")
         try:
             meta = json.loads(meta_path.read_text())
-            with np.load(directory / "index.npz", allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:
             raise ModelError(f"cannot read style index in {directory}: {exc}") from exc
-        if meta.get("format") != INDEX_FORMAT:
-            raise ModelError(f"{meta_path}: unknown format {meta.get('format')!r}")
+        if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise ModelError(f"{meta_path}: unknown format {found!r}")
         views = meta.get("test_time_views", 0)
         if not isinstance(views, int) or isinstance(views, bool) or not 0 <= views <= MAX_TEST_TIME_VIEWS:
             raise ModelError(
                 f"{meta_path}: test_time_views must be an integer in [0, {MAX_TEST_TIME_VIEWS}], got {views!r}"
             )
+        artists = _names(meta.get("artists"), f"{meta_path}: artists", unique=True)
+        sources = _names(meta.get("artwork_sources", []), f"{meta_path}: artwork_sources", unique=False)
         model, config = load_encoder(directory)
-        artists = tuple(meta["artists"])
-        if arrays["prototypes"].shape[0] != len(artists):
-            raise ModelError(f"{directory}: {arrays['prototypes'].shape[0]} prototypes for {len(artists)} artists")
+        arrays = read_npz(directory / "index.npz", MAX_INDEX_BYTES)
+        prototypes = _rows(arrays, "prototypes", directory, len(artists), config.embedding_dim)
+        embeddings, labels = arrays.get("artwork_embeddings"), arrays.get("artwork_labels")
+        if (embeddings is None) != (labels is None):
+            raise ModelError(f"{directory}/index.npz: artwork_embeddings and artwork_labels come together")
+        if embeddings is not None and labels is not None:
+            embeddings = _rows(arrays, "artwork_embeddings", directory, None, config.embedding_dim)
+            if labels.shape != (len(embeddings),) or labels.dtype.kind not in "iu":
+                raise ModelError(f"{directory}/index.npz: artwork_labels must be {len(embeddings)} integers")
+            if len(labels) and (labels.min() < 0 or labels.max() >= len(artists)):
+                raise ModelError(f"{directory}/index.npz: artwork_labels must index the {len(artists)} artists")
         return cls(
             artists=artists,
-            prototypes=arrays["prototypes"],
+            prototypes=prototypes,
             model=model,
             config=config,
-            artwork_embeddings=arrays.get("artwork_embeddings"),
-            artwork_labels=arrays.get("artwork_labels"),
-            artwork_sources=tuple(meta.get("artwork_sources", ())),
+            artwork_embeddings=embeddings,
+            artwork_labels=labels,
+            artwork_sources=sources,
             test_time_views=views,
         )
+
+
+def _names(value: object, what: str, *, unique: bool) -> tuple[str, ...]:
+    """A list of non-empty strings (distinct if ``unique``) from an index's JSON, else ModelError."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ModelError(f"{what} must be a list of non-empty strings")
+    if unique and len(set(value)) != len(value):
+        raise ModelError(f"{what} lists a name twice")
+    return tuple(value)
+
+
+def _rows(arrays: dict[str, np.ndarray], name: str, directory: Path, count: int | None, width: int) -> np.ndarray:
+    """Array ``name`` of an index: finite float rows of the encoder's ``width`` (``count`` of them if given)."""
+    what = f"{directory}/index.npz: {name}"
+    if name not in arrays:
+        raise ModelError(f"{what} is missing")
+    array = arrays[name]
+    if array.ndim != 2 or array.dtype.kind != "f" or array.shape[1] != width:
+        raise ModelError(f"{what} must be float rows of width {width} (the encoder's), got {array.dtype} {array.shape}")
+    if count is not None and len(array) != count:
+        raise ModelError(f"{what}: {len(array)} rows for {count} artists")
+    require_finite(array, what)
+    return array
 
 
 def build_index(
