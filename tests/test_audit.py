@@ -307,6 +307,28 @@ def test_charges_out_of_round_order_or_past_the_final_round_are_flagged(charges,
     assert out_of_order == flagged
 
 
+def test_reports_of_two_runs_spliced_together_are_flagged() -> None:
+    """Alice's round 0 from one run and round 1 from another (each genuinely signed, kept in separate
+    state folders): each report is valid alone, and the splice audited clean before (a sixth review's
+    finding 3).  Their ledgers differ, and one artist's reports must come from one ledger."""
+    manifest = {"artists": {"alice": {"public_key": public_key_to_text(KEYS["alice"].public_key())}}}
+    runs = []
+    for created in ("2026-11-01T10:00:00Z", "2026-11-02T10:00:00Z"):
+        ledger = BudgetLedger(PrivacyBudget(epsilon=6.0, delta=1e-5), dataset_size=500, created_at=created)
+        reports = []
+        for round_id in range(2):
+            ledger.record(round_mechanisms(round_id))
+            report = build_report(
+                ledger, artist_id="alice", round_id=round_id, noise_source=SECURE_NOISE_SOURCE, final_round=1
+            )
+            reports.append(LoadedReport(f"{created} round {round_id}", sign_report(report, KEYS["alice"])))
+        runs.append(reports)
+    clean = audit_reports(runs[0], manifest, roster=["alice"])
+    assert all(audit.ok for audit in clean.reports) and not clean.findings
+    spliced = audit_reports([runs[0][0], runs[1][1]], manifest, roster=["alice"])
+    assert {f.code for audit in spliced.reports for f in audit.findings} == {"ledger_changed"}
+
+
 # --------------------------------------------------------------------------- noise source
 
 

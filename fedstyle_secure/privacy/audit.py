@@ -9,7 +9,8 @@ redacted copy has none, so this one check needs the artist's own report); claime
 within the budget; and the claimed epsilon against an INDEPENDENT recomputation with ``dp_accounting``
 (:mod:`fedstyle_secure.privacy.recompute`). Checks across one artist's reports: one report
 per round, epsilon never decreasing, the mechanism history only ever extended, the budget
-never changed, and every charge first reported in its own round's report (a charge of an
+never changed, one ledger throughout (its creation time: reports of two runs spliced together
+are caught), and every charge first reported in its own round's report (a charge of an
 earlier round, made after that round was reported, was in no report in time); per report, no
 round past the signed ``final_round``.
 
@@ -86,6 +87,7 @@ DUPLICATE_ROUND = "duplicate_round"
 EPSILON_DECREASING = "epsilon_decreasing"
 HISTORY_REWRITTEN = "history_rewritten"
 BUDGET_CHANGED = "budget_changed"
+LEDGER_CHANGED = "ledger_changed"
 NOISE_NOT_SECURE = "noise_not_secure"
 # run-level findings (completeness and identities)
 IDENTITIES_UNVERIFIED = "identities_unverified"
@@ -423,3 +425,9 @@ def _compare_rounds(earlier: _Entry, later: _Entry) -> None:
         )
     if new["budget"] != old["budget"] or new["delta"] != old["delta"]:
         audit.flag(BUDGET_CHANGED, f"budget or delta differs from round {first.round_id}")
+    if new["ledger_created_at"] != old["ledger_created_at"]:
+        audit.flag(
+            LEDGER_CHANGED,
+            f"another ledger than round {first.round_id}'s (created {old['ledger_created_at']}, here "
+            f"{new['ledger_created_at']}): reports of two runs, or of a ledger started afresh, spliced together",
+        )
