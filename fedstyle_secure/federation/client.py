@@ -221,6 +221,7 @@ class StyleClient:
         round_id = broadcast.round if round_id is None else round_id
         self._load_global(broadcast)
         ctx = self._context(broadcast)
+        del broadcast  # its parameters are in the model now: a caller's temporary is freed before training
         if self.ledger is not None and self.dp is not None:
             planned = self.dp.round_mechanisms(round_id, release=False)
             decision = self.ledger.check_can_spend(planned)
