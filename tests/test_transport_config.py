@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -147,8 +148,13 @@ def test_client_budget_fields(tmp_path):
 def test_a_config_built_in_code_is_validated_too(tmp_path):
     from fedstyle_secure.transport.config import ClientConfig
 
-    with pytest.raises(ValueError, match="epochs"):
+    with pytest.raises(ConfigError, match="ClientConfig.epochs: must be greater than 0, got 0"):
         ClientConfig(keys=tmp_path, data=tmp_path, epochs=0)
+    with pytest.raises(ConfigError, match="ClientConfig.keys: must be a path"):
+        ClientConfig(keys=cast(Path, 3), data=tmp_path)  # a crafted value, as a TOML file could hold
+    with pytest.raises(ValueError, match="budget_delta needs budget_epsilon"):
+        ClientConfig(keys=tmp_path, data=tmp_path, budget_delta=1e-6)
+    assert ClientConfig(keys=cast(Path, str(tmp_path)), data=tmp_path).keys == tmp_path  # a path given as a string
 
 
 def test_private_layers_travel_from_server_toml_to_every_artist(tmp_path):

@@ -1,20 +1,18 @@
-"""``server.toml`` / ``client.toml``: parsed with :mod:`tomllib`, validated by pydantic.
+"""``server.toml`` / ``client.toml``: parsed with :mod:`tomllib`, validated strictly.
 
 Every error names the file and the offending field (``ConfigError``, see
 :mod:`fedstyle_secure.transport.validation`).  Times in seconds, sizes in bytes.  The two
-configs are pydantic dataclasses, so a config built in code is validated the same way.
+configs validate themselves on construction, so a config built in code is held to the same rules.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, overload
 
 import tomllib
-from pydantic import Field, model_validator
-from pydantic.dataclasses import dataclass
 
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.coordinator import TRANSPORT_SECURE_MODES, Schedule
@@ -24,20 +22,23 @@ from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
 from fedstyle_secure.training.pretrain import MAX_PUBLIC_PRETRAIN_STEPS, default_pretrain_steps
 from fedstyle_secure.transport.dp_config import dp_schedule, pop_federation_dp
 from fedstyle_secure.transport.validation import (
-    STRICT,
     ConfigPath,
     Positive,
     PositiveFinite,
     Probability,
     from_table,
+    ge,
+    gt,
+    le,
     one_of,
+    validate_on_init,
 )
 
 MiB = 1024 * 1024
-MaskingThreshold = Annotated[float, Field(gt=0.5, le=1.0)]
+MaskingThreshold = Annotated[float, gt(0.5), le(1.0)]
 
 
-@dataclass(frozen=True, config=STRICT)
+@dataclass(frozen=True)
 class ServerConfig:
     """The server process.  ``schedule`` is the ``[federation]`` table."""
 
@@ -47,7 +48,7 @@ class ServerConfig:
     schedule: Schedule = field(default_factory=Schedule)
     embedding_dim: Positive = 64
     # public warm-start steps every party runs before round 0 (announced); None: 300 under DP, 0 without
-    public_pretrain_steps: Annotated[int, Field(ge=0, le=MAX_PUBLIC_PRETRAIN_STEPS)] | None = None
+    public_pretrain_steps: Annotated[int, ge(0), le(MAX_PUBLIC_PRETRAIN_STEPS)] | None = None
     max_message_bytes: Positive = 4 * MiB  # any single gRPC message, e.g. a buyer's query image
     max_payload_bytes: Positive = 256 * MiB  # ceiling of a streamed upload; the round's layout sets the actual limit
     max_calls_per_identity: Positive = 4  # in-flight calls of one artist or buyer certificate (long polls count)
@@ -62,6 +63,9 @@ class ServerConfig:
     # from [federation] epsilon, delta, clip_norm, accountant, noise_multiplier (see dp_config)
     dp: DpConfig | None = None
 
+    def __post_init__(self) -> None:
+        validate_on_init(self)
+
     @property
     def pretrain_steps(self) -> int:
         """The public warm-start steps of this federation (announced in every plan)."""
@@ -70,7 +74,7 @@ class ServerConfig:
         return self.public_pretrain_steps
 
 
-@dataclass(frozen=True, config=STRICT)
+@dataclass(frozen=True)
 class ClientConfig:
     """One artist process."""
 
@@ -98,7 +102,7 @@ class ClientConfig:
     # masking: refuse a plan announcing a lower threshold fraction
     min_masking_threshold: MaskingThreshold = DEFAULT_THRESHOLD
     # secagg+: refuse a smaller degree than this (0: the default for the participant count)
-    min_masking_degree: Annotated[int, Field(ge=0)] = 0
+    min_masking_degree: Annotated[int, ge(0)] = 0
     # the only secure mode this artist takes part in (None: the run's first plan's, pinned for the run)
     secure_mode: Annotated[str, one_of(TRANSPORT_SECURE_MODES)] | None = None
     # for many artists on one machine: build the inputs (backbone, warm start) in a child process, hand
@@ -107,11 +111,10 @@ class ClientConfig:
     # against 26 ms)
     compact_memory: bool = False
 
-    @model_validator(mode="after")
-    def _delta_needs_epsilon(self) -> ClientConfig:
+    def __post_init__(self) -> None:
+        validate_on_init(self)
         if self.budget_delta is not None and self.budget_epsilon is None:
             raise ValueError("budget_delta needs budget_epsilon")
-        return self
 
 
 def _read(path: Path) -> dict[str, Any]:

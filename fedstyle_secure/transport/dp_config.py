@@ -24,31 +24,32 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Annotated, Any
-
-from pydantic import Field
-from pydantic.dataclasses import dataclass
 
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.federation.rounds import refresh_rounds
 from fedstyle_secure.privacy.accounting import ACCOUNTANTS, DEFAULT_ACCOUNTANT
 from fedstyle_secure.privacy.plan import DEFAULT_PRIVATE_LAYERS, PRIVATE_LAYERS, DpConfig
-from fedstyle_secure.transport.validation import STRICT, PositiveFinite, Probability, from_table, one_of
+from fedstyle_secure.transport.validation import PositiveFinite, Probability, from_table, gt, one_of, validate_on_init
 from fedstyle_secure.transport.wire import pb
 
 
-@dataclass(frozen=True, config=STRICT)
+@dataclass(frozen=True)
 class FederationDpTable:
     """The DP fields of ``[federation]`` (and of an announced plan), validated field by field.
     ``epsilon`` absent or ``inf``: no DP."""
 
-    epsilon: Annotated[float, Field(gt=0)] | None = None  # NaN fails gt; inf means no DP
+    epsilon: Annotated[float, gt(0)] | None = None  # NaN fails gt; inf means no DP
     delta: Probability | None = None  # and below 1/n for every artist's n artworks (checked by each artist)
     clip_norm: PositiveFinite | None = None
     accountant: Annotated[str, one_of(ACCOUNTANTS)] | None = None
     noise_multiplier: PositiveFinite | None = None
     private_layers: Annotated[str, one_of(PRIVATE_LAYERS)] | None = None
+
+    def __post_init__(self) -> None:
+        validate_on_init(self)
 
 
 FEDERATION_DP_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(FederationDpTable))
