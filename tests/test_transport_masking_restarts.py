@@ -109,6 +109,9 @@ class RelayedSession:
     def submit_masking(self, round_id: int, phase: str, message: bytes, layout: Layout | None = None) -> None:
         self.uploaded = message
 
+    def send_masking(self, request: pb.MaskingUpload) -> None:
+        self.submit_masking(request.round_id, request.phase, bytes(request.message))
+
 
 def _act(
     client: MaskingClient, plan: pb.RoundPlan, vector: np.ndarray, layout: Layout, serve: Callable[[str], bytes]
@@ -410,6 +413,9 @@ class FakeDpServer:
 
     def submit_masking(self, round_id: int, phase: str, message: bytes, layout: Layout | None = None) -> None:
         self.submitted.append((round_id, phase))
+
+    def send_masking(self, request: pb.MaskingUpload) -> None:
+        self.submit_masking(request.round_id, request.phase, bytes(request.message))
 
     def fetch_masking(self, round_id: int, name: str) -> bytes:
         raise AssertionError(f"round {round_id}: unexpected masking download {name!r}")

@@ -67,6 +67,7 @@ from fedstyle_secure.transport.wire import (
     DEFAULT_CHUNK_BYTES,
     chunk_payload,
     join_chunks,
+    new_nonce,
     pb,
     pb_grpc,
 )
@@ -197,6 +198,12 @@ class FlowerSession(ArtistSession):
     ) -> pb.Ack:
         self.reply.masking = masking_upload(round_id, phase, message, layout, nonce)
         return pb.Ack(round_id=round_id, accepted_bytes=len(message))
+
+    def send_masking(self, request: pb.MaskingUpload, timeout: float = 30.0) -> pb.Ack:
+        """As :meth:`ArtistSession.send_masking`: the reply carries the request under a fresh nonce."""
+        request.nonce = new_nonce()
+        self.reply.masking = request
+        return pb.Ack(round_id=request.round_id, accepted_bytes=len(request.message))
 
     def report(self, round_id: int, signed_json: bytes, timeout: float = 30.0) -> pb.Ack:
         self.reply.reports.append(

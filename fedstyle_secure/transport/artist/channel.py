@@ -181,6 +181,14 @@ class ArtistSession:
         request = masking_upload(round_id, phase, message, layout, nonce)
         return self.stub.SubmitMasking(request, metadata=self.submission_metadata(round_id, phase), timeout=timeout)
 
+    def send_masking(self, request: pb.MaskingUpload, timeout: float = 30.0) -> pb.Ack:
+        """Send (or resend) a masking upload built once by :func:`masking_upload`, under a fresh nonce.
+        Holding the request rather than its message's bytes keeps one copy fewer of a masked input
+        alive while gRPC serialises it (3.5 MB at the default head)."""
+        request.nonce = new_nonce()
+        metadata = self.submission_metadata(request.round_id, request.phase)
+        return self.stub.SubmitMasking(request, metadata=metadata, timeout=timeout)
+
     def fetch_masking(self, round_id: int, name: str, timeout: float = 60.0) -> bytes:
         """The server's masking message ``name`` ("roster", "delivery", "survivors", "unmask_request")."""
         reply = self.stub.FetchMasking(

@@ -54,7 +54,7 @@ from fedstyle_secure.secure.masking.config import RoundConfig
 from fedstyle_secure.secure.masking.graph import default_degree
 from fedstyle_secure.secure.masking.messages import parse_message
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
-from fedstyle_secure.transport.artist.channel import ArtistSession
+from fedstyle_secure.transport.artist.channel import ArtistSession, masking_upload
 from fedstyle_secure.transport.artist.state import MaskingJournal, MaskingSessionStore
 from fedstyle_secure.transport.sqlite_io import npy_array, npy_bytes
 from fedstyle_secure.transport.wire import pb
@@ -340,10 +340,11 @@ def masking_step(
         if phase == MaskingPhase.ADVERTISE.value:
             client.check_can_advertise(plan)  # before any local training for a plan it would refuse
             vector, layout = client.contribution(round_id, pack_once)
-            message = client.advertise(plan, vector)
-            return lambda s: s.submit_masking(round_id, phase, message, layout)
-        message = client.respond(plan, session.fetch_masking(round_id, FETCH_NAMES[phase]))
+            request = masking_upload(round_id, phase, client.advertise(plan, vector), layout, nonce=b"")
+        else:  # the reply's bytes live only until they are in the request (a masked input: 3.5 MB)
+            reply = client.respond(plan, session.fetch_masking(round_id, FETCH_NAMES[phase]))
+            request, reply = masking_upload(round_id, phase, reply, None, nonce=b""), b""
     except (SecureAggregationError, ConfigError) as exc:
         log.warning("round %d %s: sitting this masking session out: %s", round_id, phase, exc)
         return lambda s: None
-    return lambda s: s.submit_masking(round_id, phase, message)
+    return lambda s: s.send_masking(request)  # a fresh nonce on every (re)send
