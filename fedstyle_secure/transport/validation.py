@@ -18,7 +18,7 @@ import dataclasses
 import math
 import operator
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -131,27 +131,27 @@ def _convert(value: Any, hint: Any) -> Any:
     return _convert_plain(value, hint)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_PLAIN: dict[Any, tuple[Callable[[Any], bool], Callable[[Any], Any], str]] = {
+    Path: (lambda v: isinstance(v, (str, Path)), Path, "a path (a string)"),
+    bool: (lambda v: isinstance(v, bool), bool, "a valid boolean"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), int, "a valid integer"),
+    float: (_is_number, float, "a valid number"),
+    str: (lambda v: isinstance(v, str), str, "a valid string"),
+}
+"""Per plain type: what it accepts (strict: no bool as a number, no string as anything else), how a
+value is converted, and what the error says it must be."""
+
+
 def _convert_plain(value: Any, hint: Any) -> Any:
-    if hint is Path:
-        if isinstance(value, (str, Path)):
-            return Path(value)
-        raise _Invalid("must be a path (a string)")
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Invalid("must be a valid boolean")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Invalid("must be a valid integer")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _Invalid("must be a valid number")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise _Invalid("must be a valid string")
+    if hint in _PLAIN:
+        accepts, convert, what = _PLAIN[hint]
+        if accepts(value):
+            return convert(value)
+        raise _Invalid(f"must be {what}")
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         if isinstance(value, hint):
             return value
