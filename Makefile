@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev,ray,flower]"
 	$(BIN)/python -m fedstyle_secure.transport.codegen
+	$(BIN)/python -m fedstyle_secure.memory $(VENV)  # freshly written libraries inflate every process's RSS
 	touch $(STAMP)
 
 setup: $(STAMP)
