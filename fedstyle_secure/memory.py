@@ -190,8 +190,8 @@ def evict_cached_libraries(root: Path) -> tuple[int, int]:
     figures change (the folios are shared page cache, not per-process memory); nothing else does."""
     files = total = 0
     for path in sorted(root.rglob("*.so*")):
-        if path.is_symlink() or not path.is_file():
-            continue
+        if path.is_symlink() or not path.is_file() or not (path.suffix == ".so" or ".so." in path.name):
+            continue  # links (their target is counted once) and names like ``x.sources.txt``
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)  # dirty pages are not dropped: write them back first

@@ -52,7 +52,6 @@ from fedstyle_secure.transport.artist.channel import (
     MAX_DOWNLOAD_BYTES,
     ArtistSession,
     broadcast_from_body,
-    masking_upload,
     publication_message,
     with_layout,
 )
@@ -186,22 +185,9 @@ class FlowerSession(ArtistSession):
             raise TransportError(f"round {round_id}: the server's message carries no masking message {name!r}")
         return bytes(download.message)
 
-    def submit_masking(
-        self,
-        round_id: int,
-        phase: str,
-        message: bytes,
-        layout: Layout | None = None,
-        *,
-        nonce: bytes | None = None,
-        timeout: float = 30.0,
-    ) -> pb.Ack:
-        self.reply.masking = masking_upload(round_id, phase, message, layout, nonce)
-        return pb.Ack(round_id=round_id, accepted_bytes=len(message))
-
-    def send_masking(self, request: pb.MaskingUpload, timeout: float = 30.0) -> pb.Ack:
-        """As :meth:`ArtistSession.send_masking`: the reply carries the request under a fresh nonce."""
-        request.nonce = new_nonce()
+    def send_masking(self, request: pb.MaskingUpload, *, nonce: bytes | None = None, timeout: float = 30.0) -> pb.Ack:
+        """As :meth:`ArtistSession.send_masking`: the reply carries the request."""
+        request.nonce = new_nonce() if nonce is None else nonce
         self.reply.masking = request
         return pb.Ack(round_id=request.round_id, accepted_bytes=len(request.message))
 

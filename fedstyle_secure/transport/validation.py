@@ -159,11 +159,22 @@ def _convert_plain(value: Any, hint: Any) -> Any:
     raise TypeError(f"no validation rule for the annotation {hint!r}")  # a programming error
 
 
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    """``cls``'s resolved annotations, rules included (resolved once per class: every plan's DP table
+    is validated with them)."""
+    if cls not in _HINTS:
+        _HINTS[cls] = get_type_hints(cls, include_extras=True)
+    return _HINTS[cls]
+
+
 def checked_fields(cls: type[Any], values: Mapping[str, Any], where: str) -> dict[str, Any]:
     """``values`` for the dataclass ``cls``, each checked and converted by its annotation.  Raises
     :class:`ConfigError` naming ``where`` and every bad, unknown or missing field."""
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    hints = get_type_hints(cls, include_extras=True)
+    hints = _hints(cls)
     clauses, out = [], {}
     for name in values:
         if name not in fields:

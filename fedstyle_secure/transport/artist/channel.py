@@ -178,14 +178,13 @@ class ArtistSession:
         timeout: float = 30.0,
     ) -> pb.Ack:
         """Send one pairwise-masking message (``masking_messages`` bytes) of ``phase``."""
-        request = masking_upload(round_id, phase, message, layout, nonce)
-        return self.stub.SubmitMasking(request, metadata=self.submission_metadata(round_id, phase), timeout=timeout)
+        return self.send_masking(masking_upload(round_id, phase, message, layout), nonce=nonce, timeout=timeout)
 
-    def send_masking(self, request: pb.MaskingUpload, timeout: float = 30.0) -> pb.Ack:
-        """Send (or resend) a masking upload built once by :func:`masking_upload`, under a fresh nonce.
-        Holding the request rather than its message's bytes keeps one copy fewer of a masked input
-        alive while gRPC serialises it (3.5 MB at the default head)."""
-        request.nonce = new_nonce()
+    def send_masking(self, request: pb.MaskingUpload, *, nonce: bytes | None = None, timeout: float = 30.0) -> pb.Ack:
+        """Send (or resend) a masking upload built once by :func:`masking_upload`, under ``nonce`` (default
+        a fresh one).  Holding the request rather than its message's bytes keeps one copy fewer of a
+        masked input alive while gRPC serialises it (3.5 MB at the default head)."""
+        request.nonce = new_nonce() if nonce is None else nonce
         metadata = self.submission_metadata(request.round_id, request.phase)
         return self.stub.SubmitMasking(request, metadata=metadata, timeout=timeout)
 
@@ -236,15 +235,12 @@ def publication_message(round_id: int, publication: Publication) -> pb.Prototype
     )
 
 
-def masking_upload(
-    round_id: int, phase: str, message: bytes, layout: Layout | None, nonce: bytes | None
-) -> pb.MaskingUpload:
-    """One pairwise-masking message of ``phase`` on the wire (a fresh nonce unless ``nonce`` is given)."""
+def masking_upload(round_id: int, phase: str, message: bytes, layout: Layout | None) -> pb.MaskingUpload:
+    """One pairwise-masking message of ``phase`` on the wire, without its nonce (set per send)."""
     return pb.MaskingUpload(
         round_id=round_id,
         phase=phase,
         message=message,
-        nonce=nonce if nonce is not None else new_nonce(),
         layout=layout_fields(layout) if layout is not None else [],
     )
 

@@ -180,9 +180,12 @@ class CkksClient:
         # the server's deadline, but never longer than this artist's own cap; at most about a poll a
         # second, whatever a poll brings (a server answering at once must not make the artist spin)
         give_up = min(plan.phase_deadline_unix, self.clock() + MAX_COMMIT_WAIT_SECONDS)
-        seen = _signatures_on(commits, digest, committee)
+        seen, asked = _signatures_on(commits, digest, committee), None
         while not commitments_complete(seen, at=at, digest=digest, committee=committee, publics=publics):
             remaining = give_up - self.clock()
+            if asked is not None and (pause := COMMIT_POLL_PAUSE_SECONDS - (self.clock() - asked)) > 0:
+                self.sleep(min(pause, max(remaining, 0.0)))  # the last poll came back early and incomplete
+                remaining = give_up - self.clock()
             if remaining <= 0:
                 raise SecureAggregationError(
                     f"{at}: not every committee member {list(committee)} committed to this set by the deadline"
@@ -192,11 +195,6 @@ class CkksClient:
                 plan.round_id, plan.attempt, digest, signature, wait_seconds=min(remaining, MAX_COMMIT_POLL_SECONDS)
             )
             seen = _signatures_on(commits, digest, committee)
-            answered = self.clock() - asked
-            if answered < COMMIT_POLL_PAUSE_SECONDS and not commitments_complete(
-                seen, at=at, digest=digest, committee=committee, publics=publics
-            ):
-                self.sleep(min(COMMIT_POLL_PAUSE_SECONDS - answered, remaining))
         return bytes(vector_payload(released_plaintext(total.result(), release_noise(self.keys.ckks, at, digest))))
 
 

@@ -340,10 +340,11 @@ def masking_step(
         if phase == MaskingPhase.ADVERTISE.value:
             client.check_can_advertise(plan)  # before any local training for a plan it would refuse
             vector, layout = client.contribution(round_id, pack_once)
-            request = masking_upload(round_id, phase, client.advertise(plan, vector), layout, nonce=b"")
+            request = masking_upload(round_id, phase, client.advertise(plan, vector), layout)
         else:  # the reply's bytes live only until they are in the request (a masked input: 3.5 MB)
-            reply = client.respond(plan, session.fetch_masking(round_id, FETCH_NAMES[phase]))
-            request, reply = masking_upload(round_id, phase, reply, None, nonce=b""), b""
+            request = masking_upload(
+                round_id, phase, client.respond(plan, session.fetch_masking(round_id, FETCH_NAMES[phase])), None
+            )
     except (SecureAggregationError, ConfigError) as exc:
         log.warning("round %d %s: sitting this masking session out: %s", round_id, phase, exc)
         return lambda s: None
