@@ -12,6 +12,7 @@ PACKAGE = Path(fedstyle_secure.__file__).parent
 #: Lowest first: a module may import its own package and any package listed before it.
 LAYERS: tuple[str, ...] = (
     "errors",
+    "validation",
     "memory",
     "randomness",
     "data",
@@ -27,7 +28,17 @@ LAYERS: tuple[str, ...] = (
     "cli",
 )
 #: Pure code: reusable by the simulator and the server alike, so no wire and no database.
-PURE: tuple[str, ...] = ("randomness", "data", "models", "secure", "privacy", "training", "retrieval", "federation")
+PURE: tuple[str, ...] = (
+    "validation",
+    "randomness",
+    "data",
+    "models",
+    "secure",
+    "privacy",
+    "training",
+    "retrieval",
+    "federation",
+)
 WIRE_MODULES: tuple[str, ...] = ("grpc", "grpc_health", "sqlite3")
 #: Optional extras: only their own package imports them, so the base install runs without them.
 EXTRA_ONLY: dict[str, str] = {"flwr": "flower"}

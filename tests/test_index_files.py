@@ -71,7 +71,7 @@ def _huge_header(folder: Path) -> None:
 CRAFTED = {
     "hidden width of 4 M": (_json("encoder.json", lambda m: m.update(hidden_dim=4_000_000)), "hidden_dim"),
     "embedding width of 2 M": (_json("encoder.json", lambda m: m.update(embedding_dim=2_000_000)), "embedding_dim"),
-    "unknown head": (_json("encoder.json", lambda m: m.update(head="transformer")), "head must be one of"),
+    "unknown head": (_json("encoder.json", lambda m: m.update(head="transformer")), "head: must be one of"),
     "a string width": (_json("encoder.json", lambda m: m.update(hidden_dim="512")), "hidden_dim"),
     "no artists": (_json("index.json", lambda m: m.pop("artists")), "artists must be a list"),
     "artists as objects": (_json("index.json", lambda m: m.update(artists=[{"a": 1}] * 5)), "artists must be"),
@@ -120,4 +120,4 @@ def test_the_genuine_index_loads_and_the_query_command_reports_a_crafted_one(gen
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(image)
     assert main(["query", str(image), "--index", str(folder)]) != 0
     err = capsys.readouterr().err
-    assert "hidden_dim must be an integer" in err and "Traceback" not in err
+    assert "hidden_dim: must be less than or equal to 8192" in err and "Traceback" not in err

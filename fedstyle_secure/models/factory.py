@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 from torch import nn
 
-from fedstyle_secure.errors import ModelError
+from fedstyle_secure.errors import ConfigError, ModelError
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.models.heads import (
     DEFAULT_EMBEDDING_DIM,
@@ -24,6 +24,7 @@ from fedstyle_secure.models.heads import (
 )
 from fedstyle_secure.models.inputs import BACKBONES, DEFAULT_BACKBONE, InputBank
 from fedstyle_secure.models.npz import read_npz, require_finite
+from fedstyle_secure.validation import checked_fields, ge, le, one_of, validate_on_init
 
 STANDARDISATION_FLOOR = 1e-3  # minimum per-feature std, guards features constant on the public set
 ENCODER_FORMAT = "fedstyle-encoder/1"
@@ -33,12 +34,19 @@ MAX_ENCODER_BYTES = 256 * 1024 * 1024  # a saved encoder's arrays, loaded (the d
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    backbone: str = DEFAULT_BACKBONE
-    embedding_dim: int = DEFAULT_EMBEDDING_DIM
-    hidden_dim: int = DEFAULT_HIDDEN_DIM
-    dropout: float = 0.1
-    head: str = "residual"  # see models.heads.HEADS
-    whitening_shrinkage: float = 0.0  # of the residual head's public PCA-whitening start
+    """An encoder's architecture.  Every field is checked when the config is made, in code or from
+    a saved ``encoder.json``: a crafted file could otherwise ask for layers of tens of GB."""
+
+    backbone: Annotated[str, one_of(BACKBONES)] = DEFAULT_BACKBONE
+    embedding_dim: Annotated[int, ge(1), le(MAX_LAYER_WIDTH)] = DEFAULT_EMBEDDING_DIM
+    hidden_dim: Annotated[int, ge(0), le(MAX_LAYER_WIDTH)] = DEFAULT_HIDDEN_DIM
+    dropout: Annotated[float, ge(0), le(1)] = 0.1
+    head: Annotated[str, one_of(HEADS)] = "residual"
+    # of the residual head's public PCA-whitening start (inf: plain PCA, see public_whitening)
+    whitening_shrinkage: Annotated[float, ge(0)] = 0.0
+
+    def __post_init__(self) -> None:
+        validate_on_init(self)
 
 
 def make_model(config: EncoderConfig, bank: InputBank, public: InputBank, n_classes: int | None = None) -> StyleModel:
@@ -69,27 +77,15 @@ def save_encoder(model: StyleModel, config: EncoderConfig, directory: Path) -> N
 
 def _checked_config(meta: object, meta_path: Path) -> EncoderConfig:
     """The :class:`EncoderConfig` of a saved ``encoder.json``, every field type- and range-checked
-    before any layer is allocated (a crafted file could otherwise ask for tens of GB)."""
+    before any layer is allocated."""
     if not isinstance(meta, dict) or meta.get("format") != ENCODER_FORMAT:
         raise ModelError(f"{meta_path}: not a {ENCODER_FORMAT} file")
     fields = {k: v for k, v in meta.items() if k != "format"}
     fields.setdefault("head", "mlp")  # encoders saved before the residual head existed
-    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(EncoderConfig)})
-    if unknown:
-        raise ModelError(f"{meta_path}: unknown field(s) {', '.join(unknown)}")
-    for name, choices in (("backbone", BACKBONES), ("head", HEADS)):
-        value = fields.get(name, getattr(EncoderConfig, name))
-        if not isinstance(value, str) or value not in choices:
-            raise ModelError(f"{meta_path}: {name} must be one of {', '.join(choices)}, got {value!r}")
-    for name, low in (("embedding_dim", 1), ("hidden_dim", 0)):
-        value = fields.get(name, getattr(EncoderConfig, name))
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= MAX_LAYER_WIDTH:
-            raise ModelError(f"{meta_path}: {name} must be an integer in [{low}, {MAX_LAYER_WIDTH}], got {value!r}")
-    for name in ("dropout", "whitening_shrinkage"):
-        value = fields.get(name, getattr(EncoderConfig, name))
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
-            raise ModelError(f"{meta_path}: {name} must be a number in [0, 1], got {value!r}")
-    return EncoderConfig(**fields)
+    try:
+        return EncoderConfig(**checked_fields(EncoderConfig, fields, f"{meta_path}: encoder"))
+    except ConfigError as exc:
+        raise ModelError(str(exc)) from None
 
 
 def load_encoder(directory: Path) -> tuple[StyleModel, EncoderConfig]:

@@ -1,7 +1,7 @@
 """``server.toml`` / ``client.toml``: parsed with :mod:`tomllib`, validated strictly.
 
 Every error names the file and the offending field (``ConfigError``, see
-:mod:`fedstyle_secure.transport.validation`).  Times in seconds, sizes in bytes.  The two
+:mod:`fedstyle_secure.validation`).  Times in seconds, sizes in bytes.  The two
 configs validate themselves on construction, so a config built in code is held to the same rules.
 """
 
@@ -21,7 +21,7 @@ from fedstyle_secure.secure.api import DEFAULT_MIN_QUORUM
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
 from fedstyle_secure.training.pretrain import MAX_PUBLIC_PRETRAIN_STEPS, default_pretrain_steps
 from fedstyle_secure.transport.dp_config import dp_schedule, pop_federation_dp
-from fedstyle_secure.transport.validation import (
+from fedstyle_secure.validation import (
     ConfigPath,
     Positive,
     PositiveFinite,

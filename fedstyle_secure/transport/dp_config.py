@@ -32,8 +32,8 @@ from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.federation.rounds import refresh_rounds
 from fedstyle_secure.privacy.accounting import ACCOUNTANTS, DEFAULT_ACCOUNTANT
 from fedstyle_secure.privacy.plan import DEFAULT_PRIVATE_LAYERS, PRIVATE_LAYERS, DpConfig
-from fedstyle_secure.transport.validation import PositiveFinite, Probability, from_table, gt, one_of, validate_on_init
 from fedstyle_secure.transport.wire import pb
+from fedstyle_secure.validation import PositiveFinite, Probability, from_table, gt, one_of, validate_on_init
 
 
 @dataclass(frozen=True)
