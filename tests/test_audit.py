@@ -307,6 +307,14 @@ def test_charges_out_of_round_order_or_past_the_final_round_are_flagged(charges,
     assert out_of_order == flagged
 
 
+def test_late_charges_are_listed_in_round_order() -> None:
+    """Round ids read from a report sort as numbers (9 before 10), not as text."""
+    manifest = {"artists": {"alice": {"public_key": public_key_to_text(KEYS["alice"].public_key())}}}
+    result = audit_reports(_signed_run([(0, [0]), (11, [11]), (12, [10, 9])], 12), manifest, roster=["alice"])
+    (late,) = [f.message for audit in result.reports for f in audit.findings if f.code == "charged_out_of_order"]
+    assert "charges of rounds [9, 10] first appear in round 12's report" in late
+
+
 def test_reports_of_two_runs_spliced_together_are_flagged() -> None:
     """Alice's round 0 from one run and round 1 from another (each genuinely signed, kept in separate
     state folders): each report is valid alone, and the splice audited clean before (a sixth review's

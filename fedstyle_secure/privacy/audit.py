@@ -396,6 +396,14 @@ def _check_recomputation(audit: ReportAudit, report: Mapping[str, Any], history:
             )
 
 
+def _round_order(round_id: object) -> tuple[int, int, str]:
+    """Sort key for round ids read from a report: integers in numeric order, then anything else a
+    crafted report holds (``None``, strings), by its text."""
+    if isinstance(round_id, int) and not isinstance(round_id, bool):
+        return (0, round_id, "")
+    return (1, 0, str(round_id))
+
+
 def _compare_rounds(earlier: _Entry, later: _Entry) -> None:
     """Checks between consecutive reports of one artist (sorted by round)."""
     (first, old), (audit, new) = earlier, later
@@ -415,7 +423,7 @@ def _compare_rounds(earlier: _Entry, later: _Entry) -> None:
     late = sorted(
         {m.get("round_id") for m in new["mechanisms"][len(old["mechanisms"]) :] if isinstance(m, Mapping)}
         - {r for r in range((first.round_id or 0) + 1, (audit.round_id or 0) + 1)},
-        key=str,
+        key=_round_order,
     )
     if late:
         audit.flag(
