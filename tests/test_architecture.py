@@ -28,17 +28,7 @@ LAYERS: tuple[str, ...] = (
     "cli",
 )
 #: Pure code: reusable by the simulator and the server alike, so no wire and no database.
-PURE: tuple[str, ...] = (
-    "validation",
-    "randomness",
-    "data",
-    "models",
-    "secure",
-    "privacy",
-    "training",
-    "retrieval",
-    "federation",
-)
+PURE: tuple[str, ...] = tuple(layer for layer in LAYERS[: LAYERS.index("transport")] if layer != "memory")
 WIRE_MODULES: tuple[str, ...] = ("grpc", "grpc_health", "sqlite3")
 #: Optional extras: only their own package imports them, so the base install runs without them.
 EXTRA_ONLY: dict[str, str] = {"flwr": "flower"}
