@@ -3,10 +3,11 @@
 
 Each variant is ``key=value`` pairs joined by ``+`` (encoder: head, whitening_shrinkage, hidden_dim,
 dropout, embedding_dim; local: lr, tau, optimizer, epochs, instance_weight, classifier_weight,
-alignment_weight, batch_size, margin; server optimiser: srv=avg|avgm|adam, slr, smom, sb2 (Adam
-beta2), seps (Adam eps); ``rounds=N``; ``pretrain=N`` public warm-start steps;
-``pub=met|generated``; ``alg=NAME``; ``eps=E``: under DP at E with the default plan and encoder,
-seeded noise, encoder keys override; ``mintrain=N``: the plan's DP-SGD portfolio threshold).
+alignment_weight, batch_size, margin; server optimiser: srv=avg|avgm|adam, slr (Adam: the lr at
+8 artists, grown by sqrt(n / 8)), smom, sb2 (Adam beta2), seps (Adam eps), sref (the reference
+number of artists); ``rounds=N``; ``pretrain=N`` public warm-start steps; ``pub=met|generated``;
+``alg=NAME``; ``eps=E``: under DP at E with the default plan and encoder, seeded noise, encoder
+keys override; ``mintrain=N``: the plan's DP-SGD portfolio threshold).
 ``frozen``, ``probe`` and ``dpref=E`` (frozen + DP prototypes) print the reference rows.
 Prints one JSON line per (seed, variant): final artist accuracy, mAP, seconds and the accuracy
 every 4 rounds.
@@ -60,6 +61,7 @@ SERVER: dict[str, tuple[str, Callable[[str], Any]]] = {
     "smom": ("momentum", float),
     "sb2": ("beta2", float),
     "seps": ("eps", float),
+    "sref": ("reference_clients", int),
 }
 
 

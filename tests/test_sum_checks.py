@@ -314,8 +314,9 @@ def test_under_the_default_server_step_a_crafted_contribution_moves_the_model_by
     hi = CONTRIBUTION_RANGE[1]
     first = MODEL.trained[0][0]
     tolerance = decode_tolerance(CONTRIBUTION_RANGE, 3, 3)
-    bound = largest_server_step(ServerOptimizer())
-    assert bound is not None and bound == pytest.approx(2.345 * ServerOptimizer().lr, rel=1e-3)
+    step = ServerOptimizer().lr_for(3)  # three artists in the sum
+    bound = largest_server_step(ServerOptimizer(), 3)
+    assert bound is not None and bound == pytest.approx(2.345 * step, rel=1e-3)
     state = initial_state(3, 3, np.zeros(MODEL.param_count, dtype=np.float32))
     for _ in range(4):
         contributions = {a: _honest_train(rng) for a in ("alice", "bob", "mallory")}
@@ -323,7 +324,7 @@ def test_under_the_default_server_step_a_crafted_contribution_moves_the_model_by
         new = checked_aggregate(FEDSTYLE, SHAPE, state, sums, 3, tolerance)  # the default optimiser
         assert new.params is not None and state.params is not None
         moved = np.abs(new.params.astype(np.float64) - state.params.astype(np.float64))
-        assert moved.max() <= bound + 1e-6 and moved[first] > 0.5 * ServerOptimizer().lr  # a bounded drift
+        assert moved.max() <= bound + 1e-6 and moved[first] > 0.5 * step  # a bounded drift
         state = new
     averaged = checked_aggregate(FEDSTYLE, SHAPE, state, sums, 3, tolerance, ServerOptimizer(kind="avg"))
     assert (
@@ -348,9 +349,13 @@ def test_the_largest_server_step_holds_for_any_sequence_of_means():
     for deltas in sequences:
         current, moments, largest = np.zeros(1), None, 0.0
         for delta in deltas:
-            new, moments = server_step(current, current + delta, moments, opt)
+            contributors = int(rng.integers(1, 10**6))  # any federation size, changing between rounds
+            new, moments = server_step(current, current + delta, moments, opt, contributors)
             largest = max(largest, float(abs(new[0] - current[0])))
             current = new.astype(np.float64)
         assert largest <= bound * (1 + 1e-6)
+    at_eight, at_a_million = largest_server_step(opt, 8), largest_server_step(opt, 10**6)
+    assert at_eight is not None and at_a_million is not None
+    assert bound == at_a_million > at_eight  # the step grows with the artists in the sum, up to a cap
     assert largest_server_step(ServerOptimizer(kind="avg")) is None
     assert largest_server_step(ServerOptimizer(kind="avgm")) is None

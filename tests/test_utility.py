@@ -88,6 +88,21 @@ def test_server_optimizers_by_hand():
         ServerOptimizer("sgd").validate()
 
 
+def test_the_adam_server_step_grows_with_the_square_root_of_the_clients_in_the_sum():
+    adam = ServerOptimizer("adam", lr=0.01, reference_clients=8, max_scale=3.0)
+    assert adam.lr_for(8) == pytest.approx(0.01) and adam.lr_for(None) == 0.01
+    assert adam.lr_for(32) == pytest.approx(0.02) and adam.lr_for(2) == pytest.approx(0.005)
+    assert adam.lr_for(72) == pytest.approx(0.03) == adam.lr_for(10**6)  # capped at max_scale * lr
+    assert ServerOptimizer("avgm", lr=0.5).lr_for(800) == 0.5  # only Adam's step is scaled
+    current, mean = np.zeros(3), np.array([1.0, -2.0, 0.5])
+    small, _ = server_step(current, mean, None, adam, 8)
+    large, _ = server_step(current, mean, None, adam, 32)
+    assert np.allclose(large, 2 * small)  # the same direction, twice the step
+    for bad in (ServerOptimizer(reference_clients=0), ServerOptimizer(max_scale=0.5)):
+        with pytest.raises(ConfigError, match="reference_clients >= 1 and max_scale >= 1"):
+            bad.validate()
+
+
 def test_public_set_names_round_trip_and_unknown_names_are_refused():
     for name in PUBLIC_SETS:
         if name == "met" and not met_available():

@@ -112,13 +112,28 @@ class ServerOptimizer:
     per-parameter normalised step keeps going where the clients agree round after round.  Measured
     (docs/utility_levers.md, 3 seeds): it lifts painters-dev and synthetic mAP and holds wikiart-dev,
     whose larger portfolios already take several local steps.  FedAvgM (momentum 0.9, lr 1) cost
-    wikiart-dev; Adam at lr 0.02 cost synthetic accuracy."""
+    wikiart-dev; Adam at lr 0.02 cost synthetic accuracy (8 artists).
+
+    The Adam step grows with the number of clients in the round's sum (:meth:`lr_for`): ``lr`` at
+    ``reference_clients``, times ``sqrt(contributors / reference_clients)``, at most ``max_scale``
+    times ``lr``.  The mean of ``n`` clients' updates has ``1/n`` of one update's variance, and the
+    square root is Adam's scaling rule for a batch ``n`` times larger (Malladi et al. 2022).
+    Measured (painters-dev, 20 artists, 5 seeds): mAP +0.009 to +0.018 on every seed, accuracy
+    unchanged; at 7 and 8 artists the step stays about ``lr``.  ``avg`` and ``avgm`` are not scaled."""
 
     kind: str = "adam"
     lr: float = 0.01
     momentum: float = 0.9
     beta2: float = 0.99
     eps: float = 1e-3
+    reference_clients: int = 8
+    max_scale: float = 3.0
+
+    def lr_for(self, contributors: int | None) -> float:
+        """The step size of a round whose mean is over ``contributors`` clients (``None``: ``lr``)."""
+        if self.kind != "adam" or contributors is None:
+            return self.lr
+        return self.lr * min(self.max_scale, math.sqrt(max(contributors, 1) / self.reference_clients))
 
     def validate(self) -> None:
         if self.kind not in SERVER_OPTIMIZERS:
@@ -127,6 +142,8 @@ class ServerOptimizer:
             raise ConfigError(f"server learning rate must be positive, got {self.lr}")
         if not (0.0 <= self.momentum < 1.0 and 0.0 <= self.beta2 < 1.0 and self.eps > 0):
             raise ConfigError("server optimizer needs 0 <= momentum, beta2 < 1 and eps > 0")
+        if self.reference_clients < 1 or not self.max_scale >= 1.0:
+            raise ConfigError("server optimizer needs reference_clients >= 1 and max_scale >= 1")
 
 
 @dataclass
@@ -188,10 +205,15 @@ def client_contribution(
 
 
 def server_step(
-    current: np.ndarray | None, mean: np.ndarray, moments: tuple[np.ndarray, np.ndarray] | None, opt: ServerOptimizer
+    current: np.ndarray | None,
+    mean: np.ndarray,
+    moments: tuple[np.ndarray, np.ndarray] | None,
+    opt: ServerOptimizer,
+    contributors: int | None = None,
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
-    """The next global parameters and optimizer moments from the clients' ``mean``.  Without
-    ``current`` (a server that never held the starting model) the mean is taken as is."""
+    """The next global parameters and optimizer moments from the ``mean`` of ``contributors``
+    clients (sets the Adam step, :meth:`ServerOptimizer.lr_for`).  Without ``current`` (a server
+    that never held the starting model) the mean is taken as is."""
     if opt.kind == "avg" or current is None:
         return mean.astype(np.float32), moments
     delta = mean.astype(np.float64) - current
@@ -203,23 +225,26 @@ def server_step(
         m = opt.momentum * m + (1.0 - opt.momentum) * delta
         v = opt.beta2 * v + (1.0 - opt.beta2) * delta * delta
         step = m / (np.sqrt(v) + opt.eps)
-    return (current + opt.lr * step).astype(np.float32), (m, v)
+    return (current + opt.lr_for(contributors) * step).astype(np.float32), (m, v)
 
 
-def largest_server_step(opt: ServerOptimizer) -> float | None:
-    """The most any parameter can move in one round under ``opt``, whatever the clients' mean was
-    (``None``: no bound, ``avg`` and ``avgm`` take the mean's size as it comes).
+def largest_server_step(opt: ServerOptimizer, contributors: int | None = None) -> float | None:
+    """The most any parameter can move in one round of ``contributors`` clients under ``opt``
+    (``None``: any number of clients), whatever their mean was (``None``: no bound, ``avg`` and
+    ``avgm`` take the mean's size as it comes).
 
     Adam without bias correction after any sequence of pseudo-gradients: by Cauchy-Schwarz over the
     two moment sums, ``|m| / sqrt(v) <= (1 - b1) / sqrt(1 - b2) / sqrt(1 - b1**2 / b2)`` when
-    ``b1**2 < b2`` (2.35 at the defaults), times ``lr``.  This is what bounds a crafted contribution
-    inside a secure sum, where no per-contribution range check is possible: one artist can move the
-    shared model by at most this much per parameter and round -- a drift the others' updates pull
-    against, not a jump to the edge of the value range as under plain averaging."""
+    ``b1**2 < b2`` (2.35 at the defaults), times the round's step size (at most ``max_scale * lr``).
+    This is what bounds a crafted contribution inside a secure sum, where no per-contribution range
+    check is possible: one artist can move the shared model by at most this much per parameter and
+    round -- a drift the others' updates pull against, not a jump to the edge of the value range as
+    under plain averaging."""
     if opt.kind != "adam" or opt.momentum**2 >= opt.beta2:
         return None
     ratio = (1.0 - opt.momentum) / math.sqrt(1.0 - opt.beta2) / math.sqrt(1.0 - opt.momentum**2 / opt.beta2)
-    return opt.lr * ratio
+    lr = opt.lr * opt.max_scale if contributors is None else opt.lr_for(contributors)
+    return lr * ratio
 
 
 def aggregate(
@@ -228,11 +253,13 @@ def aggregate(
     sums: dict[str, np.ndarray],
     model: ModelShape | None = None,
     optimizer: ServerOptimizer | None = None,
+    contributors: int | None = None,
 ) -> ServerState:
     """The next server state from the round's summed contributions.  ``model`` says which
     entries of the parameter vector were contributed (None: all of them); the others keep the
     values of ``state.params``, the untouched part every party holds.  ``optimizer`` turns the
-    (merged) mean into the next parameters; untouched entries have a zero pseudo-gradient."""
+    (merged) mean of ``contributors`` clients into the next parameters; untouched entries have a
+    zero pseudo-gradient."""
     optimizer = optimizer if optimizer is not None else ServerOptimizer()
     new = replace(state, round=state.round + 1)
     if spec.averages_parameters:
@@ -242,7 +269,7 @@ def aggregate(
         mean = sums["weighted_params"] / total_weight
         base = None if state.params is None else state.params.astype(np.float64)
         full_mean = mean if model is None else model.merge(base, mean)
-        new.params, new.moments = server_step(base, full_mean, state.moments, optimizer)
+        new.params, new.moments = server_step(base, full_mean, state.moments, optimizer, contributors)
     if spec.aligns_public:
         n_clients = float(sums["clients"][0])
         new.consensus = normalise_rows(sums["public_embeddings"] / max(n_clients, 1.0)).astype(np.float32)

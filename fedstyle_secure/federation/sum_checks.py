@@ -161,7 +161,7 @@ def checked_aggregate(
     """The next server state from a training round's sum that passed :func:`check_round_sum`
     (raises :class:`InvalidSum` otherwise; ``state`` is never modified)."""
     check_round_sum(spec, shape, "train", sums, contributors, round_value_range("train"), tolerance)
-    new = aggregate(spec, state, dict(sums), shape.model, optimizer)
+    new = aggregate(spec, state, dict(sums), shape.model, optimizer, contributors)
     _require_finite({"parameters": new.params, "consensus": new.consensus})
     return new
 
