@@ -97,6 +97,23 @@ def test_model_shape_contributes_only_what_dp_sgd_trains():
         last.merge(None, np.zeros(26))
 
 
+def test_the_server_step_of_a_checked_round_grows_with_its_contributors():
+    """The round's contributor count reaches the FedAdam step (``ServerOptimizer.lr_for``): the same
+    mean over 32 artists moves the first round's parameters twice as far as over 8."""
+    rng = np.random.default_rng(4)
+    state = initial_state(2, 3, np.zeros(MODEL.param_count, dtype=np.float32))
+    moved = {}
+    for n in (8, 32):
+        train = _sum([_honest_train(rng) for _ in range(n)])
+        train["weighted_params"] = np.full(4, 0.5 * n)  # the same mean, 0.5, whatever the count
+        new = checked_aggregate(FEDSTYLE, SHAPE, state, train, n, decode_tolerance(CONTRIBUTION_RANGE, n, n))
+        assert new.params is not None
+        moved[n] = new.params[6:].astype(np.float64)
+    first_step = 0.1 * 0.5 / (0.1 * 0.5 + ServerOptimizer().eps)  # Adam's m / (sqrt(v) + eps) in round 1
+    np.testing.assert_allclose(moved[8], ServerOptimizer().lr_for(8) * first_step, rtol=1e-4)
+    np.testing.assert_allclose(moved[32], 2 * moved[8], rtol=1e-4)
+
+
 def test_model_shape_selects_and_merges_several_ranges_in_order():
     shape = ModelShape(10, ((1, 3), (6, 9)))
     flat = np.arange(10, dtype=np.float32)
