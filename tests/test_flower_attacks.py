@@ -21,6 +21,7 @@ from fedstyle_secure.federation.masking_session import TAG_BITS
 from fedstyle_secure.flower.apps import client_app
 from fedstyle_secure.flower.records import CLAIM, PHASE_ACTIONS, RECORD, REPORTS
 from fedstyle_secure.flower.server import FlowerFederation, bind_nodes
+from fedstyle_secure.secure.ckks.decryption import Attempt, decryption_committee
 from fedstyle_secure.secure.keys.keystore import load_server_keys
 from fedstyle_secure.transport.config import load_server_config
 from fedstyle_secure.transport.server.servicer import new_servicer
@@ -172,3 +173,26 @@ def test_a_two_participant_masking_session_gets_no_keys_from_an_artist_with_a_fl
     assert replies[target].masking is None
     assert replies[other].masking is not None
     assert "can reveal a sum of only 2 inputs, below my floor 3 (client.min_quorum)" in caplog.text
+
+
+@pytest.mark.usefixtures("outside_runtime")
+def test_a_ckks_contributor_off_the_committee_keeps_its_own_floor(tmp_path, data):
+    """The set-up round's three contributions are enough for the plan's quorum and for the two
+    committee members' own floors (2), but not for the third artist's ``client.min_quorum = 4``.  It
+    is not on the committee and cannot refuse the set itself; its floor is signed into its
+    contribution and the committee decrypts nothing (fails without the signed floor: the round
+    completes)."""
+    run = Run(tmp_path / "run", data, "ckks")
+    run.until("contribute")
+    coordinator = run.federation.coordinator
+    assert coordinator.ckks is not None
+    at = Attempt(coordinator.plan().round_id, coordinator.attempt, coordinator.ckks.fingerprint)
+    strict = next(a for a in ARTISTS if a not in decryption_committee(at, ARTISTS))
+    config = run.configs.artists[strict]
+    config.write_text(config.read_text().replace("[client]\n", "[client]\nmin_quorum = 4\n", 1))
+    run.federation.run_phase()  # contribute: every artist, the strict one signing its floor of 4
+    assert coordinator.plan().phase.value == "decrypt"
+    run.federation.run_phase()
+    assert coordinator.standardisation is None and not coordinator._collect.items
+    for member in decryption_committee(at, ARTISTS):
+        assert run.grid.sent(PHASE_ACTIONS["decrypt"], run.nodes[member])[1].upload is None

@@ -45,13 +45,20 @@ def _publics(identities):
     return {a: k.public_key() for a, k in identities.items()}
 
 
-def _signed(context, identities, at: Attempt, artists=ARTISTS):
+FLOOR = 2  # every artist's own floor on the set's size, unless a test says otherwise
+
+
+def _entry(identities, at: Attempt, artist: str, digest: bytes, floor: int = FLOOR, layout: bytes = LAYOUT):
+    """``artist``'s signed listing entry for the ciphertext of SHA-256 ``digest``."""
+    signature = sign_contribution(identities[artist], at, artist, layout, digest, floor)
+    return SignedContribution(artist, digest, signature, floor)
+
+
+def _signed(context, identities, at: Attempt, artists=ARTISTS, floors=None):
     """Each artist's ciphertext of a constant vector and its signed listing entry."""
     payloads = {a: encrypt(context, np.full(6, float(i + 1))).serialize() for i, a in enumerate(artists)}
-    entries = [
-        SignedContribution(a, payload_digest(p), sign_contribution(identities[a], at, a, LAYOUT, payload_digest(p)))
-        for a, p in payloads.items()
-    ]
+    floors = floors or {}
+    entries = [_entry(identities, at, a, payload_digest(p), floors.get(a, FLOOR)) for a, p in payloads.items()]
     return payloads, entries
 
 
@@ -91,33 +98,44 @@ def test_a_member_accepts_the_honest_set_and_refuses_every_tampered_one(context,
     refused([e for e in entries if e.artist in (me, other)], "fewer than the quorum 3")
     refused([e for e in entries if e.artist != me], "leaves out my own contribution")
     refused(entries + [entries[0]], "lists an artist twice")
-    refused(entries + [SignedContribution("mallory", b"\0" * 32, b"\0" * 64)], "outside my roster")
+    refused(entries + [SignedContribution("mallory", b"\0" * 32, b"\0" * 64, FLOOR)], "outside my roster")
     mine = next(e.digest for e in entries if e.artist == me)
-    swapped = [SignedContribution(e.artist, mine if e.artist == outsider else e.digest, e.signature) for e in entries]
+    swapped = [
+        SignedContribution(e.artist, mine if e.artist == outsider else e.digest, e.signature, e.min_quorum)
+        for e in entries
+    ]
     refused(swapped, f"not signed by '{outsider}'")
     old_at = Attempt(0, 0, context.fingerprint)
-    replayed = [
-        SignedContribution(
-            outsider, e.digest, sign_contribution(identities[outsider], old_at, outsider, LAYOUT, e.digest)
-        )
-        if e.artist == outsider
-        else e
-        for e in entries
-    ]
+    replayed = [_entry(identities, old_at, outsider, e.digest) if e.artist == outsider else e for e in entries]
     refused(replayed, f"not signed by '{outsider}'")
-    other_layout = [
-        SignedContribution(e.artist, e.digest, sign_contribution(identities[e.artist], at, e.artist, b"[]", e.digest))
-        for e in entries
-    ]
+    other_layout = [_entry(identities, at, e.artist, e.digest, layout=b"[]") for e in entries]
     refused(other_layout, "not signed by")
     not_mine = [
-        SignedContribution(me, next(x.digest for x in entries if x.artist == other), e.signature)
+        SignedContribution(me, next(x.digest for x in entries if x.artist == other), e.signature, e.min_quorum)
         if e.artist == me
         else e
         for e in entries
     ]
     refused(not_mine, "that I did not send")
     refused(entries, "the committee of this set is", who=outsider)
+
+
+def test_a_member_enforces_every_contributors_signed_floor(context, identities):
+    """A contributor off the committee cannot check the set itself: its own floor (``client.min_quorum``)
+    is signed into its contribution, and every committee member refuses a set below it.  A server that
+    lists the contribution with a lower floor breaks the signature."""
+    at = Attempt(1, 0, context.fingerprint)
+    me, other = decryption_committee(at, ARTISTS)
+    strict = next(a for a in ARTISTS if a not in (me, other))
+    payloads, entries = _signed(context, identities, at, floors={strict: 4})
+    three = [e for e in entries if e.artist in (me, other, strict)]
+    assert decryption_committee(at, [e.artist for e in three]) == (me, other)
+    with pytest.raises(SecureAggregationError, match=f"fewer than the floor 4 that '{strict}' signed"):
+        _check(three, at, me, payloads, identities, quorum=3)  # the plan's quorum and mine allow 3
+    lowered = [SignedContribution(e.artist, e.digest, e.signature, FLOOR) if e.artist == strict else e for e in three]
+    with pytest.raises(SecureAggregationError, match=f"not signed by '{strict}'"):
+        _check(lowered, at, me, payloads, identities, quorum=3)
+    assert _check(entries, at, me, payloads, identities) == (me, other)  # all four artists meet the floor 4
 
 
 def test_commitments_are_complete_only_with_every_members_signature_on_the_same_set(context, identities):
@@ -255,15 +273,17 @@ def test_collector_keeps_checked_contributions_and_only_matching_commitments(con
     payloads, entries = _signed(context, identities, at, ("a", "b", "c"))
     collector = ContributionCollector(public, at, _publics(identities), 6, LAYOUT)
     for entry in entries:
-        collector.receive(entry.artist, payloads[entry.artist], entry.signature)
+        collector.receive(entry.artist, payloads[entry.artist], entry.signature, entry.min_quorum)
     with pytest.raises(SecureAggregationError, match="not signed by 'd'"):
-        collector.receive("d", payloads["a"], entries[0].signature)
+        collector.receive("d", payloads["a"], entries[0].signature, FLOOR)
+    with pytest.raises(SecureAggregationError, match="not signed by 'a'"):  # the floor is part of what is signed
+        collector.receive("a", payloads["a"], entries[0].signature, FLOOR + 1)
     committee = collector.close()
     assert collector.contributions == sorted(entries, key=lambda e: e.artist) and committee == decryption_committee(
         at, "abc"
     )
     with pytest.raises(SecureAggregationError, match="already fixed"):
-        collector.receive("d", payloads["a"], entries[0].signature)
+        collector.receive("d", payloads["a"], entries[0].signature, FLOOR)
     outsider = next(a for a in "abc" if a not in committee)
     with pytest.raises(SecureAggregationError, match="not on the decryption committee"):
         collector.commit(outsider, collector.digest, sign_commit(identities[outsider], at, collector.digest))

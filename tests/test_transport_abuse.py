@@ -304,7 +304,7 @@ def test_ciphertext_with_foreign_parameters(serve, keys, foreign_keys, tmp_path)
 
         def signed(payload: bytes) -> bytes:  # a valid signature: only the parameters are wrong
             return sign_contribution(
-                artist.identity_key, at, "artist_a", layout_bytes(layout.fields), payload_digest(payload)
+                artist.identity_key, at, "artist_a", layout_bytes(layout.fields), payload_digest(payload), 0
             )
 
         foreign = encrypt(load_artist_keys(foreign_keys, "artist_a").ckks, vector).serialize()

@@ -89,7 +89,7 @@ class Party:
 class Federation:
     """A real server and three real artist runners, stepped phase by phase by the test."""
 
-    def __init__(self, keys: Path, tmp_path: Path, quorum: int = 3) -> None:
+    def __init__(self, keys: Path, tmp_path: Path, quorum: int = 3, floors: dict[str, int] | None = None) -> None:
         self.clock = Clock()
         self.patches = pytest.MonkeyPatch()  # the attacks replace coordinator methods; undone by close()
         schedule = Schedule(rounds=1, quorum=quorum, phase_seconds=60, max_retries=2, secure_mode="ckks")
@@ -104,7 +104,7 @@ class Federation:
                 artist_keys,
                 client=cast(StyleClient, FeatureMomentsOnly(VALUES[artist], self.coordinator.shape)),  # test fake
             )
-            runner.ckks = CkksClient(artist_keys, clock=self.clock)
+            runner.ckks = CkksClient(artist_keys, min_quorum=(floors or {}).get(artist, 2), clock=self.clock)
             self.parties[artist] = Party(artist_keys, channel, ArtistSession.register(channel, artist_keys), runner)
 
     def act(self, artists) -> None:
@@ -261,6 +261,26 @@ def test_server_serving_one_artists_ciphertext_as_the_set_gets_no_plaintext(fede
     assert all(f"1 artists, fewer than the quorum {enforced}" in f.refusal(a) for a in committee)
 
 
+def test_a_contributor_off_the_committee_keeps_its_own_floor(keys, tmp_path):
+    """An artist whose own floor (client.min_quorum = 4) is above the set the server lists (all 3
+    contributions, enough for the plan's quorum 3 and the committee's own floors of 2): it is not on
+    the committee, so it cannot refuse itself; its floor is signed into its contribution and the
+    committee refuses for it.  Without the signed floor the committee decrypted this set."""
+    probe = Federation(keys, tmp_path / "probe")
+    committee = probe.contribute()
+    probe.close()
+    strict = next(a for a in ARTISTS if a not in committee)  # the committee depends only on the set and attempt
+    f = Federation(keys, tmp_path / "run", floors={strict: 4})
+    try:
+        assert f.contribute() == committee
+        f.turn_malicious()
+        f.act(committee)
+        _no_plaintext_reached_the_server(f)
+        assert all(f"fewer than the floor 4 that '{strict}' signed" in f.refusal(a) for a in committee)
+    finally:
+        f.close()
+
+
 def test_server_serving_fewer_than_quorum_or_leaving_the_decryptor_out_gets_no_plaintext(federation):
     f = federation
     first, second = f.contribute()
@@ -286,7 +306,7 @@ def test_server_substituting_a_ciphertext_or_a_signature_gets_no_plaintext(feder
 
     def resigned(artist, contributions, sizes):
         return [
-            SignedContribution(c.artist, c.digest, forger.sign(b"anything"))
+            SignedContribution(c.artist, c.digest, forger.sign(b"anything"), c.min_quorum)
             if c.artist == victim and artist == committee[1]
             else c
             for c in contributions
@@ -528,7 +548,7 @@ def test_crafted_first_ciphertexts_are_refused_and_the_honest_sum_is_unchanged(f
     ):
         payload = _crafted(attacker.keys.ckks, vector, how)
         signature = sign_contribution(
-            attacker.keys.identity_key, at, "artist_c", layout_bytes(layout.fields), payload_digest(payload)
+            attacker.keys.identity_key, at, "artist_c", layout_bytes(layout.fields), payload_digest(payload), 0
         )
         with pytest.raises(grpc.RpcError) as refused:
             attacker.session.upload(0, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, payload, layout, signature=signature)

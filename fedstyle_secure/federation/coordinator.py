@@ -385,16 +385,18 @@ class Coordinator:
         nonce: bytes,
         now: float,
         signature: bytes = b"",
+        min_quorum: int = 0,
     ) -> None:
         """A packed contribution: float64 bytes (``none``) or a serialised CKKS vector with the
-        artist's signature (``ckks``; checked, then kept unchanged for the decryption committee)."""
+        artist's signature and its signed floor ``min_quorum`` (``ckks``; checked, then kept
+        unchanged for the decryption committee)."""
         self._admit(artist, round_id, Phase.CONTRIBUTE, nonce, now)
         expected = self._check_layout(artist, round_id, layout)
         what = f"round {round_id} contribution of {artist}"
         if self.schedule.secure_mode == "ckks":
             collector = self._ckks_round or self._new_ckks_round(expected)
             try:
-                collector.receive(artist, payload, signature)
+                collector.receive(artist, payload, signature, min_quorum)
             except SecureAggregationError as exc:
                 raise Malformed(f"{what} refused: {exc}") from exc
             self._ckks_round = collector

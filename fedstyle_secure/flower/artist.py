@@ -135,8 +135,11 @@ class FlowerSession(ArtistSession):
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         timeout: float = 120.0,
         signature: bytes = b"",
+        min_quorum: int = 0,
     ) -> pb.Ack:
-        chunks = chunk_payload(payload, round_id=round_id, kind=kind, nonce=nonce, signature=signature)
+        chunks = chunk_payload(
+            payload, round_id=round_id, kind=kind, nonce=nonce, signature=signature, min_quorum=min_quorum
+        )
         self.reply.upload = join_chunks(with_layout(chunks, layout), MAX_PAYLOAD_BYTES)
         return pb.Ack(round_id=round_id, accepted_bytes=memoryview(payload).nbytes)
 

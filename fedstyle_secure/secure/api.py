@@ -24,12 +24,12 @@ SECURE_MODES: tuple[str, ...] = ("none", "ckks", "secagg", "secagg+")
 DEFAULT_MIN_QUORUM = 2
 """An artist's default floor (``client.min_quorum``) on the inputs of a sum it helps reveal, whatever
 quorum or participant list a server announces: a masking artist joins no session that could reveal a
-smaller sum that holds its input; a CKKS committee member decrypts no smaller set.  Under CKKS the
-floor does NOT cover an artist's own ciphertext when others decrypt: the set holding it is checked
-against the decrypting members' floors (and the server's quorum), not its own -- the CKKS threat
-model already gives a curious member every contribution.  2 keeps every single input from the
-server; 3 also keeps it from the one other artist of a two-input sum (who learns the sum from the
-next broadcast)."""
+smaller sum that holds its input; under CKKS the floor is signed into the artist's contribution,
+and every committee member decrypts no set smaller than the largest floor of the contributions in it
+(nor than its own and the server's quorum), so it holds for an artist off the committee too, as long
+as one committee member is honest -- the CKKS threat model already gives a curious member every
+contribution.  2 keeps every single input from the server; 3 also keeps it from the one other
+artist of a two-input sum (who learns the sum from the next broadcast)."""
 
 
 @dataclass(frozen=True)

@@ -104,9 +104,11 @@ def chunk_payload(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     nonce: bytes | None = None,
     signature: bytes = b"",
+    min_quorum: int = 0,
 ) -> Iterator[pb.Chunk]:
     """Split ``payload`` (bytes, or a view of any contiguous buffer such as a float64 vector's) into
-    Chunks; the first carries the header (size, SHA-256, nonce, signature)."""
+    Chunks; the first carries the header (size, SHA-256, nonce, and for a CKKS contribution its
+    signature and the artist's signed floor)."""
     data = memoryview(payload).cast("B")  # a byte view: no copy of the payload
     header = pb.PayloadHeader(
         round_id=round_id,
@@ -115,6 +117,7 @@ def chunk_payload(
         sha256=hashlib.sha256(data).digest(),
         nonce=nonce if nonce is not None else new_nonce(),
         signature=signature,
+        min_quorum=min_quorum,
     )
     yield pb.Chunk(header=header, data=bytes(data[:chunk_bytes]))
     for start in range(chunk_bytes, len(data), chunk_bytes):  # sliced as sent: no second copy of the payload

@@ -116,11 +116,13 @@ class Attempt:
 
 @dataclass(frozen=True)
 class SignedContribution:
-    """One accepted contribution as the committee sees it: who, SHA-256 of the ciphertext, signature."""
+    """One accepted contribution as the committee sees it: who, SHA-256 of the ciphertext, signature,
+    and the contributor's own floor on the size of a set that includes it (signed with the rest)."""
 
     artist: str
     digest: bytes
     signature: bytes
+    min_quorum: int
 
 
 def payload_digest(payload: bytes) -> bytes:
@@ -138,27 +140,35 @@ def layout_from_bytes(data: bytes) -> tuple[tuple[str, tuple[int, ...]], ...]:
     return tuple((str(name), tuple(int(d) for d in shape)) for name, shape in json.loads(data))
 
 
-def contribution_statement(at: Attempt, artist: str, layout: bytes, digest: bytes) -> bytes:
-    """The exact bytes artist ``artist`` signs for its ciphertext of SHA-256 ``digest`` in ``at``."""
+def contribution_statement(at: Attempt, artist: str, layout: bytes, digest: bytes, min_quorum: int) -> bytes:
+    """The exact bytes artist ``artist`` signs for its ciphertext of SHA-256 ``digest`` in ``at``, with
+    its own floor ``min_quorum`` on the size of any set whose sum includes it."""
     if len(digest) != DIGEST_BYTES:
         raise SecureAggregationError(f"{at}: a contribution digest is {DIGEST_BYTES} bytes, got {len(digest)}")
-    return at.header(_CONTRIBUTION) + pack_id(artist) + pack_u32(len(layout)) + layout + digest
+    if not 0 <= min_quorum < 2**32:
+        raise SecureAggregationError(f"{at}: a contribution's floor must fit 32 bits, got {min_quorum}")
+    return at.header(_CONTRIBUTION) + pack_id(artist) + pack_u32(len(layout)) + layout + digest + pack_u32(min_quorum)
 
 
-def sign_contribution(key: Ed25519PrivateKey, at: Attempt, artist: str, layout: bytes, digest: bytes) -> bytes:
-    return key.sign(contribution_statement(at, artist, layout, digest))
+def sign_contribution(
+    key: Ed25519PrivateKey, at: Attempt, artist: str, layout: bytes, digest: bytes, min_quorum: int
+) -> bytes:
+    return key.sign(contribution_statement(at, artist, layout, digest, min_quorum))
 
 
-def verify_contribution(
-    public: Ed25519PublicKey, at: Attempt, artist: str, layout: bytes, digest: bytes, signature: bytes
-) -> None:
-    """Raise unless ``signature`` is ``artist``'s identity-key signature of this contribution in ``at``."""
+def verify_contribution(public: Ed25519PublicKey, at: Attempt, layout: bytes, contribution: SignedContribution) -> None:
+    """Raise unless ``contribution`` carries its artist's identity-key signature of this contribution in
+    ``at`` (its ciphertext's digest and its floor included)."""
+    artist = contribution.artist
     try:
-        public.verify(signature, contribution_statement(at, artist, layout, digest))
+        public.verify(
+            contribution.signature,
+            contribution_statement(at, artist, layout, contribution.digest, contribution.min_quorum),
+        )
     except InvalidSignature:
         raise SecureAggregationError(
             f"{at}: the contribution listed for {artist!r} is not signed by {artist!r}'s identity key for this "
-            "round, attempt, layout and ciphertext (forged, substituted or replayed)"
+            "round, attempt, layout, ciphertext and floor (forged, substituted, replayed or altered)"
         ) from None
 
 
@@ -230,8 +240,12 @@ def check_contribution_set(
     if mine.digest != my_digest:
         raise SecureAggregationError(f"{at}: the contribution set lists a ciphertext under my name that I did not send")
     for contribution in contributions:
-        verify_contribution(
-            publics[contribution.artist], at, contribution.artist, layout, contribution.digest, contribution.signature
+        verify_contribution(publics[contribution.artist], at, layout, contribution)
+    strictest = max(contributions, key=lambda c: c.min_quorum)
+    if len(artists) < strictest.min_quorum:
+        raise SecureAggregationError(
+            f"{at}: the contribution set has {len(artists)} artists, fewer than the floor {strictest.min_quorum} "
+            f"that {strictest.artist!r} signed into its contribution"
         )
     committee = decryption_committee(at, artists)
     if me not in committee:
@@ -355,7 +369,7 @@ class ContributionCollector:
         self._digest: bytes | None = None
         self._commitments: dict[str, tuple[bytes, bytes]] = {}  # member -> (set digest, signature)
 
-    def receive(self, artist: str, payload: bytes, signature: bytes) -> None:
+    def receive(self, artist: str, payload: bytes, signature: bytes, min_quorum: int) -> None:
         """Check ``artist``'s signed ciphertext (signature, then every chunk against the server's own
         context) and keep it; raise :class:`SecureAggregationError` naming the artist otherwise."""
         if self._committee is not None:
@@ -363,12 +377,12 @@ class ContributionCollector:
         public = self.publics.get(artist)
         if public is None:
             raise SecureAggregationError(f"{self.at}: no identity key for {artist!r}")
-        digest = payload_digest(payload)
-        verify_contribution(public, self.at, artist, self.layout, digest, signature)
+        contribution = SignedContribution(artist, payload_digest(payload), signature, min_quorum)
+        verify_contribution(public, self.at, self.layout, contribution)
         EncryptedVector.load(
             self.context, payload, length=self.length, what=f"{self.at} ciphertext of {artist}", fresh=True
         )
-        self._held[artist] = _Held(SignedContribution(artist, digest, signature), payload)
+        self._held[artist] = _Held(contribution, payload)
 
     def close(self) -> tuple[str, ...]:
         """Fix the set of contributions received so far; its committee."""

@@ -134,11 +134,18 @@ class ArtistSession:
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         timeout: float = 120.0,
         signature: bytes = b"",
+        min_quorum: int = 0,
     ) -> pb.Ack:
-        """Stream a contribution (plain float64 bytes, or a CKKS ciphertext and its signature) or a
-        decrypted aggregate."""
+        """Stream a contribution (plain float64 bytes, or a CKKS ciphertext with its signature and the
+        artist's signed floor) or a decrypted aggregate."""
         chunks = chunk_payload(
-            payload, round_id=round_id, kind=kind, nonce=nonce, chunk_bytes=chunk_bytes, signature=signature
+            payload,
+            round_id=round_id,
+            kind=kind,
+            nonce=nonce,
+            chunk_bytes=chunk_bytes,
+            signature=signature,
+            min_quorum=min_quorum,
         )
         phase = "decrypt" if kind == pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE else "contribute"
         metadata = self.submission_metadata(round_id, phase)

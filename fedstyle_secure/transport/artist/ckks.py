@@ -136,7 +136,9 @@ class CkksClient:
         own, at = self._contributed(plan.round_id), self._attempt(plan)
         self.guard.may_sign(at)
         self._keep_guard()
-        return sign_contribution(self.keys.identity_key, at, self.keys.artist_id, own.layout, own.digest)
+        return sign_contribution(
+            self.keys.identity_key, at, self.keys.artist_id, own.layout, own.digest, self.min_quorum
+        )
 
     def decrypt(self, session: ArtistSession, plan: pb.RoundPlan) -> bytes:
         """The plaintext (float64 bytes) of the sum of the set the server lists, once checked,
@@ -148,7 +150,8 @@ class CkksClient:
                 f"{at}: the server listed the contributions of round {listed.round_id} attempt {listed.attempt}"
             )
         contributions = [
-            SignedContribution(c.artist_id, bytes(c.sha256), bytes(c.signature)) for c in listed.contributions
+            SignedContribution(c.artist_id, bytes(c.sha256), bytes(c.signature), c.min_quorum)
+            for c in listed.contributions
         ]
         publics = self.keys.identity_public_keys
         committee = check_contribution_set(
@@ -244,7 +247,14 @@ def contribute_step(client: CkksClient, round_id: int, pack_once: Callable[[], t
             client.last_refusal = str(exc)
             log.warning("round %d attempt %d: sitting this attempt out: %s", plan.round_id, plan.attempt, exc)
             return None
-        return session.upload(round_id, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, payload, layout, signature=signature)
+        return session.upload(
+            round_id,
+            pb.PAYLOAD_KIND_CKKS_CIPHERTEXT,
+            payload,
+            layout,
+            signature=signature,
+            min_quorum=client.min_quorum,
+        )
 
     return send
 

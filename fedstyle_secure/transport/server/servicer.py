@@ -463,7 +463,14 @@ class FederationServicer(pb_grpc.FederationServicer):
             if not layout.fields:
                 raise Malformed("a contribution must declare its layout")
             self.coordinator.submit_contribution(
-                artist, header.round_id, layout, payload, bytes(header.nonce), now, bytes(header.signature)
+                artist,
+                header.round_id,
+                layout,
+                payload,
+                bytes(header.nonce),
+                now,
+                bytes(header.signature),
+                header.min_quorum,
             )
         else:
             raise Malformed(
@@ -486,7 +493,11 @@ class FederationServicer(pb_grpc.FederationServicer):
         attempt, contributions, sizes = self.coordinator.contribution_set(artist, round_id)
         listed = [
             pb.SignedContribution(
-                artist_id=c.artist, sha256=c.digest, signature=c.signature, size_bytes=sizes[c.artist]
+                artist_id=c.artist,
+                sha256=c.digest,
+                signature=c.signature,
+                size_bytes=sizes[c.artist],
+                min_quorum=c.min_quorum,
             )
             for c in contributions
         ]
