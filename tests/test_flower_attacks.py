@@ -21,6 +21,7 @@ from fedstyle_secure.federation.masking_session import TAG_BITS
 from fedstyle_secure.flower.apps import client_app
 from fedstyle_secure.flower.records import CLAIM, PHASE_ACTIONS, RECORD, REPORTS
 from fedstyle_secure.flower.server import FlowerFederation, bind_nodes
+from fedstyle_secure.secure.ckks import decryption as ckks_decryption
 from fedstyle_secure.secure.ckks.decryption import Attempt, decryption_committee
 from fedstyle_secure.secure.keys.keystore import load_server_keys
 from fedstyle_secure.transport.config import load_server_config
@@ -176,7 +177,7 @@ def test_a_two_participant_masking_session_gets_no_keys_from_an_artist_with_a_fl
 
 
 @pytest.mark.usefixtures("outside_runtime")
-def test_a_ckks_contributor_off_the_committee_keeps_its_own_floor(tmp_path, data):
+def test_a_ckks_contributor_off_the_committee_keeps_its_own_floor(tmp_path, data, monkeypatch):
     """The set-up round's three contributions are enough for the plan's quorum and for the two
     committee members' own floors (2), but not for the third artist's ``client.min_quorum = 4``.  It
     is not on the committee and cannot refuse the set itself; its floor is signed into its
@@ -190,6 +191,8 @@ def test_a_ckks_contributor_off_the_committee_keeps_its_own_floor(tmp_path, data
     strict = next(a for a in ARTISTS if a not in decryption_committee(at, ARTISTS))
     config = run.configs.artists[strict]
     config.write_text(config.read_text().replace("[client]\n", "[client]\nmin_quorum = 4\n", 1))
+    # a dishonest server lists every contribution, floors or not (an honest one leaves the strict one out)
+    monkeypatch.setattr(ckks_decryption, "honoured_floors", lambda floors: set(floors))
     run.federation.run_phase()  # contribute: every artist, the strict one signing its floor of 4
     assert coordinator.plan().phase.value == "decrypt"
     run.federation.run_phase()

@@ -18,6 +18,7 @@ from fedstyle_secure.secure.ckks.decryption import (
     check_contribution_set,
     commitments_complete,
     decryption_committee,
+    honoured_floors,
     layout_bytes,
     payload_digest,
     release_noise,
@@ -265,6 +266,13 @@ def test_the_guard_stops_differencing_across_two_attempts(guarded, isolates):
         if found:
             break
     assert found is isolates
+
+
+def test_the_honoured_set_is_the_largest_whose_size_meets_every_floor():
+    assert honoured_floors({"a": 2, "b": 2, "c": 2**32 - 1}) == {"a", "b"}
+    assert honoured_floors({"a": 2, "b": 3, "c": 3}) == {"a", "b", "c"}
+    assert honoured_floors({"a": 3, "b": 3, "c": 4}) == set()  # c out, then 2 < 3 for the rest
+    assert honoured_floors({}) == set()
 
 
 def test_collector_keeps_checked_contributions_and_only_matching_commitments(context, identities):

@@ -30,6 +30,7 @@ from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.federation.round_layout import FederationShape, round_layout
 from fedstyle_secure.federation.strategy import algorithm_spec
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
+from fedstyle_secure.secure.ckks import decryption as ckks_decryption
 from fedstyle_secure.secure.ckks.decryption import (
     Attempt,
     SignedContribution,
@@ -271,12 +272,31 @@ def test_a_contributor_off_the_committee_keeps_its_own_floor(keys, tmp_path):
     probe.close()
     strict = next(a for a in ARTISTS if a not in committee)  # the committee depends only on the set and attempt
     f = Federation(keys, tmp_path / "run", floors={strict: 4})
-    try:
+    try:  # a dishonest server lists every contribution, floors or not (an honest one leaves it out)
+        f.patches.setattr(ckks_decryption, "honoured_floors", lambda floors: set(floors))
         assert f.contribute() == committee
         f.turn_malicious()
         f.act(committee)
         _no_plaintext_reached_the_server(f)
         assert all(f"fewer than the floor 4 that '{strict}' signed" in f.refusal(a) for a in committee)
+    finally:
+        f.close()
+
+
+def test_an_impossible_floor_costs_only_its_own_contribution(keys, tmp_path):
+    """A malicious artist signs an impossible floor (2**32 - 1) into its contribution to veto every
+    set holding it.  The honest server leaves that contribution out when it fixes the set (the
+    largest set whose size meets every member's floor), and the round completes on the others'
+    (fails if the server lists it: the committee refuses every attempt)."""
+    greedy = "artist_c"
+    f = Federation(keys, tmp_path, quorum=2, floors={greedy: 2**32 - 1})
+    try:
+        committee = f.contribute()
+        assert f.coordinator._ckks_round is not None and f.coordinator._ckks_round.left_out == [greedy]
+        assert greedy not in committee
+        f.act(committee)
+        assert f.coordinator.standardisation is not None
+        np.testing.assert_allclose(f.coordinator.standardisation[0], (1.0 + 2.0) / 2, rtol=1e-6)  # a and b
     finally:
         f.close()
 

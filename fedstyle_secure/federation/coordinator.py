@@ -635,7 +635,13 @@ class Coordinator:
             return self._complete(now)
         if self._phase is Phase.CONTRIBUTE and self.schedule.secure_mode == "ckks":
             assert self._ckks_round is not None
-            self._ckks_round.close()  # fixes the set and its committee
+            self._ckks_round.close()  # fixes the set and its committee, without floors it cannot meet
+            kept = len(self._ckks_round.contributions)
+            if kept < self._needed():
+                raise SecureAggregationError(
+                    f"round {self._round_id}: {kept} contributions meet their own signed floors, fewer than the "
+                    f"quorum {self._needed()} (left out: {self._ckks_round.left_out})"
+                )
             return self._enter(Phase.DECRYPT, now)
         if self._phase is Phase.CONTRIBUTE:
             result = PlainSummation().sum(collected.vectors, round_id=self._round_id)

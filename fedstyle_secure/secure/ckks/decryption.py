@@ -172,6 +172,18 @@ def verify_contribution(public: Ed25519PublicKey, at: Attempt, layout: bytes, co
         ) from None
 
 
+def honoured_floors(floors: Mapping[str, int]) -> set[str]:
+    """The largest set of contributors whose size meets every member's own signed floor (artist ->
+    ``min_quorum``): contributors whose floor the set cannot meet are left out, repeatedly.  Any set
+    an honest committee accepts is a subset of it, so an honest server that lists it loses no
+    contribution the committee would sum, and one artist's impossible floor (a crafted 2**32 - 1)
+    costs only its own contribution, not the round."""
+    kept = set(floors)
+    while unmet := {artist for artist in kept if floors[artist] > len(kept)}:
+        kept -= unmet
+    return kept
+
+
 def set_digest(at: Attempt, contributions: Iterable[SignedContribution]) -> bytes:
     """SHA-256 naming one set of contributions of ``at`` (order-independent)."""
     entries = sorted(contributions, key=lambda c: c.artist)
@@ -368,6 +380,7 @@ class ContributionCollector:
         self._committee: tuple[str, ...] | None = None
         self._digest: bytes | None = None
         self._commitments: dict[str, tuple[bytes, bytes]] = {}  # member -> (set digest, signature)
+        self.left_out: list[str] = []  # contributors whose signed floor the closed set could not meet
 
     def receive(self, artist: str, payload: bytes, signature: bytes, min_quorum: int) -> None:
         """Check ``artist``'s signed ciphertext (signature, then every chunk against the server's own
@@ -385,9 +398,15 @@ class ContributionCollector:
         self._held[artist] = _Held(contribution, payload)
 
     def close(self) -> tuple[str, ...]:
-        """Fix the set of contributions received so far; its committee."""
+        """Fix the set of contributions received so far, without those whose signed floor it cannot
+        meet (:func:`honoured_floors`; named in :attr:`left_out`); its committee."""
+        kept = honoured_floors({artist: held.contribution.min_quorum for artist, held in self._held.items()})
+        self.left_out = sorted(set(self._held) - kept)
+        self._held = {artist: self._held[artist] for artist in sorted(kept)}
         if not self._held:
-            raise SecureAggregationError(f"{self.at}: no contribution to decrypt")
+            raise SecureAggregationError(
+                f"{self.at}: no contribution to decrypt (left out for their floors: {self.left_out})"
+            )
         self._committee = decryption_committee(self.at, self._held)
         self._digest = set_digest(self.at, self.contributions)
         return self._committee
