@@ -24,7 +24,7 @@ from fedstyle_secure.models.heads import (
 )
 from fedstyle_secure.models.inputs import BACKBONES, DEFAULT_BACKBONE, InputBank
 from fedstyle_secure.models.npz import read_npz, require_finite
-from fedstyle_secure.validation import checked_fields, ge, le, one_of, validate_on_init
+from fedstyle_secure.validation import from_table, ge, le, one_of, validate_on_init
 
 STANDARDISATION_FLOOR = 1e-3  # minimum per-feature std, guards features constant on the public set
 ENCODER_FORMAT = "fedstyle-encoder/1"
@@ -83,7 +83,7 @@ def _checked_config(meta: object, meta_path: Path) -> EncoderConfig:
     fields = {k: v for k, v in meta.items() if k != "format"}
     fields.setdefault("head", "mlp")  # encoders saved before the residual head existed
     try:
-        return EncoderConfig(**checked_fields(EncoderConfig, fields, f"{meta_path}: encoder"))
+        return from_table(EncoderConfig, fields, f"{meta_path}: encoder")
     except ConfigError as exc:
         raise ModelError(str(exc)) from None
 

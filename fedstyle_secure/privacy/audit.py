@@ -303,11 +303,10 @@ def _check_schedule(audit: ReportAudit, report: Mapping[str, Any]) -> None:
     final = report.get("final_round")
     if not isinstance(final, int):
         return
-    late = sorted(
-        {m["round_id"] for m in report["mechanisms"] if isinstance(m, Mapping) and isinstance(m.get("round_id"), int)}
-        | {audit.round_id or 0}
-    )
-    past = [r for r in late if r > final]
+    charged = {
+        m["round_id"] for m in report["mechanisms"] if isinstance(m, Mapping) and isinstance(m.get("round_id"), int)
+    }
+    past = sorted(r for r in charged | {audit.round_id or 0} if r > final)
     if past:
         audit.flag(CHARGED_OUT_OF_ORDER, f"rounds {past} are past the run's final round {final} (signed)")
 

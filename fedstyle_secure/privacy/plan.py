@@ -179,7 +179,7 @@ class DpPlan:
         if final != (round_id == self.final_round):
             kind = "the final publication" if final else "a training-time release"
             return f"{kind} at round {round_id}, but the plan's final publication is at round {self.final_round}"
-        if not final and (round_id not in self.release_rounds or self.release_sigma is None):
+        if not final and not self.releases_at(round_id):
             return f"a prototype release at round {round_id} that the announced plan did not count"
         return None
 
