@@ -5,7 +5,8 @@ Each variant is ``key=value`` pairs joined by ``+`` (encoder: head, whitening_sh
 dropout, embedding_dim; local: lr, tau, optimizer, epochs, instance_weight, classifier_weight,
 alignment_weight, batch_size, margin; server optimiser: srv=avg|avgm|adam, slr (Adam: the lr at
 8 artists, grown by sqrt(n / 8)), smom, sb2 (Adam beta2), seps (Adam eps), sref (the reference
-number of artists); ``rounds=N``; ``pretrain=N`` public warm-start steps; ``pub=met|generated``;
+number of artists); ``rounds=N``; ``views=N`` augmented views per artwork in the training bank (test-time averaging
+stays at the first 4); ``pretrain=N`` public warm-start steps; ``pub=met|generated``;
 ``alg=NAME``; ``eps=E``: under DP at E with the default plan and encoder, seeded noise, encoder
 keys override; ``mintrain=N``: the plan's DP-SGD portfolio threshold).
 ``frozen``, ``probe`` and ``dpref=E`` (frozen + DP prototypes) print the reference rows.
@@ -29,6 +30,7 @@ import torch
 
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
 from fedstyle_secure.federation.strategy import ServerOptimizer
+from fedstyle_secure.models.inputs import DEFAULT_VIEWS
 from fedstyle_secure.privacy.plan import DpConfig, encoder_config_for
 from fedstyle_secure.randomness import SeededNoise
 from fedstyle_secure.retrieval.evaluate import evaluate_frozen_features
@@ -72,11 +74,11 @@ def main() -> int:
     for seed in seeds:
         cache: dict[str, FederationData] = {}
 
-        def data_for(public: str, cache: dict = cache, seed: int = seed) -> FederationData:
-            if public not in cache:
+        def data_for(public: str, views: int = DEFAULT_VIEWS, cache: dict = cache, seed: int = seed) -> FederationData:
+            if (public, views) not in cache:
                 artworks, source = load_artworks(folder, folder is None, 8, 24, seed)
-                cache[public] = prepare_federation(artworks, source, seed=seed, public_set=public)
-            return cache[public]
+                cache[public, views] = prepare_federation(artworks, source, seed=seed, public_set=public, n_views=views)
+            return cache[public, views]
 
         for variant in variants:
             row: dict[str, Any] = {"data": name, "seed": seed, "variant": variant}
@@ -88,6 +90,7 @@ def main() -> int:
                 metrics = reference(data_for("met")).as_dict()
             else:
                 encoder, local, server, public, algorithm, rounds = {}, {}, {}, "met", "fedstyle", 20
+                views = DEFAULT_VIEWS
                 dp: DpConfig | None = None
                 min_training = pretrain = None
                 for pair in filter(None, variant.split("+")):
@@ -104,6 +107,8 @@ def main() -> int:
                         min_training = int(value)
                     elif key == "rounds":
                         rounds = int(value)
+                    elif key == "views":
+                        views = int(value)
                     elif key in SERVER:
                         server[SERVER[key][0]] = SERVER[key][1](value)
                     elif key in ("pub", "alg"):
@@ -124,7 +129,7 @@ def main() -> int:
                     insecure_seeded_noise=dp is not None,  # a measurement: reproducible noise
                     server=ServerOptimizer(**server),
                 )
-                result = run_simulation(config, data_for(public))
+                result = run_simulation(config, data_for(public, views))
                 metrics = result.metrics.as_dict()
                 history = [round(h.metrics["artist_accuracy"], 3) for h in result.history]
                 row |= {

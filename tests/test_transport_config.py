@@ -111,7 +111,11 @@ def test_dp_plan_comes_from_the_federation_table(tmp_path):
         (("epsilon = 8.0", "epsilon = nan"), "federation.epsilon: must be greater than 0, got nan"),
         (
             ('accountant = "rdp"', 'accountant = "moments"'),
-            "federation.accountant: must be one of prv, rdp, gdp, got 'moments'",
+            "federation.accountant: must be one of prv, rdp, got 'moments'",
+        ),
+        (  # an approximation never enforces a budget (it let artists spend past theirs)
+            ('accountant = "rdp"', 'accountant = "gdp"'),
+            "federation.accountant: must be one of prv, rdp, got 'gdp'",
         ),
         (("clip_norm = 0.5", "clip_norm = 0"), "federation.clip_norm: must be greater than 0, got 0"),
         (("epsilon = 8.0", "epsilon = inf"), "federation.accountant: only meaningful with a finite federation.epsilon"),

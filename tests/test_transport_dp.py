@@ -15,12 +15,13 @@ import pytest
 
 from fedstyle_secure.cli.main import main
 from fedstyle_secure.data.public import default_public_set, public_set_name
-from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.errors import ConfigError, PrivacyError
 from fedstyle_secure.federation.client import StyleClient
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.models.params import get_flat_params
 from fedstyle_secure.privacy.accounting import compute_epsilon
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
+from fedstyle_secure.privacy.calibration import artist_delta, default_delta
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease
 from fedstyle_secure.privacy.plan import DpConfig, plan_participation
 from fedstyle_secure.privacy.reports import (
@@ -35,7 +36,7 @@ from fedstyle_secure.secure.keys.keystore import ArtistKeys, load_artist_keys, l
 from fedstyle_secure.training.local import LocalConfig
 from fedstyle_secure.training.pretrain import MAX_PUBLIC_PRETRAIN_STEPS
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
-from fedstyle_secure.transport.artist.privacy import ArtistPrivacy, _budget
+from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
 from fedstyle_secure.transport.artist.runner import build_style_client
 from fedstyle_secure.transport.artist.state import ArtistStateStore
 from fedstyle_secure.transport.auth import buyer_tls_pem
@@ -303,14 +304,17 @@ def _refused(call, code: grpc.StatusCode, words: str) -> None:
     assert words in info.value.details(), info.value.details()
 
 
-def test_client_budget_delta_must_be_below_one_over_n(tmp_path):
-    plan = plan_participation(DpConfig(epsilon=4.0), 6, LocalConfig(epochs=1, batch_size=16), 2, frozenset({0}))
-    config = ClientConfig(keys=tmp_path, data=tmp_path, budget_epsilon=4.0, budget_delta=0.2)
-    with pytest.raises(ConfigError, match="client.budget_delta"):
-        _budget(config, DpConfig(epsilon=4.0), plan, 6)
-    assert _budget(ClientConfig(keys=tmp_path, data=tmp_path), DpConfig(epsilon=4.0), plan, 6) == PrivacyBudget(
-        4.0, plan.delta
-    )
+def test_an_artist_takes_the_smaller_of_the_announced_delta_and_its_own():
+    """The server can neither loosen an artist's delta nor learn its portfolio size from a refusal:
+    the artist never refuses an announced delta, it takes the smaller of that and its own."""
+    n = 6
+    with pytest.raises(PrivacyError, match="not below 1/n"):
+        artist_delta(None, 0.2, n)  # the artist's own setting is checked: a local configuration error
+    assert artist_delta(None, None, n) == default_delta(n) == 1e-5
+    assert artist_delta(0.9 / n, None, n) == default_delta(n)  # a delta just below 1/n is not taken
+    assert artist_delta(0.2, None, n) == default_delta(n)  # nor one above it (it used to be refused)
+    assert artist_delta(1e-7, None, n) == 1e-7  # a stricter one is
+    assert artist_delta(1e-5, 1e-6, n) == 1e-6
 
 
 def test_plan_matches_the_simulators_calibration():
@@ -330,16 +334,19 @@ def _refusal(privacy: ArtistPrivacy | None) -> str:
     return privacy.refusal
 
 
-def test_artist_refuses_an_announced_delta_above_one_over_n_and_a_federation_without_dp(tmp_path):
+def test_artist_refuses_an_unusable_plan_without_naming_its_portfolio_size_and_a_federation_without_dp(tmp_path):
+    """An announced epsilon no noise fits is refused; the reason the server gets names no number
+    of artworks (the reports commit to n so that the server does not learn it)."""
     from types import SimpleNamespace
 
     # test fakes: only the parts open() reads first
     client = cast(StyleClient, SimpleNamespace(n_train=6, config=LocalConfig(epochs=1, batch_size=16)))
     config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=tmp_path / "state")
     keys = cast(ArtistKeys, SimpleNamespace(artist_id="artist_00"))
-    announced = pb.DpParameters(epsilon_budget=8.0, delta=0.2, clip_norm=1.0, accountant="prv", release_rounds=[0])
+    announced = pb.DpParameters(epsilon_budget=1e-9, clip_norm=1.0, accountant="prv", release_rounds=[0])
     refusal = _refusal(ArtistPrivacy.open(config, keys, client, _plan_message(announced)))
-    assert refusal.startswith("federation.delta (announced by the server)") and "1/n" in refusal
+    assert refusal.startswith("the federation's DP plan (announced by the server) is unusable")
+    assert not any(ch.isdigit() for ch in refusal)  # n = 6 artworks, named only in the artist's own log
     assert ArtistPrivacy.open(config, keys, client, _plan_message(None)) is None  # neither side asks for DP
     demanding = ClientConfig(keys=tmp_path, data=tmp_path, budget_epsilon=2.0)
     assert "requires DP" in _refusal(ArtistPrivacy.open(demanding, keys, client, _plan_message(None)))

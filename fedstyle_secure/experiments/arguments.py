@@ -12,6 +12,7 @@ from fedstyle_secure import __version__
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.simulator import SimulationConfig, SimulationResult
 from fedstyle_secure.models.inputs import BACKBONES, DEFAULT_BACKBONE
+from fedstyle_secure.privacy.accounting import BUDGET_ACCOUNTANTS, DEFAULT_ACCOUNTANT
 from fedstyle_secure.privacy.plan import PRIVATE_LAYERS, DpConfig, encoder_config_for
 from fedstyle_secure.training.dataset import (
     DEFAULT_SYNTHETIC_ARTISTS,
@@ -147,9 +148,9 @@ def add_privacy_arguments(
     )
     group.add_argument(
         "--accountant",
-        choices=("prv", "rdp", "gdp"),
-        default="prv",
-        help="privacy accountant enforcing the budget (default %(default)s)",
+        choices=BUDGET_ACCOUNTANTS,
+        default=DEFAULT_ACCOUNTANT,
+        help="privacy accountant enforcing the budget: a sound upper bound (default %(default)s)",
     )
     group.add_argument(
         "--private-layers",

@@ -12,9 +12,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedstyle_secure.errors import PrivacyError
+from fedstyle_secure.errors import ModelError, PrivacyError
 from fedstyle_secure.federation.round_layout import FederationShape, ModelShape
-from fedstyle_secure.federation.strategy import CLIENT_WEIGHT, AlgorithmSpec, client_contribution, feature_moments
+from fedstyle_secure.federation.strategy import (
+    CLIENT_WEIGHT,
+    CONTRIBUTION_RANGE,
+    AlgorithmSpec,
+    client_contribution,
+    feature_moments,
+)
 from fedstyle_secure.models.embed import embed, embed_views, prototype_sums
 from fedstyle_secure.models.heads import StyleModel
 from fedstyle_secure.models.inputs import TEST_TIME_VIEWS
@@ -58,6 +64,61 @@ class Broadcast:
     consensus: np.ndarray | None
     prototypes: np.ndarray
     known: np.ndarray
+
+
+UNIT_SLACK = 1e-3
+"""How far above 1 a coordinate of a broadcast unit row (prototype, consensus) may be: float32 rounding."""
+
+
+def checked_trained_params(broadcast: Broadcast, model: ModelShape) -> np.ndarray:
+    """The entries of ``broadcast.params`` this run trains (``model.trained``), after checking the
+    broadcast's length and that every one of them is finite and inside the contribution range:
+    the values an artist could send back (its own codec refuses any other).  Raises
+    :class:`ModelError` naming the first offending entry.
+
+    Threat model: a deviating server chooses the broadcast.  Per-artwork clipping bounds an
+    artwork's influence on DP-SGD only while every loss and gradient is finite; finite weights
+    that overflow float32 on one candidate artwork make the noised update NaN exactly when that
+    artwork is sampled (red-team review, 2026-11-30).  This check reads only the broadcast, so it
+    reveals nothing about the artworks; the layers outside ``model.trained`` are never taken from a
+    broadcast (:meth:`StyleClient.fit` keeps its own, the public warm start under DP)."""
+    if broadcast.params is None or broadcast.params.shape != (model.param_count,):
+        got = None if broadcast.params is None else broadcast.params.shape
+        raise ModelError(
+            f"broadcast of round {broadcast.round}: params have shape {got}, the model ({model.param_count},)"
+        )
+    trained = model.select(broadcast.params)
+    _require_within(trained, CONTRIBUTION_RANGE, f"broadcast of round {broadcast.round}: trained params")
+    return trained
+
+
+def check_broadcast_tables(broadcast: Broadcast, n_artists: int, embedding_dim: int) -> None:
+    """Raise :class:`ModelError` unless the broadcast's prototype table ``(A, D)``, its ``known``
+    flags ``(A,)`` and the consensus ``(M, D)`` (if any) have the run's shapes and unit-bounded,
+    finite entries, as the server's :func:`~.strategy.normalise_rows` leaves them."""
+    where = f"broadcast of round {broadcast.round}"
+    if broadcast.prototypes.shape != (n_artists, embedding_dim) or broadcast.known.shape != (n_artists,):
+        raise ModelError(
+            f"{where}: prototypes {broadcast.prototypes.shape} and known {broadcast.known.shape}, "
+            f"expected ({n_artists}, {embedding_dim}) and ({n_artists},)"
+        )
+    unit = (-1.0 - UNIT_SLACK, 1.0 + UNIT_SLACK)
+    _require_within(broadcast.prototypes, unit, f"{where}: prototypes")
+    if broadcast.consensus is not None:
+        if broadcast.consensus.ndim != 2 or broadcast.consensus.shape[1] != embedding_dim:
+            raise ModelError(f"{where}: consensus has shape {broadcast.consensus.shape}, expected (M, {embedding_dim})")
+        _require_within(broadcast.consensus, unit, f"{where}: consensus")
+
+
+def _require_within(values: np.ndarray, bounds: tuple[float, float], what: str) -> None:
+    low, high = bounds
+    bad = ~((values >= low) & (values <= high))  # NaN fails both comparisons
+    if bad.any():
+        first = int(np.flatnonzero(bad.reshape(-1))[0])
+        raise ModelError(
+            f"{what}: {int(bad.sum())} value(s) non-finite or outside [{low:g}, {high:g}] "
+            f"(first at flat index {first}: {values.reshape(-1)[first]!r}); refused"
+        )
 
 
 @dataclass(frozen=True)
@@ -164,8 +225,17 @@ class StyleClient:
         return self.ledger.check_can_spend(self.dp.round_mechanisms(round_id, train=False))
 
     def _load_global(self, broadcast: Broadcast) -> None:
-        if self.spec.averages_parameters and broadcast.params is not None:
-            set_flat_params(self.model, broadcast.params)
+        """Check the broadcast (:func:`checked_trained_params`, :func:`check_broadcast_tables`) and
+        load the entries of its model this run trains; every other entry stays this client's own
+        (under DP: the public warm start, which no round changes)."""
+        check_broadcast_tables(broadcast, self.n_artists, self.model.out_dim)
+        if not (self.spec.averages_parameters and broadcast.params is not None):
+            return
+        model = self.shape().model
+        if model is None:
+            raise ModelError(f"{self.spec.name} averages parameters but this client's plan has no model shape")
+        trained = checked_trained_params(broadcast, model)
+        set_flat_params(self.model, model.merge(get_flat_params(self.model), trained))
 
     def publishes_at(self, round_id: int) -> bool:
         """Whether this client publishes prototypes at ``round_id`` (always without DP)."""

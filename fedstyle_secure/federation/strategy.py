@@ -289,7 +289,11 @@ def feature_moments(features: np.ndarray) -> dict[str, np.ndarray]:
     return {"feature_mean": x.mean(axis=0), "feature_sq_mean": (x * x).mean(axis=0), "clients": np.array([1.0])}
 
 
-def standardisation_from_sums(sums: dict[str, np.ndarray], floor: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+STD_FLOOR = 1e-3
+"""The smallest feature std of a federated standardisation (features are divided by it)."""
+
+
+def standardisation_from_sums(sums: dict[str, np.ndarray], floor: float = STD_FLOOR) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std ``(F,)`` of the client-weighted mixture of the clients' feature distributions,
     from the *sums* of :func:`feature_moments` (std floored at ``floor``)."""
     n = float(sums["clients"][0])

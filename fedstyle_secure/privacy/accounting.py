@@ -32,6 +32,11 @@ from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.privacy.mechanisms import Mechanism, SampledGaussian, non_poisson_groups
 
 ACCOUNTANTS: tuple[str, ...] = ("prv", "rdp", "gdp")
+BUDGET_ACCOUNTANTS: tuple[str, ...] = ("prv", "rdp")
+"""The accountants a budget is enforced with: sound upper bounds only.  ``gdp`` computes epsilon for
+comparison (reports may list it) but never decides what an artist may spend: a server announcing it
+would otherwise have artists spend past their budgets (red-team review, 2026-11-30: an artist with
+a budget of 8 spent 9.0 by PRV, 10.2 by RDP)."""
 DEFAULT_ACCOUNTANT = "prv"
 
 #: RDP orders: 1.1 ... 10.9 in steps of 0.1, 11 ... 63, and 128 ... 1024 (large orders
@@ -49,6 +54,15 @@ _GDP_MAX_EPSILON = 500.0
 def require_known_accountant(accountant: str) -> None:
     if accountant not in ACCOUNTANTS:
         raise PrivacyError(f"unknown accountant {accountant!r}; expected one of {list(ACCOUNTANTS)}")
+
+
+def require_budget_accountant(accountant: str) -> None:
+    """Raise :class:`PrivacyError` unless ``accountant`` may enforce a budget (:data:`BUDGET_ACCOUNTANTS`)."""
+    if accountant not in BUDGET_ACCOUNTANTS:
+        raise PrivacyError(
+            f"accountant {accountant!r} cannot enforce a privacy budget; use one of {list(BUDGET_ACCOUNTANTS)}"
+            + (" (gdp is a central-limit approximation that can underestimate epsilon)" if accountant == "gdp" else "")
+        )
 
 
 def require_valid_delta(delta: float) -> None:

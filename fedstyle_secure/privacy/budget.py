@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from fedstyle_secure.errors import PrivacyError
-from fedstyle_secure.privacy.accounting import DEFAULT_ACCOUNTANT, compute_epsilon, require_known_accountant
+from fedstyle_secure.privacy.accounting import DEFAULT_ACCOUNTANT, compute_epsilon, require_budget_accountant
 from fedstyle_secure.privacy.calibration import validate_delta
 from fedstyle_secure.privacy.mechanisms import History, Mechanism, history_from_list, history_to_list
 
@@ -83,7 +83,7 @@ class BudgetLedger:
         history: Iterable[Mechanism] = (),
         created_at: str | None = None,
     ) -> None:
-        require_known_accountant(accountant)
+        require_budget_accountant(accountant)
         validate_delta(budget.delta, dataset_size)
         self._budget = budget
         self._dataset_size = dataset_size

@@ -48,6 +48,20 @@ def validate_delta(delta: float, dataset_size: int) -> None:
         )
 
 
+def artist_delta(announced: float | None, own: float | None, dataset_size: int) -> float:
+    """The delta an artist with ``dataset_size`` artworks calibrates and enforces with: the smaller
+    of the federation's ``announced`` delta and its own (``own``, else :func:`default_delta`).
+
+    Threat model: the server announces the plan.  Taking the smaller delta means a server can
+    neither loosen an artist's delta (a delta just below ``1 / n`` would let a release spend far
+    more than the budget says at the project's delta) nor learn anything about ``n`` from a refusal
+    (an artist refusing ``delta >= 1 / n`` would tell the server its portfolio size is above
+    ``1 / delta``).  Raises :class:`PrivacyError` if ``own`` is not below ``1 / n``."""
+    mine = default_delta(dataset_size) if own is None else own
+    validate_delta(mine, dataset_size)
+    return mine if announced is None else min(announced, mine)
+
+
 def _require_dataset_size(dataset_size: int) -> None:
     if not isinstance(dataset_size, int) or dataset_size < 1:
         raise PrivacyError(f"dataset size must be a positive integer number of artworks, got {dataset_size!r}")

@@ -31,7 +31,7 @@ from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.models.embed import normalise_rows
 from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE
-from fedstyle_secure.privacy.accounting import ACCOUNTANTS
+from fedstyle_secure.privacy.accounting import require_budget_accountant
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.calibration import calibrate_noise_multiplier, default_delta, validate_delta
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mechanism
@@ -110,8 +110,7 @@ class DpConfig:
             raise PrivacyError(f"--epsilon must be a positive finite number, got {self.epsilon}")
         if self.clip_norm <= 0:
             raise PrivacyError(f"--clip-norm must be positive, got {self.clip_norm}")
-        if self.accountant not in ACCOUNTANTS:
-            raise PrivacyError(f"--accountant must be one of {', '.join(ACCOUNTANTS)}, got {self.accountant!r}")
+        require_budget_accountant(self.accountant)
         if not 0.0 < self.release_fraction < 1.0:
             raise PrivacyError(f"release fraction must be in (0, 1), got {self.release_fraction}")
         if not 0.0 < self.final_release_share <= 1.0:

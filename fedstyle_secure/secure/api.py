@@ -28,8 +28,11 @@ smaller sum that holds its input; under CKKS the floor is signed into the artist
 and every committee member decrypts no set smaller than the largest floor of the contributions in it
 (nor than its own and the server's quorum), so it holds for an artist off the committee too, as long
 as one committee member is honest -- the CKKS threat model already gives a curious member every
-contribution.  2 keeps every single input from the server; 3 also keeps it from the one other
-artist of a two-input sum (who learns the sum from the next broadcast)."""
+contribution.  Under CKKS the floor bounds each decrypted sum, not the difference of two sums of one
+round (nested sets with disjoint committees), which can hold as few as two artists; the masking
+modes allow one unmasking per round and have no such difference.  2 keeps every single input from
+the server; 3 also keeps it from the one other artist of a two-input sum (who learns the sum from
+the next broadcast), in the masking modes."""
 
 
 @dataclass(frozen=True)

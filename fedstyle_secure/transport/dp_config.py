@@ -5,7 +5,7 @@ Where what is configured (privacy unit: one artwork, record-level):
 
 * ``[federation]`` of ``server.toml`` -- the plan the whole federation runs: target ``epsilon``
   (absent or ``inf`` = no DP), ``delta`` (absent = per artist ``min(1e-5, 1/(10 n))``),
-  ``clip_norm``, ``accountant`` (``prv`` default, ``rdp``, ``gdp``), ``private_layers``
+  ``clip_norm``, ``accountant`` (``prv`` default or ``rdp``: the sound ones; ``gdp`` is refused), ``private_layers``
   (``last`` default, ``all``: what DP-SGD updates) and optionally a fixed ``noise_multiplier``
   instead of calibrating one.  The server announces it; it never sees
   an artist's number of artworks ``n``, so ``delta < 1/n`` is checked by each artist.
@@ -30,7 +30,7 @@ from typing import Annotated, Any
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.federation.rounds import refresh_rounds
-from fedstyle_secure.privacy.accounting import ACCOUNTANTS, DEFAULT_ACCOUNTANT
+from fedstyle_secure.privacy.accounting import BUDGET_ACCOUNTANTS, DEFAULT_ACCOUNTANT
 from fedstyle_secure.privacy.plan import DEFAULT_PRIVATE_LAYERS, PRIVATE_LAYERS, DpConfig
 from fedstyle_secure.transport.wire import pb
 from fedstyle_secure.validation import PositiveFinite, Probability, from_table, gt, one_of, validate_on_init
@@ -44,7 +44,7 @@ class FederationDpTable:
     epsilon: Annotated[float, gt(0)] | None = None  # NaN fails gt; inf means no DP
     delta: Probability | None = None  # and below 1/n for every artist's n artworks (checked by each artist)
     clip_norm: PositiveFinite | None = None
-    accountant: Annotated[str, one_of(ACCOUNTANTS)] | None = None
+    accountant: Annotated[str, one_of(BUDGET_ACCOUNTANTS)] | None = None
     noise_multiplier: PositiveFinite | None = None
     private_layers: Annotated[str, one_of(PRIVATE_LAYERS)] | None = None
 

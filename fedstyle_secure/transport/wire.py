@@ -13,6 +13,7 @@ import numpy as np
 from google.protobuf.message import Message as ProtoMessage
 
 from fedstyle_secure.federation.packing import Layout
+from fedstyle_secure.federation.rounds import FINAL, SETUP, TRAIN
 from fedstyle_secure.transport.codegen import ensure_generated
 
 ensure_generated()
@@ -28,6 +29,14 @@ PHASE_METADATA = "fedstyle-phase"  # ... and the phase; checked before the serve
 ALLOWED_DTYPES: tuple[str, ...] = ("float32", "float64")
 DEFAULT_CHUNK_BYTES = 256 * 1024
 NONCE_BYTES = 16
+
+WIRE_ROUND_KINDS: dict[str, pb.RoundKind] = {
+    SETUP: pb.ROUND_KIND_SETUP,
+    TRAIN: pb.ROUND_KIND_TRAIN,
+    FINAL: pb.ROUND_KIND_FINAL,
+}
+"""A round kind of :mod:`fedstyle_secure.federation.rounds` as ``RoundPlan.kind`` carries it."""
+ROUND_KINDS_OF_WIRE: dict[int, str] = {wire: kind for kind, wire in WIRE_ROUND_KINDS.items()}
 
 
 class WireError(ValueError):

@@ -78,7 +78,7 @@ from fedstyle_secure.privacy.accounting import (
     remember_epsilons,
 )
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
-from fedstyle_secure.privacy.calibration import validate_delta
+from fedstyle_secure.privacy.calibration import artist_delta
 from fedstyle_secure.privacy.jsonio import read_json
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mechanism, SampledGaussian
 from fedstyle_secure.privacy.plan import DpConfig, DpPlan, new_ledger, plan_participation
@@ -226,20 +226,32 @@ class ArtistPrivacy:
         dp, releases = announced
         n = client.n_train
         try:
-            own_rule = dataclasses.replace(
-                dp, min_training_artworks=config.min_training_artworks
-            )  # the artist's own choice
+            delta = artist_delta(dp.delta, config.budget_delta, n)
+        except PrivacyError as exc:
+            raise ConfigError(f"client.budget_delta: {exc}") from exc
+        if dp.delta is not None and delta < dp.delta:
+            log.warning(
+                "%s: the federation's delta %.3g is above this artist's own; using %.3g",
+                keys.artist_id,
+                dp.delta,
+                delta,
+            )
+        try:  # the artist's own delta and portfolio-size rule
+            own_rule = dataclasses.replace(dp, delta=delta, min_training_artworks=config.min_training_artworks)
             plan_dp = plan_apart if config.compact_memory else plan_participation
             dp_plan = plan_dp(own_rule, n, client.config, plan.total_rounds, releases)
         except PrivacyError as exc:
-            field_name = "federation.delta" if dp.delta is not None and dp.delta >= 1.0 / n else "federation DP plan"
-            return cls(
+            log.error(
+                "%s: the federation's DP plan is unusable for this artist's %d artworks: %s", keys.artist_id, n, exc
+            )
+            return cls(  # what the server is told names no number of artworks: the reports commit to n
                 keys,
                 client,
                 announced,
-                refusal=f"{field_name} (announced by the server) is unusable for this artist's {n} artworks: {exc}",
+                refusal="the federation's DP plan (announced by the server) is unusable for "
+                "this artist (the reason is in the artist's log)",
             )
-        budget = _budget(config, dp, dp_plan, n)
+        budget = _budget(config, dp, dp_plan)
         privacy = cls(keys, client, announced, store=ArtistStateStore(config.state_dir))
         privacy._restore(dp_plan, budget, n)
         reports_dir = config.reports_dir or config.state_dir / "reports"
@@ -521,12 +533,7 @@ def _charge(phase: str) -> str:
     return RELEASE if phase == "publish" else TRAINING
 
 
-def _budget(config: ClientConfig, dp: DpConfig, plan: DpPlan, n: int) -> PrivacyBudget:
-    """The artist's own budget: ``client.budget_*`` or, if absent, the federation's target."""
-    epsilon = dp.epsilon if config.budget_epsilon is None else config.budget_epsilon
-    delta = plan.delta if config.budget_delta is None else config.budget_delta
-    try:
-        validate_delta(delta, n)
-    except PrivacyError as exc:
-        raise ConfigError(f"client.budget_delta: {exc}") from exc
-    return PrivacyBudget(epsilon, delta)
+def _budget(config: ClientConfig, dp: DpConfig, plan: DpPlan) -> PrivacyBudget:
+    """The artist's own budget: epsilon ``client.budget_epsilon`` or, if absent, the federation's
+    target; delta the plan's (:func:`~fedstyle_secure.privacy.calibration.artist_delta`)."""
+    return PrivacyBudget(dp.epsilon if config.budget_epsilon is None else config.budget_epsilon, plan.delta)

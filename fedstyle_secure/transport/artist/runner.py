@@ -26,7 +26,8 @@ from fedstyle_secure.federation.client import Broadcast, Publication, StyleClien
 from fedstyle_secure.federation.coordinator import phases_of_mode
 from fedstyle_secure.federation.packing import Layout, pack_as
 from fedstyle_secure.federation.round_layout import round_layout
-from fedstyle_secure.federation.strategy import algorithm_spec
+from fedstyle_secure.federation.rounds import SETUP_ROUND_ID, round_kind
+from fedstyle_secure.federation.strategy import FEATURE_MOMENT_RANGE, STD_FLOOR, algorithm_spec
 from fedstyle_secure.memory import call_in_fresh_process, memory_use_mb, return_freed_memory
 from fedstyle_secure.models.factory import StyleModel
 from fedstyle_secure.models.inputs import (
@@ -49,7 +50,7 @@ from fedstyle_secure.transport.artist.state import FirstPlanPin
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.dp_config import announced_dp
 from fedstyle_secure.transport.federation_model import public_bank, starting_model
-from fedstyle_secure.transport.wire import pb, vector_payload
+from fedstyle_secure.transport.wire import ROUND_KINDS_OF_WIRE, pb, vector_payload
 
 log = logging.getLogger(__name__)
 PLAN_WAIT_SECONDS = 5.0  # long poll for the next plan
@@ -204,6 +205,52 @@ def check_secure_mode(config: ClientConfig, plan: pb.RoundPlan, pinned: str | No
     return mode
 
 
+def check_round_kind(plan: pb.RoundPlan) -> str:
+    """The kind of ``plan``'s round by the run's round rules (:func:`~fedstyle_secure.federation.rounds.round_kind`);
+    raise :class:`ConfigError` if the plan announces another.
+
+    Threat model: a set-up round sums each artist's feature moments, which are the same every time
+    they are computed and carry no DP noise.  Every per-round guard (one CKKS decryption, one
+    unmasking, never an earlier round) holds within a round id, so a server announcing the set-up
+    round again under a later round id, without the victim, would read the victim's moments from
+    the difference of the two sums.  The artist sums moments only in round
+    :data:`~fedstyle_secure.federation.rounds.SETUP_ROUND_ID`, which its guards never let it enter twice."""
+    expected = round_kind(plan.round_id, plan.total_rounds)
+    announced = ROUND_KINDS_OF_WIRE.get(plan.kind, f"unknown ({plan.kind})")
+    if announced != expected:
+        raise ConfigError(
+            f"round {plan.round_id}: the plan announces a {announced} round, but round {plan.round_id} of a run of "
+            f"{plan.total_rounds} training rounds is a {expected} round; refused (set-up moments are summed "
+            f"only in round {SETUP_ROUND_ID}: a second set-up round could be differenced with the first)"
+        )
+    return expected
+
+
+def checked_standardisation(
+    standardisation: tuple[np.ndarray, np.ndarray], private: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """A broadcast's feature standardisation (mean, std), if this artist may apply it; else raise
+    :class:`ConfigError`.  Under DP (``private``) none is accepted: the inputs keep the public-set
+    statistics every party computes itself, because a server-chosen std (a tiny one on a feature
+    one candidate artwork stands out in) could overflow a forward pass on that artwork alone.
+    Otherwise both must be finite, the mean inside the set-up round's value range and the std at
+    least the floor the server's own :func:`~fedstyle_secure.federation.strategy.standardisation_from_sums` keeps."""
+    if private:
+        raise ConfigError(
+            "the broadcast carries a feature standardisation, but under DP the inputs are standardised with "
+            "public-set statistics only (no set-up round); refused"
+        )
+    mean, std = standardisation
+    low, high = FEATURE_MOMENT_RANGE
+    honest = mean.shape == std.shape and np.all((mean >= low) & (mean <= high))  # NaN fails both comparisons
+    if not (honest and np.all(np.isfinite(std)) and np.all(std >= STD_FLOOR)):
+        raise ConfigError(
+            f"the broadcast's feature standardisation is not one a set-up round gives (one shape, finite, mean in "
+            f"[{low:g}, {high:g}], std >= {STD_FLOOR:g}); refused"
+        )
+    return mean, std
+
+
 @dataclass
 class ArtistRunner:
     """Acts on each plan exactly once; all model work is :class:`StyleClient`'s."""
@@ -235,6 +282,7 @@ class ArtistRunner:
             return
         if self.privacy is not None and not self.privacy.admit(session, plan):
             return  # retired (the server was told why) or sitting out a phase it must not be charged for
+        check_round_kind(plan)
         attempt = plan.attempt if plan.phase == "decrypt" else 0
         key = (plan.round_id, plan.phase, plan.masking.session_id, attempt)  # session_id 0 outside masking phases
         if key not in self.sent:
@@ -273,8 +321,7 @@ class ArtistRunner:
         """The round's contribution packed in the layout the plan prescribes (the server computes
         the same layout and refuses any other)."""
         assert self.client is not None
-        kinds = {pb.ROUND_KIND_SETUP: "setup", pb.ROUND_KIND_TRAIN: "train", pb.ROUND_KIND_FINAL: "final"}
-        layout = round_layout(self.client.spec, self.client.shape(), kinds[plan.kind])
+        layout = round_layout(self.client.spec, self.client.shape(), ROUND_KINDS_OF_WIRE[plan.kind])
         if layout is None:
             raise TransportError(
                 f"round {plan.round_id}: algorithm {plan.algorithm!r} sums nothing, "
@@ -305,7 +352,7 @@ class ArtistRunner:
         limit = broadcast_limit(self.client.shape(), len(session.roster))
         broadcast, standardisation = session.broadcast(round_id, max_bytes=limit)
         if standardisation is not None and not self.standardised:
-            self.client.set_standardisation(*standardisation)
+            self.client.set_standardisation(*checked_standardisation(standardisation, self.client.dp is not None))
             self.standardised = True
         return broadcast
 

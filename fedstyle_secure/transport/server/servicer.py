@@ -51,6 +51,7 @@ from fedstyle_secure.transport.server.report_intake import accept_report, regist
 from fedstyle_secure.transport.server.store import NonFiniteState, Snapshot, StateStore, require_finite_state
 from fedstyle_secure.transport.server.upload_limits import expected_layout, payload_limit
 from fedstyle_secure.transport.wire import (
+    WIRE_ROUND_KINDS,
     PayloadTooLarge,
     WireError,
     chunk_payload,
@@ -242,10 +243,9 @@ class FederationServicer(pb_grpc.FederationServicer):
     def _plan_message(self) -> pb.RoundPlan:
         c = self.coordinator
         plan = c.plan()
-        kinds = {"setup": pb.ROUND_KIND_SETUP, "train": pb.ROUND_KIND_TRAIN, "final": pb.ROUND_KIND_FINAL}
         return pb.RoundPlan(
             round_id=plan.round_id,
-            kind=kinds[plan.kind],
+            kind=WIRE_ROUND_KINDS[plan.kind],
             algorithm=c.schedule.algorithm,
             secure_mode=c.schedule.secure_mode,
             phase_deadline_unix=plan.phase_deadline,

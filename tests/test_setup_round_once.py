@@ -1,0 +1,129 @@
+"""A dishonest server announcing the set-up round again under a later round id.
+
+The set-up round sums each artist's feature moments (per-feature mean and mean square of its
+artworks, and a count of 1): the same values every time they are computed, with no DP noise.
+Every artist-side guard -- one CKKS decryption per round, one unmasking per round, never an earlier
+round -- holds within a round id.  So before the defence a server could run the set-up round as
+round 0 with every artist and again as round 1 without the victim (a "retirement"), and read the
+victim's exact moments from the difference of the two sums; the red-team review of 2026-11-30
+played it through the real ``CkksClient`` and ``MaskingClient`` and recovered them to 1e-5.
+
+Here the REAL :class:`~fedstyle_secure.transport.artist.runner.ArtistRunner` with real key files,
+real TenSEAL encryption and the real masking client acts on the server's plans.  Named fakes: the
+artist's end of the wire (:class:`RecordingWire`, which records every call and answers nothing)
+and the artist's model (:class:`FakeMoments`, whose only method the set-up round calls is the real
+:func:`~fedstyle_secure.federation.strategy.feature_moments` of fixed features).  Fails without
+``check_round_kind`` in ``ArtistRunner.act``: the artist contributes to the second set-up round.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pytest
+
+from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.federation.client import StyleClient
+from fedstyle_secure.federation.masking_session import session_id
+from fedstyle_secure.federation.round_layout import FederationShape, round_value_range
+from fedstyle_secure.federation.strategy import algorithm_spec, feature_moments
+from fedstyle_secure.secure.keys.keystore import load_artist_keys
+from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
+from fedstyle_secure.transport.artist.channel import ArtistSession
+from fedstyle_secure.transport.artist.runner import ArtistRunner, check_round_kind
+from fedstyle_secure.transport.config import ClientConfig
+from fedstyle_secure.transport.wire import pb
+from tests.servers import ARTISTS
+
+FEATURE_DIM = 16
+TOTAL_ROUNDS = 3
+ARTIST = ARTISTS[0]
+
+
+class FakeMoments:
+    """Fake (named): the artist's model, reduced to what a set-up round asks of it."""
+
+    spec = algorithm_spec("fedstyle")
+
+    def __init__(self, features: np.ndarray) -> None:
+        self.features = features
+
+    def shape(self) -> FederationShape:
+        return FederationShape(feature_dim=FEATURE_DIM, embedding_dim=8, public_count=4, model=None)
+
+    def feature_moments(self) -> dict[str, np.ndarray]:
+        return feature_moments(self.features)
+
+
+class RecordingWire:
+    """Fake (named): the artist's end of the channel; records the name of every call it gets."""
+
+    def __init__(self) -> None:
+        self.artist_id, self.roster, self.calls = ARTIST, ARTISTS, list[str]()
+
+    def __getattr__(self, name: str) -> Any:
+        def record(*args: Any, **kwargs: Any) -> None:
+            self.calls.append(name)
+
+        return record
+
+
+def _setup_plan(round_id: int, mode: str) -> pb.RoundPlan:
+    low, high = round_value_range("setup")
+    plan = pb.RoundPlan(
+        round_id=round_id,
+        kind=pb.ROUND_KIND_SETUP,
+        secure_mode=mode,
+        phase="contribute" if mode == "ckks" else "advertise",
+        participants=list(ARTISTS),
+        total_rounds=TOTAL_ROUNDS,
+        value_low=low,
+        value_high=high,
+        quorum=2,
+    )
+    if mode == "secagg":
+        plan.masking.CopyFrom(
+            pb.MaskingParameters(session_id=session_id(round_id, 0x5EED), threshold=DEFAULT_THRESHOLD)
+        )
+    return plan
+
+
+@pytest.mark.parametrize("mode", ["ckks", "secagg"])
+def test_an_artist_sums_its_feature_moments_in_round_zero_only(keys: Path, tmp_path: Path, mode: str) -> None:
+    features = np.random.default_rng(3).normal(0.5, 0.2, (9, FEATURE_DIM)).astype(np.float32)
+    runner = ArtistRunner(
+        ClientConfig(keys=keys, data=tmp_path, artist=ARTIST),
+        load_artist_keys(keys, ARTIST),
+        client=cast(StyleClient, FakeMoments(features)),
+    )
+    wire = RecordingWire()
+    runner.act(cast(ArtistSession, wire), _setup_plan(0, mode))  # the set-up round: the artist takes part
+    assert wire.calls == (["upload"] if mode == "ckks" else ["send_masking"])
+    wire.calls.clear()
+    with pytest.raises(ConfigError, match="round 1: the plan announces a setup round, but round 1 .* is a train round"):
+        runner.act(cast(ArtistSession, wire), _setup_plan(1, mode))
+    assert wire.calls == []  # nothing computed into, or sent for, the second set-up round
+
+
+@pytest.mark.parametrize(
+    ("round_id", "kind", "refused"),
+    [
+        (0, pb.ROUND_KIND_SETUP, False),
+        (1, pb.ROUND_KIND_TRAIN, False),
+        (TOTAL_ROUNDS, pb.ROUND_KIND_TRAIN, False),
+        (TOTAL_ROUNDS + 1, pb.ROUND_KIND_FINAL, False),
+        (TOTAL_ROUNDS + 1, pb.ROUND_KIND_SETUP, True),
+        (2, pb.ROUND_KIND_FINAL, True),
+        (0, pb.ROUND_KIND_TRAIN, True),
+        (1, pb.ROUND_KIND_UNSPECIFIED, True),
+    ],
+)
+def test_a_plan_round_kind_must_be_the_one_the_round_rules_give(round_id: int, kind: int, refused: bool) -> None:
+    plan = pb.RoundPlan(round_id=round_id, kind=cast(pb.RoundKind, kind), total_rounds=TOTAL_ROUNDS)
+    if refused:
+        with pytest.raises(ConfigError, match=f"round {round_id}: the plan announces a"):
+            check_round_kind(plan)
+    else:
+        assert pb.RoundKind.Name(kind).removeprefix("ROUND_KIND_").lower() == check_round_kind(plan)
