@@ -375,6 +375,41 @@ def team_clean(tmp_path_factory: pytest.TempPathFactory, key_set: Path) -> Path:
     return root
 
 
+def _team_run(root: Path, key_set: Path, sigma: float, run_id: str) -> Path:
+    """One run's reports folder, every artist's rounds signed for ``run_id`` by the real ReportWriter."""
+    writer = ReportWriter(root, TEAM, {a: load_artist_keys(key_set, a).identity_key for a in TEAM}, run_id=run_id)
+    for artist in TEAM:
+        ledger = BudgetLedger(PrivacyBudget(epsilon=8.0, delta=1e-5), dataset_size=500)
+        for round_id in range(TEAM_ROUNDS + 1):
+            ledger.record([GaussianRelease(1.0, sigma, round_id, "style-prototype")])
+            writer.write(artist, ledger, round_id, noise_source=SECURE_NOISE_SOURCE, final_round=TEAM_ROUNDS)
+    return root
+
+
+def test_the_reports_of_another_run_are_flagged_once_the_run_is_named(
+    tmp_path: Path, key_set: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The replay (red-team review of 2026-11-30): the same key set ran twice, run A spending little and
+    run B much; the server hands the auditor of run B the reports of run A.  Both folders are clean
+    on their own -- signatures, budgets, completeness -- so only the run id every report signs tells
+    them apart: with ``--run-id`` of run B every report of A is flagged, and A's rounds spliced into
+    B's folder are flagged even without it (fails without the run id in reports)."""
+    run_a, run_b = "a" * 32, "b" * 32
+    folder_a = _team_run(tmp_path / "a", key_set, sigma=20.0, run_id=run_a)
+    folder_b = _team_run(tmp_path / "b", key_set, sigma=2.0, run_id=run_b)
+    status, replayed = keyed(folder_a, key_set, capsys)
+    assert status == 0 and replayed["run_ids"] == [run_a]  # clean on its own: the replay is well formed
+    status, replayed = keyed(folder_a, key_set, capsys, "--run-id", run_b)
+    assert status == 1
+    assert {code for codes_ in row_codes(replayed).values() for code in codes_} == {"other_run"}
+    assert keyed(folder_b, key_set, capsys, "--run-id", run_b)[0] == 0
+    shutil.copy(report_path(folder_a, "alice", 0), report_path(folder_b, "alice", 0))  # a spliced folder
+    status, spliced = keyed(folder_b, key_set, capsys)
+    assert status == 1 and row_codes(spliced)[("alice", 1)] >= {"run_changed"}
+    assert main(["audit", str(folder_b), "--keys", str(key_set), "--run-id", "B"]) == 2
+    assert "--run-id: 'B' is not a run id" in capsys.readouterr().err
+
+
 @pytest.fixture
 def team(team_clean: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(team_clean, tmp_path / "reports"))

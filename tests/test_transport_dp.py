@@ -111,6 +111,7 @@ def test_dp_federation_reports_every_round_and_audits_clean(tmp_path, data, caps
         final = json.loads((work / "reports" / artist / ROUND_REPORTS[-1]).read_text())
         assert final["epsilon"]["prv"] == pytest.approx(ledger.epsilon_spent)
         assert final["noise_source"] == SECURE_NOISE_SOURCE and final["final_round"] == 2
+        assert final["run_id"] == coordinator.run_id == stored_state.run_id  # announced, pinned, signed
         own = json.loads((artist_dirs(work, artist)[1] / artist / ROUND_REPORTS[-1]).read_text())
         assert opened_dataset_size(own) == ledger.dataset_size and redacted_report(own) == final  # n stayed there
     server_files = [p for p in [*work.glob("server.sqlite*"), *(work / "reports").rglob("*")] if p.is_file()]
@@ -119,6 +120,7 @@ def test_dp_federation_reports_every_round_and_audits_clean(tmp_path, data, caps
     assert main(["audit", str(work / "reports"), "--keys", str(work / "keys")]) == 0
     own = str(artist_dirs(work, ARTISTS[0])[1])  # an artist audits its own copies
     assert main(["audit", own, "--keys", str(work / "keys"), "--artists", ARTISTS[0]]) == 0
+    assert main(["audit", str(work / "reports"), "--keys", str(work / "keys"), "--run-id", coordinator.run_id]) == 0
     # the server deleting reports of this real run is flagged (issue 10, item 7)
     gaps = shutil.copytree(work / "reports", tmp_path / "gaps")
     (gaps / ARTISTS[1] / ROUND_REPORTS[1]).unlink()

@@ -29,6 +29,8 @@ from fedstyle_secure.transport.wire import pb
 from tests.fakes import Clock
 from tests.servers import ARTISTS, connect, refused, start
 
+RUN = "0123456789abcdef0123456789abcdef"  # a run id
+
 F = STYLE_FEATURE_DIM  # the set-up round's feature width in the server's plan
 
 
@@ -178,15 +180,15 @@ def test_the_store_refuses_nan_and_keeps_the_last_good_snapshot(tmp_path):
 
     store = StateStore(tmp_path / "server.sqlite")
     standardisation = (np.zeros(5, np.float32), np.ones(5, np.float32))
-    good = Snapshot(initial_state(3, 4, np.zeros(6, np.float32)), standardisation, {}, ARTISTS, "fedstyle")
+    good = Snapshot(initial_state(3, 4, np.zeros(6, np.float32)), standardisation, {}, ARTISTS, "fedstyle", RUN)
     store.save(good)
     nan_and_inf = (np.full(5, np.nan, np.float32), np.full(5, np.inf, np.float32))
-    poisoned = Snapshot(good.state, nan_and_inf, {}, ARTISTS, "fedstyle")
+    poisoned = Snapshot(good.state, nan_and_inf, {}, ARTISTS, "fedstyle", RUN)
     with pytest.raises(ValueError, match="feature_mean contains 5 NaN or infinite value"):
         store.save(poisoned)
     bad_params = initial_state(3, 4, np.array([0, 1, np.inf, 0, 0, 0], np.float32))
     with pytest.raises(ValueError, match="params contains 1 NaN or infinite value"):
-        store.save(Snapshot(bad_params, None, {}, ARTISTS, "fedstyle"))
+        store.save(Snapshot(bad_params, None, {}, ARTISTS, "fedstyle", RUN))
     loaded = store.load()
     assert loaded is not None and loaded.standardisation is not None and loaded.state.params is not None
     np.testing.assert_array_equal(loaded.standardisation[1], np.ones(5, np.float32))
@@ -203,14 +205,14 @@ def test_the_store_resumes_the_server_optimizer_and_refuses_non_finite_moments(t
     state = initial_state(3, 4, np.zeros(6, np.float32))
     assert state.params is not None
     state.params, state.moments = server_step(state.params, np.ones(6), None, ServerOptimizer("adam", lr=0.1))
-    store.save(Snapshot(state, None, {}, ARTISTS, "fedstyle"))
+    store.save(Snapshot(state, None, {}, ARTISTS, "fedstyle", RUN))
     loaded = store.load()
     assert loaded is not None and loaded.state.moments is not None and state.moments is not None
     for saved, kept in zip(state.moments, loaded.state.moments):
         np.testing.assert_array_equal(saved, kept)
     state.moments = (state.moments[0], np.full(6, np.nan))
     with pytest.raises(ValueError, match="optimizer_second_moment contains 6 NaN or infinite value"):
-        store.save(Snapshot(state, None, {}, ARTISTS, "fedstyle"))
+        store.save(Snapshot(state, None, {}, ARTISTS, "fedstyle", RUN))
     last_good = store.load()
     assert last_good is not None and last_good.state.moments is not None
     assert np.all(np.isfinite(last_good.state.moments[1]))
@@ -227,7 +229,7 @@ def test_a_poisoned_database_is_never_resumed_from(tmp_path):
 
     store = StateStore(tmp_path / "server.sqlite")
     standardisation = (np.zeros(5, np.float32), np.ones(5, np.float32))
-    store.save(Snapshot(initial_state(3, 4, None), standardisation, {}, ARTISTS, "fedstyle"))
+    store.save(Snapshot(initial_state(3, 4, None), standardisation, {}, ARTISTS, "fedstyle", RUN))
     with sqlite3.connect(store.path) as db:  # what the unguarded store wrote after 'clients = -2'
         db.execute("UPDATE state SET value = ? WHERE key = 'feature_std'", (npy_bytes(np.full(5, np.inf, np.float32)),))
     with pytest.raises(ConfigError, match="saved state is unusable: feature_std contains 5 NaN or infinite"):
@@ -244,7 +246,10 @@ def test_state_the_store_refuses_stops_the_run_and_is_never_broadcast(served):
         served.running.servicer._changed()
     assert served.coordinator.finished
     assert "state refused by the store: feature_mean contains" in served.coordinator.failed
-    assert StateStore(served.config.state_db).load() is None
+    saved = StateStore(served.config.state_db).load()
+    assert (
+        saved is not None and saved.standardisation is None
+    )  # only the run's start was stored, never the refused state
     broadcast = served.sessions["artist_a"].broadcast
     refused(lambda: broadcast(0), grpc.StatusCode.ABORTED, "no broadcast: feature_mean contains")
     assert "state refused by the store" in served.sessions["artist_a"].plan().failure

@@ -46,7 +46,7 @@ from fedstyle_secure.privacy.audit import (
 )
 from fedstyle_secure.privacy.jsonio import read_json
 from fedstyle_secure.privacy.report_store import MANIFEST_NAME, load_report_manifest, manifest_candidates, report_files
-from fedstyle_secure.privacy.reports import public_key_to_text
+from fedstyle_secure.privacy.reports import is_run_id, public_key_to_text
 from fedstyle_secure.secure.keys.keystore import load_identity_keys
 
 TABLE_COLUMNS = ("artist", "round", "accountant", "claimed eps", "RDP (dp_acc)", "PLD (dp_acc)", "status")
@@ -113,6 +113,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="T",
         default=DEFAULT_TOLERANCE,
         help="flag a claim below recomputed * (1 - TOLERANCE) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--run-id",
+        metavar="HEX",
+        help="the audited run's id (32 hex digits, as an artist logged or reported it): flags reports signed for "
+        "another run, e.g. an earlier run of the same key set handed over for this one",
     )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
     _add_empirical_arguments(parser.add_argument_group("empirical audit (--empirical)"))
@@ -184,9 +190,16 @@ def run(args: argparse.Namespace) -> int:
         identities_verified=args.keys is not None,
         accept_unverified=args.trust_manifest,
         folder_manifest=manifest if args.keys is not None else None,
+        run_id=_run_id(args.run_id),
     )
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_table(result))
     return 0 if result.clean else 1
+
+
+def _run_id(text: str | None) -> str | None:
+    if text is not None and not is_run_id(text):
+        raise ConfigError(f"--run-id: {text[:80]!r} is not a run id (32 lowercase hex digits)")
+    return text
 
 
 def _key_set_manifest(keys_dir: Path) -> dict[str, Any]:
@@ -259,7 +272,11 @@ def format_table(result: AuditResult) -> str:
         if result.identities_verified
         else f"WARNING: {UNVERIFIED_MESSAGE.upper()}"
     )
-    footer = f"privacy unit: one artwork (record-level); epsilons at each report's delta; {verdict}\n{identities}"
+    runs = ", ".join(run or "(none)" for run in result.run_ids) or "-"
+    footer = (
+        f"privacy unit: one artwork (record-level); epsilons at each report's delta; {verdict}\n{identities}\n"
+        f"signed for run(s): {runs}"
+    )
     return "\n\n".join(part for part in (render_table(TABLE_COLUMNS, rows), "\n".join(findings), footer) if part)
 
 

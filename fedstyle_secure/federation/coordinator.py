@@ -58,6 +58,7 @@ from fedstyle_secure.federation.sum_checks import (
     checked_standardisation,
     decode_tolerance,
 )
+from fedstyle_secure.privacy.reports import new_run_id
 from fedstyle_secure.secure.api import PlainSummation
 from fedstyle_secure.secure.ckks.decryption import Attempt, ContributionCollector, SignedContribution, layout_bytes
 from fedstyle_secure.secure.ckks.primitives import CkksContext
@@ -216,6 +217,7 @@ class Coordinator:
     tag_source: Callable[[], int] = random_tag
     standardisation: tuple[np.ndarray, np.ndarray] | None = None
     reports: dict[str, int] = field(default_factory=dict)
+    run_id: str = field(default_factory=new_run_id)  # announced in every plan, signed into every epsilon report
     failed: str | None = None
     last_error: str = ""
     attempt: int = 0

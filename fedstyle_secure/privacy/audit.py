@@ -10,9 +10,12 @@ within the budget; and the claimed epsilon against an INDEPENDENT recomputation 
 (:mod:`fedstyle_secure.privacy.recompute`). Checks across one artist's reports: one report
 per round, epsilon never decreasing, the mechanism history only ever extended, the budget
 never changed, one ledger throughout (its creation time: reports of two runs spliced together
-are caught), and every charge first reported in its own round's report (a charge of an
-earlier round, made after that round was reported, was in no report in time); per report, no
-round past the signed ``final_round``.
+are caught), one run id throughout, and every charge first reported in its own round's report (a
+charge of an earlier round, made after that round was reported, was in no report in time); per
+report, no round past the signed ``final_round``, and, when the auditor names the run
+(``run_id``), the report's signed run id is that run's: a server cannot hand over the reports of
+another run of the same key set.  The run id is the server's, pinned by every artist at its first
+plan: take it from an artist (its log, its own reports), not from the server, to catch a replay.
 
 Checks of the run (completeness), per artist of the roster: it has reports; every round its
 latest report charges a mechanism to has a report; its reports reach the run's final
@@ -88,6 +91,8 @@ EPSILON_DECREASING = "epsilon_decreasing"
 HISTORY_REWRITTEN = "history_rewritten"
 BUDGET_CHANGED = "budget_changed"
 LEDGER_CHANGED = "ledger_changed"
+RUN_CHANGED = "run_changed"
+OTHER_RUN = "other_run"
 NOISE_NOT_SECURE = "noise_not_secure"
 # run-level findings (completeness and identities)
 IDENTITIES_UNVERIFIED = "identities_unverified"
@@ -165,6 +170,7 @@ class AuditResult:
     findings: tuple[Finding, ...] = ()
     roster: tuple[str, ...] = ()
     identities_verified: bool = True
+    run_ids: tuple[str, ...] = ()  # the run ids the reports are signed for ("" = none), sorted
 
     @property
     def clean(self) -> bool:
@@ -176,6 +182,7 @@ class AuditResult:
             "tolerance": self.tolerance,
             "identities_verified": self.identities_verified,
             "roster": list(self.roster),
+            "run_ids": list(self.run_ids),
             "findings": [{"artist": f.artist, "code": f.code, "message": f.message} for f in self.findings],
             "reports": [report.to_dict() for report in self.reports],
         }
@@ -193,6 +200,7 @@ def audit_reports(
     identities_verified: bool = True,
     accept_unverified: bool = False,
     folder_manifest: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
 ) -> AuditResult:
     """Audit ``reports`` against the artists' keys in ``trusted`` (manifest format
     ``{"artists": {id: {"public_key": ...}}}``; ``None``: no keys known).
@@ -200,11 +208,15 @@ def audit_reports(
     ``roster``: the artists expected to report (default: those of ``trusted``);
     ``identities_verified=False`` (the keys came from the audited folder itself) is a finding
     unless ``accept_unverified``; ``folder_manifest``: the manifest found in the audited folder,
-    flagged where it disagrees with ``trusted``."""
+    flagged where it disagrees with ``trusted``; ``run_id``: the audited run's id, flagged on every
+    report signed for another run or for none."""
     if not (0.0 <= tolerance < 1.0):
         raise PrivacyError(f"audit tolerance must be in [0, 1), got {tolerance!r}")
     keys = (trusted or {}).get("artists", {})
     audits = [_audit_one(report, keys, tolerance) for report in reports]
+    if run_id is not None:
+        for audit, loaded in zip(audits, reports):
+            _check_run(audit, loaded.data, run_id)
     by_artist: dict[str, list[_Entry]] = defaultdict(list)
     for audit, loaded in zip(audits, reports):
         if audit.round_id is not None:  # schema-valid, so its fields can be compared
@@ -216,7 +228,8 @@ def audit_reports(
     expected = tuple(keys) if roster is None else tuple(roster)
     findings = [] if identities_verified or accept_unverified else [Finding(IDENTITIES_UNVERIFIED, UNVERIFIED_MESSAGE)]
     findings += _manifest_mismatches(folder_manifest, keys) + _completeness(by_artist, expected)
-    return AuditResult(tuple(audits), tolerance, tuple(findings), expected, identities_verified)
+    runs = sorted({str(data.get("run_id", "")) for entries in by_artist.values() for _, data in entries})
+    return AuditResult(tuple(audits), tolerance, tuple(findings), expected, identities_verified, tuple(runs))
 
 
 def _manifest_mismatches(folder_manifest: Mapping[str, Any] | None, trusted: Mapping[str, Any]) -> list[Finding]:
@@ -295,6 +308,13 @@ def _audit_one(loaded: LoadedReport, keys: Mapping[str, Any], tolerance: float) 
     _check_schedule(audit, report)
     _check_recomputation(audit, report, history, tolerance)
     return audit
+
+
+def _check_run(audit: ReportAudit, report: Mapping[str, Any], run_id: str) -> None:
+    """A report signed for another run than the audited one (or for none): another run's reports
+    handed over for this one, by whoever wrote the folder."""
+    if audit.round_id is not None and report.get("run_id") != run_id:
+        audit.flag(OTHER_RUN, f"signed for run {report.get('run_id')!r}, not the audited run {run_id!r}")
 
 
 def _check_schedule(audit: ReportAudit, report: Mapping[str, Any]) -> None:
@@ -432,6 +452,12 @@ def _compare_rounds(earlier: _Entry, later: _Entry) -> None:
         )
     if new["budget"] != old["budget"] or new["delta"] != old["delta"]:
         audit.flag(BUDGET_CHANGED, f"budget or delta differs from round {first.round_id}")
+    if new.get("run_id") != old.get("run_id"):
+        audit.flag(
+            RUN_CHANGED,
+            f"signed for run {new.get('run_id')!r}, round {first.round_id}'s for run {old.get('run_id')!r}: "
+            "reports of two runs spliced together",
+        )
     if new["ledger_created_at"] != old["ledger_created_at"]:
         audit.flag(
             LEDGER_CHANGED,

@@ -60,6 +60,8 @@ DATASET_SIZE_OPENING = "dataset_size_opening"  # the artist's copy only; outside
 UNSIGNED_FIELDS: tuple[str, ...] = (SIGNATURE_FIELD, DATASET_SIZE_OPENING)
 COMMITMENT_DOMAIN = b"fedstyle-epsilon-report/dataset-size/1\0"
 SALT_BYTES = 32
+RUN_ID_BYTES = 16
+"""A run id is this many bytes from the OS CSPRNG, written as lowercase hex (32 digits)."""
 REPORTED_PACKAGES: tuple[str, ...] = ("torch", "opacus", "dp-accounting", "fedstyle-secure")
 
 
@@ -78,6 +80,16 @@ def software_versions(packages: Iterable[str] = REPORTED_PACKAGES) -> dict[str, 
 DEFAULT_REPORTED_ACCOUNTANTS: tuple[str, ...] = ("rdp",)
 
 
+def new_run_id() -> str:
+    """A fresh run id: :data:`RUN_ID_BYTES` bytes from the OS CSPRNG, as hex."""
+    return os.urandom(RUN_ID_BYTES).hex()
+
+
+def is_run_id(text: str) -> bool:
+    """Whether ``text`` has the form of a run id (:func:`new_run_id`)."""
+    return len(text) == 2 * RUN_ID_BYTES and all(c in "0123456789abcdef" for c in text)
+
+
 def reported_accountants(ledger_accountant: str, accountants: Iterable[str] | None = None) -> list[str]:
     """The accountants whose epsilon a report states: the ledger's own first, then ``accountants``
     (default :data:`DEFAULT_REPORTED_ACCOUNTANTS`)."""
@@ -92,6 +104,7 @@ def build_report(
     round_id: int,
     noise_source: str,
     final_round: int | None = None,
+    run_id: str | None = None,
     accountants: Iterable[str] | None = None,
     issued_at: str | None = None,
 ) -> dict[str, Any]:
@@ -99,13 +112,17 @@ def build_report(
 
     ``noise_source`` names where the DP noise and Poisson sampling came from (see
     :mod:`fedstyle_secure.randomness`; the audit flags any source but a CSPRNG);
-    ``final_round`` is the round of the run's final publication, the last report the audit expects.
+    ``final_round`` is the round of the run's final publication, the last report the audit expects;
+    ``run_id`` the run's id (:func:`new_run_id`; the networked artist's is the one it pinned at its
+    first plan), which lets an audit tell one run's reports from another's.
     ``accountants`` lists every accountant whose epsilon is reported; the ledger's own
     accountant (the one enforcing the budget) always comes first. Default: it plus ``"rdp"``.
     """
     delta = ledger.budget.delta
     names = reported_accountants(ledger.accountant, accountants)
-    optional = {} if final_round is None else {"final_round": final_round}
+    optional: dict[str, Any] = {} if final_round is None else {"final_round": final_round}
+    if run_id is not None:
+        optional["run_id"] = run_id
     salt = os.urandom(SALT_BYTES)
     return {
         "format": REPORT_FORMAT,

@@ -59,8 +59,9 @@ Threat model (CKKS mode; ``docs/secure_ckks_keys.md`` has the full table):
   stall a round (denial of service).  **Not guaranteed**: combinations of two or more artists'
   vectors (e.g. the sum of the two committee members' vectors, from a faked abort and a retry
   without them, or from two nested sets of one attempt decrypted by disjoint committees), so a
-  contributor's signed floor bounds each decrypted sum that holds it, not the difference of two; artists whose process restarted mid-round without a ``client.state_dir`` (the
-  transport keeps the guard there, ``ckks-guard.sqlite``; otherwise it lives in memory); and
+  contributor's signed floor bounds each decrypted sum that holds it, not the difference of two;
+  artists whose process restarted mid-round without a ``client.state_dir`` (the transport keeps
+  the guard there, ``ckks-guard.sqlite``; otherwise it lives in memory); and
   across two runs with the same key set and round ids, a server can replay the first run's
   signed contributions (use one key set per federation).
 * **Server + one artist**, or **one curious committee member**: every artist holds the secret key,

@@ -255,7 +255,9 @@ class ArtistPrivacy:
         privacy = cls(keys, client, announced, store=ArtistStateStore(config.state_dir))
         privacy._restore(dp_plan, budget, n)
         reports_dir = config.reports_dir or config.state_dir / "reports"
-        privacy.writer = ReportWriter(reports_dir, [keys.artist_id], {keys.artist_id: keys.identity_key})
+        privacy.writer = ReportWriter(
+            reports_dir, [keys.artist_id], {keys.artist_id: keys.identity_key}, run_id=plan.run_id or None
+        )
         if budget.epsilon < dp.epsilon:
             log.warning(
                 "%s: own budget epsilon=%.4g is below the federation's target %.4g; it will retire once a round "

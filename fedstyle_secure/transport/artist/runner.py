@@ -37,6 +37,7 @@ from fedstyle_secure.models.inputs import (
     build_input_bank,
     default_cache_dir,
 )
+from fedstyle_secure.privacy.reports import is_run_id
 from fedstyle_secure.randomness import CsprngNoise
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.secure.masking.config import MASKING_PHASES
@@ -158,6 +159,7 @@ def build_style_client(
                 "public_set": plan.public_set.name,
                 "private_layers": None if announced is None else announced[0].private_layers,
                 "secure_mode": plan.secure_mode,
+                "run_id": plan.run_id,
             }
         )
     build = build_artist_inputs_apart if config.compact_memory else build_artist_inputs
@@ -203,6 +205,23 @@ def check_secure_mode(config: ClientConfig, plan: pb.RoundPlan, pinned: str | No
             f"{pinned!r}; refused (a server switching modes mid-run could read this artist's contribution)"
         )
     return mode
+
+
+def check_run_id(plan: pb.RoundPlan, pinned: str | None) -> str:
+    """The plan's run id if this artist acts on it: well formed (or empty, from a server that names
+    none) and the one of the run's first plan (``pinned``); else raise :class:`ConfigError`.  The
+    artist signs it into every epsilon report, so a server cannot pass one run's reports off as
+    another's to an auditor who knows the run's id."""
+    if plan.run_id and not is_run_id(plan.run_id):
+        raise ConfigError(
+            f"round {plan.round_id}: the plan's run id {plan.run_id[:80]!r} is not 32 hex digits; refused"
+        )
+    if pinned is not None and plan.run_id != pinned:
+        raise ConfigError(
+            f"round {plan.round_id}: the plan announces run {plan.run_id!r}, but this artist's run is "
+            f"{pinned!r}; refused"
+        )
+    return plan.run_id
 
 
 def check_round_kind(plan: pb.RoundPlan) -> str:
@@ -266,6 +285,7 @@ class ArtistRunner:
     ckks: CkksClient | None = None
     privacy: ArtistPrivacy | None = None  # DP budget gate, durable ledger/results, reports (None: no DP)
     secure_mode: str | None = None  # the run's secure mode, pinned at its first plan (check_secure_mode)
+    run_id: str | None = None  # the run's id, pinned at its first plan (check_run_id)
 
     def act(self, session: ArtistSession, plan: pb.RoundPlan) -> None:
         """Send this plan's submission; after a reconnect the same (round, phase) resends the
@@ -273,6 +293,10 @@ class ArtistRunner:
         is redone for each attempt: every attempt's contribution set is checked anew.  A plan of
         another secure mode than the run's first is refused (:func:`check_secure_mode`)."""
         self.secure_mode = check_secure_mode(self.config, plan, self.secure_mode)
+        run_id = check_run_id(plan, self.run_id)
+        if self.run_id is None:  # what an auditor asks the artist for (`fedstyle audit --run-id`)
+            log.info("%s takes part in run %s", session.artist_id, run_id or "(unnamed by the server)")
+        self.run_id = run_id
         if self.client is None:
             self.client = build_style_client(self.config, session.artist_id, session.roster, plan)
             forget_decoded_public_sets()  # the public pixels are not needed again (26 MB for met)

@@ -37,6 +37,7 @@ from fedstyle_secure.federation.rejections import (
 from fedstyle_secure.federation.strategy import initial_state
 from fedstyle_secure.models.inputs import default_cache_dir
 from fedstyle_secure.models.params import get_flat_params
+from fedstyle_secure.privacy.reports import new_run_id
 from fedstyle_secure.retrieval.index import StyleIndex
 from fedstyle_secure.secure.keys import pki
 from fedstyle_secure.secure.keys.keystore import ServerKeys
@@ -187,7 +188,9 @@ class FederationServicer(pb_grpc.FederationServicer):
         key = (c.state.round, c.standardisation is not None)
         if key != self._saved_round:
             try:
-                self.store.save(Snapshot(c.state, c.standardisation, dict(c.reports), c.roster, c.schedule.algorithm))
+                self.store.save(
+                    Snapshot(c.state, c.standardisation, dict(c.reports), c.roster, c.schedule.algorithm, c.run_id)
+                )
             except NonFiniteState as exc:  # unreachable past the coordinator's sum checks: fail closed
                 log.error("refusing to persist or broadcast the state: %s", exc)
                 c.halt(f"state refused by the store: {exc}")
@@ -271,6 +274,7 @@ class FederationServicer(pb_grpc.FederationServicer):
             attempt=plan.attempt,
             quorum=c.schedule.quorum,
             decryptors=list(plan.decryptors),
+            run_id=c.run_id,
         )
 
     def _dp_parameters(self) -> pb.DpParameters | None:
@@ -717,7 +721,10 @@ def restore_coordinator(config: ServerConfig, keys: ServerKeys, store: StateStor
         identity_publics=keys.identity_public_keys,
         standardisation=snapshot.standardisation if snapshot else None,
         reports=dict(snapshot.reports) if snapshot else {},
+        run_id=snapshot.run_id if snapshot else new_run_id(),
     )
+    if snapshot is None:  # the run id is fixed before any artist can pin it: a restart keeps it
+        store.save(Snapshot(state, None, {}, roster, config.schedule.algorithm, coordinator.run_id))
     return coordinator
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.strategy import ServerState
+from fedstyle_secure.privacy.reports import is_run_id
 from fedstyle_secure.transport.sqlite_io import connect, npy_array, npy_bytes, transaction
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB NOT NULL)"
@@ -33,6 +34,7 @@ class Snapshot:
     reports: dict[str, int]
     roster: tuple[str, ...]
     algorithm: str
+    run_id: str
 
 
 class NonFiniteState(ValueError):
@@ -98,6 +100,7 @@ class StateStore:
                     "reports": snapshot.reports,
                     "roster": list(snapshot.roster),
                     "algorithm": snapshot.algorithm,
+                    "run_id": snapshot.run_id,
                 }
             ).encode(),
             "params": _npy(s.params),
@@ -153,4 +156,11 @@ class StateStore:
             reports={k: int(v) for k, v in meta["reports"].items()},
             roster=tuple(meta["roster"]),
             algorithm=str(meta["algorithm"]),
+            run_id=_run_id(meta.get("run_id"), self.path),
         )
+
+
+def _run_id(stored: object, path: Path) -> str:
+    if not (isinstance(stored, str) and is_run_id(stored)):
+        raise ConfigError(f"{path}: the saved state has no valid run id ({stored!r}): saved by an older version?")
+    return stored

@@ -1,4 +1,6 @@
-"""A dishonest server announcing the set-up round again under a later round id.
+"""What an artist checks in every plan before acting on it: the round's kind and the run's id.
+
+A dishonest server announcing the set-up round again under a later round id:
 
 The set-up round sums each artist's feature moments (per-feature mean and mean square of its
 artworks, and a count of 1): the same values every time they are computed, with no DP noise.
@@ -32,7 +34,7 @@ from fedstyle_secure.federation.strategy import algorithm_spec, feature_moments
 from fedstyle_secure.secure.keys.keystore import load_artist_keys
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
 from fedstyle_secure.transport.artist.channel import ArtistSession
-from fedstyle_secure.transport.artist.runner import ArtistRunner, check_round_kind
+from fedstyle_secure.transport.artist.runner import ArtistRunner, check_round_kind, check_run_id
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.wire import pb
 from tests.servers import ARTISTS
@@ -127,3 +129,15 @@ def test_a_plan_round_kind_must_be_the_one_the_round_rules_give(round_id: int, k
             check_round_kind(plan)
     else:
         assert pb.RoundKind.Name(kind).removeprefix("ROUND_KIND_").lower() == check_round_kind(plan)
+
+
+def test_an_artist_keeps_the_run_id_of_its_first_plan() -> None:
+    """The run id is signed into every epsilon report (an audit tells one run's reports from
+    another's): a plan of another run, or with a malformed id, is refused."""
+    run, other = "0" * 32, "f" * 32
+    assert check_run_id(pb.RoundPlan(round_id=1, run_id=run), None) == run
+    assert check_run_id(pb.RoundPlan(round_id=2, run_id=run), run) == run
+    with pytest.raises(ConfigError, match=f"round 2: the plan announces run '{other}', but this artist's run is"):
+        check_run_id(pb.RoundPlan(round_id=2, run_id=other), run)
+    with pytest.raises(ConfigError, match="is not 32 hex digits"):
+        check_run_id(pb.RoundPlan(round_id=1, run_id="../../" + "0" * 26), None)
