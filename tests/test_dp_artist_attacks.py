@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import shutil
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any, cast
@@ -245,3 +246,38 @@ def test_an_announced_delta_just_below_one_over_n_does_not_become_the_artists(tm
     assert privacy.admit(session, final)
     privacy.publication(session, final, lambda: _broadcast(2))
     assert privacy.ledger.epsilon_spent <= 4.0 and not server.withdrawals
+
+
+def test_a_rolled_back_state_dir_is_refused_instead_of_releasing_again(tmp_path):
+    """A restored backup of ``client.state_dir`` forgot the final release: the restarted artist
+    released a second, freshly noised prototype (two releases spend 5.9 against a budget of 4) and,
+    its report file existing already, signed nothing new -- the audit stayed clean.  An artist whose
+    own reports (kept outside ``state_dir``) sign more charges than its ledger holds now refuses to run."""
+    epsilon, n = 4.0, 40
+    announced = pb.DpParameters(epsilon_budget=epsilon, clip_norm=1.0, accountant="prv")
+    state = tmp_path / "state"
+    config = ClientConfig(
+        keys=tmp_path, data=tmp_path, state_dir=state, reports_dir=tmp_path / "reports", budget_epsilon=epsilon
+    )
+    first = _plan(1, pb.ROUND_KIND_TRAIN, "contribute", 1, announced)
+    final = _plan(2, pb.ROUND_KIND_FINAL, "publish", 1, announced)
+    views = np.random.default_rng(5).normal(size=(3, n, FEATURES)).astype(np.float32)
+    keys, session = _keys(), cast(ArtistSession, FakeSession())
+
+    def artist_process() -> ArtistPrivacy:
+        privacy = ArtistPrivacy.open(config, keys, _client(DpConfig(epsilon=epsilon), views), first)
+        assert privacy is not None and privacy.refusal is None
+        return privacy
+
+    privacy = artist_process()
+    assert privacy.admit(session, first)
+    privacy.contribution(session, first, lambda: _broadcast(1))
+    shutil.copytree(state, tmp_path / "backup")  # last night's backup of the state folder
+    assert privacy.admit(session, final)
+    privacy.publication(session, final, lambda: _broadcast(2))
+    assert len(privacy.ledger.history) == 1  # the final release, charged and reported
+    artist_process()  # an ordinary restart resumes
+    shutil.rmtree(state)
+    shutil.copytree(tmp_path / "backup", state)  # the state goes back; the reports folder does not
+    with pytest.raises(ConfigError, match="signs 1: the state was rolled back"):
+        artist_process()

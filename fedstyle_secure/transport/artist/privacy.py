@@ -82,7 +82,7 @@ from fedstyle_secure.privacy.calibration import artist_delta
 from fedstyle_secure.privacy.jsonio import read_json
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mechanism, SampledGaussian
 from fedstyle_secure.privacy.plan import DpConfig, DpPlan, new_ledger, plan_participation
-from fedstyle_secure.privacy.report_store import report_path
+from fedstyle_secure.privacy.report_store import latest_reports, report_path
 from fedstyle_secure.privacy.reports import canonical_json, redacted_report, reported_accountants
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.training.local import LocalConfig
@@ -255,6 +255,7 @@ class ArtistPrivacy:
         privacy = cls(keys, client, announced, store=ArtistStateStore(config.state_dir))
         privacy._restore(dp_plan, budget, n)
         reports_dir = config.reports_dir or config.state_dir / "reports"
+        check_not_rolled_back(client.ledger, reports_dir, keys.artist_id)
         privacy.writer = ReportWriter(
             reports_dir, [keys.artist_id], {keys.artist_id: keys.identity_key}, run_id=plan.run_id or None
         )
@@ -527,6 +528,24 @@ class ArtistPrivacy:
                 )
             self.uploaded.add(r)
             self.save()
+
+
+def check_not_rolled_back(ledger: BudgetLedger | None, reports_dir: Path, artist_id: str) -> None:
+    """Raise :class:`ConfigError` if this artist's latest own report in ``reports_dir`` signs more
+    charges than ``ledger`` holds: ``client.state_dir`` went back in time (a restored backup, a
+    copied folder) and its ledger forgot releases already made, which acting on it would make again
+    with fresh noise, under no new report.  Caught only when the reports outlive the rollback: keep
+    ``client.reports_dir`` outside ``state_dir`` (or back it up apart)."""
+    report = latest_reports(reports_dir).get(artist_id) if reports_dir.is_dir() else None
+    if report is None:
+        return
+    signed, held = report.get("mechanisms"), 0 if ledger is None else len(ledger.history)
+    if isinstance(signed, list) and len(signed) > held:
+        raise ConfigError(
+            f"client.state_dir: its ledger holds {held} charge(s), but this artist's own report of round "
+            f"{report.get('round')} in {reports_dir} signs {len(signed)}: the state was rolled back (a restored "
+            "backup?); refusing to run, which would release again what was already released"
+        )
 
 
 def _charge(phase: str) -> str:
