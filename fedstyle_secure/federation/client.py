@@ -81,7 +81,7 @@ def checked_trained_params(broadcast: Broadcast, model: ModelShape) -> np.ndarra
     that overflow float32 on one candidate artwork make the noised update NaN exactly when that
     artwork is sampled (red-team review, 2026-11-30).  This check reads only the broadcast, so it
     reveals nothing about the artworks; the layers outside ``model.trained`` are never taken from a
-    broadcast (:meth:`StyleClient.fit` keeps its own, the public warm start under DP)."""
+    broadcast (:meth:`StyleClient._load_global` keeps its own: the public warm start under DP)."""
     if broadcast.params is None or broadcast.params.shape != (model.param_count,):
         got = None if broadcast.params is None else broadcast.params.shape
         raise ModelError(
