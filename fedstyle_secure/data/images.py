@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 import numpy as np
 
@@ -25,6 +25,12 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 DECODED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP")  # PIL format names of IMAGE_SUFFIXES
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own Image.MAX_IMAGE_PIXELS default (~ 0.25 GiB as RGB)
 MAX_ASPECT_RATIO = 100
+MAX_JPEG_SCANS = 64
+"""The most scans (SOS markers) a JPEG may have: baseline files have 1-3, progressive encoders
+write about 10 (mozjpeg up to ~20).  libjpeg walks every block of the image once per scan, so a
+small file repeating one tiny scan thousands of times (pixels within :data:`DEFAULT_MAX_PIXELS`)
+held a core for seconds per 100 KB (red-team review, 2026-11-30: 4.4 s for 132 KB; ~140 s for a
+4 MiB query)."""
 DEFAULT_IMAGE_SIZE = 224
 MIN_IMAGES_PER_ARTIST = 2
 
@@ -90,6 +96,22 @@ def content_key(pixels: np.ndarray) -> str:
     return digest.hexdigest()[:32]
 
 
+def check_jpeg_scans(stream: IO[bytes], what: str) -> None:
+    """Raise :class:`DataError` if the JPEG in ``stream`` has more than :data:`MAX_JPEG_SCANS` scans.
+    Counts start-of-scan markers (``FF DA``: entropy-coded data stuffs every ``FF`` byte, so the
+    pair appears only as a marker), reading the stream in blocks and restoring its position."""
+    position = stream.tell()
+    stream.seek(0)
+    scans, tail = 0, b""
+    while block := stream.read(1 << 20):
+        scans += (tail + block).count(b"\xff\xda")
+        tail = block[-1:]
+        if scans > MAX_JPEG_SCANS:
+            stream.seek(position)
+            raise DataError(f"cannot decode image {what}: a JPEG of more than {MAX_JPEG_SCANS} scans is refused")
+    stream.seek(position)
+
+
 def decode_image(
     path: Path | BinaryIO,
     size: int = DEFAULT_IMAGE_SIZE,
@@ -102,7 +124,8 @@ def decode_image(
 
     Decompression bombs are refused from the header, before any pixel is decoded: more than
     ``max_pixels`` pixels, or an aspect ratio over :data:`MAX_ASPECT_RATIO` (its resize to
-    ``size`` on the short side would be as large).  Only JPEG, PNG and WebP are decoded.
+    ``size`` on the short side would be as large), or a JPEG of more than :data:`MAX_JPEG_SCANS`
+    scans (decoding time grows with pixels x scans).  Only JPEG, PNG and WebP are decoded.
     Raises :class:`DataError` naming the file when it cannot be decoded, is empty or too large.
     """
     from PIL import Image, UnidentifiedImageError  # here, not at import: an artist process never decodes (2 MB)
@@ -111,6 +134,8 @@ def decode_image(
     try:
         with Image.open(path, formats=DECODED_FORMATS) as img:
             check_image_size(img.size, max_pixels, what)  # header only: nothing decoded yet
+            if img.format == "JPEG" and img.fp is not None:
+                check_jpeg_scans(img.fp, what)
             img.load()
             rgb = img.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:

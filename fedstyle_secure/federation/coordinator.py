@@ -554,8 +554,12 @@ class Coordinator:
         """Stop the run for good (``failed`` names ``reason``), e.g. when its state cannot be persisted."""
         self.failed, self._phase = reason, Phase.FINISHED
 
-    def retire(self, artist: str, reason: str) -> None:
-        self.state.retired.setdefault(artist, reason)
+    def retire(self, artist: str, reason: str) -> bool:
+        """Retire ``artist`` for good with ``reason``; False if it had retired already (nothing changes)."""
+        if artist in self.state.retired:
+            return False
+        self.state.retired[artist] = reason
+        return True
 
     def _accept(self, artist: str, value: Submission, nonce: bytes, now: float) -> None:
         self._nonces.add(nonce)

@@ -423,15 +423,14 @@ class EncryptedVector:
         bounds = chunk_bounds(declared, context.params.slots)
         if reader.u32() != len(bounds):
             raise SecureAggregationError(f"{what}: chunk count does not match length {declared}")
-        chunks = [
-            _load_chunk(context, reader.take(reader.u32()), stop - start, f"{what} chunk {i}")
-            for i, (start, stop) in enumerate(bounds)
-        ]
-        reader.finish()
-        if fresh:
-            top = context.fresh_parms_id
-            for index, chunk in enumerate(chunks):
+        top = context.fresh_parms_id if fresh else None
+        chunks = []
+        for index, (start, stop) in enumerate(bounds):  # each chunk checked before the next is parsed
+            chunk = _load_chunk(context, reader.take(reader.u32()), stop - start, f"{what} chunk {index}")
+            if top is not None:
                 check_fresh(context, chunk, f"{what} chunk {index}", top)
+            chunks.append(chunk)
+        reader.finish()
         return cls(context, chunks, declared)
 
     def decrypt(self) -> np.ndarray:
@@ -478,9 +477,58 @@ def check_fresh(context: CkksContext, chunk: ts.CKKSVector, what: str, top: tupl
         raise SecureAggregationError(f"{what}: not a proper CKKS ciphertext (NTT form, not transparent)")
 
 
+TENSEAL_VECTOR_FIELDS = {1: 2, 2: 2, 3: 1}
+"""The fields of TenSEAL's serialised CKKS vector and their protobuf wire types: 1 the shape (bytes),
+2 a SEAL ciphertext (bytes), 3 the scale (a double)."""
+
+
+def check_one_ciphertext(raw: bytes, what: str) -> None:
+    """Raise unless ``raw`` is a TenSEAL CKKS vector of exactly ONE ciphertext and no unknown field,
+    read from its protobuf framing before TenSEAL parses anything.
+
+    Threat model: TenSEAL inflates and allocates every ciphertext of a vector before any check of
+    ours runs, and a SEAL ciphertext is zstd-compressed: a few hundred bytes can declare up to 16
+    polynomials (2 MiB here).  A 72 KB signed contribution holding 384 of them made the server
+    allocate 1.6 GB (red-team review, 2026-11-30).  One ciphertext per chunk, each checked before
+    the next is parsed, bounds what one upload can make the server allocate to its honest size plus
+    one ciphertext of at most SEAL's 16 polynomials."""
+    seen: dict[int, int] = {}
+    at = 0
+    while at < len(raw):
+        key, at = _varint(raw, at, what)
+        field, wire = key >> 3, key & 7
+        if TENSEAL_VECTOR_FIELDS.get(field) != wire:
+            raise SecureAggregationError(f"{what}: not a TenSEAL CKKS vector (field {field}, wire type {wire})")
+        seen[field] = seen.get(field, 0) + 1
+        if wire == 2:
+            length, at = _varint(raw, at, what)
+            at += length
+        else:
+            at += 8
+    if at != len(raw) or seen.get(2) != 1:
+        raise SecureAggregationError(
+            f"{what}: a CKKS vector chunk must hold one ciphertext, holds {seen.get(2, 0)}"
+            + ("" if at == len(raw) else " (truncated)")
+        )
+
+
+def _varint(raw: bytes, at: int, what: str) -> tuple[int, int]:
+    value = 0
+    for shift in range(0, 64, 7):
+        if at >= len(raw):
+            break
+        byte = raw[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+    raise SecureAggregationError(f"{what}: not a TenSEAL CKKS vector (bad protobuf varint)")
+
+
 def _load_chunk(context: CkksContext, raw: bytes, size: int, what: str) -> ts.CKKSVector:
     import tenseal as ts
 
+    check_one_ciphertext(raw, what)
     try:
         chunk = ts.ckks_vector_from(context.tenseal, raw)
     except Exception as exc:  # TenSEAL: ValueError (parse) / RuntimeError (parameter mismatch)

@@ -616,7 +616,8 @@ class FederationServicer(pb_grpc.FederationServicer):
     def withdraw(self, artist: str, request: pb.Withdrawal) -> str:
         """Retire ``artist`` for good (call with ``_cond`` held); returns the reason kept."""
         reason = withdrawal_reason(request)
-        self.coordinator.retire(artist, reason)
+        if not self.coordinator.retire(artist, reason):  # a repeat (or replay) changes nothing and saves nothing
+            return self.coordinator.state.retired[artist]
         self.coordinator.tick(self.clock())  # the phase may now be complete without it
         self._saved_round = (-1, False)  # persist the retirement
         self._changed()

@@ -1,0 +1,335 @@
+"""What one artist or buyer can make the server spend (red-team review of 2026-11-30, second night).
+
+Each attack is played by a party with its own valid credentials through the real gRPC server with
+mutual TLS and real key files, and each test fails on the code before its defence: a signed CKKS
+contribution that inflated to gigabytes inside TenSEAL (one ciphertext per chunk, checked before the
+next, :func:`~fedstyle_secure.secure.ckks.primitives.check_one_ciphertext`), replayed withdrawals that
+each rewrote the whole server state (a repeat saves nothing), and a query JPEG of bounded pixels but
+thousands of scans (:data:`~fedstyle_secure.data.images.MAX_JPEG_SCANS`)."""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from fedstyle_secure.federation.coordinator import Schedule
+from fedstyle_secure.federation.packing import pack
+from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
+from fedstyle_secure.secure.binary import pack_u8, pack_u32
+from fedstyle_secure.secure.ckks.decryption import Attempt, layout_bytes, payload_digest, sign_contribution
+from fedstyle_secure.secure.ckks.primitives import FORMAT_VERSION, VECTOR_MAGIC, chunk_bounds, encrypt
+from fedstyle_secure.secure.keys.keystore import load_artist_keys
+from fedstyle_secure.transport.wire import pb
+from tests.fakes import Clock
+from tests.servers import connect
+
+F = STYLE_FEATURE_DIM
+MOMENTS = {"clients": np.array([1.0]), "feature_mean": np.full(F, 0.5), "feature_sq_mean": np.full(F, 0.5)}
+MiB = 1024 * 1024
+
+
+# ---------------------------------------------------------------- helpers: hand-made bytes
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _read_varint(b: bytes, i: int) -> tuple[int, int]:
+    shift = value = 0
+    while True:
+        c = b[i]
+        i += 1
+        value |= (c & 0x7F) << shift
+        shift += 7
+        if not c & 0x80:
+            return value, i
+
+
+def _proto_fields(raw: bytes) -> list[tuple[int, bytes, bytes | None]]:
+    """(field number, the field's encoded bytes, its LEN payload or None) of a protobuf message."""
+    i, fields = 0, list[tuple[int, bytes, bytes | None]]()
+    while i < len(raw):
+        key, j = _read_varint(raw, i)
+        wire = key & 7
+        if wire == 2:
+            length, k = _read_varint(raw, j)
+            fields.append((key >> 3, raw[i : k + length], raw[k : k + length]))
+            i = k + length
+        elif wire == 0:
+            _, k = _read_varint(raw, j)
+            fields.append((key >> 3, raw[i:k], None))
+            i = k
+        else:
+            width = 8 if wire == 1 else 4
+            fields.append((key >> 3, raw[i : j + width], None))
+            i = j + width
+    return fields
+
+
+ZSTD_BLOCK = 1 << 17
+
+
+def _zstd_frame(prefix: bytes, zeros: int) -> bytes:
+    """A valid zstd frame (written by hand): one raw block holding ``prefix``, then RLE blocks of
+    ``zeros`` zero bytes -- 4 bytes on the wire per 128 KiB decompressed."""
+    out = bytearray(b"\x28\xb5\x2f\xfd\x00\x38")  # magic, no content size, 128 KiB window
+    blocks = (zeros + ZSTD_BLOCK - 1) // ZSTD_BLOCK
+    out += ((1 if blocks == 0 else 0) | (len(prefix) << 3)).to_bytes(3, "little") + prefix
+    left = zeros
+    for k in range(blocks):
+        size = min(ZSTD_BLOCK, left)
+        left -= size
+        out += ((1 if k == blocks - 1 else 0) | (1 << 1) | (size << 3)).to_bytes(3, "little") + b"\x00"
+    return bytes(out)
+
+
+def _seal_header(template: bytes, compression: int, total: int) -> bytes:
+    """SEAL's 16-byte serialisation header (magic and version copied from a real one)."""
+    return template[:5] + bytes([compression]) + b"\0\0" + struct.pack("<Q", total)
+
+
+def _zero_ciphertext(template: bytes, parms_id, polys: int, degree: int, primes: int, scale: float) -> bytes:
+    """A SEAL ciphertext of ``polys`` all-zero polynomials at ``parms_id``, zstd-compressed: a few
+    hundred bytes that SEAL inflates to ``polys * degree * primes * 8`` bytes before any check."""
+    count = polys * degree * primes
+    members = struct.pack("<4Q", *parms_id) + b"\x01" + struct.pack("<QQQ", polys, degree, primes)
+    members += struct.pack("<d", scale) + struct.pack("<Q", 1)
+    dyn_array = _seal_header(template, 0, 16 + 8 + 8 * count) + struct.pack("<Q", count)
+    body = _zstd_frame(members + dyn_array, 8 * count)
+    return _seal_header(template, 2, 16 + len(body)) + body
+
+
+def _peak_rss_during(call) -> tuple[object, int]:
+    """(what ``call()`` returned or raised, the largest rise of this process's resident memory
+    while it ran, in bytes) -- the server runs in this process."""
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page
+
+    base, peak, stop = rss(), [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss() - base)
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result: object = call()
+    except Exception as exc:  # the refusal is part of what we observe
+        result = exc
+    finally:
+        stop.set()
+        sampler.join()
+    return result, peak[0]
+
+
+# ---------------------------------------------------------------- finding 1: CKKS decompression bomb
+
+
+def test_ckks_contribution_decompression_bomb_is_bounded_by_the_payload_limit(serve, keys):
+    """A malicious artist signs (with its own identity key) a CKKS contribution whose first chunk
+    is a TenSEAL vector holding 384 zstd-compressed SEAL ciphertexts of 16 all-zero polynomials:
+    72 KB that ``ckks_vector_from`` inflated to 1.6 GB before the server's ``check_fresh`` ran.  A
+    chunk of more than one ciphertext is now refused from its framing, before TenSEAL parses it,
+    and each chunk is checked before the next is parsed: refused whole, at a cost near its size."""
+    running = serve(
+        keys, Schedule(rounds=1, quorum=2, phase_seconds=60, startup_seconds=0, secure_mode="ckks"), Clock()
+    )
+    coordinator = running.servicer.coordinator
+    limit, _ = running.servicer._upload_limit(0, "contribute")
+    channel, session = connect(running, keys, "artist_a")
+    with channel:
+        artist = load_artist_keys(keys, "artist_a")
+        vector, layout = pack(MOMENTS)
+        honest = encrypt(artist.ckks, vector)
+        chunk = honest.chunks[0]
+        ciphertext = chunk.ciphertext()[0]
+        fields = _proto_fields(chunk.serialize())
+        template = next(p for f, _, p in fields if f == 2 and p is not None)
+        head = b"".join(b for f, b, _ in fields if f == 1)
+        tail = b"".join(b for f, b, _ in fields if f not in (1, 2))
+        one = _zero_ciphertext(
+            template,
+            tuple(ciphertext.parms_id()),
+            16,
+            ciphertext.poly_modulus_degree(),
+            ciphertext.coeff_modulus_size(),
+            ciphertext.scale,
+        )
+        inflated_each = 16 * ciphertext.poly_modulus_degree() * ciphertext.coeff_modulus_size() * 8
+        copies = max(1, (768 * MiB) // inflated_each)  # kept small here; a 4 MiB upload would ask ~20000x
+        bomb_chunk = head + b"".join(b"\x12" + _varint(len(one)) + one for _ in range(copies)) + tail
+        bounds = chunk_bounds(layout.size, artist.ckks.params.slots)
+        payload = VECTOR_MAGIC + pack_u8(FORMAT_VERSION) + artist.ckks.fingerprint + pack_u32(layout.size)
+        payload += pack_u32(len(bounds)) + pack_u32(len(bomb_chunk)) + bomb_chunk
+        for other in honest.chunks[1:]:
+            raw = other.serialize()
+            payload += pack_u32(len(raw)) + raw
+        at = Attempt(0, 0, artist.ckks.fingerprint)
+        signature = sign_contribution(
+            artist.identity_key, at, "artist_a", layout_bytes(layout.fields), payload_digest(payload), 0
+        )
+        assert len(payload) < limit, (len(payload), limit)  # well inside the plan's upload limit
+
+        outcome, rise = _peak_rss_during(
+            lambda: session.upload(
+                0, pb.PAYLOAD_KIND_CKKS_CIPHERTEXT, payload, layout, chunk_bytes=256 * 1024, signature=signature
+            )
+        )
+        print(
+            f"payload {len(payload)} bytes (limit {limit}); {copies} ciphertexts of {inflated_each} bytes each; "
+            f"server resident memory rose by {rise / MiB:.0f} MiB; outcome: "
+            f"{outcome.code() if isinstance(outcome, grpc.RpcError) else outcome}: "
+            f"{outcome.details() if isinstance(outcome, grpc.RpcError) else ''}"
+        )
+        assert isinstance(outcome, grpc.RpcError) and outcome.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "artist_a" not in coordinator._collect.items  # refused whole, as promised ...
+        # ... but only after the server had allocated hundreds of times the upload's size:
+        assert rise <= max(8 * limit, 64 * MiB), (
+            f"a {len(payload)}-byte signed contribution made the server allocate {rise / MiB:.0f} MiB "
+            f"({rise / len(payload):.0f}x its size) before refusing it"
+        )
+
+
+# ---------------------------------------------------------------- finding 2: Withdraw saves the whole state per call
+
+
+def test_repeated_withdrawals_do_not_rewrite_the_server_state_each_time(serve, keys, tmp_path):
+    """An artist (its own key bundle) withdraws once, then keeps calling ``Withdraw`` with the same
+    message.  Each call used to rewrite the server's whole snapshot (model, optimiser moments,
+    consensus, prototypes) in a ``synchronous=FULL`` SQLite transaction under the lock every other
+    artist's call needs (40 calls: 40 saves, 1.2 s).  A repeat now changes nothing and saves nothing."""
+    running = serve(keys, Schedule(rounds=1, quorum=2, phase_seconds=600, startup_seconds=0), Clock())
+    store = running.servicer.store
+    saves: list[float] = []
+    original = store.save
+
+    def counting_save(snapshot):
+        started = time.perf_counter()
+        original(snapshot)
+        saves.append(time.perf_counter() - started)
+
+    store.save = counting_save  # instrumentation only: the real save still runs
+    channel, session = connect(running, keys, "artist_c")
+    with channel:
+        nonce = os.urandom(16)
+        request = pb.Withdrawal(round_id=0, reason="privacy budget: done", nonce=nonce)
+        first = session.stub.Withdraw(request, metadata=session.metadata, timeout=10)
+        assert "retired" in first.detail
+        after_first = len(saves)
+        calls = 40
+        started = time.perf_counter()
+        for _ in range(calls):  # the very same message: same nonce, same round, already retired
+            session.stub.Withdraw(request, metadata=session.metadata, timeout=10)
+        elapsed = time.perf_counter() - started
+    snapshot_bytes = sum(
+        os.path.getsize(p) for p in (store.path, store.path.with_name(store.path.name + "-wal")) if p.exists()
+    )
+    print(
+        f"{calls} replayed Withdraw calls ({request.ByteSize()} bytes each) -> {len(saves) - after_first} full state "
+        f"saves, {sum(saves[after_first:]):.2f} s of fsync'd writes under the server lock ({elapsed:.2f} s wall); "
+        f"database + WAL now {snapshot_bytes / MiB:.1f} MiB"
+    )
+    assert len(saves) - after_first == 0, f"{len(saves) - after_first} state saves for {calls} replayed withdrawals"
+
+
+# ---------------------------------------------------------------- finding 3: buyer, progressive-JPEG scan bomb
+
+
+class _Bits:
+    """MSB-first bit writer with JPEG byte stuffing (0xFF -> 0xFF 0x00)."""
+
+    def __init__(self) -> None:
+        self.out, self.acc, self.n = bytearray(), 0, 0
+
+    def put(self, value: int, width: int) -> None:
+        for i in range(width - 1, -1, -1):
+            self.acc, self.n = (self.acc << 1) | ((value >> i) & 1), self.n + 1
+            if self.n == 8:
+                self.out.append(self.acc)
+                if self.acc == 0xFF:
+                    self.out.append(0)
+                self.acc, self.n = 0, 0
+
+    def flush(self) -> bytes:
+        while self.n:
+            self.put(1, 1)
+        return bytes(self.out)
+
+
+def _segment(marker: int, body: bytes) -> bytes:
+    return b"\xff" + bytes([marker]) + struct.pack(">H", len(body) + 2) + body
+
+
+def progressive_scan_bomb(side: int, scans: int) -> bytes:
+    """A valid grey progressive JPEG of ``side`` x ``side`` pixels (within the query's pixel limit)
+    whose one AC scan -- ~30 bytes: one end-of-band run over every block -- is repeated ``scans``
+    times.  libjpeg walks every block of the image once per scan (a warning, not an error, for a
+    repeated scan), so decoding costs ``scans`` passes over 262,144 blocks."""
+    blocks = (side // 8) ** 2
+    out = bytearray(b"\xff\xd8")
+    out += _segment(0xDB, b"\x00" + bytes([1]) * 64)
+    out += _segment(0xC2, struct.pack(">BHHB", 8, side, side, 1) + b"\x01\x11\x00")
+    out += _segment(0xC4, b"\x00" + bytes([1] + [0] * 15) + b"\x00")  # DC: one code, category 0
+    out += _segment(0xC4, b"\x10" + bytes([1, 1] + [0] * 14) + b"\xe0\x30")  # AC: EOBRUN 2^14.., 2^3..
+    out += _segment(0xDA, b"\x01\x01\x00\x00\x00\x00") + bytes((blocks + 7) // 8)  # DC first scan
+    bits, left = _Bits(), blocks
+    while left >= 32767:
+        bits.put(0, 1)
+        bits.put(0x3FFF, 14)
+        left -= 32767
+    while left:  # runs of 8 blocks
+        bits.put(2, 2)
+        bits.put(0, 3)
+        left -= 8
+    ac_scan = _segment(0xDA, b"\x01\x01\x00\x01\x3f\x00") + bits.flush()
+    return bytes(out) + ac_scan * scans + b"\xff\xd9"
+
+
+def test_a_query_jpeg_of_thousands_of_scans_is_refused_before_it_is_decoded(serve, keys, tmp_path):
+    """A buyer (its own certificate) sent a ~130 kB progressive JPEG of 4096 x 4096 pixels -- exactly
+    the query's pixel limit, so the header check passed -- repeating one tiny scan 3,000 times:
+    libjpeg walks every block once per scan, 4.4 s of a core (an ordinary image of that size: 0.2 s;
+    a 4 MiB one ~140 s, and 8 buyer calls run at once).  It is now refused, naming the rule, before
+    any pixel is decoded; an ordinary progressive JPEG is answered."""
+    import io
+
+    from PIL import Image
+
+    from fedstyle_secure.data.images import MAX_JPEG_SCANS
+    from fedstyle_secure.transport.artist.channel import query
+    from fedstyle_secure.transport.auth import buyer_tls_pem
+    from fedstyle_secure.transport.server.servicer import MAX_QUERY_PIXELS
+    from tests.servers import address
+    from tests.test_transport_exposure import _scratch_index
+
+    running = serve(keys, Schedule(rounds=1, quorum=2, phase_seconds=600), index=_scratch_index(tmp_path / "index"))
+    tls = buyer_tls_pem(keys, "buyer_x")
+    ordinary = io.BytesIO()
+    Image.new("L", (512, 512), 128).save(ordinary, format="JPEG", progressive=True)
+    assert len(query(address(running), tls, ordinary.getvalue(), top_k=3)) == 3
+    bomb = progressive_scan_bomb(4096, 3000)
+    assert MAX_QUERY_PIXELS >= 4096 * 4096 and len(bomb) < 160 * 1024
+    with pytest.raises(grpc.RpcError) as refused:
+        query(address(running), tls, bomb, top_k=3, timeout=60)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"a JPEG of more than {MAX_JPEG_SCANS} scans is refused" in refused.value.details()
+    assert len(query(address(running), tls, ordinary.getvalue(), top_k=3)) == 3  # and it keeps serving
