@@ -141,3 +141,24 @@ def test_an_artist_keeps_the_run_id_of_its_first_plan() -> None:
         check_run_id(pb.RoundPlan(round_id=2, run_id=other), run)
     with pytest.raises(ConfigError, match="is not 32 hex digits"):
         check_run_id(pb.RoundPlan(round_id=1, run_id="../../" + "0" * 26), None)
+
+
+def test_a_masking_session_of_another_value_range_is_refused_before_anything_is_sent(
+    keys: Path, tmp_path: Path
+) -> None:
+    """An artist sits a masking session out when its vector does not fit the session's value range,
+    so a server announcing a range of its choice in fresh sessions of one round ran a binary search
+    on the artist's exact values (red-team review: a set-up round's extreme feature moments to 1e-9
+    in 80 sessions).  The range is now the round kind's or the plan is refused."""
+    features = np.random.default_rng(4).normal(0.5, 0.2, (9, FEATURE_DIM)).astype(np.float32)
+    runner = ArtistRunner(
+        ClientConfig(keys=keys, data=tmp_path, artist=ARTIST),
+        load_artist_keys(keys, ARTIST),
+        client=cast(StyleClient, FakeMoments(features)),
+    )
+    wire = RecordingWire()
+    probe = _setup_plan(0, "secagg")
+    probe.value_high = 289.5  # does the largest entry fit below 289.5?
+    with pytest.raises(ConfigError, match=r"value range \[-1024, 289.5\] is not a setup round's \[-1024, 1024\]"):
+        runner.act(cast(ArtistSession, wire), probe)
+    assert wire.calls == []

@@ -16,10 +16,9 @@ pytest.importorskip("flwr", reason="the Flower app needs the optional extra: pip
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.masking_session import TAG_BITS
-from fedstyle_secure.flower.apps import client_app
-from fedstyle_secure.flower.records import CLAIM, PHASE_ACTIONS, RECORD, REPORTS
+from fedstyle_secure.flower.apps import ArtistRefused, client_app
+from fedstyle_secure.flower.records import CLAIM, PHASE_ACTIONS, RECORD, REPORTS, ServerMessage
 from fedstyle_secure.flower.server import FlowerFederation, bind_nodes
 from fedstyle_secure.secure.ckks import decryption as ckks_decryption
 from fedstyle_secure.secure.ckks.decryption import Attempt, decryption_committee
@@ -28,7 +27,7 @@ from fedstyle_secure.transport.config import load_server_config
 from fedstyle_secure.transport.server.servicer import new_servicer
 from fedstyle_secure.transport.wire import pb
 from tests.test_flower_app import ARTISTS, InProcessGrid, machines, outside_runtime  # noqa: F401 (fixture)
-from tests.test_flower_masking_attacks import Run, copied
+from tests.test_flower_masking_attacks import Run, copied, refused_saying
 
 
 @pytest.mark.usefixtures("outside_runtime")
@@ -72,7 +71,7 @@ def test_a_decryption_asked_for_again_is_the_same_bytes_and_incomplete_commitmen
 
 
 @pytest.mark.usefixtures("outside_runtime")
-def test_a_plan_switching_the_secure_mode_mid_run_is_refused(tmp_path, data):
+def test_a_plan_switching_the_secure_mode_mid_run_is_refused(tmp_path, data, caplog):
     """After the target masked its round-1 input, the server sends it a round-1 contribute message
     whose plan says ``secure_mode = "none"``: uploading would hand the server the very vector the
     artist masked (or, without DP, its raw update).  The run's first plan pinned ``secagg``; the plan
@@ -86,10 +85,10 @@ def test_a_plan_switching_the_secure_mode_mid_run_is_refused(tmp_path, data):
     crafted.plan.phase, crafted.plan.secure_mode = "contribute", "none"
     crafted.plan.ClearField("masking")
 
-    with pytest.raises(ConfigError, match="secure_mode 'secagg' -> 'none'"):
+    with refused_saying(caplog, "secure_mode 'secagg' -> 'none'"):
         run.deliver(ARTISTS[0], "contribute", crafted)
     crafted.plan.secure_mode = "secagg"  # the pinned mode, with a phase it does not have
-    with pytest.raises(ConfigError, match="phase 'contribute' under secure_mode 'secagg'"):
+    with refused_saying(caplog, "phase 'contribute' under secure_mode 'secagg'"):
         run.deliver(ARTISTS[0], "contribute", crafted)
 
 
@@ -199,3 +198,54 @@ def test_a_ckks_contributor_off_the_committee_keeps_its_own_floor(tmp_path, data
     assert coordinator.standardisation is None and not coordinator._collect.items
     for member in decryption_committee(at, ARTISTS):
         assert run.grid.sent(PHASE_ACTIONS["decrypt"], run.nodes[member])[1].upload is None
+
+
+def flower_runtime_reply(run: Run, artist: str, action: str, inbox: ServerMessage) -> Message:
+    """Deliver ``inbox`` to the artist's real ClientApp as Flower's runtime does: an exception the
+    ClientApp raises becomes the reply's ``Error``, whose reason is ``str(type(ex)) + ":<'" + str(ex) +
+    "'>"`` (flwr 1.42, ``supernode/runtime/run_clientapp.py``), and that reply goes to the ServerApp."""
+    from flwr.app import Error
+    from flwr.common.constant import ErrorCode
+
+    node = run.nodes[artist]
+    message = Message(inbox.to_record(), dst_node_id=node, message_type=PHASE_ACTIONS[action])
+    context = Context(run_id=1, node_id=node, node_config={"partition-id": node - 1}, state=RecordDict(), run_config={})
+    try:
+        return run.grid.app(message, context)
+    except Exception as ex:  # what Flower's runtime does with it
+        reason = str(type(ex)) + ":<'" + str(ex) + "'>"
+        return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message)
+
+
+@pytest.mark.usefixtures("outside_runtime")
+@pytest.mark.parametrize("change", ["epsilon", "delta"])
+def test_what_a_flower_artist_refuses_with_reaches_the_server_without_its_detail(tmp_path, data, change):
+    """A Flower DP artist rebuilds its privacy state from its folder for every message.  A server
+    announcing another DP target than the one its ledger enforces made it raise an error naming the
+    ledger's number of artworks, and Flower handed that text to the ServerApp: the portfolio size its
+    reports hide behind a commitment (red-team review, 2026-11-30).  Whatever an artist's ClientApp
+    raises now reaches the server as one fixed refusal; the detail stays in the artist's log."""
+    from fedstyle_secure.flower.apps import REFUSAL
+    from fedstyle_secure.transport.artist.state import ArtistStateStore
+
+    run = Run(tmp_path / "run", data, "none", 8.0)
+    target = ARTISTS[0]
+    toml = run.configs.artists[target]  # no own budget_epsilon: the federation's target is the artist's
+    toml.write_text("\n".join(line for line in toml.read_text().splitlines() if "budget_epsilon" not in line))
+    run.until("contribute", round_id=1)
+    run.federation.run_phase()  # round 1 trained and charged: the ledger is on the artist's disk
+    contribute, genuine = run.grid.sent(PHASE_ACTIONS["contribute"], run.nodes[target])
+    assert genuine.upload is not None
+    stored = ArtistStateStore(run.state[target]).load()
+    assert stored is not None and stored.ledger is not None
+    crafted = copied(contribute)
+    assert crafted.broadcast is not None
+    crafted.plan.round_id = crafted.broadcast.round_id = 2
+    if change == "epsilon":
+        crafted.plan.dp.epsilon_budget = 7.5
+    else:
+        crafted.plan.dp.delta = 1e-9
+    reply = flower_runtime_reply(run, target, "contribute", crafted)
+    assert reply.has_error()
+    assert reply.error.reason == f"{type(ArtistRefused(REFUSAL))}:<'{REFUSAL}'>"
+    assert str(stored.ledger["dataset_size"]) not in reply.error.reason

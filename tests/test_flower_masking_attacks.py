@@ -6,19 +6,22 @@ real ClientApp, real masking crypto over the in-process FAKE grid of :mod:`tests
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
+import re
 import sqlite3
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("flwr", reason="the Flower app needs the optional extra: pip install -e '.[flower]'")
 
-from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.masking_session import session_id
-from fedstyle_secure.flower.apps import client_app
+from fedstyle_secure.flower.apps import REFUSAL, ArtistRefused, client_app
 from fedstyle_secure.flower.records import PHASE_ACTIONS, ArtistReply, ServerMessage
 from fedstyle_secure.flower.server import FlowerFederation, bind_nodes
 from fedstyle_secure.secure.keys.keystore import load_server_keys
@@ -68,6 +71,16 @@ class Run:
 
     def stored(self, artist: str) -> dict[str, bytes]:
         return MaskingSessionStore(self.state[artist]).load()
+
+
+@contextlib.contextmanager
+def refused_saying(caplog: pytest.LogCaptureFixture, words: str) -> Iterator[None]:
+    """The artist's ClientApp refuses the message: the ServerApp gets only :data:`REFUSAL` (Flower
+    hands it an exception's text), and ``words`` (a regex) are in the artist's own log."""
+    with caplog.at_level(logging.ERROR, logger="fedstyle_secure.flower.apps"), pytest.raises(ArtistRefused) as refused:
+        yield
+    assert str(refused.value) == REFUSAL
+    assert re.search(words, caplog.text), caplog.text
 
 
 def copied(inbox: ServerMessage) -> ServerMessage:
@@ -159,7 +172,7 @@ def test_a_later_rounds_message_does_not_make_an_artist_mask_an_earlier_round_ag
 
 @pytest.mark.usefixtures("outside_runtime")
 @pytest.mark.parametrize("damage", ["truncated meta", "missing session plan", "bad secret"])
-def test_a_corrupt_stored_session_fails_closed(tmp_path, data, damage):
+def test_a_corrupt_stored_session_fails_closed(tmp_path, data, damage, caplog):
     """The stored session damaged between two messages: the next message is refused with an error
     naming the file (the ClientApp fails; nothing is answered), and the damaged store is left as it was
     (no retry or fresh keys).  The file is 0600 in a 0700 folder."""
@@ -181,13 +194,13 @@ def test_a_corrupt_stored_session_fails_closed(tmp_path, data, damage):
             )
     db.close()
     damaged = run.stored(TARGET)
-    with pytest.raises(ConfigError, match="unreadable masking state"):
+    with refused_saying(caplog, "unreadable masking state"):
         run.deliver(TARGET, "masked_input", genuine)
     assert run.stored(TARGET) == damaged
 
 
 @pytest.mark.usefixtures("outside_runtime")
-def test_a_server_cannot_make_an_artist_warm_start_again_by_changing_the_plan(tmp_path, data, monkeypatch):
+def test_a_server_cannot_make_an_artist_warm_start_again_by_changing_the_plan(tmp_path, data, monkeypatch, caplog):
     """After round 0's advertise phase, the server resends the target its advertise message with a small
     announced warm start and a new seed each time.  The artist must not run a second warm start in the
     run (a spy counts the real :func:`pretrain_on_public` calls): the first plan's starting model is
@@ -208,7 +221,7 @@ def test_a_server_cannot_make_an_artist_warm_start_again_by_changing_the_plan(tm
     for seed in (101, 102):
         crafted = copied(advertise)
         crafted.plan.seed, crafted.plan.public_pretrain_steps = seed, 2
-        with pytest.raises(ConfigError, match="other run parameters than this run's first plan.*seed 0 -> "):
+        with refused_saying(caplog, "other run parameters than this run's first plan.*seed 0 -> "):
             run.deliver(TARGET, "advertise", crafted)
     assert len(calls) <= 1, f"{len(calls)} warm starts for one artist in one run"
     run.until("share")  # the genuine plan still goes on: the run finishes with everyone

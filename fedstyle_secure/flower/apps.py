@@ -9,6 +9,7 @@ Configuration is the project's own TOML: the ServerApp reads the ``server.toml``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -24,6 +25,18 @@ from fedstyle_secure.secure.keys.keystore import load_server_keys
 from fedstyle_secure.transport.config import load_server_config
 
 CLIENT_CONFIG, SERVER_CONFIG, PARTITION_ID = "client-config", "server-config", "partition-id"
+REFUSAL = "the artist refused or failed this message; the reason is in the artist's own log"
+log = logging.getLogger(__name__)
+
+
+class ArtistRefused(RuntimeError):
+    """What the ServerApp learns of any exception in the artist's ClientApp: :data:`REFUSAL`, never
+    the exception's text (the detail is logged on the artist's machine only).
+
+    Threat model: Flower hands the text of an exception a ClientApp raises to the ServerApp, and an
+    artist's errors may name private facts: a changed DP target made the artist raise an error
+    naming its ledger's number of artworks (red-team review, 2026-11-30), which its reports hide
+    behind a commitment."""
 
 
 def _client_config(context: Context, client_configs: Sequence[Path] | None) -> Path:
@@ -41,7 +54,12 @@ def client_app(client_configs: Sequence[Path] | None = None) -> ClientApp:
 
     def answer(act: Callable[[Path, RecordDict], RecordDict]) -> Callable[[Message, Context], Message]:
         def handler(message: Message, context: Context) -> Message:
-            return Message(act(_client_config(context, client_configs), message.content), reply_to=message)
+            try:
+                reply = act(_client_config(context, client_configs), message.content)
+            except Exception:
+                log.exception("refused a %s message", message.metadata.message_type)
+                raise ArtistRefused(REFUSAL) from None
+            return Message(reply, reply_to=message)
 
         return handler
 

@@ -25,7 +25,7 @@ from fedstyle_secure.errors import ConfigError, DataError, TransportError
 from fedstyle_secure.federation.client import Broadcast, Publication, StyleClient
 from fedstyle_secure.federation.coordinator import phases_of_mode
 from fedstyle_secure.federation.packing import Layout, pack_as
-from fedstyle_secure.federation.round_layout import round_layout
+from fedstyle_secure.federation.round_layout import round_layout, round_value_range
 from fedstyle_secure.federation.rounds import SETUP_ROUND_ID, round_kind
 from fedstyle_secure.federation.strategy import FEATURE_MOMENT_RANGE, STD_FLOOR, algorithm_spec
 from fedstyle_secure.memory import call_in_fresh_process, memory_use_mb, return_freed_memory
@@ -270,6 +270,22 @@ def checked_standardisation(
     return mean, std
 
 
+def check_value_range(plan: pb.RoundPlan, kind: str) -> None:
+    """Raise :class:`ConfigError` unless the plan's value range is the one the round rules give a
+    ``kind`` round (:func:`~fedstyle_secure.federation.round_layout.round_value_range`).
+
+    Threat model: a masking artist sits a session out when its vector does not fit the session's
+    range, so a range the server picked per session, over fresh sessions of one round, was a binary
+    search on the artist's exact values (red-team review, 2026-11-30: a set-up round's extreme
+    feature moments to 1e-9 in 80 sessions)."""
+    expected = round_value_range(kind)
+    if (plan.value_low, plan.value_high) != expected:
+        raise ConfigError(
+            f"round {plan.round_id}: the plan's value range [{plan.value_low:g}, {plan.value_high:g}] is not a "
+            f"{kind} round's [{expected[0]:g}, {expected[1]:g}]; refused"
+        )
+
+
 @dataclass
 class ArtistRunner:
     """Acts on each plan exactly once; all model work is :class:`StyleClient`'s."""
@@ -306,7 +322,9 @@ class ArtistRunner:
             return
         if self.privacy is not None and not self.privacy.admit(session, plan):
             return  # retired (the server was told why) or sitting out a phase it must not be charged for
-        check_round_kind(plan)
+        kind = check_round_kind(plan)
+        if plan.phase in MASKING_PHASES:  # the range fixes the session (and its codec) at advertise
+            check_value_range(plan, kind)
         attempt = plan.attempt if plan.phase == "decrypt" else 0
         key = (plan.round_id, plan.phase, plan.masking.session_id, attempt)  # session_id 0 outside masking phases
         if key not in self.sent:
