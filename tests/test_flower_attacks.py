@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import pytest
 
 pytest.importorskip("flwr", reason="the Flower app needs the optional extra: pip install -e '.[flower]'")
@@ -249,3 +250,34 @@ def test_what_a_flower_artist_refuses_with_reaches_the_server_without_its_detail
     assert reply.has_error()
     assert reply.error.reason == f"{type(ArtistRefused(REFUSAL))}:<'{REFUSAL}'>"
     assert str(stored.ledger["dataset_size"]) not in reply.error.reason
+
+
+@pytest.mark.usefixtures("outside_runtime")
+def test_a_flower_artist_without_dp_publishes_once_per_round_whatever_the_server_resends(tmp_path, data):
+    """A Flower artist is a new process per message, and without DP nothing kept the round's
+    publication: a server resending the final publish message with other broadcast models (every
+    trained entry finite and inside the contribution range) got a fresh exact prototype -- the
+    direction of the sum of the artist's embeddings under a model of its choice -- for every message
+    (red-team review, 2026-11-30: 5 different ones for one round).  The artist now resends the one
+    it made."""
+    from fedstyle_secure.federation.strategy import CONTRIBUTION_RANGE
+    from fedstyle_secure.transport.wire import from_tensor, to_tensor
+
+    target = ARTISTS[0]
+    run = Run(tmp_path / "run", data, "secagg", math.inf)
+    run.until("publish", round_id=2)  # the final publication (1 training round): its broadcast has the model
+    run.federation.run_phase()
+    publish, genuine = run.grid.sent(PHASE_ACTIONS["publish"], run.nodes[target])
+    assert genuine.publication is not None and publish.broadcast is not None
+    params = from_tensor(publish.broadcast.params, "params")
+    rng = np.random.default_rng(0)
+    released = [from_tensor(genuine.publication.prototypes, "prototypes")]
+    for _ in range(3):
+        probe = copied(publish)
+        assert probe.broadcast is not None
+        crafted = np.clip(params + rng.normal(0, 0.5, params.shape), *CONTRIBUTION_RANGE).astype(np.float32)
+        probe.broadcast.params.CopyFrom(to_tensor(crafted))
+        reply = run.deliver(target, "publish", probe)
+        assert reply.publication is not None
+        released.append(from_tensor(reply.publication.prototypes, "prototypes"))
+    assert len({r.tobytes() for r in released}) == 1  # one publication of the round, resent

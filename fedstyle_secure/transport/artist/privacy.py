@@ -144,9 +144,10 @@ def _model_arrays(client: StyleClient) -> dict[str, np.ndarray]:
     return {name: tensor.detach().cpu().numpy().copy() for name, tensor in client.model.state_dict().items()}
 
 
-def client_snapshot(artist_id: str, client: StyleClient) -> ArtistSnapshot:
-    """What any artist needs to resume in a new process: model, published prototypes, view generator,
-    retirement (no ledger: :meth:`ArtistPrivacy.save` adds its own)."""
+def client_snapshot(artist_id: str, client: StyleClient, own_round: int | None = None) -> ArtistSnapshot:
+    """What any artist needs to resume in a new process: model, published prototypes (and, without DP,
+    the round id they were sent in), view generator, retirement (no ledger: :meth:`ArtistPrivacy.save`
+    adds its own)."""
     own = None if client.own is None else (np.asarray(client.own.artist_rows), np.asarray(client.own.prototypes))
     return ArtistSnapshot(
         artist_id=artist_id,
@@ -155,6 +156,7 @@ def client_snapshot(artist_id: str, client: StyleClient) -> ArtistSnapshot:
         rng=dict(client.rng.bit_generator.state),
         plan={},
         own=own,
+        own_round=own_round,
         retired=client.retired_reason,
     )
 
@@ -177,18 +179,20 @@ class DurableClient:
     store: ArtistStateStore
     artist_id: str
 
-    def restore(self, client: StyleClient) -> None:
+    def restore(self, client: StyleClient) -> int | None:
+        """Put the stored state into ``client``; the round id its stored publication was sent in."""
         snapshot = self.store.load()
         if snapshot is None:
-            return
+            return None
         if snapshot.artist_id != self.artist_id:
             raise ConfigError(
                 f"client.state_dir holds the state of artist {snapshot.artist_id!r}, not {self.artist_id!r}"
             )
         restore_client(client, snapshot)
+        return snapshot.own_round
 
-    def save(self, client: StyleClient) -> None:
-        self.store.save(client_snapshot(self.artist_id, client))
+    def save(self, client: StyleClient, own_round: int | None) -> None:
+        self.store.save(client_snapshot(self.artist_id, client, own_round))
 
 
 @dataclass

@@ -302,6 +302,7 @@ class ArtistRunner:
     privacy: ArtistPrivacy | None = None  # DP budget gate, durable ledger/results, reports (None: no DP)
     secure_mode: str | None = None  # the run's secure mode, pinned at its first plan (check_secure_mode)
     run_id: str | None = None  # the run's id, pinned at its first plan (check_run_id)
+    published_round: int | None = None  # without DP: the round id of the publication in ``client.own``
 
     def act(self, session: ArtistSession, plan: pb.RoundPlan) -> None:
         """Send this plan's submission; after a reconnect the same (round, phase) resends the
@@ -382,12 +383,21 @@ class ArtistRunner:
         return client.fit(self._broadcast(session, round_id), round_id=round_id - 1)
 
     def _publication(self, session: ArtistSession, plan: pb.RoundPlan) -> Publication:
-        """The round's prototype publication; under DP a Gaussian release charged once (see artist_privacy)."""
-        assert self.client is not None
+        """The round's prototype publication, made once per round and resent when asked again: under
+        DP a Gaussian release charged once (see artist_privacy); without DP the exact prototype,
+        whose round a process-per-message artist (Flower) keeps in ``published_round``.  A server
+        asking again with other broadcast models would otherwise get one exact prototype of the
+        private artworks per model it chose (red-team review, 2026-11-30)."""
+        client = self.client
+        assert client is not None
         if self.privacy is not None:
             return self.privacy.publication(session, plan, lambda: self._broadcast(session, plan.round_id))
+        if self.published_round == plan.round_id and client.own is not None:
+            return client.own
         broadcast = self._broadcast(session, plan.round_id)
-        return self.client.publish(broadcast, round_id=plan.round_id - 1, final=plan.kind == pb.ROUND_KIND_FINAL)
+        publication = client.publish(broadcast, round_id=plan.round_id - 1, final=plan.kind == pb.ROUND_KIND_FINAL)
+        self.published_round = plan.round_id
+        return publication
 
     def _broadcast(self, session: ArtistSession, round_id: int) -> Broadcast:
         assert self.client is not None  # built on the run's first plan, before any broadcast

@@ -73,6 +73,7 @@ class ArtistSnapshot:
     rng: dict[str, Any]
     plan: dict[str, Any]
     own: tuple[np.ndarray, np.ndarray] | None = None
+    own_round: int | None = None  # the round id whose publish phase ``own`` was sent in (artists without DP)
     retired: str | None = None
     uploaded: list[int] = field(default_factory=list)
     results: list[CachedResult] = field(default_factory=list)
@@ -116,6 +117,7 @@ class ArtistStateStore:
             "retired": snapshot.retired,
             "uploaded": sorted(set(snapshot.uploaded)),
             "own_rows": None if snapshot.own is None else [int(r) for r in snapshot.own[0]],
+            "own_round": snapshot.own_round,
         }
         rows = {
             "meta": json.dumps(meta).encode(),
@@ -153,6 +155,7 @@ class ArtistStateStore:
                 rng=meta["rng"],
                 plan=meta["plan"],
                 own=own,
+                own_round=None if meta.get("own_round") is None else int(meta["own_round"]),
                 retired=meta["retired"],
                 uploaded=[int(r) for r in meta["uploaded"]],
                 results=[CachedResult(int(r), str(p), npy_array(a), json.loads(m)) for r, p, m, a in results],
