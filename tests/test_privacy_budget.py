@@ -100,6 +100,8 @@ def test_delta_not_below_one_over_n_is_rejected(delta: float) -> None:
 def test_default_delta_policy() -> None:
     assert default_delta(200) == 1e-5
     assert default_delta(1_000_000) == pytest.approx(1e-7)
+    # rounded down to a power of ten: the delta every report states does not name n (1/(10 n) did)
+    assert default_delta(12_345) == default_delta(99_999) == 1e-6
     for n in (1, 10, 200, 10**6):
         validate_delta(default_delta(n), n)
     with pytest.raises(PrivacyError, match="dataset size"):

@@ -9,6 +9,7 @@ thousands of scans (:data:`~fedstyle_secure.data.images.MAX_JPEG_SCANS`)."""
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import threading
@@ -333,3 +334,54 @@ def test_a_query_jpeg_of_thousands_of_scans_is_refused_before_it_is_decoded(serv
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert f"a JPEG of more than {MAX_JPEG_SCANS} scans is refused" in refused.value.details()
     assert len(query(address(running), tls, ordinary.getvalue(), top_k=3)) == 3  # and it keeps serving
+
+
+def _mpf_segment() -> bytes:
+    """The APP2 "MPF" segment Pillow writes for a two-frame MPO (entry 2 points nowhere useful: only
+    frame 0 is ever decoded)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8)).save(buffer, "MPO", save_all=True, append_images=[Image.new("L", (8, 8))])
+    raw, i = buffer.getvalue(), 2
+    while True:
+        size = struct.unpack(">H", raw[i + 2 : i + 4])[0]
+        if raw[i + 1] == 0xE2 and raw[i + 4 : i + 8] == b"MPF\0":
+            return raw[i : i + 2 + size]
+        i += 2 + size
+
+
+def mpo_scan_bomb(side: int, scans: int) -> bytes:
+    """:func:`progressive_scan_bomb` with an MPF segment after SOI: Pillow's JPEG factory returns an
+    ``MpoImageFile`` (format "MPO") whose frame 0 is the bomb."""
+    bomb = progressive_scan_bomb(side, scans)
+    return bomb[:2] + _mpf_segment() + bomb[2:]
+
+
+def test_a_query_jpeg_wrapped_as_mpo_still_gets_its_thousands_of_scans_refused(serve, keys, tmp_path):
+    """Guarantee (README / MAX_JPEG_SCANS): a query JPEG of more than 64 scans is refused before it
+    is decoded.  Observed: the same 3,000-scan bomb with a 100-byte MPF header is decoded by the
+    server (several seconds of a core per ~130 kB query)."""
+    from fedstyle_secure.data.images import MAX_JPEG_SCANS
+    from fedstyle_secure.transport.artist.channel import query
+    from fedstyle_secure.transport.auth import buyer_tls_pem
+    from tests.servers import address
+    from tests.test_transport_exposure import _scratch_index
+
+    running = serve(keys, Schedule(rounds=1, quorum=2, phase_seconds=600), index=_scratch_index(tmp_path / "index"))
+    tls = buyer_tls_pem(keys, "buyer_x")
+    plain = progressive_scan_bomb(4096, 3000)
+    with pytest.raises(grpc.RpcError) as refused:
+        query(address(running), tls, plain, top_k=3, timeout=60)
+    assert f"a JPEG of more than {MAX_JPEG_SCANS} scans is refused" in refused.value.details()  # the old fix holds
+    bomb = mpo_scan_bomb(4096, 3000)
+    assert len(bomb) < 160 * 1024
+    started = time.monotonic()
+    try:
+        hits = query(address(running), tls, bomb, top_k=3, timeout=120)
+    except grpc.RpcError as exc:
+        hits = exc
+    elapsed = time.monotonic() - started
+    assert isinstance(hits, grpc.RpcError) and "scans is refused" in hits.details(), (
+        f"the MPO-wrapped 3,000-scan JPEG ({len(bomb)} bytes) was decoded and answered in {elapsed:.1f} s: {hits!r}"
+    )

@@ -35,6 +35,7 @@ from fedstyle_secure.federation.strategy import CONTRIBUTION_RANGE
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.privacy.budget import BudgetLedger
 from fedstyle_secure.privacy.plan import DpConfig
+from fedstyle_secure.privacy.report_store import latest_reports
 from fedstyle_secure.secure.keys.keystore import ArtistKeys, load_artist_keys, load_server_keys
 from fedstyle_secure.secure.masking import MaskingPhase
 from fedstyle_secure.secure.masking.fixedpoint import FixedPointCodec
@@ -562,3 +563,26 @@ def test_a_dp_artist_charges_rounds_in_order_and_nothing_past_the_final_publicat
     )
     assert f"round 0 comes after round {final_round} was charged (and reported)" in caplog.text
     assert f"round {final_round + 1} is past the plan's final round {final_round}" in caplog.text
+
+
+def test_a_release_asked_after_its_rounds_report_is_signed_is_sat_out(tmp_path, data, caplog):
+    """A DP artist signs a round's report as soon as its DP-SGD is charged.  A server asking for the
+    round's contribution first and only then for the same round's announced prototype refresh had
+    the release charged at a round whose (append-only) report was signed already: retiring next,
+    the artist's reports certified epsilon 2.81 where its ledger spent 2.99 (red-team review,
+    2026-11-30; continuing, the audit flagged the honest artist instead).  The artist now sits out
+    any charge at a round whose report is signed: every charge is in a report."""
+    config, artist_keys, server, dim = _dp_artist(tmp_path, data)
+    runner = ArtistRunner(config, artist_keys)
+    fake = cast(ArtistSession, server)
+    runner.act(fake, _dp_plan(1, "advertise", 0x21, dim))  # the round's DP-SGD first: charged and reported
+    with caplog.at_level("ERROR"):
+        runner.act(fake, _dp_plan(1, "publish", 0x21, dim))  # then the same round's release
+    assert server.submitted == [(1, "advertise")]  # nothing released
+    assert "round 0's report is signed already: a charge now would be in no report" in caplog.text
+    stored = ArtistStateStore(tmp_path / "state").load()
+    assert stored is not None and stored.ledger is not None
+    history = BudgetLedger.from_dict(stored.ledger).history
+    report = latest_reports(tmp_path / "state" / "reports")[DP_TARGET]
+    assert [(type(m).__name__, m.round_id) for m in history] == [("DpSgdSteps", 0)]
+    assert len(report["mechanisms"]) == len(history)  # the signed report holds every charge

@@ -134,7 +134,7 @@ def decode_image(
     try:
         with Image.open(path, formats=DECODED_FORMATS) as img:
             check_image_size(img.size, max_pixels, what)  # header only: nothing decoded yet
-            if img.format == "JPEG" and img.fp is not None:
+            if img.format in ("JPEG", "MPO") and img.fp is not None:  # an MPO is a JPEG with an MPF segment
                 check_jpeg_scans(img.fp, what)
             img.load()
             rgb = img.convert("RGB")

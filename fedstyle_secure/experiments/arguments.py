@@ -131,7 +131,8 @@ def add_privacy_arguments(
         "--delta",
         type=float,
         metavar="D",
-        help="delta (default min(1e-5, 1/(10 n)) for n private artworks; must be < 1/n)",
+        help="delta (default min(1e-5, 1/(10 n)) rounded down to a power of ten, for n private artworks; "
+        "must be < 1/n)",
     )
     group.add_argument(
         "--clip-norm",

@@ -8,7 +8,7 @@ default relative tolerance, ``epsilon >= 0.99 * target``.
 Delta policy: delta bounds the probability of a catastrophic failure per artwork, so it
 must be well below ``1 / n`` for an artist with ``n`` artworks (otherwise "release one
 artwork at random" would satisfy the guarantee). :func:`default_delta` picks
-``min(1e-5, 1 / (10 n))``; :func:`validate_delta` rejects ``delta >= 1 / n``.
+``min(1e-5, 1 / (10 n))`` rounded down to a power of ten; :func:`validate_delta` rejects ``delta >= 1 / n``.
 """
 
 from __future__ import annotations
@@ -32,9 +32,14 @@ _MAX_BISECTIONS = 100
 
 
 def default_delta(dataset_size: int) -> float:
-    """The project's delta for an artist with ``dataset_size`` artworks: ``min(1e-5, 1/(10 n))``."""
+    """The project's delta for an artist with ``dataset_size`` artworks: ``min(1e-5, 1/(10 n))``
+    rounded down to a power of ten.  The rounding keeps ``n`` out of the delta every report states
+    (``1/(10 n)`` itself named an artist's exact portfolio size above 10,000 artworks: red-team
+    review, 2026-11-30); it reveals only n's order of magnitude, which the DP-SGD sample rate
+    already places within a batch size."""
     _require_dataset_size(dataset_size)
-    return min(DEFAULT_DELTA_CAP, 1.0 / (10 * dataset_size))
+    exact = min(DEFAULT_DELTA_CAP, 1.0 / (10 * dataset_size))
+    return float(10.0 ** math.floor(math.log10(exact) + 1e-12))
 
 
 def validate_delta(delta: float, dataset_size: int) -> None:

@@ -160,7 +160,9 @@ class DpPlan:
         """Whether the plan releases prototypes at ``round_id`` (a training refresh or the final one)."""
         return round_id >= self.final_round or (round_id in self.release_rounds and self.release_sigma is not None)
 
-    def charge_refusal(self, round_id: int, *, release: bool, final: bool, latest_charged: int | None) -> str | None:
+    def charge_refusal(
+        self, round_id: int, *, release: bool, final: bool, latest_charged: int | None, reported: bool = False
+    ) -> str | None:
         """Why charging ``round_id`` now falls outside this plan's schedule (``None``: it does not).
 
         The plan charges DP-SGD in rounds ``0 .. final_round - 1``, training-time releases only in
@@ -168,7 +170,11 @@ class DpPlan:
         and each round's report is signed once a later round is charged.  A server deviating from
         the protocol could otherwise have a release charged at an earlier round after that round's
         report (or after the final one) was signed, so that no report holds it, or final releases
-        past ``final_round``, each a fresh draw of the final prototype."""
+        past ``final_round``, each a fresh draw of the final prototype.  ``reported``: the report of
+        ``round_id`` is signed already (its DP-SGD is reported when it is charged, so a release the
+        server asks for after the round's contribution would be in no report: refused too)."""
+        if reported:
+            return f"round {round_id}'s report is signed already: a charge now would be in no report"
         if latest_charged is not None and round_id < latest_charged:
             return f"round {round_id} comes after round {latest_charged} was charged (and reported)"
         if round_id > self.final_round:

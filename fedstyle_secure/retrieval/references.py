@@ -41,7 +41,7 @@ def public_pca(public_features: np.ndarray, dims: int) -> tuple[np.ndarray, np.n
 @functools.lru_cache(maxsize=256)
 def release_sigma(epsilon: float, n_artworks: int, accountant: str = "prv") -> float:
     """Noise std of ONE Gaussian release of a prototype sum (L2 sensitivity 1) spending ``epsilon``
-    at the project's default delta ``min(1e-5, 1/(10 n))``."""
+    at the project's default delta ``min(1e-5, 1/(10 n))` rounded down to a power of ten`."""
     delta = default_delta(n_artworks)
     multiplier = calibrate_noise_multiplier(
         target_epsilon=epsilon, delta=delta, sample_rate=1.0, steps=1, accountant=accountant

@@ -4,7 +4,7 @@
 Where what is configured (privacy unit: one artwork, record-level):
 
 * ``[federation]`` of ``server.toml`` -- the plan the whole federation runs: target ``epsilon``
-  (absent or ``inf`` = no DP), ``delta`` (absent = per artist ``min(1e-5, 1/(10 n))``),
+  (absent or ``inf`` = no DP), ``delta`` (absent = per artist ``min(1e-5, 1/(10 n))` rounded down to a power of ten`),
   ``clip_norm``, ``accountant`` (``prv`` default or ``rdp``: the sound ones; ``gdp`` is refused), ``private_layers``
   (``last`` default, ``all``: what DP-SGD updates) and optionally a fixed ``noise_multiplier``
   instead of calibrating one.  The server announces it; it never sees

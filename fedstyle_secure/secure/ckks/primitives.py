@@ -437,7 +437,13 @@ class EncryptedVector:
         """The float64 plaintext (requires the secret context)."""
         if not self.context.has_secret_key:
             raise SecureAggregationError("decryption needs the CKKS secret context; this context has no secret key")
-        return np.concatenate([np.asarray(chunk.decrypt(), dtype=np.float64) for chunk in self.chunks])
+        try:
+            plain = np.concatenate([np.asarray(chunk.decrypt(), dtype=np.float64) for chunk in self.chunks])
+        except (MemoryError, RuntimeError, ValueError) as exc:  # TenSEAL's own failures: fail closed, named
+            raise SecureAggregationError(f"decryption failed inside TenSEAL: {exc!r}") from exc
+        if plain.shape != (self.length,):
+            raise SecureAggregationError(f"decryption gave {plain.size} values for a vector of {self.length}")
+        return plain
 
 
 ChunkShape = tuple[tuple[int, ...], float, int]
@@ -478,21 +484,25 @@ def check_fresh(context: CkksContext, chunk: ts.CKKSVector, what: str, top: tupl
 
 
 TENSEAL_VECTOR_FIELDS = {1: 2, 2: 2, 3: 1}
-"""The fields of TenSEAL's serialised CKKS vector and their protobuf wire types: 1 the shape (bytes),
-2 a SEAL ciphertext (bytes), 3 the scale (a double)."""
+"""The fields of TenSEAL's serialised CKKS vector and their protobuf wire types: 1 the sizes of its
+ciphertexts (packed varints), 2 a SEAL ciphertext (bytes), 3 the scale (a double)."""
 
 
-def check_one_ciphertext(raw: bytes, what: str) -> None:
-    """Raise unless ``raw`` is a TenSEAL CKKS vector of exactly ONE ciphertext and no unknown field,
-    read from its protobuf framing before TenSEAL parses anything.
+def check_one_ciphertext(raw: bytes, size: int, what: str) -> None:
+    """Raise unless ``raw`` is a TenSEAL CKKS vector of exactly ONE ciphertext holding ``size``
+    values and no other field, read from its protobuf framing before TenSEAL parses anything.
 
-    Threat model: TenSEAL inflates and allocates every ciphertext of a vector before any check of
-    ours runs, and a SEAL ciphertext is zstd-compressed: a few hundred bytes can declare up to 16
-    polynomials (2 MiB here).  A 72 KB signed contribution holding 384 of them made the server
-    allocate 1.6 GB (red-team review, 2026-11-30).  One ciphertext per chunk, each checked before
-    the next is parsed, bounds what one upload can make the server allocate to its honest size plus
-    one ciphertext of at most SEAL's 16 polynomials."""
+    Threat model: a roster artist signs what it likes.  TenSEAL inflates and allocates every
+    ciphertext of a vector before any check of ours runs, and a SEAL ciphertext is
+    zstd-compressed: a few hundred bytes can declare up to 16 polynomials (2 MiB here); a 72 KB
+    signed contribution holding 384 of them made the server allocate 1.6 GB.  And TenSEAL adds the
+    ``sizes`` entries up in a C++ ``int``, so ``[X, L - X mod 2**32]`` passed as ``L`` values while
+    the decryption copied ``X`` values out of a 4,096-slot buffer: heap bytes in the released
+    plaintext, or ``std::bad_alloc`` (red-team reviews, 2026-11-30).  One ciphertext per chunk, one
+    size equal to the chunk's, each chunk checked before the next is parsed: what one upload can
+    make a party allocate is its honest size plus one ciphertext of at most SEAL's 16 polynomials."""
     seen: dict[int, int] = {}
+    sizes: list[int] = []
     at = 0
     while at < len(raw):
         key, at = _varint(raw, at, what)
@@ -502,6 +512,8 @@ def check_one_ciphertext(raw: bytes, what: str) -> None:
         seen[field] = seen.get(field, 0) + 1
         if wire == 2:
             length, at = _varint(raw, at, what)
+            if field == 1:
+                sizes += _packed_varints(raw[at : at + length], what)
             at += length
         else:
             at += 8
@@ -510,6 +522,16 @@ def check_one_ciphertext(raw: bytes, what: str) -> None:
             f"{what}: a CKKS vector chunk must hold one ciphertext, holds {seen.get(2, 0)}"
             + ("" if at == len(raw) else " (truncated)")
         )
+    if sizes != [size]:
+        raise SecureAggregationError(f"{what}: a CKKS vector chunk of {size} values declares sizes {sizes[:4]}")
+
+
+def _packed_varints(raw: bytes, what: str) -> list[int]:
+    values, at = [], 0
+    while at < len(raw):
+        value, at = _varint(raw, at, what)
+        values.append(value)
+    return values
 
 
 def _varint(raw: bytes, at: int, what: str) -> tuple[int, int]:
@@ -528,7 +550,7 @@ def _varint(raw: bytes, at: int, what: str) -> tuple[int, int]:
 def _load_chunk(context: CkksContext, raw: bytes, size: int, what: str) -> ts.CKKSVector:
     import tenseal as ts
 
-    check_one_ciphertext(raw, what)
+    check_one_ciphertext(raw, size, what)
     try:
         chunk = ts.ckks_vector_from(context.tenseal, raw)
     except Exception as exc:  # TenSEAL: ValueError (parse) / RuntimeError (parameter mismatch)

@@ -19,6 +19,7 @@ sum the artist checked and computed itself (protocol and threat model:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -182,7 +183,9 @@ class CkksClient:
             total.add(data, what=f"{at} contribution of {contribution.artist}")
         # the server's deadline, but never longer than this artist's own cap; at most about a poll a
         # second, whatever a poll brings (a server answering at once must not make the artist spin)
-        give_up = min(plan.phase_deadline_unix, self.clock() + MAX_COMMIT_WAIT_SECONDS)
+        give_up = self.clock() + MAX_COMMIT_WAIT_SECONDS
+        if math.isfinite(plan.phase_deadline_unix):  # a NaN deadline would lift the cap (min(nan, x) is nan)
+            give_up = min(plan.phase_deadline_unix, give_up)
         seen, asked = _signatures_on(commits, digest, committee), None
         while not commitments_complete(seen, at=at, digest=digest, committee=committee, publics=publics):
             remaining = give_up - self.clock()

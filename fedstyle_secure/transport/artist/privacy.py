@@ -376,6 +376,7 @@ class ArtistPrivacy:
             release=_charge(plan.phase) == RELEASE,
             final=plan.kind == pb.ROUND_KIND_FINAL,
             latest_charged=self._latest_charged_round(),
+            reported=self.writer is not None and report_path(self.writer.dir, self.keys.artist_id, r).exists(),
         )
         if refusal is not None:
             log.error("round %d %s: not charged, sitting it out: %s", plan.round_id, plan.phase, refusal)
