@@ -63,16 +63,17 @@ def test_a_chunk_declaring_other_sizes_is_refused_before_tenseal_parses_it(keys,
     np.testing.assert_allclose(loaded.decrypt(), vector, atol=1e-3)
 
 
-def test_a_nan_phase_deadline_lifts_a_committee_members_wait_cap(keys, tmp_path, monkeypatch):
+def test_a_nan_phase_deadline_does_not_lift_a_committee_members_wait_cap(keys, tmp_path, monkeypatch):
     """Guarantee (transport/artist/ckks.py, MAX_COMMIT_WAIT_SECONDS): whatever deadline the server
     announces, a committee member waits for the committee's commitments at most 600 s and then
     REFUSES (a logged SecureAggregationError; the runner acts once per round, phase and attempt).
-    Observed: a plan whose ``phase_deadline_unix`` (a proto double) is NaN makes ``give_up =
+    Before the fix, a plan whose ``phase_deadline_unix`` (a proto double) is NaN makes ``give_up =
     min(nan, now + 600)`` NaN; ``remaining <= 0`` is never true and the next long poll goes out with
     ``timeout = nan + 10``, which gRPC fails at once with DEADLINE_EXCEEDED.  That RpcError escapes
     ``decrypt_step``; the runner counts it as a connection problem (RETRYABLE), re-registers (which
     resets its back-off and give-up clock, Reachability.reached) and acts on the same plan again:
-    re-downloads and re-sums every contribution of the set, without end, at the initial back-off."""
+    re-downloads and re-sums every contribution of the set, without end, at the initial back-off.
+    Now it waits at most its own cap and refuses."""
     from fedstyle_secure.federation.coordinator import Coordinator
     from fedstyle_secure.transport.artist.ckks import MAX_COMMIT_WAIT_SECONDS
     from fedstyle_secure.transport.server.servicer import FederationServicer
