@@ -221,3 +221,12 @@ def test_manifest_field_of_the_wrong_json_type_is_refused_by_name(
     (scratch / keystore.MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ConfigError, match=f"manifest field '{field}' must be {expected}"):
         keystore.load_artist_keys(scratch, "alice")
+
+
+@pytest.mark.parametrize("subject", ["alice\n", "alice\nbob", "", ".alice", "a" * 65, "al ice"])
+def test_an_id_must_be_the_whole_string(subject: str) -> None:
+    """Ids become file names and certificate URIs; ``$`` in the pattern admitted a final newline
+    (``"alice\\n"`` passed, and a certificate for it mapped to ``alice``; red-team review, 2026-11-30)."""
+    with pytest.raises(ConfigError, match="must be 1-64 characters"):
+        pki.validate_subject_id(subject)
+    assert pki.validate_subject_id("alice_01.x-y") == "alice_01.x-y"

@@ -37,7 +37,7 @@ URI_SCHEME = "fedstyle"
 CA_VALIDITY_DAYS = 3650
 LEAF_VALIDITY_DAYS = 365
 _CLOCK_SKEW = dt.timedelta(minutes=5)
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # whole string: fullmatch ($ would admit a final newline)
 
 
 class Role(str, enum.Enum):
@@ -57,7 +57,7 @@ class IssuedCertificate:
 
 def validate_subject_id(subject_id: str) -> str:
     """Artist/buyer ids become file names and URIs: 1-64 of ``[A-Za-z0-9._-]``, not starting with a dot."""
-    if not _ID_PATTERN.match(subject_id):
+    if not _ID_PATTERN.fullmatch(subject_id):
         raise ConfigError(
             f"id {subject_id!r} must be 1-64 characters of letters, digits, '.', '_', '-' and start with a letter or "
             "digit"
@@ -150,7 +150,7 @@ def _host_name(host: str) -> x509.GeneralName:
     try:
         return x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
-        if not re.match(r"^[A-Za-z0-9*]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$", host):
+        if not re.fullmatch(r"[A-Za-z0-9*]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", host):
             raise ConfigError(f"server host {host!r} is neither an IP address nor a DNS name") from None
         return x509.DNSName(host)
 
@@ -336,7 +336,7 @@ def client_identity(certificate: x509.Certificate) -> tuple[Role, str]:
     """``(role, id)`` from a client certificate's ``fedstyle://`` URI SAN (what the TLS server trusts)."""
     uris = _uri_sans(certificate, "client certificate")
     for uri in uris:
-        match = re.match(rf"^{URI_SCHEME}://(artist|buyer)/(.+)$", uri)
+        match = re.fullmatch(rf"{URI_SCHEME}://(artist|buyer)/(.+)", uri)
         if match:
             return Role(match.group(1)), validate_subject_id(match.group(2))
     raise SecureAggregationError(f"client certificate has no {URI_SCHEME}:// URI SAN (found {uris})")

@@ -337,7 +337,10 @@ class MaskingArtist:
             what = f"artist {self.artist_id!r}: share from {sender!r}"
             associated = share_associated_data(rid, sender, self.artist_id)
             plaintext = open_sealed(self._inbound[sender], sealed, associated, what)
-            held[sender] = decode_share_plaintext(plaintext)
+            try:  # field elements, checked before anything is revealed: the dealer is named, not the holders
+                held[sender] = decode_share_plaintext(plaintext)
+            except SecureAggregationError as exc:
+                raise self._fail(f"{what}: {exc}") from exc
         masks = MaskGenerator(self.config.vector_length)
         masks.add_into(words, self._self_seed, +1)
         for peer in sorted(senders):

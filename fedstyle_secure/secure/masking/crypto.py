@@ -82,7 +82,9 @@ def verify_advertisement(
     signature: bytes,
 ) -> None:
     """Raise unless ``signature`` is ``artist_id``'s identity-key signature of these keys for this round
-    and this round configuration."""
+    and this round configuration, and both keys are usable X25519 public keys (:func:`require_usable_x25519`)."""
+    for key, name in ((enc_public, "encryption"), (mask_public, "masking")):
+        require_usable_x25519(key, f"round {round_id}: the {name} key advertised by {artist_id!r}")
     try:
         identity_public.verify(
             signature, advertisement_payload(round_id, config_digest, artist_id, enc_public, mask_public, contribution)
@@ -128,6 +130,18 @@ def survivors_signature_valid(
     except InvalidSignature:
         return False
     return True
+
+
+def require_usable_x25519(public: bytes, what: str) -> None:
+    """Raise unless ``public`` is an X25519 public key an agreement can use: a small-order point (the
+    all-zero encoding, say) gives an all-zero shared secret, which ``cryptography`` refuses, so a
+    signed advertisement of one made every honest artist fail one phase later, naming nobody
+    (red-team review, 2026-11-30).  Checked when an advertisement is accepted: the advertiser is
+    refused alone and counts as dropped."""
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(public))
+    except ValueError as exc:
+        raise SecureAggregationError(f"{what} is not a usable X25519 public key ({exc})") from exc
 
 
 def _agree(own: X25519PrivateKey, peer_public: bytes) -> bytes:

@@ -56,7 +56,7 @@ from fedstyle_secure.secure.masking.crypto import (
     PUBLIC_KEY_BYTES,
     SIGNATURE_BYTES,
 )
-from fedstyle_secure.secure.masking.shamir import SHARE_VALUE_BYTES
+from fedstyle_secure.secure.masking.shamir import SHARE_VALUE_BYTES, field_element
 
 if TYPE_CHECKING:
     from typing import Self  # Python 3.11+; annotations are not evaluated at runtime
@@ -89,10 +89,15 @@ def encode_share_plaintext(key_share: bytes, seed_share: bytes) -> bytes:
 
 
 def decode_share_plaintext(plaintext: bytes) -> tuple[bytes, bytes]:
-    """Inverse of :func:`encode_share_plaintext`: ``(key_share, seed_share)``."""
+    """Inverse of :func:`encode_share_plaintext`: ``(key_share, seed_share)``, each a field element.
+    A value at or above the prime, planted by a dishonest dealer, would otherwise be revealed by the
+    honest holders at unmasking and get THEIR answers refused (red-team review, 2026-11-30)."""
     if len(plaintext) != SHARE_PLAINTEXT_BYTES:
         raise SecureAggregationError(f"share plaintext must be {SHARE_PLAINTEXT_BYTES} bytes, got {len(plaintext)}")
-    return plaintext[:SHARE_VALUE_BYTES], plaintext[SHARE_VALUE_BYTES:]
+    key_share, seed_share = plaintext[:SHARE_VALUE_BYTES], plaintext[SHARE_VALUE_BYTES:]
+    field_element(key_share)
+    field_element(seed_share)
+    return key_share, seed_share
 
 
 def _pack_count(items: Sequence[object]) -> bytes:
