@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fedstyle_secure.errors import ConfigError, PrivacyError, SecureAggregationError
+from fedstyle_secure.experiments.arguments import seed_value
 from fedstyle_secure.experiments.canary_audit import (
     CONFIGURATIONS,
     CanaryAuditConfig,
@@ -125,6 +126,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+_DEFAULTS: dict[str, object] = {}  # the empirical options' defaults, filled by _add_empirical_arguments
+
+
 def _add_empirical_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--empirical", action="store_true", help="run the canary membership-inference audit instead of checking reports"
@@ -158,17 +162,24 @@ def _add_empirical_arguments(group: argparse._ArgumentGroup) -> None:
     )
     group.add_argument(
         "--seed",
-        type=int,
+        type=seed_value,
         default=0,
         metavar="S",
         help="seed of data, canary coins and the DP noise (seeded: a reproducible experiment, not a deployment; "
         "default: %(default)s)",
     )
+    _DEFAULTS.update({action.dest: action.default for action in group._group_actions})
+
+
+EMPIRICAL_ONLY = ("epsilon", "canaries", "confidence", "config", "train_points", "epochs", "seed")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.empirical:
         return run_empirical(args)
+    given = [f"--{name.replace('_', '-')}" for name in EMPIRICAL_ONLY if getattr(args, name) != _DEFAULTS[name]]
+    if given:  # silently ignored, `audit PATH --epsilon 1` looked like a check of the reports against epsilon 1
+        raise ConfigError(f"{', '.join(given)}: only with --empirical (a reports audit takes none of them)")
     if not args.paths:
         raise ConfigError("give at least one report file or directory (or --empirical)")
     if not (0.0 <= args.tolerance < 1.0):

@@ -25,7 +25,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from fedstyle_secure.errors import TransportError
-from fedstyle_secure.experiments.arguments import federation_from_args, result_payload, simulation_config_from_args
+from fedstyle_secure.experiments.arguments import (
+    federation_from_args,
+    result_payload,
+    seed_value,
+    simulation_config_from_args,
+)
 from fedstyle_secure.experiments.output import METRIC_COLUMNS, render_table, write_json
 from fedstyle_secure.federation.coordinator import TRANSPORT_SECURE_MODES
 from fedstyle_secure.federation.simulator import run_simulation
@@ -96,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_SECURE,
         help="secure aggregation of the federation (default %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed (default %(default)s)")
+    p.add_argument("--seed", type=seed_value, default=0, metavar="S", help="seed (default %(default)s)")
     p.add_argument(
         "--timeout",
         type=float,

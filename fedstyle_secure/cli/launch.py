@@ -58,6 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_format, getattr(args, "verbose", False))
+    if args.work.exists() and not args.work.is_dir():
+        raise ConfigError(f"--work {args.work} is a file; give a new directory")
     if args.work.exists() and any(args.work.iterdir()):
         raise ConfigError(f"--work {args.work} is not empty; give a new directory")
     dp = dp_config_from_args(args)
@@ -106,6 +108,8 @@ def parse_budgets(items: list[str]) -> dict[str, float]:
     budgets = {}
     for item in items:
         artist, _, value = item.partition("=")
+        if artist.strip() in budgets:
+            raise ConfigError(f"--budget names {artist.strip()!r} twice")
         try:
             budgets[artist.strip()] = float(value)
         except ValueError:

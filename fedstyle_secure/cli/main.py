@@ -77,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FedStyleError as exc:
         print(f"fedstyle: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path that is a file where a folder is expected, a full disk, no permission
+        print(f"fedstyle: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("fedstyle: interrupted", file=sys.stderr)
         return 130

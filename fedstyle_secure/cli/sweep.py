@@ -11,6 +11,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from fedstyle_secure.data.public import default_public_set, public_set_name
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.experiments.arguments import add_data_arguments, add_privacy_arguments, add_training_arguments
 from fedstyle_secure.experiments.cell_backends import (
@@ -52,7 +53,9 @@ _CONFIG_KEYS = (
     "noise_multiplier",
     "accountant",
     "private_layers",
+    "public_pretrain_steps",
 )
+MAX_SWEEP_CELLS = 100_000  # a grid is enumerated in memory: `--seeds 1000000` took 5.6 GB before any cell ran
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -131,6 +134,8 @@ def _reject_single_run_options(args: argparse.Namespace) -> None:
 
 def _cell_config(args: argparse.Namespace) -> dict[str, Any]:
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in ((k, getattr(args, k)) for k in _CONFIG_KEYS)}
+    if args.public is None:  # resolved: $FEDSTYLE_PUBLIC_SET changes what every cell computes
+        config["public"] = public_set_name(default_public_set())
     if args.insecure_seeded_noise:  # only when set, so cells finished before the flag existed keep their keys
         config["insecure_seeded_noise"] = True
     return config
@@ -142,6 +147,9 @@ def run(args: argparse.Namespace) -> int:
     algorithms = parse_algorithms(args.algorithms, tuple(ALGORITHMS))
     seeds = parse_seeds(args.seeds)
     source = f"dir:{args.data.resolve()}" if args.data else "synthetic"
+    size = (len(algorithms) + 1) * len(args.epsilon_list) * len(seeds)
+    if size > MAX_SWEEP_CELLS:
+        raise ConfigError(f"the sweep would have {size} cells (at most {MAX_SWEEP_CELLS}); fewer --seeds or --epsilons")
     # every sweep also measures the no-training reference row (see experiments.cells.REFERENCE)
     cells = enumerate_cells(source, [*algorithms, REFERENCE], args.epsilon_list, seeds, _cell_config(args))
     store = CellStore(args.out)

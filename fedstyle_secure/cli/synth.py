@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fedstyle_secure.data.synth import write_synthetic_folder
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.experiments.arguments import seed_value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     p.add_argument("--artists", type=int, default=8, metavar="N", help="number of artists (default %(default)s)")
     p.add_argument("--per-artist", type=int, default=24, metavar="M", help="artworks per artist (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="generator seed (default %(default)s)")
+    p.add_argument("--seed", type=seed_value, default=0, metavar="S", help="generator seed (default %(default)s)")
     p.set_defaults(func=run)
 
 

@@ -172,6 +172,11 @@ def _artist_folders(root: Path) -> list[Path]:
     if not root.is_dir():
         raise DataError(f"data folder {root} is not a directory (expected <root>/<artist>/<image>)")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for folder in folders:
+        try:
+            folder.name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(f"artist folder name {folder.name!r} in {root} is not valid UTF-8; rename it") from None
     if not folders:
         raise DataError(f"data folder {root} has no artist sub-folders (expected <root>/<artist>/<image>)")
     return folders

@@ -28,6 +28,17 @@ DEFAULT_ROUNDS = 20
 DEFAULT_LOCAL_EPOCHS = 2
 
 
+def seed_value(text: str) -> int:
+    """An argparse type for ``--seed``: an integer >= 0 (NumPy's generators refuse negative seeds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def add_data_arguments(parser: argparse.ArgumentParser, require_source: bool = True) -> None:
     group = parser.add_argument_group("data")
     source = group.add_mutually_exclusive_group(required=require_source)
@@ -90,7 +101,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--seed",
-        type=int,
+        type=seed_value,
         default=0,
         metavar="S",
         help="seed of split, initialisation and sampling (default %(default)s)",

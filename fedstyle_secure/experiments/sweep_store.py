@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from pathlib import Path
 from fedstyle_secure.errors import DataError
 from fedstyle_secure.experiments.cell_backends import CellBackend, WorkerDied
 from fedstyle_secure.experiments.output import write_json
-from fedstyle_secure.experiments.sweep import CellResult, CellSpec
+from fedstyle_secure.experiments.sweep import METRICS, CellResult, CellSpec
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,18 @@ class CellStore:
             return None
         try:
             doc = json.loads(path.read_text())
-            return CellResult(metrics=doc["metrics"], extra=doc.get("extra", {}))
-        except (ValueError, KeyError) as exc:
+        except ValueError as exc:
             raise DataError(f"corrupt sweep cell file {path}: {exc}; delete it to recompute") from exc
+        metrics = doc.get("metrics") if isinstance(doc, dict) else None
+        extra = doc.get("extra", {}) if isinstance(doc, dict) else None
+        if not (
+            isinstance(metrics, dict) and isinstance(extra, dict) and all(_finite(metrics.get(m)) for m in METRICS)
+        ):
+            raise DataError(
+                f"corrupt sweep cell file {path}: needs an object whose 'metrics' hold {', '.join(METRICS)} as "
+                "finite numbers; delete it to recompute"
+            )
+        return CellResult(metrics=metrics, extra=extra)
 
     def save(self, spec: CellSpec, result: CellResult) -> None:
         write_json(self.path(spec), {"cell": spec.as_dict(), "metrics": result.metrics, "extra": result.extra})
@@ -134,3 +144,7 @@ def run_cells(
         backend.close()
     done = [(spec, finished[key]) for key, spec in specs.items() if key in finished]
     return SweepRun(done=done, failed=failed, computed=computed)
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -122,6 +122,8 @@ def _feature_bank(
             cached = None if len(have.get(i, ())) >= n_views + 1 else cache.get(key)
             if cached is None or cached.ndim != 2 or cached.shape[1] != STYLE_FEATURE_DIM:
                 continue
+            if not np.all(np.isfinite(cached)):  # a damaged entry is a miss, recomputed
+                continue
             if cached.shape[0] >= n_views + 1:
                 out[:, i] = cached[: n_views + 1]
             have[i] = cached

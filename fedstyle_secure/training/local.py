@@ -11,6 +11,7 @@ objective.  The public-alignment term sees only public images.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedstyle_secure.errors import ModelError
+from fedstyle_secure.errors import ConfigError, ModelError
 from fedstyle_secure.models.embed import embed
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import trainable_parameters
@@ -68,6 +69,19 @@ class LocalConfig:
     public_batch_size: int = 32
     optimizer: str = "sgd"  # "sgd" (plain) or "adam" (fresh state each round)
     anchor_original: bool = False  # draw the anchor view among the original and its augmentations
+
+    def __post_init__(self) -> None:
+        """Refuse values that would train nothing or nonsense, naming the option (``--batch-size -2``
+        used to run no step at all and report the untrained model; ``--tau -1`` inverted the loss)."""
+        for name in ("batch_size", "public_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} (--{name.replace('_', '-')}): must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "tau"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} (--{name}): must be a positive finite number, got {value}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ConfigError(f"optimizer: must be 'sgd' or 'adam', got {self.optimizer!r}")
 
 
 @dataclass(frozen=True)

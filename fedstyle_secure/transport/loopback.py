@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fedstyle_secure.data.images import load_image_folder
+from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.privacy.plan import DpConfig
 from fedstyle_secure.secure.keys.keystore import generate_key_files, load_artist_keys, load_server_keys, write_key_files
@@ -105,6 +106,9 @@ def start_loopback(
     signed reports in :func:`artist_dirs`.
     """
     folders = artist_folders(data_dir, work)
+    unknown = sorted(set(budgets or {}) - set(folders))
+    if unknown:  # a budget for a misspelt artist would silently not apply
+        raise ConfigError(f"--budget names {unknown}, which are not artist folders of {data_dir} ({sorted(folders)})")
     keys_dir = keys_dir or write_fresh_keys(work / "keys", sorted(folders), buyers)
     if dp is not None:
         schedule = replace(schedule, standardise=False)

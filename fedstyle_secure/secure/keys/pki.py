@@ -78,11 +78,14 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
+MAX_VALIDITY_DAYS = 36_500  # 100 years; beyond datetime's range a certificate cannot be written
+
+
 def _builder(
     subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey, now: dt.datetime, days: int
 ) -> x509.CertificateBuilder:
-    if days < 1:
-        raise ConfigError(f"certificate validity must be >= 1 day, got {days}")
+    if not 1 <= days <= MAX_VALIDITY_DAYS:
+        raise ConfigError(f"certificate validity (--days) must be 1 to {MAX_VALIDITY_DAYS} days, got {days}")
     return (
         x509.CertificateBuilder()
         .subject_name(subject)

@@ -1,0 +1,348 @@
+"""Bad input to the ``fedstyle`` command line gets a clear error naming what was wrong, never a
+traceback, a silently ignored option or a stale result (a helper's review of 2026-11-30, played
+through the real entry point; each test failed on the code before its fix)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fedstyle_secure.cli.main import main
+from fedstyle_secure.experiments.sweep import METRICS, CellResult, CellSpec
+
+SWEEP_TINY = [
+    "sweep",
+    "--synthetic",
+    "--artists",
+    "3",
+    "--per-artist",
+    "6",
+    "--rounds",
+    "1",
+    "--algorithms",
+    "fedavg",
+    "--epsilons",
+    "inf",
+    "--seeds",
+    "1",
+]
+
+
+def _fake_runner(calls: list):
+    def make(args):
+        def run(spec: CellSpec) -> CellResult:
+            calls.append((spec.algorithm, args.public_pretrain_steps))
+            return CellResult({m: 0.5 for m in METRICS}, {})
+
+        return run
+
+    return make
+
+
+def test_sweep_resume_reuses_cells_computed_with_another_public_pretrain_steps(tmp_path, monkeypatch, capsys):
+    """--public-pretrain-steps changes what every trained cell computes (simulation_config_from_args
+    passes it to the simulation), but it is not part of the cell key: a rerun with another value
+    silently reports the old cells' metrics."""
+    calls: list = []
+    monkeypatch.setattr("fedstyle_secure.cli.sweep.make_cell_runner", _fake_runner(calls))
+    out = tmp_path / "sweep"
+    assert main([*SWEEP_TINY, "--out", str(out), "--public-pretrain-steps", "0"]) == 0
+    first = [c for c in calls if c[0] == "fedavg"]
+    assert first == [("fedavg", 0)]
+    calls.clear()
+    assert main([*SWEEP_TINY, "--out", str(out), "--public-pretrain-steps", "500"]) == 0
+    # the fedavg cell must be recomputed with 500 warm-start steps
+    assert ("fedavg", 500) in calls, f"stale cell reused; second run computed only {calls}"
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["[]", '{"metrics": "x"}', '{"metrics": {}}', '{"metrics": {"artist_accuracy": "high"}}', "null"],
+)
+def test_sweep_resume_with_a_tampered_cell_file_is_a_clear_error(tmp_path, monkeypatch, capsys, content):
+    calls: list = []
+    monkeypatch.setattr("fedstyle_secure.cli.sweep.make_cell_runner", _fake_runner(calls))
+    out = tmp_path / "sweep"
+    assert main([*SWEEP_TINY, "--out", str(out)]) == 0
+    cells = sorted((out / "cells").glob("*.json"))
+    assert cells
+    for cell in cells:
+        cell.write_text(content)
+    capsys.readouterr()
+    code = main([*SWEEP_TINY, "--out", str(out)])  # must not raise a traceback
+    err = capsys.readouterr().err
+    assert code != 0 and "cell" in err
+
+
+SIM_TINY = [
+    "simulate",
+    "--synthetic",
+    "--artists",
+    "3",
+    "--per-artist",
+    "4",
+    "--rounds",
+    "1",
+    "--local-epochs",
+    "1",
+    "--no-progress",
+]
+
+
+def _no_traceback_error(capsys, argv, words):
+    code: int | str | None
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's usage error: status 2, the message on stderr
+        code = exc.code
+    except Exception as exc:  # a user error escaping as a traceback is what these tests catch
+        pytest.fail(f"{argv}: traceback instead of a clear error: {type(exc).__name__}: {exc}")
+    err = capsys.readouterr().err
+    assert code != 0 and words in err, err
+
+
+def test_simulate_negative_seed_is_a_clear_error(tmp_path, capsys):
+    _no_traceback_error(capsys, [*SIM_TINY, "--seed", "-1", "--out", str(tmp_path / "r.json")], "--seed")
+
+
+def test_synth_negative_seed_is_a_clear_error(tmp_path, capsys):
+    _no_traceback_error(
+        capsys, ["synth", "--out", str(tmp_path / "s"), "--artists", "1", "--per-artist", "1", "--seed", "-1"], "--seed"
+    )
+
+
+def test_synth_out_naming_a_file_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    _no_traceback_error(
+        capsys, ["synth", "--out", str(tmp_path / "file"), "--artists", "1", "--per-artist", "1"], "file"
+    )
+
+
+def test_simulate_batch_size_zero_is_a_clear_error(tmp_path, capsys):
+    _no_traceback_error(capsys, [*SIM_TINY, "--batch-size", "0", "--out", str(tmp_path / "r.json")], "--batch-size")
+
+
+def test_simulate_negative_batch_size_is_refused_not_a_run_that_never_trains(tmp_path, capsys):
+    """range(0, n, -2) is empty: no local step ever runs, mean_loss is NaN, and the command exits 0 with
+    the untrained encoder's metrics as the result."""
+    out = tmp_path / "r.json"
+    code = main([*SIM_TINY, "--batch-size", "-2", "--out", str(out)])
+    if code == 0:
+        history = json.loads(out.read_text())["history"]
+        pytest.fail(f"--batch-size -2 accepted; round losses {[h['mean_loss'] for h in history]}")
+
+
+def test_simulate_tau_zero_is_a_clear_error(tmp_path, capsys):
+    _no_traceback_error(capsys, [*SIM_TINY, "--tau", "0", "--out", str(tmp_path / "r.json")], "--tau")
+
+
+def test_simulate_negative_tau_is_refused(tmp_path, capsys):
+    """A negative contrastive temperature inverts the loss (pushes artworks away from their own artist)."""
+    code = main([*SIM_TINY, "--tau", "-1", "--out", str(tmp_path / "r.json")])
+    assert code != 0, "--tau -1 silently accepted"
+
+
+def test_simulate_on_a_non_utf8_artist_folder_name_is_a_clear_error(tmp_path, capsys):
+    """An artist folder whose name is not UTF-8 (surrogate-escaped by Python) crashes the split's
+    per-artist seed (hashlib of f"{seed}:{artist}".encode()) with a UnicodeEncodeError traceback."""
+    import os
+
+    data = tmp_path / "data"
+    assert main(["synth", "--out", str(data), "--artists", "2", "--per-artist", "3"]) == 0
+    os.rename(os.fsencode(data / "artist_01"), os.fsencode(data) + b"/Bad\xffName")
+    capsys.readouterr()
+    _no_traceback_error(
+        capsys,
+        [
+            *SIM_TINY[:1],
+            "--data",
+            str(data),
+            "--rounds",
+            "1",
+            "--local-epochs",
+            "1",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "r.json"),
+        ],
+        "Name",
+    )
+
+
+def test_keys_init_with_a_huge_validity_is_a_clear_error(tmp_path, capsys):
+    """--days has a lower bound (>= 1) but no upper one: 100000000 days overflows datetime."""
+    _no_traceback_error(
+        capsys, ["keys", "init", "--out", str(tmp_path / "k"), "--count", "2", "--days", "100000000"], "--days"
+    )
+
+
+def test_audit_empirical_negative_seed_is_a_clear_error(capsys):
+    _no_traceback_error(capsys, ["audit", "--empirical", "--seed", "-1"], "--seed")
+
+
+def test_audit_of_reports_refuses_empirical_only_options_instead_of_ignoring_them(tmp_path, capsys):
+    """`fedstyle audit DIR --epsilon 1` reads like "check these reports against a budget of 1": the
+    reports claim ~8, yet the audit exits 0 "clean" -- --epsilon (and --canaries, --config, ...)
+    only apply with --empirical and are silently dropped otherwise."""
+    reports = tmp_path / "rep"
+    assert (
+        main(
+            [
+                *SIM_TINY[:1],
+                "--synthetic",
+                "--artists",
+                "2",
+                "--per-artist",
+                "4",
+                "--rounds",
+                "1",
+                "--local-epochs",
+                "1",
+                "--no-progress",
+                "--epsilon",
+                "8",
+                "--out",
+                str(tmp_path / "r.json"),
+                "--reports-dir",
+                str(reports),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    code = main(["audit", str(reports), "--trust-manifest", "--epsilon", "1"])
+    assert code != 0, "--epsilon 1 silently ignored: reports claiming ~8 audited clean"
+
+
+def test_sweep_with_a_huge_seed_count_is_refused_before_enumerating_the_grid(tmp_path, monkeypatch, capsys):
+    """`--seeds 1000000` (a 7-character argument) builds 9 M CellSpecs, each with its own copy of the
+    config dict, and stats a cell file for each: measured 5.6 GB resident after 24 s, still growing,
+    before any cell runs.  Guarded here so the test itself cannot blow up."""
+    import fedstyle_secure.cli.sweep as sweep_cli
+
+    def guarded(source, algorithms, epsilons, seeds, config):
+        n = len(algorithms) * len(epsilons) * len(seeds)
+        pytest.fail(f"no bound on the grid: enumerate_cells called for {n:,} cells")
+
+    monkeypatch.setattr(sweep_cli, "enumerate_cells", guarded)
+    code = main(
+        [
+            "sweep",
+            "--synthetic",
+            "--artists",
+            "2",
+            "--per-artist",
+            "4",
+            "--rounds",
+            "1",
+            "--seeds",
+            "1000000",
+            "--out",
+            str(tmp_path / "sweep"),
+        ]
+    )
+    assert code != 0 and "--seeds" in capsys.readouterr().err
+
+
+def test_launch_budget_for_an_artist_not_in_the_data_is_refused_not_ignored(tmp_path, capsys):
+    """`--budget Artist_00=0.5` (case typo of artist_00) is silently dropped: start_loopback only looks
+    budgets up by the folders' names, so artist_00 spends ~7.96 of the default 8.0 and the command
+    exits 0 -- a per-artist privacy budget the operator asked for is not enforced."""
+    data = tmp_path / "data"
+    assert main(["synth", "--out", str(data), "--artists", "3", "--per-artist", "6"]) == 0
+    capsys.readouterr()
+    code = main(
+        [
+            "launch",
+            "--data",
+            str(data),
+            "--work",
+            str(tmp_path / "work"),
+            "--rounds",
+            "1",
+            "--secure",
+            "none",
+            "--epsilon",
+            "8",
+            "--budget",
+            "Artist_00=0.5",
+            "--phase-seconds",
+            "60",
+            "--timeout",
+            "200",
+        ]
+    )
+    out = capsys.readouterr().out
+    if code == 0:
+        spent = json.loads(out[out.index("{") :])["privacy"]["artist_00"]
+        pytest.fail(f"--budget Artist_00=0.5 ignored; artist_00 ledger: {spent}")
+
+
+def test_launch_work_naming_a_file_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "work").write_text("x")
+    data = tmp_path / "data"
+    assert main(["synth", "--out", str(data), "--artists", "2", "--per-artist", "3"]) == 0
+    capsys.readouterr()
+    _no_traceback_error(capsys, ["launch", "--data", str(data), "--work", str(tmp_path / "work")], "--work")
+
+
+def test_simulate_with_a_nan_poisoned_feature_cache_recomputes_or_errors_clearly(tmp_path, capsys):
+    """array_cache.py promises "a missing, truncated or unreadable entry is a miss, never an error", but
+    build_input_bank (models/inputs.py read_cache) only checks an entry's shape: an entry of the right
+    shape holding NaN is used and the run dies in the public whitening with numpy's LinAlgError."""
+    import numpy as np
+
+    cache = tmp_path / "cache"
+    argv = [*SIM_TINY, "--cache-dir", str(cache)]
+    assert main([*argv, "--out", str(tmp_path / "a.json")]) == 0
+    entries = list(cache.glob("efficientnet*/*.npy"))
+    assert entries
+    for entry in entries:
+        array = np.load(entry)
+        array[:] = np.nan
+        np.save(entry, array)
+    capsys.readouterr()
+    try:
+        code = main([*argv, "--out", str(tmp_path / "b.json")])
+    except Exception as exc:
+        pytest.fail(f"poisoned cache entry -> traceback: {type(exc).__name__}: {exc}")
+    assert code == 0 or "cache" in capsys.readouterr().err
+
+
+def test_simulate_cache_dir_naming_a_file_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "cfile").write_text("x")
+    _no_traceback_error(
+        capsys, [*SIM_TINY, "--cache-dir", str(tmp_path / "cfile"), "--out", str(tmp_path / "r.json")], "cfile"
+    )
+
+
+def test_sweep_resume_reuses_cells_computed_with_another_public_set_variable(tmp_path, monkeypatch):
+    """The public alignment set comes from $FEDSTYLE_PUBLIC_SET when --public is absent (see --help),
+    and it changes what every cell computes; the cell key holds only args.public (None), so a rerun
+    under another public set silently reuses the old cells."""
+    from fedstyle_secure.data.public import PUBLIC_SET_VARIABLE
+
+    calls: list = []
+    monkeypatch.setattr("fedstyle_secure.cli.sweep.make_cell_runner", _fake_runner(calls))
+    out = tmp_path / "sweep"
+    monkeypatch.setenv(PUBLIC_SET_VARIABLE, "generated:16")
+    assert main([*SWEEP_TINY, "--out", str(out)]) == 0
+    calls.clear()
+    monkeypatch.setenv(PUBLIC_SET_VARIABLE, "generated:48")
+    assert main([*SWEEP_TINY, "--out", str(out)]) == 0
+    assert calls, "cells computed on generated:16 public images reused for a generated:48 sweep"
+
+
+@pytest.mark.parametrize("command", ["server", "client"])
+def test_config_that_is_not_utf8_is_a_clear_error(tmp_path, capsys, command):
+    """transport/config.py _read catches FileNotFoundError and TOMLDecodeError only; tomllib decodes
+    the bytes as UTF-8 first and its UnicodeDecodeError escapes."""
+    config = tmp_path / "bad.toml"
+    config.write_bytes(b'[server]\nkeys = "\xff"\n')
+    _no_traceback_error(capsys, [command, "--config", str(config)], "bad.toml")
+
+
+@pytest.mark.parametrize("command", ["server", "client"])
+def test_config_naming_a_directory_is_a_clear_error(tmp_path, capsys, command):
+    _no_traceback_error(capsys, [command, "--config", str(tmp_path)], str(tmp_path))
