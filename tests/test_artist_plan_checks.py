@@ -72,6 +72,16 @@ class RecordingWire:
         return record
 
 
+def _runner(keys: Path, tmp_path: Path) -> ArtistRunner:
+    """The real artist runner over :class:`FakeMoments` of nine fixed artworks."""
+    features = np.random.default_rng(3).normal(0.5, 0.2, (9, FEATURE_DIM)).astype(np.float32)
+    return ArtistRunner(
+        ClientConfig(keys=keys, data=tmp_path, artist=ARTIST),
+        load_artist_keys(keys, ARTIST),
+        client=cast(StyleClient, FakeMoments(features)),
+    )
+
+
 def _setup_plan(round_id: int, mode: str) -> pb.RoundPlan:
     low, high = round_value_range("setup")
     plan = pb.RoundPlan(
@@ -94,12 +104,7 @@ def _setup_plan(round_id: int, mode: str) -> pb.RoundPlan:
 
 @pytest.mark.parametrize("mode", ["ckks", "secagg"])
 def test_an_artist_sums_its_feature_moments_in_round_zero_only(keys: Path, tmp_path: Path, mode: str) -> None:
-    features = np.random.default_rng(3).normal(0.5, 0.2, (9, FEATURE_DIM)).astype(np.float32)
-    runner = ArtistRunner(
-        ClientConfig(keys=keys, data=tmp_path, artist=ARTIST),
-        load_artist_keys(keys, ARTIST),
-        client=cast(StyleClient, FakeMoments(features)),
-    )
+    runner = _runner(keys, tmp_path)
     wire = RecordingWire()
     runner.act(cast(ArtistSession, wire), _setup_plan(0, mode))  # the set-up round: the artist takes part
     assert wire.calls == (["upload"] if mode == "ckks" else ["send_masking"])
@@ -150,12 +155,7 @@ def test_a_masking_session_of_another_value_range_is_refused_before_anything_is_
     so a server announcing a range of its choice in fresh sessions of one round ran a binary search
     on the artist's exact values (red-team review: a set-up round's extreme feature moments to 1e-9
     in 80 sessions).  The range is now the round kind's or the plan is refused."""
-    features = np.random.default_rng(4).normal(0.5, 0.2, (9, FEATURE_DIM)).astype(np.float32)
-    runner = ArtistRunner(
-        ClientConfig(keys=keys, data=tmp_path, artist=ARTIST),
-        load_artist_keys(keys, ARTIST),
-        client=cast(StyleClient, FakeMoments(features)),
-    )
+    runner = _runner(keys, tmp_path)
     wire = RecordingWire()
     probe = _setup_plan(0, "secagg")
     probe.value_high = 289.5  # does the largest entry fit below 289.5?

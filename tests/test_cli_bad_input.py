@@ -186,30 +186,8 @@ def test_audit_of_reports_refuses_empirical_only_options_instead_of_ignoring_the
     reports claim ~8, yet the audit exits 0 "clean" -- --epsilon (and --canaries, --config, ...)
     only apply with --empirical and are silently dropped otherwise."""
     reports = tmp_path / "rep"
-    assert (
-        main(
-            [
-                *SIM_TINY[:1],
-                "--synthetic",
-                "--artists",
-                "2",
-                "--per-artist",
-                "4",
-                "--rounds",
-                "1",
-                "--local-epochs",
-                "1",
-                "--no-progress",
-                "--epsilon",
-                "8",
-                "--out",
-                str(tmp_path / "r.json"),
-                "--reports-dir",
-                str(reports),
-            ]
-        )
-        == 0
-    )
+    run = [*SIM_TINY, "--epsilon", "8", "--out", str(tmp_path / "r.json"), "--reports-dir", str(reports)]
+    assert main(run) == 0
     capsys.readouterr()
     code = main(["audit", str(reports), "--trust-manifest", "--epsilon", "1"])
     assert code != 0, "--epsilon 1 silently ignored: reports claiming ~8 audited clean"
