@@ -35,7 +35,7 @@ from fedstyle_secure.training import dp_noise
 from fedstyle_secure.training.local import LocalConfig, LocalData
 from fedstyle_secure.transport.artist.channel import ArtistSession
 from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
-from fedstyle_secure.transport.artist.runner import checked_standardisation
+from fedstyle_secure.transport.artist.runner import accepted_broadcast_standardisation
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.wire import pb
 
@@ -206,11 +206,11 @@ def test_a_dp_artist_refuses_a_server_chosen_standardisation():
     that artwork alone; under DP an artist standardises with public statistics only."""
     mean, std = np.zeros(4, dtype=np.float32), np.ones(4, dtype=np.float32)
     with pytest.raises(ConfigError, match="under DP the inputs are standardised with public-set statistics"):
-        checked_standardisation((mean, std), private=True)
-    assert checked_standardisation((mean, std), private=False)[1] is std
+        accepted_broadcast_standardisation((mean, std), private=True)
+    assert accepted_broadcast_standardisation((mean, std), private=False)[1] is std
     for bad_std in (np.full(4, 1e-30, dtype=np.float32), np.full(4, np.inf, dtype=np.float32)):
         with pytest.raises(ConfigError, match="not one a set-up round gives"):
-            checked_standardisation((mean, bad_std), private=False)
+            accepted_broadcast_standardisation((mean, bad_std), private=False)
 
 
 def test_a_server_cannot_make_an_approximate_accountant_enforce_an_artists_budget(tmp_path):

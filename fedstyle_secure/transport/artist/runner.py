@@ -245,7 +245,7 @@ def check_round_kind(plan: pb.RoundPlan) -> str:
     return expected
 
 
-def checked_standardisation(
+def accepted_broadcast_standardisation(
     standardisation: tuple[np.ndarray, np.ndarray], private: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """A broadcast's feature standardisation (mean, std), if this artist may apply it; else raise
@@ -404,7 +404,9 @@ class ArtistRunner:
         limit = broadcast_limit(self.client.shape(), len(session.roster))
         broadcast, standardisation = session.broadcast(round_id, max_bytes=limit)
         if standardisation is not None and not self.standardised:
-            self.client.set_standardisation(*checked_standardisation(standardisation, self.client.dp is not None))
+            self.client.set_standardisation(
+                *accepted_broadcast_standardisation(standardisation, self.client.dp is not None)
+            )
             self.standardised = True
         return broadcast
 
