@@ -34,7 +34,8 @@ from fedstyle_secure.federation.strategy import algorithm_spec, feature_moments
 from fedstyle_secure.secure.keys.keystore import load_artist_keys
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
 from fedstyle_secure.transport.artist.channel import ArtistSession
-from fedstyle_secure.transport.artist.runner import ArtistRunner, check_round_kind, check_run_id
+from fedstyle_secure.transport.artist.plan_checks import check_round_kind, check_run_id
+from fedstyle_secure.transport.artist.runner import ArtistRunner
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.wire import pb
 from tests.servers import ARTISTS

@@ -34,8 +34,8 @@ from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.training import dp_noise
 from fedstyle_secure.training.local import LocalConfig, LocalData
 from fedstyle_secure.transport.artist.channel import ArtistSession
+from fedstyle_secure.transport.artist.plan_checks import accepted_broadcast_standardisation
 from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
-from fedstyle_secure.transport.artist.runner import accepted_broadcast_standardisation
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.wire import pb
 

@@ -189,7 +189,7 @@ def test_an_artist_takes_part_only_in_its_secure_mode_and_never_in_a_switched_on
     to ``none`` to read an artist's own contribution), or of a phase its mode does not have, is
     refused (unit test of the rule; the attacks through the Flower ClientApp are in
     tests/test_flower_attacks.py)."""
-    from fedstyle_secure.transport.artist.runner import check_secure_mode
+    from fedstyle_secure.transport.artist.plan_checks import check_secure_mode
     from fedstyle_secure.transport.wire import pb
 
     base = '[client]\nkeys = "k"\ndata = "d"\n'

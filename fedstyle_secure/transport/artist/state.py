@@ -304,7 +304,7 @@ class FirstPlanPin:
     others is refused: a server could otherwise make an artist redo the public warm start on every
     message (Flower starts a process per message), start artists from models that differ without
     their noticing, or switch a masked or encrypted federation to ``none`` to read an artist's own
-    contribution (see :func:`~fedstyle_secure.transport.artist.runner.check_secure_mode`, the same
+    contribution (see :func:`~fedstyle_secure.transport.artist.plan_checks.check_secure_mode`, the same
     rule in memory)."""
 
     FILE = "starting-model.sqlite"
