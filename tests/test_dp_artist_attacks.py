@@ -279,5 +279,45 @@ def test_a_rolled_back_state_dir_is_refused_instead_of_releasing_again(tmp_path)
     artist_process()  # an ordinary restart resumes
     shutil.rmtree(state)
     shutil.copytree(tmp_path / "backup", state)  # the state goes back; the reports folder does not
-    with pytest.raises(ConfigError, match="signs 1: the state was rolled back"):
+    with pytest.raises(ConfigError, match="show 1: the state was rolled back"):
+        artist_process()
+
+
+def test_a_rollback_inside_a_round_is_refused_too(tmp_path):
+    """A round's prototype refresh is signed into a report only at the round's next charge (its
+    DP-SGD).  A state folder restored from a backup taken before the refresh (a crash between
+    publish and contribute) agreed with the reports, and the artist released the same round's
+    prototype again with fresh noise, the round's report then signing one release of two (a
+    helper's review, 2026-11-30).  The charge count kept beside the reports before each charged
+    result leaves the artist catches it."""
+    epsilon, n = 4.0, 100
+    announced = pb.DpParameters(epsilon_budget=epsilon, clip_norm=1.0, accountant="prv", release_rounds=[0, 1])
+    state = tmp_path / "state"
+    config = ClientConfig(
+        keys=tmp_path, data=tmp_path, state_dir=state, reports_dir=tmp_path / "reports", budget_epsilon=epsilon
+    )
+    views = np.random.default_rng(5).normal(size=(3, n, FEATURES)).astype(np.float32)
+    keys, session = _keys(), cast(ArtistSession, FakeSession())
+    r1_pub, r1_con, r2_pub = (
+        _plan(1, pb.ROUND_KIND_TRAIN, "publish", 2, announced),
+        _plan(1, pb.ROUND_KIND_TRAIN, "contribute", 2, announced),
+        _plan(2, pb.ROUND_KIND_TRAIN, "publish", 2, announced),
+    )
+
+    def artist_process() -> ArtistPrivacy:
+        privacy = ArtistPrivacy.open(config, keys, _client(DpConfig(epsilon=epsilon), views), r1_pub)
+        assert privacy is not None and privacy.refusal is None
+        return privacy
+
+    privacy = artist_process()
+    for plan in (r1_pub, r1_con):
+        assert privacy.admit(session, plan)
+    privacy.publication(session, r1_pub, lambda: _broadcast(1))
+    privacy.contribution(session, r1_con, lambda: _broadcast(1))
+    shutil.copytree(state, tmp_path / "backup")  # the nightly backup, after round 1
+    assert privacy.admit(session, r2_pub)
+    privacy.publication(session, r2_pub, lambda: _broadcast(2))  # round 2's refresh: charged, not yet reported
+    shutil.rmtree(state)
+    shutil.copytree(tmp_path / "backup", state)  # the machine died in round 2's training; the state goes back
+    with pytest.raises(ConfigError, match="the state was rolled back"):
         artist_process()

@@ -40,6 +40,27 @@ def write_report(reports_dir: Path, report: Mapping[str, Any]) -> Path:
     return path
 
 
+CHARGES_NAME = "charges.json"
+
+
+def record_charges(reports_dir: Path, artist_id: str, count: int) -> None:
+    """Keep, beside an artist's reports, how many charges its ledger holds (written before a charged
+    result leaves the artist).  A round's release is signed into a report only at the round's next
+    charge, so the reports alone cannot show that a ledger restored from a backup forgot it."""
+    write_json_atomic(Path(reports_dir) / pki.validate_subject_id(artist_id) / CHARGES_NAME, {"charges": count})
+
+
+def recorded_charges(reports_dir: Path, artist_id: str) -> int:
+    """What :func:`record_charges` kept for ``artist_id`` (0 if nothing; a damaged record is refused)."""
+    path = Path(reports_dir) / pki.validate_subject_id(artist_id) / CHARGES_NAME
+    if not path.exists():
+        return 0
+    count = read_json(path).get("charges")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise PrivacyError(f"{path}: unreadable charge record {count!r}")
+    return count
+
+
 def empty_manifest() -> dict[str, Any]:
     return {"format": MANIFEST_FORMAT, "artists": {}}
 

@@ -82,7 +82,7 @@ from fedstyle_secure.privacy.calibration import artist_delta
 from fedstyle_secure.privacy.jsonio import read_json
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mechanism, SampledGaussian
 from fedstyle_secure.privacy.plan import DpConfig, DpPlan, new_ledger, plan_participation
-from fedstyle_secure.privacy.report_store import latest_reports, report_path
+from fedstyle_secure.privacy.report_store import latest_reports, record_charges, recorded_charges, report_path
 from fedstyle_secure.privacy.reports import canonical_json, redacted_report, reported_accountants
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.training.local import LocalConfig
@@ -459,9 +459,13 @@ class ArtistPrivacy:
         return unpack(np.asarray(cached.array, dtype=np.float64), layout)
 
     def _remember(self, result: CachedResult) -> None:
-        """Keep ``result`` (dropping older rounds') and persist everything in one transaction."""
+        """Keep ``result`` (dropping older rounds') and persist everything in one transaction; then
+        record the ledger's charge count beside the reports (:func:`check_not_rolled_back`), all
+        before the result leaves this process."""
         self.results = [c for c in self.results if c.round_id == result.round_id and c.phase != result.phase] + [result]
         self.save()
+        if self.writer is not None:
+            record_charges(self.writer.dir, self.keys.artist_id, len(self.ledger.history))
 
     def save(self) -> None:
         """Persist ledger, model, results, rng, retirement atomically (no-op without a store)."""
@@ -536,20 +540,23 @@ class ArtistPrivacy:
 
 
 def check_not_rolled_back(ledger: BudgetLedger | None, reports_dir: Path, artist_id: str) -> None:
-    """Raise :class:`ConfigError` if this artist's latest own report in ``reports_dir`` signs more
-    charges than ``ledger`` holds: ``client.state_dir`` went back in time (a restored backup, a
+    """Raise :class:`ConfigError` if this artist's records beside its reports -- its latest signed
+    report and the charge count kept before each charged result left it (:func:`record_charges`) --
+    hold more charges than ``ledger``: ``client.state_dir`` went back in time (a restored backup, a
     copied folder) and its ledger forgot releases already made, which acting on it would make again
-    with fresh noise, under no new report.  Caught only when the reports outlive the rollback: keep
-    ``client.reports_dir`` outside ``state_dir`` (or back it up apart)."""
-    report = latest_reports(reports_dir).get(artist_id) if reports_dir.is_dir() else None
-    if report is None:
+    with fresh noise, under no new report.  Caught only when the reports folder outlives the
+    rollback: keep ``client.reports_dir`` outside ``state_dir`` (or back it up apart)."""
+    if not reports_dir.is_dir():
         return
-    signed, held = report.get("mechanisms"), 0 if ledger is None else len(ledger.history)
-    if isinstance(signed, list) and len(signed) > held:
+    report = latest_reports(reports_dir).get(artist_id)
+    signed = report.get("mechanisms") if report is not None else None
+    known = max(len(signed) if isinstance(signed, list) else 0, recorded_charges(reports_dir, artist_id))
+    held = 0 if ledger is None else len(ledger.history)
+    if known > held:
         raise ConfigError(
-            f"client.state_dir: its ledger holds {held} charge(s), but this artist's own report of round "
-            f"{report.get('round')} in {reports_dir} signs {len(signed)}: the state was rolled back (a restored "
-            "backup?); refusing to run, which would release again what was already released"
+            f"client.state_dir: its ledger holds {held} charge(s), but this artist's records in {reports_dir} "
+            f"show {known}: the state was rolled back (a restored backup?); refusing to run, which would "
+            "release again what was already released"
         )
 
 
