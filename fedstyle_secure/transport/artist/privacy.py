@@ -82,7 +82,7 @@ from fedstyle_secure.privacy.calibration import artist_delta
 from fedstyle_secure.privacy.jsonio import read_json
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mechanism, SampledGaussian
 from fedstyle_secure.privacy.plan import DpConfig, DpPlan, new_ledger, plan_participation
-from fedstyle_secure.privacy.report_store import latest_reports, record_charges, recorded_charges, report_path
+from fedstyle_secure.privacy.report_store import record_charges, recorded_charges, report_path
 from fedstyle_secure.privacy.reports import canonical_json, redacted_report, reported_accountants
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.training.local import LocalConfig
@@ -540,17 +540,14 @@ class ArtistPrivacy:
 
 
 def check_not_rolled_back(ledger: BudgetLedger | None, reports_dir: Path, artist_id: str) -> None:
-    """Raise :class:`ConfigError` if this artist's records beside its reports -- its latest signed
-    report and the charge count kept before each charged result left it (:func:`record_charges`) --
-    hold more charges than ``ledger``: ``client.state_dir`` went back in time (a restored backup, a
-    copied folder) and its ledger forgot releases already made, which acting on it would make again
-    with fresh noise, under no new report.  Caught only when the reports folder outlives the
-    rollback: keep ``client.reports_dir`` outside ``state_dir`` (or back it up apart)."""
-    if not reports_dir.is_dir():
-        return
-    report = latest_reports(reports_dir).get(artist_id)
-    signed = report.get("mechanisms") if report is not None else None
-    known = max(len(signed) if isinstance(signed, list) else 0, recorded_charges(reports_dir, artist_id))
+    """Raise :class:`ConfigError` if the charge count this artist keeps beside its reports (written
+    before each charged result leaves it, :func:`record_charges`; every signed report holds fewer or
+    as many) is above what ``ledger`` holds: ``client.state_dir`` went back in time (a restored
+    backup, a copied folder) and its ledger forgot releases already made, which acting on it would
+    make again with fresh noise, under no new report.  One small file read per start (a Flower artist
+    starts per message).  Caught only when the reports folder outlives the rollback: keep
+    ``client.reports_dir`` outside ``state_dir`` (or back it up apart)."""
+    known = recorded_charges(reports_dir, artist_id)
     held = 0 if ledger is None else len(ledger.history)
     if known > held:
         raise ConfigError(
