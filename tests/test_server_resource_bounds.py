@@ -385,3 +385,44 @@ def test_a_query_jpeg_wrapped_as_mpo_still_gets_its_thousands_of_scans_refused(s
     assert isinstance(hits, grpc.RpcError) and "scans is refused" in hits.details(), (
         f"the MPO-wrapped 3,000-scan JPEG ({len(bomb)} bytes) was decoded and answered in {elapsed:.1f} s: {hits!r}"
     )
+
+
+def _padded_jpeg(padding: bytes) -> bytes:
+    """An ordinary 64 x 64 JPEG with ``padding`` between its SOI and its first segment."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (90, 40, 20)).save(buffer, format="JPEG")
+    return buffer.getvalue()[:2] + padding + buffer.getvalue()[2:]
+
+
+@pytest.mark.parametrize(
+    ("padding", "rule"),
+    [
+        (b"\xff" * (4 * 1024 * 1024 - 1024), "fill bytes before its first scan is refused"),
+        (b"\xff\xfe\x00\x02" * (1024 * 1024 - 256), "marker segments before its first scan is refused"),
+    ],
+    ids=["fill-bytes", "empty-comments"],
+)
+def test_a_query_jpeg_header_padded_to_the_message_limit_is_refused_before_pillow_walks_it(
+    serve, keys, tmp_path, padding, rule
+):
+    """A buyer (its own certificate) sent a 4 MiB query JPEG whose header is ``FF`` fill bytes, or a
+    million empty comment segments, before an ordinary 64 x 64 image: Pillow's header parser walks
+    each byte or segment in Python, 1.1-1.8 s of a core per query before the scan check ran (red-team
+    review, 2026-11-30).  Now refused from a walk of the segment lengths, naming the rule; the
+    server keeps answering ordinary queries."""
+    from fedstyle_secure.transport.artist.channel import query
+    from fedstyle_secure.transport.auth import buyer_tls_pem
+    from tests.servers import address
+    from tests.test_transport_exposure import _scratch_index
+
+    running = serve(keys, Schedule(rounds=1, quorum=2, phase_seconds=600), index=_scratch_index(tmp_path / "index"))
+    tls = buyer_tls_pem(keys, "buyer_x")
+    crafted = _padded_jpeg(padding)
+    assert len(crafted) < 4 * 1024 * 1024
+    with pytest.raises(grpc.RpcError) as refused:
+        query(address(running), tls, crafted, top_k=3, timeout=60)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert rule in refused.value.details()
+    assert len(query(address(running), tls, _padded_jpeg(b""), top_k=3)) == 3  # and it keeps serving

@@ -9,8 +9,10 @@ artist folders, or leaves fewer than two usable artists raises :class:`DataError
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -31,6 +33,17 @@ write about 10 (mozjpeg up to ~20).  libjpeg walks every block of the image once
 small file repeating one tiny scan thousands of times (pixels within :data:`DEFAULT_MAX_PIXELS`)
 held a core for seconds per 100 KB (red-team review, 2026-11-30: 4.4 s for 132 KB; ~140 s for a
 4 MiB query)."""
+MAX_JPEG_HEADER_SEGMENTS = 256
+"""The most marker segments a JPEG may have before its first scan: ordinary files have 5-20 (APPn,
+DQT, SOF, DHT, DRI, COM; a large ICC profile or extended XMP adds one per 64 KB)."""
+MAX_JPEG_FILL_BYTES = 1024
+"""The most fill bytes (``FF`` padding between marker segments) before a JPEG's first scan; encoders
+write none.  Pillow's header parser walks segments and fill bytes in Python, so a 4 MiB query of
+``FF`` bytes or of 4-byte comment segments held a core for 1.1-1.8 s before any other check ran
+(red-team review, 2026-11-30)."""
+JPEG_START = b"\xff\xd8"
+_JPEG_STANDALONE_MARKERS: frozenset[int] = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: no length
+_JPEG_HEADER_END_MARKERS: frozenset[int] = frozenset({0xDA, 0xD9})  # SOS, EOI
 DEFAULT_IMAGE_SIZE = 224
 MIN_IMAGES_PER_ARTIST = 2
 
@@ -96,20 +109,60 @@ def content_key(pixels: np.ndarray) -> str:
     return digest.hexdigest()[:32]
 
 
-def check_jpeg_scans(stream: IO[bytes], what: str) -> None:
-    """Raise :class:`DataError` if the JPEG in ``stream`` has more than :data:`MAX_JPEG_SCANS` scans.
-    Counts start-of-scan markers (``FF DA``: entropy-coded data stuffs every ``FF`` byte, so the
-    pair appears only as a marker), reading the stream in blocks and restoring its position."""
+def check_jpeg_structure(stream: IO[bytes], what: str) -> None:
+    """Raise :class:`DataError` if the JPEG (or MPO) in ``stream`` would cost more to parse or decode
+    than any ordinary one: more than :data:`MAX_JPEG_HEADER_SEGMENTS` marker segments or
+    :data:`MAX_JPEG_FILL_BYTES` fill bytes before its first scan, or more than :data:`MAX_JPEG_SCANS`
+    scans.  Reads the stream (from its start) and restores its position; a file that is corrupt in
+    another way is left for the decoder to name."""
     position = stream.tell()
+    try:
+        _check_jpeg_header(stream, what)
+        _check_jpeg_scans(stream, what)
+    finally:
+        stream.seek(position)
+
+
+def _check_jpeg_header(stream: IO[bytes], what: str) -> None:
+    """Walk the marker segments after SOI up to the first scan, jumping over each segment's payload."""
+    stream.seek(len(JPEG_START))
+    fill = 0
+    for _ in range(MAX_JPEG_HEADER_SEGMENTS):
+        if stream.read(1) != b"\xff":
+            return  # not a marker where one belongs: corrupt, the decoder's to name
+        marker = stream.read(1)
+        while marker == b"\xff":
+            fill += 1
+            if fill > MAX_JPEG_FILL_BYTES:
+                raise DataError(
+                    f"cannot decode image {what}: a JPEG of more than {MAX_JPEG_FILL_BYTES} fill bytes "
+                    "before its first scan is refused"
+                )
+            marker = stream.read(1)
+        if not marker or marker[0] in _JPEG_HEADER_END_MARKERS:
+            return
+        if marker[0] in _JPEG_STANDALONE_MARKERS:
+            continue
+        length = stream.read(2)
+        if len(length) < 2 or int.from_bytes(length, "big") < 2:
+            return
+        stream.seek(int.from_bytes(length, "big") - 2, io.SEEK_CUR)
+    raise DataError(
+        f"cannot decode image {what}: a JPEG of more than {MAX_JPEG_HEADER_SEGMENTS} marker segments "
+        "before its first scan is refused"
+    )
+
+
+def _check_jpeg_scans(stream: IO[bytes], what: str) -> None:
+    """Count start-of-scan markers (``FF DA``: entropy-coded data stuffs every ``FF`` byte, so the
+    pair appears only as a marker), reading the stream in blocks."""
     stream.seek(0)
     scans, tail = 0, b""
     while block := stream.read(1 << 20):
         scans += (tail + block).count(b"\xff\xda")
         tail = block[-1:]
         if scans > MAX_JPEG_SCANS:
-            stream.seek(position)
             raise DataError(f"cannot decode image {what}: a JPEG of more than {MAX_JPEG_SCANS} scans is refused")
-    stream.seek(position)
 
 
 def decode_image(
@@ -125,17 +178,16 @@ def decode_image(
     Decompression bombs are refused from the header, before any pixel is decoded: more than
     ``max_pixels`` pixels, or an aspect ratio over :data:`MAX_ASPECT_RATIO` (its resize to
     ``size`` on the short side would be as large), or a JPEG of more than :data:`MAX_JPEG_SCANS`
-    scans (decoding time grows with pixels x scans).  Only JPEG, PNG and WebP are decoded.
+    scans (decoding time grows with pixels x scans), checked before Pillow parses the header
+    (:func:`check_jpeg_structure`).  Only JPEG, PNG and WebP are decoded.
     Raises :class:`DataError` naming the file when it cannot be decoded, is empty or too large.
     """
     from PIL import Image, UnidentifiedImageError  # here, not at import: an artist process never decodes (2 MB)
 
     what = name or str(path)
     try:
-        with Image.open(path, formats=DECODED_FORMATS) as img:
+        with _opened(path, what) as stream, Image.open(stream, formats=DECODED_FORMATS) as img:
             check_image_size(img.size, max_pixels, what)  # header only: nothing decoded yet
-            if img.format in ("JPEG", "MPO") and img.fp is not None:  # an MPO is a JPEG with an MPF segment
-                check_jpeg_scans(img.fp, what)
             img.load()
             rgb = img.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -146,6 +198,19 @@ def decode_image(
     left = (resized.width - size) // 2
     top = (resized.height - size) // 2
     return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+@contextmanager
+def _opened(path: Path | BinaryIO, what: str) -> Iterator[BinaryIO]:
+    """``path`` as a binary stream whose JPEG structure (if it is a JPEG or MPO: both start with SOI)
+    has been checked; a file is opened here and closed after."""
+    with ExitStack() as stack:
+        stream = path if not isinstance(path, Path) else stack.enter_context(path.open("rb"))
+        position = stream.tell()
+        if stream.read(len(JPEG_START)) == JPEG_START:
+            check_jpeg_structure(stream, what)
+        stream.seek(position)
+        yield stream
 
 
 def check_image_size(dimensions: tuple[int, int], max_pixels: int, what: str) -> None:
