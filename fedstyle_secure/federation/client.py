@@ -6,6 +6,7 @@ transport inside.  The in-process simulator and the gRPC artist process both dri
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,8 @@ from fedstyle_secure.privacy.plan import DpPlan, release_prototype_sums
 from fedstyle_secure.randomness import CsprngNoise, NoiseSource
 from fedstyle_secure.training.dp_sgd import privately_trained_parameters
 from fedstyle_secure.training.local import LocalConfig, LocalData, LocalResult, RoundContext, train_local
+
+log = logging.getLogger(__name__)
 
 
 def model_shape(model: nn.Module, private_layers: str | None) -> ModelShape:
@@ -270,6 +273,29 @@ class StyleClient:
         self.own = Publication(artist_rows=rows, prototypes=released.astype(np.float32))
         return self.own
 
+    def _contributed_params(self, shape: ModelShape, start: np.ndarray, round_id: int) -> np.ndarray:
+        """The trained entries this client adds to the round's sum, set back into its model: clipped
+        into :data:`~.strategy.CONTRIBUTION_RANGE`, or the round's ``start`` entries if training left
+        any non-finite (a diverged fit contributes no change; logged).
+
+        Threat model: the server chooses the broadcast a fit starts from.  An artist whose trained
+        values left the range used to sit a masked round out (its codec refuses them) and had a plain
+        contribution refused, so by steering a broadcast entry to the edge of the range a server
+        learned one bit of the artist's data per round (red-team review, 2026-11-30).  Whatever its
+        data, the client now sends a finite vector inside the range.  Under DP both are
+        post-processing of the DP-SGD output."""
+        full = get_flat_params(self.model)
+        trained = shape.select(full)
+        if not np.all(np.isfinite(trained)):
+            log.warning(
+                "%s: local training of round %d diverged; contributing the round's start", self.client_id, round_id
+            )
+            trained = start
+        else:
+            trained = np.clip(trained, *CONTRIBUTION_RANGE, out=trained)
+        set_flat_params(self.model, shape.merge(full, trained))
+        return trained
+
     def _context(self, broadcast: Broadcast) -> RoundContext:
         shares = self.spec.shares_prototypes and bool(broadcast.known.any())
         protos = broadcast.prototypes.copy() if shares else np.zeros_like(broadcast.prototypes)
@@ -298,6 +324,8 @@ class StyleClient:
             if not decision.allowed:
                 self.retired_reason = f"privacy budget: {decision.reason}"
                 raise PrivacyError(f"{self.client_id} cannot train round {round_id}: {decision.reason}")
+        shape = self.shape().model
+        start = shape.select(get_flat_params(self.model)) if shape is not None else None
         if self.dp is None or self.dp.trains:
             self.last_result = train_local(
                 self.model, self.data, ctx, self.spec.objective, self.config, self.rng, self.dp, self.noise
@@ -306,10 +334,9 @@ class StyleClient:
             self.last_result = LocalResult()
         if self.ledger is not None and self.dp is not None:
             self.ledger.record(self.dp.round_mechanisms(round_id, release=False))
-        shape = self.shape().model
         return client_contribution(
             self.spec,
-            shape.select(get_flat_params(self.model)) if shape is not None else None,
+            self._contributed_params(shape, start, round_id) if shape is not None and start is not None else None,
             CLIENT_WEIGHT,
             embed(self.model, self.public_inputs) if self.spec.aligns_public else None,
         )
