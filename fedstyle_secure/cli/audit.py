@@ -126,7 +126,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-_DEFAULTS: dict[str, object] = {}  # the empirical options' defaults, filled by _add_empirical_arguments
+EMPIRICAL_DEFAULTS: dict[str, object] = {
+    "epsilon": 8.0,
+    "canaries": 1000,
+    "confidence": 0.95,
+    "config": "honest",
+    "train_points": CanaryAuditConfig.train_points,
+    "epochs": CanaryAuditConfig.epochs,
+    "seed": 0,
+}
+"""The defaults of the options only ``--empirical`` takes (a reports audit refuses any other value)."""
 
 
 def _add_empirical_arguments(group: argparse._ArgumentGroup) -> None:
@@ -134,50 +143,62 @@ def _add_empirical_arguments(group: argparse._ArgumentGroup) -> None:
         "--empirical", action="store_true", help="run the canary membership-inference audit instead of checking reports"
     )
     group.add_argument(
-        "--epsilon", type=float, default=8.0, metavar="EPS", help="claimed epsilon (default: %(default)s)"
+        "--epsilon",
+        type=float,
+        default=EMPIRICAL_DEFAULTS["epsilon"],
+        metavar="EPS",
+        help="claimed epsilon (default: %(default)s)",
     )
     group.add_argument(
-        "--canaries", type=int, default=1000, metavar="M", help="number of canaries (default: %(default)s)"
+        "--canaries",
+        type=int,
+        default=EMPIRICAL_DEFAULTS["canaries"],
+        metavar="M",
+        help="number of canaries (default: %(default)s)",
     )
-    group.add_argument("--confidence", type=float, default=0.95, metavar="C", help="confidence (default: %(default)s)")
+    group.add_argument(
+        "--confidence",
+        type=float,
+        default=EMPIRICAL_DEFAULTS["confidence"],
+        metavar="C",
+        help="confidence (default: %(default)s)",
+    )
     group.add_argument(
         "--config",
         choices=(*CONFIGURATIONS, "all"),
-        default="honest",
+        default=EMPIRICAL_DEFAULTS["config"],
         help="training to audit: the honest plan, or a deliberately broken one (default: %(default)s)",
     )
     group.add_argument(
         "--train-points",
         type=int,
-        default=CanaryAuditConfig.train_points,
+        default=EMPIRICAL_DEFAULTS["train_points"],
         metavar="N",
         help="non-canary training records (default: %(default)s)",
     )
     group.add_argument(
         "--epochs",
         type=int,
-        default=CanaryAuditConfig.epochs,
+        default=EMPIRICAL_DEFAULTS["epochs"],
         metavar="E",
         help="epochs of the run (default: %(default)s)",
     )
     group.add_argument(
         "--seed",
         type=seed_value,
-        default=0,
+        default=EMPIRICAL_DEFAULTS["seed"],
         metavar="S",
         help="seed of data, canary coins and the DP noise (seeded: a reproducible experiment, not a deployment; "
         "default: %(default)s)",
     )
-    _DEFAULTS.update({action.dest: action.default for action in group._group_actions})
-
-
-EMPIRICAL_ONLY = ("epsilon", "canaries", "confidence", "config", "train_points", "epochs", "seed")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.empirical:
         return run_empirical(args)
-    given = [f"--{name.replace('_', '-')}" for name in EMPIRICAL_ONLY if getattr(args, name) != _DEFAULTS[name]]
+    given = [
+        f"--{name.replace('_', '-')}" for name, default in EMPIRICAL_DEFAULTS.items() if getattr(args, name) != default
+    ]
     if given:  # silently ignored, `audit PATH --epsilon 1` looked like a check of the reports against epsilon 1
         raise ConfigError(f"{', '.join(given)}: only with --empirical (a reports audit takes none of them)")
     if not args.paths:
