@@ -30,7 +30,7 @@ from fedstyle_secure.transport.loopback import write_fresh_keys
 from fedstyle_secure.transport.server.servicer import SERVICE_NAME
 from fedstyle_secure.transport.server.store import Snapshot
 from fedstyle_secure.transport.server.upload_limits import expected_layout, payload_limit
-from fedstyle_secure.transport.wire import chunk_payload, new_nonce, pb, pb_grpc
+from fedstyle_secure.transport.wire import PROTOCOL, chunk_payload, new_nonce, pb, pb_grpc
 from tests.fakes import Clock
 from tests.servers import ARTISTS, address, connect, refused
 
@@ -104,7 +104,7 @@ def test_certificate_cannot_register_as_another_artist(served, keys):
     request = pb.RegisterRequest(
         artist_id="artist_b",
         nonce=nonce,
-        protocol="fedstyle.v1",
+        protocol=PROTOCOL,
         identity_signature=sign_registration(artist_keys.identity_key, "artist_b", nonce),
     )
     with open_channel(address(running), artist_keys.tls_pem()) as channel:
@@ -115,6 +115,28 @@ def test_certificate_cannot_register_as_another_artist(served, keys):
         )
 
 
+def test_an_artist_of_an_earlier_protocol_is_refused_at_registration_naming_both(served, keys):
+    """An artist of an earlier version ("fedstyle.v1": no run id in its plan checks, several CKKS
+    ciphertexts per chunk) would fail mid-round on what this server sends or refuses; it is refused
+    when it registers, naming the protocol it spoke and the server's, and nothing is registered."""
+    running, _ = served
+    artist_keys = load_artist_keys(keys, "artist_a")
+    nonce = new_nonce() * 2
+    request = pb.RegisterRequest(
+        artist_id="artist_a",
+        nonce=nonce,
+        protocol="fedstyle.v1",
+        identity_signature=sign_registration(artist_keys.identity_key, "artist_a", nonce),
+    )
+    with open_channel(address(running), artist_keys.tls_pem()) as channel:
+        refused(
+            lambda: pb_grpc.FederationStub(channel).Register(request, timeout=5),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"protocol 'fedstyle.v1': this server speaks '{PROTOCOL}' only",
+        )
+    assert not running.servicer.registered
+
+
 def test_registration_needs_the_identity_key(served, keys):
     running, _ = served
     a, b = load_artist_keys(keys, "artist_a"), load_artist_keys(keys, "artist_b")
@@ -123,7 +145,7 @@ def test_registration_needs_the_identity_key(served, keys):
     request = pb.RegisterRequest(
         artist_id="artist_a",
         nonce=nonce,
-        protocol="fedstyle.v1",
+        protocol=PROTOCOL,
         identity_signature=sign_registration(b.identity_key, "artist_a", nonce),
     )
     with open_channel(address(running), a.tls_pem()) as channel:
@@ -156,7 +178,7 @@ def test_buyer_may_only_query(served, keys):
     running, _ = served
     tls = buyer_tls_pem(keys, "buyer_x")
     with open_channel(address(running), tls) as channel:
-        request = pb.RegisterRequest(artist_id="buyer_x", protocol="fedstyle.v1")
+        request = pb.RegisterRequest(artist_id="buyer_x", protocol=PROTOCOL)
         refused(
             lambda: pb_grpc.FederationStub(channel).Register(request, timeout=5),
             grpc.StatusCode.PERMISSION_DENIED,

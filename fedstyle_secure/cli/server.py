@@ -14,6 +14,7 @@ from fedstyle_secure.secure.keys.keystore import load_server_keys
 from fedstyle_secure.transport.config import load_server_config
 from fedstyle_secure.transport.logs import configure_logging
 from fedstyle_secure.transport.server.servicer import start_server
+from fedstyle_secure.transport.wire import PROTOCOL
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_server_config(args.config)
     running = start_server(config, load_server_keys(config.keys))
     log.info(
-        "serving fedstyle.v1",
+        "serving %s",
+        PROTOCOL,
         extra={"listen": config.listen, "port": running.port, "roster": list(running.servicer.coordinator.roster)},
     )
     stop = threading.Event()

@@ -52,6 +52,7 @@ from fedstyle_secure.transport.server.report_intake import accept_report, regist
 from fedstyle_secure.transport.server.store import NonFiniteState, Snapshot, StateStore, require_finite_state
 from fedstyle_secure.transport.server.upload_limits import expected_layout, payload_limit
 from fedstyle_secure.transport.wire import (
+    PROTOCOL,
     WIRE_ROUND_KINDS,
     PayloadTooLarge,
     WireError,
@@ -351,8 +352,11 @@ class FederationServicer(pb_grpc.FederationServicer):
         public = self.keys.identity_public_keys.get(caller.subject_id)
         if public is None or caller.subject_id not in self.coordinator.roster:
             raise Forbidden(f"{caller.subject_id!r} is not in this federation's roster")
-        if request.protocol != "fedstyle.v1":
-            raise Malformed(f"protocol {request.protocol!r} is not fedstyle.v1")
+        if request.protocol != PROTOCOL:
+            raise Malformed(
+                f"protocol {request.protocol[:40]!r}: this server speaks {PROTOCOL!r} only "
+                "(run the same fedstyle-secure version on the server and every artist)"
+            )
         auth.verify_registration(public, request.artist_id, bytes(request.nonce), bytes(request.identity_signature))
         with self._cond:
             now, old = self.clock(), self.sessions.get(caller.subject_id)
