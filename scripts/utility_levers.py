@@ -6,7 +6,7 @@ dropout, embedding_dim; local: lr, tau, optimizer, epochs, instance_weight, clas
 alignment_weight, batch_size, margin; server optimiser: srv=avg|avgm|adam, slr (Adam: the lr at
 8 artists, grown by sqrt(n / 8)), smom, sb2 (Adam beta2), seps (Adam eps), sref (the reference
 number of artists); ``rounds=N``; ``views=N`` augmented views per artwork in the training bank (test-time averaging
-stays at the first 4); ``pretrain=N`` public warm-start steps; ``pub=met|generated``;
+stays at the first 4); ``pretrain=N`` public warm-start steps; ``pub=met|generated|DIR`` (a path: an image folder);
 ``alg=NAME``; ``eps=E``: under DP at E with the default plan and encoder, seeded noise, encoder
 keys override; ``mintrain=N``: the plan's DP-SGD portfolio threshold).
 ``frozen``, ``probe`` and ``dpref=E`` (frozen + DP prototypes) print the reference rows.
@@ -77,7 +77,15 @@ def main() -> int:
         def data_for(public: str, views: int = DEFAULT_VIEWS, cache: dict = cache, seed: int = seed) -> FederationData:
             if (public, views) not in cache:
                 artworks, source = load_artworks(folder, folder is None, 8, 24, seed)
-                cache[public, views] = prepare_federation(artworks, source, seed=seed, public_set=public, n_views=views)
+                folder_given = "/" in public  # pub=DIR: an image folder instead of a named set
+                cache[public, views] = prepare_federation(
+                    artworks,
+                    source,
+                    seed=seed,
+                    public_dir=Path(public) if folder_given else None,
+                    public_set=None if folder_given else public,
+                    n_views=views,
+                )
             return cache[public, views]
 
         for variant in variants:

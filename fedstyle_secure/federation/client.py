@@ -312,13 +312,15 @@ class StyleClient:
             anchor=[p.detach().clone() for p in trainable_parameters(self.model)] if self.spec.proximal else None,
         )
 
-    def fit(self, broadcast: Broadcast, round_id: int | None = None) -> dict[str, np.ndarray]:
-        """Train locally from the broadcast; return the named arrays this client adds to the secure sum."""
+    def fit(self, broadcast: Broadcast, round_id: int | None = None, *, charged: bool = False) -> dict[str, np.ndarray]:
+        """Train locally from the broadcast; return the named arrays this client adds to the secure sum.
+        ``charged``: the round's DP-SGD is in the ledger already (a networked artist charges it with
+        the round's release, so that one signed report covers both before the release leaves)."""
         round_id = broadcast.round if round_id is None else round_id
         self._load_global(broadcast)
         ctx = self._context(broadcast)
         del broadcast  # its parameters are in the model now: a caller's temporary is freed before training
-        if self.ledger is not None and self.dp is not None:
+        if self.ledger is not None and self.dp is not None and not charged:
             planned = self.dp.round_mechanisms(round_id, release=False)
             decision = self.ledger.check_can_spend(planned)
             if not decision.allowed:
@@ -332,7 +334,7 @@ class StyleClient:
             )
         else:  # the plan's portfolio-size rule: no DP-SGD, the model stays the broadcast one
             self.last_result = LocalResult()
-        if self.ledger is not None and self.dp is not None:
+        if self.ledger is not None and self.dp is not None and not charged:
             self.ledger.record(self.dp.round_mechanisms(round_id, release=False))
         return client_contribution(
             self.spec,

@@ -167,7 +167,7 @@ class DpPlan:
 
         The plan charges DP-SGD in rounds ``0 .. final_round - 1``, training-time releases only in
         ``release_rounds``, and one final publication at ``final_round``; rounds are charged in order,
-        and each round's report is signed once a later round is charged.  A server deviating from
+        and a round's report is signed before any of its charged results leaves the artist.  A server deviating from
         the protocol could otherwise have a release charged at an earlier round after that round's
         report (or after the final one) was signed, so that no report holds it, or final releases
         past ``final_round``, each a fresh draw of the final prototype.  ``reported``: the report of

@@ -20,10 +20,12 @@ federation without DP.
 what it produced is the only thing ever sent for that round and phase.*  Each charging phase
 runs in this order:
 
-1. compute the release / train (the ledger records the mechanism in memory);
+1. compute the release / train (the ledger records the mechanism in memory); a training round's
+   ``publish`` also records the round's DP-SGD ahead, so that the round's charges are complete
+   before its release leaves (the ``contribute`` that follows then runs DP-SGD without a new charge);
 2. persist ledger + model + the result (noised prototypes or packed contribution vector) in
    ONE SQLite transaction (:class:`~.artist_state.ArtistStateStore`);
-3. write and upload the signed report when the round's charges are complete;
+3. write and upload the signed report of the round (its charges are complete);
 4. send the result.
 
 A crash before 2 loses both the charge and the result; the result never left the process, so
@@ -35,8 +37,8 @@ interrupted, aborted and retried, or the server restarted), the artist resends t
 -- and never trains or releases again.  Should the ledger hold a charge for a round and phase
 whose result is gone, the artist sits that phase out rather than charge it twice (fail closed).
 
-**Reports.**  After the charges of round ``r`` (``contribute`` of a training round, the
-final ``publish``), the artist signs a report of its ledger with its identity key (the
+**Reports.**  Before any charged result of round ``r`` leaves (a release, a contribution after
+DP-SGD, the final publication), the artist signs a report of its ledger with its identity key (the
 simulator's :class:`~fedstyle_secure.federation.reporting.ReportWriter`), keeps it in its
 ``reports_dir`` and uploads it.  Report rounds are the DP plan's: ``r = round_id - 1``, the
 final publication is ``r = total_rounds``, like a simulated run.  Reports are append-only, so
@@ -45,8 +47,11 @@ report: the opening of the dataset-size commitment stays in the artist's copy.
 
 Threat model: the server coordinates but is not trusted with the artists' privacy -- an
 artist's budget is enforced on the artist's machine; the state directory is as private as the
-artist's images.  The DP noise comes from torch's/NumPy's PRNGs (not a CSPRNG; see
-:func:`fedstyle_secure.training.dp_sgd.known_opacus_warnings_handled`).
+artist's images.  Every DP draw comes from an OS-keyed ChaCha20 stream
+(:class:`~fedstyle_secure.randomness.CsprngNoise`) only the artist knows.  Signing before the
+result leaves means a server that ends the run, drops the artist or stops answering right after
+a release cannot hold a release that no signed report covers (red-team review, 2026-12-01: a
+refresh charged at the run's last round was in no report, on the artist's disk either).
 """
 
 from __future__ import annotations
@@ -361,8 +366,10 @@ class ArtistPrivacy:
                 "refused the set-up round: it sums feature moments of the private artworks without DP noise",
             )
         self.upload_pending(session)
-        if plan.phase in NON_CHARGING_PHASES or self._cached(plan) is not None:
-            return True  # post-processing of what was charged, or a resend: no new privacy cost
+        if plan.phase in NON_CHARGING_PHASES or self._cached(plan) is not None or self._charged_ahead(plan):
+            return True  # post-processing of what was charged, a resend, or DP-SGD charged ahead: no new cost
+        if _charge(plan.phase) == TRAINING and not self._planned(plan):
+            return True  # a contribution without DP-SGD (portfolio-size rule): the broadcast back, charges nothing
         r = plan.round_id - 1
         if self._charged(r, _charge(plan.phase)):
             log.error(
@@ -398,6 +405,14 @@ class ArtistPrivacy:
         kind = GaussianRelease if charge == RELEASE else DpSgdSteps
         return any(isinstance(m, kind) and m.round_id == r for m in self.ledger.history)
 
+    def _charged_ahead(self, plan: pb.RoundPlan) -> bool:
+        """Whether ``plan`` is the ``contribute`` of a round whose ``publish`` charged (and reported)
+        its DP-SGD ahead of the release, and that DP-SGD has not run yet."""
+        if _charge(plan.phase) != TRAINING or self._cached(plan) is not None:
+            return False
+        released = any(c.round_id == plan.round_id and c.phase == RELEASE for c in self.results)
+        return released and self._charged(plan.round_id - 1, TRAINING)
+
     def _cached(self, plan: pb.RoundPlan) -> CachedResult | None:
         key = (plan.round_id, _charge(plan.phase))
         return next((c for c in self.results if (c.round_id, c.phase) == key), None)
@@ -423,11 +438,13 @@ class ArtistPrivacy:
         self, session: ArtistSession, plan: pb.RoundPlan, broadcast: Callable[[], Broadcast]
     ) -> Publication:
         """This round's noised prototype release: the stored one if already charged, else released
-        now (charged, persisted, and reported when it is the final publication)."""
+        now (charged with the round's DP-SGD, persisted, reported before it leaves)."""
         cached, r = self._cached(plan), plan.round_id - 1
         if cached is None:
             self._report_latest(session, before=r)  # the previous round's report precedes any new charge
             publication = self.client.publish(broadcast(), round_id=r, final=plan.kind == pb.ROUND_KIND_FINAL)
+            if plan.kind == pb.ROUND_KIND_TRAIN:  # the round's DP-SGD, charged ahead: its report is signed now
+                self.ledger.record(self.plan.round_mechanisms(r, release=False))  # fails closed if over budget
             cached = CachedResult(
                 plan.round_id, RELEASE, publication.prototypes, {"rows": [int(x) for x in publication.artist_rows]}
             )
@@ -436,19 +453,19 @@ class ArtistPrivacy:
             artist_rows=np.asarray(cached.meta["rows"], dtype=np.int64), prototypes=cached.array.astype(np.float32)
         )
         self.client.own = publication
-        if plan.kind == pb.ROUND_KIND_FINAL:
-            self.report(session, r)
+        self.report(session, r)  # before the release leaves: the round's charges are all in the ledger
         return publication
 
     def contribution(
         self, session: ArtistSession, plan: pb.RoundPlan, broadcast: Callable[[], Broadcast]
     ) -> dict[str, np.ndarray]:
         """This round's contribution after DP-SGD: the stored one if already charged, else trained
-        now (charged, persisted, reported)."""
+        now (charged unless the round's publication charged it ahead, persisted, reported)."""
         cached, r = self._cached(plan), plan.round_id - 1
         if cached is None:
+            charged = self._charged_ahead(plan)
             self._report_latest(session, before=r)
-            vector, layout = pack(self.client.fit(broadcast(), round_id=r))
+            vector, layout = pack(self.client.fit(broadcast(), round_id=r, charged=charged))
             cached = CachedResult(
                 plan.round_id, TRAINING, vector, {"layout": [[name, list(shape)] for name, shape in layout.fields]}
             )
