@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import shutil
 import threading
@@ -373,11 +374,11 @@ def test_a_run_ended_right_after_a_release_leaves_no_release_unreported(tmp_path
         if round_id - 1 in releases:
             plan = _plan(round_id, pb.ROUND_KIND_TRAIN, "publish", rounds, announced)
             assert privacy.admit(session, plan)
-            privacy.publication(session, plan, lambda r=round_id: _broadcast(r))
+            privacy.publication(session, plan, functools.partial(_broadcast, round_id))
         if round_id < last:
             plan = _plan(round_id, pb.ROUND_KIND_TRAIN, "contribute", rounds, announced)
             assert privacy.admit(session, plan)
-            privacy.contribution(session, plan, lambda r=round_id: _broadcast(r))
+            privacy.contribution(session, plan, functools.partial(_broadcast, round_id))
     runner = ArtistRunner(config, keys, client=privacy.client, privacy=privacy)
     assert runner.run_session(session, threading.Event()).finished  # the run ends: nothing more is signed
     public = public_key_to_text(keys.identity_key.public_key())
