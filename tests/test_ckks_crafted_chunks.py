@@ -93,9 +93,10 @@ def test_a_nan_phase_deadline_does_not_lift_a_committee_members_wait_cap(keys, t
         monkeypatch.setattr(FederationServicer, "_plan_message", nan_deadline)
         started = f.clock.now
         longest = {x: 0.0, y: 0.0}
+        first_poll: dict[str, float] = {}  # each member's wait starts at its own first poll (the clock is shared)
 
         def only_own(artist: str, round_id: int):  # the other member's commitment is withheld ...
-            longest[artist] = f.clock.now - started
+            longest[artist] = f.clock.now - first_poll.setdefault(artist, f.clock.now)
             if f.clock.now - started > 5 * MAX_COMMIT_WAIT_SECONDS:  # ... until the test lets them go
                 return f.coordinator.attempt, dict(f.commitments)
             return f.coordinator.attempt, ({artist: f.commitments[artist]} if artist in f.commitments else {})

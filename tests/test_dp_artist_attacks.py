@@ -277,11 +277,11 @@ def test_a_rolled_back_state_dir_is_refused_instead_of_releasing_again(tmp_path)
     shutil.copytree(state, tmp_path / "backup")  # last night's backup of the state folder
     assert privacy.admit(session, final)
     privacy.publication(session, final, lambda: _broadcast(2))
-    assert len(privacy.ledger.history) == 1  # the final release, charged and reported
+    assert len(privacy.ledger.history) == 2  # the planning size's count and the final release, charged and reported
     artist_process()  # an ordinary restart resumes
     shutil.rmtree(state)
     shutil.copytree(tmp_path / "backup", state)  # the state goes back; the reports folder does not
-    with pytest.raises(ConfigError, match="show 1: the state was rolled back"):
+    with pytest.raises(ConfigError, match="show 2: the state was rolled back"):
         artist_process()
 
 

@@ -193,7 +193,8 @@ from fedstyle_secure.transport.artist.privacy import plan_apart
 plan = plan_apart(DpConfig(epsilon=8.0), 12, LocalConfig(), 5, frozenset({1, 2}))
 refreshes = plan.round_mechanisms(1) + plan.round_mechanisms(2)  # no DP-SGD below the threshold
 final = plan.round_mechanisms(5)
-reachable = [refreshes[:k] + tail for k in range(3) for tail in ([], final) if refreshes[:k] + tail]
+setup = plan.setup_mechanisms()  # the planning size's count, charged first
+reachable = [setup + refreshes[:k] + tail for k in range(3) for tail in ([], final)]
 known = known_epsilons()
 all_known = all(  # under the ledger's accountant and the others its reports state
     (accountant, tuple(sampled_gaussians(h)), plan.delta) in known
@@ -228,7 +229,8 @@ def test_a_compact_memory_dp_artist_computes_its_epsilons_without_opacus_and_exa
     assert apart["all_known"], "a charge the artist can reach was not evaluated with the plan"
     here = plan_participation(DpConfig(epsilon=8.0), 12, LocalConfig(), 5, frozenset({1, 2}))
     refreshes, final = here.round_mechanisms(1) + here.round_mechanisms(2), here.round_mechanisms(5)
-    reachable = [refreshes[:k] + tail for k in range(3) for tail in ([], final) if refreshes[:k] + tail]
+    setup = here.setup_mechanisms()
+    reachable = [setup + refreshes[:k] + tail for k in range(3) for tail in ([], final)]
     assert apart["charged"] == [compute_epsilon(h, here.delta, here.accountant) for h in reachable]
     assert max(apart["charged"]) <= 8.0
     assert apart["unplanned"] == compute_epsilon(final + final, here.delta, here.accountant) > 8.0

@@ -57,7 +57,7 @@ from fedstyle_secure.transport.config import ClientConfig, ServerConfig
 from fedstyle_secure.transport.dp_config import dp_parameters
 from fedstyle_secure.transport.loopback import artist_folders, write_fresh_keys
 from fedstyle_secure.transport.wire import pb
-from tests.fakes import Clock
+from tests.fakes import Clock, charges
 from tests.servers import address, start, wait_for_phase
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")  # secagg, n = 3: threshold 2
@@ -472,11 +472,11 @@ def test_a_dp_artist_refuses_a_lowered_threshold_before_training_so_it_is_charge
         runner.act(cast(ArtistSession, server), plan)
     assert "masking threshold 0.51 is below my floor 0.6667" in caplog.text
     assert server.submitted == [] and runner.client is not None and runner.client.ledger is not None
-    assert len(runner.client.ledger.history) == 0  # nothing charged
+    assert charges(runner.client.ledger.history) == []  # nothing charged (beyond the planning size's count)
     stored = ArtistStateStore(tmp_path / "state").load()
     if stored is not None:  # nothing stored as spent either
         assert stored.results == [] and stored.ledger is not None
-        assert len(BudgetLedger.from_dict(stored.ledger).history) == 0
+        assert charges(BudgetLedger.from_dict(stored.ledger).history) == []
 
 
 def test_a_restarted_dp_artist_gives_a_rolled_back_round_nothing_and_is_charged_nothing(
@@ -496,7 +496,7 @@ def test_a_restarted_dp_artist_gives_a_rolled_back_round_nothing_and_is_charged_
     assert server.submitted == [(1, "publish"), (1, "advertise"), (2, "publish"), (2, "advertise")]
     before = ArtistStateStore(state).load()
     assert before is not None and before.ledger is not None
-    charged = [(type(m).__name__, m.round_id) for m in BudgetLedger.from_dict(before.ledger).history]
+    charged = [(type(m).__name__, m.round_id) for m in charges(BudgetLedger.from_dict(before.ledger).history)]
     assert sorted(charged) == [("DpSgdSteps", 0), ("DpSgdSteps", 1), ("GaussianRelease", 0), ("GaussianRelease", 1)]
     assert {r.round_id for r in before.results} == {2}  # only the latest round's results are kept
 
@@ -549,19 +549,22 @@ def test_a_dp_artist_charges_rounds_in_order_and_nothing_past_the_final_publicat
         runner.act(fake, plan(2, pb.ROUND_KIND_FINAL))  # a final publication at a training round
     assert server.submitted == [] and server.reports == []
     runner.act(fake, plan(final_round + 1, pb.ROUND_KIND_FINAL))
-    assert server.submitted == [(final_round + 1, "publish")] and server.reports == [final_round]
+    assert server.submitted == [(final_round + 1, "publish")] and server.reports == [
+        0,
+        final_round,
+    ]  # round 0: the planning count
     with caplog.at_level("ERROR"):
         runner.act(fake, plan(1, pb.ROUND_KIND_TRAIN))  # the announced round-0 refresh, after the final one
         runner.act(fake, plan(final_round + 2, pb.ROUND_KIND_FINAL))  # a second final publication
-    assert server.submitted == [(final_round + 1, "publish")] and server.reports == [final_round]
+    assert server.submitted == [(final_round + 1, "publish")] and server.reports == [0, final_round]
     stored = ArtistStateStore(tmp_path / "state").load()
     assert stored is not None and stored.ledger is not None
     history = BudgetLedger.from_dict(stored.ledger).history
-    assert [(type(m).__name__, m.round_id) for m in history] == [("GaussianRelease", final_round)]
+    assert [(type(m).__name__, m.round_id) for m in charges(history)] == [("GaussianRelease", final_round)]
     assert f"the final publication at round 1, but the plan's final publication is at round {final_round}" in (
         caplog.text
     )
-    assert f"round 0 comes after round {final_round} was charged (and reported)" in caplog.text
+    assert "round 0's report is signed already: a charge now would be in no report" in caplog.text
     assert f"round {final_round + 1} is past the plan's final round {final_round}" in caplog.text
 
 
@@ -584,5 +587,5 @@ def test_a_release_asked_after_its_rounds_report_is_signed_is_sat_out(tmp_path, 
     assert stored is not None and stored.ledger is not None
     history = BudgetLedger.from_dict(stored.ledger).history
     report = latest_reports(tmp_path / "state" / "reports")[DP_TARGET]
-    assert [(type(m).__name__, m.round_id) for m in history] == [("DpSgdSteps", 0)]
+    assert [(type(m).__name__, m.round_id) for m in charges(history)] == [("DpSgdSteps", 0)]
     assert len(report["mechanisms"]) == len(history)  # the signed report holds every charge

@@ -35,7 +35,7 @@ from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.heads import StyleModel
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import get_flat_params, set_flat_params
-from fedstyle_secure.privacy.plan import DpConfig, new_ledger, plan_participation
+from fedstyle_secure.privacy.plan import DpConfig, new_ledger, noisy_portfolio_size, plan_participation
 from fedstyle_secure.randomness import CsprngNoise, SeededNoise
 from fedstyle_secure.retrieval.evaluate import evaluate_global, evaluate_personal
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics
@@ -203,7 +203,11 @@ def make_clients(
         noise = SeededNoise([config.seed, i, 0xD9]) if config.insecure_seeded_noise else CsprngNoise()
         plan = ledger = None
         if config.dp is not None:
-            plan = plan_participation(config.dp, len(items), config.local, config.rounds, releases)
+            counting = (
+                SeededNoise([config.seed, i, 0xC0]) if config.insecure_seeded_noise else noise
+            )  # apart: same release draws
+            size = noisy_portfolio_size(len(items), counting)
+            plan = plan_participation(config.dp, size, config.local, config.rounds, releases)
             ledger = new_ledger(plan, len(items), config.dp.epsilon)
         clients.append(
             StyleClient(

@@ -53,16 +53,19 @@ def validate_delta(delta: float, dataset_size: int) -> None:
         )
 
 
-def artist_delta(announced: float | None, own: float | None, dataset_size: int) -> float:
+def artist_delta(
+    announced: float | None, own: float | None, dataset_size: int, *, planning_size: int | None = None
+) -> float:
     """The delta an artist with ``dataset_size`` artworks calibrates and enforces with: the smaller
-    of the federation's ``announced`` delta and its own (``own``, else :func:`default_delta`).
+    of the federation's ``announced`` delta and its own (``own``, else :func:`default_delta` of
+    ``planning_size``, the noisy size its plan reads, default ``dataset_size``).
 
     Threat model: the server announces the plan.  Taking the smaller delta means a server can
     neither loosen an artist's delta (a delta just below ``1 / n`` would let a release spend far
     more than the budget says at the project's delta) nor learn anything about ``n`` from a refusal
     (an artist refusing ``delta >= 1 / n`` would tell the server its portfolio size is above
     ``1 / delta``).  Raises :class:`PrivacyError` if ``own`` is not below ``1 / n``."""
-    mine = default_delta(dataset_size) if own is None else own
+    mine = default_delta(dataset_size if planning_size is None else planning_size) if own is None else own
     validate_delta(mine, dataset_size)
     return mine if announced is None else min(announced, mine)
 

@@ -56,10 +56,25 @@ against at most ``C`` per artwork, and every share of epsilon taken from the rel
 noise.  Measured at epsilon 8, seed 0, 10 rounds: painters-dev (14 artworks per artist) release only
 0.485 against the no-training reference 0.424; wikiart-dev (48 per artist) with DP-SGD (20 % of
 epsilon) 0.290 against 0.354 for the release alone.  Portfolios above 48 were not measured.  The
-rule reads only the portfolio size ``n``, which the plan already uses for the sample rate and delta
-(treated as public, like them); the accounting stays exact because the plan then holds only releases."""
+rule reads only the planning size (:func:`noisy_portfolio_size`, a DP count charged to the ledger),
+like every other parameter of the plan, so the accounting stays exact on both sides of it."""
 PROTOTYPE_RELEASE = "style-prototype-sums"
 PROTOTYPE_SENSITIVITY = 1.0  # L2: one artwork adds one unit-norm embedding to its artist's sum
+PORTFOLIO_SIZE_RELEASE = "portfolio-size"
+PORTFOLIO_SIZE_SIGMA = 10.0
+"""Std (artworks) of the Gaussian noise on the portfolio size the plan is calibrated from.
+
+Why: every parameter of a plan -- the DP-SGD sample rate, steps and noise multiplier, Opacus's
+expected batch size, the portfolio-size rule, delta -- used to be a function of the exact
+portfolio size ``n``, so adding or removing one artwork changed the mechanism itself: at the
+rule's threshold an artist of 100 artworks ran DP-SGD and one of 99 sent the broadcast back bit for
+bit, and across a batch boundary the update's noise variance told 113 artworks from 112 (red-team
+review, 2026-12-01).  No (epsilon, delta) for "add or remove one artwork" held there.  Now the plan
+reads only ``n + N(0, 10^2)``, drawn once from the artist's own noise source and charged to its
+ledger as a Gaussian release of sensitivity 1: the whole plan is post-processing of a DP count.
+Gaussian mechanisms compose in quadrature, so the count costs little: the final release's sigma grows
+by 0.2 % at epsilon 8 and by 2.2 % at epsilon 2 (release-only plans); DP-SGD's noise multiplier by
+0.5 % and 6.7 % (200 artworks, 20 rounds)."""
 
 
 def release_prototype_sums(sums: np.ndarray, sigma: float | None, noise: NoiseSource) -> np.ndarray:
@@ -131,9 +146,11 @@ class DpConfig:
 class DpPlan:
     """The calibrated mechanisms of one artist's whole participation.
 
-    ``sample_rate`` is Opacus's Poisson rate ``1 / ceil(n / batch_size)``; each round runs
-    ``steps_per_round`` DP-SGD steps and (if ``release_sigma``) one prototype release; the
-    final publication (round ``final_round``) uses ``final_release_sigma``.
+    ``sample_rate`` is Opacus's Poisson rate ``1 / ceil(m / batch_size)`` for the planning size
+    ``m`` (:func:`noisy_portfolio_size`, never the exact ``n``); each round runs ``steps_per_round``
+    DP-SGD steps and (if ``release_sigma``) one prototype release; the final publication (round
+    ``final_round``) uses ``final_release_sigma``.  A plan built from a noisy size charges that
+    count first (:meth:`setup_mechanisms`).
     """
 
     delta: float
@@ -147,6 +164,7 @@ class DpPlan:
     final_round: int
     release_rounds: frozenset[int] = frozenset()
     private_layers: str = DEFAULT_PRIVATE_LAYERS
+    planning_size: int | None = None  # the noisy portfolio size it was calibrated from (None: a given size)
 
     @property
     def trains(self) -> bool:
@@ -188,6 +206,17 @@ class DpPlan:
             return f"a prototype release at round {round_id} that the announced plan did not count"
         return None
 
+    def setup_mechanisms(self) -> list[Mechanism]:
+        """What the plan itself cost, charged before anything else: the portfolio-size count."""
+        return [] if self.planning_size is None else [portfolio_size_count()]
+
+    @property
+    def expected_batch_size(self) -> int:
+        """Opacus's expected batch size (it divides the noised gradient sum by it), from the planning
+        size: Opacus's own ``int(n * sample_rate)`` would put the exact ``n`` in every update's scale."""
+        size = self.planning_size if self.planning_size is not None else 0
+        return max(1, int(size * self.sample_rate))
+
     def round_mechanisms(self, round_id: int, *, train: bool = True, release: bool = True) -> list[Mechanism]:
         out: list[Mechanism] = []
         sigma = self.release_sigma_at(round_id)
@@ -200,6 +229,18 @@ class DpPlan:
         return out
 
 
+def portfolio_size_count() -> GaussianRelease:
+    """The charge of drawing a planning size (:func:`noisy_portfolio_size`): a count, sensitivity 1."""
+    return GaussianRelease(1.0, PORTFOLIO_SIZE_SIGMA, 0, PORTFOLIO_SIZE_RELEASE)
+
+
+def noisy_portfolio_size(n: int, noise: NoiseSource) -> int:
+    """The planning size of a portfolio of ``n`` artworks: ``n + N(0, PORTFOLIO_SIZE_SIGMA^2)`` drawn
+    from ``noise`` (the artist's own CSPRNG), rounded, at least 1.  Draw it once per ledger and keep
+    it: every draw is charged (:func:`portfolio_size_count`), and two would average the noise."""
+    return max(1, round(n + float(noise.gaussian_array(PORTFOLIO_SIZE_SIGMA, (1,))[0])))
+
+
 def plan_dp(
     config: DpConfig,
     dataset_size: int,
@@ -208,18 +249,26 @@ def plan_dp(
     rounds: int,
     training_releases: int,
     release_rounds: frozenset[int] = frozenset(),
+    *,
+    noisy_size: bool = False,
 ) -> DpPlan:
     """Calibrate noise so that ``rounds`` rounds of DP-SGD, ``training_releases`` prototype
     releases during training (at ``release_rounds``) and one final publication (round
     ``rounds``) spend the target epsilon at delta (to 1 %) under ``config.accountant``.
     A portfolio below ``config.min_training_artworks`` runs no DP-SGD: the releases (by default the
-    final publication alone) spend the whole epsilon."""
+    final publication alone) spend the whole epsilon.  ``noisy_size``: ``dataset_size`` is a
+    planning size from :func:`noisy_portfolio_size`, whose charge the epsilon then includes
+    (a given, public size otherwise: the canary audit's)."""
     config.validate()
     delta = default_delta(dataset_size) if config.delta is None else config.delta
     validate_delta(delta, dataset_size)
+    count: list[Mechanism] = [portfolio_size_count()] if noisy_size else []
+    planning_size = dataset_size if noisy_size else None
     if dataset_size < config.min_training_artworks:  # no DP-SGD: the whole epsilon on the releases
         share = config.final_release_share if training_releases else 1.0
-        final_sigma = PROTOTYPE_SENSITIVITY * _gaussian_multiplier(config.epsilon * share, delta, 1, config.accountant)
+        final_sigma = PROTOTYPE_SENSITIVITY * _gaussian_multiplier(
+            config.epsilon * share, delta, 1, config.accountant, [] if training_releases else count
+        )
         sigma = None
         if training_releases:  # the federation's announced refreshes (none by default): they take the rest of epsilon
             final = GaussianRelease(PROTOTYPE_SENSITIVITY, final_sigma, rounds, PROTOTYPE_RELEASE)
@@ -229,7 +278,7 @@ def plan_dp(
                 sample_rate=1.0,
                 steps=training_releases,
                 accountant=config.accountant,
-                history=[final],
+                history=[final, *count],
             )
         return DpPlan(
             delta,
@@ -243,6 +292,7 @@ def plan_dp(
             rounds,
             frozenset(release_rounds),
             config.private_layers,
+            planning_size,
         )
     steps_per_epoch = math.ceil(dataset_size / batch_size)
     sample_rate = 1.0 / steps_per_epoch
@@ -250,7 +300,7 @@ def plan_dp(
     release_budget = config.epsilon * config.release_fraction
     share = config.final_release_share if training_releases else 1.0
     final_sigma = PROTOTYPE_SENSITIVITY * _gaussian_multiplier(release_budget * share, delta, 1, config.accountant)
-    history: list[Mechanism] = [GaussianRelease(PROTOTYPE_SENSITIVITY, final_sigma, rounds, PROTOTYPE_RELEASE)]
+    history: list[Mechanism] = [*count, GaussianRelease(PROTOTYPE_SENSITIVITY, final_sigma, rounds, PROTOTYPE_RELEASE)]
     release_sigma = None
     if training_releases:
         release_sigma = PROTOTYPE_SENSITIVITY * _gaussian_multiplier(
@@ -282,13 +332,22 @@ def plan_dp(
         rounds,
         frozenset(release_rounds),
         config.private_layers,
+        planning_size,
     )
 
 
-def _gaussian_multiplier(epsilon: float, delta: float, releases: int, accountant: str) -> float:
-    """Noise multiplier of ``releases`` full-batch Gaussian releases spending ``epsilon`` together."""
+def _gaussian_multiplier(
+    epsilon: float, delta: float, releases: int, accountant: str, history: list[Mechanism] | None = None
+) -> float:
+    """Noise multiplier of ``releases`` full-batch Gaussian releases spending ``epsilon`` together
+    (with ``history``'s mechanisms)."""
     return calibrate_noise_multiplier(
-        target_epsilon=epsilon, delta=delta, sample_rate=1.0, steps=releases, accountant=accountant
+        target_epsilon=epsilon,
+        delta=delta,
+        sample_rate=1.0,
+        steps=releases,
+        accountant=accountant,
+        history=history or [],
     )
 
 
@@ -303,19 +362,32 @@ class LocalSchedule(Protocol):
 
 
 def plan_participation(
-    dp: DpConfig, n_train: int, local: LocalSchedule, rounds: int, release_rounds: frozenset[int]
+    dp: DpConfig, planning_size: int, local: LocalSchedule, rounds: int, release_rounds: frozenset[int]
 ) -> DpPlan:
-    """The calibrated mechanisms of an artist with ``n_train`` artworks over ``rounds`` rounds:
+    """The calibrated mechanisms of an artist whose portfolio's planning size is ``planning_size``
+    (:func:`noisy_portfolio_size`: never the exact size) over ``rounds`` rounds: the size's count,
     DP-SGD every round, a Gaussian prototype release in each of ``release_rounds`` and the final
     publication, together spending ``dp.epsilon`` at the plan's delta.  Raises PrivacyError
-    (e.g. ``delta >= 1 / n_train``)."""
-    return plan_dp(dp, n_train, local.batch_size, local.epochs, rounds, len(release_rounds), frozenset(release_rounds))
+    (e.g. ``delta >= 1 / planning_size``)."""
+    return plan_dp(
+        dp,
+        planning_size,
+        local.batch_size,
+        local.epochs,
+        rounds,
+        len(release_rounds),
+        frozenset(release_rounds),
+        noisy_size=True,
+    )
 
 
 def new_ledger(plan: DpPlan, n_train: int, epsilon: float, delta: float | None = None) -> BudgetLedger:
-    """An empty ledger enforcing ``(epsilon, delta)`` (``delta`` defaults to the plan's) under
-    the plan's accountant.  Raises PrivacyError for a delta that is not below ``1 / n_train``."""
-    return BudgetLedger(PrivacyBudget(epsilon, plan.delta if delta is None else delta), n_train, plan.accountant)
+    """A ledger enforcing ``(epsilon, delta)`` (``delta`` defaults to the plan's) under the plan's
+    accountant, charged with the plan's own cost (:meth:`DpPlan.setup_mechanisms`).  Raises
+    PrivacyError for a delta that is not below ``1 / n_train`` (the exact size: the artist's own check)."""
+    ledger = BudgetLedger(PrivacyBudget(epsilon, plan.delta if delta is None else delta), n_train, plan.accountant)
+    ledger.record(plan.setup_mechanisms())
+    return ledger
 
 
 DP_EMBEDDING_DIM = 32

@@ -106,9 +106,10 @@ def poisson_loader(n: int, rate: float, steps: int, noise: NoiseSource) -> DataL
 class NoiseSourcePrivacyEngine(PrivacyEngine):
     """``PrivacyEngine`` whose optimiser noise and Poisson batches come from ``noise`` (see module)."""
 
-    def __init__(self, noise: NoiseSource, accountant: str = "prv") -> None:
+    def __init__(self, noise: NoiseSource, accountant: str = "prv", expected_batch_size: int | None = None) -> None:
         super().__init__(accountant=accountant)
         self.noise = noise
+        self.expected_batch_size = expected_batch_size  # None: Opacus's int(len(dataset) * sample_rate)
 
     def _prepare_optimizer(
         self,
@@ -135,7 +136,7 @@ class NoiseSourcePrivacyEngine(PrivacyEngine):
             optimizer=optimizer,
             noise_multiplier=noise_multiplier,
             max_grad_norm=max_grad_norm,
-            expected_batch_size=expected_batch_size,
+            expected_batch_size=expected_batch_size if self.expected_batch_size is None else self.expected_batch_size,
             loss_reduction=loss_reduction,
             noise_source=self.noise,
             **kwargs,

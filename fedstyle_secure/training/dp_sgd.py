@@ -165,7 +165,10 @@ def make_private(
     steps = max(1, round(1.0 / plan.sample_rate))
     if abs(1.0 / steps - plan.sample_rate) > 1e-12:  # Opacus reads the rate as 1 / len(loader)
         raise PrivacyError(f"planned sample rate {plan.sample_rate:.6g} is not 1 / (steps per epoch)")
-    engine = NoiseSourcePrivacyEngine(noise, accountant="prv")  # the project's own ledger is authoritative
+    expected = None if plan.planning_size is None else plan.expected_batch_size  # never from the exact n
+    engine = NoiseSourcePrivacyEngine(
+        noise, accountant="prv", expected_batch_size=expected
+    )  # the ledger is authoritative
     wrapped = engine.make_private(
         module=model,
         optimizer=optimizer,

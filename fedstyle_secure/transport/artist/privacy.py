@@ -86,7 +86,14 @@ from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.calibration import artist_delta
 from fedstyle_secure.privacy.jsonio import read_json
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mechanism, SampledGaussian
-from fedstyle_secure.privacy.plan import DpConfig, DpPlan, new_ledger, plan_participation
+from fedstyle_secure.privacy.plan import (
+    PROTOTYPE_RELEASE,
+    DpConfig,
+    DpPlan,
+    new_ledger,
+    noisy_portfolio_size,
+    plan_participation,
+)
 from fedstyle_secure.privacy.report_store import record_charges, recorded_charges, report_path
 from fedstyle_secure.privacy.reports import canonical_json, redacted_report, reported_accountants
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
@@ -124,12 +131,13 @@ def _plan_with_epsilons(
 ) -> tuple[DpPlan, dict[EpsilonKey, float]]:
     plan = plan_participation(rule, n_train, local, rounds, releases)
     if not plan.trains:  # every charge is a release: each reachable ledger (any number of them) is known now
+        setup = plan.setup_mechanisms()
         refreshes = [m for r in sorted(plan.release_rounds) for m in plan.round_mechanisms(r, train=False)]
         final = plan.round_mechanisms(plan.final_round, train=False)
         for count in range(len(refreshes) + 1):  # under the ledger's accountant and those its reports state
             for accountant in reported_accountants(plan.accountant):
-                compute_epsilon(refreshes[:count], plan.delta, accountant)
-                compute_epsilon(refreshes[:count] + final, plan.delta, accountant)
+                compute_epsilon(setup + refreshes[:count], plan.delta, accountant)
+                compute_epsilon(setup + refreshes[:count] + final, plan.delta, accountant)
     return plan, known_epsilons()
 
 
@@ -234,8 +242,10 @@ class ArtistPrivacy:
             )
         dp, releases = announced
         n = client.n_train
+        store = ArtistStateStore(config.state_dir)
+        size = _planning_size(store.load(), n, client)  # the plan never reads the exact n
         try:
-            delta = artist_delta(dp.delta, config.budget_delta, n)
+            delta = artist_delta(dp.delta, config.budget_delta, n, planning_size=size)
         except PrivacyError as exc:
             raise ConfigError(f"client.budget_delta: {exc}") from exc
         if dp.delta is not None and delta < dp.delta:
@@ -248,7 +258,7 @@ class ArtistPrivacy:
         try:  # the artist's own delta and portfolio-size rule
             own_rule = dataclasses.replace(dp, delta=delta, min_training_artworks=config.min_training_artworks)
             plan_dp = plan_apart if config.compact_memory else plan_participation
-            dp_plan = plan_dp(own_rule, n, client.config, plan.total_rounds, releases)
+            dp_plan = plan_dp(own_rule, size, client.config, plan.total_rounds, releases)
         except PrivacyError as exc:
             log.error(
                 "%s: the federation's DP plan is unusable for this artist's %d artworks: %s", keys.artist_id, n, exc
@@ -261,7 +271,7 @@ class ArtistPrivacy:
                 "this artist (the reason is in the artist's log)",
             )
         budget = _budget(config, dp, dp_plan)
-        privacy = cls(keys, client, announced, store=ArtistStateStore(config.state_dir))
+        privacy = cls(keys, client, announced, store=store)
         privacy._restore(dp_plan, budget, n)
         reports_dir = config.reports_dir or config.state_dir / "reports"
         check_not_rolled_back(client.ledger, reports_dir, keys.artist_id)
@@ -307,7 +317,10 @@ class ArtistPrivacy:
         assert self.store is not None
         client, snapshot = self.client, self.store.load()
         if snapshot is None:
-            ledger = new_ledger(dp_plan, n, budget.epsilon, budget.delta)
+            ledger = new_ledger(dp_plan, n, budget.epsilon, budget.delta)  # charged with the planning size's count
+            client.dp, client.ledger = dp_plan, ledger
+            self.save()  # the planning size is kept before anything leaves: never drawn twice
+            return
         else:
             if snapshot.artist_id != self.keys.artist_id:
                 raise ConfigError(
@@ -402,8 +415,14 @@ class ArtistPrivacy:
         return self.plan.round_mechanisms(r, release=False)
 
     def _charged(self, r: int, charge: str) -> bool:
-        kind = GaussianRelease if charge == RELEASE else DpSgdSteps
-        return any(isinstance(m, kind) and m.round_id == r for m in self.ledger.history)
+        """Whether round ``r``'s prototype release (``charge`` = publish) or DP-SGD is in the ledger
+        (the planning size's count, a release of another quantity, is neither)."""
+        if charge == RELEASE:
+            return any(
+                isinstance(m, GaussianRelease) and m.what == PROTOTYPE_RELEASE and m.round_id == r
+                for m in self.ledger.history
+            )
+        return any(isinstance(m, DpSgdSteps) and m.round_id == r for m in self.ledger.history)
 
     def _charged_ahead(self, plan: pb.RoundPlan) -> bool:
         """Whether ``plan`` is the ``contribute`` of a round whose ``publish`` charged (and reported)
@@ -578,6 +597,16 @@ def _charge(phase: str) -> str:
     """What a phase charges: the prototype release (``publish``) or the round's DP-SGD (``contribute``,
     and secagg's masking phases, which mask that same contribution)."""
     return RELEASE if phase == "publish" else TRAINING
+
+
+def _planning_size(stored: ArtistSnapshot | None, n: int, client: StyleClient) -> int:
+    """The planning size this artist's plan is calibrated from: the one kept with its ledger, else a
+    fresh :func:`~fedstyle_secure.privacy.plan.noisy_portfolio_size` from its own CSPRNG (charged
+    when the ledger is made, kept before anything leaves)."""
+    kept = None if stored is None or stored.plan is None else stored.plan.get("planning_size")
+    if isinstance(kept, int) and kept >= 1:
+        return kept
+    return noisy_portfolio_size(n, client.noise)
 
 
 def _budget(config: ClientConfig, dp: DpConfig, plan: DpPlan) -> PrivacyBudget:
