@@ -388,3 +388,35 @@ def test_a_run_ended_right_after_a_release_leaves_no_release_unreported(tmp_path
     latest = max(uploaded, key=lambda report: report.data["round"]).data
     assert len(latest["mechanisms"]) == len(privacy.ledger.history)  # every charge is in a signed report
     assert latest["epsilon"]["prv"] == pytest.approx(privacy.ledger.epsilon_spent)
+
+
+def test_one_artwork_more_or_less_does_not_change_the_mechanism(tmp_path):
+    """With the exact portfolio size in the plan, adding or removing one artwork changed the mechanism
+    itself (red-team review, 2026-12-01, through ArtistPrivacy): an artist of 99 artworks (rule
+    threshold 100) ran no DP-SGD and sent the broadcast back bit for bit, one of 100 ran DP-SGD --
+    told apart in every trial; across a batch boundary (113 vs 112 artworks) the update's noise
+    variance differed by 11-13 standard deviations.  The plan now reads only a DP count of the
+    portfolio, charged first: both neighbours run either plan with close probabilities."""
+    from fedstyle_secure.privacy.mechanisms import GaussianRelease
+    from fedstyle_secure.privacy.plan import PORTFOLIO_SIZE_RELEASE, noisy_portfolio_size
+    from fedstyle_secure.randomness import CsprngNoise
+
+    noise = CsprngNoise()
+    trains = {n: {noisy_portfolio_size(n, noise) >= 100 for _ in range(400)} for n in (99, 100)}
+    assert trains[99] == trains[100] == {True, False}  # P(differ in 400 draws) < 1e-100 at sigma 10
+    announced = pb.DpParameters(epsilon_budget=8.0, clip_norm=1.0, accountant="prv")
+    views = np.random.default_rng(3).normal(size=(3, 100, FEATURES)).astype(np.float32)
+    config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=tmp_path / "state", min_training_artworks=100)
+    plan = _plan(1, pb.ROUND_KIND_TRAIN, "contribute", 3, announced)
+    keys = _keys()
+    privacy = ArtistPrivacy.open(config, keys, _client(DpConfig(epsilon=8.0), views), plan)
+    assert privacy is not None and privacy.refusal is None
+    size = privacy.plan.planning_size
+    assert size is not None and privacy.plan.trains == (size >= 100)  # the rule read the planning size
+    first = privacy.ledger.history[0]
+    assert isinstance(first, GaussianRelease) and first.what == PORTFOLIO_SIZE_RELEASE  # charged first
+    if privacy.plan.trains:  # Opacus divides by the planning size's expected batch, never n's
+        assert privacy.plan.expected_batch_size == int(size * privacy.plan.sample_rate)
+    reopened = ArtistPrivacy.open(config, keys, _client(DpConfig(epsilon=8.0), views), plan)  # a restart
+    assert reopened is not None and reopened.plan.planning_size == size  # drawn once, kept with the ledger
+    assert len(reopened.ledger.history) == 1
