@@ -14,6 +14,7 @@ import os
 import struct
 import threading
 import time
+import zlib
 
 import grpc
 import numpy as np
@@ -399,19 +400,21 @@ def _padded_jpeg(padding: bytes) -> bytes:
 @pytest.mark.parametrize(
     ("padding", "rule"),
     [
-        (b"\xff" * (4 * 1024 * 1024 - 1024), "fill bytes before its first scan is refused"),
+        (b"\xff" * (4 * 1024 * 1024 - 1024), "fill or stray bytes before its first scan is refused"),
         (b"\xff\xfe\x00\x02" * (1024 * 1024 - 256), "marker segments before its first scan is refused"),
+        (b"\xff\x00" * (2 * 1024 * 1024 - 1024), "fill or stray bytes before its first scan is refused"),
     ],
-    ids=["fill-bytes", "empty-comments"],
+    ids=["fill-bytes", "empty-comments", "stuffed-pairs"],
 )
 def test_a_query_jpeg_header_padded_to_the_message_limit_is_refused_before_pillow_walks_it(
     serve, keys, tmp_path, padding, rule
 ):
-    """A buyer (its own certificate) sent a 4 MiB query JPEG whose header is ``FF`` fill bytes, or a
-    million empty comment segments, before an ordinary 64 x 64 image: Pillow's header parser walks
-    each byte or segment in Python, 1.1-1.8 s of a core per query before the scan check ran (red-team
-    review, 2026-11-30).  Now refused from a walk of the segment lengths, naming the rule; the
-    server keeps answering ordinary queries."""
+    """A buyer (its own certificate) sent a 4 MiB query JPEG whose header is ``FF`` fill bytes, a
+    million empty comment segments, or (getting past the first fix: a walk that read ``FF 00`` as a
+    segment of length 65,278) two million stuffed ``FF 00`` pairs, before an ordinary 64 x 64 image:
+    Pillow's header parser walks each byte or segment in Python, 1.0-1.8 s of a core per query before
+    the scan check ran (red-team reviews, 2026-11-30 and 2026-12-01).  Now refused from a walk of the
+    segment lengths, naming the rule; the server keeps answering ordinary queries."""
     from fedstyle_secure.transport.artist.channel import query
     from fedstyle_secure.transport.auth import buyer_tls_pem
     from tests.servers import address
@@ -426,3 +429,51 @@ def test_a_query_jpeg_header_padded_to_the_message_limit_is_refused_before_pillo
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert rule in refused.value.details()
     assert len(query(address(running), tls, _padded_jpeg(b""), top_k=3)) == 3  # and it keeps serving
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png(before_data: bytes = b"", data_chunks: int = 1, after_data: bytes = b"") -> bytes:
+    """An ordinary grey 64 x 64 PNG; ``before_data`` / ``after_data``: chunks around its image data,
+    which comes in one chunk and ``data_chunks - 1`` empty ones."""
+    raw = b"".join(b"\x00" + bytes([128]) * 64 for _ in range(64))
+    header = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 64, 8, 0, 0, 0, 0))
+    data = _png_chunk(b"IDAT", zlib.compress(raw, 9)) + _png_chunk(b"IDAT", b"") * (data_chunks - 1)
+    return header + before_data + data + after_data + _png_chunk(b"IEND", b"")
+
+
+_PROFILE = _png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(b"\0" * (1024 * 1024 - 1), 9))  # ~1 KB -> 1 MiB
+
+
+@pytest.mark.parametrize(
+    ("crafted", "rule"),
+    [
+        (_png(before_data=_PROFILE * 3900), "or of more than one ICC profile, is refused"),
+        (_png(before_data=_png_chunk(b"zzZz", b"") * 340_000), "chunks besides its image data"),
+        (_png(data_chunks=340_000), "in more than 64 chunks of under 1024 bytes on average is refused"),
+        (_png(after_data=_png_chunk(b"iCCP", b"")), "index out of range"),
+    ],
+    ids=["3900-icc-profiles", "empty-chunks", "empty-image-data-chunks", "empty-profile-after-data"],
+)
+def test_a_query_png_of_thousands_of_chunks_is_refused_before_pillow_reads_them(serve, keys, tmp_path, crafted, rule):
+    """A buyer sent a 4 MiB query PNG of an ordinary 64 x 64 image behind ~4,000 iCCP chunks (each ~1 KB
+    inflating to 1 MiB: 4 GB inflated, 3.3 s of a core), 340,000 empty chunks (1.1 s) or 340,000
+    empty image-data chunks (0.9 s): Pillow reads every chunk in Python and caps each profile, not
+    their number (red-team review, 2026-12-01).  An empty profile after the image data made Pillow
+    raise IndexError: the buyer got UNKNOWN and the server logged a traceback.  Each is now refused
+    with INVALID_ARGUMENT naming the rule, and the server keeps answering."""
+    from fedstyle_secure.transport.artist.channel import query
+    from fedstyle_secure.transport.auth import buyer_tls_pem
+    from tests.servers import address
+    from tests.test_transport_exposure import _scratch_index
+
+    running = serve(keys, Schedule(rounds=1, quorum=2, phase_seconds=600), index=_scratch_index(tmp_path / "index"))
+    tls = buyer_tls_pem(keys, "buyer_x")
+    assert len(crafted) < 4 * 1024 * 1024
+    with pytest.raises(grpc.RpcError) as refused:
+        query(address(running), tls, crafted, top_k=3, timeout=60)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert rule in refused.value.details()
+    assert len(query(address(running), tls, _png(), top_k=3)) == 3  # an ordinary PNG is answered

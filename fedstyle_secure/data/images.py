@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import struct
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -37,13 +38,39 @@ MAX_JPEG_HEADER_SEGMENTS = 256
 """The most marker segments a JPEG may have before its first scan: ordinary files have 5-20 (APPn,
 DQT, SOF, DHT, DRI, COM; a large ICC profile or extended XMP adds one per 64 KB)."""
 MAX_JPEG_FILL_BYTES = 1024
-"""The most fill bytes (``FF`` padding between marker segments) before a JPEG's first scan; encoders
-write none.  Pillow's header parser walks segments and fill bytes in Python, so a 4 MiB query of
-``FF`` bytes or of 4-byte comment segments held a core for 1.1-1.8 s before any other check ran
-(red-team review, 2026-11-30)."""
+"""The most bytes before a JPEG's first scan that are neither marker segments nor their payloads:
+``FF`` fill bytes, stuffed ``FF 00`` pairs, stray bytes where a marker belongs.  Encoders write none.
+Pillow's header parser walks them one at a time in Python, so a 4 MiB query of them held a core for
+1.0-1.8 s before any other check ran (red-team reviews, 2026-11-30 and 2026-12-01)."""
 JPEG_START = b"\xff\xd8"
 _JPEG_STANDALONE_MARKERS: frozenset[int] = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: no length
 _JPEG_HEADER_END_MARKERS: frozenset[int] = frozenset({0xDA, 0xD9})  # SOS, EOI
+_JPEG_MARKERS: frozenset[int] = frozenset({0x01, *range(0xC0, 0xFF)})  # every byte that may follow FF as a marker
+PNG_START = b"\x89PNG\r\n\x1a\n"
+MAX_PNG_ANCILLARY_CHUNKS = 256
+"""The most PNG chunks other than image data (IDAT, APNG's fdAT) a decoded PNG may have; ordinary
+files have under 20.  Pillow reads every chunk in Python, and inflates each iCCP (up to 1 MiB), so a
+4 MiB query of 4,000 iCCP chunks inflated 4 GB in 3.3 s of a core, and 350,000 empty chunks cost
+1.1 s (red-team review, 2026-12-01).  At most one iCCP, as the PNG specification says."""
+PNG_DATA_CHUNK_BYTES = 1024
+"""Image-data chunks beyond 64 must average at least this many bytes (encoders write 8-64 KB
+chunks): 350,000 empty IDAT chunks cost 0.9 s of a core in Pillow."""
+_PNG_DATA_CHUNKS: frozenset[bytes] = frozenset({b"IDAT", b"fdAT"})
+PILLOW_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    IndexError,
+    KeyError,
+    TypeError,
+    EOFError,
+    struct.error,
+    RecursionError,
+    MemoryError,
+)
+"""What Pillow's decoders raise on a malformed file besides its own errors: an empty iCCP chunk after
+the image data raised IndexError from ``load()``, a traceback instead of a refusal (red-team review,
+2026-12-01).  Every one is a :class:`DataError` naming the file."""
 DEFAULT_IMAGE_SIZE = 224
 MIN_IMAGES_PER_ARTIST = 2
 
@@ -124,33 +151,77 @@ def check_jpeg_structure(stream: IO[bytes], what: str) -> None:
 
 
 def _check_jpeg_header(stream: IO[bytes], what: str) -> None:
-    """Walk the marker segments after SOI up to the first scan, jumping over each segment's payload."""
+    """Walk the marker segments after SOI up to the first scan, jumping over each segment's payload;
+    count every other byte on the way (fill, stuffing, stray: :data:`MAX_JPEG_FILL_BYTES`)."""
     stream.seek(len(JPEG_START))
-    fill = 0
-    for _ in range(MAX_JPEG_HEADER_SEGMENTS):
-        if stream.read(1) != b"\xff":
-            return  # not a marker where one belongs: corrupt, the decoder's to name
+    stray = segments = 0
+
+    def one_more_stray() -> None:
+        nonlocal stray
+        stray += 1
+        if stray > MAX_JPEG_FILL_BYTES:
+            raise DataError(
+                f"cannot decode image {what}: a JPEG of more than {MAX_JPEG_FILL_BYTES} fill or stray bytes "
+                "before its first scan is refused"
+            )
+
+    while byte := stream.read(1):
+        if byte != b"\xff":
+            one_more_stray()  # a byte where a marker belongs
+            continue
         marker = stream.read(1)
-        while marker == b"\xff":
-            fill += 1
-            if fill > MAX_JPEG_FILL_BYTES:
-                raise DataError(
-                    f"cannot decode image {what}: a JPEG of more than {MAX_JPEG_FILL_BYTES} fill bytes "
-                    "before its first scan is refused"
-                )
+        while marker == b"\xff":  # fill bytes before a marker
+            one_more_stray()
             marker = stream.read(1)
         if not marker or marker[0] in _JPEG_HEADER_END_MARKERS:
-            return
+            return  # the end of the file (corrupt: the decoder's to name) or the first scan
+        if marker[0] not in _JPEG_MARKERS:  # FF 00 stuffing or a reserved byte: no marker
+            one_more_stray()
+            continue
+        segments += 1
+        if segments > MAX_JPEG_HEADER_SEGMENTS:
+            raise DataError(
+                f"cannot decode image {what}: a JPEG of more than {MAX_JPEG_HEADER_SEGMENTS} marker segments "
+                "before its first scan is refused"
+            )
         if marker[0] in _JPEG_STANDALONE_MARKERS:
             continue
         length = stream.read(2)
         if len(length) < 2 or int.from_bytes(length, "big") < 2:
             return
         stream.seek(int.from_bytes(length, "big") - 2, io.SEEK_CUR)
-    raise DataError(
-        f"cannot decode image {what}: a JPEG of more than {MAX_JPEG_HEADER_SEGMENTS} marker segments "
-        "before its first scan is refused"
-    )
+
+
+def check_png_structure(stream: IO[bytes], what: str) -> None:
+    """Raise :class:`DataError` if the PNG in ``stream`` has more than :data:`MAX_PNG_ANCILLARY_CHUNKS`
+    chunks besides image data, more than one iCCP, or image-data chunks averaging under
+    :data:`PNG_DATA_CHUNK_BYTES` beyond the first 64.  Walks the chunks by their lengths (no payload
+    is read) and restores the stream's position; a truncated or corrupt file is the decoder's to name."""
+    position = stream.tell()
+    try:
+        stream.seek(len(PNG_START))
+        ancillary = profiles = data_chunks = data_bytes = 0
+        while len(header := stream.read(8)) == 8:
+            length, kind = int.from_bytes(header[:4], "big"), header[4:]
+            if kind == b"IEND":
+                return
+            if kind in _PNG_DATA_CHUNKS:
+                data_chunks, data_bytes = data_chunks + 1, data_bytes + length
+                if data_chunks > 64 and data_bytes < PNG_DATA_CHUNK_BYTES * data_chunks:
+                    raise DataError(
+                        f"cannot decode image {what}: a PNG whose image data comes in more than 64 chunks of "
+                        f"under {PNG_DATA_CHUNK_BYTES} bytes on average is refused"
+                    )
+            else:
+                ancillary, profiles = ancillary + 1, profiles + (kind == b"iCCP")
+                if ancillary > MAX_PNG_ANCILLARY_CHUNKS or profiles > 1:
+                    raise DataError(
+                        f"cannot decode image {what}: a PNG of more than {MAX_PNG_ANCILLARY_CHUNKS} chunks besides "
+                        "its image data, or of more than one ICC profile, is refused"
+                    )
+            stream.seek(length + 4, io.SEEK_CUR)  # the payload and its CRC
+    finally:
+        stream.seek(position)
 
 
 def _check_jpeg_scans(stream: IO[bytes], what: str) -> None:
@@ -179,7 +250,8 @@ def decode_image(
     ``max_pixels`` pixels, or an aspect ratio over :data:`MAX_ASPECT_RATIO` (its resize to
     ``size`` on the short side would be as large), or a JPEG of more than :data:`MAX_JPEG_SCANS`
     scans (decoding time grows with pixels x scans), checked before Pillow parses the header
-    (:func:`check_jpeg_structure`).  Only JPEG, PNG and WebP are decoded.
+    (:func:`check_jpeg_structure`), or a PNG of thousands of chunks (:func:`check_png_structure`).
+    Only JPEG, PNG and WebP are decoded.
     Raises :class:`DataError` naming the file when it cannot be decoded, is empty or too large.
     """
     from PIL import Image, UnidentifiedImageError  # here, not at import: an artist process never decodes (2 MB)
@@ -190,8 +262,10 @@ def decode_image(
             check_image_size(img.size, max_pixels, what)  # header only: nothing decoded yet
             img.load()
             rgb = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot decode image {what}: {exc}") from exc
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot decode image {what}: {exc!s:.200}") from exc
+    except PILLOW_DECODE_ERRORS as exc:
+        raise DataError(f"cannot decode image {what}: {exc!s:.200}") from exc
     width, height = rgb.size
     scale = size / min(width, height)
     resized = rgb.resize((max(size, round(width * scale)), max(size, round(height * scale))), Image.Resampling.BICUBIC)
@@ -202,14 +276,17 @@ def decode_image(
 
 @contextmanager
 def _opened(path: Path | BinaryIO, what: str) -> Iterator[BinaryIO]:
-    """``path`` as a binary stream whose JPEG structure (if it is a JPEG or MPO: both start with SOI)
-    has been checked; a file is opened here and closed after."""
+    """``path`` as a binary stream whose JPEG (or MPO: both start with SOI) or PNG structure has been
+    checked; a file is opened here and closed after."""
     with ExitStack() as stack:
         stream = path if not isinstance(path, Path) else stack.enter_context(path.open("rb"))
         position = stream.tell()
-        if stream.read(len(JPEG_START)) == JPEG_START:
-            check_jpeg_structure(stream, what)
+        start = stream.read(len(PNG_START))
         stream.seek(position)
+        if start.startswith(JPEG_START):
+            check_jpeg_structure(stream, what)
+        elif start == PNG_START:
+            check_png_structure(stream, what)
         yield stream
 
 
