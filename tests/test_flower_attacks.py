@@ -281,3 +281,32 @@ def test_a_flower_artist_without_dp_publishes_once_per_round_whatever_the_server
         assert reply.publication is not None
         released.append(from_tensor(reply.publication.prototypes, "prototypes"))
     assert len({r.tobytes() for r in released}) == 1  # one publication of the round, resent
+
+
+@pytest.mark.usefixtures("outside_runtime")
+def test_a_flower_artist_without_dp_takes_the_feature_standardisation_once(tmp_path, data):
+    """The gRPC artist applies the set-up round's feature standardisation once; a Flower artist, a new
+    process per message, applied whatever standardisation each message's broadcast carried, so a
+    server could re-scale the artist's inputs for every message (red-team review, 2026-12-01).  It
+    now keeps, with its model, that it took one, and ignores any other: here the server doubles the
+    std before the final publication."""
+    from fedstyle_secure.transport.artist.state import ArtistStateStore
+
+    target = ARTISTS[0]
+    run = Run(tmp_path / "run", data, "secagg", math.inf)
+
+    def stored_std() -> np.ndarray:
+        snapshot = ArtistStateStore(run.state[target]).load()
+        assert snapshot is not None
+        return next(array for name, array in snapshot.model.items() if name.endswith("input_std"))
+
+    run.until("publish", round_id=2)  # the training round is done: the artist took the set-up round's std
+    coordinator = run.federation.servicer.coordinator
+    assert coordinator.standardisation is not None
+    mean, std = coordinator.standardisation
+    np.testing.assert_allclose(stored_std(), std, rtol=1e-6)
+    coordinator.standardisation = (mean, 2.0 * std)  # valid (above the floor), and another
+    run.federation.run_phase()  # the final publication's broadcast carries it
+    publish, reply = run.grid.sent(PHASE_ACTIONS["publish"], run.nodes[target])
+    assert reply.publication is not None and publish.broadcast is not None
+    np.testing.assert_allclose(stored_std(), std, rtol=1e-6)  # the artist's inputs kept their scale

@@ -293,7 +293,7 @@ def _act_on_phase(config: ClientConfig, keys: ArtistKeys, inbox: ServerMessage) 
     durable = None
     if runner.privacy is None:  # no DP: the model (and prototypes, view generator) from the last message
         durable = DurableClient(ArtistStateStore(config.state_dir), keys.artist_id)
-        runner.published_round = durable.restore(runner.client)
+        runner.published_round, runner.standardised = durable.restore(runner.client)
     journal = None
     if plan.secure_mode == "ckks":  # its decryption guard is journaled by ckks_client itself
         journal = SentCkksJournal(config.state_dir)
@@ -306,7 +306,7 @@ def _act_on_phase(config: ClientConfig, keys: ArtistKeys, inbox: ServerMessage) 
     if journal is not None and runner.ckks is not None and runner.ckks.sent is not None:
         journal.save(runner.ckks.sent)  # before the reply (the contribution) leaves this process
     if durable is not None:
-        durable.save(runner.client, runner.published_round)
+        durable.save(runner.client, runner.published_round, runner.standardised)
     return session.reply.to_record()
 
 

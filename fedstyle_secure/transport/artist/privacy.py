@@ -157,10 +157,12 @@ def _model_arrays(client: StyleClient) -> dict[str, np.ndarray]:
     return {name: tensor.detach().cpu().numpy().copy() for name, tensor in client.model.state_dict().items()}
 
 
-def client_snapshot(artist_id: str, client: StyleClient, own_round: int | None = None) -> ArtistSnapshot:
+def client_snapshot(
+    artist_id: str, client: StyleClient, own_round: int | None = None, standardised: bool = False
+) -> ArtistSnapshot:
     """What any artist needs to resume in a new process: model, published prototypes (and, without DP,
-    the round id they were sent in), view generator, retirement (no ledger: :meth:`ArtistPrivacy.save`
-    adds its own)."""
+    the round id they were sent in and whether the model holds a broadcast's standardisation), view
+    generator, retirement (no ledger: :meth:`ArtistPrivacy.save` adds its own)."""
     own = None if client.own is None else (np.asarray(client.own.artist_rows), np.asarray(client.own.prototypes))
     return ArtistSnapshot(
         artist_id=artist_id,
@@ -170,6 +172,7 @@ def client_snapshot(artist_id: str, client: StyleClient, own_round: int | None =
         plan={},
         own=own,
         own_round=own_round,
+        standardised=standardised,
         retired=client.retired_reason,
     )
 
@@ -192,20 +195,22 @@ class DurableClient:
     store: ArtistStateStore
     artist_id: str
 
-    def restore(self, client: StyleClient) -> int | None:
-        """Put the stored state into ``client``; the round id its stored publication was sent in."""
+    def restore(self, client: StyleClient) -> tuple[int | None, bool]:
+        """Put the stored state into ``client``; the round id its stored publication was sent in, and
+        whether its model holds a broadcast's standardisation (taken once, like the gRPC artist's:
+        a server sending another with every message would otherwise re-scale the inputs at will)."""
         snapshot = self.store.load()
         if snapshot is None:
-            return None
+            return None, False
         if snapshot.artist_id != self.artist_id:
             raise ConfigError(
                 f"client.state_dir holds the state of artist {snapshot.artist_id!r}, not {self.artist_id!r}"
             )
         restore_client(client, snapshot)
-        return snapshot.own_round
+        return snapshot.own_round, snapshot.standardised
 
-    def save(self, client: StyleClient, own_round: int | None) -> None:
-        self.store.save(client_snapshot(self.artist_id, client, own_round))
+    def save(self, client: StyleClient, own_round: int | None, standardised: bool) -> None:
+        self.store.save(client_snapshot(self.artist_id, client, own_round, standardised))
 
 
 @dataclass

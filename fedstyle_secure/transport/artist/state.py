@@ -74,6 +74,7 @@ class ArtistSnapshot:
     plan: dict[str, Any]
     own: tuple[np.ndarray, np.ndarray] | None = None
     own_round: int | None = None  # the round id whose publish phase ``own`` was sent in (artists without DP)
+    standardised: bool = False  # a broadcast's standardisation is in ``model`` (never taken twice)
     retired: str | None = None
     uploaded: list[int] = field(default_factory=list)
     results: list[CachedResult] = field(default_factory=list)
@@ -118,6 +119,7 @@ class ArtistStateStore:
             "uploaded": sorted(set(snapshot.uploaded)),
             "own_rows": None if snapshot.own is None else [int(r) for r in snapshot.own[0]],
             "own_round": snapshot.own_round,
+            "standardised": snapshot.standardised,
         }
         rows = {
             "meta": json.dumps(meta).encode(),
@@ -156,6 +158,7 @@ class ArtistStateStore:
                 plan=meta["plan"],
                 own=own,
                 own_round=None if meta.get("own_round") is None else int(meta["own_round"]),
+                standardised=bool(meta.get("standardised", False)),
                 retired=meta["retired"],
                 uploaded=[int(r) for r in meta["uploaded"]],
                 results=[CachedResult(int(r), str(p), npy_array(a), json.loads(m)) for r, p, m, a in results],
