@@ -437,3 +437,58 @@ def test_query_after_a_run_that_gave_up_names_the_failure(served, keys):
         grpc.StatusCode.FAILED_PRECONDITION,
         "run failed, so it publishes no style index: round 0 phase 'contribute': 0 of 3 answered",
     )
+
+
+def test_a_report_bomb_neither_holds_the_server_lock_nor_reaches_the_schema(served, keys, monkeypatch):
+    """One enrolled artist signed a 4 MiB report of 279,347 crafted mechanisms: the server validated it
+    against the JSON schema for 100 s under its one lock, and every other artist's call and the phase
+    deadlines waited (a 512 KiB one held it 11-13 s; an honest artist's 5 s call timed out; red-team
+    review, 2026-12-01); 100,000 nested brackets gave a traceback.  Reports over 256 KiB are now refused
+    before they are parsed, and every check runs before the lock: here the schema check is held open
+    (named fake: a gate around the real ``report_schema_errors``) while another artist is answered."""
+    import threading
+
+    from fedstyle_secure.transport.server import report_intake
+
+    running, _ = served
+    monkeypatch.setattr(report_intake, "MAX_REPORT_BYTES", 32 * 1024)  # under this test server's 64 KiB messages
+    identity = load_artist_keys(keys, "artist_a").identity_key
+    ledger = BudgetLedger(PrivacyBudget(1.0, 1e-5), 20)
+    ledger.record([GaussianRelease(1.0, 8.0, 0, "style-prototype-sums")])
+    report = build_report(ledger, artist_id="artist_a", round_id=0, noise_source=SECURE_NOISE_SOURCE)
+    bomb = dict(report, mechanisms=[{"kind": "x"}] * 4000)  # 56 KiB
+    channel_a, attacker = connect(running, keys, "artist_a")
+    channel_b, honest = connect(running, keys, "artist_b")
+    with channel_a, channel_b:
+        oversized = json.dumps(redacted_report(sign_report(bomb, identity))).encode()
+        refused(partial(attacker.report, 0, oversized), grpc.StatusCode.INVALID_ARGUMENT, "bytes, over 32768")
+        deep = b"[" * 16_000 + b"]" * 16_000  # under the cap: the parser's recursion limit
+        refused(partial(attacker.report, 0, deep), grpc.StatusCode.INVALID_ARGUMENT, "not JSON")
+        entered, release = threading.Event(), threading.Event()
+        real_errors = report_intake.report_schema_errors
+
+        def held_open(checked: object) -> list[str]:
+            entered.set()
+            release.wait(30)
+            return real_errors(checked)
+
+        monkeypatch.setattr(report_intake, "report_schema_errors", held_open)
+        valid = json.dumps(redacted_report(sign_report(report, identity))).encode()
+        outcome: list[object] = []
+
+        def upload_valid() -> None:
+            try:
+                outcome.append(attacker.report(0, valid))
+            except grpc.RpcError as exc:
+                outcome.append(exc)
+
+        upload = threading.Thread(target=upload_valid)
+        upload.start()
+        try:
+            assert entered.wait(30)  # the server is checking artist_a's report ...
+            honest.stub.GetStatus(pb.StatusRequest(), timeout=5)  # ... and answers artist_b meanwhile
+        finally:
+            release.set()
+            upload.join(30)
+        assert outcome and isinstance(outcome[0], pb.Ack), outcome  # and then stored
+        assert dict(attacker.stub.GetStatus(pb.StatusRequest(), timeout=5).reports) == {"artist_a": 0}

@@ -43,23 +43,26 @@ def register_roster_keys(reports_dir: Path, identity_keys: Mapping[str, Ed25519P
     return path
 
 
-def accept_report(
-    request: pb.EpsilonReport, artist: str, public_key: Ed25519PublicKey, reports_dir: Path | None
-) -> dict[str, Any]:
-    """Check one uploaded report of ``artist`` (the caller's certificate identity) and store it.
+MAX_REPORT_BYTES = 256 * 1024
+"""The most bytes of one uploaded report: an honest one holds a few mechanisms per round (about 200
+bytes each) and is 1.5-2.5 KB for the demo's runs; 256 KiB fits over a thousand rounds.  A 4 MiB
+report of 279,347 crafted mechanisms cost 100 s of schema validation, all of it under the server's
+lock before the check moved out of it (red-team review, 2026-12-01)."""
 
-    Refusals: not JSON, wrong artist/round, or not a schema-valid report -> ``Malformed``
-    (INVALID_ARGUMENT); unsigned, signed by another key, or altered after signing ->
-    ``Forbidden`` (PERMISSION_DENIED); a different report already stored for that artist and
-    round (reports are append-only) -> ``Duplicate`` (ALREADY_EXISTS).  Re-uploading the same
-    report is accepted (an artist resends after a reconnect).
-    """
+
+def checked_report(request: pb.EpsilonReport, artist: str, public_key: Ed25519PublicKey) -> dict[str, Any]:
+    """The report ``artist`` (the caller's certificate identity) uploaded, if it may be stored: at
+    most :data:`MAX_REPORT_BYTES`, JSON, for that artist and round, without the dataset-size opening,
+    signed by ``public_key`` and schema-valid.  Pure and lock-free: a caller runs it before taking
+    any lock.  Raises ``Malformed`` (INVALID_ARGUMENT) or ``Forbidden`` (PERMISSION_DENIED)."""
     if request.artist_id != artist:
         raise Forbidden(f"{artist} cannot upload a report for {request.artist_id!r}")
+    if len(request.signed_json) > MAX_REPORT_BYTES:
+        raise Malformed(f"epsilon report of {artist} is {len(request.signed_json)} bytes, over {MAX_REPORT_BYTES}")
     try:
         report = json.loads(request.signed_json)
-    except ValueError as exc:
-        raise Malformed(f"epsilon report is not JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise Malformed(f"epsilon report is not JSON: {exc!s:.200}") from exc
     if not isinstance(report, dict) or report.get("artist_id") != artist or report.get("round") != request.round_id:
         raise Malformed(f"epsilon report must be a JSON object for artist {artist!r} and round {request.round_id}")
     if DATASET_SIZE_OPENING in report:
@@ -74,11 +77,27 @@ def accept_report(
     errors = report_schema_errors(report)
     if errors:
         raise Malformed(f"epsilon report of {artist} is not a valid report: {'; '.join(errors[:3])}")
-    if reports_dir is not None:
-        try:
-            write_report(reports_dir, report)
-        except PrivacyError as exc:
-            raise Duplicate(str(exc)) from exc
+    return report
+
+
+def store_checked_report(report: Mapping[str, object], reports_dir: Path | None) -> None:
+    """Store a :func:`checked_report` in ``reports_dir`` (if any); a different report already stored for
+    that artist and round (reports are append-only) -> ``Duplicate`` (ALREADY_EXISTS); the same one
+    again is accepted (an artist resends after a reconnect)."""
+    if reports_dir is None:
+        return
+    try:
+        write_report(reports_dir, dict(report))
+    except PrivacyError as exc:
+        raise Duplicate(str(exc)) from exc
+
+
+def accept_report(
+    request: pb.EpsilonReport, artist: str, public_key: Ed25519PublicKey, reports_dir: Path | None
+) -> dict[str, Any]:
+    """:func:`checked_report`, then :func:`store_checked_report`; the report."""
+    report = checked_report(request, artist, public_key)
+    store_checked_report(report, reports_dir)
     return report
 
 

@@ -48,7 +48,12 @@ from fedstyle_secure.transport.federation_model import server_model
 from fedstyle_secure.transport.server.admission import CallGate, CallLimits, ConcurrencyLimiter, refuse
 from fedstyle_secure.transport.server.metering import ByteMeter
 from fedstyle_secure.transport.server.publish_index import index_from_run
-from fedstyle_secure.transport.server.report_intake import accept_report, register_roster_keys, withdrawal_reason
+from fedstyle_secure.transport.server.report_intake import (
+    checked_report,
+    register_roster_keys,
+    store_checked_report,
+    withdrawal_reason,
+)
 from fedstyle_secure.transport.server.store import NonFiniteState, Snapshot, StateStore, require_finite_state
 from fedstyle_secure.transport.server.upload_limits import expected_layout, payload_limit
 from fedstyle_secure.transport.wire import (
@@ -590,15 +595,22 @@ class FederationServicer(pb_grpc.FederationServicer):
     def UploadEpsilonReport(self, request: pb.EpsilonReport, context: grpc.ServicerContext) -> pb.Ack:
         """Accept a signed epsilon report only if the artist's identity key signed it; store it if configured."""
         artist = self._artist(context, "UploadEpsilonReport")
+        report = checked_report(request, artist, self.keys.identity_public_keys[artist])  # before the lock
         with self._cond:  # one writer of the reports directory
-            self.store_report(artist, request)
+            self._store_checked_report(artist, request, report)
         return pb.Ack(round_id=request.round_id, accepted_bytes=len(request.signed_json))
 
     def store_report(self, artist: str, request: pb.EpsilonReport) -> None:
         """Accept ``artist``'s report only if its identity key signed it; store it if configured
-        (call with ``_cond`` held)."""
+        (call with ``_cond`` held: the Flower server applies a reply's calls under it)."""
+        self._store_checked_report(
+            artist, request, checked_report(request, artist, self.keys.identity_public_keys[artist])
+        )
+
+    def _store_checked_report(self, artist: str, request: pb.EpsilonReport, report: Mapping[str, object]) -> None:
+        """Store a :func:`checked_report` (call with ``_cond`` held): only cheap work under the lock."""
         self.coordinator.check_report_round(request.round_id)  # before anything is written
-        accept_report(request, artist, self.keys.identity_public_keys[artist], self.config.reports_dir)
+        store_checked_report(report, self.config.reports_dir)
         if self.coordinator.record_report(artist, request.round_id):
             self._saved_round = (-1, False)  # persist the report index (a resent report changes nothing)
             self._changed()
