@@ -96,64 +96,43 @@ def test_certificate_from_foreign_ca_is_refused_at_handshake(served, keys, forei
     assert not running.servicer.registered
 
 
-def test_certificate_cannot_register_as_another_artist(served, keys):
+def _refused_registration(
+    served, keys: Path, claimed: str, status: grpc.StatusCode, words: str, *, protocol: str = PROTOCOL, signer: str = ""
+) -> None:
+    """artist_a's certificate registers as ``claimed`` speaking ``protocol``, the claim signed by
+    ``signer``'s identity key (default: the claimed artist's); the server refuses with ``status``."""
     running, _ = served
-    artist_keys = load_artist_keys(keys, "artist_a")
+    caller = load_artist_keys(keys, "artist_a")
     nonce = new_nonce() * 2
-
     request = pb.RegisterRequest(
-        artist_id="artist_b",
+        artist_id=claimed,
         nonce=nonce,
-        protocol=PROTOCOL,
-        identity_signature=sign_registration(artist_keys.identity_key, "artist_b", nonce),
+        protocol=protocol,
+        identity_signature=sign_registration(load_artist_keys(keys, signer or claimed).identity_key, claimed, nonce),
     )
-    with open_channel(address(running), artist_keys.tls_pem()) as channel:
-        refused(
-            lambda: pb_grpc.FederationStub(channel).Register(request, timeout=5),
-            grpc.StatusCode.PERMISSION_DENIED,
-            "cannot register as 'artist_b'",
-        )
+    with open_channel(address(running), caller.tls_pem()) as channel:
+        refused(lambda: pb_grpc.FederationStub(channel).Register(request, timeout=5), status, words)
+    assert not running.servicer.registered
+
+
+def test_certificate_cannot_register_as_another_artist(served, keys):
+    _refused_registration(
+        served, keys, "artist_b", grpc.StatusCode.PERMISSION_DENIED, "cannot register as 'artist_b'", signer="artist_a"
+    )
 
 
 def test_an_artist_of_an_earlier_protocol_is_refused_at_registration_naming_both(served, keys):
     """An artist of an earlier version ("fedstyle.v1": no run id in its plan checks, several CKKS
     ciphertexts per chunk) would fail mid-round on what this server sends or refuses; it is refused
     when it registers, naming the protocol it spoke and the server's, and nothing is registered."""
-    running, _ = served
-    artist_keys = load_artist_keys(keys, "artist_a")
-    nonce = new_nonce() * 2
-    request = pb.RegisterRequest(
-        artist_id="artist_a",
-        nonce=nonce,
-        protocol="fedstyle.v1",
-        identity_signature=sign_registration(artist_keys.identity_key, "artist_a", nonce),
-    )
-    with open_channel(address(running), artist_keys.tls_pem()) as channel:
-        refused(
-            lambda: pb_grpc.FederationStub(channel).Register(request, timeout=5),
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"protocol 'fedstyle.v1': this server speaks '{PROTOCOL}' only",
-        )
-    assert not running.servicer.registered
+    words = f"protocol 'fedstyle.v1': this server speaks '{PROTOCOL}' only"
+    _refused_registration(served, keys, "artist_a", grpc.StatusCode.INVALID_ARGUMENT, words, protocol="fedstyle.v1")
 
 
 def test_registration_needs_the_identity_key(served, keys):
-    running, _ = served
-    a, b = load_artist_keys(keys, "artist_a"), load_artist_keys(keys, "artist_b")
-    nonce = new_nonce() * 2
-
-    request = pb.RegisterRequest(
-        artist_id="artist_a",
-        nonce=nonce,
-        protocol=PROTOCOL,
-        identity_signature=sign_registration(b.identity_key, "artist_a", nonce),
+    _refused_registration(
+        served, keys, "artist_a", grpc.StatusCode.PERMISSION_DENIED, "identity key", signer="artist_b"
     )
-    with open_channel(address(running), a.tls_pem()) as channel:
-        refused(
-            lambda: pb_grpc.FederationStub(channel).Register(request, timeout=5),
-            grpc.StatusCode.PERMISSION_DENIED,
-            "identity key",
-        )
 
 
 def test_round_plan_carries_the_schedule(served, keys):
