@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -16,17 +17,35 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+import fedstyle_secure.privacy.audit as audit_module
 from fedstyle_secure.cli.main import COMMAND_MODULES, main
+from fedstyle_secure.federation.rejections import Malformed
 from fedstyle_secure.federation.reporting import ReportWriter
 from fedstyle_secure.privacy.audit import LoadedReport, audit_reports
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
-from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease
+from fedstyle_secure.privacy.jsonio import MAX_JSON_BYTES
+from fedstyle_secure.privacy.mechanisms import (
+    MAX_DP_SGD_STEPS,
+    MAX_MECHANISMS,
+    MAX_RUN_ROUNDS,
+    DpSgdSteps,
+    GaussianRelease,
+)
 from fedstyle_secure.privacy.recompute import recompute_epsilon_pld
 from fedstyle_secure.privacy.report_store import load_report_manifest, register_public_key, report_path, write_report
-from fedstyle_secure.privacy.reports import build_report, dataset_size_commitment, public_key_to_text, sign_report
+from fedstyle_secure.privacy.reports import (
+    build_report,
+    canonical_json,
+    dataset_size_commitment,
+    public_key_to_text,
+    redacted_report,
+    sign_report,
+)
 from fedstyle_secure.randomness import SECURE_NOISE_SOURCE, SEEDED_NOISE_SOURCE
 from fedstyle_secure.secure.keys.keystore import load_artist_keys
 from fedstyle_secure.transport.loopback import write_fresh_keys
+from fedstyle_secure.transport.server.report_intake import accept_report
+from fedstyle_secure.transport.wire import pb
 
 KEYS = {artist: Ed25519PrivateKey.generate() for artist in ("alice", "bob")}
 ROUNDS = 3
@@ -511,3 +530,205 @@ def test_bad_key_set_or_roster_is_a_usage_error(
     with pytest.raises(SystemExit) as exited:  # argparse: the two identity options exclude each other
         main(["audit", str(team), "--keys", str(key_set), "--trust-manifest"])
     assert exited.value.code == 2
+
+
+# --------------------------------------------------------------------------- hostile histories and files (attack12)
+
+DP_SGD = {"kind": "dp_sgd", "sample_rate": 0.01, "noise_multiplier": 1.0, "steps": 60, "clip_norm": 1.0}
+RELEASE = {"kind": "gaussian_release", "sensitivity": 1.0, "sigma": 3.0, "what": "style-prototype-sums"}
+
+
+def dp_sgd(**fields: Any) -> dict:
+    return {**DP_SGD, "sampler": "poisson", "round_id": TEAM_ROUNDS, **fields}
+
+
+def release(**fields: Any) -> dict:
+    return {**RELEASE, "round_id": TEAM_ROUNDS, **fields}
+
+
+def charge_more(team: Path, key_set: Path, artist: str, mechanisms: list[dict]) -> Path:
+    """``artist`` signs, with its own key-set key, a last report charging ``mechanisms`` on top of its history."""
+    edit(
+        team,
+        artist,
+        TEAM_ROUNDS,
+        lambda r: r["mechanisms"].extend(mechanisms),
+        load_artist_keys(key_set, artist).identity_key,
+    )
+    return report_path(team, artist, TEAM_ROUNDS)
+
+
+def by_source(result: dict) -> dict[str, dict]:
+    return {row["source"]: row for row in result["reports"]}
+
+
+def others_clean(result: dict, path: Path) -> bool:
+    """Every report of the run but the one at ``path`` has its verdict: ok, with both recomputations."""
+    rows = [row for row in result["reports"] if row["source"] != str(path)]
+    expected = {(a, r) for a in TEAM for r in range(TEAM_ROUNDS + 1)} - {(path.parent.name, int(path.stem[6:]))}
+    return {(row["artist_id"], row["round"]) for row in rows} == expected and all(
+        row["status"] == "ok" and row["recomputed_pld"] is not None for row in rows
+    )
+
+
+@pytest.mark.parametrize(
+    ("mechanisms", "refusal"),
+    [
+        # the review's two: 10**18 steps (a 2 EiB allocation: no verdict for anyone), 3,000 distinct releases (> 90 s)
+        ([dp_sgd(steps=10**18)], "mechanisms/7/steps: 1000000000000000000 is greater than the maximum of 1000000"),
+        ([release(sigma=5.0 + i * 1e-6) for i in range(3000)], "mechanisms: 3007 items, more than the maximum of 2002"),
+        (
+            [release(sigma=5.0 + i * 1e-6) for i in range(3)],
+            "mechanisms: 6 distinct parameter sets, more than the maximum of 5",
+        ),
+        (
+            [dp_sgd(steps=600_000), dp_sgd(steps=600_000)],
+            "mechanisms: 1200180 DP-SGD steps in all, more than the maximum",
+        ),
+        (
+            [dp_sgd(sample_rate=1.0, noise_multiplier=0.15, steps=1)],
+            "mechanisms/7/noise_multiplier: 0.15 is less than the minimum of 0.2",
+        ),
+        (
+            [release(sensitivity=6.0, sigma=1.0)],
+            "mechanisms/7: sigma / sensitivity = 0.1667 is not a finite number of at least 0.2",
+        ),
+    ],
+)
+def test_a_signed_history_beyond_the_bounds_is_a_finding_and_the_others_keep_their_verdict(
+    team: Path, key_set: Path, capsys: pytest.CaptureFixture[str], mechanisms: list[dict], refusal: str
+) -> None:
+    """A roster artist signs, with its own key, a schema-valid history that made dp_accounting's PLD
+    allocate exabytes or run for minutes (red-team review attack12): now a schema finding naming the
+    field and the limit, the same refusal as the server's intake, and nothing is recomputed."""
+    path = charge_more(team, key_set, "carol", mechanisms)
+    status, result = keyed(team, key_set, capsys)
+    assert status == 1
+    row = by_source(result)[str(path)]
+    assert {f["code"] for f in row["findings"]} == {"schema_error"} and row["recomputed_rdp"] is None
+    assert any(refusal in f["message"] for f in row["findings"]), row["findings"]
+    assert others_clean(result, path)
+    upload = canonical_json(redacted_report(json.loads(path.read_text())))  # what carol sends
+    request = pb.EpsilonReport(artist_id="carol", round_id=TEAM_ROUNDS, signed_json=upload)
+    with pytest.raises(Malformed, match=re.escape(refusal)):  # the server's intake refuses it alike
+        accept_report(request, "carol", load_artist_keys(key_set, "carol").identity_key.public_key(), None)
+
+
+def test_a_history_within_the_bounds_above_the_pld_range_is_not_recomputed_with_pld(
+    team: Path, key_set: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ten full-batch steps at the noise floor (epsilon ~ 10**3): RDP tells so at once, while PLD's cost
+    grows with epsilon (measured: 5.6 s and 0.64 GB at 1.2e3, 2 EiB asked at 1e14), so the claim is
+    flagged as not certified instead."""
+    path = charge_more(team, key_set, "carol", [dp_sgd(sample_rate=1.0, noise_multiplier=0.2, steps=10)])
+    status, result = keyed(team, key_set, capsys)
+    row = by_source(result)[str(path)]
+    assert status == 1 and {f["code"] for f in row["findings"]} == {"recomputation_failed"}
+    assert row["recomputed_rdp"] > 100 and row["recomputed_pld"] is None
+    assert "above 100: the audit does not recompute PLD" in row["findings"][0]["message"]
+    assert others_clean(result, path)
+
+
+@pytest.mark.parametrize(
+    "error", [MemoryError("Unable to allocate 2.11 EiB"), RecursionError("maximum recursion depth")]
+)
+def test_dp_accounting_running_out_of_memory_or_stack_is_a_finding(
+    team: Path, key_set: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """Whatever dp_accounting still cannot do within the bounds is carol's finding, not everyone's traceback."""
+    real = audit_module.recompute_epsilon_pld
+
+    def pld(history: Any, delta: float) -> float:
+        if any(m.round_id == TEAM_ROUNDS and isinstance(m, DpSgdSteps) for m in history):
+            raise error
+        return real(history, delta)
+
+    monkeypatch.setattr(audit_module, "recompute_epsilon_pld", pld)
+    path = charge_more(team, key_set, "carol", [dp_sgd()])
+    status, result = keyed(team, key_set, capsys)
+    row = by_source(result)[str(path)]
+    assert status == 1 and {f["code"] for f in row["findings"]} == {"recomputation_failed"}
+    assert type(error).__name__ in row["findings"][0]["message"] and others_clean(result, path)
+
+
+def test_unsigned_or_forged_reports_are_flagged_without_recomputing_them(
+    team: Path, key_set: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whoever writes the folder can add any number of files: only reports a trusted key signed are
+    worth dp_accounting's time."""
+    edit(team, "bob", 1, lambda r: r.pop("signature"), key=None)
+    edit(team, "alice", 2, lambda r: None, key=load_artist_keys(key_set, "bob").identity_key)
+    status, result = keyed(team, key_set, capsys)
+    rows = by_source(result)
+    unsigned, forged = rows[str(report_path(team, "bob", 1))], rows[str(report_path(team, "alice", 2))]
+    assert status == 1
+    assert [f["code"] for f in unsigned["findings"]] == ["missing_signature"]
+    assert [f["code"] for f in forged["findings"]] == ["invalid_signature"]
+    assert unsigned["recomputed_rdp"] is unsigned["recomputed_pld"] is forged["recomputed_pld"] is None
+    assert rows[str(report_path(team, "bob", 2))]["recomputed_pld"] is not None
+
+
+def _round_beyond_any_range(team: Path) -> str:
+    report = json.loads(report_path(team, "alice", 0).read_text())
+    report.pop("signature")
+    report.update(round=10**4000, final_round=10**4000)
+    return json.dumps(report)
+
+
+def _sigma_beyond_any_float(team: Path) -> str:
+    report = json.loads(report_path(team, "alice", 0).read_text())
+    report.pop("signature")
+    report["mechanisms"].append(release(sigma=10**400, round_id=0))
+    return json.dumps(report)
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (lambda team: "[" * 100_000 + "]" * 100_000, "is not valid UTF-8 JSON: maximum recursion depth exceeded"),
+        (lambda team: '{"round": ' + "9" * 5000 + "}", "is not valid UTF-8 JSON: Exceeds the limit (4300 digits)"),
+        (lambda team: json.dumps("x" * MAX_JSON_BYTES), f"is larger than {MAX_JSON_BYTES} bytes"),
+        (_sigma_beyond_any_float, "sigma / sensitivity = inf is not a finite number of at least 0.2"),
+        (_round_beyond_any_range, "report is unsigned"),  # compared with alice's rounds 0..3: no set of the range
+    ],
+)
+def test_crafted_files_in_the_folder_are_findings_not_tracebacks(
+    team: Path, key_set: Path, capsys: pytest.CaptureFixture[str], content: Callable[[Path], str], words: str
+) -> None:
+    """Files dropped into the folder by whoever writes it (red-team review attack12: a RecursionError or
+    ValueError traceback, exit status 1 like a finding): each is a finding of its own file, naming it."""
+    path = report_path(team, "alice", 7)
+    path.write_text(content(team))
+    status, result = keyed(team, key_set, capsys)
+    row = by_source(result)[str(path)]
+    assert status == 1 and any(words in f["message"] for f in row["findings"]), row["findings"]
+    assert others_clean(result, path)
+
+
+def test_the_longest_run_a_plan_allows_passes_the_intake_and_the_audit(tmp_path: Path, key_set: Path) -> None:
+    """The bounds sit far above an honest run: the planning count, the most rounds a plan allows (a
+    refresh each), the most DP-SGD steps, at the noise plan_dp calibrates for epsilon 8 over 1,000
+    rounds (releases 95.6, 0.88)."""
+    rounds, steps = MAX_RUN_ROUNDS, MAX_DP_SGD_STEPS // MAX_RUN_ROUNDS
+    history = (
+        [GaussianRelease(1.0, 10.0, 0, "portfolio-size")]
+        + [
+            m
+            for r in range(rounds)
+            for m in (GaussianRelease(1.0, 95.6, r, "style-prototype-sums"), DpSgdSteps(1e-3, 8.0, steps, 1.0, r))
+        ]
+        + [GaussianRelease(1.0, 0.88, rounds, "style-prototype-sums")]
+    )
+    assert len(history) == MAX_MECHANISMS
+    ledger = BudgetLedger(PrivacyBudget(8.0, 1e-5), dataset_size=16_000, accountant="rdp", history=history)
+    key = load_artist_keys(key_set, "alice").identity_key
+    report = build_report(
+        ledger, artist_id="alice", round_id=rounds, noise_source=SECURE_NOISE_SOURCE, final_round=rounds
+    )
+    request = pb.EpsilonReport(
+        artist_id="alice", round_id=rounds, signed_json=canonical_json(redacted_report(sign_report(report, key)))
+    )
+    stored = accept_report(request, "alice", key.public_key(), tmp_path)
+    manifest = {"artists": {"alice": {"public_key": public_key_to_text(key.public_key())}}}
+    (audit,) = audit_reports([LoadedReport("longest", stored)], manifest, roster=["alice"]).reports
+    assert audit.ok and audit.recomputed_pld is not None and audit.recomputed_pld <= ledger.epsilon_spent <= 8.0

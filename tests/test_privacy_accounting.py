@@ -171,6 +171,18 @@ def test_absurd_budget_gets_a_clear_error_naming_the_prv_accountant():
     )
 
 
+def test_a_plan_whose_reports_the_intake_would_refuse_is_refused_before_the_run():
+    """The bounds of an auditable history (mechanisms.MAX_RUN_ROUNDS, MAX_DP_SGD_STEPS): an honest
+    artist learns at planning, not when the server refuses its reports mid-run."""
+    from fedstyle_secure.privacy.mechanisms import MAX_RUN_ROUNDS
+    from fedstyle_secure.privacy.plan import DpConfig, plan_dp
+
+    with pytest.raises(PrivacyError, match=f"at most {MAX_RUN_ROUNDS} rounds, got {MAX_RUN_ROUNDS + 1}"):
+        plan_dp(DpConfig(epsilon=8.0), 500, 16, 1, MAX_RUN_ROUNDS + 1, 0)
+    with pytest.raises(PrivacyError, match="2000000 DP-SGD steps, more than an auditable history holds"):
+        plan_dp(DpConfig(epsilon=8.0), 10**6, 1, 2, 1, 0)  # two epochs of a million batches of one artwork
+
+
 @pytest.mark.parametrize(
     ("round_id", "release", "final", "latest", "words"),
     [

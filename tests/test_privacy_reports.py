@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,16 @@ from fedstyle_secure.errors import FedStyleError, PrivacyError
 from fedstyle_secure.privacy.accounting import compute_epsilon
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.jsonio import read_json
-from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, history_from_list
+from fedstyle_secure.privacy.mechanisms import (
+    MAX_DISTINCT_MECHANISMS,
+    MAX_DP_SGD_STEPS,
+    MAX_MECHANISMS,
+    MAX_RUN_ROUNDS,
+    MIN_NOISE_MULTIPLIER,
+    DpSgdSteps,
+    GaussianRelease,
+    history_from_list,
+)
 from fedstyle_secure.privacy.report_schema import report_schema, report_schema_errors
 from fedstyle_secure.privacy.report_store import (
     load_report_manifest,
@@ -85,6 +95,15 @@ def test_unsigned_and_signed_reports_match_the_published_schema(ledger: BudgetLe
     unsigned = build_report(ledger, artist_id="alice", round_id=3, noise_source=SECURE_NOISE_SOURCE)
     assert report_schema_errors(unsigned) == []
     assert report_schema_errors(json.loads(json.dumps(signed))) == []
+
+
+def test_the_published_schema_states_the_bounds_the_code_enforces() -> None:
+    mechanisms = report_schema()["properties"]["mechanisms"]
+    dp_sgd = report_schema()["$defs"]["dp_sgd"]["properties"]
+    assert mechanisms["maxItems"] == MAX_MECHANISMS and dp_sgd["steps"]["maximum"] == MAX_DP_SGD_STEPS
+    assert dp_sgd["noise_multiplier"]["minimum"] == MIN_NOISE_MULTIPLIER
+    for bound in (MAX_MECHANISMS, MAX_RUN_ROUNDS, MAX_DP_SGD_STEPS, MAX_DISTINCT_MECHANISMS, MIN_NOISE_MULTIPLIER):
+        assert re.search(rf"(?<![\d.]){re.escape(str(bound))}(?![\d.])", mechanisms["description"]), bound
 
 
 @pytest.mark.parametrize(

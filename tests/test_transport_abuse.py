@@ -402,6 +402,38 @@ def test_epsilon_reports_for_rounds_that_have_not_happened_are_refused_and_writt
     assert [p.name for p in (tmp_path / "reports" / "artist_a").glob("round-*.json")] == ["round-0000.json"]
 
 
+def test_epsilon_reports_the_audit_could_not_recompute_are_refused_and_written_nowhere(served, keys, tmp_path):
+    """A roster artist signs, with its own key, a history that stalls the audit (red-team review
+    attack12: 10**18 DP-SGD steps had dp_accounting ask for 2 EiB, and no artist got a verdict), or
+    sends a report nested beyond Python's recursion limit (an UNKNOWN error and a traceback in the
+    server's log before): each is refused naming the field and the limit, and nothing is stored."""
+    running, _ = served
+    channel, session = connect(running, keys, "artist_a")
+    identity = load_artist_keys(keys, "artist_a").identity_key
+
+    def signed(*mechanisms: dict) -> bytes:
+        ledger = BudgetLedger(PrivacyBudget(1.0, 1e-5), 20)
+        ledger.record([GaussianRelease(1.0, 8.0, 0, "style-prototype-sums")])
+        report = build_report(ledger, artist_id="artist_a", round_id=0, noise_source=SECURE_NOISE_SOURCE)
+        report["mechanisms"] += [{"round_id": 0, **m} for m in mechanisms]
+        return json.dumps(redacted_report(sign_report(report, identity))).encode()
+
+    dp_sgd = {"kind": "dp_sgd", "sample_rate": 0.01, "noise_multiplier": 1.0, "clip_norm": 1.0, "sampler": "poisson"}
+    release = {"kind": "gaussian_release", "sensitivity": 1.0, "what": "style-prototype-sums"}
+    hostile = [
+        (signed({**dp_sgd, "steps": 10**18}), "mechanisms/1/steps: 1000000000000000000 is greater than the maximum"),
+        (signed(*({**release, "sigma": 5.0 + i * 1e-6} for i in range(5))), "6 distinct parameter sets, more than"),
+        (signed({**release, "sigma": 0.03}), "sigma / sensitivity = 0.03 is not a finite number of at least 0.2"),
+        (b"[" * 30_000 + b"]" * 30_000, "epsilon report is not JSON: maximum recursion depth exceeded"),
+    ]
+    with channel:
+        for report, words in hostile:
+            refused(partial(session.report, 0, report), grpc.StatusCode.INVALID_ARGUMENT, words)
+        assert not (tmp_path / "reports" / "artist_a").exists()
+        assert session.report(0, signed()).accepted_bytes > 0  # the honest report is taken, and stored
+    assert [p.name for p in (tmp_path / "reports" / "artist_a").glob("round-*.json")] == ["round-0000.json"]
+
+
 def test_query_after_a_run_that_gave_up_names_the_failure(served, keys):
     """No artist answers: the set-up round is retried, then the run gives up.  A buyer is told the run
     failed and why (not that the index is merely not written yet), and the server keeps answering."""
@@ -435,7 +467,7 @@ def test_a_report_bomb_neither_holds_the_server_lock_nor_reaches_the_schema(serv
     ledger = BudgetLedger(PrivacyBudget(1.0, 1e-5), 20)
     ledger.record([GaussianRelease(1.0, 8.0, 0, "style-prototype-sums")])
     report = build_report(ledger, artist_id="artist_a", round_id=0, noise_source=SECURE_NOISE_SOURCE)
-    bomb = dict(report, mechanisms=[{"kind": "x"}] * 4000)  # 56 KiB
+    bomb = dict(report, mechanisms=[{"kind": "x"}] * 4000)  # 56 KiB (under the record count's own cap)
     channel_a, attacker = connect(running, keys, "artist_a")
     channel_b, honest = connect(running, keys, "artist_b")
     with channel_a, channel_b:

@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         files = report_files(args.paths)
         manifest = _load_manifest(args.manifest, args.paths)
-        reports = [LoadedReport(str(path), _read_report(path)) for path in files]
+        reports = [_read_report(path) for path in files]
     except PrivacyError as exc:
         raise ConfigError(str(exc)) from exc
     if not reports:
@@ -256,11 +256,11 @@ def _roster(names: str | None, trusted: dict[str, Any] | None) -> tuple[str, ...
     return roster
 
 
-def _read_report(path: Path) -> Any:
+def _read_report(path: Path) -> LoadedReport:
     try:
-        return read_json(path)
-    except PrivacyError as exc:
-        return {"unreadable": str(exc)}  # surfaces as a schema finding for this file
+        return LoadedReport(str(path), read_json(path))
+    except PrivacyError as exc:  # unreadable, not JSON, or a crafted file (too large, too deep): a finding
+        return LoadedReport(str(path), None, error=str(exc))
 
 
 def _load_manifest(explicit: Path | None, paths: Sequence[Path]) -> dict[str, Any] | None:

@@ -43,6 +43,12 @@ compare each claim with the tightest independent bound CONSISTENT WITH ITS ACCOU
 
 A claim is flagged when ``claimed < recomputed * (1 - tolerance)``; the default tolerance
 of 1 % absorbs discretisation differences between the libraries (measured: < 0.6 %).
+
+Cost (threat model: a roster artist signs a hostile history with its own key; whoever writes the
+folder adds files): the history bounds of :mod:`~fedstyle_secure.privacy.mechanisms` are schema
+findings; only reports whose signature verifies are recomputed, PLD only up to
+:data:`MAX_PLD_EPSILON`; what dp_accounting still cannot do (an exhausted memory included) is a
+``recomputation_failed`` finding, so the other artists still get their verdict.
 """
 
 from __future__ import annotations
@@ -70,6 +76,11 @@ from fedstyle_secure.randomness import SECURE_NOISE_SOURCES
 DEFAULT_TOLERANCE = 0.01
 #: Relative slack for "epsilon decreased between rounds" (numerical noise only).
 DECREASE_SLACK = 1e-9
+#: Largest epsilon (by the cheap RDP recomputation, an upper bound of PLD's) up to which the PLD
+#: recomputation runs: its memory and time grow with epsilon (a signed report of epsilon 1.2e3 took
+#: 5.6 s and 0.64 GB, of 1e14 asked for 2 EiB); an honest report stays below its budget (<= 33 by
+#: the noise floor, mechanisms.MIN_NOISE_MULTIPLIER) plus RDP's 10-15 %.
+MAX_PLD_EPSILON = 100.0
 #: Independent recomputation each accountant's claims are compared with (see module docstring).
 REFERENCE_RECOMPUTATION: dict[str, str] = {"rdp": "rdp", "prv": "pld", "gdp": "pld"}
 
@@ -117,10 +128,12 @@ class Finding:
 
 @dataclass(frozen=True)
 class LoadedReport:
-    """A parsed report file; ``source`` names it in findings (e.g. its path)."""
+    """A parsed report file; ``source`` names it in findings (e.g. its path); ``error``: why the
+    file could not be read or parsed (a schema finding; ``data`` is then not looked at)."""
 
     source: str
     data: Any
+    error: str | None = None
 
 
 @dataclass
@@ -289,6 +302,9 @@ def _completeness(by_artist: Mapping[str, list[_Entry]], roster: Sequence[str]) 
 
 def _audit_one(loaded: LoadedReport, keys: Mapping[str, Any], tolerance: float) -> ReportAudit:
     audit = ReportAudit(source=loaded.source)
+    if loaded.error is not None:
+        audit.flag(SCHEMA_ERROR, loaded.error)
+        return audit
     report = loaded.data
     for error in report_schema_errors(report):
         audit.flag(SCHEMA_ERROR, error)
@@ -297,7 +313,7 @@ def _audit_one(loaded: LoadedReport, keys: Mapping[str, Any], tolerance: float) 
     audit.artist_id, audit.round_id = report["artist_id"], report["round"]
     audit.accountant = report["accountant"]
     audit.claimed_epsilon = report["epsilon"].get(audit.accountant)
-    _check_signature(audit, report, keys.get(audit.artist_id))
+    signed = _check_signature(audit, report, keys.get(audit.artist_id))
     _check_noise_source(audit, report)
     try:
         history = history_from_list(report["mechanisms"])
@@ -306,7 +322,8 @@ def _audit_one(loaded: LoadedReport, keys: Mapping[str, Any], tolerance: float) 
         return audit
     _check_claims(audit, report)
     _check_schedule(audit, report)
-    _check_recomputation(audit, report, history, tolerance)
+    if signed:  # an unsigned or forged report is flagged already: not worth dp_accounting's time
+        _check_recomputation(audit, report, history, tolerance)
     return audit
 
 
@@ -331,17 +348,20 @@ def _check_schedule(audit: ReportAudit, report: Mapping[str, Any]) -> None:
         audit.flag(CHARGED_OUT_OF_ORDER, f"rounds {past} are past the run's final round {final} (signed)")
 
 
-def _check_signature(audit: ReportAudit, report: Mapping[str, Any], key_entry: Any) -> None:
+def _check_signature(audit: ReportAudit, report: Mapping[str, Any], key_entry: Any) -> bool:
+    """Whether the artist's trusted key signed ``report`` (else flagged)."""
     if SIGNATURE_FIELD not in report:
         audit.flag(MISSING_SIGNATURE, "report is unsigned; its origin and integrity cannot be checked")
-        return
+        return False
     if not isinstance(key_entry, Mapping) or "public_key" not in key_entry:
         audit.flag(KEY_NOT_IN_MANIFEST, f"no trusted public key for artist {audit.artist_id!r}")
-        return
+        return False
     try:
         verify_report_signature(report, public_key_from_text(str(key_entry["public_key"])))
     except PrivacyError as exc:
         audit.flag(INVALID_SIGNATURE, str(exc))
+        return False
+    return True
 
 
 def _check_noise_source(audit: ReportAudit, report: Mapping[str, Any]) -> None:
@@ -397,8 +417,15 @@ def _check_recomputation(audit: ReportAudit, report: Mapping[str, Any], history:
     delta = report["delta"]
     try:
         audit.recomputed_rdp = recompute_epsilon_rdp(history, delta)
+        if not audit.recomputed_rdp <= MAX_PLD_EPSILON:
+            audit.flag(
+                RECOMPUTATION_FAILED,
+                f"dp_accounting RDP gives epsilon={audit.recomputed_rdp:.4g}, above {MAX_PLD_EPSILON:g}: the audit "
+                "does not recompute PLD that far (its cost grows with epsilon), so the claims are not certified",
+            )
+            return
         audit.recomputed_pld = recompute_epsilon_pld(history, delta)
-    except (ValueError, ArithmeticError) as exc:  # dp_accounting on degenerate parameters
+    except (ValueError, ArithmeticError, MemoryError, RecursionError) as exc:  # degenerate or extreme parameters
         audit.flag(RECOMPUTATION_FAILED, f"dp_accounting could not recompute epsilon: {exc!r}")
         return
     references = {"rdp": audit.recomputed_rdp, "pld": audit.recomputed_pld}
@@ -439,11 +466,9 @@ def _compare_rounds(earlier: _Entry, later: _Entry) -> None:
             )
     if new["mechanisms"][: len(old["mechanisms"])] != old["mechanisms"]:
         audit.flag(HISTORY_REWRITTEN, f"mechanism history of round {first.round_id} is not a prefix of this round's")
-    late = sorted(
-        {m.get("round_id") for m in new["mechanisms"][len(old["mechanisms"]) :] if isinstance(m, Mapping)}
-        - {r for r in range((first.round_id or 0) + 1, (audit.round_id or 0) + 1)},
-        key=_round_order,
-    )
+    charged = {m.get("round_id") for m in new["mechanisms"][len(old["mechanisms"]) :] if isinstance(m, Mapping)}
+    after, upto = first.round_id or 0, audit.round_id or 0  # compared, not a range's set: ids may be huge
+    late = sorted((r for r in charged if not (isinstance(r, int | float) and after < r <= upto)), key=_round_order)
     if late:
         audit.flag(
             CHARGED_OUT_OF_ORDER,

@@ -13,6 +13,10 @@ from typing import Any
 
 from fedstyle_secure.errors import PrivacyError
 
+MAX_JSON_BYTES = 4 * 1024 * 1024
+"""Largest JSON file read (bytes): the longest run's report or ledger (2,001 mechanisms,
+:data:`~fedstyle_secure.privacy.mechanisms.MAX_MECHANISMS`) is 0.37 MB as written here."""
+
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as indented, key-sorted UTF-8 JSON to ``path`` atomically."""
@@ -31,10 +35,19 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    """Parse the JSON file at ``path``; raises :class:`PrivacyError` naming the file if unusable."""
+    """Parse the JSON file at ``path``; raises :class:`PrivacyError` naming the file if unusable.
+
+    Threat model: the files (reports, manifests, ledgers) may come from whoever writes the folder,
+    so a file over :data:`MAX_JSON_BYTES`, nesting deeper than Python's recursion limit or an
+    integer over its digit limit (``sys.get_int_max_str_digits``) is refused like malformed JSON."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as handle:
+            data = handle.read(MAX_JSON_BYTES + 1)
     except OSError as exc:
         raise PrivacyError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    if len(data) > MAX_JSON_BYTES:
+        raise PrivacyError(f"{path} is larger than {MAX_JSON_BYTES} bytes: not a report, manifest or ledger")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, int digits
         raise PrivacyError(f"{path} is not valid UTF-8 JSON: {exc}") from exc

@@ -27,6 +27,33 @@ from fedstyle_secure.errors import PrivacyError
 
 POISSON_SAMPLER = "poisson"
 
+# Bounds of an auditable history: the server's intake refuses a report beyond them and the audit
+# flags it (``report_schema.report_schema_errors``), because ``dp_accounting``'s PLD recomputation
+# grows with them: 10**18 steps asked for 2 EiB, 10**8 steps at sample rate 1e-6 took 185 s, 200
+# distinct releases 23 s, one release at noise multiplier 0.03 39 s and 2.8 GB.  Threat model: a
+# roster artist signing a hostile history with its own key.  An honest run stays far inside (its
+# recomputation: under 1 s); the worst history found within them took 20 s and 0.9 GB.
+MAX_RUN_ROUNDS = 1_000
+"""Plan rounds of a run under DP (``plan_dp`` refuses more): the defaults are 3 (server) and 20
+(simulator), and a round of a networked run takes minutes."""
+MAX_MECHANISMS = 2 * MAX_RUN_ROUNDS + 2
+"""Mechanism records of one history: a plan charges its planning size's count
+(:meth:`~fedstyle_secure.privacy.plan.DpPlan.setup_mechanisms`), at most a DP-SGD group and a refresh per
+training round, and the final publication (:meth:`~fedstyle_secure.privacy.plan.DpPlan.round_mechanisms`)."""
+MAX_DP_SGD_STEPS = 1_000_000
+"""DP-SGD steps of a whole history (so of each group): ``rounds * epochs * ceil(n / batch_size)``,
+640 for 500 artworks at the simulator's defaults, 625,000 for 100 rounds of 10 epochs of 10,000
+artworks (``plan_dp`` refuses more).  Its PLD recomputation took at most 2.4 s (any sample rate)."""
+MAX_DISTINCT_MECHANISMS = 5
+"""Distinct accounting parameter sets in one history (``dp_accounting`` builds a PLD for each, up
+to 3.6 s at the noise floor below): one plan gives four (its planning size's count, its DP-SGD
+group, its refreshes and its final publication), and an artist retires when the server changes the
+plan; one spare."""
+MIN_NOISE_MULTIPLIER = 0.2
+"""Smallest noise std per unit of sensitivity (DP-SGD ``noise_multiplier``, a release's ``sigma /
+sensitivity``): one release at 0.2 alone spends epsilon 33 at delta 1e-5, so an honest plan comes
+near it only at budgets above 30 (the project runs at most 8: 0.60 for a release-only artist)."""
+
 
 class SampledGaussian(NamedTuple):
     """``steps`` compositions of a Poisson-subsampled Gaussian mechanism (unit sensitivity)."""
@@ -164,7 +191,7 @@ def mechanism_from_dict(data: Mapping[str, Any]) -> Mechanism:
         raise PrivacyError(f"unknown mechanism kind {kind!r}; expected one of {sorted(_KINDS)}")
     try:
         return _KINDS[kind].from_dict(data)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # Overflow: an integer beyond floats
         raise PrivacyError(f"malformed {kind} mechanism record {dict(data)!r}: {exc!r}") from exc
 
 

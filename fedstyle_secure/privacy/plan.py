@@ -34,7 +34,13 @@ from fedstyle_secure.models.inputs import DEFAULT_BACKBONE
 from fedstyle_secure.privacy.accounting import require_budget_accountant
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.calibration import calibrate_noise_multiplier, default_delta, validate_delta
-from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mechanism
+from fedstyle_secure.privacy.mechanisms import (
+    MAX_DP_SGD_STEPS,
+    MAX_RUN_ROUNDS,
+    DpSgdSteps,
+    GaussianRelease,
+    Mechanism,
+)
 from fedstyle_secure.randomness import NoiseSource
 
 PRIVATE_LAYERS: tuple[str, ...] = ("last", "all")
@@ -258,8 +264,13 @@ def plan_dp(
     A portfolio below ``config.min_training_artworks`` runs no DP-SGD: the releases (by default the
     final publication alone) spend the whole epsilon.  ``noisy_size``: ``dataset_size`` is a
     planning size from :func:`noisy_portfolio_size`, whose charge the epsilon then includes
-    (a given, public size otherwise: the canary audit's)."""
+    (a given, public size otherwise: the canary audit's).  Refuses (PrivacyError) more than
+    :data:`~fedstyle_secure.privacy.mechanisms.MAX_RUN_ROUNDS` rounds or
+    :data:`~fedstyle_secure.privacy.mechanisms.MAX_DP_SGD_STEPS` DP-SGD steps, whose reports the
+    server's intake would refuse and the audit flag."""
     config.validate()
+    if rounds > MAX_RUN_ROUNDS:  # its reports would hold more mechanisms than an auditable history
+        raise PrivacyError(f"a run under DP has at most {MAX_RUN_ROUNDS} rounds, got {rounds}")
     delta = default_delta(dataset_size) if config.delta is None else config.delta
     validate_delta(delta, dataset_size)
     count: list[Mechanism] = [portfolio_size_count()] if noisy_size else []
@@ -297,6 +308,12 @@ def plan_dp(
     steps_per_epoch = math.ceil(dataset_size / batch_size)
     sample_rate = 1.0 / steps_per_epoch
     steps_per_round = local_epochs * steps_per_epoch
+    if rounds * steps_per_round > MAX_DP_SGD_STEPS:
+        raise PrivacyError(
+            f"{rounds} rounds of {local_epochs} epochs of {steps_per_epoch} batches are {rounds * steps_per_round} "
+            f"DP-SGD steps, more than an auditable history holds ({MAX_DP_SGD_STEPS}): use larger batches, fewer "
+            "epochs or fewer rounds"
+        )
     release_budget = config.epsilon * config.release_fraction
     share = config.final_release_share if training_releases else 1.0
     final_sigma = PROTOTYPE_SENSITIVITY * _gaussian_multiplier(release_budget * share, delta, 1, config.accountant)

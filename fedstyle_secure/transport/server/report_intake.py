@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.federation.rejections import Duplicate, Forbidden, Malformed
+from fedstyle_secure.privacy.mechanisms import MAX_MECHANISMS
 from fedstyle_secure.privacy.report_schema import report_schema_errors
 from fedstyle_secure.privacy.report_store import register_public_key, write_report
 from fedstyle_secure.privacy.reports import DATASET_SIZE_OPENING, verify_report_signature
@@ -43,17 +44,20 @@ def register_roster_keys(reports_dir: Path, identity_keys: Mapping[str, Ed25519P
     return path
 
 
-MAX_REPORT_BYTES = 256 * 1024
-"""The most bytes of one uploaded report: an honest one holds a few mechanisms per round (about 200
-bytes each) and is 1.5-2.5 KB for the demo's runs; 256 KiB fits over a thousand rounds.  A 4 MiB
-report of 279,347 crafted mechanisms cost 100 s of schema validation, all of it under the server's
-lock before the check moved out of it (red-team review, 2026-12-01)."""
+MAX_REPORT_BYTES = 1024 * 1024
+"""The most bytes of one uploaded report: an honest one is 1.5-2.5 KB for the demo's runs and 0.37 MB
+at the longest history a plan allows (:data:`~fedstyle_secure.privacy.mechanisms.MAX_MECHANISMS`
+records).  A 4 MiB report of 279,347 crafted mechanisms cost 100 s of schema validation, all of it
+under the server's lock before the checks moved out of it (red-team review, 2026-12-01); now the
+record count is checked before the schema, which then validates at most that many."""
 
 
 def checked_report(request: pb.EpsilonReport, artist: str, public_key: Ed25519PublicKey) -> dict[str, Any]:
     """The report ``artist`` (the caller's certificate identity) uploaded, if it may be stored: at
     most :data:`MAX_REPORT_BYTES`, JSON, for that artist and round, without the dataset-size opening,
-    signed by ``public_key`` and schema-valid.  Pure and lock-free: a caller runs it before taking
+    signed by ``public_key`` and schema-valid (which includes the bounds of an auditable history,
+    :func:`~fedstyle_secure.privacy.report_schema.report_schema_errors`: a roster artist's signed
+    history that would stall the audit).  Pure and lock-free: a caller runs it before taking
     any lock.  Raises ``Malformed`` (INVALID_ARGUMENT) or ``Forbidden`` (PERMISSION_DENIED)."""
     if request.artist_id != artist:
         raise Forbidden(f"{artist} cannot upload a report for {request.artist_id!r}")
@@ -65,6 +69,12 @@ def checked_report(request: pb.EpsilonReport, artist: str, public_key: Ed25519Pu
         raise Malformed(f"epsilon report is not JSON: {exc!s:.200}") from exc
     if not isinstance(report, dict) or report.get("artist_id") != artist or report.get("round") != request.round_id:
         raise Malformed(f"epsilon report must be a JSON object for artist {artist!r} and round {request.round_id}")
+    mechanisms = report.get("mechanisms")
+    if isinstance(mechanisms, list) and len(mechanisms) > MAX_MECHANISMS:  # before the schema walks them
+        raise Malformed(
+            f"epsilon report of {artist} is not a valid report: mechanisms: {len(mechanisms)} items, more than "
+            f"the maximum of {MAX_MECHANISMS}"
+        )
     if DATASET_SIZE_OPENING in report:
         raise Malformed(
             f"epsilon report of {artist} carries {DATASET_SIZE_OPENING}: the server must never learn the "
