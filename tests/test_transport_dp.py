@@ -55,6 +55,12 @@ WARM_START_STEPS = 30  # announced public warm start: lighter than the default 3
 ROUND_REPORTS = ["round-0000.json", "round-0001.json", "round-0002.json"]  # 2 training rounds + the final publication
 
 
+LOOPBACK_RUN_SECONDS = 420
+"""pytest's budget for a test that runs a whole loopback DP federation (three artist processes with
+DP-SGD, a restart): its own waits (150 s for the run, 120 s more for a crash) bound it, not the suite's
+120 s default.  25-40 s alone; once over 120 s in a fresh clone's full run beside the Ray simulations."""
+
+
 def _schedule() -> Schedule:
     return Schedule(rounds=2, quorum=3, phase_seconds=60, refreshes=frozenset({0, 1}))
 
@@ -74,6 +80,7 @@ def _status(federation, work) -> pb.Status:
         return pb_grpc.FederationStub(channel).GetStatus(pb.StatusRequest(), timeout=5)
 
 
+@pytest.mark.timeout(LOOPBACK_RUN_SECONDS)
 def test_dp_federation_reports_every_round_and_audits_clean(tmp_path, data, capsys):
     work = tmp_path / "run"
     federation = start_loopback(
@@ -139,6 +146,7 @@ def _audit(capsys, *args: str) -> tuple[int, dict]:
     return status, json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.timeout(LOOPBACK_RUN_SECONDS)
 def test_artist_over_budget_retires_with_the_reason_and_others_finish(tmp_path, data, capsys):
     work = tmp_path / "run"
     federation = start_loopback(
@@ -184,6 +192,7 @@ class SimulatedCrash(RuntimeError):
     """Stands for the artist process dying (everything in memory is lost)."""
 
 
+@pytest.mark.timeout(LOOPBACK_RUN_SECONDS)
 def test_artist_crash_after_charging_resends_the_same_contribution(tmp_path, data, monkeypatch):
     """artist_00 dies after it trained (and was charged for) round 2 but before its upload reached
     the server; restarted from its state_dir it resends the same noised contribution and ends
