@@ -113,23 +113,23 @@ WITHDRAW_TIMEOUT_SECONDS = 30.0
 RELEASE, TRAINING = "publish", "contribute"  # the two charges of a round, keys of the stored results
 
 
-def plan_apart(rule: DpConfig, n_train: int, local: LocalConfig, rounds: int, releases: frozenset[int]) -> DpPlan:
+def plan_apart(rule: DpConfig, planning_size: int, local: LocalConfig, rounds: int, releases: frozenset[int]) -> DpPlan:
     """:func:`plan_participation` in a child process ([client] compact_memory), whose epsilon values
     are remembered here, with those of every ledger an artist without DP-SGD can reach (any number of
     its planned releases); any other value this process needs is computed in a child process too
     until Opacus is imported anyway (DP-SGD).  So an artist below the DP-SGD threshold never holds
     Opacus and scipy (~105 MB).  Exact: the values come from the same accountant code
     (:func:`evaluate_epsilon`)."""
-    dp_plan, values = call_in_fresh_process(_plan_with_epsilons, rule, n_train, local, rounds, releases)
+    dp_plan, values = call_in_fresh_process(_plan_with_epsilons, rule, planning_size, local, rounds, releases)
     remember_epsilons(values)
     evaluate_epsilons_with(_evaluate_apart_until_opacus_is_loaded)
     return dp_plan
 
 
 def _plan_with_epsilons(
-    rule: DpConfig, n_train: int, local: LocalConfig, rounds: int, releases: frozenset[int]
+    rule: DpConfig, planning_size: int, local: LocalConfig, rounds: int, releases: frozenset[int]
 ) -> tuple[DpPlan, dict[EpsilonKey, float]]:
-    plan = plan_participation(rule, n_train, local, rounds, releases)
+    plan = plan_participation(rule, planning_size, local, rounds, releases)
     if not plan.trains:  # every charge is a release: each reachable ledger (any number of them) is known now
         setup = plan.setup_mechanisms()
         refreshes = [m for r in sorted(plan.release_rounds) for m in plan.round_mechanisms(r, train=False)]
