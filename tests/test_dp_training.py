@@ -298,3 +298,41 @@ def test_simulate_help_says_the_seeded_flag_voids_the_guarantee(capsys):
     with pytest.raises(SystemExit):
         main(["simulate", "--help"])
     assert "VOIDS THE DP GUARANTEE" in " ".join(capsys.readouterr().out.split())
+
+
+def test_an_empty_poisson_batch_under_ghost_clipping_is_a_noise_only_step():
+    """A Poisson batch can be empty.  Under ghost clipping an empty batch used to be forwarded anyway:
+    Opacus's per-parameter forward counter went up with no backward to bring it down, and the next
+    batch's forward was refused as parameter tying (NotImplementedError), crashing the artist
+    mid-round (seen in a loopback DP federation of four-artwork portfolios with DP-SGD forced; here
+    batches of 1, 3, 0, 2 artworks).  An empty batch is now a zero gradient plus the step's noise.
+    Seeded noise (named: reproducible batches; this is not a privacy test)."""
+    import numpy as np
+
+    from fedstyle_secure.federation.client import Broadcast
+    from fedstyle_secure.models.params import get_flat_params
+    from fedstyle_secure.privacy.plan import DpPlan
+    from fedstyle_secure.randomness import SeededNoise
+    from tests.test_dp_artist_attacks import EMBED, FEATURES, ROSTER, _client
+
+    views = np.random.default_rng(4).normal(size=(3, 4, FEATURES)).astype(np.float32)
+    client = _client(DpConfig(epsilon=8.0), views, batch_size=16)
+    client.dp = DpPlan(
+        delta=1e-5,
+        accountant="prv",
+        sample_rate=1 / 2,
+        steps_per_round=2,
+        noise_multiplier=1.0,
+        clip_norm=1.0,
+        release_sigma=None,
+        final_release_sigma=1.0,
+        final_round=3,
+        private_layers="last",
+        planning_size=25,
+    )
+    client.noise = SeededNoise([1])
+    start = get_flat_params(client.model)
+    for round_id in range(3):
+        client.fit(Broadcast(round_id, start, None, np.zeros((ROSTER, EMBED)), np.zeros(ROSTER, dtype=bool)))
+        assert client.last_result is not None and client.last_result.steps == 2
+    assert not np.array_equal(get_flat_params(client.model), start)

@@ -101,15 +101,27 @@ class PrivateTraining:
     def backward(self, per_artwork: torch.Tensor) -> None:
         """Gradients of the batch's ``(B,)`` per-artwork losses, ready for the optimiser's
         ``pre_step`` (which clips -- for hooks --, adds noise and divides by the expected batch
-        size).  An empty Poisson batch contributes a zero gradient: the step still adds noise."""
+        size).  Under ghost clipping an empty Poisson batch takes :meth:`zero_gradient` instead."""
         if self.criterion is None:  # hooks: per-artwork gradients land in p.grad_sample
             (per_artwork.sum() / max(len(per_artwork), 1)).backward()
-        elif len(per_artwork) == 0:
-            for p in self.module.parameters():
-                if p.requires_grad:
-                    p.grad = torch.zeros_like(p)
         else:
             self.criterion(per_artwork).backward()  # two passes: per-artwork norms, then the clipped sum
+
+    @property
+    def skips_empty_batches(self) -> bool:
+        """Whether an empty Poisson batch must not be forwarded (ghost clipping: see :meth:`zero_gradient`)."""
+        return self.criterion is not None
+
+    def zero_gradient(self) -> None:
+        """Ghost clipping's gradient of an empty Poisson batch, without a forward pass: zero, so the step
+        adds only noise.  A forward pass of no artworks left Opacus's per-parameter forward counter
+        raised with no backward to lower it, and the next batch's forward was refused as parameter
+        tying (NotImplementedError): an artist crashed mid-round (found 2026-12-01 in a loopback DP
+        federation of four-artwork portfolios with DP-SGD forced, whose sample rate the planning size
+        can put below 1)."""
+        for p in self.module.parameters():
+            if p.requires_grad:
+                p.grad = torch.zeros_like(p)
 
     def close(self) -> None:
         """Detach Opacus's hooks from the client's model (it is reused next round)."""

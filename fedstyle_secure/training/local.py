@@ -307,11 +307,18 @@ def _train_epochs(
             epoch_losses = []
             for items in _batches(len(data), cfg, rng, private):
                 view, pos_view = _pick_views(len(items), data.bank.n_views, rng, cfg.anchor_original)
-                z = net(data.bank.take(view, items))
-                with torch.no_grad():
-                    z_pos = net(data.bank.take(pos_view, items))
-                per_artwork = private_losses(objective, net, z, z_pos, labels_all[items], protos, known, negatives, cfg)
-                loss = per_artwork.sum() / max(len(items), 1)
+                per_artwork: torch.Tensor | None = None
+                if private is not None and private.skips_empty_batches and len(items) == 0:
+                    private.zero_gradient()  # an empty Poisson batch under ghost clipping: no forward pass
+                    loss = torch.zeros(())
+                else:
+                    z = net(data.bank.take(view, items))
+                    with torch.no_grad():
+                        z_pos = net(data.bank.take(pos_view, items))
+                    per_artwork = private_losses(
+                        objective, net, z, z_pos, labels_all[items], protos, known, negatives, cfg
+                    )
+                    loss = per_artwork.sum() / max(len(items), 1)
                 if optimiser is not None:
                     extra = non_private_loss(objective, model, params, ctx, cfg, rng)
                     total = loss if extra is None else loss + extra
@@ -319,7 +326,8 @@ def _train_epochs(
                     total.backward()
                     optimiser.step()
                 elif private is not None:  # DP-SGD
-                    private.backward(per_artwork)
+                    if per_artwork is not None:
+                        private.backward(per_artwork)
                     if private.optimizer.pre_step():  # clip per artwork, add noise, average
                         private.module.disable_hooks()
                         try:
