@@ -248,7 +248,8 @@ class ArtistPrivacy:
         dp, releases = announced
         n = client.n_train
         store = ArtistStateStore(config.state_dir)
-        size = _planning_size(store.load(), n, client)  # the plan never reads the exact n
+        stored = store.load()  # read once: the planning size, then the rest of the state (_restore)
+        size = _planning_size(stored, n, client)  # the plan never reads the exact n
         try:
             delta = artist_delta(dp.delta, config.budget_delta, n, planning_size=size)
         except PrivacyError as exc:
@@ -277,7 +278,7 @@ class ArtistPrivacy:
             )
         budget = _budget(config, dp, dp_plan)
         privacy = cls(keys, client, announced, store=store)
-        privacy._restore(dp_plan, budget, n)
+        privacy._restore(dp_plan, budget, n, stored)
         reports_dir = config.reports_dir or config.state_dir / "reports"
         check_not_rolled_back(client.ledger, reports_dir, keys.artist_id)
         privacy.writer = ReportWriter(
@@ -317,10 +318,11 @@ class ArtistPrivacy:
             )
         return None
 
-    def _restore(self, dp_plan: DpPlan, budget: PrivacyBudget, n: int) -> None:
-        """Attach plan and ledger to the client; resume model, ledger, results from the store."""
+    def _restore(self, dp_plan: DpPlan, budget: PrivacyBudget, n: int, snapshot: ArtistSnapshot | None) -> None:
+        """Attach plan and ledger to the client; resume model, ledger, results from ``snapshot`` (the
+        store's, read by :meth:`open`; ``None``: a new artist)."""
         assert self.store is not None
-        client, snapshot = self.client, self.store.load()
+        client = self.client
         if snapshot is None:
             ledger = new_ledger(dp_plan, n, budget.epsilon, budget.delta)  # charged with the planning size's count
             client.dp, client.ledger = dp_plan, ledger
