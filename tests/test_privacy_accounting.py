@@ -183,6 +183,24 @@ def test_a_plan_whose_reports_the_intake_would_refuse_is_refused_before_the_run(
         plan_dp(DpConfig(epsilon=8.0), 10**6, 1, 2, 1, 0)  # two epochs of a million batches of one artwork
 
 
+def test_announced_refreshes_outside_the_run_or_beyond_the_cap_are_refused_before_planning():
+    """A dishonest server's release rounds (ninth attack review): refreshes past the run's end reserve
+    budget never spent, and each announced refresh is calibrated before the artist acts."""
+    from fedstyle_secure.privacy.plan import MAX_PROTOTYPE_REFRESHES, DpConfig, plan_dp
+
+    rule = DpConfig(epsilon=8.0)
+    with pytest.raises(
+        PrivacyError, match=r"refreshes at rounds \[3, 1000\] lie outside the run's training rounds 0..2"
+    ):
+        plan_dp(rule, 50, 16, 1, 3, 3, frozenset({0, 3, 1000}))
+    many = frozenset(range(MAX_PROTOTYPE_REFRESHES + 1))
+    with pytest.raises(PrivacyError, match=f"at most {MAX_PROTOTYPE_REFRESHES} prototype refreshes per run"):
+        plan_dp(rule, 50, 16, 1, 100, len(many), many)
+    with pytest.raises(PrivacyError, match=f"prototype refreshes must be in 0..{MAX_PROTOTYPE_REFRESHES}"):
+        DpConfig(epsilon=8.0, prototype_refreshes=MAX_PROTOTYPE_REFRESHES + 1).validate()
+    assert plan_dp(rule, 50, 16, 1, 3, 2, frozenset({0, 2})).release_sigma is not None  # inside the run: planned
+
+
 @pytest.mark.parametrize(
     ("round_id", "release", "final", "latest", "words"),
     [

@@ -12,6 +12,7 @@ from typing import cast
 import grpc
 import numpy as np
 import pytest
+import torch
 
 from fedstyle_secure.cli.main import main
 from fedstyle_secure.data.public import default_public_set, public_set_name
@@ -356,9 +357,20 @@ def test_artist_refuses_an_unusable_plan_without_naming_its_portfolio_size_and_a
     of artworks (the reports commit to n so that the server does not learn it)."""
     from types import SimpleNamespace
 
-    # test fakes: only the parts open() reads first
+    # test fakes: only the parts open() reads (a tiny model, no data)
     client = cast(
-        StyleClient, SimpleNamespace(n_train=6, config=LocalConfig(epochs=1, batch_size=16), noise=CsprngNoise())
+        StyleClient,
+        SimpleNamespace(
+            n_train=6,
+            config=LocalConfig(epochs=1, batch_size=16),
+            noise=CsprngNoise(),
+            model=torch.nn.Linear(2, 2),
+            own=None,
+            rng=np.random.default_rng(0),
+            retired_reason=None,
+            dp=None,
+            ledger=None,
+        ),
     )
     config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=tmp_path / "state")
     keys = cast(ArtistKeys, SimpleNamespace(artist_id="artist_00"))
@@ -366,7 +378,10 @@ def test_artist_refuses_an_unusable_plan_without_naming_its_portfolio_size_and_a
     refusal = _refusal(ArtistPrivacy.open(config, keys, client, _plan_message(announced)))
     assert refusal.startswith("the federation's DP plan (announced by the server) is unusable")
     assert not any(ch.isdigit() for ch in refusal)  # n = 6 artworks, named only in the artist's own log
-    assert ArtistPrivacy.open(config, keys, client, _plan_message(None)) is None  # neither side asks for DP
+    # its planning size was kept before the plan read it: that state never takes part without DP
+    assert "DP planning size" in _refusal(ArtistPrivacy.open(config, keys, client, _plan_message(None)))
+    fresh = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=tmp_path / "fresh")
+    assert ArtistPrivacy.open(fresh, keys, client, _plan_message(None)) is None  # neither side asks for DP
     demanding = ClientConfig(keys=tmp_path, data=tmp_path, budget_epsilon=2.0)
     assert "requires DP" in _refusal(ArtistPrivacy.open(demanding, keys, client, _plan_message(None)))
     with pytest.raises(ConfigError, match="client.state_dir"):

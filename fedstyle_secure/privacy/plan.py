@@ -64,6 +64,8 @@ noise.  Measured at epsilon 8, seed 0, 10 rounds: painters-dev (14 artworks per 
 epsilon) 0.290 against 0.354 for the release alone.  Portfolios above 48 were not measured.  The
 rule reads only the planning size (:func:`noisy_portfolio_size`, a DP count charged to the ledger),
 like every other parameter of the plan, so the accounting stays exact on both sides of it."""
+MAX_PROTOTYPE_REFRESHES = 32
+"""Training-time prototype releases one run may plan (none by default; ``check_release_rounds``)."""
 PROTOTYPE_RELEASE = "style-prototype-sums"
 PROTOTYPE_SENSITIVITY = 1.0  # L2: one artwork adds one unit-norm embedding to its artist's sum
 PORTFOLIO_SIZE_RELEASE = "portfolio-size"
@@ -136,8 +138,10 @@ class DpConfig:
             raise PrivacyError(f"release fraction must be in (0, 1), got {self.release_fraction}")
         if not 0.0 < self.final_release_share <= 1.0:
             raise PrivacyError(f"final release share must be in (0, 1], got {self.final_release_share}")
-        if self.prototype_refreshes < 0:
-            raise PrivacyError(f"prototype refreshes must be >= 0, got {self.prototype_refreshes}")
+        if not 0 <= self.prototype_refreshes <= MAX_PROTOTYPE_REFRESHES:
+            raise PrivacyError(
+                f"prototype refreshes must be in 0..{MAX_PROTOTYPE_REFRESHES}, got {self.prototype_refreshes}"
+            )
         if self.noise_multiplier is not None and self.noise_multiplier <= 0:
             raise PrivacyError(f"--noise-multiplier must be positive, got {self.noise_multiplier}")
         if self.min_training_artworks < 1:
@@ -247,6 +251,24 @@ def noisy_portfolio_size(n: int, noise: NoiseSource) -> int:
     return max(1, round(n + float(noise.gaussian_array(PORTFOLIO_SIZE_SIGMA, (1,))[0])))
 
 
+def check_release_rounds(release_rounds: frozenset[int], training_releases: int, rounds: int) -> None:
+    """Raise PrivacyError unless the training-time releases are at most
+    :data:`MAX_PROTOTYPE_REFRESHES` and each lies in a training round ``0 .. rounds - 1``.
+
+    Threat model: the server announces the release rounds.  A refresh that can never come would
+    reserve budget the run never spends (a noisier final release), and each announced refresh is
+    calibrated and its ledgers evaluated before the artist acts (red-team review, 2026-12-01: 40
+    refreshes past the run's end were planned; 200 kept an artist's planning busy for 331 s)."""
+    if training_releases > MAX_PROTOTYPE_REFRESHES or len(release_rounds) > MAX_PROTOTYPE_REFRESHES:
+        count = max(training_releases, len(release_rounds))
+        raise PrivacyError(f"at most {MAX_PROTOTYPE_REFRESHES} prototype refreshes per run, the plan has {count}")
+    outside = sorted(r for r in release_rounds if not 0 <= r < rounds)
+    if outside:
+        raise PrivacyError(
+            f"prototype refreshes at rounds {outside[:5]} lie outside the run's training rounds 0..{rounds - 1}"
+        )
+
+
 def plan_dp(
     config: DpConfig,
     dataset_size: int,
@@ -271,6 +293,7 @@ def plan_dp(
     config.validate()
     if rounds > MAX_RUN_ROUNDS:  # its reports would hold more mechanisms than an auditable history
         raise PrivacyError(f"a run under DP has at most {MAX_RUN_ROUNDS} rounds, got {rounds}")
+    check_release_rounds(release_rounds, training_releases, rounds)
     delta = default_delta(dataset_size) if config.delta is None else config.delta
     validate_delta(delta, dataset_size)
     count: list[Mechanism] = [portfolio_size_count()] if noisy_size else []
@@ -404,6 +427,15 @@ def new_ledger(plan: DpPlan, n_train: int, epsilon: float, delta: float | None =
     PrivacyError for a delta that is not below ``1 / n_train`` (the exact size: the artist's own check)."""
     ledger = BudgetLedger(PrivacyBudget(epsilon, plan.delta if delta is None else delta), n_train, plan.accountant)
     ledger.record(plan.setup_mechanisms())
+    return ledger
+
+
+def planning_ledger(budget: PrivacyBudget, n_train: int, accountant: str) -> BudgetLedger:
+    """A ledger enforcing ``budget`` under ``accountant`` before any plan was accepted, charged with the
+    planning size's count alone (:func:`portfolio_size_count`): what an artist that refuses the first
+    plan it is shown reports.  Raises PrivacyError if the count alone is over the budget."""
+    ledger = BudgetLedger(budget, n_train, accountant)
+    ledger.record([portfolio_size_count()])
     return ledger
 
 

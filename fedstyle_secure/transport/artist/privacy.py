@@ -93,6 +93,7 @@ from fedstyle_secure.privacy.plan import (
     new_ledger,
     noisy_portfolio_size,
     plan_participation,
+    planning_ledger,
 )
 from fedstyle_secure.privacy.report_store import record_charges, recorded_charges, report_path
 from fedstyle_secure.privacy.reports import canonical_json, redacted_report, reported_accountants
@@ -225,6 +226,8 @@ class ArtistPrivacy:
     refusal: str | None = None
     results: list[CachedResult] = field(default_factory=list)
     uploaded: set[int] = field(default_factory=set)
+    planning_size: int | None = None  # kept (and reported) while no plan is accepted: :meth:`_refusing`
+    final_round: int = 0  # the announced run's, for such a refusal's report (a plan's own otherwise)
 
     # ------------------------------------------------------------------ set-up
 
@@ -248,12 +251,19 @@ class ArtistPrivacy:
         dp, releases = announced
         n = client.n_train
         store = ArtistStateStore(config.state_dir)
+        reports_dir = config.reports_dir or config.state_dir / "reports"
         stored = store.load()  # read once: the planning size, then the rest of the state (_restore)
+        if stored is None:  # a state rolled back to nothing must not draw a second planning size
+            check_not_rolled_back(None, reports_dir, keys.artist_id)
         size = _planning_size(stored, n, client)  # the plan never reads the exact n
         try:
             delta = artist_delta(dp.delta, config.budget_delta, n, planning_size=size)
         except PrivacyError as exc:
             raise ConfigError(f"client.budget_delta: {exc}") from exc
+        if stored is None:  # a new artist: its planning size is kept before the plan reads it, never drawn twice
+            stored = client_snapshot(keys.artist_id, client)
+            stored.plan = {"planning_size": size}
+            store.save(stored)
         if dp.delta is not None and delta < dp.delta:
             log.warning(
                 "%s: the federation's delta %.3g is above this artist's own; using %.3g",
@@ -269,17 +279,14 @@ class ArtistPrivacy:
             log.error(
                 "%s: the federation's DP plan is unusable for this artist's %d artworks: %s", keys.artist_id, n, exc
             )
-            return cls(  # what the server is told names no number of artworks: the reports commit to n
-                keys,
-                client,
-                announced,
-                refusal="the federation's DP plan (announced by the server) is unusable for "
-                "this artist (the reason is in the artist's log)",
+            refusal = (  # what the server is told names no number of artworks: the reports commit to n
+                "the federation's DP plan (announced by the server) is unusable for this artist (the reason is in "
+                "the artist's log)"
             )
+            return cls._refusing(config, keys, client, announced, plan, stored, delta, refusal)
         budget = _budget(config, dp, dp_plan)
         privacy = cls(keys, client, announced, store=store)
         privacy._restore(dp_plan, budget, n, stored)
-        reports_dir = config.reports_dir or config.state_dir / "reports"
         check_not_rolled_back(client.ledger, reports_dir, keys.artist_id)
         privacy.writer = ReportWriter(
             reports_dir, [keys.artist_id], {keys.artist_id: keys.identity_key}, run_id=plan.run_id or None
@@ -292,6 +299,52 @@ class ArtistPrivacy:
                 budget.epsilon,
                 dp.epsilon,
             )
+        return privacy
+
+    @classmethod
+    def _refusing(
+        cls,
+        config: ClientConfig,
+        keys: ArtistKeys,
+        client: StyleClient,
+        announced: tuple[DpConfig, frozenset[int]],
+        plan: pb.RoundPlan,
+        stored: ArtistSnapshot,
+        delta: float,
+        reason: str,
+    ) -> ArtistPrivacy:
+        """An artist that will not take part under ``plan``, whose calibration failed.
+
+        Before it accepted a plan (``stored`` holds only its planning size) the refusal depends on
+        that size (a plan can fit a portfolio below ``min_training_artworks`` and not one above), so
+        the refusal is kept as the artist's retirement, and the size's count is charged and reported
+        before the withdrawal leaves: every later message meets the same kept size and the same
+        refusal, never a fresh draw (red-team review, 2026-12-01: a Flower server resending one
+        message read one uncharged bit ``n + Z_i >= K`` per message).  After an accepted plan the
+        stored state stays as it is: the refusal of a changed plan is post-processing of the charged
+        count, and the artist goes on with the plan it accepted."""
+        if not _unplanned(stored):
+            return cls(keys, client, announced, refusal=reason)
+        assert config.state_dir is not None
+        dp = announced[0]
+        restore_client(client, stored)
+        privacy = cls(keys, client, announced, store=ArtistStateStore(config.state_dir), refusal=reason)
+        privacy.planning_size, privacy.final_round = int(stored.plan["planning_size"]), int(plan.total_rounds)
+        if stored.ledger is not None:
+            client.ledger = BudgetLedger.from_dict(stored.ledger)
+        else:
+            try:
+                client.ledger = planning_ledger(_budget_at(config, dp, delta), client.n_train, dp.accountant)
+            except PrivacyError as exc:  # the count alone is over budget (the same for every size): nothing charged
+                log.error("%s: %s", keys.artist_id, exc)
+                return cls(keys, client, announced, refusal=reason)
+        client.retired_reason = client.retired_reason or reason
+        privacy.save()
+        reports_dir = config.reports_dir or config.state_dir / "reports"
+        record_charges(reports_dir, keys.artist_id, len(privacy.ledger.history))
+        privacy.writer = ReportWriter(
+            reports_dir, [keys.artist_id], {keys.artist_id: keys.identity_key}, run_id=plan.run_id or None
+        )
         return privacy
 
     @classmethod
@@ -309,54 +362,57 @@ class ArtistPrivacy:
             if config.state_dir is not None and (config.state_dir / STATE_FILE).exists()
             else None
         )
-        if stored is not None and stored.ledger is not None:
+        if stored is not None and (stored.ledger is not None or stored.plan):  # a ledger, or a planning size
             return cls(
                 keys,
                 client,
                 None,
-                refusal=f"client.state_dir {config.state_dir} holds a DP ledger but the federation runs without DP",
+                refusal=f"client.state_dir {config.state_dir} holds a DP ledger (or a DP planning size) but the "
+                "federation runs without DP",
             )
         return None
 
-    def _restore(self, dp_plan: DpPlan, budget: PrivacyBudget, n: int, snapshot: ArtistSnapshot | None) -> None:
+    def _restore(self, dp_plan: DpPlan, budget: PrivacyBudget, n: int, snapshot: ArtistSnapshot) -> None:
         """Attach plan and ledger to the client; resume model, ledger, results from ``snapshot`` (the
-        store's, read by :meth:`open`; ``None``: a new artist)."""
+        store's, read by :meth:`open`; a new artist's holds only its planning size, and its ledger
+        is made now, charged with the size's count)."""
         assert self.store is not None
         client = self.client
-        if snapshot is None:
-            ledger = new_ledger(dp_plan, n, budget.epsilon, budget.delta)  # charged with the planning size's count
-            client.dp, client.ledger = dp_plan, ledger
-            self.save()  # the planning size is kept before anything leaves: never drawn twice
-            return
-        else:
-            if snapshot.artist_id != self.keys.artist_id:
-                raise ConfigError(
-                    f"client.state_dir holds the state of artist {snapshot.artist_id!r}, not {self.keys.artist_id!r}"
-                )
-            if snapshot.ledger is None:
-                raise ConfigError(
-                    f"client.state_dir holds the state of a federation without DP; a DP federation needs a fresh "
-                    f"state_dir (its model was trained without DP) ({self.store.path})"
-                )
-            ledger = BudgetLedger.from_dict(snapshot.ledger)
-            if ledger.budget != budget or ledger.dataset_size != n:
-                raise ConfigError(
-                    f"client.budget_epsilon/budget_delta: the ledger in client.state_dir enforces {ledger.budget} over "
-                    f"{ledger.dataset_size} artworks, this run asks for {budget} over {n}; a ledger's budget never "
-                    "changes"
-                )
-            if snapshot.plan != plan_summary(dp_plan):  # as admit() compares plans within one process
-                self.refusal = "the server changed the federation's DP plan during the run (not the stored one)"
-            restore_client(client, snapshot)
-            self.results, self.uploaded = list(snapshot.results), set(snapshot.uploaded)
-            log.info(
-                "%s resumed from %s: epsilon spent %.4g of %.4g",
-                self.keys.artist_id,
-                self.store.path,
-                ledger.epsilon_spent,
-                budget.epsilon,
+        if snapshot.artist_id != self.keys.artist_id:
+            raise ConfigError(
+                f"client.state_dir holds the state of artist {snapshot.artist_id!r}, not {self.keys.artist_id!r}"
             )
+        unplanned = _unplanned(snapshot)
+        if snapshot.ledger is None and not unplanned:
+            raise ConfigError(
+                f"client.state_dir holds the state of a federation without DP; a DP federation needs a fresh "
+                f"state_dir (its model was trained without DP) ({self.store.path})"
+            )
+        if snapshot.ledger is None:
+            ledger = new_ledger(dp_plan, n, budget.epsilon, budget.delta)  # charged with the planning size's count
+        else:
+            ledger = BudgetLedger.from_dict(snapshot.ledger)
+        if ledger.budget != budget or ledger.dataset_size != n:
+            raise ConfigError(
+                f"client.budget_epsilon/budget_delta: the ledger in client.state_dir enforces {ledger.budget} over "
+                f"{ledger.dataset_size} artworks, this run asks for {budget} over {n}; a ledger's budget never "
+                "changes"
+            )
+        if not unplanned and snapshot.plan != plan_summary(dp_plan):  # as admit() compares plans in one process
+            self.refusal = "the server changed the federation's DP plan during the run (not the stored one)"
+        restore_client(client, snapshot)
+        self.results, self.uploaded = list(snapshot.results), set(snapshot.uploaded)
         client.dp, client.ledger = dp_plan, ledger
+        if unplanned:
+            self.save()  # the accepted plan (and the charged count) are kept before anything leaves
+            return
+        log.info(
+            "%s resumed from %s: epsilon spent %.4g of %.4g",
+            self.keys.artist_id,
+            self.store.path,
+            ledger.epsilon_spent,
+            budget.epsilon,
+        )
 
     # ------------------------------------------------------------------ the gate
 
@@ -389,7 +445,10 @@ class ArtistPrivacy:
         if plan.phase in NON_CHARGING_PHASES or self._cached(plan) is not None or self._charged_ahead(plan):
             return True  # post-processing of what was charged, a resend, or DP-SGD charged ahead: no new cost
         if _charge(plan.phase) == TRAINING and not self._planned(plan):
-            return True  # a contribution without DP-SGD (portfolio-size rule): the broadcast back, charges nothing
+            # a contribution without DP-SGD (portfolio-size rule), the broadcast back: it charges nothing, but
+            # it tells that the planning size fell below the rule, so the size's count is reported before it leaves
+            self._report_latest(session, before=plan.round_id)
+            return True
         r = plan.round_id - 1
         if self._charged(r, _charge(plan.phase)):
             log.error(
@@ -511,11 +570,14 @@ class ArtistPrivacy:
             record_charges(self.writer.dir, self.keys.artist_id, len(self.ledger.history))
 
     def save(self) -> None:
-        """Persist ledger, model, results, rng, retirement atomically (no-op without a store)."""
-        if self.store is None or self.client.ledger is None or self.client.dp is None:
+        """Persist ledger, model, results, rng, retirement atomically (no-op without a store); before
+        a plan is accepted, the plan kept is the planning size alone."""
+        if self.store is None or self.client.ledger is None:
             return
         snapshot = client_snapshot(self.keys.artist_id, self.client)
-        snapshot.ledger, snapshot.plan = self.ledger.to_dict(), plan_summary(self.plan)
+        unplanned = {"planning_size": self.planning_size}
+        snapshot.ledger = self.ledger.to_dict()
+        snapshot.plan = unplanned if self.client.dp is None else plan_summary(self.plan)
         snapshot.uploaded, snapshot.results = sorted(self.uploaded), self.results
         self.store.save(snapshot)
 
@@ -545,7 +607,7 @@ class ArtistPrivacy:
                 self.ledger,
                 r,
                 noise_source=self.client.noise.name,
-                final_round=self.plan.final_round,
+                final_round=self.final_round if self.client.dp is None else self.plan.final_round,
             )
             log.info(
                 "%s: epsilon %.4g of %.4g after round %d",
@@ -616,7 +678,16 @@ def _planning_size(stored: ArtistSnapshot | None, n: int, client: StyleClient) -
     return noisy_portfolio_size(n, client.noise)
 
 
+def _unplanned(snapshot: ArtistSnapshot) -> bool:
+    """Whether ``snapshot`` is a DP artist's before it accepted a plan: it holds its planning size alone."""
+    return snapshot.plan.keys() == {"planning_size"}
+
+
 def _budget(config: ClientConfig, dp: DpConfig, plan: DpPlan) -> PrivacyBudget:
     """The artist's own budget: epsilon ``client.budget_epsilon`` or, if absent, the federation's
     target; delta the plan's (:func:`~fedstyle_secure.privacy.calibration.artist_delta`)."""
-    return PrivacyBudget(dp.epsilon if config.budget_epsilon is None else config.budget_epsilon, plan.delta)
+    return _budget_at(config, dp, plan.delta)
+
+
+def _budget_at(config: ClientConfig, dp: DpConfig, delta: float) -> PrivacyBudget:
+    return PrivacyBudget(dp.epsilon if config.budget_epsilon is None else config.budget_epsilon, delta)
