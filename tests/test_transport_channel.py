@@ -45,6 +45,20 @@ def test_broadcast_with_only_one_standardisation_half_is_refused(present: str) -
         _session(**{present: np.ones(3)}).broadcast(1)
 
 
+def test_a_stream_of_chunks_below_the_minimum_is_refused_but_a_short_last_chunk_is_not() -> None:
+    """A malicious sender's tiny chunks (each one a Python object the receiver kept) or endless empty
+    ones: at most ``total / min_chunk_bytes + 2`` chunks; the honest sender's chunks pass."""
+    payload = bytes(range(100))
+    tiny = list(chunk_payload(payload, round_id=2, kind=pb.PAYLOAD_KIND_PLAIN_VECTOR, chunk_bytes=4))
+    with pytest.raises(WireError, match="sent in more than 8 chunks"):
+        join_chunks(tiny, max_bytes=100, min_chunk_bytes=16)
+    empty = tiny[:1] + [pb.Chunk(data=b"")] * 10
+    with pytest.raises(WireError, match="more than 8 chunks"):
+        join_chunks(empty, max_bytes=100, min_chunk_bytes=16)
+    honest = list(chunk_payload(payload, round_id=2, kind=pb.PAYLOAD_KIND_PLAIN_VECTOR, chunk_bytes=16))
+    assert join_chunks(honest, max_bytes=100, min_chunk_bytes=16)[1] == payload  # 7 chunks, the last of 4 bytes
+
+
 @pytest.mark.parametrize("size", [0, 1, 4, 5, 9])
 def test_chunked_payloads_reassemble_exactly(size: int) -> None:
     """Chunks are cut as they are sent (no list of pieces): every size, including an empty payload

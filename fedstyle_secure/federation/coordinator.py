@@ -65,6 +65,9 @@ from fedstyle_secure.secure.ckks.primitives import CkksContext
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
 
 TRANSPORT_SECURE_MODES: tuple[str, ...] = ("none", "ckks", "secagg", "secagg+")
+MIN_NONCE_BYTES, MAX_NONCE_BYTES = 16, 64
+"""A submission's nonce (bytes): enough randomness, and a bound on what the replay set keeps for the
+run (a 3.5 MB nonce fitted one header chunk and was kept whole; red-team review, 2026-12-01)."""
 DECRYPT_AGREEMENT = 1e-6  # max relative disagreement between artists' decrypted aggregates
 
 
@@ -322,8 +325,10 @@ class Coordinator:
 
     def _admit(self, artist: str, round_id: int, phase: Phase, nonce: bytes, now: float) -> None:
         """Common checks of every submission, in the order that gives the most precise refusal."""
-        if len(nonce) < 16:
-            raise Malformed("a submission needs a nonce of at least 16 random bytes")
+        if not MIN_NONCE_BYTES <= len(nonce) <= MAX_NONCE_BYTES:  # each accepted one is kept for the run
+            raise Malformed(
+                f"a submission needs a nonce of {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES} random bytes, got {len(nonce)}"
+            )
         if nonce in self._nonces:
             raise Duplicate(f"replayed submission: nonce already seen (round {round_id}, {artist})")
         self.check_open(artist, round_id, phase, now)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,15 @@ def read_json(path: Path) -> Any:
 
     Threat model: the files (reports, manifests, ledgers) may come from whoever writes the folder,
     so a file over :data:`MAX_JSON_BYTES`, nesting deeper than Python's recursion limit or an
-    integer over its digit limit (``sys.get_int_max_str_digits``) is refused like malformed JSON."""
+    integer over its digit limit (``sys.get_int_max_str_digits``) is refused like malformed JSON,
+    and so is anything but a regular file: it is opened without blocking and checked before it is
+    read (a FIFO named like a report hung the audit, waiting for a writer; red-team review,
+    2026-12-01)."""
     try:
-        with path.open("rb") as handle:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise PrivacyError(f"{path} is not a regular file: not a report, manifest or ledger")
             data = handle.read(MAX_JSON_BYTES + 1)
     except OSError as exc:
         raise PrivacyError(f"cannot read {path}: {exc.strerror or exc}") from exc

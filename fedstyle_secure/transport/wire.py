@@ -32,6 +32,8 @@ ROUND_METADATA = "fedstyle-round"  # call metadata of a submission: the round id
 PHASE_METADATA = "fedstyle-phase"  # ... and the phase; checked before the server reads the body
 ALLOWED_DTYPES: tuple[str, ...] = ("float32", "float64")
 DEFAULT_CHUNK_BYTES = 256 * 1024
+MIN_CHUNK_BYTES = 16 * 1024
+"""Smallest chunk a server takes (but for a payload's last): see :func:`join_chunks`."""
 NONCE_BYTES = 16
 
 WIRE_ROUND_KINDS: dict[str, pb.RoundKind] = {
@@ -137,8 +139,14 @@ def chunk_payload(
         yield pb.Chunk(data=bytes(data[start : start + chunk_bytes]))
 
 
-def join_chunks(chunks: Iterable[pb.Chunk], max_bytes: int) -> tuple[pb.PayloadHeader, bytes]:
+def join_chunks(chunks: Iterable[pb.Chunk], max_bytes: int, min_chunk_bytes: int = 1) -> tuple[pb.PayloadHeader, bytes]:
     """Reassemble a Chunk stream, enforcing the header, ``max_bytes`` and the SHA-256.
+
+    The payload grows in one buffer, and a stream may hold at most ``total_bytes / min_chunk_bytes
+    + 2`` chunks (the header's, the payload's in chunks of ``min_chunk_bytes`` or more, a last short
+    one).  Threat model: the sender may be malicious; one-byte chunks kept as one Python object
+    each cost the receiver about 90 times the payload, and empty chunks kept a stream open for as
+    long as each came within the idle timeout (red-team review, 2026-12-01).
 
     Raises :class:`WireError` (malformed) or :class:`PayloadTooLarge` (over the limit).
     """
@@ -149,15 +157,22 @@ def join_chunks(chunks: Iterable[pb.Chunk], max_bytes: int) -> tuple[pb.PayloadH
     header = first.header
     if header.total_bytes > max_bytes:
         raise PayloadTooLarge(f"payload declares {header.total_bytes} bytes; this server accepts at most {max_bytes}")
-    parts, size = [first.data], len(first.data)
+    most_chunks = header.total_bytes // max(min_chunk_bytes, 1) + 2
+    buffer, count = bytearray(first.data), 1
     for chunk in iterator:
         if chunk.HasField("header"):
             raise WireError("only the first chunk of a payload may carry a header")
-        size += len(chunk.data)
-        if size > header.total_bytes:
+        count += 1
+        if count > most_chunks:
+            raise WireError(
+                f"a payload of {header.total_bytes} bytes sent in more than {most_chunks} chunks (chunks below "
+                f"{min_chunk_bytes} bytes are refused, but for the last)"
+            )
+        if len(buffer) + len(chunk.data) > header.total_bytes:
             raise PayloadTooLarge(f"payload exceeds its declared {header.total_bytes} bytes")
-        parts.append(chunk.data)
-    payload = b"".join(parts)
+        buffer += chunk.data
+    payload = bytes(buffer)
+    del buffer
     if len(payload) != header.total_bytes:
         raise WireError(f"payload ended after {len(payload)} of its declared {header.total_bytes} bytes")
     if hashlib.sha256(payload).digest() != header.sha256:

@@ -15,6 +15,7 @@ from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.transport import auth
 from fedstyle_secure.transport.wire import (
     DEFAULT_CHUNK_BYTES,
+    MIN_CHUNK_BYTES,
     PROTOCOL,
     WireError,
     chunk_payload,
@@ -111,6 +112,7 @@ class ArtistSession:
                 pb.BroadcastRequest(round_id=round_id), metadata=self.metadata, timeout=timeout
             ),
             max_bytes,
+            MIN_CHUNK_BYTES,  # the server may be malicious too
         )
         body = pb.BroadcastBody.FromString(payload)
         del payload  # the parsed body holds its own copy; the model is a few MB
@@ -162,7 +164,7 @@ class ArtistSession:
         """CKKS committee: one listed contribution's ciphertext bytes (at most ``max_bytes``)."""
         request = pb.ContributionRequest(round_id=round_id, artist_id=artist_id)
         stream = self.stub.DownloadContribution(request, metadata=self.metadata, timeout=timeout)
-        return join_chunks(stream, max_bytes)[1]
+        return join_chunks(stream, max_bytes, MIN_CHUNK_BYTES)[1]
 
     def commit_decryption(
         self, round_id: int, attempt: int, set_digest: bytes, signature: bytes, wait_seconds: float = 0.0

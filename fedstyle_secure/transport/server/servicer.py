@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import queue
 import threading
 import time
@@ -57,6 +58,7 @@ from fedstyle_secure.transport.server.report_intake import (
 from fedstyle_secure.transport.server.store import NonFiniteState, Snapshot, StateStore, require_finite_state
 from fedstyle_secure.transport.server.upload_limits import expected_layout, payload_limit
 from fedstyle_secure.transport.wire import (
+    MIN_CHUNK_BYTES,
     PROTOCOL,
     WIRE_ROUND_KINDS,
     PayloadTooLarge,
@@ -74,6 +76,15 @@ from fedstyle_secure.transport.wire import (
 log = logging.getLogger(__name__)
 SERVICE_NAME = "fedstyle.v1.Federation"
 MAX_POLL_SECONDS = 30.0
+
+
+def poll_seconds(asked: float) -> float:
+    """How long a long poll may wait for a caller asking ``asked`` seconds: within
+    ``[0, MAX_POLL_SECONDS]``, and 0 for a value that is not finite (a NaN wait used to pass
+    ``min``/``max`` unchanged, and ``Condition.wait_for(timeout=nan)`` spun a core under the lock)."""
+    return min(max(asked, 0.0), MAX_POLL_SECONDS) if math.isfinite(asked) else 0.0
+
+
 POLL_SLICE_SECONDS = 1.0  # a parked long poll notices within this time that its caller went away
 TICK_SECONDS = 0.1
 INDEX_RETRY_SECONDS = 10.0  # seconds between attempts to write the style index after a failure
@@ -340,7 +351,7 @@ class FederationServicer(pb_grpc.FederationServicer):
                 yield item
 
         try:
-            return join_chunks(chunks(), max_bytes)
+            return join_chunks(chunks(), max_bytes, MIN_CHUNK_BYTES)
         except PayloadTooLarge as exc:
             raise PayloadTooLarge(f"{exc} ({why})") from exc
         finally:
@@ -387,7 +398,7 @@ class FederationServicer(pb_grpc.FederationServicer):
     def GetRoundPlan(self, request: pb.RoundPlanRequest, context: grpc.ServicerContext) -> pb.RoundPlan:
         """Reply once the current (round, phase, attempt) differs from the artist's last one (bounded wait)."""
         caller = self._artist(context, "GetRoundPlan")
-        end = time.monotonic() + min(max(request.wait_seconds, 0.0), MAX_POLL_SECONDS)
+        end = time.monotonic() + poll_seconds(request.wait_seconds)
         seen = (request.after_round, request.after_phase, request.after_attempt)
 
         def answer_now() -> bool:  # called with the lock held
@@ -530,7 +541,7 @@ class FederationServicer(pb_grpc.FederationServicer):
     def CommitDecryption(self, request: pb.DecryptionCommit, context: grpc.ServicerContext) -> pb.DecryptionCommits:
         """CKKS decryption committee: keep the caller's commitment, then wait (bounded) until every member committed."""
         artist = self._artist(context, "CommitDecryption")
-        wait = min(max(request.wait_seconds, 0.0), MAX_POLL_SECONDS)
+        wait = poll_seconds(request.wait_seconds)
         with self._cond:
             c = self.coordinator
             c.commit_decryption(
