@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -30,14 +31,17 @@ import grpc
 import numpy as np
 import pytest
 
+from fedstyle_secure.errors import DataError
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.federation.packing import Layout, pack
 from fedstyle_secure.federation.sum_checks import CLIENT_WEIGHT
 from fedstyle_secure.secure.ckks.decryption import Attempt, SignedContribution, set_digest, sign_commit
+from fedstyle_secure.transport.artist.channel import query
+from fedstyle_secure.transport.auth import buyer_tls_pem
 from fedstyle_secure.transport.server import servicer as server_module
 from fedstyle_secure.transport.wire import pb, vector_payload
 from tests.fakes import Clock
-from tests.servers import ARTISTS, connect
+from tests.servers import ARTISTS, BUYER, address, connect
 
 # ---------------------------------------------------------------- 1: NaN commit wait
 
@@ -203,3 +207,48 @@ def test_an_accepted_submission_cannot_make_the_server_keep_megabytes_of_nonce(s
     print(f"nonce bytes the coordinator keeps: {kept}")
     count = len(coordinator._nonces)
     assert kept <= 1024 * max(count, 1), f"{kept} bytes of nonces kept for {count} submission(s) of {ARTISTS[0]}"
+
+
+# ---------------------------------------------------------------- 5: query images decoded at once
+
+
+def test_query_images_are_decoded_and_embedded_a_few_at_a_time(serve, keys, monkeypatch):
+    """Buyers' queries in flight (up to ``server.max_buyer_calls``) each decoded a query image at once:
+    a 186-byte animated WebP declaring a 4096 x 4096 canvas costs 252 MiB and 0.34 s of a core to
+    decode, so eight were about 2 GB.  At most ``QUERY_SLOTS`` are decoded and embedded at a time;
+    the others wait their turn.  The decoder is a FAKE that counts how many run at once and blocks."""
+    running = serve(keys, Schedule(rounds=1, quorum=2, phase_seconds=600, startup_seconds=0), Clock())
+    monkeypatch.setattr(running.servicer, "_index_published", lambda: True)  # FAKE: as after a finished run
+    inside, most, lock, go = 0, 0, threading.Lock(), threading.Event()
+
+    def counting_decoder(*args, **kwargs):  # FAKE decode_image: records concurrency, then refuses the image
+        nonlocal inside, most
+        with lock:
+            inside += 1
+            most = max(most, inside)
+        go.wait(20)
+        with lock:
+            inside -= 1
+        raise DataError("not an image (fake decoder)")
+
+    monkeypatch.setattr(server_module, "decode_image", counting_decoder)
+    codes: list[grpc.StatusCode] = []
+
+    def buyer_query() -> None:
+        try:
+            query(address(running), buyer_tls_pem(keys, BUYER), b"x", timeout=30)
+        except grpc.RpcError as exc:
+            codes.append(exc.code())
+
+    buyers = [threading.Thread(target=buyer_query) for _ in range(4)]  # one buyer's whole call limit
+    for thread in buyers:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while most < server_module.QUERY_SLOTS and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the other two calls are in flight by now: they must be waiting, not decoding
+    assert most == server_module.QUERY_SLOTS, f"{most} query images decoded at once"
+    go.set()
+    for thread in buyers:
+        thread.join(30)
+    assert codes == [grpc.StatusCode.INVALID_ARGUMENT] * 4  # every query answered, one slot after another

@@ -89,6 +89,12 @@ POLL_SLICE_SECONDS = 1.0  # a parked long poll notices within this time that its
 TICK_SECONDS = 0.1
 INDEX_RETRY_SECONDS = 10.0  # seconds between attempts to write the style index after a failure
 PUMP_AHEAD_CHUNKS = 2  # an upload's chunks received but not yet checked: the one in hand + one queued
+QUERY_SLOTS = 2
+"""Query images decoded and embedded at once (the others wait up to :data:`QUERY_WAIT_SECONDS`).  A
+186-byte animated WebP declaring a 4096 x 4096 canvas passes every image check and costs 0.34 s of a
+core and 252 MiB to decode (red-team review, 2026-12-01): eight buyer calls in flight
+(``server.max_buyer_calls``) were about 2 GB; two slots bound it near 0.5 GB."""
+QUERY_WAIT_SECONDS = 20.0
 MAX_QUERY_PIXELS = 4096 * 4096  # a buyer's query image is refused above this many pixels (decoded: 3 bytes each)
 # Methods whose body the server reads only once the call's metadata names the current round and phase.
 SUBMISSION_PHASES: dict[str, frozenset[str]] = {
@@ -145,6 +151,7 @@ class FederationServicer(pb_grpc.FederationServicer):
     _logged_sum: object = None
     _index_error: str = ""  # why the last attempt to publish the style index failed ("" if none)
     _index_retry_at: float = 0.0  # time.monotonic() of the next attempt after a failure
+    _query_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(QUERY_SLOTS))
 
     @property
     def _public_set(self) -> pb.PublicSetReference:
@@ -671,6 +678,15 @@ class FederationServicer(pb_grpc.FederationServicer):
                 "this server has no published style index yet (it is written after the final round when server.index "
                 "is set)"
             )
+        if not self._query_slots.acquire(timeout=QUERY_WAIT_SECONDS):
+            raise Unavailable(f"the server is answering {QUERY_SLOTS} other queries; retry in a few seconds")
+        try:
+            return self._answer_query(request)
+        finally:
+            self._query_slots.release()
+
+    def _answer_query(self, request: pb.QueryRequest) -> pb.QueryResponse:
+        """Decode, embed and rank one query image (in one of the :data:`QUERY_SLOTS`)."""
         try:  # dimensions checked from the header before anything is decoded (decompression bombs)
             image = decode_image(io.BytesIO(bytes(request.image)), max_pixels=MAX_QUERY_PIXELS, name="(query)")
         except DataError as exc:
