@@ -7,6 +7,7 @@ state folder), real crypto, over the in-process FAKE grid of :mod:`tests.test_fl
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 import numpy as np
@@ -18,13 +19,15 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedstyle_secure.federation.masking_session import TAG_BITS
+from fedstyle_secure.federation.rejections import Malformed
 from fedstyle_secure.flower.apps import ArtistRefused, client_app
-from fedstyle_secure.flower.records import CLAIM, PHASE_ACTIONS, RECORD, REPORTS, ServerMessage
-from fedstyle_secure.flower.server import FlowerFederation, bind_nodes
+from fedstyle_secure.flower.records import CLAIM, PHASE_ACTIONS, RECORD, REPORTS, ArtistReply, ServerMessage
+from fedstyle_secure.flower.server import FlowerFederation, apply_reply, bind_nodes
 from fedstyle_secure.secure.ckks import decryption as ckks_decryption
 from fedstyle_secure.secure.ckks.decryption import Attempt, decryption_committee
 from fedstyle_secure.secure.keys.keystore import load_server_keys
 from fedstyle_secure.transport.config import load_server_config
+from fedstyle_secure.transport.server import servicer as servicer_module
 from fedstyle_secure.transport.server.servicer import new_servicer
 from fedstyle_secure.transport.wire import pb
 from tests.test_flower_app import ARTISTS, InProcessGrid, machines, outside_runtime  # noqa: F401 (fixture)
@@ -310,3 +313,34 @@ def test_a_flower_artist_without_dp_takes_the_feature_standardisation_once(tmp_p
     publish, reply = run.grid.sent(PHASE_ACTIONS["publish"], run.nodes[target])
     assert reply.publication is not None and publish.broadcast is not None
     np.testing.assert_allclose(stored_std(), std, rtol=1e-6)  # the artist's inputs kept their scale
+
+
+@pytest.mark.usefixtures("outside_runtime")
+def test_a_flower_reply_s_reports_are_checked_before_the_server_lock(tmp_path, data, monkeypatch):
+    """A crafted report's checks are the expensive part (a 4 MiB one held the gRPC server's lock for
+    100 s before the eighth review); the Flower server applied a whole reply under the servicer's
+    lock, reports included.  They are now checked before it, like ``UploadEpsilonReport``, and a
+    refused report does not stop the rest of the reply.  The check is a FAKE that asks another thread
+    to take the lock while it runs, then refuses the report."""
+    configs = machines(tmp_path / "run", data, "none", math.inf, quorum=2)
+    config = load_server_config(configs.server)
+    servicer = new_servicer(config, load_server_keys(config.keys))
+    lock_free: list[bool] = []
+
+    def try_the_lock() -> None:
+        taken = servicer._cond.acquire(timeout=1.0)
+        if taken:
+            servicer._cond.release()
+        lock_free.append(taken)
+
+    def lock_probing_check(*args, **kwargs):  # FAKE checked_report
+        probe = threading.Thread(target=try_the_lock)
+        probe.start()
+        probe.join()
+        raise Malformed("crafted report (fake check)")
+
+    monkeypatch.setattr(servicer_module, "checked_report", lock_probing_check)
+    reply = ArtistReply(ARTISTS[0], reports=[pb.EpsilonReport(round_id=0, artist_id=ARTISTS[0], signed_json=b"{}")])
+    refusals = apply_reply(servicer, ARTISTS[0], reply)
+    assert lock_free == [True], "the report was checked while the server's lock was held"
+    assert refusals == [f"{ARTISTS[0]}: crafted report (fake check)"]

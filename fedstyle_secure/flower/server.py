@@ -118,7 +118,13 @@ def apply_reply(servicer: FederationServicer, artist: str, reply: ArtistReply) -
     them (each refused on its own, nothing changed by a refused one); the refusals."""
     if reply.artist != artist:
         return [f"the node bound to {artist} sent a reply claiming to be {reply.artist!r}; refused whole"]
-    calls: list[Callable[[], object]] = [partial(servicer.store_report, artist, r) for r in reply.reports]
+    refusals: list[str] = []
+    calls: list[Callable[[], object]] = []
+    for request in reply.reports:  # checked before the lock, as the gRPC server does: only the store under it
+        try:
+            calls.append(partial(servicer.store_checked, artist, request, servicer.check_report(artist, request)))
+        except REFUSED as exc:
+            refusals.append(f"{artist}: {exc}")
     if reply.withdrawal is not None:  # after its reports, as ArtistPrivacy.retire sends them
         calls.append(partial(servicer.withdraw, artist, reply.withdrawal))
     if reply.commit is not None:  # a committee member commits before it uploads its decryption
@@ -129,7 +135,6 @@ def apply_reply(servicer: FederationServicer, artist: str, reply: ArtistReply) -
         calls.append(partial(servicer.submit_publication, artist, reply.publication))
     if reply.upload is not None:
         calls.append(partial(servicer.submit_upload, artist, *reply.upload))
-    refusals = []
     with servicer._cond:
         for call in calls:
             try:

@@ -613,20 +613,19 @@ class FederationServicer(pb_grpc.FederationServicer):
     def UploadEpsilonReport(self, request: pb.EpsilonReport, context: grpc.ServicerContext) -> pb.Ack:
         """Accept a signed epsilon report only if the artist's identity key signed it; store it if configured."""
         artist = self._artist(context, "UploadEpsilonReport")
-        report = checked_report(request, artist, self.keys.identity_public_keys[artist])  # before the lock
+        report = self.check_report(artist, request)  # before the lock
         with self._cond:  # one writer of the reports directory
-            self._store_checked_report(artist, request, report)
+            self.store_checked(artist, request, report)
         return pb.Ack(round_id=request.round_id, accepted_bytes=len(request.signed_json))
 
-    def store_report(self, artist: str, request: pb.EpsilonReport) -> None:
-        """Accept ``artist``'s report only if its identity key signed it; store it if configured
-        (call with ``_cond`` held: the Flower server applies a reply's calls under it)."""
-        self._store_checked_report(
-            artist, request, checked_report(request, artist, self.keys.identity_public_keys[artist])
-        )
+    def check_report(self, artist: str, request: pb.EpsilonReport) -> Mapping[str, object]:
+        """``artist``'s report if its identity key signed it and it passes every check
+        (:func:`checked_report`); call *without* ``_cond``: a crafted report's checks are the
+        expensive part (the Flower server checks a reply's reports before it takes the lock too)."""
+        return checked_report(request, artist, self.keys.identity_public_keys[artist])
 
-    def _store_checked_report(self, artist: str, request: pb.EpsilonReport, report: Mapping[str, object]) -> None:
-        """Store a :func:`checked_report` (call with ``_cond`` held): only cheap work under the lock."""
+    def store_checked(self, artist: str, request: pb.EpsilonReport, report: Mapping[str, object]) -> None:
+        """Store a :meth:`check_report` result (call with ``_cond`` held): only cheap work under the lock."""
         self.coordinator.check_report_round(request.round_id)  # before anything is written
         store_checked_report(report, self.config.reports_dir)
         if self.coordinator.record_report(artist, request.round_id):
