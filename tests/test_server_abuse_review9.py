@@ -78,7 +78,6 @@ def test_a_nan_commit_wait_is_bounded_and_does_not_spin(keys, tmp_path, monkeypa
         except grpc.RpcError as exc:
             outcome = f"{exc.code().name}: {exc.details()}"
         wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
-        print(f"NaN wait: {outcome} after {wall:.1f} s, {cpu:.1f} s of CPU in the server's process")
         assert outcome.startswith("returned"), f"the NaN-second commit poll never ended on its own ({outcome})"
         assert wall < 6.0 and cpu < 0.5 * wall + 0.5, f"{cpu:.1f} s of CPU in {wall:.1f} s: the server spun"
     finally:
@@ -136,9 +135,6 @@ def test_an_upload_in_one_byte_chunks_costs_the_server_about_its_size(serve, key
         peak_of(10_000)  # warm-up: one-time allocations of the first call
         ordinary = peak_of(10_000)
         tiny = peak_of(1)
-    print(
-        f"{declared} bytes: Python peak {ordinary / 1e6:.2f} MB in 10 kB chunks, {tiny / 1e6:.2f} MB in 1-byte chunks"
-    )
     assert tiny <= ordinary + 8 * declared, (
         f"a {declared}-byte upload in one-byte chunks made the server allocate {(tiny - ordinary) / 1e6:.1f} MB more "
         f"than the same upload in ordinary chunks ({(tiny - ordinary) / declared:.0f}x its size)"
@@ -204,7 +200,6 @@ def test_an_accepted_submission_cannot_make_the_server_keep_megabytes_of_nonce(s
         except grpc.RpcError as exc:  # refusing an oversized nonce is a fix too
             assert exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED), exc.details()
     kept = sum(map(len, coordinator._nonces))
-    print(f"nonce bytes the coordinator keeps: {kept}")
     count = len(coordinator._nonces)
     assert kept <= 1024 * max(count, 1), f"{kept} bytes of nonces kept for {count} submission(s) of {ARTISTS[0]}"
 

@@ -251,6 +251,21 @@ def noisy_portfolio_size(n: int, noise: NoiseSource) -> int:
     return max(1, round(n + float(noise.gaussian_array(PORTFOLIO_SIZE_SIGMA, (1,))[0])))
 
 
+def check_announced_plan(
+    config: DpConfig, rounds: int, release_rounds: frozenset[int], training_releases: int | None = None
+) -> None:
+    """Raise PrivacyError for what no portfolio size could plan: an invalid ``config``, more than
+    :data:`~fedstyle_secure.privacy.mechanisms.MAX_RUN_ROUNDS` rounds (reports the server's intake
+    would refuse and the audit flag), refreshes outside the run or too many
+    (:func:`check_release_rounds`).  An artist checks this before it draws its planning size, so
+    that such a refusal says nothing about the size and costs nothing."""
+    config.validate()
+    if rounds > MAX_RUN_ROUNDS:  # its reports would hold more mechanisms than an auditable history
+        raise PrivacyError(f"a run under DP has at most {MAX_RUN_ROUNDS} rounds, got {rounds}")
+    releases = len(release_rounds) if training_releases is None else training_releases
+    check_release_rounds(release_rounds, releases, rounds)
+
+
 def check_release_rounds(release_rounds: frozenset[int], training_releases: int, rounds: int) -> None:
     """Raise PrivacyError unless the training-time releases are at most
     :data:`MAX_PROTOTYPE_REFRESHES` and each lies in a training round ``0 .. rounds - 1``.
@@ -290,10 +305,7 @@ def plan_dp(
     :data:`~fedstyle_secure.privacy.mechanisms.MAX_RUN_ROUNDS` rounds or
     :data:`~fedstyle_secure.privacy.mechanisms.MAX_DP_SGD_STEPS` DP-SGD steps, whose reports the
     server's intake would refuse and the audit flag."""
-    config.validate()
-    if rounds > MAX_RUN_ROUNDS:  # its reports would hold more mechanisms than an auditable history
-        raise PrivacyError(f"a run under DP has at most {MAX_RUN_ROUNDS} rounds, got {rounds}")
-    check_release_rounds(release_rounds, training_releases, rounds)
+    check_announced_plan(config, rounds, release_rounds, training_releases)
     delta = default_delta(dataset_size) if config.delta is None else config.delta
     validate_delta(delta, dataset_size)
     count: list[Mechanism] = [portfolio_size_count()] if noisy_size else []

@@ -27,11 +27,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.errors import ConfigError, PrivacyError
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.federation.rounds import refresh_rounds
 from fedstyle_secure.privacy.accounting import BUDGET_ACCOUNTANTS, DEFAULT_ACCOUNTANT
-from fedstyle_secure.privacy.plan import DEFAULT_PRIVATE_LAYERS, PRIVATE_LAYERS, DpConfig
+from fedstyle_secure.privacy.plan import DEFAULT_PRIVATE_LAYERS, PRIVATE_LAYERS, DpConfig, check_announced_plan
 from fedstyle_secure.transport.wire import pb
 from fedstyle_secure.validation import PositiveFinite, Probability, from_table, gt, one_of, validate_on_init
 
@@ -92,6 +92,10 @@ def dp_schedule(schedule: Schedule, dp: DpConfig | None, given: Iterable[str], w
             "it cannot run in a DP federation (leave it out or set it to false)"
         )
     refreshes = schedule.refreshes if "refreshes" in given else refresh_rounds(schedule.rounds, dp.prototype_refreshes)
+    try:  # what every artist would refuse (and retire over): refused here, at the server's start
+        check_announced_plan(dp, schedule.rounds, frozenset(refreshes))
+    except PrivacyError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
     return dataclasses.replace(schedule, standardise=False, refreshes=frozenset(refreshes))
 
 

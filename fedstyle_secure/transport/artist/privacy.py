@@ -90,6 +90,7 @@ from fedstyle_secure.privacy.plan import (
     PROTOTYPE_RELEASE,
     DpConfig,
     DpPlan,
+    check_announced_plan,
     new_ledger,
     noisy_portfolio_size,
     plan_participation,
@@ -112,6 +113,9 @@ NON_CHARGING_PHASES: tuple[str, ...] = ("decrypt",)  # works on the aggregate on
 REPORT_REFUSALS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.ALREADY_EXISTS}
 WITHDRAW_TIMEOUT_SECONDS = 30.0
 RELEASE, TRAINING = "publish", "contribute"  # the two charges of a round, keys of the stored results
+UNUSABLE_PLAN = (  # every refusal of an announced plan says this: it names no number of artworks (reports commit to n)
+    "the federation's DP plan (announced by the server) is unusable for this artist (the reason is in the artist's log)"
+)
 
 
 def plan_apart(rule: DpConfig, planning_size: int, local: LocalConfig, rounds: int, releases: frozenset[int]) -> DpPlan:
@@ -250,6 +254,11 @@ class ArtistPrivacy:
             )
         dp, releases = announced
         n = client.n_train
+        try:  # what no size could plan is refused before a size is drawn: the refusal says nothing of it
+            check_announced_plan(dp, plan.total_rounds, releases)
+        except PrivacyError as exc:
+            log.error("%s: the federation's DP plan is unusable: %s", keys.artist_id, exc)
+            return cls(keys, client, announced, refusal=UNUSABLE_PLAN)
         store = ArtistStateStore(config.state_dir)
         reports_dir = config.reports_dir or config.state_dir / "reports"
         stored = store.load()  # read once: the planning size, then the rest of the state (_restore)
@@ -279,15 +288,20 @@ class ArtistPrivacy:
             log.error(
                 "%s: the federation's DP plan is unusable for this artist's %d artworks: %s", keys.artist_id, n, exc
             )
-            refusal = (  # what the server is told names no number of artworks: the reports commit to n
-                "the federation's DP plan (announced by the server) is unusable for this artist (the reason is in "
-                "the artist's log)"
-            )
-            return cls._refusing(config, keys, client, announced, plan, stored, delta, refusal)
+            return cls._refusing(config, keys, client, announced, plan, stored, delta)
         budget = _budget(config, dp, dp_plan)
+        fresh = None
+        if stored.ledger is None:  # the first accepted plan: the ledger is made now, charged with the count
+            try:
+                fresh = new_ledger(dp_plan, n, budget.epsilon, budget.delta)
+            except PrivacyError as exc:  # the count alone is over this artist's own budget: as in _refusing
+                log.error("%s: %s", keys.artist_id, exc)
+                return cls(keys, client, announced, refusal=UNUSABLE_PLAN)
         privacy = cls(keys, client, announced, store=store)
-        privacy._restore(dp_plan, budget, n, stored)
+        privacy._restore(dp_plan, budget, n, stored, fresh)
         check_not_rolled_back(client.ledger, reports_dir, keys.artist_id)
+        if fresh is not None:  # a state rolled back to before this point is caught (no second draw)
+            record_charges(reports_dir, keys.artist_id, len(fresh.history))
         privacy.writer = ReportWriter(
             reports_dir, [keys.artist_id], {keys.artist_id: keys.identity_key}, run_id=plan.run_id or None
         )
@@ -311,7 +325,6 @@ class ArtistPrivacy:
         plan: pb.RoundPlan,
         stored: ArtistSnapshot,
         delta: float,
-        reason: str,
     ) -> ArtistPrivacy:
         """An artist that will not take part under ``plan``, whose calibration failed.
 
@@ -323,6 +336,7 @@ class ArtistPrivacy:
         message read one uncharged bit ``n + Z_i >= K`` per message).  After an accepted plan the
         stored state stays as it is: the refusal of a changed plan is post-processing of the charged
         count, and the artist goes on with the plan it accepted."""
+        reason = UNUSABLE_PLAN
         if not _unplanned(stored):
             return cls(keys, client, announced, refusal=reason)
         assert config.state_dir is not None
@@ -335,8 +349,8 @@ class ArtistPrivacy:
         else:
             try:
                 client.ledger = planning_ledger(_budget_at(config, dp, delta), client.n_train, dp.accountant)
-            except PrivacyError as exc:  # the count alone is over budget (the same for every size): nothing charged
-                log.error("%s: %s", keys.artist_id, exc)
+            except PrivacyError as exc:  # the count alone is over budget: nothing charged, and the same refusal
+                log.error("%s: %s", keys.artist_id, exc)  # as an accepted plan's (open), whatever the size
                 return cls(keys, client, announced, refusal=reason)
         client.retired_reason = client.retired_reason or reason
         privacy.save()
@@ -372,10 +386,12 @@ class ArtistPrivacy:
             )
         return None
 
-    def _restore(self, dp_plan: DpPlan, budget: PrivacyBudget, n: int, snapshot: ArtistSnapshot) -> None:
+    def _restore(
+        self, dp_plan: DpPlan, budget: PrivacyBudget, n: int, snapshot: ArtistSnapshot, fresh: BudgetLedger | None
+    ) -> None:
         """Attach plan and ledger to the client; resume model, ledger, results from ``snapshot`` (the
-        store's, read by :meth:`open`; a new artist's holds only its planning size, and its ledger
-        is made now, charged with the size's count)."""
+        store's, read by :meth:`open`; a new artist's holds only its planning size, and ``fresh`` is
+        its new ledger, charged with the size's count)."""
         assert self.store is not None
         client = self.client
         if snapshot.artist_id != self.keys.artist_id:
@@ -388,10 +404,11 @@ class ArtistPrivacy:
                 f"client.state_dir holds the state of a federation without DP; a DP federation needs a fresh "
                 f"state_dir (its model was trained without DP) ({self.store.path})"
             )
-        if snapshot.ledger is None:
-            ledger = new_ledger(dp_plan, n, budget.epsilon, budget.delta)  # charged with the planning size's count
-        else:
+        if snapshot.ledger is not None:
             ledger = BudgetLedger.from_dict(snapshot.ledger)
+        else:
+            assert fresh is not None  # open() makes it for a state without a ledger
+            ledger = fresh
         if ledger.budget != budget or ledger.dataset_size != n:
             raise ConfigError(
                 f"client.budget_epsilon/budget_delta: the ledger in client.state_dir enforces {ledger.budget} over "
@@ -444,12 +461,15 @@ class ArtistPrivacy:
         self.upload_pending(session)
         if plan.phase in NON_CHARGING_PHASES or self._cached(plan) is not None or self._charged_ahead(plan):
             return True  # post-processing of what was charged, a resend, or DP-SGD charged ahead: no new cost
+        r = plan.round_id - 1
         if _charge(plan.phase) == TRAINING and not self._planned(plan):
-            # a contribution without DP-SGD (portfolio-size rule), the broadcast back: it charges nothing, but
-            # it tells that the planning size fell below the rule, so the size's count is reported before it leaves
+            # a contribution without DP-SGD (portfolio-size rule), the broadcast back: it charges nothing, but it
+            # tells that the planning size fell below the rule.  So it sits out what a DP-SGD plan would sit out
+            # (the same schedule checks), and the size's count is reported before the contribution leaves
+            if self._sits_out(plan, r):
+                return False
             self._report_latest(session, before=plan.round_id)
             return True
-        r = plan.round_id - 1
         if self._charged(r, _charge(plan.phase)):
             log.error(
                 "round %d %s: already charged but its result is lost; sitting it out rather than charging it twice",
@@ -457,6 +477,19 @@ class ArtistPrivacy:
                 plan.phase,
             )
             return False
+        if self._sits_out(plan, r):
+            return False
+        decision = self.ledger.check_can_spend(self._planned(plan))
+        if not decision.allowed:
+            return self.retire(session, plan.round_id, f"privacy budget: {decision.reason}")
+        return True
+
+    def _sits_out(self, plan: pb.RoundPlan, r: int) -> bool:
+        """Whether charging ``plan``'s phase at plan round ``r`` now falls outside the plan's schedule
+        (:meth:`~fedstyle_secure.privacy.plan.DpPlan.charge_refusal`; logged).  Asked whether or not the
+        plan runs DP-SGD, so that which of the two it is shows in no sit-out (red-team review,
+        2026-12-01: a final-round ``contribute`` as the first message was sat out silently by a DP-SGD
+        plan and answered by a plan without DP-SGD, before any report)."""
         refusal = self.plan.charge_refusal(
             r,
             release=_charge(plan.phase) == RELEASE,
@@ -466,11 +499,7 @@ class ArtistPrivacy:
         )
         if refusal is not None:
             log.error("round %d %s: not charged, sitting it out: %s", plan.round_id, plan.phase, refusal)
-            return False
-        decision = self.ledger.check_can_spend(self._planned(plan))
-        if not decision.allowed:
-            return self.retire(session, plan.round_id, f"privacy budget: {decision.reason}")
-        return True
+        return refusal is not None
 
     def _planned(self, plan: pb.RoundPlan) -> list[Mechanism]:
         """What acting on ``plan`` would charge: a release (with this round's training, as the

@@ -1,0 +1,180 @@
+"""A dishonest server against the ninth review's planning-size fixes (a second helper, the same day):
+the Flower path over the in-process FAKE grid, and ``ArtistPrivacy.open`` alone with FAKE clients."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("flwr", reason="the Flower app needs the optional extra: pip install -e '.[flower]'")
+
+from fedstyle_secure.flower.apps import ArtistRefused
+from fedstyle_secure.flower.records import PHASE_ACTIONS, ServerMessage
+from fedstyle_secure.transport.artist.state import ArtistStateStore
+from fedstyle_secure.transport.wire import pb
+from tests.test_flower_app import ARTISTS, outside_runtime  # noqa: F401 (fixture)
+from tests.test_flower_masking_attacks import Run
+
+TARGET = ARTISTS[0]
+
+
+def _contribute_at(run: Run, round_id: int | None, kind: pb.RoundKind, phase: str = "contribute") -> ServerMessage:
+    """The dishonest server's FIRST message to the target: a ``phase`` plan of ``round_id`` (default: the
+    final publication's) and ``kind``, with the genuine DP announcement and round 1's broadcast."""
+    servicer = run.federation.servicer
+    with servicer._cond:
+        wire = servicer._plan_message()
+        broadcast = servicer._broadcast_body(1)
+    round_id = wire.total_rounds + 1 if round_id is None else round_id
+    wire.round_id, wire.phase, wire.kind = round_id, phase, kind
+    broadcast.round_id = round_id
+    return ServerMessage(wire, broadcast)
+
+
+def _outcome(run: Run, inbox: ServerMessage) -> str:
+    try:
+        reply = run.grid.replay(run.nodes[TARGET], PHASE_ACTIONS[inbox.plan.phase], inbox)
+    except ArtistRefused:
+        return "refused"
+    uploaded = f" +{len(reply.reports)} report(s)" if reply.reports else ""
+    if reply.withdrawal is not None:
+        return "withdrew" + uploaded
+    return ("answered" if (reply.upload or reply.publication or reply.masking) else "silent") + uploaded
+
+
+@pytest.mark.usefixtures("outside_runtime")
+@pytest.mark.parametrize("secure,phase", [("none", "contribute"), ("secagg", "advertise")])
+def test_a_final_round_contribute_as_first_message_is_answered_alike_whatever_the_plan(tmp_path, data, secure, phase):
+    """A first message ``contribute`` (under secagg ``advertise``) at the final publication's round id
+    (kind FINAL).  With DP-SGD in the plan the artist sat it out (no DP-SGD in the final round); without
+    (planning size below ``client.min_training_artworks``) it took the no-DP-SGD shortcut and answered:
+    so its answer told ``planning size >= min_training_artworks`` before any report covered the count.
+    Both plans now make the same schedule checks first and sit it out alike."""
+    outcomes = {}
+    for min_training in (1, 1000):  # every planning size trains / none does
+        run = Run(tmp_path / f"run-{min_training}", data, secure, 8.0)
+        toml = run.configs.artists[TARGET]
+        toml.write_text(
+            toml.read_text().replace("min_training_artworks = 1", f"min_training_artworks = {min_training}")
+        )
+        outcomes[min_training] = _outcome(run, _contribute_at(run, None, pb.ROUND_KIND_FINAL, phase))
+        stored = ArtistStateStore(run.state[TARGET]).load()
+        assert stored is not None and stored.ledger is not None and stored.ledger["mechanisms"]  # the count, charged
+    assert outcomes[1] == outcomes[1000] == "silent", f"the answer depends on the plan: {outcomes}"
+
+
+# ---------------------------------------------------------------- unit level: ArtistPrivacy.open alone
+
+
+def _fake_client(n: int):
+    """FAKE StyleClient: only the parts ArtistPrivacy.open reads (a tiny model, no data)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from fedstyle_secure.randomness import CsprngNoise
+    from fedstyle_secure.training.local import LocalConfig
+
+    return SimpleNamespace(
+        n_train=n,
+        config=LocalConfig(epochs=1, batch_size=16),
+        noise=CsprngNoise(),
+        model=torch.nn.Linear(2, 2),
+        own=None,
+        rng=np.random.default_rng(0),
+        retired_reason=None,
+        dp=None,
+        ledger=None,
+    )
+
+
+def _fake_keys():
+    """FAKE ArtistKeys: an id and an identity key (the report writer signs with it)."""
+    from types import SimpleNamespace
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return SimpleNamespace(artist_id="artist_00", identity_key=Ed25519PrivateKey.generate())
+
+
+def _dp_plan(epsilon: float) -> pb.RoundPlan:
+    dp = pb.DpParameters(epsilon_budget=epsilon, clip_norm=1.0, accountant="rdp")
+    return pb.RoundPlan(round_id=1, kind=pb.ROUND_KIND_TRAIN, total_rounds=2, phase="contribute", dp=dp)
+
+
+def _seen(open_once) -> str:
+    try:
+        privacy = open_once()
+    except Exception as exc:  # Flower: ArtistRefused; gRPC: the artist process ends
+        return f"raised {type(exc).__name__}"
+    return f"withdraws: {privacy.refusal}" if privacy is not None and privacy.refusal else "takes part"
+
+
+def test_an_artist_whose_own_budget_cannot_pay_the_count_tells_the_planning_size_rule_uncharged(tmp_path, monkeypatch):
+    """``client.budget_epsilon`` 0.3 is below the planning count's own cost (0.375 under rdp at 1e-5), so
+    this artist can never take part under DP.  The server announces epsilon 0.6, at which only a plan
+    without DP-SGD fits (planning size below ``min_training_artworks`` = 100).  Below the rule the plan
+    is accepted and ``new_ledger`` raises (an exception: Flower's ArtistRefused, a gRPC artist ends);
+    at or above it the plan is refused, ``_refusing`` finds the count over the budget and returns a
+    plain refusal (a Withdrawal) -- nothing charged, nothing reported, nothing retired, on every
+    message.  The server reads ``planning size >= 100`` off the kind of answer, a bit of a count whose
+    epsilon (0.375) is above the artist's whole budget, in no ledger and no report."""
+    from fedstyle_secure.transport.artist import privacy as artist_privacy
+    from fedstyle_secure.transport.config import ClientConfig
+
+    keys = _fake_keys()
+    seen = {}
+    for size in (80, 120):  # FAKE draws: the same artist (n = 100) with either planning size
+        monkeypatch.setattr(artist_privacy, "noisy_portfolio_size", lambda n, noise, s=size: s)
+        config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=tmp_path / f"state-{size}", budget_epsilon=0.3)
+        seen[size] = [
+            _seen(lambda c=config: artist_privacy.ArtistPrivacy.open(c, keys, _fake_client(100), _dp_plan(0.6)))
+            for _ in range(3)
+        ]
+        stored = ArtistStateStore(tmp_path / f"state-{size}").load()
+        assert stored is not None and stored.plan == {"planning_size": size} and stored.ledger is None
+    assert seen[80] == seen[120], f"the answer tells the server which side of the rule the planning size is: {seen}"
+
+
+def test_a_state_rolled_back_to_nothing_after_an_accepted_plan_draws_a_second_planning_size(tmp_path, monkeypatch):
+    """The ninth review: "a state rolled back to nothing is refused before a new draw".  That holds after
+    a refusal (``_refusing`` records the charge count beside the reports) or after a charged result, but
+    not after an accepted plan alone: ``_restore`` charges the count to a new ledger and saves it, and
+    nothing records that count beside the reports, so a state folder restored from before the first
+    message (the count charged, maybe a bit of it told, see the final-round test above) draws again."""
+    from fedstyle_secure.transport.artist import privacy as artist_privacy
+    from fedstyle_secure.transport.artist.state import STATE_FILE
+    from fedstyle_secure.transport.config import ClientConfig
+
+    drawn: list[int] = []
+    real = artist_privacy.noisy_portfolio_size
+
+    def spy(n, noise):  # SPY: records each draw
+        drawn.append(real(n, noise))
+        return drawn[-1]
+
+    monkeypatch.setattr(artist_privacy, "noisy_portfolio_size", spy)
+    keys = _fake_keys()
+    state = tmp_path / "state"
+    config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=state, reports_dir=tmp_path / "reports")
+    privacy = artist_privacy.ArtistPrivacy.open(config, keys, _fake_client(200), _dp_plan(8.0))
+    assert privacy is not None and privacy.refusal is None and len(privacy.ledger.history) == 1  # the count, charged
+    for suffix in ("", "-wal", "-shm"):  # the state folder restored from before the first message
+        (state / (STATE_FILE + suffix)).unlink(missing_ok=True)
+    outcome = _seen(lambda: artist_privacy.ArtistPrivacy.open(config, keys, _fake_client(200), _dp_plan(8.0)))
+    assert len(drawn) == 1, f"a second planning size was drawn after the rollback ({outcome}): {drawn}"
+
+
+@pytest.mark.usefixtures("outside_runtime")
+def test_an_honest_server_announcing_more_than_32_refreshes_is_refused_at_start_not_by_retiring_artists(tmp_path, data):
+    """``[federation] refreshes`` (an explicit list) was not checked by the server against the artists'
+    rule (``check_release_rounds``: at most 32 refreshes per run): an honest operator's run of 34 rounds
+    refreshing every round started, and every DP artist refused its first plan, kept as a retirement
+    for the run.  The server now refuses such a schedule when it loads its config."""
+    from fedstyle_secure.errors import ConfigError
+    from fedstyle_secure.transport.config import load_server_config
+    from tests.test_flower_app import machines
+
+    configs = machines(tmp_path / "run", data, "none", 8.0, rounds=34, refreshes=list(range(34)))
+    with pytest.raises(ConfigError, match="at most 32 prototype refreshes per run, the plan has 34"):
+        load_server_config(configs.server)
