@@ -466,7 +466,7 @@ class ArtistPrivacy:
             # a contribution without DP-SGD (portfolio-size rule), the broadcast back: it charges nothing, but it
             # tells that the planning size fell below the rule.  So it sits out what a DP-SGD plan would sit out
             # (the same schedule checks), and the size's count is reported before the contribution leaves
-            if self._sits_out(plan, r):
+            if not self._released_in(plan.round_id) and self._sits_out(plan, r):  # where DP-SGD was charged ahead
                 return False
             self._report_latest(session, before=plan.round_id)
             return True
@@ -524,8 +524,11 @@ class ArtistPrivacy:
         its DP-SGD ahead of the release, and that DP-SGD has not run yet."""
         if _charge(plan.phase) != TRAINING or self._cached(plan) is not None:
             return False
-        released = any(c.round_id == plan.round_id and c.phase == RELEASE for c in self.results)
-        return released and self._charged(plan.round_id - 1, TRAINING)
+        return self._released_in(plan.round_id) and self._charged(plan.round_id - 1, TRAINING)
+
+    def _released_in(self, round_id: int) -> bool:
+        """Whether this round's prototype release was made (its result is kept)."""
+        return any(c.round_id == round_id and c.phase == RELEASE for c in self.results)
 
     def _cached(self, plan: pb.RoundPlan) -> CachedResult | None:
         key = (plan.round_id, _charge(plan.phase))
