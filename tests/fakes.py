@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, cast
 
 from fedstyle_secure.privacy.mechanisms import GaussianRelease, Mechanism
 from fedstyle_secure.privacy.plan import PORTFOLIO_SIZE_RELEASE
+
+if TYPE_CHECKING:
+    from fedstyle_secure.federation.client import StyleClient
 
 
 class Clock:
@@ -21,3 +26,26 @@ class Clock:
 def charges(history: Sequence[Mechanism]) -> list[Mechanism]:
     """A ledger's history without the planning size's count, which every DP ledger holds first."""
     return [m for m in history if not (isinstance(m, GaussianRelease) and m.what == PORTFOLIO_SIZE_RELEASE)]
+
+
+def fake_style_client(n_train: int) -> StyleClient:
+    """FAKE StyleClient: only the parts ``ArtistPrivacy.open`` reads and stores (its own CSPRNG, a
+    tiny model, no data), for an artist of ``n_train`` private artworks."""
+    import numpy as np
+    import torch
+
+    from fedstyle_secure.randomness import CsprngNoise
+    from fedstyle_secure.training.local import LocalConfig
+
+    fake = SimpleNamespace(
+        n_train=n_train,
+        config=LocalConfig(epochs=1, batch_size=16),
+        noise=CsprngNoise(),
+        model=torch.nn.Linear(2, 2),
+        own=None,
+        rng=np.random.default_rng(0),
+        retired_reason=None,
+        dp=None,
+        ledger=None,
+    )
+    return cast("StyleClient", fake)

@@ -11,6 +11,7 @@ from fedstyle_secure.flower.apps import ArtistRefused
 from fedstyle_secure.flower.records import PHASE_ACTIONS, ServerMessage
 from fedstyle_secure.transport.artist.state import ArtistStateStore
 from fedstyle_secure.transport.wire import pb
+from tests.fakes import fake_style_client
 from tests.test_flower_app import ARTISTS, outside_runtime  # noqa: F401 (fixture)
 from tests.test_flower_masking_attacks import Run
 
@@ -65,29 +66,6 @@ def test_a_final_round_contribute_as_first_message_is_answered_alike_whatever_th
 # ---------------------------------------------------------------- unit level: ArtistPrivacy.open alone
 
 
-def _fake_client(n: int):
-    """FAKE StyleClient: only the parts ArtistPrivacy.open reads (a tiny model, no data)."""
-    from types import SimpleNamespace
-
-    import numpy as np
-    import torch
-
-    from fedstyle_secure.randomness import CsprngNoise
-    from fedstyle_secure.training.local import LocalConfig
-
-    return SimpleNamespace(
-        n_train=n,
-        config=LocalConfig(epochs=1, batch_size=16),
-        noise=CsprngNoise(),
-        model=torch.nn.Linear(2, 2),
-        own=None,
-        rng=np.random.default_rng(0),
-        retired_reason=None,
-        dp=None,
-        ledger=None,
-    )
-
-
 def _fake_keys():
     """FAKE ArtistKeys: an id and an identity key (the report writer signs with it)."""
     from types import SimpleNamespace
@@ -128,7 +106,7 @@ def test_an_artist_whose_own_budget_cannot_pay_the_count_tells_the_planning_size
         monkeypatch.setattr(artist_privacy, "noisy_portfolio_size", lambda n, noise, s=size: s)
         config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=tmp_path / f"state-{size}", budget_epsilon=0.3)
         seen[size] = [
-            _seen(lambda c=config: artist_privacy.ArtistPrivacy.open(c, keys, _fake_client(100), _dp_plan(0.6)))
+            _seen(lambda c=config: artist_privacy.ArtistPrivacy.open(c, keys, fake_style_client(100), _dp_plan(0.6)))
             for _ in range(3)
         ]
         stored = ArtistStateStore(tmp_path / f"state-{size}").load()
@@ -157,11 +135,11 @@ def test_a_state_rolled_back_to_nothing_after_an_accepted_plan_draws_a_second_pl
     keys = _fake_keys()
     state = tmp_path / "state"
     config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=state, reports_dir=tmp_path / "reports")
-    privacy = artist_privacy.ArtistPrivacy.open(config, keys, _fake_client(200), _dp_plan(8.0))
+    privacy = artist_privacy.ArtistPrivacy.open(config, keys, fake_style_client(200), _dp_plan(8.0))
     assert privacy is not None and privacy.refusal is None and len(privacy.ledger.history) == 1  # the count, charged
     for suffix in ("", "-wal", "-shm"):  # the state folder restored from before the first message
         (state / (STATE_FILE + suffix)).unlink(missing_ok=True)
-    outcome = _seen(lambda: artist_privacy.ArtistPrivacy.open(config, keys, _fake_client(200), _dp_plan(8.0)))
+    outcome = _seen(lambda: artist_privacy.ArtistPrivacy.open(config, keys, fake_style_client(200), _dp_plan(8.0)))
     assert len(drawn) == 1, f"a second planning size was drawn after the rollback ({outcome}): {drawn}"
 
 

@@ -12,7 +12,6 @@ from typing import cast
 import grpc
 import numpy as np
 import pytest
-import torch
 
 from fedstyle_secure.cli.main import main
 from fedstyle_secure.data.public import default_public_set, public_set_name
@@ -48,7 +47,7 @@ from fedstyle_secure.transport.loopback import artist_dirs, artist_folders, star
 from fedstyle_secure.transport.server.servicer import start_server
 from fedstyle_secure.transport.server.store import StateStore
 from fedstyle_secure.transport.wire import pb, pb_grpc
-from tests.fakes import charges
+from tests.fakes import charges, fake_style_client
 
 ARTISTS = ("artist_00", "artist_01", "artist_02")
 EPSILON = 8.0
@@ -357,21 +356,7 @@ def test_artist_refuses_an_unusable_plan_without_naming_its_portfolio_size_and_a
     of artworks (the reports commit to n so that the server does not learn it)."""
     from types import SimpleNamespace
 
-    # test fakes: only the parts open() reads (a tiny model, no data)
-    client = cast(
-        StyleClient,
-        SimpleNamespace(
-            n_train=6,
-            config=LocalConfig(epochs=1, batch_size=16),
-            noise=CsprngNoise(),
-            model=torch.nn.Linear(2, 2),
-            own=None,
-            rng=np.random.default_rng(0),
-            retired_reason=None,
-            dp=None,
-            ledger=None,
-        ),
-    )
+    client = fake_style_client(6)
     config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=tmp_path / "state")
     keys = cast(ArtistKeys, SimpleNamespace(artist_id="artist_00"))
     announced = pb.DpParameters(epsilon_budget=1e-9, clip_norm=1.0, accountant="prv", release_rounds=[0])
