@@ -3,12 +3,15 @@ the Flower path over the in-process FAKE grid, and ``ArtistPrivacy.open`` alone 
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 
 pytest.importorskip("flwr", reason="the Flower app needs the optional extra: pip install -e '.[flower]'")
 
 from fedstyle_secure.flower.apps import ArtistRefused
 from fedstyle_secure.flower.records import PHASE_ACTIONS, ServerMessage
+from fedstyle_secure.transport.artist.channel import ArtistSession
 from fedstyle_secure.transport.artist.state import ArtistStateStore
 from fedstyle_secure.transport.wire import pb
 from tests.fakes import fake_style_client
@@ -156,3 +159,128 @@ def test_an_honest_server_announcing_more_than_32_refreshes_is_refused_at_start_
     configs = machines(tmp_path / "run", data, "none", 8.0, rounds=34, refreshes=list(range(34)))
     with pytest.raises(ConfigError, match="at most 32 prototype refreshes per run, the plan has 34"):
         load_server_config(configs.server)
+
+
+# ---------------------------------------------- a third pass (the same day): where the count is reported
+
+
+def _run(tmp_path, data, secure: str, min_training: int) -> Run:
+    run = Run(tmp_path / f"run-{secure}-{min_training}", data, secure, 8.0)
+    toml = run.configs.artists[TARGET]
+    toml.write_text(toml.read_text().replace("min_training_artworks = 1", f"min_training_artworks = {min_training}"))
+    return run
+
+
+def _low_threshold(inbox: ServerMessage) -> ServerMessage:
+    inbox.plan.masking.threshold = 0.01  # below every artist's client.min_masking_threshold
+    return inbox
+
+
+def _no_broadcast(inbox: ServerMessage) -> ServerMessage:
+    return ServerMessage(inbox.plan, None)
+
+
+@pytest.mark.usefixtures("outside_runtime")
+@pytest.mark.parametrize(
+    "secure,phase,spoil",
+    [("secagg", "advertise", _low_threshold), ("none", "contribute", _no_broadcast)],
+)
+def test_a_first_contribution_refused_after_the_gate_uploads_alike_whatever_the_plan(
+    tmp_path, data, secure, phase, spoil
+):
+    """A first message ``advertise`` that the masking client refuses (a threshold below the artist's
+    floor) or a ``contribute`` without its broadcast, then the genuine round 1 ``publish`` (a training
+    round without a refresh: sat out by both plans).  Without DP-SGD the gate signed the count's
+    report and put it in the reply before the contribution was refused; with DP-SGD the report is
+    signed only after training, so nothing was uploaded: the replies told ``planning size >=
+    min_training_artworks`` while the DP-SGD artist held no signed report of its count.  Both now sign
+    it at the same point, just before the contribution leaves."""
+    outcomes = {}
+    for min_training in (1, 1000):
+        run = _run(tmp_path, data, secure, min_training)
+        first = _outcome(run, spoil(_contribute_at(run, 1, pb.ROUND_KIND_TRAIN, phase)))
+        second = _outcome(run, _contribute_at(run, 1, pb.ROUND_KIND_TRAIN, "publish"))
+        outcomes[min_training] = (first, second)
+    assert outcomes[1] == outcomes[1000], f"the replies depend on the plan: {outcomes}"
+
+
+@pytest.mark.parametrize("phase", ["share", "masked-input", "unmask", "advertise", "contribute"])
+def test_the_gate_uploads_alike_whatever_the_plan(tmp_path, phase):
+    """``ArtistPrivacy.admit`` on a first plan of round 1 whose phase charges the round's DP-SGD.  Without
+    DP-SGD the gate signs and uploads the count's report itself; with DP-SGD the report is signed in
+    ``contribution`` after training.  A gRPC artist reaches ``contribution`` only if nothing fails in
+    between: a first ``share`` / ``masked-input`` / ``unmask`` (no masking session: sat out), an
+    ``advertise`` its masking client refuses (threshold, degree, quorum, a used session id), a
+    ``contribute`` whose broadcast download the server refuses.  The server then receives a
+    ``SubmitReport`` exactly when the planning size is below ``min_training_artworks``, and a DP-SGD
+    artist holds no signed report of its count."""
+    from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
+    from fedstyle_secure.transport.config import ClientConfig
+    from tests.test_dp_artist_attacks import FakeSession
+
+    seen = {}
+    for min_training in (1, 1000):
+        state = tmp_path / f"state-{min_training}"
+        config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=state, min_training_artworks=min_training)
+        plan = _dp_plan(8.0)
+        plan.phase = phase
+        privacy = ArtistPrivacy.open(config, _fake_keys(), fake_style_client(200), plan)
+        assert privacy is not None and privacy.refusal is None
+        assert privacy.plan.trains == (min_training == 1)
+        server = FakeSession()
+        admitted = privacy.admit(cast(ArtistSession, server), plan)
+        seen[min_training] = (admitted, [r for r, _ in server.uploaded], len(server.withdrawals))
+    assert seen[1] == seen[1000], f"the server's view depends on the plan before any report: {seen}"
+
+
+# ---------------------------------------------------------------- honest runs with plans without DP-SGD
+
+
+@pytest.mark.usefixtures("outside_runtime")
+@pytest.mark.parametrize(
+    "secure,refreshes",
+    [("none", [1]), ("secagg", [0, 1, 2]), pytest.param("ckks", [0, 1, 2], marks=pytest.mark.slow)],
+)
+def test_an_honest_run_with_plans_without_dp_sgd_takes_every_artist_in_every_round(
+    tmp_path, data, monkeypatch, secure, refreshes
+):
+    """Honest server, 3 rounds: artists 0 and 1 plan without DP-SGD, artist 2 with; every artist answers
+    every phase of every round (no sit-out, no withdrawal, no refusal) and the reports audit clean."""
+    from fedstyle_secure.cli.main import main
+    from fedstyle_secure.flower import server as flower_server
+    from fedstyle_secure.flower.apps import client_app
+    from fedstyle_secure.flower.server import FlowerFederation, bind_nodes
+    from fedstyle_secure.secure.keys.keystore import load_server_keys
+    from fedstyle_secure.transport.config import load_server_config
+    from fedstyle_secure.transport.server.servicer import new_servicer
+    from tests.test_flower_app import InProcessGrid, machines
+
+    work = tmp_path / "run"
+    configs = machines(work, data, secure, 8.0, rounds=3, refreshes=refreshes)
+    for artist, min_training in zip(ARTISTS, (1000, 1000, 1)):
+        toml = configs.artists[artist]
+        toml.write_text(
+            toml.read_text().replace("min_training_artworks = 1", f"min_training_artworks = {min_training}")
+        )
+    config = load_server_config(configs.server)
+    keys = load_server_keys(config.keys)
+    grid = InProcessGrid(client_app([configs.artists[a] for a in ARTISTS]), len(ARTISTS))
+    federation = FlowerFederation(grid, new_servicer(config, keys), bind_nodes(grid, keys, 10.0))
+    answered: dict[tuple[int, str], set[str]] = {}
+    real = flower_server.apply_reply
+
+    def spy(servicer, artist, reply):  # SPY: which artists answered which phase
+        plan = servicer.coordinator.plan()
+        if reply.upload or reply.publication or reply.masking or reply.commit:
+            answered.setdefault((plan.round_id, plan.phase.value), set()).add(artist)
+        assert reply.withdrawal is None, f"{artist} withdrew: {reply.withdrawal}"
+        return real(servicer, artist, reply)
+
+    monkeypatch.setattr(flower_server, "apply_reply", spy)
+    federation.run()
+    coordinator = federation.coordinator
+    assert coordinator.failed is None and federation.refusals == []
+    missing = {k: sorted(set(ARTISTS) - v) for k, v in answered.items() if v != set(ARTISTS)}
+    assert not missing, f"phases some artists sat out: {missing}"
+    assert {r for r, _ in answered} == {1, 2, 3, 4}, sorted(answered)
+    assert main(["audit", str(configs.server.parent / "reports"), "--keys", str(work / "keys")]) == 0

@@ -465,11 +465,9 @@ class ArtistPrivacy:
         if _charge(plan.phase) == TRAINING and not self._planned(plan):
             # a contribution without DP-SGD (portfolio-size rule), the broadcast back: it charges nothing, but it
             # tells that the planning size fell below the rule.  So it sits out what a DP-SGD plan would sit out
-            # (the same schedule checks), and the size's count is reported before the contribution leaves
-            if not self._released_in(plan.round_id) and self._sits_out(plan, r):  # where DP-SGD was charged ahead
-                return False
-            self._report_latest(session, before=plan.round_id)
-            return True
+            # (the same schedule checks), and the size's count is reported where a DP-SGD plan reports its
+            # round, just before the contribution leaves (contribution())
+            return self._released_in(plan.round_id) or not self._sits_out(plan, r)  # released: DP-SGD charged ahead
         if self._charged(r, _charge(plan.phase)):
             log.error(
                 "round %d %s: already charged but its result is lost; sitting it out rather than charging it twice",
@@ -587,8 +585,10 @@ class ArtistPrivacy:
                 plan.round_id, TRAINING, vector, {"layout": [[name, list(shape)] for name, shape in layout.fields]}
             )
             self._remember(cached)
-        if self._charged(r, TRAINING):  # a plan without DP-SGD (portfolio-size rule) charges nothing here
+        if self._charged(r, TRAINING):
             self.report(session, r)
+        else:  # a plan without DP-SGD (portfolio-size rule) charges nothing here; what it sends tells the rule,
+            self._report_latest(session, before=plan.round_id)  # so the count is reported first, at the same point
         layout = Layout(tuple((str(name), tuple(int(d) for d in shape)) for name, shape in cached.meta["layout"]))
         return unpack(np.asarray(cached.array, dtype=np.float64), layout)
 
