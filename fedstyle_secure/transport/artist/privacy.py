@@ -16,6 +16,13 @@ refuses a set-up round (raw feature moments, no DP noise), a publish phase the a
 did not count, a plan whose DP parameters change mid-run, and -- when it set a budget -- a
 federation without DP.
 
+**Planning size.**  The plan reads a noisy size m = n + N(0, 10^2), never n.  A new artist draws m
+once and stores it before the plan reads it (what no size could plan is refused before the draw);
+the ledger is charged with m's count before anything that depends on m leaves: an accepted plan's
+ledger at once, a refused first plan's with the refusal, kept as a retirement and reported before
+the withdrawal.  The count's report is signed with the first round's (a plan without DP-SGD: just
+before its first contribution leaves, where a DP-SGD plan signs).
+
 **Durability and no double counting.**  The rule: *a mechanism is charged once per round, and
 what it produced is the only thing ever sent for that round and phase.*  Each charging phase
 runs in this order:
