@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("flwr", reason="the Flower app needs the optional extra: pip install -e '.[flower]'")
 
+from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.flower.records import PHASE_ACTIONS
 from fedstyle_secure.privacy.plan import PORTFOLIO_SIZE_RELEASE
 from fedstyle_secure.privacy.report_store import report_path
@@ -30,12 +31,17 @@ def test_a_flower_artist_refusing_the_dp_plan_draws_its_planning_size_once(tmp_p
     ledger and draws a NEW planning size, charged nowhere.  The server sees one bit
     ``n + Z_i >= K`` per message until the artist accepts (a geometric count of refusals: for K = 100
     uncharged epsilon(1e-5) 0.7 at n = 90, 2.6 at n = 120, 3.8 at n = 130, against an announced 0.6,
-    computed by the reviewer from the geometric law of the refusals).  Here every planning size
-    refuses (the test federation's ``min_training_artworks`` is 1), so every message drew again.
-    Now the size is kept before the plan reads it, and the refusal is kept as a retirement whose
-    report (the size's count) is signed before the withdrawal leaves."""
+    computed by the reviewer from the geometric law of the refusals).  Now the size is kept before the
+    plan reads it, and a refusal is kept as a retirement whose report (the size's count) is signed
+    before the withdrawal leaves.  (At epsilon 0.6 a size above the rule now plans without DP-SGD
+    instead of refusing, see the next test, so the refusal here is a FAKE planner's, for every size.)"""
     drawn: list[int] = []
     real = artist_privacy.noisy_portfolio_size
+
+    def no_plan_fits(*args, **kwargs):  # FAKE plan_participation: this announcement fits no planning size
+        raise PrivacyError("no noise fits (fake planner)")
+
+    monkeypatch.setattr(artist_privacy, "plan_participation", no_plan_fits)
 
     def spy(n, noise):  # SPY: records each draw, then draws as the artist does
         size = real(n, noise)
@@ -61,6 +67,30 @@ def test_a_flower_artist_refusing_the_dp_plan_draws_its_planning_size_once(tmp_p
     assert refusals == 5
     # one planning size per ledger: the first message's (kept), never a fresh uncharged one per message
     assert drawn == [], f"the artist drew {len(drawn)} new planning sizes, none charged: {drawn}"
+
+
+@pytest.mark.usefixtures("outside_runtime")
+def test_an_announcement_only_a_plan_without_dp_sgd_fits_is_answered_alike_on_both_sides_of_the_rule(tmp_path, data):
+    """Epsilon 0.6: the size's count plus the final release leave nothing for DP-SGD.  A size above
+    ``client.min_training_artworks`` refused the plan (a withdrawal and the count's report) while a
+    size below it was accepted and sat a non-refresh publish out silently: the answer told the side of
+    the rule (a fourth review, 2026-12-01).  Where no DP-SGD fits, a participation plan now runs
+    without it, on both sides alike."""
+    outcomes = {}
+    for min_training in (1, 1000):  # every planning size is above the rule / below it
+        run = Run(tmp_path / f"run-{min_training}", data, "none", 0.6)
+        toml = run.configs.artists[TARGET]
+        toml.write_text(
+            toml.read_text().replace("min_training_artworks = 1", f"min_training_artworks = {min_training}")
+        )
+        phase = run.federation.coordinator.plan().phase.value
+        run.federation.run_phase()  # the genuine first DP message
+        _, reply = run.grid.sent(PHASE_ACTIONS[phase], run.nodes[TARGET])
+        stored = ArtistStateStore(run.state[TARGET]).load()
+        assert stored is not None and stored.retired is None
+        outcomes[min_training] = (phase, reply.withdrawal is None, bool(reply.upload), bool(reply.publication))
+    assert outcomes[1] == outcomes[1000], f"the answer depends on the side of the rule: {outcomes}"
+    assert outcomes[1][1], "a plan without DP-SGD takes part"
 
 
 @pytest.mark.usefixtures("outside_runtime")

@@ -21,6 +21,7 @@ The Opacus side (making a model private, clipping modes, which layers DP-SGD tra
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Protocol
@@ -42,6 +43,8 @@ from fedstyle_secure.privacy.mechanisms import (
     Mechanism,
 )
 from fedstyle_secure.randomness import NoiseSource
+
+log = logging.getLogger(__name__)
 
 PRIVATE_LAYERS: tuple[str, ...] = ("last", "all")
 DEFAULT_PRIVATE_LAYERS = "last"
@@ -304,42 +307,84 @@ def plan_dp(
     (a given, public size otherwise: the canary audit's).  Refuses (PrivacyError) more than
     :data:`~fedstyle_secure.privacy.mechanisms.MAX_RUN_ROUNDS` rounds or
     :data:`~fedstyle_secure.privacy.mechanisms.MAX_DP_SGD_STEPS` DP-SGD steps, whose reports the
-    server's intake would refuse and the audit flag."""
+    server's intake would refuse and the audit flag.  With a planning size, a plan where no DP-SGD
+    fits (the releases and the count already spend the budget, or the steps are over that cap)
+    runs without DP-SGD instead (logged): a refusal there would hold only on one side of the
+    portfolio-size rule and tell it (red-team review, 2026-12-01)."""
     check_announced_plan(config, rounds, release_rounds, training_releases)
     delta = default_delta(dataset_size) if config.delta is None else config.delta
     validate_delta(delta, dataset_size)
     count: list[Mechanism] = [portfolio_size_count()] if noisy_size else []
     planning_size = dataset_size if noisy_size else None
     if dataset_size < config.min_training_artworks:  # no DP-SGD: the whole epsilon on the releases
-        share = config.final_release_share if training_releases else 1.0
-        final_sigma = PROTOTYPE_SENSITIVITY * _gaussian_multiplier(
-            config.epsilon * share, delta, 1, config.accountant, [] if training_releases else count
+        return _release_only_plan(config, delta, rounds, training_releases, release_rounds, count, planning_size)
+    try:
+        return _dp_sgd_plan(
+            config, dataset_size, batch_size, local_epochs, rounds, training_releases, release_rounds, delta, count
         )
-        sigma = None
-        if training_releases:  # the federation's announced refreshes (none by default): they take the rest of epsilon
-            final = GaussianRelease(PROTOTYPE_SENSITIVITY, final_sigma, rounds, PROTOTYPE_RELEASE)
-            sigma = PROTOTYPE_SENSITIVITY * calibrate_noise_multiplier(
-                target_epsilon=config.epsilon,
-                delta=delta,
-                sample_rate=1.0,
-                steps=training_releases,
-                accountant=config.accountant,
-                history=[final, *count],
-            )
-        return DpPlan(
-            delta,
-            config.accountant,
-            0.0,
-            0,
-            0.0,
-            config.clip_norm,
-            sigma,
-            final_sigma,
-            rounds,
-            frozenset(release_rounds),
-            config.private_layers,
-            planning_size,
+    except PrivacyError as exc:
+        if not noisy_size:  # a given size (the canary audit's): its plan or nothing
+            raise
+        # a participation plan: where no DP-SGD fits the budget, the budget goes where it helps (the releases),
+        # as below the portfolio-size rule; so no announcement is refused on one side of the rule only
+        log.warning("no DP-SGD fits this plan (%s); the whole epsilon goes to the prototype releases", exc)
+        return _release_only_plan(config, delta, rounds, training_releases, release_rounds, count, planning_size)
+
+
+def _release_only_plan(
+    config: DpConfig,
+    delta: float,
+    rounds: int,
+    training_releases: int,
+    release_rounds: frozenset[int],
+    count: list[Mechanism],
+    planning_size: int | None,
+) -> DpPlan:
+    """A plan without DP-SGD: the size's ``count`` and the releases spend ``config.epsilon``."""
+    share = config.final_release_share if training_releases else 1.0
+    final_sigma = PROTOTYPE_SENSITIVITY * _gaussian_multiplier(
+        config.epsilon * share, delta, 1, config.accountant, [] if training_releases else count
+    )
+    sigma = None
+    if training_releases:  # the federation's announced refreshes (none by default): they take the rest of epsilon
+        final = GaussianRelease(PROTOTYPE_SENSITIVITY, final_sigma, rounds, PROTOTYPE_RELEASE)
+        sigma = PROTOTYPE_SENSITIVITY * calibrate_noise_multiplier(
+            target_epsilon=config.epsilon,
+            delta=delta,
+            sample_rate=1.0,
+            steps=training_releases,
+            accountant=config.accountant,
+            history=[final, *count],
         )
+    return DpPlan(
+        delta,
+        config.accountant,
+        0.0,
+        0,
+        0.0,
+        config.clip_norm,
+        sigma,
+        final_sigma,
+        rounds,
+        frozenset(release_rounds),
+        config.private_layers,
+        planning_size,
+    )
+
+
+def _dp_sgd_plan(
+    config: DpConfig,
+    dataset_size: int,
+    batch_size: int,
+    local_epochs: int,
+    rounds: int,
+    training_releases: int,
+    release_rounds: frozenset[int],
+    delta: float,
+    count: list[Mechanism],
+) -> DpPlan:
+    """A plan with DP-SGD every training round; raises PrivacyError if none fits the budget."""
+    planning_size = dataset_size if count else None
     steps_per_epoch = math.ceil(dataset_size / batch_size)
     sample_rate = 1.0 / steps_per_epoch
     steps_per_round = local_epochs * steps_per_epoch
