@@ -44,7 +44,7 @@ from fedstyle_secure.privacy.reports import (
 from fedstyle_secure.randomness import SECURE_NOISE_SOURCE, SEEDED_NOISE_SOURCE
 from fedstyle_secure.secure.keys.keystore import load_artist_keys
 from fedstyle_secure.transport.loopback import write_fresh_keys
-from fedstyle_secure.transport.server.report_intake import accept_report
+from fedstyle_secure.transport.server.report_intake import checked_report, store_checked_report
 from fedstyle_secure.transport.wire import pb
 
 KEYS = {artist: Ed25519PrivateKey.generate() for artist in ("alice", "bob")}
@@ -611,7 +611,7 @@ def test_a_signed_history_beyond_the_bounds_is_a_finding_and_the_others_keep_the
     upload = canonical_json(redacted_report(json.loads(path.read_text())))  # what carol sends
     request = pb.EpsilonReport(artist_id="carol", round_id=TEAM_ROUNDS, signed_json=upload)
     with pytest.raises(Malformed, match=re.escape(refusal)):  # the server's intake refuses it alike
-        accept_report(request, "carol", load_artist_keys(key_set, "carol").identity_key.public_key(), None)
+        checked_report(request, "carol", load_artist_keys(key_set, "carol").identity_key.public_key())
 
 
 def test_a_history_within_the_bounds_above_the_pld_range_is_not_recomputed_with_pld(
@@ -728,7 +728,8 @@ def test_the_longest_run_a_plan_allows_passes_the_intake_and_the_audit(tmp_path:
     request = pb.EpsilonReport(
         artist_id="alice", round_id=rounds, signed_json=canonical_json(redacted_report(sign_report(report, key)))
     )
-    stored = accept_report(request, "alice", key.public_key(), tmp_path)
+    stored = checked_report(request, "alice", key.public_key())
+    store_checked_report(stored, tmp_path)
     manifest = {"artists": {"alice": {"public_key": public_key_to_text(key.public_key())}}}
     (audit,) = audit_reports([LoadedReport("longest", stored)], manifest, roster=["alice"]).reports
     assert audit.ok and audit.recomputed_pld is not None and audit.recomputed_pld <= ledger.epsilon_spent <= 8.0

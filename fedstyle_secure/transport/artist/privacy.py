@@ -267,7 +267,7 @@ class ArtistPrivacy:
             log.error("%s: the federation's DP plan is unusable: %s", keys.artist_id, exc)
             return cls(keys, client, announced, refusal=UNUSABLE_PLAN)
         store = ArtistStateStore(config.state_dir)
-        reports_dir = config.reports_dir or config.state_dir / "reports"
+        reports_dir = _reports_dir(config)
         stored = store.load()  # read once: the planning size, then the rest of the state (_restore)
         if stored is None:  # a state rolled back to nothing must not draw a second planning size
             check_not_rolled_back(None, reports_dir, keys.artist_id)
@@ -295,7 +295,7 @@ class ArtistPrivacy:
             log.error(
                 "%s: the federation's DP plan is unusable for this artist's %d artworks: %s", keys.artist_id, n, exc
             )
-            return cls._refusing(config, keys, client, announced, plan, stored, delta)
+            return cls._refusing(config, keys, client, announced, plan, store, stored, delta)
         budget = _budget(config, dp, dp_plan)
         fresh = None
         if stored.ledger is None:  # the first accepted plan: the ledger is made now, charged with the count
@@ -309,9 +309,7 @@ class ArtistPrivacy:
         check_not_rolled_back(client.ledger, reports_dir, keys.artist_id)
         if fresh is not None:  # a state rolled back to before this point is caught (no second draw)
             record_charges(reports_dir, keys.artist_id, len(fresh.history))
-        privacy.writer = ReportWriter(
-            reports_dir, [keys.artist_id], {keys.artist_id: keys.identity_key}, run_id=plan.run_id or None
-        )
+        privacy.writer = _report_writer(reports_dir, keys, plan)
         if budget.epsilon < dp.epsilon:
             log.warning(
                 "%s: own budget epsilon=%.4g is below the federation's target %.4g; it will retire once a round "
@@ -330,26 +328,25 @@ class ArtistPrivacy:
         client: StyleClient,
         announced: tuple[DpConfig, frozenset[int]],
         plan: pb.RoundPlan,
+        store: ArtistStateStore,
         stored: ArtistSnapshot,
         delta: float,
     ) -> ArtistPrivacy:
         """An artist that will not take part under ``plan``, whose calibration failed.
 
-        Before it accepted a plan (``stored`` holds only its planning size) the refusal depends on
-        that size (a plan can fit a portfolio below ``min_training_artworks`` and not one above), so
-        the refusal is kept as the artist's retirement, and the size's count is charged and reported
-        before the withdrawal leaves: every later message meets the same kept size and the same
-        refusal, never a fresh draw (red-team review, 2026-12-01: a Flower server resending one
-        message read one uncharged bit ``n + Z_i >= K`` per message).  After an accepted plan the
-        stored state stays as it is: the refusal of a changed plan is post-processing of the charged
-        count, and the artist goes on with the plan it accepted."""
-        reason = UNUSABLE_PLAN
+        Before it accepted a plan (``stored`` holds only its planning size) the refusal may depend on
+        that size (it did: a plan could fit a portfolio below ``min_training_artworks`` and not one
+        above, until such plans ran without DP-SGD), so it is kept as the artist's retirement, and the
+        size's count is charged and reported before the withdrawal leaves: every later message meets
+        the same kept size and the same refusal, never a fresh draw (red-team review, 2026-12-01: a
+        Flower server resending one message read one uncharged bit ``n + Z_i >= K`` per message).
+        After an accepted plan the stored state stays as it is: the refusal of a changed plan is
+        post-processing of the charged count, and the artist goes on with the plan it accepted."""
         if not _unplanned(stored):
-            return cls(keys, client, announced, refusal=reason)
-        assert config.state_dir is not None
+            return cls(keys, client, announced, refusal=UNUSABLE_PLAN)
         dp = announced[0]
         restore_client(client, stored)
-        privacy = cls(keys, client, announced, store=ArtistStateStore(config.state_dir), refusal=reason)
+        privacy = cls(keys, client, announced, store=store, refusal=UNUSABLE_PLAN)
         privacy.planning_size, privacy.final_round = int(stored.plan["planning_size"]), int(plan.total_rounds)
         if stored.ledger is not None:
             client.ledger = BudgetLedger.from_dict(stored.ledger)
@@ -358,14 +355,12 @@ class ArtistPrivacy:
                 client.ledger = planning_ledger(_budget_at(config, dp, delta), client.n_train, dp.accountant)
             except PrivacyError as exc:  # the count alone is over budget: nothing charged, and the same refusal
                 log.error("%s: %s", keys.artist_id, exc)  # as an accepted plan's (open), whatever the size
-                return cls(keys, client, announced, refusal=reason)
-        client.retired_reason = client.retired_reason or reason
+                return cls(keys, client, announced, refusal=UNUSABLE_PLAN)
+        client.retired_reason = client.retired_reason or UNUSABLE_PLAN
         privacy.save()
-        reports_dir = config.reports_dir or config.state_dir / "reports"
+        reports_dir = _reports_dir(config)
         record_charges(reports_dir, keys.artist_id, len(privacy.ledger.history))
-        privacy.writer = ReportWriter(
-            reports_dir, [keys.artist_id], {keys.artist_id: keys.identity_key}, run_id=plan.run_id or None
-        )
+        privacy.writer = _report_writer(reports_dir, keys, plan)
         return privacy
 
     @classmethod
@@ -614,9 +609,8 @@ class ArtistPrivacy:
         if self.store is None or self.client.ledger is None:
             return
         snapshot = client_snapshot(self.keys.artist_id, self.client)
-        unplanned = {"planning_size": self.planning_size}
         snapshot.ledger = self.ledger.to_dict()
-        snapshot.plan = unplanned if self.client.dp is None else plan_summary(self.plan)
+        snapshot.plan = {"planning_size": self.planning_size} if self.client.dp is None else plan_summary(self.plan)
         snapshot.uploaded, snapshot.results = sorted(self.uploaded), self.results
         self.store.save(snapshot)
 
@@ -715,6 +709,18 @@ def _planning_size(stored: ArtistSnapshot | None, n: int, client: StyleClient) -
     if isinstance(kept, int) and kept >= 1:
         return kept
     return noisy_portfolio_size(n, client.noise)
+
+
+def _reports_dir(config: ClientConfig) -> Path:
+    """Where this artist keeps its signed reports (and its charge count): ``client.reports_dir``, else
+    ``<state_dir>/reports``."""
+    assert config.state_dir is not None  # a DP artist's (ArtistPrivacy.open requires it)
+    return config.reports_dir or config.state_dir / "reports"
+
+
+def _report_writer(reports_dir: Path, keys: ArtistKeys, plan: pb.RoundPlan) -> ReportWriter:
+    """The artist's report writer: signs with its identity key, for the announced run."""
+    return ReportWriter(reports_dir, [keys.artist_id], {keys.artist_id: keys.identity_key}, run_id=plan.run_id or None)
 
 
 def _unplanned(snapshot: ArtistSnapshot) -> bool:

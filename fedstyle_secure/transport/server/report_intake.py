@@ -10,9 +10,9 @@ signed commitment to it; one that carries the opening (``dataset_size_opening``)
 and nothing of it is stored (see :mod:`fedstyle_secure.privacy.reports`).
 
 Threat model: an artist (or anyone on its behalf) may send a forged, altered, unsigned or
-malformed report; each is refused with a specific status (see :func:`accept_report`) and
-nothing is stored.  A valid signature proves the artist issued the report unmodified, not that
-its numbers are right: that is what the audit recomputes.
+malformed report; each is refused with a specific status (see :func:`checked_report` and
+:func:`store_checked_report`) and nothing is stored.  A valid signature proves the artist issued
+the report unmodified, not that its numbers are right: that is what the audit recomputes.
 """
 
 from __future__ import annotations
@@ -100,15 +100,6 @@ def store_checked_report(report: Mapping[str, object], reports_dir: Path | None)
         write_report(reports_dir, dict(report))
     except PrivacyError as exc:
         raise Duplicate(str(exc)) from exc
-
-
-def accept_report(
-    request: pb.EpsilonReport, artist: str, public_key: Ed25519PublicKey, reports_dir: Path | None
-) -> dict[str, Any]:
-    """:func:`checked_report`, then :func:`store_checked_report`; the report."""
-    report = checked_report(request, artist, public_key)
-    store_checked_report(report, reports_dir)
-    return report
 
 
 def withdrawal_reason(request: pb.Withdrawal) -> str:
