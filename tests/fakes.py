@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, cast
 
 from fedstyle_secure.privacy.mechanisms import GaussianRelease, Mechanism
 from fedstyle_secure.privacy.plan import PORTFOLIO_SIZE_RELEASE
+from fedstyle_secure.secure.ckks.primitives import EncryptedVector
 
 if TYPE_CHECKING:
     from fedstyle_secure.federation.client import StyleClient
@@ -49,3 +51,24 @@ def fake_style_client(n_train: int) -> StyleClient:
         ledger=None,
     )
     return cast("StyleClient", fake)
+
+
+class LockProbingVector(EncryptedVector):
+    """A spy around the real :meth:`EncryptedVector.load` (TenSEAL's parse and checks), which first asks another
+    thread to take the server's lock and records whether it could."""
+
+    lock: threading.Condition
+    free: list[bool]
+
+    @classmethod
+    def load(cls, *args, **kwargs):
+        def try_the_lock() -> None:
+            taken = cls.lock.acquire(timeout=1.0)
+            if taken:
+                cls.lock.release()
+            cls.free.append(taken)
+
+        probe = threading.Thread(target=try_the_lock)
+        probe.start()
+        probe.join()
+        return EncryptedVector.load(*args, **kwargs)

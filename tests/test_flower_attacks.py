@@ -30,6 +30,7 @@ from fedstyle_secure.transport.config import load_server_config
 from fedstyle_secure.transport.server import servicer as servicer_module
 from fedstyle_secure.transport.server.servicer import new_servicer
 from fedstyle_secure.transport.wire import pb
+from tests.fakes import LockProbingVector
 from tests.test_flower_app import ARTISTS, InProcessGrid, machines, outside_runtime  # noqa: F401 (fixture)
 from tests.test_flower_masking_attacks import Run, copied, refused_saying
 
@@ -344,3 +345,20 @@ def test_a_flower_reply_s_reports_are_checked_before_the_server_lock(tmp_path, d
     refusals = apply_reply(servicer, ARTISTS[0], reply)
     assert lock_free == [True], "the report was checked while the server's lock was held"
     assert refusals == [f"{ARTISTS[0]}: crafted report (fake check)"]
+
+
+@pytest.mark.usefixtures("outside_runtime")
+def test_a_flower_reply_s_ckks_ciphertext_is_checked_before_the_server_lock(tmp_path, data, monkeypatch):
+    """A CKKS ciphertext's checks take 0.1-0.2 s of TenSEAL; the Flower server ran them under the
+    servicer's lock, so a node resending crafted ones held it.  They now run before it, as on the
+    gRPC server (``checked_payload``).  The real TenSEAL load runs inside a spy that asks another
+    thread to take the lock first."""
+    configs = machines(tmp_path / "run", data, "ckks", math.inf, quorum=2)
+    config = load_server_config(configs.server)
+    servicer = new_servicer(config, load_server_keys(config.keys))
+    LockProbingVector.lock, LockProbingVector.free = servicer._cond, []
+    monkeypatch.setattr(ckks_decryption, "EncryptedVector", LockProbingVector)
+    header = pb.PayloadHeader(round_id=servicer.coordinator.plan().round_id, kind=pb.PAYLOAD_KIND_CKKS_CIPHERTEXT)
+    refusals = apply_reply(servicer, ARTISTS[0], ArtistReply(ARTISTS[0], upload=(header, b"crafted")))
+    assert LockProbingVector.free == [True], "the ciphertext was checked while the server's lock was held"
+    assert len(refusals) == 1 and "contribution of" in refusals[0] and "refused" in refusals[0], refusals

@@ -33,6 +33,7 @@ import enum
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -60,7 +61,14 @@ from fedstyle_secure.federation.sum_checks import (
 )
 from fedstyle_secure.privacy.reports import new_run_id
 from fedstyle_secure.secure.api import PlainSummation
-from fedstyle_secure.secure.ckks.decryption import Attempt, ContributionCollector, SignedContribution, layout_bytes
+from fedstyle_secure.secure.ckks.decryption import (
+    Attempt,
+    CheckedCiphertext,
+    ContributionCollector,
+    SignedContribution,
+    check_ciphertext,
+    layout_bytes,
+)
 from fedstyle_secure.secure.ckks.primitives import CkksContext
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
 
@@ -388,7 +396,7 @@ class Coordinator:
         artist: str,
         round_id: int,
         layout: Layout,
-        payload: bytes,
+        payload: bytes | CheckedCiphertext,
         nonce: bytes,
         now: float,
         signature: bytes = b"",
@@ -396,7 +404,7 @@ class Coordinator:
     ) -> None:
         """A packed contribution: float64 bytes (``none``) or a serialised CKKS vector with the
         artist's signature and its signed floor ``min_quorum`` (``ckks``; checked, then kept
-        unchanged for the decryption committee)."""
+        unchanged for the decryption committee; :meth:`check_ciphertext` may have checked it)."""
         self._admit(artist, round_id, Phase.CONTRIBUTE, nonce, now)
         expected = self._check_layout(artist, round_id, layout)
         what = f"round {round_id} contribution of {artist}"
@@ -407,7 +415,9 @@ class Coordinator:
             except SecureAggregationError as exc:
                 raise Malformed(f"{what} refused: {exc}") from exc
             self._ckks_round = collector
-            value: np.ndarray | int = len(payload)
+            value: np.ndarray | int = len(payload.payload if isinstance(payload, CheckedCiphertext) else payload)
+        elif isinstance(payload, CheckedCiphertext):
+            raise Malformed(f"{what}: a CKKS ciphertext, but the secure mode is {self.schedule.secure_mode!r}")
         else:  # the server sees this vector: check it alone, as a sum of one contribution
             value_range = self._value_range()
             value = _finite_vector(payload, expected.size, what, value_range)
@@ -470,10 +480,31 @@ class Coordinator:
 
     def _new_ckks_round(self, layout: Layout) -> ContributionCollector:
         """This attempt's collector; the vector length and signed layout come from the plan's ``layout``."""
-        assert self.ckks is not None  # a 'ckks' schedule without a context is refused at construction
-        context = self.ckks.public() if self.ckks.has_secret_key else self.ckks
+        context = self._ckks_public
         at = Attempt(self._round_id, self.attempt, context.fingerprint)
         return ContributionCollector(context, at, self.identity_publics, layout.size, layout_bytes(layout.fields))
+
+    @cached_property
+    def _ckks_public(self) -> CkksContext:
+        """The run's CKKS context without key material (the server never needs any)."""
+        assert self.ckks is not None  # a 'ckks' schedule without a context is refused at start
+        return self.ckks.public() if self.ckks.has_secret_key else self.ckks
+
+    def check_ciphertext(self, artist: str, round_id: int, payload: bytes) -> bytes | CheckedCiphertext:
+        """``payload`` checked as a fresh ciphertext of the current round's plan layout under the run's
+        context (``Malformed`` otherwise); a payload for another round is returned as it is, for
+        :meth:`submit_contribution` to refuse.  Needs no lock: it reads the run's fixed context and
+        plan and the round id (a stale read only skips the check, which the submission then makes),
+        so the server runs it before taking its lock (:class:`CheckedCiphertext`)."""
+        if round_id != self._round_id:
+            return payload
+        layout = round_layout(self.spec, self.shape, self.rules.kind(round_id))  # as _open() computes it
+        if layout is None:
+            return payload
+        try:
+            return check_ciphertext(self._ckks_public, payload, layout.size, f"round {round_id} ciphertext of {artist}")
+        except SecureAggregationError as exc:
+            raise Malformed(f"round {round_id} contribution of {artist} refused: {exc}") from exc
 
     def submit_decrypted(self, artist: str, round_id: int, payload: bytes, nonce: bytes, now: float) -> None:
         """A committee member's plaintext of the set's sum, once every member committed to the set."""

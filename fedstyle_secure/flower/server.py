@@ -133,8 +133,14 @@ def apply_reply(servicer: FederationServicer, artist: str, reply: ArtistReply) -
         calls.append(partial(servicer.submit_masking, artist, reply.masking))
     if reply.publication is not None:
         calls.append(partial(servicer.submit_publication, artist, reply.publication))
-    if reply.upload is not None:
-        calls.append(partial(servicer.submit_upload, artist, *reply.upload))
+    if reply.upload is not None:  # a CKKS ciphertext is checked before the lock too
+        header, payload = reply.upload
+        try:
+            calls.append(
+                partial(servicer.submit_upload, artist, header, servicer.checked_payload(artist, header, payload))
+            )
+        except REFUSED as exc:
+            refusals.append(f"{artist}: {exc}")
     with servicer._cond:
         for call in calls:
             try:

@@ -40,13 +40,14 @@ from fedstyle_secure.models.inputs import default_cache_dir
 from fedstyle_secure.models.params import get_flat_params
 from fedstyle_secure.privacy.reports import new_run_id
 from fedstyle_secure.retrieval.index import StyleIndex
+from fedstyle_secure.secure.ckks.decryption import CheckedCiphertext
 from fedstyle_secure.secure.keys import pki
 from fedstyle_secure.secure.keys.keystore import ServerKeys
 from fedstyle_secure.transport import auth
 from fedstyle_secure.transport.config import ServerConfig
 from fedstyle_secure.transport.dp_config import dp_parameters, require_dp_schedule
 from fedstyle_secure.transport.federation_model import server_model
-from fedstyle_secure.transport.server.admission import CallGate, CallLimits, ConcurrencyLimiter, refuse
+from fedstyle_secure.transport.server.admission import CallGate, CallLimits, ConcurrencyLimiter, TooManyCalls, refuse
 from fedstyle_secure.transport.server.metering import ByteMeter
 from fedstyle_secure.transport.server.publish_index import index_from_run
 from fedstyle_secure.transport.server.report_intake import (
@@ -89,6 +90,10 @@ POLL_SLICE_SECONDS = 1.0  # a parked long poll notices within this time that its
 TICK_SECONDS = 0.1
 INDEX_RETRY_SECONDS = 10.0  # seconds between attempts to write the style index after a failure
 PUMP_AHEAD_CHUNKS = 2  # an upload's chunks received but not yet checked: the one in hand + one queued
+MAX_BROADCAST_DOWNLOADS = 16
+"""Downloads of one round's broadcast per artist: an honest artist takes one per training phase and
+one per restart.  Each costs about 5 ms of the server's lock (a 3 MiB model); one artist
+re-requesting it without end held that lock about 30 % of the time (review, 2026-12-01)."""
 QUERY_SLOTS = 2
 """Query images decoded and embedded at once (the others wait up to :data:`QUERY_WAIT_SECONDS`).  A
 186-byte animated WebP declaring a 4096 x 4096 canvas passes every image check and costs 0.34 s of a
@@ -152,6 +157,7 @@ class FederationServicer(pb_grpc.FederationServicer):
     _index_error: str = ""  # why the last attempt to publish the style index failed ("" if none)
     _index_retry_at: float = 0.0  # time.monotonic() of the next attempt after a failure
     _query_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(QUERY_SLOTS))
+    _downloads: dict[str, tuple[int, int]] = field(default_factory=dict)  # artist -> (round id, broadcast downloads)
 
     @property
     def _public_set(self) -> pb.PublicSetReference:
@@ -425,7 +431,10 @@ class FederationServicer(pb_grpc.FederationServicer):
 
     @_rpc
     def DownloadBroadcast(self, request: pb.BroadcastRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
-        self._artist(context, "DownloadBroadcast")
+        """The current round's broadcast, at most :data:`MAX_BROADCAST_DOWNLOADS` times per artist and
+        round: building it copies the model under the server's lock (milliseconds for a 3 MiB model),
+        so an artist re-requesting it without end would hold that lock for the others' calls."""
+        artist = self._artist(context, "DownloadBroadcast")
         with self._cond:
             plan = self.coordinator.plan()
             if request.round_id != plan.round_id:
@@ -433,8 +442,21 @@ class FederationServicer(pb_grpc.FederationServicer):
                     f"broadcast of round {request.round_id} is not available (round {plan.round_id}, phase "
                     f"{plan.phase.value})"
                 )
-            body = self._broadcast_body(plan.round_id).SerializeToString()
-        return chunk_payload(body, round_id=plan.round_id, kind=pb.PAYLOAD_KIND_BROADCAST)
+            self._count_download(artist, plan.round_id)
+            body = self._broadcast_body(plan.round_id)  # its tensors are copies: serialised outside the lock
+        return chunk_payload(body.SerializeToString(), round_id=plan.round_id, kind=pb.PAYLOAD_KIND_BROADCAST)
+
+    def _count_download(self, artist: str, round_id: int) -> None:
+        """Count ``artist``'s download of round ``round_id``'s broadcast (call with ``_cond`` held);
+        refuse (``TooManyCalls``) one past :data:`MAX_BROADCAST_DOWNLOADS`."""
+        counted_round, count = self._downloads.get(artist, (round_id, 0))
+        count = count + 1 if counted_round == round_id else 1
+        if count > MAX_BROADCAST_DOWNLOADS:
+            raise TooManyCalls(
+                f"{artist} downloaded round {round_id}'s broadcast {MAX_BROADCAST_DOWNLOADS} times already "
+                "(MAX_BROADCAST_DOWNLOADS per round); keep the one downloaded"
+            )
+        self._downloads[artist] = (round_id, count)
 
     def _broadcast_body(self, round_id: int) -> pb.BroadcastBody:
         s, std = self.coordinator.state, self.coordinator.standardisation
@@ -475,19 +497,29 @@ class FederationServicer(pb_grpc.FederationServicer):
         round_id, phase = submission_target(dict(context.invocation_metadata()))  # admitted before the body was read
         header, payload = self._read_stream(requests, context, *self._upload_limit(round_id, phase))
         _same_round(context, header.round_id)
+        checked = self.checked_payload(artist, header, payload)
         with self._cond:
-            self.submit_upload(artist, header, payload)
+            self.submit_upload(artist, header, checked)
         return pb.Ack(round_id=header.round_id, accepted_bytes=len(payload))
 
-    def submit_upload(self, artist: str, header: pb.PayloadHeader, payload: bytes) -> None:
-        """``artist``'s contribution or decrypted aggregate to the coordinator (call with ``_cond`` held)."""
+    def checked_payload(self, artist: str, header: pb.PayloadHeader, payload: bytes) -> bytes | CheckedCiphertext:
+        """``payload`` with the costly part of its checks done, before the server's lock (refused:
+        ``Malformed``): a CKKS contribution's ciphertext is parsed and checked here (0.1-0.2 s of
+        TenSEAL), so an artist resending crafted ones holds no lock the others' calls need."""
+        if header.kind == pb.PAYLOAD_KIND_CKKS_CIPHERTEXT and self.coordinator.schedule.secure_mode == "ckks":
+            return self.coordinator.check_ciphertext(artist, header.round_id, payload)
+        return payload
+
+    def submit_upload(self, artist: str, header: pb.PayloadHeader, payload: bytes | CheckedCiphertext) -> None:
+        """``artist``'s contribution or decrypted aggregate (after :meth:`checked_payload`) to the
+        coordinator (call with ``_cond`` held)."""
         expected = (
             pb.PAYLOAD_KIND_CKKS_CIPHERTEXT
             if self.coordinator.schedule.secure_mode == "ckks"
             else pb.PAYLOAD_KIND_PLAIN_VECTOR
         )
         now = self.clock()
-        if header.kind == pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE:
+        if header.kind == pb.PAYLOAD_KIND_DECRYPTED_AGGREGATE and not isinstance(payload, CheckedCiphertext):
             self.coordinator.submit_decrypted(artist, header.round_id, payload, bytes(header.nonce), now)
         elif header.kind == expected:
             layout = layout_from_fields(header.layout)
