@@ -13,8 +13,9 @@ this round's DP-SGD) the planned mechanisms are checked against the ledger.  If 
 exceed the budget the artist retires: it logs why, tells the server (``Withdraw``; the server
 marks it retired with that reason) and never acts again, also after a restart.  It likewise
 refuses a set-up round (raw feature moments, no DP noise), a publish phase the announced plan
-did not count, a plan whose DP parameters change mid-run, and -- when it set a budget -- a
-federation without DP.
+did not count, a plan whose DP parameters change mid-run (under the plan it accepted, reporting
+first, whether or not the changed one can be planned), and -- when it set a budget -- a federation
+without DP.
 
 **Planning size.**  The plan reads a noisy size m = n + N(0, 10^2), never n.  A new artist draws m
 once and stores it before the plan reads it (what no size could plan is refused before the draw);
@@ -123,6 +124,7 @@ RELEASE, TRAINING = "publish", "contribute"  # the two charges of a round, keys 
 UNUSABLE_PLAN = (  # every refusal of an announced plan says this: it names no number of artworks (reports commit to n)
     "the federation's DP plan (announced by the server) is unusable for this artist (the reason is in the artist's log)"
 )
+CHANGED_PLAN = "the server changed the federation's DP plan during the run (not the stored one)"
 
 
 def plan_apart(rule: DpConfig, planning_size: int, local: LocalConfig, rounds: int, releases: frozenset[int]) -> DpPlan:
@@ -163,6 +165,11 @@ def plan_summary(plan: DpPlan) -> dict[str, Any]:
     """The calibrated plan as JSON values (kept with the state to notice a changed plan)."""
     summary = {**dataclasses.asdict(plan), "release_rounds": sorted(plan.release_rounds)}
     return json.loads(json.dumps(summary))
+
+
+def stored_plan(summary: dict[str, Any]) -> DpPlan:
+    """The plan a :func:`plan_summary` was made of."""
+    return DpPlan(**{**summary, "release_rounds": frozenset(summary["release_rounds"])})
 
 
 def _model_arrays(client: StyleClient) -> dict[str, np.ndarray]:
@@ -290,15 +297,17 @@ class ArtistPrivacy:
         try:  # the artist's own delta and portfolio-size rule
             own_rule = dataclasses.replace(dp, delta=delta, min_training_artworks=config.min_training_artworks)
             plan_dp = plan_apart if config.compact_memory else plan_participation
-            dp_plan = plan_dp(own_rule, size, client.config, plan.total_rounds, releases)
+            dp_plan: DpPlan | None = plan_dp(own_rule, size, client.config, plan.total_rounds, releases)
         except PrivacyError as exc:
             log.error(
                 "%s: the federation's DP plan is unusable for this artist's %d artworks: %s", keys.artist_id, n, exc
             )
-            return cls._refusing(config, keys, client, announced, plan, store, stored, delta)
-        budget = _budget(config, dp, dp_plan)
+            if _unplanned(stored):
+                return cls._refusing(config, keys, client, announced, plan, store, stored, delta)
+            dp_plan = None  # after an accepted plan: refused as a changed plan (_restore)
+        budget = _budget(config, dp, delta)
         fresh = None
-        if stored.ledger is None:  # the first accepted plan: the ledger is made now, charged with the count
+        if stored.ledger is None and dp_plan is not None:  # the first accepted plan: its ledger, charged with the count
             try:
                 fresh = new_ledger(dp_plan, n, budget.epsilon, budget.delta)
             except PrivacyError as exc:  # the count alone is over this artist's own budget: as in _refusing
@@ -332,18 +341,16 @@ class ArtistPrivacy:
         stored: ArtistSnapshot,
         delta: float,
     ) -> ArtistPrivacy:
-        """An artist that will not take part under ``plan``, whose calibration failed.
+        """An artist that will not take part under ``plan``, whose calibration failed before it accepted
+        a plan (``stored`` holds only its planning size; after one, :meth:`_restore` refuses it as a
+        changed plan).
 
-        Before it accepted a plan (``stored`` holds only its planning size) the refusal may depend on
-        that size (it did: a plan could fit a portfolio below ``min_training_artworks`` and not one
-        above, until such plans ran without DP-SGD), so it is kept as the artist's retirement, and the
-        size's count is charged and reported before the withdrawal leaves: every later message meets
-        the same kept size and the same refusal, never a fresh draw (red-team review, 2026-12-01: a
-        Flower server resending one message read one uncharged bit ``n + Z_i >= K`` per message).
-        After an accepted plan the stored state stays as it is: the refusal of a changed plan is
-        post-processing of the charged count, and the artist goes on with the plan it accepted."""
-        if not _unplanned(stored):
-            return cls(keys, client, announced, refusal=UNUSABLE_PLAN)
+        The refusal may depend on that size (it did: a plan could fit a portfolio below
+        ``min_training_artworks`` and not one above, until such plans ran without DP-SGD), so it is kept
+        as the artist's retirement, and the size's count is charged and reported before the withdrawal
+        leaves: every later message meets the same kept size and the same refusal, never a fresh draw
+        (red-team review, 2026-12-01: a Flower server resending one message read one uncharged bit
+        ``n + Z_i >= K`` per message)."""
         dp = announced[0]
         restore_client(client, stored)
         privacy = cls(keys, client, announced, store=store, refusal=UNUSABLE_PLAN)
@@ -352,7 +359,7 @@ class ArtistPrivacy:
             client.ledger = BudgetLedger.from_dict(stored.ledger)
         else:
             try:
-                client.ledger = planning_ledger(_budget_at(config, dp, delta), client.n_train, dp.accountant)
+                client.ledger = planning_ledger(_budget(config, dp, delta), client.n_train, dp.accountant)
             except PrivacyError as exc:  # the count alone is over budget: nothing charged, and the same refusal
                 log.error("%s: %s", keys.artist_id, exc)  # as an accepted plan's (open), whatever the size
                 return cls(keys, client, announced, refusal=UNUSABLE_PLAN)
@@ -389,11 +396,23 @@ class ArtistPrivacy:
         return None
 
     def _restore(
-        self, dp_plan: DpPlan, budget: PrivacyBudget, n: int, snapshot: ArtistSnapshot, fresh: BudgetLedger | None
+        self,
+        dp_plan: DpPlan | None,
+        budget: PrivacyBudget,
+        n: int,
+        snapshot: ArtistSnapshot,
+        fresh: BudgetLedger | None,
     ) -> None:
         """Attach plan and ledger to the client; resume model, ledger, results from ``snapshot`` (the
         store's, read by :meth:`open`; a new artist's holds only its planning size, and ``fresh`` is
-        its new ledger, charged with the size's count)."""
+        its new ledger, charged with the size's count).
+
+        After an accepted plan, an announcement whose plan is not the stored one, or that cannot be
+        planned (``dp_plan`` None), is refused as a changed plan under the stored plan: the count's
+        report, then the withdrawal.  Which of the two it is can depend on the side of the
+        portfolio-size rule (a refresh at a small epsilon fits DP-SGD but no plan without it), so both
+        must look alike before the count's first report (red-team review, 2026-12-01: one withdrew
+        after the report, the other with none)."""
         assert self.store is not None
         client = self.client
         if snapshot.artist_id != self.keys.artist_id:
@@ -417,8 +436,9 @@ class ArtistPrivacy:
                 f"{ledger.dataset_size} artworks, this run asks for {budget} over {n}; a ledger's budget never "
                 "changes"
             )
-        if not unplanned and snapshot.plan != plan_summary(dp_plan):  # as admit() compares plans in one process
-            self.refusal = "the server changed the federation's DP plan during the run (not the stored one)"
+        if dp_plan is None or not (unplanned or snapshot.plan == plan_summary(dp_plan)):  # as admit() compares
+            self.refusal = CHANGED_PLAN  # plans in one process; the artist keeps the plan it accepted
+            dp_plan = stored_plan(snapshot.plan)
         restore_client(client, snapshot)
         self.results, self.uploaded = list(snapshot.results), set(snapshot.uploaded)
         client.dp, client.ledger = dp_plan, ledger
@@ -728,11 +748,7 @@ def _unplanned(snapshot: ArtistSnapshot) -> bool:
     return snapshot.plan.keys() == {"planning_size"}
 
 
-def _budget(config: ClientConfig, dp: DpConfig, plan: DpPlan) -> PrivacyBudget:
+def _budget(config: ClientConfig, dp: DpConfig, delta: float) -> PrivacyBudget:
     """The artist's own budget: epsilon ``client.budget_epsilon`` or, if absent, the federation's
-    target; delta the plan's (:func:`~fedstyle_secure.privacy.calibration.artist_delta`)."""
-    return _budget_at(config, dp, plan.delta)
-
-
-def _budget_at(config: ClientConfig, dp: DpConfig, delta: float) -> PrivacyBudget:
+    target; delta the artist's (:func:`~fedstyle_secure.privacy.calibration.artist_delta`, its plan's)."""
     return PrivacyBudget(dp.epsilon if config.budget_epsilon is None else config.budget_epsilon, delta)
