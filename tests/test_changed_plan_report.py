@@ -52,3 +52,22 @@ def test_a_changed_announcement_after_an_accepted_plan_is_refused_alike_on_both_
     assert outcomes[1] == outcomes[1000], f"the replies depend on the side of the rule: {outcomes}"
     first, (reason, reports), final_round = outcomes[1]
     assert first == "silent" and reason is not None and reports == 1 and final_round == 1, outcomes
+
+
+@pytest.mark.usefixtures("outside_runtime")
+def test_a_first_announcement_only_dp_sgd_fitted_is_answered_alike_on_both_sides_of_the_rule(tmp_path, data):
+    """First message: round 2's ``publish`` of a 2-round run at epsilon 0.6 with a refresh at round 0.
+    A plan without DP-SGD gave the final publication 80 % of epsilon and then could not fit the count
+    and the refresh, while a DP-SGD plan (64 % + 16 % for the releases) could: a size above
+    ``client.min_training_artworks`` sat the message out silently, one below withdrew with the count's
+    report (a helper's review, 2026-12-01).  A plan without DP-SGD now takes the DP-SGD plan's release
+    split where its own does not fit, so both sides plan it and answer alike."""
+    outcomes = {}
+    for min_training in (1, 1000):  # every planning size is above the rule / below it
+        run = _run(tmp_path, data, "none", min_training)
+        inbox = _contribute_at(run, 2, pb.ROUND_KIND_TRAIN, "publish")
+        inbox.plan.dp.epsilon_budget = 0.6
+        inbox.plan.dp.release_rounds[:] = [0]
+        inbox.plan.total_rounds = 2
+        outcomes[min_training] = _outcome(run, inbox)
+    assert outcomes[1] == outcomes[1000], f"the answer depends on the side of the rule: {outcomes}"

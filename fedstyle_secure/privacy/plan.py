@@ -32,7 +32,7 @@ from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.models.embed import normalise_rows
 from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE
-from fedstyle_secure.privacy.accounting import require_budget_accountant
+from fedstyle_secure.privacy.accounting import compute_epsilon, require_budget_accountant
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.calibration import calibrate_noise_multiplier, default_delta, validate_delta
 from fedstyle_secure.privacy.mechanisms import (
@@ -340,21 +340,24 @@ def _release_only_plan(
     count: list[Mechanism],
     planning_size: int | None,
 ) -> DpPlan:
-    """A plan without DP-SGD: the size's ``count`` and the releases spend ``config.epsilon``."""
-    share = config.final_release_share if training_releases else 1.0
-    final_sigma = PROTOTYPE_SENSITIVITY * _gaussian_multiplier(
-        config.epsilon * share, delta, 1, config.accountant, [] if training_releases else count
-    )
-    sigma = None
-    if training_releases:  # the federation's announced refreshes (none by default): they take the rest of epsilon
-        final = GaussianRelease(PROTOTYPE_SENSITIVITY, final_sigma, rounds, PROTOTYPE_RELEASE)
-        sigma = PROTOTYPE_SENSITIVITY * calibrate_noise_multiplier(
-            target_epsilon=config.epsilon,
-            delta=delta,
-            sample_rate=1.0,
-            steps=training_releases,
-            accountant=config.accountant,
-            history=[final, *count],
+    """A plan without DP-SGD: the size's ``count`` and the releases spend ``config.epsilon``.
+
+    Where that split cannot fit the announced refreshes (the final publication's share and the count
+    spend the target first), a participation plan takes the releases of :func:`_dp_sgd_plan`'s split
+    instead, if they fit with the count: so every announcement a DP-SGD plan can make, a plan without
+    DP-SGD can make too, and no refusal depends on the side of the portfolio-size rule (red-team
+    review, 2026-12-01: epsilon 0.55-0.65 with one refresh fitted DP-SGD only)."""
+    try:
+        final_sigma, sigma = _whole_budget_release_sigmas(config, delta, rounds, training_releases, count)
+    except PrivacyError as exc:
+        if not (training_releases and count):
+            raise
+        final_sigma, sigma, releases = _release_sigmas(config, delta, rounds, training_releases)
+        spent = compute_epsilon([*count, *releases], delta, config.accountant)
+        if spent > config.epsilon:
+            raise PrivacyError(f"{exc}; the DP-SGD plan's release split spends {spent:.4g} with the count") from exc
+        log.warning(
+            "%s; the releases take the DP-SGD plan's split instead (epsilon %.4g of %g)", exc, spent, config.epsilon
         )
     return DpPlan(
         delta,
@@ -370,6 +373,50 @@ def _release_only_plan(
         config.private_layers,
         planning_size,
     )
+
+
+def _whole_budget_release_sigmas(
+    config: DpConfig, delta: float, rounds: int, training_releases: int, count: list[Mechanism]
+) -> tuple[float, float | None]:
+    """(final publication's, training-time releases') sigmas when they and ``count`` spend the whole
+    epsilon: the final publication ``final_release_share`` of it, the refreshes the rest."""
+    share = config.final_release_share if training_releases else 1.0
+    final_sigma = PROTOTYPE_SENSITIVITY * _gaussian_multiplier(
+        config.epsilon * share, delta, 1, config.accountant, [] if training_releases else count
+    )
+    if not training_releases:
+        return final_sigma, None
+    final = GaussianRelease(PROTOTYPE_SENSITIVITY, final_sigma, rounds, PROTOTYPE_RELEASE)
+    sigma = PROTOTYPE_SENSITIVITY * calibrate_noise_multiplier(
+        target_epsilon=config.epsilon,
+        delta=delta,
+        sample_rate=1.0,
+        steps=training_releases,
+        accountant=config.accountant,
+        history=[final, *count],
+    )
+    return final_sigma, sigma
+
+
+def _release_sigmas(
+    config: DpConfig, delta: float, rounds: int, training_releases: int
+) -> tuple[float, float | None, list[Mechanism]]:
+    """A DP-SGD plan's releases: ``release_fraction`` of epsilon, ``final_release_share`` of that for the
+    final publication; (its sigma, the refreshes' sigma, every release's mechanism)."""
+    release_budget = config.epsilon * config.release_fraction
+    share = config.final_release_share if training_releases else 1.0
+    final_sigma = PROTOTYPE_SENSITIVITY * _gaussian_multiplier(release_budget * share, delta, 1, config.accountant)
+    releases: list[Mechanism] = [GaussianRelease(PROTOTYPE_SENSITIVITY, final_sigma, rounds, PROTOTYPE_RELEASE)]
+    release_sigma = None
+    if training_releases:
+        release_sigma = PROTOTYPE_SENSITIVITY * _gaussian_multiplier(
+            release_budget * (1.0 - share), delta, training_releases, config.accountant
+        )
+        releases += [
+            GaussianRelease(PROTOTYPE_SENSITIVITY, release_sigma, r, PROTOTYPE_RELEASE)
+            for r in range(training_releases)
+        ]
+    return final_sigma, release_sigma, releases
 
 
 def _dp_sgd_plan(
@@ -394,19 +441,8 @@ def _dp_sgd_plan(
             f"DP-SGD steps, more than an auditable history holds ({MAX_DP_SGD_STEPS}): use larger batches, fewer "
             "epochs or fewer rounds"
         )
-    release_budget = config.epsilon * config.release_fraction
-    share = config.final_release_share if training_releases else 1.0
-    final_sigma = PROTOTYPE_SENSITIVITY * _gaussian_multiplier(release_budget * share, delta, 1, config.accountant)
-    history: list[Mechanism] = [*count, GaussianRelease(PROTOTYPE_SENSITIVITY, final_sigma, rounds, PROTOTYPE_RELEASE)]
-    release_sigma = None
-    if training_releases:
-        release_sigma = PROTOTYPE_SENSITIVITY * _gaussian_multiplier(
-            release_budget * (1.0 - share), delta, training_releases, config.accountant
-        )
-        history += [
-            GaussianRelease(PROTOTYPE_SENSITIVITY, release_sigma, r, PROTOTYPE_RELEASE)
-            for r in range(training_releases)
-        ]
+    final_sigma, release_sigma, releases = _release_sigmas(config, delta, rounds, training_releases)
+    history: list[Mechanism] = [*count, *releases]
     noise = config.noise_multiplier
     if noise is None:
         noise = calibrate_noise_multiplier(
