@@ -231,25 +231,24 @@ def test_a_charge_outside_the_plans_schedule_is_refused(round_id, release, final
 def test_every_announcement_is_planned_alike_on_both_sides_of_the_portfolio_size_rule(accountant):
     """A participation plan's refusal must not depend on the side of ``min_training_artworks`` (it
     would tell the server the side before any report covers the count): for small epsilons with a
-    refresh, a plan without DP-SGD could not fit what a DP-SGD plan could (0.55-0.65 at one refresh)."""
+    refresh, a plan without DP-SGD could not fit what a DP-SGD plan could (0.55-0.65 at one refresh),
+    and a DP-SGD plan with an announced noise multiplier was accepted unchecked, over the budget."""
     from fedstyle_secure.errors import PrivacyError
     from fedstyle_secure.privacy.accounting import compute_epsilon
     from fedstyle_secure.privacy.plan import DpConfig, plan_participation
     from fedstyle_secure.training.local import LocalConfig
 
-    def outcome(epsilon: float, size: int) -> str:
-        rule = DpConfig(epsilon=epsilon, delta=1e-5, accountant=accountant, min_training_artworks=100)
+    def outcome(epsilon: float, size: int, multiplier: float | None) -> str:
+        rule = DpConfig(
+            epsilon=epsilon, delta=1e-5, accountant=accountant, noise_multiplier=multiplier, min_training_artworks=100
+        )
         try:
             plan = plan_participation(rule, size, LocalConfig(), 2, frozenset({0}))
         except PrivacyError:
             return "refused"
-        rounds = range(plan.final_round + 1)
-        history = plan.setup_mechanisms() + [
-            m for r in rounds for m in plan.round_mechanisms(r, train=r < plan.final_round, release=plan.releases_at(r))
-        ]
-        assert compute_epsilon(history, plan.delta, accountant) <= epsilon * 1.01
+        assert compute_epsilon(plan.run_mechanisms(), plan.delta, accountant) <= epsilon * 1.01
         return "planned"
 
-    for epsilon in (0.45, 0.55, 0.6, 0.65, 0.8):
-        below, above = outcome(epsilon, 99), outcome(epsilon, 150)
-        assert below == above, f"epsilon {epsilon}: {below} below the rule, {above} above it"
+    for epsilon, multiplier in [(e, None) for e in (0.45, 0.55, 0.6, 0.65, 0.8)] + [(0.5, 1.0), (2.0, 0.8), (8.0, 0.3)]:
+        below, above = outcome(epsilon, 99, multiplier), outcome(epsilon, 150, multiplier)
+        assert below == above, f"epsilon {epsilon}, multiplier {multiplier}: {below} below the rule, {above} above it"

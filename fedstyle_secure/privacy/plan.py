@@ -230,6 +230,14 @@ class DpPlan:
         size = self.planning_size if self.planning_size is not None else 0
         return max(1, int(size * self.sample_rate))
 
+    def run_mechanisms(self) -> list[Mechanism]:
+        """Everything the plan charges over a whole run: the count, DP-SGD in every training round,
+        the training-time releases and the final publication."""
+        rounds = range(self.final_round + 1)
+        return self.setup_mechanisms() + [
+            m for r in rounds for m in self.round_mechanisms(r, train=r < self.final_round, release=self.releases_at(r))
+        ]
+
     def round_mechanisms(self, round_id: int, *, train: bool = True, release: bool = True) -> list[Mechanism]:
         out: list[Mechanism] = []
         sigma = self.release_sigma_at(round_id)
@@ -319,9 +327,12 @@ def plan_dp(
     if dataset_size < config.min_training_artworks:  # no DP-SGD: the whole epsilon on the releases
         return _release_only_plan(config, delta, rounds, training_releases, release_rounds, count, planning_size)
     try:
-        return _dp_sgd_plan(
+        plan = _dp_sgd_plan(
             config, dataset_size, batch_size, local_epochs, rounds, training_releases, release_rounds, delta, count
         )
+        if noisy_size and config.noise_multiplier is not None:  # given, not calibrated: it may not fit
+            _check_fits(plan, config.epsilon)
+        return plan
     except PrivacyError as exc:
         if not noisy_size:  # a given size (the canary audit's): its plan or nothing
             raise
@@ -329,6 +340,18 @@ def plan_dp(
         # as below the portfolio-size rule; so no announcement is refused on one side of the rule only
         log.warning("no DP-SGD fits this plan (%s); the whole epsilon goes to the prototype releases", exc)
         return _release_only_plan(config, delta, rounds, training_releases, release_rounds, count, planning_size)
+
+
+def _check_fits(plan: DpPlan, epsilon: float) -> None:
+    """Raise PrivacyError if everything ``plan`` charges over its run spends more than ``epsilon``
+    (a plan with a given DP-SGD noise multiplier: nothing calibrated it; red-team review, 2026-12-01:
+    an announced multiplier made a DP-SGD plan that would spend 5.4 of 0.5 and was accepted, while a
+    plan without DP-SGD refused the same announcement)."""
+    spent = compute_epsilon(plan.run_mechanisms(), plan.delta, plan.accountant)
+    if spent > epsilon:
+        raise PrivacyError(
+            f"noise multiplier {plan.noise_multiplier:g}: the plan spends epsilon {spent:.4g} of {epsilon:g}"
+        )
 
 
 def _release_only_plan(

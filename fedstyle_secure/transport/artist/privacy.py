@@ -125,6 +125,7 @@ UNUSABLE_PLAN = (  # every refusal of an announced plan says this: it names no n
     "the federation's DP plan (announced by the server) is unusable for this artist (the reason is in the artist's log)"
 )
 CHANGED_PLAN = "the server changed the federation's DP plan during the run (not the stored one)"
+ANNOUNCEMENT = "announced"  # the key of the accepted announcement in a stored plan summary
 
 
 def plan_apart(rule: DpConfig, planning_size: int, local: LocalConfig, rounds: int, releases: frozenset[int]) -> DpPlan:
@@ -161,15 +162,23 @@ def _evaluate_apart_until_opacus_is_loaded(accountant: str, groups: tuple[Sample
     return call_in_fresh_process(evaluate_epsilon, accountant, groups, delta)
 
 
-def plan_summary(plan: DpPlan) -> dict[str, Any]:
-    """The calibrated plan as JSON values (kept with the state to notice a changed plan)."""
-    summary = {**dataclasses.asdict(plan), "release_rounds": sorted(plan.release_rounds)}
+def plan_summary(plan: DpPlan, announced: tuple[DpConfig, frozenset[int]]) -> dict[str, Any]:
+    """The calibrated plan and the announcement it was made from, as JSON values (kept with the state
+    to notice a changed announcement: a plan without DP-SGD reads no DP-SGD parameter, so its own
+    summary would not change with them; red-team review, 2026-12-01)."""
+    dp, releases = announced
+    summary = {
+        **dataclasses.asdict(plan),
+        "release_rounds": sorted(plan.release_rounds),
+        ANNOUNCEMENT: {**dataclasses.asdict(dp), "release_rounds": sorted(releases)},
+    }
     return json.loads(json.dumps(summary))
 
 
 def stored_plan(summary: dict[str, Any]) -> DpPlan:
     """The plan a :func:`plan_summary` was made of."""
-    return DpPlan(**{**summary, "release_rounds": frozenset(summary["release_rounds"])})
+    fields = {name: value for name, value in summary.items() if name != ANNOUNCEMENT}
+    return DpPlan(**{**fields, "release_rounds": frozenset(fields["release_rounds"])})
 
 
 def _model_arrays(client: StyleClient) -> dict[str, np.ndarray]:
@@ -436,8 +445,9 @@ class ArtistPrivacy:
                 f"{ledger.dataset_size} artworks, this run asks for {budget} over {n}; a ledger's budget never "
                 "changes"
             )
-        if dp_plan is None or not (unplanned or snapshot.plan == plan_summary(dp_plan)):  # as admit() compares
-            self.refusal = CHANGED_PLAN  # plans in one process; the artist keeps the plan it accepted
+        assert self.announced is not None  # open() restores DP artists only
+        if dp_plan is None or not (unplanned or snapshot.plan == plan_summary(dp_plan, self.announced)):  # as admit()
+            self.refusal = CHANGED_PLAN  # compares announcements in one process; the artist keeps its accepted plan
             dp_plan = stored_plan(snapshot.plan)
         restore_client(client, snapshot)
         self.results, self.uploaded = list(snapshot.results), set(snapshot.uploaded)
@@ -630,7 +640,11 @@ class ArtistPrivacy:
             return
         snapshot = client_snapshot(self.keys.artist_id, self.client)
         snapshot.ledger = self.ledger.to_dict()
-        snapshot.plan = {"planning_size": self.planning_size} if self.client.dp is None else plan_summary(self.plan)
+        if self.client.dp is None:
+            snapshot.plan = {"planning_size": self.planning_size}
+        else:
+            assert self.announced is not None  # a DP artist's plan comes from an announcement
+            snapshot.plan = plan_summary(self.plan, self.announced)
         snapshot.uploaded, snapshot.results = sorted(self.uploaded), self.results
         self.store.save(snapshot)
 
