@@ -7,7 +7,7 @@ mutual TLS, real key files, real TenSEAL).
    ciphertext is now checked before the lock (``checked_payload``), on the gRPC and Flower servers.
 2. ``DownloadBroadcast`` builds the round's broadcast under the lock (about 5 ms for a 3 MiB model);
    one artist re-requesting it without end held that lock about 30 % of the time.  An artist now
-   gets at most ``MAX_BROADCAST_DOWNLOADS`` downloads of a round's broadcast.
+   gets at most ``MAX_BROADCAST_DOWNLOADS`` downloads per plan step (round, phase, attempt).
 """
 
 from __future__ import annotations

@@ -90,10 +90,11 @@ POLL_SLICE_SECONDS = 1.0  # a parked long poll notices within this time that its
 TICK_SECONDS = 0.1
 INDEX_RETRY_SECONDS = 10.0  # seconds between attempts to write the style index after a failure
 PUMP_AHEAD_CHUNKS = 2  # an upload's chunks received but not yet checked: the one in hand + one queued
-MAX_BROADCAST_DOWNLOADS = 16
-"""Downloads of one round's broadcast per artist: an honest artist takes one per training phase and
-one per restart.  Each costs about 5 ms of the server's lock (a 3 MiB model); one artist
-re-requesting it without end held that lock about 30 % of the time (review, 2026-12-01)."""
+MAX_BROADCAST_DOWNLOADS = 8
+"""Downloads of the broadcast per artist and plan step (round, phase, attempt): an honest artist
+takes one per step, and one more per restart or dropped connection.  Each costs about 5 ms of the
+server's lock (a 3 MiB model); one artist re-requesting it without end held that lock about 30 % of
+the time (review, 2026-12-01)."""
 QUERY_SLOTS = 2
 """Query images decoded and embedded at once (the others wait up to :data:`QUERY_WAIT_SECONDS`).  A
 186-byte animated WebP declaring a 4096 x 4096 canvas passes every image check and costs 0.34 s of a
@@ -157,7 +158,7 @@ class FederationServicer(pb_grpc.FederationServicer):
     _index_error: str = ""  # why the last attempt to publish the style index failed ("" if none)
     _index_retry_at: float = 0.0  # time.monotonic() of the next attempt after a failure
     _query_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(QUERY_SLOTS))
-    _downloads: dict[str, tuple[int, int]] = field(default_factory=dict)  # artist -> (round id, broadcast downloads)
+    _downloads: dict[str, tuple[tuple[int, str, int], int]] = field(default_factory=dict)  # artist -> (step, downloads)
 
     @property
     def _public_set(self) -> pb.PublicSetReference:
@@ -432,8 +433,8 @@ class FederationServicer(pb_grpc.FederationServicer):
     @_rpc
     def DownloadBroadcast(self, request: pb.BroadcastRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
         """The current round's broadcast, at most :data:`MAX_BROADCAST_DOWNLOADS` times per artist and
-        round: building it copies the model under the server's lock (milliseconds for a 3 MiB model),
-        so an artist re-requesting it without end would hold that lock for the others' calls."""
+        plan step: building it copies the model under the server's lock (milliseconds for a 3 MiB
+        model), so an artist re-requesting it without end would hold that lock for the others' calls."""
         artist = self._artist(context, "DownloadBroadcast")
         with self._cond:
             plan = self.coordinator.plan()
@@ -442,21 +443,23 @@ class FederationServicer(pb_grpc.FederationServicer):
                     f"broadcast of round {request.round_id} is not available (round {plan.round_id}, phase "
                     f"{plan.phase.value})"
                 )
-            self._count_download(artist, plan.round_id)
+            self._count_download(artist)
             body = self._broadcast_body(plan.round_id)  # its tensors are copies: serialised outside the lock
         return chunk_payload(body.SerializeToString(), round_id=plan.round_id, kind=pb.PAYLOAD_KIND_BROADCAST)
 
-    def _count_download(self, artist: str, round_id: int) -> None:
-        """Count ``artist``'s download of round ``round_id``'s broadcast (call with ``_cond`` held);
+    def _count_download(self, artist: str) -> None:
+        """Count ``artist``'s download of the current plan step's broadcast (call with ``_cond`` held);
         refuse (``TooManyCalls``) one past :data:`MAX_BROADCAST_DOWNLOADS`."""
-        counted_round, count = self._downloads.get(artist, (round_id, 0))
-        count = count + 1 if counted_round == round_id else 1
+        step = self._plan_key()
+        counted_step, count = self._downloads.get(artist, (step, 0))
+        count = count + 1 if counted_step == step else 1
         if count > MAX_BROADCAST_DOWNLOADS:
+            round_id, phase, attempt = step
             raise TooManyCalls(
-                f"{artist} downloaded round {round_id}'s broadcast {MAX_BROADCAST_DOWNLOADS} times already "
-                "(MAX_BROADCAST_DOWNLOADS per round); keep the one downloaded"
+                f"{artist} downloaded the broadcast of round {round_id} phase {phase!r} attempt {attempt} "
+                f"{MAX_BROADCAST_DOWNLOADS} times already (MAX_BROADCAST_DOWNLOADS); keep the one downloaded"
             )
-        self._downloads[artist] = (round_id, count)
+        self._downloads[artist] = (step, count)
 
     def _broadcast_body(self, round_id: int) -> pb.BroadcastBody:
         s, std = self.coordinator.state, self.coordinator.standardisation
