@@ -95,10 +95,12 @@ def checked_trained_params(broadcast: Broadcast, model: ModelShape) -> np.ndarra
     return trained
 
 
-def check_broadcast_tables(broadcast: Broadcast, n_artists: int, embedding_dim: int) -> None:
+def check_broadcast_tables(broadcast: Broadcast, n_artists: int, embedding_dim: int, public_count: int) -> None:
     """Raise :class:`ModelError` unless the broadcast's prototype table ``(A, D)``, its ``known``
-    flags ``(A,)`` and the consensus ``(M, D)`` (if any) have the run's shapes and unit-bounded,
-    finite entries, as the server's :func:`~.strategy.normalise_rows` leaves them."""
+    flags ``(A,)`` and the consensus ``(M, D)`` (if any; one row per public image) have the run's
+    shapes and unit-bounded, finite entries, as the server's :func:`~.strategy.normalise_rows`
+    leaves them.  Every plan checks them before it acts: a table only training reads (a short
+    consensus) would otherwise fail in DP-SGD alone and tell a DP-SGD plan apart (review, 2026-12-01)."""
     where = f"broadcast of round {broadcast.round}"
     if broadcast.prototypes.shape != (n_artists, embedding_dim) or broadcast.known.shape != (n_artists,):
         raise ModelError(
@@ -108,8 +110,10 @@ def check_broadcast_tables(broadcast: Broadcast, n_artists: int, embedding_dim: 
     unit = (-1.0 - UNIT_SLACK, 1.0 + UNIT_SLACK)
     _require_within(broadcast.prototypes, unit, f"{where}: prototypes")
     if broadcast.consensus is not None:
-        if broadcast.consensus.ndim != 2 or broadcast.consensus.shape[1] != embedding_dim:
-            raise ModelError(f"{where}: consensus has shape {broadcast.consensus.shape}, expected (M, {embedding_dim})")
+        if broadcast.consensus.shape != (public_count, embedding_dim):
+            raise ModelError(
+                f"{where}: consensus has shape {broadcast.consensus.shape}, expected ({public_count}, {embedding_dim})"
+            )
         _require_within(broadcast.consensus, unit, f"{where}: consensus")
 
 
@@ -231,7 +235,7 @@ class StyleClient:
         """Check the broadcast (:func:`checked_trained_params`, :func:`check_broadcast_tables`) and
         load the entries of its model this run trains; every other entry stays this client's own
         (under DP: the public warm start, which no round changes)."""
-        check_broadcast_tables(broadcast, self.n_artists, self.model.out_dim)
+        check_broadcast_tables(broadcast, self.n_artists, self.model.out_dim, len(self.public_inputs))
         if not (self.spec.averages_parameters and broadcast.params is not None):
             return
         model = self.shape().model
@@ -312,6 +316,24 @@ class StyleClient:
             anchor=[p.detach().clone() for p in trainable_parameters(self.model)] if self.spec.proximal else None,
         )
 
+    def _train(self, ctx: RoundContext, round_id: int) -> LocalResult:
+        """:func:`train_local`.  Under DP, a fit that raises leaves the model as the round started
+        (logged), as a diverged one contributes the round's start, and the round is still charged: an
+        error that only DP-SGD can meet (the server chooses the broadcast and the plan's parameters)
+        would otherwise tell a DP-SGD plan from one without before the planning size's count is
+        reported (review, 2026-12-01: an infinite noise std, a short consensus)."""
+        before = get_flat_params(self.model) if self.dp is not None else None
+        try:
+            return train_local(
+                self.model, self.data, ctx, self.spec.objective, self.config, self.rng, self.dp, self.noise
+            )
+        except Exception:
+            if before is None:
+                raise
+            log.exception("%s: DP-SGD of round %d failed; contributing the round's start", self.client_id, round_id)
+            set_flat_params(self.model, before)
+            return LocalResult()
+
     def fit(self, broadcast: Broadcast, round_id: int | None = None, *, charged: bool = False) -> dict[str, np.ndarray]:
         """Train locally from the broadcast; return the named arrays this client adds to the secure sum.
         ``charged``: the round's DP-SGD is in the ledger already (a networked artist charges it with
@@ -329,9 +351,7 @@ class StyleClient:
         shape = self.shape().model
         start = shape.select(get_flat_params(self.model)) if shape is not None else None
         if self.dp is None or self.dp.trains:
-            self.last_result = train_local(
-                self.model, self.data, ctx, self.spec.objective, self.config, self.rng, self.dp, self.noise
-            )
+            self.last_result = self._train(ctx, round_id)
         else:  # the plan's portfolio-size rule: no DP-SGD, the model stays the broadcast one
             self.last_result = LocalResult()
         if self.ledger is not None and self.dp is not None and not charged:

@@ -123,7 +123,10 @@ def evaluate_epsilon(accountant: str, groups: tuple[SampledGaussian, ...], delta
         # Opacus's RDP analysis (also used by PRV to size its domain) warns "Optimal order is
         # the smallest/largest alpha": the bound is still valid, only possibly looser.
         warnings.filterwarnings("ignore", message="Optimal order is the")
-        return _EPSILON_FUNCTIONS[accountant](groups, delta)
+        try:
+            return _EPSILON_FUNCTIONS[accountant](groups, delta)
+        except (ArithmeticError, MemoryError, ValueError) as exc:  # fail closed, as one error a plan can handle
+            raise PrivacyError(f"the {accountant} accountant cannot evaluate this history: {exc!r}") from exc
 
 
 _evaluator: EpsilonEvaluator = evaluate_epsilon

@@ -34,10 +34,16 @@ from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE
 from fedstyle_secure.privacy.accounting import compute_epsilon, require_budget_accountant
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
-from fedstyle_secure.privacy.calibration import calibrate_noise_multiplier, default_delta, validate_delta
+from fedstyle_secure.privacy.calibration import (
+    MAX_NOISE_MULTIPLIER,
+    calibrate_noise_multiplier,
+    default_delta,
+    validate_delta,
+)
 from fedstyle_secure.privacy.mechanisms import (
     MAX_DP_SGD_STEPS,
     MAX_RUN_ROUNDS,
+    MIN_NOISE_MULTIPLIER,
     DpSgdSteps,
     GaussianRelease,
     Mechanism,
@@ -67,6 +73,11 @@ noise.  Measured at epsilon 8, seed 0, 10 rounds: painters-dev (14 artworks per 
 epsilon) 0.290 against 0.354 for the release alone.  Portfolios above 48 were not measured.  The
 rule reads only the planning size (:func:`noisy_portfolio_size`, a DP count charged to the ledger),
 like every other parameter of the plan, so the accounting stays exact on both sides of it."""
+MAX_CLIP_NORM = 1e6
+"""Largest DP-SGD clipping norm (per-artwork gradient L2 norm) a plan takes: the noise std is the
+multiplier (at most :data:`~fedstyle_secure.privacy.calibration.MAX_NOISE_MULTIPLIER`) times it, which
+must stay finite (an announced 1.7e308 made it infinite and failed DP-SGD training alone; review,
+2026-12-01).  Honest norms are 0.1-10."""
 MAX_PROTOTYPE_REFRESHES = 32
 """Training-time prototype releases one run may plan (none by default; ``check_release_rounds``)."""
 PROTOTYPE_RELEASE = "style-prototype-sums"
@@ -134,8 +145,8 @@ class DpConfig:
     def validate(self) -> None:
         if not (self.epsilon > 0 and math.isfinite(self.epsilon)):
             raise PrivacyError(f"--epsilon must be a positive finite number, got {self.epsilon}")
-        if self.clip_norm <= 0:
-            raise PrivacyError(f"--clip-norm must be positive, got {self.clip_norm}")
+        if not 0 < self.clip_norm <= MAX_CLIP_NORM:
+            raise PrivacyError(f"--clip-norm must be in (0, {MAX_CLIP_NORM:g}], got {self.clip_norm}")
         require_budget_accountant(self.accountant)
         if not 0.0 < self.release_fraction < 1.0:
             raise PrivacyError(f"release fraction must be in (0, 1), got {self.release_fraction}")
@@ -145,8 +156,14 @@ class DpConfig:
             raise PrivacyError(
                 f"prototype refreshes must be in 0..{MAX_PROTOTYPE_REFRESHES}, got {self.prototype_refreshes}"
             )
-        if self.noise_multiplier is not None and self.noise_multiplier <= 0:
-            raise PrivacyError(f"--noise-multiplier must be positive, got {self.noise_multiplier}")
+        if (
+            self.noise_multiplier is not None
+            and not MIN_NOISE_MULTIPLIER <= self.noise_multiplier <= MAX_NOISE_MULTIPLIER
+        ):
+            raise PrivacyError(
+                f"--noise-multiplier must be in [{MIN_NOISE_MULTIPLIER:g}, {MAX_NOISE_MULTIPLIER:g}], got "
+                f"{self.noise_multiplier}"
+            )
         if self.min_training_artworks < 1:
             raise PrivacyError(f"min training artworks must be >= 1, got {self.min_training_artworks}")
         if self.private_layers not in PRIVATE_LAYERS:
