@@ -13,6 +13,8 @@ review of 2026-11-30, second night; each test fails on the code before its defen
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 import numpy as np
 import pytest
@@ -22,6 +24,7 @@ from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.secure.binary import pack_u8, pack_u32
 from fedstyle_secure.secure.ckks.primitives import FORMAT_VERSION, VECTOR_MAGIC, CkksContext, EncryptedVector, encrypt
 from fedstyle_secure.secure.keys.keystore import load_artist_keys
+from tests.fakes import Clock
 from tests.test_server_resource_bounds import _proto_fields, _varint
 from tests.test_transport_ckks import VALUES, Federation, _moments
 
@@ -92,22 +95,29 @@ def test_a_nan_phase_deadline_does_not_lift_a_committee_members_wait_cap(keys, t
 
         monkeypatch.setattr(FederationServicer, "_plan_message", nan_deadline)
         started = f.clock.now
+        # each member keeps its own FAKE clock, advanced by its own sleeps only: on one shared clock the
+        # other member's sleeps during a slow poll (a loaded machine) counted as this member's wait
+        own = {member: Clock(started) for member in (x, y)}
         longest = {x: 0.0, y: 0.0}
-        first_poll: dict[str, float] = {}  # each member's wait starts at its own first poll (the clock is shared)
+        first_poll: dict[str, float] = {}  # each member's wait starts at its own first poll
 
         def only_own(artist: str, round_id: int):  # the other member's commitment is withheld ...
-            longest[artist] = f.clock.now - first_poll.setdefault(artist, f.clock.now)
-            if f.clock.now - started > 5 * MAX_COMMIT_WAIT_SECONDS:  # ... until the test lets them go
+            now = own[artist].now
+            longest[artist] = now - first_poll.setdefault(artist, now)
+            if now - started > 5 * MAX_COMMIT_WAIT_SECONDS:  # ... until the test lets them go
                 return f.coordinator.attempt, dict(f.commitments)
             return f.coordinator.attempt, ({artist: f.commitments[artist]} if artist in f.commitments else {})
 
         monkeypatch.setattr(f.coordinator, "decryption_commits", only_own)
 
-        def fake_sleep(seconds: float) -> None:
-            f.clock.now += seconds
+        def sleeper(clock: Clock) -> Callable[[float], None]:
+            def fake_sleep(seconds: float) -> None:
+                clock.now += seconds
+
+            return fake_sleep
 
         for member in (x, y):
-            f.ckks(member).sleep = fake_sleep
+            f.ckks(member).clock, f.ckks(member).sleep = own[member], sleeper(own[member])
         try:
             f.act((x, y))
             escaped = None
