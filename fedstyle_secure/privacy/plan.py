@@ -392,7 +392,7 @@ def _release_only_plan(
     except PrivacyError as exc:
         if not (training_releases and count):
             raise
-        final_sigma, sigma, releases = _release_sigmas(config, delta, rounds, training_releases)
+        final_sigma, sigma, releases = _dp_sgd_release_sigmas(config, delta, rounds, training_releases)
         spent = compute_epsilon([*count, *releases], delta, config.accountant)
         if spent > config.epsilon:
             raise PrivacyError(f"{exc}; the DP-SGD plan's release split spends {spent:.4g} with the count") from exc
@@ -438,7 +438,7 @@ def _whole_budget_release_sigmas(
     return final_sigma, sigma
 
 
-def _release_sigmas(
+def _dp_sgd_release_sigmas(
     config: DpConfig, delta: float, rounds: int, training_releases: int
 ) -> tuple[float, float | None, list[Mechanism]]:
     """A DP-SGD plan's releases: ``release_fraction`` of epsilon, ``final_release_share`` of that for the
@@ -481,7 +481,7 @@ def _dp_sgd_plan(
             f"DP-SGD steps, more than an auditable history holds ({MAX_DP_SGD_STEPS}): use larger batches, fewer "
             "epochs or fewer rounds"
         )
-    final_sigma, release_sigma, releases = _release_sigmas(config, delta, rounds, training_releases)
+    final_sigma, release_sigma, releases = _dp_sgd_release_sigmas(config, delta, rounds, training_releases)
     history: list[Mechanism] = [*count, *releases]
     noise = config.noise_multiplier
     if noise is None:
