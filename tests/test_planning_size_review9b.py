@@ -287,3 +287,21 @@ def test_an_honest_run_with_plans_without_dp_sgd_takes_every_artist_in_every_rou
     assert all(size == COMMITTEE_SIZE for size in committees), committees
     assert {r for r, _ in answered} == {1, 2, 3, 4}, sorted(answered)
     assert main(["audit", str(configs.server.parent / "reports"), "--keys", str(work / "keys")]) == 0
+
+
+@pytest.mark.usefixtures("outside_runtime")
+def test_a_contribute_after_the_final_publication_is_answered_alike_on_both_sides_of_the_rule(tmp_path, data):
+    """First message: the final publication (both plans release and report); second: a ``contribute``
+    at the final round.  A DP-SGD plan sits it out (no DP-SGD in the final round); a plan without
+    DP-SGD took its "released in this round" shortcut, meant for the rounds where a DP-SGD plan charges
+    its DP-SGD ahead of the release, and raised (a helper's note, 2026-12-01; after the final report,
+    so the charges were reported, but one side raised).  The shortcut now holds before the final round
+    only, and both sit it out."""
+    outcomes = {}
+    for min_training in (1, 1000):  # every planning size is above the rule / below it
+        run = _run(tmp_path, data, "none", min_training)
+        first = _outcome(run, _contribute_at(run, None, pb.ROUND_KIND_FINAL, "publish"))
+        second = _outcome(run, _contribute_at(run, None, pb.ROUND_KIND_FINAL, "contribute"))
+        outcomes[min_training] = (first, second)
+    assert outcomes[1] == outcomes[1000], f"the answer depends on the side of the rule: {outcomes}"
+    assert outcomes[1][1] == "silent", outcomes

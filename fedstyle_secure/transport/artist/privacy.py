@@ -499,7 +499,8 @@ class ArtistPrivacy:
             # tells that the planning size fell below the rule.  So it sits out what a DP-SGD plan would sit out
             # (the same schedule checks), and the size's count is reported where a DP-SGD plan reports its
             # round, just before the contribution leaves (contribution())
-            return self._released_in(plan.round_id) or not self._sits_out(plan, r)  # released: DP-SGD charged ahead
+            ahead = self._released_in(plan.round_id) and r < self.plan.final_round  # where DP-SGD is charged ahead
+            return ahead or not self._sits_out(plan, r)
         if self._charged(r, _charge(plan.phase)):
             log.error(
                 "round %d %s: already charged but its result is lost; sitting it out rather than charging it twice",
