@@ -359,16 +359,19 @@ def plan_dp(
         return _release_only_plan(config, delta, rounds, training_releases, release_rounds, count, planning_size)
 
 
-def _check_fits(plan: DpPlan, epsilon: float) -> None:
-    """Raise PrivacyError if everything ``plan`` charges over its run spends more than ``epsilon``
-    (a plan with a given DP-SGD noise multiplier: nothing calibrated it; red-team review, 2026-12-01:
-    an announced multiplier made a DP-SGD plan that would spend 5.4 of 0.5 and was accepted, while a
-    plan without DP-SGD refused the same announcement)."""
+def _check_fits(plan: DpPlan, epsilon: float) -> float:
+    """The epsilon everything ``plan`` charges over its run spends; PrivacyError if more than
+    ``epsilon``.  For the plans nothing calibrated to the target: a given DP-SGD noise multiplier
+    (red-team review, 2026-12-01: an announced one made a DP-SGD plan that would spend 5.4 of 0.5 and
+    was accepted, while a plan without DP-SGD refused the same announcement), and the releases of a
+    DP-SGD plan's split taken without DP-SGD (:func:`_release_only_plan`)."""
     spent = compute_epsilon(plan.run_mechanisms(), plan.delta, plan.accountant)
     if spent > epsilon:
         raise PrivacyError(
-            f"noise multiplier {plan.noise_multiplier:g}: the plan spends epsilon {spent:.4g} of {epsilon:g}"
+            f"noise multiplier {plan.noise_multiplier:g}, release sigmas {plan.release_sigma} and "
+            f"{plan.final_release_sigma:g}: the plan spends epsilon {spent:.4g} of {epsilon:g}"
         )
+    return spent
 
 
 def _release_only_plan(
@@ -387,32 +390,36 @@ def _release_only_plan(
     instead, if they fit with the count: so every announcement a DP-SGD plan can make, a plan without
     DP-SGD can make too, and no refusal depends on the side of the portfolio-size rule (red-team
     review, 2026-12-01: epsilon 0.55-0.65 with one refresh fitted DP-SGD only)."""
+
+    def without_dp_sgd(release_sigma: float | None, final_sigma: float) -> DpPlan:
+        return DpPlan(
+            delta,
+            config.accountant,
+            0.0,
+            0,
+            0.0,
+            config.clip_norm,
+            release_sigma,
+            final_sigma,
+            rounds,
+            frozenset(release_rounds),
+            config.private_layers,
+            planning_size,
+        )
+
     try:
         final_sigma, sigma = _whole_budget_release_sigmas(config, delta, rounds, training_releases, count)
+        return without_dp_sgd(sigma, final_sigma)
     except PrivacyError as exc:
         if not (training_releases and count):
             raise
-        final_sigma, sigma, releases = _dp_sgd_release_sigmas(config, delta, rounds, training_releases)
-        spent = compute_epsilon([*count, *releases], delta, config.accountant)
-        if spent > config.epsilon:
-            raise PrivacyError(f"{exc}; the DP-SGD plan's release split spends {spent:.4g} with the count") from exc
+        final_sigma, sigma, _ = _dp_sgd_release_sigmas(config, delta, rounds, training_releases)
+        plan = without_dp_sgd(sigma, final_sigma)
+        spent = _check_fits(plan, config.epsilon)  # with the count: nothing calibrated this split to it
         log.warning(
             "%s; the releases take the DP-SGD plan's split instead (epsilon %.4g of %g)", exc, spent, config.epsilon
         )
-    return DpPlan(
-        delta,
-        config.accountant,
-        0.0,
-        0,
-        0.0,
-        config.clip_norm,
-        sigma,
-        final_sigma,
-        rounds,
-        frozenset(release_rounds),
-        config.private_layers,
-        planning_size,
-    )
+        return plan
 
 
 def _whole_budget_release_sigmas(
