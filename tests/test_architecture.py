@@ -12,6 +12,7 @@ PACKAGE = Path(fedstyle_secure.__file__).parent
 #: Lowest first: a module may import its own package and any package listed before it.
 LAYERS: tuple[str, ...] = (
     "errors",
+    "files",
     "validation",
     "memory",
     "randomness",

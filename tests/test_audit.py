@@ -668,6 +668,13 @@ def test_unsigned_or_forged_reports_are_flagged_without_recomputing_them(
     assert rows[str(report_path(team, "bob", 2))]["recomputed_pld"] is not None
 
 
+def _signed_report_nested_deeper_than_any_report(team: Path) -> str:
+    """Parsed by Python, but deeper than any report nests; just under the parser's own limit a
+    document could overflow the recursion limit later, when its signature is checked."""
+    report = report_path(team, "alice", 0).read_text().rstrip()[:-1]
+    return report + ', "x": ' + "[" * 40 + "]" * 40 + "}"
+
+
 def _round_beyond_any_range(team: Path) -> str:
     report = json.loads(report_path(team, "alice", 0).read_text())
     report.pop("signature")
@@ -687,6 +694,7 @@ def _sigma_beyond_any_float(team: Path) -> str:
     [
         (lambda team: "[" * 100_000 + "]" * 100_000, "is not valid UTF-8 JSON: maximum recursion depth exceeded"),
         (lambda team: '{"round": ' + "9" * 5000 + "}", "is not valid UTF-8 JSON: Exceeds the limit (4300 digits)"),
+        (_signed_report_nested_deeper_than_any_report, "is not valid UTF-8 JSON: nested more than 32 levels"),
         (lambda team: json.dumps("x" * MAX_JSON_BYTES), f"is larger than {MAX_JSON_BYTES} bytes"),
         (_sigma_beyond_any_float, "sigma / sensitivity = inf is not a finite number of at least 0.2"),
         (_round_beyond_any_range, "report is unsigned"),  # compared with alice's rounds 0..3: no set of the range

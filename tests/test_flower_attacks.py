@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,14 +19,16 @@ pytest.importorskip("flwr", reason="the Flower app needs the optional extra: pip
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.masking_session import TAG_BITS
 from fedstyle_secure.federation.rejections import Malformed
 from fedstyle_secure.flower.apps import ArtistRefused, client_app
 from fedstyle_secure.flower.records import CLAIM, PHASE_ACTIONS, RECORD, REPORTS, ArtistReply, ServerMessage
-from fedstyle_secure.flower.server import FlowerFederation, apply_reply, bind_nodes
+from fedstyle_secure.flower.server import FlowerFederation, apply_reply, bind_nodes, run_federation
 from fedstyle_secure.secure.ckks import decryption as ckks_decryption
 from fedstyle_secure.secure.ckks.decryption import Attempt, decryption_committee
-from fedstyle_secure.secure.keys.keystore import load_server_keys
+from fedstyle_secure.secure.keys import pki
+from fedstyle_secure.secure.keys.keystore import load_server_keys, revoke
 from fedstyle_secure.transport.config import load_server_config
 from fedstyle_secure.transport.server import servicer as servicer_module
 from fedstyle_secure.transport.server.servicer import new_servicer
@@ -362,3 +365,26 @@ def test_a_flower_reply_s_ckks_ciphertext_is_checked_before_the_server_lock(tmp_
     refusals = apply_reply(servicer, ARTISTS[0], ArtistReply(ARTISTS[0], upload=(header, b"crafted")))
     assert LockProbingVector.free == [True], "the ciphertext was checked while the server's lock was held"
     assert len(refusals) == 1 and "contribution of" in refusals[0] and "refused" in refusals[0], refusals
+
+
+class UnreachableGrid(InProcessGrid):
+    """FAKE grid that fails the test if the federation reaches it at all."""
+
+    def __init__(self) -> None:  # no ClientApp: no message may be sent
+        self.exchanged = []
+
+    def get_node_ids(self):
+        raise AssertionError("the Flower federation reached the grid")
+
+
+def test_a_revocation_list_under_flower_is_refused_not_ignored(tmp_path, data):
+    """`fedstyle keys revoke --artist` plus ``crl`` in ``[server]`` revokes a TLS certificate, which only
+    `fedstyle server`'s calls check; a Flower node proves the artist's identity key instead, so the
+    revoked artist took part unhindered. A configured CRL is now refused before any node is reached."""
+    configs = machines(tmp_path / "run", data, "none", math.inf, quorum=2)
+    config = load_server_config(configs.server)
+    crl = tmp_path / "crl.pem"
+    revoke(tmp_path / "run" / "keys", pki.Role.ARTIST, ARTISTS[2], crl)  # the administrator's full key set
+    config = replace(config, crl=crl)
+    with pytest.raises(ConfigError, match=r"server\.crl .*Flower node proves an artist's Ed25519 identity key"):
+        run_federation(UnreachableGrid(), config, load_server_keys(config.keys))

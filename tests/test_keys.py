@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import ipaddress
 import json
+import os
 import shutil
 import stat
 from pathlib import Path
@@ -57,7 +58,7 @@ def test_fedstyle_keys_init_writes_layout_with_private_secrets(tmp_path: Path) -
 
     expected = {
         "manifest.json",
-        "README.md",
+        "KEYSET.md",
         "ca.crt",
         "ca.key",
         "server.crt",
@@ -71,7 +72,7 @@ def test_fedstyle_keys_init_writes_layout_with_private_secrets(tmp_path: Path) -
     for relative in expected:
         mode = stat.S_IMODE((out / relative).stat().st_mode)
         assert mode == (0o600 if keystore.is_secret_path(relative) else 0o644), relative
-    assert "ckks-secret.ctx" in (out / "README.md").read_text()
+    assert "ckks-secret.ctx" in (out / "KEYSET.md").read_text()
     assert main(["keys", "init", "--out", str(out), "--count", "2"]) == 2  # never overwrites a key set
 
 
@@ -195,6 +196,56 @@ def test_group_readable_secret_is_refused(scratch: Path) -> None:
     (scratch / "server.key").chmod(0o644)
     with pytest.raises(ConfigError, match=r"server.key: secret file is accessible by group/others"):
         keystore.load_server_keys(scratch)
+
+
+def test_init_into_a_folder_with_planted_links_and_open_files_gives_them_no_secret(tmp_path: Path) -> None:
+    """Another local user may have prepared the output folder: a link named like a key file, or a key
+    file it holds open. Each file is now a new inode renamed into place: the link's target and the
+    open descriptor see no key (before, the key was written through the link and into the open file)."""
+    out, victim = tmp_path / "keys", tmp_path / "victim.conf"
+    out.mkdir()
+    victim.write_text("important = 1\n")
+    (out / "server.key").symlink_to(victim)
+    (out / "ca.key").write_bytes(b"")
+    with open(out / "ca.key", "rb") as held_open:
+        assert main(["keys", "init", "--out", str(out), "--count", "1"]) == 0
+        assert held_open.read() == b"", "the CA key was written into a file another process held open"
+    assert victim.read_text() == "important = 1\n", "a key was written through a planted link"
+    assert not (out / "server.key").is_symlink() and b"PRIVATE KEY" in (out / "server.key").read_bytes()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    keystore.load_server_keys(out)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="playing a second local user needs root")
+def test_init_into_a_folder_another_user_owns_is_refused(tmp_path: Path) -> None:
+    """Its owner could read or replace every file written there (the CA key among them)."""
+    out = tmp_path / "theirs"
+    out.mkdir(mode=0o777)
+    os.chown(out, 65534, 65534)  # nobody
+    assert main(["keys", "init", "--out", str(out), "--count", "1"]) == 2
+    assert list(out.iterdir()) == []
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(ConfigError, match="is not a directory owned by this user"):
+        keystore.write_key_files(link, keystore.generate_key_files(["alice"]))
+
+
+def test_a_buyer_s_key_files_are_checked_before_any_connection(scratch: Path, tmp_path: Path) -> None:
+    """The buyer's bundle was read raw; now it is checked like the artists' and the server's."""
+    ca, certificate, key = keystore.load_buyer_tls_pem(scratch, "dana")
+    assert b"BEGIN CERTIFICATE" in ca and b"BEGIN CERTIFICATE" in certificate and b"PRIVATE KEY" in key
+    (scratch / "buyers/dana/client.key").chmod(0o644)
+    with pytest.raises(ConfigError, match=r"buyers/dana/client.key: secret file is accessible by group/others"):
+        keystore.load_buyer_tls_pem(scratch, "dana")
+    (scratch / "buyers/dana/client.key").chmod(0o600)
+    other = tmp_path / "other"
+    keystore.write_key_files(other, keystore.generate_key_files(ARTISTS, buyers=["dana"]))
+    _replace(scratch, "ca.crt", (other / "ca.crt").read_bytes())  # a swapped trust anchor
+    with pytest.raises(SecureAggregationError, match="ca.crt"):
+        keystore.load_buyer_tls_pem(scratch, "dana")
+    with pytest.raises(ConfigError, match="buyer 'zoe' is not in"):
+        keystore.load_buyer_tls_pem(scratch, "zoe")
 
 
 def test_missing_file_and_unknown_artist_are_config_errors(scratch: Path, tmp_path: Path) -> None:

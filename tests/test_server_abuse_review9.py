@@ -36,8 +36,8 @@ from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.federation.packing import Layout, pack
 from fedstyle_secure.federation.sum_checks import CLIENT_WEIGHT
 from fedstyle_secure.secure.ckks.decryption import Attempt, SignedContribution, set_digest, sign_commit
+from fedstyle_secure.secure.keys.keystore import load_buyer_tls_pem
 from fedstyle_secure.transport.artist.channel import query
-from fedstyle_secure.transport.auth import buyer_tls_pem
 from fedstyle_secure.transport.server import servicer as server_module
 from fedstyle_secure.transport.wire import pb, vector_payload
 from tests.fakes import Clock
@@ -231,7 +231,7 @@ def test_query_images_are_decoded_and_embedded_a_few_at_a_time(serve, keys, monk
 
     def buyer_query() -> None:
         try:
-            query(address(running), buyer_tls_pem(keys, BUYER), b"x", timeout=30)
+            query(address(running), load_buyer_tls_pem(keys, BUYER), b"x", timeout=30)
         except grpc.RpcError as exc:
             codes.append(exc.code())
 

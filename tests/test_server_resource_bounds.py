@@ -317,14 +317,14 @@ def test_a_query_jpeg_of_thousands_of_scans_is_refused_before_it_is_decoded(serv
     from PIL import Image
 
     from fedstyle_secure.data.images import MAX_JPEG_SCANS
+    from fedstyle_secure.secure.keys.keystore import load_buyer_tls_pem
     from fedstyle_secure.transport.artist.channel import query
-    from fedstyle_secure.transport.auth import buyer_tls_pem
     from fedstyle_secure.transport.server.servicer import MAX_QUERY_PIXELS
     from tests.servers import address
     from tests.test_transport_exposure import _scratch_index
 
     running = serve(keys, Schedule(rounds=1, quorum=2, phase_seconds=600), index=_scratch_index(tmp_path / "index"))
-    tls = buyer_tls_pem(keys, "buyer_x")
+    tls = load_buyer_tls_pem(keys, "buyer_x")
     ordinary = io.BytesIO()
     Image.new("L", (512, 512), 128).save(ordinary, format="JPEG", progressive=True)
     assert len(query(address(running), tls, ordinary.getvalue(), top_k=3)) == 3
@@ -364,13 +364,13 @@ def test_a_query_jpeg_wrapped_as_mpo_still_gets_its_thousands_of_scans_refused(s
     is decoded.  Observed: the same 3,000-scan bomb with a 100-byte MPF header is decoded by the
     server (several seconds of a core per ~130 kB query)."""
     from fedstyle_secure.data.images import MAX_JPEG_SCANS
+    from fedstyle_secure.secure.keys.keystore import load_buyer_tls_pem
     from fedstyle_secure.transport.artist.channel import query
-    from fedstyle_secure.transport.auth import buyer_tls_pem
     from tests.servers import address
     from tests.test_transport_exposure import _scratch_index
 
     running = serve(keys, Schedule(rounds=1, quorum=2, phase_seconds=600), index=_scratch_index(tmp_path / "index"))
-    tls = buyer_tls_pem(keys, "buyer_x")
+    tls = load_buyer_tls_pem(keys, "buyer_x")
     plain = progressive_scan_bomb(4096, 3000)
     with pytest.raises(grpc.RpcError) as refused:
         query(address(running), tls, plain, top_k=3, timeout=60)
@@ -415,13 +415,13 @@ def test_a_query_jpeg_header_padded_to_the_message_limit_is_refused_before_pillo
     Pillow's header parser walks each byte or segment in Python, 1.0-1.8 s of a core per query before
     the scan check ran (red-team reviews, 2026-11-30 and 2026-12-01).  Now refused from a walk of the
     segment lengths, naming the rule; the server keeps answering ordinary queries."""
+    from fedstyle_secure.secure.keys.keystore import load_buyer_tls_pem
     from fedstyle_secure.transport.artist.channel import query
-    from fedstyle_secure.transport.auth import buyer_tls_pem
     from tests.servers import address
     from tests.test_transport_exposure import _scratch_index
 
     running = serve(keys, Schedule(rounds=1, quorum=2, phase_seconds=600), index=_scratch_index(tmp_path / "index"))
-    tls = buyer_tls_pem(keys, "buyer_x")
+    tls = load_buyer_tls_pem(keys, "buyer_x")
     crafted = _padded_jpeg(padding)
     assert len(crafted) < 4 * 1024 * 1024
     with pytest.raises(grpc.RpcError) as refused:
@@ -464,13 +464,13 @@ def test_a_query_png_of_thousands_of_chunks_is_refused_before_pillow_reads_them(
     their number (red-team review, 2026-12-01).  An empty profile after the image data made Pillow
     raise IndexError: the buyer got UNKNOWN and the server logged a traceback.  Each is now refused
     with INVALID_ARGUMENT naming the rule, and the server keeps answering."""
+    from fedstyle_secure.secure.keys.keystore import load_buyer_tls_pem
     from fedstyle_secure.transport.artist.channel import query
-    from fedstyle_secure.transport.auth import buyer_tls_pem
     from tests.servers import address
     from tests.test_transport_exposure import _scratch_index
 
     running = serve(keys, Schedule(rounds=1, quorum=2, phase_seconds=600), index=_scratch_index(tmp_path / "index"))
-    tls = buyer_tls_pem(keys, "buyer_x")
+    tls = load_buyer_tls_pem(keys, "buyer_x")
     assert len(crafted) < 4 * 1024 * 1024
     with pytest.raises(grpc.RpcError) as refused:
         query(address(running), tls, crafted, top_k=3, timeout=60)

@@ -3,6 +3,7 @@ status with a clear message, and the server keeps serving without losing state."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from functools import partial
@@ -23,9 +24,9 @@ from fedstyle_secure.privacy.reports import build_report, redacted_report, sign_
 from fedstyle_secure.randomness import SECURE_NOISE_SOURCE
 from fedstyle_secure.secure.ckks.decryption import Attempt, layout_bytes, payload_digest, sign_contribution
 from fedstyle_secure.secure.ckks.primitives import encrypt
-from fedstyle_secure.secure.keys.keystore import load_artist_keys
+from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_buyer_tls_pem
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel, query, with_layout
-from fedstyle_secure.transport.auth import buyer_tls_pem, sign_registration
+from fedstyle_secure.transport.auth import sign_registration
 from fedstyle_secure.transport.loopback import write_fresh_keys
 from fedstyle_secure.transport.server.servicer import SERVICE_NAME
 from fedstyle_secure.transport.server.store import Snapshot
@@ -155,7 +156,7 @@ def test_calls_without_a_session_are_unauthenticated(served, keys):
 
 def test_buyer_may_only_query(served, keys):
     running, _ = served
-    tls = buyer_tls_pem(keys, "buyer_x")
+    tls = load_buyer_tls_pem(keys, "buyer_x")
     with open_channel(address(running), tls) as channel:
         request = pb.RegisterRequest(artist_id="buyer_x", protocol=PROTOCOL)
         refused(
@@ -269,6 +270,45 @@ def test_submission_after_the_deadline(served, keys):
     assert running.servicer.coordinator.standardisation is not None
     for channel, _ in sessions.values():
         channel.close()
+
+
+def test_a_resend_after_the_own_answer_closed_the_phase_is_told_it_is_counted(served, keys):
+    """The last answer closes the phase at once; if its ack is lost and the artist resends, it was told
+    the phase 'closed at its deadline ... without' it, though no deadline had passed and its answer
+    was in the sum (red-team review, 2026-12-01). It is now told it already answered."""
+    running, _ = served
+    sessions = {a: connect(running, keys, a) for a in ARTISTS}
+    for _, session in sessions.values():
+        _upload(session)
+    assert running.servicer.coordinator.plan().round_id == 1  # every answer in: the phase closed
+    details = refused(lambda: _upload(sessions["artist_c"][1]), grpc.StatusCode.ALREADY_EXISTS, "already answered")
+    assert "without" not in (details.details() or "")
+    for channel, _ in sessions.values():
+        channel.close()
+
+
+def test_a_refusal_quotes_at_most_a_bounded_part_of_the_callers_input(served, keys, caplog):
+    """A layout field named with 60,000 characters was echoed whole: into the server's log at every
+    refused call and into a status over gRPC's metadata limit, so the caller saw a transport error
+    instead of what was wrong with its upload (red-team review, 2026-12-01)."""
+    running, _ = served
+    channel, session = connect(running, keys, "artist_a")
+    data = np.zeros(1, "<f8").tobytes()
+    header = pb.PayloadHeader(round_id=0, kind=pb.PAYLOAD_KIND_PLAIN_VECTOR, total_bytes=len(data), nonce=new_nonce())
+    header.sha256 = hashlib.sha256(data).digest()
+    header.layout.add(name="n" * 60_000, shape=[1])
+    caplog.set_level("INFO", logger="fedstyle_secure.transport.server.admission")
+    with channel:
+        call = partial(
+            session.stub.UploadContribution,
+            iter([pb.Chunk(header=header, data=data)]),
+            metadata=session.submission_metadata(0, "contribute"),
+            timeout=10,
+        )
+        error = refused(call, grpc.StatusCode.INVALID_ARGUMENT, "layout")
+        assert len(error.details() or "") < 2_200, len(error.details() or "")
+        _still_serving(running, session, accepted=0)
+    assert max(len(r.getMessage()) for r in caplog.records) < 4_000
 
 
 def test_stalled_upload_is_cut_off(served, keys):
@@ -405,8 +445,8 @@ def test_epsilon_reports_for_rounds_that_have_not_happened_are_refused_and_writt
 def test_epsilon_reports_the_audit_could_not_recompute_are_refused_and_written_nowhere(served, keys, tmp_path):
     """A roster artist signs, with its own key, a history that stalls the audit (red-team review
     attack12: 10**18 DP-SGD steps had dp_accounting ask for 2 EiB, and no artist got a verdict), or
-    sends a report nested beyond Python's recursion limit (an UNKNOWN error and a traceback in the
-    server's log before): each is refused naming the field and the limit, and nothing is stored."""
+    sends a report nested beyond, or just under, Python's recursion limit (an UNKNOWN error and a
+    traceback in the server's log before): each is refused naming the field and the limit, and nothing is stored."""
     running, _ = served
     channel, session = connect(running, keys, "artist_a")
     identity = load_artist_keys(keys, "artist_a").identity_key
@@ -418,6 +458,10 @@ def test_epsilon_reports_the_audit_could_not_recompute_are_refused_and_written_n
         report["mechanisms"] += [{"round_id": 0, **m} for m in mechanisms]
         return json.dumps(redacted_report(sign_report(report, identity))).encode()
 
+    def nested(depth: int) -> bytes:  # the artist's own key fingerprint, no valid signature needed
+        head = json.loads(signed())
+        return (json.dumps(head)[:-1] + ', "x": ' + "[" * depth + "]" * depth + "}").encode()
+
     dp_sgd = {"kind": "dp_sgd", "sample_rate": 0.01, "noise_multiplier": 1.0, "clip_norm": 1.0, "sampler": "poisson"}
     release = {"kind": "gaussian_release", "sensitivity": 1.0, "what": "style-prototype-sums"}
     hostile = [
@@ -425,7 +469,11 @@ def test_epsilon_reports_the_audit_could_not_recompute_are_refused_and_written_n
         (signed(*({**release, "sigma": 5.0 + i * 1e-6} for i in range(5))), "6 distinct parameter sets, more than"),
         (signed({**release, "sigma": 0.03}), "sigma / sensitivity = 0.03 is not a finite number of at least 0.2"),
         (b"[" * 30_000 + b"]" * 30_000, "epsilon report is not JSON: maximum recursion depth exceeded"),
+        (nested(40), "epsilon report is not JSON: nested more than 32 levels deep"),
     ]
+    # just under the parser's limit (the window moves with the worker thread's stack): the document
+    # parsed, then overflowed the recursion limit when the signature check re-serialised it (UNKNOWN)
+    hostile += [(nested(depth), "epsilon report is not JSON") for depth in range(960, 1000, 3)]
     with channel:
         for report, words in hostile:
             refused(partial(session.report, 0, report), grpc.StatusCode.INVALID_ARGUMENT, words)
@@ -444,7 +492,7 @@ def test_query_after_a_run_that_gave_up_names_the_failure(served, keys):
         time.sleep(0.3)
     assert "gave up after 2 retries" in (running.servicer.coordinator.failed or "")
     refused(
-        lambda: query(address(running), buyer_tls_pem(keys, "buyer_x"), b"not an image"),
+        lambda: query(address(running), load_buyer_tls_pem(keys, "buyer_x"), b"not an image"),
         grpc.StatusCode.FAILED_PRECONDITION,
         "run failed, so it publishes no style index: round 0 phase 'contribute': 0 of 3 answered",
     )

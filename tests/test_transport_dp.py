@@ -32,14 +32,13 @@ from fedstyle_secure.privacy.reports import (
     sign_report,
 )
 from fedstyle_secure.randomness import SECURE_NOISE_SOURCE, CsprngNoise
-from fedstyle_secure.secure.keys.keystore import ArtistKeys, load_artist_keys, load_server_keys
+from fedstyle_secure.secure.keys.keystore import ArtistKeys, load_artist_keys, load_buyer_tls_pem, load_server_keys
 from fedstyle_secure.training.local import LocalConfig
 from fedstyle_secure.training.pretrain import MAX_PUBLIC_PRETRAIN_STEPS
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
 from fedstyle_secure.transport.artist.runner import build_style_client
 from fedstyle_secure.transport.artist.state import ArtistStateStore
-from fedstyle_secure.transport.auth import buyer_tls_pem
 from fedstyle_secure.transport.config import ClientConfig, ServerConfig, load_server_config
 from fedstyle_secure.transport.dp_config import dp_parameters
 from fedstyle_secure.transport.federation_model import server_model
@@ -76,7 +75,7 @@ def _reports(directory, artist) -> list[str]:
 
 
 def _status(federation, work) -> pb.Status:
-    with open_channel(f"127.0.0.1:{federation.server.port}", buyer_tls_pem(work / "keys", "buyer")) as channel:
+    with open_channel(f"127.0.0.1:{federation.server.port}", load_buyer_tls_pem(work / "keys", "buyer")) as channel:
         return pb_grpc.FederationStub(channel).GetStatus(pb.StatusRequest(), timeout=5)
 
 

@@ -15,9 +15,8 @@ from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.models.embed import embed_views, normalise_rows, prototype_sums
 from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, DEFAULT_VIEWS, build_input_bank
 from fedstyle_secure.retrieval.index import StyleIndex
-from fedstyle_secure.secure.keys.keystore import load_server_keys
+from fedstyle_secure.secure.keys.keystore import load_buyer_tls_pem, load_server_keys
 from fedstyle_secure.transport.artist.channel import open_channel, query
-from fedstyle_secure.transport.auth import buyer_tls_pem
 from fedstyle_secure.transport.loopback import start_loopback
 from fedstyle_secure.transport.server import servicer as servicer_module
 from fedstyle_secure.transport.server.publish_index import index_from_run
@@ -38,7 +37,7 @@ def test_federation_completes_and_persists(tmp_path, data, secure_mode):
         if secure_mode == "none":
             hits = query(
                 f"127.0.0.1:{port}",
-                buyer_tls_pem(tmp_path / "run" / "keys", "buyer"),
+                load_buyer_tls_pem(tmp_path / "run" / "keys", "buyer"),
                 next((data / "artist_01").iterdir()).read_bytes(),
                 top_k=3,
             )
@@ -112,7 +111,7 @@ def test_failed_index_publication_answers_unavailable_and_the_retry_publishes_th
     try:
         assert federation.join(timeout=100)
         server, coordinator = federation.server, federation.server.servicer.coordinator
-        tls, image = buyer_tls_pem(work / "keys", "buyer"), next((data / "artist_01").iterdir()).read_bytes()
+        tls, image = load_buyer_tls_pem(work / "keys", "buyer"), next((data / "artist_01").iterdir()).read_bytes()
         failed = refused(
             lambda: query(address(server), tls, image), grpc.StatusCode.UNAVAILABLE, "could not be written yet"
         )

@@ -31,9 +31,8 @@ from fedstyle_secure.privacy.reports import (
 )
 from fedstyle_secure.randomness import SECURE_NOISE_SOURCE
 from fedstyle_secure.retrieval.index import build_index
-from fedstyle_secure.secure.keys.keystore import load_artist_keys
+from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_buyer_tls_pem
 from fedstyle_secure.transport.artist.channel import open_channel, query
-from fedstyle_secure.transport.auth import buyer_tls_pem
 from fedstyle_secure.transport.server.servicer import MAX_QUERY_PIXELS
 from fedstyle_secure.transport.wire import new_nonce, pb, pb_grpc
 from tests.crafted import png_bomb
@@ -70,7 +69,7 @@ def _png(width: int, height: int) -> bytes:
 def test_query_decompression_bomb_is_refused_from_its_header(running, keys):
     """A 10 kB PNG of 9000 x 9000 pixels (81 M: under PIL's own limit, ~0.3 GB decoded as RGB)
     is refused naming the server's limit; an ordinary image is ranked, before and after."""
-    tls = buyer_tls_pem(keys, "buyer_x")
+    tls = load_buyer_tls_pem(keys, "buyer_x")
     assert sorted(a for a, _ in query(address(running), tls, _png(300, 200), top_k=3)) == sorted(ARTISTS)
     bomb = png_bomb(9000, 9000)
     assert len(bomb) < 16 * 1024
@@ -90,7 +89,7 @@ def test_get_status_shows_retirement_reasons_only_to_the_retired_artist(running,
         b = channels["artist_b"][1]
         b.stub.Withdraw(pb.Withdrawal(round_id=0, reason=reason, nonce=new_nonce()), metadata=b.metadata, timeout=5)
     assert reason in caplog.text  # the operator's log has it
-    with open_channel(address(running), buyer_tls_pem(keys, "buyer_x")) as buyer:
+    with open_channel(address(running), load_buyer_tls_pem(keys, "buyer_x")) as buyer:
         seen_by_buyer = pb_grpc.FederationStub(buyer).GetStatus(pb.StatusRequest(), timeout=5)
     assert (seen_by_buyer.round_id, seen_by_buyer.phase, seen_by_buyer.index_published) == (0, "contribute", True)
     assert not seen_by_buyer.retired and not seen_by_buyer.registered and not seen_by_buyer.reports

@@ -21,9 +21,8 @@ from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import get_flat_params
 from fedstyle_secure.secure.ckks.primitives import encrypt
 from fedstyle_secure.secure.keys import pki
-from fedstyle_secure.secure.keys.keystore import load_artist_keys
+from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_buyer_tls_pem
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel, with_layout
-from fedstyle_secure.transport.auth import buyer_tls_pem
 from fedstyle_secure.transport.server.servicer import PUMP_AHEAD_CHUNKS
 from fedstyle_secure.transport.server.upload_limits import ckks_ciphertext_bytes, expected_layout, payload_limit
 from fedstyle_secure.transport.wire import chunk_payload, new_nonce, pb, pb_grpc, to_tensor
@@ -64,7 +63,7 @@ def test_parked_long_polls_of_one_artist_do_not_delay_another(running, keys):
     """artist_a parks 20 long polls: 4 are held, 16 refused at once; artist_b and a buyer are
     answered at once; once artist_a's polls end, its slots are free again."""
     (channel_a, a), (channel_b, b) = connect(running, keys, "artist_a"), connect(running, keys, "artist_b")
-    with channel_a, channel_b, open_channel(address(running), buyer_tls_pem(keys, "buyer_x")) as buyer:
+    with channel_a, channel_b, open_channel(address(running), load_buyer_tls_pem(keys, "buyer_x")) as buyer:
         b.stub.GetStatus(pb.StatusRequest(), timeout=5)  # B's channel is connected before the attack
         current = pb.RoundPlanRequest(after_round=0, after_phase="contribute", after_attempt=0, wait_seconds=25)
         polls = [a.stub.GetRoundPlan.future(current, metadata=a.metadata, timeout=40) for _ in range(20)]

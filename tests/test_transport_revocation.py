@@ -18,9 +18,8 @@ from fedstyle_secure.cli.main import main
 from fedstyle_secure.errors import SecureAggregationError
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.secure.keys import pki
-from fedstyle_secure.secure.keys.keystore import load_artist_keys, revoke
+from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_buyer_tls_pem, revoke
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel, query
-from fedstyle_secure.transport.auth import buyer_tls_pem
 from fedstyle_secure.transport.loopback import write_fresh_keys
 from fedstyle_secure.transport.wire import pb, pb_grpc
 from tests.fakes import Clock
@@ -58,7 +57,7 @@ def test_revoked_artist_and_buyer_are_refused_and_others_served(keys, tmp_path):
         assert code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in details
         # revoking the buyer later: the server re-reads the changed CRL without a restart
         assert main(["keys", "revoke", "--keys", str(keys), "--buyer", "buyer_x", "--crl", str(crl)]) == 0
-        code, details = _status(lambda: query(address(running), buyer_tls_pem(keys, "buyer_x"), b"x"))
+        code, details = _status(lambda: query(address(running), load_buyer_tls_pem(keys, "buyer_x"), b"x"))
         assert code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in details
         code, _ = _status(lambda: _register(running.port, keys, "artist_c"))  # earlier entries kept
         assert code == grpc.StatusCode.PERMISSION_DENIED
@@ -130,7 +129,7 @@ def test_crl_going_stale_while_running_fails_closed_until_a_fresh_one_is_install
         with caplog.at_level(logging.ERROR, logger="fedstyle_secure.transport.auth"):
             for call in (
                 lambda: _register(running.port, keys, "artist_b"),
-                lambda: query(address(running), buyer_tls_pem(keys, "buyer_x"), b"x"),
+                lambda: query(address(running), load_buyer_tls_pem(keys, "buyer_x"), b"x"),
                 lambda: _get_status(running.port, keys, "artist_a"),
             ):
                 code, details = _status(call)

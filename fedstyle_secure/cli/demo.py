@@ -181,8 +181,8 @@ class FederationOutcome:
 
 def run_federation(args: argparse.Namespace, data: FederationData, work: Path) -> FederationOutcome:
     """Start the processes, follow the rounds, query the server, score its index, stop it."""
+    from fedstyle_secure.secure.keys.keystore import load_buyer_tls_pem
     from fedstyle_secure.transport.artist.channel import query
-    from fedstyle_secure.transport.auth import buyer_tls_pem
 
     folders = write_training_folders(data, work / "data")
     keys = write_fresh_keys(work / "keys", list(data.artists), [BUYER])
@@ -206,7 +206,7 @@ def run_federation(args: argparse.Namespace, data: FederationData, work: Path) -
         q = int(data.split.query[0])
         buffer = io.BytesIO()
         Image.fromarray(data.artworks.images[q]).save(buffer, format="PNG")
-        ranked = query(running.address, buyer_tls_pem(keys, BUYER), buffer.getvalue(), top_k=3)
+        ranked = query(running.address, load_buyer_tls_pem(keys, BUYER), buffer.getvalue(), top_k=3)
         held_out = data.split.query
         metrics = evaluate_index(
             StyleIndex.load(index_dir),

@@ -76,8 +76,8 @@ def _rank_locally(args: argparse.Namespace) -> list[tuple[str, float]]:
 
 def _rank_remotely(args: argparse.Namespace) -> list[tuple[str, float]]:
     """The server embeds the image with its published encoder and ranks the published prototypes."""
+    from fedstyle_secure.secure.keys.keystore import load_buyer_tls_pem
     from fedstyle_secure.transport.artist.channel import query
-    from fedstyle_secure.transport.auth import buyer_tls_pem
 
     if args.keys is None or args.buyer is None:
         raise ConfigError("--server needs --keys DIR (a buyer bundle) and --buyer NAME")
@@ -85,7 +85,7 @@ def _rank_remotely(args: argparse.Namespace) -> list[tuple[str, float]]:
     try:
         return query(
             args.server,
-            buyer_tls_pem(args.keys, args.buyer),
+            load_buyer_tls_pem(args.keys, args.buyer),
             args.image.read_bytes(),
             args.top_k,
             server_name=args.server_name,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from fedstyle_secure.files import write_bytes_atomic
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -28,9 +29,7 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def write_json(path: Path, payload: Any) -> None:
     """Write JSON atomically (temp file + rename), creating parent folders."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=float) + "\n")
-    os.replace(tmp, path)
+    write_bytes_atomic(path, (json.dumps(payload, indent=2, sort_keys=False, default=float) + "\n").encode())
 
 
 METRIC_COLUMNS: tuple[tuple[str, str], ...] = (

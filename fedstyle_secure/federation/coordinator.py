@@ -239,7 +239,12 @@ class Coordinator:
     _layout: Layout | None = None
     _ckks_round: ContributionCollector | None = None  # CKKS: this attempt's signed contributions and commitments
     _nonces: set[bytes] = field(default_factory=set)
-    _last_closed: tuple[int, str, float] = (-1, "", 0.0)
+    _last_closed: tuple[int, str, float, frozenset[str]] = (
+        -1,
+        "",
+        0.0,
+        frozenset(),
+    )  # round, phase, deadline, answered
     _masking: MaskingRound | None = None
     last_sum: SecureSum | None = None
 
@@ -349,10 +354,12 @@ class Coordinator:
         phase = _submission_phase(phase_name)
         if self.finished:
             raise WrongRound("the run is finished")
-        if self._last_closed[:2] == (round_id, phase.value):
+        closed_round, closed_phase, deadline, answered = self._last_closed
+        if (closed_round, closed_phase) == (round_id, phase.value):
+            if artist in answered:  # e.g. a resend whose first answer closed the phase and whose ack was lost
+                raise Duplicate(f"{artist} already answered round {round_id} phase {phase.value!r}, now closed")
             raise PastDeadline(
-                f"round {round_id} phase {phase.value!r} closed at its deadline {self._last_closed[2]:.3f} without "
-                f"{artist}"
+                f"round {round_id} phase {phase.value!r} closed at its deadline {deadline:.3f} without {artist}"
             )
         if round_id != self._round_id:
             raise WrongRound(f"round {round_id} is not the current round {self._round_id}")
@@ -651,12 +658,12 @@ class Coordinator:
             self.failed = f"{reason}; gave up after {self.schedule.max_retries} retries"
             self._phase = Phase.FINISHED
             return
-        self._last_closed = (-1, "", 0.0)  # the retried attempt reopens every phase of the round
+        self._last_closed = (-1, "", 0.0, frozenset())  # the retried attempt reopens every phase of the round
         self._open(self._round_id, now)
 
     def _close(self, now: float) -> None:
         collected = self._collect
-        self._last_closed = (self._round_id, self._phase.value, self._deadline)
+        self._last_closed = (self._round_id, self._phase.value, self._deadline, frozenset(collected.items))
         if self._phase is Phase.PUBLISH:
             for rows, protos in collected.publications.values():
                 publish_prototypes(self.state, rows, protos)

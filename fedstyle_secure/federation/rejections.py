@@ -4,6 +4,20 @@ from __future__ import annotations
 
 from fedstyle_secure.errors import TransportError
 
+MAX_REFUSAL_CHARS = 2000
+"""Longest refusal text sent or logged. Refusals quote what the caller sent (a layout field's name,
+an artist id), and a 3.9 MB layout name was echoed whole into the server's log at every refused
+call and into a status over gRPC's metadata limit, which the caller then never saw (red-team
+review, 2026-12-01)."""
+
+
+def refusal_text(reason: object) -> str:
+    """``reason`` (an exception or a text) cut to :data:`MAX_REFUSAL_CHARS` characters, saying how long it was."""
+    text = str(reason)
+    if len(text) <= MAX_REFUSAL_CHARS:
+        return text
+    return f"{text[:MAX_REFUSAL_CHARS]}... (cut at {MAX_REFUSAL_CHARS} of {len(text)} characters)"
+
 
 class Rejected(TransportError):
     """Base: a submission the server refuses; ``code`` is the gRPC status code name."""

@@ -37,7 +37,7 @@ from google.protobuf.message import DecodeError
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.federation.coordinator import MASKING_STEPS, Coordinator, Phase, Plan
 from fedstyle_secure.federation.masking_session import FETCH_NAMES
-from fedstyle_secure.federation.rejections import Duplicate, Forbidden, Rejected
+from fedstyle_secure.federation.rejections import Duplicate, Forbidden, Rejected, refusal_text
 from fedstyle_secure.flower.records import (
     PHASE_ACTIONS,
     REGISTER,
@@ -256,7 +256,8 @@ class FlowerFederation:
             for node, m in messages.items()
         ]
         for reply in self.grid.send_and_receive(outgoing, timeout=timeout):
-            for refusal in self._receive(reply):
+            for whole in self._receive(reply):
+                refusal = refusal_text(whole)  # it quotes what the node sent
                 log.warning("refused: round %d %s: %s", plan.round_id, plan.phase.value, refusal)
                 self.refusals.append(f"round {plan.round_id} {plan.phase.value}: {refusal}")
 
@@ -285,6 +286,12 @@ def run_federation(
         raise ConfigError(
             f"schedule.secure_mode {config.schedule.secure_mode!r}: the Flower app carries {FLOWER_SECURE_MODES}; "
             "run the others with `fedstyle server/client`"
+        )
+    if config.crl is not None:  # nothing under Flower reads it: refused rather than revoking nothing
+        raise ConfigError(
+            f"server.crl {config.crl}: the revocation list is checked on the mutual-TLS calls of `fedstyle server`; "
+            "a Flower node proves an artist's Ed25519 identity key, which a CRL does not revoke: unregister the "
+            "artist's SuperNode and issue a key set without the artist, then remove `crl` from [server]"
         )
     servicer = new_servicer(config, keys, clock)
     federation = FlowerFederation(grid, servicer, bind_nodes(grid, keys, config.schedule.phase_seconds))

@@ -8,31 +8,53 @@ from __future__ import annotations
 import json
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from fedstyle_secure.errors import PrivacyError
+from fedstyle_secure.files import write_bytes_atomic
 
 MAX_JSON_BYTES = 4 * 1024 * 1024
 """Largest JSON file read (bytes): the longest run's report or ledger (2,001 mechanisms,
 :data:`~fedstyle_secure.privacy.mechanisms.MAX_MECHANISMS`) is 0.37 MB as written here."""
 
 
+MAX_JSON_NESTING = 32
+"""Deepest nesting of lists and objects accepted in a report, manifest or ledger (an honest report
+nests 4 levels). Python's parser refuses ~1,000 levels itself, but a document just under that
+overflowed the recursion limit later, when the signature check re-serialised it (an UNKNOWN status
+and a traceback on the server; red-team review, 2026-12-01)."""
+
+
+def loads_bounded(data: bytes) -> Any:
+    """Parse UTF-8 JSON nested at most :data:`MAX_JSON_NESTING` deep; :class:`ValueError` otherwise
+    (also for the parser's own recursion and integer-digit limits)."""
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except RecursionError as exc:
+        raise ValueError(str(exc)) from exc
+    if _nesting_exceeds(value, MAX_JSON_NESTING):
+        raise ValueError(f"nested more than {MAX_JSON_NESTING} levels deep")
+    return value
+
+
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether parsed JSON ``value`` nests lists or objects deeper than ``limit`` (iterative, no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as indented, key-sorted UTF-8 JSON to ``path`` atomically."""
+    """Write ``data`` as indented, key-sorted UTF-8 JSON to ``path`` atomically (mode 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, text.encode("utf-8"), mode=0o600)
 
 
 def read_json(path: Path) -> Any:
@@ -55,6 +77,6 @@ def read_json(path: Path) -> Any:
     if len(data) > MAX_JSON_BYTES:
         raise PrivacyError(f"{path} is larger than {MAX_JSON_BYTES} bytes: not a report, manifest or ledger")
     try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, int digits
+        return loads_bounded(data)
+    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, int digits, recursion, nesting
         raise PrivacyError(f"{path} is not valid UTF-8 JSON: {exc}") from exc

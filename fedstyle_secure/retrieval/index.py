@@ -4,7 +4,6 @@ embeddings), saved as JSON + npz (no pickle), queried by cosine similarity."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -13,6 +12,7 @@ import numpy as np
 
 from fedstyle_secure.data.images import content_key
 from fedstyle_secure.errors import ModelError
+from fedstyle_secure.files import write_bytes_atomic
 from fedstyle_secure.models.embed import embed_views, normalise_rows
 from fedstyle_secure.models.factory import EncoderConfig, load_encoder, save_encoder
 from fedstyle_secure.models.heads import StyleModel
@@ -73,9 +73,8 @@ class StyleIndex:
             "artwork_sources": list(self.artwork_sources),
             "test_time_views": self.test_time_views,
         }
-        staged = directory / "index.json.tmp"  # index.json marks a complete index: written last, atomically
-        staged.write_text(json.dumps(meta, indent=2))
-        os.replace(staged, directory / "index.json")
+        # index.json marks a complete index: written last, atomically
+        write_bytes_atomic(directory / "index.json", json.dumps(meta, indent=2).encode())
 
     @classmethod
     def load(cls, directory: Path) -> StyleIndex:

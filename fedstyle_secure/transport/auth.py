@@ -21,10 +21,10 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from fedstyle_secure.errors import ConfigError, SecureAggregationError
+from fedstyle_secure.errors import SecureAggregationError
 from fedstyle_secure.federation.rejections import Forbidden, NotAuthenticated
 from fedstyle_secure.secure.keys import pki
-from fedstyle_secure.secure.keys.keystore import CA_CERT, MachineKeys, client_cert_path, client_key_path
+from fedstyle_secure.secure.keys.keystore import MachineKeys
 
 REGISTER_CONTEXT = b"fedstyle.v1/register"
 SESSION_METADATA = "fedstyle-session"
@@ -41,16 +41,6 @@ def channel_credentials(tls_pem: tuple[bytes, bytes, bytes]) -> grpc.ChannelCred
     """TLS client credentials from ``(CA, certificate, key)`` PEM, trusting only the federation CA."""
     ca, cert, key = tls_pem
     return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
-
-
-def buyer_tls_pem(keys_dir: Path, buyer_id: str) -> tuple[bytes, bytes, bytes]:
-    """A buyer's ``(CA, certificate, key)`` PEM from its bundle or a full key set (checked by the TLS layer)."""
-    paths = (CA_CERT, client_cert_path(pki.Role.BUYER, buyer_id), client_key_path(pki.Role.BUYER, buyer_id))
-    try:
-        ca, certificate, key = ((Path(keys_dir) / p).read_bytes() for p in paths)
-        return ca, certificate, key
-    except OSError as exc:
-        raise ConfigError(f"buyer {buyer_id!r} key files unreadable in {keys_dir}: {exc}") from exc
 
 
 @dataclass(frozen=True)

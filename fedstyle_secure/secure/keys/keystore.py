@@ -3,7 +3,7 @@
 Layout of a key set (a bundle uses the same relative paths, holding only its machine's files)::
 
     manifest.json                  ids, fingerprints, SHA-256 of every file, CKKS parameters
-    README.md                      which file goes to which machine
+    KEYSET.md                      which file goes to which machine
     ca.crt                         trust anchor (everyone)
     ca.key              0600       CA signing key -- stays with the administrator, in no bundle
     server.crt, server.key (0600)  server TLS identity
@@ -39,12 +39,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
+from fedstyle_secure.files import write_bytes_atomic
 from fedstyle_secure.secure.ckks.primitives import CkksContext, CkksParams, CkksParamsJson
 from fedstyle_secure.secure.keys import pki
 
 FORMAT = "fedstyle-keys/1"
 MANIFEST = "manifest.json"
-README = "README.md"
+README = "KEYSET.md"
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
 SERVER_CERT = "server.crt"
@@ -250,22 +251,42 @@ def bundle_files(
 
 
 def write_key_files(out_dir: Path, files: Mapping[str, bytes]) -> None:
-    """Write a key set or bundle into ``out_dir`` (must not already hold one); secrets get mode 0600."""
+    """Write a key set or bundle into ``out_dir`` (must not already hold one); secrets get mode 0600.
+
+    Threat model: another local user may have made ``out_dir`` (say under ``/tmp``) or planted files
+    or links in it. A folder that exists is used only if it is a real directory owned by this user
+    (else :class:`ConfigError`), and is then made 0700; every file is written to a fresh temporary
+    file (``O_EXCL``, never through a link) and renamed over its name, so no planted file, link or
+    descriptor opened on an earlier file ever receives a secret."""
     if (out_dir / MANIFEST).exists():
         raise ConfigError(f"{out_dir} already holds a key set ({MANIFEST} exists); choose an empty directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(out_dir, 0o700)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _private_directory(out_dir)
     for relative, data in sorted(files.items()):
-        path = out_dir / relative
         for directory in reversed(Path(relative).parents[:-1]):
-            (out_dir / directory).mkdir(exist_ok=True, mode=0o700)
-        mode = 0o600 if is_secret_path(relative) else 0o644
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            os.fchmod(descriptor, mode)
-            os.write(descriptor, data)
-        finally:
-            os.close(descriptor)
+            _private_directory(out_dir / directory)
+        _replace_file(out_dir / relative, data, 0o600 if is_secret_path(relative) else 0o644)
+
+
+def _private_directory(path: Path) -> None:
+    """Create ``path`` with mode 0700, or take an existing real directory this user owns and make it 0700."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        info = os.lstat(path)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            raise ConfigError(
+                f"{path} exists but is not a directory owned by this user (uid {os.geteuid()}); key files written "
+                "there could be read or replaced by its owner: choose a new directory"
+            ) from None
+    os.chmod(path, 0o700)
+
+
+def _replace_file(path: Path, data: bytes, mode: int) -> None:
+    try:
+        write_bytes_atomic(path, data, mode=mode)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write: {exc}") from exc
 
 
 def load_key_manifest(keys_dir: Path) -> KeyManifest:
@@ -394,11 +415,7 @@ def _load_machine(
     ckks_path: str,
     now: dt.datetime | None,
 ) -> MachineKeys:
-    ca = _load_ca(keys_dir, manifest, now)
-    certificate = _load(keys_dir, manifest, cert_path, pki.load_certificate_pem)
-    private_key = _load(keys_dir, manifest, key_path, pki.load_tls_private_key_pem)
-    pki.verify_certificate(certificate, ca, str(keys_dir / cert_path), now=now)
-    pki.verify_key_matches(certificate, private_key, str(keys_dir / key_path))
+    ca, certificate, private_key = _load_tls_identity(keys_dir, manifest, cert_path, key_path, now)
     return MachineKeys(
         artists=tuple(manifest["artists"]),
         ca_certificate=ca,
@@ -408,6 +425,33 @@ def _load_machine(
         ckks=_load_ckks(keys_dir, manifest, ckks_path, secret=ckks_path == CKKS_SECRET),
         manifest=manifest,
     )
+
+
+def _load_tls_identity(
+    keys_dir: Path, manifest: KeyManifest, cert_path: str, key_path: str, now: dt.datetime | None
+) -> tuple[x509.Certificate, x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """``(CA, certificate, private key)``: each file checked against the manifest (and a secret's mode),
+    the certificate's chain and validity, and the key against the certificate."""
+    ca = _load_ca(keys_dir, manifest, now)
+    certificate = _load(keys_dir, manifest, cert_path, pki.load_certificate_pem)
+    private_key = _load(keys_dir, manifest, key_path, pki.load_tls_private_key_pem)
+    pki.verify_certificate(certificate, ca, str(keys_dir / cert_path), now=now)
+    pki.verify_key_matches(certificate, private_key, str(keys_dir / key_path))
+    return ca, certificate, private_key
+
+
+def load_buyer_tls_pem(keys_dir: Path, buyer_id: str, *, now: dt.datetime | None = None) -> tuple[bytes, bytes, bytes]:
+    """A buyer's ``(CA certificate, certificate, private key)`` PEM from its bundle or a full key set,
+    validated as an artist's and the server's are (manifest SHA-256, the key's mode, chain, expiry,
+    identity, key match) before any connection is made."""
+    keys_dir = Path(keys_dir)
+    manifest = load_key_manifest(keys_dir)
+    if buyer_id not in manifest["buyers"]:
+        raise ConfigError(f"buyer {buyer_id!r} is not in {keys_dir / MANIFEST} (buyers: {manifest['buyers']})")
+    cert_path, key_path = client_cert_path(pki.Role.BUYER, buyer_id), client_key_path(pki.Role.BUYER, buyer_id)
+    ca, certificate, private_key = _load_tls_identity(keys_dir, manifest, cert_path, key_path, now)
+    pki.verify_client_identity(certificate, pki.Role.BUYER, buyer_id, str(keys_dir / cert_path))
+    return pki.certificate_pem(ca), pki.certificate_pem(certificate), pki.private_key_pem(private_key)
 
 
 def _bundle_owner(manifest: KeyManifest, role: str, keys_dir: Path) -> str:

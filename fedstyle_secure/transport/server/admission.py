@@ -32,7 +32,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from fedstyle_secure.federation.rejections import Malformed, Rejected
+from fedstyle_secure.federation.rejections import Malformed, Rejected, refusal_text
 from fedstyle_secure.secure.keys import pki
 from fedstyle_secure.transport.auth import Caller
 
@@ -44,8 +44,9 @@ SPARE_WORKERS = 4  # threads beyond every identity's slots: they serve the calls
 def refuse(context: grpc.ServicerContext, method: str, code: grpc.StatusCode, exc: Exception) -> NoReturn:
     """End the call with ``code`` and ``exc``'s message, logged (INFO) first, so a run that stalls
     shows who was refused and why.  Every refusal of the server goes through here."""
-    log.info("refused %s from %s: %s (%s)", method, context.peer(), exc, code.name)
-    context.abort(code, str(exc))
+    text = refusal_text(exc)
+    log.info("refused %s from %s: %s (%s)", method, context.peer(), text, code.name)
+    context.abort(code, text)
     raise exc  # not reached: abort() raises
 
 

@@ -17,7 +17,6 @@ the report unmodified, not that its numbers are right: that is what the audit re
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.federation.rejections import Duplicate, Forbidden, Malformed
+from fedstyle_secure.privacy.jsonio import loads_bounded
 from fedstyle_secure.privacy.mechanisms import MAX_MECHANISMS
 from fedstyle_secure.privacy.report_schema import report_schema_errors
 from fedstyle_secure.privacy.report_store import register_public_key, write_report
@@ -64,8 +64,8 @@ def checked_report(request: pb.EpsilonReport, artist: str, public_key: Ed25519Pu
     if len(request.signed_json) > MAX_REPORT_BYTES:
         raise Malformed(f"epsilon report of {artist} is {len(request.signed_json)} bytes, over {MAX_REPORT_BYTES}")
     try:
-        report = json.loads(request.signed_json)
-    except (ValueError, RecursionError) as exc:
+        report = loads_bounded(request.signed_json)
+    except ValueError as exc:
         raise Malformed(f"epsilon report is not JSON: {exc!s:.200}") from exc
     if not isinstance(report, dict) or report.get("artist_id") != artist or report.get("round") != request.round_id:
         raise Malformed(f"epsilon report must be a JSON object for artist {artist!r} and round {request.round_id}")
