@@ -1,16 +1,30 @@
-"""Atomic file writes, the one way this package replaces a file it owns.
+"""Atomic file writes and bounded reads: the one way this package replaces a file it owns and reads
+a JSON file that may come from elsewhere.
 
 The content goes to a fresh temporary file beside the target (created with ``O_EXCL`` by
 :func:`tempfile.mkstemp`, never through a link), is flushed to disk, then renamed over the target.
 A reader sees the old or the new complete file, never a torn one; and no earlier file at that name,
 no link planted there and no descriptor another process holds on the old file receives the new
-content (it is a new inode)."""
+content (it is a new inode).
+
+A bounded read opens without blocking, refuses anything but a regular file and reads at most one
+byte over its cap; the JSON parsed from it nests at most :data:`MAX_JSON_NESTING` levels."""
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 import tempfile
 from pathlib import Path
+from typing import Any
+
+MAX_JSON_NESTING = 32
+"""Deepest nesting of lists and objects accepted in a JSON document read here (an honest report,
+manifest, index or encoder description nests at most 4 levels). Python's parser refuses ~1,000
+levels itself, but a document just under that overflowed the recursion limit later, when the
+signature check re-serialised it (an UNKNOWN status and a traceback on the server; red-team review,
+2026-12-01)."""
 
 
 def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
@@ -26,3 +40,48 @@ def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def loads_bounded(data: bytes) -> Any:
+    """Parse UTF-8 JSON nested at most :data:`MAX_JSON_NESTING` deep; :class:`ValueError` otherwise
+    (also for the parser's own recursion and integer-digit limits)."""
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except RecursionError as exc:
+        raise ValueError(str(exc)) from exc
+    if _nesting_exceeds(value, MAX_JSON_NESTING):
+        raise ValueError(f"nested more than {MAX_JSON_NESTING} levels deep")
+    return value
+
+
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether parsed JSON ``value`` nests lists or objects deeper than ``limit`` (iterative, no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def read_regular_file(path: Path, max_bytes: int) -> bytes:
+    """The content of the regular file ``path``, at most ``max_bytes`` bytes.
+
+    Raises :class:`OSError` when it cannot be opened and :class:`ValueError` (naming the file) when it
+    is not a regular file (a FIFO would block the reader, waiting for a writer) or is larger than
+    ``max_bytes`` (a sparse file of gigabytes is not read whole)."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"{path} is larger than {max_bytes} bytes")
+    return data
+
+
+def read_json_bounded(path: Path, max_bytes: int) -> Any:
+    """:func:`loads_bounded` of :func:`read_regular_file`; :class:`OSError` or :class:`ValueError`."""
+    return loads_bounded(read_regular_file(path, max_bytes))

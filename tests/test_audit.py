@@ -32,6 +32,7 @@ from fedstyle_secure.privacy.mechanisms import (
     GaussianRelease,
 )
 from fedstyle_secure.privacy.recompute import recompute_epsilon_pld
+from fedstyle_secure.privacy.report_schema import MAX_ERRORS, MAX_MAP_ENTRIES, report_schema_errors
 from fedstyle_secure.privacy.report_store import load_report_manifest, register_public_key, report_path, write_report
 from fedstyle_secure.privacy.reports import (
     build_report,
@@ -711,6 +712,49 @@ def test_crafted_files_in_the_folder_are_findings_not_tracebacks(
     row = by_source(result)[str(path)]
     assert status == 1 and any(words in f["message"] for f in row["findings"]), row["findings"]
     assert others_clean(result, path)
+
+
+def _report_with_oversized(team: Path, field: str, value: object) -> str:
+    report = json.loads(report_path(team, "alice", 0).read_text())
+    report.pop("signature")
+    report[field] = value
+    return json.dumps(report)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("mechanisms", [{}] * 20_000),  # 1.4 million of these fit in a file: 20 GB and 5 minutes
+        ("epsilon", {f"accountant-{i}": "crafted" for i in range(20_000)}),
+        ("software", {f"package-{i}": 0 for i in range(20_000)}),
+    ],
+)
+def test_an_unsigned_report_with_huge_collections_is_refused_before_the_schema_walks_them(
+    team: Path, key_set: Path, capsys: pytest.CaptureFixture[str], field: str, value: object
+) -> None:
+    """Red-team review 12: the schema validated, and the audit sorted, one violation per crafted entry
+    (20 GB and 5 minutes for a 4 MB file, before any signature was looked at). A collection over its
+    bound is now one finding, found in constant time, and the intake refuses it the same way."""
+    path = report_path(team, "alice", 7)
+    path.write_text(_report_with_oversized(team, field, value))
+    status, result = keyed(team, key_set, capsys)
+    row = by_source(result)[str(path)]
+    assert status == 1 and [f["message"] for f in row["findings"]] == [
+        f"{field}: 20000 items, more than the maximum of {MAX_MECHANISMS if field == 'mechanisms' else MAX_MAP_ENTRIES}"
+    ]
+    assert others_clean(result, path)
+    request = pb.EpsilonReport(artist_id="alice", round_id=0, signed_json=path.read_bytes())
+    with pytest.raises(Malformed, match=f"not a valid report: {field}: 20000 items"):
+        checked_report(request, "alice", load_artist_keys(key_set, "alice").identity_key.public_key())
+
+
+def test_schema_violations_are_collected_up_to_a_bound(team: Path) -> None:
+    """A report within every size bound can still break the schema once per record: at most
+    MAX_ERRORS violations are looked for and reported, not one per record."""
+    report = json.loads(_report_with_oversized(team, "mechanisms", [{}] * MAX_MECHANISMS))
+    errors = report_schema_errors(report)
+    assert len(errors) == MAX_ERRORS
+    assert all(re.match(r"mechanisms/\d+: '\w+' is a required property", e) for e in errors)
 
 
 def test_the_longest_run_a_plan_allows_passes_the_intake_and_the_audit(tmp_path: Path, key_set: Path) -> None:

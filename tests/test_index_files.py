@@ -18,7 +18,7 @@ import torch
 from fedstyle_secure.cli.main import main
 from fedstyle_secure.errors import ModelError
 from fedstyle_secure.models.factory import EncoderConfig, make_model
-from fedstyle_secure.retrieval.index import StyleIndex, build_index
+from fedstyle_secure.retrieval.index import MAX_INDEX_JSON_BYTES, StyleIndex, build_index
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,32 @@ def _huge_header(folder: Path) -> None:
         archive.writestr("prototypes.npy", header.getvalue() + b"\0" * 1024)
 
 
+def _deep(name: str, depth: int) -> Callable[[Path], None]:
+    """``name`` with a field nested ``depth`` levels deep (200,000: a RecursionError traceback once)."""
+
+    def tamper(folder: Path) -> None:
+        text = (folder / name).read_text().rstrip()[:-1]
+        (folder / name).write_text(text + ', "x": ' + "[" * depth + "]" * depth + "}")
+
+    return tamper
+
+
+def _sparse(name: str, size: int) -> Callable[[Path], None]:
+    """``name`` replaced by a sparse file of ``size`` bytes (gigabytes cost no disk, but were read whole)."""
+
+    def tamper(folder: Path) -> None:
+        with open(folder / name, "wb") as handle:
+            handle.truncate(size)
+
+    return tamper
+
+
 CRAFTED = {
+    "index.json nested 200,000 deep": (_deep("index.json", 200_000), "maximum recursion depth"),
+    "index.json nested 40 deep": (_deep("index.json", 40), "nested more than 32 levels"),
+    "encoder.json nested 40 deep": (_deep("encoder.json", 40), "nested more than 32 levels"),
+    "a sparse index.json past its cap": (_sparse("index.json", MAX_INDEX_JSON_BYTES + 1), "larger than 268435456"),
+    "a sparse encoder.json of 3 GB": (_sparse("encoder.json", 3 << 30), "larger than 65536 bytes"),
     "hidden width of 4 M": (_json("encoder.json", lambda m: m.update(hidden_dim=4_000_000)), "hidden_dim"),
     "embedding width of 2 M": (_json("encoder.json", lambda m: m.update(embedding_dim=2_000_000)), "embedding_dim"),
     "unknown head": (_json("encoder.json", lambda m: m.update(head="transformer")), "head: must be one of"),

@@ -231,6 +231,64 @@ def test_init_into_a_folder_another_user_owns_is_refused(tmp_path: Path) -> None
         keystore.write_key_files(link, keystore.generate_key_files(["alice"]))
 
 
+def test_init_under_a_folder_others_may_write_is_refused(tmp_path: Path) -> None:
+    """Red-team review 12: whoever may rename entries in a parent folder could swap the new key folder
+    for one of theirs between its check and the writes. A shared, non-sticky parent is refused; a
+    sticky one (like /tmp) is not, since only an entry's owner may rename it there."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    assert main(["keys", "init", "--out", str(shared / "team" / "keys"), "--count", "1"]) == 2
+    with pytest.raises(ConfigError, match=f"{shared} \\(above .*writable by others \\(mode 777\\)"):
+        keystore.write_key_files(shared / "keys", keystore.generate_key_files(["alice"]))
+    assert list(shared.iterdir()) == [shared / "team"]  # the parents made on the way, no key file
+    shared.chmod(0o1777)
+    keystore.write_key_files(shared / "keys", keystore.generate_key_files(["alice"]))
+    keystore.load_artist_keys(shared / "keys", "alice")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="playing a second local user needs root")
+def test_init_under_a_folder_or_link_another_user_owns_is_refused(tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, 65534, 65534)  # nobody: may swap ``theirs/keys`` after it was checked
+    with pytest.raises(ConfigError, match="is owned by uid 65534"):
+        keystore.write_key_files(theirs / "keys", keystore.generate_key_files(["alice"]))
+    (tmp_path / "mine").mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "mine", target_is_directory=True)
+    os.lchown(link, 65534, 65534)  # its owner may point it elsewhere
+    with pytest.raises(ConfigError, match=f"{link} \\(above"):
+        keystore.write_key_files(link / "keys", keystore.generate_key_files(["alice"]))
+    assert list((tmp_path / "mine").iterdir()) == []
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"x": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (_nested(200_000), "maximum recursion depth"),  # a RecursionError traceback once
+        (_nested(40), "nested more than 32 levels"),
+        (None, f"larger than {keystore.MAX_MANIFEST_BYTES} bytes"),  # a sparse file, once read whole
+    ],
+    ids=["nested 200,000 deep", "nested 40 deep", "a sparse file past the cap"],
+)
+def test_a_crafted_manifest_is_refused_before_it_is_read_whole(
+    scratch: Path, content: bytes | None, words: str
+) -> None:
+    path = scratch / keystore.MANIFEST
+    if content is None:
+        with open(path, "wb") as handle:
+            handle.truncate(keystore.MAX_MANIFEST_BYTES + 1)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=f"manifest.json: unreadable manifest: .*{words}"):
+        keystore.load_artist_keys(scratch, "alice")
+
+
 def test_a_buyer_s_key_files_are_checked_before_any_connection(scratch: Path, tmp_path: Path) -> None:
     """The buyer's bundle was read raw; now it is checked like the artists' and the server's."""
     ca, certificate, key = keystore.load_buyer_tls_pem(scratch, "dana")

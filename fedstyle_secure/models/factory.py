@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from fedstyle_secure.errors import ConfigError, ModelError
+from fedstyle_secure.files import read_json_bounded
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.models.heads import (
     DEFAULT_EMBEDDING_DIM,
@@ -30,6 +31,7 @@ STANDARDISATION_FLOOR = 1e-3  # minimum per-feature std, guards features constan
 ENCODER_FORMAT = "fedstyle-encoder/1"
 MAX_LAYER_WIDTH = 8192  # a saved encoder's embedding or hidden width may not exceed it (the default is 512)
 MAX_ENCODER_BYTES = 256 * 1024 * 1024  # a saved encoder's arrays, loaded (the default head: ~3.5 MB)
+MAX_ENCODER_JSON_BYTES = 64 * 1024  # encoder.json: a handful of settings (~300 bytes)
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ def load_encoder(directory: Path) -> tuple[StyleModel, EncoderConfig]:
     if not meta_path.is_file() or not weights_path.is_file():
         raise ModelError(f"{directory} is not a saved encoder (needs encoder.json and encoder.npz)")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = read_json_bounded(meta_path, MAX_ENCODER_JSON_BYTES)
     except (ValueError, OSError) as exc:
         raise ModelError(f"cannot read encoder in {directory}: {exc}") from exc
     config = _checked_config(meta, meta_path)

@@ -12,7 +12,7 @@ import numpy as np
 
 from fedstyle_secure.data.images import content_key
 from fedstyle_secure.errors import ModelError
-from fedstyle_secure.files import write_bytes_atomic
+from fedstyle_secure.files import read_json_bounded, write_bytes_atomic
 from fedstyle_secure.models.embed import embed_views, normalise_rows
 from fedstyle_secure.models.factory import EncoderConfig, load_encoder, save_encoder
 from fedstyle_secure.models.heads import StyleModel
@@ -22,6 +22,7 @@ from fedstyle_secure.models.npz import read_npz, require_finite
 INDEX_FORMAT = "fedstyle-index/1"
 MAX_TEST_TIME_VIEWS = 16  # a loaded index may not ask for more views per query image
 MAX_INDEX_BYTES = 1024 * 1024 * 1024  # an index's arrays, loaded (1 M artworks of 128 floats: 0.5 GB)
+MAX_INDEX_JSON_BYTES = 256 * 1024 * 1024  # index.json: names and sources of 1 M artworks at ~200 bytes each
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class StyleIndex:
         if not meta_path.is_file():
             raise ModelError(f"{directory} is not a style index (no index.json); build one with `fedstyle index`")
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = read_json_bounded(meta_path, MAX_INDEX_JSON_BYTES)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot read style index in {directory}: {exc}") from exc
         if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
-from fedstyle_secure.files import write_bytes_atomic
+from fedstyle_secure.files import read_json_bounded, write_bytes_atomic
 from fedstyle_secure.secure.ckks.primitives import CkksContext, CkksParams, CkksParamsJson
 from fedstyle_secure.secure.keys import pki
 
@@ -257,15 +257,41 @@ def write_key_files(out_dir: Path, files: Mapping[str, bytes]) -> None:
     or links in it. A folder that exists is used only if it is a real directory owned by this user
     (else :class:`ConfigError`), and is then made 0700; every file is written to a fresh temporary
     file (``O_EXCL``, never through a link) and renamed over its name, so no planted file, link or
-    descriptor opened on an earlier file ever receives a secret."""
+    descriptor opened on an earlier file ever receives a secret.  Every folder above it must be safe
+    from other users too (:func:`_check_ancestors`): whoever may rename entries in a parent could
+    swap the new folder for theirs between its check and the writes."""
     if (out_dir / MANIFEST).exists():
         raise ConfigError(f"{out_dir} already holds a key set ({MANIFEST} exists); choose an empty directory")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _check_ancestors(out_dir)
     _private_directory(out_dir)
     for relative, data in sorted(files.items()):
         for directory in reversed(Path(relative).parents[:-1]):
             _private_directory(out_dir / directory)
         _replace_file(out_dir / relative, data, 0o600 if is_secret_path(relative) else 0o644)
+
+
+def _check_ancestors(out_dir: Path) -> None:
+    """Refuse (:class:`ConfigError`) an ``out_dir`` under a folder another user controls: every
+    folder above it, as written and as resolved, must be owned by this user or root and not writable
+    by group or others unless sticky (like ``/tmp``, where only an entry's owner may rename it), and
+    every link on the way must be this user's or root's (its owner may point it elsewhere)."""
+    written = Path(os.path.abspath(out_dir)).parents
+    resolved = out_dir.parent.resolve()
+    for ancestor in [*written, resolved, *resolved.parents]:
+        info = os.lstat(ancestor)
+        trusted_owner = info.st_uid in (os.geteuid(), 0)
+        if stat.S_ISLNK(info.st_mode):
+            safe = trusted_owner
+        else:
+            shared = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX
+            safe = trusted_owner and not shared
+        if not safe:
+            raise ConfigError(
+                f"{ancestor} (above {out_dir}) is owned by uid {info.st_uid} or writable by others "
+                f"(mode {stat.S_IMODE(info.st_mode):o}): another user could swap the key folder; choose a "
+                "directory under folders only you or root control"
+            )
 
 
 def _private_directory(path: Path) -> None:
@@ -289,10 +315,15 @@ def _replace_file(path: Path, data: bytes, mode: int) -> None:
         raise ConfigError(f"{path}: cannot write: {exc}") from exc
 
 
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+"""The largest key manifest read (bytes): ~570 bytes an artist, so 65,535 artists (the most a masking
+message addresses) write ~37 MB."""
+
+
 def load_key_manifest(keys_dir: Path) -> KeyManifest:
     path = keys_dir / MANIFEST
     try:
-        manifest = json.loads(path.read_text())
+        manifest = read_json_bounded(path, MAX_MANIFEST_BYTES)
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: missing; is {keys_dir} a key set or bundle made by `fedstyle keys`?") from exc
     except (OSError, ValueError) as exc:
@@ -574,5 +605,5 @@ def revoke(
     previous = pki.parse_crl(_read(crl_path), ca.certificate, str(crl_path)).serials if crl_path.exists() else set()
     data = pki.build_crl(ca, [certificate], previous=sorted(previous), now=now)
     crl_path.parent.mkdir(parents=True, exist_ok=True)
-    crl_path.write_bytes(data)
+    _replace_file(crl_path, data, 0o644)
     return frozenset({*previous, certificate.serial_number})

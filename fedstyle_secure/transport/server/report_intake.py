@@ -25,9 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.federation.rejections import Duplicate, Forbidden, Malformed
-from fedstyle_secure.privacy.jsonio import loads_bounded
-from fedstyle_secure.privacy.mechanisms import MAX_MECHANISMS
-from fedstyle_secure.privacy.report_schema import report_schema_errors
+from fedstyle_secure.files import loads_bounded
+from fedstyle_secure.privacy.report_schema import collection_size_errors, report_schema_errors
 from fedstyle_secure.privacy.report_store import register_public_key, write_report
 from fedstyle_secure.privacy.reports import DATASET_SIZE_OPENING, verify_report_signature
 from fedstyle_secure.transport.wire import pb
@@ -69,12 +68,9 @@ def checked_report(request: pb.EpsilonReport, artist: str, public_key: Ed25519Pu
         raise Malformed(f"epsilon report is not JSON: {exc!s:.200}") from exc
     if not isinstance(report, dict) or report.get("artist_id") != artist or report.get("round") != request.round_id:
         raise Malformed(f"epsilon report must be a JSON object for artist {artist!r} and round {request.round_id}")
-    mechanisms = report.get("mechanisms")
-    if isinstance(mechanisms, list) and len(mechanisms) > MAX_MECHANISMS:  # before the schema walks them
-        raise Malformed(
-            f"epsilon report of {artist} is not a valid report: mechanisms: {len(mechanisms)} items, more than "
-            f"the maximum of {MAX_MECHANISMS}"
-        )
+    oversized = collection_size_errors(report)  # before the signature check and the schema walk them
+    if oversized:
+        raise Malformed(f"epsilon report of {artist} is not a valid report: {'; '.join(oversized)}")
     if DATASET_SIZE_OPENING in report:
         raise Malformed(
             f"epsilon report of {artist} carries {DATASET_SIZE_OPENING}: the server must never learn the "
