@@ -74,10 +74,11 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
     ``max_bytes`` (a sparse file of gigabytes is not read whole)."""
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
             raise ValueError(f"{path} is not a regular file")
-        data = handle.read(max_bytes + 1)
-    if len(data) > max_bytes:
+        data = b"" if info.st_size > max_bytes else handle.read(max_bytes + 1)  # the read: it may grow
+    if info.st_size > max_bytes or len(data) > max_bytes:
         raise ValueError(f"{path} is larger than {max_bytes} bytes")
     return data
 
