@@ -388,3 +388,61 @@ def test_a_revocation_list_under_flower_is_refused_not_ignored(tmp_path, data):
     config = replace(config, crl=crl)
     with pytest.raises(ConfigError, match=r"server\.crl .*Flower node proves an artist's Ed25519 identity key"):
         run_federation(UnreachableGrid(), config, load_server_keys(config.keys))
+
+
+def _claiming(claim: str) -> ClientApp:
+    """A node's ClientApp answering the registration with ``claim`` (and a signature of nothing)."""
+    from fedstyle_secure.flower.records import SIGNATURE
+
+    app = ClientApp()
+
+    @app.query("register")
+    def handler(message: Message, context: Context) -> Message:
+        return Message(RecordDict({RECORD: ConfigRecord({CLAIM: claim, SIGNATURE: b"0" * 64})}), reply_to=message)
+
+    return app
+
+
+@pytest.mark.usefixtures("outside_runtime")
+def test_a_node_s_huge_registration_claim_is_logged_and_kept_cut(tmp_path, caplog):
+    """A node claiming a 100,000-character artist id was refused with the claim quoted whole, into
+    the server's log and its refusals (red-team review, 2026-12-01); both now hold a bounded part."""
+    from fedstyle_secure.transport.loopback import write_fresh_keys
+
+    keys = load_server_keys(write_fresh_keys(tmp_path / "keys", ARTISTS))
+    caplog.set_level("INFO", logger="fedstyle_secure.flower.server")
+    binding = bind_nodes(InProcessGrid(_claiming("m" * 100_000), 1), keys, 10.0)
+    assert binding.artists == {}
+    (refusal,) = binding.refusals.values()
+    assert refusal.startswith("not in this federation's roster: 'mmm") and "cut at 2000 of 100" in refusal
+    assert len(refusal) < 2_200
+    assert caplog.records and max(len(r.getMessage()) for r in caplog.records) < 2_400
+
+
+@pytest.mark.usefixtures("outside_runtime")
+def test_an_error_quoting_a_huge_message_is_logged_cut_on_both_sides(tmp_path, data, caplog, monkeypatch):
+    """An error raised while handling a peer's message was logged with ``log.exception``, its text
+    (which may quote the message) whole: on the server for a reply it could not handle, on the
+    artist for a server message it refused.  Both logs now hold the traceback with the text cut.
+    The errors are FAKE (monkeypatched handlers raising a 100,000-character text): what is tested is
+    what the real ServerApp and ClientApp log about them."""
+    from fedstyle_secure.flower import apps, server
+
+    run = Run(tmp_path / "run", data, "none", math.inf)
+    huge = "q" * 100_000
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(huge)
+
+    caplog.set_level("INFO")
+    monkeypatch.setattr(server, "apply_reply", failing)
+    phase = run.federation.coordinator.plan().phase.value
+    run.federation.run_phase()
+    assert any("reply could not be handled" in r and "cut at 2000 of" in r for r in run.federation.refusals)
+    monkeypatch.setattr(apps, "act_on_phase", failing)
+    inbox, _ = run.grid.sent(PHASE_ACTIONS[phase], run.nodes[ARTISTS[0]])
+    assert flower_runtime_reply(run, ARTISTS[0], phase, inbox).has_error()
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("reply could not be handled\nTraceback" in m and "cut at 2000" in m for m in logged)
+    assert any(m.startswith(f"refused a {PHASE_ACTIONS[phase]} message\nTraceback") for m in logged)
+    assert max(map(len, logged)) < 6_000

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import traceback
+
 from fedstyle_secure.errors import TransportError
 
 MAX_REFUSAL_CHARS = 2000
@@ -17,6 +19,13 @@ def refusal_text(reason: object) -> str:
     if len(text) <= MAX_REFUSAL_CHARS:
         return text
     return f"{text[:MAX_REFUSAL_CHARS]}... (cut at {MAX_REFUSAL_CHARS} of {len(text)} characters)"
+
+
+def unexpected_error_text(exc: BaseException) -> str:
+    """The traceback of ``exc`` for a log, its message cut by :func:`refusal_text`: an error raised
+    while handling a peer's message may quote that message (``log.exception`` would log it whole)."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    return f"Traceback (most recent call last):\n{frames}{type(exc).__name__}: {refusal_text(exc)}"
 
 
 class Rejected(TransportError):

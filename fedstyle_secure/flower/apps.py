@@ -18,6 +18,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.federation.rejections import unexpected_error_text
 from fedstyle_secure.flower.artist import act_on_phase, artist_from_config, register
 from fedstyle_secure.flower.records import PHASE_ACTIONS, REGISTER
 from fedstyle_secure.flower.server import FlowerFederation, run_federation
@@ -56,8 +57,8 @@ def client_app(client_configs: Sequence[Path] | None = None) -> ClientApp:
         def handler(message: Message, context: Context) -> Message:
             try:
                 reply = act(_client_config(context, client_configs), message.content)
-            except Exception:
-                log.exception("refused a %s message", message.metadata.message_type)
+            except Exception as exc:  # the detail stays in this log, cut: it may quote the server's message
+                log.error("refused a %s message\n%s", message.metadata.message_type, unexpected_error_text(exc))
                 raise ArtistRefused(REFUSAL) from None
             return Message(reply, reply_to=message)
 

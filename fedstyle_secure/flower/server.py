@@ -37,7 +37,13 @@ from google.protobuf.message import DecodeError
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.federation.coordinator import MASKING_STEPS, Coordinator, Phase, Plan
 from fedstyle_secure.federation.masking_session import FETCH_NAMES
-from fedstyle_secure.federation.rejections import Duplicate, Forbidden, Rejected, refusal_text
+from fedstyle_secure.federation.rejections import (
+    Duplicate,
+    Forbidden,
+    Rejected,
+    refusal_text,
+    unexpected_error_text,
+)
 from fedstyle_secure.flower.records import (
     PHASE_ACTIONS,
     REGISTER,
@@ -69,7 +75,7 @@ def verified_artist(
     have signed ``nonce`` (the server's, fresh for this node) and no other node may hold it."""
     public = publics.get(claim)
     if public is None:
-        raise Forbidden(f"{claim!r} is not in this federation's roster")
+        raise Forbidden(f"not in this federation's roster: {claim!r}")
     auth.verify_registration(public, claim, nonce, signature)
     if claim in bound.values():
         raise Duplicate(f"{claim} is already bound to another node")
@@ -107,8 +113,8 @@ def bind_nodes(
                 keys.identity_public_keys, binding.artists, claim, nonces[node], signature
             )
         except REFUSED as exc:
-            binding.refusals[node] = str(exc)
-            log.warning("node %d refused: %s", node, exc)
+            binding.refusals[node] = refusal_text(exc)  # it quotes the node's claim
+            log.warning("node %d refused: %s", node, binding.refusals[node])
     log.info("flower nodes bound", extra={"nodes": {str(n): a for n, a in binding.artists.items()}})
     return binding
 
@@ -215,7 +221,8 @@ class FlowerFederation:
             try:
                 body = self.coordinator.masking_message(artist, plan.round_id, name)
             except REFUSED as exc:
-                log.info("round %d %s: no masking message for %s: %s", plan.round_id, plan.phase.value, artist, exc)
+                refusal = refusal_text(exc)
+                log.info("round %d %s: no masking message for %s: %s", plan.round_id, plan.phase.value, artist, refusal)
                 continue
             if body is not None:
                 download = pb.MaskingDownload(round_id=plan.round_id, phase=plan.phase.value, message=body)
@@ -274,8 +281,8 @@ class FlowerFederation:
         except REFUSED as exc:
             return [f"{artist}: unreadable reply: {exc}"]
         except Exception as exc:  # one artist's reply never stops the run (the gRPC server answers INTERNAL)
-            log.exception("%s: reply could not be handled", artist)
-            return [f"{artist}: reply could not be handled: {type(exc).__name__}: {exc}"]
+            log.error("%s: reply could not be handled\n%s", artist, unexpected_error_text(exc))
+            return [f"{artist}: reply could not be handled: {type(exc).__name__}: {refusal_text(exc)}"]
 
 
 def run_federation(
