@@ -441,7 +441,7 @@ def test_an_artists_messages_are_handled_one_at_a_time(tmp_path):
     same stored masking phase): while one holds the state folder's lock, another cannot take it."""
     import fcntl
 
-    from fedstyle_secure.flower.artist import LOCK_FILE, one_message_at_a_time
+    from fedstyle_secure.transport.artist.state import LOCK_FILE, one_artist_process
 
     def free() -> bool:
         fd = os.open(tmp_path / "state" / LOCK_FILE, os.O_RDWR)
@@ -453,7 +453,7 @@ def test_an_artists_messages_are_handled_one_at_a_time(tmp_path):
         finally:
             os.close(fd)
 
-    with one_message_at_a_time(tmp_path / "state"):
+    with one_artist_process(tmp_path / "state", wait=True):
         assert not free()
         assert stat.S_IMODE((tmp_path / "state" / LOCK_FILE).stat().st_mode) == 0o600
     assert free()

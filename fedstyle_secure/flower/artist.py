@@ -26,9 +26,6 @@ authenticates is then bound to it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -59,7 +56,7 @@ from fedstyle_secure.transport.artist.ckks import SentContribution, ckks_client
 from fedstyle_secure.transport.artist.masking import masking_client, masking_step
 from fedstyle_secure.transport.artist.privacy import ArtistPrivacy, DurableClient
 from fedstyle_secure.transport.artist.runner import ArtistRunner, build_style_client
-from fedstyle_secure.transport.artist.state import ArtistStateStore
+from fedstyle_secure.transport.artist.state import ArtistStateStore, one_artist_process
 from fedstyle_secure.transport.config import ClientConfig, load_client_config
 from fedstyle_secure.transport.sqlite_io import connect, private_database, transaction
 from fedstyle_secure.transport.wire import (
@@ -73,7 +70,6 @@ from fedstyle_secure.transport.wire import (
 
 MAX_PAYLOAD_BYTES = 1 << 31
 CKKS_SENT_FILE = "flower-ckks-sent.sqlite"
-LOCK_FILE = "flower-artist.lock"
 
 
 class AwaitingCommitments(Exception):
@@ -242,20 +238,6 @@ class SentCkksJournal:
             )
 
 
-@contextlib.contextmanager
-def one_message_at_a_time(state_dir: Path) -> Iterator[None]:
-    """Hold ``<state_dir>/flower-artist.lock`` exclusively (blocking): a SuperNode may start several
-    ClientApp processes for one artist at once, and each reads the state, acts and writes it back; two
-    interleaved would both act on the same stored phase (e.g. both sign a survivor set)."""
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
 def act_on_phase(config: ClientConfig, keys: ArtistKeys, content: RecordDict) -> RecordDict:
     """Do this artist's part of the message's phase (resumed from ``config.state_dir``); the reply.
 
@@ -264,7 +246,7 @@ def act_on_phase(config: ClientConfig, keys: ArtistKeys, content: RecordDict) ->
     contribution as sent (:class:`SentCkksJournal`) and the masking session (the masking client's
     own store, written before it returns each masking message)."""
     assert config.state_dir is not None  # artist_from_config requires it
-    with one_message_at_a_time(config.state_dir):
+    with one_artist_process(config.state_dir, wait=True):  # a SuperNode may start several ClientApps at once
         return _act_on_phase(config, keys, ServerMessage.from_record(content))
 
 
@@ -281,6 +263,7 @@ def _act_on_phase(config: ClientConfig, keys: ArtistKeys, inbox: ServerMessage) 
             config.min_masking_degree,
             min_quorum=config.min_quorum,
             resume=True,
+            reports_dir=config.reports_dir,
         )
         masking.end_rounds_before(plan.round_id)  # an unfinished earlier session's secrets go now
         if plan.phase in FETCH_NAMES:  # share .. unmask: crypto on the stored session only, no model to rebuild
@@ -297,7 +280,7 @@ def _act_on_phase(config: ClientConfig, keys: ArtistKeys, inbox: ServerMessage) 
     journal = None
     if plan.secure_mode == "ckks":  # its decryption guard is journaled by ckks_client itself
         journal = SentCkksJournal(config.state_dir)
-        runner.ckks = ckks_client(keys, config.state_dir, config.min_quorum)
+        runner.ckks = ckks_client(keys, config.state_dir, config.min_quorum, reports_dir=config.reports_dir)
         sent = journal.load()
         if sent is not None:
             runner.ckks.resume(sent)

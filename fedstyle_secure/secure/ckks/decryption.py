@@ -318,6 +318,22 @@ class DecryptionGuard:
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise SecureAggregationError(f"unreadable CKKS decryption guard {data!r}: {exc}") from exc
 
+    @classmethod
+    def merged(cls, copies: Sequence[DecryptionGuard]) -> DecryptionGuard:
+        """One guard from the copies an artist keeps in two places (a restored backup of one holds an
+        older state): the latest round's, with its latest attempt and its commitment.  Copies of one
+        round naming two different commitments are refused: the artist acted twice in the round."""
+        if not copies:
+            return cls()
+        round_id = max(g._round for g in copies)
+        current = [g for g in copies if g._round == round_id]
+        commitments = {g._commitment for g in current if g._commitment is not None}
+        if len(commitments) > 1:
+            raise SecureAggregationError(
+                f"round {round_id}: the copies of the CKKS decryption guard name two commitments"
+            )
+        return cls(round_id, max(g._latest for g in current), next(iter(commitments), None))
+
     def _enter(self, at: Attempt) -> None:
         if at.round_id < self._round:
             raise SecureAggregationError(f"{at}: round {self._round} has begun; refusing to act in an earlier round")

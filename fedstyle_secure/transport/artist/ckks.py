@@ -86,9 +86,8 @@ class CkksClient:
     _own: SentContribution | None = None
 
     def __post_init__(self) -> None:
-        stored = None if self.journal is None else self.journal.load()
-        if stored is not None:
-            self.guard = DecryptionGuard.from_dict(stored)
+        if self.journal is not None:
+            self.guard = DecryptionGuard.merged([DecryptionGuard.from_dict(s) for s in self.journal.load()])
 
     def _keep_guard(self) -> None:
         """Persist the guard before what it allowed is signed (no-op without a journal)."""
@@ -215,9 +214,12 @@ def ckks_client(
     state_dir: Path | None,
     min_quorum: int = DEFAULT_MIN_QUORUM,
     clock: Callable[[], float] = time.time,
+    reports_dir: Path | None = None,
 ) -> CkksClient:
-    """The artist process's CKKS client; with a ``state_dir`` its decryption guard survives restarts."""
-    journal = None if state_dir is None else CkksGuardJournal(state_dir)
+    """The artist process's CKKS client; with a ``state_dir`` its decryption guard survives restarts
+    (and, with a ``reports_dir`` outside it, a restored backup of the ``state_dir``)."""
+    witness = None if reports_dir is None else Path(reports_dir) / keys.artist_id
+    journal = None if state_dir is None else CkksGuardJournal(state_dir, witness)
     return CkksClient(keys, min_quorum=min_quorum, clock=clock, journal=journal)
 
 

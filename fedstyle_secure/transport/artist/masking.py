@@ -282,8 +282,8 @@ class MaskingClient:
             reply = current.machine.sign_survivors(message).to_bytes()
         elif plan.phase == MaskingPhase.UNMASK.value:
             reply = current.machine.unmask(message).to_bytes()
-            if self.journal is not None:
-                self.journal.record(plan.round_id)  # durable before the answer leaves the process
+            if self.journal is not None:  # durable before the answer leaves; refused if another session of
+                self.journal.claim(plan.round_id, current.session_id)  # the round was answered (other process)
             self._unmasked_rounds.add(plan.round_id)
             self._current = None  # forget the session's secrets
             self._vectors.pop(plan.round_id, None)  # and the vector: no other session of this round is joined
@@ -301,6 +301,7 @@ def masking_client(
     *,
     min_quorum: int = DEFAULT_MIN_QUORUM,
     resume: bool = False,
+    reports_dir: Path | None = None,
 ) -> MaskingClient:
     """The artist process's masking client: with a ``state_dir``, its journal of answered rounds lives
     there (so a restart does not forget them); it refuses plans below its threshold and degree floors
@@ -308,7 +309,8 @@ def masking_client(
     sessions that could reveal a sum of fewer than ``min_quorum`` inputs (``client.min_quorum``).  With
     ``resume`` (a ``state_dir`` is then required) the whole session state is kept there too and
     restored here: a process per message continues the previous process's session."""
-    journal = None if state_dir is None else MaskingJournal(state_dir)
+    witness = None if reports_dir is None else Path(reports_dir) / keys.artist_id  # outlives a restored state_dir
+    journal = None if state_dir is None else MaskingJournal(state_dir, witness)
     if resume and state_dir is None:
         raise ConfigError("client.state_dir is required to resume masking sessions across processes")
     store = MaskingSessionStore(state_dir) if resume and state_dir is not None else None

@@ -51,7 +51,7 @@ from fedstyle_secure.transport.artist.plan_checks import (
     check_value_range,
 )
 from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
-from fedstyle_secure.transport.artist.state import FirstPlanPin
+from fedstyle_secure.transport.artist.state import FirstPlanPin, one_artist_process
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.dp_config import announced_dp
 from fedstyle_secure.transport.federation_model import public_bank, starting_model
@@ -248,7 +248,12 @@ class ArtistRunner:
             if self.masking is None:
                 c = self.config
                 self.masking = masking_client(
-                    self.keys, c.state_dir, c.min_masking_threshold, c.min_masking_degree, min_quorum=c.min_quorum
+                    self.keys,
+                    c.state_dir,
+                    c.min_masking_threshold,
+                    c.min_masking_degree,
+                    min_quorum=c.min_quorum,
+                    reports_dir=c.reports_dir,
                 )
             step = masking_step(self.masking, session, plan, lambda: self._packed(session, plan))
             return lambda s, p: step(s)
@@ -308,7 +313,9 @@ class ArtistRunner:
 
     def _ckks(self) -> CkksClient:
         if self.ckks is None:
-            self.ckks = ckks_client(self.keys, self.config.state_dir, self.config.min_quorum)
+            self.ckks = ckks_client(
+                self.keys, self.config.state_dir, self.config.min_quorum, reports_dir=self.config.reports_dir
+            )
         return self.ckks
 
     def run_session(self, session: ArtistSession, stop: threading.Event) -> pb.RoundPlan:
@@ -374,8 +381,15 @@ def run_artist(config: ClientConfig, keys: ArtistKeys, stop: threading.Event | N
     """Connect, register and follow the federation until it finishes (0), or until ``stop`` is set
     (1).  A connection problem (:data:`RETRYABLE`) reconnects with exponential backoff (tenacity);
     the artist gives up with :class:`TransportError` once the server has been unreachable for
-    ``client.give_up_seconds``; any other refusal ends it at once."""
-    stop = stop or threading.Event()
+    ``client.give_up_seconds``; any other refusal ends it at once.  With a ``state_dir``, no other
+    process may be using it (:func:`one_artist_process`, held until this returns)."""
+    if config.state_dir is None:
+        return _follow_federation(config, keys, stop or threading.Event())
+    with one_artist_process(config.state_dir, wait=False):
+        return _follow_federation(config, keys, stop or threading.Event())
+
+
+def _follow_federation(config: ClientConfig, keys: ArtistKeys, stop: threading.Event) -> int:
     runner = ArtistRunner(config, keys)
     reach = Reachability(config.reconnect_initial_seconds, config.reconnect_max_seconds, config.give_up_seconds)
 

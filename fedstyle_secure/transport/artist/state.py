@@ -31,19 +31,49 @@ local attacker is out of scope.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
+import os
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
-from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.transport.sqlite_io import connect, npy_array, npy_bytes, private_database, transaction
 
 STATE_FILE = "artist-state.sqlite"
+LOCK_FILE = "artist.lock"
+
+
+@contextlib.contextmanager
+def one_artist_process(state_dir: Path, *, wait: bool) -> Iterator[None]:
+    """Hold ``<state_dir>/artist.lock`` exclusively while the block runs: one process acts on an
+    artist's ``state_dir`` at a time.  ``wait``: block until the holder is done (a Flower SuperNode
+    may start several ClientApp processes for one artist, one per message); otherwise refuse at once
+    with :class:`ConfigError` (``fedstyle client`` started twice on one config: two processes each
+    checked the masking journal when they advertised, and each would answer its own session's
+    unmasking request of the round, letting a server difference the two sums).  Released when the
+    process ends, however it ends."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"another artist process is using {state_dir} (it holds {LOCK_FILE}): stop it before starting this one"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 STATE_FORMAT = "fedstyle-artist-state/1"
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
@@ -172,59 +202,98 @@ class ArtistStateStore:
 JOURNAL_FILE = "masking-journal.sqlite"
 
 
+def _copies(state_dir: Path, witness_dir: Path | None, name: str) -> list[Path]:
+    """Where a journal is kept: ``witness_dir`` first (if any), then ``state_dir``.  A copy outside
+    ``state_dir`` (``client.reports_dir``, like the charge count) outlives a restored backup of it."""
+    return [Path(d) / name for d in ((witness_dir,) if witness_dir is not None else ()) + (state_dir,)]
+
+
 class MaskingJournal:
-    """The federation rounds whose masking unmasking request this artist answered, and the masking
-    sessions it advertised keys in, kept across restarts in ``<state_dir>/masking-journal.sqlite``
-    (0600, beside the artist state).
+    """The federation rounds whose masking unmasking request this artist answered (and in which masking
+    session), and the masking sessions it advertised keys in, kept across restarts in
+    ``<state_dir>/masking-journal.sqlite`` (0600, beside the artist state) and, with a ``witness_dir``
+    (``client.reports_dir``), a second copy there; what either copy holds counts.
 
     Threat model: once an artist answered round ``r``'s unmasking request, the server can decode a
     sum that contains its vector.  Were the artist to join another masking session of round ``r``
     with the same vector -- after a restart a DP artist resends its stored contribution, and a
     non-DP one retrains from the same broadcast -- a server faking an abort could decode a second
-    sum without it and read its vector from the difference.  :meth:`record` commits before the
-    answer leaves the process, so a crash in between errs on the side of refusing.  Likewise
+    sum without it and read its vector from the difference.  :meth:`claim` commits before the
+    answer leaves the process, so a crash in between errs on the side of refusing, and it refuses
+    to answer a second session of a round (two processes of one artist on one ``state_dir`` each
+    checked the journal when they advertised, before either answered).  A ``state_dir`` restored
+    from a backup forgets answers; the copy in ``witness_dir`` does not, unless it is restored too
+    (nothing here can tell then: that needs a monotonic counter outside the machine).  Likewise
     :meth:`record_advertised` commits before an advertisement leaves, so a restarted artist still
     advertises at most once per session id and never in a round before the latest it advertised in
     (a replayed session gets nothing; its fresh keys would protect the vector, but the artist would
     retrain and sign a second key set under one session id)."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = Path(state_dir) / JOURNAL_FILE
-        private_database(self.path)
-        with transaction(self.path) as db:
-            db.execute("CREATE TABLE IF NOT EXISTS unmasked (round_id INTEGER PRIMARY KEY)")
-            # session ids are 64-bit unsigned: kept as decimal text (SQLite integers are signed)
-            db.execute("CREATE TABLE IF NOT EXISTS advertised (session_id TEXT PRIMARY KEY, round_id INTEGER NOT NULL)")
+    def __init__(self, state_dir: Path, witness_dir: Path | None = None) -> None:
+        self.paths = _copies(state_dir, witness_dir, JOURNAL_FILE)
+        self.path = self.paths[-1]
+        for path in self.paths:
+            private_database(path)
+            with transaction(path) as db:
+                db.execute("CREATE TABLE IF NOT EXISTS unmasked (round_id INTEGER PRIMARY KEY)")
+                # the session that answered the round (session ids as decimal text: 64-bit unsigned)
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS answered (round_id INTEGER PRIMARY KEY, session_id TEXT NOT NULL)"
+                )
+                # session ids are 64-bit unsigned: kept as decimal text (SQLite integers are signed)
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS advertised (session_id TEXT PRIMARY KEY, round_id INTEGER NOT NULL)"
+                )
 
     def advertised(self) -> tuple[set[int], int]:
         """(The session ids this artist advertised keys in, the latest round among them; 0 if none.)"""
-        db = connect(self.path)
-        try:
-            rows = db.execute("SELECT session_id, round_id FROM advertised").fetchall()
-        finally:
-            db.close()
+        rows = []
+        for path in self.paths:
+            db = connect(path)
+            try:
+                rows += db.execute("SELECT session_id, round_id FROM advertised").fetchall()
+            finally:
+                db.close()
         return {int(s) for s, _ in rows}, max((int(r) for _, r in rows), default=0)
 
     def record_advertised(self, session_id: int, round_id: int) -> None:
         """Durably note that keys are being advertised in masking session ``session_id`` of ``round_id``."""
-        with transaction(self.path) as db:
-            db.execute(
-                "INSERT OR IGNORE INTO advertised (session_id, round_id) VALUES (?, ?)",
-                (str(session_id), int(round_id)),
-            )
+        for path in self.paths:
+            with transaction(path) as db:
+                db.execute(
+                    "INSERT OR IGNORE INTO advertised (session_id, round_id) VALUES (?, ?)",
+                    (str(session_id), int(round_id)),
+                )
 
     def answered(self, round_id: int) -> bool:
         """Whether this artist ever answered an unmasking request of federation round ``round_id``."""
-        db = connect(self.path)
-        try:
-            return db.execute("SELECT 1 FROM unmasked WHERE round_id = ?", (int(round_id),)).fetchone() is not None
-        finally:
-            db.close()
+        for path in self.paths:
+            db = connect(path)
+            try:
+                if db.execute("SELECT 1 FROM unmasked WHERE round_id = ?", (int(round_id),)).fetchone() is not None:
+                    return True
+            finally:
+                db.close()
+        return False
 
-    def record(self, round_id: int) -> None:
-        """Durably note that an unmasking request of ``round_id`` is being answered."""
-        with transaction(self.path) as db:
-            db.execute("INSERT OR IGNORE INTO unmasked (round_id) VALUES (?)", (int(round_id),))
+    def claim(self, round_id: int, session_id: int) -> None:
+        """Durably note that the unmasking request of session ``session_id`` of ``round_id`` is being
+        answered; raise :class:`SecureAggregationError` if another session's (or, from an older journal,
+        an unnamed one's) of that round was.  Answering the same session again is allowed (the same bytes)."""
+        for path in self.paths:
+            with transaction(path) as db:
+                row = db.execute("SELECT session_id FROM answered WHERE round_id = ?", (int(round_id),)).fetchone()
+                legacy = db.execute("SELECT 1 FROM unmasked WHERE round_id = ?", (int(round_id),)).fetchone()
+                if (row is not None and int(row[0]) != session_id) or (row is None and legacy is not None):
+                    raise SecureAggregationError(
+                        f"round {round_id}: I already answered the unmasking request of another masking session of "
+                        f"this round ({path}); not answering session {session_id:#x}"
+                    )
+                db.execute(
+                    "INSERT OR IGNORE INTO answered (round_id, session_id) VALUES (?, ?)",
+                    (int(round_id), str(session_id)),
+                )
+                db.execute("INSERT OR IGNORE INTO unmasked (round_id) VALUES (?)", (int(round_id),))
 
 
 CKKS_GUARD_FILE = "ckks-guard.sqlite"
@@ -232,28 +301,40 @@ CKKS_GUARD_FILE = "ckks-guard.sqlite"
 
 class CkksGuardJournal:
     """The artist's CKKS :class:`~fedstyle_secure.secure.ckks.decryption.DecryptionGuard`, kept across
-    restarts in ``<state_dir>/ckks-guard.sqlite`` (0600).  Threat model: a committee member that
-    forgot (by restarting) that it committed in attempt ``a`` would contribute to a later attempt of
-    the round, and a server faking an abort could difference two decrypted sums.  Saved before
-    anything the guard allowed is signed."""
+    restarts in ``<state_dir>/ckks-guard.sqlite`` (0600) and, with a ``witness_dir``
+    (``client.reports_dir``), a second copy there (loaded merged: a restored backup of ``state_dir``
+    forgets no commitment).  Threat model: a committee member that forgot (by restarting, or by a
+    restored ``state_dir``) that it committed in attempt ``a`` would commit to a second set of the round,
+    and a server faking an abort could difference two decrypted sums.  Saved before anything the guard
+    allowed is signed."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = Path(state_dir) / CKKS_GUARD_FILE
-        private_database(self.path)
-        with transaction(self.path) as db:
-            db.execute("CREATE TABLE IF NOT EXISTS guard (id INTEGER PRIMARY KEY CHECK (id = 0), state TEXT NOT NULL)")
+    def __init__(self, state_dir: Path, witness_dir: Path | None = None) -> None:
+        self.paths = _copies(state_dir, witness_dir, CKKS_GUARD_FILE)
+        self.path = self.paths[-1]
+        for path in self.paths:
+            private_database(path)
+            with transaction(path) as db:
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS guard (id INTEGER PRIMARY KEY CHECK (id = 0), state TEXT NOT NULL)"
+                )
 
-    def load(self) -> dict[str, Any] | None:
-        db = connect(self.path)
-        try:
-            row = db.execute("SELECT state FROM guard WHERE id = 0").fetchone()
-        finally:
-            db.close()
-        return None if row is None else json.loads(row[0])
+    def load(self) -> list[dict[str, Any]]:
+        """The guard state of each copy that holds one (none: the artist never acted in CKKS)."""
+        states = []
+        for path in self.paths:
+            db = connect(path)
+            try:
+                row = db.execute("SELECT state FROM guard WHERE id = 0").fetchone()
+            finally:
+                db.close()
+            if row is not None:
+                states.append(json.loads(row[0]))
+        return states
 
     def save(self, state: dict[str, Any]) -> None:
-        with transaction(self.path) as db:
-            db.execute("INSERT OR REPLACE INTO guard (id, state) VALUES (0, ?)", (json.dumps(state),))
+        for path in self.paths:
+            with transaction(path) as db:
+                db.execute("INSERT OR REPLACE INTO guard (id, state) VALUES (0, ?)", (json.dumps(state),))
 
 
 MASKING_SESSION_FILE = "masking-session.sqlite"
