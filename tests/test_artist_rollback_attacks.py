@@ -48,7 +48,7 @@ from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_k
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
 from fedstyle_secure.transport.artist.ckks import CkksClient, SentContribution
 from fedstyle_secure.transport.artist.runner import ArtistRunner, run_artist
-from fedstyle_secure.transport.artist.state import one_artist_process
+from fedstyle_secure.transport.artist.state import LOCK_FILE, one_artist_process
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.loopback import write_fresh_keys
 from fedstyle_secure.transport.wire import pb
@@ -345,3 +345,90 @@ def test_a_second_artist_process_on_one_state_dir_is_refused_before_it_connects(
         assert time.monotonic() - started < 5
     with one_artist_process(state, wait=False):  # released with the first process
         pass
+
+
+# ---------------------------------------------------- a second process beside a running one (restored state_dir)
+# (red-team review of the fixes above, 2026-12-02: the lock file lived in the folder a restore replaces,
+# and the CKKS guard was read once and overwritten at save)
+
+
+def _wait_until_locked(lock: Path, seconds: float = 60.0) -> None:
+    """Return once some process holds a flock on ``lock``, read from ``/proc/locks`` (Linux): probing
+    by taking the lock could make the holder's own non-blocking attempt fail."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if lock.exists():
+            inode = f":{lock.stat().st_ino}"
+            with open("/proc/locks") as table:
+                if any(f[1] == "FLOCK" and f[5].endswith(inode) for f in map(str.split, table) if len(f) > 5):
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing locked {lock} within {seconds:g} s")
+
+
+def test_two_live_ckks_processes_of_one_artist_commit_to_one_set_per_attempt(keys, tmp_path):
+    """X's ``fedstyle client`` (P1) is running; its operator restores X's state_dir from a backup (or
+    deletes ``artist.lock``, taking it for stale) and starts ``fedstyle client`` again (P2).  The
+    restored folder's ``artist.lock`` is another file, so P2's lock is not refused: two live processes
+    on one state_dir.  The masking path survives this (``MaskingJournal.claim`` re-checks the shared
+    journal when it answers); the CKKS guard is read once, when the client is built, and ``save``
+    overwrites whatever another process stored.  Attempt 0: P1 and P2 both contribute (P2's guard is
+    loaded before P1 commits); the server lists S1 = {X(P1), Y, Z} to P1 and Y (committee {X, Y}) and
+    S2 = {X(P2), Z} to P2 and Z (committee {X, Z}; Z never committed): S1 - S2 = x_Y."""
+    state = tmp_path / "state"
+    clients, contribute = {}, {}
+    for a in ARTISTS:
+        clients[a], contribute[a] = _ckks_artist(keys, tmp_path, a)
+    at = Attempt(ROUND, 0, clients[VICTIM].keys.ckks.fingerprint)
+    x, y = decryption_committee(at, ARTISTS)
+    z = next(a for a in ARTISTS if a not in (x, y))
+    with one_artist_process(state / x, wait=False):  # P1 holds X's lock for its lifetime
+        shutil.copytree(state / x, tmp_path / "backup")
+        listed = {a: contribute[a]() for a in ARTISTS}  # the contribute phase (P1 for X)
+        shutil.rmtree(state / x)
+        shutil.copytree(tmp_path / "backup", state / x)  # the restore, P1 still running
+        with one_artist_process(state / x, wait=False):  # P2 is not refused: the lock file is a new one
+            p2, p2_contribute = _ckks_artist(keys, tmp_path, x)
+            second = p2_contribute()  # P2 contributes to attempt 0 too (before P1 committed)
+            total1 = CkksServer(listed).decrypt({x: clients[x], y: clients[y]})
+            assert total1 is not None
+            np.testing.assert_allclose(total1, sum(VALUES.values()), atol=1e-4)
+            total2 = CkksServer({x: second, z: listed[z]}).decrypt({x: p2, z: clients[z]})
+    leaked = total2 is not None and np.allclose(total1 - total2, VALUES[y], atol=1e-4)
+    assert not leaked, f"server read {y}'s vector: {total1 - total2}"
+    assert total2 is None and "another process" in (p2.last_refusal or "")
+
+
+def test_a_state_dir_restored_while_its_artist_runs_does_not_let_a_second_one_start(keys, tmp_path):
+    """P1 (``fedstyle client``) runs and holds ``<state_dir>/artist.lock``.  The operator restores the
+    state_dir from a backup (P1 still alive) and starts ``fedstyle client`` again: the restored folder's
+    lock file is a new file, so nothing refuses P2 -- two live processes of one artist, the case the
+    lock exists for (each keeps its own in-memory guards and DP ledger).  With ``reports_dir`` outside
+    state_dir (not restored) the second process must still be refused."""
+    state = tmp_path / "state"
+    config = ClientConfig(
+        keys=keys,
+        data=tmp_path,
+        artist=VICTIM,
+        state_dir=state,
+        reports_dir=tmp_path / "reports",
+        server="127.0.0.1:9",
+        give_up_seconds=60,
+        reconnect_initial_seconds=0.1,
+        reconnect_max_seconds=0.2,
+    )
+    artist_keys = load_artist_keys(keys, VICTIM)
+    stop = threading.Event()
+    first = threading.Thread(target=run_artist, args=(config, artist_keys, stop), daemon=True)
+    first.start()  # P1: retries the (unroutable) server while holding its lock
+    try:
+        _wait_until_locked(tmp_path / "reports" / VICTIM / LOCK_FILE)  # P1 holds both locks
+        shutil.copytree(state, tmp_path / "backup")
+        shutil.rmtree(state)
+        shutil.copytree(tmp_path / "backup", state)  # the restore, P1 still running
+        second = dataclasses.replace(config, give_up_seconds=1)
+        with pytest.raises(ConfigError, match="another artist process is using"):
+            run_artist(second, artist_keys)  # P2
+    finally:
+        stop.set()
+        first.join(30)

@@ -56,7 +56,7 @@ from fedstyle_secure.transport.artist.ckks import SentContribution, ckks_client
 from fedstyle_secure.transport.artist.masking import masking_client, masking_step
 from fedstyle_secure.transport.artist.privacy import ArtistPrivacy, DurableClient
 from fedstyle_secure.transport.artist.runner import ArtistRunner, build_style_client
-from fedstyle_secure.transport.artist.state import ArtistStateStore, one_artist_process
+from fedstyle_secure.transport.artist.state import ArtistStateStore, one_artist_process, witness_folder
 from fedstyle_secure.transport.config import ClientConfig, load_client_config
 from fedstyle_secure.transport.sqlite_io import connect, private_database, transaction
 from fedstyle_secure.transport.wire import (
@@ -246,7 +246,8 @@ def act_on_phase(config: ClientConfig, keys: ArtistKeys, content: RecordDict) ->
     contribution as sent (:class:`SentCkksJournal`) and the masking session (the masking client's
     own store, written before it returns each masking message)."""
     assert config.state_dir is not None  # artist_from_config requires it
-    with one_artist_process(config.state_dir, wait=True):  # a SuperNode may start several ClientApps at once
+    witness = witness_folder(config.reports_dir, keys.artist_id)
+    with one_artist_process(config.state_dir, wait=True, witness_dir=witness):  # a SuperNode may start several at once
         return _act_on_phase(config, keys, ServerMessage.from_record(content))
 
 

@@ -47,7 +47,7 @@ from fedstyle_secure.secure.ckks.decryption import (
 from fedstyle_secure.secure.ckks.primitives import CkksSum, encrypt, released_plaintext
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.transport.artist.channel import DOWNLOAD_SLACK_BYTES, ArtistSession
-from fedstyle_secure.transport.artist.state import CkksGuardJournal
+from fedstyle_secure.transport.artist.state import CkksGuardJournal, witness_folder
 from fedstyle_secure.transport.wire import pb, vector_payload
 
 log = logging.getLogger(__name__)
@@ -218,8 +218,7 @@ def ckks_client(
 ) -> CkksClient:
     """The artist process's CKKS client; with a ``state_dir`` its decryption guard survives restarts
     (and, with a ``reports_dir`` outside it, a restored backup of the ``state_dir``)."""
-    witness = None if reports_dir is None else Path(reports_dir) / keys.artist_id
-    journal = None if state_dir is None else CkksGuardJournal(state_dir, witness)
+    journal = None if state_dir is None else CkksGuardJournal(state_dir, witness_folder(reports_dir, keys.artist_id))
     return CkksClient(keys, min_quorum=min_quorum, clock=clock, journal=journal)
 
 

@@ -55,7 +55,7 @@ from fedstyle_secure.secure.masking.graph import default_degree
 from fedstyle_secure.secure.masking.messages import parse_message
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
 from fedstyle_secure.transport.artist.channel import ArtistSession, masking_upload
-from fedstyle_secure.transport.artist.state import MaskingJournal, MaskingSessionStore
+from fedstyle_secure.transport.artist.state import MaskingJournal, MaskingSessionStore, witness_folder
 from fedstyle_secure.transport.sqlite_io import npy_array, npy_bytes
 from fedstyle_secure.transport.wire import pb
 
@@ -309,7 +309,7 @@ def masking_client(
     sessions that could reveal a sum of fewer than ``min_quorum`` inputs (``client.min_quorum``).  With
     ``resume`` (a ``state_dir`` is then required) the whole session state is kept there too and
     restored here: a process per message continues the previous process's session."""
-    witness = None if reports_dir is None else Path(reports_dir) / keys.artist_id  # outlives a restored state_dir
+    witness = witness_folder(reports_dir, keys.artist_id)  # outlives a restored state_dir
     journal = None if state_dir is None else MaskingJournal(state_dir, witness)
     if resume and state_dir is None:
         raise ConfigError("client.state_dir is required to resume masking sessions across processes")

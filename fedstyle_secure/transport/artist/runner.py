@@ -51,7 +51,7 @@ from fedstyle_secure.transport.artist.plan_checks import (
     check_value_range,
 )
 from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
-from fedstyle_secure.transport.artist.state import FirstPlanPin, one_artist_process
+from fedstyle_secure.transport.artist.state import FirstPlanPin, one_artist_process, witness_folder
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.dp_config import announced_dp
 from fedstyle_secure.transport.federation_model import public_bank, starting_model
@@ -385,7 +385,8 @@ def run_artist(config: ClientConfig, keys: ArtistKeys, stop: threading.Event | N
     process may be using it (:func:`one_artist_process`, held until this returns)."""
     if config.state_dir is None:
         return _follow_federation(config, keys, stop or threading.Event())
-    with one_artist_process(config.state_dir, wait=False):
+    witness = witness_folder(config.reports_dir, keys.artist_id)  # a restored state_dir holds a new lock file
+    with one_artist_process(config.state_dir, wait=False, witness_dir=witness):
         return _follow_federation(config, keys, stop or threading.Event())
 
 

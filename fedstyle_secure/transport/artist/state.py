@@ -45,6 +45,7 @@ from typing import Any, cast
 import numpy as np
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
+from fedstyle_secure.secure.ckks.decryption import DecryptionGuard
 from fedstyle_secure.transport.sqlite_io import connect, npy_array, npy_bytes, private_database, transaction
 
 STATE_FILE = "artist-state.sqlite"
@@ -52,26 +53,49 @@ LOCK_FILE = "artist.lock"
 
 
 @contextlib.contextmanager
-def one_artist_process(state_dir: Path, *, wait: bool) -> Iterator[None]:
+def one_artist_process(state_dir: Path, *, wait: bool, witness_dir: Path | None = None) -> Iterator[None]:
     """Hold ``<state_dir>/artist.lock`` exclusively while the block runs: one process acts on an
     artist's ``state_dir`` at a time.  ``wait``: block until the holder is done (a Flower SuperNode
     may start several ClientApp processes for one artist, one per message); otherwise refuse at once
     with :class:`ConfigError` (``fedstyle client`` started twice on one config: two processes each
     checked the masking journal when they advertised, and each would answer its own session's
-    unmasking request of the round, letting a server difference the two sums).  Released when the
-    process ends, however it ends."""
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    unmasking request of the round, letting a server difference the two sums).  With a ``witness_dir``
+    (``<reports_dir>/<artist>``) its ``artist.lock`` is held too: a ``state_dir`` restored (or its lock
+    file deleted) while the first process runs holds a new lock file, the witness folder does not.
+    Released when the process ends, however it ends."""
+    with contextlib.ExitStack() as held:
+        held.enter_context(_locked(Path(state_dir), wait))
+        if witness_dir is not None and not _same_folder(Path(state_dir), Path(witness_dir)):
+            held.enter_context(_locked(Path(witness_dir), wait))  # a second flock of one file would deadlock
+        yield
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _locked(folder: Path, wait: bool) -> Iterator[None]:
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ConfigError(
-                f"another artist process is using {state_dir} (it holds {LOCK_FILE}): stop it before starting this one"
+                f"another artist process is using {folder} (it holds {LOCK_FILE}): stop it before starting this one"
             ) from None
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def witness_folder(reports_dir: Path | None, artist_id: str) -> Path | None:
+    """Where an artist keeps the second copies of its journals (and a second lock): ``<reports_dir>/<artist>``."""
+    return None if reports_dir is None else Path(reports_dir) / artist_id
 
 
 STATE_FORMAT = "fedstyle-artist-state/1"
@@ -332,8 +356,25 @@ class CkksGuardJournal:
         return states
 
     def save(self, state: dict[str, Any]) -> None:
+        """Store ``state`` in each copy, refusing (:class:`SecureAggregationError`, nothing stored in that
+        copy) if the copy holds something ``state`` does not know of -- a later round or attempt, another
+        commitment: another process of this artist acted since this one read its guard (a second
+        ``fedstyle client`` whose lock file was replaced, e.g. by a restore while the first ran)."""
+        new = DecryptionGuard.from_dict(state)
         for path in self.paths:
             with transaction(path) as db:
+                row = db.execute("SELECT state FROM guard WHERE id = 0").fetchone()
+                if row is not None:
+                    stored = DecryptionGuard.from_dict(json.loads(row[0]))
+                    try:
+                        ahead = DecryptionGuard.merged([stored, new]) != new
+                    except SecureAggregationError:
+                        ahead = True
+                    if ahead:
+                        raise SecureAggregationError(
+                            f"{path} holds {stored.to_dict()}, which this process never saw: another process of "
+                            "this artist acted in the round; not signing"
+                        )
                 db.execute("INSERT OR REPLACE INTO guard (id, state) VALUES (0, ?)", (json.dumps(state),))
 
 
