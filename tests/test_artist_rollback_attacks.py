@@ -38,7 +38,7 @@ from typing import cast
 import numpy as np
 import pytest
 
-from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.errors import ConfigError, TransportError
 from fedstyle_secure.federation.client import StyleClient
 from fedstyle_secure.federation.masking_rounds import MaskingRound
 from fedstyle_secure.federation.masking_session import MaskingParams, session_id
@@ -48,7 +48,7 @@ from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_k
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
 from fedstyle_secure.transport.artist.ckks import CkksClient, SentContribution
 from fedstyle_secure.transport.artist.runner import ArtistRunner, run_artist
-from fedstyle_secure.transport.artist.state import LOCK_FILE, one_artist_process
+from fedstyle_secure.transport.artist.state import one_artist_process, witness_folder
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.loopback import write_fresh_keys
 from fedstyle_secure.transport.wire import pb
@@ -352,20 +352,6 @@ def test_a_second_artist_process_on_one_state_dir_is_refused_before_it_connects(
 # and the CKKS guard was read once and overwritten at save)
 
 
-def _wait_until_locked(lock: Path, seconds: float = 60.0) -> None:
-    """Return once some process holds a flock on ``lock``, read from ``/proc/locks`` (Linux): probing
-    by taking the lock could make the holder's own non-blocking attempt fail."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if lock.exists():
-            inode = f":{lock.stat().st_ino}"
-            with open("/proc/locks") as table:
-                if any(f[1] == "FLOCK" and f[5].endswith(inode) for f in map(str.split, table) if len(f) > 5):
-                    return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing locked {lock} within {seconds:g} s")
-
-
 def test_two_live_ckks_processes_of_one_artist_commit_to_one_set_per_attempt(keys, tmp_path):
     """X's ``fedstyle client`` (P1) is running; its operator restores X's state_dir from a backup (or
     deletes ``artist.lock``, taking it for stale) and starts ``fedstyle client`` again (P2).  The
@@ -399,36 +385,52 @@ def test_two_live_ckks_processes_of_one_artist_commit_to_one_set_per_attempt(key
     assert total2 is None and "another process" in (p2.last_refusal or "")
 
 
-def test_a_state_dir_restored_while_its_artist_runs_does_not_let_a_second_one_start(keys, tmp_path):
-    """P1 (``fedstyle client``) runs and holds ``<state_dir>/artist.lock``.  The operator restores the
-    state_dir from a backup (P1 still alive) and starts ``fedstyle client`` again: the restored folder's
-    lock file is a new file, so nothing refuses P2 -- two live processes of one artist, the case the
-    lock exists for (each keeps its own in-memory guards and DP ledger).  With ``reports_dir`` outside
-    state_dir (not restored) the second process must still be refused."""
-    state = tmp_path / "state"
-    config = ClientConfig(
-        keys=keys,
-        data=tmp_path,
-        artist=VICTIM,
-        state_dir=state,
-        reports_dir=tmp_path / "reports",
-        server="127.0.0.1:9",
-        give_up_seconds=60,
-        reconnect_initial_seconds=0.1,
-        reconnect_max_seconds=0.2,
-    )
-    artist_keys = load_artist_keys(keys, VICTIM)
-    stop = threading.Event()
-    first = threading.Thread(target=run_artist, args=(config, artist_keys, stop), daemon=True)
-    first.start()  # P1: retries the (unroutable) server while holding its lock
-    try:
-        _wait_until_locked(tmp_path / "reports" / VICTIM / LOCK_FILE)  # P1 holds both locks
+def test_a_state_dir_restored_while_its_artist_runs_does_not_let_a_second_one_start(tmp_path):
+    """P1 holds ``<state_dir>/artist.lock`` (as ``fedstyle client`` does for its lifetime and a Flower
+    ClientApp per message).  The operator restores the state_dir from a backup while P1 runs: the
+    restored folder's lock file is a new file, so nothing refused P2 -- two live processes of one
+    artist, each with its own in-memory guards and DP ledger.  With ``reports_dir`` outside state_dir
+    (not restored) the lock held there refuses P2.  (``fedstyle client`` is also refused by its
+    identity, the test below; a Flower ClientApp is not, and a state_dir may be on a shared disk.)"""
+    state, witness = tmp_path / "state", witness_folder(tmp_path / "reports", VICTIM)
+    with one_artist_process(state, wait=False, witness_dir=witness):  # P1
         shutil.copytree(state, tmp_path / "backup")
         shutil.rmtree(state)
         shutil.copytree(tmp_path / "backup", state)  # the restore, P1 still running
-        second = dataclasses.replace(config, give_up_seconds=1)
-        with pytest.raises(ConfigError, match="another artist process is using"):
-            run_artist(second, artist_keys)  # P2
+        p2 = one_artist_process(state, wait=False, witness_dir=witness)
+        with pytest.raises(ConfigError, match=f"another artist process is using {witness}"), p2:
+            pass
+
+
+def test_a_second_client_of_one_artist_without_a_state_dir_is_refused(keys, tmp_path):
+    """An artist without DP need not keep a ``state_dir``, and then keeps no journal: ``fedstyle client``
+    started twice on one config was two processes each free to answer its own masking session of a
+    round (the two-process attack above, with nothing on disk to share).  The second one now stops at
+    once (an abstract socket named after the artist's identity key), and another artist is not held up."""
+    config = ClientConfig(
+        keys=keys, data=tmp_path, artist=VICTIM, server="127.0.0.1:9", give_up_seconds=60, reconnect_max_seconds=0.2
+    )
+    victim = load_artist_keys(keys, VICTIM)
+    stop = threading.Event()
+    first = threading.Thread(target=run_artist, args=(config, victim, stop), daemon=True)
+    first.start()  # P1: retries the (unroutable) server while it holds the name
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # P2 until it is refused: P1 may not hold the name yet on a loaded machine
+            quick = dataclasses.replace(config, give_up_seconds=0.5)
+            try:
+                run_artist(quick, victim)
+            except ConfigError as refused:
+                assert f"another fedstyle client of {VICTIM} is running" in str(refused)
+                break
+            except TransportError:  # P2 ran: P1 had not started yet
+                assert time.monotonic() < deadline, "the second client was never refused"
+        other = dataclasses.replace(config, artist=OTHER, give_up_seconds=0.5)
+        with pytest.raises(TransportError, match="unreachable"):  # another artist: not refused, gives up
+            run_artist(other, load_artist_keys(keys, OTHER))
     finally:
         stop.set()
         first.join(30)
+    assert not first.is_alive()
+    with pytest.raises(TransportError, match="unreachable"):  # the name went with P1
+        run_artist(dataclasses.replace(config, give_up_seconds=0.5), victim)

@@ -7,6 +7,7 @@ Data never leaves this process except as the protected round contribution (plain
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -51,7 +52,12 @@ from fedstyle_secure.transport.artist.plan_checks import (
     check_value_range,
 )
 from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
-from fedstyle_secure.transport.artist.state import FirstPlanPin, one_artist_process, witness_folder
+from fedstyle_secure.transport.artist.state import (
+    FirstPlanPin,
+    one_artist_process,
+    one_process_per_identity,
+    witness_folder,
+)
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.dp_config import announced_dp
 from fedstyle_secure.transport.federation_model import public_bank, starting_model
@@ -381,12 +387,15 @@ def run_artist(config: ClientConfig, keys: ArtistKeys, stop: threading.Event | N
     """Connect, register and follow the federation until it finishes (0), or until ``stop`` is set
     (1).  A connection problem (:data:`RETRYABLE`) reconnects with exponential backoff (tenacity);
     the artist gives up with :class:`TransportError` once the server has been unreachable for
-    ``client.give_up_seconds``; any other refusal ends it at once.  With a ``state_dir``, no other
-    process may be using it (:func:`one_artist_process`, held until this returns)."""
-    if config.state_dir is None:
-        return _follow_federation(config, keys, stop or threading.Event())
-    witness = witness_folder(config.reports_dir, keys.artist_id)  # a restored state_dir holds a new lock file
-    with one_artist_process(config.state_dir, wait=False, witness_dir=witness):
+    ``client.give_up_seconds``; any other refusal ends it at once.  No other process of this artist
+    may be running on this machine (:func:`one_process_per_identity`), nor using its ``state_dir``
+    (:func:`one_artist_process`); both are held until this returns."""
+    public = keys.identity_key.public_key().public_bytes_raw()
+    with contextlib.ExitStack() as held:
+        held.enter_context(one_process_per_identity(keys.artist_id, public))
+        if config.state_dir is not None:
+            witness = witness_folder(config.reports_dir, keys.artist_id)  # a restored state_dir: a new lock file
+            held.enter_context(one_artist_process(config.state_dir, wait=False, witness_dir=witness))
         return _follow_federation(config, keys, stop or threading.Event())
 
 

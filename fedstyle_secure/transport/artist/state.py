@@ -32,11 +32,16 @@ local attacker is out of scope.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import hashlib
 import io
 import json
+import logging
 import os
+import socket
 import sqlite3
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +52,8 @@ import numpy as np
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.secure.ckks.decryption import DecryptionGuard
 from fedstyle_secure.transport.sqlite_io import connect, npy_array, npy_bytes, private_database, transaction
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "artist-state.sqlite"
 LOCK_FILE = "artist.lock"
@@ -91,6 +98,31 @@ def _locked(folder: Path, wait: bool) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def one_process_per_identity(artist_id: str, identity_public_key: bytes) -> Iterator[None]:
+    """Hold a Linux abstract Unix socket named after the artist's identity public key (32 bytes)
+    while the block runs: a second ``fedstyle client`` of the same artist on this machine is refused
+    at once with :class:`ConfigError`, with or without a ``state_dir`` (an artist without one keeps
+    no journal, so two processes would each answer their own masking session of a round).  The name
+    vanishes with the process, however it ends; it covers one machine (one network namespace) only.
+    Elsewhere than Linux it is skipped with a warning."""
+    if not sys.platform.startswith("linux"):
+        log.warning("%s: one process per artist is enforced on Linux only (abstract sockets)", artist_id)
+        yield
+        return
+    name = b"\0fedstyle-artist-" + hashlib.sha256(identity_public_key).hexdigest()[:40].encode()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as held:
+        try:
+            held.bind(name)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise ConfigError(
+                f"another fedstyle client of {artist_id} is running on this machine: stop it before starting this one"
+            ) from None
+        yield
 
 
 def witness_folder(reports_dir: Path | None, artist_id: str) -> Path | None:
