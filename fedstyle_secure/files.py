@@ -17,7 +17,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 MAX_JSON_NESTING = 32
 """Deepest nesting of lists and objects accepted in a JSON document read here (an honest report,
@@ -66,17 +66,24 @@ def _nesting_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
-def read_regular_file(path: Path, max_bytes: int) -> bytes:
-    """The content of the regular file ``path``, at most ``max_bytes`` bytes.
+def open_regular_file(path: Path) -> BinaryIO:
+    """``path`` opened for binary reading, refused with :class:`ValueError` (naming it) unless it is a
+    regular file: a FIFO would block the reader forever, waiting for a writer, and a device such as
+    ``/dev/zero`` (or a link to one) never ends.  :class:`OSError` when it cannot be opened."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO does not wait for a writer
+    handle = os.fdopen(descriptor, "rb")
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        handle.close()
+        raise ValueError(f"{path} is not a regular file")
+    return handle
 
-    Raises :class:`OSError` when it cannot be opened and :class:`ValueError` (naming the file) when it
-    is not a regular file (a FIFO would block the reader, waiting for a writer) or is larger than
-    ``max_bytes`` (a sparse file of gigabytes is not read whole)."""
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    with os.fdopen(descriptor, "rb") as handle:
+
+def read_regular_file(path: Path, max_bytes: int) -> bytes:
+    """The content of the regular file ``path`` (:func:`open_regular_file`), at most ``max_bytes``
+    bytes; :class:`ValueError` (naming the file) when it is larger (a sparse file of gigabytes is
+    not read whole)."""
+    with open_regular_file(path) as handle:
         info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError(f"{path} is not a regular file")
         data = b"" if info.st_size > max_bytes else handle.read(max_bytes + 1)  # the read: it may grow
     if info.st_size > max_bytes or len(data) > max_bytes:
         raise ValueError(f"{path} is larger than {max_bytes} bytes")

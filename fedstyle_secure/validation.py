@@ -79,6 +79,29 @@ def one_of(choices: Iterable[str]) -> OneOf:
     return OneOf(tuple(choices))
 
 
+@dataclasses.dataclass(frozen=True)
+class HostPort:
+    """A gRPC address ``host:port`` (``[v6]:port`` for IPv6), the port a number in ``lowest``..65535:
+    gRPC silently wraps a larger one (99999 bound port 34463) and takes 443 for a missing one."""
+
+    lowest: int = 1
+
+    def problem(self, value: str) -> str | None:
+        host, colon, port = value.rpartition(":")
+        if not colon or not host or host in ("[]",):
+            return "must be host:port"
+        if not (port.isascii() and port.isdigit() and self.lowest <= int(port) <= 65535):
+            return f"must be host:port with a port number in {self.lowest}..65535"
+        if ("[" in host or "]" in host) and not (host.startswith("[") and host.endswith("]")):
+            return "must be host:port ([address]:port for IPv6)"
+        if ":" in host and not host.startswith("["):
+            return "must be [address]:port for an IPv6 address"
+        return None
+
+
+HOST_PORT = HostPort()
+
+
 class _Marker:
     def __init__(self, name: str) -> None:
         self.name = name
@@ -97,6 +120,14 @@ Positive = Annotated[int, gt(0)]
 PositiveFinite = Annotated[float, FINITE, gt(0)]
 Probability = Annotated[float, gt(0), lt(1)]
 """Strictly between 0 and 1 (a delta)."""
+Address = Annotated[str, HOST_PORT]
+"""``host:port`` to connect to (:class:`HostPort`)."""
+ListenAddress = Annotated[str, HostPort(lowest=0)]
+"""``host:port`` to listen on; port 0 lets the system choose one."""
+MessageBytes = Annotated[int, gt(0), le(2**31 - 1)]
+"""A gRPC message size limit (bytes): gRPC takes a C int."""
+Seconds = Annotated[float, FINITE, gt(0), le(7 * 24 * 3600)]
+"""A positive duration of at most a week (seconds): a longer one overflows the platform's timestamps."""
 
 
 class _Invalid(Exception):
@@ -112,7 +143,7 @@ def _convert(value: Any, hint: Any) -> Any:
         for rule in rules:
             if rule is FINITE and not math.isfinite(converted):
                 raise _Invalid("must be a finite number")
-            if isinstance(rule, (Bound, OneOf)):
+            if isinstance(rule, (Bound, OneOf, HostPort)):
                 problem = rule.problem(converted)
                 if problem is not None:
                     raise _Invalid(problem)

@@ -5,6 +5,7 @@ through the real entry point; each test failed on the code before its fix)."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -324,3 +325,122 @@ def test_config_that_is_not_utf8_is_a_clear_error(tmp_path, capsys, command):
 @pytest.mark.parametrize("command", ["server", "client"])
 def test_config_naming_a_directory_is_a_clear_error(tmp_path, capsys, command):
     _no_traceback_error(capsys, [command, "--config", str(tmp_path)], str(tmp_path))
+
+
+# ------------------------------------------------------------- a helper's CLI fuzz, 2026-12-02
+
+
+def _special_file(tmp_path, kind: str, name: str):
+    """A FIFO (reading it blocked forever, waiting for a writer) or a link to /dev/zero (read without
+    end: 6.8 GB in 11 s as a key file) at ``tmp_path / name``."""
+    import os
+
+    path = tmp_path / name
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    return path
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["fifo", "devzero"])
+@pytest.mark.parametrize("command", ["server", "client"])
+def test_a_config_that_is_not_a_regular_file_is_refused_at_once(tmp_path, capsys, kind, command):
+    config = _special_file(tmp_path, kind, "c.toml")
+    _no_traceback_error(capsys, [command, "--config", str(config)], "is not a regular file")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["fifo", "devzero"])
+def test_a_key_file_or_image_that_is_not_a_regular_file_is_refused_at_once(tmp_path, capsys, kind):
+    """A bundle's key file, a query image and an index archive replaced by a FIFO or a /dev/zero link."""
+    import shutil
+
+    from fedstyle_secure.secure.keys.keystore import CKKS_PUBLIC
+    from fedstyle_secure.transport.loopback import write_fresh_keys
+
+    keys = write_fresh_keys(tmp_path / "keys", ("artist_a", "artist_b"))
+    copy = tmp_path / "copy"
+    shutil.copytree(keys, copy)
+    (copy / CKKS_PUBLIC).unlink()
+    _special_file(copy, kind, CKKS_PUBLIC)
+    _no_traceback_error(capsys, ["keys", "check", "--keys", str(copy), "--server"], "is not a regular file")
+    image = _special_file(tmp_path, kind, "query.png")
+    remote = ["--server", "127.0.0.1:9", "--keys", str(keys), "--buyer", "buyer"]  # the image is read first
+    _no_traceback_error(capsys, ["query", str(image), *remote], "not a regular file")
+    from fedstyle_secure.errors import ModelError
+    from fedstyle_secure.models.npz import read_npz
+
+    with pytest.raises(ModelError, match="not a regular file"):  # what index.npz and encoder weights are read by
+        read_npz(_special_file(tmp_path, kind, "index.npz"), 1 << 20)
+
+
+@pytest.mark.parametrize(
+    ("toml", "command", "words"),
+    [
+        ("server = 5\n", "server", "server must be a table"),
+        ('federation = "abc"\n[server]\nkeys = "k"\nstate_db = "s.db"\n', "server", "federation must be a table"),
+        ('[server]\nkeys = "k"\nstate_db = "s.db"\n[federation]\nrefreshes = [[1]]\n', "server", "refreshes"),
+        ("client = 5\n", "client", "client must be a table"),
+        ('[server]\nkeys = "k"\nstate_db = "s.db"\nlisten = "127.0.0.1:99999"\n', "server", "server.listen"),
+        ('[server]\nkeys = "k"\nstate_db = "s.db"\nlisten = "nonsense"\n', "server", "server.listen"),
+        ('[client]\nkeys = "k"\ndata = "d"\nserver = "127.0.0.1:-1"\n', "client", "client.server"),
+        ('[client]\nkeys = "k"\ndata = "d"\nmax_message_bytes = 9999999999\n', "client", "max_message_bytes"),
+        ('[client]\nkeys = "k"\ndata = "d"\nreconnect_initial_seconds = 1e300\n', "client", "reconnect_initial"),
+    ],
+)
+def test_a_config_value_of_the_wrong_kind_or_out_of_range_names_its_field(tmp_path, capsys, toml, command, words):
+    """Each was a traceback (TypeError, ValueError, OverflowError inside gRPC or time) or, for a port
+    above 65535, silently another port (gRPC wrapped 99999 to 34463)."""
+    config = tmp_path / "c.toml"
+    config.write_text(toml)
+    _no_traceback_error(capsys, [command, "--config", str(config)], words)
+
+
+def test_a_schedule_with_a_nan_deadline_or_a_huge_seed_is_refused():
+    from fedstyle_secure.errors import ConfigError
+    from fedstyle_secure.federation.coordinator import Schedule
+
+    for schedule, words in [
+        (Schedule(phase_seconds=math.nan), "phase_seconds"),
+        (Schedule(secure_mode="secagg", masking_seconds=math.nan), "masking_seconds"),
+        (Schedule(startup_seconds=math.inf), "startup_seconds"),
+        (Schedule(max_retries=-5), "max_retries"),
+        (Schedule(seed=2**64), "seed"),
+    ]:
+        with pytest.raises(ConfigError, match=words):
+            schedule.validate(3)
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        ([*SIM_TINY, "--seed", str(2**70)], "--seed"),
+        (["launch", "--data", "d", "--work", "w", "--epsilon", "nan"], "--epsilon"),
+        (["launch", "--data", "d", "--work", "w", "--epsilon", "8", "--delta", "2"], "--delta"),
+        (["launch", "--data", "d", "--work", "w", "--timeout", "nan"], "--timeout"),
+        (["launch", "--data", "d", "--work", "w", "--rounds", "0"], "--rounds"),
+        (["demo", "--rounds", "0"], "--rounds"),
+        (["demo", "--timeout", "-1"], "--timeout"),
+        ([*SWEEP_TINY[:-1], "100000000000"], "--seeds"),
+    ],
+)
+def test_out_of_range_numbers_are_refused_before_any_work(tmp_path, monkeypatch, capsys, argv, words):
+    """Each ran until its timeout (a NaN epsilon killed every launched artist with a traceback, a
+    round count of 0 let the demo's artists retry a server that had exited), overflowed (a seed above
+    2**63) or ran out of memory (a seed count of 10**11) before saying what was wrong."""
+    monkeypatch.chdir(tmp_path)
+    _no_traceback_error(capsys, [*argv, "--out", str(tmp_path / "o")] if argv[0] in ("demo",) else argv, words)
+    assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()
+
+
+def test_a_manifest_with_a_non_string_artist_is_a_clear_error(tmp_path, capsys):
+    from fedstyle_secure.secure.keys.keystore import MANIFEST
+    from fedstyle_secure.transport.loopback import write_fresh_keys
+
+    keys = write_fresh_keys(tmp_path / "keys", ("artist_a", "artist_b"))
+    manifest = json.loads((keys / MANIFEST).read_text())
+    manifest["artists"] = [[1], "artist_a"]
+    (keys / MANIFEST).write_text(json.dumps(manifest))
+    _no_traceback_error(capsys, ["keys", "check", "--keys", str(keys), "--server"], "must be a list of strings")

@@ -27,6 +27,8 @@ from tqdm import tqdm
 from fedstyle_secure.errors import TransportError
 from fedstyle_secure.experiments.arguments import (
     federation_from_args,
+    positive_int,
+    positive_seconds,
     result_payload,
     seed_value,
     simulation_config_from_args,
@@ -69,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--rounds",
-        type=int,
+        type=positive_int,
         default=FEDERATION_ROUNDS,
         metavar="R",
         help="training rounds of the networked federation (default %(default)s)",
@@ -83,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--artists",
-        type=int,
+        type=positive_int,
         default=DEFAULT_SYNTHETIC_ARTISTS,
         metavar="N",
         help="synthetic artists = artist processes (default %(default)s)",
@@ -104,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=seed_value, default=0, metavar="S", help="seed (default %(default)s)")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=positive_seconds,
         default=900.0,
         metavar="S",
         help="give up on the federation after S seconds (default %(default)s)",

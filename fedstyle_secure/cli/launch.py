@@ -8,7 +8,12 @@ from pathlib import Path
 
 from fedstyle_secure.cli.toml_command import add_log_format
 from fedstyle_secure.errors import ConfigError, TransportError
-from fedstyle_secure.experiments.arguments import add_privacy_arguments, dp_config_from_args
+from fedstyle_secure.experiments.arguments import (
+    add_privacy_arguments,
+    dp_config_from_args,
+    positive_int,
+    positive_seconds,
+)
 from fedstyle_secure.federation.coordinator import TRANSPORT_SECURE_MODES, Schedule
 from fedstyle_secure.federation.rounds import refresh_rounds
 from fedstyle_secure.transport.logs import configure_logging
@@ -31,15 +36,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="new directory for keys, state database and per-artist data roots",
     )
     p.add_argument("--algorithm", default="fedstyle", help="federated algorithm (default %(default)s)")
-    p.add_argument("--rounds", type=int, default=3, metavar="R", help="training rounds (default %(default)s)")
+    p.add_argument("--rounds", type=positive_int, default=3, metavar="R", help="training rounds (default %(default)s)")
     p.add_argument(
         "--secure", choices=TRANSPORT_SECURE_MODES, default="ckks", help="secure summation (default %(default)s)"
     )
     p.add_argument(
-        "--phase-seconds", type=float, default=120.0, metavar="S", help="deadline of every phase (default %(default)s)"
+        "--phase-seconds",
+        type=positive_seconds,
+        default=120.0,
+        metavar="S",
+        help="deadline of every phase (default %(default)s)",
     )
     p.add_argument(
-        "--timeout", type=float, default=1800.0, metavar="S", help="give up after S seconds (default %(default)s)"
+        "--timeout",
+        type=positive_seconds,
+        default=1800.0,
+        metavar="S",
+        help="give up after S seconds (default %(default)s)",
     )
     add_privacy_arguments(p, reports_dir=False)
     p.add_argument(

@@ -9,9 +9,13 @@ from pathlib import Path
 import grpc
 
 from fedstyle_secure.data.images import decode_image
-from fedstyle_secure.errors import ConfigError, TransportError
+from fedstyle_secure.errors import ConfigError, DataError, TransportError
 from fedstyle_secure.experiments.output import render_table
+from fedstyle_secure.files import read_regular_file
 from fedstyle_secure.retrieval.index import StyleIndex
+
+MAX_QUERY_IMAGE_BYTES = 64 << 20
+"""Largest query image sent (bytes); the server decodes at most 4096 x 4096 pixels of it anyway."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -83,10 +87,14 @@ def _rank_remotely(args: argparse.Namespace) -> list[tuple[str, float]]:
         raise ConfigError("--server needs --keys DIR (a buyer bundle) and --buyer NAME")
     decode_image(args.image)  # fail here, with the file's name, rather than on the server
     try:
+        image = read_regular_file(args.image, MAX_QUERY_IMAGE_BYTES)
+    except ValueError as exc:
+        raise DataError(f"cannot send the query image: {exc}") from exc
+    try:
         return query(
             args.server,
             load_buyer_tls_pem(args.keys, args.buyer),
-            args.image.read_bytes(),
+            image,
             args.top_k,
             server_name=args.server_name,
         )

@@ -21,6 +21,7 @@ from typing import IO, BinaryIO
 import numpy as np
 
 from fedstyle_secure.errors import DataError
+from fedstyle_secure.files import open_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -274,13 +275,25 @@ def decode_image(
     return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
+def _open_image_file(path: Path, what: str) -> BinaryIO:
+    """``path`` opened if it is a regular file (:func:`~fedstyle_secure.files.open_regular_file`: a FIFO
+    would block the reader forever); :class:`DataError` naming it otherwise."""
+    try:
+        return open_regular_file(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read image {what}: {exc}") from exc
+
+
 @contextmanager
 def _opened(path: Path | BinaryIO, what: str) -> Iterator[BinaryIO]:
     """``path`` as a binary stream whose JPEG (or MPO: both start with SOI) or PNG structure has been
     checked; a file is opened here and closed after."""
     with ExitStack() as stack:
-        stream = path if not isinstance(path, Path) else stack.enter_context(path.open("rb"))
+        stream = path if not isinstance(path, Path) else stack.enter_context(_open_image_file(path, what))
         position = stream.tell()
+        if not stream.read(1):
+            raise DataError(f"cannot decode image {what}: the file is empty")
+        stream.seek(position)
         start = stream.read(len(PNG_START))
         stream.seek(position)
         if start.startswith(JPEG_START):

@@ -26,16 +26,40 @@ from fedstyle_secure.training.pretrain import PRETRAIN_STEPS_UNDER_DP
 
 DEFAULT_ROUNDS = 20
 DEFAULT_LOCAL_EPOCHS = 2
+MAX_SEED = 2**63 - 1
 
 
 def seed_value(text: str) -> int:
-    """An argparse type for ``--seed``: an integer >= 0 (NumPy's generators refuse negative seeds)."""
+    """An argparse type for ``--seed``: an integer in 0..:data:`MAX_SEED` (NumPy's generators refuse
+    negative seeds, torch's a seed above a signed 64-bit integer)."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+        raise argparse.ArgumentTypeError(f"expected an integer in 0..{MAX_SEED}, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer in 0..{MAX_SEED}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (rounds, artists)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds > 0 (a deadline, a timeout)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds > 0, got {value}")
     return value
 
 
@@ -194,7 +218,9 @@ def dp_config_from_args(args: argparse.Namespace, epsilon: float | None = None) 
         if getattr(args, "noise_multiplier", None) is not None:
             raise ConfigError("--noise-multiplier needs a finite --epsilon budget to enforce")
         return None
-    return DpConfig(
+    if args.delta is not None and not 0.0 < args.delta < 1.0:
+        raise ConfigError(f"--delta must be in (0, 1), got {args.delta}")
+    dp = DpConfig(
         epsilon=eps,
         delta=args.delta,
         clip_norm=args.clip_norm,
@@ -202,6 +228,8 @@ def dp_config_from_args(args: argparse.Namespace, epsilon: float | None = None) 
         noise_multiplier=args.noise_multiplier,
         private_layers=args.private_layers,
     )
+    dp.validate()  # here, before any key, process or image: a NaN epsilon killed every launched artist
+    return dp
 
 
 def federation_from_args(args: argparse.Namespace, progress: bool = True) -> FederationData:

@@ -97,6 +97,10 @@ def parse_algorithms(text: str, known: Sequence[str]) -> list[str]:
     return names
 
 
+MAX_SEED_COUNT = 10_000
+"""Most seeds a count may ask for: the list is built before the sweep's cell count is checked."""
+
+
 def parse_seeds(text: str) -> list[int]:
     """``"3"`` -> seeds 0, 1, 2; ``"0,5,7"`` -> that explicit list."""
     items = _split_list(text, "seeds")
@@ -105,11 +109,11 @@ def parse_seeds(text: str) -> list[int]:
     except ValueError:
         raise ConfigError(f"--seeds {text!r} must be a count or a comma-separated list of integers") from None
     if len(items) == 1 and "," not in text:
-        if numbers[0] < 1:
-            raise ConfigError(f"--seeds {text!r} must be a count >= 1")
+        if not 1 <= numbers[0] <= MAX_SEED_COUNT:
+            raise ConfigError(f"--seeds {text!r} must be a count in 1..{MAX_SEED_COUNT}")
         return list(range(numbers[0]))
-    if any(n < 0 for n in numbers):
-        raise ConfigError(f"--seeds {text!r} contains a negative seed")
+    if any(not 0 <= n < 2**63 for n in numbers):
+        raise ConfigError(f"--seeds {text!r} holds a seed outside 0..2**63 - 1")
     return numbers
 
 

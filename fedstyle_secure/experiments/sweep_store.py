@@ -20,8 +20,13 @@ from fedstyle_secure.errors import DataError
 from fedstyle_secure.experiments.cell_backends import CellBackend, WorkerDied
 from fedstyle_secure.experiments.output import write_json
 from fedstyle_secure.experiments.sweep import METRICS, CellResult, CellSpec
+from fedstyle_secure.files import read_json_bounded
 
 log = logging.getLogger(__name__)
+
+
+MAX_CELL_BYTES = 16 << 20
+"""Largest sweep cell file read (bytes): a cell's metrics and extras are a few kilobytes."""
 
 
 def cell_key(spec: CellSpec) -> str:
@@ -44,8 +49,8 @@ class CellStore:
         if not path.exists():
             return None
         try:
-            doc = json.loads(path.read_text())
-        except ValueError as exc:
+            doc = read_json_bounded(path, MAX_CELL_BYTES)
+        except (OSError, ValueError) as exc:  # a FIFO, a device, too large or deep, not JSON
             raise DataError(f"corrupt sweep cell file {path}: {exc}; delete it to recompute") from exc
         metrics = doc.get("metrics") if isinstance(doc, dict) else None
         extra = doc.get("extra", {}) if isinstance(doc, dict) else None

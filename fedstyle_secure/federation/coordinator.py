@@ -30,6 +30,7 @@ with ``failed`` set -- it never waits forever.
 from __future__ import annotations
 
 import enum
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -145,15 +146,19 @@ class Schedule:
             raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
         if not 1 <= self.quorum <= n_artists:
             raise ConfigError(f"quorum must be within 1..{n_artists} (the roster), got {self.quorum}")
-        if self.phase_seconds <= 0:
-            raise ConfigError(f"phase_seconds must be > 0, got {self.phase_seconds}")
-        if self.startup_seconds < 0:
-            raise ConfigError(f"startup_seconds must be >= 0, got {self.startup_seconds}")
+        if not (math.isfinite(self.phase_seconds) and self.phase_seconds > 0):
+            raise ConfigError(f"phase_seconds must be a finite number > 0, got {self.phase_seconds}")
+        if not (math.isfinite(self.startup_seconds) and self.startup_seconds >= 0):
+            raise ConfigError(f"startup_seconds must be a finite number >= 0, got {self.startup_seconds}")
+        if self.max_retries < 0:
+            raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be within 0..2**63 - 1, got {self.seed}")
         if algorithm_spec(self.algorithm).pooled:
             raise ConfigError("algorithm 'central' pools all data in one place; it has no federated transport")
         if is_masking_mode(self.secure_mode):
-            if self.masking_seconds <= 0:
-                raise ConfigError(f"masking_seconds must be > 0, got {self.masking_seconds}")
+            if not (math.isfinite(self.masking_seconds) and self.masking_seconds > 0):
+                raise ConfigError(f"masking_seconds must be a finite number > 0, got {self.masking_seconds}")
             params = MaskingParams(0, self.masking_threshold, self.masking_degree)
             round_config(
                 self.secure_mode, [f"artist{i}" for i in range(n_artists)], CONTRIBUTION_RANGE, params, 1

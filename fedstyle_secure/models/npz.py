@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 import zipfile
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 import numpy as np
 
 from fedstyle_secure.errors import ModelError
+from fedstyle_secure.files import open_regular_file
 
 NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
 
@@ -24,20 +25,27 @@ def read_npz(path: Path, max_bytes: int) -> dict[str, np.ndarray]:
     """Every array of ``path`` by name; :class:`ModelError` if the archive is unreadable, holds a
     non-numeric array, or its arrays would take more than ``max_bytes`` (bytes) once loaded."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            total = 0
-            for member in archive.namelist():
-                with archive.open(member) as handle:
-                    shape, dtype = _array_header(handle, f"{path}: array {member!r}")
-                if dtype.kind not in NUMERIC_KINDS or dtype.hasobject:
-                    raise ModelError(f"{path}: array {member!r} has dtype {dtype}, not a plain numeric type")
-                total += math.prod(shape) * dtype.itemsize
-                if total > max_bytes:
-                    raise ModelError(f"{path}: array {member!r} takes the arrays past {max_bytes:,} bytes")
-        with np.load(path, allow_pickle=False) as npz:
-            return {name: npz[name] for name in npz.files}
+        with open_regular_file(path) as handle:  # a FIFO would block, a device never end
+            return _read_npz(handle, path, max_bytes)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise ModelError(f"cannot read {path}: {exc}") from exc
+
+
+def _read_npz(archive_file: BinaryIO, path: Path, max_bytes: int) -> dict[str, np.ndarray]:
+    """:func:`read_npz` of the opened ``archive_file``: every header checked before any array is loaded."""
+    with zipfile.ZipFile(archive_file) as archive:
+        total = 0
+        for member in archive.namelist():
+            with archive.open(member) as handle:
+                shape, dtype = _array_header(handle, f"{path}: array {member!r}")
+            if dtype.kind not in NUMERIC_KINDS or dtype.hasobject:
+                raise ModelError(f"{path}: array {member!r} has dtype {dtype}, not a plain numeric type")
+            total += math.prod(shape) * dtype.itemsize
+            if total > max_bytes:
+                raise ModelError(f"{path}: array {member!r} takes the arrays past {max_bytes:,} bytes")
+    archive_file.seek(0)
+    with np.load(archive_file, allow_pickle=False) as npz:
+        return {name: npz[name] for name in npz.files}
 
 
 def _array_header(handle: IO[bytes], what: str) -> tuple[tuple[int, ...], np.dtype]:

@@ -23,10 +23,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from fedstyle_secure.errors import SecureAggregationError
 from fedstyle_secure.federation.rejections import Forbidden, NotAuthenticated
+from fedstyle_secure.files import read_regular_file
 from fedstyle_secure.secure.keys import pki
 from fedstyle_secure.secure.keys.keystore import MachineKeys
 
 REGISTER_CONTEXT = b"fedstyle.v1/register"
+MAX_CRL_BYTES = 64 << 20  # a CRL of a million revoked serials is about 40 MB
 SESSION_METADATA = "fedstyle-session"
 log = logging.getLogger(__name__)
 
@@ -77,8 +79,8 @@ class Revocations:
             if stamp != self._stamp:
                 self._stamp, self._crl, self._error = stamp, None, None
                 try:
-                    self._crl = pki.parse_crl(self.path.read_bytes(), self.ca_certificate, what)
-                except (OSError, SecureAggregationError) as exc:
+                    self._crl = pki.parse_crl(read_regular_file(self.path, MAX_CRL_BYTES), self.ca_certificate, what)
+                except (OSError, ValueError, SecureAggregationError) as exc:
                     self._error = str(exc)
             if self._crl is None:
                 raise SecureAggregationError(self._error or f"{what}: unreadable")

@@ -16,16 +16,21 @@ import tomllib
 
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.coordinator import TRANSPORT_SECURE_MODES, Schedule
+from fedstyle_secure.files import read_regular_file
 from fedstyle_secure.privacy.plan import DEFAULT_MIN_TRAINING_ARTWORKS, DpConfig
 from fedstyle_secure.secure.api import DEFAULT_MIN_QUORUM
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
 from fedstyle_secure.training.pretrain import MAX_PUBLIC_PRETRAIN_STEPS, default_pretrain_steps
 from fedstyle_secure.transport.dp_config import dp_schedule, pop_federation_dp
 from fedstyle_secure.validation import (
+    Address,
     ConfigPath,
+    ListenAddress,
+    MessageBytes,
     Positive,
     PositiveFinite,
     Probability,
+    Seconds,
     from_table,
     ge,
     gt,
@@ -44,17 +49,17 @@ class ServerConfig:
 
     keys: ConfigPath
     state_db: ConfigPath
-    listen: str = "127.0.0.1:50051"
+    listen: ListenAddress = "127.0.0.1:50051"
     schedule: Schedule = field(default_factory=Schedule)
     embedding_dim: Positive = 64
     # public warm-start steps every party runs before round 0 (announced); None: 300 under DP, 0 without
     public_pretrain_steps: Annotated[int, ge(0), le(MAX_PUBLIC_PRETRAIN_STEPS)] | None = None
-    max_message_bytes: Positive = 4 * MiB  # any single gRPC message, e.g. a buyer's query image
+    max_message_bytes: MessageBytes = 4 * MiB  # any single gRPC message, e.g. a buyer's query image
     max_payload_bytes: Positive = 256 * MiB  # ceiling of a streamed upload; the round's layout sets the actual limit
     max_calls_per_identity: Positive = 4  # in-flight calls of one artist or buyer certificate (long polls count)
     max_buyer_calls: Positive = 8  # in-flight calls of all buyers together
-    stream_idle_seconds: PositiveFinite = 10.0
-    session_timeout_seconds: PositiveFinite = 30.0
+    stream_idle_seconds: Seconds = 10.0
+    session_timeout_seconds: Seconds = 30.0
     index: ConfigPath | None = None
     reports_dir: ConfigPath | None = None
     cache_dir: ConfigPath | None = None
@@ -80,16 +85,16 @@ class ClientConfig:
 
     keys: ConfigPath
     data: ConfigPath
-    server: str = "127.0.0.1:50051"
+    server: Address = "127.0.0.1:50051"
     artist: str | None = None
     server_name: str = "localhost"
     cache_dir: ConfigPath | None = None
     epochs: Positive = 1
     batch_size: Positive = 16
-    reconnect_initial_seconds: PositiveFinite = 0.5
-    reconnect_max_seconds: PositiveFinite = 30.0
-    give_up_seconds: PositiveFinite = 900.0  # exit with an error once the server was unreachable this long
-    max_message_bytes: Positive = 4 * MiB
+    reconnect_initial_seconds: Seconds = 0.5
+    reconnect_max_seconds: Seconds = 30.0
+    give_up_seconds: Seconds = 900.0  # exit with an error once the server was unreachable this long
+    max_message_bytes: MessageBytes = 4 * MiB
     # this artist's own total epsilon (one artwork); None = the federation's
     budget_epsilon: PositiveFinite | None = None
     budget_delta: Probability | None = None  # None = the DP plan's delta
@@ -117,16 +122,30 @@ class ClientConfig:
             raise ValueError("budget_delta needs budget_epsilon")
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""Largest ``server.toml`` / ``client.toml`` read (bytes): a config is a few hundred bytes."""
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
+        return tomllib.loads(read_regular_file(path, MAX_CONFIG_BYTES).decode("utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: config file not found") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except ValueError as exc:  # a FIFO, a device, too large
+        raise ConfigError(f"cannot read the config file: {exc}") from exc
     except OSError as exc:  # a directory, no permission
         raise ConfigError(f"{path}: cannot read the config file: {exc}") from exc
+
+
+def _table(raw: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
+    """The TOML table ``[name]`` of ``raw`` (empty if absent); :class:`ConfigError` if ``name`` is
+    another kind of value (``server = 5`` is a key, not a table)."""
+    table = raw.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: {name} must be a table ([{name}]), got a {type(table).__name__}")
+    return dict(table)
 
 
 @overload
@@ -143,13 +162,16 @@ def load_server_config(path: Path) -> ServerConfig:
     unknown = sorted(set(raw) - {"server", "federation"})
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)} (expected [server], [federation])")
-    federation = dict(raw.get("federation", {}))
+    federation = _table(raw, "federation", path)
     where = f"{path}: federation"
     dp = pop_federation_dp(federation, where)
-    if isinstance(federation.get("refreshes"), list):  # a TOML array of round indices
-        federation["refreshes"] = frozenset(federation["refreshes"])
+    refreshes = federation.get("refreshes")
+    if isinstance(refreshes, list):  # a TOML array of round indices
+        if not all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in refreshes):
+            raise ConfigError(f"{where}.refreshes: must be an array of round numbers (integers >= 0)")
+        federation["refreshes"] = frozenset(refreshes)
     schedule = dp_schedule(from_table(Schedule, federation, where), dp, federation, where)
-    server = {**raw.get("server", {}), "schedule": schedule, "dp": dp}
+    server = {**_table(raw, "server", path), "schedule": schedule, "dp": dp}
     config = from_table(ServerConfig, server, f"{path}: server")
     base = path.parent
     return dataclasses.replace(
@@ -169,7 +191,7 @@ def load_client_config(path: Path) -> ClientConfig:
     unknown = sorted(set(raw) - {"client"})
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)} (expected [client])")
-    config = from_table(ClientConfig, raw.get("client", {}), f"{path}: client")
+    config = from_table(ClientConfig, _table(raw, "client", path), f"{path}: client")
     base = path.parent
     return dataclasses.replace(
         config,

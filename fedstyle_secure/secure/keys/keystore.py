@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
-from fedstyle_secure.files import read_json_bounded, write_bytes_atomic
+from fedstyle_secure.files import read_json_bounded, read_regular_file, write_bytes_atomic
 from fedstyle_secure.secure.ckks.primitives import CkksContext, CkksParams, CkksParamsJson
 from fedstyle_secure.secure.keys import pki
 
@@ -334,6 +334,12 @@ def load_key_manifest(keys_dir: Path) -> KeyManifest:
         if not isinstance(manifest.get(name), kinds):
             expected = " or ".join("null" if kind is type(None) else f"a JSON {kind.__name__}" for kind in kinds)
             raise ConfigError(f"{path}: manifest field {name!r} must be {expected}")
+    for name in ("artists", "buyers", "server_hosts"):
+        if not all(isinstance(item, str) for item in manifest[name]):
+            raise ConfigError(f"{path}: manifest field {name!r} must be a list of strings")
+    for name in ("identity_keys", "files"):
+        if not all(isinstance(value, str) for value in manifest[name].values()):
+            raise ConfigError(f"{path}: manifest field {name!r} must map names to strings")
     return cast(KeyManifest, manifest)
 
 
@@ -342,11 +348,17 @@ def is_secret_path(relative: str) -> bool:
     return relative.endswith(".key") or relative == CKKS_SECRET
 
 
+MAX_KEY_FILE_BYTES = 256 << 20
+"""Largest key file read (bytes): a CKKS secret context is about 0.2 MB, one with Galois keys tens of MB."""
+
+
 def _read(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        return read_regular_file(path, MAX_KEY_FILE_BYTES)
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: missing from the key bundle") from exc
+    except ValueError as exc:  # a FIFO or a device (a link to /dev/zero was read without end), too large
+        raise ConfigError(f"unreadable key file: {exc}") from exc
     except OSError as exc:
         raise ConfigError(f"{path}: unreadable: {exc}") from exc
 

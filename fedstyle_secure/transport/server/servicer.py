@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from fedstyle_secure.data.images import decode_image
 from fedstyle_secure.data.public import default_public_set, public_set_name, public_set_size
-from fedstyle_secure.errors import DataError, SecureAggregationError
+from fedstyle_secure.errors import ConfigError, DataError, SecureAggregationError
 from fedstyle_secure.federation.coordinator import MASKING_STEPS, Coordinator
 from fedstyle_secure.federation.rejections import (
     Duplicate,
@@ -860,9 +860,12 @@ def start_server(config: ServerConfig, keys: ServerKeys, clock: Callable[[], flo
     pb_grpc.add_FederationServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_secure_port(config.listen, auth.server_credentials(keys))
+    try:  # grpcio raises RuntimeError ("Failed to bind") where older versions returned 0
+        port = server.add_secure_port(config.listen, auth.server_credentials(keys))
+    except RuntimeError as exc:
+        raise ConfigError(f"server.listen: cannot bind {config.listen}: {exc}") from None
     if port == 0:
-        raise Rejected(f"server.listen: cannot bind {config.listen}")
+        raise ConfigError(f"server.listen: cannot bind {config.listen}")
     server.start()
     health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
