@@ -48,7 +48,7 @@ from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_k
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
 from fedstyle_secure.transport.artist.ckks import CkksClient, SentContribution
 from fedstyle_secure.transport.artist.runner import ArtistRunner, run_artist
-from fedstyle_secure.transport.artist.state import one_artist_process, witness_folder
+from fedstyle_secure.transport.artist.state import identity_lock_name, one_artist_process, witness_folder
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.loopback import write_fresh_keys
 from fedstyle_secure.transport.wire import pb
@@ -411,20 +411,14 @@ def test_a_second_client_of_one_artist_without_a_state_dir_is_refused(keys, tmp_
         keys=keys, data=tmp_path, artist=VICTIM, server="127.0.0.1:9", give_up_seconds=60, reconnect_max_seconds=0.2
     )
     victim = load_artist_keys(keys, VICTIM)
+    held = "@" + identity_lock_name(victim.identity_key.public_key().public_bytes_raw())
     stop = threading.Event()
     first = threading.Thread(target=run_artist, args=(config, victim, stop), daemon=True)
     first.start()  # P1: retries the (unroutable) server while it holds the name
     try:
-        deadline = time.monotonic() + 60
-        while True:  # P2 until it is refused: P1 may not hold the name yet on a loaded machine
-            quick = dataclasses.replace(config, give_up_seconds=0.5)
-            try:
-                run_artist(quick, victim)
-            except ConfigError as refused:
-                assert f"another fedstyle client of {VICTIM} is running" in str(refused)
-                break
-            except TransportError:  # P2 ran: P1 had not started yet
-                assert time.monotonic() < deadline, "the second client was never refused"
+        _wait_until_bound(held)  # read from /proc/net/unix: P2 must not race P1 for the name
+        with pytest.raises(ConfigError, match=f"another fedstyle client of {VICTIM} is running"):
+            run_artist(dataclasses.replace(config, give_up_seconds=0.5), victim)  # P2
         other = dataclasses.replace(config, artist=OTHER, give_up_seconds=0.5)
         with pytest.raises(TransportError, match="unreachable"):  # another artist: not refused, gives up
             run_artist(other, load_artist_keys(keys, OTHER))
@@ -434,3 +428,14 @@ def test_a_second_client_of_one_artist_without_a_state_dir_is_refused(keys, tmp_
     assert not first.is_alive()
     with pytest.raises(TransportError, match="unreachable"):  # the name went with P1
         run_artist(dataclasses.replace(config, give_up_seconds=0.5), victim)
+
+
+def _wait_until_bound(name: str, seconds: float = 60.0) -> None:
+    """Return once a Unix socket named ``name`` (``@...``: abstract) is bound on this machine."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with open("/proc/net/unix") as table:
+            if any(line.split()[-1] == name for line in table if len(line.split()) > 7):
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing bound {name} within {seconds:g} s")

@@ -112,7 +112,7 @@ def one_process_per_identity(artist_id: str, identity_public_key: bytes) -> Iter
         log.warning("%s: one process per artist is enforced on Linux only (abstract sockets)", artist_id)
         yield
         return
-    name = b"\0fedstyle-artist-" + hashlib.sha256(identity_public_key).hexdigest()[:40].encode()
+    name = b"\0" + identity_lock_name(identity_public_key).encode()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as held:
         try:
             held.bind(name)
@@ -123,6 +123,11 @@ def one_process_per_identity(artist_id: str, identity_public_key: bytes) -> Iter
                 f"another fedstyle client of {artist_id} is running on this machine: stop it before starting this one"
             ) from None
         yield
+
+
+def identity_lock_name(identity_public_key: bytes) -> str:
+    """The abstract socket name :func:`one_process_per_identity` holds (``@`` + it in ``/proc/net/unix``)."""
+    return "fedstyle-artist-" + hashlib.sha256(identity_public_key).hexdigest()[:40]
 
 
 def witness_folder(reports_dir: Path | None, artist_id: str) -> Path | None:
