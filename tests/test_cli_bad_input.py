@@ -444,3 +444,25 @@ def test_a_manifest_with_a_non_string_artist_is_a_clear_error(tmp_path, capsys):
     manifest["artists"] = [[1], "artist_a"]
     (keys / MANIFEST).write_text(json.dumps(manifest))
     _no_traceback_error(capsys, ["keys", "check", "--keys", str(keys), "--server"], "must be a list of strings")
+
+
+def test_a_client_with_a_missing_data_folder_says_so_before_reaching_the_server(tmp_path, capsys):
+    """It retried an unreachable server for ``give_up_seconds`` (900 s by default) and then said only
+    that the server was unreachable; the data path is checked first now."""
+    config = tmp_path / "c.toml"
+    config.write_text(f'[client]\nkeys = "{tmp_path / "keys"}"\ndata = "/nonexistent"\nserver = "127.0.0.1:9"\n')
+    _no_traceback_error(capsys, ["client", "--config", str(config)], "client.data: /nonexistent is not a folder")
+
+
+@pytest.mark.parametrize("where", ["folder", "not-a-database"])
+def test_a_server_state_db_that_is_not_a_database_names_the_field(tmp_path, where):
+    from fedstyle_secure.errors import ConfigError
+    from fedstyle_secure.transport.server.store import StateStore
+
+    path = tmp_path / "state"
+    if where == "folder":
+        path.mkdir()
+    else:
+        path.write_text("root:x:0:0:root:/root:/bin/bash\n" * 200)
+    with pytest.raises(ConfigError, match="server.state_db: .* is not a usable SQLite database"):
+        StateStore(path)

@@ -79,8 +79,11 @@ class StateStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute(SCHEMA)
+        try:
+            with self._connect() as db:
+                db.execute(SCHEMA)
+        except sqlite3.DatabaseError as exc:  # a folder, another kind of file
+            raise ConfigError(f"server.state_db: {self.path} is not a usable SQLite database: {exc}") from None
 
     def _connect(self) -> sqlite3.Connection:
         return connect(self.path)
