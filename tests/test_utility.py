@@ -147,3 +147,17 @@ def test_reference_rows(tiny_federation):
     assert exact.artist_accuracy > 2 * chance
     assert np.mean(private) < exact.artist_accuracy  # epsilon 0.05: the release noise swamps 7 artworks
     assert central_linear_probe(data).artist_accuracy > 2 * chance
+
+
+def test_the_no_training_dp_reference_works_on_the_scratch_backbone():
+    """With ``--backbone scratch`` the inputs are images, and the public PCA of the reference row was
+    fitted on ``(M, 3, 64, 64)`` arrays: every `frozen + DP prototypes` sweep cell failed with a
+    broadcast error (a helper's CLI fuzz, 2026-12-02).  The public images are flattened now."""
+    from fedstyle_secure.randomness import SeededNoise
+    from fedstyle_secure.retrieval.references import frozen_dp_prototypes
+    from fedstyle_secure.training.dataset import load_artworks, prepare_federation
+
+    artworks, source = load_artworks(None, True, 3, 6, seed=1)
+    data = prepare_federation(artworks, source, backbone="scratch", seed=1, n_views=1, public_dir=None)
+    metrics = frozen_dp_prototypes(data, 8.0, SeededNoise(0), dims=4)
+    assert 0.0 <= metrics.artist_accuracy <= 1.0 and 0.0 < metrics.map <= 1.0

@@ -30,8 +30,9 @@ PROBE_WEIGHT_DECAY = 1e-3  # L2 penalty on the probe's weights (mean cross-entro
 
 
 def public_pca(public_features: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Standardisation ``(mean, std)`` and a PCA basis ``(F, dims)`` fitted on public features ``(M, F)``."""
-    x = public_features.astype(np.float64)
+    """Standardisation ``(mean, std)`` and a PCA basis ``(F, dims)`` fitted on public features ``(M, F)``
+    (or inputs ``(M, ...)``, flattened: the ``scratch`` backbone's are images)."""
+    x = public_features.reshape(len(public_features), -1).astype(np.float64)
     mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-3)
     z = (x - mean) / std
     _, _, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
