@@ -50,6 +50,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from fedstyle_secure.errors import PrivacyError
 
+MAX_SEED = 2**63 - 1
+"""Largest seed of a seeded (research, never privacy) generator: torch takes a signed 64-bit one."""
+
 SECURE_NOISE_SOURCE = "os-csprng/chacha20"
 SEEDED_NOISE_SOURCE = "seeded-prng (INSECURE, research only)"
 SECURE_NOISE_SOURCES: frozenset[str] = frozenset({SECURE_NOISE_SOURCE})

@@ -88,7 +88,7 @@ class HostPort:
 
     def problem(self, value: str) -> str | None:
         host, colon, port = value.rpartition(":")
-        if not colon or not host or host in ("[]",):
+        if not colon or not host or host == "[]":
             return "must be host:port"
         if not (port.isascii() and port.isdigit() and self.lowest <= int(port) <= 65535):
             return f"must be host:port with a port number in {self.lowest}..65535"

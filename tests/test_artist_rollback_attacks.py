@@ -52,6 +52,7 @@ from fedstyle_secure.transport.artist.state import identity_lock_name, one_artis
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.loopback import write_fresh_keys
 from fedstyle_secure.transport.wire import pb
+from tests.test_transport_masking_restarts import RelayedSession, _plan
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
 VICTIM, TWICE, OTHER = ARTISTS
@@ -70,34 +71,6 @@ def _vector(value: float) -> tuple[np.ndarray, Layout]:
 
 
 LAYOUT = _vector(0.0)[1]
-
-
-def _plan(session: int, phase: str, participants: tuple[str, ...]) -> pb.RoundPlan:
-    plan = pb.RoundPlan(
-        round_id=ROUND,
-        secure_mode="secagg",
-        participants=list(participants),
-        phase=phase,
-        value_low=VALUE_RANGE[0],
-        value_high=VALUE_RANGE[1],
-    )
-    plan.masking.CopyFrom(pb.MaskingParameters(session_id=session, threshold=DEFAULT_THRESHOLD, degree=0))
-    return plan
-
-
-@dataclasses.dataclass
-class Relayed:
-    """The two calls of ArtistSession the masking step makes: downloads from the server, the upload kept."""
-
-    artist_id: str
-    serve: Callable[[str], bytes]
-    uploaded: bytes | None = None
-
-    def fetch_masking(self, round_id: int, name: str) -> bytes:
-        return self.serve(name)
-
-    def send_masking(self, request: pb.MaskingUpload) -> None:
-        self.uploaded = bytes(request.message)
 
 
 def _process(keys: Path, tmp: Path, artist: str) -> ArtistRunner:
@@ -126,8 +99,8 @@ class Server:
         """``parties`` act on ``phase`` through the runner's real per-phase code; who uploaded."""
         answered = set()
         for artist, runner in parties.items():
-            relayed = Relayed(artist, partial(self.round.download, artist))  # advertise fetches nothing
-            plan = _plan(self.session, phase, self.participants)
+            relayed = RelayedSession(artist, partial(self.round.download, artist))  # advertise fetches nothing
+            plan = _plan(self.session, phase, participants=self.participants)
             runner._prepare(relayed, plan)(relayed, plan)  # type: ignore[arg-type]  # fake session (two calls)
             if relayed.uploaded is not None:
                 self.round.receive(artist, phase, relayed.uploaded, LAYOUT if phase == "advertise" else None)
@@ -302,18 +275,24 @@ def _ckks_artist(keys: Path, tmp: Path, artist: str) -> tuple[CkksClient, Callab
     return client, contribute
 
 
+def _ckks_cast(keys: Path, tmp: Path) -> tuple[dict, dict, tuple[str, str, str]]:
+    """Every artist's fresh CKKS client and contribution, and (X, Y, Z): attempt 0's committee {X, Y}
+    and the artist Z outside it."""
+    clients, contribute = {}, {}
+    for a in ARTISTS:
+        clients[a], contribute[a] = _ckks_artist(keys, tmp, a)
+    at = Attempt(ROUND, 0, clients[VICTIM].keys.ckks.fingerprint)
+    x, y = decryption_committee(at, ARTISTS)
+    return clients, contribute, (x, y, next(a for a in ARTISTS if a not in (x, y)))
+
+
 @pytest.mark.parametrize("restore", [False, True], ids=["plain-restart", "backup-restore"])
 def test_a_ckks_committee_member_commits_to_one_set_per_round_even_after_a_restore(keys, tmp_path, restore):
     """Attempt 0, set S1 = {X, Y, Z}, committee {X, Y}: the server gets x_X + x_Y + x_Z.  X restarts and
     re-contributes; the server lists S2 = {X, Z} (committee {X, Z}; Z never committed).  X's guard says
     it committed to S1 in this round -- unless its state_dir was restored from a backup taken after it
     contributed and before it committed: then X and Z decrypt S2 and the server reads x_Y = S1 - S2."""
-    clients, contribute = {}, {}
-    for a in ARTISTS:
-        clients[a], contribute[a] = _ckks_artist(keys, tmp_path, a)
-    at = Attempt(ROUND, 0, clients[VICTIM].keys.ckks.fingerprint)
-    x, y = decryption_committee(at, ARTISTS)
-    z = next(a for a in ARTISTS if a not in (x, y))
+    clients, contribute, (x, y, z) = _ckks_cast(keys, tmp_path)
     listed = {a: contribute[a]() for a in ARTISTS}
     state, backup = tmp_path / "state" / x, tmp_path / "backup"
     shutil.copytree(state, backup)  # X's backup: after its contribution, before its commitment
@@ -362,12 +341,7 @@ def test_two_live_ckks_processes_of_one_artist_commit_to_one_set_per_attempt(key
     loaded before P1 commits); the server lists S1 = {X(P1), Y, Z} to P1 and Y (committee {X, Y}) and
     S2 = {X(P2), Z} to P2 and Z (committee {X, Z}; Z never committed): S1 - S2 = x_Y."""
     state = tmp_path / "state"
-    clients, contribute = {}, {}
-    for a in ARTISTS:
-        clients[a], contribute[a] = _ckks_artist(keys, tmp_path, a)
-    at = Attempt(ROUND, 0, clients[VICTIM].keys.ckks.fingerprint)
-    x, y = decryption_committee(at, ARTISTS)
-    z = next(a for a in ARTISTS if a not in (x, y))
+    clients, contribute, (x, y, z) = _ckks_cast(keys, tmp_path)
     with one_artist_process(state / x, wait=False):  # P1 holds X's lock for its lifetime
         shutil.copytree(state / x, tmp_path / "backup")
         listed = {a: contribute[a]() for a in ARTISTS}  # the contribute phase (P1 for X)

@@ -80,12 +80,12 @@ def _vector(value: float, width: int = 6) -> tuple[np.ndarray, Layout]:
     return pack({"update": np.full(width, value)})
 
 
-def _plan(session: int, phase: str, round_id: int = ROUND) -> pb.RoundPlan:
+def _plan(session: int, phase: str, round_id: int = ROUND, participants: tuple[str, ...] = ARTISTS) -> pb.RoundPlan:
     """The plan fields the masking client reads, as a (possibly lying) server sends them."""
     plan = pb.RoundPlan(
         round_id=round_id,
         secure_mode="secagg",
-        participants=list(ARTISTS),
+        participants=list(participants),
         phase=phase,
         value_low=VALUE_RANGE[0],
         value_high=VALUE_RANGE[1],

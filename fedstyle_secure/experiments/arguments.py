@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fedstyle_secure import __version__
 from fedstyle_secure.errors import ConfigError
@@ -14,6 +15,7 @@ from fedstyle_secure.federation.simulator import SimulationConfig, SimulationRes
 from fedstyle_secure.models.inputs import BACKBONES, DEFAULT_BACKBONE
 from fedstyle_secure.privacy.accounting import BUDGET_ACCOUNTANTS, DEFAULT_ACCOUNTANT
 from fedstyle_secure.privacy.plan import PRIVATE_LAYERS, DpConfig, encoder_config_for
+from fedstyle_secure.randomness import MAX_SEED
 from fedstyle_secure.training.dataset import (
     DEFAULT_SYNTHETIC_ARTISTS,
     DEFAULT_SYNTHETIC_PER_ARTIST,
@@ -26,41 +28,34 @@ from fedstyle_secure.training.pretrain import PRETRAIN_STEPS_UNDER_DP
 
 DEFAULT_ROUNDS = 20
 DEFAULT_LOCAL_EPOCHS = 2
-MAX_SEED = 2**63 - 1
+T = TypeVar("T")
+
+
+def _checked_number(text: str, convert: Callable[[str], T], accept: Callable[[T], bool], expected: str) -> T:
+    """``text`` converted by ``convert`` if ``accept`` holds, else argparse's error saying ``expected``."""
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not accept(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+    return value
 
 
 def seed_value(text: str) -> int:
     """An argparse type for ``--seed``: an integer in 0..:data:`MAX_SEED` (NumPy's generators refuse
     negative seeds, torch's a seed above a signed 64-bit integer)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer in 0..{MAX_SEED}, got {text!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected an integer in 0..{MAX_SEED}, got {value}")
-    return value
+    return _checked_number(text, int, lambda v: 0 <= v <= MAX_SEED, f"an integer in 0..{MAX_SEED}")
 
 
 def positive_int(text: str) -> int:
     """An argparse type: an integer >= 1 (rounds, artists)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+    return _checked_number(text, int, lambda v: v >= 1, "an integer >= 1")
 
 
 def positive_seconds(text: str) -> float:
     """An argparse type: a finite number of seconds > 0 (a deadline, a timeout)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds > 0, got {value}")
-    return value
+    return _checked_number(text, float, lambda v: math.isfinite(v) and v > 0, "a finite number of seconds > 0")
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, require_source: bool = True) -> None:

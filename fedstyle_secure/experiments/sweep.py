@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.randomness import MAX_SEED
 
 METRICS: tuple[str, ...] = ("artist_accuracy", "macro_f1", "map", "top5_accuracy", "nn_precision_at_1")
 
@@ -112,8 +113,8 @@ def parse_seeds(text: str) -> list[int]:
         if not 1 <= numbers[0] <= MAX_SEED_COUNT:
             raise ConfigError(f"--seeds {text!r} must be a count in 1..{MAX_SEED_COUNT}")
         return list(range(numbers[0]))
-    if any(not 0 <= n < 2**63 for n in numbers):
-        raise ConfigError(f"--seeds {text!r} holds a seed outside 0..2**63 - 1")
+    if any(not 0 <= n <= MAX_SEED for n in numbers):
+        raise ConfigError(f"--seeds {text!r} holds a seed outside 0..{MAX_SEED}")
     return numbers
 
 

@@ -61,6 +61,7 @@ from fedstyle_secure.federation.sum_checks import (
     decode_tolerance,
 )
 from fedstyle_secure.privacy.reports import new_run_id
+from fedstyle_secure.randomness import MAX_SEED
 from fedstyle_secure.secure.api import PlainSummation
 from fedstyle_secure.secure.ckks.decryption import (
     Attempt,
@@ -152,8 +153,8 @@ class Schedule:
             raise ConfigError(f"startup_seconds must be a finite number >= 0, got {self.startup_seconds}")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
-        if not 0 <= self.seed < 2**63:
-            raise ConfigError(f"seed must be within 0..2**63 - 1, got {self.seed}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be within 0..{MAX_SEED}, got {self.seed}")
         if algorithm_spec(self.algorithm).pooled:
             raise ConfigError("algorithm 'central' pools all data in one place; it has no federated transport")
         if is_masking_mode(self.secure_mode):

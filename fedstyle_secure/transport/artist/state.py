@@ -263,13 +263,33 @@ class ArtistStateStore:
 JOURNAL_FILE = "masking-journal.sqlite"
 
 
-def _copies(state_dir: Path, witness_dir: Path | None, name: str) -> list[Path]:
-    """Where a journal is kept: ``witness_dir`` first (if any), then ``state_dir``.  A copy outside
-    ``state_dir`` (``client.reports_dir``, like the charge count) outlives a restored backup of it."""
-    return [Path(d) / name for d in ((witness_dir,) if witness_dir is not None else ()) + (state_dir,)]
+class _CopiedJournal:
+    """A small SQLite journal (0600) kept in ``witness_dir`` (first, if any) and in ``state_dir``; what
+    either copy holds counts.  A copy outside ``state_dir`` (``client.reports_dir``, like the charge
+    count) outlives a restored backup of it."""
+
+    def __init__(self, state_dir: Path, witness_dir: Path | None, name: str, schema: tuple[str, ...]) -> None:
+        folders = ((witness_dir,) if witness_dir is not None else ()) + (state_dir,)
+        self.paths = [Path(folder) / name for folder in folders]
+        for path in self.paths:
+            private_database(path)
+            with transaction(path) as db:
+                for statement in schema:
+                    db.execute(statement)
+
+    def _rows(self, query: str, parameters: tuple[Any, ...] = ()) -> list[Any]:
+        """The rows ``query`` selects in every copy, the witness's first."""
+        rows: list[Any] = []
+        for path in self.paths:
+            db = connect(path)
+            try:
+                rows += db.execute(query, parameters).fetchall()
+            finally:
+                db.close()
+        return rows
 
 
-class MaskingJournal:
+class MaskingJournal(_CopiedJournal):
     """The federation rounds whose masking unmasking request this artist answered (and in which masking
     session), and the masking sessions it advertised keys in, kept across restarts in
     ``<state_dir>/masking-journal.sqlite`` (0600, beside the artist state) and, with a ``witness_dir``
@@ -291,30 +311,22 @@ class MaskingJournal:
     retrain and sign a second key set under one session id)."""
 
     def __init__(self, state_dir: Path, witness_dir: Path | None = None) -> None:
-        self.paths = _copies(state_dir, witness_dir, JOURNAL_FILE)
-        self.path = self.paths[-1]
-        for path in self.paths:
-            private_database(path)
-            with transaction(path) as db:
-                db.execute("CREATE TABLE IF NOT EXISTS unmasked (round_id INTEGER PRIMARY KEY)")
-                # the session that answered the round (session ids as decimal text: 64-bit unsigned)
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS answered (round_id INTEGER PRIMARY KEY, session_id TEXT NOT NULL)"
-                )
-                # session ids are 64-bit unsigned: kept as decimal text (SQLite integers are signed)
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS advertised (session_id TEXT PRIMARY KEY, round_id INTEGER NOT NULL)"
-                )
+        super().__init__(
+            state_dir,
+            witness_dir,
+            JOURNAL_FILE,
+            (
+                "CREATE TABLE IF NOT EXISTS unmasked (round_id INTEGER PRIMARY KEY)",
+                # the session that answered the round; session ids are 64-bit unsigned: kept as decimal
+                # text (SQLite integers are signed)
+                "CREATE TABLE IF NOT EXISTS answered (round_id INTEGER PRIMARY KEY, session_id TEXT NOT NULL)",
+                "CREATE TABLE IF NOT EXISTS advertised (session_id TEXT PRIMARY KEY, round_id INTEGER NOT NULL)",
+            ),
+        )
 
     def advertised(self) -> tuple[set[int], int]:
         """(The session ids this artist advertised keys in, the latest round among them; 0 if none.)"""
-        rows = []
-        for path in self.paths:
-            db = connect(path)
-            try:
-                rows += db.execute("SELECT session_id, round_id FROM advertised").fetchall()
-            finally:
-                db.close()
+        rows = self._rows("SELECT session_id, round_id FROM advertised")
         return {int(s) for s, _ in rows}, max((int(r) for _, r in rows), default=0)
 
     def record_advertised(self, session_id: int, round_id: int) -> None:
@@ -328,14 +340,7 @@ class MaskingJournal:
 
     def answered(self, round_id: int) -> bool:
         """Whether this artist ever answered an unmasking request of federation round ``round_id``."""
-        for path in self.paths:
-            db = connect(path)
-            try:
-                if db.execute("SELECT 1 FROM unmasked WHERE round_id = ?", (int(round_id),)).fetchone() is not None:
-                    return True
-            finally:
-                db.close()
-        return False
+        return bool(self._rows("SELECT 1 FROM unmasked WHERE round_id = ?", (int(round_id),)))
 
     def claim(self, round_id: int, session_id: int) -> None:
         """Durably note that the unmasking request of session ``session_id`` of ``round_id`` is being
@@ -360,7 +365,7 @@ class MaskingJournal:
 CKKS_GUARD_FILE = "ckks-guard.sqlite"
 
 
-class CkksGuardJournal:
+class CkksGuardJournal(_CopiedJournal):
     """The artist's CKKS :class:`~fedstyle_secure.secure.ckks.decryption.DecryptionGuard`, kept across
     restarts in ``<state_dir>/ckks-guard.sqlite`` (0600) and, with a ``witness_dir``
     (``client.reports_dir``), a second copy there (loaded merged: a restored backup of ``state_dir``
@@ -370,27 +375,12 @@ class CkksGuardJournal:
     allowed is signed."""
 
     def __init__(self, state_dir: Path, witness_dir: Path | None = None) -> None:
-        self.paths = _copies(state_dir, witness_dir, CKKS_GUARD_FILE)
-        self.path = self.paths[-1]
-        for path in self.paths:
-            private_database(path)
-            with transaction(path) as db:
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS guard (id INTEGER PRIMARY KEY CHECK (id = 0), state TEXT NOT NULL)"
-                )
+        schema = "CREATE TABLE IF NOT EXISTS guard (id INTEGER PRIMARY KEY CHECK (id = 0), state TEXT NOT NULL)"
+        super().__init__(state_dir, witness_dir, CKKS_GUARD_FILE, (schema,))
 
     def load(self) -> list[dict[str, Any]]:
         """The guard state of each copy that holds one (none: the artist never acted in CKKS)."""
-        states = []
-        for path in self.paths:
-            db = connect(path)
-            try:
-                row = db.execute("SELECT state FROM guard WHERE id = 0").fetchone()
-            finally:
-                db.close()
-            if row is not None:
-                states.append(json.loads(row[0]))
-        return states
+        return [json.loads(state) for (state,) in self._rows("SELECT state FROM guard WHERE id = 0")]
 
     def save(self, state: dict[str, Any]) -> None:
         """Store ``state`` in each copy, refusing (:class:`SecureAggregationError`, nothing stored in that
