@@ -12,11 +12,18 @@ import torch
 
 from fedstyle_secure.errors import ModelError
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
-from fedstyle_secure.models.embed import embed, embed_views, mean_direction, normalise_rows, prototype_sums
+from fedstyle_secure.models.embed import (
+    embed,
+    embed_views,
+    mean_direction,
+    normalise_rows,
+    prototype_sums,
+    prototypes_from,
+)
 from fedstyle_secure.models.factory import EncoderConfig, make_model
 from fedstyle_secure.models.inputs import TEST_TIME_VIEWS, InputBank
 from fedstyle_secure.randomness import SeededNoise
-from fedstyle_secure.retrieval.evaluate import evaluate_frozen_features
+from fedstyle_secure.retrieval.evaluate import evaluate_frozen_features, evaluate_personal
 from fedstyle_secure.retrieval.index import StyleIndex, build_index
 from fedstyle_secure.retrieval.metrics import cosine_similarity_matrix, evaluate_retrieval
 from fedstyle_secure.retrieval.references import frozen_dp_prototypes, release_draw_metrics
@@ -38,6 +45,27 @@ def test_mean_direction_is_one_unit_vector_per_artwork():
     np.testing.assert_allclose(out, normalise_rows(by_hand))
 
 
+def test_personal_models_score_with_prototypes_of_their_own_artists_only(tiny_federation):
+    """A personal model scores its own artists' column: prototypes of its own artists' training artworks
+    give the same metrics as prototypes of every training artwork in its space."""
+    data = tiny_federation
+    torch.manual_seed(1)
+    models = [make_model(EncoderConfig(), data.bank, data.public, None).eval() for _ in data.clients]
+    train, query = data.split.train, data.split.query
+    scores = np.zeros((len(query), len(data.artists)))
+    similarity = np.zeros((len(query), len(query)))
+    for model, artists in zip(models, data.clients):
+        every, _ = prototypes_from(embed_views(model, data.bank, train), data.labels[train], len(data.artists))
+        q = embed_views(model, data.bank, query)
+        scores[:, artists] = (q @ every.T)[:, artists]
+        similarity += cosine_similarity_matrix(q) / len(models)
+    expected = evaluate_retrieval(scores, similarity, data.labels[query]).as_dict()
+    got = evaluate_personal(models, data).as_dict()
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-9), key
+
+
 def test_embed_views_averages_the_original_and_the_first_views(tiny_federation):
     data = tiny_federation  # 2 augmented views per artwork
     torch.manual_seed(0)
@@ -45,7 +73,10 @@ def test_embed_views_averages_the_original_and_the_first_views(tiny_federation):
     items = np.array([0, 3, 5])
     per_view = [embed(model, data.bank.take(v, items)) for v in range(3)]
     np.testing.assert_allclose(embed_views(model, data.bank, items, views=0), per_view[0], atol=1e-6)
-    np.testing.assert_allclose(embed_views(model, data.bank, items, views=1), mean_direction(np.stack(per_view[:2])))
+    # all views go through the model in one batch: equal to the per-view embeddings up to float rounding
+    np.testing.assert_allclose(
+        embed_views(model, data.bank, items, views=1), mean_direction(np.stack(per_view[:2])), atol=1e-6
+    )
     both = embed_views(model, data.bank, items, views=2)
     assert not np.allclose(both, per_view[0], atol=1e-3)  # the views do move the embedding
     np.testing.assert_allclose(embed_views(model, data.bank, items, views=99), both)  # clipped to the bank's views

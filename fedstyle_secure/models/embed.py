@@ -37,7 +37,10 @@ def embed_views(
     :func:`mean_direction`.  ``views=0``: the original's embedding."""
     idx = np.arange(len(bank)) if items is None else np.asarray(items)
     n = max(0, min(views, bank.n_views))
-    return mean_direction(np.stack([embed(model, bank.take(v, idx)) for v in range(n + 1)]))
+    if len(idx) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    stacked = embed(model, bank.take(np.repeat(np.arange(n + 1), len(idx)), np.tile(idx, n + 1)))  # one pass
+    return mean_direction(stacked.reshape(n + 1, len(idx), -1))
 
 
 def prototype_sums(embeddings: np.ndarray, labels: np.ndarray, n_artists: int) -> tuple[np.ndarray, np.ndarray]:

@@ -49,8 +49,9 @@ def evaluate_personal(
     similarity = np.zeros((len(query), len(query)))
     for model, artists in zip(models, data.clients):
         protos = prototypes
-        if protos is None:
-            protos, _ = prototypes_from(embed_views(model, data.bank, train), data.labels[train], n_artists)
+        if protos is None:  # a model scores its own artists only: their training artworks suffice
+            own = train[np.isin(data.labels[train], artists)]
+            protos, _ = prototypes_from(embed_views(model, data.bank, own), data.labels[own], n_artists)
         q = embed_views(model, data.bank, query)
         scores[:, artists] = (q @ protos.T)[:, artists]
         similarity += cosine_similarity_matrix(q) / len(models)
