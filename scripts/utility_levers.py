@@ -3,10 +3,11 @@
 
 Each variant is ``key=value`` pairs joined by ``+`` (encoder: head, whitening_shrinkage, hidden_dim,
 dropout, embedding_dim; local: lr, tau, optimizer, epochs, instance_weight, classifier_weight,
-alignment_weight, batch_size, margin, proximal_mu (FedProx); server optimiser: srv=avg|avgm|adam, slr (Adam: the lr at
-8 artists, grown by sqrt(n / 8)), smom, sb2 (Adam beta2), seps (Adam eps), sref (the reference
-number of artists); ``rounds=N``; ``views=N`` augmented views per artwork in the training bank (test-time averaging
-stays at the first 4); ``pretrain=N`` public warm-start steps; ``pub=met|generated|DIR`` (a path: an image folder);
+alignment_weight, batch_size, margin, proximal_mu (FedProx), prototype_distance_weight (FedProto);
+server optimiser: srv=avg|avgm|adam, slr (Adam: the lr at 8 artists, grown by sqrt(n / 8)), smom,
+sb2 (Adam beta2), seps (Adam eps), sref (the reference number of artists); ``rounds=N``; ``views=N``
+augmented views per artwork in the training bank (test-time averaging stays at the first 4);
+``pretrain=N`` public warm-start steps; ``pub=met|generated|DIR`` (a path: an image folder);
 ``alg=NAME``; ``eps=E``: under DP at E with the default plan and encoder, seeded noise, encoder
 keys override; ``mintrain=N``: the plan's DP-SGD portfolio threshold).
 ``frozen``, ``probe`` and ``dpref=E`` (frozen + DP prototypes) print the reference rows.
@@ -57,6 +58,7 @@ LOCAL: dict[str, Callable[[str], Any]] = {
     "batch_size": int,
     "margin": float,
     "proximal_mu": float,
+    "prototype_distance_weight": float,
 }
 SERVER: dict[str, tuple[str, Callable[[str], Any]]] = {
     "srv": ("kind", str),

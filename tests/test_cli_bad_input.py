@@ -178,6 +178,49 @@ def test_keys_init_with_a_huge_validity_is_a_clear_error(tmp_path, capsys):
     )
 
 
+def test_keys_init_with_a_huge_count_is_refused_before_generating_keys(tmp_path, monkeypatch, capsys):
+    """`keys init --count 1000000000` generated key sets until the disk was full (about 20 artists in
+    0.4 s).  A fake key generator (named as such) stands guard, so the test cannot run for hours."""
+
+    def fake_generate(*args, **kwargs):
+        raise AssertionError("key generation started for a billion artists")
+
+    monkeypatch.setattr("fedstyle_secure.secure.keys.keystore.generate_key_files", fake_generate)
+    _no_traceback_error(capsys, ["keys", "init", "--out", str(tmp_path / "k"), "--count", "1000000000"], "--count")
+    assert not (tmp_path / "k").exists()
+
+
+def test_keys_init_with_too_many_named_artists_is_a_clear_error(tmp_path, capsys):
+    names = ",".join(f"a{i}" for i in range(10_001))
+    _no_traceback_error(capsys, ["keys", "init", "--out", str(tmp_path / "k"), "--artists", names], "at most 10000")
+
+
+def test_simulate_with_a_huge_public_pretrain_steps_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    """`simulate --public-pretrain-steps 1000000000` ran the public warm start for days; a networked
+    artist already refused a plan announcing more than MAX_PUBLIC_PRETRAIN_STEPS.  A fake warm start
+    (named as such) stands guard, so the test cannot run for days."""
+
+    def fake_pretrain(*args, **kwargs):
+        raise AssertionError("the public warm start started a billion steps")
+
+    monkeypatch.setattr("fedstyle_secure.training.pretrain.pretrain_on_public", fake_pretrain)
+    argv = [*SIM_TINY, "--public-pretrain-steps", "1000000000", "--out", str(tmp_path / "r.json")]
+    _no_traceback_error(capsys, argv, "--public-pretrain-steps")
+
+
+def test_sweep_on_an_unreachable_ray_head_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    """`sweep --ray 127.0.0.1:1` (nothing listening) waited for the head without end, logging a Ray
+    warning every 30 s.  A fake ``ray.init`` (named as such) stands guard, so the test cannot hang."""
+    ray = pytest.importorskip("ray")
+
+    def fake_init(*args, **kwargs):
+        raise AssertionError("ray.init called on an unreachable head: it would wait forever")
+
+    monkeypatch.setattr(ray, "init", fake_init)
+    argv = [*SWEEP_TINY, "--out", str(tmp_path / "sweep"), "--ray", "127.0.0.1:1"]
+    _no_traceback_error(capsys, argv, "cannot reach the Ray head at 127.0.0.1:1")
+
+
 def test_audit_empirical_negative_seed_is_a_clear_error(capsys):
     _no_traceback_error(capsys, ["audit", "--empirical", "--seed", "-1"], "--seed")
 

@@ -52,6 +52,17 @@ def test_corrupt_and_empty_images_are_skipped_and_counted(tmp_path, caplog):
     assert "broken.jpg" in caplog.text
 
 
+@pytest.mark.parametrize("size", [(1, 1), (15, 400), (300, 8)])
+def test_images_too_small_to_hold_a_style_are_refused_naming_their_size(tmp_path, size):
+    """A 1x1 tracking pixel or an icon was upscaled to 224 x 224 and embedded as an artwork or query."""
+    image = tmp_path / "tiny.png"
+    Image.new("RGB", size, (120, 30, 30)).save(image)
+    with pytest.raises(DataError, match=f"tiny.png is {size[0]}x{size[1]} pixels; at least 16"):
+        decode_image(image)
+    Image.new("RGB", (16, 40), (120, 30, 30)).save(image)
+    assert decode_image(image).shape == (224, 224, 3)
+
+
 def test_unusable_folders_raise_clear_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_image_folder(tmp_path / "missing")
@@ -73,7 +84,7 @@ def test_decompression_bombs_in_a_folder_are_skipped_with_a_warning(tmp_path, ca
     _write_images(tmp_path / "alice", 2)
     _write_images(tmp_path / "bob", 2, colour=(0, 0, 200))
     (tmp_path / "bob" / "bomb.png").write_bytes(png_bomb(10_000, 10_000))
-    (tmp_path / "bob" / "sliver.png").write_bytes(png_bomb(3, 3000))
+    (tmp_path / "bob" / "sliver.png").write_bytes(png_bomb(20, 3000))  # 150:1
     artworks, report = load_image_folder(tmp_path, size=32)
     assert len(artworks) == 4 and artworks.artists == ("alice", "bob")
     skipped = {p.split("/")[-1]: reason for p, reason in report.skipped}

@@ -136,8 +136,8 @@ def _split_ids(text: str) -> list[str]:
 
 def _artist_ids(args: argparse.Namespace) -> list[str]:
     if args.count is not None:
-        if args.count < 1:
-            raise ConfigError(f"--count must be >= 1, got {args.count}")
+        if not 1 <= args.count <= keystore.MAX_KEYSET_MEMBERS:
+            raise ConfigError(f"--count must be in 1..{keystore.MAX_KEYSET_MEMBERS}, got {args.count}")
         return [f"artist_{i:02d}" for i in range(args.count)]
     return _split_ids(args.artists)
 

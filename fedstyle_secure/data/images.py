@@ -29,6 +29,9 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 DECODED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP")  # PIL format names of IMAGE_SUFFIXES
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own Image.MAX_IMAGE_PIXELS default (~ 0.25 GiB as RGB)
 MAX_ASPECT_RATIO = 100
+#: Fewest pixels on an image's shorter side: below it the resize to the model's size (224) is a blur
+#: of a few pixels, holding no brushwork to read a style from (an icon, a 1x1 tracking pixel).
+MIN_IMAGE_SIDE = 16
 MAX_JPEG_SCANS = 64
 """The most scans (SOS markers) a JPEG may have: baseline files have 1-3, progressive encoders
 write about 10 (mozjpeg up to ~20).  libjpeg walks every block of the image once per scan, so a
@@ -304,11 +307,17 @@ def _opened(path: Path | BinaryIO, what: str) -> Iterator[BinaryIO]:
 
 
 def check_image_size(dimensions: tuple[int, int], max_pixels: int, what: str) -> None:
-    """Refuse an image of ``(width, height)`` pixels that is empty, has more than ``max_pixels``
-    pixels, or is more than :data:`MAX_ASPECT_RATIO` times longer than wide (:class:`DataError`)."""
+    """Refuse an image of ``(width, height)`` pixels that is empty or under :data:`MIN_IMAGE_SIDE` on its
+    shorter side, has more than ``max_pixels`` pixels, or is more than :data:`MAX_ASPECT_RATIO` times
+    longer than wide (:class:`DataError`)."""
     width, height = dimensions
     if width < 1 or height < 1:
         raise DataError(f"image {what} is empty ({width}x{height} pixels)")
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise DataError(
+            f"image {what} is {width}x{height} pixels; at least {MIN_IMAGE_SIDE} on the shorter side are "
+            "needed to read a style from it"
+        )
     if width * height > max_pixels:
         raise DataError(
             f"image {what} is {width}x{height} = {width * height} pixels; at most {max_pixels} pixels are "

@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
@@ -266,6 +267,28 @@ def import_ray() -> Any:
     return ray
 
 
+#: Seconds to wait for a TCP connection to the Ray head before saying it cannot be reached (Ray's
+#: own client retries an unreachable head without end, logging a warning every 30 s).
+RAY_HEAD_CONNECT_SECONDS = 10.0
+
+
+def require_reachable_ray_head(address: str, timeout: float = RAY_HEAD_CONNECT_SECONDS) -> None:
+    """:class:`ConfigError` naming ``--ray`` unless ``address`` (``[ray://]host:port``; ``auto`` and
+    other forms are left to Ray) accepts a TCP connection within ``timeout`` seconds."""
+    target = address.removeprefix("ray://")
+    host, sep, port_text = target.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port_text)), timeout=timeout):
+            pass
+    except (OSError, OverflowError, ValueError) as exc:
+        raise ConfigError(
+            f"--ray: cannot reach the Ray head at {address} within {timeout:g} s ({exc}); "
+            "start it with `ray start --head` or check the address"
+        ) from None
+
+
 class RayBackend:
     """Cells as Ray tasks (one CPU each) on the cluster at ``address``, or a local one (``None``).
 
@@ -278,6 +301,8 @@ class RayBackend:
         self.ray = import_ray()
         self._owns_runtime = not self.ray.is_initialized()
         if self._owns_runtime:
+            if address:
+                require_reachable_ray_head(address)
             options: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": False}
             if address is None and num_cpus is not None:
                 options["num_cpus"] = num_cpus

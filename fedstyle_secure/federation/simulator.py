@@ -43,7 +43,12 @@ from fedstyle_secure.secure.api import PlainSummation, SecureSummation
 from fedstyle_secure.secure.factory import summation_factory
 from fedstyle_secure.training.dataset import FederationData
 from fedstyle_secure.training.local import LocalConfig, LocalData
-from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model, warm_start_cache
+from fedstyle_secure.training.pretrain import (
+    MAX_PUBLIC_PRETRAIN_STEPS,
+    default_pretrain_steps,
+    make_initial_model,
+    warm_start_cache,
+)
 
 SummationFactory = Callable[[Sequence[str], tuple[float, float]], SecureSummation]
 """Builds the secure summation over the given client ids for inputs within ``(low, high)``."""
@@ -88,8 +93,9 @@ class SimulationConfig:
             self.dp.validate()
         if self.rounds < 1:
             raise ConfigError(f"--rounds must be >= 1, got {self.rounds}")
-        if self.public_pretrain_steps is not None and self.public_pretrain_steps < 0:
-            raise ConfigError(f"--public-pretrain-steps must be >= 0, got {self.public_pretrain_steps}")
+        steps = self.public_pretrain_steps
+        if steps is not None and not 0 <= steps <= MAX_PUBLIC_PRETRAIN_STEPS:
+            raise ConfigError(f"--public-pretrain-steps must be in 0..{MAX_PUBLIC_PRETRAIN_STEPS}, got {steps}")
         if self.local.epochs < 1:
             raise ConfigError(f"--local-epochs must be >= 1, got {self.local.epochs}")
 

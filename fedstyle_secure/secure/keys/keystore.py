@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import stat
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,9 @@ SERVER_KEY = "server.key"
 CKKS_PUBLIC = "ckks-public.ctx"
 CKKS_SECRET = "ckks-secret.ctx"
 IDENTITY_DIR = "identity"
+#: Most artists (and, apart, buyers) one key set holds: pairwise masking grows with the square of the
+#: roster, and `keys init --count 10**9` would otherwise write files until the disk is full.
+MAX_KEYSET_MEMBERS = 10_000
 DEFAULT_SERVER_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1")
 
 T = TypeVar("T")
@@ -174,10 +178,13 @@ def generate_key_files(
 def _check_roster(artists: Sequence[str], buyers: Sequence[str]) -> None:
     if not artists:
         raise ConfigError("a key set needs at least one artist")
+    for role, members in (("artists", artists), ("buyers", buyers)):
+        if len(members) > MAX_KEYSET_MEMBERS:
+            raise ConfigError(f"a key set holds at most {MAX_KEYSET_MEMBERS} {role}, got {len(members)}")
     for subject_id in (*artists, *buyers):
         pki.validate_subject_id(subject_id)
-    everyone = [*artists, *buyers]
-    duplicates = sorted({i for i in everyone if everyone.count(i) > 1})
+    counts = Counter([*artists, *buyers])
+    duplicates = sorted(i for i, n in counts.items() if n > 1)
     if duplicates:
         raise ConfigError(f"duplicate artist/buyer ids: {duplicates}")
 
