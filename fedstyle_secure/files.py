@@ -93,3 +93,21 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
 def read_json_bounded(path: Path, max_bytes: int) -> Any:
     """:func:`loads_bounded` of :func:`read_regular_file`; :class:`OSError` or :class:`ValueError`."""
     return loads_bounded(read_regular_file(path, max_bytes))
+
+
+def require_writable_target(path: Path, *, folder: bool, what: str) -> None:
+    """Refuse, before any long computation, an output ``path`` that could not be written later:
+    :class:`ValueError` naming ``what`` (e.g. ``--out``) when ``path`` exists as the wrong kind (a
+    folder where a file goes, or the reverse) or its nearest existing ancestor is not a folder this
+    process may create entries in.  Writes nothing."""
+    if path.exists() and path.is_dir() != folder:
+        kind = "a folder" if path.is_dir() else "a file"
+        raise ValueError(f"{what} {path} is {kind}; expected {'a folder' if folder else 'a file'}")
+    target = path if folder and path.is_dir() else path.parent
+    ancestor = target.absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"{what} {path}: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path}: no permission to write in {ancestor}")

@@ -221,6 +221,27 @@ def test_sweep_on_an_unreachable_ray_head_is_a_clear_error(tmp_path, monkeypatch
     _no_traceback_error(capsys, argv, "cannot reach the Ray head at 127.0.0.1:1")
 
 
+@pytest.mark.parametrize(
+    ("option", "make_path", "words"),
+    [
+        ("--out", lambda tmp: tmp, "is a folder; expected a file"),
+        ("--out", lambda tmp: tmp / "a-file" / "r.json", "a-file is not a folder"),
+        ("--index-out", lambda tmp: tmp / "a-file", "is a file; expected a folder"),
+    ],
+)
+def test_simulate_output_paths_are_checked_before_training(tmp_path, monkeypatch, capsys, option, make_path, words):
+    """An --out that is a folder, or under a file, was found out only when the results were written,
+    after the whole training.  A fake simulation (named as such) stands guard: it must never start."""
+    (tmp_path / "a-file").write_text("not a folder")
+
+    def fake_run_simulation(*args, **kwargs):
+        raise AssertionError("training started before the output paths were checked")
+
+    monkeypatch.setattr("fedstyle_secure.cli.simulate.run_simulation", fake_run_simulation)
+    argv = [*SIM_TINY, "--out", str(tmp_path / "r.json"), option, str(make_path(tmp_path))]
+    _no_traceback_error(capsys, argv, words)
+
+
 def test_audit_empirical_negative_seed_is_a_clear_error(capsys):
     _no_traceback_error(capsys, ["audit", "--empirical", "--seed", "-1"], "--seed")
 

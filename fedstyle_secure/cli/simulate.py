@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.experiments.arguments import (
     add_data_arguments,
     add_privacy_arguments,
@@ -17,6 +18,7 @@ from fedstyle_secure.experiments.output import METRIC_COLUMNS, print_privacy_tab
 from fedstyle_secure.federation.publish import index_from_result
 from fedstyle_secure.federation.simulator import run_simulation
 from fedstyle_secure.federation.strategy import ALGORITHMS
+from fedstyle_secure.files import require_writable_target
 from fedstyle_secure.retrieval.evaluate import evaluate_frozen_features
 from fedstyle_secure.secure.api import SECURE_MODES
 
@@ -51,7 +53,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """The output paths, checked before any image is read or any round trained."""
+    try:
+        require_writable_target(args.out, folder=False, what="--out")
+        if args.index_out is not None:
+            require_writable_target(args.index_out, folder=True, what="--index-out")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_outputs(args)
     data = federation_from_args(args, progress=not args.no_progress)
     config = simulation_config_from_args(args, args.algorithm)
     result = run_simulation(config, data, progress=not args.no_progress, reports_dir=args.reports_dir)
