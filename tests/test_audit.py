@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import datetime as dt
 import json
 import re
 import shutil
@@ -785,3 +786,37 @@ def test_the_longest_run_a_plan_allows_passes_the_intake_and_the_audit(tmp_path:
     manifest = {"artists": {"alice": {"public_key": public_key_to_text(key.public_key())}}}
     (audit,) = audit_reports([LoadedReport("longest", stored)], manifest, roster=["alice"]).reports
     assert audit.ok and audit.recomputed_pld is not None and audit.recomputed_pld <= ledger.epsilon_spent <= 8.0
+
+
+def test_reports_issued_before_their_ledger_or_an_earlier_round_are_flagged(
+    reports: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Signed timestamps out of order: a report issued a day before its ledger was created, and a
+    later round issued a day before an earlier one, both re-signed with the artist's own key (the
+    audit did not compare them)."""
+
+    def a_day_before_the_ledger(report: dict) -> None:
+        created = dt.datetime.fromisoformat(report["ledger_created_at"].replace("Z", "+00:00"))
+        report["issued_at"] = (created - dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    edit(reports, "alice", 0, a_day_before_the_ledger, KEYS["alice"])
+    edit(reports, "bob", 2, a_day_before_the_ledger, KEYS["bob"])
+    status, result = audit_json(reports, capsys)
+    assert status == 1
+    assert "time_out_of_order" in codes(result, "alice", 0)  # before its own ledger
+    assert "time_out_of_order" in codes(result, "bob", 2)  # and before bob's round 1 report
+    assert "time_out_of_order" not in codes(result, "alice", 1) | codes(result, "bob", 1)
+
+
+def test_a_clock_stepping_back_a_few_seconds_is_not_a_finding(
+    reports: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An honest machine's NTP correction between two rounds is tolerated (CLOCK_SLACK)."""
+
+    def thirty_seconds_earlier(report: dict) -> None:
+        issued = dt.datetime.fromisoformat(report["issued_at"].replace("Z", "+00:00"))
+        report["issued_at"] = (issued - dt.timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    edit(reports, "alice", 2, thirty_seconds_earlier, KEYS["alice"])
+    status, result = audit_json(reports, capsys)
+    assert status == 0, result

@@ -53,6 +53,7 @@ findings; only reports whose signature verifies are recomputed, PLD only up to
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -112,6 +113,10 @@ ARTIST_WITHOUT_REPORTS = "artist_without_reports"
 MISSING_ROUNDS = "missing_rounds"
 REPORTS_END_EARLY = "reports_end_early"
 CHARGED_OUT_OF_ORDER = "charged_out_of_order"
+TIME_OUT_OF_ORDER = "time_out_of_order"
+#: How far back an honest artist's clock may step between two timestamps it signs (an NTP correction)
+#: before the audit calls them out of order.
+CLOCK_SLACK = dt.timedelta(minutes=10)
 UNVERIFIED_MESSAGE = (
     "identities NOT verified: the report keys come from the manifest in the audited folder, which whoever wrote "
     "the folder (e.g. the server) can replace together with the reports; pass --keys DIR (a key set or bundle "
@@ -322,6 +327,7 @@ def _audit_one(loaded: LoadedReport, keys: Mapping[str, Any], tolerance: float) 
         return audit
     _check_claims(audit, report)
     _check_schedule(audit, report)
+    _check_issued_after_ledger(audit, report)
     if signed:  # an unsigned or forged report is flagged already: not worth dp_accounting's time
         _check_recomputation(audit, report, history, tolerance)
     return audit
@@ -332,6 +338,22 @@ def _check_run(audit: ReportAudit, report: Mapping[str, Any], run_id: str) -> No
     handed over for this one, by whoever wrote the folder."""
     if audit.round_id is not None and report.get("run_id") != run_id:
         audit.flag(OTHER_RUN, f"signed for run {report.get('run_id')!r}, not the audited run {run_id!r}")
+
+
+def _utc(timestamp: str) -> dt.datetime:
+    """A schema-checked ``utc_timestamp`` (``YYYY-MM-DDTHH:MM:SS[.f]Z``) as an aware datetime: compared
+    as times, not as text (``...:05.5Z`` sorts before ``...:05Z``)."""
+    return dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+
+
+def _check_issued_after_ledger(audit: ReportAudit, report: Mapping[str, Any]) -> None:
+    """A report issued before the ledger it reports on was created (by more than :data:`CLOCK_SLACK`):
+    a report not made by this package's reporting, which issues one only from an open ledger."""
+    if _utc(report["issued_at"]) < _utc(report["ledger_created_at"]) - CLOCK_SLACK:
+        audit.flag(
+            TIME_OUT_OF_ORDER,
+            f"issued at {report['issued_at']}, before its ledger was created ({report['ledger_created_at']})",
+        )
 
 
 def _check_schedule(audit: ReportAudit, report: Mapping[str, Any]) -> None:
@@ -482,6 +504,12 @@ def _compare_rounds(earlier: _Entry, later: _Entry) -> None:
             RUN_CHANGED,
             f"signed for run {new.get('run_id')!r}, round {first.round_id}'s for run {old.get('run_id')!r}: "
             "reports of two runs spliced together",
+        )
+    if _utc(new["issued_at"]) < _utc(old["issued_at"]) - CLOCK_SLACK:
+        audit.flag(
+            TIME_OUT_OF_ORDER,
+            f"issued at {new['issued_at']}, before round {first.round_id}'s report ({old['issued_at']}): a later "
+            "round cannot be reported before an earlier one",
         )
     if new["ledger_created_at"] != old["ledger_created_at"]:
         audit.flag(
