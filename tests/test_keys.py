@@ -10,6 +10,7 @@ import os
 import shutil
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from cryptography import x509
@@ -198,17 +199,41 @@ def test_group_readable_secret_is_refused(scratch: Path) -> None:
         keystore.load_server_keys(scratch)
 
 
-def test_init_into_a_folder_with_planted_links_and_open_files_gives_them_no_secret(tmp_path: Path) -> None:
+def test_init_into_a_folder_with_planted_links_and_open_files_gives_them_no_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Another local user may have prepared the output folder: a link named like a key file, or a key
-    file it holds open. Each file is now a new inode renamed into place: the link's target and the
-    open descriptor see no key (before, the key was written through the link and into the open file)."""
-    out, victim = tmp_path / "keys", tmp_path / "victim.conf"
-    out.mkdir()
+    file it holds open. A folder holding anything is refused outright, untouched (before, keys were
+    written among its files and it was made 0700). Planted in the race after that check, each file is
+    still a new inode renamed into place: the link's target and the open descriptor see no key
+    (before, the key was written through the link and into the open file)."""
+    victim = tmp_path / "victim.conf"
     victim.write_text("important = 1\n")
-    (out / "server.key").symlink_to(victim)
-    (out / "ca.key").write_bytes(b"")
-    with open(out / "ca.key", "rb") as held_open:
-        assert main(["keys", "init", "--out", str(out), "--count", "1"]) == 0
+
+    def plant(out: Path) -> BinaryIO:
+        (out / "server.key").symlink_to(victim)
+        (out / "ca.key").write_bytes(b"")
+        return open(out / "ca.key", "rb")
+
+    prepared = tmp_path / "prepared"
+    prepared.mkdir(mode=0o755)
+    plant(prepared).close()
+    assert main(["keys", "init", "--out", str(prepared), "--count", "1"]) == 2
+    assert sorted(p.name for p in prepared.iterdir()) == ["ca.key", "server.key"]
+    assert (prepared / "server.key").is_symlink() and stat.S_IMODE(prepared.stat().st_mode) == 0o755
+
+    held: list = []
+    emptiness_check = keystore._require_new_or_empty
+
+    def check_then_plant(out: Path) -> None:  # the attacker wins the race right after the check
+        emptiness_check(out)
+        out.mkdir()
+        held.append(plant(out))
+
+    monkeypatch.setattr(keystore, "_require_new_or_empty", check_then_plant)
+    out = tmp_path / "keys"
+    assert main(["keys", "init", "--out", str(out), "--count", "1"]) == 0
+    with held[0] as held_open:
         assert held_open.read() == b"", "the CA key was written into a file another process held open"
     assert victim.read_text() == "important = 1\n", "a key was written through a planted link"
     assert not (out / "server.key").is_symlink() and b"PRIVATE KEY" in (out / "server.key").read_bytes()

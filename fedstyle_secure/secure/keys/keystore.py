@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import os
 import stat
@@ -269,6 +270,7 @@ def write_key_files(out_dir: Path, files: Mapping[str, bytes]) -> None:
     swap the new folder for theirs between its check and the writes."""
     if (out_dir / MANIFEST).exists():
         raise ConfigError(f"{out_dir} already holds a key set ({MANIFEST} exists); choose an empty directory")
+    _require_new_or_empty(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _check_ancestors(out_dir)
     _private_directory(out_dir)
@@ -276,6 +278,24 @@ def write_key_files(out_dir: Path, files: Mapping[str, bytes]) -> None:
         for directory in reversed(Path(relative).parents[:-1]):
             _private_directory(out_dir / directory)
         _replace_file(out_dir / relative, data, 0o600 if is_secret_path(relative) else 0o644)
+
+
+def _require_new_or_empty(out_dir: Path) -> None:
+    """Refuse (:class:`ConfigError`) an existing folder that holds anything: secret keys never land
+    among other files (a data set, a repository: `--out .`), and no folder of the user's is made
+    private (0700) as a side effect."""
+    if not out_dir.is_dir() or out_dir.is_symlink():
+        return  # new (created here), or refused as not a real directory by _private_directory
+    try:
+        with os.scandir(out_dir) as listing:
+            entries = sorted(entry.name for entry in itertools.islice(listing, 3))
+    except OSError as exc:
+        raise ConfigError(f"cannot list {out_dir}: {exc}") from None
+    if entries:
+        raise ConfigError(
+            f"{out_dir} is not empty (it holds {', '.join(entries)}{', ...' if len(entries) == 3 else ''}); "
+            "keys go into a new or empty folder, so secrets never mix with other files"
+        )
 
 
 def _check_ancestors(out_dir: Path) -> None:
