@@ -102,6 +102,10 @@ CRAFTED = {
     "artists as objects": (_json("index.json", lambda m: m.update(artists=[{"a": 1}] * 5)), "artists must be"),
     "an artist twice": (_json("index.json", lambda m: m.update(artists=["x"] * 5)), "lists a name twice"),
     "index.json not an object": (lambda f: (f / "index.json").write_text("[1, 2]"), "unknown format"),
+    "a misspelt field": (
+        _json("index.json", lambda m: m.update(test_time_view=4)),
+        r"unknown field\(s\) \['test_time_view'\]",
+    ),
     "prototypes of another width": (
         _arrays("index.npz", lambda a: a.update(prototypes=np.ones((5, 7), np.float32))),
         "width 128",

@@ -20,6 +20,8 @@ from fedstyle_secure.models.inputs import TEST_TIME_VIEWS, build_input_bank
 from fedstyle_secure.models.npz import read_npz, require_finite
 
 INDEX_FORMAT = "fedstyle-index/1"
+#: The fields of ``index.json`` (``test_time_views`` is 0 when absent, as in indexes written before it).
+INDEX_FIELDS = frozenset({"format", "artists", "artwork_sources", "test_time_views"})
 MAX_TEST_TIME_VIEWS = 16  # a loaded index may not ask for more views per query image
 MAX_INDEX_BYTES = 1024 * 1024 * 1024  # an index's arrays, loaded (1 M artworks of 128 floats: 0.5 GB)
 MAX_INDEX_JSON_BYTES = 256 * 1024 * 1024  # index.json: names and sources of 1 M artworks at ~200 bytes each
@@ -91,6 +93,9 @@ class StyleIndex:
         if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
             found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
             raise ModelError(f"{meta_path}: unknown format {found!r}")
+        unknown = sorted(set(meta) - INDEX_FIELDS)
+        if unknown:  # a misspelt field (``test_time_view``) would otherwise fall back to its default silently
+            raise ModelError(f"{meta_path}: unknown field(s) {unknown[:5]}; expected {sorted(INDEX_FIELDS)}")
         views = meta.get("test_time_views", 0)
         if not isinstance(views, int) or isinstance(views, bool) or not 0 <= views <= MAX_TEST_TIME_VIEWS:
             raise ModelError(
