@@ -551,3 +551,28 @@ def test_a_report_bomb_neither_holds_the_server_lock_nor_reaches_the_schema(serv
             upload.join(30)
         assert outcome and isinstance(outcome[0], pb.Ack), outcome  # and then stored
         assert dict(attacker.stub.GetStatus(pb.StatusRequest(), timeout=5).reports) == {"artist_a": 0}
+
+
+def test_a_second_server_on_a_port_in_use_is_refused(serve, keys, tmp_path):
+    """A second `fedstyle server` on the first one's port started (gRPC sets SO_REUSEPORT on Linux)
+    and the kernel split the artists' connections between the two: an artist joined the stray run
+    and spent epsilon in it (a helper's walkthrough, 2026-12-02).  It must fail to bind."""
+    from fedstyle_secure.errors import ConfigError
+    from fedstyle_secure.secure.keys.keystore import load_server_keys
+    from fedstyle_secure.transport.config import ServerConfig
+    from fedstyle_secure.transport.server.servicer import start_server
+
+    first = serve(keys)
+    config = ServerConfig(
+        keys=keys,
+        state_db=tmp_path / "stray.sqlite",
+        listen=f"127.0.0.1:{first.port}",
+        schedule=Schedule(rounds=1, quorum=2, phase_seconds=600),
+    )
+    try:
+        stray = start_server(config, load_server_keys(keys))
+    except ConfigError as exc:
+        assert f"cannot bind 127.0.0.1:{first.port}" in str(exc)
+    else:
+        stray.stop(0)
+        pytest.fail("a second server started on a port another server listens on")

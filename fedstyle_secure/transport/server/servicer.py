@@ -852,6 +852,9 @@ def start_server(config: ServerConfig, keys: ServerKeys, clock: Callable[[], flo
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
+        # gRPC sets SO_REUSEPORT on Linux by default: a second server on a port in use started and the
+        # kernel split the artists' connections between the two (one artist joined the stray run)
+        ("grpc.so_reuseport", 0),
     ]
     limits = CallLimits(config.max_calls_per_identity, config.max_buyer_calls)
     gate = CallGate(ConcurrencyLimiter(limits), servicer.identify, servicer.admit)
