@@ -576,3 +576,19 @@ def test_a_second_server_on_a_port_in_use_is_refused(serve, keys, tmp_path):
     else:
         stray.stop(0)
         pytest.fail("a second server started on a port another server listens on")
+
+
+def test_a_server_restarted_with_other_federation_settings_on_a_runs_state_is_refused(keys, tmp_path):
+    """Restarted on a run's state_db with `rounds = 3` and `secure_mode = "none"` instead of one
+    round under secagg, the server served the old run id with the new schedule: every artist of the
+    run refused the plans (its pinned secure mode) and the run could never go on, with nothing in the
+    server's log (a helper's walkthrough, 2026-12-02).  The same settings still resume it."""
+    from fedstyle_secure.errors import ConfigError
+    from tests.servers import start
+
+    masked = Schedule(rounds=1, quorum=2, phase_seconds=600, secure_mode="secagg")
+    start(keys, tmp_path, masked).stop(0)
+    changed = Schedule(rounds=3, quorum=2, phase_seconds=600, secure_mode="none")
+    with pytest.raises(ConfigError, match=r"rounds 1 -> 3; secure_mode 'secagg' -> 'none'"):
+        start(keys, tmp_path, changed).stop(0)
+    start(keys, tmp_path, masked).stop(0)  # resumed with the run's own settings

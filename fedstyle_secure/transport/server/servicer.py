@@ -7,7 +7,9 @@ Long polls and streams are bounded by deadlines so the server never blocks forev
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import logging
 import math
 import queue
@@ -16,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import grpc
 import numpy as np
@@ -220,7 +223,15 @@ class FederationServicer(pb_grpc.FederationServicer):
         if key != self._saved_round:
             try:
                 self.store.save(
-                    Snapshot(c.state, c.standardisation, dict(c.reports), c.roster, c.schedule.algorithm, c.run_id)
+                    Snapshot(
+                        c.state,
+                        c.standardisation,
+                        dict(c.reports),
+                        c.roster,
+                        c.schedule.algorithm,
+                        c.run_id,
+                        run_parameters(self.config),
+                    )
                 )
             except NonFiniteState as exc:  # unreachable past the coordinator's sum checks: fail closed
                 log.error("refusing to persist or broadcast the state: %s", exc)
@@ -773,15 +784,48 @@ def _same_round(context: grpc.ServicerContext, round_id: int) -> None:
         raise Malformed(f"the message is for round {round_id}, its call metadata for round {target}")
 
 
+def run_parameters(config: ServerConfig) -> dict[str, Any]:
+    """What a run's artists pin at its first plan or are signed for (as JSON values): a restart of
+    the server on the run's ``state_db`` must keep them, or no artist of the run can go on."""
+    schedule = config.schedule
+    values = {
+        "algorithm": schedule.algorithm,
+        "rounds": schedule.rounds,
+        "secure_mode": schedule.secure_mode,
+        "seed": schedule.seed,
+        "refreshes": sorted(schedule.refreshes),
+        "standardise": schedule.standardise,
+        "masking_threshold": schedule.masking_threshold,
+        "masking_degree": schedule.masking_degree,
+        "embedding_dim": config.embedding_dim,
+        "public_pretrain_steps": config.pretrain_steps,
+        "dp": None if config.dp is None else dataclasses.asdict(config.dp),
+    }
+    return cast(dict[str, Any], json.loads(json.dumps(values)))  # as the store gives them back
+
+
+def _changed_run_parameters(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    return [f"{key} {saved.get(key)!r} -> {now.get(key)!r}" for key in sorted(now) if saved.get(key) != now.get(key)]
+
+
 def restore_coordinator(config: ServerConfig, keys: ServerKeys, store: StateStore) -> Coordinator:
     """A coordinator resumed from ``store`` (or fresh, from the starting model every artist
-    computes too), over the key set's roster; the round layouts come from that model."""
+    computes too), over the key set's roster; the round layouts come from that model.
+    :class:`ConfigError` when the config changed what the saved run's artists pinned."""
     roster = tuple(keys.artists)
     snapshot = store.load()
     if snapshot is not None and (snapshot.roster != roster or snapshot.algorithm != config.schedule.algorithm):
         raise SecureAggregationError(
             f"{store.path}: saved for roster {snapshot.roster} / {snapshot.algorithm}, not this configuration"
         )
+    if snapshot is not None and snapshot.run_parameters is not None:
+        changed = _changed_run_parameters(snapshot.run_parameters, run_parameters(config))
+        if changed:
+            raise ConfigError(
+                f"{store.path} holds run {snapshot.run_id} started with other [federation] settings "
+                f"({'; '.join(changed)}); its artists would refuse every plan: restore those settings, or "
+                "start a new run with a fresh server.state_db"
+            )
     model, shape = server_model(config, len(roster), config.cache_dir or default_cache_dir())
     params = get_flat_params(model) if shape.model is not None else None
     state = snapshot.state if snapshot else initial_state(len(roster), config.embedding_dim, params)
@@ -802,7 +846,9 @@ def restore_coordinator(config: ServerConfig, keys: ServerKeys, store: StateStor
         run_id=snapshot.run_id if snapshot else new_run_id(),
     )
     if snapshot is None:  # the run id is fixed before any artist can pin it: a restart keeps it
-        store.save(Snapshot(state, None, {}, roster, config.schedule.algorithm, coordinator.run_id))
+        store.save(
+            Snapshot(state, None, {}, roster, config.schedule.algorithm, coordinator.run_id, run_parameters(config))
+        )
     return coordinator
 
 

@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,9 @@ class Snapshot:
     roster: tuple[str, ...]
     algorithm: str
     run_id: str
+    # what the run's artists pin or are signed for (rounds, secure mode, seed, DP plan, ...), as JSON
+    # values; None in a state saved before it was kept (not compared on restart)
+    run_parameters: dict[str, Any] | None = None
 
 
 class NonFiniteState(ValueError):
@@ -104,6 +108,7 @@ class StateStore:
                     "roster": list(snapshot.roster),
                     "algorithm": snapshot.algorithm,
                     "run_id": snapshot.run_id,
+                    "run_parameters": snapshot.run_parameters,
                 }
             ).encode(),
             "params": _npy(s.params),
@@ -160,7 +165,14 @@ class StateStore:
             roster=tuple(meta["roster"]),
             algorithm=str(meta["algorithm"]),
             run_id=_run_id(meta.get("run_id"), self.path),
+            run_parameters=_run_parameters(meta.get("run_parameters"), self.path),
         )
+
+
+def _run_parameters(stored: object, path: Path) -> dict[str, Any] | None:
+    if stored is None or isinstance(stored, dict):
+        return stored
+    raise ConfigError(f"{path}: the saved run parameters are not a table")
 
 
 def _run_id(stored: object, path: Path) -> str:
