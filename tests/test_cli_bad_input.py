@@ -242,6 +242,21 @@ def test_simulate_output_paths_are_checked_before_training(tmp_path, monkeypatch
     _no_traceback_error(capsys, argv, words)
 
 
+def test_sweep_of_a_missing_data_folder_is_one_clear_error_not_a_failure_per_cell(tmp_path, capsys):
+    """`sweep --data /nonexistent` printed one "cell failed" line per cell (27, each with its whole
+    config), advised to rerun the same command and exited 1 (a helper's walkthrough, 2026-12-02)."""
+    argv = ["sweep", "--data", str(tmp_path / "nonexistent"), "--rounds", "1", "--epsilons", "inf", "--seeds", "1"]
+    code = main([*argv, "--algorithms", "fedavg", "--out", str(tmp_path / "sweep")])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not exist" in err, err
+    assert "cell failed" not in err and "rerun the same command" not in err, err
+
+
+def test_sweep_out_that_is_a_file_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "README.md").write_text("a file")
+    _no_traceback_error(capsys, [*SWEEP_TINY, "--out", str(tmp_path / "README.md")], "is a file; expected a folder")
+
+
 def test_audit_empirical_negative_seed_is_a_clear_error(capsys):
     _no_traceback_error(capsys, ["audit", "--empirical", "--seed", "-1"], "--seed")
 

@@ -33,6 +33,7 @@ from fedstyle_secure.experiments.sweep import (
 from fedstyle_secure.experiments.sweep_outputs import markdown_table, write_outputs
 from fedstyle_secure.experiments.sweep_store import DEFAULT_MAX_ATTEMPTS, CellStore, run_cells
 from fedstyle_secure.federation.strategy import ALGORITHMS
+from fedstyle_secure.files import require_writable_target
 
 # Arguments that change what a cell computes; they key the resumable cell cache.
 _CONFIG_KEYS = (
@@ -143,6 +144,10 @@ def _cell_config(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     _reject_single_run_options(args)
+    try:
+        require_writable_target(args.out, folder=True, what="--out")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     args.epsilon_list = parse_epsilons(args.epsilons)
     algorithms = parse_algorithms(args.algorithms, tuple(ALGORITHMS))
     seeds = parse_seeds(args.seeds)
@@ -187,7 +192,7 @@ def _backend(args: argparse.Namespace, pending: list[CellSpec]) -> CellBackend:
         raise ConfigError("give --workers N (local processes) or --ray [ADDRESS] (Ray tasks), not both")
     make_runner = functools.partial(make_cell_runner, args)
     if not pending or (args.workers == 1 and args.ray is None):
-        return SerialBackend(CellJob(make_runner))
+        return SerialBackend(CellJob(make_runner), prepare=bool(pending))
     prepare_cells(args, progress=True)
     job = CellJob(make_runner, threads=1)
     if args.ray is not None:

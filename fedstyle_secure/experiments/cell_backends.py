@@ -128,9 +128,13 @@ class SerialBackend:
 
     capacity = 1
 
-    def __init__(self, job: CellJob) -> None:
+    def __init__(self, job: CellJob, *, prepare: bool = False) -> None:
+        """``prepare``: build the runner now, so that what fails for every cell (a missing data
+        folder, say) is raised here, as the sweep's error, instead of once per cell."""
         self.job = job
         self._queued: list[tuple[str, CellSpec]] = []
+        if prepare:
+            _runner_for(job)
 
     def submit(self, key: str, spec: CellSpec) -> None:
         self._queued.append((key, spec))
