@@ -257,6 +257,18 @@ def test_sweep_out_that_is_a_file_is_a_clear_error(tmp_path, capsys):
     _no_traceback_error(capsys, [*SWEEP_TINY, "--out", str(tmp_path / "README.md")], "is a file; expected a folder")
 
 
+def test_synth_into_a_folder_that_holds_artworks_is_refused(tmp_path, capsys):
+    """A second `synth --out` into a folder made before overwrote some images and left the others:
+    each artist folder then held two styles (a helper's walkthrough, 2026-12-02)."""
+    out = tmp_path / "synth"
+    assert main(["synth", "--out", str(out), "--artists", "2", "--per-artist", "3", "--seed", "1"]) == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*.png"))
+    _no_traceback_error(
+        capsys, ["synth", "--out", str(out), "--artists", "1", "--per-artist", "2"], "not a new or empty"
+    )
+    assert sorted(p.relative_to(out) for p in out.rglob("*.png")) == before
+
+
 def test_audit_empirical_negative_seed_is_a_clear_error(capsys):
     _no_traceback_error(capsys, ["audit", "--empirical", "--seed", "-1"], "--seed")
 
@@ -530,7 +542,29 @@ def test_a_client_with_a_missing_data_folder_says_so_before_reaching_the_server(
     that the server was unreachable; the data path is checked first now."""
     config = tmp_path / "c.toml"
     config.write_text(f'[client]\nkeys = "{tmp_path / "keys"}"\ndata = "/nonexistent"\nserver = "127.0.0.1:9"\n')
-    _no_traceback_error(capsys, ["client", "--config", str(config)], "client.data: /nonexistent is not a folder")
+    _no_traceback_error(capsys, ["client", "--config", str(config)], "client.data: data folder /nonexistent does not")
+
+
+@pytest.mark.parametrize(
+    ("artists", "words"),
+    [
+        ((), "has no artist sub-folders"),
+        (("ann", "ben", "cy"), "exactly one artist's folder, found ['ann', 'ben', 'cy']"),
+    ],
+)
+def test_a_client_whose_data_folder_is_not_one_artists_says_so_before_reaching_the_server(
+    tmp_path, capsys, artists, words
+):
+    """A flat folder of images, or one holding three artists, waited for the server and failed only
+    after joining the run, leaving the others waiting on quorum (a helper's walkthrough, 2026-12-02)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "0.png").write_bytes(b"")  # flat: an image where an artist folder belongs
+    for name in artists:
+        (data / name).mkdir()
+    config = tmp_path / "c.toml"
+    config.write_text(f'[client]\nkeys = "{tmp_path / "keys"}"\ndata = "{data}"\nserver = "127.0.0.1:9"\n')
+    _no_traceback_error(capsys, ["client", "--config", str(config)], words)
 
 
 @pytest.mark.parametrize("where", ["folder", "not-a-database"])

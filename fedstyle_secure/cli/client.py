@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 
 from fedstyle_secure.cli.toml_command import register_toml_command
-from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.memory import compact_this_process
 from fedstyle_secure.secure.keys.keystore import load_artist_keys
-from fedstyle_secure.transport.artist.runner import run_artist
+from fedstyle_secure.transport.artist.runner import check_artist_data_folder, run_artist
 from fedstyle_secure.transport.config import load_client_config
 from fedstyle_secure.transport.logs import configure_logging
 
@@ -28,8 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_format, getattr(args, "verbose", False))
     config = load_client_config(args.config)
-    if not config.data.is_dir():  # before the server is reached: a typo would otherwise wait give_up_seconds
-        raise ConfigError(f"client.data: {config.data} is not a folder (it holds this artist's artwork folder)")
+    check_artist_data_folder(config.data)  # before the server is reached: a typo would wait for a plan
     if config.compact_memory:
         compact_this_process()
     return run_artist(config, load_artist_keys(config.keys, config.artist))

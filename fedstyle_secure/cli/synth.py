@@ -28,6 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.artists < 1 or args.per_artist < 1:
         raise ConfigError(f"--artists and --per-artist must be >= 1, got {args.artists} and {args.per_artist}")
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise ConfigError(
+            f"--out {args.out} is not a new or empty folder: the artworks would mix with what it holds "
+            "(a folder per artist would then hold two styles)"
+        )
     n = write_synthetic_folder(args.out, args.artists, args.per_artist, args.seed)
     print(f"wrote {n} artworks of {args.artists} artists to {args.out}")
     return 0

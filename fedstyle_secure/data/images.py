@@ -330,7 +330,9 @@ def check_image_size(dimensions: tuple[int, int], max_pixels: int, what: str) ->
         )
 
 
-def _artist_folders(root: Path) -> list[Path]:
+def artist_folders(root: Path) -> list[Path]:
+    """The artist sub-folders of a data folder ``<root>/<artist>/<image>`` (hidden ones skipped), listed,
+    nothing decoded; :class:`DataError` naming ``root`` when it is missing, not a folder or has none."""
     if not root.exists():
         raise DataError(f"data folder {root} does not exist")
     if not root.is_dir():
@@ -364,7 +366,7 @@ def load_image_folder(
     labels: list[int] = []
     sources: list[str] = []
     artists: list[str] = []
-    for folder in _artist_folders(root):
+    for folder in artist_folders(root):
         decoded: list[tuple[np.ndarray, str]] = []
         for path in _image_files(folder):
             try:

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -20,7 +21,7 @@ import torch
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from fedstyle_secure.data.array_cache import ArrayCache
-from fedstyle_secure.data.images import load_image_folder
+from fedstyle_secure.data.images import artist_folders, load_image_folder
 from fedstyle_secure.data.public import forget_decoded_public_sets, public_set_from_name
 from fedstyle_secure.errors import ConfigError, DataError, TransportError
 from fedstyle_secure.federation.client import Broadcast, Publication, StyleClient
@@ -100,6 +101,19 @@ def announced_public_set(plan: pb.RoundPlan) -> str:
         return public_set_from_name(plan.public_set.name)
     except DataError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def check_artist_data_folder(data: Path) -> None:
+    """:class:`ConfigError` naming ``client.data`` unless it holds exactly one artist's folder (a
+    listing: checked before the server is reached, where a typo would wait for a plan)."""
+    try:
+        folders = artist_folders(data)
+    except DataError as exc:
+        raise ConfigError(f"client.data: {exc}") from None
+    if len(folders) != 1:
+        raise ConfigError(
+            f"client.data: {data} must hold exactly one artist's folder, found {[f.name for f in folders]}"
+        )
 
 
 def build_artist_inputs(config: ClientConfig, n_artists: int, plan: pb.RoundPlan, public_set: str) -> ArtistInputs:
