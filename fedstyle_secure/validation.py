@@ -201,15 +201,19 @@ def _hints(cls: type) -> dict[str, Any]:
     return _HINTS[cls]
 
 
-def checked_fields(cls: type[Any], values: Mapping[str, Any], where: str) -> dict[str, Any]:
+def checked_fields(
+    cls: type[Any], values: Mapping[str, Any], where: str, also_known: Iterable[str] = ()
+) -> dict[str, Any]:
     """``values`` for the dataclass ``cls``, each checked and converted by its annotation.  Raises
-    :class:`ConfigError` naming ``where`` and every bad, unknown or missing field."""
+    :class:`ConfigError` naming ``where`` and every bad, unknown or missing field (``also_known``:
+    fields of the same table read elsewhere, listed among the known ones)."""
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = _hints(cls)
     clauses, out = [], {}
+    known = ", ".join(sorted({*fields, *also_known}))
     for name in values:
         if name not in fields:
-            clauses.append(f"{where}.{name}: unknown field (known: {', '.join(sorted(fields))})")
+            clauses.append(f"{where}.{name}: unknown field (known: {known})")
     for name, spec in fields.items():
         if name not in values:
             if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
@@ -233,13 +237,14 @@ def validate_on_init(instance: DataclassInstance) -> None:
         object.__setattr__(instance, name, value)
 
 
-def from_table(cls: type[T], table: Mapping[str, Any], where: str) -> T:
+def from_table(cls: type[T], table: Mapping[str, Any], where: str, also_known: Iterable[str] = ()) -> T:
     """A ``cls`` (a dataclass) built from one TOML table, validated strictly.
 
     Raises :class:`ConfigError` naming ``where`` and every bad, unknown or missing field, or a rule
     across fields (a ``ValueError`` of the class's ``__post_init__``) as ``where: message``.
+    ``also_known``: as in :func:`checked_fields`.
     """
-    values = checked_fields(cls, table, where)
+    values = checked_fields(cls, table, where, also_known)
     try:
         return cls(**values)
     except ConfigError:

@@ -4,11 +4,17 @@
 #
 #   scripts/run_federation.sh [N_ARTISTS] [ROUNDS] [SECURE] [EPSILON]   (defaults: 3 2 secagg 8; EPSILON inf = no DP)
 #
-# Everything goes into a fresh temporary directory (printed); synthetic images, fresh keys.
+# Everything goes into a fresh temporary directory (printed, and kept for its logs, reports and index:
+# remove it when done); synthetic images, fresh keys. FEDSTYLE names the command (default: this
+# checkout's .venv/bin/fedstyle from `make setup`, else `fedstyle` on PATH).
 set -euo pipefail
 
 N="${1:-3}"; ROUNDS="${2:-2}"; SECURE="${3:-secagg}"; EPSILON="${4:-8}"
-FEDSTYLE="${FEDSTYLE:-fedstyle}"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ -z "${FEDSTYLE:-}" ]; then
+  if [ -x "$REPO/.venv/bin/fedstyle" ]; then FEDSTYLE="$REPO/.venv/bin/fedstyle"; else FEDSTYLE=fedstyle; fi
+fi
+command -v "$FEDSTYLE" >/dev/null || { echo "no fedstyle command: run \`make setup\` first or set FEDSTYLE" >&2; exit 127; }
 WORK="$(mktemp -d -t fedstyle-federation.XXXXXX)"
 PORT="${PORT:-$((20000 + RANDOM % 20000))}"
 export FEDSTYLE_CACHE="${FEDSTYLE_CACHE:-$WORK/cache}"
@@ -69,6 +75,5 @@ if [ "$EPSILON" != "inf" ]; then
   # identities from the key set, not from the manifest in the server's folder
   "$FEDSTYLE" audit "$WORK/server/reports" --keys "$WORK/keys" || status=$?
 fi
-exit "$status"
-tail -n 3 "$WORK/server/log.jsonl"
+echo "outputs kept in $WORK (remove it with: rm -rf $WORK)"
 exit "$status"

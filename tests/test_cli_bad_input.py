@@ -269,6 +269,15 @@ def test_synth_into_a_folder_that_holds_artworks_is_refused(tmp_path, capsys):
     assert sorted(p.relative_to(out) for p in out.rglob("*.png")) == before
 
 
+@pytest.mark.parametrize(("option", "value"), [("--delta", "1e-6"), ("--reports-dir", "reports")])
+def test_simulate_without_dp_refuses_dp_only_options_instead_of_ignoring_them(tmp_path, capsys, option, value):
+    """Without --epsilon, --delta and --reports-dir were dropped in silence: no report, no folder
+    (a helper's walkthrough, 2026-12-02); --noise-multiplier was already refused."""
+    argv = [*SIM_TINY, "--out", str(tmp_path / "r.json"), option, str(tmp_path / value) if "dir" in option else value]
+    _no_traceback_error(capsys, argv, f"{option} needs a finite --epsilon")
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_audit_empirical_negative_seed_is_a_clear_error(capsys):
     _no_traceback_error(capsys, ["audit", "--empirical", "--seed", "-1"], "--seed")
 

@@ -66,6 +66,16 @@ def test_bad_server_config_names_the_field(tmp_path, edit, message):
         load_server_config(_write(tmp_path, GOOD_SERVER.replace(*edit)))
 
 
+def test_an_unknown_federation_field_lists_the_dp_fields_among_the_known_ones(tmp_path):
+    """A typo (`secure-mode`) listed the known fields without epsilon, delta, clip_norm, ... though
+    the README's example sets epsilon in [federation] (a helper's walkthrough, 2026-12-02)."""
+    with pytest.raises(ConfigError, match="secure-mode: unknown field") as info:
+        load_server_config(_write(tmp_path, GOOD_SERVER.replace("rounds = 2", "rounds = 2\nsecure-mode = 'none'")))
+    known = str(info.value).split("known: ", 1)[1]
+    for name in ("epsilon", "delta", "clip_norm", "accountant", "noise_multiplier", "rounds", "secure_mode"):
+        assert name in known.replace(")", "").split(", "), (name, known)
+
+
 def test_client_config_and_invalid_toml(tmp_path):
     config = load_client_config(_write(tmp_path, '[client]\nkeys = "k"\ndata = "d"\nepochs = 2\n'))
     assert (config.keys, config.data, config.epochs) == (tmp_path / "k", tmp_path / "d", 2)

@@ -29,11 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _register_init(actions: argparse._SubParsersAction) -> None:
     p = actions.add_parser(
         "init",
-        help="create a complete key set (plus README.md saying which file goes where)",
+        help=f"create a complete key set (plus {keystore.README} saying which file goes where)",
         description="Create a key set in --out (secret files mode 0600). Then give each machine its own "
         "bundle with `fedstyle keys bundle`; the CA key stays with the administrator.",
     )
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (must not hold a key set)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder, new or empty")
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--artists", metavar="NAMES", help="comma-separated artist ids, e.g. alice,bob")
     who.add_argument("--count", type=int, metavar="N", help="N artists named artist_00 .. artist_<N-1>")

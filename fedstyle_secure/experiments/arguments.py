@@ -212,6 +212,11 @@ def dp_config_from_args(args: argparse.Namespace, epsilon: float | None = None) 
     if math.isinf(eps) and eps > 0:
         if getattr(args, "noise_multiplier", None) is not None:
             raise ConfigError("--noise-multiplier needs a finite --epsilon budget to enforce")
+        if epsilon is None:  # one run without DP (a sweep's inf cell sits beside finite ones that use them)
+            if args.delta is not None:
+                raise ConfigError("--delta needs a finite --epsilon: without DP it would be ignored")
+            if getattr(args, "reports_dir", None) is not None:
+                raise ConfigError("--reports-dir needs a finite --epsilon: epsilon reports are written under DP only")
         return None
     if args.delta is not None and not 0.0 < args.delta < 1.0:
         raise ConfigError(f"--delta must be in (0, 1), got {args.delta}")

@@ -21,7 +21,7 @@ from fedstyle_secure.privacy.plan import DEFAULT_MIN_TRAINING_ARTWORKS, DpConfig
 from fedstyle_secure.secure.api import DEFAULT_MIN_QUORUM
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
 from fedstyle_secure.training.pretrain import MAX_PUBLIC_PRETRAIN_STEPS, default_pretrain_steps
-from fedstyle_secure.transport.dp_config import dp_schedule, pop_federation_dp
+from fedstyle_secure.transport.dp_config import FEDERATION_DP_FIELDS, dp_schedule, pop_federation_dp
 from fedstyle_secure.validation import (
     Address,
     ConfigPath,
@@ -170,7 +170,7 @@ def load_server_config(path: Path) -> ServerConfig:
         if not all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in refreshes):
             raise ConfigError(f"{where}.refreshes: must be an array of round numbers (integers >= 0)")
         federation["refreshes"] = frozenset(refreshes)
-    schedule = dp_schedule(from_table(Schedule, federation, where), dp, federation, where)
+    schedule = dp_schedule(from_table(Schedule, federation, where, FEDERATION_DP_FIELDS), dp, federation, where)
     server = {**_table(raw, "server", path), "schedule": schedule, "dp": dp}
     config = from_table(ServerConfig, server, f"{path}: server")
     base = path.parent
