@@ -10,6 +10,7 @@ import math
 import pytest
 
 from fedstyle_secure.cli.main import main
+from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.experiments.sweep import METRICS, CellResult, CellSpec
 
 SWEEP_TINY = [
@@ -276,6 +277,28 @@ def test_simulate_without_dp_refuses_dp_only_options_instead_of_ignoring_them(tm
     argv = [*SIM_TINY, "--out", str(tmp_path / "r.json"), option, str(tmp_path / value) if "dir" in option else value]
     _no_traceback_error(capsys, argv, f"{option} needs a finite --epsilon")
     assert not (tmp_path / "r.json").exists()
+
+
+def test_demo_rerun_replaces_its_own_outputs_and_refuses_a_folder_of_other_files(tmp_path, monkeypatch, capsys):
+    """A rerun of the demo into runs/demo left the earlier run's compare/*.json and machines/artist_03..07
+    beside the new, smaller run's outputs, with no warning (a helper's walkthrough, 2026-12-02).  A
+    fake harness (named as such) stops the demo right after it prepared its folder."""
+    from fedstyle_secure.cli import demo
+
+    def fake_federation(*args, **kwargs):
+        raise ConfigError("stopped after the output folder was prepared")
+
+    monkeypatch.setattr(demo, "federation_from_args", fake_federation)
+    out = tmp_path / "demo"
+    (out / "compare").mkdir(parents=True)
+    (out / "compare" / "fedstyle.json").write_text("{}")
+    (out / "machines" / "artist_07").mkdir(parents=True)
+    (out / "summary.json").write_text("{}")
+    _no_traceback_error(capsys, ["demo", "--out", str(out)], "stopped after the output folder was prepared")
+    assert out.is_dir() and list(out.iterdir()) == [], "an earlier demo's outputs were left beside the new ones"
+    (out / "notes.txt").write_text("mine")
+    _no_traceback_error(capsys, ["demo", "--out", str(out)], "holds notes.txt, which the demo did not write")
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_audit_empirical_negative_seed_is_a_clear_error(capsys):

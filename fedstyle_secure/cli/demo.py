@@ -24,7 +24,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from fedstyle_secure.errors import TransportError
+from fedstyle_secure.errors import ConfigError, TransportError
 from fedstyle_secure.experiments.arguments import (
     federation_from_args,
     positive_int,
@@ -54,6 +54,9 @@ COMPARE_ROUNDS = 20  # as scripts/bench_utility.py measures them
 DEMO_EPSILON = 8.0
 BUYER = "buyer"
 AUDIT_KEYS = "audit-keys"  # under --out: the artists' identity public keys the audit verifies reports with
+#: Everything the demo writes under --out: a rerun replaces them all (no earlier run's file is left
+#: beside the new ones) and refuses a folder holding anything else.
+DEMO_OUTPUTS = frozenset({"summary.json", "compare", "machines", "reports", AUDIT_KEYS})
 DEFAULT_SECURE = "secagg" if "secagg" in TRANSPORT_SECURE_MODES else "ckks"
 
 
@@ -291,11 +294,32 @@ def _privacy_rows(reports_dir: Path) -> list[list]:
     return rows
 
 
+def fresh_output_folder(out: Path) -> None:
+    """``out`` created, or emptied of an earlier demo's outputs (:data:`DEMO_OUTPUTS`);
+    :class:`ConfigError` if it holds anything the demo does not write (nothing is removed then)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; the demo writes a folder")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in DEMO_OUTPUTS)
+        if foreign:
+            raise ConfigError(
+                f"--out {out} holds {', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}, which the demo "
+                "did not write; choose a new folder (an earlier demo's outputs alone are replaced)"
+            )
+        for name in DEMO_OUTPUTS:
+            target = out / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from fedstyle_secure.cli.main import main as cli_main
 
     started = time.perf_counter()
-    args.out.mkdir(parents=True, exist_ok=True)
+    fresh_output_folder(args.out)
     data = federation_from_args(_harness_args(args))
     print(
         f"fedstyle demo: {len(data.artists)} synthetic artists x {DEFAULT_SYNTHETIC_PER_ARTIST} artworks "

@@ -17,6 +17,7 @@ from fedstyle_secure.federation.round_layout import round_value_range
 from fedstyle_secure.federation.rounds import SETUP_ROUND_ID, round_kind
 from fedstyle_secure.federation.strategy import FEATURE_MOMENT_RANGE, STD_FLOOR
 from fedstyle_secure.privacy.reports import is_run_id
+from fedstyle_secure.transport.artist.state import NEW_RUN_BUDGET_NOTE
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.wire import ROUND_KINDS_OF_WIRE, pb
 
@@ -62,7 +63,7 @@ def check_run_id(plan: pb.RoundPlan, pinned: str | None) -> str:
     if pinned is not None and plan.run_id != pinned:
         raise ConfigError(
             f"round {plan.round_id}: the plan announces run {plan.run_id!r}, but this artist's run is "
-            f"{pinned!r}; refused"
+            f"{pinned!r}; refused (another federation needs a fresh client.state_dir, {NEW_RUN_BUDGET_NOTE})"
         )
     return plan.run_id
 

@@ -447,6 +447,12 @@ class MaskingSessionStore:
             db.close()
 
 
+NEW_RUN_BUDGET_NOTE = (
+    "whose ledger starts at zero: epsilon adds up across runs on the same artworks, so give the new run's "
+    "client.budget_epsilon only what this run left (its reports in this state_dir say what it spent)"
+)
+
+
 class FirstPlanPin:
     """The public parameters of the run as its first plan announced them -- the starting model's
     (algorithm, seed, embedding size, public warm-start steps, public set, privately trained layers)
@@ -481,5 +487,5 @@ class FirstPlanPin:
             details = ", ".join(f"{k} {pinned.get(k)!r} -> {announced.get(k)!r}" for k in changed)
             raise ConfigError(
                 f"the plan announces other run parameters than this run's first plan ({details}); refused "
-                f"(pinned in {self.path}; a new federation needs a fresh client.state_dir)"
+                f"(pinned in {self.path}; a new federation needs a fresh client.state_dir, {NEW_RUN_BUDGET_NOTE})"
             )
