@@ -364,3 +364,32 @@ def test_an_id_must_be_the_whole_string(subject: str) -> None:
     with pytest.raises(ConfigError, match="must be 1-64 characters"):
         pki.validate_subject_id(subject)
     assert pki.validate_subject_id("alice_01.x-y") == "alice_01.x-y"
+
+
+def test_keys_check_checks_every_kind_of_bundle_by_its_own_manifest(tmp_path: Path, capsys) -> None:
+    """`keys check --keys server-keys/` said "not a single artist's bundle; name the artist explicitly"
+    (the fix, --server, went unsaid), and buyer and auditor bundles could not be checked at all (a
+    helper's walkthrough, 2026-12-02).  A bundle now says whose it is; a full key set needs the machine named."""
+    keys = tmp_path / "keys"
+    assert main(["keys", "init", "--out", str(keys), "--artists", "alice,bob", "--buyers", "shop"]) == 0
+    machines = {
+        "server": ["--server"],
+        "alice": ["--artist", "alice"],
+        "shop": ["--buyer", "shop"],
+        "audit": ["--auditor"],
+    }
+    for name, flags in machines.items():
+        assert main(["keys", "bundle", "--keys", str(keys), *flags, "--out", str(tmp_path / name)]) == 0
+    capsys.readouterr()
+    expected = {
+        "server": "server bundle OK: 2 artists",
+        "alice": "artist bundle OK: alice",
+        "shop": "buyer bundle OK: shop",
+        "audit": "auditor bundle OK: identity public keys of 2 artists",
+    }
+    for name, words in expected.items():
+        assert main(["keys", "check", "--keys", str(tmp_path / name)]) == 0
+        assert words in capsys.readouterr().out
+    assert main(["keys", "check", "--keys", str(keys)]) == 2
+    assert "full key set: name the machine to check with --server" in capsys.readouterr().err
+    assert main(["keys", "check", "--keys", str(keys), "--buyer", "shop"]) == 0

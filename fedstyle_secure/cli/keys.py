@@ -121,13 +121,12 @@ def _add_machine_arguments(parser: argparse.ArgumentParser, required: bool = Tru
     machine = parser.add_mutually_exclusive_group(required=required)
     machine.add_argument("--artist", metavar="NAME", help="an artist's machine")
     machine.add_argument("--server", action="store_true", help="the server's machine")
-    if required:
-        machine.add_argument("--buyer", metavar="NAME", help="a buyer's machine")
-        machine.add_argument(
-            "--auditor",
-            action="store_true",
-            help="an auditor: every artist's identity public key, no secret (`fedstyle audit --keys`)",
-        )
+    machine.add_argument("--buyer", metavar="NAME", help="a buyer's machine")
+    machine.add_argument(
+        "--auditor",
+        action="store_true",
+        help="an auditor: every artist's identity public key, no secret (`fedstyle audit --keys`)",
+    )
 
 
 def _split_ids(text: str) -> list[str]:
@@ -180,8 +179,32 @@ def run_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bundle_role(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(role, id) to check: the one named on the command line, else the bundle's own (its manifest
+    says whose it is); a full key set needs the machine named."""
+    if args.server or args.auditor:
+        return ("server" if args.server else "auditor"), None
+    if args.artist or args.buyer:
+        return ("artist", args.artist) if args.artist else ("buyer", args.buyer)
+    bundle = keystore.load_key_manifest(args.keys).get("bundle") or {}
+    role = bundle.get("role")
+    if role is None:
+        raise ConfigError(
+            f"{args.keys} is a full key set: name the machine to check with --server, --artist NAME, --buyer NAME "
+            "or --auditor"
+        )
+    return str(role), bundle.get("id")
+
+
 def run_check(args: argparse.Namespace) -> int:
-    if args.server:
+    role, subject = _bundle_role(args)
+    if role == "buyer":
+        keystore.load_buyer_tls_pem(args.keys, str(subject))
+        print(f"buyer bundle OK: {subject}")
+    elif role == "auditor":
+        identities = keystore.load_identity_keys(args.keys)
+        print(f"auditor bundle OK: identity public keys of {len(identities)} artists")
+    elif role == "server":
         server = keystore.load_server_keys(args.keys)
         server.ckks.check_key_material()  # machines parse it on their first CKKS round; a check parses it now
         print(
@@ -189,7 +212,7 @@ def run_check(args: argparse.Namespace) -> int:
             f"{server.certificate.not_valid_after_utc:%Y-%m-%d}"
         )
     else:
-        artist = keystore.load_artist_keys(args.keys, args.artist)
+        artist = keystore.load_artist_keys(args.keys, subject)
         artist.ckks.check_key_material()
         print(
             f"artist bundle OK: {artist.artist_id}, certificate valid until "
