@@ -592,3 +592,25 @@ def test_a_server_restarted_with_other_federation_settings_on_a_runs_state_is_re
     with pytest.raises(ConfigError, match=r"rounds 1 -> 3; secure_mode 'secagg' -> 'none'"):
         start(keys, tmp_path, changed).stop(0)
     start(keys, tmp_path, masked).stop(0)  # resumed with the run's own settings
+
+
+def test_a_query_to_a_host_the_server_certificate_does_not_name_hints_at_server_name(tmp_path, capsys):
+    """Without --server-name, a query to an address the certificate does not name failed with gRPC's bare
+    "Hostname Verification Check failed" (a helper's walkthrough, 2026-12-02)."""
+    from PIL import Image
+
+    from fedstyle_secure.cli.main import main
+    from fedstyle_secure.secure.keys.keystore import generate_key_files, write_key_files
+    from tests.servers import start
+
+    keys = tmp_path / "keys"
+    write_key_files(keys, generate_key_files(list(ARTISTS), server_hosts=("fed.example.org",), buyers=["shop"]))
+    server = start(keys, tmp_path)
+    try:
+        image = tmp_path / "q.png"
+        Image.new("RGB", (64, 64), (90, 40, 20)).save(image)
+        argv = ["query", str(image), "--server", f"127.0.0.1:{server.port}", "--keys", str(keys), "--buyer", "shop"]
+        assert main(argv) != 0
+        assert "give --server-name" in capsys.readouterr().err
+    finally:
+        server.stop(0)

@@ -242,6 +242,8 @@ def _follow(running: ProcessFederation, total_rounds: int, timeout: float) -> di
                 bar.update(advanced)
 
         codes = running.wait(timeout, on_poll=update, server=False)
+        if all(code == 0 for code in codes.values()):  # every artist finished: so did the last round
+            bar.update(bar.total - bar.n)
     codes["server"] = running.server.poll()  # still serving queries: None is expected
     return {name: (0 if name == "server" and code is None else code) for name, code in codes.items()}
 

@@ -99,4 +99,10 @@ def _rank_remotely(args: argparse.Namespace) -> list[tuple[str, float]]:
             server_name=args.server_name,
         )
     except grpc.RpcError as exc:
-        raise TransportError(f"query to {args.server} failed: {exc.code().name}: {exc.details()}") from exc
+        hint = ""
+        if "Hostname Verification" in str(exc.details()):
+            hint = (
+                f"; the server's certificate does not name {args.server_name!r} (--server-name, default "
+                "localhost): give --server-name, a host it was made for (`keys init --server-host`)"
+            )
+        raise TransportError(f"query to {args.server} failed: {exc.code().name}: {exc.details()}{hint}") from exc
