@@ -151,3 +151,16 @@ def test_index_embeds_queries_with_its_views_and_old_indexes_keep_the_original(t
         meta_path.write_text(json.dumps(meta | {"test_time_views": bad}))
         with pytest.raises(ModelError, match="test_time_views"):
             StyleIndex.load(tmp_path / "new")
+
+
+def test_embed_views_in_chunks_equals_one_pass(tiny_federation, monkeypatch):
+    """Large indexes are embedded a chunk of artworks at a time (memory bounded); the result does not
+    depend on the chunk size."""
+    import fedstyle_secure.models.embed as embed_module
+
+    data = tiny_federation
+    torch.manual_seed(2)
+    model = make_model(EncoderConfig(), data.bank, data.public, None).eval()
+    whole = embed_views(model, data.bank)
+    monkeypatch.setattr(embed_module, "EMBED_VIEWS_CHUNK", 7)  # 60 artworks: 8 full chunks and a short one
+    np.testing.assert_allclose(embed_views(model, data.bank), whole, atol=1e-6)
