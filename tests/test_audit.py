@@ -820,3 +820,20 @@ def test_a_clock_stepping_back_a_few_seconds_is_not_a_finding(
     edit(reports, "alice", 2, thirty_seconds_earlier, KEYS["alice"])
     status, result = audit_json(reports, capsys)
     assert status == 0, result
+
+
+@pytest.mark.parametrize("stamp", ["2026-02-30T00:00:00Z", "2026-12-31T23:59:60Z", "0001-01-01T00:00:00Z"])
+def test_a_timestamp_that_is_no_date_is_flagged_without_stopping_the_audit(
+    reports: Path, capsys: pytest.CaptureFixture[str], stamp: str
+) -> None:
+    """Dates the schema's pattern lets through but the calendar has not (or year 1, minus the slack)
+    raised out of the audit: one artist's signed report stopped the audit of the whole run (a
+    helper's red-team review, 2026-12-02)."""
+    edit(reports, "alice", 1, lambda r: r.update(ledger_created_at=stamp), KEYS["alice"])
+    status, result = audit_json(reports, capsys)
+    assert status == 1
+    if stamp.startswith("0001"):
+        assert "time_out_of_order" not in codes(result, "alice", 1)  # issued long after year 1: in order
+    else:
+        assert "schema_error" in codes(result, "alice", 1)
+    assert codes(result, "bob", 1) == set()  # the others are still audited

@@ -290,15 +290,24 @@ def test_demo_rerun_replaces_its_own_outputs_and_refuses_a_folder_of_other_files
 
     monkeypatch.setattr(demo, "federation_from_args", fake_federation)
     out = tmp_path / "demo"
+    _no_traceback_error(capsys, ["demo", "--out", str(out)], "stopped after the output folder was prepared")
     (out / "compare").mkdir(parents=True)
     (out / "compare" / "fedstyle.json").write_text("{}")
     (out / "machines" / "artist_07").mkdir(parents=True)
     (out / "summary.json").write_text("{}")
     _no_traceback_error(capsys, ["demo", "--out", str(out)], "stopped after the output folder was prepared")
-    assert out.is_dir() and list(out.iterdir()) == [], "an earlier demo's outputs were left beside the new ones"
+    assert [p.name for p in out.iterdir()] == [".fedstyle-demo"], "an earlier demo's outputs were left"
     (out / "notes.txt").write_text("mine")
-    _no_traceback_error(capsys, ["demo", "--out", str(out)], "holds notes.txt, which the demo did not write")
+    _no_traceback_error(capsys, ["demo", "--out", str(out)], "holds notes.txt, which no earlier demo marked")
     assert (out / "notes.txt").read_text() == "mine"
+    # a folder of the user's that happens to hold a `reports` folder is not the demo's (a helper's red-team
+    # review: it was emptied), even through a link
+    project = tmp_path / "project"
+    (project / "reports").mkdir(parents=True)
+    (project / "reports" / "q3.xlsx").write_text("precious")
+    (tmp_path / "link").symlink_to(project)
+    _no_traceback_error(capsys, ["demo", "--out", str(tmp_path / "link")], "holds reports, which no earlier demo")
+    assert (project / "reports" / "q3.xlsx").read_text() == "precious"
 
 
 def test_audit_empirical_negative_seed_is_a_clear_error(capsys):

@@ -614,3 +614,45 @@ def test_a_query_to_a_host_the_server_certificate_does_not_name_hints_at_server_
         assert "give --server-name" in capsys.readouterr().err
     finally:
         server.stop(0)
+
+
+def test_a_second_server_on_localhost_beside_one_on_127_0_0_1_is_refused(serve, keys, tmp_path):
+    """`localhost` resolves to ::1 and 127.0.0.1; gRPC started a second server when only the IPv6 half
+    bound, with its own run id, reachable by artists configured with `localhost:P` (a helper's
+    red-team review, 2026-12-02)."""
+    from fedstyle_secure.errors import ConfigError
+    from fedstyle_secure.secure.keys.keystore import load_server_keys
+    from fedstyle_secure.transport.config import ServerConfig
+    from fedstyle_secure.transport.server.servicer import start_server
+
+    first = serve(keys)
+    config = ServerConfig(
+        keys=keys,
+        state_db=tmp_path / "stray.sqlite",
+        listen=f"localhost:{first.port}",
+        schedule=Schedule(rounds=1, quorum=2, phase_seconds=600),
+    )
+    try:
+        stray = start_server(config, load_server_keys(keys))
+    except ConfigError as exc:
+        assert "127.0.0.1 port" in str(exc)
+    else:
+        stray.stop(0)
+        pytest.fail("a second server started on localhost beside one on 127.0.0.1")
+
+
+def test_a_restart_with_another_public_set_or_a_nan_setting_is_refused(keys, tmp_path, monkeypatch):
+    """Artists pin the announced public set; a restart under another $FEDSTYLE_PUBLIC_SET started on the
+    run's id and every artist refused every plan.  A NaN masking threshold (accepted outside masking
+    modes) made every later restart of the same config look changed (a helper's red-team review)."""
+    from fedstyle_secure.errors import ConfigError
+    from tests.servers import start
+
+    schedule = Schedule(rounds=1, quorum=2, phase_seconds=600)
+    monkeypatch.setenv("FEDSTYLE_PUBLIC_SET", "generated:48")
+    start(keys, tmp_path, schedule).stop(0)
+    monkeypatch.setenv("FEDSTYLE_PUBLIC_SET", "generated:64")
+    with pytest.raises(ConfigError, match="public_set"):
+        start(keys, tmp_path, schedule).stop(0)
+    with pytest.raises(ConfigError, match="masking_threshold and masking_seconds must be finite"):
+        Schedule(rounds=1, quorum=2, masking_threshold=float("nan")).validate(3)

@@ -56,7 +56,8 @@ BUYER = "buyer"
 AUDIT_KEYS = "audit-keys"  # under --out: the artists' identity public keys the audit verifies reports with
 #: Everything the demo writes under --out: a rerun replaces them all (no earlier run's file is left
 #: beside the new ones) and refuses a folder holding anything else.
-DEMO_OUTPUTS = frozenset({"summary.json", "compare", "machines", "reports", AUDIT_KEYS})
+DEMO_MARKER = ".fedstyle-demo"  # written first into --out: only a folder holding it is the demo's to empty
+DEMO_OUTPUTS = frozenset({DEMO_MARKER, "summary.json", "compare", "machines", "reports", AUDIT_KEYS})
 DEFAULT_SECURE = "secagg" if "secagg" in TRANSPORT_SECURE_MODES else "ckks"
 
 
@@ -297,16 +298,18 @@ def _privacy_rows(reports_dir: Path) -> list[list]:
 
 
 def fresh_output_folder(out: Path) -> None:
-    """``out`` created, or emptied of an earlier demo's outputs (:data:`DEMO_OUTPUTS`);
-    :class:`ConfigError` if it holds anything the demo does not write (nothing is removed then)."""
+    """``out`` created, or emptied of an earlier demo's outputs (:data:`DEMO_OUTPUTS`), then marked as
+    the demo's (:data:`DEMO_MARKER`); :class:`ConfigError`, nothing removed, if it holds anything the
+    demo does not write or lacks the marker (a folder of the user's that happens to hold a ``reports``)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; the demo writes a folder")
-    if out.is_dir():
+    if out.is_dir() and any(out.iterdir()):
         foreign = sorted(p.name for p in out.iterdir() if p.name not in DEMO_OUTPUTS)
-        if foreign:
+        if foreign or not (out / DEMO_MARKER).is_file():
+            listed = foreign or sorted(p.name for p in out.iterdir())
             raise ConfigError(
-                f"--out {out} holds {', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}, which the demo "
-                "did not write; choose a new folder (an earlier demo's outputs alone are replaced)"
+                f"--out {out} holds {', '.join(listed[:3])}{', ...' if len(listed) > 3 else ''}, which no earlier "
+                f"demo marked as its own ({DEMO_MARKER}); choose a new folder, or remove it if it is an older demo's"
             )
         for name in DEMO_OUTPUTS:
             target = out / name
@@ -315,6 +318,7 @@ def fresh_output_folder(out: Path) -> None:
             elif target.exists() or target.is_symlink():
                 target.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("written by `fedstyle demo`: a rerun replaces the outputs in this folder\n")
 
 
 def run(args: argparse.Namespace) -> int:

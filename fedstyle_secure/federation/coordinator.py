@@ -153,6 +153,12 @@ class Schedule:
             raise ConfigError(f"startup_seconds must be a finite number >= 0, got {self.startup_seconds}")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
+        if not (math.isfinite(self.masking_threshold) and math.isfinite(self.masking_seconds)):
+            # checked in masking modes only, a NaN was kept in the run's parameters, where it never equals itself
+            raise ConfigError(
+                f"masking_threshold and masking_seconds must be finite, got {self.masking_threshold} and "
+                f"{self.masking_seconds}"
+            )
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"seed must be within 0..{MAX_SEED}, got {self.seed}")
         if algorithm_spec(self.algorithm).pooled:

@@ -340,16 +340,33 @@ def _check_run(audit: ReportAudit, report: Mapping[str, Any], run_id: str) -> No
         audit.flag(OTHER_RUN, f"signed for run {report.get('run_id')!r}, not the audited run {run_id!r}")
 
 
-def _utc(timestamp: str) -> dt.datetime:
-    """A schema-checked ``utc_timestamp`` (``YYYY-MM-DDTHH:MM:SS[.f]Z``) as an aware datetime: compared
-    as times, not as text (``...:05.5Z`` sorts before ``...:05Z``)."""
-    return dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+def _utc(timestamp: str) -> dt.datetime | None:
+    """A schema-checked ``utc_timestamp`` (``YYYY-MM-DDTHH:MM:SS[.f]Z``) as an aware datetime, compared
+    as times, not as text (``...:05.5Z`` sorts before ``...:05Z``); ``None`` for a date the pattern
+    lets through but the calendar has not (``2026-02-30``, a 60th second)."""
+    try:
+        return dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _earlier_by_more_than_slack(audit: ReportAudit, later: str, earlier: str) -> bool:
+    """Whether ``later`` precedes ``earlier`` by more than :data:`CLOCK_SLACK`; a timestamp that is no
+    date is flagged (``schema_error``) instead of stopping the audit of every other report."""
+    parsed = {text: _utc(text) for text in (later, earlier)}
+    invalid = sorted(text for text, value in parsed.items() if value is None)
+    if invalid:
+        audit.flag(SCHEMA_ERROR, f"timestamp(s) {invalid} are not dates")
+        return False
+    late, early = parsed[later], parsed[earlier]
+    assert late is not None and early is not None
+    return early - late > CLOCK_SLACK  # a difference never overflows, unlike year 1 minus the slack
 
 
 def _check_issued_after_ledger(audit: ReportAudit, report: Mapping[str, Any]) -> None:
     """A report issued before the ledger it reports on was created (by more than :data:`CLOCK_SLACK`):
     a report not made by this package's reporting, which issues one only from an open ledger."""
-    if _utc(report["issued_at"]) < _utc(report["ledger_created_at"]) - CLOCK_SLACK:
+    if _earlier_by_more_than_slack(audit, report["issued_at"], report["ledger_created_at"]):
         audit.flag(
             TIME_OUT_OF_ORDER,
             f"issued at {report['issued_at']}, before its ledger was created ({report['ledger_created_at']})",
@@ -505,7 +522,7 @@ def _compare_rounds(earlier: _Entry, later: _Entry) -> None:
             f"signed for run {new.get('run_id')!r}, round {first.round_id}'s for run {old.get('run_id')!r}: "
             "reports of two runs spliced together",
         )
-    if _utc(new["issued_at"]) < _utc(old["issued_at"]) - CLOCK_SLACK:
+    if _earlier_by_more_than_slack(audit, new["issued_at"], old["issued_at"]):
         audit.flag(
             TIME_OUT_OF_ORDER,
             f"issued at {new['issued_at']}, before round {first.round_id}'s report ({old['issued_at']}): a later "

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -799,6 +800,7 @@ def run_parameters(config: ServerConfig) -> dict[str, Any]:
         "masking_degree": schedule.masking_degree,
         "embedding_dim": config.embedding_dim,
         "public_pretrain_steps": config.pretrain_steps,
+        "public_set": public_set_name(default_public_set()),  # $FEDSTYLE_PUBLIC_SET or what is installed
         "dp": None if config.dp is None else dataclasses.asdict(config.dp),
     }
     return cast(dict[str, Any], json.loads(json.dumps(values)))  # as the store gives them back
@@ -817,6 +819,12 @@ def restore_coordinator(config: ServerConfig, keys: ServerKeys, store: StateStor
     if snapshot is not None and (snapshot.roster != roster or snapshot.algorithm != config.schedule.algorithm):
         raise SecureAggregationError(
             f"{store.path}: saved for roster {snapshot.roster} / {snapshot.algorithm}, not this configuration"
+        )
+    if snapshot is not None and snapshot.run_parameters is None:
+        log.warning(
+            "%s was saved by a version that kept no run parameters: this restart's [federation] settings are "
+            "taken as the run's from now on (unchecked against its start)",
+            store.path,
         )
     if snapshot is not None and snapshot.run_parameters is not None:
         changed = _changed_run_parameters(snapshot.run_parameters, run_parameters(config))
@@ -891,6 +899,38 @@ def new_servicer(config: ServerConfig, keys: ServerKeys, clock: Callable[[], flo
     )
 
 
+def require_every_address_free(listen: str) -> None:
+    """:class:`ConfigError` unless every address ``listen``'s host resolves to (``localhost``: ``::1`` and
+    ``127.0.0.1``) is free at its port: gRPC starts when only some of them bind, so a second server on
+    ``localhost:P`` beside one on ``127.0.0.1:P`` took the IPv6 half of the artists' connections (a
+    helper's red-team review, 2026-12-02).  Port 0 (any free port) is gRPC's to choose."""
+    host, _, port_text = listen.rpartition(":")
+    port = int(port_text)
+    if port == 0:
+        return
+    names = [host.strip("[]")] + (["127.0.0.1", "::1"] if host == "localhost" else [])  # as gRPC resolves it
+    addresses = []
+    for name in names:
+        try:
+            addresses += socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            if name == names[0]:
+                raise ConfigError(f"server.listen: cannot resolve {listen}: {exc}") from None
+    seen: set[object] = set()
+    for family, kind, proto, _, address in addresses:
+        if address in seen:
+            continue
+        seen.add(address)
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds: TIME_WAIT is no conflict
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise ConfigError(f"server.listen: cannot bind {listen}: {address[0]} port {port}: {exc}") from None
+
+
 def start_server(config: ServerConfig, keys: ServerKeys, clock: Callable[[], float] = time.time) -> RunningServer:
     """Start serving on ``config.listen`` (port 0 picks a free one) with mutual TLS; returns at once."""
     servicer = new_servicer(config, keys, clock)
@@ -909,6 +949,7 @@ def start_server(config: ServerConfig, keys: ServerKeys, clock: Callable[[], flo
     pb_grpc.add_FederationServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    require_every_address_free(config.listen)
     try:  # grpcio raises RuntimeError ("Failed to bind") where older versions returned 0
         port = server.add_secure_port(config.listen, auth.server_credentials(keys))
     except RuntimeError as exc:
