@@ -393,3 +393,20 @@ def test_keys_check_checks_every_kind_of_bundle_by_its_own_manifest(tmp_path: Pa
     assert main(["keys", "check", "--keys", str(keys)]) == 2
     assert "full key set: name the machine to check with --server" in capsys.readouterr().err
     assert main(["keys", "check", "--keys", str(keys), "--buyer", "shop"]) == 0
+
+
+def test_keys_check_refuses_a_bundle_whose_manifest_names_another_role(tmp_path: Path, capsys) -> None:
+    """The manifest is not signed: relabelled as an auditor's, an artist bundle with a garbage CKKS secret
+    and no TLS key checked "auditor bundle OK" (a helper's red-team review, 2026-12-02)."""
+    keys = tmp_path / "keys"
+    assert main(["keys", "init", "--out", str(keys), "--artists", "alice,bob"]) == 0
+    alice = tmp_path / "alice"
+    assert main(["keys", "bundle", "--keys", str(keys), "--artist", "alice", "--out", str(alice)]) == 0
+    manifest = json.loads((alice / keystore.MANIFEST).read_text())
+    manifest["bundle"] = {"role": "auditor"}
+    (alice / keystore.MANIFEST).write_text(json.dumps(manifest))
+    (alice / keystore.CKKS_SECRET).write_bytes(b"garbage")
+    capsys.readouterr()
+    assert main(["keys", "check", "--keys", str(alice)]) == 2
+    err = capsys.readouterr().err
+    assert "its manifest names the role 'auditor', but the folder holds" in err and "ckks-secret.ctx" in err, err

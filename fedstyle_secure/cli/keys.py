@@ -186,14 +186,38 @@ def _bundle_role(args: argparse.Namespace) -> tuple[str, str | None]:
         return ("server" if args.server else "auditor"), None
     if args.artist or args.buyer:
         return ("artist", args.artist) if args.artist else ("buyer", args.buyer)
-    bundle = keystore.load_key_manifest(args.keys).get("bundle") or {}
-    role = bundle.get("role")
+    manifest = keystore.load_key_manifest(args.keys)
+    bundle = manifest.get("bundle") or {}
+    role, subject = bundle.get("role"), bundle.get("id")
     if role is None:
         raise ConfigError(
             f"{args.keys} is a full key set: name the machine to check with --server, --artist NAME, --buyer NAME "
             "or --auditor"
         )
-    return str(role), bundle.get("id")
+    # the manifest is not signed: the files on disk must be exactly that role's bundle, or a relabelled
+    # bundle (an artist's called an auditor's) would be checked as what it is not
+    expected = set(
+        keystore.bundle_paths(
+            manifest,
+            artist=subject if role == "artist" else None,
+            server=role == "server",
+            buyer=subject if role == "buyer" else None,
+            auditor=role == "auditor",
+        )
+    )
+    present = {
+        path.relative_to(args.keys).as_posix()
+        for path in args.keys.rglob("*")
+        if path.is_file() and path.name not in (keystore.MANIFEST, keystore.README)
+    }
+    if present != expected:
+        extra, missing = sorted(present - expected), sorted(expected - present)
+        raise ConfigError(
+            f"{args.keys}: its manifest names the role {role!r}, but the folder holds {extra or 'nothing more'} "
+            f"beyond it and lacks {missing or 'nothing'}; check it with the machine named (--server, --artist, "
+            "--buyer or --auditor)"
+        )
+    return str(role), subject
 
 
 def run_check(args: argparse.Namespace) -> int:
