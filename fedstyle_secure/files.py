@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from fedstyle_secure.errors import ConfigError
+
 MAX_JSON_NESTING = 32
 """Deepest nesting of lists and objects accepted in a JSON document read here (an honest report,
 manifest, index or encoder description nests at most 4 levels). Python's parser refuses ~1,000
@@ -97,17 +99,17 @@ def read_json_bounded(path: Path, max_bytes: int) -> Any:
 
 def require_writable_target(path: Path, *, folder: bool, what: str) -> None:
     """Refuse, before any long computation, an output ``path`` that could not be written later:
-    :class:`ValueError` naming ``what`` (e.g. ``--out``) when ``path`` exists as the wrong kind (a
+    :class:`ConfigError` naming ``what`` (e.g. ``--out``) when ``path`` exists as the wrong kind (a
     folder where a file goes, or the reverse) or its nearest existing ancestor is not a folder this
     process may create entries in.  Writes nothing."""
     if path.exists() and path.is_dir() != folder:
         kind = "a folder" if path.is_dir() else "a file"
-        raise ValueError(f"{what} {path} is {kind}; expected {'a folder' if folder else 'a file'}")
+        raise ConfigError(f"{what} {path} is {kind}; expected {'a folder' if folder else 'a file'}")
     target = path if folder and path.is_dir() else path.parent
     ancestor = target.absolute()
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise ValueError(f"{what} {path}: {ancestor} is not a folder")
+        raise ConfigError(f"{what} {path}: {ancestor} is not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise ValueError(f"{what} {path}: no permission to write in {ancestor}")
+        raise ConfigError(f"{what} {path}: no permission to write in {ancestor}")

@@ -553,29 +553,34 @@ def test_a_report_bomb_neither_holds_the_server_lock_nor_reaches_the_schema(serv
         assert dict(attacker.stub.GetStatus(pb.StatusRequest(), timeout=5).reports) == {"artist_a": 0}
 
 
-def test_a_second_server_on_a_port_in_use_is_refused(serve, keys, tmp_path):
-    """A second `fedstyle server` on the first one's port started (gRPC sets SO_REUSEPORT on Linux)
-    and the kernel split the artists' connections between the two: an artist joined the stray run
-    and spent epsilon in it (a helper's walkthrough, 2026-12-02).  It must fail to bind."""
+def _assert_a_second_server_is_refused(keys, tmp_path, listen: str, words: str) -> None:
+    """A server on ``listen`` beside one already serving fails to start, saying ``words``."""
     from fedstyle_secure.errors import ConfigError
     from fedstyle_secure.secure.keys.keystore import load_server_keys
     from fedstyle_secure.transport.config import ServerConfig
     from fedstyle_secure.transport.server.servicer import start_server
 
-    first = serve(keys)
     config = ServerConfig(
         keys=keys,
         state_db=tmp_path / "stray.sqlite",
-        listen=f"127.0.0.1:{first.port}",
+        listen=listen,
         schedule=Schedule(rounds=1, quorum=2, phase_seconds=600),
     )
     try:
         stray = start_server(config, load_server_keys(keys))
     except ConfigError as exc:
-        assert f"cannot bind 127.0.0.1:{first.port}" in str(exc)
+        assert words in str(exc)
     else:
         stray.stop(0)
-        pytest.fail("a second server started on a port another server listens on")
+        pytest.fail(f"a second server started on {listen} beside one already serving")
+
+
+def test_a_second_server_on_a_port_in_use_is_refused(serve, keys, tmp_path):
+    """A second `fedstyle server` on the first one's port started (gRPC sets SO_REUSEPORT on Linux)
+    and the kernel split the artists' connections between the two: an artist joined the stray run
+    and spent epsilon in it (a helper's walkthrough, 2026-12-02).  It must fail to bind."""
+    port = serve(keys).port
+    _assert_a_second_server_is_refused(keys, tmp_path, f"127.0.0.1:{port}", f"cannot bind 127.0.0.1:{port}")
 
 
 def test_a_server_restarted_with_other_federation_settings_on_a_runs_state_is_refused(keys, tmp_path):
@@ -620,25 +625,8 @@ def test_a_second_server_on_localhost_beside_one_on_127_0_0_1_is_refused(serve, 
     """`localhost` resolves to ::1 and 127.0.0.1; gRPC started a second server when only the IPv6 half
     bound, with its own run id, reachable by artists configured with `localhost:P` (a helper's
     red-team review, 2026-12-02)."""
-    from fedstyle_secure.errors import ConfigError
-    from fedstyle_secure.secure.keys.keystore import load_server_keys
-    from fedstyle_secure.transport.config import ServerConfig
-    from fedstyle_secure.transport.server.servicer import start_server
-
-    first = serve(keys)
-    config = ServerConfig(
-        keys=keys,
-        state_db=tmp_path / "stray.sqlite",
-        listen=f"localhost:{first.port}",
-        schedule=Schedule(rounds=1, quorum=2, phase_seconds=600),
-    )
-    try:
-        stray = start_server(config, load_server_keys(keys))
-    except ConfigError as exc:
-        assert "127.0.0.1 port" in str(exc)
-    else:
-        stray.stop(0)
-        pytest.fail("a second server started on localhost beside one on 127.0.0.1")
+    port = serve(keys).port
+    _assert_a_second_server_is_refused(keys, tmp_path, f"localhost:{port}", "127.0.0.1 port")
 
 
 def test_a_restart_with_another_public_set_or_a_nan_setting_is_refused(keys, tmp_path, monkeypatch):

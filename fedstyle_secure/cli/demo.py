@@ -54,9 +54,9 @@ COMPARE_ROUNDS = 20  # as scripts/bench_utility.py measures them
 DEMO_EPSILON = 8.0
 BUYER = "buyer"
 AUDIT_KEYS = "audit-keys"  # under --out: the artists' identity public keys the audit verifies reports with
+DEMO_MARKER = ".fedstyle-demo"  # written into --out: only a folder holding it is the demo's to empty
 #: Everything the demo writes under --out: a rerun replaces them all (no earlier run's file is left
 #: beside the new ones) and refuses a folder holding anything else.
-DEMO_MARKER = ".fedstyle-demo"  # written first into --out: only a folder holding it is the demo's to empty
 DEMO_OUTPUTS = frozenset({DEMO_MARKER, "summary.json", "compare", "machines", "reports", AUDIT_KEYS})
 DEFAULT_SECURE = "secagg" if "secagg" in TRANSPORT_SECURE_MODES else "ckks"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.experiments.arguments import (
     add_data_arguments,
     add_privacy_arguments,
@@ -55,12 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """The output paths, checked before any image is read or any round trained."""
-    try:
-        require_writable_target(args.out, folder=False, what="--out")
-        if args.index_out is not None:
-            require_writable_target(args.index_out, folder=True, what="--index-out")
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    require_writable_target(args.out, folder=False, what="--out")
+    if args.index_out is not None:
+        require_writable_target(args.index_out, folder=True, what="--index-out")
 
 
 def run(args: argparse.Namespace) -> int:

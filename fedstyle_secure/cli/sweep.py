@@ -144,10 +144,7 @@ def _cell_config(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     _reject_single_run_options(args)
-    try:
-        require_writable_target(args.out, folder=True, what="--out")
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    require_writable_target(args.out, folder=True, what="--out")
     args.epsilon_list = parse_epsilons(args.epsilons)
     algorithms = parse_algorithms(args.algorithms, tuple(ALGORITHMS))
     seeds = parse_seeds(args.seeds)

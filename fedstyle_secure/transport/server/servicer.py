@@ -163,6 +163,10 @@ class FederationServicer(pb_grpc.FederationServicer):
     _index_retry_at: float = 0.0  # time.monotonic() of the next attempt after a failure
     _query_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(QUERY_SLOTS))
     _downloads: dict[str, tuple[tuple[int, str, int], int]] = field(default_factory=dict)  # artist -> (step, downloads)
+    _run_parameters: dict[str, Any] = field(init=False)  # saved with every round state (restore_coordinator)
+
+    def __post_init__(self) -> None:
+        self._run_parameters = run_parameters(self.config)  # fixed for the run: computed once
 
     @property
     def _public_set(self) -> pb.PublicSetReference:
@@ -231,7 +235,7 @@ class FederationServicer(pb_grpc.FederationServicer):
                         c.roster,
                         c.schedule.algorithm,
                         c.run_id,
-                        run_parameters(self.config),
+                        self._run_parameters,
                     )
                 )
             except NonFiniteState as exc:  # unreachable past the coordinator's sum checks: fail closed
