@@ -62,6 +62,8 @@ keys = "keys"
 data = "data"
 server = "127.0.0.1:$PORT"
 state_dir = "state"
+# synthetic artists: their lifetime ledger (every run's epsilon per artwork) stays with this trial
+lifetime_ledger = "lifetime-ledger.sqlite"
 TOML
   "$FEDSTYLE" client --config "$dir/client.toml" --log-format json > "$dir/log.jsonl" 2>&1 &
   pids+=("$!")

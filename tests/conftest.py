@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from fedstyle_secure.data.public import PUBLIC_SET_VARIABLE, met_available
+from fedstyle_secure.transport.artist.lifetime_ledger import LIFETIME_LEDGER_VARIABLE
 
 # One compute thread per process: the suite runs servers, in-process artist threads and artist
 # processes side by side on 2 cores, and torch's default (one thread per core in every process)
@@ -65,6 +66,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the :data:`HEAVIEST_FIRST` files first (a stable sort: a file's tests keep their order)."""
     rank = {name: i for i, name in enumerate(HEAVIEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_lifetime_ledger(tmp_path_factory) -> Path:
+    """No test writes the user's lifetime ledger (``~/.local/share``): what runs outside a test (a
+    module's fixtures) records in one of the session's own."""
+    path = tmp_path_factory.mktemp("lifetime") / "lifetime-ledger.sqlite"
+    os.environ[LIFETIME_LEDGER_VARIABLE] = str(path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def lifetime_ledger(tmp_path_factory, monkeypatch) -> Path:
+    """Each test's artists keep their lifetime ledger apart (artist processes inherit the variable): many
+    tests run DP federations on the same generated artworks, which would otherwise add up across tests."""
+    path = tmp_path_factory.mktemp("lifetime") / "lifetime-ledger.sqlite"
+    monkeypatch.setenv(LIFETIME_LEDGER_VARIABLE, str(path))
+    return path
 
 
 @pytest.fixture(scope="session", autouse=True)

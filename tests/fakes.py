@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, cast
 
@@ -72,3 +73,12 @@ class LockProbingVector(EncryptedVector):
         probe.start()
         probe.join()
         return EncryptedVector.load(*args, **kwargs)
+
+
+def fake_portfolio(folder: Path) -> Path:
+    """A data folder ``<folder>/portfolio/artist_00/`` holding one FAKE artwork file (bytes, no image: the
+    lifetime ledger only hashes artwork files) for tests whose artist's features are fakes too."""
+    artist = folder / "portfolio" / "artist_00"
+    artist.mkdir(parents=True, exist_ok=True)
+    (artist / "fake-artwork.png").write_bytes(b"FAKE artwork of " + str(folder).encode())
+    return artist.parent

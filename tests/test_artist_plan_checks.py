@@ -44,6 +44,7 @@ from fedstyle_secure.transport.artist.plan_checks import check_round_kind, check
 from fedstyle_secure.transport.artist.runner import ArtistRunner
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.wire import pb
+from tests.fakes import fake_portfolio
 from tests.servers import ARTISTS
 
 FEATURE_DIM = 16
@@ -83,7 +84,7 @@ def _runner(keys: Path, tmp_path: Path) -> ArtistRunner:
     """The real artist runner over :class:`FakeMoments` of nine fixed artworks."""
     features = np.random.default_rng(3).normal(0.5, 0.2, (9, FEATURE_DIM)).astype(np.float32)
     return ArtistRunner(
-        ClientConfig(keys=keys, data=tmp_path, artist=ARTIST),
+        ClientConfig(keys=keys, data=fake_portfolio(tmp_path), artist=ARTIST),
         load_artist_keys(keys, ARTIST),
         client=cast(StyleClient, FakeMoments(features)),
     )
@@ -232,7 +233,9 @@ def test_a_broadcast_at_the_edge_of_the_range_cannot_make_an_artist_sit_out(
     low, high = round_value_range("train")
     edge = np.where(get_flat_params(client.model) >= 0, high, low).astype(np.float32)  # accepted: inside the range
     runner = ArtistRunner(
-        ClientConfig(keys=keys, data=tmp_path, artist=ARTIST), load_artist_keys(keys, ARTIST), client=client
+        ClientConfig(keys=keys, data=fake_portfolio(tmp_path), artist=ARTIST),
+        load_artist_keys(keys, ARTIST),
+        client=client,
     )
     wire = BroadcastingWire(Broadcast(1, edge, None, np.zeros((len(ARTISTS), 8)), np.zeros(len(ARTISTS), dtype=bool)))
     runner.act(cast(ArtistSession, wire), _train_plan(1))

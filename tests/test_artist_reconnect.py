@@ -18,6 +18,7 @@ from fedstyle_secure.transport.artist.runner import ArtistRunner, Reachability, 
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.loopback import write_fresh_keys
 from fedstyle_secure.transport.wire import pb
+from tests.fakes import fake_portfolio
 
 
 def test_backoff_doubles_to_its_cap_and_resets_when_the_server_is_reached() -> None:
@@ -89,7 +90,7 @@ def test_a_server_answering_plan_polls_at_once_gets_a_poll_a_second_not_a_busy_l
     """Without the pause the artist polled 1,547 times in 3 s (a helper's measurement), with no
     deadline at all; with it, about once a second until stopped."""
     # test double: run_session never reads the keys
-    runner = ArtistRunner(ClientConfig(keys=tmp_path, data=tmp_path), keys=cast(ArtistKeys, None))
+    runner = ArtistRunner(ClientConfig(keys=tmp_path, data=fake_portfolio(tmp_path)), keys=cast(ArtistKeys, None))
     runner.done, runner.done_attempt = (1, "contribute"), 0
     session, stop, ended = _EagerSessionFake(), threading.Event(), []
 
@@ -130,7 +131,9 @@ def test_a_server_alternating_plans_at_once_gets_a_few_polls_a_second_not_a_busy
     """Every answer differs from the last, so the artist acts on each and polls again: without a
     minimum interval between polls 2,788 polls in 5 s (a helper's measurement); with it, a few a second."""
     # test double: run_session never reads the keys
-    runner = _CountingRunnerFake(ClientConfig(keys=tmp_path, data=tmp_path), keys=cast(ArtistKeys, None))
+    runner = _CountingRunnerFake(
+        ClientConfig(keys=tmp_path, data=fake_portfolio(tmp_path)), keys=cast(ArtistKeys, None)
+    )
     session, stop = _AlternatingSessionFake(), threading.Event()
     follower = threading.Thread(target=lambda: _stopped(runner, session, stop))
     follower.start()

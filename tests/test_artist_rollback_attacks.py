@@ -52,6 +52,7 @@ from fedstyle_secure.transport.artist.state import identity_lock_name, one_artis
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.loopback import write_fresh_keys
 from fedstyle_secure.transport.wire import pb
+from tests.fakes import fake_portfolio
 from tests.test_transport_masking_restarts import RelayedSession, _plan
 
 ARTISTS = ("artist_a", "artist_b", "artist_c")
@@ -314,7 +315,12 @@ def test_a_second_artist_process_on_one_state_dir_is_refused_before_it_connects(
     state folder, while the first holds it (the server address is unroutable: it never connects)."""
     state = tmp_path / "state"
     config = ClientConfig(
-        keys=keys, data=tmp_path, artist=VICTIM, state_dir=state, server="127.0.0.1:9", give_up_seconds=1
+        keys=keys,
+        data=fake_portfolio(tmp_path),
+        artist=VICTIM,
+        state_dir=state,
+        server="127.0.0.1:9",
+        give_up_seconds=1,
     )
     artist_keys = load_artist_keys(keys, VICTIM)
     with one_artist_process(state, wait=False):  # the first process
@@ -382,7 +388,12 @@ def test_a_second_client_of_one_artist_without_a_state_dir_is_refused(keys, tmp_
     round (the two-process attack above, with nothing on disk to share).  The second one now stops at
     once (an abstract socket named after the artist's identity key), and another artist is not held up."""
     config = ClientConfig(
-        keys=keys, data=tmp_path, artist=VICTIM, server="127.0.0.1:9", give_up_seconds=60, reconnect_max_seconds=0.2
+        keys=keys,
+        data=fake_portfolio(tmp_path),
+        artist=VICTIM,
+        server="127.0.0.1:9",
+        give_up_seconds=60,
+        reconnect_max_seconds=0.2,
     )
     victim = load_artist_keys(keys, VICTIM)
     held = "@" + identity_lock_name(victim.identity_key.public_key().public_bytes_raw())

@@ -41,6 +41,7 @@ from fedstyle_secure.transport.artist.plan_checks import accepted_broadcast_stan
 from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.wire import pb
+from tests.fakes import fake_portfolio
 
 ARTIST = "artist_00"
 ROSTER = 2
@@ -142,7 +143,9 @@ def test_a_crafted_broadcast_cannot_make_dp_sgd_reveal_when_an_artwork_was_sampl
     views = np.concatenate([base, base + 0.05 * rng.normal(size=(2, n, features)).astype(np.float32)])
     announced = pb.DpParameters(epsilon_budget=8.0, clip_norm=1.0, accountant="prv")
     client = _client(DpConfig(epsilon=8.0), views, batch_size=64)
-    config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=tmp_path / "state", min_training_artworks=50)
+    config = ClientConfig(
+        keys=tmp_path, data=fake_portfolio(tmp_path), state_dir=tmp_path / "state", min_training_artworks=50
+    )
     privacy = ArtistPrivacy.open(
         config, _keys(), client, _plan(1, pb.ROUND_KIND_TRAIN, "contribute", rounds, announced)
     )
@@ -220,7 +223,9 @@ def test_a_server_cannot_make_an_approximate_accountant_enforce_an_artists_budge
     of 8 spend 9.0 by PRV (10.2 by RDP): the CLT approximation underestimates subsampled DP-SGD.
     Budgets are enforced only with sound accountants; the announced plan is refused at once."""
     announced = pb.DpParameters(epsilon_budget=8.0, clip_norm=1.0, accountant="gdp")
-    config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=tmp_path / "state", budget_epsilon=8.0)
+    config = ClientConfig(
+        keys=tmp_path, data=fake_portfolio(tmp_path), state_dir=tmp_path / "state", budget_epsilon=8.0
+    )
     client = _client(DpConfig(epsilon=8.0), np.random.default_rng(3).normal(size=(3, 100, FEATURES)).astype(np.float32))
     with pytest.raises(ConfigError, match="accountant.*must be one of prv, rdp"):
         ArtistPrivacy.open(config, _keys(), client, _plan(1, pb.ROUND_KIND_TRAIN, "contribute", 1, announced))
@@ -234,7 +239,9 @@ def test_an_announced_delta_just_below_one_over_n_does_not_become_the_artists(tm
     with the smaller of the announced delta and its own, and the server learns nothing about n."""
     n = 40
     announced = pb.DpParameters(epsilon_budget=4.0, delta=0.9 / n, clip_norm=1.0, accountant="prv")
-    config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=tmp_path / "state", budget_epsilon=4.0)
+    config = ClientConfig(
+        keys=tmp_path, data=fake_portfolio(tmp_path), state_dir=tmp_path / "state", budget_epsilon=4.0
+    )
     client = _client(DpConfig(epsilon=4.0), np.random.default_rng(4).normal(size=(3, n, FEATURES)).astype(np.float32))
     server = FakeSession()
     session = cast(ArtistSession, server)
@@ -259,7 +266,11 @@ def test_a_rolled_back_state_dir_is_refused_instead_of_releasing_again(tmp_path)
     announced = pb.DpParameters(epsilon_budget=epsilon, clip_norm=1.0, accountant="prv")
     state = tmp_path / "state"
     config = ClientConfig(
-        keys=tmp_path, data=tmp_path, state_dir=state, reports_dir=tmp_path / "reports", budget_epsilon=epsilon
+        keys=tmp_path,
+        data=fake_portfolio(tmp_path),
+        state_dir=state,
+        reports_dir=tmp_path / "reports",
+        budget_epsilon=epsilon,
     )
     first = _plan(1, pb.ROUND_KIND_TRAIN, "contribute", 1, announced)
     final = _plan(2, pb.ROUND_KIND_FINAL, "publish", 1, announced)
@@ -296,7 +307,11 @@ def test_a_rollback_inside_a_round_is_refused_too(tmp_path):
     announced = pb.DpParameters(epsilon_budget=epsilon, clip_norm=1.0, accountant="prv", release_rounds=[0, 1])
     state = tmp_path / "state"
     config = ClientConfig(
-        keys=tmp_path, data=tmp_path, state_dir=state, reports_dir=tmp_path / "reports", budget_epsilon=epsilon
+        keys=tmp_path,
+        data=fake_portfolio(tmp_path),
+        state_dir=state,
+        reports_dir=tmp_path / "reports",
+        budget_epsilon=epsilon,
     )
     views = np.random.default_rng(5).normal(size=(3, n, FEATURES)).astype(np.float32)
     keys, session = _keys(), cast(ArtistSession, FakeSession())
@@ -357,7 +372,7 @@ def test_a_run_ended_right_after_a_release_leaves_no_release_unreported(tmp_path
     announced = pb.DpParameters(epsilon_budget=epsilon, clip_norm=1.0, accountant="prv", release_rounds=releases)
     config = ClientConfig(
         keys=tmp_path,
-        data=tmp_path,
+        data=fake_portfolio(tmp_path),
         state_dir=tmp_path / "state",
         reports_dir=tmp_path / "reports",
         budget_epsilon=epsilon,
@@ -406,7 +421,9 @@ def test_one_artwork_more_or_less_does_not_change_the_mechanism(tmp_path):
     assert trains[99] == trains[100] == {True, False}  # P(differ in 400 draws) < 1e-100 at sigma 10
     announced = pb.DpParameters(epsilon_budget=8.0, clip_norm=1.0, accountant="prv")
     views = np.random.default_rng(3).normal(size=(3, 100, FEATURES)).astype(np.float32)
-    config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=tmp_path / "state", min_training_artworks=100)
+    config = ClientConfig(
+        keys=tmp_path, data=fake_portfolio(tmp_path), state_dir=tmp_path / "state", min_training_artworks=100
+    )
     plan = _plan(1, pb.ROUND_KIND_TRAIN, "contribute", 3, announced)
     keys = _keys()
     privacy = ArtistPrivacy.open(config, keys, _client(DpConfig(epsilon=8.0), views), plan)

@@ -15,7 +15,7 @@ from fedstyle_secure.secure.ckks.decryption import COMMITTEE_SIZE
 from fedstyle_secure.transport.artist.channel import ArtistSession
 from fedstyle_secure.transport.artist.state import ArtistStateStore
 from fedstyle_secure.transport.wire import pb
-from tests.fakes import fake_style_client
+from tests.fakes import fake_portfolio, fake_style_client
 from tests.test_flower_app import ARTISTS, outside_runtime  # noqa: F401 (fixture)
 from tests.test_flower_masking_attacks import Run
 
@@ -108,7 +108,9 @@ def test_an_artist_whose_own_budget_cannot_pay_the_count_tells_the_planning_size
     seen = {}
     for size in (80, 120):  # FAKE draws: the same artist (n = 100) with either planning size
         monkeypatch.setattr(artist_privacy, "noisy_portfolio_size", lambda n, noise, s=size: s)
-        config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=tmp_path / f"state-{size}", budget_epsilon=0.3)
+        config = ClientConfig(
+            keys=tmp_path, data=fake_portfolio(tmp_path), state_dir=tmp_path / f"state-{size}", budget_epsilon=0.3
+        )
         seen[size] = [
             _seen(lambda c=config: artist_privacy.ArtistPrivacy.open(c, keys, fake_style_client(100), _dp_plan(0.6)))
             for _ in range(3)
@@ -138,7 +140,9 @@ def test_a_state_rolled_back_to_nothing_after_an_accepted_plan_draws_a_second_pl
     monkeypatch.setattr(artist_privacy, "noisy_portfolio_size", spy)
     keys = _fake_keys()
     state = tmp_path / "state"
-    config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=state, reports_dir=tmp_path / "reports")
+    config = ClientConfig(
+        keys=tmp_path, data=fake_portfolio(tmp_path), state_dir=state, reports_dir=tmp_path / "reports"
+    )
     privacy = artist_privacy.ArtistPrivacy.open(config, keys, fake_style_client(200), _dp_plan(8.0))
     assert privacy is not None and privacy.refusal is None and len(privacy.ledger.history) == 1  # the count, charged
     for suffix in ("", "-wal", "-shm"):  # the state folder restored from before the first message
@@ -166,9 +170,16 @@ def test_an_honest_server_announcing_more_than_32_refreshes_is_refused_at_start_
 
 
 def _run(tmp_path, data, secure: str, min_training: int) -> Run:
+    """One of two alternative runs of the target artist on the same artworks: each keeps its own lifetime
+    ledger (in one ledger the second run's charges would add to the first's)."""
     run = Run(tmp_path / f"run-{secure}-{min_training}", data, secure, 8.0)
     toml = run.configs.artists[TARGET]
-    toml.write_text(toml.read_text().replace("min_training_artworks = 1", f"min_training_artworks = {min_training}"))
+    ledger = run.configs.artists[TARGET].parent / f"lifetime-{min_training}.sqlite"
+    toml.write_text(
+        toml.read_text().replace(
+            "min_training_artworks = 1", f"min_training_artworks = {min_training}\nlifetime_ledger = {str(ledger)!r}"
+        )
+    )
     return run
 
 
@@ -222,7 +233,9 @@ def test_the_gate_uploads_alike_whatever_the_plan(tmp_path, phase):
     seen = {}
     for min_training in (1, 1000):
         state = tmp_path / f"state-{min_training}"
-        config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=state, min_training_artworks=min_training)
+        config = ClientConfig(
+            keys=tmp_path, data=fake_portfolio(tmp_path), state_dir=state, min_training_artworks=min_training
+        )
         plan = _dp_plan(8.0)
         plan.phase = phase
         privacy = ArtistPrivacy.open(config, _fake_keys(), fake_style_client(200), plan)

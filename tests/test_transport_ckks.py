@@ -49,7 +49,7 @@ from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.server import servicer as server_module
 from fedstyle_secure.transport.wire import pb
 from tests.ckks_key_recovery import decrypt_first_chunk, recover_key
-from tests.fakes import Clock
+from tests.fakes import Clock, fake_portfolio
 from tests.servers import ARTISTS, address, refused, start
 
 VALUES = {"artist_a": 1.0, "artist_b": 2.0, "artist_c": 4.0}
@@ -101,7 +101,7 @@ class Federation:
             artist_keys = load_artist_keys(keys, artist)
             channel = open_channel(address(self.running), artist_keys.tls_pem())
             runner = ArtistRunner(
-                ClientConfig(keys=keys, data=tmp_path, artist=artist),
+                ClientConfig(keys=keys, data=fake_portfolio(tmp_path), artist=artist),
                 artist_keys,
                 client=cast(StyleClient, FeatureMomentsOnly(VALUES[artist], self.coordinator.shape)),  # test fake
             )
@@ -481,7 +481,7 @@ def test_committee_restarted_after_a_decryption_still_joins_no_retry(keys, tmp_p
         assert f.coordinator.attempt == 1 and f.coordinator.plan().phase is Phase.CONTRIBUTE
         for member in (x, y):  # new processes: nothing in memory, the same state_dir
             party = f.parties[member]
-            config = ClientConfig(keys=keys, data=tmp_path, artist=member, state_dir=tmp_path / member)
+            config = ClientConfig(keys=keys, data=fake_portfolio(tmp_path), artist=member, state_dir=tmp_path / member)
             party.runner = ArtistRunner(config, party.keys, client=party.runner.client)
             party.runner.ckks = ckks_client(party.keys, config.state_dir, clock=f.clock)
         f.act(ARTISTS)

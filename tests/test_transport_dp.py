@@ -46,7 +46,7 @@ from fedstyle_secure.transport.loopback import artist_dirs, artist_folders, star
 from fedstyle_secure.transport.server.servicer import start_server
 from fedstyle_secure.transport.server.store import StateStore
 from fedstyle_secure.transport.wire import pb, pb_grpc
-from tests.fakes import charges, fake_style_client
+from tests.fakes import charges, fake_portfolio, fake_style_client
 
 ARTISTS = ("artist_00", "artist_01", "artist_02")
 EPSILON = 8.0
@@ -356,7 +356,7 @@ def test_artist_refuses_an_unusable_plan_without_naming_its_portfolio_size_and_a
     from types import SimpleNamespace
 
     client = fake_style_client(6)
-    config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=tmp_path / "state")
+    config = ClientConfig(keys=tmp_path, data=fake_portfolio(tmp_path), state_dir=tmp_path / "state")
     keys = cast(ArtistKeys, SimpleNamespace(artist_id="artist_00"))
     announced = pb.DpParameters(epsilon_budget=1e-9, clip_norm=1.0, accountant="prv", release_rounds=[0])
     refusal = _refusal(ArtistPrivacy.open(config, keys, client, _plan_message(announced)))
@@ -364,12 +364,14 @@ def test_artist_refuses_an_unusable_plan_without_naming_its_portfolio_size_and_a
     assert not any(ch.isdigit() for ch in refusal)  # n = 6 artworks, named only in the artist's own log
     # its planning size was kept before the plan read it: that state never takes part without DP
     assert "DP planning size" in _refusal(ArtistPrivacy.open(config, keys, client, _plan_message(None)))
-    fresh = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=tmp_path / "fresh")
+    fresh = ClientConfig(keys=tmp_path, data=fake_portfolio(tmp_path), state_dir=tmp_path / "fresh")
     assert ArtistPrivacy.open(fresh, keys, client, _plan_message(None)) is None  # neither side asks for DP
-    demanding = ClientConfig(keys=tmp_path, data=tmp_path, budget_epsilon=2.0)
+    demanding = ClientConfig(keys=tmp_path, data=fake_portfolio(tmp_path), budget_epsilon=2.0)
     assert "requires DP" in _refusal(ArtistPrivacy.open(demanding, keys, client, _plan_message(None)))
     with pytest.raises(ConfigError, match="client.state_dir"):
-        ArtistPrivacy.open(ClientConfig(keys=tmp_path, data=tmp_path), keys, client, _plan_message(announced))
+        ArtistPrivacy.open(
+            ClientConfig(keys=tmp_path, data=fake_portfolio(tmp_path)), keys, client, _plan_message(announced)
+        )
 
 
 def test_artists_start_from_the_announced_warm_start_and_refuse_an_absurd_one(tmp_path, data):
@@ -425,7 +427,7 @@ def test_a_state_folder_of_a_run_without_dp_is_refused_by_a_dp_federation_and_vi
     client = cast(
         StyleClient, SimpleNamespace(n_train=6, config=LocalConfig(epochs=1, batch_size=16), noise=CsprngNoise())
     )
-    config = ClientConfig(keys=tmp_path, data=tmp_path, state_dir=tmp_path / "state")
+    config = ClientConfig(keys=tmp_path, data=fake_portfolio(tmp_path), state_dir=tmp_path / "state")
     keys = cast(ArtistKeys, SimpleNamespace(artist_id="artist_00"))
     without_dp = ArtistSnapshot("artist_00", {"w": np.zeros(2)}, ledger=None, rng={}, plan={})
     ArtistStateStore(tmp_path / "state").save(without_dp)

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from fedstyle_secure.secure.masking.fixedpoint import FixedPointCodec
+from fedstyle_secure.transport.artist.lifetime_ledger import LIFETIME_LEDGER_VARIABLE
 from fedstyle_secure.transport.loopback import artist_folders, write_fresh_keys
 from fedstyle_secure.transport.server.store import StateStore
 
@@ -171,7 +172,8 @@ def _run(
         f"phase_seconds = {PHASE_SECONDS}\nmasking_seconds = 5\nrefreshes = {list(range(rounds))}\n"
         f"epsilon = {DP_EPSILON}\n"
     )
-    run_env = {**env, "FEDSTYLE_TEST_RECORD": str(record)}
+    # each test's run is a new federation on the same artworks: its own lifetime ledger, or its epsilon adds up
+    run_env = {**env, "FEDSTYLE_TEST_RECORD": str(record), LIFETIME_LEDGER_VARIABLE: str(run / "lifetime.sqlite")}
     processes = {
         "server": _fedstyle(
             server_ns, hooks, "server", "--config", str(run / "server.toml"), log=run / "server.log", env=run_env

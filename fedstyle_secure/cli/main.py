@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "query",
     "keys",
     "audit",
+    "lifetime",
     "sweep",
     "server",
     "client",

@@ -352,6 +352,21 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def artwork_digests(root: Path) -> frozenset[str]:
+    """The SHA-256 (hex) of every image file's bytes under ``<root>/<artist>/``: which artworks a
+    portfolio holds, for the lifetime ledger (nothing decoded; a re-encoded copy is another artwork).
+    :class:`DataError` as :func:`artist_folders`, or naming a file that cannot be read."""
+    digests = set()
+    for folder in artist_folders(Path(root)):
+        for path in _image_files(folder):
+            try:
+                with path.open("rb") as stream:
+                    digests.add(hashlib.file_digest(stream, "sha256").hexdigest())
+            except OSError as exc:
+                raise DataError(f"cannot read artwork {path}: {exc.strerror or exc}") from exc
+    return frozenset(digests)
+
+
 def load_image_folder(
     root: Path | str, size: int = DEFAULT_IMAGE_SIZE, min_artists: int = 2
 ) -> tuple[ArtworkSet, LoadReport]:

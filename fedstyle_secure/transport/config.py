@@ -100,6 +100,10 @@ class ClientConfig:
     budget_delta: Probability | None = None  # None = the DP plan's delta
     state_dir: ConfigPath | None = None  # durable state (model, ledger, last submission); required under DP
     reports_dir: ConfigPath | None = None  # signed epsilon reports; default <state_dir>/reports
+    # the most epsilon any of this artist's artworks may ever reach, over every run (None = budget_epsilon,
+    # else each run's target); kept in lifetime_ledger (None = transport.artist.lifetime_ledger's default)
+    lifetime_epsilon: PositiveFinite | None = None
+    lifetime_ledger: ConfigPath | None = None
     # the artist's portfolio-size rule (privacy.plan.DEFAULT_MIN_TRAINING_ARTWORKS): below it, no DP-SGD
     min_training_artworks: Positive = DEFAULT_MIN_TRAINING_ARTWORKS
     # never help reveal a sum of fewer inputs, whatever the server announces (CKKS: decrypt; masking: join a session)
@@ -200,4 +204,5 @@ def load_client_config(path: Path) -> ClientConfig:
         cache_dir=_relative(base, config.cache_dir),
         state_dir=_relative(base, config.state_dir),
         reports_dir=_relative(base, config.reports_dir),
+        lifetime_ledger=_relative(base, config.lifetime_ledger),
     )

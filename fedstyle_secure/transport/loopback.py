@@ -103,7 +103,8 @@ def start_loopback(
     (``schedule.standardise`` is forced off, as in the simulator).  ``budgets`` maps artist ids
     to their own epsilon budget (default: the plan's epsilon).  ``public_pretrain_steps`` is the
     server's announced warm start (``None``: the default).  Every artist keeps its durable state and
-    signed reports in :func:`artist_dirs`.
+    signed reports in :func:`artist_dirs`, and its lifetime ledger in ``work`` (a trial of artists that
+    are all on this machine: it does not count against what the user's own ledger records).
     """
     folders = artist_folders(data_dir, work)
     unknown = sorted(set(budgets or {}) - set(folders))
@@ -138,6 +139,7 @@ def start_loopback(
             budget_epsilon=(budgets or {}).get(artist),
             state_dir=state_dir,
             reports_dir=reports_dir,
+            lifetime_ledger=work / "lifetime-ledger.sqlite",  # a trial's: not the user's own
             min_training_artworks=(dp or DpConfig(epsilon=1.0)).min_training_artworks,
         )
         federation.start_artist(artist)

@@ -74,7 +74,13 @@ def federation_tables(
         "seed": seed,
     }
     server: dict[str, TomlValue] = {"embedding_dim": encoder_config_for(dp).embedding_dim}
-    client: dict[str, TomlValue] = {"epochs": LocalConfig().epochs, "state_dir": "state", "reports_dir": "reports"}
+    # a trial's artists are machines in one folder each: each keeps its lifetime ledger there, not in the user's
+    client: dict[str, TomlValue] = {
+        "epochs": LocalConfig().epochs,
+        "state_dir": "state",
+        "reports_dir": "reports",
+        "lifetime_ledger": "lifetime-ledger.sqlite",
+    }
     if dp is not None:
         federation |= {"epsilon": dp.epsilon, "clip_norm": dp.clip_norm, "accountant": dp.accountant}
         client |= {"budget_epsilon": dp.epsilon}

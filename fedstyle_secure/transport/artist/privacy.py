@@ -67,6 +67,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import secrets
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,7 +78,8 @@ import grpc
 import numpy as np
 import torch
 
-from fedstyle_secure.errors import ConfigError, PrivacyError
+from fedstyle_secure.data.images import artwork_digests
+from fedstyle_secure.errors import ConfigError, DataError, PrivacyError
 from fedstyle_secure.federation.client import Broadcast, Publication, StyleClient
 from fedstyle_secure.federation.packing import Layout, pack, unpack
 from fedstyle_secure.federation.reporting import ReportWriter
@@ -109,6 +111,7 @@ from fedstyle_secure.privacy.reports import canonical_json, redacted_report, rep
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.training.local import LocalConfig
 from fedstyle_secure.transport.artist.channel import ArtistSession
+from fedstyle_secure.transport.artist.lifetime_ledger import LifetimeLedger, LifetimeRun, default_lifetime_ledger
 from fedstyle_secure.transport.artist.state import STATE_FILE, ArtistSnapshot, ArtistStateStore, CachedResult
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.dp_config import announced_dp
@@ -123,6 +126,10 @@ WITHDRAW_TIMEOUT_SECONDS = 30.0
 RELEASE, TRAINING = "publish", "contribute"  # the two charges of a round, keys of the stored results
 UNUSABLE_PLAN = (  # every refusal of an announced plan says this: it names no number of artworks (reports commit to n)
     "the federation's DP plan (announced by the server) is unusable for this artist (the reason is in the artist's log)"
+)
+LIFETIME_REFUSAL = (  # the numbers (what other runs spent) stay in the artist's log
+    "lifetime privacy budget: this charge would take the epsilon of the artist's artworks, summed over every run "
+    "they took part in, above the artist's lifetime budget"
 )
 CHANGED_PLAN = "the server changed the federation's DP plan during the run (not the stored one)"
 ANNOUNCEMENT = "announced"  # the key of the accepted announcement in a stored plan summary
@@ -254,6 +261,7 @@ class ArtistPrivacy:
     results: list[CachedResult] = field(default_factory=list)
     uploaded: set[int] = field(default_factory=set)
     planning_size: int | None = None  # kept (and reported) while no plan is accepted: :meth:`_refusing`
+    lifetime: LifetimeRun | None = None  # this run in the artist's lifetime ledger (every run's epsilon)
     final_round: int = 0  # the announced run's, for such a refusal's report (a plan's own otherwise)
 
     # ------------------------------------------------------------------ set-up
@@ -287,6 +295,9 @@ class ArtistPrivacy:
         stored = store.load()  # read once: the planning size, then the rest of the state (_restore)
         if stored is None:  # a state rolled back to nothing must not draw a second planning size
             check_not_rolled_back(None, reports_dir, keys.artist_id)
+        lifetime = _lifetime_run(config, keys, plan, stored, dp)
+        if (stored is None or stored.ledger is None) and _lifetime_spent(lifetime):  # before a size is drawn
+            return cls(keys, client, announced, refusal=LIFETIME_REFUSAL)
         size = _planning_size(stored, n, client)  # the plan never reads the exact n
         try:
             delta = artist_delta(dp.delta, config.budget_delta, n, planning_size=size)
@@ -294,7 +305,7 @@ class ArtistPrivacy:
             raise ConfigError(f"client.budget_delta: {exc}") from exc
         if stored is None:  # a new artist: its planning size is kept before the plan reads it, never drawn twice
             stored = client_snapshot(keys.artist_id, client)
-            stored.plan = {"planning_size": size}
+            stored.plan, stored.lifetime_key = {"planning_size": size}, lifetime.run_key
             store.save(stored)
         if dp.delta is not None and delta < dp.delta:
             log.warning(
@@ -312,7 +323,7 @@ class ArtistPrivacy:
                 "%s: the federation's DP plan is unusable for this artist's %d artworks: %s", keys.artist_id, n, exc
             )
             if _unplanned(stored):
-                return cls._refusing(config, keys, client, announced, plan, store, stored, delta)
+                return cls._refusing(config, keys, client, announced, plan, store, stored, delta, lifetime)
             dp_plan = None  # after an accepted plan: refused as a changed plan (_restore)
         budget = _budget(config, dp, delta)
         fresh = None
@@ -322,8 +333,18 @@ class ArtistPrivacy:
             except PrivacyError as exc:  # the count alone is over this artist's own budget: as in _refusing
                 log.error("%s: %s", keys.artist_id, exc)
                 return cls(keys, client, announced, refusal=UNUSABLE_PLAN)
-        privacy = cls(keys, client, announced, store=store)
+            if not _lifetime_allows(
+                lifetime, fresh.epsilon_spent, fresh.budget
+            ):  # recorded before the new ledger is kept
+                return cls(keys, client, announced, refusal=LIFETIME_REFUSAL)
+        privacy = cls(keys, client, announced, store=store, lifetime=lifetime)
         privacy._restore(dp_plan, budget, n, stored, fresh)
+        if fresh is None and not _lifetime_allows(
+            lifetime, privacy.ledger.epsilon_spent, privacy.ledger.budget
+        ):  # a resumed run (or one from before
+            privacy.refusal = privacy.refusal or LIFETIME_REFUSAL  # the lifetime ledger): recorded again
+        elif fresh is None and stored.lifetime_key is None:
+            privacy.save()  # the lifetime key of a run begun before there was a lifetime ledger
         check_not_rolled_back(client.ledger, reports_dir, keys.artist_id)
         if fresh is not None:  # a state rolled back to before this point is caught (no second draw)
             record_charges(reports_dir, keys.artist_id, len(fresh.history))
@@ -349,6 +370,7 @@ class ArtistPrivacy:
         store: ArtistStateStore,
         stored: ArtistSnapshot,
         delta: float,
+        lifetime: LifetimeRun,
     ) -> ArtistPrivacy:
         """An artist that will not take part under ``plan``, whose calibration failed before it accepted
         a plan (``stored`` holds only its planning size; after one, :meth:`_restore` refuses it as a
@@ -362,7 +384,7 @@ class ArtistPrivacy:
         ``n + Z_i >= K`` per message)."""
         dp = announced[0]
         restore_client(client, stored)
-        privacy = cls(keys, client, announced, store=store, refusal=UNUSABLE_PLAN)
+        privacy = cls(keys, client, announced, store=store, refusal=UNUSABLE_PLAN, lifetime=lifetime)
         privacy.planning_size, privacy.final_round = int(stored.plan["planning_size"]), int(plan.total_rounds)
         if stored.ledger is not None:
             client.ledger = BudgetLedger.from_dict(stored.ledger)
@@ -372,6 +394,8 @@ class ArtistPrivacy:
             except PrivacyError as exc:  # the count alone is over budget: nothing charged, and the same refusal
                 log.error("%s: %s", keys.artist_id, exc)  # as an accepted plan's (open), whatever the size
                 return cls(keys, client, announced, refusal=UNUSABLE_PLAN)
+        if not _lifetime_allows(lifetime, privacy.ledger.epsilon_spent, privacy.ledger.budget):  # before it is kept
+            return cls(keys, client, announced, refusal=LIFETIME_REFUSAL)
         client.retired_reason = client.retired_reason or UNUSABLE_PLAN
         privacy.save()
         reports_dir = _reports_dir(config)
@@ -513,6 +537,8 @@ class ArtistPrivacy:
         decision = self.ledger.check_can_spend(self._planned(plan))
         if not decision.allowed:
             return self.retire(session, plan.round_id, f"privacy budget: {decision.reason}")
+        if self.lifetime is not None and not _lifetime_allows(self.lifetime, decision.epsilon_after, decision.budget):
+            return self.retire(session, plan.round_id, LIFETIME_REFUSAL)
         return True
 
     def _sits_out(self, plan: pb.RoundPlan, r: int) -> bool:
@@ -647,6 +673,7 @@ class ArtistPrivacy:
             assert self.announced is not None  # a DP artist's plan comes from an announcement
             snapshot.plan = plan_summary(self.plan, self.announced)
         snapshot.uploaded, snapshot.results = sorted(self.uploaded), self.results
+        snapshot.lifetime_key = None if self.lifetime is None else self.lifetime.run_key
         self.store.save(snapshot)
 
     # ------------------------------------------------------------------ reports
@@ -767,3 +794,54 @@ def _budget(config: ClientConfig, dp: DpConfig, delta: float) -> PrivacyBudget:
     """The artist's own budget: epsilon ``client.budget_epsilon`` or, if absent, the federation's
     target; delta the artist's (:func:`~fedstyle_secure.privacy.calibration.artist_delta`, its plan's)."""
     return PrivacyBudget(dp.epsilon if config.budget_epsilon is None else config.budget_epsilon, delta)
+
+
+def _lifetime_run(
+    config: ClientConfig, keys: ArtistKeys, plan: pb.RoundPlan, stored: ArtistSnapshot | None, dp: DpConfig
+) -> LifetimeRun:
+    """This run in the artist's lifetime ledger (``client.lifetime_ledger``): the run ledger's key (kept
+    in its state, a fresh random one for a new run), the portfolio's artworks and the lifetime epsilon
+    (``client.lifetime_epsilon``, else ``client.budget_epsilon``, else the federation's target)."""
+    assert config.state_dir is not None  # a DP artist's (ArtistPrivacy.open requires it)
+    try:
+        portfolio = artwork_digests(config.data)
+    except DataError as exc:
+        raise ConfigError(f"client.data: {exc}") from None
+    if not portfolio:
+        raise ConfigError(f"client.data: {config.data} holds no artwork file (the lifetime ledger counts artworks)")
+    limit = next(e for e in (config.lifetime_epsilon, config.budget_epsilon, dp.epsilon) if e is not None)
+    return LifetimeRun(
+        ledger=LifetimeLedger(config.lifetime_ledger or default_lifetime_ledger()),
+        run_key=(stored.lifetime_key if stored is not None else None) or secrets.token_hex(16),
+        artist_id=keys.artist_id,
+        run_id=plan.run_id,
+        state_dir=str(config.state_dir.resolve()),
+        portfolio=portfolio,
+        limit=limit,
+    )
+
+
+def _lifetime_spent(lifetime: LifetimeRun) -> bool:
+    """Whether other runs already spent the whole lifetime budget on this portfolio (logged): checked
+    before a new run draws its planning size, so such a refusal says nothing about it."""
+    others = lifetime.spent_by_others()
+    if others.epsilon < lifetime.limit:
+        return False
+    log.error(
+        "%s: %d earlier run(s) spent epsilon %.4g on these artworks, the whole lifetime budget %.4g (%s)",
+        lifetime.artist_id,
+        others.runs,
+        others.epsilon,
+        lifetime.limit,
+        lifetime.ledger.path,
+    )
+    return True
+
+
+def _lifetime_allows(lifetime: LifetimeRun, epsilon: float, budget: PrivacyBudget) -> bool:
+    """Record in the lifetime ledger that this run's ledger reaches ``epsilon`` (at ``budget``'s delta),
+    unless that takes an artwork above the lifetime budget (then logged, nothing recorded)."""
+    decision = lifetime.charge(epsilon, budget.delta)
+    if not decision.allowed:
+        log.error("%s: lifetime privacy budget: %s (%s)", lifetime.artist_id, decision.reason, lifetime.ledger.path)
+    return decision.allowed

@@ -14,6 +14,8 @@ What is kept (see :mod:`.artist_privacy` for why):
 * ``results`` -- what the artist computed in the phases of the latest round it acted in
   (its noised prototype publication, its packed contribution vector), to resend unchanged;
 * ``own`` -- its latest published prototypes (they enter its own training context);
+* ``lifetime_key`` -- the run's key in the artist's lifetime ledger
+  (:mod:`~fedstyle_secure.transport.artist.lifetime_ledger`);
 * ``rng`` -- the state of the seeded NumPy generator that picks augmented views and public images
   (not privacy-relevant), ``retired`` reason, ``uploaded`` report rounds and the ``plan`` it
   calibrated (to detect a changed federation plan after a restart).
@@ -169,6 +171,7 @@ class ArtistSnapshot:
     retired: str | None = None
     uploaded: list[int] = field(default_factory=list)
     results: list[CachedResult] = field(default_factory=list)
+    lifetime_key: str | None = None  # this run ledger's key in the artist's lifetime ledger (DP artists)
 
     def result(self, round_id: int, phase: str) -> CachedResult | None:
         return next((r for r in self.results if (r.round_id, r.phase) == (round_id, phase)), None)
@@ -211,6 +214,7 @@ class ArtistStateStore:
             "own_rows": None if snapshot.own is None else [int(r) for r in snapshot.own[0]],
             "own_round": snapshot.own_round,
             "standardised": snapshot.standardised,
+            "lifetime_key": snapshot.lifetime_key,
         }
         rows = {
             "meta": json.dumps(meta).encode(),
@@ -253,6 +257,7 @@ class ArtistStateStore:
                 retired=meta["retired"],
                 uploaded=[int(r) for r in meta["uploaded"]],
                 results=[CachedResult(int(r), str(p), npy_array(a), json.loads(m)) for r, p, m, a in results],
+                lifetime_key=None if meta.get("lifetime_key") is None else str(meta["lifetime_key"]),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise ConfigError(
@@ -448,8 +453,8 @@ class MaskingSessionStore:
 
 
 NEW_RUN_BUDGET_NOTE = (
-    "whose ledger starts at zero: epsilon adds up across runs on the same artworks, so give the new run's "
-    "client.budget_epsilon only what this run left (its reports in this state_dir say what it spent)"
+    "whose run ledger starts at zero; what this run spent on the same artworks stays counted in the "
+    "artist's lifetime ledger (client.lifetime_ledger, client.lifetime_epsilon)"
 )
 
 
