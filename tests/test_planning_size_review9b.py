@@ -170,16 +170,9 @@ def test_an_honest_server_announcing_more_than_32_refreshes_is_refused_at_start_
 
 
 def _run(tmp_path, data, secure: str, min_training: int) -> Run:
-    """One of two alternative runs of the target artist on the same artworks: each keeps its own lifetime
-    ledger (in one ledger the second run's charges would add to the first's)."""
     run = Run(tmp_path / f"run-{secure}-{min_training}", data, secure, 8.0)
     toml = run.configs.artists[TARGET]
-    ledger = run.configs.artists[TARGET].parent / f"lifetime-{min_training}.sqlite"
-    toml.write_text(
-        toml.read_text().replace(
-            "min_training_artworks = 1", f"min_training_artworks = {min_training}\nlifetime_ledger = {str(ledger)!r}"
-        )
-    )
+    toml.write_text(toml.read_text().replace("min_training_artworks = 1", f"min_training_artworks = {min_training}"))
     return run
 
 
