@@ -74,6 +74,7 @@ def measure(mode: str, args: argparse.Namespace, cache: Path) -> dict[str, float
                 cache_dir=cache,
                 state_dir=work / "state" / name,
                 reports_dir=work / "artist-reports" / name,
+                lifetime_ledger=work / "lifetime-ledger.sqlite",  # synthetic artists: not the user's ledger
             )
             try:
                 run_artist(client, load_artist_keys(keys, name), stop)

@@ -76,9 +76,17 @@ class LockProbingVector(EncryptedVector):
 
 
 def fake_portfolio(folder: Path) -> Path:
-    """A data folder ``<folder>/portfolio/artist_00/`` holding one FAKE artwork file (bytes, no image: the
-    lifetime ledger only hashes artwork files) for tests whose artist's features are fakes too."""
+    """A data folder ``<folder>/portfolio/artist_00/`` holding two FAKE artworks (small random PNGs,
+    their pixels seeded by ``folder``: another folder, other artworks) for tests whose artist's style
+    features are fakes too: the lifetime ledger keys a portfolio by its decoded pixels."""
+    import hashlib
+
+    import numpy as np
+    from PIL import Image
+
     artist = folder / "portfolio" / "artist_00"
     artist.mkdir(parents=True, exist_ok=True)
-    (artist / "fake-artwork.png").write_bytes(b"FAKE artwork of " + str(folder).encode())
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(str(folder).encode()).digest()[:8], "big"))
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)).save(artist / f"fake-{i}.png")
     return artist.parent

@@ -11,7 +11,9 @@ fakes: the server's end of the wire (``FakeSession``), the style features and th
 
 from __future__ import annotations
 
+import ast
 import multiprocessing
+import shutil
 import stat
 from pathlib import Path
 from typing import cast
@@ -19,6 +21,7 @@ from typing import cast
 import numpy as np
 import pytest
 
+from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.privacy.lifetime import RunSpend, check_lifetime, portfolio_spend
 from fedstyle_secure.privacy.plan import DpConfig
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
@@ -28,9 +31,10 @@ from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.wire import pb
 from tests.fakes import fake_portfolio
-from tests.test_dp_artist_attacks import FEATURES, FakeSession, _broadcast, _client, _keys, _plan
+from tests.test_dp_artist_attacks import ARTIST, FEATURES, FakeSession, _broadcast, _client, _keys, _plan
 
 LIFETIME = "lifetime privacy budget"
+REPO = Path(__file__).resolve().parent.parent
 
 # ---------------------------------------------------------------- pure: what a portfolio spent
 
@@ -49,23 +53,38 @@ def test_runs_add_up_per_artwork_and_the_portfolio_counts_its_most_spent_artwork
     assert portfolio_spend(runs, frozenset({"v"})).epsilon == 0.0
 
 
+LIMIT = (8.0, 1e-3)
+
+
 def test_the_lifetime_check_counts_this_run_once_and_the_others_in_full():
     runs = [_run("old", 5.0, "x"), _run("this", 1.0, "x")]
-    assert check_lifetime(runs, frozenset({"x"}), "this", 3.0, limit=8.0).allowed  # 5 + 3, not 5 + 1 + 3
-    refused = check_lifetime(runs, frozenset({"x"}), "this", 3.5, limit=8.0)
+    assert check_lifetime(runs, frozenset({"x"}), "this", (3.0, 1e-5), LIMIT).allowed  # 5 + 3, not 5 + 1 + 3
+    refused = check_lifetime(runs, frozenset({"x"}), "this", (3.5, 1e-5), LIMIT)
     assert not refused.allowed and refused.epsilon_after == pytest.approx(8.5)
     assert "1 earlier run(s) spent epsilon 5" in refused.reason
     with pytest.raises(ValueError, match="lifetime epsilon"):
-        check_lifetime(runs, frozenset({"x"}), "this", 1.0, limit=float("nan"))
-    with pytest.raises(ValueError, match="finite number >= 0"):
-        check_lifetime(runs, frozenset({"x"}), "this", float("inf"), limit=8.0)
+        check_lifetime(runs, frozenset({"x"}), "this", (1.0, 1e-5), (float("nan"), 1e-3))
+    with pytest.raises(ValueError, match="lifetime delta"):
+        check_lifetime(runs, frozenset({"x"}), "this", (1.0, 1e-5), (8.0, 1.0))
+    with pytest.raises(ValueError, match="finite >= 0"):
+        check_lifetime(runs, frozenset({"x"}), "this", (float("inf"), 1e-5), LIMIT)
+
+
+def test_the_summed_delta_is_bounded_too():
+    """Many cheap runs (200 at epsilon 0.01, delta 1e-2 each, e.g. with client.budget_delta set for a
+    small portfolio) summed to delta 2 and were allowed: only epsilon was checked (red-team review,
+    2026-12-02).  Delta sums are kept within the lifetime delta too."""
+    runs = [RunSpend(f"r{i}", 0.01, 1e-2, frozenset({"x"})) for i in range(200)]
+    decision = check_lifetime(runs, frozenset({"x"}), "this", (0.01, 1e-2), (8.0, 0.5))
+    assert decision.others.delta == pytest.approx(2.0) and not decision.allowed
+    assert check_lifetime(runs[:40], frozenset({"x"}), "this", (0.01, 1e-2), (8.0, 0.5)).allowed
 
 
 # ---------------------------------------------------------------- the SQLite store
 
 
 def _lifetime_run(ledger: LifetimeLedger, key: str, *artworks: str, limit: float = 8.0) -> LifetimeRun:
-    return LifetimeRun(ledger, key, "artist_00", "run-" + key, "/state/" + key, frozenset(artworks), limit)
+    return LifetimeRun(ledger, key, "artist_00", "run-" + key, "/state/" + key, frozenset(artworks), limit, 1e-3)
 
 
 def test_a_refused_charge_records_nothing_and_a_run_never_records_less(tmp_path):
@@ -205,7 +224,7 @@ def test_a_data_folder_without_artworks_is_named(tmp_path):
     (tmp_path / "empty" / "artist_00").mkdir(parents=True)
     from fedstyle_secure.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="client.data: .* holds no artwork file"):
+    with pytest.raises(ConfigError, match="client.data: .*usable artist folder"):
         _artist(tmp_path, "1", tmp_path / "empty")
 
 
@@ -229,3 +248,255 @@ def test_the_lifetime_command_shows_each_run_and_the_portfolios_sum(tmp_path, ca
     assert f"lifetime epsilon {total:.4g}" in capsys.readouterr().out
     assert main(["lifetime", "--ledger", str(tmp_path / "none.sqlite")]) == 2
     assert "no lifetime ledger at" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- red-team review (2026-12-02), its tests
+# A helper attacked the first version of the lifetime ledger; each test below failed on it (commit 362ca74).
+
+
+def _announced_at(epsilon: float) -> pb.DpParameters:
+    return pb.DpParameters(epsilon_budget=epsilon, clip_norm=1.0, accountant="prv")
+
+
+def _open(
+    tmp_path: Path, state: str, data: Path, epsilon: float, keys: ArtistKeys | None = None, **fields
+) -> ArtistPrivacy | None:
+    """An artist process on ``<tmp_path>/state-<state>``, under a federation announcing ``epsilon``."""
+    config = ClientConfig(keys=tmp_path, data=data, state_dir=tmp_path / f"state-{state}", **fields)
+    views = np.random.default_rng(5).normal(size=(3, N, FEATURES)).astype(np.float32)
+    first = _plan(1, pb.ROUND_KIND_TRAIN, "contribute", 1, _announced_at(epsilon))
+    return ArtistPrivacy.open(config, keys or _keys(), _client(DpConfig(epsilon=epsilon), views), first)
+
+
+def _take_part_at(privacy: ArtistPrivacy, server: FakeSession, epsilon: float) -> list[str]:
+    """The whole one-round run (DP-SGD, then the final release); the phases the artist acted in."""
+    session, acted = cast(ArtistSession, server), []
+    first = _plan(1, pb.ROUND_KIND_TRAIN, "contribute", 1, _announced_at(epsilon))
+    if privacy.admit(session, first):
+        privacy.contribution(session, first, lambda: _broadcast(1))
+        acted.append("contribute")
+    final = _plan(2, pb.ROUND_KIND_FINAL, "publish", 1, _announced_at(epsilon))
+    if privacy.admit(session, final):
+        privacy.publication(session, final, lambda: _broadcast(2))
+        acted.append("publish")
+    return acted
+
+
+# ---------------------------------------------------------------- 1. a federation without DP
+
+
+def test_an_artist_with_a_lifetime_budget_refuses_a_federation_without_dp(tmp_path):
+    """client.lifetime_epsilon = 4 (and no per-run budget_epsilon): the server simply announces no DP.
+    ArtistPrivacy.open returns None, so the artist trains and sends exact prototypes and contributions
+    of its artworks (epsilon = infinity), and nothing is recorded in the lifetime ledger either.
+    _without_dp only refuses when client.budget_epsilon is set."""
+    data = fake_portfolio(tmp_path)
+    config = ClientConfig(keys=tmp_path, data=data, state_dir=tmp_path / "state", lifetime_epsilon=4.0)
+    views = np.random.default_rng(5).normal(size=(3, N, FEATURES)).astype(np.float32)
+    no_dp = pb.RoundPlan(
+        round_id=1, kind=pb.ROUND_KIND_TRAIN, phase="contribute", total_rounds=1, participants=[ARTIST]
+    )
+    privacy = ArtistPrivacy.open(config, _keys(), _client(DpConfig(epsilon=4.0), views), no_dp)
+    assert privacy is not None and privacy.refusal is not None, "takes part without DP despite lifetime_epsilon"
+
+
+# ---------------------------------------------------------------- 2. the server sets the lifetime limit
+
+
+def test_a_server_announcing_a_larger_epsilon_next_time_cannot_raise_the_lifetime_limit(tmp_path):
+    """Neither client.lifetime_epsilon nor client.budget_epsilon set (the documented defaults): the limit
+    is each run's ANNOUNCED epsilon.  Run 1 announces 4 and spends it; run 2 (the "new federation",
+    fresh state_dir) announces 8: the limit is now 8, so run 2 may spend up to 8 - 3.97 more on the same
+    artworks (here its DP-SGD round, 0.35, before its final release is refused: 4.32 > 4 in all; a
+    multi-round plan spends more).  Doubling every run, the server makes the lifetime epsilon unbounded."""
+    data = fake_portfolio(tmp_path)
+    first = _open(tmp_path, "1", data, 4.0)
+    assert first is not None and _take_part_at(first, FakeSession(), 4.0) == ["contribute", "publish"]
+    spent_first = first.ledger.epsilon_spent
+    second = _open(tmp_path, "2", data, 8.0)
+    assert second is not None
+    acted = _take_part_at(second, FakeSession(), 8.0)
+    total = spent_first + (second.ledger.epsilon_spent if second.refusal is None else 0.0)
+    assert total <= 4.0 * (1 + 1e-9), f"run 2 acted in {acted}: the artworks reached epsilon {total:.3f}, limit 4"
+
+
+# ---------------------------------------------------------------- 3. one run key, two histories
+
+
+def test_a_rolled_back_state_dir_cannot_release_again_under_the_same_run_key(tmp_path):
+    """The state_dir is restored from a backup taken after the run began (its reports_dir inside it,
+    the default, so check_not_rolled_back sees nothing).  The restored state keeps its lifetime key, and
+    the lifetime ledger counts a run "at the most it ever recorded": the run redoes its DP-SGD and
+    final release with FRESH noise and the lifetime ledger still reads what one pass spent.  The
+    lifetime ledger, which lives outside the state_dir, is exactly the witness that could tell (it holds
+    more for this key than the restored ledger)."""
+    data, keys = fake_portfolio(tmp_path), _keys()
+    privacy = _open(tmp_path, "1", data, 4.0, keys, budget_epsilon=4.0)
+    assert privacy is not None and privacy.refusal is None
+    backup = tmp_path / "backup"
+    shutil.copytree(tmp_path / "state-1", backup)  # the run's planning count is charged; nothing released yet
+    assert _take_part_at(privacy, FakeSession(), 4.0) == ["contribute", "publish"]
+    once = privacy.ledger.epsilon_spent
+    shutil.rmtree(tmp_path / "state-1")
+    shutil.copytree(backup, tmp_path / "state-1")  # the rollback
+    try:
+        resumed = _open(tmp_path, "1", data, 4.0, keys, budget_epsilon=4.0)
+    except ConfigError:
+        return  # refused as rolled back: the fix
+    assert resumed is not None
+    acted = _take_part_at(resumed, FakeSession(), 4.0)
+    assert acted == [], (
+        f"released {acted} again with fresh noise: the artworks spent ~{2 * once:.2f} in all, the lifetime "
+        f"ledger records {max(r.spend.epsilon for r in resumed.lifetime.ledger.runs()):.2f}, limit 4"
+    )
+
+
+def test_a_copied_state_dir_run_beside_the_original_counts_as_a_second_run(tmp_path):
+    """A state_dir copied after its first start (same lifetime key, its reports inside) and run as a second
+    artist process on the same artworks: each releases with its own noise, the lifetime ledger keeps ONE
+    row (the max of the two, its state_dir column overwritten by whichever charged last)."""
+    data, keys = fake_portfolio(tmp_path), _keys()
+    original = _open(tmp_path, "1", data, 4.0, keys, budget_epsilon=4.0)
+    assert original is not None and original.refusal is None
+    shutil.copytree(tmp_path / "state-1", tmp_path / "state-2")
+    with pytest.raises(ConfigError, match="a copied state_dir must not run beside its original"):
+        _open(tmp_path, "2", data, 4.0, keys, budget_epsilon=4.0)
+    assert _take_part_at(original, FakeSession(), 4.0) == ["contribute", "publish"]
+
+
+# ---------------------------------------------------------------- 4. artwork identity
+
+
+def _png_portfolio(folder: Path, compress_level: int, comment: str | None = None) -> Path:
+    """``<folder>/portfolio/artist_00/`` with two PNGs of the SAME pixels, written at ``compress_level``
+    (and with a text chunk ``comment``): what an export, an optimiser or a metadata tool produces."""
+    from PIL import Image, PngImagePlugin
+
+    artist = folder / "portfolio" / "artist_00"
+    artist.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        pixels = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+        info = PngImagePlugin.PngInfo()
+        if comment is not None:
+            info.add_text("Comment", comment)
+        Image.fromarray(pixels).save(artist / f"{i}.png", compress_level=compress_level, pnginfo=info)
+    return artist.parent
+
+
+def test_the_same_pixels_in_a_re_saved_file_are_the_same_artworks(tmp_path):
+    """Run 1 on the artist's portfolio; run 2 on the same images re-saved losslessly (another zlib level,
+    a metadata comment): every pixel the model reads is identical, but SHA-256 of the file bytes differs,
+    so the lifetime ledger sees new artworks and run 2 gets the whole budget again."""
+    from fedstyle_secure.data.images import decode_image
+
+    original = _png_portfolio(tmp_path / "a", compress_level=9)
+    resaved = _png_portfolio(tmp_path / "b", compress_level=1, comment="exported by the artist's photo app")
+    for name in ("0.png", "1.png"):  # the training input is identical
+        assert np.array_equal(
+            decode_image(original / "artist_00" / name, 64), decode_image(resaved / "artist_00" / name, 64)
+        )
+    first = _open(tmp_path, "1", original, 4.0, budget_epsilon=4.0)
+    assert first is not None and _take_part_at(first, FakeSession(), 4.0) == ["contribute", "publish"]
+    second = _open(tmp_path, "2", resaved, 4.0, budget_epsilon=4.0)
+    assert second is not None
+    assert second.refusal is not None and LIFETIME in second.refusal, "the re-saved portfolio's budget is whole again"
+
+
+# ---------------------------------------------------------------- 5. harnesses and the user's ledger
+
+
+def test_no_script_runs_dp_artists_on_the_users_lifetime_ledger():
+    """scripts/bench_bytes.py (README: `python scripts/bench_bytes.py --artists 4 --modes none,ckks`, DP
+    epsilon 8 by default) builds ClientConfig(state_dir=...) for synthetic artists without a
+    lifetime_ledger: they record in the user's real ledger, and since write_synthetic_folder(seed=0) writes
+    byte-identical PNGs every time, the SECOND mode's federation is refused outright (measured: "1 earlier
+    run(s) spent epsilon 7.96 on these artworks ... would exceed the lifetime budget epsilon=8")."""
+    offenders = []
+    for script in sorted((REPO / "scripts").glob("*.py")):
+        for node in ast.walk(ast.parse(script.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ClientConfig":
+                names = {k.arg for k in node.keywords}
+                if "state_dir" in names and "lifetime_ledger" not in names:
+                    offenders.append(f"{script.name}:{node.lineno}")
+    assert offenders == [], f"DP-capable trial artists on the user's lifetime ledger: {offenders}"
+
+
+def test_a_lifetime_ledger_path_in_a_shared_folder_does_not_chmod_that_folder(tmp_path):
+    """FEDSTYLE_LIFETIME_LEDGER=/tmp/ledger.sqlite (or client.lifetime_ledger = "~/ledger.sqlite", or
+    `fedstyle lifetime --ledger /tmp/copy.sqlite`, the read-only view) runs private_database, which
+    chmods the ledger's PARENT folder to 0700: as root that turned /tmp from 1777 into 0700 during this
+    review (restored by hand); as another user it is a ConfigError "cannot restrict its permissions"."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    LifetimeLedger(shared / "lifetime-ledger.sqlite")
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777, oct(stat.S_IMODE(shared.stat().st_mode))
+
+
+def test_the_read_only_lifetime_view_writes_nothing(tmp_path):
+    """`fedstyle lifetime --ledger FILE` is documented read-only; on an SQLite file that is not a lifetime
+    ledger (a wrong path, another tool's database) it creates the runs/artworks tables in it."""
+    import sqlite3
+
+    from fedstyle_secure.cli.main import main
+
+    other = tmp_path / "other.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE notes (x TEXT)").connection.commit()
+    main(["lifetime", "--ledger", str(other)])
+    tables = {r[0] for r in sqlite3.connect(other).execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"notes"}, tables
+
+
+# ---------------------------------------------------------------- 7. a reservation no release used
+
+
+def test_a_server_cannot_burn_the_lifetime_budget_with_a_phase_it_never_lets_run(tmp_path):
+    """admit() records the run's epsilon AFTER the planned charge in the lifetime ledger before the
+    mechanism runs.  A server that sends the final publish plan and then fails the broadcast download
+    (or ends the run) leaves that reservation in the lifetime ledger for good, although nothing was
+    released and the run's own ledger and reports never held it: the artworks' lifetime budget is spent
+    for nothing, and the artist's next federation on them is refused."""
+    data = fake_portfolio(tmp_path)
+    privacy = _open(tmp_path, "1", data, 4.0, budget_epsilon=4.0)
+    assert privacy is not None and privacy.refusal is None and privacy.lifetime is not None
+    final = _plan(2, pb.ROUND_KIND_FINAL, "publish", 1, _announced_at(4.0))
+    assert privacy.admit(cast(ArtistSession, FakeSession()), final)  # then the broadcast never comes
+    recorded = {r.spend.run_key: r.spend.epsilon for r in privacy.lifetime.ledger.runs()}
+    spent = privacy.ledger.epsilon_spent
+    assert recorded[privacy.lifetime.run_key] == pytest.approx(spent), (
+        f"lifetime ledger holds {recorded[privacy.lifetime.run_key]:.3f} for a run that spent {spent:.3f}"
+    )
+
+
+# ---------------------------------------------------------------- 8. a refusal that depends on the size
+
+
+def _open_with(tmp_path: Path, state: str, data: Path, n: int, ledger: Path) -> ArtistPrivacy | None:
+    config = ClientConfig(
+        keys=tmp_path, data=data, state_dir=tmp_path / f"state-{state}", budget_epsilon=4.0, lifetime_ledger=ledger
+    )
+    views = np.random.default_rng(5).normal(size=(3, n, FEATURES)).astype(np.float32)
+    first = _plan(1, pb.ROUND_KIND_TRAIN, "contribute", 1, _announced_at(4.0))
+    return ArtistPrivacy.open(config, _keys(), _client(DpConfig(epsilon=4.0), views), first)
+
+
+@pytest.mark.parametrize("left", [0.38, 0.7])
+def test_whether_a_new_run_is_refused_does_not_depend_on_the_portfolio_size(tmp_path, left):
+    """The new run's count was checked against the lifetime after its planning size m was drawn, at the
+    artist's delta, default_delta(m): 1e-5 up to m = 10^4, 1e-6 above, so the count costs 0.351 or 0.407.
+    With 0.38 of the lifetime left (the server chose the earlier runs' epsilons), a portfolio of 40 took
+    part and one of 20,000 was refused -- a refusal that charges and records nothing (an uncharged bit
+    on n; one per new state_dir).  Both sizes now get the same answer, whatever is left."""
+    outcomes = {}
+    for n in (40, 20_000):
+        ledger = tmp_path / f"lifetime-{n}.sqlite"
+        data = fake_portfolio(tmp_path / str(n))
+        from fedstyle_secure.data.images import artwork_keys
+
+        earlier = LifetimeRun(LifetimeLedger(ledger), "earlier", ARTIST, "run-0", "/old", artwork_keys(data), 4.0, 1e-3)
+        assert earlier.charge(4.0 - left, 1e-5).allowed
+        privacy = _open_with(tmp_path / str(n), "new", data, n, ledger)
+        assert privacy is not None
+        outcomes[n] = privacy.refusal
+    assert outcomes[40] == outcomes[20_000], outcomes

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fedstyle_secure.data.images import artwork_digests
+from fedstyle_secure.data.images import artwork_keys
 from fedstyle_secure.errors import ConfigError, DataError
 from fedstyle_secure.experiments.output import render_table
 from fedstyle_secure.privacy.lifetime import portfolio_spend
@@ -18,7 +18,7 @@ from fedstyle_secure.transport.artist.lifetime_ledger import (
     default_lifetime_ledger,
 )
 
-COLUMNS = ("artist", "run id", "epsilon", "delta", "artworks", "updated (UTC)", "state_dir")
+COLUMNS = ("artist", "run id", "epsilon", "delta", "lifetime epsilon", "artworks", "updated (UTC)", "state_dir")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,9 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "lifetime",
         help="show the epsilon every DP run spent on an artist's artworks (its lifetime ledger)",
         description="List the runs an artist's lifetime ledger records: each run's epsilon (at its delta) on "
-        "the artworks it held.  Runs on the same artworks add up: with --data, the portfolio's lifetime "
-        "epsilon is the largest sum over its artworks, which `fedstyle client` keeps within "
-        "client.lifetime_epsilon.  Read-only.",
+        "the artworks it held (told apart by their decoded pixels).  Runs on the same artworks add up: with "
+        "--data, the portfolio's lifetime epsilon is the largest sum over its artworks, which `fedstyle "
+        "client` keeps within client.lifetime_epsilon.  Opens the ledger read-only.",
     )
     p.add_argument(
         "--ledger",
@@ -46,13 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path = args.ledger or default_lifetime_ledger()
-    if not path.is_file():
-        raise ConfigError(f"no lifetime ledger at {path}: no DP run of an artist recorded one there")
-    runs = LifetimeLedger(path).runs()
+    runs = LifetimeLedger.read_runs(path)  # read-only
     result: dict[str, Any] = {"ledger": str(path), "runs": [_run_row(r) for r in runs]}
     if args.data is not None:
         try:
-            portfolio = artwork_digests(args.data)
+            portfolio = artwork_keys(args.data)
         except DataError as exc:
             raise ConfigError(f"--data: {exc}") from None
         spend = portfolio_spend((r.spend for r in runs), portfolio)
@@ -73,6 +71,8 @@ def _run_row(run: RecordedRun) -> dict[str, Any]:
         "run_id": run.run_id,
         "epsilon": run.spend.epsilon,
         "delta": run.spend.delta,
+        "lifetime_epsilon": run.lifetime_epsilon,
+        "charges": run.charges,
         "artworks": len(run.spend.artworks),
         "updated": run.updated,
         "state_dir": run.state_dir,
@@ -86,6 +86,7 @@ def _table(result: dict[str, Any]) -> str:
             r["run_id"] or "(unnamed)",
             f"{r['epsilon']:.4g}",
             f"{r['delta']:.3g}",
+            f"{r['lifetime_epsilon']:.4g}",
             r["artworks"],
             r["updated"],
             r["state_dir"],

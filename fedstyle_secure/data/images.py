@@ -352,21 +352,6 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def artwork_digests(root: Path) -> frozenset[str]:
-    """The SHA-256 (hex) of every image file's bytes under ``<root>/<artist>/``: which artworks a
-    portfolio holds, for the lifetime ledger (nothing decoded; a re-encoded copy is another artwork).
-    :class:`DataError` as :func:`artist_folders`, or naming a file that cannot be read."""
-    digests = set()
-    for folder in artist_folders(Path(root)):
-        for path in _image_files(folder):
-            try:
-                with path.open("rb") as stream:
-                    digests.add(hashlib.file_digest(stream, "sha256").hexdigest())
-            except OSError as exc:
-                raise DataError(f"cannot read artwork {path}: {exc.strerror or exc}") from exc
-    return frozenset(digests)
-
-
 def load_image_folder(
     root: Path | str, size: int = DEFAULT_IMAGE_SIZE, min_artists: int = 2
 ) -> tuple[ArtworkSet, LoadReport]:
@@ -436,6 +421,14 @@ def artwork_set_from_arrays(
         keys=tuple(content_key(img) for img in images),
         sources=tuple(f"{source_prefix}:{i}" for i in range(len(images))),
     )
+
+
+def artwork_keys(root: Path) -> frozenset[str]:
+    """The content keys (:func:`content_key` of the decoded pixels) of every artwork
+    :func:`load_image_folder` reads from ``root``: which artworks a portfolio holds, for the lifetime
+    ledger (a losslessly re-saved copy is the same artwork).  :class:`DataError` as that function."""
+    artworks, _ = load_image_folder(root, min_artists=1)
+    return frozenset(artworks.keys)
 
 
 def load_public_folder(root: Path | str, size: int = DEFAULT_IMAGE_SIZE, limit: int | None = None) -> np.ndarray:

@@ -103,6 +103,7 @@ class ClientConfig:
     # the most epsilon any of this artist's artworks may ever reach, over every run (None = budget_epsilon,
     # else each run's target); kept in lifetime_ledger (None = transport.artist.lifetime_ledger's default)
     lifetime_epsilon: PositiveFinite | None = None
+    lifetime_delta: Probability | None = None  # the summed delta's cap (None = LIFETIME_DELTA_RUNS x the run's bound)
     lifetime_ledger: ConfigPath | None = None
     # the artist's portfolio-size rule (privacy.plan.DEFAULT_MIN_TRAINING_ARTWORKS): below it, no DP-SGD
     min_training_artworks: Positive = DEFAULT_MIN_TRAINING_ARTWORKS

@@ -2,27 +2,36 @@
 any run's ``client.state_dir`` (default ``$XDG_DATA_HOME/fedstyle-secure/lifetime-ledger.sqlite``).
 
 A run's own ledger lives in its ``state_dir``; a new federation needs a fresh one, which starts at
-zero.  This file is what makes epsilon add up across runs on the same artworks: each run (one key
-per run ledger, kept in its state) records here, before anything it computes leaves the machine,
-the epsilon its ledger will have spent after the charge, and :meth:`LifetimeLedger.charge` refuses
-a charge that would take any artwork's sum over all runs above the artist's lifetime epsilon
-(:func:`~fedstyle_secure.privacy.lifetime.check_lifetime`).  Check and record are one ``BEGIN
-IMMEDIATE`` transaction, so two runs of one artist started side by side cannot both spend the rest.
+zero.  This file is what makes epsilon add up across runs on the same artworks.  Each run (one key
+per run ledger, random, kept in its state) records here:
 
-Artworks are told apart by the SHA-256 of their files' bytes: the same file in another folder is the
-same artwork; a re-encoded or edited copy is a new one.  Threat model: the file is the artist's own
-(0600 in a 0700 folder); deleting it forgets every earlier run, as deleting a ``state_dir`` forgets
-a run's spend -- nothing on one machine can prevent that.  Runs on another machine are not seen.
+* before a charged result is kept (and so before it leaves), the epsilon and delta its ledger
+  reaches with the charge -- :meth:`LifetimeLedger.charge` refuses, recording nothing, a charge that
+  would take any artwork's sums over all runs above the lifetime budget
+  (:func:`~fedstyle_secure.privacy.lifetime.check_lifetime`), in one ``BEGIN IMMEDIATE`` transaction
+  with the check, so two runs of one artist started side by side cannot both spend the rest;
+* after the result is kept, the number of charges its ledger holds (:meth:`LifetimeLedger.commit`):
+  a ``state_dir`` rolled back to fewer charges, or copied and run from another folder under the same
+  key, would release again under a key already counted, and is refused (:meth:`LifetimeLedger.bind`);
+* the lifetime epsilon in effect, so that a later run whose limit comes from the server's announced
+  target cannot raise it (:meth:`LifetimeLedger.recorded_limit`).
+
+Artworks are told apart by their decoded pixels
+(:func:`~fedstyle_secure.data.images.artwork_keys`): a losslessly re-saved copy is the same artwork,
+a lossy re-encoding or an edit is a new one.  Threat model: the file is the artist's own (0600);
+deleting it forgets every earlier run, as deleting a ``state_dir`` forgets a run's spend -- nothing
+on one machine can prevent that.  Runs on another machine, or recorded in another ledger file, are
+not seen.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.privacy.budget import utc_now_iso
 from fedstyle_secure.privacy.lifetime import (
     LifetimeDecision,
@@ -31,13 +40,15 @@ from fedstyle_secure.privacy.lifetime import (
     check_lifetime,
     portfolio_spend,
 )
-from fedstyle_secure.transport.sqlite_io import connect, private_database, transaction
+from fedstyle_secure.transport.sqlite_io import connect, restrict_mode, transaction
 
 LIFETIME_LEDGER_VARIABLE = "FEDSTYLE_LIFETIME_LEDGER"
 LIFETIME_LEDGER_FILE = "lifetime-ledger.sqlite"
+TABLES = ("runs", "artworks")
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS runs (run_key TEXT PRIMARY KEY, artist_id TEXT NOT NULL, run_id TEXT NOT NULL, "
-    "state_dir TEXT NOT NULL, epsilon REAL NOT NULL, delta REAL NOT NULL, updated TEXT NOT NULL)",
+    "state_dir TEXT NOT NULL, epsilon REAL NOT NULL, delta REAL NOT NULL, lifetime_epsilon REAL NOT NULL, "
+    "charges INTEGER NOT NULL, updated TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS artworks (run_key TEXT NOT NULL, artwork TEXT NOT NULL, "
     "PRIMARY KEY (run_key, artwork))",
 )
@@ -55,68 +66,22 @@ def default_lifetime_ledger() -> Path:
 
 @dataclass(frozen=True)
 class RecordedRun:
-    """One run's row: its spend and where it came from (artist, the server's run id, its state_dir)."""
+    """One run's row: its spend, the lifetime epsilon it ran under, the charges it committed, and where
+    it came from (artist, the server's run id, its state_dir)."""
 
     spend: RunSpend
     artist_id: str
     run_id: str
     state_dir: str
+    lifetime_epsilon: float
+    charges: int
     updated: str
-
-
-class LifetimeLedger:
-    """The lifetime ledger file at ``path`` (created 0600 on first use)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        private_database(self.path)
-        with transaction(self.path) as db:
-            for statement in SCHEMA:
-                db.execute(statement)
-
-    def runs(self) -> list[RecordedRun]:
-        """Every recorded run, oldest update first."""
-        db = connect(self.path)
-        try:
-            return _read_runs(db.execute("SELECT run_key, artwork FROM artworks").fetchall(), db)
-        finally:
-            db.close()
-
-    def spent(self, portfolio: frozenset[str], *, excluding: str | None = None) -> PortfolioSpend:
-        """What the recorded runs (but run ``excluding``) spent on ``portfolio``."""
-        return portfolio_spend((r.spend for r in self.runs()), portfolio, excluding=excluding)
-
-    def charge(self, run: LifetimeRun, epsilon: float, delta: float) -> LifetimeDecision:
-        """Record that ``run`` reaches ``epsilon`` (its own ledger's epsilon after the charge about to be
-        made, at its ``delta``) on its portfolio, if every artwork's lifetime epsilon stays within
-        ``run.limit``; otherwise record nothing.  A run's epsilon here only grows (a rolled-back state
-        holding less is counted at the most it ever recorded)."""
-        with transaction(self.path) as db:
-            rows = db.execute("SELECT run_key, artwork FROM artworks").fetchall()
-            recorded = {r.spend.run_key: r for r in _read_runs(rows, db)}
-            before = recorded.get(run.run_key)
-            held = run.portfolio | (before.spend.artworks if before is not None else frozenset())
-            epsilon = max(epsilon, before.spend.epsilon if before is not None else 0.0)
-            delta = max(delta, before.spend.delta if before is not None else 0.0)
-            decision = check_lifetime((r.spend for r in recorded.values()), held, run.run_key, epsilon, run.limit)
-            if decision.allowed:
-                db.execute(
-                    "INSERT OR REPLACE INTO runs (run_key, artist_id, run_id, state_dir, epsilon, delta, updated) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (run.run_key, run.artist_id, run.run_id, run.state_dir, epsilon, delta, utc_now_iso()),
-                )
-                db.executemany(
-                    "INSERT OR IGNORE INTO artworks (run_key, artwork) VALUES (?, ?)",
-                    [(run.run_key, artwork) for artwork in sorted(run.portfolio)],
-                )
-            return decision
 
 
 @dataclass(frozen=True)
 class LifetimeRun:
     """One run ledger's place in the lifetime ``ledger``: its key (random, kept in the run's state), who
-    and what it is, the artworks it holds (:func:`~fedstyle_secure.data.images.artwork_digests`) and the
-    artist's lifetime epsilon ``limit``."""
+    and what it is, the artworks it holds and the lifetime budget ``(limit, delta_limit)``."""
 
     ledger: LifetimeLedger
     run_key: str
@@ -125,20 +90,159 @@ class LifetimeRun:
     state_dir: str
     portfolio: frozenset[str]
     limit: float
+    delta_limit: float
 
     def spent_by_others(self) -> PortfolioSpend:
         return self.ledger.spent(self.portfolio, excluding=self.run_key)
 
+    def check(self, epsilon: float, delta: float) -> LifetimeDecision:
+        return self.ledger.check(self, epsilon, delta)
+
     def charge(self, epsilon: float, delta: float) -> LifetimeDecision:
         return self.ledger.charge(self, epsilon, delta)
 
+    def commit(self, charges: int) -> None:
+        self.ledger.commit(self, charges)
 
-def _read_runs(artwork_rows: Iterable[tuple[str, str]], db: sqlite3.Connection) -> list[RecordedRun]:
+    def bind(self, held_charges: int) -> None:
+        self.ledger.bind(self, held_charges)
+
+
+class LifetimeLedger:
+    """The lifetime ledger file at ``path``: created 0600 on first use (its folder 0700 when this creates
+    it; an existing folder is left as it is: the file may sit in a shared one)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(mode=0o700, parents=True)
+        try:
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise ConfigError(f"{self.path}: cannot open the lifetime ledger: {exc.strerror or exc}") from exc
+        restrict_mode(self.path, 0o600)
+        with transaction(self.path) as db:
+            for statement in SCHEMA:
+                db.execute(statement)
+
+    @staticmethod
+    def read_runs(path: Path) -> list[RecordedRun]:
+        """The runs recorded in the ledger at ``path``, opened read-only (nothing created or changed);
+        :class:`ConfigError` if there is none or it is not a lifetime ledger."""
+        if not Path(path).is_file():
+            raise ConfigError(f"no lifetime ledger at {path}: no DP run of an artist recorded one there")
+        try:
+            db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if not set(TABLES) <= tables:
+                    raise ConfigError(f"{path} is not a lifetime ledger (tables {sorted(tables)})")
+                return _read_runs(db)
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"{path}: not a readable lifetime ledger: {exc}") from exc
+
+    def runs(self) -> list[RecordedRun]:
+        """Every recorded run, oldest update first."""
+        db = connect(self.path)
+        try:
+            return _read_runs(db)
+        finally:
+            db.close()
+
+    def spent(self, portfolio: frozenset[str], *, excluding: str | None = None) -> PortfolioSpend:
+        """What the recorded runs (but run ``excluding``) spent on ``portfolio``."""
+        return portfolio_spend((r.spend for r in self.runs()), portfolio, excluding=excluding)
+
+    def recorded_limit(self, portfolio: frozenset[str]) -> float | None:
+        """The smallest lifetime epsilon any run holding one of these artworks ran under (None: no run)."""
+        limits = [r.lifetime_epsilon for r in self.runs() if r.spend.artworks & portfolio]
+        return min(limits, default=None)
+
+    def check(self, run: LifetimeRun, epsilon: float, delta: float) -> LifetimeDecision:
+        """:meth:`charge` without recording anything."""
+        recorded = {r.spend.run_key: r for r in self.runs()}
+        return _decide(recorded, run, epsilon, delta)
+
+    def charge(self, run: LifetimeRun, epsilon: float, delta: float) -> LifetimeDecision:
+        """Record that ``run`` reaches ``(epsilon, delta)`` (its own ledger's after the charge about to be
+        kept) on its portfolio, if every artwork's lifetime sums stay within the run's limits; otherwise
+        record nothing.  A run's epsilon and delta here only grow."""
+        with transaction(self.path) as db:
+            recorded = {r.spend.run_key: r for r in _read_runs(db)}
+            decision = _decide(recorded, run, epsilon, delta)
+            if decision.allowed:
+                before = recorded.get(run.run_key)
+                db.execute(
+                    "INSERT OR REPLACE INTO runs (run_key, artist_id, run_id, state_dir, epsilon, delta, "
+                    "lifetime_epsilon, charges, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run.run_key,
+                        run.artist_id,
+                        run.run_id,
+                        run.state_dir if before is None else before.state_dir,
+                        decision.run_epsilon,
+                        decision.run_delta,
+                        run.limit,
+                        0 if before is None else before.charges,
+                        utc_now_iso(),
+                    ),
+                )
+                db.executemany(
+                    "INSERT OR IGNORE INTO artworks (run_key, artwork) VALUES (?, ?)",
+                    [(run.run_key, artwork) for artwork in sorted(run.portfolio)],
+                )
+            return decision
+
+    def commit(self, run: LifetimeRun, charges: int) -> None:
+        """Note that ``run``'s ledger durably holds ``charges`` mechanisms (after they were kept, before
+        anything computed from them leaves).  Only grows."""
+        with transaction(self.path) as db:
+            db.execute(
+                "UPDATE runs SET charges = MAX(charges, ?), updated = ? WHERE run_key = ?",
+                (int(charges), utc_now_iso(), run.run_key),
+            )
+
+    def bind(self, run: LifetimeRun, held_charges: int) -> None:
+        """Raise :class:`ConfigError` unless ``run``'s state may resume under its key: the key was never
+        recorded, or it was recorded for this very ``state_dir`` and with at most ``held_charges``
+        committed charges.  A state rolled back to fewer charges, or copied to another folder, would
+        release again what the key already counts once."""
+        recorded = next((r for r in self.runs() if r.spend.run_key == run.run_key), None)
+        if recorded is None:
+            return
+        if recorded.state_dir != run.state_dir:
+            raise ConfigError(
+                f"client.state_dir: this run's state was recorded in {recorded.state_dir}, not in {run.state_dir} "
+                f"({self.path}): a copied state_dir must not run beside its original (a moved one: move it back)"
+            )
+        if recorded.charges > held_charges:
+            raise ConfigError(
+                f"client.state_dir: its ledger holds {held_charges} charge(s), but the lifetime ledger {self.path} "
+                f"shows {recorded.charges} kept for this run: the state was rolled back (a restored backup?); "
+                "refusing to run, which would release again what was already released"
+            )
+
+
+def _decide(recorded: dict[str, RecordedRun], run: LifetimeRun, epsilon: float, delta: float) -> LifetimeDecision:
+    """:func:`check_lifetime` for ``run`` at (at least) what it recorded before, on its portfolio and the
+    artworks it recorded before."""
+    before = recorded.get(run.run_key)
+    held = run.portfolio | (before.spend.artworks if before is not None else frozenset())
+    if before is not None:
+        epsilon, delta = max(epsilon, before.spend.epsilon), max(delta, before.spend.delta)
+    spends = (r.spend for r in recorded.values())
+    return check_lifetime(spends, held, run.run_key, (epsilon, delta), (run.limit, run.delta_limit))
+
+
+def _read_runs(db: sqlite3.Connection) -> list[RecordedRun]:
     artworks: dict[str, set[str]] = {}
-    for run_key, artwork in artwork_rows:
+    for run_key, artwork in db.execute("SELECT run_key, artwork FROM artworks").fetchall():
         artworks.setdefault(str(run_key), set()).add(str(artwork))
     rows = db.execute(
-        "SELECT run_key, artist_id, run_id, state_dir, epsilon, delta, updated FROM runs ORDER BY updated, run_key"
+        "SELECT run_key, artist_id, run_id, state_dir, epsilon, delta, lifetime_epsilon, charges, updated FROM runs "
+        "ORDER BY updated, run_key"
     ).fetchall()
     return [
         RecordedRun(
@@ -146,7 +250,9 @@ def _read_runs(artwork_rows: Iterable[tuple[str, str]], db: sqlite3.Connection) 
             str(artist),
             str(run_id),
             str(state_dir),
+            float(limit),
+            int(charges),
             str(updated),
         )
-        for key, artist, run_id, state_dir, eps, delta, updated in rows
+        for key, artist, run_id, state_dir, eps, delta, limit, charges, updated in rows
     ]

@@ -67,6 +67,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import secrets
 import sys
 from collections.abc import Callable
@@ -78,7 +79,7 @@ import grpc
 import numpy as np
 import torch
 
-from fedstyle_secure.data.images import artwork_digests
+from fedstyle_secure.data.images import artwork_keys
 from fedstyle_secure.errors import ConfigError, DataError, PrivacyError
 from fedstyle_secure.federation.client import Broadcast, Publication, StyleClient
 from fedstyle_secure.federation.packing import Layout, pack, unpack
@@ -93,7 +94,7 @@ from fedstyle_secure.privacy.accounting import (
     remember_epsilons,
 )
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
-from fedstyle_secure.privacy.calibration import artist_delta
+from fedstyle_secure.privacy.calibration import DEFAULT_DELTA_CAP, artist_delta
 from fedstyle_secure.privacy.jsonio import read_json
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mechanism, SampledGaussian
 from fedstyle_secure.privacy.plan import (
@@ -105,6 +106,7 @@ from fedstyle_secure.privacy.plan import (
     noisy_portfolio_size,
     plan_participation,
     planning_ledger,
+    portfolio_size_count,
 )
 from fedstyle_secure.privacy.report_store import record_charges, recorded_charges, report_path
 from fedstyle_secure.privacy.reports import canonical_json, redacted_report, reported_accountants
@@ -296,7 +298,9 @@ class ArtistPrivacy:
         if stored is None:  # a state rolled back to nothing must not draw a second planning size
             check_not_rolled_back(None, reports_dir, keys.artist_id)
         lifetime = _lifetime_run(config, keys, plan, stored, dp)
-        if (stored is None or stored.ledger is None) and _lifetime_spent(lifetime):  # before a size is drawn
+        if stored is not None and stored.ledger is not None:  # a copied or rolled-back state_dir is refused
+            lifetime.bind(len(stored.ledger["mechanisms"]))
+        elif not _lifetime_has_room_for_a_count(lifetime, dp, config):  # before a size is drawn or read
             return cls(keys, client, announced, refusal=LIFETIME_REFUSAL)
         size = _planning_size(stored, n, client)  # the plan never reads the exact n
         try:
@@ -333,18 +337,15 @@ class ArtistPrivacy:
             except PrivacyError as exc:  # the count alone is over this artist's own budget: as in _refusing
                 log.error("%s: %s", keys.artist_id, exc)
                 return cls(keys, client, announced, refusal=UNUSABLE_PLAN)
-            if not _lifetime_allows(
-                lifetime, fresh.epsilon_spent, fresh.budget
-            ):  # recorded before the new ledger is kept
+            if not _lifetime_allows(lifetime, fresh.epsilon_spent, fresh.budget):  # before the ledger is kept
                 return cls(keys, client, announced, refusal=LIFETIME_REFUSAL)
         privacy = cls(keys, client, announced, store=store, lifetime=lifetime)
         privacy._restore(dp_plan, budget, n, stored, fresh)
-        if fresh is None and not _lifetime_allows(
-            lifetime, privacy.ledger.epsilon_spent, privacy.ledger.budget
-        ):  # a resumed run (or one from before
-            privacy.refusal = privacy.refusal or LIFETIME_REFUSAL  # the lifetime ledger): recorded again
+        if fresh is None and not _lifetime_allows(lifetime, privacy.ledger.epsilon_spent, privacy.ledger.budget):
+            privacy.refusal = privacy.refusal or LIFETIME_REFUSAL  # a resumed run (counted again: idempotent)
         elif fresh is None and stored.lifetime_key is None:
             privacy.save()  # the lifetime key of a run begun before there was a lifetime ledger
+        lifetime.commit(len(privacy.ledger.history))  # the state holds them now
         check_not_rolled_back(client.ledger, reports_dir, keys.artist_id)
         if fresh is not None:  # a state rolled back to before this point is caught (no second draw)
             record_charges(reports_dir, keys.artist_id, len(fresh.history))
@@ -398,6 +399,7 @@ class ArtistPrivacy:
             return cls(keys, client, announced, refusal=LIFETIME_REFUSAL)
         client.retired_reason = client.retired_reason or UNUSABLE_PLAN
         privacy.save()
+        lifetime.commit(len(privacy.ledger.history))
         reports_dir = _reports_dir(config)
         record_charges(reports_dir, keys.artist_id, len(privacy.ledger.history))
         privacy.writer = _report_writer(reports_dir, keys, plan)
@@ -405,13 +407,23 @@ class ArtistPrivacy:
 
     @classmethod
     def _without_dp(cls, config: ClientConfig, keys: ArtistKeys, client: StyleClient) -> ArtistPrivacy | None:
-        if config.budget_epsilon is not None:
+        demands = [
+            f"client.{name} = {value:g}"
+            for name, value in (
+                ("budget_epsilon", config.budget_epsilon),
+                ("lifetime_epsilon", config.lifetime_epsilon),
+                ("lifetime_delta", config.lifetime_delta),
+            )
+            if value is not None
+        ]
+        if not demands and _lifetime_ledger_holds(config):
+            demands = [f"its artworks are in the lifetime ledger {_lifetime_ledger_path(config)}"]
+        if demands:
             return cls(
                 keys,
                 client,
                 None,
-                refusal=f"this artist requires DP (client.budget_epsilon = {config.budget_epsilon:g}) "
-                "but the federation runs without DP",
+                refusal=f"this artist requires DP ({', '.join(demands)}) but the federation runs without DP",
             )
         stored = (
             ArtistStateStore(config.state_dir).load()
@@ -537,8 +549,11 @@ class ArtistPrivacy:
         decision = self.ledger.check_can_spend(self._planned(plan))
         if not decision.allowed:
             return self.retire(session, plan.round_id, f"privacy budget: {decision.reason}")
-        if self.lifetime is not None and not _lifetime_allows(self.lifetime, decision.epsilon_after, decision.budget):
-            return self.retire(session, plan.round_id, LIFETIME_REFUSAL)
+        if self.lifetime is not None:  # checked here, recorded when the result is kept (_remember)
+            lifetime = self.lifetime.check(decision.epsilon_after, decision.budget.delta)
+            if not lifetime.allowed:
+                log.error("%s: lifetime privacy budget: %s", self.keys.artist_id, lifetime.reason)
+                return self.retire(session, plan.round_id, LIFETIME_REFUSAL)
         return True
 
     def _sits_out(self, plan: pb.RoundPlan, r: int) -> bool:
@@ -652,13 +667,22 @@ class ArtistPrivacy:
         return unpack(np.asarray(cached.array, dtype=np.float64), layout)
 
     def _remember(self, result: CachedResult) -> None:
-        """Keep ``result`` (dropping older rounds') and persist everything in one transaction; then
-        record the ledger's charge count beside the reports (:func:`check_not_rolled_back`), all
-        before the result leaves this process."""
+        """Record the ledger's epsilon in the lifetime ledger (refused: :class:`PrivacyError`, nothing kept
+        or sent); keep ``result`` (dropping older rounds') and persist everything in one transaction; then
+        record the ledger's charge count beside the reports (:func:`check_not_rolled_back`) and in the
+        lifetime ledger, all before the result leaves this process."""
+        if self.lifetime is not None and not _lifetime_allows(
+            self.lifetime, self.ledger.epsilon_spent, self.ledger.budget
+        ):
+            raise PrivacyError(  # admit() checked it: another run of this artist spent the rest meanwhile
+                f"{self.keys.artist_id}: {LIFETIME_REFUSAL}; nothing kept or sent (the numbers are in the log)"
+            )
         self.results = [c for c in self.results if c.round_id == result.round_id and c.phase != result.phase] + [result]
         self.save()
         if self.writer is not None:
             record_charges(self.writer.dir, self.keys.artist_id, len(self.ledger.history))
+        if self.lifetime is not None:
+            self.lifetime.commit(len(self.ledger.history))
 
     def save(self) -> None:
         """Persist ledger, model, results, rng, retirement atomically (no-op without a store); before
@@ -796,51 +820,109 @@ def _budget(config: ClientConfig, dp: DpConfig, delta: float) -> PrivacyBudget:
     return PrivacyBudget(dp.epsilon if config.budget_epsilon is None else config.budget_epsilon, delta)
 
 
+def _lifetime_ledger_path(config: ClientConfig) -> Path:
+    return config.lifetime_ledger or default_lifetime_ledger()
+
+
+def _portfolio(config: ClientConfig) -> frozenset[str]:
+    """The artworks of ``client.data`` as the lifetime ledger keys them (decoded pixels)."""
+    try:
+        return artwork_keys(config.data)
+    except DataError as exc:
+        raise ConfigError(f"client.data: {exc}") from None
+
+
 def _lifetime_run(
     config: ClientConfig, keys: ArtistKeys, plan: pb.RoundPlan, stored: ArtistSnapshot | None, dp: DpConfig
 ) -> LifetimeRun:
     """This run in the artist's lifetime ledger (``client.lifetime_ledger``): the run ledger's key (kept
-    in its state, a fresh random one for a new run), the portfolio's artworks and the lifetime epsilon
-    (``client.lifetime_epsilon``, else ``client.budget_epsilon``, else the federation's target)."""
+    in its state, a fresh random one for a new run), the portfolio's artworks and the lifetime budget.
+
+    Epsilon: ``client.lifetime_epsilon``; without it the run's own budget (``client.budget_epsilon``,
+    else the federation's target) but never more than the smallest lifetime epsilon an earlier run on
+    these artworks ran under -- a server announcing a larger target next time cannot raise it.  Delta:
+    ``client.lifetime_delta``, else :data:`LIFETIME_DELTA_RUNS` times the largest delta this run can have
+    (the smaller of the announced one and the artist's own, else the project's cap): neither depends on
+    the portfolio's size."""
     assert config.state_dir is not None  # a DP artist's (ArtistPrivacy.open requires it)
-    try:
-        portfolio = artwork_digests(config.data)
-    except DataError as exc:
-        raise ConfigError(f"client.data: {exc}") from None
-    if not portfolio:
-        raise ConfigError(f"client.data: {config.data} holds no artwork file (the lifetime ledger counts artworks)")
-    limit = next(e for e in (config.lifetime_epsilon, config.budget_epsilon, dp.epsilon) if e is not None)
+    ledger = LifetimeLedger(_lifetime_ledger_path(config))
+    portfolio = _portfolio(config)
+    if config.lifetime_epsilon is not None:
+        limit = config.lifetime_epsilon
+    else:
+        run_budget = dp.epsilon if config.budget_epsilon is None else config.budget_epsilon
+        limit = min(run_budget, ledger.recorded_limit(portfolio) or math.inf)
+    delta_limit = config.lifetime_delta or LIFETIME_DELTA_RUNS * _largest_run_delta(dp, config)
     return LifetimeRun(
-        ledger=LifetimeLedger(config.lifetime_ledger or default_lifetime_ledger()),
+        ledger=ledger,
         run_key=(stored.lifetime_key if stored is not None else None) or secrets.token_hex(16),
         artist_id=keys.artist_id,
         run_id=plan.run_id,
         state_dir=str(config.state_dir.resolve()),
         portfolio=portfolio,
         limit=limit,
+        delta_limit=min(delta_limit, MAX_LIFETIME_DELTA),
     )
 
 
-def _lifetime_spent(lifetime: LifetimeRun) -> bool:
-    """Whether other runs already spent the whole lifetime budget on this portfolio (logged): checked
-    before a new run draws its planning size, so such a refusal says nothing about it."""
-    others = lifetime.spent_by_others()
-    if others.epsilon < lifetime.limit:
+LIFETIME_DELTA_RUNS = 10
+"""Without ``client.lifetime_delta``, the deltas of all runs on an artwork may add up to this many
+times the largest delta one run can have (basic composition adds them)."""
+MAX_LIFETIME_DELTA = 0.5
+COUNT_DELTA_FLOOR = 1e-12
+"""The smallest delta a planning-size count is charged at without an announced or own delta smaller
+still: :func:`~fedstyle_secure.privacy.calibration.default_delta` of 10^11 artworks."""
+
+
+def _largest_run_delta(dp: DpConfig, config: ClientConfig) -> float:
+    """The largest delta a run's ledger can have, whatever the portfolio's size (``artist_delta``)."""
+    return min(d for d in (dp.delta, config.budget_delta, DEFAULT_DELTA_CAP) if d is not None)
+
+
+def _lifetime_has_room_for_a_count(lifetime: LifetimeRun, dp: DpConfig, config: ClientConfig) -> bool:
+    """Whether other runs left these artworks room for a new run's planning-size count at the smallest
+    delta it can be charged at (the largest epsilon), whatever the portfolio's size (logged if not).
+
+    Asked before a planning size is drawn (or, drawn already, read): a new run refused for lack of
+    lifetime budget is refused whatever its size, so the refusal, charged nowhere, says nothing about
+    the size (red-team review, 2026-12-02: with 0.38 left, the count at 1e-5 fitted and at 1e-6 -- a
+    portfolio above 10,000 artworks -- did not).  The price: a new run needs room for the count at
+    :data:`COUNT_DELTA_FLOOR`, about 0.66 instead of 0.35.  Evaluated in a child process with
+    ``client.compact_memory`` (the accountant would load Opacus into the artist)."""
+    floor = min(d for d in (dp.delta, config.budget_delta, COUNT_DELTA_FLOOR) if d is not None)
+    try:
+        if config.compact_memory:
+            count = call_in_fresh_process(compute_epsilon, (portfolio_size_count(),), floor, dp.accountant)
+        else:
+            count = compute_epsilon((portfolio_size_count(),), floor, dp.accountant)
+    except PrivacyError as exc:
+        log.error("%s: the planning size's count cannot be accounted at delta %.3g: %s", lifetime.artist_id, floor, exc)
         return False
-    log.error(
-        "%s: %d earlier run(s) spent epsilon %.4g on these artworks, the whole lifetime budget %.4g (%s)",
-        lifetime.artist_id,
-        others.runs,
-        others.epsilon,
-        lifetime.limit,
-        lifetime.ledger.path,
-    )
-    return True
+    decision = lifetime.check(count, _largest_run_delta(dp, config))
+    if not decision.allowed:
+        log.error(
+            "%s: lifetime privacy budget, before this run starts: %s (%s)",
+            lifetime.artist_id,
+            decision.reason,
+            lifetime.ledger.path,
+        )
+    return decision.allowed
+
+
+def _lifetime_ledger_holds(config: ClientConfig) -> bool:
+    """Whether the artist's lifetime ledger (if there is one) records a run on these artworks: they are
+    under a lifetime budget, which a federation without DP would exceed at once."""
+    path = _lifetime_ledger_path(config)
+    if not path.is_file():
+        return False
+    runs = LifetimeLedger.read_runs(path)
+    return bool(runs) and any(r.spend.artworks & _portfolio(config) for r in runs)
 
 
 def _lifetime_allows(lifetime: LifetimeRun, epsilon: float, budget: PrivacyBudget) -> bool:
     """Record in the lifetime ledger that this run's ledger reaches ``epsilon`` (at ``budget``'s delta),
-    unless that takes an artwork above the lifetime budget (then logged, nothing recorded)."""
+    unless that takes an artwork above the lifetime budget (then logged, nothing recorded).  Called
+    before the ledger holding it is kept, so before anything computed from it can leave."""
     decision = lifetime.charge(epsilon, budget.delta)
     if not decision.allowed:
         log.error("%s: lifetime privacy budget: %s (%s)", lifetime.artist_id, decision.reason, lifetime.ledger.path)
