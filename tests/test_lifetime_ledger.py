@@ -343,7 +343,7 @@ def test_a_rolled_back_state_dir_cannot_release_again_under_the_same_run_key(tmp
         resumed = _open(tmp_path, "1", data, 4.0, keys, budget_epsilon=4.0)
     except ConfigError:
         return  # refused as rolled back: the fix
-    assert resumed is not None
+    assert resumed is not None and resumed.lifetime is not None
     acted = _take_part_at(resumed, FakeSession(), 4.0)
     assert acted == [], (
         f"released {acted} again with fresh noise: the artworks spent ~{2 * once:.2f} in all, the lifetime "

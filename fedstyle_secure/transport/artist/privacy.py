@@ -298,10 +298,8 @@ class ArtistPrivacy:
         if stored is None:  # a state rolled back to nothing must not draw a second planning size
             check_not_rolled_back(None, reports_dir, keys.artist_id)
         lifetime = _lifetime_run(config, keys, plan, stored, dp)
-        if stored is not None and stored.ledger is not None:  # a copied or rolled-back state_dir is refused
-            lifetime.bind(len(stored.ledger["mechanisms"]))
-        elif not _lifetime_has_room_for_a_count(lifetime, dp, config):  # before a size is drawn or read
-            return cls(keys, client, announced, refusal=LIFETIME_REFUSAL)
+        if (stored is None or stored.ledger is None) and not _lifetime_has_room_for_a_count(lifetime, dp, config):
+            return cls(keys, client, announced, refusal=LIFETIME_REFUSAL)  # before a size is drawn or read
         size = _planning_size(stored, n, client)  # the plan never reads the exact n
         try:
             delta = artist_delta(dp.delta, config.budget_delta, n, planning_size=size)
@@ -341,12 +339,14 @@ class ArtistPrivacy:
                 return cls(keys, client, announced, refusal=LIFETIME_REFUSAL)
         privacy = cls(keys, client, announced, store=store, lifetime=lifetime)
         privacy._restore(dp_plan, budget, n, stored, fresh)
+        check_not_rolled_back(client.ledger, reports_dir, keys.artist_id)
+        if fresh is None:  # a resumed run: a copied or rolled-back state_dir is refused
+            lifetime.bind(len(privacy.ledger.history))
         if fresh is None and not _lifetime_allows(lifetime, privacy.ledger.epsilon_spent, privacy.ledger.budget):
             privacy.refusal = privacy.refusal or LIFETIME_REFUSAL  # a resumed run (counted again: idempotent)
         elif fresh is None and stored.lifetime_key is None:
             privacy.save()  # the lifetime key of a run begun before there was a lifetime ledger
         lifetime.commit(len(privacy.ledger.history))  # the state holds them now
-        check_not_rolled_back(client.ledger, reports_dir, keys.artist_id)
         if fresh is not None:  # a state rolled back to before this point is caught (no second draw)
             record_charges(reports_dir, keys.artist_id, len(fresh.history))
         privacy.writer = _report_writer(reports_dir, keys, plan)
@@ -416,8 +416,6 @@ class ArtistPrivacy:
             )
             if value is not None
         ]
-        if not demands and _lifetime_ledger_holds(config):
-            demands = [f"its artworks are in the lifetime ledger {_lifetime_ledger_path(config)}"]
         if demands:
             return cls(
                 keys,
@@ -437,6 +435,14 @@ class ArtistPrivacy:
                 None,
                 refusal=f"client.state_dir {config.state_dir} holds a DP ledger (or a DP planning size) but the "
                 "federation runs without DP",
+            )
+        if _lifetime_ledger_holds(config):
+            return cls(
+                keys,
+                client,
+                None,
+                refusal=f"this artist requires DP (its artworks are in the lifetime ledger "
+                f"{_lifetime_ledger_path(config)}) but the federation runs without DP",
             )
         return None
 
@@ -886,9 +892,15 @@ def _lifetime_has_room_for_a_count(lifetime: LifetimeRun, dp: DpConfig, config: 
     Asked before a planning size is drawn (or, drawn already, read): a new run refused for lack of
     lifetime budget is refused whatever its size, so the refusal, charged nowhere, says nothing about
     the size (red-team review, 2026-12-02: with 0.38 left, the count at 1e-5 fitted and at 1e-6 -- a
-    portfolio above 10,000 artworks -- did not).  The price: a new run needs room for the count at
-    :data:`COUNT_DELTA_FLOOR`, about 0.66 instead of 0.35.  Evaluated in a child process with
-    ``client.compact_memory`` (the accountant would load Opacus into the artist)."""
+    portfolio above 10,000 artworks -- did not).  Where the lifetime leaves room for the run's whole own
+    budget, only the run's own ledger can refuse the count (as before there was a lifetime ledger).
+    Otherwise the price: the run needs room for the count at :data:`COUNT_DELTA_FLOOR`, about 0.66
+    instead of 0.35.  Evaluated in a child process with ``client.compact_memory`` (the accountant would
+    load Opacus into the artist)."""
+    others, largest_delta = lifetime.spent_by_others(), _largest_run_delta(dp, config)
+    run_budget = dp.epsilon if config.budget_epsilon is None else config.budget_epsilon
+    if lifetime.limit - others.epsilon >= run_budget and lifetime.delta_limit - others.delta >= largest_delta:
+        return True  # room for the run's whole budget: the lifetime cannot refuse before the run's own ledger
     floor = min(d for d in (dp.delta, config.budget_delta, COUNT_DELTA_FLOOR) if d is not None)
     try:
         if config.compact_memory:
@@ -898,7 +910,7 @@ def _lifetime_has_room_for_a_count(lifetime: LifetimeRun, dp: DpConfig, config: 
     except PrivacyError as exc:
         log.error("%s: the planning size's count cannot be accounted at delta %.3g: %s", lifetime.artist_id, floor, exc)
         return False
-    decision = lifetime.check(count, _largest_run_delta(dp, config))
+    decision = lifetime.check(count, largest_delta)
     if not decision.allowed:
         log.error(
             "%s: lifetime privacy budget, before this run starts: %s (%s)",
