@@ -21,10 +21,12 @@ from typing import cast
 import numpy as np
 import pytest
 
+from fedstyle_secure.data import images as images_module
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.privacy.lifetime import RunSpend, check_lifetime, portfolio_spend
 from fedstyle_secure.privacy.plan import DpConfig
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
+from fedstyle_secure.transport.artist import privacy as privacy_module
 from fedstyle_secure.transport.artist.channel import ArtistSession
 from fedstyle_secure.transport.artist.lifetime_ledger import LifetimeLedger, LifetimeRun
 from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
@@ -336,19 +338,20 @@ def test_a_rolled_back_state_dir_cannot_release_again_under_the_same_run_key(tmp
     backup = tmp_path / "backup"
     shutil.copytree(tmp_path / "state-1", backup)  # the run's planning count is charged; nothing released yet
     assert _take_part_at(privacy, FakeSession(), 4.0) == ["contribute", "publish"]
-    once = privacy.ledger.epsilon_spent
+    assert _released_after_restoring(tmp_path, backup, data, keys) == []
+
+
+def _released_after_restoring(tmp_path: Path, backup: Path, data: Path, keys: ArtistKeys) -> list[str]:
+    """Restore ``backup`` over the run's state-1 and restart the artist: what the restored run released
+    again with fresh noise ([] when it is refused at start, or sits everything out)."""
     shutil.rmtree(tmp_path / "state-1")
     shutil.copytree(backup, tmp_path / "state-1")  # the rollback
     try:
         resumed = _open(tmp_path, "1", data, 4.0, keys, budget_epsilon=4.0)
     except ConfigError:
-        return  # refused as rolled back: the fix
-    assert resumed is not None and resumed.lifetime is not None
-    acted = _take_part_at(resumed, FakeSession(), 4.0)
-    assert acted == [], (
-        f"released {acted} again with fresh noise: the artworks spent ~{2 * once:.2f} in all, the lifetime "
-        f"ledger records {max(r.spend.epsilon for r in resumed.lifetime.ledger.runs()):.2f}, limit 4"
-    )
+        return []  # refused as rolled back: the fix
+    assert resumed is not None
+    return _take_part_at(resumed, FakeSession(), 4.0) if resumed.refusal is None else []
 
 
 def test_a_copied_state_dir_run_beside_the_original_counts_as_a_second_run(tmp_path):
@@ -496,6 +499,283 @@ def test_whether_a_new_run_is_refused_does_not_depend_on_the_portfolio_size(tmp_
 
         earlier = LifetimeRun(LifetimeLedger(ledger), "earlier", ARTIST, "run-0", "/old", artwork_keys(data), 4.0, 1e-3)
         assert earlier.charge(4.0 - left, 1e-5).allowed
+        privacy = _open_with(tmp_path / str(n), "new", data, n, ledger)
+        assert privacy is not None
+        outcomes[n] = privacy.refusal
+    assert outcomes[40] == outcomes[20_000], outcomes
+
+
+# ---------------------------------------------------------------- second red-team review (2026-12-02), its tests
+# A helper attacked the mended lifetime ledger (commit a381b0e); each test below failed on it.
+
+
+def _announced_with_delta(epsilon: float, delta: float) -> pb.DpParameters:
+    return pb.DpParameters(epsilon_budget=epsilon, clip_norm=1.0, accountant="prv", delta=delta)
+
+
+def _open_announcing(
+    tmp_path: Path, state: str, data: Path, announced: pb.DpParameters, **fields
+) -> ArtistPrivacy | None:
+    """An artist process on ``<tmp_path>/state-<state>`` under a federation announcing ``announced``."""
+    config = ClientConfig(keys=tmp_path, data=data, state_dir=tmp_path / f"state-{state}", **fields)
+    views = np.random.default_rng(5).normal(size=(3, N, FEATURES)).astype(np.float32)
+    first = _plan(1, pb.ROUND_KIND_TRAIN, "contribute", 1, announced)
+    return ArtistPrivacy.open(config, _keys(), _client(DpConfig(epsilon=announced.epsilon_budget), views), first)
+
+
+# ---------------------------------------------------------------- 1. client.budget_delta above 1e-5
+
+
+def test_an_artist_with_its_own_budget_delta_above_the_cap_is_not_refused_on_its_first_run(tmp_path):
+    """``client.budget_delta = 1e-3`` is a valid setting for a 40-artwork portfolio (below 1/n = 0.025;
+    ``artist_delta`` uses it as is).  ``_largest_run_delta`` takes min(dp.delta, budget_delta, 1e-5) =
+    1e-5, so the default lifetime delta is 10 x 1e-5 = 1e-4, and the run's very first charge (its count,
+    at delta 1e-3) is above it: the artist is refused "lifetime privacy budget" on a ledger that holds
+    nothing, in every federation, until it also sets client.lifetime_delta."""
+    data = fake_portfolio(tmp_path)
+    first = _open(tmp_path, "1", data, 4.0, budget_epsilon=4.0, budget_delta=1e-3)
+    assert first is not None
+    assert first.refusal is None, f"first run on an empty lifetime ledger refused: {first.refusal}"
+    assert _take_part_at(first, FakeSession(), 4.0) == ["contribute", "publish"]
+
+
+# ---------------------------------------------------------------- 2. a stricter delta in a later run
+
+
+def test_a_later_run_with_a_stricter_delta_is_not_refused_by_the_lifetime_delta(tmp_path):
+    """The default lifetime delta is 10 x the CURRENT run's largest delta, min(announced, budget_delta,
+    1e-5).  Run 1 (no delta announced) records delta 1e-5; run 2's federation announces delta 1e-6 (a
+    stricter, honest choice), so the lifetime delta becomes 1e-5 and 1e-5 + 1e-6 exceeds it: run 2 is
+    refused at start although the artist gave a generous client.lifetime_epsilon (24, 3 x what run 1
+    spent) and only 1 of 10 runs' worth of delta is used.  The log blames "the lifetime budget
+    epsilon=24, delta=1e-05", which the user never chose."""
+    data = fake_portfolio(tmp_path)
+    first = _open(tmp_path, "1", data, 4.0, budget_epsilon=4.0, lifetime_epsilon=24.0)
+    assert first is not None and _take_part_at(first, FakeSession(), 4.0) == ["contribute", "publish"]
+    second = _open_announcing(
+        tmp_path, "2", data, _announced_with_delta(4.0, 1e-6), budget_epsilon=4.0, lifetime_epsilon=24.0
+    )
+    assert second is not None
+    assert second.refusal is None, f"run 2 (stricter delta) refused at start: {second.refusal}"
+
+
+# ---------------------------------------------------------------- 3. the fresh path is never bound
+
+
+def _crash_after_the_count_is_recorded(monkeypatch) -> None:
+    """The artist process dies after open() recorded the new run's count in the lifetime ledger and
+    before _restore() kept the ledger (a kill, an OOM, a power cut): the state_dir holds the planning
+    size and the lifetime key, the lifetime ledger the key with 0 committed charges."""
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(ArtistPrivacy, "_restore", crash)
+
+
+def test_a_state_rolled_back_to_its_planning_size_cannot_release_again_under_the_same_key(tmp_path, monkeypatch):
+    """A state_dir whose ledger is not kept yet (planning size and lifetime key only: a crash between the
+    count's lifetime record and the state's save) is backed up; the run then completes (3 charges
+    committed under its key).  The backup is restored: open() takes the "fresh ledger" path, where
+    ``lifetime.bind`` is never called, re-charges under the SAME key (``_decide`` keeps the max, 3.97,
+    allowed) and redoes DP-SGD and the final release with fresh noise.  The artworks spent ~7.9 of a
+    lifetime 4; the lifetime ledger records 3.97 and 3 charges."""
+    data, keys = fake_portfolio(tmp_path), _keys()
+    with monkeypatch.context() as m:
+        _crash_after_the_count_is_recorded(m)
+        with pytest.raises(KeyboardInterrupt):
+            _open(tmp_path, "1", data, 4.0, keys, budget_epsilon=4.0)
+    backup = tmp_path / "backup"
+    shutil.copytree(tmp_path / "state-1", backup)
+    privacy = _open(tmp_path, "1", data, 4.0, keys, budget_epsilon=4.0)  # the restart
+    assert privacy is not None and privacy.refusal is None and privacy.lifetime is not None
+    assert _take_part_at(privacy, FakeSession(), 4.0) == ["contribute", "publish"]
+    assert _released_after_restoring(tmp_path, backup, data, keys) == []
+
+
+def test_a_copy_of_a_state_with_no_ledger_yet_is_refused_like_any_copy(tmp_path, monkeypatch):
+    """The same crash window, then the state_dir is copied and both folders run (the copy-beside-the-
+    original attack of the first review, which ``bind`` refuses once a ledger is kept): both take the
+    fresh path under one key, and the lifetime ledger counts one run for two full releases."""
+    data, keys = fake_portfolio(tmp_path), _keys()
+    with monkeypatch.context() as m:
+        _crash_after_the_count_is_recorded(m)
+        with pytest.raises(KeyboardInterrupt):
+            _open(tmp_path, "1", data, 4.0, keys, budget_epsilon=4.0)
+    shutil.copytree(tmp_path / "state-1", tmp_path / "state-2")
+    original = _open(tmp_path, "1", data, 4.0, keys, budget_epsilon=4.0)
+    assert original is not None and _take_part_at(original, FakeSession(), 4.0) == ["contribute", "publish"]
+    try:
+        copy = _open(tmp_path, "2", data, 4.0, keys, budget_epsilon=4.0)
+    except ConfigError:
+        return  # the fix
+    assert copy is not None
+    acted = _take_part_at(copy, FakeSession(), 4.0) if copy.refusal is None else []
+    assert acted == [], f"the copy released {acted} too, under the original's run key (one row in the ledger)"
+
+
+# ---------------------------------------------------------------- 4. a corrupt or foreign ledger file
+
+
+@pytest.mark.parametrize("content", ["garbage", "first-version"])
+def test_an_unreadable_lifetime_ledger_is_a_config_error_naming_it(tmp_path, content):
+    """A DP artist whose lifetime ledger is not a readable one (random bytes: a truncated copy, a disk
+    error; or a ledger of the first version, commit 362ca74, without the lifetime_epsilon and charges
+    columns) raises a raw ``sqlite3.DatabaseError`` / ``OperationalError`` out of ArtistPrivacy.open:
+    ``fedstyle client`` (whose main() catches FedStyleError and OSError only) and every Flower message
+    end in a traceback that names neither the file nor the setting (client.lifetime_ledger /
+    $FEDSTYLE_LIFETIME_LEDGER).  ``fedstyle lifetime`` reports the same file cleanly."""
+    import sqlite3
+
+    ledger = tmp_path / "ledger.sqlite"
+    if content == "garbage":
+        ledger.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    else:
+        db = sqlite3.connect(ledger)
+        db.execute(
+            "CREATE TABLE runs (run_key TEXT PRIMARY KEY, artist_id TEXT NOT NULL, run_id TEXT NOT NULL, "
+            "state_dir TEXT NOT NULL, epsilon REAL NOT NULL, delta REAL NOT NULL, updated TEXT NOT NULL)"
+        )
+        db.execute(
+            "CREATE TABLE artworks (run_key TEXT NOT NULL, artwork TEXT NOT NULL, PRIMARY KEY (run_key, artwork))"
+        )
+        db.commit()
+        db.close()
+    data = fake_portfolio(tmp_path)
+    with pytest.raises(ConfigError, match="ledger"):
+        _open(tmp_path, "1", data, 4.0, budget_epsilon=4.0, lifetime_ledger=ledger)
+
+
+# ---------------------------------------------------------------- 5. the non-DP check's cost
+
+
+def test_a_federation_without_dp_decodes_the_portfolio_once_not_once_per_recorded_run(tmp_path, monkeypatch):
+    """``_lifetime_ledger_holds`` evaluates ``_portfolio(config)`` inside its ``any(...)`` generator: the
+    whole portfolio is decoded again for every run the ledger records that does not hold these artworks.
+    A Flower artist of a non-DP federation pays it at every message; an artist whose ledger records 30 runs
+    of its other portfolios (or of other artists on the machine) and who has 1,000 paintings (~2.5 s at
+    the review's 0.06 s per 24) waits ~75 s per message."""
+    ledger_path = tmp_path / "ledger.sqlite"
+    ledger = LifetimeLedger(ledger_path)
+    for i in range(5):  # runs on other artworks
+        LifetimeRun(ledger, f"other{i}", ARTIST, "run", f"/s{i}", frozenset({f"x{i}"}), 8.0, 1e-3).charge(1.0, 1e-5)
+    data = fake_portfolio(tmp_path)
+    calls = []
+    real = images_module.load_image_folder
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(images_module, "load_image_folder", counting)
+    config = ClientConfig(keys=tmp_path, data=data, state_dir=tmp_path / "state", lifetime_ledger=ledger_path)
+    assert not privacy_module._lifetime_ledger_holds(config)
+    assert len(calls) <= 1, f"the portfolio was decoded {len(calls)} times for one message"
+
+
+# ---------------------------------------------------------------- 6. a small announced epsilon caps every later run
+
+
+def test_one_federation_announcing_a_small_epsilon_does_not_silently_cap_every_later_one(tmp_path):
+    """Neither lifetime_epsilon nor budget_epsilon set (the documented defaults).  Federation 1's server
+    announces epsilon 1: the lifetime ledger records limit 1 for these artworks.  Federation 2, another
+    (honest) server announcing 8, now gets min(8, 1) = 1: the artist is refused at start, and so is every
+    later federation on these artworks, with a refusal that names no setting ("... above the artist's
+    lifetime budget"; the log: "lifetime budget epsilon=1").  The fix of hole 2 turned "the server raises
+    the limit" into "the first server lowers it for good": either the artist chooses a lifetime budget,
+    or the refusal must say which setting lifts it."""
+    data = fake_portfolio(tmp_path)
+    first = _open(tmp_path, "1", data, 1.0)
+    assert first is not None and first.refusal is None
+    _take_part_at(first, FakeSession(), 1.0)
+    second = _open(tmp_path, "2", data, 8.0)
+    assert second is not None
+    if second.refusal is not None:
+        assert LIFETIME in second.refusal
+        assert "lifetime_epsilon" in second.refusal, (
+            f"refused by a limit an earlier server's announcement set, with nothing saying how to lift it: "
+            f"{second.refusal!r}"
+        )
+
+
+def test_a_locked_lifetime_ledger_says_it_is_locked(tmp_path):
+    """Another process holds the ledger's write lock longer than SQLite's 5 s wait (the user inspecting it
+    in the sqlite3 shell inside a transaction, a backup tool, a stuck artist process).  ``transaction()``
+    runs ROLLBACK after the failed BEGIN IMMEDIATE, which raises "cannot rollback - no transaction is
+    active" and hides the real cause ("database is locked"): the artist (every Flower message) dies with
+    a message pointing nowhere near the lifetime ledger."""
+    import sqlite3
+
+    path = tmp_path / "ledger.sqlite"
+    LifetimeLedger(path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(Exception) as raised:
+            LifetimeLedger(path)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert "locked" in str(raised.value) and isinstance(raised.value, ConfigError), repr(raised.value)
+
+
+# ---------------------------------------------------------------- 7. "~" in client.lifetime_ledger
+
+
+def test_a_lifetime_ledger_in_the_home_folder_is_one_ledger_for_every_client_toml(tmp_path, monkeypatch):
+    """``lifetime_ledger = "~/fedstyle/lifetime.sqlite"`` in client.toml (the way a user names one ledger
+    for all runs) is not expanded: ``_relative`` makes it ``<client.toml's folder>/~/fedstyle/...``, and
+    ``LifetimeLedger`` creates the folders silently.  Each run's client.toml lives in its own folder (a new
+    federation needs a fresh state_dir, so users copy the run folder), so each run gets a fresh ledger at
+    zero: the very attack the lifetime ledger closes, for the user who configured a shared ledger."""
+    from fedstyle_secure.transport.config import load_client_config
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    paths = []
+    for run in ("run1", "run2"):
+        folder = tmp_path / run
+        folder.mkdir()
+        (folder / "client.toml").write_text(
+            '[client]\nkeys = "keys"\ndata = "portfolio"\nstate_dir = "state"\n'
+            'budget_epsilon = 4.0\nlifetime_ledger = "~/fedstyle/lifetime.sqlite"\n'
+        )
+        paths.append(load_client_config(folder / "client.toml").lifetime_ledger)
+    assert paths[0] == paths[1] == home / "fedstyle" / "lifetime.sqlite", paths
+
+
+# ---------------------------------------------------------------- 8. the size-independent check is not atomic
+
+
+@pytest.mark.parametrize("left", [0.72])
+def test_a_run_charging_between_the_room_check_and_the_count_cannot_make_the_refusal_tell_the_size(
+    tmp_path, monkeypatch, left
+):
+    """The room check before the size is drawn (room for the count at delta 1e-12, ~0.66) and the count's actual
+    charge (at default_delta(m): 0.351 up to m = 10^4, 0.407 above) are two transactions.  Another run on
+    these artworks (a second federation the same adversary starts at the same moment) charging its count
+    (0.35) in between leaves 0.37: the portfolio of 40 is admitted, the one of 20,000 refused -- an
+    uncharged refusal that tells n > 10^4, the bit the size-independence rule exists to hide."""
+    from fedstyle_secure.data.images import artwork_keys
+    from tests.test_lifetime_ledger import _open_with
+
+    real_room = privacy_module._lifetime_has_room
+    outcomes = {}
+    for n in (40, 20_000):
+        ledger = tmp_path / f"lifetime-{n}.sqlite"
+        data = fake_portfolio(tmp_path / str(n))
+        keys = artwork_keys(data)
+        earlier = LifetimeRun(LifetimeLedger(ledger), "earlier", ARTIST, "run-0", "/old", keys, 4.0, 1e-3)
+        assert earlier.charge(4.0 - left, 1e-5).allowed
+        rival = LifetimeRun(LifetimeLedger(ledger), "rival", ARTIST, "run-r", "/rival", keys, 4.0, 1e-3)
+
+        def room_then_rival(lifetime, needs, rival=rival):
+            room = real_room(lifetime, needs)
+            assert rival.charge(0.35, 1e-5).allowed  # the other new run's count lands now
+            return room
+
+        monkeypatch.setattr(privacy_module, "_lifetime_has_room", room_then_rival)
         privacy = _open_with(tmp_path / str(n), "new", data, n, ledger)
         assert privacy is not None
         outcomes[n] = privacy.refusal

@@ -158,7 +158,11 @@ def _relative(base: Path, path: Path) -> Path: ...
 @overload
 def _relative(base: Path, path: Path | None) -> Path | None: ...
 def _relative(base: Path, path: Path | None) -> Path | None:
-    return None if path is None else (path if path.is_absolute() else base / path)
+    """``path`` with ``~`` expanded, relative to ``base`` (the config file's folder) unless absolute."""
+    if path is None:
+        return None
+    path = path.expanduser()
+    return path if path.is_absolute() else base / path
 
 
 def load_server_config(path: Path) -> ServerConfig:

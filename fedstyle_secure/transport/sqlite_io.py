@@ -44,7 +44,11 @@ def transaction(path: Path) -> Iterator[sqlite3.Connection]:
     """A connection inside ``BEGIN IMMEDIATE``: committed on success, rolled back on any error."""
     db = connect(path)
     try:
-        db.execute("BEGIN IMMEDIATE")
+        db.execute("BEGIN IMMEDIATE")  # may fail (e.g. "database is locked"): then there is nothing to roll back
+    except BaseException:
+        db.close()
+        raise
+    try:
         yield db
         db.execute("COMMIT")
     except BaseException:

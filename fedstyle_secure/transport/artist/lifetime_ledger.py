@@ -26,8 +26,11 @@ not seen.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,14 +57,57 @@ SCHEMA = (
 )
 
 
+COLUMNS = (
+    "run_key",
+    "artist_id",
+    "run_id",
+    "state_dir",
+    "epsilon",
+    "delta",
+    "lifetime_epsilon",
+    "charges",
+    "updated",
+)
+
+
 def default_lifetime_ledger() -> Path:
     """``$FEDSTYLE_LIFETIME_LEDGER``, else ``$XDG_DATA_HOME/fedstyle-secure/lifetime-ledger.sqlite``
-    (``~/.local/share`` without it): one per user of a machine, like the feature cache."""
+    (``~/.local/share`` without it): one per user of a machine, like the feature cache.  A relative
+    path is refused: it would name another file from every working directory."""
     explicit = os.environ.get(LIFETIME_LEDGER_VARIABLE)
-    if explicit:
-        return Path(explicit)
-    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data_home) / "fedstyle-secure" / LIFETIME_LEDGER_FILE
+    path = (
+        Path(explicit).expanduser()
+        if explicit
+        else Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+        / "fedstyle-secure"
+        / LIFETIME_LEDGER_FILE
+    )
+    if not path.is_absolute():
+        raise ConfigError(
+            f"the lifetime ledger must be an absolute path, got {str(path)!r} (${LIFETIME_LEDGER_VARIABLE})"
+        )
+    return path
+
+
+@contextlib.contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """SQLite errors on the ledger at ``path`` (not a database, locked, another schema) as one
+    :class:`ConfigError` naming the file."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"{path}: the lifetime ledger cannot be used: {exc}") from exc
+
+
+def _check_schema(db: sqlite3.Connection, path: Path) -> None:
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not set(TABLES) <= tables:
+        raise ConfigError(f"{path} is not a lifetime ledger (tables {sorted(tables)})")
+    columns = tuple(row[1] for row in db.execute("PRAGMA table_info(runs)"))
+    if columns != COLUMNS:
+        raise ConfigError(
+            f"{path}: a lifetime ledger of another version (runs columns {list(columns)}, expected {list(COLUMNS)})"
+        )
 
 
 @dataclass(frozen=True)
@@ -98,8 +144,8 @@ class LifetimeRun:
     def check(self, epsilon: float, delta: float) -> LifetimeDecision:
         return self.ledger.check(self, epsilon, delta)
 
-    def charge(self, epsilon: float, delta: float) -> LifetimeDecision:
-        return self.ledger.charge(self, epsilon, delta)
+    def charge(self, epsilon: float, delta: float, *, needs: tuple[float, float] | None = None) -> LifetimeDecision:
+        return self.ledger.charge(self, epsilon, delta, needs=needs)
 
     def commit(self, charges: int) -> None:
         self.ledger.commit(self, charges)
@@ -114,42 +160,42 @@ class LifetimeLedger:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        if not self.path.parent.exists():
-            self.path.parent.mkdir(mode=0o700, parents=True)
         try:
+            if not self.path.parent.exists():
+                self.path.parent.mkdir(mode=0o700, parents=True)
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         except OSError as exc:
             raise ConfigError(f"{self.path}: cannot open the lifetime ledger: {exc.strerror or exc}") from exc
         restrict_mode(self.path, 0o600)
-        with transaction(self.path) as db:
+        with _readable(self.path), transaction(self.path) as db:
             for statement in SCHEMA:
                 db.execute(statement)
+            _check_schema(db, self.path)
 
     @staticmethod
     def read_runs(path: Path) -> list[RecordedRun]:
         """The runs recorded in the ledger at ``path``, opened read-only (nothing created or changed);
         :class:`ConfigError` if there is none or it is not a lifetime ledger."""
+        if Path(path).is_dir():
+            raise ConfigError(f"{path} is a folder, not a lifetime ledger file")
         if not Path(path).is_file():
             raise ConfigError(f"no lifetime ledger at {path}: no DP run of an artist recorded one there")
-        try:
+        with _readable(Path(path)):
             db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
             try:
-                tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-                if not set(TABLES) <= tables:
-                    raise ConfigError(f"{path} is not a lifetime ledger (tables {sorted(tables)})")
+                _check_schema(db, Path(path))
                 return _read_runs(db)
             finally:
                 db.close()
-        except sqlite3.DatabaseError as exc:
-            raise ConfigError(f"{path}: not a readable lifetime ledger: {exc}") from exc
 
     def runs(self) -> list[RecordedRun]:
         """Every recorded run, oldest update first."""
-        db = connect(self.path)
-        try:
-            return _read_runs(db)
-        finally:
-            db.close()
+        with _readable(self.path):
+            db = connect(self.path)
+            try:
+                return _read_runs(db)
+            finally:
+                db.close()
 
     def spent(self, portfolio: frozenset[str], *, excluding: str | None = None) -> PortfolioSpend:
         """What the recorded runs (but run ``excluding``) spent on ``portfolio``."""
@@ -165,13 +211,20 @@ class LifetimeLedger:
         recorded = {r.spend.run_key: r for r in self.runs()}
         return _decide(recorded, run, epsilon, delta)
 
-    def charge(self, run: LifetimeRun, epsilon: float, delta: float) -> LifetimeDecision:
+    def charge(
+        self, run: LifetimeRun, epsilon: float, delta: float, *, needs: tuple[float, float] | None = None
+    ) -> LifetimeDecision:
         """Record that ``run`` reaches ``(epsilon, delta)`` (its own ledger's after the charge about to be
         kept) on its portfolio, if every artwork's lifetime sums stay within the run's limits; otherwise
-        record nothing.  A run's epsilon and delta here only grow."""
-        with transaction(self.path) as db:
+        record nothing.  A run's epsilon and delta here only grow.  ``needs``: decide as if the run reached
+        that much (a bound that does not depend on what is recorded, e.g. on the portfolio's size), in
+        the same transaction."""
+        with _readable(self.path), transaction(self.path) as db:
             recorded = {r.spend.run_key: r for r in _read_runs(db)}
             decision = _decide(recorded, run, epsilon, delta)
+            if needs is not None:  # needs >= (epsilon, delta): allowed under needs implies allowed as it is
+                bounded = _decide(recorded, run, max(epsilon, needs[0]), max(delta, needs[1]))
+                decision = dataclasses.replace(decision, allowed=bounded.allowed)
             if decision.allowed:
                 before = recorded.get(run.run_key)
                 db.execute(
@@ -198,7 +251,7 @@ class LifetimeLedger:
     def commit(self, run: LifetimeRun, charges: int) -> None:
         """Note that ``run``'s ledger durably holds ``charges`` mechanisms (after they were kept, before
         anything computed from them leaves).  Only grows."""
-        with transaction(self.path) as db:
+        with _readable(self.path), transaction(self.path) as db:
             db.execute(
                 "UPDATE runs SET charges = MAX(charges, ?), updated = ? WHERE run_key = ?",
                 (int(charges), utc_now_iso(), run.run_key),

@@ -67,7 +67,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import secrets
 import sys
 from collections.abc import Callable
@@ -131,7 +130,7 @@ UNUSABLE_PLAN = (  # every refusal of an announced plan says this: it names no n
 )
 LIFETIME_REFUSAL = (  # the numbers (what other runs spent) stay in the artist's log
     "lifetime privacy budget: this charge would take the epsilon of the artist's artworks, summed over every run "
-    "they took part in, above the artist's lifetime budget"
+    "they took part in, above the artist's lifetime budget (client.lifetime_epsilon, client.lifetime_delta)"
 )
 CHANGED_PLAN = "the server changed the federation's DP plan during the run (not the stored one)"
 ANNOUNCEMENT = "announced"  # the key of the accepted announcement in a stored plan summary
@@ -298,8 +297,13 @@ class ArtistPrivacy:
         if stored is None:  # a state rolled back to nothing must not draw a second planning size
             check_not_rolled_back(None, reports_dir, keys.artist_id)
         lifetime = _lifetime_run(config, keys, plan, stored, dp)
-        if (stored is None or stored.ledger is None) and not _lifetime_has_room_for_a_count(lifetime, dp, config):
-            return cls(keys, client, announced, refusal=LIFETIME_REFUSAL)  # before a size is drawn or read
+        needs = None
+        if stored is None or stored.ledger is None:  # a new run: its count is still to be charged
+            if stored is not None:  # its planning size alone is kept: a copied or rolled-back state is refused
+                lifetime.bind(0)
+            needs = _count_needs(lifetime, dp, config)
+            if not _lifetime_has_room(lifetime, needs):  # before a size is drawn or read: says nothing of it
+                return cls(keys, client, announced, refusal=LIFETIME_REFUSAL)
         size = _planning_size(stored, n, client)  # the plan never reads the exact n
         try:
             delta = artist_delta(dp.delta, config.budget_delta, n, planning_size=size)
@@ -325,7 +329,7 @@ class ArtistPrivacy:
                 "%s: the federation's DP plan is unusable for this artist's %d artworks: %s", keys.artist_id, n, exc
             )
             if _unplanned(stored):
-                return cls._refusing(config, keys, client, announced, plan, store, stored, delta, lifetime)
+                return cls._refusing(config, keys, client, announced, plan, store, stored, delta, (lifetime, needs))
             dp_plan = None  # after an accepted plan: refused as a changed plan (_restore)
         budget = _budget(config, dp, delta)
         fresh = None
@@ -335,7 +339,7 @@ class ArtistPrivacy:
             except PrivacyError as exc:  # the count alone is over this artist's own budget: as in _refusing
                 log.error("%s: %s", keys.artist_id, exc)
                 return cls(keys, client, announced, refusal=UNUSABLE_PLAN)
-            if not _lifetime_allows(lifetime, fresh.epsilon_spent, fresh.budget):  # before the ledger is kept
+            if not _lifetime_allows(lifetime, fresh.epsilon_spent, fresh.budget, needs):  # before the ledger is kept
                 return cls(keys, client, announced, refusal=LIFETIME_REFUSAL)
         privacy = cls(keys, client, announced, store=store, lifetime=lifetime)
         privacy._restore(dp_plan, budget, n, stored, fresh)
@@ -371,7 +375,7 @@ class ArtistPrivacy:
         store: ArtistStateStore,
         stored: ArtistSnapshot,
         delta: float,
-        lifetime: LifetimeRun,
+        lifetime_needs: tuple[LifetimeRun, tuple[float, float] | None],
     ) -> ArtistPrivacy:
         """An artist that will not take part under ``plan``, whose calibration failed before it accepted
         a plan (``stored`` holds only its planning size; after one, :meth:`_restore` refuses it as a
@@ -383,7 +387,7 @@ class ArtistPrivacy:
         leaves: every later message meets the same kept size and the same refusal, never a fresh draw
         (red-team review, 2026-12-01: a Flower server resending one message read one uncharged bit
         ``n + Z_i >= K`` per message)."""
-        dp = announced[0]
+        dp, (lifetime, needs) = announced[0], lifetime_needs
         restore_client(client, stored)
         privacy = cls(keys, client, announced, store=store, refusal=UNUSABLE_PLAN, lifetime=lifetime)
         privacy.planning_size, privacy.final_round = int(stored.plan["planning_size"]), int(plan.total_rounds)
@@ -395,7 +399,7 @@ class ArtistPrivacy:
             except PrivacyError as exc:  # the count alone is over budget: nothing charged, and the same refusal
                 log.error("%s: %s", keys.artist_id, exc)  # as an accepted plan's (open), whatever the size
                 return cls(keys, client, announced, refusal=UNUSABLE_PLAN)
-        if not _lifetime_allows(lifetime, privacy.ledger.epsilon_spent, privacy.ledger.budget):  # before it is kept
+        if not _lifetime_allows(lifetime, privacy.ledger.epsilon_spent, privacy.ledger.budget, needs):  # before kept
             return cls(keys, client, announced, refusal=LIFETIME_REFUSAL)
         client.retired_reason = client.retired_reason or UNUSABLE_PLAN
         privacy.save()
@@ -846,19 +850,28 @@ def _lifetime_run(
 
     Epsilon: ``client.lifetime_epsilon``; without it the run's own budget (``client.budget_epsilon``,
     else the federation's target) but never more than the smallest lifetime epsilon an earlier run on
-    these artworks ran under -- a server announcing a larger target next time cannot raise it.  Delta:
-    ``client.lifetime_delta``, else :data:`LIFETIME_DELTA_RUNS` times the largest delta this run can have
-    (the smaller of the announced one and the artist's own, else the project's cap): neither depends on
-    the portfolio's size."""
+    these artworks ran under -- a server announcing a larger target next time cannot raise it (logged
+    when an earlier run's limit applies).  Delta: ``client.lifetime_delta``, else
+    :data:`LIFETIME_DELTA_RUNS` times the artist's own largest run delta (``client.budget_delta``, else
+    the project's cap): neither the server nor the portfolio's size moves it."""
     assert config.state_dir is not None  # a DP artist's (ArtistPrivacy.open requires it)
     ledger = LifetimeLedger(_lifetime_ledger_path(config))
     portfolio = _portfolio(config)
-    if config.lifetime_epsilon is not None:
-        limit = config.lifetime_epsilon
-    else:
-        run_budget = dp.epsilon if config.budget_epsilon is None else config.budget_epsilon
-        limit = min(run_budget, ledger.recorded_limit(portfolio) or math.inf)
-    delta_limit = config.lifetime_delta or LIFETIME_DELTA_RUNS * _largest_run_delta(dp, config)
+    limit = config.lifetime_epsilon
+    if limit is None:
+        run_budget = _run_budget(dp, config)
+        recorded = ledger.recorded_limit(portfolio)
+        limit = run_budget if recorded is None else min(run_budget, recorded)
+        if limit < run_budget:
+            log.warning(
+                "%s: lifetime epsilon %.4g, the smallest an earlier run on these artworks ran under (%s); set "
+                "client.lifetime_epsilon to choose it yourself",
+                keys.artist_id,
+                limit,
+                ledger.path,
+            )
+    own_delta = DEFAULT_DELTA_CAP if config.budget_delta is None else config.budget_delta
+    delta_limit = config.lifetime_delta or min(LIFETIME_DELTA_RUNS * own_delta, MAX_LIFETIME_DELTA)
     return LifetimeRun(
         ledger=ledger,
         run_key=(stored.lifetime_key if stored is not None else None) or secrets.token_hex(16),
@@ -867,40 +880,44 @@ def _lifetime_run(
         state_dir=str(config.state_dir.resolve()),
         portfolio=portfolio,
         limit=limit,
-        delta_limit=min(delta_limit, MAX_LIFETIME_DELTA),
+        delta_limit=delta_limit,
     )
 
 
 LIFETIME_DELTA_RUNS = 10
 """Without ``client.lifetime_delta``, the deltas of all runs on an artwork may add up to this many
-times the largest delta one run can have (basic composition adds them)."""
+times the artist's own largest run delta (basic composition adds them)."""
 MAX_LIFETIME_DELTA = 0.5
 COUNT_DELTA_FLOOR = 1e-12
 """The smallest delta a planning-size count is charged at without an announced or own delta smaller
 still: :func:`~fedstyle_secure.privacy.calibration.default_delta` of 10^11 artworks."""
 
 
+def _run_budget(dp: DpConfig, config: ClientConfig) -> float:
+    """The run ledger's epsilon budget: ``client.budget_epsilon``, else the federation's target."""
+    return dp.epsilon if config.budget_epsilon is None else config.budget_epsilon
+
+
 def _largest_run_delta(dp: DpConfig, config: ClientConfig) -> float:
-    """The largest delta a run's ledger can have, whatever the portfolio's size (``artist_delta``)."""
-    return min(d for d in (dp.delta, config.budget_delta, DEFAULT_DELTA_CAP) if d is not None)
+    """The largest delta a run's ledger can have, whatever the portfolio's size: as
+    :func:`~fedstyle_secure.privacy.calibration.artist_delta` picks it, with the cap for the size's."""
+    own = DEFAULT_DELTA_CAP if config.budget_delta is None else config.budget_delta
+    return own if dp.delta is None else min(dp.delta, own)
 
 
-def _lifetime_has_room_for_a_count(lifetime: LifetimeRun, dp: DpConfig, config: ClientConfig) -> bool:
-    """Whether other runs left these artworks room for a new run's planning-size count at the smallest
-    delta it can be charged at (the largest epsilon), whatever the portfolio's size (logged if not).
+def _count_needs(lifetime: LifetimeRun, dp: DpConfig, config: ClientConfig) -> tuple[float, float] | None:
+    """What a new run must find room for in the lifetime ledger before its planning-size count: an
+    (epsilon, delta) that does not depend on the portfolio's size, or None if the count cannot be
+    accounted at all.
 
-    Asked before a planning size is drawn (or, drawn already, read): a new run refused for lack of
-    lifetime budget is refused whatever its size, so the refusal, charged nowhere, says nothing about
-    the size (red-team review, 2026-12-02: with 0.38 left, the count at 1e-5 fitted and at 1e-6 -- a
-    portfolio above 10,000 artworks -- did not).  Where the lifetime leaves room for the run's whole own
-    budget, only the run's own ledger can refuse the count (as before there was a lifetime ledger).
-    Otherwise the price: the run needs room for the count at :data:`COUNT_DELTA_FLOOR`, about 0.66
-    instead of 0.35.  Evaluated in a child process with ``client.compact_memory`` (the accountant would
-    load Opacus into the artist)."""
-    others, largest_delta = lifetime.spent_by_others(), _largest_run_delta(dp, config)
-    run_budget = dp.epsilon if config.budget_epsilon is None else config.budget_epsilon
-    if lifetime.limit - others.epsilon >= run_budget and lifetime.delta_limit - others.delta >= largest_delta:
-        return True  # room for the run's whole budget: the lifetime cannot refuse before the run's own ledger
+    The count is charged at the run's delta, which depends on its planning size (``default_delta``):
+    deciding on the count's own epsilon let a refusal, charged nowhere, tell the size (red-team review,
+    2026-12-02: with 0.38 left, the count at 1e-5 fitted and at 1e-6 -- a portfolio above 10,000
+    artworks -- did not).  The run needs room either for its whole own budget (then only its own ledger
+    can refuse the count, as before there was a lifetime ledger) or for the count at the smallest delta
+    it can have (:data:`COUNT_DELTA_FLOOR`: about 0.66 instead of 0.35).  Asked before the size is drawn
+    and again, atomically, when the count is recorded (another run may charge in between).  Evaluated in
+    a child process with ``client.compact_memory`` (the accountant would load Opacus into the artist)."""
     floor = min(d for d in (dp.delta, config.budget_delta, COUNT_DELTA_FLOOR) if d is not None)
     try:
         if config.compact_memory:
@@ -909,8 +926,15 @@ def _lifetime_has_room_for_a_count(lifetime: LifetimeRun, dp: DpConfig, config: 
             count = compute_epsilon((portfolio_size_count(),), floor, dp.accountant)
     except PrivacyError as exc:
         log.error("%s: the planning size's count cannot be accounted at delta %.3g: %s", lifetime.artist_id, floor, exc)
+        return None
+    return min(_run_budget(dp, config), count), _largest_run_delta(dp, config)
+
+
+def _lifetime_has_room(lifetime: LifetimeRun, needs: tuple[float, float] | None) -> bool:
+    """Whether other runs left these artworks ``needs`` (:func:`_count_needs`; logged if not)."""
+    if needs is None:
         return False
-    decision = lifetime.check(count, largest_delta)
+    decision = lifetime.check(*needs)
     if not decision.allowed:
         log.error(
             "%s: lifetime privacy budget, before this run starts: %s (%s)",
@@ -928,14 +952,19 @@ def _lifetime_ledger_holds(config: ClientConfig) -> bool:
     if not path.is_file():
         return False
     runs = LifetimeLedger.read_runs(path)
-    return bool(runs) and any(r.spend.artworks & _portfolio(config) for r in runs)
+    if not runs:
+        return False
+    portfolio = _portfolio(config)  # decoded once
+    return any(r.spend.artworks & portfolio for r in runs)
 
 
-def _lifetime_allows(lifetime: LifetimeRun, epsilon: float, budget: PrivacyBudget) -> bool:
+def _lifetime_allows(
+    lifetime: LifetimeRun, epsilon: float, budget: PrivacyBudget, needs: tuple[float, float] | None = None
+) -> bool:
     """Record in the lifetime ledger that this run's ledger reaches ``epsilon`` (at ``budget``'s delta),
     unless that takes an artwork above the lifetime budget (then logged, nothing recorded).  Called
     before the ledger holding it is kept, so before anything computed from it can leave."""
-    decision = lifetime.charge(epsilon, budget.delta)
+    decision = lifetime.charge(epsilon, budget.delta, needs=needs)
     if not decision.allowed:
         log.error("%s: lifetime privacy budget: %s (%s)", lifetime.artist_id, decision.reason, lifetime.ledger.path)
     return decision.allowed
