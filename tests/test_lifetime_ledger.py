@@ -780,3 +780,27 @@ def test_a_run_charging_between_the_room_check_and_the_count_cannot_make_the_ref
         assert privacy is not None
         outcomes[n] = privacy.refusal
     assert outcomes[40] == outcomes[20_000], outcomes
+
+
+def test_a_resumed_run_over_a_lowered_lifetime_budget_still_resends_but_charges_nothing_new(tmp_path):
+    """A resumed run whose lifetime budget is spent by now (here: the artist lowered
+    client.lifetime_epsilon below what the run spent) retired at start, even from a resend, which costs
+    nothing (a helper's note, 2026-12-02).  What its kept ledger holds is recorded as a fact; it resends
+    its stored contribution and retires at its next charge."""
+    data, keys = fake_portfolio(tmp_path), _keys()
+    privacy = _artist(tmp_path, "1", data, keys)
+    assert privacy is not None
+    first = _plan(1, pb.ROUND_KIND_TRAIN, "contribute", 1, _announced())
+    assert privacy.admit(cast(ArtistSession, FakeSession()), first)
+    sent = privacy.contribution(cast(ArtistSession, FakeSession()), first, lambda: _broadcast(1))
+    resumed = _artist(tmp_path, "1", data, keys, lifetime_epsilon=0.01)  # a restart, with a lower limit
+    assert resumed is not None and resumed.refusal is None and resumed.lifetime is not None
+    server = FakeSession()
+    assert resumed.admit(cast(ArtistSession, server), first)  # the resend: nothing new is charged
+    again = resumed.contribution(cast(ArtistSession, server), first, lambda: _broadcast(1))
+    assert all(np.array_equal(sent[k], again[k]) for k in sent)
+    final = _plan(2, pb.ROUND_KIND_FINAL, "publish", 1, _announced())
+    assert not resumed.admit(cast(ArtistSession, server), final)
+    assert [LIFETIME in w.reason for w in server.withdrawals] == [True]
+    recorded = {r.spend.run_key: r.spend.epsilon for r in resumed.lifetime.ledger.runs()}
+    assert recorded[resumed.lifetime.run_key] == pytest.approx(resumed.ledger.epsilon_spent)

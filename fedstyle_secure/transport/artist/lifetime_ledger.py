@@ -144,8 +144,10 @@ class LifetimeRun:
     def check(self, epsilon: float, delta: float) -> LifetimeDecision:
         return self.ledger.check(self, epsilon, delta)
 
-    def charge(self, epsilon: float, delta: float, *, needs: tuple[float, float] | None = None) -> LifetimeDecision:
-        return self.ledger.charge(self, epsilon, delta, needs=needs)
+    def charge(
+        self, epsilon: float, delta: float, *, needs: tuple[float, float] | None = None, spent: bool = False
+    ) -> LifetimeDecision:
+        return self.ledger.charge(self, epsilon, delta, needs=needs, spent=spent)
 
     def commit(self, charges: int) -> None:
         self.ledger.commit(self, charges)
@@ -212,20 +214,27 @@ class LifetimeLedger:
         return _decide(recorded, run, epsilon, delta)
 
     def charge(
-        self, run: LifetimeRun, epsilon: float, delta: float, *, needs: tuple[float, float] | None = None
+        self,
+        run: LifetimeRun,
+        epsilon: float,
+        delta: float,
+        *,
+        needs: tuple[float, float] | None = None,
+        spent: bool = False,
     ) -> LifetimeDecision:
         """Record that ``run`` reaches ``(epsilon, delta)`` (its own ledger's after the charge about to be
         kept) on its portfolio, if every artwork's lifetime sums stay within the run's limits; otherwise
         record nothing.  A run's epsilon and delta here only grow.  ``needs``: decide as if the run reached
         that much (a bound that does not depend on what is recorded, e.g. on the portfolio's size), in
-        the same transaction."""
+        the same transaction.  ``spent``: what the run's kept ledger already holds (a resumed run), recorded
+        even over the limit -- a fact, not a request; the decision still says whether it is within."""
         with _readable(self.path), transaction(self.path) as db:
             recorded = {r.spend.run_key: r for r in _read_runs(db)}
             decision = _decide(recorded, run, epsilon, delta)
             if needs is not None:  # needs >= (epsilon, delta): allowed under needs implies allowed as it is
                 bounded = _decide(recorded, run, max(epsilon, needs[0]), max(delta, needs[1]))
                 decision = dataclasses.replace(decision, allowed=bounded.allowed)
-            if decision.allowed:
+            if decision.allowed or spent:
                 before = recorded.get(run.run_key)
                 db.execute(
                     "INSERT OR REPLACE INTO runs (run_key, artist_id, run_id, state_dir, epsilon, delta, "

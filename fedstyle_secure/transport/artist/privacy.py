@@ -346,10 +346,10 @@ class ArtistPrivacy:
         check_not_rolled_back(client.ledger, reports_dir, keys.artist_id)
         if fresh is None:  # a resumed run: a copied or rolled-back state_dir is refused
             lifetime.bind(len(privacy.ledger.history))
-        if fresh is None and not _lifetime_allows(lifetime, privacy.ledger.epsilon_spent, privacy.ledger.budget):
-            privacy.refusal = privacy.refusal or LIFETIME_REFUSAL  # a resumed run (counted again: idempotent)
-        elif fresh is None and stored.lifetime_key is None:
-            privacy.save()  # the lifetime key of a run begun before there was a lifetime ledger
+        if fresh is None:  # a resumed run: what its kept ledger holds is recorded (again: only grows), a fact
+            _record_resumed(lifetime, privacy.ledger)  # even over the limit; admit() refuses any new charge then
+            if stored.lifetime_key is None:
+                privacy.save()  # the lifetime key of a run begun before there was a lifetime ledger
         lifetime.commit(len(privacy.ledger.history))  # the state holds them now
         if fresh is not None:  # a state rolled back to before this point is caught (no second draw)
             record_charges(reports_dir, keys.artist_id, len(fresh.history))
@@ -956,6 +956,21 @@ def _lifetime_ledger_holds(config: ClientConfig) -> bool:
         return False
     portfolio = _portfolio(config)  # decoded once
     return any(r.spend.artworks & portfolio for r in runs)
+
+
+def _record_resumed(lifetime: LifetimeRun, ledger: BudgetLedger) -> None:
+    """Record a resumed run's kept spend in the lifetime ledger; logged if it is over the lifetime budget
+    already (a limit lowered since, a run of these artworks charging meanwhile, a run begun before the
+    lifetime ledger): the run still resends what it sent and decrypts, which costs nothing, and retires
+    at its next charge."""
+    decision = lifetime.charge(ledger.epsilon_spent, ledger.budget.delta, spent=True)
+    if not decision.allowed:
+        log.warning(
+            "%s: lifetime privacy budget already exceeded: %s (%s); no new charge will be made",
+            lifetime.artist_id,
+            decision.reason,
+            lifetime.ledger.path,
+        )
 
 
 def _lifetime_allows(
