@@ -804,3 +804,51 @@ def test_a_resumed_run_over_a_lowered_lifetime_budget_still_resends_but_charges_
     assert [LIFETIME in w.reason for w in server.withdrawals] == [True]
     recorded = {r.spend.run_key: r.spend.epsilon for r in resumed.lifetime.ledger.runs()}
     assert recorded[resumed.lifetime.run_key] == pytest.approx(resumed.ledger.epsilon_spent)
+
+
+# ---------------------------------------------------------------- a user's walkthrough (2026-12-02), its tests
+
+
+def test_another_database_given_as_the_lifetime_ledger_is_refused_untouched(tmp_path):
+    """``lifetime_ledger`` pointed at another SQLite file (a server's state, here a stand-in) was taken
+    over: tables added, its mode changed to 0600 (a helper's walkthrough)."""
+    import sqlite3
+
+    other = tmp_path / "state.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE rounds (x TEXT)").connection.commit()
+    other.chmod(0o644)
+    with pytest.raises(ConfigError, match="is not a lifetime ledger"):
+        LifetimeLedger(other)
+    tables = {r[0] for r in sqlite3.connect(other).execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"rounds"} and stat.S_IMODE(other.stat().st_mode) == 0o644
+
+
+def test_a_lifetime_ledger_inside_the_runs_state_dir_is_refused_before_the_client_connects(tmp_path, capsys):
+    """A ledger inside ``client.state_dir`` starts again at zero with every new run's fresh state_dir: the
+    original attack.  And a ledger problem was found only after the artist joined, which crashed it
+    mid-round and failed the whole federation (a walkthrough: a relative $FEDSTYLE_LIFETIME_LEDGER).
+    ``fedstyle client`` now checks the ledger before it connects, exit 2 naming the field."""
+    from fedstyle_secure.cli.main import main
+
+    data = fake_portfolio(tmp_path)
+    config = tmp_path / "client.toml"
+    config.write_text(
+        f'[client]\nkeys = "no-keys"\ndata = "{data}"\nserver = "127.0.0.1:9"\nstate_dir = "state"\n'
+        'lifetime_ledger = "state/lifetime.sqlite"\n'
+    )
+    assert main(["client", "--config", str(config)]) == 2
+    assert "client.lifetime_ledger" in capsys.readouterr().err and not (tmp_path / "state").exists()
+
+
+def test_a_refusal_for_a_federation_without_dp_does_not_send_the_ledgers_path(tmp_path, lifetime_ledger):
+    """The reason a DP artist gives a server without DP named its lifetime ledger's path (a home folder,
+    a user name): it stays in the artist's own log."""
+    data = fake_portfolio(tmp_path)
+    first = _artist(tmp_path, "1", data)
+    assert first is not None and _take_part(first, FakeSession()) == ["contribute", "publish"]
+    config = ClientConfig(keys=tmp_path, data=data, state_dir=tmp_path / "state-nodp")
+    no_dp = pb.RoundPlan(round_id=1, kind=pb.ROUND_KIND_TRAIN, phase="contribute", total_rounds=1)
+    views = np.random.default_rng(5).normal(size=(3, N, FEATURES)).astype(np.float32)
+    refused = ArtistPrivacy.open(config, _keys(), _client(DpConfig(epsilon=EPSILON), views), no_dp)
+    assert refused is not None and refused.refusal is not None and "lifetime ledger" in refused.refusal
+    assert str(lifetime_ledger.parent) not in refused.refusal

@@ -18,7 +18,7 @@ from fedstyle_secure.transport.artist.lifetime_ledger import (
     default_lifetime_ledger,
 )
 
-COLUMNS = ("artist", "run id", "epsilon", "delta", "lifetime epsilon", "artworks", "updated (UTC)", "state_dir")
+COLUMNS = ("artist", "run id", "epsilon", "delta", "limit (epsilon)", "artworks", "updated (UTC)", "state_dir")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,14 +45,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = args.ledger or default_lifetime_ledger()
+    path = args.ledger.expanduser() if args.ledger is not None else default_lifetime_ledger()
     runs = LifetimeLedger.read_runs(path)  # read-only
     result: dict[str, Any] = {"ledger": str(path), "runs": [_run_row(r) for r in runs]}
     if args.data is not None:
+        data = args.data.expanduser()
         try:
-            portfolio = artwork_keys(args.data)
+            portfolio = artwork_keys(data)
         except DataError as exc:
-            raise ConfigError(f"--data: {exc}") from None
+            hint = " (give the folder that holds the artist's folder, as client.data does)" if data.is_dir() else ""
+            raise ConfigError(f"--data: {exc}{hint}") from None
         spend = portfolio_spend((r.spend for r in runs), portfolio)
         result["portfolio"] = {
             "data": str(args.data),

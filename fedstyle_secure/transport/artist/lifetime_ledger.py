@@ -70,6 +70,21 @@ COLUMNS = (
 )
 
 
+def check_lifetime_ledger_path(path: Path, run_folders: tuple[Path | None, ...]) -> None:
+    """:class:`ConfigError` for a lifetime ledger that cannot outlive a run (inside one of the run's
+    ``run_folders``: its ``state_dir``, ``reports_dir``), or that is unusable (not a lifetime ledger, not
+    readable, locked): checked before an artist joins a federation."""
+    resolved = Path(path).expanduser().resolve()
+    for folder in run_folders:
+        if folder is not None and resolved.is_relative_to(Path(folder).resolve()):
+            raise ConfigError(
+                f"client.lifetime_ledger: {path} is inside {folder}, which belongs to one run; the lifetime "
+                "ledger must outlive every run (keep it outside client.state_dir and client.reports_dir)"
+            )
+    if Path(path).exists():
+        LifetimeLedger.read_runs(Path(path))
+
+
 def default_lifetime_ledger() -> Path:
     """``$FEDSTYLE_LIFETIME_LEDGER``, else ``$XDG_DATA_HOME/fedstyle-secure/lifetime-ledger.sqlite``
     (``~/.local/share`` without it): one per user of a machine, like the feature cache.  A relative
@@ -162,6 +177,8 @@ class LifetimeLedger:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        if self.path.is_file() and self.path.stat().st_size > 0:
+            self.read_runs(self.path)  # another database (a server's state, an artist's) is refused untouched
         try:
             if not self.path.parent.exists():
                 self.path.parent.mkdir(mode=0o700, parents=True)

@@ -95,6 +95,7 @@ from fedstyle_secure.privacy.accounting import (
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.calibration import DEFAULT_DELTA_CAP, artist_delta
 from fedstyle_secure.privacy.jsonio import read_json
+from fedstyle_secure.privacy.lifetime import LifetimeDecision
 from fedstyle_secure.privacy.mechanisms import DpSgdSteps, GaussianRelease, Mechanism, SampledGaussian
 from fedstyle_secure.privacy.plan import (
     PROTOTYPE_RELEASE,
@@ -445,8 +446,8 @@ class ArtistPrivacy:
                 keys,
                 client,
                 None,
-                refusal=f"this artist requires DP (its artworks are in the lifetime ledger "
-                f"{_lifetime_ledger_path(config)}) but the federation runs without DP",
+                refusal="this artist requires DP (its artworks are in its lifetime ledger) but the federation runs "
+                "without DP",  # the ledger's path stays in the artist's own log
             )
         return None
 
@@ -562,7 +563,12 @@ class ArtistPrivacy:
         if self.lifetime is not None:  # checked here, recorded when the result is kept (_remember)
             lifetime = self.lifetime.check(decision.epsilon_after, decision.budget.delta)
             if not lifetime.allowed:
-                log.error("%s: lifetime privacy budget: %s", self.keys.artist_id, lifetime.reason)
+                log.error(
+                    "%s: lifetime privacy budget: %s. %s",
+                    self.keys.artist_id,
+                    lifetime.reason,
+                    _lifetime_next_step(lifetime),
+                )
                 return self.retire(session, plan.round_id, LIFETIME_REFUSAL)
         return True
 
@@ -937,12 +943,34 @@ def _lifetime_has_room(lifetime: LifetimeRun, needs: tuple[float, float] | None)
     decision = lifetime.check(*needs)
     if not decision.allowed:
         log.error(
-            "%s: lifetime privacy budget, before this run starts: %s (%s)",
+            "%s: lifetime privacy budget, before this run starts (it needs room for its planning-size count, "
+            "epsilon %.3g at the smallest delta it can have): %s (%s). %s",
             lifetime.artist_id,
+            needs[0],
             decision.reason,
             lifetime.ledger.path,
+            _lifetime_next_step(decision),
         )
-    return decision.allowed
+        return False
+    log.info(
+        "%s: lifetime ledger %s: %d earlier run(s) spent epsilon %.4g on these artworks, lifetime budget %.4g",
+        lifetime.artist_id,
+        lifetime.ledger.path,
+        decision.others.runs,
+        decision.others.epsilon,
+        lifetime.limit,
+    )
+    return True
+
+
+def _lifetime_next_step(decision: LifetimeDecision) -> str:
+    """What the artist can do about a lifetime refusal."""
+    if decision.others.delta + decision.run_delta > decision.delta_limit:
+        return "To take part, raise client.lifetime_delta (more delta on these artworks) or use other artworks."
+    return (
+        f"To take part, set client.lifetime_epsilon to at least {decision.epsilon_after:.4g} (more epsilon on "
+        "these artworks) or use other artworks."
+    )
 
 
 def _lifetime_ledger_holds(config: ClientConfig) -> bool:
@@ -981,5 +1009,11 @@ def _lifetime_allows(
     before the ledger holding it is kept, so before anything computed from it can leave."""
     decision = lifetime.charge(epsilon, budget.delta, needs=needs)
     if not decision.allowed:
-        log.error("%s: lifetime privacy budget: %s (%s)", lifetime.artist_id, decision.reason, lifetime.ledger.path)
+        log.error(
+            "%s: lifetime privacy budget: %s (%s). %s",
+            lifetime.artist_id,
+            decision.reason,
+            lifetime.ledger.path,
+            _lifetime_next_step(decision),
+        )
     return decision.allowed
