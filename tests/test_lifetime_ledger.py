@@ -852,3 +852,18 @@ def test_a_refusal_for_a_federation_without_dp_does_not_send_the_ledgers_path(tm
     refused = ArtistPrivacy.open(config, _keys(), _client(DpConfig(epsilon=EPSILON), views), no_dp)
     assert refused is not None and refused.refusal is not None and "lifetime ledger" in refused.refusal
     assert str(lifetime_ledger.parent) not in refused.refusal
+
+
+def test_a_lifetime_ledger_another_artist_is_creating_right_now_is_opened(tmp_path):
+    """Loopback artists (threads) share one trial ledger: one had created the file (SQLite's header
+    written, no table yet) when another, seeing a non-empty file, refused it as "not a lifetime ledger
+    (tables [])" (measured in a full run).  That state, made here directly: a database without tables
+    is one being created, not another program's."""
+    import sqlite3
+
+    path = tmp_path / "ledger.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")  # what the creating process has written so far
+    db.close()
+    assert path.stat().st_size > 0
+    assert LifetimeLedger(path).runs() == []

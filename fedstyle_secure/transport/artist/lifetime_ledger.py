@@ -114,6 +114,22 @@ def _readable(path: Path) -> Iterator[None]:
         raise ConfigError(f"{path}: the lifetime ledger cannot be used: {exc}") from exc
 
 
+def _refuse_another_database(path: Path) -> None:
+    """:class:`ConfigError` if ``path`` is a database holding tables, none of them a lifetime ledger's
+    (read-only).  A database without tables yet is another process creating the ledger right now; a
+    file that cannot be read here is left to the creating transaction, which names what is wrong."""
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            db.close()
+    except sqlite3.DatabaseError:
+        return
+    if tables and not set(TABLES) <= tables:
+        raise ConfigError(f"{path} is not a lifetime ledger (tables {sorted(tables)}); refusing to write into it")
+
+
 def _check_schema(db: sqlite3.Connection, path: Path) -> None:
     tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if not set(TABLES) <= tables:
@@ -178,7 +194,7 @@ class LifetimeLedger:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         if self.path.is_file() and self.path.stat().st_size > 0:
-            self.read_runs(self.path)  # another database (a server's state, an artist's) is refused untouched
+            _refuse_another_database(self.path)  # a server's state, an artist's: refused untouched
         try:
             if not self.path.parent.exists():
                 self.path.parent.mkdir(mode=0o700, parents=True)
@@ -186,7 +202,7 @@ class LifetimeLedger:
         except OSError as exc:
             raise ConfigError(f"{self.path}: cannot open the lifetime ledger: {exc.strerror or exc}") from exc
         restrict_mode(self.path, 0o600)
-        with _readable(self.path), transaction(self.path) as db:
+        with _readable(self.path), transaction(self.path) as db:  # one process creates the tables, others wait
             for statement in SCHEMA:
                 db.execute(statement)
             _check_schema(db, self.path)
