@@ -205,6 +205,20 @@ def test_dropout_in_masked_input_proceeds_at_the_deadline_with_the_survivors_sum
     )
 
 
+def test_an_artist_retiring_before_it_advertised_does_not_hold_the_session_until_the_deadline(keys):
+    """An artist that withdraws at a round's start (a budget or lifetime refusal) stayed among those the
+    masking session waited for: the round stood still until the advertise deadline (417 s measured in a
+    walkthrough: phase_seconds + startup_seconds).  Its withdrawal now completes the phase at once."""
+    f = _Federation(keys, ARTISTS)
+    f.step(("artist_a", "artist_b"), now=1.0)
+    assert f.c.plan().phase is Phase.ADVERTISE  # artist_c has not answered yet
+    assert f.c.retire("artist_c", "lifetime privacy budget")
+    assert f.c.tick(1.5) and f.c.plan().phase is Phase.SHARE  # long before the deadline (10 s)
+    for _ in range(4):
+        f.step(("artist_a", "artist_b"), now=2.0)
+    assert _last_sum(f.c).contributors == ("artist_a", "artist_b")
+
+
 def test_below_threshold_aborts_and_the_retry_is_a_fresh_session(keys):
     """secagg over 5 artists needs t = 4 shares; 3 masked inputs cannot be unmasked."""
     roster = ARTISTS + ("artist_d", "artist_e")

@@ -645,10 +645,11 @@ class Coordinator:
         return True
 
     def _expected(self) -> set[str]:
-        """Who can still answer this phase (masking: only the artists the server sent a message;
-        CKKS decrypt: the committee)."""
+        """Who can still answer this phase (masking: only the artists the server sent a message, but
+        the ones retired since -- a withdrawal at a round's start no longer holds the session until
+        the advertise deadline; CKKS decrypt: the committee)."""
         if self._masking is not None and self._phase in MASKING_STEPS:
-            return set(self._masking.expected(self._phase.value))
+            return set(self._masking.expected(self._phase.value)) - set(self.state.retired)
         if self._phase is Phase.DECRYPT and self._ckks_round is not None:
             return set(self._ckks_round.committee)
         return set(self.participants)
