@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import threading
 from typing import cast
@@ -146,7 +147,8 @@ def _audit(capsys, *args: str) -> tuple[int, dict]:
 
 
 @pytest.mark.timeout(LOOPBACK_RUN_SECONDS)
-def test_artist_over_budget_retires_with_the_reason_and_others_finish(tmp_path, data, capsys):
+def test_artist_over_budget_retires_with_the_reason_and_others_finish(tmp_path, data, capsys, caplog):
+    caplog.set_level(logging.WARNING, logger="fedstyle_secure.transport.artist.runner")
     work = tmp_path / "run"
     federation = start_loopback(
         work,
@@ -167,6 +169,7 @@ def test_artist_over_budget_retires_with_the_reason_and_others_finish(tmp_path, 
     reason = coordinator.state.retired["artist_01"]
     assert set(coordinator.state.retired) == {"artist_01"}
     assert reason.startswith("privacy budget") and "would exceed the budget epsilon=0.5" in reason
+    assert "artist_01 did not take part to the end: it retired (privacy budget" in caplog.text  # its last word
     assert not status.retired and not status.registered  # a buyer sees no retirement reason (nor who registered)
     stored_state = StateStore(work / "server.sqlite").load()
     assert stored_state is not None and stored_state.state.retired == {"artist_01": reason}

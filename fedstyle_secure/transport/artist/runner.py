@@ -413,6 +413,13 @@ def run_artist(config: ClientConfig, keys: ArtistKeys, stop: threading.Event | N
         return _follow_federation(config, keys, stop or threading.Event())
 
 
+def _retirement(runner: ArtistRunner) -> str | None:
+    """Why the artist stopped taking part in the run (its refusal, or its retirement), if it did."""
+    if runner.privacy is not None and runner.privacy.refusal is not None:
+        return runner.privacy.refusal
+    return None if runner.client is None else runner.client.retired_reason
+
+
 def _follow_federation(config: ClientConfig, keys: ArtistKeys, stop: threading.Event) -> int:
     runner = ArtistRunner(config, keys)
     reach = Reachability(config.reconnect_initial_seconds, config.reconnect_max_seconds, config.give_up_seconds)
@@ -431,6 +438,9 @@ def _follow_federation(config: ClientConfig, keys: ArtistKeys, stop: threading.E
             "federation finished",
             extra={"artist": keys.artist_id, "round": plan.round_id, **memory_use_mb()},
         )
+        retired = _retirement(runner)
+        if retired is not None:  # a script reading the log (or the exit code 0) would think it took part
+            log.warning("%s did not take part to the end: it retired (%s)", keys.artist_id, retired)
         return 0
 
     def log_retry(state: RetryCallState) -> None:
