@@ -833,7 +833,7 @@ def _unplanned(snapshot: ArtistSnapshot) -> bool:
 def _budget(config: ClientConfig, dp: DpConfig, delta: float) -> PrivacyBudget:
     """The artist's own budget: epsilon ``client.budget_epsilon`` or, if absent, the federation's
     target; delta the artist's (:func:`~fedstyle_secure.privacy.calibration.artist_delta`, its plan's)."""
-    return PrivacyBudget(dp.epsilon if config.budget_epsilon is None else config.budget_epsilon, delta)
+    return PrivacyBudget(_run_budget(dp, config), delta)
 
 
 def _lifetime_ledger_path(config: ClientConfig) -> Path:
