@@ -867,3 +867,24 @@ def test_a_lifetime_ledger_another_artist_is_creating_right_now_is_opened(tmp_pa
     db.close()
     assert path.stat().st_size > 0
     assert LifetimeLedger(path).runs() == []
+
+
+def test_a_run_from_before_the_lifetime_ledger_can_be_recorded_and_then_counts(tmp_path, capsys, lifetime_ledger):
+    """Runs that finished before there was a lifetime ledger are not in it (a red-team note): their spend
+    would be whole again.  ``fedstyle lifetime --record-run STATE_DIR --data DIR`` records one from its
+    state_dir (once); the next run on those artworks then counts it."""
+    from fedstyle_secure.cli.main import main
+
+    data = fake_portfolio(tmp_path)
+    old = _artist(tmp_path, "1", data, lifetime_ledger=tmp_path / "elsewhere.sqlite")  # stands for "before"
+    assert old is not None and _take_part(old, FakeSession()) == ["contribute", "publish"]
+    record = ["lifetime", "--data", str(data), "--record-run", str(tmp_path / "state-1"), "--json"]
+    assert main(record) == 0
+    assert "recorded (epsilon" in capsys.readouterr().err
+    assert main(record) == 0 and "already recorded" in capsys.readouterr().err
+    assert [r.spend.epsilon for r in LifetimeLedger(lifetime_ledger).runs()] == [
+        pytest.approx(old.ledger.epsilon_spent)
+    ]
+    second = _artist(tmp_path, "2", data)
+    assert second is not None and second.refusal is not None and LIFETIME in second.refusal
+    assert main(["lifetime", "--record-run", str(tmp_path / "state-1")]) == 2  # which artworks: --data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from fedstyle_secure.transport.artist.lifetime_ledger import (
     LifetimeLedger,
     RecordedRun,
     default_lifetime_ledger,
+    record_finished_run,
 )
 
 COLUMNS = ("artist", "run id", "epsilon", "delta", "limit (epsilon)", "artworks", "updated (UTC)", "state_dir")
@@ -28,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="List the runs an artist's lifetime ledger records: each run's epsilon (at its delta) on "
         "the artworks it held (told apart by their decoded pixels).  Runs on the same artworks add up: with "
         "--data, the portfolio's lifetime epsilon is the largest sum over its artworks, which `fedstyle "
-        "client` keeps within client.lifetime_epsilon.  Opens the ledger read-only.",
+        "client` keeps within client.lifetime_epsilon.  Opens the ledger read-only, unless --record-run.",
     )
     p.add_argument(
         "--ledger",
@@ -40,21 +42,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data", type=Path, metavar="DIR", help="a client.data folder (<DIR>/<artist>/<image>): its lifetime epsilon"
     )
+    p.add_argument(
+        "--record-run",
+        type=Path,
+        metavar="STATE_DIR",
+        help="first record the DP run whose client.state_dir this is, on the artworks of --data: a run that "
+        "finished before there was a lifetime ledger (nothing happens if it is recorded already)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     path = args.ledger.expanduser() if args.ledger is not None else default_lifetime_ledger()
+    if args.record_run is not None:
+        if args.data is None:
+            raise ConfigError("--record-run needs --data: the artworks that run was trained on")
+        decision = record_finished_run(LifetimeLedger(path), args.record_run.expanduser(), _portfolio(args.data))
+        recorded = "already recorded" if decision is None else f"recorded (epsilon {decision.run_epsilon:.4g})"
+        print(f"{args.record_run}: {recorded}", file=sys.stderr)
     runs = LifetimeLedger.read_runs(path)  # read-only
     result: dict[str, Any] = {"ledger": str(path), "runs": [_run_row(r) for r in runs]}
     if args.data is not None:
-        data = args.data.expanduser()
-        try:
-            portfolio = artwork_keys(data)
-        except DataError as exc:
-            hint = " (give the folder that holds the artist's folder, as client.data does)" if data.is_dir() else ""
-            raise ConfigError(f"--data: {exc}{hint}") from None
+        portfolio = _portfolio(args.data)
         spend = portfolio_spend((r.spend for r in runs), portfolio)
         result["portfolio"] = {
             "data": str(args.data),
@@ -65,6 +75,15 @@ def run(args: argparse.Namespace) -> int:
         }
     print(json.dumps(result, indent=2) if args.json else _table(result))
     return 0
+
+
+def _portfolio(folder: Path) -> frozenset[str]:
+    data = folder.expanduser()
+    try:
+        return artwork_keys(data)
+    except DataError as exc:
+        hint = " (give the folder that holds the artist's folder, as client.data does)" if data.is_dir() else ""
+        raise ConfigError(f"--data: {exc}{hint}") from None
 
 
 def _run_row(run: RecordedRun) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -351,3 +352,35 @@ def _read_runs(db: sqlite3.Connection) -> list[RecordedRun]:
         )
         for key, artist, run_id, state_dir, eps, delta, limit, charges, updated in rows
     ]
+
+
+def record_finished_run(ledger: LifetimeLedger, state_dir: Path, portfolio: frozenset[str]) -> LifetimeDecision | None:
+    """Record in ``ledger`` the run whose state (and DP ledger) is in ``state_dir``, on ``portfolio``: a
+    run that finished before there was a lifetime ledger (or recorded in another one).  What its ledger
+    spent is a fact: recorded even over a limit (the decision says whether it is within its own
+    budget).  ``None`` when the ledger holds that run already; :class:`ConfigError` when ``state_dir``
+    holds no DP ledger.  The state itself is not changed."""
+    from fedstyle_secure.privacy.budget import BudgetLedger
+    from fedstyle_secure.transport.artist.state import STATE_FILE, ArtistStateStore
+
+    if not (Path(state_dir) / STATE_FILE).is_file():
+        raise ConfigError(f"{state_dir} holds no artist state ({STATE_FILE})")
+    snapshot = ArtistStateStore(Path(state_dir)).load()
+    if snapshot is None or snapshot.ledger is None:
+        raise ConfigError(f"{state_dir} holds no DP ledger (a run without DP spends no epsilon to record)")
+    if snapshot.lifetime_key is not None and any(r.spend.run_key == snapshot.lifetime_key for r in ledger.runs()):
+        return None
+    spent = BudgetLedger.from_dict(snapshot.ledger)
+    run = LifetimeRun(
+        ledger=ledger,
+        run_key=snapshot.lifetime_key or secrets.token_hex(16),
+        artist_id=snapshot.artist_id,
+        run_id="",
+        state_dir=str(Path(state_dir).resolve()),
+        portfolio=portfolio,
+        limit=spent.budget.epsilon,
+        delta_limit=0.5,
+    )
+    decision = run.charge(spent.epsilon_spent, spent.budget.delta, spent=True)
+    run.commit(len(spent.history))
+    return decision
