@@ -7,7 +7,7 @@ import argparse
 from fedstyle_secure.cli.toml_command import register_toml_command
 from fedstyle_secure.memory import compact_this_process
 from fedstyle_secure.secure.keys.keystore import load_artist_keys
-from fedstyle_secure.transport.artist.lifetime_ledger import check_lifetime_ledger_path, default_lifetime_ledger
+from fedstyle_secure.transport.artist.lifetime_ledger import check_lifetime_ledger
 from fedstyle_secure.transport.artist.runner import check_artist_data_folder, run_artist
 from fedstyle_secure.transport.config import load_client_config
 from fedstyle_secure.transport.logs import configure_logging
@@ -29,9 +29,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_format, getattr(args, "verbose", False))
     config = load_client_config(args.config)
     check_artist_data_folder(config.data)  # before the server is reached: a typo would wait for a plan
-    check_lifetime_ledger_path(
-        config.lifetime_ledger or default_lifetime_ledger(), (config.state_dir, config.reports_dir)
-    )
+    check_lifetime_ledger(config)
     if config.compact_memory:
         compact_this_process()
     return run_artist(config, load_artist_keys(config.keys, config.artist))

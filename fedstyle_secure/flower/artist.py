@@ -53,7 +53,7 @@ from fedstyle_secure.transport.artist.channel import (
     with_layout,
 )
 from fedstyle_secure.transport.artist.ckks import SentContribution, ckks_client
-from fedstyle_secure.transport.artist.lifetime_ledger import check_lifetime_ledger_path, default_lifetime_ledger
+from fedstyle_secure.transport.artist.lifetime_ledger import check_lifetime_ledger
 from fedstyle_secure.transport.artist.masking import masking_client, masking_step
 from fedstyle_secure.transport.artist.privacy import ArtistPrivacy, DurableClient
 from fedstyle_secure.transport.artist.runner import ArtistRunner, build_style_client
@@ -306,7 +306,5 @@ def artist_from_config(path: Path) -> tuple[ClientConfig, ArtistKeys]:
     config = load_client_config(path)
     if config.state_dir is None:
         raise ConfigError(f"{path}: client.state_dir is required for a Flower artist (its state between messages)")
-    check_lifetime_ledger_path(
-        config.lifetime_ledger or default_lifetime_ledger(), (config.state_dir, config.reports_dir)
-    )
+    check_lifetime_ledger(config)
     return config, load_artist_keys(config.keys, config.artist)

@@ -44,6 +44,7 @@ from fedstyle_secure.privacy.lifetime import (
     check_lifetime,
     portfolio_spend,
 )
+from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.sqlite_io import connect, restrict_mode, transaction
 
 LIFETIME_LEDGER_VARIABLE = "FEDSTYLE_LIFETIME_LEDGER"
@@ -71,19 +72,25 @@ COLUMNS = (
 )
 
 
-def check_lifetime_ledger_path(path: Path, run_folders: tuple[Path | None, ...]) -> None:
-    """:class:`ConfigError` for a lifetime ledger that cannot outlive a run (inside one of the run's
-    ``run_folders``: its ``state_dir``, ``reports_dir``), or that is unusable (not a lifetime ledger, not
-    readable, locked): checked before an artist joins a federation."""
-    resolved = Path(path).expanduser().resolve()
-    for folder in run_folders:
+def artist_lifetime_ledger(config: ClientConfig) -> Path:
+    """The artist's lifetime ledger: ``client.lifetime_ledger``, else :func:`default_lifetime_ledger`."""
+    return config.lifetime_ledger or default_lifetime_ledger()
+
+
+def check_lifetime_ledger(config: ClientConfig) -> None:
+    """:class:`ConfigError` for an artist's lifetime ledger that cannot outlive a run (inside its
+    ``state_dir`` or ``reports_dir``), or that is unusable (not a lifetime ledger, not readable,
+    locked): checked before an artist joins a federation."""
+    path = artist_lifetime_ledger(config)
+    resolved = path.expanduser().resolve()
+    for folder in (config.state_dir, config.reports_dir):
         if folder is not None and resolved.is_relative_to(Path(folder).resolve()):
             raise ConfigError(
                 f"client.lifetime_ledger: {path} is inside {folder}, which belongs to one run; the lifetime "
                 "ledger must outlive every run (keep it outside client.state_dir and client.reports_dir)"
             )
-    if Path(path).exists():
-        LifetimeLedger.read_runs(Path(path))
+    if path.exists():
+        LifetimeLedger.read_runs(path)
 
 
 def default_lifetime_ledger() -> Path:
@@ -115,16 +122,22 @@ def _readable(path: Path) -> Iterator[None]:
         raise ConfigError(f"{path}: the lifetime ledger cannot be used: {exc}") from exc
 
 
+def _read_only(path: Path) -> sqlite3.Connection:
+    """A connection that can change nothing in the database at ``path``."""
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+
+
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
 def _refuse_another_database(path: Path) -> None:
     """:class:`ConfigError` if ``path`` is a database holding tables, none of them a lifetime ledger's
     (read-only).  A database without tables yet is another process creating the ledger right now; a
     file that cannot be read here is left to the creating transaction, which names what is wrong."""
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            db.close()
+        with contextlib.closing(_read_only(path)) as db:
+            tables = _tables(db)
     except sqlite3.DatabaseError:
         return
     if tables and not set(TABLES) <= tables:
@@ -132,7 +145,7 @@ def _refuse_another_database(path: Path) -> None:
 
 
 def _check_schema(db: sqlite3.Connection, path: Path) -> None:
-    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    tables = _tables(db)
     if not set(TABLES) <= tables:
         raise ConfigError(f"{path} is not a lifetime ledger (tables {sorted(tables)})")
     columns = tuple(row[1] for row in db.execute("PRAGMA table_info(runs)"))
@@ -216,22 +229,14 @@ class LifetimeLedger:
             raise ConfigError(f"{path} is a folder, not a lifetime ledger file")
         if not Path(path).is_file():
             raise ConfigError(f"no lifetime ledger at {path}: no DP run of an artist recorded one there")
-        with _readable(Path(path)):
-            db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
-            try:
-                _check_schema(db, Path(path))
-                return _read_runs(db)
-            finally:
-                db.close()
+        with _readable(Path(path)), contextlib.closing(_read_only(Path(path))) as db:
+            _check_schema(db, Path(path))
+            return _read_runs(db)
 
     def runs(self) -> list[RecordedRun]:
         """Every recorded run, oldest update first."""
-        with _readable(self.path):
-            db = connect(self.path)
-            try:
-                return _read_runs(db)
-            finally:
-                db.close()
+        with _readable(self.path), contextlib.closing(connect(self.path)) as db:
+            return _read_runs(db)
 
     def spent(self, portfolio: frozenset[str], *, excluding: str | None = None) -> PortfolioSpend:
         """What the recorded runs (but run ``excluding``) spent on ``portfolio``."""

@@ -113,7 +113,7 @@ from fedstyle_secure.privacy.reports import canonical_json, redacted_report, rep
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.training.local import LocalConfig
 from fedstyle_secure.transport.artist.channel import ArtistSession
-from fedstyle_secure.transport.artist.lifetime_ledger import LifetimeLedger, LifetimeRun, default_lifetime_ledger
+from fedstyle_secure.transport.artist.lifetime_ledger import LifetimeLedger, LifetimeRun, artist_lifetime_ledger
 from fedstyle_secure.transport.artist.state import STATE_FILE, ArtistSnapshot, ArtistStateStore, CachedResult
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.dp_config import announced_dp
@@ -836,10 +836,6 @@ def _budget(config: ClientConfig, dp: DpConfig, delta: float) -> PrivacyBudget:
     return PrivacyBudget(_run_budget(dp, config), delta)
 
 
-def _lifetime_ledger_path(config: ClientConfig) -> Path:
-    return config.lifetime_ledger or default_lifetime_ledger()
-
-
 def _portfolio(config: ClientConfig) -> frozenset[str]:
     """The artworks of ``client.data`` as the lifetime ledger keys them (decoded pixels)."""
     try:
@@ -861,7 +857,7 @@ def _lifetime_run(
     :data:`LIFETIME_DELTA_RUNS` times the artist's own largest run delta (``client.budget_delta``, else
     the project's cap): neither the server nor the portfolio's size moves it."""
     assert config.state_dir is not None  # a DP artist's (ArtistPrivacy.open requires it)
-    ledger = LifetimeLedger(_lifetime_ledger_path(config))
+    ledger = LifetimeLedger(artist_lifetime_ledger(config))
     portfolio = _portfolio(config)
     limit = config.lifetime_epsilon
     if limit is None:
@@ -976,7 +972,7 @@ def _lifetime_next_step(decision: LifetimeDecision) -> str:
 def _lifetime_ledger_holds(config: ClientConfig) -> bool:
     """Whether the artist's lifetime ledger (if there is one) records a run on these artworks: they are
     under a lifetime budget, which a federation without DP would exceed at once."""
-    path = _lifetime_ledger_path(config)
+    path = artist_lifetime_ledger(config)
     if not path.is_file():
         return False
     runs = LifetimeLedger.read_runs(path)
