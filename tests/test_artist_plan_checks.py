@@ -36,6 +36,7 @@ from fedstyle_secure.federation.strategy import algorithm_spec, feature_moments
 from fedstyle_secure.models.factory import EncoderConfig, make_model
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import get_flat_params
+from fedstyle_secure.secure.ckks.decryption import COMMITTEE_SIZE
 from fedstyle_secure.secure.keys.keystore import load_artist_keys
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
 from fedstyle_secure.training.local import LocalConfig, LocalData, LocalResult
@@ -102,6 +103,7 @@ def _setup_plan(round_id: int, mode: str) -> pb.RoundPlan:
         value_low=low,
         value_high=high,
         quorum=2,
+        committee_size=COMMITTEE_SIZE,
     )
     if mode == "secagg":
         plan.masking.CopyFrom(

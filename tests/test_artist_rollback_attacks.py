@@ -43,7 +43,7 @@ from fedstyle_secure.federation.client import StyleClient
 from fedstyle_secure.federation.masking_rounds import MaskingRound
 from fedstyle_secure.federation.masking_session import MaskingParams, session_id
 from fedstyle_secure.federation.packing import Layout, pack
-from fedstyle_secure.secure.ckks.decryption import Attempt, decryption_committee
+from fedstyle_secure.secure.ckks.decryption import COMMITTEE_SIZE, Attempt, decryption_committee
 from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
 from fedstyle_secure.transport.artist.ckks import CkksClient, SentContribution
@@ -243,6 +243,7 @@ class CkksServer:
             phase="decrypt",
             secure_mode="ckks",
             quorum=2,
+            committee_size=COMMITTEE_SIZE,
             decryptors=list(members),
             phase_deadline_unix=time.time() + 8,
         )
@@ -267,7 +268,9 @@ def _ckks_artist(keys: Path, tmp: Path, artist: str) -> tuple[CkksClient, Callab
     attempt 0 (a DP artist after a restart re-encrypts its stored vector: the same plaintext)."""
     runner = _process(keys, tmp, artist)
     client = runner._ckks()
-    plan = pb.RoundPlan(round_id=ROUND, attempt=0, phase="contribute", secure_mode="ckks")
+    plan = pb.RoundPlan(
+        round_id=ROUND, attempt=0, phase="contribute", secure_mode="ckks", committee_size=COMMITTEE_SIZE
+    )
 
     def contribute() -> tuple[SentContribution, bytes]:
         sent = client.contribution(ROUND, lambda: _vector(VALUES[artist]))
@@ -282,7 +285,7 @@ def _ckks_cast(keys: Path, tmp: Path) -> tuple[dict, dict, tuple[str, str, str]]
     clients, contribute = {}, {}
     for a in ARTISTS:
         clients[a], contribute[a] = _ckks_artist(keys, tmp, a)
-    at = Attempt(ROUND, 0, clients[VICTIM].keys.ckks.fingerprint)
+    at = Attempt(ROUND, 0, clients[VICTIM].keys.ckks.fingerprint, COMMITTEE_SIZE)
     x, y = decryption_committee(at, ARTISTS)
     return clients, contribute, (x, y, next(a for a in ARTISTS if a not in (x, y)))
 

@@ -26,7 +26,7 @@ from fedstyle_secure.flower.apps import ArtistRefused, client_app
 from fedstyle_secure.flower.records import CLAIM, PHASE_ACTIONS, RECORD, REPORTS, ArtistReply, ServerMessage
 from fedstyle_secure.flower.server import FlowerFederation, apply_reply, bind_nodes, run_federation
 from fedstyle_secure.secure.ckks import decryption as ckks_decryption
-from fedstyle_secure.secure.ckks.decryption import Attempt, decryption_committee
+from fedstyle_secure.secure.ckks.decryption import COMMITTEE_SIZE, Attempt, decryption_committee
 from fedstyle_secure.secure.keys import pki
 from fedstyle_secure.secure.keys.keystore import load_server_keys, revoke
 from fedstyle_secure.transport.config import load_server_config
@@ -184,28 +184,23 @@ def test_a_two_participant_masking_session_gets_no_keys_from_an_artist_with_a_fl
 
 
 @pytest.mark.usefixtures("outside_runtime")
-def test_a_ckks_contributor_off_the_committee_keeps_its_own_floor(tmp_path, data, monkeypatch):
-    """The set-up round's three contributions are enough for the plan's quorum and for the two
-    committee members' own floors (2), but not for the third artist's ``client.min_quorum = 4``.  It
-    is not on the committee and cannot refuse the set itself; its floor is signed into its
-    contribution and the committee decrypts nothing (fails without the signed floor: the round
-    completes)."""
+def test_a_ckks_contributor_whose_floor_exceeds_the_committee_size_signs_nothing(tmp_path, data):
+    """The third artist's ``client.min_quorum = 4`` is above the announced committee size 2, and under
+    ``ckks`` the committee size is what bounds every combination of a round's decrypted sums (two
+    nested sets decrypted by disjoint committees differ by as few as ``K`` artists): it signs no
+    contribution, while the two others do (fails without the check: it contributed)."""
     run = Run(tmp_path / "run", data, "ckks")
     run.until("contribute")
     coordinator = run.federation.coordinator
     assert coordinator.ckks is not None
-    at = Attempt(coordinator.plan().round_id, coordinator.attempt, coordinator.ckks.fingerprint)
+    at = Attempt(coordinator.plan().round_id, coordinator.attempt, coordinator.ckks.fingerprint, COMMITTEE_SIZE)
     strict = next(a for a in ARTISTS if a not in decryption_committee(at, ARTISTS))
     config = run.configs.artists[strict]
     config.write_text(config.read_text().replace("[client]\n", "[client]\nmin_quorum = 4\n", 1))
-    # a dishonest server lists every contribution, floors or not (an honest one leaves the strict one out)
-    monkeypatch.setattr(ckks_decryption, "honoured_floors", lambda floors: set(floors))
-    run.federation.run_phase()  # contribute: every artist, the strict one signing its floor of 4
-    assert coordinator.plan().phase.value == "decrypt"
-    run.federation.run_phase()
-    assert coordinator.standardisation is None and not coordinator._collect.items
-    for member in decryption_committee(at, ARTISTS):
-        assert run.grid.sent(PHASE_ACTIONS["decrypt"], run.nodes[member])[1].upload is None
+    run.federation.run_phase()  # contribute: the two others sign; the strict one sits the attempt out
+    for artist in ARTISTS:
+        upload = run.grid.sent(PHASE_ACTIONS["contribute"], run.nodes[artist])[1].upload
+        assert (upload is None) is (artist == strict), artist
 
 
 def flower_runtime_reply(run: Run, artist: str, action: str, inbox: ServerMessage) -> Message:

@@ -20,7 +20,13 @@ import pytest
 
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.secure.ckks import decryption as ckks_decryption
-from fedstyle_secure.secure.ckks.decryption import Attempt, layout_bytes, payload_digest, sign_contribution
+from fedstyle_secure.secure.ckks.decryption import (
+    COMMITTEE_SIZE,
+    Attempt,
+    layout_bytes,
+    payload_digest,
+    sign_contribution,
+)
 from fedstyle_secure.secure.ckks.primitives import encrypt
 from fedstyle_secure.transport.server.servicer import MAX_BROADCAST_DOWNLOADS
 from fedstyle_secure.transport.wire import pb
@@ -39,7 +45,7 @@ def test_a_crafted_ckks_contribution_is_checked_outside_the_server_lock(keys, tm
         assert layout is not None
         payload = encrypt(attacker.keys.ckks, np.zeros(layout.size - 1)).serialize()  # one value short
         plan = f.coordinator.plan()
-        at = Attempt(plan.round_id, plan.attempt, attacker.keys.ckks.fingerprint)
+        at = Attempt(plan.round_id, plan.attempt, attacker.keys.ckks.fingerprint, COMMITTEE_SIZE)
         signature = sign_contribution(
             attacker.keys.identity_key,
             at,

@@ -35,7 +35,7 @@ from fedstyle_secure.errors import DataError
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.federation.packing import Layout, pack
 from fedstyle_secure.federation.sum_checks import CLIENT_WEIGHT
-from fedstyle_secure.secure.ckks.decryption import Attempt, SignedContribution, set_digest, sign_commit
+from fedstyle_secure.secure.ckks.decryption import COMMITTEE_SIZE, Attempt, SignedContribution, set_digest, sign_commit
 from fedstyle_secure.secure.keys.keystore import load_buyer_tls_pem
 from fedstyle_secure.transport.artist.channel import query
 from fedstyle_secure.transport.server import servicer as server_module
@@ -59,7 +59,7 @@ def test_a_nan_commit_wait_is_bounded_and_does_not_spin(keys, tmp_path, monkeypa
         x, _ = f.contribute()
         attacker = f.parties[x]
         listed = attacker.session.contribution_set(0)
-        at = Attempt(0, listed.attempt, attacker.keys.ckks.fingerprint)
+        at = Attempt(0, listed.attempt, attacker.keys.ckks.fingerprint, COMMITTEE_SIZE)
         contributions = [
             SignedContribution(c.artist_id, c.sha256, c.signature, c.min_quorum) for c in listed.contributions
         ]

@@ -24,7 +24,13 @@ from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
 from fedstyle_secure.secure.binary import pack_u8, pack_u32
-from fedstyle_secure.secure.ckks.decryption import Attempt, layout_bytes, payload_digest, sign_contribution
+from fedstyle_secure.secure.ckks.decryption import (
+    COMMITTEE_SIZE,
+    Attempt,
+    layout_bytes,
+    payload_digest,
+    sign_contribution,
+)
 from fedstyle_secure.secure.ckks.primitives import FORMAT_VERSION, VECTOR_MAGIC, chunk_bounds, encrypt
 from fedstyle_secure.secure.keys.keystore import load_artist_keys
 from fedstyle_secure.transport.wire import pb
@@ -185,7 +191,7 @@ def test_ckks_contribution_decompression_bomb_is_bounded_by_the_payload_limit(se
         for other in honest.chunks[1:]:
             raw = other.serialize()
             payload += pack_u32(len(raw)) + raw
-        at = Attempt(0, 0, artist.ckks.fingerprint)
+        at = Attempt(0, 0, artist.ckks.fingerprint, COMMITTEE_SIZE)
         signature = sign_contribution(
             artist.identity_key, at, "artist_a", layout_bytes(layout.fields), payload_digest(payload), 0
         )

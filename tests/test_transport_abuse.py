@@ -22,7 +22,13 @@ from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
 from fedstyle_secure.privacy.mechanisms import GaussianRelease
 from fedstyle_secure.privacy.reports import build_report, redacted_report, sign_report
 from fedstyle_secure.randomness import SECURE_NOISE_SOURCE
-from fedstyle_secure.secure.ckks.decryption import Attempt, layout_bytes, payload_digest, sign_contribution
+from fedstyle_secure.secure.ckks.decryption import (
+    COMMITTEE_SIZE,
+    Attempt,
+    layout_bytes,
+    payload_digest,
+    sign_contribution,
+)
 from fedstyle_secure.secure.ckks.primitives import encrypt
 from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_buyer_tls_pem
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel, query, with_layout
@@ -341,7 +347,7 @@ def test_ciphertext_with_foreign_parameters(serve, keys, foreign_keys, tmp_path)
     with channel:
         vector, layout = pack(MOMENTS)
         artist = load_artist_keys(keys, "artist_a")
-        at = Attempt(0, 0, artist.ckks.fingerprint)
+        at = Attempt(0, 0, artist.ckks.fingerprint, COMMITTEE_SIZE)
 
         def signed(payload: bytes) -> bytes:  # a valid signature: only the parameters are wrong
             return sign_contribution(

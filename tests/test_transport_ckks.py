@@ -30,8 +30,8 @@ from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.federation.round_layout import FederationShape, round_layout
 from fedstyle_secure.federation.strategy import algorithm_spec
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
-from fedstyle_secure.secure.ckks import decryption as ckks_decryption
 from fedstyle_secure.secure.ckks.decryption import (
+    COMMITTEE_SIZE,
     Attempt,
     SignedContribution,
     decryption_committee,
@@ -46,6 +46,7 @@ from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.artist.ckks import CkksClient, ckks_client, contribute_step
 from fedstyle_secure.transport.artist.runner import ArtistRunner
 from fedstyle_secure.transport.config import ClientConfig
+from fedstyle_secure.transport.loopback import write_fresh_keys
 from fedstyle_secure.transport.server import servicer as server_module
 from fedstyle_secure.transport.wire import pb
 from tests.ckks_key_recovery import decrypt_first_chunk, recover_key
@@ -53,6 +54,12 @@ from tests.fakes import Clock, fake_portfolio
 from tests.servers import ARTISTS, address, refused, start
 
 VALUES = {"artist_a": 1.0, "artist_b": 2.0, "artist_c": 4.0}
+FIVE = ("artist_a", "artist_b", "artist_c", "artist_d", "artist_e")  # the roster of ``five_keys``
+
+
+def _value(artist: str) -> float:
+    """The fixed feature value of ``artist`` (powers of two: every sum of distinct artists differs)."""
+    return VALUES.get(artist, 2.0 ** FIVE.index(artist))
 
 
 def _moments(value: float, width: int = STYLE_FEATURE_DIM) -> dict[str, np.ndarray]:
@@ -90,20 +97,36 @@ class Party:
 class Federation:
     """A real server and three real artist runners, stepped phase by phase by the test."""
 
-    def __init__(self, keys: Path, tmp_path: Path, quorum: int = 3, floors: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        keys: Path,
+        tmp_path: Path,
+        quorum: int = 3,
+        floors: dict[str, int] | None = None,
+        artists: tuple[str, ...] = ARTISTS,
+        committee_size: int = COMMITTEE_SIZE,
+    ) -> None:
         self.clock = Clock()
         self.patches = pytest.MonkeyPatch()  # the attacks replace coordinator methods; undone by close()
-        schedule = Schedule(rounds=1, quorum=quorum, phase_seconds=60, max_retries=2, secure_mode="ckks")
+        schedule = Schedule(
+            rounds=1,
+            quorum=quorum,
+            committee_size=committee_size,
+            phase_seconds=60,
+            max_retries=2,
+            secure_mode="ckks",
+        )
         self.running = start(keys, tmp_path, schedule, self.clock)
         self.coordinator = self.running.servicer.coordinator
+        self.artists = artists
         self.parties: dict[str, Party] = {}
-        for artist in ARTISTS:
+        for artist in artists:
             artist_keys = load_artist_keys(keys, artist)
             channel = open_channel(address(self.running), artist_keys.tls_pem())
             runner = ArtistRunner(
                 ClientConfig(keys=keys, data=fake_portfolio(tmp_path), artist=artist),
                 artist_keys,
-                client=cast(StyleClient, FeatureMomentsOnly(VALUES[artist], self.coordinator.shape)),  # test fake
+                client=cast(StyleClient, FeatureMomentsOnly(_value(artist), self.coordinator.shape)),  # test fake
             )
             runner.ckks = CkksClient(artist_keys, min_quorum=(floors or {}).get(artist, 2), clock=self.clock)
             self.parties[artist] = Party(artist_keys, channel, ArtistSession.register(channel, artist_keys), runner)
@@ -126,9 +149,9 @@ class Federation:
         if errors:
             raise errors[0]
 
-    def contribute(self, artists=ARTISTS) -> tuple[str, ...]:
+    def contribute(self, artists: tuple[str, ...] | None = None) -> tuple[str, ...]:
         """Every artist uploads its signed ciphertext; the decryption committee the server announces."""
-        self.act(artists)
+        self.act(self.artists if artists is None else artists)
         plan = self.coordinator.plan()
         assert plan.phase is Phase.DECRYPT, self.coordinator.last_error
         return plan.decryptors
@@ -194,7 +217,7 @@ def _serve_listing(
 def test_honest_round_committee_decrypts_the_verified_sum(federation):
     f = federation
     committee = f.contribute()
-    at = Attempt(0, 0, f.coordinator.ckks.fingerprint)
+    at = Attempt(0, 0, f.coordinator.ckks.fingerprint, COMMITTEE_SIZE)
     assert committee == decryption_committee(at, ARTISTS) and len(committee) == 2
     f.act(ARTISTS)  # the non-member does nothing; the members check, commit, sum, decrypt
     mean, std = f.coordinator.standardisation
@@ -209,7 +232,7 @@ def test_server_refuses_misplaced_committee_calls_and_the_round_still_completes(
     x, y = f.contribute()
     outsider = next(a for a in ARTISTS if a not in (x, y))
     member = f.parties[x]
-    at = Attempt(0, 0, member.keys.ckks.fingerprint)
+    at = Attempt(0, 0, member.keys.ckks.fingerprint, COMMITTEE_SIZE)
     digest = f.coordinator._ckks_round.digest
 
     refused(
@@ -262,25 +285,30 @@ def test_server_serving_one_artists_ciphertext_as_the_set_gets_no_plaintext(fede
     assert all(f"1 artists, fewer than the quorum {enforced}" in f.refusal(a) for a in committee)
 
 
-def test_a_contributor_off_the_committee_keeps_its_own_floor(keys, tmp_path):
-    """An artist whose own floor (client.min_quorum = 4) is above the set the server lists (all 3
-    contributions, enough for the plan's quorum 3 and the committee's own floors of 2): it is not on
-    the committee, so it cannot refuse itself; its floor is signed into its contribution and the
-    committee refuses for it.  Without the signed floor the committee decrypted this set."""
-    probe = Federation(keys, tmp_path / "probe")
-    committee = probe.contribute()
-    probe.close()
-    strict = next(a for a in ARTISTS if a not in committee)  # the committee depends only on the set and attempt
-    f = Federation(keys, tmp_path / "run", floors={strict: 4})
-    try:  # a dishonest server lists every contribution, floors or not (an honest one leaves it out)
-        f.patches.setattr(ckks_decryption, "honoured_floors", lambda floors: set(floors))
-        assert f.contribute() == committee
-        f.turn_malicious()
-        f.act(committee)
-        _no_plaintext_reached_the_server(f)
-        assert all(f"fewer than the floor 4 that '{strict}' signed" in f.refusal(a) for a in committee)
+def test_a_contributor_whose_floor_exceeds_the_committee_size_signs_nothing(keys, tmp_path):
+    """An artist whose own floor (client.min_quorum = 3) is above the announced committee size 2: under
+    ckks the committee size, not the set size, bounds every combination of a round's decrypted sums,
+    so it signs no contribution (refusal naming the setting to change) and the round goes on with the
+    two others (fails without the check: its ciphertext is in the set)."""
+    strict = ARTISTS[0]
+    f = Federation(keys, tmp_path, quorum=2, floors={strict: 3})
+    try:
+        f.act(ARTISTS)
+        f.clock.now = f.coordinator.plan().phase_deadline + 1  # the server stops waiting for the strict artist
+        f.running.servicer.tick()
+        assert f.coordinator.plan().phase is Phase.DECRYPT and f.coordinator._ckks_round is not None
+        assert {c.artist for c in f.coordinator._ckks_round.contributions} == set(ARTISTS) - {strict}
+        assert "committee size 2 is below my floor 3" in f.refusal(strict)
+        assert "committee_size must be at least 3" in f.refusal(strict)
     finally:
         f.close()
+
+
+class _GreedyCkksClient(CkksClient):
+    """Test fake of a malicious artist: signs an impossible floor without checking the committee size."""
+
+    def _attempt(self, plan: pb.RoundPlan) -> Attempt:
+        return Attempt(plan.round_id, plan.attempt, self.keys.ckks.fingerprint, plan.committee_size)
 
 
 def test_an_impossible_floor_costs_only_its_own_contribution(keys, tmp_path):
@@ -289,7 +317,9 @@ def test_an_impossible_floor_costs_only_its_own_contribution(keys, tmp_path):
     largest set whose size meets every member's floor), and the round completes on the others'
     (fails if the server lists it: the committee refuses every attempt)."""
     greedy = "artist_c"
-    f = Federation(keys, tmp_path, quorum=2, floors={greedy: 2**32 - 1})
+    f = Federation(keys, tmp_path, quorum=2)
+    greedy_keys = f.parties[greedy].keys
+    f.parties[greedy].runner.ckks = _GreedyCkksClient(greedy_keys, min_quorum=2**32 - 1, clock=f.clock)
     try:
         committee = f.contribute()
         assert f.coordinator._ckks_round is not None and f.coordinator._ckks_round.left_out == [greedy]
@@ -380,6 +410,49 @@ def test_server_showing_the_two_members_different_sets_gets_no_plaintext(keys, t
         assert f.commitments[x][0] != f.commitments[y][0]  # each committed, to its own set, and saw the other's
         _no_plaintext_reached_the_server(f)
         assert all("committed to this set by the deadline" in f.refusal(a) for a in (x, y))
+    finally:
+        f.close()
+
+
+@pytest.fixture(scope="module")
+def five_keys(tmp_path_factory) -> Path:
+    """Fresh key files for the five artists of :data:`FIVE` (nested sets need more than three)."""
+    return write_fresh_keys(tmp_path_factory.mktemp("keys5") / "set", FIVE)
+
+
+def test_server_decrypting_two_nested_sets_by_disjoint_committees_learns_no_sum_below_the_floor(
+    five_keys, tmp_path, monkeypatch
+):
+    """The nested-set difference: five artists, every floor 3.  The server lists the whole set S1 to
+    its committee and S2 = S1 minus that committee to S2's own (disjoint) committee, and would read
+    the sum of S1's committee from the difference of the two plaintexts.  Under the old fixed
+    committee of two, S2 held three artists (meeting every floor) and both sets were decrypted: a
+    sum of two artists, below their floor of 3.  Now the committee has the announced size 3 (which
+    every artist checks against its floor), so S2 holds two artists, fewer than its committee, and
+    nobody decrypts it: the server gets S1's sum alone."""
+    f = Federation(five_keys, tmp_path, quorum=3, floors=dict.fromkeys(FIVE, 3), artists=FIVE, committee_size=3)
+    try:
+        committee = f.contribute()
+        assert len(committee) == 3
+        rest = tuple(a for a in FIVE if a not in committee)
+        f.turn_malicious()
+        real_listing, real_plan = f.coordinator.contribution_set, f.coordinator.plan
+        f.patches.setattr(
+            f.coordinator, "_decrypting", lambda artist, round_id: f.coordinator._ckks_round
+        )  # serves all
+
+        def nested(artist: str, round_id: int):
+            attempt, contributions, sizes = real_listing(committee[0], round_id)  # the whole set S1
+            return attempt, [c for c in contributions if artist in committee or c.artist in rest], sizes
+
+        f.patches.setattr(f.coordinator, "contribution_set", nested)
+        f.patches.setattr(f.coordinator, "plan", lambda: replace(real_plan(), decryptors=FIVE))  # all are asked
+        monkeypatch.setattr(Coordinator, "decryption_committed", property(lambda c: len(f.commitments) >= 3))
+        f.act(FIVE)
+        assert set(f.stolen) == set(committee)  # S1's sum, the protocol's output, and nothing else
+        sums = {np.frombuffer(payload, dtype=np.float64)[0].round(3) for payload in f.stolen.values()}
+        assert len(sums) == 1
+        assert all("the contribution set has 2 artists, fewer than the" in f.refusal(a) for a in rest)
     finally:
         f.close()
 
@@ -560,7 +633,7 @@ def test_crafted_first_ciphertexts_are_refused_and_the_honest_sum_is_unchanged(f
     f = federation
     attacker = f.parties["artist_c"]
     vector, layout = pack(_moments(VALUES["artist_c"]))
-    at = Attempt(0, 0, attacker.keys.ckks.fingerprint)
+    at = Attempt(0, 0, attacker.keys.ckks.fingerprint, COMMITTEE_SIZE)
     for how, words in (
         ("scale", "scale 1.07374e+09, expected 2**40"),
         ("level", "not the fresh level"),

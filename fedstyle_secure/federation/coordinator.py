@@ -64,6 +64,8 @@ from fedstyle_secure.privacy.reports import new_run_id
 from fedstyle_secure.randomness import MAX_SEED
 from fedstyle_secure.secure.api import PlainSummation
 from fedstyle_secure.secure.ckks.decryption import (
+    COMMITTEE_SIZE,
+    MAX_COMMITTEE_SIZE,
     Attempt,
     CheckedCiphertext,
     ContributionCollector,
@@ -124,6 +126,7 @@ class Schedule:
     rounds: int = 3
     secure_mode: str = "none"
     quorum: int = 2
+    committee_size: int = COMMITTEE_SIZE  # ckks: decryption committee size K (secure/ckks/decryption.py)
     phase_seconds: float = 60.0
     max_retries: int = 2
     standardise: bool = True
@@ -147,6 +150,12 @@ class Schedule:
             raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
         if not 1 <= self.quorum <= n_artists:
             raise ConfigError(f"quorum must be within 1..{n_artists} (the roster), got {self.quorum}")
+        largest = min(n_artists, MAX_COMMITTEE_SIZE)
+        if self.secure_mode == "ckks" and not COMMITTEE_SIZE <= self.committee_size <= largest:
+            raise ConfigError(
+                f"committee_size must be within {COMMITTEE_SIZE}..{largest} (at most the roster), "
+                f"got {self.committee_size}"
+            )
         if not (math.isfinite(self.phase_seconds) and self.phase_seconds > 0):
             raise ConfigError(f"phase_seconds must be a finite number > 0, got {self.phase_seconds}")
         if not (math.isfinite(self.startup_seconds) and self.startup_seconds >= 0):
@@ -500,7 +509,7 @@ class Coordinator:
     def _new_ckks_round(self, layout: Layout) -> ContributionCollector:
         """This attempt's collector; the vector length and signed layout come from the plan's ``layout``."""
         context = self._ckks_public
-        at = Attempt(self._round_id, self.attempt, context.fingerprint)
+        at = Attempt(self._round_id, self.attempt, context.fingerprint, self.schedule.committee_size)
         return ContributionCollector(context, at, self.identity_publics, layout.size, layout_bytes(layout.fields))
 
     @cached_property

@@ -24,13 +24,12 @@ SECURE_MODES: tuple[str, ...] = ("none", "ckks", "secagg", "secagg+")
 DEFAULT_MIN_QUORUM = 2
 """An artist's default floor (``client.min_quorum``) on the inputs of a sum it helps reveal, whatever
 quorum or participant list a server announces: a masking artist joins no session that could reveal a
-smaller sum that holds its input; under CKKS the floor is signed into the artist's contribution,
-and every committee member decrypts no set smaller than the largest floor of the contributions in it
-(nor than its own and the server's quorum), so it holds for an artist off the committee too, as long
-as one committee member is honest -- the CKKS threat model already gives a curious member every
-contribution.  Under CKKS the floor bounds each decrypted sum, not the difference of two sums of one
-round (nested sets with disjoint committees), which can hold as few as two artists; the masking
-modes allow one unmasking per round and have no such difference.  2 keeps every single input from
+smaller sum that holds its input; under CKKS the artist signs only when the announced committee size
+is at least its floor, and the committee size bounds every combination of a round's decrypted sums
+(nested sets with disjoint committees included; ``secure/ckks/decryption.py``), as long as one
+committee member is honest -- the CKKS threat model already gives a curious member every
+contribution.  The floor is also signed into the contribution, and no committee member decrypts a
+set smaller than the largest floor in it.  2 keeps every single input from
 the server; 3 also keeps it from the one other artist of a two-input sum (who learns the sum from
 the next broadcast), in the masking modes."""
 

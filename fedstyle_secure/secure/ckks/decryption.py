@@ -35,18 +35,28 @@ runs without the committee's two members, so ``quorum <= n - 2`` keeps such a ro
 Why the commitments.  Without them a server could show committee member ``X`` the set ``S1`` and
 member ``Y`` the set ``S2 = S1 - {D}`` and read ``D``'s vector from the difference of the two
 decryptions.  With them, two different sets decrypted in one attempt have disjoint committees
-(each member commits once), and committees are the lowest scores of their sets.  Lemma: then no
-linear combination of the decrypted sums of one attempt equals one artist's vector, as long as
-``COMMITTEE_SIZE >= 2`` and every set has at least two artists.  Sketch: among the sets with a
-non-zero coefficient take ``Sj``, whose committee holds the lowest score; that member can be in no
-other such set (it would be on that set's committee too), so it is the isolated artist.  The
-lowest member of the set with the next-lowest committee can likewise only be cancelled by ``Sj``,
-so it lies in ``Sj`` above ``Sj``'s committee: every other committee scores above all of ``Sj``'s.
-Then ``Sj``'s second committee member is in no other set and keeps a non-zero coefficient -- a
-contradiction.  Across attempts: by the guard, a committee member of a set decrypted in attempt
-``a`` signed nothing for a later attempt (it had seen none when it committed, and signs nothing
-for another attempt afterwards), so it is in no later set; the argument applied to the earliest
-attempt with a non-zero coefficient then covers every sum decrypted in the round.
+(each member commits once), and committees are the lowest scores of their sets.
+
+Why the committee size ``K`` is announced, signed and pinned.  Lemma: if every set decrypted in an
+attempt has a committee of the same size ``K`` (its ``K`` lowest scores) and the committees are
+pairwise disjoint, every non-zero linear combination of their sums holds at least ``K`` artists.
+Proof: among the sets with a non-zero coefficient take ``Sa``, whose committee's highest score is
+the lowest.  A member ``y`` of that committee in another such set ``Sl`` is not on ``Sl``'s
+committee (disjoint), so all ``K`` members of ``Sl``'s committee score below ``y``, and ``Sl``'s
+committee's highest score is below ``Sa``'s -- a contradiction.  So ``Sa``'s ``K`` committee members
+are in no other set, and the combination keeps ``Sa``'s coefficient on each of them.  Across
+attempts: by the guard, a committee member of a set decrypted in attempt ``a`` signs nothing for a
+later attempt, so the argument applied to the earliest attempt with a non-zero coefficient covers
+every sum decrypted in the round.  Committees of *different* sizes break the lemma (``{0,1,3,4,6}``
+with committee ``{0,1}`` and ``{2,3,4,6}`` with committee ``{2,3,4,6}`` differ by three artists,
+while a size-4 committee promised four; found by an exhaustive search, 2026-12-02), so ``K`` is part
+of :class:`Attempt` -- in every signed statement, so contributions signed for one ``K`` verify in no
+set of another -- and an artist's guard pins the ``K`` of its first signature in a round and signs
+nothing under another ``K`` in that round: every set holding one artist has one ``K``, and sets of
+different ``K`` share no artist.  An artist signs only under ``K >= max(2, client.min_quorum)``
+(:func:`check_committee_size`), so its floor bounds every combination of the round's decrypted
+sums that holds it, not only each sum (before 2026-12-02 the difference of two nested sets could
+hold two artists whatever their floors).
 
 Threat model (CKKS mode; ``docs/secure_ckks_keys.md`` has the full table):
 
@@ -54,16 +64,16 @@ Threat model (CKKS mode; ``docs/secure_ckks_keys.md`` has the full table):
   ciphertext sizes; nothing about an individual vector.
 * **Malicious server, no colluding artist**: may drop, reorder, substitute, replay or withhold any
   message.  It gets no plaintext except the sum of a set of at least ``quorum`` distinct roster
-  artists' contributions signed for this round and attempt, and no linear combination of the sums
-  it gets decrypted in a round -- across all its attempts -- isolates one artist.  It can always
-  stall a round (denial of service).  **Not guaranteed**: combinations of two or more artists'
-  vectors (e.g. the sum of the two committee members' vectors, from a faked abort and a retry
-  without them, or from two nested sets of one attempt decrypted by disjoint committees), so a
-  contributor's signed floor bounds each decrypted sum that holds it, not the difference of two;
-  artists whose process restarted mid-round without a ``client.state_dir`` (the transport keeps
-  the guard there, ``ckks-guard.sqlite``; otherwise it lives in memory); and
-  across two runs with the same key set and round ids, a server can replay the first run's
-  signed contributions (use one key set per federation).
+  artists' contributions signed for this round and attempt, and every linear combination of the
+  sums it gets decrypted in a round -- across all its attempts -- holds at least ``K`` artists, the
+  committee size, which is at least every contributor's own floor.  It can always stall a round
+  (denial of service).  **Not guaranteed**: combinations of ``K`` or more artists' vectors (e.g. the
+  sum of the ``K`` committee members' vectors, from a faked abort and a retry without them, or from
+  two nested sets of one attempt decrypted by disjoint committees); artists whose process
+  restarted mid-round without a ``client.state_dir`` (the transport keeps the guard there,
+  ``ckks-guard.sqlite``; otherwise it lives in memory); and across two runs with the same key set
+  and round ids, a server can replay the first run's signed contributions (use one key set per
+  federation).
 * **Server + one artist**, or **one curious committee member**: every artist holds the secret key,
   and a committee member downloads every contribution of the round to check the sum -- each of them
   decrypts.  With CKKS, individual vectors are confidential only against parties without the key;
@@ -90,7 +100,10 @@ from fedstyle_secure.randomness import CsprngNoise, NoiseSource
 from fedstyle_secure.secure.binary import pack_id, pack_u32, pack_u64
 from fedstyle_secure.secure.ckks.primitives import CkksContext, EncryptedVector
 
-COMMITTEE_SIZE = 2  # smallest size for which the lemma above holds; each member downloads every contribution
+COMMITTEE_SIZE = 2
+"""Smallest committee size ``K`` (and the server's default): with one member a difference of two sets
+isolates one artist.  Every member downloads and sums every contribution of the set."""
+MAX_COMMITTEE_SIZE = 64  # a signed u32; honest committees are a few artists (each downloads every contribution)
 DIGEST_BYTES = 32
 _CONTRIBUTION = b"fedstyle.v1/ckks-contribution"
 _SET = b"fedstyle.v1/ckks-contribution-set"
@@ -107,13 +120,40 @@ class Attempt:
     round_id: int
     attempt: int
     fingerprint: bytes  # CkksContext.fingerprint: parameters + key-set id
+    committee_size: int  # K, the plan's announced committee size (module docstring: why it is signed)
 
     def header(self, domain: bytes) -> bytes:
-        """``domain || 0 || u64 round || u32 attempt || 32-byte fingerprint`` (domain-separated)."""
-        return domain + b"\0" + pack_u64(self.round_id) + pack_u32(self.attempt) + self.fingerprint
+        """``domain || 0 || u64 round || u32 attempt || 32-byte fingerprint || u32 K`` (domain-separated)."""
+        if not 0 <= self.committee_size < 2**32:
+            raise SecureAggregationError(f"{self}: a committee size must fit 32 bits, got {self.committee_size}")
+        return (
+            domain
+            + b"\0"
+            + pack_u64(self.round_id)
+            + pack_u32(self.attempt)
+            + self.fingerprint
+            + pack_u32(self.committee_size)
+        )
 
     def __str__(self) -> str:
         return f"round {self.round_id} attempt {self.attempt}"
+
+
+def check_committee_size(at: Attempt, floor: int) -> None:
+    """Raise unless an artist with floor ``floor`` (``client.min_quorum``) may sign in ``at``: its
+    committee size ``K`` must be at least ``max(COMMITTEE_SIZE, floor)`` (and at most
+    :data:`MAX_COMMITTEE_SIZE`), since ``K`` is what bounds every combination of decrypted sums."""
+    needed = max(COMMITTEE_SIZE, floor)
+    if at.committee_size < needed:
+        raise SecureAggregationError(
+            f"{at}: the announced decryption committee size {at.committee_size} is below my floor {needed} "
+            "(client.min_quorum; under ckks the committee size bounds every combination of a round's decrypted "
+            f"sums); not contributing -- the server's [federation] committee_size must be at least {needed}"
+        )
+    if at.committee_size > MAX_COMMITTEE_SIZE:
+        raise SecureAggregationError(
+            f"{at}: the announced decryption committee size {at.committee_size} is above {MAX_COMMITTEE_SIZE}"
+        )
 
 
 @dataclass(frozen=True)
@@ -197,9 +237,10 @@ def committee_score(at: Attempt, artist: str) -> bytes:
     return hashlib.sha256(at.header(_SCORE) + pack_id(artist)).digest()
 
 
-def decryption_committee(at: Attempt, artists: Iterable[str], size: int = COMMITTEE_SIZE) -> tuple[str, ...]:
-    """The ``size`` artists of ``artists`` with the lowest :func:`committee_score`, lowest first."""
-    return tuple(sorted(set(artists), key=lambda a: committee_score(at, a))[:size])
+def decryption_committee(at: Attempt, artists: Iterable[str]) -> tuple[str, ...]:
+    """The ``at.committee_size`` artists of ``artists`` with the lowest :func:`committee_score`, lowest
+    first (all of them if the set is smaller; :func:`check_contribution_set` refuses such a set)."""
+    return tuple(sorted(set(artists), key=lambda a: committee_score(at, a))[: at.committee_size])
 
 
 def commit_statement(at: Attempt, digest: bytes) -> bytes:
@@ -238,6 +279,7 @@ def check_contribution_set(
     own contribution is refused: the committee rule (lowest scores OF THE SET) only stops a server
     from choosing its decryptors if every decryptor is in the set it decrypts.
     """
+    check_committee_size(at, 0)  # the artist checked K against its own floor when it signed (guard: one K a round)
     artists = [c.artist for c in contributions]
     if len(set(artists)) != len(artists):
         raise SecureAggregationError(f"{at}: the contribution set lists an artist twice: {sorted(artists)}")
@@ -247,6 +289,10 @@ def check_contribution_set(
     if len(artists) < quorum:
         raise SecureAggregationError(
             f"{at}: the contribution set has {len(artists)} artists, fewer than the quorum {quorum}"
+        )
+    if len(artists) < at.committee_size:
+        raise SecureAggregationError(
+            f"{at}: the contribution set has {len(artists)} artists, fewer than the committee size {at.committee_size}"
         )
     mine = next((c for c in contributions if c.artist == me), None)
     if mine is None:
@@ -291,6 +337,8 @@ class DecryptionGuard:
     the artist has a ``state_dir``; otherwise in memory only).
 
     * attempts only go forward: nothing is signed or committed for an attempt older than one seen;
+    * one committee size a round: the ``K`` of its first act in a round is pinned, and a signature or
+      commitment under another ``K`` in that round is refused;
     * one commitment per attempt: a second, different set in the same attempt is refused;
     * after committing in attempt ``a``, the artist signs and commits nothing in any other attempt
       of the round (it sits later attempts out).
@@ -303,45 +351,60 @@ class DecryptionGuard:
     _round: int = -1
     _latest: int = -1
     _commitment: tuple[int, bytes] | None = None  # (attempt, set digest)
+    _committee_size: int | None = None  # K pinned in _round (None: nothing done in it yet)
 
     def to_dict(self) -> dict[str, object]:
         """The guard's memory as JSON-able data (to survive a restart, see ``CkksGuardJournal``)."""
         commitment = None if self._commitment is None else [self._commitment[0], self._commitment[1].hex()]
-        return {"round": self._round, "latest": self._latest, "commitment": commitment}
+        return {
+            "round": self._round,
+            "latest": self._latest,
+            "commitment": commitment,
+            "committee_size": self._committee_size,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> DecryptionGuard:
         commitment: Any = data.get("commitment")
+        size: Any = data.get("committee_size")
         try:
             restored = None if commitment is None else (int(commitment[0]), bytes.fromhex(str(commitment[1])))
-            return cls(int(str(data["round"])), int(str(data["latest"])), restored)
+            pinned = None if size is None else int(size)
+            return cls(int(str(data["round"])), int(str(data["latest"])), restored, pinned)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise SecureAggregationError(f"unreadable CKKS decryption guard {data!r}: {exc}") from exc
 
     @classmethod
     def merged(cls, copies: Sequence[DecryptionGuard]) -> DecryptionGuard:
         """One guard from the copies an artist keeps in two places (a restored backup of one holds an
-        older state): the latest round's, with its latest attempt and its commitment.  Copies of one
-        round naming two different commitments are refused: the artist acted twice in the round."""
+        older state): the latest round's, with its latest attempt, its commitment and its pinned
+        committee size.  Copies of one round naming two different commitments or committee sizes are
+        refused: the artist acted twice in the round."""
         if not copies:
             return cls()
         round_id = max(g._round for g in copies)
         current = [g for g in copies if g._round == round_id]
         commitments = {g._commitment for g in current if g._commitment is not None}
-        if len(commitments) > 1:
+        sizes = {g._committee_size for g in current if g._committee_size is not None}
+        if len(commitments) > 1 or len(sizes) > 1:
             raise SecureAggregationError(
-                f"round {round_id}: the copies of the CKKS decryption guard name two commitments"
+                f"round {round_id}: the copies of the CKKS decryption guard name two commitments or committee sizes"
             )
-        return cls(round_id, max(g._latest for g in current), next(iter(commitments), None))
+        return cls(round_id, max(g._latest for g in current), next(iter(commitments), None), next(iter(sizes), None))
 
     def _enter(self, at: Attempt) -> None:
         if at.round_id < self._round:
             raise SecureAggregationError(f"{at}: round {self._round} has begun; refusing to act in an earlier round")
         if at.round_id > self._round:
-            self._round, self._latest, self._commitment = at.round_id, -1, None
+            self._round, self._latest, self._commitment, self._committee_size = at.round_id, -1, None, None
         if at.attempt < self._latest:
             raise SecureAggregationError(f"{at}: I already acted in attempt {self._latest}; attempts only go forward")
-        self._latest = at.attempt
+        if self._committee_size is not None and at.committee_size != self._committee_size:
+            raise SecureAggregationError(
+                f"{at}: I acted under decryption committee size {self._committee_size} in this round; refusing "
+                f"committee size {at.committee_size} (sums under two sizes could be differenced below either)"
+            )
+        self._latest, self._committee_size = at.attempt, at.committee_size
 
     def may_sign(self, at: Attempt) -> None:
         """Raise unless this artist may sign its contribution for ``at``."""
@@ -443,9 +506,10 @@ class ContributionCollector:
         kept = honoured_floors({artist: held.contribution.min_quorum for artist, held in self._held.items()})
         self.left_out = sorted(set(self._held) - kept)
         self._held = {artist: self._held[artist] for artist in sorted(kept)}
-        if not self._held:
+        if len(self._held) < self.at.committee_size:
             raise SecureAggregationError(
-                f"{self.at}: no contribution to decrypt (left out for their floors: {self.left_out})"
+                f"{self.at}: {len(self._held)} contributions to decrypt, fewer than the committee size "
+                f"{self.at.committee_size} (left out for their floors: {self.left_out})"
             )
         self._committee = decryption_committee(self.at, self._held)
         self._digest = set_digest(self.at, self.contributions)

@@ -28,7 +28,7 @@ import numpy as np
 from fedstyle_secure.errors import ConfigError, SecureAggregationError
 from fedstyle_secure.randomness import CsprngNoise
 from fedstyle_secure.secure.api import AggregationResult, DropoutSchedule
-from fedstyle_secure.secure.ckks.decryption import Attempt, decryption_committee
+from fedstyle_secure.secure.ckks.decryption import COMMITTEE_SIZE, Attempt, decryption_committee
 from fedstyle_secure.secure.ckks.primitives import (
     CkksContext,
     CkksParams,
@@ -128,7 +128,7 @@ class CkksSummation:
         self._check_roster(inputs, round_id)
         self._check_ranges({a: inputs[a] for a in uploaders}, weights, round_id)
         length = int(np.asarray(inputs[uploaders[0]]).size)
-        committee = decryption_committee(Attempt(round_id, 0, self._secret.fingerprint), receivers)
+        committee = decryption_committee(Attempt(round_id, 0, self._secret.fingerprint, COMMITTEE_SIZE), receivers)
 
         total, bytes_up, artist_seconds, server_seconds, sum_seconds = self._encrypt_and_sum(
             {a: inputs[a] for a in uploaders}, length, weights, round_id

@@ -11,7 +11,9 @@ sum the artist checked and computed itself (protocol and threat model:
   decryption, from which the server could solve for the shared secret key.  Every check uses the
   artist's own key bundle -- its roster, the identity keys of ``identity/<id>.pub``, its CKKS
   parameters -- and the quorum is the larger of the plan's and its own ``client.min_quorum``:
-  never just what the server says.
+  never just what the server says.  It signs and decrypts only under a committee size of at least
+  its own floor, and under one committee size a round (the guard), which makes the floor bound
+  every combination of the round's decrypted sums.
 * A failed check makes the artist refuse with a warning and send nothing for that attempt; it
   never crashes the artist.
 """
@@ -34,6 +36,7 @@ from fedstyle_secure.secure.ckks.decryption import (
     Attempt,
     DecryptionGuard,
     SignedContribution,
+    check_committee_size,
     check_contribution_set,
     commitments_complete,
     layout_bytes,
@@ -123,7 +126,10 @@ class CkksClient:
         self._own = sent
 
     def _attempt(self, plan: pb.RoundPlan) -> Attempt:
-        return Attempt(plan.round_id, plan.attempt, self.keys.ckks.fingerprint)
+        """The plan's attempt, its committee size checked against this artist's own floor."""
+        at = Attempt(plan.round_id, plan.attempt, self.keys.ckks.fingerprint, plan.committee_size)
+        check_committee_size(at, self.min_quorum)
+        return at
 
     def _contributed(self, round_id: int) -> SentContribution:
         if self._own is None or self._own.round_id != round_id:

@@ -320,6 +320,7 @@ class FederationServicer(pb_grpc.FederationServicer):
             ),
             attempt=plan.attempt,
             quorum=c.schedule.quorum,
+            committee_size=c.schedule.committee_size,
             decryptors=list(plan.decryptors),
             run_id=c.run_id,
         )
