@@ -38,7 +38,7 @@ from fedstyle_secure.training.local import LocalConfig
 from fedstyle_secure.training.pretrain import MAX_PUBLIC_PRETRAIN_STEPS
 from fedstyle_secure.transport.artist.channel import ArtistSession, open_channel
 from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
-from fedstyle_secure.transport.artist.runner import build_style_client
+from fedstyle_secure.transport.artist.runner import EXIT_RETIRED, build_style_client
 from fedstyle_secure.transport.artist.state import ArtistStateStore
 from fedstyle_secure.transport.config import ClientConfig, ServerConfig, load_server_config
 from fedstyle_secure.transport.dp_config import dp_parameters
@@ -170,6 +170,7 @@ def test_artist_over_budget_retires_with_the_reason_and_others_finish(tmp_path, 
     assert set(coordinator.state.retired) == {"artist_01"}
     assert reason.startswith("privacy budget") and "would exceed the budget epsilon=0.5" in reason
     assert "artist_01 did not take part to the end: it retired (privacy budget" in caplog.text  # its last word
+    assert federation.results == {"artist_00": 0, "artist_01": EXIT_RETIRED, "artist_02": 0}  # and its exit status
     assert not status.retired and not status.registered  # a buyer sees no retirement reason (nor who registered)
     stored_state = StateStore(work / "server.sqlite").load()
     assert stored_state is not None and stored_state.state.retired == {"artist_01": reason}

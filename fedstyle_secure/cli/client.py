@@ -8,7 +8,7 @@ from fedstyle_secure.cli.toml_command import register_toml_command
 from fedstyle_secure.memory import compact_this_process
 from fedstyle_secure.secure.keys.keystore import load_artist_keys
 from fedstyle_secure.transport.artist.lifetime_ledger import check_lifetime_ledger
-from fedstyle_secure.transport.artist.runner import check_artist_data_folder, run_artist
+from fedstyle_secure.transport.artist.runner import EXIT_RETIRED, check_artist_data_folder, run_artist
 from fedstyle_secure.transport.config import load_client_config
 from fedstyle_secure.transport.logs import configure_logging
 
@@ -19,7 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "client",
         summary="run one artist's federated client",
         description="Connect to the server over mutual TLS with this artist's key bundle, train locally on the "
-        "artist's private images each round, and send only protected contributions; reconnects with backoff.",
+        "artist's private images each round, and send only protected contributions; reconnects with backoff. "
+        f"Exit status: 0 took part to the end; {EXIT_RETIRED} followed the run to its end but retired before it "
+        "(privacy or lifetime budget spent, or a plan refused: the log says why); 2 bad configuration or data; "
+        "1 any other failure.",
         config_help="client.toml ([client] table)",
         func=run,
     )

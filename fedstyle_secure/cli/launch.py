@@ -16,6 +16,7 @@ from fedstyle_secure.experiments.arguments import (
 )
 from fedstyle_secure.federation.coordinator import TRANSPORT_SECURE_MODES, Schedule
 from fedstyle_secure.federation.rounds import refresh_rounds
+from fedstyle_secure.transport.artist.runner import EXIT_RETIRED
 from fedstyle_secure.transport.logs import configure_logging
 from fedstyle_secure.transport.loopback import artist_dirs, start_loopback
 
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         coordinator = federation.server.servicer.coordinator
     finally:
         federation.close()
-    errors = {a: str(r) for a, r in federation.results.items() if r != 0}
+    errors = {a: str(r) for a, r in federation.results.items() if r not in (0, EXIT_RETIRED)}  # retired: listed below
     print(
         json.dumps(
             {

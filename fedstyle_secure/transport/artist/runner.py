@@ -397,11 +397,18 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, grpc.RpcError) and exc.code() in RETRYABLE
 
 
+EXIT_RETIRED = 3
+"""Exit status of an artist that followed the run to its end but stopped taking part before it (its
+privacy budget, its lifetime budget, or a refused plan): its model and data stayed private, yet a
+script must not read the run as one it took part in (before 2026-12-02 it exited 0)."""
+
+
 def run_artist(config: ClientConfig, keys: ArtistKeys, stop: threading.Event | None = None) -> int:
-    """Connect, register and follow the federation until it finishes (0), or until ``stop`` is set
-    (1).  A connection problem (:data:`RETRYABLE`) reconnects with exponential backoff (tenacity);
-    the artist gives up with :class:`TransportError` once the server has been unreachable for
-    ``client.give_up_seconds``; any other refusal ends it at once.  No other process of this artist
+    """Connect, register and follow the federation until it finishes (0, or :data:`EXIT_RETIRED` if
+    this artist stopped taking part before the end), or until ``stop`` is set (1).  A connection
+    problem (:data:`RETRYABLE`) reconnects with exponential backoff (tenacity); the artist gives up
+    with :class:`TransportError` once the server has been unreachable for ``client.give_up_seconds``;
+    any other refusal ends it at once.  No other process of this artist
     may be running on this machine (:func:`one_process_per_identity`), nor using its ``state_dir``
     (:func:`one_artist_process`); both are held until this returns."""
     public = keys.identity_key.public_key().public_bytes_raw()
@@ -439,8 +446,9 @@ def _follow_federation(config: ClientConfig, keys: ArtistKeys, stop: threading.E
             extra={"artist": keys.artist_id, "round": plan.round_id, **memory_use_mb()},
         )
         retired = _retirement(runner)
-        if retired is not None:  # a script reading the log (or the exit code 0) would think it took part
+        if retired is not None:  # a script reading the log or the exit status would think it took part
             log.warning("%s did not take part to the end: it retired (%s)", keys.artist_id, retired)
+            return EXIT_RETIRED
         return 0
 
     def log_retry(state: RetryCallState) -> None:
