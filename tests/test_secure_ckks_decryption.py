@@ -327,6 +327,10 @@ def test_an_artist_signs_only_under_a_committee_size_of_at_least_its_floor_and_o
     with pytest.raises(SecureAggregationError, match="committee size 1 is below my floor 2"):
         check_committee_size(Attempt(1, 0, context.fingerprint, 1), 0)
     check_committee_size(Attempt(1, 0, context.fingerprint, 3), 3)
+    with pytest.raises(SecureAggregationError, match="above any decryption committee of this federation"):
+        check_committee_size(Attempt(1, 0, context.fingerprint, 64), 65)  # no server can meet it: said so
+    with pytest.raises(SecureAggregationError, match="no such committee can be formed"):
+        check_committee_size(Attempt(1, 0, context.fingerprint, 4), 2, roster=3)
     key = Ed25519PrivateKey.generate()
     two, three = (Attempt(1, 0, context.fingerprint, k) for k in (2, 3))
     entry = SignedContribution("a", b"1" * 32, sign_contribution(key, two, "a", LAYOUT, b"1" * 32, 2), 2)

@@ -10,6 +10,7 @@ attacker here.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.federation.round_layout import FederationShape, round_layout
 from fedstyle_secure.federation.strategy import algorithm_spec
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
+from fedstyle_secure.secure.ckks import decryption as ckks_decryption
 from fedstyle_secure.secure.ckks.decryption import (
     COMMITTEE_SIZE,
     Attempt,
@@ -455,6 +457,88 @@ def test_server_decrypting_two_nested_sets_by_disjoint_committees_learns_no_sum_
         assert all("the contribution set has 2 artists, fewer than the" in f.refusal(a) for a in rest)
     finally:
         f.close()
+
+
+def _plan_with(party: Party, **fields) -> pb.RoundPlan:
+    """The server's current plan for ``party``, with ``fields`` rewritten (a dishonest server's plan)."""
+    plan = party.session.plan()
+    for name, value in fields.items():
+        setattr(plan, name, value)
+    return plan
+
+
+@pytest.mark.parametrize("size", [0, 1, 4, 65, 2**32 - 1])
+def test_a_committee_size_no_committee_of_the_roster_can_have_gets_no_signature(federation, size):
+    """K below 2 (a one-member committee isolates an artist), above the roster of 3 or above the limit
+    64: the artist signs nothing, pins nothing and names the committee size (red-team review, sixteenth)."""
+    f = federation
+    party = f.parties["artist_a"]
+    party.runner.act(party.session, _plan_with(party, committee_size=size))
+    assert f.coordinator._ckks_round is None or not f.coordinator._ckks_round.contributions
+    assert "committee size" in f.refusal("artist_a") and f.ckks("artist_a").guard.to_dict()["committee_size"] is None
+
+
+def test_a_decrypt_plan_under_another_committee_size_is_refused_before_any_signature_is_checked(federation):
+    """The contributions were signed under K = 2; the server's decrypt plan announces K = 3.  Each
+    member refuses by its pinned size, naming it (before the fix it failed later, as a forged
+    signature, which misled the operator)."""
+    f = federation
+    committee = f.contribute()
+    f.turn_malicious()
+    for member in committee:
+        party = f.parties[member]
+        party.runner.act(party.session, _plan_with(party, committee_size=3))
+        assert "I acted under decryption committee size 2 in this round" in f.refusal(member)
+    assert not f.stolen
+
+
+def test_contributions_signed_under_two_committee_sizes_are_never_summed_together(keys, tmp_path, monkeypatch):
+    """A dishonest server announces K = 3 to artist_c and K = 2 to the others, and keeps all three
+    contributions (it skips its own signature check): the K = 2 committee refuses the set, since
+    artist_c's signature covers K = 3 (sets under two sizes could be differenced below either)."""
+    f = Federation(keys, tmp_path, quorum=3)
+    try:
+        f.turn_malicious()
+        odd = f.parties["artist_c"]
+        monkeypatch.setattr(ckks_decryption, "verify_contribution", lambda *args, **kwargs: None)  # server side
+        odd.runner.act(odd.session, _plan_with(odd, committee_size=3))
+        f.act(("artist_a", "artist_b"))
+        monkeypatch.undo()
+        plan = f.coordinator.plan()
+        assert plan.phase is Phase.DECRYPT
+        f.act(plan.decryptors)
+        assert not f.stolen
+        assert all("not signed by 'artist_c'" in f.refusal(m) for m in plan.decryptors if m != "artist_c")
+    finally:
+        f.close()
+
+
+def test_a_server_restarted_with_another_committee_size_is_refused_naming_it(keys, tmp_path):
+    """An operator raises committee_size mid-run (an artist asked for it) and restarts the server on
+    the run's state_db: the artists that signed in the round pinned the old size and would refuse
+    every attempt, so the restart is refused, naming committee_size, instead of a run that fails on
+    a quorum message (red-team review, sixteenth)."""
+    f = Federation(keys, tmp_path, quorum=2, floors={"artist_a": 3})
+    try:
+        f.act(ARTISTS)  # b and c sign under K = 2; a refuses, naming the setting
+        assert "committee_size must be at least 3" in f.refusal("artist_a")
+        f.running.stop(0)
+        schedule = replace(f.coordinator.schedule, committee_size=3)
+        with pytest.raises(ConfigError, match="committee_size 2 -> 3"):
+            start(keys, tmp_path, schedule, f.clock)
+    finally:
+        f.close()
+
+
+@pytest.mark.parametrize("quorum, size, warned", [(2, 3, True), (3, 2, False)])
+def test_the_server_says_when_a_failed_decrypt_phase_cannot_be_retried(caplog, quorum, size, warned):
+    """Five artists: a retry runs without the K committee members, and every set needs max(quorum, K)
+    artists, so quorum 2 with K = 3 (3 > 5 - 3) cannot be retried; quorum 3 with K = 2 can."""
+    caplog.set_level(logging.WARNING, logger=server_module.__name__)
+    server_module._warn_if_ckks_retries_cannot_complete(
+        Schedule(secure_mode="ckks", quorum=quorum, committee_size=size, max_retries=2), len(FIVE)
+    )
+    assert ("cannot be retried" in caplog.text) is warned
 
 
 def test_a_plan_switching_the_run_to_no_secure_mode_is_refused_by_the_artist(federation):

@@ -12,11 +12,13 @@ Protocol of attempt ``a`` of round ``r`` (driven by ``federation/coordinator.py`
 1. **Contribute.**  Artist ``i`` encrypts its packed vector once per round (a retried attempt
    resends the same ciphertext) and signs with its Ed25519 identity key
    :func:`contribution_statement` = (domain, ``r``, ``a``, key-set fingerprint, ``i``, layout,
-   SHA-256 of the ciphertext).  The server checks the signature and the ciphertext
+   SHA-256 of the ciphertext, its floor), every statement under the attempt's committee size ``K``.
+   The server checks the signature and the ciphertext
    (:class:`ContributionCollector`) and keeps both; nothing is summed on the server.
 2. **Committee.**  The set ``S`` of accepted contributions is fixed when the phase closes; its
-   committee is the :data:`COMMITTEE_SIZE` members of ``S`` with the lowest
-   :func:`committee_score` -- a public hash of (``r``, ``a``, artist id) that nobody chooses.
+   committee is the ``K`` members of ``S`` (the plan's ``committee_size``, at least
+   :data:`COMMITTEE_SIZE`) with the lowest :func:`committee_score` -- a public hash of (``r``, ``a``,
+   ``K``, artist id) that nobody chooses; a set of fewer than ``K`` artists is decrypted by nobody.
 3. **Decrypt.**  A committee member downloads ``S`` as (artist, digest, signature) and checks it
    (:func:`check_contribution_set`: distinct artists of ITS roster, >= quorum, its own contribution
    included unchanged, every signature valid under the identity keys of ITS key bundle, itself on
@@ -30,7 +32,7 @@ Protocol of attempt ``a`` of round ``r`` (driven by ``federation/coordinator.py`
 Each artist keeps a :class:`DecryptionGuard` per round: attempts only go forward, it commits to at
 most one set per attempt, and once it committed in attempt ``a`` it contributes to and commits in
 no other attempt of the round (it sits later attempts out: a retry after a failed decrypt phase
-runs without the committee's two members, so ``quorum <= n - 2`` keeps such a round alive).
+runs without the committee's ``K`` members, so ``max(quorum, K) <= n - K`` keeps such a round alive).
 
 Why the commitments.  Without them a server could show committee member ``X`` the set ``S1`` and
 member ``Y`` the set ``S2 = S1 - {D}`` and read ``D``'s vector from the difference of the two
@@ -139,20 +141,29 @@ class Attempt:
         return f"round {self.round_id} attempt {self.attempt}"
 
 
-def check_committee_size(at: Attempt, floor: int) -> None:
-    """Raise unless an artist with floor ``floor`` (``client.min_quorum``) may sign in ``at``: its
-    committee size ``K`` must be at least ``max(COMMITTEE_SIZE, floor)`` (and at most
-    :data:`MAX_COMMITTEE_SIZE`), since ``K`` is what bounds every combination of decrypted sums."""
-    needed = max(COMMITTEE_SIZE, floor)
+def check_committee_size(at: Attempt, floor: int, roster: int = MAX_COMMITTEE_SIZE) -> None:
+    """Raise unless an artist with floor ``floor`` (``client.min_quorum``) and a roster of ``roster``
+    artists may sign in ``at``: its committee size ``K`` must be at least ``max(COMMITTEE_SIZE, floor)``,
+    since ``K`` is what bounds every combination of decrypted sums, and at most the roster (and
+    :data:`MAX_COMMITTEE_SIZE`): a larger committee can never be formed."""
+    needed, largest = max(COMMITTEE_SIZE, floor), min(roster, MAX_COMMITTEE_SIZE)
+    if needed > largest:
+        raise SecureAggregationError(
+            f"{at}: my floor client.min_quorum = {floor} is above any decryption committee of this federation "
+            f"(at most {largest}: the roster, and never above {MAX_COMMITTEE_SIZE}); under ckks the committee size "
+            "bounds every combination of a round's decrypted sums, so I never contribute -- lower client.min_quorum"
+        )
     if at.committee_size < needed:
         raise SecureAggregationError(
             f"{at}: the announced decryption committee size {at.committee_size} is below my floor {needed} "
             "(client.min_quorum; under ckks the committee size bounds every combination of a round's decrypted "
-            f"sums); not contributing -- the server's [federation] committee_size must be at least {needed}"
+            f"sums); not contributing -- the server's [federation] committee_size must be at least {needed} "
+            "(a server with a new committee_size needs a new run)"
         )
-    if at.committee_size > MAX_COMMITTEE_SIZE:
+    if at.committee_size > largest:
         raise SecureAggregationError(
-            f"{at}: the announced decryption committee size {at.committee_size} is above {MAX_COMMITTEE_SIZE}"
+            f"{at}: the announced decryption committee size {at.committee_size} is above {largest} (my roster "
+            f"and the limit {MAX_COMMITTEE_SIZE}): no such committee can be formed"
         )
 
 
@@ -392,6 +403,14 @@ class DecryptionGuard:
             )
         return cls(round_id, max(g._latest for g in current), next(iter(commitments), None), next(iter(sizes), None))
 
+    def check_committee_size(self, at: Attempt) -> None:
+        """Raise if this artist acted under another committee size in ``at``'s round (no change)."""
+        if at.round_id == self._round and self._committee_size not in (None, at.committee_size):
+            raise SecureAggregationError(
+                f"{at}: I acted under decryption committee size {self._committee_size} in this round; refusing "
+                f"committee size {at.committee_size} (sums under two sizes could be differenced below either)"
+            )
+
     def _enter(self, at: Attempt) -> None:
         if at.round_id < self._round:
             raise SecureAggregationError(f"{at}: round {self._round} has begun; refusing to act in an earlier round")
@@ -399,11 +418,7 @@ class DecryptionGuard:
             self._round, self._latest, self._commitment, self._committee_size = at.round_id, -1, None, None
         if at.attempt < self._latest:
             raise SecureAggregationError(f"{at}: I already acted in attempt {self._latest}; attempts only go forward")
-        if self._committee_size is not None and at.committee_size != self._committee_size:
-            raise SecureAggregationError(
-                f"{at}: I acted under decryption committee size {self._committee_size} in this round; refusing "
-                f"committee size {at.committee_size} (sums under two sizes could be differenced below either)"
-            )
+        self.check_committee_size(at)
         self._latest, self._committee_size = at.attempt, at.committee_size
 
     def may_sign(self, at: Attempt) -> None:

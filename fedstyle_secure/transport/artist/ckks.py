@@ -128,7 +128,8 @@ class CkksClient:
     def _attempt(self, plan: pb.RoundPlan) -> Attempt:
         """The plan's attempt, its committee size checked against this artist's own floor."""
         at = Attempt(plan.round_id, plan.attempt, self.keys.ckks.fingerprint, plan.committee_size)
-        check_committee_size(at, self.min_quorum)
+        check_committee_size(at, self.min_quorum, len(self.keys.identity_public_keys))
+        self.guard.check_committee_size(at)  # a clear refusal before any signature is checked under it
         return at
 
     def _contributed(self, round_id: int) -> SentContribution:

@@ -28,7 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from fedstyle_secure.data.images import decode_image
 from fedstyle_secure.data.public import default_public_set, public_set_name, public_set_size
 from fedstyle_secure.errors import ConfigError, DataError, SecureAggregationError
-from fedstyle_secure.federation.coordinator import MASKING_STEPS, Coordinator
+from fedstyle_secure.federation.coordinator import MASKING_STEPS, Coordinator, Schedule
 from fedstyle_secure.federation.rejections import (
     Duplicate,
     Forbidden,
@@ -803,6 +803,7 @@ def run_parameters(config: ServerConfig) -> dict[str, Any]:
         "standardise": schedule.standardise,
         "masking_threshold": schedule.masking_threshold,
         "masking_degree": schedule.masking_degree,
+        "committee_size": schedule.committee_size if schedule.secure_mode == "ckks" else None,  # pinned per round
         "embedding_dim": config.embedding_dim,
         "public_pretrain_steps": config.pretrain_steps,
         "public_set": public_set_name(default_public_set()),  # $FEDSTYLE_PUBLIC_SET or what is installed
@@ -815,11 +816,31 @@ def _changed_run_parameters(saved: dict[str, Any], now: dict[str, Any]) -> list[
     return [f"{key} {saved.get(key)!r} -> {now.get(key)!r}" for key in sorted(now) if saved.get(key) != now.get(key)]
 
 
+def _warn_if_ckks_retries_cannot_complete(schedule: Schedule, n_artists: int) -> None:
+    """Under ``ckks`` a retry after a failed decrypt phase runs without that attempt's K committee
+    members (they sit the round out), and every set needs max(quorum, K) artists: say so at start when
+    the roster is too small for such a retry to complete."""
+    needed, size = max(schedule.quorum, schedule.committee_size), schedule.committee_size
+    if schedule.secure_mode == "ckks" and schedule.max_retries > 0 and needed > n_artists - size:
+        log.warning(
+            "secure_mode ckks: a round whose decrypt phase fails cannot be retried with %d artists: the retry "
+            "runs without the %d committee members and needs max(quorum %d, committee_size %d) = %d of the %d "
+            "others",
+            n_artists,
+            size,
+            schedule.quorum,
+            size,
+            needed,
+            n_artists - size,
+        )
+
+
 def restore_coordinator(config: ServerConfig, keys: ServerKeys, store: StateStore) -> Coordinator:
     """A coordinator resumed from ``store`` (or fresh, from the starting model every artist
     computes too), over the key set's roster; the round layouts come from that model.
     :class:`ConfigError` when the config changed what the saved run's artists pinned."""
     roster = tuple(keys.artists)
+    _warn_if_ckks_retries_cannot_complete(config.schedule, len(roster))
     snapshot = store.load()
     if snapshot is not None and (snapshot.roster != roster or snapshot.algorithm != config.schedule.algorithm):
         raise SecureAggregationError(
