@@ -24,7 +24,7 @@ from fedstyle_secure.federation.rejections import Malformed
 from fedstyle_secure.federation.reporting import ReportWriter
 from fedstyle_secure.privacy.audit import LoadedReport, audit_reports
 from fedstyle_secure.privacy.budget import BudgetLedger, PrivacyBudget
-from fedstyle_secure.privacy.jsonio import MAX_JSON_BYTES
+from fedstyle_secure.privacy.jsonio import MAX_JSON_BYTES, read_json
 from fedstyle_secure.privacy.mechanisms import (
     MAX_DP_SGD_STEPS,
     MAX_MECHANISMS,
@@ -34,7 +34,13 @@ from fedstyle_secure.privacy.mechanisms import (
 )
 from fedstyle_secure.privacy.recompute import recompute_epsilon_pld
 from fedstyle_secure.privacy.report_schema import MAX_ERRORS, MAX_MAP_ENTRIES, report_schema_errors
-from fedstyle_secure.privacy.report_store import load_report_manifest, register_public_key, report_path, write_report
+from fedstyle_secure.privacy.report_store import (
+    keep_withdrawal,
+    load_report_manifest,
+    register_public_key,
+    report_path,
+    write_report,
+)
 from fedstyle_secure.privacy.reports import (
     build_report,
     canonical_json,
@@ -43,6 +49,7 @@ from fedstyle_secure.privacy.reports import (
     redacted_report,
     sign_report,
 )
+from fedstyle_secure.privacy.withdrawals import build_withdrawal
 from fedstyle_secure.randomness import SECURE_NOISE_SOURCE, SEEDED_NOISE_SOURCE
 from fedstyle_secure.secure.keys.keystore import load_artist_keys
 from fedstyle_secure.transport.loopback import write_fresh_keys
@@ -507,6 +514,41 @@ def test_deleting_the_last_round_of_every_artist_is_flagged(
         report_path(team, artist, TEAM_ROUNDS).unlink()
     status, result = keyed(team, key_set, capsys)
     assert status == 1 and run_findings(result) == {(a, "reports_end_early") for a in TEAM}
+
+
+def test_a_signed_withdrawal_explains_reports_that_end_early_and_nothing_else(
+    team: Path, key_set: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """carol retired at round 2 (her budget spent): her reports end at round 1 and she signed a
+    withdrawal.  A valid one turns the early end into a listed retirement (fails without the
+    withdrawal check: reports_end_early).  One the server forges under another key, one of another
+    run once the run is named, or an unreadable one is a finding, and the early end is flagged again;
+    a withdrawal never excuses a charged round whose report is gone (missing_rounds)."""
+    run_id = read_json(report_path(team, "carol", 0))["run_id"]
+    for round_id in (2, TEAM_ROUNDS):
+        report_path(team, "carol", round_id).unlink()
+    carol = load_artist_keys(key_set, "carol").identity_key
+    reason = "privacy budget: the next round would exceed the budget"
+    path = keep_withdrawal(team, sign_report(build_withdrawal("carol", 2, reason, run_id), carol))
+    status, result = keyed(team, key_set, capsys)
+    assert status == 0 and result["withdrawn"] == [{"artist": "carol", "round": 2, "reason": reason}]
+    status, table = run_audit(str(team), "--keys", str(key_set), capsys=capsys)
+    assert status == 0 and f"withdrew (signed): carol at round 2: {reason}" in table
+    status, result = keyed(team, key_set, capsys, "--run-id", "f" * 32)
+    assert status == 1 and {("carol", "invalid_withdrawal"), ("carol", "reports_end_early")} <= run_findings(result)
+    valid = path.read_text()
+    forgeries = (
+        json.dumps(sign_report(build_withdrawal("carol", 2, reason, run_id), Ed25519PrivateKey.generate())),
+        "{not json",
+    )
+    for forged in forgeries:
+        path.write_text(forged)
+        status, result = keyed(team, key_set, capsys)
+        assert status == 1 and run_findings(result) == {("carol", "invalid_withdrawal"), ("carol", "reports_end_early")}
+    path.write_text(valid)
+    report_path(team, "carol", 0).unlink()
+    status, result = keyed(team, key_set, capsys)
+    assert status == 1 and run_findings(result) == {("carol", "missing_rounds")}
 
 
 def test_deleted_artist_is_flagged_and_artists_narrows_the_roster(

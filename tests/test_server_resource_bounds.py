@@ -10,6 +10,7 @@ thousands of scans (:data:`~fedstyle_secure.data.images.MAX_JPEG_SCANS`)."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import struct
 import threading
@@ -19,10 +20,14 @@ import zlib
 import grpc
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.federation.packing import pack
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
+from fedstyle_secure.privacy.jsonio import read_json
+from fedstyle_secure.privacy.reports import canonical_json, sign_report
+from fedstyle_secure.privacy.withdrawals import build_withdrawal
 from fedstyle_secure.secure.binary import pack_u8, pack_u32
 from fedstyle_secure.secure.ckks.decryption import (
     COMMITTEE_SIZE,
@@ -483,3 +488,43 @@ def test_a_query_png_of_thousands_of_chunks_is_refused_before_pillow_reads_them(
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert rule in refused.value.details()
     assert len(query(address(running), tls, _png(), top_k=3)) == 3  # an ordinary PNG is answered
+
+
+# ---------------------------------------------------------------- sixteenth review: signed withdrawals
+
+
+def test_a_crafted_signed_withdrawal_is_refused_and_the_honest_one_is_kept_beside_the_reports(serve, keys, tmp_path):
+    """A malicious artist sends a withdrawal statement signed by another key, one claiming another
+    artist, one of another run and one of another round: each is refused (INVALID_ARGUMENT, naming
+    it) before the artist is retired, so it cannot plant a statement an audit would trust.  Its honest
+    withdrawal is then kept in the reports folder, the first one only (fails without the check: the
+    forged statement is stored)."""
+    reports = tmp_path / "reports"
+    running = serve(
+        keys, Schedule(rounds=1, quorum=2, phase_seconds=600, startup_seconds=0), Clock(), reports_dir=reports
+    )
+    run_id = running.servicer.coordinator.run_id
+    own = load_artist_keys(keys, "artist_c").identity_key
+    reason = "privacy budget: done"
+
+    def statement(key, artist="artist_c", run=run_id, round_id=0) -> bytes:
+        return canonical_json(sign_report(build_withdrawal(artist, round_id, reason, run), key))
+
+    channel, session = connect(running, keys, "artist_c")
+    with channel:
+        crafted = {
+            "not signed by 'artist_c'": statement(Ed25519PrivateKey.generate()),
+            "not 'artist_c''s": statement(load_artist_keys(keys, "artist_a").identity_key, artist="artist_a"),
+            "signed for run": statement(own, run="0" * 32),
+            "signed for round 3": statement(own, round_id=3),
+        }
+        for words, signed in crafted.items():
+            request = pb.Withdrawal(round_id=0, reason=reason, nonce=os.urandom(16), signed_json=signed)
+            with pytest.raises(grpc.RpcError) as info:
+                session.stub.Withdraw(request, metadata=session.metadata, timeout=10)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and words in str(info.value.details())
+        assert "artist_c" not in running.servicer.coordinator.state.retired
+        honest = statement(own)
+        request = pb.Withdrawal(round_id=0, reason=reason, nonce=os.urandom(16), signed_json=honest)
+        assert "retired" in session.stub.Withdraw(request, metadata=session.metadata, timeout=10).detail
+    assert read_json(reports / "artist_c" / "withdrawal.json") == json.loads(honest)

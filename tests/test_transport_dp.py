@@ -181,9 +181,13 @@ def test_artist_over_budget_retires_with_the_reason_and_others_finish(tmp_path, 
     for artist in ("artist_00", "artist_02"):
         assert _reports(work / "reports", artist) == ROUND_REPORTS
         assert _ledger(work, artist).epsilon_spent <= EPSILON
-    # artist_01 retired before spending anything but its planning count, whose report it signed: the audit
-    # flags reports ending before the final round (retired, left, or later reports deleted); the others'
-    # reports alone audit clean
+    # artist_01 retired before spending anything but its planning count, whose report it signed, and signed
+    # its withdrawal: the audit lists the retirement and is clean.  Without the withdrawal (a server deleting
+    # it, or an artist of an earlier version) its reports ending early are a finding again
+    audit_status, result = _audit(capsys, str(work / "reports"), "--keys", str(work / "keys"))
+    assert audit_status == 0 and not result["findings"], result["findings"]
+    assert [(w["artist"], w["reason"][:14]) for w in result["withdrawn"]] == [("artist_01", "privacy budget")]
+    (work / "reports" / "artist_01" / "withdrawal.json").unlink()
     audit_status, result = _audit(capsys, str(work / "reports"), "--keys", str(work / "keys"))
     assert audit_status == 1
     assert [(f["artist"], f["code"]) for f in result["findings"]] == [("artist_01", "reports_end_early")]

@@ -46,7 +46,13 @@ from fedstyle_secure.privacy.audit import (
     audit_reports,
 )
 from fedstyle_secure.privacy.jsonio import read_json
-from fedstyle_secure.privacy.report_store import MANIFEST_NAME, load_report_manifest, manifest_candidates, report_files
+from fedstyle_secure.privacy.report_store import (
+    MANIFEST_NAME,
+    load_report_manifest,
+    manifest_candidates,
+    report_files,
+    withdrawal_files,
+)
 from fedstyle_secure.privacy.reports import is_run_id, public_key_to_text
 from fedstyle_secure.secure.keys.keystore import load_identity_keys
 
@@ -209,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
         files = report_files(args.paths)
         manifest = _load_manifest(args.manifest, args.paths)
         reports = [_read_report(path) for path in files]
+        withdrawals = [_read_report(path) for path in withdrawal_files(args.paths)]
     except PrivacyError as exc:
         raise ConfigError(str(exc)) from exc
     if not reports:
@@ -223,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
         accept_unverified=args.trust_manifest,
         folder_manifest=manifest if args.keys is not None else None,
         run_id=_run_id(args.run_id),
+        withdrawals=withdrawals,
     )
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_table(result))
     return 0 if result.clean else 1
@@ -305,9 +313,12 @@ def format_table(result: AuditResult) -> str:
         else f"WARNING: {UNVERIFIED_MESSAGE.upper()}"
     )
     runs = ", ".join(run or "(none)" for run in result.run_ids) or "-"
+    withdrawn = "".join(
+        f"\nwithdrew (signed): {w.artist_id} at round {w.round_id}: {w.reason}" for w in result.withdrawn
+    )
     footer = (
         f"privacy unit: one artwork (record-level); epsilons at each report's delta; {verdict}\n{identities}\n"
-        f"signed for run(s): {runs}"
+        f"signed for run(s): {runs}{withdrawn}"
     )
     return "\n\n".join(part for part in (render_table(TABLE_COLUMNS, rows), "\n".join(findings), footer) if part)
 

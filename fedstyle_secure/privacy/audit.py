@@ -21,7 +21,10 @@ Checks of the run (completeness), per artist of the roster: it has reports; ever
 latest report charges a mechanism to has a report; its reports reach the run's final
 publication (``final_round``, which every report signs; for older reports the latest round
 any artist reported).  An artist that retired, left or never joined is flagged as well: from
-the reports alone that cannot be told apart from deleted reports (its own signed copies can).
+the reports alone that cannot be told apart from deleted reports -- unless it signed a withdrawal
+(:mod:`~fedstyle_secure.privacy.withdrawals`, kept beside its reports): a valid one for its trusted
+key (and the audited run) explains reports ending at its round and is listed, not flagged; an
+invalid one is a finding.
 
 Threat model: the reports folder is written by the server, which may delete reports or swap
 the keys in its ``manifest.json`` and forge reports under keys of its own.  Signatures are
@@ -58,6 +61,7 @@ import itertools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from fedstyle_secure.errors import PrivacyError
@@ -72,6 +76,7 @@ from fedstyle_secure.privacy.reports import (
     public_key_from_text,
     verify_report_signature,
 )
+from fedstyle_secure.privacy.withdrawals import Withdrawal, checked_withdrawal
 from fedstyle_secure.randomness import SECURE_NOISE_SOURCES
 
 DEFAULT_TOLERANCE = 0.01
@@ -112,6 +117,7 @@ MANIFEST_KEY_MISMATCH = "manifest_key_mismatch"
 ARTIST_WITHOUT_REPORTS = "artist_without_reports"
 MISSING_ROUNDS = "missing_rounds"
 REPORTS_END_EARLY = "reports_end_early"
+INVALID_WITHDRAWAL = "invalid_withdrawal"
 CHARGED_OUT_OF_ORDER = "charged_out_of_order"
 TIME_OUT_OF_ORDER = "time_out_of_order"
 #: How far back an honest artist's clock may step between two timestamps it signs (an NTP correction)
@@ -189,6 +195,7 @@ class AuditResult:
     roster: tuple[str, ...] = ()
     identities_verified: bool = True
     run_ids: tuple[str, ...] = ()  # the run ids the reports are signed for ("" = none), sorted
+    withdrawn: tuple[Withdrawal, ...] = ()  # checked signed withdrawals: retirements, not findings
 
     @property
     def clean(self) -> bool:
@@ -201,6 +208,7 @@ class AuditResult:
             "identities_verified": self.identities_verified,
             "roster": list(self.roster),
             "run_ids": list(self.run_ids),
+            "withdrawn": [{"artist": w.artist_id, "round": w.round_id, "reason": w.reason} for w in self.withdrawn],
             "findings": [{"artist": f.artist, "code": f.code, "message": f.message} for f in self.findings],
             "reports": [report.to_dict() for report in self.reports],
         }
@@ -219,6 +227,7 @@ def audit_reports(
     accept_unverified: bool = False,
     folder_manifest: Mapping[str, Any] | None = None,
     run_id: str | None = None,
+    withdrawals: Sequence[LoadedReport] = (),
 ) -> AuditResult:
     """Audit ``reports`` against the artists' keys in ``trusted`` (manifest format
     ``{"artists": {id: {"public_key": ...}}}``; ``None``: no keys known).
@@ -227,7 +236,9 @@ def audit_reports(
     ``identities_verified=False`` (the keys came from the audited folder itself) is a finding
     unless ``accept_unverified``; ``folder_manifest``: the manifest found in the audited folder,
     flagged where it disagrees with ``trusted``; ``run_id``: the audited run's id, flagged on every
-    report signed for another run or for none."""
+    report signed for another run or for none; ``withdrawals``: the artists' signed withdrawals
+    (:mod:`~fedstyle_secure.privacy.withdrawals`), each checked against ``trusted`` (and ``run_id``):
+    a valid one explains its artist's reports ending at its round, any other is a finding."""
     if not (0.0 <= tolerance < 1.0):
         raise PrivacyError(f"audit tolerance must be in [0, 1), got {tolerance!r}")
     keys = (trusted or {}).get("artists", {})
@@ -245,9 +256,42 @@ def audit_reports(
             _compare_rounds(earlier, later)
     expected = tuple(keys) if roster is None else tuple(roster)
     findings = [] if identities_verified or accept_unverified else [Finding(IDENTITIES_UNVERIFIED, UNVERIFIED_MESSAGE)]
-    findings += _manifest_mismatches(folder_manifest, keys) + _completeness(by_artist, expected)
+    withdrawn, invalid = _checked_withdrawals(withdrawals, keys, run_id)
+    findings += _manifest_mismatches(folder_manifest, keys) + invalid + _completeness(by_artist, expected, withdrawn)
     runs = sorted({str(data.get("run_id", "")) for entries in by_artist.values() for _, data in entries})
-    return AuditResult(tuple(audits), tolerance, tuple(findings), expected, identities_verified, tuple(runs))
+    return AuditResult(
+        tuple(audits),
+        tolerance,
+        tuple(findings),
+        expected,
+        identities_verified,
+        tuple(runs),
+        tuple(withdrawn[artist] for artist in sorted(withdrawn)),
+    )
+
+
+def _checked_withdrawals(
+    loaded: Sequence[LoadedReport], keys: Mapping[str, Any], run_id: str | None
+) -> tuple[dict[str, Withdrawal], list[Finding]]:
+    """The valid withdrawals by artist, and a finding for each one that is not (unreadable, unsigned,
+    signed by another key, for another run than ``run_id``): the server writes the folder."""
+    withdrawn: dict[str, Withdrawal] = {}
+    findings = []
+    for entry in loaded:
+        data = entry.data if isinstance(entry.data, Mapping) else {}
+        artist = str(data.get("artist_id") or PurePath(entry.source).parent.name)  # unreadable: its folder's
+        try:
+            if entry.error is not None:
+                raise PrivacyError(entry.error)
+            key = keys.get(artist)
+            if not isinstance(key, Mapping):
+                raise PrivacyError(f"no trusted key for {artist!r}")
+            withdrawn[artist] = checked_withdrawal(
+                data, public_key_from_text(str(key.get("public_key"))), run_id=run_id
+            )
+        except PrivacyError as exc:
+            findings.append(Finding(INVALID_WITHDRAWAL, f"{entry.source}: {exc}", artist))
+    return withdrawn, findings
 
 
 def _manifest_mismatches(folder_manifest: Mapping[str, Any] | None, trusted: Mapping[str, Any]) -> list[Finding]:
@@ -274,13 +318,18 @@ def _same_key(claimed: Any, trusted: Any) -> bool:
     return key_fingerprint(claimed_key) == key_fingerprint(trusted_key)
 
 
-def _completeness(by_artist: Mapping[str, list[_Entry]], roster: Sequence[str]) -> list[Finding]:
+def _completeness(
+    by_artist: Mapping[str, list[_Entry]], roster: Sequence[str], withdrawn: Mapping[str, Withdrawal]
+) -> list[Finding]:
     """Run-level gaps: roster artists without reports, charged rounds without a report, reports
-    stopping before the run's final publication (see the module docstring)."""
+    stopping before the run's final publication (see the module docstring) -- unless the artist's
+    signed withdrawal says it stopped there (its charged rounds still need their reports)."""
     run_end = max((audit.round_id or 0 for entries in by_artist.values() for audit, _ in entries), default=0)
     findings = []
     for artist in sorted(set(roster) | set(by_artist)):
         entries = by_artist.get(artist, [])
+        if not entries and artist in withdrawn:
+            continue  # withdrew before anything was charged (or reported)
         if not entries:
             message = (
                 f"{artist!r} is in the roster but has no report: deleted, or the artist retired before "
@@ -296,7 +345,7 @@ def _completeness(by_artist: Mapping[str, list[_Entry]], roster: Sequence[str]) 
             message = f"{artist!r}: rounds {missing} were charged (per its round-{last} report) but have no report"
             findings.append(Finding(MISSING_ROUNDS, message, artist))
         end = max((data["final_round"] for _, data in entries if "final_round" in data), default=run_end)
-        if last < end:
+        if last < end and not (artist in withdrawn and withdrawn[artist].round_id >= last):
             message = (
                 f"{artist!r}: its last report is round {last}, the run's final publication is round {end}: "
                 "later reports deleted, or the artist retired or left"

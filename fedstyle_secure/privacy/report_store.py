@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fedstyle_secure.errors import PrivacyError
 from fedstyle_secure.privacy.jsonio import read_json, write_json_atomic
 from fedstyle_secure.privacy.reports import key_fingerprint, public_key_to_text
+from fedstyle_secure.privacy.withdrawals import WITHDRAWAL_NAME
 from fedstyle_secure.secure.keys import pki
 
 MANIFEST_NAME = "manifest.json"
@@ -38,6 +39,21 @@ def write_report(reports_dir: Path, report: Mapping[str, Any]) -> Path:
         )
     write_json_atomic(path, dict(report))
     return path
+
+
+def keep_withdrawal(reports_dir: Path, withdrawal: Mapping[str, Any]) -> Path:
+    """Store a signed withdrawal (:mod:`~fedstyle_secure.privacy.withdrawals`) in its artist's folder,
+    unless one is there already: an artist withdraws once a run, and the first statement stays."""
+    path = reports_dir / str(withdrawal["artist_id"]) / WITHDRAWAL_NAME
+    if not path.exists():
+        write_json_atomic(path, dict(withdrawal))
+    return path
+
+
+def withdrawal_files(paths: Iterable[Path]) -> list[Path]:
+    """Withdrawal files in the given directories, searched recursively (files given are reports)."""
+    found = [file for path in map(Path, paths) if path.is_dir() for file in sorted(path.rglob(WITHDRAWAL_NAME))]
+    return list(dict.fromkeys(found))
 
 
 CHARGES_NAME = "charges.json"

@@ -108,8 +108,9 @@ from fedstyle_secure.privacy.plan import (
     planning_ledger,
     portfolio_size_count,
 )
-from fedstyle_secure.privacy.report_store import record_charges, recorded_charges, report_path
-from fedstyle_secure.privacy.reports import canonical_json, redacted_report, reported_accountants
+from fedstyle_secure.privacy.report_store import keep_withdrawal, record_charges, recorded_charges, report_path
+from fedstyle_secure.privacy.reports import canonical_json, redacted_report, reported_accountants, sign_report
+from fedstyle_secure.privacy.withdrawals import build_withdrawal
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.training.local import LocalConfig
 from fedstyle_secure.transport.artist.channel import ArtistSession
@@ -526,15 +527,15 @@ class ArtistPrivacy:
         """Whether to act on ``plan``; if not, the artist has retired (and told the server) or
         sits this phase out.  Charges nothing."""
         if self.refusal is not None:
-            return self.retire(session, plan.round_id, self.refusal)
+            return self.retire(session, plan, self.refusal)
         if self.client.retired_reason is not None:
-            return self.retire(session, plan.round_id, self.client.retired_reason)
+            return self.retire(session, plan, self.client.retired_reason)
         if announced_dp(plan) != self.announced:
-            return self.retire(session, plan.round_id, "the server changed the federation's DP plan during the run")
+            return self.retire(session, plan, "the server changed the federation's DP plan during the run")
         if plan.kind == pb.ROUND_KIND_SETUP:
             return self.retire(
                 session,
-                plan.round_id,
+                plan,
                 "refused the set-up round: it sums feature moments of the private artworks without DP noise",
             )
         self.upload_pending(session)
@@ -559,7 +560,7 @@ class ArtistPrivacy:
             return False
         decision = self.ledger.check_can_spend(self._planned(plan))
         if not decision.allowed:
-            return self.retire(session, plan.round_id, f"privacy budget: {decision.reason}")
+            return self.retire(session, plan, f"privacy budget: {decision.reason}")
         if self.lifetime is not None:  # checked here, recorded when the result is kept (_remember)
             lifetime = self.lifetime.check(decision.epsilon_after, decision.budget.delta)
             if not lifetime.allowed:
@@ -569,7 +570,7 @@ class ArtistPrivacy:
                     lifetime.reason,
                     _lifetime_next_step(lifetime),
                 )
-                return self.retire(session, plan.round_id, LIFETIME_REFUSAL)
+                return self.retire(session, plan, LIFETIME_REFUSAL)
         return True
 
     def _sits_out(self, plan: pb.RoundPlan, r: int) -> bool:
@@ -622,16 +623,26 @@ class ArtistPrivacy:
         key = (plan.round_id, _charge(plan.phase))
         return next((c for c in self.results if (c.round_id, c.phase) == key), None)
 
-    def retire(self, session: ArtistSession, round_id: int, reason: str) -> bool:
-        """Stop for good: persist the reason, report what was spent, tell the server.  Returns False."""
+    def retire(self, session: ArtistSession, plan: pb.RoundPlan, reason: str) -> bool:
+        """Stop for good: persist the reason, report what was spent, tell the server with a signed
+        withdrawal (:mod:`~fedstyle_secure.privacy.withdrawals`; a copy kept beside this artist's own
+        reports).  Returns False."""
+        round_id = plan.round_id
         if self.client.retired_reason is None:
             self.client.retired_reason = reason
             log.warning("%s retires at round %d: %s", self.keys.artist_id, round_id, reason)
             self.save()
         if self.store is not None:
             self._report_latest(session)
+        withdrawal = sign_report(
+            build_withdrawal(self.keys.artist_id, round_id, reason, plan.run_id or None), self.keys.identity_key
+        )
+        if self.writer is not None:
+            keep_withdrawal(self.writer.dir, withdrawal)  # the first one stays: the artist's own copy
         session.stub.Withdraw(
-            pb.Withdrawal(round_id=round_id, reason=reason[:1000], nonce=new_nonce()),
+            pb.Withdrawal(
+                round_id=round_id, reason=reason[:1000], nonce=new_nonce(), signed_json=canonical_json(withdrawal)
+            ),
             metadata=session.metadata,
             timeout=WITHDRAW_TIMEOUT_SECONDS,
         )

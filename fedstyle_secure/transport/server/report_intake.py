@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -29,6 +29,7 @@ from fedstyle_secure.files import loads_bounded
 from fedstyle_secure.privacy.report_schema import collection_size_errors, report_schema_errors
 from fedstyle_secure.privacy.report_store import register_public_key, write_report
 from fedstyle_secure.privacy.reports import DATASET_SIZE_OPENING, verify_report_signature
+from fedstyle_secure.privacy.withdrawals import MAX_WITHDRAWAL_BYTES, checked_withdrawal
 from fedstyle_secure.transport.wire import pb
 
 MAX_REASON_CHARS = 1000
@@ -96,6 +97,26 @@ def store_checked_report(report: Mapping[str, object], reports_dir: Path | None)
         write_report(reports_dir, dict(report))
     except PrivacyError as exc:
         raise Duplicate(str(exc)) from exc
+
+
+def checked_withdrawal_statement(
+    request: pb.Withdrawal, artist: str, public_key: Ed25519PublicKey, run_id: str
+) -> dict[str, Any] | None:
+    """The signed withdrawal ``artist`` sent with ``request`` (None if it sent none: an earlier
+    version), if it is ``artist``'s, for this run and round and signed by its identity key; else
+    ``Malformed`` naming what is wrong.  Pure and lock-free, like :func:`checked_report`."""
+    if not request.signed_json:
+        return None
+    if len(request.signed_json) > MAX_WITHDRAWAL_BYTES:
+        raise Malformed(f"the withdrawal of {artist} is {len(request.signed_json)} bytes, over {MAX_WITHDRAWAL_BYTES}")
+    try:
+        data = loads_bounded(request.signed_json)
+        checked_withdrawal(data, public_key, artist_id=artist, run_id=run_id)
+    except (ValueError, PrivacyError) as exc:
+        raise Malformed(f"the withdrawal of {artist} is refused: {exc!s:.300}") from exc
+    if data["round"] != request.round_id:
+        raise Malformed(f"the withdrawal of {artist} is signed for round {data['round']}, not {request.round_id}")
+    return cast(dict[str, Any], data)
 
 
 def withdrawal_reason(request: pb.Withdrawal) -> str:

@@ -42,6 +42,7 @@ from fedstyle_secure.federation.rejections import (
 from fedstyle_secure.federation.strategy import initial_state
 from fedstyle_secure.models.inputs import default_cache_dir
 from fedstyle_secure.models.params import get_flat_params
+from fedstyle_secure.privacy.report_store import keep_withdrawal
 from fedstyle_secure.privacy.reports import new_run_id
 from fedstyle_secure.retrieval.index import StyleIndex
 from fedstyle_secure.secure.ckks.decryption import CheckedCiphertext
@@ -56,6 +57,7 @@ from fedstyle_secure.transport.server.metering import ByteMeter
 from fedstyle_secure.transport.server.publish_index import index_from_run
 from fedstyle_secure.transport.server.report_intake import (
     checked_report,
+    checked_withdrawal_statement,
     register_roster_keys,
     store_checked_report,
     withdrawal_reason,
@@ -699,10 +701,16 @@ class FederationServicer(pb_grpc.FederationServicer):
         return pb.Ack(round_id=request.round_id, detail=f"retired: {reason}")
 
     def withdraw(self, artist: str, request: pb.Withdrawal) -> str:
-        """Retire ``artist`` for good (call with ``_cond`` held); returns the reason kept."""
+        """Retire ``artist`` for good (call with ``_cond`` held); returns the reason kept.  Its signed
+        withdrawal, if it sent one (checked: its own, for this run and round), is kept beside its
+        reports, so an audit tells the retirement from deleted reports."""
         reason = withdrawal_reason(request)
-        if not self.coordinator.retire(artist, reason):  # a repeat (or replay) changes nothing and saves nothing
-            return self.coordinator.state.retired[artist]
+        c = self.coordinator
+        statement = checked_withdrawal_statement(request, artist, c.identity_publics[artist], c.run_id)
+        if not c.retire(artist, reason):  # a repeat (or replay) changes nothing and saves nothing
+            return c.state.retired[artist]
+        if statement is not None and self.config.reports_dir is not None:
+            keep_withdrawal(self.config.reports_dir, statement)
         self.coordinator.tick(self.clock())  # the phase may now be complete without it
         self._saved_round = (-1, False)  # persist the retirement
         self._changed()
