@@ -522,7 +522,8 @@ def test_a_signed_withdrawal_explains_reports_that_end_early_and_nothing_else(
     """carol retired at round 2 (her budget spent): her reports end at round 1 and she signed a
     withdrawal.  A valid one turns the early end into a listed retirement (fails without the
     withdrawal check: reports_end_early).  One the server forges under another key, one of another
-    run once the run is named, or an unreadable one is a finding, and the early end is flagged again;
+    run (named, or told by her reports' run), or an unreadable one is a finding, and the early end is
+    flagged again;
     a withdrawal never excuses a charged round whose report is gone (missing_rounds)."""
     run_id = read_json(report_path(team, "carol", 0))["run_id"]
     for round_id in (2, TEAM_ROUNDS):
@@ -537,6 +538,9 @@ def test_a_signed_withdrawal_explains_reports_that_end_early_and_nothing_else(
     status, result = keyed(team, key_set, capsys, "--run-id", "f" * 32)
     assert status == 1 and {("carol", "invalid_withdrawal"), ("carol", "reports_end_early")} <= run_findings(result)
     valid = path.read_text()
+    path.write_text(json.dumps(sign_report(build_withdrawal("carol", 2, reason, "e" * 32), carol)))
+    status, result = keyed(team, key_set, capsys)  # another run's, even unnamed: her reports say which run
+    assert status == 1 and run_findings(result) == {("carol", "invalid_withdrawal"), ("carol", "reports_end_early")}
     forgeries = (
         json.dumps(sign_report(build_withdrawal("carol", 2, reason, run_id), Ed25519PrivateKey.generate())),
         "{not json",

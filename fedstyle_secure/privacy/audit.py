@@ -59,7 +59,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
@@ -256,7 +256,7 @@ def audit_reports(
             _compare_rounds(earlier, later)
     expected = tuple(keys) if roster is None else tuple(roster)
     findings = [] if identities_verified or accept_unverified else [Finding(IDENTITIES_UNVERIFIED, UNVERIFIED_MESSAGE)]
-    withdrawn, invalid = _checked_withdrawals(withdrawals, keys, run_id)
+    withdrawn, invalid = _checked_withdrawals(withdrawals, keys, _runs_of(by_artist, run_id))
     findings += _manifest_mismatches(folder_manifest, keys) + invalid + _completeness(by_artist, expected, withdrawn)
     runs = sorted({str(data.get("run_id", "")) for entries in by_artist.values() for _, data in entries})
     return AuditResult(
@@ -270,11 +270,26 @@ def audit_reports(
     )
 
 
+def _runs_of(by_artist: Mapping[str, list[_Entry]], run_id: str | None) -> Callable[[str], set[str | None]]:
+    """The runs an artist's withdrawal may be signed for: the audited run if named; else the run of
+    the artist's own reports; else, for an artist without reports, the runs of the folder's reports.
+    Without this a server could explain one run's deleted reports with another run's withdrawal."""
+    folder = {data.get("run_id") for entries in by_artist.values() for _, data in entries}
+
+    def runs(artist: str) -> set[str | None]:
+        if run_id is not None:
+            return {run_id}
+        own = {data.get("run_id") for _, data in by_artist.get(artist, [])}
+        return own or folder
+
+    return runs
+
+
 def _checked_withdrawals(
-    loaded: Sequence[LoadedReport], keys: Mapping[str, Any], run_id: str | None
+    loaded: Sequence[LoadedReport], keys: Mapping[str, Any], runs: Callable[[str], set[str | None]]
 ) -> tuple[dict[str, Withdrawal], list[Finding]]:
     """The valid withdrawals by artist, and a finding for each one that is not (unreadable, unsigned,
-    signed by another key, for another run than ``run_id``): the server writes the folder."""
+    signed by another key, for another run than ``runs`` allows): the server writes the folder."""
     withdrawn: dict[str, Withdrawal] = {}
     findings = []
     for entry in loaded:
@@ -286,9 +301,14 @@ def _checked_withdrawals(
             key = keys.get(artist)
             if not isinstance(key, Mapping):
                 raise PrivacyError(f"no trusted key for {artist!r}")
-            withdrawn[artist] = checked_withdrawal(
-                data, public_key_from_text(str(key.get("public_key"))), run_id=run_id
-            )
+            withdrawal = checked_withdrawal(data, public_key_from_text(str(key.get("public_key"))))
+            allowed = runs(artist)
+            if allowed and withdrawal.run_id not in allowed:
+                raise PrivacyError(
+                    f"the withdrawal is signed for run {withdrawal.run_id!r}, the audited reports for "
+                    f"{sorted(str(r) for r in allowed)}: another run's"
+                )
+            withdrawn[artist] = withdrawal
         except PrivacyError as exc:
             findings.append(Finding(INVALID_WITHDRAWAL, f"{entry.source}: {exc}", artist))
     return withdrawn, findings
