@@ -620,3 +620,27 @@ def test_a_server_state_db_that_is_not_a_database_names_the_field(tmp_path, wher
         path.write_text("root:x:0:0:root:/root:/bin/bash\n" * 200)
     with pytest.raises(ConfigError, match="server.state_db: .* is not a usable SQLite database"):
         StateStore(path)
+
+
+def test_a_client_whose_floor_no_sum_of_its_roster_can_meet_says_so_before_reaching_the_server(tmp_path, capsys):
+    """client.min_quorum = 4 with a roster of 2: the artist connected, extracted its features and sat
+    out every round (a user walkthrough, sixteenth review).  It is refused at start now, exit 2."""
+    from fedstyle_secure.transport.loopback import write_fresh_keys
+
+    keys = write_fresh_keys(tmp_path / "keys", ("artist_a", "artist_b"))
+    data = tmp_path / "data"
+    (data / "artist_a").mkdir(parents=True)
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[client]\nkeys = "{keys}"\ndata = "{data}"\nserver = "127.0.0.1:9"\nartist = "artist_a"\nmin_quorum = 4\n'
+    )
+    _no_traceback_error(capsys, ["client", "--config", str(config)], "client.min_quorum: 4 is above the 2 artists")
+
+
+def test_a_committee_size_outside_ckks_is_refused_not_ignored():
+    from fedstyle_secure.errors import ConfigError
+    from fedstyle_secure.federation.coordinator import Schedule
+
+    with pytest.raises(ConfigError, match="committee_size applies to secure_mode 'ckks' only"):
+        Schedule(secure_mode="secagg", committee_size=3).validate(5)
+    Schedule(secure_mode="ckks", committee_size=3).validate(5)

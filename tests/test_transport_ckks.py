@@ -77,6 +77,7 @@ class FeatureMomentsOnly:
     packed in the layout of the server's plan (``shape``)."""
 
     spec = algorithm_spec("fedstyle")
+    retired_reason: str | None = None
 
     def __init__(self, value: float, shape: FederationShape) -> None:
         self.value, self._shape = value, shape
@@ -287,27 +288,32 @@ def test_server_serving_one_artists_ciphertext_as_the_set_gets_no_plaintext(fede
     assert all(f"1 artists, fewer than the quorum {enforced}" in f.refusal(a) for a in committee)
 
 
-def test_a_contributor_whose_floor_exceeds_the_committee_size_signs_nothing(keys, tmp_path):
+def test_a_contributor_whose_floor_exceeds_the_committee_size_withdraws_and_the_round_goes_on(keys, tmp_path):
     """An artist whose own floor (client.min_quorum = 3) is above the announced committee size 2: under
     ckks the committee size, not the set size, bounds every combination of a round's decrypted sums,
-    so it signs no contribution (refusal naming the setting to change) and the round goes on with the
-    two others (fails without the check: its ciphertext is in the set)."""
+    so it signs no contribution.  The committee size is a run parameter, so it withdraws from the run
+    (signed, naming the setting to change) and the round goes on at once with the two others
+    (fails without the check: its ciphertext is in the set; and without the withdrawal -- a user
+    walkthrough, sixteenth review -- every phase waited for it until its deadline)."""
     strict = ARTISTS[0]
     f = Federation(keys, tmp_path, quorum=2, floors={strict: 3})
     try:
         f.act(ARTISTS)
-        f.clock.now = f.coordinator.plan().phase_deadline + 1  # the server stops waiting for the strict artist
-        f.running.servicer.tick()
-        assert f.coordinator.plan().phase is Phase.DECRYPT and f.coordinator._ckks_round is not None
+        assert f.coordinator.plan().phase is Phase.DECRYPT and f.coordinator._ckks_round is not None  # no waiting
         assert {c.artist for c in f.coordinator._ckks_round.contributions} == set(ARTISTS) - {strict}
-        assert "committee size 2 is below my floor 3" in f.refusal(strict)
-        assert "committee_size must be at least 3" in f.refusal(strict)
+        reason = f.coordinator.state.retired[strict]
+        assert "committee size 2 is below my floor 3" in reason and "committee_size must be at least 3" in reason
+        client = f.parties[strict].runner.client
+        assert client is not None and client.retired_reason == reason  # exit status 3 (EXIT_RETIRED)
     finally:
         f.close()
 
 
 class _GreedyCkksClient(CkksClient):
     """Test fake of a malicious artist: signs an impossible floor without checking the committee size."""
+
+    def declines(self, plan: pb.RoundPlan) -> str | None:
+        return None
 
     def _attempt(self, plan: pb.RoundPlan) -> Attempt:
         return Attempt(plan.round_id, plan.attempt, self.keys.ckks.fingerprint, plan.committee_size)
@@ -470,12 +476,14 @@ def _plan_with(party: Party, **fields) -> pb.RoundPlan:
 @pytest.mark.parametrize("size", [0, 1, 4, 65, 2**32 - 1])
 def test_a_committee_size_no_committee_of_the_roster_can_have_gets_no_signature(federation, size):
     """K below 2 (a one-member committee isolates an artist), above the roster of 3 or above the limit
-    64: the artist signs nothing, pins nothing and names the committee size (red-team review, sixteenth)."""
+    64: the artist signs nothing, pins nothing and withdraws naming the committee size (red-team
+    review, sixteenth)."""
     f = federation
     party = f.parties["artist_a"]
     party.runner.act(party.session, _plan_with(party, committee_size=size))
     assert f.coordinator._ckks_round is None or not f.coordinator._ckks_round.contributions
-    assert "committee size" in f.refusal("artist_a") and f.ckks("artist_a").guard.to_dict()["committee_size"] is None
+    assert "committee size" in f.coordinator.state.retired["artist_a"]  # it withdrew, saying why
+    assert f.ckks("artist_a").guard.to_dict()["committee_size"] is None
 
 
 def test_a_decrypt_plan_under_another_committee_size_is_refused_before_any_signature_is_checked(federation):
@@ -520,8 +528,8 @@ def test_a_server_restarted_with_another_committee_size_is_refused_naming_it(key
     a quorum message (red-team review, sixteenth)."""
     f = Federation(keys, tmp_path, quorum=2, floors={"artist_a": 3})
     try:
-        f.act(ARTISTS)  # b and c sign under K = 2; a refuses, naming the setting
-        assert "committee_size must be at least 3" in f.refusal("artist_a")
+        f.act(ARTISTS)  # b and c sign under K = 2; a withdraws, naming the setting
+        assert "committee_size must be at least 3" in f.coordinator.state.retired["artist_a"]
         f.running.stop(0)
         schedule = replace(f.coordinator.schedule, committee_size=3)
         with pytest.raises(ConfigError, match="committee_size 2 -> 3"):

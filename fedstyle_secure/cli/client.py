@@ -8,7 +8,7 @@ from fedstyle_secure.cli.toml_command import register_toml_command
 from fedstyle_secure.memory import compact_this_process
 from fedstyle_secure.secure.keys.keystore import load_artist_keys
 from fedstyle_secure.transport.artist.lifetime_ledger import check_lifetime_ledger
-from fedstyle_secure.transport.artist.runner import EXIT_RETIRED, check_artist_data_folder, run_artist
+from fedstyle_secure.transport.artist.runner import EXIT_RETIRED, check_artist_data_folder, check_min_quorum, run_artist
 from fedstyle_secure.transport.config import load_client_config
 from fedstyle_secure.transport.logs import configure_logging
 
@@ -35,4 +35,6 @@ def run(args: argparse.Namespace) -> int:
     check_lifetime_ledger(config)
     if config.compact_memory:
         compact_this_process()
-    return run_artist(config, load_artist_keys(config.keys, config.artist))
+    keys = load_artist_keys(config.keys, config.artist)
+    check_min_quorum(config, keys)
+    return run_artist(config, keys)

@@ -151,6 +151,11 @@ class Schedule:
         if not 1 <= self.quorum <= n_artists:
             raise ConfigError(f"quorum must be within 1..{n_artists} (the roster), got {self.quorum}")
         largest = min(n_artists, MAX_COMMITTEE_SIZE)
+        if self.secure_mode != "ckks" and self.committee_size != COMMITTEE_SIZE:
+            raise ConfigError(
+                f"committee_size applies to secure_mode 'ckks' only (the decryption committee); under "
+                f"{self.secure_mode!r} it would be ignored, got {self.committee_size}"
+            )
         if self.secure_mode == "ckks" and not COMMITTEE_SIZE <= self.committee_size <= largest:
             raise ConfigError(
                 f"committee_size must be within {COMMITTEE_SIZE}..{largest} (at most the roster), "

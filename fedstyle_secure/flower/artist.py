@@ -56,7 +56,7 @@ from fedstyle_secure.transport.artist.ckks import SentContribution, ckks_client
 from fedstyle_secure.transport.artist.lifetime_ledger import check_lifetime_ledger
 from fedstyle_secure.transport.artist.masking import masking_client, masking_step
 from fedstyle_secure.transport.artist.privacy import ArtistPrivacy, DurableClient
-from fedstyle_secure.transport.artist.runner import ArtistRunner, build_style_client
+from fedstyle_secure.transport.artist.runner import ArtistRunner, build_style_client, check_min_quorum
 from fedstyle_secure.transport.artist.state import ArtistStateStore, one_artist_process, witness_folder
 from fedstyle_secure.transport.config import ClientConfig, load_client_config
 from fedstyle_secure.transport.sqlite_io import connect, private_database, transaction
@@ -307,4 +307,6 @@ def artist_from_config(path: Path) -> tuple[ClientConfig, ArtistKeys]:
     if config.state_dir is None:
         raise ConfigError(f"{path}: client.state_dir is required for a Flower artist (its state between messages)")
     check_lifetime_ledger(config)
-    return config, load_artist_keys(config.keys, config.artist)
+    keys = load_artist_keys(config.keys, config.artist)
+    check_min_quorum(config, keys)
+    return config, keys

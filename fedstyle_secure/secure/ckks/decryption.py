@@ -158,7 +158,7 @@ def check_committee_size(at: Attempt, floor: int, roster: int = MAX_COMMITTEE_SI
             f"{at}: the announced decryption committee size {at.committee_size} is below my floor {needed} "
             "(client.min_quorum; under ckks the committee size bounds every combination of a round's decrypted "
             f"sums); not contributing -- the server's [federation] committee_size must be at least {needed} "
-            "(a server with a new committee_size needs a new run)"
+            f"(a new run), or this artist's client.min_quorum at most {at.committee_size}"
         )
     if at.committee_size > largest:
         raise SecureAggregationError(

@@ -125,6 +125,18 @@ class CkksClient:
         """Continue a round whose contribution an earlier process of this artist encrypted and sent."""
         self._own = sent
 
+    def declines(self, plan: pb.RoundPlan) -> str | None:
+        """Why this artist can take no part in the run ``plan`` belongs to (None: it can): a committee
+        size below its own floor, above its roster, or a floor no committee of the roster meets.  The
+        committee size is a run parameter (a server restarted with another is refused), so this holds
+        for the whole run: the runner withdraws rather than sit out every attempt."""
+        at = Attempt(plan.round_id, plan.attempt, self.keys.ckks.fingerprint, plan.committee_size)
+        try:
+            check_committee_size(at, self.min_quorum, len(self.keys.identity_public_keys))
+        except SecureAggregationError as exc:
+            return str(exc).removeprefix(f"{at}: ")
+        return None
+
     def _attempt(self, plan: pb.RoundPlan) -> Attempt:
         """The plan's attempt, its committee size checked against this artist's own floor."""
         at = Attempt(plan.round_id, plan.attempt, self.keys.ckks.fingerprint, plan.committee_size)

@@ -108,24 +108,23 @@ from fedstyle_secure.privacy.plan import (
     planning_ledger,
     portfolio_size_count,
 )
-from fedstyle_secure.privacy.report_store import keep_withdrawal, record_charges, recorded_charges, report_path
-from fedstyle_secure.privacy.reports import canonical_json, redacted_report, reported_accountants, sign_report
-from fedstyle_secure.privacy.withdrawals import build_withdrawal
+from fedstyle_secure.privacy.report_store import record_charges, recorded_charges, report_path
+from fedstyle_secure.privacy.reports import canonical_json, redacted_report, reported_accountants
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.training.local import LocalConfig
 from fedstyle_secure.transport.artist.channel import ArtistSession
 from fedstyle_secure.transport.artist.lifetime_ledger import LifetimeLedger, LifetimeRun, artist_lifetime_ledger
 from fedstyle_secure.transport.artist.state import STATE_FILE, ArtistSnapshot, ArtistStateStore, CachedResult
+from fedstyle_secure.transport.artist.withdrawal import send_withdrawal
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.dp_config import announced_dp
-from fedstyle_secure.transport.wire import new_nonce, pb
+from fedstyle_secure.transport.wire import pb
 
 log = logging.getLogger(__name__)
 
 NON_CHARGING_PHASES: tuple[str, ...] = ("decrypt",)  # works on the aggregate only: post-processing
 # The server refused a report for good (bad report, wrong key, a different one stored): log, don't retry.
 REPORT_REFUSALS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.ALREADY_EXISTS}
-WITHDRAW_TIMEOUT_SECONDS = 30.0
 RELEASE, TRAINING = "publish", "contribute"  # the two charges of a round, keys of the stored results
 UNUSABLE_PLAN = (  # every refusal of an announced plan says this: it names no number of artworks (reports commit to n)
     "the federation's DP plan (announced by the server) is unusable for this artist (the reason is in the artist's log)"
@@ -634,18 +633,7 @@ class ArtistPrivacy:
             self.save()
         if self.store is not None:
             self._report_latest(session)
-        withdrawal = sign_report(
-            build_withdrawal(self.keys.artist_id, round_id, reason, plan.run_id or None), self.keys.identity_key
-        )
-        if self.writer is not None:
-            keep_withdrawal(self.writer.dir, withdrawal)  # the first one stays: the artist's own copy
-        session.stub.Withdraw(
-            pb.Withdrawal(
-                round_id=round_id, reason=reason[:1000], nonce=new_nonce(), signed_json=canonical_json(withdrawal)
-            ),
-            metadata=session.metadata,
-            timeout=WITHDRAW_TIMEOUT_SECONDS,
-        )
+        send_withdrawal(session, self.keys, plan, reason, None if self.writer is None else self.writer.dir)
         return False
 
     # ------------------------------------------------------------------ charging phases

@@ -59,6 +59,7 @@ from fedstyle_secure.transport.artist.state import (
     one_process_per_identity,
     witness_folder,
 )
+from fedstyle_secure.transport.artist.withdrawal import send_withdrawal
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.dp_config import announced_dp
 from fedstyle_secure.transport.federation_model import public_bank, starting_model
@@ -101,6 +102,17 @@ def announced_public_set(plan: pb.RoundPlan) -> str:
         return public_set_from_name(plan.public_set.name)
     except DataError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def check_min_quorum(config: ClientConfig, keys: ArtistKeys) -> None:
+    """:class:`ConfigError` naming ``client.min_quorum`` if no sum of this artist's roster (its key
+    bundle) could ever meet it: the artist would connect and sit out every round (a user walkthrough)."""
+    roster = len(keys.identity_public_keys)
+    if config.min_quorum > roster:
+        raise ConfigError(
+            f"client.min_quorum: {config.min_quorum} is above the {roster} artists of this key bundle's roster; no "
+            "sum (nor CKKS decryption committee) of this federation could meet it -- lower it"
+        )
 
 
 def check_artist_data_folder(data: Path) -> None:
@@ -237,6 +249,8 @@ class ArtistRunner:
             self.privacy = ArtistPrivacy.open(self.config, self.keys, self.client, plan)
         if session.artist_id not in plan.participants:
             return
+        if self._declines(session, plan):
+            return  # withdrew from the run (the server was told why)
         if self.privacy is not None and not self.privacy.admit(session, plan):
             return  # retired (the server was told why) or sitting out a phase it must not be charged for
         kind = check_round_kind(plan)
@@ -248,6 +262,26 @@ class ArtistRunner:
             self.sent = {}  # only the latest is ever resent: drop the previous before preparing this one
             self.sent = {key: self._prepare(session, plan)}
         self.sent[key](session, plan)
+
+    def _declines(self, session: ArtistSession, plan: pb.RoundPlan) -> bool:
+        """Whether this artist takes no part in the run: its CKKS floor cannot be met under the run's
+        committee size (:meth:`CkksClient.declines`).  It then withdraws once, with a signed withdrawal,
+        so the server stops waiting for it in every phase and an audit lists it, and retires (exit
+        status :data:`EXIT_RETIRED`); under DP through its privacy state, which also reports what it spent."""
+        client = self.client
+        assert client is not None
+        if self.privacy is None and client.retired_reason is not None:
+            return True  # withdrew already
+        reason = self._ckks().declines(plan) if plan.secure_mode == "ckks" else None
+        if reason is None:
+            return False
+        if self.privacy is not None:
+            self.privacy.retire(session, plan, reason)
+            return True
+        client.retired_reason = reason
+        log.warning("%s withdraws from the run at round %d: %s", session.artist_id, plan.round_id, reason)
+        send_withdrawal(session, self.keys, plan, reason, self.config.reports_dir)
+        return True
 
     def _prepare(self, session: ArtistSession, plan: pb.RoundPlan) -> Send:
         """Do the round's local work once; return how to send its result."""

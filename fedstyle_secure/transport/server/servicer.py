@@ -829,7 +829,9 @@ def _warn_if_ckks_retries_cannot_complete(schedule: Schedule, n_artists: int) ->
     members (they sit the round out), and every set needs max(quorum, K) artists: say so at start when
     the roster is too small for such a retry to complete."""
     needed, size = max(schedule.quorum, schedule.committee_size), schedule.committee_size
-    if schedule.secure_mode == "ckks" and schedule.max_retries > 0 and needed > n_artists - size:
+    if schedule.secure_mode != "ckks" or not size <= n_artists:
+        return  # an impossible committee size is refused by Schedule.validate
+    if schedule.max_retries > 0 and needed > n_artists - size:
         log.warning(
             "secure_mode ckks: a round whose decrypt phase fails cannot be retried with %d artists: the retry "
             "runs without the %d committee members and needs max(quorum %d, committee_size %d) = %d of the %d "
