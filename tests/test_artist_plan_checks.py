@@ -57,6 +57,7 @@ class FakeMoments:
     """Fake (named): the artist's model, reduced to what a set-up round asks of it."""
 
     spec = algorithm_spec("fedstyle")
+    retired_reason: str | None = None
 
     def __init__(self, features: np.ndarray) -> None:
         self.features = features

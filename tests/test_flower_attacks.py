@@ -184,11 +184,12 @@ def test_a_two_participant_masking_session_gets_no_keys_from_an_artist_with_a_fl
 
 
 @pytest.mark.usefixtures("outside_runtime")
-def test_a_ckks_contributor_whose_floor_exceeds_the_committee_size_signs_nothing(tmp_path, data):
-    """The third artist's ``client.min_quorum = 4`` is above the announced committee size 2, and under
+def test_a_ckks_contributor_whose_floor_exceeds_the_committee_size_withdraws(tmp_path, data):
+    """The third artist's ``client.min_quorum = 3`` is above the announced committee size 2, and under
     ``ckks`` the committee size is what bounds every combination of a round's decrypted sums (two
     nested sets decrypted by disjoint committees differ by as few as ``K`` artists): it signs no
-    contribution, while the two others do (fails without the check: it contributed)."""
+    contribution and withdraws from the run (signed; the committee size is a run parameter), while
+    the two others contribute (fails without the check: it contributed)."""
     run = Run(tmp_path / "run", data, "ckks")
     run.until("contribute")
     coordinator = run.federation.coordinator
@@ -196,11 +197,12 @@ def test_a_ckks_contributor_whose_floor_exceeds_the_committee_size_signs_nothing
     at = Attempt(coordinator.plan().round_id, coordinator.attempt, coordinator.ckks.fingerprint, COMMITTEE_SIZE)
     strict = next(a for a in ARTISTS if a not in decryption_committee(at, ARTISTS))
     config = run.configs.artists[strict]
-    config.write_text(config.read_text().replace("[client]\n", "[client]\nmin_quorum = 4\n", 1))
-    run.federation.run_phase()  # contribute: the two others sign; the strict one sits the attempt out
+    config.write_text(config.read_text().replace("[client]\n", "[client]\nmin_quorum = 3\n", 1))
+    run.federation.run_phase()  # contribute: the two others sign; the strict one withdraws
     for artist in ARTISTS:
         upload = run.grid.sent(PHASE_ACTIONS["contribute"], run.nodes[artist])[1].upload
         assert (upload is None) is (artist == strict), artist
+    assert "committee size 2 is below my floor 3" in coordinator.state.retired[strict]
 
 
 def flower_runtime_reply(run: Run, artist: str, action: str, inbox: ServerMessage) -> Message:
