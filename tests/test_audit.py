@@ -517,42 +517,56 @@ def test_deleting_the_last_round_of_every_artist_is_flagged(
 
 
 def test_a_signed_withdrawal_explains_reports_that_end_early_and_nothing_else(
-    team: Path, key_set: Path, capsys: pytest.CaptureFixture[str]
+    team: Path, key_set: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """carol retired at round 2 (her budget spent): her reports end at round 1 and she signed a
-    withdrawal.  A valid one turns the early end into a listed retirement (fails without the
-    withdrawal check: reports_end_early).  One the server forges under another key, one of another
-    run (named, or told by her reports' run), or an unreadable one is a finding, and the early end is
-    flagged again;
-    a withdrawal never excuses a charged round whose report is gone (missing_rounds)."""
+    withdrawal naming that last report.  A valid one turns the early end into a listed retirement
+    (fails without the withdrawal check: reports_end_early).  Found, with the early end flagged again:
+    one the server forges under another key, one of another run (named, or told by the folder's one
+    run), an unreadable one, and -- the red team's attack -- a genuine one after the server deleted
+    her last report or all of them (the withdrawal signs where her reports end); a folder of two runs
+    needs --run-id.  A withdrawal never excuses a charged round whose report is gone."""
     run_id = read_json(report_path(team, "carol", 0))["run_id"]
     for round_id in (2, TEAM_ROUNDS):
         report_path(team, "carol", round_id).unlink()
     carol = load_artist_keys(key_set, "carol").identity_key
     reason = "privacy budget: the next round would exceed the budget"
-    path = keep_withdrawal(team, sign_report(build_withdrawal("carol", 2, reason, run_id), carol))
+    last = (1, len(read_json(report_path(team, "carol", 1))["mechanisms"]))
+
+    def signed(run: str = run_id, key: Ed25519PrivateKey = carol, ends=last) -> str:
+        return json.dumps(sign_report(build_withdrawal("carol", 2, reason, run, ends), key))
+
+    path = keep_withdrawal(team, json.loads(signed()))
     status, result = keyed(team, key_set, capsys)
     assert status == 0 and result["withdrawn"] == [{"artist": "carol", "round": 2, "reason": reason}]
     status, table = run_audit(str(team), "--keys", str(key_set), capsys=capsys)
     assert status == 0 and f"withdrew (signed): carol at round 2: {reason}" in table
     status, result = keyed(team, key_set, capsys, "--run-id", "f" * 32)
     assert status == 1 and {("carol", "invalid_withdrawal"), ("carol", "reports_end_early")} <= run_findings(result)
-    valid = path.read_text()
-    path.write_text(json.dumps(sign_report(build_withdrawal("carol", 2, reason, "e" * 32), carol)))
-    status, result = keyed(team, key_set, capsys)  # another run's, even unnamed: her reports say which run
-    assert status == 1 and run_findings(result) == {("carol", "invalid_withdrawal"), ("carol", "reports_end_early")}
-    forgeries = (
-        json.dumps(sign_report(build_withdrawal("carol", 2, reason, run_id), Ed25519PrivateKey.generate())),
-        "{not json",
-    )
-    for forged in forgeries:
+    flagged = {("carol", "invalid_withdrawal"), ("carol", "reports_end_early")}
+    for forged in (signed(run="e" * 32), signed(key=Ed25519PrivateKey.generate()), "{not json"):
         path.write_text(forged)
         status, result = keyed(team, key_set, capsys)
-        assert status == 1 and run_findings(result) == {("carol", "invalid_withdrawal"), ("carol", "reports_end_early")}
-    path.write_text(valid)
-    report_path(team, "carol", 0).unlink()
+        assert status == 1 and run_findings(result) == flagged
+    path.write_text(signed())
+    kept = report_path(team, "carol", 1).read_bytes()
+    report_path(team, "carol", 1).unlink()  # the server deletes her last report: the withdrawal names it
     status, result = keyed(team, key_set, capsys)
+    assert status == 1 and run_findings(result) == flagged
+    for round_id in (0,):
+        report_path(team, "carol", round_id).unlink()  # ... or every report
+    status, result = keyed(team, key_set, capsys)
+    assert status == 1 and run_findings(result) == {
+        ("carol", "invalid_withdrawal"),
+        ("carol", "artist_without_reports"),
+    }
+    report_path(team, "carol", 1).write_bytes(kept)
+    status, result = keyed(team, key_set, capsys)  # her round-0 report is gone, round 1 charges it
     assert status == 1 and run_findings(result) == {("carol", "missing_rounds")}
+    other = _team_run(tmp_path / "other", key_set, sigma=20.0, run_id="d" * 32)
+    shutil.copy(report_path(other, "alice", 0), report_path(team, "alice", 0))  # a folder of two runs
+    status, result = keyed(team, key_set, capsys)
+    assert status == 1 and any("name the audited one" in f["message"] for f in result["findings"])
 
 
 def test_deleted_artist_is_flagged_and_artists_narrows_the_roster(

@@ -508,7 +508,7 @@ def test_a_crafted_signed_withdrawal_is_refused_and_the_honest_one_is_kept_besid
     reason = "privacy budget: done"
 
     def statement(key, artist="artist_c", run=run_id, round_id=0) -> bytes:
-        return canonical_json(sign_report(build_withdrawal(artist, round_id, reason, run), key))
+        return canonical_json(sign_report(build_withdrawal(artist, round_id, reason, run, None), key))
 
     channel, session = connect(running, keys, "artist_c")
     with channel:

@@ -776,3 +776,24 @@ def test_a_contribute_plan_for_an_earlier_round_gets_no_second_ciphertext(keys):
     no_session, no_plan = cast(ArtistSession, None), cast(pb.RoundPlan, None)
     assert send(no_session, no_plan) is None and "refusing an earlier round" in (client.last_refusal or "")
     assert client.contribution(2, pack_once) is sent and len(packs) == 1
+
+
+def test_an_artist_declining_the_committee_size_at_its_first_plan_opens_no_privacy_state(keys, tmp_path, monkeypatch):
+    """The decline depends only on settings (committee size, floor, roster), so it comes before the
+    artist's privacy state opens: under DP that opening charges the planning size's count to the run
+    and lifetime ledgers, for a run the artist then never takes part in (red-team review, sixteenth;
+    fails without the order: the state opened)."""
+    from fedstyle_secure.transport.artist import runner as runner_module
+
+    f = Federation(keys, tmp_path, quorum=2)
+    try:
+        strict, opened = ARTISTS[0], []
+        party = f.parties[strict]
+        fake = FeatureMomentsOnly(_value(strict), f.coordinator.shape)
+        monkeypatch.setattr(runner_module, "build_style_client", lambda *args, **kwargs: fake)  # test fake
+        monkeypatch.setattr(runner_module.ArtistPrivacy, "open", lambda *args, **kwargs: opened.append(args))
+        config = ClientConfig(keys=keys, data=fake_portfolio(tmp_path / "p"), artist=strict, min_quorum=3)
+        ArtistRunner(config, party.keys).act(party.session, party.session.plan())
+        assert not opened and "committee size 2 is below my floor 3" in f.coordinator.state.retired[strict]
+    finally:
+        f.close()

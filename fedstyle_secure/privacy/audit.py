@@ -59,7 +59,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
@@ -256,7 +256,9 @@ def audit_reports(
             _compare_rounds(earlier, later)
     expected = tuple(keys) if roster is None else tuple(roster)
     findings = [] if identities_verified or accept_unverified else [Finding(IDENTITIES_UNVERIFIED, UNVERIFIED_MESSAGE)]
-    withdrawn, invalid = _checked_withdrawals(withdrawals, keys, _runs_of(by_artist, run_id))
+    signed, invalid = _checked_withdrawals(withdrawals, keys, _runs_of(by_artist, run_id))
+    withdrawn, unmatched = _matching_withdrawals(signed, by_artist)
+    invalid += unmatched
     findings += _manifest_mismatches(folder_manifest, keys) + invalid + _completeness(by_artist, expected, withdrawn)
     runs = sorted({str(data.get("run_id", "")) for entries in by_artist.values() for _, data in entries})
     return AuditResult(
@@ -270,26 +272,51 @@ def audit_reports(
     )
 
 
-def _runs_of(by_artist: Mapping[str, list[_Entry]], run_id: str | None) -> Callable[[str], set[str | None]]:
-    """The runs an artist's withdrawal may be signed for: the audited run if named; else the run of
-    the artist's own reports; else, for an artist without reports, the runs of the folder's reports.
-    Without this a server could explain one run's deleted reports with another run's withdrawal."""
-    folder = {data.get("run_id") for entries in by_artist.values() for _, data in entries}
+def _runs_of(by_artist: Mapping[str, list[_Entry]], run_id: str | None) -> set[str | None]:
+    """The runs a withdrawal may be signed for: the audited run if named; else the runs of every report
+    in the folder, which must be one run (checked by the caller).  Without this a server could explain
+    one run's deleted reports with another run's withdrawal, swapping an artist's folder for its folder
+    of a run it retired from (red-team review, sixteenth)."""
+    if run_id is not None:
+        return {run_id}
+    return {data.get("run_id") for entries in by_artist.values() for _, data in entries}
 
-    def runs(artist: str) -> set[str | None]:
-        if run_id is not None:
-            return {run_id}
-        own = {data.get("run_id") for _, data in by_artist.get(artist, [])}
-        return own or folder
 
-    return runs
+def _matching_withdrawals(
+    signed: Mapping[str, Withdrawal], by_artist: Mapping[str, list[_Entry]]
+) -> tuple[dict[str, Withdrawal], list[Finding]]:
+    """The withdrawals whose signed end of reports -- the round of the last report and the mechanisms it
+    lists, or no report at all -- is the folder's latest report of that artist; a finding for any other:
+    the server deleted reports the artist made (or the withdrawal belongs elsewhere)."""
+    matching: dict[str, Withdrawal] = {}
+    findings = []
+    for artist, withdrawal in signed.items():
+        entries = by_artist.get(artist, [])
+        latest = max(entries, key=lambda entry: entry[0].round_id or 0, default=None)
+        found = None if latest is None else (latest[0].round_id, len(latest[1]["mechanisms"]))
+        said = (
+            None
+            if withdrawal.last_report_round is None
+            else (withdrawal.last_report_round, withdrawal.reported_charges)
+        )
+        if found == said:
+            matching[artist] = withdrawal
+            continue
+        message = (
+            f"{artist!r} signed a withdrawal whose last report is "
+            f"{'none' if said is None else f'round {said[0]} ({said[1]} mechanisms)'}, but the folder's latest is "
+            f"{'none' if found is None else f'round {found[0]} ({found[1]} mechanisms)'}: reports deleted or moved"
+        )
+        findings.append(Finding(INVALID_WITHDRAWAL, message, artist))
+    return matching, findings
 
 
 def _checked_withdrawals(
-    loaded: Sequence[LoadedReport], keys: Mapping[str, Any], runs: Callable[[str], set[str | None]]
+    loaded: Sequence[LoadedReport], keys: Mapping[str, Any], allowed: set[str | None]
 ) -> tuple[dict[str, Withdrawal], list[Finding]]:
     """The valid withdrawals by artist, and a finding for each one that is not (unreadable, unsigned,
-    signed by another key, for another run than ``runs`` allows): the server writes the folder."""
+    signed by another key, for another run than ``allowed``, or in a folder of several runs): the
+    server writes the folder."""
     withdrawn: dict[str, Withdrawal] = {}
     findings = []
     for entry in loaded:
@@ -302,7 +329,13 @@ def _checked_withdrawals(
             if not isinstance(key, Mapping):
                 raise PrivacyError(f"no trusted key for {artist!r}")
             withdrawal = checked_withdrawal(data, public_key_from_text(str(key.get("public_key"))))
-            allowed = runs(artist)
+            if withdrawal.run_id is None:
+                raise PrivacyError("the withdrawal carries no run id: it cannot be tied to the audited run")
+            if len(allowed) > 1:
+                raise PrivacyError(
+                    f"the folder holds reports of {len(allowed)} runs: name the audited one (--run-id) to use "
+                    "withdrawals"
+                )
             if allowed and withdrawal.run_id not in allowed:
                 raise PrivacyError(
                     f"the withdrawal is signed for run {withdrawal.run_id!r}, the audited reports for "
@@ -349,7 +382,7 @@ def _completeness(
     for artist in sorted(set(roster) | set(by_artist)):
         entries = by_artist.get(artist, [])
         if not entries and artist in withdrawn:
-            continue  # withdrew before anything was charged (or reported)
+            continue  # withdrew having reported nothing (its signed withdrawal says so)
         if not entries:
             message = (
                 f"{artist!r} is in the roster but has no report: deleted, or the artist retired before "
@@ -365,7 +398,7 @@ def _completeness(
             message = f"{artist!r}: rounds {missing} were charged (per its round-{last} report) but have no report"
             findings.append(Finding(MISSING_ROUNDS, message, artist))
         end = max((data["final_round"] for _, data in entries if "final_round" in data), default=run_end)
-        if last < end and not (artist in withdrawn and withdrawn[artist].round_id >= last):
+        if last < end and artist not in withdrawn:  # a withdrawal here signs this very last report
             message = (
                 f"{artist!r}: its last report is round {last}, the run's final publication is round {end}: "
                 "later reports deleted, or the artist retired or left"

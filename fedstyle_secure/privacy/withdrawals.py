@@ -9,13 +9,18 @@ signs its reports, and sends it with its ``Withdraw`` call; the server keeps it 
 
 Threat model: the server writes the reports folder and may delete files.  A withdrawal is signed by
 the artist, so the server cannot make one up for an artist whose reports it deleted, and one of
-another run is refused when the auditor names the run (``run_id``).  Deleting a withdrawal only
-brings back the finding it explained.  A withdrawal explains the reports *ending*: every charge the
-artist's latest report lists must still have its report (``missing_rounds``).
+another run is refused (the audited run, or the one run of the folder's reports).  It also signs
+where the artist's reports end -- the round of its last report (``None``: it reported nothing) and the
+number of mechanisms that report lists -- and explains only a folder whose latest report of that artist
+is exactly that one: deleting the artist's last reports, or all of them, is still found (a red team
+showed that a withdrawal without them hid every deleted report).  Deleting a withdrawal only brings
+back the finding it explained; every charge the latest report lists must still have its report
+(``missing_rounds``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +35,17 @@ WITHDRAWAL_FORMAT = "fedstyle-withdrawal/1"
 WITHDRAWAL_NAME = "withdrawal.json"  # in the artist's folder of the reports folder, beside its round-*.json
 MAX_WITHDRAWAL_BYTES = 8192
 MAX_REASON_CHARS = 1000
-_FIELDS = {"format", "artist_id", "round", "reason", "run_id", "issued_at", SIGNATURE_FIELD}
+_FIELDS = {
+    "format",
+    "artist_id",
+    "round",
+    "reason",
+    "run_id",
+    "last_report_round",
+    "reported_charges",
+    "issued_at",
+    SIGNATURE_FIELD,
+}
 
 
 @dataclass(frozen=True)
@@ -41,18 +56,28 @@ class Withdrawal:
     round_id: int
     reason: str
     run_id: str | None
+    last_report_round: int | None  # the round of the artist's last report (None: it reported nothing)
+    reported_charges: int  # the mechanisms that report lists (0 without one)
 
 
 def build_withdrawal(
-    artist_id: str, round_id: int, reason: str, run_id: str | None, issued_at: str | None = None
+    artist_id: str,
+    round_id: int,
+    reason: str,
+    run_id: str | None,
+    last_report: tuple[int, int] | None,
+    issued_at: str | None = None,
 ) -> dict[str, Any]:
-    """The unsigned withdrawal of ``artist_id`` at ``round_id`` (sign it with
-    :func:`~fedstyle_secure.privacy.reports.sign_report` and the artist's identity key)."""
+    """The unsigned withdrawal of ``artist_id`` at ``round_id``; ``last_report`` is (round, mechanisms
+    listed) of its last epsilon report, ``None`` if it reported nothing.  Sign it with
+    :func:`~fedstyle_secure.privacy.reports.sign_report` and the artist's identity key."""
     data: dict[str, Any] = {
         "format": WITHDRAWAL_FORMAT,
         "artist_id": artist_id,
         "round": int(round_id),
         "reason": reason[:MAX_REASON_CHARS],
+        "last_report_round": None if last_report is None else int(last_report[0]),
+        "reported_charges": 0 if last_report is None else int(last_report[1]),
         "issued_at": issued_at or utc_now_iso(),
     }
     if run_id:
@@ -77,8 +102,16 @@ def withdrawal_errors(data: Any) -> list[str]:
         errors.append(f"reason must be a string of 1..{MAX_REASON_CHARS} characters")
     if "run_id" in data and not (isinstance(data["run_id"], str) and is_run_id(data["run_id"])):
         errors.append("run_id must be 32 lowercase hex digits")
-    if not isinstance(data.get("issued_at"), str):
-        errors.append("issued_at must be a timestamp string")
+    last = data.get("last_report_round", "missing")
+    if last is not None and (not isinstance(last, int) or isinstance(last, bool) or last < 0):
+        errors.append("last_report_round must be null or an integer >= 0")
+    charges = data.get("reported_charges")
+    if not isinstance(charges, int) or isinstance(charges, bool) or charges < 0 or (last is None and charges):
+        errors.append("reported_charges must be an integer >= 0 (0 when last_report_round is null)")
+    try:
+        dt.datetime.fromisoformat(str(data.get("issued_at")))
+    except ValueError:
+        errors.append("issued_at must be an ISO 8601 timestamp")
     return errors
 
 
@@ -98,4 +131,11 @@ def checked_withdrawal(
         raise PrivacyError(f"the withdrawal is not signed by {data['artist_id']!r}'s identity key ({exc})") from exc
     if run_id is not None and data.get("run_id") != run_id:
         raise PrivacyError(f"the withdrawal is signed for run {data.get('run_id')!r}, not {run_id!r}")
-    return Withdrawal(data["artist_id"], data["round"], data["reason"], data.get("run_id"))
+    return Withdrawal(
+        data["artist_id"],
+        data["round"],
+        data["reason"],
+        data.get("run_id"),
+        data["last_report_round"],
+        data["reported_charges"],
+    )

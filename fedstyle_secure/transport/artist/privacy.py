@@ -633,8 +633,18 @@ class ArtistPrivacy:
             self.save()
         if self.store is not None:
             self._report_latest(session)
-        send_withdrawal(session, self.keys, plan, reason, None if self.writer is None else self.writer.dir)
+        keep_in = None if self.writer is None else self.writer.dir
+        send_withdrawal(session, self.keys, plan, reason, keep_in, self._last_report())
         return False
+
+    def _last_report(self) -> tuple[int, int] | None:
+        """(round, mechanisms listed) of this artist's last signed report, None if it made none."""
+        if self.writer is None or self.client.ledger is None:
+            return None
+        latest = self._latest_charged_round()
+        if latest is None or not report_path(self.writer.dir, self.keys.artist_id, latest).exists():
+            return None
+        return latest, len(self.ledger.history)
 
     # ------------------------------------------------------------------ charging phases
 

@@ -246,6 +246,8 @@ class ArtistRunner:
             self.client = build_style_client(self.config, session.artist_id, session.roster, plan)
             forget_decoded_public_sets()  # the public pixels are not needed again (26 MB for met)
             return_freed_memory()
+            if session.artist_id in plan.participants and self._declines(session, plan):
+                return  # before its privacy state opens: a decline charges nothing (red-team review, sixteenth)
             self.privacy = ArtistPrivacy.open(self.config, self.keys, self.client, plan)
         if session.artist_id not in plan.participants:
             return

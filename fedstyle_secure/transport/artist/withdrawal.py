@@ -18,14 +18,21 @@ from fedstyle_secure.transport.wire import new_nonce, pb
 WITHDRAW_TIMEOUT_SECONDS = 30.0
 
 
-def send_withdrawal(session: Any, keys: ArtistKeys, plan: pb.RoundPlan, reason: str, keep_in: Path | None) -> None:
+def send_withdrawal(
+    session: Any,
+    keys: ArtistKeys,
+    plan: pb.RoundPlan,
+    reason: str,
+    keep_in: Path | None,
+    last_report: tuple[int, int] | None = None,
+) -> None:
     """Tell the server this artist stops taking part in the run at ``plan``'s round, with a withdrawal
-    signed by its identity key (:mod:`~fedstyle_secure.privacy.withdrawals`); the first one is also
-    kept in ``keep_in`` (the artist's own reports folder), if given.  ``session``: an
+    signed by its identity key (:mod:`~fedstyle_secure.privacy.withdrawals`) that also signs where its
+    reports end (``last_report``: round and mechanisms listed of its last report; None: none); the
+    first one is also kept in ``keep_in`` (the artist's own reports folder), if given.  ``session``: an
     :class:`~fedstyle_secure.transport.artist.channel.ArtistSession` or the Flower artist's stand-in."""
-    withdrawal = sign_report(
-        build_withdrawal(keys.artist_id, plan.round_id, reason, plan.run_id or None), keys.identity_key
-    )
+    unsigned = build_withdrawal(keys.artist_id, plan.round_id, reason, plan.run_id or None, last_report)
+    withdrawal = sign_report(unsigned, keys.identity_key)
     if keep_in is not None:
         keep_withdrawal(keep_in, withdrawal)
     session.stub.Withdraw(
