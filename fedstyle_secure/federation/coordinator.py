@@ -65,12 +65,12 @@ from fedstyle_secure.randomness import MAX_SEED
 from fedstyle_secure.secure.api import PlainSummation
 from fedstyle_secure.secure.ckks.decryption import (
     COMMITTEE_SIZE,
-    MAX_COMMITTEE_SIZE,
     Attempt,
     CheckedCiphertext,
     ContributionCollector,
     SignedContribution,
     check_ciphertext,
+    largest_committee,
     layout_bytes,
 )
 from fedstyle_secure.secure.ckks.primitives import CkksContext
@@ -150,7 +150,7 @@ class Schedule:
             raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
         if not 1 <= self.quorum <= n_artists:
             raise ConfigError(f"quorum must be within 1..{n_artists} (the roster), got {self.quorum}")
-        largest = min(n_artists, MAX_COMMITTEE_SIZE)
+        largest = largest_committee(n_artists)
         if self.secure_mode != "ckks" and self.committee_size != COMMITTEE_SIZE:
             raise ConfigError(
                 f"committee_size applies to secure_mode 'ckks' only (the decryption committee); under "

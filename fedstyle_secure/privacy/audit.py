@@ -256,11 +256,14 @@ def audit_reports(
             _compare_rounds(earlier, later)
     expected = tuple(keys) if roster is None else tuple(roster)
     findings = [] if identities_verified or accept_unverified else [Finding(IDENTITIES_UNVERIFIED, UNVERIFIED_MESSAGE)]
-    signed, invalid = _checked_withdrawals(withdrawals, keys, _runs_of(by_artist, run_id))
+    folder_runs = {data.get("run_id") for entries in by_artist.values() for _, data in entries}
+    # a withdrawal may be signed for the audited run if named; else for the folder's, which must be one run:
+    # otherwise a server could explain one run's deleted reports with another run's withdrawal (red team, 16th)
+    signed, invalid = _checked_withdrawals(withdrawals, keys, {run_id} if run_id is not None else folder_runs)
     withdrawn, unmatched = _matching_withdrawals(signed, by_artist)
     invalid += unmatched
     findings += _manifest_mismatches(folder_manifest, keys) + invalid + _completeness(by_artist, expected, withdrawn)
-    runs = sorted({str(data.get("run_id", "")) for entries in by_artist.values() for _, data in entries})
+    runs = sorted({"" if run is None else str(run) for run in folder_runs})
     return AuditResult(
         tuple(audits),
         tolerance,
@@ -270,16 +273,6 @@ def audit_reports(
         tuple(runs),
         tuple(withdrawn[artist] for artist in sorted(withdrawn)),
     )
-
-
-def _runs_of(by_artist: Mapping[str, list[_Entry]], run_id: str | None) -> set[str | None]:
-    """The runs a withdrawal may be signed for: the audited run if named; else the runs of every report
-    in the folder, which must be one run (checked by the caller).  Without this a server could explain
-    one run's deleted reports with another run's withdrawal, swapping an artist's folder for its folder
-    of a run it retired from (red-team review, sixteenth)."""
-    if run_id is not None:
-        return {run_id}
-    return {data.get("run_id") for entries in by_artist.values() for _, data in entries}
 
 
 def _matching_withdrawals(

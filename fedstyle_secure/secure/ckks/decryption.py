@@ -105,7 +105,7 @@ from fedstyle_secure.secure.ckks.primitives import CkksContext, EncryptedVector
 COMMITTEE_SIZE = 2
 """Smallest committee size ``K`` (and the server's default): with one member a difference of two sets
 isolates one artist.  Every member downloads and sums every contribution of the set."""
-MAX_COMMITTEE_SIZE = 64  # a signed u32; honest committees are a few artists (each downloads every contribution)
+MAX_COMMITTEE_SIZE = 64  # honest committees are a few artists (each downloads and sums every contribution)
 DIGEST_BYTES = 32
 _CONTRIBUTION = b"fedstyle.v1/ckks-contribution"
 _SET = b"fedstyle.v1/ckks-contribution-set"
@@ -141,12 +141,17 @@ class Attempt:
         return f"round {self.round_id} attempt {self.attempt}"
 
 
+def largest_committee(roster: int) -> int:
+    """The largest committee size a federation of ``roster`` artists can have (server and artist alike)."""
+    return min(roster, MAX_COMMITTEE_SIZE)
+
+
 def check_committee_size(at: Attempt, floor: int, roster: int = MAX_COMMITTEE_SIZE) -> None:
     """Raise unless an artist with floor ``floor`` (``client.min_quorum``) and a roster of ``roster``
     artists may sign in ``at``: its committee size ``K`` must be at least ``max(COMMITTEE_SIZE, floor)``,
     since ``K`` is what bounds every combination of decrypted sums, and at most the roster (and
     :data:`MAX_COMMITTEE_SIZE`): a larger committee can never be formed."""
-    needed, largest = max(COMMITTEE_SIZE, floor), min(roster, MAX_COMMITTEE_SIZE)
+    needed, largest = max(COMMITTEE_SIZE, floor), largest_committee(roster)
     if needed > largest:
         raise SecureAggregationError(
             f"{at}: my floor client.min_quorum = {floor} is above any decryption committee of this federation "

@@ -130,17 +130,21 @@ class CkksClient:
         size below its own floor, above its roster, or a floor no committee of the roster meets.  The
         committee size is a run parameter (a server restarted with another is refused), so this holds
         for the whole run: the runner withdraws rather than sit out every attempt."""
-        at = Attempt(plan.round_id, plan.attempt, self.keys.ckks.fingerprint, plan.committee_size)
         try:
-            check_committee_size(at, self.min_quorum, len(self.keys.identity_public_keys))
+            self._sized_attempt(plan)
         except SecureAggregationError as exc:
-            return str(exc).removeprefix(f"{at}: ")
+            return str(exc).split(": ", 1)[-1]  # without the "round r attempt a" prefix
         return None
 
-    def _attempt(self, plan: pb.RoundPlan) -> Attempt:
-        """The plan's attempt, its committee size checked against this artist's own floor."""
+    def _sized_attempt(self, plan: pb.RoundPlan) -> Attempt:
+        """The plan's attempt, its committee size checked against this artist's floor and roster."""
         at = Attempt(plan.round_id, plan.attempt, self.keys.ckks.fingerprint, plan.committee_size)
         check_committee_size(at, self.min_quorum, len(self.keys.identity_public_keys))
+        return at
+
+    def _attempt(self, plan: pb.RoundPlan) -> Attempt:
+        """:meth:`_sized_attempt`, and the committee size this artist pinned for the round."""
+        at = self._sized_attempt(plan)
         self.guard.check_committee_size(at)  # a clear refusal before any signature is checked under it
         return at
 

@@ -638,13 +638,15 @@ class ArtistPrivacy:
         return False
 
     def _last_report(self) -> tuple[int, int] | None:
-        """(round, mechanisms listed) of this artist's last signed report, None if it made none."""
+        """(round, mechanisms listed) of this artist's last signed report, read from the report itself
+        (what an audit compares a withdrawal with); None if it made none."""
         if self.writer is None or self.client.ledger is None:
             return None
         latest = self._latest_charged_round()
-        if latest is None or not report_path(self.writer.dir, self.keys.artist_id, latest).exists():
+        if latest is None:
             return None
-        return latest, len(self.ledger.history)
+        path = report_path(self.writer.dir, self.keys.artist_id, latest)
+        return (latest, len(read_json(path)["mechanisms"])) if path.exists() else None
 
     # ------------------------------------------------------------------ charging phases
 

@@ -29,10 +29,8 @@ from fedstyle_secure.files import loads_bounded
 from fedstyle_secure.privacy.report_schema import collection_size_errors, report_schema_errors
 from fedstyle_secure.privacy.report_store import register_public_key, write_report
 from fedstyle_secure.privacy.reports import DATASET_SIZE_OPENING, verify_report_signature
-from fedstyle_secure.privacy.withdrawals import MAX_WITHDRAWAL_BYTES, checked_withdrawal
+from fedstyle_secure.privacy.withdrawals import MAX_REASON_CHARS, MAX_WITHDRAWAL_BYTES, checked_withdrawal
 from fedstyle_secure.transport.wire import pb
-
-MAX_REASON_CHARS = 1000
 
 
 def register_roster_keys(reports_dir: Path, identity_keys: Mapping[str, Ed25519PublicKey]) -> Path:
@@ -104,7 +102,8 @@ def checked_withdrawal_statement(
 ) -> dict[str, Any] | None:
     """The signed withdrawal ``artist`` sent with ``request`` (None if it sent none: an earlier
     version), if it is ``artist``'s, for this run and round and signed by its identity key; else
-    ``Malformed`` naming what is wrong.  Pure and lock-free, like :func:`checked_report`."""
+    ``Malformed`` naming what is wrong.  Pure; one signature check (the server makes it once per
+    artist: a repeated withdrawal is answered before it)."""
     if not request.signed_json:
         return None
     if len(request.signed_json) > MAX_WITHDRAWAL_BYTES:

@@ -706,9 +706,10 @@ class FederationServicer(pb_grpc.FederationServicer):
         reports, so an audit tells the retirement from deleted reports."""
         reason = withdrawal_reason(request)
         c = self.coordinator
-        statement = checked_withdrawal_statement(request, artist, c.identity_publics[artist], c.run_id)
-        if not c.retire(artist, reason):  # a repeat (or replay) changes nothing and saves nothing
+        if artist in c.state.retired:  # a repeat (or replay) changes nothing, saves nothing, checks nothing
             return c.state.retired[artist]
+        statement = checked_withdrawal_statement(request, artist, c.identity_publics[artist], c.run_id)
+        c.retire(artist, reason)
         if statement is not None and self.config.reports_dir is not None:
             keep_withdrawal(self.config.reports_dir, statement)
         self.coordinator.tick(self.clock())  # the phase may now be complete without it
