@@ -28,12 +28,18 @@ from torch import nn
 
 from fedstyle_secure.federation.simulator import SimulationConfig, round_rules, run_simulation
 from fedstyle_secure.models.embed import embed, prototype_sums
-from fedstyle_secure.privacy.plan import DpConfig, encoder_config_for, plan_participation, release_prototype_sums
+from fedstyle_secure.privacy.plan import (
+    DpConfig,
+    encoder_config_for,
+    plan_participation,
+    public_warm_start_steps,
+    release_prototype_sums,
+)
 from fedstyle_secure.randomness import SeededNoise
 from fedstyle_secure.retrieval.evaluate import evaluate_global
 from fedstyle_secure.training.dataset import FederationData, load_artworks, prepare_federation
 from fedstyle_secure.training.local import LocalConfig
-from fedstyle_secure.training.pretrain import default_pretrain_steps, make_initial_model, warm_start_cache
+from fedstyle_secure.training.pretrain import make_initial_model, warm_start_cache
 
 RELEASE_DRAWS = 20  # noise draws averaged per released-prototype measurement
 
@@ -67,7 +73,7 @@ def measure(data: FederationData, seed: int, epsilons: list[float], rounds: int,
         data.public,
         None,
         seed=seed,
-        pretrain_steps=default_pretrain_steps(True),
+        pretrain_steps=public_warm_start_steps(DpConfig(epsilon=max(epsilons))),
         cache=warm_start_cache(data.cache_dir),
     )
     row = {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """One-off lever study: FedStyle (or any algorithm) on one data set with overridden defaults.
 
-Each variant is ``key=value`` pairs joined by ``+`` (encoder: head, whitening_shrinkage, hidden_dim,
+Each variant is ``key=value`` pairs joined by ``+`` (encoder: head, whitening_shrinkage, projection, hidden_dim,
 dropout, embedding_dim; local: lr, tau, optimizer, epochs, instance_weight, classifier_weight,
 alignment_weight, batch_size, margin, proximal_mu (FedProx), prototype_distance_weight (FedProto);
 server optimiser: srv=avg|avgm|adam, slr (Adam: the lr at 8 artists, grown by sqrt(n / 8)), smom,
@@ -43,6 +43,7 @@ DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 ENCODER: dict[str, Callable[[str], Any]] = {
     "head": str,
     "whitening_shrinkage": float,
+    "projection": str,
     "hidden_dim": int,
     "dropout": float,
     "embedding_dim": int,

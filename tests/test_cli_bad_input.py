@@ -644,3 +644,95 @@ def test_a_committee_size_outside_ckks_is_refused_not_ignored():
     with pytest.raises(ConfigError, match="committee_size applies to secure_mode 'ckks' only"):
         Schedule(secure_mode="secagg", committee_size=3).validate(5)
     Schedule(secure_mode="ckks", committee_size=3).validate(5)
+
+
+def test_a_committee_size_the_roster_cannot_hold_names_the_server_config_file(tmp_path, capsys):
+    """committee_size = 4 with a roster of 3 was refused without naming the file (sixteenth review's
+    walkthrough): the range checks that need the roster now name it, like every other [federation] check."""
+    from fedstyle_secure.transport.loopback import write_fresh_keys
+
+    keys = write_fresh_keys(tmp_path / "keys", ("artist_a", "artist_b", "artist_c"))
+    config = tmp_path / "server.toml"
+    config.write_text(
+        f'[server]\nkeys = "{keys}"\nstate_db = "{tmp_path / "state.db"}"\n'
+        '[federation]\nsecure_mode = "ckks"\ncommittee_size = 4\n'
+    )
+    _no_traceback_error(
+        capsys, ["server", "--config", str(config)], f"{config}: [federation] committee_size must be within 2..3"
+    )
+
+
+# ---------------------------------------------------------------- seventeenth review: a user's sweep
+
+
+def test_a_sweep_with_delta_or_a_noise_multiplier_runs_its_dp_cells(tmp_path, feature_cache, capsys):
+    """`sweep --delta 1e-5` (the example of docs/sweep.md) and `--noise-multiplier` failed every
+    training cell: each cell rebuilt its configuration from the hidden single-run --epsilon (inf),
+    which refuses those options.  They now apply to the finite epsilons' cells, and the reference row
+    uses the same delta (a user walkthrough)."""
+    argv = ["sweep", "--synthetic", "--artists", "3", "--per-artist", "6", "--rounds", "1", "--local-epochs", "1"]
+    argv += ["--algorithms", "fedavg", "--seeds", "1", "--epsilons", "2,inf", "--public-pretrain-steps", "0"]
+    assert main([*argv, "--delta", "1e-6", "--out", str(tmp_path / "a")]) == 0, capsys.readouterr().err
+    assert main([*argv, "--noise-multiplier", "2", "--out", str(tmp_path / "b")]) == 0, capsys.readouterr().err
+    only_inf = [*argv[: argv.index("2,inf")], "inf", *argv[argv.index("2,inf") + 1 :], "--delta", "1e-6"]
+    _no_traceback_error(capsys, [*only_inf, "--out", str(tmp_path / "c")], "this sweep has none")
+    for out in ("a", "b"):  # exit 0: no cell failed; fedavg and the reference at both epsilons
+        assert len(json.loads((tmp_path / out / "sweep.json").read_text())["cells"]) == 4
+
+
+def test_a_sweep_over_a_changed_data_folder_recomputes_its_cells(tmp_path, monkeypatch):
+    """Cells were keyed on the data folder's path: after a painter was removed, a rerun reported the
+    four-artist results for a three-artist federation ("2 of 2 cells (0 computed now)").  The key now
+    holds a fingerprint of the folder's content (a user walkthrough)."""
+    calls: list = []
+    monkeypatch.setattr("fedstyle_secure.cli.sweep.make_cell_runner", _fake_runner(calls))
+    data = tmp_path / "art"
+    assert main(["synth", "--out", str(data), "--artists", "3", "--per-artist", "6", "--seed", "1"]) == 0
+    argv = ["sweep", "--data", str(data), *SWEEP_TINY[SWEEP_TINY.index("--rounds") :], "--out", str(tmp_path / "sweep")]
+    assert main(argv) == 0 and calls
+    calls.clear()
+    assert main(argv) == 0 and not calls  # unchanged: reused
+    next((data / "artist_02").iterdir()).unlink()
+    assert main(argv) == 0 and calls, "cells of the old folder reused"
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--rounds", "0"), ("--tau", "0"), ("--lr", "-1"), ("--batch-size", "0"), ("--local-epochs", "0")],
+)
+def test_a_sweep_with_a_bad_training_option_is_one_clear_error_before_any_cell(tmp_path, capsys, option, value):
+    """Each of these failed every training cell on its own, printed one long line per cell and exited
+    1 with only the reference row written (a user walkthrough)."""
+    argv = [*SWEEP_TINY, "--out", str(tmp_path / "sweep")]
+    argv = [*argv[: argv.index("--rounds")], *argv[argv.index("--rounds") + 2 :], option, value]
+    if option != "--rounds":
+        argv += ["--rounds", "1"]
+    _no_traceback_error(capsys, argv, option)
+    assert not (tmp_path / "sweep" / "sweep.json").exists()
+
+
+@pytest.mark.parametrize("algorithm", ["local", "fedproto"])
+def test_an_index_of_a_personal_model_algorithm_is_refused_before_training(tmp_path, monkeypatch, capsys, algorithm):
+    """`simulate --algorithm local --index-out DIR` trained, wrote results.json and only then failed:
+    such an algorithm has no shared encoder to index with (a user walkthrough)."""
+
+    def fake_run_simulation(*args, **kwargs):  # FAKE: must not be reached
+        raise AssertionError("training started before --index-out was checked")
+
+    monkeypatch.setattr("fedstyle_secure.cli.simulate.run_simulation", fake_run_simulation)
+    argv = [*SIM_TINY, "--algorithm", algorithm, "--out", str(tmp_path / "r.json"), "--index-out", str(tmp_path / "i")]
+    _no_traceback_error(capsys, argv, "has no shared encoder")
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_a_dp_simulation_prints_the_frozen_dp_reference_beside_the_non_private_one(tmp_path, feature_cache, capsys):
+    """Under DP `simulate` compared the run with the non-private frozen features only (a user read
+    "DP FedStyle is worse than not training"); the frozen + DP prototypes reference at the run's
+    epsilon is now printed and written too (a user walkthrough)."""
+    out = tmp_path / "r.json"
+    argv = [*SIM_TINY, "--epsilon", "4", "--public-pretrain-steps", "0", "--out", str(out)]
+    assert main(argv) == 0
+    assert "frozen + DP prototypes, ε = 4" in capsys.readouterr().out
+    payload = json.loads(out.read_text())
+    assert 0.0 <= payload["frozen_dp_reference"]["artist_accuracy"] <= 1.0
+    assert "frozen_feature_reference" in payload

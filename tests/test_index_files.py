@@ -115,6 +115,14 @@ CRAFTED = {
         _arrays("index.npz", lambda a: a["prototypes"].__setitem__((0, 0), np.inf)),
         "NaN or infinite",
     ),
+    "a zero prototype row": (
+        _arrays("index.npz", lambda a: a["prototypes"].__setitem__(0, 0.0)),
+        "prototypes holds a zero row",
+    ),
+    "an artist name with a terminal escape": (
+        _json("index.json", lambda m: m["artists"].__setitem__(0, "\x1b[2Jevil")),
+        "control characters",
+    ),
     "labels past the artists": (
         _arrays("index.npz", lambda a: a.update(artwork_labels=np.full(6, 99))),
         "must index the 5 artists",

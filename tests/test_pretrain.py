@@ -6,9 +6,9 @@ import pytest
 from fedstyle_secure.errors import ModelError
 from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.params import get_flat_params
+from fedstyle_secure.privacy.plan import DpConfig, public_warm_start_steps
 from fedstyle_secure.training.pretrain import (
     PretrainConfig,
-    default_pretrain_steps,
     make_initial_model,
     pretrain_on_public,
 )
@@ -40,13 +40,14 @@ def test_warm_start_lowers_the_public_instance_loss(tiny_federation):
     assert max(losses[-10:]) < min(losses[:10])
 
 
-def test_needs_augmented_views_and_is_on_only_under_dp(tiny_federation):
+def test_needs_augmented_views_and_is_on_only_under_dp_at_the_whitened_encoders_epsilon(tiny_federation):
     from fedstyle_secure.models.inputs import InputBank
 
     bare = InputBank(views=tiny_federation.public.views[:1], kind="features")
     with pytest.raises(ModelError, match="views"):
         pretrain_on_public(_model(tiny_federation, 0).encoder, bare, PretrainConfig(steps=1), seed=0)
-    assert default_pretrain_steps(private=True) > 0 and default_pretrain_steps(private=False) == 0
+    assert public_warm_start_steps(DpConfig(epsilon=8.0)) > 0 and public_warm_start_steps(None) == 0
+    assert public_warm_start_steps(DpConfig(epsilon=2.0)) == 0  # below it: the invariant projection, untrained
 
 
 def test_cached_warm_start_is_reused_and_a_damaged_entry_is_recomputed(tiny_federation, tmp_path):

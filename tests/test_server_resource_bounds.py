@@ -495,7 +495,8 @@ def test_a_query_png_of_thousands_of_chunks_is_refused_before_pillow_reads_them(
 
 def test_a_crafted_signed_withdrawal_is_refused_and_the_honest_one_is_kept_beside_the_reports(serve, keys, tmp_path):
     """A malicious artist sends a withdrawal statement signed by another key, one claiming another
-    artist, one of another run and one of another round: each is refused (INVALID_ARGUMENT, naming
+    artist, one of another run, one of another round and one signing another reason than the request
+    states (the server would keep and log the unsigned one): each is refused (INVALID_ARGUMENT, naming
     it) before the artist is retired, so it cannot plant a statement an audit would trust.  Its honest
     withdrawal is then kept in the reports folder, the first one only (fails without the check: the
     forged statement is stored)."""
@@ -507,8 +508,8 @@ def test_a_crafted_signed_withdrawal_is_refused_and_the_honest_one_is_kept_besid
     own = load_artist_keys(keys, "artist_c").identity_key
     reason = "privacy budget: done"
 
-    def statement(key, artist="artist_c", run=run_id, round_id=0) -> bytes:
-        return canonical_json(sign_report(build_withdrawal(artist, round_id, reason, run, None), key))
+    def statement(key, artist="artist_c", run=run_id, round_id=0, signed_reason=reason) -> bytes:
+        return canonical_json(sign_report(build_withdrawal(artist, round_id, signed_reason, run, None), key))
 
     channel, session = connect(running, keys, "artist_c")
     with channel:
@@ -517,6 +518,7 @@ def test_a_crafted_signed_withdrawal_is_refused_and_the_honest_one_is_kept_besid
             "not 'artist_c''s": statement(load_artist_keys(keys, "artist_a").identity_key, artist="artist_a"),
             "signed for run": statement(own, run="0" * 32),
             "signed for round 3": statement(own, round_id=3),
+            "states another reason than it signs": statement(own, signed_reason="moved to another platform"),
         }
         for words, signed in crafted.items():
             request = pb.Withdrawal(round_id=0, reason=reason, nonce=os.urandom(16), signed_json=signed)

@@ -69,7 +69,11 @@ def test_cli_simulate_index_query(tmp_path, feature_cache):
     assert payload["config"]["rounds"] == 2
 
     rebuilt = tmp_path / "index2"
-    assert main(["index", "--model", str(index), "--data", str(data), "--out", str(rebuilt)]) == 0
+    assert main(["index", "--model", str(index), "--data", str(data), "--out", str(rebuilt), "--with-artworks"]) == 0
+    from fedstyle_secure.retrieval.index import StyleIndex
+
+    sources = StyleIndex.load(rebuilt).artwork_sources  # relative to --data: no path of the building machine
+    assert len(sources) == 18 and all(s.startswith("artist_0") and not s.startswith("/") for s in sources), sources
     image = next((data / "artist_01").iterdir())
     import contextlib
     import io
@@ -86,3 +90,29 @@ def test_cli_simulate_index_query(tmp_path, feature_cache):
 def test_cli_reports_bad_data_folder(tmp_path, capsys):
     assert main(["simulate", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r.json"), "--no-progress"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_dp_simulations_index_holds_the_released_prototypes_not_exact_means(tiny_federation):
+    """`simulate --epsilon E --index-out DIR` saved the exact mean of each artist's private training
+    embeddings, which only the Gaussian release may carry out (a user walkthrough, seventeenth
+    review).  The index now holds exactly the final publication: the released prototypes."""
+    from fedstyle_secure.federation.publish import index_from_result
+    from fedstyle_secure.models.embed import embed_views, normalise_rows, prototypes_from
+    from fedstyle_secure.privacy.plan import DpConfig, encoder_config_for
+
+    dp = DpConfig(epsilon=2.0)
+    config = SimulationConfig(rounds=1, seed=0, local=LocalConfig(epochs=1), dp=dp, encoder=encoder_config_for(dp))
+    result = run_simulation(config, tiny_federation)
+    index = index_from_result(result, config, tiny_federation)
+    known = result.state.known
+    assert known.all()
+    np.testing.assert_allclose(index.prototypes, normalise_rows(result.state.prototypes[known]), atol=1e-6)
+    train = tiny_federation.split.train
+    assert result.global_model is not None
+    exact, _ = prototypes_from(
+        embed_views(result.global_model, tiny_federation.bank, train),
+        tiny_federation.labels[train],
+        len(tiny_federation.artists),
+    )
+    cosines = np.sum(index.prototypes * normalise_rows(exact), axis=1)
+    assert np.all(cosines < 0.999), cosines  # noised: no published row is an exact mean

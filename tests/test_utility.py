@@ -17,10 +17,11 @@ from fedstyle_secure.data.public import (
     public_set_name,
     public_set_size,
 )
-from fedstyle_secure.errors import ConfigError, DataError
+from fedstyle_secure.errors import ConfigError, DataError, ModelError
 from fedstyle_secure.federation.strategy import ServerOptimizer, server_step
 from fedstyle_secure.models.factory import EncoderConfig, load_encoder, make_model, save_encoder
-from fedstyle_secure.models.heads import ProjectionHead, public_whitening
+from fedstyle_secure.models.heads import ProjectionHead, public_invariant_projection, public_whitening
+from fedstyle_secure.privacy.plan import INVARIANT_MAX_EPSILON, DpConfig, encoder_config_for
 
 
 def test_public_whitening_decorrelates_the_public_set_to_unit_variance():
@@ -47,6 +48,45 @@ def test_residual_head_starts_exactly_at_the_public_whitening(tiny_federation):
     pub = data.public.views[0].astype(np.float64)
     mean, std = pub.mean(axis=0), np.maximum(pub.std(axis=0), 1e-3)
     weight, bias = public_whitening((pub - mean) / std, EncoderConfig().embedding_dim)
+    expected = F.normalize(torch.from_numpy(((x.numpy() - mean) / std) @ weight.T + bias).float(), dim=1)
+    assert torch.allclose(model(x), expected, atol=1e-4)
+
+
+def test_the_invariant_projection_prefers_what_tells_images_apart_over_what_augmentation_moves():
+    """Each image varies along axis 0 (std 1.5) between images; augmentation moves every view along
+    axis 1 (std 2).  PCA would rank axis 1 first; the invariant projection ranks axis 0 first and
+    damps axis 1, and public views map to mean squared norm ``out_dim``."""
+    rng = np.random.default_rng(0)
+    images, views, dims = 300, 5, 6
+    x = np.zeros((views, images, dims))
+    x[:, :, 0] = 1.5 * rng.normal(size=images)  # the same in every view of an image
+    x[:, :, 1] = 2.0 * rng.normal(size=(views, images))  # augmentation
+    x[:, :, 2:] = 0.3 * rng.normal(size=(views, images, dims - 2))
+    weight, bias = public_invariant_projection(x, 2)
+    assert abs(weight[0, 0]) > 10 * np.abs(weight[0, 1:]).max()
+    z = x.reshape(-1, dims) @ weight.T + bias
+    assert np.isclose((z**2).sum(axis=1).mean(), 2.0, rtol=1e-6)
+    assert np.allclose(z.mean(axis=0), 0.0, atol=1e-9)
+    pca, _ = public_whitening(x.reshape(-1, dims), 1)
+    assert abs(pca[0, 1]) > abs(pca[0, 0])  # the contrast: PCA's first axis is augmentation's
+    with pytest.raises(ModelError, match="views"):
+        public_invariant_projection(x[:1], 2)
+    with pytest.raises(ModelError, match="nuisance_shrinkage"):
+        public_invariant_projection(x, 2, nuisance_shrinkage=0.0)
+
+
+def test_under_dp_the_encoder_starts_invariant_below_its_epsilon_and_whitened_from_it(tiny_federation):
+    data = tiny_federation
+    assert encoder_config_for(None).projection == "whitening"
+    assert encoder_config_for(DpConfig(epsilon=INVARIANT_MAX_EPSILON)).projection == "whitening"
+    low = encoder_config_for(DpConfig(epsilon=2.0))
+    assert low.projection == "invariant" and low.embedding_dim == 32
+    model = make_model(low, data.bank, data.public, None).eval()
+    pub = data.public.views[0].astype(np.float64)
+    mean, std = pub.mean(axis=0), np.maximum(pub.std(axis=0), 1e-3)
+    views = (data.public.test_time_inputs().astype(np.float64) - mean) / std
+    weight, bias = public_invariant_projection(views, 32)
+    x = data.bank.originals()
     expected = F.normalize(torch.from_numpy(((x.numpy() - mean) / std) @ weight.T + bias).float(), dim=1)
     assert torch.allclose(model(x), expected, atol=1e-4)
 

@@ -11,7 +11,7 @@ import time
 from fedstyle_secure.cli.toml_command import register_toml_command
 from fedstyle_secure.memory import limit_malloc_arenas, memory_use_mb
 from fedstyle_secure.secure.keys.keystore import load_server_keys
-from fedstyle_secure.transport.config import load_server_config
+from fedstyle_secure.transport.config import check_schedule_for_roster, load_server_config
 from fedstyle_secure.transport.logs import configure_logging
 from fedstyle_secure.transport.server.servicer import start_server
 from fedstyle_secure.transport.wire import PROTOCOL
@@ -44,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_format, getattr(args, "verbose", False))
     limit_malloc_arenas()  # before the gRPC threads: each would otherwise keep an arena of freed payloads
     config = load_server_config(args.config)
-    running = start_server(config, load_server_keys(config.keys))
+    keys = load_server_keys(config.keys)
+    check_schedule_for_roster(args.config, config, len(keys.artists))
+    running = start_server(config, keys)
     log.info(
         "serving %s",
         PROTOCOL,

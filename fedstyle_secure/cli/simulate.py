@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.experiments.arguments import (
     add_data_arguments,
     add_privacy_arguments,
@@ -13,13 +14,18 @@ from fedstyle_secure.experiments.arguments import (
     result_payload,
     simulation_config_from_args,
 )
+from fedstyle_secure.experiments.cells import REFERENCE, REFERENCE_DRAWS
 from fedstyle_secure.experiments.output import METRIC_COLUMNS, print_privacy_table, render_table, write_json
 from fedstyle_secure.federation.publish import index_from_result
-from fedstyle_secure.federation.simulator import run_simulation
-from fedstyle_secure.federation.strategy import ALGORITHMS
+from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
+from fedstyle_secure.federation.strategy import ALGORITHMS, algorithm_spec
 from fedstyle_secure.files import require_writable_target
+from fedstyle_secure.randomness import SeededNoise
 from fedstyle_secure.retrieval.evaluate import evaluate_frozen_features
+from fedstyle_secure.retrieval.metrics import RetrievalMetrics
+from fedstyle_secure.retrieval.references import frozen_dp_prototypes
 from fedstyle_secure.secure.api import SECURE_MODES
+from fedstyle_secure.training.dataset import FederationData
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,6 +63,29 @@ def _check_outputs(args: argparse.Namespace) -> None:
     require_writable_target(args.out, folder=False, what="--out")
     if args.index_out is not None:
         require_writable_target(args.index_out, folder=True, what="--index-out")
+        if not algorithm_spec(args.algorithm).has_global_model:
+            raise ConfigError(
+                f"--index-out: algorithm {args.algorithm!r} trains one model per client and has no shared encoder "
+                "to build an index with; use fedstyle, fedavg, fedprox or central"
+            )
+
+
+def _reference_rows(
+    args: argparse.Namespace, config: SimulationConfig, data: FederationData
+) -> dict[str, tuple[str, RetrievalMetrics]]:
+    """The no-training references printed beside the run (frozen EfficientNet statistics only): the
+    frozen features and, under DP, the frozen + DP prototypes reference at the run's epsilon and delta
+    (a measurement: the mean of its seeded release draws, as in ``fedstyle sweep``)."""
+    if args.backbone != "efficientnet-lite0":
+        return {}
+    rows = {"frozen_feature_reference": ("frozen features", evaluate_frozen_features(data))}
+    if config.dp is not None:
+        dp, noise = config.dp, SeededNoise([config.seed, 0xD9F])
+        reference = frozen_dp_prototypes(
+            data, dp.epsilon, noise, draws=REFERENCE_DRAWS, delta=dp.delta, accountant=dp.accountant
+        )
+        rows["frozen_dp_reference"] = (f"{REFERENCE}, ε = {dp.epsilon:g}", reference)
+    return rows
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,12 +93,11 @@ def run(args: argparse.Namespace) -> int:
     data = federation_from_args(args, progress=not args.no_progress)
     config = simulation_config_from_args(args, args.algorithm)
     result = run_simulation(config, data, progress=not args.no_progress, reports_dir=args.reports_dir)
-    frozen = evaluate_frozen_features(data) if args.backbone == "efficientnet-lite0" else None
-    payload = result_payload(result, config, data, {"frozen_feature_reference": frozen.as_dict() if frozen else None})
+    references = _reference_rows(args, config, data)
+    payload = result_payload(result, config, data, {key: m.as_dict() for key, (_, m) in references.items()})
     write_json(args.out, payload)
     rows = [[result.algorithm, *(payload["metrics"][k] for k, _ in METRIC_COLUMNS)]]
-    if frozen:
-        rows.append(["frozen features", *(frozen.as_dict()[k] for k, _ in METRIC_COLUMNS)])
+    rows += [[label, *(m.as_dict()[k] for k, _ in METRIC_COLUMNS)] for label, m in references.values()]
     print(render_table(["algorithm", *(label for _, label in METRIC_COLUMNS)], rows))
     print(
         f"\n{len(data.artists)} artists, {len(data.clients)} clients, {len(data.split.query)} query images; "

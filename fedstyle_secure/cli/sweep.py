@@ -11,6 +11,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from fedstyle_secure.data.images import data_folder_fingerprint
 from fedstyle_secure.data.public import default_public_set, public_set_name
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.experiments.arguments import add_data_arguments, add_privacy_arguments, add_training_arguments
@@ -21,7 +22,7 @@ from fedstyle_secure.experiments.cell_backends import (
     RayBackend,
     SerialBackend,
 )
-from fedstyle_secure.experiments.cells import REFERENCE, make_cell_runner, prepare_cells
+from fedstyle_secure.experiments.cells import REFERENCE, make_cell_runner, prepare_cells, validate_cells
 from fedstyle_secure.experiments.sweep import (
     CellSpec,
     enumerate_cells,
@@ -139,6 +140,8 @@ def _cell_config(args: argparse.Namespace) -> dict[str, Any]:
         config["public"] = public_set_name(default_public_set())
     if args.insecure_seeded_noise:  # only when set, so cells finished before the flag existed keep their keys
         config["insecure_seeded_noise"] = True
+    if args.data is not None:  # the folder's content, not only its path: an artwork added or removed is another sweep
+        config["data_fingerprint"] = data_folder_fingerprint(args.data)
     return config
 
 
@@ -147,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     require_writable_target(args.out, folder=True, what="--out")
     args.epsilon_list = parse_epsilons(args.epsilons)
     algorithms = parse_algorithms(args.algorithms, tuple(ALGORITHMS))
+    validate_cells(args, algorithms)  # every cell's DP and training options: one error before any cell
     seeds = parse_seeds(args.seeds)
     source = f"dir:{args.data.resolve()}" if args.data else "synthetic"
     size = (len(algorithms) + 1) * len(args.epsilon_list) * len(seeds)

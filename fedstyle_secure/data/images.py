@@ -352,6 +352,18 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def data_folder_fingerprint(root: Path) -> str:
+    """SHA-256 (hex) over every artist folder's name and every image file's name and bytes under
+    ``root``: what a cached result computed from the folder depends on (an artist or artwork added,
+    removed, renamed or changed gives another fingerprint).  Reads every file once, decodes none."""
+    digest = hashlib.sha256()
+    for folder in artist_folders(root):
+        for path in _image_files(folder):
+            digest.update(f"{folder.name}/{path.name}\0".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
 def load_image_folder(
     root: Path | str, size: int = DEFAULT_IMAGE_SIZE, min_artists: int = 2
 ) -> tuple[ArtworkSet, LoadReport]:

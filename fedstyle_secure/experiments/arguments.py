@@ -14,7 +14,13 @@ from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.simulator import SimulationConfig, SimulationResult
 from fedstyle_secure.models.inputs import BACKBONES, DEFAULT_BACKBONE
 from fedstyle_secure.privacy.accounting import BUDGET_ACCOUNTANTS, DEFAULT_ACCOUNTANT
-from fedstyle_secure.privacy.plan import PRIVATE_LAYERS, DpConfig, encoder_config_for
+from fedstyle_secure.privacy.plan import (
+    INVARIANT_MAX_EPSILON,
+    PRETRAIN_STEPS_UNDER_DP,
+    PRIVATE_LAYERS,
+    DpConfig,
+    encoder_config_for,
+)
 from fedstyle_secure.randomness import MAX_SEED
 from fedstyle_secure.training.dataset import (
     DEFAULT_SYNTHETIC_ARTISTS,
@@ -24,7 +30,6 @@ from fedstyle_secure.training.dataset import (
     prepare_federation,
 )
 from fedstyle_secure.training.local import LocalConfig
-from fedstyle_secure.training.pretrain import PRETRAIN_STEPS_UNDER_DP
 
 DEFAULT_ROUNDS = 20
 DEFAULT_LOCAL_EPOCHS = 2
@@ -141,7 +146,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=(
             "warm-start steps of the head on the public images, no privacy cost "
-            f"(default {PRETRAIN_STEPS_UNDER_DP} under DP, 0 without)"
+            f"(default {PRETRAIN_STEPS_UNDER_DP} under DP at epsilon >= {INVARIANT_MAX_EPSILON:g}, 0 otherwise)"
         ),
     )
 
@@ -210,9 +215,9 @@ def dp_config_from_args(args: argparse.Namespace, epsilon: float | None = None) 
     """The DP configuration of ``args`` (``None`` for epsilon = inf, i.e. non-private)."""
     eps = args.epsilon if epsilon is None else epsilon
     if math.isinf(eps) and eps > 0:
-        if getattr(args, "noise_multiplier", None) is not None:
-            raise ConfigError("--noise-multiplier needs a finite --epsilon budget to enforce")
         if epsilon is None:  # one run without DP (a sweep's inf cell sits beside finite ones that use them)
+            if getattr(args, "noise_multiplier", None) is not None:
+                raise ConfigError("--noise-multiplier needs a finite --epsilon budget to enforce")
             if args.delta is not None:
                 raise ConfigError("--delta needs a finite --epsilon: without DP it would be ignored")
             if getattr(args, "reports_dir", None) is not None:
@@ -248,8 +253,13 @@ def federation_from_args(args: argparse.Namespace, progress: bool = True) -> Fed
 
 
 def simulation_config_from_args(args: argparse.Namespace, algorithm: str) -> SimulationConfig:
+    """The simulation ``args`` describe, its DP configuration from ``--epsilon`` and the DP options."""
+    return simulation_config(args, algorithm, dp_config_from_args(args) if hasattr(args, "epsilon") else None)
+
+
+def simulation_config(args: argparse.Namespace, algorithm: str, dp: DpConfig | None) -> SimulationConfig:
+    """The simulation ``args`` describe under the DP configuration ``dp`` (a sweep's cell's own)."""
     local = LocalConfig(epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, tau=args.tau)
-    dp = dp_config_from_args(args) if hasattr(args, "epsilon") else None
     return SimulationConfig(
         algorithm=algorithm,
         rounds=args.rounds,

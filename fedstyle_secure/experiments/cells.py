@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 
-from fedstyle_secure.experiments.arguments import dp_config_from_args, federation_from_args, simulation_config_from_args
+from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.experiments.arguments import dp_config_from_args, federation_from_args, simulation_config
 from fedstyle_secure.experiments.sweep import CellResult, CellRunner, CellSpec
-from fedstyle_secure.federation.simulator import run_simulation
+from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
 from fedstyle_secure.privacy.plan import DpConfig, encoder_config_for
 from fedstyle_secure.randomness import SeededNoise
 from fedstyle_secure.retrieval.references import frozen_dp_prototypes
@@ -29,6 +31,20 @@ def _dp_config_for(epsilon: float, args: argparse.Namespace) -> DpConfig | None:
     return dp
 
 
+def validate_cells(args: argparse.Namespace, algorithms: Sequence[str]) -> dict[float, DpConfig | None]:
+    """The DP configuration of every epsilon of the sweep, each validated, and the simulation of every
+    training cell of ``algorithms`` validated (rounds, local epochs, warm-start steps): a bad option is
+    one error before any cell runs, not one failure per cell."""
+    dp_by_epsilon = {e: _dp_config_for(e, args) for e in args.epsilon_list}
+    unused = [flag for flag, value in (("--delta", args.delta), ("--noise-multiplier", args.noise_multiplier)) if value]
+    if unused and all(dp is None for dp in dp_by_epsilon.values()):
+        raise ConfigError(f"{' and '.join(unused)} apply to finite --epsilons only; this sweep has none")
+    for algorithm in algorithms:
+        for dp in dp_by_epsilon.values():
+            cell_config(args, algorithm, dp, args.seed).validate()
+    return dp_by_epsilon
+
+
 def prepare_cells(
     args: argparse.Namespace, progress: bool = False
 ) -> tuple[dict[float, DpConfig | None], FederationData]:
@@ -36,6 +52,12 @@ def prepare_cells(
     fixed by ``--seed``; style features come from, or go into, the feature cache)."""
     dp_by_epsilon = {e: _dp_config_for(e, args) for e in args.epsilon_list}
     return dp_by_epsilon, federation_from_args(args, progress=progress)
+
+
+def cell_config(args: argparse.Namespace, algorithm: str, dp: DpConfig | None, seed: int) -> SimulationConfig:
+    """The simulation of one training cell: the sweep's options under the cell's own DP configuration
+    (``--delta``, ``--noise-multiplier`` and the other DP options apply to its finite epsilons only)."""
+    return replace(simulation_config(args, algorithm, dp), seed=seed, encoder=encoder_config_for(dp, args.backbone))
 
 
 def make_cell_runner(args: argparse.Namespace) -> CellRunner:
@@ -50,15 +72,11 @@ def make_cell_runner(args: argparse.Namespace) -> CellRunner:
         if spec.algorithm == REFERENCE:
             noise = SeededNoise([spec.seed, 0xD9F])  # a measurement, not a deployment: reproducible noise is fine
             eps = None if math.isinf(spec.epsilon) else spec.epsilon
-            return CellResult(metrics=frozen_dp_prototypes(data, eps, noise, draws=REFERENCE_DRAWS).as_dict())
-        dp = dp_by_epsilon[spec.epsilon]
-        config = replace(
-            simulation_config_from_args(args, spec.algorithm),
-            seed=spec.seed,
-            dp=dp,
-            encoder=encoder_config_for(dp, args.backbone),
-        )
-        result = run_simulation(config, data)
+            metrics = frozen_dp_prototypes(
+                data, eps, noise, draws=REFERENCE_DRAWS, delta=args.delta, accountant=args.accountant
+            )
+            return CellResult(metrics=metrics.as_dict())
+        result = run_simulation(cell_config(args, spec.algorithm, dp_by_epsilon[spec.epsilon], spec.seed), data)
         spent = {a: info.get("epsilon_spent") for a, info in result.privacy.items()}
         extra = {"wall_time_s": result.wall_time_s, "epsilon_spent": spent, "retired": dict(result.state.retired)}
         return CellResult(metrics=result.metrics.as_dict(), extra=extra)

@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.simulator import SimulationConfig, SimulationResult
-from fedstyle_secure.models.embed import embed_views, prototypes_from
+from fedstyle_secure.federation.strategy import ServerState
+from fedstyle_secure.models.factory import EncoderConfig
+from fedstyle_secure.models.heads import StyleModel
 from fedstyle_secure.retrieval.index import StyleIndex, build_index
 from fedstyle_secure.training.dataset import FederationData
 
 
+def index_of_publication(
+    model: StyleModel, encoder: EncoderConfig, artists: Sequence[str], state: ServerState
+) -> StyleIndex:
+    """The index buyers query: ``model``'s encoder and exactly the prototypes the artists published in
+    the final round (under DP their Gaussian releases, never exact means), of those that published.
+    One home for the simulator's ``--index-out`` and the server's index."""
+    known = state.known
+    return build_index(model, encoder, tuple(a for a, k in zip(artists, known) if k), state.prototypes[known])
+
+
 def index_from_result(result: SimulationResult, config: SimulationConfig, data: FederationData) -> StyleIndex:
-    """Every artist embeds its own training artworks with the final shared encoder and publishes
-    the mean as its prototype.  Personal-model algorithms have no shared encoder to index with."""
+    """The index of a finished simulation: its final publication.  Personal-model algorithms have no
+    shared encoder to index with."""
     if result.global_model is None:
         raise ConfigError(
             f"algorithm {result.algorithm!r} trains one model per client and has no shared encoder "
             "to build an index with; use fedstyle, fedavg, fedprox or central"
         )
-    train = data.split.train
-    protos, _ = prototypes_from(
-        embed_views(result.global_model, data.bank, train), data.labels[train], len(data.artists)
-    )
-    return build_index(result.global_model, config.encoder, data.artists, protos)
+    return index_of_publication(result.global_model, config.encoder, data.artists, result.state)

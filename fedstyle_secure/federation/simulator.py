@@ -4,6 +4,7 @@ real deployment (:class:`StyleClient`, strategy math on sums, a pluggable secure
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,7 +36,13 @@ from fedstyle_secure.models.factory import EncoderConfig
 from fedstyle_secure.models.heads import StyleModel
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import get_flat_params, set_flat_params
-from fedstyle_secure.privacy.plan import DpConfig, new_ledger, noisy_portfolio_size, plan_participation
+from fedstyle_secure.privacy.plan import (
+    DpConfig,
+    new_ledger,
+    noisy_portfolio_size,
+    plan_participation,
+    public_warm_start_steps,
+)
 from fedstyle_secure.randomness import CsprngNoise, SeededNoise
 from fedstyle_secure.retrieval.evaluate import evaluate_global, evaluate_personal
 from fedstyle_secure.retrieval.metrics import RetrievalMetrics
@@ -45,7 +52,6 @@ from fedstyle_secure.training.dataset import FederationData
 from fedstyle_secure.training.local import LocalConfig, LocalData
 from fedstyle_secure.training.pretrain import (
     MAX_PUBLIC_PRETRAIN_STEPS,
-    default_pretrain_steps,
     make_initial_model,
     warm_start_cache,
 )
@@ -83,7 +89,7 @@ class SimulationConfig:
     @property
     def pretrain_steps(self) -> int:
         if self.public_pretrain_steps is None:
-            return default_pretrain_steps(self.dp is not None)
+            return public_warm_start_steps(self.dp)
         return self.public_pretrain_steps
 
     def validate(self) -> None:
@@ -98,6 +104,11 @@ class SimulationConfig:
             raise ConfigError(f"--public-pretrain-steps must be in 0..{MAX_PUBLIC_PRETRAIN_STEPS}, got {steps}")
         if self.local.epochs < 1:
             raise ConfigError(f"--local-epochs must be >= 1, got {self.local.epochs}")
+        if self.local.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.local.batch_size}")
+        for flag, value in (("--lr", self.local.lr), ("--tau", self.local.tau)):
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{flag} must be a finite number > 0, got {value}")
 
 
 @dataclass

@@ -23,7 +23,7 @@ from fedstyle_secure.flower.artist import act_on_phase, artist_from_config, regi
 from fedstyle_secure.flower.records import PHASE_ACTIONS, REGISTER
 from fedstyle_secure.flower.server import FlowerFederation, run_federation
 from fedstyle_secure.secure.keys.keystore import load_server_keys
-from fedstyle_secure.transport.config import load_server_config
+from fedstyle_secure.transport.config import check_schedule_for_roster, load_server_config
 
 CLIENT_CONFIG, SERVER_CONFIG, PARTITION_ID = "client-config", "server-config", "partition-id"
 REFUSAL = "the artist refused or failed this message; the reason is in the artist's own log"
@@ -88,7 +88,9 @@ def server_app(server_config: Path | None = None, done: Callable[[FlowerFederati
             raise ConfigError(f"flwr run needs --run-config \"{SERVER_CONFIG}='<path of server.toml>'\"")
         path = server_config or Path(str(context.run_config[SERVER_CONFIG]))
         config = load_server_config(path)
-        federation = run_federation(grid, config, load_server_keys(config.keys))
+        keys = load_server_keys(config.keys)
+        check_schedule_for_roster(path, config, len(keys.artists))
+        federation = run_federation(grid, config, keys)
         if done is not None:
             done(federation)
         if federation.coordinator.failed:

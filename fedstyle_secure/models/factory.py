@@ -21,6 +21,7 @@ from fedstyle_secure.models.heads import (
     ProjectionHead,
     ScratchStyleCNN,
     StyleModel,
+    public_invariant_projection,
     public_whitening,
 )
 from fedstyle_secure.models.inputs import BACKBONES, DEFAULT_BACKBONE, InputBank
@@ -32,6 +33,7 @@ ENCODER_FORMAT = "fedstyle-encoder/1"
 MAX_LAYER_WIDTH = 8192  # a saved encoder's embedding or hidden width may not exceed it (the default is 512)
 MAX_ENCODER_BYTES = 256 * 1024 * 1024  # a saved encoder's arrays, loaded (the default head: ~3.5 MB)
 MAX_ENCODER_JSON_BYTES = 64 * 1024  # encoder.json: a handful of settings (~300 bytes)
+PROJECTIONS: tuple[str, ...] = ("whitening", "invariant")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class EncoderConfig:
     head: Annotated[str, one_of(HEADS)] = "residual"
     # of the residual head's public PCA-whitening start (inf: plain PCA, see public_whitening)
     whitening_shrinkage: Annotated[float, ge(0)] = 0.0
+    # the residual head's fixed public projection: PCA whitening, or augmentation-invariant directions
+    projection: Annotated[str, one_of(PROJECTIONS)] = "whitening"
 
     def __post_init__(self) -> None:
         validate_on_init(self)
@@ -63,7 +67,11 @@ def make_model(config: EncoderConfig, bank: InputBank, public: InputBank, n_clas
         mean, std = pub.mean(axis=0), np.maximum(pub.std(axis=0), STANDARDISATION_FLOOR)
         head.set_standardisation(torch.from_numpy(mean).float(), torch.from_numpy(std).float())
         if head.base is not None:
-            weight, bias = public_whitening((pub - mean) / std, config.embedding_dim, config.whitening_shrinkage)
+            if config.projection == "invariant":
+                views = (public.test_time_inputs().astype(np.float64) - mean) / std
+                weight, bias = public_invariant_projection(views, config.embedding_dim)
+            else:
+                weight, bias = public_whitening((pub - mean) / std, config.embedding_dim, config.whitening_shrinkage)
             head.set_projection(torch.from_numpy(weight), torch.from_numpy(bias))
         encoder = head
     return StyleModel(encoder, n_classes, config.embedding_dim)

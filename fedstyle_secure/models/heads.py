@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.linalg
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -113,6 +114,40 @@ def public_whitening(features: np.ndarray, out_dim: int, shrinkage: float = 0.0)
     scale = np.full(k, np.sqrt(mean_var)) if math.isinf(shrinkage) else np.sqrt(variances[:k] + shrinkage * mean_var)
     weight = np.zeros((out_dim, x.shape[1]))
     weight[:k] = directions.T / scale[:, None]
+    return weight.astype(np.float32), (-weight @ mean).astype(np.float32)
+
+
+def public_invariant_projection(
+    views: np.ndarray, out_dim: int, nuisance_shrinkage: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Projection of standardised *public* features onto the ``out_dim`` directions that vary most
+    between public images relative to how much augmentation moves them, as ``z = W x + b``.
+
+    ``views (V, M, F)`` holds ``V`` views (original first) of ``M`` public images.  The directions
+    solve ``S_t w = lambda (S_a + shrink) w`` (largest ``lambda``), where ``S_t`` is the scatter of
+    every view around the mean and ``S_a`` that of each image's views around the image's mean (what
+    crops, flips and colour jitter change, not what tells paintings apart), shrunk towards its mean
+    eigenvalue by ``nuisance_shrinkage`` (0: pure ratio, 1: plain PCA).  A public-only linear
+    discriminant whose "classes" are the public images.  Rows are scaled together so a public view
+    maps to mean squared norm ``out_dim``, like :func:`public_whitening`; each row keeps its
+    augmentation-normalised scale (``w^T (S_a + shrink) w = const``)."""
+    if views.ndim != 3 or views.shape[0] < 2:
+        raise ModelError(f"an invariant projection needs >= 2 views per public image, got shape {views.shape}")
+    if not 0.0 < nuisance_shrinkage <= 1.0:
+        raise ModelError(f"nuisance_shrinkage must be in (0, 1], got {nuisance_shrinkage}")
+    x = views.astype(np.float64)
+    mean = x.reshape(-1, x.shape[2]).mean(axis=0)
+    total = (x - mean).reshape(-1, x.shape[2])
+    nuisance = (x - x.mean(axis=0)).reshape(-1, x.shape[2])
+    scatter_t = total.T @ total / len(total)
+    scatter_a = nuisance.T @ nuisance / len(nuisance)
+    floor = float(np.trace(scatter_a)) / len(scatter_a)
+    regularised = (1.0 - nuisance_shrinkage) * scatter_a + nuisance_shrinkage * floor * np.eye(len(scatter_a))
+    ratios, vectors = scipy.linalg.eigh(scatter_t, regularised)  # ascending; vectors^T regularised vectors = I
+    k = min(out_dim, x.shape[2])
+    directions, ratios = vectors[:, ::-1][:, :k], np.maximum(ratios[::-1][:k], 0.0)
+    weight = np.zeros((out_dim, x.shape[2]))  # a direction's public variance is its ratio: sum them to out_dim
+    weight[:k] = directions.T * math.sqrt(out_dim / max(float(ratios.sum()), 1e-300))
     return weight.astype(np.float32), (-weight @ mean).astype(np.float32)
 
 

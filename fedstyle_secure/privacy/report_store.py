@@ -41,13 +41,34 @@ def write_report(reports_dir: Path, report: Mapping[str, Any]) -> Path:
     return path
 
 
+def last_signed_report(reports_dir: Path, artist_id: str, run_id: str | None) -> tuple[int, int] | None:
+    """``(round, mechanisms listed)`` of the latest report of run ``run_id`` that ``artist_id`` keeps in
+    ``reports_dir``; None if it keeps none: where a withdrawal says its reports end.  Read from the
+    signed files themselves, never from a ledger in memory (a refusal made before an artist's privacy
+    state opened has no ledger, and signed "no report" for an artist holding a report of every round)."""
+    folder = Path(reports_dir) / pki.validate_subject_id(artist_id)
+    latest: tuple[int, int] | None = None
+    for path in sorted(folder.glob(REPORT_GLOB)) if folder.is_dir() else []:
+        report = read_json(path)
+        if report.get("run_id") == run_id and (latest is None or report["round"] > latest[0]):
+            latest = (int(report["round"]), len(report["mechanisms"]))
+    return latest
+
+
 def keep_withdrawal(reports_dir: Path, withdrawal: Mapping[str, Any]) -> Path:
     """Store a signed withdrawal (:mod:`~fedstyle_secure.privacy.withdrawals`) in its artist's folder,
-    unless one is there already: an artist withdraws once a run, and the first statement stays."""
+    unless one of the same run is there already: an artist withdraws once a run, and the run's first
+    statement stays (one of an earlier run in a reused folder is replaced)."""
     path = reports_dir / str(withdrawal["artist_id"]) / WITHDRAWAL_NAME
-    if not path.exists():
+    if not path.exists() or read_json(path).get("run_id") != withdrawal.get("run_id"):
         write_json_atomic(path, dict(withdrawal))
     return path
+
+
+def withdrew_from(reports_dir: Path, artist_id: str, run_id: str | None) -> bool:
+    """Whether ``artist_id`` keeps, in ``reports_dir``, a withdrawal it signed from run ``run_id``."""
+    path = Path(reports_dir) / pki.validate_subject_id(artist_id) / WITHDRAWAL_NAME
+    return path.is_file() and read_json(path).get("run_id") == run_id
 
 
 def withdrawal_files(paths: Iterable[Path]) -> list[Path]:

@@ -106,6 +106,8 @@ class StyleIndex:
         model, config = load_encoder(directory)
         arrays = read_npz(directory / "index.npz", MAX_INDEX_BYTES)
         prototypes = _rows(arrays, "prototypes", directory, len(artists), config.embedding_dim)
+        if not np.all(np.linalg.norm(prototypes, axis=1) > 0):  # no direction: every query would score 0
+            raise ModelError(f"{directory}/index.npz: prototypes holds a zero row")
         embeddings, labels = arrays.get("artwork_embeddings"), arrays.get("artwork_labels")
         if (embeddings is None) != (labels is None):
             raise ModelError(f"{directory}/index.npz: artwork_embeddings and artwork_labels come together")
@@ -131,6 +133,8 @@ def _names(value: object, what: str, *, unique: bool) -> tuple[str, ...]:
     """A list of non-empty strings (distinct if ``unique``) from an index's JSON, else ModelError."""
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ModelError(f"{what} must be a list of non-empty strings")
+    if not all(v.isprintable() for v in value):  # a query prints them: no terminal escapes or line breaks
+        raise ModelError(f"{what} holds a name with control characters")
     if unique and len(set(value)) != len(value):
         raise ModelError(f"{what} lists a name twice")
     return tuple(value)

@@ -40,10 +40,10 @@ def public_pca(public_features: np.ndarray, dims: int) -> tuple[np.ndarray, np.n
 
 
 @functools.lru_cache(maxsize=256)
-def release_sigma(epsilon: float, n_artworks: int, accountant: str = "prv") -> float:
+def release_sigma(epsilon: float, n_artworks: int, accountant: str = "prv", delta: float | None = None) -> float:
     """Noise std of ONE Gaussian release of a prototype sum (L2 sensitivity 1) spending ``epsilon``
-    at the project's default delta ``min(1e-5, 1/(10 n))` rounded down to a power of ten`."""
-    delta = default_delta(n_artworks)
+    at ``delta`` (None: the project's default ``min(1e-5, 1/(10 n))`` rounded down to a power of ten)."""
+    delta = default_delta(n_artworks) if delta is None else delta
     multiplier = calibrate_noise_multiplier(
         target_epsilon=epsilon, delta=delta, sample_rate=1.0, steps=1, accountant=accountant
     )
@@ -51,18 +51,30 @@ def release_sigma(epsilon: float, n_artworks: int, accountant: str = "prv") -> f
 
 
 def frozen_dp_prototypes(
-    data: FederationData, epsilon: float | None, noise: NoiseSource, dims: int = REFERENCE_PCA_DIMS, draws: int = 1
+    data: FederationData,
+    epsilon: float | None,
+    noise: NoiseSource,
+    dims: int = REFERENCE_PCA_DIMS,
+    draws: int = 1,
+    *,
+    delta: float | None = None,
+    accountant: str = "prv",
 ) -> RetrievalMetrics:
-    """Metrics of the no-training DP reference at ``epsilon`` per artist (``None``: exact prototypes),
-    averaged over ``draws`` independent releases whose noise comes from ``noise`` (a measurement:
-    a seeded :class:`~fedstyle_secure.randomness.SeededNoise` keeps it reproducible).
+    """Metrics of the no-training DP reference at ``epsilon`` per artist (``None``: exact prototypes;
+    ``delta`` and ``accountant`` as the compared runs', default delta by default), averaged over
+    ``draws`` independent releases whose noise comes from ``noise`` (a measurement: a seeded
+    :class:`~fedstyle_secure.randomness.SeededNoise` keeps it reproducible).
 
     Each artist releases the sum of its training artworks' unit embeddings once, through
     :func:`release_prototype_sums` at the noise of :func:`release_sigma` for its own ``n``."""
     mean, std, basis = public_pca(data.public.views[0], dims)
     emb = mean_direction(np.stack([((v - mean) / std) @ basis for v in data.bank.test_time_inputs()]))
     counts = np.bincount(data.labels[data.split.train], minlength=len(data.artists))
-    sigmas = None if epsilon is None else np.array([release_sigma(epsilon, max(int(n), 1)) for n in counts])
+    sigmas = (
+        None
+        if epsilon is None
+        else np.array([release_sigma(epsilon, max(int(n), 1), accountant, delta) for n in counts])
+    )
     return release_draw_metrics(emb, data, sigmas, noise, draws)
 
 

@@ -33,10 +33,10 @@ from fedstyle_secure.models.factory import EncoderConfig, make_model
 from fedstyle_secure.models.heads import StyleModel
 from fedstyle_secure.models.inputs import InputBank
 from fedstyle_secure.models.params import get_flat_params, set_flat_params, trainable_parameters
+from fedstyle_secure.privacy.plan import PRETRAIN_STEPS_UNDER_DP
 from fedstyle_secure.training.losses import instance_contrastive_loss
 from fedstyle_secure.training.optimisers import Adam
 
-PRETRAIN_STEPS_UNDER_DP = 300
 # Most warm-start steps a networked artist runs when a plan announces them (14-18 ms a step on one core):
 # a server announcing more would only make every artist burn CPU before round 0.
 MAX_PUBLIC_PRETRAIN_STEPS = 10_000
@@ -56,11 +56,6 @@ class PretrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     tau: float = 0.5
-
-
-def default_pretrain_steps(private: bool) -> int:
-    """Steps of public warm start when none are configured: on under DP, off otherwise."""
-    return PRETRAIN_STEPS_UNDER_DP if private else 0
 
 
 def pretrain_on_public(encoder: nn.Module, public: InputBank, cfg: PretrainConfig, seed: int) -> list[float]:

@@ -17,10 +17,10 @@ import tomllib
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.coordinator import TRANSPORT_SECURE_MODES, Schedule
 from fedstyle_secure.files import read_regular_file
-from fedstyle_secure.privacy.plan import DEFAULT_MIN_TRAINING_ARTWORKS, DpConfig
+from fedstyle_secure.privacy.plan import DEFAULT_MIN_TRAINING_ARTWORKS, DpConfig, public_warm_start_steps
 from fedstyle_secure.secure.api import DEFAULT_MIN_QUORUM
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
-from fedstyle_secure.training.pretrain import MAX_PUBLIC_PRETRAIN_STEPS, default_pretrain_steps
+from fedstyle_secure.training.pretrain import MAX_PUBLIC_PRETRAIN_STEPS
 from fedstyle_secure.transport.dp_config import FEDERATION_DP_FIELDS, dp_schedule, pop_federation_dp
 from fedstyle_secure.validation import (
     Address,
@@ -75,7 +75,7 @@ class ServerConfig:
     def pretrain_steps(self) -> int:
         """The public warm-start steps of this federation (announced in every plan)."""
         if self.public_pretrain_steps is None:
-            return default_pretrain_steps(self.dp is not None)
+            return public_warm_start_steps(self.dp)
         return self.public_pretrain_steps
 
 
@@ -192,6 +192,15 @@ def load_server_config(path: Path) -> ServerConfig:
         cache_dir=_relative(base, config.cache_dir),
         crl=_relative(base, config.crl),
     )
+
+
+def check_schedule_for_roster(path: Path, config: ServerConfig, n_artists: int) -> None:
+    """The ``[federation]`` checks that need the roster's size (from the key set: quorum, committee
+    size, masking thresholds), their errors naming the file; the server repeats them at start."""
+    try:
+        config.schedule.validate(n_artists)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: [federation] {exc} (roster of {n_artists} artists in {config.keys})") from None
 
 
 def load_client_config(path: Path) -> ClientConfig:

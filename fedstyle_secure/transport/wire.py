@@ -23,12 +23,14 @@ from fedstyle_secure.transport._generated.fedstyle.v1 import federation_pb2_grpc
 
 # re-exported for the server and the channel (F401: not used here)
 
-PROTOCOL = "fedstyle.v1.2"
+PROTOCOL = "fedstyle.v1.3"
 """The wire protocol of the server and every artist; a registration naming another is refused.  The
 protobuf package stays ``fedstyle.v1`` (the messages parse across versions); the suffix counts changes
 in what each side sends or checks that an artist of another version would otherwise fail on mid-run
 (``.1``, 2026-11-30: plans carry the run id, a CKKS chunk holds exactly one ciphertext; ``.2``,
-2026-12-02: plans carry the CKKS committee size, which every CKKS signature covers)."""
+2026-12-02: plans carry the CKKS committee size, which every CKKS signature covers; ``.3``, 2026-12-02:
+under DP at epsilon < 4 the starting model is the public augmentation-invariant projection with no
+warm start, which an earlier artist would build differently from the same plan)."""
 ROUND_METADATA = "fedstyle-round"  # call metadata of a submission: the round id it is for ...
 PHASE_METADATA = "fedstyle-phase"  # ... and the phase; checked before the server reads the body
 ALLOWED_DTYPES: tuple[str, ...] = ("float32", "float64")

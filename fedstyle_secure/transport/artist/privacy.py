@@ -115,7 +115,7 @@ from fedstyle_secure.training.local import LocalConfig
 from fedstyle_secure.transport.artist.channel import ArtistSession
 from fedstyle_secure.transport.artist.lifetime_ledger import LifetimeLedger, LifetimeRun, artist_lifetime_ledger
 from fedstyle_secure.transport.artist.state import STATE_FILE, ArtistSnapshot, ArtistStateStore, CachedResult
-from fedstyle_secure.transport.artist.withdrawal import send_withdrawal
+from fedstyle_secure.transport.artist.withdrawal import own_reports_dir, send_withdrawal, withdrew
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.dp_config import announced_dp
 from fedstyle_secure.transport.wire import pb
@@ -265,6 +265,9 @@ class ArtistPrivacy:
     planning_size: int | None = None  # kept (and reported) while no plan is accepted: :meth:`_refusing`
     lifetime: LifetimeRun | None = None  # this run in the artist's lifetime ledger (every run's epsilon)
     final_round: int = 0  # the announced run's, for such a refusal's report (a plan's own otherwise)
+    # its own signed reports and withdrawals (client.reports_dir, else <state_dir>/reports), set on every
+    # path, refusals before the state opens included: a withdrawal signs where the reports there end
+    reports_dir: Path | None = None
 
     # ------------------------------------------------------------------ set-up
 
@@ -278,6 +281,15 @@ class ArtistPrivacy:
         :class:`ConfigError` naming the client field that is wrong (missing ``state_dir``,
         ``budget_delta`` not below ``1/n``, a budget differing from the stored ledger's).
         """
+        privacy = cls._opened(config, keys, client, plan)
+        if privacy is not None:
+            privacy.reports_dir = own_reports_dir(config.reports_dir, config.state_dir)
+        return privacy
+
+    @classmethod
+    def _opened(
+        cls, config: ClientConfig, keys: ArtistKeys, client: StyleClient, plan: pb.RoundPlan
+    ) -> ArtistPrivacy | None:
         announced = announced_dp(plan)
         if announced is None:
             return cls._without_dp(config, keys, client)
@@ -529,6 +541,8 @@ class ArtistPrivacy:
             return self.retire(session, plan, self.refusal)
         if self.client.retired_reason is not None:
             return self.retire(session, plan, self.client.retired_reason)
+        if withdrew(self.reports_dir, self.keys, plan):  # also where no state was kept (a refusal before it opened)
+            return self.retire(session, plan, "it withdrew from this run earlier (its signed withdrawal is kept)")
         if announced_dp(plan) != self.announced:
             return self.retire(session, plan, "the server changed the federation's DP plan during the run")
         if plan.kind == pb.ROUND_KIND_SETUP:
@@ -633,20 +647,8 @@ class ArtistPrivacy:
             self.save()
         if self.store is not None:
             self._report_latest(session)
-        keep_in = None if self.writer is None else self.writer.dir
-        send_withdrawal(session, self.keys, plan, reason, keep_in, self._last_report())
+        send_withdrawal(session, self.keys, plan, reason, self.reports_dir)
         return False
-
-    def _last_report(self) -> tuple[int, int] | None:
-        """(round, mechanisms listed) of this artist's last signed report, read from the report itself
-        (what an audit compares a withdrawal with); None if it made none."""
-        if self.writer is None or self.client.ledger is None:
-            return None
-        latest = self._latest_charged_round()
-        if latest is None:
-            return None
-        path = report_path(self.writer.dir, self.keys.artist_id, latest)
-        return (latest, len(read_json(path)["mechanisms"])) if path.exists() else None
 
     # ------------------------------------------------------------------ charging phases
 
@@ -827,8 +829,9 @@ def _planning_size(stored: ArtistSnapshot | None, n: int, client: StyleClient) -
 def _reports_dir(config: ClientConfig) -> Path:
     """Where this artist keeps its signed reports (and its charge count): ``client.reports_dir``, else
     ``<state_dir>/reports``."""
-    assert config.state_dir is not None  # a DP artist's (ArtistPrivacy.open requires it)
-    return config.reports_dir or config.state_dir / "reports"
+    reports_dir = own_reports_dir(config.reports_dir, config.state_dir)
+    assert reports_dir is not None  # a DP artist's (ArtistPrivacy.open requires state_dir)
+    return reports_dir
 
 
 def _report_writer(reports_dir: Path, keys: ArtistKeys, plan: pb.RoundPlan) -> ReportWriter:

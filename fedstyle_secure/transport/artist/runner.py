@@ -59,7 +59,7 @@ from fedstyle_secure.transport.artist.state import (
     one_process_per_identity,
     witness_folder,
 )
-from fedstyle_secure.transport.artist.withdrawal import send_withdrawal
+from fedstyle_secure.transport.artist.withdrawal import own_reports_dir, send_withdrawal
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.dp_config import announced_dp
 from fedstyle_secure.transport.federation_model import public_bank, starting_model
@@ -282,7 +282,9 @@ class ArtistRunner:
             return True
         client.retired_reason = reason
         log.warning("%s withdraws from the run at round %d: %s", session.artist_id, plan.round_id, reason)
-        send_withdrawal(session, self.keys, plan, reason, self.config.reports_dir)
+        send_withdrawal(
+            session, self.keys, plan, reason, own_reports_dir(self.config.reports_dir, self.config.state_dir)
+        )
         return True
 
     def _prepare(self, session: ArtistSession, plan: pb.RoundPlan) -> Send:

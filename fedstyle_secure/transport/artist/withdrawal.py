@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fedstyle_secure.privacy.report_store import keep_withdrawal
+from fedstyle_secure.privacy.report_store import keep_withdrawal, last_signed_report, withdrew_from
 from fedstyle_secure.privacy.reports import canonical_json, sign_report
 from fedstyle_secure.privacy.withdrawals import MAX_REASON_CHARS, build_withdrawal
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
@@ -18,23 +18,20 @@ from fedstyle_secure.transport.wire import new_nonce, pb
 WITHDRAW_TIMEOUT_SECONDS = 30.0
 
 
-def send_withdrawal(
-    session: Any,
-    keys: ArtistKeys,
-    plan: pb.RoundPlan,
-    reason: str,
-    keep_in: Path | None,
-    last_report: tuple[int, int] | None = None,
-) -> None:
+def send_withdrawal(session: Any, keys: ArtistKeys, plan: pb.RoundPlan, reason: str, reports_dir: Path | None) -> None:
     """Tell the server this artist stops taking part in the run at ``plan``'s round, with a withdrawal
     signed by its identity key (:mod:`~fedstyle_secure.privacy.withdrawals`) that also signs where its
-    reports end (``last_report``: round and mechanisms listed of its last report; None: none); the
-    first one is also kept in ``keep_in`` (the artist's own reports folder), if given.  ``session``: an
-    :class:`~fedstyle_secure.transport.artist.channel.ArtistSession` or the Flower artist's stand-in."""
-    unsigned = build_withdrawal(keys.artist_id, plan.round_id, reason, plan.run_id or None, last_report)
+    reports of the run end: the round and mechanisms listed of the latest one in ``reports_dir`` (the
+    artist's own reports folder; None: it keeps none), read from the files.  The run's first
+    withdrawal is kept there too: the artist never acts in the run again (:func:`withdrew`).
+    ``session``: an :class:`~fedstyle_secure.transport.artist.channel.ArtistSession` or the Flower
+    artist's stand-in."""
+    run_id = plan.run_id or None
+    last_report = None if reports_dir is None else last_signed_report(reports_dir, keys.artist_id, run_id)
+    unsigned = build_withdrawal(keys.artist_id, plan.round_id, reason, run_id, last_report)
     withdrawal = sign_report(unsigned, keys.identity_key)
-    if keep_in is not None:
-        keep_withdrawal(keep_in, withdrawal)
+    if reports_dir is not None:
+        keep_withdrawal(reports_dir, withdrawal)
     session.stub.Withdraw(
         pb.Withdrawal(
             round_id=plan.round_id,
@@ -45,3 +42,16 @@ def send_withdrawal(
         metadata=session.metadata,
         timeout=WITHDRAW_TIMEOUT_SECONDS,
     )
+
+
+def withdrew(reports_dir: Path | None, keys: ArtistKeys, plan: pb.RoundPlan) -> bool:
+    """Whether this artist signed a withdrawal from ``plan``'s run (kept in ``reports_dir``).  It then
+    acts in the run no more, whatever state it holds: a server deleting the reports it made after a
+    withdrawal would otherwise have that withdrawal explain a folder missing part of its epsilon."""
+    return reports_dir is not None and withdrew_from(reports_dir, keys.artist_id, plan.run_id or None)
+
+
+def own_reports_dir(reports_dir: Path | None, state_dir: Path | None) -> Path | None:
+    """Where an artist keeps its signed reports and withdrawals: ``client.reports_dir``, else
+    ``<state_dir>/reports`` (None: neither is set, a run without DP and without a state folder)."""
+    return reports_dir or (None if state_dir is None else state_dir / "reports")

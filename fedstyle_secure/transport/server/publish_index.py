@@ -10,15 +10,15 @@ from pathlib import Path
 
 import torch
 
-from fedstyle_secure.data.images import content_key
 from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.coordinator import Coordinator
+from fedstyle_secure.federation.publish import index_of_publication
 from fedstyle_secure.models.factory import make_model
-from fedstyle_secure.models.inputs import DEFAULT_BACKBONE, build_input_bank, default_cache_dir
+from fedstyle_secure.models.inputs import default_cache_dir
 from fedstyle_secure.models.params import set_flat_params
 from fedstyle_secure.privacy.plan import DpConfig, encoder_config_for
-from fedstyle_secure.retrieval.index import StyleIndex, build_index
-from fedstyle_secure.training.dataset import load_public_images
+from fedstyle_secure.retrieval.index import StyleIndex
+from fedstyle_secure.transport.federation_model import public_bank
 
 
 def index_from_run(
@@ -29,14 +29,10 @@ def index_from_run(
     state, spec = coordinator.state, coordinator.spec
     if state.params is None or not spec.averages_parameters:
         raise ConfigError(f"algorithm {spec.name!r} keeps no global model; there is no server-side index to publish")
-    images = load_public_images(None)
-    public = build_input_bank(
-        images, [content_key(p) for p in images], DEFAULT_BACKBONE, 0, cache_dir=cache_dir or default_cache_dir()
-    )
+    public = public_bank(cache_dir or default_cache_dir())  # the artists' own: the start's projection reads its views
     config = dataclasses.replace(encoder_config_for(dp), embedding_dim=embedding_dim)
     model = make_model(config, public, public, len(coordinator.roster) if spec.needs_classifier else None)
     set_flat_params(model, state.params)
     if coordinator.standardisation is not None:
         model.projection_head().set_standardisation(*(torch.from_numpy(a) for a in coordinator.standardisation))
-    known = state.known
-    return build_index(model, config, tuple(a for a, k in zip(coordinator.roster, known) if k), state.prototypes[known])
+    return index_of_publication(model, config, coordinator.roster, state)

@@ -101,7 +101,8 @@ def checked_withdrawal_statement(
     request: pb.Withdrawal, artist: str, public_key: Ed25519PublicKey, run_id: str
 ) -> dict[str, Any] | None:
     """The signed withdrawal ``artist`` sent with ``request`` (None if it sent none: an earlier
-    version), if it is ``artist``'s, for this run and round and signed by its identity key; else
+    version), if it is ``artist``'s, for this run and round, signs the reason ``request`` states and
+    is signed by its identity key; else
     ``Malformed`` naming what is wrong.  Pure; one signature check (the server makes it once per
     artist: a repeated withdrawal is answered before it)."""
     if not request.signed_json:
@@ -115,6 +116,8 @@ def checked_withdrawal_statement(
         raise Malformed(f"the withdrawal of {artist} is refused: {exc!s:.300}") from exc
     if data["round"] != request.round_id:
         raise Malformed(f"the withdrawal of {artist} is signed for round {data['round']}, not {request.round_id}")
+    if data["reason"].strip() != request.reason.strip():  # the server keeps and logs the stated one
+        raise Malformed(f"the withdrawal of {artist} states another reason than it signs")
     return cast(dict[str, Any], data)
 
 
