@@ -197,6 +197,9 @@ def test_missing_signature_wrong_key_and_unknown_key_are_flagged(
     assert codes(result, "alice", 0) == {"missing_signature"}
     assert codes(result, "alice", 1) == {"invalid_signature"}
     assert all(codes(result, "bob", r) == {"key_not_in_manifest"} for r in range(ROUNDS))
+    # the JSON's total counts each report's findings too, as the table does (a user walkthrough)
+    per_report = sum(len(report["findings"]) for report in result["reports"])
+    assert result["finding_count"] == len(result["findings"]) + per_report >= 2 + ROUNDS
 
 
 def test_sampler_mismatch_unknown_accountant_and_over_budget_are_flagged(

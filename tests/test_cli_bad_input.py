@@ -736,3 +736,19 @@ def test_a_dp_simulation_prints_the_frozen_dp_reference_beside_the_non_private_o
     payload = json.loads(out.read_text())
     assert 0.0 <= payload["frozen_dp_reference"]["artist_accuracy"] <= 1.0
     assert "frozen_feature_reference" in payload
+
+
+def test_a_sweep_over_an_image_whose_name_is_not_utf8_runs(tmp_path, monkeypatch, capsys):
+    """The sweep's data fingerprint encoded file names as UTF-8 and died with a UnicodeEncodeError
+    traceback on a Latin-1 name that the image loader accepts (a red team, seventeenth review)."""
+    import os
+    import shutil
+
+    calls: list = []
+    monkeypatch.setattr("fedstyle_secure.cli.sweep.make_cell_runner", _fake_runner(calls))
+    data = tmp_path / "art"
+    assert main(["synth", "--out", str(data), "--artists", "3", "--per-artist", "6", "--seed", "1"]) == 0
+    first = next((data / "artist_00").iterdir())
+    shutil.copy(first, os.fsencode(data / "artist_00") + b"/\xe9t\xe9" + os.fsencode(first.suffix))  # "été", Latin-1
+    argv = ["sweep", "--data", str(data), *SWEEP_TINY[SWEEP_TINY.index("--rounds") :], "--out", str(tmp_path / "s")]
+    assert main(argv) == 0, capsys.readouterr().err

@@ -20,15 +20,18 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.federation.client import Publication
 from fedstyle_secure.federation.masking_session import TAG_BITS
 from fedstyle_secure.federation.rejections import Malformed
 from fedstyle_secure.flower.apps import ArtistRefused, client_app
 from fedstyle_secure.flower.records import CLAIM, PHASE_ACTIONS, RECORD, REPORTS, ArtistReply, ServerMessage
 from fedstyle_secure.flower.server import FlowerFederation, apply_reply, bind_nodes, run_federation
+from fedstyle_secure.retrieval.index import StyleIndex
 from fedstyle_secure.secure.ckks import decryption as ckks_decryption
 from fedstyle_secure.secure.ckks.decryption import COMMITTEE_SIZE, Attempt, decryption_committee
 from fedstyle_secure.secure.keys import pki
 from fedstyle_secure.secure.keys.keystore import load_server_keys, revoke
+from fedstyle_secure.transport.artist.channel import publication_message
 from fedstyle_secure.transport.config import load_server_config
 from fedstyle_secure.transport.server import servicer as servicer_module
 from fedstyle_secure.transport.server.servicer import new_servicer
@@ -443,3 +446,44 @@ def test_an_error_quoting_a_huge_message_is_logged_cut_on_both_sides(tmp_path, d
     assert any("reply could not be handled\nTraceback" in m and "cut at 2000" in m for m in logged)
     assert any(m.startswith(f"refused a {PHASE_ACTIONS[phase]} message\nTraceback") for m in logged)
     assert max(map(len, logged)) < 6_000
+
+
+@pytest.mark.usefixtures("outside_runtime")
+def test_one_artists_zero_publication_cannot_make_the_published_index_unloadable(tmp_path, data, monkeypatch):
+    """Seventeenth review, second red team: the index loader refuses an all-zero prototype row, and the
+    server accepted an all-zero publication (finite, right shape), so one malicious artist made the
+    federation's published index unloadable for every buyer.  The server now refuses the publication."""
+    malicious = ARTISTS[2]
+    run = Run(tmp_path / "run", data, "none")
+    grid, node = run.grid, run.nodes[malicious]
+    genuine_deliver = grid._deliver
+
+    def deliver(message):
+        reply = genuine_deliver(message)
+        if message.metadata.dst_node_id == node:
+            answer = ArtistReply.from_record(reply.content)
+            if answer.publication is not None:  # the malicious artist publishes an all-zero prototype
+                rows = np.asarray(answer.publication.artist_rows, dtype=np.int64)
+                width = len(answer.publication.prototypes.shape) and answer.publication.prototypes.shape[-1]
+                zeros = Publication(artist_rows=rows, prototypes=np.zeros((len(rows), width), dtype=np.float32))
+                answer.publication = publication_message(answer.publication.round_id, zeros)
+                reply.content = answer.to_record()
+        return reply
+
+    monkeypatch.setattr(grid, "_deliver", deliver)
+    for _ in range(30):
+        if run.federation.coordinator.finished:
+            break
+        run.federation.run_phase()
+    index_dir = run.configs.server.parent / "index"
+    if not (index_dir / "index.json").exists():  # the zero publication was refused (quorum 3 of 3: the run stops)
+        assert run.federation.coordinator.failed is not None
+        return
+    try:
+        index = StyleIndex.load(index_dir)
+    except Exception as exc:
+        raise AssertionError(
+            f"one artist's all-zero publication was accepted and the federation's published index is now "
+            f"unloadable for every buyer: {exc}"
+        ) from exc
+    assert malicious not in index.artists or np.linalg.norm(index.prototypes, axis=1).min() > 0

@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("flwr")
 
 from fedstyle_secure.cli.main import main
-from fedstyle_secure.flower.records import PHASE_ACTIONS
+from fedstyle_secure.flower.records import PHASE_ACTIONS, ArtistReply, ServerMessage
 from fedstyle_secure.privacy.withdrawals import WITHDRAWAL_NAME
 from tests.test_flower_app import ARTISTS, outside_runtime  # noqa: F401 (fixture)
 from tests.test_flower_masking_attacks import Run, copied
@@ -104,4 +104,58 @@ def test_an_artist_that_signed_a_withdrawal_never_acts_in_the_run_again(tmp_path
     assert not later or (status != 0 and not result["clean"]), (
         f"{TARGET} signed a withdrawal ending its reports at round {last}, went on to report {reported}; with "
         f"the later reports deleted the audit is CLEAN: {result['withdrawn']}"
+    )
+
+
+@pytest.mark.usefixtures("outside_runtime")
+def test_an_artist_that_withdrew_before_its_state_opened_draws_no_planning_size_later(
+    tmp_path, data, capsys, monkeypatch
+):
+    """A later red team (same review): the crafted message came FIRST, before the artist held any state;
+    the next, genuine, message opened a fresh privacy state -- drew a planning size, charged and
+    reported its count -- before ``admit`` saw the kept withdrawal.  With those reports deleted the audit
+    (``--keys``, ``--run-id``) was clean.  The kept withdrawal is now checked before a size is drawn."""
+    run = Run(tmp_path / "run", data, "none", 8.0)
+    grid, node = run.grid, run.nodes[TARGET]
+    first: list[ArtistReply] = []
+    genuine_deliver = grid._deliver
+    crafting: list[bool] = []
+
+    def deliver(message):  # the dishonest server: before its first genuine message, a crafted one
+        if message.metadata.dst_node_id == node and not crafting:
+            crafting.append(True)
+            crafted = copied(ServerMessage.from_record(message.content))
+            crafted.plan.dp.release_rounds.append(999)  # unusable: refused before the privacy state opens
+            first.append(grid.replay(node, message.metadata.message_type, crafted))
+        return genuine_deliver(message)
+
+    monkeypatch.setattr(grid, "_deliver", deliver)
+    for _ in range(30):
+        if run.federation.coordinator.finished:
+            break
+        run.federation.run_phase()
+    assert first and first[0].withdrawal is not None, "the crafted message did not make the artist withdraw"
+    signed = json.loads(first[0].withdrawal.signed_json)
+    assert signed["last_report_round"] is None  # "I reported nothing" (true when signed)
+
+    own = run.configs.artists[TARGET].parent / "reports" / TARGET
+    own_reports = sorted(own.glob("round-*.json"))
+    server_reports = run.configs.server.parent / "reports"
+    # did the artist act after it signed that it stopped?  it charged and reported its count:
+    acted_after = [json.loads(p.read_text()) for p in own_reports]
+    spent = max((r["epsilon"]["prv"] for r in acted_after), default=0.0)
+
+    # the server's folder: the target's reports deleted, the FIRST withdrawal kept
+    audited = shutil.copytree(server_reports, tmp_path / "audited")
+    for report in (audited / TARGET).glob("round-*.json"):
+        report.unlink()
+    (audited / TARGET).mkdir(exist_ok=True)
+    (audited / TARGET / WITHDRAWAL_NAME).write_bytes(first[0].withdrawal.signed_json)
+    capsys.readouterr()
+    keys = str(run.configs.server.parent.parent / "keys")
+    status = main(["audit", str(audited), "--keys", keys, "--run-id", signed["run_id"], "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert not acted_after or (status != 0 and not result["clean"]), (
+        f"{TARGET} signed 'no report' then charged and reported epsilon {spent:.3g} "
+        f"({[p.name for p in own_reports]}); with those deleted the audit is CLEAN: {result['withdrawn']}"
     )

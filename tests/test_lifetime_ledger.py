@@ -174,7 +174,9 @@ def test_a_second_run_with_a_fresh_state_dir_cannot_spend_the_budget_again(tmp_p
     assert second_run is not None and second_run.refusal is not None and LIFETIME in second_run.refusal
     assert _take_part(second_run, server) == []
     assert server.uploaded == [] and [LIFETIME in w.reason for w in server.withdrawals] == [True, True]
-    assert not (tmp_path / "state-2" / "reports").exists()  # no ledger of run 2 was kept: nothing charged
+    kept = tmp_path / "state-2" / "reports"
+    assert not list(kept.rglob("round-*.json"))  # no ledger of run 2 was kept: nothing charged, nothing reported
+    assert [p.name for p in kept.rglob("*.json")] == ["withdrawal.json"]  # its signed withdrawal, kept
 
 
 def test_a_larger_lifetime_budget_lets_a_second_run_spend_only_what_is_left(tmp_path):

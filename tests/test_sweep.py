@@ -57,7 +57,7 @@ def test_fake_grid_matches_the_grid_of_these_tests():
 
 def test_parse_epsilons_accepts_inf_and_rejects_bad_values_by_name():
     assert parse_epsilons("0.5,1,2,4,8,inf") == [0.5, 1.0, 2.0, 4.0, 8.0, math.inf]
-    for bad in ("abc", "-1", "0", "nan"):
+    for bad in ("abc", "-1", "0", "nan", "1e400"):  # 1e400 overflowed to inf: no DP, silently
         with pytest.raises(ConfigError, match=repr(bad)):
             parse_epsilons(f"1,{bad}")
     with pytest.raises(ConfigError, match="twice"):

@@ -99,7 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=DEMO_EPSILON,
         metavar="E",
-        help="every artist's (epsilon) budget; inf = no DP (default %(default)s)",
+        help="each artist's privacy budget epsilon (privacy unit: one artwork); inf = no DP (default %(default)s)",
     )
     p.add_argument(
         "--secure",

@@ -16,6 +16,7 @@ from fedstyle_secure.experiments.arguments import (
 )
 from fedstyle_secure.federation.coordinator import TRANSPORT_SECURE_MODES, Schedule
 from fedstyle_secure.federation.rounds import refresh_rounds
+from fedstyle_secure.federation.strategy import ALGORITHMS, algorithm_spec
 from fedstyle_secure.transport.artist.runner import EXIT_RETIRED
 from fedstyle_secure.transport.logs import configure_logging
 from fedstyle_secure.transport.loopback import artist_dirs, start_loopback
@@ -36,7 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="new directory for keys, state database and per-artist data roots",
     )
-    p.add_argument("--algorithm", default="fedstyle", help="federated algorithm (default %(default)s)")
+    p.add_argument(
+        "--algorithm",
+        default="fedstyle",
+        choices=tuple(a for a in ALGORITHMS if not algorithm_spec(a).pooled),  # central pools data: no transport
+        help="federated algorithm (default %(default)s)",
+    )
     p.add_argument("--rounds", type=positive_int, default=3, metavar="R", help="training rounds (default %(default)s)")
     p.add_argument(
         "--secure", choices=TRANSPORT_SECURE_MODES, default="ckks", help="secure summation (default %(default)s)"

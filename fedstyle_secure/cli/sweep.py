@@ -72,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_training_arguments(p)
     add_privacy_arguments(p)
     _hide_single_run_options(p, ("--epsilon", "--reports-dir"))
+    _sweep_seed_help(p)
     p.add_argument(
         "--epsilons",
         default="1,4,inf",
@@ -118,6 +119,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="attempts per cell when its worker process dies (default %(default)s); a cell that raises is not retried",
     )
     p.set_defaults(func=run)
+
+
+def _sweep_seed_help(parser: argparse.ArgumentParser) -> None:
+    """In a sweep --seed fixes the split only; each cell's seed (--seeds) drives the rest."""
+    for action in parser._actions:
+        if "--seed" in action.option_strings:
+            action.help = (
+                "seed of the split, shared by every cell; --seeds drives each cell's initialisation and "
+                "sampling (default %(default)s)"
+            )
 
 
 def _hide_single_run_options(parser: argparse.ArgumentParser, flags: tuple[str, ...]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -283,8 +284,9 @@ def _open_image_file(path: Path, what: str) -> BinaryIO:
     would block the reader forever); :class:`DataError` naming it otherwise."""
     try:
         return open_regular_file(path)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read image {what}: {exc}") from exc
+    except (OSError, ValueError) as exc:  # an OSError's text names the descriptor ("Is a directory: 3"), not the file
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise DataError(f"cannot read image {what}: {reason}") from exc
 
 
 @contextmanager
@@ -359,8 +361,12 @@ def data_folder_fingerprint(root: Path) -> str:
     digest = hashlib.sha256()
     for folder in artist_folders(root):
         for path in _image_files(folder):
-            digest.update(f"{folder.name}/{path.name}\0".encode())
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+            digest.update(os.fsencode(folder.name) + b"/" + os.fsencode(path.name) + b"\0")  # any name the OS allows
+            content = hashlib.sha256()
+            with _open_image_file(path, str(path)) as stream:  # streamed: a huge file is never held in memory
+                for chunk in iter(lambda: stream.read(1 << 20), b""):
+                    content.update(chunk)
+            digest.update(content.digest())
     return digest.hexdigest()
 
 

@@ -205,7 +205,8 @@ def add_privacy_arguments(
         "--insecure-seeded-noise",
         action="store_true",
         help="RESEARCH ONLY, VOIDS THE DP GUARANTEE: draw the DP noise and Poisson batches from a generator "
-        "seeded by --seed (reproducible runs); anyone who knows the seed can subtract the noise. Reports "
+        "seeded by the run's public seed (--seed where the command has one; launch: 0) for reproducible runs; "
+        "anyone who knows the seed can subtract the noise. Reports "
         "record it and `fedstyle audit` flags them. Default: a fresh OS-keyed CSPRNG per artist, known to "
         "nobody else",
     )

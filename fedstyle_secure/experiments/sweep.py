@@ -70,6 +70,8 @@ def parse_epsilon(text: str) -> float:
         raise ConfigError(f"epsilon {text!r} is not a number or 'inf'") from None
     if math.isnan(eps) or eps <= 0:
         raise ConfigError(f"epsilon {text!r} must be > 0 (or 'inf' for no DP)")
+    if math.isinf(eps) and value not in ("inf", "infinity"):  # 1e400 overflows: a typo, not a request for no DP
+        raise ConfigError(f"epsilon {text!r} is too large to be a budget; write 'inf' for no DP")
     return eps
 
 

@@ -409,6 +409,8 @@ class Coordinator:
             raise Malformed(
                 f"prototypes must be finite with shape (1, {self.state.prototypes.shape[1]}), got {prototypes.shape}"
             )
+        if not np.all(np.linalg.norm(prototypes.astype(np.float64), axis=1) > 0):  # a DP release is never zero
+            raise Malformed(f"{artist} published an all-zero prototype: it has no direction to rank queries by")
         self._accept(artist, (rows, prototypes), nonce, now)
 
     def _holds_identical_publication(

@@ -210,6 +210,8 @@ class AuditResult:
             "run_ids": list(self.run_ids),
             "withdrawn": [{"artist": w.artist_id, "round": w.round_id, "reason": w.reason} for w in self.withdrawn],
             "findings": [{"artist": f.artist, "code": f.code, "message": f.message} for f in self.findings],
+            # every finding, the run's above and each report's in "reports": the count the table prints
+            "finding_count": len(self.findings) + sum(len(report.findings) for report in self.reports),
             "reports": [report.to_dict() for report in self.reports],
         }
 

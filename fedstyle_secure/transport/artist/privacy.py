@@ -134,6 +134,7 @@ LIFETIME_REFUSAL = (  # the numbers (what other runs spent) stay in the artist's
     "they took part in, above the artist's lifetime budget (client.lifetime_epsilon, client.lifetime_delta)"
 )
 CHANGED_PLAN = "the server changed the federation's DP plan during the run (not the stored one)"
+WITHDREW = "it withdrew from this run earlier (its signed withdrawal is kept)"
 ANNOUNCEMENT = "announced"  # the key of the accepted announcement in a stored plan summary
 
 
@@ -292,6 +293,8 @@ class ArtistPrivacy:
     ) -> ArtistPrivacy | None:
         announced = announced_dp(plan)
         if announced is None:
+            if withdrew(own_reports_dir(config.reports_dir, config.state_dir), keys, plan):
+                return cls(keys, client, None, refusal=WITHDREW)  # without DP too: it never acts in the run again
             return cls._without_dp(config, keys, client)
         if config.state_dir is None:
             raise ConfigError(
@@ -299,14 +302,22 @@ class ArtistPrivacy:
             )
         dp, releases = announced
         n = client.n_train
-        try:  # what no size could plan is refused before a size is drawn: the refusal says nothing of it
-            check_announced_plan(dp, plan.total_rounds, releases)
-        except PrivacyError as exc:
-            log.error("%s: the federation's DP plan is unusable: %s", keys.artist_id, exc)
-            return cls(keys, client, announced, refusal=UNUSABLE_PLAN)
         store = ArtistStateStore(config.state_dir)
         reports_dir = _reports_dir(config)
         stored = store.load()  # read once: the planning size, then the rest of the state (_restore)
+        kept_ledger = stored is not None and stored.ledger is not None
+        if not kept_ledger and withdrew(reports_dir, keys, plan):  # before a size is drawn or a count charged
+            return cls(keys, client, announced, refusal=WITHDREW)
+        try:  # what no size could plan is refused before a size is drawn: the refusal says nothing of it
+            check_announced_plan(dp, plan.total_rounds, releases)
+            usable = True
+        except PrivacyError as exc:
+            log.error("%s: the federation's DP plan is unusable: %s", keys.artist_id, exc)
+            if not kept_ledger:
+                return cls(keys, client, announced, refusal=UNUSABLE_PLAN)
+            # after an accepted plan: refused as a changed plan by the opened state (_restore), which reports
+            # every charge it holds before its withdrawal signs where its reports end
+            usable = False
         if stored is None:  # a state rolled back to nothing must not draw a second planning size
             check_not_rolled_back(None, reports_dir, keys.artist_id)
         lifetime = _lifetime_run(config, keys, plan, stored, dp)
@@ -334,6 +345,8 @@ class ArtistPrivacy:
                 delta,
             )
         try:  # the artist's own delta and portfolio-size rule
+            if not usable:
+                raise PrivacyError("the announced plan is unusable (above)")
             own_rule = dataclasses.replace(dp, delta=delta, min_training_artworks=config.min_training_artworks)
             plan_dp = plan_apart if config.compact_memory else plan_participation
             dp_plan: DpPlan | None = plan_dp(own_rule, size, client.config, plan.total_rounds, releases)
@@ -541,8 +554,8 @@ class ArtistPrivacy:
             return self.retire(session, plan, self.refusal)
         if self.client.retired_reason is not None:
             return self.retire(session, plan, self.client.retired_reason)
-        if withdrew(self.reports_dir, self.keys, plan):  # also where no state was kept (a refusal before it opened)
-            return self.retire(session, plan, "it withdrew from this run earlier (its signed withdrawal is kept)")
+        if withdrew(self.reports_dir, self.keys, plan):  # a state kept after its withdrawal: it acts no more
+            return self.retire(session, plan, WITHDREW)
         if announced_dp(plan) != self.announced:
             return self.retire(session, plan, "the server changed the federation's DP plan during the run")
         if plan.kind == pb.ROUND_KIND_SETUP:
