@@ -448,11 +448,14 @@ def test_an_error_quoting_a_huge_message_is_logged_cut_on_both_sides(tmp_path, d
     assert max(map(len, logged)) < 6_000
 
 
+@pytest.mark.parametrize("scale", [0.0, 1e-30, 1e30])  # 1e-30 and 1e30: float32 squares under- or overflow
 @pytest.mark.usefixtures("outside_runtime")
-def test_one_artists_zero_publication_cannot_make_the_published_index_unloadable(tmp_path, data, monkeypatch):
+def test_one_artists_zero_publication_cannot_make_the_published_index_unloadable(tmp_path, data, monkeypatch, scale):
     """Seventeenth review, second red team: the index loader refuses an all-zero prototype row, and the
     server accepted an all-zero publication (finite, right shape), so one malicious artist made the
-    federation's published index unloadable for every buyer.  The server now refuses the publication."""
+    federation's published index unloadable for every buyer; a third found that rows of 1e-30 or 1e30
+    (finite, non-zero) normalise to zero in float32.  The server now refuses any publication that does
+    not normalise to unit length."""
     malicious = ARTISTS[2]
     run = Run(tmp_path / "run", data, "none")
     grid, node = run.grid, run.nodes[malicious]
@@ -465,7 +468,7 @@ def test_one_artists_zero_publication_cannot_make_the_published_index_unloadable
             if answer.publication is not None:  # the malicious artist publishes an all-zero prototype
                 rows = np.asarray(answer.publication.artist_rows, dtype=np.int64)
                 width = len(answer.publication.prototypes.shape) and answer.publication.prototypes.shape[-1]
-                zeros = Publication(artist_rows=rows, prototypes=np.zeros((len(rows), width), dtype=np.float32))
+                zeros = Publication(artist_rows=rows, prototypes=np.full((len(rows), width), scale, np.float32))
                 answer.publication = publication_message(answer.publication.round_id, zeros)
                 reply.content = answer.to_record()
         return reply

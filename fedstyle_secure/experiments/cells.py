@@ -11,7 +11,7 @@ from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.experiments.arguments import dp_config_from_args, federation_from_args, simulation_config
 from fedstyle_secure.experiments.sweep import CellResult, CellRunner, CellSpec
 from fedstyle_secure.federation.simulator import SimulationConfig, run_simulation
-from fedstyle_secure.privacy.plan import DpConfig, encoder_config_for
+from fedstyle_secure.privacy.plan import DpConfig
 from fedstyle_secure.randomness import SeededNoise
 from fedstyle_secure.retrieval.references import frozen_dp_prototypes
 from fedstyle_secure.training.dataset import FederationData
@@ -21,6 +21,11 @@ REFERENCE = "frozen + DP prototypes"
 with public images only, one Gaussian release of each artist's prototype sum spending the whole
 epsilon (exact prototypes at epsilon = inf); the mean of :data:`REFERENCE_DRAWS` release draws."""
 REFERENCE_DRAWS = 10
+
+
+def _dp_configs(args: argparse.Namespace) -> dict[float, DpConfig | None]:
+    """The validated DP configuration of every epsilon of the sweep."""
+    return {e: _dp_config_for(e, args) for e in args.epsilon_list}
 
 
 def _dp_config_for(epsilon: float, args: argparse.Namespace) -> DpConfig | None:
@@ -35,7 +40,7 @@ def validate_cells(args: argparse.Namespace, algorithms: Sequence[str]) -> dict[
     """The DP configuration of every epsilon of the sweep, each validated, and the simulation of every
     training cell of ``algorithms`` validated (rounds, local epochs, warm-start steps): a bad option is
     one error before any cell runs, not one failure per cell."""
-    dp_by_epsilon = {e: _dp_config_for(e, args) for e in args.epsilon_list}
+    dp_by_epsilon = _dp_configs(args)
     unused = [flag for flag, value in (("--delta", args.delta), ("--noise-multiplier", args.noise_multiplier)) if value]
     if unused and all(dp is None for dp in dp_by_epsilon.values()):
         raise ConfigError(f"{' and '.join(unused)} apply to finite --epsilons only; this sweep has none")
@@ -50,14 +55,13 @@ def prepare_cells(
 ) -> tuple[dict[float, DpConfig | None], FederationData]:
     """Validate the DP configuration of every epsilon of the sweep, then build its federation (split
     fixed by ``--seed``; style features come from, or go into, the feature cache)."""
-    dp_by_epsilon = {e: _dp_config_for(e, args) for e in args.epsilon_list}
-    return dp_by_epsilon, federation_from_args(args, progress=progress)
+    return _dp_configs(args), federation_from_args(args, progress=progress)
 
 
 def cell_config(args: argparse.Namespace, algorithm: str, dp: DpConfig | None, seed: int) -> SimulationConfig:
     """The simulation of one training cell: the sweep's options under the cell's own DP configuration
     (``--delta``, ``--noise-multiplier`` and the other DP options apply to its finite epsilons only)."""
-    return replace(simulation_config(args, algorithm, dp), seed=seed, encoder=encoder_config_for(dp, args.backbone))
+    return replace(simulation_config(args, algorithm, dp), seed=seed)
 
 
 def make_cell_runner(args: argparse.Namespace) -> CellRunner:

@@ -60,6 +60,7 @@ from fedstyle_secure.federation.sum_checks import (
     checked_standardisation,
     decode_tolerance,
 )
+from fedstyle_secure.models.embed import normalise_rows
 from fedstyle_secure.privacy.reports import new_run_id
 from fedstyle_secure.randomness import MAX_SEED
 from fedstyle_secure.secure.api import PlainSummation
@@ -116,6 +117,16 @@ MASKING_DOWNLOADS: dict[str, Phase] = {  # FetchMasking name -> the phase whose 
     "survivors": Phase.CONSISTENCY,
     "unmask_request": Phase.UNMASK,
 }
+
+
+def _has_unit_direction(rows: np.ndarray) -> bool:
+    """Whether every row normalises to unit length as the published index will normalise it
+    (:func:`~fedstyle_secure.models.embed.normalise_rows`, in the rows' own dtype): a zero row, or one
+    whose square under- or overflows (float32 1e-30, 1e30), would leave the index with a zero row that
+    every buyer's load refuses."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        lengths = np.linalg.norm(normalise_rows(rows), axis=1)
+    return bool(np.all(np.abs(lengths - 1.0) < 1e-3))
 
 
 @dataclass(frozen=True)
@@ -409,8 +420,11 @@ class Coordinator:
             raise Malformed(
                 f"prototypes must be finite with shape (1, {self.state.prototypes.shape[1]}), got {prototypes.shape}"
             )
-        if not np.all(np.linalg.norm(prototypes.astype(np.float64), axis=1) > 0):  # a DP release is never zero
-            raise Malformed(f"{artist} published an all-zero prototype: it has no direction to rank queries by")
+        if not _has_unit_direction(prototypes.astype(self.state.prototypes.dtype)):  # a DP release always has
+            raise Malformed(
+                f"{artist} published a prototype with no direction to rank queries by (zero, or "
+                "too small or too large to normalise)"
+            )
         self._accept(artist, (rows, prototypes), nonce, now)
 
     def _holds_identical_publication(
