@@ -900,3 +900,24 @@ def test_a_timestamp_that_is_no_date_is_flagged_without_stopping_the_audit(
     else:
         assert "schema_error" in codes(result, "alice", 1)
     assert codes(result, "bob", 1) == set()  # the others are still audited
+
+
+def test_a_withdrawal_signs_a_charge_not_yet_in_a_report_so_the_audit_cannot_be_explained_away(tmp_path):
+    """Where a withdrawal says the reports end: the last signed report of the run, unless the charge
+    record (written before any charged result leaves) holds more -- a charge not yet signed into a
+    report (a third red team, seventeenth review: a withdrawal made before the state opened).  The
+    end then matches no report, so the audit flags it.  Unit test on hand-written files (FAKE reports:
+    only the fields the function reads)."""
+    from fedstyle_secure.privacy.report_store import record_charges, withdrawal_end
+
+    run = "0" * 32
+    folder = tmp_path / "alice"
+    folder.mkdir()
+    assert withdrawal_end(tmp_path, "alice", run) is None  # nothing charged, nothing reported
+    record_charges(tmp_path, "alice", 1)
+    assert withdrawal_end(tmp_path, "alice", run) == (0, 1)  # charged, never reported: matches no folder
+    (folder / "round-0000.json").write_text(json.dumps({"run_id": run, "round": 0, "mechanisms": [{}]}))
+    (folder / "round-0001.json").write_text(json.dumps({"run_id": "f" * 32, "round": 1, "mechanisms": [{}] * 5}))
+    assert withdrawal_end(tmp_path, "alice", run) == (0, 1)  # its report of this run; another run's is not
+    record_charges(tmp_path, "alice", 3)
+    assert withdrawal_end(tmp_path, "alice", run) == (0, 3)  # two charges after the last report

@@ -208,6 +208,33 @@ def test_a_ckks_contributor_whose_floor_exceeds_the_committee_size_withdraws(tmp
     assert "committee size 2 is below my floor 3" in coordinator.state.retired[strict]
 
 
+@pytest.mark.usefixtures("outside_runtime")
+def test_a_dp_flower_artist_declining_the_committee_size_opens_no_privacy_state(tmp_path, data):
+    """A Flower artist opened its privacy state on every message before it looked at the committee
+    size, so a DP artist declining the run was charged its planning count (a gRPC artist was not; a
+    red team, seventeenth review).  It now declines first: no planning size, no charge, no report;
+    its signed withdrawal says it reported nothing (fails without the order: a count is charged)."""
+    from fedstyle_secure.transport.artist.state import STATE_FILE
+    from fedstyle_secure.transport.artist.withdrawal import own_reports_dir
+    from fedstyle_secure.transport.config import load_client_config
+
+    run = Run(tmp_path / "run", data, "ckks", 8.0)
+    strict = ARTISTS[2]
+    config = run.configs.artists[strict]
+    config.write_text(config.read_text().replace("[client]\n", "[client]\nmin_quorum = 3\n", 1))
+    for _ in range(6):
+        if strict in run.federation.coordinator.state.retired:
+            break
+        run.federation.run_phase()
+    assert "committee size 2 is below my floor 3" in run.federation.coordinator.state.retired[strict]
+    assert not (run.state[strict] / STATE_FILE).exists()  # no privacy state: no planning size drawn
+    client = load_client_config(config)
+    own = own_reports_dir(client.reports_dir, client.state_dir)
+    assert own is not None
+    assert not list((own / strict).glob("round-*.json"))
+    assert (own / strict / "withdrawal.json").exists()  # kept: it acts in the run no more
+
+
 def flower_runtime_reply(run: Run, artist: str, action: str, inbox: ServerMessage) -> Message:
     """Deliver ``inbox`` to the artist's real ClientApp as Flower's runtime does: an exception the
     ClientApp raises becomes the reply's ``Error``, whose reason is ``str(type(ex)) + ":<'" + str(ex) +

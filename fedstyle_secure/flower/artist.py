@@ -55,7 +55,7 @@ from fedstyle_secure.transport.artist.channel import (
 from fedstyle_secure.transport.artist.ckks import SentContribution, ckks_client
 from fedstyle_secure.transport.artist.lifetime_ledger import check_lifetime_ledger
 from fedstyle_secure.transport.artist.masking import masking_client, masking_step
-from fedstyle_secure.transport.artist.privacy import ArtistPrivacy, DurableClient
+from fedstyle_secure.transport.artist.privacy import DurableClient
 from fedstyle_secure.transport.artist.runner import ArtistRunner, build_style_client, check_min_quorum
 from fedstyle_secure.transport.artist.state import ArtistStateStore, one_artist_process, witness_folder
 from fedstyle_secure.transport.config import ClientConfig, load_client_config
@@ -274,11 +274,6 @@ def _act_on_phase(config: ClientConfig, keys: ArtistKeys, inbox: ServerMessage) 
             return session.reply.to_record()
     runner = ArtistRunner(config, keys, masking=masking)
     runner.client = build_style_client(config, keys.artist_id, session.roster, plan)
-    runner.privacy = ArtistPrivacy.open(config, keys, runner.client, plan)  # restores a DP artist
-    durable = None
-    if runner.privacy is None:  # no DP: the model (and prototypes, view generator) from the last message
-        durable = DurableClient(ArtistStateStore(config.state_dir), keys.artist_id)
-        runner.published_round, runner.standardised = durable.restore(runner.client)
     journal = None
     if plan.secure_mode == "ckks":  # its decryption guard is journaled by ckks_client itself
         journal = SentCkksJournal(config.state_dir)
@@ -286,6 +281,12 @@ def _act_on_phase(config: ClientConfig, keys: ArtistKeys, inbox: ServerMessage) 
         sent = journal.load()
         if sent is not None:
             runner.ckks.resume(sent)
+    if not runner.open_privacy(session, plan):  # restores a DP artist, unless it declines the run first
+        return session.reply.to_record()
+    durable = None
+    if runner.privacy is None:  # no DP: the model (and prototypes, view generator) from the last message
+        durable = DurableClient(ArtistStateStore(config.state_dir), keys.artist_id)
+        runner.published_round, runner.standardised = durable.restore(runner.client)
     with contextlib.suppress(AwaitingCommitments):  # committed: the reply carries the commitment
         runner.act(session, plan)
     if journal is not None and runner.ckks is not None and runner.ckks.sent is not None:

@@ -55,6 +55,20 @@ def last_signed_report(reports_dir: Path, artist_id: str, run_id: str | None) ->
     return latest
 
 
+def withdrawal_end(reports_dir: Path, artist_id: str, run_id: str | None) -> tuple[int, int] | None:
+    """Where a withdrawal of ``artist_id`` from run ``run_id`` says its reports end: its last signed
+    report of the run (:func:`last_signed_report`), unless its charge record (:func:`record_charges`,
+    written before any charged result leaves) holds more charges than that report lists -- a charge
+    not yet signed into a report, e.g. a withdrawal made before the artist's state opened.  The end
+    then carries the recorded count, which no report matches, so an audit flags the missing charge
+    instead of a withdrawal explaining it away."""
+    last = last_signed_report(reports_dir, artist_id, run_id)
+    charged = recorded_charges(reports_dir, artist_id)
+    if charged > (0 if last is None else last[1]):
+        return (0 if last is None else last[0]), charged
+    return last
+
+
 def keep_withdrawal(reports_dir: Path, withdrawal: Mapping[str, Any]) -> Path:
     """Store a signed withdrawal (:mod:`~fedstyle_secure.privacy.withdrawals`) in its artist's folder,
     unless one of the same run is there already: an artist withdraws once a run, and the run's first

@@ -246,9 +246,8 @@ class ArtistRunner:
             self.client = build_style_client(self.config, session.artist_id, session.roster, plan)
             forget_decoded_public_sets()  # the public pixels are not needed again (26 MB for met)
             return_freed_memory()
-            if session.artist_id in plan.participants and self._declines(session, plan):
-                return  # before its privacy state opens: a decline charges nothing (red-team review, sixteenth)
-            self.privacy = ArtistPrivacy.open(self.config, self.keys, self.client, plan)
+            if not self.open_privacy(session, plan):
+                return
         if session.artist_id not in plan.participants:
             return
         if self._declines(session, plan):
@@ -264,6 +263,17 @@ class ArtistRunner:
             self.sent = {}  # only the latest is ever resent: drop the previous before preparing this one
             self.sent = {key: self._prepare(session, plan)}
         self.sent[key](session, plan)
+
+    def open_privacy(self, session: ArtistSession, plan: pb.RoundPlan) -> bool:
+        """Open the artist's privacy state (:meth:`ArtistPrivacy.open`) unless it declines the run first:
+        a decline depends on settings only and comes before the state opens, so it charges nothing
+        (red-team reviews, sixteenth and seventeenth).  False if it declined.  One home for the gRPC
+        artist's first plan and every Flower message."""
+        assert self.client is not None
+        if session.artist_id in plan.participants and self._declines(session, plan):
+            return False
+        self.privacy = ArtistPrivacy.open(self.config, self.keys, self.client, plan)
+        return True
 
     def _declines(self, session: ArtistSession, plan: pb.RoundPlan) -> bool:
         """Whether this artist takes no part in the run: its CKKS floor cannot be met under the run's

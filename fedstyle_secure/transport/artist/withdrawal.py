@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fedstyle_secure.privacy.report_store import keep_withdrawal, last_signed_report, withdrew_from
+from fedstyle_secure.privacy.report_store import keep_withdrawal, withdrawal_end, withdrew_from
 from fedstyle_secure.privacy.reports import canonical_json, sign_report
 from fedstyle_secure.privacy.withdrawals import MAX_REASON_CHARS, build_withdrawal
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
@@ -22,12 +22,13 @@ def send_withdrawal(session: Any, keys: ArtistKeys, plan: pb.RoundPlan, reason: 
     """Tell the server this artist stops taking part in the run at ``plan``'s round, with a withdrawal
     signed by its identity key (:mod:`~fedstyle_secure.privacy.withdrawals`) that also signs where its
     reports of the run end: the round and mechanisms listed of the latest one in ``reports_dir`` (the
-    artist's own reports folder; None: it keeps none), read from the files.  The run's first
-    withdrawal is kept there too: the artist never acts in the run again (:func:`withdrew`).
+    artist's own reports folder; None: it keeps none), read from the files, or a count no report
+    matches if a charge is not yet in one (:func:`~fedstyle_secure.privacy.report_store.withdrawal_end`).
+    The run's first withdrawal is kept there too: the artist never acts in the run again (:func:`withdrew`).
     ``session``: an :class:`~fedstyle_secure.transport.artist.channel.ArtistSession` or the Flower
     artist's stand-in."""
     run_id = plan.run_id or None
-    last_report = None if reports_dir is None else last_signed_report(reports_dir, keys.artist_id, run_id)
+    last_report = None if reports_dir is None else withdrawal_end(reports_dir, keys.artist_id, run_id)
     unsigned = build_withdrawal(keys.artist_id, plan.round_id, reason, run_id, last_report)
     withdrawal = sign_report(unsigned, keys.identity_key)
     if reports_dir is not None:
