@@ -201,3 +201,21 @@ def test_the_no_training_dp_reference_works_on_the_scratch_backbone():
     data = prepare_federation(artworks, source, backbone="scratch", seed=1, n_views=1, public_dir=None)
     metrics = frozen_dp_prototypes(data, 8.0, SeededNoise(0), dims=4)
     assert 0.0 <= metrics.artist_accuracy <= 1.0 and 0.0 < metrics.map <= 1.0
+
+
+def test_the_invariant_projection_is_computed_once_per_public_set_and_kept(tiny_federation, tmp_path, monkeypatch):
+    """About a second of CPU, and a Flower artist builds its model for every message: the projection
+    is kept in the warm-start cache, keyed by the public inputs, and read back (FAKE projection on
+    the second build: it must not be called)."""
+    from fedstyle_secure.training.pretrain import warm_start_cache
+
+    data, config = tiny_federation, encoder_config_for(DpConfig(epsilon=2.0))
+    first = make_model(config, data.bank, data.public, None, warm_start_cache(tmp_path)).eval()
+
+    def must_not_run(*args, **kwargs):  # FAKE: the kept projection is read instead
+        raise AssertionError("the invariant projection was computed again")
+
+    monkeypatch.setattr("fedstyle_secure.models.factory.public_invariant_projection", must_not_run)
+    again = make_model(config, data.bank, data.public, None, warm_start_cache(tmp_path)).eval()
+    x = data.bank.originals()
+    assert torch.equal(first(x), again(x))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedstyle_secure.data.array_cache import ArrayCache
 from fedstyle_secure.errors import ConfigError, ModelError
 from fedstyle_secure.files import read_json_bounded
 from fedstyle_secure.models.backbone import STYLE_FEATURE_DIM
@@ -55,10 +57,17 @@ class EncoderConfig:
         validate_on_init(self)
 
 
-def make_model(config: EncoderConfig, bank: InputBank, public: InputBank, n_classes: int | None = None) -> StyleModel:
+def make_model(
+    config: EncoderConfig,
+    bank: InputBank,
+    public: InputBank,
+    n_classes: int | None = None,
+    cache: ArrayCache | None = None,
+) -> StyleModel:
     """A freshly initialised model (seed torch first).  Frozen-feature heads start standardised
     with statistics of the *public* inputs; the simulator and the server replace them with the
-    federation's securely aggregated statistics in a set-up round."""
+    federation's securely aggregated statistics in a set-up round.  ``cache`` keeps the invariant
+    projection (about a second of CPU; a Flower artist builds its model for every message)."""
     if config.backbone == "scratch":
         encoder: nn.Module = ScratchStyleCNN(out_dim=config.embedding_dim)
     else:
@@ -68,13 +77,33 @@ def make_model(config: EncoderConfig, bank: InputBank, public: InputBank, n_clas
         head.set_standardisation(torch.from_numpy(mean).float(), torch.from_numpy(std).float())
         if head.base is not None:
             if config.projection == "invariant":
-                views = (public.test_time_inputs().astype(np.float64) - mean) / std
-                weight, bias = public_invariant_projection(views, config.embedding_dim)
+                weight, bias = _invariant_projection(public, mean, std, config.embedding_dim, cache)
             else:
                 weight, bias = public_whitening((pub - mean) / std, config.embedding_dim, config.whitening_shrinkage)
             head.set_projection(torch.from_numpy(weight), torch.from_numpy(bias))
         encoder = head
     return StyleModel(encoder, n_classes, config.embedding_dim)
+
+
+def _invariant_projection(
+    public: InputBank, mean: np.ndarray, std: np.ndarray, out_dim: int, cache: ArrayCache | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`public_invariant_projection` of the standardised public views, kept in ``cache`` (keyed by
+    the public inputs and ``out_dim``; it depends on nothing else) as one ``(out, in + 1)`` array."""
+
+    def compute() -> np.ndarray:
+        views = (public.test_time_inputs().astype(np.float64) - mean) / std
+        weight, bias = public_invariant_projection(views, out_dim)
+        return np.hstack([weight, bias[:, None]])
+
+    digest = hashlib.sha256(f"invariant-projection-v1/{out_dim}".encode())
+    digest.update(np.ascontiguousarray(public.views).tobytes())
+    shape = (out_dim, public.input_shape[0] + 1)
+    store = cache if cache is not None else ArrayCache(None, "")  # None: computed, not kept
+    joined = store.get_or_compute(
+        digest.hexdigest()[:32], compute, lambda a: a.shape == shape and a.dtype == np.float32
+    )
+    return joined[:, :-1], joined[:, -1]
 
 
 def save_encoder(model: StyleModel, config: EncoderConfig, directory: Path) -> None:

@@ -114,7 +114,7 @@ def make_initial_model(
     process so both start identically.  Seeding torch's global generator with the (public) seed makes
     initialisation and later dropout public draws; no DP draw uses it (see ``randomness.py``)."""
     torch.manual_seed(seed)
-    model = make_model(config, bank, public, n_classes)
+    model = make_model(config, bank, public, n_classes, cache)
     if pretrain_steps <= 0:
         return model
     cfg = PretrainConfig(steps=pretrain_steps)

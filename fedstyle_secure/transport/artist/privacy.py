@@ -344,19 +344,18 @@ class ArtistPrivacy:
                 dp.delta,
                 delta,
             )
-        try:  # the artist's own delta and portfolio-size rule
-            if not usable:
-                raise PrivacyError("the announced plan is unusable (above)")
-            own_rule = dataclasses.replace(dp, delta=delta, min_training_artworks=config.min_training_artworks)
-            plan_dp = plan_apart if config.compact_memory else plan_participation
-            dp_plan: DpPlan | None = plan_dp(own_rule, size, client.config, plan.total_rounds, releases)
+        dp_plan: DpPlan | None = None  # None after an accepted plan: refused as a changed plan (_restore)
+        try:  # the artist's own delta and portfolio-size rule; an unusable announcement is never planned
+            if usable:
+                own_rule = dataclasses.replace(dp, delta=delta, min_training_artworks=config.min_training_artworks)
+                plan_dp = plan_apart if config.compact_memory else plan_participation
+                dp_plan = plan_dp(own_rule, size, client.config, plan.total_rounds, releases)
         except PrivacyError as exc:
             log.error(
                 "%s: the federation's DP plan is unusable for this artist's %d artworks: %s", keys.artist_id, n, exc
             )
             if _unplanned(stored):
                 return cls._refusing(config, keys, client, announced, plan, store, stored, delta, (lifetime, needs))
-            dp_plan = None  # after an accepted plan: refused as a changed plan (_restore)
         budget = _budget(config, dp, delta)
         fresh = None
         if stored.ledger is None and dp_plan is not None:  # the first accepted plan: its ledger, charged with the count
