@@ -11,6 +11,7 @@ import pytest
 
 from fedstyle_secure.cli.main import main
 from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.experiments.cells import REFERENCE
 from fedstyle_secure.experiments.sweep import METRICS, CellResult, CellSpec
 
 SWEEP_TINY = [
@@ -62,7 +63,9 @@ def test_sweep_resume_reuses_cells_computed_with_another_public_pretrain_steps(t
     "content",
     ["[]", '{"metrics": "x"}', '{"metrics": {}}', '{"metrics": {"artist_accuracy": "high"}}', "null"],
 )
-def test_sweep_resume_with_a_tampered_cell_file_is_a_clear_error(tmp_path, monkeypatch, capsys, content):
+def test_sweep_resume_sets_a_tampered_cell_file_aside_and_recomputes_it(tmp_path, monkeypatch, capsys, content):
+    """A damaged cell file stopped the whole sweep ("delete it to recompute"); it is now moved to
+    ``<name>.corrupt`` (nothing deleted) with a warning naming it, and the cell is computed again."""
     calls: list = []
     monkeypatch.setattr("fedstyle_secure.cli.sweep.make_cell_runner", _fake_runner(calls))
     out = tmp_path / "sweep"
@@ -71,10 +74,30 @@ def test_sweep_resume_with_a_tampered_cell_file_is_a_clear_error(tmp_path, monke
     assert cells
     for cell in cells:
         cell.write_text(content)
+    calls.clear()
     capsys.readouterr()
-    code = main([*SWEEP_TINY, "--out", str(out)])  # must not raise a traceback
+    assert main([*SWEEP_TINY, "--out", str(out)]) == 0  # must not raise a traceback or stop
     err = capsys.readouterr().err
-    assert code != 0 and "cell" in err
+    assert len(calls) == len(cells)
+    for cell in cells:
+        assert (cell.parent / f"{cell.name}.corrupt").read_text() == content and f"{cell} is damaged" in err
+        assert json.loads(cell.read_text())["metrics"]["artist_accuracy"] == 0.5
+
+
+def test_a_sweeps_reference_row_is_not_recomputed_for_a_training_option(tmp_path, monkeypatch):
+    """The frozen + DP prototypes row trains nothing, yet its cells were keyed on --lr and every other
+    training option, so changing one recomputed it; it is keyed on the data and DP options it reads."""
+    calls: list = []
+    monkeypatch.setattr("fedstyle_secure.cli.sweep.make_cell_runner", _fake_runner(calls))
+    out = tmp_path / "sweep"
+    assert main([*SWEEP_TINY, "--out", str(out), "--lr", "0.1"]) == 0
+    assert {c[0] for c in calls} == {"fedavg", REFERENCE}
+    calls.clear()
+    assert main([*SWEEP_TINY, "--out", str(out), "--lr", "0.2"]) == 0
+    assert [c[0] for c in calls] == ["fedavg"]
+    calls.clear()
+    assert main([*SWEEP_TINY, "--out", str(out), "--lr", "0.2", "--query-fraction", "0.5"]) == 0
+    assert sorted(c[0] for c in calls) == sorted(["fedavg", REFERENCE])  # the split: both recomputed
 
 
 SIM_TINY = [

@@ -340,6 +340,46 @@ def test_a_rollback_inside_a_round_is_refused_too(tmp_path):
         artist_process()
 
 
+def test_a_reports_folder_reused_for_a_new_run_is_refused_saying_so_not_as_a_rollback(tmp_path):
+    """A second run given a fresh state_dir but the first run's client.reports_dir was refused as "the
+    state was rolled back (a restored backup?)", which sent the user looking for a backup (a walkthrough,
+    2026-12-02).  It is still refused (the folder's charge record is the first run's), now naming the
+    cause; a state deleted within the same run is still a rollback."""
+    epsilon, n = 4.0, 100
+    announced = pb.DpParameters(epsilon_budget=epsilon, clip_norm=1.0, accountant="prv")
+    views = np.random.default_rng(5).normal(size=(3, n, FEATURES)).astype(np.float32)
+    keys, session = _keys(), cast(ArtistSession, FakeSession())
+
+    def artist_process(state: str, run_id: str) -> ArtistPrivacy | None:
+        config = ClientConfig(
+            keys=tmp_path,
+            data=fake_portfolio(tmp_path),
+            state_dir=tmp_path / state,
+            reports_dir=tmp_path / "reports",
+            budget_epsilon=epsilon,
+            lifetime_ledger=tmp_path / f"lifetime-{state}.sqlite",
+        )
+        first, final = (
+            pb.RoundPlan(
+                round_id=r, kind=kind, phase=phase, total_rounds=1, dp=announced, participants=[ARTIST], run_id=run_id
+            )
+            for r, kind, phase in ((1, pb.ROUND_KIND_TRAIN, "contribute"), (2, pb.ROUND_KIND_FINAL, "publish"))
+        )
+        privacy = ArtistPrivacy.open(config, keys, _client(DpConfig(epsilon=epsilon), views), first)
+        if privacy is not None and privacy.admit(session, final):
+            privacy.publication(session, final, lambda: _broadcast(2))
+        return privacy
+
+    first_run, second_run = "a1" * 16, "b2" * 16
+    done = artist_process("state-1", first_run)
+    assert done is not None and done.refusal is None and len(done.ledger.history) == 2  # count + release
+    with pytest.raises(ConfigError, match=f"reports_dir.*another run \\({first_run}\\).*fresh client.reports_dir"):
+        artist_process("state-2", second_run)
+    shutil.rmtree(tmp_path / "state-1")  # the same run, its state lost: a rollback, as before
+    with pytest.raises(ConfigError, match="the state was rolled back"):
+        artist_process("state-1", first_run)
+
+
 class FinishingSession(FakeSession):
     """Fake (named): :class:`FakeSession` whose every plan poll answers ``finished``."""
 

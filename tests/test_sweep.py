@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.errors import ConfigError, DataError
 from fedstyle_secure.experiments.cell_backends import CellJob, SerialBackend
 from fedstyle_secure.experiments.sweep import (
     METRICS,
@@ -127,6 +127,36 @@ def test_changed_config_invalidates_cached_cells(tmp_path):
     again = FakeCellRunner()
     run_cells(_grid({"rounds": 3}), CellStore(tmp_path), _serial(again))
     assert again.calls == []
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [b'{"metrics": {"artist_accuracy": 0.5', b"\xff\xfe not utf-8", b'{"metrics": {"artist_accuracy": NaN}}', b"[]"],
+    ids=["truncated", "not-utf8", "nan-metric", "not-an-object"],
+)
+def test_a_damaged_cell_file_is_set_aside_and_recomputed_not_fatal(tmp_path, damage, caplog):
+    cells = _grid()
+    run_cells(cells, CellStore(tmp_path), _serial(FakeCellRunner()))
+    damaged = CellStore(tmp_path).path(cells[1])
+    damaged.write_bytes(damage)
+    (damaged.parent / f"{damaged.name}.corrupt").write_bytes(b"an earlier damaged copy")
+
+    runner = FakeCellRunner()
+    with caplog.at_level("WARNING"):
+        sweep = run_cells(cells, CellStore(tmp_path), _serial(runner))
+    assert runner.calls == [cells[1]] and not sweep.failed and len(sweep.done) == len(cells)
+    assert json.loads(damaged.read_text())["metrics"] == fake_result(cells[1]).metrics  # recomputed and stored
+    kept = damaged.parent / f"{damaged.name}.corrupt-2"  # nothing overwritten: the earlier copy stays too
+    assert kept.read_bytes() == damage and (damaged.parent / f"{damaged.name}.corrupt").read_bytes() != damage
+    assert str(damaged) in caplog.text and str(kept) in caplog.text
+
+
+def test_an_unreadable_cell_file_is_an_error_naming_it(tmp_path):
+    cells = _grid()
+    path = CellStore(tmp_path).path(cells[0])
+    path.mkdir(parents=True)  # a folder where the cell's file goes: not damage to set aside silently
+    with pytest.raises(DataError, match=str(path)):
+        run_cells(cells, CellStore(tmp_path), _serial(FakeCellRunner()))
 
 
 def test_summary_mean_std_and_kept_fraction_by_hand():

@@ -57,6 +57,22 @@ _CONFIG_KEYS = (
     "private_layers",
     "public_pretrain_steps",
 )
+# The subset of them that only training cells read: the reference row (experiments.cells.REFERENCE)
+# is keyed without them, so changing ``--lr`` does not recompute it.
+_TRAINING_ONLY_KEYS = frozenset(
+    {
+        "rounds",
+        "local_epochs",
+        "batch_size",
+        "lr",
+        "tau",
+        "clip_norm",
+        "noise_multiplier",
+        "private_layers",
+        "public_pretrain_steps",
+        "insecure_seeded_noise",
+    }
+)
 MAX_SWEEP_CELLS = 100_000  # a grid is enumerated in memory: `--seeds 1000000` took 5.6 GB before any cell ran
 
 
@@ -168,7 +184,12 @@ def run(args: argparse.Namespace) -> int:
     if size > MAX_SWEEP_CELLS:
         raise ConfigError(f"the sweep would have {size} cells (at most {MAX_SWEEP_CELLS}); fewer --seeds or --epsilons")
     # every sweep also measures the no-training reference row (see experiments.cells.REFERENCE)
-    cells = enumerate_cells(source, [*algorithms, REFERENCE], args.epsilon_list, seeds, _cell_config(args))
+    config = _cell_config(args)
+    reference_config = {k: v for k, v in config.items() if k not in _TRAINING_ONLY_KEYS}
+    cells = [
+        *enumerate_cells(source, algorithms, args.epsilon_list, seeds, config),
+        *enumerate_cells(source, [REFERENCE], args.epsilon_list, seeds, reference_config),
+    ]
     store = CellStore(args.out)
     backend = _backend(args, [c for c in cells if store.load(c) is None])
     with tqdm(total=len(cells), desc="sweep cells", unit="cell") as bar:

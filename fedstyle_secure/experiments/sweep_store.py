@@ -45,23 +45,37 @@ class CellStore:
         return self.directory / f"{cell_key(spec)}.json"
 
     def load(self, spec: CellSpec) -> CellResult | None:
+        """The stored result of ``spec``; None if there is none.  A file that is not a finished cell
+        (truncated, not JSON, too large, missing a metric) is moved aside to ``<name>.corrupt[-N]``,
+        with a warning naming both files, and the cell is recomputed: nothing is deleted and one damaged
+        file does not stop the sweep.  A file that cannot be read at all (permissions) is an error."""
         path = self.path(spec)
         if not path.exists():
             return None
         try:
             doc = read_json_bounded(path, MAX_CELL_BYTES)
-        except (OSError, ValueError) as exc:  # a FIFO, a device, too large or deep, not JSON
-            raise DataError(f"corrupt sweep cell file {path}: {exc}; delete it to recompute") from exc
+        except ValueError as exc:  # too large or deep, not JSON, not UTF-8
+            return self._set_aside(path, str(exc))
+        except OSError as exc:  # unreadable, a FIFO, a device, a folder
+            raise DataError(f"sweep cell file {path} cannot be read: {exc}; move it away to recompute") from exc
         metrics = doc.get("metrics") if isinstance(doc, dict) else None
         extra = doc.get("extra", {}) if isinstance(doc, dict) else None
         if not (
             isinstance(metrics, dict) and isinstance(extra, dict) and all(_finite(metrics.get(m)) for m in METRICS)
         ):
-            raise DataError(
-                f"corrupt sweep cell file {path}: needs an object whose 'metrics' hold {', '.join(METRICS)} as "
-                "finite numbers; delete it to recompute"
-            )
+            return self._set_aside(path, f"needs an object whose 'metrics' hold {', '.join(METRICS)} as finite numbers")
         return CellResult(metrics=metrics, extra=extra)
+
+    @staticmethod
+    def _set_aside(path: Path, reason: str) -> None:
+        """Move a damaged cell file to the first free ``<name>.corrupt[-N]`` beside it (never over one)."""
+        target, n = path.with_name(f"{path.name}.corrupt"), 1
+        while target.exists():
+            n += 1
+            target = path.with_name(f"{path.name}.corrupt-{n}")
+        path.rename(target)
+        log.warning("sweep cell file %s is damaged (%s); moved it to %s and recomputing the cell", path, reason, target)
+        return None
 
     def save(self, spec: CellSpec, result: CellResult) -> None:
         write_json(self.path(spec), {"cell": spec.as_dict(), "metrics": result.metrics, "extra": result.extra})

@@ -55,6 +55,12 @@ def last_signed_report(reports_dir: Path, artist_id: str, run_id: str | None) ->
     return latest
 
 
+def signed_run_ids(reports_dir: Path, artist_id: str) -> set[str | None]:
+    """The runs whose reports ``artist_id`` keeps in ``reports_dir`` (None: a report of no run)."""
+    folder = Path(reports_dir) / pki.validate_subject_id(artist_id)
+    return {read_json(path).get("run_id") for path in folder.glob(REPORT_GLOB)} if folder.is_dir() else set()
+
+
 def withdrawal_end(reports_dir: Path, artist_id: str, run_id: str | None) -> tuple[int, int] | None:
     """Where a withdrawal of ``artist_id`` from run ``run_id`` says its reports end: its last signed
     report of the run (:func:`last_signed_report`), unless its charge record (:func:`record_charges`,
