@@ -8,7 +8,8 @@ server optimiser: srv=avg|avgm|adam, slr (Adam: the lr at 8 artists, grown by sq
 sb2 (Adam beta2), seps (Adam eps), sref (the reference number of artists); ``rounds=N``; ``views=N``
 augmented views per artwork in the training bank (test-time averaging stays at the first 4);
 ``pretrain=N`` public warm-start steps; ``pub=met|generated|DIR`` (a path: an image folder);
-``alg=NAME``; ``eps=E``: under DP at E with the default plan and encoder, seeded noise, encoder
+``alg=NAME``; ``max=N``: each artist's first N artworks only (also with the reference rows, e.g.
+``frozen+max=16``); ``eps=E``: under DP at E with the default plan and encoder, seeded noise, encoder
 keys override; ``mintrain=N``: the plan's DP-SGD portfolio threshold).
 ``frozen``, ``probe`` and ``dpref=E`` (frozen + DP prototypes) print the reference rows.
 Prints one JSON line per (seed, variant): final artist accuracy, mAP, seconds and the accuracy
@@ -78,11 +79,14 @@ def main() -> int:
     for seed in seeds:
         cache: dict[str, FederationData] = {}
 
-        def data_for(public: str, views: int = DEFAULT_VIEWS, cache: dict = cache, seed: int = seed) -> FederationData:
-            if (public, views) not in cache:
+        def data_for(
+            public: str, views: int = DEFAULT_VIEWS, cut: int | None = None, cache: dict = cache, seed: int = seed
+        ) -> FederationData:
+            if (public, views, cut) not in cache:
                 artworks, source = load_artworks(folder, folder is None, 8, 24, seed)
+                artworks = artworks if cut is None else artworks.first_per_artist(cut)
                 folder_given = "/" in public  # pub=DIR: an image folder instead of a named set
-                cache[public, views] = prepare_federation(
+                cache[public, views, cut] = prepare_federation(
                     artworks,
                     source,
                     seed=seed,
@@ -90,16 +94,18 @@ def main() -> int:
                     public_set=None if folder_given else public,
                     n_views=views,
                 )
-            return cache[public, views]
+            return cache[public, views, cut]
 
         for variant in variants:
             row: dict[str, Any] = {"data": name, "seed": seed, "variant": variant}
+            cut = next((int(p[4:]) for p in variant.split("+") if p.startswith("max=")), None)
+            variant = "+".join(p for p in variant.split("+") if not p.startswith("max="))
             if variant.startswith("dpref="):
                 noise = SeededNoise([seed, 0xD9F])
-                metrics = frozen_dp_prototypes(data_for("met"), float(variant[6:]), noise, draws=10).as_dict()
+                metrics = frozen_dp_prototypes(data_for("met", cut=cut), float(variant[6:]), noise, draws=10).as_dict()
             elif variant in ("frozen", "probe"):
                 reference = evaluate_frozen_features if variant == "frozen" else central_linear_probe
-                metrics = reference(data_for("met")).as_dict()
+                metrics = reference(data_for("met", cut=cut)).as_dict()
             else:
                 encoder, local, server, public, algorithm, rounds = {}, {}, {}, "met", "fedstyle", 20
                 views = DEFAULT_VIEWS
@@ -141,7 +147,7 @@ def main() -> int:
                     insecure_seeded_noise=dp is not None,  # a measurement: reproducible noise
                     server=ServerOptimizer(**server),
                 )
-                result = run_simulation(config, data_for(public, views))
+                result = run_simulation(config, data_for(public, views, cut))
                 metrics = result.metrics.as_dict()
                 history = [round(h.metrics["artist_accuracy"], 3) for h in result.history]
                 row |= {
