@@ -39,6 +39,7 @@ from fedstyle_secure.training.local import LocalConfig, LocalData
 from fedstyle_secure.transport.artist.channel import ArtistSession
 from fedstyle_secure.transport.artist.plan_checks import accepted_broadcast_standardisation
 from fedstyle_secure.transport.artist.privacy import ArtistPrivacy
+from fedstyle_secure.transport.artist.withdrawal import send_withdrawal
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.wire import pb
 from tests.fakes import fake_portfolio
@@ -340,17 +341,35 @@ def test_a_rollback_inside_a_round_is_refused_too(tmp_path):
         artist_process()
 
 
-def test_a_reports_folder_reused_for_a_new_run_is_refused_saying_so_not_as_a_rollback(tmp_path):
+@pytest.mark.parametrize("first_run_left", ["reports", "a withdrawal only"])
+def test_a_reports_folder_reused_for_a_new_run_is_refused_saying_so_not_as_a_rollback(tmp_path, first_run_left):
     """A second run given a fresh state_dir but the first run's client.reports_dir was refused as "the
-    state was rolled back (a restored backup?)", which sent the user looking for a backup (a walkthrough,
-    2026-12-02).  It is still refused (the folder's charge record is the first run's), now naming the
-    cause; a state deleted within the same run is still a rollback."""
+    state was rolled back (a restored backup?)", which sent the user looking for a backup; and when the
+    first run had left only a withdrawal (no charge recorded), the second ran in the same folder, its
+    own withdrawal replaced the first's and the first run's audit lost it (a walkthrough, 2026-12-02).
+    A new run, and a withdrawal, now refuse a folder holding another run's records, naming it; a state
+    deleted within the same run is still a rollback."""
     epsilon, n = 4.0, 100
     announced = pb.DpParameters(epsilon_budget=epsilon, clip_norm=1.0, accountant="prv")
     views = np.random.default_rng(5).normal(size=(3, n, FEATURES)).astype(np.float32)
-    keys, session = _keys(), cast(ArtistSession, FakeSession())
+    keys, session = _keys(), FakeSession()
 
-    def artist_process(state: str, run_id: str) -> ArtistPrivacy | None:
+    def plans(run_id: str, total_rounds: int = 1) -> tuple[pb.RoundPlan, pb.RoundPlan]:
+        first, final = (
+            pb.RoundPlan(
+                round_id=r,
+                kind=kind,
+                phase=phase,
+                total_rounds=total_rounds,
+                dp=announced,
+                participants=[ARTIST],
+                run_id=run_id,
+            )
+            for r, kind, phase in ((1, pb.ROUND_KIND_TRAIN, "contribute"), (2, pb.ROUND_KIND_FINAL, "publish"))
+        )
+        return first, final
+
+    def artist_process(state: str, run_id: str, total_rounds: int = 1) -> ArtistPrivacy | None:
         config = ClientConfig(
             keys=tmp_path,
             data=fake_portfolio(tmp_path),
@@ -359,25 +378,30 @@ def test_a_reports_folder_reused_for_a_new_run_is_refused_saying_so_not_as_a_rol
             budget_epsilon=epsilon,
             lifetime_ledger=tmp_path / f"lifetime-{state}.sqlite",
         )
-        first, final = (
-            pb.RoundPlan(
-                round_id=r, kind=kind, phase=phase, total_rounds=1, dp=announced, participants=[ARTIST], run_id=run_id
-            )
-            for r, kind, phase in ((1, pb.ROUND_KIND_TRAIN, "contribute"), (2, pb.ROUND_KIND_FINAL, "publish"))
-        )
+        first, final = plans(run_id, total_rounds)
         privacy = ArtistPrivacy.open(config, keys, _client(DpConfig(epsilon=epsilon), views), first)
-        if privacy is not None and privacy.admit(session, final):
-            privacy.publication(session, final, lambda: _broadcast(2))
+        if privacy is not None and privacy.admit(cast(ArtistSession, session), final):
+            privacy.publication(cast(ArtistSession, session), final, lambda: _broadcast(2))
         return privacy
 
     first_run, second_run = "a1" * 16, "b2" * 16
-    done = artist_process("state-1", first_run)
-    assert done is not None and done.refusal is None and len(done.ledger.history) == 2  # count + release
-    with pytest.raises(ConfigError, match=f"reports_dir.*another run \\({first_run}\\).*fresh client.reports_dir"):
+    if first_run_left == "reports":
+        done = artist_process("state-1", first_run)
+        assert done is not None and done.refusal is None and len(done.ledger.history) == 2  # count + release
+    else:  # a plan no portfolio could use: refused before any state, with a withdrawal kept in the folder
+        refused = artist_process("state-1", first_run, total_rounds=10_000)
+        assert refused is not None and refused.refusal is not None and len(session.withdrawals) == 1
+    kept = sorted(p.name for p in (tmp_path / "reports" / ARTIST).iterdir())
+    refusal = f"reports_dir.*another run \\({first_run}\\).*fresh client.reports_dir"
+    with pytest.raises(ConfigError, match=refusal):
         artist_process("state-2", second_run)
-    shutil.rmtree(tmp_path / "state-1")  # the same run, its state lost: a rollback, as before
-    with pytest.raises(ConfigError, match="the state was rolled back"):
-        artist_process("state-1", first_run)
+    with pytest.raises(ConfigError, match=refusal):  # a decline of the new run sent before its privacy opens
+        send_withdrawal(session, keys, plans(second_run)[0], "declined", tmp_path / "reports")
+    assert sorted(p.name for p in (tmp_path / "reports" / ARTIST).iterdir()) == kept  # nothing of run 2 in it
+    if first_run_left == "reports":
+        shutil.rmtree(tmp_path / "state-1")  # the same run, its state lost: a rollback, as before
+        with pytest.raises(ConfigError, match="the state was rolled back"):
+            artist_process("state-1", first_run)
 
 
 class FinishingSession(FakeSession):

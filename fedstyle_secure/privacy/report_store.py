@@ -56,9 +56,13 @@ def last_signed_report(reports_dir: Path, artist_id: str, run_id: str | None) ->
 
 
 def signed_run_ids(reports_dir: Path, artist_id: str) -> set[str | None]:
-    """The runs whose reports ``artist_id`` keeps in ``reports_dir`` (None: a report of no run)."""
+    """The runs that ``artist_id``'s reports and withdrawal in ``reports_dir`` are signed for (None: of no
+    run); empty if it keeps none there."""
     folder = Path(reports_dir) / pki.validate_subject_id(artist_id)
-    return {read_json(path).get("run_id") for path in folder.glob(REPORT_GLOB)} if folder.is_dir() else set()
+    if not folder.is_dir():
+        return set()
+    files = [*folder.glob(REPORT_GLOB), *([folder / WITHDRAWAL_NAME] if (folder / WITHDRAWAL_NAME).is_file() else [])]
+    return {read_json(path).get("run_id") for path in files}
 
 
 def withdrawal_end(reports_dir: Path, artist_id: str, run_id: str | None) -> tuple[int, int] | None:

@@ -108,14 +108,19 @@ from fedstyle_secure.privacy.plan import (
     planning_ledger,
     portfolio_size_count,
 )
-from fedstyle_secure.privacy.report_store import record_charges, recorded_charges, report_path, signed_run_ids
+from fedstyle_secure.privacy.report_store import record_charges, recorded_charges, report_path
 from fedstyle_secure.privacy.reports import canonical_json, redacted_report, reported_accountants
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
 from fedstyle_secure.training.local import LocalConfig
 from fedstyle_secure.transport.artist.channel import ArtistSession
 from fedstyle_secure.transport.artist.lifetime_ledger import LifetimeLedger, LifetimeRun, artist_lifetime_ledger
 from fedstyle_secure.transport.artist.state import STATE_FILE, ArtistSnapshot, ArtistStateStore, CachedResult
-from fedstyle_secure.transport.artist.withdrawal import own_reports_dir, send_withdrawal, withdrew
+from fedstyle_secure.transport.artist.withdrawal import (
+    check_reports_folder_of_run,
+    own_reports_dir,
+    send_withdrawal,
+    withdrew,
+)
 from fedstyle_secure.transport.config import ClientConfig
 from fedstyle_secure.transport.dp_config import announced_dp
 from fedstyle_secure.transport.wire import pb
@@ -308,6 +313,8 @@ class ArtistPrivacy:
         kept_ledger = stored is not None and stored.ledger is not None
         if not kept_ledger and withdrew(reports_dir, keys, plan):  # before a size is drawn or a count charged
             return cls(keys, client, announced, refusal=WITHDREW)
+        if stored is None:  # a new run: before any refusal of it is kept in (or anything drawn for) the folder
+            check_reports_folder_of_run(reports_dir, keys.artist_id, plan.run_id or None)
         try:  # what no size could plan is refused before a size is drawn: the refusal says nothing of it
             check_announced_plan(dp, plan.total_rounds, releases)
             usable = True
@@ -319,7 +326,7 @@ class ArtistPrivacy:
             # every charge it holds before its withdrawal signs where its reports end
             usable = False
         if stored is None:  # a state rolled back to nothing must not draw a second planning size
-            check_not_rolled_back(None, reports_dir, keys.artist_id, plan.run_id or None)
+            check_not_rolled_back(None, reports_dir, keys.artist_id)
         lifetime = _lifetime_run(config, keys, plan, stored, dp)
         needs = None
         if stored is None or stored.ledger is None:  # a new run: its count is still to be charged
@@ -804,36 +811,22 @@ class ArtistPrivacy:
             self.save()
 
 
-def check_not_rolled_back(
-    ledger: BudgetLedger | None, reports_dir: Path, artist_id: str, run_id: str | None = None
-) -> None:
+def check_not_rolled_back(ledger: BudgetLedger | None, reports_dir: Path, artist_id: str) -> None:
     """Raise :class:`ConfigError` if the charge count this artist keeps beside its reports (written
     before each charged result leaves it, :func:`record_charges`; every signed report holds fewer or
     as many) is above what ``ledger`` holds: ``client.state_dir`` went back in time (a restored
     backup, a copied folder) and its ledger forgot releases already made, which acting on it would
     make again with fresh noise, under no new report.  One small file read per start (a Flower artist
     starts per message).  Caught only when the reports folder outlives the rollback: keep
-    ``client.reports_dir`` outside ``state_dir`` (or back it up apart).  When the folder's reports
-    are all of other runs than ``run_id`` (the plan's), the error says the likelier cause: a reports
-    folder reused for a new run (a state_dir and a reports folder belong to one run)."""
+    ``client.reports_dir`` outside ``state_dir`` (or back it up apart)."""
     known = recorded_charges(reports_dir, artist_id)
     held = 0 if ledger is None else len(ledger.history)
-    if known <= held:
-        return
-    runs = signed_run_ids(reports_dir, artist_id)
-    if ledger is None and runs and run_id not in runs:
-        others = ", ".join(sorted(str(r) for r in runs))
+    if known > held:
         raise ConfigError(
-            f"client.reports_dir: {reports_dir} holds this artist's records of another run ({others}), "
-            f"not of run {run_id}: a state_dir and a reports folder belong to one run; give this run a fresh "
-            "client.reports_dir (or leave it unset: <state_dir>/reports), or, if this state_dir was restored "
-            "from a backup, restore the one of that run"
+            f"client.state_dir: its ledger holds {held} charge(s), but this artist's records in {reports_dir} "
+            f"show {known}: the state was rolled back (a restored backup?); refusing to run, which would "
+            "release again what was already released"
         )
-    raise ConfigError(
-        f"client.state_dir: its ledger holds {held} charge(s), but this artist's records in {reports_dir} "
-        f"show {known}: the state was rolled back (a restored backup?); refusing to run, which would "
-        "release again what was already released"
-    )
 
 
 def _charge(phase: str) -> str:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fedstyle_secure.privacy.report_store import keep_withdrawal, withdrawal_end, withdrew_from
+from fedstyle_secure.errors import ConfigError
+from fedstyle_secure.privacy.report_store import keep_withdrawal, signed_run_ids, withdrawal_end, withdrew_from
 from fedstyle_secure.privacy.reports import canonical_json, sign_report
 from fedstyle_secure.privacy.withdrawals import MAX_REASON_CHARS, build_withdrawal
 from fedstyle_secure.secure.keys.keystore import ArtistKeys
@@ -28,6 +29,8 @@ def send_withdrawal(session: Any, keys: ArtistKeys, plan: pb.RoundPlan, reason: 
     ``session``: an :class:`~fedstyle_secure.transport.artist.channel.ArtistSession` or the Flower
     artist's stand-in."""
     run_id = plan.run_id or None
+    if reports_dir is not None:  # a folder of another run: refused, not mixed (its audit would lose a withdrawal)
+        check_reports_folder_of_run(reports_dir, keys.artist_id, run_id)
     last_report = None if reports_dir is None else withdrawal_end(reports_dir, keys.artist_id, run_id)
     unsigned = build_withdrawal(keys.artist_id, plan.round_id, reason, run_id, last_report)
     withdrawal = sign_report(unsigned, keys.identity_key)
@@ -56,3 +59,21 @@ def own_reports_dir(reports_dir: Path | None, state_dir: Path | None) -> Path | 
     """Where an artist keeps its signed reports and withdrawals: ``client.reports_dir``, else
     ``<state_dir>/reports`` (None: neither is set, a run without DP and without a state folder)."""
     return reports_dir or (None if state_dir is None else state_dir / "reports")
+
+
+def check_reports_folder_of_run(reports_dir: Path, artist_id: str, run_id: str | None) -> None:
+    """Raise :class:`ConfigError` if this artist's reports folder holds reports or a withdrawal signed
+    for another run than ``run_id``, the run it starts: a state_dir and a reports folder belong to one
+    run.  A folder reused for a new run was refused as a rolled-back state (its charge record is the
+    earlier run's), or, with no charge recorded, mixed the runs (its audit then flagged the other run's
+    withdrawal).  Checked when a run starts with no state, before anything is drawn or charged, and
+    before a withdrawal is kept.  A plan naming no run (``run_id`` None, a server that names none: each
+    report writer then signs an id of its own) has nothing to compare with and is not checked."""
+    others = signed_run_ids(reports_dir, artist_id) - {run_id}
+    if run_id is not None and others:
+        raise ConfigError(
+            f"client.reports_dir: {reports_dir} holds this artist's records of another run "
+            f"({', '.join(sorted(str(r) for r in others))}), not of run {run_id}: a state_dir and a reports "
+            "folder belong to one run; give this run a fresh client.reports_dir (or leave it unset: "
+            "<state_dir>/reports), or, if this state_dir was restored from a backup, restore that run's"
+        )
