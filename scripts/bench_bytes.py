@@ -22,7 +22,7 @@ from pathlib import Path
 from fedstyle_secure.data.synth import write_synthetic_folder
 from fedstyle_secure.experiments.output import render_table
 from fedstyle_secure.federation.coordinator import Schedule
-from fedstyle_secure.federation.rounds import refresh_rounds
+from fedstyle_secure.federation.rounds import default_refresh_rounds
 from fedstyle_secure.models.heads import DEFAULT_EMBEDDING_DIM
 from fedstyle_secure.privacy.plan import DpConfig
 from fedstyle_secure.secure.keys.keystore import load_artist_keys, load_server_keys
@@ -43,7 +43,7 @@ def measure(mode: str, args: argparse.Namespace, cache: Path) -> dict[str, float
         folders = artist_folders(work / "data", work)
         keys = write_fresh_keys(work / "keys", sorted(folders))
         dp = None if math.isinf(args.epsilon) else DpConfig(epsilon=args.epsilon)
-        refreshes = frozenset(refresh_rounds(args.rounds, dp.prototype_refreshes if dp else None))
+        refreshes = default_refresh_rounds(args.rounds, dp)
         schedule = Schedule(
             rounds=args.rounds,
             quorum=args.artists,

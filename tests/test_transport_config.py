@@ -9,7 +9,7 @@ from typing import cast
 import pytest
 
 from fedstyle_secure.errors import ConfigError
-from fedstyle_secure.federation.rounds import refresh_rounds
+from fedstyle_secure.federation.rounds import default_refresh_rounds
 from fedstyle_secure.transport.config import load_client_config, load_server_config
 
 GOOD_SERVER = """
@@ -94,6 +94,20 @@ def test_client_config_and_invalid_toml(tmp_path):
         load_client_config(_write(tmp_path, '[client]\nkeys = "k"\ndata = "d"\ncompact_memory = "yes"\n'))
 
 
+def test_a_server_toml_without_refreshes_refreshes_as_the_simulator_does(tmp_path):
+    """The simulator refreshes FedStyle's prototypes every training round without DP; a server.toml
+    naming no ``refreshes`` refreshed none (``Schedule``'s empty default), so a networked FedStyle
+    aligned to its round-0 start all run long (a next engineer's review, 2026-12-02).  Both now take
+    ``default_refresh_rounds``."""
+    from fedstyle_secure.federation.simulator import SimulationConfig, round_rules
+
+    config = load_server_config(_write(tmp_path, GOOD_SERVER.replace("refreshes = [0, 1]\n", "")))
+    simulated = round_rules(SimulationConfig(algorithm="fedstyle", rounds=config.schedule.rounds)).refreshes
+    assert config.schedule.refreshes == simulated == frozenset(range(config.schedule.rounds))
+    given = load_server_config(_write(tmp_path, GOOD_SERVER.replace("refreshes = [0, 1]", "refreshes = [1]")))
+    assert given.schedule.refreshes == frozenset({1})  # a given list is kept
+
+
 DP_FEDERATION = GOOD_SERVER.replace(
     'secure_mode = "ckks"', 'secure_mode = "ckks"\nepsilon = 8.0\ndelta = 1e-6\nclip_norm = 0.5\naccountant = "rdp"'
 )
@@ -105,8 +119,8 @@ def test_dp_plan_comes_from_the_federation_table(tmp_path):
     assert (config.dp.epsilon, config.dp.delta, config.dp.clip_norm, config.dp.accountant) == (8.0, 1e-6, 0.5, "rdp")
     assert config.dp.noise_multiplier is None  # calibrated by each artist
     assert config.schedule.standardise is False  # no non-private set-up round under DP
-    # the simulator's refresh_rounds(2, prototype_refreshes): no release during training by default
-    assert config.schedule.refreshes == frozenset(refresh_rounds(2, config.dp.prototype_refreshes)) == frozenset()
+    # the simulator's default_refresh_rounds(2, dp): no release during training by default
+    assert config.schedule.refreshes == default_refresh_rounds(2, config.dp) == frozenset()
     assert load_server_config(_write(tmp_path, GOOD_SERVER)).dp is None
     assert (
         load_server_config(_write(tmp_path, GOOD_SERVER.replace("rounds = 2", "rounds = 2\nepsilon = inf"))).dp is None
@@ -221,3 +235,17 @@ def test_an_artist_takes_part_only_in_its_secure_mode_and_never_in_a_switched_on
     for phase, mode in (("contribute", "secagg+"), ("decrypt", "none"), ("advertise", "ckks")):
         with pytest.raises(ConfigError, match=re.escape(f"phase '{phase}' under secure_mode '{mode}', which has no")):
             check_secure_mode(free, pb.RoundPlan(round_id=3, phase=phase, secure_mode=mode), mode)
+
+
+def test_one_default_of_local_epochs_for_simulate_launch_and_a_networked_artist(tmp_path):
+    """``fedstyle simulate`` trained 2 local epochs a round, a networked artist without ``epochs`` in its
+    client.toml and every artist of ``fedstyle launch`` 1 (a next engineer's review, 2026-12-02): the
+    same federation learnt differently by transport.  One default now serves all three."""
+    from fedstyle_secure.cli.main import build_parser
+    from fedstyle_secure.training.local import LocalConfig
+
+    simulate = build_parser().parse_args(["simulate", "--synthetic"])
+    launch = build_parser().parse_args(["launch", "--data", str(tmp_path), "--work", str(tmp_path / "w")])
+    client = tmp_path / "client.toml"
+    client.write_text('[client]\nkeys = "keys"\ndata = "portfolio"\n')
+    assert simulate.local_epochs == launch.local_epochs == load_client_config(client).epochs == LocalConfig().epochs

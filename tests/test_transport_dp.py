@@ -90,6 +90,7 @@ def test_dp_federation_reports_every_round_and_audits_clean(tmp_path, data, caps
         cache_dir=data.parent / "cache",
         dp=DpConfig(epsilon=EPSILON, min_training_artworks=1),
         public_pretrain_steps=WARM_START_STEPS,
+        epochs=1,
     )
     try:
         assert federation.join(timeout=150)
@@ -158,6 +159,7 @@ def test_artist_over_budget_retires_with_the_reason_and_others_finish(tmp_path, 
         dp=DpConfig(epsilon=EPSILON, min_training_artworks=1),
         budgets={"artist_01": 0.5},
         public_pretrain_steps=WARM_START_STEPS,
+        epochs=1,
     )
     try:
         assert federation.join(timeout=150)
@@ -225,6 +227,7 @@ def test_artist_crash_after_charging_resends_the_same_contribution(tmp_path, dat
         dp=DpConfig(epsilon=EPSILON, min_training_artworks=1),
         session_timeout_seconds=1.0,
         public_pretrain_steps=WARM_START_STEPS,
+        epochs=1,
     )
     try:
         assert crashed.wait(timeout=120)

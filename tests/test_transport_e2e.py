@@ -29,7 +29,7 @@ from tests.servers import address, refused
 @pytest.mark.parametrize("secure_mode", ["none", "ckks"])
 def test_federation_completes_and_persists(tmp_path, data, secure_mode):
     schedule = Schedule(rounds=2, quorum=3, phase_seconds=30, secure_mode=secure_mode, refreshes=frozenset({0, 1}))
-    federation = start_loopback(tmp_path / "run", data, schedule, cache_dir=data.parent / "cache")
+    federation = start_loopback(tmp_path / "run", data, schedule, cache_dir=data.parent / "cache", epochs=1)
     try:
         assert federation.join(timeout=120)
         coordinator, port = federation.server.servicer.coordinator, federation.server.port
@@ -72,7 +72,7 @@ def test_server_restart_mid_run_resumes_and_artists_reconnect(tmp_path, data):
     """Kill the server after round 1; a new server on the same port and database resumes at
     round 2 and the artists (retrying with backoff) finish the run."""
     schedule = Schedule(rounds=3, quorum=3, phase_seconds=30, refreshes=frozenset({0, 1, 2}))
-    federation = start_loopback(tmp_path / "run", data, schedule, cache_dir=data.parent / "cache")
+    federation = start_loopback(tmp_path / "run", data, schedule, cache_dir=data.parent / "cache", epochs=1)
     first = federation.server
     try:
         store, deadline = StateStore(first.servicer.config.state_db), time.monotonic() + 60
@@ -107,7 +107,7 @@ def test_failed_index_publication_answers_unavailable_and_the_retry_publishes_th
     work.mkdir()
     (work / "index").write_text("an operator's file where the index goes")
     schedule = Schedule(rounds=1, quorum=3, phase_seconds=30, refreshes=frozenset({0}))
-    federation = start_loopback(work, data, schedule, cache_dir=data.parent / "cache")
+    federation = start_loopback(work, data, schedule, cache_dir=data.parent / "cache", epochs=1)
     try:
         assert federation.join(timeout=100)
         server, coordinator = federation.server, federation.server.servicer.coordinator

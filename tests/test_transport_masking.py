@@ -440,7 +440,7 @@ def test_masked_federation_completes_with_exact_sums(tmp_path, data, recorded, s
     schedule = Schedule(
         rounds=2, quorum=3, phase_seconds=30, masking_seconds=15, secure_mode=secure_mode, refreshes=frozenset({0, 1})
     )
-    federation = start_loopback(tmp_path / "run", data, schedule, cache_dir=data.parent / "cache")
+    federation = start_loopback(tmp_path / "run", data, schedule, cache_dir=data.parent / "cache", epochs=1)
     try:
         assert federation.join(timeout=120)
         coordinator = federation.server.servicer.coordinator
@@ -469,7 +469,7 @@ def test_artist_vanishing_in_masked_input_leaves_the_survivors_exact_sum(tmp_pat
     schedule = Schedule(
         rounds=1, quorum=2, phase_seconds=10, masking_seconds=3, secure_mode="secagg", refreshes=frozenset({0})
     )  # the final publication waits phase_seconds for artist_02; the first phase gets startup_seconds more
-    federation = start_loopback(tmp_path / "run", data, schedule, cache_dir=data.parent / "cache")
+    federation = start_loopback(tmp_path / "run", data, schedule, cache_dir=data.parent / "cache", epochs=1)
     try:
         assert federation.join(timeout=120)
         coordinator = federation.server.servicer.coordinator

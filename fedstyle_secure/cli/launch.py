@@ -15,8 +15,9 @@ from fedstyle_secure.experiments.arguments import (
     positive_seconds,
 )
 from fedstyle_secure.federation.coordinator import TRANSPORT_SECURE_MODES, Schedule
-from fedstyle_secure.federation.rounds import refresh_rounds
+from fedstyle_secure.federation.rounds import default_refresh_rounds
 from fedstyle_secure.federation.strategy import ALGORITHMS, algorithm_spec
+from fedstyle_secure.training.local import DEFAULT_LOCAL_EPOCHS
 from fedstyle_secure.transport.artist.runner import EXIT_RETIRED
 from fedstyle_secure.transport.logs import configure_logging
 from fedstyle_secure.transport.loopback import artist_dirs, start_loopback
@@ -44,6 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="federated algorithm (default %(default)s)",
     )
     p.add_argument("--rounds", type=positive_int, default=3, metavar="R", help="training rounds (default %(default)s)")
+    p.add_argument(
+        "--local-epochs",
+        type=positive_int,
+        default=DEFAULT_LOCAL_EPOCHS,
+        metavar="E",
+        help="local epochs per round of every artist (default %(default)s, as fedstyle simulate)",
+    )
     p.add_argument(
         "--secure", choices=TRANSPORT_SECURE_MODES, default="ckks", help="secure summation (default %(default)s)"
     )
@@ -83,18 +91,23 @@ def run(args: argparse.Namespace) -> int:
     if args.work.exists() and any(args.work.iterdir()):
         raise ConfigError(f"--work {args.work} is not empty; give a new directory")
     dp = dp_config_from_args(args)
-    refreshes = refresh_rounds(args.rounds, dp.prototype_refreshes if dp else None)  # as `fedstyle simulate`
     schedule = Schedule(
         algorithm=args.algorithm,
         rounds=args.rounds,
         secure_mode=args.secure,
         quorum=2,
         phase_seconds=args.phase_seconds,
-        refreshes=refreshes,
+        refreshes=default_refresh_rounds(args.rounds, dp),  # as `fedstyle simulate`
         standardise=dp is None,
     )
     federation = start_loopback(
-        args.work, args.data, schedule, cache_dir=None, dp=dp, budgets=parse_budgets(args.budget)
+        args.work,
+        args.data,
+        schedule,
+        cache_dir=None,
+        epochs=args.local_epochs,
+        dp=dp,
+        budgets=parse_budgets(args.budget),
     )
     try:
         finished = federation.join(args.timeout)

@@ -29,10 +29,9 @@ from fedstyle_secure.training.dataset import (
     load_artworks,
     prepare_federation,
 )
-from fedstyle_secure.training.local import LocalConfig
+from fedstyle_secure.training.local import DEFAULT_LOCAL_EPOCHS, LocalConfig
 
 DEFAULT_ROUNDS = 20
-DEFAULT_LOCAL_EPOCHS = 2
 T = TypeVar("T")
 
 

@@ -10,11 +10,11 @@ Rounds: ``0`` is the set-up round (sum of feature moments -> input standardisati
 ``1..R`` are training rounds (simulator round ``r = id - 1``), ``R + 1`` the final publication.
 Phases of a round: ``publish`` (prototype releases, when the round refreshes them),
 ``contribute`` (plain vector or signed CKKS ciphertext), ``decrypt`` (CKKS only: a committee of
-two contributors checks the signed contributions, sums them itself and returns the plaintext;
-see :mod:`fedstyle_secure.secure.ckks.decryption`).  With ``secagg``/``secagg+`` the contribute
-step is the five phases of pairwise masking, ``advertise`` (local training, then signed keys;
-deadline ``phase_seconds``), ``share``, ``masked_input``, ``consistency`` (signed survivor sets)
-and ``unmask`` (deadline ``masking_seconds`` each), driven by
+``committee_size`` contributors, 2 by default, checks the signed contributions, sums them itself
+and returns the plaintext; see :mod:`fedstyle_secure.secure.ckks.decryption`).  With
+``secagg``/``secagg+`` the contribute step is the five phases of pairwise masking, ``advertise``
+(local training, then signed keys; deadline ``phase_seconds``), ``share``, ``masked_input``,
+``consistency`` (signed survivor sets) and ``unmask`` (deadline ``masking_seconds`` each), driven by
 :class:`~fedstyle_secure.federation.masking_rounds.MaskingRound`; the server learns only the sum.
 Every round's layout (the names and shapes of the summed arrays) comes from the server's own
 plan (:func:`~fedstyle_secure.federation.round_layout.round_layout` of ``shape``), never from

@@ -17,8 +17,12 @@ training (a Gaussian release under DP); the final publication always publishes. 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fedstyle_secure.federation.strategy import AlgorithmSpec
+
+if TYPE_CHECKING:
+    from fedstyle_secure.privacy.plan import DpConfig
 
 SETUP, TRAIN, FINAL = "setup", "train", "final"
 SETUP_ROUND_ID = 0
@@ -30,6 +34,13 @@ def refresh_rounds(rounds: int, max_refreshes: int | None) -> frozenset[int]:
     if max_refreshes is None or max_refreshes >= rounds:
         return frozenset(range(rounds))
     return frozenset(int(i * rounds / max_refreshes) for i in range(max_refreshes))
+
+
+def default_refresh_rounds(rounds: int, dp: DpConfig | None) -> frozenset[int]:
+    """The refreshes of a federation that names none, the simulator's and the server's alike: every
+    training round without DP; under DP ``dp.prototype_refreshes`` evenly spaced ones (each release
+    splits the budget; 0: none, the final publication only)."""
+    return refresh_rounds(rounds, None if dp is None else dp.prototype_refreshes)
 
 
 def plan_round(round_id: int) -> int:

@@ -20,7 +20,7 @@ from fedstyle_secure.federation.client import Broadcast, StyleClient, federation
 from fedstyle_secure.federation.packing import compact_lossless, pack_as, unpack
 from fedstyle_secure.federation.reporting import ReportWriter
 from fedstyle_secure.federation.round_layout import FederationShape, round_layout
-from fedstyle_secure.federation.rounds import RoundRules, plan_round, refresh_rounds
+from fedstyle_secure.federation.rounds import RoundRules, default_refresh_rounds, plan_round
 from fedstyle_secure.federation.strategy import (
     CONTRIBUTION_RANGE,
     FEATURE_MOMENT_RANGE,
@@ -141,8 +141,7 @@ class SimulationResult:
 
 def round_rules(config: SimulationConfig) -> RoundRules:
     """The run's round rules, as the server derives them from its schedule."""
-    refreshes = refresh_rounds(config.rounds, config.dp.prototype_refreshes if config.dp else None)
-    return RoundRules(algorithm_spec(config.algorithm), config.rounds, refreshes)
+    return RoundRules(algorithm_spec(config.algorithm), config.rounds, default_refresh_rounds(config.rounds, config.dp))
 
 
 class TurnTaking:

@@ -38,6 +38,11 @@ from fedstyle_secure.training.optimisers import plain_optimiser
 OBJECTIVES: tuple[str, ...] = ("fedstyle", "classifier", "fedproto", "local")
 
 
+DEFAULT_LOCAL_EPOCHS = 2
+"""Local epochs per round, the one default of ``fedstyle simulate --local-epochs``, ``client.epochs``
+of a networked artist and ``fedstyle launch``."""
+
+
 @dataclass(frozen=True)
 class LocalConfig:
     """Hyper-parameters of local training (``lr`` of the local optimizer; ``tau`` dimensionless).
@@ -56,7 +61,7 @@ class LocalConfig:
     raised mAP on painters-dev on every seed (+0.008 to +0.021) and held it elsewhere, at -0.007
     (wikiart-dev) and -0.012 (synthetic) accuracy, both inside one std; weight 4 cost more accuracy."""
 
-    epochs: int = 2
+    epochs: int = DEFAULT_LOCAL_EPOCHS
     batch_size: int = 16
     lr: float = 0.5
     tau: float = 0.1

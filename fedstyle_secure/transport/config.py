@@ -20,6 +20,7 @@ from fedstyle_secure.files import read_regular_file
 from fedstyle_secure.privacy.plan import DEFAULT_MIN_TRAINING_ARTWORKS, DpConfig, public_warm_start_steps
 from fedstyle_secure.secure.api import DEFAULT_MIN_QUORUM
 from fedstyle_secure.secure.masking.summation import DEFAULT_THRESHOLD
+from fedstyle_secure.training.local import DEFAULT_LOCAL_EPOCHS
 from fedstyle_secure.training.pretrain import MAX_PUBLIC_PRETRAIN_STEPS
 from fedstyle_secure.transport.dp_config import FEDERATION_DP_FIELDS, dp_schedule, pop_federation_dp
 from fedstyle_secure.validation import (
@@ -89,7 +90,7 @@ class ClientConfig:
     artist: str | None = None
     server_name: str = "localhost"
     cache_dir: ConfigPath | None = None
-    epochs: Positive = 1
+    epochs: Positive = DEFAULT_LOCAL_EPOCHS  # as `fedstyle simulate --local-epochs` (it was 1 here)
     batch_size: Positive = 16
     reconnect_initial_seconds: Seconds = 0.5
     reconnect_max_seconds: Seconds = 30.0

@@ -29,7 +29,7 @@ from typing import Annotated, Any
 
 from fedstyle_secure.errors import ConfigError, PrivacyError
 from fedstyle_secure.federation.coordinator import Schedule
-from fedstyle_secure.federation.rounds import refresh_rounds
+from fedstyle_secure.federation.rounds import default_refresh_rounds
 from fedstyle_secure.privacy.accounting import BUDGET_ACCOUNTANTS, DEFAULT_ACCOUNTANT
 from fedstyle_secure.privacy.plan import DEFAULT_PRIVATE_LAYERS, PRIVATE_LAYERS, DpConfig, check_announced_plan
 from fedstyle_secure.transport.wire import pb
@@ -79,19 +79,24 @@ def pop_federation_dp(table: dict[str, Any], where: str) -> DpConfig | None:
 
 
 def dp_schedule(schedule: Schedule, dp: DpConfig | None, given: Iterable[str], where: str) -> Schedule:
-    """Under DP, the ``[federation]`` defaults the simulator uses: no set-up round (it would sum
-    private feature moments without noise; the heads keep their public-set standardisation) and,
-    unless ``refreshes`` is ``given``, prototype refreshes at :func:`refresh_rounds`
-    (``DpConfig.prototype_refreshes`` evenly spaced rounds)."""
-    if dp is None:
-        return schedule
+    """The ``[federation]`` defaults the simulator uses: unless ``refreshes`` is ``given``, prototype
+    refreshes at :func:`~fedstyle_secure.federation.rounds.default_refresh_rounds` (every training
+    round without DP; ``DpConfig.prototype_refreshes`` evenly spaced ones under DP; a server.toml
+    without ``refreshes`` refreshed none before, unlike the simulator); under DP no set-up round (it
+    would sum private feature moments without noise; the heads keep their public-set standardisation)."""
     given = set(given)
+    if dp is None:
+        return (
+            schedule
+            if "refreshes" in given
+            else dataclasses.replace(schedule, refreshes=default_refresh_rounds(schedule.rounds, None))
+        )
     if "standardise" in given and schedule.standardise:
         raise ConfigError(
             f"{where}.standardise: the set-up round sums private feature moments without DP noise; "
             "it cannot run in a DP federation (leave it out or set it to false)"
         )
-    refreshes = schedule.refreshes if "refreshes" in given else refresh_rounds(schedule.rounds, dp.prototype_refreshes)
+    refreshes = schedule.refreshes if "refreshes" in given else default_refresh_rounds(schedule.rounds, dp)
     try:  # what every artist would refuse (and retire over): refused here, at the server's start
         check_announced_plan(dp, schedule.rounds, frozenset(refreshes))
     except PrivacyError as exc:

@@ -17,6 +17,7 @@ from fedstyle_secure.errors import ConfigError
 from fedstyle_secure.federation.coordinator import Schedule
 from fedstyle_secure.privacy.plan import DpConfig
 from fedstyle_secure.secure.keys.keystore import generate_key_files, load_artist_keys, load_server_keys, write_key_files
+from fedstyle_secure.training.local import DEFAULT_LOCAL_EPOCHS
 from fedstyle_secure.transport.artist.runner import run_artist
 from fedstyle_secure.transport.config import ClientConfig, ServerConfig
 from fedstyle_secure.transport.server.servicer import RunningServer, start_server
@@ -90,7 +91,7 @@ def start_loopback(
     *,
     keys_dir: Path | None = None,
     cache_dir: Path | None = None,
-    epochs: int = 1,
+    epochs: int = DEFAULT_LOCAL_EPOCHS,
     buyers: Sequence[str] = ("buyer",),
     dp: DpConfig | None = None,
     budgets: Mapping[str, float] | None = None,

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedstyle_secure.errors import TransportError
-from fedstyle_secure.federation.rounds import refresh_rounds
+from fedstyle_secure.federation.rounds import default_refresh_rounds
 from fedstyle_secure.privacy.plan import DpConfig, encoder_config_for
 from fedstyle_secure.secure.keys.keystore import bundle_files, write_key_files
-from fedstyle_secure.training.local import LocalConfig
+from fedstyle_secure.training.local import DEFAULT_LOCAL_EPOCHS
 
 TomlValue = str | int | float | bool | Sequence[int] | Path
 Prefix = Callable[[str], Sequence[str]]  # process name ("server" or an artist id) -> command prefix
@@ -70,13 +70,13 @@ def federation_tables(
         "secure_mode": secure_mode,
         "quorum": quorum or max(2, n_artists - 1),
         "phase_seconds": phase_seconds,
-        "refreshes": sorted(refresh_rounds(rounds, dp.prototype_refreshes if dp else None)),
+        "refreshes": sorted(default_refresh_rounds(rounds, dp)),
         "seed": seed,
     }
     server: dict[str, TomlValue] = {"embedding_dim": encoder_config_for(dp).embedding_dim}
     # a trial's artists are machines in one folder each: each keeps its lifetime ledger there, not in the user's
     client: dict[str, TomlValue] = {
-        "epochs": LocalConfig().epochs,
+        "epochs": DEFAULT_LOCAL_EPOCHS,
         "state_dir": "state",
         "reports_dir": "reports",
         "lifetime_ledger": "lifetime-ledger.sqlite",
